@@ -1,0 +1,248 @@
+//! Encryption, authentication and keyed hashing.
+//!
+//! A sealed object is `nonce (12 bytes) || AES-256-GCM ciphertext || tag (16
+//! bytes)` with no associated data. Blob ids are HMAC-SHA-256 of the
+//! plaintext under a key of their own, so ids reveal nothing about content to
+//! anyone without the master key.
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::sink::FileKind;
+
+/// Bytes added by [`MasterKey::seal`]: nonce plus tag.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// Fills `buf` with random bytes from the operating system.
+///
+/// # Panics
+///
+/// Panics when the operating system has no random source, since nothing
+/// can be encrypted safely without one.
+pub fn fill_random(buf: &mut [u8]) {
+    #[allow(clippy::expect_used)]
+    getrandom::getrandom(buf).expect("the operating system random number generator failed");
+}
+
+/// The secrets of a repository: created once at `init`, stored only wrapped
+/// by user keys (see [`crate::keys`]).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MasterKey {
+    /// AES-256-GCM key for every sealed object.
+    #[serde(with = "b64")]
+    encryption: [u8; 32],
+    /// HMAC-SHA-256 key for blob ids.
+    #[serde(with = "b64")]
+    id: [u8; 32],
+    /// Seed of the content-defined chunker's gear table.
+    chunker_seed: u64,
+    /// Whether objects are sealed. `false` only for repositories created
+    /// with `--insecure-no-encryption`, whose keys live in the config file.
+    #[serde(default = "default_true")]
+    encrypt: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("encrypt", &self.encrypt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// A new random master key. `encrypt = false` makes [`MasterKey::seal`]
+    /// and [`MasterKey::open`] the identity (unencrypted repositories).
+    pub fn generate(encrypt: bool) -> Self {
+        let mut encryption = [0u8; 32];
+        let mut id = [0u8; 32];
+        let mut seed = [0u8; 8];
+        fill_random(&mut encryption);
+        fill_random(&mut id);
+        fill_random(&mut seed);
+        MasterKey {
+            encryption,
+            id,
+            chunker_seed: u64::from_le_bytes(seed) & 0x0000_ffff_ffff_ffff,
+            encrypt,
+        }
+    }
+
+    /// Whether sealing encrypts.
+    pub fn encrypts(&self) -> bool {
+        self.encrypt
+    }
+
+    /// The chunker gear-table seed of this repository.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    /// The keyed id of a blob with plaintext `data`.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        BlobHasher::new(self).hash(data)
+    }
+
+    /// Encrypts and authenticates `plaintext` with a fresh random nonce.
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        if !self.encrypt {
+            return plaintext.to_vec();
+        }
+        let cipher = Aes256Gcm::new((&self.encryption).into());
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        // Encryption with a valid key and nonce cannot fail for inputs below
+        // the GCM limit of 64 GiB, far above any object we seal.
+        #[allow(clippy::expect_used)]
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("AES-GCM encryption failed");
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Checks and decrypts an object made by [`MasterKey::seal`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] (naming `kind` and `name`) when the object is too
+    /// short or its authentication tag does not match.
+    pub fn open(&self, sealed: &[u8], kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        if !self.encrypt {
+            return Ok(sealed.to_vec());
+        }
+        open_with(&self.encryption, sealed).ok_or_else(|| {
+            Error::corrupt(
+                kind,
+                name,
+                "authentication failed (the data was altered or damaged)",
+            )
+        })
+    }
+}
+
+/// Decrypts with a raw 32-byte key; `None` when authentication fails.
+pub(crate) fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let cipher = Aes256Gcm::new(key.into());
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+}
+
+/// Encrypts with a raw 32-byte key (used to wrap master keys).
+pub(crate) fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    let mut out = nonce.to_vec();
+    #[allow(clippy::expect_used)]
+    out.extend_from_slice(
+        &cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("AES-GCM encryption failed"),
+    );
+    out
+}
+
+/// A reusable keyed hasher for blob ids (HMAC-SHA-256 with the id key).
+#[derive(Clone)]
+pub struct BlobHasher {
+    mac: Hmac<Sha256>,
+}
+
+impl BlobHasher {
+    /// A hasher for the repository of `key`.
+    pub fn new(key: &MasterKey) -> Self {
+        #[allow(clippy::expect_used)]
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.id).expect("HMAC accepts any key");
+        BlobHasher { mac }
+    }
+
+    /// The id of the blob with plaintext `data`.
+    pub fn hash(&self, data: &[u8]) -> Id {
+        let mut mac = self.mac.clone();
+        mac.update(data);
+        Id(mac.finalize().into_bytes().into())
+    }
+}
+
+/// Base64 for fixed-size byte arrays in JSON.
+pub(crate) mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer, const N: usize>(
+        v: &[u8; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = STANDARD.decode(s).map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom(format!("expected {N} bytes")))
+    }
+}
+
+/// Base64 for variable-length byte strings in JSON.
+pub(crate) mod b64vec {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let key = MasterKey::generate(true);
+        let sealed = key.seal(b"hello");
+        assert_eq!(sealed.len(), 5 + SEAL_OVERHEAD);
+        assert_eq!(key.open(&sealed, FileKind::Pack, "x").unwrap(), b"hello");
+        let mut bad = sealed.clone();
+        bad[14] ^= 1;
+        assert!(key.open(&bad, FileKind::Pack, "x").unwrap_err().is_corruption());
+        let other = MasterKey::generate(true);
+        assert!(other.open(&sealed, FileKind::Pack, "x").is_err());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = MasterKey::generate(true);
+        let b = MasterKey::generate(true);
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), Id::hash(b"x"));
+    }
+}

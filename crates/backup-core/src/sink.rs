@@ -1,0 +1,338 @@
+//! The storage abstraction: a small verb set over typed repository files.
+//!
+//! A [`Sink`] stores whole, immutable objects under one repository prefix.
+//! Local disk, S3, Google Cloud Storage and memory implement it in the
+//! `backup-storage` crate; wrappers (retry, fault injection) are sinks too.
+//! Conveniences live in [`SinkExt`], which is implemented for every sink, so
+//! a wrapper cannot forget to forward them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The kinds of files in a repository; each maps to a fixed prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// The single `config` file.
+    Config,
+    /// Key files under `keys/`.
+    Key,
+    /// Snapshot manifests under `snapshots/`.
+    Snapshot,
+    /// Index files under `index/`.
+    Index,
+    /// Pack files under `data/XX/`.
+    Pack,
+    /// Lock files under `locks/`.
+    Lock,
+    /// Audit records under `audit/`.
+    Audit,
+}
+
+impl FileKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [FileKind; 7] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Pack,
+        FileKind::Lock,
+        FileKind::Audit,
+    ];
+
+    /// The directory of this kind, relative to the repository root
+    /// (`config` for the config file itself).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Pack => "data",
+            FileKind::Lock => "locks",
+            FileKind::Audit => "audit",
+        }
+    }
+
+    /// The path of the file `name` of this kind, relative to the repository
+    /// root. Packs are spread over 256 sub-directories named by the first two
+    /// hex digits of their name; the config file is always `config`.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileKind::Config => "config".to_owned(),
+            FileKind::Pack => {
+                let sub = name.get(..2).unwrap_or("00");
+                format!("data/{sub}/{name}")
+            }
+            _ => format!("{}/{name}", self.prefix()),
+        }
+    }
+
+    /// Recovers the file name from a path produced by [`FileKind::path`];
+    /// `None` when the path does not belong to this kind.
+    pub fn name_from_path(self, path: &str) -> Option<String> {
+        let path = path.trim_start_matches('/');
+        match self {
+            FileKind::Config => (path == "config").then(|| "config".to_owned()),
+            FileKind::Pack => {
+                let rest = path.strip_prefix("data/")?;
+                let (sub, name) = rest.split_once('/')?;
+                (sub.len() == 2 && !name.is_empty() && !name.contains('/') && name.starts_with(sub))
+                    .then(|| name.to_owned())
+            }
+            _ => {
+                let rest = path.strip_prefix(self.prefix())?.strip_prefix('/')?;
+                (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
+            }
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Config => "config",
+            FileKind::Key => "key",
+            FileKind::Snapshot => "snapshot",
+            FileKind::Index => "index",
+            FileKind::Pack => "pack",
+            FileKind::Lock => "lock",
+            FileKind::Audit => "audit record",
+        })
+    }
+}
+
+/// How a put treats an existing object of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with [`Error::AlreadyExists`] when the object exists. The check
+    /// and the write are one atomic step on every backend.
+    Create,
+    /// Replace any existing object atomically.
+    Overwrite,
+}
+
+/// One object as listed by [`Sink::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The file name (the last path component, without the kind's prefix).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Where repository files live.
+///
+/// # Contract
+///
+/// - Objects are whole and immutable: a [`Sink::put`] either stores all of
+///   `data` under the name or nothing; a reader never sees a partial object,
+///   even if the writer crashes.
+/// - [`PutMode::Create`] is atomic: of two concurrent creates of one name,
+///   exactly one succeeds and the other gets [`Error::AlreadyExists`].
+/// - After a successful put, [`Sink::get`] and [`Sink::list`] see the object.
+/// - [`Sink::get`] and [`Sink::get_range`] return [`Error::NotFound`] for a
+///   missing object; a range past the end is an error, never a short read
+///   silently accepted.
+/// - [`Sink::delete`] of a missing object succeeds (deletes are idempotent).
+/// - Transient failures are reported as [`Error::Transient`] so that the
+///   retry layer can retry them; every method may be retried safely.
+#[async_trait]
+pub trait Sink: Send + Sync + fmt::Debug {
+    /// A human-readable location with credentials removed, for messages.
+    fn location(&self) -> String;
+
+    /// Stores `data` as the file `name` of `kind`.
+    async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()>;
+
+    /// Reads a whole file.
+    async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes>;
+
+    /// Reads the bytes `range` of a file. The result has exactly
+    /// `range.end - range.start` bytes.
+    async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes>;
+
+    /// Lists every file of `kind`, in no particular order.
+    async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes a file; succeeds when it does not exist.
+    async fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+}
+
+/// Conveniences built on the [`Sink`] verbs, implemented for every sink.
+#[async_trait]
+pub trait SinkExt: Sink {
+    /// Creates a content-addressed file: an existing file of the same name
+    /// holds the same bytes, so [`Error::AlreadyExists`] counts as success.
+    async fn put_content_addressed(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
+        match self.put(kind, name, data, PutMode::Create).await {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a file, returning `None` when it does not exist.
+    async fn get_opt(&self, kind: FileKind, name: &str) -> Result<Option<Bytes>> {
+        match self.get(kind, name).await {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names of every file of `kind`, sorted.
+    async fn list_names(&self, kind: FileKind) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.list(kind).await?.into_iter().map(|o| o.name).collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl<S: Sink + ?Sized> SinkExt for S {}
+
+#[async_trait]
+impl<S: Sink + ?Sized> Sink for Arc<S> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        (**self).put(kind, name, data, mode).await
+    }
+    async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        (**self).get(kind, name).await
+    }
+    async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes> {
+        (**self).get_range(kind, name, range).await
+    }
+    async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
+        (**self).list(kind).await
+    }
+    async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        (**self).delete(kind, name).await
+    }
+}
+
+/// A sink that keeps every file in memory; for tests and examples.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    files: Arc<Mutex<BTreeMap<(FileKind, String), Bytes>>>,
+}
+
+impl MemorySink {
+    /// An empty in-memory sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<(FileKind, String), Bytes>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (every operation is a single insert or remove), so poisoning is
+        // safe to ignore.
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces a stored file's bytes regardless of mode; lets tests damage
+    /// a repository on purpose.
+    pub fn tamper(&self, kind: FileKind, name: &str, data: Bytes) {
+        self.files().insert((kind, name.to_owned()), data);
+    }
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    fn location(&self) -> String {
+        "memory:".to_owned()
+    }
+
+    async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        let mut files = self.files();
+        let key = (kind, name.to_owned());
+        if mode == PutMode::Create && files.contains_key(&key) {
+            return Err(Error::AlreadyExists {
+                kind,
+                name: name.to_owned(),
+            });
+        }
+        files.insert(key, data);
+        Ok(())
+    }
+
+    async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        self.files()
+            .get(&(kind, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("{kind} {name}")))
+    }
+
+    async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes> {
+        let data = self.get(kind, name).await?;
+        check_range(kind, name, &range, data.len() as u64)?;
+        Ok(data.slice(range.start as usize..range.end as usize))
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
+        Ok(self
+            .files()
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, name), data)| ObjectInfo {
+                name: name.clone(),
+                size: data.len() as u64,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.files().remove(&(kind, name.to_owned()));
+        Ok(())
+    }
+}
+
+/// Checks that `range` lies inside an object of `size` bytes; the error
+/// every backend reports for an out-of-bounds ranged read.
+pub fn check_range(kind: FileKind, name: &str, range: &Range<u64>, size: u64) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(Error::corrupt(
+            kind,
+            name,
+            format!(
+                "requested bytes {}..{} but the object has {size} bytes",
+                range.start, range.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        let id = "ab".repeat(32);
+        for kind in FileKind::ALL {
+            let path = kind.path(&id);
+            let name = kind.name_from_path(&path).unwrap();
+            if kind == FileKind::Config {
+                assert_eq!(name, "config");
+            } else {
+                assert_eq!(name, id);
+            }
+        }
+        assert_eq!(FileKind::Pack.path(&id), format!("data/ab/{id}"));
+        assert_eq!(FileKind::Pack.name_from_path("data/ab/cd00"), None);
+        assert_eq!(FileKind::Key.name_from_path("keys/x/y"), None);
+    }
+}
