@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(key.open(&sealed, FileKind::Pack, "x").unwrap(), b"hello");
         let mut bad = sealed.clone();
         bad[14] ^= 1;
-        assert!(key.open(&bad, FileKind::Pack, "x").unwrap_err().is_corruption());
+        assert!(key
+            .open(&bad, FileKind::Pack, "x")
+            .unwrap_err()
+            .is_corruption());
         let other = MasterKey::generate(true);
         assert!(other.open(&sealed, FileKind::Pack, "x").is_err());
     }

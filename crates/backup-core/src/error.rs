@@ -152,18 +152,3 @@ impl Error {
         }
     }
 }
-
-/// Adds context to `std::io::Result`s.
-pub(crate) trait IoContext<T> {
-    /// Wraps the error with a description of what was being done.
-    fn io_context(self, context: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            context: context(),
-            source,
-        })
-    }
-}

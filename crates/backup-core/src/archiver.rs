@@ -1,0 +1,527 @@
+//! Backup: walks a [`Source`], stores new content and trees, writes index
+//! files and then the snapshot manifest.
+//!
+//! The walk runs on the async task that calls [`backup`]; contents are
+//! chunked and hashed on blocking threads, several at once (the source's
+//! concurrency); new blobs go through the [`crate::saver`] pipeline. A
+//! directory's tree is stored when its last entry is done. Writing order is
+//! packs, then index files, then the snapshot, so an interrupted backup
+//! leaves no snapshot behind.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::chunker::Chunker;
+use crate::config::ChunkerParams;
+use crate::crypto::BlobHasher;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::BlobType;
+use crate::progress::Progress;
+use crate::repo::IndexedRepository;
+use crate::saver::{write_index_files, BlobSaver, SaverHandle};
+use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotStats, StreamSummary, SNAPSHOT_VERSION};
+use crate::source::{Content, Item, OnReadError, Source};
+use crate::tree::{encode_content_list, FsName, Node, NodeKind, Tree, INLINE_CONTENT_LIMIT};
+
+/// Options of a backup run.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Tags to record.
+    pub tags: Vec<String>,
+    /// Exclude patterns (recorded; the source applies them).
+    pub excludes: Vec<String>,
+    /// Include patterns (recorded; the source applies them).
+    pub includes: Vec<String>,
+    /// Time to stamp instead of now.
+    pub time: Option<DateTime<Utc>>,
+    /// Host name to record instead of this host's.
+    pub host: Option<String>,
+    /// Job name to record.
+    pub job: Option<String>,
+    /// Snapshot whose unchanged files are reused without reading.
+    pub parent: Option<SnapshotEntry>,
+    /// Read, chunk and count, but write nothing.
+    pub dry_run: bool,
+}
+
+/// What a backup produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The new snapshot's id; `None` for a dry run.
+    pub id: Option<Id>,
+    /// The manifest (written unless dry run).
+    pub snapshot: Snapshot,
+    /// The repository index including the new packs.
+    pub index: Arc<Index>,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    logical: AtomicU64,
+    files: AtomicU64,
+    dirs: AtomicU64,
+    symlinks: AtomicU64,
+    streams: AtomicU64,
+    unchanged: AtomicU64,
+}
+
+struct Ctx {
+    saver: SaverHandle,
+    hasher: BlobHasher,
+    chunker: ChunkerParams,
+    seed: u64,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    progress: Arc<dyn Progress>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Ctx {
+    fn warn(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(msg);
+    }
+}
+
+enum Pending {
+    Ready(Node),
+    Task(String, tokio::task::JoinHandle<Result<Option<Node>>>),
+}
+
+struct Frame {
+    node: Option<Node>,
+    children: Vec<Pending>,
+    parent_tree: Option<Tree>,
+}
+
+/// Runs a backup of `source` into `repo`.
+///
+/// The caller should hold a shared repository lock for the duration.
+///
+/// # Errors
+///
+/// Any failure of the source (including [`Source::finish`]), of reading a
+/// stream whose policy is [`OnReadError::Fail`], or of storage. No
+/// snapshot is written then; packs already stored stay as unreferenced data.
+pub async fn backup(
+    repo: &IndexedRepository,
+    source: &mut dyn Source,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let saver = BlobSaver::start(repo, opts.dry_run);
+    let ctx = Arc::new(Ctx {
+        saver: saver.handle().clone(),
+        hasher: repo.hasher().clone(),
+        chunker: repo.config().chunker,
+        seed: repo.key().chunker_seed(),
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        progress,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let walked = walk(repo, source, opts, &ctx).await;
+    let walked = match walked {
+        Ok(w) => w,
+        Err(e) => {
+            // Prefer the pipeline's own error over the cancellation it
+            // caused in the walk.
+            let saver_result = saver.finish().await;
+            return Err(match (e, saver_result) {
+                (Error::Cancelled, Err(se)) => se,
+                (e, _) => e,
+            });
+        }
+    };
+    let (root_tree, streams) = walked;
+    let metadata = match source.finish().await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = saver.finish().await;
+            return Err(e);
+        }
+    };
+    ctx.progress.set_phase("saving index");
+    let outcome = saver.finish().await?;
+    let mut index = (**repo.index()).clone();
+    for p in &outcome.packs {
+        index.add_pack(p.id, p.size, &p.blobs);
+    }
+    let stats_src = ctx.saver.stats();
+    let c = &ctx.counters;
+    let stats = SnapshotStats {
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        logical_bytes: c.logical.load(Ordering::Relaxed),
+        bytes_added: stats_src.bytes_added.load(Ordering::Relaxed),
+        bytes_stored: stats_src.bytes_stored.load(Ordering::Relaxed),
+        files: c.files.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        symlinks: c.symlinks.load(Ordering::Relaxed),
+        streams: c.streams.load(Ordering::Relaxed),
+        files_unchanged: c.unchanged.load(Ordering::Relaxed),
+        blobs_added: stats_src.blobs_added.load(Ordering::Relaxed),
+        packs_added: stats_src.packs_added.load(Ordering::Relaxed),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: opts.time.unwrap_or_else(Utc::now),
+        host: opts.host.clone().unwrap_or_else(crate::util::hostname),
+        user: crate::util::username(),
+        source: source.descriptor(),
+        job: opts.job.clone(),
+        tags: opts.tags.clone(),
+        parent: opts.parent.as_ref().map(|p| p.id),
+        tree: root_tree,
+        excludes: opts.excludes.clone(),
+        includes: opts.includes.clone(),
+        stats,
+        streams,
+        warnings: std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(PoisonError::into_inner)),
+        metadata,
+        program: format!("backup {}", env!("CARGO_PKG_VERSION")),
+    };
+    if opts.dry_run {
+        return Ok(BackupOutcome {
+            id: None,
+            snapshot,
+            index: Arc::new(index),
+        });
+    }
+    write_index_files(repo, outcome.packs).await?;
+    let id = repo.save_snapshot(&snapshot).await?;
+    Ok(BackupOutcome {
+        id: Some(id),
+        snapshot,
+        index: Arc::new(index),
+    })
+}
+
+/// Walks the source; returns the root tree id and stream summaries.
+async fn walk(
+    repo: &IndexedRepository,
+    source: &mut dyn Source,
+    opts: &BackupOptions,
+    ctx: &Arc<Ctx>,
+) -> Result<(Id, Vec<StreamSummary>)> {
+    let permits = Arc::new(Semaphore::new(source.concurrency().max(1)));
+    let root_parent = match &opts.parent {
+        Some(p) => Some(repo.load_tree(&p.snapshot.tree).await?),
+        None => None,
+    };
+    let mut stack = vec![Frame {
+        node: None,
+        children: Vec::new(),
+        parent_tree: root_parent,
+    }];
+    let mut path: Vec<FsName> = Vec::new();
+    let mut streams = Vec::new();
+    while let Some(item) = source.next().await? {
+        if ctx.saver.has_failed() {
+            return Err(Error::Cancelled);
+        }
+        match item {
+            Item::Enter(node) => {
+                let top = stack
+                    .last()
+                    .ok_or_else(|| Error::Source("unbalanced walk".into()))?;
+                let parent_tree = match top.parent_tree.as_ref().and_then(|t| t.find(&node.name)) {
+                    Some(Node {
+                        kind: NodeKind::Dir,
+                        subtree: Some(sub),
+                        ..
+                    }) if repo.index().contains(BlobType::Tree, sub) => {
+                        Some(repo.load_tree(sub).await?)
+                    }
+                    _ => None,
+                };
+                path.push(node.name.clone());
+                stack.push(Frame {
+                    node: Some(node),
+                    children: Vec::new(),
+                    parent_tree,
+                });
+            }
+            Item::Leave => {
+                if stack.len() < 2 {
+                    return Err(Error::Source("unbalanced walk: Leave without Enter".into()));
+                }
+                #[allow(clippy::unwrap_used)]
+                let frame = stack.pop().unwrap();
+                let dir_path = path_string(&path);
+                path.pop();
+                let (tree_id, _) =
+                    finish_tree(ctx, frame.children, &dir_path, &mut streams).await?;
+                let mut node = frame
+                    .node
+                    .ok_or_else(|| Error::Source("directory without node".into()))?;
+                node.subtree = Some(tree_id);
+                ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                #[allow(clippy::unwrap_used)]
+                stack
+                    .last_mut()
+                    .unwrap()
+                    .children
+                    .push(Pending::Ready(node));
+            }
+            Item::Warning(msg) => ctx.warn(msg),
+            Item::Leaf {
+                node,
+                content,
+                on_error,
+            } => {
+                #[allow(clippy::unwrap_used)]
+                let top = stack.last_mut().unwrap();
+                let pending =
+                    leaf(repo, ctx, &permits, top, node, content, on_error, &path).await?;
+                top.children.push(pending);
+            }
+        }
+    }
+    if stack.len() != 1 {
+        return Err(Error::Source("unbalanced walk: Enter without Leave".into()));
+    }
+    #[allow(clippy::unwrap_used)]
+    let root = stack.pop().unwrap();
+    let (root_id, _) = finish_tree(ctx, root.children, "", &mut streams).await?;
+    Ok((root_id, streams))
+}
+
+fn path_string(path: &[FsName]) -> String {
+    path.iter()
+        .map(|n| n.display().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn leaf(
+    repo: &IndexedRepository,
+    ctx: &Arc<Ctx>,
+    permits: &Arc<Semaphore>,
+    top: &Frame,
+    node: Node,
+    content: Option<Content>,
+    on_error: OnReadError,
+    path: &[FsName],
+) -> Result<Pending> {
+    let c = &ctx.counters;
+    match node.kind {
+        NodeKind::Symlink => {
+            c.symlinks.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.add_item();
+            return Ok(Pending::Ready(node));
+        }
+        NodeKind::Dir => {
+            return Err(Error::Source(
+                "a directory must be given as Enter/Leave, not as a leaf".into(),
+            ))
+        }
+        NodeKind::File | NodeKind::Stream => {}
+    }
+    if node.kind == NodeKind::File {
+        if let Some(old) = top.parent_tree.as_ref().and_then(|t| t.find(&node.name)) {
+            if unchanged(&node, old) && content_present(repo.index(), old) {
+                let mut reused = node;
+                reused.content.clone_from(&old.content);
+                reused.content_lists.clone_from(&old.content_lists);
+                c.files.fetch_add(1, Ordering::Relaxed);
+                c.unchanged.fetch_add(1, Ordering::Relaxed);
+                c.logical.fetch_add(reused.size, Ordering::Relaxed);
+                ctx.progress.add_bytes(reused.size);
+                ctx.progress.add_item();
+                return Ok(Pending::Ready(reused));
+            }
+        }
+    }
+    let Some(content) = content else {
+        return Err(Error::Source(format!(
+            "entry `{}` has no content",
+            node.name
+        )));
+    };
+    let mut item_path = path_string(path);
+    if !item_path.is_empty() {
+        item_path.push('/');
+    }
+    item_path.push_str(&node.name.display());
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Cancelled)?;
+    let ctx2 = ctx.clone();
+    let label = item_path.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let r = read_content(&ctx2, node, content);
+        match r {
+            Ok(node) => Ok(Some(node)),
+            Err(e)
+                if on_error == OnReadError::Skip
+                    && !matches!(e, Error::Cancelled)
+                    && !ctx2.saver.has_failed() =>
+            {
+                ctx2.warn(format!("{item_path}: {e}; left out of the snapshot"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    });
+    Ok(Pending::Task(label, task))
+}
+
+/// Whether a file's metadata shows it unchanged since the parent snapshot.
+fn unchanged(new: &Node, old: &Node) -> bool {
+    old.kind == NodeKind::File
+        && new.mtime_ns.is_some()
+        && new.size == old.size
+        && new.mtime_ns == old.mtime_ns
+        && new.ctime_ns == old.ctime_ns
+        && new.inode == old.inode
+}
+
+fn content_present(index: &Index, node: &Node) -> bool {
+    node.content
+        .iter()
+        .all(|id| index.contains(BlobType::Data, id))
+        && node
+            .content_lists
+            .iter()
+            .all(|id| index.contains(BlobType::Tree, id))
+}
+
+/// Reads, chunks and stores one content on a blocking thread.
+fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
+    let name = node.name.display().into_owned();
+    let reader: Box<dyn std::io::Read + Send> = match content {
+        Content::Blocking(open) => open().map_err(|e| Error::io(format!("opening {name}"), e))?,
+        Content::Async(fut) => {
+            let r = ctx.runtime.block_on(fut)?;
+            Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+                r,
+                ctx.runtime.clone(),
+            ))
+        }
+    };
+    let mut chunker = Chunker::new(reader, ctx.chunker, ctx.seed);
+    let mut digest = (node.kind == NodeKind::Stream).then(Sha256::new);
+    let mut ids: Vec<Id> = Vec::new();
+    let mut lists: Vec<Id> = Vec::new();
+    let mut size = 0u64;
+    let mut last_read = 0u64;
+    loop {
+        let chunk = chunker
+            .next_chunk()
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let Some(chunk) = chunk else { break };
+        size += chunk.len() as u64;
+        if let Some(d) = digest.as_mut() {
+            d.update(&chunk);
+        }
+        let id = ctx.hasher.hash(&chunk);
+        ctx.saver.save_blocking(BlobType::Data, id, chunk)?;
+        ids.push(id);
+        let read = chunker.bytes_read;
+        ctx.counters
+            .bytes_read
+            .fetch_add(read - last_read, Ordering::Relaxed);
+        ctx.progress.add_bytes(read - last_read);
+        last_read = read;
+        if ids.len() == INLINE_CONTENT_LIMIT * 2 {
+            // Long content: move the first half into a content list so that
+            // memory per file stays bounded.
+            let rest = ids.split_off(INLINE_CONTENT_LIMIT);
+            lists.push(save_list(ctx, &ids)?);
+            ids = rest;
+        }
+    }
+    if !lists.is_empty() || ids.len() > INLINE_CONTENT_LIMIT {
+        for part in ids.chunks(INLINE_CONTENT_LIMIT) {
+            lists.push(save_list(ctx, part)?);
+        }
+        ids.clear();
+    }
+    node.size = size;
+    node.content = ids;
+    node.content_lists = lists;
+    node.sha256 = digest.map(|d| Id(d.finalize().into()));
+    let c = &ctx.counters;
+    match node.kind {
+        NodeKind::Stream => c.streams.fetch_add(1, Ordering::Relaxed),
+        _ => c.files.fetch_add(1, Ordering::Relaxed),
+    };
+    c.logical.fetch_add(size, Ordering::Relaxed);
+    ctx.progress.add_item();
+    Ok(node)
+}
+
+fn save_list(ctx: &Ctx, ids: &[Id]) -> Result<Id> {
+    let data = encode_content_list(ids);
+    let id = ctx.hasher.hash(&data);
+    ctx.saver.save_blocking(BlobType::Tree, id, data)?;
+    Ok(id)
+}
+
+/// Waits for a directory's entries and stores its tree.
+async fn finish_tree(
+    ctx: &Ctx,
+    children: Vec<Pending>,
+    dir_path: &str,
+    streams: &mut Vec<StreamSummary>,
+) -> Result<(Id, usize)> {
+    let mut nodes = Vec::with_capacity(children.len());
+    for p in children {
+        match p {
+            Pending::Ready(n) => nodes.push(n),
+            Pending::Task(label, h) => {
+                let r = h.await.map_err(|e| Error::Generic {
+                    backend: "reader",
+                    source: format!("reading {label}: {e}").into(),
+                })?;
+                if let Some(n) = r? {
+                    nodes.push(n);
+                }
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = nodes.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(Error::Source(format!(
+            "duplicate entry `{}` in `{dir_path}`",
+            w[0].name
+        )));
+    }
+    for n in &nodes {
+        if n.kind == NodeKind::Stream {
+            if let Some(sha) = n.sha256 {
+                let mut name = PathBuf::from(dir_path);
+                name.push(n.name.to_os());
+                streams.push(StreamSummary {
+                    name: name.to_string_lossy().into_owned(),
+                    size: n.size,
+                    sha256: sha,
+                });
+            }
+        }
+    }
+    let count = nodes.len();
+    let tree = Tree { nodes };
+    let data = tree.encode();
+    let id = ctx.hasher.hash(&data);
+    ctx.saver.save(BlobType::Tree, id, data).await?;
+    Ok((id, count))
+}

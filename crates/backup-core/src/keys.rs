@@ -1,0 +1,170 @@
+//! Key files: the master key wrapped by user keys derived with Argon2id.
+//!
+//! A key file is plaintext JSON holding the key-derivation parameters and
+//! the master key sealed with the derived user key. Adding, removing or
+//! changing a key rewrites only key files, never data.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::sink::FileKind;
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism (lanes).
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane: about a quarter of a second on a server core.
+    fn default() -> Self {
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// Cheap parameters for tests: 1 MiB, 1 pass. Never use for real data.
+    pub fn insecure_fast() -> Self {
+        KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| Error::Config(format!("invalid Argon2id parameters: {e}")))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(password, salt, &mut out)
+            .map_err(|e| Error::Config(format!("key derivation failed: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// The stored form of one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Key file format version (1).
+    pub version: u32,
+    /// The repository this key belongs to (its config id).
+    pub repository_id: String,
+    /// When the key was made.
+    pub created: DateTime<Utc>,
+    /// Host that made it.
+    pub host: String,
+    /// User that made it.
+    pub user: String,
+    /// Always `argon2id`.
+    pub kdf: String,
+    /// Argon2id costs.
+    pub kdf_params: KdfParams,
+    /// Argon2id salt (32 random bytes).
+    #[serde(with = "crypto::b64vec")]
+    pub salt: Vec<u8>,
+    /// The master key as JSON, sealed with the derived user key.
+    #[serde(with = "crypto::b64vec")]
+    pub data: Vec<u8>,
+}
+
+impl KeyFile {
+    /// Wraps `master` under `password`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the parameters are invalid.
+    pub fn wrap(
+        master: &MasterKey,
+        password: &[u8],
+        repository_id: &str,
+        params: KdfParams,
+    ) -> Result<Self> {
+        let mut salt = vec![0u8; 32];
+        crypto::fill_random(&mut salt);
+        let user_key = params.derive(password, &salt)?;
+        let plain = serde_json::to_vec(master)
+            .map_err(|e| Error::Config(format!("cannot encode master key: {e}")))?;
+        Ok(KeyFile {
+            version: 1,
+            repository_id: repository_id.to_owned(),
+            created: Utc::now(),
+            host: crate::util::hostname(),
+            user: crate::util::username(),
+            kdf: "argon2id".to_owned(),
+            kdf_params: params,
+            salt,
+            data: crypto::seal_with(&user_key, &plain),
+        })
+    }
+
+    /// Unwraps the master key; `Ok(None)` when the password does not fit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the key opens but its content is malformed.
+    pub fn unwrap_key(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
+        if self.kdf != "argon2id" {
+            return Err(Error::corrupt(
+                FileKind::Key,
+                name,
+                format!("unknown key derivation `{}`", self.kdf),
+            ));
+        }
+        let user_key = self.kdf_params.derive(password, &self.salt)?;
+        let Some(plain) = crypto::open_with(&user_key, &self.data) else {
+            return Ok(None);
+        };
+        let master = serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))?;
+        Ok(Some(master))
+    }
+
+    /// The serialized key file and its id (SHA-256 of the bytes).
+    pub fn encode(&self) -> (Id, Vec<u8>) {
+        #[allow(clippy::expect_used)]
+        let bytes = serde_json::to_vec_pretty(self).expect("key files always serialize");
+        (Id::hash(&bytes), bytes)
+    }
+
+    /// Parses a stored key file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the bytes are not a key file.
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(FileKind::Key, name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_unwrap() {
+        let master = MasterKey::generate(true);
+        let kf = KeyFile::wrap(&master, b"pw", "repo", KdfParams::insecure_fast()).unwrap();
+        let (_, bytes) = kf.encode();
+        let kf = KeyFile::decode(&bytes, "k").unwrap();
+        let got = kf.unwrap_key(b"pw", "k").unwrap().unwrap();
+        assert_eq!(got.blob_id(b"x"), master.blob_id(b"x"));
+        assert!(kf.unwrap_key(b"wrong", "k").unwrap().is_none());
+    }
+}

@@ -1,0 +1,220 @@
+//! Repository locks with leases.
+//!
+//! A lock is a sealed file under `locks/` naming its holder. Shared locks
+//! (backup, restore, verify) coexist; an exclusive lock (prune, repair)
+//! excludes every other lock. A lock carries an expiry time and is renewed
+//! by its holder while held (a new file is written, then the old one
+//! removed), so a crashed holder's lock expires on its own. Acquisition
+//! writes the lock first and then looks for conflicting live locks; on
+//! conflict it removes its own lock again, so two racing processes can
+//! never both believe they hold conflicting locks.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::sink::{FileKind, Sink};
+
+/// How long a lock lives without renewal.
+pub const LEASE: Duration = Duration::from_secs(300);
+/// How often a held lock is renewed.
+pub const RENEW_EVERY: Duration = Duration::from_secs(60);
+
+/// Contents of a lock file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockInfo {
+    /// Exclusive or shared.
+    pub exclusive: bool,
+    /// The operation holding it (`backup`, `restore`, `prune`, ...).
+    pub operation: String,
+    /// Holder's host name.
+    pub host: String,
+    /// Holder's process id.
+    pub pid: u32,
+    /// Holder's user.
+    pub user: String,
+    /// When the lock was first taken.
+    pub created: DateTime<Utc>,
+    /// When this lock file stops counting unless renewed.
+    pub expires: DateTime<Utc>,
+    /// Random value making each lock file unique.
+    pub nonce: Id,
+}
+
+impl LockInfo {
+    /// Whether the lease has run out at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires < now
+    }
+
+    /// A one-line description for messages.
+    pub fn describe(&self, now: DateTime<Utc>) -> String {
+        let age = (now - self.created).num_seconds().max(0);
+        format!(
+            "{} lock held by {}@{} (pid {}) for `{}`, taken {}s ago{}",
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
+            self.user,
+            self.host,
+            self.pid,
+            self.operation,
+            age,
+            if self.is_expired(now) {
+                " (expired: the holder is gone; `backup unlock` removes it)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// A held lock; renewed in the background until released.
+#[derive(Debug)]
+pub struct LockGuard {
+    sink: Arc<dyn Sink>,
+    current: Arc<Mutex<String>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LockGuard {
+    /// Releases the lock.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors while deleting the lock file.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        let name = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.sink.delete(FileKind::Lock, &name).await
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+            let sink = self.sink.clone();
+            let name = self
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = sink.delete(FileKind::Lock, &name).await;
+                });
+            }
+        }
+    }
+}
+
+impl Repository {
+    /// Every lock file with its contents (unreadable files are skipped).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors while listing.
+    pub async fn locks(&self) -> Result<Vec<(String, LockInfo)>> {
+        let mut out = Vec::new();
+        for o in self.sink().list(FileKind::Lock).await? {
+            match self.load_file::<LockInfo>(FileKind::Lock, &o.name).await {
+                Ok(info) => out.push((o.name, info)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(lock = %o.name, error = %e, "Ignoring an unreadable lock file.")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a lock for `operation`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] naming the conflicting holder; storage errors.
+    pub async fn lock(&self, exclusive: bool, operation: &str) -> Result<LockGuard> {
+        let now = Utc::now();
+        let info = LockInfo {
+            exclusive,
+            operation: operation.to_owned(),
+            host: crate::util::hostname(),
+            pid: std::process::id(),
+            user: crate::util::username(),
+            created: now,
+            expires: now + LEASE,
+            nonce: Id::random(),
+        };
+        let name = self.save_file(FileKind::Lock, &info).await?.to_hex();
+        let conflict = self
+            .locks()
+            .await?
+            .into_iter()
+            .filter(|(n, l)| *n != name && !l.is_expired(Utc::now()) && (exclusive || l.exclusive))
+            .map(|(_, l)| l.describe(Utc::now()))
+            .next();
+        if let Some(c) = conflict {
+            let _ = self.sink().delete(FileKind::Lock, &name).await;
+            return Err(Error::Locked(c));
+        }
+        let current = Arc::new(Mutex::new(name));
+        let renewer = tokio::spawn(renew(self.clone(), info, current.clone()));
+        Ok(LockGuard {
+            sink: self.sink().clone(),
+            current,
+            renewer: Some(renewer),
+        })
+    }
+
+    /// Removes expired locks (or all locks with `all`); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn unlock(&self, all: bool) -> Result<usize> {
+        let now = Utc::now();
+        let mut n = 0;
+        for (name, l) in self.locks().await? {
+            if all || l.is_expired(now) {
+                self.sink().delete(FileKind::Lock, &name).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+async fn renew(repo: Repository, mut info: LockInfo, current: Arc<Mutex<String>>) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        info.expires = Utc::now() + LEASE;
+        info.nonce = Id::random();
+        match repo.save_file(FileKind::Lock, &info).await {
+            Ok(new) => {
+                let old = std::mem::replace(
+                    &mut *current.lock().unwrap_or_else(PoisonError::into_inner),
+                    new.to_hex(),
+                );
+                let _ = repo.sink().delete(FileKind::Lock, &old).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not renew the repository lock; will retry.")
+            }
+        }
+    }
+}

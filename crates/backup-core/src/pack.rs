@@ -1,0 +1,325 @@
+//! Blobs and packs.
+//!
+//! A blob is one chunk of data or one tree, compressed with zstd (unless that
+//! does not make it smaller) and then sealed. A pack is a file of blobs
+//! followed by its sealed header and the header's length:
+//!
+//! ```text
+//! blob_0 || blob_1 || ... || blob_n-1 || sealed_header || u32-le len(sealed_header)
+//! ```
+//!
+//! The header lists every blob with its type, id, offset, stored length and
+//! plaintext length, so the index can be rebuilt from packs alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::sink::FileKind;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    /// File or stream content.
+    Data,
+    /// Metadata: a directory tree (JSON) or a content list (ids).
+    Tree,
+}
+
+impl BlobType {
+    fn code(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob as recorded in a pack header and in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    /// Blob type.
+    #[serde(rename = "type")]
+    pub blob_type: BlobType,
+    /// Keyed hash of the plaintext.
+    pub id: Id,
+    /// Byte offset of the stored blob in the pack.
+    pub offset: u32,
+    /// Stored (compressed and sealed) length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+    /// Whether the stored blob is zstd-compressed inside the seal.
+    pub compressed: bool,
+}
+
+/// Version byte at the start of a pack header's plaintext.
+const HEADER_VERSION: u8 = 1;
+/// Size of one encoded header entry.
+const ENTRY_LEN: usize = 1 + 1 + 32 + 4 + 4 + 4;
+/// Largest sealed header a reader accepts (16 MiB).
+const MAX_HEADER_LEN: u32 = 16 * 1024 * 1024;
+
+/// Encodes a blob's plaintext for storage: compressed with `compressor`
+/// when that saves at least 1/32 of the size, then sealed.
+///
+/// Returns `(compressed, stored_bytes)`.
+pub fn encode_blob(
+    key: &MasterKey,
+    compressor: &mut zstd::bulk::Compressor<'_>,
+    plain: &[u8],
+) -> (bool, Vec<u8>) {
+    let compressed = compressor
+        .compress(plain)
+        .ok()
+        .filter(|c| c.len() + plain.len() / 32 < plain.len());
+    match compressed {
+        Some(c) => (true, key.seal(&c)),
+        None => (false, key.seal(plain)),
+    }
+}
+
+/// Opens, decompresses and verifies a stored blob.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] naming the pack and blob when authentication,
+/// decompression, the length or the id check fails.
+pub fn decode_blob(
+    key: &MasterKey,
+    hasher: &crate::crypto::BlobHasher,
+    entry: &PackEntry,
+    pack: &Id,
+    stored: &[u8],
+) -> Result<Vec<u8>> {
+    let name = || format!("{}/blob {}", pack.short(), entry.id.short());
+    let opened = key
+        .open(stored, FileKind::Pack, &name())
+        .map_err(|_| Error::corrupt(FileKind::Pack, name(), "blob failed authentication"))?;
+    let plain = if entry.compressed {
+        zstd::bulk::decompress(&opened, entry.raw_length as usize)
+            .map_err(|e| Error::corrupt(FileKind::Pack, name(), format!("decompression: {e}")))?
+    } else {
+        opened
+    };
+    if plain.len() != entry.raw_length as usize {
+        return Err(Error::corrupt(
+            FileKind::Pack,
+            name(),
+            format!(
+                "blob is {} bytes, index says {}",
+                plain.len(),
+                entry.raw_length
+            ),
+        ));
+    }
+    if hasher.hash(&plain) != entry.id {
+        return Err(Error::corrupt(
+            FileKind::Pack,
+            name(),
+            "content does not match its id",
+        ));
+    }
+    Ok(plain)
+}
+
+/// Serializes and seals a pack header; returns the bytes to append to the
+/// pack (sealed header followed by its u32 length).
+pub fn encode_header(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(1 + 4 + entries.len() * ENTRY_LEN);
+    plain.push(HEADER_VERSION);
+    plain.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        plain.push(e.blob_type.code());
+        plain.push(u8::from(e.compressed));
+        plain.extend_from_slice(e.id.as_bytes());
+        plain.extend_from_slice(&e.offset.to_le_bytes());
+        plain.extend_from_slice(&e.length.to_le_bytes());
+        plain.extend_from_slice(&e.raw_length.to_le_bytes());
+    }
+    let mut sealed = key.seal(&plain);
+    let len = sealed.len() as u32;
+    sealed.extend_from_slice(&len.to_le_bytes());
+    sealed
+}
+
+/// Given the last `tail.len()` bytes of a pack of `pack_size` bytes, returns
+/// the sealed-header length if the tail holds the whole header, or the
+/// number of trailing bytes to fetch otherwise.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when the length field is impossible.
+pub fn header_length(pack: &Id, pack_size: u64, tail: &[u8]) -> Result<u32> {
+    if tail.len() < 4 || pack_size < 4 {
+        return Err(Error::corrupt(FileKind::Pack, pack, "pack is too short"));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&tail[tail.len() - 4..]);
+    let len = u32::from_le_bytes(len);
+    if len > MAX_HEADER_LEN || u64::from(len) + 4 > pack_size {
+        return Err(Error::corrupt(
+            FileKind::Pack,
+            pack,
+            format!("header length {len} is impossible for a pack of {pack_size} bytes"),
+        ));
+    }
+    Ok(len)
+}
+
+/// Opens and parses a sealed header (without the trailing length).
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when the header fails authentication or is malformed.
+pub fn decode_header(key: &MasterKey, pack: &Id, sealed: &[u8]) -> Result<Vec<PackEntry>> {
+    let plain = key
+        .open(sealed, FileKind::Pack, &pack.to_hex())
+        .map_err(|_| Error::corrupt(FileKind::Pack, pack, "pack header failed authentication"))?;
+    let bad = |why: &str| Error::corrupt(FileKind::Pack, pack, format!("pack header: {why}"));
+    if plain.first() != Some(&HEADER_VERSION) {
+        return Err(bad("unknown header version"));
+    }
+    let count = plain
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| bad("truncated"))?;
+    if plain.len() != 5 + count * ENTRY_LEN {
+        return Err(bad("length does not match entry count"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for raw in plain[5..].chunks_exact(ENTRY_LEN) {
+        let u32_at = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&raw[2..34]);
+        entries.push(PackEntry {
+            blob_type: BlobType::from_code(raw[0]).ok_or_else(|| bad("unknown blob type"))?,
+            compressed: match raw[1] {
+                0 => false,
+                1 => true,
+                _ => return Err(bad("unknown blob flags")),
+            },
+            id: Id(id),
+            offset: u32_at(34),
+            length: u32_at(38),
+            raw_length: u32_at(42),
+        });
+    }
+    Ok(entries)
+}
+
+/// Accumulates stored blobs into one pack file.
+#[derive(Debug, Default)]
+pub struct PackBuilder {
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to upload.
+#[derive(Debug)]
+pub struct FinishedPack {
+    /// SHA-256 of `data`: the pack's file name.
+    pub id: Id,
+    /// The whole pack file.
+    pub data: bytes::Bytes,
+    /// The blobs it holds.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    /// An empty pack with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        PackBuilder {
+            data: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a stored blob.
+    pub fn add(
+        &mut self,
+        blob_type: BlobType,
+        id: Id,
+        compressed: bool,
+        raw_length: u32,
+        stored: &[u8],
+    ) {
+        self.entries.push(PackEntry {
+            blob_type,
+            id,
+            offset: self.data.len() as u32,
+            length: stored.len() as u32,
+            raw_length,
+            compressed,
+        });
+        self.data.extend_from_slice(stored);
+    }
+
+    /// Bytes of blob data so far.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the header and names the pack.
+    pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
+        let header = encode_header(key, &self.entries);
+        self.data.extend_from_slice(&header);
+        let id = Id::hash(&self.data);
+        FinishedPack {
+            id,
+            data: bytes::Bytes::from(self.data),
+            entries: self.entries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::BlobHasher;
+
+    #[test]
+    fn pack_round_trip() {
+        let key = MasterKey::generate(true);
+        let hasher = BlobHasher::new(&key);
+        let mut zc = zstd::bulk::Compressor::new(3).unwrap();
+        let mut pb = PackBuilder::default();
+        let blobs: Vec<Vec<u8>> = vec![vec![7u8; 10_000], b"short".to_vec(), vec![]];
+        for b in &blobs {
+            let (c, stored) = encode_blob(&key, &mut zc, b);
+            pb.add(BlobType::Data, hasher.hash(b), c, b.len() as u32, &stored);
+        }
+        let pack = pb.finish(&key);
+        assert_eq!(pack.id, Id::hash(&pack.data));
+        let len = header_length(&pack.id, pack.data.len() as u64, &pack.data).unwrap() as usize;
+        let end = pack.data.len() - 4;
+        let entries = decode_header(&key, &pack.id, &pack.data[end - len..end]).unwrap();
+        assert_eq!(entries, pack.entries);
+        assert!(entries[0].compressed && !entries[1].compressed);
+        for (e, b) in entries.iter().zip(&blobs) {
+            let stored = &pack.data[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&decode_blob(&key, &hasher, e, &pack.id, stored).unwrap(), b);
+        }
+        let e = entries[0];
+        let mut stored = pack.data[e.offset as usize..(e.offset + e.length) as usize].to_vec();
+        stored[20] ^= 0xff;
+        assert!(decode_blob(&key, &hasher, &e, &pack.id, &stored)
+            .unwrap_err()
+            .is_corruption());
+    }
+}

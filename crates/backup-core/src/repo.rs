@@ -1,0 +1,738 @@
+//! Opening, creating and reading a repository.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::{ChunkerParams, CompressionParams, Encryption, RepoConfig, FORMAT_VERSION};
+use crate::crypto::{BlobHasher, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile};
+use crate::keys::{KdfParams, KeyFile};
+use crate::pack::{decode_blob, BlobType};
+use crate::sink::{FileKind, PutMode, Sink, SinkExt};
+use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
+use crate::tree::{decode_content_list, Node, Tree};
+
+/// Options of `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Encrypt the repository (default). `false` is `--insecure-no-encryption`.
+    pub encrypt: bool,
+    /// Chunking parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level.
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Argon2id costs of the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            encrypt: true,
+            chunker: ChunkerParams::default(),
+            compression_level: CompressionParams::default().level,
+            pack_size: crate::config::DEFAULT_PACK_SIZE,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// A summary of one key file, for `key list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// The key id (file name).
+    pub id: Id,
+    /// Whether this key opened the repository in this process.
+    pub current: bool,
+    /// Creation time.
+    pub created: chrono::DateTime<Utc>,
+    /// Creating host.
+    pub host: String,
+    /// Creating user.
+    pub user: String,
+}
+
+/// An open repository: config read and master key unlocked.
+///
+/// This is the first state of the repository lifecycle; reading blobs and
+/// running backups needs the index, see [`Repository::load_index`].
+#[derive(Debug, Clone)]
+pub struct Repository {
+    sink: Arc<dyn Sink>,
+    config: RepoConfig,
+    key: Arc<MasterKey>,
+    hasher: BlobHasher,
+    key_id: Option<Id>,
+}
+
+impl std::fmt::Debug for BlobHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobHasher")
+    }
+}
+
+async fn read_config(sink: &dyn Sink) -> Result<RepoConfig> {
+    match sink.get(FileKind::Config, "config").await {
+        Ok(bytes) => RepoConfig::parse(&bytes),
+        Err(Error::NotFound { .. }) => Err(Error::NoRepository {
+            location: sink.location(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+impl Repository {
+    /// Creates a new repository in an empty location.
+    ///
+    /// The key file is written before the config, so a crash leaves at most
+    /// a stray key and no half-initialised repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a repository already exists there or the
+    /// options are invalid; storage errors.
+    pub async fn init(
+        sink: Arc<dyn Sink>,
+        password: Option<&[u8]>,
+        opts: &InitOptions,
+    ) -> Result<Self> {
+        if sink.get_opt(FileKind::Config, "config").await?.is_some() {
+            return Err(Error::Config(format!(
+                "a repository already exists at {}",
+                sink.location()
+            )));
+        }
+        if !(1..=19).contains(&opts.compression_level) {
+            return Err(Error::Config(format!(
+                "compression level {} must be between 1 and 19",
+                opts.compression_level
+            )));
+        }
+        if opts.pack_size < 1024 * 1024 || opts.pack_size > 1024 * 1024 * 1024 {
+            return Err(Error::Config(
+                "pack size must be between 1 MiB and 1 GiB".to_owned(),
+            ));
+        }
+        let master = MasterKey::generate(opts.encrypt);
+        let repo_id = Id::random().to_hex();
+        let mut config = RepoConfig {
+            version: FORMAT_VERSION,
+            id: repo_id.clone(),
+            created: Utc::now(),
+            encryption: if opts.encrypt {
+                Encryption::Aes256Gcm
+            } else {
+                Encryption::None
+            },
+            compression: CompressionParams {
+                level: opts.compression_level,
+                ..CompressionParams::default()
+            },
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            insecure_master_key: None,
+        };
+        let mut key_id = None;
+        if opts.encrypt {
+            let password = password.ok_or_else(|| {
+                Error::Config("a password is needed to create an encrypted repository".to_owned())
+            })?;
+            let kf = KeyFile::wrap(&master, password, &repo_id, opts.kdf)?;
+            let (id, bytes) = kf.encode();
+            sink.put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
+                .await?;
+            key_id = Some(id);
+        } else {
+            config.insecure_master_key = Some(master.clone());
+        }
+        #[allow(clippy::expect_used)]
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        if let Err(e) = sink
+            .put(FileKind::Config, "config", bytes.into(), PutMode::Create)
+            .await
+        {
+            if let Some(id) = key_id {
+                let _ = sink.delete(FileKind::Key, &id.to_hex()).await;
+            }
+            return Err(match e {
+                Error::AlreadyExists { .. } => Error::Config(format!(
+                    "a repository already exists at {}",
+                    sink.location()
+                )),
+                e => e,
+            });
+        }
+        Ok(Self::assemble(sink, config, master, key_id))
+    }
+
+    fn assemble(
+        sink: Arc<dyn Sink>,
+        config: RepoConfig,
+        key: MasterKey,
+        key_id: Option<Id>,
+    ) -> Self {
+        let hasher = BlobHasher::new(&key);
+        Repository {
+            sink,
+            config,
+            key: Arc::new(key),
+            hasher,
+            key_id,
+        }
+    }
+
+    /// Reads the config without unlocking: checks that a repository exists
+    /// and that its format version is supported.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRepository`], [`Error::UnsupportedVersion`], storage errors.
+    pub async fn read_config(sink: &dyn Sink) -> Result<RepoConfig> {
+        read_config(sink).await
+    }
+
+    /// Opens a repository with a password, trying every key file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRepository`], [`Error::UnsupportedVersion`],
+    /// [`Error::WrongPassword`], storage errors.
+    pub async fn open(sink: Arc<dyn Sink>, password: Option<&[u8]>) -> Result<Self> {
+        let mut config = read_config(sink.as_ref()).await?;
+        if let Some(master) = config.insecure_master_key.take() {
+            config.insecure_master_key = Some(master.clone());
+            return Ok(Self::assemble(sink, config, master, None));
+        }
+        let password = password.ok_or(Error::WrongPassword)?;
+        let names = sink.list_names(FileKind::Key).await?;
+        if names.is_empty() {
+            return Err(Error::corrupt(
+                FileKind::Key,
+                "keys/",
+                "the repository has no key files",
+            ));
+        }
+        for name in names {
+            let Some(bytes) = sink.get_opt(FileKind::Key, &name).await? else {
+                continue;
+            };
+            let Ok(kf) = KeyFile::decode(&bytes, &name) else {
+                tracing::warn!(key = %name, "Skipping an unreadable key file.");
+                continue;
+            };
+            if kf.repository_id != config.id {
+                continue;
+            }
+            let pw = password.to_vec();
+            let name2 = name.clone();
+            let found = tokio::task::spawn_blocking(move || kf.unwrap_key(&pw, &name2))
+                .await
+                .map_err(|e| Error::Generic {
+                    backend: "key derivation",
+                    source: Box::new(e),
+                })??;
+            if let Some(master) = found {
+                let id = name.parse().ok();
+                return Ok(Self::assemble(sink, config, master, id));
+            }
+        }
+        Err(Error::WrongPassword)
+    }
+
+    /// Opens a repository with a stand-alone key file (for example one
+    /// written by [`Repository::export_key`]) instead of the stored keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open`]; [`Error::Config`] when the key belongs to
+    /// another repository.
+    pub async fn open_with_key_file(
+        sink: Arc<dyn Sink>,
+        key_file: &[u8],
+        password: &[u8],
+    ) -> Result<Self> {
+        let config = read_config(sink.as_ref()).await?;
+        let kf = KeyFile::decode(key_file, "key file")?;
+        if kf.repository_id != config.id {
+            return Err(Error::Config(format!(
+                "the key file belongs to repository {}, not {}",
+                &kf.repository_id[..8.min(kf.repository_id.len())],
+                &config.id[..8]
+            )));
+        }
+        let pw = password.to_vec();
+        let master = tokio::task::spawn_blocking(move || kf.unwrap_key(&pw, "key file"))
+            .await
+            .map_err(|e| Error::Generic {
+                backend: "key derivation",
+                source: Box::new(e),
+            })??
+            .ok_or(Error::WrongPassword)?;
+        Ok(Self::assemble(sink, config, master, None))
+    }
+
+    /// The storage backend.
+    pub fn sink(&self) -> &Arc<dyn Sink> {
+        &self.sink
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &Arc<MasterKey> {
+        &self.key
+    }
+
+    /// The blob-id hasher.
+    pub fn hasher(&self) -> &BlobHasher {
+        &self.hasher
+    }
+
+    /// The id of the key that opened the repository, if any.
+    pub fn key_id(&self) -> Option<Id> {
+        self.key_id
+    }
+
+    /// Encodes a metadata document: JSON, zstd, then sealed.
+    pub fn encode_file<T: Serialize>(&self, value: &T) -> Result<(Id, Bytes)> {
+        let json = serde_json::to_vec(value)
+            .map_err(|e| Error::Config(format!("cannot encode metadata: {e}")))?;
+        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing", e))?;
+        let sealed = self.key.seal(&compressed);
+        Ok((Id::hash(&sealed), Bytes::from(sealed)))
+    }
+
+    /// Writes a metadata document as a new file named by its hash.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn save_file<T: Serialize + Sync>(&self, kind: FileKind, value: &T) -> Result<Id> {
+        let (id, bytes) = self.encode_file(value)?;
+        self.sink
+            .put_content_addressed(kind, &id.to_hex(), bytes)
+            .await?;
+        Ok(id)
+    }
+
+    /// Decodes a metadata document read from the file `name`, checking that
+    /// the bytes hash to the name when `name` is a hash.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the hash, seal, compression or JSON is wrong.
+    pub fn decode_file<T: DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<T> {
+        if let Ok(id) = name.parse::<Id>() {
+            if Id::hash(bytes) != id {
+                return Err(Error::corrupt(
+                    kind,
+                    name,
+                    "content does not match its name (hash mismatch)",
+                ));
+            }
+        }
+        let opened = self.key.open(bytes, kind, name)?;
+        let json = zstd::stream::decode_all(&opened[..])
+            .map_err(|e| Error::corrupt(kind, name, format!("decompression: {e}")))?;
+        serde_json::from_slice(&json).map_err(|e| Error::corrupt(kind, name, e))
+    }
+
+    /// Reads and decodes a metadata file.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors and those of [`Repository::decode_file`].
+    pub async fn load_file<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<T> {
+        let bytes = self.sink.get(kind, name).await?;
+        self.decode_file(kind, name, &bytes)
+    }
+
+    /// Every snapshot, oldest first, plus the files that could not be read.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors while listing.
+    pub async fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<(String, Error)>)> {
+        let names = self.sink.list_names(FileKind::Snapshot).await?;
+        let results: Vec<(String, Result<Snapshot>)> = stream::iter(names)
+            .map(|name| async move {
+                let r = self.load_file::<Snapshot>(FileKind::Snapshot, &name).await;
+                (name, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (name, r) in results {
+            match (r, name.parse::<Id>()) {
+                (Ok(snapshot), Ok(id)) => good.push(SnapshotEntry { id, snapshot }),
+                (Err(Error::NotFound { .. }), _) => {}
+                (Err(e), _) => bad.push((name, e)),
+                (Ok(_), Err(e)) => bad.push((name, e)),
+            }
+        }
+        good.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok((good, bad))
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix to a snapshot.
+    /// `latest` is the newest snapshot passing `filter`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when nothing matches, [`Error::Config`] when a
+    /// prefix is ambiguous, [`Error::Corrupt`] when the snapshot is damaged.
+    pub async fn find_snapshot(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<SnapshotEntry> {
+        if spec == "latest" {
+            let (list, _) = self.snapshots().await?;
+            return list
+                .into_iter()
+                .rev()
+                .find(|e| filter.matches(&e.snapshot))
+                .ok_or_else(|| {
+                    Error::not_found("snapshot `latest` (the repository has no matching snapshot)")
+                });
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Config(format!(
+                "`{spec}` is not a snapshot id: use `latest`, an id or a unique id prefix"
+            )));
+        }
+        let names = self.sink.list_names(FileKind::Snapshot).await?;
+        let spec_lc = spec.to_ascii_lowercase();
+        let matches: Vec<&String> = names.iter().filter(|n| n.starts_with(&spec_lc)).collect();
+        match matches.as_slice() {
+            [] => Err(Error::not_found(format!("snapshot `{spec}`"))),
+            [one] => {
+                let snapshot = self.load_file(FileKind::Snapshot, one).await?;
+                Ok(SnapshotEntry {
+                    id: one.parse()?,
+                    snapshot,
+                })
+            }
+            many => Err(Error::Config(format!(
+                "snapshot prefix `{spec}` is ambiguous: it matches {} snapshots",
+                many.len()
+            ))),
+        }
+    }
+
+    /// Stores a snapshot manifest (the last step of a backup).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        self.save_file(FileKind::Snapshot, snapshot).await
+    }
+
+    /// Loads every index file and builds the in-memory index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming a damaged index file; storage errors.
+    pub async fn load_index(self) -> Result<IndexedRepository> {
+        let (repo, damaged) = self.load_index_lenient().await?;
+        if let Some((name, e)) = damaged.into_iter().next() {
+            return Err(match e {
+                Error::Corrupt { .. } => e,
+                e => Error::corrupt(FileKind::Index, name, e),
+            });
+        }
+        Ok(repo)
+    }
+
+    /// Like [`Repository::load_index`] but skips damaged index files and
+    /// returns them, for `verify`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors while listing.
+    pub async fn load_index_lenient(self) -> Result<(IndexedRepository, Vec<(String, Error)>)> {
+        let names = self.sink.list_names(FileKind::Index).await?;
+        let loaded: Vec<(String, Result<IndexFile>)> = stream::iter(names)
+            .map(|name| {
+                let repo = &self;
+                async move {
+                    let r = repo.load_file::<IndexFile>(FileKind::Index, &name).await;
+                    (name, r)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut files = Vec::new();
+        let mut damaged = Vec::new();
+        for (name, r) in loaded {
+            match r {
+                Ok(f) => files.push((name, f)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => damaged.push((name, e)),
+            }
+        }
+        let superseded: HashSet<String> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().map(Id::to_hex))
+            .collect();
+        let mut index = Index::new();
+        for (name, f) in &files {
+            if !superseded.contains(name) {
+                index.add_file(f);
+            }
+        }
+        Ok((
+            IndexedRepository {
+                repo: self,
+                index: Arc::new(index),
+            },
+            damaged,
+        ))
+    }
+
+    /// Every key of the repository.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; [`Error::Corrupt`] for an unreadable key file.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for name in self.sink.list_names(FileKind::Key).await? {
+            let bytes = self.sink.get(FileKind::Key, &name).await?;
+            let kf = KeyFile::decode(&bytes, &name)?;
+            let id: Id = name.parse()?;
+            out.push(KeyInfo {
+                id,
+                current: Some(id) == self.key_id,
+                created: kf.created,
+                host: kf.host,
+                user: kf.user,
+            });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    fn require_encrypted(&self) -> Result<()> {
+        if self.config.encryption == Encryption::None {
+            return Err(Error::Config(
+                "this repository is not encrypted and has no keys".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a key for `password`; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for unencrypted repositories; storage errors.
+    pub async fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        self.require_encrypted()?;
+        let key = self.key.clone();
+        let pw = password.to_vec();
+        let repo_id = self.config.id.clone();
+        let kf = tokio::task::spawn_blocking(move || KeyFile::wrap(&key, &pw, &repo_id, kdf))
+            .await
+            .map_err(|e| Error::Generic {
+                backend: "key derivation",
+                source: Box::new(e),
+            })??;
+        let (id, bytes) = kf.encode();
+        self.sink
+            .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
+            .await?;
+        Ok(id)
+    }
+
+    /// Removes a key. The key that opened the repository and the last key
+    /// cannot be removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Config`] for the current or last key.
+    pub async fn remove_key(&self, prefix: &str) -> Result<Id> {
+        self.require_encrypted()?;
+        let keys = self.keys().await?;
+        let matching: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.has_prefix(prefix)).collect();
+        let key = match matching.as_slice() {
+            [] => return Err(Error::not_found(format!("key `{prefix}`"))),
+            [one] => *one,
+            _ => return Err(Error::Config(format!("key prefix `{prefix}` is ambiguous"))),
+        };
+        if key.current {
+            return Err(Error::Config(
+                "refusing to remove the key in use; open the repository with another key to remove this one".to_owned(),
+            ));
+        }
+        if keys.len() == 1 {
+            return Err(Error::Config("refusing to remove the last key".to_owned()));
+        }
+        self.sink.delete(FileKind::Key, &key.id.to_hex()).await?;
+        Ok(key.id)
+    }
+
+    /// Replaces the current key with one for `new_password`: the new key is
+    /// written first, then the old one removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the repository was not opened with a stored
+    /// key; storage errors.
+    pub async fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
+        self.require_encrypted()?;
+        let old = self.key_id.ok_or_else(|| {
+            Error::Config("the repository was opened with an external key file".to_owned())
+        })?;
+        let new = self.add_key(new_password, kdf).await?;
+        self.sink.delete(FileKind::Key, &old.to_hex()).await?;
+        self.key_id = Some(new);
+        Ok(new)
+    }
+
+    /// The master key wrapped under `password` as a stand-alone key file,
+    /// for escrow. It is not stored in the repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for unencrypted repositories.
+    pub async fn export_key(&self, password: &[u8], kdf: KdfParams) -> Result<Vec<u8>> {
+        self.require_encrypted()?;
+        let key = self.key.clone();
+        let pw = password.to_vec();
+        let repo_id = self.config.id.clone();
+        let kf = tokio::task::spawn_blocking(move || KeyFile::wrap(&key, &pw, &repo_id, kdf))
+            .await
+            .map_err(|e| Error::Generic {
+                backend: "key derivation",
+                source: Box::new(e),
+            })??;
+        Ok(kf.encode().1)
+    }
+}
+
+/// A repository with its index loaded: can read blobs and run backups and
+/// restores.
+#[derive(Debug, Clone)]
+pub struct IndexedRepository {
+    repo: Repository,
+    index: Arc<Index>,
+}
+
+impl std::ops::Deref for IndexedRepository {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        &self.repo
+    }
+}
+
+impl IndexedRepository {
+    /// The in-memory index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Replaces the in-memory index (after a backup added packs).
+    pub fn set_index(&mut self, index: Index) {
+        self.index = Arc::new(index);
+    }
+
+    /// The repository without its index.
+    pub fn into_inner(self) -> Repository {
+        self.repo
+    }
+
+    /// Reads, decrypts and verifies one blob.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the blob is not indexed, [`Error::Corrupt`]
+    /// when it fails verification, storage errors.
+    pub async fn read_blob(&self, blob_type: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index.get(blob_type, id).ok_or_else(|| {
+            Error::corrupt(
+                FileKind::Index,
+                format!("blob {}", id.short()),
+                "the blob is referenced but not in the index",
+            )
+        })?;
+        let e = loc.entry;
+        let stored = self
+            .sink()
+            .get_range(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(e.offset)..u64::from(e.offset) + u64::from(e.length),
+            )
+            .await?;
+        let key = self.key().clone();
+        let hasher = self.hasher().clone();
+        if stored.len() < 256 * 1024 {
+            return decode_blob(&key, &hasher, &e, &loc.pack, &stored);
+        }
+        tokio::task::spawn_blocking(move || decode_blob(&key, &hasher, &e, &loc.pack, &stored))
+            .await
+            .map_err(|e| Error::Generic {
+                backend: "decoder",
+                source: Box::new(e),
+            })?
+    }
+
+    /// Loads a tree blob.
+    ///
+    /// # Errors
+    ///
+    /// As [`IndexedRepository::read_blob`].
+    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(BlobType::Tree, id).await?;
+        Tree::decode(&data, id)
+    }
+
+    /// The data blob ids of a file or stream node, in order, resolving
+    /// content lists.
+    ///
+    /// # Errors
+    ///
+    /// As [`IndexedRepository::read_blob`].
+    pub async fn content_ids(&self, node: &Node) -> Result<Vec<Id>> {
+        if node.content_lists.is_empty() {
+            return Ok(node.content.clone());
+        }
+        let lists: Vec<Vec<Id>> = stream::iter(node.content_lists.clone())
+            .map(|id| {
+                let repo = self.clone();
+                async move {
+                    let data = repo.read_blob(BlobType::Tree, &id).await?;
+                    decode_content_list(&data, &id)
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let mut out = node.content.clone();
+        out.extend(lists.into_iter().flatten());
+        Ok(out)
+    }
+}

@@ -1,0 +1,479 @@
+//! Restore: reads a snapshot's tree and content and hands them, in order,
+//! to a writer.
+//!
+//! A planner walks the trees and turns the selected entries into *units*:
+//! runs of writer operations plus the blobs between them, where the blobs of
+//! one unit lie close together in one pack and are fetched with one ranged
+//! read. Units are fetched and decoded (decrypt, decompress, verify id)
+//! several at once, and delivered to the writer strictly in order. Every
+//! blob is verified before its bytes reach the writer; a damaged blob stops
+//! the restore with an error and the file being written is removed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::filter::PathFilter;
+use crate::id::Id;
+use crate::pack::{decode_blob, BlobType, PackEntry};
+use crate::progress::Progress;
+use crate::repo::IndexedRepository;
+use crate::sink::FileKind;
+use crate::tree::{Node, NodeKind};
+
+/// Largest span of a pack fetched with one read.
+const MAX_UNIT_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest gap of unneeded bytes read to join two blobs into one read.
+const MAX_GAP: u64 = 256 * 1024;
+/// Most writer operations in one unit.
+const MAX_UNIT_OPS: usize = 2048;
+/// Units fetched and decoded at once.
+const FETCH_CONCURRENCY: usize = 8;
+
+/// Receives a restore, in order, on a blocking thread.
+///
+/// Paths are relative to the restore root. For every directory
+/// `enter_dir` comes before its entries and `leave_dir` after them (set
+/// directory metadata there). File content arrives as `start_file`, any
+/// number of `write_data`, then `finish_file`; when the restore fails in
+/// between, `abort_file` is called instead and should remove the partial
+/// file. Streams of database snapshots are delivered like files.
+pub trait TreeWriter: Send {
+    /// A directory starts.
+    fn enter_dir(&mut self, path: &Path, node: &Node) -> Result<()>;
+    /// A directory's entries are all written.
+    fn leave_dir(&mut self, path: &Path, node: &Node) -> Result<()>;
+    /// A file starts.
+    fn start_file(&mut self, path: &Path, node: &Node) -> Result<()>;
+    /// The next bytes of the current file.
+    fn write_data(&mut self, data: &[u8]) -> Result<()>;
+    /// The current file is complete.
+    fn finish_file(&mut self, path: &Path, node: &Node) -> Result<()>;
+    /// The restore failed while the current file was open.
+    fn abort_file(&mut self, path: &Path);
+    /// A symbolic link.
+    fn symlink(&mut self, path: &Path, node: &Node) -> Result<()>;
+}
+
+/// What a restore selected or wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreStats {
+    /// Files and streams.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Content bytes.
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+enum Op {
+    EnterDir(PathBuf, Node),
+    LeaveDir(PathBuf, Node),
+    StartFile(PathBuf, Node),
+    Data(Bytes),
+    FinishFile(PathBuf, Node),
+    Symlink(PathBuf, Node),
+}
+
+enum Part {
+    Op(Op),
+    Blob(PackEntry),
+}
+
+#[derive(Default)]
+struct Unit {
+    pack: Option<Id>,
+    start: u64,
+    end: u64,
+    parts: Vec<Part>,
+}
+
+impl Unit {
+    fn can_take(&self, pack: &Id, e: &PackEntry) -> bool {
+        match &self.pack {
+            None => true,
+            Some(p) => {
+                let off = u64::from(e.offset);
+                p == pack
+                    && off >= self.end
+                    && off - self.end <= MAX_GAP
+                    && off + u64::from(e.length) - self.start <= MAX_UNIT_BYTES
+            }
+        }
+    }
+
+    fn take(&mut self, pack: Id, e: PackEntry) {
+        let off = u64::from(e.offset);
+        if self.pack.is_none() {
+            self.pack = Some(pack);
+            self.start = off;
+        }
+        self.end = off + u64::from(e.length);
+        self.parts.push(Part::Blob(e));
+    }
+}
+
+/// Builds units from ops and blobs, flushing to a channel.
+struct UnitBuilder {
+    repo: IndexedRepository,
+    current: Unit,
+    tx: async_channel::Sender<Unit>,
+}
+
+impl UnitBuilder {
+    async fn flush(&mut self) -> Result<()> {
+        if !self.current.parts.is_empty() {
+            let unit = std::mem::take(&mut self.current);
+            self.tx.send(unit).await.map_err(|_| Error::Cancelled)?;
+        }
+        Ok(())
+    }
+
+    async fn op(&mut self, op: Op) -> Result<()> {
+        self.current.parts.push(Part::Op(op));
+        if self.current.parts.len() >= MAX_UNIT_OPS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn content(&mut self, node: &Node) -> Result<()> {
+        for id in self.repo.content_ids(node).await? {
+            let loc = self.repo.index().get(BlobType::Data, &id).ok_or_else(|| {
+                Error::corrupt(
+                    FileKind::Index,
+                    format!("blob {}", id.short()),
+                    format!(
+                        "content of `{}` is not in the index (data is missing)",
+                        node.name
+                    ),
+                )
+            })?;
+            if !self.current.can_take(&loc.pack, &loc.entry)
+                || self.current.parts.len() >= MAX_UNIT_OPS
+            {
+                self.flush().await?;
+            }
+            self.current.take(loc.pack, loc.entry);
+        }
+        Ok(())
+    }
+}
+
+struct DirFrame {
+    path: PathBuf,
+    node: Node,
+    emitted: bool,
+}
+
+/// Walks the selected part of a tree and produces units.
+async fn plan_units(
+    repo: IndexedRepository,
+    root: Id,
+    filter: PathFilter,
+    tx: async_channel::Sender<Unit>,
+) -> Result<RestoreStats> {
+    let mut b = UnitBuilder {
+        repo: repo.clone(),
+        current: Unit::default(),
+        tx,
+    };
+    let mut stats = RestoreStats::default();
+    // Explicit DFS: each stack entry is a directory frame with its
+    // remaining nodes in reverse order.
+    let root_tree = repo.load_tree(&root).await?;
+    let mut frames: Vec<DirFrame> = Vec::new();
+    let mut pending: Vec<Vec<Node>> = vec![root_tree.nodes.into_iter().rev().collect()];
+    loop {
+        let Some(next) = pending.last_mut().and_then(Vec::pop) else {
+            pending.pop();
+            if let Some(frame) = frames.pop() {
+                if frame.emitted {
+                    b.op(Op::LeaveDir(frame.path, frame.node)).await?;
+                }
+                continue;
+            }
+            break;
+        };
+        let parent = frames.last().map_or_else(PathBuf::new, |f| f.path.clone());
+        let path = parent.join(next.name.to_os());
+        if filter.is_excluded(&path) {
+            continue;
+        }
+        let selected = filter.is_selected(&path);
+        match next.kind {
+            NodeKind::Dir => {
+                let sub = next.subtree.ok_or_else(|| {
+                    Error::corrupt(FileKind::Pack, path.display(), "directory without subtree")
+                })?;
+                let tree = repo.load_tree(&sub).await?;
+                if selected {
+                    emit_ancestors(&mut b, &mut frames).await?;
+                    b.op(Op::EnterDir(path.clone(), next.clone())).await?;
+                    stats.dirs += 1;
+                }
+                frames.push(DirFrame {
+                    path,
+                    node: next,
+                    emitted: selected,
+                });
+                pending.push(tree.nodes.into_iter().rev().collect());
+            }
+            _ if !selected => {}
+            NodeKind::Symlink => {
+                emit_ancestors(&mut b, &mut frames).await?;
+                b.op(Op::Symlink(path, next)).await?;
+                stats.symlinks += 1;
+            }
+            NodeKind::File | NodeKind::Stream => {
+                emit_ancestors(&mut b, &mut frames).await?;
+                stats.files += 1;
+                stats.bytes += next.size;
+                b.op(Op::StartFile(path.clone(), next.clone())).await?;
+                b.content(&next).await?;
+                b.op(Op::FinishFile(path, next)).await?;
+            }
+        }
+    }
+    b.flush().await?;
+    Ok(stats)
+}
+
+/// Emits `EnterDir` for ancestors not yet emitted (needed when an include
+/// pattern selects something deep inside an unselected directory).
+async fn emit_ancestors(b: &mut UnitBuilder, frames: &mut [DirFrame]) -> Result<()> {
+    for f in frames.iter_mut() {
+        if !f.emitted {
+            f.emitted = true;
+            b.op(Op::EnterDir(f.path.clone(), f.node.clone())).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fetches and decodes one unit; returns its ops with data filled in.
+async fn fetch_unit(repo: IndexedRepository, unit: Unit) -> Result<Vec<Op>> {
+    let Some(pack) = unit.pack else {
+        return Ok(unit
+            .parts
+            .into_iter()
+            .filter_map(|p| match p {
+                Part::Op(op) => Some(op),
+                Part::Blob(_) => None,
+            })
+            .collect());
+    };
+    let bytes = repo
+        .sink()
+        .get_range(FileKind::Pack, &pack.to_hex(), unit.start..unit.end)
+        .await?;
+    let key = repo.key().clone();
+    let hasher = repo.hasher().clone();
+    let start = unit.start;
+    tokio::task::spawn_blocking(move || {
+        let mut ops = Vec::with_capacity(unit.parts.len());
+        for p in unit.parts {
+            match p {
+                Part::Op(op) => ops.push(op),
+                Part::Blob(e) => {
+                    let from = (u64::from(e.offset) - start) as usize;
+                    let stored = &bytes[from..from + e.length as usize];
+                    let plain = decode_blob(&key, &hasher, &e, &pack, stored)?;
+                    ops.push(Op::Data(Bytes::from(plain)));
+                }
+            }
+        }
+        Ok(ops)
+    })
+    .await
+    .map_err(|e| Error::Generic {
+        backend: "decoder",
+        source: Box::new(e),
+    })?
+}
+
+/// Counts what restoring `root` with `filter` would write, without reading
+/// any content (for `--dry-run`).
+///
+/// # Errors
+///
+/// Errors loading trees.
+pub async fn plan(repo: &IndexedRepository, root: Id, filter: &PathFilter) -> Result<RestoreStats> {
+    let (tx, rx) = async_channel::bounded(16);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_ok() {} });
+    let r = plan_units(repo.clone(), root, filter.clone(), tx).await;
+    let _ = drain.await;
+    r
+}
+
+/// Restores the selected part of the tree `root` into `writer`.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when data is missing or damaged (the file being
+/// written is aborted), storage errors, and the writer's errors.
+pub async fn restore_tree(
+    repo: &IndexedRepository,
+    root: Id,
+    filter: &PathFilter,
+    writer: Box<dyn TreeWriter>,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreStats> {
+    let (unit_tx, unit_rx) = async_channel::bounded::<Unit>(FETCH_CONCURRENCY * 2);
+    let planner = tokio::spawn(plan_units(repo.clone(), root, filter.clone(), unit_tx));
+    let (op_tx, op_rx) = async_channel::bounded::<Vec<Op>>(4);
+    let progress2 = progress.clone();
+    let writer_task = tokio::task::spawn_blocking(move || apply_ops(writer, &op_rx, &*progress2));
+
+    let repo2 = repo.clone();
+    let fetched = unit_rx
+        .map(move |unit| fetch_unit(repo2.clone(), unit))
+        .buffered(FETCH_CONCURRENCY);
+    let mut fetched = std::pin::pin!(fetched);
+    let mut failure = None;
+    while let Some(r) = fetched.next().await {
+        match r {
+            Ok(ops) => {
+                if op_tx.send(ops).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let complete = failure.is_none();
+    if complete {
+        let _ = op_tx.send(Vec::new()).await;
+    }
+    drop(op_tx);
+    drop(fetched);
+    let written = writer_task.await.map_err(|e| Error::Generic {
+        backend: "writer",
+        source: Box::new(e),
+    })?;
+    let planned = planner.await.map_err(|e| Error::Generic {
+        backend: "planner",
+        source: Box::new(e),
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // The writer's error is the cause when it stopped first; the planner
+    // then only saw its channel close.
+    written?;
+    let stats = planned?;
+    progress.finish();
+    Ok(stats)
+}
+
+/// Applies ops on the blocking writer thread. An empty batch marks the
+/// successful end; a channel closed without it means the restore failed.
+fn apply_ops(
+    mut w: Box<dyn TreeWriter>,
+    rx: &async_channel::Receiver<Vec<Op>>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut open: Option<PathBuf> = None;
+    let result = (|| {
+        while let Ok(batch) = rx.recv_blocking() {
+            if batch.is_empty() {
+                return Ok(true);
+            }
+            for op in batch {
+                match op {
+                    Op::EnterDir(p, n) => w.enter_dir(&p, &n)?,
+                    Op::LeaveDir(p, n) => w.leave_dir(&p, &n)?,
+                    Op::StartFile(p, n) => {
+                        w.start_file(&p, &n)?;
+                        open = Some(p);
+                    }
+                    Op::Data(d) => {
+                        w.write_data(&d)?;
+                        progress.add_bytes(d.len() as u64);
+                    }
+                    Op::FinishFile(p, n) => {
+                        open = None;
+                        w.finish_file(&p, &n)?;
+                        progress.add_item();
+                    }
+                    Op::Symlink(p, n) => {
+                        w.symlink(&p, &n)?;
+                        progress.add_item();
+                    }
+                }
+            }
+        }
+        Ok(false)
+    })();
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            if let Some(p) = open {
+                w.abort_file(&p);
+            }
+            Err(Error::Cancelled)
+        }
+        Err(e) => {
+            rx.close();
+            if let Some(p) = open {
+                w.abort_file(&p);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The content of one file or stream node as an ordered stream of verified
+/// chunks, fetched ahead in parallel. Database targets read streams with
+/// this.
+pub fn content_stream(repo: &IndexedRepository, node: &Node) -> BoxStream<'static, Result<Bytes>> {
+    let (tx, rx) = async_channel::bounded::<Unit>(FETCH_CONCURRENCY * 2);
+    let repo2 = repo.clone();
+    let node = node.clone();
+    let planner = tokio::spawn(async move {
+        let mut b = UnitBuilder {
+            repo: repo2,
+            current: Unit::default(),
+            tx,
+        };
+        b.content(&node).await?;
+        b.flush().await
+    });
+    let repo3 = repo.clone();
+    let data = rx
+        .map(move |unit| fetch_unit(repo3.clone(), unit))
+        .buffered(FETCH_CONCURRENCY)
+        .flat_map(|r| {
+            futures::stream::iter(match r {
+                Ok(ops) => ops
+                    .into_iter()
+                    .filter_map(|op| match op {
+                        Op::Data(d) => Some(Ok(d)),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        });
+    let tail = futures::stream::once(async move {
+        match planner.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(Error::Generic {
+                backend: "planner",
+                source: Box::new(e),
+            })),
+        }
+    })
+    .filter_map(|x| async move { x });
+    data.chain(tail).boxed()
+}

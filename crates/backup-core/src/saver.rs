@@ -1,0 +1,414 @@
+//! The write half of the pipeline: dedup, compress and encrypt on all
+//! cores, pack, and upload several packs at once.
+//!
+//! ```text
+//! producers --RawBlob--> N encoder threads --EncodedBlob--> packer thread
+//!     --FinishedPack--> uploader task (U concurrent puts) --> index files
+//! ```
+//!
+//! Every channel is bounded, so memory is bounded by the channel capacities
+//! times the largest chunk and pack sizes, whatever the input size.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use futures::StreamExt;
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile, IndexPack, INDEX_VERSION};
+use crate::pack::{encode_blob, BlobType, FinishedPack, PackBuilder};
+use crate::repo::IndexedRepository;
+use crate::sink::{FileKind, SinkExt};
+
+/// How many packs an index file lists at most before a new one is started.
+const PACKS_PER_INDEX_FILE: usize = 1000;
+
+/// Packs uploaded concurrently.
+pub(crate) const UPLOAD_CONCURRENCY: usize = 4;
+
+struct RawBlob {
+    blob_type: BlobType,
+    id: Id,
+    data: Vec<u8>,
+}
+
+struct EncodedBlob {
+    blob_type: BlobType,
+    id: Id,
+    compressed: bool,
+    raw_length: u32,
+    stored: Vec<u8>,
+}
+
+/// Counters of what the saver added.
+#[derive(Debug, Default)]
+pub(crate) struct SaverStats {
+    pub(crate) blobs_added: AtomicU64,
+    pub(crate) bytes_added: AtomicU64,
+    pub(crate) bytes_stored: AtomicU64,
+    pub(crate) packs_added: AtomicU64,
+}
+
+struct Shared {
+    index: Arc<Index>,
+    known: [Mutex<HashSet<Id>>; 2],
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    stats: SaverStats,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A cloneable handle for submitting blobs.
+#[derive(Clone)]
+pub(crate) struct SaverHandle {
+    shared: Arc<Shared>,
+    tx: async_channel::Sender<RawBlob>,
+}
+
+fn type_slot(t: BlobType) -> usize {
+    match t {
+        BlobType::Data => 0,
+        BlobType::Tree => 1,
+    }
+}
+
+impl SaverHandle {
+    /// Reserves a blob id; `true` when the blob is new and must be stored.
+    fn reserve(&self, blob_type: BlobType, id: Id) -> Result<bool> {
+        if self.shared.failed.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        if self.shared.index.contains(blob_type, &id) {
+            return Ok(false);
+        }
+        Ok(self.shared.known[type_slot(blob_type)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id))
+    }
+
+    /// Submits a blob from a blocking thread; returns whether it was new.
+    pub(crate) fn save_blocking(&self, blob_type: BlobType, id: Id, data: Vec<u8>) -> Result<bool> {
+        if !self.reserve(blob_type, id)? {
+            return Ok(false);
+        }
+        self.tx
+            .send_blocking(RawBlob {
+                blob_type,
+                id,
+                data,
+            })
+            .map_err(|_| Error::Cancelled)?;
+        Ok(true)
+    }
+
+    /// Submits a blob from async code; returns whether it was new.
+    pub(crate) async fn save(&self, blob_type: BlobType, id: Id, data: Vec<u8>) -> Result<bool> {
+        if !self.reserve(blob_type, id)? {
+            return Ok(false);
+        }
+        self.tx
+            .send(RawBlob {
+                blob_type,
+                id,
+                data,
+            })
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        Ok(true)
+    }
+
+    /// Whether the pipeline has failed.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn stats(&self) -> &SaverStats {
+        &self.shared.stats
+    }
+}
+
+/// What a finished saver wrote.
+#[derive(Debug, Default)]
+pub(crate) struct SaverOutcome {
+    /// Packs uploaded, with their blobs.
+    pub(crate) packs: Vec<IndexPack>,
+}
+
+/// The running write pipeline.
+pub(crate) struct BlobSaver {
+    handle: SaverHandle,
+    encoders: Vec<JoinHandle<()>>,
+    packer: Option<JoinHandle<()>>,
+    uploader: tokio::task::JoinHandle<Vec<IndexPack>>,
+}
+
+impl BlobSaver {
+    /// Starts encoder threads, the packer and the uploader. With `dry_run`
+    /// nothing is uploaded.
+    pub(crate) fn start(repo: &IndexedRepository, dry_run: bool) -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let shared = Arc::new(Shared {
+            index: repo.index().clone(),
+            known: [Mutex::default(), Mutex::default()],
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            stats: SaverStats::default(),
+        });
+        let (raw_tx, raw_rx) = async_channel::bounded::<RawBlob>(workers * 2);
+        let (enc_tx, enc_rx) = async_channel::bounded::<EncodedBlob>(workers * 2);
+        let (pack_tx, pack_rx) = async_channel::bounded::<FinishedPack>(1);
+
+        let level = repo.config().compression.level;
+        let encoders = (0..workers)
+            .map(|i| {
+                let rx = raw_rx.clone();
+                let tx = enc_tx.clone();
+                let key = repo.key().clone();
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("encoder-{i}"))
+                    .spawn(move || encoder(&key, level, &rx, &tx, &shared))
+                    .map_err(|e| Error::io("starting an encoder thread", e))
+            })
+            .collect::<Result<Vec<_>>>();
+        drop(enc_tx);
+        let (encoders, packer) = match encoders {
+            Ok(encoders) => {
+                let key = repo.key().clone();
+                let pack_size = repo.config().pack_size as usize;
+                let shared2 = shared.clone();
+                let packer = std::thread::Builder::new()
+                    .name("packer".to_owned())
+                    .spawn(move || packer(&key, pack_size, &enc_rx, &pack_tx, &shared2))
+                    .map_err(|e| Error::io("starting the packer thread", e));
+                match packer {
+                    Ok(p) => (encoders, Some(p)),
+                    Err(e) => {
+                        shared.fail(e);
+                        raw_tx.close();
+                        (encoders, None)
+                    }
+                }
+            }
+            Err(e) => {
+                shared.fail(e);
+                raw_tx.close();
+                (Vec::new(), None)
+            }
+        };
+        let uploader = tokio::spawn(uploader(repo.clone(), pack_rx, shared.clone(), dry_run));
+        BlobSaver {
+            handle: SaverHandle { shared, tx: raw_tx },
+            encoders,
+            packer,
+            uploader,
+        }
+    }
+
+    /// A handle for submitting blobs.
+    pub(crate) fn handle(&self) -> &SaverHandle {
+        &self.handle
+    }
+
+    /// Flushes everything, waits for uploads and returns what was written.
+    /// Index files are written by the caller from the outcome.
+    ///
+    /// # Errors
+    ///
+    /// The first error of any stage.
+    pub(crate) async fn finish(self) -> Result<SaverOutcome> {
+        self.handle.tx.close();
+        let BlobSaver {
+            handle,
+            encoders,
+            packer,
+            uploader,
+        } = self;
+        let joined = tokio::task::spawn_blocking(move || {
+            for e in encoders {
+                let _ = e.join();
+            }
+            if let Some(p) = packer {
+                let _ = p.join();
+            }
+        })
+        .await;
+        let packs = uploader.await;
+        if let Some(e) = handle.shared.take_error() {
+            return Err(e);
+        }
+        joined.map_err(|e| Error::Generic {
+            backend: "pipeline",
+            source: Box::new(e),
+        })?;
+        let packs = packs.map_err(|e| Error::Generic {
+            backend: "uploader",
+            source: Box::new(e),
+        })?;
+        Ok(SaverOutcome { packs })
+    }
+}
+
+fn encoder(
+    key: &MasterKey,
+    level: i32,
+    rx: &async_channel::Receiver<RawBlob>,
+    tx: &async_channel::Sender<EncodedBlob>,
+    shared: &Shared,
+) {
+    let mut compressor = match zstd::bulk::Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(Error::io("creating a zstd compressor", e));
+            rx.close();
+            return;
+        }
+    };
+    while let Ok(raw) = rx.recv_blocking() {
+        let (compressed, stored) = encode_blob(key, &mut compressor, &raw.data);
+        let blob = EncodedBlob {
+            blob_type: raw.blob_type,
+            id: raw.id,
+            compressed,
+            raw_length: raw.data.len() as u32,
+            stored,
+        };
+        drop(raw);
+        if tx.send_blocking(blob).is_err() {
+            rx.close();
+            return;
+        }
+    }
+}
+
+fn packer(
+    key: &MasterKey,
+    pack_size: usize,
+    rx: &async_channel::Receiver<EncodedBlob>,
+    tx: &async_channel::Sender<FinishedPack>,
+    shared: &Shared,
+) {
+    let mut builders = [PackBuilder::default(), PackBuilder::default()];
+    let stats = &shared.stats;
+    while let Ok(blob) = rx.recv_blocking() {
+        let slot = type_slot(blob.blob_type);
+        let b = &mut builders[slot];
+        if b.is_empty() {
+            *b = PackBuilder::with_capacity(pack_size + pack_size / 8);
+        }
+        b.add(
+            blob.blob_type,
+            blob.id,
+            blob.compressed,
+            blob.raw_length,
+            &blob.stored,
+        );
+        stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_added
+            .fetch_add(u64::from(blob.raw_length), Ordering::Relaxed);
+        stats
+            .bytes_stored
+            .fetch_add(blob.stored.len() as u64, Ordering::Relaxed);
+        if b.len() >= pack_size {
+            let full = std::mem::take(b).finish(key);
+            if tx.send_blocking(full).is_err() {
+                rx.close();
+                return;
+            }
+        }
+    }
+    for b in builders {
+        if !b.is_empty() && tx.send_blocking(b.finish(key)).is_err() {
+            return;
+        }
+    }
+}
+
+async fn uploader(
+    repo: IndexedRepository,
+    rx: async_channel::Receiver<FinishedPack>,
+    shared: Arc<Shared>,
+    dry_run: bool,
+) -> Vec<IndexPack> {
+    let sink = repo.sink().clone();
+    let results = rx
+        .clone()
+        .map(|pack| {
+            let sink = sink.clone();
+            async move {
+                let size = pack.data.len() as u64;
+                if !dry_run {
+                    sink.put_content_addressed(FileKind::Pack, &pack.id.to_hex(), pack.data)
+                        .await?;
+                }
+                Ok::<_, Error>(IndexPack {
+                    id: pack.id,
+                    size,
+                    blobs: pack.entries,
+                })
+            }
+        })
+        .buffer_unordered(UPLOAD_CONCURRENCY);
+    let mut results = std::pin::pin!(results);
+    let mut done = Vec::new();
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(p) => {
+                shared.stats.packs_added.fetch_add(1, Ordering::Relaxed);
+                done.push(p);
+            }
+            Err(e) => {
+                shared.fail(e);
+                rx.close();
+            }
+        }
+    }
+    done
+}
+
+/// Writes index files for `packs` (only packs already stored), at most
+/// [`PACKS_PER_INDEX_FILE`] per file.
+///
+/// # Errors
+///
+/// Storage errors.
+pub(crate) async fn write_index_files(
+    repo: &IndexedRepository,
+    packs: Vec<IndexPack>,
+) -> Result<Vec<Id>> {
+    let mut ids = Vec::new();
+    let mut packs = packs;
+    while !packs.is_empty() {
+        let rest = packs.split_off(packs.len().min(PACKS_PER_INDEX_FILE));
+        let file = IndexFile {
+            version: INDEX_VERSION,
+            supersedes: Vec::new(),
+            packs,
+        };
+        ids.push(repo.save_file(FileKind::Index, &file).await?);
+        packs = rest;
+    }
+    Ok(ids)
+}

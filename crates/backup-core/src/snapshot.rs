@@ -1,0 +1,163 @@
+//! Snapshot manifests.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// Snapshot format version.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// One backup: what, when, from where, and the root of its tree.
+///
+/// Stored as a sealed, compressed JSON file under `snapshots/`, named by the
+/// SHA-256 of the stored bytes (the snapshot id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Format version (1).
+    pub version: u32,
+    /// When the backup was taken (or the `--time` given).
+    pub time: DateTime<Utc>,
+    /// Host that ran the backup.
+    pub host: String,
+    /// User that ran the backup.
+    pub user: String,
+    /// What was backed up.
+    pub source: SourceDescriptor,
+    /// The job that ran it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// User tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The snapshot whose unchanged files were reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// Root tree: the source's top-level entries.
+    pub tree: Id,
+    /// Exclude patterns used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// Include patterns used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<String>,
+    /// Counters of the run.
+    pub stats: SnapshotStats,
+    /// Per-stream sizes and digests (database sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamSummary>,
+    /// Items that could not be read and are missing from the snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Source-specific metadata (server version, positions, counts).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+    /// Program and version that wrote the snapshot.
+    pub program: String,
+}
+
+/// The source of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDescriptor {
+    /// `files`, `postgres`, `mongodb` or `redis`.
+    pub kind: String,
+    /// The source URL or path with credentials removed.
+    pub url: String,
+}
+
+/// Counters recorded with a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotStats {
+    /// Bytes read from the source (unchanged files reused from the parent
+    /// are not read).
+    pub bytes_read: u64,
+    /// Total content size of the snapshot (all files and streams).
+    pub logical_bytes: u64,
+    /// Plaintext bytes of blobs new to the repository.
+    pub bytes_added: u64,
+    /// Stored (compressed, sealed) bytes of those new blobs.
+    pub bytes_stored: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Streams.
+    pub streams: u64,
+    /// Files reused from the parent snapshot without reading.
+    pub files_unchanged: u64,
+    /// New blobs stored.
+    pub blobs_added: u64,
+    /// New packs written.
+    pub packs_added: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Size and digest of one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSummary {
+    /// Path of the stream node in the snapshot tree.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: Id,
+}
+
+/// A snapshot with its id.
+#[derive(Debug, Clone)]
+pub struct SnapshotEntry {
+    /// The snapshot id.
+    pub id: Id,
+    /// The manifest.
+    pub snapshot: Snapshot,
+}
+
+/// Criteria for listing snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots whose source URL equals this (after redaction), or
+    /// whose source kind equals it.
+    pub source: Option<String>,
+    /// Only snapshots carrying all of these tags.
+    pub tags: Vec<String>,
+    /// Only snapshots taken before this time.
+    pub before: Option<DateTime<Utc>>,
+    /// Only snapshots taken at or after this time.
+    pub after: Option<DateTime<Utc>>,
+    /// Only snapshots of this job.
+    pub job: Option<String>,
+    /// Only snapshots from this host.
+    pub host: Option<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` passes the filter.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        if let Some(src) = &self.source {
+            let want = src.trim_end_matches('/');
+            if s.source.url.trim_end_matches('/') != want && s.source.kind != *src {
+                return false;
+            }
+        }
+        if !self.tags.iter().all(|t| s.tags.contains(t)) {
+            return false;
+        }
+        if self.before.is_some_and(|b| s.time >= b) || self.after.is_some_and(|a| s.time < a) {
+            return false;
+        }
+        if self.job.as_ref().is_some_and(|j| s.job.as_ref() != Some(j)) {
+            return false;
+        }
+        if self.host.as_ref().is_some_and(|h| &s.host != h) {
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,98 @@
+//! The `Source` trait: a live system turned into a tree of entries.
+
+use std::io::Read;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+use crate::snapshot::SourceDescriptor;
+use crate::tree::Node;
+
+/// A blocking reader of an entry's content.
+pub type BlockingReader = Box<dyn Read + Send>;
+/// An asynchronous reader of an entry's content.
+pub type AsyncReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// How to obtain an entry's content. Opening is deferred so that the
+/// pipeline opens only what it reads (unchanged files are never opened) and
+/// only as many at once as its concurrency allows.
+pub enum Content {
+    /// Opened and read on a blocking thread (local files).
+    Blocking(Box<dyn FnOnce() -> std::io::Result<BlockingReader> + Send>),
+    /// Opened and read asynchronously (database streams).
+    Async(BoxFuture<'static, Result<AsyncReader>>),
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Content::Blocking(_) => f.write_str("Content::Blocking"),
+            Content::Async(_) => f.write_str("Content::Async"),
+        }
+    }
+}
+
+/// What to do when an entry's content cannot be opened or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReadError {
+    /// Leave the entry out of the snapshot and record a warning (a local
+    /// file that vanished or is unreadable).
+    Skip,
+    /// Fail the whole backup (a database stream).
+    Fail,
+}
+
+/// One step of a source's walk, in depth-first order with entries of a
+/// directory sorted by name bytes.
+#[derive(Debug)]
+pub enum Item {
+    /// A directory starts; its entries follow until the matching
+    /// [`Item::Leave`]. The node carries the directory's metadata.
+    Enter(Node),
+    /// The current directory ends.
+    Leave,
+    /// A file, stream or symbolic link. Files and streams carry content.
+    Leaf {
+        /// Metadata (`content` and `subtree` empty).
+        node: Node,
+        /// The content, for files and streams.
+        content: Option<Content>,
+        /// Behaviour on read errors.
+        on_error: OnReadError,
+    },
+    /// An entry was left out (unreadable directory, special file); the
+    /// message is recorded in the snapshot's warnings.
+    Warning(String),
+}
+
+/// A system being backed up.
+///
+/// # Contract
+///
+/// - [`Source::next`] yields the walk; a directory's entries come between
+///   its [`Item::Enter`] and [`Item::Leave`], sorted by name, names unique.
+///   Top-level entries (outside any `Enter`) form the snapshot's root tree.
+/// - Content may be opened on other threads, in parallel, after `next` has
+///   moved on; up to [`Source::concurrency`] at once.
+/// - [`Source::finish`] is called after the walk and after every content
+///   reader has been read to the end. It returns source-specific metadata
+///   for the manifest, and an error there fails the snapshot (for example a
+///   dump tool that exited non-zero).
+#[async_trait]
+pub trait Source: Send {
+    /// Kind and redacted URL, recorded in the manifest.
+    fn descriptor(&self) -> SourceDescriptor;
+
+    /// How many contents to read at once.
+    fn concurrency(&self) -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get() + 2)
+    }
+
+    /// The next item of the walk, `None` at the end.
+    async fn next(&mut self) -> Result<Option<Item>>;
+
+    /// Completes the source and returns its metadata.
+    async fn finish(&mut self) -> Result<serde_json::Value>;
+}

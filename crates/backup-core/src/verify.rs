@@ -1,0 +1,416 @@
+//! Verification of a repository: structure, and optionally content.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{decode_blob, decode_header, header_length, BlobType, PackEntry};
+use crate::progress::Progress;
+use crate::repo::{IndexedRepository, Repository};
+use crate::sink::FileKind;
+use crate::snapshot::SnapshotEntry;
+use crate::tree::{decode_content_list, Node, NodeKind};
+use crate::walk::walk_trees;
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only these snapshots (all when `None`).
+    pub snapshots: Option<Vec<Id>>,
+    /// Download, decrypt and rehash this percentage of packs (0 < p <= 100);
+    /// `None` checks structure only.
+    pub read_data_percent: Option<f64>,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// What kind of object is affected.
+    pub kind: FileKind,
+    /// Its name.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Snapshots whose structure was checked.
+    pub snapshots_checked: usize,
+    /// Trees read.
+    pub trees_checked: usize,
+    /// Distinct data blobs referenced by the checked snapshots.
+    pub blobs_referenced: usize,
+    /// Packs listed in the index.
+    pub packs_indexed: usize,
+    /// Packs downloaded and checked blob by blob.
+    pub packs_read: usize,
+    /// Bytes downloaded for content checks.
+    pub bytes_read: u64,
+    /// Packs in storage that no index lists (left by interrupted backups;
+    /// not damage).
+    pub unindexed_packs: usize,
+    /// Everything found wrong.
+    pub problems: Vec<Problem>,
+    /// Snapshots that cannot be fully restored because of the problems.
+    pub damaged_snapshots: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, kind: FileKind, object: impl Into<String>, message: impl ToString) {
+        self.problems.push(Problem {
+            kind,
+            object: object.into(),
+            message: message.to_string(),
+        });
+    }
+}
+
+/// Checks a repository.
+///
+/// Structure: every index file and snapshot decrypts; every indexed pack
+/// exists with the indexed size; every tree of the checked snapshots loads
+/// and every blob they reference is indexed. With
+/// [`VerifyOptions::read_data_percent`], packs are downloaded and each
+/// checked against its name, its header against the index, and every blob
+/// decrypted, decompressed and rehashed.
+///
+/// # Errors
+///
+/// Only errors that stop the check itself (listing fails, no access);
+/// damage is reported in the [`VerifyReport`].
+pub async fn verify(
+    repo: Repository,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    progress.set_phase("loading index");
+    let (repo, damaged_index) = repo.load_index_lenient().await?;
+    for (name, e) in damaged_index {
+        report.problem(FileKind::Index, name, e);
+    }
+    progress.set_phase("checking packs");
+    let stored: HashMap<String, u64> = repo
+        .sink()
+        .list(FileKind::Pack)
+        .await?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
+    report.packs_indexed = indexed.len();
+    let mut bad_packs: HashSet<Id> = HashSet::new();
+    for (id, size) in &indexed {
+        match stored.get(&id.to_hex()) {
+            None => {
+                report.problem(
+                    FileKind::Pack,
+                    id.to_hex(),
+                    "listed in the index but missing",
+                );
+                bad_packs.insert(*id);
+            }
+            Some(s) if s != size => {
+                report.problem(
+                    FileKind::Pack,
+                    id.to_hex(),
+                    format!("size {s} differs from the indexed size {size}"),
+                );
+                bad_packs.insert(*id);
+            }
+            Some(_) => {}
+        }
+    }
+    report.unindexed_packs = stored
+        .keys()
+        .filter(|n| {
+            n.parse::<Id>()
+                .map_or(true, |id| !indexed.contains_key(&id))
+        })
+        .count();
+
+    progress.set_phase("checking snapshots");
+    let (snapshots, bad_snapshots) = repo.snapshots().await?;
+    for (name, e) in bad_snapshots {
+        report.problem(FileKind::Snapshot, name.clone(), e);
+        report.damaged_snapshots.push(name);
+    }
+    let selected: Vec<SnapshotEntry> = match &opts.snapshots {
+        None => snapshots,
+        Some(ids) => snapshots
+            .into_iter()
+            .filter(|s| ids.contains(&s.id))
+            .collect(),
+    };
+    report.snapshots_checked = selected.len();
+
+    // Bad blobs: referenced but unindexed, or in a damaged pack, or failing
+    // content checks.
+    let mut bad_blobs: HashSet<(BlobType, Id)> = HashSet::new();
+    let mut referenced: HashSet<Id> = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut tree_problems = Vec::new();
+    let mut lists = Vec::new();
+    walk_trees(
+        &repo,
+        selected.iter().map(|s| s.snapshot.tree),
+        &mut seen,
+        |_, nodes| {
+            for n in nodes {
+                referenced.extend(n.content.iter().copied());
+                lists.extend(n.content_lists.iter().copied());
+            }
+            Ok(())
+        },
+        |id, e| {
+            tree_problems.push((*id, e));
+            Ok(())
+        },
+    )
+    .await?;
+    report.trees_checked = seen.len();
+    for (id, e) in tree_problems {
+        report.problem(FileKind::Pack, format!("tree {id}"), e);
+        bad_blobs.insert((BlobType::Tree, id));
+    }
+    for id in lists {
+        match repo.read_blob(BlobType::Tree, &id).await {
+            Ok(data) => match decode_content_list(&data, &id) {
+                Ok(ids) => referenced.extend(ids),
+                Err(e) => {
+                    report.problem(FileKind::Pack, format!("content list {id}"), e);
+                    bad_blobs.insert((BlobType::Tree, id));
+                }
+            },
+            Err(e) => {
+                report.problem(FileKind::Pack, format!("content list {id}"), e);
+                bad_blobs.insert((BlobType::Tree, id));
+            }
+        }
+    }
+    report.blobs_referenced = referenced.len();
+    for id in &referenced {
+        match repo.index().get(BlobType::Data, id) {
+            None => {
+                report.problem(
+                    FileKind::Index,
+                    format!("blob {id}"),
+                    "referenced by a snapshot but not in the index",
+                );
+                bad_blobs.insert((BlobType::Data, *id));
+            }
+            Some(loc) if bad_packs.contains(&loc.pack) => {
+                bad_blobs.insert((BlobType::Data, *id));
+            }
+            Some(_) => {}
+        }
+    }
+
+    if let Some(percent) = opts.read_data_percent {
+        progress.set_phase("reading data");
+        read_data(
+            &repo,
+            percent,
+            &bad_packs,
+            &mut report,
+            &mut bad_blobs,
+            progress,
+        )
+        .await?;
+    }
+
+    if !bad_blobs.is_empty() {
+        for s in &selected {
+            if snapshot_affected(&repo, s.snapshot.tree, &bad_blobs).await {
+                report.damaged_snapshots.push(s.id.to_hex());
+            }
+        }
+    }
+    report.damaged_snapshots.sort();
+    report.damaged_snapshots.dedup();
+    progress.finish();
+    Ok(report)
+}
+
+async fn read_data(
+    repo: &IndexedRepository,
+    percent: f64,
+    skip: &HashSet<Id>,
+    report: &mut VerifyReport,
+    bad_blobs: &mut HashSet<(BlobType, Id)>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let by_pack = repo.index().entries_by_pack();
+    let mut packs: Vec<(Id, u64)> = repo
+        .index()
+        .packs()
+        .iter()
+        .filter(|(id, _)| !skip.contains(id))
+        .copied()
+        .collect();
+    if percent < 100.0 {
+        // A random subset, so that repeated partial checks cover everything
+        // over time.
+        let want = ((packs.len() as f64 * percent / 100.0).ceil() as usize).min(packs.len());
+        let mut keyed: Vec<(Id, (Id, u64))> =
+            packs.into_iter().map(|p| (Id::random(), p)).collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        packs = keyed.into_iter().take(want).map(|(_, p)| p).collect();
+    }
+    progress.set_total(packs.iter().map(|(_, s)| s).sum());
+    let results: Vec<(Id, u64, Vec<(BlobType, Id)>, Vec<String>)> = stream::iter(packs)
+        .map(|(id, size)| {
+            let entries = by_pack.get(&id).cloned().unwrap_or_default();
+            let repo = repo.clone();
+            async move {
+                let (bad, msgs) = check_pack(&repo, id, size, entries).await;
+                (id, size, bad, msgs)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for (id, size, bad, msgs) in results {
+        report.packs_read += 1;
+        report.bytes_read += size;
+        progress.add_bytes(size);
+        for m in msgs {
+            report.problem(FileKind::Pack, id.to_hex(), m);
+        }
+        bad_blobs.extend(bad);
+    }
+    Ok(())
+}
+
+/// Downloads one pack and checks it; returns damaged blobs and messages.
+async fn check_pack(
+    repo: &IndexedRepository,
+    id: Id,
+    size: u64,
+    indexed: Vec<PackEntry>,
+) -> (Vec<(BlobType, Id)>, Vec<String>) {
+    let all_bad = |indexed: &[PackEntry]| indexed.iter().map(|e| (e.blob_type, e.id)).collect();
+    let data = match repo.sink().get(FileKind::Pack, &id.to_hex()).await {
+        Ok(d) => d,
+        Err(e) => return (all_bad(&indexed), vec![format!("cannot be read: {e}")]),
+    };
+    let key = repo.key().clone();
+    let hasher = repo.hasher().clone();
+    let fallback = all_bad(&indexed);
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut msgs = Vec::new();
+        if data.len() as u64 != size {
+            msgs.push(format!("is {} bytes, the index says {size}", data.len()));
+        }
+        if Id::hash(&data) != id {
+            msgs.push("content does not match its name (hash mismatch)".to_owned());
+        }
+        match header_length(&id, data.len() as u64, &data).and_then(|len| {
+            let end = data.len() - 4;
+            decode_header(&key, &id, &data[end - len as usize..end])
+        }) {
+            Ok(header) => {
+                let hset: HashSet<(BlobType, Id, u32)> = header
+                    .iter()
+                    .map(|e| (e.blob_type, e.id, e.offset))
+                    .collect();
+                for e in &indexed {
+                    if !hset.contains(&(e.blob_type, e.id, e.offset)) {
+                        msgs.push(format!(
+                            "the index lists blob {} that the pack header does not",
+                            e.id
+                        ));
+                    }
+                }
+            }
+            Err(e) => msgs.push(e.to_string()),
+        }
+        let mut bad = Vec::new();
+        for e in &indexed {
+            let range = e.offset as usize..(e.offset as usize + e.length as usize);
+            let ok = data
+                .get(range)
+                .is_some_and(|stored| decode_blob(&key, &hasher, e, &id, stored).is_ok());
+            if !ok {
+                msgs.push(format!("blob {} is damaged", e.id));
+                bad.push((e.blob_type, e.id));
+            }
+        }
+        (bad, msgs)
+    })
+    .await;
+    checked.unwrap_or_else(|e| (fallback, vec![format!("check failed: {e}")]))
+}
+
+/// Whether a snapshot's tree reaches any bad blob.
+async fn snapshot_affected(
+    repo: &IndexedRepository,
+    root: Id,
+    bad: &HashSet<(BlobType, Id)>,
+) -> bool {
+    let mut hit = false;
+    let mut unreadable = false;
+    let mut seen = HashSet::new();
+    let mut lists = Vec::new();
+    let r = walk_trees(
+        repo,
+        [root],
+        &mut seen,
+        |id, nodes: &[Node]| {
+            if bad.contains(&(BlobType::Tree, *id)) {
+                hit = true;
+            }
+            for n in nodes {
+                if n.kind == NodeKind::Dir {
+                    if let Some(s) = n.subtree {
+                        hit |= bad.contains(&(BlobType::Tree, s));
+                    }
+                }
+                hit |= n
+                    .content
+                    .iter()
+                    .any(|c| bad.contains(&(BlobType::Data, *c)));
+                for l in &n.content_lists {
+                    hit |= bad.contains(&(BlobType::Tree, *l));
+                    lists.push(*l);
+                }
+            }
+            Ok(())
+        },
+        |_, _| {
+            unreadable = true;
+            Ok(())
+        },
+    )
+    .await;
+    if r.is_err() || hit || unreadable {
+        return true;
+    }
+    for l in lists {
+        match repo.read_blob(BlobType::Tree, &l).await {
+            Ok(d) => match decode_content_list(&d, &l) {
+                Ok(ids) if ids.iter().any(|c| bad.contains(&(BlobType::Data, *c))) => return true,
+                Ok(_) => {}
+                Err(_) => return true,
+            },
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Self {
+        Error::corrupt(p.kind, p.object, p.message)
+    }
+}

@@ -1,0 +1,351 @@
+//! End-to-end pipeline tests against the in-memory sink.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use backup_core::archiver::{backup, BackupOptions};
+use backup_core::config::ChunkerParams;
+use backup_core::filter::PathFilter;
+use backup_core::keys::KdfParams;
+use backup_core::progress::NoProgress;
+use backup_core::repo::{InitOptions, Repository};
+use backup_core::restorer::{restore_tree, TreeWriter};
+use backup_core::snapshot::{SnapshotFilter, SourceDescriptor};
+use backup_core::source::{Content, Item, OnReadError, Source};
+use backup_core::tree::{Node, NodeKind};
+use backup_core::verify::{verify, VerifyOptions};
+use backup_core::{FileKind, MemorySink, Result, Sink};
+
+/// A source of in-memory files: path -> content. Paths use `/`.
+struct MapSource {
+    items: std::vec::IntoIter<Item>,
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+impl MapSource {
+    fn new(files: &BTreeMap<String, Vec<u8>>) -> Self {
+        // Build a nested structure, then emit in order.
+        #[derive(Default)]
+        struct Dir {
+            dirs: BTreeMap<String, Dir>,
+            files: BTreeMap<String, Vec<u8>>,
+        }
+        let mut root = Dir::default();
+        for (p, data) in files {
+            let parts: Vec<&str> = p.split('/').collect();
+            let mut d = &mut root;
+            for part in &parts[..parts.len() - 1] {
+                d = d.dirs.entry((*part).to_owned()).or_default();
+            }
+            d.files
+                .insert(parts[parts.len() - 1].to_owned(), data.clone());
+        }
+        fn emit(d: &Dir, out: &mut Vec<Item>) {
+            let mut names: Vec<(&String, bool)> = d
+                .dirs
+                .keys()
+                .map(|k| (k, true))
+                .chain(d.files.keys().map(|k| (k, false)))
+                .collect();
+            names.sort();
+            for (name, is_dir) in names {
+                if is_dir {
+                    let mut n = Node::new(name.as_str(), NodeKind::Dir);
+                    n.mode = Some(0o755);
+                    out.push(Item::Enter(n));
+                    emit(&d.dirs[name], out);
+                    out.push(Item::Leave);
+                } else {
+                    let data = d.files[name].clone();
+                    let mut n = Node::new(name.as_str(), NodeKind::File);
+                    n.size = data.len() as u64;
+                    n.mtime_ns = Some(1);
+                    out.push(Item::Leaf {
+                        node: n,
+                        content: Some(Content::Blocking(Box::new(move || {
+                            Ok(Box::new(std::io::Cursor::new(data)) as _)
+                        }))),
+                        on_error: OnReadError::Fail,
+                    });
+                }
+            }
+        }
+        let mut items = Vec::new();
+        emit(&root, &mut items);
+        MapSource {
+            items: items.into_iter(),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for MapSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "files".into(),
+            url: "/test".into(),
+        }
+    }
+    async fn next(&mut self) -> Result<Option<Item>> {
+        Ok(self.items.next())
+    }
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+/// Collects restored files in memory.
+#[derive(Clone, Default)]
+struct Collect(
+    Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    Arc<Mutex<Option<(PathBuf, Vec<u8>)>>>,
+);
+
+impl TreeWriter for Collect {
+    fn enter_dir(&mut self, _: &Path, _: &Node) -> Result<()> {
+        Ok(())
+    }
+    fn leave_dir(&mut self, _: &Path, _: &Node) -> Result<()> {
+        Ok(())
+    }
+    fn start_file(&mut self, p: &Path, _: &Node) -> Result<()> {
+        *self.1.lock().unwrap() = Some((p.to_owned(), Vec::new()));
+        Ok(())
+    }
+    fn write_data(&mut self, d: &[u8]) -> Result<()> {
+        self.1
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .1
+            .extend_from_slice(d);
+        Ok(())
+    }
+    fn finish_file(&mut self, _: &Path, _: &Node) -> Result<()> {
+        let (p, d) = self.1.lock().unwrap().take().unwrap();
+        self.0
+            .lock()
+            .unwrap()
+            .insert(p.to_string_lossy().into_owned(), d);
+        Ok(())
+    }
+    fn abort_file(&mut self, _: &Path) {
+        self.1.lock().unwrap().take();
+    }
+    fn symlink(&mut self, _: &Path, _: &Node) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn init_opts() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams::insecure_fast(),
+        chunker: ChunkerParams::with_average(64 * 1024).unwrap(),
+        pack_size: 1024 * 1024,
+        ..InitOptions::default()
+    }
+}
+
+fn sample() -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    files.insert("a.txt".to_owned(), b"hello".to_vec());
+    files.insert("empty".to_owned(), Vec::new());
+    files.insert("dir/big.bin".to_owned(), pseudo_random(3_000_000, 1));
+    files.insert("dir/sub/dup.bin".to_owned(), pseudo_random(3_000_000, 1));
+    files.insert("dir/sub/text".to_owned(), b"abc".repeat(100_000));
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_restore_verify_round_trip() {
+    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+    let repo = Repository::init(sink.clone(), Some(b"pw"), &init_opts())
+        .await
+        .unwrap();
+    let repo = repo.load_index().await.unwrap();
+    let files = sample();
+    let out = backup(
+        &repo,
+        &mut MapSource::new(&files),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let st = &out.snapshot.stats;
+    assert_eq!(st.files, 5);
+    assert_eq!(st.dirs, 2);
+    // The duplicate file and the repetitive text dedup and compress.
+    assert!(st.bytes_added < 3_400_000, "{st:?}");
+    assert!(st.bytes_stored < st.bytes_added);
+
+    let repo = Repository::open(sink.clone(), Some(b"pw"))
+        .await
+        .unwrap()
+        .load_index()
+        .await
+        .unwrap();
+    let snap = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(Some(snap.id), out.id);
+    let got = Collect::default();
+    let stats = restore_tree(
+        &repo,
+        snap.snapshot.tree,
+        &PathFilter::all(),
+        Box::new(got.clone()),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.files, 5);
+    assert_eq!(*got.0.lock().unwrap(), files);
+
+    // Subset.
+    let got = Collect::default();
+    let filter = PathFilter::new(&["dir/sub".to_owned()], &["dup.bin".to_owned()]).unwrap();
+    restore_tree(
+        &repo,
+        snap.snapshot.tree,
+        &filter,
+        Box::new(got.clone()),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got.0.lock().unwrap().keys().collect::<Vec<_>>(),
+        vec!["dir/sub/text"]
+    );
+
+    let report = verify(
+        repo.clone().into_inner(),
+        &VerifyOptions {
+            snapshots: None,
+            read_data_percent: Some(100.0),
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.packs_read > 0);
+
+    // Wrong password.
+    assert!(matches!(
+        Repository::open(sink.clone(), Some(b"nope"))
+            .await
+            .unwrap_err(),
+        backup_core::Error::WrongPassword
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_backup_of_same_data_adds_nothing_new() {
+    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+    let repo = Repository::init(sink.clone(), Some(b"pw"), &init_opts())
+        .await
+        .unwrap();
+    let mut repo = repo.load_index().await.unwrap();
+    let files = sample();
+    let first = backup(
+        &repo,
+        &mut MapSource::new(&files),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    repo.set_index((*first.index).clone());
+    let second = backup(
+        &repo,
+        &mut MapSource::new(&files),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.snapshot.stats.bytes_added, 0);
+    assert_eq!(second.snapshot.tree, first.snapshot.tree);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_in_pack_is_found_and_restore_fails() {
+    let mem = MemorySink::new();
+    let sink: Arc<dyn Sink> = Arc::new(mem.clone());
+    let repo = Repository::init(sink.clone(), Some(b"pw"), &init_opts())
+        .await
+        .unwrap();
+    let repo = repo.load_index().await.unwrap();
+    let files = sample();
+    let out = backup(
+        &repo,
+        &mut MapSource::new(&files),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    // Damage the first data blob of some pack.
+    let (pack, entries) = out
+        .index
+        .entries_by_pack()
+        .into_iter()
+        .find(|(_, es)| {
+            es.iter()
+                .any(|e| e.blob_type == backup_core::pack::BlobType::Data)
+        })
+        .unwrap();
+    let e = entries
+        .iter()
+        .find(|e| e.blob_type == backup_core::pack::BlobType::Data)
+        .unwrap();
+    let mut data = sink
+        .get(FileKind::Pack, &pack.to_hex())
+        .await
+        .unwrap()
+        .to_vec();
+    data[e.offset as usize + 20] ^= 0x40;
+    mem.tamper(FileKind::Pack, &pack.to_hex(), data.into());
+
+    let repo = Repository::open(sink.clone(), Some(b"pw")).await.unwrap();
+    let report = verify(
+        repo.clone(),
+        &VerifyOptions {
+            snapshots: None,
+            read_data_percent: Some(100.0),
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.damaged_snapshots, vec![out.id.unwrap().to_hex()]);
+    let repo = repo.load_index().await.unwrap();
+    let err = restore_tree(
+        &repo,
+        out.snapshot.tree,
+        &PathFilter::all(),
+        Box::new(Collect::default()),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+}
