@@ -1,1 +1,189 @@
-//! Storage backends.
+//! Storage backends of the backup system: local disk, Amazon S3, Google
+//! Cloud Storage and memory, behind the [`Sink`] trait of `backup-core`.
+//!
+//! # Overview
+//!
+//! - [`StorageUrl`] parses a repository location: a directory path,
+//!   `file:///path`, `s3://bucket/prefix`, `gs://bucket/prefix`, `memory:` or
+//!   `memory://name`. Its [`fmt::Display`](std::fmt::Display) never shows
+//!   credentials.
+//! - [`StorageOptions`] holds typed settings (endpoint, region, timeouts,
+//!   multipart sizes, retries); [`StorageOptionKey`] parses `key=value`
+//!   pairs and rejects unknown keys.
+//! - [`build`] is the one place where a URL becomes a backend; it wraps the
+//!   backend in [`layers::RetrySink`].
+//! - [`LocalSink`] stores files in a directory (temporary file, fsync,
+//!   atomic publish).
+//! - [`ObjectStoreSink`] adapts any [`object_store::ObjectStore`]; S3, GCS
+//!   and memory all use it.
+//!
+//! # Example
+//!
+//! ```
+//! use backup_core::{FileKind, PutMode, Sink, SinkExt};
+//! use backup_storage::{build, StorageOptions, StorageUrl};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> backup_core::Result<()> {
+//! let url = StorageUrl::parse("memory:")?;
+//! let sink = build(&url, &StorageOptions::default())?;
+//! sink.put(FileKind::Snapshot, "a1b2", "hello".into(), PutMode::Create).await?;
+//! assert_eq!(sink.get(FileKind::Snapshot, "a1b2").await?, "hello");
+//! assert_eq!(sink.list_names(FileKind::Snapshot).await?, ["a1b2"]);
+//! // A second create-only put of the same name is refused.
+//! let again = sink.put(FileKind::Snapshot, "a1b2", "other".into(), PutMode::Create).await;
+//! assert!(matches!(again, Err(backup_core::Error::AlreadyExists { .. })));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crate features
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `local` | yes | [`LocalSink`]: plain paths and `file://` URLs |
+//! | `s3` | no | `s3://` URLs (object_store's `aws` client) |
+//! | `gcs` | no | `gs://` URLs (object_store's `gcp` client) |
+//!
+//! The in-memory backend is always available. A URL whose backend is not
+//! compiled in gives [`Error::Config`](backup_core::Error::Config) naming the missing feature.
+//!
+//! # Environment
+//!
+//! Cloud credentials and endpoints come from each cloud's usual environment;
+//! [`StorageOptions`] and credentials in the URL override them.
+//!
+//! S3 (read by object_store's `AmazonS3Builder::from_env`):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` | static credentials |
+//! | `AWS_SESSION_TOKEN` | session token of temporary credentials |
+//! | `AWS_REGION`, `AWS_DEFAULT_REGION` | the bucket's region (default `us-east-1`) |
+//! | `AWS_ENDPOINT_URL`, `AWS_ENDPOINT` | endpoint of an S3-compatible store (MinIO, Ceph, ...) |
+//! | `AWS_ALLOW_HTTP` | `true` to allow a plain-HTTP endpoint |
+//! | `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` | `true` for `bucket.endpoint` addressing (default: path style) |
+//! | `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN` | web-identity role (EKS) |
+//! | `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` | ECS task role |
+//! | `AWS_COPY_IF_NOT_EXISTS` | how create-only multipart uploads are published (default `multipart`; for example `header: cf-copy-destination-if-none-match: *` for R2) |
+//!
+//! Without static credentials, instance metadata (IMDSv2) is tried.
+//!
+//! Google Cloud Storage (read by object_store's
+//! `GoogleCloudStorageBuilder::from_env`):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_SERVICE_ACCOUNT_PATH` | path of a service-account JSON key |
+//! | `GOOGLE_SERVICE_ACCOUNT_KEY` | a service-account JSON key, inline |
+//! | `GOOGLE_APPLICATION_CREDENTIALS` | application default credentials file |
+//! | `GOOGLE_BASE_URL` | XML API base URL (default `https://storage.googleapis.com`) |
+//!
+//! Without any of them, the application default credentials of `gcloud`
+//! and then the metadata server of a GCE instance are used.
+//!
+//! # Guarantees
+//!
+//! Every backend honours the contract of [`Sink`]: puts are all or nothing,
+//! [`PutMode::Create`](backup_core::PutMode::Create) is atomic (hard link on
+//! disk, conditional requests in the clouds, also for multipart uploads),
+//! reads of missing files give [`Error::NotFound`](backup_core::Error::NotFound), ranged reads return
+//! exactly the requested bytes or an error, deletes are idempotent, and
+//! transient failures are [`Error::Transient`](backup_core::Error::Transient).
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use backup_core::{Result, Sink};
+
+pub mod layers;
+mod names;
+mod objstore;
+mod options;
+mod url;
+
+#[cfg(feature = "local")]
+mod local;
+#[cfg(not(feature = "local"))]
+#[path = "disabled/local.rs"]
+mod local;
+
+#[cfg(feature = "s3")]
+mod s3;
+#[cfg(not(feature = "s3"))]
+#[path = "disabled/s3.rs"]
+mod s3;
+
+#[cfg(feature = "gcs")]
+mod gcs;
+#[cfg(not(feature = "gcs"))]
+#[path = "disabled/gcs.rs"]
+mod gcs;
+
+#[cfg(any(feature = "s3", feature = "gcs"))]
+mod cloud;
+#[cfg(not(any(feature = "s3", feature = "gcs")))]
+#[path = "disabled/cloud.rs"]
+mod cloud;
+
+#[cfg(feature = "local")]
+pub use local::LocalSink;
+pub use objstore::{ObjectStoreSink, UPLOAD_STAGING_PREFIX};
+pub use options::{
+    GcsOptions, HttpOptions, MultipartOptions, RetryOptions, S3Options, Secret, StorageOptionKey, StorageOptions,
+};
+pub use url::{StorageUrl, UrlCredentials};
+
+use layers::{RetryPolicy, RetrySink};
+
+/// Builds the backend a URL names, wrapped in the retry layer.
+///
+/// Nothing is contacted yet: an unreachable server or wrong credentials
+/// show on the first call. Local directories are created by the first put.
+///
+/// # Errors
+///
+/// [`Error::Config`](backup_core::Error::Config) when the options are invalid, the backend is not
+/// compiled in (see the crate features), or the cloud client cannot be
+/// configured (for example an `http://` endpoint without `allow-http`).
+pub fn build(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
+    let backend = build_backend(url, options)?;
+    Ok(Arc::new(RetrySink::new(backend, RetryPolicy::from(&options.retry))))
+}
+
+/// Builds the backend a URL names without the retry layer; for tests and
+/// for callers that stack their own layers.
+///
+/// # Errors
+///
+/// As [`build`].
+pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
+    options.validate()?;
+    let location = url.redacted();
+    match url {
+        StorageUrl::Local { path } => local::build(path),
+        StorageUrl::S3 {
+            bucket,
+            prefix,
+            credentials,
+        } => s3::build(bucket, prefix, credentials.as_ref(), options, &location),
+        StorageUrl::Gcs { bucket, prefix } => gcs::build(bucket, prefix, options, &location),
+        StorageUrl::Memory { name } => {
+            let sink = match name {
+                None => ObjectStoreSink::memory(),
+                Some(name) => ObjectStoreSink::named_memory(name),
+            };
+            Ok(Arc::new(sink.with_multipart(options.multipart.clone())))
+        }
+    }
+}
+
+/// Parses `url` and builds its backend with the retry layer; a shortcut
+/// for [`StorageUrl::parse`] then [`build`].
+///
+/// # Errors
+///
+/// As [`StorageUrl::parse`] and [`build`].
+pub fn open(url: &str, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
+    build(&StorageUrl::parse(url)?, options)
+}

@@ -1,0 +1,61 @@
+//! Settings shared by the HTTP-based cloud backends (S3 and GCS).
+
+use std::error::Error as StdError;
+
+use object_store::client::{HttpError, HttpErrorKind};
+use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
+
+use crate::options::StorageOptions;
+
+/// Whether `err` is an HTTP transport failure worth retrying: a refused or
+/// failed connection, a dropped request, a timeout.
+pub(crate) fn is_transient_http_error(err: &(dyn StdError + 'static)) -> bool {
+    err.downcast_ref::<HttpError>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+        )
+    })
+}
+
+/// The HTTP client's own retries: few and short, because the retry layer
+/// around the sink retries whole operations as well. Together they bound
+/// how long an unreachable endpoint takes to fail.
+pub(crate) fn retry_config(options: &StorageOptions) -> RetryConfig {
+    let mut config = RetryConfig::default();
+    config.max_retries = options.http.client_retries as usize;
+    config.retry_timeout = options.retry.max_elapsed.min(std::time::Duration::from_secs(20));
+    config.backoff = BackoffConfig::default();
+    config.backoff.init_backoff = std::time::Duration::from_millis(100);
+    config.backoff.max_backoff = std::time::Duration::from_secs(2);
+    config
+}
+
+/// Client settings as configuration pairs, so they combine with the ones
+/// the builders read from the environment instead of replacing them.
+pub(crate) fn client_settings(options: &StorageOptions) -> [(ClientConfigKey, String); 2] {
+    [
+        (
+            ClientConfigKey::ConnectTimeout,
+            humantime::format_duration(options.http.connect_timeout).to_string(),
+        ),
+        (
+            ClientConfigKey::Timeout,
+            humantime::format_duration(options.http.request_timeout).to_string(),
+        ),
+    ]
+}
+
+/// `endpoint` without any user-info, for messages.
+pub(crate) fn redact_endpoint(endpoint: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => endpoint.to_owned(),
+            }
+        }
+        None => endpoint.to_owned(),
+    }
+}

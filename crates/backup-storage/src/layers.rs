@@ -1,0 +1,242 @@
+//! Sinks that wrap other sinks.
+//!
+//! A layer is itself a [`Sink`], so layers stack:
+//! `RetrySink<Arc<dyn Sink>>` is what [`crate::build`] returns. Every layer
+//! implements every [`Sink`] method explicitly
+//! (`#[deny(clippy::missing_trait_methods)]`), so none is forwarded by
+//! accident with the wrong behaviour.
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
+use bytes::Bytes;
+
+use crate::options::RetryOptions;
+
+/// How [`RetrySink`] retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts per operation, the first included; 1 disables retries.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles with each further retry.
+    pub initial_backoff: Duration,
+    /// Upper bound of one delay.
+    pub max_backoff: Duration,
+    /// No retry starts when it would begin later than this after the first
+    /// attempt.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::from(&RetryOptions::default())
+    }
+}
+
+impl From<&RetryOptions> for RetryPolicy {
+    fn from(options: &RetryOptions) -> Self {
+        RetryPolicy {
+            max_attempts: options.max_attempts.max(1),
+            initial_backoff: options.initial_backoff,
+            max_backoff: options.max_backoff,
+            max_elapsed: options.max_elapsed,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy with `max_attempts` attempts and the default delays.
+    pub fn with_max_attempts(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Sets the delays: the first one, the largest one, and the time after
+    /// which no retry starts.
+    #[must_use]
+    pub fn with_backoff(mut self, initial: Duration, max: Duration, max_elapsed: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max;
+        self.max_elapsed = max_elapsed;
+        self
+    }
+
+    /// The delay before retry number `retry` (1 for the first retry): an
+    /// exponential backoff capped at `max_backoff`, with "equal jitter" (a
+    /// random value between half and all of it) so that many clients
+    /// failing together do not retry in lockstep.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
+        let base = self.initial_backoff.saturating_mul(factor).min(self.max_backoff);
+        let mut random = [0u8; 4];
+        let fraction = if getrandom::getrandom(&mut random).is_ok() {
+            f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX)
+        } else {
+            1.0
+        };
+        base / 2 + base.mul_f64(fraction / 2.0)
+    }
+}
+
+/// Retries operations that fail with a retryable error
+/// ([`Error::is_retryable`]: [`Error::Transient`] and transient I/O errors).
+///
+/// - Each operation gets at most [`RetryPolicy::max_attempts`] attempts,
+///   separated by exponential backoff with jitter, and no retry starts after
+///   [`RetryPolicy::max_elapsed`].
+/// - Permanent errors ([`Error::NotFound`], [`Error::AlreadyExists`],
+///   [`Error::PermissionDenied`], ...) are returned at once.
+/// - Every retry is logged at `warn` level with the operation, file,
+///   attempt and error.
+/// - A [`PutMode::Create`] whose earlier attempt failed ambiguously (the
+///   request may have been applied before the connection broke) and whose
+///   retry finds the object existing reads the object back: if it holds
+///   exactly the bytes being written, the put succeeded and `Ok` is
+///   returned; otherwise [`Error::AlreadyExists`] stands.
+/// - When the attempts run out, the last error is returned; a
+///   [`Error::Transient`] message then says how many attempts were made.
+#[derive(Debug, Clone)]
+pub struct RetrySink<S> {
+    inner: S,
+    policy: RetryPolicy,
+}
+
+impl<S: Sink> RetrySink<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, policy: RetryPolicy) -> Self {
+        RetrySink { inner, policy }
+    }
+
+    /// The wrapped sink.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently or the policy
+    /// gives up. `attempt` gets the attempt number, from 1.
+    async fn run<T, F, Fut>(&self, op: &'static str, kind: FileKind, name: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut + Send,
+        Fut: Future<Output = Result<T>> + Send,
+        T: Send,
+    {
+        let start = Instant::now();
+        let mut number = 1;
+        loop {
+            let err = match attempt(number).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            let delay = self.policy.delay(number);
+            if number >= self.policy.max_attempts || start.elapsed() + delay > self.policy.max_elapsed {
+                return Err(give_up(err, number, start.elapsed()));
+            }
+            tracing::warn!(
+                operation = op,
+                kind = %kind,
+                name,
+                location = %self.inner.location(),
+                attempt = number,
+                max_attempts = self.policy.max_attempts,
+                delay_ms = delay.as_millis() as u64,
+                error = %err,
+                "Retrying a storage operation after a temporary failure."
+            );
+            tokio::time::sleep(delay).await;
+            number += 1;
+        }
+    }
+}
+
+/// Adds the number of attempts to a transient error that is given up on.
+fn give_up(err: Error, attempts: u32, elapsed: Duration) -> Error {
+    match err {
+        Error::Transient { backend, message } if attempts > 1 => Error::Transient {
+            backend,
+            message: format!(
+                "{message} (gave up after {attempts} attempts in {:.1}s)",
+                elapsed.as_secs_f64()
+            ),
+        },
+        other => other,
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<S: Sink> Sink for RetrySink<S> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        self.run("put", kind, name, |number| {
+            let data = data.clone();
+            async move {
+                match self.inner.put(kind, name, data.clone(), mode).await {
+                    // An earlier attempt failed in a way that may have
+                    // stored the object anyway (attempts are only repeated
+                    // after retryable errors): decide by content.
+                    Err(Error::AlreadyExists { .. }) if mode == PutMode::Create && number > 1 => {
+                        self.reconcile_create(kind, name, &data).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        self.run("get", kind, name, |_| self.inner.get(kind, name)).await
+    }
+
+    async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes> {
+        self.run("get_range", kind, name, |_| self.inner.get_range(kind, name, range.clone()))
+            .await
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
+        self.run("list", kind, "", |_| self.inner.list(kind)).await
+    }
+
+    async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.run("delete", kind, name, |_| self.inner.delete(kind, name)).await
+    }
+}
+
+impl<S: Sink> RetrySink<S> {
+    /// After an ambiguous failure, a create that finds the object existing
+    /// succeeded if the object holds exactly our bytes.
+    async fn reconcile_create(&self, kind: FileKind, name: &str, data: &Bytes) -> Result<()> {
+        match self.inner.get(kind, name).await {
+            Ok(existing) if existing == *data => {
+                tracing::info!(
+                    kind = %kind,
+                    name,
+                    location = %self.inner.location(),
+                    "A retried create found its own earlier write; counting it as done."
+                );
+                Ok(())
+            }
+            _ => Err(Error::AlreadyExists {
+                kind,
+                name: name.to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The local-disk backend.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use backup_core::sink::check_range;
+use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
+use bytes::Bytes;
+
+use crate::names::check_name;
+
+/// A repository in a directory of a local or mounted file system.
+///
+/// Files live at `<root>/<FileKind::path(name)>` (packs in `data/XX/`).
+///
+/// - A put writes a temporary file next to the final one (its name starts
+///   with `.`, which [`Sink::list`] ignores), fsyncs it, then publishes it:
+///   [`PutMode::Create`] hard-links it under the final name, which fails
+///   atomically when that name exists, and [`PutMode::Overwrite`] renames it
+///   over the final name. The directory is fsynced afterwards, so a crash
+///   leaves either the whole new file or nothing (plus, at worst, an ignored
+///   temporary file).
+/// - Missing directories, the root included, are created on the first put.
+/// - Blocking file I/O runs on Tokio's blocking thread pool.
+///
+/// The file system must support hard links (every local Linux and macOS
+/// file system does; some network and FUSE file systems do not).
+#[derive(Debug, Clone)]
+pub struct LocalSink {
+    root: PathBuf,
+}
+
+impl LocalSink {
+    /// A sink rooted at `root`; nothing is touched until the first call.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalSink { root: root.into() }
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs blocking file-system work on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> Result<T> + Send + 'static,
+    {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| Error::Generic {
+                backend: "local",
+                source: Box::new(e),
+            })?
+    }
+}
+
+/// The local backend of [`crate::build`].
+#[allow(clippy::unnecessary_wraps)] // the same signature as the disabled stand-in
+pub(crate) fn build(path: &Path) -> Result<std::sync::Arc<dyn Sink>> {
+    Ok(std::sync::Arc::new(LocalSink::new(path)))
+}
+
+#[async_trait]
+impl Sink for LocalSink {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        check_name(kind, name)?;
+        let name = name.to_owned();
+        self.blocking(move |root| put_blocking(root, kind, &name, &data, mode))
+            .await
+    }
+
+    async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        check_name(kind, name)?;
+        let name = name.to_owned();
+        self.blocking(move |root| {
+            let path = root.join(kind.path(&name));
+            let data = fs::read(&path).map_err(|e| read_error(e, kind, &name, &path))?;
+            Ok(Bytes::from(data))
+        })
+        .await
+    }
+
+    async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes> {
+        check_name(kind, name)?;
+        let name = name.to_owned();
+        self.blocking(move |root| {
+            let path = root.join(kind.path(&name));
+            let mut file = File::open(&path).map_err(|e| read_error(e, kind, &name, &path))?;
+            let size = file
+                .metadata()
+                .map_err(|e| read_error(e, kind, &name, &path))?
+                .len();
+            check_range(kind, &name, &range, size)?;
+            let len = usize::try_from(range.end - range.start).map_err(|_| {
+                Error::Config(format!("range {range:?} of {kind} {name} is too large for memory"))
+            })?;
+            let mut buf = vec![0u8; len];
+            file.seek(SeekFrom::Start(range.start))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| read_error(e, kind, &name, &path))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
+        self.blocking(move |root| list_blocking(root, kind)).await
+    }
+
+    async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        check_name(kind, name)?;
+        let name = name.to_owned();
+        self.blocking(move |root| {
+            let path = root.join(kind.path(&name));
+            match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(write_error(e, "deleting", &path)),
+            }
+        })
+        .await
+    }
+}
+
+fn put_blocking(root: &Path, kind: FileKind, name: &str, data: &[u8], mode: PutMode) -> Result<()> {
+    let final_path = root.join(kind.path(name));
+    let dir = final_path.parent().unwrap_or(root).to_path_buf();
+    ensure_dir(&dir)?;
+    let tmp = dir.join(temp_name(name));
+    let published = write_file(&tmp, data).and_then(|()| match mode {
+        PutMode::Create => match fs::hard_link(&tmp, &final_path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+                kind,
+                name: name.to_owned(),
+            }),
+            Err(e) => Err(write_error(e, "publishing", &final_path)),
+        },
+        PutMode::Overwrite => {
+            fs::rename(&tmp, &final_path).map_err(|e| write_error(e, "publishing", &final_path))
+        }
+    });
+    // After a hard link, or after any failure, the temporary name is left;
+    // it is invisible to readers, but clean it up.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %tmp.display(), error = %e, "Could not remove a temporary file."),
+    }
+    published?;
+    sync_dir(&dir)
+}
+
+/// Writes and fsyncs a new file.
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| write_error(e, "creating", path))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| write_error(e, "writing", path))
+}
+
+/// Creates `dir` and any missing ancestors, fsyncing each parent that got a
+/// new entry so the new directories survive a crash.
+fn ensure_dir(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(Error::io(
+                format!("creating directory {}", dir.display()),
+                io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(write_error(e, "inspecting directory", dir)),
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        // Another writer created it at the same time.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(write_error(e, "creating directory", dir)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| write_error(e, "syncing directory", dir))
+}
+
+/// A unique temporary name in the same directory; the leading dot keeps it
+/// out of listings.
+fn temp_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut random = [0u8; 4];
+    // Uniqueness comes from pid and counter; randomness only guards against
+    // a reused pid on a shared file system, so a failure is harmless.
+    let _ = getrandom::getrandom(&mut random);
+    format!(
+        ".{name}.tmp-{}-{n}-{:08x}",
+        std::process::id(),
+        u32::from_le_bytes(random)
+    )
+}
+
+fn list_blocking(root: &Path, kind: FileKind) -> Result<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    match kind {
+        FileKind::Config => match fs::metadata(root.join("config")) {
+            Ok(meta) if meta.is_file() => out.push(ObjectInfo {
+                name: "config".to_owned(),
+                size: meta.len(),
+            }),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(write_error(e, "listing", &root.join("config"))),
+        },
+        FileKind::Pack => {
+            let data = root.join(kind.prefix());
+            for entry in read_dir(&data)? {
+                let sub = entry.file_name();
+                let Some(sub) = sub.to_str() else { continue };
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && sub.len() == 2 && !sub.starts_with('.') {
+                    list_dir(kind, &entry.path(), &format!("{}/{sub}", kind.prefix()), &mut out)?;
+                }
+            }
+        }
+        _ => list_dir(kind, &root.join(kind.prefix()), kind.prefix(), &mut out)?,
+    }
+    Ok(out)
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(write_error(e, "listing", dir)),
+    };
+    entries
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| write_error(e, "listing", dir))
+}
+
+fn list_dir(kind: FileKind, dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
+    for entry in read_dir(dir)? {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        if name.starts_with('.') || kind.name_from_path(&format!("{rel}/{name}")).as_deref() != Some(name) {
+            continue;
+        }
+        match entry.metadata() {
+            Ok(meta) if meta.is_file() => out.push(ObjectInfo {
+                name: name.to_owned(),
+                size: meta.len(),
+            }),
+            Ok(_) => {}
+            // Deleted between the directory read and now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(write_error(e, "listing", &entry.path())),
+        }
+    }
+    Ok(())
+}
+
+/// Maps an error of reading an object: a missing file is
+/// [`Error::NotFound`].
+fn read_error(err: io::Error, kind: FileKind, name: &str, path: &Path) -> Error {
+    if err.kind() == io::ErrorKind::NotFound {
+        return Error::not_found(format!("{kind} {name} ({})", path.display()));
+    }
+    if err.kind() == io::ErrorKind::UnexpectedEof {
+        return Error::corrupt(kind, name, format!("{} is shorter than its size said", path.display()));
+    }
+    write_error(err, "reading", path)
+}
+
+/// Maps an I/O error to the semantic error kinds, naming the file.
+pub(crate) fn write_error(err: io::Error, action: &str, path: &Path) -> Error {
+    let shown = path.display();
+    match err.kind() {
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied(format!("{action} {shown}: {err}")),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::io(
+            format!("{action} {shown}: the file system is full (or over quota); free some space or move the repository"),
+            err,
+        ),
+        io::ErrorKind::ReadOnlyFilesystem => Error::PermissionDenied(format!(
+            "{action} {shown}: the file system is mounted read-only"
+        )),
+        _ => Error::io(format!("{action} {shown}"), err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_is_a_clear_io_error() {
+        let err = write_error(io::Error::from_raw_os_error(28), "writing", Path::new("/repo/data/ab/abcd"));
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(msg.contains("/repo/data/ab/abcd"), "{msg}");
+        assert!(msg.contains("file system is full"), "{msg}");
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn eacces_is_permission_denied() {
+        let err = write_error(io::Error::from_raw_os_error(13), "creating", Path::new("/repo/keys/x"));
+        assert!(matches!(err, Error::PermissionDenied(ref m) if m.contains("/repo/keys/x")), "{err:?}");
+    }
+
+    #[test]
+    fn temp_names_are_hidden_and_unique() {
+        let a = temp_name("abc");
+        let b = temp_name("abc");
+        assert!(a.starts_with(".abc.tmp-"));
+        assert_ne!(a, b);
+    }
+}
