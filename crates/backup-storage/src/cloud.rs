@@ -1,6 +1,7 @@
 //! Settings shared by the HTTP-based cloud backends (S3 and GCS).
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use object_store::client::{HttpError, HttpErrorKind};
 use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
@@ -13,7 +14,10 @@ pub(crate) fn is_transient_http_error(err: &(dyn StdError + 'static)) -> bool {
     err.downcast_ref::<HttpError>().is_some_and(|e| {
         matches!(
             e.kind(),
-            HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            HttpErrorKind::Connect
+                | HttpErrorKind::Request
+                | HttpErrorKind::Timeout
+                | HttpErrorKind::Interrupted
         )
     })
 }
@@ -22,13 +26,15 @@ pub(crate) fn is_transient_http_error(err: &(dyn StdError + 'static)) -> bool {
 /// around the sink retries whole operations as well. Together they bound
 /// how long an unreachable endpoint takes to fail.
 pub(crate) fn retry_config(options: &StorageOptions) -> RetryConfig {
-    let mut config = RetryConfig::default();
-    config.max_retries = options.http.client_retries as usize;
-    config.retry_timeout = options.retry.max_elapsed.min(std::time::Duration::from_secs(20));
-    config.backoff = BackoffConfig::default();
-    config.backoff.init_backoff = std::time::Duration::from_millis(100);
-    config.backoff.max_backoff = std::time::Duration::from_secs(2);
-    config
+    RetryConfig {
+        max_retries: options.http.client_retries as usize,
+        retry_timeout: options.retry.max_elapsed.min(Duration::from_secs(20)),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+    }
 }
 
 /// Client settings as configuration pairs, so they combine with the ones

@@ -15,12 +15,21 @@ use crate::options::StorageOptions;
 /// ([`GoogleCloudStorageBuilder::from_env`]; application default
 /// credentials otherwise), then `options`. Create-only puts and copies send
 /// `x-goog-if-generation-match: 0`.
-pub(crate) fn build(bucket: &str, prefix: &str, options: &StorageOptions, location: &str) -> Result<Arc<dyn Sink>> {
+pub(crate) fn build(
+    bucket: &str,
+    prefix: &str,
+    options: &StorageOptions,
+    location: &str,
+) -> Result<Arc<dyn Sink>> {
     options.validate_cloud_parts("Google Cloud Storage")?;
     let gcs = &options.gcs;
     let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
-    let env_has_path = builder.get_config_value(&GoogleConfigKey::ServiceAccount).is_some();
-    let env_has_key = builder.get_config_value(&GoogleConfigKey::ServiceAccountKey).is_some();
+    let env_has_path = builder
+        .get_config_value(&GoogleConfigKey::ServiceAccount)
+        .is_some();
+    let env_has_key = builder
+        .get_config_value(&GoogleConfigKey::ServiceAccountKey)
+        .is_some();
     if let Some(path) = &gcs.service_account_path {
         if env_has_key {
             return Err(Error::Config(format!(
@@ -48,9 +57,12 @@ pub(crate) fn build(bucket: &str, prefix: &str, options: &StorageOptions, locati
         Some(base_url) => format!("{location} (endpoint {})", redact_endpoint(&base_url)),
         None => location.to_owned(),
     };
-    let store = builder
-        .build()
-        .map_err(|e| Error::Config(format!("cannot configure Google Cloud Storage for {shown}: {e}")))?;
-    let sink = ObjectStoreSink::new(Arc::new(store), prefix, "gcs", shown)?.with_multipart(options.multipart.clone());
+    let store = builder.build().map_err(|e| {
+        Error::Config(format!(
+            "cannot configure Google Cloud Storage for {shown}: {e}"
+        ))
+    })?;
+    let sink = ObjectStoreSink::new(Arc::new(store), prefix, "gcs", shown)?
+        .with_multipart(options.multipart.clone());
     Ok(Arc::new(sink))
 }

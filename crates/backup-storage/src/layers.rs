@@ -73,7 +73,10 @@ impl RetryPolicy {
     /// failing together do not retry in lockstep.
     pub fn delay(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        let base = self.initial_backoff.saturating_mul(factor).min(self.max_backoff);
+        let base = self
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff);
         let mut random = [0u8; 4];
         let fraction = if getrandom::getrandom(&mut random).is_ok() {
             f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX)
@@ -125,7 +128,13 @@ impl<S: Sink> RetrySink<S> {
 
     /// Runs `attempt` until it succeeds, fails permanently or the policy
     /// gives up. `attempt` gets the attempt number, from 1.
-    async fn run<T, F, Fut>(&self, op: &'static str, kind: FileKind, name: &str, mut attempt: F) -> Result<T>
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        kind: FileKind,
+        name: &str,
+        mut attempt: F,
+    ) -> Result<T>
     where
         F: FnMut(u32) -> Fut + Send,
         Fut: Future<Output = Result<T>> + Send,
@@ -142,7 +151,9 @@ impl<S: Sink> RetrySink<S> {
                 return Err(err);
             }
             let delay = self.policy.delay(number);
-            if number >= self.policy.max_attempts || start.elapsed() + delay > self.policy.max_elapsed {
+            if number >= self.policy.max_attempts
+                || start.elapsed() + delay > self.policy.max_elapsed
+            {
                 return Err(give_up(err, number, start.elapsed()));
             }
             tracing::warn!(
@@ -202,12 +213,15 @@ impl<S: Sink> Sink for RetrySink<S> {
     }
 
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
-        self.run("get", kind, name, |_| self.inner.get(kind, name)).await
+        self.run("get", kind, name, |_| self.inner.get(kind, name))
+            .await
     }
 
     async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes> {
-        self.run("get_range", kind, name, |_| self.inner.get_range(kind, name, range.clone()))
-            .await
+        self.run("get_range", kind, name, |_| {
+            self.inner.get_range(kind, name, range.clone())
+        })
+        .await
     }
 
     async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
@@ -215,7 +229,8 @@ impl<S: Sink> Sink for RetrySink<S> {
     }
 
     async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.run("delete", kind, name, |_| self.inner.delete(kind, name)).await
+        self.run("delete", kind, name, |_| self.inner.delete(kind, name))
+            .await
     }
 }
 

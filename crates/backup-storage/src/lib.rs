@@ -42,8 +42,8 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `local` | yes | [`LocalSink`]: plain paths and `file://` URLs |
-//! | `s3` | no | `s3://` URLs (object_store's `aws` client) |
-//! | `gcs` | no | `gs://` URLs (object_store's `gcp` client) |
+//! | `s3` | no | `s3://` URLs (the `aws` client of `object_store`) |
+//! | `gcs` | no | `gs://` URLs (the `gcp` client of `object_store`) |
 //!
 //! The in-memory backend is always available. A URL whose backend is not
 //! compiled in gives [`Error::Config`](backup_core::Error::Config) naming the missing feature.
@@ -53,24 +53,24 @@
 //! Cloud credentials and endpoints come from each cloud's usual environment;
 //! [`StorageOptions`] and credentials in the URL override them.
 //!
-//! S3 (read by object_store's `AmazonS3Builder::from_env`):
+//! S3 (read by `AmazonS3Builder::from_env` of `object_store`):
 //!
 //! | variable | meaning |
 //! |---|---|
 //! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` | static credentials |
 //! | `AWS_SESSION_TOKEN` | session token of temporary credentials |
 //! | `AWS_REGION`, `AWS_DEFAULT_REGION` | the bucket's region (default `us-east-1`) |
-//! | `AWS_ENDPOINT_URL`, `AWS_ENDPOINT` | endpoint of an S3-compatible store (MinIO, Ceph, ...) |
+//! | `AWS_ENDPOINT_URL`, `AWS_ENDPOINT` | endpoint of an S3-compatible store (`MinIO`, Ceph, ...) |
 //! | `AWS_ALLOW_HTTP` | `true` to allow a plain-HTTP endpoint |
 //! | `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` | `true` for `bucket.endpoint` addressing (default: path style) |
 //! | `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN` | web-identity role (EKS) |
 //! | `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` | ECS task role |
 //! | `AWS_COPY_IF_NOT_EXISTS` | how create-only multipart uploads are published (default `multipart`; for example `header: cf-copy-destination-if-none-match: *` for R2) |
 //!
-//! Without static credentials, instance metadata (IMDSv2) is tried.
+//! Without static credentials, instance metadata (`IMDSv2`) is tried.
 //!
-//! Google Cloud Storage (read by object_store's
-//! `GoogleCloudStorageBuilder::from_env`):
+//! Google Cloud Storage (read by `GoogleCloudStorageBuilder::from_env` of
+//! `object_store`):
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -130,7 +130,8 @@ mod cloud;
 pub use local::LocalSink;
 pub use objstore::{ObjectStoreSink, UPLOAD_STAGING_PREFIX};
 pub use options::{
-    GcsOptions, HttpOptions, MultipartOptions, RetryOptions, S3Options, Secret, StorageOptionKey, StorageOptions,
+    GcsOptions, HttpOptions, MultipartOptions, RetryOptions, S3Options, Secret, StorageOptionKey,
+    StorageOptions,
 };
 pub use url::{StorageUrl, UrlCredentials};
 
@@ -148,7 +149,10 @@ use layers::{RetryPolicy, RetrySink};
 /// configured (for example an `http://` endpoint without `allow-http`).
 pub fn build(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
     let backend = build_backend(url, options)?;
-    Ok(Arc::new(RetrySink::new(backend, RetryPolicy::from(&options.retry))))
+    Ok(Arc::new(RetrySink::new(
+        backend,
+        RetryPolicy::from(&options.retry),
+    )))
 }
 
 /// Builds the backend a URL names without the retry layer; for tests and

@@ -103,7 +103,9 @@ impl Sink for LocalSink {
                 .len();
             check_range(kind, &name, &range, size)?;
             let len = usize::try_from(range.end - range.start).map_err(|_| {
-                Error::Config(format!("range {range:?} of {kind} {name} is too large for memory"))
+                Error::Config(format!(
+                    "range {range:?} of {kind} {name} is too large for memory"
+                ))
             })?;
             let mut buf = vec![0u8; len];
             file.seek(SeekFrom::Start(range.start))
@@ -156,7 +158,9 @@ fn put_blocking(root: &Path, kind: FileKind, name: &str, data: &[u8], mode: PutM
     match fs::remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(path = %tmp.display(), error = %e, "Could not remove a temporary file."),
+        Err(e) => {
+            tracing::warn!(path = %tmp.display(), error = %e, "Could not remove a temporary file.");
+        }
     }
     published?;
     sync_dir(&dir)
@@ -245,7 +249,12 @@ fn list_blocking(root: &Path, kind: FileKind) -> Result<Vec<ObjectInfo>> {
                 let Some(sub) = sub.to_str() else { continue };
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                 if is_dir && sub.len() == 2 && !sub.starts_with('.') {
-                    list_dir(kind, &entry.path(), &format!("{}/{sub}", kind.prefix()), &mut out)?;
+                    list_dir(
+                        kind,
+                        &entry.path(),
+                        &format!("{}/{sub}", kind.prefix()),
+                        &mut out,
+                    )?;
                 }
             }
         }
@@ -268,8 +277,12 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 fn list_dir(kind: FileKind, dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
     for entry in read_dir(dir)? {
         let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else { continue };
-        if name.starts_with('.') || kind.name_from_path(&format!("{rel}/{name}")).as_deref() != Some(name) {
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        if name.starts_with('.')
+            || kind.name_from_path(&format!("{rel}/{name}")).as_deref() != Some(name)
+        {
             continue;
         }
         match entry.metadata() {
@@ -293,7 +306,11 @@ fn read_error(err: io::Error, kind: FileKind, name: &str, path: &Path) -> Error 
         return Error::not_found(format!("{kind} {name} ({})", path.display()));
     }
     if err.kind() == io::ErrorKind::UnexpectedEof {
-        return Error::corrupt(kind, name, format!("{} is shorter than its size said", path.display()));
+        return Error::corrupt(
+            kind,
+            name,
+            format!("{} is shorter than its size said", path.display()),
+        );
     }
     write_error(err, "reading", path)
 }
@@ -320,7 +337,11 @@ mod tests {
 
     #[test]
     fn enospc_is_a_clear_io_error() {
-        let err = write_error(io::Error::from_raw_os_error(28), "writing", Path::new("/repo/data/ab/abcd"));
+        let err = write_error(
+            io::Error::from_raw_os_error(28),
+            "writing",
+            Path::new("/repo/data/ab/abcd"),
+        );
         let msg = err.to_string();
         assert!(matches!(err, Error::Io { .. }), "{err:?}");
         assert!(msg.contains("/repo/data/ab/abcd"), "{msg}");
@@ -330,8 +351,15 @@ mod tests {
 
     #[test]
     fn eacces_is_permission_denied() {
-        let err = write_error(io::Error::from_raw_os_error(13), "creating", Path::new("/repo/keys/x"));
-        assert!(matches!(err, Error::PermissionDenied(ref m) if m.contains("/repo/keys/x")), "{err:?}");
+        let err = write_error(
+            io::Error::from_raw_os_error(13),
+            "creating",
+            Path::new("/repo/keys/x"),
+        );
+        assert!(
+            matches!(err, Error::PermissionDenied(ref m) if m.contains("/repo/keys/x")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use backup_core::{Error, FileKind, Result};
 /// Every backend applies the same rule, so a repository written to one
 /// backend can be copied to another.
 pub(crate) fn check_name(kind: FileKind, name: &str) -> Result<()> {
-    let round_trips = kind == FileKind::Config || kind.name_from_path(&kind.path(name)).as_deref() == Some(name);
+    let round_trips =
+        kind == FileKind::Config || kind.name_from_path(&kind.path(name)).as_deref() == Some(name);
     if name.is_empty()
         || name.starts_with('.')
         || name.len() > 200

@@ -144,7 +144,13 @@ impl ObjectStoreSink {
     }
 
     /// Maps a store error, with what was being done, to the core error.
-    fn error(&self, err: object_store::Error, op: &'static str, kind: FileKind, name: &str) -> Error {
+    fn error(
+        &self,
+        err: object_store::Error,
+        op: &'static str,
+        kind: FileKind,
+        name: &str,
+    ) -> Error {
         let what = if kind == FileKind::Config {
             "config".to_owned()
         } else {
@@ -168,7 +174,9 @@ impl ObjectStoreSink {
     /// upload completes.
     async fn put_multipart(&self, key: &Path, data: Bytes) -> object_store::Result<()> {
         let mut upload = self.store.put_multipart(key).await?;
-        let part_size = usize::try_from(self.multipart.part_size).unwrap_or(usize::MAX).max(1);
+        let part_size = usize::try_from(self.multipart.part_size)
+            .unwrap_or(usize::MAX)
+            .max(1);
         let parts: Vec<_> = (0..data.len())
             .step_by(part_size)
             .map(|start| {
@@ -193,7 +201,13 @@ impl ObjectStoreSink {
 
     /// A create-only put of a large object: multipart upload to a staging
     /// key, then an atomic copy-if-not-exists to the final key.
-    async fn create_multipart(&self, kind: FileKind, name: &str, key: &Path, data: Bytes) -> Result<()> {
+    async fn create_multipart(
+        &self,
+        kind: FileKind,
+        name: &str,
+        key: &Path,
+        data: Bytes,
+    ) -> Result<()> {
         let staging = self.key(&format!("{UPLOAD_STAGING_PREFIX}/{}", staging_name(name)))?;
         self.put_multipart(&staging, data)
             .await
@@ -214,7 +228,8 @@ impl Sink for ObjectStoreSink {
 
     async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
         let key = self.object_key(kind, name)?;
-        let large = data.len() as u64 >= self.multipart.threshold && data.len() as u64 > self.multipart.part_size;
+        let large = data.len() as u64 >= self.multipart.threshold
+            && data.len() as u64 > self.multipart.part_size;
         match (large, mode) {
             (false, _) => self
                 .put_small(&key, data, mode)
@@ -275,7 +290,9 @@ impl Sink for ObjectStoreSink {
                     data.len()
                 ),
             )),
-            Err(e @ object_store::Error::NotFound { .. }) => Err(self.error(e, "reading", kind, name)),
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                Err(self.error(e, "reading", kind, name))
+            }
             Err(e) => {
                 // Out-of-range reads fail differently on every store; report
                 // them uniformly when the size shows that was the cause.
@@ -312,7 +329,10 @@ impl Sink for ObjectStoreSink {
             .filter_map(|meta| {
                 let relative = meta.location.as_ref().strip_prefix(&strip)?;
                 let name = kind.name_from_path(&format!("{}/{relative}", kind.prefix()))?;
-                Some(ObjectInfo { name, size: meta.size })
+                Some(ObjectInfo {
+                    name,
+                    size: meta.size,
+                })
             })
             .collect())
     }
@@ -413,9 +433,6 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 /// Whether a store error is worth retrying: connection problems, timeouts,
 /// dropped connections, throttling and server errors.
 fn is_transient(err: &object_store::Error) -> bool {
-    if let object_store::Error::JoinError { .. } = err {
-        return false;
-    }
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
         if crate::cloud::is_transient_http_error(e) {
@@ -464,7 +481,10 @@ mod tests {
         let a = staging_name("abc");
         assert_ne!(a, staging_name("abc"));
         for kind in FileKind::ALL {
-            assert_eq!(kind.name_from_path(&format!("{UPLOAD_STAGING_PREFIX}/{a}")), None);
+            assert_eq!(
+                kind.name_from_path(&format!("{UPLOAD_STAGING_PREFIX}/{a}")),
+                None
+            );
         }
     }
 

@@ -84,7 +84,7 @@ pub struct StorageOptions {
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct S3Options {
-    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, ...), for
+    /// Endpoint URL of an S3-compatible store (`MinIO`, Ceph, ...), for
     /// example `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
     /// The bucket's region (`us-east-1` when unset anywhere).
@@ -343,7 +343,9 @@ impl StorageOptions {
         let value = value.trim();
         let bad = |what: &str| {
             let shown = if key.is_secret() { "***" } else { value };
-            Error::Config(format!("invalid value `{shown}` for storage option `{key}`: expected {what}"))
+            Error::Config(format!(
+                "invalid value `{shown}` for storage option `{key}`: expected {what}"
+            ))
         };
         let text = || Some(value.to_owned());
         match key {
@@ -353,28 +355,39 @@ impl StorageOptions {
                 self.s3.allow_http = Some(parse_bool(value).ok_or_else(|| bad("true or false"))?);
             }
             StorageOptionKey::S3VirtualHostedStyle => {
-                self.s3.virtual_hosted_style = Some(parse_bool(value).ok_or_else(|| bad("true or false"))?);
+                self.s3.virtual_hosted_style =
+                    Some(parse_bool(value).ok_or_else(|| bad("true or false"))?);
             }
             StorageOptionKey::S3AccessKeyId => self.s3.access_key_id = text(),
-            StorageOptionKey::S3SecretAccessKey => self.s3.secret_access_key = Some(Secret::new(value)),
+            StorageOptionKey::S3SecretAccessKey => {
+                self.s3.secret_access_key = Some(Secret::new(value));
+            }
             StorageOptionKey::S3SessionToken => self.s3.session_token = Some(Secret::new(value)),
             StorageOptionKey::GcsBaseUrl => self.gcs.base_url = text(),
-            StorageOptionKey::GcsServiceAccountPath => self.gcs.service_account_path = Some(PathBuf::from(value)),
-            StorageOptionKey::GcsServiceAccountKey => self.gcs.service_account_key = Some(Secret::new(value)),
+            StorageOptionKey::GcsServiceAccountPath => {
+                self.gcs.service_account_path = Some(PathBuf::from(value));
+            }
+            StorageOptionKey::GcsServiceAccountKey => {
+                self.gcs.service_account_key = Some(Secret::new(value));
+            }
             StorageOptionKey::HttpConnectTimeout => {
-                self.http.connect_timeout = parse_duration(value).ok_or_else(|| bad("a duration such as `5s`"))?;
+                self.http.connect_timeout =
+                    parse_duration(value).ok_or_else(|| bad("a duration such as `5s`"))?;
             }
             StorageOptionKey::HttpRequestTimeout => {
-                self.http.request_timeout = parse_duration(value).ok_or_else(|| bad("a duration such as `2m`"))?;
+                self.http.request_timeout =
+                    parse_duration(value).ok_or_else(|| bad("a duration such as `2m`"))?;
             }
             StorageOptionKey::HttpClientRetries => {
                 self.http.client_retries = value.parse().map_err(|_| bad("a whole number"))?;
             }
             StorageOptionKey::MultipartThreshold => {
-                self.multipart.threshold = parse_size(value).ok_or_else(|| bad("a size such as `32MiB`"))?;
+                self.multipart.threshold =
+                    parse_size(value).ok_or_else(|| bad("a size such as `32MiB`"))?;
             }
             StorageOptionKey::MultipartPartSize => {
-                self.multipart.part_size = parse_size(value).ok_or_else(|| bad("a size such as `16MiB`"))?;
+                self.multipart.part_size =
+                    parse_size(value).ok_or_else(|| bad("a size such as `16MiB`"))?;
             }
             StorageOptionKey::MultipartConcurrency => {
                 self.multipart.concurrency = value.parse().map_err(|_| bad("a whole number"))?;
@@ -383,13 +396,16 @@ impl StorageOptions {
                 self.retry.max_attempts = value.parse().map_err(|_| bad("a whole number"))?;
             }
             StorageOptionKey::RetryInitialBackoff => {
-                self.retry.initial_backoff = parse_duration(value).ok_or_else(|| bad("a duration such as `200ms`"))?;
+                self.retry.initial_backoff =
+                    parse_duration(value).ok_or_else(|| bad("a duration such as `200ms`"))?;
             }
             StorageOptionKey::RetryMaxBackoff => {
-                self.retry.max_backoff = parse_duration(value).ok_or_else(|| bad("a duration such as `5s`"))?;
+                self.retry.max_backoff =
+                    parse_duration(value).ok_or_else(|| bad("a duration such as `5s`"))?;
             }
             StorageOptionKey::RetryMaxElapsed => {
-                self.retry.max_elapsed = parse_duration(value).ok_or_else(|| bad("a duration such as `30s`"))?;
+                self.retry.max_elapsed =
+                    parse_duration(value).ok_or_else(|| bad("a duration such as `30s`"))?;
             }
         }
         Ok(())
@@ -459,6 +475,7 @@ impl StorageOptions {
 
     /// Checks the multipart settings against the minimum part size of a
     /// cloud store (5 MiB for S3 and GCS).
+    #[cfg_attr(not(any(feature = "s3", feature = "gcs")), allow(dead_code))]
     pub(crate) fn validate_cloud_parts(&self, backend: &str) -> Result<()> {
         const MIN_PART: u64 = 5 * MIB;
         if self.multipart.part_size < MIN_PART {
@@ -519,11 +536,16 @@ mod duration_text {
 
     use serde::{de, Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&humantime::format_duration(*value).to_string())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text)
             .map_err(|e| de::Error::custom(format!("invalid duration `{text}`: {e}")))
@@ -550,8 +572,9 @@ mod size_text {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         match Size::deserialize(deserializer)? {
             Size::Bytes(n) => Ok(n),
-            Size::Text(text) => super::parse_size(&text)
-                .ok_or_else(|| de::Error::custom(format!("invalid size `{text}`: expected for example 32MiB"))),
+            Size::Text(text) => super::parse_size(&text).ok_or_else(|| {
+                de::Error::custom(format!("invalid size `{text}`: expected for example 32MiB"))
+            }),
         }
     }
 }

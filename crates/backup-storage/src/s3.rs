@@ -95,7 +95,8 @@ pub(crate) fn build(
     let store = builder
         .build()
         .map_err(|e| Error::Config(format!("cannot configure S3 for {shown}: {e}")))?;
-    let sink = ObjectStoreSink::new(Arc::new(store), prefix, "s3", shown)?.with_multipart(options.multipart.clone());
+    let sink = ObjectStoreSink::new(Arc::new(store), prefix, "s3", shown)?
+        .with_multipart(options.multipart.clone());
     Ok(Arc::new(sink))
 }
 

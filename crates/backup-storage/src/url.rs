@@ -157,7 +157,12 @@ impl fmt::Debug for StorageUrl {
     }
 }
 
-fn write_bucket(f: &mut fmt::Formatter<'_>, scheme: &str, bucket: &str, prefix: &str) -> fmt::Result {
+fn write_bucket(
+    f: &mut fmt::Formatter<'_>,
+    scheme: &str,
+    bucket: &str,
+    prefix: &str,
+) -> fmt::Result {
     if prefix.is_empty() {
         write!(f, "{scheme}://{bucket}")
     } else {
@@ -181,7 +186,10 @@ fn split_scheme(input: &str) -> Option<(&str, &str)> {
     let rest = &input[colon + 1..];
     // `name:` alone is a URL only for the schemes we know without `//`;
     // anything else without `//` is a relative path such as `backup:2024`.
-    let known_without_slashes = matches!(scheme.to_ascii_lowercase().as_str(), "memory" | "mem" | "file" | "s3" | "gs");
+    let known_without_slashes = matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "memory" | "mem" | "file" | "s3" | "gs"
+    );
     if rest.starts_with("//") || known_without_slashes {
         Some((scheme, rest))
     } else {

@@ -121,9 +121,20 @@ fn fail(sink: &dyn Sink, check: &str, what: &str) -> ! {
     panic!("sink conformance [{check}] on {}: {what}", sink.location())
 }
 
-async fn expect_put(sink: &dyn Sink, check: &str, kind: FileKind, name: &str, data: Bytes, mode: PutMode) {
+async fn expect_put(
+    sink: &dyn Sink,
+    check: &str,
+    kind: FileKind,
+    name: &str,
+    data: Bytes,
+    mode: PutMode,
+) {
     if let Err(e) = sink.put(kind, name, data, mode).await {
-        fail(sink, check, &format!("put({kind}, {name}, {mode:?}) failed: {e}"));
+        fail(
+            sink,
+            check,
+            &format!("put({kind}, {name}, {mode:?}) failed: {e}"),
+        );
     }
 }
 
@@ -133,7 +144,11 @@ async fn expect_get(sink: &dyn Sink, check: &str, kind: FileKind, name: &str, ex
         Ok(data) => fail(
             sink,
             check,
-            &format!("get({kind}, {name}) returned {} but {} was stored", short(&data), short(expected)),
+            &format!(
+                "get({kind}, {name}) returned {} but {} was stored",
+                short(&data),
+                short(expected)
+            ),
         ),
         Err(e) => fail(sink, check, &format!("get({kind}, {name}) failed: {e}")),
     }
@@ -148,7 +163,14 @@ async fn expect_delete(sink: &dyn Sink, check: &str, kind: FileKind, name: &str)
 async fn expect_not_found(sink: &dyn Sink, check: &str, kind: FileKind, name: &str) {
     match sink.get(kind, name).await {
         Err(Error::NotFound { .. }) => {}
-        Ok(data) => fail(sink, check, &format!("get({kind}, {name}) of a missing file returned {}", short(&data))),
+        Ok(data) => fail(
+            sink,
+            check,
+            &format!(
+                "get({kind}, {name}) of a missing file returned {}",
+                short(&data)
+            ),
+        ),
         Err(e) => fail(
             sink,
             check,
@@ -194,19 +216,38 @@ pub async fn check_round_trip_every_kind(sink: &dyn Sink) {
             fail(
                 sink,
                 CHECK,
-                &format!("after put({kind}, {name}) of {} bytes, list({kind}) gave {list:?}", data.len()),
+                &format!(
+                    "after put({kind}, {name}) of {} bytes, list({kind}) gave {list:?}",
+                    data.len()
+                ),
             );
         }
         for other in FileKind::ALL.into_iter().filter(|k| *k != kind) {
-            if listed(sink, CHECK, other).await.iter().any(|(n, _)| *n == name) {
-                fail(sink, CHECK, &format!("{kind} {name} also listed as a {other}"));
+            if listed(sink, CHECK, other)
+                .await
+                .iter()
+                .any(|(n, _)| *n == name)
+            {
+                fail(
+                    sink,
+                    CHECK,
+                    &format!("{kind} {name} also listed as a {other}"),
+                );
             }
         }
         expect_get(sink, CHECK, kind, &name, &data).await;
         expect_delete(sink, CHECK, kind, &name).await;
         expect_not_found(sink, CHECK, kind, &name).await;
-        if listed(sink, CHECK, kind).await.iter().any(|(n, _)| *n == name) {
-            fail(sink, CHECK, &format!("{kind} {name} still listed after delete"));
+        if listed(sink, CHECK, kind)
+            .await
+            .iter()
+            .any(|(n, _)| *n == name)
+        {
+            fail(
+                sink,
+                CHECK,
+                &format!("{kind} {name} still listed after delete"),
+            );
         }
     }
 }
@@ -239,11 +280,23 @@ pub async fn check_create_only(sink: &dyn Sink) {
         expect_get(sink, CHECK, kind, &name, &second).await;
         let list = listed(sink, CHECK, kind).await;
         if !list.contains(&(name.clone(), second.len() as u64)) {
-            fail(sink, CHECK, &format!("after overwrite, list({kind}) gave {list:?}"));
+            fail(
+                sink,
+                CHECK,
+                &format!("after overwrite, list({kind}) gave {list:?}"),
+            );
         }
         // Overwrite also creates.
         let fresh = name_for(FileKind::Index);
-        expect_put(sink, CHECK, FileKind::Index, &fresh, first.clone(), PutMode::Overwrite).await;
+        expect_put(
+            sink,
+            CHECK,
+            FileKind::Index,
+            &fresh,
+            first.clone(),
+            PutMode::Overwrite,
+        )
+        .await;
         expect_get(sink, CHECK, FileKind::Index, &fresh, &first).await;
         expect_delete(sink, CHECK, FileKind::Index, &fresh).await;
         expect_delete(sink, CHECK, kind, &name).await;
@@ -261,7 +314,9 @@ pub async fn check_concurrent_create(sink: &dyn Sink, racers: usize) {
             let data = pattern(round * 100 + i as u64, 64 + i);
             let name = name.clone();
             async move {
-                let result = sink.put(FileKind::Lock, &name, data.clone(), PutMode::Create).await;
+                let result = sink
+                    .put(FileKind::Lock, &name, data.clone(), PutMode::Create)
+                    .await;
                 (data, result)
             }
         });
@@ -274,7 +329,11 @@ pub async fn check_concurrent_create(sink: &dyn Sink, racers: usize) {
         for (_, result) in &results {
             if let Err(e) = result {
                 if !matches!(e, Error::AlreadyExists { .. }) {
-                    fail(sink, CHECK, &format!("a losing create must get AlreadyExists, got {e:?}"));
+                    fail(
+                        sink,
+                        CHECK,
+                        &format!("a losing create must get AlreadyExists, got {e:?}"),
+                    );
                 }
             }
         }
@@ -282,7 +341,10 @@ pub async fn check_concurrent_create(sink: &dyn Sink, racers: usize) {
             fail(
                 sink,
                 CHECK,
-                &format!("{} of {racers} concurrent creates of lock {name} succeeded; exactly one must", winners.len()),
+                &format!(
+                    "{} of {racers} concurrent creates of lock {name} succeeded; exactly one must",
+                    winners.len()
+                ),
             );
         }
         expect_get(sink, CHECK, FileKind::Lock, &name, winners[0]).await;
@@ -301,7 +363,9 @@ pub async fn check_missing(sink: &dyn Sink) {
             other => fail(
                 sink,
                 CHECK,
-                &format!("get_range({kind}, {name}) of a missing file must be NotFound, got {other:?}"),
+                &format!(
+                    "get_range({kind}, {name}) of a missing file must be NotFound, got {other:?}"
+                ),
             ),
         }
         expect_delete(sink, CHECK, kind, &name).await;
@@ -312,12 +376,28 @@ pub async fn check_missing(sink: &dyn Sink) {
 pub async fn check_delete_idempotent(sink: &dyn Sink) {
     const CHECK: &str = "delete idempotent";
     let name = random_name();
-    expect_put(sink, CHECK, FileKind::Snapshot, &name, pattern(7, 10), PutMode::Create).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Snapshot,
+        &name,
+        pattern(7, 10),
+        PutMode::Create,
+    )
+    .await;
     expect_delete(sink, CHECK, FileKind::Snapshot, &name).await;
     expect_delete(sink, CHECK, FileKind::Snapshot, &name).await;
     expect_not_found(sink, CHECK, FileKind::Snapshot, &name).await;
     // Recreating after a delete works.
-    expect_put(sink, CHECK, FileKind::Snapshot, &name, pattern(8, 10), PutMode::Create).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Snapshot,
+        &name,
+        pattern(8, 10),
+        PutMode::Create,
+    )
+    .await;
     expect_get(sink, CHECK, FileKind::Snapshot, &name, &pattern(8, 10)).await;
     expect_delete(sink, CHECK, FileKind::Snapshot, &name).await;
 }
@@ -328,16 +408,31 @@ pub async fn check_ranged_get(sink: &dyn Sink) {
     const CHECK: &str = "ranged get";
     let name = random_name();
     let data = pattern(42, 1000);
-    expect_put(sink, CHECK, FileKind::Pack, &name, data.clone(), PutMode::Create).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Pack,
+        &name,
+        data.clone(),
+        PutMode::Create,
+    )
+    .await;
     for range in [0..1, 10..20, 0..1000, 999..1000, 500..900, 5..5, 1000..1000] {
         match sink.get_range(FileKind::Pack, &name, range.clone()).await {
             Ok(got) if got == data[range.start as usize..range.end as usize] => {}
             Ok(got) => fail(
                 sink,
                 CHECK,
-                &format!("get_range({range:?}) returned {} bytes that differ from the stored ones", got.len()),
+                &format!(
+                    "get_range({range:?}) returned {} bytes that differ from the stored ones",
+                    got.len()
+                ),
             ),
-            Err(e) => fail(sink, CHECK, &format!("get_range({range:?}) of a 1000-byte pack failed: {e}")),
+            Err(e) => fail(
+                sink,
+                CHECK,
+                &format!("get_range({range:?}) of a 1000-byte pack failed: {e}"),
+            ),
         }
     }
     for range in [990..1001, 1000..1001, 2000..2010, 1001..1001] {
@@ -364,21 +459,52 @@ pub async fn check_ranged_get(sink: &dyn Sink) {
 /// Every byte value survives; empty files work.
 pub async fn check_binary_and_empty_data(sink: &dyn Sink) {
     const CHECK: &str = "binary data";
-    let all_bytes: Bytes = (0..=255u8).chain((0..=255u8).rev()).collect::<Vec<u8>>().into();
+    let all_bytes: Bytes = (0..=255u8)
+        .chain((0..=255u8).rev())
+        .collect::<Vec<u8>>()
+        .into();
     let name = random_name();
-    expect_put(sink, CHECK, FileKind::Index, &name, all_bytes.clone(), PutMode::Create).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Index,
+        &name,
+        all_bytes.clone(),
+        PutMode::Create,
+    )
+    .await;
     expect_get(sink, CHECK, FileKind::Index, &name, &all_bytes).await;
     expect_delete(sink, CHECK, FileKind::Index, &name).await;
 
     let empty = random_name();
-    expect_put(sink, CHECK, FileKind::Key, &empty, Bytes::new(), PutMode::Create).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Key,
+        &empty,
+        Bytes::new(),
+        PutMode::Create,
+    )
+    .await;
     expect_get(sink, CHECK, FileKind::Key, &empty, b"").await;
     let list = listed(sink, CHECK, FileKind::Key).await;
     if !list.contains(&(empty.clone(), 0)) {
-        fail(sink, CHECK, &format!("an empty key file is not listed with size 0: {list:?}"));
+        fail(
+            sink,
+            CHECK,
+            &format!("an empty key file is not listed with size 0: {list:?}"),
+        );
     }
-    if !matches!(sink.put(FileKind::Key, &empty, Bytes::new(), PutMode::Create).await, Err(Error::AlreadyExists { .. })) {
-        fail(sink, CHECK, "a second create of an empty file must fail with AlreadyExists");
+    if !matches!(
+        sink.put(FileKind::Key, &empty, Bytes::new(), PutMode::Create)
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ) {
+        fail(
+            sink,
+            CHECK,
+            "a second create of an empty file must fail with AlreadyExists",
+        );
     }
     expect_delete(sink, CHECK, FileKind::Key, &empty).await;
 }
@@ -390,7 +516,15 @@ pub async fn check_large_object(sink: &dyn Sink, size: usize) {
     let size = size.max(1000);
     let name = random_name();
     let data = pattern(1234, size);
-    expect_put(sink, CHECK, FileKind::Pack, &name, data.clone(), PutMode::Create).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Pack,
+        &name,
+        data.clone(),
+        PutMode::Create,
+    )
+    .await;
     expect_get(sink, CHECK, FileKind::Pack, &name, &data).await;
     let size64 = size as u64;
     let mib = 1024 * 1024;
@@ -405,24 +539,50 @@ pub async fn check_large_object(sink: &dyn Sink, size: usize) {
             Ok(got) => fail(
                 sink,
                 CHECK,
-                &format!("get_range({range:?}) of the large pack returned {} wrong bytes", got.len()),
+                &format!(
+                    "get_range({range:?}) of the large pack returned {} wrong bytes",
+                    got.len()
+                ),
             ),
-            Err(e) => fail(sink, CHECK, &format!("get_range({range:?}) of the large pack failed: {e}")),
+            Err(e) => fail(
+                sink,
+                CHECK,
+                &format!("get_range({range:?}) of the large pack failed: {e}"),
+            ),
         }
     }
     let list = listed(sink, CHECK, FileKind::Pack).await;
     if !list.contains(&(name.clone(), size64)) {
-        fail(sink, CHECK, &format!("the large pack is not listed with size {size}: {list:?}"));
+        fail(
+            sink,
+            CHECK,
+            &format!("the large pack is not listed with size {size}: {list:?}"),
+        );
     }
 
     // Create-only for large objects, also when racing.
     let other = pattern(4321, size);
-    match sink.put(FileKind::Pack, &name, other.clone(), PutMode::Create).await {
+    match sink
+        .put(FileKind::Pack, &name, other.clone(), PutMode::Create)
+        .await
+    {
         Err(Error::AlreadyExists { .. }) => {}
-        other => fail(sink, CHECK, &format!("a second large create must fail with AlreadyExists, got {other:?}")),
+        other => fail(
+            sink,
+            CHECK,
+            &format!("a second large create must fail with AlreadyExists, got {other:?}"),
+        ),
     }
     expect_get(sink, CHECK, FileKind::Pack, &name, &data).await;
-    expect_put(sink, CHECK, FileKind::Pack, &name, other.clone(), PutMode::Overwrite).await;
+    expect_put(
+        sink,
+        CHECK,
+        FileKind::Pack,
+        &name,
+        other.clone(),
+        PutMode::Overwrite,
+    )
+    .await;
     expect_get(sink, CHECK, FileKind::Pack, &name, &other).await;
     expect_delete(sink, CHECK, FileKind::Pack, &name).await;
 
@@ -430,11 +590,21 @@ pub async fn check_large_object(sink: &dyn Sink, size: usize) {
     let attempts = (0..3u64).map(|i| {
         let data = pattern(9000 + i, size);
         let raced = raced.clone();
-        async move { (data.clone(), sink.put(FileKind::Pack, &raced, data, PutMode::Create).await) }
+        async move {
+            (
+                data.clone(),
+                sink.put(FileKind::Pack, &raced, data, PutMode::Create)
+                    .await,
+            )
+        }
     });
     let results = futures::future::join_all(attempts).await;
     let winners: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
-    if winners.len() != 1 || results.iter().any(|(_, r)| matches!(r, Err(e) if !matches!(e, Error::AlreadyExists { .. }))) {
+    if winners.len() != 1
+        || results
+            .iter()
+            .any(|(_, r)| matches!(r, Err(e) if !matches!(e, Error::AlreadyExists { .. })))
+    {
         let outcomes: Vec<String> = results
             .iter()
             .map(|(_, r)| match r {
@@ -455,17 +625,25 @@ pub async fn check_large_object(sink: &dyn Sink, size: usize) {
 /// Many objects are all listed with their sizes, then all deleted.
 pub async fn check_many_objects(sink: &dyn Sink, n: usize) {
     const CHECK: &str = "many objects";
-    let mut expected: Vec<(String, u64)> = (0..n).map(|i| (random_name(), (i % 50) as u64 + 1)).collect();
+    let mut expected: Vec<(String, u64)> = (0..n)
+        .map(|i| (random_name(), (i % 50) as u64 + 1))
+        .collect();
     expected.sort();
-    let written: Result<Vec<()>, (String, Error)> = futures::stream::iter(expected.iter().enumerate())
-        .map(|(i, (name, size))| async move {
-            sink.put(FileKind::Index, name, pattern(i as u64, *size as usize), PutMode::Create)
+    let written: Result<Vec<()>, (String, Error)> =
+        futures::stream::iter(expected.iter().enumerate())
+            .map(|(i, (name, size))| async move {
+                sink.put(
+                    FileKind::Index,
+                    name,
+                    pattern(i as u64, *size as usize),
+                    PutMode::Create,
+                )
                 .await
                 .map_err(|e| (name.clone(), e))
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await;
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await;
     if let Err((name, e)) = written {
         fail(sink, CHECK, &format!("put(index, {name}) failed: {e}"));
     }
@@ -474,11 +652,19 @@ pub async fn check_many_objects(sink: &dyn Sink, n: usize) {
         fail(
             sink,
             CHECK,
-            &format!("list(index) returned {} entries, {} were written (or sizes differ)", list.len(), n),
+            &format!(
+                "list(index) returned {} entries, {} were written (or sizes differ)",
+                list.len(),
+                n
+            ),
         );
     }
     let deleted: Result<Vec<()>, (String, Error)> = futures::stream::iter(expected.iter())
-        .map(|(name, _)| async move { sink.delete(FileKind::Index, name).await.map_err(|e| (name.clone(), e)) })
+        .map(|(name, _)| async move {
+            sink.delete(FileKind::Index, name)
+                .await
+                .map_err(|e| (name.clone(), e))
+        })
         .buffer_unordered(16)
         .try_collect()
         .await;
@@ -487,6 +673,10 @@ pub async fn check_many_objects(sink: &dyn Sink, n: usize) {
     }
     let left = listed(sink, CHECK, FileKind::Index).await;
     if !left.is_empty() {
-        fail(sink, CHECK, &format!("{} index files still listed after deleting all", left.len()));
+        fail(
+            sink,
+            CHECK,
+            &format!("{} index files still listed after deleting all", left.len()),
+        );
     }
 }

@@ -114,7 +114,9 @@ impl FaultySink {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn add(&self, op: Op, calls: Calls, fault: Fault) {
@@ -260,7 +262,13 @@ impl Sink for FaultySink {
             }
             Some(Fault::StoredButLost) => {
                 self.inner.put(kind, name, data, mode).await?;
-                Err(injected_error(Fault::StoredButLost, Op::Put, number, Some(kind), name))
+                Err(injected_error(
+                    Fault::StoredButLost,
+                    Op::Put,
+                    number,
+                    Some(kind),
+                    name,
+                ))
             }
             Some(fault) => Err(injected_error(fault, Op::Put, number, Some(kind), name)),
         }
@@ -293,7 +301,9 @@ impl Sink for FaultySink {
     async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
         let (number, fault) = self.on_call(Op::List, Some(kind));
         match fault {
-            None | Some(Fault::StoredButLost | Fault::Truncate { .. }) => self.inner.list(kind).await,
+            None | Some(Fault::StoredButLost | Fault::Truncate { .. }) => {
+                self.inner.list(kind).await
+            }
             Some(fault) => Err(injected_error(fault, Op::List, number, Some(kind), "")),
         }
     }
@@ -304,7 +314,13 @@ impl Sink for FaultySink {
             None | Some(Fault::Truncate { .. }) => self.inner.delete(kind, name).await,
             Some(Fault::StoredButLost) => {
                 self.inner.delete(kind, name).await?;
-                Err(injected_error(Fault::StoredButLost, Op::Delete, number, Some(kind), name))
+                Err(injected_error(
+                    Fault::StoredButLost,
+                    Op::Delete,
+                    number,
+                    Some(kind),
+                    name,
+                ))
             }
             Some(fault) => Err(injected_error(fault, Op::Delete, number, Some(kind), name)),
         }

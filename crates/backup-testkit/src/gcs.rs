@@ -1,6 +1,6 @@
 //! An in-process fake of the Google Cloud Storage XML API, for tests.
 //!
-//! No GCS emulator that accepts object_store's writes can be installed
+//! No GCS emulator that accepts the writes of `object_store` can be installed
 //! here, so this module implements the part of the XML API that a backup
 //! repository uses, following Google's reference
 //! (<https://cloud.google.com/storage/docs/xml-api/overview>), as a real
@@ -24,12 +24,13 @@
 //! documents. Every object write gets a new generation number, so
 //! generation preconditions behave as on GCS, atomically.
 //!
-//! object_store's GCS client is pointed at the fake with a service-account
+//! The GCS client of `object_store` is pointed at the fake with a service-account
 //! file carrying `gcs_base_url` and `disable_oauth: true`
 //! ([`GcsServer::storage_options`] writes one).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -71,7 +72,9 @@ impl GcsServer {
             page_size: 1000,
             ..State::default()
         }));
-        lock(&state).buckets.insert(BUCKET.to_owned(), BTreeMap::new());
+        lock(&state)
+            .buckets
+            .insert(BUCKET.to_owned(), BTreeMap::new());
         let shared = Arc::clone(&state);
         let service = service_fn(move |req: Request<Incoming>| {
             let state = Arc::clone(&shared);
@@ -97,7 +100,10 @@ impl GcsServer {
 
     /// Creates another (empty) bucket.
     pub fn create_bucket(&self, name: &str) {
-        lock(&self.state).buckets.entry(name.to_owned()).or_default();
+        lock(&self.state)
+            .buckets
+            .entry(name.to_owned())
+            .or_default();
     }
 
     /// The repository URL `gs://BUCKET/prefix`.
@@ -105,7 +111,7 @@ impl GcsServer {
         format!("gs://{BUCKET}/{}", prefix.trim_matches('/'))
     }
 
-    /// The service-account JSON that points object_store at this fake
+    /// The service-account JSON that points `object_store` at this fake
     /// without OAuth.
     pub fn service_account_json(&self) -> String {
         format!(
@@ -222,7 +228,9 @@ struct Upload {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The parsed target of a request.
@@ -259,7 +267,11 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
         state.requests.push(line);
         if state.failures_left > 0 {
             state.failures_left -= 1;
-            return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Injected failure.");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "Injected failure.",
+            );
         }
     }
     let body = match body.collect().await {
@@ -267,11 +279,19 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
         Err(e) => return error(StatusCode::BAD_REQUEST, "IncompleteBody", &e.to_string()),
     };
     let Some(target) = parse_target(parts.uri.path(), parts.uri.query()) else {
-        return error(StatusCode::BAD_REQUEST, "InvalidURI", "Could not parse the request URI.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidURI",
+            "Could not parse the request URI.",
+        );
     };
     let mut state = lock(state);
     if !state.buckets.contains_key(&target.bucket) {
-        return error(StatusCode::NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist.");
+        return error(
+            StatusCode::NOT_FOUND,
+            "NoSuchBucket",
+            "The specified bucket does not exist.",
+        );
     }
     let headers = &parts.headers;
     match (&parts.method, target.object.is_some()) {
@@ -282,15 +302,23 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
             "Only list-type=2 listings are supported on buckets.",
         ),
         (&Method::PUT, true) if target.has("uploadId") => upload_part(&mut state, &target, body),
-        (&Method::PUT, true) if headers.contains_key("x-goog-copy-source") => copy(&mut state, &target, headers),
+        (&Method::PUT, true) if headers.contains_key("x-goog-copy-source") => {
+            copy(&mut state, &target, headers)
+        }
         (&Method::PUT, true) => put(&mut state, &target, headers, body),
         (&Method::POST, true) if target.has("uploads") => initiate(&mut state, &target, headers),
-        (&Method::POST, true) if target.has("uploadId") => complete(&mut state, &target, headers, &body),
+        (&Method::POST, true) if target.has("uploadId") => {
+            complete(&mut state, &target, headers, &body)
+        }
         (&Method::GET, true) => get(&state, &target, headers, true),
         (&Method::HEAD, true) => get(&state, &target, headers, false),
         (&Method::DELETE, true) if target.has("uploadId") => abort(&mut state, &target),
         (&Method::DELETE, true) => delete(&mut state, &target),
-        _ => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "Unsupported method."),
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "Unsupported method.",
+        ),
     }
 }
 
@@ -301,7 +329,12 @@ fn parse_target(path: &str, query: Option<&str>) -> Option<Target> {
         Some((bucket, _)) => (bucket, None),
         None => (path, None),
     };
-    let decode = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(std::borrow::Cow::into_owned)
+    };
     let query = query
         .unwrap_or("")
         .split('&')
@@ -322,16 +355,20 @@ fn parse_target(path: &str, query: Option<&str>) -> Option<Target> {
 }
 
 /// Checks `x-goog-if-generation-match` against the current object.
-fn precondition(headers: &HeaderMap, current: Option<&Object>) -> Result<(), Reply> {
+fn precondition(headers: &HeaderMap, current: Option<&Object>) -> Result<(), Box<Reply>> {
     let Some(value) = headers.get("x-goog-if-generation-match") else {
         return Ok(());
     };
-    let Some(wanted) = value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()) else {
-        return Err(error(
+    let Some(wanted) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    else {
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "Invalid x-goog-if-generation-match.",
-        ));
+        )));
     };
     let holds = match current {
         None => wanted == 0,
@@ -340,11 +377,11 @@ fn precondition(headers: &HeaderMap, current: Option<&Object>) -> Result<(), Rep
     if holds {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::PRECONDITION_FAILED,
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold.",
-        ))
+        )))
     }
 }
 
@@ -377,12 +414,15 @@ fn store(state: &mut State, bucket: &str, key: &str, data: Bytes, content_type: 
 }
 
 fn object<'a>(state: &'a State, target: &Target) -> Option<&'a Object> {
-    state.buckets.get(&target.bucket)?.get(target.object.as_deref()?)
+    state
+        .buckets
+        .get(&target.bucket)?
+        .get(target.object.as_deref()?)
 }
 
 fn put(state: &mut State, target: &Target, headers: &HeaderMap, body: Bytes) -> Reply {
     if let Err(reply) = precondition(headers, object(state, target)) {
-        return reply;
+        return *reply;
     }
     let key = target.object.clone().unwrap_or_default();
     let stored = store(state, &target.bucket, &key, body, content_type(headers));
@@ -398,20 +438,48 @@ fn copy(state: &mut State, target: &Target, headers: &HeaderMap) -> Reply {
         .unwrap_or("");
     let source = source.trim_start_matches('/');
     let Some((bucket, key)) = source.split_once('/') else {
-        return error(StatusCode::BAD_REQUEST, "InvalidArgument", "Invalid x-goog-copy-source.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Invalid x-goog-copy-source.",
+        );
     };
-    let decode = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(std::borrow::Cow::into_owned)
+    };
     let (Some(bucket), Some(key)) = (decode(bucket), decode(key)) else {
-        return error(StatusCode::BAD_REQUEST, "InvalidArgument", "Invalid x-goog-copy-source.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Invalid x-goog-copy-source.",
+        );
     };
-    let Some(source) = state.buckets.get(&bucket).and_then(|o| o.get(&key)).cloned() else {
-        return error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.");
+    let Some(source) = state
+        .buckets
+        .get(&bucket)
+        .and_then(|o| o.get(&key))
+        .cloned()
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        );
     };
     if let Err(reply) = precondition(headers, object(state, target)) {
-        return reply;
+        return *reply;
     }
     let dest = target.object.clone().unwrap_or_default();
-    let stored = store(state, &target.bucket, &dest, source.data, source.content_type);
+    let stored = store(
+        state,
+        &target.bucket,
+        &dest,
+        source.data,
+        source.content_type,
+    );
     let body = format!(
         "<?xml version='1.0' encoding='UTF-8'?><CopyObjectResult><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
         stored.updated.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -424,19 +492,31 @@ fn copy(state: &mut State, target: &Target, headers: &HeaderMap) -> Reply {
 }
 
 fn get(state: &State, target: &Target, headers: &HeaderMap, with_body: bool) -> Reply {
-    if target.param("generation").is_some_and(|g| {
-        object(state, target).is_none_or(|o| o.generation.to_string() != g)
-    }) {
-        return error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.");
+    if target
+        .param("generation")
+        .is_some_and(|g| object(state, target).is_none_or(|o| o.generation.to_string() != g))
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        );
     }
     let Some(object) = object(state, target) else {
         return if with_body {
-            error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.")
+            error(
+                StatusCode::NOT_FOUND,
+                "NoSuchKey",
+                "The specified key does not exist.",
+            )
         } else {
             empty(StatusCode::NOT_FOUND)
         };
     };
-    if let Some(wanted) = headers.get(http::header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(wanted) = headers
+        .get(http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         if wanted.trim() != "*" && wanted.trim() != object.etag {
             return error(
                 StatusCode::PRECONDITION_FAILED,
@@ -445,13 +525,19 @@ fn get(state: &State, target: &Target, headers: &HeaderMap, with_body: bool) -> 
             );
         }
     }
-    if let Some(wanted) = headers.get(http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(wanted) = headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         if wanted.trim() == "*" || wanted.trim() == object.etag {
             return empty(StatusCode::NOT_MODIFIED);
         }
     }
     let size = object.data.len() as u64;
-    let range = match headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()) {
+    let range = match headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
         None => None,
         Some(text) => match parse_range(text, size) {
             Ok(range) => Some(range),
@@ -470,9 +556,10 @@ fn get(state: &State, target: &Target, headers: &HeaderMap, with_body: bool) -> 
         .header(http::header::ACCEPT_RANGES, "bytes");
     let data = match range {
         Some((start, end)) => {
-            builder = builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(http::header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+            builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
+                http::header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{size}"),
+            );
             object.data.slice(start as usize..=end as usize)
         }
         None => object.data.clone(),
@@ -518,13 +605,28 @@ fn delete(state: &mut State, target: &Target) -> Reply {
         .and_then(|objects| objects.remove(key));
     match removed {
         Some(_) => empty(StatusCode::NO_CONTENT),
-        None => error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist."),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        ),
     }
+}
+
+/// One entry of a listing, in key order: an object, or a common prefix
+/// when a delimiter groups keys.
+enum Entry<'a> {
+    Object(&'a str, &'a Object),
+    Prefix(String),
 }
 
 fn list(state: &State, target: &Target) -> Reply {
     let Some(objects) = state.buckets.get(&target.bucket) else {
-        return error(StatusCode::NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist.");
+        return error(
+            StatusCode::NOT_FOUND,
+            "NoSuchBucket",
+            "The specified bucket does not exist.",
+        );
     };
     let prefix = target.param("prefix").unwrap_or("");
     let delimiter = target.param("delimiter").filter(|d| !d.is_empty());
@@ -537,7 +639,13 @@ fn list(state: &State, target: &Target) -> Reply {
     let token = match target.param("continuation-token") {
         Some(token) => match decode_token(token) {
             Some(key) => Some(key),
-            None => return error(StatusCode::BAD_REQUEST, "InvalidArgument", "Invalid continuation token."),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    "Invalid continuation token.",
+                )
+            }
         },
         None => None,
     };
@@ -548,12 +656,6 @@ fn list(state: &State, target: &Target) -> Reply {
         (None, None) => None,
     };
 
-    // Entries in key order: objects, or common prefixes when a delimiter
-    // groups keys.
-    enum Entry<'a> {
-        Object(&'a str, &'a Object),
-        Prefix(String),
-    }
     let mut entries: Vec<Entry<'_>> = Vec::new();
     for (key, object) in objects.range(prefix.to_owned()..) {
         if !key.starts_with(prefix) {
@@ -576,21 +678,27 @@ fn list(state: &State, target: &Target) -> Reply {
     };
     let remaining: Vec<&Entry<'_>> = entries
         .iter()
-        .filter(|e| after.as_ref().is_none_or(|a| key_of(e).as_str() > a.as_str()))
+        .filter(|e| {
+            after
+                .as_ref()
+                .is_none_or(|a| key_of(e).as_str() > a.as_str())
+        })
         .collect();
     let page = &remaining[..remaining.len().min(max_keys)];
     let truncated = remaining.len() > page.len();
 
     let mut xml = String::from("<?xml version='1.0' encoding='UTF-8'?><ListBucketResult xmlns='http://doc.s3.amazonaws.com/2006-03-01'>");
-    xml.push_str(&format!(
+    let _ = write!(
+        xml,
         "<Name>{}</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount><MaxKeys>{max_keys}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
         xml_escape(&target.bucket),
         xml_escape(prefix),
         page.len()
-    ));
+    );
     for entry in page {
         match entry {
-            Entry::Object(key, object) => xml.push_str(&format!(
+            Entry::Object(key, object) => write!(
+                xml,
                 "<Contents><Key>{}</Key><Generation>{}</Generation><MetaGeneration>{}</MetaGeneration><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size></Contents>",
                 xml_escape(key),
                 object.generation,
@@ -598,16 +706,18 @@ fn list(state: &State, target: &Target) -> Reply {
                 object.updated.to_rfc3339_opts(SecondsFormat::Millis, true),
                 xml_escape(&object.etag),
                 object.data.len()
-            )),
-            Entry::Prefix(p) => xml.push_str(&format!("<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", xml_escape(p))),
+            ),
+            Entry::Prefix(p) => write!(xml, "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", xml_escape(p)),
         }
+        .unwrap_or_default();
     }
     if truncated {
         if let Some(last) = page.last() {
-            xml.push_str(&format!(
+            let _ = write!(
+                xml,
                 "<NextContinuationToken>{}</NextContinuationToken>",
                 encode_token(&key_of(last))
-            ));
+            );
         }
     }
     xml.push_str("</ListBucketResult>");
@@ -616,7 +726,10 @@ fn list(state: &State, target: &Target) -> Reply {
 
 /// Continuation tokens are opaque to clients: hex of the last key.
 fn encode_token(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
+    key.bytes().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn decode_token(token: &str) -> Option<String> {
@@ -653,19 +766,23 @@ fn initiate(state: &mut State, target: &Target, headers: &HeaderMap) -> Reply {
     xml_reply(Response::builder().status(StatusCode::OK), xml)
 }
 
-fn find_upload<'a>(state: &'a mut State, target: &Target) -> Result<(String, &'a mut Upload), Reply> {
+fn find_upload<'a>(
+    state: &'a mut State,
+    target: &Target,
+) -> Result<(String, &'a mut Upload), Box<Reply>> {
     let id = target.param("uploadId").unwrap_or("").to_owned();
     match state.uploads.get_mut(&id) {
         Some(upload)
-            if upload.bucket == target.bucket && Some(upload.key.as_str()) == target.object.as_deref() =>
+            if upload.bucket == target.bucket
+                && Some(upload.key.as_str()) == target.object.as_deref() =>
         {
             Ok((id, upload))
         }
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "NoSuchUpload",
             "The requested upload was not found.",
-        )),
+        ))),
     }
 }
 
@@ -675,11 +792,15 @@ fn upload_part(state: &mut State, target: &Target, body: Bytes) -> Reply {
         .and_then(|n| n.parse::<u32>().ok())
         .filter(|n| (1..=10_000).contains(n))
     else {
-        return error(StatusCode::BAD_REQUEST, "InvalidArgument", "Invalid partNumber.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Invalid partNumber.",
+        );
     };
     let (_, upload) = match find_upload(state, target) {
         Ok(found) => found,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let etag = etag_of(&body);
     upload.parts.insert(number, (body, etag.clone()));
@@ -710,29 +831,51 @@ fn complete(state: &mut State, target: &Target, headers: &HeaderMap, body: &[u8]
         .and_then(|text| quick_xml::de::from_str(text).ok())
     {
         Some(request) => request,
-        None => return error(StatusCode::BAD_REQUEST, "MalformedXML", "Invalid CompleteMultipartUpload body."),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                "Invalid CompleteMultipartUpload body.",
+            )
+        }
     };
     if request.parts.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "InvalidArgument", "At least one part is required.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "At least one part is required.",
+        );
     }
     let current = object(state, target).cloned();
     let (id, upload) = match find_upload(state, target) {
         Ok(found) => found,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let mut data = Vec::new();
     let mut previous = 0;
     let count = request.parts.len();
     for (index, part) in request.parts.iter().enumerate() {
         if part.number <= previous {
-            return error(StatusCode::BAD_REQUEST, "InvalidPartOrder", "Parts must be in ascending order.");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidPartOrder",
+                "Parts must be in ascending order.",
+            );
         }
         previous = part.number;
         let Some((bytes, etag)) = upload.parts.get(&part.number) else {
-            return error(StatusCode::BAD_REQUEST, "InvalidPart", "A listed part was not uploaded.");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidPart",
+                "A listed part was not uploaded.",
+            );
         };
         if etag.trim_matches('"') != part.etag.trim().trim_matches('"') {
-            return error(StatusCode::BAD_REQUEST, "InvalidPart", "A part's ETag does not match.");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidPart",
+                "A part's ETag does not match.",
+            );
         }
         if index + 1 < count && bytes.len() < MIN_PART_SIZE {
             return error(
@@ -744,7 +887,7 @@ fn complete(state: &mut State, target: &Target, headers: &HeaderMap, body: &[u8]
         data.extend_from_slice(bytes);
     }
     if let Err(reply) = precondition(headers, current.as_ref()) {
-        return reply;
+        return *reply;
     }
     let content_type = upload.content_type.clone();
     state.uploads.remove(&id);
@@ -770,18 +913,24 @@ fn abort(state: &mut State, target: &Target) -> Reply {
             state.uploads.remove(&id);
             empty(StatusCode::NO_CONTENT)
         }
-        Err(reply) => reply,
+        Err(reply) => *reply,
     }
 }
 
-fn with_object_headers(builder: http::response::Builder, object: &Object) -> http::response::Builder {
+fn with_object_headers(
+    builder: http::response::Builder,
+    object: &Object,
+) -> http::response::Builder {
     builder
         .header("x-goog-generation", object.generation)
         .header("x-goog-metageneration", object.metageneration)
         .header(http::header::ETAG, &object.etag)
         .header(
             http::header::LAST_MODIFIED,
-            object.updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            object
+                .updated
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
         )
 }
 
@@ -842,7 +991,10 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        assert_eq!(decode_token(&encode_token("data/ab/abc")).as_deref(), Some("data/ab/abc"));
+        assert_eq!(
+            decode_token(&encode_token("data/ab/abc")).as_deref(),
+            Some("data/ab/abc")
+        );
         assert_eq!(decode_token("zz"), None);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`conformance`]: a suite checking the [`Sink`](backup_core::Sink)
 //!   contract, run against every storage backend.
-//! - [`faulty`]: [`FaultySink`](faulty::FaultySink), a sink wrapper that fails
+//! - [`faulty`]: [`FaultySink`], a sink wrapper that fails
 //!   chosen calls, for retry and crash-safety tests.
 //! - `s3` (feature `s3`): a real S3 server (`s3s-fs`, in-process) on
 //!   127.0.0.1.

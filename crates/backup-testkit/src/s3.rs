@@ -66,8 +66,12 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("S3 test server: cannot create a temporary directory: {e}"));
         std::fs::create_dir(dir.path().join(BUCKET))
             .unwrap_or_else(|e| panic!("S3 test server: cannot create the bucket directory: {e}"));
-        let fs = s3s_fs::FileSystem::new(dir.path())
-            .unwrap_or_else(|e| panic!("S3 test server: cannot open {}: {e:?}", dir.path().display()));
+        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap_or_else(|e| {
+            panic!(
+                "S3 test server: cannot open {}: {e:?}",
+                dir.path().display()
+            )
+        });
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY_ID, SECRET_ACCESS_KEY));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -77,7 +81,11 @@ impl S3Server {
             requests: Arc::clone(&requests),
         };
         let server = ServerThread::start("s3-test-server", service);
-        S3Server { server, dir, requests }
+        S3Server {
+            server,
+            dir,
+            requests,
+        }
     }
 
     /// The endpoint URL, `http://127.0.0.1:PORT`.

@@ -57,8 +57,10 @@ impl ServerThread {
                     .build()
                     .unwrap_or_else(|e| panic!("{thread_name}: cannot start a Tokio runtime: {e}"));
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .unwrap_or_else(|e| panic!("{thread_name}: cannot register the listener: {e}"));
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).unwrap_or_else(|e| {
+                            panic!("{thread_name}: cannot register the listener: {e}")
+                        });
                     loop {
                         tokio::select! {
                             _ = &mut stop => break,

@@ -25,10 +25,22 @@ async fn conformance() {
     Conformance::default().run(sink).await;
 
     let requests = server.requests();
-    assert!(requests.iter().any(|r| r.starts_with("POST") && r.contains("uploads")), "no multipart upload");
-    assert!(requests.iter().any(|r| r.contains("continuation-token")), "no paginated listing");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("POST") && r.contains("uploads")),
+        "no multipart upload"
+    );
+    assert!(
+        requests.iter().any(|r| r.contains("continuation-token")),
+        "no paginated listing"
+    );
     assert_eq!(server.open_uploads(), 0, "multipart uploads left open");
-    assert!(server.object_names("backup-test").is_empty(), "objects left: {:?}", server.object_names("backup-test"));
+    assert!(
+        server.object_names("backup-test").is_empty(),
+        "objects left: {:?}",
+        server.object_names("backup-test")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,11 +48,18 @@ async fn objects_live_under_the_prefix_in_kind_directories() {
     let server = GcsServer::start();
     let sink = sink(&server, "team/repo");
     let pack = random_name();
-    sink.put(FileKind::Pack, &pack, "p".into(), PutMode::Create).await.unwrap();
-    sink.put(FileKind::Config, "config", "c".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Pack, &pack, "p".into(), PutMode::Create)
+        .await
+        .unwrap();
+    sink.put(FileKind::Config, "config", "c".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(
         server.object_names("backup-test"),
-        ["team/repo/config".to_owned(), format!("team/repo/data/{}/{pack}", &pack[..2])]
+        [
+            "team/repo/config".to_owned(),
+            format!("team/repo/data/{}/{pack}", &pack[..2])
+        ]
     );
     // Create-only writes carry the generation precondition.
     let requests = server.requests();
@@ -52,7 +71,9 @@ async fn server_errors_are_retried() {
     let server = GcsServer::start();
     let sink = sink(&server, "flaky");
     server.fail_next_requests(4);
-    sink.put(FileKind::Key, "k", "v".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Key, "k", "v".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(sink.get(FileKind::Key, "k").await.unwrap(), "v");
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of the storage backends: one binary, one module per
 //! backend or feature.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
 
 mod gcs;
 mod local;

@@ -1,4 +1,4 @@
-//! The in-memory backend (object_store's `InMemory` through the adapter).
+//! The in-memory backend (`InMemory` of `object_store`, through the adapter).
 
 use backup_core::{FileKind, PutMode, Sink, SinkExt};
 use backup_storage::{build, StorageOptions, StorageUrl};
@@ -19,9 +19,19 @@ async fn conformance() {
 #[tokio::test]
 async fn named_stores_are_shared_and_fresh_ones_are_not() {
     let options = StorageOptions::default();
-    let a = build(&StorageUrl::parse("memory://shared-test").unwrap(), &options).unwrap();
-    let b = build(&StorageUrl::parse("memory://shared-test").unwrap(), &options).unwrap();
-    a.put(FileKind::Key, "k1", "v".into(), PutMode::Create).await.unwrap();
+    let a = build(
+        &StorageUrl::parse("memory://shared-test").unwrap(),
+        &options,
+    )
+    .unwrap();
+    let b = build(
+        &StorageUrl::parse("memory://shared-test").unwrap(),
+        &options,
+    )
+    .unwrap();
+    a.put(FileKind::Key, "k1", "v".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(b.get(FileKind::Key, "k1").await.unwrap(), "v");
 
     let fresh = build(&StorageUrl::parse("memory:").unwrap(), &options).unwrap();
@@ -30,9 +40,19 @@ async fn named_stores_are_shared_and_fresh_ones_are_not() {
 
 #[tokio::test]
 async fn invalid_names_are_rejected() {
-    let sink = build(&StorageUrl::parse("memory:").unwrap(), &StorageOptions::default()).unwrap();
+    let sink = build(
+        &StorageUrl::parse("memory:").unwrap(),
+        &StorageOptions::default(),
+    )
+    .unwrap();
     for name in ["", "a/b", ".hidden", "..", "x\n"] {
-        let err = sink.put(FileKind::Key, name, "v".into(), PutMode::Create).await.unwrap_err();
-        assert!(matches!(err, backup_core::Error::Config(_)), "{name:?}: {err:?}");
+        let err = sink
+            .put(FileKind::Key, name, "v".into(), PutMode::Create)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, backup_core::Error::Config(_)),
+            "{name:?}: {err:?}"
+        );
     }
 }

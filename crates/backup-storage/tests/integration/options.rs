@@ -7,25 +7,50 @@ use backup_storage::{StorageOptionKey, StorageOptions};
 
 #[test]
 fn unknown_keys_are_rejected() {
-    for key in ["s3.endpont", "endpoint", "s3", "", "retry.max_attempt", "gcs.bucket"] {
+    for key in [
+        "s3.endpont",
+        "endpoint",
+        "s3",
+        "",
+        "retry.max_attempt",
+        "gcs.bucket",
+    ] {
         match key.parse::<StorageOptionKey>() {
             Err(Error::Config(m)) => {
                 assert!(m.contains("unknown storage option"), "{m}");
-                assert!(m.contains("s3.endpoint"), "the message lists known keys: {m}");
+                assert!(
+                    m.contains("s3.endpoint"),
+                    "the message lists known keys: {m}"
+                );
             }
             other => panic!("{key:?} should be rejected, got {other:?}"),
         }
     }
     let mut options = StorageOptions::default();
-    assert!(matches!(options.set_pair("s3.regoin=eu-west-1"), Err(Error::Config(_))));
-    assert!(matches!(options.set_pair("no-equals-sign"), Err(Error::Config(_))));
+    assert!(matches!(
+        options.set_pair("s3.regoin=eu-west-1"),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        options.set_pair("no-equals-sign"),
+        Err(Error::Config(_))
+    ));
 }
 
 #[test]
 fn keys_parse_leniently_but_exactly() {
-    assert_eq!("s3.endpoint".parse::<StorageOptionKey>().unwrap(), StorageOptionKey::S3Endpoint);
-    assert_eq!("S3.Allow_Http".parse::<StorageOptionKey>().unwrap(), StorageOptionKey::S3AllowHttp);
-    assert_eq!(StorageOptionKey::MultipartPartSize.to_string(), "multipart.part-size");
+    assert_eq!(
+        "s3.endpoint".parse::<StorageOptionKey>().unwrap(),
+        StorageOptionKey::S3Endpoint
+    );
+    assert_eq!(
+        "S3.Allow_Http".parse::<StorageOptionKey>().unwrap(),
+        StorageOptionKey::S3AllowHttp
+    );
+    assert_eq!(
+        StorageOptionKey::MultipartPartSize.to_string(),
+        "multipart.part-size"
+    );
 }
 
 #[test]
@@ -41,14 +66,20 @@ fn values_are_typed() {
         "http.connect-timeout=2s",
     ])
     .unwrap();
-    assert_eq!(options.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(
+        options.s3.endpoint.as_deref(),
+        Some("http://127.0.0.1:9000")
+    );
     assert_eq!(options.s3.allow_http, Some(true));
     assert_eq!(options.multipart.threshold, 64 << 20);
     assert_eq!(options.multipart.part_size, 8 << 20);
     assert_eq!(options.retry.max_attempts, 3);
     assert_eq!(options.retry.max_elapsed, Duration::from_secs(60));
     assert_eq!(options.http.connect_timeout, Duration::from_secs(2));
-    assert!(!format!("{options:?}").contains("topsecret"), "secrets must not show in Debug");
+    assert!(
+        !format!("{options:?}").contains("topsecret"),
+        "secrets must not show in Debug"
+    );
 
     let mut options = StorageOptions::default();
     for (pair, expected) in [
@@ -73,10 +104,14 @@ fn validation() {
     let mut options = StorageOptions::default();
     options.validate().unwrap();
     options.retry.max_attempts = 0;
-    assert!(matches!(options.validate(), Err(Error::Config(m)) if m.contains("retry.max-attempts")));
+    assert!(
+        matches!(options.validate(), Err(Error::Config(m)) if m.contains("retry.max-attempts"))
+    );
     let mut options = StorageOptions::default();
     options.multipart.concurrency = 0;
-    assert!(matches!(options.validate(), Err(Error::Config(m)) if m.contains("multipart.concurrency")));
+    assert!(
+        matches!(options.validate(), Err(Error::Config(m)) if m.contains("multipart.concurrency"))
+    );
 }
 
 #[test]
@@ -91,7 +126,8 @@ fn serde_round_trip_and_unknown_fields() {
     let back: StorageOptions = serde_json::from_str(&json).unwrap();
     assert_eq!(back, options);
 
-    let partial: StorageOptions = serde_json::from_str(r#"{"s3": {"endpoint": "http://x:1"}}"#).unwrap();
+    let partial: StorageOptions =
+        serde_json::from_str(r#"{"s3": {"endpoint": "http://x:1"}}"#).unwrap();
     assert_eq!(partial.s3.endpoint.as_deref(), Some("http://x:1"));
     assert_eq!(partial.multipart, StorageOptions::default().multipart);
 

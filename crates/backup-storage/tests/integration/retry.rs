@@ -24,7 +24,9 @@ async fn transient_put_failures_are_retried_to_success() {
     let faulty = faulty();
     faulty.fail_next_puts(3, Fault::Transient);
     let sink = RetrySink::new(Arc::clone(&faulty), fast(5));
-    sink.put(FileKind::Pack, "ab12", "data".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Pack, "ab12", "data".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(faulty.puts(), 4);
     assert_eq!(faulty.injected(), 3);
     assert_eq!(sink.get(FileKind::Pack, "ab12").await.unwrap(), "data");
@@ -35,7 +37,10 @@ async fn permanent_failures_are_not_retried() {
     let faulty = faulty();
     faulty.fail_next_puts(1, Fault::Permanent);
     let sink = RetrySink::new(Arc::clone(&faulty), fast(5));
-    let err = sink.put(FileKind::Pack, "ab12", "data".into(), PutMode::Create).await.unwrap_err();
+    let err = sink
+        .put(FileKind::Pack, "ab12", "data".into(), PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Generic { .. }), "{err:?}");
     assert_eq!(faulty.puts(), 1);
 }
@@ -44,11 +49,19 @@ async fn permanent_failures_are_not_retried() {
 async fn already_exists_and_not_found_are_not_retried() {
     let faulty = faulty();
     let sink = RetrySink::new(Arc::clone(&faulty), fast(5));
-    sink.put(FileKind::Key, "k", "1".into(), PutMode::Create).await.unwrap();
-    let err = sink.put(FileKind::Key, "k", "2".into(), PutMode::Create).await.unwrap_err();
+    sink.put(FileKind::Key, "k", "1".into(), PutMode::Create)
+        .await
+        .unwrap();
+    let err = sink
+        .put(FileKind::Key, "k", "2".into(), PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
     assert_eq!(faulty.puts(), 2);
-    assert!(matches!(sink.get(FileKind::Key, "missing").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        sink.get(FileKind::Key, "missing").await,
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(faulty.gets(), 1);
 }
 
@@ -57,9 +70,15 @@ async fn attempts_are_bounded() {
     let faulty = faulty();
     faulty.fail_next_puts(100, Fault::Transient);
     let sink = RetrySink::new(Arc::clone(&faulty), fast(4));
-    let err = sink.put(FileKind::Pack, "ab12", "data".into(), PutMode::Create).await.unwrap_err();
+    let err = sink
+        .put(FileKind::Pack, "ab12", "data".into(), PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Transient { .. }), "{err:?}");
-    assert!(err.to_string().contains("gave up after 4 attempts"), "{err}");
+    assert!(
+        err.to_string().contains("gave up after 4 attempts"),
+        "{err}"
+    );
     assert_eq!(faulty.puts(), 4);
 }
 
@@ -74,8 +93,14 @@ async fn total_time_is_bounded() {
     );
     let sink = RetrySink::new(Arc::clone(&faulty), policy);
     let start = Instant::now();
-    sink.put(FileKind::Pack, "ab12", "data".into(), PutMode::Create).await.unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    sink.put(FileKind::Pack, "ab12", "data".into(), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(faulty.puts() < 30, "{}", faulty.puts());
 }
 
@@ -83,11 +108,16 @@ async fn total_time_is_bounded() {
 async fn other_operations_are_retried_too() {
     let faulty = faulty();
     let sink = RetrySink::new(Arc::clone(&faulty), fast(3));
-    sink.put(FileKind::Index, "i1", "index".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Index, "i1", "index".into(), PutMode::Create)
+        .await
+        .unwrap();
     faulty.fail_next_gets(2, Fault::Transient);
     assert_eq!(sink.get(FileKind::Index, "i1").await.unwrap(), "index");
     faulty.fail_next_gets(2, Fault::Transient);
-    assert_eq!(sink.get_range(FileKind::Index, "i1", 1..3).await.unwrap(), "nd");
+    assert_eq!(
+        sink.get_range(FileKind::Index, "i1", 1..3).await.unwrap(),
+        "nd"
+    );
     faulty.fail_next(Op::List, 2, Fault::Transient);
     assert_eq!(sink.list(FileKind::Index).await.unwrap().len(), 1);
     faulty.fail_next(Op::Delete, 2, Fault::Transient);
@@ -102,12 +132,17 @@ async fn a_create_whose_success_was_lost_is_recognised() {
     let sink = RetrySink::new(Arc::clone(&faulty), fast(3));
     // The first attempt stores the lock but reports a broken connection;
     // the retry finds the same bytes and counts the create as done.
-    sink.put(FileKind::Lock, "l1", "mine".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Lock, "l1", "mine".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(faulty.puts(), 2);
 
     // Someone else's lock with different content stays AlreadyExists.
     faulty.fail_next_puts(1, Fault::Transient);
-    let err = sink.put(FileKind::Lock, "l1", "theirs".into(), PutMode::Create).await.unwrap_err();
+    let err = sink
+        .put(FileKind::Lock, "l1", "theirs".into(), PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
 }
 
@@ -115,13 +150,25 @@ async fn a_create_whose_success_was_lost_is_recognised() {
 async fn truncating_faults_reach_the_caller() {
     let faulty = faulty();
     faulty.fail_next_puts(1, Fault::Truncate { keep: 3 });
-    faulty.put(FileKind::Pack, "ab", "abcdef".into(), PutMode::Create).await.unwrap();
+    faulty
+        .put(FileKind::Pack, "ab", "abcdef".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(faulty.get(FileKind::Pack, "ab").await.unwrap(), "abc");
     faulty.fail_next_gets(1, Fault::Truncate { keep: 1 });
     assert_eq!(faulty.get(FileKind::Pack, "ab").await.unwrap(), "a");
     faulty.fail_puts_of_kind(FileKind::Snapshot, Fault::Permanent);
-    assert!(faulty.put(FileKind::Snapshot, "s", "x".into(), PutMode::Create).await.is_err());
-    assert!(faulty.put(FileKind::Index, "i", "x".into(), PutMode::Create).await.is_ok());
+    assert!(faulty
+        .put(FileKind::Snapshot, "s", "x".into(), PutMode::Create)
+        .await
+        .is_err());
+    assert!(faulty
+        .put(FileKind::Index, "i", "x".into(), PutMode::Create)
+        .await
+        .is_ok());
     faulty.clear_faults();
-    assert!(faulty.put(FileKind::Snapshot, "s", "x".into(), PutMode::Create).await.is_ok());
+    assert!(faulty
+        .put(FileKind::Snapshot, "s", "x".into(), PutMode::Create)
+        .await
+        .is_ok());
 }

@@ -18,19 +18,42 @@ fn sink(server: &S3Server, prefix: &str) -> std::sync::Arc<dyn Sink> {
 async fn conformance() {
     let server = S3Server::start();
     let sink = sink(&server, "repo/one");
-    assert!(sink.location().starts_with("s3://backup-test/repo/one"), "{}", sink.location());
-    assert!(sink.location().contains(&server.endpoint()), "{}", sink.location());
+    assert!(
+        sink.location().starts_with("s3://backup-test/repo/one"),
+        "{}",
+        sink.location()
+    );
+    assert!(
+        sink.location().contains(&server.endpoint()),
+        "{}",
+        sink.location()
+    );
     Conformance::default().run(sink).await;
 
     let requests = server.requests();
     // Large objects really went through multipart uploads, and create-only
     // ones through the conditional multipart copy.
-    assert!(requests.iter().any(|r| r.starts_with("POST") && r.contains("uploads")), "no multipart upload in {requests:#?}");
-    assert!(requests.iter().any(|r| r.starts_with("PUT") && r.contains("partNumber")), "no part upload");
-    assert!(requests.iter().any(|r| r.contains("/tmp/")), "no staging upload");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("POST") && r.contains("uploads")),
+        "no multipart upload in {requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("partNumber")),
+        "no part upload"
+    );
+    assert!(
+        requests.iter().any(|r| r.contains("/tmp/")),
+        "no staging upload"
+    );
     // Nothing is left in the staging area.
     let staging = server.data_dir().join("backup-test/repo/one/tmp");
-    let left: Vec<_> = std::fs::read_dir(&staging).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "staging objects left: {left:?}");
 }
 
@@ -39,16 +62,29 @@ async fn objects_live_under_the_prefix_in_kind_directories() {
     let server = S3Server::start();
     let sink = sink(&server, "team/repo");
     let pack = random_name();
-    sink.put(FileKind::Pack, &pack, "p".into(), PutMode::Create).await.unwrap();
-    sink.put(FileKind::Config, "config", "c".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Pack, &pack, "p".into(), PutMode::Create)
+        .await
+        .unwrap();
+    sink.put(FileKind::Config, "config", "c".into(), PutMode::Create)
+        .await
+        .unwrap();
     let bucket = server.data_dir().join("backup-test");
-    assert_eq!(std::fs::read(bucket.join("team/repo/data").join(&pack[..2]).join(&pack)).unwrap(), b"p");
-    assert_eq!(std::fs::read(bucket.join("team/repo/config")).unwrap(), b"c");
+    assert_eq!(
+        std::fs::read(bucket.join("team/repo/data").join(&pack[..2]).join(&pack)).unwrap(),
+        b"p"
+    );
+    assert_eq!(
+        std::fs::read(bucket.join("team/repo/config")).unwrap(),
+        b"c"
+    );
 
     // Another prefix in the same bucket is another repository.
     let other = self::sink(&server, "team/other");
     assert!(other.list(FileKind::Pack).await.unwrap().is_empty());
-    assert!(matches!(other.get(FileKind::Config, "config").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        other.get(FileKind::Config, "config").await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,8 +92,13 @@ async fn create_sends_a_conditional_put() {
     let server = S3Server::start();
     let sink = sink(&server, "cond");
     let name = random_name();
-    sink.put(FileKind::Lock, &name, "a".into(), PutMode::Create).await.unwrap();
-    let err = sink.put(FileKind::Lock, &name, "b".into(), PutMode::Create).await.unwrap_err();
+    sink.put(FileKind::Lock, &name, "a".into(), PutMode::Create)
+        .await
+        .unwrap();
+    let err = sink
+        .put(FileKind::Lock, &name, "b".into(), PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
     assert_eq!(sink.get(FileKind::Lock, &name).await.unwrap(), "a");
 }
@@ -70,9 +111,15 @@ async fn credentials_in_the_url_are_used_and_never_shown() {
     options.s3.secret_access_key = None;
     let url = format!("s3://{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}@backup-test/creds");
     let sink = build(&StorageUrl::parse(&url).unwrap(), &options).unwrap();
-    sink.put(FileKind::Key, "k", "v".into(), PutMode::Create).await.unwrap();
+    sink.put(FileKind::Key, "k", "v".into(), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(sink.get(FileKind::Key, "k").await.unwrap(), "v");
-    assert!(!sink.location().contains(SECRET_ACCESS_KEY), "{}", sink.location());
+    assert!(
+        !sink.location().contains(SECRET_ACCESS_KEY),
+        "{}",
+        sink.location()
+    );
     assert!(!format!("{sink:?}").contains(SECRET_ACCESS_KEY));
 }
 
@@ -84,10 +131,16 @@ async fn wrong_credentials_are_permission_denied() {
     let url = StorageUrl::parse(&server.url("denied")).unwrap();
     let sink = build(&url, &options).unwrap();
     let start = Instant::now();
-    let err = sink.put(FileKind::Key, "k", "v".into(), PutMode::Create).await.unwrap_err();
+    let err = sink
+        .put(FileKind::Key, "k", "v".into(), PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
     assert!(!err.to_string().contains("not-the-secret"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(5), "a permanent error must not be retried");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "a permanent error must not be retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,9 +161,15 @@ async fn unreachable_endpoint_fails_in_bounded_time_with_a_clear_message() {
     let err = sink.get(FileKind::Config, "config").await.unwrap_err();
     let elapsed = start.elapsed();
     let message = err.to_string();
-    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}: {message}");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "took {elapsed:?}: {message}"
+    );
     assert!(matches!(err, Error::Transient { .. }), "{err:?}");
-    assert!(message.contains(&format!("127.0.0.1:{port}")), "the message must name the endpoint: {message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}")),
+        "the message must name the endpoint: {message}"
+    );
     assert!(message.contains("gave up after"), "{message}");
     assert!(!message.contains("secret"), "{message}");
 }
@@ -122,7 +181,10 @@ fn plain_http_endpoint_needs_allow_http() {
     options.s3.allow_http = Some(false);
     let err = build(&StorageUrl::parse("s3://bucket/x").unwrap(), &options).unwrap_err();
     match err {
-        Error::Config(m) => assert!(m.contains("s3.allow-http") && m.contains("AWS_ALLOW_HTTP"), "{m}"),
+        Error::Config(m) => assert!(
+            m.contains("s3.allow-http") && m.contains("AWS_ALLOW_HTTP"),
+            "{m}"
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -132,7 +194,10 @@ fn parts_below_the_s3_minimum_are_rejected() {
     let mut options = StorageOptions::default();
     options.multipart.part_size = 1024;
     let err = build(&StorageUrl::parse("s3://bucket/x").unwrap(), &options).unwrap_err();
-    assert!(matches!(err, Error::Config(ref m) if m.contains("5MiB")), "{err:?}");
+    assert!(
+        matches!(err, Error::Config(ref m) if m.contains("5MiB")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,13 +206,25 @@ async fn ranged_reads_of_a_multipart_object() {
     let sink = sink(&server, "ranges");
     let name = random_name();
     let data = pattern(5, 11 * 1024 * 1024);
-    sink.put(FileKind::Pack, &name, data.clone(), PutMode::Overwrite).await.unwrap();
+    sink.put(FileKind::Pack, &name, data.clone(), PutMode::Overwrite)
+        .await
+        .unwrap();
     let start = 5 * 1024 * 1024 - 3;
-    let got = sink.get_range(FileKind::Pack, &name, start..start + 7).await.unwrap();
+    let got = sink
+        .get_range(FileKind::Pack, &name, start..start + 7)
+        .await
+        .unwrap();
     assert_eq!(got, data.slice(start as usize..start as usize + 7));
     let err = sink
-        .get_range(FileKind::Pack, &name, data.len() as u64 - 1..data.len() as u64 + 1)
+        .get_range(
+            FileKind::Pack,
+            &name,
+            data.len() as u64 - 1..data.len() as u64 + 1,
+        )
         .await
         .unwrap_err();
-    assert!(err.is_corruption() || matches!(err, Error::Generic { .. }), "{err:?}");
+    assert!(
+        err.is_corruption() || matches!(err, Error::Generic { .. }),
+        "{err:?}"
+    );
 }

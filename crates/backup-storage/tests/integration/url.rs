@@ -18,21 +18,60 @@ fn config_error(s: &str) -> String {
 
 #[test]
 fn local_paths() {
-    assert_eq!(parse("/srv/backup"), StorageUrl::Local { path: PathBuf::from("/srv/backup") });
-    assert_eq!(parse("relative/dir"), StorageUrl::Local { path: PathBuf::from("relative/dir") });
-    assert_eq!(parse("./repo"), StorageUrl::Local { path: PathBuf::from("./repo") });
+    assert_eq!(
+        parse("/srv/backup"),
+        StorageUrl::Local {
+            path: PathBuf::from("/srv/backup")
+        }
+    );
+    assert_eq!(
+        parse("relative/dir"),
+        StorageUrl::Local {
+            path: PathBuf::from("relative/dir")
+        }
+    );
+    assert_eq!(
+        parse("./repo"),
+        StorageUrl::Local {
+            path: PathBuf::from("./repo")
+        }
+    );
     // A colon later in a path does not make it a URL.
-    assert_eq!(parse("backups/2024:01"), StorageUrl::Local { path: PathBuf::from("backups/2024:01") });
-    assert_eq!(parse("file:///srv/backup"), StorageUrl::Local { path: PathBuf::from("/srv/backup") });
-    assert_eq!(parse("file://localhost/srv/b"), StorageUrl::Local { path: PathBuf::from("/srv/b") });
-    assert_eq!(parse("file:///srv/with%20space"), StorageUrl::Local { path: PathBuf::from("/srv/with space") });
+    assert_eq!(
+        parse("backups/2024:01"),
+        StorageUrl::Local {
+            path: PathBuf::from("backups/2024:01")
+        }
+    );
+    assert_eq!(
+        parse("file:///srv/backup"),
+        StorageUrl::Local {
+            path: PathBuf::from("/srv/backup")
+        }
+    );
+    assert_eq!(
+        parse("file://localhost/srv/b"),
+        StorageUrl::Local {
+            path: PathBuf::from("/srv/b")
+        }
+    );
+    assert_eq!(
+        parse("file:///srv/with%20space"),
+        StorageUrl::Local {
+            path: PathBuf::from("/srv/with space")
+        }
+    );
     assert_eq!(parse("/srv/backup").backend(), "local");
 }
 
 #[test]
 fn cloud_urls() {
     match parse("s3://my-bucket/some/prefix/") {
-        StorageUrl::S3 { bucket, prefix, credentials } => {
+        StorageUrl::S3 {
+            bucket,
+            prefix,
+            credentials,
+        } => {
             assert_eq!(bucket, "my-bucket");
             assert_eq!(prefix, "some/prefix");
             assert!(credentials.is_none());
@@ -46,7 +85,13 @@ fn cloud_urls() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(parse("gs://b/p"), StorageUrl::Gcs { bucket: "b".into(), prefix: "p".into() });
+    assert_eq!(
+        parse("gs://b/p"),
+        StorageUrl::Gcs {
+            bucket: "b".into(),
+            prefix: "p".into()
+        }
+    );
     assert_eq!(parse("GS://b/p").backend(), "gcs");
     assert_eq!(parse("s3://b/p").to_string(), "s3://b/p");
     assert_eq!(parse("gs://b").to_string(), "gs://b");
@@ -56,7 +101,12 @@ fn cloud_urls() {
 fn memory_urls() {
     assert_eq!(parse("memory:"), StorageUrl::Memory { name: None });
     assert_eq!(parse("memory://"), StorageUrl::Memory { name: None });
-    assert_eq!(parse("memory://cache"), StorageUrl::Memory { name: Some("cache".into()) });
+    assert_eq!(
+        parse("memory://cache"),
+        StorageUrl::Memory {
+            name: Some("cache".into())
+        }
+    );
     assert_eq!(parse("memory://cache").to_string(), "memory://cache");
     assert_eq!(parse("memory:").to_string(), "memory:");
 }
@@ -66,7 +116,10 @@ fn malformed_urls_are_config_errors_naming_the_url() {
     assert!(config_error("").contains("empty"));
     assert!(config_error("   ").contains("empty"));
     let m = config_error("ftp://host/x");
-    assert!(m.contains("ftp://host/x") && m.contains("unknown scheme"), "{m}");
+    assert!(
+        m.contains("ftp://host/x") && m.contains("unknown scheme"),
+        "{m}"
+    );
     let m = config_error("s3://");
     assert!(m.contains("s3://") && m.contains("missing bucket"), "{m}");
     let m = config_error("s3:///prefix");
@@ -102,7 +155,10 @@ fn credentials_are_redacted() {
         assert!(shown.contains("s3://bucket/prefix"), "{shown}");
     }
     match url {
-        StorageUrl::S3 { credentials: Some(c), .. } => {
+        StorageUrl::S3 {
+            credentials: Some(c),
+            ..
+        } => {
             assert_eq!(c.access_key_id, "AKIAEXAMPLE");
             assert_eq!(c.secret_access_key.expose(), "s3cr3t/key");
             assert!(!format!("{c:?}").contains("s3cr3t"));
