@@ -141,7 +141,7 @@ fn put_blocking(root: &Path, kind: FileKind, name: &str, data: &[u8], mode: PutM
     ensure_dir(&dir)?;
     let tmp = dir.join(temp_name(name));
     let published = write_file(&tmp, data).and_then(|()| match mode {
-        PutMode::Create => match fs::hard_link(&tmp, &final_path) {
+        PutMode::Create => match publish_no_replace(&tmp, &final_path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
                 kind,
@@ -164,6 +164,42 @@ fn put_blocking(root: &Path, kind: FileKind, name: &str, data: &[u8], mode: PutM
     }
     published?;
     sync_dir(&dir)
+}
+
+/// Gives `tmp` the name `final_path` unless that name exists, atomically:
+/// a hard link, or where the file system has none, a rename that refuses
+/// to replace (Linux `RENAME_NOREPLACE`).
+fn publish_no_replace(tmp: &Path, final_path: &Path) -> io::Result<()> {
+    match fs::hard_link(tmp, final_path) {
+        // EPERM: "the file system does not support hard links"; EOPNOTSUPP.
+        Err(e) if matches!(e.raw_os_error(), Some(1 | 95)) => {
+            rename_no_replace(tmp, final_path).map_err(|e| {
+                if matches!(e.raw_os_error(), Some(22 | 95)) || e.kind() == io::ErrorKind::Unsupported {
+                    io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "the file system supports neither hard links nor no-replace renames, so create-only writes cannot be atomic; put the repository on another file system",
+                    )
+                } else {
+                    e
+                }
+            })
+        }
+        other => other,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_no_replace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no-replace rename",
+    ))
 }
 
 /// Writes and fsyncs a new file.
@@ -360,6 +396,24 @@ mod tests {
             matches!(err, Error::PermissionDenied(ref m) if m.contains("/repo/keys/x")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn no_replace_rename_refuses_existing_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        let err = rename_no_replace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        rename_no_replace(&a, &c).unwrap();
+        assert_eq!(fs::read(&c).unwrap(), b"a");
+        assert!(!a.exists());
     }
 
     #[test]

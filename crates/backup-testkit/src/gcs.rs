@@ -141,11 +141,26 @@ impl GcsServer {
     }
 
     /// Storage options that point `backup-storage` at this fake: the
-    /// service-account file and a 5 MiB multipart part size (GCS's minimum).
+    /// service-account file. See [`crate::test_storage_options`] for the
+    /// multipart and retry settings.
     pub fn storage_options(&self) -> StorageOptions {
-        let mut options = StorageOptions::default();
+        let mut options = crate::test_storage_options();
         options.gcs.service_account_path = Some(self.service_account_path());
         options
+    }
+
+    /// A sink for the repository under `prefix`, built by
+    /// [`backup_storage::build`] (so with the retry layer) from
+    /// [`Self::url`] and [`Self::storage_options`].
+    ///
+    /// # Panics
+    ///
+    /// When the sink cannot be built.
+    pub fn sink(&self, prefix: &str) -> std::sync::Arc<dyn backup_core::Sink> {
+        let url = backup_storage::StorageUrl::parse(&self.url(prefix))
+            .unwrap_or_else(|e| panic!("GCS test server: bad URL: {e}"));
+        backup_storage::build(&url, &self.storage_options())
+            .unwrap_or_else(|e| panic!("GCS test server: cannot build a sink: {e}"))
     }
 
     /// The same settings as `GOOGLE_*` environment variables, for a child

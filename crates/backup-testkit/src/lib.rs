@@ -26,3 +26,17 @@ mod server;
 
 pub use conformance::run_conformance;
 pub use faulty::{Fault, FaultySink};
+
+/// Storage options for tests of cloud backends: multipart uploads from
+/// 8 MiB in parts of 5 MiB (the minimum of S3 and GCS), so that moderately
+/// sized test objects take the multipart path, and quick retries (10 ms to
+/// 200 ms, 10 s in all) so that tests of failures stay fast.
+pub fn test_storage_options() -> backup_storage::StorageOptions {
+    let mut options = backup_storage::StorageOptions::default();
+    options.multipart.threshold = 8 * 1024 * 1024;
+    options.multipart.part_size = 5 * 1024 * 1024;
+    options.retry.initial_backoff = std::time::Duration::from_millis(10);
+    options.retry.max_backoff = std::time::Duration::from_millis(200);
+    options.retry.max_elapsed = std::time::Duration::from_secs(10);
+    options
+}

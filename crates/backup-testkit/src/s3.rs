@@ -114,11 +114,11 @@ impl S3Server {
     }
 
     /// Storage options that point `backup-storage` at this server: endpoint,
-    /// plain HTTP, path-style requests, region and the server's keys. The
-    /// multipart part size is S3's minimum (5 MiB), so that tests can
-    /// exercise multipart uploads with moderately sized objects.
+    /// plain HTTP, path-style requests, region and the server's keys. See
+    /// [`crate::test_storage_options`] for the multipart and retry
+    /// settings.
     pub fn storage_options(&self) -> StorageOptions {
-        let mut options = StorageOptions::default();
+        let mut options = crate::test_storage_options();
         options.s3.endpoint = Some(self.endpoint());
         options.s3.allow_http = Some(true);
         options.s3.virtual_hosted_style = Some(false);
@@ -126,6 +126,20 @@ impl S3Server {
         options.s3.access_key_id = Some(ACCESS_KEY_ID.to_owned());
         options.s3.secret_access_key = Some(Secret::new(SECRET_ACCESS_KEY));
         options
+    }
+
+    /// A sink for the repository under `prefix`, built by
+    /// [`backup_storage::build`] (so with the retry layer) from
+    /// [`Self::url`] and [`Self::storage_options`].
+    ///
+    /// # Panics
+    ///
+    /// When the sink cannot be built.
+    pub fn sink(&self, prefix: &str) -> std::sync::Arc<dyn backup_core::Sink> {
+        let url = backup_storage::StorageUrl::parse(&self.url(prefix))
+            .unwrap_or_else(|e| panic!("S3 test server: bad URL: {e}"));
+        backup_storage::build(&url, &self.storage_options())
+            .unwrap_or_else(|e| panic!("S3 test server: cannot build a sink: {e}"))
     }
 
     /// The same settings as `AWS_*` environment variables, for a child

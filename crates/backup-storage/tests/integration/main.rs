@@ -16,7 +16,9 @@ use backup_storage::StorageOptions;
 
 /// Options with small multipart settings, so that the conformance suite's
 /// large object (about 12 MiB) is uploaded in three parts of the clouds'
-/// minimum part size, and quick retries.
+/// minimum part size, and quick retries. (Explicit here rather than taken
+/// from `backup_testkit::test_storage_options`, so these tests say what
+/// they exercise.)
 pub(crate) fn small_multipart(mut options: StorageOptions) -> StorageOptions {
     options.multipart.threshold = 6 * 1024 * 1024;
     options.multipart.part_size = 5 * 1024 * 1024;
