@@ -182,7 +182,8 @@ impl GcsServer {
         lock(&self.state).failures_left = n;
     }
 
-    /// Every request received so far, as `METHOD /path?query`.
+    /// Every request received so far, as `METHOD /path?query`, followed by
+    /// ` [if-generation-match=N]` when it carried that precondition.
     pub fn requests(&self) -> Vec<String> {
         lock(&self.state).requests.clone()
     }
@@ -273,9 +274,15 @@ type Reply = Response<Full<Bytes>>;
 async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     let line = format!(
-        "{} {}",
+        "{} {}{}",
         parts.method,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts
+            .headers
+            .get("x-goog-if-generation-match")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!(" [if-generation-match={v}]"))
+            .unwrap_or_default()
     );
     {
         let mut state = lock(state);

@@ -157,7 +157,8 @@ impl S3Server {
         .collect()
     }
 
-    /// Every request received so far, as `METHOD /path?query`.
+    /// Every request received so far, as `METHOD /path?query`, followed by
+    /// ` [conditional]` when it carried `If-None-Match` or `If-Match`.
     pub fn requests(&self) -> Vec<String> {
         self.requests
             .lock()
@@ -190,9 +191,10 @@ impl Service<Request<Incoming>> for SerialConditions {
         let conditional = req.headers().contains_key(http::header::IF_NONE_MATCH)
             || req.headers().contains_key(http::header::IF_MATCH);
         let line = format!(
-            "{} {}",
+            "{} {}{}",
             req.method(),
-            req.uri().path_and_query().map_or("/", |p| p.as_str())
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            if conditional { " [conditional]" } else { "" }
         );
         self.requests
             .lock()

@@ -61,9 +61,50 @@ async fn objects_live_under_the_prefix_in_kind_directories() {
             format!("team/repo/data/{}/{pack}", &pack[..2])
         ]
     );
-    // Create-only writes carry the generation precondition.
-    let requests = server.requests();
-    assert!(requests.iter().filter(|r| r.starts_with("PUT")).count() >= 2);
+    // Create-only writes carry the generation precondition, overwrites not.
+    let put = |name: &str| {
+        server
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.starts_with("PUT") && r.contains(name))
+            .unwrap()
+    };
+    assert!(
+        put(&pack).ends_with("[if-generation-match=0]"),
+        "{}",
+        put(&pack)
+    );
+    sink.put(FileKind::Config, "config", "c2".into(), PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert!(
+        !put("config").contains("if-generation-match"),
+        "{}",
+        put("config")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_from_the_environment() {
+    let server = GcsServer::start();
+    let vars = server.env();
+    for (key, value) in &vars {
+        std::env::set_var(key, value);
+    }
+    let built = build(
+        &StorageUrl::parse(&server.url("from-env")).unwrap(),
+        &backup_storage::StorageOptions::default(),
+    );
+    for (key, _) in &vars {
+        std::env::remove_var(key);
+    }
+    let sink = built.unwrap();
+    sink.put(FileKind::Key, "k", "v".into(), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(sink.get(FileKind::Key, "k").await.unwrap(), "v");
+    assert_eq!(server.object_names("backup-test"), ["from-env/keys/k"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

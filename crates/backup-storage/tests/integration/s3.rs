@@ -101,6 +101,55 @@ async fn create_sends_a_conditional_put() {
         .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
     assert_eq!(sink.get(FileKind::Lock, &name).await.unwrap(), "a");
+    let puts: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PUT") && r.contains(&name))
+        .collect();
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    assert!(
+        puts.iter().all(|r| r.ends_with("[conditional]")),
+        "{puts:?}"
+    );
+    // Overwrites are plain puts.
+    sink.put(FileKind::Lock, &name, "c".into(), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let last = server
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.starts_with("PUT"))
+        .unwrap();
+    assert!(!last.ends_with("[conditional]"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_from_the_environment() {
+    let server = S3Server::start();
+    // Only variables that every other test overrides with options are set,
+    // so tests running at the same time are not affected.
+    let vars = server.env();
+    for (key, value) in &vars {
+        std::env::set_var(key, value);
+    }
+    let built = build(
+        &StorageUrl::parse(&server.url("from-env")).unwrap(),
+        &StorageOptions::default(),
+    );
+    for (key, _) in &vars {
+        std::env::remove_var(key);
+    }
+    let sink = built.unwrap();
+    sink.put(FileKind::Key, "k", "v".into(), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(sink.get(FileKind::Key, "k").await.unwrap(), "v");
+    assert!(
+        sink.location().contains(&server.endpoint()),
+        "{}",
+        sink.location()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
