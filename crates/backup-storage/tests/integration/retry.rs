@@ -97,7 +97,7 @@ async fn total_time_is_bounded() {
         .await
         .unwrap_err();
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(5),
         "{:?}",
         start.elapsed()
     );

@@ -187,7 +187,7 @@ async fn wrong_credentials_are_permission_denied() {
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
     assert!(!err.to_string().contains("not-the-secret"), "{err}");
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(10),
         "a permanent error must not be retried"
     );
 }
