@@ -20,6 +20,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod stats;
+pub mod target;
 pub mod tree;
 pub mod util;
 pub mod verify;

@@ -1,0 +1,286 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Encrypted, deduplicated, compressed backups of files and databases to
+/// local disk, S3 or Google Cloud Storage.
+#[derive(Debug, Parser)]
+#[command(name = "backup", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct GlobalArgs {
+    /// Repository: a directory, file:///path, s3://bucket/prefix or gs://bucket/prefix.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "BACKUP_REPOSITORY",
+        global = true,
+        value_name = "URL"
+    )]
+    pub(crate) repo: Option<String>,
+    /// Read the repository password from this file (first line).
+    #[arg(long, env = "BACKUP_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Open the repository with this key file (for example one written by
+    /// `key export`) instead of the keys stored in it.
+    #[arg(long, env = "BACKUP_KEY_FILE", global = true, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Storage option KEY=VALUE (for example s3.endpoint=http://127.0.0.1:9000); repeatable.
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub(crate) options: Vec<String>,
+    /// Print machine-readable JSON on standard output.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// Log more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Never show progress bars.
+    #[arg(long, global = true)]
+    pub(crate) no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up a directory, a file or a database.
+    Create(CreateArgs),
+    /// List snapshots.
+    #[command(alias = "snapshots")]
+    List(ListArgs),
+    /// Show one snapshot's manifest.
+    Show(ShowArgs),
+    /// Restore a snapshot.
+    Restore(RestoreArgs),
+    /// Check the repository's structure and, optionally, its data.
+    Verify(VerifyArgs),
+    /// Manage the keys (passwords) of the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show sizes, compression and deduplication ratios.
+    Stats(StatsArgs),
+    /// Remove stale locks left by processes that died.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Store data unencrypted (only when it is encrypted elsewhere).
+    #[arg(long)]
+    pub(crate) insecure_no_encryption: bool,
+    /// Average chunk size: a power of two from 64KiB to 4MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) chunk_size: u64,
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) compression_level: i32,
+    /// Target pack file size.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub(crate) pack_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// What to back up: a path, file:///path, or a database URL.
+    #[arg(value_name = "SOURCE")]
+    pub(crate) source: String,
+    /// Tag the snapshot; repeatable.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Leave out paths matching GLOB; repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub(crate) excludes: Vec<String>,
+    /// Only these namespaces (databases); repeatable.
+    #[arg(long = "include", value_name = "NS")]
+    pub(crate) includes: Vec<String>,
+    /// Stamp the snapshot with this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) time: Option<String>,
+    /// Record this host name instead of this machine's.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Use this snapshot as the parent instead of the latest of the same source.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "no_parent")]
+    pub(crate) parent: Option<String>,
+    /// Read every file even when unchanged since the last snapshot.
+    #[arg(long)]
+    pub(crate) no_parent: bool,
+    /// Read and count everything, write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct FilterArgs {
+    /// Only snapshots of this source (URL, path or kind such as `files`).
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Only snapshots with this tag; repeatable (all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Only snapshots from this host.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Only snapshots taken before this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) before: Option<String>,
+    /// Only snapshots taken at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Where to restore: an empty or new directory, or a database URL.
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) to: String,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Restore only paths or namespaces matching; repeatable.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub(crate) includes: Vec<String>,
+    /// Leave out paths or namespaces matching; repeatable.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub(crate) excludes: Vec<String>,
+    /// Replace existing data in a database target (after a safety backup).
+    #[arg(long)]
+    pub(crate) drop: bool,
+    /// Point in time to restore a database to (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Do not ask for confirmation of a destructive restore.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Check only this snapshot (id, prefix or `latest`).
+    pub(crate) snapshot: Option<String>,
+    /// Also download and check data: all of it, or PERCENT of the packs.
+    #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100", value_parser = parse_percent)]
+    pub(crate) read_data: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// List keys.
+    List,
+    /// Add a key for a new password.
+    Add(NewPasswordArgs),
+    /// Remove a key.
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the password of the key in use.
+    Passwd(NewPasswordArgs),
+    /// Write the master key, wrapped under a new password, to a file (for escrow).
+    Export {
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        new: NewPasswordArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NewPasswordArgs {
+    /// Read the new password from this file (otherwise BACKUP_NEW_PASSWORD or a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnlockArgs {
+    /// Remove every lock, not only expired ones (only when no other process uses the repository).
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+/// Parses sizes such as `1MiB`, `16M`, `512k`, `1048576`.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{s}`: unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be more than 0 and at most 100"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("42").unwrap(), 42);
+        assert!(parse_size("1x").is_err());
+        assert!(parse_percent("0").is_err());
+        assert_eq!(parse_percent("5%").unwrap(), 5.0);
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

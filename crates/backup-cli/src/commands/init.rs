@@ -1,0 +1,54 @@
+//! `backup init`.
+
+use anyhow::Result;
+use backup_core::config::ChunkerParams;
+use backup_core::repo::{InitOptions, Repository};
+
+use crate::cli::InitArgs;
+use crate::context::{usage, Ctx};
+
+pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
+    let url = ctx.repo_url()?;
+    let sink = ctx.sink()?;
+    let Ok(avg) = u32::try_from(a.chunk_size) else {
+        return usage("--chunk-size is too large");
+    };
+    let Ok(pack_size) = u32::try_from(a.pack_size) else {
+        return usage("--pack-size is too large");
+    };
+    let opts = InitOptions {
+        encrypt: !a.insecure_no_encryption,
+        chunker: ChunkerParams::with_average(avg)?,
+        compression_level: a.compression_level,
+        pack_size,
+        ..InitOptions::default()
+    };
+    let password = if a.insecure_no_encryption {
+        None
+    } else {
+        Some(ctx.password(true)?)
+    };
+    let repo = Repository::init(sink, password.as_deref().map(str::as_bytes), &opts).await?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({
+            "repository": url.redacted(),
+            "id": repo.config().id,
+            "encrypted": !a.insecure_no_encryption,
+            "chunker": repo.config().chunker,
+            "compression_level": repo.config().compression.level,
+            "key": repo.key_id(),
+        }))?;
+    } else {
+        ctx.say(format!(
+            "created repository {} at {}",
+            &repo.config().id[..8],
+            url.redacted()
+        ))?;
+        if a.insecure_no_encryption {
+            ctx.say("warning: the repository is NOT encrypted")?;
+        } else {
+            ctx.say("keep the password safe: without it the data cannot be read (`backup key export` writes an escrow copy)")?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,74 @@
+//! One module per command: each turns arguments into core options, calls
+//! the core, and renders the result.
+
+mod create;
+mod init;
+mod key;
+mod list;
+mod restore;
+mod stats;
+mod verify;
+
+use anyhow::Result;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::cli::{Cli, Command, FilterArgs};
+use crate::context::{usage, Ctx};
+
+/// Runs the parsed command; returns the exit code.
+pub(crate) async fn run(cli: Cli) -> Result<u8> {
+    let ctx = Ctx { global: cli.global };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a).await,
+        Command::Create(a) => create::run(&ctx, a).await,
+        Command::List(a) => list::list(&ctx, a).await,
+        Command::Show(a) => list::show(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Key(k) => key::run(&ctx, k).await,
+        Command::Stats(a) => stats::run(&ctx, a).await,
+        Command::Unlock(a) => stats::unlock(&ctx, a).await,
+    }
+}
+
+/// Parses RFC 3339 or a plain date (midnight UTC).
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    usage(format!(
+        "`{s}` is not a time: use RFC 3339 (2024-05-01T12:00:00Z) or YYYY-MM-DD"
+    ))
+}
+
+/// Builds a snapshot filter from arguments.
+pub(crate) fn snapshot_filter(f: &FilterArgs) -> Result<backup_core::snapshot::SnapshotFilter> {
+    Ok(backup_core::snapshot::SnapshotFilter {
+        source: f.source.as_deref().map(normalize_source),
+        tags: f.tags.clone(),
+        before: f.before.as_deref().map(parse_time).transpose()?,
+        after: f.after.as_deref().map(parse_time).transpose()?,
+        job: None,
+        host: f.host.clone(),
+    })
+}
+
+/// Makes a `--source` comparable with recorded sources: local paths are
+/// made absolute (as the files source records them).
+pub(crate) fn normalize_source(s: &str) -> String {
+    if s.contains("://") && !s.starts_with("file://") {
+        return s.to_owned();
+    }
+    let path = s.strip_prefix("file://").unwrap_or(s);
+    std::fs::canonicalize(path).map_or_else(|_| s.to_owned(), |p| p.to_string_lossy().into_owned())
+}
+
+/// Short human form of a byte count.
+pub(crate) fn bytes(n: u64) -> String {
+    backup_core::util::human_bytes(n)
+}

@@ -1,0 +1,84 @@
+//! `backup restore`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Result;
+use backup_core::snapshot::SnapshotFilter;
+use backup_core::target::RestoreOptions;
+use backup_sources::open_target;
+
+use super::{bytes, normalize_source, parse_time};
+use crate::cli::RestoreArgs;
+use crate::context::{usage, Ctx};
+
+pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
+    let at = a.at.as_deref().map(parse_time).transpose()?;
+    let target = open_target(&a.to).await?;
+    let repo = ctx.open().await?;
+    let lock = repo.lock(false, "restore").await?;
+    let repo = repo.load_index().await?;
+    let filter = SnapshotFilter {
+        source: a.source.as_deref().map(normalize_source),
+        ..SnapshotFilter::default()
+    };
+    let entry = repo.find_snapshot(&a.snapshot, &filter).await?;
+    if a.drop && !a.dry_run && !a.yes {
+        confirm(&format!(
+            "This replaces data in {} with snapshot {}. Continue?",
+            target.describe(),
+            entry.id.short()
+        ))?;
+    }
+    let opts = RestoreOptions {
+        includes: a.includes,
+        excludes: a.excludes,
+        dry_run: a.dry_run,
+        drop: a.drop,
+        at,
+        renames: Vec::new(),
+    };
+    let progress = ctx.progress("restore", "files");
+    let result = target.restore(&repo, &entry, &opts, progress.clone()).await;
+    progress.finish();
+    lock.release().await?;
+    let report = result?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({"snapshot": entry.id, "report": report}))?;
+    } else {
+        let st = &report.stats;
+        let verb = if report.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
+        ctx.say(format!(
+            "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} links",
+            entry.id.short(),
+            report.target,
+            st.files,
+            bytes(st.bytes),
+            st.dirs,
+            st.symlinks
+        ))?;
+        if report.dry_run {
+            ctx.say("dry run: nothing was changed")?;
+        }
+    }
+    Ok(0)
+}
+
+/// Asks for confirmation on a terminal; refuses without one.
+fn confirm(question: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return usage("a destructive restore needs confirmation: add --yes when not on a terminal");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        usage("restore cancelled; nothing was changed")
+    }
+}

@@ -1,0 +1,69 @@
+//! The `Target` trait: rebuilds a system from a snapshot.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::repo::IndexedRepository;
+use crate::restorer::RestoreStats;
+use crate::snapshot::SnapshotEntry;
+
+/// Options of a restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Only these paths or namespaces (all when empty).
+    pub includes: Vec<String>,
+    /// Leave these out.
+    pub excludes: Vec<String>,
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Replace existing data (databases); refused by targets that never
+    /// overwrite (files).
+    pub drop: bool,
+    /// Point in time to restore to, for targets that support it.
+    pub at: Option<DateTime<Utc>>,
+    /// Renames `from:to` (database targets).
+    pub renames: Vec<String>,
+}
+
+/// What a restore did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Where the data went (redacted).
+    pub target: String,
+    /// Counts.
+    pub stats: RestoreStats,
+    /// Target-specific details (per-table counts, ...).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+/// A place a snapshot can be restored to.
+///
+/// # Contract
+///
+/// - A restore never silently overwrites: a target holding data refuses
+///   unless the options allow replacing it, and says what to do.
+/// - With `dry_run`, nothing is changed and the report describes the plan.
+/// - On error the target is left as it was or the error says what was
+///   left behind.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The target's location with credentials removed.
+    fn describe(&self) -> String;
+
+    /// Restores `snapshot` from `repo`.
+    async fn restore(
+        &self,
+        repo: &IndexedRepository,
+        snapshot: &SnapshotEntry,
+        opts: &RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport>;
+}

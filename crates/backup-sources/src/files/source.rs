@@ -1,0 +1,261 @@
+//! The files source.
+
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use backup_core::filter::PathFilter;
+use backup_core::snapshot::SourceDescriptor;
+use backup_core::source::{Content, Item, OnReadError, Source};
+use backup_core::tree::{FsName, Node, NodeKind};
+use backup_core::{Error, Result};
+
+use crate::SourceOptions;
+
+/// Backs up a directory's contents, or a single file.
+///
+/// For a directory, the snapshot's root tree holds the directory's entries
+/// (so restoring to `DEST` recreates the contents directly in `DEST`); for a
+/// file, the root tree holds that one file. A symbolic link given as the
+/// source path is followed; links inside are stored as links.
+#[derive(Debug)]
+pub struct FilesSource {
+    root: PathBuf,
+    rx: async_channel::Receiver<Item>,
+    walker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FilesSource {
+    /// Starts walking `root`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Source`] when `root` does not exist or cannot be read;
+    /// [`Error::Config`] for invalid patterns or include patterns (which
+    /// select database namespaces, not files).
+    pub fn open(root: &Path, opts: &SourceOptions) -> Result<Self> {
+        if !opts.includes.is_empty() {
+            return Err(Error::Config(
+                "--include selects database namespaces; for files, back up the directory you want and use --exclude".to_owned(),
+            ));
+        }
+        let filter = PathFilter::new(&[], &opts.excludes)?;
+        let meta = fs::metadata(root)
+            .map_err(|e| Error::Source(format!("cannot read source {}: {e}", root.display())))?;
+        if !(meta.is_dir() || meta.is_file()) {
+            return Err(Error::Source(format!(
+                "{} is neither a directory nor a regular file",
+                root.display()
+            )));
+        }
+        let root = fs::canonicalize(root)
+            .map_err(|e| Error::Source(format!("cannot resolve {}: {e}", root.display())))?;
+        let (tx, rx) = async_channel::bounded(1024);
+        let root2 = root.clone();
+        let walker = std::thread::Builder::new()
+            .name("walker".to_owned())
+            .spawn(move || {
+                let w = Walker { tx, filter };
+                if meta.is_dir() {
+                    w.walk_dir(&root2, Path::new(""));
+                } else {
+                    let name = root2.file_name().map(FsName::from_os).unwrap_or_default();
+                    w.leaf(&root2, Path::new(""), name, &meta);
+                }
+            })
+            .map_err(|e| Error::io("starting the directory walker", e))?;
+        Ok(FilesSource {
+            root,
+            rx,
+            walker: Some(walker),
+        })
+    }
+}
+
+#[async_trait]
+impl Source for FilesSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "files".to_owned(),
+            url: self.root.to_string_lossy().into_owned(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Item>> {
+        Ok(self.rx.recv().await.ok())
+    }
+
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        self.rx.close();
+        if let Some(w) = self.walker.take() {
+            tokio::task::spawn_blocking(move || w.join())
+                .await
+                .map_err(|e| Error::Source(format!("directory walker failed: {e}")))?
+                .map_err(|_| Error::Source("directory walker panicked".to_owned()))?;
+        }
+        Ok(serde_json::Value::Null)
+    }
+}
+
+struct Walker {
+    tx: async_channel::Sender<Item>,
+    filter: PathFilter,
+}
+
+/// Metadata common to every node.
+fn node_from(name: FsName, kind: NodeKind, m: &Metadata) -> Node {
+    let mut n = Node::new(name, kind);
+    n.mode = Some(m.mode() & 0o7777);
+    n.uid = Some(m.uid());
+    n.gid = Some(m.gid());
+    n.mtime_ns = Some(m.mtime() * 1_000_000_000 + m.mtime_nsec());
+    n.ctime_ns = Some(m.ctime() * 1_000_000_000 + m.ctime_nsec());
+    n.inode = Some(m.ino());
+    n
+}
+
+/// Opens a file for reading without updating its access time where the
+/// kernel allows it.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}
+
+impl Walker {
+    /// Sends an item; `false` when the consumer has gone away.
+    fn send(&self, item: Item) -> bool {
+        self.tx.send_blocking(item).is_ok()
+    }
+
+    fn warn(&self, msg: String) -> bool {
+        self.send(Item::Warning(msg))
+    }
+
+    /// Emits the entries of `dir` (not the directory itself). Returns
+    /// `false` when the consumer has gone away.
+    fn walk_dir(&self, dir: &Path, rel: &Path) -> bool {
+        let entries = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => return self.warn(format!("{}: cannot list directory: {e}", dir.display())),
+        };
+        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        for e in entries {
+            match e {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => {
+                    if !self.warn(format!("{}: error while listing: {e}", dir.display())) {
+                        return false;
+                    }
+                }
+            }
+        }
+        names.sort_by(|a, b| {
+            use std::os::unix::ffi::OsStrExt;
+            a.as_bytes().cmp(b.as_bytes())
+        });
+        for name in names {
+            let path = dir.join(&name);
+            let rel = rel.join(&name);
+            if self.filter.excludes_self(&rel) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    if !self.warn(format!("{}: {e}; left out of the snapshot", path.display())) {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let name = FsName::from_os(&name);
+            let ok = if meta.is_dir() {
+                self.send(Item::Enter(node_from(name, NodeKind::Dir, &meta)))
+                    && self.walk_dir(&path, &rel)
+                    && self.send(Item::Leave)
+            } else {
+                self.leaf(&path, &rel, name, &meta)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn leaf(&self, path: &Path, rel: &Path, name: FsName, meta: &Metadata) -> bool {
+        let ft = meta.file_type();
+        if ft.is_file() {
+            let mut node = node_from(name, NodeKind::File, meta);
+            node.size = meta.len();
+            let p = path.to_owned();
+            self.send(Item::Leaf {
+                node,
+                content: Some(Content::Blocking(Box::new(move || {
+                    Ok(Box::new(open_noatime(&p)?) as _)
+                }))),
+                on_error: OnReadError::Skip,
+            })
+        } else if ft.is_symlink() {
+            match fs::read_link(path) {
+                Ok(target) => {
+                    let mut node = node_from(name, NodeKind::Symlink, meta);
+                    node.link_target = Some(FsName::from_os(target.as_os_str()));
+                    self.send(Item::Leaf {
+                        node,
+                        content: None,
+                        on_error: OnReadError::Skip,
+                    })
+                }
+                Err(e) => self.warn(format!("{}: cannot read link: {e}", path.display())),
+            }
+        } else {
+            self.warn(format!(
+                "{}: special file (device, FIFO or socket) left out of the snapshot",
+                rel.display()
+            ))
+        }
+    }
+}
+
+/// Counts the bytes and files a backup of `root` would read, for progress
+/// bars. Errors are ignored (the backup reports them).
+pub fn scan_size(root: &Path, excludes: &[String]) -> (u64, u64) {
+    let Ok(filter) = PathFilter::new(&[], excludes) else {
+        return (0, 0);
+    };
+    let mut bytes = 0;
+    let mut files = 0;
+    let mut stack = vec![(root.to_owned(), PathBuf::new())];
+    if let Ok(m) = fs::metadata(root) {
+        if m.is_file() {
+            return (m.len(), 1);
+        }
+    }
+    while let Some((dir, rel)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let rel = rel.join(e.file_name());
+            if filter.excludes_self(&rel) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push((e.path(), rel));
+            } else if m.is_file() {
+                bytes += m.len();
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
