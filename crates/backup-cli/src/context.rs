@@ -92,6 +92,7 @@ impl Ctx {
     }
 
     /// Prints a JSON document on stdout.
+    #[allow(clippy::unused_self)] // Kept on `Ctx` so that every output goes through it.
     pub(crate) fn print_json(&self, value: &impl serde::Serialize) -> Result<()> {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, value)?;

@@ -8,13 +8,13 @@ use backup_core::progress::{NoProgress, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A byte-counting bar with throughput and ETA.
-pub(crate) struct Bar {
+pub(crate) struct TerminalBar {
     bar: ProgressBar,
     items: std::sync::atomic::AtomicU64,
     noun: &'static str,
 }
 
-impl Progress for Bar {
+impl Progress for TerminalBar {
     fn set_total(&self, bytes: u64) {
         self.bar.set_length(bytes);
         self.bar.set_style(style(true));
@@ -39,7 +39,7 @@ impl Progress for Bar {
     }
 }
 
-impl Drop for Bar {
+impl Drop for TerminalBar {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
@@ -64,7 +64,7 @@ pub(crate) fn reporter(enabled: bool, phase: &str, noun: &'static str) -> Arc<dy
     bar.set_style(style(false));
     bar.set_prefix(phase.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
-    Arc::new(Bar {
+    Arc::new(TerminalBar {
         bar,
         items: std::sync::atomic::AtomicU64::new(0),
         noun,

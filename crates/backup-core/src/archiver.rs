@@ -3,7 +3,7 @@
 //!
 //! The walk runs on the async task that calls [`backup`]; contents are
 //! chunked and hashed on blocking threads, several at once (the source's
-//! concurrency); new blobs go through the [`crate::saver`] pipeline. A
+//! concurrency); new blobs go through the saver pipeline (dedup, compress, encrypt, pack, upload). A
 //! directory's tree is stored when its last entry is done. Writing order is
 //! packs, then index files, then the snapshot, so an interrupted backup
 //! leaves no snapshot behind.
@@ -95,6 +95,7 @@ impl Ctx {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // Ready nodes are the common case; boxing them costs more.
 enum Pending {
     Ready(Node),
     Task(String, tokio::task::JoinHandle<Result<Option<Node>>>),

@@ -7,7 +7,7 @@ use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
 
 use crate::config::ChunkerParams;
 
-/// Splits a reader into content-defined chunks (FastCDC 2020, normalisation
+/// Splits a reader into content-defined chunks (`FastCDC` 2020, normalisation
 /// level 1, gear table seeded per repository).
 ///
 /// Memory: one buffer of twice the maximum chunk size.
@@ -107,6 +107,7 @@ impl<R: Read> Chunker<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::many_single_char_names)]
 mod tests {
     use super::*;
 

@@ -71,8 +71,9 @@ impl Default for CompressionParams {
     }
 }
 
-/// Content-defined chunking: FastCDC (2020 variant, normalisation level 1)
-/// with the gear table XORed with the repository's secret seed.
+/// Content-defined chunking: `FastCDC` (2020 variant, normalisation level 1)
+/// with each gear table entry combined by exclusive or with the repository's
+/// secret seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkerParams {
@@ -89,7 +90,7 @@ pub struct ChunkerParams {
 /// Chunking algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkerAlgorithm {
-    /// FastCDC as published in 2020, normalisation level 1.
+    /// `FastCDC` as published in 2020, normalisation level 1.
     #[serde(rename = "fastcdc-2020")]
     FastCdc2020,
 }

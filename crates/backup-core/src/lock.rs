@@ -136,7 +136,7 @@ impl Repository {
                 Ok(info) => out.push((o.name, info)),
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => {
-                    tracing::warn!(lock = %o.name, error = %e, "Ignoring an unreadable lock file.")
+                    tracing::warn!(lock = %o.name, error = %e, "Ignoring an unreadable lock file.");
                 }
             }
         }
@@ -213,7 +213,7 @@ async fn renew(repo: Repository, mut info: LockInfo, current: Arc<Mutex<String>>
                 let _ = repo.sink().delete(FileKind::Lock, &old).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Could not renew the repository lock; will retry.")
+                tracing::warn!(error = %e, "Could not renew the repository lock; will retry.");
             }
         }
     }

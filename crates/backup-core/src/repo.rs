@@ -386,8 +386,7 @@ impl Repository {
             match (r, name.parse::<Id>()) {
                 (Ok(snapshot), Ok(id)) => good.push(SnapshotEntry { id, snapshot }),
                 (Err(Error::NotFound { .. }), _) => {}
-                (Err(e), _) => bad.push((name, e)),
-                (Ok(_), Err(e)) => bad.push((name, e)),
+                (Err(e), _) | (Ok(_), Err(e)) => bad.push((name, e)),
             }
         }
         good.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));

@@ -81,6 +81,7 @@ enum Op {
     Symlink(PathBuf, Node),
 }
 
+#[allow(clippy::large_enum_variant)] // Ops and blobs alternate; boxing every op costs more.
 enum Part {
     Op(Op),
     Blob(PackEntry),
@@ -335,7 +336,7 @@ pub async fn restore_tree(
     let fetched = unit_rx
         .map(move |unit| fetch_unit(repo2.clone(), unit))
         .buffered(FETCH_CONCURRENCY);
-    let mut fetched = std::pin::pin!(fetched);
+    let mut fetched = Box::pin(fetched);
     let mut failure = None;
     while let Some(r) = fetched.next().await {
         match r {

@@ -10,11 +10,16 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// The user name from the environment, or `unknown`.
+/// The name of the user running the process (from the password database,
+/// then the environment), or the numeric uid.
 pub fn username() -> String {
+    let uid = nix::unistd::Uid::effective();
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
+        return user.name;
+    }
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+        .unwrap_or_else(|_| uid.to_string())
 }
 
 /// Formats a byte count with binary units, e.g. `1.5 GiB`.

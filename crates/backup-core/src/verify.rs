@@ -66,7 +66,12 @@ impl VerifyReport {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, kind: FileKind, object: impl Into<String>, message: impl ToString) {
+    fn problem(
+        &mut self,
+        kind: FileKind,
+        object: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) {
         self.problems.push(Problem {
             kind,
             object: object.into(),
@@ -242,6 +247,9 @@ pub async fn verify(
     Ok(report)
 }
 
+/// A pack, its size, its damaged blobs and the messages about it.
+type PackCheck = (Id, u64, Vec<(BlobType, Id)>, Vec<String>);
+
 async fn read_data(
     repo: &IndexedRepository,
     percent: f64,
@@ -268,7 +276,7 @@ async fn read_data(
         packs = keyed.into_iter().take(want).map(|(_, p)| p).collect();
     }
     progress.set_total(packs.iter().map(|(_, s)| s).sum());
-    let results: Vec<(Id, u64, Vec<(BlobType, Id)>, Vec<String>)> = stream::iter(packs)
+    let results: Vec<PackCheck> = stream::iter(packs)
         .map(|(id, size)| {
             let entries = by_pack.get(&id).cloned().unwrap_or_default();
             let repo = repo.clone();

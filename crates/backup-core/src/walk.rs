@@ -18,6 +18,7 @@ use crate::tree::{Node, NodeKind};
 /// # Errors
 ///
 /// The errors `on_error` or `visit` return.
+#[allow(clippy::implicit_hasher)]
 pub async fn walk_trees<F, E>(
     repo: &IndexedRepository,
     roots: impl IntoIterator<Item = Id>,

@@ -1,4 +1,9 @@
 //! End-to-end pipeline tests against the in-memory sink.
+#![allow(
+    clippy::unwrap_used,
+    clippy::items_after_statements,
+    clippy::type_complexity
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
