@@ -151,3 +151,22 @@ pub(crate) fn new_password(file: Option<&Path>) -> Result<String> {
     }
     prompt("new password", true)
 }
+
+/// Runs `work` while holding a repository lock, and releases the lock
+/// whether the work succeeds or fails.
+pub(crate) async fn with_lock<T, Fut>(
+    repo: &backup_core::repo::Repository,
+    exclusive: bool,
+    operation: &str,
+    work: Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let lock = repo.lock(exclusive, operation).await?;
+    let result = work.await;
+    let released = lock.release().await;
+    let value = result?;
+    released?;
+    Ok(value)
+}

@@ -517,6 +517,7 @@ impl Repository {
     ///
     /// Storage errors; [`Error::Corrupt`] for an unreadable key file.
     pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
+        self.require_encrypted()?;
         let mut out = Vec::new();
         for name in self.sink.list_names(FileKind::Key).await? {
             let bytes = self.sink.get(FileKind::Key, &name).await?;

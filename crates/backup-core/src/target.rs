@@ -58,6 +58,17 @@ pub trait Target: Send + Sync {
     /// The target's location with credentials removed.
     fn describe(&self) -> String;
 
+    /// Rejects options this target does not support, before anything else
+    /// happens (before a confirmation prompt, for example).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] naming the unsupported option.
+    fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
+        let _ = opts;
+        Ok(())
+    }
+
     /// Restores `snapshot` from `repo`.
     async fn restore(
         &self,

@@ -9,7 +9,7 @@ use backup_sources::{open_source, SourceKind, SourceOptions};
 
 use super::{bytes, parse_time};
 use crate::cli::CreateArgs;
-use crate::context::Ctx;
+use crate::context::{with_lock, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
@@ -23,50 +23,51 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     )
     .await?;
     let descriptor = source.descriptor();
-    let lock = repo.lock(false, "backup").await?;
-    let repo = repo.load_index().await?;
+    let work = async {
+        let repo = repo.clone().load_index().await?;
 
-    let parent = if a.no_parent {
-        None
-    } else if let Some(p) = &a.parent {
-        Some(repo.find_snapshot(p, &SnapshotFilter::default()).await?)
-    } else {
-        let filter = SnapshotFilter {
-            source: Some(descriptor.url.clone()),
-            host: Some(a.host.clone().unwrap_or_else(backup_core::util::hostname)),
-            ..SnapshotFilter::default()
+        let parent = if a.no_parent {
+            None
+        } else if let Some(p) = &a.parent {
+            Some(repo.find_snapshot(p, &SnapshotFilter::default()).await?)
+        } else {
+            let filter = SnapshotFilter {
+                source: Some(descriptor.url.clone()),
+                host: Some(a.host.clone().unwrap_or_else(backup_core::util::hostname)),
+                ..SnapshotFilter::default()
+            };
+            match repo.find_snapshot("latest", &filter).await {
+                Ok(s) => Some(s),
+                Err(backup_core::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            }
         };
-        match repo.find_snapshot("latest", &filter).await {
-            Ok(s) => Some(s),
-            Err(backup_core::Error::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        }
-    };
 
-    let progress = ctx.progress("backup", "files");
-    if SourceKind::of(&a.source)? == SourceKind::Files && ctx.human() {
-        let p = progress.clone();
-        let root = std::path::PathBuf::from(&descriptor.url);
-        let excludes = a.excludes.clone();
-        std::thread::spawn(move || {
-            let (total, _) = backup_sources::files::scan_size(&root, &excludes);
-            p.set_total(total);
-        });
-    }
-    let opts = BackupOptions {
-        tags: a.tags,
-        excludes: a.excludes,
-        includes: a.includes,
-        time,
-        host: a.host,
-        job: None,
-        parent,
-        dry_run: a.dry_run,
+        let progress = ctx.progress("backup", "files");
+        if SourceKind::of(&a.source)? == SourceKind::Files && ctx.human() {
+            let p = progress.clone();
+            let root = std::path::PathBuf::from(&descriptor.url);
+            let excludes = a.excludes.clone();
+            std::thread::spawn(move || {
+                let (total, _) = backup_sources::files::scan_size(&root, &excludes);
+                p.set_total(total);
+            });
+        }
+        let opts = BackupOptions {
+            tags: a.tags,
+            excludes: a.excludes,
+            includes: a.includes,
+            time,
+            host: a.host,
+            job: None,
+            parent,
+            dry_run: a.dry_run,
+        };
+        let result = backup(&repo, source.as_mut(), &opts, Arc::clone(&progress)).await;
+        progress.finish();
+        Ok(result?)
     };
-    let result = backup(&repo, source.as_mut(), &opts, Arc::clone(&progress)).await;
-    progress.finish();
-    lock.release().await?;
-    let outcome = result?;
+    let outcome = with_lock(&repo, false, "backup", work).await?;
     let s = &outcome.snapshot;
     let st = &s.stats;
     if ctx.global.json {

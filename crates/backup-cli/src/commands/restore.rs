@@ -9,26 +9,11 @@ use backup_sources::open_target;
 
 use super::{bytes, normalize_source, parse_time};
 use crate::cli::RestoreArgs;
-use crate::context::{usage, Ctx};
+use crate::context::{usage, with_lock, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     let at = a.at.as_deref().map(parse_time).transpose()?;
     let target = open_target(&a.to).await?;
-    let repo = ctx.open().await?;
-    let lock = repo.lock(false, "restore").await?;
-    let repo = repo.load_index().await?;
-    let filter = SnapshotFilter {
-        source: a.source.as_deref().map(normalize_source),
-        ..SnapshotFilter::default()
-    };
-    let entry = repo.find_snapshot(&a.snapshot, &filter).await?;
-    if a.drop && !a.dry_run && !a.yes {
-        confirm(&format!(
-            "This replaces data in {} with snapshot {}. Continue?",
-            target.describe(),
-            entry.id.short()
-        ))?;
-    }
     let opts = RestoreOptions {
         includes: a.includes,
         excludes: a.excludes,
@@ -37,11 +22,28 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         at,
         renames: Vec::new(),
     };
-    let progress = ctx.progress("restore", "files");
-    let result = target.restore(&repo, &entry, &opts, progress.clone()).await;
-    progress.finish();
-    lock.release().await?;
-    let report = result?;
+    target.check_options(&opts)?;
+    let repo = ctx.open().await?;
+    let work = async {
+        let repo = repo.clone().load_index().await?;
+        let filter = SnapshotFilter {
+            source: a.source.as_deref().map(normalize_source),
+            ..SnapshotFilter::default()
+        };
+        let entry = repo.find_snapshot(&a.snapshot, &filter).await?;
+        if a.drop && !a.dry_run && !a.yes {
+            confirm(&format!(
+                "This replaces data in {} with snapshot {}. Continue?",
+                target.describe(),
+                entry.id.short()
+            ))?;
+        }
+        let progress = ctx.progress("restore", "files");
+        let result = target.restore(&repo, &entry, &opts, progress.clone()).await;
+        progress.finish();
+        Ok((entry, result?))
+    };
+    let (entry, report) = with_lock(&repo, false, "restore", work).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({"snapshot": entry.id, "report": report}))?;
     } else {

@@ -6,28 +6,29 @@ use backup_core::verify::{verify, VerifyOptions};
 
 use super::bytes;
 use crate::cli::VerifyArgs;
-use crate::context::Ctx;
+use crate::context::{with_lock, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
     let repo = ctx.open().await?;
-    let lock = repo.lock(false, "verify").await?;
-    let snapshots = match &a.snapshot {
-        Some(spec) => Some(vec![
-            repo.find_snapshot(spec, &SnapshotFilter::default())
-                .await?
-                .id,
-        ]),
-        None => None,
+    let work = async {
+        let snapshots = match &a.snapshot {
+            Some(spec) => Some(vec![
+                repo.find_snapshot(spec, &SnapshotFilter::default())
+                    .await?
+                    .id,
+            ]),
+            None => None,
+        };
+        let opts = VerifyOptions {
+            snapshots,
+            read_data_percent: a.read_data,
+        };
+        let progress = ctx.progress("verify", "packs");
+        let result = verify(repo.clone(), &opts, progress.as_ref()).await;
+        progress.finish();
+        Ok(result?)
     };
-    let opts = VerifyOptions {
-        snapshots,
-        read_data_percent: a.read_data,
-    };
-    let progress = ctx.progress("verify", "packs");
-    let result = verify(repo, &opts, progress.as_ref()).await;
-    progress.finish();
-    lock.release().await?;
-    let report = result?;
+    let report = with_lock(&repo, false, "verify", work).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({"ok": report.is_ok(), "report": report}))?;
     } else {

@@ -57,13 +57,7 @@ impl Target for FilesTarget {
         self.root.display().to_string()
     }
 
-    async fn restore(
-        &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
-        opts: &RestoreOptions,
-        progress: Arc<dyn Progress>,
-    ) -> Result<RestoreReport> {
+    fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         if opts.drop {
             return Err(Error::Config(
                 "--drop applies to databases; a file restore never overwrites, so restore into an empty or new directory".to_owned(),
@@ -79,6 +73,17 @@ impl Target for FilesTarget {
                 "--rename applies to databases, not files".to_owned(),
             ));
         }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        repo: &IndexedRepository,
+        snapshot: &SnapshotEntry,
+        opts: &RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        self.check_options(opts)?;
         let filter = PathFilter::new(&opts.includes, &opts.excludes)?;
         self.check_empty()?;
         let planned = plan(repo, snapshot.snapshot.tree, &filter).await?;

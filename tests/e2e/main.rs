@@ -1,0 +1,23 @@
+//! End-to-end tests of the `backup` command against real storage servers.
+//!
+//! Compiled as an integration test of `backup-cli` (so `CARGO_BIN_EXE_backup`
+//! is the freshly built binary); each test makes its own repository and
+//! stops every server it starts.
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    clippy::cast_possible_truncation,
+    clippy::items_after_statements
+)]
+
+mod bad_input;
+mod cloud;
+mod corruption;
+mod crash;
+mod dedup;
+mod keys;
+mod listing;
+mod roundtrip;
+mod util;
