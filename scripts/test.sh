@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every check and test of the project.
+# Used by CI (.ci/run) and by developers; safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# System packages the tests and builds need. S3 and GCS test servers run
+# in-process, so only build tools are needed so far.
+APT_PACKAGES=(build-essential pkg-config)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "Installing system packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+step "Formatting"
+cargo fmt --all -- --check
+
+step "Dependency rule: backup-core has no driver, object_store or clap"
+if cargo tree -p backup-core -e normal --prefix none | grep -E '^(object_store|tokio-postgres|mongodb|redis|clap) '; then
+  echo "backup-core must not depend on the crates listed above" >&2
+  exit 1
+fi
+
+step "Clippy"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "Documentation"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+
+step "Tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final
+  cargo test --workspace --all-features --locked --doc
+else
+  cargo test --workspace --all-features --locked --no-fail-fast
+fi
+
+step "All checks passed"
