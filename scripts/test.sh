@@ -35,6 +35,16 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "Documentation"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
+step "Python environment for the format reader test (.venv)"
+if [ ! -x .venv/bin/python3 ]; then
+  python3 -m venv .venv || {
+    echo "could not create .venv: install Python 3.11+ with the venv module (Debian: python3-venv)" >&2
+    exit 1
+  }
+fi
+.venv/bin/python3 -m pip install --quiet --disable-pip-version-check -r tests/format_reader/requirements.txt
+export BACKUP_TEST_PYTHON="$PWD/.venv/bin/python3"
+
 step "Tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final

@@ -17,6 +17,7 @@ mod cloud;
 mod corruption;
 mod crash;
 mod dedup;
+mod format_reader;
 mod keys;
 mod listing;
 mod roundtrip;

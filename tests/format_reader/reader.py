@@ -1,0 +1,795 @@
+#!/usr/bin/env python3
+"""An independent reader of backup repositories (format version 1).
+
+Written from docs/REPOSITORY_FORMAT.md alone, to check that the specification
+is complete enough to read a repository without the Rust code. Local
+directory repositories only.
+
+Usage:
+    reader.py REPO PASSWORD list
+    reader.py REPO PASSWORD restore SNAPSHOT OUTDIR
+    reader.py REPO PASSWORD check [--read-data]
+    reader.py REPO PASSWORD chunks SNAPSHOT PATH FILE
+
+`chunks` re-chunks the local FILE with the repository's chunker (section 16
+of the specification) and compares the chunk ids with the content of the
+node at PATH (slash-separated) in the snapshot.
+
+SNAPSHOT is a full snapshot id, a unique prefix of one, or `latest`. The
+password is ignored for unencrypted repositories. Output is JSON on stdout;
+errors go to stderr. Exit codes: 0 success, 1 failure, 2 usage error,
+3 damage found by `check`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass
+
+import zstandard
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FORMAT_VERSION = 1
+NONCE_LEN = 12
+TAG_LEN = 16
+HEADER_ENTRY = struct.Struct("<BB32sIII")  # type, compressed, id, offset, length, raw_length
+MAX_HEADER_LEN = 16 * 1024 * 1024
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+BLOB_TYPES = {0: "data", 1: "tree"}
+
+
+class FormatError(Exception):
+    """The repository is damaged or not in a format this reader understands."""
+
+
+class UsageError(Exception):
+    """The command line is wrong."""
+
+
+# --------------------------------------------------------------------------
+# Primitives
+
+
+def b64(s: str, what: str) -> bytes:
+    """Standard base64 with padding (RFC 4648 section 4)."""
+    try:
+        return base64.b64decode(s.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as e:
+        raise FormatError(f"{what}: bad base64: {e}") from None
+
+
+def parse_id(s: object, what: str) -> bytes:
+    if not isinstance(s, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", s):
+        raise FormatError(f"{what}: `{s}` is not a 64-digit hex id")
+    return bytes.fromhex(s)
+
+
+def zstd_decode_all(data: bytes, limit: int | None = None) -> bytes:
+    """Decodes one or more concatenated zstd frames; refuses truncated ones."""
+    out = bytearray()
+    rest = data
+    if not rest:
+        raise FormatError("empty zstd stream")
+    while rest:
+        obj = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            out += obj.decompress(rest)
+        except zstandard.ZstdError as e:
+            raise FormatError(f"zstd: {e}") from None
+        if not obj.eof:
+            raise FormatError("zstd: truncated frame")
+        if limit is not None and len(out) > limit:
+            raise FormatError(f"zstd: more than {limit} bytes")
+        rest = obj.unused_data
+    return bytes(out)
+
+
+def aes_open(key: bytes, sealed: bytes) -> bytes | None:
+    """Opens nonce(12) || ciphertext || tag(16), no associated data."""
+    if len(sealed) < NONCE_LEN + TAG_LEN:
+        return None
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_LEN], sealed[NONCE_LEN:], None)
+    except InvalidTag:
+        return None
+
+
+def fs_name(v: object, what: str) -> bytes:
+    """An FsName: a JSON string (UTF-8 bytes) or {"base64": "..."}."""
+    if isinstance(v, str):
+        try:
+            return v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormatError(f"{what}: name is not valid Unicode") from None
+    if isinstance(v, dict) and isinstance(v.get("base64"), str):
+        return b64(v["base64"], what)
+    raise FormatError(f"{what}: bad name {v!r}")
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def time_key(s: str) -> tuple[int, int]:
+    """(seconds since the epoch, nanoseconds) of an RFC 3339 time."""
+    m = _RFC3339.match(s)
+    if not m:
+        raise FormatError(f"bad time `{s}`")
+    y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
+    frac = (m.group(7) or "")[:9].ljust(9, "0")
+    tz = m.group(8)
+    offset = 0
+    if tz not in ("Z", "z"):
+        sign = 1 if tz[0] == "+" else -1
+        offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    leap = 1 if sec == 60 else 0
+    base = _dt.datetime(y, mo, d, h, mi, sec - leap, tzinfo=_dt.timezone.utc)
+    secs = int(base.timestamp()) + leap - offset
+    return secs, int(frac)
+
+
+# --------------------------------------------------------------------------
+# The repository
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: str
+    offset: int
+    length: int
+    raw_length: int
+    compressed: bool
+
+
+class Repo:
+    def __init__(self, root: str, password: bytes):
+        self.root = root
+        cfg_path = os.path.join(root, "config")
+        try:
+            with open(cfg_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise FormatError(f"no repository at {root} (no `config` file)") from None
+        try:
+            cfg = json.loads(raw)
+        except ValueError as e:
+            raise FormatError(f"config: not JSON: {e}") from None
+        version = cfg.get("version") if isinstance(cfg, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise FormatError("config: no format version")
+        if version > FORMAT_VERSION:
+            raise FormatError(
+                f"repository format version {version} is newer than this reader "
+                f"supports ({FORMAT_VERSION}); use a newer reader"
+            )
+        if version < 1:
+            raise FormatError(f"config: unknown format version {version}")
+        self.config = cfg
+        self.repo_id = cfg.get("id")
+        encryption = cfg.get("encryption")
+        insecure = cfg.get("insecure_master_key")
+        if encryption not in ("aes256-gcm", "none"):
+            raise FormatError(f"config: unknown encryption `{encryption}`")
+        if (encryption == "none") != (insecure is not None):
+            raise FormatError("config: encryption mode and stored key disagree")
+        if insecure is not None:
+            self.key_file = None
+            self._set_master(insecure, "config")
+        else:
+            self._unlock(password)
+        self._index: dict[tuple[str, bytes], Location] | None = None
+        self.index_files: dict[str, dict] = {}
+
+    # -- keys -------------------------------------------------------------
+
+    def _set_master(self, mk: object, what: str) -> None:
+        if not isinstance(mk, dict):
+            raise FormatError(f"{what}: master key is not a JSON object")
+        try:
+            self.enc_key = b64(mk["encryption"], what)
+            self.id_key = b64(mk["id"], what)
+            self.chunker_seed = int(mk["chunker_seed"])
+        except KeyError as e:
+            raise FormatError(f"{what}: master key lacks {e}") from None
+        if len(self.enc_key) != 32 or len(self.id_key) != 32:
+            raise FormatError(f"{what}: master key parts must be 32 bytes")
+        self.encrypt = bool(mk.get("encrypt", True))
+
+    def _unlock(self, password: bytes) -> None:
+        names = self.list_names("keys")
+        if not names:
+            raise FormatError("the repository has no key files")
+        for name in names:
+            try:
+                with open(os.path.join(self.root, "keys", name), "rb") as f:
+                    kf = json.loads(f.read())
+                if kf.get("repository_id") != self.repo_id:
+                    continue
+                if kf.get("version") != 1 or kf.get("kdf") != "argon2id":
+                    print(f"warning: skipping key {name}: unsupported", file=sys.stderr)
+                    continue
+                p = kf["kdf_params"]
+                salt = b64(kf["salt"], f"key {name}")
+                data = b64(kf["data"], f"key {name}")
+            except (OSError, ValueError, KeyError, TypeError, FormatError) as e:
+                print(f"warning: skipping unreadable key {name}: {e}", file=sys.stderr)
+                continue
+            try:
+                user_key = hash_secret_raw(
+                    secret=password,
+                    salt=salt,
+                    time_cost=int(p["iterations"]),
+                    memory_cost=int(p["memory_kib"]),
+                    parallelism=int(p["parallelism"]),
+                    hash_len=32,
+                    type=Type.ID,
+                    version=19,
+                )
+            except Exception as e:  # invalid Argon2 parameters
+                print(f"warning: skipping key {name}: key derivation failed: {e}", file=sys.stderr)
+                continue
+            plain = aes_open(user_key, data)
+            if plain is None:
+                continue  # not this password
+            try:
+                mk = json.loads(plain)
+            except ValueError as e:
+                raise FormatError(f"key {name}: bad master key: {e}") from None
+            self._set_master(mk, f"key {name}")
+            self.key_file = name
+            return
+        raise FormatError("wrong password: no key file opens with it")
+
+    # -- storage ----------------------------------------------------------
+
+    def list_names(self, kind: str) -> list[str]:
+        """Sorted names of the files of a kind (`keys`, `snapshots`, `index`,
+        `locks`, `data`); hidden (temporary) files are ignored."""
+        out = []
+        base = os.path.join(self.root, kind)
+        if kind == "data":
+            try:
+                subs = sorted(os.listdir(base))
+            except FileNotFoundError:
+                return []
+            for sub in subs:
+                d = os.path.join(base, sub)
+                if len(sub) != 2 or sub.startswith(".") or not os.path.isdir(d):
+                    continue
+                for n in os.listdir(d):
+                    if not n.startswith(".") and n.startswith(sub) and os.path.isfile(os.path.join(d, n)):
+                        out.append(n)
+        else:
+            try:
+                entries = os.listdir(base)
+            except FileNotFoundError:
+                return []
+            for n in entries:
+                if not n.startswith(".") and os.path.isfile(os.path.join(base, n)):
+                    out.append(n)
+        return sorted(out)
+
+    def pack_path(self, name: str) -> str:
+        return os.path.join(self.root, "data", name[:2], name)
+
+    def open_sealed(self, sealed: bytes, what: str) -> bytes:
+        if not self.encrypt:
+            return sealed
+        plain = aes_open(self.enc_key, sealed)
+        if plain is None:
+            raise FormatError(f"{what}: authentication failed")
+        return plain
+
+    def load_file(self, kind: str, name: str) -> object:
+        """A metadata file: SHA-256 named, sealed zstd-compressed JSON."""
+        with open(os.path.join(self.root, kind, name), "rb") as f:
+            data = f.read()
+        what = f"{kind}/{name}"
+        if hashlib.sha256(data).hexdigest() != name:
+            raise FormatError(f"{what}: content does not match its name")
+        try:
+            return json.loads(zstd_decode_all(self.open_sealed(data, what)))
+        except ValueError as e:
+            raise FormatError(f"{what}: not JSON: {e}") from None
+
+    # -- index ------------------------------------------------------------
+
+    def load_index(self) -> dict[tuple[str, bytes], Location]:
+        if self._index is not None:
+            return self._index
+        files: dict[str, dict] = {}
+        for name in self.list_names("index"):
+            if not HEX64.match(name):
+                raise FormatError(f"index/{name}: not a valid index file name")
+            f = self.load_file("index", name)
+            if not isinstance(f, dict) or not isinstance(f.get("packs"), list):
+                raise FormatError(f"index/{name}: not an index file")
+            if f.get("version") != 1:
+                raise FormatError(f"index/{name}: unsupported index version {f.get('version')}")
+            files[name] = f
+        superseded = {s.lower() for f in files.values() for s in f.get("supersedes", [])}
+        index: dict[tuple[str, bytes], Location] = {}
+        self.index_files = {}
+        for name in sorted(files):
+            if name in superseded:
+                continue
+            f = files[name]
+            self.index_files[name] = f
+            for p in f["packs"]:
+                pack = parse_id(p["id"], f"index/{name}").hex()
+                for b in p["blobs"]:
+                    t = b["type"]
+                    if t not in ("data", "tree"):
+                        raise FormatError(f"index/{name}: unknown blob type {t!r}")
+                    key = (t, parse_id(b["id"], f"index/{name}"))
+                    if key not in index:  # the first location wins
+                        index[key] = Location(
+                            pack, int(b["offset"]), int(b["length"]),
+                            int(b["raw_length"]), bool(b["compressed"]),
+                        )
+        self._index = index
+        return index
+
+    def read_blob(self, blob_type: str, blob_id: bytes) -> bytes:
+        loc = self.load_index().get((blob_type, blob_id))
+        if loc is None:
+            raise FormatError(f"{blob_type} blob {blob_id.hex()} is not in the index")
+        with open(self.pack_path(loc.pack), "rb") as f:
+            f.seek(loc.offset)
+            stored = f.read(loc.length)
+        if len(stored) != loc.length:
+            raise FormatError(f"pack {loc.pack}: blob {blob_id.hex()} lies past the end")
+        return self.decode_blob(blob_id, stored, loc.compressed, loc.raw_length, loc.pack)
+
+    def decode_blob(self, blob_id: bytes, stored: bytes, compressed: bool,
+                    raw_length: int, pack: str) -> bytes:
+        what = f"pack {pack[:8]} blob {blob_id.hex()[:8]}"
+        opened = self.open_sealed(stored, what)
+        plain = zstd_decode_all(opened, raw_length) if compressed else opened
+        if len(plain) != raw_length:
+            raise FormatError(f"{what}: {len(plain)} bytes, index says {raw_length}")
+        mac = hmac.new(self.id_key, plain, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, blob_id):
+            raise FormatError(f"{what}: content does not match its id")
+        return plain
+
+    def load_tree(self, tree_id: bytes) -> list[dict]:
+        data = self.read_blob("tree", tree_id)
+        try:
+            tree = json.loads(data)
+        except ValueError as e:
+            raise FormatError(f"tree {tree_id.hex()[:8]}: not JSON: {e}") from None
+        if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list):
+            raise FormatError(f"tree {tree_id.hex()[:8]}: no node list")
+        return tree["nodes"]
+
+    def content_ids(self, node: dict, what: str) -> list[bytes]:
+        ids = [parse_id(i, what) for i in node.get("content", [])]
+        for lst in node.get("content_lists", []):
+            lid = parse_id(lst, what)
+            data = self.read_blob("tree", lid)
+            if len(data) % 32:
+                raise FormatError(f"content list {lid.hex()[:8]}: length not a multiple of 32")
+            ids.extend(data[i:i + 32] for i in range(0, len(data), 32))
+        return ids
+
+    # -- snapshots --------------------------------------------------------
+
+    def snapshots(self) -> list[tuple[str, dict]]:
+        out = []
+        for name in self.list_names("snapshots"):
+            if not HEX64.match(name):
+                raise FormatError(f"snapshots/{name}: not a valid snapshot name")
+            s = self.load_file("snapshots", name)
+            if not isinstance(s, dict) or s.get("version") != 1:
+                raise FormatError(f"snapshots/{name}: unsupported snapshot version")
+            out.append((name, s))
+        out.sort(key=lambda e: (time_key(e[1]["time"]), e[0]))
+        return out
+
+    def find_snapshot(self, spec: str) -> tuple[str, dict]:
+        snaps = self.snapshots()
+        if spec == "latest":
+            if not snaps:
+                raise FormatError("the repository has no snapshots")
+            return snaps[-1]
+        spec = spec.lower()
+        found = [s for s in snaps if s[0].startswith(spec)]
+        if len(found) != 1:
+            raise UsageError(f"snapshot `{spec}` matches {len(found)} snapshots")
+        return found[0]
+
+
+# --------------------------------------------------------------------------
+# Content-defined chunking (specification section 16)
+
+M64 = (1 << 64) - 1
+MASKS = [
+    0, 0, 0, 0, 0, 0x0000000001804110, 0x0000000001803110, 0x0000000018035100,
+    0x0000001800035300, 0x0000019000353000, 0x0000590003530000, 0x0000D90003530000,
+    0x0000D90103530000, 0x0000D90303530000, 0x0000D90313530000, 0x0000D90F03530000,
+    0x0000D90303537000, 0x0000D90703537000, 0x0000D90707537000, 0x0000D91707537000,
+    0x0000D91747537000, 0x0000D91767537000, 0x0000D93767537000, 0x0000D93777537000,
+    0x0000D93777577000, 0x0000DB3777577000,
+]
+
+
+def chunk_lengths(data: bytes, min_size: int, avg_size: int, max_size: int, seed: int) -> list[int]:
+    """Lengths of the chunks of one content, FastCDC 2020 with normalisation 1."""
+    base = [int.from_bytes(hashlib.md5(bytes([i]) * 64).digest()[:8], "big") for i in range(256)]
+    gear = [g ^ seed for g in base]
+    gear_ls = [((g << 1) & M64) ^ ((seed << 1) & M64) for g in base]
+    bits = int(math.floor(math.log2(avg_size) + 0.5))
+    mask_s, mask_l = MASKS[bits + 1], MASKS[bits - 1]
+    mask_s_ls, mask_l_ls = (mask_s << 1) & M64, (mask_l << 1) & M64
+
+    def cut(start: int) -> int:
+        n = len(data) - start
+        if n <= min_size:
+            return n
+        center = avg_size
+        if n > max_size:
+            n = max_size
+        elif n < center:
+            center = n
+        i, h = min_size // 2, 0
+        while i < center // 2:
+            a = 2 * i
+            h = ((h << 2) + gear_ls[data[start + a]]) & M64
+            if h & mask_s_ls == 0:
+                return a
+            h = (h + gear[data[start + a + 1]]) & M64
+            if h & mask_s == 0:
+                return a + 1
+            i += 1
+        while i < n // 2:
+            a = 2 * i
+            h = ((h << 2) + gear_ls[data[start + a]]) & M64
+            if h & mask_l_ls == 0:
+                return a
+            h = (h + gear[data[start + a + 1]]) & M64
+            if h & mask_l == 0:
+                return a + 1
+            i += 1
+        return n
+
+    out, pos = [], 0
+    while pos < len(data):
+        n = cut(pos)
+        out.append(n)
+        pos += n
+    return out
+
+
+# --------------------------------------------------------------------------
+# Commands
+
+
+def cmd_list(repo: Repo) -> int:
+    out = []
+    for sid, s in repo.snapshots():
+        out.append({
+            "id": sid,
+            "time": s["time"],
+            "host": s.get("host"),
+            "source": s.get("source"),
+            "tags": s.get("tags", []),
+            "tree": s["tree"],
+        })
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def safe_name(name: bytes, what: str) -> bytes:
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise FormatError(f"{what}: refusing unsafe file name {name!r}")
+    return name
+
+
+class Restorer:
+    def __init__(self, repo: Repo):
+        self.repo = repo
+        self.as_root = os.geteuid() == 0
+        self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "content_lists": 0}
+
+    def restore(self, tree_id: bytes, outdir: bytes) -> None:
+        if os.path.lexists(outdir):
+            if not os.path.isdir(outdir) or os.listdir(outdir):
+                raise UsageError(f"{os.fsdecode(outdir)} is not an empty directory")
+        else:
+            os.makedirs(outdir)
+        self.restore_tree(tree_id, outdir)
+
+    def restore_tree(self, tree_id: bytes, dirpath: bytes) -> None:
+        seen = set()
+        for node in self.repo.load_tree(tree_id):
+            name = safe_name(fs_name(node.get("name"), "node"), f"tree {tree_id.hex()[:8]}")
+            if name in seen:
+                raise FormatError(f"tree {tree_id.hex()[:8]}: duplicate name {name!r}")
+            seen.add(name)
+            path = os.path.join(dirpath, name)
+            kind = node.get("type")
+            if kind == "dir":
+                if "subtree" not in node:
+                    raise FormatError(f"{path!r}: directory without subtree")
+                os.mkdir(path, 0o700)
+                self.restore_tree(parse_id(node["subtree"], "subtree"), path)
+                self.stats["dirs"] += 1
+                self.set_meta(path, node, is_link=False)
+            elif kind in ("file", "stream"):
+                self.restore_file(path, node)
+            elif kind == "symlink":
+                if "link_target" not in node:
+                    raise FormatError(f"{path!r}: symbolic link without target")
+                os.symlink(fs_name(node["link_target"], "link target"), path)
+                self.stats["symlinks"] += 1
+                self.set_meta(path, node, is_link=True)
+            else:
+                raise FormatError(f"{path!r}: unknown node type {kind!r}")
+
+    def restore_file(self, path: bytes, node: dict) -> None:
+        what = os.fsdecode(path)
+        size = int(node.get("size", 0))
+        digest = hashlib.sha256()
+        written = 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                for bid in self.repo.content_ids(node, what):
+                    data = self.repo.read_blob("data", bid)
+                    f.write(data)
+                    digest.update(data)
+                    written += len(data)
+            if written != size:
+                raise FormatError(f"{what}: restored {written} bytes, node says {size}")
+            if node.get("sha256") is not None and digest.hexdigest() != node["sha256"].lower():
+                raise FormatError(f"{what}: SHA-256 of the content does not match the node")
+            default = 0o600 if node["type"] == "stream" else 0o644
+            if self.as_root and node.get("uid") is not None and node.get("gid") is not None:
+                os.fchown(fd, node["uid"], node["gid"])
+            os.fchmod(fd, node.get("mode", default) & 0o7777)
+            if node.get("mtime_ns") is not None:
+                atime = os.fstat(fd).st_atime_ns
+                os.utime(fd, ns=(atime, node["mtime_ns"]))
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        self.stats["files"] += 1
+        self.stats["bytes"] += written
+        self.stats["content_lists"] += len(node.get("content_lists", []))
+
+    def set_meta(self, path: bytes, node: dict, is_link: bool) -> None:
+        if self.as_root and node.get("uid") is not None and node.get("gid") is not None:
+            os.lchown(path, node["uid"], node["gid"])
+        if not is_link and node.get("mode") is not None:
+            os.chmod(path, node["mode"] & 0o7777)
+        if node.get("mtime_ns") is not None:
+            t = node["mtime_ns"]
+            os.utime(path, ns=(t, t) if is_link else (os.lstat(path).st_atime_ns, t),
+                     follow_symlinks=False)
+
+
+def cmd_restore(repo: Repo, spec: str, outdir: str) -> int:
+    sid, snap = repo.find_snapshot(spec)
+    r = Restorer(repo)
+    r.restore(parse_id(snap["tree"], "snapshot tree"), os.fsencode(outdir))
+    print(json.dumps({"snapshot": sid, "target": outdir, **r.stats}, indent=2))
+    return 0
+
+
+def parse_header(repo: Repo, pack: str, data_tail: bytes, size: int) -> tuple[int, list[tuple]]:
+    """(sealed header length, entries) from the last bytes of a pack."""
+    (hlen,) = struct.unpack("<I", data_tail[-4:])
+    if hlen > MAX_HEADER_LEN or hlen + 4 > size:
+        raise FormatError(f"header length {hlen} is impossible for a pack of {size} bytes")
+    sealed = data_tail[len(data_tail) - 4 - hlen:len(data_tail) - 4]
+    plain = repo.open_sealed(sealed, "pack header")
+    if len(plain) < 5 or plain[0] != 1:
+        raise FormatError("unknown pack header version")
+    (count,) = struct.unpack_from("<I", plain, 1)
+    if len(plain) != 5 + count * HEADER_ENTRY.size:
+        raise FormatError("header length does not match its entry count")
+    entries = []
+    for i in range(count):
+        t, c, bid, off, length, raw = HEADER_ENTRY.unpack_from(plain, 5 + i * HEADER_ENTRY.size)
+        if t not in BLOB_TYPES or c not in (0, 1):
+            raise FormatError(f"entry {i}: unknown type {t} or flags {c}")
+        entries.append((BLOB_TYPES[t], bid, off, length, raw, bool(c)))
+    return hlen, entries
+
+
+def cmd_check(repo: Repo, read_data: bool) -> int:
+    problems: list[str] = []
+    try:
+        repo.load_index()
+    except FormatError as e:
+        print(json.dumps({"ok": False, "problems": [f"index: {e}"]}, indent=2))
+        return 3
+    # Every pack as listed by each live index file.
+    listed: dict[str, tuple[int, list[tuple]]] = {}
+    for name, f in repo.index_files.items():
+        for p in f["packs"]:
+            pid = p["id"].lower()
+            blobs = sorted(
+                (b["type"], parse_id(b["id"], "index"), int(b["offset"]), int(b["length"]),
+                 int(b["raw_length"]), bool(b["compressed"]))
+                for b in p["blobs"]
+            )
+            if pid in listed and listed[pid] != (int(p["size"]), blobs):
+                problems.append(f"pack {pid}: index files disagree about its contents")
+            listed[pid] = (int(p["size"]), blobs)
+    on_disk = {}
+    for n in repo.list_names("data"):
+        on_disk[n] = os.path.getsize(repo.pack_path(n))
+    blobs_checked = 0
+    for pid in sorted(listed):
+        size, blobs = listed[pid]
+        if pid not in on_disk:
+            problems.append(f"pack {pid}: listed in the index but missing")
+            continue
+        if on_disk[pid] != size:
+            problems.append(f"pack {pid}: size {on_disk[pid]} differs from indexed size {size}")
+            continue
+        try:
+            with open(repo.pack_path(pid), "rb") as fh:
+                if read_data:
+                    whole = fh.read()
+                    if hashlib.sha256(whole).hexdigest() != pid:
+                        raise FormatError("content does not match its name")
+                    tail = whole
+                else:
+                    fh.seek(max(0, size - 64 * 1024))
+                    tail = fh.read()
+                    (hlen,) = struct.unpack("<I", tail[-4:])
+                    if hlen + 4 > len(tail) and hlen + 4 <= size and hlen <= MAX_HEADER_LEN:
+                        fh.seek(size - hlen - 4)
+                        tail = fh.read()
+            hlen, header = parse_header(repo, pid, tail, size)
+        except (FormatError, struct.error) as e:
+            problems.append(f"pack {pid}: {e}")
+            continue
+        if sorted(header) != blobs:
+            hs, bs = set(header), set(blobs)
+            for e in sorted(bs - hs):
+                problems.append(f"pack {pid}: the index lists {e[0]} blob {e[1].hex()} that the header does not")
+            for e in sorted(hs - bs):
+                problems.append(f"pack {pid}: the header lists {e[0]} blob {e[1].hex()} that the index does not")
+            if hs == bs:
+                problems.append(f"pack {pid}: header and index list blobs a different number of times")
+        # Blobs lie back to back from offset 0, followed by the header.
+        pos = 0
+        for e in header:
+            if e[2] != pos:
+                problems.append(f"pack {pid}: blob {e[1].hex()} at offset {e[2]}, expected {pos}")
+                break
+            pos += e[3]
+        else:
+            if pos + hlen + 4 != size:
+                problems.append(f"pack {pid}: blobs and header do not fill the pack")
+        if read_data:
+            for t, bid, off, length, raw, comp in header:
+                try:
+                    repo.decode_blob(bid, whole[off:off + length], comp, raw, pid)
+                    blobs_checked += 1
+                except FormatError as e:
+                    problems.append(str(e))
+    unindexed = sorted(set(on_disk) - set(listed))
+    # Every snapshot's trees and referenced blobs must be indexed.
+    index = repo.load_index()
+    snapshots = 0
+    try:
+        snaps = repo.snapshots()
+    except FormatError as e:
+        problems.append(str(e))
+        snaps = []
+    seen_trees: set[bytes] = set()
+    for sid, s in snaps:
+        snapshots += 1
+        stack = [parse_id(s["tree"], f"snapshot {sid}")]
+        while stack:
+            tid = stack.pop()
+            if tid in seen_trees:
+                continue
+            seen_trees.add(tid)
+            try:
+                nodes = repo.load_tree(tid)
+                for n in nodes:
+                    if n.get("subtree"):
+                        stack.append(parse_id(n["subtree"], "subtree"))
+                    if n.get("type") in ("file", "stream"):
+                        for bid in repo.content_ids(n, "node"):
+                            if ("data", bid) not in index:
+                                problems.append(f"snapshot {sid[:8]}: data blob {bid.hex()} is not indexed")
+            except FormatError as e:
+                problems.append(f"snapshot {sid[:8]}: {e}")
+    report = {
+        "ok": not problems,
+        "index_files": len(repo.index_files),
+        "packs_indexed": len(listed),
+        "packs_on_disk": len(on_disk),
+        "unindexed_packs": unindexed,
+        "blobs_indexed": len(index),
+        "blobs_read": blobs_checked,
+        "snapshots": snapshots,
+        "trees": len(seen_trees),
+        "problems": problems,
+    }
+    print(json.dumps(report, indent=2))
+    return 0 if not problems else 3
+
+
+def cmd_chunks(repo: Repo, spec: str, path: str, local: str) -> int:
+    sid, snap = repo.find_snapshot(spec)
+    tree = parse_id(snap["tree"], "snapshot tree")
+    parts = [p.encode("utf-8") for p in path.strip("/").split("/")]
+    node = None
+    for k, part in enumerate(parts):
+        nodes = {fs_name(n["name"], "node"): n for n in repo.load_tree(tree)}
+        if part not in nodes:
+            raise UsageError(f"`{path}` is not in snapshot {sid[:8]}")
+        node = nodes[part]
+        if k + 1 < len(parts):
+            if node.get("type") != "dir":
+                raise UsageError(f"`{path}` is not in snapshot {sid[:8]}")
+            tree = parse_id(node["subtree"], "subtree")
+    if node is None or node.get("type") not in ("file", "stream"):
+        raise UsageError(f"`{path}` is not a file")
+    stored = repo.content_ids(node, path)
+    with open(local, "rb") as f:
+        data = f.read()
+    c = repo.config["chunker"]
+    lengths = chunk_lengths(data, c["min_size"], c["avg_size"], c["max_size"], repo.chunker_seed)
+    ids, pos = [], 0
+    for n in lengths:
+        ids.append(hmac.new(repo.id_key, data[pos:pos + n], hashlib.sha256).digest())
+        pos += n
+    print(json.dumps({
+        "snapshot": sid,
+        "path": path,
+        "chunks": len(ids),
+        "stored_chunks": len(stored),
+        "match": ids == stored,
+    }, indent=2))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    root, password, cmd, *rest = argv[1:]
+    try:
+        if cmd == "list" and not rest:
+            return cmd_list(Repo(root, os.fsencode(password)))
+        if cmd == "restore" and len(rest) == 2:
+            return cmd_restore(Repo(root, os.fsencode(password)), rest[0], rest[1])
+        if cmd == "check" and rest in ([], ["--read-data"]):
+            return cmd_check(Repo(root, os.fsencode(password)), bool(rest))
+        if cmd == "chunks" and len(rest) == 3:
+            return cmd_chunks(Repo(root, os.fsencode(password)), *rest)
+        raise UsageError(f"unknown command or arguments: {' '.join(argv[3:])}")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FormatError, OSError, KeyError, TypeError, ValueError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
