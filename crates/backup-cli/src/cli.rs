@@ -84,7 +84,7 @@ pub(crate) struct InitArgs {
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     pub(crate) chunk_size: u64,
     /// zstd compression level (1-19).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub(crate) compression_level: i32,
     /// Target pack file size.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]

@@ -419,6 +419,9 @@ fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
         }
     };
     let mut chunker = Chunker::new(reader, ctx.chunker, ctx.seed);
+    if node.kind == NodeKind::File {
+        chunker = chunker.with_size_hint(node.size);
+    }
     let mut digest = (node.kind == NodeKind::Stream).then(Sha256::new);
     let mut ids: Vec<Id> = Vec::new();
     let mut lists: Vec<Id> = Vec::new();

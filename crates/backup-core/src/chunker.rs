@@ -23,6 +23,7 @@ pub struct Chunker<R> {
     gear_ls: Cow<'static, [u64]>,
     /// Total bytes read from the reader so far.
     pub bytes_read: u64,
+    size_hint: Option<u64>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -40,30 +41,42 @@ impl<R: Read> Chunker<R> {
             gear,
             gear_ls,
             bytes_read: 0,
+            size_hint: None,
         }
+    }
+
+    /// Tells the chunker the expected input size, so that small inputs
+    /// allocate small buffers.
+    #[must_use]
+    pub fn with_size_hint(mut self, size: u64) -> Self {
+        self.size_hint = Some(size);
+        self
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
         let max = self.params.max_size as usize;
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; 2 * max];
-        }
-        if self.start > 0 && self.buf.len() - self.start < max {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+        // Drop consumed bytes, then append up to two maximum chunks. Reading
+        // through `read_to_end` appends into spare capacity without zeroing
+        // it first, and small inputs only ever allocate what they hold.
+        if self.start > 0 {
+            self.buf.drain(..self.start);
             self.start = 0;
         }
-        while !self.eof && self.end - self.start < max {
-            match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.bytes_read += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        while !self.eof && self.buf.len() < max {
+            let want = (2 * max - self.buf.len()) as u64;
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(
+                    self.size_hint
+                        .map_or(2 * max, |h| (h as usize).min(2 * max) + 1),
+                );
+            }
+            let n = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
+            self.bytes_read += n as u64;
+            if (n as u64) < want {
+                self.eof = true;
             }
         }
+        self.end = self.buf.len();
         Ok(())
     }
 
@@ -74,7 +87,7 @@ impl<R: Read> Chunker<R> {
     ///
     /// Read errors of the underlying reader.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
-        if self.end - self.start < self.params.max_size as usize {
+        if !self.eof && self.end - self.start < self.params.max_size as usize {
             self.fill()?;
         }
         let avail = &self.buf[self.start..self.end];

@@ -66,7 +66,7 @@ impl Default for CompressionParams {
     fn default() -> Self {
         CompressionParams {
             algorithm: CompressionAlgorithm::Zstd,
-            level: 3,
+            level: 2,
         }
     }
 }
@@ -125,7 +125,10 @@ impl ChunkerParams {
             && self.max_size >= 1024
             && self.max_size <= 16 * 1024 * 1024
             && self.min_size <= self.avg_size
-            && self.avg_size <= self.max_size;
+            && self.avg_size <= self.max_size
+            && self.avg_size.is_power_of_two()
+            && self.min_size % 2 == 0
+            && self.max_size % 2 == 0;
         if ok {
             Ok(())
         } else {

@@ -149,7 +149,16 @@ impl KeyFile {
     ///
     /// [`Error::Corrupt`] when the bytes are not a key file.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(FileKind::Key, name, e))
+        let kf: KeyFile =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt(FileKind::Key, name, e))?;
+        if kf.version != 1 {
+            return Err(Error::corrupt(
+                FileKind::Key,
+                name,
+                format!("unsupported key file version {}", kf.version),
+            ));
+        }
+        Ok(kf)
     }
 }
 

@@ -69,6 +69,9 @@ const HEADER_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 1 + 1 + 32 + 4 + 4 + 4;
 /// Largest sealed header a reader accepts (16 MiB).
 const MAX_HEADER_LEN: u32 = 16 * 1024 * 1024;
+/// Most blobs a writer puts in one pack, so that the header stays far below
+/// [`MAX_HEADER_LEN`] (100 000 entries take 4.6 MB).
+pub const MAX_PACK_ENTRIES: usize = 100_000;
 
 /// Encodes a blob's plaintext for storage: compressed with `compressor`
 /// when that saves at least 1/32 of the size, then sealed.
@@ -107,7 +110,7 @@ pub fn decode_blob(
         .open(stored, FileKind::Pack, &name())
         .map_err(|_| Error::corrupt(FileKind::Pack, name(), "blob failed authentication"))?;
     let plain = if entry.compressed {
-        zstd::bulk::decompress(&opened, entry.raw_length as usize)
+        decompress(&opened, entry.raw_length as usize)
             .map_err(|e| Error::corrupt(FileKind::Pack, name(), format!("decompression: {e}")))?
     } else {
         opened
@@ -131,6 +134,26 @@ pub fn decode_blob(
         ));
     }
     Ok(plain)
+}
+
+thread_local! {
+    /// One zstd decompression context per thread: creating a context costs
+    /// more than decompressing a small blob.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(data, capacity),
+            None => zstd::bulk::decompress(data, capacity),
+        }
+    })
 }
 
 /// Serializes and seals a pack header; returns the bytes to append to the
@@ -263,6 +286,11 @@ impl PackBuilder {
             compressed,
         });
         self.data.extend_from_slice(stored);
+    }
+
+    /// Number of blobs so far.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
     }
 
     /// Bytes of blob data so far.

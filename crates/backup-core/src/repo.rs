@@ -172,7 +172,7 @@ impl Repository {
                 e => e,
             });
         }
-        Ok(Self::assemble(sink, config, master, key_id))
+        Self::assemble(sink, config, master, key_id)
     }
 
     fn assemble(
@@ -180,15 +180,22 @@ impl Repository {
         config: RepoConfig,
         key: MasterKey,
         key_id: Option<Id>,
-    ) -> Self {
+    ) -> Result<Self> {
+        if key.encrypts() != (config.encryption == Encryption::Aes256Gcm) {
+            return Err(Error::corrupt(
+                FileKind::Config,
+                "config",
+                "the key's encryption flag disagrees with the config",
+            ));
+        }
         let hasher = BlobHasher::new(&key);
-        Repository {
+        Ok(Repository {
             sink,
             config,
             key: Arc::new(key),
             hasher,
             key_id,
-        }
+        })
     }
 
     /// Reads the config without unlocking: checks that a repository exists
@@ -211,7 +218,7 @@ impl Repository {
         let mut config = read_config(sink.as_ref()).await?;
         if let Some(master) = config.insecure_master_key.take() {
             config.insecure_master_key = Some(master.clone());
-            return Ok(Self::assemble(sink, config, master, None));
+            return Self::assemble(sink, config, master, None);
         }
         let password = password.ok_or(Error::WrongPassword)?;
         let names = sink.list_names(FileKind::Key).await?;
@@ -240,10 +247,17 @@ impl Repository {
                 .map_err(|e| Error::Generic {
                     backend: "key derivation",
                     source: Box::new(e),
-                })??;
+                })?;
+            let found = match found {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(key = %name, error = %e, "Skipping a key file that cannot be used.");
+                    continue;
+                }
+            };
             if let Some(master) = found {
                 let id = name.parse().ok();
-                return Ok(Self::assemble(sink, config, master, id));
+                return Self::assemble(sink, config, master, id);
             }
         }
         Err(Error::WrongPassword)
@@ -278,7 +292,7 @@ impl Repository {
                 source: Box::new(e),
             })??
             .ok_or(Error::WrongPassword)?;
-        Ok(Self::assemble(sink, config, master, None))
+        Self::assemble(sink, config, master, None)
     }
 
     /// The storage backend.
@@ -340,19 +354,30 @@ impl Repository {
         name: &str,
         bytes: &[u8],
     ) -> Result<T> {
-        if let Ok(id) = name.parse::<Id>() {
-            if Id::hash(bytes) != id {
-                return Err(Error::corrupt(
-                    kind,
-                    name,
-                    "content does not match its name (hash mismatch)",
-                ));
-            }
+        let id: Id = name
+            .parse()
+            .map_err(|_| Error::corrupt(kind, name, "the file name is not a 64-digit hex id"))?;
+        if Id::hash(bytes) != id {
+            return Err(Error::corrupt(
+                kind,
+                name,
+                "content does not match its name (hash mismatch)",
+            ));
         }
         let opened = self.key.open(bytes, kind, name)?;
         let json = zstd::stream::decode_all(&opened[..])
             .map_err(|e| Error::corrupt(kind, name, format!("decompression: {e}")))?;
-        serde_json::from_slice(&json).map_err(|e| Error::corrupt(kind, name, e))
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| Error::corrupt(kind, name, e))?;
+        if let Some(v) = value.get("version").and_then(serde_json::Value::as_u64) {
+            if v > u64::from(FORMAT_VERSION) {
+                return Err(Error::UnsupportedVersion {
+                    found: u32::try_from(v).unwrap_or(u32::MAX),
+                    supported: FORMAT_VERSION,
+                });
+            }
+        }
+        serde_json::from_value(value).map_err(|e| Error::corrupt(kind, name, e))
     }
 
     /// Reads and decodes a metadata file.
@@ -483,6 +508,10 @@ impl Repository {
             .buffer_unordered(16)
             .collect()
             .await;
+        let mut loaded = loaded;
+        // Merge in name order so that the location kept for a blob stored
+        // twice does not depend on load timing.
+        loaded.sort_by(|a, b| a.0.cmp(&b.0));
         let mut files = Vec::new();
         let mut damaged = Vec::new();
         for (name, r) in loaded {

@@ -26,10 +26,14 @@ use crate::tree::{Node, NodeKind};
 
 /// Largest span of a pack fetched with one read.
 const MAX_UNIT_BYTES: u64 = 8 * 1024 * 1024;
-/// Largest gap of unneeded bytes read to join two blobs into one read.
+/// Unneeded bytes a unit may read to join blobs into one read (more is
+/// allowed when the unit needs at least as many bytes).
 const MAX_GAP: u64 = 256 * 1024;
 /// Most writer operations in one unit.
 const MAX_UNIT_OPS: usize = 2048;
+/// Units smaller than this are decoded on the async task itself; handing
+/// them to a blocking thread costs more than decoding.
+const INLINE_DECODE_BYTES: u64 = 128 * 1024;
 /// Units fetched and decoded at once.
 const FETCH_CONCURRENCY: usize = 8;
 
@@ -49,13 +53,18 @@ pub trait TreeWriter: Send {
     /// A file starts.
     fn start_file(&mut self, path: &Path, node: &Node) -> Result<()>;
     /// The next bytes of the current file.
-    fn write_data(&mut self, data: &[u8]) -> Result<()>;
+    fn write_data(&mut self, data: Bytes) -> Result<()>;
     /// The current file is complete.
     fn finish_file(&mut self, path: &Path, node: &Node) -> Result<()>;
     /// The restore failed while the current file was open.
     fn abort_file(&mut self, path: &Path);
     /// A symbolic link.
     fn symlink(&mut self, path: &Path, node: &Node) -> Result<()>;
+    /// The restore ended (successfully or not): complete any deferred work
+    /// and report errors not reported yet. Called exactly once, last.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a restore selected or wrote.
@@ -92,30 +101,47 @@ struct Unit {
     pack: Option<Id>,
     start: u64,
     end: u64,
+    /// Sum of the lengths of the blobs taken (the rest of the span is read
+    /// and discarded).
+    needed: u64,
     parts: Vec<Part>,
 }
 
 impl Unit {
+    /// Whether the blob can join this unit: same pack, the span stays
+    /// within [`MAX_UNIT_BYTES`], and the bytes read but not needed stay
+    /// below [`MAX_GAP`] or the needed bytes, whichever is larger. Blobs may
+    /// come in any order within the span (parallel readers interleave the
+    /// blobs of neighbouring files in a pack).
     fn can_take(&self, pack: &Id, e: &PackEntry) -> bool {
         match &self.pack {
             None => true,
             Some(p) => {
                 let off = u64::from(e.offset);
+                let end = off + u64::from(e.length);
+                let start = self.start.min(off);
+                let span_end = self.end.max(end);
+                let needed = self.needed + u64::from(e.length);
+                let span = span_end - start;
                 p == pack
-                    && off >= self.end
-                    && off - self.end <= MAX_GAP
-                    && off + u64::from(e.length) - self.start <= MAX_UNIT_BYTES
+                    && span <= MAX_UNIT_BYTES
+                    && span.saturating_sub(needed) <= MAX_GAP.max(needed)
             }
         }
     }
 
     fn take(&mut self, pack: Id, e: PackEntry) {
         let off = u64::from(e.offset);
+        let end = off + u64::from(e.length);
         if self.pack.is_none() {
             self.pack = Some(pack);
             self.start = off;
+            self.end = end;
+        } else {
+            self.start = self.start.min(off);
+            self.end = self.end.max(end);
         }
-        self.end = off + u64::from(e.length);
+        self.needed += u64::from(e.length);
         self.parts.push(Part::Blob(e));
     }
 }
@@ -203,6 +229,7 @@ async fn plan_units(
             break;
         };
         let parent = frames.last().map_or_else(PathBuf::new, |f| f.path.clone());
+        check_name(&next, &parent)?;
         let path = parent.join(next.name.to_os());
         if filter.is_excluded(&path) {
             continue;
@@ -246,6 +273,20 @@ async fn plan_units(
     Ok(stats)
 }
 
+/// Refuses names that could escape the restore root or are not single path
+/// components (`..`, `.`, empty, containing `/` or NUL).
+fn check_name(node: &Node, parent: &Path) -> Result<()> {
+    let n = &node.name.0;
+    if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') || n.contains(&0) {
+        return Err(Error::corrupt(
+            FileKind::Pack,
+            format!("tree entry in `{}`", parent.display()),
+            format!("invalid file name {:?}", node.name),
+        ));
+    }
+    Ok(())
+}
+
 /// Emits `EnterDir` for ancestors not yet emitted (needed when an include
 /// pattern selects something deep inside an unselected directory).
 async fn emit_ancestors(b: &mut UnitBuilder, frames: &mut [DirFrame]) -> Result<()> {
@@ -277,7 +318,7 @@ async fn fetch_unit(repo: IndexedRepository, unit: Unit) -> Result<Vec<Op>> {
     let key = repo.key().clone();
     let hasher = repo.hasher().clone();
     let start = unit.start;
-    tokio::task::spawn_blocking(move || {
+    let decode = move || {
         let mut ops = Vec::with_capacity(unit.parts.len());
         for p in unit.parts {
             match p {
@@ -291,12 +332,16 @@ async fn fetch_unit(repo: IndexedRepository, unit: Unit) -> Result<Vec<Op>> {
             }
         }
         Ok(ops)
-    })
-    .await
-    .map_err(|e| Error::Generic {
-        backend: "decoder",
-        source: Box::new(e),
-    })?
+    };
+    if unit.needed < INLINE_DECODE_BYTES {
+        return decode();
+    }
+    tokio::task::spawn_blocking(decode)
+        .await
+        .map_err(|e| Error::Generic {
+            backend: "decoder",
+            source: Box::new(e),
+        })?
 }
 
 /// Counts what restoring `root` with `filter` would write, without reading
@@ -398,8 +443,9 @@ fn apply_ops(
                         open = Some(p);
                     }
                     Op::Data(d) => {
-                        w.write_data(&d)?;
-                        progress.add_bytes(d.len() as u64);
+                        let n = d.len() as u64;
+                        w.write_data(d)?;
+                        progress.add_bytes(n);
                     }
                     Op::FinishFile(p, n) => {
                         open = None;
@@ -416,11 +462,12 @@ fn apply_ops(
         Ok(false)
     })();
     match result {
-        Ok(true) => Ok(()),
+        Ok(true) => w.finish(),
         Ok(false) => {
             if let Some(p) = open {
                 w.abort_file(&p);
             }
+            let _ = w.finish();
             Err(Error::Cancelled)
         }
         Err(e) => {
@@ -428,6 +475,7 @@ fn apply_ops(
             if let Some(p) = open {
                 w.abort_file(&p);
             }
+            let _ = w.finish();
             Err(e)
         }
     }

@@ -197,10 +197,13 @@ impl BlobSaver {
             Ok(encoders) => {
                 let key = repo.key().clone();
                 let pack_size = repo.config().pack_size as usize;
+                // Room for the pack plus the blob that crosses the target
+                // size, so the buffer never has to grow (and double).
+                let capacity = pack_size + repo.config().chunker.max_size as usize + 64 * 1024;
                 let shared2 = shared.clone();
                 let packer = std::thread::Builder::new()
                     .name("packer".to_owned())
-                    .spawn(move || packer(&key, pack_size, &enc_rx, &pack_tx, &shared2))
+                    .spawn(move || packer(&key, pack_size, capacity, &enc_rx, &pack_tx, &shared2))
                     .map_err(|e| Error::io("starting the packer thread", e));
                 match packer {
                     Ok(p) => (encoders, Some(p)),
@@ -305,6 +308,7 @@ fn encoder(
 fn packer(
     key: &MasterKey,
     pack_size: usize,
+    capacity: usize,
     rx: &async_channel::Receiver<EncodedBlob>,
     tx: &async_channel::Sender<FinishedPack>,
     shared: &Shared,
@@ -315,7 +319,7 @@ fn packer(
         let slot = type_slot(blob.blob_type);
         let b = &mut builders[slot];
         if b.is_empty() {
-            *b = PackBuilder::with_capacity(pack_size + pack_size / 8);
+            *b = PackBuilder::with_capacity(capacity);
         }
         b.add(
             blob.blob_type,
@@ -331,7 +335,7 @@ fn packer(
         stats
             .bytes_stored
             .fetch_add(blob.stored.len() as u64, Ordering::Relaxed);
-        if b.len() >= pack_size {
+        if b.len() >= pack_size || b.entry_count() >= crate::pack::MAX_PACK_ENTRIES {
             let full = std::mem::take(b).finish(key);
             if tx.send_blocking(full).is_err() {
                 rx.close();

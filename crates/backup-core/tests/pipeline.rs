@@ -130,14 +130,14 @@ impl TreeWriter for Collect {
         *self.1.lock().unwrap() = Some((p.to_owned(), Vec::new()));
         Ok(())
     }
-    fn write_data(&mut self, d: &[u8]) -> Result<()> {
+    fn write_data(&mut self, d: bytes::Bytes) -> Result<()> {
         self.1
             .lock()
             .unwrap()
             .as_mut()
             .unwrap()
             .1
-            .extend_from_slice(d);
+            .extend_from_slice(&d);
         Ok(())
     }
     fn finish_file(&mut self, _: &Path, _: &Node) -> Result<()> {

@@ -1,10 +1,12 @@
 //! The files target.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use backup_core::filter::PathFilter;
@@ -15,6 +17,7 @@ use backup_core::snapshot::SnapshotEntry;
 use backup_core::target::{RestoreOptions, RestoreReport, Target};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
+use bytes::Bytes;
 use filetime::FileTime;
 
 /// Restores into a local directory that is empty or does not exist.
@@ -98,7 +101,7 @@ impl Target for FilesTarget {
         progress.set_total(planned.bytes);
         fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
-        let writer = FsWriter::new(self.root.clone());
+        let writer = FsWriter::new(self.root.clone())?;
         let result = restore_tree(
             repo,
             snapshot.snapshot.tree,
@@ -127,29 +130,310 @@ impl Target for FilesTarget {
 
 /// Writes a restore into a directory. Never replaces an existing entry.
 ///
-/// Directories are created owner-writable and get their real permissions
-/// and times when their last entry is written; owners are restored when
-/// running as root.
+/// File contents are written by a small pool of threads (creating many
+/// small files is bound by system calls, not by the disk), while
+/// directories and links are created in order by the caller's thread.
+/// Directories are created owner-writable; their real permissions, owner
+/// and times are applied once every file inside them is complete, deepest
+/// first. Owners are restored when running as root.
 #[derive(Debug)]
 pub struct FsWriter {
     root: PathBuf,
     as_root: bool,
-    current: Option<File>,
+    workers: Vec<Worker>,
+    next_worker: usize,
+    shared: Arc<Shared>,
+    /// The file being received: its worker and buffered chunks.
+    current: Option<Pending>,
+    /// Files handed to workers so far (job sequence numbers start at 1).
+    jobs: u64,
+    /// Directories waiting for their files, with the job count at the time
+    /// they were left.
+    deferred_dirs: VecDeque<(u64, PathBuf, Node)>,
 }
+
+#[derive(Debug)]
+struct Pending {
+    worker: usize,
+    /// Full path of the file.
+    path: PathBuf,
+    seq: u64,
+    started: bool,
+    chunks: Vec<Bytes>,
+    buffered: usize,
+}
+
+#[derive(Debug)]
+struct Worker {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Sequence number of the last job given to this worker.
+    dispatched: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Per worker: sequence number of the last completed job.
+    completed: Vec<AtomicU64>,
+    error: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A piece of work for a writer thread: the next part of one file.
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    path: PathBuf,
+    /// Create the file first.
+    create: bool,
+    chunks: Vec<Bytes>,
+    /// Set metadata and close (the file is complete).
+    finish: Option<Node>,
+    /// Remove the partial file instead.
+    abort: bool,
+}
+
+/// Buffered bytes of one file before they are handed to a worker.
+const FLUSH_BYTES: usize = 4 * 1024 * 1024;
 
 impl FsWriter {
     /// A writer into `root` (which must exist).
-    pub fn new(root: PathBuf) -> Self {
-        FsWriter {
-            root,
-            as_root: nix::unistd::Uid::effective().is_root(),
-            current: None,
+    ///
+    /// # Errors
+    ///
+    /// When a writer thread cannot be started.
+    pub fn new(root: PathBuf) -> Result<Self> {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        let as_root = nix::unistd::Uid::effective().is_root();
+        let shared = Arc::new(Shared {
+            completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            error: Mutex::new(None),
+        });
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4);
+            let shared2 = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("restore-writer-{i}"))
+                .spawn(move || write_worker(i, &rx, &shared2, as_root))
+                .map_err(|e| Error::io("starting a restore writer thread", e))?;
+            workers.push(Worker {
+                tx: Some(tx),
+                handle: Some(handle),
+                dispatched: 0,
+            });
         }
+        Ok(FsWriter {
+            root,
+            as_root,
+            workers,
+            next_worker: 0,
+            shared,
+            current: None,
+            jobs: 0,
+            deferred_dirs: VecDeque::new(),
+        })
     }
 
     fn full(&self, rel: &Path) -> PathBuf {
         self.root.join(rel)
     }
+
+    fn check_workers(&self) -> Result<()> {
+        match self.shared.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, worker: usize, job: Job) -> Result<()> {
+        self.workers[worker].dispatched = job.seq;
+        let sent = self.workers[worker]
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(job).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            self.check_workers()?;
+            Err(Error::Target("a restore writer thread stopped".to_owned()))
+        }
+    }
+
+    /// Hands the buffered part of the current file to its worker.
+    fn flush(&mut self, finish: Option<Node>) -> Result<()> {
+        let Some(p) = self.current.as_mut() else {
+            return Err(Error::Target("data without an open file".to_owned()));
+        };
+        let job = Job {
+            seq: p.seq,
+            path: p.path.clone(),
+            create: !p.started,
+            chunks: std::mem::take(&mut p.chunks),
+            finish,
+            abort: false,
+        };
+        p.started = true;
+        p.buffered = 0;
+        let worker = p.worker;
+        self.send(worker, job)
+    }
+
+    /// The highest job number up to which every job is complete.
+    fn watermark(&self) -> u64 {
+        self.workers
+            .iter()
+            .zip(&self.shared.completed)
+            .filter_map(|(w, done)| {
+                let done = done.load(Ordering::Acquire);
+                (w.dispatched > done).then_some(done)
+            })
+            .min()
+            .unwrap_or(self.jobs)
+    }
+
+    /// Applies the metadata of directories whose files are all complete.
+    fn apply_ready_dirs(&mut self, all: bool) -> Result<()> {
+        let mark = if all { u64::MAX } else { self.watermark() };
+        while self
+            .deferred_dirs
+            .front()
+            .is_some_and(|(seq, _, _)| *seq <= mark)
+        {
+            if let Some((_, path, node)) = self.deferred_dirs.pop_front() {
+                let full = self.full(&path);
+                set_dir_metadata(&full, &node, self.as_root)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_workers(&mut self) {
+        for w in &mut self.workers {
+            w.tx = None;
+        }
+        for w in &mut self.workers {
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+fn set_dir_metadata(full: &Path, node: &Node, as_root: bool) -> Result<()> {
+    if as_root {
+        if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
+            std::os::unix::fs::chown(full, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("setting owner of {}", full.display()), e))?;
+        }
+    }
+    if let Some(mode) = node.mode {
+        fs::set_permissions(full, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("setting permissions of {}", full.display()), e))?;
+    }
+    if let Some(t) = mtime_of(node) {
+        filetime::set_file_mtime(full, t)
+            .map_err(|e| Error::io(format!("setting times of {}", full.display()), e))?;
+    }
+    Ok(())
+}
+
+/// A writer thread: creates, fills and finishes files, one job at a time.
+fn write_worker(index: usize, rx: &std::sync::mpsc::Receiver<Job>, shared: &Shared, as_root: bool) {
+    let mut file: Option<(PathBuf, File)> = None;
+    let mut failed = false;
+    while let Ok(job) = rx.recv() {
+        if job.abort || failed {
+            file = None;
+            if job.abort || !job.create {
+                remove_partial(&job.path);
+            }
+        } else if let Err(e) = run_job(&mut file, &job, as_root) {
+            file = None;
+            remove_partial(&job.path);
+            shared.fail(e);
+            failed = true;
+        }
+        if job.finish.is_some() || job.abort {
+            shared.completed[index].store(job.seq, Ordering::Release);
+        }
+    }
+}
+
+fn remove_partial(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "Could not remove a partially restored file.");
+        }
+    }
+}
+
+fn run_job(file: &mut Option<(PathBuf, File)>, job: &Job, as_root: bool) -> Result<()> {
+    if job.create {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&job.path)
+            .map_err(|e| Error::io(format!("creating {}", job.path.display()), e))?;
+        *file = Some((job.path.clone(), f));
+    }
+    let Some((path, f)) = file.as_mut() else {
+        return Err(Error::Target("data for a file that is not open".to_owned()));
+    };
+    for c in &job.chunks {
+        f.write_all(c)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    }
+    if let Some(node) = &job.finish {
+        if let Some((path, f)) = file.take() {
+            finish_file(&path, &f, node, as_root)?;
+        }
+    }
+    Ok(())
+}
+
+fn finish_file(full: &Path, f: &File, node: &Node, as_root: bool) -> Result<()> {
+    let ctx = |what: &str| format!("{what} {}", full.display());
+    if as_root {
+        if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid))
+                .map_err(|e| Error::io(ctx("setting owner of"), e))?;
+        }
+    }
+    let mode = node.mode.unwrap_or(if node.kind == NodeKind::Stream {
+        0o600
+    } else {
+        0o644
+    });
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(ctx("setting permissions of"), e))?;
+    if let Some(t) = mtime_of(node) {
+        filetime::set_file_handle_times(f, None, Some(t))
+            .map_err(|e| Error::io(ctx("setting times of"), e))?;
+    }
+    Ok(())
 }
 
 fn mtime_of(node: &Node) -> Option<FileTime> {
@@ -163,6 +447,7 @@ fn mtime_of(node: &Node) -> Option<FileTime> {
 
 impl TreeWriter for FsWriter {
     fn enter_dir(&mut self, path: &Path, _node: &Node) -> Result<()> {
+        self.check_workers()?;
         let full = self.full(path);
         fs::DirBuilder::new()
             .mode(0o700)
@@ -171,81 +456,64 @@ impl TreeWriter for FsWriter {
     }
 
     fn leave_dir(&mut self, path: &Path, node: &Node) -> Result<()> {
-        let full = self.full(path);
-        if self.as_root {
-            if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
-                std::os::unix::fs::chown(&full, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(format!("setting owner of {}", full.display()), e))?;
-            }
-        }
-        if let Some(mode) = node.mode {
-            fs::set_permissions(&full, fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io(format!("setting permissions of {}", full.display()), e))?;
-        }
-        if let Some(t) = mtime_of(node) {
-            filetime::set_file_mtime(&full, t)
-                .map_err(|e| Error::io(format!("setting times of {}", full.display()), e))?;
-        }
-        Ok(())
+        self.deferred_dirs
+            .push_back((self.jobs, path.to_owned(), node.clone()));
+        self.apply_ready_dirs(false)
     }
 
     fn start_file(&mut self, path: &Path, _node: &Node) -> Result<()> {
-        let full = self.full(path);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&full)
-            .map_err(|e| Error::io(format!("creating {}", full.display()), e))?;
-        self.current = Some(f);
+        self.check_workers()?;
+        self.jobs += 1;
+        let worker = self.next_worker;
+        self.next_worker = (self.next_worker + 1) % self.workers.len();
+        self.current = Some(Pending {
+            worker,
+            path: self.full(path),
+            seq: self.jobs,
+            started: false,
+            chunks: Vec::new(),
+            buffered: 0,
+        });
         Ok(())
     }
 
-    fn write_data(&mut self, data: &[u8]) -> Result<()> {
-        let f = self
+    fn write_data(&mut self, data: Bytes) -> Result<()> {
+        let p = self
             .current
             .as_mut()
             .ok_or_else(|| Error::Target("data without an open file".to_owned()))?;
-        f.write_all(data)
-            .map_err(|e| Error::io("writing restored data", e))
-    }
-
-    fn finish_file(&mut self, path: &Path, node: &Node) -> Result<()> {
-        let full = self.full(path);
-        let f = self
-            .current
-            .take()
-            .ok_or_else(|| Error::Target("finish without an open file".to_owned()))?;
-        let ctx = |what: &str| format!("{what} {}", full.display());
-        if self.as_root {
-            if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
-                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(ctx("setting owner of"), e))?;
-            }
-        }
-        let mode = node.mode.unwrap_or(if node.kind == NodeKind::Stream {
-            0o600
-        } else {
-            0o644
-        });
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(ctx("setting permissions of"), e))?;
-        if let Some(t) = mtime_of(node) {
-            filetime::set_file_handle_times(&f, None, Some(t))
-                .map_err(|e| Error::io(ctx("setting times of"), e))?;
+        p.buffered += data.len();
+        p.chunks.push(data);
+        if p.buffered >= FLUSH_BYTES {
+            self.flush(None)?;
         }
         Ok(())
     }
 
-    fn abort_file(&mut self, path: &Path) {
+    fn finish_file(&mut self, _path: &Path, node: &Node) -> Result<()> {
+        self.flush(Some(node.clone()))?;
         self.current = None;
-        let full = self.full(path);
-        if let Err(e) = fs::remove_file(&full) {
-            tracing::warn!(file = %full.display(), error = %e, "Could not remove a partially restored file.");
+        self.apply_ready_dirs(false)
+    }
+
+    fn abort_file(&mut self, _path: &Path) {
+        if let Some(p) = self.current.take() {
+            let job = Job {
+                seq: p.seq,
+                path: p.path.clone(),
+                create: false,
+                chunks: Vec::new(),
+                finish: None,
+                abort: true,
+            };
+            if self.send(p.worker, job).is_err() {
+                remove_partial(&p.path);
+            }
         }
     }
 
     fn symlink(&mut self, path: &Path, node: &Node) -> Result<()> {
+        self.check_workers()?;
         let full = self.full(path);
         let target = node.link_target.as_ref().ok_or_else(|| {
             Error::corrupt(
@@ -267,5 +535,11 @@ impl TreeWriter for FsWriter {
                 .map_err(|e| Error::io(format!("setting times of {}", full.display()), e))?;
         }
         Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.stop_workers();
+        self.check_workers()?;
+        self.apply_ready_dirs(true)
     }
 }
