@@ -18,6 +18,7 @@ mod corruption;
 mod crash;
 mod dedup;
 mod format_reader;
+mod full_disk;
 mod keys;
 mod listing;
 mod roundtrip;

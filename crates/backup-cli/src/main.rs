@@ -18,6 +18,12 @@ use clap::Parser;
 
 use crate::cli::Cli;
 
+/// jemalloc returns freed chunk and pack buffers to the system steadily;
+/// glibc's allocator, with one arena per thread, let peak memory creep up
+/// with the size of the input.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit codes (DESIGN.md section 5).
 pub(crate) mod exit {
     /// The operation failed.

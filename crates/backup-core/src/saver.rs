@@ -28,7 +28,7 @@ use crate::sink::{FileKind, SinkExt};
 const PACKS_PER_INDEX_FILE: usize = 1000;
 
 /// Packs uploaded concurrently.
-pub(crate) const UPLOAD_CONCURRENCY: usize = 4;
+pub(crate) const UPLOAD_CONCURRENCY: usize = 3;
 
 struct RawBlob {
     blob_type: BlobType,
