@@ -125,5 +125,9 @@ cd "$MNT/out" && find . -type f -exec sha256sum {{}} + >"$OUT/restored.sums"
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    use std::fmt::Write;
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
