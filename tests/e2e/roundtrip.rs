@@ -204,3 +204,71 @@ fn dry_runs_change_nothing() {
     assert_eq!(v["report"]["stats"]["bytes"], 2_000_000);
     assert!(!out.exists());
 }
+
+#[test]
+fn verify_restore_test_restores_and_compares() {
+    let s = Scratch::new();
+    let src = s.path("src");
+    fidelity_tree(&src);
+    s.init();
+    let (id, _) = s.create(&src, &[]);
+    let scratch = s.path("scratch");
+    let v = s.json(&["verify", "--restore-test", scratch.to_str().unwrap()]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["restore_test"]["differences"].as_array().unwrap().len(),
+        0
+    );
+    assert!(v["restore_test"]["files"].as_u64().unwrap() >= 12);
+    assert!(
+        !scratch.exists(),
+        "the scratch restore is removed after a clean test"
+    );
+    let kept = s.path("kept");
+    let text = s.ok(&[
+        "verify",
+        &id[..8],
+        "--restore-test",
+        kept.to_str().unwrap(),
+        "--keep",
+    ]);
+    assert!(
+        text.contains("restore test") && text.contains("(kept)"),
+        "{text}"
+    );
+    assert_same_tree(&src, &kept);
+
+    // The comparison notices a restored file that differs from the snapshot.
+    let mut data = fs::read(kept.join("big/random.bin")).unwrap();
+    data[4_000_000] ^= 1;
+    fs::write(kept.join("big/random.bin"), &data).unwrap();
+    fs::write(kept.join("extra"), b"not in the snapshot").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async {
+        let sink =
+            backup_storage::open(&s.repo, &backup_storage::StorageOptions::default()).unwrap();
+        let repo =
+            backup_core::repo::Repository::open(sink, Some(crate::util::PASSWORD.as_bytes()))
+                .await
+                .unwrap()
+                .load_index()
+                .await
+                .unwrap();
+        let snap = repo
+            .find_snapshot(&id, &backup_core::snapshot::SnapshotFilter::default())
+            .await
+            .unwrap();
+        backup_sources::files::compare_restored(&repo, snap.snapshot.tree, &kept)
+            .await
+            .unwrap()
+    });
+    assert_eq!(report.differences.len(), 2, "{:?}", report.differences);
+    assert!(report
+        .differences
+        .iter()
+        .any(|d| d.contains("random.bin") && d.contains("content differs")));
+    assert!(report
+        .differences
+        .iter()
+        .any(|d| d.contains("extra") && d.contains("not in the snapshot")));
+}

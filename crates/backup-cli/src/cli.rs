@@ -193,6 +193,14 @@ pub(crate) struct VerifyArgs {
     /// Also download and check data: all of it, or PERCENT of the packs.
     #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100", value_parser = parse_percent)]
     pub(crate) read_data: Option<f64>,
+    /// Also restore the snapshot (or the latest) into this empty scratch
+    /// target and compare the result with the snapshot; removed afterwards
+    /// unless --keep or a difference is found.
+    #[arg(long, value_name = "SCRATCH_TARGET")]
+    pub(crate) restore_test: Option<String>,
+    /// Keep the scratch restore of --restore-test.
+    #[arg(long, requires = "restore_test")]
+    pub(crate) keep: bool,
 }
 
 #[derive(Debug, Subcommand)]

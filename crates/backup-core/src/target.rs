@@ -69,6 +69,27 @@ pub trait Target: Send + Sync {
         Ok(())
     }
 
+    /// After [`Target::restore`], compares what the target now holds with
+    /// the snapshot and returns the differences (empty when identical).
+    /// Used by `verify --restore-test`. Every blob was already verified on
+    /// its way in; this checks what actually landed.
+    ///
+    /// # Errors
+    ///
+    /// Errors reading the snapshot or the target.
+    async fn check_restored(
+        &self,
+        repo: &IndexedRepository,
+        snapshot: &SnapshotEntry,
+    ) -> Result<Vec<String>>;
+
+    /// Removes what a restore to this scratch target created.
+    ///
+    /// # Errors
+    ///
+    /// Errors removing the data.
+    async fn discard(&self) -> Result<()>;
+
     /// Restores `snapshot` from `repo`.
     async fn restore(
         &self,

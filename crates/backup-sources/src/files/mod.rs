@@ -7,8 +7,10 @@
 //! content is deduplicated). The target writes into an empty or new
 //! directory and never overwrites anything.
 
+mod compare;
 mod source;
 mod target;
 
+pub use compare::{compare_restored, CompareReport};
 pub use source::{scan_size, FilesSource};
 pub use target::{FilesTarget, FsWriter};

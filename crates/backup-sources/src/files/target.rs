@@ -60,6 +60,23 @@ impl Target for FilesTarget {
         self.root.display().to_string()
     }
 
+    async fn check_restored(
+        &self,
+        repo: &IndexedRepository,
+        snapshot: &SnapshotEntry,
+    ) -> Result<Vec<String>> {
+        let report = super::compare_restored(repo, snapshot.snapshot.tree, &self.root).await?;
+        Ok(report.differences)
+    }
+
+    async fn discard(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", self.root.display()), e)),
+        }
+    }
+
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         if opts.drop {
             return Err(Error::Config(
