@@ -133,6 +133,13 @@ impl Index {
         })
     }
 
+    /// The size of an indexed pack.
+    pub fn pack_size(&self, pack: &Id) -> Option<u64> {
+        self.pack_numbers
+            .get(pack)
+            .map(|n| self.packs[*n as usize].1)
+    }
+
     /// Every indexed pack with its size.
     pub fn packs(&self) -> &[(Id, u64)] {
         &self.packs

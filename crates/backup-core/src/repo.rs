@@ -1,7 +1,7 @@
 //! Opening, creating and reading a repository.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -535,6 +535,7 @@ impl Repository {
             IndexedRepository {
                 repo: self,
                 index: Arc::new(index),
+                tree_packs: Arc::default(),
             },
             damaged,
         ))
@@ -668,6 +669,46 @@ impl Repository {
 pub struct IndexedRepository {
     repo: Repository,
     index: Arc<Index>,
+    tree_packs: Arc<Mutex<TreePackCache>>,
+}
+
+/// Whole tree packs kept in memory, most recently used last. Trees are
+/// small and read one by one while walking a snapshot; fetching their pack
+/// once turns thousands of small reads (requests, on a cloud backend) into
+/// a few.
+#[derive(Debug, Default)]
+struct TreePackCache {
+    packs: std::collections::VecDeque<(Id, Bytes)>,
+    bytes: usize,
+}
+
+/// Memory given to cached tree packs.
+const TREE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Tree packs larger than this are read blob by blob instead.
+const TREE_CACHE_MAX_PACK: u64 = 32 * 1024 * 1024;
+
+impl TreePackCache {
+    fn get(&mut self, pack: &Id) -> Option<Bytes> {
+        let i = self.packs.iter().position(|(id, _)| id == pack)?;
+        let entry = self.packs.remove(i)?;
+        let data = entry.1.clone();
+        self.packs.push_back(entry);
+        Some(data)
+    }
+
+    fn insert(&mut self, pack: Id, data: Bytes) {
+        if self.packs.iter().any(|(id, _)| *id == pack) {
+            return;
+        }
+        self.bytes += data.len();
+        self.packs.push_back((pack, data));
+        while self.bytes > TREE_CACHE_BYTES {
+            match self.packs.pop_front() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for IndexedRepository {
@@ -686,6 +727,7 @@ impl IndexedRepository {
     /// Replaces the in-memory index (after a backup added packs).
     pub fn set_index(&mut self, index: Index) {
         self.index = Arc::new(index);
+        self.tree_packs = Arc::default();
     }
 
     /// The repository without its index.
@@ -708,14 +750,14 @@ impl IndexedRepository {
             )
         })?;
         let e = loc.entry;
-        let stored = self
-            .sink()
-            .get_range(
-                FileKind::Pack,
-                &loc.pack.to_hex(),
-                u64::from(e.offset)..u64::from(e.offset) + u64::from(e.length),
-            )
-            .await?;
+        let range = u64::from(e.offset)..u64::from(e.offset) + u64::from(e.length);
+        let stored = if blob_type == BlobType::Tree {
+            self.cached_tree_range(&loc.pack, range).await?
+        } else {
+            self.sink()
+                .get_range(FileKind::Pack, &loc.pack.to_hex(), range)
+                .await?
+        };
         let key = self.key().clone();
         let hasher = self.hasher().clone();
         if stored.len() < 256 * 1024 {
@@ -727,6 +769,45 @@ impl IndexedRepository {
                 backend: "decoder",
                 source: Box::new(e),
             })?
+    }
+
+    /// Reads a range of a pack holding trees through the tree-pack cache.
+    async fn cached_tree_range(&self, pack: &Id, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let cached = self
+            .tree_packs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(pack);
+        let whole = match cached {
+            Some(data) => Some(data),
+            None => match self.index.pack_size(pack) {
+                Some(size) if size <= TREE_CACHE_MAX_PACK => {
+                    let data = self.sink().get(FileKind::Pack, &pack.to_hex()).await?;
+                    self.tree_packs
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(*pack, data.clone());
+                    Some(data)
+                }
+                _ => None,
+            },
+        };
+        match whole {
+            Some(data) => {
+                crate::sink::check_range(
+                    FileKind::Pack,
+                    &pack.to_hex(),
+                    &range,
+                    data.len() as u64,
+                )?;
+                Ok(data.slice(range.start as usize..range.end as usize))
+            }
+            None => {
+                self.sink()
+                    .get_range(FileKind::Pack, &pack.to_hex(), range)
+                    .await
+            }
+        }
     }
 
     /// Loads a tree blob.

@@ -28,7 +28,7 @@ use crate::tree::{Node, NodeKind};
 const MAX_UNIT_BYTES: u64 = 8 * 1024 * 1024;
 /// Unneeded bytes a unit may read to join blobs into one read (more is
 /// allowed when the unit needs at least as many bytes).
-const MAX_GAP: u64 = 256 * 1024;
+const MAX_GAP: u64 = 2 * 1024 * 1024;
 /// Most writer operations in one unit.
 const MAX_UNIT_OPS: usize = 2048;
 /// Units smaller than this are decoded on the async task itself; handing
@@ -157,6 +157,13 @@ impl UnitBuilder {
     async fn flush(&mut self) -> Result<()> {
         if !self.current.parts.is_empty() {
             let unit = std::mem::take(&mut self.current);
+            tracing::trace!(
+                parts = unit.parts.len(),
+                span = unit.end - unit.start,
+                needed = unit.needed,
+                pack = ?unit.pack,
+                "Unit planned."
+            );
             self.tx.send(unit).await.map_err(|_| Error::Cancelled)?;
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! The local-disk backend.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,21 +96,29 @@ impl Sink for LocalSink {
         let name = name.to_owned();
         self.blocking(move |root| {
             let path = root.join(kind.path(&name));
-            let mut file = File::open(&path).map_err(|e| read_error(e, kind, &name, &path))?;
-            let size = file
-                .metadata()
-                .map_err(|e| read_error(e, kind, &name, &path))?
-                .len();
-            check_range(kind, &name, &range, size)?;
-            let len = usize::try_from(range.end - range.start).map_err(|_| {
+            let file = File::open(&path).map_err(|e| read_error(e, kind, &name, &path))?;
+            let len = usize::try_from(range.end.saturating_sub(range.start)).map_err(|_| {
                 Error::Config(format!(
                     "range {range:?} of {kind} {name} is too large for memory"
                 ))
             })?;
-            let mut buf = vec![0u8; len];
-            file.seek(SeekFrom::Start(range.start))
-                .and_then(|_| file.read_exact(&mut buf))
+            // An inverted range is refused whatever the size.
+            check_range(kind, &name, &range, range.end)?;
+            // One positioned read; a short read means the range passes the
+            // end of the file, which `check_range` reports with the size.
+            let mut buf = Vec::new();
+            let got = read_at_into(&file, &mut buf, len, range.start)
                 .map_err(|e| read_error(e, kind, &name, &path))?;
+            if got < len || len == 0 {
+                let size = file
+                    .metadata()
+                    .map_err(|e| read_error(e, kind, &name, &path))?
+                    .len();
+                check_range(kind, &name, &range, size)?;
+                if got < len {
+                    return Err(Error::corrupt(kind, &name, "short read"));
+                }
+            }
             Ok(Bytes::from(buf))
         })
         .await
@@ -365,6 +373,24 @@ pub(crate) fn write_error(err: io::Error, action: &str, path: &Path) -> Error {
         )),
         _ => Error::io(format!("{action} {shown}"), err),
     }
+}
+
+/// Reads up to `len` bytes at `offset` into `buf` (appending, without
+/// zero-filling first); returns how many were read.
+fn read_at_into(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    buf.resize(len, 0);
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -102,7 +102,12 @@ async fn compare_node(
         NodeKind::Symlink => {
             let target = fs::read_link(path)
                 .map_err(|e| Error::io(format!("reading link {}", path.display()), e))?;
-            if Some(target.as_os_str().to_owned()) != node.link_target.as_ref().map(backup_core::tree::FsName::to_os) {
+            if Some(target.as_os_str().to_owned())
+                != node
+                    .link_target
+                    .as_ref()
+                    .map(backup_core::tree::FsName::to_os)
+            {
                 diff(report, "link target differs".to_owned());
             }
             Ok(None)

@@ -182,7 +182,11 @@ struct Pending {
 
 #[derive(Debug)]
 struct Worker {
-    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Job>>>,
+    /// Jobs not sent yet: small files travel in batches, so that a worker
+    /// wakes once per batch rather than once per file.
+    batch: Vec<Job>,
+    batch_bytes: usize,
     handle: Option<std::thread::JoinHandle<()>>,
     /// Sequence number of the last job given to this worker.
     dispatched: u64,
@@ -227,6 +231,8 @@ struct Job {
 
 /// Buffered bytes of one file before they are handed to a worker.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+/// Most jobs in one batch to a worker.
+const BATCH_JOBS: usize = 64;
 
 impl FsWriter {
     /// A writer into `root` (which must exist).
@@ -243,7 +249,7 @@ impl FsWriter {
         });
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Job>>(2);
             let shared2 = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("restore-writer-{i}"))
@@ -251,6 +257,8 @@ impl FsWriter {
                 .map_err(|e| Error::io("starting a restore writer thread", e))?;
             workers.push(Worker {
                 tx: Some(tx),
+                batch: Vec::new(),
+                batch_bytes: 0,
                 handle: Some(handle),
                 dispatched: 0,
             });
@@ -278,18 +286,40 @@ impl FsWriter {
         }
     }
 
-    fn send(&mut self, worker: usize, job: Job) -> Result<()> {
-        self.workers[worker].dispatched = job.seq;
-        let sent = self.workers[worker]
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send(job).is_ok());
+    /// Queues a job for a worker; the batch goes out when it is full or
+    /// when `urgent` (an abort, or the end).
+    fn send(&mut self, worker: usize, job: Job, urgent: bool) -> Result<()> {
+        let w = &mut self.workers[worker];
+        w.dispatched = job.seq;
+        w.batch_bytes += job.chunks.iter().map(Bytes::len).sum::<usize>();
+        w.batch.push(job);
+        if urgent || w.batch.len() >= BATCH_JOBS || w.batch_bytes >= FLUSH_BYTES {
+            self.send_batch(worker)?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self, worker: usize) -> Result<()> {
+        let w = &mut self.workers[worker];
+        if w.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut w.batch);
+        w.batch_bytes = 0;
+        let sent = w.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
         if sent {
             Ok(())
         } else {
             self.check_workers()?;
             Err(Error::Target("a restore writer thread stopped".to_owned()))
         }
+    }
+
+    fn send_all_batches(&mut self) -> Result<()> {
+        for i in 0..self.workers.len() {
+            self.send_batch(i)?;
+        }
+        Ok(())
     }
 
     /// Hands the buffered part of the current file to its worker.
@@ -308,7 +338,7 @@ impl FsWriter {
         p.started = true;
         p.buffered = 0;
         let worker = p.worker;
-        self.send(worker, job)
+        self.send(worker, job, false)
     }
 
     /// The highest job number up to which every job is complete.
@@ -341,6 +371,7 @@ impl FsWriter {
     }
 
     fn stop_workers(&mut self) {
+        let _ = self.send_all_batches();
         for w in &mut self.workers {
             w.tx = None;
         }
@@ -377,10 +408,15 @@ fn set_dir_metadata(full: &Path, node: &Node, as_root: bool) -> Result<()> {
 }
 
 /// A writer thread: creates, fills and finishes files, one job at a time.
-fn write_worker(index: usize, rx: &std::sync::mpsc::Receiver<Job>, shared: &Shared, as_root: bool) {
+fn write_worker(
+    index: usize,
+    rx: &std::sync::mpsc::Receiver<Vec<Job>>,
+    shared: &Shared,
+    as_root: bool,
+) {
     let mut file: Option<(PathBuf, File)> = None;
     let mut failed = false;
-    while let Ok(job) = rx.recv() {
+    for job in rx.iter().flatten() {
         if job.abort || failed {
             file = None;
             if job.abort || !job.create {
@@ -523,7 +559,7 @@ impl TreeWriter for FsWriter {
                 finish: None,
                 abort: true,
             };
-            if self.send(p.worker, job).is_err() {
+            if self.send(p.worker, job, true).is_err() {
                 remove_partial(&p.path);
             }
         }
