@@ -25,7 +25,7 @@ use crate::sink::FileKind;
 use crate::tree::{Node, NodeKind};
 
 /// Largest span of a pack fetched with one read.
-const MAX_UNIT_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_UNIT_BYTES: u64 = 4 * 1024 * 1024;
 /// Unneeded bytes a unit may read to join blobs into one read (more is
 /// allowed when the unit needs at least as many bytes).
 const MAX_GAP: u64 = 2 * 1024 * 1024;

@@ -241,7 +241,9 @@ impl FsWriter {
     ///
     /// When a writer thread cannot be started.
     pub fn new(root: PathBuf) -> Result<Self> {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        // Twice the cores: the work is system calls that often wait on the
+        // file system, so more threads than cores keep the cores busy.
+        let n = std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(2, 8));
         let as_root = nix::unistd::Uid::effective().is_root();
         let shared = Arc::new(Shared {
             completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
