@@ -1,5 +1,5 @@
 //! Prints `ratio pipeline/zstd = X`: the per-chunk pipeline (chunk, keyed
-//! hash, zstd-3, AES-256-GCM) against raw zstd level 3 on the same corpus,
+//! hash, zstd, AES-256-GCM) against raw zstd at the same level on the same corpus,
 //! both on one core, measured interleaved in this run. No criterion, so it
 //! is quick: `cargo run --release -p backup-benches --bin pipeline_ratio`.
 //!

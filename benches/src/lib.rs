@@ -356,7 +356,7 @@ pub struct RawZstd {
 }
 
 impl RawZstd {
-    /// A compressor at [`CompressionParams::default`]'s level (3).
+    /// A compressor at [`CompressionParams::default`]'s level.
     ///
     /// # Errors
     ///
@@ -504,7 +504,7 @@ impl fmt::Display for RatioReport {
         write!(
             f,
             "  details ({mib:.0} MiB corpus, median of {} interleaved rounds, one core): \
-             zstd-3 {:.0} MiB/s, pipeline {:.0} MiB/s, chunk {:.0}, hash {:.0}, \
+             zstd {:.0} MiB/s, pipeline {:.0} MiB/s, chunk {:.0}, hash {:.0}, \
              compress+seal {:.0}, compress {:.0}, seal {:.0} MiB/s",
             self.rounds,
             rate(self.zstd),
