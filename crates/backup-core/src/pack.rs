@@ -70,7 +70,7 @@ const ENTRY_LEN: usize = 1 + 1 + 32 + 4 + 4 + 4;
 /// Largest sealed header a reader accepts (16 MiB).
 const MAX_HEADER_LEN: u32 = 16 * 1024 * 1024;
 /// Most blobs a writer puts in one pack, so that the header stays far below
-/// [`MAX_HEADER_LEN`] (100 000 entries take 4.6 MB).
+/// the 16 MiB limit readers accept (100 000 entries take 4.6 MB).
 pub const MAX_PACK_ENTRIES: usize = 100_000;
 
 /// Encodes a blob's plaintext for storage: compressed with `compressor`
