@@ -184,6 +184,12 @@ pub(crate) struct RestoreArgs {
     /// Do not ask for confirmation of a destructive restore.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
+    /// Rename on restore, FROM:TO (databases: `db.coll:db2.coll2`, `db:db2`, `0:3`); repeatable.
+    #[arg(long = "rename", value_name = "FROM:TO")]
+    pub(crate) renames: Vec<String>,
+    /// Skip the safety backup of the data a --drop restore replaces.
+    #[arg(long)]
+    pub(crate) no_safety_backup: bool,
 }
 
 #[derive(Debug, Args)]

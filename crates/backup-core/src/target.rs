@@ -83,6 +83,18 @@ pub trait Target: Send + Sync {
         snapshot: &SnapshotEntry,
     ) -> Result<Vec<String>>;
 
+    /// Whether restoring with `opts` would replace existing data, so that a
+    /// safety backup of the target should be taken first (DESIGN.md
+    /// section 7). Targets that never overwrite return `false`.
+    ///
+    /// # Errors
+    ///
+    /// Errors reaching the target.
+    async fn replaces_data(&self, opts: &RestoreOptions) -> Result<bool> {
+        let _ = opts;
+        Ok(false)
+    }
+
     /// Removes what a restore to this scratch target created.
     ///
     /// # Errors

@@ -2,10 +2,11 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use backup_core::archiver::{backup, BackupOptions};
 use backup_core::snapshot::SnapshotFilter;
 use backup_core::target::RestoreOptions;
-use backup_sources::open_target;
+use backup_sources::{open_source, open_target, SourceOptions};
 
 use super::{bytes, normalize_source, parse_time};
 use crate::cli::RestoreArgs;
@@ -20,12 +21,12 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         dry_run: a.dry_run,
         drop: a.drop,
         at,
-        renames: Vec::new(),
+        renames: a.renames.clone(),
     };
     target.check_options(&opts)?;
     let repo = ctx.open().await?;
     let work = async {
-        let repo = repo.clone().load_index().await?;
+        let mut repo = repo.clone().load_index().await?;
         let filter = SnapshotFilter {
             source: a.source.as_deref().map(normalize_source),
             ..SnapshotFilter::default()
@@ -38,15 +39,30 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
                 entry.id.short()
             ))?;
         }
+        let mut safety = None;
+        if !a.dry_run && !a.no_safety_backup && target.replaces_data(&opts).await? {
+            safety = Some(safety_backup(ctx, &mut repo, &a.to, &entry.id.short()).await?);
+        }
         let progress = ctx.progress("restore", "files");
         let result = target.restore(&repo, &entry, &opts, progress.clone()).await;
         progress.finish();
-        Ok((entry, result?))
+        Ok((entry, result?, safety))
     };
-    let (entry, report) = with_lock(&repo, false, "restore", work).await?;
+    let (entry, report, safety) = with_lock(&repo, false, "restore", work).await?;
     if ctx.global.json {
-        ctx.print_json(&serde_json::json!({"snapshot": entry.id, "report": report}))?;
+        ctx.print_json(&serde_json::json!({
+            "snapshot": entry.id,
+            "safety_backup": safety,
+            "report": report,
+        }))?;
     } else {
+        if let Some(id) = safety {
+            ctx.say(format!(
+                "safety backup {} holds what the restore replaced (`backup restore {} --to ...` brings it back)",
+                id.short(),
+                id.short()
+            ))?;
+        }
         let st = &report.stats;
         let verb = if report.dry_run {
             "would restore"
@@ -67,6 +83,33 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Backs up the restore target before a destructive restore replaces its
+/// data (DESIGN.md section 7); returns the snapshot id.
+async fn safety_backup(
+    ctx: &Ctx,
+    repo: &mut backup_core::repo::IndexedRepository,
+    target_url: &str,
+    restoring: &str,
+) -> Result<backup_core::Id> {
+    let fail = "the safety backup of the restore target failed, so nothing was changed; fix the cause or pass --no-safety-backup";
+    let mut source = open_source(target_url, &SourceOptions::default())
+        .await
+        .context(fail)?;
+    let opts = BackupOptions {
+        tags: vec![
+            "safety-backup".to_owned(),
+            format!("before-restore-{restoring}"),
+        ],
+        ..BackupOptions::default()
+    };
+    let progress = ctx.progress("safety", "items");
+    let out = backup(repo, source.as_mut(), &opts, progress.clone()).await;
+    progress.finish();
+    let out = out.context(fail)?;
+    repo.set_index((*out.index).clone());
+    out.id.context(fail)
 }
 
 /// Asks for confirmation on a terminal; refuses without one.
