@@ -50,6 +50,10 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotEntry>,
     /// Read, chunk and count, but write nothing.
     pub dry_run: bool,
+    /// When copying: the original snapshot, whose time, host, user, tags,
+    /// job, patterns, statistics, streams and metadata the new snapshot
+    /// keeps (only its tree and `copy_of` differ).
+    pub copy_of: Option<SnapshotEntry>,
 }
 
 /// What a backup produced.
@@ -186,6 +190,7 @@ pub async fn backup(
         job: opts.job.clone(),
         tags: opts.tags.clone(),
         parent: opts.parent.as_ref().map(|p| p.id),
+        copy_of: None,
         tree: root_tree,
         excludes: opts.excludes.clone(),
         includes: opts.includes.clone(),
@@ -194,6 +199,15 @@ pub async fn backup(
         warnings: std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(PoisonError::into_inner)),
         metadata,
         program: format!("backup {}", env!("CARGO_PKG_VERSION")),
+    };
+    let snapshot = match &opts.copy_of {
+        None => snapshot,
+        Some(orig) => Snapshot {
+            tree: snapshot.tree,
+            parent: snapshot.parent,
+            copy_of: Some(orig.id),
+            ..orig.snapshot.clone()
+        },
     };
     if opts.dry_run {
         return Ok(BackupOutcome {

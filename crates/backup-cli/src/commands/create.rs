@@ -62,12 +62,13 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             job: None,
             parent,
             dry_run: a.dry_run,
+            copy_of: None,
         };
         let result = backup(&repo, source.as_mut(), &opts, Arc::clone(&progress)).await;
         progress.finish();
         Ok(result?)
     };
-    let outcome = with_lock(&repo, false, "backup", work).await?;
+    let outcome = with_lock(ctx, &repo, false, "backup", work).await?;
     let s = &outcome.snapshot;
     let st = &s.stats;
     if ctx.global.json {

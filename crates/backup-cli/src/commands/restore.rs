@@ -48,7 +48,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         progress.finish();
         Ok((entry, result?, safety))
     };
-    let (entry, report, safety) = with_lock(&repo, false, "restore", work).await?;
+    let (entry, report, safety) = with_lock(ctx, &repo, false, "restore", work).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "snapshot": entry.id,
