@@ -65,6 +65,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// The repository index including the new packs.
     pub index: Arc<Index>,
+    /// What this run did. Equal to `snapshot.stats` except for copies,
+    /// whose manifest keeps the original's statistics.
+    pub run_stats: SnapshotStats,
 }
 
 #[derive(Default)]
@@ -200,6 +203,7 @@ pub async fn backup(
         metadata,
         program: format!("backup {}", env!("CARGO_PKG_VERSION")),
     };
+    let run_stats = snapshot.stats.clone();
     let snapshot = match &opts.copy_of {
         None => snapshot,
         Some(orig) => Snapshot {
@@ -214,6 +218,7 @@ pub async fn backup(
             id: None,
             snapshot,
             index: Arc::new(index),
+            run_stats,
         });
     }
     write_index_files(repo, outcome.packs).await?;
@@ -222,6 +227,7 @@ pub async fn backup(
         id: Some(id),
         snapshot,
         index: Arc::new(index),
+        run_stats,
     })
 }
 

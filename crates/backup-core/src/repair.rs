@@ -172,8 +172,10 @@ pub struct DamagedSnapshot {
 
 /// Finds snapshots whose manifest, trees or data are missing or unreadable
 /// (a structural check, like `verify` without `--read-data`) and, with
-/// `remove` and without `dry_run`, deletes them. The caller holds an
-/// exclusive lock.
+/// `remove` and without `dry_run`, deletes them; when packs the index lists
+/// are missing, the index is then rebuilt from the packs that remain (see
+/// [`repair_index`]), so that a following check passes. The caller holds
+/// an exclusive lock.
 ///
 /// # Errors
 ///
@@ -186,12 +188,18 @@ pub async fn repair_snapshots(
 ) -> Result<Vec<DamagedSnapshot>> {
     let report = verify(repo.clone(), &VerifyOptions::default(), progress).await?;
     let mut out = Vec::new();
+    let removing = remove && !dry_run;
     for id in report.damaged_snapshots {
-        let removed = remove && !dry_run;
-        if removed {
+        if removing {
             repo.sink().delete(FileKind::Snapshot, &id).await?;
         }
-        out.push(DamagedSnapshot { id, removed });
+        out.push(DamagedSnapshot {
+            id,
+            removed: removing,
+        });
+    }
+    if removing && !report.missing_packs.is_empty() {
+        repair_index(repo, false, progress).await?;
     }
     Ok(out)
 }

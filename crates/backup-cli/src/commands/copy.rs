@@ -68,7 +68,9 @@ pub(crate) async fn run(ctx: &Ctx, a: CopyArgs) -> Result<u8> {
                     copied.push(serde_json::json!({
                         "from": entry.id,
                         "to": id,
-                        "bytes_read": out.snapshot.stats.bytes_read,
+                        "bytes_read": out.run_stats.bytes_read,
+                        "bytes_added": out.run_stats.bytes_added,
+                        "files_unchanged": out.run_stats.files_unchanged,
                     }));
                     ctx.say(format!(
                         "copied snapshot {} as {}",
