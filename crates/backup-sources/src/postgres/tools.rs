@@ -21,16 +21,17 @@ pub(crate) fn major_of(version_num: u32) -> u32 {
     if version_num >= 100_000 {
         version_num / 10_000
     } else {
-        version_num / 100
+        version_num / 10_000 * 10 + version_num / 100 % 100
     }
 }
 
 /// Human form of a major version (`9.6`, `15`).
+/// Majors before 10 are written as two digits (`96` for 9.6).
 pub(crate) fn major_name(major: u32) -> String {
-    if major >= 10 {
-        major.to_string()
-    } else {
+    if (70..=96).contains(&major) {
         format!("{}.{}", major / 10, major % 10)
+    } else {
+        major.to_string()
     }
 }
 
