@@ -21,5 +21,6 @@ mod format_reader;
 mod full_disk;
 mod keys;
 mod listing;
+mod postgres;
 mod roundtrip;
 mod util;

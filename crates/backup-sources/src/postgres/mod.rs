@@ -98,6 +98,16 @@ impl TableMeta {
         )
     }
 
+    /// `schema.table (columns)` for COPY (no list for a table without
+    /// columns).
+    pub(crate) fn copy_target(&self) -> String {
+        if self.columns.is_empty() {
+            self.quoted()
+        } else {
+            format!("{} ({})", self.quoted(), self.column_list())
+        }
+    }
+
     pub(crate) fn column_list(&self) -> String {
         self.columns
             .iter()

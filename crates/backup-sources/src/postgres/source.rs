@@ -470,7 +470,7 @@ async fn list_tables(c: &Client, version_num: u32) -> Result<Vec<CatalogTable>> 
 fn copy_sql(t: &CatalogTable, part: u32, _version_num: u32) -> String {
     let m = &t.meta;
     if m.parts <= 1 {
-        return format!("COPY {} ({}) TO STDOUT", m.quoted(), m.column_list());
+        return format!("COPY {} TO STDOUT", m.copy_target());
     }
     let split_blocks = SPLIT_BYTES / 8192;
     let start = u64::from(part) * split_blocks;

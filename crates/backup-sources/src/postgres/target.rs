@@ -32,6 +32,33 @@ pub struct PostgresTarget {
 /// parallel.
 const PARALLEL_KINDS: [&str; 2] = ["INDEX", "CONSTRAINT"];
 
+/// Entry types that define relations a merge restore recreates when they
+/// depend on a replaced table.
+const RECREATED_KINDS: [&str; 4] = ["VIEW", "MATERIALIZED VIEW", "SEQUENCE", "SEQUENCE OWNED BY"];
+
+/// Entry types of shared definitions a merge restore creates when missing
+/// (and keeps when present).
+const DEFINITION_KINDS: [&str; 18] = [
+    "SCHEMA",
+    "EXTENSION",
+    "TYPE",
+    "DOMAIN",
+    "FUNCTION",
+    "PROCEDURE",
+    "AGGREGATE",
+    "OPERATOR",
+    "OPERATOR CLASS",
+    "OPERATOR FAMILY",
+    "COLLATION",
+    "CONVERSION",
+    "CAST",
+    "SEQUENCE",
+    "TEXT SEARCH CONFIGURATION",
+    "TEXT SEARCH DICTIONARY",
+    "PROCEDURAL LANGUAGE",
+    "SHELL TYPE",
+];
+
 /// Session settings of every restoring connection.
 const SESSION_SETUP: &str = "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET datestyle = ISO; SET intervalstyle = postgres; SET synchronous_commit = off;";
 
@@ -319,12 +346,36 @@ fn plan(loaded: &Loaded, filter: &TableFilter, existing: &HashSet<(String, Strin
         .collect();
     let mut skipped = Vec::new();
     let mut objects: BTreeMap<String, u64> = BTreeMap::new();
+    let merge = !existing.is_empty();
+    // Merge restores: relations recreated by this restore (selected tables,
+    // views and sequences that depend on them).
+    let mut recreated: HashSet<(String, String)> = selected.clone();
     let mut keep = |entries: &[Entry], skipped: &mut Vec<String>, objects: &mut BTreeMap<String, u64>| {
         let mut out = Vec::new();
         for e in entries {
             let own = (e.schema.clone(), e.name.clone());
-            let is_unselected_table = e.kind == "TABLE" && unselected.contains(&own);
             let refs = e.qualified_names();
+            if merge {
+                let keep = if e.kind == "TABLE" {
+                    selected.contains(&own)
+                } else if refs.iter().any(|r| recreated.contains(r)) {
+                    if RECREATED_KINDS.contains(&e.kind.as_str()) {
+                        recreated.insert(own.clone());
+                    }
+                    true
+                } else if e.kind == "SEQUENCE SET" {
+                    recreated.contains(&own)
+                } else {
+                    DEFINITION_KINDS.contains(&e.kind.as_str())
+                        && !refs.iter().any(|r| unselected.contains(r))
+                };
+                if keep {
+                    *objects.entry(e.kind.clone()).or_default() += 1;
+                    out.push(e.clone());
+                }
+                continue;
+            }
+            let is_unselected_table = e.kind == "TABLE" && unselected.contains(&own);
             let bad = refs.iter().find(|r| missing.contains(*r)).cloned();
             if is_unselected_table || missing.contains(&own) || bad.is_some() {
                 if !is_unselected_table {
@@ -939,19 +990,14 @@ impl PostgresTarget {
             let queue = queue.clone();
             let rows = rows.clone();
             let repo = repo.clone();
-            let tables: Vec<(String, String)> = loaded
-                .meta
-                .tables
-                .iter()
-                .map(|t| (t.quoted(), t.column_list()))
-                .collect();
+            let tables: Vec<String> = loaded.meta.tables.iter().map(TableMeta::copy_target).collect();
             let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
                     let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
                     let Some((i, node)) = next else { break };
-                    let (name, cols) = &tables[i];
-                    let sql = format!("COPY {name} ({cols}) FROM STDIN");
+                    let name = &tables[i];
+                    let sql = format!("COPY {name} FROM STDIN");
                     let what = format!("loading {name}");
                     let sink = client
                         .copy_in::<_, bytes::Bytes>(sql.as_str())
