@@ -176,7 +176,7 @@ fn selective_restore_takes_tables_and_their_dependents() {
     let tables = scalar(
         &pg,
         "part",
-        "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY 1) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     );
     assert_eq!(tables, "sales.customers,sales.orders");
     assert_eq!(scalar(&pg, "part", "SELECT count(*) FROM sales.orders"), "5000");
@@ -215,7 +215,9 @@ fn selective_restore_takes_tables_and_their_dependents() {
 fn restore_to_another_cluster_and_over_existing_with_drop() {
     let (pg, s) = setup();
     let other = PgCluster::start();
-    let v = s.json(&["create", &pg.url("src")]);
+    // With the roles (globals), so that ownership and grants to the
+    // `reporting` role can be restored on the other cluster.
+    let v = s.json(&["create", &pg.url("src"), "--pg-globals"]);
     let id = v["id"].as_str().unwrap().to_owned();
     s.ok(&["restore", &id, "--to", &other.url("elsewhere")]);
     assert_same_db((&pg, "src"), (&other, "elsewhere"));
@@ -338,7 +340,7 @@ fn pgbench_update_of_one_percent_adds_little() {
     pg.psql("postgres", "CREATE DATABASE bench");
     let out = pg
         .tool("pgbench")
-        .args(["-i", "-s", "3", "-q", "bench"])
+        .args(["-i", "-s", "10", "-q", "bench"])
         .output()
         .unwrap();
     assert!(out.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -350,7 +352,7 @@ fn pgbench_update_of_one_percent_adds_little() {
     // recent rows would be) and some history.
     pg.psql(
         "bench",
-        "UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 3000; \
+        "UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 10000; \
          INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) SELECT 1, 1, i, 7, now() FROM generate_series(1, 300) i;",
     );
     let second = s.json(&["create", &pg.url("bench")]);
@@ -363,7 +365,7 @@ fn pgbench_update_of_one_percent_adds_little() {
     s.ok(&["restore", &id, "--to", &pg.url("bench2")]);
     assert_eq!(
         scalar(&pg, "bench2", "SELECT sum(abalance) FROM pgbench_accounts"),
-        "21000"
+        "70000"
     );
 }
 

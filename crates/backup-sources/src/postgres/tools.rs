@@ -21,15 +21,15 @@ pub(crate) fn major_of(version_num: u32) -> u32 {
     if version_num >= 100_000 {
         version_num / 10_000
     } else {
-        version_num / 10_000 * 10 + version_num / 100 % 100
+        version_num / 10_000
     }
 }
 
 /// Human form of a major version (`9.6`, `15`).
-/// Majors before 10 are written as two digits (`96` for 9.6).
+/// Majors before 10 are written `9.x`.
 pub(crate) fn major_name(major: u32) -> String {
-    if (70..=96).contains(&major) {
-        format!("{}.{}", major / 10, major % 10)
+    if major < 10 {
+        format!("{major}.x")
     } else {
         major.to_string()
     }
@@ -44,12 +44,9 @@ pub(crate) fn parse_version_output(out: &str) -> Option<(String, u32)> {
         s[..end].parse().ok()
     };
     let first = lead(parts.next()?)?;
-    let major = if first >= 10 {
-        first
-    } else {
-        let second = lead(parts.next()?)?;
-        first * 10 + second
-    };
+    // Before 10 the major version had two parts (9.6); comparisons with
+    // servers (10 and newer) only need the first.
+    let major = first;
     Some((v.to_owned(), major))
 }
 
@@ -241,11 +238,11 @@ mod tests {
         );
         assert_eq!(
             parse_version_output("pg_dump (PostgreSQL) 9.6.24"),
-            Some(("9.6.24".to_owned(), 96))
+            Some(("9.6.24".to_owned(), 9))
         );
         assert_eq!(parse_version_output("pg_dump (PostgreSQL) 17beta1"), Some(("17beta1".to_owned(), 17)));
         assert_eq!(major_of(150_018), 15);
-        assert_eq!(major_of(90_624), 96);
-        assert_eq!(major_name(96), "9.6");
+        assert_eq!(major_of(90_624), 9);
+        assert_eq!(major_name(9), "9.x");
     }
 }
