@@ -55,7 +55,11 @@ fn columns_by_name(dump: &str) -> Vec<String> {
                 let mut order: Vec<usize> = (0..cols.len()).collect();
                 order.sort_by_key(|&i| cols[i]);
                 let sorted: Vec<&str> = order.iter().map(|&i| cols[i]).collect();
-                out.push(format!("{} ({}) FROM stdin;", &line[..a], sorted.join(", ")));
+                out.push(format!(
+                    "{} ({}) FROM stdin;",
+                    &line[..a],
+                    sorted.join(", ")
+                ));
                 perm = Some(order);
                 continue;
             }
@@ -113,8 +117,14 @@ fn fidelity_round_trip_matches_pg_dump() {
     let v = s.json(&["create", &pg.url("src"), "--tag", "pg"]);
     let id = v["id"].as_str().unwrap().to_owned();
     let meta = &v["snapshot"]["metadata"];
-    assert!(meta["server_version"].as_str().unwrap().starts_with(char::is_numeric));
-    assert!(meta["snapshot_lsn"].as_str().unwrap().contains('/'), "{meta}");
+    assert!(meta["server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with(char::is_numeric));
+    assert!(
+        meta["snapshot_lsn"].as_str().unwrap().contains('/'),
+        "{meta}"
+    );
     let tables = meta["tables"].as_array().unwrap();
     let sink = tables
         .iter()
@@ -133,7 +143,11 @@ fn fidelity_round_trip_matches_pg_dump() {
     assert_same_db((&pg, "src"), (&pg, "copy"));
     // Sequences continue where they were; identity too.
     assert_eq!(
-        scalar(&pg, "copy", "SELECT nextval('sales.customers_customer_id_seq')"),
+        scalar(
+            &pg,
+            "copy",
+            "SELECT nextval('sales.customers_customer_id_seq')"
+        ),
         "5001"
     );
     assert_eq!(
@@ -141,17 +155,29 @@ fn fidelity_round_trip_matches_pg_dump() {
         "2"
     );
     assert_eq!(
-        scalar(&pg, "copy", "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'daily'"),
+        scalar(
+            &pg,
+            "copy",
+            "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'daily'"
+        ),
         "t"
     );
     assert_eq!(
-        scalar(&pg, "copy", "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'never_filled'"),
+        scalar(
+            &pg,
+            "copy",
+            "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'never_filled'"
+        ),
         "f"
     );
     // Verify can restore into a scratch database and compare row counts.
     s.ok(&["verify", &id, "--restore-test", &pg.url("scratch")]);
     assert_eq!(
-        scalar(&pg, "postgres", "SELECT count(*) FROM pg_database WHERE datname = 'scratch'"),
+        scalar(
+            &pg,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'scratch'"
+        ),
         "0"
     );
 }
@@ -179,25 +205,50 @@ fn selective_restore_takes_tables_and_their_dependents() {
         "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     );
     assert_eq!(tables, "sales.customers,sales.orders");
-    assert_eq!(scalar(&pg, "part", "SELECT count(*) FROM sales.orders"), "5000");
+    assert_eq!(
+        scalar(&pg, "part", "SELECT count(*) FROM sales.orders"),
+        "5000"
+    );
     // Dependent objects came along: indexes, foreign key, views,
     // materialized views; objects of the excluded audit table did not.
     assert_eq!(
-        scalar(&pg, "part", "SELECT count(*) FROM pg_indexes WHERE tablename = 'orders'"),
+        scalar(
+            &pg,
+            "part",
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'orders'"
+        ),
         "4"
     );
     assert_eq!(
-        scalar(&pg, "part", "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        scalar(
+            &pg,
+            "part",
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        ),
         "1"
     );
     assert_eq!(
-        scalar(&pg, "part", "SELECT count(*) FROM pg_views WHERE schemaname = 'sales'"),
+        scalar(
+            &pg,
+            "part",
+            "SELECT count(*) FROM pg_views WHERE schemaname = 'sales'"
+        ),
         "1"
     );
-    assert_eq!(scalar(&pg, "part", "SELECT count(*) FROM sales.daily"), scalar(&pg, "src", "SELECT count(*) FROM sales.daily"));
+    assert_eq!(
+        scalar(&pg, "part", "SELECT count(*) FROM sales.daily"),
+        scalar(&pg, "src", "SELECT count(*) FROM sales.daily")
+    );
 
     // A partitioned table brings its partitions.
-    s.ok(&["restore", &id, "--to", &pg.url("parts"), "--include", "public.measurements"]);
+    s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &pg.url("parts"),
+        "--include",
+        "public.measurements",
+    ]);
     assert_eq!(
         scalar(&pg, "parts", "SELECT count(*) FROM public.measurements"),
         scalar(&pg, "src", "SELECT count(*) FROM public.measurements")
@@ -207,7 +258,17 @@ fn selective_restore_takes_tables_and_their_dependents() {
         scalar(&pg, "src", "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relname LIKE 'measurements%'")
     );
     // Patterns that select nothing are a usage error.
-    let err = s.fails(&["restore", &id, "--to", &pg.url("none"), "--include", "nope.*"], 2);
+    let err = s.fails(
+        &[
+            "restore",
+            &id,
+            "--to",
+            &pg.url("none"),
+            "--include",
+            "nope.*",
+        ],
+        2,
+    );
     assert!(err.contains("select no table"), "{err}");
 }
 
@@ -223,27 +284,75 @@ fn restore_to_another_cluster_and_over_existing_with_drop() {
     assert_same_db((&pg, "src"), (&other, "elsewhere"));
 
     // Over an existing, changed database: refused without --drop.
-    other.psql("elsewhere", "DELETE FROM sales.orders WHERE order_id < 100; CREATE TABLE public.extra (x int);");
+    other.psql(
+        "elsewhere",
+        "DELETE FROM sales.orders WHERE order_id < 100; CREATE TABLE public.extra (x int);",
+    );
     let err = s.fails(&["restore", &id, "--to", &other.url("elsewhere")], 1);
     assert!(err.contains("not empty") && err.contains("--drop"), "{err}");
-    assert_eq!(scalar(&other, "elsewhere", "SELECT count(*) FROM sales.orders"), "4901");
+    assert_eq!(
+        scalar(&other, "elsewhere", "SELECT count(*) FROM sales.orders"),
+        "4901"
+    );
 
     // With --drop: a safety backup first, then the snapshot replaces it.
-    let out = s.json(&["restore", &id, "--to", &other.url("elsewhere"), "--drop", "--yes"]);
-    let safety = out["safety_backup"].as_str().expect("a safety backup").to_owned();
+    let out = s.json(&[
+        "restore",
+        &id,
+        "--to",
+        &other.url("elsewhere"),
+        "--drop",
+        "--yes",
+    ]);
+    let safety = out["safety_backup"]
+        .as_str()
+        .expect("a safety backup")
+        .to_owned();
     assert_same_db((&pg, "src"), (&other, "elsewhere"));
     // The safety backup holds what was replaced.
     s.ok(&["restore", &safety, "--to", &other.url("before")]);
-    assert_eq!(scalar(&other, "before", "SELECT count(*) FROM sales.orders"), "4901");
-    assert_eq!(scalar(&other, "before", "SELECT count(*) FROM public.extra"), "0");
+    assert_eq!(
+        scalar(&other, "before", "SELECT count(*) FROM sales.orders"),
+        "4901"
+    );
+    assert_eq!(
+        scalar(&other, "before", "SELECT count(*) FROM public.extra"),
+        "0"
+    );
 
     // Selective --drop replaces only the selected table.
-    other.psql("elsewhere", "DELETE FROM sales.orders; INSERT INTO public.vehicles (wheels) VALUES (9);");
-    s.ok(&["restore", &id, "--to", &other.url("elsewhere"), "--include", "sales.orders", "--drop", "--yes"]);
-    assert_eq!(scalar(&other, "elsewhere", "SELECT count(*) FROM sales.orders"), "5000");
-    assert_eq!(scalar(&other, "elsewhere", "SELECT count(*) FROM ONLY public.vehicles"), "51");
+    other.psql(
+        "elsewhere",
+        "DELETE FROM sales.orders; INSERT INTO public.vehicles (wheels) VALUES (9);",
+    );
+    s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &other.url("elsewhere"),
+        "--include",
+        "sales.orders",
+        "--drop",
+        "--yes",
+    ]);
     assert_eq!(
-        scalar(&other, "elsewhere", "SELECT count(*) FROM pg_trigger WHERE tgname = 'orders_audit'"),
+        scalar(&other, "elsewhere", "SELECT count(*) FROM sales.orders"),
+        "5000"
+    );
+    assert_eq!(
+        scalar(
+            &other,
+            "elsewhere",
+            "SELECT count(*) FROM ONLY public.vehicles"
+        ),
+        "51"
+    );
+    assert_eq!(
+        scalar(
+            &other,
+            "elsewhere",
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'orders_audit'"
+        ),
         "1"
     );
 }
@@ -258,15 +367,32 @@ fn dry_run_changes_nothing() {
     assert!(out.contains("sales.orders 5000 rows"), "{out}");
     assert!(out.contains("dry run: nothing was changed"), "{out}");
     assert_eq!(
-        scalar(&pg, "postgres", "SELECT count(*) FROM pg_database WHERE datname = 'fresh'"),
+        scalar(
+            &pg,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'fresh'"
+        ),
         "0"
     );
     pg.psql("postgres", "CREATE DATABASE busy");
-    pg.psql("busy", "CREATE TABLE keep (x int); INSERT INTO keep VALUES (1), (2);");
+    pg.psql(
+        "busy",
+        "CREATE TABLE keep (x int); INSERT INTO keep VALUES (1), (2);",
+    );
     let before = dump_both(&pg, "busy");
-    let j = s.json(&["restore", &id, "--to", &pg.url("busy"), "--drop", "--dry-run"]);
+    let j = s.json(&[
+        "restore",
+        &id,
+        "--to",
+        &pg.url("busy"),
+        "--drop",
+        "--dry-run",
+    ]);
     assert_eq!(j["report"]["dry_run"], true);
-    assert_eq!(j["report"]["details"]["action"], "drop and recreate the database");
+    assert_eq!(
+        j["report"]["details"]["action"],
+        "drop and recreate the database"
+    );
     assert!(j["safety_backup"].is_null());
     assert_eq!(dump_both(&pg, "busy"), before);
     let snaps = s.json(&["list"]);
@@ -303,8 +429,15 @@ fn concurrent_writer_transactions_are_all_in_or_all_out() {
         let _ = stdin.write_all(script.as_bytes());
     });
     let start = Instant::now();
-    while scalar(&pg, "live", "SELECT count(*) FROM b").parse::<u64>().unwrap() < 200 {
-        assert!(start.elapsed() < Duration::from_secs(60), "writer did not start");
+    while scalar(&pg, "live", "SELECT count(*) FROM b")
+        .parse::<u64>()
+        .unwrap()
+        < 200
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "writer did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let s = Scratch::new();
@@ -324,13 +457,20 @@ fn concurrent_writer_transactions_are_all_in_or_all_out() {
          UNION ALL (SELECT tx FROM b EXCEPT SELECT tx FROM a)) x",
     );
     assert_eq!(torn, "0", "some transactions are only partly in the backup");
-    let got: u64 = scalar(&pg, "frozen", "SELECT count(DISTINCT tx) FROM a").parse().unwrap();
-    assert!(got >= 200, "the backup missed transactions committed before it ({got})");
+    let got: u64 = scalar(&pg, "frozen", "SELECT count(DISTINCT tx) FROM a")
+        .parse()
+        .unwrap();
+    assert!(
+        got >= 200,
+        "the backup missed transactions committed before it ({got})"
+    );
     assert!(
         got < 20_000 || !still_writing,
         "the writer was still running, yet the backup holds every transaction"
     );
-    let final_count: u64 = scalar(&pg, "live", "SELECT count(DISTINCT tx) FROM a").parse().unwrap();
+    let final_count: u64 = scalar(&pg, "live", "SELECT count(DISTINCT tx) FROM a")
+        .parse()
+        .unwrap();
     assert_eq!(final_count, 20_000);
 }
 
@@ -343,7 +483,11 @@ fn pgbench_update_of_one_percent_adds_little() {
         .args(["-i", "-s", "10", "-q", "bench"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = Scratch::new();
     s.init();
     let first = s.json(&["create", &pg.url("bench")]);
@@ -356,7 +500,9 @@ fn pgbench_update_of_one_percent_adds_little() {
          INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) SELECT 1, 1, i, 7, now() FROM generate_series(1, 300) i;",
     );
     let second = s.json(&["create", &pg.url("bench")]);
-    let stored2 = second["snapshot"]["stats"]["bytes_stored"].as_u64().unwrap();
+    let stored2 = second["snapshot"]["stats"]["bytes_stored"]
+        .as_u64()
+        .unwrap();
     assert!(
         stored2 * 10 <= stored1,
         "second backup stored {stored2} bytes, more than 10% of the first's {stored1}"
@@ -373,17 +519,31 @@ fn pgbench_update_of_one_percent_adds_little() {
 fn clear_errors() {
     let (pg, s) = setup();
     // Wrong password.
-    let bad = pg.url("src").replace(backup_testkit::postgres::PASSWORD, "wrong");
+    let bad = pg
+        .url("src")
+        .replace(backup_testkit::postgres::PASSWORD, "wrong");
     let err = s.fails(&["create", &bad], 1);
-    assert!(err.contains("authentication") && err.contains("password"), "{err}");
+    assert!(
+        err.contains("authentication") && err.contains("password"),
+        "{err}"
+    );
     assert!(!err.contains("wrong@"), "the password leaked: {err}");
     // Unreachable server.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = s.fails(&["create", &format!("postgres://postgres:x@127.0.0.1:{port}/src")], 1);
-    assert!(err.contains("cannot connect") && err.contains("running"), "{err}");
+    let err = s.fails(
+        &[
+            "create",
+            &format!("postgres://postgres:x@127.0.0.1:{port}/src"),
+        ],
+        1,
+    );
+    assert!(
+        err.contains("cannot connect") && err.contains("running"),
+        "{err}"
+    );
     // pg_dump missing.
     let empty = s.path("no-tools");
     std::fs::create_dir_all(&empty).unwrap();
@@ -395,13 +555,19 @@ fn clear_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("pg_dump was not found") && err.contains("postgresql-client-"), "{err}");
+    assert!(
+        err.contains("pg_dump was not found") && err.contains("postgresql-client-"),
+        "{err}"
+    );
     // pg_dump older than the server.
     let old = s.path("old-tools");
     std::fs::create_dir_all(&old).unwrap();
     let fake = old.join("pg_dump");
     std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
-    Command::new("chmod").args(["755", fake.to_str().unwrap()]).status().unwrap();
+    Command::new("chmod")
+        .args(["755", fake.to_str().unwrap()])
+        .status()
+        .unwrap();
     let out = s
         .cmd()
         .env("BACKUP_PG_BINDIR", &old)
@@ -419,7 +585,10 @@ fn clear_errors() {
     );
     let limited = format!("postgres://limited:limited@127.0.0.1:{}/src", pg.port());
     let err = s.fails(&["create", &limited, "--include", "sales.*"], 1);
-    assert!(err.contains("may not read") && err.contains("sales.customers"), "{err}");
+    assert!(
+        err.contains("may not read") && err.contains("sales.customers"),
+        "{err}"
+    );
     // No snapshot was written by any of these.
     let snaps = s.json(&["list"]);
     assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");

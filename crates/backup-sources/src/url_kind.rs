@@ -73,7 +73,8 @@ pub async fn open_source(url: &str, opts: &SourceOptions) -> Result<Box<dyn Sour
         )?)),
         #[cfg(feature = "postgres")]
         SourceKind::Postgres => {
-            let config = crate::postgres::PostgresSourceConfig::default().with_globals(opts.globals);
+            let config =
+                crate::postgres::PostgresSourceConfig::default().with_globals(opts.globals);
             Ok(Box::new(
                 crate::postgres::PostgresSource::open(url, opts, &config).await?,
             ))

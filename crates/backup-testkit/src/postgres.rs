@@ -92,7 +92,10 @@ impl PgCluster {
         let run_as = is_root().then(|| "postgres".to_owned());
         if let Some(user) = &run_as {
             let ok = Command::new("chown")
-                .args([&format!("{user}:{user}"), dir.path().to_str().unwrap_or_default()])
+                .args([
+                    &format!("{user}:{user}"),
+                    dir.path().to_str().unwrap_or_default(),
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
             assert!(
@@ -105,7 +108,9 @@ impl PgCluster {
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).expect("writing the password file");
         if let Some(user) = &run_as {
-            let _ = Command::new("chown").args([user.as_str(), pwfile.to_str().unwrap_or_default()]).status();
+            let _ = Command::new("chown")
+                .args([user.as_str(), pwfile.to_str().unwrap_or_default()])
+                .status();
         }
         let mut cluster_cmd = Self::command_as(run_as.as_deref(), &bindir.join("initdb"));
         cluster_cmd.args([
@@ -201,7 +206,10 @@ impl PgCluster {
 
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
     }
 
     /// A command for a client tool with connection settings in the
@@ -238,7 +246,18 @@ impl PgCluster {
         use std::io::Write as _;
         let mut child = self
             .tool("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-f",
+                "-",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -339,7 +339,10 @@ impl ConnInfo {
         r.map_err(|e| self.connect_error(&e, side))
     }
 
-    fn rustls(&self, mode: TlsMode) -> std::result::Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    fn rustls(
+        &self,
+        mode: TlsMode,
+    ) -> std::result::Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -550,7 +553,10 @@ pub(crate) fn pgpass_lookup(
             continue;
         }
         let ok = |f: &str, v: &str| f == "*" || f == v;
-        if ok(&fields[0], host) && ok(&fields[1], &port) && ok(&fields[2], db) && ok(&fields[3], user)
+        if ok(&fields[0], host)
+            && ok(&fields[1], &port)
+            && ok(&fields[2], db)
+            && ok(&fields[3], user)
         {
             return Some(fields.swap_remove(4));
         }
@@ -572,7 +578,8 @@ pub(crate) fn query_error(side: Side, what: &str, e: &tokio_postgres::Error) -> 
         }
         return side.err(msg);
     }
-    let detail = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+    let detail =
+        std::error::Error::source(e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
     side.err(format!("{what}: {detail}"))
 }
 
@@ -697,7 +704,8 @@ mod tests {
 
     #[test]
     fn pgpass_rules() {
-        let text = "# comment\nother:5432:*:u:nope\nlocalhost:5432:db\\:x:u:pa\\:ss\n*:*:*:u:fallback\n";
+        let text =
+            "# comment\nother:5432:*:u:nope\nlocalhost:5432:db\\:x:u:pa\\:ss\n*:*:*:u:fallback\n";
         assert_eq!(
             pgpass_lookup(text, "localhost", 5432, "db:x", "u").as_deref(),
             Some("pa:ss")

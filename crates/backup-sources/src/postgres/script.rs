@@ -296,7 +296,10 @@ fn statement_len(b: &[u8]) -> Option<usize> {
     while i < b.len() {
         match b[i] {
             b';' if parens <= 0 && begin_depth <= 0 => return Some(i + 1),
-            c if is_ident_byte(c) && !c.is_ascii_digit() && (i == 0 || !is_ident_byte(b[i - 1])) => {
+            c if is_ident_byte(c)
+                && !c.is_ascii_digit()
+                && (i == 0 || !is_ident_byte(b[i - 1])) =>
+            {
                 let start = i;
                 while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
                     i += 1;
@@ -306,7 +309,11 @@ fn statement_len(b: &[u8]) -> Option<usize> {
                     words.push(w.clone());
                 }
                 let routine = words.first().is_some_and(|f| f == "create")
-                    && words.iter().skip(1).take(3).any(|x| x == "function" || x == "procedure");
+                    && words
+                        .iter()
+                        .skip(1)
+                        .take(3)
+                        .any(|x| x == "function" || x == "procedure");
                 if routine && words.len() > 1 {
                     if w == "begin" || w == "case" {
                         begin_depth += 1;

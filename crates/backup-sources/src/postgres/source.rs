@@ -81,7 +81,12 @@ struct Pool {
 
 impl Pool {
     async fn get(&self) -> Result<Client> {
-        if let Some(c) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+        if let Some(c) = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+        {
             return Ok(c);
         }
         let c = self.info.connect(Side::Source).await?;
@@ -97,7 +102,10 @@ impl Pool {
     }
 
     fn put(&self, c: Client) {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(c);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(c);
     }
 }
 
@@ -116,11 +124,17 @@ impl PostgresSource {
     /// cannot read; [`Error::Source`] for an unreachable server, a missing
     /// or too old `pg_dump`; [`Error::Config`] for a malformed URL or
     /// patterns.
-    pub async fn open(url: &str, opts: &SourceOptions, config: &PostgresSourceConfig) -> Result<Self> {
+    pub async fn open(
+        url: &str,
+        opts: &SourceOptions,
+        config: &PostgresSourceConfig,
+    ) -> Result<Self> {
         let info = ConnInfo::parse(url)?;
         let filter = TableFilter::new(&opts.includes, &opts.excludes)?;
         let coordinator = info.connect(Side::Source).await?;
-        let q = |what: &'static str| move |e: tokio_postgres::Error| query_error(Side::Source, what, &e);
+        let q = |what: &'static str| {
+            move |e: tokio_postgres::Error| query_error(Side::Source, what, &e)
+        };
         coordinator
             .batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {SESSION_SETUP}"
@@ -222,7 +236,14 @@ impl PostgresSource {
             if superuser != Some(true) {
                 args.push("--no-role-passwords".to_owned());
             }
-            items.push_back(tool_leaf("globals.sql", "pg_dumpall --globals-only", tool, args, &env, &processes));
+            items.push_back(tool_leaf(
+                "globals.sql",
+                "pg_dumpall --globals-only",
+                tool,
+                args,
+                &env,
+                &processes,
+            ));
         }
         items.push_back(Item::Enter(dir_node("schema")));
         {
@@ -233,7 +254,14 @@ impl PostgresSource {
                     args.push(format!("--exclude-table-data={}", pattern_name(&t.meta)));
                 }
             }
-            items.push_back(tool_leaf("data.sql", "pg_dump --section=data", &pg_dump, args, &env, &processes));
+            items.push_back(tool_leaf(
+                "data.sql",
+                "pg_dump --section=data",
+                &pg_dump,
+                args,
+                &env,
+                &processes,
+            ));
         }
         for (file, section) in [("post-data.sql", "post-data"), ("pre-data.sql", "pre-data")] {
             let mut args = dump_args.clone();
@@ -252,8 +280,14 @@ impl PostgresSource {
         // tables/<schema>/<table>/<part>, sorted by encoded names.
         let mut order: Vec<usize> = (0..chosen.len()).collect();
         order.sort_by(|&a, &b| {
-            let ka = (tree_name(&chosen[a].meta.schema), tree_name(&chosen[a].meta.name));
-            let kb = (tree_name(&chosen[b].meta.schema), tree_name(&chosen[b].meta.name));
+            let ka = (
+                tree_name(&chosen[a].meta.schema),
+                tree_name(&chosen[a].meta.name),
+            );
+            let kb = (
+                tree_name(&chosen[b].meta.schema),
+                tree_name(&chosen[b].meta.name),
+            );
             ka.cmp(&kb)
         });
         items.push_back(Item::Enter(dir_node("tables")));
@@ -274,7 +308,14 @@ impl PostgresSource {
             items.push_back(Item::Enter(dir_node(&tree_name(&t.meta.name))));
             for part in 0..t.meta.parts {
                 let sql = copy_sql(t, part, version_num);
-                let fut = open_copy(pool.clone(), sql, t.meta.qualified(), i, part, stats.clone());
+                let fut = open_copy(
+                    pool.clone(),
+                    sql,
+                    t.meta.qualified(),
+                    i,
+                    part,
+                    stats.clone(),
+                );
                 items.push_back(Item::Leaf {
                     node: Node::new(part_name(part).as_str(), NodeKind::Stream),
                     content: Some(Content::Async(Box::pin(fut))),
@@ -342,7 +383,11 @@ impl Source for PostgresSource {
             let _ = c.batch_execute("COMMIT").await;
         }
         dumps?;
-        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut meta = self.meta.clone();
         for (i, t) in meta.tables.iter_mut().enumerate() {
             for part in 0..t.parts {

@@ -106,7 +106,11 @@ impl PostgresTarget {
 
     /// A connection to a maintenance database of the same server.
     async fn admin(&self) -> Result<Client> {
-        let first = self.info.with_dbname("postgres").connect(Side::Target).await;
+        let first = self
+            .info
+            .with_dbname("postgres")
+            .connect(Side::Target)
+            .await;
         match first {
             Err(Error::NotFound { .. }) => {
                 self.info
@@ -237,8 +241,7 @@ async fn load(repo: &IndexedRepository, snapshot: &SnapshotEntry) -> Result<Load
         async move {
             let node = node.ok_or_else(|| damaged(name))?;
             let bytes = read_all(repo, &node).await?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| damaged(&format!("a UTF-8 {name}")))?;
+            let text = String::from_utf8(bytes).map_err(|_| damaged(&format!("a UTF-8 {name}")))?;
             Ok::<_, Error>((Script::parse(&text)?, node.size))
         }
     };
@@ -300,7 +303,11 @@ async fn load(repo: &IndexedRepository, snapshot: &SnapshotEntry) -> Result<Load
 /// target (a merge restore keeps them); unselected tables not in it are
 /// missing, and every entry that refers to a missing relation is left out
 /// (and what it defines becomes missing too).
-fn plan(loaded: &Loaded, filter: &TableFilter, existing: &HashSet<(String, String)>) -> Result<Plan> {
+fn plan(
+    loaded: &Loaded,
+    filter: &TableFilter,
+    existing: &HashSet<(String, String)>,
+) -> Result<Plan> {
     let tables: Vec<usize> = if filter.is_empty() {
         (0..loaded.meta.tables.len()).collect()
     } else {
@@ -350,56 +357,57 @@ fn plan(loaded: &Loaded, filter: &TableFilter, existing: &HashSet<(String, Strin
     // Merge restores: relations recreated by this restore (selected tables,
     // views and sequences that depend on them).
     let mut recreated: HashSet<(String, String)> = selected.clone();
-    let mut keep = |entries: &[Entry], skipped: &mut Vec<String>, objects: &mut BTreeMap<String, u64>| {
-        let mut out = Vec::new();
-        for e in entries {
-            let own = (e.schema.clone(), e.name.clone());
-            let refs = e.qualified_names();
-            if merge {
-                let keep = if e.kind == "TABLE" {
-                    selected.contains(&own)
-                } else if refs.iter().any(|r| recreated.contains(r)) {
-                    if RECREATED_KINDS.contains(&e.kind.as_str()) {
-                        recreated.insert(own.clone());
+    let mut keep =
+        |entries: &[Entry], skipped: &mut Vec<String>, objects: &mut BTreeMap<String, u64>| {
+            let mut out = Vec::new();
+            for e in entries {
+                let own = (e.schema.clone(), e.name.clone());
+                let refs = e.qualified_names();
+                if merge {
+                    let keep = if e.kind == "TABLE" {
+                        selected.contains(&own)
+                    } else if refs.iter().any(|r| recreated.contains(r)) {
+                        if RECREATED_KINDS.contains(&e.kind.as_str()) {
+                            recreated.insert(own.clone());
+                        }
+                        true
+                    } else if e.kind == "SEQUENCE SET" {
+                        recreated.contains(&own)
+                    } else {
+                        DEFINITION_KINDS.contains(&e.kind.as_str())
+                            && !refs.iter().any(|r| unselected.contains(r))
+                    };
+                    if keep {
+                        *objects.entry(e.kind.clone()).or_default() += 1;
+                        out.push(e.clone());
                     }
-                    true
-                } else if e.kind == "SEQUENCE SET" {
-                    recreated.contains(&own)
-                } else {
-                    DEFINITION_KINDS.contains(&e.kind.as_str())
-                        && !refs.iter().any(|r| unselected.contains(r))
-                };
-                if keep {
-                    *objects.entry(e.kind.clone()).or_default() += 1;
-                    out.push(e.clone());
+                    continue;
                 }
-                continue;
+                let is_unselected_table = e.kind == "TABLE" && unselected.contains(&own);
+                let bad = refs.iter().find(|r| missing.contains(*r)).cloned();
+                if is_unselected_table || missing.contains(&own) || bad.is_some() {
+                    if !is_unselected_table {
+                        if let Some((s, n)) = &bad {
+                            skipped.push(format!(
+                                "{} {} (needs {s}.{n}, which is not restored)",
+                                e.kind,
+                                entry_label(e)
+                            ));
+                        }
+                    }
+                    missing.insert(own);
+                    if e.kind.contains("CONSTRAINT") || e.kind == "INDEX" {
+                        if let Some(n) = constraint_name(e) {
+                            missing.insert((e.schema.clone(), n));
+                        }
+                    }
+                    continue;
+                }
+                *objects.entry(e.kind.clone()).or_default() += 1;
+                out.push(e.clone());
             }
-            let is_unselected_table = e.kind == "TABLE" && unselected.contains(&own);
-            let bad = refs.iter().find(|r| missing.contains(*r)).cloned();
-            if is_unselected_table || missing.contains(&own) || bad.is_some() {
-                if !is_unselected_table {
-                    if let Some((s, n)) = &bad {
-                        skipped.push(format!(
-                            "{} {} (needs {s}.{n}, which is not restored)",
-                            e.kind,
-                            entry_label(e)
-                        ));
-                    }
-                }
-                missing.insert(own);
-                if e.kind.contains("CONSTRAINT") || e.kind == "INDEX" {
-                    if let Some(n) = constraint_name(e) {
-                        missing.insert((e.schema.clone(), n));
-                    }
-                }
-                continue;
-            }
-            *objects.entry(e.kind.clone()).or_default() += 1;
-            out.push(e.clone());
-        }
-        out
-    };
+            out
+        };
     let pre = keep(&loaded.pre.entries, &mut skipped, &mut objects);
     let data = keep(&loaded.data.entries, &mut skipped, &mut objects);
     let post = keep(&loaded.post.entries, &mut skipped, &mut objects);
@@ -545,7 +553,9 @@ impl Executor<'_> {
             return Ok(());
         }
         if is_role_statement(sql) && sqlstate(err) == Some(&SqlState::UNDEFINED_OBJECT) {
-            let msg = err.as_db_error().map_or_else(|| err.to_string(), |d| d.message().to_owned());
+            let msg = err
+                .as_db_error()
+                .map_or_else(|| err.to_string(), |d| d.message().to_owned());
             self.warnings.push(format!(
                 "{} {}: {msg}; ownership or privileges not restored",
                 e.kind,
@@ -614,9 +624,8 @@ impl Target for PostgresTarget {
         snapshot: &SnapshotEntry,
     ) -> Result<Vec<String>> {
         let s = &snapshot.snapshot;
-        let meta: Metadata = serde_json::from_value(s.metadata.clone()).map_err(|e| {
-            Error::corrupt(backup_core::FileKind::Snapshot, snapshot.id.short(), e)
-        })?;
+        let meta: Metadata = serde_json::from_value(s.metadata.clone())
+            .map_err(|e| Error::corrupt(backup_core::FileKind::Snapshot, snapshot.id.short(), e))?;
         let _ = repo;
         let c = self.info.connect(Side::Target).await?;
         let mut diffs = Vec::new();
@@ -695,14 +704,22 @@ impl Target for PostgresTarget {
         let merge = objects > 0 && selective;
         let none = HashSet::new();
         let plan = plan(&loaded, &filter, if merge { &existing } else { &none })?;
-        let rows: u64 = plan.tables.iter().map(|&i| loaded.meta.tables[i].rows).sum();
+        let rows: u64 = plan
+            .tables
+            .iter()
+            .map(|&i| loaded.meta.tables[i].rows)
+            .sum();
         let data_bytes: u64 = plan
             .tables
             .iter()
             .flat_map(|&i| loaded.parts[i].iter())
             .map(|n| n.size)
             .sum();
-        let streams: u64 = plan.tables.iter().map(|&i| loaded.parts[i].len() as u64).sum();
+        let streams: u64 = plan
+            .tables
+            .iter()
+            .map(|&i| loaded.parts[i].len() as u64)
+            .sum();
         let stats = RestoreStats {
             files: streams + 3,
             dirs: 0,
@@ -838,7 +855,11 @@ fn summary_lines(details: &serde_json::Value, dry_run: bool) -> Vec<String> {
     for k in ["skipped", "warnings"] {
         if let Some(v) = details[k].as_array() {
             for s in v {
-                lines.push(format!("{}: {}", &k[..k.len() - 1], s.as_str().unwrap_or("")));
+                lines.push(format!(
+                    "{}: {}",
+                    &k[..k.len() - 1],
+                    s.as_str().unwrap_or("")
+                ));
             }
         }
     }
@@ -869,7 +890,13 @@ async fn count_rows(c: &Client, t: &TableMeta) -> Result<u64> {
     let row = c
         .query_one(&format!("SELECT count(*) FROM ONLY {}", t.quoted()), &[])
         .await
-        .map_err(|e| query_error(Side::Target, &format!("counting rows of {}", t.qualified()), &e))?;
+        .map_err(|e| {
+            query_error(
+                Side::Target,
+                &format!("counting rows of {}", t.qualified()),
+                &e,
+            )
+        })?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
@@ -983,18 +1010,28 @@ impl PostgresTarget {
         parts.sort_by_key(|p| std::cmp::Reverse(p.1.size));
         let queue = Arc::new(Mutex::new(parts.into_iter().collect::<VecDeque<_>>()));
         let rows: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
-        let workers = self.jobs.min(queue.lock().unwrap_or_else(PoisonError::into_inner).len());
+        let workers = self
+            .jobs
+            .min(queue.lock().unwrap_or_else(PoisonError::into_inner).len());
         let mut tasks = Vec::new();
         for _ in 0..workers {
             let client = self.worker(settings).await?;
             let queue = queue.clone();
             let rows = rows.clone();
             let repo = repo.clone();
-            let tables: Vec<String> = loaded.meta.tables.iter().map(TableMeta::copy_target).collect();
+            let tables: Vec<String> = loaded
+                .meta
+                .tables
+                .iter()
+                .map(TableMeta::copy_target)
+                .collect();
             let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop_front();
                     let Some((i, node)) = next else { break };
                     let name = &tables[i];
                     let sql = format!("COPY {name} FROM STDIN");
@@ -1027,7 +1064,9 @@ impl PostgresTarget {
         }
         let mut first_err = None;
         for t in tasks {
-            let r = t.await.map_err(|e| Error::Target(format!("a loader task failed: {e}")));
+            let r = t
+                .await
+                .map_err(|e| Error::Target(format!("a loader task failed: {e}")));
             if let Err(e) = r.and_then(|r| r) {
                 queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
                 if first_err.is_none() {
@@ -1074,7 +1113,9 @@ impl PostgresTarget {
                         let c = self.worker(settings).await?;
                         c.batch_execute("SET maintenance_work_mem = '256MB'")
                             .await
-                            .map_err(|e| query_error(Side::Target, "setting up an index worker", &e))?;
+                            .map_err(|e| {
+                                query_error(Side::Target, "setting up an index worker", &e)
+                            })?;
                         c
                     }
                     Err(_) => rx
@@ -1082,7 +1123,12 @@ impl PostgresTarget {
                         .await
                         .map_err(|_| Error::Target("index workers stopped".to_owned()))?,
                 };
-                let mut sql: String = exec.settings.values().cloned().collect::<Vec<_>>().join("\n");
+                let mut sql: String = exec
+                    .settings
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 sql.push('\n');
                 sql.push_str(&e.sql_text());
                 let entry = e.clone();
@@ -1175,7 +1221,9 @@ async fn restore_globals(c: &Client, script: &Script, warnings: &mut Vec<String>
             continue;
         }
         if let Err(e) = c.batch_execute(sql).await {
-            let msg = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            let msg = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
             warnings.push(format!(
                 "globals: `{}`: {msg}",
                 sql.chars().take(80).collect::<String>()

@@ -37,7 +37,9 @@ pub(crate) fn major_name(major: u32) -> String {
 
 /// Parses `pg_dump (PostgreSQL) 15.18 (Debian ...)` into (version, major).
 pub(crate) fn parse_version_output(out: &str) -> Option<(String, u32)> {
-    let v = out.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let v = out
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
     let mut parts = v.split('.');
     let lead = |s: &str| -> Option<u32> {
         let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -196,7 +198,8 @@ impl Processes {
 
     /// Waits for every process; the first failure is returned.
     pub(crate) async fn finish(&self) -> Result<()> {
-        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
+        let running =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
         let mut first_err = None;
         for mut r in running {
             let status = r.child.wait().await;
@@ -240,7 +243,10 @@ mod tests {
             parse_version_output("pg_dump (PostgreSQL) 9.6.24"),
             Some(("9.6.24".to_owned(), 9))
         );
-        assert_eq!(parse_version_output("pg_dump (PostgreSQL) 17beta1"), Some(("17beta1".to_owned(), 17)));
+        assert_eq!(
+            parse_version_output("pg_dump (PostgreSQL) 17beta1"),
+            Some(("17beta1".to_owned(), 17))
+        );
         assert_eq!(major_of(150_018), 15);
         assert_eq!(major_of(90_624), 9);
         assert_eq!(major_name(9), "9.x");
