@@ -18,15 +18,11 @@ pub(crate) struct Tool {
 
 /// Server version number (`server_version_num`) to its major version.
 pub(crate) fn major_of(version_num: u32) -> u32 {
-    if version_num >= 100_000 {
-        version_num / 10_000
-    } else {
-        version_num / 10_000
-    }
+    // 150018 → 15; before 10 (90624) the first part (9).
+    version_num / 10_000
 }
 
-/// Human form of a major version (`9.6`, `15`).
-/// Majors before 10 are written `9.x`.
+/// Human form of a major version (`15`; before 10, `9.x`).
 pub(crate) fn major_name(major: u32) -> String {
     if major < 10 {
         format!("{major}.x")
