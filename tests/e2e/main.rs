@@ -22,5 +22,6 @@ mod full_disk;
 mod keys;
 mod listing;
 mod maintenance;
+mod postgres;
 mod roundtrip;
 mod util;

@@ -139,6 +139,9 @@ pub(crate) struct CreateArgs {
     /// Read and count everything, write nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// PostgreSQL: also back up roles and tablespaces (pg_dumpall --globals-only).
+    #[arg(long)]
+    pub(crate) pg_globals: bool,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,9 @@ pub struct SourceOptions {
     pub excludes: Vec<String>,
     /// Include patterns (database namespaces).
     pub includes: Vec<String>,
+    /// PostgreSQL: also back up roles and tablespaces
+    /// (`pg_dumpall --globals-only`).
+    pub globals: bool,
 }
 
 fn unavailable(kind: SourceKind, url: &str) -> Error {
@@ -68,6 +71,14 @@ pub async fn open_source(url: &str, opts: &SourceOptions) -> Result<Box<dyn Sour
             &file_path(url)?,
             opts,
         )?)),
+        #[cfg(feature = "postgres")]
+        SourceKind::Postgres => {
+            let config =
+                crate::postgres::PostgresSourceConfig::default().with_globals(opts.globals);
+            Ok(Box::new(
+                crate::postgres::PostgresSource::open(url, opts, &config).await?,
+            ))
+        }
         kind => Err(unavailable(kind, url)),
     }
 }
@@ -81,6 +92,8 @@ pub async fn open_target(url: &str) -> Result<Box<dyn Target>> {
     match SourceKind::of(url)? {
         #[cfg(feature = "files")]
         SourceKind::Files => Ok(Box::new(crate::files::FilesTarget::new(file_path(url)?))),
+        #[cfg(feature = "postgres")]
+        SourceKind::Postgres => Ok(Box::new(crate::postgres::PostgresTarget::new(url)?)),
         kind => Err(unavailable(kind, url)),
     }
 }

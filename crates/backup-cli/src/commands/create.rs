@@ -19,6 +19,7 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
         &SourceOptions {
             excludes: a.excludes.clone(),
             includes: a.includes.clone(),
+            globals: a.pg_globals,
         },
     )
     .await?;

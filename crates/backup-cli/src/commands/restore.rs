@@ -78,6 +78,11 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             st.dirs,
             st.symlinks
         ))?;
+        if let Some(lines) = report.details.get("summary").and_then(|v| v.as_array()) {
+            for l in lines.iter().filter_map(|l| l.as_str()) {
+                ctx.say(format!("  {l}"))?;
+            }
+        }
         if report.dry_run {
             ctx.say("dry run: nothing was changed")?;
         }
