@@ -57,7 +57,11 @@ impl FilesSource {
         let walker = std::thread::Builder::new()
             .name("walker".to_owned())
             .spawn(move || {
-                let w = Walker { tx, filter };
+                let w = Walker {
+                    tx,
+                    filter,
+                    prefetch: Prefetch::new(),
+                };
                 if meta.is_dir() {
                     w.walk_dir(&root2, Path::new(""));
                 } else {
@@ -102,6 +106,177 @@ impl Source for FilesSource {
 struct Walker {
     tx: async_channel::Sender<Item>,
     filter: PathFilter,
+    prefetch: Prefetch,
+}
+
+/// A directory's entries, sorted by name, each with its `lstat` metadata.
+#[derive(Default)]
+struct Listing {
+    /// The directory could not be opened.
+    error: Option<io::Error>,
+    /// Errors met while reading entries (the rest are still listed).
+    entry_errors: Vec<io::Error>,
+    entries: Vec<(std::ffi::OsString, io::Result<Metadata>)>,
+}
+
+impl Listing {
+    /// Lists `dir`. Metadata comes from `fstatat` relative to the open
+    /// directory, which spares the kernel a walk of the whole path per entry.
+    fn read(dir: &Path) -> Listing {
+        let mut l = Listing::default();
+        match fs::read_dir(dir) {
+            Err(e) => l.error = Some(e),
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => l.entries.push((e.file_name(), e.metadata())),
+                        Err(e) => l.entry_errors.push(e),
+                    }
+                }
+            }
+        }
+        l.entries.sort_by(|a, b| {
+            use std::os::unix::ffi::OsStrExt;
+            a.0.as_bytes().cmp(b.0.as_bytes())
+        });
+        l
+    }
+}
+
+/// One directory queued for listing ahead of the walk.
+struct Job {
+    path: PathBuf,
+    /// Set by whoever lists the directory: a worker, or the walker itself
+    /// when it needs the listing before any worker started on it.
+    claimed: std::sync::atomic::AtomicBool,
+    result: std::sync::Mutex<Option<Listing>>,
+    ready: std::sync::Condvar,
+}
+
+/// Lists directories ahead of the depth-first walk on a few threads, so the
+/// `getdents`/`stat` latency of many directories overlaps (an unchanged
+/// re-backup is nothing but these calls). The walk order, and so the
+/// snapshot, does not depend on it. At most [`Prefetch::MAX_PENDING`]
+/// listings are queued or held, which bounds memory.
+struct Prefetch {
+    queue: Option<std::sync::mpsc::Sender<std::sync::Arc<Job>>>,
+    pending: std::cell::RefCell<std::collections::HashMap<PathBuf, std::sync::Arc<Job>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetch {
+    const MAX_PENDING: usize = 512;
+
+    fn new() -> Prefetch {
+        use std::sync::{Arc, Mutex};
+        let n = std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(4, 16));
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Job>>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for i in 0..n {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("lister-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let Ok(rx) = rx.lock() else { return };
+                        match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        }
+                    };
+                    job.run();
+                });
+            // Without workers the walker lists every directory itself.
+            if let Ok(h) = spawned {
+                workers.push(h);
+            }
+        }
+        Prefetch {
+            queue: (!workers.is_empty()).then_some(tx),
+            pending: std::cell::RefCell::default(),
+            workers,
+        }
+    }
+
+    /// Queues `dir` for listing unless too many listings are pending.
+    fn ahead(&self, dir: PathBuf) {
+        let Some(q) = &self.queue else { return };
+        let mut pending = self.pending.borrow_mut();
+        if pending.len() >= Self::MAX_PENDING || pending.contains_key(&dir) {
+            return;
+        }
+        let job = std::sync::Arc::new(Job {
+            path: dir.clone(),
+            claimed: std::sync::atomic::AtomicBool::new(false),
+            result: std::sync::Mutex::new(None),
+            ready: std::sync::Condvar::new(),
+        });
+        if q.send(std::sync::Arc::clone(&job)).is_ok() {
+            pending.insert(dir, job);
+        }
+    }
+
+    /// The listing of `dir`: the prefetched one, or read now.
+    fn take(&self, dir: &Path) -> Listing {
+        let job = self.pending.borrow_mut().remove(dir);
+        match job {
+            Some(job) => job.wait(),
+            None => Listing::read(dir),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Queued jobs are claimed here so workers skip them, then the
+        // closed queue stops the workers.
+        for job in self.pending.get_mut().values() {
+            job.claimed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.queue = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Job {
+    fn claim(&self) -> bool {
+        !self.claimed.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lists the directory on a worker, unless someone claimed it already.
+    fn run(&self) {
+        if !self.claim() {
+            return;
+        }
+        let l = Listing::read(&self.path);
+        if let Ok(mut slot) = self.result.lock() {
+            *slot = Some(l);
+            self.ready.notify_all();
+        }
+    }
+
+    /// The listing: read here when no worker has started on it, otherwise
+    /// waits for the worker's.
+    fn wait(&self) -> Listing {
+        if self.claim() {
+            return Listing::read(&self.path);
+        }
+        let Ok(mut slot) = self.result.lock() else {
+            return Listing::read(&self.path);
+        };
+        loop {
+            if let Some(l) = slot.take() {
+                return l;
+            }
+            slot = match self.ready.wait(slot) {
+                Ok(s) => s,
+                Err(_) => return Listing::read(&self.path),
+            };
+        }
+    }
 }
 
 /// Metadata common to every node.
@@ -142,32 +317,29 @@ impl Walker {
     /// Emits the entries of `dir` (not the directory itself). Returns
     /// `false` when the consumer has gone away.
     fn walk_dir(&self, dir: &Path, rel: &Path) -> bool {
-        let entries = match fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) => return self.warn(format!("{}: cannot list directory: {e}", dir.display())),
-        };
-        let mut names: Vec<std::ffi::OsString> = Vec::new();
-        for e in entries {
-            match e {
-                Ok(e) => names.push(e.file_name()),
-                Err(e) => {
-                    if !self.warn(format!("{}: error while listing: {e}", dir.display())) {
-                        return false;
-                    }
-                }
+        let listing = self.prefetch.take(dir);
+        if let Some(e) = listing.error {
+            return self.warn(format!("{}: cannot list directory: {e}", dir.display()));
+        }
+        for e in listing.entry_errors {
+            if !self.warn(format!("{}: error while listing: {e}", dir.display())) {
+                return false;
             }
         }
-        names.sort_by(|a, b| {
-            use std::os::unix::ffi::OsStrExt;
-            a.as_bytes().cmp(b.as_bytes())
-        });
-        for name in names {
+        // Queue the subdirectories first, in walk order, so they are listed
+        // while this directory's files go out.
+        for (name, meta) in &listing.entries {
+            if matches!(meta, Ok(m) if m.is_dir()) && !self.filter.excludes_self(&rel.join(name)) {
+                self.prefetch.ahead(dir.join(name));
+            }
+        }
+        for (name, meta) in listing.entries {
             let path = dir.join(&name);
             let rel = rel.join(&name);
             if self.filter.excludes_self(&rel) {
                 continue;
             }
-            let meta = match fs::symlink_metadata(&path) {
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
