@@ -5,10 +5,13 @@
 # Usage: benches/prune_compare.sh
 # Environment:
 #   SNAPSHOTS   number of snapshots (default 200)
-#   FILES       files in the tree (default 50); each snapshot rewrites one
+#   FILES       files in the tree (default 50)
+#   CHANGED     files rewritten before each snapshot, picked at random with a
+#               fixed seed (default 5); so a pack mixes data that stays live
+#               with data that becomes garbage, and prune has to repack
 #   FILE_MB     size of each file in MiB (default 1); logical data is
 #               SNAPSHOTS x FILES x FILE_MB (default about 10 GB)
-#   KEEP        snapshots kept by `forget --keep-last` (default 80), which
+#   KEEP        snapshots kept by `forget --keep-last` (default 140), which
 #               leaves about 30% of the stored data as garbage
 #   WORK_DIR    scratch directory (default /tmp/prune-bench)
 #   BACKUP_BIN  our binary (default: release build of this checkout)
@@ -20,7 +23,8 @@ cd "$(dirname "$0")/.."
 SNAPSHOTS=${SNAPSHOTS:-200}
 FILES=${FILES:-50}
 FILE_MB=${FILE_MB:-1}
-KEEP=${KEEP:-80}
+CHANGED=${CHANGED:-5}
+KEEP=${KEEP:-140}
 WORK=${WORK_DIR:-/tmp/prune-bench}
 die() { echo "error: $*" >&2; exit 1; }
 command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic >/dev/null; }
@@ -44,10 +48,11 @@ with open(path, "wb") as f:
 PY
 }
 for i in $(seq 1 "$FILES"); do gen "$WORK/src/f$i" "$i" "$FILE_MB"; done
-echo "creating $SNAPSHOTS snapshots of $FILES x ${FILE_MB} MiB with each tool..."
+echo "creating $SNAPSHOTS snapshots of $FILES x ${FILE_MB} MiB ($CHANGED rewritten each time) with each tool..."
 for s in $(seq 1 "$SNAPSHOTS"); do
-  f=$(( (s - 1) % FILES + 1 ))
-  gen "$WORK/src/f$f" $(( 100000 + s )) "$FILE_MB"
+  for f in $(python3 -c "import random,sys; print(*random.Random($s).sample(range(1, $FILES + 1), $CHANGED))"); do
+    gen "$WORK/src/f$f" $(( 100000 + s * 1000 + f )) "$FILE_MB"
+  done
   t=$(date -u -d "2024-01-01 + $s hours" +%Y-%m-%dT%H:%M:%SZ)
   "$BACKUP_BIN" create -q "$WORK/src" --time "$t" >/dev/null
   restic backup -q --time "$(date -u -d "2024-01-01 + $s hours" '+%Y-%m-%d %H:%M:%S')" "$WORK/src" >/dev/null

@@ -425,6 +425,37 @@ fn content_present(index: &Index, node: &Node) -> bool {
             .all(|id| index.contains(BlobType::Tree, id))
 }
 
+/// Reads an async stream from a blocking thread, one runtime entry per
+/// [`BRIDGE_FILL`] bytes rather than per poll: database streams deliver
+/// small pieces (one `COPY` row, one RDB record), and entering the runtime
+/// for each would cost more than the chunking.
+struct BlockingBridge {
+    inner: crate::source::AsyncReader,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Bytes a [`BlockingBridge`] read gathers before returning (less at the
+/// end of the stream or when the caller's buffer is smaller).
+const BRIDGE_FILL: usize = 256 * 1024;
+
+impl std::io::Read for BlockingBridge {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let inner = &mut self.inner;
+        self.runtime.block_on(async move {
+            let mut filled = 0;
+            while filled < buf.len() && filled < BRIDGE_FILL {
+                let n = inner.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            Ok(filled)
+        })
+    }
+}
+
 /// Reads, chunks and stores one content on a blocking thread.
 fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
     let name = node.name.display().into_owned();
@@ -432,10 +463,10 @@ fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
         Content::Blocking(open) => open().map_err(|e| Error::io(format!("opening {name}"), e))?,
         Content::Async(fut) => {
             let r = ctx.runtime.block_on(fut)?;
-            Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
-                r,
-                ctx.runtime.clone(),
-            ))
+            Box::new(BlockingBridge {
+                inner: r,
+                runtime: ctx.runtime.clone(),
+            })
         }
     };
     let mut chunker = Chunker::new(reader, ctx.chunker, ctx.seed);

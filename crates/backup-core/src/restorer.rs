@@ -26,6 +26,11 @@ use crate::tree::{Node, NodeKind};
 
 /// Largest span of a pack fetched with one read.
 const MAX_UNIT_BYTES: u64 = 4 * 1024 * 1024;
+/// Most plaintext bytes in one unit. Highly compressible data packs a lot
+/// of plaintext into few stored bytes; this cap keeps a decoded unit (and
+/// so the restore's memory, [`FETCH_CONCURRENCY`] units per stream) small
+/// whatever the compression ratio.
+const MAX_UNIT_RAW: u64 = 4 * 1024 * 1024;
 /// Unneeded bytes a unit may read to join blobs into one read (more is
 /// allowed when the unit needs at least as many bytes).
 const MAX_GAP: u64 = 2 * 1024 * 1024;
@@ -104,12 +109,15 @@ struct Unit {
     /// Sum of the lengths of the blobs taken (the rest of the span is read
     /// and discarded).
     needed: u64,
+    /// Plaintext bytes of the blobs taken.
+    raw: u64,
     parts: Vec<Part>,
 }
 
 impl Unit {
     /// Whether the blob can join this unit: same pack, the span stays
-    /// within [`MAX_UNIT_BYTES`], and the bytes read but not needed stay
+    /// within [`MAX_UNIT_BYTES`], the plaintext within [`MAX_UNIT_RAW`],
+    /// and the bytes read but not needed stay
     /// below [`MAX_GAP`] or the needed bytes, whichever is larger. Blobs may
     /// come in any order within the span (parallel readers interleave the
     /// blobs of neighbouring files in a pack).
@@ -125,6 +133,7 @@ impl Unit {
                 let span = span_end - start;
                 p == pack
                     && span <= MAX_UNIT_BYTES
+                    && self.raw + u64::from(e.raw_length) <= MAX_UNIT_RAW
                     && span.saturating_sub(needed) <= MAX_GAP.max(needed)
             }
         }
@@ -142,6 +151,7 @@ impl Unit {
             self.end = self.end.max(end);
         }
         self.needed += u64::from(e.length);
+        self.raw += u64::from(e.raw_length);
         self.parts.push(Part::Blob(e));
     }
 }
