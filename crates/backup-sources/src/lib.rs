@@ -4,16 +4,25 @@
 //!
 //! - [`files`]: directories and single files ([`files::FilesSource`],
 //!   [`files::FilesTarget`]).
+//! - `redis` (feature `redis`): Redis servers over the replication
+//!   protocol or key by key, restores into a live server
+//!   (`redis::RedisSource`, `redis::RedisTarget`).
+//! - [`export`]: snapshots written in a database's native dump format
+//!   (`export::export`, `rdb` for Redis).
 //! - [`open_source`] and [`open_target`] turn a URL or path into the right
 //!   implementation; front-ends call only these.
 //!
 //! # Crate features
 //!
 //! - `files` (default): local files and directories.
+//! - `redis`: Redis sources and targets, `export --format rdb`.
 #![deny(missing_docs)]
 
+pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod url_kind;
 
 pub use url_kind::{open_source, open_target, SourceKind, SourceOptions};

@@ -8,6 +8,8 @@
 //!   127.0.0.1.
 //! - `gcs` (feature `gcs`): an in-process fake of the Google Cloud Storage
 //!   XML API on 127.0.0.1.
+//! - `redis` (feature `redis`): throwaway `redis-server` processes on
+//!   127.0.0.1 and hand-assembled RDB fixtures.
 //!
 //! Servers are real HTTP servers speaking the real protocol; each runs on
 //! its own thread and Tokio runtime and stops when its handle is dropped.
@@ -19,6 +21,8 @@ pub mod faulty;
 
 #[cfg(feature = "gcs")]
 pub mod gcs;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "http-server")]
