@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the tests and builds need. S3 and GCS test servers run
-# in-process, so only build tools are needed so far.
-APT_PACKAGES=(build-essential pkg-config)
+# in-process; PostgreSQL tests start throwaway clusters from the postgresql
+# package (initdb, postgres, pg_dump, psql, pgbench); util-linux provides
+# setpriv, which runs them as the postgres user when the tests run as root.
+APT_PACKAGES=(build-essential pkg-config postgresql util-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -21,5 +21,7 @@ mod format_reader;
 mod full_disk;
 mod keys;
 mod listing;
+mod maintenance;
+mod postgres;
 mod roundtrip;
 mod util;

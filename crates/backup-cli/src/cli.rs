@@ -49,6 +49,15 @@ pub(crate) struct GlobalArgs {
     /// Never show progress bars.
     #[arg(long, global = true)]
     pub(crate) no_progress: bool,
+    /// How long to wait for a conflicting repository lock (e.g. 10m) before giving up.
+    #[arg(
+        long,
+        env = "BACKUP_LOCK_WAIT",
+        global = true,
+        value_name = "DURATION",
+        default_value = "0s"
+    )]
+    pub(crate) lock_wait: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +77,17 @@ pub(crate) enum Command {
     /// dump.rdb for redis-server to load at start-up).
     Export(ExportArgs),
     /// Check the repository's structure and, optionally, its data.
+    #[command(alias = "check")]
     Verify(VerifyArgs),
+    /// Remove snapshots by id or by a retention policy.
+    Forget(ForgetArgs),
+    /// Remove data no snapshot references.
+    Prune(PruneArgs),
+    /// Rebuild the index from packs, or find and remove snapshots whose data is lost.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+    /// Copy snapshots to another repository, sending only what it lacks.
+    Copy(CopyArgs),
     /// Manage the keys (passwords) of the repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -123,6 +142,9 @@ pub(crate) struct CreateArgs {
     /// Read and count everything, write nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// PostgreSQL: also back up roles and tablespaces (pg_dumpall --globals-only).
+    #[arg(long)]
+    pub(crate) pg_globals: bool,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +281,99 @@ pub(crate) struct NewPasswordArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatsArgs {}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    /// Snapshots to remove (ids or unique prefixes), in addition to the policy.
+    pub(crate) snapshots: Vec<String>,
+    /// Keep the N newest snapshots of each group.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N ISO weeks with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N years with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_yearly: Option<usize>,
+    /// Keep every snapshot taken within DURATION (e.g. 14d) of the group's newest.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) keep_within: Option<String>,
+    /// Keep snapshots with this tag; repeatable.
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub(crate) keep_tags: Vec<String>,
+    /// Time zone of the calendar buckets (IANA name; default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub(crate) tz: Option<String>,
+    /// Group snapshots by these keys before applying the policy: source, host, job, tags, none.
+    #[arg(long, value_name = "KEYS", default_value = "source,job")]
+    pub(crate) group_by: String,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub(crate) prune: bool,
+    /// Show what would be kept and removed, and why; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// With --prune: repack packs at least this percent unused.
+    #[arg(long, value_name = "PERCENT", default_value = "25")]
+    pub(crate) repack_threshold: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Show what would be removed and rewritten; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Repack packs at least this percent unused (0-100).
+    #[arg(long, value_name = "PERCENT", default_value = "25")]
+    pub(crate) repack_threshold: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepairCommand {
+    /// Rebuild the index from the headers of every pack.
+    Index {
+        /// Report what would be written; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List snapshots whose data is missing; remove them with --remove.
+    Snapshots {
+        /// Remove the damaged snapshots.
+        #[arg(long)]
+        remove: bool,
+        /// List only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// Snapshots to copy (ids, prefixes or `latest`); all not yet copied when none are given.
+    pub(crate) snapshots: Vec<String>,
+    /// The destination repository URL.
+    #[arg(long, value_name = "URL", env = "BACKUP_TO_REPOSITORY")]
+    pub(crate) to_repo: String,
+    /// File with the destination's password (otherwise BACKUP_TO_PASSWORD or a prompt).
+    #[arg(long, value_name = "FILE", env = "BACKUP_TO_PASSWORD_FILE")]
+    pub(crate) to_password_file: Option<PathBuf>,
+    /// Storage option KEY=VALUE for the destination; repeatable.
+    #[arg(long = "to-option", value_name = "KEY=VALUE")]
+    pub(crate) to_options: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct UnlockArgs {

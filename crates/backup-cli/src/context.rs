@@ -152,9 +152,11 @@ pub(crate) fn new_password(file: Option<&Path>) -> Result<String> {
     prompt("new password", true)
 }
 
-/// Runs `work` while holding a repository lock, and releases the lock
-/// whether the work succeeds or fails.
+/// Runs `work` while holding a repository lock (waiting up to
+/// `--lock-wait` for a conflicting one), and releases the lock whether the
+/// work succeeds or fails.
 pub(crate) async fn with_lock<T, Fut>(
+    ctx: &Ctx,
     repo: &backup_core::repo::Repository,
     exclusive: bool,
     operation: &str,
@@ -163,7 +165,8 @@ pub(crate) async fn with_lock<T, Fut>(
 where
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let lock = repo.lock(exclusive, operation).await?;
+    let wait = backup_core::retention::parse_duration(&ctx.global.lock_wait)?;
+    let lock = repo.lock_wait(exclusive, operation, wait).await?;
     let result = work.await;
     let released = lock.release().await;
     let value = result?;

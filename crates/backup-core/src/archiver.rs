@@ -50,6 +50,10 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotEntry>,
     /// Read, chunk and count, but write nothing.
     pub dry_run: bool,
+    /// When copying: the original snapshot, whose time, host, user, tags,
+    /// job, patterns, statistics, streams and metadata the new snapshot
+    /// keeps (only its tree and `copy_of` differ).
+    pub copy_of: Option<SnapshotEntry>,
 }
 
 /// What a backup produced.
@@ -61,6 +65,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// The repository index including the new packs.
     pub index: Arc<Index>,
+    /// What this run did. Equal to `snapshot.stats` except for copies,
+    /// whose manifest keeps the original's statistics.
+    pub run_stats: SnapshotStats,
 }
 
 #[derive(Default)]
@@ -186,6 +193,7 @@ pub async fn backup(
         job: opts.job.clone(),
         tags: opts.tags.clone(),
         parent: opts.parent.as_ref().map(|p| p.id),
+        copy_of: None,
         tree: root_tree,
         excludes: opts.excludes.clone(),
         includes: opts.includes.clone(),
@@ -195,11 +203,22 @@ pub async fn backup(
         metadata,
         program: format!("backup {}", env!("CARGO_PKG_VERSION")),
     };
+    let run_stats = snapshot.stats.clone();
+    let snapshot = match &opts.copy_of {
+        None => snapshot,
+        Some(orig) => Snapshot {
+            tree: snapshot.tree,
+            parent: snapshot.parent,
+            copy_of: Some(orig.id),
+            ..orig.snapshot.clone()
+        },
+    };
     if opts.dry_run {
         return Ok(BackupOutcome {
             id: None,
             snapshot,
             index: Arc::new(index),
+            run_stats,
         });
     }
     write_index_files(repo, outcome.packs).await?;
@@ -208,6 +227,7 @@ pub async fn backup(
         id: Some(id),
         snapshot,
         index: Arc::new(index),
+        run_stats,
     })
 }
 

@@ -181,6 +181,35 @@ impl Repository {
         })
     }
 
+    /// Takes a lock like [`Repository::lock`], retrying while another
+    /// process holds a conflicting one, for up to `wait`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when the conflict outlasts `wait`; storage errors.
+    pub async fn lock_wait(
+        &self,
+        exclusive: bool,
+        operation: &str,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut announced = false;
+        loop {
+            match self.lock(exclusive, operation).await {
+                Err(Error::Locked(holder)) if tokio::time::Instant::now() < deadline => {
+                    if !announced {
+                        tracing::warn!(%holder, "Waiting for the repository lock.");
+                        announced = true;
+                    }
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Removes expired locks (or all locks with `all`); returns how many.
     ///
     /// # Errors

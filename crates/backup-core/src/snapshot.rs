@@ -34,6 +34,10 @@ pub struct Snapshot {
     /// The snapshot whose unchanged files were reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,
+    /// For a snapshot made by `copy`: the id of the original in the
+    /// repository it was copied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<Id>,
     /// Root tree: the source's top-level entries.
     pub tree: Id,
     /// Exclude patterns used.

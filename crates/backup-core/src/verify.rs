@@ -54,6 +54,8 @@ pub struct VerifyReport {
     /// Packs in storage that no index lists (left by interrupted backups;
     /// not damage).
     pub unindexed_packs: usize,
+    /// Packs the index lists that storage does not have.
+    pub missing_packs: Vec<String>,
     /// Everything found wrong.
     pub problems: Vec<Problem>,
     /// Snapshots that cannot be fully restored because of the problems.
@@ -118,6 +120,7 @@ pub async fn verify(
     for (id, size) in &indexed {
         match stored.get(&id.to_hex()) {
             None => {
+                report.missing_packs.push(id.to_hex());
                 report.problem(
                     FileKind::Pack,
                     id.to_hex(),

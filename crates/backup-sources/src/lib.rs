@@ -9,6 +9,8 @@
 //!   (`redis::RedisSource`, `redis::RedisTarget`).
 //! - [`export`]: snapshots written in a database's native dump format
 //!   (`export::export`, `rdb` for Redis).
+//! - `postgres` (feature `postgres`): one database, consistent and in
+//!   parallel, restored selectively with parallel loads and index builds.
 //! - [`open_source`] and [`open_target`] turn a URL or path into the right
 //!   implementation; front-ends call only these.
 //!
@@ -16,11 +18,15 @@
 //!
 //! - `files` (default): local files and directories.
 //! - `redis`: Redis sources and targets, `export --format rdb`.
+//! - `postgres`: PostgreSQL databases ([`postgres::PostgresSource`],
+//!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
 #![deny(missing_docs)]
 
 pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod url_kind;

@@ -46,6 +46,9 @@ pub struct SourceOptions {
     pub excludes: Vec<String>,
     /// Include patterns (database namespaces).
     pub includes: Vec<String>,
+    /// PostgreSQL: also back up roles and tablespaces
+    /// (`pg_dumpall --globals-only`).
+    pub globals: bool,
 }
 
 fn unavailable(kind: SourceKind, url: &str) -> Error {
@@ -70,6 +73,14 @@ pub async fn open_source(url: &str, opts: &SourceOptions) -> Result<Box<dyn Sour
         )?)),
         #[cfg(feature = "redis")]
         SourceKind::Redis => Ok(Box::new(crate::redis::RedisSource::open(url, opts).await?)),
+        #[cfg(feature = "postgres")]
+        SourceKind::Postgres => {
+            let config =
+                crate::postgres::PostgresSourceConfig::default().with_globals(opts.globals);
+            Ok(Box::new(
+                crate::postgres::PostgresSource::open(url, opts, &config).await?,
+            ))
+        }
         kind => Err(unavailable(kind, url)),
     }
 }
@@ -85,6 +96,8 @@ pub async fn open_target(url: &str) -> Result<Box<dyn Target>> {
         SourceKind::Files => Ok(Box::new(crate::files::FilesTarget::new(file_path(url)?))),
         #[cfg(feature = "redis")]
         SourceKind::Redis => Ok(Box::new(crate::redis::RedisTarget::new(url)?)),
+        #[cfg(feature = "postgres")]
+        SourceKind::Postgres => Ok(Box::new(crate::postgres::PostgresTarget::new(url)?)),
         kind => Err(unavailable(kind, url)),
     }
 }

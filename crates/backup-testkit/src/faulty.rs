@@ -154,6 +154,12 @@ impl FaultySink {
         self.add(Op::Get, Calls::OfKind(kind), fault);
     }
 
+    /// Every call of `op` after the first `n` fails, as if the process
+    /// died after `n` such calls.
+    pub fn fail_after(&self, op: Op, n: u64, fault: Fault) {
+        self.add(op, Calls::After(n), fault);
+    }
+
     /// The next `count` calls of `op` fail.
     pub fn fail_next(&self, op: Op, count: u64, fault: Fault) {
         self.add(op, Calls::Next(count), fault);

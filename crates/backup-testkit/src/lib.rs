@@ -6,6 +6,8 @@
 //!   chosen calls, for retry and crash-safety tests.
 //! - `s3` (feature `s3`): a real S3 server (`s3s-fs`, in-process) on
 //!   127.0.0.1.
+//! - `postgres` (feature `postgres`): throwaway PostgreSQL clusters
+//!   (`initdb` + `postgres` on 127.0.0.1).
 //! - `gcs` (feature `gcs`): an in-process fake of the Google Cloud Storage
 //!   XML API on 127.0.0.1.
 //! - `redis` (feature `redis`): throwaway `redis-server` processes on
@@ -21,6 +23,8 @@ pub mod faulty;
 
 #[cfg(feature = "gcs")]
 pub mod gcs;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "s3")]

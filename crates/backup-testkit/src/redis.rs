@@ -16,6 +16,7 @@
 //! A missing `redis-server` binary is a failure that says how to install
 //! it, never a skipped test.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -116,10 +117,10 @@ impl RedisBuilder {
             dir = dir.path().display()
         );
         if let Some(p) = &self.password {
-            conf.push_str(&format!("requirepass {p}\n"));
+            let _ = writeln!(conf, "requirepass {p}");
         }
         for (k, v) in &self.config {
-            conf.push_str(&format!("{k} {v}\n"));
+            let _ = writeln!(conf, "{k} {v}");
         }
         let conf_path = dir.path().join("redis.conf");
         std::fs::write(&conf_path, conf).map_err(|e| format!("writing redis.conf: {e}"))?;

@@ -19,6 +19,7 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
         &SourceOptions {
             excludes: a.excludes.clone(),
             includes: a.includes.clone(),
+            globals: a.pg_globals,
         },
     )
     .await?;
@@ -62,12 +63,13 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             job: None,
             parent,
             dry_run: a.dry_run,
+            copy_of: None,
         };
         let result = backup(&repo, source.as_mut(), &opts, Arc::clone(&progress)).await;
         progress.finish();
         Ok(result?)
     };
-    let outcome = with_lock(&repo, false, "backup", work).await?;
+    let outcome = with_lock(ctx, &repo, false, "backup", work).await?;
     let s = &outcome.snapshot;
     let st = &s.stats;
     if ctx.global.json {

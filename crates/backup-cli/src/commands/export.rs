@@ -26,7 +26,7 @@ pub(crate) async fn run(ctx: &Ctx, a: ExportArgs) -> Result<u8> {
         let report = backup_sources::export::export(&repo, &entry, &a.format, &a.to).await?;
         Ok((entry, report))
     };
-    let (entry, report) = with_lock(&repo, false, "export", work).await?;
+    let (entry, report) = with_lock(ctx, &repo, false, "export", work).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "snapshot": entry.id,

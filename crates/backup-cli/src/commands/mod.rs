@@ -1,11 +1,14 @@
 //! One module per command: each turns arguments into core options, calls
 //! the core, and renders the result.
 
+mod copy;
 mod create;
 mod export;
+mod forget;
 mod init;
 mod key;
 mod list;
+mod repair;
 mod restore;
 mod stats;
 mod verify;
@@ -30,6 +33,10 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Command::Key(k) => key::run(&ctx, k).await,
         Command::Stats(a) => stats::run(&ctx, a).await,
         Command::Unlock(a) => stats::unlock(&ctx, a).await,
+        Command::Forget(a) => forget::forget(&ctx, a).await,
+        Command::Prune(a) => forget::prune_cmd(&ctx, a).await,
+        Command::Repair(c) => repair::run(&ctx, c).await,
+        Command::Copy(a) => copy::run(&ctx, a).await,
     }
 }
 

@@ -48,7 +48,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         progress.finish();
         Ok((entry, result?, safety))
     };
-    let (entry, report, safety) = with_lock(&repo, false, "restore", work).await?;
+    let (entry, report, safety) = with_lock(ctx, &repo, false, "restore", work).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "snapshot": entry.id,
@@ -78,7 +78,10 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
                 bytes(st.bytes)
             ))?;
             for (db, d) in dbs {
-                ctx.say(format!("  database {db}: {}", describe_db(d, report.dry_run)))?;
+                ctx.say(format!(
+                    "  database {db}: {}",
+                    describe_db(d, report.dry_run)
+                ))?;
             }
         } else {
             ctx.say(format!(
@@ -90,6 +93,11 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
                 st.dirs,
                 st.symlinks
             ))?;
+        }
+        if let Some(lines) = report.details.get("summary").and_then(|v| v.as_array()) {
+            for l in lines.iter().filter_map(|l| l.as_str()) {
+                ctx.say(format!("  {l}"))?;
+            }
         }
         if report.dry_run {
             ctx.say("dry run: nothing was changed")?;

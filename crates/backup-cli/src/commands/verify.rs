@@ -52,7 +52,7 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
         };
         Ok((report, test))
     };
-    let (report, test) = with_lock(&repo, false, "verify", work).await?;
+    let (report, test) = with_lock(ctx, &repo, false, "verify", work).await?;
     let test_ok = test.as_ref().is_none_or(|t| t.differences.is_empty());
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of `backup` (this workspace) with pg_dump and
+# pg_restore on pgbench data, in one run, on a throwaway PostgreSQL cluster:
+#
+#   backup wall time   ours / pg_dump -Fc            target <= 0.5
+#   backup wall time   ours / pg_dump -Fd -j 2       target <= 1.0
+#   restore wall time  ours / pg_restore -j 2 (-Fd)  target <= 0.8
+#   stored size        our repository / -Fc file     target <= 1.0
+#   our peak RSS       backup and restore            target < 300 MB
+#
+# Usage: benches/postgres_compare.sh [SCALE]      (default 50, about 750 MB)
+#
+# Environment:
+#   WORK_DIR    cluster, dumps, repository and logs (default /tmp/pg-bench)
+#   BACKUP_BIN  use this `backup` binary instead of building one
+#   JOBS        parallel jobs of pg_dump -Fd / pg_restore (default 2)
+#   KEEP        1 keeps WORK_DIR afterwards (default: removed except logs)
+#
+# Needs the PostgreSQL server packages (apt-get install -y postgresql) and
+# GNU time (apt-get install -y time); installs them when run as root.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+SCALE=${1:-${SCALE:-50}}
+WORK_DIR=${WORK_DIR:-/tmp/pg-bench}
+JOBS=${JOBS:-2}
+KEEP=${KEEP:-0}
+PASSWORD=bench-password-not-secret
+LOGS="$WORK_DIR/logs"
+RESULTS="$WORK_DIR/results.tsv"
+
+say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "scale must be a positive integer"
+
+apt_install() {
+    [ "$(id -u)" -eq 0 ] || die "$1 is missing; install it with: sudo apt-get install -y $1"
+    say "installing $1"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >/dev/null 2>&1 ||
+        { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >/dev/null 2>&1; } ||
+        die "could not install $1"
+}
+
+BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$BINDIR" ] || [ ! -x "$BINDIR/initdb" ]; then
+    apt_install postgresql
+    BINDIR=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+[ -x /usr/bin/time ] || apt_install time
+
+rm -rf "$WORK_DIR"
+mkdir -p "$WORK_DIR" "$LOGS"
+: >"$RESULTS"
+
+if [ -z "${BACKUP_BIN:-}" ]; then
+    say "building the release binary (cargo build --release -p backup-cli)"
+    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
+        { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
+    BACKUP_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/backup"
+fi
+[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+
+# --- the cluster ------------------------------------------------------------
+
+RUN=()
+if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "the postgres user is missing (apt-get install -y postgresql creates it)"
+    chown postgres:postgres "$WORK_DIR"
+    RUN=(setpriv --reuid=postgres --regid=postgres --init-groups)
+fi
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+echo "$PASSWORD" >"$WORK_DIR/pw"
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK_DIR/pw"
+say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
+"${RUN[@]}" "$BINDIR/initdb" -D "$WORK_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed, see $LOGS/initdb.log"
+"${RUN[@]}" "$BINDIR/pg_ctl" -D "$WORK_DIR/data" -l "$WORK_DIR/server.log" -w -t 120 \
+    -o "-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min" \
+    start >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"
+PG_PID=$(head -n 1 "$WORK_DIR/data/postmaster.pid")
+cleanup() {
+    if [ -n "${PG_PID:-}" ] && kill -0 "$PG_PID" 2>/dev/null; then
+        kill -INT "$PG_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.2; done
+    fi
+    if [ "$KEEP" != 1 ]; then
+        rm -rf "$WORK_DIR/data" "$WORK_DIR/repo" "$WORK_DIR/dump.fc" "$WORK_DIR/dump.dir"
+    fi
+}
+trap cleanup EXIT
+
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGPASSWORD=$PASSWORD
+URL="postgres://postgres:$PASSWORD@127.0.0.1:$PORT"
+say "pgbench -i -s $SCALE"
+"$BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE bench" >/dev/null
+"$BINDIR/pgbench" -i -q -s "$SCALE" bench >"$LOGS/pgbench.log" 2>&1 || die "pgbench -i failed"
+"$BINDIR/psql" -X -q -d bench -c "VACUUM ANALYZE" >/dev/null
+DB_BYTES=$("$BINDIR/psql" -X -A -t -d bench -c "SELECT pg_database_size('bench')")
+
+drop_caches() {
+    sync
+    (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null || true
+}
+
+timed() { # timed NAME CMD...
+    local name=$1
+    shift
+    drop_caches
+    say "  $name"
+    if /usr/bin/time -f '%e %M' -o "$LOGS/time-$name" "$@" >"$LOGS/$name.log" 2>&1; then
+        read -r wall rss <"$LOGS/time-$name"
+        printf '%s\t%s\t%s\n' "$name" "$wall" "$rss" >>"$RESULTS"
+    else
+        tail -n 20 "$LOGS/$name.log" >&2
+        die "$name failed (log: $LOGS/$name.log)"
+    fi
+}
+
+OURS=(env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$WORK_DIR/repo" "$BACKUP_BIN")
+"${OURS[@]}" init >"$LOGS/init.log" 2>&1 || die "backup init failed"
+
+timed ours-backup "${OURS[@]}" create "$URL/bench"
+timed pg_dump-Fc "$BINDIR/pg_dump" -Fc -f "$WORK_DIR/dump.fc" bench
+timed pg_dump-Fd "$BINDIR/pg_dump" -Fd -j "$JOBS" -f "$WORK_DIR/dump.dir" bench
+timed ours-restore "${OURS[@]}" restore latest --to "$URL/restored_ours"
+"$BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE restored_theirs" >/dev/null
+timed pg_restore-Fd "$BINDIR/pg_restore" -j "$JOBS" -d restored_theirs "$WORK_DIR/dump.dir"
+
+# Both restores must hold the same data.
+for db in restored_ours restored_theirs; do
+    "$BINDIR/psql" -X -A -t -d "$db" -c "SELECT (SELECT count(*) FROM pgbench_accounts), (SELECT sum(abalance) FROM pgbench_accounts), (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public')" >"$WORK_DIR/check-$db"
+done
+cmp -s "$WORK_DIR/check-restored_ours" "$WORK_DIR/check-restored_theirs" ||
+    die "restores differ: $(cat "$WORK_DIR/check-restored_ours") vs $(cat "$WORK_DIR/check-restored_theirs")"
+
+REPO_BYTES=$(du -sb "$WORK_DIR/repo" | cut -f1)
+FC_BYTES=$(stat -c %s "$WORK_DIR/dump.fc")
+FD_BYTES=$(du -sb "$WORK_DIR/dump.dir" | cut -f1)
+
+python3 - "$RESULTS" "$REPO_BYTES" "$FC_BYTES" "$FD_BYTES" "$DB_BYTES" "$SCALE" "$JOBS" "$(nproc)" <<'PY' | tee "$WORK_DIR/report.txt"
+import sys
+results, repo, fc, fd, db, scale, jobs, cores = sys.argv[1:9]
+rows = {}
+for line in open(results):
+    name, wall, rss = line.split()
+    rows[name] = (float(wall), int(rss) * 1024)
+repo, fc, fd, db = int(repo), int(fc), int(fd), int(db)
+MB = 1e6
+ok = True
+def line(label, value, target, below=True):
+    global ok
+    res = "PASS" if (value <= target if below else value < target) else "FAIL"
+    ok &= res == "PASS"
+    print(f"  {label:<44}{value:>8.2f}  {'<= ' if below else '< '}{target:<6}{res}")
+print()
+print(f"backup vs pg_dump/pg_restore on pgbench scale {scale} ({db / MB:.0f} MB database), {cores} cores, {jobs} jobs")
+print(f"  {'measure':<44}{'ratio':>8}  target")
+line("backup wall: ours / pg_dump -Fc", rows["ours-backup"][0] / rows["pg_dump-Fc"][0], 0.5)
+line(f"backup wall: ours / pg_dump -Fd -j {jobs}", rows["ours-backup"][0] / rows["pg_dump-Fd"][0], 1.0)
+line(f"restore wall: ours / pg_restore -j {jobs} (-Fd)", rows["ours-restore"][0] / rows["pg_restore-Fd"][0], 0.8)
+line("stored size: our repository / -Fc file", repo / fc, 1.0)
+peak = max(rows["ours-backup"][1], rows["ours-restore"][1])
+res = "PASS" if peak < 300 * MB else "FAIL"
+ok &= res == "PASS"
+print(f"  {'our peak RSS (MB)':<44}{peak / MB:>8.0f}  < 300   {res}")
+print()
+print("  details (absolute; shared machine, compare within one run only)")
+for name in ("ours-backup", "pg_dump-Fc", "pg_dump-Fd", "ours-restore", "pg_restore-Fd"):
+    w, r = rows[name]
+    print(f"    {name:<16}{w:>8.1f} s  {r / MB:>7.0f} MB RSS")
+print(f"    sizes: repository {repo / MB:.0f} MB, -Fc {fc / MB:.0f} MB, -Fd {fd / MB:.0f} MB")
+print()
+print("overall: " + ("all targets met" if ok else "some targets missed"))
+PY

@@ -1,0 +1,136 @@
+//! Copying snapshots between repositories.
+//!
+//! A copy replays a snapshot of one repository as a backup into another:
+//! [`SnapshotSource`] walks the snapshot's trees and serves each file and
+//! stream from the source repository, and the ordinary backup pipeline
+//! chunks, deduplicates and encrypts it for the destination. Destinations
+//! may therefore use other keys and chunker settings. Only data the
+//! destination lacks is uploaded; and when the destination already holds a
+//! copy of an earlier snapshot of the same source, files whose metadata is
+//! unchanged are taken from it without being read from the source at all.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::IndexedRepository;
+use crate::restorer::content_stream;
+use crate::snapshot::{SnapshotEntry, SourceDescriptor};
+use crate::source::{AsyncReader, Content, Item, OnReadError, Source};
+use crate::tree::{Node, NodeKind};
+
+/// Serves a stored snapshot as a [`Source`].
+pub struct SnapshotSource {
+    repo: IndexedRepository,
+    entry: SnapshotEntry,
+    stack: Vec<std::vec::IntoIter<Node>>,
+    started: bool,
+}
+
+impl SnapshotSource {
+    /// A source replaying `entry` from `repo`.
+    pub fn new(repo: IndexedRepository, entry: SnapshotEntry) -> Self {
+        SnapshotSource {
+            repo,
+            entry,
+            stack: Vec::new(),
+            started: false,
+        }
+    }
+}
+
+/// A node as a source would describe it: metadata without stored content.
+fn bare(node: &Node) -> Node {
+    let mut n = node.clone();
+    n.content.clear();
+    n.content_lists.clear();
+    n.subtree = None;
+    n.sha256 = None;
+    n
+}
+
+#[async_trait]
+impl Source for SnapshotSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        self.entry.snapshot.source.clone()
+    }
+
+    async fn next(&mut self) -> Result<Option<Item>> {
+        if !self.started {
+            self.started = true;
+            let root = self.repo.load_tree(&self.entry.snapshot.tree).await?;
+            self.stack.push(root.nodes.into_iter());
+        }
+        {
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some(node) = top.next() else {
+                self.stack.pop();
+                if self.stack.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Item::Leave));
+            };
+            match node.kind {
+                NodeKind::Dir => {
+                    let sub = node.subtree.ok_or_else(|| {
+                        Error::corrupt(
+                            crate::FileKind::Pack,
+                            format!("directory {}", node.name),
+                            "no subtree",
+                        )
+                    })?;
+                    let tree = self.repo.load_tree(&sub).await?;
+                    self.stack.push(tree.nodes.into_iter());
+                    return Ok(Some(Item::Enter(bare(&node))));
+                }
+                NodeKind::Symlink => {
+                    return Ok(Some(Item::Leaf {
+                        node: bare(&node),
+                        content: None,
+                        on_error: OnReadError::Fail,
+                    }))
+                }
+                NodeKind::File | NodeKind::Stream => {
+                    let repo = self.repo.clone();
+                    let stored = node.clone();
+                    let content = Content::Async(Box::pin(async move {
+                        let stream = content_stream(&repo, &stored).map_err(std::io::Error::other);
+                        Ok(Box::new(tokio_util::io::StreamReader::new(stream)) as AsyncReader)
+                    }));
+                    return Ok(Some(Item::Leaf {
+                        node: bare(&node),
+                        content: Some(content),
+                        on_error: OnReadError::Fail,
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        Ok(self.entry.snapshot.metadata.clone())
+    }
+}
+
+/// Which snapshots of `source` still need copying: those no destination
+/// snapshot records as their origin (`copy_of`), and that are not
+/// themselves copies of a snapshot the destination already holds.
+pub fn not_yet_copied(
+    wanted: Vec<SnapshotEntry>,
+    destination: &[SnapshotEntry],
+) -> Vec<SnapshotEntry> {
+    let have: HashSet<Id> = destination
+        .iter()
+        .flat_map(|d| [Some(d.id), d.snapshot.copy_of])
+        .flatten()
+        .collect();
+    wanted
+        .into_iter()
+        .filter(|s| !have.contains(&s.id) && s.snapshot.copy_of.is_none_or(|o| !have.contains(&o)))
+        .collect()
+}

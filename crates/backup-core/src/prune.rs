@@ -1,0 +1,392 @@
+//! Prune: remove data no snapshot references.
+//!
+//! 1. Every snapshot's trees are walked to find the blobs in use (a
+//!    snapshot that cannot be read stops the prune: its data might be
+//!    needed).
+//! 2. Each indexed pack is classified: entirely unused packs are deleted,
+//!    packs whose unused share reaches the repack threshold are repacked
+//!    (their used blobs copied, as stored, into new packs), the rest kept.
+//!    Packs no index lists are leftovers of interrupted backups and go too.
+//! 3. New packs are written, then new index files listing every used blob,
+//!    then a last index file that supersedes all the old ones. The new
+//!    packs and index files are read back.
+//! 4. Only then are the old index files and the freed packs deleted.
+//!
+//! A crash at any point leaves a repository whose index only names packs
+//! that exist: before the superseding file, the old index is intact (new
+//! packs are merely unreferenced); after it, the new index is complete
+//! (old packs are merely unreferenced). Prune needs an exclusive lock.
+//!
+//! Memory grows with the number of blobs in the repository (the index, the
+//! set of used ids and the per-pack lists: roughly 200 bytes per blob), not
+//! with the amount of data.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::IndexPack;
+use crate::pack::{decode_blob, BlobType, PackBuilder, PackEntry};
+use crate::progress::Progress;
+use crate::repo::IndexedRepository;
+use crate::sink::{FileKind, SinkExt};
+use crate::tree::decode_content_list;
+use crate::walk::walk_trees;
+
+/// Options of a prune.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Compute and report the plan, change nothing.
+    pub dry_run: bool,
+    /// Repack a pack when at least this fraction of it is unused (0 to 1).
+    pub repack_threshold: f64,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            dry_run: false,
+            repack_threshold: 0.25,
+        }
+    }
+}
+
+/// What a prune did or (dry run) would do.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Snapshots whose data is kept.
+    pub snapshots: usize,
+    /// Blobs in use.
+    pub blobs_used: usize,
+    /// Indexed packs before.
+    pub packs_before: usize,
+    /// Bytes of all packs in storage before.
+    pub bytes_before: u64,
+    /// Packs deleted because nothing in them is used.
+    pub packs_deleted: usize,
+    /// Packs rewritten because much of them is unused.
+    pub packs_repacked: usize,
+    /// Packs in storage that no index listed (deleted).
+    pub packs_unindexed: usize,
+    /// New packs written by repacking.
+    pub packs_written: usize,
+    /// Bytes copied into new packs.
+    pub bytes_rewritten: u64,
+    /// Bytes of packs deleted.
+    pub bytes_deleted: u64,
+    /// Net bytes freed: deleted minus rewritten.
+    pub bytes_freed: u64,
+    /// Unused bytes left in kept packs (below the repack threshold).
+    pub bytes_unused_kept: u64,
+    /// Index files replaced.
+    pub index_files_replaced: usize,
+}
+
+/// The blobs referenced by every snapshot, by type.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when a snapshot or tree cannot be read: pruning
+/// without knowing what it needs could delete live data.
+pub async fn used_blobs(repo: &IndexedRepository) -> Result<(usize, HashSet<(BlobType, Id)>)> {
+    let (snapshots, damaged) = repo.snapshots().await?;
+    if let Some((name, e)) = damaged.into_iter().next() {
+        return Err(Error::corrupt(
+            FileKind::Snapshot,
+            name,
+            format!("cannot be read ({e}); run `backup repair snapshots` before pruning"),
+        ));
+    }
+    let mut used = HashSet::new();
+    let mut lists = Vec::new();
+    let mut seen = HashSet::new();
+    walk_trees(
+        repo,
+        snapshots.iter().map(|s| s.snapshot.tree),
+        &mut seen,
+        |id, nodes| {
+            used.insert((BlobType::Tree, *id));
+            for n in nodes {
+                used.extend(n.content.iter().map(|c| (BlobType::Data, *c)));
+                lists.extend(n.content_lists.iter().copied());
+            }
+            Ok(())
+        },
+        |id, e| {
+            Err(Error::corrupt(
+                FileKind::Pack,
+                format!("tree {id}"),
+                format!("cannot be read ({e}); run `backup check --read-data` before pruning"),
+            ))
+        },
+    )
+    .await?;
+    for l in lists {
+        used.insert((BlobType::Tree, l));
+        let data = repo.read_blob(BlobType::Tree, &l).await?;
+        used.extend(
+            decode_content_list(&data, &l)?
+                .into_iter()
+                .map(|c| (BlobType::Data, c)),
+        );
+    }
+    for (t, id) in &used {
+        if !repo.index().contains(*t, id) {
+            return Err(Error::corrupt(
+                FileKind::Index,
+                format!("blob {id}"),
+                "is used by a snapshot but not indexed; run `backup repair index` before pruning",
+            ));
+        }
+    }
+    Ok((snapshots.len(), used))
+}
+
+enum Fate {
+    Keep(Vec<PackEntry>),
+    Repack(Vec<PackEntry>),
+    Delete,
+}
+
+/// Prunes the repository (the caller holds an exclusive lock).
+///
+/// # Errors
+///
+/// Storage errors, and [`Error::Corrupt`] when the repository is damaged
+/// in a way that makes pruning unsafe (nothing is deleted then).
+pub async fn prune(
+    repo: &IndexedRepository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    progress.set_phase("finding used data");
+    let (snapshots, used) = used_blobs(repo).await?;
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        snapshots,
+        blobs_used: used.len(),
+        ..PruneReport::default()
+    };
+    let stored: HashMap<String, u64> = repo
+        .sink()
+        .list(FileKind::Pack)
+        .await?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    report.bytes_before = stored.values().sum();
+    let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
+    report.packs_before = indexed.len();
+
+    // Classify packs.
+    let mut by_pack = repo.index().entries_by_pack();
+    let mut fates: Vec<(Id, u64, Fate)> = Vec::new();
+    for (&pack, &size) in &indexed {
+        let entries = by_pack.remove(&pack).unwrap_or_default();
+        let live: Vec<PackEntry> = entries
+            .into_iter()
+            .filter(|e| used.contains(&(e.blob_type, e.id)))
+            .collect();
+        let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
+        let unused = size.saturating_sub(live_bytes);
+        let fate = if live.is_empty() {
+            Fate::Delete
+        } else if size > 0 && unused as f64 / size as f64 >= opts.repack_threshold {
+            Fate::Repack(live)
+        } else {
+            report.bytes_unused_kept += unused;
+            Fate::Keep(live)
+        };
+        fates.push((pack, size, fate));
+    }
+    fates.sort_by_key(|(id, _, _)| *id);
+    let unindexed: Vec<(String, u64)> = stored
+        .iter()
+        .filter(|(name, _)| {
+            name.parse::<Id>()
+                .map_or(true, |id| !indexed.contains_key(&id))
+        })
+        .map(|(n, s)| (n.clone(), *s))
+        .collect();
+    report.packs_unindexed = unindexed.len();
+    for (_, size, fate) in &fates {
+        match fate {
+            Fate::Delete => {
+                report.packs_deleted += 1;
+                report.bytes_deleted += size;
+            }
+            Fate::Repack(live) => {
+                report.packs_repacked += 1;
+                report.bytes_deleted += size;
+                report.bytes_rewritten += live.iter().map(|e| u64::from(e.length)).sum::<u64>();
+            }
+            Fate::Keep(_) => {}
+        }
+    }
+    report.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    let old_index: Vec<String> = repo.sink().list_names(FileKind::Index).await?;
+    report.index_files_replaced = old_index.len();
+    if opts.dry_run {
+        report.bytes_freed = report.bytes_deleted.saturating_sub(report.bytes_rewritten);
+        return Ok(report);
+    }
+    let nothing_to_do = report.packs_deleted == 0 && report.packs_repacked == 0;
+    if nothing_to_do && unindexed.is_empty() {
+        return Ok(report);
+    }
+
+    // 1. Repack.
+    progress.set_phase("repacking");
+    let repack: Vec<(Id, Vec<PackEntry>)> = fates
+        .iter()
+        .filter_map(|(id, _, f)| match f {
+            Fate::Repack(live) => Some((*id, live.clone())),
+            _ => None,
+        })
+        .collect();
+    progress.set_total(report.bytes_rewritten);
+    let new_packs = repack_packs(repo, repack, progress).await?;
+    report.packs_written = new_packs.len();
+    report.bytes_rewritten = new_packs.iter().map(|p| p.size).sum();
+
+    // 2. New index: kept packs with their used blobs, plus the new packs.
+    progress.set_phase("writing index");
+    let kept: HashSet<Id> = fates
+        .iter()
+        .filter(|(_, _, f)| matches!(f, Fate::Keep(_)))
+        .map(|(id, _, _)| *id)
+        .collect();
+    let mut packs: Vec<IndexPack> = fates
+        .into_iter()
+        .filter_map(|(id, size, f)| match f {
+            Fate::Keep(live) => Some(IndexPack {
+                id,
+                size,
+                blobs: live,
+            }),
+            _ => None,
+        })
+        .collect();
+    packs.extend(new_packs.iter().cloned());
+    // Written, read back and then superseding the old index; the old index
+    // files are deleted by the helper once the new ones are in place.
+    let after: HashMap<String, u64> = repo
+        .sink()
+        .list(FileKind::Pack)
+        .await?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    for p in &new_packs {
+        if after.get(&p.id.to_hex()) != Some(&p.size) {
+            return Err(Error::corrupt(
+                FileKind::Pack,
+                p.id,
+                "a repacked pack is missing after writing it; nothing was deleted",
+            ));
+        }
+    }
+    let written = crate::repair::write_replacement_index(repo, packs, &old_index).await?;
+    tracing::info!(index_files = written, "New index written.");
+
+    // 3. Delete the packs that were replaced.
+    progress.set_phase("deleting");
+    let live_packs: HashSet<Id> = new_packs.iter().map(|p| p.id).collect();
+    let mut doomed: Vec<String> = indexed
+        .keys()
+        .filter(|id| !kept.contains(id) && !live_packs.contains(id))
+        .map(Id::to_hex)
+        .collect();
+    doomed.extend(unindexed.into_iter().map(|(n, _)| n));
+    doomed.sort();
+    stream::iter(doomed)
+        .map(|name| {
+            let sink = repo.sink().clone();
+            async move { sink.delete(FileKind::Pack, &name).await }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<Result<()>>()?;
+    report.bytes_freed = report.bytes_deleted.saturating_sub(report.bytes_rewritten);
+    progress.finish();
+    Ok(report)
+}
+
+/// Copies the used blobs of `packs`, as stored and after verifying each,
+/// into new packs.
+async fn repack_packs(
+    repo: &IndexedRepository,
+    packs: Vec<(Id, Vec<PackEntry>)>,
+    progress: &dyn Progress,
+) -> Result<Vec<IndexPack>> {
+    let pack_size = repo.config().pack_size as usize;
+    let mut builders = [PackBuilder::default(), PackBuilder::default()];
+    let mut out = Vec::new();
+    let mut fetched = stream::iter(packs)
+        .map(|(id, live)| {
+            let repo = repo.clone();
+            async move {
+                let data = repo.sink().get(FileKind::Pack, &id.to_hex()).await?;
+                let key = repo.key().clone();
+                let hasher = repo.hasher().clone();
+                tokio::task::spawn_blocking(move || -> Result<Vec<(PackEntry, Vec<u8>)>> {
+                    let mut blobs = Vec::with_capacity(live.len());
+                    for e in live {
+                        let range = e.offset as usize..e.offset as usize + e.length as usize;
+                        let stored = data.get(range).ok_or_else(|| {
+                            Error::corrupt(FileKind::Pack, id, "shorter than its index says")
+                        })?;
+                        // Never copy damage forward.
+                        decode_blob(&key, &hasher, &e, &id, stored)?;
+                        blobs.push((e, stored.to_vec()));
+                    }
+                    Ok(blobs)
+                })
+                .await
+                .map_err(|e| Error::Generic {
+                    backend: "repack",
+                    source: Box::new(e),
+                })?
+            }
+        })
+        .buffered(4);
+    while let Some(blobs) = fetched.next().await {
+        for (e, stored) in blobs? {
+            let slot = usize::from(e.blob_type == BlobType::Tree);
+            builders[slot].add(e.blob_type, e.id, e.compressed, e.raw_length, &stored);
+            progress.add_bytes(stored.len() as u64);
+            if builders[slot].len() >= pack_size
+                || builders[slot].entry_count() >= crate::pack::MAX_PACK_ENTRIES
+            {
+                let full = std::mem::take(&mut builders[slot]);
+                out.push(store_pack(repo, full).await?);
+            }
+        }
+    }
+    for b in builders {
+        if !b.is_empty() {
+            out.push(store_pack(repo, b).await?);
+        }
+    }
+    Ok(out)
+}
+
+async fn store_pack(repo: &IndexedRepository, b: PackBuilder) -> Result<IndexPack> {
+    let pack = b.finish(repo.key());
+    let size = pack.data.len() as u64;
+    repo.sink()
+        .put_content_addressed(FileKind::Pack, &pack.id.to_hex(), pack.data)
+        .await?;
+    Ok(IndexPack {
+        id: pack.id,
+        size,
+        blobs: pack.entries,
+    })
+}

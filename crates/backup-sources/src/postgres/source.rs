@@ -1,0 +1,618 @@
+//! The PostgreSQL source.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use backup_core::snapshot::SourceDescriptor;
+use backup_core::source::{AsyncReader, Content, Item, OnReadError, Source};
+use backup_core::tree::{Node, NodeKind};
+use backup_core::{Error, Result};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_postgres::Client;
+
+use super::conn::{query_error, ConnInfo, Side};
+use super::script::{quote_ident, quote_literal};
+use super::tools::{find_tool, major_of, Processes, Tool};
+use super::{part_name, tree_name, Metadata, TableFilter, TableMeta, SPLIT_BYTES};
+use crate::SourceOptions;
+
+/// Settings of a PostgreSQL backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PostgresSourceConfig {
+    /// Also back up roles and tablespaces (`pg_dumpall --globals-only`).
+    pub globals: bool,
+    /// Worker connections (default: the number of cores, at least 2).
+    pub jobs: Option<usize>,
+}
+
+impl PostgresSourceConfig {
+    /// Sets [`PostgresSourceConfig::globals`].
+    #[must_use]
+    pub fn with_globals(mut self, on: bool) -> Self {
+        self.globals = on;
+        self
+    }
+
+    /// Sets [`PostgresSourceConfig::jobs`].
+    #[must_use]
+    pub fn with_jobs(mut self, jobs: usize) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+}
+
+/// Per part: rows and bytes once the part was read to the end.
+type PartStats = Arc<Mutex<HashMap<(usize, u32), (u64, u64)>>>;
+
+/// Backs up one PostgreSQL database inside one exported snapshot.
+pub struct PostgresSource {
+    info: ConnInfo,
+    /// Holds the exported snapshot open until [`Source::finish`].
+    coordinator: Option<Client>,
+    items: VecDeque<Item>,
+    meta: Metadata,
+    stats: PartStats,
+    processes: Processes,
+    jobs: usize,
+}
+
+impl std::fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("url", &self.info.redacted())
+            .field("tables", &self.meta.tables.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection pool of worker connections inside the exported snapshot.
+struct Pool {
+    info: ConnInfo,
+    snapshot: String,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    async fn get(&self) -> Result<Client> {
+        if let Some(c) = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+        {
+            return Ok(c);
+        }
+        let c = self.info.connect(Side::Source).await?;
+        let setup = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
+            quote_literal(&self.snapshot),
+            SESSION_SETUP
+        );
+        c.batch_execute(&setup)
+            .await
+            .map_err(|e| query_error(Side::Source, "joining the exported snapshot", &e))?;
+        Ok(c)
+    }
+
+    fn put(&self, c: Client) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(c);
+    }
+}
+
+/// Session settings of every reading connection, as `pg_dump` uses them:
+/// output that reads back exactly (floats, dates, intervals), no
+/// timeouts, and an error instead of silently filtered rows under
+/// row-level security.
+const SESSION_SETUP: &str = "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET extra_float_digits = 3; SET datestyle = ISO; SET intervalstyle = postgres; SET row_security = off;";
+
+impl PostgresSource {
+    /// Connects, exports a snapshot and plans the backup.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a failed login or a table the role
+    /// cannot read; [`Error::Source`] for an unreachable server, a missing
+    /// or too old `pg_dump`; [`Error::Config`] for a malformed URL or
+    /// patterns.
+    pub async fn open(
+        url: &str,
+        opts: &SourceOptions,
+        config: &PostgresSourceConfig,
+    ) -> Result<Self> {
+        let info = ConnInfo::parse(url)?;
+        let filter = TableFilter::new(&opts.includes, &opts.excludes)?;
+        let coordinator = info.connect(Side::Source).await?;
+        let q = |what: &'static str| {
+            move |e: tokio_postgres::Error| query_error(Side::Source, what, &e)
+        };
+        coordinator
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {SESSION_SETUP}"
+            ))
+            .await
+            .map_err(q("starting the snapshot transaction"))?;
+        let row = coordinator
+            .query_one(
+                "SELECT pg_export_snapshot(), current_setting('server_version'), \
+                 current_setting('server_version_num')::int4, \
+                 (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+                 pg_encoding_to_char(d.encoding)::text, d.datcollate::text, d.datctype::text, \
+                 (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                 FROM pg_database d WHERE d.datname = current_database()",
+                &[],
+            )
+            .await
+            .map_err(q("exporting a snapshot"))?;
+        let snapshot_id: String = row.get(0);
+        let server_version: String = row.get(1);
+        let version_num = u32::try_from(row.get::<_, i32>(2)).unwrap_or(0);
+        let lsn: Option<String> = row.get(3);
+        let superuser: Option<bool> = row.get(7);
+        if version_num < 100_000 {
+            return Err(Error::Source(format!(
+                "PostgreSQL {server_version} is not supported: backup needs PostgreSQL 10 or newer"
+            )));
+        }
+        let pg_dump = find_tool("pg_dump", major_of(version_num)).await?;
+        let pg_dumpall = if config.globals {
+            Some(find_tool("pg_dumpall", major_of(version_num)).await?)
+        } else {
+            None
+        };
+
+        let all = list_tables(&coordinator, version_num).await?;
+        let metas: Vec<TableMeta> = all.iter().map(|t| t.meta.clone()).collect();
+        let selected: std::collections::HashSet<(String, String)> = filter
+            .select(&metas)
+            .into_iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
+        let (chosen, excluded): (Vec<CatalogTable>, Vec<CatalogTable>) = all
+            .into_iter()
+            .partition(|t| selected.contains(&(t.meta.schema.clone(), t.meta.name.clone())));
+        let denied: Vec<String> = chosen
+            .iter()
+            .filter(|t| !t.readable)
+            .map(|t| t.meta.qualified())
+            .collect();
+        if !denied.is_empty() {
+            return Err(Error::PermissionDenied(format!(
+                "role `{}` may not read {} table(s): {}; grant SELECT on them, back up as a role that can read everything, or leave them out with --exclude",
+                info.user(),
+                denied.len(),
+                denied.join(", ")
+            )));
+        }
+        // Like pg_dump: hold ACCESS SHARE locks so that no table is dropped
+        // or altered under the backup.
+        if !chosen.is_empty() {
+            let names: Vec<String> = chosen.iter().map(|t| t.meta.quoted()).collect();
+            for batch in names.chunks(500) {
+                coordinator
+                    .batch_execute(&format!(
+                        "LOCK TABLE {} IN ACCESS SHARE MODE",
+                        batch.join(", ")
+                    ))
+                    .await
+                    .map_err(q("locking the tables to back up"))?;
+            }
+        }
+
+        let jobs = config
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)))
+            .max(1);
+        let pool = Arc::new(Pool {
+            info: info.clone(),
+            snapshot: snapshot_id.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        let stats: PartStats = Arc::default();
+        let processes = Processes::default();
+
+        let mut dump_args = vec![
+            format!("--snapshot={snapshot_id}"),
+            "--encoding=UTF8".to_owned(),
+            "--no-password".to_owned(),
+        ];
+        for t in &excluded {
+            dump_args.push(format!("--exclude-table={}", pattern_name(&t.meta)));
+        }
+        let env = info.tool_env();
+        let mut items = VecDeque::new();
+        if let Some(tool) = &pg_dumpall {
+            let mut args = vec!["--globals-only".to_owned(), "--no-password".to_owned()];
+            args.push(format!("--database={}", info.dbname()));
+            if superuser != Some(true) {
+                args.push("--no-role-passwords".to_owned());
+            }
+            items.push_back(tool_leaf(
+                "globals.sql",
+                "pg_dumpall --globals-only",
+                tool,
+                args,
+                &env,
+                &processes,
+            ));
+        }
+        items.push_back(Item::Enter(dir_node("schema")));
+        {
+            let mut args = dump_args.clone();
+            args.push("--section=data".to_owned());
+            for t in &chosen {
+                if t.meta.parts > 0 {
+                    args.push(format!("--exclude-table-data={}", pattern_name(&t.meta)));
+                }
+            }
+            items.push_back(tool_leaf(
+                "data.sql",
+                "pg_dump --section=data",
+                &pg_dump,
+                args,
+                &env,
+                &processes,
+            ));
+        }
+        for (file, section) in [("post-data.sql", "post-data"), ("pre-data.sql", "pre-data")] {
+            let mut args = dump_args.clone();
+            args.push(format!("--section={section}"));
+            items.push_back(tool_leaf(
+                file,
+                &format!("pg_dump --section={section}"),
+                &pg_dump,
+                args,
+                &env,
+                &processes,
+            ));
+        }
+        items.push_back(Item::Leave);
+
+        // tables/<schema>/<table>/<part>, sorted by encoded names.
+        let mut order: Vec<usize> = (0..chosen.len()).collect();
+        order.sort_by(|&a, &b| {
+            let ka = (
+                tree_name(&chosen[a].meta.schema),
+                tree_name(&chosen[a].meta.name),
+            );
+            let kb = (
+                tree_name(&chosen[b].meta.schema),
+                tree_name(&chosen[b].meta.name),
+            );
+            ka.cmp(&kb)
+        });
+        items.push_back(Item::Enter(dir_node("tables")));
+        let mut current_schema: Option<String> = None;
+        for &i in &order {
+            let t = &chosen[i];
+            if t.meta.parts == 0 {
+                continue;
+            }
+            let schema = tree_name(&t.meta.schema);
+            if current_schema.as_deref() != Some(schema.as_str()) {
+                if current_schema.is_some() {
+                    items.push_back(Item::Leave);
+                }
+                items.push_back(Item::Enter(dir_node(&schema)));
+                current_schema = Some(schema);
+            }
+            items.push_back(Item::Enter(dir_node(&tree_name(&t.meta.name))));
+            for part in 0..t.meta.parts {
+                let sql = copy_sql(t, part, version_num);
+                let fut = open_copy(
+                    pool.clone(),
+                    sql,
+                    t.meta.qualified(),
+                    i,
+                    part,
+                    stats.clone(),
+                );
+                items.push_back(Item::Leaf {
+                    node: Node::new(part_name(part).as_str(), NodeKind::Stream),
+                    content: Some(Content::Async(Box::pin(fut))),
+                    on_error: OnReadError::Fail,
+                });
+            }
+            items.push_back(Item::Leave);
+        }
+        if current_schema.is_some() {
+            items.push_back(Item::Leave);
+        }
+        items.push_back(Item::Leave);
+
+        let meta = Metadata {
+            server_version,
+            server_version_num: version_num,
+            database: info.dbname().to_owned(),
+            encoding: row.get(4),
+            lc_collate: row.get(5),
+            lc_ctype: row.get(6),
+            snapshot_lsn: lsn.unwrap_or_default(),
+            snapshot_id,
+            pg_dump_version: pg_dump.version.clone(),
+            copy_format: "text".to_owned(),
+            globals: pg_dumpall.is_some(),
+            table_count: chosen.len(),
+            total_rows: 0,
+            total_bytes: 0,
+            tables: chosen.into_iter().map(|t| t.meta).collect(),
+            excluded_tables: excluded.iter().map(|t| t.meta.qualified()).collect(),
+        };
+        Ok(PostgresSource {
+            info,
+            coordinator: Some(coordinator),
+            items,
+            meta,
+            stats,
+            processes,
+            jobs,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "postgres".to_owned(),
+            url: self.info.redacted(),
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        // Worker connections, plus room for the pg_dump streams.
+        self.jobs + 1
+    }
+
+    async fn next(&mut self) -> Result<Option<Item>> {
+        Ok(self.items.pop_front())
+    }
+
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        let dumps = self.processes.finish().await;
+        if let Some(c) = self.coordinator.take() {
+            let _ = c.batch_execute("COMMIT").await;
+        }
+        dumps?;
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut meta = self.meta.clone();
+        for (i, t) in meta.tables.iter_mut().enumerate() {
+            for part in 0..t.parts {
+                let Some((rows, bytes)) = stats.get(&(i, part)) else {
+                    return Err(Error::Source(format!(
+                        "the data of {} (part {part}) was not read to the end",
+                        t.qualified()
+                    )));
+                };
+                t.rows += rows;
+                t.bytes += bytes;
+            }
+        }
+        meta.total_rows = meta.tables.iter().map(|t| t.rows).sum();
+        meta.total_bytes = meta.tables.iter().map(|t| t.bytes).sum();
+        serde_json::to_value(&meta).map_err(|e| Error::Source(format!("encoding metadata: {e}")))
+    }
+}
+
+fn dir_node(name: &str) -> Node {
+    let mut n = Node::new(name, NodeKind::Dir);
+    n.mode = Some(0o700);
+    n
+}
+
+fn tool_leaf(
+    name: &str,
+    label: &str,
+    tool: &Tool,
+    args: Vec<String>,
+    env: &[(String, String)],
+    processes: &Processes,
+) -> Item {
+    let processes = processes.clone();
+    let path = tool.path.clone();
+    let env = env.to_vec();
+    let label = label.to_owned();
+    let fut = async move { processes.spawn(&label, &path, &args, &env) };
+    Item::Leaf {
+        node: Node::new(name, NodeKind::Stream),
+        content: Some(Content::Async(Box::pin(fut))),
+        on_error: OnReadError::Fail,
+    }
+}
+
+/// A table name as an exact `pg_dump` pattern (quoted, so nothing in it is
+/// a wildcard).
+fn pattern_name(t: &TableMeta) -> String {
+    t.quoted()
+}
+
+/// The table as the catalog describes it.
+struct CatalogTable {
+    meta: TableMeta,
+    readable: bool,
+    blocks: u64,
+}
+
+async fn list_tables(c: &Client, version_num: u32) -> Result<Vec<CatalogTable>> {
+    let generated = if version_num >= 120_000 {
+        "AND a.attgenerated = ''"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, \
+           pn.nspname::text, pc.relname::text, \
+           has_table_privilege(c.oid, 'SELECT'), \
+           (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8, \
+           ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 \
+                 AND NOT a.attisdropped {generated} ORDER BY a.attnum) \
+         FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid \
+         LEFT JOIN pg_class pc ON pc.oid = i.inhparent \
+         LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't' \
+           AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                           AND d.objid = c.oid AND d.deptype = 'e') \
+         ORDER BY 1, 2"
+    );
+    let rows = c
+        .query(sql.as_str(), &[])
+        .await
+        .map_err(|e| query_error(Side::Source, "listing tables", &e))?;
+    let split_blocks = SPLIT_BYTES / 8192;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let kind: String = r.get(2);
+            let parent = match (r.get::<_, Option<String>>(3), r.get::<_, Option<String>>(4)) {
+                (Some(s), Some(t)) => Some((s, t)),
+                _ => None,
+            };
+            let blocks = u64::try_from(r.get::<_, i64>(6)).unwrap_or(0);
+            let partitioned = kind == "p";
+            // Split only where TID range scans exist (PostgreSQL 14+).
+            let parts = if partitioned {
+                0
+            } else if version_num >= 140_000 && blocks > split_blocks {
+                u32::try_from(blocks.div_ceil(split_blocks)).unwrap_or(u32::MAX)
+            } else {
+                1
+            };
+            CatalogTable {
+                meta: TableMeta {
+                    schema: r.get(0),
+                    name: r.get(1),
+                    kind: if partitioned { "partitioned" } else { "table" }.to_owned(),
+                    partition_of: parent,
+                    columns: r.get(7),
+                    parts,
+                    rows: 0,
+                    bytes: 0,
+                },
+                readable: r.get(5),
+                blocks,
+            }
+        })
+        .collect())
+}
+
+/// The COPY statement of one part.
+fn copy_sql(t: &CatalogTable, part: u32, _version_num: u32) -> String {
+    let m = &t.meta;
+    if m.parts <= 1 {
+        return format!("COPY {} TO STDOUT", m.copy_target());
+    }
+    let split_blocks = SPLIT_BYTES / 8192;
+    let start = u64::from(part) * split_blocks;
+    let cols = if m.columns.is_empty() {
+        String::new()
+    } else {
+        m.columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut cond = format!("ctid >= '({start},0)'::tid");
+    if part + 1 < m.parts {
+        let end = start + split_blocks;
+        cond = format!("{cond} AND ctid < '({end},0)'::tid");
+    }
+    let _ = t.blocks;
+    format!(
+        "COPY (SELECT {cols} FROM ONLY {} WHERE {cond}) TO STDOUT",
+        m.quoted()
+    )
+}
+
+/// Opens one part: takes a worker connection and starts the COPY.
+async fn open_copy(
+    pool: Arc<Pool>,
+    sql: String,
+    table: String,
+    index: usize,
+    part: u32,
+    stats: PartStats,
+) -> Result<AsyncReader> {
+    let client = pool.get().await?;
+    let stream = client
+        .copy_out(sql.as_str())
+        .await
+        .map_err(|e| query_error(Side::Source, &format!("copying table {table}"), &e))?;
+    let table2 = table.clone();
+    let stream = stream.map_err(move |e| {
+        let msg = match e.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => e.to_string(),
+        };
+        std::io::Error::other(format!("copying table {table2}: {msg}"))
+    });
+    let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
+    Ok(Box::new(CountingReader {
+        inner: Box::pin(reader),
+        client: Some(client),
+        pool,
+        rows: 0,
+        bytes: 0,
+        key: (index, part),
+        stats,
+    }))
+}
+
+/// Counts rows (newlines: COPY text escapes newlines inside values) and
+/// bytes of one part, and gives the connection back at the end.
+struct CountingReader {
+    inner: Pin<Box<dyn AsyncRead + Send>>,
+    client: Option<Client>,
+    pool: Arc<Pool>,
+    rows: u64,
+    bytes: u64,
+    key: (usize, u32),
+    stats: PartStats,
+}
+
+impl AsyncRead for CountingReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let new = &buf.filled()[before..];
+            if new.is_empty() {
+                if let Some(c) = self.client.take() {
+                    self.pool.put(c);
+                    let (rows, bytes, key) = (self.rows, self.bytes, self.key);
+                    self.stats
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(key, (rows, bytes));
+                }
+            } else {
+                #[allow(clippy::naive_bytecount)] // Not worth a dependency.
+                let n = new.iter().filter(|&&b| b == b'\n').count() as u64;
+                let len = new.len() as u64;
+                self.rows += n;
+                self.bytes += len;
+            }
+        }
+        r
+    }
+}

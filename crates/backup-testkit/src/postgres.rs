@@ -1,0 +1,345 @@
+//! Throwaway PostgreSQL clusters: `initdb` into a temporary directory and
+//! `postgres` on 127.0.0.1 with a free port, stopped by process id when the
+//! handle is dropped.
+//!
+//! As root, the server runs as the unprivileged `postgres` user (through
+//! `setpriv`), which owns the temporary directory. Password authentication
+//! (SCRAM) is required over TCP; the superuser is `postgres` with
+//! [`PASSWORD`]. When the binaries are missing, [`PgCluster::start`]
+//! panics with the command that installs them: tests never skip.
+
+#![allow(clippy::expect_used)] // Test support: failing to set up is a test failure.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The superuser's password in every test cluster.
+pub const PASSWORD: &str = "test-secret";
+
+const MISSING: &str =
+    "PostgreSQL server binaries (initdb, postgres) not found: run ./scripts/test.sh (installs postgresql)";
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    bindir: PathBuf,
+    run_as: Option<String>,
+}
+
+/// The directory holding `initdb`, `postgres`, `pg_dump`, ... of the newest
+/// installed version (`BACKUP_TEST_PG_BINDIR` overrides).
+///
+/// # Panics
+///
+/// When no installation is found, with the setup command to run.
+pub fn bindir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BACKUP_TEST_PG_BINDIR") {
+        return PathBuf::from(d);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let bin = e.path().join("bin");
+                    bin.join("initdb").is_file().then_some((v, bin))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    if let Some((_, p)) = found.into_iter().next() {
+        return p;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+            return dir;
+        }
+    }
+    panic!("{MISSING}");
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    l.local_addr().expect("local address").port()
+}
+
+/// Whether this process runs as root (the owner of `/proc/self` is the
+/// effective user).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+impl PgCluster {
+    /// Initialises and starts a cluster; waits until it accepts
+    /// connections.
+    ///
+    /// # Panics
+    ///
+    /// When the binaries are missing or the server does not start.
+    pub fn start() -> Self {
+        let bindir = bindir();
+        assert!(bindir.join("initdb").is_file(), "{MISSING}");
+        let dir = tempfile::Builder::new()
+            .prefix("pg-test-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let run_as = is_root().then(|| "postgres".to_owned());
+        if let Some(user) = &run_as {
+            let ok = Command::new("chown")
+                .args([
+                    &format!("{user}:{user}"),
+                    dir.path().to_str().unwrap_or_default(),
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "cannot give {} to the `{user}` user: run ./scripts/test.sh (installs postgresql, which creates the user)",
+                dir.path().display()
+            );
+        }
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("writing the password file");
+        if let Some(user) = &run_as {
+            let _ = Command::new("chown")
+                .args([user.as_str(), pwfile.to_str().unwrap_or_default()])
+                .status();
+        }
+        let mut cluster_cmd = Self::command_as(run_as.as_deref(), &bindir.join("initdb"));
+        cluster_cmd.args([
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--pwfile",
+            pwfile.to_str().unwrap_or_default(),
+            "--no-sync",
+        ]);
+        let out = cluster_cmd.output().expect("running initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let log_path = dir.path().join("server.log");
+            let log = std::fs::File::create(&log_path).expect("log file");
+            if let Some(user) = &run_as {
+                let _ = Command::new("chown")
+                    .args([user.as_str(), log_path.to_str().unwrap_or_default()])
+                    .status();
+            }
+            let mut cmd = Self::command_as(run_as.as_deref(), &bindir.join("postgres"));
+            cmd.args(["-D", data.to_str().unwrap_or_default()])
+                .args(["-p", &port.to_string()])
+                .args(["-k", dir.path().to_str().unwrap_or_default()])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .args(["-c", "fsync=off"])
+                .args(["-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"])
+                .args(["-c", "max_connections=60"])
+                .args(["-c", "shared_buffers=64MB"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log);
+            let mut child = cmd.spawn().expect("starting postgres");
+            if wait_ready(&mut child, &bindir, port, Duration::from_secs(60)) {
+                return PgCluster {
+                    dir,
+                    port,
+                    child,
+                    bindir,
+                    run_as,
+                };
+            }
+            stop_child(&mut child);
+            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        }
+        panic!("postgres did not start:\n{last_log}");
+    }
+
+    fn command_as(user: Option<&str>, program: &Path) -> Command {
+        match user {
+            Some(u) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={u}"),
+                    &format!("--regid={u}"),
+                    "--init-groups",
+                    "--reset-env",
+                ])
+                .arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// The cluster's temporary directory (data directory and log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory of the server's binaries (`pg_dump`, `psql`, ...).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
+    /// A command for a client tool with connection settings in the
+    /// environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`).
+    pub fn tool(&self, name: &str) -> Command {
+        let mut c = Command::new(self.bin(name));
+        c.env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", PASSWORD)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs SQL with `psql` in `db` (stop on the first error); returns
+    /// unaligned, tuples-only output.
+    ///
+    /// # Panics
+    ///
+    /// When psql fails.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.try_psql(db, sql);
+        assert!(
+            out.status.success(),
+            "psql failed on {db}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sql.chars().take(2000).collect::<String>()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Like [`PgCluster::psql`] but returns the output whatever happened.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .tool("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting psql");
+        let mut stdin = child.stdin.take().expect("psql stdin");
+        let sql = sql.to_owned();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(sql.as_bytes());
+        });
+        let out = child.wait_with_output().expect("running psql");
+        let _ = writer.join();
+        out
+    }
+
+    /// `pg_dump` of a database in plain format with the given extra
+    /// arguments; panics on failure.
+    pub fn pg_dump(&self, db: &str, args: &[&str]) -> String {
+        let out = self
+            .tool("pg_dump")
+            .args(args)
+            .arg(db)
+            .output()
+            .expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the server (fast shutdown by signal to its process id).
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    /// The user the server runs as (`postgres` when the tests run as root).
+    pub fn run_as(&self) -> Option<&str> {
+        self.run_as.as_deref()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_ready(child: &mut Child, bindir: &Path, port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let ok = Command::new(bindir.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Fast shutdown (SIGINT to the server's process id), then SIGKILL after
+/// 30 seconds.
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
