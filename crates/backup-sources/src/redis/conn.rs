@@ -4,6 +4,7 @@
 //! replication stream (`PSYNC`), which that crate does not expose, uses a
 //! raw TCP or TLS connection of our own ([`RawConn`]).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,7 +171,7 @@ impl RedisUrl {
         };
         let mut s = format!("{scheme}://{host}:{}", self.port);
         if let Some(db) = self.db {
-            s.push_str(&format!("/{db}"));
+            let _ = write!(s, "/{db}");
         }
         let mut q = Vec::new();
         if self.mode == Mode::Keys {
@@ -481,7 +482,7 @@ impl RawConn {
         w.flush().await.map_err(fail)
     }
 
-    fn io_error(&self, e: std::io::Error) -> Error {
+    fn io_error(&self, e: &std::io::Error) -> Error {
         Error::Transient {
             backend: "redis",
             message: format!("connection to {} failed: {e}", self.addr),
@@ -501,7 +502,7 @@ impl RawConn {
                 .take(64 * 1024)
                 .read_until(b'\n', &mut buf)
                 .await
-                .map_err(|e| self.io_error(e))?;
+                .map_err(|e| self.io_error(&e))?;
             if n == 0 {
                 return Err(Error::Source(format!(
                     "Redis at {} closed the connection",

@@ -73,6 +73,7 @@ pub fn glob_match(pattern: &[u8], key: &[u8]) -> bool {
 /// Matches byte `c` against the class starting at `pattern[p] == b'['`;
 /// returns whether it matched and the position after the class, or
 /// `None` when the class is not closed.
+#[allow(clippy::many_single_char_names)] // Matcher conventions: p pattern position, c byte, a..z range.
 fn class(pattern: &[u8], p: usize, c: u8) -> Option<(bool, usize)> {
     let mut i = p + 1;
     let negate = pattern.get(i) == Some(&b'^');

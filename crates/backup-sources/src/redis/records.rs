@@ -2,6 +2,7 @@
 //! into `DUMP` payloads, or key-level frames), on a blocking thread.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use backup_core::repo::IndexedRepository;
@@ -301,7 +302,7 @@ pub(crate) fn show_key(k: &[u8]) -> String {
         if b.is_ascii_graphic() || b == b' ' {
             s.push(b as char);
         } else {
-            s.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(s, "\\x{b:02x}");
         }
     }
     if k.len() > 80 {

@@ -154,6 +154,7 @@ pub fn lzf_decompress(input: &[u8], ulen: usize) -> Result<Vec<u8>, String> {
 /// # Errors
 ///
 /// A structure that does not add up; the message says where.
+#[allow(clippy::many_single_char_names)] // Byte-parser conventions: p position, b byte, n length, s slice, v value.
 pub fn ziplist(z: &[u8]) -> Result<Vec<Elem>, String> {
     if z.len() < 11 {
         return Err(format!(
@@ -181,15 +182,17 @@ pub fn ziplist(z: &[u8]) -> Result<Vec<Elem>, String> {
         }
         let start = p;
         // Previous entry length: 1 byte, or 0xfe and 4 bytes.
-        let prevlen = if b < 0xfe {
-            p += 1;
-            usize::from(b)
-        } else if b == 0xfe {
-            let s = z.get(p + 1..p + 5).ok_or_else(|| err(p, "cut short"))?;
-            p += 5;
-            u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize
-        } else {
-            return Err(err(p, "bad previous-length byte"));
+        let prevlen = match b {
+            0..=0xfd => {
+                p += 1;
+                usize::from(b)
+            }
+            0xfe => {
+                let s = z.get(p + 1..p + 5).ok_or_else(|| err(p, "cut short"))?;
+                p += 5;
+                u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize
+            }
+            _ => return Err(err(p, "bad previous-length byte")),
         };
         if prevlen != prev_len {
             return Err(err(start, "previous-entry length does not match"));
@@ -269,6 +272,7 @@ pub fn ziplist(z: &[u8]) -> Result<Vec<Elem>, String> {
 /// # Errors
 ///
 /// A structure that does not add up; the message says where.
+#[allow(clippy::many_single_char_names)] // Byte-parser conventions: p position, b byte, n length, s slice, v value.
 pub fn listpack(l: &[u8]) -> Result<Vec<Elem>, String> {
     if l.len() < 7 {
         return Err(format!(
@@ -406,12 +410,15 @@ pub fn intset(s: &[u8]) -> Result<Vec<i64>, String> {
     Ok(out)
 }
 
+/// A hash field and its value.
+pub type FieldValue = (Vec<u8>, Vec<u8>);
+
 /// Decodes a zipmap (hashes of Redis before 2.6) into field/value pairs.
 ///
 /// # Errors
 ///
 /// A structure that does not add up.
-pub fn zipmap(z: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn zipmap(z: &[u8]) -> Result<Vec<FieldValue>, String> {
     let err = |p: usize, m: &str| format!("zipmap at byte {p}: {m}");
     let count = *z.first().ok_or_else(|| err(0, "empty"))?;
     let mut p = 1;
@@ -432,10 +439,7 @@ pub fn zipmap(z: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
             }
         }
     };
-    loop {
-        let Some(klen) = read_len(&mut p)? else {
-            break;
-        };
+    while let Some(klen) = read_len(&mut p)? {
         let key = z
             .get(p..p + klen)
             .ok_or_else(|| err(p, "cut short"))?
@@ -513,7 +517,7 @@ fn wrap<T>(at: u64, r: Result<T, String>) -> RdbResult<T> {
     })
 }
 
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, clippy::many_single_char_names)] // One arm per RDB type; short names as in the parsers above.
 fn decode_from<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> {
     let at = inp.offset();
     Ok(match t {

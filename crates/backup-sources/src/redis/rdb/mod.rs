@@ -170,8 +170,7 @@ pub fn rdb_version_of_server(version: &str) -> Option<u32> {
     let minor = it.next().flatten().unwrap_or(0);
     Some(match (major, minor) {
         (0..=1, _) | (2, 0..=5) => 5,
-        (2, _) => 6,
-        (3, 0) => 6,
+        (2, _) | (3, 0) => 6,
         (3, _) => 7,
         (4, _) => 8,
         (5 | 6, _) => 9,

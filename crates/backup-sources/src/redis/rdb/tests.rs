@@ -217,7 +217,6 @@ fn writer_output_parses_back() {
     let mut enc = Vec::new();
     let mut lw = RdbWriter::new(&mut enc, 1).unwrap();
     lw.string(&long).unwrap();
-    drop(lw);
     w.key(None, types::STRING, &long, &enc[9..]).unwrap();
     let rdb = w.finish().unwrap();
     let (_, events) = parse_all(&rdb, true).unwrap();
