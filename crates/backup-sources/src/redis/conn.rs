@@ -274,7 +274,7 @@ impl RedisUrl {
             || text.contains("invalid password")
             || e.kind() == redis::ErrorKind::AuthenticationFailed
         {
-            return Error::Config(format!(
+            return Error::PermissionDenied(format!(
                 "Redis at {addr} refused the user name or password in the URL (WRONGPASS): check them"
             ));
         }
@@ -297,8 +297,8 @@ impl RedisUrl {
     /// The error for a server that wants a password the URL lacks.
     pub fn noauth_error(&self) -> Error {
         let addr = self.address();
-        Error::Config(format!(
-            "Redis at {addr} requires a password: put it in the URL (redis://:PASSWORD@{addr} or redis://USER:PASSWORD@{addr})"
+        Error::PermissionDenied(format!(
+            "Redis at {addr} requires a password (NOAUTH): put it in the URL (redis://:PASSWORD@{addr} or redis://USER:PASSWORD@{addr})"
         ))
     }
 
@@ -306,11 +306,11 @@ impl RedisUrl {
     fn auth_error(&self, line: &str) -> Error {
         let addr = self.address();
         if line.contains("WRONGPASS") || line.contains("invalid") {
-            Error::Config(format!(
+            Error::PermissionDenied(format!(
                 "Redis at {addr} refused the user name or password in the URL (WRONGPASS): check them"
             ))
         } else {
-            Error::Config(format!("Redis at {addr}: AUTH failed: {line}"))
+            Error::PermissionDenied(format!("Redis at {addr}: AUTH failed: {line}"))
         }
     }
 

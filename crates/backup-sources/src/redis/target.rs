@@ -332,15 +332,7 @@ impl Target for RedisTarget {
         let mut con = self.url.connect().await.map_err(to_target)?;
         let server = server_info(&self.url, &mut con).await.map_err(to_target)?;
         let version = info_field(&server, "redis_version").unwrap_or_default();
-        if let Some(target_rdb) = rdb_version_of_server(&version) {
-            if target_rdb < info.rdb_version {
-                return Err(Error::Target(format!(
-                    "the snapshot holds RDB version {} but Redis {version} at {} reads versions up to {target_rdb}: restore into a Redis server at least as new as the one backed up",
-                    info.rdb_version,
-                    self.url.address()
-                )));
-            }
-        }
+        check_rdb_version(&version, info.rdb_version, &self.url.address())?;
         if !info.module_types.is_empty() {
             let modules: Vec<redis::Value> = redis::cmd("MODULE")
                 .arg("LIST")
@@ -820,6 +812,17 @@ impl RedisTarget {
     }
 }
 
+/// Refuses a target whose Redis version reads only older RDB versions
+/// than the snapshot's (its `RESTORE` would reject every payload).
+fn check_rdb_version(server_version: &str, snapshot_rdb: u32, address: &str) -> Result<()> {
+    match rdb_version_of_server(server_version) {
+        Some(target_rdb) if target_rdb < snapshot_rdb => Err(Error::Target(format!(
+            "the snapshot holds RDB version {snapshot_rdb} but Redis {server_version} at {address} reads versions up to {target_rdb}: restore into a Redis server at least as new as the one backed up"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn restore_cmd(pipe: &mut redis::Pipeline, r: &Record, replace: bool) {
     let c = pipe.cmd("RESTORE").arg(&r.key);
     match r.expire_ms {
@@ -836,4 +839,53 @@ fn restore_cmd(pipe: &mut redis::Pipeline, r: &Record, replace: bool) {
     }
     c.ignore();
     let _ = r.rdb_type;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_targets_are_refused() {
+        // Redis 7.2 writes RDB 11, which 7.0 (RDB 10) cannot read.
+        let err = check_rdb_version("7.0.15", 11, "127.0.0.1:6379").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Target(_)), "{err:?}");
+        assert!(msg.contains("RDB version 11"), "{msg}");
+        assert!(
+            msg.contains("Redis 7.0.15 at 127.0.0.1:6379 reads versions up to 10"),
+            "{msg}"
+        );
+        assert!(check_rdb_version("6.2.14", 10, "h:1").is_err());
+        assert!(check_rdb_version("7.2.4", 12, "h:1").is_err());
+        // Same or newer servers, and unknown versions, pass.
+        check_rdb_version("7.0.15", 10, "h:1").unwrap();
+        check_rdb_version("7.2.4", 11, "h:1").unwrap();
+        check_rdb_version("7.4.0", 12, "h:1").unwrap();
+        check_rdb_version("6.0.9", 9, "h:1").unwrap();
+        check_rdb_version("", 12, "h:1").unwrap();
+    }
+
+    #[test]
+    fn busykey_and_old_payloads_get_clear_messages() {
+        let target = RedisTarget::new("redis://:pw@127.0.0.1:6379").unwrap();
+        let opts = RestoreOptions::default();
+        let busy = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "An error was signalled by the server",
+            "BUSYKEY Target key name already exists.".to_owned(),
+        ));
+        let msg = target.restore_error(&busy, "`k`", &opts).to_string();
+        assert!(msg.contains("BUSYKEY"), "{msg}");
+        assert!(msg.contains("--drop"), "{msg}");
+        assert!(msg.contains("`k`"), "{msg}");
+        assert!(!msg.contains("pw"), "{msg}");
+        let old = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "An error was signalled by the server",
+            "ERR DUMP payload version or checksum are wrong".to_owned(),
+        ));
+        let msg = target.restore_error(&old, "`k`", &opts).to_string();
+        assert!(msg.contains("older than the RDB version"), "{msg}");
+    }
 }
