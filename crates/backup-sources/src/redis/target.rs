@@ -22,8 +22,10 @@ use super::rdb::rdb_version_of_server;
 use super::records::{read_records, show_key, Batch, Record, Selection, Totals};
 use super::{info_field, server_info, KEYS_STREAM, RDB_STREAM};
 
-/// Restore pipelines in flight.
-const PIPELINES_IN_FLIGHT: usize = 4;
+/// Restore pipelines in flight: enough queued work (up to 16 × 1000 keys)
+/// that the server does not wait for the next batch while this process
+/// is descheduled.
+const PIPELINES_IN_FLIGHT: usize = 16;
 /// Keys checked per `EXISTS` pipeline.
 const EXISTS_BATCH: usize = 1000;
 
