@@ -333,14 +333,24 @@ fn rdb_mode_round_trip_keeps_every_type_encoding_and_ttl() {
     let (id, v) = create(&s, &src.url(), &["--tag", "redis"]);
     let meta = &v["snapshot"]["metadata"];
     assert_eq!(meta["mode"], "rdb", "{meta}");
-    assert_eq!(meta["rdb_version"], 10, "{meta}");
+    // Redis 7.0 writes RDB 10, later versions more.
+    assert!(meta["rdb_version"].as_u64().unwrap() >= 10, "{meta}");
     assert_eq!(meta["databases"]["0"]["keys"], src.dbsize(0), "{meta}");
     assert_eq!(meta["databases"]["0"]["expires"], 5, "{meta}");
     assert_eq!(meta["databases"]["1"]["keys"], 50, "{meta}");
     assert_eq!(meta["databases"]["1"]["expires"], 1, "{meta}");
     assert_eq!(meta["databases"]["5"]["keys"], 2, "{meta}");
     assert_eq!(meta["functions"], 1, "{meta}");
-    assert!(meta["server_version"].as_str().unwrap().starts_with('7'));
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut src.connection())
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap()
+        .trim();
+    assert_eq!(meta["server_version"], version, "{meta}");
     assert!(meta["replication"]["offset"].is_u64(), "{meta}");
     assert!(meta["checksum"].as_str().unwrap().starts_with("crc64:"));
 
@@ -566,7 +576,8 @@ fn keys_expired_at_restore_are_skipped_and_counted() {
     for i in 0..10 {
         run(&mut con, &[b"SET", format!("k{i}").as_bytes(), b"v"]);
     }
-    let soon = (now_ms() + 2500).to_string();
+    // Far enough ahead that both backups finish first on a busy machine.
+    let soon = (now_ms() + 6000).to_string();
     for k in ["k1", "k2", "k3"] {
         run(&mut con, &[b"PEXPIREAT", k.as_bytes(), soon.as_bytes()]);
     }
