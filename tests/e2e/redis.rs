@@ -687,9 +687,10 @@ fn refused_replication_suggests_keys_mode() {
     let s = Scratch::new();
     s.init();
     let err = s.fails(&["create", &src.url()], 1);
-    assert!(err.contains("mode=keys"), "{err}");
+    assert!(err.contains("--mode keys"), "{err}");
     assert!(s.json(&["list"]).as_array().unwrap().is_empty());
-    let (id, _) = create(&s, &format!("{}?mode=keys", src.url()), &[]);
+    let (id, v) = create(&s, &src.url(), &["--mode", "keys"]);
+    assert_eq!(v["snapshot"]["metadata"]["mode"], "keys", "{v}");
     let dst = RedisServer::start();
     s.ok(&["restore", &id, "--to", &dst.url()]);
     assert_same_data(&src, &dst, &[0, 1, 5]);
@@ -715,4 +716,14 @@ fn unreachable_servers_fail_cleanly() {
     // Malformed URLs are usage errors.
     s.fails(&["create", "redis://127.0.0.1:notaport"], 2);
     s.fails(&["create", &format!("{}?mode=fast", src.url())], 2);
+    let err = s.fails(
+        &[
+            "create",
+            &format!("{}?mode=rdb", src.url()),
+            "--mode",
+            "keys",
+        ],
+        2,
+    );
+    assert!(err.contains("contradicts"), "{err}");
 }

@@ -145,6 +145,11 @@ pub(crate) struct CreateArgs {
     /// PostgreSQL: also back up roles and tablespaces (pg_dumpall --globals-only).
     #[arg(long)]
     pub(crate) pg_globals: bool,
+    /// Redis: `rdb` (default; the RDB over replication, one point in time)
+    /// or `keys` (SCAN, DUMP per key; for servers that refuse replication).
+    /// The same as `?mode=` in the URL.
+    #[arg(long, value_name = "MODE", value_parser = ["rdb", "keys"])]
+    pub(crate) mode: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -99,7 +99,7 @@ impl RedisSource {
             Mode::Rdb => {
                 if !opts.includes.is_empty() || !opts.excludes.is_empty() {
                     return Err(Error::Config(
-                        "--include/--exclude select keys only in key mode (add ?mode=keys to the URL); an RDB capture holds every key, and a restore can select keys with --include/--exclude".to_owned(),
+                        "--include/--exclude select keys only in key mode (--mode keys, or ?mode=keys in the URL); an RDB capture holds every key, and a restore can select keys with --include/--exclude".to_owned(),
                     ));
                 }
                 drop(con);
@@ -259,7 +259,7 @@ pub(crate) fn keyspace(info: &str) -> BTreeMap<u32, u64> {
 
 fn refused(url: &RedisUrl, reply: &str) -> Error {
     Error::Source(format!(
-        "Redis at {} refused replication ({reply}); on managed services that disable SYNC/PSYNC use key mode: add ?mode=keys to the URL",
+        "Redis at {} refused replication ({reply}); on managed services that disable SYNC/PSYNC use key mode: `backup create --mode keys` (or ?mode=keys in the URL)",
         url.address()
     ))
 }
