@@ -727,3 +727,53 @@ fn unreachable_servers_fail_cleanly() {
     );
     assert!(err.contains("contradicts"), "{err}");
 }
+
+#[test]
+fn key_created_during_the_restore_is_a_busykey_error() {
+    // The existence check runs before the first write; a key another
+    // client creates afterwards makes RESTORE answer BUSYKEY.
+    let src = RedisServer::start();
+    let n = 60_000;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("SET").arg(format!("k:{i}")).arg(i).ignore();
+    }
+    pipe.query::<()>(&mut src.connection()).unwrap();
+    let s = Scratch::new();
+    s.init();
+    let (id, _) = create(&s, &src.url(), &[]);
+    let dst = RedisServer::start();
+    let watcher = {
+        let url = dst.url();
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let size: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+                if size > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the restore never started"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Every key, as soon as the restore has begun.
+            let mut pipe = redis::pipe();
+            for i in 0..n {
+                pipe.cmd("SET")
+                    .arg(format!("k:{i}"))
+                    .arg("other client")
+                    .arg("NX")
+                    .ignore();
+            }
+            pipe.query::<()>(&mut con).unwrap();
+        })
+    };
+    let err = s.fails(&["restore", &id, "--to", &dst.url()], 1);
+    watcher.join().unwrap();
+    assert!(err.contains("BUSYKEY"), "{err}");
+    assert!(err.contains("--drop"), "{err}");
+    assert!(err.contains("left in place"), "{err}");
+}
