@@ -728,12 +728,39 @@ fn unreachable_servers_fail_cleanly() {
     assert!(err.contains("contradicts"), "{err}");
 }
 
-#[test]
-fn key_created_during_the_restore_is_a_busykey_error() {
-    // The existence check runs before the first write; a key another
-    // client creates afterwards makes RESTORE answer BUSYKEY.
+/// Restores snapshot `id` of `n` keys `k:0..` into `dst` while another
+/// client, as soon as the first key arrives, runs `write` on its own
+/// connection; returns the restore's stderr (the restore must fail).
+fn restore_with_interference(
+    s: &Scratch,
+    id: &str,
+    dst: &RedisServer,
+    write: impl FnOnce(&mut Connection) + Send + 'static,
+) -> String {
+    let url = dst.url();
+    let watcher = std::thread::spawn(move || {
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let size: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+            if size > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the restore never started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        write(&mut con);
+    });
+    let err = s.fails(&["restore", id, "--to", &dst.url()], 1);
+    watcher.join().unwrap();
+    err
+}
+
+fn many_keys(n: u32) -> (RedisServer, Scratch, String) {
     let src = RedisServer::start();
-    let n = 60_000;
     let mut pipe = redis::pipe();
     for i in 0..n {
         pipe.cmd("SET").arg(format!("k:{i}")).arg(i).ignore();
@@ -742,38 +769,47 @@ fn key_created_during_the_restore_is_a_busykey_error() {
     let s = Scratch::new();
     s.init();
     let (id, _) = create(&s, &src.url(), &[]);
+    (src, s, id)
+}
+
+#[test]
+fn key_created_during_the_restore_is_a_busykey_error() {
+    // The existence check runs before the first write; a key another
+    // client creates afterwards makes RESTORE answer BUSYKEY.
+    let n = 60_000;
+    let (_src, s, id) = many_keys(n);
     let dst = RedisServer::start();
-    let watcher = {
-        let url = dst.url();
-        std::thread::spawn(move || {
-            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(120);
-            loop {
-                let size: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
-                if size > 0 {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the restore never started"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // Every key, as soon as the restore has begun.
-            let mut pipe = redis::pipe();
-            for i in 0..n {
-                pipe.cmd("SET")
-                    .arg(format!("k:{i}"))
-                    .arg("other client")
-                    .arg("NX")
-                    .ignore();
-            }
-            pipe.query::<()>(&mut con).unwrap();
-        })
-    };
-    let err = s.fails(&["restore", &id, "--to", &dst.url()], 1);
-    watcher.join().unwrap();
+    let err = restore_with_interference(&s, &id, &dst, move |con| {
+        let mut pipe = redis::pipe();
+        for i in 0..n {
+            pipe.cmd("SET")
+                .arg(format!("k:{i}"))
+                .arg("other client")
+                .arg("NX")
+                .ignore();
+        }
+        pipe.query::<()>(con).unwrap();
+    });
     assert!(err.contains("BUSYKEY"), "{err}");
     assert!(err.contains("--drop"), "{err}");
     assert!(err.contains("left in place"), "{err}");
+}
+
+#[test]
+fn key_counts_are_checked_after_the_restore() {
+    // Keys another client adds during the restore make the target's
+    // DBSIZE disagree with what was restored.
+    let (_src, s, id) = many_keys(60_000);
+    let dst = RedisServer::start();
+    let err = restore_with_interference(&s, &id, &dst, |con| {
+        for i in 0..5 {
+            run(con, &[b"SET", format!("extra:{i}").as_bytes(), b"x"]);
+        }
+    });
+    assert!(
+        err.contains("key counts after the restore do not match"),
+        "{err}"
+    );
+    assert!(err.contains("60005 keys, expected 60000"), "{err}");
+    assert_eq!(dst.dbsize(0), 60_005);
 }
