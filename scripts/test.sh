@@ -10,7 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # in-process; PostgreSQL tests start throwaway clusters from the postgresql
 # package (initdb, postgres, pg_dump, psql, pgbench); util-linux provides
 # setpriv, which runs them as the postgres user when the tests run as root.
-APT_PACKAGES=(build-essential pkg-config postgresql util-linux)
+APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

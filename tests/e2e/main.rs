@@ -23,5 +23,6 @@ mod keys;
 mod listing;
 mod maintenance;
 mod postgres;
+mod redis;
 mod roundtrip;
 mod util;

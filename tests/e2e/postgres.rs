@@ -1,6 +1,7 @@
 //! PostgreSQL backups and restores against throwaway clusters started by
 //! the tests (`backup_testkit::postgres`).
 
+use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ fn normalized(dump: &str) -> String {
         .join("\n")
 }
 
-/// Schema (exact) and data (rows sorted) of a database, as pg_dump sees it.
+/// Schema (exact) and data (rows sorted) of a database, as `pg_dump` sees it.
 fn dump_both(pg: &PgCluster, db: &str) -> (String, Vec<String>) {
     let schema = normalized(&pg.pg_dump(db, &["--schema-only"]));
     let mut data = columns_by_name(&normalized(&pg.pg_dump(db, &["--data-only"])));
@@ -34,7 +35,7 @@ fn dump_both(pg: &PgCluster, db: &str) -> (String, Vec<String>) {
 
 /// The lines of a data dump with every COPY block's columns put in name
 /// order: a restored inheritance child may number its columns differently
-/// (pg_dump and pg_restore do the same), which is not a difference in data.
+/// (`pg_dump` and `pg_restore` do the same), which is not a difference in data.
 fn columns_by_name(dump: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut perm: Option<Vec<usize>> = None;
@@ -412,9 +413,10 @@ fn concurrent_writer_transactions_are_all_in_or_all_out() {
     // `b`, committed one after the other.
     let mut script = String::new();
     for tx in 1..=20_000 {
-        script.push_str(&format!(
-            "BEGIN; INSERT INTO a VALUES ({tx},1),({tx},2),({tx},3); INSERT INTO b VALUES ({tx},1),({tx},2); COMMIT;\n"
-        ));
+        let _ = writeln!(
+            script,
+            "BEGIN; INSERT INTO a VALUES ({tx},1),({tx},2),({tx},3); INSERT INTO b VALUES ({tx},1),({tx},2); COMMIT;"
+        );
     }
     let mut writer = pg
         .tool("psql")

@@ -73,6 +73,9 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// Restore a snapshot.
     Restore(RestoreArgs),
+    /// Write a snapshot in a database's native dump format (Redis: a
+    /// dump.rdb for redis-server to load at start-up).
+    Export(ExportArgs),
     /// Check the repository's structure and, optionally, its data.
     #[command(alias = "check")]
     Verify(VerifyArgs),
@@ -142,6 +145,11 @@ pub(crate) struct CreateArgs {
     /// PostgreSQL: also back up roles and tablespaces (pg_dumpall --globals-only).
     #[arg(long)]
     pub(crate) pg_globals: bool,
+    /// Redis: `rdb` (default; the RDB over replication, one point in time)
+    /// or `keys` (SCAN, DUMP per key; for servers that refuse replication).
+    /// The same as `?mode=` in the URL.
+    #[arg(long, value_name = "MODE", value_parser = ["rdb", "keys"])]
+    pub(crate) mode: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +220,21 @@ pub(crate) struct RestoreArgs {
     /// Skip the safety backup of the data a --drop restore replaces.
     #[arg(long)]
     pub(crate) no_safety_backup: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Output format: `rdb` (Redis snapshots).
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) format: String,
+    /// The file to write (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) to: PathBuf,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,11 @@
 //!
 //! - [`files`]: directories and single files ([`files::FilesSource`],
 //!   [`files::FilesTarget`]).
+//! - `redis` (feature `redis`): Redis servers over the replication
+//!   protocol or key by key, restores into a live server
+//!   (`redis::RedisSource`, `redis::RedisTarget`).
+//! - [`export`]: snapshots written in a database's native dump format
+//!   (`export::export`, `rdb` for Redis).
 //! - `postgres` (feature `postgres`): one database, consistent and in
 //!   parallel, restored selectively with parallel loads and index builds.
 //! - [`open_source`] and [`open_target`] turn a URL or path into the right
@@ -12,14 +17,18 @@
 //! # Crate features
 //!
 //! - `files` (default): local files and directories.
+//! - `redis`: Redis sources and targets, `export --format rdb`.
 //! - `postgres`: PostgreSQL databases ([`postgres::PostgresSource`],
 //!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
 #![deny(missing_docs)]
 
+pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod url_kind;
 
 pub use url_kind::{open_source, open_target, SourceKind, SourceOptions};

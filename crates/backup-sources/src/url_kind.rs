@@ -54,7 +54,7 @@ pub struct SourceOptions {
 fn unavailable(kind: SourceKind, url: &str) -> Error {
     let scheme = url.split_once("://").map_or("", |(s, _)| s);
     Error::Config(format!(
-        "{kind:?} ({scheme}://) is not supported by this version of backup; it backs up and restores local files and directories"
+        "{kind:?} ({scheme}://) is not supported by this build of backup (it was built without the source's cargo feature)"
     ))
 }
 
@@ -71,6 +71,8 @@ pub async fn open_source(url: &str, opts: &SourceOptions) -> Result<Box<dyn Sour
             &file_path(url)?,
             opts,
         )?)),
+        #[cfg(feature = "redis")]
+        SourceKind::Redis => Ok(Box::new(crate::redis::RedisSource::open(url, opts).await?)),
         #[cfg(feature = "postgres")]
         SourceKind::Postgres => {
             let config =
@@ -92,6 +94,8 @@ pub async fn open_target(url: &str) -> Result<Box<dyn Target>> {
     match SourceKind::of(url)? {
         #[cfg(feature = "files")]
         SourceKind::Files => Ok(Box::new(crate::files::FilesTarget::new(file_path(url)?))),
+        #[cfg(feature = "redis")]
+        SourceKind::Redis => Ok(Box::new(crate::redis::RedisTarget::new(url)?)),
         #[cfg(feature = "postgres")]
         SourceKind::Postgres => Ok(Box::new(crate::postgres::PostgresTarget::new(url)?)),
         kind => Err(unavailable(kind, url)),

@@ -10,6 +10,8 @@
 //!   (`initdb` + `postgres` on 127.0.0.1).
 //! - `gcs` (feature `gcs`): an in-process fake of the Google Cloud Storage
 //!   XML API on 127.0.0.1.
+//! - `redis` (feature `redis`): throwaway `redis-server` processes on
+//!   127.0.0.1 and hand-assembled RDB fixtures.
 //!
 //! Servers are real HTTP servers speaking the real protocol; each runs on
 //! its own thread and Tokio runtime and stops when its handle is dropped.
@@ -23,6 +25,8 @@ pub mod faulty;
 pub mod gcs;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "http-server")]

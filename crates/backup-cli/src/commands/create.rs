@@ -13,9 +13,13 @@ use crate::context::{with_lock, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
+    let source_url = match &a.mode {
+        Some(mode) => with_redis_mode(&a.source, mode)?,
+        None => a.source.clone(),
+    };
     let repo = ctx.open().await?;
     let mut source = open_source(
-        &a.source,
+        &source_url,
         &SourceOptions {
             excludes: a.excludes.clone(),
             includes: a.includes.clone(),
@@ -116,4 +120,50 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
         return Ok(crate::exit::FAILED);
     }
     Ok(0)
+}
+
+/// `--mode MODE` for a Redis source: the URL with `mode=MODE` in its query.
+fn with_redis_mode(url: &str, mode: &str) -> Result<String> {
+    let usage = |m: String| anyhow::Error::from(backup_core::Error::Config(m));
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(usage(
+            "--mode applies to Redis sources (redis:// or rediss:// URLs)".to_owned(),
+        ));
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    if let Some(given) = params.iter().find_map(|p| p.strip_prefix("mode=")) {
+        if given != mode {
+            return Err(usage(format!(
+                "--mode {mode} contradicts mode={given} in the URL; give one of them"
+            )));
+        }
+        return Ok(url.to_owned());
+    }
+    let param = format!("mode={mode}");
+    params.push(&param);
+    Ok(format!("{base}?{}", params.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_redis_mode;
+
+    #[test]
+    fn redis_mode_goes_into_the_query() {
+        assert_eq!(
+            with_redis_mode("redis://h:1/2", "keys").unwrap(),
+            "redis://h:1/2?mode=keys"
+        );
+        assert_eq!(
+            with_redis_mode("rediss://:pw@h:1?tls-ca=/ca.pem", "keys").unwrap(),
+            "rediss://:pw@h:1?tls-ca=/ca.pem&mode=keys"
+        );
+        assert_eq!(
+            with_redis_mode("redis://h:1?mode=keys", "keys").unwrap(),
+            "redis://h:1?mode=keys"
+        );
+        assert!(with_redis_mode("redis://h:1?mode=rdb", "keys").is_err());
+        assert!(with_redis_mode("/some/dir", "keys").is_err());
+    }
 }

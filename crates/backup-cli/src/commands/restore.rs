@@ -69,15 +69,31 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         } else {
             "restored"
         };
-        ctx.say(format!(
-            "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} links",
-            entry.id.short(),
-            report.target,
-            st.files,
-            bytes(st.bytes),
-            st.dirs,
-            st.symlinks
-        ))?;
+        if let Some(dbs) = report.details.get("databases").and_then(|d| d.as_object()) {
+            // A database target: per-database lines.
+            ctx.say(format!(
+                "{verb} snapshot {} to {} ({} of stream data)",
+                entry.id.short(),
+                report.target,
+                bytes(st.bytes)
+            ))?;
+            for (db, d) in dbs {
+                ctx.say(format!(
+                    "  database {db}: {}",
+                    describe_db(d, report.dry_run)
+                ))?;
+            }
+        } else {
+            ctx.say(format!(
+                "{verb} snapshot {} to {}: {} files ({}), {} dirs, {} links",
+                entry.id.short(),
+                report.target,
+                st.files,
+                bytes(st.bytes),
+                st.dirs,
+                st.symlinks
+            ))?;
+        }
         if let Some(lines) = report.details.get("summary").and_then(|v| v.as_array()) {
             for l in lines.iter().filter_map(|l| l.as_str()) {
                 ctx.say(format!("  {l}"))?;
@@ -88,6 +104,34 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// One line about one database of a database restore's report.
+fn describe_db(d: &serde_json::Value, dry_run: bool) -> String {
+    let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if dry_run {
+        let to = d.get("to").map_or_else(String::new, ToString::to_string);
+        format!(
+            "-> {to}: {} keys, {} skipped as expired, {} left out by filters; the target holds {} keys{}",
+            n("would_restore"),
+            n("expired_skipped"),
+            n("filtered_out"),
+            n("keys_in_target"),
+            if d.get("would_flush").and_then(serde_json::Value::as_bool) == Some(true) {
+                " (flushed first: --drop)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!(
+            "{} keys restored (from database {}), {} skipped as expired, {} left out by filters",
+            n("restored"),
+            n("source_db"),
+            n("expired_skipped"),
+            n("filtered")
+        )
+    }
 }
 
 /// Backs up the restore target before a destructive restore replaces its

@@ -1,0 +1,521 @@
+//! Redis URLs, connections and error messages.
+//!
+//! Commands go through the `redis` crate's multiplexed connection. The
+//! replication stream (`PSYNC`), which that crate does not expose, uses a
+//! raw TCP or TLS connection of our own ([`RawConn`]).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backup_core::{Error, Result};
+use redis::aio::MultiplexedConnection;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// How long to wait for a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a command's reply (long pipelines, `DEBUG
+/// DIGEST` of a large dataset).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a source reads the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The whole dataset as an RDB over the replication protocol.
+    Rdb,
+    /// Key by key with `SCAN`, `DUMP` and `PEXPIRETIME`.
+    Keys,
+}
+
+impl Mode {
+    /// `rdb` or `keys`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Rdb => "rdb",
+            Mode::Keys => "keys",
+        }
+    }
+}
+
+/// A parsed `redis://` or `rediss://` URL.
+#[derive(Clone)]
+pub struct RedisUrl {
+    /// TLS (`rediss://`).
+    pub tls: bool,
+    /// Host name or address.
+    pub host: String,
+    /// Port (6379 by default).
+    pub port: u16,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (never printed).
+    pub password: Option<String>,
+    /// Database from the path.
+    pub db: Option<u32>,
+    /// `?mode=`.
+    pub mode: Mode,
+    /// `?tls-ca=`: a PEM file of certificate authorities to trust instead
+    /// of the system's.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl RedisUrl {
+    /// Parses a URL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL, a bad database number or an
+    /// unknown query parameter; the message never contains the password.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "`{}` is not a valid Redis URL: {why}",
+                redact_str(s)
+            ))
+        };
+        let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        let tls = match u.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            other => {
+                return Err(bad(&format!(
+                    "scheme `{other}` (use redis:// or rediss://)"
+                )))
+            }
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = u.port().unwrap_or(6379);
+        let decode = |v: &str| {
+            percent_decode(v)
+                .map_err(|()| bad("user name or password is not valid percent-encoded UTF-8"))
+        };
+        let username = match u.username() {
+            "" => None,
+            n => Some(decode(n)?),
+        };
+        let password = u.password().map(decode).transpose()?;
+        let path = u.path().trim_matches('/');
+        let db = if path.is_empty() {
+            None
+        } else {
+            Some(path.parse::<u32>().map_err(|_| {
+                bad(&format!(
+                    "`/{path}` is not a database number (use /0, /1, ...)"
+                ))
+            })?)
+        };
+        let mut mode = Mode::Rdb;
+        let mut tls_ca = None;
+        for (k, v) in u.query_pairs() {
+            match k.as_ref() {
+                "mode" => {
+                    mode = match v.as_ref() {
+                        "rdb" => Mode::Rdb,
+                        "keys" => Mode::Keys,
+                        other => {
+                            return Err(bad(&format!(
+                                "mode `{other}`: use mode=rdb (the default) or mode=keys"
+                            )))
+                        }
+                    }
+                }
+                "tls-ca" => {
+                    if !tls {
+                        return Err(bad("tls-ca applies to rediss:// URLs"));
+                    }
+                    tls_ca = Some(PathBuf::from(v.as_ref()));
+                }
+                other => {
+                    return Err(bad(&format!(
+                        "unknown parameter `{other}` (known: mode, tls-ca)"
+                    )))
+                }
+            }
+        }
+        if u.fragment().is_some() {
+            return Err(bad("fragments (#...) are not supported"));
+        }
+        Ok(RedisUrl {
+            tls,
+            host,
+            port,
+            username,
+            password,
+            db,
+            mode,
+            tls_ca,
+        })
+    }
+
+    /// The URL without credentials, as recorded in manifests and printed.
+    pub fn redacted(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let mut s = format!("{scheme}://{host}:{}", self.port);
+        if let Some(db) = self.db {
+            let _ = write!(s, "/{db}");
+        }
+        let mut q = Vec::new();
+        if self.mode == Mode::Keys {
+            q.push("mode=keys".to_owned());
+        }
+        if let Some(ca) = &self.tls_ca {
+            q.push(format!("tls-ca={}", ca.display()));
+        }
+        if !q.is_empty() {
+            s.push('?');
+            s.push_str(&q.join("&"));
+        }
+        s
+    }
+
+    /// `host:port` for messages.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn client(&self) -> Result<redis::Client> {
+        let addr = if self.tls {
+            redis::ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p);
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .map_err(|e| self.error("configuring the connection", &e))?
+            .set_redis_settings(settings);
+        let client = if let Some(ca) = &self.tls_ca {
+            install_crypto_provider();
+            let pem = std::fs::read(ca)
+                .map_err(|e| Error::io(format!("reading the TLS CA file {}", ca.display()), e))?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        } else {
+            if self.tls {
+                install_crypto_provider();
+            }
+            redis::Client::open(info)
+        };
+        client.map_err(|e| self.error("configuring the connection", &e))
+    }
+
+    /// Opens a command connection (authenticated; database 0 selected).
+    ///
+    /// # Errors
+    ///
+    /// Connection and authentication failures, with a clear message.
+    pub async fn connect(&self) -> Result<MultiplexedConnection> {
+        let client = self.client()?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.error("connecting", &e))?;
+        // A server that requires a password answers the first command
+        // with NOAUTH; find out now rather than in the middle of the work.
+        redis::cmd("PING")
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.error("connecting", &e))?;
+        Ok(con)
+    }
+
+    /// Turns a driver error into an error that says what failed and what
+    /// to do.
+    pub fn error(&self, doing: &str, e: &redis::RedisError) -> Error {
+        let addr = self.address();
+        let text = e.to_string();
+        let code = e.code().unwrap_or("");
+        if code == "NOAUTH" || text.contains("NOAUTH") {
+            return self.noauth_error();
+        }
+        if code == "WRONGPASS"
+            || text.contains("WRONGPASS")
+            || text.contains("invalid password")
+            || e.kind() == redis::ErrorKind::AuthenticationFailed
+        {
+            return Error::PermissionDenied(format!(
+                "Redis at {addr} refused the user name or password in the URL (WRONGPASS): check them"
+            ));
+        }
+        if code == "NOPERM" || text.contains("NOPERM") {
+            return Error::Source(format!(
+                "Redis at {addr}: {doing}: the user lacks a permission ({text}); grant it in the server's ACL"
+            ));
+        }
+        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
+            return Error::Transient {
+                backend: "redis",
+                message: format!(
+                    "{doing} {addr}: {text}; check that the server runs and is reachable"
+                ),
+            };
+        }
+        Error::Source(format!("Redis at {addr}: {doing}: {text}"))
+    }
+
+    /// The error for a server that wants a password the URL lacks.
+    pub fn noauth_error(&self) -> Error {
+        let addr = self.address();
+        Error::PermissionDenied(format!(
+            "Redis at {addr} requires a password (NOAUTH): put it in the URL (redis://:PASSWORD@{addr} or redis://USER:PASSWORD@{addr})"
+        ))
+    }
+
+    /// The error for a refused `AUTH` (the reply line).
+    fn auth_error(&self, line: &str) -> Error {
+        let addr = self.address();
+        if line.contains("WRONGPASS") || line.contains("invalid") {
+            Error::PermissionDenied(format!(
+                "Redis at {addr} refused the user name or password in the URL (WRONGPASS): check them"
+            ))
+        } else {
+            Error::PermissionDenied(format!("Redis at {addr}: AUTH failed: {line}"))
+        }
+    }
+
+    /// Opens a raw connection for the replication protocol and
+    /// authenticates it.
+    ///
+    /// # Errors
+    ///
+    /// Connection, TLS and authentication failures.
+    pub async fn connect_raw(&self) -> Result<RawConn> {
+        let addr = self.address();
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| Error::Transient {
+            backend: "redis",
+            message: format!(
+                "connecting to {addr}: timed out; check that the server runs and is reachable"
+            ),
+        })?
+        .map_err(|e| Error::Transient {
+            backend: "redis",
+            message: format!(
+                "connecting to {addr}: {e}; check that the server runs and is reachable"
+            ),
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if self.tls {
+            Box::new(self.tls_connect(tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = RawConn {
+            io: BufReader::with_capacity(256 * 1024, stream),
+            addr,
+        };
+        if let Some(p) = &self.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(u) = &self.username {
+                args.push(u.as_bytes());
+            }
+            args.push(p.as_bytes());
+            conn.send(&args).await?;
+            let line = conn.line().await?;
+            if line.starts_with('-') {
+                return Err(self.auth_error(&line));
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn tls_connect(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        install_crypto_provider();
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        if let Some(ca) = &self.tls_ca {
+            use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+            use tokio_rustls::rustls::pki_types::CertificateDer;
+            let pem = std::fs::read(ca)
+                .map_err(|e| Error::io(format!("reading the TLS CA file {}", ca.display()), e))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    Error::Config(format!(
+                        "{} is not a PEM certificate file: {e}",
+                        ca.display()
+                    ))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    Error::Config(format!("{}: unusable certificate: {e}", ca.display()))
+                })?;
+            }
+        } else {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+        let config = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| {
+                Error::Config(format!(
+                    "`{}` is not a valid TLS server name: {e}",
+                    self.host
+                ))
+            })?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Error::Source(format!("TLS handshake with {}: {e}", self.address())))
+    }
+}
+
+/// Installs the process-wide rustls crypto provider once (the `redis`
+/// crate builds its TLS configuration with the default provider).
+fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn percent_decode(s: &str) -> std::result::Result<String, ()> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).map_err(|_| ())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+/// Removes the password (and user) of any URL-like string, for messages
+/// about URLs that did not even parse.
+pub fn redact_str(s: &str) -> String {
+    if let Some((scheme, rest)) = s.split_once("://") {
+        let (auth_host, tail) = rest
+            .find(['/', '?', '#'])
+            .map_or((rest, ""), |i| rest.split_at(i));
+        if let Some((_, host)) = auth_host.rsplit_once('@') {
+            return format!("{scheme}://***@{host}{tail}");
+        }
+    }
+    s.to_owned()
+}
+
+/// A byte stream to the server.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A raw connection speaking just enough RESP for the replication
+/// handshake.
+pub struct RawConn {
+    /// The buffered stream.
+    pub io: BufReader<Box<dyn Stream>>,
+    /// `host:port`, for messages.
+    pub addr: String,
+}
+
+impl RawConn {
+    /// Sends a command.
+    ///
+    /// # Errors
+    ///
+    /// Write errors.
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<()> {
+        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+        let addr = self.addr.clone();
+        let fail = |e: std::io::Error| Error::Transient {
+            backend: "redis",
+            message: format!("connection to {addr} failed: {e}"),
+        };
+        let w = self.io.get_mut();
+        w.write_all(&buf).await.map_err(fail)?;
+        w.flush().await.map_err(fail)
+    }
+
+    fn io_error(&self, e: &std::io::Error) -> Error {
+        Error::Transient {
+            backend: "redis",
+            message: format!("connection to {} failed: {e}", self.addr),
+        }
+    }
+
+    /// Reads one line (without CR LF), skipping the bare newlines a
+    /// master sends as keep-alives while it prepares an RDB.
+    ///
+    /// # Errors
+    ///
+    /// Read errors, or the connection closing.
+    pub async fn line(&mut self) -> Result<String> {
+        loop {
+            let mut buf = Vec::new();
+            let n = (&mut self.io)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut buf)
+                .await
+                .map_err(|e| self.io_error(&e))?;
+            if n == 0 {
+                return Err(Error::Source(format!(
+                    "Redis at {} closed the connection",
+                    self.addr
+                )));
+            }
+            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                buf.pop();
+            }
+            if buf.is_empty() {
+                continue;
+            }
+            return Ok(String::from_utf8_lossy(&buf).into_owned());
+        }
+    }
+}

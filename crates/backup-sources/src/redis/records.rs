@@ -1,0 +1,312 @@
+//! Reading a Redis snapshot's stream back as per-key records (RDB split
+//! into `DUMP` payloads, or key-level frames), on a blocking thread.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use backup_core::repo::IndexedRepository;
+use backup_core::restorer::content_stream;
+use backup_core::tree::Node;
+use backup_core::{Error, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::glob::KeyFilter;
+use super::keyfile::{Frame, FrameReader};
+use super::rdb::{self, opcode, Event, Parser};
+use super::source::ChannelReader;
+
+/// One key to restore.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// Source database.
+    pub(crate) db: u32,
+    pub(crate) key: Vec<u8>,
+    pub(crate) rdb_type: u8,
+    pub(crate) expire_ms: Option<i64>,
+    pub(crate) idle: Option<u64>,
+    pub(crate) freq: Option<u8>,
+    /// `DUMP` payload.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// What the reader sends on.
+#[derive(Debug)]
+pub(crate) enum Batch {
+    /// A `FUNCTION RESTORE` payload.
+    Functions(Vec<u8>),
+    /// Keys that passed the selection.
+    Keys(Vec<Record>),
+}
+
+/// Counts of a whole pass over the stream.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Totals {
+    /// Every key in the stream, per source database.
+    pub(crate) seen: BTreeMap<u32, u64>,
+    /// Keys left out by the selection, per source database.
+    pub(crate) filtered: BTreeMap<u32, u64>,
+    /// Function libraries (RDB) or function payloads (keys).
+    pub(crate) functions: u64,
+    /// Stream bytes.
+    pub(crate) bytes: u64,
+}
+
+/// Which keys to restore.
+#[derive(Debug, Clone)]
+pub(crate) struct Selection {
+    /// Source databases to restore (all when `None`).
+    pub(crate) dbs: Option<Vec<u32>>,
+    pub(crate) keys: KeyFilter,
+    /// Whether to produce records at all (a counting pass does not need
+    /// payloads, but still parses everything).
+    pub(crate) payloads: bool,
+}
+
+impl Selection {
+    fn wants(&self, db: u32, key: &[u8]) -> bool {
+        self.dbs.as_ref().is_none_or(|d| d.contains(&db)) && self.keys.accepts(key)
+    }
+}
+
+const BATCH_KEYS: usize = 1000;
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Streams a snapshot's Redis stream as batches of records. The
+/// returned handle yields the totals, or the first error (a repository
+/// error wins over the parse error it causes).
+pub(crate) fn read_records(
+    repo: &IndexedRepository,
+    node: &Node,
+    keys_mode: bool,
+    sel: Selection,
+) -> (
+    async_channel::Receiver<Batch>,
+    tokio::task::JoinHandle<Result<Totals>>,
+) {
+    let (ctx, crx) = async_channel::bounded::<Bytes>(16);
+    let repo_err: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+    let mut stream = content_stream(repo, node);
+    let slot = Arc::clone(&repo_err);
+    tokio::spawn(async move {
+        while let Some(r) = stream.next().await {
+            match r {
+                Ok(b) => {
+                    if ctx.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                    return;
+                }
+            }
+        }
+    });
+    let (tx, rx) = async_channel::bounded::<Batch>(4);
+    let handle = tokio::task::spawn_blocking(move || {
+        let reader = CountingReader {
+            inner: ChannelReader::new(crx),
+            n: 0,
+        };
+        let r = if keys_mode {
+            keys_records(reader, &sel, &tx)
+        } else {
+            rdb_records(reader, &sel, &tx)
+        };
+        let taken = repo_err
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match (taken, r) {
+            (Some(e), _) => Err(e),
+            (None, r) => r,
+        }
+    });
+    (rx, handle)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+fn stopped() -> Error {
+    Error::Cancelled
+}
+
+struct Batcher<'a> {
+    tx: &'a async_channel::Sender<Batch>,
+    cur: Vec<Record>,
+    bytes: usize,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, r: Record) -> Result<()> {
+        self.bytes += r.payload.len() + r.key.len();
+        self.cur.push(r);
+        if self.cur.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.cur.is_empty() {
+            self.bytes = 0;
+            self.tx
+                .send_blocking(Batch::Keys(std::mem::take(&mut self.cur)))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, b: Batch) -> Result<()> {
+        self.flush()?;
+        self.tx.send_blocking(b).map_err(|_| stopped())
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Target(format!(
+        "the snapshot's Redis stream cannot be read: {e} (run `backup verify --read-data` on the repository)"
+    ))
+}
+
+fn rdb_records<R: std::io::Read>(
+    reader: CountingReader<R>,
+    sel: &Selection,
+    tx: &async_channel::Sender<Batch>,
+) -> Result<Totals> {
+    let mut p = Parser::new(reader, sel.payloads).map_err(corrupt)?;
+    let version = p.version();
+    let mut t = Totals::default();
+    let mut b = Batcher {
+        tx,
+        cur: Vec::new(),
+        bytes: 0,
+    };
+    while let Some(ev) = p.next().map_err(corrupt)? {
+        match ev {
+            Event::Key(k) => {
+                let db =
+                    u32::try_from(k.db).map_err(|_| corrupt("database number out of range"))?;
+                *t.seen.entry(db).or_default() += 1;
+                if !sel.wants(db, &k.key) {
+                    *t.filtered.entry(db).or_default() += 1;
+                    continue;
+                }
+                let payload = k
+                    .value
+                    .as_deref()
+                    .map(|v| rdb::dump_payload(k.rdb_type, v, version))
+                    .unwrap_or_default();
+                b.push(Record {
+                    db,
+                    key: k.key,
+                    rdb_type: k.rdb_type,
+                    expire_ms: k.expire_ms,
+                    idle: k.idle,
+                    freq: k.freq,
+                    payload,
+                })?;
+            }
+            Event::Function { raw } => {
+                t.functions += 1;
+                if let Some(raw) = raw {
+                    let mut body = vec![opcode::FUNCTION2];
+                    body.extend_from_slice(&raw);
+                    // A FUNCTION RESTORE payload: libraries, then version
+                    // and CRC64 like a DUMP payload.
+                    let mut payload = body;
+                    payload.extend_from_slice(&(version as u16).to_le_bytes());
+                    let crc = rdb::crc64(&payload);
+                    payload.extend_from_slice(&crc.to_le_bytes());
+                    b.send(Batch::Functions(payload))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    p.expect_eof().map_err(corrupt)?;
+    b.flush()?;
+    t.bytes = p.offset();
+    Ok(t)
+}
+
+fn keys_records<R: std::io::Read>(
+    reader: CountingReader<R>,
+    sel: &Selection,
+    tx: &async_channel::Sender<Batch>,
+) -> Result<Totals> {
+    let mut r = FrameReader::new(reader).map_err(corrupt)?;
+    let mut t = Totals::default();
+    let mut b = Batcher {
+        tx,
+        cur: Vec::new(),
+        bytes: 0,
+    };
+    let mut db = 0u32;
+    while let Some(f) = r.next_frame().map_err(corrupt)? {
+        match f {
+            Frame::Db(d) => db = d,
+            Frame::Key {
+                key,
+                expire_ms,
+                payload,
+            } => {
+                *t.seen.entry(db).or_default() += 1;
+                if !sel.wants(db, &key) {
+                    *t.filtered.entry(db).or_default() += 1;
+                    continue;
+                }
+                let (rdb_type, _, _) = rdb::split_dump_payload(&payload)
+                    .map_err(|e| corrupt(format!("key {}: {e}", show_key(&key))))?;
+                b.push(Record {
+                    db,
+                    key,
+                    rdb_type,
+                    expire_ms,
+                    idle: None,
+                    freq: None,
+                    payload: if sel.payloads { payload } else { Vec::new() },
+                })?;
+            }
+            Frame::Functions(p) => {
+                t.functions += 1;
+                if sel.payloads {
+                    b.send(Batch::Functions(p))?;
+                }
+            }
+            Frame::End(_) => {}
+        }
+    }
+    b.flush()?;
+    Ok(t)
+}
+
+/// A key for messages: printable ASCII as is, other bytes escaped, long
+/// keys shortened.
+pub(crate) fn show_key(k: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in k.iter().take(80) {
+        if b.is_ascii_graphic() || b == b' ' {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    if k.len() > 80 {
+        s.push('…');
+    }
+    format!("`{s}`")
+}
