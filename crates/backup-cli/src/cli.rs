@@ -73,6 +73,9 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// Restore a snapshot.
     Restore(RestoreArgs),
+    /// Write a snapshot in a database's native dump format (MongoDB: a
+    /// mongodump directory for mongorestore).
+    Export(ExportArgs),
     /// Check the repository's structure and, optionally, its data.
     #[command(alias = "check")]
     Verify(VerifyArgs),
@@ -212,6 +215,21 @@ pub(crate) struct RestoreArgs {
     /// Skip the safety backup of the data a --drop restore replaces.
     #[arg(long)]
     pub(crate) no_safety_backup: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Output format: `mongodump` (MongoDB snapshots).
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) format: String,
+    /// The file or directory to write (must not exist; a directory may be empty).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) to: PathBuf,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -6,18 +6,28 @@
 //!   [`files::FilesTarget`]).
 //! - `postgres` (feature `postgres`): one database, consistent and in
 //!   parallel, restored selectively with parallel loads and index builds.
+//! - `mongo` (feature `mongodb`): every database or a selection,
+//!   streamed as raw BSON in parallel and made consistent by the oplog;
+//!   restored with renames, indexes after data and oplog replay.
+//! - [`export`]: snapshots written in a database's native dump format
+//!   (`export::export`, `mongodump` for MongoDB).
 //! - [`open_source`] and [`open_target`] turn a URL or path into the right
 //!   implementation; front-ends call only these.
 //!
 //! # Crate features
 //!
 //! - `files` (default): local files and directories.
+//! - `mongodb`: MongoDB deployments ([`mongo::MongoSource`],
+//!   [`mongo::MongoTarget`]), `export --format mongodump`.
 //! - `postgres`: PostgreSQL databases ([`postgres::PostgresSource`],
 //!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
 #![deny(missing_docs)]
 
+pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod url_kind;

@@ -79,6 +79,8 @@ pub async fn open_source(url: &str, opts: &SourceOptions) -> Result<Box<dyn Sour
                 crate::postgres::PostgresSource::open(url, opts, &config).await?,
             ))
         }
+        #[cfg(feature = "mongodb")]
+        SourceKind::Mongodb => Ok(Box::new(crate::mongo::MongoSource::open(url, opts).await?)),
         kind => Err(unavailable(kind, url)),
     }
 }
@@ -94,6 +96,8 @@ pub async fn open_target(url: &str) -> Result<Box<dyn Target>> {
         SourceKind::Files => Ok(Box::new(crate::files::FilesTarget::new(file_path(url)?))),
         #[cfg(feature = "postgres")]
         SourceKind::Postgres => Ok(Box::new(crate::postgres::PostgresTarget::new(url)?)),
+        #[cfg(feature = "mongodb")]
+        SourceKind::Mongodb => Ok(Box::new(crate::mongo::MongoTarget::new(url)?)),
         kind => Err(unavailable(kind, url)),
     }
 }

@@ -3,6 +3,7 @@
 
 mod copy;
 mod create;
+mod export;
 mod forget;
 mod init;
 mod key;
@@ -27,6 +28,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Command::List(a) => list::list(&ctx, a).await,
         Command::Show(a) => list::show(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Export(a) => export::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Key(k) => key::run(&ctx, k).await,
         Command::Stats(a) => stats::run(&ctx, a).await,
