@@ -144,7 +144,14 @@ impl MongoSource {
             let mut colls: Vec<_> = colls.iter().collect();
             colls.sort_by_key(|(c, _)| tree_name(c));
             for (name, (entry, indexes)) in colls {
-                let kind = entry.get_str("type").unwrap_or("collection").to_owned();
+                let mut kind = entry.get_str("type").unwrap_or("collection").to_owned();
+                if kind == "collection"
+                    && entry
+                        .get_document("options")
+                        .is_ok_and(|o| o.contains_key("timeseries"))
+                {
+                    kind = "timeseries".to_owned();
+                }
                 let uuid = entry
                     .get_document("info")
                     .ok()
