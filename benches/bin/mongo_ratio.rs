@@ -24,16 +24,19 @@ use mongodb::Client;
 const DB: &str = "bench";
 const COLLECTIONS: [&str; 4] = ["events", "orders", "profiles", "blobs"];
 
+const KINDS: [&str; 3] = ["click", "view", "buy"];
+const STATUSES: [&str; 4] = ["new", "paid", "shipped", "done"];
+
 fn shape(coll: &str, i: u64) -> Document {
     let n = i as i64;
     match coll {
         "events" => {
-            doc! {"_id": n, "ts": DateTime::from_millis(1_700_000_000_000 + n), "kind": ["click", "view", "buy"][(i % 3) as usize], "user": (n * 7919) % 100_000, "v": (n as f64) * 0.5}
+            doc! {"_id": n, "ts": DateTime::from_millis(1_700_000_000_000 + n), "kind": KINDS[(i % 3) as usize], "user": (n * 7919) % 100_000, "v": (n as f64) * 0.5}
         }
         "orders" => {
             doc! {"_id": n, "customer": {"id": n % 5000, "name": format!("Customer {}", n % 5000), "address": {"street": format!("{} Main St", n % 999), "city": "Springfield", "zip": format!("{:05}", n % 99999)}},
-            "items": (0..(1 + i % 8)).map(|k| Bson::Document(doc! {"sku": format!("SKU-{:06}", (n + k as i64) % 100_000), "qty": (k % 5 + 1) as i32, "price": 9.99 + k as f64})).collect::<Vec<_>>(),
-            "status": ["new", "paid", "shipped", "done"][(i % 4) as usize], "notes": "x".repeat((i % 400) as usize)}
+            "items": (0..=(i % 8)).map(|k| Bson::Document(doc! {"sku": format!("SKU-{:06}", (n + k as i64) % 100_000), "qty": (k % 5 + 1) as i32, "price": 9.99 + k as f64})).collect::<Vec<_>>(),
+            "status": STATUSES[(i % 4) as usize], "notes": "x".repeat((i % 400) as usize)}
         }
         "profiles" => {
             doc! {"_id": format!("user-{i:010}"), "bio": "lorem ipsum dolor sit amet ".repeat((1 + i % 40) as usize), "tags": (0..(i % 12)).map(|k| format!("tag{k}")).collect::<Vec<_>>(), "score": n % 1000, "active": i % 2 == 0}
@@ -98,7 +101,7 @@ async fn bare_scan(c: &Client) -> (Duration, u64) {
 }
 
 /// The bare restore: per collection, batches as the restore makes them
-/// (up to maxMessageSizeBytes - 64 KiB and maxWriteBatchSize), sent with
+/// (up to `maxMessageSizeBytes` - 64 KiB and `maxWriteBatchSize`), sent with
 /// unordered `insert_many` one after another. Reading is not timed.
 async fn bare_insert(c: &Client, max_bytes: usize, max_count: usize) -> Duration {
     let mut total = Duration::ZERO;

@@ -1,4 +1,4 @@
-//! MongoDB backups and restores against throwaway SecantusDB servers
+//! MongoDB backups and restores against throwaway `SecantusDB` servers
 //! started by the tests (`backup_testkit::mongo`).
 //!
 //! Fidelity is checked per collection as raw BSON in `_id` order, plus
@@ -452,6 +452,7 @@ fn rename_and_selective_restore() {
 }
 
 #[test]
+#[allow(clippy::many_single_char_names)]
 fn drop_over_existing_data_and_dry_run() {
     let (m, s) = setup();
     let c = client(&m);
@@ -522,6 +523,7 @@ fn drop_over_existing_data_and_dry_run() {
 }
 
 #[test]
+#[allow(clippy::many_single_char_names)]
 fn concurrent_writer_reaches_restore_through_the_oplog() {
     let (m, s) = setup();
     let c = client(&m);

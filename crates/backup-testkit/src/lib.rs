@@ -6,7 +6,7 @@
 //!   chosen calls, for retry and crash-safety tests.
 //! - `s3` (feature `s3`): a real S3 server (`s3s-fs`, in-process) on
 //!   127.0.0.1.
-//! - `mongo` (feature `mongo`): throwaway SecantusDB servers (MongoDB
+//! - `mongo` (feature `mongo`): throwaway `SecantusDB` servers (MongoDB
 //!   wire protocol, one-node replica set) started from `secantusd-py`.
 //! - `postgres` (feature `postgres`): throwaway PostgreSQL clusters
 //!   (`initdb` + `postgres` on 127.0.0.1).

@@ -1,8 +1,8 @@
-//! Throwaway MongoDB-protocol servers: SecantusDB (`secantusd-py`, from
-//! PyPI) on 127.0.0.1 with a free port and a temporary storage directory,
+//! Throwaway MongoDB-protocol servers: `SecantusDB` (`secantusd-py`, from
+//! the Python package index) on 127.0.0.1 with a free port and a temporary storage directory,
 //! stopped by process id when the handle is dropped.
 //!
-//! SecantusDB reports itself as a one-node replica set with
+//! `SecantusDB` reports itself as a one-node replica set with
 //! `local.oplog.rs`. The server is found through `BACKUP_TEST_SECANTUSD`
 //! (set by `scripts/test.sh`), then the workspace's `.venv`, then `PATH`.
 //! When it is missing, [`MongoServer::start`] panics with the command that

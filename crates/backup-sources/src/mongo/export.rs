@@ -1,4 +1,4 @@
-//! `backup export --format mongodump`: a snapshot written as a mongodump
+//! `backup export --format mongodump`: a snapshot written as a `mongodump`
 //! directory (`<db>/<coll>.bson`, `<db>/<coll>.metadata.json`, and
 //! `oplog.bson` when the oplog was captured) for `mongorestore`.
 
@@ -48,7 +48,7 @@ fn document_json(d: &Document, out: &mut String) {
     out.push('}');
 }
 
-/// The `.metadata.json` of one collection or view, as mongodump writes it.
+/// The `.metadata.json` of one collection or view, as `mongodump` writes it.
 pub(crate) fn metadata_json(p: &Planned) -> String {
     let mut d = Document::new();
     d.insert("options", Bson::Document(p.options()));
@@ -69,7 +69,7 @@ pub(crate) fn metadata_json(p: &Planned) -> String {
     out
 }
 
-/// Name of a database or collection as a file name (mongodump escapes
+/// Name of a database or collection as a file name (`mongodump` escapes
 /// path separators the same way).
 fn file_name(name: &str) -> String {
     name.replace('%', "%25").replace('/', "%2F")
@@ -100,7 +100,7 @@ async fn write_stream(
     Ok(n)
 }
 
-/// Writes the snapshot as a mongodump directory at `to` (which must not
+/// Writes the snapshot as a `mongodump` directory at `to` (which must not
 /// exist, or be an empty directory).
 ///
 /// # Errors

@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! databases/<db>/<collection>/documents.bson   concatenated BSON documents
-//! databases/<db>/<collection>/metadata.bson    one document: listCollections entry + indexes
+//! databases/<db>/<collection>/metadata.bson    one document: `listCollections` entry + indexes
 //! oplog.bson                                   captured oplog entries, in `ts` order
 //! ```
 //!

@@ -10,7 +10,7 @@
 //!   `createIndexes` (one spec per entry), `commitIndexBuild`,
 //!   `dropIndexes`, `collMod`, `dropDatabase` and transactions as one
 //!   `applyOps` entry holding the operations;
-//! - SecantusDB's variant (the test server): update diffs as
+//! - `SecantusDB`'s variant (the test server): update diffs as
 //!   `diff: {updatedFields, removedFields, truncatedArrays}` with dotted
 //!   paths, `createIndexes` with an `indexes` array, views created with
 //!   `viewPipeline`, transactions logged operation by operation.
@@ -301,7 +301,7 @@ fn array_diff(diff: &Document, path: &str, acc: &mut DiffAcc) -> std::result::Re
     Ok(())
 }
 
-/// SecantusDB's `diff: {updatedFields, removedFields, truncatedArrays}`.
+/// `SecantusDB`'s `diff: {updatedFields, removedFields, truncatedArrays}`.
 fn secantus_diff(diff: &Document) -> std::result::Result<Vec<Document>, String> {
     let mut acc = DiffAcc::default();
     if let Ok(t) = diff.get_array("truncatedArrays") {
@@ -336,6 +336,7 @@ fn secantus_diff(diff: &Document) -> std::result::Result<Vec<Document>, String> 
     Ok(acc.into_updates())
 }
 
+#[allow(clippy::many_single_char_names)] // Namespace parts of a rename.
 fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
     let Some((name, value)) = o.iter().next() else {
         return Err(bad(entry, "empty command"));
@@ -443,7 +444,12 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
                 cmd: doc! {"createIndexes": tcoll, "indexes": specs},
             }])
         }
-        "startIndexBuild" | "abortIndexBuild" => Ok(Vec::new()),
+        // Two-phase index builds are replayed at their commit; transaction
+        // bookkeeping of mongod (prepared transactions are committed by
+        // their applyOps entry).
+        "startIndexBuild" | "abortIndexBuild" | "commitTransaction" | "abortTransaction" => {
+            Ok(Vec::new())
+        }
         "dropIndexes" | "deleteIndexes" => {
             let coll =
                 coll_of(value).ok_or_else(|| bad(entry, "dropIndexes without a collection"))?;
@@ -483,9 +489,6 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
             })
             .into_iter()
             .collect()),
-        // Transaction bookkeeping of mongod (prepared transactions are
-        // committed by their applyOps entry).
-        "commitTransaction" | "abortTransaction" => Ok(Vec::new()),
         other => Err(bad(entry, &format!("unsupported command `{other}`"))),
     }
 }
@@ -494,10 +497,11 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
 mod tests {
     //! Fixtures follow the oplog formats described in MongoDB's
     //! documentation and source (`$v:2` delta updates, `applyOps`
-    //! transactions, command entries) and SecantusDB's variant.
+    //! transactions, command entries) and `SecantusDB`'s variant.
 
     use super::*;
 
+    #[allow(clippy::unnecessary_wraps)] // The shape of a namespace map.
     fn all(db: &str, coll: &str) -> Option<(String, String)> {
         Some((db.to_owned(), coll.to_owned()))
     }

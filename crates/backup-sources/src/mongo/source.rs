@@ -81,28 +81,27 @@ impl MongoSource {
             ("standalone".to_owned(), None)
         };
 
-        let databases: Vec<String> = match &conn.database {
-            Some(db) => vec![db.clone()],
-            None => {
-                let d = conn
-                    .command(
-                        "admin",
-                        doc! {"listDatabases": 1, "nameOnly": true},
-                        "listing databases",
-                    )
-                    .await?;
-                let mut names: Vec<String> = d
-                    .get_array("databases")
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_document()?.get_str("name").ok())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.retain(|n| !INTERNAL_DATABASES.contains(&n.as_str()));
-                names
-            }
+        let databases: Vec<String> = if let Some(db) = &conn.database {
+            vec![db.clone()]
+        } else {
+            let d = conn
+                .command(
+                    "admin",
+                    doc! {"listDatabases": 1, "nameOnly": true},
+                    "listing databases",
+                )
+                .await?;
+            let mut names: Vec<String> = d
+                .get_array("databases")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_document()?.get_str("name").ok())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.retain(|n| !INTERNAL_DATABASES.contains(&n.as_str()));
+            names
         };
 
         // db -> coll -> (listCollections entry, indexes)
@@ -150,7 +149,7 @@ impl MongoSource {
                         .get_document("options")
                         .is_ok_and(|o| o.contains_key("timeseries"))
                 {
-                    kind = "timeseries".to_owned();
+                    "timeseries".clone_into(&mut kind);
                 }
                 let uuid = entry
                     .get_document("info")

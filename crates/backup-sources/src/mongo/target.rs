@@ -99,12 +99,15 @@ pub(crate) fn snapshot_metadata(snapshot: &SnapshotEntry) -> Result<Metadata> {
         .map_err(|e| Error::corrupt(FileKind::Snapshot, snapshot.id.short(), e))
 }
 
+/// Maps an original namespace to its target (`None`: not restored).
+pub(crate) type NsMapSync<'a> = dyn Fn(&str, &str) -> Option<(String, String)> + Sync + 'a;
+
 /// Loads the manifest and the metadata of the selected collections;
 /// `map` gives each its target namespace (`None`: not restored).
 pub(crate) async fn load(
     repo: &IndexedRepository,
     snapshot: &SnapshotEntry,
-    map: &(dyn Fn(&str, &str) -> Option<(String, String)> + Sync),
+    map: &NsMapSync<'_>,
 ) -> Result<Loaded> {
     let meta = snapshot_metadata(snapshot)?;
     let corrupt = |what: String| Error::corrupt(FileKind::Snapshot, snapshot.id.short(), what);
@@ -205,6 +208,7 @@ impl DocSplitter {
 
 /// Batch limits of the target server.
 #[derive(Debug, Clone, Copy)]
+#[allow(clippy::struct_field_names)]
 struct Limits {
     max_doc: usize,
     max_bytes: usize,
@@ -271,7 +275,6 @@ impl MongoTarget {
     /// The namespace mapping of a restore: patterns, `--rename` rules and
     /// the URL's database.
     fn mapper(
-        &self,
         opts: &RestoreOptions,
         url_db: Option<&str>,
         snapshot_dbs: &[String],
@@ -658,7 +661,7 @@ impl Target for MongoTarget {
     ) -> Result<Vec<String>> {
         let conn = self.conn().await?;
         let meta = snapshot_metadata(snapshot)?;
-        let map = self.mapper(
+        let map = Self::mapper(
             &RestoreOptions::default(),
             conn.database.as_deref(),
             &selected_dbs(&meta, &RestoreOptions::default())?,
@@ -715,7 +718,7 @@ impl Target for MongoTarget {
         self.check_options(opts)?;
         let meta = snapshot_metadata(snapshot)?;
         let conn = self.conn().await?;
-        let map = self.mapper(opts, conn.database.as_deref(), &selected_dbs(&meta, opts)?)?;
+        let map = Self::mapper(opts, conn.database.as_deref(), &selected_dbs(&meta, opts)?)?;
         let loaded = load(repo, snapshot, &map).await?;
         let hello = conn.hello().await?;
         let limits = Limits::from(&hello);
