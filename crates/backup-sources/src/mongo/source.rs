@@ -373,28 +373,48 @@ struct DocStream {
     cursor: Cursor<RawDocumentBuf>,
     guard: Guard,
     label: String,
+    exhausted: bool,
 }
+
+/// Bytes handed on at once: documents already received are gathered so
+/// that the reader on the other side is not woken per document.
+const GATHER: usize = 256 * 1024;
 
 impl Stream for DocStream {
     type Item = std::io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match Pin::new(&mut self.cursor).poll_next(cx) {
-            Poll::Ready(Some(Ok(doc))) => {
-                let bytes = doc.into_bytes();
-                self.guard.docs += 1;
-                self.guard.bytes += bytes.len() as u64;
-                Poll::Ready(Some(Ok(Bytes::from(bytes))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(format!(
-                "reading {}: {e}",
-                self.label
-            ))))),
-            Poll::Ready(None) => {
+        let mut out: Option<bytes::BytesMut> = None;
+        loop {
+            if self.exhausted {
                 self.guard.finish();
-                Poll::Ready(None)
+                return Poll::Ready(out.map(|b| Ok(b.freeze())));
             }
-            Poll::Pending => Poll::Pending,
+            match Pin::new(&mut self.cursor).poll_next(cx) {
+                Poll::Ready(Some(Ok(doc))) => {
+                    let bytes = doc.as_bytes();
+                    self.guard.docs += 1;
+                    self.guard.bytes += bytes.len() as u64;
+                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
+                    buf.extend_from_slice(bytes);
+                    if buf.len() >= GATHER {
+                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "reading {}: {e}",
+                        self.label
+                    )))))
+                }
+                Poll::Ready(None) => self.exhausted = true,
+                Poll::Pending => {
+                    return match out {
+                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
+                        None => Poll::Pending,
+                    }
+                }
+            }
         }
     }
 }
@@ -424,6 +444,7 @@ async fn open_collection(
         cursor,
         guard,
         label: format!("{db}.{coll}"),
+        exhausted: false,
     };
     Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
 }
