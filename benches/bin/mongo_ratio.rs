@@ -101,7 +101,8 @@ async fn bare_scan(c: &Client) -> (Duration, u64) {
 }
 
 /// The bare restore: per collection, batches as the restore makes them
-/// (up to `maxMessageSizeBytes` - 64 KiB and `maxWriteBatchSize`), sent with
+/// (up to `maxMessageSizeBytes` - 64 KiB but at most 16 MiB, and
+/// `maxWriteBatchSize`), sent with
 /// unordered `insert_many` one after another. Reading is not timed.
 async fn bare_insert(c: &Client, max_bytes: usize, max_count: usize) -> Duration {
     let mut total = Duration::ZERO;
@@ -205,7 +206,9 @@ async fn main() {
     let (dump, dump_rss) = run_backup(&bin, &repo_path, &["create", &src]);
 
     // Restore.
-    let bare = bare_insert(&c, max_message.saturating_sub(64 * 1024), max_count).await;
+    // The restore's limits: maxMessageSizeBytes - 64 KiB, at most 16 MiB.
+    let max_bytes = max_message.saturating_sub(64 * 1024).min(16 * 1024 * 1024);
+    let bare = bare_insert(&c, max_bytes, max_count).await;
     let (restore, restore_rss) = run_backup(
         &bin,
         &repo_path,

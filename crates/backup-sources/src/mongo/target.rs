@@ -206,6 +206,9 @@ impl DocSplitter {
     }
 }
 
+/// Largest insert batch built, in bytes.
+pub(crate) const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
 /// Batch limits of the target server.
 #[derive(Debug, Clone, Copy)]
 #[allow(clippy::struct_field_names)]
@@ -221,10 +224,13 @@ impl From<&Hello> for Limits {
             // mongod allows 16 KiB of slack over maxBsonObjectSize for
             // internal fields; documents themselves must fit the limit.
             max_doc: h.max_bson_size,
-            // Room for the command envelope of an insert.
+            // Room for the command envelope of an insert, and at most
+            // BATCH_BYTES so that the batches queued and in flight stay
+            // within the memory budget.
             max_bytes: h
                 .max_message_size
                 .saturating_sub(64 * 1024)
+                .min(BATCH_BYTES)
                 .max(h.max_bson_size),
             max_count: h.max_batch.max(1),
         }
@@ -437,7 +443,7 @@ async fn load_collection(
     let capped = p.options().get_bool("capped").unwrap_or(false);
     // Capped collections keep insertion order: one ordered writer.
     let workers = if capped { 1 } else { workers.max(1) };
-    let (tx, rx) = async_channel::bounded::<Vec<RawDocumentBuf>>(workers * 2);
+    let (tx, rx) = async_channel::bounded::<Vec<RawDocumentBuf>>(workers);
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let rx = rx.clone();
