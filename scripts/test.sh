@@ -47,6 +47,12 @@ fi
 .venv/bin/python3 -m pip install --quiet --disable-pip-version-check -r tests/format_reader/requirements.txt
 export BACKUP_TEST_PYTHON="$PWD/.venv/bin/python3"
 
+step "MongoDB-protocol test server (SecantusDB in .venv)"
+# No real mongod can be installed here; SecantusDB speaks the wire protocol
+# and runs as a one-node replica set (see docs/ARCHITECTURE.md, MongoDB).
+.venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'SecantusDB==0.7.0b3'
+export BACKUP_TEST_SECANTUSD="$PWD/.venv/bin/secantusd-py"
+
 step "Tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final

@@ -22,6 +22,7 @@ mod full_disk;
 mod keys;
 mod listing;
 mod maintenance;
+mod mongo;
 mod postgres;
 mod redis;
 mod roundtrip;

@@ -74,7 +74,8 @@ pub(crate) enum Command {
     /// Restore a snapshot.
     Restore(RestoreArgs),
     /// Write a snapshot in a database's native dump format (Redis: a
-    /// dump.rdb for redis-server to load at start-up).
+    /// dump.rdb for redis-server to load at start-up; MongoDB: a mongodump
+    /// directory for mongorestore).
     Export(ExportArgs),
     /// Check the repository's structure and, optionally, its data.
     #[command(alias = "check")]
@@ -226,11 +227,12 @@ pub(crate) struct RestoreArgs {
 pub(crate) struct ExportArgs {
     /// Snapshot id, unique id prefix, or `latest`.
     pub(crate) snapshot: String,
-    /// Output format: `rdb` (Redis snapshots).
+    /// Output format: `rdb` (Redis snapshots) or `mongodump` (MongoDB
+    /// snapshots).
     #[arg(long, value_name = "FORMAT")]
     pub(crate) format: String,
-    /// The file to write (must not exist).
-    #[arg(long, value_name = "FILE")]
+    /// The file or directory to write (must not exist; a directory may be empty).
+    #[arg(long, value_name = "PATH")]
     pub(crate) to: PathBuf,
     /// Narrow `latest` to this source.
     #[arg(long)]

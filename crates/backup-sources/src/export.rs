@@ -2,7 +2,8 @@
 //! format, for offline restores with the database's own tools.
 //!
 //! Formats are chosen by name; [`FORMATS`] lists the ones this build
-//! supports (`rdb` with the `redis` feature).
+//! supports (`rdb` with the `redis` feature, `mongodump` with the
+//! `mongodb` feature).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,8 @@ use serde::Serialize;
 pub const FORMATS: &[&str] = &[
     #[cfg(feature = "redis")]
     "rdb",
+    #[cfg(feature = "mongodb")]
+    "mongodump",
 ];
 
 /// What an export wrote.
@@ -22,7 +25,7 @@ pub const FORMATS: &[&str] = &[
 pub struct ExportReport {
     /// The format.
     pub format: String,
-    /// The file written.
+    /// The file (or directory) written.
     pub path: PathBuf,
     /// Its size.
     pub bytes: u64,
@@ -30,7 +33,8 @@ pub struct ExportReport {
     pub details: serde_json::Value,
 }
 
-/// Writes `snapshot` in `format` to `to` (which must not exist).
+/// Writes `snapshot` in `format` to `to` (which must not exist; a
+/// directory format also accepts an empty directory).
 ///
 /// # Errors
 ///
@@ -46,6 +50,8 @@ pub async fn export(
     match format {
         #[cfg(feature = "redis")]
         "rdb" => crate::redis::export::export_rdb(repo, snapshot, to).await,
+        #[cfg(feature = "mongodb")]
+        "mongodump" => crate::mongo::export::export_mongodump(repo, snapshot, to).await,
         other => Err(Error::Config(format!(
             "unknown export format `{other}`: this build supports {}",
             if FORMATS.is_empty() {

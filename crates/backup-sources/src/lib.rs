@@ -11,6 +11,11 @@
 //!   (`export::export`, `rdb` for Redis).
 //! - `postgres` (feature `postgres`): one database, consistent and in
 //!   parallel, restored selectively with parallel loads and index builds.
+//! - `mongo` (feature `mongodb`): every database or a selection,
+//!   streamed as raw BSON in parallel and made consistent by the oplog;
+//!   restored with renames, indexes after data and oplog replay.
+//! - [`export`]: snapshots written in a database's native dump format
+//!   (`export::export`, `mongodump` for MongoDB).
 //! - [`open_source`] and [`open_target`] turn a URL or path into the right
 //!   implementation; front-ends call only these.
 //!
@@ -18,6 +23,8 @@
 //!
 //! - `files` (default): local files and directories.
 //! - `redis`: Redis sources and targets, `export --format rdb`.
+//! - `mongodb`: MongoDB deployments ([`mongo::MongoSource`],
+//!   [`mongo::MongoTarget`]), `export --format mongodump`.
 //! - `postgres`: PostgreSQL databases ([`postgres::PostgresSource`],
 //!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
 #![deny(missing_docs)]
@@ -25,6 +32,8 @@
 pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

@@ -81,6 +81,10 @@ pub async fn open_source(url: &str, opts: &SourceOptions) -> Result<Box<dyn Sour
                 crate::postgres::PostgresSource::open(url, opts, &config).await?,
             ))
         }
+        #[cfg(feature = "mongodb")]
+        SourceKind::Mongodb => Ok(Box::new(crate::mongo::MongoSource::open(url, opts).await?)),
+        // Reachable only in builds without some source feature.
+        #[allow(unreachable_patterns)]
         kind => Err(unavailable(kind, url)),
     }
 }
@@ -98,6 +102,10 @@ pub async fn open_target(url: &str) -> Result<Box<dyn Target>> {
         SourceKind::Redis => Ok(Box::new(crate::redis::RedisTarget::new(url)?)),
         #[cfg(feature = "postgres")]
         SourceKind::Postgres => Ok(Box::new(crate::postgres::PostgresTarget::new(url)?)),
+        #[cfg(feature = "mongodb")]
+        SourceKind::Mongodb => Ok(Box::new(crate::mongo::MongoTarget::new(url)?)),
+        // Reachable only in builds without some source feature.
+        #[allow(unreachable_patterns)]
         kind => Err(unavailable(kind, url)),
     }
 }

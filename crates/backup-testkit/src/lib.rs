@@ -6,6 +6,8 @@
 //!   chosen calls, for retry and crash-safety tests.
 //! - `s3` (feature `s3`): a real S3 server (`s3s-fs`, in-process) on
 //!   127.0.0.1.
+//! - `mongo` (feature `mongo`): throwaway `SecantusDB` servers (MongoDB
+//!   wire protocol, one-node replica set) started from `secantusd-py`.
 //! - `postgres` (feature `postgres`): throwaway PostgreSQL clusters
 //!   (`initdb` + `postgres` on 127.0.0.1).
 //! - `gcs` (feature `gcs`): an in-process fake of the Google Cloud Storage
@@ -23,6 +25,8 @@ pub mod faulty;
 
 #[cfg(feature = "gcs")]
 pub mod gcs;
+#[cfg(feature = "mongo")]
+pub mod mongo;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

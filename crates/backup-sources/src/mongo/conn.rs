@@ -1,0 +1,238 @@
+//! Connecting to MongoDB and turning driver errors into clear messages.
+
+use std::time::Duration;
+
+use backup_core::{Error, Result};
+use mongodb::bson::{doc, Document};
+use mongodb::error::ErrorKind;
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+
+/// Which end of the operation a connection serves (errors of a source and
+/// of a target are different variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    fn error(self, msg: String) -> Error {
+        match self {
+            Side::Source => Error::Source(msg),
+            Side::Target => Error::Target(msg),
+        }
+    }
+}
+
+/// A parsed URL and a client built from it.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    /// The URL with the password removed.
+    pub(crate) redacted: String,
+    /// The database the URL names, if any.
+    pub(crate) database: Option<String>,
+    pub(crate) side: Side,
+    selection_timeout: Duration,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `hello` reports.
+#[derive(Debug, Clone)]
+pub(crate) struct Hello {
+    pub(crate) set_name: Option<String>,
+    pub(crate) mongos: bool,
+    pub(crate) max_bson_size: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_batch: usize,
+}
+
+/// Removes the password of a `mongodb://user:pass@host/...` URL.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let mut out = format!("{scheme}://{user}:***@{hosts}{tail}");
+            if !userinfo.contains(':') {
+                out = format!("{scheme}://{user}@{hosts}{tail}");
+            }
+            out
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl Conn {
+    /// Parses `url` and builds a client (connections are made lazily).
+    pub(crate) async fn new(url: &str, side: Side) -> Result<Self> {
+        let redacted = redact(url);
+        let mut opts = ClientOptions::parse(url).await.map_err(|e| {
+            Error::Config(format!(
+                "`{redacted}` is not a valid MongoDB URL: {}",
+                e.kind
+            ))
+        })?;
+        if opts.app_name.is_none() {
+            opts.app_name = Some("backup".to_owned());
+        }
+        let database = opts.default_database.clone().filter(|d| !d.is_empty());
+        let selection_timeout = opts
+            .server_selection_timeout
+            .unwrap_or(Duration::from_secs(30));
+        let client = Client::with_options(opts)
+            .map_err(|e| Error::Config(format!("`{redacted}`: {}", e.kind)))?;
+        Ok(Conn {
+            client,
+            redacted,
+            database,
+            side,
+            selection_timeout,
+        })
+    }
+
+    /// Turns a driver error into an error naming what was being done.
+    pub(crate) fn error(&self, action: &str, e: &mongodb::error::Error) -> Error {
+        let who = match self.side {
+            Side::Source => "source",
+            Side::Target => "restore target",
+        };
+        match e.kind.as_ref() {
+            ErrorKind::Authentication { message, .. } => Error::PermissionDenied(format!(
+                "MongoDB {who} {}: authentication failed while {action}: {message}; check the user, password and authSource in the URL",
+                self.redacted
+            )),
+            ErrorKind::ServerSelection { message, .. } => {
+                let wanted = match self.side {
+                    Side::Source => "a server matching the read preference",
+                    Side::Target => "a writable primary",
+                };
+                self.side.error(format!(
+                    "MongoDB {who} {}: no server answered within {:.1} s (serverSelectionTimeoutMS) while {action}; waited for {wanted}: {message}; check the host, port, replicaSet and TLS options and that the server is running",
+                    self.redacted,
+                    self.selection_timeout.as_secs_f64()
+                ))
+            }
+            ErrorKind::Command(c) if c.code == 13 || c.code == 18 => Error::PermissionDenied(format!(
+                "MongoDB {who} {}: not authorised while {action}: {}",
+                self.redacted, c.message
+            )),
+            _ => self.side.error(format!("MongoDB {who} {}: {action}: {e}", self.redacted)),
+        }
+    }
+
+    /// Runs `hello` on the admin database.
+    pub(crate) async fn hello(&self) -> Result<Hello> {
+        let d = self
+            .client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(|e| self.error("connecting", &e))?;
+        let num = |k: &str, default: usize| -> usize {
+            match d.get(k) {
+                Some(mongodb::bson::Bson::Int32(n)) => usize::try_from(*n).unwrap_or(default),
+                Some(mongodb::bson::Bson::Int64(n)) => usize::try_from(*n).unwrap_or(default),
+                Some(mongodb::bson::Bson::Double(n)) => *n as usize,
+                _ => default,
+            }
+        };
+        Ok(Hello {
+            set_name: d.get_str("setName").ok().map(str::to_owned),
+            mongos: d.get_str("msg").ok() == Some("isdbgrid"),
+            max_bson_size: num("maxBsonObjectSize", 16 * 1024 * 1024),
+            max_message_size: num("maxMessageSizeBytes", 48_000_000),
+            max_batch: num("maxWriteBatchSize", 100_000),
+        })
+    }
+
+    /// The server's version (`buildInfo`).
+    pub(crate) async fn version(&self) -> Result<String> {
+        let d = self
+            .client
+            .database("admin")
+            .run_command(doc! {"buildInfo": 1})
+            .await
+            .map_err(|e| self.error("reading the server version", &e))?;
+        Ok(d.get_str("version").unwrap_or("unknown").to_owned())
+    }
+
+    /// Runs a command on `db`.
+    pub(crate) async fn command(&self, db: &str, cmd: Document, action: &str) -> Result<Document> {
+        self.client
+            .database(db)
+            .run_command(cmd)
+            .await
+            .map_err(|e| self.error(action, &e))
+    }
+
+    /// Runs a cursor command on `db` and collects every document.
+    pub(crate) async fn cursor_all(
+        &self,
+        db: &str,
+        cmd: Document,
+        action: &str,
+    ) -> Result<Vec<Document>> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .client
+            .database(db)
+            .run_cursor_command(cmd)
+            .await
+            .map_err(|e| self.error(action, &e))?;
+        cursor
+            .try_collect()
+            .await
+            .map_err(|e| self.error(action, &e))
+    }
+
+    /// The `listCollections` entries of `db`.
+    pub(crate) async fn list_collections(&self, db: &str) -> Result<Vec<Document>> {
+        self.cursor_all(
+            db,
+            doc! {"listCollections": 1},
+            &format!("listing the collections of {db}"),
+        )
+        .await
+    }
+
+    /// The `listIndexes` specs of `db.coll`.
+    pub(crate) async fn list_indexes(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
+        self.cursor_all(
+            db,
+            doc! {"listIndexes": coll},
+            &format!("listing the indexes of {db}.{coll}"),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("mongodb://u:secret@h1:27017,h2/db?replicaSet=rs"),
+            "mongodb://u:***@h1:27017,h2/db?replicaSet=rs"
+        );
+        assert_eq!(redact("mongodb://h/db"), "mongodb://h/db");
+        assert_eq!(
+            redact("mongodb+srv://u@c.example.net"),
+            "mongodb+srv://u@c.example.net"
+        );
+    }
+}

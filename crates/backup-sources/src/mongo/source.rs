@@ -1,0 +1,544 @@
+//! The MongoDB source.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use backup_core::snapshot::SourceDescriptor;
+use backup_core::source::{AsyncReader, Content, Item, OnReadError, Source};
+use backup_core::tree::{Node, NodeKind};
+use backup_core::{Error, Result};
+use bytes::Bytes;
+use futures::Stream;
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::Cursor;
+use tokio::sync::watch;
+
+use super::conn::{Conn, Side};
+use super::{
+    tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, Scope, Ts, DATABASES, DOCUMENTS,
+    INTERNAL_DATABASES, METADATA, OPLOG,
+};
+use crate::SourceOptions;
+
+/// Backs up a MongoDB deployment (or the databases and collections the URL
+/// and patterns select).
+pub struct MongoSource {
+    conn: Conn,
+    items: VecDeque<Item>,
+    meta: Metadata,
+    shared: Arc<Shared>,
+    jobs: usize,
+}
+
+impl std::fmt::Debug for MongoSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSource")
+            .field("url", &self.conn.redacted)
+            .field("collections", &self.meta.collections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the readers of one backup.
+struct Shared {
+    /// Per collection (index in the manifest): documents and bytes, once
+    /// read to the end.
+    stats: Mutex<HashMap<usize, (u64, u64)>>,
+    /// Collections still being read, and whether one failed.
+    progress: watch::Sender<(usize, bool)>,
+    oplog: Mutex<Option<OplogRange>>,
+}
+
+impl MongoSource {
+    /// Connects, lists what to back up and records the oplog start.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL or patterns;
+    /// [`Error::PermissionDenied`] for failed authentication;
+    /// [`Error::Source`] for an unreachable server.
+    pub async fn open(url: &str, opts: &SourceOptions) -> Result<Self> {
+        let conn = Conn::new(url, Side::Source).await?;
+        let filter = NsFilter::new(&opts.includes, &opts.excludes)?;
+        let hello = conn.hello().await?;
+        let server_version = conn.version().await?;
+        let mut items = VecDeque::new();
+        let (topology, oplog_start) = if hello.mongos {
+            items.push_back(Item::Warning(
+                "sharded cluster (mongos): the oplog of each shard is not captured, so this backup is not a consistent point in time; back up each shard's replica set for that".to_owned(),
+            ));
+            ("sharded (mongos)".to_owned(), None)
+        } else if let Some(set) = &hello.set_name {
+            let start = newest_oplog_ts(&conn).await?;
+            (format!("replica set {set}"), Some(start))
+        } else {
+            items.push_back(Item::Warning(
+                "standalone server: there is no oplog, so writes made during the backup may be partly included; this backup is not a consistent point in time".to_owned(),
+            ));
+            ("standalone".to_owned(), None)
+        };
+
+        let databases: Vec<String> = if let Some(db) = &conn.database {
+            vec![db.clone()]
+        } else {
+            let d = conn
+                .command(
+                    "admin",
+                    doc! {"listDatabases": 1, "nameOnly": true},
+                    "listing databases",
+                )
+                .await?;
+            let mut names: Vec<String> = d
+                .get_array("databases")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_document()?.get_str("name").ok())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.retain(|n| !INTERNAL_DATABASES.contains(&n.as_str()));
+            names
+        };
+
+        // db -> coll -> (listCollections entry, indexes)
+        let mut plan: BTreeMap<String, BTreeMap<String, (Document, Vec<Document>)>> =
+            BTreeMap::new();
+        for db in &databases {
+            for entry in conn.list_collections(db).await? {
+                let Ok(name) = entry.get_str("name") else {
+                    continue;
+                };
+                if name.starts_with("system.") || !filter.matches(db, name) {
+                    continue;
+                }
+                let kind = entry.get_str("type").unwrap_or("collection");
+                let indexes = if kind == "view" {
+                    Vec::new()
+                } else {
+                    conn.list_indexes(db, name).await?
+                };
+                plan.entry(db.clone())
+                    .or_default()
+                    .insert(name.to_owned(), (entry.clone(), indexes));
+            }
+        }
+
+        let mut collections = Vec::new();
+        let (progress, _) = watch::channel((0usize, false));
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(HashMap::new()),
+            progress,
+            oplog: Mutex::new(None),
+        });
+        let mut readers = 0usize;
+        items.push_back(Item::Enter(dir_node(DATABASES)));
+        let mut dbs: Vec<(&String, _)> = plan.iter().collect();
+        dbs.sort_by_key(|(db, _)| tree_name(db));
+        for (db, colls) in dbs {
+            items.push_back(Item::Enter(dir_node(&tree_name(db))));
+            let mut colls: Vec<_> = colls.iter().collect();
+            colls.sort_by_key(|(c, _)| tree_name(c));
+            for (name, (entry, indexes)) in colls {
+                let mut kind = entry.get_str("type").unwrap_or("collection").to_owned();
+                if kind == "collection"
+                    && entry
+                        .get_document("options")
+                        .is_ok_and(|o| o.contains_key("timeseries"))
+                {
+                    "timeseries".clone_into(&mut kind);
+                }
+                let uuid = entry
+                    .get_document("info")
+                    .ok()
+                    .and_then(|i| i.get("uuid"))
+                    .and_then(|u| match u {
+                        Bson::Binary(b) => Some(hex::encode(&b.bytes)),
+                        _ => None,
+                    });
+                let index = collections.len();
+                collections.push(CollectionMeta {
+                    db: db.clone(),
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    uuid,
+                    documents: 0,
+                    bytes: 0,
+                    indexes: indexes.len(),
+                });
+                items.push_back(Item::Enter(dir_node(&tree_name(name))));
+                if kind != "view" {
+                    readers += 1;
+                    let fut = open_collection(
+                        conn.clone(),
+                        db.clone(),
+                        name.clone(),
+                        index,
+                        shared.clone(),
+                    );
+                    items.push_back(stream_leaf(DOCUMENTS, Box::pin(fut)));
+                }
+                let mut meta = entry.clone();
+                meta.insert(
+                    "indexes",
+                    Bson::Array(indexes.iter().cloned().map(Bson::Document).collect()),
+                );
+                let mut buf = Vec::new();
+                meta.to_writer(&mut buf).map_err(|e| {
+                    Error::Source(format!("encoding the metadata of {db}.{name}: {e}"))
+                })?;
+                let fut = async move {
+                    let r: AsyncReader = Box::new(std::io::Cursor::new(buf));
+                    Ok(r)
+                };
+                items.push_back(stream_leaf(METADATA, Box::pin(fut)));
+                items.push_back(Item::Leave);
+            }
+            items.push_back(Item::Leave);
+        }
+        items.push_back(Item::Leave);
+        shared.progress.send_replace((readers, false));
+        if let Some(start) = oplog_start {
+            let fut = open_oplog(conn.clone(), start, shared.clone());
+            items.push_back(stream_leaf(OPLOG, Box::pin(fut)));
+        }
+
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let meta = Metadata {
+            server_version,
+            topology,
+            consistent: oplog_start.is_some(),
+            oplog: None,
+            scope: Scope {
+                database: conn.database.clone(),
+                includes: opts.includes.clone(),
+                excludes: opts.excludes.clone(),
+            },
+            collection_count: collections.iter().filter(|c| !c.is_view()).count(),
+            view_count: collections.iter().filter(|c| c.is_view()).count(),
+            total_documents: 0,
+            total_bytes: 0,
+            collections,
+        };
+        Ok(MongoSource {
+            conn,
+            items,
+            meta,
+            shared,
+            jobs,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for MongoSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "mongodb".to_owned(),
+            url: self.conn.redacted.clone(),
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        // Collections read at once, plus the oplog capture waiting for them.
+        self.jobs + 1
+    }
+
+    async fn next(&mut self) -> Result<Option<Item>> {
+        Ok(self.items.pop_front())
+    }
+
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut meta = self.meta.clone();
+        for (i, c) in meta.collections.iter_mut().enumerate() {
+            if c.is_view() {
+                continue;
+            }
+            let Some((docs, bytes)) = stats.get(&i) else {
+                return Err(Error::Source(format!(
+                    "the documents of {} were not read to the end",
+                    c.ns()
+                )));
+            };
+            c.documents = *docs;
+            c.bytes = *bytes;
+        }
+        if meta.consistent {
+            let range = self
+                .shared
+                .oplog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let Some(range) = range else {
+                return Err(Error::Source(
+                    "the oplog was not captured to the end".to_owned(),
+                ));
+            };
+            meta.oplog = Some(range);
+        }
+        meta.total_documents = meta.collections.iter().map(|c| c.documents).sum();
+        meta.total_bytes = meta.collections.iter().map(|c| c.bytes).sum();
+        serde_json::to_value(&meta).map_err(|e| Error::Source(format!("encoding metadata: {e}")))
+    }
+}
+
+fn dir_node(name: &str) -> Node {
+    let mut n = Node::new(name, NodeKind::Dir);
+    n.mode = Some(0o700);
+    n
+}
+
+fn stream_leaf(
+    name: &str,
+    fut: Pin<Box<dyn std::future::Future<Output = Result<AsyncReader>> + Send>>,
+) -> Item {
+    Item::Leaf {
+        node: Node::new(name, NodeKind::Stream),
+        content: Some(Content::Async(fut)),
+        on_error: OnReadError::Fail,
+    }
+}
+
+/// The `ts` of the newest oplog entry (zero when the oplog is empty).
+async fn newest_oplog_ts(conn: &Conn) -> Result<Ts> {
+    oplog_edge(conn, -1).await
+}
+
+/// The newest (`order` -1) or oldest (1) oplog timestamp.
+async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
+    let coll = conn
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs");
+    let found = coll
+        .find_one(doc! {})
+        .sort(doc! {"ts": order})
+        .projection(doc! {"ts": 1})
+        .await
+        .map_err(|e| conn.error("reading the oplog position", &e))?;
+    Ok(found
+        .and_then(|d| d.get_timestamp("ts").ok())
+        .map(Ts::from)
+        .unwrap_or_default())
+}
+
+/// Marks a collection read as done or failed.
+struct Guard {
+    shared: Arc<Shared>,
+    index: usize,
+    docs: u64,
+    bytes: u64,
+    done: bool,
+}
+
+impl Guard {
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.index, (self.docs, self.bytes));
+        self.shared
+            .progress
+            .send_modify(|(n, _)| *n = n.saturating_sub(1));
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared
+                .progress
+                .send_modify(|(_, failed)| *failed = true);
+        }
+    }
+}
+
+/// A cursor of raw documents as a stream of their bytes.
+struct DocStream {
+    cursor: Cursor<RawDocumentBuf>,
+    guard: Guard,
+    label: String,
+    exhausted: bool,
+}
+
+/// Bytes handed on at once: documents already received are gathered so
+/// that the reader on the other side is not woken per document.
+const GATHER: usize = 256 * 1024;
+
+impl Stream for DocStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut out: Option<bytes::BytesMut> = None;
+        loop {
+            if self.exhausted {
+                self.guard.finish();
+                return Poll::Ready(out.map(|b| Ok(b.freeze())));
+            }
+            match Pin::new(&mut self.cursor).poll_next(cx) {
+                Poll::Ready(Some(Ok(doc))) => {
+                    let bytes = doc.as_bytes();
+                    self.guard.docs += 1;
+                    self.guard.bytes += bytes.len() as u64;
+                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
+                    buf.extend_from_slice(bytes);
+                    if buf.len() >= GATHER {
+                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "reading {}: {e}",
+                        self.label
+                    )))))
+                }
+                Poll::Ready(None) => self.exhausted = true,
+                Poll::Pending => {
+                    return match out {
+                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
+                        None => Poll::Pending,
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn open_collection(
+    conn: Conn,
+    db: String,
+    coll: String,
+    index: usize,
+    shared: Arc<Shared>,
+) -> Result<AsyncReader> {
+    let guard = Guard {
+        shared,
+        index,
+        docs: 0,
+        bytes: 0,
+        done: false,
+    };
+    let cursor = conn
+        .client
+        .database(&db)
+        .collection::<RawDocumentBuf>(&coll)
+        .find(doc! {})
+        .await
+        .map_err(|e| conn.error(&format!("reading {db}.{coll}"), &e))?;
+    let stream = DocStream {
+        cursor,
+        guard,
+        label: format!("{db}.{coll}"),
+        exhausted: false,
+    };
+    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+}
+
+/// Oplog entries as a stream of their bytes; no-ops and the server's
+/// internal databases are left out.
+struct OplogStream {
+    cursor: Cursor<RawDocumentBuf>,
+    shared: Arc<Shared>,
+    range: OplogRange,
+}
+
+impl Stream for OplogStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.cursor).poll_next(cx) {
+                Poll::Ready(Some(Ok(doc))) => {
+                    if !keep_oplog_entry(&doc) {
+                        continue;
+                    }
+                    let bytes = doc.into_bytes();
+                    self.range.entries += 1;
+                    self.range.bytes += bytes.len() as u64;
+                    return Poll::Ready(Some(Ok(Bytes::from(bytes))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "reading the oplog: {e}"
+                    )))))
+                }
+                Poll::Ready(None) => {
+                    let range = self.range.clone();
+                    *self
+                        .shared
+                        .oplog
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(range);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn keep_oplog_entry(doc: &RawDocumentBuf) -> bool {
+    if doc.get_str("op").ok() == Some("n") {
+        return false;
+    }
+    let ns = doc.get_str("ns").unwrap_or("");
+    !(ns.starts_with("local.") || ns.starts_with("config."))
+}
+
+/// Waits until every collection was read, then captures the oplog entries
+/// after `start` up to the newest one.
+async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncReader> {
+    let mut rx = shared.progress.subscribe();
+    let state = *rx
+        .wait_for(|(left, failed)| *left == 0 || *failed)
+        .await
+        .map_err(|_| Error::Cancelled)?;
+    if state.1 {
+        return Err(Error::Source(
+            "a collection could not be read, so the oplog was not captured".to_owned(),
+        ));
+    }
+    let end = newest_oplog_ts(&conn).await?;
+    let oldest = oplog_edge(&conn, 1).await?;
+    if start != Ts::default() && oldest > start {
+        return Err(Error::Source(format!(
+            "the oplog rolled over during the backup: the oldest entry ({}, {}) is newer than the start ({}, {}); enlarge the oplog (replSetResizeOplog) or back up when fewer writes happen",
+            oldest.t, oldest.i, start.t, start.i
+        )));
+    }
+    let cursor = conn
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find(doc! {"ts": {"$gt": mongodb::bson::Timestamp::from(start), "$lte": mongodb::bson::Timestamp::from(end)}})
+        .sort(doc! {"ts": 1})
+        .allow_disk_use(true)
+        .await
+        .map_err(|e| conn.error("capturing the oplog", &e))?;
+    let stream = OplogStream {
+        cursor,
+        shared,
+        range: OplogRange {
+            start,
+            end,
+            entries: 0,
+            bytes: 0,
+        },
+    };
+    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+}
