@@ -824,3 +824,21 @@ schedule = "*/2 * * * * *"
         assert!(!format!("{j:?}").contains("pw@"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// The shipped example parses and every job in it validates.
+    #[test]
+    fn example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/backupd.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.all_jobs().unwrap().len(), 2);
+        assert_eq!(c.daemon.missed_runs, MissedRuns::RunOnce);
+        let db = c.job("app-db").unwrap();
+        assert_eq!(db.max_age, Some(Duration::from_secs(26 * 3600)));
+        assert!(db.verify.is_some() && db.retention.is_some());
+        assert_eq!(c.notifications.len(), 2);
+    }
+}
