@@ -478,7 +478,7 @@ impl Daemon {
                         operation: "create".to_owned(),
                         success: true,
                         details: serde_json::json!({
-                            "job": job.name, "trigger": trigger.name(), "snapshot": id,
+                            "job": job.name, "trigger": trigger.name(), "slot": trigger.slot(), "snapshot": id,
                             "source": outcome.snapshot.source.url, "attempts": attempts,
                             "bytes_read": st.bytes_read, "bytes_added": st.bytes_added,
                         }),
@@ -533,7 +533,7 @@ impl Daemon {
                         operation: "create".to_owned(),
                         success: false,
                         details: serde_json::json!({
-                            "job": job.name, "trigger": trigger.name(), "error": msg, "attempts": attempts,
+                            "job": job.name, "trigger": trigger.name(), "slot": trigger.slot(), "error": msg, "attempts": attempts,
                         }),
                     },
                 )
