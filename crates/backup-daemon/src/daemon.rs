@@ -823,9 +823,9 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
         http_stop.clone(),
     ));
 
-    daemon.measure_repositories().await;
     let mut generation = daemon.shutdown.child_token();
     let mut handles = daemon.spawn_jobs(&generation);
+    daemon.measure_repositories().await;
     let ages = {
         let d = Arc::clone(&daemon);
         tokio::spawn(async move {
