@@ -53,6 +53,11 @@ step "MongoDB-protocol test server (SecantusDB in .venv)"
 .venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'SecantusDB==0.7.0b3'
 export BACKUP_TEST_SECANTUSD="$PWD/.venv/bin/secantusd-py"
 
+step "Building backupd (the daemon's end-to-end tests run it)"
+# The e2e tests live in backup-cli and cannot name another package's
+# binary; they run this same build, which is then a no-op.
+cargo build -p backup-daemon --bin backupd --locked
+
 step "Tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final

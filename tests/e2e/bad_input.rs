@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use crate::util::{files_under, random_bytes, write, Scratch};
 
+/// The repository's files, except the audit trail, which records failed
+/// operations too (DESIGN.md section 7).
 fn repo_files(s: &Scratch) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let audit = Path::new(&s.repo).join("audit");
     files_under(Path::new(&s.repo))
         .into_iter()
+        .filter(|p| !p.starts_with(&audit))
         .map(|p| {
             let d = fs::read(&p).unwrap();
             (p, d)

@@ -16,6 +16,7 @@ mod bad_input;
 mod cloud;
 mod corruption;
 mod crash;
+mod daemon;
 mod dedup;
 mod format_reader;
 mod full_disk;

@@ -58,6 +58,10 @@ pub(crate) struct GlobalArgs {
         default_value = "0s"
     )]
     pub(crate) lock_wait: String,
+    /// Configuration file with named repositories and jobs (as used by
+    /// backupd); `--repo` may then name one of its repositories.
+    #[arg(long, env = "BACKUP_CONFIG", global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +100,35 @@ pub(crate) enum Command {
     Stats(StatsArgs),
     /// Remove stale locks left by processes that died.
     Unlock(UnlockArgs),
+    /// Check every job of --config: source reachable, repository writable,
+    /// last backup younger than the job's max_age (exit 1 when not).
+    Health(HealthArgs),
+    /// Show the next scheduled runs of every job of --config.
+    Schedule(ScheduleArgs),
+    /// List the repository's audit trail and verify its hash chain (exit 3
+    /// when a record was altered or removed).
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// Check only this job.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleArgs {
+    /// How many upcoming runs to show per job.
+    #[arg(long, short = 'n', default_value_t = 3)]
+    pub(crate) count: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Show only the last N records.
+    #[arg(long, value_name = "N")]
+    pub(crate) last: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -117,8 +150,16 @@ pub(crate) struct InitArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
     /// What to back up: a path, file:///path, or a database URL.
-    #[arg(value_name = "SOURCE")]
-    pub(crate) source: String,
+    #[arg(
+        value_name = "SOURCE",
+        required_unless_present = "job",
+        conflicts_with = "job"
+    )]
+    pub(crate) source: Option<String>,
+    /// Run the backup of this job of --config (its source, repository,
+    /// tags and patterns; retention afterwards).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
     /// Tag the snapshot; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     pub(crate) tags: Vec<String>,
@@ -192,8 +233,13 @@ pub(crate) struct RestoreArgs {
     /// Snapshot id, unique id prefix, or `latest`.
     pub(crate) snapshot: String,
     /// Where to restore: an empty or new directory, or a database URL.
-    #[arg(long, value_name = "TARGET")]
-    pub(crate) to: String,
+    /// With --job it defaults to the job's source, after confirmation.
+    #[arg(long, value_name = "TARGET", required_unless_present = "job")]
+    pub(crate) to: Option<String>,
+    /// Restore a snapshot of this job of --config (from its repository;
+    /// `latest` means the job's newest).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
     /// Narrow `latest` to this source.
     #[arg(long)]
     pub(crate) source: Option<String>,

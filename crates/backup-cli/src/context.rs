@@ -12,6 +12,12 @@ use backup_core::Sink;
 use backup_storage::{StorageOptions, StorageUrl};
 
 use crate::cli::GlobalArgs;
+use backup_daemon::config::{Config, Job};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A usage or configuration problem detected by the CLI itself (exit 2).
 #[derive(Debug)]
@@ -33,9 +39,74 @@ pub(crate) fn usage<T>(msg: impl Into<String>) -> Result<T> {
 /// Shared state of one invocation.
 pub(crate) struct Ctx {
     pub(crate) global: GlobalArgs,
+    /// The `--config` file, when given.
+    pub(crate) config: Option<Config>,
+    /// The configured repository to use instead of `--repo` (set by
+    /// `--job`, or by `--repo NAME` naming one).
+    pub(crate) named_repo: Mutex<Option<String>>,
+    /// The repository once opened (for the audit record).
+    pub(crate) opened: Mutex<Option<Repository>>,
+    /// Details for the audit record of this operation.
+    pub(crate) audit_details: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Ctx {
+    /// Builds the context, reading `--config` when given.
+    pub(crate) fn new(global: GlobalArgs) -> Result<Self> {
+        let config = match &global.config {
+            Some(path) => Some(Config::load(path).map_err(|e| UsageError(e.to_string()))?),
+            None => None,
+        };
+        let named = match (&config, &global.repo) {
+            (Some(c), Some(r)) if c.repositories.contains_key(r) => Some(r.clone()),
+            (Some(c), None) if c.repositories.len() == 1 => c.repositories.keys().next().cloned(),
+            _ => None,
+        };
+        Ok(Ctx {
+            global,
+            config,
+            named_repo: Mutex::new(named),
+            opened: Mutex::new(None),
+            audit_details: Mutex::new(serde_json::Map::new()),
+        })
+    }
+
+    /// The configuration; a usage error without `--config`.
+    pub(crate) fn config(&self) -> Result<&Config> {
+        match &self.config {
+            Some(c) => Ok(c),
+            None => {
+                usage("this needs a configuration file: use --config FILE or set BACKUP_CONFIG")
+            }
+        }
+    }
+
+    /// The job `name` of the configuration; its repository becomes the one
+    /// this invocation uses.
+    pub(crate) fn job(&self, name: &str) -> Result<Job> {
+        let job = self
+            .config()?
+            .job(name)
+            .map_err(|e| UsageError(e.to_string()))?;
+        *lock(&self.named_repo) = Some(job.repository.clone());
+        Ok(job)
+    }
+
+    /// Adds a detail to this operation's audit record.
+    pub(crate) fn audit_detail(&self, key: &str, value: impl serde::Serialize) {
+        if let Ok(v) = serde_json::to_value(value) {
+            lock(&self.audit_details).insert(key.to_owned(), v);
+        }
+    }
+
+    /// The local audit log.
+    pub(crate) fn audit_log(&self) -> Option<std::path::PathBuf> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.audit.local_log.clone())
+            .or_else(backup_daemon::audit::default_local_log)
+    }
+
     /// The repository URL as given.
     pub(crate) fn repo_url(&self) -> Result<StorageUrl> {
         let Some(url) = self.global.repo.as_deref() else {
@@ -56,6 +127,19 @@ impl Ctx {
 
     /// Opens the repository, asking for a password only when it is encrypted.
     pub(crate) async fn open(&self) -> Result<Repository> {
+        let repo = self.open_inner().await?;
+        *lock(&self.opened) = Some(repo.clone());
+        Ok(repo)
+    }
+
+    async fn open_inner(&self) -> Result<Repository> {
+        let named = lock(&self.named_repo).clone();
+        if let (Some(name), Some(config)) = (named, &self.config) {
+            let cfg = config
+                .repository(&name)
+                .map_err(|e| UsageError(e.to_string()))?;
+            return backup_daemon::job::open_repository(&name, cfg).await;
+        }
         let sink = self.sink()?;
         let config = Repository::read_config(sink.as_ref()).await?;
         if config.encryption == Encryption::None {

@@ -124,7 +124,9 @@ impl Drop for LockGuard {
 }
 
 impl Repository {
-    /// Every lock file with its contents (unreadable files are skipped).
+    /// Every lock file with its contents (unreadable files are skipped,
+    /// and so are files whose names are not ids: see [`Repository::locks`]'s
+    /// note in `docs/REPOSITORY_FORMAT.md` §13).
     ///
     /// # Errors
     ///
@@ -132,6 +134,12 @@ impl Repository {
     pub async fn locks(&self) -> Result<Vec<(String, LockInfo)>> {
         let mut out = Vec::new();
         for o in self.sink().list(FileKind::Lock).await? {
+            // Lock files are named by their hash; other names under
+            // `locks/` are not repository locks (job slot leases of the
+            // daemon, write probes) and do not conflict with anything.
+            if o.name.parse::<Id>().is_err() {
+                continue;
+            }
             match self.load_file::<LockInfo>(FileKind::Lock, &o.name).await {
                 Ok(info) => out.push((o.name, info)),
                 Err(Error::NotFound { .. }) => {}

@@ -1,79 +1,68 @@
 //! `backup create`.
 
-use std::sync::Arc;
-
 use anyhow::Result;
-use backup_core::archiver::{backup, BackupOptions};
-use backup_core::snapshot::SnapshotFilter;
-use backup_sources::{open_source, SourceKind, SourceOptions};
+use backup_daemon::job::{apply_retention, create_snapshot, CreateParams, Parent};
+use backup_daemon::secret::Secret;
 
 use super::{bytes, parse_time};
 use crate::cli::CreateArgs;
-use crate::context::{with_lock, Ctx};
+use crate::context::{usage, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
-    let source_url = match &a.mode {
-        Some(mode) => with_redis_mode(&a.source, mode)?,
-        None => a.source.clone(),
-    };
-    let repo = ctx.open().await?;
-    let mut source = open_source(
-        &source_url,
-        &SourceOptions {
-            excludes: a.excludes.clone(),
-            includes: a.includes.clone(),
-            globals: a.pg_globals,
+    let lock_wait = backup_core::retention::parse_duration(&ctx.global.lock_wait)?;
+    let job = a.job.as_deref().map(|n| ctx.job(n)).transpose()?;
+    let mut params = match (&job, &a.source) {
+        (Some(job), _) => CreateParams::for_job(job)?,
+        (None, Some(source)) => CreateParams {
+            source: Some(Secret::new(source.clone())),
+            ..CreateParams::default()
         },
-    )
-    .await?;
-    let descriptor = source.descriptor();
-    let work = async {
-        let repo = repo.clone().load_index().await?;
-
-        let parent = if a.no_parent {
-            None
-        } else if let Some(p) = &a.parent {
-            Some(repo.find_snapshot(p, &SnapshotFilter::default()).await?)
-        } else {
-            let filter = SnapshotFilter {
-                source: Some(descriptor.url.clone()),
-                host: Some(a.host.clone().unwrap_or_else(backup_core::util::hostname)),
-                ..SnapshotFilter::default()
-            };
-            match repo.find_snapshot("latest", &filter).await {
-                Ok(s) => Some(s),
-                Err(backup_core::Error::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            }
-        };
-
-        let progress = ctx.progress("backup", "files");
-        if SourceKind::of(&a.source)? == SourceKind::Files && ctx.human() {
-            let p = progress.clone();
-            let root = std::path::PathBuf::from(&descriptor.url);
-            let excludes = a.excludes.clone();
-            std::thread::spawn(move || {
-                let (total, _) = backup_sources::files::scan_size(&root, &excludes);
-                p.set_total(total);
-            });
-        }
-        let opts = BackupOptions {
-            tags: a.tags,
-            excludes: a.excludes,
-            includes: a.includes,
-            time,
-            host: a.host,
-            job: None,
-            parent,
-            dry_run: a.dry_run,
-            copy_of: None,
-        };
-        let result = backup(&repo, source.as_mut(), &opts, Arc::clone(&progress)).await;
-        progress.finish();
-        Ok(result?)
+        (None, None) => return usage("give a SOURCE or --job NAME"),
     };
-    let outcome = with_lock(ctx, &repo, false, "backup", work).await?;
+    if let Some(mode) = &a.mode {
+        let url = params
+            .source
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default();
+        params.source = Some(Secret::new(with_redis_mode(&url, mode)?));
+    }
+    params.tags.extend(a.tags.iter().cloned());
+    params.excludes.extend(a.excludes.iter().cloned());
+    params.includes.extend(a.includes.iter().cloned());
+    params.pg_globals |= a.pg_globals;
+    params.time = time;
+    params.host.clone_from(&a.host);
+    params.dry_run = a.dry_run;
+    params.scan_total = ctx.human() && !ctx.global.no_progress;
+    params.parent = if a.no_parent {
+        Parent::None
+    } else if let Some(p) = &a.parent {
+        Parent::Given(p.clone())
+    } else {
+        Parent::Latest
+    };
+    if let Some(j) = &job {
+        ctx.audit_detail("job", &j.name);
+    }
+    let repo = ctx.open().await?;
+    let progress = ctx.progress("backup", "files");
+    let outcome = create_snapshot(&repo, params, lock_wait, progress).await?;
+    ctx.audit_detail("snapshot", outcome.id);
+    ctx.audit_detail("source", &outcome.snapshot.source.url);
+    ctx.audit_detail("dry_run", a.dry_run);
+    let retention = match (&job, outcome.id) {
+        (Some(job), Some(_)) => match &job.retention {
+            Some((policy, prune)) => {
+                let r = apply_retention(&repo, &job.name, policy, *prune, lock_wait).await?;
+                ctx.audit_detail("retention_removed", &r.removed);
+                Some(r)
+            }
+            None => None,
+        },
+        _ => None,
+    };
     let s = &outcome.snapshot;
     let st = &s.stats;
     if ctx.global.json {
@@ -81,6 +70,7 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             "id": outcome.id,
             "dry_run": a.dry_run,
             "snapshot": s,
+            "retention": retention,
         }))?;
     } else {
         for w in &s.warnings {
@@ -111,6 +101,13 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             st.packs_added
         ))?;
         ctx.say(format!("  time     {:.1}s", st.duration_ms as f64 / 1000.0))?;
+        if let Some(r) = &retention {
+            ctx.say(format!(
+                "  retention removed {} snapshots, kept {}",
+                r.removed.len(),
+                r.kept
+            ))?;
+        }
     }
     if !s.warnings.is_empty() {
         eprintln!(

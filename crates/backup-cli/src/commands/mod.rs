@@ -1,11 +1,13 @@
 //! One module per command: each turns arguments into core options, calls
 //! the core, and renders the result.
 
+mod audit;
 mod copy;
 mod create;
 mod export;
 mod forget;
 mod init;
+mod jobs;
 mod key;
 mod list;
 mod repair;
@@ -16,27 +18,89 @@ mod verify;
 use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::cli::{Cli, Command, FilterArgs};
+use crate::cli::{Cli, Command, FilterArgs, KeyCommand};
 use crate::context::{usage, Ctx};
 
-/// Runs the parsed command; returns the exit code.
+/// Runs the parsed command; returns the exit code. Operations that change
+/// or read back data (create, restore, verify, forget, prune, copy, key
+/// changes) leave an audit record, whether they succeed or fail.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
-    let ctx = Ctx { global: cli.global };
-    match cli.command {
-        Command::Init(a) => init::run(&ctx, a).await,
-        Command::Create(a) => create::run(&ctx, a).await,
-        Command::List(a) => list::list(&ctx, a).await,
-        Command::Show(a) => list::show(&ctx, a).await,
-        Command::Restore(a) => restore::run(&ctx, a).await,
-        Command::Export(a) => export::run(&ctx, a).await,
-        Command::Verify(a) => verify::run(&ctx, a).await,
-        Command::Key(k) => key::run(&ctx, k).await,
-        Command::Stats(a) => stats::run(&ctx, a).await,
-        Command::Unlock(a) => stats::unlock(&ctx, a).await,
-        Command::Forget(a) => forget::forget(&ctx, a).await,
-        Command::Prune(a) => forget::prune_cmd(&ctx, a).await,
-        Command::Repair(c) => repair::run(&ctx, c).await,
-        Command::Copy(a) => copy::run(&ctx, a).await,
+    let ctx = Ctx::new(cli.global)?;
+    let operation = audited_operation(&cli.command);
+    let result = Box::pin(dispatch(&ctx, cli.command)).await;
+    if let Some(operation) = operation {
+        let mut details = std::mem::take(
+            &mut *ctx
+                .audit_details
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let success = match &result {
+            Ok(code) => {
+                details.insert("exit_code".to_owned(), (*code).into());
+                *code == 0
+            }
+            Err(e) => {
+                details.insert("exit_code".to_owned(), crate::exit_code(e).into());
+                details.insert("error".to_owned(), format!("{e:#}").into());
+                false
+            }
+        };
+        let repo = ctx
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let op = backup_daemon::audit::Operation {
+            operation: operation.to_owned(),
+            success,
+            details: serde_json::Value::Object(details),
+        };
+        let log = ctx.audit_log();
+        for w in backup_daemon::audit::record(repo.as_ref(), log.as_deref(), &op).await {
+            eprintln!("warning: {w}");
+        }
+    }
+    result
+}
+
+fn audited_operation(c: &Command) -> Option<&'static str> {
+    Some(match c {
+        Command::Create(_) => "create",
+        Command::Restore(_) => "restore",
+        Command::Verify(_) => "verify",
+        Command::Forget(_) => "forget",
+        Command::Prune(_) => "prune",
+        Command::Copy(_) => "copy",
+        Command::Repair(_) => "repair",
+        Command::Unlock(_) => "unlock",
+        Command::Key(KeyCommand::Add(_)) => "key-add",
+        Command::Key(KeyCommand::Remove { .. }) => "key-remove",
+        Command::Key(KeyCommand::Passwd(_)) => "key-passwd",
+        Command::Key(KeyCommand::Export { .. }) => "key-export",
+        _ => return None,
+    })
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
+    match command {
+        Command::Init(a) => init::run(ctx, a).await,
+        Command::Create(a) => create::run(ctx, a).await,
+        Command::List(a) => list::list(ctx, a).await,
+        Command::Show(a) => list::show(ctx, a).await,
+        Command::Restore(a) => Box::pin(restore::run(ctx, a)).await,
+        Command::Export(a) => export::run(ctx, a).await,
+        Command::Verify(a) => verify::run(ctx, a).await,
+        Command::Key(k) => key::run(ctx, k).await,
+        Command::Stats(a) => stats::run(ctx, a).await,
+        Command::Unlock(a) => stats::unlock(ctx, a).await,
+        Command::Forget(a) => forget::forget(ctx, a).await,
+        Command::Prune(a) => forget::prune_cmd(ctx, a).await,
+        Command::Repair(c) => repair::run(ctx, c).await,
+        Command::Copy(a) => copy::run(ctx, a).await,
+        Command::Health(a) => jobs::health(ctx, a).await,
+        Command::Schedule(a) => jobs::schedule(ctx, &a),
+        Command::Audit(a) => audit::run(ctx, a).await,
     }
 }
 

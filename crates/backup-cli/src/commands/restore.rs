@@ -8,13 +8,36 @@ use backup_core::snapshot::SnapshotFilter;
 use backup_core::target::RestoreOptions;
 use backup_sources::{open_source, open_target, SourceOptions};
 
+use backup_daemon::secret::Secret;
+
 use super::{bytes, normalize_source, parse_time};
 use crate::cli::RestoreArgs;
 use crate::context::{usage, with_lock, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     let at = a.at.as_deref().map(parse_time).transpose()?;
-    let target = open_target(&a.to).await?;
+    let job = a.job.as_deref().map(|n| ctx.job(n)).transpose()?;
+    let to: Secret = match (&a.to, &job) {
+        (Some(t), _) => Secret::new(t.clone()),
+        (None, Some(job)) => {
+            // Back into the place the job backs up: only when confirmed.
+            if !a.yes && !a.dry_run {
+                confirm(&format!(
+                    "No --to given: restore job {}'s snapshot into its source {}, the original location?",
+                    job.name, job.source
+                ))?;
+            }
+            job.source_url()?
+        }
+        (None, None) => {
+            return usage("give --to TARGET (or --job NAME to restore into the job's source)")
+        }
+    };
+    if let Some(j) = &job {
+        ctx.audit_detail("job", &j.name);
+    }
+    let target = open_target(to.expose()).await?;
+    ctx.audit_detail("target", target.describe());
     let opts = RestoreOptions {
         includes: a.includes,
         excludes: a.excludes,
@@ -29,9 +52,11 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         let mut repo = repo.clone().load_index().await?;
         let filter = SnapshotFilter {
             source: a.source.as_deref().map(normalize_source),
+            job: job.as_ref().map(|j| j.name.clone()),
             ..SnapshotFilter::default()
         };
         let entry = repo.find_snapshot(&a.snapshot, &filter).await?;
+        ctx.audit_detail("snapshot", entry.id);
         if a.drop && !a.dry_run && !a.yes {
             confirm(&format!(
                 "This replaces data in {} with snapshot {}. Continue?",
@@ -41,7 +66,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         }
         let mut safety = None;
         if !a.dry_run && !a.no_safety_backup && target.replaces_data(&opts).await? {
-            safety = Some(safety_backup(ctx, &mut repo, &a.to, &entry.id.short()).await?);
+            safety = Some(safety_backup(ctx, &mut repo, to.expose(), &entry.id.short()).await?);
         }
         let progress = ctx.progress("restore", "files");
         let result = target.restore(&repo, &entry, &opts, progress.clone()).await;

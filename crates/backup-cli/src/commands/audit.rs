@@ -1,0 +1,55 @@
+//! `backup audit`: the audit trail and its hash chain.
+
+use anyhow::Result;
+use backup_daemon::audit::{read_local, verify_chain};
+
+use crate::cli::AuditArgs;
+use crate::context::Ctx;
+
+pub(crate) async fn run(ctx: &Ctx, a: AuditArgs) -> Result<u8> {
+    let repo = ctx.open().await?;
+    let (local, mut problems) = match ctx.audit_log() {
+        Some(path) => read_local(&path),
+        None => (Vec::new(), Vec::new()),
+    };
+    let report = verify_chain(&repo, &local).await?;
+    problems.extend(report.problems.iter().cloned());
+    let skip = a.last.map_or(0, |n| report.records.len().saturating_sub(n));
+    let shown = &report.records[skip..];
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({
+            "ok": problems.is_empty(),
+            "records": shown,
+            "problems": problems,
+        }))?;
+    } else {
+        for r in shown {
+            let b = &r.body;
+            ctx.say(format!(
+                "{:>6}  {}  {:<10} {:<8} {}@{}  {}",
+                b.seq,
+                b.timestamp.format("%Y-%m-%d %H:%M:%S"),
+                b.operation,
+                b.status,
+                b.user,
+                b.host,
+                b.details
+            ))?;
+        }
+    }
+    if problems.is_empty() {
+        ctx.say(format!(
+            "audit chain intact: {} records",
+            report.records.len()
+        ))?;
+        return Ok(0);
+    }
+    for p in &problems {
+        eprintln!("tampering: {p}");
+    }
+    eprintln!(
+        "error: the audit trail was altered: {} problems found",
+        problems.len()
+    );
+    Ok(crate::exit::DAMAGE)
+}

@@ -1,0 +1,119 @@
+//! `backupd`: runs the jobs of a configuration file on their schedules.
+
+// Doc comments of the argument struct are the `--help` text users read,
+// where Markdown backticks would show literally.
+#![allow(clippy::doc_markdown)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use backup_daemon::config::{Config, LogFormat};
+use clap::Parser;
+
+/// Runs backup jobs on schedule, with retention, verification, alerts,
+/// metrics and an HTTP status API.
+#[derive(Debug, Parser)]
+#[command(name = "backupd", version, about)]
+struct Args {
+    /// The configuration file.
+    #[arg(long, short = 'c', env = "BACKUP_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration (and read its secrets), then exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log format, overriding daemon.log_format: human or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = match args.log_format.as_deref() {
+        None => config.daemon.log_format,
+        Some("json") => LogFormat::Json,
+        Some("human") => LogFormat::Human,
+        Some(other) => {
+            eprintln!("error: unknown log format `{other}`: use human or json");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(format);
+    let daemon = match backup_daemon::daemon::Daemon::new(config, &args.config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        let c = daemon.config();
+        let mut problems = Vec::new();
+        for job in c.all_jobs().unwrap_or_default() {
+            if let Err(e) = job.source_url() {
+                problems.push(e.to_string());
+            }
+        }
+        for (name, r) in &c.repositories {
+            if let Some(p) = &r.password {
+                if let Err(e) = p.resolve(&format!("repositories.{name}.password")) {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("error: {}: {p}", args.config.display());
+            }
+            return ExitCode::from(2);
+        }
+        println!(
+            "configuration {} is valid: {} repositories, {} jobs, {} notification channels",
+            args.config.display(),
+            c.repositories.len(),
+            c.jobs.len(),
+            c.notifications.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(backup_daemon::daemon::run(daemon));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "backupd failed.");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BACKUPD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
