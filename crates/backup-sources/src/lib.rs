@@ -34,6 +34,8 @@ pub mod export;
 pub mod files;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
+#[cfg(any(feature = "postgres", feature = "mongodb"))]
+mod names;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

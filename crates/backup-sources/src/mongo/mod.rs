@@ -156,23 +156,7 @@ pub(crate) struct Metadata {
     pub(crate) collections: Vec<CollectionMeta>,
 }
 
-/// Encodes a database or collection name as a snapshot tree name: `%`,
-/// `/` and NUL are percent-encoded, and so are the dots of `.` and `..`.
-pub(crate) fn tree_name(name: &str) -> String {
-    if name == "." || name == ".." {
-        return name.replace('.', "%2E");
-    }
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '/' => out.push_str("%2F"),
-            '\0' => out.push_str("%00"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use crate::names::tree_name;
 
 /// `--include`/`--exclude` patterns over `db.collection` (globs; a pattern
 /// without a dot names a database).
