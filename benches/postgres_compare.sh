@@ -8,6 +8,10 @@
 #   stored size        our repository / -Fc file     target <= 1.0
 #   our peak RSS       backup and restore            target < 300 MB
 #
+# and, without a target, ours / JOBS bare parallel COPY streams of the big
+# table into /dev/null: the server's own time to produce the rows, the
+# floor of any logical backup on this machine.
+#
 # Usage: benches/postgres_compare.sh [SCALE]      (default 50, about 750 MB)
 #
 # Environment:
@@ -124,6 +128,18 @@ OURS=(env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$WORK_DIR/repo" "$BACKU
 timed ours-backup "${OURS[@]}" create "$URL/bench"
 timed pg_dump-Fc "$BINDIR/pg_dump" -Fc -f "$WORK_DIR/dump.fc" bench
 timed pg_dump-Fd "$BINDIR/pg_dump" -Fd -j "$JOBS" -f "$WORK_DIR/dump.dir" bench
+# The server-bound floor of a backup on this machine: the big table read
+# by JOBS parallel COPY streams (TID ranges, as ours) into /dev/null.
+PAGES=$("$BINDIR/psql" -X -A -t -d bench -c "SELECT relpages FROM pg_class WHERE relname = 'pgbench_accounts'")
+PER=$(((PAGES + JOBS) / JOBS))
+{
+    for j in $(seq 0 $((JOBS - 1))); do
+        printf '"%s" -X -q -d bench -c "COPY (SELECT * FROM pgbench_accounts WHERE ctid >= '"'"'(%d,0)'"'"'::tid AND ctid < '"'"'(%d,0)'"'"'::tid) TO STDOUT" >/dev/null &\n' \
+            "$BINDIR/psql" $((j * PER)) $(((j + 1) * PER))
+    done
+    echo wait
+} >"$WORK_DIR/bare_copy.sh"
+timed bare-copy bash "$WORK_DIR/bare_copy.sh"
 timed ours-restore "${OURS[@]}" restore latest --to "$URL/restored_ours"
 "$BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE restored_theirs" >/dev/null
 timed pg_restore-Fd "$BINDIR/pg_restore" -j "$JOBS" -d restored_theirs "$WORK_DIR/dump.dir"
@@ -161,13 +177,14 @@ line("backup wall: ours / pg_dump -Fc", rows["ours-backup"][0] / rows["pg_dump-F
 line(f"backup wall: ours / pg_dump -Fd -j {jobs}", rows["ours-backup"][0] / rows["pg_dump-Fd"][0], 1.0)
 line(f"restore wall: ours / pg_restore -j {jobs} (-Fd)", rows["ours-restore"][0] / rows["pg_restore-Fd"][0], 0.8)
 line("stored size: our repository / -Fc file", repo / fc, 1.0)
+print(f"  {'backup wall: ours / bare parallel COPY':<44}{rows['ours-backup'][0] / rows['bare-copy'][0]:>8.2f}  (no target: the server's own floor)")
 peak = max(rows["ours-backup"][1], rows["ours-restore"][1])
 res = "PASS" if peak < 300 * MB else "FAIL"
 ok &= res == "PASS"
 print(f"  {'our peak RSS (MB)':<44}{peak / MB:>8.0f}  < 300   {res}")
 print()
 print("  details (absolute; shared machine, compare within one run only)")
-for name in ("ours-backup", "pg_dump-Fc", "pg_dump-Fd", "ours-restore", "pg_restore-Fd"):
+for name in ("ours-backup", "pg_dump-Fc", "pg_dump-Fd", "bare-copy", "ours-restore", "pg_restore-Fd"):
     w, r = rows[name]
     print(f"    {name:<16}{w:>8.1f} s  {r / MB:>7.0f} MB RSS")
 print(f"    sizes: repository {repo / MB:.0f} MB, -Fc {fc / MB:.0f} MB, -Fd {fd / MB:.0f} MB")

@@ -751,3 +751,268 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Users (sorted by `_id`, without the derived `mechanisms`) and
+/// user-defined roles of `db` as the server reports them.
+fn users_and_roles(c: &Client, db: &str) -> (Vec<Document>, Vec<Document>) {
+    let sorted = |mut v: Vec<Document>, key: &str| {
+        v.sort_by_key(|d| d.get_str(key).unwrap_or_default().to_owned());
+        v
+    };
+    let users = c
+        .database(db)
+        .run_command(doc! {"usersInfo": 1, "showCredentials": true})
+        .run()
+        .unwrap();
+    let roles = c
+        .database(db)
+        .run_command(doc! {"rolesInfo": 1, "showPrivileges": true, "showBuiltinRoles": false})
+        .run()
+        .unwrap();
+    let list = |d: &Document, key: &str| -> Vec<Document> {
+        d.get_array(key)
+            .unwrap()
+            .iter()
+            .map(|v| v.as_document().unwrap().clone())
+            .collect()
+    };
+    (
+        sorted(list(&users, "users"), "user"),
+        sorted(list(&roles, "roles"), "role"),
+    )
+}
+
+#[test]
+#[allow(clippy::many_single_char_names)]
+fn users_and_roles_on_request() {
+    let (m, s) = setup();
+    let c = client(&m);
+    populate(&c, "shop");
+    let shop = c.database("shop");
+    shop.run_command(doc! {
+        "createRole": "reporter",
+        "privileges": [{"resource": {"db": "shop", "collection": "people"}, "actions": ["find"]}],
+        "roles": [],
+    })
+    .run()
+    .unwrap();
+    // Created after the role it inherits, but named so that a plain
+    // alphabetical order would create it first.
+    shop.run_command(doc! {
+        "createRole": "auditor",
+        "privileges": [{"resource": {"db": "shop", "collection": ""}, "actions": ["listCollections"]}],
+        "roles": ["reporter", {"role": "read", "db": "shop"}],
+    })
+    .run()
+    .unwrap();
+    shop.run_command(
+        doc! {"createUser": "alice", "pwd": "alice-pw", "roles": ["auditor", "readWrite"]},
+    )
+    .run()
+    .unwrap();
+    c.database("admin")
+        .run_command(
+            doc! {"createUser": "ops", "pwd": "ops-pw", "roles": [{"role": "root", "db": "admin"}]},
+        )
+        .run()
+        .unwrap();
+    c.database("$external")
+        .run_command(doc! {
+            "createUser": "CN=reporting,O=Acme",
+            "mechanisms": ["MONGODB-X509"],
+            "roles": [{"role": "reporter", "db": "shop"}],
+        })
+        .run()
+        .unwrap();
+    let (shop_users, shop_roles) = users_and_roles(&c, "shop");
+    let (_, ext_roles) = users_and_roles(&c, "$external");
+    assert_eq!(shop_roles.len(), 2);
+
+    // Not asked for: no users in the snapshot.
+    let plain = s.json(&["create", &m.url("")]);
+    let plain_id = plain["id"].as_str().unwrap().to_owned();
+    let v = s.json(&["show", &plain_id]);
+    assert_eq!(
+        v["snapshot"]["metadata"]["topology"], "replica set secantus",
+        "{v}"
+    );
+    assert!(v["snapshot"]["metadata"].get("users").is_none(), "{v}");
+
+    let v = s.json(&["create", &m.url(""), "--mongo-users"]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    let meta = &s.json(&["show", &id])["snapshot"]["metadata"];
+    let mut users: Vec<&str> = meta["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    users.sort_unstable();
+    assert_eq!(
+        users,
+        ["CN=reporting,O=Acme@$external", "alice@shop", "ops@admin"]
+    );
+    let mut roles: Vec<&str> = meta["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    roles.sort_unstable();
+    assert_eq!(roles, ["auditor@shop", "reporter@shop"]);
+
+    // Restored over the same deployment: everything is already there and
+    // left as it is.
+    let out = s.ok(&["restore", &id, "--to", &m.url(""), "--drop", "--yes"]);
+    assert!(
+        out.contains("0 roles and 0 users created, 5 already on the target"),
+        "{out}"
+    );
+    assert_eq!(
+        users_and_roles(&c, "shop"),
+        (shop_users.clone(), shop_roles.clone())
+    );
+
+    // Into another deployment: the roles (inherited one first) and the
+    // password-less user are created exactly; SecantusDB has no
+    // _mergeAuthzCollections, so users with password hashes are reported
+    // and the run exits 1 after restoring everything else.
+    let m2 = MongoServer::start();
+    let c2 = client(&m2);
+    let out = s.ok(&["restore", &id, "--to", &m2.url(""), "--dry-run"]);
+    for line in [
+        "would create role reporter@shop",
+        "would create role auditor@shop",
+        "would create user alice@shop",
+        "would create user ops@admin",
+        "would create user CN=reporting,O=Acme@$external",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(users_and_roles(&c2, "shop").1.is_empty());
+    let err = s.fails(&["restore", &id, "--to", &m2.url("")], 1);
+    assert!(
+        err.contains("user alice@shop: not restored") && err.contains("_mergeAuthzCollections"),
+        "{err}"
+    );
+    assert!(err.contains("user ops@admin: not restored"), "{err}");
+    assert!(!err.contains("CN=reporting"), "{err}");
+    assert_same_db((&c, "shop"), (&c2, "shop"));
+    assert_eq!(users_and_roles(&c2, "shop").1, shop_roles);
+    let (ext2, _) = users_and_roles(&c2, "$external");
+    let (ext1, _) = users_and_roles(&c, "$external");
+    assert_eq!(ext2, ext1);
+    assert_eq!(users_and_roles(&c2, "$external").1, ext_roles);
+    assert!(users_and_roles(&c2, "shop").0.is_empty());
+
+    // A renamed database takes its roles along, with references to the
+    // database's roles and resources renamed too.
+    let err = s.fails(
+        &[
+            "restore",
+            &id,
+            "--to",
+            &m2.url(""),
+            "--rename",
+            "shop:shop2",
+        ],
+        1,
+    );
+    assert!(err.contains("user alice@shop2: not restored"), "{err}");
+    let (_, roles2) = users_and_roles(&c2, "shop2");
+    let renamed: Vec<Document> = shop_roles
+        .iter()
+        .map(
+            |r| match rename_db(&Bson::Document(r.clone()), "shop", "shop2") {
+                Bson::Document(d) => d,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(roles2, renamed);
+
+    // The mongodump export carries them where mongodump puts them.
+    let dump = s.path("dump-users");
+    s.ok(&[
+        "export",
+        &id,
+        "--format",
+        "mongodump",
+        "--to",
+        dump.to_str().unwrap(),
+    ]);
+    let read_bson = |name: &str| -> Vec<Document> {
+        let bytes = std::fs::read(dump.join("admin").join(name)).unwrap();
+        let mut out = Vec::new();
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let d = Document::from_reader(&mut rest).unwrap();
+            out.push(d);
+        }
+        out
+    };
+    let exported_users = read_bson("system.users.bson");
+    assert_eq!(exported_users.len(), 3);
+    let alice = exported_users
+        .iter()
+        .find(|u| u.get_str("_id") == Ok("shop.alice"))
+        .expect("alice exported");
+    assert_eq!(
+        alice.get_document("credentials").unwrap(),
+        shop_users[0].get_document("credentials").unwrap()
+    );
+    assert!(alice.get("mechanisms").is_none());
+    let exported_roles = read_bson("system.roles.bson");
+    let mut role_ids: Vec<&str> = exported_roles
+        .iter()
+        .map(|r| r.get_str("_id").unwrap())
+        .collect();
+    role_ids.sort_unstable();
+    assert_eq!(role_ids, ["shop.auditor", "shop.reporter"]);
+
+    // Users and roles go with their whole database: a restore of some of
+    // its collections brings none; one of the whole database does.
+    let m3 = MongoServer::start();
+    let c3 = client(&m3);
+    s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &m3.url(""),
+        "--include",
+        "shop.people",
+    ]);
+    assert!(users_and_roles(&c3, "shop").1.is_empty());
+    let out = s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &m3.url(""),
+        "--include",
+        "shop",
+        "--rename",
+        "shop:shop3",
+        "--dry-run",
+    ]);
+    assert!(out.contains("would create role reporter@shop3"), "{out}");
+    assert!(!out.contains("ops@admin"), "{out}");
+}
+
+/// `v` with every `db: FROM` field set to `TO`.
+fn rename_db(v: &Bson, from: &str, to: &str) -> Bson {
+    match v {
+        Bson::Document(d) => Bson::Document(
+            d.iter()
+                .map(|(k, v)| {
+                    if k == "db" && v.as_str() == Some(from) {
+                        (k.clone(), Bson::String(to.to_owned()))
+                    } else {
+                        (k.clone(), rename_db(v, from, to))
+                    }
+                })
+                .collect(),
+        ),
+        Bson::Array(a) => Bson::Array(a.iter().map(|v| rename_db(v, from, to)).collect()),
+        other => other.clone(),
+    }
+}

@@ -187,6 +187,11 @@ pub(crate) struct CreateArgs {
     /// PostgreSQL: also back up roles and tablespaces (pg_dumpall --globals-only).
     #[arg(long)]
     pub(crate) pg_globals: bool,
+    /// MongoDB: also back up users (with their password hashes) and
+    /// user-defined roles of the backed-up databases (and of `admin` for a
+    /// whole deployment); a restore recreates the missing ones.
+    #[arg(long)]
+    pub(crate) mongo_users: bool,
     /// Redis: `rdb` (default; the RDB over replication, one point in time)
     /// or `keys` (SCAN, DUMP per key; for servers that refuse replication).
     /// The same as `?mode=` in the URL.

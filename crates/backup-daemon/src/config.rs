@@ -200,6 +200,9 @@ pub struct JobConfig {
     /// PostgreSQL: also back up roles and tablespaces.
     #[serde(default)]
     pub pg_globals: bool,
+    /// MongoDB: also back up users and roles.
+    #[serde(default)]
+    pub mongo_users: bool,
     /// Retention applied after each successful backup.
     pub retention: Option<RetentionConfig>,
     /// Verification cadence.
@@ -421,6 +424,8 @@ pub struct Job {
     pub excludes: Vec<String>,
     /// PostgreSQL globals.
     pub pg_globals: bool,
+    /// MongoDB users and roles.
+    pub mongo_users: bool,
     /// Retention policy and whether to prune.
     pub retention: Option<(RetentionPolicy, bool)>,
     /// Verification schedule and read percentage.
@@ -688,6 +693,7 @@ impl Config {
             includes: j.include.clone(),
             excludes: j.exclude.clone(),
             pg_globals: j.pg_globals,
+            mongo_users: j.mongo_users,
             retention,
             verify,
             max_age,

@@ -94,6 +94,8 @@ pub struct CreateParams {
     pub dry_run: bool,
     /// PostgreSQL globals.
     pub pg_globals: bool,
+    /// MongoDB users and roles.
+    pub mongo_users: bool,
     /// Count the files of a directory source first, for a progress total.
     pub scan_total: bool,
 }
@@ -112,6 +114,7 @@ impl CreateParams {
             includes: job.includes.clone(),
             job: Some(job.name.clone()),
             pg_globals: job.pg_globals,
+            mongo_users: job.mongo_users,
             ..CreateParams::default()
         })
     }
@@ -141,6 +144,7 @@ pub async fn create_snapshot(
             excludes: params.excludes.clone(),
             includes: params.includes.clone(),
             globals: params.pg_globals,
+            users: params.mongo_users,
         },
     )
     .await?;
@@ -332,6 +336,7 @@ pub async fn check_source(job: &Job) -> Result<()> {
             excludes: job.excludes.clone(),
             includes: job.includes.clone(),
             globals: false,
+            users: false,
         },
     )
     .await

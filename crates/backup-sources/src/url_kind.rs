@@ -49,6 +49,10 @@ pub struct SourceOptions {
     /// PostgreSQL: also back up roles and tablespaces
     /// (`pg_dumpall --globals-only`).
     pub globals: bool,
+    /// MongoDB: also back up the users (with their password hashes) and
+    /// user-defined roles of the backed-up databases, and of `admin` for a
+    /// whole-deployment backup.
+    pub users: bool,
 }
 
 fn unavailable(kind: SourceKind, url: &str) -> Error {

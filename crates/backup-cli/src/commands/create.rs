@@ -32,6 +32,7 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     params.excludes.extend(a.excludes.iter().cloned());
     params.includes.extend(a.includes.iter().cloned());
     params.pg_globals |= a.pg_globals;
+    params.mongo_users |= a.mongo_users;
     params.time = time;
     params.host.clone_from(&a.host);
     params.dry_run = a.dry_run;

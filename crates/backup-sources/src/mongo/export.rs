@@ -1,6 +1,8 @@
 //! `backup export --format mongodump`: a snapshot written as a `mongodump`
-//! directory (`<db>/<coll>.bson`, `<db>/<coll>.metadata.json`, and
-//! `oplog.bson` when the oplog was captured) for `mongorestore`.
+//! directory (`<db>/<coll>.bson`, `<db>/<coll>.metadata.json`,
+//! `oplog.bson` when the oplog was captured, and `admin/system.users.bson`
+//! and `admin/system.roles.bson` when users were backed up) for
+//! `mongorestore`.
 
 use std::path::Path;
 
@@ -155,6 +157,33 @@ pub(crate) async fn export_mongodump(
         bytes += meta.len() as u64;
         files += 1;
     }
+    // Users and roles where mongodump puts them for a whole deployment;
+    // mongorestore merges them (_mergeAuthzCollections).
+    if !loaded.users.is_empty() || !loaded.roles.is_empty() {
+        let dir = to.join("admin");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        for (name, docs) in [
+            ("system.users", &loaded.users),
+            ("system.roles", &loaded.roles),
+        ] {
+            let mut buf = Vec::new();
+            for d in docs {
+                let mut d = d.clone();
+                // Derived from the credentials; not a system.users field.
+                d.remove("mechanisms");
+                d.to_writer(&mut buf)
+                    .map_err(|e| Error::Source(format!("encoding {name}: {e}")))?;
+            }
+            let path = dir.join(format!("{name}.bson"));
+            tokio::fs::write(&path, &buf)
+                .await
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            bytes += buf.len() as u64;
+            files += 1;
+        }
+    }
     let mut oplog_entries = 0;
     if let Some(node) = &loaded.oplog {
         bytes += write_stream(repo, Some(node), &to.join("oplog.bson")).await?;
@@ -170,6 +199,8 @@ pub(crate) async fn export_mongodump(
             "collections": loaded.collections.iter().filter(|p| !p.meta.is_view()).count(),
             "views": loaded.collections.iter().filter(|p| p.meta.is_view()).count(),
             "oplog_entries": oplog_entries,
+            "users": loaded.users.len(),
+            "roles": loaded.roles.len(),
             "restore_with": if loaded.oplog.is_some() {
                 format!("mongorestore --oplogReplay --dir {}", to.display())
             } else {

@@ -24,6 +24,8 @@
 //! databases/<db>/<collection>/documents.bson   concatenated BSON documents
 //! databases/<db>/<collection>/metadata.bson    one document: `listCollections` entry + indexes
 //! oplog.bson                                   captured oplog entries, in `ts` order
+//! security/users.bson                          users with password hashes (on request)
+//! security/roles.bson                          user-defined roles (on request)
 //! ```
 //!
 //! # Restore ([`MongoTarget`])
@@ -37,6 +39,7 @@
 mod conn;
 pub(crate) mod export;
 mod oplog;
+mod security;
 mod source;
 mod target;
 
@@ -154,6 +157,12 @@ pub(crate) struct Metadata {
     pub(crate) total_documents: u64,
     pub(crate) total_bytes: u64,
     pub(crate) collections: Vec<CollectionMeta>,
+    /// Users backed up (`user@db`), when asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) users: Vec<String>,
+    /// User-defined roles backed up (`role@db`), when asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) roles: Vec<String>,
 }
 
 pub(crate) use crate::names::tree_name;

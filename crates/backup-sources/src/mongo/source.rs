@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use super::conn::{Conn, Side};
 use super::{
-    tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, Scope, Ts, DATABASES, DOCUMENTS,
-    INTERNAL_DATABASES, METADATA, OPLOG,
+    security, tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, Scope, Ts, DATABASES,
+    DOCUMENTS, INTERNAL_DATABASES, METADATA, OPLOG,
 };
 use crate::SourceOptions;
 
@@ -190,11 +190,7 @@ impl MongoSource {
                 meta.to_writer(&mut buf).map_err(|e| {
                     Error::Source(format!("encoding the metadata of {db}.{name}: {e}"))
                 })?;
-                let fut = async move {
-                    let r: AsyncReader = Box::new(std::io::Cursor::new(buf));
-                    Ok(r)
-                };
-                items.push_back(stream_leaf(METADATA, Box::pin(fut)));
+                items.push_back(bytes_leaf(METADATA, buf));
                 items.push_back(Item::Leave);
             }
             items.push_back(Item::Leave);
@@ -204,6 +200,34 @@ impl MongoSource {
         if let Some(start) = oplog_start {
             let fut = open_oplog(conn.clone(), start, shared.clone());
             items.push_back(stream_leaf(OPLOG, Box::pin(fut)));
+        }
+
+        let (mut users, mut roles) = (Vec::new(), Vec::new());
+        if opts.users {
+            let patterns = !opts.includes.is_empty() || !opts.excludes.is_empty();
+            let mut sec_dbs: Vec<String> = if patterns {
+                plan.keys().cloned().collect()
+            } else {
+                databases.clone()
+            };
+            if conn.database.is_none() && !patterns {
+                // Deployment-wide users: administrators, and users
+                // authenticated outside (X.509, LDAP, Kerberos).
+                sec_dbs.splice(0..0, security::DEPLOYMENT_DBS.map(str::to_owned));
+            }
+            let (u, r) = security::read(&conn, &sec_dbs).await?;
+            items.push_back(Item::Enter(dir_node(security::SECURITY)));
+            for (name, docs) in [(security::ROLES, &r), (security::USERS, &u)] {
+                let mut buf = Vec::new();
+                for d in docs {
+                    d.to_writer(&mut buf)
+                        .map_err(|e| Error::Source(format!("encoding {name}: {e}")))?;
+                }
+                items.push_back(bytes_leaf(name, buf));
+            }
+            items.push_back(Item::Leave);
+            users = security::names(&u, "user");
+            roles = security::names(&r, "role");
         }
 
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
@@ -222,6 +246,8 @@ impl MongoSource {
             total_documents: 0,
             total_bytes: 0,
             collections,
+            users,
+            roles,
         };
         Ok(MongoSource {
             conn,
@@ -307,6 +333,15 @@ fn stream_leaf(
         content: Some(Content::Async(fut)),
         on_error: OnReadError::Fail,
     }
+}
+
+/// A stream leaf holding `buf`.
+fn bytes_leaf(name: &str, buf: Vec<u8>) -> Item {
+    let fut = async move {
+        let r: AsyncReader = Box::new(std::io::Cursor::new(buf));
+        Ok(r)
+    };
+    stream_leaf(name, Box::pin(fut))
 }
 
 /// The `ts` of the newest oplog entry (zero when the oplog is empty).

@@ -21,7 +21,8 @@ use serde_json::json;
 use super::conn::{Conn, Hello, Side};
 use super::oplog::{clean_index_spec, plan_entry, Op};
 use super::{
-    tree_name, CollectionMeta, Metadata, NsFilter, Renames, DATABASES, DOCUMENTS, METADATA, OPLOG,
+    security, tree_name, CollectionMeta, Metadata, NsFilter, Renames, DATABASES, DOCUMENTS,
+    METADATA, OPLOG,
 };
 
 /// Restores a MongoDB snapshot into the deployment a URL names.
@@ -70,6 +71,10 @@ pub(crate) struct Loaded {
     pub(crate) meta: Metadata,
     pub(crate) collections: Vec<Planned>,
     pub(crate) oplog: Option<Node>,
+    /// Users (`admin.system.users` shape), when backed up.
+    pub(crate) users: Vec<Document>,
+    /// User-defined roles (`admin.system.roles` shape), when backed up.
+    pub(crate) roles: Vec<Document>,
 }
 
 /// Reads the whole content of a stream node.
@@ -113,6 +118,27 @@ pub(crate) async fn load(
     let corrupt = |what: String| Error::corrupt(FileKind::Snapshot, snapshot.id.short(), what);
     let root = repo.load_tree(&snapshot.snapshot.tree).await?;
     let oplog = child(&root, OPLOG).cloned();
+    let (mut users, mut roles) = (Vec::new(), Vec::new());
+    if let Some(id) = child(&root, security::SECURITY).and_then(|n| n.subtree) {
+        let tree = repo.load_tree(&id).await?;
+        for (name, out) in [(security::USERS, &mut users), (security::ROLES, &mut roles)] {
+            let Some(node) = child(&tree, name) else {
+                return Err(corrupt(format!("{}/{name} is missing", security::SECURITY)));
+            };
+            let mut split = DocSplitter::new(usize::MAX);
+            split.push(&read_all(repo, node).await?);
+            while let Some(raw) = split.next_doc().map_err(&corrupt)? {
+                out.push(
+                    RawDocumentBuf::from_bytes(raw)
+                        .and_then(|r| r.to_document())
+                        .map_err(|e| corrupt(format!("{name}: {e}")))?,
+                );
+            }
+            if split.has_rest() {
+                return Err(corrupt(format!("{name} ends inside a document")));
+            }
+        }
+    }
     let dbs = match child(&root, DATABASES).and_then(|n| n.subtree) {
         Some(id) => repo.load_tree(&id).await?,
         None => Tree::default(),
@@ -157,6 +183,8 @@ pub(crate) async fn load(
         meta,
         collections,
         oplog,
+        users,
+        roles,
     })
 }
 
@@ -336,6 +364,44 @@ fn selected_dbs(meta: &Metadata, opts: &RestoreOptions) -> Result<Vec<String>> {
     dbs.sort();
     dbs.dedup();
     Ok(dbs)
+}
+
+/// The databases of the manifest that the patterns select whole (every
+/// collection and view).
+fn whole_dbs(meta: &Metadata, opts: &RestoreOptions) -> Result<Vec<String>> {
+    let filter = NsFilter::new(&opts.includes, &opts.excludes)?;
+    let mut dbs: Vec<String> = meta.collections.iter().map(|c| c.db.clone()).collect();
+    dbs.sort();
+    dbs.dedup();
+    dbs.retain(|db| {
+        meta.collections
+            .iter()
+            .filter(|c| &c.db == db)
+            .all(|c| filter.matches(&c.db, &c.name))
+    });
+    Ok(dbs)
+}
+
+/// The target database of the users and roles of `db` (`None`: they are
+/// not restored). They go with their whole database (under its new name):
+/// a restore of some collections of a database brings none. Those of
+/// `admin` and `$external` come only with a whole-deployment restore (no
+/// patterns, no database in the target URL).
+fn security_db(
+    db: &str,
+    opts: &RestoreOptions,
+    url_db: Option<&str>,
+    whole: &[String],
+    map: &NsMapSync<'_>,
+) -> Option<String> {
+    let patterns = !opts.includes.is_empty() || !opts.excludes.is_empty();
+    if security::DEPLOYMENT_DBS.contains(&db) {
+        return (!patterns && url_db.is_none()).then(|| db.to_owned());
+    }
+    if patterns && !whole.iter().any(|s| s == db) {
+        return None;
+    }
+    map(db, "").map(|(d, _)| d)
 }
 
 /// An existing namespace in the target.
@@ -724,9 +790,20 @@ impl Target for MongoTarget {
         self.check_options(opts)?;
         let meta = snapshot_metadata(snapshot)?;
         let conn = self.conn().await?;
-        let map = Self::mapper(opts, conn.database.as_deref(), &selected_dbs(&meta, opts)?)?;
+        let selected = selected_dbs(&meta, opts)?;
+        let map = Self::mapper(opts, conn.database.as_deref(), &selected)?;
         let loaded = load(repo, snapshot, &map).await?;
         let hello = conn.hello().await?;
+        let url_db = conn.database.clone();
+        let whole = whole_dbs(&meta, opts)?;
+        let sec_plan = security::Planned::new(&loaded.users, &loaded.roles, &|db: &str| {
+            security_db(db, opts, url_db.as_deref(), &whole, &map)
+        });
+        let sec_existing = if sec_plan.is_empty() {
+            std::collections::HashSet::new()
+        } else {
+            security::existing(&conn, &sec_plan).await?
+        };
         let limits = Limits::from(&hello);
         let plan = &loaded.collections;
 
@@ -810,6 +887,23 @@ impl Target for MongoTarget {
                     p.meta.documents,
                     p.meta.indexes
                 ));
+            }
+        }
+        for (kind, docs, key) in [
+            ("role", &sec_plan.roles, "role"),
+            ("user", &sec_plan.users, "user"),
+        ] {
+            for d in docs {
+                let label = format!(
+                    "{kind} {}@{}",
+                    d.get_str(key).unwrap_or("?"),
+                    d.get_str("db").unwrap_or("?")
+                );
+                if sec_existing.contains(&label) {
+                    summary.push(format!("leave {label} as it is (already on the target)"));
+                } else {
+                    summary.push(format!("{verb}create {label}"));
+                }
             }
         }
         if loaded.meta.consistent {
@@ -996,6 +1090,14 @@ impl Target for MongoTarget {
                 .push((v.db.clone(), v.coll.clone()));
         }
 
+        // Users and roles of the restored databases.
+        let sec = if sec_plan.is_empty() {
+            security::Outcome::default()
+        } else {
+            progress.set_phase("users");
+            security::restore(&conn, &sec_plan).await?
+        };
+
         // The captured oplog, to the backup's end time.
         progress.set_phase("oplog");
         let mut replayed = 0u64;
@@ -1034,15 +1136,27 @@ impl Target for MongoTarget {
             "{inserted} documents inserted, {built} indexes built, {} views, {replayed} oplog operations replayed",
             views.len()
         ));
+        if !sec_plan.is_empty() {
+            summary.push(format!(
+                "{} roles and {} users created, {} already on the target left as they are",
+                sec.roles_created.len(),
+                sec.users_created.len(),
+                sec.kept.len()
+            ));
+        }
         details["summary"] = json!(summary);
+        details["roles_created"] = json!(sec.roles_created);
+        details["users_created"] = json!(sec.users_created);
+        details["users_and_roles_kept"] = json!(sec.kept);
+        details["users_and_roles_failed"] = json!(sec.failures);
         details["indexes_built"] = json!(built);
         details["oplog_operations"] = json!(replayed);
         details["index_failures"] = json!(index_failures);
         details["count_mismatches"] = json!(problems);
-        if !index_failures.is_empty() || !problems.is_empty() {
+        if !index_failures.is_empty() || !problems.is_empty() || !sec.failures.is_empty() {
             let mut msg =
                 String::from("the restore finished with problems (everything else was restored):");
-            for f in index_failures.iter().chain(&problems) {
+            for f in index_failures.iter().chain(&problems).chain(&sec.failures) {
                 msg.push_str("\n  ");
                 msg.push_str(f);
             }

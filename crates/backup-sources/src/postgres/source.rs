@@ -10,9 +10,7 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::{AsyncReader, Content, Item, OnReadError, Source};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio_postgres::Client;
 
 use super::conn::{query_error, ConnInfo, Side};
@@ -212,6 +210,10 @@ impl PostgresSource {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)))
             .max(1);
+        let mut chosen = chosen;
+        for t in &mut chosen {
+            balance_parts(t, jobs);
+        }
         let pool = Arc::new(Pool {
             info: info.clone(),
             snapshot: snapshot_id.clone(),
@@ -444,6 +446,23 @@ struct CatalogTable {
     meta: TableMeta,
     readable: bool,
     blocks: u64,
+    /// Blocks per part of a split table.
+    part_blocks: u64,
+}
+
+/// Splits a table that is split at all into a multiple of `jobs` parts
+/// of (nearly) equal block ranges, so that the last parts do not run
+/// alone while the other workers are idle.
+fn balance_parts(t: &mut CatalogTable, jobs: usize) {
+    if t.meta.parts <= 1 {
+        return;
+    }
+    let jobs = u32::try_from(jobs.max(1)).unwrap_or(u32::MAX);
+    let parts = t.meta.parts.div_ceil(jobs).saturating_mul(jobs);
+    t.meta.parts = parts;
+    // Rounded to 2 MiB so that a table growing a little does not move
+    // every boundary (deduplication between backups lines up).
+    t.part_blocks = t.blocks.div_ceil(u64::from(parts)).next_multiple_of(256);
 }
 
 async fn list_tables(c: &Client, version_num: u32) -> Result<Vec<CatalogTable>> {
@@ -506,6 +525,7 @@ async fn list_tables(c: &Client, version_num: u32) -> Result<Vec<CatalogTable>> 
                 },
                 readable: r.get(5),
                 blocks,
+                part_blocks: split_blocks,
             }
         })
         .collect())
@@ -517,8 +537,7 @@ fn copy_sql(t: &CatalogTable, part: u32, _version_num: u32) -> String {
     if m.parts <= 1 {
         return format!("COPY {} TO STDOUT", m.copy_target());
     }
-    let split_blocks = SPLIT_BYTES / 8192;
-    let start = u64::from(part) * split_blocks;
+    let start = u64::from(part) * t.part_blocks;
     let cols = if m.columns.is_empty() {
         String::new()
     } else {
@@ -530,10 +549,9 @@ fn copy_sql(t: &CatalogTable, part: u32, _version_num: u32) -> String {
     };
     let mut cond = format!("ctid >= '({start},0)'::tid");
     if part + 1 < m.parts {
-        let end = start + split_blocks;
+        let end = start + t.part_blocks;
         cond = format!("{cond} AND ctid < '({end},0)'::tid");
     }
-    let _ = t.blocks;
     format!(
         "COPY (SELECT {cols} FROM ONLY {} WHERE {cond}) TO STDOUT",
         m.quoted()
@@ -554,30 +572,29 @@ async fn open_copy(
         .copy_out(sql.as_str())
         .await
         .map_err(|e| query_error(Side::Source, &format!("copying table {table}"), &e))?;
-    let table2 = table.clone();
-    let stream = stream.map_err(move |e| {
-        let msg = match e.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => e.to_string(),
-        };
-        std::io::Error::other(format!("copying table {table2}: {msg}"))
-    });
-    let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
-    Ok(Box::new(CountingReader {
-        inner: Box::pin(reader),
+    let stream = RowGather {
+        inner: Box::pin(stream),
+        table,
         client: Some(client),
         pool,
         rows: 0,
         bytes: 0,
         key: (index, part),
         stats,
-    }))
+    };
+    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
 }
 
-/// Counts rows (newlines: COPY text escapes newlines inside values) and
-/// bytes of one part, and gives the connection back at the end.
-struct CountingReader {
-    inner: Pin<Box<dyn AsyncRead + Send>>,
+/// Bytes handed on at once: rows already received are gathered so that
+/// the reader on the other side is not woken once per row.
+const GATHER: usize = 256 * 1024;
+
+/// The rows of one part, gathered into larger buffers. Counts rows (the
+/// server sends one `CopyData` message per row) and bytes, and gives the
+/// connection back at the end.
+struct RowGather {
+    inner: Pin<Box<tokio_postgres::CopyOutStream>>,
+    table: String,
     client: Option<Client>,
     pool: Arc<Pool>,
     rows: u64,
@@ -586,33 +603,107 @@ struct CountingReader {
     stats: PartStats,
 }
 
-impl AsyncRead for CountingReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = self.inner.as_mut().poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            let new = &buf.filled()[before..];
-            if new.is_empty() {
-                if let Some(c) = self.client.take() {
-                    self.pool.put(c);
-                    let (rows, bytes, key) = (self.rows, self.bytes, self.key);
-                    self.stats
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(key, (rows, bytes));
+impl RowGather {
+    fn finish(&mut self) {
+        if let Some(c) = self.client.take() {
+            self.pool.put(c);
+            self.stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.key, (self.rows, self.bytes));
+        }
+    }
+}
+
+impl futures::Stream for RowGather {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut out: Option<bytes::BytesMut> = None;
+        loop {
+            if self.client.is_none() {
+                // Read to the end (and the connection given back).
+                return Poll::Ready(out.map(|b| Ok(b.freeze())));
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(row))) => {
+                    self.rows += 1;
+                    self.bytes += row.len() as u64;
+                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
+                    buf.extend_from_slice(&row);
+                    if buf.len() >= GATHER {
+                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
+                    }
                 }
-            } else {
-                #[allow(clippy::naive_bytecount)] // Not worth a dependency.
-                let n = new.iter().filter(|&&b| b == b'\n').count() as u64;
-                let len = new.len() as u64;
-                self.rows += n;
-                self.bytes += len;
+                Poll::Ready(Some(Err(e))) => {
+                    let msg = match e.as_db_error() {
+                        Some(db) => db.message().to_owned(),
+                        None => e.to_string(),
+                    };
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "copying table {}: {msg}",
+                        self.table
+                    )))));
+                }
+                Poll::Ready(None) => self.finish(),
+                Poll::Pending => {
+                    return match out {
+                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
+                        None => Poll::Pending,
+                    }
+                }
             }
         }
-        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(blocks: u64, parts: u32) -> CatalogTable {
+        CatalogTable {
+            meta: TableMeta {
+                schema: "public".into(),
+                name: "t".into(),
+                kind: "table".into(),
+                partition_of: None,
+                columns: vec!["a".into()],
+                parts,
+                rows: 0,
+                bytes: 0,
+            },
+            readable: true,
+            blocks,
+            part_blocks: SPLIT_BYTES / 8192,
+        }
+    }
+
+    #[test]
+    fn parts_are_even_and_a_multiple_of_the_workers() {
+        // pgbench scale 50: 81 968 blocks, 6 parts of 16 384 (the last of
+        // 48 blocks) become 6 of 13 824 (the last of 12 848).
+        let mut t = table(81_968, 6);
+        balance_parts(&mut t, 2);
+        assert_eq!((t.meta.parts, t.part_blocks), (6, 13_824));
+        assert!(u64::from(t.meta.parts - 1) * t.part_blocks < t.blocks);
+        let mut t = table(81_968, 6);
+        balance_parts(&mut t, 4);
+        assert_eq!((t.meta.parts, t.part_blocks), (8, 10_496));
+        let sql = copy_sql(&t, 7, 150_000);
+        assert!(
+            sql.contains("ctid >= '(73472,0)'::tid") && !sql.contains("ctid <"),
+            "{sql}"
+        );
+        let sql = copy_sql(&t, 1, 150_000);
+        assert!(
+            sql.contains("ctid >= '(10496,0)'::tid AND ctid < '(20992,0)'::tid"),
+            "{sql}"
+        );
+        // Unsplit tables stay whole.
+        let mut t = table(100, 1);
+        balance_parts(&mut t, 8);
+        assert_eq!(t.meta.parts, 1);
+        assert!(copy_sql(&t, 0, 150_000).starts_with("COPY \"public\".\"t\""));
     }
 }

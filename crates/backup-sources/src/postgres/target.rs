@@ -972,11 +972,13 @@ impl PostgresTarget {
             if t.parts == 0 {
                 continue;
             }
-            let n = count_rows(&main, t).await?;
+            // The rows the server reports storing, summed over the
+            // table's COPY statements: an exact count without scanning
+            // the table again.
             let copied = loaded_rows.get(&i).copied().unwrap_or(0);
-            if n != t.rows || copied != t.rows {
+            if copied != t.rows {
                 bad.push(format!(
-                    "{}: {n} rows in the database ({copied} loaded), {} in the manifest",
+                    "{}: {copied} rows loaded, {} in the manifest",
                     t.qualified(),
                     t.rows
                 ));
