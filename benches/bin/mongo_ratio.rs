@@ -9,7 +9,8 @@
 //!   raw documents, nothing kept) against `backup create`;
 //! - restore: a bare unordered `insert_many` loop with the same batch
 //!   limits (documents read into memory first, untimed) against
-//!   `backup restore --rename`;
+//!   `backup restore --rename`, with the default parallelism and with
+//!   `--jobs 1` (one writer, as the baseline);
 //! - the peak RSS of the `backup` processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -101,7 +102,7 @@ async fn bare_scan(c: &Client) -> (Duration, u64) {
 }
 
 /// The bare restore: per collection, batches as the restore makes them
-/// (up to `maxMessageSizeBytes` - 64 KiB but at most 16 MiB, and
+/// (up to `maxMessageSizeBytes` - 64 KiB but at most 8 MiB, and
 /// `maxWriteBatchSize`), sent with
 /// unordered `insert_many` one after another. Reading is not timed.
 async fn bare_insert(c: &Client, max_bytes: usize, max_count: usize) -> Duration {
@@ -175,6 +176,7 @@ async fn main() {
     let _ = c.database(DB).drop().await;
     let _ = c.database("bench_bare").drop().await;
     let _ = c.database("bench_restored").drop().await;
+    let _ = c.database("bench_restored1").drop().await;
     let t = Instant::now();
     let bytes = load(&c, docs).await;
     eprintln!(
@@ -206,8 +208,8 @@ async fn main() {
     let (dump, dump_rss) = run_backup(&bin, &repo_path, &["create", &src]);
 
     // Restore.
-    // The restore's limits: maxMessageSizeBytes - 64 KiB, at most 16 MiB.
-    let max_bytes = max_message.saturating_sub(64 * 1024).min(16 * 1024 * 1024);
+    // The restore's limits: maxMessageSizeBytes - 64 KiB, at most 8 MiB.
+    let max_bytes = max_message.saturating_sub(64 * 1024).min(8 * 1024 * 1024);
     let bare = bare_insert(&c, max_bytes, max_count).await;
     let (restore, restore_rss) = run_backup(
         &bin,
@@ -221,23 +223,39 @@ async fn main() {
             &format!("{DB}:bench_restored"),
         ],
     );
-    let restored: u64 = {
-        let mut n = 0;
+    // The same restore with one collection at a time and one writer,
+    // like the baseline (the Python test server gets slower with
+    // concurrent writers; a real mongod gets faster).
+    let (restore1, restore1_rss) = run_backup(
+        &bin,
+        &repo_path,
+        &[
+            "restore",
+            "latest",
+            "--to",
+            &url,
+            "--rename",
+            &format!("{DB}:bench_restored1"),
+            "--jobs",
+            "1",
+        ],
+    );
+    for db in ["bench_restored", "bench_restored1"] {
+        let mut restored = 0;
         for coll in COLLECTIONS {
-            n += c
-                .database("bench_restored")
+            restored += c
+                .database(db)
                 .collection::<Document>(coll)
                 .count_documents(doc! {})
                 .await
                 .unwrap();
         }
-        n
-    };
-    assert_eq!(
-        restored,
-        split(docs).iter().sum::<u64>(),
-        "every document restored"
-    );
+        assert_eq!(
+            restored,
+            split(docs).iter().sum::<u64>(),
+            "every document restored into {db}"
+        );
+    }
 
     println!(
         "mongo dump throughput ratio (ours / bare find scan) = {:.2}   (target >= 0.8)",
@@ -248,9 +266,14 @@ async fn main() {
         bare.as_secs_f64() / restore.as_secs_f64()
     );
     println!(
-        "peak RSS: dump {} MB, restore {} MB   (target < 300)",
+        "mongo restore --jobs 1 throughput ratio (ours / bare insert_many) = {:.2}   (one writer, as the baseline)",
+        bare.as_secs_f64() / restore1.as_secs_f64()
+    );
+    println!(
+        "peak RSS: dump {} MB, restore {} MB, restore --jobs 1 {} MB   (target < 300)",
         dump_rss / 1024,
-        restore_rss / 1024
+        restore_rss / 1024,
+        restore1_rss / 1024
     );
     println!(
         "({docs} documents, {} MB of BSON, 4 collections)",

@@ -272,6 +272,11 @@ pub(crate) struct RestoreArgs {
     /// Skip the safety backup of the data a --drop restore replaces.
     #[arg(long)]
     pub(crate) no_safety_backup: bool,
+    /// Database targets: parallel loaders (PostgreSQL connections for
+    /// data and indexes; MongoDB collections at once and writers per
+    /// collection). Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) jobs: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,9 @@ pub struct RestoreOptions {
     pub at: Option<DateTime<Utc>>,
     /// Renames `from:to` (database targets).
     pub renames: Vec<String>,
+    /// Parallel loaders for database targets (`None`: the target's
+    /// default, one per core).
+    pub jobs: Option<usize>,
 }
 
 /// What a restore did (or, for a dry run, would do).

@@ -45,6 +45,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         drop: a.drop,
         at,
         renames: a.renames.clone(),
+        jobs: a.jobs.map(usize::from),
     };
     target.check_options(&opts)?;
     let repo = ctx.open().await?;

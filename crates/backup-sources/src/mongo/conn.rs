@@ -53,6 +53,9 @@ pub(crate) struct Hello {
     pub(crate) max_bson_size: usize,
     pub(crate) max_message_size: usize,
     pub(crate) max_batch: usize,
+    /// `lastWrite.opTime.ts` of a replica set member: the newest oplog
+    /// entry it has written.
+    pub(crate) last_write: Option<mongodb::bson::Timestamp>,
 }
 
 /// Removes the password of a `mongodb://user:pass@host/...` URL.
@@ -155,6 +158,11 @@ impl Conn {
             max_bson_size: num("maxBsonObjectSize", 16 * 1024 * 1024),
             max_message_size: num("maxMessageSizeBytes", 48_000_000),
             max_batch: num("maxWriteBatchSize", 100_000),
+            last_write: d
+                .get_document("lastWrite")
+                .and_then(|w| w.get_document("opTime"))
+                .and_then(|o| o.get_timestamp("ts"))
+                .ok(),
         })
     }
 

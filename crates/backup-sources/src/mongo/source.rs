@@ -49,7 +49,15 @@ struct Shared {
     stats: Mutex<HashMap<usize, (u64, u64)>>,
     /// Collections still being read, and whether one failed.
     progress: watch::Sender<(usize, bool)>,
-    oplog: Mutex<Option<OplogRange>>,
+    oplog: Mutex<Option<Captured>>,
+}
+
+/// What the oplog capture read.
+#[derive(Debug, Clone)]
+struct Captured {
+    range: OplogRange,
+    /// `ts` of the first entry at or after the start (`None`: none).
+    first: Option<Ts>,
 }
 
 impl MongoSource {
@@ -72,7 +80,12 @@ impl MongoSource {
             ));
             ("sharded (mongos)".to_owned(), None)
         } else if let Some(set) = &hello.set_name {
-            let start = newest_oplog_ts(&conn).await?;
+            // The member's last write is the newest oplog entry, without
+            // reading the oplog; older servers are asked for it.
+            let start = match hello.last_write {
+                Some(ts) => Ts::from(ts),
+                None => oplog_edge(&conn, -1).await?,
+            };
             (format!("replica set {set}"), Some(start))
         } else {
             items.push_back(Item::Warning(
@@ -305,12 +318,24 @@ impl Source for MongoSource {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
-            let Some(range) = range else {
+            let Some(captured) = range else {
                 return Err(Error::Source(
                     "the oplog was not captured to the end".to_owned(),
                 ));
             };
-            meta.oplog = Some(range);
+            let start = captured.range.start;
+            if start != Ts::default() && captured.first != Some(start) {
+                // The start entry was not found: the oplog rolled over
+                // during the backup, unless the start was not an entry.
+                let oldest = oplog_edge(&self.conn, 1).await?;
+                if oldest > start {
+                    return Err(Error::Source(format!(
+                        "the oplog rolled over during the backup: the oldest entry ({}, {}) is newer than the start ({}, {}), so writes made during the backup are lost from it; enlarge the oplog (replSetResizeOplog) or back up when fewer writes happen",
+                        oldest.t, oldest.i, start.t, start.i
+                    )));
+                }
+            }
+            meta.oplog = Some(captured.range);
         }
         meta.total_documents = meta.collections.iter().map(|c| c.documents).sum();
         meta.total_bytes = meta.collections.iter().map(|c| c.bytes).sum();
@@ -344,12 +369,10 @@ fn bytes_leaf(name: &str, buf: Vec<u8>) -> Item {
     stream_leaf(name, Box::pin(fut))
 }
 
-/// The `ts` of the newest oplog entry (zero when the oplog is empty).
-async fn newest_oplog_ts(conn: &Conn) -> Result<Ts> {
-    oplog_edge(conn, -1).await
-}
-
-/// The newest (`order` -1) or oldest (1) oplog timestamp.
+/// The newest (`order` -1) or oldest (1) oplog timestamp, zero when the
+/// oplog is empty. Read in natural order, which mongod answers from the
+/// end of the capped collection without scanning it (a `ts` sort would
+/// scan the whole oplog).
 async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
     let coll = conn
         .client
@@ -357,7 +380,7 @@ async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
         .collection::<Document>("oplog.rs");
     let found = coll
         .find_one(doc! {})
-        .sort(doc! {"ts": order})
+        .sort(doc! {"$natural": order})
         .projection(doc! {"ts": 1})
         .await
         .map_err(|e| conn.error("reading the oplog position", &e))?;
@@ -484,28 +507,50 @@ async fn open_collection(
     Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
 }
 
-/// Oplog entries as a stream of their bytes; no-ops and the server's
-/// internal databases are left out.
+/// Oplog entries as a stream of their bytes, gathered into larger
+/// buffers; the entry at the start position itself, no-ops and the
+/// server's internal databases are left out.
 struct OplogStream {
     cursor: Cursor<RawDocumentBuf>,
     shared: Arc<Shared>,
     range: OplogRange,
+    /// `ts` of the first entry the query returned.
+    first: Option<Ts>,
+    done: bool,
 }
 
 impl Stream for OplogStream {
     type Item = std::io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut out: Option<bytes::BytesMut> = None;
         loop {
+            if self.done {
+                return Poll::Ready(out.map(|b| Ok(b.freeze())));
+            }
             match Pin::new(&mut self.cursor).poll_next(cx) {
                 Poll::Ready(Some(Ok(doc))) => {
+                    let ts = doc.get_timestamp("ts").ok().map(Ts::from);
+                    if self.first.is_none() {
+                        self.first = Some(ts.unwrap_or_default());
+                    }
+                    if let Some(ts) = ts {
+                        self.range.end = self.range.end.max(ts);
+                        if ts <= self.range.start {
+                            continue;
+                        }
+                    }
                     if !keep_oplog_entry(&doc) {
                         continue;
                     }
-                    let bytes = doc.into_bytes();
+                    let bytes = doc.as_bytes();
                     self.range.entries += 1;
                     self.range.bytes += bytes.len() as u64;
-                    return Poll::Ready(Some(Ok(Bytes::from(bytes))));
+                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
+                    buf.extend_from_slice(bytes);
+                    if buf.len() >= GATHER {
+                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
+                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Some(Err(std::io::Error::other(format!(
@@ -513,15 +558,23 @@ impl Stream for OplogStream {
                     )))))
                 }
                 Poll::Ready(None) => {
-                    let range = self.range.clone();
+                    self.done = true;
+                    let captured = Captured {
+                        range: self.range.clone(),
+                        first: self.first,
+                    };
                     *self
                         .shared
                         .oplog
                         .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(range);
-                    return Poll::Ready(None);
+                        .unwrap_or_else(PoisonError::into_inner) = Some(captured);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    return match out {
+                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
+                        None => Poll::Pending,
+                    }
+                }
             }
         }
     }
@@ -537,6 +590,9 @@ fn keep_oplog_entry(doc: &RawDocumentBuf) -> bool {
 
 /// Waits until every collection was read, then captures the oplog entries
 /// after `start` up to the newest one.
+///
+/// The collections were read between `start` and the newest entry, so
+/// replaying these entries over them reaches the state at the newest one.
 async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncReader> {
     let mut rx = shared.progress.subscribe();
     let state = *rx
@@ -548,19 +604,14 @@ async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncR
             "a collection could not be read, so the oplog was not captured".to_owned(),
         ));
     }
-    let end = newest_oplog_ts(&conn).await?;
-    let oldest = oplog_edge(&conn, 1).await?;
-    if start != Ts::default() && oldest > start {
-        return Err(Error::Source(format!(
-            "the oplog rolled over during the backup: the oldest entry ({}, {}) is newer than the start ({}, {}); enlarge the oplog (replSetResizeOplog) or back up when fewer writes happen",
-            oldest.t, oldest.i, start.t, start.i
-        )));
-    }
+    // Everything from the start entry on, to the newest entry there is
+    // now: one pass over the oplog. Whether the start entry was still
+    // there (the oplog did not roll over) is checked in finish().
     let cursor = conn
         .client
         .database("local")
         .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! {"ts": {"$gt": mongodb::bson::Timestamp::from(start), "$lte": mongodb::bson::Timestamp::from(end)}})
+        .find(doc! {"ts": {"$gte": mongodb::bson::Timestamp::from(start)}})
         .sort(doc! {"ts": 1})
         .allow_disk_use(true)
         .await
@@ -570,10 +621,12 @@ async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncR
         shared,
         range: OplogRange {
             start,
-            end,
+            end: start,
             entries: 0,
             bytes: 0,
         },
+        first: None,
+        done: false,
     };
     Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
 }

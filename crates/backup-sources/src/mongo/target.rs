@@ -234,8 +234,9 @@ impl DocSplitter {
     }
 }
 
-/// Largest insert batch built, in bytes.
-pub(crate) const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Largest insert batch built, in bytes (a document larger than this goes
+/// in a batch of its own).
+pub(crate) const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Batch limits of the target server.
 #[derive(Debug, Clone, Copy)]
@@ -258,8 +259,7 @@ impl From<&Hello> for Limits {
             max_bytes: h
                 .max_message_size
                 .saturating_sub(64 * 1024)
-                .min(BATCH_BYTES)
-                .max(h.max_bson_size),
+                .min(BATCH_BYTES),
             max_count: h.max_batch.max(1),
         }
     }
@@ -509,7 +509,9 @@ async fn load_collection(
     let capped = p.options().get_bool("capped").unwrap_or(false);
     // Capped collections keep insertion order: one ordered writer.
     let workers = if capped { 1 } else { workers.max(1) };
-    let (tx, rx) = async_channel::bounded::<Vec<RawDocumentBuf>>(workers);
+    // One batch waits while the workers send theirs: enough to keep them
+    // busy, and memory stays at (workers + 2) batches per collection.
+    let (tx, rx) = async_channel::bounded::<Vec<RawDocumentBuf>>(1);
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let rx = rx.clone();
@@ -984,7 +986,8 @@ impl Target for MongoTarget {
         // Documents: several collections at once, several writers each.
         progress.set_phase("documents");
         let ignore_duplicates = oplog_entries > 0;
-        let workers = self.jobs.max(2);
+        let jobs = opts.jobs.unwrap_or(self.jobs).max(1);
+        let workers = opts.jobs.unwrap_or_else(|| self.jobs.max(2)).max(1);
         let mut loads = Vec::new();
         for (i, p) in plan.iter().enumerate() {
             if p.documents.is_none() {
@@ -1002,7 +1005,7 @@ impl Target for MongoTarget {
             loads.push(async move { (i, fut.await) });
         }
         let results: Vec<(usize, Result<Loaded1>)> = futures::stream::iter(loads)
-            .buffer_unordered(self.jobs)
+            .buffer_unordered(jobs)
             .collect()
             .await;
         let mut loaded_counts: HashMap<usize, Loaded1> = HashMap::new();
@@ -1010,24 +1013,23 @@ impl Target for MongoTarget {
             loaded_counts.insert(i, r?);
         }
 
-        // Counts against the manifest.
+        // Counts against the manifest: the documents each collection's
+        // stream held, every one acknowledged by the server (an insert
+        // that fails fails the restore) or, with an oplog to replay, found
+        // already there. No count_documents: it would read every
+        // collection again.
         let mut problems = Vec::new();
         for (i, p) in plan.iter().enumerate() {
             let Some(l) = loaded_counts.get(&i) else {
                 continue;
             };
-            let n = conn
-                .client
-                .database(&p.db)
-                .collection::<Document>(&p.coll)
-                .count_documents(doc! {})
-                .await
-                .map_err(|e| conn.error(&format!("counting {}", p.target_ns()), &e))?;
-            let expected = p.meta.documents - l.duplicates;
-            if n != expected {
+            if l.inserted + l.duplicates != p.meta.documents {
                 problems.push(format!(
-                    "{}: {n} documents after loading, {expected} expected from the snapshot",
-                    p.target_ns()
+                    "{}: {} documents inserted and {} already there, {} in the snapshot",
+                    p.target_ns(),
+                    l.inserted,
+                    l.duplicates,
+                    p.meta.documents
                 ));
             }
         }

@@ -781,7 +781,11 @@ impl Target for PostgresTarget {
             create_database(&admin, &db, &loaded.meta).await?;
             created = true;
         }
-        let result = self
+        let this = match opts.jobs {
+            Some(jobs) => self.clone().with_jobs(jobs),
+            None => self.clone(),
+        };
+        let result = this
             .run(repo, &loaded, &plan, merge, progress.clone())
             .await;
         match result {
