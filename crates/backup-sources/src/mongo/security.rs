@@ -55,12 +55,16 @@ pub(crate) async fn read(conn: &Conn, dbs: &[String]) -> Result<(Vec<Document>, 
             "reading the users of {db} (backing up users needs the viewUser and viewRole actions, for example the `backup` or `userAdminAnyDatabase` role)"
         );
         let r = conn
-            .command(db, doc! {"usersInfo": 1, "showCredentials": true}, &action)
+            .command(
+                db,
+                doc! {"usersInfo": 1, "showCredentials": true, "showAuthenticationRestrictions": true},
+                &action,
+            )
             .await?;
         for u in array(&r, "users") {
             // usersInfo on a database lists its own users only.
             if u.get_str("db").ok() == Some(db.as_str()) {
-                users.push(u);
+                users.push(user_document(u));
             }
         }
         let r = conn
@@ -92,28 +96,54 @@ fn role_document(r: &Document) -> Document {
     let role = r.get_str("role").unwrap_or_default();
     let db = r.get_str("db").unwrap_or_default();
     let mut out = doc! {"_id": format!("{db}.{role}"), "role": role, "db": db};
-    for key in ["privileges", "roles", "authenticationRestrictions"] {
+    for key in ["privileges", "roles"] {
         if let Some(v) = r.get(key) {
-            // rolesInfo reports restrictions per inheritance level as an
-            // array of arrays; system.roles holds the role's own ones.
-            if key == "authenticationRestrictions" {
-                if let Bson::Array(levels) = v {
-                    if levels.iter().all(|l| matches!(l, Bson::Array(_))) {
-                        let own = levels.first().cloned().unwrap_or(Bson::Array(Vec::new()));
-                        if !matches!(&own, Bson::Array(a) if a.is_empty()) {
-                            out.insert(key, own);
-                        }
-                        continue;
-                    }
-                    if levels.is_empty() {
-                        continue;
-                    }
-                }
-            }
             out.insert(key, v.clone());
         }
     }
+    if let Some(own) = r
+        .get("authenticationRestrictions")
+        .and_then(own_restrictions)
+    {
+        out.insert("authenticationRestrictions", own);
+    }
     out
+}
+
+/// A `usersInfo` entry as an `admin.system.users` document (`mechanisms`
+/// is kept: `createUser` needs it for password-less users).
+fn user_document(mut u: Document) -> Document {
+    let own = u
+        .remove("authenticationRestrictions")
+        .as_ref()
+        .and_then(own_restrictions);
+    if let Some(own) = own {
+        u.insert("authenticationRestrictions", own);
+    }
+    for derived in [
+        "inheritedRoles",
+        "inheritedPrivileges",
+        "inheritedAuthenticationRestrictions",
+    ] {
+        u.remove(derived);
+    }
+    u
+}
+
+/// The principal's own authentication restrictions: the server reports
+/// them either as a list of restriction documents or per inheritance
+/// level as a list of lists (own ones first). `None` when there are none.
+fn own_restrictions(v: &Bson) -> Option<Bson> {
+    let Bson::Array(items) = v else { return None };
+    let own = if !items.is_empty() && items.iter().all(|l| matches!(l, Bson::Array(_))) {
+        items.first().cloned()?
+    } else {
+        v.clone()
+    };
+    match &own {
+        Bson::Array(a) if a.is_empty() => None,
+        _ => Some(own),
+    }
 }
 
 /// `user@db` names for the manifest.
@@ -486,6 +516,22 @@ mod tests {
         assert!(has_password(u));
         let none = Planned::new(&users, &roles, &|_| None);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn user_documents_keep_own_restrictions() {
+        let u = user_document(doc! {
+            "_id": "s.u", "user": "u", "db": "s", "roles": [],
+            "authenticationRestrictions": [{"clientSource": ["10.0.0.0/8"]}],
+            "inheritedRoles": [],
+        });
+        assert_eq!(
+            u,
+            doc! {"_id": "s.u", "user": "u", "db": "s", "roles": [],
+            "authenticationRestrictions": [{"clientSource": ["10.0.0.0/8"]}]}
+        );
+        let u = user_document(doc! {"user": "u", "db": "s", "authenticationRestrictions": []});
+        assert!(u.get("authenticationRestrictions").is_none());
     }
 
     #[test]
