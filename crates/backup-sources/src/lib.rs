@@ -32,6 +32,8 @@
 pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(any(feature = "postgres", feature = "mongodb"))]
+mod gather;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 #[cfg(any(feature = "postgres", feature = "mongodb"))]

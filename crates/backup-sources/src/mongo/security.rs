@@ -333,12 +333,16 @@ fn has_password(user: &Document) -> bool {
         .is_ok_and(|c| c.keys().any(|k| k.starts_with("SCRAM-")))
 }
 
-/// Creates the users and roles of `plan` the target lacks.
+/// Creates the users and roles of `plan` the target lacks (`existing`,
+/// as [`existing`] lists them).
 ///
 /// Failures of single users or roles are collected in
 /// [`Outcome::failures`]; only connection-level errors are returned.
-pub(crate) async fn restore(conn: &Conn, plan: &Planned) -> Result<Outcome> {
-    let existing = existing(conn, plan).await?;
+pub(crate) async fn restore(
+    conn: &Conn,
+    plan: &Planned,
+    existing: &HashSet<String>,
+) -> Result<Outcome> {
     let mut out = Outcome::default();
     for i in role_order(&plan.roles) {
         let r = &plan.roles[i];

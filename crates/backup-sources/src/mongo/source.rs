@@ -10,7 +10,6 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::{AsyncReader, Content, Item, OnReadError, Source};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
-use bytes::Bytes;
 use futures::Stream;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::Cursor;
@@ -21,6 +20,7 @@ use super::{
     security, tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, Scope, Ts, DATABASES,
     DOCUMENTS, INTERNAL_DATABASES, METADATA, OPLOG,
 };
+use crate::gather::Gather;
 use crate::SourceOptions;
 
 /// Backs up a MongoDB deployment (or the databases and collections the URL
@@ -426,53 +426,33 @@ impl Drop for Guard {
     }
 }
 
-/// A cursor of raw documents as a stream of their bytes.
+/// A cursor of raw documents, counted; the collection is marked read at
+/// its end.
 struct DocStream {
     cursor: Cursor<RawDocumentBuf>,
     guard: Guard,
     label: String,
-    exhausted: bool,
 }
 
-/// Bytes handed on at once: documents already received are gathered so
-/// that the reader on the other side is not woken per document.
-const GATHER: usize = 256 * 1024;
-
 impl Stream for DocStream {
-    type Item = std::io::Result<Bytes>;
+    type Item = std::io::Result<Vec<u8>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut out: Option<bytes::BytesMut> = None;
-        loop {
-            if self.exhausted {
+        match Pin::new(&mut self.cursor).poll_next(cx) {
+            Poll::Ready(Some(Ok(doc))) => {
+                self.guard.docs += 1;
+                self.guard.bytes += doc.as_bytes().len() as u64;
+                Poll::Ready(Some(Ok(doc.into_bytes())))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(format!(
+                "reading {}: {e}",
+                self.label
+            ))))),
+            Poll::Ready(None) => {
                 self.guard.finish();
-                return Poll::Ready(out.map(|b| Ok(b.freeze())));
+                Poll::Ready(None)
             }
-            match Pin::new(&mut self.cursor).poll_next(cx) {
-                Poll::Ready(Some(Ok(doc))) => {
-                    let bytes = doc.as_bytes();
-                    self.guard.docs += 1;
-                    self.guard.bytes += bytes.len() as u64;
-                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
-                    buf.extend_from_slice(bytes);
-                    if buf.len() >= GATHER {
-                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
-                        "reading {}: {e}",
-                        self.label
-                    )))))
-                }
-                Poll::Ready(None) => self.exhausted = true,
-                Poll::Pending => {
-                    return match out {
-                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
-                        None => Poll::Pending,
-                    }
-                }
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -502,32 +482,27 @@ async fn open_collection(
         cursor,
         guard,
         label: format!("{db}.{coll}"),
-        exhausted: false,
     };
-    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+    Ok(Box::new(tokio_util::io::StreamReader::new(Gather::new(
+        stream,
+    ))))
 }
 
-/// Oplog entries as a stream of their bytes, gathered into larger
-/// buffers; the entry at the start position itself, no-ops and the
-/// server's internal databases are left out.
+/// Oplog entries after the start position; no-ops and the server's
+/// internal databases are left out. Records the range read at its end.
 struct OplogStream {
     cursor: Cursor<RawDocumentBuf>,
     shared: Arc<Shared>,
     range: OplogRange,
     /// `ts` of the first entry the query returned.
     first: Option<Ts>,
-    done: bool,
 }
 
 impl Stream for OplogStream {
-    type Item = std::io::Result<Bytes>;
+    type Item = std::io::Result<Vec<u8>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut out: Option<bytes::BytesMut> = None;
         loop {
-            if self.done {
-                return Poll::Ready(out.map(|b| Ok(b.freeze())));
-            }
             match Pin::new(&mut self.cursor).poll_next(cx) {
                 Poll::Ready(Some(Ok(doc))) => {
                     let ts = doc.get_timestamp("ts").ok().map(Ts::from);
@@ -543,14 +518,9 @@ impl Stream for OplogStream {
                     if !keep_oplog_entry(&doc) {
                         continue;
                     }
-                    let bytes = doc.as_bytes();
                     self.range.entries += 1;
-                    self.range.bytes += bytes.len() as u64;
-                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
-                    buf.extend_from_slice(bytes);
-                    if buf.len() >= GATHER {
-                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
-                    }
+                    self.range.bytes += doc.as_bytes().len() as u64;
+                    return Poll::Ready(Some(Ok(doc.into_bytes())));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Some(Err(std::io::Error::other(format!(
@@ -558,7 +528,6 @@ impl Stream for OplogStream {
                     )))))
                 }
                 Poll::Ready(None) => {
-                    self.done = true;
                     let captured = Captured {
                         range: self.range.clone(),
                         first: self.first,
@@ -568,13 +537,9 @@ impl Stream for OplogStream {
                         .oplog
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(captured);
+                    return Poll::Ready(None);
                 }
-                Poll::Pending => {
-                    return match out {
-                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
-                        None => Poll::Pending,
-                    }
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -626,7 +591,8 @@ async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncR
             bytes: 0,
         },
         first: None,
-        done: false,
     };
-    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+    Ok(Box::new(tokio_util::io::StreamReader::new(Gather::new(
+        stream,
+    ))))
 }

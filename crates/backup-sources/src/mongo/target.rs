@@ -1097,7 +1097,7 @@ impl Target for MongoTarget {
             security::Outcome::default()
         } else {
             progress.set_phase("users");
-            security::restore(&conn, &sec_plan).await?
+            security::restore(&conn, &sec_plan, &sec_existing).await?
         };
 
         // The captured oplog, to the backup's end time.

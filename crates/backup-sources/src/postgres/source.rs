@@ -17,6 +17,7 @@ use super::conn::{query_error, ConnInfo, Side};
 use super::script::{quote_ident, quote_literal};
 use super::tools::{find_tool, major_of, Processes, Tool};
 use super::{part_name, tree_name, Metadata, TableFilter, TableMeta, SPLIT_BYTES};
+use crate::gather::Gather;
 use crate::SourceOptions;
 
 /// Settings of a PostgreSQL backup.
@@ -572,7 +573,7 @@ async fn open_copy(
         .copy_out(sql.as_str())
         .await
         .map_err(|e| query_error(Side::Source, &format!("copying table {table}"), &e))?;
-    let stream = RowGather {
+    let stream = CopyRows {
         inner: Box::pin(stream),
         table,
         client: Some(client),
@@ -582,17 +583,14 @@ async fn open_copy(
         key: (index, part),
         stats,
     };
-    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+    Ok(Box::new(tokio_util::io::StreamReader::new(Gather::new(
+        stream,
+    ))))
 }
 
-/// Bytes handed on at once: rows already received are gathered so that
-/// the reader on the other side is not woken once per row.
-const GATHER: usize = 256 * 1024;
-
-/// The rows of one part, gathered into larger buffers. Counts rows (the
-/// server sends one `CopyData` message per row) and bytes, and gives the
-/// connection back at the end.
-struct RowGather {
+/// The rows of one part. Counts rows (the server sends one `CopyData`
+/// message per row) and bytes, and gives the connection back at the end.
+struct CopyRows {
     inner: Pin<Box<tokio_postgres::CopyOutStream>>,
     table: String,
     client: Option<Client>,
@@ -603,56 +601,37 @@ struct RowGather {
     stats: PartStats,
 }
 
-impl RowGather {
-    fn finish(&mut self) {
-        if let Some(c) = self.client.take() {
-            self.pool.put(c);
-            self.stats
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(self.key, (self.rows, self.bytes));
-        }
-    }
-}
-
-impl futures::Stream for RowGather {
+impl futures::Stream for CopyRows {
     type Item = std::io::Result<bytes::Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut out: Option<bytes::BytesMut> = None;
-        loop {
-            if self.client.is_none() {
-                // Read to the end (and the connection given back).
-                return Poll::Ready(out.map(|b| Ok(b.freeze())));
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(row))) => {
+                self.rows += 1;
+                self.bytes += row.len() as u64;
+                Poll::Ready(Some(Ok(row)))
             }
-            match self.inner.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(row))) => {
-                    self.rows += 1;
-                    self.bytes += row.len() as u64;
-                    let buf = out.get_or_insert_with(|| bytes::BytesMut::with_capacity(GATHER));
-                    buf.extend_from_slice(&row);
-                    if buf.len() >= GATHER {
-                        return Poll::Ready(out.map(|b| Ok(b.freeze())));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let msg = match e.as_db_error() {
-                        Some(db) => db.message().to_owned(),
-                        None => e.to_string(),
-                    };
-                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
-                        "copying table {}: {msg}",
-                        self.table
-                    )))));
-                }
-                Poll::Ready(None) => self.finish(),
-                Poll::Pending => {
-                    return match out {
-                        Some(b) => Poll::Ready(Some(Ok(b.freeze()))),
-                        None => Poll::Pending,
-                    }
-                }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = match e.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => e.to_string(),
+                };
+                Poll::Ready(Some(Err(std::io::Error::other(format!(
+                    "copying table {}: {msg}",
+                    self.table
+                )))))
             }
+            Poll::Ready(None) => {
+                if let Some(c) = self.client.take() {
+                    self.pool.put(c);
+                    self.stats
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(self.key, (self.rows, self.bytes));
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
