@@ -106,6 +106,16 @@ impl Ctx {
 enum Pending {
     Ready(Node),
     Task(String, tokio::task::JoinHandle<Result<Option<Node>>>),
+    /// A directory the walk has left while some of its entries were still
+    /// being read: it is finished once they are, so that the walk goes on
+    /// to start the next ones (a database source's next table) meanwhile.
+    Dir(Box<OpenDir>),
+}
+
+struct OpenDir {
+    node: Node,
+    path: String,
+    children: Vec<Pending>,
 }
 
 struct Frame {
@@ -281,22 +291,28 @@ async fn walk(
                     return Err(Error::Source("unbalanced walk: Leave without Enter".into()));
                 }
                 #[allow(clippy::unwrap_used)]
-                let frame = stack.pop().unwrap();
+                let mut frame = stack.pop().unwrap();
                 let dir_path = path_string(&path);
                 path.pop();
-                let (tree_id, _) =
-                    finish_tree(ctx, frame.children, &dir_path, &mut streams).await?;
-                let mut node = frame
+                let node = frame
                     .node
                     .ok_or_else(|| Error::Source("directory without node".into()))?;
-                node.subtree = Some(tree_id);
-                ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                // A directory whose entries are all read is finished now (its
+                // nodes leave memory); otherwise later, so that the walk does
+                // not wait for its slowest entry.
+                let pending = if settle(ctx, &mut frame.children, &mut streams).await? {
+                    Pending::Ready(
+                        close_dir(ctx, node, frame.children, &dir_path, &mut streams).await?,
+                    )
+                } else {
+                    Pending::Dir(Box::new(OpenDir {
+                        node,
+                        path: dir_path,
+                        children: frame.children,
+                    }))
+                };
                 #[allow(clippy::unwrap_used)]
-                stack
-                    .last_mut()
-                    .unwrap()
-                    .children
-                    .push(Pending::Ready(node));
+                stack.last_mut().unwrap().children.push(pending);
             }
             Item::Warning(msg) => ctx.warn(msg),
             Item::Leaf {
@@ -318,6 +334,8 @@ async fn walk(
     #[allow(clippy::unwrap_used)]
     let root = stack.pop().unwrap();
     let (root_id, _) = finish_tree(ctx, root.children, "", &mut streams).await?;
+    // Directories finish in the order their entries do; list streams by name.
+    streams.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((root_id, streams))
 }
 
@@ -532,7 +550,81 @@ fn save_list(ctx: &Ctx, ids: &[Id]) -> Result<Id> {
 }
 
 /// Waits for a directory's entries and stores its tree.
-async fn finish_tree(
+/// Replaces the finished reads among `children` by their nodes (a failed
+/// read fails the walk now) and finishes the open directories whose entries
+/// are all read. Returns whether every child is ready.
+fn settle<'a>(
+    ctx: &'a Ctx,
+    children: &'a mut Vec<Pending>,
+    streams: &'a mut Vec<StreamSummary>,
+) -> futures::future::BoxFuture<'a, Result<bool>> {
+    Box::pin(async move {
+        let mut all = true;
+        let mut settled = Vec::with_capacity(children.len());
+        for p in children.drain(..) {
+            match p {
+                Pending::Task(label, h) if h.is_finished() => {
+                    if let Some(n) = join_read(&label, h).await? {
+                        settled.push(Pending::Ready(n));
+                    }
+                }
+                Pending::Dir(mut d) => {
+                    if settle(ctx, &mut d.children, streams).await? {
+                        let d = *d;
+                        settled.push(Pending::Ready(
+                            close_dir(ctx, d.node, d.children, &d.path, streams).await?,
+                        ));
+                    } else {
+                        all = false;
+                        settled.push(Pending::Dir(d));
+                    }
+                }
+                p @ Pending::Task(..) => {
+                    all = false;
+                    settled.push(p);
+                }
+                p @ Pending::Ready(_) => settled.push(p),
+            }
+        }
+        *children = settled;
+        Ok(all)
+    })
+}
+
+async fn join_read(
+    label: &str,
+    h: tokio::task::JoinHandle<Result<Option<Node>>>,
+) -> Result<Option<Node>> {
+    h.await.map_err(|e| Error::Generic {
+        backend: "reader",
+        source: format!("reading {label}: {e}").into(),
+    })?
+}
+
+/// Finishes a directory: its tree is saved and `node` points at it.
+async fn close_dir(
+    ctx: &Ctx,
+    mut node: Node,
+    children: Vec<Pending>,
+    dir_path: &str,
+    streams: &mut Vec<StreamSummary>,
+) -> Result<Node> {
+    let (tree_id, _) = finish_tree(ctx, children, dir_path, streams).await?;
+    node.subtree = Some(tree_id);
+    ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+    Ok(node)
+}
+
+fn finish_tree<'a>(
+    ctx: &'a Ctx,
+    children: Vec<Pending>,
+    dir_path: &'a str,
+    streams: &'a mut Vec<StreamSummary>,
+) -> futures::future::BoxFuture<'a, Result<(Id, usize)>> {
+    Box::pin(finish_tree_inner(ctx, children, dir_path, streams))
+}
+
+async fn finish_tree_inner(
     ctx: &Ctx,
     children: Vec<Pending>,
     dir_path: &str,
@@ -543,13 +635,13 @@ async fn finish_tree(
         match p {
             Pending::Ready(n) => nodes.push(n),
             Pending::Task(label, h) => {
-                let r = h.await.map_err(|e| Error::Generic {
-                    backend: "reader",
-                    source: format!("reading {label}: {e}").into(),
-                })?;
-                if let Some(n) = r? {
+                if let Some(n) = join_read(&label, h).await? {
                     nodes.push(n);
                 }
+            }
+            Pending::Dir(d) => {
+                let d = *d;
+                nodes.push(close_dir(ctx, d.node, d.children, &d.path, streams).await?);
             }
         }
     }

@@ -10,9 +10,11 @@ use crate::config::ChunkerParams;
 /// Splits a reader into content-defined chunks (`FastCDC` 2020, normalisation
 /// level 1, gear table seeded per repository).
 ///
-/// Memory: one buffer of twice the maximum chunk size.
+/// Memory: one buffer of twice the maximum chunk size (the input's size
+/// when a smaller size hint is given).
 pub struct Chunker<R> {
     reader: R,
+    /// Read data is `buf[start..end]`; the rest is spare room.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -55,28 +57,41 @@ impl<R: Read> Chunker<R> {
 
     fn fill(&mut self) -> std::io::Result<()> {
         let max = self.params.max_size as usize;
-        // Drop consumed bytes, then append up to two maximum chunks. Reading
-        // through `read_to_end` appends into spare capacity without zeroing
-        // it first, and small inputs only ever allocate what they hold.
+        let target = 2 * max;
+        if self.buf.is_empty() {
+            // Zeroed once (fresh pages from the allocator); reads go straight
+            // into it afterwards. Small inputs only allocate what they hold
+            // (one more byte sees the end without growing).
+            let size = self
+                .size_hint
+                .map_or(target, |h| (h as usize).min(target) + 1);
+            self.buf = vec![0; size];
+        }
+        // Move the unconsumed tail to the front, then read up to two
+        // maximum chunks.
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.buf.len() < max {
-            let want = (2 * max - self.buf.len()) as u64;
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(
-                    self.size_hint
-                        .map_or(2 * max, |h| (h as usize).min(2 * max) + 1),
-                );
+        while !self.eof && self.end < target {
+            if self.end == self.buf.len() {
+                if self.end >= max {
+                    break;
+                }
+                // A file that grew past its size hint.
+                self.buf.resize(target, 0);
             }
-            let n = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
-            self.bytes_read += n as u64;
-            if (n as u64) < want {
-                self.eof = true;
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    self.bytes_read += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        self.end = self.buf.len();
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use backup_core::prune::{prune, PruneOptions, PruneReport};
 use backup_core::repo::Repository;
 use backup_core::retention::{apply, GroupBy, RetentionPolicy};
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+use backup_core::source::Source;
 use backup_core::verify::{verify, VerifyOptions, VerifyReport};
 use backup_core::{FileKind, Id, PutMode, Sink};
 use backup_sources::{open_source, SourceKind, SourceOptions};
@@ -120,6 +121,29 @@ impl CreateParams {
     }
 }
 
+/// Opens the source of a backup (for PostgreSQL and MongoDB this starts
+/// the consistent view the backup reads), so that callers can do it while
+/// the repository opens; see [`create_snapshot_from`].
+///
+/// # Errors
+///
+/// A missing or malformed source URL, an unreachable or refusing source.
+pub async fn open_job_source(params: &CreateParams) -> Result<Box<dyn Source>> {
+    let Some(url) = params.source.as_ref() else {
+        anyhow::bail!("no source given");
+    };
+    Ok(open_source(
+        url.expose(),
+        &SourceOptions {
+            excludes: params.excludes.clone(),
+            includes: params.includes.clone(),
+            globals: params.pg_globals,
+            users: params.mongo_users,
+        },
+    )
+    .await?)
+}
+
 /// Runs one backup under a shared lock (waiting up to `lock_wait`).
 ///
 /// Nothing is listed until the snapshot manifest is written as the very
@@ -135,19 +159,26 @@ pub async fn create_snapshot(
     lock_wait: Duration,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
+    let source = open_job_source(&params).await?;
+    create_snapshot_from(repo, source, params, lock_wait, progress).await
+}
+
+/// [`create_snapshot`] from a source opened by [`open_job_source`] with the
+/// same `params`.
+///
+/// # Errors
+///
+/// Source, storage and lock errors.
+pub async fn create_snapshot_from(
+    repo: &Repository,
+    mut source: Box<dyn Source>,
+    params: CreateParams,
+    lock_wait: Duration,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupOutcome> {
     let Some(url) = params.source.clone() else {
         anyhow::bail!("no source given");
     };
-    let mut source = open_source(
-        url.expose(),
-        &SourceOptions {
-            excludes: params.excludes.clone(),
-            includes: params.includes.clone(),
-            globals: params.pg_globals,
-            users: params.mongo_users,
-        },
-    )
-    .await?;
     let descriptor = source.descriptor();
     let lock = repo.lock_wait(false, "backup", lock_wait).await?;
     let work = async {

@@ -1,7 +1,9 @@
 //! `backup create`.
 
 use anyhow::Result;
-use backup_daemon::job::{apply_retention, create_snapshot, CreateParams, Parent};
+use backup_daemon::job::{
+    apply_retention, create_snapshot_from, open_job_source, CreateParams, Parent,
+};
 use backup_daemon::secret::Secret;
 
 use super::{bytes, parse_time};
@@ -47,9 +49,11 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     if let Some(j) = &job {
         ctx.audit_detail("job", &j.name);
     }
-    let repo = ctx.open().await?;
+    // The repository's key derivation (Argon2id) and the source's set-up
+    // (connections, an exported snapshot, version checks) run side by side.
+    let (repo, source) = tokio::try_join!(ctx.open(), open_job_source(&params))?;
     let progress = ctx.progress("backup", "files");
-    let outcome = create_snapshot(&repo, params, lock_wait, progress).await?;
+    let outcome = create_snapshot_from(&repo, source, params, lock_wait, progress).await?;
     ctx.audit_detail("snapshot", outcome.id);
     ctx.audit_detail("source", &outcome.snapshot.source.url);
     ctx.audit_detail("dry_run", a.dry_run);

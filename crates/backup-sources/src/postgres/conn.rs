@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backup_core::{Error, Result};
+
+use super::wire::{WireConfig, WireHost};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -339,10 +341,58 @@ impl ConnInfo {
         r.map_err(|e| self.connect_error(&e, side))
     }
 
+    /// The settings of a blocking worker connection (see [`super::wire`]):
+    /// the same hosts, credentials and TLS mode.
+    pub(crate) fn wire(&self) -> std::result::Result<WireConfig, String> {
+        let ports = self.config.get_ports();
+        let addrs = self.config.get_hostaddrs();
+        let hosts = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                let host = match h {
+                    Host::Tcp(name) => WireHost::Tcp {
+                        name: name.clone(),
+                        addr: addrs.get(i).copied(),
+                    },
+                    Host::Unix(dir) => WireHost::Unix(dir.clone()),
+                };
+                (host, port)
+            })
+            .collect();
+        let tls_config = match self.tls {
+            TlsMode::Disable => None,
+            mode => Some(Arc::new(self.rustls_config(mode)?)),
+        };
+        Ok(WireConfig {
+            hosts,
+            user: self.user.clone(),
+            dbname: self.dbname.clone(),
+            password: self.config.get_password().map(<[u8]>::to_vec),
+            options: self.config.get_options().map(str::to_owned),
+            tls: self.tls,
+            tls_config,
+            connect_timeout: self
+                .config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
     fn rustls(
         &self,
         mode: TlsMode,
     ) -> std::result::Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+            self.rustls_config(mode)?,
+        ))
+    }
+
+    fn rustls_config(&self, mode: TlsMode) -> std::result::Result<rustls::ClientConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -376,7 +426,7 @@ impl ConnInfo {
                 .with_custom_certificate_verifier(Arc::new(tls::NoVerify(provider)))
                 .with_no_client_auth()
         };
-        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+        Ok(config)
     }
 
     fn roots(&self) -> std::result::Result<rustls::RootCertStore, String> {

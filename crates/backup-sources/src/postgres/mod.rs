@@ -56,6 +56,7 @@ mod script;
 mod source;
 mod target;
 mod tools;
+mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,13 +1,11 @@
 //! The PostgreSQL source.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use backup_core::snapshot::SourceDescriptor;
-use backup_core::source::{AsyncReader, Content, Item, OnReadError, Source};
+use backup_core::source::{BlockingReader, Content, Item, OnReadError, Source};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -16,8 +14,8 @@ use tokio_postgres::Client;
 use super::conn::{query_error, ConnInfo, Side};
 use super::script::{quote_ident, quote_literal};
 use super::tools::{find_tool, major_of, Processes, Tool};
+use super::wire::{CopyOut, WireConfig, WireConn, WireError};
 use super::{part_name, tree_name, Metadata, TableFilter, TableMeta, SPLIT_BYTES};
-use crate::gather::Gather;
 use crate::SourceOptions;
 
 /// Settings of a PostgreSQL backup.
@@ -60,6 +58,8 @@ pub struct PostgresSource {
     stats: PartStats,
     processes: Processes,
     jobs: usize,
+    /// Items read from `pg_dump`/`pg_dumpall` rather than a worker.
+    tool_streams: usize,
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -71,40 +71,89 @@ impl std::fmt::Debug for PostgresSource {
     }
 }
 
-/// Connection pool of worker connections inside the exported snapshot.
+/// Connection pool of worker connections inside the exported snapshot:
+/// at most `jobs` of them in use at once, whatever the archiver's
+/// concurrency (which also counts the `pg_dump` streams). Workers are
+/// blocking connections (see [`super::wire`]) read on the archiver's
+/// threads.
 struct Pool {
-    info: ConnInfo,
-    snapshot: String,
-    idle: Mutex<Vec<Client>>,
+    wire: WireConfig,
+    /// Joins a new connection to the exported snapshot.
+    setup: String,
+    location: String,
+    jobs: usize,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<WireConn>,
+    busy: usize,
 }
 
 impl Pool {
-    async fn get(&self) -> Result<Client> {
+    /// Waits for a free worker slot.
+    fn lease(self: &Arc<Self>) -> Lease {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while st.busy >= self.jobs {
+            st = self.freed.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.busy += 1;
+        Lease { pool: self.clone() }
+    }
+
+    /// An idle connection, or a new one joined to the snapshot.
+    fn connection(&self, table: &str) -> std::io::Result<WireConn> {
         if let Some(c) = self
-            .idle
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .idle
             .pop()
         {
             return Ok(c);
         }
-        let c = self.info.connect(Side::Source).await?;
-        let setup = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
-            quote_literal(&self.snapshot),
-            SESSION_SETUP
-        );
-        c.batch_execute(&setup)
-            .await
-            .map_err(|e| query_error(Side::Source, "joining the exported snapshot", &e))?;
+        let mut c = WireConn::connect(&self.wire).map_err(|e| {
+            std::io::Error::other(format!(
+                "copying table {table}: connecting to PostgreSQL at {}: {e}",
+                self.location
+            ))
+        })?;
+        c.simple_query(&self.setup).map_err(|e| {
+            std::io::Error::other(format!(
+                "copying table {table}: joining the exported snapshot: {e}"
+            ))
+        })?;
         Ok(c)
     }
+}
 
-    fn put(&self, c: Client) {
-        self.idle
+/// A worker slot; given back when dropped.
+struct Lease {
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    /// Hands a connection that finished its statement back for reuse.
+    fn keep(&self, c: WireConn) {
+        self.pool
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .idle
             .push(c);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .busy -= 1;
+        self.pool.freed.notify_one();
     }
 }
 
@@ -216,9 +265,16 @@ impl PostgresSource {
             balance_parts(t, jobs);
         }
         let pool = Arc::new(Pool {
-            info: info.clone(),
-            snapshot: snapshot_id.clone(),
-            idle: Mutex::new(Vec::new()),
+            wire: info.wire().map_err(Error::Source)?,
+            setup: format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
+                quote_literal(&snapshot_id),
+                SESSION_SETUP
+            ),
+            location: info.location().to_owned(),
+            jobs,
+            state: Mutex::default(),
+            freed: Condvar::new(),
         });
         let stats: PartStats = Arc::default();
         let processes = Processes::default();
@@ -243,10 +299,10 @@ impl PostgresSource {
                 "globals.sql",
                 "pg_dumpall --globals-only",
                 tool,
-                args,
+                &args,
                 &env,
                 &processes,
-            ));
+            )?);
         }
         items.push_back(Item::Enter(dir_node("schema")));
         {
@@ -261,10 +317,10 @@ impl PostgresSource {
                 "data.sql",
                 "pg_dump --section=data",
                 &pg_dump,
-                args,
+                &args,
                 &env,
                 &processes,
-            ));
+            )?);
         }
         for (file, section) in [("post-data.sql", "post-data"), ("pre-data.sql", "pre-data")] {
             let mut args = dump_args.clone();
@@ -273,10 +329,10 @@ impl PostgresSource {
                 file,
                 &format!("pg_dump --section={section}"),
                 &pg_dump,
-                args,
+                &args,
                 &env,
                 &processes,
-            ));
+            )?);
         }
         items.push_back(Item::Leave);
 
@@ -311,17 +367,16 @@ impl PostgresSource {
             items.push_back(Item::Enter(dir_node(&tree_name(&t.meta.name))));
             for part in 0..t.meta.parts {
                 let sql = copy_sql(t, part, version_num);
-                let fut = open_copy(
+                let open = open_copy(
                     pool.clone(),
                     sql,
                     t.meta.qualified(),
-                    i,
-                    part,
+                    (i, part),
                     stats.clone(),
                 );
                 items.push_back(Item::Leaf {
                     node: Node::new(part_name(part).as_str(), NodeKind::Stream),
-                    content: Some(Content::Async(Box::pin(fut))),
+                    content: Some(open),
                     on_error: OnReadError::Fail,
                 });
             }
@@ -350,6 +405,7 @@ impl PostgresSource {
             tables: chosen.into_iter().map(|t| t.meta).collect(),
             excluded_tables: excluded.iter().map(|t| t.meta.qualified()).collect(),
         };
+        let tool_streams = 3 + usize::from(pg_dumpall.is_some());
         Ok(PostgresSource {
             info,
             coordinator: Some(coordinator),
@@ -358,6 +414,7 @@ impl PostgresSource {
             stats,
             processes,
             jobs,
+            tool_streams,
         })
     }
 }
@@ -372,8 +429,10 @@ impl Source for PostgresSource {
     }
 
     fn concurrency(&self) -> usize {
-        // Worker connections, plus room for the pg_dump streams.
-        self.jobs + 1
+        // Worker connections (the pool holds parts to `jobs`), plus the
+        // pg_dump streams, so that the schema dumps do not hold the first
+        // table parts back.
+        self.jobs + self.tool_streams
     }
 
     async fn next(&mut self) -> Result<Option<Item>> {
@@ -416,24 +475,23 @@ fn dir_node(name: &str) -> Node {
     n
 }
 
+/// A stream read from `pg_dump`/`pg_dumpall`. The process starts now, while
+/// the backup is still being set up (the repository's key derivation runs
+/// meanwhile); it waits on its pipe until the archiver reads it.
 fn tool_leaf(
     name: &str,
     label: &str,
     tool: &Tool,
-    args: Vec<String>,
+    args: &[String],
     env: &[(String, String)],
     processes: &Processes,
-) -> Item {
-    let processes = processes.clone();
-    let path = tool.path.clone();
-    let env = env.to_vec();
-    let label = label.to_owned();
-    let fut = async move { processes.spawn(&label, &path, &args, &env) };
-    Item::Leaf {
+) -> Result<Item> {
+    let reader = processes.spawn(label, &tool.path, args, env)?;
+    Ok(Item::Leaf {
         node: Node::new(name, NodeKind::Stream),
-        content: Some(Content::Async(Box::pin(fut))),
+        content: Some(Content::Async(Box::pin(async move { Ok(reader) }))),
         on_error: OnReadError::Fail,
-    }
+    })
 }
 
 /// A table name as an exact `pg_dump` pattern (quoted, so nothing in it is
@@ -559,81 +617,57 @@ fn copy_sql(t: &CatalogTable, part: u32, _version_num: u32) -> String {
     )
 }
 
-/// Opens one part: takes a worker connection and starts the COPY.
-async fn open_copy(
+/// One part, read on the archiver's blocking thread: waits for a worker
+/// slot, takes a connection and starts the COPY. The rows and bytes are
+/// recorded, and the connection kept for the next part, once the part was
+/// read to the end.
+fn open_copy(
     pool: Arc<Pool>,
     sql: String,
     table: String,
-    index: usize,
-    part: u32,
-    stats: PartStats,
-) -> Result<AsyncReader> {
-    let client = pool.get().await?;
-    let stream = client
-        .copy_out(sql.as_str())
-        .await
-        .map_err(|e| query_error(Side::Source, &format!("copying table {table}"), &e))?;
-    let stream = CopyRows {
-        inner: Box::pin(stream),
-        table,
-        client: Some(client),
-        pool,
-        rows: 0,
-        bytes: 0,
-        key: (index, part),
-        stats,
-    };
-    Ok(Box::new(tokio_util::io::StreamReader::new(Gather::new(
-        stream,
-    ))))
-}
-
-/// The rows of one part. Counts rows (the server sends one `CopyData`
-/// message per row) and bytes, and gives the connection back at the end.
-struct CopyRows {
-    inner: Pin<Box<tokio_postgres::CopyOutStream>>,
-    table: String,
-    client: Option<Client>,
-    pool: Arc<Pool>,
-    rows: u64,
-    bytes: u64,
     key: (usize, u32),
     stats: PartStats,
+) -> Content {
+    Content::Blocking(Box::new(move || {
+        let lease = pool.lease();
+        let conn = pool.connection(&table)?;
+        let done = Box::new(move |conn: WireConn, rows: u64, bytes: u64| {
+            stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key, (rows, bytes));
+            lease.keep(conn);
+        });
+        match conn.copy_out(&sql, done) {
+            Ok(rows) => Ok(Box::new(CopyRows { rows, table }) as BlockingReader),
+            Err(e) => Err(copy_error(&table, &e)),
+        }
+    }))
 }
 
-impl futures::Stream for CopyRows {
-    type Item = std::io::Result<bytes::Bytes>;
+/// The rows of one part; errors name the table.
+struct CopyRows {
+    rows: CopyOut,
+    table: String,
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(row))) => {
-                self.rows += 1;
-                self.bytes += row.len() as u64;
-                Poll::Ready(Some(Ok(row)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let msg = match e.as_db_error() {
-                    Some(db) => db.message().to_owned(),
-                    None => e.to_string(),
-                };
-                Poll::Ready(Some(Err(std::io::Error::other(format!(
-                    "copying table {}: {msg}",
-                    self.table
-                )))))
-            }
-            Poll::Ready(None) => {
-                if let Some(c) = self.client.take() {
-                    self.pool.put(c);
-                    self.stats
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(self.key, (self.rows, self.bytes));
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
+impl std::io::Read for CopyRows {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.rows.read(buf).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("copying table {}: {e}", self.table))
+        })
+    }
+}
+
+fn copy_error(table: &str, e: &WireError) -> std::io::Error {
+    let mut msg = format!("copying table {table}: {e}");
+    if let WireError::Db { code, .. } = e {
+        if code == "42501" {
+            msg.push_str(": grant the privilege to the connecting role or use a role that has it");
+            return std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg);
         }
     }
+    std::io::Error::other(msg)
 }
 
 #[cfg(test)]
