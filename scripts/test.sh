@@ -9,8 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # System packages the tests and builds need. S3 and GCS test servers run
 # in-process; PostgreSQL tests start throwaway clusters from the postgresql
 # package (initdb, postgres, pg_dump, psql, pgbench); util-linux provides
-# setpriv, which runs them as the postgres user when the tests run as root.
-APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux)
+# setpriv, which runs them as the postgres user when the tests run as root;
+# openssl makes the certificate of the PostgreSQL TLS test.
+APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

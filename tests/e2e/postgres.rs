@@ -598,3 +598,106 @@ fn clear_errors() {
     let snaps = s.json(&["list"]);
     assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
 }
+
+/// The COPY workers speak the wire protocol themselves (not through
+/// `tokio-postgres`): they must authenticate with MD5 and cleartext
+/// passwords as well as SCRAM, and use TLS when the URL asks for it (here a
+/// rule rejects any connection of that user without TLS), and still bring
+/// every row.
+#[test]
+fn workers_authenticate_with_md5_cleartext_and_tls() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (pg, s) = setup();
+    // A table past the readers' 1 MiB pacing threshold.
+    pg.psql(
+        "src",
+        "CREATE TABLE wide AS SELECT i, repeat(md5(i::text), 4) AS pad FROM generate_series(1, 40000) i;",
+    );
+    pg.psql(
+        "postgres",
+        "SET password_encryption = 'md5';
+         CREATE ROLE md5user LOGIN SUPERUSER PASSWORD 'md5-secret';
+         CREATE ROLE plainuser LOGIN SUPERUSER PASSWORD 'plain-secret';
+         RESET password_encryption;
+         CREATE ROLE tlsuser LOGIN SUPERUSER PASSWORD 'tls-secret';",
+    );
+    // A self-signed certificate for the server.
+    let dir = pg.dir();
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("running openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if let Some(user) = pg.run_as() {
+        let st = Command::new("chown")
+            .arg(user)
+            .arg(&key)
+            .arg(&crt)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let hba = dir.join("data/pg_hba.conf");
+    let rules = "host all md5user 127.0.0.1/32 md5\n\
+                 host all plainuser 127.0.0.1/32 password\n\
+                 hostnossl all tlsuser 127.0.0.1/32 reject\n\
+                 hostssl all tlsuser 127.0.0.1/32 scram-sha-256\n";
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("{rules}{old}")).unwrap();
+    pg.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl = on; ALTER SYSTEM SET ssl_cert_file = '{}'; ALTER SYSTEM SET ssl_key_file = '{}'; SELECT pg_reload_conf();",
+            crt.display(),
+            key.display()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scalar(&pg, "postgres", "SHOW ssl") != "on" {
+        assert!(Instant::now() < deadline, "the server did not turn TLS on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let port = pg.port();
+    let cases = [
+        ("md5user", "md5-secret", ""),
+        ("plainuser", "plain-secret", ""),
+        ("tlsuser", "tls-secret", "?sslmode=require"),
+    ];
+    for (i, (user, password, query)) in cases.iter().enumerate() {
+        let url = format!("postgres://{user}:{password}@127.0.0.1:{port}/src{query}");
+        let v = s.json(&["create", &url]);
+        let tables = v["snapshot"]["metadata"]["tables"].as_array().unwrap();
+        let wide = tables.iter().find(|t| t["name"] == "wide").unwrap();
+        assert_eq!(wide["rows"], 40000, "{user}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let target = format!("copy{i}");
+        s.ok(&["restore", &id, "--to", &pg.url(&target)]);
+        assert_same_db((&pg, "src"), (&pg, &target));
+    }
+    // Without TLS the same user is turned away, and the error says so.
+    let err = s.fails(
+        &[
+            "create",
+            &format!("postgres://tlsuser:tls-secret@127.0.0.1:{port}/src?sslmode=disable"),
+        ],
+        1,
+    );
+    assert!(
+        err.contains("pg_hba.conf") || err.contains("rejects"),
+        "{err}"
+    );
+}
