@@ -12,6 +12,9 @@
 # table into /dev/null: the server's own time to produce the rows, the
 # floor of any logical backup on this machine.
 #
+# Each tool runs ROUNDS times, the tools taking turns, and each ratio is
+# of the medians: the machines are shared and one run can be off by 20 %.
+#
 # Usage: benches/postgres_compare.sh [SCALE]      (default 50, about 750 MB)
 #
 # Environment:
@@ -19,6 +22,7 @@
 #   BACKUP_BIN  use this `backup` binary instead of building one
 #   JOBS        parallel jobs of pg_dump -Fd / pg_restore (default 2)
 #   KEEP        1 keeps WORK_DIR afterwards (default: removed except logs)
+#   ROUNDS      runs of each tool (default 3)
 #
 # Needs the PostgreSQL server packages (apt-get install -y postgresql) and
 # GNU time (apt-get install -y time); installs them when run as root.
@@ -30,6 +34,7 @@ SCALE=${1:-${SCALE:-50}}
 WORK_DIR=${WORK_DIR:-/tmp/pg-bench}
 JOBS=${JOBS:-2}
 KEEP=${KEEP:-0}
+ROUNDS=${ROUNDS:-3}
 PASSWORD=bench-password-not-secret
 LOGS="$WORK_DIR/logs"
 RESULTS="$WORK_DIR/results.tsv"
@@ -38,6 +43,7 @@ say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 [[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "scale must be a positive integer"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 
 apt_install() {
     [ "$(id -u)" -eq 0 ] || die "$1 is missing; install it with: sudo apt-get install -y $1"
@@ -81,7 +87,7 @@ say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
 "${RUN[@]}" "$BINDIR/initdb" -D "$WORK_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed, see $LOGS/initdb.log"
 "${RUN[@]}" "$BINDIR/pg_ctl" -D "$WORK_DIR/data" -l "$WORK_DIR/server.log" -w -t 120 \
-    -o "-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min" \
+    -o "-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min -c autovacuum=off" \
     start >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"
 PG_PID=$(head -n 1 "$WORK_DIR/data/postmaster.pid")
 cleanup() {
@@ -101,9 +107,15 @@ say "pgbench -i -s $SCALE"
 "$BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE bench" >/dev/null
 "$BINDIR/pgbench" -i -q -s "$SCALE" bench >"$LOGS/pgbench.log" 2>&1 || die "pgbench -i failed"
 "$BINDIR/psql" -X -q -d bench -c "VACUUM ANALYZE" >/dev/null
+# Flush the load's dirty buffers now rather than during the first timing.
+"$BINDIR/psql" -X -q -d bench -c "CHECKPOINT" >/dev/null
 DB_BYTES=$("$BINDIR/psql" -X -A -t -d bench -c "SELECT pg_database_size('bench')")
 
+# Before every timing: no dirty buffers from the previous step left to
+# write (restores load a lot), no page cache. Autovacuum is off, so no
+# background work runs into a timing either.
 drop_caches() {
+    "$BINDIR/psql" -X -q -d postgres -c "CHECKPOINT" >/dev/null
     sync
     (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null || true
 }
@@ -123,11 +135,7 @@ timed() { # timed NAME CMD...
 }
 
 OURS=(env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$WORK_DIR/repo" "$BACKUP_BIN")
-"${OURS[@]}" init >"$LOGS/init.log" 2>&1 || die "backup init failed"
 
-timed ours-backup "${OURS[@]}" create "$URL/bench"
-timed pg_dump-Fc "$BINDIR/pg_dump" -Fc -f "$WORK_DIR/dump.fc" bench
-timed pg_dump-Fd "$BINDIR/pg_dump" -Fd -j "$JOBS" -f "$WORK_DIR/dump.dir" bench
 # The server-bound floor of a backup on this machine: the big table read
 # by JOBS parallel COPY streams (TID ranges, as ours) into /dev/null.
 PAGES=$("$BINDIR/psql" -X -A -t -d bench -c "SELECT relpages FROM pg_class WHERE relname = 'pgbench_accounts'")
@@ -139,10 +147,22 @@ PER=$(((PAGES + JOBS) / JOBS))
     done
     echo wait
 } >"$WORK_DIR/bare_copy.sh"
-timed bare-copy bash "$WORK_DIR/bare_copy.sh"
-timed ours-restore "${OURS[@]}" restore latest --to "$URL/restored_ours"
-"$BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE restored_theirs" >/dev/null
-timed pg_restore-Fd "$BINDIR/pg_restore" -j "$JOBS" -d restored_theirs "$WORK_DIR/dump.dir"
+
+for round in $(seq 1 "$ROUNDS"); do
+    say "round $round of $ROUNDS"
+    rm -rf "$WORK_DIR/repo" "$WORK_DIR/dump.fc" "$WORK_DIR/dump.dir"
+    "${OURS[@]}" init >"$LOGS/init.log" 2>&1 || die "backup init failed"
+    timed ours-backup "${OURS[@]}" create "$URL/bench"
+    timed pg_dump-Fc "$BINDIR/pg_dump" -Fc -f "$WORK_DIR/dump.fc" bench
+    timed pg_dump-Fd "$BINDIR/pg_dump" -Fd -j "$JOBS" -f "$WORK_DIR/dump.dir" bench
+    timed bare-copy bash "$WORK_DIR/bare_copy.sh"
+    for db in restored_ours restored_theirs; do
+        "$BINDIR/psql" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
+    done
+    timed ours-restore "${OURS[@]}" restore latest --to "$URL/restored_ours"
+    "$BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE restored_theirs" >/dev/null
+    timed pg_restore-Fd "$BINDIR/pg_restore" -j "$JOBS" -d restored_theirs "$WORK_DIR/dump.dir"
+done
 
 # Both restores must hold the same data.
 for db in restored_ours restored_theirs; do
@@ -156,12 +176,18 @@ FC_BYTES=$(stat -c %s "$WORK_DIR/dump.fc")
 FD_BYTES=$(du -sb "$WORK_DIR/dump.dir" | cut -f1)
 
 python3 - "$RESULTS" "$REPO_BYTES" "$FC_BYTES" "$FD_BYTES" "$DB_BYTES" "$SCALE" "$JOBS" "$(nproc)" <<'PY' | tee "$WORK_DIR/report.txt"
+import statistics
 import sys
 results, repo, fc, fd, db, scale, jobs, cores = sys.argv[1:9]
-rows = {}
+runs = {}
 for line in open(results):
     name, wall, rss = line.split()
-    rows[name] = (float(wall), int(rss) * 1024)
+    runs.setdefault(name, []).append((float(wall), int(rss) * 1024))
+# Median wall time per tool; the largest RSS of any run.
+rows = {
+    name: (statistics.median(w for w, _ in r), max(m for _, m in r))
+    for name, r in runs.items()
+}
 repo, fc, fd, db = int(repo), int(fc), int(fd), int(db)
 MB = 1e6
 ok = True
@@ -171,7 +197,8 @@ def line(label, value, target, below=True):
     ok &= res == "PASS"
     print(f"  {label:<44}{value:>8.2f}  {'<= ' if below else '< '}{target:<6}{res}")
 print()
-print(f"backup vs pg_dump/pg_restore on pgbench scale {scale} ({db / MB:.0f} MB database), {cores} cores, {jobs} jobs")
+rounds = len(runs["ours-backup"])
+print(f"backup vs pg_dump/pg_restore on pgbench scale {scale} ({db / MB:.0f} MB database), {cores} cores, {jobs} jobs, median of {rounds} rounds")
 print(f"  {'measure':<44}{'ratio':>8}  target")
 line("backup wall: ours / pg_dump -Fc", rows["ours-backup"][0] / rows["pg_dump-Fc"][0], 0.5)
 line(f"backup wall: ours / pg_dump -Fd -j {jobs}", rows["ours-backup"][0] / rows["pg_dump-Fd"][0], 1.0)
@@ -186,7 +213,8 @@ print()
 print("  details (absolute; shared machine, compare within one run only)")
 for name in ("ours-backup", "pg_dump-Fc", "pg_dump-Fd", "bare-copy", "ours-restore", "pg_restore-Fd"):
     w, r = rows[name]
-    print(f"    {name:<16}{w:>8.1f} s  {r / MB:>7.0f} MB RSS")
+    each = " ".join(f"{x:.2f}" for x, _ in runs[name])
+    print(f"    {name:<16}{w:>8.2f} s  {r / MB:>7.0f} MB RSS   (runs: {each})")
 print(f"    sizes: repository {repo / MB:.0f} MB, -Fc {fc / MB:.0f} MB, -Fd {fd / MB:.0f} MB")
 print()
 print("overall: " + ("all targets met" if ok else "some targets missed"))
