@@ -9,7 +9,7 @@
 //! leaves no snapshot behind.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -79,6 +79,9 @@ struct Counters {
     symlinks: AtomicU64,
     streams: AtomicU64,
     unchanged: AtomicU64,
+    /// A read failed (and fails the backup): the walk looks for the error
+    /// in its open directories before it starts anything else.
+    read_failed: AtomicBool,
 }
 
 struct Ctx {
@@ -264,6 +267,13 @@ async fn walk(
         if ctx.saver.has_failed() {
             return Err(Error::Cancelled);
         }
+        if ctx.counters.read_failed.load(Ordering::Relaxed) {
+            // Fail now with that read's error rather than after reading
+            // everything else (its directory may have been left already).
+            for frame in &mut stack {
+                settle(ctx, &mut frame.children, &mut streams).await?;
+            }
+        }
         match item {
             Item::Enter(node) => {
                 let top = stack
@@ -417,7 +427,10 @@ async fn leaf(
                 ctx2.warn(format!("{item_path}: {e}; left out of the snapshot"));
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                ctx2.counters.read_failed.store(true, Ordering::Relaxed);
+                Err(e)
+            }
         }
     });
     Ok(Pending::Task(label, task))

@@ -354,3 +354,155 @@ async fn flipped_byte_in_pack_is_found_and_restore_fails() {
     .unwrap_err();
     assert!(err.is_corruption(), "{err}");
 }
+
+/// A source of hand-made items (directories given as Enter/Leave).
+struct ItemSource {
+    items: std::vec::IntoIter<Item>,
+    /// Items handed out after `gate` was raised.
+    after_gate: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl Source for ItemSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "test".into(),
+            url: "test://items".into(),
+        }
+    }
+    fn concurrency(&self) -> usize {
+        2
+    }
+    async fn next(&mut self) -> Result<Option<Item>> {
+        if self.gate.load(std::sync::atomic::Ordering::SeqCst) {
+            self.after_gate
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Give the failed read's task time to finish.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(self.items.next())
+    }
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+fn dir(name: &str) -> Item {
+    Item::Enter(Node::new(name, NodeKind::Dir))
+}
+
+fn stream(
+    name: &str,
+    open: impl FnOnce() -> std::io::Result<Box<dyn std::io::Read + Send>> + Send + 'static,
+) -> Item {
+    Item::Leaf {
+        node: Node::new(name, NodeKind::Stream),
+        content: Some(Content::Blocking(Box::new(open))),
+        on_error: OnReadError::Fail,
+    }
+}
+
+/// A stream in one directory is still being read when the walk goes on to
+/// the next directory: here the first stream can only end once the second
+/// was read, which a walk that waited at each `Leave` would never allow
+/// (the reader gives up after 30 s, failing the test instead of hanging).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_do_not_wait_for_their_slow_entries() {
+    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+    let repo = Repository::init(sink, Some(b"pw"), &init_opts())
+        .await
+        .unwrap()
+        .load_index()
+        .await
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let items = vec![
+        dir("a"),
+        stream("slow", move || {
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+                .map_err(|_| std::io::Error::other("the second directory was never read"))?;
+            Ok(Box::new(std::io::Cursor::new(b"slow data".to_vec())) as _)
+        }),
+        Item::Leave,
+        dir("b"),
+        stream("fast", move || {
+            let _ = tx.send(());
+            Ok(Box::new(std::io::Cursor::new(pseudo_random(200_000, 3))) as _)
+        }),
+        Item::Leave,
+    ];
+    let mut src = ItemSource {
+        items: items.into_iter(),
+        after_gate: Arc::default(),
+        gate: Arc::default(),
+    };
+    let out = backup(
+        &repo,
+        &mut src,
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = out
+        .snapshot
+        .streams
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["a/slow", "b/fast"]);
+    assert_eq!(out.snapshot.streams[0].size, 9);
+    assert_eq!(out.snapshot.streams[1].size, 200_000);
+    assert_eq!(out.snapshot.stats.dirs, 2);
+}
+
+/// A read that fails fails the backup with its error before the walk has
+/// started everything else, even though its directory was already left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_stops_the_walk() {
+    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+    let repo = Repository::init(sink, Some(b"pw"), &init_opts())
+        .await
+        .unwrap()
+        .load_index()
+        .await
+        .unwrap();
+    let gate: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let raise = gate.clone();
+    let mut items = vec![
+        dir("a"),
+        stream("bad", move || {
+            raise.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(std::io::Error::other("the disk said no"))
+        }),
+        Item::Leave,
+    ];
+    for i in 0..200 {
+        items.push(dir(&format!("d{i:03}")));
+        items.push(stream("s", || {
+            Ok(Box::new(std::io::Cursor::new(b"x".to_vec())) as _)
+        }));
+        items.push(Item::Leave);
+    }
+    let after_gate: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let mut src = ItemSource {
+        items: items.into_iter(),
+        after_gate: after_gate.clone(),
+        gate,
+    };
+    let err = backup(
+        &repo,
+        &mut src,
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("the disk said no"), "{err}");
+    let later = after_gate.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        later < 100,
+        "the walk went on for {later} items after the failure"
+    );
+}
