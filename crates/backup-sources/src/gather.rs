@@ -1,5 +1,6 @@
-//! Records of a database stream (documents, rows, oplog entries) gathered
-//! into larger buffers before they reach the chunker.
+//! Records of a database stream (documents, oplog entries) gathered into
+//! larger buffers before they reach the chunker. (PostgreSQL rows need no
+//! gathering: its workers cut them out of the socket buffer themselves.)
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

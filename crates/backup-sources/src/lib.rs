@@ -32,7 +32,7 @@
 pub mod export;
 #[cfg(feature = "files")]
 pub mod files;
-#[cfg(any(feature = "postgres", feature = "mongodb"))]
+#[cfg(feature = "mongodb")]
 mod gather;
 #[cfg(feature = "mongodb")]
 pub mod mongo;

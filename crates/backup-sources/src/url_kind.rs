@@ -114,6 +114,7 @@ pub async fn open_target(url: &str) -> Result<Box<dyn Target>> {
     }
 }
 
+#[cfg(feature = "files")]
 fn file_path(url: &str) -> Result<std::path::PathBuf> {
     if let Some(rest) = url.strip_prefix("file://") {
         if !rest.starts_with('/') {

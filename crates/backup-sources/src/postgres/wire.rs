@@ -480,13 +480,14 @@ impl Read for CopyOut {
             let (tag, len) = conn.header()?;
             match tag {
                 b'd' => {
+                    // The row's bytes follow, possibly over several reads.
                     conn.start += 5;
                     self.row_left = len;
                     self.rows += 1;
                     self.bytes += len as u64;
                 }
                 b'c' => {
-                    conn.start += 5 + len;
+                    conn.message()?;
                     self.finish()?;
                 }
                 b'E' => {
