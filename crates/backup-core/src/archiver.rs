@@ -614,30 +614,24 @@ async fn join_read(
     })?
 }
 
-/// Finishes a directory: its tree is saved and `node` points at it.
-async fn close_dir(
-    ctx: &Ctx,
-    mut node: Node,
-    children: Vec<Pending>,
-    dir_path: &str,
-    streams: &mut Vec<StreamSummary>,
-) -> Result<Node> {
-    let (tree_id, _) = finish_tree(ctx, children, dir_path, streams).await?;
-    node.subtree = Some(tree_id);
-    ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
-    Ok(node)
-}
-
-fn finish_tree<'a>(
+/// Finishes a directory: its tree is saved and `node` points at it. Boxed:
+/// directories nest.
+fn close_dir<'a>(
     ctx: &'a Ctx,
+    mut node: Node,
     children: Vec<Pending>,
     dir_path: &'a str,
     streams: &'a mut Vec<StreamSummary>,
-) -> futures::future::BoxFuture<'a, Result<(Id, usize)>> {
-    Box::pin(finish_tree_inner(ctx, children, dir_path, streams))
+) -> futures::future::BoxFuture<'a, Result<Node>> {
+    Box::pin(async move {
+        let (tree_id, _) = finish_tree(ctx, children, dir_path, streams).await?;
+        node.subtree = Some(tree_id);
+        ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+        Ok(node)
+    })
 }
 
-async fn finish_tree_inner(
+async fn finish_tree(
     ctx: &Ctx,
     children: Vec<Pending>,
     dir_path: &str,

@@ -388,6 +388,17 @@ impl Source for ItemSource {
     }
 }
 
+/// A new repository in memory, index loaded.
+async fn empty_repo() -> backup_core::repo::IndexedRepository {
+    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+    Repository::init(sink, Some(b"pw"), &init_opts())
+        .await
+        .unwrap()
+        .load_index()
+        .await
+        .unwrap()
+}
+
 fn dir(name: &str) -> Item {
     Item::Enter(Node::new(name, NodeKind::Dir))
 }
@@ -409,13 +420,7 @@ fn stream(
 /// (the reader gives up after 30 s, failing the test instead of hanging).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directories_do_not_wait_for_their_slow_entries() {
-    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
-    let repo = Repository::init(sink, Some(b"pw"), &init_opts())
-        .await
-        .unwrap()
-        .load_index()
-        .await
-        .unwrap();
+    let repo = empty_repo().await;
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let items = vec![
         dir("a"),
@@ -461,13 +466,7 @@ async fn directories_do_not_wait_for_their_slow_entries() {
 /// started everything else, even though its directory was already left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_read_stops_the_walk() {
-    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
-    let repo = Repository::init(sink, Some(b"pw"), &init_opts())
-        .await
-        .unwrap()
-        .load_index()
-        .await
-        .unwrap();
+    let repo = empty_repo().await;
     let gate: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let raise = gate.clone();
     let mut items = vec![
