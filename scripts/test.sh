@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the script has run so far (for the CI budget).
+step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # System packages the tests and builds need. S3 and GCS test servers run
 # in-process; PostgreSQL tests start throwaway clusters from the postgresql
@@ -23,14 +24,35 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# A one-shot build: incremental compilation would only write caches that
+# are never read (gigabytes of them).
+export CARGO_INCREMENTAL=0
+
 step "Formatting"
 cargo fmt --all -- --check
 
-step "Dependency rule: backup-core has no driver, object_store or clap"
-if cargo tree -p backup-core -e normal --prefix none | grep -E '^(object_store|tokio-postgres|mongodb|redis|clap) '; then
-  echo "backup-core must not depend on the crates listed above" >&2
-  exit 1
-fi
+step "Dependency rules (docs/ARCHITECTURE.md, Crates)"
+# deps PACKAGE: the crates PACKAGE compiles (normal dependencies, every
+# feature, as the binaries are built).
+deps() { cargo tree -p "$1" -e normal --all-features --prefix none --locked | sed 's/ .*//' | sort -u; }
+forbid() { # PACKAGE REGEX WHY
+  local found
+  found=$(deps "$1" | grep -xE "$2" || true)
+  if [ -n "$found" ]; then
+    echo "$1 must not depend on: $(echo "$found" | tr '\n' ' ')($3)" >&2
+    exit 1
+  fi
+}
+forbid backup-core 'object_store|tokio-postgres|postgres-protocol|mongodb|redis|clap|backup-(storage|sources|ops|cli|daemon)' \
+  "the core has no driver, storage client or command-line parser"
+forbid backup-ops 'clap|axum|lettre|reqwest-middleware|prometheus-client|backup-(cli|daemon)' \
+  "the operations layer has no front-end"
+forbid backup-cli 'backup-daemon|axum|axum-core|lettre|prometheus-client|matchit' \
+  "the backup binary compiles neither the daemon nor its HTTP server, mail or metrics stack"
+forbid backup-daemon 'backup-cli|indicatif|rpassword' \
+  "no front-end depends on the other"
+forbid backup-cli 'aws-lc-rs|aws-lc-sys' "one TLS crypto provider (ring), chosen by the binary"
+forbid backup-daemon 'aws-lc-rs|aws-lc-sys' "one TLS crypto provider (ring), chosen by the binary"
 
 step "Clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
@@ -54,12 +76,12 @@ step "MongoDB-protocol test server (SecantusDB in .venv)"
 .venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'SecantusDB==0.7.0b3'
 export BACKUP_TEST_SECANTUSD="$PWD/.venv/bin/secantusd-py"
 
-step "Building backupd (the daemon's end-to-end tests run it)"
-# The e2e tests live in backup-cli and cannot name another package's
-# binary; they run this same build, which is then a no-op.
-cargo build -p backup-daemon --bin backupd --locked
-
 step "Tests"
+# One feature set for every build (--all-features, as clippy and the docs
+# above), so each crate is compiled once; the e2e tests run the `backup`
+# and `backupd` binaries this build makes (backupd next to backup: the
+# daemon package has integration tests, so the workspace build includes
+# it). No test runs cargo.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final
   cargo test --workspace --all-features --locked --doc

@@ -50,6 +50,9 @@ fn wrong_password_unknown_snapshot_and_missing_repository() {
     assert!(err.contains("not a snapshot id"), "{err}");
     let err = s.fails(&["create", s.path("does-not-exist").to_str().unwrap()], 1);
     assert!(err.contains("does-not-exist"), "{err}");
+    // The cause (the operating system's error) is shown once, not once per
+    // layer that passed it on.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let err = s.fails(&["init"], 2);
     assert!(err.contains("already exists"), "{err}");
     assert!(before == repo_files(&s), "the repository changed");
@@ -61,6 +64,29 @@ fn wrong_password_unknown_snapshot_and_missing_repository() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BACKUP_PASSWORD"));
+}
+
+/// A setting of one kind of source given for another is a usage error that
+/// names it, before anything is read or written.
+#[test]
+fn settings_of_another_kind_of_source_are_refused() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    write(&src.join("f"), b"data");
+    let before = repo_files(&s);
+    let src = src.to_str().unwrap();
+    for (flags, says) in [
+        (&["--pg-globals"][..], "PostgreSQL"),
+        (&["--mongo-users"][..], "MongoDB"),
+        (&["--mode", "keys"][..], "Redis"),
+    ] {
+        let mut args = vec!["create", src];
+        args.extend_from_slice(flags);
+        let err = s.fails(&args, 2);
+        assert!(err.contains(flags[0]) && err.contains(says), "{err}");
+    }
+    assert!(before == repo_files(&s), "the repository changed");
 }
 
 #[test]

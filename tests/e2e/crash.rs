@@ -11,7 +11,7 @@ use backup_core::repo::{InitOptions, Repository};
 use backup_core::verify::{verify, VerifyOptions};
 use backup_core::Sink;
 use backup_sources::files::FilesSource;
-use backup_sources::SourceOptions;
+use backup_sources::Selection;
 use backup_storage::LocalSink;
 use backup_testkit::{Fault, FaultySink};
 
@@ -105,7 +105,7 @@ async fn failing_storage_leaves_no_snapshot() {
             .load_index()
             .await
             .unwrap();
-        let mut source = FilesSource::open(&src, &SourceOptions::default()).unwrap();
+        let mut source = FilesSource::open(&src, &Selection::default()).unwrap();
         let err = backup(
             &repo,
             &mut source,
@@ -132,7 +132,7 @@ async fn failing_storage_leaves_no_snapshot() {
         .load_index()
         .await
         .unwrap();
-    let mut source = FilesSource::open(&src, &SourceOptions::default()).unwrap();
+    let mut source = FilesSource::open(&src, &Selection::default()).unwrap();
     let out = backup(
         &repo,
         &mut source,

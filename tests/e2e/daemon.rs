@@ -7,41 +7,24 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::util::{random_bytes, write, Scratch, PASSWORD};
 
 const TOKEN: &str = "test-token-0123456789";
 
-/// The `backupd` binary. The e2e tests belong to `backup-cli`, which cannot
-/// name another package's binary, so it is built here (a no-op when up to
-/// date) into the same target directory.
+/// The `backupd` binary, built next to `backup` by the workspace's test
+/// build (`backup-daemon` has integration tests of its own, so
+/// `cargo test --workspace` and `cargo nextest run --workspace` build it
+/// before any test runs). No test runs cargo itself.
 fn backupd_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let backup = PathBuf::from(env!("CARGO_BIN_EXE_backup"));
-        let profile_dir = backup.parent().unwrap().to_owned();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "-p",
-            "backup-daemon",
-            "--bin",
-            "backupd",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo to build backupd");
-        assert!(status.success(), "building backupd failed");
-        profile_dir.join("backupd")
-    })
-    .clone()
+    let bin = Path::new(env!("CARGO_BIN_EXE_backup")).with_file_name("backupd");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests of the whole workspace (cargo nextest run --workspace), which builds it",
+        bin.display()
+    );
+    bin
 }
 
 fn free_port() -> u16 {

@@ -317,3 +317,24 @@ fn python_reader_reads_an_unencrypted_repository() {
     );
     assert_same_tree(&src, &out);
 }
+
+/// The chunk-size rule of `REPOSITORY_FORMAT.md` §5 is enforced by the
+/// program and by the independent reader alike.
+#[test]
+fn chunk_size_rule_is_checked_by_both_readers() {
+    let s = Scratch::new();
+    s.ok(&["init", "--insecure-no-encryption"]);
+    let cfg = Path::new(&s.repo).join("config");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["chunker"]["min_size"] = serde_json::json!(262_145);
+    fs::write(&cfg, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let out = s.run(&["list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chunker"), "{err}");
+    let out = reader(&s.repo, "ignored", &[os("list")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chunk-size rule"), "{err}");
+}

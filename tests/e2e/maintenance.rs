@@ -13,7 +13,7 @@ use backup_core::repo::{InitOptions, Repository};
 use backup_core::verify::{verify, VerifyOptions};
 use backup_core::{FileKind, Sink};
 use backup_sources::files::FilesSource;
-use backup_sources::SourceOptions;
+use backup_sources::Selection;
 use backup_storage::LocalSink;
 use backup_testkit::faulty::Op;
 use backup_testkit::gcs::GcsServer;
@@ -134,7 +134,7 @@ async fn repo_with_garbage(s: &Scratch) -> (Arc<dyn Sink>, std::path::PathBuf) {
             .load_index()
             .await
             .unwrap();
-        let mut source = FilesSource::open(&src, &SourceOptions::default()).unwrap();
+        let mut source = FilesSource::open(&src, &Selection::default()).unwrap();
         let out = backup(
             &repo,
             &mut source,
@@ -178,10 +178,10 @@ async fn assert_intact(sink: &Arc<dyn Sink>, expected: &Path, s: &Scratch, n: us
     let out = s.path(&format!("restore-{n}"));
     let target = backup_sources::files::FilesTarget::new(out.clone());
     use backup_core::target::Target;
+    let reader = backup_core::reader::SnapshotReader::new(repo, snap);
     target
         .restore(
-            &repo,
-            &snap,
+            &reader,
             &backup_core::target::RestoreOptions::default(),
             Arc::new(NoProgress),
         )

@@ -258,7 +258,8 @@ fn verify_restore_test_restores_and_compares() {
             .find_snapshot(&id, &backup_core::snapshot::SnapshotFilter::default())
             .await
             .unwrap();
-        backup_sources::files::compare_restored(&repo, snap.snapshot.tree, &kept)
+        let reader = backup_core::reader::SnapshotReader::new(repo, snap);
+        backup_sources::files::compare_restored(&reader, &kept)
             .await
             .unwrap()
     });

@@ -145,6 +145,46 @@ def time_key(s: str) -> tuple[int, int]:
 # The repository
 
 
+CONFIG_FIELDS = {
+    "version", "id", "created", "encryption", "compression", "chunker",
+    "pack_size", "insecure_master_key",
+}
+
+
+def check_config_fields(cfg: dict) -> None:
+    """The config rules of REPOSITORY_FORMAT.md section 5: known fields only,
+    a compression level of 1-22, and the chunk-size rule."""
+    unknown = set(cfg) - CONFIG_FIELDS
+    if unknown:
+        raise FormatError(f"config: unknown fields {sorted(unknown)}")
+    comp = cfg.get("compression")
+    if not isinstance(comp, dict) or comp.get("algorithm") != "zstd":
+        raise FormatError("config: compression must be zstd")
+    level = comp.get("level")
+    if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 22:
+        raise FormatError(f"config: compression level {level!r} is outside 1-22")
+    ch = cfg.get("chunker")
+    if not isinstance(ch, dict) or ch.get("algorithm") != "fastcdc-2020":
+        raise FormatError("config: the chunker must be fastcdc-2020")
+    try:
+        lo, avg, hi = int(ch["min_size"]), int(ch["avg_size"]), int(ch["max_size"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError("config: chunker sizes missing") from None
+    ok = (
+        64 <= lo <= 1024 * 1024
+        and 256 <= avg <= 4 * 1024 * 1024
+        and 1024 <= hi <= 16 * 1024 * 1024
+        and lo <= avg <= hi
+        and avg & (avg - 1) == 0
+        and lo % 2 == 0
+        and hi % 2 == 0
+    )
+    if not ok:
+        raise FormatError(
+            f"config: chunker sizes {lo}/{avg}/{hi} break the chunk-size rule (section 5)"
+        )
+
+
 @dataclass(frozen=True)
 class Location:
     pack: str
@@ -177,6 +217,7 @@ class Repo:
             )
         if version < 1:
             raise FormatError(f"config: unknown format version {version}")
+        check_config_fields(cfg)
         self.config = cfg
         self.repo_id = cfg.get("id")
         encryption = cfg.get("encryption")

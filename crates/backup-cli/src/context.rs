@@ -1,39 +1,24 @@
-//! What every command needs: the repository, passwords and output.
+//! What every command needs: the configuration, the repository, passwords,
+//! progress bars, confirmations and output.
 
-use std::io::{IsTerminal, Write as _};
+use std::io::{BufRead, IsTerminal, Write as _};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use backup_core::config::Encryption;
+use anyhow::Result;
 use backup_core::progress::Progress;
 use backup_core::repo::Repository;
-use backup_core::Sink;
-use backup_storage::{StorageOptions, StorageUrl};
+use backup_ops::config::{Config, Job};
+use backup_ops::repository::{self, RepoSpec};
+use backup_ops::secret::{ExposeSecret, SecretString};
+use backup_ops::{AuditDetails, Feedback};
 
 use crate::cli::GlobalArgs;
-use backup_daemon::config::{Config, Job};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A usage or configuration problem detected by the CLI itself (exit 2).
-#[derive(Debug)]
-pub(crate) struct UsageError(pub(crate) String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// Returns a usage error.
+/// Returns a usage error (exit code 2).
 pub(crate) fn usage<T>(msg: impl Into<String>) -> Result<T> {
-    Err(UsageError(msg.into()).into())
+    Err(backup_ops::Error::usage(msg.into()).into())
 }
 
 /// Shared state of one invocation.
@@ -43,18 +28,19 @@ pub(crate) struct Ctx {
     pub(crate) config: Option<Config>,
     /// The configured repository to use instead of `--repo` (set by
     /// `--job`, or by `--repo NAME` naming one).
-    pub(crate) named_repo: Mutex<Option<String>>,
+    named_repo: Mutex<Option<String>>,
     /// The repository once opened (for the audit record).
-    pub(crate) opened: Mutex<Option<Repository>>,
+    opened: Mutex<Option<Repository>>,
     /// Details for the audit record of this operation.
-    pub(crate) audit_details: Mutex<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) audit_details: AuditDetails,
+    lock_wait: Duration,
 }
 
 impl Ctx {
     /// Builds the context, reading `--config` when given.
     pub(crate) fn new(global: GlobalArgs) -> Result<Self> {
         let config = match &global.config {
-            Some(path) => Some(Config::load(path).map_err(|e| UsageError(e.to_string()))?),
+            Some(path) => Some(Config::load(path).map_err(backup_ops::Error::from)?),
             None => None,
         };
         let named = match (&config, &global.repo) {
@@ -62,12 +48,15 @@ impl Ctx {
             (Some(c), None) if c.repositories.len() == 1 => c.repositories.keys().next().cloned(),
             _ => None,
         };
+        let lock_wait = backup_core::retention::parse_duration(&global.lock_wait)
+            .map_err(backup_ops::Error::from)?;
         Ok(Ctx {
             global,
             config,
             named_repo: Mutex::new(named),
             opened: Mutex::new(None),
-            audit_details: Mutex::new(serde_json::Map::new()),
+            audit_details: AuditDetails::default(),
+            lock_wait,
         })
     }
 
@@ -84,78 +73,66 @@ impl Ctx {
     /// The job `name` of the configuration; its repository becomes the one
     /// this invocation uses.
     pub(crate) fn job(&self, name: &str) -> Result<Job> {
-        let job = self
-            .config()?
-            .job(name)
-            .map_err(|e| UsageError(e.to_string()))?;
-        *lock(&self.named_repo) = Some(job.repository.clone());
+        let job = self.config()?.job(name).map_err(backup_ops::Error::from)?;
+        *self
+            .named_repo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(job.repository.clone());
+        self.detail("job", backup_ops::json(&job.name));
         Ok(job)
     }
 
-    /// Adds a detail to this operation's audit record.
-    pub(crate) fn audit_detail(&self, key: &str, value: impl serde::Serialize) {
-        if let Ok(v) = serde_json::to_value(value) {
-            lock(&self.audit_details).insert(key.to_owned(), v);
-        }
+    /// `--lock-wait`.
+    pub(crate) fn lock_wait(&self) -> Duration {
+        self.lock_wait
     }
 
     /// The local audit log.
-    pub(crate) fn audit_log(&self) -> Option<std::path::PathBuf> {
-        self.config
-            .as_ref()
-            .and_then(|c| c.audit.local_log.clone())
-            .or_else(backup_daemon::audit::default_local_log)
+    pub(crate) fn audit_log(&self) -> backup_ops::audit::AuditLog {
+        backup_ops::audit::AuditLog::new(
+            self.config
+                .as_ref()
+                .and_then(|c| c.audit.local_log.as_deref()),
+        )
     }
 
-    /// The repository URL as given.
-    pub(crate) fn repo_url(&self) -> Result<StorageUrl> {
+    /// The repository this invocation opened, if any.
+    pub(crate) fn opened(&self) -> Option<Repository> {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The repository given by `--repo` and `--option`.
+    pub(crate) fn repo_spec(&self) -> Result<RepoSpec> {
         let Some(url) = self.global.repo.as_deref() else {
             return usage("no repository given: use --repo URL or set BACKUP_REPOSITORY");
         };
-        Ok(StorageUrl::parse(url)?)
+        let mut spec = RepoSpec::new(url, &self.global.options)?;
+        spec.key_file.clone_from(&self.global.key_file);
+        Ok(spec)
     }
 
-    /// The storage backend.
-    pub(crate) fn sink(&self) -> Result<Arc<dyn Sink>> {
-        let url = self.repo_url()?;
-        let mut options = StorageOptions::default();
-        for pair in &self.global.options {
-            options.set_pair(pair)?;
-        }
-        Ok(backup_storage::build(&url, &options)?)
-    }
-
-    /// Opens the repository, asking for a password only when it is encrypted.
+    /// Opens the repository (a configured one when `--job` or `--repo NAME`
+    /// chose it), asking for a password only when it is encrypted.
     pub(crate) async fn open(&self) -> Result<Repository> {
-        let repo = self.open_inner().await?;
-        *lock(&self.opened) = Some(repo.clone());
+        let named = self
+            .named_repo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let repo = match (named, &self.config) {
+            (Some(name), Some(config)) => repository::open_configured(config, &name).await?,
+            _ => repository::open(&self.repo_spec()?, || self.password(false)).await?,
+        };
+        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(repo.clone());
         Ok(repo)
     }
 
-    async fn open_inner(&self) -> Result<Repository> {
-        let named = lock(&self.named_repo).clone();
-        if let (Some(name), Some(config)) = (named, &self.config) {
-            let cfg = config
-                .repository(&name)
-                .map_err(|e| UsageError(e.to_string()))?;
-            return backup_daemon::job::open_repository(&name, cfg).await;
-        }
-        let sink = self.sink()?;
-        let config = Repository::read_config(sink.as_ref()).await?;
-        if config.encryption == Encryption::None {
-            return Ok(Repository::open(sink, None).await?);
-        }
-        let password = self.password(false)?;
-        if let Some(path) = &self.global.key_file {
-            let key = std::fs::read(path)
-                .with_context(|| format!("reading key file {}", path.display()))?;
-            return Ok(Repository::open_with_key_file(sink, &key, password.as_bytes()).await?);
-        }
-        Ok(Repository::open(sink, Some(password.as_bytes())).await?)
-    }
-
-    /// The repository password: BACKUP_PASSWORD, --password-file, or a prompt.
-    pub(crate) fn password(&self, confirm: bool) -> Result<String> {
+    /// The repository password: `BACKUP_PASSWORD`, `--password-file`, or a
+    /// prompt.
+    pub(crate) fn password(&self, confirm: bool) -> backup_ops::Result<SecretString> {
         if let Ok(p) = std::env::var("BACKUP_PASSWORD") {
             return non_empty(p, "BACKUP_PASSWORD");
         }
@@ -168,11 +145,6 @@ impl Ctx {
     /// Whether to print human output.
     pub(crate) fn human(&self) -> bool {
         !self.global.json && !self.global.quiet
-    }
-
-    /// A progress reporter for a phase.
-    pub(crate) fn progress(&self, phase: &str, noun: &'static str) -> Arc<dyn Progress> {
-        crate::progress::reporter(self.human() && !self.global.no_progress, phase, noun)
     }
 
     /// Prints a JSON document on stdout.
@@ -193,40 +165,60 @@ impl Ctx {
     }
 }
 
-fn non_empty(p: String, what: &str) -> Result<String> {
-    if p.is_empty() {
-        return usage(format!("{what} is empty"));
+impl Feedback for Ctx {
+    fn progress(&self, phase: &'static str, noun: &'static str) -> Arc<dyn Progress> {
+        crate::progress::reporter(self.human() && !self.global.no_progress, phase, noun)
     }
-    Ok(p)
+
+    fn wants_totals(&self) -> bool {
+        self.human() && !self.global.no_progress
+    }
+
+    fn confirm(&self, question: &str) -> backup_ops::Result<()> {
+        confirm(question)
+    }
+
+    fn detail(&self, key: &str, value: serde_json::Value) {
+        self.audit_details.insert(key, value);
+    }
 }
 
 /// Reads a password file: its first line, without the line ending.
-pub(crate) fn read_password_file(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading password file {}", path.display()))?;
+pub(crate) fn read_password_file(path: &Path) -> backup_ops::Result<SecretString> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        backup_core::Error::io(format!("reading password file {}", path.display()), e)
+    })?;
     let line = text.lines().next().unwrap_or("").to_owned();
     non_empty(line, &format!("password file {}", path.display()))
 }
 
-/// Asks on the terminal.
-pub(crate) fn prompt(what: &str, confirm: bool) -> Result<String> {
-    if !std::io::stdin().is_terminal() {
-        return usage(format!(
-            "no {what} given: set BACKUP_PASSWORD or BACKUP_PASSWORD_FILE, or use --password-file"
-        ));
+fn non_empty(p: String, what: &str) -> backup_ops::Result<SecretString> {
+    if p.is_empty() {
+        return Err(backup_ops::Error::usage(format!("{what} is empty")));
     }
-    let p = rpassword::prompt_password(format!("Enter {what}: "))?;
-    if confirm {
-        let again = rpassword::prompt_password(format!("Enter {what} again: "))?;
-        if again != p {
-            return usage("the passwords do not match");
-        }
+    Ok(SecretString::from(p))
+}
+
+/// Asks on the terminal.
+pub(crate) fn prompt(what: &str, confirm: bool) -> backup_ops::Result<SecretString> {
+    if !std::io::stdin().is_terminal() {
+        return Err(backup_ops::Error::usage(format!(
+            "no {what} given: set BACKUP_PASSWORD or BACKUP_PASSWORD_FILE, or use --password-file"
+        )));
+    }
+    let read = |q: String| {
+        rpassword::prompt_password(q)
+            .map_err(|e| backup_ops::Error::from(backup_core::Error::io("reading the password", e)))
+    };
+    let p = read(format!("Enter {what}: "))?;
+    if confirm && read(format!("Enter {what} again: "))? != p {
+        return Err(backup_ops::Error::usage("the passwords do not match"));
     }
     non_empty(p, what)
 }
 
 /// A new password: --new-password-file, BACKUP_NEW_PASSWORD, or a prompt.
-pub(crate) fn new_password(file: Option<&Path>) -> Result<String> {
+pub(crate) fn new_password(file: Option<&Path>) -> backup_ops::Result<SecretString> {
     if let Some(path) = file {
         return read_password_file(path);
     }
@@ -236,24 +228,35 @@ pub(crate) fn new_password(file: Option<&Path>) -> Result<String> {
     prompt("new password", true)
 }
 
-/// Runs `work` while holding a repository lock (waiting up to
-/// `--lock-wait` for a conflicting one), and releases the lock whether the
-/// work succeeds or fails.
-pub(crate) async fn with_lock<T, Fut>(
-    ctx: &Ctx,
-    repo: &backup_core::repo::Repository,
-    exclusive: bool,
-    operation: &str,
-    work: Fut,
-) -> Result<T>
-where
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let wait = backup_core::retention::parse_duration(&ctx.global.lock_wait)?;
-    let lock = repo.lock_wait(exclusive, operation, wait).await?;
-    let result = work.await;
-    let released = lock.release().await;
-    let value = result?;
-    released?;
-    Ok(value)
+/// The bytes of a password, for the core's key functions.
+pub(crate) fn bytes(p: &SecretString) -> &[u8] {
+    p.expose_secret().as_bytes()
+}
+
+/// Asks for confirmation on a terminal; refuses without one.
+pub(crate) fn confirm(question: &str) -> backup_ops::Result<()> {
+    let io = |e| backup_ops::Error::from(backup_core::Error::io("asking for confirmation", e));
+    if !std::io::stdin().is_terminal() {
+        return Err(backup_ops::Error::usage(
+            "a destructive restore needs confirmation: add --yes when not on a terminal",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().map_err(io)?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(io)?;
+    if matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(backup_ops::Error::usage(
+            "restore cancelled; nothing was changed",
+        ))
+    }
+}
+
+impl Ctx {
+    /// Notes an audit detail.
+    pub(crate) fn detail(&self, key: &str, value: serde_json::Value) {
+        self.audit_details.insert(key, value);
+    }
 }

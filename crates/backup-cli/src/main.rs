@@ -25,18 +25,12 @@ use crate::cli::Cli;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Exit codes (DESIGN.md section 5).
-pub(crate) mod exit {
-    /// The operation failed.
-    pub(crate) const FAILED: u8 = 1;
-    /// Usage or configuration error.
-    pub(crate) const USAGE: u8 = 2;
-    /// Repository damage found.
-    pub(crate) const DAMAGE: u8 = 3;
-}
+pub(crate) use backup_ops::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
+    install_tls_provider();
     let json = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,17 +52,25 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let code = exit_code(&e);
+            let message = report(&e);
             if json {
-                let msg = serde_json::json!({"error": format!("{e:#}"), "exit_code": code});
+                let msg = serde_json::json!({"error": message, "exit_code": code});
                 let _ = writeln!(std::io::stdout(), "{msg}");
             }
-            eprintln!("error: {e:#}");
-            if let Some(hint) = hint(&e) {
+            eprintln!("error: {message}");
+            if let Some(hint) = ops_error(&e).and_then(backup_ops::Error::hint) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// The one TLS crypto provider of the process (rustls with *ring*), chosen
+/// here, in the binary, for every library that makes TLS connections.
+fn install_tls_provider() {
+    // Fails only when a provider is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn init_logging(g: &cli::GlobalArgs) {
@@ -89,34 +91,25 @@ fn init_logging(g: &cli::GlobalArgs) {
         .try_init();
 }
 
-fn core_error(e: &anyhow::Error) -> Option<&backup_core::Error> {
+/// The operations layer's error in the chain, if any.
+fn ops_error(e: &anyhow::Error) -> Option<&backup_ops::Error> {
     e.chain()
-        .find_map(|c| c.downcast_ref::<backup_core::Error>())
+        .find_map(|c| c.downcast_ref::<backup_ops::Error>())
+}
+
+/// The error and its causes on one line, each cause once.
+pub(crate) fn report(e: &anyhow::Error) -> String {
+    backup_core::error::report(e.as_ref())
 }
 
 /// Maps an error to the exit code of DESIGN.md.
 pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain()
-        .any(|c| c.downcast_ref::<context::UsageError>().is_some())
-    {
-        return exit::USAGE;
+    if let Some(ops) = ops_error(e) {
+        return ops.exit_code();
     }
-    match core_error(e) {
-        Some(backup_core::Error::Config(_) | backup_core::Error::UnsupportedVersion { .. }) => {
-            exit::USAGE
-        }
-        Some(backup_core::Error::Corrupt { .. }) => exit::DAMAGE,
-        _ => exit::FAILED,
-    }
-}
-
-fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    match core_error(e)? {
-        backup_core::Error::WrongPassword => Some("check BACKUP_PASSWORD / --password-file; `backup key list` shows the keys once you are in"),
-        backup_core::Error::Corrupt { .. } => Some("run `backup verify --read-data` to find every damaged snapshot"),
-        backup_core::Error::Locked(_) => Some("wait for the other operation to finish; if its process is gone, `backup unlock` removes expired locks"),
-        _ => None,
-    }
+    e.chain()
+        .find_map(|c| c.downcast_ref::<backup_core::Error>())
+        .map_or(exit::FAILED, exit::of_core)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

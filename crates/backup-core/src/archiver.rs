@@ -278,7 +278,7 @@ async fn walk(
             Item::Enter(node) => {
                 let top = stack
                     .last()
-                    .ok_or_else(|| Error::Source("unbalanced walk".into()))?;
+                    .ok_or_else(|| Error::source_failed("unbalanced walk"))?;
                 let parent_tree = match top.parent_tree.as_ref().and_then(|t| t.find(&node.name)) {
                     Some(Node {
                         kind: NodeKind::Dir,
@@ -298,7 +298,7 @@ async fn walk(
             }
             Item::Leave => {
                 if stack.len() < 2 {
-                    return Err(Error::Source("unbalanced walk: Leave without Enter".into()));
+                    return Err(Error::source_failed("unbalanced walk: Leave without Enter"));
                 }
                 #[allow(clippy::unwrap_used)]
                 let mut frame = stack.pop().unwrap();
@@ -306,7 +306,7 @@ async fn walk(
                 path.pop();
                 let node = frame
                     .node
-                    .ok_or_else(|| Error::Source("directory without node".into()))?;
+                    .ok_or_else(|| Error::source_failed("directory without node"))?;
                 // A directory whose entries are all read is finished now (its
                 // nodes leave memory); otherwise later, so that the walk does
                 // not wait for its slowest entry.
@@ -339,7 +339,7 @@ async fn walk(
         }
     }
     if stack.len() != 1 {
-        return Err(Error::Source("unbalanced walk: Enter without Leave".into()));
+        return Err(Error::source_failed("unbalanced walk: Enter without Leave"));
     }
     #[allow(clippy::unwrap_used)]
     let root = stack.pop().unwrap();
@@ -375,8 +375,8 @@ async fn leaf(
             return Ok(Pending::Ready(node));
         }
         NodeKind::Dir => {
-            return Err(Error::Source(
-                "a directory must be given as Enter/Leave, not as a leaf".into(),
+            return Err(Error::source_failed(
+                "a directory must be given as Enter/Leave, not as a leaf",
             ))
         }
         NodeKind::File | NodeKind::Stream => {}
@@ -397,7 +397,7 @@ async fn leaf(
         }
     }
     let Some(content) = content else {
-        return Err(Error::Source(format!(
+        return Err(Error::source_failed(format!(
             "entry `{}` has no content",
             node.name
         )));
@@ -654,7 +654,7 @@ async fn finish_tree(
     }
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = nodes.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(Error::Source(format!(
+        return Err(Error::source_failed(format!(
             "duplicate entry `{}` in `{dir_path}`",
             w[0].name
         )));

@@ -134,3 +134,30 @@ pub fn not_yet_copied(
         .filter(|s| !have.contains(&s.id) && s.snapshot.copy_of.is_none_or(|o| !have.contains(&o)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, copy_of: Option<u8>) -> SnapshotEntry {
+        let mut snapshot = crate::test_support::manifest("2024-01-01T00:00:00Z", "/x");
+        snapshot.copy_of = copy_of.map(|c| Id([c; 32]));
+        SnapshotEntry {
+            id: Id([n; 32]),
+            snapshot,
+        }
+    }
+
+    #[test]
+    fn copies_are_made_once_in_either_direction() {
+        // Source: 1, 2, and 3 (itself a copy of 9).
+        let wanted = vec![entry(1, None), entry(2, None), entry(3, Some(9))];
+        // Destination: a copy of 1 (as 7), and 9 itself.
+        let dest = vec![entry(7, Some(1)), entry(9, None)];
+        let todo: Vec<u8> = not_yet_copied(wanted, &dest)
+            .iter()
+            .map(|e| e.id.0[0])
+            .collect();
+        assert_eq!(todo, [2]);
+    }
+}

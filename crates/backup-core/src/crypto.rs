@@ -20,16 +20,7 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
-/// Fills `buf` with random bytes from the operating system.
-///
-/// # Panics
-///
-/// Panics when the operating system has no random source, since nothing
-/// can be encrypted safely without one.
-pub fn fill_random(buf: &mut [u8]) {
-    #[allow(clippy::expect_used)]
-    getrandom::getrandom(buf).expect("the operating system random number generator failed");
-}
+pub use crate::util::fill_random;
 
 /// The secrets of a repository: created once at `init`, stored only wrapped
 /// by user keys (see [`crate::keys`]).

@@ -2,10 +2,13 @@
 
 use std::fmt;
 
-use crate::sink::FileKind;
+use crate::file_kind::FileKind;
 
 /// A specialised `Result` for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Any error of a driver or library, kept as the cause of one of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors returned by the repository, the pipeline and storage backends.
 ///
@@ -81,12 +84,32 @@ pub enum Error {
     /// The operation was cancelled.
     #[error("operation cancelled")]
     Cancelled,
-    /// A source (the system being backed up) failed.
-    #[error("source failed: {0}")]
-    Source(String),
-    /// A restore target failed or refused the restore.
-    #[error("restore target: {0}")]
-    Target(String),
+    /// A source (the system being backed up) failed. The driver's error,
+    /// when there is one, is the [`std::error::Error::source`]; `retryable`
+    /// says whether running the operation again may succeed (a dropped
+    /// connection) or not (a refused password, a missing database).
+    #[error("source failed: {message}")]
+    Source {
+        /// What failed, including the driver's message.
+        message: String,
+        /// The driver's error.
+        #[source]
+        cause: Option<BoxError>,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+    /// A restore target failed or refused the restore; fields as for
+    /// [`Error::Source`].
+    #[error("restore target: {message}")]
+    Target {
+        /// What failed, including the driver's message.
+        message: String,
+        /// The driver's error.
+        #[source]
+        cause: Option<BoxError>,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
     /// A local I/O error with the path or action it concerned.
     #[error("{context}: {source}")]
     Io {
@@ -108,18 +131,109 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same operation may succeed.
+    /// Whether retrying the same operation may succeed: the one
+    /// classification every retry loop uses (the storage retry layer, the
+    /// daemon's job retries).
+    ///
+    /// Retryable are [`Error::Transient`], a lock held by another process
+    /// ([`Error::Locked`]), I/O errors of a kind that passes
+    /// ([`io_is_transient`]), source and target errors their driver
+    /// classified as passing, and [`Error::Generic`] errors caused by such
+    /// an I/O error. Everything else (configuration, passwords, damage,
+    /// missing objects, refusals) is permanent.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transient { .. } => true,
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-            ),
+            Error::Transient { .. } | Error::Locked(_) => true,
+            Error::Io { source, .. } => io_is_transient(source),
+            Error::Source { retryable, .. } | Error::Target { retryable, .. } => *retryable,
+            Error::Generic { source, .. } => cause_is_transient(source.as_ref()),
             _ => false,
+        }
+    }
+
+    /// A source failure without a driver error (a refusal, a check that
+    /// failed); not retryable.
+    pub fn source_failed(message: impl fmt::Display) -> Self {
+        Error::Source {
+            message: message.to_string(),
+            cause: None,
+            retryable: false,
+        }
+    }
+
+    /// A source failure caused by `cause`: the message is `context: cause`,
+    /// and it is retryable when the cause is a passing I/O error
+    /// ([`cause_is_transient`]). Drivers that know better use
+    /// [`Error::source_with`].
+    pub fn source_caused(context: impl fmt::Display, cause: impl Into<BoxError>) -> Self {
+        let cause = cause.into();
+        let retryable = cause_is_transient(cause.as_ref());
+        Self::source_with(context, cause, retryable)
+    }
+
+    /// A source failure caused by `cause`, with the driver's own verdict on
+    /// whether a retry can help.
+    pub fn source_with(
+        context: impl fmt::Display,
+        cause: impl Into<BoxError>,
+        retryable: bool,
+    ) -> Self {
+        let cause = cause.into();
+        Error::Source {
+            message: format!("{context}: {cause}"),
+            cause: Some(cause),
+            retryable,
+        }
+    }
+
+    /// A target failure without a driver error; not retryable.
+    pub fn target_failed(message: impl fmt::Display) -> Self {
+        Error::Target {
+            message: message.to_string(),
+            cause: None,
+            retryable: false,
+        }
+    }
+
+    /// A target failure caused by `cause`; as [`Error::source_caused`].
+    pub fn target_caused(context: impl fmt::Display, cause: impl Into<BoxError>) -> Self {
+        let cause = cause.into();
+        let retryable = cause_is_transient(cause.as_ref());
+        Self::target_with(context, cause, retryable)
+    }
+
+    /// A target failure caused by `cause`, with the driver's verdict on
+    /// retrying.
+    pub fn target_with(
+        context: impl fmt::Display,
+        cause: impl Into<BoxError>,
+        retryable: bool,
+    ) -> Self {
+        let cause = cause.into();
+        Error::Target {
+            message: format!("{context}: {cause}"),
+            cause: Some(cause),
+            retryable,
+        }
+    }
+
+    /// A [`Error::Source`] error turned into a [`Error::Target`] one with
+    /// the same message, cause and verdict (for the source code that a
+    /// restore shares with a backup); other errors are returned as they
+    /// are.
+    #[must_use]
+    pub fn into_target(self) -> Self {
+        match self {
+            Error::Source {
+                message,
+                cause,
+                retryable,
+            } => Error::Target {
+                message,
+                cause,
+                retryable,
+            },
+            other => other,
         }
     }
 
@@ -150,5 +264,100 @@ impl Error {
         Error::NotFound {
             what: what.to_string(),
         }
+    }
+}
+
+/// Whether an I/O error is of a kind that may pass: interrupted, timed out,
+/// or a connection refused, reset, aborted, broken or closed early.
+pub fn io_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::Interrupted
+            | K::TimedOut
+            | K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::WouldBlock
+    )
+}
+
+/// Whether an error, or any error in its chain of causes, is a passing I/O
+/// error ([`io_is_transient`]) or one of ours that [`Error::is_retryable`]
+/// calls retryable.
+pub fn cause_is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io_is_transient(io) {
+                return true;
+            }
+        }
+        if let Some(ours) = e.downcast_ref::<Error>() {
+            return ours.is_retryable();
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// An error and its causes as one line, `outer: cause: cause`, leaving out
+/// a cause whose text the line already holds (our errors write their cause
+/// into their own message and also return it as their source).
+pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_classification() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(Error::source_caused("connecting to db1", refused).is_retryable());
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!Error::source_caused("reading /etc/shadow", denied).is_retryable());
+        assert!(!Error::source_failed("the server refused the password").is_retryable());
+        assert!(Error::target_with("x", "driver says later", true).is_retryable());
+        assert!(Error::Locked("by prune".into()).is_retryable());
+        assert!(!Error::WrongPassword.is_retryable());
+        assert!(!Error::corrupt(FileKind::Pack, "p", "bad tag").is_retryable());
+        let wrapped = Error::Generic {
+            backend: "s3",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        };
+        assert!(wrapped.is_retryable());
+    }
+
+    #[test]
+    fn causes_are_kept_and_reported_once() {
+        let e = Error::source_caused(
+            "connecting to 127.0.0.1:1",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        let cause = std::error::Error::source(&e).expect("the driver error is kept");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(
+            report(&e),
+            "source failed: connecting to 127.0.0.1:1: connection refused"
+        );
+        assert_eq!(
+            e.into_target().to_string(),
+            "restore target: connecting to 127.0.0.1:1: connection refused"
+        );
     }
 }

@@ -25,7 +25,7 @@ impl Id {
     /// A random identifier (for lock files).
     pub fn random() -> Id {
         let mut b = [0u8; 32];
-        crate::crypto::fill_random(&mut b);
+        crate::util::fill_random(&mut b);
         Id(b)
     }
 

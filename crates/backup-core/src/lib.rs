@@ -47,29 +47,38 @@
 #![deny(missing_docs)]
 
 pub mod archiver;
+pub mod audit;
 pub mod chunker;
 pub mod config;
 pub mod copy;
 pub mod crypto;
 pub mod error;
+pub mod file_kind;
 pub mod filter;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod lock;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod reader;
+pub mod redact;
 pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod retention;
+pub mod retry;
 mod saver;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod stats;
 pub mod target;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_support;
 pub mod tree;
 pub mod util;
 pub mod verify;

@@ -9,6 +9,7 @@
 //! conflict it removes its own lock again, so two racing processes can
 //! never both believe they hold conflicting locks.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +25,26 @@ use crate::sink::{FileKind, Sink};
 pub const LEASE: Duration = Duration::from_secs(300);
 /// How often a held lock is renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether a lock shares the repository with other holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Backups, restores, checks, forget: any number at once.
+    Shared,
+    /// Prune and repair: no other lock may exist.
+    Exclusive,
+}
+
+impl LockMode {
+    /// [`LockMode::Exclusive`] when `exclusive`, else [`LockMode::Shared`].
+    pub fn exclusive_if(exclusive: bool) -> Self {
+        if exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        }
+    }
+}
 
 /// Contents of a lock file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +99,12 @@ impl LockInfo {
 }
 
 /// A held lock; renewed in the background until released.
+///
+/// Release it with [`LockGuard::release`], which removes the lock file and
+/// reports whether that worked; [`Repository::with_lock`] does so on every
+/// path. Dropping a guard without releasing it (a panic) stops the renewal
+/// and starts a best-effort removal in the background; if that cannot run,
+/// the lease expires on its own within [`LEASE`].
 #[derive(Debug)]
 pub struct LockGuard {
     sink: Arc<dyn Sink>,
@@ -156,7 +183,8 @@ impl Repository {
     /// # Errors
     ///
     /// [`Error::Locked`] naming the conflicting holder; storage errors.
-    pub async fn lock(&self, exclusive: bool, operation: &str) -> Result<LockGuard> {
+    pub async fn lock(&self, mode: LockMode, operation: &str) -> Result<LockGuard> {
+        let exclusive = mode == LockMode::Exclusive;
         let now = Utc::now();
         let info = LockInfo {
             exclusive,
@@ -197,14 +225,14 @@ impl Repository {
     /// [`Error::Locked`] when the conflict outlasts `wait`; storage errors.
     pub async fn lock_wait(
         &self,
-        exclusive: bool,
+        mode: LockMode,
         operation: &str,
         wait: Duration,
     ) -> Result<LockGuard> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut announced = false;
         loop {
-            match self.lock(exclusive, operation).await {
+            match self.lock(mode, operation).await {
                 Err(Error::Locked(holder)) if tokio::time::Instant::now() < deadline => {
                     if !announced {
                         tracing::warn!(%holder, "Waiting for the repository lock.");
@@ -216,6 +244,35 @@ impl Repository {
                 other => return other,
             }
         }
+    }
+
+    /// Runs `work` while holding a lock for `operation` (waiting up to
+    /// `wait` for a conflicting one), then releases the lock, whether the
+    /// work succeeded or failed. To abandon the work (a shutdown), let it
+    /// end early, for example by selecting on a cancellation token inside
+    /// `work`: the lock is still released before this returns.
+    ///
+    /// # Errors
+    ///
+    /// The error of `work`; otherwise [`Error::Locked`] or storage errors
+    /// while taking or releasing the lock.
+    pub async fn with_lock<T, E, Fut>(
+        &self,
+        mode: LockMode,
+        operation: &str,
+        wait: Duration,
+        work: Fut,
+    ) -> std::result::Result<T, E>
+    where
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: From<Error>,
+    {
+        let guard = self.lock_wait(mode, operation, wait).await?;
+        let result = work.await;
+        let released = guard.release().await;
+        let value = result?;
+        released?;
+        Ok(value)
     }
 
     /// Removes expired locks (or all locks with `all`); returns how many.
@@ -253,5 +310,40 @@ async fn renew(repo: Repository, mut info: LockInfo, current: Arc<Mutex<String>>
                 tracing::warn!(error = %e, "Could not renew the repository lock; will retry.");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_say_who_and_whether_expired() {
+        let now = Utc::now();
+        let mut info = LockInfo {
+            exclusive: false,
+            operation: "backup".into(),
+            host: "db1".into(),
+            pid: 42,
+            user: "backup".into(),
+            created: now - chrono::Duration::seconds(30),
+            expires: now + chrono::Duration::seconds(270),
+            nonce: Id::random(),
+        };
+        let d = info.describe(now);
+        assert!(
+            d.starts_with("a shared lock held by backup@db1 (pid 42) for `backup`, taken 30s ago"),
+            "{d}"
+        );
+        assert!(!info.is_expired(now));
+        info.exclusive = true;
+        info.expires = now - chrono::Duration::seconds(1);
+        let d = info.describe(now);
+        assert!(
+            d.starts_with("an exclusive lock") && d.contains("expired"),
+            "{d}"
+        );
+        assert_eq!(LockMode::exclusive_if(true), LockMode::Exclusive);
+        assert_eq!(LockMode::exclusive_if(false), LockMode::Shared);
     }
 }

@@ -165,72 +165,13 @@ pub async fn prune(
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
     progress.set_phase("finding used data");
-    let (snapshots, used) = used_blobs(repo).await?;
-    let mut report = PruneReport {
-        dry_run: opts.dry_run,
-        snapshots,
-        blobs_used: used.len(),
-        ..PruneReport::default()
-    };
-    let stored: HashMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
-    report.bytes_before = stored.values().sum();
-    let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
-    report.packs_before = indexed.len();
-
-    // Classify packs.
-    let mut by_pack = repo.index().entries_by_pack();
-    let mut fates: Vec<(Id, u64, Fate)> = Vec::new();
-    for (&pack, &size) in &indexed {
-        let entries = by_pack.remove(&pack).unwrap_or_default();
-        let live: Vec<PackEntry> = entries
-            .into_iter()
-            .filter(|e| used.contains(&(e.blob_type, e.id)))
-            .collect();
-        let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
-        let unused = size.saturating_sub(live_bytes);
-        let fate = if live.is_empty() {
-            Fate::Delete
-        } else if size > 0 && unused as f64 / size as f64 >= opts.repack_threshold {
-            Fate::Repack(live)
-        } else {
-            report.bytes_unused_kept += unused;
-            Fate::Keep(live)
-        };
-        fates.push((pack, size, fate));
-    }
-    fates.sort_by_key(|(id, _, _)| *id);
-    let unindexed: Vec<(String, u64)> = stored
-        .iter()
-        .filter(|(name, _)| {
-            name.parse::<Id>()
-                .map_or(true, |id| !indexed.contains_key(&id))
-        })
-        .map(|(n, s)| (n.clone(), *s))
-        .collect();
-    report.packs_unindexed = unindexed.len();
-    for (_, size, fate) in &fates {
-        match fate {
-            Fate::Delete => {
-                report.packs_deleted += 1;
-                report.bytes_deleted += size;
-            }
-            Fate::Repack(live) => {
-                report.packs_repacked += 1;
-                report.bytes_deleted += size;
-                report.bytes_rewritten += live.iter().map(|e| u64::from(e.length)).sum::<u64>();
-            }
-            Fate::Keep(_) => {}
-        }
-    }
-    report.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
-    let old_index: Vec<String> = repo.sink().list_names(FileKind::Index).await?;
-    report.index_files_replaced = old_index.len();
+    let Plan {
+        mut report,
+        indexed,
+        fates,
+        unindexed,
+        old_index,
+    } = plan(repo, opts).await?;
     if opts.dry_run {
         report.bytes_freed = report.bytes_deleted.saturating_sub(report.bytes_rewritten);
         return Ok(report);
@@ -261,6 +202,112 @@ pub async fn prune(
         .filter(|(_, _, f)| matches!(f, Fate::Keep(_)))
         .map(|(id, _, _)| *id)
         .collect();
+    write_index(repo, fates, &new_packs, &old_index).await?;
+
+    // 3. Delete the packs that were replaced.
+    progress.set_phase("deleting");
+    let live_packs: HashSet<Id> = new_packs.iter().map(|p| p.id).collect();
+    let mut doomed: Vec<String> = indexed
+        .keys()
+        .filter(|id| !kept.contains(id) && !live_packs.contains(id))
+        .map(Id::to_hex)
+        .collect();
+    doomed.extend(unindexed.into_iter().map(|(n, _)| n));
+    delete_packs(repo, doomed).await?;
+    report.bytes_freed = report.bytes_deleted.saturating_sub(report.bytes_rewritten);
+    progress.finish();
+    Ok(report)
+}
+
+/// What a prune will do, and the counts of its report so far.
+struct Plan {
+    report: PruneReport,
+    /// Every indexed pack with its size.
+    indexed: HashMap<Id, u64>,
+    /// Every indexed pack's fate, by id.
+    fates: Vec<(Id, u64, Fate)>,
+    /// Stored packs no index lists, with their sizes.
+    unindexed: Vec<(String, u64)>,
+    /// The index files the new index replaces.
+    old_index: Vec<String>,
+}
+
+/// Finds the used blobs and decides every pack's fate.
+async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
+    let (snapshots, used) = used_blobs(repo).await?;
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        snapshots,
+        blobs_used: used.len(),
+        ..PruneReport::default()
+    };
+    let stored: HashMap<String, u64> = repo
+        .sink()
+        .list(FileKind::Pack)
+        .await?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    report.bytes_before = stored.values().sum();
+    let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
+    report.packs_before = indexed.len();
+
+    let mut by_pack = repo.index().entries_by_pack();
+    let mut fates: Vec<(Id, u64, Fate)> = Vec::new();
+    for (&pack, &size) in &indexed {
+        let entries = by_pack.remove(&pack).unwrap_or_default();
+        let live: Vec<PackEntry> = entries
+            .into_iter()
+            .filter(|e| used.contains(&(e.blob_type, e.id)))
+            .collect();
+        let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
+        let unused = size.saturating_sub(live_bytes);
+        let fate = if live.is_empty() {
+            report.packs_deleted += 1;
+            report.bytes_deleted += size;
+            Fate::Delete
+        } else if size > 0 && unused as f64 / size as f64 >= opts.repack_threshold {
+            report.packs_repacked += 1;
+            report.bytes_deleted += size;
+            report.bytes_rewritten += live_bytes;
+            Fate::Repack(live)
+        } else {
+            report.bytes_unused_kept += unused;
+            Fate::Keep(live)
+        };
+        fates.push((pack, size, fate));
+    }
+    fates.sort_by_key(|(id, _, _)| *id);
+    let unindexed: Vec<(String, u64)> = stored
+        .iter()
+        .filter(|(name, _)| {
+            name.parse::<Id>()
+                .map_or(true, |id| !indexed.contains_key(&id))
+        })
+        .map(|(n, s)| (n.clone(), *s))
+        .collect();
+    report.packs_unindexed = unindexed.len();
+    report.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    let old_index: Vec<String> = repo.sink().list_names(FileKind::Index).await?;
+    report.index_files_replaced = old_index.len();
+    Ok(Plan {
+        report,
+        indexed,
+        fates,
+        unindexed,
+        old_index,
+    })
+}
+
+/// Writes the index of the kept and new packs, after checking that every
+/// new pack is stored; it is read back and then supersedes the old index
+/// (whose files the helper deletes once the new ones are in place).
+async fn write_index(
+    repo: &IndexedRepository,
+    fates: Vec<(Id, u64, Fate)>,
+    new_packs: &[IndexPack],
+    old_index: &[String],
+) -> Result<()> {
     let mut packs: Vec<IndexPack> = fates
         .into_iter()
         .filter_map(|(id, size, f)| match f {
@@ -273,8 +320,6 @@ pub async fn prune(
         })
         .collect();
     packs.extend(new_packs.iter().cloned());
-    // Written, read back and then superseding the old index; the old index
-    // files are deleted by the helper once the new ones are in place.
     let after: HashMap<String, u64> = repo
         .sink()
         .list(FileKind::Pack)
@@ -282,7 +327,7 @@ pub async fn prune(
         .into_iter()
         .map(|o| (o.name, o.size))
         .collect();
-    for p in &new_packs {
+    for p in new_packs {
         if after.get(&p.id.to_hex()) != Some(&p.size) {
             return Err(Error::corrupt(
                 FileKind::Pack,
@@ -291,20 +336,15 @@ pub async fn prune(
             ));
         }
     }
-    let written = crate::repair::write_replacement_index(repo, packs, &old_index).await?;
+    let written = crate::repair::write_replacement_index(repo, packs, old_index).await?;
     tracing::info!(index_files = written, "New index written.");
+    Ok(())
+}
 
-    // 3. Delete the packs that were replaced.
-    progress.set_phase("deleting");
-    let live_packs: HashSet<Id> = new_packs.iter().map(|p| p.id).collect();
-    let mut doomed: Vec<String> = indexed
-        .keys()
-        .filter(|id| !kept.contains(id) && !live_packs.contains(id))
-        .map(Id::to_hex)
-        .collect();
-    doomed.extend(unindexed.into_iter().map(|(n, _)| n));
-    doomed.sort();
-    stream::iter(doomed)
+/// Deletes packs, several at once.
+async fn delete_packs(repo: &IndexedRepository, mut names: Vec<String>) -> Result<()> {
+    names.sort();
+    stream::iter(names)
         .map(|name| {
             let sink = repo.sink().clone();
             async move { sink.delete(FileKind::Pack, &name).await }
@@ -313,10 +353,7 @@ pub async fn prune(
         .collect::<Vec<Result<()>>>()
         .await
         .into_iter()
-        .collect::<Result<()>>()?;
-    report.bytes_freed = report.bytes_deleted.saturating_sub(report.bytes_rewritten);
-    progress.finish();
-    Ok(report)
+        .collect::<Result<()>>()
 }
 
 /// Copies the used blobs of `packs`, as stored and after verifying each,

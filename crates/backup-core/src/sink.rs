@@ -13,103 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// The kinds of files in a repository; each maps to a fixed prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileKind {
-    /// The single `config` file.
-    Config,
-    /// Key files under `keys/`.
-    Key,
-    /// Snapshot manifests under `snapshots/`.
-    Snapshot,
-    /// Index files under `index/`.
-    Index,
-    /// Pack files under `data/XX/`.
-    Pack,
-    /// Lock files under `locks/`.
-    Lock,
-    /// Audit records under `audit/`.
-    Audit,
-}
-
-impl FileKind {
-    /// Every kind, in a stable order.
-    pub const ALL: [FileKind; 7] = [
-        FileKind::Config,
-        FileKind::Key,
-        FileKind::Snapshot,
-        FileKind::Index,
-        FileKind::Pack,
-        FileKind::Lock,
-        FileKind::Audit,
-    ];
-
-    /// The directory of this kind, relative to the repository root
-    /// (`config` for the config file itself).
-    pub fn prefix(self) -> &'static str {
-        match self {
-            FileKind::Config => "config",
-            FileKind::Key => "keys",
-            FileKind::Snapshot => "snapshots",
-            FileKind::Index => "index",
-            FileKind::Pack => "data",
-            FileKind::Lock => "locks",
-            FileKind::Audit => "audit",
-        }
-    }
-
-    /// The path of the file `name` of this kind, relative to the repository
-    /// root. Packs are spread over 256 sub-directories named by the first two
-    /// hex digits of their name; the config file is always `config`.
-    pub fn path(self, name: &str) -> String {
-        match self {
-            FileKind::Config => "config".to_owned(),
-            FileKind::Pack => {
-                let sub = name.get(..2).unwrap_or("00");
-                format!("data/{sub}/{name}")
-            }
-            _ => format!("{}/{name}", self.prefix()),
-        }
-    }
-
-    /// Recovers the file name from a path produced by [`FileKind::path`];
-    /// `None` when the path does not belong to this kind.
-    pub fn name_from_path(self, path: &str) -> Option<String> {
-        let path = path.trim_start_matches('/');
-        match self {
-            FileKind::Config => (path == "config").then(|| "config".to_owned()),
-            FileKind::Pack => {
-                let rest = path.strip_prefix("data/")?;
-                let (sub, name) = rest.split_once('/')?;
-                (sub.len() == 2 && !name.is_empty() && !name.contains('/') && name.starts_with(sub))
-                    .then(|| name.to_owned())
-            }
-            _ => {
-                let rest = path.strip_prefix(self.prefix())?.strip_prefix('/')?;
-                (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
-            }
-        }
-    }
-}
-
-impl fmt::Display for FileKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FileKind::Config => "config",
-            FileKind::Key => "key",
-            FileKind::Snapshot => "snapshot",
-            FileKind::Index => "index",
-            FileKind::Pack => "pack",
-            FileKind::Lock => "lock",
-            FileKind::Audit => "audit record",
-        })
-    }
-}
+pub use crate::file_kind::FileKind;
 
 /// How a put treats an existing object of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,10 +127,12 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
 }
 
-/// A sink that keeps every file in memory; for tests and examples.
+/// A sink that keeps every file in memory: for tests, examples and
+/// `memory:` repository URLs. Clones share the files.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySink {
     files: Arc<Mutex<BTreeMap<(FileKind, String), Bytes>>>,
+    name: Option<Arc<str>>,
 }
 
 impl MemorySink {
@@ -242,6 +150,23 @@ impl MemorySink {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The in-memory sink `name`, shared by every call with the same name
+    /// in this process (`memory://name`).
+    pub fn named(name: &str) -> Self {
+        static SINKS: std::sync::OnceLock<Mutex<BTreeMap<String, MemorySink>>> =
+            std::sync::OnceLock::new();
+        SINKS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert_with(|| MemorySink {
+                files: Arc::default(),
+                name: Some(name.into()),
+            })
+            .clone()
+    }
+
     /// Replaces a stored file's bytes regardless of mode; lets tests damage
     /// a repository on purpose.
     pub fn tamper(&self, kind: FileKind, name: &str, data: Bytes) {
@@ -252,10 +177,14 @@ impl MemorySink {
 #[async_trait]
 impl Sink for MemorySink {
     fn location(&self) -> String {
-        "memory:".to_owned()
+        match &self.name {
+            Some(n) => format!("memory://{n}"),
+            None => "memory:".to_owned(),
+        }
     }
 
     async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        check_name(kind, name)?;
         let mut files = self.files();
         let key = (kind, name.to_owned());
         if mode == PutMode::Create && files.contains_key(&key) {
@@ -269,6 +198,7 @@ impl Sink for MemorySink {
     }
 
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        check_name(kind, name)?;
         self.files()
             .get(&(kind, name.to_owned()))
             .cloned()
@@ -294,9 +224,39 @@ impl Sink for MemorySink {
     }
 
     async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        check_name(kind, name)?;
         self.files().remove(&(kind, name.to_owned()));
         Ok(())
     }
+}
+
+/// Checks that `name` is a valid file name of `kind`: one non-empty path
+/// component that [`FileKind::name_from_path`] recovers from
+/// [`FileKind::path`], not hidden (a leading `.` marks temporary files) and
+/// free of control characters and backslashes.
+///
+/// Every backend applies the same rule, so a repository written to one
+/// backend can be copied to another.
+///
+/// # Errors
+///
+/// [`Error::Config`] naming the invalid name.
+pub fn check_name(kind: FileKind, name: &str) -> Result<()> {
+    let round_trips =
+        kind == FileKind::Config || kind.name_from_path(&kind.path(name)).as_deref() == Some(name);
+    if name.is_empty()
+        || name.starts_with('.')
+        || name.len() > 200
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+        || !round_trips
+    {
+        return Err(Error::Config(format!(
+            "invalid {kind} file name `{}`",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that `range` lies inside an object of `size` bytes; the error
@@ -320,19 +280,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_round_trip() {
-        let id = "ab".repeat(32);
-        for kind in FileKind::ALL {
-            let path = kind.path(&id);
-            let name = kind.name_from_path(&path).unwrap();
-            if kind == FileKind::Config {
-                assert_eq!(name, "config");
-            } else {
-                assert_eq!(name, id);
-            }
-        }
-        assert_eq!(FileKind::Pack.path(&id), format!("data/ab/{id}"));
-        assert_eq!(FileKind::Pack.name_from_path("data/ab/cd00"), None);
-        assert_eq!(FileKind::Key.name_from_path("keys/x/y"), None);
+    fn names() {
+        assert!(check_name(FileKind::Pack, &"ab".repeat(32)).is_ok());
+        assert!(check_name(FileKind::Config, "config").is_ok());
+        assert!(check_name(FileKind::Key, "k1").is_ok());
+        assert!(check_name(FileKind::Pack, "a").is_err());
+        assert!(check_name(FileKind::Key, "").is_err());
+        assert!(check_name(FileKind::Key, ".hidden").is_err());
+        assert!(check_name(FileKind::Key, "a/b").is_err());
+        assert!(check_name(FileKind::Key, "..").is_err());
+        assert!(check_name(FileKind::Key, "a\nb").is_err());
     }
 }

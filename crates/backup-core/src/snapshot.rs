@@ -165,3 +165,65 @@ impl SnapshotFilter {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(time: &str, url: &str, tags: &[&str], job: Option<&str>) -> Snapshot {
+        let mut s = crate::test_support::manifest(time, url);
+        s.tags = tags.iter().map(|t| (*t).to_owned()).collect();
+        s.job = job.map(str::to_owned);
+        s
+    }
+
+    #[test]
+    fn filters_combine() {
+        let s = manifest(
+            "2024-05-01T12:00:00Z",
+            "/srv/data",
+            &["a", "b"],
+            Some("job1"),
+        );
+        let f = |f: SnapshotFilter| f.matches(&s);
+        assert!(f(SnapshotFilter::default()));
+        assert!(f(SnapshotFilter {
+            source: Some("/srv/data/".into()),
+            ..SnapshotFilter::default()
+        }));
+        assert!(f(SnapshotFilter {
+            source: Some("files".into()),
+            ..SnapshotFilter::default()
+        }));
+        assert!(!f(SnapshotFilter {
+            source: Some("/srv/other".into()),
+            ..SnapshotFilter::default()
+        }));
+        assert!(f(SnapshotFilter {
+            tags: vec!["a".into()],
+            ..SnapshotFilter::default()
+        }));
+        assert!(!f(SnapshotFilter {
+            tags: vec!["a".into(), "c".into()],
+            ..SnapshotFilter::default()
+        }));
+        let t = |x: &str| Some(DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc));
+        assert!(f(SnapshotFilter {
+            after: t("2024-05-01T12:00:00Z"),
+            before: t("2024-05-01T12:00:01Z"),
+            ..SnapshotFilter::default()
+        }));
+        assert!(!f(SnapshotFilter {
+            before: t("2024-05-01T12:00:00Z"),
+            ..SnapshotFilter::default()
+        }));
+        assert!(!f(SnapshotFilter {
+            job: Some("job2".into()),
+            ..SnapshotFilter::default()
+        }));
+        assert!(!f(SnapshotFilter {
+            host: Some("h2".into()),
+            ..SnapshotFilter::default()
+        }));
+    }
+}

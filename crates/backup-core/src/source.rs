@@ -67,6 +67,27 @@ pub enum Item {
     Warning(String),
 }
 
+/// How much a source will read, for a progress total.
+pub enum SizeHint {
+    /// The source cannot tell.
+    Unknown,
+    /// About this many bytes.
+    Bytes(u64),
+    /// The total costs a walk of its own (a directory tree): run this on a
+    /// blocking thread beside the backup and use its result when it comes.
+    Scan(Box<dyn FnOnce() -> u64 + Send>),
+}
+
+impl std::fmt::Debug for SizeHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SizeHint::Unknown => f.write_str("SizeHint::Unknown"),
+            SizeHint::Bytes(n) => write!(f, "SizeHint::Bytes({n})"),
+            SizeHint::Scan(_) => f.write_str("SizeHint::Scan"),
+        }
+    }
+}
+
 /// A system being backed up.
 ///
 /// # Contract
@@ -88,6 +109,12 @@ pub trait Source: Send {
     /// How many contents to read at once.
     fn concurrency(&self) -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get() + 2)
+    }
+
+    /// How much the walk will read, for a progress total; called once,
+    /// before the walk. The default is [`SizeHint::Unknown`].
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::Unknown
     }
 
     /// The next item of the walk, `None` at the end.

@@ -8,9 +8,8 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::repo::IndexedRepository;
+use crate::reader::SnapshotReader;
 use crate::restorer::RestoreStats;
-use crate::snapshot::SnapshotEntry;
 
 /// Options of a restore.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +32,22 @@ pub struct RestoreOptions {
     pub jobs: Option<usize>,
 }
 
+/// What the first line of a human report counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestoredUnit {
+    /// Files, directories and links (files targets, and database targets
+    /// that describe themselves in [`RestoreReport::lines`]).
+    #[default]
+    Files,
+    /// Bytes of stream data, with one line per database following (Redis).
+    DatabaseStreams,
+}
+
 /// What a restore did (or, for a dry run, would do).
+///
+/// Front-ends print [`RestoreReport::lines`] for people and serialise the
+/// report (with the target's typed details) for machines; neither reads
+/// the details back.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RestoreReport {
     /// Whether this was a dry run.
@@ -42,9 +56,29 @@ pub struct RestoreReport {
     pub target: String,
     /// Counts.
     pub stats: RestoreStats,
-    /// Target-specific details (per-table counts, ...).
+    /// What the headline of a human report counts.
+    #[serde(skip)]
+    pub unit: RestoredUnit,
+    /// Lines describing the restore for a person, printed after the
+    /// headline (per database, per phase, warnings).
+    #[serde(skip)]
+    pub lines: Vec<String>,
+    /// The target's typed report, serialised (per-table counts, ...).
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+}
+
+impl RestoreReport {
+    /// Serialises a target's typed report into [`RestoreReport::details`].
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] when the value cannot be serialised (a
+    /// programming error).
+    pub fn details_of(value: &impl Serialize) -> Result<serde_json::Value> {
+        serde_json::to_value(value)
+            .map_err(|e| crate::Error::Config(format!("cannot encode a restore report: {e}")))
+    }
 }
 
 /// A place a snapshot can be restored to.
@@ -80,11 +114,7 @@ pub trait Target: Send + Sync {
     /// # Errors
     ///
     /// Errors reading the snapshot or the target.
-    async fn check_restored(
-        &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
-    ) -> Result<Vec<String>>;
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>>;
 
     /// Whether restoring with `opts` would replace existing data, so that a
     /// safety backup of the target should be taken first (DESIGN.md
@@ -105,11 +135,10 @@ pub trait Target: Send + Sync {
     /// Errors removing the data.
     async fn discard(&self) -> Result<()>;
 
-    /// Restores `snapshot` from `repo`.
+    /// Restores `snapshot`.
     async fn restore(
         &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
+        snapshot: &SnapshotReader,
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport>;

@@ -37,3 +37,14 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
+
+/// Fills `buf` with random bytes from the operating system.
+///
+/// # Panics
+///
+/// Panics when the operating system has no random source, since nothing
+/// can be encrypted safely without one.
+pub fn fill_random(buf: &mut [u8]) {
+    #[allow(clippy::expect_used)]
+    getrandom::getrandom(buf).expect("the operating system random number generator failed");
+}

@@ -107,6 +107,55 @@ pub async fn verify(
         report.problem(FileKind::Index, name, e);
     }
     progress.set_phase("checking packs");
+    let bad_packs = check_packs(&repo, &mut report).await?;
+
+    progress.set_phase("checking snapshots");
+    let (snapshots, bad_snapshots) = repo.snapshots().await?;
+    for (name, e) in bad_snapshots {
+        report.problem(FileKind::Snapshot, name.clone(), e);
+        report.damaged_snapshots.push(name);
+    }
+    let selected: Vec<SnapshotEntry> = match &opts.snapshots {
+        None => snapshots,
+        Some(ids) => snapshots
+            .into_iter()
+            .filter(|s| ids.contains(&s.id))
+            .collect(),
+    };
+    report.snapshots_checked = selected.len();
+    // Bad blobs: referenced but unindexed, or in a damaged pack, or failing
+    // content checks.
+    let mut bad_blobs = check_references(&repo, &selected, &bad_packs, &mut report).await?;
+
+    if let Some(percent) = opts.read_data_percent {
+        progress.set_phase("reading data");
+        read_data(
+            &repo,
+            percent,
+            &bad_packs,
+            &mut report,
+            &mut bad_blobs,
+            progress,
+        )
+        .await?;
+    }
+
+    if !bad_blobs.is_empty() {
+        for s in &selected {
+            if snapshot_affected(&repo, s.snapshot.tree, &bad_blobs).await {
+                report.damaged_snapshots.push(s.id.to_hex());
+            }
+        }
+    }
+    report.damaged_snapshots.sort();
+    report.damaged_snapshots.dedup();
+    progress.finish();
+    Ok(report)
+}
+
+/// Compares the indexed packs with the stored ones: a pack missing or of
+/// another size is a problem (returned); packs no index lists are counted.
+async fn check_packs(repo: &IndexedRepository, report: &mut VerifyReport) -> Result<HashSet<Id>> {
     let stored: HashMap<String, u64> = repo
         .sink()
         .list(FileKind::Pack)
@@ -146,31 +195,25 @@ pub async fn verify(
                 .map_or(true, |id| !indexed.contains_key(&id))
         })
         .count();
+    Ok(bad_packs)
+}
 
-    progress.set_phase("checking snapshots");
-    let (snapshots, bad_snapshots) = repo.snapshots().await?;
-    for (name, e) in bad_snapshots {
-        report.problem(FileKind::Snapshot, name.clone(), e);
-        report.damaged_snapshots.push(name);
-    }
-    let selected: Vec<SnapshotEntry> = match &opts.snapshots {
-        None => snapshots,
-        Some(ids) => snapshots
-            .into_iter()
-            .filter(|s| ids.contains(&s.id))
-            .collect(),
-    };
-    report.snapshots_checked = selected.len();
-
-    // Bad blobs: referenced but unindexed, or in a damaged pack, or failing
-    // content checks.
+/// Walks the trees of `selected` (each shared tree once) and checks that
+/// every tree and content list loads and every referenced data blob is
+/// indexed in a sound pack; returns the bad blobs.
+async fn check_references(
+    repo: &IndexedRepository,
+    selected: &[SnapshotEntry],
+    bad_packs: &HashSet<Id>,
+    report: &mut VerifyReport,
+) -> Result<HashSet<(BlobType, Id)>> {
     let mut bad_blobs: HashSet<(BlobType, Id)> = HashSet::new();
     let mut referenced: HashSet<Id> = HashSet::new();
     let mut seen = HashSet::new();
     let mut tree_problems = Vec::new();
     let mut lists = Vec::new();
     walk_trees(
-        &repo,
+        repo,
         selected.iter().map(|s| s.snapshot.tree),
         &mut seen,
         |_, nodes| {
@@ -192,14 +235,12 @@ pub async fn verify(
         bad_blobs.insert((BlobType::Tree, id));
     }
     for id in lists {
-        match repo.read_blob(BlobType::Tree, &id).await {
-            Ok(data) => match decode_content_list(&data, &id) {
-                Ok(ids) => referenced.extend(ids),
-                Err(e) => {
-                    report.problem(FileKind::Pack, format!("content list {id}"), e);
-                    bad_blobs.insert((BlobType::Tree, id));
-                }
-            },
+        let list = match repo.read_blob(BlobType::Tree, &id).await {
+            Ok(data) => decode_content_list(&data, &id),
+            Err(e) => Err(e),
+        };
+        match list {
+            Ok(ids) => referenced.extend(ids),
             Err(e) => {
                 report.problem(FileKind::Pack, format!("content list {id}"), e);
                 bad_blobs.insert((BlobType::Tree, id));
@@ -223,31 +264,7 @@ pub async fn verify(
             Some(_) => {}
         }
     }
-
-    if let Some(percent) = opts.read_data_percent {
-        progress.set_phase("reading data");
-        read_data(
-            &repo,
-            percent,
-            &bad_packs,
-            &mut report,
-            &mut bad_blobs,
-            progress,
-        )
-        .await?;
-    }
-
-    if !bad_blobs.is_empty() {
-        for s in &selected {
-            if snapshot_affected(&repo, s.snapshot.tree, &bad_blobs).await {
-                report.damaged_snapshots.push(s.id.to_hex());
-            }
-        }
-    }
-    report.damaged_snapshots.sort();
-    report.damaged_snapshots.dedup();
-    progress.finish();
-    Ok(report)
+    Ok(bad_blobs)
 }
 
 /// A pack, its size, its damaged blobs and the messages about it.

@@ -1,31 +1,22 @@
-//! Scheduled backups: the configuration file, running a job, the audit
-//! trail, notifications and the `backupd` daemon.
+//! `backupd`: runs the jobs of a configuration file on their schedules.
 //!
 //! # Overview
 //!
-//! - [`config::Config`] parses and validates the TOML file shared by
-//!   `backupd` and `backup --config` (repositories, jobs, notification
-//!   channels); [`secret::Secret`] keeps passwords out of logs.
-//! - [`job`] runs one backup ([`job::create_snapshot`], also behind
-//!   `backup create`), retention, verification and health checks.
-//! - [`audit`] appends hash-chained records of every operation to the
-//!   repository and a local log, and verifies the chain.
-//! - [`daemon`] schedules jobs (cron, concurrency limit, retries, slot
-//!   leases from [`lease`] so that daemons sharing a repository run each
-//!   slot once) and [`http`] serves health, metrics and the job API;
-//!   [`notify`] sends webhooks and e-mail.
+//! The work of every run (a backup with its retention, a verification, an
+//! audit record) is an operation of `backup-ops`, the same code `backup`
+//! runs; this crate schedules and watches it:
 //!
-//! # Crate features
-//!
-//! - `storage-s3`, `storage-gcs`: the cloud backends of `backup-storage`.
-//! - `source-postgres`: the PostgreSQL source of `backup-sources`.
+//! - [`scheduler`]: one task per job (cron, concurrency limit, retries,
+//!   slot leases so that daemons sharing a repository run each slot once,
+//!   age checks, reloads, graceful shutdown).
+//! - [`state`]: what the daemon knows about its jobs; [`http`] serves it
+//!   (`/healthz`, `/api/jobs`, the run trigger) and [`metrics`] exposes it
+//!   to Prometheus.
+//! - [`notify`]: webhooks (reqwest) and e-mail (lettre).
 #![deny(missing_docs)]
 
-pub mod audit;
-pub mod config;
-pub mod daemon;
 pub mod http;
-pub mod job;
-pub mod lease;
+pub mod metrics;
 pub mod notify;
-pub mod secret;
+pub mod scheduler;
+pub mod state;

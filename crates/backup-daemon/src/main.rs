@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use backup_daemon::config::{Config, LogFormat};
+use backup_ops::config::{Config, LogFormat};
 use clap::Parser;
 
 /// Runs backup jobs on schedule, with retention, verification, alerts,
@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(format);
-    let daemon = match backup_daemon::daemon::Daemon::new(config, &args.config) {
+    install_tls_provider();
+    let daemon = match backup_daemon::scheduler::Daemon::new(config, &args.config) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -54,19 +55,7 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let c = daemon.config();
-        let mut problems = Vec::new();
-        for job in c.all_jobs().unwrap_or_default() {
-            if let Err(e) = job.source_url() {
-                problems.push(e.to_string());
-            }
-        }
-        for (name, r) in &c.repositories {
-            if let Some(p) = &r.password {
-                if let Err(e) = p.resolve(&format!("repositories.{name}.password")) {
-                    problems.push(e.to_string());
-                }
-            }
-        }
+        let problems = c.check_secrets();
         if !problems.is_empty() {
             for p in problems {
                 eprintln!("error: {}: {p}", args.config.display());
@@ -92,7 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(backup_daemon::daemon::run(daemon));
+    let result = runtime.block_on(backup_daemon::scheduler::run(daemon));
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,4 +105,11 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// The one TLS crypto provider of the process (rustls with *ring*), chosen
+/// here, in the binary, for every library that makes TLS connections.
+fn install_tls_provider() {
+    // Fails only when a provider is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -4,19 +4,21 @@
 //! retried with backoff and finally given up with an error in the log; it
 //! never blocks or stops the daemon.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use backup_core::retry::{retry, RetryPolicy};
+use backup_ops::config::{Config, Event, Job, NotificationConfig, SmtpSecurity};
+use backup_ops::secret::{ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::config::{Config, Event, Job, NotificationConfig, SmtpSecurity};
-use crate::secret::Secret;
+use crate::state::Status;
 
 /// One notification.
 #[derive(Debug, Clone)]
@@ -65,7 +67,7 @@ impl Notice {
 #[allow(clippy::large_enum_variant)] // A handful of channels, built once.
 enum Transport {
     Webhook {
-        url: Secret,
+        url: SecretString,
     },
     Smtp {
         transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -84,9 +86,8 @@ struct Channel {
 pub struct Notifier {
     channels: Vec<Arc<Channel>>,
     client: reqwest::Client,
-    retry_delays: Vec<Duration>,
-    failed: AtomicU64,
-    delivered: AtomicU64,
+    retry: RetryPolicy,
+    status: Arc<Status>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -101,12 +102,13 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// Builds the channels of a configuration, reading their secrets.
+    /// Builds the channels of a configuration, reading their secrets;
+    /// deliveries are counted in `status`.
     ///
     /// # Errors
     ///
     /// Unreadable secrets, malformed addresses.
-    pub fn from_config(config: &Config) -> Result<Self> {
+    pub fn from_config(config: &Config, status: Arc<Status>) -> Result<Self> {
         let mut channels = Vec::new();
         for (name, n) in &config.notifications {
             let (events, transport) = match n {
@@ -116,7 +118,7 @@ impl Notifier {
                     events,
                 } => {
                     let url = match (url, url_from) {
-                        (Some(u), _) => Secret::new(u.clone()),
+                        (Some(u), _) => SecretString::from(u.clone()),
                         (None, Some(r)) => r.resolve(&format!("notifications.{name}.url_from"))?,
                         (None, None) => anyhow::bail!("notifications.{name}: no url"),
                     };
@@ -154,7 +156,10 @@ impl Notifier {
                                 anyhow::bail!("{}: a username needs a password", key("password"))
                             }
                         };
-                        b = b.credentials(Credentials::new(user.clone(), pw.expose().to_owned()));
+                        b = b.credentials(Credentials::new(
+                            user.clone(),
+                            pw.expose_secret().to_owned(),
+                        ));
                     }
                     let transport = b.timeout(Some(Duration::from_secs(30))).build();
                     let from: Mailbox = from
@@ -190,30 +195,21 @@ impl Notifier {
         Ok(Notifier {
             channels,
             client,
-            retry_delays: [2, 5, 15, 60, 300]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
-            failed: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
+            retry: Self::default_retry(),
+            status,
         })
     }
 
-    /// Overrides the waits between delivery attempts (tests).
-    #[must_use]
-    pub fn with_retry_delays(mut self, delays: Vec<Duration>) -> Self {
-        self.retry_delays = delays;
-        self
-    }
-
-    /// Notifications given up on after every retry.
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-
-    /// Notifications delivered.
-    pub fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
+    /// Eight attempts, 2 s apart doubling to 128 s: a channel that stays
+    /// down is given up on after about 4 minutes.
+    fn default_retry() -> RetryPolicy {
+        RetryPolicy::with_max_attempts(8)
+            .with_backoff(
+                Duration::from_secs(2),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+            )
+            .with_jitter(false)
     }
 
     /// Sends a notice to the job's channels that want its event, in the
@@ -234,23 +230,26 @@ impl Notifier {
     }
 
     async fn deliver_with_retries(&self, ch: &Channel, notice: &Notice) {
-        let mut delays = self.retry_delays.iter();
-        loop {
-            match self.deliver(ch, notice).await {
-                Ok(()) => {
-                    tracing::info!(channel = %ch.name, event = notice.event.name(), job = %notice.job, "Notification sent.");
-                    self.delivered.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => {
-                    let Some(d) = delays.next() else {
-                        tracing::error!(channel = %ch.name, event = notice.event.name(), error = %format!("{e:#}"), "Could not send a notification; giving up.");
-                        self.failed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    };
-                    tracing::warn!(channel = %ch.name, event = notice.event.name(), error = %format!("{e:#}"), retry_in = ?d, "Could not send a notification; will retry.");
-                    tokio::time::sleep(*d).await;
-                }
+        let outcome = retry(
+            &self.retry,
+            None,
+            |_| self.deliver(ch, notice),
+            // Any failure of a webhook or mail server may pass.
+            |_: &anyhow::Error| true,
+            |_, e, delay| {
+                tracing::warn!(channel = %ch.name, event = notice.event.name(), error = %format!("{e:#}"), retry_in = ?delay, "Could not send a notification; will retry.");
+            },
+        )
+        .await;
+        let counters = &self.status.notifications;
+        match outcome {
+            Ok(_) => {
+                tracing::info!(channel = %ch.name, event = notice.event.name(), job = %notice.job, "Notification sent.");
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(g) => {
+                tracing::error!(channel = %ch.name, event = notice.event.name(), error = %format!("{:#}", g.error), attempts = g.attempts, "Could not send a notification; giving up.");
+                counters.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -260,7 +259,7 @@ impl Notifier {
             Transport::Webhook { url } => {
                 let resp = self
                     .client
-                    .post(url.expose())
+                    .post(url.expose_secret())
                     .header("content-type", "application/json")
                     .body(notice.payload().to_string())
                     .send()

@@ -3,12 +3,12 @@
 //!
 //! Formats are chosen by name; [`FORMATS`] lists the ones this build
 //! supports (`rdb` with the `redis` feature, `mongodump` with the
-//! `mongodb` feature).
+//! `mongodb` feature), and [`crate::Kind::export_formats`] which kind of
+//! snapshot each one takes.
 
 use std::path::{Path, PathBuf};
 
-use backup_core::repo::IndexedRepository;
-use backup_core::snapshot::SnapshotEntry;
+use backup_core::reader::SnapshotReader;
 use backup_core::{Error, Result};
 use serde::Serialize;
 
@@ -30,7 +30,49 @@ pub struct ExportReport {
     /// Its size.
     pub bytes: u64,
     /// Format-specific counts.
-    pub details: serde_json::Value,
+    pub details: ExportDetails,
+}
+
+/// The format-specific part of an [`ExportReport`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum ExportDetails {
+    /// `rdb`.
+    Rdb(RdbExport),
+    /// `mongodump`.
+    Mongodump(MongodumpExport),
+}
+
+/// What `export --format rdb` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct RdbExport {
+    /// Keys in the file.
+    pub keys: u64,
+    /// The RDB version of the file.
+    pub rdb_version: u32,
+    /// How the snapshot was taken: `rdb` (written as captured) or `keys`
+    /// (assembled from `DUMP` payloads).
+    pub from_mode: &'static str,
+}
+
+/// What `export --format mongodump` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct MongodumpExport {
+    /// Files written.
+    pub files: u64,
+    /// Collections (a `.bson` and a `.metadata.json` each).
+    pub collections: usize,
+    /// Views (a `.metadata.json` each).
+    pub views: usize,
+    /// Entries of `oplog.bson`.
+    pub oplog_entries: u64,
+    /// Users in `admin/system.users.bson`.
+    pub users: usize,
+    /// Roles in `admin/system.roles.bson`.
+    pub roles: usize,
+    /// The `mongorestore` command that loads the directory.
+    pub restore_with: String,
 }
 
 /// Writes `snapshot` in `format` to `to` (which must not exist; a
@@ -40,18 +82,13 @@ pub struct ExportReport {
 ///
 /// [`Error::Config`] for an unknown format (listing the supported ones) or
 /// a snapshot of another kind; repository and write errors.
-pub async fn export(
-    repo: &IndexedRepository,
-    snapshot: &SnapshotEntry,
-    format: &str,
-    to: &Path,
-) -> Result<ExportReport> {
-    let _ = (repo, snapshot, to);
+pub async fn export(snapshot: &SnapshotReader, format: &str, to: &Path) -> Result<ExportReport> {
+    let _ = (snapshot, to);
     match format {
         #[cfg(feature = "redis")]
-        "rdb" => crate::redis::export::export_rdb(repo, snapshot, to).await,
+        "rdb" => crate::redis::export::export_rdb(snapshot, to).await,
         #[cfg(feature = "mongodb")]
-        "mongodump" => crate::mongo::export::export_mongodump(repo, snapshot, to).await,
+        "mongodump" => crate::mongo::export::export_mongodump(snapshot, to).await,
         other => Err(Error::Config(format!(
             "unknown export format `{other}`: this build supports {}",
             if FORMATS.is_empty() {

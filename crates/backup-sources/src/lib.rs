@@ -16,8 +16,9 @@
 //!   restored with renames, indexes after data and oplog replay.
 //! - [`export`]: snapshots written in a database's native dump format
 //!   (`export::export`, `mongodump` for MongoDB).
-//! - [`open_source`] and [`open_target`] turn a URL or path into the right
-//!   implementation; front-ends call only these.
+//! - [`kind`]: the registry of kinds. [`SourceSpec`] and [`TargetSpec`]
+//!   turn a URL and typed per-kind options into the right implementation;
+//!   front-ends and the operations layer call only these.
 //!
 //! # Crate features
 //!
@@ -34,6 +35,7 @@ pub mod export;
 pub mod files;
 #[cfg(feature = "mongodb")]
 mod gather;
+pub mod kind;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 #[cfg(any(feature = "postgres", feature = "mongodb"))]
@@ -42,6 +44,10 @@ mod names;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
-mod url_kind;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod tls;
 
-pub use url_kind::{open_source, open_target, SourceKind, SourceOptions};
+pub use kind::{
+    Kind, KindOptions, KindSettings, MongoOptions, PostgresOptions, RedisMode, RedisOptions,
+    Selection, SourceSpec, TargetSpec,
+};

@@ -8,6 +8,22 @@ use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
 use crate::options::StorageOptions;
 
+/// Checks that the program installed rustls' process-wide crypto provider,
+/// which the cloud backends' HTTPS client uses (this crate never installs
+/// one itself; the `backup` and `backupd` binaries install *ring*).
+///
+/// # Errors
+///
+/// [`backup_core::Error::Config`] when none is installed.
+pub(crate) fn require_tls_provider() -> backup_core::Result<()> {
+    if rustls::crypto::CryptoProvider::get_default().is_some() {
+        return Ok(());
+    }
+    Err(backup_core::Error::Config(
+        "no TLS crypto provider is installed in this program: it must install one before building an S3 or GCS backend (for example rustls::crypto::ring::default_provider().install_default())".to_owned(),
+    ))
+}
+
 /// Whether `err` is an HTTP transport failure worth retrying: a refused or
 /// failed connection, a dropped request, a timeout.
 pub(crate) fn is_transient_http_error(err: &(dyn StdError + 'static)) -> bool {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use backup_core::{Error, Result, Sink};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use secrecy::ExposeSecret;
 
 use crate::cloud::{client_settings, redact_endpoint, retry_config};
 use crate::objstore::ObjectStoreSink;
@@ -22,6 +23,7 @@ pub(crate) fn build(
     location: &str,
 ) -> Result<Arc<dyn Sink>> {
     options.validate_cloud_parts("Google Cloud Storage")?;
+    crate::cloud::require_tls_provider()?;
     let gcs = &options.gcs;
     let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
     let env_has_path = builder
@@ -44,7 +46,7 @@ pub(crate) fn build(
                 "cannot open {location}: the storage option `gcs.service-account-key` conflicts with GOOGLE_SERVICE_ACCOUNT in the environment; unset one"
             )));
         }
-        builder = builder.with_service_account_key(key.expose());
+        builder = builder.with_service_account_key(key.expose_secret());
     }
     if let Some(base_url) = &gcs.base_url {
         builder = builder.with_base_url(base_url);

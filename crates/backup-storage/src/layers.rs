@@ -8,82 +8,24 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use backup_core::retry::retry;
 use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
 use bytes::Bytes;
 
 use crate::options::RetryOptions;
 
-/// How [`RetrySink`] retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Attempts per operation, the first included; 1 disables retries.
-    pub max_attempts: u32,
-    /// Delay before the first retry; doubles with each further retry.
-    pub initial_backoff: Duration,
-    /// Upper bound of one delay.
-    pub max_backoff: Duration,
-    /// No retry starts when it would begin later than this after the first
-    /// attempt.
-    pub max_elapsed: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy::from(&RetryOptions::default())
-    }
-}
+pub use backup_core::retry::RetryPolicy;
 
 impl From<&RetryOptions> for RetryPolicy {
     fn from(options: &RetryOptions) -> Self {
-        RetryPolicy {
-            max_attempts: options.max_attempts.max(1),
-            initial_backoff: options.initial_backoff,
-            max_backoff: options.max_backoff,
-            max_elapsed: options.max_elapsed,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// A policy with `max_attempts` attempts and the default delays.
-    pub fn with_max_attempts(max_attempts: u32) -> Self {
-        RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            ..RetryPolicy::default()
-        }
-    }
-
-    /// Sets the delays: the first one, the largest one, and the time after
-    /// which no retry starts.
-    #[must_use]
-    pub fn with_backoff(mut self, initial: Duration, max: Duration, max_elapsed: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max;
-        self.max_elapsed = max_elapsed;
-        self
-    }
-
-    /// The delay before retry number `retry` (1 for the first retry): an
-    /// exponential backoff capped at `max_backoff`, with "equal jitter" (a
-    /// random value between half and all of it) so that many clients
-    /// failing together do not retry in lockstep.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        let base = self
-            .initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff);
-        let mut random = [0u8; 4];
-        let fraction = if getrandom::getrandom(&mut random).is_ok() {
-            f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX)
-        } else {
-            1.0
-        };
-        base / 2 + base.mul_f64(fraction / 2.0)
+        RetryPolicy::with_max_attempts(options.max_attempts).with_backoff(
+            options.initial_backoff,
+            options.max_backoff,
+            options.max_elapsed,
+        )
     }
 }
 
@@ -133,42 +75,36 @@ impl<S: Sink> RetrySink<S> {
         op: &'static str,
         kind: FileKind,
         name: &str,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<T>
     where
         F: FnMut(u32) -> Fut + Send,
         Fut: Future<Output = Result<T>> + Send,
         T: Send,
     {
-        let start = Instant::now();
-        let mut number = 1;
-        loop {
-            let err = match attempt(number).await {
-                Ok(value) => return Ok(value),
-                Err(err) => err,
-            };
-            if !err.is_retryable() {
-                return Err(err);
-            }
-            let delay = self.policy.delay(number);
-            if number >= self.policy.max_attempts
-                || start.elapsed() + delay > self.policy.max_elapsed
-            {
-                return Err(give_up(err, number, start.elapsed()));
-            }
-            tracing::warn!(
-                operation = op,
-                kind = %kind,
-                name,
-                location = %self.inner.location(),
-                attempt = number,
-                max_attempts = self.policy.max_attempts,
-                delay_ms = delay.as_millis() as u64,
-                error = %err,
-                "Retrying a storage operation after a temporary failure."
-            );
-            tokio::time::sleep(delay).await;
-            number += 1;
+        let outcome = retry(
+            &self.policy,
+            None,
+            attempt,
+            Error::is_retryable,
+            |number, err, delay| {
+                tracing::warn!(
+                    operation = op,
+                    kind = %kind,
+                    name,
+                    location = %self.inner.location(),
+                    attempt = number,
+                    max_attempts = self.policy.max_attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %err,
+                    "Retrying a storage operation after a temporary failure."
+                );
+            },
+        )
+        .await;
+        match outcome {
+            Ok((value, _)) => Ok(value),
+            Err(g) => Err(give_up(g.error, g.attempts, g.elapsed)),
         }
     }
 }

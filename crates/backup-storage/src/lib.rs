@@ -97,7 +97,6 @@ use std::sync::Arc;
 use backup_core::{Result, Sink};
 
 pub mod layers;
-mod names;
 mod objstore;
 mod options;
 mod url;
@@ -130,9 +129,10 @@ mod cloud;
 pub use local::LocalSink;
 pub use objstore::{ObjectStoreSink, UPLOAD_STAGING_PREFIX};
 pub use options::{
-    GcsOptions, HttpOptions, MultipartOptions, RetryOptions, S3Options, Secret, StorageOptionKey,
+    GcsOptions, HttpOptions, MultipartOptions, RetryOptions, S3Options, StorageOptionKey,
     StorageOptions,
 };
+pub use secrecy::{ExposeSecret, SecretString};
 pub use url::{StorageUrl, UrlCredentials};
 
 use layers::{RetryPolicy, RetrySink};
@@ -172,13 +172,10 @@ pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<d
             credentials,
         } => s3::build(bucket, prefix, credentials.as_ref(), options, &location),
         StorageUrl::Gcs { bucket, prefix } => gcs::build(bucket, prefix, options, &location),
-        StorageUrl::Memory { name } => {
-            let sink = match name {
-                None => ObjectStoreSink::memory(),
-                Some(name) => ObjectStoreSink::named_memory(name),
-            };
-            Ok(Arc::new(sink.with_multipart(options.multipart.clone())))
-        }
+        StorageUrl::Memory { name } => Ok(Arc::new(match name {
+            None => backup_core::MemorySink::new(),
+            Some(name) => backup_core::MemorySink::named(name),
+        })),
     }
 }
 

@@ -11,7 +11,7 @@ use backup_core::sink::check_range;
 use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
 use bytes::Bytes;
 
-use crate::names::check_name;
+use backup_core::sink::check_name;
 
 /// A repository in a directory of a local or mounted file system.
 ///

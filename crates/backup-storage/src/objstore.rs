@@ -1,23 +1,21 @@
 //! One adapter from [`object_store::ObjectStore`] to [`Sink`], used for S3,
-//! Google Cloud Storage and memory.
+//! Google Cloud Storage (and, in tests, `object_store`'s in-memory store).
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use backup_core::sink::check_range;
 use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::names::check_name;
 use crate::options::MultipartOptions;
+use backup_core::sink::check_name;
 
 /// Where unfinished multipart uploads of create-only puts live, relative to
 /// the repository prefix. No [`FileKind`] lists it; leftovers of a crash
@@ -84,37 +82,6 @@ impl ObjectStoreSink {
             location: location.into(),
             multipart: MultipartOptions::default(),
         })
-    }
-
-    /// A fresh, private in-memory store (`memory:`).
-    pub fn memory() -> Self {
-        ObjectStoreSink {
-            store: Arc::new(InMemory::new()),
-            prefix: String::new(),
-            backend: "memory",
-            location: "memory:".to_owned(),
-            multipart: MultipartOptions::default(),
-        }
-    }
-
-    /// The in-memory store `name`, shared by every sink made from the same
-    /// name in this process (`memory://name`).
-    pub fn named_memory(name: &str) -> Self {
-        static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
-        let store = {
-            let mut stores = STORES
-                .get_or_init(Mutex::default)
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(stores.entry(name.to_owned()).or_default())
-        };
-        ObjectStoreSink {
-            store,
-            prefix: String::new(),
-            backend: "memory",
-            location: format!("memory://{name}"),
-            multipart: MultipartOptions::default(),
-        }
     }
 
     /// Replaces the multipart settings.

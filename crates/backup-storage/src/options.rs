@@ -7,39 +7,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use backup_core::{Error, Result};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// One MiB.
 const MIB: u64 = 1024 * 1024;
-
-/// A secret string (a key, a token); its [`fmt::Debug`] never shows it.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself; only for handing it to the backend.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret::new(value)
-    }
-}
 
 /// Options for building a storage backend.
 ///
@@ -80,7 +52,8 @@ pub struct StorageOptions {
 }
 
 /// S3 settings; each overrides the matching `AWS_*` environment variable.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Secrets are read from configuration but never serialised.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct S3Options {
@@ -97,14 +70,40 @@ pub struct S3Options {
     /// Access key id.
     pub access_key_id: Option<String>,
     /// Secret access key.
-    pub secret_access_key: Option<Secret>,
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<SecretString>,
     /// Session token of temporary credentials.
-    pub session_token: Option<Secret>,
+    #[serde(skip_serializing)]
+    pub session_token: Option<SecretString>,
+}
+
+impl PartialEq for S3Options {
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint
+            && self.region == other.region
+            && self.allow_http == other.allow_http
+            && self.virtual_hosted_style == other.virtual_hosted_style
+            && self.access_key_id == other.access_key_id
+            && same_secret(
+                self.secret_access_key.as_ref(),
+                other.secret_access_key.as_ref(),
+            )
+            && same_secret(self.session_token.as_ref(), other.session_token.as_ref())
+    }
+}
+
+/// Whether two optional secrets hold the same value.
+fn same_secret(a: Option<&SecretString>, b: Option<&SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Google Cloud Storage settings; each overrides the matching `GOOGLE_*`
-/// environment variable.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// environment variable. Secrets are never serialised.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GcsOptions {
@@ -113,7 +112,19 @@ pub struct GcsOptions {
     /// Path of a service-account JSON key file.
     pub service_account_path: Option<PathBuf>,
     /// A service-account JSON key, inline.
-    pub service_account_key: Option<Secret>,
+    #[serde(skip_serializing)]
+    pub service_account_key: Option<SecretString>,
+}
+
+impl PartialEq for GcsOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.base_url == other.base_url
+            && self.service_account_path == other.service_account_path
+            && same_secret(
+                self.service_account_key.as_ref(),
+                other.service_account_key.as_ref(),
+            )
+    }
 }
 
 /// HTTP client settings of the cloud backends.
@@ -201,7 +212,7 @@ impl Default for RetryOptions {
 ///
 /// Parsing rejects unknown keys with [`Error::Config`] listing the known
 /// ones, so a typo never silently falls back to a default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum StorageOptionKey {
     /// `s3.endpoint`: [`S3Options::endpoint`].
@@ -332,6 +343,16 @@ impl FromStr for StorageOptionKey {
     }
 }
 
+/// A key in a configuration file's option table (`options = { "s3.region"
+/// = "..." }`): an unknown key fails while the file is read, so the error
+/// points at its line.
+impl<'de> Deserialize<'de> for StorageOptionKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl StorageOptions {
     /// Sets one option from its textual value.
     ///
@@ -360,15 +381,17 @@ impl StorageOptions {
             }
             StorageOptionKey::S3AccessKeyId => self.s3.access_key_id = text(),
             StorageOptionKey::S3SecretAccessKey => {
-                self.s3.secret_access_key = Some(Secret::new(value));
+                self.s3.secret_access_key = Some(SecretString::from(value));
             }
-            StorageOptionKey::S3SessionToken => self.s3.session_token = Some(Secret::new(value)),
+            StorageOptionKey::S3SessionToken => {
+                self.s3.session_token = Some(SecretString::from(value));
+            }
             StorageOptionKey::GcsBaseUrl => self.gcs.base_url = text(),
             StorageOptionKey::GcsServiceAccountPath => {
                 self.gcs.service_account_path = Some(PathBuf::from(value));
             }
             StorageOptionKey::GcsServiceAccountKey => {
-                self.gcs.service_account_key = Some(Secret::new(value));
+                self.gcs.service_account_key = Some(SecretString::from(value));
             }
             StorageOptionKey::HttpConnectTimeout => {
                 self.http.connect_timeout =

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use backup_core::{Error, Result, Sink};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 use object_store::ClientConfigKey;
+use secrecy::ExposeSecret;
 
 use crate::cloud::{client_settings, redact_endpoint, retry_config};
 use crate::objstore::ObjectStoreSink;
@@ -27,6 +28,7 @@ pub(crate) fn build(
     location: &str,
 ) -> Result<Arc<dyn Sink>> {
     options.validate_cloud_parts("S3")?;
+    crate::cloud::require_tls_provider()?;
     let s3 = &options.s3;
     // A session token from the environment belongs to the environment's
     // keys, not to keys given in the URL or the options.
@@ -40,7 +42,7 @@ pub(crate) fn build(
     if let Some(credentials) = credentials {
         builder = builder
             .with_access_key_id(&credentials.access_key_id)
-            .with_secret_access_key(credentials.secret_access_key.expose());
+            .with_secret_access_key(credentials.secret_access_key.expose_secret());
     }
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.with_endpoint(endpoint);
@@ -58,10 +60,10 @@ pub(crate) fn build(
         builder = builder.with_access_key_id(id);
     }
     if let Some(secret) = &s3.secret_access_key {
-        builder = builder.with_secret_access_key(secret.expose());
+        builder = builder.with_secret_access_key(secret.expose_secret());
     }
     if let Some(token) = &s3.session_token {
-        builder = builder.with_token(token.expose());
+        builder = builder.with_token(token.expose_secret());
     }
     if builder
         .get_config_value(&AmazonS3ConfigKey::CopyIfNotExists)

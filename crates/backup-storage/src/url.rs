@@ -4,9 +4,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use backup_core::redact::redact_userinfo;
 use backup_core::{Error, Result};
 
-use crate::options::Secret;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Where a repository lives, parsed from a user-supplied string.
 ///
@@ -21,7 +22,7 @@ use crate::options::Secret;
 ///
 /// An S3 URL may carry an access key in its user-info part
 /// (`s3://KEY_ID:SECRET@bucket/prefix`); the secret is kept in a
-/// [`Secret`] and never shown: [`fmt::Display`] and [`StorageUrl::redacted`]
+/// [`SecretString`] and never shown: [`fmt::Display`] and [`StorageUrl::redacted`]
 /// print the URL without it. Prefer the environment (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`) over credentials in URLs, which tend to leak into
 /// shell histories.
@@ -58,12 +59,21 @@ pub enum StorageUrl {
 }
 
 /// An access key written in the user-info part of an `s3://` URL.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct UrlCredentials {
     /// The access key id (not secret, but redacted from messages anyway).
     pub access_key_id: String,
     /// The secret access key.
-    pub secret_access_key: Secret,
+    pub secret_access_key: SecretString,
+}
+
+impl Eq for UrlCredentials {}
+
+impl PartialEq for UrlCredentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.access_key_id == other.access_key_id
+            && self.secret_access_key.expose_secret() == other.secret_access_key.expose_secret()
+    }
 }
 
 impl fmt::Debug for UrlCredentials {
@@ -107,7 +117,7 @@ impl StorageUrl {
                 "memory" | "mem" => parse_memory(trimmed, rest),
                 other => Err(Error::Config(format!(
                     "unsupported repository URL `{}`: unknown scheme `{other}` (supported: a directory path, file://, s3://, gs://, memory:)",
-                    redact_raw(trimmed)
+                    redact_userinfo(trimmed)
                 ))),
             },
         }
@@ -254,7 +264,7 @@ fn parse_memory(input: &str, rest: &str) -> Result<StorageUrl> {
 type BucketParts = (Option<UrlCredentials>, String, String);
 
 fn parse_bucket_url(input: &str, rest: &str, allow_credentials: bool) -> Result<BucketParts> {
-    let shown = redact_raw(input);
+    let shown = redact_userinfo(input);
     let Some(after) = rest.strip_prefix("//") else {
         return Err(Error::Config(format!(
             "malformed repository URL `{shown}`: expected `scheme://bucket/prefix`"
@@ -295,7 +305,7 @@ fn parse_bucket_url(input: &str, rest: &str, allow_credentials: bool) -> Result<
             };
             Some(UrlCredentials {
                 access_key_id: decode(id)?,
-                secret_access_key: Secret::new(decode(secret)?),
+                secret_access_key: SecretString::from(decode(secret)?),
             })
         }
     };
@@ -330,18 +340,6 @@ fn parse_bucket_url(input: &str, rest: &str, allow_credentials: bool) -> Result<
 
 /// Removes the user-info part of a URL-like string, for error messages about
 /// input that did not even parse.
-fn redact_raw(input: &str) -> String {
-    let Some(scheme_end) = input.find("://") else {
-        return input.to_owned();
-    };
-    let after = &input[scheme_end + 3..];
-    let authority_end = after.find('/').unwrap_or(after.len());
-    match after[..authority_end].rfind('@') {
-        Some(at) => format!("{}://{}", &input[..scheme_end], &after[at + 1..]),
-        None => input.to_owned(),
-    }
-}
-
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -362,13 +360,6 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_raw_drops_userinfo() {
-        assert_eq!(redact_raw("ftp://u:p@host/x"), "ftp://host/x");
-        assert_eq!(redact_raw("ftp://host/x@y"), "ftp://host/x@y");
-        assert_eq!(redact_raw("plain"), "plain");
-    }
 
     #[test]
     fn percent_decoding() {

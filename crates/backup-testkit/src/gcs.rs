@@ -68,6 +68,7 @@ impl GcsServer {
     ///
     /// When the server cannot start; the message says why.
     pub fn start() -> GcsServer {
+        crate::install_tls_provider();
         let state = Arc::new(Mutex::new(State {
             page_size: 1000,
             ..State::default()

@@ -39,6 +39,13 @@ mod server;
 pub use conformance::run_conformance;
 pub use faulty::{Fault, FaultySink};
 
+/// Installs rustls' *ring* crypto provider for the test process, as the
+/// `backup` and `backupd` binaries do at start (libraries never install
+/// one). Idempotent; the S3 and GCS test servers call it.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Storage options for tests of cloud backends: multipart uploads from
 /// 8 MiB in parts of 5 MiB (the minimum of S3 and GCS), so that moderately
 /// sized test objects take the multipart path, and quick retries (10 ms to

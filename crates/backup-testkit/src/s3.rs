@@ -26,7 +26,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use backup_storage::{Secret, StorageOptions};
+use backup_storage::{SecretString, StorageOptions};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -60,6 +60,7 @@ impl S3Server {
     ///
     /// When the server cannot start; the message says why.
     pub fn start() -> S3Server {
+        crate::install_tls_provider();
         let dir = tempfile::Builder::new()
             .prefix("backup-testkit-s3-")
             .tempdir()
@@ -124,7 +125,7 @@ impl S3Server {
         options.s3.virtual_hosted_style = Some(false);
         options.s3.region = Some(REGION.to_owned());
         options.s3.access_key_id = Some(ACCESS_KEY_ID.to_owned());
-        options.s3.secret_access_key = Some(Secret::new(SECRET_ACCESS_KEY));
+        options.s3.secret_access_key = Some(SecretString::from(SECRET_ACCESS_KEY));
         options
     }
 

@@ -1,19 +1,14 @@
 //! `backup audit`: the audit trail and its hash chain.
 
 use anyhow::Result;
-use backup_daemon::audit::{read_local, verify_chain};
 
 use crate::cli::AuditArgs;
 use crate::context::Ctx;
 
 pub(crate) async fn run(ctx: &Ctx, a: AuditArgs) -> Result<u8> {
     let repo = ctx.open().await?;
-    let (local, mut problems) = match ctx.audit_log() {
-        Some(path) => read_local(&path),
-        None => (Vec::new(), Vec::new()),
-    };
-    let report = verify_chain(&repo, &local).await?;
-    problems.extend(report.problems.iter().cloned());
+    let check = ctx.audit_log().verify(&repo).await?;
+    let (report, problems) = (&check.chain, &check.problems);
     let skip = a.last.map_or(0, |n| report.records.len().saturating_sub(n));
     let shown = &report.records[skip..];
     if ctx.global.json {
@@ -44,7 +39,7 @@ pub(crate) async fn run(ctx: &Ctx, a: AuditArgs) -> Result<u8> {
         ))?;
         return Ok(0);
     }
-    for p in &problems {
+    for p in problems {
         eprintln!("tampering: {p}");
     }
     eprintln!(

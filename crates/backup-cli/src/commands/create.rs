@@ -1,10 +1,9 @@
 //! `backup create`.
 
 use anyhow::Result;
-use backup_daemon::job::{
-    apply_retention, create_snapshot_from, open_job_source, CreateParams, Parent,
-};
-use backup_daemon::secret::Secret;
+use backup_ops::backup::{backup, open_source, BackupRequest, Parent};
+use backup_ops::retention::{apply_retention, note};
+use backup_sources::{KindSettings, SourceSpec};
 
 use super::{bytes, parse_time};
 use crate::cli::CreateArgs;
@@ -12,60 +11,59 @@ use crate::context::{usage, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
-    let lock_wait = backup_core::retention::parse_duration(&ctx.global.lock_wait)?;
     let job = a.job.as_deref().map(|n| ctx.job(n)).transpose()?;
-    let mut params = match (&job, &a.source) {
-        (Some(job), _) => CreateParams::for_job(job)?,
-        (None, Some(source)) => CreateParams {
-            source: Some(Secret::new(source.clone())),
-            ..CreateParams::default()
+    let mut req = match &job {
+        Some(job) => BackupRequest::for_job(job, ctx.lock_wait()),
+        None => BackupRequest {
+            lock_wait: ctx.lock_wait(),
+            ..BackupRequest::default()
         },
+    };
+    let mut spec = match (&job, &a.source) {
+        (Some(job), _) => job.source_spec()?,
+        (None, Some(source)) => SourceSpec::new(
+            source.clone(),
+            Vec::new(),
+            Vec::new(),
+            &KindSettings::default(),
+        )?,
         (None, None) => return usage("give a SOURCE or --job NAME"),
     };
-    if let Some(mode) = &a.mode {
-        let url = params
-            .source
-            .as_ref()
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default();
-        params.source = Some(Secret::new(with_redis_mode(&url, mode)?));
+    // Flags add to what a job says.
+    let mut settings = job.as_ref().map(|j| j.settings.clone()).unwrap_or_default();
+    settings.pg_globals |= a.pg_globals;
+    settings.mongo_users |= a.mongo_users;
+    if a.mode.is_some() {
+        settings.mode.clone_from(&a.mode);
     }
-    params.tags.extend(a.tags.iter().cloned());
-    params.excludes.extend(a.excludes.iter().cloned());
-    params.includes.extend(a.includes.iter().cloned());
-    params.pg_globals |= a.pg_globals;
-    params.mongo_users |= a.mongo_users;
-    params.time = time;
-    params.host.clone_from(&a.host);
-    params.dry_run = a.dry_run;
-    params.scan_total = ctx.human() && !ctx.global.no_progress;
-    params.parent = if a.no_parent {
+    spec.options = backup_sources::KindOptions::new(spec.kind(), &settings)?;
+    spec.excludes.extend(a.excludes.iter().cloned());
+    spec.includes.extend(a.includes.iter().cloned());
+    req.tags.extend(a.tags.iter().cloned());
+    req.time = time;
+    req.host.clone_from(&a.host);
+    req.dry_run = a.dry_run;
+    req.parent = if a.no_parent {
         Parent::None
     } else if let Some(p) = &a.parent {
         Parent::Given(p.clone())
     } else {
         Parent::Latest
     };
-    if let Some(j) = &job {
-        ctx.audit_detail("job", &j.name);
-    }
     // The repository's key derivation (Argon2id) and the source's set-up
     // (connections, an exported snapshot, version checks) run side by side.
-    let (repo, source) = tokio::try_join!(ctx.open(), open_job_source(&params))?;
-    let progress = ctx.progress("backup", "files");
-    let outcome = create_snapshot_from(&repo, source, params, lock_wait, progress).await?;
-    ctx.audit_detail("snapshot", outcome.id);
-    ctx.audit_detail("source", &outcome.snapshot.source.url);
-    ctx.audit_detail("dry_run", a.dry_run);
+    let (repo, source) = tokio::try_join!(ctx.open(), async {
+        Ok::<_, anyhow::Error>(open_source(&spec).await?)
+    })?;
+    let outcome = backup(&repo, source, &spec, &req, ctx, None).await?;
     let retention = match (&job, outcome.id) {
-        (Some(job), Some(_)) => match &job.retention {
-            Some((policy, prune)) => {
-                let r = apply_retention(&repo, &job.name, policy, *prune, lock_wait).await?;
-                ctx.audit_detail("retention_removed", &r.removed);
-                Some(r)
+        (Some(job), Some(_)) => {
+            let r = apply_retention(&repo, job, ctx.lock_wait()).await?;
+            if let Some(r) = &r {
+                note(ctx, r);
             }
-            None => None,
-        },
+            r
+        }
         _ => None,
     };
     let s = &outcome.snapshot;
@@ -122,50 +120,4 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
         return Ok(crate::exit::FAILED);
     }
     Ok(0)
-}
-
-/// `--mode MODE` for a Redis source: the URL with `mode=MODE` in its query.
-fn with_redis_mode(url: &str, mode: &str) -> Result<String> {
-    let usage = |m: String| anyhow::Error::from(backup_core::Error::Config(m));
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(usage(
-            "--mode applies to Redis sources (redis:// or rediss:// URLs)".to_owned(),
-        ));
-    }
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-    if let Some(given) = params.iter().find_map(|p| p.strip_prefix("mode=")) {
-        if given != mode {
-            return Err(usage(format!(
-                "--mode {mode} contradicts mode={given} in the URL; give one of them"
-            )));
-        }
-        return Ok(url.to_owned());
-    }
-    let param = format!("mode={mode}");
-    params.push(&param);
-    Ok(format!("{base}?{}", params.join("&")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_redis_mode;
-
-    #[test]
-    fn redis_mode_goes_into_the_query() {
-        assert_eq!(
-            with_redis_mode("redis://h:1/2", "keys").unwrap(),
-            "redis://h:1/2?mode=keys"
-        );
-        assert_eq!(
-            with_redis_mode("rediss://:pw@h:1?tls-ca=/ca.pem", "keys").unwrap(),
-            "rediss://:pw@h:1?tls-ca=/ca.pem&mode=keys"
-        );
-        assert_eq!(
-            with_redis_mode("redis://h:1?mode=keys", "keys").unwrap(),
-            "redis://h:1?mode=keys"
-        );
-        assert!(with_redis_mode("redis://h:1?mode=rdb", "keys").is_err());
-        assert!(with_redis_mode("/some/dir", "keys").is_err());
-    }
 }

@@ -5,28 +5,25 @@ use backup_core::snapshot::SnapshotFilter;
 
 use super::{bytes, normalize_source};
 use crate::cli::ExportArgs;
-use crate::context::{usage, with_lock, Ctx};
+use crate::context::Ctx;
 
 pub(crate) async fn run(ctx: &Ctx, a: ExportArgs) -> Result<u8> {
-    if !backup_sources::export::FORMATS.contains(&a.format.as_str()) {
-        return usage(format!(
-            "unknown export format `{}`: supported formats are {}",
-            a.format,
-            backup_sources::export::FORMATS.join(", ")
-        ));
-    }
-    let repo = ctx.open().await?;
-    let work = async {
-        let repo = repo.clone().load_index().await?;
-        let filter = SnapshotFilter {
-            source: a.source.as_deref().map(normalize_source),
-            ..SnapshotFilter::default()
-        };
-        let entry = repo.find_snapshot(&a.snapshot, &filter).await?;
-        let report = backup_sources::export::export(&repo, &entry, &a.format, &a.to).await?;
-        Ok((entry, report))
+    let filter = SnapshotFilter {
+        source: a.source.as_deref().map(normalize_source),
+        ..SnapshotFilter::default()
     };
-    let (entry, report) = with_lock(ctx, &repo, false, "export", work).await?;
+    // Before the repository is opened (and a password asked).
+    backup_ops::maintenance::check_export_format(&a.format)?;
+    let repo = ctx.open().await?;
+    let (entry, report) = backup_ops::maintenance::export(
+        &repo,
+        &a.snapshot,
+        &filter,
+        &a.format,
+        &a.to,
+        ctx.lock_wait(),
+    )
+    .await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "snapshot": entry.id,

@@ -1,14 +1,13 @@
 //! `backup forget` and `backup prune`.
 
 use anyhow::Result;
-use backup_core::prune::{prune, PruneOptions, PruneReport};
-use backup_core::repo::Repository;
-use backup_core::retention::{apply, parse_duration, parse_tz, GroupBy, RetentionPolicy};
-use backup_core::FileKind;
+use backup_core::prune::{PruneOptions, PruneReport};
+use backup_core::retention::{parse_duration, parse_tz, GroupBy, RetentionPolicy};
+use backup_ops::retention::{forget as forget_snapshots, prune, ForgetRequest};
 
 use super::{bytes, snapshot_filter};
 use crate::cli::{ForgetArgs, PruneArgs};
-use crate::context::{usage, with_lock, Ctx};
+use crate::context::{usage, Ctx};
 
 fn threshold(percent: f64) -> Result<f64> {
     if (0.0..=100.0).contains(&percent) {
@@ -30,63 +29,33 @@ pub(crate) async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
         tags: a.keep_tags.clone(),
         tz: a.tz.as_deref().map(parse_tz).transpose()?,
     };
-    let group_by = GroupBy::parse(&a.group_by)?;
-    let filter = snapshot_filter(&a.filter)?;
-    if policy.is_empty() && a.snapshots.is_empty() {
-        return usage("nothing to forget: name snapshots or give a policy such as --keep-daily 7");
-    }
-    let repack = threshold(a.repack_threshold)?;
-    let repo = ctx.open().await?;
-    let exclusive = a.prune && !a.dry_run;
-    let work = async {
-        // Explicit ids first.
-        let mut remove = Vec::new();
-        for spec in &a.snapshots {
-            remove.push(
-                repo.find_snapshot(spec, &backup_core::snapshot::SnapshotFilter::default())
-                    .await?
-                    .id,
-            );
-        }
-        let (all, _) = repo.snapshots().await?;
-        let considered: Vec<_> = all
-            .into_iter()
-            .filter(|s| filter.matches(&s.snapshot))
-            .collect();
-        let decisions = if policy.is_empty() {
-            Vec::new()
-        } else {
-            apply(&considered, &policy, group_by)?
-        };
-        for d in &decisions {
-            if !d.keep && !remove.contains(&d.id) {
-                remove.push(d.id);
-            }
-        }
-        if !a.dry_run {
-            for id in &remove {
-                repo.sink().delete(FileKind::Snapshot, &id.to_hex()).await?;
-            }
-        }
-        let pruned = if a.prune {
-            Some(run_prune(ctx, &repo, a.dry_run, repack).await?)
-        } else {
-            None
-        };
-        Ok((decisions, remove, pruned))
+    let req = ForgetRequest {
+        snapshots: a.snapshots.clone(),
+        policy,
+        group_by: Some(GroupBy::parse(&a.group_by)?),
+        filter: snapshot_filter(&a.filter)?,
+        dry_run: a.dry_run,
+        prune: a
+            .prune
+            .then(|| threshold(a.repack_threshold))
+            .transpose()?
+            .map(|repack_threshold| PruneOptions {
+                dry_run: a.dry_run,
+                repack_threshold,
+            }),
+        lock_wait: ctx.lock_wait(),
     };
-    let (decisions, removed, pruned) = with_lock(ctx, &repo, exclusive, "forget", work).await?;
+    // Before the repository is opened (and a password asked).
+    req.check()?;
+    threshold(a.repack_threshold)?;
+    let repo = ctx.open().await?;
+    let result = forget_snapshots(&repo, &req, ctx).await?;
     if ctx.global.json {
-        ctx.print_json(&serde_json::json!({
-            "dry_run": a.dry_run,
-            "decisions": decisions,
-            "removed": removed,
-            "prune": pruned,
-        }))?;
+        ctx.print_json(&result)?;
         return Ok(0);
     }
     let mut group = None;
-    for d in &decisions {
+    for d in &result.decisions {
         if group.as_ref() != Some(&d.group) {
             ctx.say(format!("group {}", d.group))?;
             group = Some(d.group.clone());
@@ -100,41 +69,26 @@ pub(crate) async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
         ))?;
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
-    ctx.say(format!("{verb} {} snapshots", removed.len()))?;
-    if let Some(p) = &pruned {
+    ctx.say(format!("{verb} {} snapshots", result.removed.len()))?;
+    if let Some(p) = &result.prune {
         say_prune(ctx, p)?;
     }
     Ok(0)
 }
 
 pub(crate) async fn prune_cmd(ctx: &Ctx, a: PruneArgs) -> Result<u8> {
-    let repack = threshold(a.repack_threshold)?;
+    let opts = PruneOptions {
+        dry_run: a.dry_run,
+        repack_threshold: threshold(a.repack_threshold)?,
+    };
     let repo = ctx.open().await?;
-    let work = run_prune(ctx, &repo, a.dry_run, repack);
-    let report = with_lock(ctx, &repo, !a.dry_run, "prune", work).await?;
+    let report = prune(&repo, &opts, ctx.lock_wait(), ctx).await?;
     if ctx.global.json {
         ctx.print_json(&report)?;
     } else {
         say_prune(ctx, &report)?;
     }
     Ok(0)
-}
-
-async fn run_prune(
-    ctx: &Ctx,
-    repo: &Repository,
-    dry_run: bool,
-    repack_threshold: f64,
-) -> Result<PruneReport> {
-    let repo = repo.clone().load_index().await?;
-    let progress = ctx.progress("prune", "packs");
-    let opts = PruneOptions {
-        dry_run,
-        repack_threshold,
-    };
-    let report = prune(&repo, &opts, progress.as_ref()).await;
-    progress.finish();
-    Ok(report?)
 }
 
 fn say_prune(ctx: &Ctx, p: &PruneReport) -> Result<()> {

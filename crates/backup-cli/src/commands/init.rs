@@ -5,11 +5,11 @@ use backup_core::config::ChunkerParams;
 use backup_core::repo::{InitOptions, Repository};
 
 use crate::cli::InitArgs;
-use crate::context::{usage, Ctx};
+use crate::context::{bytes, usage, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
-    let url = ctx.repo_url()?;
-    let sink = ctx.sink()?;
+    let spec = ctx.repo_spec()?;
+    let sink = spec.sink()?;
     let Ok(avg) = u32::try_from(a.chunk_size) else {
         return usage("--chunk-size is too large");
     };
@@ -28,10 +28,10 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     } else {
         Some(ctx.password(true)?)
     };
-    let repo = Repository::init(sink, password.as_deref().map(str::as_bytes), &opts).await?;
+    let repo = Repository::init(sink, password.as_ref().map(bytes), &opts).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
-            "repository": url.redacted(),
+            "repository": spec.redacted(),
             "id": repo.config().id,
             "encrypted": !a.insecure_no_encryption,
             "chunker": repo.config().chunker,
@@ -42,7 +42,7 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
         ctx.say(format!(
             "created repository {} at {}",
             &repo.config().id[..8],
-            url.redacted()
+            spec.redacted()
         ))?;
         if a.insecure_no_encryption {
             ctx.say("warning: the repository is NOT encrypted")?;

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use backup_core::keys::KdfParams;
 
 use crate::cli::KeyCommand;
-use crate::context::{new_password, Ctx};
+use crate::context::{bytes, new_password, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
     let mut repo = ctx.open().await?;
@@ -34,7 +34,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
         }
         KeyCommand::Add(a) => {
             let pw = new_password(a.new_password_file.as_deref())?;
-            let id = repo.add_key(pw.as_bytes(), KdfParams::default()).await?;
+            let id = repo.add_key(bytes(&pw), KdfParams::default()).await?;
             report(ctx, "added key", &id.to_hex())?;
         }
         KeyCommand::Remove { id } => {
@@ -44,19 +44,19 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
         KeyCommand::Passwd(a) => {
             let pw = new_password(a.new_password_file.as_deref())?;
             let id = repo
-                .change_password(pw.as_bytes(), KdfParams::default())
+                .change_password(bytes(&pw), KdfParams::default())
                 .await?;
             report(ctx, "password changed; new key", &id.to_hex())?;
         }
         KeyCommand::Export { to, new } => {
             let pw = new_password(new.new_password_file.as_deref())?;
-            let bytes = repo.export_key(pw.as_bytes(), KdfParams::default()).await?;
+            let exported = repo.export_key(bytes(&pw), KdfParams::default()).await?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&to)
                 .with_context(|| format!("creating {} (it must not exist)", to.display()))?;
-            f.write_all(&bytes)?;
+            f.write_all(&exported)?;
             f.sync_all()?;
             report(ctx, "exported the master key to", &to.display().to_string())?;
             ctx.say("open the repository with it using --key-file and its password")?;

@@ -29,12 +29,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
     let operation = audited_operation(&cli.command);
     let result = Box::pin(dispatch(&ctx, cli.command)).await;
     if let Some(operation) = operation {
-        let mut details = std::mem::take(
-            &mut *ctx
-                .audit_details
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut details = ctx.audit_details.take();
         let success = match &result {
             Ok(code) => {
                 details.insert("exit_code".to_owned(), (*code).into());
@@ -42,22 +37,21 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             }
             Err(e) => {
                 details.insert("exit_code".to_owned(), crate::exit_code(e).into());
-                details.insert("error".to_owned(), format!("{e:#}").into());
+                details.insert("error".to_owned(), crate::report(e).into());
                 false
             }
         };
-        let repo = ctx
-            .opened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let op = backup_daemon::audit::Operation {
-            operation: operation.to_owned(),
-            success,
-            details: serde_json::Value::Object(details),
-        };
+        let repo = ctx.opened();
         let log = ctx.audit_log();
-        for w in backup_daemon::audit::record(repo.as_ref(), log.as_deref(), &op).await {
+        for w in log
+            .record(
+                repo.as_ref(),
+                operation,
+                success,
+                serde_json::Value::Object(details),
+            )
+            .await
+        {
             eprintln!("warning: {w}");
         }
     }

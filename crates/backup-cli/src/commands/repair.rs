@@ -1,19 +1,16 @@
 //! `backup repair`.
 
 use anyhow::Result;
-use backup_core::repair::{repair_index, repair_snapshots};
+use backup_ops::maintenance::{repair_index, repair_snapshots};
 
 use crate::cli::RepairCommand;
-use crate::context::{with_lock, Ctx};
+use crate::context::Ctx;
 
 pub(crate) async fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
     let repo = ctx.open().await?;
     match cmd {
         RepairCommand::Index { dry_run } => {
-            let progress = ctx.progress("repair", "packs");
-            let work = async { Ok(repair_index(&repo, dry_run, progress.as_ref()).await?) };
-            let report = with_lock(ctx, &repo, !dry_run, "repair index", work).await?;
-            progress.finish();
+            let report = repair_index(&repo, dry_run, ctx.lock_wait(), ctx).await?;
             if ctx.global.json {
                 ctx.print_json(&report)?;
             } else {
@@ -36,12 +33,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
             })
         }
         RepairCommand::Snapshots { remove, dry_run } => {
-            let progress = ctx.progress("repair", "snapshots");
-            let work =
-                async { Ok(repair_snapshots(&repo, remove, dry_run, progress.as_ref()).await?) };
-            let damaged =
-                with_lock(ctx, &repo, remove && !dry_run, "repair snapshots", work).await?;
-            progress.finish();
+            let damaged = repair_snapshots(&repo, remove, dry_run, ctx.lock_wait(), ctx).await?;
             if ctx.global.json {
                 ctx.print_json(&damaged)?;
             } else {

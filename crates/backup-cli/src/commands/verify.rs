@@ -1,68 +1,39 @@
 //! `backup verify`.
 
 use anyhow::Result;
-use backup_core::repo::Repository;
-use backup_core::snapshot::SnapshotFilter;
-use backup_core::target::RestoreOptions;
-use backup_core::verify::{verify, VerifyOptions, VerifyReport};
-use backup_sources::open_target;
-use serde::Serialize;
+use backup_core::verify::VerifyReport;
+use backup_ops::verify::{verify, VerifyRequest};
+use backup_sources::TargetSpec;
 
 use super::bytes;
 use crate::cli::VerifyArgs;
-use crate::context::{with_lock, Ctx};
-
-/// The outcome of `--restore-test`.
-#[derive(Debug, Serialize)]
-struct RestoreTest {
-    snapshot: String,
-    target: String,
-    files: u64,
-    bytes: u64,
-    differences: Vec<String>,
-    kept: bool,
-}
+use crate::context::Ctx;
 
 pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
     let repo = ctx.open().await?;
     let target = match &a.restore_test {
-        Some(url) => Some(open_target(url).await?),
+        Some(url) => Some(TargetSpec::new(url.clone())?.open()?),
         None => None,
     };
-    let work = async {
-        let snapshots = match &a.snapshot {
-            Some(spec) => Some(vec![
-                repo.find_snapshot(spec, &SnapshotFilter::default())
-                    .await?
-                    .id,
-            ]),
-            None => None,
-        };
-        let opts = VerifyOptions {
-            snapshots,
-            read_data_percent: a.read_data,
-        };
-        let progress = ctx.progress("verify", "packs");
-        let result = verify(repo.clone(), &opts, progress.as_ref()).await;
-        progress.finish();
-        let report = result?;
-        let test = match &target {
-            Some(t) if report.is_ok() => Some(restore_test(ctx, &repo, t.as_ref(), &a).await?),
-            _ => None,
-        };
-        Ok((report, test))
+    let req = VerifyRequest {
+        snapshot: a.snapshot.clone(),
+        job: None,
+        read_data: a.read_data,
+        keep: a.keep,
+        lock_wait: ctx.lock_wait(),
     };
-    let (report, test) = with_lock(ctx, &repo, false, "verify", work).await?;
+    let result = verify(&repo, &req, target.as_deref(), ctx).await?;
+    let (report, test) = (&result.report, &result.restore_test);
     let test_ok = test.as_ref().is_none_or(|t| t.differences.is_empty());
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
-            "ok": report.is_ok() && test_ok,
+            "ok": result.is_ok(),
             "report": report,
             "restore_test": test,
         }))?;
     } else {
-        print_report(ctx, &report, a.read_data.is_some())?;
-        if let Some(t) = &test {
+        print_report(ctx, report, a.read_data.is_some())?;
+        if let Some(t) = test {
             ctx.say(format!(
                 "restore test: snapshot {} restored to {} and re-read: {} files, {}{}",
                 &t.snapshot[..8],
@@ -73,7 +44,7 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
             ))?;
         }
     }
-    if report.is_ok() && test_ok {
+    if result.is_ok() {
         ctx.say("no problems found")?;
         return Ok(0);
     }
@@ -83,7 +54,7 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
     for s in &report.damaged_snapshots {
         eprintln!("affected snapshot: {s}");
     }
-    if let Some(t) = &test {
+    if let Some(t) = test {
         for d in &t.differences {
             eprintln!("restore test: {d}");
         }
@@ -123,35 +94,4 @@ fn print_report(ctx: &Ctx, report: &VerifyReport, read_data: bool) -> Result<()>
         ))?;
     }
     Ok(())
-}
-
-/// Restores the chosen snapshot into the scratch target and compares.
-async fn restore_test(
-    ctx: &Ctx,
-    repo: &Repository,
-    target: &dyn backup_core::target::Target,
-    a: &VerifyArgs,
-) -> Result<RestoreTest> {
-    let repo = repo.clone().load_index().await?;
-    let spec = a.snapshot.as_deref().unwrap_or("latest");
-    let entry = repo.find_snapshot(spec, &SnapshotFilter::default()).await?;
-    let opts = RestoreOptions::default();
-    target.check_options(&opts)?;
-    let progress = ctx.progress("restore", "files");
-    let restored = target.restore(&repo, &entry, &opts, progress.clone()).await;
-    progress.finish();
-    let report = restored?;
-    let differences = target.check_restored(&repo, &entry).await?;
-    let kept = a.keep || !differences.is_empty();
-    if !kept {
-        target.discard().await?;
-    }
-    Ok(RestoreTest {
-        snapshot: entry.id.to_hex(),
-        target: report.target,
-        files: report.stats.files,
-        bytes: report.stats.bytes,
-        differences,
-        kept,
-    })
 }

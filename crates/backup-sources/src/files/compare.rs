@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use backup_core::chunker::Chunker;
-use backup_core::repo::IndexedRepository;
+use backup_core::reader::{Dir, SnapshotReader};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Id, Result};
 
@@ -20,7 +20,7 @@ pub struct CompareReport {
     pub differences: Vec<String>,
 }
 
-/// Compares the directory `dir` with the snapshot tree `root`: every entry
+/// Compares the directory `dir` with the snapshot: every entry
 /// exists with the right type, permissions and link target, and every
 /// file's content, re-chunked and re-hashed with the repository's keys,
 /// gives exactly the chunk ids the snapshot lists. Extra entries in `dir`
@@ -30,21 +30,16 @@ pub struct CompareReport {
 ///
 /// Errors loading the snapshot's trees; differences are reported in the
 /// [`CompareReport`], not as errors.
-pub async fn compare_restored(
-    repo: &IndexedRepository,
-    root: Id,
-    dir: &Path,
-) -> Result<CompareReport> {
+pub async fn compare_restored(snapshot: &SnapshotReader, dir: &Path) -> Result<CompareReport> {
     let mut report = CompareReport::default();
-    let mut stack: Vec<(Id, PathBuf)> = vec![(root, dir.to_owned())];
-    while let Some((tree_id, path)) = stack.pop() {
-        let tree = repo.load_tree(&tree_id).await?;
+    let mut stack: Vec<(Dir, PathBuf)> = vec![(snapshot.root().await?, dir.to_owned())];
+    while let Some((tree, path)) = stack.pop() {
         let mut expected: Vec<std::ffi::OsString> = Vec::new();
-        for node in &tree.nodes {
+        for node in tree.entries() {
             let p = path.join(node.name.to_os());
             expected.push(node.name.to_os());
-            if let Some(sub) = compare_node(repo, node, &p, &mut report).await? {
-                stack.push((sub, p));
+            if compare_node(snapshot, node, &p, &mut report).await? {
+                stack.push((snapshot.open_dir(node).await?, p));
             }
         }
         if let Ok(rd) = fs::read_dir(&path) {
@@ -60,13 +55,14 @@ pub async fn compare_restored(
     Ok(report)
 }
 
-/// Compares one entry; returns the subtree to descend into for directories.
+/// Compares one entry; returns whether to descend into it (a directory
+/// found as such).
 async fn compare_node(
-    repo: &IndexedRepository,
+    snapshot: &SnapshotReader,
     node: &Node,
     path: &Path,
     report: &mut CompareReport,
-) -> Result<Option<Id>> {
+) -> Result<bool> {
     let diff = |report: &mut CompareReport, what: String| {
         report
             .differences
@@ -76,7 +72,7 @@ async fn compare_node(
         Ok(m) => m,
         Err(e) => {
             diff(report, format!("missing ({e})"));
-            return Ok(None);
+            return Ok(false);
         }
     };
     let ft = meta.file_type();
@@ -87,7 +83,7 @@ async fn compare_node(
     };
     if !kind_ok {
         diff(report, format!("expected a {:?}", node.kind));
-        return Ok(None);
+        return Ok(false);
     }
     if node.kind != NodeKind::Symlink {
         if let Some(mode) = node.mode {
@@ -98,7 +94,7 @@ async fn compare_node(
         }
     }
     match node.kind {
-        NodeKind::Dir => Ok(node.subtree),
+        NodeKind::Dir => Ok(true),
         NodeKind::Symlink => {
             let target = fs::read_link(path)
                 .map_err(|e| Error::io(format!("reading link {}", path.display()), e))?;
@@ -110,7 +106,7 @@ async fn compare_node(
             {
                 diff(report, "link target differs".to_owned());
             }
-            Ok(None)
+            Ok(false)
         }
         NodeKind::File | NodeKind::Stream => {
             report.files += 1;
@@ -119,12 +115,11 @@ async fn compare_node(
                     report,
                     format!("{} bytes, expected {}", meta.size(), node.size),
                 );
-                return Ok(None);
+                return Ok(false);
             }
-            let expected = repo.content_ids(node).await?;
-            let params = repo.config().chunker;
-            let seed = repo.key().chunker_seed();
-            let hasher = repo.hasher().clone();
+            let expected = snapshot.content_ids(node).await?;
+            let (params, seed) = snapshot.chunker_params();
+            let hasher = snapshot.clone();
             let p = path.to_owned();
             let got = tokio::task::spawn_blocking(move || -> Result<Vec<Id>> {
                 let f = fs::File::open(&p)
@@ -135,7 +130,7 @@ async fn compare_node(
                     .next_chunk()
                     .map_err(|e| Error::io(format!("reading {}", p.display()), e))?
                 {
-                    ids.push(hasher.hash(&c));
+                    ids.push(hasher.blob_id(&c));
                 }
                 Ok(ids)
             })
@@ -148,7 +143,7 @@ async fn compare_node(
             if got != expected {
                 diff(report, "content differs from the snapshot".to_owned());
             }
-            Ok(None)
+            Ok(false)
         }
     }
 }

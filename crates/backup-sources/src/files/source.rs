@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use backup_core::filter::PathFilter;
 use backup_core::snapshot::SourceDescriptor;
-use backup_core::source::{Content, Item, OnReadError, Source};
+use backup_core::source::{Content, Item, OnReadError, SizeHint, Source};
 use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, Result};
 
-use crate::SourceOptions;
+use crate::Selection;
 
 /// Backs up a directory's contents, or a single file.
 ///
@@ -23,6 +23,7 @@ use crate::SourceOptions;
 #[derive(Debug)]
 pub struct FilesSource {
     root: PathBuf,
+    excludes: Vec<String>,
     rx: async_channel::Receiver<Item>,
     walker: Option<std::thread::JoinHandle<()>>,
 }
@@ -35,23 +36,24 @@ impl FilesSource {
     /// [`Error::Source`] when `root` does not exist or cannot be read;
     /// [`Error::Config`] for invalid patterns or include patterns (which
     /// select database namespaces, not files).
-    pub fn open(root: &Path, opts: &SourceOptions) -> Result<Self> {
+    pub fn open(root: &Path, opts: &Selection) -> Result<Self> {
         if !opts.includes.is_empty() {
             return Err(Error::Config(
                 "--include selects database namespaces; for files, back up the directory you want and use --exclude".to_owned(),
             ));
         }
         let filter = PathFilter::new(&[], &opts.excludes)?;
-        let meta = fs::metadata(root)
-            .map_err(|e| Error::Source(format!("cannot read source {}: {e}", root.display())))?;
+        let meta = fs::metadata(root).map_err(|e| {
+            Error::source_failed(format!("cannot read source {}: {e}", root.display()))
+        })?;
         if !(meta.is_dir() || meta.is_file()) {
-            return Err(Error::Source(format!(
+            return Err(Error::source_failed(format!(
                 "{} is neither a directory nor a regular file",
                 root.display()
             )));
         }
         let root = fs::canonicalize(root)
-            .map_err(|e| Error::Source(format!("cannot resolve {}: {e}", root.display())))?;
+            .map_err(|e| Error::source_failed(format!("cannot resolve {}: {e}", root.display())))?;
         let (tx, rx) = async_channel::bounded(1024);
         let root2 = root.clone();
         let walker = std::thread::Builder::new()
@@ -72,6 +74,7 @@ impl FilesSource {
             .map_err(|e| Error::io("starting the directory walker", e))?;
         Ok(FilesSource {
             root,
+            excludes: opts.excludes.clone(),
             rx,
             walker: Some(walker),
         })
@@ -87,6 +90,12 @@ impl Source for FilesSource {
         }
     }
 
+    fn size_hint(&self) -> SizeHint {
+        let root = self.root.clone();
+        let excludes = self.excludes.clone();
+        SizeHint::Scan(Box::new(move || scan_size(&root, &excludes).0))
+    }
+
     async fn next(&mut self) -> Result<Option<Item>> {
         Ok(self.rx.recv().await.ok())
     }
@@ -96,8 +105,8 @@ impl Source for FilesSource {
         if let Some(w) = self.walker.take() {
             tokio::task::spawn_blocking(move || w.join())
                 .await
-                .map_err(|e| Error::Source(format!("directory walker failed: {e}")))?
-                .map_err(|_| Error::Source("directory walker panicked".to_owned()))?;
+                .map_err(|e| Error::source_failed(format!("directory walker failed: {e}")))?
+                .map_err(|_| Error::source_failed("directory walker panicked"))?;
         }
         Ok(serde_json::Value::Null)
     }

@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use backup_core::filter::PathFilter;
 use backup_core::progress::Progress;
-use backup_core::repo::IndexedRepository;
-use backup_core::restorer::{plan, restore_tree, TreeWriter};
-use backup_core::snapshot::SnapshotEntry;
+use backup_core::reader::SnapshotReader;
+use backup_core::restorer::TreeWriter;
 use backup_core::target::{RestoreOptions, RestoreReport, Target};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
@@ -37,7 +36,7 @@ impl FilesTarget {
         match fs::read_dir(&self.root) {
             Ok(mut rd) => {
                 if rd.next().is_some() {
-                    return Err(Error::Target(format!(
+                    return Err(Error::target_failed(format!(
                         "{} is not empty; restore into an empty or new directory (nothing was changed)",
                         self.root.display()
                     )));
@@ -45,10 +44,12 @@ impl FilesTarget {
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::Target(format!(
-                "{} exists and is not a directory (nothing was changed)",
-                self.root.display()
-            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                Err(Error::target_failed(format!(
+                    "{} exists and is not a directory (nothing was changed)",
+                    self.root.display()
+                )))
+            }
             Err(e) => Err(Error::io(format!("reading {}", self.root.display()), e)),
         }
     }
@@ -60,12 +61,8 @@ impl Target for FilesTarget {
         self.root.display().to_string()
     }
 
-    async fn check_restored(
-        &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
-    ) -> Result<Vec<String>> {
-        let report = super::compare_restored(repo, snapshot.snapshot.tree, &self.root).await?;
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
+        let report = super::compare_restored(snapshot, &self.root).await?;
         Ok(report.differences)
     }
 
@@ -98,41 +95,35 @@ impl Target for FilesTarget {
 
     async fn restore(
         &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
+        snapshot: &SnapshotReader,
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
         self.check_options(opts)?;
         let filter = PathFilter::new(&opts.includes, &opts.excludes)?;
         self.check_empty()?;
-        let planned = plan(repo, snapshot.snapshot.tree, &filter).await?;
+        let planned = snapshot.plan(&filter).await?;
         if opts.dry_run {
             return Ok(RestoreReport {
                 dry_run: true,
                 target: self.describe(),
                 stats: planned,
-                details: serde_json::Value::Null,
+                ..RestoreReport::default()
             });
         }
         progress.set_total(planned.bytes);
         fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
         let writer = FsWriter::new(self.root.clone())?;
-        let result = restore_tree(
-            repo,
-            snapshot.snapshot.tree,
-            &filter,
-            Box::new(writer),
-            progress,
-        )
-        .await;
+        let result = snapshot
+            .restore_tree(&filter, Box::new(writer), progress)
+            .await;
         match result {
             Ok(stats) => Ok(RestoreReport {
                 dry_run: false,
                 target: self.describe(),
                 stats,
-                details: serde_json::Value::Null,
+                ..RestoreReport::default()
             }),
             Err(e) => {
                 tracing::error!(
@@ -313,7 +304,7 @@ impl FsWriter {
             Ok(())
         } else {
             self.check_workers()?;
-            Err(Error::Target("a restore writer thread stopped".to_owned()))
+            Err(Error::target_failed("a restore writer thread stopped"))
         }
     }
 
@@ -327,7 +318,7 @@ impl FsWriter {
     /// Hands the buffered part of the current file to its worker.
     fn flush(&mut self, finish: Option<Node>) -> Result<()> {
         let Some(p) = self.current.as_mut() else {
-            return Err(Error::Target("data without an open file".to_owned()));
+            return Err(Error::target_failed("data without an open file"));
         };
         let job = Job {
             seq: p.seq,
@@ -455,7 +446,7 @@ fn run_job(file: &mut Option<(PathBuf, File)>, job: &Job, as_root: bool) -> Resu
         *file = Some((job.path.clone(), f));
     }
     let Some((path, f)) = file.as_mut() else {
-        return Err(Error::Target("data for a file that is not open".to_owned()));
+        return Err(Error::target_failed("data for a file that is not open"));
     };
     for c in &job.chunks {
         f.write_all(c)
@@ -536,7 +527,7 @@ impl TreeWriter for FsWriter {
         let p = self
             .current
             .as_mut()
-            .ok_or_else(|| Error::Target("data without an open file".to_owned()))?;
+            .ok_or_else(|| Error::target_failed("data without an open file"))?;
         p.buffered += data.len();
         p.chunks.push(data);
         if p.buffered >= FLUSH_BYTES {

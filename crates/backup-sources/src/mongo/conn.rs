@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backup_core::redact::redact_url;
 use backup_core::{Error, Result};
 use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
@@ -19,8 +20,8 @@ pub(crate) enum Side {
 impl Side {
     fn error(self, msg: String) -> Error {
         match self {
-            Side::Source => Error::Source(msg),
-            Side::Target => Error::Target(msg),
+            Side::Source => Error::source_failed(msg),
+            Side::Target => Error::target_failed(msg),
         }
     }
 }
@@ -58,30 +59,10 @@ pub(crate) struct Hello {
     pub(crate) last_write: Option<mongodb::bson::Timestamp>,
 }
 
-/// Removes the password of a `mongodb://user:pass@host/...` URL.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let mut out = format!("{scheme}://{user}:***@{hosts}{tail}");
-            if !userinfo.contains(':') {
-                out = format!("{scheme}://{user}@{hosts}{tail}");
-            }
-            out
-        }
-        None => url.to_owned(),
-    }
-}
-
 impl Conn {
     /// Parses `url` and builds a client (connections are made lazily).
     pub(crate) async fn new(url: &str, side: Side) -> Result<Self> {
-        let redacted = redact(url);
+        let redacted = redact_url(url);
         let mut opts = ClientOptions::parse(url).await.map_err(|e| {
             Error::Config(format!(
                 "`{redacted}` is not a valid MongoDB URL: {}",
@@ -224,23 +205,5 @@ impl Conn {
             &format!("listing the indexes of {db}.{coll}"),
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("mongodb://u:secret@h1:27017,h2/db?replicaSet=rs"),
-            "mongodb://u:***@h1:27017,h2/db?replicaSet=rs"
-        );
-        assert_eq!(redact("mongodb://h/db"), "mongodb://h/db");
-        assert_eq!(
-            redact("mongodb+srv://u@c.example.net"),
-            "mongodb+srv://u@c.example.net"
-        );
     }
 }

@@ -6,17 +6,14 @@
 
 use std::path::Path;
 
-use backup_core::repo::IndexedRepository;
-use backup_core::restorer::content_stream;
-use backup_core::snapshot::SnapshotEntry;
+use backup_core::reader::SnapshotReader;
 use backup_core::{Error, Result};
 use futures::StreamExt;
 use mongodb::bson::{Bson, Document};
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::target::{load, Planned};
-use crate::export::ExportReport;
+use crate::export::{ExportDetails, ExportReport, MongodumpExport};
 
 /// Writes `value` as canonical extended JSON, keeping the field order of
 /// documents (index keys are ordered).
@@ -78,7 +75,7 @@ fn file_name(name: &str) -> String {
 }
 
 async fn write_stream(
-    repo: &IndexedRepository,
+    snapshot: &SnapshotReader,
     node: Option<&backup_core::tree::Node>,
     path: &Path,
 ) -> Result<u64> {
@@ -87,7 +84,7 @@ async fn write_stream(
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
     let mut n = 0u64;
     if let Some(node) = node {
-        let mut s = content_stream(repo, node);
+        let mut s = snapshot.content(node);
         while let Some(chunk) = s.next().await {
             let chunk = chunk?;
             n += chunk.len() as u64;
@@ -109,11 +106,7 @@ async fn write_stream(
 ///
 /// [`Error::Config`] for a snapshot of another kind or a non-empty `to`;
 /// repository and write errors.
-pub(crate) async fn export_mongodump(
-    repo: &IndexedRepository,
-    snapshot: &SnapshotEntry,
-    to: &Path,
-) -> Result<ExportReport> {
+pub(crate) async fn export_mongodump(snapshot: &SnapshotReader, to: &Path) -> Result<ExportReport> {
     if let Ok(mut rd) = std::fs::read_dir(to) {
         if rd.next().is_some() {
             return Err(Error::Config(format!(
@@ -128,7 +121,7 @@ pub(crate) async fn export_mongodump(
         )));
     }
     let all = |db: &str, coll: &str| Some((db.to_owned(), coll.to_owned()));
-    let loaded = load(repo, snapshot, &all).await?;
+    let loaded = load(snapshot, &all).await?;
     tokio::fs::create_dir_all(to)
         .await
         .map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
@@ -142,7 +135,7 @@ pub(crate) async fn export_mongodump(
         let base = file_name(&p.meta.name);
         if !p.meta.is_view() {
             bytes += write_stream(
-                repo,
+                snapshot,
                 p.documents.as_ref(),
                 &dir.join(format!("{base}.bson")),
             )
@@ -174,7 +167,7 @@ pub(crate) async fn export_mongodump(
                 // Derived from the credentials; not a system.users field.
                 d.remove("mechanisms");
                 d.to_writer(&mut buf)
-                    .map_err(|e| Error::Source(format!("encoding {name}: {e}")))?;
+                    .map_err(|e| Error::source_failed(format!("encoding {name}: {e}")))?;
             }
             let path = dir.join(format!("{name}.bson"));
             tokio::fs::write(&path, &buf)
@@ -186,7 +179,7 @@ pub(crate) async fn export_mongodump(
     }
     let mut oplog_entries = 0;
     if let Some(node) = &loaded.oplog {
-        bytes += write_stream(repo, Some(node), &to.join("oplog.bson")).await?;
+        bytes += write_stream(snapshot, Some(node), &to.join("oplog.bson")).await?;
         files += 1;
         oplog_entries = loaded.meta.oplog.as_ref().map_or(0, |o| o.entries);
     }
@@ -194,14 +187,22 @@ pub(crate) async fn export_mongodump(
         format: "mongodump".to_owned(),
         path: to.to_path_buf(),
         bytes,
-        details: json!({
-            "files": files,
-            "collections": loaded.collections.iter().filter(|p| !p.meta.is_view()).count(),
-            "views": loaded.collections.iter().filter(|p| p.meta.is_view()).count(),
-            "oplog_entries": oplog_entries,
-            "users": loaded.users.len(),
-            "roles": loaded.roles.len(),
-            "restore_with": if loaded.oplog.is_some() {
+        details: ExportDetails::Mongodump(MongodumpExport {
+            files,
+            collections: loaded
+                .collections
+                .iter()
+                .filter(|p| !p.meta.is_view())
+                .count(),
+            views: loaded
+                .collections
+                .iter()
+                .filter(|p| p.meta.is_view())
+                .count(),
+            oplog_entries,
+            users: loaded.users.len(),
+            roles: loaded.roles.len(),
+            restore_with: if loaded.oplog.is_some() {
                 format!("mongorestore --oplogReplay --dir {}", to.display())
             } else {
                 format!("mongorestore --dir {}", to.display())

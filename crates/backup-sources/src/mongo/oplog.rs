@@ -139,7 +139,7 @@ fn bad(entry: &Document, why: &str) -> Error {
         shown.truncate(cut);
         shown.push_str("...");
     }
-    Error::Target(format!("cannot replay oplog entry ({why}): {shown}"))
+    Error::target_failed(format!("cannot replay oplog entry ({why}): {shown}"))
 }
 
 fn plan_update(

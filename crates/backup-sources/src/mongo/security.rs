@@ -464,7 +464,7 @@ async fn merge_users(conn: &Conn, users: &[&Document]) -> Result<bool> {
     let dropped = coll.drop().await;
     let merged = result?;
     dropped.map_err(|e| {
-        Error::Target(format!(
+        Error::target_failed(format!(
             "the users were restored, but the temporary collection admin.{temp} could not be dropped: {e}; drop it by hand"
         ))
     })?;

@@ -21,7 +21,7 @@ use super::{
     DOCUMENTS, INTERNAL_DATABASES, METADATA, OPLOG,
 };
 use crate::gather::Gather;
-use crate::SourceOptions;
+use crate::{MongoOptions, Selection};
 
 /// Backs up a MongoDB deployment (or the databases and collections the URL
 /// and patterns select).
@@ -68,7 +68,7 @@ impl MongoSource {
     /// [`Error::Config`] for a malformed URL or patterns;
     /// [`Error::PermissionDenied`] for failed authentication;
     /// [`Error::Source`] for an unreachable server.
-    pub async fn open(url: &str, opts: &SourceOptions) -> Result<Self> {
+    pub async fn open(url: &str, opts: &Selection, config: &MongoOptions) -> Result<Self> {
         let conn = Conn::new(url, Side::Source).await?;
         let filter = NsFilter::new(&opts.includes, &opts.excludes)?;
         let hello = conn.hello().await?;
@@ -201,7 +201,7 @@ impl MongoSource {
                 );
                 let mut buf = Vec::new();
                 meta.to_writer(&mut buf).map_err(|e| {
-                    Error::Source(format!("encoding the metadata of {db}.{name}: {e}"))
+                    Error::source_failed(format!("encoding the metadata of {db}.{name}: {e}"))
                 })?;
                 items.push_back(bytes_leaf(METADATA, buf));
                 items.push_back(Item::Leave);
@@ -216,7 +216,7 @@ impl MongoSource {
         }
 
         let (mut users, mut roles) = (Vec::new(), Vec::new());
-        if opts.users {
+        if config.users {
             let patterns = !opts.includes.is_empty() || !opts.excludes.is_empty();
             let mut sec_dbs: Vec<String> = if patterns {
                 plan.keys().cloned().collect()
@@ -234,7 +234,7 @@ impl MongoSource {
                 let mut buf = Vec::new();
                 for d in docs {
                     d.to_writer(&mut buf)
-                        .map_err(|e| Error::Source(format!("encoding {name}: {e}")))?;
+                        .map_err(|e| Error::source_failed(format!("encoding {name}: {e}")))?;
                 }
                 items.push_back(bytes_leaf(name, buf));
             }
@@ -303,7 +303,7 @@ impl Source for MongoSource {
                 continue;
             }
             let Some((docs, bytes)) = stats.get(&i) else {
-                return Err(Error::Source(format!(
+                return Err(Error::source_failed(format!(
                     "the documents of {} were not read to the end",
                     c.ns()
                 )));
@@ -319,8 +319,8 @@ impl Source for MongoSource {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             let Some(captured) = range else {
-                return Err(Error::Source(
-                    "the oplog was not captured to the end".to_owned(),
+                return Err(Error::source_failed(
+                    "the oplog was not captured to the end",
                 ));
             };
             let start = captured.range.start;
@@ -329,7 +329,7 @@ impl Source for MongoSource {
                 // during the backup, unless the start was not an entry.
                 let oldest = oplog_edge(&self.conn, 1).await?;
                 if oldest > start {
-                    return Err(Error::Source(format!(
+                    return Err(Error::source_failed(format!(
                         "the oplog rolled over during the backup: the oldest entry ({}, {}) is newer than the start ({}, {}), so writes made during the backup are lost from it; enlarge the oplog (replSetResizeOplog) or back up when fewer writes happen",
                         oldest.t, oldest.i, start.t, start.i
                     )));
@@ -339,7 +339,8 @@ impl Source for MongoSource {
         }
         meta.total_documents = meta.collections.iter().map(|c| c.documents).sum();
         meta.total_bytes = meta.collections.iter().map(|c| c.bytes).sum();
-        serde_json::to_value(&meta).map_err(|e| Error::Source(format!("encoding metadata: {e}")))
+        serde_json::to_value(&meta)
+            .map_err(|e| Error::source_failed(format!("encoding metadata: {e}")))
     }
 }
 
@@ -565,8 +566,8 @@ async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncR
         .await
         .map_err(|_| Error::Cancelled)?;
     if state.1 {
-        return Err(Error::Source(
-            "a collection could not be read, so the oplog was not captured".to_owned(),
+        return Err(Error::source_failed(
+            "a collection could not be read, so the oplog was not captured",
         ));
     }
     // Everything from the start entry on, to the newest entry there is

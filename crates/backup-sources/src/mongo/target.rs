@@ -5,18 +5,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use backup_core::progress::Progress;
-use backup_core::repo::IndexedRepository;
-use backup_core::restorer::{content_stream, RestoreStats};
-use backup_core::snapshot::SnapshotEntry;
-use backup_core::target::{RestoreOptions, RestoreReport, Target};
-use backup_core::tree::{FsName, Node, Tree};
+use backup_core::reader::{Dir, SnapshotReader};
+use backup_core::restorer::RestoreStats;
+use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit, Target};
+use backup_core::tree::Node;
 use backup_core::{Error, FileKind, Result};
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::Collection;
-use serde_json::json;
 
 use super::conn::{Conn, Hello, Side};
 use super::oplog::{clean_index_spec, plan_entry, Op};
@@ -24,6 +22,48 @@ use super::{
     security, tree_name, CollectionMeta, Metadata, NsFilter, Renames, DATABASES, DOCUMENTS,
     METADATA, OPLOG,
 };
+
+/// What a MongoDB restore did or would do (the `details` of its report).
+#[derive(Debug, serde::Serialize)]
+struct MongoRestoreReport {
+    server_version: String,
+    collections: Vec<CollectionPlan>,
+    documents: u64,
+    data_bytes: u64,
+    oplog_entries: u64,
+    consistent: bool,
+    summary: Vec<String>,
+    /// What happened, once the restore ran (not for a dry run).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    outcome: Option<MongoOutcome>,
+}
+
+/// One collection or view of the plan.
+#[derive(Debug, serde::Serialize)]
+struct CollectionPlan {
+    from: String,
+    to: String,
+    kind: String,
+    documents: u64,
+    bytes: u64,
+    indexes: usize,
+    /// What it replaces on the target (`--drop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
+}
+
+/// The results of a restore that ran.
+#[derive(Debug, serde::Serialize)]
+struct MongoOutcome {
+    roles_created: Vec<String>,
+    users_created: Vec<String>,
+    users_and_roles_kept: Vec<String>,
+    users_and_roles_failed: Vec<String>,
+    indexes_built: usize,
+    oplog_operations: u64,
+    index_failures: Vec<String>,
+    count_mismatches: Vec<String>,
+}
 
 /// Restores a MongoDB snapshot into the deployment a URL names.
 #[derive(Debug)]
@@ -77,31 +117,16 @@ pub(crate) struct Loaded {
     pub(crate) roles: Vec<Document>,
 }
 
-/// Reads the whole content of a stream node.
-pub(crate) async fn read_all(repo: &IndexedRepository, node: &Node) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(usize::try_from(node.size).unwrap_or(0));
-    let mut s = content_stream(repo, node);
-    while let Some(chunk) = s.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
-
-fn child<'a>(tree: &'a Tree, name: &str) -> Option<&'a Node> {
-    tree.find(&FsName::from(name))
-}
-
-pub(crate) fn snapshot_metadata(snapshot: &SnapshotEntry) -> Result<Metadata> {
-    let s = &snapshot.snapshot;
+pub(crate) fn snapshot_metadata(snapshot: &SnapshotReader) -> Result<Metadata> {
+    let s = snapshot.snapshot();
     if s.source.kind != "mongodb" {
         return Err(Error::Config(format!(
             "snapshot {} is a {} backup, not MongoDB",
-            snapshot.id.short(),
+            snapshot.id().short(),
             s.source.kind
         )));
     }
-    serde_json::from_value(s.metadata.clone())
-        .map_err(|e| Error::corrupt(FileKind::Snapshot, snapshot.id.short(), e))
+    serde_json::from_value(s.metadata.clone()).map_err(|e| snapshot.damaged(e))
 }
 
 /// Maps an original namespace to its target (`None`: not restored).
@@ -109,24 +134,19 @@ pub(crate) type NsMapSync<'a> = dyn Fn(&str, &str) -> Option<(String, String)> +
 
 /// Loads the manifest and the metadata of the selected collections;
 /// `map` gives each its target namespace (`None`: not restored).
-pub(crate) async fn load(
-    repo: &IndexedRepository,
-    snapshot: &SnapshotEntry,
-    map: &NsMapSync<'_>,
-) -> Result<Loaded> {
+pub(crate) async fn load(snapshot: &SnapshotReader, map: &NsMapSync<'_>) -> Result<Loaded> {
     let meta = snapshot_metadata(snapshot)?;
-    let corrupt = |what: String| Error::corrupt(FileKind::Snapshot, snapshot.id.short(), what);
-    let root = repo.load_tree(&snapshot.snapshot.tree).await?;
-    let oplog = child(&root, OPLOG).cloned();
+    let corrupt = |what: String| snapshot.damaged(what);
+    let root = snapshot.root().await?;
+    let oplog = root.get(OPLOG).cloned();
     let (mut users, mut roles) = (Vec::new(), Vec::new());
-    if let Some(id) = child(&root, security::SECURITY).and_then(|n| n.subtree) {
-        let tree = repo.load_tree(&id).await?;
+    if let Some(tree) = root.dir(security::SECURITY).await? {
         for (name, out) in [(security::USERS, &mut users), (security::ROLES, &mut roles)] {
-            let Some(node) = child(&tree, name) else {
+            let Some(node) = tree.get(name) else {
                 return Err(corrupt(format!("{}/{name} is missing", security::SECURITY)));
             };
             let mut split = DocSplitter::new(usize::MAX);
-            split.push(&read_all(repo, node).await?);
+            split.push(&snapshot.read_all(node).await?);
             while let Some(raw) = split.next_doc().map_err(&corrupt)? {
                 out.push(
                     RawDocumentBuf::from_bytes(raw)
@@ -139,35 +159,34 @@ pub(crate) async fn load(
             }
         }
     }
-    let dbs = match child(&root, DATABASES).and_then(|n| n.subtree) {
-        Some(id) => repo.load_tree(&id).await?,
-        None => Tree::default(),
-    };
-    let mut db_trees: HashMap<String, Tree> = HashMap::new();
+    let dbs = root.dir(DATABASES).await?;
+    let mut db_trees: HashMap<String, Dir> = HashMap::new();
     let mut collections = Vec::new();
     for c in &meta.collections {
         let Some((tdb, tcoll)) = map(&c.db, &c.name) else {
             continue;
         };
         if !db_trees.contains_key(&c.db) {
-            let id = child(&dbs, &tree_name(&c.db))
-                .and_then(|n| n.subtree)
-                .ok_or_else(|| corrupt(format!("database {} is missing from the tree", c.db)))?;
-            db_trees.insert(c.db.clone(), repo.load_tree(&id).await?);
+            let missing = || corrupt(format!("database {} is missing from the tree", c.db));
+            let db_dir = match &dbs {
+                Some(d) => d.dir(&tree_name(&c.db)).await?.ok_or_else(missing)?,
+                None => return Err(missing()),
+            };
+            db_trees.insert(c.db.clone(), db_dir);
         }
-        let id = db_trees
-            .get(&c.db)
-            .and_then(|t| child(t, &tree_name(&c.name)))
-            .and_then(|n| n.subtree)
-            .ok_or_else(|| corrupt(format!("{} is missing from the tree", c.ns())))?;
-        let tree = repo.load_tree(&id).await?;
-        let meta_node =
-            child(&tree, METADATA).ok_or_else(|| corrupt(format!("{}: no metadata", c.ns())))?;
-        let raw = read_all(repo, meta_node).await?;
+        let tree = match db_trees.get(&c.db) {
+            Some(d) => d.dir(&tree_name(&c.name)).await?,
+            None => None,
+        }
+        .ok_or_else(|| corrupt(format!("{} is missing from the tree", c.ns())))?;
+        let meta_node = tree
+            .get(METADATA)
+            .ok_or_else(|| corrupt(format!("{}: no metadata", c.ns())))?;
+        let raw = snapshot.read_all(meta_node).await?;
         let spec = RawDocumentBuf::from_bytes(raw)
             .and_then(|r| r.to_document())
             .map_err(|e| corrupt(format!("{}: metadata: {e}", c.ns())))?;
-        let documents = child(&tree, DOCUMENTS).cloned();
+        let documents = tree.get(DOCUMENTS).cloned();
         if !c.is_view() && documents.is_none() {
             return Err(corrupt(format!("{}: no documents stream", c.ns())));
         }
@@ -283,13 +302,13 @@ impl MongoTarget {
         if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
             return Err(Error::Config(format!(
                 "`{}` is not a MongoDB URL (mongodb:// or mongodb+srv://)",
-                super::conn::redact(url)
+                backup_core::redact::redact_url(url)
             )));
         }
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         Ok(MongoTarget {
             url: url.to_owned(),
-            redacted: super::conn::redact(url),
+            redacted: backup_core::redact::redact_url(url),
             jobs,
             created: Mutex::new(Vec::new()),
         })
@@ -476,7 +495,7 @@ async fn insert_batch(
                             if ignore_duplicates {
                                 return Ok(dups);
                             }
-                            return Err(Error::Target(format!(
+                            return Err(Error::target_failed(format!(
                                 "duplicate key inserting into {ns} ({dups} document(s)): {}; the target collection already holds documents with these keys: restore with --drop to replace it (a safety backup is taken first) or --rename to restore next to it",
                                 errs[0].message
                             )));
@@ -490,7 +509,7 @@ async fn insert_batch(
 }
 
 async fn load_collection(
-    repo: IndexedRepository,
+    snapshot: SnapshotReader,
     conn: Conn,
     p: Planned,
     limits: Limits,
@@ -529,7 +548,7 @@ async fn load_collection(
     drop(rx);
     let read = async {
         let mut split = DocSplitter::new(limits.max_doc);
-        let mut stream = content_stream(&repo, &node);
+        let mut stream = snapshot.content(&node);
         let mut batch: Vec<RawDocumentBuf> = Vec::new();
         let mut batch_bytes = 0usize;
         let mut total = Loaded1::default();
@@ -540,7 +559,7 @@ async fn load_collection(
             split.push(&chunk);
             loop {
                 let doc = split.next_doc().map_err(|m| {
-                    Error::Target(format!("{}: document {index}: {m}", p.meta.ns()))
+                    Error::target_failed(format!("{}: document {index}: {m}", p.meta.ns()))
                 })?;
                 let Some(doc) = doc else { break };
                 index += 1;
@@ -588,7 +607,7 @@ async fn load_collection(
                 first_err.get_or_insert(e);
             }
             Err(e) => {
-                first_err.get_or_insert(Error::Target(format!(
+                first_err.get_or_insert(Error::target_failed(format!(
                     "an insert worker of {ns} failed: {e}"
                 )));
             }
@@ -728,11 +747,7 @@ impl Target for MongoTarget {
         Ok(true)
     }
 
-    async fn check_restored(
-        &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
-    ) -> Result<Vec<String>> {
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
         let conn = self.conn().await?;
         let meta = snapshot_metadata(snapshot)?;
         let map = Self::mapper(
@@ -740,7 +755,7 @@ impl Target for MongoTarget {
             conn.database.as_deref(),
             &selected_dbs(&meta, &RestoreOptions::default())?,
         )?;
-        let loaded = load(repo, snapshot, &map).await?;
+        let loaded = load(snapshot, &map).await?;
         let replayed = meta.oplog.as_ref().is_some_and(|o| o.entries > 0);
         let mut diffs = Vec::new();
         for p in loaded.collections.iter().filter(|p| !p.meta.is_view()) {
@@ -784,8 +799,7 @@ impl Target for MongoTarget {
 
     async fn restore(
         &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
+        snapshot: &SnapshotReader,
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
@@ -794,7 +808,7 @@ impl Target for MongoTarget {
         let conn = self.conn().await?;
         let selected = selected_dbs(&meta, opts)?;
         let map = Self::mapper(opts, conn.database.as_deref(), &selected)?;
-        let loaded = load(repo, snapshot, &map).await?;
+        let loaded = load(snapshot, &map).await?;
         let hello = conn.hello().await?;
         let url_db = conn.database.clone();
         let whole = whole_dbs(&meta, opts)?;
@@ -832,7 +846,7 @@ impl Target for MongoTarget {
             })
             .collect();
         if !conflicts.is_empty() && !opts.drop {
-            return Err(Error::Target(format!(
+            return Err(Error::target_failed(format!(
                 "the target already holds {} of the namespaces to restore: {}; restore with --drop to replace them (a safety backup is taken first), --rename to restore next to them, or --exclude to leave them out (nothing was changed)",
                 conflicts.len(),
                 conflicts.join(", ")
@@ -846,21 +860,18 @@ impl Target for MongoTarget {
             .filter_map(|p| p.documents.as_ref())
             .map(|n| n.size)
             .sum();
-        let colls_json: Vec<serde_json::Value> = plan
+        let collections: Vec<CollectionPlan> = plan
             .iter()
-            .map(|p| {
-                let mut v = json!({
-                    "from": p.meta.ns(),
-                    "to": p.target_ns(),
-                    "kind": p.meta.kind,
-                    "documents": p.meta.documents,
-                    "bytes": p.meta.bytes,
-                    "indexes": p.meta.indexes,
-                });
-                if let Some(e) = existing.get(&(p.db.clone(), p.coll.clone())) {
-                    v["replaces"] = json!(format!("{} with {} documents", e.kind, e.documents));
-                }
-                v
+            .map(|p| CollectionPlan {
+                from: p.meta.ns(),
+                to: p.target_ns(),
+                kind: p.meta.kind.clone(),
+                documents: p.meta.documents,
+                bytes: p.meta.bytes,
+                indexes: p.meta.indexes,
+                replaces: existing
+                    .get(&(p.db.clone(), p.coll.clone()))
+                    .map(|e| format!("{} with {} documents", e.kind, e.documents)),
             })
             .collect();
         let mut summary = Vec::new();
@@ -924,21 +935,24 @@ impl Target for MongoTarget {
             symlinks: 0,
             bytes: data_bytes,
         };
-        let mut details = json!({
-            "server_version": loaded.meta.server_version,
-            "collections": colls_json,
-            "documents": docs,
-            "data_bytes": data_bytes,
-            "oplog_entries": oplog_entries,
-            "consistent": loaded.meta.consistent,
-        });
+        let mut report = MongoRestoreReport {
+            server_version: loaded.meta.server_version.clone(),
+            collections,
+            documents: docs,
+            data_bytes,
+            oplog_entries,
+            consistent: loaded.meta.consistent,
+            summary,
+            outcome: None,
+        };
         if opts.dry_run {
-            details["summary"] = json!(summary);
             return Ok(RestoreReport {
                 dry_run: true,
                 target: self.describe(),
                 stats,
-                details,
+                unit: RestoredUnit::Files,
+                lines: report.summary.clone(),
+                details: RestoreReport::details_of(&report)?,
             });
         }
         progress.set_total(data_bytes);
@@ -970,7 +984,7 @@ impl Target for MongoTarget {
                 .run_command(cmd)
                 .await
                 .map_err(|e| {
-                    Error::Target(format!(
+                    Error::target_failed(format!(
                         "creating collection {} with its options {} failed: {}; the target server may not support one of these options (collections created so far are left in place)",
                         p.target_ns(),
                         p.options(),
@@ -994,7 +1008,7 @@ impl Target for MongoTarget {
                 continue;
             }
             let fut = load_collection(
-                repo.clone(),
+                snapshot.clone(),
                 conn.clone(),
                 p.clone(),
                 limits,
@@ -1115,7 +1129,7 @@ impl Target for MongoTarget {
                 map(db, coll)
             };
             let mut split = DocSplitter::new(usize::MAX);
-            let mut stream = content_stream(repo, node);
+            let mut stream = snapshot.content(node);
             while let Some(chunk) = stream.next().await {
                 split.push(&chunk?);
                 while let Some(raw) = split
@@ -1134,41 +1148,45 @@ impl Target for MongoTarget {
         }
 
         let inserted: u64 = loaded_counts.values().map(|l| l.inserted).sum();
-        summary.push(format!(
+        report.summary.push(format!(
             "{inserted} documents inserted, {built} indexes built, {} views, {replayed} oplog operations replayed",
             views.len()
         ));
         if !sec_plan.is_empty() {
-            summary.push(format!(
+            report.summary.push(format!(
                 "{} roles and {} users created, {} already on the target left as they are",
                 sec.roles_created.len(),
                 sec.users_created.len(),
                 sec.kept.len()
             ));
         }
-        details["summary"] = json!(summary);
-        details["roles_created"] = json!(sec.roles_created);
-        details["users_created"] = json!(sec.users_created);
-        details["users_and_roles_kept"] = json!(sec.kept);
-        details["users_and_roles_failed"] = json!(sec.failures);
-        details["indexes_built"] = json!(built);
-        details["oplog_operations"] = json!(replayed);
-        details["index_failures"] = json!(index_failures);
-        details["count_mismatches"] = json!(problems);
-        if !index_failures.is_empty() || !problems.is_empty() || !sec.failures.is_empty() {
+        let failed = !index_failures.is_empty() || !problems.is_empty() || !sec.failures.is_empty();
+        if failed {
             let mut msg =
                 String::from("the restore finished with problems (everything else was restored):");
             for f in index_failures.iter().chain(&problems).chain(&sec.failures) {
                 msg.push_str("\n  ");
                 msg.push_str(f);
             }
-            return Err(Error::Target(msg));
+            return Err(Error::target_failed(msg));
         }
+        report.outcome = Some(MongoOutcome {
+            roles_created: sec.roles_created,
+            users_created: sec.users_created,
+            users_and_roles_kept: sec.kept,
+            users_and_roles_failed: sec.failures,
+            indexes_built: built,
+            oplog_operations: replayed,
+            index_failures,
+            count_mismatches: problems,
+        });
         Ok(RestoreReport {
             dry_run: false,
             target: self.describe(),
             stats,
-            details,
+            unit: RestoredUnit::Files,
+            lines: report.summary.clone(),
+            details: RestoreReport::details_of(&report)?,
         })
     }
 }

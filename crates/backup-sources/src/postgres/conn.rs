@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backup_core::redact::redact_url;
 use backup_core::{Error, Result};
 
 use super::wire::{WireConfig, WireHost};
@@ -25,8 +26,8 @@ pub(crate) enum Side {
 impl Side {
     pub(crate) fn err(self, msg: String) -> Error {
         match self {
-            Side::Source => Error::Source(msg),
-            Side::Target => Error::Target(msg),
+            Side::Source => Error::source_failed(msg),
+            Side::Target => Error::target_failed(msg),
         }
     }
 }
@@ -102,9 +103,9 @@ impl ConnInfo {
     /// from the environment like libpq (`PGHOST`, `PGPORT`, `PGUSER`,
     /// `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`, `~/.pgpass`).
     pub(crate) fn parse(url: &str) -> Result<Self> {
-        let (scheme, _) = url
-            .split_once("://")
-            .ok_or_else(|| Error::Config(format!("`{}` is not a postgres:// URL", redact(url))))?;
+        let (scheme, _) = url.split_once("://").ok_or_else(|| {
+            Error::Config(format!("`{}` is not a postgres:// URL", redact_url(url)))
+        })?;
         let scheme = scheme.to_ascii_lowercase();
         let (base, query) = match url.split_once('?') {
             Some((b, q)) => (b, q),
@@ -140,7 +141,7 @@ impl ConnInfo {
         let mut config = Config::from_str(&rebuilt).map_err(|e| {
             Error::Config(format!(
                 "`{}` is not a valid PostgreSQL URL: {e}",
-                redact(url)
+                redact_url(url)
             ))
         })?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -393,7 +394,7 @@ impl ConnInfo {
     }
 
     fn rustls_config(&self, mode: TlsMode) -> std::result::Result<rustls::ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider().map_err(|e| e.to_string())?;
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup failed: {e}"))?;
@@ -532,42 +533,6 @@ fn location_of(c: &Config) -> String {
 
 fn pct(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// Removes the password from a URL for messages (`user:***@`).
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (auth_end, _) = rest
-        .char_indices()
-        .find(|(_, c)| matches!(c, '/' | '?'))
-        .unwrap_or((rest.len(), ' '));
-    let (authority, tail) = rest.split_at(auth_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let tail = redact_query(tail);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => format!("{scheme}://{authority}{}", redact_query(tail)),
-    }
-}
-
-fn redact_query(tail: &str) -> String {
-    match tail.split_once('?') {
-        Some((path, q)) => {
-            let parts: Vec<String> = q
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", parts.join("&"))
-        }
-        None => tail.to_owned(),
-    }
 }
 
 /// Finds the password for a connection in `.pgpass` text (libpq rules:
@@ -769,11 +734,6 @@ mod tests {
 
     #[test]
     fn redaction() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5/db?sslmode=require&password=x"),
-            "postgres://u@h:5/db?sslmode=require&password=***"
-        );
-        assert_eq!(redact("postgresql://h/db"), "postgresql://h/db");
         let info = ConnInfo::parse("postgres://me:pw@127.0.0.1:6543/app?sslmode=disable").unwrap();
         assert_eq!(info.redacted(), "postgres://me@127.0.0.1:6543/app");
         assert!(!format!("{info:?}").contains("pw"));

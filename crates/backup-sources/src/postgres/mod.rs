@@ -60,7 +60,7 @@ mod wire;
 
 use serde::{Deserialize, Serialize};
 
-pub use source::{PostgresSource, PostgresSourceConfig};
+pub use source::PostgresSource;
 pub use target::PostgresTarget;
 
 /// Part size above which a table's data is split into block ranges.

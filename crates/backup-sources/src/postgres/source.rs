@@ -8,7 +8,6 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::{BlockingReader, Content, Item, OnReadError, Source};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::conn::{query_error, ConnInfo, Side};
@@ -16,34 +15,7 @@ use super::script::{quote_ident, quote_literal};
 use super::tools::{find_tool, major_of, Processes, Tool};
 use super::wire::{CopyOut, WireConfig, WireConn, WireError};
 use super::{part_name, tree_name, Metadata, TableFilter, TableMeta, SPLIT_BYTES};
-use crate::SourceOptions;
-
-/// Settings of a PostgreSQL backup.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-#[non_exhaustive]
-pub struct PostgresSourceConfig {
-    /// Also back up roles and tablespaces (`pg_dumpall --globals-only`).
-    pub globals: bool,
-    /// Worker connections (default: the number of cores, at least 2).
-    pub jobs: Option<usize>,
-}
-
-impl PostgresSourceConfig {
-    /// Sets [`PostgresSourceConfig::globals`].
-    #[must_use]
-    pub fn with_globals(mut self, on: bool) -> Self {
-        self.globals = on;
-        self
-    }
-
-    /// Sets [`PostgresSourceConfig::jobs`].
-    #[must_use]
-    pub fn with_jobs(mut self, jobs: usize) -> Self {
-        self.jobs = Some(jobs);
-        self
-    }
-}
+use crate::{PostgresOptions, Selection};
 
 /// Per part: rows and bytes once the part was read to the end.
 type PartStats = Arc<Mutex<HashMap<(usize, u32), (u64, u64)>>>;
@@ -172,11 +144,7 @@ impl PostgresSource {
     /// cannot read; [`Error::Source`] for an unreachable server, a missing
     /// or too old `pg_dump`; [`Error::Config`] for a malformed URL or
     /// patterns.
-    pub async fn open(
-        url: &str,
-        opts: &SourceOptions,
-        config: &PostgresSourceConfig,
-    ) -> Result<Self> {
+    pub async fn open(url: &str, opts: &Selection, config: &PostgresOptions) -> Result<Self> {
         let info = ConnInfo::parse(url)?;
         let filter = TableFilter::new(&opts.includes, &opts.excludes)?;
         let coordinator = info.connect(Side::Source).await?;
@@ -207,7 +175,7 @@ impl PostgresSource {
         let lsn: Option<String> = row.get(3);
         let superuser: Option<bool> = row.get(7);
         if version_num < 100_000 {
-            return Err(Error::Source(format!(
+            return Err(Error::source_failed(format!(
                 "PostgreSQL {server_version} is not supported: backup needs PostgreSQL 10 or newer"
             )));
         }
@@ -265,7 +233,7 @@ impl PostgresSource {
             balance_parts(t, jobs);
         }
         let pool = Arc::new(Pool {
-            wire: info.wire().map_err(Error::Source)?,
+            wire: info.wire().map_err(Error::source_failed)?,
             setup: format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
                 quote_literal(&snapshot_id),
@@ -454,7 +422,7 @@ impl Source for PostgresSource {
         for (i, t) in meta.tables.iter_mut().enumerate() {
             for part in 0..t.parts {
                 let Some((rows, bytes)) = stats.get(&(i, part)) else {
-                    return Err(Error::Source(format!(
+                    return Err(Error::source_failed(format!(
                         "the data of {} (part {part}) was not read to the end",
                         t.qualified()
                     )));
@@ -465,7 +433,8 @@ impl Source for PostgresSource {
         }
         meta.total_rows = meta.tables.iter().map(|t| t.rows).sum();
         meta.total_bytes = meta.tables.iter().map(|t| t.bytes).sum();
-        serde_json::to_value(&meta).map_err(|e| Error::Source(format!("encoding metadata: {e}")))
+        serde_json::to_value(&meta)
+            .map_err(|e| Error::source_failed(format!("encoding metadata: {e}")))
     }
 }
 

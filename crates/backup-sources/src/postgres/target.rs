@@ -5,14 +5,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use backup_core::progress::Progress;
-use backup_core::repo::IndexedRepository;
-use backup_core::restorer::{content_stream, RestoreStats};
-use backup_core::snapshot::SnapshotEntry;
-use backup_core::target::{RestoreOptions, RestoreReport, Target};
-use backup_core::tree::{FsName, Node, NodeKind};
+use backup_core::reader::{Dir, SnapshotReader};
+use backup_core::restorer::RestoreStats;
+use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit, Target};
+use backup_core::tree::Node;
 use backup_core::{Error, Result};
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -184,63 +182,29 @@ impl PostgresTarget {
     }
 }
 
-/// Reads the whole content of a stream node.
-async fn read_all(repo: &IndexedRepository, node: &Node) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(usize::try_from(node.size).unwrap_or(0));
-    let mut s = content_stream(repo, node);
-    while let Some(chunk) = s.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
-
-fn find<'a>(tree: &'a backup_core::tree::Tree, name: &str) -> Option<&'a Node> {
-    tree.find(&FsName::from(name))
-}
-
-async fn subtree(
-    repo: &IndexedRepository,
-    tree: &backup_core::tree::Tree,
-    name: &str,
-) -> Result<Option<backup_core::tree::Tree>> {
-    match find(tree, name) {
-        Some(Node {
-            kind: NodeKind::Dir,
-            subtree: Some(id),
-            ..
-        }) => Ok(Some(repo.load_tree(id).await?)),
-        _ => Ok(None),
-    }
-}
-
-async fn load(repo: &IndexedRepository, snapshot: &SnapshotEntry) -> Result<Loaded> {
-    let s = &snapshot.snapshot;
+async fn load(snapshot: &SnapshotReader) -> Result<Loaded> {
+    let s = snapshot.snapshot();
     if s.source.kind != "postgres" {
         return Err(Error::Config(format!(
             "snapshot {} is a {} backup; it cannot be restored to PostgreSQL",
-            snapshot.id.short(),
+            snapshot.id().short(),
             s.source.kind
         )));
     }
-    let damaged = |what: &str| {
-        Error::corrupt(
-            backup_core::FileKind::Snapshot,
-            snapshot.id.short(),
-            format!("PostgreSQL snapshot without {what}"),
-        )
-    };
+    let damaged = |what: &str| snapshot.damaged(format!("PostgreSQL snapshot without {what}"));
     let meta: Metadata = serde_json::from_value(s.metadata.clone())
         .map_err(|e| damaged(&format!("readable metadata ({e})")))?;
-    let root = repo.load_tree(&s.tree).await?;
-    let schema = subtree(repo, &root, "schema")
+    let root = snapshot.root().await?;
+    let schema = root
+        .dir("schema")
         .await?
         .ok_or_else(|| damaged("schema/"))?;
     let mut schema_bytes = 0;
     let script = |name: &'static str| {
-        let node = find(&schema, name).cloned();
+        let node = schema.get(name).cloned();
         async move {
             let node = node.ok_or_else(|| damaged(name))?;
-            let bytes = read_all(repo, &node).await?;
+            let bytes = snapshot.read_all(&node).await?;
             let text = String::from_utf8(bytes).map_err(|_| damaged(&format!("a UTF-8 {name}")))?;
             Ok::<_, Error>((Script::parse(&text)?, node.size))
         }
@@ -249,18 +213,18 @@ async fn load(repo: &IndexedRepository, snapshot: &SnapshotEntry) -> Result<Load
     let (post, n2) = script("post-data.sql").await?;
     let (data, n3) = script("data.sql").await?;
     schema_bytes += n1 + n2 + n3;
-    let globals = match find(&root, "globals.sql") {
+    let globals = match root.get("globals.sql") {
         Some(node) => {
-            let text = String::from_utf8(read_all(repo, node).await?)
+            let text = String::from_utf8(snapshot.read_all(node).await?)
                 .map_err(|_| damaged("a UTF-8 globals.sql"))?;
             schema_bytes += node.size;
             Some(Script::parse(&text)?)
         }
         None => None,
     };
-    let tables_tree = subtree(repo, &root, "tables").await?;
+    let tables_tree = root.dir("tables").await?;
     let mut parts = Vec::with_capacity(meta.tables.len());
-    let mut schema_trees: HashMap<String, Option<backup_core::tree::Tree>> = HashMap::new();
+    let mut schema_trees: HashMap<String, Option<Dir>> = HashMap::new();
     for t in &meta.tables {
         if t.parts == 0 {
             parts.push(Vec::new());
@@ -269,19 +233,21 @@ async fn load(repo: &IndexedRepository, snapshot: &SnapshotEntry) -> Result<Load
         let tt = tables_tree.as_ref().ok_or_else(|| damaged("tables/"))?;
         let sname = tree_name(&t.schema);
         if !schema_trees.contains_key(&sname) {
-            let st = subtree(repo, tt, &sname).await?;
+            let st = tt.dir(&sname).await?;
             schema_trees.insert(sname.clone(), st);
         }
         let st = schema_trees
             .get(&sname)
             .and_then(Option::as_ref)
             .ok_or_else(|| damaged(&format!("the data of {}", t.qualified())))?;
-        let table_tree = subtree(repo, st, &tree_name(&t.name))
+        let table_tree = st
+            .dir(&tree_name(&t.name))
             .await?
             .ok_or_else(|| damaged(&format!("the data of {}", t.qualified())))?;
         let mut nodes = Vec::with_capacity(t.parts as usize);
         for p in 0..t.parts {
-            let n = find(&table_tree, &part_name(p))
+            let n = table_tree
+                .get(&part_name(p))
                 .cloned()
                 .ok_or_else(|| damaged(&format!("part {p} of {}", t.qualified())))?;
             nodes.push(n);
@@ -514,7 +480,7 @@ impl Executor<'_> {
                 if cmd == "\\restrict" || cmd == "\\unrestrict" {
                     return Ok(());
                 }
-                Err(Error::Target(format!(
+                Err(Error::target_failed(format!(
                     "the schema script holds the psql command `{cmd}`, which a restore cannot run"
                 )))
             }
@@ -618,15 +584,9 @@ impl Target for PostgresTarget {
         Ok(self.object_count(&c).await? > 0)
     }
 
-    async fn check_restored(
-        &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
-    ) -> Result<Vec<String>> {
-        let s = &snapshot.snapshot;
-        let meta: Metadata = serde_json::from_value(s.metadata.clone())
-            .map_err(|e| Error::corrupt(backup_core::FileKind::Snapshot, snapshot.id.short(), e))?;
-        let _ = repo;
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
+        let meta: Metadata = serde_json::from_value(snapshot.snapshot().metadata.clone())
+            .map_err(|e| snapshot.damaged(e))?;
         let c = self.info.connect(Side::Target).await?;
         let mut diffs = Vec::new();
         for t in meta.tables.iter().filter(|t| t.parts > 0) {
@@ -656,14 +616,13 @@ impl Target for PostgresTarget {
 
     async fn restore(
         &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
+        snapshot: &SnapshotReader,
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
         self.check_options(opts)?;
         let filter = TableFilter::new(&opts.includes, &opts.excludes)?;
-        let loaded = load(repo, snapshot).await?;
+        let loaded = load(snapshot).await?;
         let db = self.info.dbname().to_owned();
 
         let admin = self.admin().await?;
@@ -675,7 +634,7 @@ impl Target for PostgresTarget {
         let target_major = major_of(u32::try_from(version).unwrap_or(0));
         let source_major = major_of(loaded.meta.server_version_num);
         if target_major < source_major {
-            return Err(Error::Target(format!(
+            return Err(Error::target_failed(format!(
                 "{} runs PostgreSQL {}, older than the snapshot's PostgreSQL {} ({}); restore into PostgreSQL {} or newer (nothing was changed)",
                 self.info.location(),
                 major_name(target_major),
@@ -692,7 +651,7 @@ impl Target for PostgresTarget {
             (0, HashSet::new())
         };
         if objects > 0 && !opts.drop {
-            return Err(Error::Target(format!(
+            return Err(Error::target_failed(format!(
                 "database `{db}` on {} is not empty ({objects} objects); restore into a new or empty database, or pass --drop to replace what the snapshot holds (nothing was changed)",
                 self.info.location()
             )));
@@ -735,31 +694,39 @@ impl Target for PostgresTarget {
         } else {
             "create the database"
         };
-        let tables_json: Vec<serde_json::Value> = plan
-            .tables
-            .iter()
-            .map(|&i| {
-                let t = &loaded.meta.tables[i];
-                json!({"table": t.qualified(), "rows": t.rows, "bytes": t.bytes, "parts": t.parts})
-            })
-            .collect();
-        let mut details = json!({
-            "database": db,
-            "action": action,
-            "server_version": loaded.meta.server_version,
-            "objects": plan.objects,
-            "tables": tables_json,
-            "rows": rows,
-            "data_bytes": data_bytes,
-            "skipped": plan.skipped,
-        });
+        let mut report = PostgresRestoreReport {
+            database: db.clone(),
+            action,
+            server_version: loaded.meta.server_version.clone(),
+            objects: plan.objects.clone(),
+            tables: plan
+                .tables
+                .iter()
+                .map(|&i| {
+                    let t = &loaded.meta.tables[i];
+                    TablePlan {
+                        table: t.qualified(),
+                        rows: t.rows,
+                        bytes: t.bytes,
+                        parts: t.parts,
+                    }
+                })
+                .collect(),
+            rows,
+            data_bytes,
+            skipped: plan.skipped.clone(),
+            warnings: None,
+            summary: Vec::new(),
+        };
         if opts.dry_run {
-            details["summary"] = json!(summary_lines(&details, true));
+            report.summary = report.lines(true);
             return Ok(RestoreReport {
                 dry_run: true,
                 target: self.describe(),
                 stats,
-                details,
+                unit: RestoredUnit::Files,
+                lines: report.summary.clone(),
+                details: RestoreReport::details_of(&report)?,
             });
         }
 
@@ -786,17 +753,19 @@ impl Target for PostgresTarget {
             None => self.clone(),
         };
         let result = this
-            .run(repo, &loaded, &plan, merge, progress.clone())
+            .run(snapshot, &loaded, &plan, merge, progress.clone())
             .await;
         match result {
             Ok(warnings) => {
-                details["warnings"] = json!(warnings);
-                details["summary"] = json!(summary_lines(&details, false));
+                report.warnings = Some(warnings);
+                report.summary = report.lines(false);
                 Ok(RestoreReport {
                     dry_run: false,
                     target: self.describe(),
                     stats,
-                    details,
+                    unit: RestoredUnit::Files,
+                    lines: report.summary.clone(),
+                    details: RestoreReport::details_of(&report)?,
                 })
             }
             Err(e) => {
@@ -816,58 +785,78 @@ impl Target for PostgresTarget {
                     )
                 };
                 Err(match e {
-                    Error::Target(m) => Error::Target(format!("{m}; {left}")),
+                    Error::Target { message, .. } => {
+                        Error::target_failed(format!("{message}; {left}"))
+                    }
                     Error::PermissionDenied(m) => Error::PermissionDenied(format!("{m}; {left}")),
-                    other => Error::Target(format!("{other}; {left}")),
+                    other => Error::target_failed(format!("{other}; {left}")),
                 })
             }
         }
     }
 }
 
-fn summary_lines(details: &serde_json::Value, dry_run: bool) -> Vec<String> {
-    let mut lines = Vec::new();
-    let verb = if dry_run { "would" } else { "did" };
-    lines.push(format!(
-        "plan: {verb} {} `{}`",
-        details["action"].as_str().unwrap_or(""),
-        details["database"].as_str().unwrap_or("")
-    ));
-    if let Some(objs) = details["objects"].as_object() {
-        let parts: Vec<String> = objs
+/// What a PostgreSQL restore did or would do (the `details` of its report).
+#[derive(Debug, serde::Serialize)]
+struct PostgresRestoreReport {
+    database: String,
+    action: &'static str,
+    server_version: String,
+    /// Objects the restore creates, by kind.
+    objects: BTreeMap<String, u64>,
+    tables: Vec<TablePlan>,
+    rows: u64,
+    data_bytes: u64,
+    skipped: Vec<String>,
+    /// Statements that failed without failing the restore (not for a dry
+    /// run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<Vec<String>>,
+    summary: Vec<String>,
+}
+
+/// One table of the plan.
+#[derive(Debug, serde::Serialize)]
+struct TablePlan {
+    table: String,
+    rows: u64,
+    bytes: u64,
+    parts: u32,
+}
+
+impl PostgresRestoreReport {
+    fn lines(&self, dry_run: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        let verb = if dry_run { "would" } else { "did" };
+        lines.push(format!("plan: {verb} {} `{}`", self.action, self.database));
+        let objects: Vec<String> = self
+            .objects
             .iter()
-            .map(|(k, v)| format!("{} {}", v, k.to_lowercase()))
+            .map(|(k, v)| format!("{v} {}", k.to_lowercase()))
             .collect();
-        lines.push(format!("objects: {}", parts.join(", ")));
-    }
-    if let Some(tables) = details["tables"].as_array() {
+        lines.push(format!("objects: {}", objects.join(", ")));
         lines.push(format!(
             "tables: {} with {} rows, {} of data",
-            tables.len(),
-            details["rows"],
-            backup_core::util::human_bytes(details["data_bytes"].as_u64().unwrap_or(0))
+            self.tables.len(),
+            self.rows,
+            backup_core::util::human_bytes(self.data_bytes)
         ));
-        for t in tables {
+        for t in &self.tables {
             lines.push(format!(
                 "  {} {} rows {}",
-                t["table"].as_str().unwrap_or(""),
-                t["rows"],
-                backup_core::util::human_bytes(t["bytes"].as_u64().unwrap_or(0))
+                t.table,
+                t.rows,
+                backup_core::util::human_bytes(t.bytes)
             ));
         }
-    }
-    for k in ["skipped", "warnings"] {
-        if let Some(v) = details[k].as_array() {
-            for s in v {
-                lines.push(format!(
-                    "{}: {}",
-                    &k[..k.len() - 1],
-                    s.as_str().unwrap_or("")
-                ));
-            }
+        for s in &self.skipped {
+            lines.push(format!("skipped: {s}"));
         }
+        for w in self.warnings.iter().flatten() {
+            lines.push(format!("warning: {w}"));
+        }
+        lines
     }
-    lines
 }
 
 async fn create_database(admin: &Client, db: &str, meta: &Metadata) -> Result<()> {
@@ -908,7 +897,7 @@ impl PostgresTarget {
     /// The restore proper, into an existing database. Returns warnings.
     async fn run(
         &self,
-        repo: &IndexedRepository,
+        snapshot: &SnapshotReader,
         loaded: &Loaded,
         plan: &Plan,
         merge: bool,
@@ -959,7 +948,7 @@ impl PostgresTarget {
 
         progress.set_phase("data");
         let loaded_rows = self
-            .load_data(repo, loaded, plan, &settings, progress.clone())
+            .load_data(snapshot, loaded, plan, &settings, progress.clone())
             .await?;
         for e in &plan.data {
             exec.run_entry(e).await?;
@@ -989,7 +978,7 @@ impl PostgresTarget {
             }
         }
         if !bad.is_empty() {
-            return Err(Error::Target(format!(
+            return Err(Error::target_failed(format!(
                 "row counts differ from the snapshot's manifest: {}",
                 bad.join("; ")
             )));
@@ -1001,7 +990,7 @@ impl PostgresTarget {
     /// table.
     async fn load_data(
         &self,
-        repo: &IndexedRepository,
+        snapshot: &SnapshotReader,
         loaded: &Loaded,
         plan: &Plan,
         settings: &[String],
@@ -1024,7 +1013,7 @@ impl PostgresTarget {
             let client = self.worker(settings).await?;
             let queue = queue.clone();
             let rows = rows.clone();
-            let repo = repo.clone();
+            let snapshot = snapshot.clone();
             let tables: Vec<String> = loaded
                 .meta
                 .tables
@@ -1047,7 +1036,7 @@ impl PostgresTarget {
                         .await
                         .map_err(|e| query_error(Side::Target, &what, &e))?;
                     futures::pin_mut!(sink);
-                    let mut data = content_stream(&repo, &node);
+                    let mut data = snapshot.content(&node);
                     while let Some(chunk) = data.next().await {
                         let chunk = chunk?;
                         progress.add_bytes(chunk.len() as u64);
@@ -1072,7 +1061,7 @@ impl PostgresTarget {
         for t in tasks {
             let r = t
                 .await
-                .map_err(|e| Error::Target(format!("a loader task failed: {e}")));
+                .map_err(|e| Error::target_failed(format!("a loader task failed: {e}")));
             if let Err(e) = r.and_then(|r| r) {
                 queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
                 if first_err.is_none() {
@@ -1127,7 +1116,7 @@ impl PostgresTarget {
                     Err(_) => rx
                         .recv()
                         .await
-                        .map_err(|_| Error::Target("index workers stopped".to_owned()))?,
+                        .map_err(|_| Error::target_failed("index workers stopped"))?,
                 };
                 let mut sql: String = exec
                     .settings
@@ -1174,7 +1163,8 @@ fn collect(
     retry: &mut Vec<Entry>,
     exec: &mut Executor<'_>,
 ) -> Result<()> {
-    let (entry, r) = done.map_err(|e| Error::Target(format!("an index task failed: {e}")))?;
+    let (entry, r) =
+        done.map_err(|e| Error::target_failed(format!("an index task failed: {e}")))?;
     match r {
         Ok(()) => Ok(()),
         Err(e) if sqlstate(&e) == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {

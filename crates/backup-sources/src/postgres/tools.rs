@@ -104,13 +104,15 @@ pub(crate) async fn find_tool(name: &str, server_major: u32) -> Result<Tool> {
         }
     }
     match older {
-        Some(t) => Err(Error::Source(format!(
+        Some(t) => Err(Error::source_failed(format!(
             "{name} {} ({}) is older than the server (PostgreSQL {}) and cannot dump it; {package}",
             t.version,
             t.path.display(),
             major_name(server_major)
         ))),
-        None => Err(Error::Source(format!("{name} was not found; {package}"))),
+        None => Err(Error::source_failed(format!(
+            "{name} was not found; {package}"
+        ))),
     }
 }
 
@@ -157,15 +159,15 @@ impl Processes {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| Error::Source(format!("cannot start {}: {e}", tool.display())))?;
+            .map_err(|e| Error::source_failed(format!("cannot start {}: {e}", tool.display())))?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| Error::Source(format!("{label}: no standard output")))?;
+            .ok_or_else(|| Error::source_failed(format!("{label}: no standard output")))?;
         let mut stderr = child
             .stderr
             .take()
-            .ok_or_else(|| Error::Source(format!("{label}: no standard error")))?;
+            .ok_or_else(|| Error::source_failed(format!("{label}: no standard error")))?;
         let stderr = tokio::spawn(async move {
             let mut kept = Vec::new();
             let mut buf = [0u8; 4096];
@@ -212,7 +214,7 @@ impl Processes {
                     } else {
                         format!(": {stderr}")
                     };
-                    first_err = Some(Error::Source(format!(
+                    first_err = Some(Error::source_failed(format!(
                         "{} failed ({why}){detail}; the snapshot was not saved",
                         r.label
                     )));

@@ -20,24 +20,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// DIGEST` of a large dataset).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How a source reads the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The whole dataset as an RDB over the replication protocol.
-    Rdb,
-    /// Key by key with `SCAN`, `DUMP` and `PEXPIRETIME`.
-    Keys,
-}
-
-impl Mode {
-    /// `rdb` or `keys`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Rdb => "rdb",
-            Mode::Keys => "keys",
-        }
-    }
-}
+/// How a source reads the data (the registry's [`crate::RedisMode`]).
+pub use crate::kind::RedisMode as Mode;
 
 /// A parsed `redis://` or `rediss://` URL.
 #[derive(Clone)]
@@ -56,6 +40,8 @@ pub struct RedisUrl {
     pub db: Option<u32>,
     /// `?mode=`.
     pub mode: Mode,
+    /// Whether the URL said `mode=` itself.
+    mode_in_url: bool,
     /// `?tls-ca=`: a PEM file of certificate authorities to trust instead
     /// of the system's.
     pub tls_ca: Option<PathBuf>,
@@ -78,7 +64,7 @@ impl RedisUrl {
         let bad = |why: &str| {
             Error::Config(format!(
                 "`{}` is not a valid Redis URL: {why}",
-                redact_str(s)
+                backup_core::redact::redact_url(s)
             ))
         };
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
@@ -119,10 +105,12 @@ impl RedisUrl {
             })?)
         };
         let mut mode = Mode::Rdb;
+        let mut mode_in_url = false;
         let mut tls_ca = None;
         for (k, v) in u.query_pairs() {
             match k.as_ref() {
                 "mode" => {
+                    mode_in_url = true;
                     mode = match v.as_ref() {
                         "rdb" => Mode::Rdb,
                         "keys" => Mode::Keys,
@@ -157,8 +145,30 @@ impl RedisUrl {
             password,
             db,
             mode,
+            mode_in_url,
             tls_ca,
         })
+    }
+
+    /// The URL read with `mode` (from `--mode` or a job), which must agree
+    /// with a `mode=` the URL gives itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the two contradict each other.
+    pub fn with_mode(mut self, mode: Option<Mode>) -> Result<Self> {
+        let Some(mode) = mode else {
+            return Ok(self);
+        };
+        if self.mode_in_url && self.mode != mode {
+            return Err(Error::Config(format!(
+                "--mode {} contradicts mode={} in the URL; give one of them",
+                mode.as_str(),
+                self.mode.as_str()
+            )));
+        }
+        self.mode = mode;
+        Ok(self)
     }
 
     /// The URL without credentials, as recorded in manifests and printed.
@@ -218,7 +228,6 @@ impl RedisUrl {
             .map_err(|e| self.error("configuring the connection", &e))?
             .set_redis_settings(settings);
         let client = if let Some(ca) = &self.tls_ca {
-            install_crypto_provider();
             let pem = std::fs::read(ca)
                 .map_err(|e| Error::io(format!("reading the TLS CA file {}", ca.display()), e))?;
             redis::Client::build_with_tls(
@@ -229,9 +238,6 @@ impl RedisUrl {
                 },
             )
         } else {
-            if self.tls {
-                install_crypto_provider();
-            }
             redis::Client::open(info)
         };
         client.map_err(|e| self.error("configuring the connection", &e))
@@ -279,7 +285,7 @@ impl RedisUrl {
             ));
         }
         if code == "NOPERM" || text.contains("NOPERM") {
-            return Error::Source(format!(
+            return Error::source_failed(format!(
                 "Redis at {addr}: {doing}: the user lacks a permission ({text}); grant it in the server's ACL"
             ));
         }
@@ -291,7 +297,7 @@ impl RedisUrl {
                 ),
             };
         }
-        Error::Source(format!("Redis at {addr}: {doing}: {text}"))
+        Error::source_failed(format!("Redis at {addr}: {doing}: {text}"))
     }
 
     /// The error for a server that wants a password the URL lacks.
@@ -368,7 +374,6 @@ impl RedisUrl {
         &self,
         tcp: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        install_crypto_provider();
         let mut roots = tokio_rustls::rustls::RootCertStore::empty();
         if let Some(ca) = &self.tls_ca {
             use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -392,9 +397,12 @@ impl RedisUrl {
                 let _ = roots.add(cert);
             }
         }
-        let config = tokio_rustls::rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config =
+            tokio_rustls::rustls::ClientConfig::builder_with_provider(crate::tls::provider()?)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| {
                 Error::Config(format!(
@@ -405,14 +413,10 @@ impl RedisUrl {
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| Error::Source(format!("TLS handshake with {}: {e}", self.address())))
+            .map_err(|e| {
+                Error::source_failed(format!("TLS handshake with {}: {e}", self.address()))
+            })
     }
-}
-
-/// Installs the process-wide rustls crypto provider once (the `redis`
-/// crate builds its TLS configuration with the default provider).
-fn install_crypto_provider() {
-    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 fn percent_decode(s: &str) -> std::result::Result<String, ()> {
@@ -430,20 +434,6 @@ fn percent_decode(s: &str) -> std::result::Result<String, ()> {
         }
     }
     String::from_utf8(out).map_err(|_| ())
-}
-
-/// Removes the password (and user) of any URL-like string, for messages
-/// about URLs that did not even parse.
-pub fn redact_str(s: &str) -> String {
-    if let Some((scheme, rest)) = s.split_once("://") {
-        let (auth_host, tail) = rest
-            .find(['/', '?', '#'])
-            .map_or((rest, ""), |i| rest.split_at(i));
-        if let Some((_, host)) = auth_host.rsplit_once('@') {
-            return format!("{scheme}://***@{host}{tail}");
-        }
-    }
-    s.to_owned()
 }
 
 /// A byte stream to the server.
@@ -504,7 +494,7 @@ impl RawConn {
                 .await
                 .map_err(|e| self.io_error(&e))?;
             if n == 0 {
-                return Err(Error::Source(format!(
+                return Err(Error::source_failed(format!(
                     "Redis at {} closed the connection",
                     self.addr
                 )));
@@ -517,5 +507,35 @@ impl RawConn {
             }
             return Ok(String::from_utf8_lossy(&buf).into_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_from_options_and_url_agree() {
+        let url = |s: &str| RedisUrl::parse(s).unwrap();
+        let keys = url("redis://h:1/2").with_mode(Some(Mode::Keys)).unwrap();
+        assert_eq!(keys.mode, Mode::Keys);
+        assert_eq!(keys.redacted(), "redis://h:1/2?mode=keys");
+        let tls = url("rediss://:pw@h:1?tls-ca=/ca.pem")
+            .with_mode(Some(Mode::Keys))
+            .unwrap();
+        assert_eq!(tls.redacted(), "rediss://h:1?mode=keys&tls-ca=/ca.pem");
+        assert_eq!(
+            url("redis://h:1?mode=keys")
+                .with_mode(Some(Mode::Keys))
+                .unwrap()
+                .mode,
+            Mode::Keys
+        );
+        let e = url("redis://h:1?mode=rdb")
+            .with_mode(Some(Mode::Keys))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contradicts mode=rdb"), "{e}");
+        assert_eq!(url("redis://h:1").with_mode(None).unwrap().mode, Mode::Rdb);
     }
 }

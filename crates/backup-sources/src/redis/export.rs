@@ -10,9 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use backup_core::repo::IndexedRepository;
-use backup_core::restorer::content_stream;
-use backup_core::snapshot::SnapshotEntry;
+use backup_core::reader::SnapshotReader;
 use backup_core::{Error, Result};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,7 +20,7 @@ use super::rdb::{split_dump_payload, RdbWriter, MAX_RDB_VERSION};
 use super::records::{read_records, show_key, Batch, Selection};
 use super::source::{summarize, ChannelReader};
 use super::target::SnapshotInfo;
-use crate::export::ExportReport;
+use crate::export::{ExportDetails, ExportReport, RdbExport};
 
 /// Writes `snapshot` as an RDB file at `to` (which must not exist).
 ///
@@ -30,12 +28,8 @@ use crate::export::ExportReport;
 ///
 /// Not a Redis snapshot, `to` exists, repository or write errors, or a
 /// stream whose content does not match its manifest.
-pub async fn export_rdb(
-    repo: &IndexedRepository,
-    snapshot: &SnapshotEntry,
-    to: &Path,
-) -> Result<ExportReport> {
-    let info = SnapshotInfo::load(repo, snapshot).await?;
+pub async fn export_rdb(snapshot: &SnapshotReader, to: &Path) -> Result<ExportReport> {
+    let info = SnapshotInfo::load(snapshot).await?;
     if to.exists() {
         return Err(Error::Config(format!(
             "{} already exists; export into a new file",
@@ -49,9 +43,9 @@ pub async fn export_rdb(
         .open(&partial)
         .map_err(|e| Error::io(format!("creating {}", partial.display()), e))?;
     let result = if info.keys_mode {
-        from_keys(repo, &info, file).await
+        from_keys(snapshot, &info, file).await
     } else {
-        from_rdb(repo, &info, file).await
+        from_rdb(snapshot, &info, file).await
     };
     let (bytes, keys) = match result {
         Ok(v) => v,
@@ -74,10 +68,10 @@ pub async fn export_rdb(
         format: "rdb".to_owned(),
         path: to.to_path_buf(),
         bytes,
-        details: serde_json::json!({
-            "keys": keys,
-            "rdb_version": info.rdb_version,
-            "from_mode": if info.keys_mode { "keys" } else { "rdb" },
+        details: ExportDetails::Rdb(RdbExport {
+            keys,
+            rdb_version: info.rdb_version,
+            from_mode: info.mode(),
         }),
     })
 }
@@ -91,7 +85,11 @@ fn partial_path(to: &Path) -> PathBuf {
     to.with_file_name(name)
 }
 
-async fn from_rdb(repo: &IndexedRepository, info: &SnapshotInfo, file: File) -> Result<(u64, u64)> {
+async fn from_rdb(
+    snapshot: &SnapshotReader,
+    info: &SnapshotInfo,
+    file: File,
+) -> Result<(u64, u64)> {
     let (ptx, prx) = async_channel::bounded::<Bytes>(16);
     let parser = tokio::task::spawn_blocking(move || summarize(ChannelReader::new(prx)));
     let (ftx, frx) = async_channel::bounded::<Bytes>(16);
@@ -108,7 +106,7 @@ async fn from_rdb(repo: &IndexedRepository, info: &SnapshotInfo, file: File) -> 
         f.sync_all()?;
         Ok(n)
     });
-    let mut stream = content_stream(repo, &info.stream);
+    let mut stream = snapshot.content(&info.stream);
     let mut failure = None;
     while let Some(r) = stream.next().await {
         match r {
@@ -127,24 +125,24 @@ async fn from_rdb(repo: &IndexedRepository, info: &SnapshotInfo, file: File) -> 
     drop(ftx);
     let written = writer
         .await
-        .map_err(|e| Error::Target(format!("export writer failed: {e}")))?
+        .map_err(|e| Error::target_failed(format!("export writer failed: {e}")))?
         .map_err(|e| Error::io("writing the RDB file", e));
     let parsed = parser
         .await
-        .map_err(|e| Error::Target(format!("export parser failed: {e}")))?;
+        .map_err(|e| Error::target_failed(format!("export parser failed: {e}")))?;
     if let Some(e) = failure {
         return Err(e);
     }
     let written = written?;
     let summary = parsed.map_err(|e| {
-        Error::Target(format!(
+        Error::target_failed(format!(
             "the snapshot's RDB is not valid: {e} (run `backup verify --read-data`)"
         ))
     })?;
     for (db, n) in &info.databases {
         let got = summary.dbs.get(&u64::from(*db)).map_or(0, |(k, _)| *k);
         if got != *n {
-            return Err(Error::Target(format!(
+            return Err(Error::target_failed(format!(
                 "the snapshot's RDB holds {got} keys of database {db}, its manifest lists {n}"
             )));
         }
@@ -153,7 +151,7 @@ async fn from_rdb(repo: &IndexedRepository, info: &SnapshotInfo, file: File) -> 
 }
 
 async fn from_keys(
-    repo: &IndexedRepository,
+    snapshot: &SnapshotReader,
     info: &SnapshotInfo,
     file: File,
 ) -> Result<(u64, u64)> {
@@ -162,7 +160,7 @@ async fn from_keys(
         keys: KeyFilter::default(),
         payloads: true,
     };
-    let (rx, handle) = read_records(repo, &info.stream, true, sel);
+    let (rx, handle) = read_records(snapshot, &info.stream, true, sel);
     let version = if info.rdb_version == 0 {
         9
     } else {
@@ -188,10 +186,11 @@ async fn from_keys(
                             w.select_db(u64::from(r.db)).map_err(io)?;
                             db = Some(r.db);
                         }
-                        let (t, value, v) = split_dump_payload(&r.payload)
-                            .map_err(|e| Error::Target(format!("key {}: {e}", show_key(&r.key))))?;
+                        let (t, value, v) = split_dump_payload(&r.payload).map_err(|e| {
+                            Error::target_failed(format!("key {}: {e}", show_key(&r.key)))
+                        })?;
                         if v > version {
-                            return Err(Error::Target(format!(
+                            return Err(Error::target_failed(format!(
                                 "key {} has RDB version {v}, newer than the snapshot's {version}",
                                 show_key(&r.key)
                             )));
@@ -210,14 +209,14 @@ async fn from_keys(
     });
     let written = writer
         .await
-        .map_err(|e| Error::Target(format!("export writer failed: {e}")))?;
+        .map_err(|e| Error::target_failed(format!("export writer failed: {e}")))?;
     let totals = handle
         .await
-        .map_err(|e| Error::Target(format!("reading the snapshot failed: {e}")))??;
+        .map_err(|e| Error::target_failed(format!("reading the snapshot failed: {e}")))??;
     let (bytes, keys) = written?;
     let seen: u64 = totals.seen.values().sum();
     if seen != keys {
-        return Err(Error::Target(format!(
+        return Err(Error::target_failed(format!(
             "exported {keys} of the {seen} keys of the snapshot"
         )));
     }
@@ -226,14 +225,14 @@ async fn from_keys(
 
 fn split_function_payload(p: &[u8]) -> Result<&[u8]> {
     if p.len() < 10 {
-        return Err(Error::Target(
-            "the snapshot's FUNCTION DUMP payload is too short".to_owned(),
+        return Err(Error::target_failed(
+            "the snapshot's FUNCTION DUMP payload is too short",
         ));
     }
     let (body, crc) = p.split_at(p.len() - 8);
     if super::rdb::crc64(body).to_le_bytes() != crc {
-        return Err(Error::Target(
-            "the snapshot's FUNCTION DUMP payload has a wrong checksum".to_owned(),
+        return Err(Error::target_failed(
+            "the snapshot's FUNCTION DUMP payload has a wrong checksum",
         ));
     }
     Ok(&body[..body.len() - 2])

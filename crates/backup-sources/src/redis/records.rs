@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use backup_core::repo::IndexedRepository;
-use backup_core::restorer::content_stream;
+use backup_core::reader::SnapshotReader;
 use backup_core::tree::Node;
 use backup_core::{Error, Result};
 use bytes::Bytes;
@@ -77,7 +76,7 @@ const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// returned handle yields the totals, or the first error (a repository
 /// error wins over the parse error it causes).
 pub(crate) fn read_records(
-    repo: &IndexedRepository,
+    snapshot: &SnapshotReader,
     node: &Node,
     keys_mode: bool,
     sel: Selection,
@@ -87,7 +86,7 @@ pub(crate) fn read_records(
 ) {
     let (ctx, crx) = async_channel::bounded::<Bytes>(16);
     let repo_err: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
-    let mut stream = content_stream(repo, node);
+    let mut stream = snapshot.content(node);
     let slot = Arc::clone(&repo_err);
     tokio::spawn(async move {
         while let Some(r) = stream.next().await {
@@ -177,7 +176,7 @@ impl Batcher<'_> {
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Target(format!(
+    Error::target_failed(format!(
         "the snapshot's Redis stream cannot be read: {e} (run `backup verify --read-data` on the repository)"
     ))
 }

@@ -21,7 +21,7 @@ use super::glob::KeyFilter;
 use super::keyfile::FrameWriter;
 use super::rdb::{self, Event, Parser, RdbError};
 use super::{info_field, server_info, KEYS_STREAM, RDB_STREAM};
-use crate::SourceOptions;
+use crate::{RedisOptions, Selection};
 
 /// Keys asked for per `SCAN` call and dumped per pipeline.
 const SCAN_COUNT: usize = 1000;
@@ -90,8 +90,8 @@ impl RedisSource {
     ///
     /// Malformed URLs and options ([`Error::Config`]), unreachable
     /// servers, refused passwords, refused replication.
-    pub async fn open(url: &str, opts: &SourceOptions) -> Result<Self> {
-        let url = RedisUrl::parse(url)?;
+    pub async fn open(url: &str, opts: &Selection, config: &RedisOptions) -> Result<Self> {
+        let url = RedisUrl::parse(url)?.with_mode(config.mode)?;
         let mut con = url.connect().await?;
         let info = server_info(&url, &mut con).await?;
         let server_version = info_field(&info, "redis_version").unwrap_or_default();
@@ -208,9 +208,9 @@ impl Source for RedisSource {
         match taken {
             Some(r) => r,
             None if self.prepared.is_some() || !self.emitted => {
-                Err(Error::Source("the Redis stream was never read".to_owned()))
+                Err(Error::source_failed("the Redis stream was never read"))
             }
-            None => Err(Error::Source(format!(
+            None => Err(Error::source_failed(format!(
                 "the capture from Redis at {} did not complete",
                 self.url.address()
             ))),
@@ -258,7 +258,7 @@ pub(crate) fn keyspace(info: &str) -> BTreeMap<u32, u64> {
 }
 
 fn refused(url: &RedisUrl, reply: &str) -> Error {
-    Error::Source(format!(
+    Error::source_failed(format!(
         "Redis at {} refused replication ({reply}); on managed services that disable SYNC/PSYNC use key mode: `backup create --mode keys` (or ?mode=keys in the URL)",
         url.address()
     ))
@@ -298,7 +298,7 @@ async fn start_sync(url: &RedisUrl) -> Result<Sync> {
         offset = it.next().and_then(|o| o.parse().ok());
         line = conn.line().await?;
     } else if line.starts_with("+CONTINUE") {
-        return Err(Error::Source(format!(
+        return Err(Error::source_failed(format!(
             "Redis at {} offered a partial resynchronisation instead of an RDB",
             url.address()
         )));
@@ -307,14 +307,14 @@ async fn start_sync(url: &RedisUrl) -> Result<Sync> {
         return Err(refused(url, &line));
     }
     let Some(spec) = line.strip_prefix('$') else {
-        return Err(Error::Source(format!(
+        return Err(Error::source_failed(format!(
             "Redis at {}: unexpected reply to PSYNC: {line:.80}",
             url.address()
         )));
     };
     let body = if let Some(mark) = spec.strip_prefix("EOF:") {
         let mark: [u8; EOF_MARK] = mark.as_bytes().try_into().map_err(|_| {
-            Error::Source(format!(
+            Error::source_failed(format!(
                 "Redis at {}: bad end marker in the transfer header",
                 url.address()
             ))
@@ -322,7 +322,7 @@ async fn start_sync(url: &RedisUrl) -> Result<Sync> {
         Body::Eof(mark)
     } else {
         Body::Len(spec.trim().parse().map_err(|_| {
-            Error::Source(format!(
+            Error::source_failed(format!(
                 "Redis at {}: bad RDB length in the transfer header: {spec:.40}",
                 url.address()
             ))
@@ -509,7 +509,7 @@ fn rdb_reader(sync: Sync, outcome: Outcome, base: serde_json::Value) -> AsyncRea
             Ok(meta) => set_outcome(&outcome, Ok(meta)),
             Err(e) => {
                 let _ = tx.send(Err(io_err(e.clone()))).await;
-                set_outcome(&outcome, Err(Error::Source(e)));
+                set_outcome(&outcome, Err(Error::source_failed(e)));
             }
         }
     });
@@ -674,7 +674,7 @@ async fn run_keys(
     } = job;
     let mut st = KeysStats::default();
     let mut w = FrameWriter::new();
-    let stopped = || Error::Source("the backup stopped reading the key stream".to_owned());
+    let stopped = || Error::source_failed("the backup stopped reading the key stream");
     if functions {
         let payload: Option<Vec<u8>> = redis::cmd("FUNCTION")
             .arg("DUMP")
@@ -763,7 +763,7 @@ async fn dump_batch(
         .await
         .map_err(|e| url.error(&format!("DUMP of keys of database {db}"), &e))?;
     if replies.len() != keys.len() * 2 {
-        return Err(Error::Source(format!(
+        return Err(Error::source_failed(format!(
             "Redis at {}: {} replies to {} commands",
             url.address(),
             replies.len(),

@@ -7,10 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use backup_core::progress::Progress;
-use backup_core::repo::IndexedRepository;
+use backup_core::reader::SnapshotReader;
 use backup_core::restorer::RestoreStats;
-use backup_core::snapshot::SnapshotEntry;
-use backup_core::target::{RestoreOptions, RestoreReport, Target};
+use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit, Target};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -44,31 +43,36 @@ pub(crate) struct SnapshotInfo {
 }
 
 impl SnapshotInfo {
+    /// `keys` or `rdb`.
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.keys_mode {
+            "keys"
+        } else {
+            "rdb"
+        }
+    }
+
     /// Reads the manifest and finds the stream.
-    pub(crate) async fn load(repo: &IndexedRepository, snap: &SnapshotEntry) -> Result<Self> {
-        let s = &snap.snapshot;
+    pub(crate) async fn load(snapshot: &SnapshotReader) -> Result<Self> {
+        let s = snapshot.snapshot();
         if s.source.kind != "redis" {
             return Err(Error::Config(format!(
                 "snapshot {} is a {} snapshot, not a Redis one",
-                snap.id.short(),
+                snapshot.id().short(),
                 s.source.kind
             )));
         }
         let m = &s.metadata;
         let keys_mode = m["mode"].as_str() == Some("keys");
         let name = if keys_mode { KEYS_STREAM } else { RDB_STREAM };
-        let tree = repo.load_tree(&s.tree).await?;
-        let stream = tree
-            .nodes
-            .iter()
-            .find(|n| n.name.0 == name.as_bytes() && n.kind == NodeKind::Stream)
+        let stream = snapshot
+            .root()
+            .await?
+            .get(name)
+            .filter(|n| n.kind == NodeKind::Stream)
             .cloned()
             .ok_or_else(|| {
-                Error::corrupt(
-                    backup_core::sink::FileKind::Snapshot,
-                    snap.id.short(),
-                    format!("the Redis snapshot has no `{name}` stream"),
-                )
+                snapshot.damaged(format!("the Redis snapshot has no `{name}` stream"))
             })?;
         let databases = m["databases"]
             .as_object()
@@ -134,6 +138,66 @@ struct DbResult {
     filtered: u64,
 }
 
+/// A dry run's report: per source database what would happen.
+#[derive(Debug, serde::Serialize)]
+struct DryRunReport {
+    mode: &'static str,
+    databases: BTreeMap<String, PlannedDb>,
+    functions: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct PlannedDb {
+    to: u32,
+    keys_in_target: u64,
+    would_flush: bool,
+    would_restore: u64,
+    expired_skipped: u64,
+    filtered_out: u64,
+}
+
+impl DryRunReport {
+    fn lines(&self) -> Vec<String> {
+        self.databases
+            .iter()
+            .map(|(db, d)| {
+                format!(
+                    "database {db}: -> {}: {} keys, {} skipped as expired, {} left out by filters; the target holds {} keys{}",
+                    d.to,
+                    d.would_restore,
+                    d.expired_skipped,
+                    d.filtered_out,
+                    d.keys_in_target,
+                    if d.would_flush { " (flushed first: --drop)" } else { "" }
+                )
+            })
+            .collect()
+    }
+}
+
+/// A restore's report: per target database what was restored.
+#[derive(Debug, serde::Serialize)]
+struct DoneReport {
+    mode: &'static str,
+    keys_restored: u64,
+    expired_skipped: u64,
+    databases: BTreeMap<String, DbResult>,
+}
+
+impl DoneReport {
+    fn lines(&self) -> Vec<String> {
+        self.databases
+            .iter()
+            .map(|(db, r)| {
+                format!(
+                    "database {db}: {} keys restored (from database {}), {} skipped as expired, {} left out by filters",
+                    r.restored, r.source_db, r.expired_skipped, r.filtered
+                )
+            })
+            .collect()
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -196,7 +260,7 @@ impl RedisTarget {
             pipe.cmd("SELECT").arg(db).ignore().cmd("DBSIZE");
             let (n,): (u64,) = pipe.query_async(con).await.map_err(|e| {
                 if e.to_string().contains("out of range") {
-                    Error::Target(format!(
+                    Error::target_failed(format!(
                         "Redis at {} has no database {db} (its `databases` setting is lower); choose another with --rename",
                         self.url.address()
                     ))
@@ -210,10 +274,7 @@ impl RedisTarget {
     }
 
     fn err(&self, doing: &str, e: &redis::RedisError) -> Error {
-        match self.url.error(doing, e) {
-            Error::Source(m) => Error::Target(m),
-            other => other,
-        }
+        self.url.error(doing, e).into_target()
     }
 }
 
@@ -256,12 +317,8 @@ impl Target for RedisTarget {
         Ok(super::source::keyspace(&info).values().any(|k| *k > 0))
     }
 
-    async fn check_restored(
-        &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
-    ) -> Result<Vec<String>> {
-        let info = SnapshotInfo::load(repo, snapshot).await?;
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
+        let info = SnapshotInfo::load(snapshot).await?;
         let last = self
             .last
             .lock()
@@ -308,7 +365,7 @@ impl Target for RedisTarget {
         let mut con = self.url.connect().await.map_err(to_target)?;
         for (db, r) in &last.dbs {
             if r.before > 0 {
-                return Err(Error::Target(format!(
+                return Err(Error::target_failed(format!(
                     "database {db} of {} held keys before the restore, so the restored keys were left in place",
                     self.url.redacted()
                 )));
@@ -324,13 +381,12 @@ impl Target for RedisTarget {
 
     async fn restore(
         &self,
-        repo: &IndexedRepository,
-        snapshot: &SnapshotEntry,
+        snapshot: &SnapshotReader,
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
         self.check_options(opts)?;
-        let info = SnapshotInfo::load(repo, snapshot).await?;
+        let info = SnapshotInfo::load(snapshot).await?;
         let mut con = self.url.connect().await.map_err(to_target)?;
         let server = server_info(&self.url, &mut con).await.map_err(to_target)?;
         let version = info_field(&server, "redis_version").unwrap_or_default();
@@ -342,7 +398,7 @@ impl Target for RedisTarget {
                 .await
                 .unwrap_or_default();
             if modules.is_empty() {
-                return Err(Error::Target(format!(
+                return Err(Error::target_failed(format!(
                     "the snapshot holds values of module types {} but Redis at {} has no module loaded: load the modules (loadmodule) and restore again, or leave those keys out with --exclude",
                     info.module_types.join(", "),
                     self.url.address()
@@ -362,14 +418,14 @@ impl Target for RedisTarget {
         let mut dry_totals = None;
         if (!occupied.is_empty() && !opts.drop) || opts.dry_run {
             let (conflicts, totals, expired, planned) =
-                self.scan(repo, &plan, &mut con, !opts.drop).await?;
+                self.scan(snapshot, &plan, &mut con, !opts.drop).await?;
             if !conflicts.is_empty() && !opts.drop {
                 let n: u64 = conflicts.values().map(|(n, _)| n).sum();
                 let detail: Vec<String> = conflicts
                     .iter()
                     .map(|(db, (n, ex))| format!("database {db}: {n}, for example {ex}"))
                     .collect();
-                return Err(Error::Target(format!(
+                return Err(Error::target_failed(format!(
                     "{n} keys of the snapshot already exist in {} ({}): nothing was changed; restore with --drop to replace the restored databases (after a safety backup), or into other databases with --rename FROM:TO",
                     self.url.redacted(),
                     detail.join("; ")
@@ -379,20 +435,26 @@ impl Target for RedisTarget {
         }
         if opts.dry_run {
             let (totals, expired, planned) = dry_totals.unwrap_or_default();
-            let mut dbs = serde_json::Map::new();
+            let mut databases = BTreeMap::new();
             for (src, dst) in &plan.map {
-                dbs.insert(
+                let keys_in_target = plan.before.get(dst).copied().unwrap_or(0);
+                databases.insert(
                     src.to_string(),
-                    serde_json::json!({
-                        "to": dst,
-                        "keys_in_target": plan.before.get(dst).copied().unwrap_or(0),
-                        "would_flush": opts.drop && plan.before.get(dst).copied().unwrap_or(0) > 0,
-                        "would_restore": planned.get(src).copied().unwrap_or(0),
-                        "expired_skipped": expired.get(src).copied().unwrap_or(0),
-                        "filtered_out": totals.filtered.get(src).copied().unwrap_or(0),
-                    }),
+                    PlannedDb {
+                        to: *dst,
+                        keys_in_target,
+                        would_flush: opts.drop && keys_in_target > 0,
+                        would_restore: planned.get(src).copied().unwrap_or(0),
+                        expired_skipped: expired.get(src).copied().unwrap_or(0),
+                        filtered_out: totals.filtered.get(src).copied().unwrap_or(0),
+                    },
                 );
             }
+            let report = DryRunReport {
+                mode: plan.info.mode(),
+                databases,
+                functions: totals.functions,
+            };
             return Ok(RestoreReport {
                 dry_run: true,
                 target: self.describe(),
@@ -401,11 +463,9 @@ impl Target for RedisTarget {
                     bytes: plan.info.stream.size,
                     ..RestoreStats::default()
                 },
-                details: serde_json::json!({
-                    "mode": if plan.info.keys_mode { "keys" } else { "rdb" },
-                    "databases": dbs,
-                    "functions": totals.functions,
-                }),
+                unit: RestoredUnit::DatabaseStreams,
+                lines: report.lines(),
+                details: RestoreReport::details_of(&report)?,
             });
         }
 
@@ -421,17 +481,22 @@ impl Target for RedisTarget {
             }
         }
         let restored = self
-            .write(repo, &plan, con.clone(), opts, &progress)
+            .write(snapshot, &plan, con.clone(), opts, &progress)
             .await?;
         progress.set_phase("check");
         let result = self.verify_counts(&mut con, &plan, &restored, opts).await;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(restored.clone());
         result?;
-        let dbs: serde_json::Map<_, _> = restored
-            .dbs
-            .iter()
-            .map(|(db, r)| (db.to_string(), serde_json::to_value(r).unwrap_or_default()))
-            .collect();
+        let report = DoneReport {
+            mode: plan.info.mode(),
+            keys_restored: restored.dbs.values().map(|r| r.restored).sum(),
+            expired_skipped: restored.dbs.values().map(|r| r.expired_skipped).sum(),
+            databases: restored
+                .dbs
+                .iter()
+                .map(|(db, r)| (db.to_string(), *r))
+                .collect(),
+        };
         Ok(RestoreReport {
             dry_run: false,
             target: self.describe(),
@@ -440,21 +505,15 @@ impl Target for RedisTarget {
                 bytes: plan.info.stream.size,
                 ..RestoreStats::default()
             },
-            details: serde_json::json!({
-                "mode": if plan.info.keys_mode { "keys" } else { "rdb" },
-                "keys_restored": restored.dbs.values().map(|r| r.restored).sum::<u64>(),
-                "expired_skipped": restored.dbs.values().map(|r| r.expired_skipped).sum::<u64>(),
-                "databases": dbs,
-            }),
+            unit: RestoredUnit::DatabaseStreams,
+            lines: report.lines(),
+            details: RestoreReport::details_of(&report)?,
         })
     }
 }
 
 fn to_target(e: Error) -> Error {
-    match e {
-        Error::Source(m) => Error::Target(m),
-        other => other,
-    }
+    e.into_target()
 }
 
 impl RedisTarget {
@@ -516,7 +575,7 @@ impl RedisTarget {
     #[allow(clippy::type_complexity)]
     async fn scan(
         &self,
-        repo: &IndexedRepository,
+        snapshot: &SnapshotReader,
         plan: &Plan,
         con: &mut MultiplexedConnection,
         check: bool,
@@ -530,7 +589,7 @@ impl RedisTarget {
             payloads: false,
             ..plan.selection.clone()
         };
-        let (rx, handle) = read_records(repo, &plan.info.stream, plan.info.keys_mode, sel);
+        let (rx, handle) = read_records(snapshot, &plan.info.stream, plan.info.keys_mode, sel);
         let mut conflicts: BTreeMap<u32, (u64, String)> = BTreeMap::new();
         let mut expired: BTreeMap<u32, u64> = BTreeMap::new();
         let mut planned: BTreeMap<u32, u64> = BTreeMap::new();
@@ -596,7 +655,7 @@ impl RedisTarget {
         rx.close();
         let totals = handle
             .await
-            .map_err(|e| Error::Target(format!("reading the snapshot failed: {e}")))?;
+            .map_err(|e| Error::target_failed(format!("reading the snapshot failed: {e}")))?;
         if let Some(f) = failure {
             return Err(f);
         }
@@ -606,14 +665,14 @@ impl RedisTarget {
     /// Restores every selected key; returns the per-database counts.
     async fn write(
         &self,
-        repo: &IndexedRepository,
+        snapshot: &SnapshotReader,
         plan: &Plan,
         con: MultiplexedConnection,
         opts: &RestoreOptions,
         progress: &Arc<dyn Progress>,
     ) -> Result<Restored> {
         let (rx, handle) = read_records(
-            repo,
+            snapshot,
             &plan.info.stream,
             plan.info.keys_mode,
             plan.selection.clone(),
@@ -647,7 +706,7 @@ impl RedisTarget {
                             cmd.arg("REPLACE");
                         }
                         if let Err(e) = cmd.query_async::<()>(&mut c).await {
-                            failure = Some(Error::Target(format!(
+                            failure = Some(Error::target_failed(format!(
                                 "restoring the snapshot's functions into {}: {e}{}",
                                 self.url.address(),
                                 if opts.drop {
@@ -719,12 +778,12 @@ impl RedisTarget {
         rx.close();
         let totals = handle
             .await
-            .map_err(|e| Error::Target(format!("reading the snapshot failed: {e}")));
+            .map_err(|e| Error::target_failed(format!("reading the snapshot failed: {e}")));
         if let Some(f) = failure {
-            return Err(Error::Target(format!(
+            return Err(Error::target_failed(format!(
                 "{f}; keys restored before the failure are left in place (restore again with --drop to start over)",
                 f = match f {
-                    Error::Target(m) => m,
+                    Error::Target { message, .. } => message,
                     other => other.to_string(),
                 }
             )));
@@ -737,7 +796,7 @@ impl RedisTarget {
         for (db, n) in &plan.info.databases {
             let seen = totals.seen.get(db).copied().unwrap_or(0);
             if seen != *n {
-                return Err(Error::Target(format!(
+                return Err(Error::target_failed(format!(
                     "the snapshot's stream holds {seen} keys of database {db} but its manifest lists {n}; run `backup verify --read-data`"
                 )));
             }
@@ -753,19 +812,19 @@ impl RedisTarget {
     ) -> Error {
         let text = e.to_string();
         if text.contains("BUSYKEY") {
-            return Error::Target(format!(
+            return Error::target_failed(format!(
                 "a key of the snapshot already exists in {} (BUSYKEY, in the batch starting at {first_key}); it was created after the check; restore with --drop to replace the restored databases",
                 self.url.redacted()
             ));
         }
         if text.contains("payload version or checksum") {
-            return Error::Target(format!(
+            return Error::target_failed(format!(
                 "Redis at {} refused a DUMP payload ({text}): the server is older than the RDB version of the snapshot",
                 self.url.address()
             ));
         }
         if text.contains("Bad data format") {
-            return Error::Target(format!(
+            return Error::target_failed(format!(
                 "Redis at {} could not load a value in the batch starting at {first_key} ({text}): a module value whose module is not loaded, or a value this server version cannot read",
                 self.url.address()
             ));
@@ -806,7 +865,7 @@ impl RedisTarget {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::Target(format!(
+            Err(Error::target_failed(format!(
                 "key counts after the restore do not match: {} (did another client write to the server during the restore?)",
                 problems.join("; ")
             )))
@@ -818,7 +877,7 @@ impl RedisTarget {
 /// than the snapshot's (its `RESTORE` would reject every payload).
 fn check_rdb_version(server_version: &str, snapshot_rdb: u32, address: &str) -> Result<()> {
     match rdb_version_of_server(server_version) {
-        Some(target_rdb) if target_rdb < snapshot_rdb => Err(Error::Target(format!(
+        Some(target_rdb) if target_rdb < snapshot_rdb => Err(Error::target_failed(format!(
             "the snapshot holds RDB version {snapshot_rdb} but Redis {server_version} at {address} reads versions up to {target_rdb}: restore into a Redis server at least as new as the one backed up"
         ))),
         _ => Ok(()),
@@ -852,7 +911,7 @@ mod tests {
         // Redis 7.2 writes RDB 11, which 7.0 (RDB 10) cannot read.
         let err = check_rdb_version("7.0.15", 11, "127.0.0.1:6379").unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, Error::Target(_)), "{err:?}");
+        assert!(matches!(err, Error::Target { .. }), "{err:?}");
         assert!(msg.contains("RDB version 11"), "{msg}");
         assert!(
             msg.contains("Redis 7.0.15 at 127.0.0.1:6379 reads versions up to 10"),

@@ -1,19 +1,37 @@
-//! The in-memory backend (`InMemory` of `object_store`, through the adapter).
+//! In-memory repositories: `memory:` and `memory://name` build the core's
+//! `MemorySink`; the `object_store` adapter is also run over `InMemory`, which
+//! exercises its multipart upload and staging copy without a network.
+
+use std::sync::Arc;
 
 use backup_core::{FileKind, PutMode, Sink, SinkExt};
-use backup_storage::{build, StorageOptions, StorageUrl};
+use backup_storage::MultipartOptions;
+use backup_storage::{build, ObjectStoreSink, StorageOptions, StorageUrl};
 use backup_testkit::conformance::Conformance;
 
 #[tokio::test]
-async fn conformance() {
-    let mut options = StorageOptions::default();
-    // Small parts: the large object goes through multipart upload and the
-    // staging copy even in memory.
-    options.multipart.threshold = 1024 * 1024;
-    options.multipart.part_size = 256 * 1024;
-    let sink = build(&StorageUrl::parse("memory:").unwrap(), &options).unwrap();
+async fn conformance_of_memory_urls() {
+    let sink = build(
+        &StorageUrl::parse("memory:").unwrap(),
+        &StorageOptions::default(),
+    )
+    .unwrap();
     assert_eq!(sink.location(), "memory:");
     Conformance::default().run(sink).await;
+}
+
+#[tokio::test]
+async fn conformance_of_the_object_store_adapter_in_memory() {
+    let store = Arc::new(object_store::memory::InMemory::new());
+    // Small parts: the large object goes through multipart upload and the
+    // staging copy even in memory.
+    let mut multipart = MultipartOptions::default();
+    multipart.threshold = 1024 * 1024;
+    multipart.part_size = 256 * 1024;
+    let sink = ObjectStoreSink::new(store, "", "memory", "memory:")
+        .unwrap()
+        .with_multipart(multipart);
+    Conformance::default().run(Arc::new(sink)).await;
 }
 
 #[tokio::test]
@@ -29,6 +47,7 @@ async fn named_stores_are_shared_and_fresh_ones_are_not() {
         &options,
     )
     .unwrap();
+    assert_eq!(a.location(), "memory://shared-test");
     a.put(FileKind::Key, "k1", "v".into(), PutMode::Create)
         .await
         .unwrap();

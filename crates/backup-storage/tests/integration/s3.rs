@@ -205,6 +205,7 @@ async fn unreachable_endpoint_fails_in_bounded_time_with_a_clear_message() {
     options.s3.region = Some("us-east-1".into());
     options.s3.access_key_id = Some("id".into());
     options.s3.secret_access_key = Some("secret".into());
+    backup_testkit::install_tls_provider();
     let sink = build(&StorageUrl::parse("s3://bucket/repo").unwrap(), &options).unwrap();
     let start = Instant::now();
     let err = sink.get(FileKind::Config, "config").await.unwrap_err();
@@ -228,6 +229,7 @@ fn plain_http_endpoint_needs_allow_http() {
     let mut options = StorageOptions::default();
     options.s3.endpoint = Some("http://127.0.0.1:9".into());
     options.s3.allow_http = Some(false);
+    backup_testkit::install_tls_provider();
     let err = build(&StorageUrl::parse("s3://bucket/x").unwrap(), &options).unwrap_err();
     match err {
         Error::Config(m) => assert!(

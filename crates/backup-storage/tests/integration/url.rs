@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use backup_core::Error;
+use backup_storage::ExposeSecret;
 use backup_storage::StorageUrl;
 
 fn parse(s: &str) -> StorageUrl {
@@ -160,7 +161,7 @@ fn credentials_are_redacted() {
             ..
         } => {
             assert_eq!(c.access_key_id, "AKIAEXAMPLE");
-            assert_eq!(c.secret_access_key.expose(), "s3cr3t/key");
+            assert_eq!(c.secret_access_key.expose_secret(), "s3cr3t/key");
             assert!(!format!("{c:?}").contains("s3cr3t"));
         }
         other => panic!("{other:?}"),

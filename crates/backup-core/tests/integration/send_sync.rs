@@ -1,6 +1,5 @@
 //! Compile-time checks that the pipeline's futures and the storage trait
 //! objects can move between threads (a multi-threaded runtime needs it).
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
 

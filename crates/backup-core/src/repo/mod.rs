@@ -1,11 +1,17 @@
 //! Opening, creating and reading a repository.
 
+mod indexed;
+mod keys;
+
+pub use indexed::IndexedRepository;
+pub use keys::KeyInfo;
+
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -15,10 +21,8 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, IndexFile};
 use crate::keys::{KdfParams, KeyFile};
-use crate::pack::{decode_blob, BlobType};
 use crate::sink::{FileKind, PutMode, Sink, SinkExt};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
-use crate::tree::{decode_content_list, Node, Tree};
 
 /// Options of `init`.
 #[derive(Debug, Clone)]
@@ -45,21 +49,6 @@ impl Default for InitOptions {
             kdf: KdfParams::default(),
         }
     }
-}
-
-/// A summary of one key file, for `key list`.
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyInfo {
-    /// The key id (file name).
-    pub id: Id,
-    /// Whether this key opened the repository in this process.
-    pub current: bool,
-    /// Creation time.
-    pub created: chrono::DateTime<Utc>,
-    /// Creating host.
-    pub host: String,
-    /// Creating user.
-    pub user: String,
 }
 
 /// An open repository: config read and master key unlocked.
@@ -531,318 +520,6 @@ impl Repository {
                 index.add_file(f);
             }
         }
-        Ok((
-            IndexedRepository {
-                repo: self,
-                index: Arc::new(index),
-                tree_packs: Arc::default(),
-            },
-            damaged,
-        ))
-    }
-
-    /// Every key of the repository.
-    ///
-    /// # Errors
-    ///
-    /// Storage errors; [`Error::Corrupt`] for an unreadable key file.
-    pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
-        self.require_encrypted()?;
-        let mut out = Vec::new();
-        for name in self.sink.list_names(FileKind::Key).await? {
-            let bytes = self.sink.get(FileKind::Key, &name).await?;
-            let kf = KeyFile::decode(&bytes, &name)?;
-            let id: Id = name.parse()?;
-            out.push(KeyInfo {
-                id,
-                current: Some(id) == self.key_id,
-                created: kf.created,
-                host: kf.host,
-                user: kf.user,
-            });
-        }
-        out.sort_by_key(|k| k.created);
-        Ok(out)
-    }
-
-    fn require_encrypted(&self) -> Result<()> {
-        if self.config.encryption == Encryption::None {
-            return Err(Error::Config(
-                "this repository is not encrypted and has no keys".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Adds a key for `password`; returns its id.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for unencrypted repositories; storage errors.
-    pub async fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
-        self.require_encrypted()?;
-        let key = self.key.clone();
-        let pw = password.to_vec();
-        let repo_id = self.config.id.clone();
-        let kf = tokio::task::spawn_blocking(move || KeyFile::wrap(&key, &pw, &repo_id, kdf))
-            .await
-            .map_err(|e| Error::Generic {
-                backend: "key derivation",
-                source: Box::new(e),
-            })??;
-        let (id, bytes) = kf.encode();
-        self.sink
-            .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
-            .await?;
-        Ok(id)
-    }
-
-    /// Removes a key. The key that opened the repository and the last key
-    /// cannot be removed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`], [`Error::Config`] for the current or last key.
-    pub async fn remove_key(&self, prefix: &str) -> Result<Id> {
-        self.require_encrypted()?;
-        let keys = self.keys().await?;
-        let matching: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.has_prefix(prefix)).collect();
-        let key = match matching.as_slice() {
-            [] => return Err(Error::not_found(format!("key `{prefix}`"))),
-            [one] => *one,
-            _ => return Err(Error::Config(format!("key prefix `{prefix}` is ambiguous"))),
-        };
-        if key.current {
-            return Err(Error::Config(
-                "refusing to remove the key in use; open the repository with another key to remove this one".to_owned(),
-            ));
-        }
-        if keys.len() == 1 {
-            return Err(Error::Config("refusing to remove the last key".to_owned()));
-        }
-        self.sink.delete(FileKind::Key, &key.id.to_hex()).await?;
-        Ok(key.id)
-    }
-
-    /// Replaces the current key with one for `new_password`: the new key is
-    /// written first, then the old one removed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] when the repository was not opened with a stored
-    /// key; storage errors.
-    pub async fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
-        self.require_encrypted()?;
-        let old = self.key_id.ok_or_else(|| {
-            Error::Config("the repository was opened with an external key file".to_owned())
-        })?;
-        let new = self.add_key(new_password, kdf).await?;
-        self.sink.delete(FileKind::Key, &old.to_hex()).await?;
-        self.key_id = Some(new);
-        Ok(new)
-    }
-
-    /// The master key wrapped under `password` as a stand-alone key file,
-    /// for escrow. It is not stored in the repository.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for unencrypted repositories.
-    pub async fn export_key(&self, password: &[u8], kdf: KdfParams) -> Result<Vec<u8>> {
-        self.require_encrypted()?;
-        let key = self.key.clone();
-        let pw = password.to_vec();
-        let repo_id = self.config.id.clone();
-        let kf = tokio::task::spawn_blocking(move || KeyFile::wrap(&key, &pw, &repo_id, kdf))
-            .await
-            .map_err(|e| Error::Generic {
-                backend: "key derivation",
-                source: Box::new(e),
-            })??;
-        Ok(kf.encode().1)
-    }
-}
-
-/// A repository with its index loaded: can read blobs and run backups and
-/// restores.
-#[derive(Debug, Clone)]
-pub struct IndexedRepository {
-    repo: Repository,
-    index: Arc<Index>,
-    tree_packs: Arc<Mutex<TreePackCache>>,
-}
-
-/// Whole tree packs kept in memory, most recently used last. Trees are
-/// small and read one by one while walking a snapshot; fetching their pack
-/// once turns thousands of small reads (requests, on a cloud backend) into
-/// a few.
-#[derive(Debug, Default)]
-struct TreePackCache {
-    packs: std::collections::VecDeque<(Id, Bytes)>,
-    bytes: usize,
-}
-
-/// Memory given to cached tree packs.
-const TREE_CACHE_BYTES: usize = 32 * 1024 * 1024;
-/// Tree packs larger than this are read blob by blob instead.
-const TREE_CACHE_MAX_PACK: u64 = 32 * 1024 * 1024;
-
-impl TreePackCache {
-    fn get(&mut self, pack: &Id) -> Option<Bytes> {
-        let i = self.packs.iter().position(|(id, _)| id == pack)?;
-        let entry = self.packs.remove(i)?;
-        let data = entry.1.clone();
-        self.packs.push_back(entry);
-        Some(data)
-    }
-
-    fn insert(&mut self, pack: Id, data: Bytes) {
-        if self.packs.iter().any(|(id, _)| *id == pack) {
-            return;
-        }
-        self.bytes += data.len();
-        self.packs.push_back((pack, data));
-        while self.bytes > TREE_CACHE_BYTES {
-            match self.packs.pop_front() {
-                Some((_, old)) => self.bytes -= old.len(),
-                None => break,
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for IndexedRepository {
-    type Target = Repository;
-    fn deref(&self) -> &Repository {
-        &self.repo
-    }
-}
-
-impl IndexedRepository {
-    /// The in-memory index.
-    pub fn index(&self) -> &Arc<Index> {
-        &self.index
-    }
-
-    /// Replaces the in-memory index (after a backup added packs).
-    pub fn set_index(&mut self, index: Index) {
-        self.index = Arc::new(index);
-        self.tree_packs = Arc::default();
-    }
-
-    /// The repository without its index.
-    pub fn into_inner(self) -> Repository {
-        self.repo
-    }
-
-    /// Reads, decrypts and verifies one blob.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] when the blob is not indexed, [`Error::Corrupt`]
-    /// when it fails verification, storage errors.
-    pub async fn read_blob(&self, blob_type: BlobType, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.index.get(blob_type, id).ok_or_else(|| {
-            Error::corrupt(
-                FileKind::Index,
-                format!("blob {}", id.short()),
-                "the blob is referenced but not in the index",
-            )
-        })?;
-        let e = loc.entry;
-        let range = u64::from(e.offset)..u64::from(e.offset) + u64::from(e.length);
-        let stored = if blob_type == BlobType::Tree {
-            self.cached_tree_range(&loc.pack, range).await?
-        } else {
-            self.sink()
-                .get_range(FileKind::Pack, &loc.pack.to_hex(), range)
-                .await?
-        };
-        let key = self.key().clone();
-        let hasher = self.hasher().clone();
-        if stored.len() < 256 * 1024 {
-            return decode_blob(&key, &hasher, &e, &loc.pack, &stored);
-        }
-        tokio::task::spawn_blocking(move || decode_blob(&key, &hasher, &e, &loc.pack, &stored))
-            .await
-            .map_err(|e| Error::Generic {
-                backend: "decoder",
-                source: Box::new(e),
-            })?
-    }
-
-    /// Reads a range of a pack holding trees through the tree-pack cache.
-    async fn cached_tree_range(&self, pack: &Id, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let cached = self
-            .tree_packs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(pack);
-        let whole = match cached {
-            Some(data) => Some(data),
-            None => match self.index.pack_size(pack) {
-                Some(size) if size <= TREE_CACHE_MAX_PACK => {
-                    let data = self.sink().get(FileKind::Pack, &pack.to_hex()).await?;
-                    self.tree_packs
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(*pack, data.clone());
-                    Some(data)
-                }
-                _ => None,
-            },
-        };
-        match whole {
-            Some(data) => {
-                crate::sink::check_range(
-                    FileKind::Pack,
-                    &pack.to_hex(),
-                    &range,
-                    data.len() as u64,
-                )?;
-                Ok(data.slice(range.start as usize..range.end as usize))
-            }
-            None => {
-                self.sink()
-                    .get_range(FileKind::Pack, &pack.to_hex(), range)
-                    .await
-            }
-        }
-    }
-
-    /// Loads a tree blob.
-    ///
-    /// # Errors
-    ///
-    /// As [`IndexedRepository::read_blob`].
-    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
-        let data = self.read_blob(BlobType::Tree, id).await?;
-        Tree::decode(&data, id)
-    }
-
-    /// The data blob ids of a file or stream node, in order, resolving
-    /// content lists.
-    ///
-    /// # Errors
-    ///
-    /// As [`IndexedRepository::read_blob`].
-    pub async fn content_ids(&self, node: &Node) -> Result<Vec<Id>> {
-        if node.content_lists.is_empty() {
-            return Ok(node.content.clone());
-        }
-        let lists: Vec<Vec<Id>> = stream::iter(node.content_lists.clone())
-            .map(|id| {
-                let repo = self.clone();
-                async move {
-                    let data = repo.read_blob(BlobType::Tree, &id).await?;
-                    decode_content_list(&data, &id)
-                }
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
-        let mut out = node.content.clone();
-        out.extend(lists.into_iter().flatten());
-        Ok(out)
+        Ok((IndexedRepository::new(self, index), damaged))
     }
 }

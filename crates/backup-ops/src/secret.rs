@@ -1,40 +1,15 @@
-//! Secrets: values that never reach logs, and where to read them from.
+//! Secrets: where to read them from, and values that never reach a log.
+//!
+//! Values are [`SecretString`]s (the `secrecy` crate): their `Debug`
+//! prints `[REDACTED]` and reading one takes an explicit
+//! [`ExposeSecret::expose_secret`].
 
-use std::fmt;
 use std::path::PathBuf;
 
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
-/// A secret string. Its `Debug` and `Display` print `<redacted>`, so a
-/// secret inside any configuration or error type cannot end up in a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret value itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use crate::error::ConfigError;
 
 /// Where a secret comes from: exactly one of an environment variable, a
 /// file (its first line) or a command (its first line of output).
@@ -56,6 +31,22 @@ pub struct SecretRef {
 }
 
 impl SecretRef {
+    /// A secret read from the environment variable `name`.
+    pub fn env(name: impl Into<String>) -> Self {
+        SecretRef {
+            env: Some(name.into()),
+            ..SecretRef::default()
+        }
+    }
+
+    /// A secret read from the first line of `path`.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        SecretRef {
+            file: Some(path.into()),
+            ..SecretRef::default()
+        }
+    }
+
     /// Checks that exactly one source is given.
     ///
     /// # Errors
@@ -75,13 +66,14 @@ impl SecretRef {
         }
     }
 
-    /// Reads the secret.
+    /// Reads the secret; `key` names it in errors (a dotted configuration
+    /// key, or a variable or option name).
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming `key` when the variable is unset, the file
     /// unreadable, the command fails, or the value is empty.
-    pub fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
+    pub fn resolve(&self, key: &str) -> Result<SecretString, ConfigError> {
         self.validate(key)?;
         let value = if let Some(var) = &self.env {
             std::env::var(var).map_err(|_| {
@@ -117,7 +109,7 @@ impl SecretRef {
         if value.is_empty() {
             return Err(ConfigError::invalid(key, "the secret is empty"));
         }
-        Ok(Secret(value))
+        Ok(SecretString::from(value))
     }
 }
 
@@ -127,9 +119,9 @@ mod tests {
 
     #[test]
     fn redacted() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
-        assert_eq!(s.expose(), "hunter2");
+        let s = SecretString::from("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.expose_secret(), "hunter2");
     }
 
     #[test]
@@ -138,25 +130,31 @@ mod tests {
             command: Some("echo s3cret; echo more".to_owned()),
             ..SecretRef::default()
         };
-        assert_eq!(r.resolve("k").unwrap().expose(), "s3cret");
+        assert_eq!(r.resolve("k").unwrap().expose_secret(), "s3cret");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("p");
         std::fs::write(&f, "filepw\nignored\n").unwrap();
-        let r = SecretRef {
-            file: Some(f),
-            ..SecretRef::default()
-        };
-        assert_eq!(r.resolve("k").unwrap().expose(), "filepw");
-        let none = SecretRef::default();
-        assert!(none.resolve("k").is_err());
-        let unset = SecretRef {
-            env: Some("BACKUPD_TEST_SURELY_UNSET".to_owned()),
-            ..SecretRef::default()
-        };
-        assert!(unset
+        assert_eq!(
+            SecretRef::file(&f).resolve("k").unwrap().expose_secret(),
+            "filepw"
+        );
+        std::fs::write(&f, "\n").unwrap();
+        assert!(SecretRef::file(&f)
+            .resolve("k")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(SecretRef::default().resolve("k").is_err());
+        assert!(SecretRef::env("BACKUPD_TEST_SURELY_UNSET")
             .resolve("k")
             .unwrap_err()
             .to_string()
             .contains("not set"));
+        let two = SecretRef {
+            env: Some("A".into()),
+            file: Some("/x".into()),
+            command: None,
+        };
+        assert!(two.validate("k").is_err());
     }
 }

@@ -19,8 +19,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use backup_core::repo::Repository;
-use backup_core::{Error, FileKind, PutMode, SinkExt};
+use crate::error::Error;
+use crate::repo::Repository;
+use crate::sink::{FileKind, PutMode, Sink, SinkExt};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -164,8 +165,8 @@ pub async fn append(repo: &Repository, op: &Operation) -> Result<AuditRecord, Er
             seq,
             operation: op.operation.clone(),
             timestamp: Utc::now(),
-            user: backup_core::util::username(),
-            host: backup_core::util::hostname(),
+            user: crate::util::username(),
+            host: crate::util::hostname(),
             status: if op.success { "success" } else { "failure" }.to_owned(),
             details: op.details.clone(),
             prev,
@@ -247,8 +248,8 @@ pub async fn record(
             seq: 0,
             operation: op.operation.clone(),
             timestamp: Utc::now(),
-            user: backup_core::util::username(),
-            host: backup_core::util::hostname(),
+            user: crate::util::username(),
+            host: crate::util::hostname(),
             status: if op.success { "success" } else { "failure" }.to_owned(),
             details: op.details.clone(),
             prev: String::new(),
@@ -409,24 +410,10 @@ pub fn read_local(path: &Path) -> (Vec<LocalLine>, Vec<String>) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use backup_core::keys::KdfParams;
-    use backup_core::repo::InitOptions;
-    use backup_core::{MemorySink, Sink};
-
     use super::*;
 
     async fn repo() -> Repository {
-        let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
-        let opts = InitOptions {
-            kdf: KdfParams::insecure_fast(),
-            ..InitOptions::default()
-        };
-        Repository::init(sink.clone(), Some(b"pw"), &opts)
-            .await
-            .unwrap();
-        Repository::open(sink, Some(b"pw")).await.unwrap()
+        crate::test_support::memory_repo().await
     }
 
     fn op(name: &str) -> Operation {

@@ -7,8 +7,9 @@
 //! file is not a repository lock (its name is not an id, so lock handling
 //! ignores it); it is removed by the job's later runs once a day old.
 
-use backup_core::repo::Repository;
-use backup_core::{Error, FileKind, PutMode, SinkExt};
+use crate::error::Error;
+use crate::repo::Repository;
+use crate::sink::{FileKind, PutMode, Sink, SinkExt};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -32,7 +33,7 @@ pub async fn claim(repo: &Repository, job: &str, slot: DateTime<Utc>) -> Result<
     let info = serde_json::json!({
         "job": job,
         "slot": slot,
-        "host": backup_core::util::hostname(),
+        "host": crate::util::hostname(),
         "pid": std::process::id(),
         "claimed": Utc::now(),
     });
@@ -78,4 +79,28 @@ pub async fn remove_old(
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_claim_per_slot_and_old_leases_go() {
+        let repo = crate::test_support::memory_repo().await;
+        let t = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        assert!(claim(&repo, "db", t(1000)).await.unwrap());
+        assert!(!claim(&repo, "db", t(1000)).await.unwrap());
+        assert!(claim(&repo, "other job", t(1000)).await.unwrap());
+        assert!(claim(&repo, "db", t(2000)).await.unwrap());
+        assert_ne!(slot_name("db", t(1)), slot_name("db2", t(1)));
+        // Leases are not locks: taking a lock ignores them.
+        assert!(repo.locks().await.unwrap().is_empty());
+        assert_eq!(remove_old(&repo, "db", t(1500)).await.unwrap(), 1);
+        assert!(claim(&repo, "db", t(1000)).await.unwrap());
+        assert_eq!(
+            repo.sink().list_names(FileKind::Lock).await.unwrap().len(),
+            3
+        );
+    }
 }

@@ -1,0 +1,147 @@
+//! The keys of a repository: listing, adding, removing, changing the
+//! password, exporting the master key for escrow.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::Repository;
+use crate::config::Encryption;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::keys::{KdfParams, KeyFile};
+use crate::sink::{FileKind, PutMode, SinkExt};
+
+/// A summary of one key file, for `key list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// The key id (file name).
+    pub id: Id,
+    /// Whether this key opened the repository in this process.
+    pub current: bool,
+    /// Creation time.
+    pub created: chrono::DateTime<Utc>,
+    /// Creating host.
+    pub host: String,
+    /// Creating user.
+    pub user: String,
+}
+
+impl Repository {
+    /// Every key of the repository.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; [`Error::Corrupt`] for an unreadable key file.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
+        self.require_encrypted()?;
+        let mut out = Vec::new();
+        for name in self.sink.list_names(FileKind::Key).await? {
+            let bytes = self.sink.get(FileKind::Key, &name).await?;
+            let kf = KeyFile::decode(&bytes, &name)?;
+            let id: Id = name.parse()?;
+            out.push(KeyInfo {
+                id,
+                current: Some(id) == self.key_id,
+                created: kf.created,
+                host: kf.host,
+                user: kf.user,
+            });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    fn require_encrypted(&self) -> Result<()> {
+        if self.config.encryption == Encryption::None {
+            return Err(Error::Config(
+                "this repository is not encrypted and has no keys".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The master key wrapped under `password` (Argon2id, on a blocking
+    /// thread).
+    async fn wrap_master_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyFile> {
+        self.require_encrypted()?;
+        let key = self.key.clone();
+        let pw = password.to_vec();
+        let repo_id = self.config.id.clone();
+        tokio::task::spawn_blocking(move || KeyFile::wrap(&key, &pw, &repo_id, kdf))
+            .await
+            .map_err(|e| Error::Generic {
+                backend: "key derivation",
+                source: Box::new(e),
+            })?
+    }
+
+    /// Adds a key for `password`; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for unencrypted repositories; storage errors.
+    pub async fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let kf = self.wrap_master_key(password, kdf).await?;
+        let (id, bytes) = kf.encode();
+        self.sink
+            .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
+            .await?;
+        Ok(id)
+    }
+
+    /// Removes a key. The key that opened the repository and the last key
+    /// cannot be removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Config`] for the current or last key.
+    pub async fn remove_key(&self, prefix: &str) -> Result<Id> {
+        self.require_encrypted()?;
+        let keys = self.keys().await?;
+        let matching: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.has_prefix(prefix)).collect();
+        let key = match matching.as_slice() {
+            [] => return Err(Error::not_found(format!("key `{prefix}`"))),
+            [one] => *one,
+            _ => return Err(Error::Config(format!("key prefix `{prefix}` is ambiguous"))),
+        };
+        if key.current {
+            return Err(Error::Config(
+                "refusing to remove the key in use; open the repository with another key to remove this one".to_owned(),
+            ));
+        }
+        if keys.len() == 1 {
+            return Err(Error::Config("refusing to remove the last key".to_owned()));
+        }
+        self.sink.delete(FileKind::Key, &key.id.to_hex()).await?;
+        Ok(key.id)
+    }
+
+    /// Replaces the current key with one for `new_password`: the new key is
+    /// written first, then the old one removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the repository was not opened with a stored
+    /// key; storage errors.
+    pub async fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
+        self.require_encrypted()?;
+        let old = self.key_id.ok_or_else(|| {
+            Error::Config("the repository was opened with an external key file".to_owned())
+        })?;
+        let new = self.add_key(new_password, kdf).await?;
+        self.sink.delete(FileKind::Key, &old.to_hex()).await?;
+        self.key_id = Some(new);
+        Ok(new)
+    }
+
+    /// The master key wrapped under `password` as a stand-alone key file,
+    /// for escrow. It is not stored in the repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for unencrypted repositories.
+    pub async fn export_key(&self, password: &[u8], kdf: KdfParams) -> Result<Vec<u8>> {
+        let kf = self.wrap_master_key(password, kdf).await?;
+        Ok(kf.encode().1)
+    }
+}

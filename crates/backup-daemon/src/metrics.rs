@@ -1,0 +1,225 @@
+//! `/metrics`: the daemon's state in the `OpenMetrics` text format
+//! (`prometheus-client`), read from [`Status`] at each scrape.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::state::{JobState, Status};
+
+/// The registry of the daemon's metrics.
+pub fn registry(status: Arc<Status>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatusCollector { status }));
+    registry
+}
+
+/// Encodes the registry in the `OpenMetrics` text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug)]
+struct StatusCollector {
+    status: Arc<Status>,
+}
+
+type JobValue = fn(&JobState) -> Option<f64>;
+
+/// Per-job gauges: name, help, value.
+const JOB_GAUGES: [(&str, &str, JobValue); 11] = [
+    (
+        "backupd_job_last_success_timestamp_seconds",
+        "Time of the job's newest snapshot (Unix seconds).",
+        |j| j.last_success.map(|t| t.timestamp() as f64),
+    ),
+    (
+        "backupd_job_seconds_since_last_success",
+        "Age of the job's newest snapshot.",
+        |j| {
+            j.last_success
+                .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
+        },
+    ),
+    (
+        "backupd_job_max_age_seconds",
+        "The job's maximum acceptable backup age.",
+        |j| j.max_age_seconds.map(|s| s as f64),
+    ),
+    (
+        "backupd_job_last_duration_seconds",
+        "Duration of the job's last successful run.",
+        |j| Some(j.last_duration_seconds),
+    ),
+    (
+        "backupd_job_last_bytes_read",
+        "Bytes read from the source by the last successful run.",
+        |j| Some(j.last_bytes_read as f64),
+    ),
+    (
+        "backupd_job_last_bytes_added",
+        "New bytes the last successful run added to the repository (before compression).",
+        |j| Some(j.last_bytes_added as f64),
+    ),
+    (
+        "backupd_job_last_bytes_stored",
+        "Bytes the last successful run stored (compressed and encrypted).",
+        |j| Some(j.last_bytes_stored as f64),
+    ),
+    (
+        "backupd_job_consecutive_failures",
+        "Failed runs since the last success.",
+        |j| Some(j.consecutive_failures as f64),
+    ),
+    (
+        "backupd_job_running",
+        "1 while a run of the job is in progress.",
+        |j| Some(if j.running { 1.0 } else { 0.0 }),
+    ),
+    (
+        "backupd_job_next_run_timestamp_seconds",
+        "Next scheduled run (Unix seconds).",
+        |j| j.next_run.map(|t| t.timestamp() as f64),
+    ),
+    (
+        "backupd_job_last_verify_ok",
+        "1 when the last verification found no problem, 0 when it failed.",
+        |j| j.last_verify.as_ref().map(|v| if v.ok { 1.0 } else { 0.0 }),
+    ),
+];
+
+type JobCount = fn(&JobState) -> u64;
+
+/// Per-job counters (exposed with `_total`): name, help, value.
+const JOB_COUNTERS: [(&str, &str, JobCount); 3] = [
+    (
+        "backupd_job_successes",
+        "Successful runs since the daemon started.",
+        |j| j.successes_total,
+    ),
+    (
+        "backupd_job_failures",
+        "Failed runs since the daemon started.",
+        |j| j.failures_total,
+    ),
+    (
+        "backupd_job_slots_skipped",
+        "Scheduled runs left to another daemon sharing the repository.",
+        |j| j.slots_skipped_total,
+    ),
+];
+
+/// A label value escaped as the exposition format requires
+/// (`prometheus-client` writes label values as they are).
+fn escaped(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let jobs: Vec<(String, JobState)> = self
+            .status
+            .job_states()
+            .into_iter()
+            .map(|j| (escaped(&j.name), j))
+            .collect();
+        for (name, help, value) in JOB_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (label, j) in &jobs {
+                if let Some(v) = value(j) {
+                    ConstGauge::new(v).encode(family.encode_family(&[("job", label.as_str())])?)?;
+                }
+            }
+        }
+        for (name, help, value) in JOB_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (label, j) in &jobs {
+                ConstCounter::new(value(j))
+                    .encode(family.encode_family(&[("job", label.as_str())])?)?;
+            }
+        }
+        let mut sizes = encoder.encode_descriptor(
+            "backupd_repository_size_bytes",
+            "Stored size of the repository (packs, index, snapshots, keys).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (repo, size) in self.status.repo_sizes() {
+            ConstGauge::new(size as f64)
+                .encode(sizes.encode_family(&[("repository", escaped(&repo).as_str())])?)?;
+        }
+        let n = &self.status.notifications;
+        for (name, help, value) in [
+            (
+                "backupd_notifications_delivered",
+                "Notifications delivered.",
+                n.delivered(),
+            ),
+            (
+                "backupd_notifications_failed",
+                "Notifications given up on after retries.",
+                n.failed(),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_jobs_repositories_and_notifications() {
+        let status = Arc::new(Status::default());
+        let _rx = status.replace_jobs([JobState {
+            name: "db \"main\"".into(),
+            repository: "r".into(),
+            successes_total: 3,
+            running: true,
+            ..JobState::default()
+        }]);
+        status.set_repo_size("r", 1234);
+        let text = render(&registry(Arc::clone(&status)));
+        assert!(
+            text.contains("backupd_job_successes_total{job=\"db \\\"main\\\"\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("backupd_job_running{job="), "{text}");
+        assert!(
+            text.contains("backupd_repository_size_bytes{repository=\"r\"} 1234"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backupd_notifications_failed_total 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("backupd_job_last_success_timestamp_seconds{"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,402 @@
+//! The scheduler: one task per job, a concurrency limit across jobs,
+//! retries, retention, verification, slot leases, age checks, reloads and
+//! shutdown. The work of each run is an operation of `backup-ops`; a run
+//! of a job is in [`run`](self) (`run.rs`), verifications and age checks
+//! in `watch.rs`.
+
+mod run;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use backup_core::repo::Repository;
+use backup_ops::audit::AuditLog;
+use backup_ops::backup::last_success;
+use backup_ops::config::{Config, Event, Job, MissedRuns};
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::notify::{Notice, Notifier};
+use crate::state::{JobState, Status};
+
+/// What started a run.
+#[derive(Clone, Copy)]
+enum Trigger {
+    Schedule(DateTime<Utc>),
+    CatchUp(DateTime<Utc>),
+    Manual,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Schedule(_) => "schedule",
+            Trigger::CatchUp(_) => "catch-up",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    fn slot(self) -> Option<DateTime<Utc>> {
+        match self {
+            Trigger::Schedule(t) | Trigger::CatchUp(t) => Some(t),
+            Trigger::Manual => None,
+        }
+    }
+}
+
+/// Why a run did not produce a snapshot.
+enum RunError {
+    Failed(backup_ops::Error),
+    Abandoned,
+}
+
+/// The daemon.
+pub struct Daemon {
+    config: RwLock<Arc<Config>>,
+    config_path: PathBuf,
+    status: Arc<Status>,
+    run_guards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    repos: tokio::sync::Mutex<HashMap<String, Repository>>,
+    notifier: RwLock<Arc<Notifier>>,
+    semaphore: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    abandon: CancellationToken,
+    started: DateTime<Utc>,
+    audit: AuditLog,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T: Clone>(m: &RwLock<T>) -> T {
+    m.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(m: &RwLock<T>, v: T) {
+    *m.write().unwrap_or_else(PoisonError::into_inner) = v;
+}
+
+fn report(e: &backup_ops::Error) -> String {
+    backup_core::error::report(e)
+}
+
+impl Daemon {
+    /// Prepares a daemon for a validated configuration.
+    ///
+    /// # Errors
+    ///
+    /// Secrets of the notification channels or the API token cannot be read.
+    pub fn new(config: Config, config_path: &Path) -> Result<Arc<Self>> {
+        let status = Arc::new(Status::default());
+        let notifier = Notifier::from_config(&config, Arc::clone(&status))?;
+        status.set_api_token(api_token(&config)?);
+        let audit = AuditLog::new(config.audit.local_log.as_deref());
+        Ok(Arc::new(Daemon {
+            semaphore: Arc::new(Semaphore::new(config.daemon.max_concurrent_jobs)),
+            config: RwLock::new(Arc::new(config)),
+            config_path: config_path.to_owned(),
+            status,
+            run_guards: Mutex::new(HashMap::new()),
+            repos: tokio::sync::Mutex::new(HashMap::new()),
+            notifier: RwLock::new(Arc::new(notifier)),
+            shutdown: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            started: Utc::now(),
+            audit,
+        }))
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        read(&self.config)
+    }
+
+    /// The shared state the HTTP API serves.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    fn notifier(&self) -> Arc<Notifier> {
+        read(&self.notifier)
+    }
+
+    async fn repo(&self, name: &str) -> backup_ops::Result<Repository> {
+        let mut repos = self.repos.lock().await;
+        if let Some(r) = repos.get(name) {
+            return Ok(r.clone());
+        }
+        let r = backup_ops::repository::open_configured(&self.config(), name).await?;
+        repos.insert(name.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    fn lock_wait(&self) -> Duration {
+        self.config().daemon.lock_wait
+    }
+
+    async fn audit(
+        &self,
+        repo: Option<&Repository>,
+        operation: &str,
+        success: bool,
+        details: serde_json::Value,
+    ) {
+        for w in self.audit.record(repo, operation, success, details).await {
+            tracing::warn!("{w}");
+        }
+    }
+
+    fn notify(&self, job: &Job, event: Event, summary: String, details: String) {
+        self.notifier().send(
+            job,
+            &Notice {
+                event,
+                job: job.name.clone(),
+                summary,
+                details,
+                time: Utc::now(),
+            },
+        );
+    }
+
+    /// Starts a task per job for the configuration in force; returns
+    /// their handles. `generation` stops them (a reload).
+    fn spawn_jobs(
+        self: &Arc<Self>,
+        generation: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let jobs = match self.config().all_jobs() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "Invalid jobs.");
+                return Vec::new();
+            }
+        };
+        let mut receivers = self.status.replace_jobs(jobs.iter().map(|job| JobState {
+            name: job.name.clone(),
+            repository: job.repository.clone(),
+            schedule: job.schedule.expr().to_owned(),
+            max_age_seconds: job.max_age.map(|d| d.as_secs()),
+            ..JobState::default()
+        }));
+        let mut handles = Vec::new();
+        for job in jobs {
+            let Some(rx) = receivers.remove(&job.name) else {
+                continue;
+            };
+            let this = Arc::clone(self);
+            let token = generation.clone();
+            handles.push(tokio::spawn(Box::pin(this.job_loop(job, token, rx))));
+        }
+        handles
+    }
+
+    async fn job_loop(
+        self: Arc<Self>,
+        job: Job,
+        generation: CancellationToken,
+        mut rx: mpsc::Receiver<()>,
+    ) {
+        let last = self.refresh_last_success(&job).await;
+        if self.config().daemon.missed_runs == MissedRuns::RunOnce {
+            if let Some(missed) = last.and_then(|t| job.schedule.next_after(t)) {
+                if missed <= Utc::now() && !generation.is_cancelled() {
+                    tracing::info!(job = %job.name, slot = %missed, "Running a backup missed while no daemon was running.");
+                    self.execute(&job, Trigger::CatchUp(missed)).await;
+                }
+            }
+        }
+        let next_verify = || {
+            job.verify
+                .as_ref()
+                .and_then(|v| v.schedule.next_after(Utc::now()))
+        };
+        let mut verify_next = next_verify();
+        loop {
+            let next = job.schedule.next_after(Utc::now());
+            self.status.update(&job.name, |s| {
+                s.next_run = next;
+                s.next_verify = verify_next;
+            });
+            let until = |t: Option<DateTime<Utc>>| {
+                let d = t.map_or(Duration::from_secs(86400 * 365), |t| {
+                    (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+                });
+                tokio::time::sleep(d)
+            };
+            tokio::select! {
+                () = generation.cancelled() => break,
+                () = until(next) => {
+                    if let Some(slot) = next {
+                        self.execute(&job, Trigger::Schedule(slot)).await;
+                    }
+                }
+                Some(()) = rx.recv() => self.execute(&job, Trigger::Manual).await,
+                () = until(verify_next), if verify_next.is_some() => {
+                    self.verify(&job).await;
+                    verify_next = next_verify();
+                }
+            }
+        }
+    }
+
+    /// Reads the job's newest snapshot time from the repository (another
+    /// daemon or the CLI may have run the job) into its state.
+    async fn refresh_last_success(&self, job: &Job) -> Option<DateTime<Utc>> {
+        let found = match self.repo(&job.repository).await {
+            Ok(repo) => last_success(&repo, &job.name).await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(t) => {
+                self.status
+                    .update(&job.name, |s| s.last_success = s.last_success.max(t));
+                t
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.name, error = %report(&e), "Could not read the job's snapshots.");
+                None
+            }
+        }
+    }
+
+    fn guard(&self, job: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.run_guards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(job.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Re-reads the configuration file; the old one stays in force when the
+    /// new one is invalid.
+    fn reload(&self) -> Result<()> {
+        let config = Config::load(&self.config_path)?;
+        let notifier = Notifier::from_config(&config, Arc::clone(&self.status))?;
+        let token = api_token(&config)?;
+        let old = self.config();
+        if old.daemon.listen != config.daemon.listen
+            || old.daemon.max_concurrent_jobs != config.daemon.max_concurrent_jobs
+        {
+            tracing::warn!("Changes of daemon.listen and daemon.max_concurrent_jobs take effect at the next start.");
+        }
+        write(&self.notifier, Arc::new(notifier));
+        self.status.set_api_token(token);
+        write(&self.config, Arc::new(config));
+        Ok(())
+    }
+}
+
+/// `26h`, `90m`, `45s`: a duration as a configuration would write it.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn api_token(config: &Config) -> Result<Option<backup_ops::secret::SecretString>> {
+    Ok(match &config.daemon.api_token {
+        Some(r) => Some(r.resolve("daemon.api_token")?),
+        None => None,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+///
+/// The HTTP address cannot be bound or signal handlers cannot be installed.
+pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+
+    let config = daemon.config();
+    let listener = tokio::net::TcpListener::bind(&config.daemon.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.daemon.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(address = %addr, jobs = config.jobs.len(), "backupd started.");
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        Arc::clone(&daemon.status),
+        http_stop.clone(),
+    ));
+
+    let mut generation = daemon.shutdown.child_token();
+    let mut handles = daemon.spawn_jobs(&generation);
+    daemon.measure_repositories().await;
+    let ages = {
+        let d = Arc::clone(&daemon);
+        tokio::spawn(async move {
+            loop {
+                let every = d.config().daemon.check_interval;
+                tokio::select! {
+                    () = d.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(every) => d.check_ages().await,
+                }
+            }
+        })
+    };
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received: shutting down."); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received: shutting down."); break; }
+            _ = hup.recv() => {
+                match daemon.reload() {
+                    Ok(()) => {
+                        tracing::info!("Configuration reloaded.");
+                        generation.cancel();
+                        // Old job tasks end once their running backup is done;
+                        // the per-job guard keeps the new tasks from overlapping.
+                        generation = daemon.shutdown.child_token();
+                        daemon.repos.lock().await.clear();
+                        handles.extend(daemon.spawn_jobs(&generation));
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "Reloading the configuration failed; keeping the old one."),
+                }
+            }
+        }
+    }
+
+    daemon.shutdown.cancel();
+    let grace = daemon.config().daemon.shutdown_grace;
+    let all = join_all(handles);
+    tokio::pin!(all);
+    if tokio::time::timeout(grace, &mut all).await.is_err() {
+        tracing::warn!(grace = ?grace, "Running backups did not finish within the grace period; abandoning them (no snapshot is written for them).");
+        // Abandoned backups stop, release their locks and end their tasks.
+        daemon.abandon.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut all).await;
+    }
+    let _ = ages.await;
+    http_stop.cancel();
+    let _ = server.await;
+    tracing::info!("backupd stopped.");
+    Ok(())
+}
+
+async fn join_all(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

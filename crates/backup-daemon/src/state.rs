@@ -1,0 +1,217 @@
+//! What the daemon knows and shows: per-job state, repository sizes,
+//! notification counters, the run triggers and the API token. The
+//! scheduler writes it; the HTTP API and the metrics read it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+
+use backup_ops::secret::SecretString;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// One finished (or abandoned) run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// `schedule`, `catch-up` or `manual`.
+    pub trigger: &'static str,
+    /// The scheduled time, for scheduled runs.
+    pub slot: Option<DateTime<Utc>>,
+    /// Start.
+    pub started: DateTime<Utc>,
+    /// End.
+    pub finished: DateTime<Utc>,
+    /// `success`, `failure` or `abandoned`.
+    pub result: &'static str,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The snapshot written.
+    pub snapshot: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// Last verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyRecord {
+    /// When it ended.
+    pub finished: DateTime<Utc>,
+    /// Whether no damage was found.
+    pub ok: bool,
+    /// Problems or the error.
+    pub problems: Vec<String>,
+}
+
+/// What the daemon knows about a job; served by `/api/jobs` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobState {
+    /// Name.
+    pub name: String,
+    /// Repository name.
+    pub repository: String,
+    /// Cron expression.
+    pub schedule: String,
+    /// Whether a run is in progress.
+    pub running: bool,
+    /// Next scheduled run.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Next verification.
+    pub next_verify: Option<DateTime<Utc>>,
+    /// The last run.
+    pub last_run: Option<RunRecord>,
+    /// Time of the newest snapshot of the job.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Duration of the last successful run.
+    pub last_duration_seconds: f64,
+    /// Bytes read by the last successful run.
+    pub last_bytes_read: u64,
+    /// New bytes added by it.
+    pub last_bytes_added: u64,
+    /// Stored bytes it added.
+    pub last_bytes_stored: u64,
+    /// Runs that failed.
+    pub failures_total: u64,
+    /// Runs that succeeded.
+    pub successes_total: u64,
+    /// Failed runs since the last success.
+    pub consecutive_failures: u64,
+    /// Scheduled slots another daemon ran.
+    pub slots_skipped_total: u64,
+    /// The last verification.
+    pub last_verify: Option<VerifyRecord>,
+    /// Maximum acceptable age in seconds.
+    pub max_age_seconds: Option<u64>,
+    /// Whether a missed-backup notice was sent and no success since.
+    pub missed_alerted: bool,
+}
+
+/// Notifications delivered and given up on, across reloads.
+#[derive(Debug, Default)]
+pub struct NotifyCounters {
+    /// Delivered.
+    pub delivered: AtomicU64,
+    /// Given up on after every retry.
+    pub failed: AtomicU64,
+}
+
+impl NotifyCounters {
+    /// Notifications delivered.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Notifications given up on.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a run request was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerError {
+    /// No job of that name.
+    NoSuchJob(String),
+    /// A run of the job is queued already.
+    AlreadyQueued,
+}
+
+/// The daemon's shared, observable state.
+#[derive(Debug, Default)]
+pub struct Status {
+    jobs: Mutex<BTreeMap<String, JobState>>,
+    repo_sizes: Mutex<BTreeMap<String, u64>>,
+    triggers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    api_token: RwLock<Option<SecretString>>,
+    /// Notification counters.
+    pub notifications: NotifyCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Status {
+    /// A copy of every job's state.
+    pub fn job_states(&self) -> Vec<JobState> {
+        lock(&self.jobs).values().cloned().collect()
+    }
+
+    /// One job's state.
+    pub fn job(&self, name: &str) -> Option<JobState> {
+        lock(&self.jobs).get(name).cloned()
+    }
+
+    /// Changes a job's state (nothing when the job is unknown).
+    pub fn update(&self, job: &str, f: impl FnOnce(&mut JobState)) {
+        if let Some(s) = lock(&self.jobs).get_mut(job) {
+            f(s);
+        }
+    }
+
+    /// Replaces the set of jobs, keeping the state of those that stay;
+    /// returns the trigger receivers of the new set, by job.
+    pub fn replace_jobs(
+        &self,
+        jobs: impl IntoIterator<Item = JobState>,
+    ) -> HashMap<String, mpsc::Receiver<()>> {
+        let mut states = lock(&self.jobs);
+        let old = std::mem::take(&mut *states);
+        let mut triggers = lock(&self.triggers);
+        triggers.clear();
+        let mut receivers = HashMap::new();
+        for mut st in jobs {
+            if let Some(prev) = old.get(&st.name) {
+                let fresh = st.clone();
+                st = prev.clone();
+                st.repository = fresh.repository;
+                st.schedule = fresh.schedule;
+                st.max_age_seconds = fresh.max_age_seconds;
+            }
+            let (tx, rx) = mpsc::channel(1);
+            triggers.insert(st.name.clone(), tx);
+            receivers.insert(st.name.clone(), rx);
+            states.insert(st.name.clone(), st);
+        }
+        receivers
+    }
+
+    /// Asks for a run of `job`.
+    ///
+    /// # Errors
+    ///
+    /// When there is no such job or a run is queued already.
+    pub fn trigger(&self, job: &str) -> Result<(), TriggerError> {
+        let tx = lock(&self.triggers).get(job).cloned();
+        match tx {
+            Some(tx) => tx.try_send(()).map_err(|_| TriggerError::AlreadyQueued),
+            None => Err(TriggerError::NoSuchJob(job.to_owned())),
+        }
+    }
+
+    /// Repository sizes by name.
+    pub fn repo_sizes(&self) -> BTreeMap<String, u64> {
+        lock(&self.repo_sizes).clone()
+    }
+
+    /// Records a repository's size.
+    pub fn set_repo_size(&self, name: &str, size: u64) {
+        lock(&self.repo_sizes).insert(name.to_owned(), size);
+    }
+
+    /// The API token, if the run trigger is enabled.
+    pub fn api_token(&self) -> Option<SecretString> {
+        self.api_token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets the API token.
+    pub fn set_api_token(&self, token: Option<SecretString>) {
+        *self
+            .api_token
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = token;
+    }
+}

@@ -1,0 +1,151 @@
+//! `[daemon]` and `[audit]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::secret::SecretRef;
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// Address of the HTTP server (`/healthz`, `/metrics`, `/api`).
+    pub listen: String,
+    /// Jobs that may run at the same time.
+    pub max_concurrent_jobs: usize,
+    /// How long running backups may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// What to do about runs missed while the daemon was down.
+    pub missed_runs: MissedRuns,
+    /// `human` or `json` log lines.
+    pub log_format: LogFormat,
+    /// Bearer token for `POST /api/jobs/NAME/run`; without it the trigger is disabled.
+    pub api_token: Option<SecretRef>,
+    /// How often backup ages are checked against `max_age`.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Retries of a failed run.
+    pub retry: RetryConfig,
+    /// How long to wait for a conflicting repository lock.
+    #[serde(with = "humantime_serde")]
+    pub lock_wait: Duration,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            listen: "127.0.0.1:9187".to_owned(),
+            max_concurrent_jobs: 2,
+            shutdown_grace: Duration::from_secs(300),
+            missed_runs: MissedRuns::Skip,
+            log_format: LogFormat::Human,
+            api_token: None,
+            check_interval: Duration::from_secs(60),
+            retry: RetryConfig::default(),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+}
+
+impl DaemonSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_jobs == 0 {
+            return Err(ConfigError::invalid(
+                "daemon.max_concurrent_jobs",
+                "must be at least 1",
+            ));
+        }
+        if self.retry.attempts == 0 {
+            return Err(ConfigError::invalid(
+                "daemon.retry.attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.check_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "daemon.check_interval",
+                "must be more than 0s",
+            ));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "daemon.listen",
+                format!("`{}` is not an address such as 127.0.0.1:9187", self.listen),
+            ));
+        }
+        if let Some(t) = &self.api_token {
+            t.validate("daemon.api_token")?;
+        }
+        Ok(())
+    }
+
+    /// The retry policy of failed runs: `retry.attempts` attempts, waits
+    /// doubling from `initial_backoff` up to `max_backoff`, without a
+    /// limit on the total time.
+    pub fn retry_policy(&self) -> backup_core::retry::RetryPolicy {
+        backup_core::retry::RetryPolicy::with_max_attempts(self.retry.attempts)
+            .with_backoff(
+                self.retry.initial_backoff,
+                self.retry.max_backoff,
+                Duration::MAX,
+            )
+            .with_jitter(false)
+    }
+}
+
+/// Policy for scheduled runs missed while no daemon was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissedRuns {
+    /// Wait for the next scheduled time.
+    Skip,
+    /// Run once at start, then follow the schedule.
+    RunOnce,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[daemon.retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per run, the first included (1 = no retry).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled after each further failure.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 3,
+            initial_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// The local JSON-lines audit log (default: `BACKUP_AUDIT_LOG`, else
+    /// `$XDG_STATE_HOME/backup/audit.jsonl` or `~/.local/state/backup/audit.jsonl`).
+    pub local_log: Option<PathBuf>,
+}

@@ -1,0 +1,284 @@
+//! `[jobs.NAME]`: a source, its repository, schedule, retention and
+//! verification cadence.
+
+use std::time::Duration;
+
+use backup_core::retention::{parse_tz, RetentionPolicy};
+use backup_sources::{Kind, KindOptions, KindSettings, SourceSpec};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::{Config, ConfigError, Schedule};
+use crate::secret::SecretRef;
+
+/// `[jobs.NAME]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Name of the repository (a key of `[repositories]`).
+    pub repository: String,
+    /// Source URL or path, without a password.
+    pub source: String,
+    /// Password to put into the source URL (databases).
+    pub source_password: Option<SecretRef>,
+    /// Cron expression: 5 fields, or 6 with seconds first.
+    pub schedule: String,
+    /// IANA time zone of the schedule (default UTC).
+    pub timezone: Option<String>,
+    /// Tags of the snapshots.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Namespaces to include (databases).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs to exclude.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// PostgreSQL: also back up roles and tablespaces.
+    #[serde(default)]
+    pub pg_globals: bool,
+    /// MongoDB: also back up users and roles.
+    #[serde(default)]
+    pub mongo_users: bool,
+    /// How to read the source (Redis: `rdb` or `keys`), as `--mode`.
+    pub mode: Option<String>,
+    /// Retention applied after each successful backup.
+    pub retention: Option<RetentionConfig>,
+    /// Verification cadence.
+    pub verify: Option<VerifyConfig>,
+    /// Maximum acceptable age of the last successful backup (e.g. `26h`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_age: Option<Duration>,
+    /// Channels to notify (default: every channel).
+    pub notify: Option<Vec<String>>,
+    /// Also notify about each successful run.
+    #[serde(default)]
+    pub notify_success: bool,
+}
+
+/// `[jobs.NAME.retention]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep the N newest.
+    pub keep_last: Option<usize>,
+    /// Keep one per hour for N hours with snapshots.
+    pub keep_hourly: Option<usize>,
+    /// Keep one per day for N days.
+    pub keep_daily: Option<usize>,
+    /// Keep one per ISO week for N weeks.
+    pub keep_weekly: Option<usize>,
+    /// Keep one per month for N months.
+    pub keep_monthly: Option<usize>,
+    /// Keep one per year for N years.
+    pub keep_yearly: Option<usize>,
+    /// Keep everything this recent (relative to the newest).
+    #[serde(default, with = "humantime_serde::option")]
+    pub keep_within: Option<Duration>,
+    /// Keep snapshots with these tags.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Time zone of the calendar buckets.
+    pub timezone: Option<String>,
+    /// Remove unreferenced data afterwards (takes an exclusive lock).
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// `[jobs.NAME.verify]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Cron expression of the verification runs.
+    pub schedule: String,
+    /// Percentage of the packs to download and check (structure only when unset).
+    pub read_data: Option<f64>,
+}
+
+/// A job's retention: the policy and whether to prune after it.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// What to keep.
+    pub policy: RetentionPolicy,
+    /// Remove unreferenced data afterwards.
+    pub prune: bool,
+}
+
+/// A job's verification cadence.
+#[derive(Debug, Clone)]
+pub struct VerifyCadence {
+    /// When to verify.
+    pub schedule: Schedule,
+    /// Percentage of packs to read (structure only when `None`).
+    pub read_data: Option<f64>,
+}
+
+/// A validated job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Name.
+    pub name: String,
+    /// Repository name.
+    pub repository: String,
+    /// Source URL without credentials.
+    pub source: String,
+    /// Source password reference.
+    pub source_password: Option<SecretRef>,
+    /// Backup schedule.
+    pub schedule: Schedule,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Includes.
+    pub includes: Vec<String>,
+    /// Excludes.
+    pub excludes: Vec<String>,
+    /// The per-kind settings (checked against the source's kind).
+    pub settings: KindSettings,
+    /// Retention after each successful backup.
+    pub retention: Option<Retention>,
+    /// Verification cadence.
+    pub verify: Option<VerifyCadence>,
+    /// Maximum backup age.
+    pub max_age: Option<Duration>,
+    /// Channels to notify.
+    pub notify: Vec<String>,
+    /// Notify about successes too.
+    pub notify_success: bool,
+}
+
+impl JobConfig {
+    pub(super) fn validate(&self, name: &str, config: &Config) -> Result<Job, ConfigError> {
+        let j = self;
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        if !config.repositories.contains_key(&j.repository) {
+            return Err(ConfigError::invalid(
+                &key("repository"),
+                format!("no repository named `{}`", j.repository),
+            ));
+        }
+        let kind = Kind::of(&j.source).map_err(|e| ConfigError::invalid(&key("source"), e))?;
+        let settings = KindSettings {
+            pg_globals: j.pg_globals,
+            mongo_users: j.mongo_users,
+            mode: j.mode.clone(),
+        };
+        KindOptions::new(kind, &settings).map_err(|e| ConfigError::invalid(&key("source"), e))?;
+        if let Some(p) = &j.source_password {
+            p.validate(&key("source_password"))?;
+        }
+        let schedule = Schedule::parse(&j.schedule, j.timezone.as_deref())
+            .map_err(|e| ConfigError::invalid(&key("schedule"), e))?;
+        let retention = match &j.retention {
+            Some(r) => {
+                let policy = RetentionPolicy {
+                    last: r.keep_last,
+                    hourly: r.keep_hourly,
+                    daily: r.keep_daily,
+                    weekly: r.keep_weekly,
+                    monthly: r.keep_monthly,
+                    yearly: r.keep_yearly,
+                    within: r.keep_within,
+                    tags: r.keep_tags.clone(),
+                    tz: r
+                        .timezone
+                        .as_deref()
+                        .map(parse_tz)
+                        .transpose()
+                        .map_err(|e| ConfigError::invalid(&key("retention.timezone"), e))?,
+                };
+                if policy.is_empty() {
+                    return Err(ConfigError::invalid(
+                        &key("retention"),
+                        "give at least one keep_* rule",
+                    ));
+                }
+                Some(Retention {
+                    policy,
+                    prune: r.prune,
+                })
+            }
+            None => None,
+        };
+        let verify = match &j.verify {
+            Some(v) => {
+                let schedule = Schedule::parse(&v.schedule, j.timezone.as_deref())
+                    .map_err(|e| ConfigError::invalid(&key("verify.schedule"), e))?;
+                if let Some(p) = v.read_data {
+                    if !(p > 0.0 && p <= 100.0) {
+                        return Err(ConfigError::invalid(
+                            &key("verify.read_data"),
+                            "a percentage more than 0 and at most 100",
+                        ));
+                    }
+                }
+                Some(VerifyCadence {
+                    schedule,
+                    read_data: v.read_data,
+                })
+            }
+            None => None,
+        };
+        let notify = match &j.notify {
+            Some(list) => {
+                for n in list {
+                    if !config.notifications.contains_key(n) {
+                        return Err(ConfigError::invalid(
+                            &key("notify"),
+                            format!("no notification channel named `{n}`"),
+                        ));
+                    }
+                }
+                list.clone()
+            }
+            None => config.notifications.keys().cloned().collect(),
+        };
+        Ok(Job {
+            name: name.to_owned(),
+            repository: j.repository.clone(),
+            source: j.source.clone(),
+            source_password: j.source_password.clone(),
+            schedule,
+            tags: j.tags.clone(),
+            includes: j.include.clone(),
+            excludes: j.exclude.clone(),
+            settings,
+            retention,
+            verify,
+            max_age: j.max_age,
+            notify,
+            notify_success: j.notify_success,
+        })
+    }
+}
+
+impl Job {
+    /// The job's source, with its password read and filled into the URL.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the password cannot be read or the URL takes
+    /// none; the source's own checks of its settings.
+    pub fn source_spec(&self) -> crate::Result<SourceSpec> {
+        let url = self.source_url()?;
+        Ok(SourceSpec::new(
+            url,
+            self.includes.clone(),
+            self.excludes.clone(),
+            &self.settings,
+        )?)
+    }
+
+    fn source_url(&self) -> Result<String, ConfigError> {
+        let key = format!("jobs.{}.source_password", self.name);
+        let Some(r) = &self.source_password else {
+            return Ok(self.source.clone());
+        };
+        let password = r.resolve(&key)?;
+        let mut url = url::Url::parse(&self.source).map_err(|_| {
+            ConfigError::invalid(&key, "the source is not a URL that can carry a password")
+        })?;
+        url.set_password(Some(password.expose_secret()))
+            .map_err(|()| ConfigError::invalid(&key, "this source URL cannot carry a password"))?;
+        Ok(url.to_string())
+    }
+}

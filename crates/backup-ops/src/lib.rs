@@ -1,0 +1,76 @@
+//! The operations of the backup system that both front-ends share: the
+//! `backup` command and the `backupd` daemon parse and render; everything
+//! between lives here.
+//!
+//! # Overview
+//!
+//! - [`config`]: the configuration file (repositories, jobs with typed
+//!   per-kind source options, notification channels, daemon settings),
+//!   validated at load with the line of every problem.
+//! - [`repository`]: the one way a URL, storage options, a password and a
+//!   key file become an open repository; write probes and sizes.
+//! - [`backup`]: a backup under a shared lock with parent choice and a
+//!   progress total from the source's size hint; [`retention`]: forget,
+//!   prune, and a job's retention after a backup.
+//! - [`restore`]: a restore with its confirmation and safety backup;
+//!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
+//!   (export, repair).
+//! - [`health`]: repositories writable, sources reachable, backups fresh.
+//! - [`audit`]: recording operations in the audit trail and checking it.
+//!
+//! Operations take trait objects ([`backup_core::source::Source`],
+//! [`backup_core::target::Target`], [`Feedback`]) and typed requests, and
+//! return typed results; front-ends never read results back by key.
+//!
+//! # Example
+//!
+//! Back a directory up into a repository, as `backup create` does:
+//!
+//! ```
+//! use backup_core::keys::KdfParams;
+//! use backup_core::repo::{InitOptions, Repository};
+//! use backup_ops::backup::{backup, open_source, BackupRequest};
+//! use backup_ops::repository::{open, RepoSpec};
+//! use backup_ops::Unattended;
+//! use backup_sources::SourceSpec;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = RepoSpec::new("memory://ops-example", &[])?;
+//! let opts = InitOptions { kdf: KdfParams::insecure_fast(), ..InitOptions::default() };
+//! Repository::init(spec.sink()?, Some(b"secret"), &opts).await?;
+//! let repo = open(&spec, || Ok("secret".into())).await?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(dir.path().join("notes.txt"), "hello")?;
+//! let source = SourceSpec::plain(dir.path().to_string_lossy())?;
+//! let req = BackupRequest::default();
+//! let outcome = backup(&repo, open_source(&source).await?, &source, &req, &Unattended, None).await?;
+//! assert_eq!(outcome.snapshot.stats.files, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crate features
+//!
+//! `s3`, `gcs` (storage backends) and `postgres`, `redis`, `mongodb`
+//! (sources and targets), all on by default; the binaries take them from
+//! here, so each is declared once.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod backup;
+pub mod config;
+pub mod copy;
+mod error;
+mod feedback;
+pub mod health;
+pub mod maintenance;
+pub mod repository;
+pub mod restore;
+pub mod retention;
+pub mod secret;
+pub mod verify;
+
+pub use error::{exit, Error, Result, ResultExt};
+pub use feedback::{json, AuditDetails, Feedback, Unattended};

@@ -1,0 +1,244 @@
+//! Forgetting snapshots by id or policy, pruning, and a job's retention
+//! after a successful backup.
+
+use std::time::Duration;
+
+use backup_core::lock::LockMode;
+use backup_core::prune::{prune as prune_packs, PruneOptions, PruneReport};
+use backup_core::repo::Repository;
+use backup_core::retention::{apply, Decision, GroupBy, RetentionPolicy};
+use backup_core::snapshot::SnapshotFilter;
+use backup_core::{FileKind, Id};
+use serde::Serialize;
+
+use crate::backup::job_snapshots;
+use crate::config::Job;
+use crate::error::{Error, Result};
+use crate::feedback::{json, Feedback};
+
+/// What `forget` removes.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetRequest {
+    /// Snapshots named explicitly (ids, prefixes).
+    pub snapshots: Vec<String>,
+    /// The policy (empty: only the named snapshots).
+    pub policy: RetentionPolicy,
+    /// How snapshots are grouped before the policy applies.
+    pub group_by: Option<GroupBy>,
+    /// Which snapshots the policy considers.
+    pub filter: SnapshotFilter,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    /// Prune afterwards with these options.
+    pub prune: Option<PruneOptions>,
+    /// How long to wait for a conflicting lock.
+    pub lock_wait: Duration,
+}
+
+impl ForgetRequest {
+    /// Checks the request before anything is opened.
+    ///
+    /// # Errors
+    ///
+    /// A usage error when neither snapshots nor a policy are given.
+    pub fn check(&self) -> Result<()> {
+        if self.policy.is_empty() && self.snapshots.is_empty() {
+            return Err(Error::usage(
+                "nothing to forget: name snapshots or give a policy such as --keep-daily 7",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What `forget` did or would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetResult {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// The policy's decision for every snapshot it considered.
+    pub decisions: Vec<Decision>,
+    /// Snapshots removed (or to remove).
+    pub removed: Vec<Id>,
+    /// The prune that followed.
+    pub prune: Option<PruneReport>,
+}
+
+/// Removes the named snapshots and those the policy does not keep, then
+/// prunes when asked. Takes a shared lock, or an exclusive one when it
+/// prunes.
+///
+/// # Errors
+///
+/// A usage error when neither snapshots nor a policy are given; unknown
+/// snapshots, storage and lock errors.
+pub async fn forget(
+    repo: &Repository,
+    req: &ForgetRequest,
+    feedback: &dyn Feedback,
+) -> Result<ForgetResult> {
+    req.check()?;
+    let exclusive = req.prune.is_some() && !req.dry_run;
+    let work = async {
+        let mut remove = Vec::new();
+        for spec in &req.snapshots {
+            remove.push(
+                repo.find_snapshot(spec, &SnapshotFilter::default())
+                    .await?
+                    .id,
+            );
+        }
+        let (all, _) = repo.snapshots().await?;
+        let considered: Vec<_> = all
+            .into_iter()
+            .filter(|s| req.filter.matches(&s.snapshot))
+            .collect();
+        let decisions = if req.policy.is_empty() {
+            Vec::new()
+        } else {
+            apply(
+                &considered,
+                &req.policy,
+                req.group_by.unwrap_or_else(GroupBy::default_grouping),
+            )?
+        };
+        for d in &decisions {
+            if !d.keep && !remove.contains(&d.id) {
+                remove.push(d.id);
+            }
+        }
+        if !req.dry_run {
+            for id in &remove {
+                repo.sink().delete(FileKind::Snapshot, &id.to_hex()).await?;
+            }
+        }
+        let prune = match &req.prune {
+            Some(opts) => Some(
+                run_prune(
+                    repo,
+                    &PruneOptions {
+                        dry_run: req.dry_run,
+                        ..*opts
+                    },
+                    feedback,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok::<_, Error>(ForgetResult {
+            dry_run: req.dry_run,
+            decisions,
+            removed: remove,
+            prune,
+        })
+    };
+    repo.with_lock(
+        LockMode::exclusive_if(exclusive),
+        "forget",
+        req.lock_wait,
+        work,
+    )
+    .await
+}
+
+/// Removes unreferenced data under an exclusive lock (a shared one for a
+/// dry run).
+///
+/// # Errors
+///
+/// Storage and lock errors; an unreadable snapshot or tree stops it.
+pub async fn prune(
+    repo: &Repository,
+    opts: &PruneOptions,
+    lock_wait: Duration,
+    feedback: &dyn Feedback,
+) -> Result<PruneReport> {
+    let mode = LockMode::exclusive_if(!opts.dry_run);
+    repo.with_lock(mode, "prune", lock_wait, run_prune(repo, opts, feedback))
+        .await
+}
+
+async fn run_prune(
+    repo: &Repository,
+    opts: &PruneOptions,
+    feedback: &dyn Feedback,
+) -> Result<PruneReport> {
+    let repo = repo.clone().load_index().await?;
+    let progress = feedback.progress("prune", "packs");
+    let report = prune_packs(&repo, opts, progress.as_ref()).await;
+    progress.finish();
+    Ok(report?)
+}
+
+/// What a job's retention did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionOutcome {
+    /// Snapshots removed.
+    pub removed: Vec<Id>,
+    /// Snapshots kept.
+    pub kept: usize,
+    /// The prune report, when pruning ran.
+    pub prune: Option<PruneReport>,
+}
+
+/// Applies a job's retention policy to its snapshots (shared lock), then
+/// prunes (exclusive lock) when the job says so and something was removed.
+/// `None` when the job has no retention.
+///
+/// # Errors
+///
+/// Storage and lock errors.
+pub async fn apply_retention(
+    repo: &Repository,
+    job: &Job,
+    lock_wait: Duration,
+) -> Result<Option<RetentionOutcome>> {
+    let Some(retention) = &job.retention else {
+        return Ok(None);
+    };
+    let outcome = retain(repo, &job.name, &retention.policy, lock_wait).await?;
+    let mut outcome = outcome;
+    if retention.prune && !outcome.removed.is_empty() {
+        outcome.prune = Some(
+            prune(
+                repo,
+                &PruneOptions::default(),
+                lock_wait,
+                &crate::Unattended,
+            )
+            .await?,
+        );
+    }
+    Ok(Some(outcome))
+}
+
+async fn retain(
+    repo: &Repository,
+    job: &str,
+    policy: &RetentionPolicy,
+    lock_wait: Duration,
+) -> Result<RetentionOutcome> {
+    let work = async {
+        let mut out = RetentionOutcome::default();
+        let snapshots = job_snapshots(repo, job).await?;
+        for d in apply(&snapshots, policy, GroupBy::default_grouping())? {
+            if d.keep {
+                out.kept += 1;
+            } else {
+                repo.sink()
+                    .delete(FileKind::Snapshot, &d.id.to_hex())
+                    .await?;
+                out.removed.push(d.id);
+            }
+        }
+        Ok::<_, Error>(out)
+    };
+    repo.with_lock(LockMode::Shared, "forget", lock_wait, work)
+        .await
+}
+
+/// Notes a retention outcome in the audit details.
+pub fn note(feedback: &dyn Feedback, outcome: &RetentionOutcome) {
+    feedback.detail("retention_removed", json(&outcome.removed));
+}

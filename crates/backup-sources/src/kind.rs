@@ -1,0 +1,486 @@
+//! The registry of kinds: which system a URL names, the typed options of
+//! each kind, and the one place that turns a URL and options into a
+//! [`Source`] or a [`Target`].
+//!
+//! Front-ends collect per-kind settings without knowing the kind
+//! ([`KindSettings`]: command-line flags, configuration keys), and
+//! [`SourceSpec::new`] checks them against the kind the URL names: a
+//! setting of another kind is an error that names it.
+
+use std::fmt;
+
+use backup_core::redact::redact_url;
+use backup_core::source::Source;
+use backup_core::target::Target;
+use backup_core::{Error, Result};
+
+/// The kinds of systems a URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A local path or `file://` URL.
+    Files,
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `mongodb://` or `mongodb+srv://`.
+    Mongodb,
+    /// `redis://` or `rediss://`.
+    Redis,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 4] = [Kind::Files, Kind::Postgres, Kind::Mongodb, Kind::Redis];
+
+    /// Classifies a URL or path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unknown scheme.
+    pub fn of(url: &str) -> Result<Self> {
+        let Some((scheme, _)) = url.split_once("://") else {
+            return Ok(Kind::Files);
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => Ok(Kind::Files),
+            "postgres" | "postgresql" => Ok(Kind::Postgres),
+            "mongodb" | "mongodb+srv" => Ok(Kind::Mongodb),
+            "redis" | "rediss" => Ok(Kind::Redis),
+            other => Err(Error::Config(format!(
+                "unknown source scheme `{other}://`: use a path, file://, postgres://, mongodb:// or redis://"
+            ))),
+        }
+    }
+
+    /// The name recorded in snapshot manifests (`files`, `postgres`,
+    /// `mongodb`, `redis`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Files => "files",
+            Kind::Postgres => "postgres",
+            Kind::Mongodb => "mongodb",
+            Kind::Redis => "redis",
+        }
+    }
+
+    /// Whether this build includes the kind (its cargo feature).
+    pub fn is_available(self) -> bool {
+        match self {
+            Kind::Files => cfg!(feature = "files"),
+            Kind::Postgres => cfg!(feature = "postgres"),
+            Kind::Mongodb => cfg!(feature = "mongodb"),
+            Kind::Redis => cfg!(feature = "redis"),
+        }
+    }
+
+    /// The `export --format` names of snapshots of this kind.
+    pub fn export_formats(self) -> &'static [&'static str] {
+        match self {
+            Kind::Redis if cfg!(feature = "redis") => &["rdb"],
+            Kind::Mongodb if cfg!(feature = "mongodb") => &["mongodump"],
+            _ => &[],
+        }
+    }
+
+    fn unavailable(self) -> Error {
+        Error::Config(format!(
+            "{} sources are not supported by this build of backup (it was built without the source's cargo feature)",
+            self.name()
+        ))
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a Redis source reads the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RedisMode {
+    /// The whole dataset as an RDB over the replication protocol (one
+    /// point in time).
+    #[default]
+    Rdb,
+    /// Key by key with `SCAN`, `DUMP` and `PEXPIRETIME`.
+    Keys,
+}
+
+impl RedisMode {
+    /// `rdb` or `keys`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Rdb => "rdb",
+            RedisMode::Keys => "keys",
+        }
+    }
+}
+
+impl std::str::FromStr for RedisMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rdb" => Ok(RedisMode::Rdb),
+            "keys" => Ok(RedisMode::Keys),
+            other => Err(Error::Config(format!(
+                "mode `{other}`: Redis sources are read with mode rdb (the default) or keys"
+            ))),
+        }
+    }
+}
+
+/// Per-kind settings as front-ends collect them, before the kind of the
+/// source is known: `--pg-globals`, `--mongo-users`, `--mode` on the
+/// command line, `pg_globals`, `mongo_users`, `mode` in a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindSettings {
+    /// PostgreSQL: also back up roles and tablespaces.
+    pub pg_globals: bool,
+    /// MongoDB: also back up users and roles.
+    pub mongo_users: bool,
+    /// How to read the source: `rdb` or `keys` for Redis.
+    pub mode: Option<String>,
+}
+
+/// The typed options of one kind of source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KindOptions {
+    /// Files have no options of their own.
+    Files,
+    /// PostgreSQL.
+    Postgres(PostgresOptions),
+    /// MongoDB.
+    Mongodb(MongoOptions),
+    /// Redis.
+    Redis(RedisOptions),
+}
+
+/// Options of a PostgreSQL backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// Also back up roles and tablespaces (`pg_dumpall --globals-only`).
+    pub globals: bool,
+    /// Worker connections (default: the number of cores, at least 2).
+    pub jobs: Option<usize>,
+}
+
+/// Options of a MongoDB backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MongoOptions {
+    /// Also back up the users (with password hashes) and user-defined
+    /// roles of the backed-up databases, and of `admin` for a whole
+    /// deployment.
+    pub users: bool,
+}
+
+/// Options of a Redis backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// How to read; `None` takes `?mode=` from the URL, or the RDB.
+    pub mode: Option<RedisMode>,
+}
+
+impl KindOptions {
+    /// The options of `kind` from front-end settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a setting that does not apply to `kind`, or a
+    /// mode the kind does not have.
+    pub fn new(kind: Kind, settings: &KindSettings) -> Result<Self> {
+        let refuse = |what: &str, applies: &str| {
+            Err(Error::Config(format!(
+                "{what} applies to {applies} sources, and this source is a {kind} one"
+            )))
+        };
+        if settings.pg_globals && kind != Kind::Postgres {
+            return refuse("--pg-globals (pg_globals)", "PostgreSQL");
+        }
+        if settings.mongo_users && kind != Kind::Mongodb {
+            return refuse("--mongo-users (mongo_users)", "MongoDB");
+        }
+        if settings.mode.is_some() && kind != Kind::Redis {
+            return Err(Error::Config(
+                "--mode applies to Redis sources (redis:// or rediss:// URLs)".to_owned(),
+            ));
+        }
+        Ok(match kind {
+            Kind::Files => KindOptions::Files,
+            Kind::Postgres => KindOptions::Postgres(PostgresOptions {
+                globals: settings.pg_globals,
+                jobs: None,
+            }),
+            Kind::Mongodb => KindOptions::Mongodb(MongoOptions {
+                users: settings.mongo_users,
+            }),
+            Kind::Redis => KindOptions::Redis(RedisOptions {
+                mode: settings.mode.as_deref().map(str::parse).transpose()?,
+            }),
+        })
+    }
+}
+
+/// A source to back up: its URL (which may carry a password), the
+/// selection, and the options of its kind. Built once by a front-end (from
+/// flags or a job), opened by the operations layer.
+#[derive(Clone)]
+pub struct SourceSpec {
+    url: String,
+    kind: Kind,
+    /// Namespaces to include (databases; empty: everything).
+    pub includes: Vec<String>,
+    /// Patterns to leave out.
+    pub excludes: Vec<String>,
+    /// The options of the kind.
+    pub options: KindOptions,
+}
+
+impl fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceSpec")
+            .field("url", &redact_url(&self.url))
+            .field("kind", &self.kind)
+            .field("includes", &self.includes)
+            .field("excludes", &self.excludes)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl SourceSpec {
+    /// A source for `url` with the selection and front-end settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unknown scheme or a setting that does not
+    /// apply to the kind (see [`KindOptions::new`]).
+    pub fn new(
+        url: impl Into<String>,
+        includes: Vec<String>,
+        excludes: Vec<String>,
+        settings: &KindSettings,
+    ) -> Result<Self> {
+        let url = url.into();
+        let kind = Kind::of(&url)?;
+        let options = KindOptions::new(kind, settings)?;
+        Ok(SourceSpec {
+            url,
+            kind,
+            includes,
+            excludes,
+            options,
+        })
+    }
+
+    /// A source for `url` with no selection and default options (the
+    /// safety backup of a restore target, a health probe).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unknown scheme.
+    pub fn plain(url: impl Into<String>) -> Result<Self> {
+        Self::new(url, Vec::new(), Vec::new(), &KindSettings::default())
+    }
+
+    /// The kind of system.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The URL with credentials removed.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The URL as given, credentials included; only for connecting.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connects to the system and starts the consistent view the backup
+    /// reads (an exported snapshot, an oplog position, a replication
+    /// stream).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for malformed URLs or options, or a kind this
+    /// build lacks; source-specific connection errors.
+    pub async fn open(&self) -> Result<Box<dyn Source>> {
+        if !self.kind.is_available() {
+            return Err(self.kind.unavailable());
+        }
+        let selection = Selection {
+            includes: self.includes.clone(),
+            excludes: self.excludes.clone(),
+        };
+        let _ = &selection;
+        match &self.options {
+            #[cfg(feature = "files")]
+            KindOptions::Files => Ok(Box::new(crate::files::FilesSource::open(
+                &file_path(&self.url)?,
+                &selection,
+            )?)),
+            #[cfg(feature = "postgres")]
+            KindOptions::Postgres(o) => Ok(Box::new(
+                crate::postgres::PostgresSource::open(&self.url, &selection, o).await?,
+            )),
+            #[cfg(feature = "mongodb")]
+            KindOptions::Mongodb(o) => Ok(Box::new(
+                crate::mongo::MongoSource::open(&self.url, &selection, o).await?,
+            )),
+            #[cfg(feature = "redis")]
+            KindOptions::Redis(o) => Ok(Box::new(
+                crate::redis::RedisSource::open(&self.url, &selection, o).await?,
+            )),
+            // Reachable only in builds without some source feature.
+            #[allow(unreachable_patterns)]
+            _ => Err(self.kind.unavailable()),
+        }
+    }
+}
+
+/// What a source reads: namespaces (databases) to include, patterns to
+/// leave out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Include patterns (database namespaces).
+    pub includes: Vec<String>,
+    /// Exclude patterns.
+    pub excludes: Vec<String>,
+}
+
+/// A place to restore to: its URL (which may carry a password) and the
+/// number of parallel loaders for database targets.
+#[derive(Clone)]
+pub struct TargetSpec {
+    url: String,
+    kind: Kind,
+}
+
+impl fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetSpec")
+            .field("url", &redact_url(&self.url))
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl TargetSpec {
+    /// A target for `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unknown scheme.
+    pub fn new(url: impl Into<String>) -> Result<Self> {
+        let url = url.into();
+        let kind = Kind::of(&url)?;
+        Ok(TargetSpec { url, kind })
+    }
+
+    /// The kind of system.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The same place as a source: what a safety backup reads before a
+    /// restore replaces data there.
+    ///
+    /// # Errors
+    ///
+    /// As [`SourceSpec::plain`].
+    pub fn as_source(&self) -> Result<SourceSpec> {
+        SourceSpec::plain(self.url.clone())
+    }
+
+    /// Opens the target (no connection is made before the restore needs
+    /// one).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for malformed URLs or a kind this build lacks.
+    pub fn open(&self) -> Result<Box<dyn Target>> {
+        let url = self.url.as_str();
+        let _ = url;
+        match self.kind {
+            #[cfg(feature = "files")]
+            Kind::Files => Ok(Box::new(crate::files::FilesTarget::new(file_path(url)?))),
+            #[cfg(feature = "redis")]
+            Kind::Redis => Ok(Box::new(crate::redis::RedisTarget::new(url)?)),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres => Ok(Box::new(crate::postgres::PostgresTarget::new(url)?)),
+            #[cfg(feature = "mongodb")]
+            Kind::Mongodb => Ok(Box::new(crate::mongo::MongoTarget::new(url)?)),
+            // Reachable only in builds without some source feature.
+            #[allow(unreachable_patterns)]
+            kind => Err(kind.unavailable()),
+        }
+    }
+}
+
+#[cfg(feature = "files")]
+fn file_path(url: &str) -> Result<std::path::PathBuf> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(Error::Config(format!(
+                "`{url}` is not a valid file URL: use file:///absolute/path"
+            )));
+        }
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::Config(format!("`{url}` is not a valid file URL: {e}")))?;
+        return parsed
+            .to_file_path()
+            .map_err(|()| Error::Config(format!("`{url}` is not a valid file URL")));
+    }
+    if url.is_empty() {
+        return Err(Error::Config("empty path".to_owned()));
+    }
+    Ok(std::path::PathBuf::from(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_settings() {
+        assert_eq!(Kind::of("/srv").unwrap(), Kind::Files);
+        assert_eq!(Kind::of("file:///srv").unwrap(), Kind::Files);
+        assert_eq!(Kind::of("postgresql://h/db").unwrap(), Kind::Postgres);
+        assert_eq!(Kind::of("mongodb+srv://c").unwrap(), Kind::Mongodb);
+        assert_eq!(Kind::of("rediss://h").unwrap(), Kind::Redis);
+        assert!(Kind::of("ftp://h").is_err());
+
+        let keys = KindSettings {
+            mode: Some("keys".into()),
+            ..KindSettings::default()
+        };
+        let spec = SourceSpec::new("redis://:pw@h:1", vec![], vec![], &keys).unwrap();
+        assert_eq!(
+            spec.options,
+            KindOptions::Redis(RedisOptions {
+                mode: Some(RedisMode::Keys)
+            })
+        );
+        assert!(!format!("{spec:?}").contains("pw@"));
+        let e = SourceSpec::new("/srv", vec![], vec![], &keys).unwrap_err();
+        assert!(e.to_string().contains("--mode applies to Redis"), "{e}");
+        let globals = KindSettings {
+            pg_globals: true,
+            ..KindSettings::default()
+        };
+        assert!(SourceSpec::new("postgres://h/db", vec![], vec![], &globals).is_ok());
+        let e = SourceSpec::new("mongodb://h/", vec![], vec![], &globals).unwrap_err();
+        assert!(e.to_string().contains("--pg-globals"), "{e}");
+        let bad_mode = KindSettings {
+            mode: Some("fast".into()),
+            ..KindSettings::default()
+        };
+        assert!(SourceSpec::new("redis://h", vec![], vec![], &bad_mode).is_err());
+    }
+}
