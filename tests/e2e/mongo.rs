@@ -669,7 +669,7 @@ fn clear_errors() {
     // Unreachable server: how long it waited and for what.
     let dead = format!(
         "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=700",
-        free_port()
+        backup_testkit::free_port()
     );
     let err = s.fails(&["create", &dead], 1);
     assert!(
@@ -742,14 +742,6 @@ fn clear_errors() {
         2,
     );
     assert!(err.contains("--at"), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Users (sorted by `_id`, without the derived `mechanisms`) and

@@ -7,7 +7,6 @@
 //! groups are checked value for value.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backup_testkit::redis::RedisServer;
@@ -297,15 +296,6 @@ fn setup() -> (RedisServer, Scratch) {
     let s = Scratch::new();
     s.init();
     (src, s)
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -700,7 +690,7 @@ fn refused_replication_suggests_keys_mode() {
 fn unreachable_servers_fail_cleanly() {
     let s = Scratch::new();
     s.init();
-    let port = closed_port();
+    let port = backup_testkit::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let err = s.fails(&["create", &url], 1);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");

@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod context;
+mod errors;
 mod progress;
 
 use std::io::Write as _;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::Cli;
+use crate::errors::{exit_code, is_broken_pipe, ops_error, report};
 
 /// jemalloc returns freed chunk and pack buffers to the system steadily;
 /// glibc's allocator, with one arena per thread, let peak memory creep up
@@ -24,8 +26,7 @@ use crate::cli::Cli;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Exit codes (DESIGN.md section 5).
-pub(crate) use backup_ops::exit;
+use backup_ops::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,32 +90,4 @@ fn init_logging(g: &cli::GlobalArgs) {
         .with_target(false)
         .without_time()
         .try_init();
-}
-
-/// The operations layer's error in the chain, if any.
-fn ops_error(e: &anyhow::Error) -> Option<&backup_ops::Error> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<backup_ops::Error>())
-}
-
-/// The error and its causes on one line, each cause once.
-pub(crate) fn report(e: &anyhow::Error) -> String {
-    backup_core::error::report(e.as_ref())
-}
-
-/// Maps an error to the exit code of DESIGN.md.
-pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
-    if let Some(ops) = ops_error(e) {
-        return ops.exit_code();
-    }
-    e.chain()
-        .find_map(|c| c.downcast_ref::<backup_core::Error>())
-        .map_or(exit::FAILED, exit::of_core)
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

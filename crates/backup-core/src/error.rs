@@ -186,6 +186,22 @@ impl Error {
         }
     }
 
+    /// A source failure whose `message` already says, in the words an
+    /// operator needs, what the driver's error `cause` means (a driver's
+    /// error mapped to a hint); `cause` is kept as the source for
+    /// programs, [`report`] does not repeat it.
+    pub fn source_explained(
+        message: impl fmt::Display,
+        cause: impl Into<BoxError>,
+        retryable: bool,
+    ) -> Self {
+        Error::Source {
+            message: message.to_string(),
+            cause: Some(cause.into()),
+            retryable,
+        }
+    }
+
     /// A target failure without a driver error; not retryable.
     pub fn target_failed(message: impl fmt::Display) -> Self {
         Error::Target {
@@ -213,6 +229,20 @@ impl Error {
         Error::Target {
             message: format!("{context}: {cause}"),
             cause: Some(cause),
+            retryable,
+        }
+    }
+
+    /// A target failure explained in `message`; as
+    /// [`Error::source_explained`].
+    pub fn target_explained(
+        message: impl fmt::Display,
+        cause: impl Into<BoxError>,
+        retryable: bool,
+    ) -> Self {
+        Error::Target {
+            message: message.to_string(),
+            cause: Some(cause.into()),
             retryable,
         }
     }
@@ -306,17 +336,25 @@ pub fn cause_is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// An error and its causes as one line, `outer: cause: cause`, leaving out
 /// a cause whose text the line already holds (our errors write their cause
-/// into their own message and also return it as their source).
+/// into their own message and also return it as their source). The chain
+/// ends at a [`Error::Source`] or [`Error::Target`]: their message already
+/// says what the driver's error below them means.
 pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
     let mut line = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
+    let mut current = e;
+    while let Some(cause) = current.source() {
+        if matches!(
+            current.downcast_ref::<Error>(),
+            Some(Error::Source { .. } | Error::Target { .. })
+        ) {
+            break;
+        }
         let text = cause.to_string();
         if !text.is_empty() && !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }
-        next = cause.source();
+        current = cause;
     }
     line
 }
@@ -359,5 +397,18 @@ mod tests {
             e.into_target().to_string(),
             "restore target: connecting to 127.0.0.1:1: connection refused"
         );
+        // An explained driver error is kept for programs, said once.
+        let db = std::io::Error::other("db error: ERROR: relation \"t\" does not exist");
+        let e = Error::target_explained(
+            "restoring table t: relation \"t\" does not exist",
+            db,
+            false,
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            report(&e),
+            "restore target: restoring table t: relation \"t\" does not exist"
+        );
+        assert!(!e.is_retryable());
     }
 }

@@ -160,7 +160,22 @@ pub(crate) struct BlobSaver {
     handle: SaverHandle,
     encoders: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<()>>,
-    uploader: tokio::task::JoinHandle<Vec<IndexPack>>,
+    /// `None` once [`BlobSaver::finish`] has taken it.
+    uploader: Option<tokio::task::JoinHandle<Vec<IndexPack>>>,
+}
+
+/// A saver dropped unfinished (its backup was cancelled or failed) stops
+/// at once: producers get [`Error::Cancelled`] at their next blob instead
+/// of reading on, the encoder threads drain and end, and no pack is
+/// uploaded after this point (the caller releases its lock next).
+impl Drop for BlobSaver {
+    fn drop(&mut self) {
+        if let Some(uploader) = self.uploader.take() {
+            self.handle.shared.fail(Error::Cancelled);
+            self.handle.tx.close();
+            uploader.abort();
+        }
+    }
 }
 
 impl BlobSaver {
@@ -225,7 +240,7 @@ impl BlobSaver {
             handle: SaverHandle { shared, tx: raw_tx },
             encoders,
             packer,
-            uploader,
+            uploader: Some(uploader),
         }
     }
 
@@ -240,14 +255,14 @@ impl BlobSaver {
     /// # Errors
     ///
     /// The first error of any stage.
-    pub(crate) async fn finish(self) -> Result<SaverOutcome> {
+    pub(crate) async fn finish(mut self) -> Result<SaverOutcome> {
         self.handle.tx.close();
-        let BlobSaver {
-            handle,
-            encoders,
-            packer,
-            uploader,
-        } = self;
+        let encoders = std::mem::take(&mut self.encoders);
+        let packer = self.packer.take();
+        let Some(uploader) = self.uploader.take() else {
+            return Err(Error::Cancelled);
+        };
+        let handle = self.handle.clone();
         let joined = tokio::task::spawn_blocking(move || {
             for e in encoders {
                 let _ = e.join();

@@ -49,7 +49,7 @@ pub async fn export(
         let repo = repo.clone().load_index().await?;
         let entry = repo.find_snapshot(snapshot, filter).await?;
         let reader = SnapshotReader::new(repo, entry.clone());
-        let report = backup_sources::export::export(&reader, format, to).await?;
+        let report = backup_sources::kind::export(&reader, format, to).await?;
         Ok::<_, Error>((entry, report))
     };
     repo.with_lock(LockMode::Shared, "export", lock_wait, work)

@@ -4,12 +4,11 @@
 //! Formats are chosen by name; [`FORMATS`] lists the ones this build
 //! supports (`rdb` with the `redis` feature, `mongodump` with the
 //! `mongodb` feature), and [`crate::Kind::export_formats`] which kind of
-//! snapshot each one takes.
+//! snapshot each one takes. This module holds the reports; the registry
+//! of kinds dispatches ([`crate::kind::export`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use backup_core::reader::SnapshotReader;
-use backup_core::{Error, Result};
 use serde::Serialize;
 
 /// Export formats of this build.
@@ -73,29 +72,4 @@ pub struct MongodumpExport {
     pub roles: usize,
     /// The `mongorestore` command that loads the directory.
     pub restore_with: String,
-}
-
-/// Writes `snapshot` in `format` to `to` (which must not exist; a
-/// directory format also accepts an empty directory).
-///
-/// # Errors
-///
-/// [`Error::Config`] for an unknown format (listing the supported ones) or
-/// a snapshot of another kind; repository and write errors.
-pub async fn export(snapshot: &SnapshotReader, format: &str, to: &Path) -> Result<ExportReport> {
-    let _ = (snapshot, to);
-    match format {
-        #[cfg(feature = "redis")]
-        "rdb" => crate::redis::export::export_rdb(snapshot, to).await,
-        #[cfg(feature = "mongodb")]
-        "mongodump" => crate::mongo::export::export_mongodump(snapshot, to).await,
-        other => Err(Error::Config(format!(
-            "unknown export format `{other}`: this build supports {}",
-            if FORMATS.is_empty() {
-                "none".to_owned()
-            } else {
-                FORMATS.join(", ")
-            }
-        ))),
-    }
 }

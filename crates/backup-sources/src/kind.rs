@@ -8,7 +8,9 @@
 //! setting of another kind is an error that names it.
 
 use std::fmt;
+use std::path::Path;
 
+use backup_core::reader::SnapshotReader;
 use backup_core::redact::redact_url;
 use backup_core::source::Source;
 use backup_core::target::Target;
@@ -420,6 +422,35 @@ impl TargetSpec {
             #[allow(unreachable_patterns)]
             kind => Err(kind.unavailable()),
         }
+    }
+}
+
+/// Writes `snapshot` in `format` to `to` (which must not exist; a
+/// directory format also accepts an empty directory).
+///
+/// # Errors
+///
+/// [`Error::Config`] for an unknown format (listing the supported ones) or
+/// a snapshot of another kind; repository and write errors.
+pub async fn export(
+    snapshot: &SnapshotReader,
+    format: &str,
+    to: &Path,
+) -> Result<crate::export::ExportReport> {
+    let _ = (snapshot, to);
+    match format {
+        #[cfg(feature = "redis")]
+        "rdb" => crate::redis::export::export_rdb(snapshot, to).await,
+        #[cfg(feature = "mongodb")]
+        "mongodump" => crate::mongo::export::export_mongodump(snapshot, to).await,
+        other => Err(Error::Config(format!(
+            "unknown export format `{other}`: this build supports {}",
+            if crate::export::FORMATS.is_empty() {
+                "none".to_owned()
+            } else {
+                crate::export::FORMATS.join(", ")
+            }
+        ))),
     }
 }
 

@@ -8,14 +8,14 @@
 //!   protocol or key by key, restores into a live server
 //!   (`redis::RedisSource`, `redis::RedisTarget`).
 //! - [`export`]: snapshots written in a database's native dump format
-//!   (`export::export`, `rdb` for Redis).
+//!   (`kind::export`, `rdb` for Redis).
 //! - `postgres` (feature `postgres`): one database, consistent and in
 //!   parallel, restored selectively with parallel loads and index builds.
 //! - `mongo` (feature `mongodb`): every database or a selection,
 //!   streamed as raw BSON in parallel and made consistent by the oplog;
 //!   restored with renames, indexes after data and oplog replay.
 //! - [`export`]: snapshots written in a database's native dump format
-//!   (`export::export`, `mongodump` for MongoDB).
+//!   (`kind::export`, `mongodump` for MongoDB).
 //! - [`kind`]: the registry of kinds. [`SourceSpec`] and [`TargetSpec`]
 //!   turn a URL and typed per-kind options into the right implementation;
 //!   front-ends and the operations layer call only these.

@@ -39,6 +39,19 @@ mod server;
 pub use conformance::run_conformance;
 pub use faulty::{Fault, FaultySink};
 
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago: for a
+/// server a test starts, or for a connection that must be refused.
+///
+/// # Panics
+///
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("binding a free port on 127.0.0.1: {e}"),
+    }
+}
+
 /// Installs rustls' *ring* crypto provider for the test process, as the
 /// `backup` and `backupd` binaries do at start (libraries never install
 /// one). Idempotent; the S3 and GCS test servers call it.

@@ -10,7 +10,7 @@
 
 #![allow(clippy::expect_used)] // Test support: failing to set up is a test failure.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,11 +52,6 @@ pub fn server_binary() -> PathBuf {
     panic!("{MISSING}");
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local address").port()
-}
-
 impl MongoServer {
     /// Starts a server and waits until it accepts connections.
     ///
@@ -71,7 +66,7 @@ impl MongoServer {
             .expect("creating a temporary directory");
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = crate::free_port();
             let storage = dir.path().join(format!("data-{port}"));
             std::fs::create_dir_all(&storage).expect("creating the storage directory");
             let log_path = dir.path().join(format!("server-{port}.log"));

@@ -10,7 +10,6 @@
 
 #![allow(clippy::expect_used)] // Test support: failing to set up is a test failure.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -62,11 +61,6 @@ pub fn bindir() -> PathBuf {
         }
     }
     panic!("{MISSING}");
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local address").port()
 }
 
 /// Whether this process runs as root (the owner of `/proc/self` is the
@@ -135,7 +129,7 @@ impl PgCluster {
         );
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = crate::free_port();
             let log_path = dir.path().join("server.log");
             let log = std::fs::File::create(&log_path).expect("log file");
             if let Some(user) = &run_as {

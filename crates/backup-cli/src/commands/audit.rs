@@ -46,5 +46,5 @@ pub(crate) async fn run(ctx: &Ctx, a: AuditArgs) -> Result<u8> {
         "error: the audit trail was altered: {} problems found",
         problems.len()
     );
-    Ok(crate::exit::DAMAGE)
+    Ok(backup_ops::exit::DAMAGE)
 }

@@ -117,7 +117,7 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             "error: {} entries could not be read and are missing from the snapshot (see the warnings above)",
             s.warnings.len()
         );
-        return Ok(crate::exit::FAILED);
+        return Ok(backup_ops::exit::FAILED);
     }
     Ok(0)
 }

@@ -38,7 +38,7 @@ pub(crate) async fn health(ctx: &Ctx, a: HealthArgs) -> Result<u8> {
                 checks.len()
             );
         }
-        Ok(crate::exit::FAILED)
+        Ok(backup_ops::exit::FAILED)
     }
 }
 

@@ -36,8 +36,8 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
                 *code == 0
             }
             Err(e) => {
-                details.insert("exit_code".to_owned(), crate::exit_code(e).into());
-                details.insert("error".to_owned(), crate::report(e).into());
+                details.insert("exit_code".to_owned(), crate::errors::exit_code(e).into());
+                details.insert("error".to_owned(), crate::errors::report(e).into());
                 false
             }
         };

@@ -29,7 +29,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
             Ok(if report.unreadable_packs.is_empty() {
                 0
             } else {
-                crate::exit::DAMAGE
+                backup_ops::exit::DAMAGE
             })
         }
         RepairCommand::Snapshots { remove, dry_run } => {
@@ -50,7 +50,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
                 }
             }
             let left = damaged.iter().any(|d| !d.removed);
-            Ok(if left { crate::exit::DAMAGE } else { 0 })
+            Ok(if left { backup_ops::exit::DAMAGE } else { 0 })
         }
     }
 }

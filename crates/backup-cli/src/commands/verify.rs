@@ -69,7 +69,7 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
             ", and the restore test found differences".to_owned()
         }
     );
-    Ok(crate::exit::DAMAGE)
+    Ok(backup_ops::exit::DAMAGE)
 }
 
 fn print_report(ctx: &Ctx, report: &VerifyReport, read_data: bool) -> Result<()> {

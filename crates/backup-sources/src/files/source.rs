@@ -44,7 +44,7 @@ impl FilesSource {
         }
         let filter = PathFilter::new(&[], &opts.excludes)?;
         let meta = fs::metadata(root).map_err(|e| {
-            Error::source_failed(format!("cannot read source {}: {e}", root.display()))
+            Error::source_caused(format!("cannot read source {}", root.display()), e)
         })?;
         if !(meta.is_dir() || meta.is_file()) {
             return Err(Error::source_failed(format!(
@@ -53,7 +53,7 @@ impl FilesSource {
             )));
         }
         let root = fs::canonicalize(root)
-            .map_err(|e| Error::source_failed(format!("cannot resolve {}: {e}", root.display())))?;
+            .map_err(|e| Error::source_caused(format!("cannot resolve {}", root.display()), e))?;
         let (tx, rx) = async_channel::bounded(1024);
         let root2 = root.clone();
         let walker = std::thread::Builder::new()
@@ -105,7 +105,7 @@ impl Source for FilesSource {
         if let Some(w) = self.walker.take() {
             tokio::task::spawn_blocking(move || w.join())
                 .await
-                .map_err(|e| Error::source_failed(format!("directory walker failed: {e}")))?
+                .map_err(|e| Error::source_caused("directory walker failed", e))?
                 .map_err(|_| Error::source_failed("directory walker panicked"))?;
         }
         Ok(serde_json::Value::Null)

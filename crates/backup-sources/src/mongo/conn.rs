@@ -18,11 +18,38 @@ pub(crate) enum Side {
 }
 
 impl Side {
-    fn error(self, msg: String) -> Error {
+    /// An error whose message explains the driver's error `e`, kept as its
+    /// source with the verdict of [`retryable`].
+    fn explained(self, msg: String, e: mongodb::error::Error) -> Error {
+        let again = retryable(&e);
         match self {
-            Side::Source => Error::source_failed(msg),
-            Side::Target => Error::target_failed(msg),
+            Side::Source => Error::source_explained(msg, e, again),
+            Side::Target => Error::target_explained(msg, e, again),
         }
+    }
+}
+
+/// Server error codes that pass: a host or the network unreachable or
+/// slow (6, 7, 89, 9001), a time limit (262), a server shutting down or
+/// stepping down (91, 189, 11600, 11602), no primary at the moment (10107,
+/// 13435, 13436), a write conflict (112).
+const PASSING_CODES: &[i32] = &[
+    6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
+
+/// Whether running the operation again may get past `e`: the driver's
+/// labels say so, the network failed, no server answered in time, or the
+/// server answered with a code that passes ([`PASSING_CODES`]).
+pub(crate) fn retryable(e: &mongodb::error::Error) -> bool {
+    if e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError") {
+        return true;
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. } => true,
+        ErrorKind::Command(c) => PASSING_CODES.contains(&c.code),
+        _ => false,
     }
 }
 
@@ -88,7 +115,7 @@ impl Conn {
     }
 
     /// Turns a driver error into an error naming what was being done.
-    pub(crate) fn error(&self, action: &str, e: &mongodb::error::Error) -> Error {
+    pub(crate) fn error(&self, action: &str, e: mongodb::error::Error) -> Error {
         let who = match self.side {
             Side::Source => "source",
             Side::Target => "restore target",
@@ -103,17 +130,21 @@ impl Conn {
                     Side::Source => "a server matching the read preference",
                     Side::Target => "a writable primary",
                 };
-                self.side.error(format!(
+                let msg = format!(
                     "MongoDB {who} {}: no server answered within {:.1} s (serverSelectionTimeoutMS) while {action}; waited for {wanted}: {message}; check the host, port, replicaSet and TLS options and that the server is running",
                     self.redacted,
                     self.selection_timeout.as_secs_f64()
-                ))
+                );
+                self.side.explained(msg, e)
             }
             ErrorKind::Command(c) if c.code == 13 || c.code == 18 => Error::PermissionDenied(format!(
                 "MongoDB {who} {}: not authorised while {action}: {}",
                 self.redacted, c.message
             )),
-            _ => self.side.error(format!("MongoDB {who} {}: {action}: {e}", self.redacted)),
+            _ => {
+                let msg = format!("MongoDB {who} {}: {action}: {e}", self.redacted);
+                self.side.explained(msg, e)
+            }
         }
     }
 
@@ -124,7 +155,7 @@ impl Conn {
             .database("admin")
             .run_command(doc! {"hello": 1})
             .await
-            .map_err(|e| self.error("connecting", &e))?;
+            .map_err(|e| self.error("connecting", e))?;
         let num = |k: &str, default: usize| -> usize {
             match d.get(k) {
                 Some(mongodb::bson::Bson::Int32(n)) => usize::try_from(*n).unwrap_or(default),
@@ -154,7 +185,7 @@ impl Conn {
             .database("admin")
             .run_command(doc! {"buildInfo": 1})
             .await
-            .map_err(|e| self.error("reading the server version", &e))?;
+            .map_err(|e| self.error("reading the server version", e))?;
         Ok(d.get_str("version").unwrap_or("unknown").to_owned())
     }
 
@@ -164,7 +195,7 @@ impl Conn {
             .database(db)
             .run_command(cmd)
             .await
-            .map_err(|e| self.error(action, &e))
+            .map_err(|e| self.error(action, e))
     }
 
     /// Runs a cursor command on `db` and collects every document.
@@ -180,11 +211,11 @@ impl Conn {
             .database(db)
             .run_cursor_command(cmd)
             .await
-            .map_err(|e| self.error(action, &e))?;
+            .map_err(|e| self.error(action, e))?;
         cursor
             .try_collect()
             .await
-            .map_err(|e| self.error(action, &e))
+            .map_err(|e| self.error(action, e))
     }
 
     /// The `listCollections` entries of `db`.
@@ -205,5 +236,34 @@ impl Conn {
             &format!("listing the indexes of {db}.{coll}"),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn driver_errors_are_kept_and_say_whether_a_retry_can_help() {
+        // Nothing listens: no server is selected in time, which may pass.
+        let port = backup_testkit::free_port();
+        let url = format!(
+            "mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300&directConnection=true"
+        );
+        let conn = Conn::new(&url, Side::Source).await.unwrap();
+        let e = conn.hello().await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(matches!(e, Error::Source { .. }), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("the driver error is kept");
+        assert!(
+            cause.downcast_ref::<mongodb::error::Error>().is_some(),
+            "{cause:?}"
+        );
+        // The driver's other verdicts.
+        let io = mongodb::error::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(retryable(&io));
+        assert!(!retryable(&mongodb::error::Error::custom(
+            "not a network error"
+        )));
     }
 }

@@ -167,7 +167,7 @@ pub(crate) async fn export_mongodump(snapshot: &SnapshotReader, to: &Path) -> Re
                 // Derived from the credentials; not a system.users field.
                 d.remove("mechanisms");
                 d.to_writer(&mut buf)
-                    .map_err(|e| Error::source_failed(format!("encoding {name}: {e}")))?;
+                    .map_err(|e| Error::source_caused(format!("encoding {name}"), e))?;
             }
             let path = dir.join(format!("{name}.bson"));
             tokio::fs::write(&path, &buf)

@@ -364,7 +364,7 @@ pub(crate) async fn restore(
             Ok(_) => out.roles_created.push(label),
             Err(e) => out
                 .failures
-                .push(format!("{label}: {}", conn.error("creating a role", &e))),
+                .push(format!("{label}: {}", conn.error("creating a role", e))),
         }
     }
 
@@ -417,7 +417,7 @@ pub(crate) async fn restore(
                     Ok(_) => out.users_created.push(label),
                     Err(e) => out
                         .failures
-                        .push(format!("{label}: {}", conn.error("creating a user", &e))),
+                        .push(format!("{label}: {}", conn.error("creating a user", e))),
                 }
             }
         }
@@ -447,7 +447,7 @@ async fn merge_users(conn: &Conn, users: &[&Document]) -> Result<bool> {
     let result = async {
         coll.insert_many(docs)
             .await
-            .map_err(|e| conn.error("staging users in admin", &e))?;
+            .map_err(|e| conn.error("staging users in admin", e))?;
         let cmd = doc! {
             "_mergeAuthzCollections": 1,
             "tempUsersCollection": format!("admin.{temp}"),
@@ -457,16 +457,19 @@ async fn merge_users(conn: &Conn, users: &[&Document]) -> Result<bool> {
         match conn.client.database("admin").run_command(cmd).await {
             Ok(_) => Ok(true),
             Err(e) if is_command_not_found(&e) => Ok(false),
-            Err(e) => Err(conn.error("merging users (_mergeAuthzCollections)", &e)),
+            Err(e) => Err(conn.error("merging users (_mergeAuthzCollections)", e)),
         }
     }
     .await;
     let dropped = coll.drop().await;
     let merged = result?;
     dropped.map_err(|e| {
-        Error::target_failed(format!(
-            "the users were restored, but the temporary collection admin.{temp} could not be dropped: {e}; drop it by hand"
-        ))
+        let again = super::conn::retryable(&e);
+        Error::target_explained(
+            format!("the users were restored, but the temporary collection admin.{temp} could not be dropped: {e}; drop it by hand"),
+            e,
+            again,
+        )
     })?;
     Ok(merged)
 }

@@ -71,144 +71,19 @@ impl MongoSource {
     pub async fn open(url: &str, opts: &Selection, config: &MongoOptions) -> Result<Self> {
         let conn = Conn::new(url, Side::Source).await?;
         let filter = NsFilter::new(&opts.includes, &opts.excludes)?;
-        let hello = conn.hello().await?;
         let server_version = conn.version().await?;
         let mut items = VecDeque::new();
-        let (topology, oplog_start) = if hello.mongos {
-            items.push_back(Item::Warning(
-                "sharded cluster (mongos): the oplog of each shard is not captured, so this backup is not a consistent point in time; back up each shard's replica set for that".to_owned(),
-            ));
-            ("sharded (mongos)".to_owned(), None)
-        } else if let Some(set) = &hello.set_name {
-            // The member's last write is the newest oplog entry, without
-            // reading the oplog; older servers are asked for it.
-            let start = match hello.last_write {
-                Some(ts) => Ts::from(ts),
-                None => oplog_edge(&conn, -1).await?,
-            };
-            (format!("replica set {set}"), Some(start))
-        } else {
-            items.push_back(Item::Warning(
-                "standalone server: there is no oplog, so writes made during the backup may be partly included; this backup is not a consistent point in time".to_owned(),
-            ));
-            ("standalone".to_owned(), None)
-        };
+        let (topology, oplog_start) = topology(&conn, &mut items).await?;
+        let databases = list_databases(&conn).await?;
+        let catalog = read_catalog(&conn, &databases, &filter).await?;
 
-        let databases: Vec<String> = if let Some(db) = &conn.database {
-            vec![db.clone()]
-        } else {
-            let d = conn
-                .command(
-                    "admin",
-                    doc! {"listDatabases": 1, "nameOnly": true},
-                    "listing databases",
-                )
-                .await?;
-            let mut names: Vec<String> = d
-                .get_array("databases")
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_document()?.get_str("name").ok())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.retain(|n| !INTERNAL_DATABASES.contains(&n.as_str()));
-            names
-        };
-
-        // db -> coll -> (listCollections entry, indexes)
-        let mut plan: BTreeMap<String, BTreeMap<String, (Document, Vec<Document>)>> =
-            BTreeMap::new();
-        for db in &databases {
-            for entry in conn.list_collections(db).await? {
-                let Ok(name) = entry.get_str("name") else {
-                    continue;
-                };
-                if name.starts_with("system.") || !filter.matches(db, name) {
-                    continue;
-                }
-                let kind = entry.get_str("type").unwrap_or("collection");
-                let indexes = if kind == "view" {
-                    Vec::new()
-                } else {
-                    conn.list_indexes(db, name).await?
-                };
-                plan.entry(db.clone())
-                    .or_default()
-                    .insert(name.to_owned(), (entry.clone(), indexes));
-            }
-        }
-
-        let mut collections = Vec::new();
         let (progress, _) = watch::channel((0usize, false));
         let shared = Arc::new(Shared {
             stats: Mutex::new(HashMap::new()),
             progress,
             oplog: Mutex::new(None),
         });
-        let mut readers = 0usize;
-        items.push_back(Item::Enter(dir_node(DATABASES)));
-        let mut dbs: Vec<(&String, _)> = plan.iter().collect();
-        dbs.sort_by_key(|(db, _)| tree_name(db));
-        for (db, colls) in dbs {
-            items.push_back(Item::Enter(dir_node(&tree_name(db))));
-            let mut colls: Vec<_> = colls.iter().collect();
-            colls.sort_by_key(|(c, _)| tree_name(c));
-            for (name, (entry, indexes)) in colls {
-                let mut kind = entry.get_str("type").unwrap_or("collection").to_owned();
-                if kind == "collection"
-                    && entry
-                        .get_document("options")
-                        .is_ok_and(|o| o.contains_key("timeseries"))
-                {
-                    "timeseries".clone_into(&mut kind);
-                }
-                let uuid = entry
-                    .get_document("info")
-                    .ok()
-                    .and_then(|i| i.get("uuid"))
-                    .and_then(|u| match u {
-                        Bson::Binary(b) => Some(hex::encode(&b.bytes)),
-                        _ => None,
-                    });
-                let index = collections.len();
-                collections.push(CollectionMeta {
-                    db: db.clone(),
-                    name: name.clone(),
-                    kind: kind.clone(),
-                    uuid,
-                    documents: 0,
-                    bytes: 0,
-                    indexes: indexes.len(),
-                });
-                items.push_back(Item::Enter(dir_node(&tree_name(name))));
-                if kind != "view" {
-                    readers += 1;
-                    let fut = open_collection(
-                        conn.clone(),
-                        db.clone(),
-                        name.clone(),
-                        index,
-                        shared.clone(),
-                    );
-                    items.push_back(stream_leaf(DOCUMENTS, Box::pin(fut)));
-                }
-                let mut meta = entry.clone();
-                meta.insert(
-                    "indexes",
-                    Bson::Array(indexes.iter().cloned().map(Bson::Document).collect()),
-                );
-                let mut buf = Vec::new();
-                meta.to_writer(&mut buf).map_err(|e| {
-                    Error::source_failed(format!("encoding the metadata of {db}.{name}: {e}"))
-                })?;
-                items.push_back(bytes_leaf(METADATA, buf));
-                items.push_back(Item::Leave);
-            }
-            items.push_back(Item::Leave);
-        }
-        items.push_back(Item::Leave);
+        let (collections, readers) = collection_items(&conn, &catalog, &shared, &mut items)?;
         shared.progress.send_replace((readers, false));
         if let Some(start) = oplog_start {
             let fut = open_oplog(conn.clone(), start, shared.clone());
@@ -219,7 +94,7 @@ impl MongoSource {
         if config.users {
             let patterns = !opts.includes.is_empty() || !opts.excludes.is_empty();
             let mut sec_dbs: Vec<String> = if patterns {
-                plan.keys().cloned().collect()
+                catalog.keys().cloned().collect()
             } else {
                 databases.clone()
             };
@@ -228,19 +103,7 @@ impl MongoSource {
                 // authenticated outside (X.509, LDAP, Kerberos).
                 sec_dbs.splice(0..0, security::DEPLOYMENT_DBS.map(str::to_owned));
             }
-            let (u, r) = security::read(&conn, &sec_dbs).await?;
-            items.push_back(Item::Enter(dir_node(security::SECURITY)));
-            for (name, docs) in [(security::ROLES, &r), (security::USERS, &u)] {
-                let mut buf = Vec::new();
-                for d in docs {
-                    d.to_writer(&mut buf)
-                        .map_err(|e| Error::source_failed(format!("encoding {name}: {e}")))?;
-                }
-                items.push_back(bytes_leaf(name, buf));
-            }
-            items.push_back(Item::Leave);
-            users = security::names(&u, "user");
-            roles = security::names(&r, "role");
+            (users, roles) = security_items(&conn, &sec_dbs, &mut items).await?;
         }
 
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
@@ -270,6 +133,189 @@ impl MongoSource {
             jobs,
         })
     }
+}
+
+/// Per database, per collection: its `listCollections` entry and indexes.
+type Catalog = BTreeMap<String, BTreeMap<String, (Document, Vec<Document>)>>;
+
+/// The deployment's topology, and where the oplog capture starts (only a
+/// replica set member has an oplog); warns when the backup cannot be a
+/// consistent point in time.
+async fn topology(conn: &Conn, items: &mut VecDeque<Item>) -> Result<(String, Option<Ts>)> {
+    let hello = conn.hello().await?;
+    Ok(if hello.mongos {
+        items.push_back(Item::Warning(
+            "sharded cluster (mongos): the oplog of each shard is not captured, so this backup is not a consistent point in time; back up each shard's replica set for that".to_owned(),
+        ));
+        ("sharded (mongos)".to_owned(), None)
+    } else if let Some(set) = &hello.set_name {
+        // The member's last write is the newest oplog entry, without
+        // reading the oplog; older servers are asked for it.
+        let start = match hello.last_write {
+            Some(ts) => Ts::from(ts),
+            None => oplog_edge(conn, -1).await?,
+        };
+        (format!("replica set {set}"), Some(start))
+    } else {
+        items.push_back(Item::Warning(
+            "standalone server: there is no oplog, so writes made during the backup may be partly included; this backup is not a consistent point in time".to_owned(),
+        ));
+        ("standalone".to_owned(), None)
+    })
+}
+
+/// The database the URL names, or every database but the internal ones.
+async fn list_databases(conn: &Conn) -> Result<Vec<String>> {
+    if let Some(db) = &conn.database {
+        return Ok(vec![db.clone()]);
+    }
+    let d = conn
+        .command(
+            "admin",
+            doc! {"listDatabases": 1, "nameOnly": true},
+            "listing databases",
+        )
+        .await?;
+    let mut names: Vec<String> = d
+        .get_array("databases")
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_document()?.get_str("name").ok())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.retain(|n| !INTERNAL_DATABASES.contains(&n.as_str()));
+    Ok(names)
+}
+
+/// The collections and views the filter selects, with their indexes.
+async fn read_catalog(conn: &Conn, databases: &[String], filter: &NsFilter) -> Result<Catalog> {
+    let mut catalog = Catalog::new();
+    for db in databases {
+        for entry in conn.list_collections(db).await? {
+            let Ok(name) = entry.get_str("name") else {
+                continue;
+            };
+            if name.starts_with("system.") || !filter.matches(db, name) {
+                continue;
+            }
+            let kind = entry.get_str("type").unwrap_or("collection");
+            let indexes = if kind == "view" {
+                Vec::new()
+            } else {
+                conn.list_indexes(db, name).await?
+            };
+            catalog
+                .entry(db.clone())
+                .or_default()
+                .insert(name.to_owned(), (entry.clone(), indexes));
+        }
+    }
+    Ok(catalog)
+}
+
+/// The snapshot tree of the catalog, in tree-name order: per collection
+/// its documents (read when the archiver gets there) and metadata.
+/// Returns the manifest's collection entries and how many readers were
+/// opened.
+fn collection_items(
+    conn: &Conn,
+    catalog: &Catalog,
+    shared: &Arc<Shared>,
+    items: &mut VecDeque<Item>,
+) -> Result<(Vec<CollectionMeta>, usize)> {
+    let mut collections = Vec::new();
+    let mut readers = 0usize;
+    items.push_back(Item::Enter(dir_node(DATABASES)));
+    let mut dbs: Vec<(&String, _)> = catalog.iter().collect();
+    dbs.sort_by_key(|(db, _)| tree_name(db));
+    for (db, colls) in dbs {
+        items.push_back(Item::Enter(dir_node(&tree_name(db))));
+        let mut colls: Vec<_> = colls.iter().collect();
+        colls.sort_by_key(|(c, _)| tree_name(c));
+        for (name, (entry, indexes)) in colls {
+            let meta = collection_meta(db, name, entry, indexes.len());
+            items.push_back(Item::Enter(dir_node(&tree_name(name))));
+            if !meta.is_view() {
+                readers += 1;
+                let fut = open_collection(
+                    conn.clone(),
+                    db.clone(),
+                    name.clone(),
+                    collections.len(),
+                    shared.clone(),
+                );
+                items.push_back(stream_leaf(DOCUMENTS, Box::pin(fut)));
+            }
+            collections.push(meta);
+            let mut stored = entry.clone();
+            stored.insert(
+                "indexes",
+                Bson::Array(indexes.iter().cloned().map(Bson::Document).collect()),
+            );
+            let mut buf = Vec::new();
+            stored.to_writer(&mut buf).map_err(|e| {
+                Error::source_caused(format!("encoding the metadata of {db}.{name}"), e)
+            })?;
+            items.push_back(bytes_leaf(METADATA, buf));
+            items.push_back(Item::Leave);
+        }
+        items.push_back(Item::Leave);
+    }
+    items.push_back(Item::Leave);
+    Ok((collections, readers))
+}
+
+/// The manifest entry of a collection, view or time series from its
+/// `listCollections` entry (counts are filled in when it has been read).
+fn collection_meta(db: &str, name: &str, entry: &Document, indexes: usize) -> CollectionMeta {
+    let mut kind = entry.get_str("type").unwrap_or("collection").to_owned();
+    if kind == "collection"
+        && entry
+            .get_document("options")
+            .is_ok_and(|o| o.contains_key("timeseries"))
+    {
+        "timeseries".clone_into(&mut kind);
+    }
+    let uuid = entry
+        .get_document("info")
+        .ok()
+        .and_then(|i| i.get("uuid"))
+        .and_then(|u| match u {
+            Bson::Binary(b) => Some(hex::encode(&b.bytes)),
+            _ => None,
+        });
+    CollectionMeta {
+        db: db.to_owned(),
+        name: name.to_owned(),
+        kind,
+        uuid,
+        documents: 0,
+        bytes: 0,
+        indexes,
+    }
+}
+
+/// The users and roles of `dbs` as the snapshot's `security` directory;
+/// returns their names for the manifest.
+async fn security_items(
+    conn: &Conn,
+    dbs: &[String],
+    items: &mut VecDeque<Item>,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let (u, r) = security::read(conn, dbs).await?;
+    items.push_back(Item::Enter(dir_node(security::SECURITY)));
+    for (name, docs) in [(security::ROLES, &r), (security::USERS, &u)] {
+        let mut buf = Vec::new();
+        for d in docs {
+            d.to_writer(&mut buf)
+                .map_err(|e| Error::source_caused(format!("encoding {name}"), e))?;
+        }
+        items.push_back(bytes_leaf(name, buf));
+    }
+    items.push_back(Item::Leave);
+    Ok((security::names(&u, "user"), security::names(&r, "role")))
 }
 
 #[async_trait]
@@ -339,8 +385,7 @@ impl Source for MongoSource {
         }
         meta.total_documents = meta.collections.iter().map(|c| c.documents).sum();
         meta.total_bytes = meta.collections.iter().map(|c| c.bytes).sum();
-        serde_json::to_value(&meta)
-            .map_err(|e| Error::source_failed(format!("encoding metadata: {e}")))
+        serde_json::to_value(&meta).map_err(|e| Error::source_caused("encoding metadata", e))
     }
 }
 
@@ -384,7 +429,7 @@ async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
         .sort(doc! {"$natural": order})
         .projection(doc! {"ts": 1})
         .await
-        .map_err(|e| conn.error("reading the oplog position", &e))?;
+        .map_err(|e| conn.error("reading the oplog position", e))?;
     Ok(found
         .and_then(|d| d.get_timestamp("ts").ok())
         .map(Ts::from)
@@ -478,7 +523,7 @@ async fn open_collection(
         .collection::<RawDocumentBuf>(&coll)
         .find(doc! {})
         .await
-        .map_err(|e| conn.error(&format!("reading {db}.{coll}"), &e))?;
+        .map_err(|e| conn.error(&format!("reading {db}.{coll}"), e))?;
     let stream = DocStream {
         cursor,
         guard,
@@ -581,7 +626,7 @@ async fn open_oplog(conn: Conn, start: Ts, shared: Arc<Shared>) -> Result<AsyncR
         .sort(doc! {"ts": 1})
         .allow_disk_use(true)
         .await
-        .map_err(|e| conn.error("capturing the oplog", &e))?;
+        .map_err(|e| conn.error("capturing the oplog", e))?;
     let stream = OplogStream {
         cursor,
         shared,

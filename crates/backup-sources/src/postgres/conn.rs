@@ -10,7 +10,7 @@ use std::time::Duration;
 use backup_core::redact::redact_url;
 use backup_core::{Error, Result};
 
-use super::wire::{WireConfig, WireHost};
+use super::wire::{TlsMode, WireConfig, WireHost};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -30,46 +30,31 @@ impl Side {
             Side::Target => Error::target_failed(msg),
         }
     }
-}
 
-/// libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TlsMode {
-    Disable,
-    Allow,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl TlsMode {
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "disable" => TlsMode::Disable,
-            "allow" => TlsMode::Allow,
-            "prefer" => TlsMode::Prefer,
-            "require" => TlsMode::Require,
-            "verify-ca" => TlsMode::VerifyCa,
-            "verify-full" => TlsMode::VerifyFull,
-            other => {
-                return Err(Error::Config(format!(
-                    "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                )))
-            }
-        })
-    }
-
-    fn as_str(self) -> &'static str {
+    /// An error whose message explains the driver's error `e`, kept as its
+    /// source with the verdict of [`retryable`].
+    pub(crate) fn explained(self, msg: String, e: tokio_postgres::Error) -> Error {
+        let again = retryable(&e);
         match self {
-            TlsMode::Disable => "disable",
-            TlsMode::Allow => "allow",
-            TlsMode::Prefer => "prefer",
-            TlsMode::Require => "require",
-            TlsMode::VerifyCa => "verify-ca",
-            TlsMode::VerifyFull => "verify-full",
+            Side::Source => Error::source_explained(msg, e, again),
+            Side::Target => Error::target_explained(msg, e, again),
         }
     }
+}
+
+/// Whether running the operation again may get past `e`: the connection
+/// broke or timed out, or the server answered with an error that passes
+/// (connection exceptions, class 08; serialization failures and deadlocks,
+/// 40001 and 40P01; insufficient resources, class 53, such as too many
+/// connections; a server shutting down or starting, 57P01 to 57P03).
+pub(crate) fn retryable(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03");
+    }
+    e.is_closed() || backup_core::error::cause_is_transient(e)
 }
 
 /// A parsed, completed connection description.
@@ -339,7 +324,7 @@ impl ConnInfo {
                 })
             }
         };
-        r.map_err(|e| self.connect_error(&e, side))
+        r.map_err(|e| self.connect_error(e, side))
     }
 
     /// The settings of a blocking worker connection (see [`super::wire`]):
@@ -464,7 +449,7 @@ impl ConnInfo {
     }
 
     /// Maps a connection error to a message that says what to do.
-    fn connect_error(&self, e: &tokio_postgres::Error, side: Side) -> Error {
+    fn connect_error(&self, e: tokio_postgres::Error, side: Side) -> Error {
         let at = format!("PostgreSQL at {} (user `{}`)", self.location, self.user);
         if let Some(db) = e.as_db_error() {
             let code = db.code();
@@ -484,13 +469,8 @@ impl ConnInfo {
                     db.message()
                 ));
             }
-            if *code == SqlState::TOO_MANY_CONNECTIONS {
-                return Error::Transient {
-                    backend: "postgres",
-                    message: format!("{at}: {}", db.message()),
-                };
-            }
-            return side.err(format!("connecting to {at}: {}", db.message()));
+            let msg = format!("connecting to {at}: {}", db.message());
+            return side.explained(msg, e);
         }
         let text = e.to_string();
         if text.contains("password missing") {
@@ -498,10 +478,13 @@ impl ConnInfo {
                 "{at} asks for a password and none was given: put it in the URL, PGPASSWORD or ~/.pgpass"
             ));
         }
-        let detail = std::error::Error::source(e).map_or(text.clone(), |s| format!("{text}: {s}"));
-        side.err(format!(
-            "cannot connect to {at}: {detail}; check that the server is running and reachable at that address"
-        ))
+        let detail = std::error::Error::source(&e).map_or(text.clone(), |s| format!("{text}: {s}"));
+        side.explained(
+            format!(
+                "cannot connect to {at}: {detail}; check that the server is running and reachable at that address"
+            ),
+            e,
+        )
     }
 }
 
@@ -580,7 +563,7 @@ pub(crate) fn pgpass_lookup(
 }
 
 /// Maps an error of a statement to a message naming what was being done.
-pub(crate) fn query_error(side: Side, what: &str, e: &tokio_postgres::Error) -> Error {
+pub(crate) fn query_error(side: Side, what: &str, e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
         let mut msg = format!("{what}: {}", db.message());
         if let Some(d) = db.detail() {
@@ -591,11 +574,11 @@ pub(crate) fn query_error(side: Side, what: &str, e: &tokio_postgres::Error) -> 
                 "{msg}: grant the privilege to the connecting role or use a role that has it"
             ));
         }
-        return side.err(msg);
+        return side.explained(msg, e);
     }
     let detail =
-        std::error::Error::source(e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-    side.err(format!("{what}: {detail}"))
+        std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+    side.explained(format!("{what}: {detail}"), e)
 }
 
 mod tls {
@@ -716,6 +699,90 @@ mod tls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers the first startup message with a FATAL
+    /// `ErrorResponse` of `code`, as PostgreSQL does when it refuses a
+    /// connection (refused SSL first, when asked).
+    fn refusing_server(code: &'static str) -> u16 {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            loop {
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                if s.read_exact(&mut body).is_err() {
+                    return;
+                }
+                // SSLRequest / GSSENCRequest: not supported here.
+                if body.len() == 4 && body[..2] == [0x04, 0xd2] {
+                    let _ = s.write_all(b"N");
+                    continue;
+                }
+                let mut fields = Vec::new();
+                for (t, v) in [
+                    (b'S', "FATAL"),
+                    (b'V', "FATAL"),
+                    (b'C', code),
+                    (b'M', "refused by the test"),
+                ] {
+                    fields.push(t);
+                    fields.extend_from_slice(v.as_bytes());
+                    fields.push(0);
+                }
+                fields.push(0);
+                let mut msg = vec![b'E'];
+                msg.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+                msg.extend_from_slice(&fields);
+                let _ = s.write_all(&msg);
+                return;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn driver_errors_are_kept_and_say_whether_a_retry_can_help() {
+        let connect = |port: u16| async move {
+            ConnInfo::parse(&format!(
+                "postgres://u:pw@127.0.0.1:{port}/db?sslmode=disable"
+            ))
+            .unwrap()
+            .connect(Side::Source)
+            .await
+            .unwrap_err()
+        };
+        // Nothing listens: the connection is refused, which may pass.
+        let e = connect(backup_testkit::free_port()).await;
+        assert!(e.is_retryable(), "{e}");
+        let cause = std::error::Error::source(&e).expect("the driver error is kept");
+        assert!(
+            cause.downcast_ref::<tokio_postgres::Error>().is_some(),
+            "{cause:?}"
+        );
+        // The server is starting up (57P03) or has too many clients (53300):
+        // worth another try, with the driver's error kept.
+        for code in ["57P03", "53300"] {
+            let e = connect(refusing_server(code)).await;
+            assert!(e.is_retryable(), "{code}: {e}");
+            assert!(matches!(e, Error::Source { .. }), "{code}: {e:?}");
+            assert!(e.to_string().contains("refused by the test"), "{e}");
+            assert_eq!(backup_core::error::report(&e), e.to_string());
+        }
+        // A refused login or a missing database will not pass.
+        let e = connect(refusing_server("28P01")).await;
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        assert!(!e.is_retryable());
+        let e = connect(refusing_server("3D000")).await;
+        assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        let e = connect(refusing_server("0A000")).await;
+        assert!(!e.is_retryable(), "{e}");
+    }
 
     #[test]
     fn pgpass_rules() {

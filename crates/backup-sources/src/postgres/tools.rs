@@ -159,7 +159,7 @@ impl Processes {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| Error::source_failed(format!("cannot start {}: {e}", tool.display())))?;
+            .map_err(|e| Error::source_caused(format!("cannot start {}", tool.display()), e))?;
         let stdout = child
             .stdout
             .take()

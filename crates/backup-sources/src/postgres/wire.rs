@@ -24,7 +24,47 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::frontend;
 
-use super::conn::TlsMode;
+use backup_core::{Error, Result};
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl TlsMode {
+    pub(crate) fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "disable" => TlsMode::Disable,
+            "allow" => TlsMode::Allow,
+            "prefer" => TlsMode::Prefer,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            other => {
+                return Err(Error::Config(format!(
+                    "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Allow => "allow",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require => "require",
+            TlsMode::VerifyCa => "verify-ca",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
 
 /// Bytes read from the socket at most per read.
 const READ_BUF: usize = 256 * 1024;

@@ -225,7 +225,7 @@ impl RedisUrl {
             settings = settings.set_password(p);
         }
         let info = redis::IntoConnectionInfo::into_connection_info(addr)
-            .map_err(|e| self.error("configuring the connection", &e))?
+            .map_err(|e| self.error("configuring the connection", e))?
             .set_redis_settings(settings);
         let client = if let Some(ca) = &self.tls_ca {
             let pem = std::fs::read(ca)
@@ -240,7 +240,7 @@ impl RedisUrl {
         } else {
             redis::Client::open(info)
         };
-        client.map_err(|e| self.error("configuring the connection", &e))
+        client.map_err(|e| self.error("configuring the connection", e))
     }
 
     /// Opens a command connection (authenticated; database 0 selected).
@@ -256,19 +256,20 @@ impl RedisUrl {
         let mut con = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| self.error("connecting", &e))?;
+            .map_err(|e| self.error("connecting", e))?;
         // A server that requires a password answers the first command
         // with NOAUTH; find out now rather than in the middle of the work.
         redis::cmd("PING")
             .query_async::<()>(&mut con)
             .await
-            .map_err(|e| self.error("connecting", &e))?;
+            .map_err(|e| self.error("connecting", e))?;
         Ok(con)
     }
 
     /// Turns a driver error into an error that says what failed and what
-    /// to do.
-    pub fn error(&self, doing: &str, e: &redis::RedisError) -> Error {
+    /// to do; the driver's error is kept as its source, with the verdict
+    /// of `retryable`.
+    pub fn error(&self, doing: &str, e: redis::RedisError) -> Error {
         let addr = self.address();
         let text = e.to_string();
         let code = e.code().unwrap_or("");
@@ -284,20 +285,15 @@ impl RedisUrl {
                 "Redis at {addr} refused the user name or password in the URL (WRONGPASS): check them"
             ));
         }
-        if code == "NOPERM" || text.contains("NOPERM") {
-            return Error::source_failed(format!(
-                "Redis at {addr}: {doing}: the user lacks a permission ({text}); grant it in the server's ACL"
-            ));
-        }
-        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
-            return Error::Transient {
-                backend: "redis",
-                message: format!(
-                    "{doing} {addr}: {text}; check that the server runs and is reachable"
-                ),
-            };
-        }
-        Error::source_failed(format!("Redis at {addr}: {doing}: {text}"))
+        let again = retryable(&e);
+        let msg = if code == "NOPERM" || text.contains("NOPERM") {
+            format!("Redis at {addr}: {doing}: the user lacks a permission ({text}); grant it in the server's ACL")
+        } else if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
+            format!("{doing} {addr}: {text}; check that the server runs and is reachable")
+        } else {
+            format!("Redis at {addr}: {doing}: {text}")
+        };
+        Error::source_explained(msg, e, again)
     }
 
     /// The error for a server that wants a password the URL lacks.
@@ -333,17 +329,16 @@ impl RedisUrl {
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| Error::Transient {
-            backend: "redis",
-            message: format!(
+        .map_err(|elapsed| {
+            let msg = format!(
                 "connecting to {addr}: timed out; check that the server runs and is reachable"
-            ),
+            );
+            Error::source_explained(msg, elapsed, true)
         })?
-        .map_err(|e| Error::Transient {
-            backend: "redis",
-            message: format!(
-                "connecting to {addr}: {e}; check that the server runs and is reachable"
-            ),
+        .map_err(|e| {
+            let msg =
+                format!("connecting to {addr}: {e}; check that the server runs and is reachable");
+            Error::source_explained(msg, e, true)
         })?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = if self.tls {
@@ -413,9 +408,7 @@ impl RedisUrl {
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| {
-                Error::source_failed(format!("TLS handshake with {}: {e}", self.address()))
-            })
+            .map_err(|e| Error::source_caused(format!("TLS handshake with {}", self.address()), e))
     }
 }
 
@@ -463,20 +456,17 @@ impl RawConn {
             buf.extend_from_slice(b"\r\n");
         }
         let addr = self.addr.clone();
-        let fail = |e: std::io::Error| Error::Transient {
-            backend: "redis",
-            message: format!("connection to {addr} failed: {e}"),
+        let fail = |e: std::io::Error| {
+            Error::source_explained(format!("connection to {addr} failed: {e}"), e, true)
         };
         let w = self.io.get_mut();
         w.write_all(&buf).await.map_err(fail)?;
         w.flush().await.map_err(fail)
     }
 
-    fn io_error(&self, e: &std::io::Error) -> Error {
-        Error::Transient {
-            backend: "redis",
-            message: format!("connection to {} failed: {e}", self.addr),
-        }
+    /// A broken replication connection: worth another try.
+    fn io_error(&self, e: std::io::Error) -> Error {
+        Error::source_explained(format!("connection to {} failed: {e}", self.addr), e, true)
     }
 
     /// Reads one line (without CR LF), skipping the bare newlines a
@@ -492,7 +482,7 @@ impl RawConn {
                 .take(64 * 1024)
                 .read_until(b'\n', &mut buf)
                 .await
-                .map_err(|e| self.io_error(&e))?;
+                .map_err(|e| self.io_error(e))?;
             if n == 0 {
                 return Err(Error::source_failed(format!(
                     "Redis at {} closed the connection",
@@ -510,9 +500,73 @@ impl RawConn {
     }
 }
 
+/// `INFO server`.
+pub(crate) async fn server_info(url: &RedisUrl, con: &mut MultiplexedConnection) -> Result<String> {
+    redis::cmd("INFO")
+        .arg("server")
+        .query_async(con)
+        .await
+        .map_err(|e| url.error("reading INFO", e))
+}
+
+/// A `field:value` line of `INFO` output.
+pub(crate) fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// Whether running the operation again may get past `e`: the connection
+/// was refused, dropped or timed out, or the server asked to wait (loading
+/// its data set, busy with a script, a master down: the driver's
+/// "wait and retry").
+pub(crate) fn retryable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn driver_errors_are_kept_and_say_whether_a_retry_can_help() {
+        // Nothing listens: the connection is refused, which may pass.
+        let port = backup_testkit::free_port();
+        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let e = url.connect().await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        let cause = std::error::Error::source(&e).expect("the driver error is kept");
+        assert!(
+            cause.downcast_ref::<redis::RedisError>().is_some(),
+            "{cause:?}"
+        );
+
+        let server = backup_testkit::redis::RedisServer::builder()
+            .password("pw")
+            .config("user", "reader on >rpw ~* +@connection +ping -info")
+            .start();
+        let at = |auth: &str| {
+            RedisUrl::parse(&format!("redis://{auth}@127.0.0.1:{}", server.port())).unwrap()
+        };
+        // A refused password will not pass.
+        let e = at(":nope").connect().await.unwrap_err();
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        assert!(!e.is_retryable());
+        // Nor a command the server's ACL denies; the driver's error is kept.
+        let url = at("reader:rpw");
+        let mut con = url.connect().await.unwrap();
+        let e = server_info(&url, &mut con).await.unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("lacks a permission"), "{e}");
+        assert!(std::error::Error::source(&e)
+            .is_some_and(|c| c.downcast_ref::<redis::RedisError>().is_some()));
+    }
 
     #[test]
     fn mode_from_options_and_url_agree() {

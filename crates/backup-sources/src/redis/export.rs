@@ -16,10 +16,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::glob::KeyFilter;
+use super::manifest::SnapshotInfo;
 use super::rdb::{split_dump_payload, RdbWriter, MAX_RDB_VERSION};
 use super::records::{read_records, show_key, Batch, Selection};
 use super::source::{summarize, ChannelReader};
-use super::target::SnapshotInfo;
 use crate::export::{ExportDetails, ExportReport, RdbExport};
 
 /// Writes `snapshot` as an RDB file at `to` (which must not exist).
@@ -125,11 +125,11 @@ async fn from_rdb(
     drop(ftx);
     let written = writer
         .await
-        .map_err(|e| Error::target_failed(format!("export writer failed: {e}")))?
+        .map_err(|e| Error::target_caused("export writer failed", e))?
         .map_err(|e| Error::io("writing the RDB file", e));
     let parsed = parser
         .await
-        .map_err(|e| Error::target_failed(format!("export parser failed: {e}")))?;
+        .map_err(|e| Error::target_caused("export parser failed", e))?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -187,7 +187,7 @@ async fn from_keys(
                             db = Some(r.db);
                         }
                         let (t, value, v) = split_dump_payload(&r.payload).map_err(|e| {
-                            Error::target_failed(format!("key {}: {e}", show_key(&r.key)))
+                            Error::target_caused(format!("key {}", show_key(&r.key)), e)
                         })?;
                         if v > version {
                             return Err(Error::target_failed(format!(
@@ -209,10 +209,10 @@ async fn from_keys(
     });
     let written = writer
         .await
-        .map_err(|e| Error::target_failed(format!("export writer failed: {e}")))?;
+        .map_err(|e| Error::target_caused("export writer failed", e))?;
     let totals = handle
         .await
-        .map_err(|e| Error::target_failed(format!("reading the snapshot failed: {e}")))??;
+        .map_err(|e| Error::target_caused("reading the snapshot failed", e))??;
     let (bytes, keys) = written?;
     let seen: u64 = totals.seen.values().sum();
     if seen != keys {

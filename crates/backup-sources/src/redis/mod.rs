@@ -47,37 +47,13 @@ pub mod conn;
 pub mod export;
 pub mod glob;
 pub mod keyfile;
+mod manifest;
 pub mod rdb;
 mod records;
 mod source;
 mod target;
 
 pub use conn::{Mode, RedisUrl};
+pub use manifest::{KEYS_STREAM, RDB_STREAM};
 pub use source::RedisSource;
 pub use target::RedisTarget;
-
-use backup_core::Result;
-use redis::aio::MultiplexedConnection;
-
-/// Name of the stream of an RDB-mode snapshot.
-pub const RDB_STREAM: &str = "dump.rdb";
-/// Name of the stream of a key-mode snapshot.
-pub const KEYS_STREAM: &str = "keys.dump";
-
-/// `INFO server`.
-pub(crate) async fn server_info(url: &RedisUrl, con: &mut MultiplexedConnection) -> Result<String> {
-    redis::cmd("INFO")
-        .arg("server")
-        .query_async(con)
-        .await
-        .map_err(|e| url.error("reading INFO", &e))
-}
-
-/// A `field:value` line of `INFO` output.
-pub(crate) fn info_field(info: &str, name: &str) -> Option<String> {
-    info.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-    })
-}

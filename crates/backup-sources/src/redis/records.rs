@@ -22,7 +22,6 @@ pub(crate) struct Record {
     /// Source database.
     pub(crate) db: u32,
     pub(crate) key: Vec<u8>,
-    pub(crate) rdb_type: u8,
     pub(crate) expire_ms: Option<i64>,
     pub(crate) idle: Option<u64>,
     pub(crate) freq: Option<u8>,
@@ -212,7 +211,6 @@ fn rdb_records<R: std::io::Read>(
                 b.push(Record {
                     db,
                     key: k.key,
-                    rdb_type: k.rdb_type,
                     expire_ms: k.expire_ms,
                     idle: k.idle,
                     freq: k.freq,
@@ -268,12 +266,12 @@ fn keys_records<R: std::io::Read>(
                     *t.filtered.entry(db).or_default() += 1;
                     continue;
                 }
-                let (rdb_type, _, _) = rdb::split_dump_payload(&payload)
+                // The payload's checksum is checked before it goes anywhere.
+                rdb::split_dump_payload(&payload)
                     .map_err(|e| corrupt(format!("key {}: {e}", show_key(&key))))?;
                 b.push(Record {
                     db,
                     key,
-                    rdb_type,
                     expire_ms,
                     idle: None,
                     freq: None,

@@ -16,11 +16,12 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use tokio::io::AsyncBufReadExt;
 
+use super::conn::{info_field, server_info};
 use super::conn::{Mode, RawConn, RedisUrl};
 use super::glob::KeyFilter;
 use super::keyfile::FrameWriter;
+use super::manifest::{KEYS_STREAM, RDB_STREAM};
 use super::rdb::{self, Event, Parser, RdbError};
-use super::{info_field, server_info, KEYS_STREAM, RDB_STREAM};
 use crate::{RedisOptions, Selection};
 
 /// Keys asked for per `SCAN` call and dumped per pipeline.
@@ -230,7 +231,7 @@ async fn keyspace_dbs(url: &RedisUrl, con: &mut MultiplexedConnection) -> Result
         .arg("keyspace")
         .query_async(con)
         .await
-        .map_err(|e| url.error("reading INFO keyspace", &e))?;
+        .map_err(|e| url.error("reading INFO keyspace", e))?;
     Ok(keyspace(&info).into_keys().collect())
 }
 
@@ -680,7 +681,7 @@ async fn run_keys(
             .arg("DUMP")
             .query_async(&mut con)
             .await
-            .map_err(|e| url.error("FUNCTION DUMP", &e))?;
+            .map_err(|e| url.error("FUNCTION DUMP", e))?;
         if let Some(p) = payload {
             if has_functions(&p) {
                 w.functions(&p);
@@ -704,7 +705,7 @@ async fn run_keys(
             let ((next, keys),): ((u64, Batch),) = pipe
                 .query_async(&mut con)
                 .await
-                .map_err(|e| url.error(&format!("SCAN of database {db}"), &e))?;
+                .map_err(|e| url.error(&format!("SCAN of database {db}"), e))?;
             cursor = next;
             let keys: Batch = keys.into_iter().filter(|k| filter.accepts(k)).collect();
             if !keys.is_empty() {
@@ -761,7 +762,7 @@ async fn dump_batch(
     let replies: Vec<redis::Value> = pipe
         .query_async(&mut con)
         .await
-        .map_err(|e| url.error(&format!("DUMP of keys of database {db}"), &e))?;
+        .map_err(|e| url.error(&format!("DUMP of keys of database {db}"), e))?;
     if replies.len() != keys.len() * 2 {
         return Err(Error::source_failed(format!(
             "Redis at {}: {} replies to {} commands",

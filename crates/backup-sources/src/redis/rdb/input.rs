@@ -317,7 +317,7 @@ impl<R: Read> Input<R> {
                     ));
                 }
                 let data = self.bytes(clen)?;
-                super::decode::lzf_decompress(&data, ulen as usize)
+                super::lzf::lzf_decompress(&data, ulen as usize)
                     .map_err(|m| Self::corrupt_at(at, format!("LZF string: {m}")))
             }
             Len::Encoded(e) => Err(Self::corrupt_at(at, format!("unknown string encoding {e}"))),

@@ -4,8 +4,8 @@
 
 use std::io::Read;
 
+use super::format::{module_type_name, opcode, types, MAX_RDB_VERSION};
 use super::input::{Input, RdbError, RdbErrorKind, RdbResult};
-use super::{module_type_name, opcode, types, MAX_RDB_VERSION};
 
 /// One key read from an RDB.
 #[derive(Debug, Clone, PartialEq, Eq)]

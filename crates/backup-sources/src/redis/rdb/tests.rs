@@ -2,7 +2,8 @@
 
 use backup_testkit::redis::fixtures;
 
-use super::decode::{decode_value, listpack, lzf_decompress, Value};
+use super::decode::{decode_value, listpack, Value};
+use super::lzf::lzf_decompress;
 use super::*;
 
 fn parse_all(data: &[u8], record: bool) -> RdbResult<(u32, Vec<Event>)> {

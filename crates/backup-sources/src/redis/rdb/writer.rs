@@ -3,7 +3,8 @@
 
 use std::io::Write;
 
-use super::{opcode, CRC64};
+use super::format::opcode;
+use super::input::CRC64;
 
 /// Writes an RDB record by record and appends the CRC64 at the end.
 pub struct RdbWriter<W: Write> {
