@@ -1,0 +1,266 @@
+//! The MongoDB restore target.
+//!
+//! A restore reads the snapshot back ([`snapshot`]), checks its plan
+//! against the target before anything is written ([`plan`], [`users`]),
+//! then drops and creates the collections ([`collections`]), loads the
+//! documents ([`documents`]), builds the indexes ([`indexes`]), creates
+//! the views ([`views`]) and the users and roles, and replays the captured
+//! oplog ([`replay`]); [`report`] says what it did or would do.
+
+mod collections;
+mod documents;
+mod indexes;
+mod plan;
+mod replay;
+mod report;
+mod snapshot;
+mod split;
+mod state;
+mod users;
+mod views;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use backup_core::progress::Progress;
+use backup_core::reader::SnapshotReader;
+use backup_core::target::{RestoreOptions, RestoreReport, Target};
+use backup_core::{Error, Result};
+use mongodb::bson::{doc, Document};
+
+use super::conn::{Conn, Side};
+use super::{NsFilter, Renames};
+use documents::Limits;
+use plan::{check_conflicts, check_distinct_targets, existing, selected_dbs};
+use replay::is_code;
+use report::{stats, Done, MongoRestoreReport};
+use snapshot::snapshot_metadata;
+use state::Restore;
+use users::UsersAndRoles;
+
+pub(crate) use snapshot::{load, Planned};
+
+/// Restores a MongoDB snapshot into the deployment a URL names.
+#[derive(Debug)]
+pub struct MongoTarget {
+    url: String,
+    redacted: String,
+    jobs: usize,
+    /// Namespaces the last restore created (for [`Target::discard`]).
+    created: Mutex<Vec<(String, String)>>,
+}
+
+impl MongoTarget {
+    /// A target for `url` (`mongodb://user:pass@host:port/?options`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL that is not a MongoDB URL.
+    pub fn new(url: &str) -> Result<Self> {
+        if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
+            return Err(Error::Config(format!(
+                "`{}` is not a MongoDB URL (mongodb:// or mongodb+srv://)",
+                backup_core::redact::redact_url(url)
+            )));
+        }
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        Ok(MongoTarget {
+            url: url.to_owned(),
+            redacted: backup_core::redact::redact_url(url),
+            jobs,
+            created: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Uses `jobs` collections at once (each with several insert workers).
+    #[must_use]
+    pub fn with_jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        Conn::new(&self.url, Side::Target).await
+    }
+
+    /// The namespace mapping of a restore: patterns, `--rename` rules and
+    /// the URL's database.
+    fn mapper(
+        opts: &RestoreOptions,
+        url_db: Option<&str>,
+        snapshot_dbs: &[String],
+    ) -> Result<impl Fn(&str, &str) -> Option<(String, String)> + Sync + use<>> {
+        let filter = NsFilter::new(&opts.includes, &opts.excludes)?;
+        let mut renames = Renames::parse(&opts.renames)?;
+        if let Some(target_db) = url_db {
+            let mut dbs: Vec<&String> = snapshot_dbs.iter().collect();
+            dbs.dedup();
+            match dbs.as_slice() {
+                [] => {}
+                [only] => {
+                    if !renames.has_database_rule(only) {
+                        renames = Renames::parse(
+                            &opts
+                                .renames
+                                .iter()
+                                .cloned()
+                                .chain([format!("{only}:{target_db}")])
+                                .collect::<Vec<_>>(),
+                        )?;
+                    }
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "the target URL names database `{target_db}` but the snapshot holds {} databases; restore to a URL without a database, or select one with --include and map it with --rename DB:{target_db}",
+                        dbs.len()
+                    )))
+                }
+            }
+        }
+        Ok(move |db: &str, coll: &str| {
+            if super::INTERNAL_DATABASES.contains(&db) || coll.starts_with("system.") {
+                return None;
+            }
+            if !coll.is_empty() && !filter.matches(db, coll) {
+                return None;
+            }
+            Some(renames.map(db, coll))
+        })
+    }
+}
+
+#[async_trait]
+impl Target for MongoTarget {
+    fn describe(&self) -> String {
+        self.redacted.clone()
+    }
+
+    fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
+        if opts.at.is_some() {
+            return Err(Error::Config(
+                "--at is not supported for MongoDB: a snapshot restores to its own end time (the captured oplog's end)".to_owned(),
+            ));
+        }
+        Renames::parse(&opts.renames)?;
+        NsFilter::new(&opts.includes, &opts.excludes)?;
+        Ok(())
+    }
+
+    async fn replaces_data(&self, opts: &RestoreOptions) -> Result<bool> {
+        // Whether any namespace of the target holds data is only known
+        // against a snapshot; a --drop restore of a reachable server is
+        // assumed to replace data (the safety backup of an empty target is
+        // cheap).
+        if !opts.drop || opts.dry_run {
+            return Ok(false);
+        }
+        let conn = self.conn().await?;
+        conn.hello().await?;
+        Ok(true)
+    }
+
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
+        let conn = self.conn().await?;
+        let meta = snapshot_metadata(snapshot)?;
+        let map = Self::mapper(
+            &RestoreOptions::default(),
+            conn.database.as_deref(),
+            &selected_dbs(&meta, &RestoreOptions::default())?,
+        )?;
+        let loaded = load(snapshot, &map).await?;
+        let replayed = meta.oplog.as_ref().is_some_and(|o| o.entries > 0);
+        let mut diffs = Vec::new();
+        for p in loaded.collections.iter().filter(|p| !p.meta.is_view()) {
+            let n = conn
+                .client
+                .database(&p.db)
+                .collection::<Document>(&p.coll)
+                .count_documents(doc! {})
+                .await
+                .map_err(|e| conn.error(&format!("counting {}", p.target_ns()), e))?;
+            if n != p.meta.documents && !replayed {
+                diffs.push(format!(
+                    "{}: {n} documents restored, {} in the snapshot",
+                    p.target_ns(),
+                    p.meta.documents
+                ));
+            }
+        }
+        Ok(diffs)
+    }
+
+    async fn discard(&self) -> Result<()> {
+        let conn = self.conn().await?;
+        let created =
+            std::mem::take(&mut *self.created.lock().unwrap_or_else(PoisonError::into_inner));
+        for (db, coll) in created {
+            match conn
+                .client
+                .database(&db)
+                .collection::<Document>(&coll)
+                .drop()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_code(&e, &[26]) => {}
+                Err(e) => return Err(conn.error(&format!("dropping {db}.{coll}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        snapshot: &SnapshotReader,
+        opts: &RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        // The plan, checked before anything is written.
+        self.check_options(opts)?;
+        let meta = snapshot_metadata(snapshot)?;
+        let conn = self.conn().await?;
+        let selected = selected_dbs(&meta, opts)?;
+        let map = Self::mapper(opts, conn.database.as_deref(), &selected)?;
+        let loaded = load(snapshot, &map).await?;
+        let hello = conn.hello().await?;
+        let users = UsersAndRoles::plan(&conn, &meta, &loaded, opts, &map).await?;
+        check_distinct_targets(&loaded.collections)?;
+        let existing = existing(&conn, &loaded.collections).await?;
+        check_conflicts(&loaded.collections, &existing, opts)?;
+        let report = MongoRestoreReport::new(&loaded, &existing, &users, opts.dry_run);
+        let stats = stats(&loaded.collections);
+        if opts.dry_run {
+            return report.to_restore_report(true, self.describe(), stats);
+        }
+        progress.set_total(stats.bytes);
+
+        let run = Restore {
+            snapshot,
+            conn: &conn,
+            opts,
+            progress: &progress,
+            loaded: &loaded,
+            map: &map,
+            existing: &existing,
+            jobs: self.jobs,
+            created: &self.created,
+        };
+        run.drop_existing().await?;
+        run.create_collections().await?;
+        let counts = run.load_documents(Limits::from(&hello)).await?;
+        let count_mismatches = counts.mismatches(&loaded.collections);
+        let indexes = run.build_indexes().await;
+        let views = run.create_views().await?;
+        let users = users.restore(&conn, &*progress).await?;
+        let replayed = run.replay_oplog().await?;
+        let done = Done {
+            inserted: counts.inserted(),
+            count_mismatches,
+            indexes,
+            views,
+            users,
+            replayed,
+        };
+        report.finish(done, self.describe(), stats)
+    }
+}

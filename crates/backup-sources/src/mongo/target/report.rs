@@ -1,0 +1,242 @@
+//! The report of a MongoDB restore: the plan (all a dry run shows) and,
+//! once the restore ran, what it did.
+
+use backup_core::restorer::RestoreStats;
+use backup_core::target::{RestoreReport, RestoredUnit};
+use backup_core::{Error, Result};
+
+use super::super::security;
+use super::indexes::Indexes;
+use super::plan::ExistingMap;
+use super::snapshot::{Loaded, Planned};
+use super::users::UsersAndRoles;
+
+/// What a MongoDB restore did or would do (the `details` of its report).
+#[derive(Debug, serde::Serialize)]
+pub(super) struct MongoRestoreReport {
+    server_version: String,
+    collections: Vec<CollectionPlan>,
+    documents: u64,
+    data_bytes: u64,
+    oplog_entries: u64,
+    consistent: bool,
+    summary: Vec<String>,
+    /// What happened, once the restore ran (not for a dry run).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    outcome: Option<MongoOutcome>,
+}
+
+/// One collection or view of the plan.
+#[derive(Debug, serde::Serialize)]
+struct CollectionPlan {
+    from: String,
+    to: String,
+    kind: String,
+    documents: u64,
+    bytes: u64,
+    indexes: usize,
+    /// What it replaces on the target (`--drop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
+}
+
+/// The results of a restore that ran.
+#[derive(Debug, serde::Serialize)]
+struct MongoOutcome {
+    roles_created: Vec<String>,
+    users_created: Vec<String>,
+    users_and_roles_kept: Vec<String>,
+    users_and_roles_failed: Vec<String>,
+    indexes_built: usize,
+    oplog_operations: u64,
+    index_failures: Vec<String>,
+    count_mismatches: Vec<String>,
+}
+
+/// What the phases of a restore that ran did.
+pub(super) struct Done {
+    /// Documents inserted.
+    pub(super) inserted: u64,
+    /// Collections whose counts differ from the manifest.
+    pub(super) count_mismatches: Vec<String>,
+    pub(super) indexes: Indexes,
+    /// Views created.
+    pub(super) views: usize,
+    /// Users and roles (`None`: there were none to restore).
+    pub(super) users: Option<security::Outcome>,
+    /// Oplog operations replayed.
+    pub(super) replayed: u64,
+}
+
+/// The stats of a restore of `plan`: one file per documents stream.
+pub(super) fn stats(plan: &[Planned]) -> RestoreStats {
+    RestoreStats {
+        files: plan.iter().filter(|p| p.documents.is_some()).count() as u64,
+        dirs: 0,
+        symlinks: 0,
+        bytes: data_bytes(plan),
+    }
+}
+
+/// Bytes of the documents streams of `plan`.
+fn data_bytes(plan: &[Planned]) -> u64 {
+    plan.iter()
+        .filter_map(|p| p.documents.as_ref())
+        .map(|n| n.size)
+        .sum()
+}
+
+impl MongoRestoreReport {
+    /// The plan of restoring `loaded` into a target that holds `existing`
+    /// (`dry_run`: says what it would do).
+    pub(super) fn new(
+        loaded: &Loaded,
+        existing: &ExistingMap,
+        users: &UsersAndRoles,
+        dry_run: bool,
+    ) -> Self {
+        let plan = &loaded.collections;
+        let oplog_entries = loaded.meta.oplog.as_ref().map_or(0, |o| o.entries);
+        let collections: Vec<CollectionPlan> = plan
+            .iter()
+            .map(|p| CollectionPlan {
+                from: p.meta.ns(),
+                to: p.target_ns(),
+                kind: p.meta.kind.clone(),
+                documents: p.meta.documents,
+                bytes: p.meta.bytes,
+                indexes: p.meta.indexes,
+                replaces: existing
+                    .get(&(p.db.clone(), p.coll.clone()))
+                    .map(|e| format!("{} with {} documents", e.kind, e.documents)),
+            })
+            .collect();
+        let verb = if dry_run { "would " } else { "" };
+        let mut summary = collection_lines(plan, existing, verb);
+        summary.extend(users.summary(verb));
+        if loaded.meta.consistent {
+            summary.push(format!(
+                "{verb}replay {oplog_entries} oplog entries (to the backup's end time)"
+            ));
+        } else {
+            summary.push(format!(
+                "the snapshot was taken from a {} server without oplog capture: it is not a point in time",
+                loaded.meta.topology
+            ));
+        }
+        MongoRestoreReport {
+            server_version: loaded.meta.server_version.clone(),
+            collections,
+            documents: plan.iter().map(|p| p.meta.documents).sum(),
+            data_bytes: data_bytes(plan),
+            oplog_entries,
+            consistent: loaded.meta.consistent,
+            summary,
+            outcome: None,
+        }
+    }
+
+    /// The report for the restore target `target`.
+    pub(super) fn to_restore_report(
+        &self,
+        dry_run: bool,
+        target: String,
+        stats: RestoreStats,
+    ) -> Result<RestoreReport> {
+        Ok(RestoreReport {
+            dry_run,
+            target,
+            stats,
+            unit: RestoredUnit::Files,
+            lines: self.summary.clone(),
+            details: RestoreReport::details_of(self)?,
+        })
+    }
+
+    /// Adds what the restore did to the plan; fails, listing them, when
+    /// something could not be restored.
+    pub(super) fn finish(
+        mut self,
+        done: Done,
+        target: String,
+        stats: RestoreStats,
+    ) -> Result<RestoreReport> {
+        let Done {
+            inserted,
+            count_mismatches: problems,
+            indexes:
+                Indexes {
+                    built,
+                    failures: index_failures,
+                },
+            views,
+            users,
+            replayed,
+        } = done;
+        self.summary.push(format!(
+            "{inserted} documents inserted, {built} indexes built, {views} views, {replayed} oplog operations replayed"
+        ));
+        if let Some(sec) = &users {
+            self.summary.push(format!(
+                "{} roles and {} users created, {} already on the target left as they are",
+                sec.roles_created.len(),
+                sec.users_created.len(),
+                sec.kept.len()
+            ));
+        }
+        let sec = users.unwrap_or_default();
+        let failed = !index_failures.is_empty() || !problems.is_empty() || !sec.failures.is_empty();
+        if failed {
+            let mut msg =
+                String::from("the restore finished with problems (everything else was restored):");
+            for f in index_failures.iter().chain(&problems).chain(&sec.failures) {
+                msg.push_str("\n  ");
+                msg.push_str(f);
+            }
+            return Err(Error::target_failed(msg));
+        }
+        self.outcome = Some(MongoOutcome {
+            roles_created: sec.roles_created,
+            users_created: sec.users_created,
+            users_and_roles_kept: sec.kept,
+            users_and_roles_failed: sec.failures,
+            indexes_built: built,
+            oplog_operations: replayed,
+            index_failures,
+            count_mismatches: problems,
+        });
+        self.to_restore_report(false, target, stats)
+    }
+}
+
+/// The lines of the summary for the collections and views of `plan`.
+fn collection_lines(plan: &[Planned], existing: &ExistingMap, verb: &str) -> Vec<String> {
+    let mut summary = Vec::new();
+    for p in plan {
+        let rename = if p.meta.ns() == p.target_ns() {
+            String::new()
+        } else {
+            format!(" as {}", p.target_ns())
+        };
+        let replace = if existing.contains_key(&(p.db.clone(), p.coll.clone())) {
+            " (replacing the existing one)"
+        } else {
+            ""
+        };
+        if p.meta.is_view() {
+            summary.push(format!(
+                "{verb}create view {}{rename}{replace}",
+                p.meta.ns()
+            ));
+        } else {
+            summary.push(format!(
+                "{verb}restore {} {}{rename}: {} documents, {} indexes{replace}",
+                p.meta.kind,
+                p.meta.ns(),
+                p.meta.documents,
+                p.meta.indexes
+            ));
+        }
+    }
+    summary
+}
