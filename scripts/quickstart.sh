@@ -23,6 +23,6 @@ export BACKUP_PASSWORD_FILE="$PWFILE"
 "$BIN" verify --read-data
 OUT="$(mktemp -d)"
 "$BIN" restore latest --to "$OUT/restored"
-diff -r "$SRC" "$OUT/restored" && echo "restored copy is identical to $SRC"
+diff -r --no-dereference "$SRC" "$OUT/restored" && echo "restored copy is identical to $SRC"
 rm -rf "$OUT"
 echo "repository: $REPO (password in $PWFILE)"

@@ -79,6 +79,30 @@ impl RestoreReport {
         serde_json::to_value(value)
             .map_err(|e| crate::Error::Config(format!("cannot encode a restore report: {e}")))
     }
+
+    /// A database target's report: its typed `details` serialised, and
+    /// its `lines` for people.
+    ///
+    /// # Errors
+    ///
+    /// As [`RestoreReport::details_of`].
+    pub fn with_details(
+        dry_run: bool,
+        target: String,
+        stats: RestoreStats,
+        unit: RestoredUnit,
+        lines: Vec<String>,
+        details: &impl Serialize,
+    ) -> Result<Self> {
+        Ok(RestoreReport {
+            dry_run,
+            target,
+            stats,
+            unit,
+            lines,
+            details: Self::details_of(details)?,
+        })
+    }
 }
 
 /// A place a snapshot can be restored to.

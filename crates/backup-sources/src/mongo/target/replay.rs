@@ -18,6 +18,26 @@ pub(super) fn is_code(e: &mongodb::error::Error, codes: &[i32]) -> bool {
     }
 }
 
+/// `replaceOne` of the document `filter` selects, inserting it when
+/// `upsert` (an oplog insert) and none matches.
+async fn replace(
+    conn: &Conn,
+    db: &str,
+    coll: &str,
+    filter: Document,
+    doc: Document,
+    upsert: bool,
+) -> std::result::Result<(), mongodb::error::Error> {
+    conn.client
+        .database(db)
+        .collection::<Document>(coll)
+        .replace_one(filter, doc)
+        .upsert(upsert)
+        .bypass_document_validation(true)
+        .await
+        .map(drop)
+}
+
 async fn apply(conn: &Conn, op: Op) -> Result<()> {
     let fail = |what: &str, e: mongodb::error::Error| {
         conn.error(&format!("replaying the oplog: {what}"), e)
@@ -28,16 +48,9 @@ async fn apply(conn: &Conn, op: Op) -> Result<()> {
             coll,
             filter,
             doc,
-        } => {
-            conn.client
-                .database(&db)
-                .collection::<Document>(&coll)
-                .replace_one(filter, doc)
-                .upsert(true)
-                .bypass_document_validation(true)
-                .await
-                .map_err(|e| fail(&format!("insert into {db}.{coll}"), e))?;
-        }
+        } => replace(conn, &db, &coll, filter, doc, true)
+            .await
+            .map_err(|e| fail(&format!("insert into {db}.{coll}"), e))?,
         Op::Update {
             db,
             coll,
@@ -57,15 +70,9 @@ async fn apply(conn: &Conn, op: Op) -> Result<()> {
             coll,
             filter,
             doc,
-        } => {
-            conn.client
-                .database(&db)
-                .collection::<Document>(&coll)
-                .replace_one(filter, doc)
-                .bypass_document_validation(true)
-                .await
-                .map_err(|e| fail(&format!("replacement in {db}.{coll}"), e))?;
-        }
+        } => replace(conn, &db, &coll, filter, doc, false)
+            .await
+            .map_err(|e| fail(&format!("replacement in {db}.{coll}"), e))?,
         Op::Delete { db, coll, filter } => {
             conn.client
                 .database(&db)

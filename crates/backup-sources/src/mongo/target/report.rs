@@ -143,14 +143,8 @@ impl MongoRestoreReport {
         target: String,
         stats: RestoreStats,
     ) -> Result<RestoreReport> {
-        Ok(RestoreReport {
-            dry_run,
-            target,
-            stats,
-            unit: RestoredUnit::Files,
-            lines: self.summary.clone(),
-            details: RestoreReport::details_of(self)?,
-        })
+        let lines = self.summary.clone();
+        RestoreReport::with_details(dry_run, target, stats, RestoredUnit::Files, lines, self)
     }
 
     /// Adds what the restore did to the plan; fails, listing them, when

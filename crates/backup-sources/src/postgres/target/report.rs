@@ -79,14 +79,8 @@ impl PostgresRestoreReport {
         stats: RestoreStats,
     ) -> Result<RestoreReport> {
         self.summary = self.lines(dry_run);
-        Ok(RestoreReport {
-            dry_run,
-            target,
-            stats,
-            unit: RestoredUnit::Files,
-            lines: self.summary.clone(),
-            details: RestoreReport::details_of(&self)?,
-        })
+        let lines = self.summary.clone();
+        RestoreReport::with_details(dry_run, target, stats, RestoredUnit::Files, lines, &self)
     }
 
     fn lines(&self, dry_run: bool) -> Vec<String> {

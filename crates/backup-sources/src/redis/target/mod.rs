@@ -113,18 +113,20 @@ impl RedisTarget {
         plan: &Plan,
         details: &D,
     ) -> Result<RestoreReport> {
-        Ok(RestoreReport {
-            dry_run: D::DRY_RUN,
-            target: self.describe(),
-            stats: RestoreStats {
-                files: 1,
-                bytes: plan.info.stream.size,
-                ..RestoreStats::default()
-            },
-            unit: RestoredUnit::DatabaseStreams,
-            lines: details.lines(),
-            details: RestoreReport::details_of(details)?,
-        })
+        let stats = RestoreStats {
+            files: 1,
+            bytes: plan.info.stream.size,
+            ..RestoreStats::default()
+        };
+        let unit = RestoredUnit::DatabaseStreams;
+        RestoreReport::with_details(
+            D::DRY_RUN,
+            self.describe(),
+            stats,
+            unit,
+            details.lines(),
+            details,
+        )
     }
 }
 
