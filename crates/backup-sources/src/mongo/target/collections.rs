@@ -40,12 +40,14 @@ impl Restore<'_> {
                 .run_command(cmd)
                 .await
                 .map_err(|e| {
-                    Error::target_failed(format!(
-                        "creating collection {} with its options {} failed: {}; the target server may not support one of these options (collections created so far are left in place)",
+                    let cause = self.conn.error("creating a collection", e);
+                    let again = cause.is_retryable();
+                    let msg = format!(
+                        "creating collection {} with its options {} failed: {cause}; the target server may not support one of these options (collections created so far are left in place)",
                         p.target_ns(),
                         p.options(),
-                        self.conn.error("creating a collection", e)
-                    ))
+                    );
+                    Error::target_explained(msg, cause, again)
                 })?;
             self.record_created(p);
         }

@@ -132,10 +132,11 @@ pub(super) async fn dbsizes(
         pipe.cmd("SELECT").arg(db).ignore().cmd("DBSIZE");
         let (n,): (u64,) = pipe.query_async(con).await.map_err(|e| {
             if e.to_string().contains("out of range") {
-                Error::target_failed(format!(
+                let msg = format!(
                     "Redis at {} has no database {db} (its `databases` setting is lower); choose another with --rename",
                     url.address()
-                ))
+                );
+                Error::target_explained(msg, e, false)
             } else {
                 target_err(url, &format!("DBSIZE of database {db}"), e)
             }
