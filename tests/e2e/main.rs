@@ -25,6 +25,7 @@ mod listing;
 mod maintenance;
 mod mongo;
 mod postgres;
+mod postgres_physical;
 mod redis;
 mod roundtrip;
 mod util;

@@ -192,11 +192,28 @@ pub(crate) struct CreateArgs {
     /// whole deployment); a restore recreates the missing ones.
     #[arg(long)]
     pub(crate) mongo_users: bool,
-    /// Redis: `rdb` (default; the RDB over replication, one point in time)
-    /// or `keys` (SCAN, DUMP per key; for servers that refuse replication).
-    /// The same as `?mode=` in the URL.
-    #[arg(long, value_name = "MODE", value_parser = ["rdb", "keys"])]
+    /// How to read the source; the same as `?mode=` in the URL. Redis:
+    /// `rdb` (default; the RDB over replication, one point in time) or
+    /// `keys` (SCAN, DUMP per key; for servers that refuse replication).
+    /// PostgreSQL: `logical` (default; one database as SQL and COPY data)
+    /// or `physical` (a base backup of the whole cluster that restores
+    /// into a data directory).
+    #[arg(long, value_name = "MODE", value_parser = ["rdb", "keys", "logical", "physical"])]
     pub(crate) mode: Option<String>,
+    /// PostgreSQL physical: read this data directory directly (a local
+    /// base backup) instead of streaming it over the replication protocol.
+    /// Without it the data directory is read directly when the server's
+    /// `data_directory` is readable here.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pgdata: Option<PathBuf>,
+    /// PostgreSQL physical: `fast` (default) or `spread` starting
+    /// checkpoint.
+    #[arg(long, value_name = "WHEN", value_parser = ["fast", "spread"])]
+    pub(crate) checkpoint: Option<String>,
+    /// PostgreSQL physical over the replication protocol: the most the
+    /// server sends per second (e.g. 100MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +294,15 @@ pub(crate) struct RestoreArgs {
     /// collection). Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) jobs: Option<u16>,
+    /// Physical PostgreSQL: after restoring, start a temporary server on
+    /// this port (127.0.0.1), wait until recovery ends and it accepts
+    /// connections, report the time, and stop it.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) start: Option<u16>,
+    /// Physical PostgreSQL: restore tablespace OID into DIR instead of
+    /// its original place; repeatable.
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub(crate) tablespace_map: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -447,19 +473,7 @@ pub(crate) struct UnlockArgs {
 
 /// Parses sizes such as `1MiB`, `16M`, `512k`, `1048576`.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("`{s}`: unknown unit (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+    backup_core::util::parse_size(s)
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {

@@ -253,7 +253,12 @@ async fn walk(
 ) -> Result<(Id, Vec<StreamSummary>)> {
     let permits = Arc::new(Semaphore::new(source.concurrency().max(1)));
     let root_parent = match &opts.parent {
-        Some(p) => Some(repo.load_tree(&p.snapshot.tree).await?),
+        Some(p) => {
+            source
+                .set_parent(&crate::reader::SnapshotReader::new(repo.clone(), p.clone()))
+                .await?;
+            Some(repo.load_tree(&p.snapshot.tree).await?)
+        }
         None => None,
     };
     let mut stack = vec![Frame {
@@ -332,8 +337,16 @@ async fn walk(
             } => {
                 #[allow(clippy::unwrap_used)]
                 let top = stack.last_mut().unwrap();
-                let pending =
-                    leaf(repo, ctx, &permits, top, node, content, on_error, &path).await?;
+                // Decided here, where the source is at hand (it is not
+                // held across the read's start).
+                let reuse = (node.kind == NodeKind::File)
+                    .then(|| top.parent_tree.as_ref().and_then(|t| t.find(&node.name)))
+                    .flatten()
+                    .filter(|old| {
+                        source.unchanged(&node, old) && content_present(repo.index(), old)
+                    })
+                    .cloned();
+                let pending = leaf(ctx, &permits, reuse, node, content, on_error, &path).await?;
                 top.children.push(pending);
             }
         }
@@ -356,12 +369,12 @@ fn path_string(path: &[FsName]) -> String {
         .join("/")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts the read of one leaf, or takes `reuse` (its unchanged entry in
+/// the parent) instead.
 async fn leaf(
-    repo: &IndexedRepository,
     ctx: &Arc<Ctx>,
     permits: &Arc<Semaphore>,
-    top: &Frame,
+    reuse: Option<Node>,
     node: Node,
     content: Option<Content>,
     on_error: OnReadError,
@@ -381,20 +394,16 @@ async fn leaf(
         }
         NodeKind::File | NodeKind::Stream => {}
     }
-    if node.kind == NodeKind::File {
-        if let Some(old) = top.parent_tree.as_ref().and_then(|t| t.find(&node.name)) {
-            if unchanged(&node, old) && content_present(repo.index(), old) {
-                let mut reused = node;
-                reused.content.clone_from(&old.content);
-                reused.content_lists.clone_from(&old.content_lists);
-                c.files.fetch_add(1, Ordering::Relaxed);
-                c.unchanged.fetch_add(1, Ordering::Relaxed);
-                c.logical.fetch_add(reused.size, Ordering::Relaxed);
-                ctx.progress.add_bytes(reused.size);
-                ctx.progress.add_item();
-                return Ok(Pending::Ready(reused));
-            }
-        }
+    if let Some(old) = reuse {
+        let mut reused = node;
+        reused.content = old.content;
+        reused.content_lists = old.content_lists;
+        c.files.fetch_add(1, Ordering::Relaxed);
+        c.unchanged.fetch_add(1, Ordering::Relaxed);
+        c.logical.fetch_add(reused.size, Ordering::Relaxed);
+        ctx.progress.add_bytes(reused.size);
+        ctx.progress.add_item();
+        return Ok(Pending::Ready(reused));
     }
     let Some(content) = content else {
         return Err(Error::source_failed(format!(
@@ -434,16 +443,6 @@ async fn leaf(
         }
     });
     Ok(Pending::Task(label, task))
-}
-
-/// Whether a file's metadata shows it unchanged since the parent snapshot.
-fn unchanged(new: &Node, old: &Node) -> bool {
-    old.kind == NodeKind::File
-        && new.mtime_ns.is_some()
-        && new.size == old.size
-        && new.mtime_ns == old.mtime_ns
-        && new.ctime_ns == old.ctime_ns
-        && new.inode == old.inode
 }
 
 fn content_present(index: &Index, node: &Node) -> bool {

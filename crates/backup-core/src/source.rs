@@ -7,8 +7,9 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncRead;
 
 use crate::error::Result;
+use crate::reader::SnapshotReader;
 use crate::snapshot::SourceDescriptor;
-use crate::tree::Node;
+use crate::tree::{Node, NodeKind};
 
 /// A blocking reader of an entry's content.
 pub type BlockingReader = Box<dyn Read + Send>;
@@ -117,9 +118,42 @@ pub trait Source: Send {
         SizeHint::Unknown
     }
 
+    /// Called once before the walk with the snapshot whose unchanged files
+    /// the backup takes without reading them (the parent), so that the
+    /// source can take what it needs of it: the checksums of files it will
+    /// not read, the time the parent was taken. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// Errors reading the parent fail the backup.
+    async fn set_parent(&mut self, parent: &SnapshotReader) -> Result<()> {
+        let _ = parent;
+        Ok(())
+    }
+
+    /// Whether a file whose node is `new` now may take the content of its
+    /// entry `old` in the parent without being read. The default is
+    /// [`unchanged`]: same size, modification time, change time and
+    /// inode.
+    fn unchanged(&self, new: &Node, old: &Node) -> bool {
+        unchanged(new, old)
+    }
+
     /// The next item of the walk, `None` at the end.
     async fn next(&mut self) -> Result<Option<Item>>;
 
     /// Completes the source and returns its metadata.
     async fn finish(&mut self) -> Result<serde_json::Value>;
+}
+
+/// Whether a file's metadata shows it unchanged since the parent snapshot:
+/// both are files with a modification time, and size, modification time,
+/// change time and inode are equal.
+pub fn unchanged(new: &Node, old: &Node) -> bool {
+    old.kind == NodeKind::File
+        && new.mtime_ns.is_some()
+        && new.size == old.size
+        && new.mtime_ns == old.mtime_ns
+        && new.ctime_ns == old.ctime_ns
+        && new.inode == old.inode
 }

@@ -30,6 +30,29 @@ pub struct RestoreOptions {
     /// Parallel loaders for database targets (`None`: the target's
     /// default, one per core).
     pub jobs: Option<usize>,
+    /// Physical PostgreSQL: after the restore, start a temporary server on
+    /// this port, wait until it accepts connections, report, stop it.
+    pub start_port: Option<u16>,
+    /// Physical PostgreSQL: tablespace places, `OID=DIRECTORY`.
+    pub tablespace_map: Vec<String>,
+}
+
+impl RestoreOptions {
+    /// Refuses the options of physical PostgreSQL restores, for a target
+    /// that is not one (`what` names it).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] when `--start` or `--tablespace-map` is
+    /// given.
+    pub fn refuse_physical(&self, what: &str) -> Result<()> {
+        if self.start_port.is_some() || !self.tablespace_map.is_empty() {
+            return Err(crate::Error::Config(format!(
+                "--start and --tablespace-map apply to physical PostgreSQL backups restored into a data directory, not to {what}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What the first line of a human report counts.

@@ -38,6 +38,30 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Parses a size such as `1MiB`, `16M`, `512k`, `64KB` or `1048576`
+/// (binary units whatever the spelling: `k`, `kb` and `kib` all mean
+/// 1024).
+///
+/// # Errors
+///
+/// A message naming the text, for a number or unit that does not parse
+/// or a size that overflows.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{s}`: unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 /// Fills `buf` with random bytes from the operating system.
 ///
 /// # Panics

@@ -132,17 +132,87 @@ impl std::str::FromStr for RedisMode {
     }
 }
 
+/// How a PostgreSQL source is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PostgresMode {
+    /// One database, as SQL schema and `COPY` data inside one snapshot.
+    #[default]
+    Logical,
+    /// The whole cluster as a base backup: the data directory's files and
+    /// the WAL that makes them consistent.
+    Physical,
+}
+
+impl PostgresMode {
+    /// `logical` or `physical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostgresMode::Logical => "logical",
+            PostgresMode::Physical => "physical",
+        }
+    }
+}
+
+impl std::str::FromStr for PostgresMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "logical" => Ok(PostgresMode::Logical),
+            "physical" => Ok(PostgresMode::Physical),
+            other => Err(Error::Config(format!(
+                "mode `{other}`: PostgreSQL sources are read with mode logical (the default) or physical"
+            ))),
+        }
+    }
+}
+
+/// When a physical base backup's starting checkpoint happens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// At once, as fast as the disks allow (the backup starts sooner).
+    #[default]
+    Fast,
+    /// Spread over `checkpoint_completion_target`, like a scheduled one
+    /// (gentler on a busy server; the backup may wait minutes to start).
+    Spread,
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fast" => Ok(Checkpoint::Fast),
+            "spread" => Ok(Checkpoint::Spread),
+            other => Err(Error::Config(format!(
+                "checkpoint `{other}`: use fast (the default) or spread"
+            ))),
+        }
+    }
+}
+
 /// Per-kind settings as front-ends collect them, before the kind of the
-/// source is known: `--pg-globals`, `--mongo-users`, `--mode` on the
-/// command line, `pg_globals`, `mongo_users`, `mode` in a job.
+/// source is known: `--pg-globals`, `--mongo-users`, `--mode`, `--pgdata`,
+/// `--checkpoint`, `--max-rate` on the command line, `pg_globals`,
+/// `mongo_users`, `mode`, `pgdata`, `checkpoint`, `max_rate` in a job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KindSettings {
     /// PostgreSQL: also back up roles and tablespaces.
     pub pg_globals: bool,
     /// MongoDB: also back up users and roles.
     pub mongo_users: bool,
-    /// How to read the source: `rdb` or `keys` for Redis.
+    /// How to read the source: `rdb` or `keys` for Redis, `logical` or
+    /// `physical` for PostgreSQL.
     pub mode: Option<String>,
+    /// PostgreSQL physical: read the data directory here instead of over
+    /// the replication protocol.
+    pub pgdata: Option<std::path::PathBuf>,
+    /// PostgreSQL physical: `fast` or `spread` starting checkpoint.
+    pub checkpoint: Option<String>,
+    /// PostgreSQL physical, over the replication protocol: the most bytes
+    /// per second the server sends.
+    pub max_rate: Option<u64>,
 }
 
 /// The typed options of one kind of source.
@@ -167,6 +237,16 @@ pub struct PostgresOptions {
     pub globals: bool,
     /// Worker connections (default: the number of cores, at least 2).
     pub jobs: Option<usize>,
+    /// How to read; `None` takes `?mode=` from the URL, or logical.
+    pub mode: Option<PostgresMode>,
+    /// Physical: the data directory, read directly (a local base backup);
+    /// `None` reads it over the replication protocol unless the server's
+    /// `data_directory` is readable here.
+    pub pgdata: Option<std::path::PathBuf>,
+    /// Physical: the starting checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Physical, remote: the most bytes per second the server sends.
+    pub max_rate: Option<u64>,
 }
 
 /// Options of a MongoDB backup.
@@ -206,17 +286,51 @@ impl KindOptions {
         if settings.mongo_users && kind != Kind::Mongodb {
             return refuse("--mongo-users (mongo_users)", "MongoDB");
         }
-        if settings.mode.is_some() && kind != Kind::Redis {
+        if settings.mode.is_some() && !matches!(kind, Kind::Redis | Kind::Postgres) {
             return Err(Error::Config(
-                "--mode applies to Redis sources (redis:// or rediss:// URLs)".to_owned(),
+                "--mode applies to PostgreSQL (logical or physical) and Redis (rdb or keys) sources"
+                    .to_owned(),
             ));
+        }
+        let physical_only = settings.pgdata.is_some()
+            || settings.checkpoint.is_some()
+            || settings.max_rate.is_some();
+        if physical_only && kind != Kind::Postgres {
+            return refuse(
+                "--pgdata, --checkpoint and --max-rate (pgdata, checkpoint, max_rate)",
+                "PostgreSQL physical",
+            );
         }
         Ok(match kind {
             Kind::Files => KindOptions::Files,
-            Kind::Postgres => KindOptions::Postgres(PostgresOptions {
-                globals: settings.pg_globals,
-                jobs: None,
-            }),
+            Kind::Postgres => {
+                let mode: Option<PostgresMode> =
+                    settings.mode.as_deref().map(str::parse).transpose()?;
+                if mode == Some(PostgresMode::Logical) && physical_only {
+                    return Err(Error::Config(
+                        "--pgdata, --checkpoint and --max-rate apply to physical backups (--mode physical)"
+                            .to_owned(),
+                    ));
+                }
+                if mode == Some(PostgresMode::Physical) && settings.pg_globals {
+                    return Err(Error::Config(
+                        "--pg-globals applies to logical backups: a physical backup holds the whole cluster, roles and tablespaces included".to_owned(),
+                    ));
+                }
+                KindOptions::Postgres(PostgresOptions {
+                    globals: settings.pg_globals,
+                    jobs: None,
+                    mode,
+                    pgdata: settings.pgdata.clone(),
+                    checkpoint: settings
+                        .checkpoint
+                        .as_deref()
+                        .map(str::parse)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    max_rate: settings.max_rate,
+                })
+            }
             Kind::Mongodb => KindOptions::Mongodb(MongoOptions {
                 users: settings.mongo_users,
             }),
@@ -328,9 +442,9 @@ impl SourceSpec {
                 &selection,
             )?)),
             #[cfg(feature = "postgres")]
-            KindOptions::Postgres(o) => Ok(Box::new(
-                crate::postgres::PostgresSource::open(&self.url, &selection, o).await?,
-            )),
+            KindOptions::Postgres(o) => {
+                crate::postgres::open_source(&self.url, &selection, o).await
+            }
             #[cfg(feature = "mongodb")]
             KindOptions::Mongodb(o) => Ok(Box::new(
                 crate::mongo::MongoSource::open(&self.url, &selection, o).await?,
@@ -411,7 +525,7 @@ impl TargetSpec {
         let _ = url;
         match self.kind {
             #[cfg(feature = "files")]
-            Kind::Files => Ok(Box::new(crate::files::FilesTarget::new(file_path(url)?))),
+            Kind::Files => Ok(directory_target(file_path(url)?)),
             #[cfg(feature = "redis")]
             Kind::Redis => Ok(Box::new(crate::redis::RedisTarget::new(url)?)),
             #[cfg(feature = "postgres")]
@@ -452,6 +566,18 @@ pub async fn export(
             }
         ))),
     }
+}
+
+/// A directory target: files, or a physical PostgreSQL data directory
+/// when the build has PostgreSQL (the snapshot decides).
+#[cfg(feature = "postgres")]
+fn directory_target(path: std::path::PathBuf) -> Box<dyn Target> {
+    Box::new(crate::postgres::physical::DirectoryTarget::new(path))
+}
+
+#[cfg(all(feature = "files", not(feature = "postgres")))]
+fn directory_target(path: std::path::PathBuf) -> Box<dyn Target> {
+    Box::new(crate::files::FilesTarget::new(path))
 }
 
 #[cfg(feature = "files")]
@@ -500,7 +626,25 @@ mod tests {
         );
         assert!(!format!("{spec:?}").contains("pw@"));
         let e = SourceSpec::new("/srv", vec![], vec![], &keys).unwrap_err();
-        assert!(e.to_string().contains("--mode applies to Redis"), "{e}");
+        assert!(
+            e.to_string().contains("--mode applies to PostgreSQL"),
+            "{e}"
+        );
+        let physical = KindSettings {
+            mode: Some("physical".into()),
+            pgdata: Some("/srv/pg".into()),
+            ..KindSettings::default()
+        };
+        assert!(SourceSpec::new("postgres://h/db", vec![], vec![], &physical).is_ok());
+        let e = SourceSpec::new("redis://h", vec![], vec![], &physical).unwrap_err();
+        assert!(e.to_string().contains("--pgdata"), "{e}");
+        let logical = KindSettings {
+            mode: Some("logical".into()),
+            checkpoint: Some("spread".into()),
+            ..KindSettings::default()
+        };
+        let e = SourceSpec::new("postgres://h/db", vec![], vec![], &logical).unwrap_err();
+        assert!(e.to_string().contains("physical backups"), "{e}");
         let globals = KindSettings {
             pg_globals: true,
             ..KindSettings::default()

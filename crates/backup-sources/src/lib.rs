@@ -36,6 +36,8 @@ pub mod files;
 #[cfg(feature = "mongodb")]
 mod gather;
 pub mod kind;
+#[cfg(any(feature = "files", feature = "postgres"))]
+mod localfs;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 #[cfg(any(feature = "postgres", feature = "mongodb"))]
@@ -48,6 +50,6 @@ pub mod redis;
 mod tls;
 
 pub use kind::{
-    Kind, KindOptions, KindSettings, MongoOptions, PostgresOptions, RedisMode, RedisOptions,
-    Selection, SourceSpec, TargetSpec,
+    Checkpoint, Kind, KindOptions, KindSettings, MongoOptions, PostgresMode, PostgresOptions,
+    RedisMode, RedisOptions, Selection, SourceSpec, TargetSpec,
 };

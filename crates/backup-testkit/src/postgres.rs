@@ -24,10 +24,21 @@ const MISSING: &str =
 #[derive(Debug)]
 pub struct PgCluster {
     dir: tempfile::TempDir,
+    /// The data directory (`<dir>/data` for a new cluster).
+    data: PathBuf,
     port: u16,
     child: Child,
     bindir: PathBuf,
     run_as: Option<String>,
+}
+
+/// How [`PgCluster::start_with`] sets up a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// `initdb --data-checksums`.
+    pub data_checksums: bool,
+    /// More server settings, `name=value` (passed as `-c`).
+    pub settings: Vec<String>,
 }
 
 /// The directory holding `initdb`, `postgres`, `pg_dump`, ... of the newest
@@ -77,27 +88,43 @@ impl PgCluster {
     ///
     /// When the binaries are missing or the server does not start.
     pub fn start() -> Self {
-        let bindir = bindir();
-        assert!(bindir.join("initdb").is_file(), "{MISSING}");
+        Self::start_with(&PgOptions::default())
+    }
+
+    /// A temporary directory owned by the user the servers run as.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be created or given to that user.
+    pub fn owned_tempdir(prefix: &str) -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
-            .prefix("pg-test-")
+            .prefix(prefix)
             .tempdir()
             .expect("creating a temporary directory");
-        let run_as = is_root().then(|| "postgres".to_owned());
-        if let Some(user) = &run_as {
+        if is_root() {
             let ok = Command::new("chown")
-                .args([
-                    &format!("{user}:{user}"),
-                    dir.path().to_str().unwrap_or_default(),
-                ])
+                .args(["postgres:postgres", dir.path().to_str().unwrap_or_default()])
                 .status()
                 .is_ok_and(|s| s.success());
             assert!(
                 ok,
-                "cannot give {} to the `{user}` user: run ./scripts/test.sh (installs postgresql, which creates the user)",
+                "cannot give {} to the `postgres` user: run ./scripts/test.sh (installs postgresql, which creates the user)",
                 dir.path().display()
             );
         }
+        dir
+    }
+
+    /// Initialises and starts a cluster set up as `opts` says.
+    ///
+    /// # Panics
+    ///
+    /// As [`PgCluster::start`].
+    pub fn start_with(opts: &PgOptions) -> Self {
+        let bindir = bindir();
+        assert!(bindir.join("initdb").is_file(), "{MISSING}");
+        let dir = Self::owned_tempdir("pg-test-");
+        let run_as = is_root().then(|| "postgres".to_owned());
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).expect("writing the password file");
@@ -120,6 +147,9 @@ impl PgCluster {
             pwfile.to_str().unwrap_or_default(),
             "--no-sync",
         ]);
+        if opts.data_checksums {
+            cluster_cmd.arg("--data-checksums");
+        }
         let out = cluster_cmd.output().expect("running initdb");
         assert!(
             out.status.success(),
@@ -127,6 +157,28 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::run(dir, data, bindir, run_as, &opts.settings)
+    }
+
+    /// Starts a server on an existing data directory (a restored one),
+    /// owned by the user the servers run as; the handle owns `dir` (logs
+    /// and socket go there).
+    ///
+    /// # Panics
+    ///
+    /// When the server does not start.
+    pub fn start_existing(dir: tempfile::TempDir, data: PathBuf) -> Self {
+        let run_as = is_root().then(|| "postgres".to_owned());
+        Self::run(dir, data, bindir(), run_as, &[])
+    }
+
+    fn run(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        bindir: PathBuf,
+        run_as: Option<String>,
+        settings: &[String],
+    ) -> Self {
         let mut last_log = String::new();
         for _ in 0..5 {
             let port = crate::free_port();
@@ -146,14 +198,18 @@ impl PgCluster {
                 .args(["-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off"])
                 .args(["-c", "max_connections=60"])
-                .args(["-c", "shared_buffers=64MB"])
-                .stdin(Stdio::null())
+                .args(["-c", "shared_buffers=64MB"]);
+            for s in settings {
+                cmd.args(["-c", s]);
+            }
+            cmd.stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log file"))
                 .stderr(log);
             let mut child = cmd.spawn().expect("starting postgres");
-            if wait_ready(&mut child, &bindir, port, Duration::from_secs(60)) {
+            if wait_ready(&mut child, &bindir, port, Duration::from_secs(120)) {
                 return PgCluster {
                     dir,
+                    data,
                     port,
                     child,
                     bindir,
@@ -186,6 +242,32 @@ impl PgCluster {
     /// The cluster's temporary directory (data directory and log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `pg_dumpall` of the whole cluster (roles, tablespaces, every
+    /// database), for comparing clusters; panics on failure.
+    pub fn pg_dumpall(&self, args: &[&str]) -> String {
+        let out = self
+            .tool("pg_dumpall")
+            .args(args)
+            .output()
+            .expect("running pg_dumpall");
+        assert!(
+            out.status.success(),
+            "pg_dumpall failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The server's port.

@@ -36,6 +36,15 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     if a.mode.is_some() {
         settings.mode.clone_from(&a.mode);
     }
+    if a.pgdata.is_some() {
+        settings.pgdata.clone_from(&a.pgdata);
+    }
+    if a.checkpoint.is_some() {
+        settings.checkpoint.clone_from(&a.checkpoint);
+    }
+    if a.max_rate.is_some() {
+        settings.max_rate = a.max_rate;
+    }
     spec.options = backup_sources::KindOptions::new(spec.kind(), &settings)?;
     spec.excludes.extend(a.excludes.iter().cloned());
     spec.includes.extend(a.includes.iter().cloned());

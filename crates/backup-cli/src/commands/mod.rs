@@ -79,7 +79,7 @@ fn audited_operation(c: &Command) -> Option<&'static str> {
 async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
     match command {
         Command::Init(a) => init::run(ctx, a).await,
-        Command::Create(a) => create::run(ctx, a).await,
+        Command::Create(a) => Box::pin(create::run(ctx, a)).await,
         Command::List(a) => list::list(ctx, a).await,
         Command::Show(a) => list::show(ctx, a).await,
         Command::Restore(a) => Box::pin(restore::run(ctx, a)).await,

@@ -45,6 +45,8 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             at,
             renames: a.renames,
             jobs: a.jobs.map(usize::from),
+            start_port: a.start,
+            tablespace_map: a.tablespace_map,
         },
         safety_backup: !a.no_safety_backup,
         confirmed: a.yes,

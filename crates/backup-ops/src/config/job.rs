@@ -40,8 +40,17 @@ pub struct JobConfig {
     /// MongoDB: also back up users and roles.
     #[serde(default)]
     pub mongo_users: bool,
-    /// How to read the source (Redis: `rdb` or `keys`), as `--mode`.
+    /// How to read the source (Redis: `rdb` or `keys`; PostgreSQL:
+    /// `logical` or `physical`), as `--mode`.
     pub mode: Option<String>,
+    /// PostgreSQL physical: the data directory to read directly, as
+    /// `--pgdata`.
+    pub pgdata: Option<std::path::PathBuf>,
+    /// PostgreSQL physical: `fast` or `spread` starting checkpoint.
+    pub checkpoint: Option<String>,
+    /// PostgreSQL physical over replication: the most bytes per second
+    /// (`100MiB`).
+    pub max_rate: Option<String>,
     /// Retention applied after each successful backup.
     pub retention: Option<RetentionConfig>,
     /// Verification cadence.
@@ -157,10 +166,19 @@ impl JobConfig {
             ));
         }
         let kind = Kind::of(&j.source).map_err(|e| ConfigError::invalid(&key("source"), e))?;
+        let max_rate = j
+            .max_rate
+            .as_deref()
+            .map(backup_core::util::parse_size)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(&key("max_rate"), e))?;
         let settings = KindSettings {
             pg_globals: j.pg_globals,
             mongo_users: j.mongo_users,
             mode: j.mode.clone(),
+            pgdata: j.pgdata.clone(),
+            checkpoint: j.checkpoint.clone(),
+            max_rate,
         };
         KindOptions::new(kind, &settings).map_err(|e| ConfigError::invalid(&key("source"), e))?;
         if let Some(p) = &j.source_password {

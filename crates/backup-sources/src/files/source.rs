@@ -1,16 +1,17 @@
 //! The files source.
 
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, Metadata};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use backup_core::filter::PathFilter;
 use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::{Content, Item, OnReadError, SizeHint, Source};
-use backup_core::tree::{FsName, Node, NodeKind};
+use backup_core::tree::{FsName, NodeKind};
 use backup_core::{Error, Result};
+
+use crate::localfs::{node_from, open_noatime};
 
 use crate::Selection;
 
@@ -285,31 +286,6 @@ impl Job {
                 Err(_) => return Listing::read(&self.path),
             };
         }
-    }
-}
-
-/// Metadata common to every node.
-fn node_from(name: FsName, kind: NodeKind, m: &Metadata) -> Node {
-    let mut n = Node::new(name, kind);
-    n.mode = Some(m.mode() & 0o7777);
-    n.uid = Some(m.uid());
-    n.gid = Some(m.gid());
-    n.mtime_ns = Some(m.mtime() * 1_000_000_000 + m.mtime_nsec());
-    n.ctime_ns = Some(m.ctime() * 1_000_000_000 + m.ctime_nsec());
-    n.inode = Some(m.ino());
-    n
-}
-
-/// Opens a file for reading without updating its access time where the
-/// kernel allows it.
-fn open_noatime(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        r => r,
     }
 }
 

@@ -75,6 +75,7 @@ impl Target for FilesTarget {
     }
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
+        opts.refuse_physical("file snapshots")?;
         if opts.drop {
             return Err(Error::Config(
                 "--drop applies to databases; a file restore never overwrites, so restore into an empty or new directory".to_owned(),

@@ -69,6 +69,8 @@ pub(crate) struct ConnInfo {
     location: String,
     /// Scheme as given (`postgres` or `postgresql`).
     scheme: String,
+    /// `?mode=` of the URL (how to back the source up; not a libpq key).
+    mode: Option<String>,
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -99,7 +101,12 @@ impl ConnInfo {
         let mut kept: Vec<(String, String)> = Vec::new();
         let mut tls = None;
         let mut root_cert = None;
+        let mut mode = None;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k == "mode" {
+                mode = Some(v.into_owned());
+                continue;
+            }
             if UNSUPPORTED_KEYS.contains(&k.as_ref()) {
                 return Err(Error::Config(format!(
                     "the connection option `{k}` is not supported by backup; remove it from the URL"
@@ -185,6 +192,7 @@ impl ConnInfo {
             dbname,
             location,
             scheme,
+            mode,
         };
         if info.config.get_password().is_none() {
             if let Some(p) = env("PGPASSWORD") {
@@ -209,6 +217,11 @@ impl ConnInfo {
         c
     }
 
+    /// `?mode=` of the URL.
+    pub(crate) fn url_mode(&self) -> Option<&str> {
+        self.mode.as_deref()
+    }
+
     pub(crate) fn dbname(&self) -> &str {
         &self.dbname
     }
@@ -226,6 +239,19 @@ impl ConnInfo {
             pct(&self.user),
             self.location,
             pct(&self.dbname)
+        )
+    }
+
+    /// The cluster's URL for physical snapshots: no database (a base
+    /// backup holds them all), `?mode=physical` (so that physical and
+    /// logical snapshots of one server are told apart, and each is the
+    /// other's parent never).
+    pub(crate) fn physical_redacted(&self) -> String {
+        format!(
+            "{}://{}@{}/?mode=physical",
+            self.scheme,
+            pct(&self.user),
+            self.location
         )
     }
 
@@ -366,6 +392,7 @@ impl ConnInfo {
                 .get_connect_timeout()
                 .copied()
                 .unwrap_or(Duration::from_secs(30)),
+            replication: false,
         })
     }
 

@@ -52,6 +52,7 @@
 //! comes from the URL, `PGPASSWORD` or `~/.pgpass`.
 
 mod conn;
+pub mod physical;
 mod script;
 mod source;
 mod target;
@@ -62,6 +63,57 @@ use serde::{Deserialize, Serialize};
 
 pub use source::PostgresSource;
 pub use target::PostgresTarget;
+
+/// Opens a PostgreSQL source: a logical backup of the URL's database, or,
+/// with mode physical (`--mode physical`, `?mode=physical`), a base backup
+/// of the whole cluster, read locally when the data directory is here
+/// (`--pgdata`, or the server's `data_directory` readable on this host)
+/// and over the replication protocol otherwise.
+///
+/// # Errors
+///
+/// As [`PostgresSource::open`]; for physical backups, a refused
+/// replication connection or backup start (with what to change), a server
+/// older than PostgreSQL 15, selections (a base backup holds the whole
+/// cluster).
+pub(crate) async fn open_source(
+    url: &str,
+    selection: &crate::Selection,
+    opts: &crate::PostgresOptions,
+) -> backup_core::Result<Box<dyn backup_core::source::Source>> {
+    let info = conn::ConnInfo::parse(url)?;
+    let mode = match opts.mode {
+        Some(m) => m,
+        None => info
+            .url_mode()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    if mode == crate::PostgresMode::Logical {
+        if opts.pgdata.is_some()
+            || opts.max_rate.is_some()
+            || opts.checkpoint != crate::Checkpoint::Fast
+        {
+            return Err(backup_core::Error::Config(
+                "--pgdata, --checkpoint and --max-rate apply to physical backups (--mode physical)"
+                    .to_owned(),
+            ));
+        }
+        return Ok(Box::new(PostgresSource::open(url, selection, opts).await?));
+    }
+    if !selection.includes.is_empty() || !selection.excludes.is_empty() {
+        return Err(backup_core::Error::Config(
+            "--include and --exclude apply to logical backups: a physical backup holds the whole cluster".to_owned(),
+        ));
+    }
+    if opts.globals {
+        return Err(backup_core::Error::Config(
+            "--pg-globals applies to logical backups: a physical backup holds the whole cluster, roles and tablespaces included".to_owned(),
+        ));
+    }
+    Box::pin(physical::open_source(&info, opts)).await
+}
 
 /// Part size above which a table's data is split into block ranges.
 pub(crate) const SPLIT_BYTES: u64 = 128 * 1024 * 1024;

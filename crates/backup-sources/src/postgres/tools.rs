@@ -60,39 +60,10 @@ pub(crate) async fn find_tool(name: &str, server_major: u32) -> Result<Tool> {
         major_name(server_major),
         major_name(server_major)
     );
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("BACKUP_PG_BINDIR").filter(|d| !d.is_empty()) {
-        candidates.push(Path::new(&dir).join(name));
-    } else {
-        let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        let v: u32 = e.file_name().to_str()?.parse().ok()?;
-                        Some((v, e.path().join("bin").join(name)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
-        candidates.extend(versioned.into_iter().map(|(_, p)| p));
-        if let Some(path) = std::env::var_os("PATH") {
-            candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
-        }
-    }
+    let candidates = candidates(name);
     let mut older: Option<Tool> = None;
     for c in candidates {
-        if !c.is_file() {
-            continue;
-        }
-        let out = tokio::process::Command::new(&c)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .await;
-        let Ok(out) = out else { continue };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let Some((version, major)) = parse_version_output(&text) else {
+        let Some((version, major)) = probe(&c).await else {
             continue;
         };
         let tool = Tool { path: c, version };
@@ -114,6 +85,75 @@ pub(crate) async fn find_tool(name: &str, server_major: u32) -> Result<Tool> {
             "{name} was not found; {package}"
         ))),
     }
+}
+
+/// Where to look for `name`: `BACKUP_PG_BINDIR` alone when set, otherwise
+/// Debian's `/usr/lib/postgresql/<major>/bin` (newest first), then `PATH`.
+fn candidates(name: &str) -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("BACKUP_PG_BINDIR").filter(|d| !d.is_empty()) {
+        candidates.push(Path::new(&dir).join(name));
+        return candidates;
+    }
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                    Some((v, e.path().join("bin").join(name)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
+    candidates.extend(versioned.into_iter().map(|(_, p)| p));
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
+    candidates
+}
+
+/// The version of a program (`--version`), when it runs.
+async fn probe(path: &Path) -> Option<(String, u32)> {
+    if !path.is_file() {
+        return None;
+    }
+    let out = tokio::process::Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    parse_version_output(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Finds the server program `postgres` of exactly `major` (a data
+/// directory only starts with its own major version).
+///
+/// # Errors
+///
+/// A message saying which package provides it, and which versions were
+/// found instead.
+pub(crate) async fn find_server(major: u32) -> std::result::Result<Tool, String> {
+    let mut others = Vec::new();
+    for c in candidates("postgres") {
+        let Some((version, m)) = probe(&c).await else {
+            continue;
+        };
+        if m == major {
+            return Ok(Tool { path: c, version });
+        }
+        others.push(format!("{version} at {}", c.display()));
+    }
+    let name = major_name(major);
+    let found = if others.is_empty() {
+        "none is installed".to_owned()
+    } else {
+        format!("found only {}", others.join(", "))
+    };
+    Err(format!(
+        "the PostgreSQL {name} server is needed to start this data directory and {found}: install it (Debian/Ubuntu: apt-get install postgresql-{name}; RHEL: postgresql{name}-server), or point BACKUP_PG_BINDIR at its bin directory"
+    ))
 }
 
 /// A tool process whose exit status `finish()` checks.

@@ -101,6 +101,10 @@ pub(crate) struct WireConfig {
     /// The TLS client settings, unless `tls` is [`TlsMode::Disable`].
     pub(crate) tls_config: Option<Arc<rustls::ClientConfig>>,
     pub(crate) connect_timeout: Duration,
+    /// Start a physical replication connection (`replication=true`): the
+    /// walsender accepts replication commands (`IDENTIFY_SYSTEM`,
+    /// `BASE_BACKUP`, ...) instead of SQL.
+    pub(crate) replication: bool,
 }
 
 /// A host: a name or address, or the directory of a Unix socket.
@@ -122,6 +126,8 @@ pub(crate) enum WireError {
         code: String,
         message: String,
         detail: Option<String>,
+        /// The server's hint (`H` field).
+        hint: Option<String>,
     },
     Io(String),
 }
@@ -139,6 +145,23 @@ impl std::fmt::Display for WireError {
                 Ok(())
             }
             WireError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl WireError {
+    /// Whether the error may pass: a dropped connection, a server starting
+    /// up, shutting down or out of connections.
+    pub(crate) fn retryable(&self) -> bool {
+        match self {
+            WireError::Io(_) => true,
+            WireError::Db { code, .. } => {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(code.as_str(), "57P01" | "57P02" | "57P03")
+            }
         }
     }
 }
@@ -240,6 +263,9 @@ impl WireConn {
         if let Some(o) = &cfg.options {
             params.push(("options", o));
         }
+        if cfg.replication {
+            params.push(("replication", "true"));
+        }
         frontend::startup_message(params.iter().copied(), &mut self.out)?;
         self.send()?;
         let password = || {
@@ -324,6 +350,44 @@ impl WireConn {
                 _ => {}
             }
         }
+    }
+
+    /// Runs a statement (simple query protocol) and returns the rows of all
+    /// its result sets, each column as text (`None` for NULL).
+    pub(crate) fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WireError> {
+        frontend::query(sql, &mut self.out)?;
+        self.send()?;
+        let mut rows = Vec::new();
+        let mut failed = None;
+        loop {
+            let (tag, body) = self.message()?;
+            match tag {
+                b'D' => rows.push(data_row(&body)?),
+                b'E' => failed = Some(db_error(&body)),
+                b'Z' => return failed.map_or(Ok(rows), Err),
+                b'G' | b'H' | b'W' => return Err(bad("COPY in a plain statement")),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a statement (simple query protocol) without waiting for its
+    /// results; read them with [`WireConn::next_message`].
+    pub(crate) fn send_query(&mut self, sql: &str) -> Result<(), WireError> {
+        frontend::query(sql, &mut self.out)?;
+        self.send()?;
+        Ok(())
+    }
+
+    /// The next message from the server: its tag and a borrowed body
+    /// (valid until the next read), given to `f`.
+    pub(crate) fn next_message<R>(&mut self, f: impl FnOnce(u8, &[u8]) -> R) -> io::Result<R> {
+        self.want(5)?;
+        let (tag, len) = self.header()?;
+        self.want(5 + len)?;
+        let r = f(tag, &self.buf[self.start + 5..self.start + 5 + len]);
+        self.start += 5 + len;
+        Ok(r)
     }
 
     /// Starts `sql` (a `COPY ... TO STDOUT` in text format) and returns its
@@ -613,15 +677,39 @@ fn be_i32(body: &[u8], at: usize) -> Result<i32, WireError> {
         .ok_or_else(|| bad("authentication request"))
 }
 
+/// The columns of a `DataRow` body as text (`None` for NULL).
+pub(crate) fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, WireError> {
+    let count = body
+        .get(0..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad("a data row"))?;
+    let mut at = 2;
+    let mut out = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = be_i32(body, at).map_err(|_| bad("a data row"))?;
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        let v = body.get(at..at + len).ok_or_else(|| bad("a data row"))?;
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        at += len;
+    }
+    Ok(out)
+}
+
 fn bad(what: &str) -> WireError {
     WireError::Io(format!("unexpected message from the server during {what}"))
 }
 
 /// The fields of an `ErrorResponse` body.
-fn db_error(body: &[u8]) -> WireError {
+pub(crate) fn db_error(body: &[u8]) -> WireError {
     let mut code = String::new();
     let mut message = String::new();
     let mut detail = None;
+    let mut hint = None;
     for field in body.split(|&b| b == 0) {
         let Some((&kind, text)) = field.split_first() else {
             continue;
@@ -631,6 +719,7 @@ fn db_error(body: &[u8]) -> WireError {
             b'C' => code = text,
             b'M' => message = text,
             b'D' => detail = Some(text),
+            b'H' => hint = Some(text),
             _ => {}
         }
     }
@@ -638,6 +727,7 @@ fn db_error(body: &[u8]) -> WireError {
         code,
         message,
         detail,
+        hint,
     }
 }
 
@@ -653,6 +743,7 @@ mod tests {
                 code,
                 message,
                 detail,
+                ..
             } => {
                 assert_eq!(code, "42501");
                 assert_eq!(message, "permission denied for table t");

@@ -136,6 +136,7 @@ impl Target for MongoTarget {
     }
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
+        opts.refuse_physical("MongoDB")?;
         if opts.at.is_some() {
             return Err(Error::Config(
                 "--at is not supported for MongoDB: a snapshot restores to its own end time (the captured oplog's end)".to_owned(),

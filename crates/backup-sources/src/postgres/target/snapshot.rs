@@ -31,6 +31,12 @@ pub(super) async fn load(snapshot: &SnapshotReader) -> Result<Loaded> {
             s.source.kind
         )));
     }
+    if crate::postgres::physical::is_physical(&s.metadata) {
+        return Err(Error::Config(format!(
+            "snapshot {} is a physical base backup of a whole cluster, not a logical backup of a database: restore it into an empty data directory with --to /path/to/new/datadir",
+            snapshot.id().short()
+        )));
+    }
     let damaged = |what: &str| snapshot.damaged(format!("PostgreSQL snapshot without {what}"));
     let meta: Metadata = serde_json::from_value(s.metadata.clone())
         .map_err(|e| damaged(&format!("readable metadata ({e})")))?;

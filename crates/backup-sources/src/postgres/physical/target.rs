@@ -1,0 +1,1077 @@
+//! Restoring a physical snapshot into a data directory.
+//!
+//! Everything that can be checked is checked before anything is written:
+//! the snapshot's backup manifest parses and its own checksum matches, the
+//! data directory and every tablespace destination are absent or empty,
+//! `--tablespace-map` names tablespaces the snapshot has, and with
+//! `--start` the server program of the snapshot's major version is here.
+//! Then the tree is written (the restore pipeline, the files target's
+//! writer threads), every file's size and CRC-32C compared with the
+//! manifest as it passes, the `tablespace_map` rewritten for relocated
+//! tablespaces, and the file systems synced. A restore that fails removes
+//! what it wrote (the directories were empty before it).
+//!
+//! Run as root, the files get the owner of the data directory when it
+//! exists, otherwise that of its parent directory, so that a directory
+//! prepared for the `postgres` user gets a data directory the server can
+//! use; otherwise they belong to the user running the restore.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backup_core::filter::PathFilter;
+use backup_core::progress::Progress;
+use backup_core::reader::SnapshotReader;
+use backup_core::restorer::TreeWriter;
+use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit, Target};
+use backup_core::tree::Node;
+use backup_core::{Error, FileKind, Result};
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::manifest::{crc32c_bytes, unusable, Manifest, ManifestFile};
+use super::{wal_file_name, Lsn, PhysicalMeta, DATA_DIR, MANIFEST_FILE, TABLESPACES_DIR};
+use crate::files::FsWriter;
+use crate::postgres::tools::{find_server, major_of};
+
+/// Restores physical snapshots into a data directory.
+#[derive(Debug)]
+pub struct PhysicalTarget {
+    root: PathBuf,
+    /// Directories this restore created or filled (removed by
+    /// [`Target::discard`]).
+    written: Mutex<Vec<PathBuf>>,
+    /// Where the last restore put the tablespaces.
+    placements: Mutex<Vec<TablespacePlacement>>,
+}
+
+/// What a physical restore did, for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhysicalRestoreDetails {
+    /// The data directory.
+    pub data_directory: String,
+    /// Tablespaces: OID, where they were, where they are now.
+    pub tablespaces: Vec<TablespacePlacement>,
+    /// Files checked against the backup manifest.
+    pub files_verified: u64,
+    /// WAL segments laid out in `pg_wal`.
+    pub wal_segments: usize,
+    /// The PostgreSQL version the data directory needs.
+    pub server_version: String,
+    /// The server program found for it, if any.
+    pub server_program: Option<String>,
+    /// With `--start`: what the temporary server did.
+    pub started: Option<StartReport>,
+}
+
+/// Where a tablespace went.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablespacePlacement {
+    /// Its OID.
+    pub oid: u32,
+    /// Where it was on the backed-up server.
+    pub original: String,
+    /// Where it was restored.
+    pub location: String,
+}
+
+/// What a temporary server started on the restored directory did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartReport {
+    /// The port it listened on (127.0.0.1).
+    pub port: u16,
+    /// Seconds from start until it accepted connections (recovery
+    /// included).
+    pub seconds_to_ready: f64,
+    /// Where recovery reached a consistent state, from the server's log.
+    pub consistent_at: Option<String>,
+    /// Where replay ended, from the server's log.
+    pub redo_done_at: Option<String>,
+    /// The time of the last transaction replayed, from the server's log.
+    pub last_transaction: Option<String>,
+}
+
+impl PhysicalTarget {
+    /// A target data directory (absent or empty).
+    pub fn new(root: PathBuf) -> Self {
+        PhysicalTarget {
+            root,
+            written: Mutex::new(Vec::new()),
+            placements: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn data_dir(&self) -> Result<PathBuf> {
+        absolute(&self.root)
+    }
+}
+
+/// `path` made absolute against the current directory, `.` and `..`
+/// resolved lexically (the directory may not exist yet).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let base = if path.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?
+    };
+    let mut out = base;
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a destination that exists and is not an empty directory.
+fn check_empty(dir: &Path, what: &str) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::target_failed(format!(
+                    "{what} {} is not empty; a data directory is restored into an empty or new directory only (there is no --drop for a data directory): restore into a new directory, or stop the server and move the old one away (nothing was changed)",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(Error::target_failed(format!(
+                "{what} {} exists and is not a directory (nothing was changed)",
+                dir.display()
+            )))
+        }
+        Err(e) => Err(Error::io(format!("reading {}", dir.display()), e)),
+    }
+}
+
+/// Parses `--tablespace-map OID=DIR` against the snapshot's tablespaces.
+fn tablespace_places(
+    opts: &RestoreOptions,
+    meta: &PhysicalMeta,
+) -> Result<Vec<TablespacePlacement>> {
+    let mut mapped: HashMap<u32, PathBuf> = HashMap::new();
+    for m in &opts.tablespace_map {
+        let (oid, dir) = m
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("--tablespace-map `{m}`: use OID=DIRECTORY")))?;
+        let oid: u32 = oid.trim().parse().map_err(|_| {
+            Error::Config(format!(
+                "--tablespace-map `{m}`: `{oid}` is not a tablespace OID"
+            ))
+        })?;
+        if !meta.tablespaces.iter().any(|t| t.oid == oid) {
+            let known: Vec<String> = meta
+                .tablespaces
+                .iter()
+                .map(|t| format!("{} ({})", t.oid, t.location))
+                .collect();
+            return Err(Error::Config(format!(
+                "--tablespace-map {oid}: the snapshot has no tablespace {oid}; it has {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        if dir.is_empty() {
+            return Err(Error::Config(format!(
+                "--tablespace-map `{m}`: empty directory"
+            )));
+        }
+        if mapped.insert(oid, absolute(Path::new(dir))?).is_some() {
+            return Err(Error::Config(format!(
+                "--tablespace-map names tablespace {oid} twice"
+            )));
+        }
+    }
+    Ok(meta
+        .tablespaces
+        .iter()
+        .map(|t| TablespacePlacement {
+            oid: t.oid,
+            original: t.location.clone(),
+            location: mapped
+                .get(&t.oid)
+                .map_or_else(|| t.location.clone(), |p| p.display().to_string()),
+        })
+        .collect())
+}
+
+/// The owner restored files get when running as root.
+fn owner_for(data_dir: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let m = std::fs::metadata(data_dir)
+        .or_else(|_| std::fs::metadata(data_dir.parent().unwrap_or(Path::new("/"))))
+        .ok()?;
+    Some((m.uid(), m.gid()))
+}
+
+#[async_trait]
+impl Target for PhysicalTarget {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
+        check_physical_options(opts)
+    }
+
+    async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
+        let meta = physical_meta(snapshot)?;
+        let data_dir = self.data_dir()?;
+        let manifest = load_manifest(snapshot).await?;
+        let places = self
+            .placements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut diffs = tokio::task::spawn_blocking({
+            let data_dir = data_dir.clone();
+            move || compare_files(&data_dir, &places, &manifest)
+        })
+        .await
+        .map_err(|e| Error::target_caused("comparing restored files", e))??;
+        if diffs.is_empty() {
+            let server = find_server(major_of(meta.server_version_num))
+                .await
+                .map_err(Error::target_failed)?;
+            let port = free_port()?;
+            match start_and_stop(&server.path, &data_dir, port).await {
+                Ok(r) => tracing::info!(
+                    seconds = r.seconds_to_ready,
+                    "The restored data directory started and reached consistency."
+                ),
+                Err(e) => diffs.push(format!("the restored data directory did not start: {e}")),
+            }
+        }
+        Ok(diffs)
+    }
+
+    async fn discard(&self) -> Result<()> {
+        let written =
+            std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner));
+        for dir in written {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", dir.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        snapshot: &SnapshotReader,
+        opts: &RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        check_physical_options(opts)?;
+        let meta = physical_meta(snapshot)?;
+        let data_dir = self.data_dir()?;
+        let places = tablespace_places(opts, &meta)?;
+        check_empty(&data_dir, "the data directory")?;
+        let mut seen = HashSet::new();
+        for p in &places {
+            let dest = PathBuf::from(&p.location);
+            if dest.starts_with(&data_dir) || data_dir.starts_with(&dest) {
+                return Err(Error::Config(format!(
+                    "tablespace {} would be restored to {}, which overlaps the data directory {}; give it another place with --tablespace-map {}=DIRECTORY",
+                    p.oid,
+                    dest.display(),
+                    data_dir.display(),
+                    p.oid
+                )));
+            }
+            if !seen.insert(dest.clone()) {
+                return Err(Error::Config(format!(
+                    "two tablespaces would be restored to {}; give each its own place with --tablespace-map",
+                    dest.display()
+                )));
+            }
+            check_empty(&dest, &format!("the place of tablespace {}", p.oid))?;
+        }
+        let manifest = load_manifest(snapshot).await?;
+        let major = major_of(meta.server_version_num);
+        let server = find_server(major).await;
+        if opts.start_port.is_some() {
+            if let Err(m) = &server {
+                return Err(Error::Config(m.clone()));
+            }
+        }
+        let planned = snapshot.plan(&PathFilter::new(&[], &[])?).await?;
+        let mut details = PhysicalRestoreDetails {
+            data_directory: data_dir.display().to_string(),
+            tablespaces: places.clone(),
+            files_verified: 0,
+            wal_segments: meta.wal_files.len(),
+            server_version: meta.server_version.clone(),
+            server_program: server.as_ref().ok().map(|t| t.path.display().to_string()),
+            started: None,
+        };
+        let mut lines = vec![format!(
+            "PostgreSQL {} cluster {}, base backup from {} to {} (timeline {})",
+            meta.server_version,
+            meta.system_identifier,
+            meta.start_lsn,
+            meta.stop_lsn,
+            meta.timeline
+        )];
+        for p in &places {
+            lines.push(format!(
+                "tablespace {}: {}{}",
+                p.oid,
+                p.location,
+                if p.location == p.original {
+                    String::new()
+                } else {
+                    format!(" (was {})", p.original)
+                }
+            ));
+        }
+        lines.push(format!(
+            "{} files listed in the backup manifest ({}), {} WAL segments",
+            manifest.files.len(),
+            backup_core::util::human_bytes(manifest.bytes()),
+            meta.wal_files.len()
+        ));
+        if let Err(m) = &server {
+            lines.push(format!("warning: {m}"));
+        }
+        if opts.dry_run {
+            return RestoreReport::with_details(
+                true,
+                self.describe(),
+                planned,
+                RestoredUnit::Files,
+                lines,
+                &details,
+            );
+        }
+
+        let owner = owner_for(&data_dir);
+        let mut roots: HashMap<String, PathBuf> = HashMap::new();
+        let mut created = Vec::new();
+        let result = async {
+            prepare(&data_dir, owner, &mut created)?;
+            for p in &places {
+                let dest = PathBuf::from(&p.location);
+                prepare(&dest, owner, &mut created)?;
+                roots.insert(p.oid.to_string(), dest);
+            }
+            let writer = PhysicalWriter::new(
+                data_dir.clone(),
+                roots,
+                manifest,
+                meta.wal_segment_size,
+                places
+                    .iter()
+                    .any(|p| p.location != p.original)
+                    .then(|| places.clone()),
+                owner,
+            )?;
+            let verified = writer.verified.clone();
+            progress.set_total(planned.bytes);
+            let stats = snapshot
+                .restore_tree(&PathFilter::new(&[], &[])?, Box::new(writer), progress)
+                .await?;
+            set_owner_mode(&data_dir, owner, 0o700)?;
+            sync_file_systems(&created)?;
+            let n = *verified.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok::<_, Error>((stats, n))
+        }
+        .await;
+        let (stats, verified) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                for dir in &created {
+                    remove_contents(dir);
+                }
+                tracing::error!("The restore failed; what it wrote into the data directory and tablespace places was removed.");
+                return Err(e);
+            }
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(created);
+        places.clone_into(
+            &mut self
+                .placements
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        details.files_verified = verified;
+        lines.push(format!(
+            "every file matched the backup manifest ({verified} files checked)"
+        ));
+        if let Some(port) = opts.start_port {
+            let server = server.map_err(Error::Config)?;
+            let started = start_and_stop(&server.path, &data_dir, port).await?;
+            lines.push(format!(
+                "started PostgreSQL {} on port {port}: ready after {:.1}s{}{}; stopped",
+                meta.server_version,
+                started.seconds_to_ready,
+                started
+                    .consistent_at
+                    .as_ref()
+                    .map(|l| format!(", consistent at {l}"))
+                    .unwrap_or_default(),
+                started
+                    .last_transaction
+                    .as_ref()
+                    .map(|t| format!(", last transaction replayed {t}"))
+                    .unwrap_or_default()
+            ));
+            details.started = Some(started);
+        } else {
+            lines.push(format!(
+                "start it with: pg_ctl -D {} start (it replays the WAL of the backup and comes up consistent)",
+                data_dir.display()
+            ));
+        }
+        RestoreReport::with_details(
+            false,
+            self.describe(),
+            stats,
+            RestoredUnit::Files,
+            lines,
+            &details,
+        )
+    }
+}
+
+/// The options a physical restore refuses.
+pub(crate) fn check_physical_options(opts: &RestoreOptions) -> Result<()> {
+    if opts.drop {
+        return Err(Error::Config(
+            "there is no --drop for a data directory: restore into a new directory, or stop the server and move the old data directory away".to_owned(),
+        ));
+    }
+    if opts.at.is_some() {
+        return Err(Error::Config(
+            "--at (point-in-time restore) is not supported for base backups yet; restore the base backup taken at the time you need".to_owned(),
+        ));
+    }
+    if !opts.renames.is_empty() {
+        return Err(Error::Config(
+            "--rename does not apply to a data directory".to_owned(),
+        ));
+    }
+    if !opts.includes.is_empty() || !opts.excludes.is_empty() {
+        return Err(Error::Config(
+            "--include and --exclude do not apply to a physical backup: a data directory is restored whole (restore a logical backup to select tables)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn physical_meta(snapshot: &SnapshotReader) -> Result<PhysicalMeta> {
+    PhysicalMeta::of(&snapshot.snapshot().metadata).ok_or_else(|| {
+        Error::Config(format!(
+            "snapshot {} is not a physical PostgreSQL backup",
+            snapshot.id().short()
+        ))
+    })?
+}
+
+async fn load_manifest(snapshot: &SnapshotReader) -> Result<Manifest> {
+    let root = snapshot.root().await?;
+    let node = root.require(MANIFEST_FILE)?;
+    let text = snapshot.read_all(node).await?;
+    Manifest::parse(&text).map_err(|e| unusable(&e))
+}
+
+/// Creates a directory of the restore (owned and private like a data
+/// directory) and remembers it.
+fn prepare(dir: &Path, owner: Option<(u32, u32)>, created: &mut Vec<PathBuf>) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    set_owner_mode(dir, owner, 0o700)?;
+    created.push(dir.to_path_buf());
+    Ok(())
+}
+
+fn set_owner_mode(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("setting the owner of {}", dir.display()), e))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("setting permissions of {}", dir.display()), e))
+}
+
+/// Removes what a failed restore wrote into `dir` (which was empty).
+fn remove_contents(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let r = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            if let Err(err) = r {
+                tracing::warn!(path = %p.display(), error = %err, "Could not remove a partially restored file.");
+            }
+        }
+    }
+}
+
+/// Makes the restored files durable: `syncfs` on each file system written.
+fn sync_file_systems(dirs: &[PathBuf]) -> Result<()> {
+    for dir in dirs {
+        let f = std::fs::File::open(dir)
+            .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
+            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e.into()))?;
+    }
+    Ok(())
+}
+
+/// The current file of a [`PhysicalWriter`].
+struct Current {
+    /// Its manifest path (`None`: not checked, the manifest itself).
+    key: Option<Vec<u8>>,
+    crc: u32,
+    size: u64,
+    /// The content, kept for a rewrite (`tablespace_map`).
+    held: Option<Vec<u8>>,
+}
+
+/// Writes the snapshot tree into the data directory and tablespace places,
+/// checking every file against the manifest.
+struct PhysicalWriter {
+    inner: FsWriter,
+    data_dir: PathBuf,
+    /// Tablespace OID to its place.
+    roots: HashMap<String, PathBuf>,
+    manifest: HashMap<Vec<u8>, ManifestFile>,
+    /// WAL segment files the manifest's WAL ranges need.
+    wal_needed: Vec<String>,
+    /// WAL files restored.
+    wal_seen: HashSet<Vec<u8>>,
+    /// When tablespaces moved: the placements for `tablespace_map`.
+    relocated: Option<Vec<TablespacePlacement>>,
+    owner: Option<(u32, u32)>,
+    current: Option<Current>,
+    verified: Arc<Mutex<u64>>,
+    failed: bool,
+}
+
+impl PhysicalWriter {
+    fn new(
+        data_dir: PathBuf,
+        roots: HashMap<String, PathBuf>,
+        manifest: Manifest,
+        segment_size: u64,
+        relocated: Option<Vec<TablespacePlacement>>,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Self> {
+        let mut wal_needed = Vec::new();
+        for r in &manifest.wal_ranges {
+            let first = r.start.segment(segment_size);
+            let last = Lsn(r.end.0.saturating_sub(1))
+                .segment(segment_size)
+                .max(first);
+            wal_needed.extend((first..=last).map(|s| wal_file_name(r.timeline, s, segment_size)));
+        }
+        Ok(PhysicalWriter {
+            inner: FsWriter::new(PathBuf::from("/"))?,
+            data_dir,
+            roots,
+            manifest: manifest.files,
+            wal_needed,
+            wal_seen: HashSet::new(),
+            relocated,
+            owner,
+            current: None,
+            verified: Arc::default(),
+            failed: false,
+        })
+    }
+
+    /// Where a snapshot path goes, and its manifest path; `None` for the
+    /// snapshot's own directories (the data directory, `tablespaces`, a
+    /// tablespace's place), which exist already.
+    fn place(&self, path: &Path) -> Result<Option<(PathBuf, Option<Vec<u8>>)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let parts: Vec<&std::ffi::OsStr> = path.iter().collect();
+        let rest = |from: usize| -> PathBuf { parts[from..].iter().collect() };
+        let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        match parts.first().map(|s| s.as_bytes()) {
+            Some(b) if b == DATA_DIR.as_bytes() => {
+                if parts.len() == 1 {
+                    return Ok(None);
+                }
+                let r = rest(1);
+                Ok(Some((self.data_dir.join(&r), Some(bytes(&r)))))
+            }
+            Some(b) if b == TABLESPACES_DIR.as_bytes() => {
+                if parts.len() <= 2 {
+                    return Ok(None);
+                }
+                let oid = parts[1].to_string_lossy().into_owned();
+                let root = self.roots.get(&oid).ok_or_else(|| {
+                    Error::corrupt(
+                        FileKind::Snapshot,
+                        "tree",
+                        format!("tablespace {oid} is in the tree but not in the metadata"),
+                    )
+                })?;
+                let r = rest(2);
+                let mut key = format!("pg_tblspc/{oid}/").into_bytes();
+                key.extend_from_slice(&bytes(&r));
+                Ok(Some((root.join(&r), Some(key))))
+            }
+            Some(b) if b == MANIFEST_FILE.as_bytes() && parts.len() == 1 => {
+                Ok(Some((self.data_dir.join(MANIFEST_FILE), None)))
+            }
+            _ => Err(Error::corrupt(
+                FileKind::Snapshot,
+                "tree",
+                format!("`{}` has no place in a data directory", path.display()),
+            )),
+        }
+    }
+
+    fn owned(&self, node: &Node) -> Node {
+        let mut n = node.clone();
+        if let Some((uid, gid)) = self.owner {
+            n.uid = Some(uid);
+            n.gid = Some(gid);
+        }
+        n
+    }
+
+    fn mismatch(key: &[u8], what: &str) -> Error {
+        Error::corrupt(
+            FileKind::Snapshot,
+            String::from_utf8_lossy(key),
+            format!("the restored file does not match the backup manifest: {what}"),
+        )
+    }
+}
+
+impl TreeWriter for PhysicalWriter {
+    fn enter_dir(&mut self, path: &Path, node: &Node) -> Result<()> {
+        match self.place(path)? {
+            Some((dest, _)) => self.inner.enter_dir(&dest, &self.owned(node)),
+            None => Ok(()),
+        }
+    }
+
+    fn leave_dir(&mut self, path: &Path, node: &Node) -> Result<()> {
+        match self.place(path)? {
+            Some((dest, _)) => self.inner.leave_dir(&dest, &self.owned(node)),
+            None => Ok(()),
+        }
+    }
+
+    fn start_file(&mut self, path: &Path, node: &Node) -> Result<()> {
+        let (dest, key) = self
+            .place(path)?
+            .ok_or_else(|| Error::corrupt(FileKind::Snapshot, "tree", "a file at the top"))?;
+        let held = (self.relocated.is_some()
+            && key.as_deref() == Some(b"tablespace_map".as_slice()))
+        .then(Vec::new);
+        self.current = Some(Current {
+            key,
+            crc: 0,
+            size: 0,
+            held,
+        });
+        self.inner.start_file(&dest, &self.owned(node))
+    }
+
+    fn write_data(&mut self, data: Bytes) -> Result<()> {
+        let c = self
+            .current
+            .as_mut()
+            .ok_or_else(|| Error::target_failed("data without an open file"))?;
+        c.crc = crc32c::crc32c_append(c.crc, &data);
+        c.size += data.len() as u64;
+        if let Some(h) = &mut c.held {
+            h.extend_from_slice(&data);
+            return Ok(());
+        }
+        self.inner.write_data(data)
+    }
+
+    fn finish_file(&mut self, path: &Path, node: &Node) -> Result<()> {
+        let c = self
+            .current
+            .take()
+            .ok_or_else(|| Error::target_failed("no open file"))?;
+        if let Some(key) = &c.key {
+            match self.manifest.remove(key) {
+                Some(entry) => {
+                    if entry.size != c.size {
+                        self.failed = true;
+                        return Err(Self::mismatch(
+                            key,
+                            &format!("{} bytes restored, {} listed", c.size, entry.size),
+                        ));
+                    }
+                    if let Some((alg, sum)) = &entry.checksum {
+                        if alg == "CRC32C" && *sum != crc32c_bytes(c.crc) {
+                            self.failed = true;
+                            return Err(Self::mismatch(
+                                key,
+                                &format!(
+                                    "CRC-32C {} restored, {} listed",
+                                    hex::encode(crc32c_bytes(c.crc)),
+                                    hex::encode(sum)
+                                ),
+                            ));
+                        }
+                    }
+                    *self.verified.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+                }
+                // WAL segments are covered by the manifest's WAL ranges,
+                // not listed.
+                None if key.starts_with(b"pg_wal/") => {
+                    self.wal_seen.insert(key[b"pg_wal/".len()..].to_vec());
+                }
+                None => {
+                    self.failed = true;
+                    return Err(Self::mismatch(key, "the manifest does not list it"));
+                }
+            }
+        }
+        if let Some(held) = c.held {
+            let text = rewrite_tablespace_map(&held, self.relocated.as_deref().unwrap_or_default());
+            self.inner.write_data(Bytes::from(text))?;
+        }
+        let (dest, _) = self
+            .place(path)?
+            .ok_or_else(|| Error::target_failed("no place"))?;
+        self.inner.finish_file(&dest, &self.owned(node))
+    }
+
+    fn abort_file(&mut self, path: &Path) {
+        self.current = None;
+        if let Ok(Some((dest, _))) = self.place(path) {
+            self.inner.abort_file(&dest);
+        }
+    }
+
+    fn symlink(&mut self, path: &Path, node: &Node) -> Result<()> {
+        match self.place(path)? {
+            Some((dest, _)) => self.inner.symlink(&dest, &self.owned(node)),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()?;
+        if !self.failed {
+            if let Some(missing) = self
+                .wal_needed
+                .iter()
+                .find(|n| !self.wal_seen.contains(n.as_bytes()))
+            {
+                return Err(Error::corrupt(
+                    FileKind::Snapshot,
+                    "tree",
+                    format!(
+                        "WAL segment {missing}, which the backup needs to become consistent, is not in the snapshot"
+                    ),
+                ));
+            }
+        }
+        if !self.failed && !self.manifest.is_empty() {
+            let mut missing: Vec<String> = self
+                .manifest
+                .keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            missing.sort();
+            let n = missing.len();
+            missing.truncate(5);
+            return Err(Error::corrupt(
+                FileKind::Snapshot,
+                "tree",
+                format!(
+                    "{n} files the backup manifest lists are not in the snapshot: {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `tablespace_map` with relocated tablespaces' new places (`OID PATH`
+/// lines).
+fn rewrite_tablespace_map(original: &[u8], places: &[TablespacePlacement]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(original);
+    let mut out = String::new();
+    for line in text.lines() {
+        let oid = line.split(' ').next().unwrap_or_default();
+        if let Some(p) = places.iter().find(|p| p.oid.to_string() == oid) {
+            out.push_str(oid);
+            out.push(' ');
+            out.push_str(&p.location);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// Re-reads every listed file of a restored data directory and compares
+/// size and CRC-32C with the manifest.
+fn compare_files(
+    data_dir: &Path,
+    places: &[TablespacePlacement],
+    manifest: &Manifest,
+) -> Result<Vec<String>> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let mut diffs = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for (path, entry) in &manifest.files {
+        // Tablespace files are where the restore put them (the links in
+        // pg_tblspc appear at the first start).
+        let p = places
+            .iter()
+            .find_map(|t| {
+                let prefix = format!("pg_tblspc/{}/", t.oid);
+                path.strip_prefix(prefix.as_bytes())
+                    .map(|rest| Path::new(&t.location).join(std::ffi::OsStr::from_bytes(rest)))
+            })
+            .unwrap_or_else(|| data_dir.join(std::ffi::OsStr::from_bytes(path)));
+        let shown = String::from_utf8_lossy(path);
+        let mut f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) => {
+                diffs.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
+        let mut crc = 0u32;
+        let mut size = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            size += n as u64;
+        }
+        if size != entry.size {
+            diffs.push(format!(
+                "{shown}: {size} bytes, the manifest lists {}",
+                entry.size
+            ));
+        } else if let Some((alg, sum)) = &entry.checksum {
+            if alg == "CRC32C" && *sum != crc32c_bytes(crc) {
+                diffs.push(format!("{shown}: its CRC-32C differs from the manifest's"));
+            }
+        }
+    }
+    diffs.sort();
+    Ok(diffs)
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free port", e))
+}
+
+/// Starts `postgres` on a restored data directory (as its owner), waits
+/// until it accepts connections (recovery done), reads what its log says
+/// about recovery, and stops it (fast shutdown).
+///
+/// It listens on 127.0.0.1:`port` and a private socket directory, with
+/// archiving off, so that it cannot reach what the original server
+/// reaches (its WAL archive).
+pub(crate) async fn start_and_stop(
+    postgres: &Path,
+    data_dir: &Path,
+    port: u16,
+) -> Result<StartReport> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data_dir)
+        .map_err(|e| Error::io(format!("reading {}", data_dir.display()), e))?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    let running_as_root = nix::unistd::Uid::effective().is_root();
+    if running_as_root && uid == 0 {
+        return Err(Error::target_failed(format!(
+            "{} belongs to root and PostgreSQL does not run as root: restore into a directory owned by the server's user (for example `install -d -o postgres -m 700 DIR`)",
+            data_dir.display()
+        )));
+    }
+    let work = tempfile::Builder::new()
+        .prefix("backup-start-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    if running_as_root {
+        std::os::unix::fs::chown(work.path(), Some(uid), Some(gid))
+            .map_err(|e| Error::io("preparing a temporary directory", e))?;
+    }
+    let log_path = work.path().join("server.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io("creating a log file", e))?;
+    if running_as_root {
+        std::os::unix::fs::chown(&log_path, Some(uid), Some(gid))
+            .map_err(|e| Error::io("preparing a log file", e))?;
+    }
+    let mut cmd = tokio::process::Command::new(postgres);
+    cmd.arg("-D")
+        .arg(data_dir)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", work.path().display()))
+        .args(["-c", "archive_mode=off"])
+        .args(["-c", "logging_collector=off"])
+        .args(["-c", "log_destination=stderr"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io("log file", e))?)
+        .stderr(log)
+        .kill_on_drop(true);
+    if !data_dir.join("postgresql.conf").exists() {
+        // A cluster whose configuration lives elsewhere (Debian keeps it
+        // in /etc/postgresql): start it with an empty one.
+        for (name, text) in [
+            ("postgresql.conf", ""),
+            ("pg_hba.conf", "local all all trust\n"),
+            ("pg_ident.conf", ""),
+        ] {
+            let p = work.path().join(name);
+            std::fs::write(&p, text)
+                .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+            if running_as_root {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| Error::io("preparing a configuration file", e))?;
+            }
+        }
+        cmd.arg("-c")
+            .arg(format!(
+                "config_file={}",
+                work.path().join("postgresql.conf").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "hba_file={}",
+                work.path().join("pg_hba.conf").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "ident_file={}",
+                work.path().join("pg_ident.conf").display()
+            ));
+    }
+    if running_as_root {
+        cmd.uid(uid).gid(gid).env("HOME", work.path());
+    }
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", postgres.display()), e))?;
+    let pg_isready = postgres.with_file_name("pg_isready");
+    let ready = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(Error::target_failed(format!(
+                "the server stopped ({status}) before accepting connections; its log ends with:\n{}",
+                tail(&log, 15)
+            )));
+        }
+        let ok = tokio::process::Command::new(&pg_isready)
+            .arg("-h")
+            .arg(work.path())
+            .args(["-p", &port.to_string(), "-q"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if ok {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(6 * 3600) {
+            let _ = child.kill().await;
+            return Err(Error::target_failed(
+                "the server did not accept connections within 6 hours",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(300), child.wait()).await;
+    if stopped.is_err() {
+        let _ = child.kill().await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let after = |marker: &str| -> Option<String> {
+        log.lines().find_map(|l| {
+            l.find(marker)
+                .map(|i| l[i + marker.len()..].trim().to_owned())
+        })
+    };
+    Ok(StartReport {
+        port,
+        seconds_to_ready: ready.as_secs_f64(),
+        consistent_at: after("consistent recovery state reached at "),
+        redo_done_at: after("redo done at ")
+            .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned()),
+        last_transaction: after("last completed transaction was at log time "),
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tablespace_maps_are_rewritten() {
+        let places = vec![TablespacePlacement {
+            oid: 16384,
+            original: "/srv/ts".into(),
+            location: "/new/ts".into(),
+        }];
+        assert_eq!(
+            rewrite_tablespace_map(b"16384 /srv/ts\n16385 /other\n", &places),
+            b"16384 /new/ts\n16385 /other\n"
+        );
+        assert_eq!(
+            absolute(Path::new("/a/./b/../c")).unwrap(),
+            PathBuf::from("/a/c")
+        );
+    }
+}
