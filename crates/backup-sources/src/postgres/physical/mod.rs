@@ -5,7 +5,7 @@
 //!
 //! Two ways to read the cluster, one snapshot layout:
 //!
-//! - **Remote** ([`remote`]): a replication connection runs `BASE_BACKUP`
+//! - **Remote** (`remote.rs`): a replication connection runs `BASE_BACKUP`
 //!   (fast or spread checkpoint, the WAL from start to stop included, the
 //!   server's `backup_manifest`, a tablespace map, an optional rate
 //!   limit). The tar archives the server streams are taken apart while
@@ -13,7 +13,7 @@
 //!   its mode and modification time, its content chunked like a file's.
 //!   A temporary replication slot created first holds the WAL the backup
 //!   needs until it is sent.
-//! - **Local** ([`local`]): when the data directory is readable here,
+//! - **Local** (`local.rs`): when the data directory is readable here,
 //!   `pg_backup_start` on a normal connection that stays open, files read
 //!   directly by parallel readers (page checksums verified while reading
 //!   when the cluster has them), `pg_backup_stop`, and the WAL from start
@@ -34,7 +34,7 @@
 //! tablespaces/<oid>/PG_<v>_<cat>/ each tablespace's directory for this version
 //! ```
 //!
-//! The manifest's metadata ([`PhysicalMeta`]) records the server version
+//! The manifest's metadata (`PhysicalMeta`) records the server version
 //! and system identifier, timelines, start, checkpoint and stop positions,
 //! whether page checksums were verified, the tablespaces and the method.
 //!
