@@ -389,6 +389,7 @@ impl Target for PhysicalTarget {
             let stats = snapshot
                 .restore_tree(&PathFilter::new(&[], &[])?, Box::new(writer), progress)
                 .await?;
+            link_tablespaces(&data_dir, &places, owner)?;
             set_owner_mode(&data_dir, owner, 0o700)?;
             sync_file_systems(&created)?;
             let n = *verified.lock().unwrap_or_else(PoisonError::into_inner);
@@ -494,6 +495,32 @@ async fn load_manifest(snapshot: &SnapshotReader) -> Result<Manifest> {
     let node = root.require(MANIFEST_FILE)?;
     let text = snapshot.read_all(node).await?;
     Manifest::parse(&text).map_err(|e| unusable(&e))
+}
+
+/// The links in `pg_tblspc` to the tablespaces' places (the server would
+/// make them from `tablespace_map` at its first start; made now, the data
+/// directory is complete for tools that read it before, such as
+/// `pg_verifybackup`).
+fn link_tablespaces(
+    data_dir: &Path,
+    places: &[TablespacePlacement],
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    let dir = data_dir.join("pg_tblspc");
+    if !places.is_empty() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    for p in places {
+        let link = dir.join(p.oid.to_string());
+        std::os::unix::fs::symlink(&p.location, &link)
+            .map_err(|e| Error::io(format!("linking {}", link.display()), e))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&link, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("setting the owner of {}", link.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates a directory of the restore (owned and private like a data
