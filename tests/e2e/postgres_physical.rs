@@ -436,3 +436,228 @@ fn local_base_backup_verifies_checksums_and_reads_only_what_changed() {
     );
     check_restored(&pg, ts.path(), target, ts2.path());
 }
+
+fn url_as(pg: &PgCluster, user: &str) -> String {
+    format!(
+        "postgres://{user}:{PASSWORD}@127.0.0.1:{}/postgres?mode=physical",
+        pg.port()
+    )
+}
+
+fn no_snapshots(s: &Scratch) {
+    let list = s.json(&["list"]);
+    assert_eq!(list.as_array().map_or(0, Vec::len), 0, "{list}");
+}
+
+#[test]
+fn refused_connections_say_what_to_change() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE plain LOGIN PASSWORD '{PASSWORD}'; CREATE ROLE repl LOGIN REPLICATION PASSWORD '{PASSWORD}'"
+        ),
+    );
+    let s = Scratch::new();
+    s.init();
+    let err = s.fails(&["create", &url_as(&pg, "plain")], 1);
+    assert!(
+        err.contains("REPLICATION") && err.contains("plain"),
+        "{err}"
+    );
+
+    // Without a replication line in pg_hba.conf the message gives one.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("replication"))
+        .collect();
+    std::fs::write(&hba, kept.join("\n") + "\n").unwrap();
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let err = s.fails(&["create", &url_as(&pg, "repl")], 1);
+    assert!(
+        err.contains("host replication repl 127.0.0.1/32") && err.contains("pg_hba.conf"),
+        "{err}"
+    );
+    no_snapshots(&s);
+
+    // A server that accepts no replication connections at all, and one
+    // whose WAL level does not allow online backups.
+    let minimal = PgCluster::start_with(&PgOptions {
+        settings: vec!["wal_level=minimal".into(), "max_wal_senders=0".into()],
+        ..PgOptions::default()
+    });
+    minimal.psql(
+        "postgres",
+        &format!("CREATE ROLE repl LOGIN REPLICATION PASSWORD '{PASSWORD}'"),
+    );
+    let err = s.fails(&["create", &url_as(&minimal, "repl")], 1);
+    assert!(
+        err.contains("max_wal_senders") && err.contains("wal_level"),
+        "{err}"
+    );
+    let err = s.fails(
+        &[
+            "create",
+            &format!("{}?mode=physical", minimal.url("postgres")),
+        ],
+        1,
+    );
+    assert!(err.contains("wal_level = replica"), "{err}");
+    no_snapshots(&s);
+}
+
+#[test]
+fn a_damaged_page_fails_the_backup_with_its_file_and_block() {
+    let mut pg = PgCluster::start_with(&PgOptions {
+        data_checksums: true,
+        ..PgOptions::default()
+    });
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE repl LOGIN REPLICATION PASSWORD '{PASSWORD}';\n\
+             CREATE TABLE victim AS SELECT g AS id, repeat('v', 200) AS v FROM generate_series(1, 5000) g;\n\
+             CHECKPOINT;"
+        ),
+    );
+    let rel = pg
+        .psql("postgres", "SELECT pg_relation_filepath('victim')")
+        .trim()
+        .to_owned();
+    pg.stop();
+    let file = pg.data_dir().join(&rel);
+    let mut data = std::fs::read(&file).unwrap();
+    data[8192 + 4000] ^= 0x5a;
+    std::fs::write(&file, data).unwrap();
+    pg.restart();
+    let s = Scratch::new();
+    s.init();
+    let err = s.fails(
+        &["create", &format!("{}?mode=physical", pg.url("postgres"))],
+        1,
+    );
+    assert!(
+        err.contains("checksum") && err.contains(&rel) && err.contains("block 1"),
+        "{err}"
+    );
+    let err = s.fails(&["create", &url_as(&pg, "repl")], 1);
+    assert!(err.contains("checksum") && err.contains("block 1"), "{err}");
+    no_snapshots(&s);
+}
+
+#[test]
+fn a_damaged_repository_is_found_by_verify_and_restore() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 200000) g; CHECKPOINT;",
+    );
+    let s = Scratch::new();
+    s.init();
+    let v = s.json(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    let biggest = crate::util::files_under(&Path::new(&s.repo).join("data"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&biggest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&biggest, bytes).unwrap();
+    let err = s.fails(&["verify", "--read-data"], 3);
+    assert!(err.contains(&id), "{err}");
+    let target = PgCluster::owned_tempdir("pg-restore-");
+    let data = target.path().join("data");
+    let err = s.fails(&["restore", &id, "--to", data.to_str().unwrap()], 3);
+    assert!(err.contains("damage"), "{err}");
+    // What the failed restore wrote is gone.
+    assert!(std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none()));
+}
+
+/// `backup create` as a child process, killed with SIGKILL once the
+/// server shows the backup running.
+fn kill_mid_backup(s: &Scratch, pg: &PgCluster, args: &[&str], running: &str) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backup"))
+        .arg("create")
+        .args(args)
+        .env("BACKUP_REPOSITORY", &s.repo)
+        .env("BACKUP_PASSWORD", crate::util::PASSWORD)
+        .env("HOME", s.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        if pg.psql("postgres", running).trim() != "0" {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "the backup never showed up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The server ends the backup and drops the temporary slot when the
+    // connection goes.
+    let start = std::time::Instant::now();
+    loop {
+        let left = pg.psql(
+            "postgres",
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backup') + (SELECT count(*) FROM pg_replication_slots)",
+        );
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the killed backup left {left} sessions or slots"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    no_snapshots(s);
+}
+
+#[test]
+fn a_killed_backup_leaves_no_snapshot_and_nothing_on_the_server() {
+    let pg = PgCluster::start();
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE repl LOGIN REPLICATION PASSWORD '{PASSWORD}';\n\
+             CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 300000) g; CHECKPOINT;"
+        ),
+    );
+    let s = Scratch::new();
+    s.init();
+    // Remote, slowed down so that it is surely running when killed.
+    kill_mid_backup(
+        &s,
+        &pg,
+        &[&url_as(&pg, "repl"), "--max-rate", "32KiB"],
+        "SELECT count(*) FROM pg_stat_progress_basebackup",
+    );
+    // Local, with a large sparse file in the data directory that keeps
+    // it reading.
+    let sparse = pg.data_dir().join("zz_sparse");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    kill_mid_backup(
+        &s,
+        &pg,
+        &[&format!("{}?mode=physical", pg.url("postgres"))],
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backup' AND query LIKE '%pg_backup_start%'",
+    );
+    std::fs::remove_file(&sparse).unwrap();
+    s.ok(&["verify"]);
+    // Both kinds work again at once.
+    s.ok(&["create", &url_as(&pg, "repl")]);
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+}

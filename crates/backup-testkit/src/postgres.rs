@@ -371,6 +371,42 @@ impl PgCluster {
         stop_child(&mut self.child);
     }
 
+    /// Stops the server and starts it again on the same data directory
+    /// (and port when it is free).
+    ///
+    /// # Panics
+    ///
+    /// When it does not start again.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut cmd = Self::command_as(self.run_as.as_deref(), &self.bindir.join("postgres"));
+        let log_path = self.dir.path().join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        cmd.args(["-D", self.data.to_str().unwrap_or_default()])
+            .args(["-p", &self.port.to_string()])
+            .args(["-k", self.dir.path().to_str().unwrap_or_default()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off"])
+            .args(["-c", "max_connections=60"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        self.child = cmd.spawn().expect("starting postgres");
+        assert!(
+            wait_ready(
+                &mut self.child,
+                &self.bindir,
+                self.port,
+                Duration::from_secs(120)
+            ),
+            "postgres did not start again:\n{}",
+            self.log()
+        );
+    }
+
     /// The user the server runs as (`postgres` when the tests run as root).
     pub fn run_as(&self) -> Option<&str> {
         self.run_as.as_deref()

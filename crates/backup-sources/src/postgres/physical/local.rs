@@ -1255,6 +1255,19 @@ fn start_error(e: tokio_postgres::Error, user: &str) -> Error {
             "the role `{user}` may not start a backup (pg_backup_start): connect as a superuser or GRANT EXECUTE ON FUNCTION pg_backup_start, pg_backup_stop TO \"{user}\""
         ));
     }
+    if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) {
+        let detail = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        if detail.contains("WAL level") {
+            return Error::source_explained(
+                format!("the server cannot take an online base backup ({detail}): set wal_level = replica (or logical) and restart it"),
+                e,
+                false,
+            );
+        }
+    }
     query_error(Side::Source, "starting the backup (pg_backup_start)", e)
 }
 
