@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of physical PostgreSQL backups: `backup` (this
+# workspace) against pgBackRest and pg_basebackup, in one run, on a
+# throwaway cluster, for two data sets of about the same size:
+#
+#   pgbench     pgbench -i -s SCALE (rows of mostly blanks: compress ~40:1)
+#   realistic   random text (md5 hex), numbers, timestamps and jsonb with two
+#               indexes (compresses ~2:1), as many bytes as pgbench's
+#
+# Measured per data set, ratios of medians over ROUNDS (ours / peer):
+#
+#   local full base backup wall     / pgbackrest backup --type=full       target <= 0.5
+#   remote full base backup wall    / pg_basebackup -Ft client-zstd:3     target <= 1.0
+#   stored bytes of a full          / pgBackRest's                        target <= 1.0
+#   after pgbench -T CHANGE_SECONDS (pgbench: its TPC-B script; realistic:
+#   random single-row updates), one round:
+#     second local base backup wall / pgbackrest backup --type=incr       target <= 0.4
+#     bytes it added                / pgBackRest's incr                   target <= 0.5
+#   restore + recovery to consistency (ours: restore --start; pgBackRest:
+#   restore --type=immediate, then the same server start to ready)        target <= 0.8
+#   our peak RSS                                                          target < 300 MB
+#   CPU-seconds per GB of database, ours beside pgBackRest's (client side)
+#
+# pgBackRest runs as the postgres user with compress-type=zst, process-max=2,
+# start-fast=y and WAL archived by archive-push (its backups need it); the
+# WAL archiving runs during every measurement, ours included.
+#
+# Usage: benches/postgres_physical_compare.sh [SCALE]   (default 100, ~1.5 GB)
+#
+# Environment:
+#   WORK_DIR        everything, under /tmp (postgres must read it; default /tmp/pgphys-bench)
+#   BACKUP_BIN      use this `backup` binary instead of building one
+#   DATASETS        "pgbench realistic" (default) or one of them
+#   ROUNDS          runs of each full backup and restore (default 3)
+#   CHANGE_SECONDS  pgbench run between the full and the second backup (default 60)
+#   KEEP            1 keeps WORK_DIR afterwards
+#
+# Needs postgresql, pgbackrest and time from Debian; installs them as root.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+SCALE=${1:-${SCALE:-100}}
+WORK_DIR=${WORK_DIR:-/tmp/pgphys-bench}
+DATASETS=${DATASETS:-pgbench realistic}
+ROUNDS=${ROUNDS:-3}
+CHANGE_SECONDS=${CHANGE_SECONDS:-60}
+KEEP=${KEEP:-0}
+PASSWORD=bench-password-not-secret
+LOGS="$WORK_DIR/logs"
+RESULTS="$WORK_DIR/results.tsv"
+
+say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "scale must be a positive integer"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[ "$(id -u)" -eq 0 ] || die "run as root (the cluster and pgBackRest run as the postgres user)"
+case "$WORK_DIR" in /tmp/*) ;; *) die "WORK_DIR must be under /tmp (the postgres user must reach it)";; esac
+
+apt_install() {
+    say "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 ||
+        { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1; } ||
+        die "could not install $*"
+}
+BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$BINDIR" ] || [ ! -x "$BINDIR/initdb" ]; then
+    apt_install postgresql
+    BINDIR=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+command -v pgbackrest >/dev/null || apt_install pgbackrest
+[ -x /usr/bin/time ] || apt_install time
+
+rm -rf "$WORK_DIR"
+mkdir -p "$WORK_DIR" "$LOGS"
+chown postgres:postgres "$WORK_DIR"
+: >"$RESULTS"
+
+if [ -z "${BACKUP_BIN:-}" ]; then
+    say "building the release binary (cargo build --release -p backup-cli)"
+    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
+        { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
+    BACKUP_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/backup"
+fi
+[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+
+AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+DATA="$WORK_DIR/data"
+PGBR_CONF="$WORK_DIR/pgbackrest.conf"
+PGBR=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench)
+
+cat >"$PGBR_CONF" <<EOF
+[global]
+repo1-path=$WORK_DIR/pgbr
+compress-type=zst
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+lock-path=$WORK_DIR/pgbr-lock
+spool-path=$WORK_DIR/pgbr-spool
+
+[bench]
+pg1-path=$DATA
+pg1-port=$PORT
+pg1-socket-path=$WORK_DIR
+pg1-user=postgres
+EOF
+chown postgres:postgres "$PGBR_CONF"
+
+echo "$PASSWORD" >"$WORK_DIR/pw"
+chown postgres "$WORK_DIR/pw"
+say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
+"${AS_PG[@]}" "$BINDIR/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed"
+SERVER_OPTS="-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB \
+-c checkpoint_timeout=30min -c autovacuum=off -c archive_mode=on \
+-c archive_command='pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'"
+"${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$DATA" -l "$WORK_DIR/server.log" -w -t 120 -o "$SERVER_OPTS" start \
+    >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"
+PG_PID=$(head -n 1 "$DATA/postmaster.pid")
+stop_pid() {
+    local pid=$1
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -INT "$pid" 2>/dev/null || true
+        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    fi
+}
+cleanup() {
+    stop_pid "${PG_PID:-}"
+    [ "$KEEP" = 1 ] || rm -rf "$DATA" "$WORK_DIR"/repo-* "$WORK_DIR/pgbr" "$WORK_DIR/restore" "$WORK_DIR/bb"
+}
+trap cleanup EXIT
+
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGPASSWORD=$PASSWORD
+URL="postgres://postgres:$PASSWORD@127.0.0.1:$PORT/postgres"
+psql_() { "$BINDIR/psql" -X -q -A -t "$@"; }
+"${PGBR[@]}" stanza-create >"$LOGS/stanza.log" 2>&1 || die "pgbackrest stanza-create failed (see $LOGS/stanza.log)"
+
+drop_caches() {
+    psql_ -d postgres -c "CHECKPOINT" >/dev/null
+    sync
+    (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null || true
+}
+
+# timed DATASET NAME CMD...: wall seconds, peak RSS (KiB), CPU seconds.
+timed() {
+    local set=$1 name=$2
+    shift 2
+    drop_caches
+    say "  $set $name"
+    if /usr/bin/time -f '%e %M %U %S' -o "$LOGS/time-$set-$name" "$@" >"$LOGS/$set-$name.log" 2>&1; then
+        read -r wall rss user sys <"$LOGS/time-$set-$name"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$name" "$wall" "$rss" "$(awk "BEGIN { print $user + $sys }")" >>"$RESULTS"
+    else
+        tail -n 20 "$LOGS/$set-$name.log" >&2
+        die "$set $name failed (log: $LOGS/$set-$name.log)"
+    fi
+}
+record() { printf '%s\t%s\t%s\t0\t0\n' "$1" "$2" "$3" >>"$RESULTS"; }
+
+OURS() { env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$1" "$BACKUP_BIN" "${@:2}"; }
+REPL_URL="postgres://repl:$PASSWORD@127.0.0.1:$PORT/postgres?mode=physical"
+psql_ -d postgres -c "CREATE ROLE repl LOGIN REPLICATION PASSWORD '$PASSWORD'" >/dev/null
+
+# Starts a restored data directory as postgres and stops it once it accepts
+# connections (the same for both tools' restores).
+start_ready_stop() {
+    local dir=$1 port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -l "$dir/../start.log" -w -t 3600 \
+        -o "-p $port -k $WORK_DIR -c listen_addresses=127.0.0.1 -c archive_mode=off" start >/dev/null
+    "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+}
+export -f start_ready_stop
+export BINDIR WORK_DIR
+
+load() { # load DATASET: creates database DATASET
+    local set=$1
+    psql_ -d postgres -c "CREATE DATABASE $set" >/dev/null
+    case "$set" in
+    pgbench)
+        "$BINDIR/pgbench" -i -q -s "$SCALE" pgbench >"$LOGS/load-pgbench.log" 2>&1 || die "pgbench -i failed"
+        ;;
+    realistic)
+        # As many bytes as pgbench at this scale: ~15 MB per scale unit.
+        local rows=$((SCALE * 60000))
+        psql_ -d realistic >"$LOGS/load-realistic.log" 2>&1 <<SQL || die "loading the realistic data failed"
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer int NOT NULL, placed timestamptz NOT NULL,
+  amount numeric(12,2) NOT NULL, status text NOT NULL, note text, attrs jsonb);
+INSERT INTO orders (customer, placed, amount, status, note, attrs)
+SELECT (random() * 100000)::int, now() - random() * interval '3 years', (random() * 1000)::numeric(12,2),
+  (ARRAY['new','paid','shipped','cancelled'])[1 + floor(random() * 4)::int],
+  md5(random()::text) || ' ' || substr(md5(random()::text) || md5(random()::text), 1, (random() * 64)::int),
+  jsonb_build_object('sku', md5(random()::text), 'qty', (random() * 10)::int,
+                     'tags', jsonb_build_array(substr(md5(random()::text), 1, 6), (random() * 100)::int))
+FROM generate_series(1, $rows);
+CREATE INDEX ON orders (customer);
+CREATE INDEX ON orders (placed);
+SQL
+        ;;
+    esac
+    psql_ -d "$set" -c "VACUUM ANALYZE" >/dev/null
+    psql_ -d postgres -c "CHECKPOINT" >/dev/null
+    # Files last modified well before a base backup are what the next one
+    # may take unread (see ARCHITECTURE.md).
+    sleep 3
+}
+
+change() { # change DATASET: CHANGE_SECONDS of writes
+    local set=$1
+    say "  $set: $CHANGE_SECONDS s of writes"
+    case "$set" in
+    pgbench) "$BINDIR/pgbench" -n -c 2 -T "$CHANGE_SECONDS" pgbench >"$LOGS/change-pgbench.log" 2>&1 ;;
+    realistic)
+        local rows
+        rows=$(psql_ -d realistic -c "SELECT max(id) FROM orders")
+        printf '\\set id random(1, %s)\nUPDATE orders SET amount = amount + 1, status = '"'"'paid'"'"' WHERE id = :id;\n' "$rows" >"$WORK_DIR/update.sql"
+        "$BINDIR/pgbench" -n -c 2 -T "$CHANGE_SECONDS" -f "$WORK_DIR/update.sql" realistic >"$LOGS/change-realistic.log" 2>&1
+        ;;
+    esac
+    psql_ -d postgres -c "CHECKPOINT" >/dev/null
+}
+
+pgbr_size() { du -sb "$WORK_DIR/pgbr" | cut -f1; }
+
+for set in $DATASETS; do
+    say "data set $set (scale $SCALE)"
+    load "$set"
+    DB_BYTES=$(psql_ -d postgres -c "SELECT sum(pg_database_size(oid)) FROM pg_database")
+    record "$set" db-bytes "$DB_BYTES"
+    for round in $(seq 1 "$ROUNDS"); do
+        say " round $round of $ROUNDS"
+        rm -rf "$WORK_DIR/repo-local" "$WORK_DIR/repo-remote" "$WORK_DIR/bb"
+        OURS "$WORK_DIR/repo-local" init >/dev/null 2>&1
+        OURS "$WORK_DIR/repo-remote" init >/dev/null 2>&1
+        timed "$set" ours-local OURS "$WORK_DIR/repo-local" create "$URL" --mode physical --pgdata "$DATA"
+        timed "$set" ours-remote OURS "$WORK_DIR/repo-remote" create "$REPL_URL"
+        timed "$set" pg_basebackup "${AS_PG[@]}" "$BINDIR/pg_basebackup" -h "$WORK_DIR" -p "$PORT" -U postgres \
+            -D "$WORK_DIR/bb" -Ft --compress=client-zstd:3 -X fetch -c fast
+        before=$(pgbr_size)
+        timed "$set" pgbackrest-full "${PGBR[@]}" backup --type=full
+        record "$set" pgbackrest-full-bytes $(($(pgbr_size) - before))
+        record "$set" ours-local-bytes "$(du -sb "$WORK_DIR/repo-local" | cut -f1)"
+    done
+    change "$set"
+    before_ours=$(du -sb "$WORK_DIR/repo-local" | cut -f1)
+    timed "$set" ours-incr OURS "$WORK_DIR/repo-local" create "$URL" --mode physical --pgdata "$DATA"
+    record "$set" ours-incr-bytes $(($(du -sb "$WORK_DIR/repo-local" | cut -f1) - before_ours))
+    before=$(pgbr_size)
+    timed "$set" pgbackrest-incr "${PGBR[@]}" backup --type=incr
+    record "$set" pgbackrest-incr-bytes $(($(pgbr_size) - before))
+    for round in $(seq 1 "$ROUNDS"); do
+        say " restore round $round of $ROUNDS"
+        rm -rf "$WORK_DIR/restore"
+        install -d -o postgres -g postgres "$WORK_DIR/restore"
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        timed "$set" ours-restore OURS "$WORK_DIR/repo-local" restore latest --to "$WORK_DIR/restore/data" --start "$port"
+        rm -rf "$WORK_DIR/restore"
+        install -d -o postgres -g postgres "$WORK_DIR/restore" "$WORK_DIR/restore/data"
+        chmod 700 "$WORK_DIR/restore/data"
+        timed "$set" pgbackrest-restore bash -c "$(printf '%q ' "${PGBR[@]}") restore --pg1-path=$WORK_DIR/restore/data --type=immediate --target-action=promote && start_ready_stop $WORK_DIR/restore/data"
+    done
+    rm -rf "$WORK_DIR/restore"
+    psql_ -d postgres -c "DROP DATABASE $set" >/dev/null
+    # The next data set starts from fresh repositories.
+    "${PGBR[@]}" stop >/dev/null 2>&1 || true
+    "${PGBR[@]}" stanza-delete --force >/dev/null 2>&1 || true
+    rm -rf "$WORK_DIR/pgbr"
+    "${PGBR[@]}" start >/dev/null 2>&1 || true
+    "${PGBR[@]}" stanza-create >/dev/null 2>&1 || die "pgbackrest stanza-create failed"
+done
+
+python3 - "$RESULTS" "$SCALE" "$(nproc)" "$CHANGE_SECONDS" <<'PY' | tee "$WORK_DIR/report.txt"
+import statistics, sys
+results, scale, cores, change = sys.argv[1:5]
+data = {}
+for line in open(results):
+    s, name, wall, rss, cpu = line.rstrip("\n").split("\t")
+    data.setdefault(s, {}).setdefault(name, []).append((float(wall), int(rss) * 1024, float(cpu)))
+MB = 1e6
+ok = True
+def med(s, name, i=0):
+    return statistics.median(x[i] for x in data[s][name])
+def line(label, value, target, below=True):
+    global ok
+    res = "PASS" if (value <= target if below else value < target) else "FAIL"
+    ok &= res == "PASS"
+    print(f"  {label:<58}{value:>8.2f}  {'<=' if below else '<'} {target:<5} {res}")
+for s, runs in data.items():
+    db = med(s, "db-bytes")
+    rounds = len(runs["ours-local"])
+    print()
+    print(f"{s}: {db / MB:.0f} MB of databases (pgbench scale {scale}), {cores} cores, median of {rounds} rounds")
+    print(f"  {'measure':<58}{'ratio':>8}  target")
+    line("local full wall: ours / pgbackrest full", med(s, "ours-local") / med(s, "pgbackrest-full"), 0.5)
+    line("remote full wall: ours / pg_basebackup -Ft client-zstd:3", med(s, "ours-remote") / med(s, "pg_basebackup"), 1.0)
+    line("stored size of a full: ours / pgbackrest", med(s, "ours-local-bytes") / med(s, "pgbackrest-full-bytes"), 1.0)
+    line(f"second backup after {change} s of writes, wall: ours / pgbackrest incr", med(s, "ours-incr") / med(s, "pgbackrest-incr"), 0.4)
+    line("  bytes added: ours / pgbackrest incr", med(s, "ours-incr-bytes") / med(s, "pgbackrest-incr-bytes"), 0.5)
+    line("restore + recovery wall: ours / pgbackrest restore + start", med(s, "ours-restore") / med(s, "pgbackrest-restore"), 0.8)
+    peak = max(x[1] for n in ("ours-local", "ours-remote", "ours-incr", "ours-restore") for x in runs[n])
+    line("our peak RSS (MB)", peak / MB, 300, below=False)
+    gb = db / 1e9
+    print(f"  CPU-seconds per GB (client side): ours local {med(s, 'ours-local', 2) / gb:.1f}, "
+          f"remote {med(s, 'ours-remote', 2) / gb:.1f}, pgbackrest {med(s, 'pgbackrest-full', 2) / gb:.1f}, "
+          f"pg_basebackup {med(s, 'pg_basebackup', 2) / gb:.1f}")
+    print("  details (absolute; shared machine, compare within one run only)")
+    for n in ("ours-local", "ours-remote", "pg_basebackup", "pgbackrest-full", "ours-incr", "pgbackrest-incr", "ours-restore", "pgbackrest-restore"):
+        print(f"    {n:<20}{med(s, n):>8.2f} s  {max(x[1] for x in runs[n]) / MB:>6.0f} MB RSS  "
+              f"{med(s, n, 2):>6.1f} CPU-s  (runs: {' '.join(f'{x[0]:.2f}' for x in runs[n])})")
+    print(f"    bytes: ours full {med(s, 'ours-local-bytes') / MB:.0f} MB, pgbackrest full {med(s, 'pgbackrest-full-bytes') / MB:.0f} MB, "
+          f"ours second {med(s, 'ours-incr-bytes') / MB:.0f} MB, pgbackrest incr {med(s, 'pgbackrest-incr-bytes') / MB:.0f} MB")
+print()
+print("overall: " + ("all targets met" if ok else "some targets missed"))
+PY
