@@ -161,7 +161,9 @@ timed() {
 }
 record() { printf '%s\t%s\t%s\t0\t0\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
-OURS() { env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$1" "$BACKUP_BIN" "${@:2}"; }
+# ours REPO ARGS... (a command /usr/bin/time can run)
+LOCAL=(env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$WORK_DIR/repo-local" "$BACKUP_BIN")
+REMOTE=(env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$WORK_DIR/repo-remote" "$BACKUP_BIN")
 REPL_URL="postgres://repl:$PASSWORD@127.0.0.1:$PORT/postgres?mode=physical"
 psql_ -d postgres -c "CREATE ROLE repl LOGIN REPLICATION PASSWORD '$PASSWORD'" >/dev/null
 
@@ -170,9 +172,9 @@ psql_ -d postgres -c "CREATE ROLE repl LOGIN REPLICATION PASSWORD '$PASSWORD'" >
 start_ready_stop() {
     local dir=$1 port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -l "$dir/../start.log" -w -t 3600 \
+    setpriv --reuid=postgres --regid=postgres --init-groups "$BINDIR/pg_ctl" -D "$dir" -l "$dir/../start.log" -w -t 3600 \
         -o "-p $port -k $WORK_DIR -c listen_addresses=127.0.0.1 -c archive_mode=off" start >/dev/null
-    "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+    setpriv --reuid=postgres --regid=postgres --init-groups "$BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
 }
 export -f start_ready_stop
 export BINDIR WORK_DIR
@@ -234,10 +236,10 @@ for set in $DATASETS; do
     for round in $(seq 1 "$ROUNDS"); do
         say " round $round of $ROUNDS"
         rm -rf "$WORK_DIR/repo-local" "$WORK_DIR/repo-remote" "$WORK_DIR/bb"
-        OURS "$WORK_DIR/repo-local" init >/dev/null 2>&1
-        OURS "$WORK_DIR/repo-remote" init >/dev/null 2>&1
-        timed "$set" ours-local OURS "$WORK_DIR/repo-local" create "$URL" --mode physical --pgdata "$DATA"
-        timed "$set" ours-remote OURS "$WORK_DIR/repo-remote" create "$REPL_URL"
+        "${LOCAL[@]}" init >/dev/null 2>&1
+        "${REMOTE[@]}" init >/dev/null 2>&1
+        timed "$set" ours-local "${LOCAL[@]}" create "$URL" --mode physical --pgdata "$DATA"
+        timed "$set" ours-remote "${REMOTE[@]}" create "$REPL_URL"
         timed "$set" pg_basebackup "${AS_PG[@]}" "$BINDIR/pg_basebackup" -h "$WORK_DIR" -p "$PORT" -U postgres \
             -D "$WORK_DIR/bb" -Ft --compress=client-zstd:3 -X fetch -c fast
         before=$(pgbr_size)
@@ -247,7 +249,7 @@ for set in $DATASETS; do
     done
     change "$set"
     before_ours=$(du -sb "$WORK_DIR/repo-local" | cut -f1)
-    timed "$set" ours-incr OURS "$WORK_DIR/repo-local" create "$URL" --mode physical --pgdata "$DATA"
+    timed "$set" ours-incr "${LOCAL[@]}" create "$URL" --mode physical --pgdata "$DATA"
     record "$set" ours-incr-bytes $(($(du -sb "$WORK_DIR/repo-local" | cut -f1) - before_ours))
     before=$(pgbr_size)
     timed "$set" pgbackrest-incr "${PGBR[@]}" backup --type=incr
@@ -257,7 +259,7 @@ for set in $DATASETS; do
         rm -rf "$WORK_DIR/restore"
         install -d -o postgres -g postgres "$WORK_DIR/restore"
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        timed "$set" ours-restore OURS "$WORK_DIR/repo-local" restore latest --to "$WORK_DIR/restore/data" --start "$port"
+        timed "$set" ours-restore "${LOCAL[@]}" restore latest --to "$WORK_DIR/restore/data" --start "$port"
         rm -rf "$WORK_DIR/restore"
         install -d -o postgres -g postgres "$WORK_DIR/restore" "$WORK_DIR/restore/data"
         chmod 700 "$WORK_DIR/restore/data"

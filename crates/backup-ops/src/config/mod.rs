@@ -371,7 +371,9 @@ schedule = "*/2 * * * * *"
     fn example_config_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/backupd.toml");
         let c = Config::load(Path::new(path)).unwrap();
-        assert_eq!(c.all_jobs().unwrap().len(), 2);
+        assert_eq!(c.all_jobs().unwrap().len(), 3);
+        let cluster = c.job("app-cluster").unwrap();
+        assert_eq!(cluster.settings.mode.as_deref(), Some("physical"));
         assert_eq!(c.daemon.missed_runs, MissedRuns::RunOnce);
         let db = c.job("app-db").unwrap();
         assert_eq!(db.max_age, Some(Duration::from_secs(26 * 3600)));

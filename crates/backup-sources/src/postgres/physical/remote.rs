@@ -1170,3 +1170,155 @@ fn node_of(h: &Header, name: &str) -> Node {
     n.link_target = h.link_target.as_deref().map(Into::into);
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::physical::tar::write_header;
+
+    fn header(path: &str, kind: EntryType, size: u64) -> Header {
+        Header {
+            path: path.split('/').map(str::to_owned).collect(),
+            kind,
+            mode: if kind == EntryType::File {
+                0o600
+            } else {
+                0o700
+            },
+            uid: 1,
+            gid: 1,
+            size,
+            mtime: 1_700_000_000,
+            link_target: None,
+        }
+    }
+
+    /// A tar member as the server sends it.
+    fn member(path: &str, kind: EntryType, content: &[u8]) -> Vec<u8> {
+        let h = header(path, kind, content.len() as u64);
+        let mut out = write_header(&h).to_vec();
+        out.extend_from_slice(content);
+        out.resize(out.len() + h.padding() as usize, 0);
+        out
+    }
+
+    fn copy_data(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Runs `messages` through a stream and returns the walk as text
+    /// (`+dir`, `-`, `name=content`) or the error.
+    fn walk(messages: Vec<(u8, Vec<u8>)>) -> std::result::Result<Vec<String>, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let mut s = Stream::new(
+            tx,
+            vec![TablespaceMeta {
+                oid: 16384,
+                location: "/srv/ts".into(),
+            }],
+        );
+        for (tag, body) in messages {
+            match s.message(tag, &body) {
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        drop(s);
+        let mut out = Vec::new();
+        while let Some(msg) = rx.blocking_recv() {
+            let Msg::Item(item) = msg else { continue };
+            out.push(match item {
+                Item::Enter(n) => format!("+{}", n.name),
+                Item::Leave => "-".to_owned(),
+                Item::Leaf { node, content, .. } => {
+                    let mut text = String::new();
+                    if let Some(Content::Blocking(open)) = content {
+                        open().unwrap().read_to_string(&mut text).unwrap();
+                    }
+                    format!("{}={text}", node.name)
+                }
+                Item::Warning(w) => w,
+            });
+        }
+        Ok(out)
+    }
+
+    fn base_archive(extra: &[(&str, EntryType, &[u8])]) -> Vec<(u8, Vec<u8>)> {
+        let mut tar = Vec::new();
+        tar.extend(member("backup_label", EntryType::File, b"LABEL: x\n"));
+        tar.extend(member("base", EntryType::Dir, b""));
+        tar.extend(member("base/1", EntryType::Dir, b""));
+        tar.extend(member("base/1/1259", EntryType::File, b"rel"));
+        tar.extend(member("global", EntryType::Dir, b""));
+        tar.extend(member("global/1260", EntryType::File, b"roles"));
+        tar.extend(member("pg_wal", EntryType::Dir, b""));
+        tar.extend(member("./pg_wal/archive_status", EntryType::Dir, b""));
+        tar.extend(member("global/pg_control", EntryType::File, b"control"));
+        tar.extend(member(
+            "pg_wal/000000010000000000000002",
+            EntryType::File,
+            b"wal",
+        ));
+        tar.extend(member(
+            "pg_wal/archive_status/000000010000000000000002.done",
+            EntryType::File,
+            b"",
+        ));
+        for (path, kind, content) in extra {
+            tar.extend(member(path, *kind, content));
+        }
+        tar.extend([0u8; 1024]);
+        let mut msgs = vec![(b'd', copy_data(b'n', b"base.tar\0\0"))];
+        // Cut across member boundaries, as messages are.
+        for piece in tar.chunks(700) {
+            msgs.push((b'd', copy_data(b'd', piece)));
+        }
+        msgs
+    }
+
+    #[test]
+    fn the_stream_becomes_a_depth_first_walk() {
+        let mut msgs = vec![(b'd', copy_data(b'n', b"16384.tar\0/srv/ts\0"))];
+        let mut ts = member("PG_15_1", EntryType::Dir, b"");
+        ts.extend(member("PG_15_1/5", EntryType::Dir, b""));
+        ts.extend(member("PG_15_1/5/16390", EntryType::File, b"ts-data"));
+        ts.extend([0u8; 1024]);
+        msgs.push((b'd', copy_data(b'd', &ts)));
+        msgs.extend(base_archive(&[]));
+        msgs.push((b'd', copy_data(b'm', b"")));
+        msgs.push((b'd', copy_data(b'd', b"{manifest}")));
+        msgs.push((b'c', Vec::new()));
+        let got = walk(msgs).unwrap();
+        assert_eq!(
+            got.join(" "),
+            "+tablespaces +16384 +PG_15_1 +5 16390=ts-data - - - - \
+             +data backup_label=LABEL: x\n +base +1 1259=rel - - \
+             +pg_wal 000000010000000000000002=wal +archive_status 000000010000000000000002.done= - - \
+             +global 1260=roles pg_control=control - - backup_manifest={manifest}"
+        );
+    }
+
+    #[test]
+    fn a_member_after_its_directory_is_an_error() {
+        // A relation file after the WAL: not the server's order.
+        let msgs = base_archive(&[("base/1/9999", EntryType::File, b"late")]);
+        let err = walk(msgs).unwrap_err();
+        assert!(
+            err.contains("base/1/9999") && err.contains("not supported"),
+            "{err}"
+        );
+        // A directory left in the walk does not come back.
+        let mut tar = member("base", EntryType::Dir, b"");
+        tar.extend(member("base/1", EntryType::Dir, b""));
+        tar.extend(member("other", EntryType::Dir, b""));
+        tar.extend(member("base/1/5", EntryType::File, b"x"));
+        let msgs = vec![
+            (b'd', copy_data(b'n', b"base.tar\0\0")),
+            (b'd', copy_data(b'd', &tar)),
+        ];
+        let err = walk(msgs).unwrap_err();
+        assert!(err.contains("base/1/5"), "{err}");
+    }
+}
