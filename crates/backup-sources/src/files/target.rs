@@ -76,6 +76,11 @@ impl Target for FilesTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("file snapshots")?;
+        if opts.skip_missing_roles {
+            return Err(Error::Config(
+                "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
+            ));
+        }
         if opts.drop {
             return Err(Error::Config(
                 "--drop applies to databases; a file restore never overwrites, so restore into an empty or new directory".to_owned(),

@@ -403,6 +403,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 pub(crate) enum Tok {
     Ident(String),
     Dot,
+    Comma,
     Other,
 }
 
@@ -462,6 +463,9 @@ pub(crate) fn tokens(sql: &str) -> Vec<Tok> {
         } else if c == b'.' {
             out.push(Tok::Dot);
             i += 1;
+        } else if c == b',' {
+            out.push(Tok::Comma);
+            i += 1;
         } else if is_ident_byte(c) && !c.is_ascii_digit() {
             let start = i;
             while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
@@ -480,6 +484,89 @@ pub(crate) fn tokens(sql: &str) -> Vec<Tok> {
             out.push(Tok::Other);
         }
     }
+    out
+}
+
+/// Names that stand for no role in the places a role is named.
+const NOT_ROLES: [&str; 5] = [
+    "public",
+    "current_user",
+    "session_user",
+    "current_role",
+    "user",
+];
+
+/// The roles a statement names: `OWNER TO r`, the grantees of `GRANT ...
+/// TO` and `REVOKE ... FROM`, `GRANTED BY r`, the roles of `CREATE|ALTER
+/// POLICY ... TO`, `ALTER DEFAULT PRIVILEGES FOR ROLE r`, `SET SESSION
+/// AUTHORIZATION r` and `CREATE USER MAPPING FOR r`. `PUBLIC` and
+/// `CURRENT_USER`-like keywords are not roles.
+pub(crate) fn roles_named(sql: &str) -> Vec<String> {
+    let toks = tokens(sql);
+    let word = |i: usize| match toks.get(i) {
+        Some(Tok::Ident(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    let mut out: Vec<String> = Vec::new();
+    // A comma-separated list of role names starting at `i`.
+    let list = |mut i: usize, out: &mut Vec<String>| {
+        while let Some(Tok::Ident(name)) = toks.get(i) {
+            out.push(name.clone());
+            if toks.get(i + 1) == Some(&Tok::Comma) {
+                i += 2;
+            } else {
+                break;
+            }
+        }
+    };
+    let first = word(0).unwrap_or("");
+    let second = word(1).unwrap_or("");
+    match (first, second) {
+        ("set", "session") if word(2) == Some("authorization") => list(3, &mut out),
+        ("create", "user") if word(2) == Some("mapping") && word(3) == Some("for") => {
+            list(4, &mut out);
+        }
+        ("create" | "alter", "policy") => {
+            if let Some(to) = (2..toks.len()).find(|&i| word(i) == Some("to")) {
+                list(to + 1, &mut out);
+            }
+        }
+        _ => {}
+    }
+    if first == "alter" && second == "default" {
+        // ALTER DEFAULT PRIVILEGES FOR ROLE a, b [IN SCHEMA s] GRANT ... TO r
+        if let Some(at) = (2..toks.len())
+            .find(|&i| word(i) == Some("for") && matches!(word(i + 1), Some("role" | "user")))
+        {
+            list(at + 2, &mut out);
+        }
+    }
+    let grant = (0..toks.len()).find(|&i| matches!(word(i), Some("grant" | "revoke")));
+    if let Some(g) = grant.filter(|&g| g == 0 || (first == "alter" && second == "default")) {
+        let keyword = if word(g) == Some("grant") {
+            "to"
+        } else {
+            "from"
+        };
+        if let Some(at) = (g + 1..toks.len()).find(|&i| word(i) == Some(keyword)) {
+            list(at + 1, &mut out);
+        }
+        if let Some(at) =
+            (g + 1..toks.len()).find(|&i| word(i) == Some("granted") && word(i + 1) == Some("by"))
+        {
+            list(at + 2, &mut out);
+        }
+    }
+    for w in toks.windows(3) {
+        if let [Tok::Ident(a), Tok::Ident(b), Tok::Ident(r)] = w {
+            if a == "owner" && b == "to" {
+                out.push(r.clone());
+            }
+        }
+    }
+    out.retain(|r| !NOT_ROLES.contains(&r.as_str()));
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -542,6 +629,49 @@ CREATE VIEW public.v AS
 
 \unrestrict abc123
 "#;
+
+    #[test]
+    fn roles_named_by_statements() {
+        let r = |sql: &str| roles_named(sql);
+        assert_eq!(r("ALTER TABLE public.t OWNER TO app;"), ["app"]);
+        assert_eq!(
+            r("GRANT SELECT ON TABLE public.t TO reporting, \"Mixed Role\";"),
+            ["Mixed Role", "reporting"]
+        );
+        assert_eq!(
+            r("REVOKE ALL ON TABLE public.t FROM PUBLIC;"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            r("REVOKE ALL ON SCHEMA s FROM app GRANTED BY boss;"),
+            ["app", "boss"]
+        );
+        assert_eq!(
+            r("CREATE POLICY p ON public.t FOR SELECT TO reader, writer USING ((owner = CURRENT_USER));"),
+            ["reader", "writer"]
+        );
+        assert_eq!(
+            r("ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA s GRANT SELECT ON TABLES TO reader;"),
+            ["app", "reader"]
+        );
+        assert_eq!(r("SET SESSION AUTHORIZATION grantor;"), ["grantor"]);
+        assert_eq!(
+            r("CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'x');"),
+            ["app"]
+        );
+        assert_eq!(
+            r("CREATE USER MAPPING FOR public SERVER s;"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            r("CREATE TABLE public.t (owner text, \"to\" int);"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            r("COMMENT ON TABLE public.t IS 'GRANT x TO y';"),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn begin_atomic_bodies() {

@@ -137,6 +137,11 @@ impl Target for MongoTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("MongoDB")?;
+        if opts.skip_missing_roles {
+            return Err(Error::Config(
+                "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
+            ));
+        }
         if opts.at.is_some() {
             return Err(Error::Config(
                 "--at is not supported for MongoDB: a snapshot restores to its own end time (the captured oplog's end)".to_owned(),

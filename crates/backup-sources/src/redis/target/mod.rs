@@ -198,6 +198,11 @@ impl Target for RedisTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("Redis")?;
+        if opts.skip_missing_roles {
+            return Err(Error::Config(
+                "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
+            ));
+        }
         if opts.at.is_some() {
             return Err(Error::Config(
                 "--at (point-in-time restore) is not available for Redis; a Redis snapshot restores the data as it was captured".to_owned(),
