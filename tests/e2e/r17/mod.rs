@@ -3,3 +3,4 @@
 //! corpora broke. Each test names the item of the issue it reproduces.
 
 mod postgres;
+mod redis;

@@ -202,3 +202,153 @@ pub fn rdb_v11_set_listpack() -> Vec<u8> {
         ff
         "))
 }
+
+/// The 64-bit id of a module type: the 9-character name in a 64-symbol
+/// alphabet, 6 bits per character, then 10 bits of encoding version.
+pub fn module_id(name: &str, encver: u64) -> u64 {
+    const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    assert_eq!(name.len(), 9, "module type names have 9 characters");
+    let mut id = 0u64;
+    for c in name.bytes() {
+        let v = CHARSET
+            .iter()
+            .position(|&x| x == c)
+            .unwrap_or_else(|| panic!("`{}` is not allowed in a module name", c as char));
+        id = (id << 6) | v as u64;
+    }
+    (id << 10) | encver
+}
+
+/// A length in its 9-byte form (`0x81` and 8 bytes big-endian), as Redis
+/// writes module ids.
+pub fn len64(n: u64) -> Vec<u8> {
+    let mut v = vec![0x81];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+/// Self-describing module data (RDB types 7 and module aux records): an
+/// unsigned integer and a string, then the end opcode.
+fn module_body(n: u8, s: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x02, n, 0x05, u8::try_from(s.len()).unwrap_or(0)];
+    v.extend_from_slice(s);
+    v.push(0x00);
+    v
+}
+
+/// An RDB version 9 file with auxiliary data of module type `bkpmodule`
+/// (a `MODULE_AUX` record, written after the keys as Redis does for
+/// modules that ask for it) and one string key `plain` = `v`. Redis
+/// refuses to load it without the module.
+pub fn rdb_v9_module_aux() -> Vec<u8> {
+    let mut rdb = hex("
+        52 45 44 49 53 30 30 30 39            # REDIS0009
+        fa 09 72 65 64 69 73 2d 76 65 72      # AUX 'redis-ver' =
+           05 36 2e 32 2e 30                  #   '6.2.0'
+        fe 00                                 # SELECTDB 0
+        00 05 70 6c 61 69 6e 01 76            # string 'plain' = 'v'
+        f7                                    # MODULE_AUX
+    ");
+    rdb.extend(len64(module_id("bkpmodule", 1)));
+    rdb.extend(hex("02 02")); // `when` opcode (unsigned), when = after the keys
+    rdb.extend(module_body(7, b"state"));
+    rdb.push(0xff);
+    with_crc(rdb)
+}
+
+/// An RDB version 9 file with a module value (type 7, module type
+/// `bkpmodule`) under the key `modkey`, and string keys `a` = `1` and
+/// `b` = `2`.
+pub fn rdb_v9_module_value() -> Vec<u8> {
+    let mut rdb = hex("
+        52 45 44 49 53 30 30 30 39            # REDIS0009
+        fe 00                                 # SELECTDB 0
+        00 01 61 01 31                        # string 'a' = '1'
+        07 06 6d 6f 64 6b 65 79               # module value 'modkey'
+    ");
+    rdb.extend(len64(module_id("bkpmodule", 1)));
+    rdb.extend(module_body(3, b"value"));
+    rdb.extend(hex("00 01 62 01 32")); // string 'b' = '2'
+    rdb.push(0xff);
+    with_crc(rdb)
+}
+
+/// An RDB version 9 file with empty keys of every encoding Redis 6 could
+/// leave behind (Redis 7 skips them at load and refuses them in
+/// `RESTORE`), between two keys that hold values. (An empty zipmap or
+/// intset is not among them: Redis 7 calls the whole file corrupt.)
+///
+/// | key | type | value |
+/// |---|---|---|
+/// | `keep1` | string | `v` |
+/// | `e-list` | list (type 1) | empty |
+/// | `e-set` | set (type 2) | empty |
+/// | `e-zset` | zset (type 3) | empty |
+/// | `e-hash` | hash (type 4) | empty |
+/// | `e-zset2` | zset (type 5) | empty |
+/// | `e-zl` | list (ziplist) | empty |
+/// | `e-zzl` | zset (ziplist) | empty |
+/// | `e-hzl` | hash (ziplist) | empty |
+/// | `e-ql` | list (quicklist) | one empty ziplist node |
+/// | `e-ql0` | list (quicklist) | no node |
+/// | `keep2` | list (type 1) | `x` |
+pub fn rdb_v9_empty_keys() -> Vec<u8> {
+    with_crc(hex("
+        52 45 44 49 53 30 30 30 39            # REDIS0009
+        fe 00                                 # SELECTDB 0
+        00 05 6b 65 65 70 31 01 76            # string 'keep1' = 'v'
+        01 06 65 2d 6c 69 73 74  00           # list 'e-list', 0 elements
+        02 05 65 2d 73 65 74  00              # set 'e-set', 0 members
+        03 06 65 2d 7a 73 65 74  00           # zset 'e-zset', 0 members
+        04 06 65 2d 68 61 73 68  00           # hash 'e-hash', 0 fields
+        05 07 65 2d 7a 73 65 74 32  00        # zset (binary scores) 'e-zset2', 0
+        0a 04 65 2d 7a 6c                     # list ziplist 'e-zl'
+           0b                                 #   string of 11 bytes:
+           0b 00 00 00  0a 00 00 00  00 00 ff #   zlbytes 11, zltail 10, zllen 0, end
+        0c 05 65 2d 7a 7a 6c                  # zset ziplist 'e-zzl'
+           0b  0b 00 00 00  0a 00 00 00  00 00 ff
+        0d 05 65 2d 68 7a 6c                  # hash ziplist 'e-hzl'
+           0b  0b 00 00 00  0a 00 00 00  00 00 ff
+        0e 04 65 2d 71 6c                     # list quicklist 'e-ql'
+           01                                 #   1 node:
+           0b  0b 00 00 00  0a 00 00 00  00 00 ff   # an empty ziplist
+        0e 05 65 2d 71 6c 30  00              # list quicklist 'e-ql0', 0 nodes
+        01 05 6b 65 65 70 32  01  01 78       # list 'keep2' = ['x']
+        ff                                    # EOF
+        "))
+}
+
+/// An RDB version 10 file (Redis 7.0) with empty listpack values: a hash,
+/// a sorted set, and a quicklist whose only node is an empty listpack;
+/// plus `keep` = `v`.
+pub fn rdb_v10_empty_keys() -> Vec<u8> {
+    with_crc(hex("
+        52 45 44 49 53 30 30 31 30            # REDIS0010
+        fe 00                                 # SELECTDB 0
+        10 04 65 2d 6c 68                     # hash listpack 'e-lh'
+           07  07 00 00 00  00 00 ff          #   total 7, 0 elements, end
+        11 04 65 2d 6c 7a                     # zset listpack 'e-lz'
+           07  07 00 00 00  00 00 ff
+        12 05 65 2d 71 6c 32                  # quicklist 2 'e-ql2'
+           01  02                             #   1 node, packed:
+           07  07 00 00 00  00 00 ff          #   an empty listpack
+        00 04 6b 65 65 70 01 76               # string 'keep' = 'v'
+        ff
+        "))
+}
+
+/// An RDB version 10 file whose third key holds a set as a listpack
+/// (type 20, which only Redis 7.2 and newer read): `a` = `1`, `b` = `2`,
+/// `sl` = {`x`}, `c` = `3`. A Redis 7.0 target refuses `sl`.
+pub fn rdb_v10_with_a_newer_encoding() -> Vec<u8> {
+    with_crc(hex("
+        52 45 44 49 53 30 30 31 30            # REDIS0010
+        fe 00                                 # SELECTDB 0
+        00 01 61 01 31                        # string 'a' = '1'
+        00 01 62 01 32                        # string 'b' = '2'
+        14 02 73 6c                           # set listpack 'sl'
+           0a  0a 00 00 00  01 00  81 78 02  ff   # total 10, 1 element: 'x'
+        00 01 63 01 33                        # string 'c' = '3'
+        ff
+        "))
+}
