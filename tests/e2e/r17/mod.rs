@@ -2,5 +2,6 @@
 //! PostgreSQL's regression database, Redis's own RDB files and MongoDB's
 //! corpora broke. Each test names the item of the issue it reproduces.
 
+mod mongo;
 mod postgres;
 mod redis;

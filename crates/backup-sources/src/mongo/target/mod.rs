@@ -38,7 +38,7 @@ use snapshot::snapshot_metadata;
 use state::Restore;
 use users::UsersAndRoles;
 
-pub(crate) use snapshot::{load, Planned};
+pub(crate) use snapshot::{load, Loaded, Planned};
 
 /// Restores a MongoDB snapshot into the deployment a URL names.
 #[derive(Debug)]
@@ -232,8 +232,10 @@ impl Target for MongoTarget {
         let users = UsersAndRoles::plan(&conn, &meta, &loaded, opts, &map).await?;
         check_distinct_targets(&loaded.collections)?;
         let existing = existing(&conn, &loaded.collections).await?;
-        check_conflicts(&loaded.collections, &existing, opts)?;
-        let report = MongoRestoreReport::new(&loaded, &existing, &users, opts.dry_run);
+        if !opts.dry_run {
+            check_conflicts(&loaded.collections, &existing, opts)?;
+        }
+        let report = MongoRestoreReport::new(&loaded, &existing, &users, opts);
         let stats = stats(&loaded.collections);
         if opts.dry_run {
             return report.to_restore_report(true, self.describe(), stats);
