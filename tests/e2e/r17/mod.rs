@@ -2,6 +2,7 @@
 //! PostgreSQL's regression database, Redis's own RDB files and MongoDB's
 //! corpora broke. Each test names the item of the issue it reproduces.
 
+mod cli;
 mod mongo;
 mod postgres;
 mod redis;
