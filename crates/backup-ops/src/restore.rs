@@ -96,7 +96,7 @@ pub async fn restore(
         }
         let mut safety = None;
         if !opts.dry_run && req.safety_backup && target.replaces_data(opts).await? {
-            let id = safety_backup(&mut repo, spec, &entry.id.short(), feedback).await?;
+            let id = Box::pin(safety_backup(&mut repo, spec, &entry.id.short(), feedback)).await?;
             feedback.detail("safety_backup", json(id));
             safety = Some(id);
         }
