@@ -79,8 +79,18 @@ impl Script {
         let mut lexer = Lexer::new(text);
         while let Some(item) = lexer.next_item()? {
             match item {
-                Item::Header(h) => {
-                    if let Some(e) = current.take() {
+                Item::Header(mut h) => {
+                    if let Some(mut e) = current.take() {
+                        // pg_dump writes the settings an entry needs
+                        // (`SET default_tablespace`, `SET
+                        // default_table_access_method`, ...) before the
+                        // entry's header: they belong to the next entry.
+                        let mut carried = Vec::new();
+                        while e.statements.last().is_some_and(is_entry_selector) {
+                            carried.extend(e.statements.pop());
+                        }
+                        carried.reverse();
+                        h.statements = carried;
                         script.entries.push(e);
                     }
                     current = Some(h);
@@ -121,6 +131,18 @@ pub(crate) fn is_session_setting(sql: &str) -> bool {
     }
     (lower.starts_with("set ") && !lower.starts_with("set session authorization"))
         || lower.starts_with("select pg_catalog.set_config(")
+}
+
+/// A statement `pg_dump` writes before an entry's header to set up for it:
+/// a session setting (tablespace, table access method, search path) or a
+/// change of session user.
+fn is_entry_selector(s: &Statement) -> bool {
+    let Statement::Sql(sql) = s else {
+        return false;
+    };
+    let l = sql.trim_start().to_ascii_lowercase();
+    (l.starts_with("set ") && !l.starts_with("set client_encoding"))
+        || l.starts_with("reset session authorization")
 }
 
 enum Item {
@@ -670,6 +692,26 @@ CREATE VIEW public.v AS
         assert_eq!(
             r("COMMENT ON TABLE public.t IS 'GRANT x TO y';"),
             Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn settings_before_a_header_belong_to_its_entry() {
+        let text = "--\n-- Name: a; Type: INDEX; Schema: s; Owner: o\n--\n\nCREATE INDEX a ON s.t (x);\n\n\
+            SET default_tablespace = space;\n\n--\n-- Name: b; Type: INDEX; Schema: s; Owner: o; Tablespace: space\n--\n\n\
+            CREATE INDEX b ON s.t (y);\n\nSET default_tablespace = '';\n\n--\n-- Name: c; Type: INDEX; Schema: s; Owner: o\n--\n\nCREATE INDEX c ON s.t (z);\n";
+        let s = Script::parse(text).unwrap();
+        assert_eq!(s.entries[0].statements.len(), 1);
+        assert_eq!(
+            s.entries[1].statements,
+            vec![
+                Statement::Sql("SET default_tablespace = space;".into()),
+                Statement::Sql("CREATE INDEX b ON s.t (y);".into())
+            ]
+        );
+        assert_eq!(
+            s.entries[2].statements[0],
+            Statement::Sql("SET default_tablespace = '';".into())
         );
     }
 

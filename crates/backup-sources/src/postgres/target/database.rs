@@ -8,7 +8,7 @@ use backup_core::{Error, Result};
 use tokio_postgres::Client;
 
 use crate::postgres::conn::{query_error, ConnInfo, Side};
-use crate::postgres::script::{quote_ident, quote_literal};
+use crate::postgres::script::{quote_ident, quote_literal, Entry};
 use crate::postgres::{DatabaseProperties, Metadata, TableMeta};
 
 /// Session settings of every restoring connection.
@@ -409,6 +409,60 @@ pub(super) async fn drop_tables(c: &Client, names: &[String]) -> Result<()> {
 
 pub(super) fn drop_tables_sql(names: &[String]) -> String {
     format!("DROP TABLE IF EXISTS {} CASCADE", names.join(", "))
+}
+
+/// Whether the database has default privileges (`ALTER DEFAULT
+/// PRIVILEGES`), which PostgreSQL gives to every object created in it.
+pub(super) async fn has_default_privileges(c: &Client) -> Result<bool> {
+    let row = c
+        .query_one("SELECT count(*) FROM pg_default_acl", &[])
+        .await
+        .map_err(|e| query_error(Side::Target, "reading default privileges", e))?;
+    Ok(row.get::<_, i64>(0) > 0)
+}
+
+/// Entry types that create relations.
+const RELATION_KINDS: [&str; 5] = [
+    "TABLE",
+    "VIEW",
+    "MATERIALIZED VIEW",
+    "SEQUENCE",
+    "FOREIGN TABLE",
+];
+
+/// Takes back what the database's default privileges granted on the
+/// relation an entry created (and on the sequences it owns), so that it
+/// has the privileges of its owner only, as in the snapshot before the
+/// snapshot's own grants (which come later) are applied. `pg_dump`
+/// writes default privileges last for a new database; a restore into a
+/// database that already has them must undo their effect.
+pub(super) async fn reset_privileges(c: &Client, e: &Entry) -> Result<()> {
+    if !RELATION_KINDS.contains(&e.kind.as_str()) {
+        return Ok(());
+    }
+    let name = format!("{}.{}", quote_ident(&e.schema), quote_ident(&e.name));
+    let rows = c
+        .query(
+            "SELECT format('REVOKE ALL ON %s %s FROM %s', \
+                 CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, \
+                 c.oid::regclass::text, \
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END) \
+             FROM pg_class c, aclexplode(c.relacl) a \
+             WHERE (c.oid = to_regclass($1) OR c.oid IN (SELECT d.objid FROM pg_depend d \
+                    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                      AND d.refobjid = to_regclass($1) AND d.deptype IN ('a', 'i'))) \
+               AND a.grantee <> c.relowner",
+            &[&name],
+        )
+        .await
+        .map_err(|err| query_error(Side::Target, "reading the privileges of a new relation", err))?;
+    for r in rows {
+        let sql: String = r.get(0);
+        c.batch_execute(&sql)
+            .await
+            .map_err(|err| query_error(Side::Target, &sql, err))?;
+    }
+    Ok(())
 }
 
 /// Roles of the target cluster.

@@ -231,6 +231,9 @@ impl PostgresTarget {
         let mut roles_created = Vec::new();
         let settings = loaded.pre.session_settings();
         let main = database::worker(&self.info, &settings).await?;
+        // Default privileges of the target would be given to every
+        // relation the restore creates; the snapshot's own grants follow.
+        let reset = database::has_default_privileges(&main).await?;
         progress.set_phase("schema");
         let mut exec = Executor::new(&main, merge, &loaded.pre.preamble);
         if merge {
@@ -259,6 +262,9 @@ impl PostgresTarget {
                 database::drop_tables(&main, &names).await?;
                 for e in &plan.pre {
                     exec.run_entry(e).await?;
+                    if reset {
+                        database::reset_privileges(&main, e).await?;
+                    }
                 }
                 main.batch_execute("COMMIT")
                     .await
@@ -278,6 +284,9 @@ impl PostgresTarget {
             }
             for e in &plan.pre {
                 exec.run_entry(e).await?;
+                if reset {
+                    database::reset_privileges(&main, e).await?;
+                }
             }
         }
         progress.add_bytes(loaded.schema_bytes);

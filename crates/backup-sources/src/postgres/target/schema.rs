@@ -59,6 +59,19 @@ impl<'a> Executor<'a> {
 }
 
 impl Executor<'_> {
+    /// Notes the session settings of an entry run elsewhere (on a
+    /// parallel worker), so that entries after it get them as they would
+    /// in script order.
+    pub(super) fn note_settings(&mut self, e: &Entry) {
+        for s in &e.statements {
+            if let Statement::Sql(sql) = s {
+                if let Some(name) = setting_name(sql) {
+                    self.settings.insert(name, sql.clone());
+                }
+            }
+        }
+    }
+
     pub(super) async fn run_entry(&mut self, e: &Entry) -> Result<()> {
         for s in &e.statements {
             if self.run_statement(s, e).await? == Ran::Kept {
