@@ -453,7 +453,7 @@ mod corpus {
                             .to_le_bytes()
                             .to_vec(),
                     ),
-                    (0x11, "u", ((123u64 << 32) | 456).to_le_bytes().to_vec()),
+                    (0x11, "u", ((0x7bu64 << 32) | 0x1c8).to_le_bytes().to_vec()),
                 ],
             ),
             case(
