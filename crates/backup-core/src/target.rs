@@ -62,11 +62,11 @@ impl RestoreOptions {
 /// What the first line of a human report counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RestoredUnit {
-    /// Files, directories and links (files targets, and database targets
-    /// that describe themselves in [`RestoreReport::lines`]).
+    /// Files, directories and links (files targets).
     #[default]
     Files,
-    /// Bytes of stream data, with one line per database following (Redis).
+    /// Bytes of stream data (database targets, which describe what they
+    /// restored in [`RestoreReport::lines`]).
     DatabaseStreams,
 }
 
