@@ -156,9 +156,10 @@ fn contents_table(c: &backup_sources::summary::Contents) -> Vec<String> {
         ));
     }
     out.push(format!(
-        "{} {}s, {} {}",
+        "{} {}{}, {} {}",
         c.rows.len(),
         c.item,
+        if c.rows.len() == 1 { "" } else { "s" },
         c.rows.iter().map(|r| r.count).sum::<u64>(),
         c.counted
     ));

@@ -205,7 +205,7 @@ impl PostgresTarget {
         let (keep, lost) = cascade::recreated(&victims, loaded);
         if !lost.is_empty() {
             return Err(Error::target_failed(format!(
-                "replacing the selected tables in `{}` would also drop {} object(s) of other tables that the snapshot does not recreate: {}; include the tables they belong to, or remove those objects first (nothing was changed)",
+                "replacing the selected tables in `{}` would also drop {} object(s) that depend on them and that the snapshot does not recreate: {}; include the tables they belong to, or remove those objects first (nothing was changed)",
                 self.info.dbname(),
                 lost.len(),
                 lost.join(", ")
