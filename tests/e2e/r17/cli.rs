@@ -139,3 +139,118 @@ fn r17_18_show_lists_what_a_database_snapshot_holds() {
     assert!(out.contains("documents"), "{out}");
     assert!(!out.contains("\"collections\""), "raw JSON: {out}");
 }
+
+/// Item 17, the same for databases: patterns that match nothing are
+/// reported by PostgreSQL, MongoDB and Redis restores, and patterns that
+/// select nothing change nothing (a Redis `--drop` restore flushes
+/// nothing, and takes no safety backup).
+#[test]
+fn r17_17_database_patterns_that_match_nothing_are_reported() {
+    let s = Scratch::new();
+    s.init();
+    let count = |s: &Scratch| s.json(&["list"]).as_array().map_or(0, Vec::len);
+
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE src");
+    pg.psql(
+        "src",
+        "CREATE TABLE public.items (id int); INSERT INTO public.items VALUES (1);",
+    );
+    let id = s.json(&["create", &pg.url("src")])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &pg.url("part"),
+        "--include",
+        "public.items",
+        "--include",
+        "nope.*",
+    ]);
+    assert!(
+        out.contains("warning: --include `nope.*` matched no table"),
+        "{out}"
+    );
+
+    let m = MongoServer::start();
+    let c = mongodb::sync::Client::with_uri_str(m.url("")).unwrap();
+    c.database("shop")
+        .collection::<Document>("orders")
+        .insert_one(doc! {"_id": 1})
+        .run()
+        .unwrap();
+    let id = s.json(&["create", &m.url("")])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let target = MongoServer::start();
+    let err = s.fails(
+        &["restore", &id, "--to", &target.url(""), "--include", "nope"],
+        2,
+    );
+    assert!(err.contains("`nope` matched no collection"), "{err}");
+    let out = s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &target.url(""),
+        "--include",
+        "shop.orders",
+        "--exclude",
+        "shop.gone",
+    ]);
+    assert!(
+        out.contains("warning: --exclude `shop.gone` matched no collection"),
+        "{out}"
+    );
+
+    let r = RedisServer::start();
+    let mut con = r.connection();
+    for k in ["k1", "k2"] {
+        redis::cmd("SET").arg(k).arg(1).exec(&mut con).unwrap();
+    }
+    let id = s.json(&["create", &r.url()])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = count(&s);
+    let err = s.fails(
+        &[
+            "restore",
+            &id,
+            "--to",
+            &r.url(),
+            "--include",
+            "nope*",
+            "--drop",
+            "--yes",
+        ],
+        1,
+    );
+    assert!(err.contains("`nope*` matched no key"), "{err}");
+    assert_eq!(r.dbsize(0), 2, "nothing may be flushed");
+    assert_eq!(count(&s), before, "no safety backup");
+    let dst = RedisServer::start();
+    s.fails(
+        &["restore", &id, "--to", &dst.url(), "--include", "nope*"],
+        1,
+    );
+    let out = s.ok(&[
+        "restore",
+        &id,
+        "--to",
+        &dst.url(),
+        "--include",
+        "k*",
+        "--include",
+        "zz*",
+    ]);
+    assert!(
+        out.contains("warning: --include `zz*` matched no key"),
+        "{out}"
+    );
+    assert_eq!(dst.dbsize(0), 2);
+}

@@ -215,6 +215,27 @@ impl NsFilter {
         })
     }
 
+    /// The patterns of `includes` and `excludes` that match no
+    /// `(db, collection)` of `namespaces`, as report lines.
+    pub(crate) fn unmatched(
+        includes: &[String],
+        excludes: &[String],
+        namespaces: &[(&str, &str)],
+    ) -> backup_core::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (flag, pats) in [("--include", includes), ("--exclude", excludes)] {
+            for p in pats {
+                let one = NsFilter::new(std::slice::from_ref(p), &[])?;
+                if !namespaces.iter().any(|(db, coll)| one.matches(db, coll)) {
+                    out.push(format!(
+                        "{flag} `{p}` matched no collection of the snapshot"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether `db.coll` is selected.
     pub(crate) fn matches(&self, db: &str, coll: &str) -> bool {
         let q = format!("{db}.{coll}");

@@ -321,6 +321,25 @@ impl TableFilter {
         self.include.is_none() && self.exclude.is_none()
     }
 
+    /// The patterns of `includes` and `excludes` that match no table of
+    /// `tables`, as report lines.
+    pub(crate) fn unmatched(
+        includes: &[String],
+        excludes: &[String],
+        tables: &[TableMeta],
+    ) -> backup_core::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (flag, pats) in [("--include", includes), ("--exclude", excludes)] {
+            for p in pats {
+                let one = TableFilter::new(std::slice::from_ref(p), &[])?;
+                if !tables.iter().any(|t| one.matches(&t.schema, &t.name)) {
+                    out.push(format!("{flag} `{p}` matched no table of the snapshot"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether `schema.table` itself matches (partitions are handled by
     /// [`TableFilter::select`]).
     pub(crate) fn matches(&self, schema: &str, table: &str) -> bool {

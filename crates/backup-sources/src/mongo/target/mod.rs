@@ -228,6 +228,24 @@ impl Target for MongoTarget {
         let selected = selected_dbs(&meta, opts)?;
         let map = Self::mapper(opts, conn.database.as_deref(), &selected)?;
         let loaded = load(snapshot, &map).await?;
+        let namespaces: Vec<(&str, &str)> = meta
+            .collections
+            .iter()
+            .map(|c| (c.db.as_str(), c.name.as_str()))
+            .collect();
+        let unmatched = NsFilter::unmatched(&opts.includes, &opts.excludes, &namespaces)?;
+        if loaded.collections.is_empty() && !(opts.includes.is_empty() && opts.excludes.is_empty())
+        {
+            return Err(Error::Config(format!(
+                "the --include/--exclude patterns select no collection of snapshot {} ({}); patterns are globs over db.collection, and a pattern without a dot names a database",
+                snapshot.id().short(),
+                if unmatched.is_empty() {
+                    "the excludes leave nothing".to_owned()
+                } else {
+                    unmatched.join("; ")
+                }
+            )));
+        }
         let hello = conn.hello().await?;
         let users = UsersAndRoles::plan(&conn, &meta, &loaded, opts, &map).await?;
         check_distinct_targets(&loaded.collections)?;
@@ -235,7 +253,8 @@ impl Target for MongoTarget {
         if !opts.dry_run {
             check_conflicts(&loaded.collections, &existing, opts)?;
         }
-        let report = MongoRestoreReport::new(&loaded, &existing, &users, opts);
+        let mut report = MongoRestoreReport::new(&loaded, &existing, &users, opts);
+        report.warn(unmatched);
         let stats = stats(&loaded.collections);
         if opts.dry_run {
             return report.to_restore_report(true, self.describe(), stats);

@@ -154,6 +154,12 @@ impl MongoRestoreReport {
         }
     }
 
+    /// Adds warnings to the summary.
+    pub(super) fn warn(&mut self, lines: Vec<String>) {
+        self.summary
+            .extend(lines.into_iter().map(|l| format!("warning: {l}")));
+    }
+
     /// The report for the restore target `target`.
     pub(super) fn to_restore_report(
         &self,

@@ -115,6 +115,8 @@ impl PostgresTarget {
         let none = HashSet::new();
         let existing = if mode.merge { &found.relations } else { &none };
         let mut plan = plan(&loaded, &filter, existing, &HashSet::new())?;
+        plan.unmatched =
+            TableFilter::unmatched(&opts.includes, &opts.excludes, &loaded.meta.tables)?;
         if mode.merge {
             self.plan_cascade(&loaded, &filter, existing, &mut plan)
                 .await?;
@@ -214,6 +216,7 @@ impl PostgresTarget {
         if keep.iter().any(|k| !plan_out.keeps(k)) {
             let mut again = plan(loaded, filter, existing, &keep)?;
             again.skipped.clone_from(&plan_out.skipped);
+            again.unmatched.clone_from(&plan_out.unmatched);
             *plan_out = again;
         }
         Ok(())

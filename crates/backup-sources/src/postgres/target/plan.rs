@@ -75,6 +75,8 @@ pub(super) struct Plan {
     /// Roles created from the snapshot's globals before the schema (a
     /// dry run lists them).
     pub(super) roles_to_create: Vec<String>,
+    /// Patterns that matched no table, as report lines.
+    pub(super) unmatched: Vec<String>,
 }
 
 /// How the restore treats the target database.
@@ -204,6 +206,7 @@ pub(super) fn plan(
                 skipped: pruner.skipped,
                 objects: pruner.objects,
                 roles_to_create: Vec::new(),
+                unmatched: Vec::new(),
             });
         }
         placeholders.extend(orphans);

@@ -25,6 +25,9 @@ pub(super) struct PostgresRestoreReport {
     data_bytes: u64,
     /// Entries and statements left out, with why.
     skipped: Vec<String>,
+    /// Patterns that matched no table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unmatched: Vec<String>,
     /// Roles the snapshot's globals create (those the target lacks).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     roles_to_create: Vec<String>,
@@ -78,6 +81,7 @@ impl PostgresRestoreReport {
             rows: plan.rows(loaded),
             data_bytes: plan.data_bytes(loaded),
             skipped: plan.skipped.clone(),
+            unmatched: plan.unmatched.clone(),
             roles_to_create: plan.roles_to_create.clone(),
             roles_created: None,
             warnings: None,
@@ -153,6 +157,9 @@ impl PostgresRestoreReport {
         }
         for s in &self.skipped {
             lines.push(format!("skipped: {s}"));
+        }
+        for u in &self.unmatched {
+            lines.push(format!("warning: {u}"));
         }
         for w in self.warnings.iter().flatten() {
             lines.push(format!("warning: {w}"));

@@ -124,23 +124,31 @@ impl RedisTarget {
         let plan = plan::plan(&self.url, &mut con, info, opts).await?;
         let occupied = plan.occupied_targets();
         let conflicts_possible = !occupied.is_empty() && !opts.drop;
-        let found = if scan_always || conflicts_possible || modules_missing {
-            let found =
-                plan::scan(&self.url, snapshot, &plan, &mut con, conflicts_possible).await?;
-            if modules_missing {
-                if let Some(e) = module_refusal(&found, &self.url) {
-                    return Err(e);
+        // Patterns that select nothing must not flush anything.
+        let selective = !plan.selection.keys.is_all();
+        let found =
+            if scan_always || conflicts_possible || modules_missing || selective && opts.drop {
+                let found =
+                    plan::scan(&self.url, snapshot, &plan, &mut con, conflicts_possible).await?;
+                if modules_missing {
+                    if let Some(e) = module_refusal(&found, &self.url) {
+                        return Err(e);
+                    }
                 }
-            }
-            if !opts.dry_run {
-                if let Some(e) = found.conflict_error(&self.url.redacted()) {
-                    return Err(e);
+                let selected: u64 =
+                    found.planned.values().sum::<u64>() + found.expired.values().sum::<u64>();
+                if selective && selected == 0 && !opts.dry_run {
+                    return Err(nothing_selected(&plan));
                 }
-            }
-            Some(found)
-        } else {
-            None
-        };
+                if !opts.dry_run {
+                    if let Some(e) = found.conflict_error(&self.url.redacted()) {
+                        return Err(e);
+                    }
+                }
+                Some(found)
+            } else {
+                None
+            };
         Ok(Prepared {
             con,
             plan,
@@ -193,6 +201,19 @@ struct Prepared {
     /// keys, missing modules).
     found: Option<Scan>,
     warnings: Vec<String>,
+}
+
+/// The refusal of patterns that select no key (nothing was changed).
+fn nothing_selected(plan: &Plan) -> Error {
+    let unmatched = plan.selection.keys.unmatched();
+    Error::target_failed(format!(
+        "the --include/--exclude patterns select no key of the snapshot{}; patterns are Redis globs over key names (nothing was changed)",
+        if unmatched.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", unmatched.join("; "))
+        }
+    ))
 }
 
 /// The refusal of a restore of module values into a server without
@@ -410,8 +431,10 @@ impl Target for RedisTarget {
             warnings,
         } = self.prepare(snapshot, opts, opts.dry_run).await?;
         progress.set_total(plan.info.stream.size);
+        let mut warnings = warnings;
         if opts.dry_run {
             let found = found.unwrap_or_default();
+            warnings.extend(plan.selection.keys.unmatched());
             return self.report(&plan, &dry_run_report(&plan, &found, opts, warnings));
         }
         if opts.drop {
@@ -423,6 +446,15 @@ impl Target for RedisTarget {
         let result = write::verify_counts(&self.url, &mut con, &plan, &restored).await;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(restored.clone());
         result?;
+        let selected: u64 = restored
+            .dbs
+            .values()
+            .map(|r| r.restored + r.expired_skipped)
+            .sum();
+        if !plan.selection.keys.is_all() && selected == 0 {
+            return Err(nothing_selected(&plan));
+        }
+        warnings.extend(plan.selection.keys.unmatched());
         self.report(&plan, &done_report(&plan, &restored, warnings))
     }
 }
