@@ -289,6 +289,12 @@ pub(crate) struct RestoreArgs {
     /// Skip the safety backup of the data a --drop restore replaces.
     #[arg(long)]
     pub(crate) no_safety_backup: bool,
+    /// PostgreSQL: leave out the statements that name roles the target
+    /// cluster lacks (ownership, grants, policies), reporting each one.
+    /// Without it such a restore is refused before anything changes;
+    /// a snapshot taken with --pg-globals creates its missing roles.
+    #[arg(long)]
+    pub(crate) skip_missing_roles: bool,
     /// Database targets: parallel loaders (PostgreSQL connections for
     /// data and indexes; MongoDB collections at once and writers per
     /// collection). Default: one per core.

@@ -7,6 +7,8 @@
 //! everything below it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -15,15 +17,26 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 struct Patterns {
     anchored: GlobSet,
+    /// Index in `given` of each glob of `anchored`.
+    anchored_ids: Vec<usize>,
     names: GlobSet,
+    /// Index in `given` of each glob of `names`.
+    names_ids: Vec<usize>,
     empty: bool,
+    given: Vec<String>,
+    /// Per pattern: whether it matched a path (shared by clones).
+    hits: Arc<Vec<AtomicBool>>,
+    /// Whether every pattern matched (then no more bookkeeping is needed).
+    all_hit: Arc<AtomicBool>,
 }
 
 impl Patterns {
     fn new(patterns: &[String]) -> Result<Self> {
         let mut anchored = GlobSetBuilder::new();
         let mut names = GlobSetBuilder::new();
-        for p in patterns {
+        let mut anchored_ids = Vec::new();
+        let mut names_ids = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
             let trimmed = p.trim_start_matches('/').trim_end_matches('/');
             if trimmed.is_empty() {
                 return Err(Error::Config(format!("empty pattern `{p}`")));
@@ -35,8 +48,10 @@ impl Patterns {
                 .map_err(|e| Error::Config(format!("invalid pattern `{p}`: {e}")))?;
             if trimmed.contains('/') {
                 anchored.add(glob);
+                anchored_ids.push(i);
             } else {
                 names.add(glob);
+                names_ids.push(i);
             }
         }
         let build = |b: GlobSetBuilder| {
@@ -45,17 +60,51 @@ impl Patterns {
         };
         Ok(Patterns {
             anchored: build(anchored)?,
+            anchored_ids,
             names: build(names)?,
+            names_ids,
             empty: patterns.is_empty(),
+            given: patterns.to_vec(),
+            hits: Arc::new(patterns.iter().map(|_| AtomicBool::new(false)).collect()),
+            all_hit: Arc::new(AtomicBool::new(patterns.is_empty())),
         })
     }
 
-    /// Whether the path itself (not its ancestors) matches.
+    /// Whether the path itself (not its ancestors) matches; notes which
+    /// patterns matched.
     fn matches_self(&self, rel: &Path) -> bool {
         if self.empty {
             return false;
         }
-        self.anchored.is_match(rel) || rel.file_name().is_some_and(|n| self.names.is_match(n))
+        if self.all_hit.load(Ordering::Relaxed) {
+            return self.anchored.is_match(rel)
+                || rel.file_name().is_some_and(|n| self.names.is_match(n));
+        }
+        let mut any = false;
+        for i in self.anchored.matches(rel) {
+            self.hits[self.anchored_ids[i]].store(true, Ordering::Relaxed);
+            any = true;
+        }
+        if let Some(n) = rel.file_name() {
+            for i in self.names.matches(n) {
+                self.hits[self.names_ids[i]].store(true, Ordering::Relaxed);
+                any = true;
+            }
+        }
+        if any && self.hits.iter().all(|h| h.load(Ordering::Relaxed)) {
+            self.all_hit.store(true, Ordering::Relaxed);
+        }
+        any
+    }
+
+    /// The patterns that matched no path so far.
+    fn unmatched(&self) -> Vec<String> {
+        self.given
+            .iter()
+            .zip(self.hits.iter())
+            .filter(|(_, h)| !h.load(Ordering::Relaxed))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Whether the path or one of its ancestors matches.
@@ -97,6 +146,23 @@ impl PathFilter {
         !self.includes.empty
     }
 
+    /// Whether the filter has any pattern.
+    pub fn is_empty(&self) -> bool {
+        self.includes.empty && self.excludes.empty
+    }
+
+    /// The include patterns that matched no path this filter (or a clone
+    /// of it) was asked about, in the order given.
+    pub fn unmatched_includes(&self) -> Vec<String> {
+        self.includes.unmatched()
+    }
+
+    /// The exclude patterns that matched no path this filter (or a clone
+    /// of it) was asked about, in the order given.
+    pub fn unmatched_excludes(&self) -> Vec<String> {
+        self.excludes.unmatched()
+    }
+
     /// Whether `rel` matches an exclude pattern itself. Walkers do not
     /// descend into excluded directories, which excludes their contents.
     pub fn excludes_self(&self, rel: &Path) -> bool {
@@ -133,6 +199,17 @@ mod tests {
         assert!(flt.is_excluded(Path::new("build/a/b/c.o")));
         assert!(!flt.is_excluded(Path::new("build/a/b/c.c")));
         assert!(flt.is_selected(Path::new("src/main.rs")));
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_are_known() {
+        let flt = f(&["docs", "nope/*", "*.md"], &["*.tmp", "never"]);
+        for p in ["docs", "docs/a.md", "src/x.tmp", "README.md"] {
+            let _ = flt.is_excluded(Path::new(p)) || flt.is_selected(Path::new(p));
+        }
+        assert_eq!(flt.clone().unmatched_includes(), ["nope/*"]);
+        assert_eq!(flt.unmatched_excludes(), ["never"]);
+        assert!(f(&[], &[]).unmatched_includes().is_empty());
     }
 
     #[test]

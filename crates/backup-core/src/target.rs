@@ -35,6 +35,10 @@ pub struct RestoreOptions {
     pub start_port: Option<u16>,
     /// Physical PostgreSQL: tablespace places, `OID=DIRECTORY`.
     pub tablespace_map: Vec<String>,
+    /// PostgreSQL: leave out the statements that name roles the target
+    /// cluster lacks (ownership, grants, policies), reporting each,
+    /// instead of refusing the restore.
+    pub skip_missing_roles: bool,
 }
 
 impl RestoreOptions {
@@ -58,11 +62,11 @@ impl RestoreOptions {
 /// What the first line of a human report counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RestoredUnit {
-    /// Files, directories and links (files targets, and database targets
-    /// that describe themselves in [`RestoreReport::lines`]).
+    /// Files, directories and links (files targets).
     #[default]
     Files,
-    /// Bytes of stream data, with one line per database following (Redis).
+    /// Bytes of stream data (database targets, which describe what they
+    /// restored in [`RestoreReport::lines`]).
     DatabaseStreams,
 }
 
@@ -162,6 +166,23 @@ pub trait Target: Send + Sync {
     ///
     /// Errors reading the snapshot or the target.
     async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>>;
+
+    /// Checks that restoring `snapshot` with `opts` can go ahead, before
+    /// anything is changed: before a destructive restore is confirmed and
+    /// before its safety backup. Targets check and plan again in
+    /// [`Target::restore`]; this lets a restore that would be refused
+    /// fail before the safety backup is taken.
+    ///
+    /// # Errors
+    ///
+    /// The refusal [`Target::restore`] would return (for example a
+    /// database number the target server lacks, roles it lacks, objects a
+    /// selective restore would drop without recreating them), and errors
+    /// reaching the target or reading the snapshot.
+    async fn check(&self, snapshot: &SnapshotReader, opts: &RestoreOptions) -> Result<()> {
+        let _ = (snapshot, opts);
+        Ok(())
+    }
 
     /// Whether restoring with `opts` would replace existing data, so that a
     /// safety backup of the target should be taken first (DESIGN.md

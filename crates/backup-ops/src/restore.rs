@@ -81,6 +81,12 @@ pub async fn restore(
         let mut repo = repo.clone().load_index().await?;
         let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
         feedback.detail("snapshot", json(entry.id));
+        // Everything the target can check before it changes anything is
+        // checked before the confirmation and the safety backup.
+        if !opts.dry_run {
+            let reader = SnapshotReader::new(repo.clone(), entry.clone());
+            target.check(&reader, opts).await?;
+        }
         if opts.drop && !opts.dry_run && !req.confirmed {
             feedback.confirm(&format!(
                 "This replaces data in {} with snapshot {}. Continue?",
@@ -90,7 +96,7 @@ pub async fn restore(
         }
         let mut safety = None;
         if !opts.dry_run && req.safety_backup && target.replaces_data(opts).await? {
-            let id = safety_backup(&mut repo, spec, &entry.id.short(), feedback).await?;
+            let id = Box::pin(safety_backup(&mut repo, spec, &entry.id.short(), feedback)).await?;
             feedback.detail("safety_backup", json(id));
             safety = Some(id);
         }

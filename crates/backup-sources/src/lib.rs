@@ -16,6 +16,8 @@
 //!   restored with renames, indexes after data and oplog replay.
 //! - [`export`]: snapshots written in a database's native dump format
 //!   (`kind::export`, `mongodump` for MongoDB).
+//! - [`summary`]: what a database snapshot holds (tables, collections,
+//!   databases with their counts), from its metadata, for people.
 //! - [`kind`]: the registry of kinds. [`SourceSpec`] and [`TargetSpec`]
 //!   turn a URL and typed per-kind options into the right implementation;
 //!   front-ends and the operations layer call only these.
@@ -46,6 +48,7 @@ mod names;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod summary;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod tls;
 

@@ -288,3 +288,4 @@ impl Drop for RedisServer {
 }
 
 pub mod fixtures;
+pub mod master;

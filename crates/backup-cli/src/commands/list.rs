@@ -102,11 +102,66 @@ pub(crate) async fn show(ctx: &Ctx, a: ShowArgs) -> Result<u8> {
         ctx.say(format!("warning   {w}"))?;
     }
     if !s.metadata.is_null() {
-        ctx.say(format!(
-            "metadata  {}",
-            serde_json::to_string_pretty(&s.metadata)?
-        ))?;
+        ctx.say("metadata  (--json shows all of it)")?;
+        for (k, v) in &backup_sources::summary::scalars(&s.metadata) {
+            ctx.say(format!("  {k:<22} {v}"))?;
+        }
+        if let Some(c) = backup_sources::summary::contents(&s.source.kind, &s.metadata) {
+            for l in contents_table(&c) {
+                ctx.say(format!("  {l}"))?;
+            }
+        }
     }
     ctx.say(format!("program   {}", s.program))?;
     Ok(0)
+}
+
+/// A snapshot's tables, collections or databases as aligned columns.
+fn contents_table(c: &backup_sources::summary::Contents) -> Vec<String> {
+    let name_w = c
+        .rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .chain([c.item.len()])
+        .max()
+        .unwrap_or(0);
+    let count_w = c
+        .rows
+        .iter()
+        .map(|r| r.count.to_string().len())
+        .chain([c.counted.len()])
+        .max()
+        .unwrap_or(0);
+    let with_bytes = c.rows.iter().any(|r| r.bytes.is_some());
+    let mut out = vec![format!(
+        "{:<name_w$}  {:>count_w$}{}",
+        c.item,
+        c.counted,
+        if with_bytes { "       bytes" } else { "" }
+    )];
+    for r in &c.rows {
+        let bytes = match (with_bytes, r.bytes) {
+            (true, Some(b)) => format!("  {:>10}", bytes(b)),
+            (true, None) => format!("  {:>10}", "-"),
+            (false, _) => String::new(),
+        };
+        let note = if r.note.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", r.note)
+        };
+        out.push(format!(
+            "{:<name_w$}  {:>count_w$}{bytes}{note}",
+            r.name, r.count
+        ));
+    }
+    out.push(format!(
+        "{} {}{}, {} {}",
+        c.rows.len(),
+        c.item,
+        if c.rows.len() == 1 { "" } else { "s" },
+        c.rows.iter().map(|r| r.count).sum::<u64>(),
+        c.counted
+    ));
+    out
 }

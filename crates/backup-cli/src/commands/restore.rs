@@ -47,6 +47,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             jobs: a.jobs.map(usize::from),
             start_port: a.start,
             tablespace_map: a.tablespace_map,
+            skip_missing_roles: a.skip_missing_roles,
         },
         safety_backup: !a.no_safety_backup,
         confirmed: a.yes,

@@ -76,6 +76,11 @@ impl Target for FilesTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("file snapshots")?;
+        if opts.skip_missing_roles {
+            return Err(Error::Config(
+                "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
+            ));
+        }
         if opts.drop {
             return Err(Error::Config(
                 "--drop applies to databases; a file restore never overwrites, so restore into an empty or new directory".to_owned(),
@@ -104,11 +109,28 @@ impl Target for FilesTarget {
         let filter = PathFilter::new(&opts.includes, &opts.excludes)?;
         self.check_empty()?;
         let planned = snapshot.plan(&filter).await?;
+        let lines = unmatched_lines(&filter);
+        if !filter.is_empty() && planned.files + planned.dirs + planned.symlinks == 0 {
+            return Err(Error::target_failed(format!(
+                "the --include/--exclude patterns select nothing of snapshot {} ({}); patterns are globs over paths relative to the backed-up directory, and a pattern without / matches names at any depth (nothing was restored)",
+                snapshot.id().short(),
+                if lines.is_empty() {
+                    "the excludes leave nothing".to_owned()
+                } else {
+                    lines
+                        .iter()
+                        .map(|l| l.trim_start_matches("warning: "))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+            )));
+        }
         if opts.dry_run {
             return Ok(RestoreReport {
                 dry_run: true,
                 target: self.describe(),
                 stats: planned,
+                lines,
                 ..RestoreReport::default()
             });
         }
@@ -124,6 +146,7 @@ impl Target for FilesTarget {
                 dry_run: false,
                 target: self.describe(),
                 stats,
+                lines,
                 ..RestoreReport::default()
             }),
             Err(e) => {
@@ -135,6 +158,21 @@ impl Target for FilesTarget {
             }
         }
     }
+}
+
+/// One line per pattern that matched nothing.
+fn unmatched_lines(filter: &PathFilter) -> Vec<String> {
+    filter
+        .unmatched_includes()
+        .into_iter()
+        .map(|p| format!("warning: --include `{p}` matched nothing"))
+        .chain(
+            filter
+                .unmatched_excludes()
+                .into_iter()
+                .map(|p| format!("warning: --exclude `{p}` matched nothing")),
+        )
+        .collect()
 }
 
 /// Writes a restore into a directory. Never replaces an existing entry.

@@ -4,6 +4,7 @@
 //! and `admin/system.roles.bson` when users were backed up) for
 //! `mongorestore`.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use backup_core::reader::SnapshotReader;
@@ -12,7 +13,7 @@ use futures::StreamExt;
 use mongodb::bson::{Bson, Document};
 use tokio::io::AsyncWriteExt;
 
-use super::target::{load, Planned};
+use super::target::{load, Loaded, Planned};
 use crate::export::{ExportDetails, ExportReport, MongodumpExport};
 
 /// Writes `value` as canonical extended JSON, keeping the field order of
@@ -68,10 +69,45 @@ pub(crate) fn metadata_json(p: &Planned) -> String {
     out
 }
 
-/// Name of a database or collection as a file name (`mongodump` escapes
-/// path separators the same way).
-fn file_name(name: &str) -> String {
-    name.replace('%', "%25").replace('/', "%2F")
+/// The longest escaped collection name `mongodump` writes whole; longer
+/// ones are cut to [`TRUNCATED_TO`] bytes and get `%24` and a hash of the
+/// name (so that `<name>.metadata.json.gz` stays within 255 bytes).
+const MAX_ESCAPED: usize = 238;
+const TRUNCATED_TO: usize = 208;
+
+/// A collection name as the base of its dump files, as `mongodump` makes
+/// it: percent-escaped like a URL path segment (Go's `url.PathEscape`:
+/// letters, digits, `-_.~` and `$&:=@` stay, every other byte becomes
+/// `%XX`), and `+` escaped too, so that a reader that decodes it as a
+/// query string (`+` as a space) gets the name back as well as
+/// `mongorestore` (`url.PathUnescape`). An escaped name over 238 bytes is
+/// cut to 208 and ends with `%24` and the unpadded URL-safe base64 SHA-1
+/// of the name; `mongorestore` then reads the name from the metadata
+/// file.
+pub(crate) fn collection_file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b':' | b'=' | b'@'
+            );
+        if keep {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.len() > MAX_ESCAPED {
+        use base64::Engine as _;
+        use sha1::Digest as _;
+        let hash = sha1::Sha1::digest(name.as_bytes());
+        let mut cut = out[..TRUNCATED_TO].to_owned();
+        cut.push_str("%24");
+        cut.push_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash));
+        return cut;
+    }
+    out
 }
 
 async fn write_stream(
@@ -122,17 +158,56 @@ pub(crate) async fn export_mongodump(snapshot: &SnapshotReader, to: &Path) -> Re
     }
     let all = |db: &str, coll: &str| Some((db.to_owned(), coll.to_owned()));
     let loaded = load(snapshot, &all).await?;
+    for p in &loaded.collections {
+        check_db_dir_name(&p.meta.db)?;
+    }
+    let existed = to.exists();
     tokio::fs::create_dir_all(to)
         .await
         .map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
+    let written = write_dump(snapshot, to, &loaded).await;
+    if written.is_err() {
+        // Nothing half-written is left behind: the directory is removed
+        // when the export created it, emptied otherwise.
+        if existed {
+            if let Ok(rd) = std::fs::read_dir(to) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(to);
+        }
+    }
+    written
+}
+
+/// A database name as a directory name: `mongodump` uses it as it is (and
+/// `mongorestore` reads it so); MongoDB does not allow `/` or NUL in one.
+fn check_db_dir_name(db: &str) -> Result<()> {
+    if db.is_empty() || db == "." || db == ".." || db.contains(['/', '\0']) {
+        return Err(Error::target_failed(format!(
+            "database `{db}` cannot be a directory of a mongodump export"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the files of the export into `to`.
+async fn write_dump(snapshot: &SnapshotReader, to: &Path, loaded: &Loaded) -> Result<ExportReport> {
     let mut bytes = 0u64;
     let mut files = 0u64;
     for p in &loaded.collections {
-        let dir = to.join(file_name(&p.meta.db));
+        let dir = to.join(&p.meta.db);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let base = file_name(&p.meta.name);
+        let base = collection_file_name(&p.meta.name);
         if !p.meta.is_view() {
             bytes += write_stream(
                 snapshot,
@@ -215,6 +290,30 @@ pub(crate) async fn export_mongodump(snapshot: &SnapshotReader, to: &Path) -> Re
 mod tests {
     use super::*;
     use mongodb::bson::doc;
+
+    #[test]
+    fn file_names_are_escaped_as_mongodump_escapes_them() {
+        assert_eq!(collection_file_name("orders"), "orders");
+        assert_eq!(collection_file_name("a+b"), "a%2Bb");
+        assert_eq!(collection_file_name("with space"), "with%20space");
+        assert_eq!(collection_file_name("cafés"), "caf%C3%A9s");
+        assert_eq!(collection_file_name("100%"), "100%25");
+        assert_eq!(collection_file_name("a/b?c,d;e"), "a%2Fb%3Fc%2Cd%3Be");
+        assert_eq!(
+            collection_file_name("$x&y:z=w@v~u.t-s_r"),
+            "$x&y:z=w@v~u.t-s_r"
+        );
+        assert_eq!(collection_file_name("(x)!*'"), "%28x%29%21%2A%27");
+        // Too long: 208 bytes, `%24`, the URL-safe base64 of the name's SHA-1.
+        let long = "c".repeat(247);
+        let name = collection_file_name(&long);
+        assert_eq!(name.len(), 238);
+        assert_eq!(
+            name,
+            format!("{}%24HCju5hiNrXsLAfmRjcM4xr_86AQ", "c".repeat(208))
+        );
+        assert_eq!(collection_file_name(&"d".repeat(238)).len(), 238);
+    }
 
     #[test]
     fn canonical_json_keeps_order_and_types() {

@@ -215,6 +215,27 @@ impl NsFilter {
         })
     }
 
+    /// The patterns of `includes` and `excludes` that match no
+    /// `(db, collection)` of `namespaces`, as report lines.
+    pub(crate) fn unmatched(
+        includes: &[String],
+        excludes: &[String],
+        namespaces: &[(&str, &str)],
+    ) -> backup_core::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (flag, pats) in [("--include", includes), ("--exclude", excludes)] {
+            for p in pats {
+                let one = NsFilter::new(std::slice::from_ref(p), &[])?;
+                if !namespaces.iter().any(|(db, coll)| one.matches(db, coll)) {
+                    out.push(format!(
+                        "{flag} `{p}` matched no collection of the snapshot"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether `db.coll` is selected.
     pub(crate) fn matches(&self, db: &str, coll: &str) -> bool {
         let q = format!("{db}.{coll}");
@@ -244,6 +265,51 @@ pub(crate) struct Renames {
     databases: Vec<(String, String)>,
 }
 
+/// Why `name` cannot name a MongoDB database: empty, 64 bytes or more,
+/// or holding a character MongoDB forbids in database names
+/// (`/\\. "$` and NUL).
+pub(crate) fn check_database_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a database name cannot be empty".to_owned());
+    }
+    if name.len() >= 64 {
+        return Err(format!(
+            "database name `{name}` has {} bytes; MongoDB allows at most 63",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
+        return Err(format!(
+            "database name `{name}` contains {}, which MongoDB does not allow in database names (none of / \\ . space \" $ NUL)",
+            if c == '\0' { "NUL".to_owned() } else { format!("`{c}`") }
+        ));
+    }
+    Ok(())
+}
+
+/// Why `name` cannot name a collection a restore creates: empty, holding
+/// `$` or NUL, or in the reserved `system.` namespace.
+pub(crate) fn check_collection_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a collection name cannot be empty".to_owned());
+    }
+    if name.contains(['$', '\0']) {
+        return Err(format!(
+            "collection name `{name}` contains `$` or NUL, which MongoDB does not allow"
+        ));
+    }
+    if name.starts_with("system.") {
+        return Err(format!(
+            "collection name `{name}` is in the reserved system. namespace"
+        ));
+    }
+    Ok(())
+}
+
+fn renamed_to(rule: &str, why: &str) -> backup_core::Error {
+    backup_core::Error::Config(format!("invalid --rename `{rule}`: {why}"))
+}
+
 impl Renames {
     pub(crate) fn parse(rules: &[String]) -> backup_core::Result<Self> {
         let mut r = Renames::default();
@@ -262,12 +328,17 @@ impl Renames {
                     if fd.is_empty() || fc.is_empty() || td.is_empty() || tc.is_empty() {
                         return Err(bad());
                     }
+                    check_database_name(td).map_err(|why| renamed_to(rule, &why))?;
+                    check_collection_name(tc).map_err(|why| renamed_to(rule, &why))?;
                     r.collections.push((
                         (fd.to_owned(), fc.to_owned()),
                         (td.to_owned(), tc.to_owned()),
                     ));
                 }
-                (None, None) => r.databases.push((from.to_owned(), to.to_owned())),
+                (None, None) => {
+                    check_database_name(to).map_err(|why| renamed_to(rule, &why))?;
+                    r.databases.push((from.to_owned(), to.to_owned()));
+                }
                 _ => return Err(bad()),
             }
         }

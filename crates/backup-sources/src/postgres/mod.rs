@@ -191,6 +191,79 @@ pub(crate) struct Metadata {
     pub(crate) tables: Vec<TableMeta>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) excluded_tables: Vec<String>,
+    /// The database's own properties (owner, locale provider, settings,
+    /// comment, grants), applied to a database a restore creates, as
+    /// `pg_dump --create` would. Absent in snapshots of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) database_properties: Option<DatabaseProperties>,
+}
+
+/// The properties of a database that live outside its schema (in the
+/// cluster's shared catalogs), as recorded at backup time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct DatabaseProperties {
+    pub(crate) owner: String,
+    /// `libc`, `icu` or `builtin` (PostgreSQL 15 and newer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) locale_provider: Option<String>,
+    /// The ICU locale (PostgreSQL 15, 16) or the provider's locale
+    /// (`datlocale`, 17 and newer) when the provider is not libc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) provider_locale: Option<String>,
+    /// ICU tailoring rules (PostgreSQL 16 and newer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) icu_rules: Option<String>,
+    /// `-1` for no limit.
+    pub(crate) connection_limit: i32,
+    pub(crate) is_template: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) comment: Option<String>,
+    /// `ALTER DATABASE ... SET` settings, `name=value` as the catalog
+    /// keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) settings: Vec<String>,
+    /// `ALTER ROLE r IN DATABASE ... SET` settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) role_settings: Vec<RoleSettings>,
+    /// Privileges granted on the database; `None` when they are the
+    /// defaults (the catalog's ACL is null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) grants: Option<Vec<DatabaseGrant>>,
+}
+
+/// The settings of one role in one database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct RoleSettings {
+    pub(crate) role: String,
+    pub(crate) settings: Vec<String>,
+}
+
+/// One privilege on a database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct DatabaseGrant {
+    /// `None` for `PUBLIC`.
+    pub(crate) grantee: Option<String>,
+    /// `CONNECT`, `CREATE` or `TEMPORARY`.
+    pub(crate) privilege: String,
+    pub(crate) grantable: bool,
+}
+
+impl DatabaseProperties {
+    /// The roles these properties name (owner, grantees, roles with
+    /// settings).
+    pub(crate) fn roles(&self) -> Vec<String> {
+        let mut out = vec![self.owner.clone()];
+        out.extend(self.role_settings.iter().map(|r| r.role.clone()));
+        out.extend(
+            self.grants
+                .iter()
+                .flatten()
+                .filter_map(|g| g.grantee.clone()),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 pub(crate) use crate::names::tree_name;
@@ -246,6 +319,25 @@ impl TableFilter {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.include.is_none() && self.exclude.is_none()
+    }
+
+    /// The patterns of `includes` and `excludes` that match no table of
+    /// `tables`, as report lines.
+    pub(crate) fn unmatched(
+        includes: &[String],
+        excludes: &[String],
+        tables: &[TableMeta],
+    ) -> backup_core::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (flag, pats) in [("--include", includes), ("--exclude", excludes)] {
+            for p in pats {
+                let one = TableFilter::new(std::slice::from_ref(p), &[])?;
+                if !tables.iter().any(|t| one.matches(&t.schema, &t.name)) {
+                    out.push(format!("{flag} `{p}` matched no table of the snapshot"));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Whether `schema.table` itself matches (partitions are handled by

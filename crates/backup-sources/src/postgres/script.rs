@@ -79,8 +79,18 @@ impl Script {
         let mut lexer = Lexer::new(text);
         while let Some(item) = lexer.next_item()? {
             match item {
-                Item::Header(h) => {
-                    if let Some(e) = current.take() {
+                Item::Header(mut h) => {
+                    if let Some(mut e) = current.take() {
+                        // pg_dump writes the settings an entry needs
+                        // (`SET default_tablespace`, `SET
+                        // default_table_access_method`, ...) before the
+                        // entry's header: they belong to the next entry.
+                        let mut carried = Vec::new();
+                        while e.statements.last().is_some_and(is_entry_selector) {
+                            carried.extend(e.statements.pop());
+                        }
+                        carried.reverse();
+                        h.statements = carried;
                         script.entries.push(e);
                     }
                     current = Some(h);
@@ -121,6 +131,18 @@ pub(crate) fn is_session_setting(sql: &str) -> bool {
     }
     (lower.starts_with("set ") && !lower.starts_with("set session authorization"))
         || lower.starts_with("select pg_catalog.set_config(")
+}
+
+/// A statement `pg_dump` writes before an entry's header to set up for it:
+/// a session setting (tablespace, table access method, search path) or a
+/// change of session user.
+fn is_entry_selector(s: &Statement) -> bool {
+    let Statement::Sql(sql) = s else {
+        return false;
+    };
+    let l = sql.trim_start().to_ascii_lowercase();
+    (l.starts_with("set ") && !l.starts_with("set client_encoding"))
+        || l.starts_with("reset session authorization")
 }
 
 enum Item {
@@ -403,6 +425,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 pub(crate) enum Tok {
     Ident(String),
     Dot,
+    Comma,
     Other,
 }
 
@@ -462,6 +485,9 @@ pub(crate) fn tokens(sql: &str) -> Vec<Tok> {
         } else if c == b'.' {
             out.push(Tok::Dot);
             i += 1;
+        } else if c == b',' {
+            out.push(Tok::Comma);
+            i += 1;
         } else if is_ident_byte(c) && !c.is_ascii_digit() {
             let start = i;
             while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
@@ -480,6 +506,89 @@ pub(crate) fn tokens(sql: &str) -> Vec<Tok> {
             out.push(Tok::Other);
         }
     }
+    out
+}
+
+/// Names that stand for no role in the places a role is named.
+const NOT_ROLES: [&str; 5] = [
+    "public",
+    "current_user",
+    "session_user",
+    "current_role",
+    "user",
+];
+
+/// The roles a statement names: `OWNER TO r`, the grantees of `GRANT ...
+/// TO` and `REVOKE ... FROM`, `GRANTED BY r`, the roles of `CREATE|ALTER
+/// POLICY ... TO`, `ALTER DEFAULT PRIVILEGES FOR ROLE r`, `SET SESSION
+/// AUTHORIZATION r` and `CREATE USER MAPPING FOR r`. `PUBLIC` and
+/// `CURRENT_USER`-like keywords are not roles.
+pub(crate) fn roles_named(sql: &str) -> Vec<String> {
+    let toks = tokens(sql);
+    let word = |i: usize| match toks.get(i) {
+        Some(Tok::Ident(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    let mut out: Vec<String> = Vec::new();
+    // A comma-separated list of role names starting at `i`.
+    let list = |mut i: usize, out: &mut Vec<String>| {
+        while let Some(Tok::Ident(name)) = toks.get(i) {
+            out.push(name.clone());
+            if toks.get(i + 1) == Some(&Tok::Comma) {
+                i += 2;
+            } else {
+                break;
+            }
+        }
+    };
+    let first = word(0).unwrap_or("");
+    let second = word(1).unwrap_or("");
+    match (first, second) {
+        ("set", "session") if word(2) == Some("authorization") => list(3, &mut out),
+        ("create", "user") if word(2) == Some("mapping") && word(3) == Some("for") => {
+            list(4, &mut out);
+        }
+        ("create" | "alter", "policy") => {
+            if let Some(to) = (2..toks.len()).find(|&i| word(i) == Some("to")) {
+                list(to + 1, &mut out);
+            }
+        }
+        _ => {}
+    }
+    if first == "alter" && second == "default" {
+        // ALTER DEFAULT PRIVILEGES FOR ROLE a, b [IN SCHEMA s] GRANT ... TO r
+        if let Some(at) = (2..toks.len())
+            .find(|&i| word(i) == Some("for") && matches!(word(i + 1), Some("role" | "user")))
+        {
+            list(at + 2, &mut out);
+        }
+    }
+    let grant = (0..toks.len()).find(|&i| matches!(word(i), Some("grant" | "revoke")));
+    if let Some(g) = grant.filter(|&g| g == 0 || (first == "alter" && second == "default")) {
+        let keyword = if word(g) == Some("grant") {
+            "to"
+        } else {
+            "from"
+        };
+        if let Some(at) = (g + 1..toks.len()).find(|&i| word(i) == Some(keyword)) {
+            list(at + 1, &mut out);
+        }
+        if let Some(at) =
+            (g + 1..toks.len()).find(|&i| word(i) == Some("granted") && word(i + 1) == Some("by"))
+        {
+            list(at + 2, &mut out);
+        }
+    }
+    for w in toks.windows(3) {
+        if let [Tok::Ident(a), Tok::Ident(b), Tok::Ident(r)] = w {
+            if a == "owner" && b == "to" {
+                out.push(r.clone());
+            }
+        }
+    }
+    out.retain(|r| !NOT_ROLES.contains(&r.as_str()));
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -542,6 +651,69 @@ CREATE VIEW public.v AS
 
 \unrestrict abc123
 "#;
+
+    #[test]
+    fn roles_named_by_statements() {
+        let r = |sql: &str| roles_named(sql);
+        assert_eq!(r("ALTER TABLE public.t OWNER TO app;"), ["app"]);
+        assert_eq!(
+            r("GRANT SELECT ON TABLE public.t TO reporting, \"Mixed Role\";"),
+            ["Mixed Role", "reporting"]
+        );
+        assert_eq!(
+            r("REVOKE ALL ON TABLE public.t FROM PUBLIC;"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            r("REVOKE ALL ON SCHEMA s FROM app GRANTED BY boss;"),
+            ["app", "boss"]
+        );
+        assert_eq!(
+            r("CREATE POLICY p ON public.t FOR SELECT TO reader, writer USING ((owner = CURRENT_USER));"),
+            ["reader", "writer"]
+        );
+        assert_eq!(
+            r("ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA s GRANT SELECT ON TABLES TO reader;"),
+            ["app", "reader"]
+        );
+        assert_eq!(r("SET SESSION AUTHORIZATION grantor;"), ["grantor"]);
+        assert_eq!(
+            r("CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'x');"),
+            ["app"]
+        );
+        assert_eq!(
+            r("CREATE USER MAPPING FOR public SERVER s;"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            r("CREATE TABLE public.t (owner text, \"to\" int);"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            r("COMMENT ON TABLE public.t IS 'GRANT x TO y';"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn settings_before_a_header_belong_to_its_entry() {
+        let text = "--\n-- Name: a; Type: INDEX; Schema: s; Owner: o\n--\n\nCREATE INDEX a ON s.t (x);\n\n\
+            SET default_tablespace = space;\n\n--\n-- Name: b; Type: INDEX; Schema: s; Owner: o; Tablespace: space\n--\n\n\
+            CREATE INDEX b ON s.t (y);\n\nSET default_tablespace = '';\n\n--\n-- Name: c; Type: INDEX; Schema: s; Owner: o\n--\n\nCREATE INDEX c ON s.t (z);\n";
+        let s = Script::parse(text).unwrap();
+        assert_eq!(s.entries[0].statements.len(), 1);
+        assert_eq!(
+            s.entries[1].statements,
+            vec![
+                Statement::Sql("SET default_tablespace = space;".into()),
+                Statement::Sql("CREATE INDEX b ON s.t (y);".into())
+            ]
+        );
+        assert_eq!(
+            s.entries[2].statements[0],
+            Statement::Sql("SET default_tablespace = '';".into())
+        );
+    }
 
     #[test]
     fn begin_atomic_bodies() {

@@ -16,6 +16,9 @@ use tokio::net::TcpStream;
 
 /// How long to wait for a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS connection may take before the server is probed for a
+/// plain-text reply.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// How long to wait for a command's reply (long pipelines, `DEBUG
 /// DIGEST` of a large dataset).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -253,17 +256,71 @@ impl RedisUrl {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let mut con = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| self.error("connecting", e))?;
+        let connecting = client.get_multiplexed_async_connection_with_config(&config);
+        let mut con = if self.tls {
+            // A TLS client talking to a plain-text server may wait for a
+            // handshake that never comes: find out after a second.
+            tokio::pin!(connecting);
+            tokio::select! {
+                r = &mut connecting => match r {
+                    Ok(c) => c,
+                    Err(e) if self.answers_plain_text().await => {
+                        return Err(self.plain_text_error(&e.to_string()));
+                    }
+                    Err(e) => return Err(self.error("connecting (TLS) to", e)),
+                },
+                () = self.plain_text_after(PROBE_AFTER) => {
+                    return Err(self.plain_text_error("no TLS handshake"));
+                }
+            }
+        } else {
+            connecting
+                .await
+                .map_err(|e| self.error("connecting to", e))?
+        };
         // A server that requires a password answers the first command
         // with NOAUTH; find out now rather than in the middle of the work.
         redis::cmd("PING")
             .query_async::<()>(&mut con)
             .await
-            .map_err(|e| self.error("connecting", e))?;
+            .map_err(|e| self.error("connecting to", e))?;
         Ok(con)
+    }
+
+    /// Whether a plain-text Redis answers on the URL's port (a `rediss://`
+    /// URL given for a server without TLS there): a `PING` on a separate
+    /// connection gets a RESP reply.
+    async fn answers_plain_text(&self) -> bool {
+        let probe = async {
+            let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .ok()?;
+            tcp.write_all(b"PING\r\n").await.ok()?;
+            let mut first = [0u8; 1];
+            tcp.read_exact(&mut first).await.ok()?;
+            Some(first[0] == b'+' || first[0] == b'-')
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// Resolves after `delay` if the server turns out to answer in plain
+    /// text; never otherwise.
+    async fn plain_text_after(&self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+        if !self.answers_plain_text().await {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The error for a `rediss://` URL whose server speaks plain text.
+    fn plain_text_error(&self, detail: &str) -> Error {
+        let addr = self.address();
+        Error::Config(format!(
+            "TLS handshake with {addr} failed ({detail}): the server answers in plain text on this port, it does not speak TLS there; use redis://{addr} for it, or the port of its TLS listener (tls-port) with rediss://"
+        ))
     }
 
     /// Turns a driver error into an error that says what failed and what
@@ -342,7 +399,28 @@ impl RedisUrl {
         })?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = if self.tls {
-            Box::new(self.tls_connect(tcp).await?)
+            let handshake = tokio::time::timeout(CONNECT_TIMEOUT, self.tls_connect(tcp));
+            tokio::pin!(handshake);
+            let tls = tokio::select! {
+                r = &mut handshake => match r {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(_)) | Err(_) if self.answers_plain_text().await => {
+                        return Err(self.plain_text_error("no TLS handshake"));
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(elapsed) => {
+                        let msg = format!(
+                            "TLS handshake with {addr}: no answer within {} s; check that the port serves TLS (tls-port) and is reachable",
+                            CONNECT_TIMEOUT.as_secs()
+                        );
+                        return Err(Error::source_explained(msg, elapsed, true));
+                    }
+                },
+                () = self.plain_text_after(PROBE_AFTER) => {
+                    return Err(self.plain_text_error("no TLS handshake"));
+                }
+            };
+            Box::new(tls)
         } else {
             Box::new(tcp)
         };

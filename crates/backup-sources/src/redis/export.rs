@@ -201,10 +201,11 @@ async fn from_keys(
                 }
             }
         }
-        let n = w.written() + 8;
         let out = w.finish().map_err(io)?;
         let f = out.into_inner().map_err(|e| io(e.into_error()))?;
         f.sync_all().map_err(io)?;
+        // What is on disk: the end marker and the checksum included.
+        let n = f.metadata().map_err(io)?.len();
         Ok((n, keys))
     });
     let written = writer

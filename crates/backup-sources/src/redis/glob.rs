@@ -3,6 +3,9 @@
 //! `?` one byte, `[abc]`, `[^abc]`, `[a-z]` classes, `\` escapes the next
 //! byte. Matching is on bytes, so binary keys work.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 /// Whether `key` matches `pattern`.
 pub fn glob_match(pattern: &[u8], key: &[u8]) -> bool {
     let (mut p, mut k) = (0usize, 0usize);
@@ -113,11 +116,14 @@ fn class(pattern: &[u8], p: usize, c: u8) -> Option<(bool, usize)> {
     Some((matched != negate, i + 1))
 }
 
-/// Include and exclude patterns for keys.
+/// Include and exclude patterns for keys. Clones share the record of
+/// which patterns matched a key.
 #[derive(Debug, Clone, Default)]
 pub struct KeyFilter {
     includes: Vec<Vec<u8>>,
     excludes: Vec<Vec<u8>>,
+    /// Per include, then per exclude: whether it matched a key.
+    hits: Arc<Vec<AtomicBool>>,
 }
 
 impl KeyFilter {
@@ -127,7 +133,25 @@ impl KeyFilter {
         KeyFilter {
             includes: includes.iter().map(|s| s.as_bytes().to_vec()).collect(),
             excludes: excludes.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            hits: Arc::new(
+                (0..includes.len() + excludes.len())
+                    .map(|_| AtomicBool::new(false))
+                    .collect(),
+            ),
         }
+    }
+
+    /// The patterns that matched none of the keys this filter (or a clone)
+    /// was asked about, as report lines.
+    pub fn unmatched(&self) -> Vec<String> {
+        self.includes
+            .iter()
+            .map(|p| ("--include", p))
+            .chain(self.excludes.iter().map(|p| ("--exclude", p)))
+            .enumerate()
+            .filter(|(i, _)| !self.hits[*i].load(Ordering::Relaxed))
+            .map(|(_, (flag, p))| format!("{flag} `{}` matched no key", String::from_utf8_lossy(p)))
+            .collect()
     }
 
     /// Whether the filter lets every key through.
@@ -143,10 +167,23 @@ impl KeyFilter {
         }
     }
 
-    /// Whether `key` passes.
+    /// Whether `key` passes; notes which patterns matched it.
     pub fn accepts(&self, key: &[u8]) -> bool {
-        (self.includes.is_empty() || self.includes.iter().any(|p| glob_match(p, key)))
-            && !self.excludes.iter().any(|p| glob_match(p, key))
+        let mut included = self.includes.is_empty();
+        for (i, p) in self.includes.iter().enumerate() {
+            if glob_match(p, key) {
+                self.hits[i].store(true, Ordering::Relaxed);
+                included = true;
+            }
+        }
+        let mut excluded = false;
+        for (i, p) in self.excludes.iter().enumerate() {
+            if glob_match(p, key) {
+                self.hits[self.includes.len() + i].store(true, Ordering::Relaxed);
+                excluded = true;
+            }
+        }
+        included && !excluded
     }
 }
 
@@ -192,6 +229,16 @@ mod tests {
         assert!(!f.accepts(b"cherry"));
         assert!(!f.accepts(b"a-tmp"));
         assert!(KeyFilter::default().is_all());
+        assert_eq!(f.unmatched(), Vec::<String>::new());
+        let g = KeyFilter::new(&["a*".into(), "zz*".into()], &["nope".into()]);
+        assert!(g.clone().accepts(b"apple"));
+        assert_eq!(
+            g.unmatched(),
+            [
+                "--include `zz*` matched no key",
+                "--exclude `nope` matched no key"
+            ]
+        );
         assert_eq!(
             KeyFilter::new(&["x*".into()], &[]).scan_pattern(),
             Some(&b"x*"[..])

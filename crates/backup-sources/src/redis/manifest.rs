@@ -19,6 +19,9 @@ pub(crate) struct SnapshotInfo {
     /// Keys per source database.
     pub(crate) databases: BTreeMap<u32, u64>,
     pub(crate) module_types: Vec<String>,
+    /// Modules whose auxiliary data (module-wide state, not keys) the RDB
+    /// holds.
+    pub(crate) module_aux: Vec<String>,
     /// Databases the backup was narrowed to (`redis://host/N` in RDB
     /// mode).
     pub(crate) selected: Option<Vec<u32>>,
@@ -73,6 +76,14 @@ impl SnapshotInfo {
                     .collect()
             })
             .unwrap_or_default();
+        let module_aux = m["module_aux"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         let selected = m["selected_databases"].as_array().map(|a| {
             a.iter()
                 .filter_map(|v| v.as_u64().and_then(|d| u32::try_from(d).ok()))
@@ -83,6 +94,7 @@ impl SnapshotInfo {
             rdb_version: m["rdb_version"].as_u64().unwrap_or(0) as u32,
             databases,
             module_types,
+            module_aux,
             selected,
             stream,
         })

@@ -25,6 +25,8 @@ pub(crate) struct Record {
     pub(crate) expire_ms: Option<i64>,
     pub(crate) idle: Option<u64>,
     pub(crate) freq: Option<u8>,
+    /// The value type of the RDB format.
+    pub(crate) rdb_type: u8,
     /// `DUMP` payload.
     pub(crate) payload: Vec<u8>,
 }
@@ -45,6 +47,13 @@ pub(crate) struct Totals {
     pub(crate) seen: BTreeMap<u32, u64>,
     /// Keys left out by the selection, per source database.
     pub(crate) filtered: BTreeMap<u32, u64>,
+    /// Keys without elements, per source database: Redis skips them when
+    /// it loads an RDB and `RESTORE` refuses them, so they are skipped
+    /// (not counted in `seen`).
+    pub(crate) empty: BTreeMap<u32, u64>,
+    /// Selected keys holding module values, per module type, with one of
+    /// them.
+    pub(crate) modules: BTreeMap<String, (u64, Vec<u8>)>,
     /// Function libraries (RDB) or function payloads (keys).
     pub(crate) functions: u64,
     /// Stream bytes.
@@ -195,25 +204,37 @@ fn rdb_records<R: std::io::Read>(
     };
     while let Some(ev) = p.next().map_err(corrupt)? {
         match ev {
-            Event::Key(k) => {
+            Event::Key(key) => {
                 let db =
-                    u32::try_from(k.db).map_err(|_| corrupt("database number out of range"))?;
+                    u32::try_from(key.db).map_err(|_| corrupt("database number out of range"))?;
+                if key.empty {
+                    *t.empty.entry(db).or_default() += 1;
+                    continue;
+                }
                 *t.seen.entry(db).or_default() += 1;
-                if !sel.wants(db, &k.key) {
+                if !sel.wants(db, &key.key) {
                     *t.filtered.entry(db).or_default() += 1;
                     continue;
                 }
-                let payload = k
+                if let Some(m) = &key.module {
+                    let e = t
+                        .modules
+                        .entry(m.clone())
+                        .or_insert_with(|| (0, key.key.clone()));
+                    e.0 += 1;
+                }
+                let payload = key
                     .value
                     .as_deref()
-                    .map(|v| rdb::dump_payload(k.rdb_type, v, version))
+                    .map(|v| rdb::dump_payload(key.rdb_type, v, version))
                     .unwrap_or_default();
                 b.push(Record {
                     db,
-                    key: k.key,
-                    expire_ms: k.expire_ms,
-                    idle: k.idle,
-                    freq: k.freq,
+                    key: key.key,
+                    expire_ms: key.expire_ms,
+                    idle: key.idle,
+                    freq: key.freq,
+                    rdb_type: key.rdb_type,
                     payload,
                 })?;
             }
@@ -234,7 +255,7 @@ fn rdb_records<R: std::io::Read>(
             _ => {}
         }
     }
-    p.expect_eof().map_err(corrupt)?;
+    p.trailing().map_err(corrupt)?;
     b.flush()?;
     t.bytes = p.offset();
     Ok(t)
@@ -267,14 +288,19 @@ fn keys_records<R: std::io::Read>(
                     continue;
                 }
                 // The payload's checksum is checked before it goes anywhere.
-                rdb::split_dump_payload(&payload)
+                let (rdb_type, value, _) = rdb::split_dump_payload(&payload)
                     .map_err(|e| corrupt(format!("key {}: {e}", show_key(&key))))?;
+                if let Some(m) = rdb::module_of_value(rdb_type, value) {
+                    let e = t.modules.entry(m).or_insert_with(|| (0, key.clone()));
+                    e.0 += 1;
+                }
                 b.push(Record {
                     db,
                     key,
                     expire_ms,
                     idle: None,
                     freq: None,
+                    rdb_type,
                     payload: if sel.payloads { payload } else { Vec::new() },
                 })?;
             }

@@ -96,6 +96,9 @@ impl RedisSource {
         let mut con = url.connect().await?;
         let info = server_info(&url, &mut con).await?;
         let server_version = info_field(&info, "redis_version").unwrap_or_default();
+        if let Some(db) = url.db {
+            check_database(&url, &mut con, db).await?;
+        }
         let prepared = match url.mode {
             Mode::Rdb => {
                 if !opts.includes.is_empty() || !opts.excludes.is_empty() {
@@ -223,6 +226,38 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Refuses a URL's `/db` that the server does not have (its
+/// `databases` setting, or a refused `SELECT` where `CONFIG` is not
+/// allowed).
+async fn check_database(url: &RedisUrl, con: &mut MultiplexedConnection, db: u32) -> Result<()> {
+    let configured: Option<u32> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query_async::<Vec<String>>(con)
+        .await
+        .ok()
+        .and_then(|v| v.get(1).and_then(|n| n.parse().ok()));
+    let exists = if let Some(n) = configured {
+        db < n
+    } else {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SELECT").arg(db).cmd("SELECT").arg(0);
+        pipe.query_async::<()>(con).await.is_ok()
+    };
+    if exists {
+        return Ok(());
+    }
+    let count = configured.map_or_else(
+        || "fewer databases".to_owned(),
+        |n| format!("{n} databases (0 to {})", n.saturating_sub(1)),
+    );
+    Err(Error::Config(format!(
+        "{}: Redis at {} has {count}, so there is no database {db}; give one of them in the URL",
+        url.redacted(),
+        url.address()
+    )))
 }
 
 /// The databases that hold keys, from `INFO keyspace`.
@@ -378,6 +413,12 @@ pub(crate) struct RdbSummary {
     pub(crate) module_types: BTreeSet<String>,
     pub(crate) module_aux: BTreeSet<String>,
     pub(crate) checksum: Option<u64>,
+    /// Keys without elements, per database (Redis skips them at load;
+    /// not counted in `dbs`).
+    pub(crate) empty: BTreeMap<u64, u64>,
+    /// Bytes after the end of the RDB and its checksum (Redis ignores
+    /// them).
+    pub(crate) trailing: u64,
 }
 
 impl RdbSummary {
@@ -386,11 +427,17 @@ impl RdbSummary {
     }
 
     pub(crate) fn databases_json(&self) -> serde_json::Value {
-        self.dbs
-            .iter()
-            .map(|(db, (k, e))| (db.to_string(), serde_json::json!({"keys": k, "expires": e})))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+        let mut out = serde_json::Map::new();
+        for (db, (k, e)) in &self.dbs {
+            out.insert(db.to_string(), serde_json::json!({"keys": k, "expires": e}));
+        }
+        for (db, n) in &self.empty {
+            let entry = out
+                .entry(db.to_string())
+                .or_insert_with(|| serde_json::json!({"keys": 0, "expires": 0}));
+            entry["empty_keys"] = (*n).into();
+        }
+        out.into()
     }
 }
 
@@ -408,6 +455,9 @@ pub(crate) fn summarize<R: Read>(src: R) -> std::result::Result<RdbSummary, RdbE
                     String::from_utf8_lossy(&key).into_owned(),
                     String::from_utf8_lossy(&value).into_owned(),
                 );
+            }
+            Event::Key(k) if k.empty => {
+                *s.empty.entry(k.db).or_default() += 1;
             }
             Event::Key(k) => {
                 let e = s.dbs.entry(k.db).or_default();
@@ -428,7 +478,7 @@ pub(crate) fn summarize<R: Read>(src: R) -> std::result::Result<RdbSummary, RdbE
             Event::SelectDb(_) | Event::ResizeDb { .. } | Event::SlotInfo { .. } => {}
         }
     }
-    p.expect_eof()?;
+    s.trailing = p.trailing()?;
     Ok(s)
 }
 
@@ -491,6 +541,19 @@ fn rdb_reader(sync: Sync, outcome: Outcome, base: serde_json::Value) -> AsyncRea
                     "module_types".into(),
                     serde_json::to_value(&s.module_types).unwrap_or_default(),
                 );
+                if !s.module_aux.is_empty() {
+                    m.insert(
+                        "module_aux".into(),
+                        serde_json::to_value(&s.module_aux).unwrap_or_default(),
+                    );
+                }
+                let empty: u64 = s.empty.values().sum();
+                if empty > 0 {
+                    m.insert("empty_keys".into(), empty.into());
+                }
+                if s.trailing > 0 {
+                    m.insert("trailing_bytes".into(), s.trailing.into());
+                }
                 m.insert(
                     "checksum".into(),
                     s.checksum
@@ -609,6 +672,7 @@ struct KeysStats {
     vanished: u64,
     max_version: u32,
     types: BTreeMap<&'static str, u64>,
+    module_types: BTreeSet<String>,
     functions: bool,
 }
 
@@ -639,6 +703,10 @@ fn keys_reader(job: KeysJob, outcome: Outcome, base: serde_json::Value) -> Async
                 m.insert(
                     "types".into(),
                     serde_json::to_value(&st.types).unwrap_or_default(),
+                );
+                m.insert(
+                    "module_types".into(),
+                    serde_json::to_value(&st.module_types).unwrap_or_default(),
                 );
                 m.insert("vanished_during_scan".into(), st.vanished.into());
                 m.insert("functions".into(), st.functions.into());
@@ -801,9 +869,12 @@ fn write_dumps(batch: Vec<Dumped>, w: &mut FrameWriter, st: &mut KeysStats, db: 
             st.vanished += 1;
             continue;
         };
-        if let Ok((t, _, v)) = rdb::split_dump_payload(&p) {
+        if let Ok((t, value, v)) = rdb::split_dump_payload(&p) {
             st.max_version = st.max_version.max(v);
             *st.types.entry(rdb::types::kind(t)).or_default() += 1;
+            if let Some(m) = rdb::module_of_value(t, value) {
+                st.module_types.insert(m);
+            }
         }
         w.key(&key, expire, &p);
         let e = st.dbs.entry(db).or_default();

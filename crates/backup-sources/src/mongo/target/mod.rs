@@ -38,7 +38,7 @@ use snapshot::snapshot_metadata;
 use state::Restore;
 use users::UsersAndRoles;
 
-pub(crate) use snapshot::{load, Planned};
+pub(crate) use snapshot::{load, Loaded, Planned};
 
 /// Restores a MongoDB snapshot into the deployment a URL names.
 #[derive(Debug)]
@@ -137,6 +137,11 @@ impl Target for MongoTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("MongoDB")?;
+        if opts.skip_missing_roles {
+            return Err(Error::Config(
+                "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
+            ));
+        }
         if opts.at.is_some() {
             return Err(Error::Config(
                 "--at is not supported for MongoDB: a snapshot restores to its own end time (the captured oplog's end)".to_owned(),
@@ -223,12 +228,33 @@ impl Target for MongoTarget {
         let selected = selected_dbs(&meta, opts)?;
         let map = Self::mapper(opts, conn.database.as_deref(), &selected)?;
         let loaded = load(snapshot, &map).await?;
+        let namespaces: Vec<(&str, &str)> = meta
+            .collections
+            .iter()
+            .map(|c| (c.db.as_str(), c.name.as_str()))
+            .collect();
+        let unmatched = NsFilter::unmatched(&opts.includes, &opts.excludes, &namespaces)?;
+        if loaded.collections.is_empty() && !(opts.includes.is_empty() && opts.excludes.is_empty())
+        {
+            return Err(Error::Config(format!(
+                "the --include/--exclude patterns select no collection of snapshot {} ({}); patterns are globs over db.collection, and a pattern without a dot names a database",
+                snapshot.id().short(),
+                if unmatched.is_empty() {
+                    "the excludes leave nothing".to_owned()
+                } else {
+                    unmatched.join("; ")
+                }
+            )));
+        }
         let hello = conn.hello().await?;
         let users = UsersAndRoles::plan(&conn, &meta, &loaded, opts, &map).await?;
         check_distinct_targets(&loaded.collections)?;
         let existing = existing(&conn, &loaded.collections).await?;
-        check_conflicts(&loaded.collections, &existing, opts)?;
-        let report = MongoRestoreReport::new(&loaded, &existing, &users, opts.dry_run);
+        if !opts.dry_run {
+            check_conflicts(&loaded.collections, &existing, opts)?;
+        }
+        let mut report = MongoRestoreReport::new(&loaded, &existing, &users, opts);
+        report.warn(unmatched);
         let stats = stats(&loaded.collections);
         if opts.dry_run {
             return report.to_restore_report(true, self.describe(), stats);

@@ -102,6 +102,18 @@ pub(super) fn check_distinct_targets(plan: &[Planned]) -> Result<()> {
     Ok(())
 }
 
+/// The namespaces of the target that hold data (or are views, or would
+/// become one): a restore replaces them only with `--drop`.
+pub(super) fn conflicts(plan: &[Planned], existing: &ExistingMap) -> Vec<String> {
+    plan.iter()
+        .filter_map(|p| {
+            let e = existing.get(&(p.db.clone(), p.coll.clone()))?;
+            (e.documents > 0 || e.kind == "view" || p.meta.is_view())
+                .then(|| format!("{} ({}, {} documents)", p.target_ns(), e.kind, e.documents))
+        })
+        .collect()
+}
+
 /// Refuses to restore over namespaces of the target that hold data (or
 /// are views, or would become one) unless `--drop` replaces them.
 pub(super) fn check_conflicts(
@@ -109,14 +121,7 @@ pub(super) fn check_conflicts(
     existing: &ExistingMap,
     opts: &RestoreOptions,
 ) -> Result<()> {
-    let conflicts: Vec<String> = plan
-        .iter()
-        .filter_map(|p| {
-            let e = existing.get(&(p.db.clone(), p.coll.clone()))?;
-            (e.documents > 0 || e.kind == "view" || p.meta.is_view())
-                .then(|| format!("{} ({}, {} documents)", p.target_ns(), e.kind, e.documents))
-        })
-        .collect();
+    let conflicts = conflicts(plan, existing);
     if !conflicts.is_empty() && !opts.drop {
         return Err(Error::target_failed(format!(
             "the target already holds {} of the namespaces to restore: {}; restore with --drop to replace them (a safety backup is taken first), --rename to restore next to them, or --exclude to leave them out (nothing was changed)",

@@ -2,7 +2,7 @@
 //! once the restore ran, what it did.
 
 use backup_core::restorer::RestoreStats;
-use backup_core::target::{RestoreReport, RestoredUnit};
+use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit};
 use backup_core::{Error, Result};
 
 use super::super::security;
@@ -20,6 +20,10 @@ pub(super) struct MongoRestoreReport {
     data_bytes: u64,
     oplog_entries: u64,
     consistent: bool,
+    /// Namespaces of the target that hold data and are not replaced
+    /// without `--drop` (a dry run lists them; a restore refuses).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conflicts: Vec<String>,
     summary: Vec<String>,
     /// What happened, once the restore ran (not for a dry run).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -93,8 +97,14 @@ impl MongoRestoreReport {
         loaded: &Loaded,
         existing: &ExistingMap,
         users: &UsersAndRoles,
-        dry_run: bool,
+        opts: &RestoreOptions,
     ) -> Self {
+        let dry_run = opts.dry_run;
+        let conflicts = if opts.drop {
+            Vec::new()
+        } else {
+            super::plan::conflicts(&loaded.collections, existing)
+        };
         let plan = &loaded.collections;
         let oplog_entries = loaded.meta.oplog.as_ref().map_or(0, |o| o.entries);
         let collections: Vec<CollectionPlan> = plan
@@ -112,8 +122,15 @@ impl MongoRestoreReport {
             })
             .collect();
         let verb = if dry_run { "would " } else { "" };
-        let mut summary = collection_lines(plan, existing, verb);
+        let mut summary = collection_lines(plan, existing, verb, opts.drop);
         summary.extend(users.summary(verb));
+        if !conflicts.is_empty() {
+            summary.push(format!(
+                "CONFLICT: the target already holds {} of the namespaces to restore ({}); the restore would be refused without --drop (which replaces them after a safety backup), --rename or --exclude",
+                conflicts.len(),
+                conflicts.join(", ")
+            ));
+        }
         if loaded.meta.consistent {
             summary.push(format!(
                 "{verb}replay {oplog_entries} oplog entries (to the backup's end time)"
@@ -131,9 +148,16 @@ impl MongoRestoreReport {
             data_bytes: data_bytes(plan),
             oplog_entries,
             consistent: loaded.meta.consistent,
+            conflicts,
             summary,
             outcome: None,
         }
+    }
+
+    /// Adds warnings to the summary.
+    pub(super) fn warn(&mut self, lines: Vec<String>) {
+        self.summary
+            .extend(lines.into_iter().map(|l| format!("warning: {l}")));
     }
 
     /// The report for the restore target `target`.
@@ -144,7 +168,14 @@ impl MongoRestoreReport {
         stats: RestoreStats,
     ) -> Result<RestoreReport> {
         let lines = self.summary.clone();
-        RestoreReport::with_details(dry_run, target, stats, RestoredUnit::Files, lines, self)
+        RestoreReport::with_details(
+            dry_run,
+            target,
+            stats,
+            RestoredUnit::DatabaseStreams,
+            lines,
+            self,
+        )
     }
 
     /// Adds what the restore did to the plan; fails, listing them, when
@@ -204,7 +235,12 @@ impl MongoRestoreReport {
 }
 
 /// The lines of the summary for the collections and views of `plan`.
-fn collection_lines(plan: &[Planned], existing: &ExistingMap, verb: &str) -> Vec<String> {
+fn collection_lines(
+    plan: &[Planned],
+    existing: &ExistingMap,
+    verb: &str,
+    drop: bool,
+) -> Vec<String> {
     let mut summary = Vec::new();
     for p in plan {
         let rename = if p.meta.ns() == p.target_ns() {
@@ -212,10 +248,14 @@ fn collection_lines(plan: &[Planned], existing: &ExistingMap, verb: &str) -> Vec
         } else {
             format!(" as {}", p.target_ns())
         };
-        let replace = if existing.contains_key(&(p.db.clone(), p.coll.clone())) {
-            " (replacing the existing one)"
-        } else {
-            ""
+        let replace = match existing.get(&(p.db.clone(), p.coll.clone())) {
+            Some(_) if drop => " (replacing the existing one)".to_owned(),
+            Some(e) if e.documents > 0 || e.kind == "view" || p.meta.is_view() => format!(
+                " (CONFLICT: the target's {} holds {} documents; needs --drop)",
+                e.kind, e.documents
+            ),
+            Some(_) => " (into the existing empty collection)".to_owned(),
+            None => String::new(),
         };
         if p.meta.is_view() {
             summary.push(format!(

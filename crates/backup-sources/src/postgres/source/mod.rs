@@ -15,7 +15,10 @@ use tokio_postgres::Client;
 
 use super::conn::{query_error, ConnInfo, Side};
 use super::tools::{find_tool, major_of, Processes, Tool};
-use super::{part_name, tree_name, Metadata, TableFilter, TableMeta};
+use super::{
+    part_name, tree_name, DatabaseGrant, DatabaseProperties, Metadata, RoleSettings, TableFilter,
+    TableMeta,
+};
 use crate::{PostgresOptions, Selection};
 use pool::{open_copy, PartStats, Pool, SESSION_SETUP};
 use tables::{balance_parts, copy_sql, lock_tables, select_tables, CatalogTable};
@@ -57,6 +60,7 @@ impl PostgresSource {
         let filter = TableFilter::new(&opts.includes, &opts.excludes)?;
         let coordinator = info.connect(Side::Source).await?;
         let server = export_snapshot(&coordinator).await?;
+        let properties = database_properties(&coordinator, server.version_num).await?;
         let tools = Tools::find(server.version_num, config.globals).await?;
 
         let (mut chosen, excluded) =
@@ -88,7 +92,8 @@ impl PostgresSource {
         )?;
         table_items(&mut items, &chosen, &pool, &stats, server.version_num);
 
-        let meta = server.metadata(&info, &tools, chosen, &excluded);
+        let mut meta = server.metadata(&info, &tools, chosen, &excluded);
+        meta.database_properties = Some(properties);
         let tool_streams = 3 + usize::from(tools.pg_dumpall.is_some());
         Ok(PostgresSource {
             info,
@@ -144,6 +149,7 @@ impl Server {
             total_bytes: 0,
             tables: chosen.into_iter().map(|t| t.meta).collect(),
             excluded_tables: excluded.iter().map(|t| t.meta.qualified()).collect(),
+            database_properties: None,
         }
     }
 }
@@ -187,6 +193,106 @@ async fn export_snapshot(coordinator: &Client) -> Result<Server> {
         )));
     }
     Ok(server)
+}
+
+/// The database's own properties, from the shared catalogs: what
+/// `pg_dump --create` writes besides the schema (owner, locale provider,
+/// connection limit, template flag, comment, `ALTER DATABASE ... SET`,
+/// `ALTER ROLE ... IN DATABASE ... SET`, privileges).
+async fn database_properties(c: &Client, version_num: u32) -> Result<DatabaseProperties> {
+    let (provider, locale, rules) = match version_num {
+        0..=149_999 => ("NULL::text", "NULL::text", "NULL::text"),
+        150_000..=159_999 => (
+            "d.datlocprovider::text",
+            "d.daticulocale::text",
+            "NULL::text",
+        ),
+        160_000..=169_999 => (
+            "d.datlocprovider::text",
+            "d.daticulocale::text",
+            "d.daticurules::text",
+        ),
+        _ => (
+            "d.datlocprovider::text",
+            "d.datlocale::text",
+            "d.daticurules::text",
+        ),
+    };
+    let err = |e| query_error(Side::Source, "reading the database's properties", e);
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT pg_get_userbyid(d.datdba)::text, d.datconnlimit, d.datistemplate, \
+                 shobj_description(d.oid, 'pg_database')::text, d.datacl IS NULL, \
+                 {provider}, {locale}, {rules} \
+                 FROM pg_database d WHERE d.datname = current_database()"
+            ),
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let default_acl: bool = row.get(4);
+    let provider: Option<String> = row.get(5);
+    let locale_provider = provider.map(|p| {
+        match p.as_str() {
+            "c" => "libc",
+            "i" => "icu",
+            "b" => "builtin",
+            other => other,
+        }
+        .to_owned()
+    });
+    let libc = locale_provider.as_deref().is_none_or(|p| p == "libc");
+    let mut props = DatabaseProperties {
+        owner: row.get(0),
+        locale_provider,
+        provider_locale: if libc { None } else { row.get(6) },
+        icu_rules: row.get(7),
+        connection_limit: row.get(1),
+        is_template: row.get(2),
+        comment: row.get(3),
+        ..DatabaseProperties::default()
+    };
+    if !default_acl {
+        let rows = c
+            .query(
+                "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee)::text END, \
+                 a.privilege_type::text, a.is_grantable \
+                 FROM pg_database d, aclexplode(d.datacl) a \
+                 WHERE d.datname = current_database() ORDER BY 1 NULLS FIRST, 2",
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        props.grants = Some(
+            rows.iter()
+                .map(|r| DatabaseGrant {
+                    grantee: r.get(0),
+                    privilege: r.get(1),
+                    grantable: r.get(2),
+                })
+                .collect(),
+        );
+    }
+    let rows = c
+        .query(
+            "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole)::text END, \
+             s.setconfig::text[] \
+             FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
+             WHERE d.datname = current_database() ORDER BY 1 NULLS FIRST",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    for r in rows {
+        let role: Option<String> = r.get(0);
+        let settings: Vec<String> = r.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
+        match role {
+            None => props.settings = settings,
+            Some(role) => props.role_settings.push(RoleSettings { role, settings }),
+        }
+    }
+    Ok(props)
 }
 
 /// The client programs the backup runs.

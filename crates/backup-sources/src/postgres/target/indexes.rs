@@ -50,6 +50,7 @@ pub(super) async fn post_data(
                 .join("\n");
             sql.push('\n');
             sql.push_str(&e.sql_text());
+            exec.note_settings(e);
             let entry = e.clone();
             let tx = workers.tx.clone();
             running.push(tokio::spawn(async move {

@@ -8,6 +8,7 @@ use futures::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use super::plan::is_definition;
 use crate::postgres::conn::{query_error, Side};
 use crate::postgres::script::{is_session_setting, Entry, Statement};
 
@@ -16,9 +17,21 @@ pub(super) struct Executor<'a> {
     client: &'a Client,
     /// Tolerate "already exists" (merge restore into an existing database).
     pub(super) merge: bool,
+    /// Statements run inside a transaction: each under a savepoint, so
+    /// that a tolerated error does not abort the transaction.
+    pub(super) savepoints: bool,
     pub(super) warnings: Vec<String>,
     /// Session `SET`s seen so far (applied on parallel workers).
     pub(super) settings: BTreeMap<String, String>,
+}
+
+/// What became of a statement.
+#[derive(PartialEq, Eq)]
+enum Ran {
+    Done,
+    /// The object it creates already exists and was kept: the rest of
+    /// the entry (its owner, comment, ...) is left out too.
+    Kept,
 }
 
 impl<'a> Executor<'a> {
@@ -28,6 +41,7 @@ impl<'a> Executor<'a> {
         let mut exec = Executor {
             client,
             merge,
+            savepoints: false,
             warnings: Vec::new(),
             settings: BTreeMap::new(),
         };
@@ -45,19 +59,58 @@ impl<'a> Executor<'a> {
 }
 
 impl Executor<'_> {
+    /// Notes the session settings of an entry run elsewhere (on a
+    /// parallel worker), so that entries after it get them as they would
+    /// in script order.
+    pub(super) fn note_settings(&mut self, e: &Entry) {
+        for s in &e.statements {
+            if let Statement::Sql(sql) = s {
+                if let Some(name) = setting_name(sql) {
+                    self.settings.insert(name, sql.clone());
+                }
+            }
+        }
+    }
+
     pub(super) async fn run_entry(&mut self, e: &Entry) -> Result<()> {
         for s in &e.statements {
-            self.run_statement(s, e).await?;
+            if self.run_statement(s, e).await? == Ran::Kept {
+                break;
+            }
         }
         Ok(())
     }
 
-    async fn run_statement(&mut self, s: &Statement, e: &Entry) -> Result<()> {
+    /// Runs `sql`, under a savepoint when in a transaction.
+    async fn execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        if !self.savepoints {
+            return self.client.batch_execute(sql).await;
+        }
+        let r = self
+            .client
+            .batch_execute(&format!(
+                "SAVEPOINT restore_statement;\n{sql}\nRELEASE SAVEPOINT restore_statement;"
+            ))
+            .await;
+        if r.is_err() {
+            // Back to before the statement, so the transaction can go on
+            // if the error is tolerated.
+            let _ = self
+                .client
+                .batch_execute(
+                    "ROLLBACK TO SAVEPOINT restore_statement; RELEASE SAVEPOINT restore_statement;",
+                )
+                .await;
+        }
+        r
+    }
+
+    async fn run_statement(&mut self, s: &Statement, e: &Entry) -> Result<Ran> {
         match s {
             Statement::Meta(m) => {
                 let cmd = m.split_whitespace().next().unwrap_or("");
                 if cmd == "\\restrict" || cmd == "\\unrestrict" {
-                    return Ok(());
+                    return Ok(Ran::Done);
                 }
                 Err(Error::target_failed(format!(
                     "the schema script holds the psql command `{cmd}`, which a restore cannot run"
@@ -67,8 +120,8 @@ impl Executor<'_> {
                 if let Some(name) = setting_name(sql) {
                     self.settings.insert(name, sql.clone());
                 }
-                match self.client.batch_execute(sql).await {
-                    Ok(()) => Ok(()),
+                match self.execute(sql).await {
+                    Ok(()) => Ok(Ran::Done),
                     Err(err) => self.tolerate(sql, e, err),
                 }
             }
@@ -83,30 +136,28 @@ impl Executor<'_> {
                     .await
                     .map_err(|err| entry_error(e, err))?;
                 sink.finish().await.map_err(|err| entry_error(e, err))?;
-                Ok(())
+                Ok(Ran::Done)
             }
         }
     }
 
-    fn tolerate(&mut self, sql: &str, e: &Entry, err: tokio_postgres::Error) -> Result<()> {
-        if self.merge && e.kind != "TABLE" && already_exists(&err) {
+    /// A merge restore keeps objects that already exist: `already exists`
+    /// errors, and the unique violations PostgreSQL raises instead for
+    /// some kinds (text search parsers, templates, dictionaries and
+    /// configurations) when a shared definition is created again.
+    fn tolerate(&mut self, sql: &str, e: &Entry, err: tokio_postgres::Error) -> Result<Ran> {
+        let creates = sql.trim_start().to_ascii_lowercase().starts_with("create ");
+        let exists = already_exists(&err)
+            || (creates
+                && is_definition(&e.kind)
+                && sqlstate(&err) == Some(&SqlState::UNIQUE_VIOLATION));
+        if self.merge && e.kind != "TABLE" && exists {
             self.warnings.push(format!(
                 "{} {} already exists in the target and was kept",
                 e.kind,
                 entry_label(e)
             ));
-            return Ok(());
-        }
-        if is_role_statement(sql) && sqlstate(&err) == Some(&SqlState::UNDEFINED_OBJECT) {
-            let msg = err
-                .as_db_error()
-                .map_or_else(|| err.to_string(), |d| d.message().to_owned());
-            self.warnings.push(format!(
-                "{} {}: {msg}; ownership or privileges not restored",
-                e.kind,
-                entry_label(e)
-            ));
-            return Ok(());
+            return Ok(if creates { Ran::Kept } else { Ran::Done });
         }
         Err(entry_error(e, err))
     }
@@ -133,16 +184,6 @@ pub(super) fn already_exists(e: &tokio_postgres::Error) -> bool {
             || *c == SqlState::DUPLICATE_FUNCTION
             || *c == SqlState::DUPLICATE_ALIAS
     })
-}
-
-/// Ownership and privilege statements that name a role the target
-/// cluster lacks are reported, not fatal (restoring to another cluster).
-fn is_role_statement(sql: &str) -> bool {
-    let l = sql.trim_start().to_ascii_lowercase();
-    (l.starts_with("alter ") && l.contains(" owner to "))
-        || l.starts_with("grant ")
-        || l.starts_with("revoke ")
-        || l.starts_with("alter default privileges")
 }
 
 fn setting_name(sql: &str) -> Option<String> {

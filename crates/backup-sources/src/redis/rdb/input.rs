@@ -324,6 +324,39 @@ impl<R: Read> Input<R> {
         }
     }
 
+    /// The first `n` bytes of a string (fewer when it is shorter), decoded
+    /// (LZF decompressed); the rest of it is consumed.
+    pub(crate) fn string_prefix(&mut self, n: usize) -> RdbResult<Vec<u8>> {
+        let at = self.offset();
+        match self.len()? {
+            Len::Plain(len) => {
+                let take = len.min(n as u64);
+                let head = self.bytes(take)?;
+                self.skip(len - take)?;
+                Ok(head)
+            }
+            Len::Encoded(3) => {
+                let clen = self.plain_len()?;
+                let ulen = self.plain_len()?;
+                if ulen > 1 << 40 {
+                    return Err(Self::corrupt_at(
+                        at,
+                        format!("implausible LZF length {ulen}"),
+                    ));
+                }
+                let data = self.bytes(clen)?;
+                let mut full = super::lzf::lzf_decompress(&data, ulen as usize)
+                    .map_err(|m| Self::corrupt_at(at, format!("LZF string: {m}")))?;
+                full.truncate(n);
+                Ok(full)
+            }
+            Len::Encoded(0) => Ok((self.u8()? as i8).to_string().into_bytes()),
+            Len::Encoded(1) => Ok(i16::from_le_bytes(self.array()?).to_string().into_bytes()),
+            Len::Encoded(2) => Ok(i32::from_le_bytes(self.array()?).to_string().into_bytes()),
+            Len::Encoded(e) => Err(Self::corrupt_at(at, format!("unknown string encoding {e}"))),
+        }
+    }
+
     /// Skips a string without decoding it.
     pub(crate) fn skip_string(&mut self) -> RdbResult<()> {
         let at = self.offset();

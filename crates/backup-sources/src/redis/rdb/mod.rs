@@ -42,6 +42,16 @@ pub fn dump_payload(rdb_type: u8, value: &[u8], rdb_version: u32) -> Vec<u8> {
     p
 }
 
+/// The module type name of a module value (value type 7 starts with the
+/// module id), `None` for other values.
+pub fn module_of_value(rdb_type: u8, value: &[u8]) -> Option<String> {
+    if rdb_type != types::MODULE_2 {
+        return None;
+    }
+    let mut inp = input::Input::new(value, false);
+    inp.plain_len().ok().map(module_type_name)
+}
+
 /// Splits a `DUMP` payload into value type, raw value encoding and RDB
 /// version, checking its CRC64.
 ///

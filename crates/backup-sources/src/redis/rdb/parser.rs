@@ -27,6 +27,10 @@ pub struct KeyEntry {
     pub value: Option<Vec<u8>>,
     /// For module values: the 9-character module type name.
     pub module: Option<String>,
+    /// Whether the value has no element (an empty list, set, sorted set
+    /// or hash): Redis skips such keys when it loads an RDB, and `RESTORE`
+    /// refuses them.
+    pub empty: bool,
 }
 
 /// A record of an RDB.
@@ -158,6 +162,23 @@ impl<R: Read> Parser<R> {
         }
     }
 
+    /// After [`Event::End`]: reads what follows the end of the RDB (and
+    /// its checksum) and returns its size. Redis ignores such bytes when
+    /// it loads a file.
+    ///
+    /// # Errors
+    ///
+    /// An error reading the input.
+    pub fn trailing(&mut self) -> RdbResult<u64> {
+        let mut n = 0u64;
+        while !self.input.at_end()? {
+            let before = self.input.offset();
+            self.input.skip(1)?;
+            n += self.input.offset() - before;
+        }
+        Ok(n)
+    }
+
     /// The next record, `None` after [`Event::End`].
     ///
     /// # Errors
@@ -265,7 +286,7 @@ impl<R: Read> Parser<R> {
                     if self.record {
                         self.input.start_recording();
                     }
-                    let module = match self.skip_value(t) {
+                    let (module, empty) = match self.skip_value(t) {
                         Ok(m) => m,
                         Err(e) => {
                             self.input.take_recording();
@@ -282,6 +303,7 @@ impl<R: Read> Parser<R> {
                         freq,
                         value,
                         module,
+                        empty,
                     })));
                 }
                 other => {
@@ -295,76 +317,112 @@ impl<R: Read> Parser<R> {
     }
 
     /// Skips a value of type `t`; returns the module type name for module
-    /// values.
-    fn skip_value(&mut self, t: u8) -> RdbResult<Option<String>> {
+    /// values, and whether the value is empty (see [`KeyEntry::empty`]).
+    fn skip_value(&mut self, t: u8) -> RdbResult<(Option<String>, bool)> {
         let inp = &mut self.input;
-        match t {
-            types::STRING
-            | types::HASH_ZIPMAP
-            | types::LIST_ZIPLIST
-            | types::SET_INTSET
-            | types::ZSET_ZIPLIST
-            | types::HASH_ZIPLIST
-            | types::HASH_LISTPACK
+        let empty = match t {
+            types::STRING => {
+                inp.skip_string()?;
+                false
+            }
+            types::LIST_ZIPLIST | types::ZSET_ZIPLIST | types::HASH_ZIPLIST => {
+                blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Ziplist)
+            }
+            types::HASH_LISTPACK
             | types::ZSET_LISTPACK
             | types::SET_LISTPACK
-            | types::HASH_LISTPACK_EX_PRE_GA => inp.skip_string()?,
+            | types::HASH_LISTPACK_EX_PRE_GA => {
+                blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Listpack)
+            }
+            types::SET_INTSET => blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Intset),
+            types::HASH_ZIPMAP => blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Zipmap),
             types::HASH_LISTPACK_EX => {
                 inp.skip(8)?;
-                inp.skip_string()?;
+                blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Listpack)
             }
-            types::LIST | types::SET | types::LIST_QUICKLIST => {
-                for _ in 0..inp.count()? {
+            types::LIST | types::SET => {
+                let n = inp.count()?;
+                for _ in 0..n {
                     inp.skip_string()?;
                 }
+                n == 0
+            }
+            types::LIST_QUICKLIST => {
+                let mut all_empty = true;
+                for _ in 0..inp.count()? {
+                    all_empty &= blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Ziplist);
+                }
+                all_empty
             }
             types::LIST_QUICKLIST_2 => {
+                let mut all_empty = true;
                 for _ in 0..inp.count()? {
                     let container = inp.plain_len()?;
-                    if container != 1 && container != 2 {
-                        return Err(inp.corrupt(format!("quicklist node container {container}")));
+                    match container {
+                        // A plain node holds one element.
+                        1 => {
+                            inp.skip_string()?;
+                            all_empty = false;
+                        }
+                        2 => {
+                            all_empty &=
+                                blob_is_empty(&inp.string_prefix(BLOB_HEAD)?, Blob::Listpack);
+                        }
+                        _ => {
+                            return Err(inp.corrupt(format!("quicklist node container {container}")))
+                        }
                     }
-                    inp.skip_string()?;
                 }
+                all_empty
             }
             types::ZSET => {
-                for _ in 0..inp.count()? {
+                let n = inp.count()?;
+                for _ in 0..n {
                     inp.skip_string()?;
-                    let n = inp.u8()?;
-                    if n < 253 {
-                        inp.skip(u64::from(n))?;
+                    let len = inp.u8()?;
+                    if len < 253 {
+                        inp.skip(u64::from(len))?;
                     }
                 }
+                n == 0
             }
             types::ZSET_2 => {
-                for _ in 0..inp.count()? {
+                let n = inp.count()?;
+                for _ in 0..n {
                     inp.skip_string()?;
                     inp.skip(8)?;
                 }
+                n == 0
             }
             types::HASH => {
-                for _ in 0..inp.count()? {
+                let n = inp.count()?;
+                for _ in 0..n {
                     inp.skip_string()?;
                     inp.skip_string()?;
                 }
+                n == 0
             }
             types::HASH_METADATA_PRE_GA | types::HASH_METADATA => {
                 if t == types::HASH_METADATA {
                     inp.skip(8)?;
                 }
-                for _ in 0..inp.count()? {
+                let n = inp.count()?;
+                for _ in 0..n {
                     inp.plain_len()?;
                     inp.skip_string()?;
                     inp.skip_string()?;
                 }
+                n == 0
             }
             types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
+                // An empty stream is a value of its own (XADD then XDEL).
                 skip_stream(inp, t)?;
+                false
             }
             types::MODULE_2 => {
                 let id = inp.plain_len()?;
                 self.skip_module_body()?;
-                return Ok(Some(module_type_name(id)));
+                return Ok((Some(module_type_name(id)), false));
             }
             types::MODULE_PRE_GA => {
                 return Err(inp.unsupported(
@@ -372,8 +430,8 @@ impl<R: Read> Parser<R> {
                 ));
             }
             _ => return Err(inp.corrupt(format!("unknown value type {t}"))),
-        }
-        Ok(None)
+        };
+        Ok((None, empty))
     }
 
     /// Skips self-describing module data up to its end opcode.
@@ -397,6 +455,34 @@ impl<R: Read> Parser<R> {
                 }
             }
         }
+    }
+}
+
+/// Bytes read of an encoded blob to find its element count.
+const BLOB_HEAD: usize = 10;
+
+/// The encodings of a blob value.
+#[derive(Clone, Copy)]
+enum Blob {
+    /// `zlbytes` (4), `zltail` (4), `zllen` (2, little-endian).
+    Ziplist,
+    /// Total bytes (4), number of elements (2, little-endian).
+    Listpack,
+    /// Encoding (4), length (4, little-endian).
+    Intset,
+    /// `zmlen` (1): the number of pairs below 254.
+    Zipmap,
+}
+
+/// Whether an encoded blob, of which `head` holds the first bytes, has no
+/// element. A blob too short to tell is not called empty (the server
+/// judges it).
+fn blob_is_empty(head: &[u8], kind: Blob) -> bool {
+    match kind {
+        Blob::Ziplist => head.len() >= 10 && head[8..10] == [0, 0],
+        Blob::Listpack => head.len() >= 6 && head[4..6] == [0, 0],
+        Blob::Intset => head.len() >= 8 && head[4..8] == [0, 0, 0, 0],
+        Blob::Zipmap => head.first() == Some(&0),
     }
 }
 

@@ -291,3 +291,70 @@ fn module_values_are_walked() {
     assert_eq!(ks[0].module.as_deref(), Some(module_type_name(id).as_str()));
     assert!(matches!(decoded(ks[0]), Value::Module { .. }));
 }
+
+#[test]
+fn empty_values_are_recognised_in_every_encoding() {
+    for (rdb, empties) in [
+        (fixtures::rdb_v9_empty_keys(), 10),
+        (fixtures::rdb_v10_empty_keys(), 3),
+    ] {
+        let (_, events) = parse_all(&rdb, true).unwrap();
+        let ks = keys(&events);
+        let empty: Vec<String> = ks
+            .iter()
+            .filter(|k| k.empty)
+            .map(|k| String::from_utf8_lossy(&k.key).into_owned())
+            .collect();
+        assert_eq!(empty.len(), empties, "{empty:?}");
+        assert!(empty.iter().all(|k| k.starts_with("e-")), "{empty:?}");
+        assert!(ks
+            .iter()
+            .filter(|k| !k.empty)
+            .all(|k| k.key.starts_with(b"keep")));
+    }
+    // Values of every other fixture hold elements.
+    for rdb in [
+        fixtures::rdb_v4_redis24(),
+        fixtures::rdb_v6_redis28(),
+        fixtures::rdb_v7_redis32(),
+        fixtures::rdb_v8_redis40(),
+        fixtures::rdb_v9_ziplist_era(),
+        fixtures::rdb_v9_stream(),
+        fixtures::rdb_v10_listpack(),
+    ] {
+        let (_, events) = parse_all(&rdb, false).unwrap();
+        assert!(keys(&events).iter().all(|k| !k.empty));
+    }
+}
+
+#[test]
+fn bytes_after_the_checksum_are_counted() {
+    let mut rdb = fixtures::rdb_v9_ziplist_era();
+    rdb.extend_from_slice(b"trailing garbage");
+    let mut p = Parser::new(&rdb[..], false).unwrap();
+    while p.next().unwrap().is_some() {}
+    assert_eq!(p.trailing().unwrap(), 16);
+    let mut p = Parser::new(&rdb[..], false).unwrap();
+    while p.next().unwrap().is_some() {}
+    assert!(p.expect_eof().is_err());
+}
+
+#[test]
+fn module_data_is_named_in_rdb_and_dump_payloads() {
+    let (_, events) = parse_all(&fixtures::rdb_v9_module_aux(), false).unwrap();
+    assert!(events.contains(&Event::ModuleAux {
+        module: "bkpmodule".to_owned()
+    }));
+    let (version, events) = parse_all(&fixtures::rdb_v9_module_value(), true).unwrap();
+    let m = keys(&events)
+        .into_iter()
+        .find(|k| k.key == b"modkey")
+        .unwrap()
+        .clone();
+    assert_eq!(m.module.as_deref(), Some("bkpmodule"));
+    // A key-mode snapshot holds DUMP payloads: the module is found there too.
+    let payload = dump_payload(m.rdb_type, m.value.as_deref().unwrap(), version);
+    let (t, value, _) = split_dump_payload(&payload).unwrap();
+    assert_eq!(module_of_value(t, value).as_deref(), Some("bkpmodule"));
+    assert_eq!(module_of_value(types::STRING, b"x"), None);
+}

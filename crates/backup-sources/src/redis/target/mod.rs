@@ -25,6 +25,7 @@ use self::report::{DoneReport, DryRunReport, PlannedDb, Restored};
 use crate::redis::conn::{info_field, server_info, Mode, RedisUrl};
 use crate::redis::manifest::SnapshotInfo;
 use crate::redis::rdb::rdb_version_of_server;
+use crate::redis::records::show_key;
 
 /// Restores Redis snapshots into a running server.
 pub struct RedisTarget {
@@ -66,32 +67,94 @@ impl RedisTarget {
     }
 
     /// Refuses a server that cannot load the snapshot: too old for its
-    /// RDB version, or without modules for its module values.
+    /// RDB version, or without modules for its module auxiliary data.
+    /// Returns whether the server has no module loaded while the snapshot
+    /// holds module values (the selection decides), and warnings.
     async fn check_server(
         &self,
         con: &mut MultiplexedConnection,
         info: &SnapshotInfo,
-    ) -> Result<()> {
+    ) -> Result<(bool, Vec<String>)> {
         let server = server_info(&self.url, con)
             .await
             .map_err(Error::into_target)?;
         let version = info_field(&server, "redis_version").unwrap_or_default();
         check_rdb_version(&version, info.rdb_version, &self.url.address())?;
-        if !info.module_types.is_empty() {
-            let modules: Vec<redis::Value> = redis::cmd("MODULE")
-                .arg("LIST")
-                .query_async(con)
-                .await
-                .unwrap_or_default();
+        let mut warnings = Vec::new();
+        if info.module_types.is_empty() && info.module_aux.is_empty() {
+            return Ok((false, warnings));
+        }
+        let modules: Vec<redis::Value> = redis::cmd("MODULE")
+            .arg("LIST")
+            .query_async(con)
+            .await
+            .unwrap_or_default();
+        if !info.module_aux.is_empty() {
             if modules.is_empty() {
                 return Err(Error::target_failed(format!(
-                    "the snapshot holds values of module types {} but Redis at {} has no module loaded: load the modules (loadmodule) and restore again, or leave those keys out with --exclude",
-                    info.module_types.join(", "),
+                    "the snapshot holds auxiliary data of modules {} (module-wide state that Redis refuses to load without them), and Redis at {} has no module loaded: load the modules (loadmodule) and restore again; a restore into a running server cannot restore module auxiliary data, so for it export the snapshot (`backup export --format rdb`) and start a server with the modules on that file (nothing was changed)",
+                    info.module_aux.join(", "),
                     self.url.address()
                 )));
             }
+            warnings.push(format!(
+                "the auxiliary data of modules {} (module-wide state, not keys) is not restored: RESTORE cannot load it; export the snapshot (`backup export --format rdb`) and load that file at start-up to get it",
+                info.module_aux.join(", ")
+            ));
         }
-        Ok(())
+        Ok((
+            modules.is_empty() && !info.module_types.is_empty(),
+            warnings,
+        ))
+    }
+
+    /// Checks and plans a restore without writing: the server, the
+    /// databases, and with `scan` (or when modules are missing) one read
+    /// of the snapshot for existing keys and selected module values.
+    async fn prepare(
+        &self,
+        snapshot: &SnapshotReader,
+        opts: &RestoreOptions,
+        scan_always: bool,
+    ) -> Result<Prepared> {
+        self.check_options(opts)?;
+        let info = SnapshotInfo::load(snapshot).await?;
+        let mut con = self.url.connect().await.map_err(Error::into_target)?;
+        let (modules_missing, warnings) = self.check_server(&mut con, &info).await?;
+        let plan = plan::plan(&self.url, &mut con, info, opts).await?;
+        let occupied = plan.occupied_targets();
+        let conflicts_possible = !occupied.is_empty() && !opts.drop;
+        // Patterns that select nothing must not flush anything.
+        let selective = !plan.selection.keys.is_all();
+        let found =
+            if scan_always || conflicts_possible || modules_missing || selective && opts.drop {
+                let found =
+                    plan::scan(&self.url, snapshot, &plan, &mut con, conflicts_possible).await?;
+                if modules_missing {
+                    if let Some(e) = module_refusal(&found, &self.url) {
+                        return Err(e);
+                    }
+                }
+                let selected: u64 =
+                    found.planned.values().sum::<u64>() + found.expired.values().sum::<u64>();
+                if selective && selected == 0 && !opts.dry_run {
+                    return Err(nothing_selected(&plan));
+                }
+                if !opts.dry_run {
+                    if let Some(e) = found.conflict_error(&self.url.redacted()) {
+                        return Err(e);
+                    }
+                }
+                Some(found)
+            } else {
+                None
+            };
+        Ok(Prepared {
+            con,
+            plan,
+            found,
+            warnings,
+        })
     }
 
     /// `FLUSHDB` of the target databases that hold keys (`--drop`).
@@ -130,6 +193,56 @@ impl RedisTarget {
     }
 }
 
+/// A restore checked and planned.
+struct Prepared {
+    con: MultiplexedConnection,
+    plan: Plan,
+    /// What a read of the snapshot found (dry runs, targets that hold
+    /// keys, missing modules).
+    found: Option<Scan>,
+    warnings: Vec<String>,
+}
+
+/// The refusal of patterns that select no key (nothing was changed).
+fn nothing_selected(plan: &Plan) -> Error {
+    let unmatched = plan.selection.keys.unmatched();
+    Error::target_failed(format!(
+        "the --include/--exclude patterns select no key of the snapshot{}; patterns are Redis globs over key names (nothing was changed)",
+        if unmatched.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", unmatched.join("; "))
+        }
+    ))
+}
+
+/// The refusal of a restore of module values into a server without
+/// modules, when the selection keeps some.
+fn module_refusal(found: &Scan, url: &RedisUrl) -> Option<Error> {
+    if found.totals.modules.is_empty() {
+        return None;
+    }
+    let n: u64 = found.totals.modules.values().map(|(n, _)| n).sum();
+    let detail: Vec<String> = found
+        .totals
+        .modules
+        .iter()
+        .map(|(m, (n, key))| format!("{n} of module type {m}, for example {}", show_key(key)))
+        .collect();
+    let example = found
+        .totals
+        .modules
+        .values()
+        .next()
+        .map(|(_, k)| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    Some(Error::target_failed(format!(
+        "{n} keys to restore hold module values ({}) but Redis at {} has no module loaded: load the modules (loadmodule) and restore again, or leave those keys out with --exclude (for example --exclude '{example}') (nothing was changed)",
+        detail.join("; "),
+        url.address()
+    )))
+}
+
 /// The two reports a restore makes.
 trait Lines {
     /// Whether the report is a dry run's.
@@ -153,7 +266,12 @@ impl Lines for DoneReport {
 }
 
 /// What a dry run would do, per source database.
-fn dry_run_report(plan: &Plan, found: &Scan, opts: &RestoreOptions) -> DryRunReport {
+fn dry_run_report(
+    plan: &Plan,
+    found: &Scan,
+    opts: &RestoreOptions,
+    warnings: Vec<String>,
+) -> DryRunReport {
     let mut databases = BTreeMap::new();
     for (src, dst) in &plan.map {
         let keys_in_target = plan.before.get(dst).copied().unwrap_or(0);
@@ -166,6 +284,8 @@ fn dry_run_report(plan: &Plan, found: &Scan, opts: &RestoreOptions) -> DryRunRep
                 would_restore: found.planned.get(src).copied().unwrap_or(0),
                 expired_skipped: found.expired.get(src).copied().unwrap_or(0),
                 filtered_out: found.totals.filtered.get(src).copied().unwrap_or(0),
+                empty_skipped: found.totals.empty.get(src).copied().unwrap_or(0),
+                conflicts: found.conflicts.get(dst).map_or(0, |(n, _)| *n),
             },
         );
     }
@@ -173,15 +293,18 @@ fn dry_run_report(plan: &Plan, found: &Scan, opts: &RestoreOptions) -> DryRunRep
         mode: plan.info.mode(),
         databases,
         functions: found.totals.functions,
+        warnings,
     }
 }
 
 /// What a restore did, per target database.
-fn done_report(plan: &Plan, restored: &Restored) -> DoneReport {
+fn done_report(plan: &Plan, restored: &Restored, warnings: Vec<String>) -> DoneReport {
     DoneReport {
         mode: plan.info.mode(),
         keys_restored: restored.dbs.values().map(|r| r.restored).sum(),
         expired_skipped: restored.dbs.values().map(|r| r.expired_skipped).sum(),
+        empty_skipped: restored.dbs.values().map(|r| r.empty_skipped).sum(),
+        warnings,
         databases: restored
             .dbs
             .iter()
@@ -198,6 +321,11 @@ impl Target for RedisTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("Redis")?;
+        if opts.skip_missing_roles {
+            return Err(Error::Config(
+                "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
+            ));
+        }
         if opts.at.is_some() {
             return Err(Error::Config(
                 "--at (point-in-time restore) is not available for Redis; a Redis snapshot restores the data as it was captured".to_owned(),
@@ -284,35 +412,33 @@ impl Target for RedisTarget {
         Ok(())
     }
 
+    async fn check(&self, snapshot: &SnapshotReader, opts: &RestoreOptions) -> Result<()> {
+        self.prepare(snapshot, opts, false).await.map(|_| ())
+    }
+
     async fn restore(
         &self,
         snapshot: &SnapshotReader,
         opts: &RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
-        self.check_options(opts)?;
-        let info = SnapshotInfo::load(snapshot).await?;
-        let mut con = self.url.connect().await.map_err(Error::into_target)?;
-        self.check_server(&mut con, &info).await?;
-        let plan = plan::plan(&self.url, &mut con, info, opts).await?;
+        // Everything is checked before the first write: the server, the
+        // databases, module values, existing keys (unless --drop).
+        let Prepared {
+            mut con,
+            plan,
+            found,
+            warnings,
+        } = self.prepare(snapshot, opts, opts.dry_run).await?;
         progress.set_total(plan.info.stream.size);
-
-        // Existing keys: an error unless --drop. Nothing is written before
-        // this check.
-        let occupied = plan.occupied_targets();
-        if (!occupied.is_empty() && !opts.drop) || opts.dry_run {
-            let found = plan::scan(&self.url, snapshot, &plan, &mut con, !opts.drop).await?;
-            if !opts.drop {
-                if let Some(e) = found.conflict_error(&self.url.redacted()) {
-                    return Err(e);
-                }
-            }
-            if opts.dry_run {
-                return self.report(&plan, &dry_run_report(&plan, &found, opts));
-            }
+        let mut warnings = warnings;
+        if opts.dry_run {
+            let found = found.unwrap_or_default();
+            warnings.extend(plan.selection.keys.unmatched());
+            return self.report(&plan, &dry_run_report(&plan, &found, opts, warnings));
         }
         if opts.drop {
-            self.flush(&mut con, &occupied).await?;
+            self.flush(&mut con, &plan.occupied_targets()).await?;
         }
         let restored =
             write::write(&self.url, snapshot, &plan, con.clone(), opts, &progress).await?;
@@ -320,7 +446,16 @@ impl Target for RedisTarget {
         let result = write::verify_counts(&self.url, &mut con, &plan, &restored).await;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(restored.clone());
         result?;
-        self.report(&plan, &done_report(&plan, &restored))
+        let selected: u64 = restored
+            .dbs
+            .values()
+            .map(|r| r.restored + r.expired_skipped)
+            .sum();
+        if !plan.selection.keys.is_all() && selected == 0 {
+            return Err(nothing_selected(&plan));
+        }
+        warnings.extend(plan.selection.keys.unmatched());
+        self.report(&plan, &done_report(&plan, &restored, warnings))
     }
 }
 
@@ -368,9 +503,8 @@ mod tests {
             "An error was signalled by the server",
             "BUSYKEY Target key name already exists.".to_owned(),
         ));
-        let msg = write::restore_error(&target.url, busy, "`k`").to_string();
+        let msg = write::restore_error(&target.url, busy, "`k`", None).to_string();
         assert!(msg.contains("BUSYKEY"), "{msg}");
-        assert!(msg.contains("--drop"), "{msg}");
         assert!(msg.contains("`k`"), "{msg}");
         assert!(!msg.contains("pw"), "{msg}");
         let old = redis::RedisError::from((
@@ -378,7 +512,7 @@ mod tests {
             "An error was signalled by the server",
             "ERR DUMP payload version or checksum are wrong".to_owned(),
         ));
-        let msg = write::restore_error(&target.url, old, "`k`").to_string();
+        let msg = write::restore_error(&target.url, old, "`k`", None).to_string();
         assert!(msg.contains("older than the RDB version"), "{msg}");
     }
 }

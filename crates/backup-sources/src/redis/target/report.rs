@@ -19,6 +19,8 @@ pub(super) struct DbResult {
     pub(super) with_ttl: u64,
     pub(super) expired_skipped: u64,
     pub(super) filtered: u64,
+    /// Keys without elements, skipped as Redis does when it loads an RDB.
+    pub(super) empty_skipped: u64,
 }
 
 /// A dry run's report: per source database what would happen.
@@ -27,6 +29,8 @@ pub(super) struct DryRunReport {
     pub(super) mode: &'static str,
     pub(super) databases: BTreeMap<String, PlannedDb>,
     pub(super) functions: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) warnings: Vec<String>,
 }
 
 /// What a restore would do in one database.
@@ -38,6 +42,10 @@ pub(super) struct PlannedDb {
     pub(super) would_restore: u64,
     pub(super) expired_skipped: u64,
     pub(super) filtered_out: u64,
+    pub(super) empty_skipped: u64,
+    /// Keys to restore that the target database already holds (the
+    /// restore is refused without `--drop`).
+    pub(super) conflicts: u64,
 }
 
 impl DryRunReport {
@@ -47,15 +55,26 @@ impl DryRunReport {
             .iter()
             .map(|(db, d)| {
                 format!(
-                    "database {db}: -> {}: {} keys, {} skipped as expired, {} left out by filters; the target holds {} keys{}",
+                    "database {db}: -> {}: {} keys, {} skipped as expired, {} left out by filters{}; the target holds {} keys{}",
                     d.to,
                     d.would_restore,
                     d.expired_skipped,
                     d.filtered_out,
+                    empty_note(d.empty_skipped),
                     d.keys_in_target,
-                    if d.would_flush { " (flushed first: --drop)" } else { "" }
+                    if d.would_flush {
+                        " (flushed first: --drop)".to_owned()
+                    } else if d.conflicts > 0 {
+                        format!(
+                            "; CONFLICT: {} of the keys exist there, so the restore would be refused without --drop",
+                            d.conflicts
+                        )
+                    } else {
+                        String::new()
+                    }
                 )
             })
+            .chain(self.warnings.iter().map(|w| format!("warning: {w}")))
             .collect()
     }
 }
@@ -66,7 +85,10 @@ pub(super) struct DoneReport {
     pub(super) mode: &'static str,
     pub(super) keys_restored: u64,
     pub(super) expired_skipped: u64,
+    pub(super) empty_skipped: u64,
     pub(super) databases: BTreeMap<String, DbResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) warnings: Vec<String>,
 }
 
 impl DoneReport {
@@ -76,10 +98,24 @@ impl DoneReport {
             .iter()
             .map(|(db, r)| {
                 format!(
-                    "database {db}: {} keys restored (from database {}), {} skipped as expired, {} left out by filters",
-                    r.restored, r.source_db, r.expired_skipped, r.filtered
+                    "database {db}: {} keys restored (from database {}), {} skipped as expired, {} left out by filters{}",
+                    r.restored,
+                    r.source_db,
+                    r.expired_skipped,
+                    r.filtered,
+                    empty_note(r.empty_skipped)
                 )
             })
+            .chain(self.warnings.iter().map(|w| format!("warning: {w}")))
             .collect()
+    }
+}
+
+/// `, N empty keys skipped` when there were any.
+fn empty_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} empty keys skipped (Redis skips them when it loads an RDB)")
     }
 }

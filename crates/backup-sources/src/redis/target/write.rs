@@ -25,7 +25,29 @@ const PIPELINES_IN_FLIGHT: usize = 16;
 struct Pipeline {
     pipe: redis::Pipeline,
     bytes: u64,
-    first_key: String,
+    /// Per `RESTORE`, in order: the key (for messages) and its value type.
+    keys: Vec<(String, u8)>,
+}
+
+impl Pipeline {
+    /// Sends the pipeline; a refused `RESTORE` is returned with its key
+    /// and value type.
+    async fn send(
+        self,
+        con: &mut MultiplexedConnection,
+    ) -> std::result::Result<(), (redis::RedisError, String, Option<u8>)> {
+        let replies: Vec<redis::Value> = self
+            .pipe
+            .query_async(con)
+            .await
+            .map_err(|e| (e, String::new(), None))?;
+        for (reply, (key, t)) in replies.into_iter().zip(self.keys) {
+            if let redis::Value::ServerError(e) = reply {
+                return Err((redis::RedisError::from(e), key, Some(t)));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Restores every selected key; returns the per-database counts.
@@ -72,20 +94,21 @@ pub(super) async fn write(
         let mut c = con.clone();
         let p = Arc::clone(progress);
         inflight.push(async move {
-            let r = batch.pipe.query_async::<()>(&mut c).await;
-            p.add_bytes(batch.bytes);
-            r.map_err(|e| (e, batch.first_key))
+            let bytes = batch.bytes;
+            let r = batch.send(&mut c).await;
+            p.add_bytes(bytes);
+            r
         });
         while inflight.len() >= PIPELINES_IN_FLIGHT {
-            if let Some(Err((e, k))) = inflight.next().await {
-                failure = Some(restore_error(url, e, &k));
+            if let Some(Err((e, k, t))) = inflight.next().await {
+                failure = Some(restore_error(url, e, &k, t));
                 break 'outer;
             }
         }
     }
     while let Some(r) = inflight.next().await {
-        if let Err((e, k)) = r {
-            failure.get_or_insert_with(|| restore_error(url, e, &k));
+        if let Err((e, k, t)) = r {
+            failure.get_or_insert_with(|| restore_error(url, e, &k, t));
         }
     }
     rx.close();
@@ -104,6 +127,7 @@ pub(super) async fn write(
     let totals = totals??;
     for r in restored.dbs.values_mut() {
         r.filtered = totals.filtered.get(&r.source_db).copied().unwrap_or(0);
+        r.empty_skipped = totals.empty.get(&r.source_db).copied().unwrap_or(0);
     }
     check_stream_counts(plan, &totals)?;
     Ok(restored)
@@ -167,9 +191,10 @@ fn pipeline(
 ) -> Option<Pipeline> {
     let now = now_ms();
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     let mut cur = None;
     let mut bytes = 0u64;
-    let mut sent = 0usize;
+    let mut keys = Vec::new();
     for r in recs {
         let to = plan.target_of(r);
         let Some(entry) = restored.dbs.get_mut(&to) else {
@@ -185,17 +210,13 @@ fn pipeline(
         }
         restore_cmd(&mut pipe, r, replace);
         bytes += r.payload.len() as u64;
-        sent += 1;
+        keys.push((show_key(&r.key), r.rdb_type));
         entry.restored += 1;
         if r.expire_ms.is_some() {
             entry.with_ttl += 1;
         }
     }
-    (sent > 0).then(|| Pipeline {
-        pipe,
-        bytes,
-        first_key: recs.first().map(|r| show_key(&r.key)).unwrap_or_default(),
-    })
+    (!keys.is_empty()).then_some(Pipeline { pipe, bytes, keys })
 }
 
 /// Keys of the stream, per database, must match the manifest.
@@ -211,26 +232,49 @@ fn check_stream_counts(plan: &Plan, totals: &Totals) -> Result<()> {
     Ok(())
 }
 
-/// A refused `RESTORE` pipeline, explained.
-pub(super) fn restore_error(url: &RedisUrl, e: redis::RedisError, first_key: &str) -> Error {
+/// A refused `RESTORE`, explained: `key` is the key the server refused
+/// (empty when the whole pipeline failed), `rdb_type` its value type.
+pub(super) fn restore_error(
+    url: &RedisUrl,
+    e: redis::RedisError,
+    key: &str,
+    rdb_type: Option<u8>,
+) -> Error {
     let text = e.to_string();
+    let which = if key.is_empty() {
+        "a key".to_owned()
+    } else {
+        format!("key {key}")
+    };
     let msg = if text.contains("BUSYKEY") {
         format!(
-            "a key of the snapshot already exists in {} (BUSYKEY, in the batch starting at {first_key}); it was created after the check; restore with --drop to replace the restored databases",
+            "{which} of the snapshot already exists in {} (BUSYKEY): another client created it after the check",
             url.redacted()
         )
     } else if text.contains("payload version or checksum") {
         format!(
-            "Redis at {} refused a DUMP payload ({text}): the server is older than the RDB version of the snapshot",
+            "Redis at {} refused the DUMP payload of {which} ({text}): the server is older than the RDB version of the snapshot",
             url.address()
         )
     } else if text.contains("Bad data format") {
+        let cause = match rdb_type {
+            Some(t) if crate::redis::rdb::types::kind(t) == "module" => format!(
+                "a {} value, whose module is not loaded",
+                crate::redis::rdb::types::kind(t)
+            ),
+            Some(t) => format!(
+                "a {} value in RDB encoding {t}, which this server version cannot read (it appeared in RDB version {})",
+                crate::redis::rdb::types::kind(t),
+                crate::redis::rdb::types::min_version(t)
+            ),
+            None => "a value this server cannot read".to_owned(),
+        };
         format!(
-            "Redis at {} could not load a value in the batch starting at {first_key} ({text}): a module value whose module is not loaded, or a value this server version cannot read",
+            "Redis at {} could not load {which} ({text}): {cause}; leave it out with --exclude or restore into a newer server",
             url.address()
         )
     } else {
-        return target_err(url, "RESTORE", e);
+        return target_err(url, &format!("RESTORE of {which}"), e);
     };
     Error::target_explained(msg, e, false)
 }
@@ -293,5 +337,4 @@ fn restore_cmd(pipe: &mut redis::Pipeline, r: &Record, replace: bool) {
     } else if let Some(i) = r.idle {
         c.arg("IDLETIME").arg(i);
     }
-    c.ignore();
 }
