@@ -1283,6 +1283,57 @@ fn rand_u32() -> u32 {
 mod tests {
     use super::*;
 
+    fn reader_of(path: &Path, listed: u64, may_shrink: bool) -> FileReader {
+        let shared: Arc<Shared> = Arc::default();
+        let tracked = Tracked::new(
+            shared,
+            FileRecord {
+                manifest_path: b"x".to_vec(),
+                local_path: path.to_owned(),
+                size: listed,
+                mtime: 0,
+                crc: None,
+            },
+        );
+        FileReader {
+            file: Some(File::open(path).unwrap()),
+            path: path.to_owned(),
+            size: listed,
+            pos: 0,
+            buf: Vec::new(),
+            at: 0,
+            crc: 0,
+            rules: ReadRules {
+                checksums: None,
+                may_shrink,
+            },
+            start_lsn: Lsn(0),
+            block: 8192,
+            tracked,
+        }
+    }
+
+    #[test]
+    fn files_that_shrink_while_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 1000]).unwrap();
+        // Listed at 1500 bytes, 1000 left when read: a WAL-logged file is
+        // padded with zeros, any other fails the backup.
+        let mut out = Vec::new();
+        reader_of(&path, 1500, true).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 1500);
+        assert!(out[1000..].iter().all(|&b| b == 0));
+        let err = reader_of(&path, 1500, false)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("shrank from 1500 to 1000 bytes"), "{err}");
+        // A file that grew is read up to its listed size.
+        let mut out = Vec::new();
+        reader_of(&path, 600, false).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 600);
+    }
+
     #[test]
     fn relation_names() {
         assert_eq!(relation_name(b"16384"), Some((&b"16384"[..], &b""[..])));

@@ -1085,6 +1085,13 @@ fn tail(text: &str, lines: usize) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_missing_server_version_names_its_package() {
+        let err = find_server(99).await.unwrap_err();
+        assert!(err.contains("postgresql-99"), "{err}");
+        assert!(err.contains("BACKUP_PG_BINDIR"), "{err}");
+    }
+
     #[test]
     fn tablespace_maps_are_rewritten() {
         let places = vec![TablespacePlacement {
