@@ -22,11 +22,13 @@ pub enum FileKind {
     Lock,
     /// Audit records under `audit/`.
     Audit,
+    /// Capture records (WAL, oplog) under `captures/`.
+    Capture,
 }
 
 impl FileKind {
     /// Every kind, in a stable order.
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 8] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Snapshot,
@@ -34,6 +36,7 @@ impl FileKind {
         FileKind::Pack,
         FileKind::Lock,
         FileKind::Audit,
+        FileKind::Capture,
     ];
 
     /// The directory of this kind, relative to the repository root
@@ -47,6 +50,7 @@ impl FileKind {
             FileKind::Pack => "data",
             FileKind::Lock => "locks",
             FileKind::Audit => "audit",
+            FileKind::Capture => "captures",
         }
     }
 
@@ -94,6 +98,7 @@ impl fmt::Display for FileKind {
             FileKind::Pack => "pack",
             FileKind::Lock => "lock",
             FileKind::Audit => "audit record",
+            FileKind::Capture => "capture record",
         })
     }
 }

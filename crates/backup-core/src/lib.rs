@@ -48,6 +48,7 @@
 
 pub mod archiver;
 pub mod audit;
+pub mod capture;
 pub mod chunker;
 pub mod config;
 pub mod copy;

@@ -6,7 +6,8 @@
 //! 2. Each indexed pack is classified: entirely unused packs are deleted,
 //!    packs whose unused share reaches the repack threshold are repacked
 //!    (their used blobs copied, as stored, into new packs), the rest kept.
-//!    Packs no index lists are leftovers of interrupted backups and go too.
+//!    Packs no index lists are leftovers of interrupted backups and go too,
+//!    except the packs of capture records (WAL, oplog), which are kept whole.
 //! 3. New packs are written, then new index files listing every used blob,
 //!    then a last index file that supersedes all the old ones. The new
 //!    packs and index files are read back.
@@ -85,6 +86,8 @@ pub struct PruneReport {
     pub bytes_unused_kept: u64,
     /// Index files replaced.
     pub index_files_replaced: usize,
+    /// Packs of capture records (WAL, oplog), kept whole.
+    pub capture_packs: usize,
 }
 
 /// The blobs referenced by every snapshot, by type.
@@ -235,10 +238,22 @@ struct Plan {
 /// Finds the used blobs and decides every pack's fate.
 async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     let (snapshots, used) = used_blobs(repo).await?;
+    // Capture records hold their packs whole; one that cannot be read
+    // stops the prune, as a snapshot does.
+    let (captures, damaged) = repo.capture_records().await?;
+    if let Some((name, e)) = damaged.into_iter().next() {
+        return Err(Error::corrupt(
+            FileKind::Capture,
+            name,
+            format!("cannot be read ({e}); prune needs every record to know what it keeps"),
+        ));
+    }
+    let capture_packs = crate::capture::capture_packs(&captures);
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         snapshots,
         blobs_used: used.len(),
+        capture_packs: capture_packs.len(),
         ..PruneReport::default()
     };
     let stored: HashMap<String, u64> = repo
@@ -256,6 +271,10 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     let mut fates: Vec<(Id, u64, Fate)> = Vec::new();
     for (&pack, &size) in &indexed {
         let entries = by_pack.remove(&pack).unwrap_or_default();
+        if capture_packs.contains(&pack) {
+            fates.push((pack, size, Fate::Keep(entries)));
+            continue;
+        }
         let live: Vec<PackEntry> = entries
             .into_iter()
             .filter(|e| used.contains(&(e.blob_type, e.id)))
@@ -281,8 +300,9 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     let unindexed: Vec<(String, u64)> = stored
         .iter()
         .filter(|(name, _)| {
-            name.parse::<Id>()
-                .map_or(true, |id| !indexed.contains_key(&id))
+            name.parse::<Id>().map_or(true, |id| {
+                !indexed.contains_key(&id) && !capture_packs.contains(&id)
+            })
         })
         .map(|(n, s)| (n.clone(), *s))
         .collect();

@@ -8,6 +8,7 @@
     clippy::type_complexity
 )]
 
+mod capture;
 mod damaged;
 mod pipeline;
 mod send_sync;

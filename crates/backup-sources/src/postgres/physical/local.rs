@@ -1327,7 +1327,10 @@ mod tests {
         let err = reader_of(&path, 1500, false)
             .read_to_end(&mut Vec::new())
             .unwrap_err();
-        assert!(err.to_string().contains("shrank from 1500 to 1000 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("shrank from 1500 to 1000 bytes"),
+            "{err}"
+        );
         // A file that grew is read up to its listed size.
         let mut out = Vec::new();
         reader_of(&path, 600, false).read_to_end(&mut out).unwrap();
