@@ -252,7 +252,10 @@ pub(crate) struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
-    /// Snapshot id, unique id prefix, or `latest`.
+    /// Snapshot id, unique id prefix, or `latest` (the default). With a
+    /// point in time (`--at`, `--at-lsn`, ...), `latest` means the newest
+    /// base backup that ended before the target.
+    #[arg(default_value = "latest")]
     pub(crate) snapshot: String,
     /// Where to restore: an empty or new directory, or a database URL.
     /// With --job it defaults to the job's source, after confirmation.
@@ -274,9 +277,36 @@ pub(crate) struct RestoreArgs {
     /// Replace existing data in a database target (after a safety backup).
     #[arg(long)]
     pub(crate) drop: bool,
-    /// Point in time to restore a database to (RFC 3339).
-    #[arg(long, value_name = "TIME")]
+    /// Point in time to restore a database to (RFC 3339): the base backup
+    /// is chosen and the captured WAL or oplog replayed up to it
+    /// (transactions committed at that very time included).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["at_lsn", "at_xid", "at_name", "immediate", "at_ts"])]
     pub(crate) at: Option<String>,
+    /// PostgreSQL: replay up to this WAL position (X/X), included.
+    #[arg(long, value_name = "LSN", conflicts_with_all = ["at_xid", "at_name", "immediate", "at_ts"])]
+    pub(crate) at_lsn: Option<String>,
+    /// PostgreSQL: replay up to the commit of this transaction id,
+    /// included.
+    #[arg(long, value_name = "XID", conflicts_with_all = ["at_name", "immediate", "at_ts"])]
+    pub(crate) at_xid: Option<String>,
+    /// PostgreSQL: replay up to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["immediate", "at_ts"])]
+    pub(crate) at_name: Option<String>,
+    /// PostgreSQL: stop as soon as the base backup is consistent.
+    #[arg(long, conflicts_with = "at_ts")]
+    pub(crate) immediate: bool,
+    /// MongoDB: replay the oplog up to this timestamp, SECONDS:INCREMENT
+    /// (like mongorestore's --oplogLimit: entries before it are applied).
+    #[arg(long, value_name = "SECONDS:INCREMENT")]
+    pub(crate) at_ts: Option<String>,
+    /// PostgreSQL point-in-time restores: what the server does at the
+    /// target: promote (default), pause or shutdown.
+    #[arg(long, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]
+    pub(crate) target_action: Option<String>,
+    /// PostgreSQL point-in-time restores: the timeline to follow (a
+    /// number, `latest` (default) or `current`).
+    #[arg(long, value_name = "TLI")]
+    pub(crate) timeline: Option<String>,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
@@ -362,6 +392,12 @@ pub(crate) enum KeyCommand {
         /// The file to write (must not exist).
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
+        /// Write the key without a password (mode 0600): it opens the
+        /// repository with no password and no key derivation, for
+        /// `archive_command`/`restore_command`. Whoever reads it can open
+        /// the repository.
+        #[arg(long)]
+        no_password: bool,
         #[command(flatten)]
         new: NewPasswordArgs,
     },

@@ -114,12 +114,47 @@ impl KeyFile {
         })
     }
 
+    /// A key file that holds the master key unprotected (`kdf` `none`):
+    /// whoever can read the file can open the repository, with no password
+    /// and no key derivation (for programs the server runs once per WAL
+    /// segment, such as `archive_command`). Keep it readable only by the
+    /// user that needs it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the key cannot be encoded.
+    pub fn plain(master: &MasterKey, repository_id: &str) -> Result<Self> {
+        let plain = serde_json::to_vec(master)
+            .map_err(|e| Error::Config(format!("cannot encode master key: {e}")))?;
+        Ok(KeyFile {
+            version: 1,
+            repository_id: repository_id.to_owned(),
+            created: Utc::now(),
+            host: crate::util::hostname(),
+            user: crate::util::username(),
+            kdf: "none".to_owned(),
+            kdf_params: KdfParams::insecure_fast(),
+            salt: Vec::new(),
+            data: plain,
+        })
+    }
+
+    /// Whether the key opens without a password ([`KeyFile::plain`]).
+    pub fn is_plain(&self) -> bool {
+        self.kdf == "none"
+    }
+
     /// Unwraps the master key; `Ok(None)` when the password does not fit.
     ///
     /// # Errors
     ///
     /// [`Error::Corrupt`] when the key opens but its content is malformed.
     pub fn unwrap_key(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
+        if self.is_plain() {
+            let master = serde_json::from_slice(&self.data)
+                .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))?;
+            return Ok(Some(master));
+        }
         if self.kdf != "argon2id" {
             return Err(Error::corrupt(
                 FileKind::Key,

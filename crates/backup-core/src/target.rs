@@ -23,8 +23,23 @@ pub struct RestoreOptions {
     /// Replace existing data (databases); refused by targets that never
     /// overwrite (files).
     pub drop: bool,
-    /// Point in time to restore to, for targets that support it.
+    /// Point in time to restore to, for targets that support it
+    /// (`--at`).
     pub at: Option<DateTime<Utc>>,
+    /// A point to restore to in the source's own terms, for targets that
+    /// replay a change stream (`--at-lsn`, `--at-xid`, `--at-name`,
+    /// `--immediate`, `--at-ts`). At most one of `at` and `point`.
+    pub point: Option<RecoveryPoint>,
+    /// What a replayed database does once it reaches the target:
+    /// PostgreSQL's `promote` (the default), `pause` or `shutdown`.
+    pub target_action: Option<String>,
+    /// The timeline to recover along (PostgreSQL): a number, `latest` or
+    /// `current`.
+    pub timeline: Option<String>,
+    /// The command a restored database runs to fetch the change stream
+    /// it replays (PostgreSQL's `restore_command`, without `%f %p`), set
+    /// by the operations layer, which knows how to reach the repository.
+    pub replay_command: Option<String>,
     /// Renames `from:to` (database targets).
     pub renames: Vec<String>,
     /// Parallel loaders for database targets (`None`: the target's
@@ -41,7 +56,34 @@ pub struct RestoreOptions {
     pub skip_missing_roles: bool,
 }
 
+/// A point to restore to, in a source's own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryPoint {
+    /// PostgreSQL: a WAL position (`--at-lsn`, `X/X`).
+    Lsn(String),
+    /// PostgreSQL: a transaction id (`--at-xid`).
+    Xid(String),
+    /// PostgreSQL: a restore point made with `pg_create_restore_point`
+    /// (`--at-name`).
+    Name(String),
+    /// PostgreSQL: as soon as the base backup is consistent
+    /// (`--immediate`).
+    Immediate,
+    /// MongoDB: an oplog timestamp (`--at-ts SECONDS:INCREMENT`).
+    OplogTs {
+        /// Seconds since the Unix epoch.
+        seconds: u32,
+        /// The ordinal within the second.
+        increment: u32,
+    },
+}
+
 impl RestoreOptions {
+    /// Whether a point in time was asked for (`at` or `point`).
+    pub fn is_point_in_time(&self) -> bool {
+        self.at.is_some() || self.point.is_some()
+    }
+
     /// Refuses the options of physical PostgreSQL restores, for a target
     /// that is not one (`what` names it).
     ///

@@ -105,16 +105,26 @@ pub async fn open(
     if config.encryption == Encryption::None {
         return Ok(Repository::open(sink, None).await?);
     }
+    let key_file = match &spec.key_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            backup_core::Error::io(format!("reading key file {}", path.display()), e)
+        })?),
+        None => None,
+    };
+    // A key file without a password (`key export --no-password`) opens
+    // at once: no password is asked, no key derivation runs.
+    if let Some(key) = &key_file {
+        if backup_core::keys::KeyFile::decode(key, "key file")?.is_plain() {
+            return Ok(Repository::open_with_key_file(sink, key, b"").await?);
+        }
+    }
     let password = match &spec.password {
         Some(r) => r.resolve(&spec.password_key)?,
         None => ask()?,
     };
     let password = password.expose_secret().as_bytes();
-    if let Some(path) = &spec.key_file {
-        let key = std::fs::read(path).map_err(|e| {
-            backup_core::Error::io(format!("reading key file {}", path.display()), e)
-        })?;
-        return Ok(Repository::open_with_key_file(sink, &key, password).await?);
+    if let Some(key) = &key_file {
+        return Ok(Repository::open_with_key_file(sink, key, password).await?);
     }
     Ok(Repository::open(sink, Some(password)).await?)
 }

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use anyhow::{Context as _, Result};
 use backup_core::keys::KdfParams;
 
@@ -48,18 +50,31 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
                 .await?;
             report(ctx, "password changed; new key", &id.to_hex())?;
         }
-        KeyCommand::Export { to, new } => {
-            let pw = new_password(new.new_password_file.as_deref())?;
-            let exported = repo.export_key(bytes(&pw), KdfParams::default()).await?;
+        KeyCommand::Export {
+            to,
+            no_password,
+            new,
+        } => {
+            let exported = if no_password {
+                repo.export_plain_key()?
+            } else {
+                let pw = new_password(new.new_password_file.as_deref())?;
+                repo.export_key(bytes(&pw), KdfParams::default()).await?
+            };
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&to)
                 .with_context(|| format!("creating {} (it must not exist)", to.display()))?;
             f.write_all(&exported)?;
             f.sync_all()?;
             report(ctx, "exported the master key to", &to.display().to_string())?;
-            ctx.say("open the repository with it using --key-file and its password")?;
+            ctx.say(if no_password {
+                "open the repository with it using --key-file (no password); anyone who can read it can open the repository"
+            } else {
+                "open the repository with it using --key-file and its password"
+            })?;
         }
     }
     Ok(0)

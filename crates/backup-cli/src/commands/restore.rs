@@ -2,13 +2,39 @@
 
 use anyhow::Result;
 use backup_core::snapshot::SnapshotFilter;
-use backup_core::target::{RestoreOptions, RestoredUnit};
+use backup_core::target::{RecoveryPoint, RestoreOptions, RestoredUnit};
 use backup_ops::restore::{open_target, restore, RestoreRequest};
 use backup_sources::TargetSpec;
 
 use super::{bytes, normalize_source, parse_time};
 use crate::cli::RestoreArgs;
 use crate::context::{confirm, usage, Ctx};
+
+/// The point of `--at-lsn`, `--at-xid`, `--at-name`, `--immediate` or
+/// `--at-ts`.
+fn recovery_point(a: &RestoreArgs) -> Result<Option<RecoveryPoint>> {
+    Ok(if let Some(l) = &a.at_lsn {
+        Some(RecoveryPoint::Lsn(l.clone()))
+    } else if let Some(x) = &a.at_xid {
+        Some(RecoveryPoint::Xid(x.clone()))
+    } else if let Some(n) = &a.at_name {
+        Some(RecoveryPoint::Name(n.clone()))
+    } else if a.immediate {
+        Some(RecoveryPoint::Immediate)
+    } else if let Some(ts) = &a.at_ts {
+        let parsed = ts
+            .split_once(':')
+            .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)));
+        let Some((seconds, increment)) = parsed else {
+            return usage(format!(
+                "--at-ts `{ts}`: use SECONDS:INCREMENT, for example 1700000000:5"
+            ));
+        };
+        Some(RecoveryPoint::OplogTs { seconds, increment })
+    } else {
+        None
+    })
+}
 
 pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     let at = a.at.as_deref().map(parse_time).transpose()?;
@@ -29,6 +55,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             return usage("give --to TARGET (or --job NAME to restore into the job's source)")
         }
     };
+    let point = recovery_point(&a)?;
     let spec = TargetSpec::new(to)?;
     let req = RestoreRequest {
         snapshot: a.snapshot.clone(),
@@ -47,6 +74,10 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             jobs: a.jobs.map(usize::from),
             start_port: a.start,
             tablespace_map: a.tablespace_map,
+            point,
+            target_action: a.target_action.clone(),
+            timeline: a.timeline.clone(),
+            replay_command: None,
             skip_missing_roles: a.skip_missing_roles,
         },
         safety_backup: !a.no_safety_backup,

@@ -144,4 +144,20 @@ impl Repository {
         let kf = self.wrap_master_key(password, kdf).await?;
         Ok(kf.encode().1)
     }
+
+    /// The master key in a key file that opens without a password
+    /// ([`KeyFile::plain`]): for programs that open the repository once per
+    /// WAL segment. Whoever can read it can open the repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unencrypted repository (it needs no key).
+    pub fn export_plain_key(&self) -> Result<Vec<u8>> {
+        if !self.key().encrypts() {
+            return Err(Error::Config(
+                "this repository is not encrypted: it opens without a key".to_owned(),
+            ));
+        }
+        Ok(KeyFile::plain(self.key(), &self.config().id)?.encode().1)
+    }
 }

@@ -189,6 +189,14 @@ impl Read for Stream {
 }
 
 impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.sock.set_read_timeout(t),
+        }
+    }
+
     fn send_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.write_all(buf),
@@ -388,6 +396,73 @@ impl WireConn {
         let r = f(tag, &self.buf[self.start + 5..self.start + 5 + len]);
         self.start += 5 + len;
         Ok(r)
+    }
+
+    /// Like [`WireConn::next_message`], but returns `Ok(None)` when no
+    /// whole message arrives within `timeout` (what arrived is kept for
+    /// the next call).
+    pub(crate) fn poll_message<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(u8, &[u8]) -> R,
+    ) -> io::Result<Option<R>> {
+        let have = |c: &Self| -> Option<usize> {
+            if c.end - c.start < 5 {
+                return None;
+            }
+            let len = c.header().ok()?.1;
+            (c.end - c.start >= 5 + len).then_some(len)
+        };
+        if have(self).is_none() {
+            self.stream.set_read_timeout(Some(timeout))?;
+            let r = self.fill_some();
+            self.stream.set_read_timeout(None)?;
+            match r {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+            if have(self).is_none() {
+                // Part of a message: the rest follows at once.
+                return self.next_message(f).map(Some);
+            }
+        }
+        self.next_message(f).map(Some)
+    }
+
+    /// Reads once from the socket (making room first).
+    fn fill_some(&mut self) -> io::Result<()> {
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.fill()
+    }
+
+    /// Sends a `CopyData` message (inside COPY BOTH: standby status
+    /// updates).
+    pub(crate) fn send_copy_data(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(b"d");
+        self.out
+            .extend_from_slice(&((data.len() + 4) as u32).to_be_bytes());
+        self.out.extend_from_slice(data);
+        self.send()
+    }
+
+    /// Sends `CopyDone`.
+    pub(crate) fn send_copy_done(&mut self) -> io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(&[b'c', 0, 0, 0, 4]);
+        self.send()
     }
 
     /// Starts `sql` (a `COPY ... TO STDOUT` in text format) and returns its

@@ -53,6 +53,7 @@ pub(crate) mod manifest;
 pub(crate) mod remote;
 mod tar;
 pub(crate) mod target;
+pub mod wal;
 
 use std::fmt;
 
@@ -142,9 +143,9 @@ pub(crate) const TABLESPACES_DIR: &str = "tablespaces";
 /// data directory).
 pub(crate) const MANIFEST_FILE: &str = "backup_manifest";
 
-/// A WAL position.
+/// A WAL position (PostgreSQL's LSN), shown as `X/X`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub(crate) struct Lsn(pub(crate) u64);
+pub struct Lsn(pub u64);
 
 impl Lsn {
     /// Parses PostgreSQL's `X/X` form.

@@ -384,7 +384,7 @@ fn drain_to_ready(conn: &mut WireConn) {
 }
 
 /// An error of the replication connection's login, explained.
-fn connect_error(e: &WireError, user: &str) -> Error {
+pub(crate) fn connect_error(e: &WireError, user: &str) -> Error {
     let WireError::Db { code, message, .. } = e else {
         return Error::source_with(
             "connecting to the server for a base backup",
@@ -430,7 +430,7 @@ fn quoted_after(message: &str, key: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_owned())
 }
 
-fn clone_wire(e: &WireError) -> WireError {
+pub(crate) fn clone_wire(e: &WireError) -> WireError {
     match e {
         WireError::Db {
             code,

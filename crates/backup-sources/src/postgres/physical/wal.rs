@@ -1,0 +1,1023 @@
+//! Continuous WAL capture into the repository, and WAL for recovery.
+//!
+//! The WAL of a cluster is one capture stream (`backup_core::capture`,
+//! kind `postgres-wal`, identity the system identifier). A piece is a
+//! range of WAL bytes on one timeline, never across a segment boundary;
+//! positions are 24 hex digits: the timeline (8) and the LSN (16). Timeline
+//! history files are pieces of a second stream (`postgres-timeline-history`)
+//! whose positions are the timeline (8 hex digits) to the next.
+//!
+//! - **Streaming** ([`receive`]): a physical replication slot, then
+//!   `START_REPLICATION` from the end of what is stored; received WAL is
+//!   stored at least every `flush_interval` and every `max_piece` bytes,
+//!   and at each segment end, and only then confirmed to the server as
+//!   flushed, so the slot keeps what is not stored yet.
+//! - **Archiving** ([`push`]): `archive_command = 'backup wal push %p'`
+//!   stores a whole segment (or history file); pushing the same bytes again
+//!   succeeds, other bytes for a stored segment are refused.
+//! - **Recovery** ([`fetch`]): `restore_command = 'backup wal fetch %f %p'`
+//!   assembles a segment from the pieces that cover it (zeros after the
+//!   last piece of an unfinished segment, as `pg_receivewal` leaves a
+//!   partial segment), or a history file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use backup_core::capture::{CaptureName, PieceInfo};
+use backup_core::repo::Repository;
+use backup_core::snapshot::SourceDescriptor;
+use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::{is_wal_file_name, wal_file_name, Lsn};
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::wire::{data_row, db_error, WireConn, WireError};
+
+/// Capture kind of WAL.
+pub const WAL_KIND: &str = "postgres-wal";
+/// Capture kind of timeline history files.
+pub const HISTORY_KIND: &str = "postgres-timeline-history";
+/// Capture kind of the records of WAL that could not be captured (a
+/// stream of its own, so that a listing tells gaps from WAL).
+pub const GAP_KIND: &str = "postgres-wal-gap";
+
+/// A WAL position as capture names write it: timeline and LSN.
+pub(crate) fn position(tli: u32, lsn: Lsn) -> String {
+    format!("{tli:08X}{:016X}", lsn.0)
+}
+
+/// Parses a WAL capture position.
+pub(crate) fn parse_position(p: &str) -> Option<(u32, Lsn)> {
+    if p.len() != 24 {
+        return None;
+    }
+    let tli = u32::from_str_radix(&p[..8], 16).ok()?;
+    let lsn = u64::from_str_radix(&p[8..], 16).ok()?;
+    Some((tli, Lsn(lsn)))
+}
+
+/// How the receiver runs.
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    /// The physical replication slot (created when missing).
+    pub slot: String,
+    /// Received WAL is stored at least this often.
+    pub flush_interval: Duration,
+    /// ... and whenever this many bytes wait.
+    pub max_piece: usize,
+    /// How long a store waits for a conflicting repository lock (prune).
+    pub lock_wait: Duration,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        ReceiveOptions {
+            slot: "backup".to_owned(),
+            flush_interval: Duration::from_secs(5),
+            max_piece: 16 << 20,
+            lock_wait: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the receiver tells its caller as it runs.
+#[derive(Debug, Clone)]
+pub enum ReceiverEvent {
+    /// Connected; streaming `timeline` from `from`.
+    Streaming {
+        /// The cluster.
+        system_identifier: String,
+        /// Timeline streamed.
+        timeline: u32,
+        /// First position requested.
+        from: String,
+    },
+    /// WAL up to `lsn` (on `timeline`) is stored and confirmed.
+    Stored {
+        /// Timeline.
+        timeline: u32,
+        /// End of what is stored.
+        lsn: String,
+        /// The server's latest position when last heard of.
+        server_lsn: String,
+        /// When the stored WAL was received.
+        received: DateTime<Utc>,
+    },
+    /// WAL from `from` to `to` cannot be captured any more; a gap was
+    /// recorded.
+    Gap {
+        /// Start of the missing range.
+        from: String,
+        /// End of the missing range.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Summary of a receiver run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReceiveSummary {
+    /// Pieces stored.
+    pub pieces: u64,
+    /// Bytes of WAL stored.
+    pub bytes: u64,
+    /// Last stored position (`tli/lsn`).
+    pub last: Option<String>,
+    /// Gaps recorded.
+    pub gaps: u64,
+}
+
+/// Callback of receiver events.
+pub type EventSink = std::sync::Arc<dyn Fn(ReceiverEvent) + Send + Sync>;
+
+/// The stream ids of a cluster's WAL and history.
+pub(crate) fn streams(repo: &Repository, system_identifier: &str) -> (String, String) {
+    (
+        repo.capture_stream(WAL_KIND, system_identifier),
+        repo.capture_stream(HISTORY_KIND, system_identifier),
+    )
+}
+
+/// The stream id of a cluster's gap records.
+pub(crate) fn gap_stream(repo: &Repository, system_identifier: &str) -> String {
+    repo.capture_stream(GAP_KIND, system_identifier)
+}
+
+/// Streams WAL from `url`'s server into `repo` until `stop` is cancelled
+/// (then what was received is stored and the run ends) or an error.
+///
+/// # Errors
+///
+/// Connection and replication errors (a refused role or `pg_hba` line, a
+/// slot in use by another consumer), storage errors.
+pub async fn receive(
+    repo: Repository,
+    url: &str,
+    opts: ReceiveOptions,
+    stop: CancellationToken,
+    events: EventSink,
+) -> Result<ReceiveSummary> {
+    let info = ConnInfo::parse(url)?;
+    let mut wire = info.wire().map_err(Error::source_failed)?;
+    wire.replication = true;
+    let user = info.user().to_owned();
+    let descriptor = SourceDescriptor {
+        kind: "postgres".to_owned(),
+        url: info.physical_redacted(),
+    };
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut conn =
+            WireConn::connect(&wire).map_err(|e| super::remote::connect_error(&e, &user))?;
+        let mut r = Receiver {
+            repo,
+            opts,
+            descriptor,
+            runtime,
+            events,
+            stop,
+            summary: ReceiveSummary::default(),
+        };
+        r.run(&mut conn)?;
+        Ok(r.summary)
+    })
+    .await
+    .map_err(|e| Error::source_caused("the WAL receiver", e))?
+}
+
+struct Receiver {
+    repo: Repository,
+    opts: ReceiveOptions,
+    descriptor: SourceDescriptor,
+    runtime: tokio::runtime::Handle,
+    events: EventSink,
+    stop: CancellationToken,
+    summary: ReceiveSummary,
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+fn pg_now() -> i64 {
+    Utc::now().timestamp_micros() - PG_EPOCH_US
+}
+
+fn one_row(conn: &mut WireConn, sql: &str) -> Result<Vec<Option<String>>> {
+    conn.query_rows(sql)
+        .map_err(|e| wire_error(&e, sql))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::source_failed(format!("{sql} returned nothing")))
+}
+
+fn wire_error(e: &WireError, what: &str) -> Error {
+    if let WireError::Db { code, message, .. } = e {
+        if code == "55006" || message.contains("is active for PID") {
+            return Error::source_failed(format!(
+                "the replication slot is in use by another consumer ({message}): stop the other receiver or give this one its own slot (--slot)"
+            ));
+        }
+    }
+    Error::source_with(what.to_owned(), super::remote::clone_wire(e), e.retryable())
+}
+
+impl Receiver {
+    fn store(&mut self, info: PieceInfo, data: &[u8]) -> Result<CaptureName> {
+        let wait = self.opts.lock_wait;
+        let repo = self.repo.clone();
+        self.runtime
+            .block_on(async move { repo.put_capture(info, data, wait).await })
+    }
+
+    fn piece(
+        &self,
+        stream: &str,
+        kind: &str,
+        identity: &str,
+        first: String,
+        last: String,
+    ) -> PieceInfo {
+        PieceInfo {
+            stream: stream.to_owned(),
+            kind: kind.to_owned(),
+            source: self.descriptor.clone(),
+            identity: identity.to_owned(),
+            first,
+            last,
+            time_first: None,
+            time_last: None,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    fn run(&mut self, conn: &mut WireConn) -> Result<()> {
+        let ident = one_row(conn, "IDENTIFY_SYSTEM")?;
+        let sysid = ident.first().cloned().flatten().unwrap_or_default();
+        let timeline: u32 = ident
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1);
+        let server_pos = Lsn::parse(ident.get(2).cloned().flatten().as_deref().unwrap_or("0/0"))?;
+        let seg = super::parse_setting_size(
+            one_row(conn, "SHOW wal_segment_size")?
+                .first()
+                .cloned()
+                .flatten()
+                .as_deref()
+                .unwrap_or("16MB"),
+        )
+        .unwrap_or(16 << 20);
+        let (stream, hstream) = streams(&self.repo, &sysid);
+        let repo = self.repo.clone();
+        let names = self
+            .runtime
+            .block_on(async move { repo.captures().await })?;
+        // History files of timelines up to the server's.
+        let stored_history: Vec<u32> = names
+            .iter()
+            .filter(|n| n.stream == hstream)
+            .filter_map(|n| u32::from_str_radix(&n.first, 16).ok())
+            .collect();
+        for tli in 2..=timeline {
+            if !stored_history.contains(&tli) {
+                self.store_history(conn, &hstream, &sysid, tli)?;
+            }
+        }
+        // Where the stored WAL ends.
+        let last = names
+            .iter()
+            .filter(|n| n.stream == stream)
+            .filter_map(|n| parse_position(&n.last))
+            .max();
+        let slot_row = one_row(
+            conn,
+            &format!("READ_REPLICATION_SLOT \"{}\"", self.opts.slot),
+        )?;
+        let slot_lsn = match (
+            slot_row.first().cloned().flatten(),
+            slot_row.get(1).cloned().flatten(),
+        ) {
+            (None, _) => {
+                let row = one_row(
+                    conn,
+                    &format!(
+                        "CREATE_REPLICATION_SLOT \"{}\" PHYSICAL (RESERVE_WAL)",
+                        self.opts.slot
+                    ),
+                )?;
+                tracing::info!(slot = %self.opts.slot, "Created the replication slot.");
+                row.get(1)
+                    .cloned()
+                    .flatten()
+                    .map(|l| Lsn::parse(&l))
+                    .transpose()?
+            }
+            (Some(_), Some(lsn)) => Some(Lsn::parse(&lsn)?),
+            // Invalidated (max_slot_wal_keep_size): what it held is gone.
+            (Some(_), None) => None,
+        };
+        let start = match (last, slot_lsn) {
+            (Some((tli, lsn)), Some(held)) if tli == timeline && held <= lsn => lsn,
+            (Some((tli, lsn)), held) if tli == timeline => {
+                // The slot no longer holds what follows the stored WAL.
+                let resume = held.unwrap_or(Lsn(server_pos.0 - server_pos.0 % seg));
+                self.gap(&stream, &sysid, tli, lsn, resume, if held.is_some() {
+                    "the replication slot was behind the stored WAL"
+                } else {
+                    "the replication slot was invalidated (max_slot_wal_keep_size) and the server removed WAL not yet captured"
+                })?;
+                if held.is_none() {
+                    // The invalidated slot is of no use: make it anew.
+                    let _ = conn.query_rows(&format!("DROP_REPLICATION_SLOT \"{}\"", self.opts.slot));
+                    let _ = one_row(
+                        conn,
+                        &format!("CREATE_REPLICATION_SLOT \"{}\" PHYSICAL (RESERVE_WAL)", self.opts.slot),
+                    )?;
+                }
+                resume
+            }
+            (Some((tli, _)), _) if tli > timeline => {
+                return Err(Error::source_failed(format!(
+                    "the server is on timeline {timeline} but the repository's WAL of this cluster has reached timeline {tli}: this server is an older fork; capture from the current primary"
+                )))
+            }
+            (Some(_), held) => {
+                // A newer timeline than the stored one: its WAL from where
+                // it began.
+                let begin = Self::timeline_start(conn, timeline)?;
+                held.map_or(begin, |h| h.min(begin).max(Lsn(begin.0 - begin.0 % seg)))
+            }
+            (None, Some(held)) => held,
+            (None, None) => Lsn(server_pos.0 - server_pos.0 % seg),
+        };
+        self.continue_on(conn, &stream, &sysid, timeline, start, seg)
+    }
+
+    fn continue_on(
+        &mut self,
+        conn: &mut WireConn,
+        stream: &str,
+        sysid: &str,
+        mut timeline: u32,
+        mut start: Lsn,
+        seg: u64,
+    ) -> Result<()> {
+        loop {
+            match self.stream_timeline(conn, stream, sysid, timeline, start, seg)? {
+                None => return Ok(()),
+                Some((t, s)) => {
+                    let (_, hstream) = streams(&self.repo, sysid);
+                    self.store_history(conn, &hstream, sysid, t)?;
+                    timeline = t;
+                    start = s;
+                }
+            }
+        }
+    }
+
+    /// Where `timeline` began, from its history file.
+    fn timeline_start(conn: &mut WireConn, timeline: u32) -> Result<Lsn> {
+        let (_, content) = timeline_history(conn, timeline)?;
+        history_start(&content, timeline).ok_or_else(|| {
+            Error::source_failed(format!(
+                "the history file of timeline {timeline} has no start"
+            ))
+        })
+    }
+
+    fn store_history(
+        &mut self,
+        conn: &mut WireConn,
+        hstream: &str,
+        sysid: &str,
+        tli: u32,
+    ) -> Result<()> {
+        let (name, content) = timeline_history(conn, tli)?;
+        let mut info = self.piece(
+            hstream,
+            HISTORY_KIND,
+            sysid,
+            format!("{tli:08X}"),
+            format!("{:08X}", tli + 1),
+        );
+        info.details = serde_json::json!({ "file": name });
+        self.store(info, content.as_bytes())?;
+        Ok(())
+    }
+
+    fn gap(
+        &mut self,
+        stream: &str,
+        sysid: &str,
+        tli: u32,
+        from: Lsn,
+        to: Lsn,
+        reason: &str,
+    ) -> Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        let _ = stream;
+        let gstream = gap_stream(&self.repo, sysid);
+        let info = self.piece(
+            &gstream,
+            GAP_KIND,
+            sysid,
+            position(tli, from),
+            position(tli, to),
+        );
+        let wait = self.opts.lock_wait;
+        let repo = self.repo.clone();
+        let reason2 = reason.to_owned();
+        self.runtime
+            .block_on(async move { repo.put_capture_gap(info, &reason2, wait).await })?;
+        self.summary.gaps += 1;
+        tracing::warn!(from = %from, to = %to, reason, "WAL could not be captured; a gap was recorded.");
+        (self.events)(ReceiverEvent::Gap {
+            from: format!("{tli}/{from}"),
+            to: format!("{tli}/{to}"),
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Streams one timeline from `start`; `Ok(None)` when stopped,
+    /// `Ok(Some(next timeline, its start))` when the server ended this
+    /// timeline.
+    #[allow(clippy::too_many_lines)]
+    fn stream_timeline(
+        &mut self,
+        conn: &mut WireConn,
+        stream: &str,
+        sysid: &str,
+        timeline: u32,
+        start: Lsn,
+        seg: u64,
+    ) -> Result<Option<(u32, Lsn)>> {
+        conn.send_query(&format!(
+            "START_REPLICATION SLOT \"{}\" PHYSICAL {start} TIMELINE {timeline}",
+            self.opts.slot
+        ))
+        .map_err(|e| wire_error(&e, "starting replication"))?;
+        // CopyBothResponse, or an error.
+        loop {
+            let r = conn
+                .next_message(|tag, body| match tag {
+                    b'W' => Ok(true),
+                    b'E' => Err(db_error(body)),
+                    _ => Ok(false),
+                })
+                .map_err(|e| io(&e))?;
+            match r {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return Err(wire_error(&e, "starting replication")),
+            }
+        }
+        (self.events)(ReceiverEvent::Streaming {
+            system_identifier: sysid.to_owned(),
+            timeline,
+            from: start.to_string(),
+        });
+        let mut pending: Vec<u8> = Vec::new();
+        let mut pending_start = start;
+        let mut pending_since: Option<Instant> = None;
+        let mut next = start;
+        let mut server_end = start;
+        let mut stored = start;
+        let mut last_status = Instant::now();
+        loop {
+            if self.stop.is_cancelled() {
+                if !pending.is_empty() {
+                    self.flush(stream, sysid, timeline, pending_start, &pending)?;
+                    stored = next;
+                }
+                let _ = send_status(conn, stored);
+                return Ok(None);
+            }
+            let msg = conn
+                .poll_message(Duration::from_millis(200), |tag, body| match tag {
+                    b'd' => match body.first() {
+                        Some(b'w') if body.len() >= 25 => {
+                            let at = Lsn(u64::from_be_bytes(
+                                body[1..9].try_into().unwrap_or_default(),
+                            ));
+                            let end = Lsn(u64::from_be_bytes(
+                                body[9..17].try_into().unwrap_or_default(),
+                            ));
+                            Msg::Data(at, body[25..].to_vec(), end)
+                        }
+                        Some(b'k') if body.len() >= 18 => Msg::Keepalive(
+                            Lsn(u64::from_be_bytes(
+                                body[1..9].try_into().unwrap_or_default(),
+                            )),
+                            body[17] != 0,
+                        ),
+                        _ => Msg::Other,
+                    },
+                    b'c' => Msg::CopyDone,
+                    b'E' => Msg::Error(db_error(body)),
+                    _ => Msg::Other,
+                })
+                .map_err(|e| io(&e))?;
+            match msg {
+                Some(Msg::Data(at, data, end)) => {
+                    if at != next {
+                        return Err(Error::source_failed(format!(
+                            "the server sent WAL from {at} where {next} was expected"
+                        )));
+                    }
+                    server_end = server_end.max(end);
+                    // Pieces never cross a segment boundary.
+                    let mut rest: &[u8] = &data;
+                    while !rest.is_empty() {
+                        let seg_end = (next.0 / seg + 1) * seg;
+                        let take = rest.len().min((seg_end - next.0) as usize);
+                        if pending.is_empty() {
+                            pending_start = next;
+                            pending_since = Some(Instant::now());
+                        }
+                        pending.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        next = Lsn(next.0 + take as u64);
+                        if next.0 == seg_end || pending.len() >= self.opts.max_piece {
+                            self.flush(stream, sysid, timeline, pending_start, &pending)?;
+                            pending.clear();
+                            pending_since = None;
+                            stored = next;
+                            send_status(conn, stored).map_err(|e| io(&e))?;
+                            last_status = Instant::now();
+                            self.stored_event(timeline, stored, server_end);
+                        }
+                    }
+                }
+                Some(Msg::Keepalive(end, reply)) => {
+                    server_end = server_end.max(end);
+                    if reply {
+                        send_status(conn, stored).map_err(|e| io(&e))?;
+                        last_status = Instant::now();
+                    }
+                }
+                Some(Msg::CopyDone) => {
+                    if !pending.is_empty() {
+                        self.flush(stream, sysid, timeline, pending_start, &pending)?;
+                        pending.clear();
+                    }
+                    conn.send_copy_done().map_err(|e| io(&e))?;
+                    // The next timeline and where it starts.
+                    let rows = read_result(conn)?;
+                    let row = rows.first().ok_or_else(|| {
+                        Error::source_failed(
+                            "the server ended the timeline without naming the next",
+                        )
+                    })?;
+                    let next_tli: u32 = row
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| Error::source_failed("no next timeline"))?;
+                    let next_start =
+                        Lsn::parse(row.get(1).cloned().flatten().as_deref().unwrap_or(""))?;
+                    return Ok(Some((next_tli, next_start)));
+                }
+                Some(Msg::Error(e)) => return Err(wire_error(&e, "streaming WAL")),
+                Some(Msg::Other) | None => {}
+            }
+            let due = pending_since.is_some_and(|t| t.elapsed() >= self.opts.flush_interval);
+            if due && !pending.is_empty() {
+                self.flush(stream, sysid, timeline, pending_start, &pending)?;
+                pending.clear();
+                pending_since = None;
+                stored = next;
+                send_status(conn, stored).map_err(|e| io(&e))?;
+                last_status = Instant::now();
+                self.stored_event(timeline, stored, server_end);
+            }
+            if last_status.elapsed() >= Duration::from_secs(10) {
+                send_status(conn, stored).map_err(|e| io(&e))?;
+                last_status = Instant::now();
+            }
+        }
+    }
+
+    fn stored_event(&self, timeline: u32, stored: Lsn, server: Lsn) {
+        (self.events)(ReceiverEvent::Stored {
+            timeline,
+            lsn: stored.to_string(),
+            server_lsn: server.to_string(),
+            received: Utc::now(),
+        });
+    }
+
+    fn flush(
+        &mut self,
+        stream: &str,
+        sysid: &str,
+        timeline: u32,
+        from: Lsn,
+        data: &[u8],
+    ) -> Result<()> {
+        let to = Lsn(from.0 + data.len() as u64);
+        let mut info = self.piece(
+            stream,
+            WAL_KIND,
+            sysid,
+            position(timeline, from),
+            position(timeline, to),
+        );
+        let now = Utc::now();
+        info.time_first = Some(now);
+        info.time_last = Some(now);
+        info.details = serde_json::json!({ "timeline": timeline });
+        self.store(info, data)?;
+        self.summary.pieces += 1;
+        self.summary.bytes += data.len() as u64;
+        self.summary.last = Some(format!("{timeline}/{to}"));
+        Ok(())
+    }
+}
+
+fn io(e: &std::io::Error) -> Error {
+    Error::source_with(
+        "the replication connection failed",
+        std::io::Error::new(e.kind(), e.to_string()),
+        true,
+    )
+}
+
+/// A standby status update: written, flushed and applied up to `lsn`.
+fn send_status(conn: &mut WireConn, lsn: Lsn) -> std::io::Result<()> {
+    let mut m = Vec::with_capacity(34);
+    m.push(b'r');
+    for _ in 0..3 {
+        m.extend_from_slice(&lsn.0.to_be_bytes());
+    }
+    m.extend_from_slice(&pg_now().to_be_bytes());
+    m.push(0);
+    conn.send_copy_data(&m)
+}
+
+/// A message of the replication stream.
+enum Msg {
+    Data(Lsn, Vec<u8>, Lsn),
+    Keepalive(Lsn, bool),
+    CopyDone,
+    Error(WireError),
+    Other,
+}
+
+/// Reads result rows until `ReadyForQuery`.
+fn read_result(conn: &mut WireConn) -> Result<Vec<Vec<Option<String>>>> {
+    let mut rows = Vec::new();
+    loop {
+        let r = conn
+            .next_message(|tag, body| match tag {
+                b'D' => data_row(body).map(Some).map_err(|e| e.to_string()),
+                b'E' => Err(db_error(body).to_string()),
+                b'Z' => Ok(None),
+                _ => Ok(Some(Vec::new())),
+            })
+            .map_err(|e| io(&e))?;
+        match r {
+            Ok(Some(row)) if !row.is_empty() => rows.push(row),
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(rows),
+            Err(m) => return Err(Error::source_failed(m)),
+        }
+    }
+}
+
+/// `TIMELINE_HISTORY tli`: the file's name and content.
+fn timeline_history(conn: &mut WireConn, tli: u32) -> Result<(String, String)> {
+    let row = one_row(conn, &format!("TIMELINE_HISTORY {tli}"))?;
+    Ok((
+        row.first().cloned().flatten().unwrap_or_default(),
+        row.get(1).cloned().flatten().unwrap_or_default(),
+    ))
+}
+
+/// Where `timeline` began according to its history file (the switch
+/// point of its parent, the last line).
+pub(crate) fn history_start(content: &str, timeline: u32) -> Option<Lsn> {
+    let _ = timeline;
+    content
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(1).and_then(|p| Lsn::parse(p).ok()))
+        .next_back()
+}
+
+/// The timelines a history file names with where each ended: `(parent
+/// timeline, switch point)` in order.
+pub(crate) fn history_entries(content: &str) -> Vec<(u32, Lsn)> {
+    content
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let tli = f.next()?.parse().ok()?;
+            let lsn = Lsn::parse(f.next()?).ok()?;
+            Some((tli, lsn))
+        })
+        .collect()
+}
+
+/// Stores `path` (a WAL segment or a timeline history file, as
+/// `archive_command` gives it) as a piece of the cluster's stream.
+/// Pushing the same bytes again succeeds; other bytes for a stored
+/// segment are refused.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a file name that is neither; [`Error::Source`]
+/// for a conflicting segment; storage errors.
+pub async fn push(
+    repo: &Repository,
+    system_identifier: &str,
+    source: SourceDescriptor,
+    path: &Path,
+    segment_size: u64,
+) -> Result<CaptureName> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Config(format!("{} is not a WAL file name", path.display())))?
+        .to_owned();
+    let data = tokio::fs::read(path)
+        .await
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let (stream, hstream) = streams(repo, system_identifier);
+    let (info_stream, kind, first, last) = if is_wal_file_name(&name) {
+        let (tli, segno) = parse_wal_name(&name, segment_size)?;
+        if data.len() as u64 != segment_size {
+            return Err(Error::Config(format!(
+                "{} has {} bytes, not a WAL segment of {segment_size}",
+                path.display(),
+                data.len()
+            )));
+        }
+        let from = Lsn(segno * segment_size);
+        (
+            stream,
+            WAL_KIND,
+            position(tli, from),
+            position(tli, Lsn(from.0 + segment_size)),
+        )
+    } else if let Some(tli) = name
+        .strip_suffix(".history")
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+    {
+        (
+            hstream,
+            HISTORY_KIND,
+            format!("{tli:08X}"),
+            format!("{:08X}", tli + 1),
+        )
+    } else {
+        return Err(Error::Config(format!(
+            "{name} is neither a WAL segment nor a timeline history file (backup wal push stores those two; partial and backup history files are not needed)"
+        )));
+    };
+    // The same range stored already: the same bytes succeed, others fail.
+    let sha = {
+        use sha2::Digest;
+        backup_core::Id(sha2::Sha256::digest(&data).into())
+    };
+    for n in repo.captures().await? {
+        if n.stream == info_stream && n.first == first && n.last == last {
+            let rec = repo.load_capture(&n).await?;
+            if rec.sha256 == Some(sha) {
+                return Ok(n);
+            }
+            return Err(Error::source_failed(format!(
+                "{name} is stored already with other content; refusing to store a second version (is another cluster archiving into this repository with the same system identifier?)"
+            )));
+        }
+    }
+    let info = PieceInfo {
+        stream: info_stream,
+        kind: kind.to_owned(),
+        source,
+        identity: system_identifier.to_owned(),
+        first,
+        last,
+        time_first: Some(Utc::now()),
+        time_last: Some(Utc::now()),
+        details: serde_json::json!({ "file": name, "archived": true }),
+    };
+    repo.put_capture(info, &data, Duration::from_secs(3600))
+        .await
+}
+
+/// Parses a WAL segment file name into its timeline and segment number.
+pub(crate) fn parse_wal_name(name: &str, segment_size: u64) -> Result<(u32, u64)> {
+    let bad = || Error::Config(format!("`{name}` is not a WAL segment file name"));
+    if !is_wal_file_name(name) {
+        return Err(bad());
+    }
+    let tli = u32::from_str_radix(&name[..8], 16).map_err(|_| bad())?;
+    let hi = u64::from_str_radix(&name[8..16], 16).map_err(|_| bad())?;
+    let lo = u64::from_str_radix(&name[16..], 16).map_err(|_| bad())?;
+    let per_id = 0x1_0000_0000 / segment_size;
+    Ok((tli, hi * per_id + lo))
+}
+
+/// What the repository holds of a cluster's WAL: pieces by timeline.
+#[derive(Debug, Clone, Default)]
+pub struct WalMap {
+    /// Per timeline, the stored ranges `[from, to)` with their names.
+    pub ranges: BTreeMap<u32, Vec<(Lsn, Lsn, CaptureName)>>,
+    /// Per timeline, ranges known to be missing.
+    pub gaps: BTreeMap<u32, Vec<(Lsn, Lsn)>>,
+    /// History files by timeline.
+    pub history: BTreeMap<u32, CaptureName>,
+}
+
+impl WalMap {
+    /// Reads the capture names of `system_identifier`'s streams.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn load(repo: &Repository, system_identifier: &str) -> Result<Self> {
+        let (stream, hstream) = streams(repo, system_identifier);
+        let gstream = gap_stream(repo, system_identifier);
+        let mut map = WalMap::default();
+        for n in repo.captures().await? {
+            if n.stream == stream {
+                if let (Some((tli, a)), Some((_, b))) =
+                    (parse_position(&n.first), parse_position(&n.last))
+                {
+                    map.ranges.entry(tli).or_default().push((a, b, n));
+                }
+            } else if n.stream == gstream {
+                if let (Some((tli, a)), Some((_, b))) =
+                    (parse_position(&n.first), parse_position(&n.last))
+                {
+                    map.gaps.entry(tli).or_default().push((a, b));
+                }
+            } else if n.stream == hstream {
+                if let Ok(tli) = u32::from_str_radix(&n.first, 16) {
+                    map.history.insert(tli, n);
+                }
+            }
+        }
+        for r in map.ranges.values_mut() {
+            r.sort_by_key(|a| (a.0, a.1));
+        }
+        Ok(map)
+    }
+
+    /// The contiguous stored ranges of `tli`.
+    pub fn windows(&self, tli: u32) -> Vec<(Lsn, Lsn)> {
+        let mut out: Vec<(Lsn, Lsn)> = Vec::new();
+        for (a, b, _) in self.ranges.get(&tli).map(Vec::as_slice).unwrap_or_default() {
+            match out.last_mut() {
+                Some(last) if last.1 >= *a => last.1 = last.1.max(*b),
+                _ => out.push((*a, *b)),
+            }
+        }
+        out
+    }
+}
+
+/// Writes WAL file `name` (a segment or a history file) assembled from the
+/// repository into `dest`, for `restore_command`. A segment is made of the
+/// pieces that cover it on its timeline (and, before the timeline began,
+/// on its parent, as PostgreSQL's own segment files are); bytes after the
+/// last piece of an unfinished segment are zeros.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] when nothing of it is stored (PostgreSQL then tries
+/// `pg_wal` or ends recovery); damaged data; storage and write errors.
+pub async fn fetch(
+    repo: &Repository,
+    system_identifier: &str,
+    name: &str,
+    dest: &Path,
+    segment_size: u64,
+) -> Result<()> {
+    let map = WalMap::load(repo, system_identifier).await?;
+    let data = if let Some(tli) = name
+        .strip_suffix(".history")
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+    {
+        let n = map
+            .history
+            .get(&tli)
+            .ok_or_else(|| Error::not_found(format!("timeline history file {name}")))?;
+        let rec = repo.load_capture(n).await?;
+        repo.read_capture(&rec).await?
+    } else {
+        let (tli, segno) = parse_wal_name(name, segment_size)?;
+        assemble_segment(repo, &map, tli, segno, segment_size).await?
+    };
+    let tmp = dest.with_extension("backup-tmp");
+    tokio::fs::write(&tmp, &data)
+        .await
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    tokio::fs::rename(&tmp, dest)
+        .await
+        .map_err(|e| Error::io(format!("writing {}", dest.display()), e))
+}
+
+/// The bytes of segment `segno` of timeline `tli`.
+async fn assemble_segment(
+    repo: &Repository,
+    map: &WalMap,
+    tli: u32,
+    segno: u64,
+    segment_size: u64,
+) -> Result<Vec<u8>> {
+    let begin = Lsn(segno * segment_size);
+    let end = Lsn(begin.0 + segment_size);
+    // Where each timeline of the ancestry applies: this timeline from its
+    // start, its parents before.
+    let mut spans: Vec<(u32, Lsn, Lsn)> = Vec::new();
+    let mut upper = end;
+    let mut current = tli;
+    loop {
+        let start = if current > 1 {
+            match map.history.get(&current) {
+                Some(n) => {
+                    let rec = repo.load_capture(n).await?;
+                    let text =
+                        String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
+                    let entries = history_entries(&text);
+                    let parent = entries.last().map_or(current - 1, |e| e.0);
+                    let switch = entries.last().map_or(Lsn(0), |e| e.1);
+                    spans.push((current, switch.max(begin), upper));
+                    if switch <= begin {
+                        break;
+                    }
+                    upper = switch;
+                    current = parent;
+                    continue;
+                }
+                None => Lsn(0),
+            }
+        } else {
+            Lsn(0)
+        };
+        spans.push((current, start.max(begin), upper));
+        break;
+    }
+    let mut out = vec![0u8; segment_size as usize];
+    let mut found = false;
+    for (t, from, to) in spans {
+        if from >= to {
+            continue;
+        }
+        for (a, b, n) in map.ranges.get(&t).map(Vec::as_slice).unwrap_or_default() {
+            if *b <= from || *a >= to {
+                continue;
+            }
+            let rec = repo.load_capture(n).await?;
+            let bytes = repo.read_capture(&rec).await?;
+            let lo = from.max(*a);
+            let hi = to.min(*b);
+            let src = &bytes[(lo.0 - a.0) as usize..(hi.0 - a.0) as usize];
+            let dst = (lo.0 - begin.0) as usize;
+            out[dst..dst + src.len()].copy_from_slice(src);
+            found = true;
+        }
+    }
+    if !found {
+        return Err(Error::not_found(format!(
+            "WAL segment {}",
+            wal_file_name(tli, segno, segment_size)
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_history() {
+        let p = position(2, Lsn(0x1_2345_6789));
+        assert_eq!(p, "000000020000000123456789");
+        assert_eq!(parse_position(&p), Some((2, Lsn(0x1_2345_6789))));
+        assert_eq!(parse_position("zz"), None);
+        let h = "1\t0/3000000\tno recovery target specified\n\n2\t0/5000A0\tafter\n";
+        assert_eq!(
+            history_entries(h),
+            vec![(1, Lsn(0x300_0000)), (2, Lsn(0x50_00A0))]
+        );
+        assert_eq!(history_start(h, 3), Some(Lsn(0x50_00A0)));
+        assert_eq!(
+            parse_wal_name("000000020000000100000003", 16 << 20).unwrap(),
+            (2, 256 + 3)
+        );
+        assert!(parse_wal_name("00000002.history", 16 << 20).is_err());
+    }
+}
