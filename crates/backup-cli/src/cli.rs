@@ -108,6 +108,55 @@ pub(crate) enum Command {
     /// List the repository's audit trail and verify its hash chain (exit 3
     /// when a record was altered or removed).
     Audit(AuditArgs),
+    /// Capture PostgreSQL WAL for point-in-time recovery: stream it from a
+    /// replication slot, or store what archive_command hands over, and
+    /// give it back to restore_command.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WalCommand {
+    /// Stream WAL from a physical replication slot into the repository
+    /// until stopped (SIGINT or SIGTERM store what was received first).
+    /// Resumes where the stored WAL ends.
+    Receive {
+        /// The server: postgres://ROLE@HOST:PORT/ for a role with REPLICATION.
+        source: String,
+        /// The replication slot (created when missing).
+        #[arg(long, default_value = "backup")]
+        slot: String,
+        /// Store received WAL at least this often (the recovery point
+        /// objective).
+        #[arg(long, value_name = "DURATION", default_value = "5s")]
+        flush_interval: String,
+    },
+    /// Store a WAL segment or timeline history file:
+    /// archive_command = 'backup --repo R --key-file K wal push %p'.
+    Push {
+        /// The file (relative to the data directory, as the server gives it).
+        path: PathBuf,
+        /// The cluster's system identifier (default: read from
+        /// global/pg_control of the current directory).
+        #[arg(long, value_name = "ID")]
+        cluster: Option<String>,
+    },
+    /// Write a WAL file from the repository:
+    /// restore_command = 'backup --repo R --key-file K wal fetch %f %p'.
+    /// Exits 1 when the repository does not hold it.
+    Fetch {
+        /// The WAL file's name (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        /// The cluster's system identifier (default: read from
+        /// global/pg_control of the current directory).
+        #[arg(long, value_name = "ID")]
+        cluster: Option<String>,
+        /// The cluster's WAL segment size.
+        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+        segment_size: u64,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,8 @@ pub mod restore;
 pub mod retention;
 pub mod secret;
 pub mod verify;
+#[cfg(feature = "postgres")]
+pub mod wal;
 
 pub use error::{exit, Error, Result, ResultExt};
 pub use feedback::{json, AuditDetails, Feedback, Unattended};

@@ -14,6 +14,7 @@ mod repair;
 mod restore;
 mod stats;
 mod verify;
+mod wal;
 
 use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -95,6 +96,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Health(a) => jobs::health(ctx, a).await,
         Command::Schedule(a) => jobs::schedule(ctx, &a),
         Command::Audit(a) => audit::run(ctx, a).await,
+        Command::Wal(c) => wal::run(ctx, c).await,
     }
 }
 

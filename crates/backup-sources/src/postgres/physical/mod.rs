@@ -295,6 +295,12 @@ async fn local_data_directory(
     (local::control_system_identifier(&dir)? == id).then_some(dir)
 }
 
+/// The system identifier stored in a data directory's `pg_control`, when
+/// it can be read.
+pub fn control_system_identifier(dir: &std::path::Path) -> Option<String> {
+    local::control_system_identifier(dir)
+}
+
 /// Whether snapshot metadata is that of a physical PostgreSQL backup.
 pub fn is_physical(metadata: &serde_json::Value) -> bool {
     metadata.get("mode").and_then(serde_json::Value::as_str) == Some(MODE)

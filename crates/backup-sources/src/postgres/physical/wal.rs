@@ -294,33 +294,29 @@ impl Receiver {
             .filter(|n| n.stream == stream)
             .filter_map(|n| parse_position(&n.last))
             .max();
-        let slot_row = one_row(
-            conn,
-            &format!("READ_REPLICATION_SLOT \"{}\"", self.opts.slot),
-        )?;
-        let slot_lsn = match (
-            slot_row.first().cloned().flatten(),
-            slot_row.get(1).cloned().flatten(),
-        ) {
-            (None, _) => {
-                let row = one_row(
-                    conn,
-                    &format!(
-                        "CREATE_REPLICATION_SLOT \"{}\" PHYSICAL (RESERVE_WAL)",
-                        self.opts.slot
-                    ),
-                )?;
-                tracing::info!(slot = %self.opts.slot, "Created the replication slot.");
+        let read_slot = |conn: &mut WireConn, slot: &str| -> Result<(bool, Option<Lsn>)> {
+            let row = one_row(conn, &format!("READ_REPLICATION_SLOT \"{slot}\""))?;
+            Ok((
+                row.first().cloned().flatten().is_some(),
                 row.get(1)
                     .cloned()
                     .flatten()
                     .map(|l| Lsn::parse(&l))
-                    .transpose()?
-            }
-            (Some(_), Some(lsn)) => Some(Lsn::parse(&lsn)?),
-            // Invalidated (max_slot_wal_keep_size): what it held is gone.
-            (Some(_), None) => None,
+                    .transpose()?,
+            ))
         };
+        let (exists, mut slot_lsn) = read_slot(conn, &self.opts.slot)?;
+        if !exists {
+            one_row(
+                conn,
+                &format!(
+                    "CREATE_REPLICATION_SLOT \"{}\" PHYSICAL (RESERVE_WAL)",
+                    self.opts.slot
+                ),
+            )?;
+            tracing::info!(slot = %self.opts.slot, "Created the replication slot.");
+            slot_lsn = read_slot(conn, &self.opts.slot)?.1;
+        }
         let start = match (last, slot_lsn) {
             (Some((tli, lsn)), Some(held)) if tli == timeline && held <= lsn => lsn,
             (Some((tli, lsn)), held) if tli == timeline => {

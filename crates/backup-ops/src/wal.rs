@@ -1,0 +1,100 @@
+//! WAL capture for PostgreSQL point-in-time recovery: the streaming
+//! receiver (`backup wal receive`), `archive_command` (`backup wal push`)
+//! and `restore_command` (`backup wal fetch`).
+//!
+//! `push` and `fetch` run once per WAL segment as the database server's
+//! user, without the operator's environment: they find the cluster's
+//! system identifier in the data directory they run in (the server starts
+//! them there), and open the repository with a key file that needs no
+//! password (`backup key export --no-password`), so no key derivation runs
+//! per call.
+
+use std::path::Path;
+
+use backup_core::capture::CaptureName;
+use backup_core::repo::Repository;
+use backup_core::snapshot::SourceDescriptor;
+use backup_sources::postgres::physical::wal;
+use tokio_util::sync::CancellationToken;
+
+pub use wal::{EventSink, ReceiveOptions, ReceiveSummary, ReceiverEvent};
+
+use crate::error::{Error, Result};
+
+/// Streams WAL from the server of `url` (a role with `REPLICATION`) into
+/// `repo` until `stop` is cancelled.
+///
+/// # Errors
+///
+/// Connection, replication and storage errors.
+pub async fn receive(
+    repo: &Repository,
+    url: &str,
+    opts: ReceiveOptions,
+    stop: CancellationToken,
+    events: EventSink,
+) -> Result<ReceiveSummary> {
+    Ok(wal::receive(repo.clone(), url, opts, stop, events).await?)
+}
+
+/// The system identifier of the cluster whose data directory is `dir`
+/// (`global/pg_control`).
+///
+/// # Errors
+///
+/// A configuration error when `dir` holds no readable `pg_control`.
+pub fn cluster_of(dir: &Path) -> Result<String> {
+    backup_sources::postgres::physical::control_system_identifier(dir).ok_or_else(|| {
+        Error::Config(crate::config::ConfigError::invalid(
+            "cluster",
+            format!(
+                "{} has no readable global/pg_control: run this in the data directory (the server does for archive_command and restore_command), or give --cluster",
+                dir.display()
+            ),
+        ))
+    })
+}
+
+/// Stores a WAL segment or timeline history file (`archive_command =
+/// 'backup wal push %p'`). Pushing the same file twice succeeds; another
+/// file of the same name is refused.
+///
+/// # Errors
+///
+/// An unreadable file or one that is not WAL; a conflicting segment;
+/// storage errors.
+pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<CaptureName> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| backup_core::Error::io(format!("reading {}", path.display()), e))?
+        .len();
+    // A segment's size is the cluster's segment size (a power of two from
+    // 1 MiB to 1 GiB); a history file's size says nothing.
+    let segment_size = if size.is_power_of_two() && (1 << 20..=1 << 30).contains(&size) {
+        size
+    } else {
+        16 << 20
+    };
+    let source = SourceDescriptor {
+        kind: "postgres".to_owned(),
+        url: format!("postgres://cluster-{cluster}/?mode=physical"),
+    };
+    Ok(wal::push(repo, cluster, source, path, segment_size).await?)
+}
+
+/// Writes WAL file `name` from the repository to `dest`
+/// (`restore_command = 'backup wal fetch %f %p'`).
+///
+/// # Errors
+///
+/// [`backup_core::Error::NotFound`] when the repository does not hold it
+/// (the server then looks in `pg_wal` or ends recovery); damaged data;
+/// storage and write errors.
+pub async fn fetch(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    dest: &Path,
+    segment_size: u64,
+) -> Result<()> {
+    Ok(wal::fetch(repo, cluster, name, dest, segment_size).await?)
+}
