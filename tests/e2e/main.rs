@@ -26,6 +26,7 @@ mod maintenance;
 mod mongo;
 mod postgres;
 mod postgres_physical;
+mod postgres_pitr;
 mod r17;
 mod redis;
 mod roundtrip;

@@ -57,6 +57,12 @@ impl SnapshotReader {
         &self.inner.entry
     }
 
+    /// The repository the snapshot is in (for targets that also read what
+    /// was captured beside it: WAL, oplog).
+    pub fn repository(&self) -> &IndexedRepository {
+        &self.inner.repo
+    }
+
     /// A [`Error::Corrupt`] about this snapshot, for a target that finds
     /// what it needs missing or malformed.
     pub fn damaged(&self, reason: impl std::fmt::Display) -> Error {

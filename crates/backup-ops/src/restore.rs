@@ -79,7 +79,10 @@ pub async fn restore(
     let opts = &req.options;
     let work = async {
         let mut repo = repo.clone().load_index().await?;
-        let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
+        let entry = match point_in_time_base(&repo, req).await? {
+            Some(e) => e,
+            None => repo.find_snapshot(&req.snapshot, &req.filter).await?,
+        };
         feedback.detail("snapshot", json(entry.id));
         // Everything the target can check before it changes anything is
         // checked before the confirmation and the safety backup.
@@ -112,6 +115,39 @@ pub async fn restore(
     };
     repo.with_lock(LockMode::Shared, "restore", req.lock_wait, work)
         .await
+}
+
+/// For a point-in-time restore of `latest`: the base backup to start from,
+/// among the physical PostgreSQL snapshots the filter selects (the newest
+/// that ended before the target). `None` when there are none (other kinds
+/// choose their base themselves), or when a snapshot was named.
+async fn point_in_time_base(
+    repo: &IndexedRepository,
+    req: &RestoreRequest,
+) -> Result<Option<SnapshotEntry>> {
+    #[cfg(feature = "postgres")]
+    {
+        use backup_sources::postgres::physical;
+        if !req.options.is_point_in_time() || req.snapshot != "latest" {
+            return Ok(None);
+        }
+        let (all, _) = repo.snapshots().await?;
+        let bases: Vec<SnapshotEntry> = all
+            .into_iter()
+            .filter(|s| {
+                req.filter.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata)
+            })
+            .collect();
+        if bases.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(physical::pitr::choose_base(&bases, &req.options)?))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (repo, req);
+        Ok(None)
+    }
 }
 
 /// Backs up the restore target before a destructive restore replaces its

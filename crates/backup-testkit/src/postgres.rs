@@ -169,7 +169,20 @@ impl PgCluster {
     /// When the server does not start.
     pub fn start_existing(dir: tempfile::TempDir, data: PathBuf) -> Self {
         let run_as = is_root().then(|| "postgres".to_owned());
-        Self::run(dir, data, bindir(), run_as, &[])
+        let pg = Self::run(dir, data, bindir(), run_as, &[]);
+        // A restored directory may be replaying WAL (point-in-time
+        // recovery accepts read-only connections meanwhile): wait until
+        // it is done.
+        let start = Instant::now();
+        while pg.psql("postgres", "SELECT pg_is_in_recovery()").trim() == "t" {
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "recovery did not end:\n{}",
+                pg.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg
     }
 
     fn run(

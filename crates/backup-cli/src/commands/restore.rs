@@ -10,6 +10,48 @@ use super::{bytes, normalize_source, parse_time};
 use crate::cli::RestoreArgs;
 use crate::context::{confirm, usage, Ctx};
 
+/// This program with the arguments that reach the repository, for a
+/// restored PostgreSQL server's `restore_command` (which runs without
+/// this environment); `None` when the repository comes from a
+/// configuration file.
+fn replay_program(ctx: &Ctx) -> Option<String> {
+    use backup_sources::postgres::physical::pitr::shell_quote;
+    let repo = ctx.global.repo.as_deref()?;
+    if ctx.global.config.is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut p = format!(
+        "{} --repo {}",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&std::path::absolute(repo).map_or_else(
+            |_| repo.to_owned(),
+            |p| {
+                if repo.contains("://") {
+                    repo.to_owned()
+                } else {
+                    p.display().to_string()
+                }
+            }
+        ))
+    );
+    // Secrets never go into the restored server's configuration: the
+    // server's user must reach them another way (its environment, an
+    // instance role, a credentials file).
+    for o in &ctx.global.options {
+        let key = o.split('=').next().unwrap_or_default().to_ascii_lowercase();
+        if ["secret", "password", "token", "credential", "session"]
+            .iter()
+            .any(|w| key.contains(w))
+        {
+            continue;
+        }
+        p.push_str(" -o ");
+        p.push_str(&shell_quote(o));
+    }
+    Some(p)
+}
+
 /// The point of `--at-lsn`, `--at-xid`, `--at-name`, `--immediate` or
 /// `--at-ts`.
 fn recovery_point(a: &RestoreArgs) -> Result<Option<RecoveryPoint>> {
@@ -77,7 +119,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             point,
             target_action: a.target_action.clone(),
             timeline: a.timeline.clone(),
-            replay_command: None,
+            replay_command: replay_program(ctx),
             skip_missing_roles: a.skip_missing_roles,
         },
         safety_backup: !a.no_safety_backup,

@@ -110,8 +110,19 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                 None => wal::cluster_of(std::path::Path::new("."))?,
             };
             let repo = ctx.open().await?;
-            wal::fetch(&repo, &cluster, &name, &dest, segment_size).await?;
-            Ok(0)
+            match wal::fetch(&repo, &cluster, &name, &dest, segment_size).await {
+                Ok(()) => Ok(0),
+                // The server asks for files that may not exist (the next
+                // timeline's history, the segment after the last): a
+                // plain answer, not an error report.
+                Err(backup_ops::Error::Core(backup_core::Error::NotFound { .. })) => {
+                    if !ctx.global.quiet {
+                        eprintln!("backup: {name} is not in the repository");
+                    }
+                    Ok(1)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }

@@ -50,6 +50,7 @@
 pub(crate) mod checksum;
 pub(crate) mod local;
 pub(crate) mod manifest;
+pub mod pitr;
 pub(crate) mod remote;
 mod tar;
 pub(crate) mod target;
@@ -81,7 +82,7 @@ impl DirectoryTarget {
 }
 
 fn physical_options(opts: &backup_core::target::RestoreOptions) -> bool {
-    opts.start_port.is_some() || !opts.tablespace_map.is_empty()
+    opts.start_port.is_some() || !opts.tablespace_map.is_empty() || opts.is_point_in_time()
 }
 
 #[async_trait::async_trait]
@@ -194,7 +195,7 @@ pub(crate) struct TablespaceMeta {
 
 /// The metadata of a physical snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PhysicalMeta {
+pub struct PhysicalMeta {
     /// Always [`MODE`].
     pub(crate) mode: String,
     /// `remote` (replication protocol) or `local` (files read here).

@@ -27,7 +27,7 @@ use backup_core::filter::PathFilter;
 use backup_core::progress::Progress;
 use backup_core::reader::SnapshotReader;
 use backup_core::restorer::TreeWriter;
-use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit, Target};
+use backup_core::target::{RecoveryPoint, RestoreOptions, RestoreReport, RestoredUnit, Target};
 use backup_core::tree::Node;
 use backup_core::{Error, FileKind, Result};
 use bytes::Bytes;
@@ -93,6 +93,8 @@ pub struct StartReport {
     pub redo_done_at: Option<String>,
     /// The time of the last transaction replayed, from the server's log.
     pub last_transaction: Option<String>,
+    /// Where a point-in-time recovery stopped, from the server's log.
+    pub reached: Option<String>,
 }
 
 impl PhysicalTarget {
@@ -250,7 +252,7 @@ impl Target for PhysicalTarget {
                 .await
                 .map_err(Error::target_failed)?;
             let port = free_port()?;
-            match start_and_stop(&server.path, &data_dir, port).await {
+            match start_and_stop(&server.path, &data_dir, port, false).await {
                 Ok(r) => tracing::info!(
                     seconds = r.seconds_to_ready,
                     "The restored data directory started and reached consistency."
@@ -306,6 +308,11 @@ impl Target for PhysicalTarget {
             check_empty(&dest, &format!("the place of tablespace {}", p.oid))?;
         }
         let manifest = load_manifest(snapshot).await?;
+        let coverage = if opts.is_point_in_time() {
+            Some(super::pitr::check_coverage(snapshot.repository(), &meta, opts).await?)
+        } else {
+            None
+        };
         let major = major_of(meta.server_version_num);
         let server = find_server(major).await;
         if opts.start_port.is_some() {
@@ -349,6 +356,22 @@ impl Target for PhysicalTarget {
             backup_core::util::human_bytes(manifest.bytes()),
             meta.wal_files.len()
         ));
+        if let Some(c) = &coverage {
+            lines.push(format!(
+                "point in time: {}; WAL captured without a gap to {}{} on timeline{} {}",
+                describe_target(opts),
+                c.end,
+                c.end_time
+                    .map(|t| format!(" ({})", t.to_rfc3339()))
+                    .unwrap_or_default(),
+                if c.timelines.len() > 1 { "s" } else { "" },
+                c.timelines
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            ));
+        }
         if let Err(m) = &server {
             lines.push(format!("warning: {m}"));
         }
@@ -366,6 +389,7 @@ impl Target for PhysicalTarget {
         let owner = owner_for(&data_dir);
         let mut roots: HashMap<String, PathBuf> = HashMap::new();
         let mut created = Vec::new();
+        let mut created_files: Vec<PathBuf> = Vec::new();
         let result = async {
             prepare(&data_dir, owner, &mut created)?;
             for p in &places {
@@ -390,6 +414,19 @@ impl Target for PhysicalTarget {
                 .restore_tree(&PathFilter::new(&[], &[])?, Box::new(writer), progress)
                 .await?;
             link_tablespaces(&data_dir, &places, owner)?;
+            if coverage.is_some() {
+                let key = super::pitr::write_key_file(snapshot.repository(), &data_dir, owner)?;
+                let program = match &opts.replay_command {
+                    Some(p) => p.clone(),
+                    None => default_program(snapshot.repository())?,
+                };
+                let command = super::pitr::restore_command(&program, key.as_deref(), &meta);
+                let settings = super::pitr::recovery_settings(opts, &command);
+                super::pitr::write_recovery(&data_dir, &settings, owner)?;
+                if let Some(k) = &key {
+                    created_files.push(k.clone());
+                }
+            }
             set_owner_mode(&data_dir, owner, 0o700)?;
             sync_file_systems(&created)?;
             let n = *verified.lock().unwrap_or_else(PoisonError::into_inner);
@@ -401,6 +438,9 @@ impl Target for PhysicalTarget {
             Err(e) => {
                 for dir in &created {
                     remove_contents(dir);
+                }
+                for f in &created_files {
+                    let _ = std::fs::remove_file(f);
                 }
                 tracing::error!("The restore failed; what it wrote into the data directory and tablespace places was removed.");
                 return Err(e);
@@ -420,9 +460,19 @@ impl Target for PhysicalTarget {
         lines.push(format!(
             "every file matched the backup manifest ({verified} files checked)"
         ));
+        if coverage.is_some() {
+            lines.push(format!(
+                "recovery settings are in postgresql.auto.conf (restore_command fetches WAL from this repository with the key file {}.backup-key, readable only by the data directory's owner; remove it after recovery)",
+                data_dir.display()
+            ));
+        }
         if let Some(port) = opts.start_port {
             let server = server.map_err(Error::Config)?;
-            let started = start_and_stop(&server.path, &data_dir, port).await?;
+            let shutdown = opts.target_action.as_deref() == Some("shutdown");
+            let started = start_and_stop(&server.path, &data_dir, port, shutdown).await?;
+            if let Some(r) = &started.reached {
+                lines.push(format!("recovery target reached: {r}"));
+            }
             lines.push(format!(
                 "started PostgreSQL {} on port {port}: ready after {:.1}s{}{}; stopped",
                 meta.server_version,
@@ -456,6 +506,33 @@ impl Target for PhysicalTarget {
     }
 }
 
+/// The `backup` program and the arguments that reach `repo`, for a
+/// restored server's `restore_command` when the front-end gave none.
+fn default_program(repo: &backup_core::repo::Repository) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
+    Ok(format!(
+        "{} --repo {}",
+        super::pitr::shell_quote(&exe.display().to_string()),
+        super::pitr::shell_quote(&repo.sink().location())
+    ))
+}
+
+/// A point-in-time target in words.
+fn describe_target(opts: &RestoreOptions) -> String {
+    match (&opts.at, &opts.point) {
+        (Some(at), _) => format!("replays to {} (included)", at.to_rfc3339()),
+        (None, Some(RecoveryPoint::Lsn(l))) => format!("replays to LSN {l} (included)"),
+        (None, Some(RecoveryPoint::Xid(x))) => {
+            format!("replays to the commit of transaction {x} (included)")
+        }
+        (None, Some(RecoveryPoint::Name(n))) => format!("replays to restore point {n}"),
+        (None, Some(RecoveryPoint::Immediate)) => {
+            "stops as soon as the base backup is consistent".to_owned()
+        }
+        _ => String::new(),
+    }
+}
+
 /// The options a physical restore refuses.
 pub(crate) fn check_physical_options(opts: &RestoreOptions) -> Result<()> {
     if opts.drop {
@@ -463,9 +540,15 @@ pub(crate) fn check_physical_options(opts: &RestoreOptions) -> Result<()> {
             "there is no --drop for a data directory: restore into a new directory, or stop the server and move the old data directory away".to_owned(),
         ));
     }
-    if opts.at.is_some() {
+    if let Some(RecoveryPoint::OplogTs { .. }) = opts.point {
         return Err(Error::Config(
-            "--at (point-in-time restore) is not supported for base backups yet; restore the base backup taken at the time you need".to_owned(),
+            "--at-ts applies to MongoDB; for PostgreSQL give --at, --at-lsn, --at-xid, --at-name or --immediate".to_owned(),
+        ));
+    }
+    if !opts.is_point_in_time() && (opts.target_action.is_some() || opts.timeline.is_some()) {
+        return Err(Error::Config(
+            "--target-action and --timeline apply to point-in-time restores (--at, --at-lsn, ...)"
+                .to_owned(),
         ));
     }
     if !opts.renames.is_empty() {
@@ -940,6 +1023,7 @@ pub(crate) async fn start_and_stop(
     postgres: &Path,
     data_dir: &Path,
     port: u16,
+    exits_at_target: bool,
 ) -> Result<StartReport> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(data_dir)
@@ -974,6 +1058,9 @@ pub(crate) async fn start_and_stop(
         .arg("-c")
         .arg(format!("unix_socket_directories={}", work.path().display()))
         .args(["-c", "archive_mode=off"])
+        // Connections only once recovery has ended (a point-in-time
+        // recovery otherwise accepts read-only ones while it replays).
+        .args(["-c", "hot_standby=off"])
         .args(["-c", "logging_collector=off"])
         .args(["-c", "log_destination=stderr"])
         .stdin(Stdio::null())
@@ -1023,6 +1110,9 @@ pub(crate) async fn start_and_stop(
     let ready = loop {
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if exits_at_target && status.success() && log.contains("recovery stopping") {
+                break started.elapsed();
+            }
             return Err(Error::target_failed(format!(
                 "the server stopped ({status}) before accepting connections; its log ends with:\n{}",
                 tail(&log, 15)
@@ -1073,6 +1163,10 @@ pub(crate) async fn start_and_stop(
         redo_done_at: after("redo done at ")
             .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned()),
         last_transaction: after("last completed transaction was at log time "),
+        reached: log.lines().find_map(|l| {
+            l.find("recovery stopping ")
+                .map(|i| l[i..].trim().to_owned())
+        }),
     })
 }
 

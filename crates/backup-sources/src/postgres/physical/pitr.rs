@@ -1,0 +1,424 @@
+//! Point-in-time restores of physical snapshots: the base backup chosen
+//! for a target, the captured WAL checked before anything is written, and
+//! the recovery settings that make the restored server replay to the
+//! target.
+//!
+//! **Inclusive rule.** A time or position target includes what happened at
+//! it: transactions committed at exactly `--at` are restored
+//! (PostgreSQL's `recovery_target_inclusive`, on by default), and with
+//! `--at-lsn` the record at that position is replayed. The same rule holds
+//! for MongoDB's `--at` (entries up to and including that second).
+
+use std::path::{Path, PathBuf};
+
+use backup_core::repo::Repository;
+use backup_core::snapshot::SnapshotEntry;
+use backup_core::target::{RecoveryPoint, RestoreOptions};
+use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
+
+use super::wal::{history_entries, WalMap};
+use super::{Lsn, PhysicalMeta};
+
+/// Seconds the captured WAL must reach beyond a time target: a commit at
+/// the target is received (and its piece stamped) a little after it.
+const TIME_MARGIN_SECS: i64 = 1;
+
+/// The base backup for a point-in-time target among `snapshots` (physical
+/// ones of one cluster): the newest that ended before a time or position
+/// target, the newest for a transaction id or restore point (whose place is
+/// known only once replayed).
+///
+/// # Errors
+///
+/// [`Error::NotFound`] naming the oldest base when none ended before the
+/// target.
+pub fn choose_base(snapshots: &[SnapshotEntry], opts: &RestoreOptions) -> Result<SnapshotEntry> {
+    let mut bases: Vec<(SnapshotEntry, PhysicalMeta)> = snapshots
+        .iter()
+        .filter_map(|s| Some((s.clone(), PhysicalMeta::of(&s.snapshot.metadata)?.ok()?)))
+        .collect();
+    bases.sort_by_key(|(_, m)| m.stopped_at);
+    let fits = |m: &PhysicalMeta| -> bool {
+        match (&opts.at, &opts.point) {
+            (Some(at), _) => m.stopped_at <= *at,
+            (None, Some(RecoveryPoint::Lsn(l))) => match (Lsn::parse(l), Lsn::parse(&m.stop_lsn)) {
+                (Ok(t), Ok(stop)) => stop <= t,
+                _ => false,
+            },
+            _ => true,
+        }
+    };
+    if let Some((s, _)) = bases.iter().rev().find(|(_, m)| fits(m)) {
+        return Ok(s.clone());
+    }
+    Err(match bases.first() {
+        Some((_, m)) => Error::not_found(format!(
+            "a base backup that ended before the target: the oldest ended at {} (LSN {}); restore to a later point",
+            m.stopped_at.to_rfc3339(),
+            m.stop_lsn
+        )),
+        None => Error::not_found("a physical base backup of this cluster (take one with --mode physical)"),
+    })
+}
+
+/// What a point-in-time restore will replay.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Coverage {
+    /// Timelines followed, oldest first.
+    pub timelines: Vec<u32>,
+    /// The end of the captured WAL without a gap from the base.
+    pub end: String,
+    /// When the last of it was captured.
+    pub end_time: Option<DateTime<Utc>>,
+}
+
+/// Checks that the repository holds the WAL from the base backup's stop to
+/// the target without a gap, on the timelines leading to it.
+///
+/// # Errors
+///
+/// [`Error::Config`] naming the missing range and the nearest restorable
+/// points when it does not; storage errors.
+pub async fn check_coverage(
+    repo: &Repository,
+    meta: &PhysicalMeta,
+    opts: &RestoreOptions,
+) -> Result<Coverage> {
+    let stop = Lsn::parse(&meta.stop_lsn)?;
+    if let Some(at) = opts.at {
+        if at > Utc::now() {
+            return Err(Error::Config(format!(
+                "--at {} is in the future",
+                at.to_rfc3339()
+            )));
+        }
+        if at < meta.stopped_at {
+            return Err(Error::Config(format!(
+                "--at {} is before the base backup ended ({}): choose an older base backup or a later time",
+                at.to_rfc3339(),
+                meta.stopped_at.to_rfc3339()
+            )));
+        }
+    }
+    let map = WalMap::load(repo, &meta.system_identifier).await?;
+    let timelines = timeline_path(repo, &map, meta.stop_timeline, opts).await?;
+    if opts.point == Some(RecoveryPoint::Immediate) {
+        return Ok(Coverage {
+            timelines,
+            end: format!("{}/{stop}", meta.stop_timeline),
+            end_time: Some(meta.stopped_at),
+        });
+    }
+    // Walk the captured WAL from the base's stop along the path.
+    let mut pos = stop;
+    let mut last_name = None;
+    let mut end_tli = meta.stop_timeline;
+    for (i, &tli) in timelines.iter().enumerate() {
+        let switch = match timelines.get(i + 1) {
+            Some(next) => Some(switch_point(repo, &map, *next).await?),
+            None => None,
+        };
+        for (a, b, name) in map.ranges.get(&tli).map(Vec::as_slice).unwrap_or_default() {
+            if *b <= pos {
+                continue;
+            }
+            if *a > pos {
+                // A hole: the captured WAL stops here on this timeline.
+                break;
+            }
+            pos = *b;
+            last_name = Some(name.clone());
+            end_tli = tli;
+            if switch.is_some_and(|s| pos >= s) {
+                break;
+            }
+        }
+        match switch {
+            // The next timeline's WAL starts where it branched off.
+            Some(s) if pos >= s => pos = s,
+            Some(_) => break,
+            None => {}
+        }
+    }
+    let end_time = match &last_name {
+        Some(n) => repo.load_capture(n).await?.time_last,
+        None => None,
+    };
+    let gap_after = map.gaps.get(&end_tli).and_then(|g| {
+        g.iter()
+            .find(|(a, b)| *a <= pos && pos < *b || *a >= pos)
+            .copied()
+    });
+    let coverage = Coverage {
+        timelines,
+        end: format!("{end_tli}/{pos}"),
+        end_time,
+    };
+    let window = format!(
+        "WAL is captured without a gap from the base backup's end ({}, {}) to {}{}",
+        meta.stopped_at.to_rfc3339(),
+        meta.stop_lsn,
+        coverage.end,
+        end_time
+            .map(|t| format!(" ({})", t.to_rfc3339()))
+            .unwrap_or_default()
+    );
+    let gap_text = gap_after
+        .map(|(a, b)| {
+            format!("; then {a} to {b} is missing (not captured before the server removed it)")
+        })
+        .unwrap_or_default();
+    let short = |what: String| -> Error {
+        Error::Config(format!(
+            "{what} is not restorable: {window}{gap_text}. Restore to a point inside that window, or from a later base backup"
+        ))
+    };
+    match (&opts.at, &opts.point) {
+        (Some(at), _) => {
+            let reached =
+                end_time.is_some_and(|t| t.timestamp() >= at.timestamp() + TIME_MARGIN_SECS);
+            if !reached {
+                return Err(short(format!("--at {}", at.to_rfc3339())));
+            }
+        }
+        (None, Some(RecoveryPoint::Lsn(l))) => {
+            let target = Lsn::parse(l).map_err(|_| {
+                Error::Config(format!("--at-lsn `{l}` is not a WAL position (X/X)"))
+            })?;
+            if target >= pos {
+                return Err(short(format!("--at-lsn {l}")));
+            }
+        }
+        _ => {
+            if last_name.is_none() {
+                return Err(short("the target".to_owned()));
+            }
+        }
+    }
+    Ok(coverage)
+}
+
+/// The timelines from the base's timeline to the one recovery follows:
+/// `--timeline N`, `current` (the base's), or the newest whose history
+/// includes the base's timeline (`latest`, the default, as PostgreSQL).
+async fn timeline_path(
+    repo: &Repository,
+    map: &WalMap,
+    base_tli: u32,
+    opts: &RestoreOptions,
+) -> Result<Vec<u32>> {
+    let target = match opts.timeline.as_deref() {
+        Some("current") => base_tli,
+        Some("latest") | None => map
+            .ranges
+            .keys()
+            .chain(map.history.keys())
+            .copied()
+            .max()
+            .unwrap_or(base_tli)
+            .max(base_tli),
+        Some(n) => n
+            .parse()
+            .map_err(|_| Error::Config(format!("--timeline `{n}`: a number, latest or current")))?,
+    };
+    if target == base_tli {
+        return Ok(vec![base_tli]);
+    }
+    let n = map.history.get(&target).ok_or_else(|| {
+        Error::Config(format!(
+            "the history file of timeline {target} is not in the repository, so the way from the base backup's timeline {base_tli} to it is unknown"
+        ))
+    })?;
+    let rec = repo.load_capture(n).await?;
+    let text = String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
+    let mut path: Vec<u32> = history_entries(&text).iter().map(|e| e.0).collect();
+    path.push(target);
+    match path.iter().position(|&t| t == base_tli) {
+        Some(i) => Ok(path[i..].to_vec()),
+        None => Err(Error::Config(format!(
+            "timeline {target} does not descend from the base backup's timeline {base_tli}; give --timeline {base_tli} or choose a base backup of timeline {target}"
+        ))),
+    }
+}
+
+/// Where timeline `tli` branched off its parent.
+async fn switch_point(repo: &Repository, map: &WalMap, tli: u32) -> Result<Lsn> {
+    let n = map.history.get(&tli).ok_or_else(|| {
+        Error::Config(format!(
+            "the history file of timeline {tli} is not in the repository"
+        ))
+    })?;
+    let rec = repo.load_capture(n).await?;
+    let text = String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
+    history_entries(&text)
+        .last()
+        .map(|e| e.1)
+        .ok_or_else(|| Error::Config(format!("the history file of timeline {tli} is empty")))
+}
+
+/// The recovery settings for `postgresql.auto.conf`.
+pub(crate) fn recovery_settings(
+    opts: &RestoreOptions,
+    restore_command: &str,
+) -> Vec<(String, String)> {
+    let mut s = vec![("restore_command".to_owned(), restore_command.to_owned())];
+    match (&opts.at, &opts.point) {
+        (Some(at), _) => s.push((
+            "recovery_target_time".to_owned(),
+            at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+        )),
+        (None, Some(RecoveryPoint::Lsn(l))) => {
+            s.push(("recovery_target_lsn".to_owned(), l.clone()));
+        }
+        (None, Some(RecoveryPoint::Xid(x))) => {
+            s.push(("recovery_target_xid".to_owned(), x.clone()));
+        }
+        (None, Some(RecoveryPoint::Name(n))) => {
+            s.push(("recovery_target_name".to_owned(), n.clone()));
+        }
+        (None, Some(RecoveryPoint::Immediate)) => {
+            s.push(("recovery_target".to_owned(), "immediate".to_owned()));
+        }
+        _ => {}
+    }
+    s.push((
+        "recovery_target_action".to_owned(),
+        opts.target_action
+            .clone()
+            .unwrap_or_else(|| "promote".to_owned()),
+    ));
+    s.push((
+        "recovery_target_timeline".to_owned(),
+        opts.timeline.clone().unwrap_or_else(|| "latest".to_owned()),
+    ));
+    s
+}
+
+/// Writes `recovery.signal` and appends the settings to
+/// `postgresql.auto.conf` (created when missing), owned like the data
+/// directory.
+pub(crate) fn write_recovery(
+    data_dir: &Path,
+    settings: &[(String, String)],
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let own = |p: &Path| -> Result<()> {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("setting the owner of {}", p.display()), e))?;
+        }
+        Ok(())
+    };
+    let signal = data_dir.join("recovery.signal");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&signal)
+        .map_err(|e| Error::io(format!("writing {}", signal.display()), e))?;
+    own(&signal)?;
+    let auto = data_dir.join("postgresql.auto.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&auto)
+        .map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
+    let mut text = String::from("\n# Point-in-time recovery, written by `backup restore`.\n");
+    for (k, v) in settings {
+        let _ = writeln!(text, "{k} = '{}'", v.replace('\'', "''"));
+    }
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
+    own(&auto)
+}
+
+/// Writes a key file that opens the repository without a password beside
+/// the data directory (`<DIR>.backup-key`, mode 0600, owned by the data
+/// directory's owner), for `restore_command`; `None` for an unencrypted
+/// repository.
+pub(crate) fn write_key_file(
+    repo: &Repository,
+    data_dir: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<Option<PathBuf>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !repo.key().encrypts() {
+        return Ok(None);
+    }
+    let mut name = data_dir
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(".backup-key");
+    let path = data_dir.with_file_name(name);
+    let bytes = repo.export_plain_key()?;
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("setting the owner of {}", path.display()), e))?;
+    }
+    Ok(Some(path))
+}
+
+/// The `restore_command` for a restored cluster: `program` (the `backup`
+/// binary with the arguments that reach the repository), the key file,
+/// the cluster and its segment size.
+pub(crate) fn restore_command(program: &str, key: Option<&Path>, meta: &PhysicalMeta) -> String {
+    let key = key
+        .map(|k| format!(" --key-file {}", shell_quote(&k.display().to_string())))
+        .unwrap_or_default();
+    format!(
+        "{program}{key} --quiet wal fetch --cluster {} --segment-size {} %f \"%p\"",
+        meta.system_identifier, meta.wal_segment_size
+    )
+}
+
+/// Quotes a word for the shell the server runs `restore_command` with.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=,@+".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_quoting() {
+        let opts = RestoreOptions {
+            point: Some(RecoveryPoint::Lsn("0/3000000".into())),
+            target_action: Some("pause".into()),
+            ..RestoreOptions::default()
+        };
+        let s = recovery_settings(&opts, "backup wal fetch %f \"%p\"");
+        assert!(s.contains(&("recovery_target_lsn".into(), "0/3000000".into())));
+        assert!(s.contains(&("recovery_target_action".into(), "pause".into())));
+        assert!(s.contains(&("recovery_target_timeline".into(), "latest".into())));
+        assert_eq!(shell_quote("/srv/backup repo"), "'/srv/backup repo'");
+        assert_eq!(shell_quote("/srv/repo"), "/srv/repo");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,275 @@
+//! PostgreSQL point-in-time recovery against throwaway clusters: WAL
+//! streamed by `backup wal receive`, restores to chosen times and
+//! positions checked by marker rows, archive mode, refusals.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use backup_testkit::postgres::{PgCluster, PgOptions, PASSWORD};
+
+use crate::util::Scratch;
+
+fn repl_url(pg: &PgCluster) -> String {
+    format!("postgres://repl:{PASSWORD}@127.0.0.1:{}/", pg.port())
+}
+
+fn cluster(settings: &[&str]) -> PgCluster {
+    let pg = PgCluster::start_with(&PgOptions {
+        settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+        ..PgOptions::default()
+    });
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE repl LOGIN REPLICATION PASSWORD '{PASSWORD}';\n\
+             CREATE TABLE markers (id bigserial PRIMARY KEY, ts timestamptz NOT NULL DEFAULT clock_timestamp());"
+        ),
+    );
+    pg
+}
+
+/// `backup wal receive` as a child process.
+struct Receiver(Child);
+
+impl Receiver {
+    fn start(s: &Scratch, url: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_backup"))
+            .args(["wal", "receive", url, "--flush-interval", "1s"])
+            .env("BACKUP_REPOSITORY", &s.repo)
+            .env("BACKUP_PASSWORD", crate::util::PASSWORD)
+            .env("HOME", s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Receiver(child)
+    }
+
+    /// SIGTERM: stores what was received, then exits 0.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "the receiver ended with {status}");
+    }
+
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Inserts a marker every 20 ms for `seconds` (pgbench with one client).
+fn write_markers(pg: &PgCluster, seconds: u32) {
+    let script = pg.dir().join("markers.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO markers DEFAULT VALUES;\n\\sleep 20 ms\n",
+    )
+    .unwrap();
+    let out = pg
+        .tool("pgbench")
+        .args([
+            "-n",
+            "-c",
+            "1",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+            script.to_str().unwrap(),
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A time half-way between marker `id` and the next: markers up to `id`
+/// committed before it, the next after.
+fn time_after_marker(pg: &PgCluster, id: u64) -> String {
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT to_char((a.ts + (b.ts - a.ts) / 2) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+             FROM markers a, markers b WHERE a.id = {id} AND b.id = {id} + 1"
+        ),
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Restores into a new directory with `args` and starts the result.
+fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
+    let target = PgCluster::owned_tempdir("pg-pitr-");
+    let data = target.path().join("data");
+    let mut all = vec!["restore", "--to", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    s.ok(&all);
+    PgCluster::start_existing(target, data)
+}
+
+fn markers(pg: &PgCluster) -> (u64, u64) {
+    let row = pg.psql(
+        "postgres",
+        "SELECT count(*), coalesce(max(id), 0) FROM markers",
+    );
+    let v: Vec<u64> = row.trim().split('|').map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+#[test]
+fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    let base = s.json(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let base_id = base["id"].as_str().unwrap().to_owned();
+    // pgbench beside the markers.
+    let init = pg
+        .tool("pgbench")
+        .args(["-i", "-s", "1", "-q", "postgres"])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let load = pg
+        .tool("pgbench")
+        .args(["-n", "-c", "2", "-T", "6", "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    write_markers(&pg, 6);
+    let _ = load.wait_with_output();
+    let lsn_marker = 120;
+    let lsn = pg
+        .psql("postgres", "SELECT pg_current_wal_lsn()")
+        .trim()
+        .to_owned();
+    let _ = lsn_marker;
+    let (total, _) = markers(&pg);
+    assert!(total > 150, "only {total} markers");
+    write_markers(&pg, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    receiver.stop();
+
+    for k in [40, 100, total - 20] {
+        let at = time_after_marker(&pg, k);
+        let copy = restore_and_start(&s, &["--at", &at]);
+        assert_eq!(markers(&copy), (k, k), "restored to {at}, after marker {k}");
+    }
+    // A position: everything written before it.
+    let copy = restore_and_start(&s, &["--at-lsn", &lsn]);
+    let (n, _) = markers(&copy);
+    assert_eq!(n, total, "restored to LSN {lsn}");
+    // The base backup alone: no marker (they came after it).
+    let copy = restore_and_start(&s, &[&base_id, "--immediate"]);
+    assert_eq!(markers(&copy), (0, 0));
+}
+
+#[test]
+fn refusals_name_the_restorable_window() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let url = format!("{}?mode=physical", pg.url("postgres"));
+    // No base backup yet.
+    let target = PgCluster::owned_tempdir("pg-pitr-");
+    let data = target.path().join("data");
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &url]);
+    write_markers(&pg, 2);
+    std::thread::sleep(Duration::from_secs(3));
+    receiver.stop();
+    // In the future.
+    let err = s.fails(
+        &[
+            "restore",
+            "--to",
+            data.to_str().unwrap(),
+            "--at",
+            "2999-01-01T00:00:00Z",
+        ],
+        2,
+    );
+    assert!(err.contains("in the future"), "{err}");
+    // Before the oldest base backup.
+    let err = s.fails(
+        &[
+            "restore",
+            "--to",
+            data.to_str().unwrap(),
+            "--at",
+            "2001-01-01T00:00:00Z",
+        ],
+        1,
+    );
+    assert!(err.contains("oldest ended at"), "{err}");
+    // After the captured WAL (the receiver stopped): names the window.
+    write_markers(&pg, 3);
+    let later = pg.psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')").trim().to_owned();
+    std::thread::sleep(Duration::from_secs(1));
+    let err = s.fails(
+        &["restore", "--to", data.to_str().unwrap(), "--at", &later],
+        2,
+    );
+    assert!(
+        err.contains("not restorable") && err.contains("WAL is captured without a gap"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing is written when the check fails");
+}
+
+#[test]
+fn a_killed_receiver_resumes_without_gap_or_duplicate() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    write_markers(&pg, 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    receiver.kill();
+    write_markers(&pg, 2);
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    write_markers(&pg, 2);
+    std::thread::sleep(Duration::from_secs(3));
+    receiver.stop();
+    // The pieces are contiguous: each starts where the one before ends.
+    let names: Vec<String> = std::fs::read_dir(Path::new(&s.repo).join("captures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut wal: Vec<(String, String)> = names
+        .iter()
+        .filter_map(|n| {
+            let p: Vec<&str> = n.split('.').collect();
+            (p.len() == 4 && p[1].len() == 24).then(|| (p[1].to_owned(), p[2].to_owned()))
+        })
+        .collect();
+    wal.sort();
+    assert!(wal.len() >= 3, "{wal:?}");
+    for w in wal.windows(2) {
+        assert_eq!(w[0].1, w[1].0, "gap or overlap between pieces: {wal:?}");
+    }
+    let (total, last) = markers(&pg);
+    let at = time_after_marker(&pg, last - 5);
+    let _ = total;
+    let copy = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&copy), (last - 5, last - 5));
+}
