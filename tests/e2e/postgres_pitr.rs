@@ -273,3 +273,155 @@ fn a_killed_receiver_resumes_without_gap_or_duplicate() {
     let copy = restore_and_start(&s, &["--at", &at]);
     assert_eq!(markers(&copy), (last - 5, last - 5));
 }
+
+#[test]
+fn archive_mode_pushes_and_fetches_each_segment_once() {
+    // The repository and its password-less key belong to the server's
+    // user, who runs archive_command and restore_command.
+    let home = PgCluster::owned_tempdir("pg-archive-");
+    let repo = home.path().join("repo");
+    let key = home.path().join("repo.key");
+    let s = Scratch::with_repo(repo.display().to_string(), Vec::new());
+    s.init();
+    s.ok(&[
+        "key",
+        "export",
+        "--to",
+        key.to_str().unwrap(),
+        "--no-password",
+    ]);
+    let chown = Command::new("chown")
+        .args(["-R", "postgres:postgres", home.path().to_str().unwrap()])
+        .status();
+    let _ = chown;
+    let bin = env!("CARGO_BIN_EXE_backup");
+    let archive = format!(
+        "archive_command={bin} --repo {} --key-file {} --quiet wal push %p",
+        repo.display(),
+        key.display()
+    );
+    let pg = cluster(&["archive_mode=on", &archive]);
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    write_markers(&pg, 2);
+    let (_, last) = markers(&pg);
+    let switched = pg
+        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .trim()
+        .to_owned();
+    let start = std::time::Instant::now();
+    while pg
+        .psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )
+        .trim()
+        < switched.as_str()
+    {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "archiving did not reach {switched}: {}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let at = time_after_marker(&pg, last - 3);
+    let copy = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&copy), (last - 3, last - 3));
+
+    // Pushing the same segment again succeeds; other bytes under its name
+    // are refused.
+    let segment = pg.data_dir().join("pg_wal").join(&switched);
+    let copy_path = home.path().join(&switched);
+    if segment.exists() {
+        std::fs::copy(&segment, &copy_path).unwrap();
+    } else {
+        s.ok(&[
+            "wal",
+            "fetch",
+            &switched,
+            copy_path.to_str().unwrap(),
+            "--cluster",
+            &system_id(&pg),
+        ]);
+    }
+    let cluster_id = system_id(&pg);
+    s.ok(&[
+        "wal",
+        "push",
+        copy_path.to_str().unwrap(),
+        "--cluster",
+        &cluster_id,
+    ]);
+    let mut bytes = std::fs::read(&copy_path).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&copy_path, bytes).unwrap();
+    let err = s.fails(
+        &[
+            "wal",
+            "push",
+            copy_path.to_str().unwrap(),
+            "--cluster",
+            &cluster_id,
+        ],
+        1,
+    );
+    assert!(err.contains("stored already with other content"), "{err}");
+}
+
+fn system_id(pg: &PgCluster) -> String {
+    pg.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn an_invalidated_slot_is_a_recorded_gap_and_restores_inside_it_are_refused() {
+    let pg = cluster(&[
+        "max_slot_wal_keep_size=16MB",
+        "wal_keep_size=0",
+        "min_wal_size=32MB",
+        "max_wal_size=32MB",
+    ]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    write_markers(&pg, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    receiver.stop();
+    // While nobody receives: far more WAL than the slot may hold.
+    write_markers(&pg, 1);
+    let (_, inside) = markers(&pg);
+    for _ in 0..4 {
+        pg.psql(
+            "postgres",
+            "CREATE TABLE IF NOT EXISTS filler AS SELECT 1 AS x; \
+             INSERT INTO filler SELECT g FROM generate_series(1, 400000) g; CHECKPOINT;",
+        );
+    }
+    let status = pg.psql(
+        "postgres",
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'backup'",
+    );
+    assert_eq!(
+        status.trim(),
+        "lost",
+        "the slot should have been invalidated"
+    );
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    write_markers(&pg, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    receiver.stop();
+    let at = time_after_marker(&pg, inside - 2);
+    let target = PgCluster::owned_tempdir("pg-pitr-");
+    let data = target.path().join("data");
+    let err = s.fails(&["restore", "--to", data.to_str().unwrap(), "--at", &at], 2);
+    assert!(
+        err.contains("is missing") && err.contains("not restorable"),
+        "{err}"
+    );
+}

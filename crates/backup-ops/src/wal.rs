@@ -56,14 +56,15 @@ pub fn cluster_of(dir: &Path) -> Result<String> {
 }
 
 /// Stores a WAL segment or timeline history file (`archive_command =
-/// 'backup wal push %p'`). Pushing the same file twice succeeds; another
+/// 'backup wal push %p'`); a backup history file is acknowledged without
+/// being stored (`None`). Pushing the same file twice succeeds; another
 /// file of the same name is refused.
 ///
 /// # Errors
 ///
 /// An unreadable file or one that is not WAL; a conflicting segment;
 /// storage errors.
-pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<CaptureName> {
+pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Option<CaptureName>> {
     let size = std::fs::metadata(path)
         .map_err(|e| backup_core::Error::io(format!("reading {}", path.display()), e))?
         .len();

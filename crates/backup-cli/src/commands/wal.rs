@@ -95,7 +95,7 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             let repo = ctx.open().await?;
             let name = wal::push(&repo, &cluster, &path).await?;
             if ctx.global.json {
-                ctx.print_json(&serde_json::json!({ "stored": name.file_name() }))?;
+                ctx.print_json(&serde_json::json!({ "stored": name.map(|n| n.file_name()) }))?;
             }
             Ok(0)
         }

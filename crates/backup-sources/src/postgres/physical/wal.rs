@@ -724,10 +724,11 @@ pub(crate) fn history_entries(content: &str) -> Vec<(u32, Lsn)> {
         .collect()
 }
 
-/// Stores `path` (a WAL segment or a timeline history file, as
-/// `archive_command` gives it) as a piece of the cluster's stream.
-/// Pushing the same bytes again succeeds; other bytes for a stored
-/// segment are refused.
+/// Stores `path` (a WAL segment, a `.partial` one or a timeline history
+/// file, as `archive_command` gives it) as a piece of the cluster's
+/// stream; a backup history file (`.backup`) is acknowledged without being
+/// stored (`None`: recovery does not need it). Pushing the same bytes
+/// again succeeds; other bytes for a stored segment are refused.
 ///
 /// # Errors
 ///
@@ -739,18 +740,24 @@ pub async fn push(
     source: SourceDescriptor,
     path: &Path,
     segment_size: u64,
-) -> Result<CaptureName> {
+) -> Result<Option<CaptureName>> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Config(format!("{} is not a WAL file name", path.display())))?
         .to_owned();
+    if name.ends_with(".backup") {
+        return Ok(None);
+    }
     let data = tokio::fs::read(path)
         .await
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let (stream, hstream) = streams(repo, system_identifier);
-    let (info_stream, kind, first, last) = if is_wal_file_name(&name) {
-        let (tli, segno) = parse_wal_name(&name, segment_size)?;
+    // A `.partial` segment (the end of a timeline at a promotion) is kept
+    // like a whole one; its tail is zeros.
+    let segment_name = name.strip_suffix(".partial").unwrap_or(&name);
+    let (info_stream, kind, first, last) = if is_wal_file_name(segment_name) {
+        let (tli, segno) = parse_wal_name(segment_name, segment_size)?;
         if data.len() as u64 != segment_size {
             return Err(Error::Config(format!(
                 "{} has {} bytes, not a WAL segment of {segment_size}",
@@ -777,7 +784,7 @@ pub async fn push(
         )
     } else {
         return Err(Error::Config(format!(
-            "{name} is neither a WAL segment nor a timeline history file (backup wal push stores those two; partial and backup history files are not needed)"
+            "{name} is neither a WAL segment, a timeline history file nor a backup history file"
         )));
     };
     // The same range stored already: the same bytes succeed, others fail.
@@ -789,7 +796,7 @@ pub async fn push(
         if n.stream == info_stream && n.first == first && n.last == last {
             let rec = repo.load_capture(&n).await?;
             if rec.sha256 == Some(sha) {
-                return Ok(n);
+                return Ok(Some(n));
             }
             return Err(Error::source_failed(format!(
                 "{name} is stored already with other content; refusing to store a second version (is another cluster archiving into this repository with the same system identifier?)"
@@ -809,6 +816,7 @@ pub async fn push(
     };
     repo.put_capture(info, &data, Duration::from_secs(3600))
         .await
+        .map(Some)
 }
 
 /// Parses a WAL segment file name into its timeline and segment number.
