@@ -290,10 +290,13 @@ fn archive_mode_pushes_and_fetches_each_segment_once() {
         key.to_str().unwrap(),
         "--no-password",
     ]);
+    // Run as root, the tests' own commands below create directories in
+    // the repository; they must stay writable by `postgres`.
     let chown = Command::new("chown")
         .args(["-R", "postgres:postgres", home.path().to_str().unwrap()])
-        .status();
-    let _ = chown;
+        .status()
+        .unwrap();
+    assert!(chown.success());
     let bin = env!("CARGO_BIN_EXE_backup");
     let archive = format!(
         "archive_command={bin} --repo {} --key-file {} --quiet wal push %p",
@@ -423,5 +426,76 @@ fn an_invalidated_slot_is_a_recorded_gap_and_restores_inside_it_are_refused() {
     assert!(
         err.contains("is missing") && err.contains("not restorable"),
         "{err}"
+    );
+}
+
+/// Markers whose time is before `at` in `pg` (for clusters whose ids are
+/// not contiguous).
+fn markers_before(pg: &PgCluster, at: &str) -> u64 {
+    pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM markers WHERE ts < '{at}'"),
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn timelines_are_followed_to_a_promoted_copy_and_back() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    write_markers(&pg, 2);
+    let (_, fork_after) = markers(&pg);
+    let fork_at = time_after_marker(&pg, fork_after - 30);
+    std::thread::sleep(Duration::from_secs(2));
+    receiver.stop();
+    // A copy restored to the fork time and promoted: timeline 2.
+    let promoted = restore_and_start(&s, &["--at", &fork_at]);
+    assert_eq!(
+        promoted
+            .psql(
+                "postgres",
+                "SELECT timeline_id FROM pg_control_checkpoint()"
+            )
+            .trim(),
+        "2"
+    );
+    let receiver = Receiver::start(&s, &repl_url(&promoted));
+    std::thread::sleep(Duration::from_secs(1));
+    write_markers(&promoted, 2);
+    let n2: u64 = promoted
+        .psql("postgres", "SELECT count(*) FROM markers")
+        .trim()
+        .parse()
+        .unwrap();
+    let at2 = promoted
+        .psql("postgres", "SELECT to_char((max(ts) - interval '300 milliseconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM markers")
+        .trim()
+        .to_owned();
+    std::thread::sleep(Duration::from_secs(3));
+    receiver.stop();
+    assert!(n2 > fork_after - 30, "the promoted copy wrote nothing");
+
+    // A time on timeline 2: the base on timeline 1, its WAL to the fork,
+    // timeline 2's after.
+    let copy = restore_and_start(&s, &["--at", &at2]);
+    let (got, _) = markers(&copy);
+    assert_eq!(
+        got,
+        markers_before(&promoted, &at2),
+        "restored to {at2} on timeline 2"
+    );
+    // A time after the fork on timeline 1: only along timeline 1.
+    let at1 = time_after_marker(&pg, fork_after - 5);
+    let copy = restore_and_start(&s, &["--at", &at1, "--timeline", "1"]);
+    assert_eq!(
+        markers(&copy),
+        (fork_after - 5, fork_after - 5),
+        "restored to {at1} on timeline 1"
     );
 }

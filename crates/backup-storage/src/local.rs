@@ -25,6 +25,12 @@ use backup_core::sink::check_name;
 ///   leaves either the whole new file or nothing (plus, at worst, an ignored
 ///   temporary file).
 /// - Missing directories, the root included, are created on the first put.
+///   When the process runs as root and the repository directory belongs to
+///   another user, each new directory is given that user and group, so
+///   that a repository shared with a service account (PostgreSQL's
+///   `archive_command` runs as `postgres`) stays writable by it after an
+///   administrator's run. Files need no such care: a directory's owner can
+///   replace and delete them, and they are created readable.
 /// - Blocking file I/O runs on Tokio's blocking thread pool.
 ///
 /// The file system must support hard links (every local Linux and macOS
@@ -146,7 +152,7 @@ impl Sink for LocalSink {
 fn put_blocking(root: &Path, kind: FileKind, name: &str, data: &[u8], mode: PutMode) -> Result<()> {
     let final_path = root.join(kind.path(name));
     let dir = final_path.parent().unwrap_or(root).to_path_buf();
-    ensure_dir(&dir)?;
+    ensure_dir(&dir, &Inherit::of(root))?;
     let tmp = dir.join(temp_name(name));
     let published = write_file(&tmp, data).and_then(|()| match mode {
         PutMode::Create => match publish_no_replace(&tmp, &final_path) {
@@ -222,9 +228,36 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| write_error(e, "writing", path))
 }
 
+/// Who new directories belong to: nobody in particular, unless this process
+/// runs as root in a repository directory owned by another user.
+struct Inherit(Option<(u32, u32)>);
+
+impl Inherit {
+    fn of(root: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        if !rustix::process::geteuid().is_root() {
+            return Inherit(None);
+        }
+        Inherit(
+            fs::metadata(root)
+                .ok()
+                .filter(|m| m.uid() != 0)
+                .map(|m| (m.uid(), m.gid())),
+        )
+    }
+
+    fn apply(&self, dir: &Path) -> Result<()> {
+        match self.0 {
+            Some((uid, gid)) => std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(|e| write_error(e, "giving the repository owner", dir)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Creates `dir` and any missing ancestors, fsyncing each parent that got a
 /// new entry so the new directories survive a crash.
-fn ensure_dir(dir: &Path) -> Result<()> {
+fn ensure_dir(dir: &Path, inherit: &Inherit) -> Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => return Ok(()),
         Ok(_) => {
@@ -237,10 +270,11 @@ fn ensure_dir(dir: &Path) -> Result<()> {
         Err(e) => return Err(write_error(e, "inspecting directory", dir)),
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        ensure_dir(parent)?;
+        ensure_dir(parent, inherit)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {
+            inherit.apply(dir)?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;
             }
@@ -422,6 +456,43 @@ mod tests {
             matches!(err, Error::PermissionDenied(ref m) if m.contains("/repo/keys/x")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn new_directories_take_the_repository_owner_when_root_writes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        fs::create_dir(&root).unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        // As root, hand the repository to `nobody` (65534); otherwise the
+        // repository stays ours and so must every new directory.
+        let owner = if me == 0 {
+            std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+            65534
+        } else {
+            me
+        };
+        put_blocking(
+            &root,
+            FileKind::Lock,
+            &"ab".repeat(32),
+            b"x",
+            PutMode::Create,
+        )
+        .unwrap();
+        put_blocking(
+            &root,
+            FileKind::Pack,
+            &"cd".repeat(32),
+            b"y",
+            PutMode::Create,
+        )
+        .unwrap();
+        for sub in ["locks", "data", "data/cd"] {
+            let meta = fs::metadata(root.join(sub)).unwrap();
+            assert_eq!(meta.uid(), owner, "{sub}");
+        }
     }
 
     #[test]
