@@ -330,6 +330,58 @@ fn archive_mode_pushes_and_fetches_each_segment_once() {
     let at = time_after_marker(&pg, last - 3);
     let copy = restore_and_start(&s, &["--at", &at]);
     assert_eq!(markers(&copy), (last - 3, last - 3));
+    // recovery_end_command removed what was fetched ahead and not used.
+    assert!(!copy.data_dir().join("pg_wal/.backup-prefetch").exists());
+
+    // A fetch leaves the next complete segments in .backup-prefetch, byte
+    // for byte what a fetch of their own writes; the next call takes its
+    // segment from there without opening the repository.
+    let seg = |back: u64| {
+        let n = u64::from_str_radix(&switched[16..], 16).unwrap() - back;
+        format!("{}{n:08X}", &switched[..16])
+    };
+    let cluster_id = system_id(&pg);
+    let spool = home.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let fetch = |name: &str, dest: &std::path::Path, prefetch: &str| {
+        s.ok(&[
+            "wal",
+            "fetch",
+            name,
+            dest.to_str().unwrap(),
+            "--cluster",
+            &cluster_id,
+            "--prefetch",
+            prefetch,
+        ]);
+    };
+    fetch(&seg(2), &spool.join("RECOVERYXLOG"), "2");
+    for back in [1, 0] {
+        let ahead = spool.join(".backup-prefetch").join(seg(back));
+        let own = home.path().join(format!("own-{back}"));
+        fetch(&seg(back), &own, "0");
+        assert_eq!(
+            std::fs::read(&ahead).unwrap(),
+            std::fs::read(&own).unwrap(),
+            "{}",
+            seg(back)
+        );
+    }
+    let out = Command::new(bin)
+        .args([
+            "--repo",
+            "/nonexistent/repository",
+            "--quiet",
+            "wal",
+            "fetch",
+        ])
+        .arg(seg(1))
+        .arg(spool.join("RECOVERYXLOG"))
+        .args(["--cluster", &cluster_id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!spool.join(".backup-prefetch").join(seg(1)).exists());
 
     // Pushing the same segment again succeeds; other bytes under its name
     // are refused.
@@ -347,7 +399,6 @@ fn archive_mode_pushes_and_fetches_each_segment_once() {
             &system_id(&pg),
         ]);
     }
-    let cluster_id = system_id(&pg);
     s.ok(&[
         "wal",
         "push",

@@ -17,7 +17,9 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_sources::postgres::physical::wal;
 use tokio_util::sync::CancellationToken;
 
-pub use wal::{EventSink, ReceiveOptions, ReceiveSummary, ReceiverEvent};
+pub use wal::{
+    prefetch_dir, take_prefetched, EventSink, ReceiveOptions, ReceiveSummary, ReceiverEvent,
+};
 
 use crate::error::{Error, Result};
 
@@ -83,7 +85,9 @@ pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Optio
 }
 
 /// Writes WAL file `name` from the repository to `dest`
-/// (`restore_command = 'backup wal fetch %f %p'`).
+/// (`restore_command = 'backup wal fetch %f %p'`), fetching the next
+/// `prefetch` segments at the same time into `pg_wal/.backup-prefetch`
+/// (see [`take_prefetched`], which the next call tries first).
 ///
 /// # Errors
 ///
@@ -96,6 +100,7 @@ pub async fn fetch(
     name: &str,
     dest: &Path,
     segment_size: u64,
+    prefetch: usize,
 ) -> Result<()> {
-    Ok(wal::fetch(repo, cluster, name, dest, segment_size).await?)
+    Ok(wal::fetch(repo, cluster, name, dest, segment_size, prefetch).await?)
 }

@@ -104,13 +104,18 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             dest,
             cluster,
             segment_size,
+            prefetch,
         } => {
+            // A segment an earlier call fetched ahead: no repository, no key.
+            if wal::take_prefetched(&name, &dest)? {
+                return Ok(0);
+            }
             let cluster = match cluster {
                 Some(c) => c,
                 None => wal::cluster_of(std::path::Path::new("."))?,
             };
             let repo = ctx.open().await?;
-            match wal::fetch(&repo, &cluster, &name, &dest, segment_size).await {
+            match wal::fetch(&repo, &cluster, &name, &dest, segment_size, prefetch).await {
                 Ok(()) => Ok(0),
                 // The server asks for files that may not exist (the next
                 // timeline's history, the segment after the last): a

@@ -261,7 +261,14 @@ pub(crate) fn recovery_settings(
     opts: &RestoreOptions,
     restore_command: &str,
 ) -> Vec<(String, String)> {
-    let mut s = vec![("restore_command".to_owned(), restore_command.to_owned())];
+    let mut s = vec![
+        ("restore_command".to_owned(), restore_command.to_owned()),
+        // What `backup wal fetch` fetched ahead and recovery did not use.
+        (
+            "recovery_end_command".to_owned(),
+            "rm -rf pg_wal/.backup-prefetch".to_owned(),
+        ),
+    ];
     match (&opts.at, &opts.point) {
         (Some(at), _) => s.push((
             "recovery_target_time".to_owned(),

@@ -21,7 +21,7 @@
 //!   partial segment), or a history file.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use backup_core::capture::{CaptureName, PieceInfo};
@@ -891,11 +891,59 @@ impl WalMap {
     }
 }
 
+/// The directory, beside the file PostgreSQL asked for, where
+/// [`fetch`] leaves the segments it fetched ahead (`pg_wal/.backup-prefetch`
+/// for a `restore_command` run in the data directory).
+pub fn prefetch_dir(dest: &Path) -> PathBuf {
+    dest.parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(".backup-prefetch")
+}
+
+/// Moves segment `name` from the prefetch directory to `dest` when an
+/// earlier [`fetch`] left it there; `Ok(false)` when it did not. Prefetched
+/// segments that sort before `name` on its timeline will not be asked for
+/// again (recovery moves forward) and are removed.
+///
+/// Needs no repository: a `restore_command` that finds its segment here
+/// neither opens the repository nor reads its key.
+///
+/// # Errors
+///
+/// File-system errors other than the segment being absent.
+pub fn take_prefetched(name: &str, dest: &Path) -> Result<bool> {
+    if !is_wal_file_name(name) {
+        return Ok(false);
+    }
+    let dir = prefetch_dir(dest);
+    let from = dir.join(name);
+    match std::fs::rename(&from, dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("moving {}", from.display()), e)),
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let other = e.file_name().to_string_lossy().into_owned();
+            if is_wal_file_name(&other) && other[..8] == name[..8] && other.as_str() < name {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Writes WAL file `name` (a segment or a history file) assembled from the
 /// repository into `dest`, for `restore_command`. A segment is made of the
 /// pieces that cover it on its timeline (and, before the timeline began,
 /// on its parent, as PostgreSQL's own segment files are); bytes after the
 /// last piece of an unfinished segment are zeros.
+///
+/// With `prefetch` above zero, the next `prefetch` segments of the same
+/// timeline are assembled at the same time and left in [`prefetch_dir`]
+/// for the next calls ([`take_prefetched`]); only segments the repository
+/// holds completely are left there, so a prefetched segment never differs
+/// from what a later fetch would write.
 ///
 /// # Errors
 ///
@@ -907,9 +955,10 @@ pub async fn fetch(
     name: &str,
     dest: &Path,
     segment_size: u64,
+    prefetch: usize,
 ) -> Result<()> {
     let map = WalMap::load(repo, system_identifier).await?;
-    let data = if let Some(tli) = name
+    if let Some(tli) = name
         .strip_suffix(".history")
         .and_then(|t| u32::from_str_radix(t, 16).ok())
     {
@@ -918,13 +967,53 @@ pub async fn fetch(
             .get(&tli)
             .ok_or_else(|| Error::not_found(format!("timeline history file {name}")))?;
         let rec = repo.load_capture(n).await?;
-        repo.read_capture(&rec).await?
-    } else {
-        let (tli, segno) = parse_wal_name(name, segment_size)?;
-        assemble_segment(repo, &map, tli, segno, segment_size).await?
+        let data = repo.read_capture(&rec).await?;
+        return write_atomically(dest, &data).await;
+    }
+    let (tli, segno) = parse_wal_name(name, segment_size)?;
+    let ahead = async {
+        if prefetch == 0 {
+            return Ok(());
+        }
+        let dir = prefetch_dir(dest);
+        let jobs = (1..=prefetch as u64).map(|i| {
+            let (map, dir) = (&map, &dir);
+            async move {
+                match assemble_segment(repo, map, tli, segno + i, segment_size).await {
+                    Ok((data, true)) => {
+                        tokio::fs::create_dir_all(dir)
+                            .await
+                            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                        let file = dir.join(wal_file_name(tli, segno + i, segment_size));
+                        write_atomically(&file, &data).await
+                    }
+                    // Not stored (yet) or not complete: fetched when asked.
+                    Ok((_, false)) | Err(Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        futures::future::try_join_all(jobs).await.map(|_| ())
     };
+    let this = async {
+        let (data, _) = assemble_segment(repo, &map, tli, segno, segment_size).await?;
+        write_atomically(dest, &data).await
+    };
+    let (this, ahead) = tokio::join!(this, ahead);
+    this?;
+    if let Err(e) = ahead {
+        // The segment asked for is in place; a failed prefetch only means
+        // the next call fetches its segment itself.
+        tracing::warn!(error = %e, "Prefetching WAL failed.");
+    }
+    Ok(())
+}
+
+/// Writes `data` to `dest` through a temporary name, so that a reader
+/// never sees half a file.
+async fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
     let tmp = dest.with_extension("backup-tmp");
-    tokio::fs::write(&tmp, &data)
+    tokio::fs::write(&tmp, data)
         .await
         .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     tokio::fs::rename(&tmp, dest)
@@ -932,14 +1021,15 @@ pub async fn fetch(
         .map_err(|e| Error::io(format!("writing {}", dest.display()), e))
 }
 
-/// The bytes of segment `segno` of timeline `tli`.
+/// The bytes of segment `segno` of timeline `tli`, and whether the
+/// repository holds all of them (an unfinished segment ends in zeros).
 async fn assemble_segment(
     repo: &Repository,
     map: &WalMap,
     tli: u32,
     segno: u64,
     segment_size: u64,
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, bool)> {
     let begin = Lsn(segno * segment_size);
     let end = Lsn(begin.0 + segment_size);
     // Where each timeline of the ancestry applies: this timeline from its
@@ -975,6 +1065,7 @@ async fn assemble_segment(
     }
     let mut out = vec![0u8; segment_size as usize];
     let mut found = false;
+    let mut parts: Vec<(u64, u64)> = Vec::new();
     for (t, from, to) in spans {
         if from >= to {
             continue;
@@ -991,6 +1082,7 @@ async fn assemble_segment(
             let dst = (lo.0 - begin.0) as usize;
             out[dst..dst + src.len()].copy_from_slice(src);
             found = true;
+            parts.push((lo.0, hi.0));
         }
     }
     if !found {
@@ -999,7 +1091,17 @@ async fn assemble_segment(
             wal_file_name(tli, segno, segment_size)
         )));
     }
-    Ok(out)
+    // Complete when the pieces, merged, reach from the first byte to the
+    // last without a hole (a receiver and archive_command may overlap).
+    parts.sort_unstable();
+    let mut reach = begin.0;
+    for (lo, hi) in parts {
+        if lo > reach {
+            break;
+        }
+        reach = reach.max(hi);
+    }
+    Ok((out, reach >= end.0))
 }
 
 #[cfg(test)]
