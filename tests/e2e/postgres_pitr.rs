@@ -550,3 +550,97 @@ fn timelines_are_followed_to_a_promoted_copy_and_back() {
         "restored to {at1} on timeline 1"
     );
 }
+
+fn capture_count(s: &Scratch) -> usize {
+    std::fs::read_dir(Path::new(&s.repo).join("captures"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count()
+}
+
+#[test]
+fn retention_keeps_the_window_base_and_prunes_only_unneeded_wal() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    let physical = format!("{}?mode=physical", pg.url("postgres"));
+    let first = s.json(&["create", &physical])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    write_markers(&pg, 1);
+    let (_, before_second) = markers(&pg);
+    let between = time_after_marker(&pg, before_second - 2);
+    // Several segments of WAL between the two base backups.
+    for _ in 0..3 {
+        pg.psql("postgres", "SELECT pg_switch_wal()");
+        write_markers(&pg, 1);
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let second = s.json(&["create", &physical])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    write_markers(&pg, 2);
+    let (_, last) = markers(&pg);
+    std::thread::sleep(Duration::from_secs(2));
+    receiver.stop();
+
+    // --keep-within keeps the base that every point of the period is
+    // replayed from, although --keep-last alone would drop it.
+    let plan = s.json(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--keep-within",
+        "8s",
+        "--dry-run",
+    ]);
+    let decisions = plan["decisions"].as_array().unwrap();
+    let kept_first = decisions
+        .iter()
+        .find(|d| d["id"].as_str() == Some(first.as_str()))
+        .unwrap();
+    assert_eq!(kept_first["keep"], true, "{plan}");
+    assert!(
+        kept_first["reasons"]
+            .to_string()
+            .contains("point-in-time window"),
+        "{plan}"
+    );
+
+    // A dry run says what WAL goes and changes nothing.
+    let pieces = capture_count(&s);
+    let dry = s.ok(&["forget", &first, "--prune", "--dry-run"]);
+    assert!(dry.contains("would remove postgres-wal"), "{dry}");
+    assert_eq!(capture_count(&s), pieces);
+    let restored = restore_and_start(&s, &["--at", &between]);
+    assert_eq!(markers(&restored), (before_second - 2, before_second - 2));
+    drop(restored);
+
+    // Forgetting the first base removes the WAL only it needed; the second
+    // base and every point after it stay restorable.
+    let out = s.json(&["forget", &first, "--prune"]);
+    let expired = &out["prune"]["captures_expired"][0];
+    assert_eq!(expired["kind"], "postgres-wal", "{out}");
+    assert!(expired["pieces"].as_u64().unwrap() > 0, "{out}");
+    assert!(capture_count(&s) < pieces);
+    s.ok(&["verify"]);
+    let at = time_after_marker(&pg, last - 3);
+    let copy = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&copy), (last - 3, last - 3));
+    let err = s.fails(
+        &["restore", "--to", "/tmp/never-written", "--at", &between],
+        1,
+    );
+    assert!(err.contains("base backup"), "{err}");
+    let _ = second;
+}

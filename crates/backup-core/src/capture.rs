@@ -505,6 +505,26 @@ fn record_of(
     }
 }
 
+/// Captured ranges a prune removes because no kept snapshot needs them
+/// (the source kind decides which; see its retention rules).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CaptureExpiry {
+    /// The stream's kind (`postgres-wal`, `mongodb-oplog`).
+    pub kind: String,
+    /// Whose stream (system identifier, replica set).
+    pub identity: String,
+    /// Records removed (gap records included).
+    pub pieces: usize,
+    /// Bytes of captured data they held.
+    pub bytes: u64,
+    /// Where the stored stream began before.
+    pub from: Option<String>,
+    /// Where it begins after (`None`: nothing is left).
+    pub kept_from: Option<String>,
+    /// Why these go.
+    pub reason: String,
+}
+
 /// The packs that capture records hold (prune keeps them whole).
 pub fn capture_packs(records: &[(CaptureName, CaptureRecord)]) -> std::collections::HashSet<Id> {
     records.iter().filter_map(|(_, r)| r.pack).collect()

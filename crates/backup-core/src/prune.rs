@@ -88,6 +88,10 @@ pub struct PruneReport {
     pub index_files_replaced: usize,
     /// Packs of capture records (WAL, oplog), kept whole.
     pub capture_packs: usize,
+    /// Captured ranges removed before the packs were pruned, because no
+    /// kept snapshot needs them (filled by the caller, which knows the
+    /// source kinds' rules).
+    pub captures_expired: Vec<crate::capture::CaptureExpiry>,
 }
 
 /// The blobs referenced by every snapshot, by type.

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::lock::LockMode;
 use backup_core::prune::{prune as prune_packs, PruneOptions, PruneReport};
 use backup_core::repo::Repository;
 use backup_core::retention::{apply, Decision, GroupBy, RetentionPolicy};
-use backup_core::snapshot::SnapshotFilter;
+use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::{FileKind, Id};
 use serde::Serialize;
 
@@ -96,11 +97,13 @@ pub async fn forget(
         let decisions = if req.policy.is_empty() {
             Vec::new()
         } else {
-            apply(
+            let mut d = apply(
                 &considered,
                 &req.policy,
                 req.group_by.unwrap_or_else(GroupBy::default_grouping),
-            )?
+            )?;
+            keep_window_anchors(repo, &considered, &req.policy, &mut d).await?;
+            d
         };
         for d in &decisions {
             if !d.keep && !remove.contains(&d.id) {
@@ -120,6 +123,7 @@ pub async fn forget(
                         dry_run: req.dry_run,
                         ..*opts
                     },
+                    &remove,
                     feedback,
                 )
                 .await?,
@@ -155,20 +159,100 @@ pub async fn prune(
     feedback: &dyn Feedback,
 ) -> Result<PruneReport> {
     let mode = LockMode::exclusive_if(!opts.dry_run);
-    repo.with_lock(mode, "prune", lock_wait, run_prune(repo, opts, feedback))
-        .await
+    repo.with_lock(
+        mode,
+        "prune",
+        lock_wait,
+        run_prune(repo, opts, &[], feedback),
+    )
+    .await
 }
 
+/// Prunes under the caller's lock: first the captured ranges (WAL, oplog)
+/// that no snapshot kept after `forgotten` needs, then the packs.
 async fn run_prune(
     repo: &Repository,
     opts: &PruneOptions,
+    forgotten: &[Id],
     feedback: &dyn Feedback,
 ) -> Result<PruneReport> {
+    let (all, _) = repo.snapshots().await?;
+    let kept: Vec<SnapshotEntry> = all
+        .into_iter()
+        .filter(|s| !forgotten.contains(&s.id))
+        .collect();
+    let expired = expired_captures(repo, &kept).await?;
+    if !opts.dry_run {
+        for (_, names) in &expired {
+            for n in names {
+                repo.sink()
+                    .delete(FileKind::Capture, &n.file_name())
+                    .await?;
+            }
+        }
+    }
     let repo = repo.clone().load_index().await?;
     let progress = feedback.progress("prune", "packs");
     let report = prune_packs(&repo, opts, progress.as_ref()).await;
     progress.finish();
-    Ok(report?)
+    let mut report = report?;
+    report.captures_expired = expired.into_iter().map(|(e, _)| e).collect();
+    Ok(report)
+}
+
+/// Captured ranges no snapshot of `kept` needs, by the rules of each
+/// source kind that captures continuously.
+#[allow(clippy::unused_async)] // awaits only with the capturing kinds built in
+async fn expired_captures(
+    repo: &Repository,
+    kept: &[SnapshotEntry],
+) -> Result<Vec<(CaptureExpiry, Vec<CaptureName>)>> {
+    #[allow(unused_mut)]
+    let mut out = Vec::new();
+    #[cfg(feature = "postgres")]
+    out.extend(backup_sources::postgres::physical::retention::expired(repo, kept).await?);
+    let _ = (repo, kept);
+    Ok(out)
+}
+
+/// Snapshots a `--keep-within` policy must keep beyond its own rule so
+/// that every point of the period stays restorable from captured changes.
+#[allow(clippy::unused_async)]
+async fn window_anchors(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+    policy: &RetentionPolicy,
+) -> Result<Vec<Id>> {
+    #[allow(unused_mut)]
+    let mut out = Vec::new();
+    if let Some(within) = policy.within {
+        let since = chrono::Utc::now()
+            - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+        #[cfg(feature = "postgres")]
+        out.extend(
+            backup_sources::postgres::physical::retention::anchors(repo, snapshots, since).await?,
+        );
+        let _ = (repo, snapshots, since);
+    }
+    Ok(out)
+}
+
+/// Keeps the snapshots [`window_anchors`] names, saying why.
+async fn keep_window_anchors(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+    policy: &RetentionPolicy,
+    decisions: &mut [Decision],
+) -> Result<()> {
+    let anchors = window_anchors(repo, snapshots, policy).await?;
+    for d in decisions.iter_mut().filter(|d| anchors.contains(&d.id)) {
+        if !d.keep {
+            d.keep = true;
+            d.reasons
+                .push("base of the point-in-time window (within)".to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// What a job's retention did.
@@ -222,7 +306,9 @@ async fn retain(
     let work = async {
         let mut out = RetentionOutcome::default();
         let snapshots = job_snapshots(repo, job).await?;
-        for d in apply(&snapshots, policy, GroupBy::default_grouping())? {
+        let mut decisions = apply(&snapshots, policy, GroupBy::default_grouping())?;
+        keep_window_anchors(repo, &snapshots, policy, &mut decisions).await?;
+        for d in decisions {
             if d.keep {
                 out.kept += 1;
             } else {

@@ -93,6 +93,25 @@ pub(crate) async fn prune_cmd(ctx: &Ctx, a: PruneArgs) -> Result<u8> {
 
 fn say_prune(ctx: &Ctx, p: &PruneReport) -> Result<()> {
     let verb = if p.dry_run { "would free" } else { "freed" };
+    for e in &p.captures_expired {
+        ctx.say(format!(
+            "prune: {} {} of {} {}: {} records, {} ({}); the stored stream {}",
+            if p.dry_run { "would remove" } else { "removed" },
+            e.kind,
+            e.identity,
+            e.from
+                .as_deref()
+                .map(|f| format!("from {f}"))
+                .unwrap_or_default(),
+            e.pieces,
+            bytes(e.bytes),
+            e.reason,
+            match &e.kept_from {
+                Some(k) => format!("now begins at {k}"),
+                None => "is empty now".to_owned(),
+            }
+        ))?;
+    }
     ctx.say(format!(
         "prune: {} snapshots keep {} blobs; {} of {} packs deleted, {} repacked into {}, {} unindexed removed",
         p.snapshots, p.blobs_used, p.packs_deleted, p.packs_before, p.packs_repacked, p.packs_written, p.packs_unindexed

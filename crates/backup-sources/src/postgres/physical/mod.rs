@@ -52,6 +52,7 @@ pub(crate) mod local;
 pub(crate) mod manifest;
 pub mod pitr;
 pub(crate) mod remote;
+pub mod retention;
 mod tar;
 pub(crate) mod target;
 pub mod wal;
