@@ -66,7 +66,7 @@ fn reader(repo: &str, password: &str, args: &[&OsStr]) -> Output {
 }
 
 /// Runs the reader, asserts success and parses its JSON output.
-fn reader_json(repo: &str, password: &str, args: &[&OsStr]) -> serde_json::Value {
+pub(crate) fn reader_json(repo: &str, password: &str, args: &[&OsStr]) -> serde_json::Value {
     let out = reader(repo, password, args);
     assert!(
         out.status.success(),

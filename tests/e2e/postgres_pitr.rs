@@ -166,6 +166,43 @@ fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
     std::thread::sleep(Duration::from_secs(3));
     receiver.stop();
 
+    // The independent reader of the format finds one window of timeline 1
+    // from the stored pieces, and assembles a segment byte for byte as
+    // `wal fetch` does.
+    let cluster_id = system_id(&pg);
+    let listing =
+        crate::format_reader::reader_json(&s.repo, crate::util::PASSWORD, &["captures".as_ref()]);
+    let windows = &listing["postgres_windows"][&cluster_id]["00000001"];
+    assert_eq!(windows.as_array().map(Vec::len), Some(1), "{listing}");
+    let segment = pg
+        .psql("postgres", &format!("SELECT pg_walfile_name('{lsn}')"))
+        .trim()
+        .to_owned();
+    let by_reader = s.dir.path().join("by-reader");
+    let by_fetch = s.dir.path().join("by-fetch");
+    crate::format_reader::reader_json(
+        &s.repo,
+        crate::util::PASSWORD,
+        &[
+            "wal-segment".as_ref(),
+            cluster_id.as_ref(),
+            segment.as_ref(),
+            "16777216".as_ref(),
+            by_reader.as_os_str(),
+        ],
+    );
+    s.ok(&[
+        "wal",
+        "fetch",
+        &segment,
+        by_fetch.to_str().unwrap(),
+        "--cluster",
+        &cluster_id,
+        "--prefetch",
+        "0",
+    ]);
+    assert!(std::fs::read(&by_reader).unwrap() == std::fs::read(&by_fetch).unwrap());
+
     for k in [40, 100, total - 20] {
         let at = time_after_marker(&pg, k);
         let copy = restore_and_start(&s, &["--at", &at]);

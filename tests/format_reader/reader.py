@@ -10,6 +10,13 @@ Usage:
     reader.py REPO PASSWORD restore SNAPSHOT OUTDIR
     reader.py REPO PASSWORD check [--read-data]
     reader.py REPO PASSWORD chunks SNAPSHOT PATH FILE
+    reader.py REPO PASSWORD captures
+    reader.py REPO PASSWORD wal-segment SYSTEM_ID SEGMENT_NAME SEGMENT_SIZE OUTFILE
+
+`captures` lists every capture record (section 21) with its stream's kind,
+range and size, each piece read and checked; PostgreSQL clusters get their
+restorable WAL windows per timeline (section 21.1). `wal-segment` assembles
+one WAL segment of a cluster from the pieces (section 21.1) into OUTFILE.
 
 `chunks` re-chunks the local FILE with the repository's chunker (section 16
 of the specification) and compares the chunk ids with the content of the
@@ -809,6 +816,171 @@ def cmd_chunks(repo: Repo, spec: str, path: str, local: str) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------
+# Capture records (specification sections 21 and 21.1)
+
+CAPTURE_NAME = re.compile(r"^([0-9a-f]{16})\.([0-9A-F]+)\.([0-9A-F]+)\.([0-9a-f]{64})$")
+
+
+def stream_id(repo: Repo, kind: str, identity: str) -> str:
+    msg = b"capture-stream\0" + kind.encode() + b"\0" + identity.encode()
+    return hmac.new(repo.id_key, msg, hashlib.sha256).digest()[:8].hex()
+
+
+def capture_names(repo: Repo) -> list[tuple[str, str, str, str]]:
+    out = []
+    for n in repo.list_names("captures"):
+        m = CAPTURE_NAME.match(n)
+        if m:  # names that do not parse are ignored
+            out.append((m.group(1), m.group(2), m.group(3), n))
+    return sorted(out)
+
+
+def load_capture(repo: Repo, name: tuple[str, str, str, str]) -> dict:
+    stream, first, last, file = name
+    what = f"captures/{file}"
+    with open(os.path.join(repo.root, "captures", file), "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != file.rsplit(".", 1)[1]:
+        raise FormatError(f"{what}: content does not match its name")
+    try:
+        rec = json.loads(zstd_decode_all(repo.open_sealed(data, what)))
+    except ValueError as e:
+        raise FormatError(f"{what}: not JSON: {e}") from None
+    if not isinstance(rec, dict) or rec.get("version") != 1:
+        raise FormatError(f"captures/{file}: unsupported record version")
+    if (rec.get("stream"), rec.get("first"), rec.get("last")) != (stream, first, last):
+        raise FormatError(f"captures/{file}: the record describes another range than its name")
+    return rec
+
+
+def read_capture(repo: Repo, rec: dict, what: str) -> bytes:
+    if rec.get("gap") is not None or rec.get("pack") is None:
+        raise FormatError(f"{what}: a gap record has no data")
+    pack = parse_id(rec["pack"], what).hex()
+    blobs = rec.get("blobs", [])
+    out = b""
+    if blobs:
+        start = min(int(b["offset"]) for b in blobs)
+        end = max(int(b["offset"]) + int(b["length"]) for b in blobs)
+        with open(repo.pack_path(pack), "rb") as f:
+            f.seek(start)
+            stored = f.read(end - start)
+        if len(stored) != end - start:
+            raise FormatError(f"{what}: pack {pack[:8]} is too short")
+        for b in blobs:
+            off = int(b["offset"]) - start
+            chunk = stored[off:off + int(b["length"])]
+            out += repo.decode_blob(parse_id(b["id"], what), chunk, bool(b["compressed"]),
+                                    int(b["raw_length"]), pack)
+    if len(out) != int(rec["size"]) or hashlib.sha256(out).hexdigest() != rec["sha256"]:
+        raise FormatError(f"{what}: the bytes do not match the record's size and SHA-256")
+    return out
+
+
+def wal_position(p: str) -> tuple[int, int]:
+    if len(p) != 24:
+        raise FormatError(f"`{p}` is not a WAL position")
+    return int(p[:8], 16), int(p[8:], 16)
+
+
+def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and out[-1][1] >= a:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def lsn_text(x: int) -> str:
+    return f"{x >> 32:X}/{x & 0xFFFFFFFF:X}"
+
+
+def cmd_captures(repo: Repo) -> int:
+    records = []
+    wal: dict[str, dict[int, list[tuple[int, int]]]] = {}
+    for name in capture_names(repo):
+        what = f"captures/{name[3]}"
+        rec = load_capture(repo, name)
+        entry = {
+            "stream": name[0], "kind": rec["kind"], "identity": rec["identity"],
+            "first": name[1], "last": name[2], "size": rec.get("size", 0),
+            "gap": rec.get("gap"),
+        }
+        if stream_id(repo, rec["kind"], rec["identity"]) != name[0]:
+            raise FormatError(f"{what}: the stream id is not the keyed hash of its kind and identity")
+        if rec.get("gap") is None:
+            read_capture(repo, rec, what)
+        records.append(entry)
+        if rec["kind"] == "postgres-wal":
+            (t, a), (_, b) = wal_position(name[1]), wal_position(name[2])
+            wal.setdefault(rec["identity"], {}).setdefault(t, []).append((a, b))
+    windows = {
+        cluster: {f"{t:08X}": [[lsn_text(a), lsn_text(b)] for a, b in merge(r)] for t, r in sorted(tl.items())}
+        for cluster, tl in wal.items()
+    }
+    print(json.dumps({"records": records, "postgres_windows": windows}, indent=2))
+    return 0
+
+
+def cmd_wal_segment(repo: Repo, system_id: str, name: str, size_text: str, out_path: str) -> int:
+    size = int(size_text)
+    if not re.fullmatch(r"[0-9A-F]{24}", name):
+        raise UsageError(f"`{name}` is not a WAL segment name")
+    tli = int(name[:8], 16)
+    segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:], 16)
+    begin, end = segno * size, (segno + 1) * size
+    wal_stream = stream_id(repo, "postgres-wal", system_id)
+    hist_stream = stream_id(repo, "postgres-timeline-history", system_id)
+    names = capture_names(repo)
+    history: dict[int, str] = {}
+    for n in names:
+        if n[0] == hist_stream:
+            rec = load_capture(repo, n)
+            history[int(n[1], 16)] = read_capture(repo, rec, n[3]).decode()
+    # Which timeline applies where: T from its switch point, its parent below.
+    spans = []
+    upper, current = end, tli
+    while True:
+        text = history.get(current)
+        lines = [l.split("\t") for l in (text or "").splitlines() if l.strip() and not l.startswith("#")]
+        if current > 1 and lines:
+            parent = int(lines[-1][0])
+            hi, lo = lines[-1][1].split("/")
+            switch = (int(hi, 16) << 32) | int(lo, 16)
+            spans.append((current, max(switch, begin), upper))
+            if switch <= begin:
+                break
+            upper, current = switch, parent
+            continue
+        spans.append((current, begin, upper))
+        break
+    data = bytearray(size)
+    found = False
+    for t, lo, hi in spans:
+        for n in names:
+            if n[0] != wal_stream:
+                continue
+            (pt, a), (_, b) = wal_position(n[1]), wal_position(n[2])
+            if pt != t or b <= lo or a >= hi:
+                continue
+            rec = load_capture(repo, n)
+            if rec.get("gap") is not None:
+                continue
+            piece = read_capture(repo, rec, n[3])
+            x, y = max(lo, a), min(hi, b)
+            data[x - begin:y - begin] = piece[x - a:y - a]
+            found = True
+    if not found:
+        raise FormatError(f"no WAL of segment {name} is stored")
+    with open(out_path, "wb") as f:
+        f.write(data)
+    print(json.dumps({"segment": name, "bytes": size}))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 4:
         print(__doc__, file=sys.stderr)
@@ -821,6 +993,10 @@ def main(argv: list[str]) -> int:
             return cmd_restore(Repo(root, os.fsencode(password)), rest[0], rest[1])
         if cmd == "check" and rest in ([], ["--read-data"]):
             return cmd_check(Repo(root, os.fsencode(password)), bool(rest))
+        if cmd == "captures" and not rest:
+            return cmd_captures(Repo(root, os.fsencode(password)))
+        if cmd == "wal-segment" and len(rest) == 4:
+            return cmd_wal_segment(Repo(root, os.fsencode(password)), *rest)
         if cmd == "chunks" and len(rest) == 3:
             return cmd_chunks(Repo(root, os.fsencode(password)), *rest)
         raise UsageError(f"unknown command or arguments: {' '.join(argv[3:])}")
