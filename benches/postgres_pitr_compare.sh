@@ -196,6 +196,8 @@ PGBENCH_PID=$!
 sample stream
 wait "$PGBENCH_PID" || die "pgbench failed (see $LOGS/pgbench1.log)"
 TARGET=$(psql_ -c "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+# The same instant as pgBackRest takes it.
+TARGET_PGBR=$(echo "$TARGET" | sed 's/T/ /; s/Z$/+00/')
 TARGET_TXNS=$(psql_ -c "SELECT count(*) FROM pgbench_history")
 sleep 1
 # Both tools hold the WAL up to the target before the restores.
@@ -229,11 +231,13 @@ printf 'all\tpush-rss\t%s\n' "$(cat "$LOGS/push-rss" 2>/dev/null || echo 0)" >>"
 say "phase 3: point-in-time restores to $TARGET ($ROUNDS rounds each)"
 psql_ -c "ALTER SYSTEM RESET archive_command" >/dev/null
 psql_ -c "SELECT pg_reload_conf()" >/dev/null
+# hot_standby=off: pg_ctl -w returns once recovery has ended and the
+# server is promoted, not at the first consistent (read-only) point.
 start_ready_stop() {
     local dir=$1 port
     port=$(free_port)
     "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -l "$dir/../start.log" -w -t 3600 \
-        -o "-p $port -k $WORK_DIR -c listen_addresses=127.0.0.1 -c archive_mode=off" start >/dev/null
+        -o "-p $port -k $WORK_DIR -c listen_addresses=127.0.0.1 -c archive_mode=off -c hot_standby=off" start >/dev/null
     PGPORT=$port "$BINDIR/psql" -X -q -A -t -h 127.0.0.1 -d postgres -c "SELECT count(*) FROM pgbench_history" >"$dir/../count"
     "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
 }
@@ -252,7 +256,7 @@ for round in $(seq 1 "$ROUNDS"); do
             printf 'all\trestore-rss\t%s\n' "$(cat "$LOGS/restore-rss")" >>"$RESULTS"
         else
             install -d -m 700 -o postgres -g postgres "$WORK_DIR/restore/data"
-            "${PGBR[@]}" restore --pg1-path="$WORK_DIR/restore/data" --type=time --target="$TARGET" \
+            "${PGBR[@]}" restore --pg1-path="$WORK_DIR/restore/data" --type=time --target="$TARGET_PGBR" \
                 --target-action=promote >"$LOGS/restore-pgbr.log" 2>&1 || die "pgbackrest restore failed"
             start_ready_stop "$WORK_DIR/restore/data"
         fi

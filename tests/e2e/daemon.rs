@@ -748,3 +748,116 @@ fn schedule_restore_by_job_and_config_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A physical PostgreSQL job streams WAL while the daemon runs: metrics
+/// show the stored position following the server; a killed daemon resumes
+/// without a gap; a stopped server is a `capture_stopped` notice.
+#[test]
+fn physical_job_streams_wal_and_reports_it() {
+    use backup_testkit::postgres::{PgCluster, PASSWORD as PG_PASSWORD};
+    let pg = PgCluster::start();
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE repl LOGIN REPLICATION SUPERUSER PASSWORD '{PG_PASSWORD}'; \
+             CREATE TABLE t (id bigserial PRIMARY KEY, v text);"
+        ),
+    );
+    let s = Scratch::new();
+    s.init();
+    let pw = s.path("pg.pass");
+    std::fs::write(&pw, PG_PASSWORD).unwrap();
+    let (hook_port, hooks) = webhook_receiver();
+    let port = backup_testkit::free_port();
+    let job = format!(
+        "[jobs.db]\nrepository = \"main\"\nsource = \"postgres://repl@127.0.0.1:{}/postgres?mode=physical\"\n\
+         source_password = {{ file = \"{}\" }}\nschedule = \"0 0 1 1 *\"\nwal_flush = \"1s\"\nmax_wal_lag = \"1h\"\n",
+        pg.port(),
+        pw.display()
+    );
+    let hook = format!(
+        "[notifications.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    );
+    let cfg = config(&s, "backupd.toml", port, &job, &hook);
+    let d = Daemon::start(&s, &cfg, port, "daemon.log");
+    let stored = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "backupd_capture_stored_position{job=\"db\",kind=\"postgres-wal\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    d.wait_for("streaming", Duration::from_secs(60), || {
+        metric(
+            &d.metrics(),
+            "backupd_capture_streaming{job=\"db\",kind=\"postgres-wal\"}",
+        ) == Some(1.0)
+    });
+    // A base backup (run now) and writes: the stored position follows the
+    // server's, and the window starts at the base backup.
+    let (code, _) = http(port, "POST", "/api/jobs/db/run", Some(TOKEN)).unwrap();
+    assert_eq!(code, 202);
+    d.wait_for("the base backup", Duration::from_secs(120), || {
+        snapshots(&s).len() == 1
+    });
+    pg.psql(
+        "postgres",
+        "INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 20000) g",
+    );
+    let server = |pg: &PgCluster| {
+        let l = pg.psql("postgres", "SELECT pg_current_wal_lsn() - '0/0'");
+        l.trim().parse::<f64>().unwrap()
+    };
+    let target = server(&pg);
+    d.wait_for("the WAL to be stored", Duration::from_secs(60), || {
+        stored(&d) >= target
+    });
+    d.wait_for(
+        "the window to start at the base backup",
+        Duration::from_secs(30),
+        || d.job("db")["capture"]["window_start"].is_string(),
+    );
+    let job_state = d.job("db");
+    assert_eq!(job_state["capture"]["gaps_total"], 0, "{job_state}");
+
+    // kill -9 mid-stream, more writes, a new daemon: it resumes where the
+    // repository ends (no gap recorded, no piece twice).
+    pg.psql(
+        "postgres",
+        "INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 20000) g",
+    );
+    d.stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
+    pg.psql(
+        "postgres",
+        "INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 20000) g",
+    );
+    let target = server(&pg);
+    let d = Daemon::start(&s, &cfg, port, "daemon2.log");
+    d.wait_for("the WAL after the restart", Duration::from_secs(60), || {
+        stored(&d) >= target
+    });
+    let listing = crate::format_reader::reader_json(&s.repo, PASSWORD, &["captures".as_ref()]);
+    let records = listing["records"].as_array().unwrap();
+    assert!(records.iter().all(|r| r["gap"].is_null()), "{listing}");
+    let windows = listing["postgres_windows"].as_object().unwrap();
+    let timeline1 = windows.values().next().unwrap()["00000001"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(timeline1.len(), 1, "one window, no hole: {listing}");
+
+    // The server goes away: the capture stops, is noticed, and restarts.
+    drop(pg);
+    let stopped = wait_event(&hooks, "capture_stopped");
+    assert_eq!(stopped["job"], "db");
+    d.wait_for("the restart counter", Duration::from_secs(30), || {
+        metric(
+            &d.metrics(),
+            "backupd_capture_restarts{job=\"db\",kind=\"postgres-wal\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    let (code, _) = d.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(60));
+    assert_eq!(code, 0);
+}

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::state::{JobState, Status};
+use crate::state::{CaptureState, JobState, Status};
 
 /// The registry of the daemon's metrics.
 pub fn registry(status: Arc<Status>) -> Registry {
@@ -100,6 +100,63 @@ const JOB_GAUGES: [(&str, &str, JobValue); 11] = [
     ),
 ];
 
+type CaptureValue = fn(&CaptureState) -> Option<f64>;
+
+/// Per-job gauges of continuous capture (jobs that run one): name, help,
+/// value; labelled with the job and what is captured.
+const CAPTURE_GAUGES: [(&str, &str, CaptureValue); 10] = [
+    (
+        "backupd_capture_streaming",
+        "1 while the job's capture (WAL receiver) is connected.",
+        |c| Some(if c.streaming { 1.0 } else { 0.0 }),
+    ),
+    (
+        "backupd_capture_server_position",
+        "The server's position at the last report (PostgreSQL: LSN as a number).",
+        |c| Some(c.server_position as f64),
+    ),
+    (
+        "backupd_capture_stored_position",
+        "The end of the stored changes (PostgreSQL: LSN as a number).",
+        |c| Some(c.stored_position as f64),
+    ),
+    (
+        "backupd_capture_lag_bytes",
+        "Bytes the server wrote that are not stored yet.",
+        |c| Some(c.lag_bytes as f64),
+    ),
+    (
+        "backupd_capture_lag_seconds",
+        "Seconds since the stored changes last caught up with the server.",
+        |c| Some(c.lag_seconds),
+    ),
+    (
+        "backupd_capture_last_stored_timestamp_seconds",
+        "When changes were last stored (Unix seconds).",
+        |c| c.last_stored.map(|t| t.timestamp() as f64),
+    ),
+    (
+        "backupd_capture_window_start_timestamp_seconds",
+        "Start of the restorable window (Unix seconds).",
+        |c| c.window_start.map(|t| t.timestamp() as f64),
+    ),
+    (
+        "backupd_capture_window_end_timestamp_seconds",
+        "End of the restorable window (Unix seconds).",
+        |c| c.window_end.map(|t| t.timestamp() as f64),
+    ),
+    (
+        "backupd_capture_timeline",
+        "The PostgreSQL timeline being received.",
+        |c| Some(f64::from(c.timeline)),
+    ),
+    (
+        "backupd_capture_restarts",
+        "Times the capture stopped and was restarted since the daemon started.",
+        |c| Some(c.restarts_total as f64),
+    ),
+];
+
 type JobCount = fn(&JobState) -> u64;
 
 /// Per-job counters (exposed with `_total`): name, help, value.
@@ -143,6 +200,32 @@ impl Collector for StatusCollector {
                 if let Some(v) = value(j) {
                     ConstGauge::new(v).encode(family.encode_family(&[("job", label.as_str())])?)?;
                 }
+            }
+        }
+        for (name, help, value) in CAPTURE_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (label, j) in &jobs {
+                if let Some(c) = &j.capture {
+                    if let Some(v) = value(c) {
+                        ConstGauge::new(v).encode(family.encode_family(&[
+                            ("job", label.as_str()),
+                            ("kind", c.kind.as_str()),
+                        ])?)?;
+                    }
+                }
+            }
+        }
+        let mut gaps = encoder.encode_descriptor(
+            "backupd_capture_gaps",
+            "Gaps the job's capture recorded since the daemon started.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (label, j) in &jobs {
+            if let Some(c) = &j.capture {
+                ConstCounter::new(c.gaps_total).encode(
+                    gaps.encode_family(&[("job", label.as_str()), ("kind", c.kind.as_str())])?,
+                )?;
             }
         }
         for (name, help, value) in JOB_COUNTERS {

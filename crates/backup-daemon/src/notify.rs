@@ -38,8 +38,8 @@ pub struct Notice {
 impl Notice {
     fn text(&self) -> String {
         let icon = match self.event {
-            Event::Failure | Event::VerifyFailed => ":rotating_light:",
-            Event::Missed => ":warning:",
+            Event::Failure | Event::VerifyFailed | Event::CaptureGap => ":rotating_light:",
+            Event::Missed | Event::CaptureLag | Event::CaptureStopped => ":warning:",
             Event::Recovery | Event::Success => ":white_check_mark:",
         };
         if self.details.is_empty() {

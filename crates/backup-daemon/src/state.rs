@@ -43,6 +43,45 @@ pub struct VerifyRecord {
     pub problems: Vec<String>,
 }
 
+/// A job's continuous capture (PostgreSQL WAL), as the daemon sees it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaptureState {
+    /// What is captured (`postgres-wal`).
+    pub kind: String,
+    /// Whether the receiver is connected and streaming.
+    pub streaming: bool,
+    /// The timeline being received.
+    pub timeline: u32,
+    /// The server's WAL position at the last report.
+    pub server_position: u64,
+    /// The end of what is stored.
+    pub stored_position: u64,
+    /// Bytes the server has written that are not stored yet.
+    pub lag_bytes: u64,
+    /// Seconds since the stored WAL last caught up with the server (0
+    /// when it is caught up).
+    pub lag_seconds: f64,
+    /// When WAL was last stored.
+    pub last_stored: Option<DateTime<Utc>>,
+    /// Where the restorable window begins: the end of the oldest base
+    /// backup from which the WAL reaches the present without a gap.
+    pub window_start: Option<DateTime<Utc>>,
+    /// Where it ends: the newest stored WAL.
+    pub window_end: Option<DateTime<Utc>>,
+    /// Gaps recorded since the daemon started.
+    pub gaps_total: u64,
+    /// Times the receiver stopped and was started again.
+    pub restarts_total: u64,
+    /// Why it last stopped.
+    pub last_error: Option<String>,
+    /// Whether a lag notice was sent and the lag has not recovered.
+    #[serde(skip)]
+    pub lag_alerted: bool,
+    /// When the stored WAL was last caught up.
+    #[serde(skip)]
+    pub caught_up_at: Option<DateTime<Utc>>,
+}
+
 /// What the daemon knows about a job; served by `/api/jobs` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobState {
@@ -84,6 +123,8 @@ pub struct JobState {
     pub max_age_seconds: Option<u64>,
     /// Whether a missed-backup notice was sent and no success since.
     pub missed_alerted: bool,
+    /// Continuous capture, for jobs that run one.
+    pub capture: Option<CaptureState>,
 }
 
 /// Notifications delivered and given up on, across reloads.

@@ -17,6 +17,7 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_sources::postgres::physical::wal;
 use tokio_util::sync::CancellationToken;
 
+pub use backup_sources::postgres::physical::pitr::{ClusterWindows, WalWindow, WindowBase};
 pub use wal::{
     prefetch_dir, take_prefetched, EventSink, ReceiveOptions, ReceiveSummary, ReceiverEvent,
 };
@@ -37,6 +38,17 @@ pub async fn receive(
     events: EventSink,
 ) -> Result<ReceiveSummary> {
     Ok(wal::receive(repo.clone(), url, opts, stop, events).await?)
+}
+
+/// The restorable windows of every cluster with physical snapshots in
+/// `repo`: stored WAL per timeline, the base backups inside, and gaps.
+///
+/// # Errors
+///
+/// Storage errors, a record that cannot be read.
+pub async fn windows(repo: &Repository) -> Result<Vec<ClusterWindows>> {
+    let (snapshots, _) = repo.snapshots().await?;
+    Ok(backup_sources::postgres::physical::pitr::windows(repo, &snapshots).await?)
 }
 
 /// The system identifier of the cluster whose data directory is `dir`

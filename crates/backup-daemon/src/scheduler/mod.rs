@@ -4,6 +4,7 @@
 //! of a job is in [`run`](self) (`run.rs`), verifications and age checks
 //! in `watch.rs`.
 
+mod capture;
 mod run;
 mod watch;
 
@@ -194,6 +195,15 @@ impl Daemon {
             let Some(rx) = receivers.remove(&job.name) else {
                 continue;
             };
+            if let Some(wal) = job.wal.clone() {
+                let this = Arc::clone(self);
+                let token = generation.clone();
+                handles.push(tokio::spawn(Box::pin(this.capture_loop(
+                    job.clone(),
+                    wal,
+                    token,
+                ))));
+            }
             let this = Arc::clone(self);
             let token = generation.clone();
             handles.push(tokio::spawn(Box::pin(this.job_loop(job, token, rx))));

@@ -51,6 +51,22 @@ pub struct JobConfig {
     /// PostgreSQL physical over replication: the most bytes per second
     /// (`100MiB`).
     pub max_rate: Option<String>,
+    /// PostgreSQL physical: WAL capture beside the base backups while
+    /// `backupd` runs: `stream` (the default for physical jobs) or `none`.
+    pub wal: Option<String>,
+    /// The physical replication slot of the WAL receiver (default
+    /// `backup`).
+    pub wal_slot: Option<String>,
+    /// Store received WAL at least this often (default 5s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub wal_flush: Option<Duration>,
+    /// Notify (`wal_lag`) when the stored WAL is more than this behind the
+    /// server.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_wal_lag: Option<Duration>,
+    /// After a WAL gap: `alert` (default) or `backup` (alert and take a
+    /// new base backup, from which the window starts again).
+    pub on_wal_gap: Option<String>,
     /// Retention applied after each successful backup.
     pub retention: Option<RetentionConfig>,
     /// Verification cadence.
@@ -122,6 +138,19 @@ pub struct VerifyCadence {
     pub read_data: Option<f64>,
 }
 
+/// A physical PostgreSQL job's continuous WAL capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalCapture {
+    /// The replication slot.
+    pub slot: String,
+    /// How often received WAL is stored at least.
+    pub flush: Duration,
+    /// Lag beyond which `wal_lag` is notified.
+    pub max_lag: Option<Duration>,
+    /// Whether a gap also triggers a new base backup.
+    pub backup_on_gap: bool,
+}
+
 /// A validated job.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -153,9 +182,83 @@ pub struct Job {
     pub notify: Vec<String>,
     /// Notify about successes too.
     pub notify_success: bool,
+    /// WAL capture (physical PostgreSQL jobs).
+    pub wal: Option<WalCapture>,
 }
 
 impl JobConfig {
+    /// The job's WAL capture, checked: physical PostgreSQL jobs stream by
+    /// default; the WAL keys on any other job are an error.
+    fn wal_capture(&self, name: &str, kind: Kind) -> Result<Option<WalCapture>, ConfigError> {
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let physical = kind == Kind::Postgres
+            && (self.mode.as_deref() == Some("physical")
+                || (self.mode.is_none()
+                    && url::Url::parse(&self.source).is_ok_and(|u| {
+                        u.query_pairs().any(|(k, v)| k == "mode" && v == "physical")
+                    })));
+        let given = [
+            ("wal", self.wal.is_some()),
+            ("wal_slot", self.wal_slot.is_some()),
+            ("wal_flush", self.wal_flush.is_some()),
+            ("max_wal_lag", self.max_wal_lag.is_some()),
+            ("on_wal_gap", self.on_wal_gap.is_some()),
+        ];
+        if !physical {
+            if let Some((k, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(
+                    &key(k),
+                    "WAL capture is for physical PostgreSQL jobs (mode = \"physical\")",
+                ));
+            }
+            return Ok(None);
+        }
+        match self.wal.as_deref() {
+            None | Some("stream") => {}
+            Some("none") => return Ok(None),
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &key("wal"),
+                    format!("`{other}`: use \"stream\" or \"none\""),
+                ))
+            }
+        }
+        let backup_on_gap = match self.on_wal_gap.as_deref() {
+            None | Some("alert") => false,
+            Some("backup") => true,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &key("on_wal_gap"),
+                    format!("`{other}`: use \"alert\" or \"backup\""),
+                ))
+            }
+        };
+        let flush = self.wal_flush.unwrap_or(Duration::from_secs(5));
+        if flush.is_zero() {
+            return Err(ConfigError::invalid(
+                &key("wal_flush"),
+                "must be more than 0s",
+            ));
+        }
+        let slot = self.wal_slot.clone().unwrap_or_else(|| "backup".to_owned());
+        if slot.is_empty()
+            || !slot
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(ConfigError::invalid(
+                &key("wal_slot"),
+                "a slot name has lower-case letters, digits and underscores",
+            ));
+        }
+        Ok(Some(WalCapture {
+            slot,
+            flush,
+            max_lag: self.max_wal_lag,
+            backup_on_gap,
+        }))
+    }
+
     pub(super) fn validate(&self, name: &str, config: &Config) -> Result<Job, ConfigError> {
         let j = self;
         let key = |k: &str| format!("jobs.{name}.{k}");
@@ -181,6 +284,7 @@ impl JobConfig {
             max_rate,
         };
         KindOptions::new(kind, &settings).map_err(|e| ConfigError::invalid(&key("source"), e))?;
+        let wal = self.wal_capture(name, kind)?;
         if let Some(p) = &j.source_password {
             p.validate(&key("source_password"))?;
         }
@@ -265,6 +369,7 @@ impl JobConfig {
             max_age: j.max_age,
             notify,
             notify_success: j.notify_success,
+            wal,
         })
     }
 }
@@ -286,7 +391,13 @@ impl Job {
         )?)
     }
 
-    fn source_url(&self) -> Result<String, ConfigError> {
+    /// The job's source URL with its password filled in.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the password cannot be read or the URL takes
+    /// none.
+    pub fn source_url(&self) -> Result<String, ConfigError> {
         let key = format!("jobs.{}.source_password", self.name);
         let Some(r) = &self.source_password else {
             return Ok(self.source.clone());

@@ -22,7 +22,9 @@ use backup_storage::{StorageOptionKey, StorageOptions, StorageUrl};
 use serde::Deserialize;
 
 pub use daemon::{AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig};
-pub use job::{Job, JobConfig, Retention, RetentionConfig, VerifyCadence, VerifyConfig};
+pub use job::{
+    Job, JobConfig, Retention, RetentionConfig, VerifyCadence, VerifyConfig, WalCapture,
+};
 pub use notify::{Event, NotificationConfig, SmtpSecurity};
 pub use schedule::Schedule;
 

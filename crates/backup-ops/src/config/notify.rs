@@ -107,16 +107,25 @@ pub enum Event {
     VerifyFailed,
     /// A run succeeded (only for jobs with `notify_success`).
     Success,
+    /// Continuous capture is further behind than the job allows.
+    CaptureLag,
+    /// Continuous capture recorded a gap: some changes cannot be restored.
+    CaptureGap,
+    /// Continuous capture stopped (and is being restarted).
+    CaptureStopped,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 8] = [
         Event::Failure,
         Event::Recovery,
         Event::Missed,
         Event::VerifyFailed,
         Event::Success,
+        Event::CaptureLag,
+        Event::CaptureGap,
+        Event::CaptureStopped,
     ];
 
     /// Its name in the file and in payloads.
@@ -127,6 +136,9 @@ impl Event {
             Event::Missed => "missed",
             Event::VerifyFailed => "verify_failed",
             Event::Success => "success",
+            Event::CaptureLag => "capture_lag",
+            Event::CaptureGap => "capture_gap",
+            Event::CaptureStopped => "capture_stopped",
         }
     }
 }

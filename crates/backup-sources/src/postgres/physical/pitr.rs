@@ -256,6 +256,157 @@ async fn switch_point(repo: &Repository, map: &WalMap, tli: u32) -> Result<Lsn> 
         .ok_or_else(|| Error::Config(format!("the history file of timeline {tli} is empty")))
 }
 
+/// A stretch of WAL stored without a hole on one timeline, and what can be
+/// restored from it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalWindow {
+    /// The timeline.
+    pub timeline: u32,
+    /// The stored WAL: from this position...
+    pub from_lsn: String,
+    /// ...to this one (exclusive).
+    pub to_lsn: String,
+    /// When the first of it was stored.
+    pub from_stored: Option<DateTime<Utc>>,
+    /// When the last of it was stored.
+    pub to_time: Option<DateTime<Utc>>,
+    /// The base backups whose end lies in it, oldest first: each can be
+    /// restored to any point from its end to the window's end.
+    pub bases: Vec<WindowBase>,
+    /// The first restorable time: the end of the oldest base in the window
+    /// (`None` without one: the WAL alone restores nothing).
+    pub restorable_from: Option<DateTime<Utc>>,
+}
+
+/// A base backup inside a [`WalWindow`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowBase {
+    /// The snapshot.
+    pub snapshot: backup_core::Id,
+    /// When it ended.
+    pub stopped_at: DateTime<Utc>,
+    /// Where it ended.
+    pub stop_lsn: String,
+}
+
+/// What the repository can restore of one cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterWindows {
+    /// The cluster's system identifier.
+    pub system_identifier: String,
+    /// Windows by timeline and position.
+    pub windows: Vec<WalWindow>,
+    /// Recorded gaps: timeline, from, to, as positions.
+    pub gaps: Vec<(u32, String, String)>,
+}
+
+/// The restorable windows of every cluster with stored WAL or physical
+/// snapshots among `snapshots`.
+///
+/// # Errors
+///
+/// Storage errors, a record that cannot be read.
+pub async fn windows(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+) -> Result<Vec<ClusterWindows>> {
+    let mut clusters: std::collections::BTreeMap<String, Vec<(SnapshotEntry, PhysicalMeta)>> =
+        std::collections::BTreeMap::new();
+    for s in snapshots {
+        if let Some(Ok(m)) = PhysicalMeta::of(&s.snapshot.metadata) {
+            clusters
+                .entry(m.system_identifier.clone())
+                .or_default()
+                .push((s.clone(), m));
+        }
+    }
+    let mut out = Vec::new();
+    for (cluster, mut bases) in clusters {
+        bases.sort_by_key(|(_, m)| m.stopped_at);
+        let map = WalMap::load(repo, &cluster).await?;
+        let mut windows = Vec::new();
+        for &tli in map.ranges.keys() {
+            for (a, b) in map.windows(tli) {
+                let pieces: Vec<&backup_core::capture::CaptureName> = map.ranges[&tli]
+                    .iter()
+                    .filter(|(x, y, _)| *x >= a && *y <= b)
+                    .map(|(_, _, n)| n)
+                    .collect();
+                let from_stored = match pieces.first() {
+                    Some(n) => repo.load_capture(n).await?.time_first,
+                    None => None,
+                };
+                let to_time = match pieces.last() {
+                    Some(n) => repo.load_capture(n).await?.time_last,
+                    None => None,
+                };
+                let inside: Vec<WindowBase> = bases
+                    .iter()
+                    .filter(|(_, m)| {
+                        m.stop_timeline == tli
+                            && Lsn::parse(&m.stop_lsn).is_ok_and(|l| a <= l && l <= b)
+                    })
+                    .map(|(s, m)| WindowBase {
+                        snapshot: s.id,
+                        stopped_at: m.stopped_at,
+                        stop_lsn: m.stop_lsn.clone(),
+                    })
+                    .collect();
+                windows.push(WalWindow {
+                    timeline: tli,
+                    from_lsn: a.to_string(),
+                    to_lsn: b.to_string(),
+                    from_stored,
+                    to_time,
+                    restorable_from: inside.first().map(|b| b.stopped_at),
+                    bases: inside,
+                });
+            }
+        }
+        // A timeline's first window continues its parent's window at the
+        // switch point: the parent's bases restore into it too.
+        for i in 0..windows.len() {
+            if windows[i].restorable_from.is_some() || windows[i].timeline <= 1 {
+                continue;
+            }
+            let tli = windows[i].timeline;
+            let Some(n) = map.history.get(&tli) else {
+                continue;
+            };
+            let rec = repo.load_capture(n).await?;
+            let text = String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
+            let Some(&(parent, switch)) = history_entries(&text).last() else {
+                continue;
+            };
+            let starts_at_switch = Lsn::parse(&windows[i].from_lsn).is_ok_and(|a| a <= switch);
+            let inherited = windows.iter().find(|w| {
+                w.timeline == parent
+                    && Lsn::parse(&w.from_lsn).is_ok_and(|a| a <= switch)
+                    && Lsn::parse(&w.to_lsn).is_ok_and(|b| switch <= b)
+            });
+            if let (true, Some(from)) =
+                (starts_at_switch, inherited.and_then(|w| w.restorable_from))
+            {
+                windows[i].restorable_from = Some(from);
+            }
+        }
+        let gaps = map
+            .gaps
+            .iter()
+            .flat_map(|(t, g)| {
+                g.iter()
+                    .map(move |(a, b)| (*t, a.to_string(), b.to_string()))
+            })
+            .collect();
+        out.push(ClusterWindows {
+            system_identifier: cluster,
+            windows,
+            gaps,
+        });
+    }
+    Ok(out)
+}
+
 /// The recovery settings for `postgresql.auto.conf`.
 pub(crate) fn recovery_settings(
     opts: &RestoreOptions,
