@@ -295,6 +295,35 @@ schedule = "*/2 * * * * *"
     }
 
     #[test]
+    fn wal_capture_is_for_physical_jobs_and_streams_by_default() {
+        let physical = MINIMAL.replace("/srv/data", "postgres://repl@db/?mode=physical");
+        let c = Config::parse(&physical, "t.toml").unwrap();
+        let wal = c.job("files").unwrap().wal.unwrap();
+        assert_eq!(wal.slot, "backup");
+        assert_eq!(wal.flush, Duration::from_secs(5));
+        assert!(!wal.backup_on_gap);
+        let off = physical.replace("schedule =", "wal = \"none\"\nschedule =");
+        assert!(Config::parse(&off, "t.toml")
+            .unwrap()
+            .job("files")
+            .unwrap()
+            .wal
+            .is_none());
+        let bad = physical.replace("schedule =", "on_wal_gap = \"panic\"\nschedule =");
+        let e = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.files.on_wal_gap") && e.contains("\"backup\""),
+            "{e}"
+        );
+        let files = MINIMAL.replace("schedule =", "max_wal_lag = \"1m\"\nschedule =");
+        let e = Config::parse(&files, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.files.max_wal_lag") && e.contains("physical PostgreSQL"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn durations_are_checked_with_their_line() {
         let text = format!("[daemon]\nlock_wait = \"soon\"\n{MINIMAL}");
         let e = Config::parse(&text, "t.toml").unwrap_err().to_string();
@@ -376,6 +405,7 @@ schedule = "*/2 * * * * *"
         assert_eq!(c.all_jobs().unwrap().len(), 3);
         let cluster = c.job("app-cluster").unwrap();
         assert_eq!(cluster.settings.mode.as_deref(), Some("physical"));
+        assert!(cluster.wal.as_ref().is_some_and(|w| w.backup_on_gap));
         assert_eq!(c.daemon.missed_runs, MissedRuns::RunOnce);
         let db = c.job("app-db").unwrap();
         assert_eq!(db.max_age, Some(Duration::from_secs(26 * 3600)));
