@@ -200,7 +200,9 @@ TARGET=$(psql_ -c "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24
 TARGET_PGBR=$(echo "$TARGET" | sed 's/T/ /; s/Z$/+00/')
 TARGET_TXNS=$(psql_ -c "SELECT count(*) FROM pgbench_history")
 sleep 1
-# Both tools hold the WAL up to the target before the restores.
+# Both tools hold WAL past the target before the restores: recovery to a
+# time stops at the first commit after it, so one must follow.
+psql_ -c "CREATE TABLE after_target ()" >/dev/null
 LAST=$(psql_ -c "SELECT pg_walfile_name(pg_switch_wal())")
 for _ in $(seq 1 600); do
     [ "$(psql_ -c "SELECT coalesce(last_archived_wal, '') >= '$LAST' FROM pg_stat_archiver")" = t ] && break
@@ -231,14 +233,22 @@ printf 'all\tpush-rss\t%s\n' "$(cat "$LOGS/push-rss" 2>/dev/null || echo 0)" >>"
 say "phase 3: point-in-time restores to $TARGET ($ROUNDS rounds each)"
 psql_ -c "ALTER SYSTEM RESET archive_command" >/dev/null
 psql_ -c "SELECT pg_reload_conf()" >/dev/null
-# hot_standby=off: pg_ctl -w returns once recovery has ended and the
-# server is promoted, not at the first consistent (read-only) point.
+# hot_standby=off: no read-only connections while WAL is replayed, so
+# the first query that succeeds is one on the promoted server.
 start_ready_stop() {
     local dir=$1 port
     port=$(free_port)
     "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -l "$dir/../start.log" -w -t 3600 \
         -o "-p $port -k $WORK_DIR -c listen_addresses=127.0.0.1 -c archive_mode=off -c hot_standby=off" start >/dev/null
-    PGPORT=$port "$BINDIR/psql" -X -q -A -t -h 127.0.0.1 -d postgres -c "SELECT count(*) FROM pgbench_history" >"$dir/../count"
+    for _ in $(seq 1 36000); do
+        "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" status >/dev/null 2>&1 || { : >"$dir/../count"; return 1; }
+        if PGPORT=$port "$BINDIR/psql" -X -q -A -t -h 127.0.0.1 -d postgres \
+            -c "SELECT count(*) FROM pgbench_history WHERE NOT pg_is_in_recovery()" >"$dir/../count" 2>/dev/null &&
+            [ -s "$dir/../count" ]; then
+            break
+        fi
+        sleep 0.1
+    done
     "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
 }
 for round in $(seq 1 "$ROUNDS"); do
@@ -252,13 +262,13 @@ for round in $(seq 1 "$ROUNDS"); do
         if [ "$tool" = ours ]; then
             /usr/bin/time -f '%M' -o "$LOGS/restore-rss" "${OURS[@]}" restore --at "$TARGET" \
                 --to "$WORK_DIR/restore/data" >"$LOGS/restore-ours.log" 2>&1 || die "our restore failed (see $LOGS/restore-ours.log)"
-            start_ready_stop "$WORK_DIR/restore/data"
+            start_ready_stop "$WORK_DIR/restore/data" || die "our restored server did not come up (see $WORK_DIR/restore/start.log)"
             printf 'all\trestore-rss\t%s\n' "$(cat "$LOGS/restore-rss")" >>"$RESULTS"
         else
             install -d -m 700 -o postgres -g postgres "$WORK_DIR/restore/data"
             "${PGBR[@]}" restore --pg1-path="$WORK_DIR/restore/data" --type=time --target="$TARGET_PGBR" \
                 --target-action=promote >"$LOGS/restore-pgbr.log" 2>&1 || die "pgbackrest restore failed"
-            start_ready_stop "$WORK_DIR/restore/data"
+            start_ready_stop "$WORK_DIR/restore/data" || die "pgBackRest's restored server did not come up (see $WORK_DIR/restore/start.log)"
         fi
         end=$(date +%s.%N)
         got=$(cat "$WORK_DIR/restore/count")
