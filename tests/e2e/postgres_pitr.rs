@@ -393,6 +393,13 @@ fn archive_mode_pushes_and_fetches_each_segment_once() {
         ]);
     };
     fetch(&seg(2), &spool.join("RECOVERYXLOG"), "2");
+    // The segments ahead come from a background process.
+    let running = spool.join(".backup-prefetch/.running");
+    let start = std::time::Instant::now();
+    while !spool.join(".backup-prefetch").join(seg(0)).exists() || running.exists() {
+        assert!(start.elapsed().as_secs() < 60, "nothing was fetched ahead");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for back in [1, 0] {
         let ahead = spool.join(".backup-prefetch").join(seg(back));
         let own = home.path().join(format!("own-{back}"));

@@ -156,10 +156,14 @@ pub(crate) enum WalCommand {
         /// The cluster's WAL segment size.
         #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
         segment_size: u64,
-        /// Fetch this many following segments at the same time, into
-        /// pg_wal/.backup-prefetch, for the next calls (0: none).
-        #[arg(long, value_name = "N", default_value_t = 4)]
+        /// Keep this many following segments fetched ahead, into
+        /// pg_wal/.backup-prefetch, by a background process while the
+        /// server replays (0: none).
+        #[arg(long, value_name = "N", default_value_t = 8)]
         prefetch: usize,
+        /// Be that background process (started by `wal fetch` itself).
+        #[arg(long, hide = true)]
+        ahead: bool,
     },
 }
 

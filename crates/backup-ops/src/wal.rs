@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use backup_sources::postgres::physical::pitr::{ClusterWindows, WalWindow, WindowBase};
 pub use wal::{
-    prefetch_dir, take_prefetched, EventSink, ReceiveOptions, ReceiveSummary, ReceiverEvent,
+    fetch_ahead, prefetch_dir, take_prefetched, EventSink, PrefetchRun, ReceiveOptions,
+    ReceiveSummary, ReceiverEvent,
 };
 
 use crate::error::{Error, Result};

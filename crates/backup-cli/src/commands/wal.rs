@@ -9,6 +9,25 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::WalCommand;
 use crate::context::Ctx;
 
+/// Starts this command again with `--ahead`, detached: it fetches the
+/// next segments while the server replays the one just written, and
+/// outlives this process (the server waits only for this one).
+fn start_ahead() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .arg("--ahead")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    if let Err(e) = cmd.spawn() {
+        tracing::warn!(error = %e, "Could not start fetching WAL ahead.");
+    }
+}
+
 pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
     match c {
         WalCommand::Receive {
@@ -105,29 +124,66 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             cluster,
             segment_size,
             prefetch,
+            ahead,
         } => {
-            // A segment an earlier call fetched ahead: no repository, no key.
-            if wal::take_prefetched(&name, &dest)? {
+            let cluster = || -> Result<String> {
+                Ok(match &cluster {
+                    Some(c) => c.clone(),
+                    None => wal::cluster_of(std::path::Path::new("."))?,
+                })
+            };
+            if ahead {
+                // The background half: fill the prefetch directory, one
+                // such process at a time.
+                if let Some(_run) = wal::PrefetchRun::start(&dest) {
+                    let repo = ctx.open().await?;
+                    wal::fetch_ahead(&repo, &cluster()?, &name, &dest, segment_size, prefetch)
+                        .await?;
+                    // Recovery ended meanwhile (recovery_end_command ran):
+                    // what was fetched ahead will not be asked for.
+                    let data = dest.parent().and_then(std::path::Path::parent);
+                    if let Some(d) = data {
+                        if d.join("PG_VERSION").exists()
+                            && !d.join("recovery.signal").exists()
+                            && !d.join("standby.signal").exists()
+                        {
+                            let _ = std::fs::remove_dir_all(wal::prefetch_dir(&dest));
+                        }
+                    }
+                }
                 return Ok(0);
             }
-            let cluster = match cluster {
-                Some(c) => c,
-                None => wal::cluster_of(std::path::Path::new("."))?,
-            };
-            let repo = ctx.open().await?;
-            match wal::fetch(&repo, &cluster, &name, &dest, segment_size, prefetch).await {
-                Ok(()) => Ok(0),
-                // The server asks for files that may not exist (the next
-                // timeline's history, the segment after the last): a
-                // plain answer, not an error report.
-                Err(backup_ops::Error::Core(backup_core::Error::NotFound { .. })) => {
-                    if !ctx.global.quiet {
-                        eprintln!("backup: {name} is not in the repository");
-                    }
-                    Ok(1)
-                }
-                Err(e) => Err(e.into()),
+            // A segment fetched ahead: no repository, no key. One that the
+            // background process is fetching right now is waited for.
+            let mut found = wal::take_prefetched(&name, &dest)?;
+            let waited = std::time::Instant::now();
+            while !found
+                && wal::PrefetchRun::running(&dest)
+                && waited.elapsed() < std::time::Duration::from_secs(60)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                found = wal::take_prefetched(&name, &dest)?;
             }
+            if !found {
+                let repo = ctx.open().await?;
+                match wal::fetch(&repo, &cluster()?, &name, &dest, segment_size, 0).await {
+                    Ok(()) => {}
+                    // The server asks for files that may not exist (the
+                    // next timeline's history, the segment after the
+                    // last): a plain answer, not an error report.
+                    Err(backup_ops::Error::Core(backup_core::Error::NotFound { .. })) => {
+                        if !ctx.global.quiet {
+                            eprintln!("backup: {name} is not in the repository");
+                        }
+                        return Ok(1);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if prefetch > 0 && !wal::PrefetchRun::running(&dest) {
+                start_ahead();
+            }
+            Ok(0)
         }
     }
 }

@@ -971,30 +971,7 @@ pub async fn fetch(
         return write_atomically(dest, &data).await;
     }
     let (tli, segno) = parse_wal_name(name, segment_size)?;
-    let ahead = async {
-        if prefetch == 0 {
-            return Ok(());
-        }
-        let dir = prefetch_dir(dest);
-        let jobs = (1..=prefetch as u64).map(|i| {
-            let (map, dir) = (&map, &dir);
-            async move {
-                match assemble_segment(repo, map, tli, segno + i, segment_size).await {
-                    Ok((data, true)) => {
-                        tokio::fs::create_dir_all(dir)
-                            .await
-                            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-                        let file = dir.join(wal_file_name(tli, segno + i, segment_size));
-                        write_atomically(&file, &data).await
-                    }
-                    // Not stored (yet) or not complete: fetched when asked.
-                    Ok((_, false)) | Err(Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-        });
-        futures::future::try_join_all(jobs).await.map(|_| ())
-    };
+    let ahead = fill(repo, &map, tli, segno, dest, segment_size, prefetch);
     let this = async {
         let (data, _) = assemble_segment(repo, &map, tli, segno, segment_size).await?;
         write_atomically(dest, &data).await
@@ -1007,6 +984,122 @@ pub async fn fetch(
         tracing::warn!(error = %e, "Prefetching WAL failed.");
     }
     Ok(())
+}
+
+/// Fills [`prefetch_dir`] with the `prefetch` complete segments after
+/// `name` that are not there yet (four assembled at a time): what a
+/// background `backup wal fetch --ahead` does while the server replays.
+///
+/// # Errors
+///
+/// Storage errors, damaged data, write errors.
+pub async fn fetch_ahead(
+    repo: &Repository,
+    system_identifier: &str,
+    name: &str,
+    dest: &Path,
+    segment_size: u64,
+    prefetch: usize,
+) -> Result<()> {
+    if !is_wal_file_name(name) {
+        return Ok(());
+    }
+    let map = WalMap::load(repo, system_identifier).await?;
+    let (tli, segno) = parse_wal_name(name, segment_size)?;
+    fill(repo, &map, tli, segno, dest, segment_size, prefetch).await
+}
+
+/// Writes the complete segments `segno + 1 ..= segno + prefetch` of `tli`
+/// that are not in the prefetch directory yet.
+async fn fill(
+    repo: &Repository,
+    map: &WalMap,
+    tli: u32,
+    segno: u64,
+    dest: &Path,
+    segment_size: u64,
+    prefetch: usize,
+) -> Result<()> {
+    use futures::StreamExt as _;
+    if prefetch == 0 {
+        return Ok(());
+    }
+    let dir = prefetch_dir(dest);
+    let wanted: Vec<u64> = (1..=prefetch as u64)
+        .map(|i| segno + i)
+        .filter(|n| !dir.join(wal_file_name(tli, *n, segment_size)).exists())
+        .collect();
+    let dir = &dir;
+    let results: Vec<Result<()>> = futures::stream::iter(wanted)
+        .map(|n| async move {
+            match assemble_segment(repo, map, tli, n, segment_size).await {
+                Ok((data, true)) => {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                    write_atomically(&dir.join(wal_file_name(tli, n, segment_size)), &data).await
+                }
+                // Not stored (yet) or not complete: fetched when asked.
+                Ok((_, false)) | Err(Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// A background prefetch in a data directory's [`prefetch_dir`]: one at a
+/// time, marked by a `.running` file holding its process id (a file whose
+/// process is gone is stale and taken over).
+#[derive(Debug)]
+pub struct PrefetchRun(PathBuf);
+
+impl PrefetchRun {
+    fn marker(dest: &Path) -> PathBuf {
+        prefetch_dir(dest).join(".running")
+    }
+
+    /// Whether a background prefetch for `dest`'s directory is alive.
+    pub fn running(dest: &Path) -> bool {
+        std::fs::read_to_string(Self::marker(dest))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// Marks this process as the background prefetch; `None` when another
+    /// live one is at work.
+    pub fn start(dest: &Path) -> Option<Self> {
+        let marker = Self::marker(dest);
+        std::fs::create_dir_all(marker.parent()?).ok()?;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+            {
+                Ok(mut f) => {
+                    use std::io::Write as _;
+                    f.write_all(std::process::id().to_string().as_bytes())
+                        .ok()?;
+                    return Some(PrefetchRun(marker));
+                }
+                Err(_) if !Self::running(dest) => {
+                    let _ = std::fs::remove_file(&marker);
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for PrefetchRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Writes `data` to `dest` through a temporary name, so that a reader
