@@ -195,6 +195,11 @@ pub(crate) struct DrillArgs {
     /// Leave the scratch copy in place for inspection.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// What to restore: `latest` (the newest snapshot) or `random` (a
+    /// random time inside a physical PostgreSQL job's restorable window,
+    /// the newest base backup replayed to it). Overrides the job's.
+    #[arg(long, value_name = "POINT", value_parser = ["latest", "random"])]
+    pub(crate) point: Option<String>,
     /// Skip the built-in checks (counts against the manifest, the file
     /// comparison).
     #[arg(long)]

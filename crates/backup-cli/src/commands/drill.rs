@@ -5,7 +5,7 @@ use anyhow::Result;
 use backup_core::drill::DrillRecord;
 use backup_core::snapshot::SnapshotFilter;
 use backup_ops::config::CheckConfig;
-use backup_ops::drill::{default_state_dir, drill, history, DrillRequest, LatestSnapshot};
+use backup_ops::drill::{chooser, default_state_dir, drill, history, DrillRequest};
 use backup_ops::report::human_seconds;
 
 use super::{bytes, normalize_source};
@@ -35,6 +35,8 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
             keep: false,
             state_dir: default_state_dir(),
             lock_wait: ctx.lock_wait(),
+            point: "latest".to_owned(),
+            replay_command: None,
         },
         (None, None) => {
             return usage(
@@ -50,6 +52,10 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
             Some(backup_core::retention::parse_duration(m).map_err(backup_ops::Error::from)?);
     }
     req.keep |= a.keep;
+    if let Some(p) = &a.point {
+        req.point.clone_from(p);
+    }
+    req.replay_command = super::restore::replay_program(ctx);
     if a.no_builtin_checks {
         req.builtin_checks = false;
     }
@@ -60,7 +66,8 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
         });
     }
     let repo = ctx.open().await?;
-    let outcome = drill(&repo, &req, &LatestSnapshot, ctx, None).await?;
+    let point = chooser(Some(&req.point))?;
+    let outcome = drill(&repo, &req, point.as_ref(), ctx, None).await?;
     for w in &outcome.warnings {
         eprintln!("warning: {w}");
     }

@@ -3,7 +3,7 @@
 //! never retried: a failed drill is news, not noise.
 
 use backup_ops::config::{Event, Job};
-use backup_ops::drill::{drill, DrillOutcome, DrillRequest, LatestSnapshot};
+use backup_ops::drill::{chooser, drill, sibling_replay_command, DrillOutcome, DrillRequest};
 use backup_ops::report::{human_seconds, DrillPoint};
 use backup_ops::Unattended;
 use chrono::{DateTime, Utc};
@@ -45,7 +45,9 @@ impl Daemon {
         }
         self.status.update(&job.name, |s| s.drilling = true);
         tracing::info!(job = %job.name, "Drill started.");
-        let req = match DrillRequest::for_job(job, self.lock_wait()) {
+        let prepared = DrillRequest::for_job(job, self.lock_wait())
+            .and_then(|r| Ok((chooser(Some(&r.point))?, r)));
+        let (point, mut req) = match prepared {
             Ok(r) => r,
             Err(e) => {
                 self.status.update(&job.name, |s| s.drilling = false);
@@ -53,10 +55,11 @@ impl Daemon {
                 return;
             }
         };
+        req.replay_command = sibling_replay_command(&repo);
         let result = Box::pin(drill(
             &repo,
             &req,
-            &LatestSnapshot,
+            point.as_ref(),
             &Unattended,
             Some(&self.abandon),
         ))

@@ -18,6 +18,7 @@ use crate::secret::SecretRef;
 /// target_password = { env = "SCRATCH_PG_PASSWORD" }
 /// max_rto = "15m"                                # notify rto_exceeded above this
 /// keep = false                                   # leave the scratch copy for inspection
+/// point = "latest"                               # or "random": a random time of a physical job's restorable window
 ///
 /// [[jobs.app-db.drill.checks]]
 /// type = "sql"
@@ -50,6 +51,11 @@ pub struct DrillConfig {
     /// Further checks.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
+    /// What is restored: `latest` (the newest snapshot, the default) or
+    /// `random` (a random time inside the restorable window of a physical
+    /// PostgreSQL job whose WAL is captured: the newest base backup
+    /// replayed to that time).
+    pub point: Option<String>,
 }
 
 fn yes() -> bool {
@@ -296,6 +302,8 @@ pub struct DrillSettings {
     pub builtin_checks: bool,
     /// Configured checks.
     pub checks: Vec<CheckConfig>,
+    /// `latest` or `random` (see [`DrillConfig::point`]).
+    pub point: String,
 }
 
 impl DrillConfig {
@@ -367,7 +375,25 @@ impl DrillConfig {
         for (i, c) in self.checks.iter().enumerate() {
             c.validate(kind, &key(&format!("checks[{i}]")))?;
         }
+        let point = self.point.clone().unwrap_or_else(|| "latest".to_owned());
+        match point.as_str() {
+            "latest" => {}
+            "random" if kind == Kind::Postgres && physical => {}
+            "random" => {
+                return Err(ConfigError::invalid(
+                    &key("point"),
+                    "`random` needs a physical PostgreSQL job (mode=physical) whose WAL is captured: it replays the newest base backup to a random time of the restorable window",
+                ))
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    &key("point"),
+                    format!("`{other}`: use `latest` or `random`"),
+                ))
+            }
+        }
         Ok(DrillSettings {
+            point,
             schedule,
             target,
             target_password: self.target_password.clone(),

@@ -48,7 +48,9 @@ use backup_core::Id;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-pub use point::{ChosenPoint, LatestSnapshot, PointChooser};
+#[cfg(feature = "postgres")]
+pub use point::RandomPointInWindow;
+pub use point::{chooser, ChosenPoint, LatestSnapshot, PointChooser};
 
 use self::checks::CheckContext;
 use self::journal::Journal;
@@ -82,6 +84,12 @@ pub struct DrillRequest {
     pub state_dir: PathBuf,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
+    /// What is restored: `latest` or `random` ([`chooser`]).
+    pub point: String,
+    /// For a point-in-time drill: the command the restored server runs to
+    /// fetch WAL (`backup --repo R`, without `wal fetch`); `None` uses the
+    /// running program, which must then be `backup`.
+    pub replay_command: Option<String>,
 }
 
 impl DrillRequest {
@@ -108,6 +116,8 @@ impl DrillRequest {
             keep: d.is_some_and(|d| d.keep),
             state_dir: default_state_dir(),
             lock_wait,
+            point: d.map_or_else(|| "latest".to_owned(), |d| d.point.clone()),
+            replay_command: None,
         })
     }
 
@@ -431,6 +441,9 @@ async fn run_locked(
     .await;
     let (mut scratch, mut opts) = planned?;
     opts.at = point.at;
+    if point.at.is_some() {
+        opts.replay_command.clone_from(&req.replay_command);
+    }
     ran.target = scratch.describe();
     if let Err(e) = scratch.check_free().await {
         if let Scratch::Redis {
@@ -512,6 +525,7 @@ async fn run_locked(
                 reader: &reader,
                 port,
                 snapshot: point.snapshot.id.to_hex(),
+                replayed: point.at.is_some(),
             };
             let checks = async {
                 let mut out = Vec::new();
@@ -561,6 +575,22 @@ async fn run_locked(
         }
     }
     Ok(ran)
+}
+
+/// The command a point-in-time drill's restored server runs to fetch WAL
+/// when the drill runs inside another program (`backupd`): the `backup`
+/// program installed beside it, reaching `repo`. `None` when there is no
+/// such program (the restore then names the running one).
+pub fn sibling_replay_command(repo: &Repository) -> Option<String> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let exe = std::env::current_exe().ok()?.with_file_name("backup");
+    exe.is_file().then(|| {
+        format!(
+            "{} --repo {}",
+            quote(&exe.display().to_string()),
+            quote(&repo.sink().location())
+        )
+    })
 }
 
 /// A free TCP port on 127.0.0.1.
