@@ -31,19 +31,25 @@ pub(crate) async fn run(ctx: &Ctx, a: ReportArgs) -> Result<u8> {
     }
     let mut repos = Vec::new();
     let mut urls = Vec::new();
+    // --repo (or BACKUP_REPOSITORY) names a configured repository by its
+    // name or its URL.
+    let configured: Option<Vec<String>> = ctx.config.as_ref().and_then(|config| {
+        let names: Vec<String> = match ctx.global.repo.as_deref() {
+            None => config.repositories.keys().cloned().collect(),
+            Some(r) => config
+                .repositories
+                .iter()
+                .filter(|(name, c)| {
+                    name.as_str() == r || c.url.trim_end_matches('/') == r.trim_end_matches('/')
+                })
+                .map(|(name, _)| name.clone())
+                .collect(),
+        };
+        (!names.is_empty()).then_some(names)
+    });
     match &ctx.config {
-        Some(config)
-            if ctx
-                .global
-                .repo
-                .as_deref()
-                .is_none_or(|r| config.repositories.contains_key(r))
-                && a.job.is_none() =>
-        {
-            let names: Vec<String> = match &ctx.global.repo {
-                Some(r) => vec![r.clone()],
-                None => config.repositories.keys().cloned().collect(),
-            };
+        Some(config) if configured.is_some() && a.job.is_none() => {
+            let names = configured.unwrap_or_default();
             for name in names {
                 let repo = backup_ops::repository::open_configured(config, &name).await?;
                 urls.push(

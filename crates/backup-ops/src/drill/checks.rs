@@ -18,9 +18,12 @@ pub(crate) struct CheckContext<'a> {
     pub(crate) port: Option<u16>,
     /// The snapshot's id, for commands.
     pub(crate) snapshot: String,
-    /// The copy was replayed to a point in time: its files differ from
-    /// the base backup's by design (the restore checked each one it wrote).
-    pub(crate) replayed: bool,
+    /// A physical copy's comparison of its files with the backup
+    /// manifest, made before its server started (starting it changes
+    /// files: `backup_label` goes). `None` for other kinds, and for a copy
+    /// replayed to a point in time, whose files differ from the base
+    /// backup's by design (the restore checked each one it wrote).
+    pub(crate) files: Option<DrillCheck>,
 }
 
 fn timed(name: String, started: Instant, r: Result<String, String>) -> DrillCheck {
@@ -54,29 +57,30 @@ fn differences(diffs: Vec<String>, what: &str) -> Result<String, String> {
     }
 }
 
+/// A physical copy's files compared with the snapshot's backup manifest
+/// (before its server starts).
+pub(crate) async fn physical_files(
+    data: &backup_sources::drill::DataDirectory,
+    reader: &SnapshotReader,
+) -> DrillCheck {
+    let t = Instant::now();
+    let files = data.verify_files(reader).await;
+    timed(
+        "built-in: files against the backup manifest".to_owned(),
+        t,
+        files
+            .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
+            .and_then(|d| differences(d, "every file matches")),
+    )
+}
+
 /// The kind's built-in checks.
 pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<DrillCheck> {
     let t = Instant::now();
     let err = |e: crate::Error| backup_core::error::report(&e);
     match scratch {
-        Scratch::Physical {
-            data,
-            user,
-            password,
-            ..
-        } => {
-            let mut out = Vec::new();
-            if !cx.replayed {
-                let files = data.verify_files(cx.reader).await;
-                out.push(timed(
-                    "built-in: files against the backup manifest".to_owned(),
-                    t,
-                    files
-                        .map_err(|e| err(e.into()))
-                        .and_then(|d| differences(d, "every file matches")),
-                ));
-            }
-            let t = Instant::now();
+        Scratch::Physical { user, password, .. } => {
+            let mut out: Vec<DrillCheck> = cx.files.iter().cloned().collect();
             let port = cx.port.unwrap_or(5432);
             let url = physical_url(user, password.as_deref(), port, "postgres");
             let r = async {
