@@ -98,23 +98,20 @@ pub(crate) async fn run(ctx: &Ctx, a: ReportArgs) -> Result<u8> {
     }
     let report = build(&history);
     let text = render(&report, format);
-    match &a.output {
-        Some(path) => {
-            std::fs::write(path, &text).map_err(|e| {
-                backup_core::Error::io(format!("writing the report to {}", path.display()), e)
-            })?;
-            ctx.say(format!(
-                "report of {} jobs written to {}",
-                report.jobs.len(),
-                path.display()
-            ))?;
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())?;
-            if !text.ends_with('\n') {
-                out.write_all(b"\n")?;
-            }
+    if let Some(path) = &a.output {
+        std::fs::write(path, &text).map_err(|e| {
+            backup_core::Error::io(format!("writing the report to {}", path.display()), e)
+        })?;
+        ctx.say(format!(
+            "report of {} jobs written to {}",
+            report.jobs.len(),
+            path.display()
+        ))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        if !text.ends_with('\n') {
+            out.write_all(b"\n")?;
         }
     }
     Ok(0)

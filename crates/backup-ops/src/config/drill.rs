@@ -438,7 +438,7 @@ mod tests {
         assert!(c("= null").holds(None));
         assert!(!c("> 0").holds(None));
         assert!(c("!= 5").holds(None));
-        assert!(c("< 9").holds(Some("10")) == false);
+        assert!(!c("< 9").holds(Some("10")));
         assert!(Condition::parse("  ").is_err());
         assert_eq!(c(">=3").to_string(), ">= 3");
     }
