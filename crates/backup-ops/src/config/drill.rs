@@ -260,8 +260,14 @@ impl Condition {
     /// `= NULL` and `!= <anything else>`.
     pub fn holds(&self, got: Option<&str>) -> bool {
         let Some(got) = got else {
+            // NULL equals only `null`, differs from every value, and is in
+            // no order.
             let null = self.value.eq_ignore_ascii_case("null");
-            return (self.op == "=") == null;
+            return match self.op {
+                "=" => null,
+                "!=" => !null,
+                _ => false,
+            };
         };
         let ord = match (got.trim().parse::<f64>(), self.value.parse::<f64>()) {
             (Ok(a), Ok(b)) => a.partial_cmp(&b),

@@ -77,7 +77,7 @@ pub struct RepositoryConfig {
     /// percentage (`20%`) or a size (`50GiB`). Local repositories measure
     /// their file system; cloud ones need `quota`.
     pub min_free: Option<String>,
-    /// The space a cloud repository may use (`2TiB`); its free space is
+    /// The space a cloud repository may use (`2048GiB`); its free space is
     /// the quota less the repository's size.
     pub quota: Option<String>,
 }
