@@ -11,8 +11,10 @@ step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
 # in-process; PostgreSQL tests start throwaway clusters from the postgresql
 # package (initdb, postgres, pg_dump, psql, pgbench); util-linux provides
 # setpriv, which runs them as the postgres user when the tests run as root;
-# openssl makes the certificate of the PostgreSQL TLS test.
-APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl)
+# openssl makes the certificate of the PostgreSQL TLS test; chromium loads
+# the daemon's status page in the browser test; prometheus provides promtool,
+# which checks dist/prometheus-alerts.yml.
+APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl chromium prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

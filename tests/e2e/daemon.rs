@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::util::{random_bytes, write, Scratch, PASSWORD};
 
-const TOKEN: &str = "test-token-0123456789";
+pub(crate) const TOKEN: &str = "test-token-0123456789";
 
 /// The `backupd` binary, built next to `backup` by the workspace's test
 /// build (`backup-daemon` has integration tests of its own, so
 /// `cargo test --workspace` and `cargo nextest run --workspace` build it
 /// before any test runs). No test runs cargo itself.
-fn backupd_bin() -> PathBuf {
+pub(crate) fn backupd_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_backup")).with_file_name("backupd");
     assert!(
         bin.exists(),
@@ -28,14 +28,14 @@ fn backupd_bin() -> PathBuf {
 }
 
 /// A running daemon, killed when dropped.
-struct Daemon {
-    child: Child,
-    port: u16,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(s: &Scratch, config: &Path, port: u16, log_name: &str) -> Self {
+    pub(crate) fn start(s: &Scratch, config: &Path, port: u16, log_name: &str) -> Self {
         let log = s.path(log_name);
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(backupd_bin())
@@ -44,6 +44,7 @@ impl Daemon {
             .env("HOME", s.dir.path())
             .env("BACKUP_PASSWORD", PASSWORD)
             .env("BACKUPD_TOKEN", TOKEN)
+            .env("BACKUPD_READ", "read-only-token-42")
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())
@@ -57,11 +58,11 @@ impl Daemon {
         d
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if f() {
@@ -72,13 +73,13 @@ impl Daemon {
         panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
     }
 
-    fn jobs(&self) -> serde_json::Value {
+    pub(crate) fn jobs(&self) -> serde_json::Value {
         let (code, body) = http(self.port, "GET", "/api/jobs", None).unwrap();
         assert_eq!(code, 200);
         serde_json::from_str(&body).unwrap()
     }
 
-    fn job(&self, name: &str) -> serde_json::Value {
+    pub(crate) fn job(&self, name: &str) -> serde_json::Value {
         self.jobs()
             .as_array()
             .unwrap()
@@ -88,13 +89,17 @@ impl Daemon {
             .unwrap_or_default()
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         http(self.port, "GET", "/metrics", None).unwrap().1
     }
 
     /// Sends a signal and waits for the exit; returns the exit code and
     /// how long it took.
-    fn stop(mut self, signal: nix::sys::signal::Signal, limit: Duration) -> (i32, Duration) {
+    pub(crate) fn stop(
+        mut self,
+        signal: nix::sys::signal::Signal,
+        limit: Duration,
+    ) -> (i32, Duration) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let t0 = Instant::now();
         nix::sys::signal::kill(pid, signal).unwrap();
@@ -119,13 +124,18 @@ impl Drop for Daemon {
 }
 
 /// The value of a metric line `name{labels}`.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
 /// A minimal HTTP/1.1 client: returns the status and body.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -142,7 +152,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16
 }
 
 /// Writes a configuration with one files job.
-fn config(s: &Scratch, name: &str, port: u16, job: &str, extra: &str) -> PathBuf {
+pub(crate) fn config(s: &Scratch, name: &str, port: u16, job: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"
 [daemon]
@@ -169,7 +179,7 @@ password = {{ env = "BACKUP_PASSWORD" }}
     path
 }
 
-fn files_job(source: &Path, schedule: &str) -> String {
+pub(crate) fn files_job(source: &Path, schedule: &str) -> String {
     format!(
         "[jobs.files]\nrepository = \"main\"\nsource = \"{}\"\nschedule = \"{schedule}\"\ntags = [\"daemon\"]\n",
         source.display()
@@ -272,7 +282,7 @@ fn scheduled_runs_metrics_status_and_trigger() {
 }
 
 /// A tiny webhook receiver: every POST body is sent on the channel.
-fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
+pub(crate) fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
@@ -310,7 +320,7 @@ fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
 
 /// A tiny SMTP receiver (no TLS, no auth): every message's data is sent on
 /// the channel.
-fn smtp_receiver() -> (u16, mpsc::Receiver<String>) {
+pub(crate) fn smtp_receiver() -> (u16, mpsc::Receiver<String>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
@@ -357,7 +367,7 @@ fn smtp_receiver() -> (u16, mpsc::Receiver<String>) {
     (port, rx)
 }
 
-fn wait_event(rx: &mpsc::Receiver<serde_json::Value>, event: &str) -> serde_json::Value {
+pub(crate) fn wait_event(rx: &mpsc::Receiver<serde_json::Value>, event: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if let Ok(v) = rx.recv_timeout(Duration::from_secs(1)) {

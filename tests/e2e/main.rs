@@ -18,6 +18,8 @@ mod corruption;
 mod crash;
 mod daemon;
 mod dedup;
+mod drill;
+mod drill_daemon;
 mod format_reader;
 mod full_disk;
 mod keys;

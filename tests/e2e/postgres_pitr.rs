@@ -10,11 +10,11 @@ use backup_testkit::postgres::{PgCluster, PgOptions, PASSWORD};
 
 use crate::util::Scratch;
 
-fn repl_url(pg: &PgCluster) -> String {
+pub(crate) fn repl_url(pg: &PgCluster) -> String {
     format!("postgres://repl:{PASSWORD}@127.0.0.1:{}/", pg.port())
 }
 
-fn cluster(settings: &[&str]) -> PgCluster {
+pub(crate) fn cluster(settings: &[&str]) -> PgCluster {
     let pg = PgCluster::start_with(&PgOptions {
         settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         ..PgOptions::default()
@@ -30,10 +30,10 @@ fn cluster(settings: &[&str]) -> PgCluster {
 }
 
 /// `backup wal receive` as a child process.
-struct Receiver(Child);
+pub(crate) struct Receiver(Child);
 
 impl Receiver {
-    fn start(s: &Scratch, url: &str) -> Self {
+    pub(crate) fn start(s: &Scratch, url: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_backup"))
             .args(["wal", "receive", url, "--flush-interval", "1s"])
             .env("BACKUP_REPOSITORY", &s.repo)
@@ -47,7 +47,7 @@ impl Receiver {
     }
 
     /// SIGTERM: stores what was received, then exits 0.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = self.0.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = self.0.wait().unwrap();
@@ -68,7 +68,7 @@ impl Drop for Receiver {
 }
 
 /// Inserts a marker every 20 ms for `seconds` (pgbench with one client).
-fn write_markers(pg: &PgCluster, seconds: u32) {
+pub(crate) fn write_markers(pg: &PgCluster, seconds: u32) {
     let script = pg.dir().join("markers.sql");
     std::fs::write(
         &script,

@@ -113,6 +113,14 @@ pub(crate) enum Command {
     /// give it back to restore_command.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Restore a job's latest backup into a scratch copy, check it,
+    /// measure RTO and RPO, remove it, and record the drill (exit 1 when
+    /// it fails or its RTO is over max_rto); --history lists drills.
+    Drill(DrillArgs),
+    /// Report per job: success rate, durations and sizes over time,
+    /// verifications, drills with RTO and RPO against the objectives,
+    /// restore points, storage growth.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +173,62 @@ pub(crate) enum WalCommand {
         #[arg(long, hide = true)]
         ahead: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DrillArgs {
+    /// The job of --config to drill (its [jobs.NAME.drill] settings).
+    #[arg(value_name = "JOB")]
+    pub(crate) job: Option<String>,
+    /// List the recorded drills (of JOB, or all) instead of running one.
+    #[arg(long)]
+    pub(crate) history: bool,
+    /// Without a job: drill the latest snapshot of this source (URL, path
+    /// or kind), with --repo.
+    #[arg(long, value_name = "SOURCE", conflicts_with = "job")]
+    pub(crate) source: Option<String>,
+    /// The scratch location: a directory (files, PostgreSQL physical), a
+    /// postgres:// server, a mongodb:// deployment, a redis:// server or
+    /// database, or `redis-server` for a throwaway server. Overrides the
+    /// job's.
+    #[arg(long, value_name = "SCRATCH")]
+    pub(crate) target: Option<String>,
+    /// The longest acceptable RTO (e.g. 15m); overrides the job's max_rto.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) max_rto: Option<String>,
+    /// Leave the scratch copy in place for inspection.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// What to restore: `latest` (the newest snapshot) or `random` (a
+    /// random time inside a physical PostgreSQL job's restorable window,
+    /// the newest base backup replayed to it). Overrides the job's.
+    #[arg(long, value_name = "POINT", value_parser = ["latest", "random"])]
+    pub(crate) point: Option<String>,
+    /// Skip the built-in checks (counts against the manifest, the file
+    /// comparison).
+    #[arg(long)]
+    pub(crate) no_builtin_checks: bool,
+    /// Also run this command with the scratch copy's URL in
+    /// BACKUP_DRILL_URL (and BACKUP_DRILL_PATH for directories); it must
+    /// exit 0. Run through `sh -c`; repeatable.
+    #[arg(long = "check-command", value_name = "COMMAND")]
+    pub(crate) check_commands: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// The period covered (e.g. 30d, 12w).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub(crate) since: String,
+    /// html (charts as inline SVG), markdown or json (--json too).
+    #[arg(long, value_name = "FORMAT", value_parser = ["html", "markdown", "json"])]
+    pub(crate) format: Option<String>,
+    /// Only this job.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short = 'O', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -201,6 +201,47 @@ pub async fn append(repo: &Repository, op: &Operation) -> Result<AuditRecord, Er
     })
 }
 
+/// The newest records of the repository's chain, newest first: read from
+/// the end of the sequence back until a record is older than `since` or
+/// `max` were read. Records that cannot be read are skipped (`backup
+/// audit` reports them); this is for reports, not for checking the chain.
+///
+/// # Errors
+///
+/// Storage errors while listing.
+pub async fn read_recent(
+    repo: &Repository,
+    since: Option<DateTime<Utc>>,
+    max: usize,
+) -> Result<Vec<AuditRecord>, Error> {
+    use futures::stream::{self, StreamExt};
+    let (seqs, _) = sequence(repo).await?;
+    let mut out = Vec::new();
+    // Read in batches of 32, in parallel, from the newest back.
+    for batch in seqs.rchunks(32) {
+        let mut read: Vec<(u64, Option<AuditRecord>)> = stream::iter(batch.iter().copied())
+            .map(|seq| async move {
+                let name = name_of(seq);
+                let rec = match repo.sink().get(FileKind::Audit, &name).await {
+                    Ok(bytes) => decode(repo, &name, &bytes).ok(),
+                    Err(_) => None,
+                };
+                (seq, rec)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        read.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for rec in read.into_iter().filter_map(|(_, r)| r) {
+            if since.is_some_and(|s| rec.body.timestamp < s) || out.len() >= max {
+                return Ok(out);
+            }
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
 /// Appends a line to the local log, creating its directory.
 ///
 /// # Errors
@@ -422,6 +463,21 @@ mod tests {
             success: true,
             details: serde_json::json!({"n": name}),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recent_records_newest_first() {
+        let r = repo().await;
+        for i in 0..40 {
+            append(&r, &op(&format!("op{i}"))).await.unwrap();
+        }
+        let recent = read_recent(&r, None, 35).await.unwrap();
+        assert_eq!(recent.len(), 35);
+        assert_eq!(recent[0].body.operation, "op39");
+        assert_eq!(recent[34].body.operation, "op5");
+        let future = Utc::now() + chrono::Duration::hours(1);
+        assert!(read_recent(&r, Some(future), 100).await.unwrap().is_empty());
+        assert_eq!(read_recent(&r, None, 1000).await.unwrap().len(), 40);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

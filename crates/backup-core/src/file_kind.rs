@@ -24,11 +24,13 @@ pub enum FileKind {
     Audit,
     /// Capture records (WAL, oplog) under `captures/`.
     Capture,
+    /// Restore drill records under `drills/`.
+    Drill,
 }
 
 impl FileKind {
     /// Every kind, in a stable order.
-    pub const ALL: [FileKind; 8] = [
+    pub const ALL: [FileKind; 9] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Snapshot,
@@ -37,6 +39,7 @@ impl FileKind {
         FileKind::Lock,
         FileKind::Audit,
         FileKind::Capture,
+        FileKind::Drill,
     ];
 
     /// The directory of this kind, relative to the repository root
@@ -51,6 +54,7 @@ impl FileKind {
             FileKind::Lock => "locks",
             FileKind::Audit => "audit",
             FileKind::Capture => "captures",
+            FileKind::Drill => "drills",
         }
     }
 
@@ -99,6 +103,7 @@ impl fmt::Display for FileKind {
             FileKind::Lock => "lock",
             FileKind::Audit => "audit record",
             FileKind::Capture => "capture record",
+            FileKind::Drill => "drill record",
         })
     }
 }

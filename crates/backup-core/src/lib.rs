@@ -53,6 +53,7 @@ pub mod chunker;
 pub mod config;
 pub mod copy;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod file_kind;
 pub mod filter;

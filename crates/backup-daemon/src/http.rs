@@ -1,5 +1,5 @@
-//! The HTTP interface: `/healthz`, `/metrics`, `/api/jobs` and the run
-//! trigger.
+//! The HTTP interface: the status page (`/`), `/healthz`, `/metrics`,
+//! `/api/jobs` and the run trigger.
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use backup_ops::secret::ExposeSecret;
+use backup_ops::config::StatusPage;
+use backup_ops::secret::{ExposeSecret, SecretString};
 use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,7 @@ type Shared = State<Api>;
 pub fn router(status: Arc<Status>) -> Router {
     let registry = Arc::new(crate::metrics::registry(Arc::clone(&status)));
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/jobs", get(jobs))
@@ -49,6 +51,93 @@ pub async fn serve(
     {
         tracing::error!(error = %e, "The HTTP server failed.");
     }
+}
+
+/// Whether the request carries `token`: as a bearer token, or as the
+/// password of HTTP basic authentication (any user name), which browsers
+/// ask for themselves.
+fn presents(headers: &HeaderMap, token: &SecretString) -> bool {
+    use base64::Engine as _;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let given: Vec<u8> = if let Some(b) = value.strip_prefix("Bearer ") {
+        b.as_bytes().to_vec()
+    } else if let Some(b) = value.strip_prefix("Basic ") {
+        match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+            Ok(pair) => match pair.iter().position(|c| *c == b':') {
+                Some(i) => pair[i + 1..].to_vec(),
+                None => return false,
+            },
+            Err(_) => return false,
+        }
+    } else {
+        return false;
+    };
+    // Compared in constant time: how much of a guess matches must not
+    // show in the response time.
+    given
+        .as_slice()
+        .ct_eq(token.expose_secret().as_bytes())
+        .into()
+}
+
+async fn status_page(State(api): Shared, headers: HeaderMap) -> Response {
+    match api.status.page_access() {
+        StatusPage::Off => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "the status page is off (daemon.status_page = \"off\")",
+            )
+        }
+        StatusPage::Public => {}
+        StatusPage::Token => {
+            let tokens: Vec<SecretString> = [api.status.api_token(), api.status.read_token()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if tokens.is_empty() {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "the status page needs a token: set daemon.api_token or daemon.read_token, or daemon.status_page = \"public\"",
+                );
+            }
+            if !tokens.iter().any(|t| presents(&headers, t)) {
+                tracing::warn!("Refused the status page without a valid token.");
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(
+                        header::WWW_AUTHENTICATE,
+                        "Basic realm=\"backupd\", charset=\"UTF-8\"",
+                    )],
+                    "a token is required: the API token or the read token, as a bearer token or as the password of basic authentication\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let body = crate::page::render(&api.status);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                header::HeaderName::from_static("server-timing"),
+                format!("render;dur={ms:.2}"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:".to_owned(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -8,15 +8,18 @@
 //!
 //! - [`scheduler`]: one task per job (cron, concurrency limit, retries,
 //!   slot leases so that daemons sharing a repository run each slot once,
-//!   age checks, reloads, graceful shutdown).
-//! - [`state`]: what the daemon knows about its jobs; [`http`] serves it
-//!   (`/healthz`, `/api/jobs`, the run trigger) and [`metrics`] exposes it
-//!   to Prometheus.
+//!   restore drills, age checks, anomaly and storage alerts, the scheduled
+//!   report, reloads, graceful shutdown).
+//! - [`state`]: what the daemon knows about its jobs and their history;
+//!   [`http`] serves it (the status page of [`page`], `/healthz`,
+//!   `/api/jobs`, the run trigger) and [`metrics`] exposes it to
+//!   Prometheus.
 //! - [`notify`]: webhooks (reqwest) and e-mail (lettre).
 #![deny(missing_docs)]
 
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod page;
 pub mod scheduler;
 pub mod state;

@@ -39,7 +39,7 @@ struct StatusCollector {
 type JobValue = fn(&JobState) -> Option<f64>;
 
 /// Per-job gauges: name, help, value.
-const JOB_GAUGES: [(&str, &str, JobValue); 11] = [
+const JOB_GAUGES: [(&str, &str, JobValue); 17] = [
     (
         "backupd_job_last_success_timestamp_seconds",
         "Time of the job's newest snapshot (Unix seconds).",
@@ -97,6 +97,36 @@ const JOB_GAUGES: [(&str, &str, JobValue); 11] = [
         "backupd_job_last_verify_ok",
         "1 when the last verification found no problem, 0 when it failed.",
         |j| j.last_verify.as_ref().map(|v| if v.ok { 1.0 } else { 0.0 }),
+    ),
+    (
+        "backupd_drill_last_success_timestamp_seconds",
+        "When the job's last passing restore drill ended (Unix seconds).",
+        |j| j.drill_last_success.map(|t| t.timestamp() as f64),
+    ),
+    (
+        "backupd_drill_last_rto_seconds",
+        "Seconds the job's last drill took until its scratch copy was usable.",
+        |j| j.last_drill.as_ref().and_then(|d| d.rto_seconds),
+    ),
+    (
+        "backupd_drill_last_rpo_seconds",
+        "Age of the point the job's last drill restored, at the drill's start.",
+        |j| j.last_drill.as_ref().and_then(|d| d.rpo_seconds),
+    ),
+    (
+        "backupd_drill_last_ok",
+        "1 when the job's last drill passed, 0 when it failed.",
+        |j| j.last_drill.as_ref().map(|d| if d.ok { 1.0 } else { 0.0 }),
+    ),
+    (
+        "backupd_drill_max_rto_seconds",
+        "The job's RTO objective (its drill's max_rto).",
+        |j| j.max_rto_seconds,
+    ),
+    (
+        "backupd_drill_next_timestamp_seconds",
+        "Next scheduled drill (Unix seconds).",
+        |j| j.next_drill.map(|t| t.timestamp() as f64),
     ),
 ];
 
@@ -245,6 +275,26 @@ impl Collector for StatusCollector {
             ConstGauge::new(size as f64)
                 .encode(sizes.encode_family(&[("repository", escaped(&repo).as_str())])?)?;
         }
+        let space = self.status.repo_space();
+        for (name, help, pick) in [
+            (
+                "backupd_repository_free_bytes",
+                "Free space for the repository: its file system's, or its quota less its size.",
+                0,
+            ),
+            (
+                "backupd_repository_capacity_bytes",
+                "The size of the repository's file system, or its quota.",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (repo, (free, total)) in &space {
+                let v = if pick == 0 { *free } else { *total };
+                ConstGauge::new(v as f64)
+                    .encode(family.encode_family(&[("repository", escaped(repo).as_str())])?)?;
+            }
+        }
         let n = &self.status.notifications;
         for (name, help, value) in [
             (
@@ -285,6 +335,17 @@ mod tests {
             ..JobState::default()
         }]);
         status.set_repo_size("r", 1234);
+        status.set_repo_space("r", 10, 100);
+        status.update("db \"main\"", |s| {
+            s.last_drill = Some(crate::state::DrillState {
+                finished: Utc::now(),
+                ok: true,
+                rto_seconds: Some(12.5),
+                rpo_seconds: Some(3600.0),
+                error: None,
+                record: None,
+            });
+        });
         let text = render(&registry(Arc::clone(&status)));
         assert!(
             text.contains("backupd_job_successes_total{job=\"db \\\"main\\\"\"} 3"),
@@ -297,6 +358,15 @@ mod tests {
         );
         assert!(
             text.contains("backupd_notifications_failed_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backupd_drill_last_rto_seconds{job="),
+            "{text}"
+        );
+        assert!(text.contains("backupd_drill_last_ok{job="), "{text}");
+        assert!(
+            text.contains("backupd_repository_free_bytes{repository=\"r\"} 10"),
             "{text}"
         );
         assert!(

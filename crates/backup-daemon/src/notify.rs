@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use backup_core::retry::{retry, RetryPolicy};
-use backup_ops::config::{Config, Event, Job, NotificationConfig, SmtpSecurity};
+use backup_ops::config::{Config, Event, Job, NotificationConfig, ReportFormat, SmtpSecurity};
 use backup_ops::secret::{ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Email, Tokio1Executor};
 
 use crate::state::Status;
 
@@ -38,9 +38,19 @@ pub struct Notice {
 impl Notice {
     fn text(&self) -> String {
         let icon = match self.event {
-            Event::Failure | Event::VerifyFailed | Event::CaptureGap => ":rotating_light:",
-            Event::Missed | Event::CaptureLag | Event::CaptureStopped => ":warning:",
+            Event::Failure
+            | Event::VerifyFailed
+            | Event::CaptureGap
+            | Event::DrillFailed
+            | Event::StorageLow => ":rotating_light:",
+            Event::Missed
+            | Event::CaptureLag
+            | Event::CaptureStopped
+            | Event::RtoExceeded
+            | Event::DurationAnomaly
+            | Event::SizeAnomaly => ":warning:",
             Event::Recovery | Event::Success => ":white_check_mark:",
+            Event::Report => ":bar_chart:",
         };
         if self.details.is_empty() {
             format!("{icon} {}", self.summary)
@@ -61,6 +71,38 @@ impl Notice {
             "host": backup_core::util::hostname(),
             "time": self.time,
         })
+    }
+}
+
+/// What a notification carries: a notice, or the scheduled report.
+#[derive(Debug, Clone)]
+enum Message {
+    Notice(Notice),
+    Report {
+        /// The e-mail body in the configured format.
+        body: String,
+        /// Its format.
+        format: ReportFormat,
+        /// The report as Markdown (the webhook's text).
+        markdown: String,
+        /// The report's data (the webhook's `report`).
+        json: serde_json::Value,
+    },
+}
+
+impl Message {
+    fn event(&self) -> Event {
+        match self {
+            Message::Notice(n) => n.event,
+            Message::Report { .. } => Event::Report,
+        }
+    }
+
+    fn job(&self) -> &str {
+        match self {
+            Message::Notice(n) => &n.job,
+            Message::Report { .. } => "",
+        }
     }
 }
 
@@ -218,18 +260,52 @@ impl Notifier {
         if notice.event == Event::Success && !job.notify_success {
             return;
         }
+        self.send_to(Some(&job.notify), notice);
+    }
+
+    /// Sends a notice that concerns no single job (a repository's space)
+    /// to `channels` (every channel when `None`) that want its event.
+    pub fn send_to(self: &Arc<Self>, channels: Option<&[String]>, notice: &Notice) {
+        self.dispatch(channels, &Message::Notice(notice.clone()));
+    }
+
+    /// Sends the scheduled report to `channels` (every channel when
+    /// `None`) that take the `report` event: e-mail gets `body` in
+    /// `format`, webhooks the Markdown as `text` and the data as `report`.
+    pub fn send_report(
+        self: &Arc<Self>,
+        channels: Option<&[String]>,
+        format: ReportFormat,
+        body: String,
+        markdown: String,
+        json: serde_json::Value,
+    ) {
+        self.dispatch(
+            channels,
+            &Message::Report {
+                body,
+                format,
+                markdown,
+                json,
+            },
+        );
+    }
+
+    fn dispatch(self: &Arc<Self>, channels: Option<&[String]>, message: &Message) {
         for ch in &self.channels {
-            if !job.notify.contains(&ch.name) || !ch.events.contains(&notice.event) {
+            if channels.is_some_and(|c| !c.contains(&ch.name))
+                || !ch.events.contains(&message.event())
+            {
                 continue;
             }
             let this = Arc::clone(self);
             let ch = Arc::clone(ch);
-            let notice = notice.clone();
-            tokio::spawn(async move { this.deliver_with_retries(&ch, &notice).await });
+            let message = message.clone();
+            tokio::spawn(async move { this.deliver_with_retries(&ch, &message).await });
         }
     }
 
-    async fn deliver_with_retries(&self, ch: &Channel, notice: &Notice) {
+    async fn deliver_with_retries(&self, ch: &Channel, notice: &Message) {
         let outcome = retry(
             &self.retry,
             None,
@@ -237,31 +313,41 @@ impl Notifier {
             // Any failure of a webhook or mail server may pass.
             |_: &anyhow::Error| true,
             |_, e, delay| {
-                tracing::warn!(channel = %ch.name, event = notice.event.name(), error = %format!("{e:#}"), retry_in = ?delay, "Could not send a notification; will retry.");
+                tracing::warn!(channel = %ch.name, event = notice.event().name(), error = %format!("{e:#}"), retry_in = ?delay, "Could not send a notification; will retry.");
             },
         )
         .await;
         let counters = &self.status.notifications;
         match outcome {
             Ok(_) => {
-                tracing::info!(channel = %ch.name, event = notice.event.name(), job = %notice.job, "Notification sent.");
+                tracing::info!(channel = %ch.name, event = notice.event().name(), job = %notice.job(), "Notification sent.");
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(g) => {
-                tracing::error!(channel = %ch.name, event = notice.event.name(), error = %format!("{:#}", g.error), attempts = g.attempts, "Could not send a notification; giving up.");
+                tracing::error!(channel = %ch.name, event = notice.event().name(), error = %format!("{:#}", g.error), attempts = g.attempts, "Could not send a notification; giving up.");
                 counters.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    async fn deliver(&self, ch: &Channel, notice: &Notice) -> Result<()> {
+    async fn deliver(&self, ch: &Channel, message: &Message) -> Result<()> {
+        let payload = match message {
+            Message::Notice(n) => n.payload(),
+            Message::Report { markdown, json, .. } => serde_json::json!({
+                "text": markdown,
+                "event": Event::Report.name(),
+                "report": json,
+                "host": backup_core::util::hostname(),
+                "time": Utc::now(),
+            }),
+        };
         match &ch.transport {
             Transport::Webhook { url } => {
                 let resp = self
                     .client
                     .post(url.expose_secret())
                     .header("content-type", "application/json")
-                    .body(notice.payload().to_string())
+                    .body(payload.to_string())
                     .send()
                     .await
                     // reqwest errors include the URL, which may hold a token.
@@ -275,22 +361,40 @@ impl Notifier {
                 from,
                 to,
             } => {
-                let mut b = Message::builder()
+                let (subject, content_type, body) = match message {
+                    Message::Notice(notice) => (
+                        format!("[backupd] {}", notice.summary),
+                        ContentType::TEXT_PLAIN,
+                        format!(
+                            "{}\n\nevent: {}\njob: {}\nhost: {}\ntime: {}\n\n{}\n",
+                            notice.summary,
+                            notice.event.name(),
+                            notice.job,
+                            backup_core::util::hostname(),
+                            notice.time.to_rfc3339(),
+                            notice.details
+                        ),
+                    ),
+                    Message::Report { body, format, .. } => (
+                        format!(
+                            "[backupd] Backup report from {}",
+                            backup_core::util::hostname()
+                        ),
+                        if *format == ReportFormat::Html {
+                            ContentType::TEXT_HTML
+                        } else {
+                            ContentType::TEXT_PLAIN
+                        },
+                        body.clone(),
+                    ),
+                };
+                let mut b = Email::builder()
                     .from(from.clone())
-                    .subject(format!("[backupd] {}", notice.summary))
-                    .header(ContentType::TEXT_PLAIN);
+                    .subject(subject)
+                    .header(content_type);
                 for t in to {
                     b = b.to(t.clone());
                 }
-                let body = format!(
-                    "{}\n\nevent: {}\njob: {}\nhost: {}\ntime: {}\n\n{}\n",
-                    notice.summary,
-                    notice.event.name(),
-                    notice.job,
-                    backup_core::util::hostname(),
-                    notice.time.to_rfc3339(),
-                    notice.details
-                );
                 let msg = b.body(body).context("building the e-mail")?;
                 transport.send(msg).await.context("sending the e-mail")?;
                 Ok(())

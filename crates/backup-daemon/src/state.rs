@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
+use backup_ops::config::StatusPage;
+use backup_ops::report::{AuditLine, JobHistory};
 use backup_ops::secret::SecretString;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -82,6 +84,24 @@ pub struct CaptureState {
     pub caught_up_at: Option<DateTime<Utc>>,
 }
 
+/// The last drill of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillState {
+    /// When it ended.
+    pub finished: DateTime<Utc>,
+    /// Whether it passed (restored, started, checks passed, RTO within
+    /// the limit).
+    pub ok: bool,
+    /// Seconds until the scratch copy was usable.
+    pub rto_seconds: Option<f64>,
+    /// Age of the restored point.
+    pub rpo_seconds: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The drill record in the repository.
+    pub record: Option<String>,
+}
+
 /// What the daemon knows about a job; served by `/api/jobs` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobState {
@@ -125,6 +145,16 @@ pub struct JobState {
     pub missed_alerted: bool,
     /// Continuous capture, for jobs that run one.
     pub capture: Option<CaptureState>,
+    /// Next scheduled drill.
+    pub next_drill: Option<DateTime<Utc>>,
+    /// The drill's RTO limit in seconds.
+    pub max_rto_seconds: Option<f64>,
+    /// Whether a drill is in progress.
+    pub drilling: bool,
+    /// The last drill.
+    pub last_drill: Option<DrillState>,
+    /// When the last drill that passed ended.
+    pub drill_last_success: Option<DateTime<Utc>>,
 }
 
 /// Notifications delivered and given up on, across reloads.
@@ -157,13 +187,27 @@ pub enum TriggerError {
     AlreadyQueued,
 }
 
+/// The history the status page and the report show: per job, and the
+/// newest audit records.
+#[derive(Debug, Default, Clone)]
+pub struct HistoryStore {
+    /// Per job.
+    pub jobs: BTreeMap<String, JobHistory>,
+    /// The newest audit records of every repository, newest first.
+    pub audit: Vec<AuditLine>,
+}
+
 /// The daemon's shared, observable state.
 #[derive(Debug, Default)]
 pub struct Status {
     jobs: Mutex<BTreeMap<String, JobState>>,
     repo_sizes: Mutex<BTreeMap<String, u64>>,
+    repo_space: Mutex<BTreeMap<String, (u64, u64)>>,
+    history: Mutex<HistoryStore>,
     triggers: Mutex<HashMap<String, mpsc::Sender<()>>>,
     api_token: RwLock<Option<SecretString>>,
+    read_token: RwLock<Option<SecretString>>,
+    page_access: RwLock<Option<StatusPage>>,
     /// Notification counters.
     pub notifications: NotifyCounters,
 }
@@ -208,6 +252,7 @@ impl Status {
                 st.repository = fresh.repository;
                 st.schedule = fresh.schedule;
                 st.max_age_seconds = fresh.max_age_seconds;
+                st.max_rto_seconds = fresh.max_rto_seconds;
             }
             let (tx, rx) = mpsc::channel(1);
             triggers.insert(st.name.clone(), tx);
@@ -240,6 +285,38 @@ impl Status {
         lock(&self.repo_sizes).insert(name.to_owned(), size);
     }
 
+    /// Free and total bytes per repository (file system, or quota).
+    pub fn repo_space(&self) -> BTreeMap<String, (u64, u64)> {
+        lock(&self.repo_space).clone()
+    }
+
+    /// Records a repository's free and total bytes.
+    pub fn set_repo_space(&self, name: &str, free: u64, total: u64) {
+        lock(&self.repo_space).insert(name.to_owned(), (free, total));
+    }
+
+    /// Reads or changes the history.
+    pub fn with_history<T>(&self, f: impl FnOnce(&mut HistoryStore) -> T) -> T {
+        f(&mut lock(&self.history))
+    }
+
+    /// Changes one job's history (created empty when new).
+    pub fn update_history(&self, job: &str, f: impl FnOnce(&mut JobHistory)) {
+        let mut h = lock(&self.history);
+        let entry = h.jobs.entry(job.to_owned()).or_insert_with(|| JobHistory {
+            name: job.to_owned(),
+            ..JobHistory::default()
+        });
+        f(entry);
+    }
+
+    /// Adds an audit line to the newest ones.
+    pub fn push_audit(&self, line: AuditLine) {
+        let mut h = lock(&self.history);
+        h.audit.insert(0, line);
+        h.audit.truncate(backup_ops::report::AUDIT_LINES);
+    }
+
     /// The API token, if the run trigger is enabled.
     pub fn api_token(&self) -> Option<SecretString> {
         self.api_token
@@ -254,5 +331,37 @@ impl Status {
             .api_token
             .write()
             .unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// The read-only token of the status page.
+    pub fn read_token(&self) -> Option<SecretString> {
+        self.read_token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets the read-only token.
+    pub fn set_read_token(&self, token: Option<SecretString>) {
+        *self
+            .read_token
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// Who may see the status page (`token` until configured).
+    pub fn page_access(&self) -> StatusPage {
+        self.page_access
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or(StatusPage::Token)
+    }
+
+    /// Sets who may see the status page.
+    pub fn set_page_access(&self, access: StatusPage) {
+        *self
+            .page_access
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(access);
     }
 }

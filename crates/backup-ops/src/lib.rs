@@ -16,6 +16,10 @@
 //!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
 //! - [`health`]: repositories writable, sources reachable, backups fresh.
+//! - [`drill`]: restore drills into scratch copies, with measured RTO and
+//!   RPO, checks and records; [`report`]: the history of jobs (runs,
+//!   verifications, drills, restore points) as HTML, Markdown or JSON,
+//!   anomaly detection and free space.
 //! - [`audit`]: recording operations in the audit trail and checking it.
 //!
 //! Operations take trait objects ([`backup_core::source::Source`],
@@ -62,10 +66,12 @@ pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod copy;
+pub mod drill;
 mod error;
 mod feedback;
 pub mod health;
 pub mod maintenance;
+pub mod report;
 pub mod repository;
 pub mod restore;
 pub mod retention;

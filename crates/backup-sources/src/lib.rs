@@ -32,6 +32,7 @@
 //!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
 #![deny(missing_docs)]
 
+pub mod drill;
 pub mod export;
 #[cfg(feature = "files")]
 pub mod files;

@@ -61,9 +61,11 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     };
     // The repository's key derivation (Argon2id) and the source's set-up
     // (connections, an exported snapshot, version checks) run side by side.
-    let (repo, source) = tokio::try_join!(ctx.open(), async {
-        Ok::<_, anyhow::Error>(open_source(&spec).await?)
-    })?;
+    // Both are awaited to the end: a source that fails at once still finds
+    // the repository open, so the failed run is audited there (reports
+    // count it).
+    let (repo, source) = tokio::join!(ctx.open(), open_source(&spec));
+    let (repo, source) = (repo?, source?);
     let outcome = backup(&repo, source, &spec, &req, ctx, None).await?;
     let retention = match (&job, outcome.id) {
         (Some(job), Some(_)) => {

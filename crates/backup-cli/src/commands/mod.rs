@@ -4,6 +4,7 @@
 mod audit;
 mod copy;
 mod create;
+mod drill;
 mod export;
 mod forget;
 mod init;
@@ -11,6 +12,7 @@ mod jobs;
 mod key;
 mod list;
 mod repair;
+mod report;
 mod restore;
 mod stats;
 mod verify;
@@ -73,6 +75,7 @@ fn audited_operation(c: &Command) -> Option<&'static str> {
         Command::Key(KeyCommand::Remove { .. }) => "key-remove",
         Command::Key(KeyCommand::Passwd(_)) => "key-passwd",
         Command::Key(KeyCommand::Export { .. }) => "key-export",
+        Command::Drill(a) if !a.history => "drill",
         _ => return None,
     })
 }
@@ -97,6 +100,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Schedule(a) => jobs::schedule(ctx, &a),
         Command::Audit(a) => audit::run(ctx, a).await,
         Command::Wal(c) => wal::run(ctx, c).await,
+        Command::Drill(a) => Box::pin(drill::run(ctx, a)).await,
+        Command::Report(a) => report::run(ctx, a).await,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::context::{confirm, usage, Ctx};
 /// restored PostgreSQL server's `restore_command` (which runs without
 /// this environment); `None` when the repository comes from a
 /// configuration file.
-fn replay_program(ctx: &Ctx) -> Option<String> {
+pub(crate) fn replay_program(ctx: &Ctx) -> Option<String> {
     use backup_sources::postgres::physical::pitr::shell_quote;
     let repo = ctx.global.repo.as_deref()?;
     if ctx.global.config.is_some() {

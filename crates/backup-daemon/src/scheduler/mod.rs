@@ -1,14 +1,19 @@
 //! The scheduler: one task per job, a concurrency limit across jobs,
-//! retries, retention, verification, slot leases, age checks, reloads and
+//! retries, retention, verification, drills, slot leases, age checks,
+//! anomaly and storage alerts, the scheduled report, reloads and
 //! shutdown. The work of each run is an operation of `backup-ops`; a run
 //! of a job is in [`run`](self) (`run.rs`), verifications and age checks
-//! in `watch.rs`.
+//! in `watch.rs`, drills in `drill.rs`, the history the status page shows
+//! in `history.rs`, anomalies, free space and the report in `alerts.rs`.
 
+mod alerts;
 mod capture;
+mod drill;
+mod history;
 mod run;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -16,7 +21,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use backup_core::repo::Repository;
 use backup_ops::audit::AuditLog;
-use backup_ops::backup::last_success;
 use backup_ops::config::{Config, Event, Job, MissedRuns};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
@@ -69,6 +73,10 @@ pub struct Daemon {
     abandon: CancellationToken,
     started: DateTime<Utc>,
     audit: AuditLog,
+    /// Snapshot manifests read so far, per repository, by file name.
+    snapshots: tokio::sync::Mutex<HashMap<String, HashMap<String, history::Seen>>>,
+    /// Repositories whose `storage_low` notice was sent (once per episode).
+    storage_alerted: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -101,6 +109,8 @@ impl Daemon {
         let status = Arc::new(Status::default());
         let notifier = Notifier::from_config(&config, Arc::clone(&status))?;
         status.set_api_token(api_token(&config)?);
+        status.set_read_token(read_token(&config)?);
+        status.set_page_access(config.daemon.status_page);
         let audit = AuditLog::new(config.audit.local_log.as_deref());
         Ok(Arc::new(Daemon {
             semaphore: Arc::new(Semaphore::new(config.daemon.max_concurrent_jobs)),
@@ -114,6 +124,8 @@ impl Daemon {
             abandon: CancellationToken::new(),
             started: Utc::now(),
             audit,
+            snapshots: tokio::sync::Mutex::new(HashMap::new()),
+            storage_alerted: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -152,9 +164,42 @@ impl Daemon {
         success: bool,
         details: serde_json::Value,
     ) {
+        let job = details
+            .get("job")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let repository = job
+            .as_deref()
+            .and_then(|j| self.config().jobs.get(j).map(|c| c.repository.clone()))
+            .unwrap_or_default();
+        let body = backup_core::audit::AuditBody {
+            seq: 0,
+            operation: operation.to_owned(),
+            timestamp: Utc::now(),
+            user: backup_core::util::username(),
+            host: backup_core::util::hostname(),
+            status: if success { "success" } else { "failure" }.to_owned(),
+            details: details.clone(),
+            prev: String::new(),
+        };
+        let mut line = backup_ops::report::AuditLine::of_record(
+            &repository,
+            &backup_core::audit::AuditRecord {
+                hash: String::new(),
+                body,
+            },
+        );
         for w in self.audit.record(repo, operation, success, details).await {
             tracing::warn!("{w}");
         }
+        if let Some(repo) = repo {
+            if let Ok(recent) = backup_core::audit::read_recent(repo, None, 1).await {
+                if let Some(r) = recent.first() {
+                    line.seq = r.body.seq;
+                }
+            }
+        }
+        self.status.push_audit(line);
     }
 
     fn notify(&self, job: &Job, event: Event, summary: String, details: String) {
@@ -183,13 +228,21 @@ impl Daemon {
                 return Vec::new();
             }
         };
-        let mut receivers = self.status.replace_jobs(jobs.iter().map(|job| JobState {
-            name: job.name.clone(),
-            repository: job.repository.clone(),
-            schedule: job.schedule.expr().to_owned(),
-            max_age_seconds: job.max_age.map(|d| d.as_secs()),
-            ..JobState::default()
+        let mut receivers = self.status.replace_jobs(jobs.iter().map(|job| {
+            JobState {
+                name: job.name.clone(),
+                repository: job.repository.clone(),
+                schedule: job.schedule.expr().to_owned(),
+                max_age_seconds: job.max_age.map(|d| d.as_secs()),
+                max_rto_seconds: job
+                    .drill
+                    .as_ref()
+                    .and_then(|d| d.max_rto)
+                    .map(|d| d.as_secs_f64()),
+                ..JobState::default()
+            }
         }));
+        self.describe_jobs(&jobs);
         let mut handles = Vec::new();
         for job in jobs {
             let Some(rx) = receivers.remove(&job.name) else {
@@ -217,7 +270,8 @@ impl Daemon {
         generation: CancellationToken,
         mut rx: mpsc::Receiver<()>,
     ) {
-        let last = self.refresh_last_success(&job).await;
+        self.refresh_repository(&job.repository).await;
+        let last = self.status.job(&job.name).and_then(|s| s.last_success);
         if self.config().daemon.missed_runs == MissedRuns::RunOnce {
             if let Some(missed) = last.and_then(|t| job.schedule.next_after(t)) {
                 if missed <= Utc::now() && !generation.is_cancelled() {
@@ -232,11 +286,19 @@ impl Daemon {
                 .and_then(|v| v.schedule.next_after(Utc::now()))
         };
         let mut verify_next = next_verify();
+        let next_drill = || {
+            job.drill
+                .as_ref()
+                .and_then(|d| d.schedule.as_ref())
+                .and_then(|s| s.next_after(Utc::now()))
+        };
+        let mut drill_next = next_drill();
         loop {
             let next = job.schedule.next_after(Utc::now());
             self.status.update(&job.name, |s| {
                 s.next_run = next;
                 s.next_verify = verify_next;
+                s.next_drill = drill_next;
             });
             let until = |t: Option<DateTime<Utc>>| {
                 let d = t.map_or(Duration::from_secs(86400 * 365), |t| {
@@ -256,26 +318,12 @@ impl Daemon {
                     self.verify(&job).await;
                     verify_next = next_verify();
                 }
-            }
-        }
-    }
-
-    /// Reads the job's newest snapshot time from the repository (another
-    /// daemon or the CLI may have run the job) into its state.
-    async fn refresh_last_success(&self, job: &Job) -> Option<DateTime<Utc>> {
-        let found = match self.repo(&job.repository).await {
-            Ok(repo) => last_success(&repo, &job.name).await,
-            Err(e) => Err(e),
-        };
-        match found {
-            Ok(t) => {
-                self.status
-                    .update(&job.name, |s| s.last_success = s.last_success.max(t));
-                t
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.name, error = %report(&e), "Could not read the job's snapshots.");
-                None
+                () = until(drill_next), if drill_next.is_some() => {
+                    if let Some(slot) = drill_next {
+                        Box::pin(self.drill(&job, slot)).await;
+                    }
+                    drill_next = next_drill();
+                }
             }
         }
     }
@@ -303,6 +351,8 @@ impl Daemon {
         }
         write(&self.notifier, Arc::new(notifier));
         self.status.set_api_token(token);
+        self.status.set_read_token(read_token(&config)?);
+        self.status.set_page_access(config.daemon.status_page);
         write(&self.config, Arc::new(config));
         Ok(())
     }
@@ -318,6 +368,13 @@ fn short_duration(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+fn read_token(config: &Config) -> Result<Option<backup_ops::secret::SecretString>> {
+    Ok(match &config.daemon.read_token {
+        Some(r) => Some(r.resolve("daemon.read_token")?),
+        None => None,
+    })
 }
 
 fn api_token(config: &Config) -> Result<Option<backup_ops::secret::SecretString>> {
@@ -350,10 +407,16 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
         Arc::clone(&daemon.status),
         http_stop.clone(),
     ));
+    daemon.status.set_page_access(config.daemon.status_page);
 
     let mut generation = daemon.shutdown.child_token();
     let mut handles = daemon.spawn_jobs(&generation);
+    daemon.load_history().await;
     daemon.measure_repositories().await;
+    let reports = {
+        let d = Arc::clone(&daemon);
+        tokio::spawn(async move { d.report_loop().await })
+    };
     let ages = {
         let d = Arc::clone(&daemon);
         tokio::spawn(async move {
@@ -399,6 +462,7 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(30), &mut all).await;
     }
     let _ = ages.await;
+    let _ = reports.await;
     http_stop.cancel();
     let _ = server.await;
     tracing::info!("backupd stopped.");

@@ -143,6 +143,30 @@ impl Daemon {
             s.running = false;
         });
         tracing::info!(job = %job.name, snapshot = id.as_deref().unwrap_or(""), bytes_read = st.bytes_read, bytes_added = st.bytes_added, "Backup finished.");
+        if let Some(snapshot_id) = outcome.id {
+            let entry = backup_core::snapshot::SnapshotEntry {
+                id: snapshot_id,
+                snapshot: outcome.snapshot.clone(),
+            };
+            let mut run = backup_ops::report::Run::of_snapshot(&entry);
+            // The wall time of the whole run, retries included.
+            run.duration_seconds = run
+                .duration_seconds
+                .max((record.finished - record.started).num_milliseconds() as f64 / 1000.0);
+            self.saw_snapshot(&job.repository, &entry).await;
+            self.check_anomalies(job, &run);
+            let time = entry.snapshot.time;
+            self.status.update_history(&job.name, |h| {
+                // A listing of the repository may have found it already.
+                if let Some(seen) = h.runs.iter_mut().rev().find(|r| r.snapshot == run.snapshot) {
+                    *seen = run;
+                } else {
+                    h.push_run(run);
+                    let at = h.restore_points.partition_point(|t| *t <= time);
+                    h.restore_points.insert(at, time);
+                }
+            });
+        }
         self.audit(
             Some(repo),
             "create",
@@ -189,11 +213,15 @@ impl Daemon {
         record.result = result;
         record.error = Some(msg.clone());
         let attempts = record.attempts;
+        let finished = record.finished;
         self.status.update(&job.name, |s| {
             s.failures_total += 1;
             s.consecutive_failures += 1;
             s.last_run = Some(record);
             s.running = false;
+        });
+        self.status.update_history(&job.name, |h| {
+            h.push_run(backup_ops::report::Run::failed(finished, msg.clone()));
         });
         tracing::error!(job = %job.name, error = %msg, attempts, "Backup failed.");
         let repo = self.repos.lock().await.get(&job.repository).cloned();
@@ -229,7 +257,10 @@ impl Daemon {
             tracing::warn!(job = %job.name, error = %e, "Could not remove old slot leases.");
         }
         match backup_ops::repository::size(repo).await {
-            Ok(size) => self.status.set_repo_size(&job.repository, size),
+            Ok(size) => {
+                self.status.set_repo_size(&job.repository, size);
+                self.check_storage(&job.repository, size);
+            }
             Err(e) => {
                 tracing::warn!(repository = %job.repository, error = %report(&e), "Could not measure the repository.");
             }

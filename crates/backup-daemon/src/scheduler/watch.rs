@@ -74,6 +74,13 @@ impl Daemon {
                 problems: problems.clone(),
             });
         });
+        self.status.update_history(&job.name, |h| {
+            h.push_verification(backup_ops::report::Verification {
+                time: Utc::now(),
+                ok,
+                problems: problems.len() as u64,
+            });
+        });
         self.audit(repo, "verify", ok, details).await;
         if ok {
             tracing::info!(job = %job.name, "Verification found no problems.");
@@ -94,9 +101,13 @@ impl Daemon {
         let Ok(jobs) = self.config().all_jobs() else {
             return;
         };
+        let repositories: std::collections::BTreeSet<String> =
+            jobs.iter().map(|j| j.repository.clone()).collect();
+        for name in &repositories {
+            self.refresh_repository(name).await;
+        }
         for job in jobs {
             let Some(max) = job.max_age else { continue };
-            self.refresh_last_success(&job).await;
             let Some(state) = self.status.job(&job.name) else {
                 continue;
             };
@@ -115,17 +126,6 @@ impl Daemon {
                     format!("Backup of job {} is overdue", job.name),
                     format!("{what}; the maximum age is {}", short_duration(max)),
                 );
-            }
-        }
-    }
-
-    pub(super) async fn measure_repositories(&self) {
-        let names: Vec<String> = self.config().repositories.keys().cloned().collect();
-        for name in names {
-            if let Ok(repo) = self.repo(&name).await {
-                if let Ok(size) = backup_ops::repository::size(&repo).await {
-                    self.status.set_repo_size(&name, size);
-                }
             }
         }
     }

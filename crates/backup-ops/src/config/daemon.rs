@@ -23,8 +23,16 @@ pub struct DaemonSettings {
     pub missed_runs: MissedRuns,
     /// `human` or `json` log lines.
     pub log_format: LogFormat,
-    /// Bearer token for `POST /api/jobs/NAME/run`; without it the trigger is disabled.
+    /// Bearer token for `POST /api/jobs/NAME/run` and the status page;
+    /// without it the trigger is disabled.
     pub api_token: Option<SecretRef>,
+    /// A second token that opens the status page (`/`) and nothing else:
+    /// read-only access for people who must not trigger runs.
+    pub read_token: Option<SecretRef>,
+    /// Who may see the status page: `token` (the API token or the read
+    /// token; the default), `public` (anyone who reaches the address) or
+    /// `off`.
+    pub status_page: StatusPage,
     /// How often backup ages are checked against `max_age`.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
@@ -44,6 +52,8 @@ impl Default for DaemonSettings {
             missed_runs: MissedRuns::Skip,
             log_format: LogFormat::Human,
             api_token: None,
+            read_token: None,
+            status_page: StatusPage::Token,
             check_interval: Duration::from_secs(60),
             retry: RetryConfig::default(),
             lock_wait: Duration::from_secs(600),
@@ -80,6 +90,9 @@ impl DaemonSettings {
         if let Some(t) = &self.api_token {
             t.validate("daemon.api_token")?;
         }
+        if let Some(t) = &self.read_token {
+            t.validate("daemon.read_token")?;
+        }
         Ok(())
     }
 
@@ -95,6 +108,20 @@ impl DaemonSettings {
             )
             .with_jitter(false)
     }
+}
+
+/// Access to the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusPage {
+    /// With the API token or the read token (a bearer token, or the
+    /// token as the password of HTTP basic authentication).
+    Token,
+    /// Without a token (behind a proxy that authenticates, on a trusted
+    /// network).
+    Public,
+    /// Not served.
+    Off,
 }
 
 /// Policy for scheduled runs missed while no daemon was running.

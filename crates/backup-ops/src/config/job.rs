@@ -8,6 +8,7 @@ use backup_sources::{Kind, KindOptions, KindSettings, SourceSpec};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+use super::drill::{is_physical, DrillConfig, DrillSettings};
 use super::{Config, ConfigError, Schedule};
 use crate::secret::SecretRef;
 
@@ -79,6 +80,8 @@ pub struct JobConfig {
     /// Also notify about each successful run.
     #[serde(default)]
     pub notify_success: bool,
+    /// Restore drills.
+    pub drill: Option<DrillConfig>,
 }
 
 /// `[jobs.NAME.retention]`.
@@ -184,6 +187,8 @@ pub struct Job {
     pub notify_success: bool,
     /// WAL capture (physical PostgreSQL jobs).
     pub wal: Option<WalCapture>,
+    /// Restore drills.
+    pub drill: Option<DrillSettings>,
 }
 
 impl JobConfig {
@@ -354,6 +359,18 @@ impl JobConfig {
             }
             None => config.notifications.keys().cloned().collect(),
         };
+        let drill = j
+            .drill
+            .as_ref()
+            .map(|d| {
+                d.validate(
+                    name,
+                    kind,
+                    is_physical(&j.source, j.mode.as_deref()),
+                    j.timezone.as_deref(),
+                )
+            })
+            .transpose()?;
         Ok(Job {
             name: name.to_owned(),
             repository: j.repository.clone(),
@@ -370,6 +387,7 @@ impl JobConfig {
             notify,
             notify_success: j.notify_success,
             wal,
+            drill,
         })
     }
 }
@@ -391,6 +409,31 @@ impl Job {
         )?)
     }
 
+    /// Whether the job makes physical PostgreSQL backups.
+    pub fn is_physical(&self) -> bool {
+        is_physical(&self.source, self.settings.mode.as_deref())
+    }
+
+    /// The drill's target URL with its password filled in.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the job has no drill target, the password
+    /// cannot be read or the URL takes none.
+    pub fn drill_target_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(d) = &self.drill else {
+            return Ok(None);
+        };
+        let Some(target) = &d.target else {
+            return Ok(None);
+        };
+        let key = format!("jobs.{}.drill.target_password", self.name);
+        let Some(r) = &d.target_password else {
+            return Ok(Some(target.clone()));
+        };
+        with_password(target, r, &key).map(Some)
+    }
+
     /// The job's source URL with its password filled in.
     ///
     /// # Errors
@@ -402,12 +445,18 @@ impl Job {
         let Some(r) = &self.source_password else {
             return Ok(self.source.clone());
         };
-        let password = r.resolve(&key)?;
-        let mut url = url::Url::parse(&self.source).map_err(|_| {
-            ConfigError::invalid(&key, "the source is not a URL that can carry a password")
-        })?;
-        url.set_password(Some(password.expose_secret()))
-            .map_err(|()| ConfigError::invalid(&key, "this source URL cannot carry a password"))?;
-        Ok(url.to_string())
+        with_password(&self.source, r, &key)
     }
+}
+
+/// `url` with the password `r` refers to.
+fn with_password(url: &str, r: &SecretRef, key: &str) -> Result<String, ConfigError> {
+    let password = r.resolve(key)?;
+    let mut parsed = url::Url::parse(url).map_err(|_| {
+        ConfigError::invalid(key, "the location is not a URL that can carry a password")
+    })?;
+    parsed
+        .set_password(Some(password.expose_secret()))
+        .map_err(|()| ConfigError::invalid(key, "this URL cannot carry a password"))?;
+    Ok(parsed.to_string())
 }

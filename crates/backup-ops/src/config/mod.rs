@@ -10,7 +10,9 @@
 //! The result holds no secret values, only where to read them
 //! ([`SecretRef`]); secrets are read when needed.
 
+mod alerts;
 mod daemon;
+mod drill;
 mod job;
 mod notify;
 mod schedule;
@@ -21,7 +23,9 @@ use std::path::Path;
 use backup_storage::{StorageOptionKey, StorageOptions, StorageUrl};
 use serde::Deserialize;
 
-pub use daemon::{AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig};
+pub use alerts::{AlertSettings, ReportConfig, ReportFormat, Threshold};
+pub use daemon::{AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig, StatusPage};
+pub use drill::{CheckConfig, Condition, DrillConfig, DrillSettings};
 pub use job::{
     Job, JobConfig, Retention, RetentionConfig, VerifyCadence, VerifyConfig, WalCapture,
 };
@@ -50,6 +54,11 @@ pub struct Config {
     /// Notification channels by name.
     #[serde(default)]
     pub notifications: BTreeMap<String, NotificationConfig>,
+    /// Anomaly thresholds.
+    #[serde(default)]
+    pub alerts: AlertSettings,
+    /// The scheduled report.
+    pub report: Option<ReportConfig>,
 }
 
 /// `[repositories.NAME]`.
@@ -64,6 +73,13 @@ pub struct RepositoryConfig {
     /// keys fail while the file is read.
     #[serde(default)]
     pub options: BTreeMap<StorageOptionKey, String>,
+    /// Notify `storage_low` when the free space falls under this: a
+    /// percentage (`20%`) or a size (`50GiB`). Local repositories measure
+    /// their file system; cloud ones need `quota`.
+    pub min_free: Option<String>,
+    /// The space a cloud repository may use (`2048GiB`); its free space is
+    /// the quota less the repository's size.
+    pub quota: Option<String>,
 }
 
 impl RepositoryConfig {
@@ -81,6 +97,38 @@ impl RepositoryConfig {
                 .map_err(|e| ConfigError::invalid(&format!("repositories.{name}.options"), e))?;
         }
         Ok(options)
+    }
+
+    /// The `storage_low` threshold and the quota, parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key of a value that does not parse, or a
+    /// cloud repository with `min_free` and no `quota`.
+    pub fn storage_limits(
+        &self,
+        name: &str,
+    ) -> Result<(Option<Threshold>, Option<u64>), ConfigError> {
+        let min_free = self
+            .min_free
+            .as_deref()
+            .map(Threshold::parse)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(&format!("repositories.{name}.min_free"), e))?;
+        let quota = self
+            .quota
+            .as_deref()
+            .map(backup_core::util::parse_size)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(&format!("repositories.{name}.quota"), e))?;
+        let local = matches!(StorageUrl::parse(&self.url), Ok(StorageUrl::Local { .. }));
+        if min_free.is_some() && quota.is_none() && !local {
+            return Err(ConfigError::invalid(
+                &format!("repositories.{name}.min_free"),
+                "the free space of a cloud repository is its quota less its size: set `quota` too",
+            ));
+        }
+        Ok((min_free, quota))
     }
 }
 
@@ -121,6 +169,23 @@ impl Config {
         self.daemon
             .validate()
             .map_err(|e| (Some("daemon".to_owned()), e))?;
+        self.alerts
+            .validate()
+            .map_err(|e| (Some("alerts".to_owned()), e))?;
+        if let Some(r) = &self.report {
+            r.schedule().map_err(|e| (Some("report".to_owned()), e))?;
+            for n in r.notify.iter().flatten() {
+                if !self.notifications.contains_key(n) {
+                    return Err((
+                        Some("report".to_owned()),
+                        ConfigError::invalid(
+                            "report.notify",
+                            format!("no notification channel named `{n}`"),
+                        ),
+                    ));
+                }
+            }
+        }
         for (name, r) in &self.repositories {
             let table = || Some(format!("repositories.{name}"));
             if let Some(p) = &r.password {
@@ -134,6 +199,7 @@ impl Config {
                 )
             })?;
             r.storage_options(name).map_err(|e| (table(), e))?;
+            r.storage_limits(name).map_err(|e| (table(), e))?;
         }
         for (name, n) in &self.notifications {
             n.validate(name)
@@ -201,9 +267,15 @@ impl Config {
                     e,
                 ));
             }
+            if let Err(e) = job.drill_target_url() {
+                problems.push(e);
+            }
         }
-        if let Some(t) = &self.daemon.api_token {
-            if let Err(e) = t.resolve("daemon.api_token") {
+        for (key, token) in [
+            ("daemon.api_token", &self.daemon.api_token),
+            ("daemon.read_token", &self.daemon.read_token),
+        ] {
+            if let Some(Err(e)) = token.as_ref().map(|t| t.resolve(key)) {
                 problems.push(e);
             }
         }
@@ -382,6 +454,48 @@ schedule = "*/2 * * * * *"
     }
 
     #[test]
+    fn drills_are_checked_against_the_job() {
+        let drill = |extra: &str| {
+            Config::parse(&format!("{MINIMAL}\n[jobs.files.drill]\n{extra}"), "t.toml")
+        };
+        let e = drill("schedule = \"0 4 * * *\"").unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.files.drill.target") && e.contains("a directory"),
+            "{e}"
+        );
+        let e = drill("target = \"redis://h\"").unwrap_err().to_string();
+        assert!(e.contains("need a directory"), "{e}");
+        let e = drill("target = \"/scratch\"\n[[jobs.files.drill.checks]]\ntype = \"sql\"\nquery = \"SELECT 1\"\nexpect = \"1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PostgreSQL"), "{e}");
+        let e = drill("target = \"/scratch\"\nmax_rto = \"fast\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line"), "{e}");
+        let c = drill("target = \"/scratch\"\nmax_rto = \"5m\"\nkeep = true\n[[jobs.files.drill.checks]]\ntype = \"command\"\ncommand = [\"true\"]").unwrap();
+        let d = c.job("files").unwrap().drill.unwrap();
+        assert!(d.keep && d.builtin_checks && d.schedule.is_none());
+        let e = Config::parse(
+            &format!("{MINIMAL}\n[report]\nschedule = \"soon\""),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("report.schedule"), "{e}");
+        let e = Config::parse(
+            &MINIMAL.replace(
+                "url = \"/tmp/repo\"",
+                "url = \"s3://b/p\"\nmin_free = \"10%\"",
+            ),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("quota"), "{e}");
+    }
+
+    #[test]
     fn source_password_goes_into_url() {
         let text = MINIMAL.replace(
             "source = \"/srv/data\"",
@@ -410,6 +524,11 @@ schedule = "*/2 * * * * *"
         let db = c.job("app-db").unwrap();
         assert_eq!(db.max_age, Some(Duration::from_secs(26 * 3600)));
         assert!(db.verify.is_some() && db.retention.is_some());
+        let drill = db.drill.as_ref().unwrap();
+        assert_eq!(drill.checks.len(), 2);
+        assert_eq!(drill.max_rto, Some(Duration::from_secs(20 * 60)));
+        assert!(cluster.drill.as_ref().unwrap().schedule.is_some());
+        assert!(c.report.is_some());
         assert_eq!(c.notifications.len(), 2);
     }
 }

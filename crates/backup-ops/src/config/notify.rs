@@ -113,11 +113,24 @@ pub enum Event {
     CaptureGap,
     /// Continuous capture stopped (and is being restarted).
     CaptureStopped,
+    /// A run took more than `alerts.duration_factor` times the median of
+    /// the job's recent runs.
+    DurationAnomaly,
+    /// A run added or stored far more (or far less) than usual.
+    SizeAnomaly,
+    /// A repository's free space (or quota) is under its `min_free`.
+    StorageLow,
+    /// A restore drill failed: the restore, the start or a check.
+    DrillFailed,
+    /// A restore drill took longer than the job's `max_rto`.
+    RtoExceeded,
+    /// The scheduled report (`[report]`).
+    Report,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 8] = [
+    pub const ALL: [Event; 14] = [
         Event::Failure,
         Event::Recovery,
         Event::Missed,
@@ -126,6 +139,12 @@ impl Event {
         Event::CaptureLag,
         Event::CaptureGap,
         Event::CaptureStopped,
+        Event::DurationAnomaly,
+        Event::SizeAnomaly,
+        Event::StorageLow,
+        Event::DrillFailed,
+        Event::RtoExceeded,
+        Event::Report,
     ];
 
     /// Its name in the file and in payloads.
@@ -139,6 +158,12 @@ impl Event {
             Event::CaptureLag => "capture_lag",
             Event::CaptureGap => "capture_gap",
             Event::CaptureStopped => "capture_stopped",
+            Event::DurationAnomaly => "duration_anomaly",
+            Event::SizeAnomaly => "size_anomaly",
+            Event::StorageLow => "storage_low",
+            Event::DrillFailed => "drill_failed",
+            Event::RtoExceeded => "rto_exceeded",
+            Event::Report => "report",
         }
     }
 }

@@ -36,7 +36,7 @@
 //! indexes are built after the data, views after their sources; then the
 //! captured oplog is replayed with ordinary commands (no `applyOps`).
 
-mod conn;
+pub(crate) mod conn;
 pub(crate) mod export;
 mod oplog;
 mod security;

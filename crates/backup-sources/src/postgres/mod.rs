@@ -51,9 +51,9 @@
 //! `connect_timeout`, `options`, `application_name`, ...); the password
 //! comes from the URL, `PGPASSWORD` or `~/.pgpass`.
 
-mod conn;
+pub(crate) mod conn;
 pub mod physical;
-mod script;
+pub(crate) mod script;
 mod source;
 mod target;
 mod tools;

@@ -48,6 +48,9 @@ pub struct MongoTarget {
     jobs: usize,
     /// Namespaces the last restore created (for [`Target::discard`]).
     created: Mutex<Vec<(String, String)>>,
+    /// The selection and renames of the last restore, which
+    /// [`Target::check_restored`] maps the snapshot's namespaces with.
+    last_options: Mutex<RestoreOptions>,
 }
 
 impl MongoTarget {
@@ -69,6 +72,7 @@ impl MongoTarget {
             redacted: backup_core::redact::redact_url(url),
             jobs,
             created: Mutex::new(Vec::new()),
+            last_options: Mutex::new(RestoreOptions::default()),
         })
     }
 
@@ -168,10 +172,15 @@ impl Target for MongoTarget {
     async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
         let conn = self.conn().await?;
         let meta = snapshot_metadata(snapshot)?;
+        let opts = self
+            .last_options
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let map = Self::mapper(
-            &RestoreOptions::default(),
+            &opts,
             conn.database.as_deref(),
-            &selected_dbs(&meta, &RestoreOptions::default())?,
+            &selected_dbs(&meta, &opts)?,
         )?;
         let loaded = load(snapshot, &map).await?;
         let replayed = meta.oplog.as_ref().is_some_and(|o| o.entries > 0);
@@ -260,6 +269,12 @@ impl Target for MongoTarget {
             return report.to_restore_report(true, self.describe(), stats);
         }
         progress.set_total(stats.bytes);
+        opts.clone_into(
+            &mut self
+                .last_options
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
 
         let run = Restore {
             snapshot,

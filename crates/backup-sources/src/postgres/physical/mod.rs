@@ -62,7 +62,10 @@ use std::fmt;
 use backup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-pub use target::{PhysicalRestoreDetails, PhysicalTarget, StartReport, TablespacePlacement};
+pub use target::{
+    stop_leftover_server, PhysicalRestoreDetails, PhysicalTarget, RunningServer, StartReport,
+    TablespacePlacement,
+};
 
 /// A directory as a restore target: a file snapshot's files, or a physical
 /// PostgreSQL snapshot's data directory, whichever the snapshot holds.

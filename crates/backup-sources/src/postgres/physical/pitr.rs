@@ -58,6 +58,51 @@ pub fn choose_base(snapshots: &[SnapshotEntry], opts: &RestoreOptions) -> Result
     })
 }
 
+/// The restorable window of a physical job: from the end of its newest
+/// base backup to the last WAL captured after it without a gap.
+#[derive(Debug, Clone)]
+pub struct RestorableWindow {
+    /// The base backup the window starts from.
+    pub base: SnapshotEntry,
+    /// When the base backup ended (the earliest time to restore to).
+    pub start: DateTime<Utc>,
+    /// When the last WAL of the window was captured.
+    pub end: DateTime<Utc>,
+}
+
+/// The window [`RestorableWindow`] of the newest physical base backup
+/// among `snapshots`.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] when there is no physical base backup;
+/// [`Error::Config`] naming the window when no WAL was captured after it;
+/// storage errors.
+pub async fn restorable_window(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+) -> Result<RestorableWindow> {
+    let (base, meta) = snapshots
+        .iter()
+        .filter_map(|s| Some((s.clone(), PhysicalMeta::of(&s.snapshot.metadata)?.ok()?)))
+        .max_by_key(|(_, m)| m.stopped_at)
+        .ok_or_else(|| {
+            Error::not_found("a physical base backup (take one with --mode physical)")
+        })?;
+    let coverage = check_coverage(repo, &meta, &RestoreOptions::default()).await?;
+    let end = coverage.end_time.ok_or_else(|| {
+        Error::Config(format!(
+            "the WAL captured after base backup {} does not say when it was captured",
+            base.id.short()
+        ))
+    })?;
+    Ok(RestorableWindow {
+        base,
+        start: meta.stopped_at,
+        end: end.max(meta.stopped_at),
+    })
+}
+
 /// What a point-in-time restore will replay.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Coverage {

@@ -110,6 +110,50 @@ impl PhysicalTarget {
     fn data_dir(&self) -> Result<PathBuf> {
         absolute(&self.root)
     }
+
+    /// After a restore: re-reads every restored file and compares it with
+    /// the snapshot's backup manifest (size and CRC-32C); returns the
+    /// differences.
+    ///
+    /// # Errors
+    ///
+    /// A damaged snapshot; errors reading the data directory.
+    pub async fn verify_files(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
+        let data_dir = self.data_dir()?;
+        let manifest = load_manifest(snapshot).await?;
+        let places = self
+            .placements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        tokio::task::spawn_blocking(move || compare_files(&data_dir, &places, &manifest))
+            .await
+            .map_err(|e| Error::target_caused("comparing restored files", e))?
+    }
+
+    /// After a restore: starts the restored cluster with the server
+    /// program of its version on 127.0.0.1:`port` and waits until it
+    /// accepts connections (recovery done); it runs until
+    /// [`RunningServer::stop`]. Its socket directory goes under
+    /// `work_parent` (the system's temporary directory when `None`).
+    ///
+    /// # Errors
+    ///
+    /// No server program of the data directory's version; a server that
+    /// stops before it accepts connections.
+    pub async fn start(&self, port: u16, work_parent: Option<&Path>) -> Result<RunningServer> {
+        let data_dir = self.data_dir()?;
+        let version = std::fs::read_to_string(data_dir.join("PG_VERSION"))
+            .map_err(|e| Error::io(format!("reading {}/PG_VERSION", data_dir.display()), e))?;
+        let major: u32 = version.trim().parse().map_err(|_| {
+            Error::target_failed(format!(
+                "{}/PG_VERSION does not hold a version number",
+                data_dir.display()
+            ))
+        })?;
+        let server = find_server(major).await.map_err(Error::Config)?;
+        start_server(&server.path, &data_dir, port, work_parent, false).await
+    }
 }
 
 /// `path` made absolute against the current directory, `.` and `..`
@@ -233,21 +277,10 @@ impl Target for PhysicalTarget {
     }
 
     async fn check_restored(&self, snapshot: &SnapshotReader) -> Result<Vec<String>> {
-        let meta = physical_meta(snapshot)?;
-        let data_dir = self.data_dir()?;
-        let manifest = load_manifest(snapshot).await?;
-        let places = self
-            .placements
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let mut diffs = tokio::task::spawn_blocking({
-            let data_dir = data_dir.clone();
-            move || compare_files(&data_dir, &places, &manifest)
-        })
-        .await
-        .map_err(|e| Error::target_caused("comparing restored files", e))??;
+        let mut diffs = self.verify_files(snapshot).await?;
         if diffs.is_empty() {
+            let data_dir = self.data_dir()?;
+            let meta = physical_meta(snapshot)?;
             let server = find_server(major_of(meta.server_version_num))
                 .await
                 .map_err(Error::target_failed)?;
@@ -1025,6 +1058,94 @@ pub(crate) async fn start_and_stop(
     port: u16,
     exits_at_target: bool,
 ) -> Result<StartReport> {
+    Ok(
+        start_server(postgres, data_dir, port, None, exits_at_target)
+            .await?
+            .stop()
+            .await,
+    )
+}
+
+/// A PostgreSQL server started on a restored data directory, running
+/// until [`RunningServer::stop`] (or, should the handle be dropped, killed).
+#[derive(Debug)]
+pub struct RunningServer {
+    child: tokio::process::Child,
+    work: tempfile::TempDir,
+    log_path: PathBuf,
+    port: u16,
+    ready: Duration,
+}
+
+impl RunningServer {
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The private directory of its socket, configuration and log.
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Seconds from the start until it accepted connections (recovery
+    /// included).
+    pub fn seconds_to_ready(&self) -> f64 {
+        self.ready.as_secs_f64()
+    }
+
+    /// Stops the server (fast shutdown, then a kill after 5 minutes) and
+    /// reads what its log says about recovery.
+    pub async fn stop(mut self) -> StartReport {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(300), self.child.wait()).await;
+        if stopped.is_err() {
+            let _ = self.child.kill().await;
+        }
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let after = |marker: &str| -> Option<String> {
+            log.lines().find_map(|l| {
+                l.find(marker)
+                    .map(|i| l[i + marker.len()..].trim().to_owned())
+            })
+        };
+        StartReport {
+            port: self.port,
+            seconds_to_ready: self.ready.as_secs_f64(),
+            consistent_at: after("consistent recovery state reached at "),
+            redo_done_at: after("redo done at ")
+                .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned()),
+            last_transaction: after("last completed transaction was at log time "),
+            reached: log.lines().find_map(|l| {
+                l.find("recovery stopping ")
+                    .map(|i| l[i..].trim().to_owned())
+            }),
+        }
+    }
+}
+
+/// Starts `postgres` on a restored data directory (as its owner) and
+/// waits until it accepts connections, or, when `exits_at_target`, until
+/// it shuts down after reaching its recovery target. Its socket, log and (for a data
+/// directory without one) configuration go into a new directory under
+/// `work_parent` (the system's temporary directory when `None`).
+pub(crate) async fn start_server(
+    postgres: &Path,
+    data_dir: &Path,
+    port: u16,
+    work_parent: Option<&Path>,
+    exits_at_target: bool,
+) -> Result<RunningServer> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(data_dir)
         .map_err(|e| Error::io(format!("reading {}", data_dir.display()), e))?;
@@ -1036,10 +1157,13 @@ pub(crate) async fn start_and_stop(
             data_dir.display()
         )));
     }
-    let work = tempfile::Builder::new()
-        .prefix("backup-start-")
-        .tempdir()
-        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("backup-start-");
+    let work = match work_parent {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| Error::io("creating a temporary directory", e))?;
     if running_as_root {
         std::os::unix::fs::chown(work.path(), Some(uid), Some(gid))
             .map_err(|e| Error::io("preparing a temporary directory", e))?;
@@ -1139,35 +1263,68 @@ pub(crate) async fn start_and_stop(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGINT,
-        );
-    }
-    let stopped = tokio::time::timeout(Duration::from_secs(300), child.wait()).await;
-    if stopped.is_err() {
-        let _ = child.kill().await;
-    }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let after = |marker: &str| -> Option<String> {
-        log.lines().find_map(|l| {
-            l.find(marker)
-                .map(|i| l[i + marker.len()..].trim().to_owned())
-        })
-    };
-    Ok(StartReport {
+    Ok(RunningServer {
+        child,
+        work,
+        log_path,
         port,
-        seconds_to_ready: ready.as_secs_f64(),
-        consistent_at: after("consistent recovery state reached at "),
-        redo_done_at: after("redo done at ")
-            .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned()),
-        last_transaction: after("last completed transaction was at log time "),
-        reached: log.lines().find_map(|l| {
-            l.find("recovery stopping ")
-                .map(|i| l[i..].trim().to_owned())
-        }),
+        ready,
     })
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Stops a server a killed drill left running on `data_dir` (the process
+/// `postmaster.pid` names, when it is a `postgres` process of that
+/// directory): an immediate shutdown, then a kill after 30 seconds.
+/// Returns whether there was one.
+///
+/// # Errors
+///
+/// Signals that cannot be sent.
+pub async fn stop_leftover_server(data_dir: &Path) -> Result<bool> {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return Ok(false);
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return Ok(false);
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let is_postgres = String::from_utf8_lossy(&cmdline).contains("postgres");
+    let pid_dir = text.lines().nth(1).map(str::trim).unwrap_or_default();
+    let same_dir = Path::new(pid_dir) == data_dir
+        || std::fs::canonicalize(pid_dir).ok() == std::fs::canonicalize(data_dir).ok();
+    if !is_postgres || !same_dir {
+        return Ok(false);
+    }
+    let target = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGQUIT).map_err(|e| {
+        Error::target_failed(format!(
+            "stopping the server (pid {pid}) left running on {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(pid) {
+        if Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(true)
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -1,0 +1,179 @@
+//! Scheduled drills: like a run of the job (its guard, a permit of the
+//! concurrency limit, a slot lease among daemons, an audit record), but
+//! never retried: a failed drill is news, not noise.
+
+use backup_ops::config::{Event, Job};
+use backup_ops::drill::{chooser, drill, sibling_replay_command, DrillOutcome, DrillRequest};
+use backup_ops::report::{human_seconds, DrillPoint};
+use backup_ops::Unattended;
+use chrono::{DateTime, Utc};
+
+use super::{report, Daemon};
+use crate::state::DrillState;
+
+impl Daemon {
+    /// Runs the job's drill for the scheduled time `slot`.
+    pub(super) async fn drill(&self, job: &Job, slot: DateTime<Utc>) {
+        let guard = self.guard(&job.name);
+        let _running = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            g = guard.lock() => g,
+        };
+        let _permit = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            p = self.semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let repo = match self.repo(&job.repository).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.drill_failed(job, None, &report(&e)).await;
+                return;
+            }
+        };
+        match backup_core::lease::claim(&repo, &format!("{}:drill", job.name), slot).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(job = %job.name, %slot, "Another daemon already ran this drill; skipping it.");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.name, error = %e, "Could not write the drill's slot lease; running anyway.");
+            }
+        }
+        self.status.update(&job.name, |s| s.drilling = true);
+        tracing::info!(job = %job.name, "Drill started.");
+        let prepared = DrillRequest::for_job(job, self.lock_wait())
+            .and_then(|r| Ok((chooser(Some(&r.point))?, r)));
+        let (point, mut req) = match prepared {
+            Ok(r) => r,
+            Err(e) => {
+                self.status.update(&job.name, |s| s.drilling = false);
+                self.drill_failed(job, Some(&repo), &report(&e)).await;
+                return;
+            }
+        };
+        req.replay_command = sibling_replay_command(&repo);
+        let result = Box::pin(drill(
+            &repo,
+            &req,
+            point.as_ref(),
+            &Unattended,
+            Some(&self.abandon),
+        ))
+        .await;
+        self.status.update(&job.name, |s| s.drilling = false);
+        match result {
+            Ok(outcome) => self.drill_done(job, &repo, &outcome).await,
+            Err(e) => self.drill_failed(job, Some(&repo), &report(&e)).await,
+        }
+    }
+
+    /// A drill that could not start (no snapshot, the repository, a drill
+    /// of the job running elsewhere).
+    async fn drill_failed(
+        &self,
+        job: &Job,
+        repo: Option<&backup_core::repo::Repository>,
+        error: &str,
+    ) {
+        tracing::error!(job = %job.name, error = %error, "Drill failed.");
+        self.status.update(&job.name, |s| {
+            s.last_drill = Some(DrillState {
+                finished: Utc::now(),
+                ok: false,
+                rto_seconds: None,
+                rpo_seconds: None,
+                error: Some(error.to_owned()),
+                record: None,
+            });
+        });
+        self.audit(
+            repo,
+            "drill",
+            false,
+            serde_json::json!({"job": job.name, "error": error}),
+        )
+        .await;
+        self.notify(
+            job,
+            Event::DrillFailed,
+            format!("Restore drill of job {} failed", job.name),
+            error.to_owned(),
+        );
+    }
+
+    async fn drill_done(&self, job: &Job, repo: &backup_core::repo::Repository, o: &DrillOutcome) {
+        let r = &o.record;
+        for w in &o.warnings {
+            tracing::warn!(job = %job.name, "{w}");
+        }
+        let failed_checks: Vec<String> = r
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        self.status.update(&job.name, |s| {
+            s.last_drill = Some(DrillState {
+                finished: r.finished,
+                ok: r.ok,
+                rto_seconds: r.rto_seconds,
+                rpo_seconds: Some(r.rpo_seconds),
+                error: r.error.clone().or_else(|| failed_checks.first().cloned()),
+                record: o.id.map(|i| i.to_hex()),
+            });
+            if r.ok {
+                s.drill_last_success = Some(r.finished);
+            }
+        });
+        self.status
+            .update_history(&job.name, |h| h.push_drill(DrillPoint::of_record(r)));
+        self.audit(
+            Some(repo),
+            "drill",
+            r.ok,
+            serde_json::json!({
+                "job": job.name, "snapshot": r.snapshot, "target": r.target, "record": o.id,
+                "rto_seconds": r.rto_seconds, "rpo_seconds": r.rpo_seconds,
+                "rto_exceeded": r.rto_exceeded, "error": r.error, "failed_checks": failed_checks,
+            }),
+        )
+        .await;
+        let rto = r.rto_seconds.map_or_else(|| "-".to_owned(), human_seconds);
+        if r.error.is_some() || !failed_checks.is_empty() {
+            tracing::error!(job = %job.name, rto = %rto, "Drill failed.");
+            let mut details = Vec::new();
+            if let Some(e) = &r.error {
+                details.push(e.clone());
+            }
+            details.extend(failed_checks);
+            self.notify(
+                job,
+                Event::DrillFailed,
+                format!("Restore drill of job {} failed", job.name),
+                format!(
+                    "snapshot {} into {}: {}",
+                    r.snapshot.short(),
+                    r.target,
+                    details.join("\n")
+                ),
+            );
+        } else {
+            tracing::info!(job = %job.name, rto = %rto, rpo = %human_seconds(r.rpo_seconds), "Drill passed its checks.");
+        }
+        if r.rto_exceeded {
+            self.notify(
+                job,
+                Event::RtoExceeded,
+                format!("Restore drill of job {} exceeded its RTO", job.name),
+                format!(
+                    "the scratch copy was usable after {rto}; max_rto is {}",
+                    human_seconds(r.max_rto_seconds.unwrap_or(0.0))
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The jobs' history in memory: read from the repositories at start
+//! (snapshots, audit records, drill records), then kept up to date by the
+//! daemon's own runs and by re-listing snapshots (which reads only the
+//! manifests it has not seen: runs of other daemons or the CLI).
+
+use std::collections::{HashMap, HashSet};
+
+use backup_core::repo::Repository;
+use backup_core::snapshot::{Snapshot, SnapshotEntry};
+use backup_core::{FileKind, SinkExt as _};
+use backup_ops::report::{job_key, read_events, DrillPoint, Run};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+
+use super::{report, Daemon};
+
+/// How far back the status page's history reaches.
+const HISTORY_DAYS: i64 = 400;
+
+/// What is remembered of one snapshot manifest.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    /// The job (or source) it belongs to.
+    key: Option<String>,
+    /// Its time.
+    time: DateTime<Utc>,
+}
+
+impl Daemon {
+    /// Lists the repository's snapshots and reads the manifests not seen
+    /// before: their runs join the history, and every job of the
+    /// repository gets its restore points and last success anew.
+    pub(super) async fn refresh_repository(&self, name: &str) {
+        let repo = match self.repo(name).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(repository = %name, error = %report(&e), "Could not open the repository to read its snapshots.");
+                return;
+            }
+        };
+        let names = match repo.sink().list_names(FileKind::Snapshot).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(repository = %name, error = %e, "Could not list the repository's snapshots.");
+                return;
+            }
+        };
+        let mut cache = self.snapshots.lock().await;
+        let seen = cache.entry(name.to_owned()).or_default();
+        let listed: HashSet<&String> = names.iter().collect();
+        seen.retain(|n, _| listed.contains(n));
+        let new: Vec<String> = names
+            .iter()
+            .filter(|n| !seen.contains_key(*n))
+            .cloned()
+            .collect();
+        let loaded = load_manifests(&repo, new).await;
+        let mut runs: Vec<(String, Run)> = Vec::new();
+        for (file, entry) in loaded {
+            let key = job_key(&entry);
+            if let Some(k) = &key {
+                runs.push((k.clone(), Run::of_snapshot(&entry)));
+            }
+            seen.insert(
+                file,
+                Seen {
+                    key,
+                    time: entry.snapshot.time,
+                },
+            );
+        }
+        let mut points: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+        for s in seen.values() {
+            if let Some(k) = &s.key {
+                points.entry(k.clone()).or_default().push(s.time);
+            }
+        }
+        drop(cache);
+        let jobs: Vec<String> = self
+            .config()
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.repository == name)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let cutoff = Utc::now() - chrono::Duration::days(HISTORY_DAYS);
+        for job in jobs {
+            let mut mine: Vec<DateTime<Utc>> = points.remove(&job).unwrap_or_default();
+            mine.sort();
+            let last = mine.last().copied();
+            let new_runs: Vec<Run> = runs
+                .iter()
+                .filter(|(k, r)| *k == job && r.time >= cutoff)
+                .map(|(_, r)| r.clone())
+                .collect();
+            self.status.update_history(&job, |h| {
+                h.restore_points = mine;
+                let known: HashSet<String> =
+                    h.runs.iter().filter_map(|r| r.snapshot.clone()).collect();
+                for r in new_runs {
+                    if r.snapshot.as_ref().is_none_or(|s| !known.contains(s)) {
+                        h.push_run(r);
+                    }
+                }
+            });
+            self.status
+                .update(&job, |s| s.last_success = s.last_success.max(last));
+        }
+    }
+
+    /// Notes a snapshot this daemon wrote, so that the next listing does
+    /// not read it again.
+    pub(super) async fn saw_snapshot(&self, repository: &str, entry: &SnapshotEntry) {
+        self.snapshots
+            .lock()
+            .await
+            .entry(repository.to_owned())
+            .or_default()
+            .insert(
+                entry.id.to_hex(),
+                Seen {
+                    key: job_key(entry),
+                    time: entry.snapshot.time,
+                },
+            );
+    }
+
+    /// Gives each job's history its description and objectives (at start
+    /// and after a reload).
+    pub(super) fn describe_jobs(&self, jobs: &[backup_ops::config::Job]) {
+        for j in jobs {
+            self.status.update_history(&j.name, |h| {
+                h.kind = backup_sources_kind(&j.source);
+                h.source = backup_core::redact::redact_url(&j.source);
+                h.repository = Some(j.repository.clone());
+                h.schedule = Some(j.schedule.expr().to_owned());
+                h.objectives.rpo_seconds = j.max_age.map(|d| d.as_secs_f64());
+                h.objectives.rto_seconds = j
+                    .drill
+                    .as_ref()
+                    .and_then(|d| d.max_rto)
+                    .map(|d| d.as_secs_f64());
+            });
+        }
+        let names: HashSet<&String> = jobs.iter().map(|j| &j.name).collect();
+        self.status
+            .with_history(|h| h.jobs.retain(|name, _| names.contains(name)));
+    }
+
+    /// Reads everything the status page shows from every repository:
+    /// snapshots, failed runs, verifications, drills and the newest audit
+    /// records of the last 400 days.
+    pub(super) async fn load_history(&self) {
+        let config = self.config();
+        let since = Utc::now() - chrono::Duration::days(HISTORY_DAYS);
+        for name in config.repositories.keys() {
+            self.refresh_repository(name).await;
+            let Ok(repo) = self.repo(name).await else {
+                continue;
+            };
+            match read_events(&repo, name, Some(since)).await {
+                Ok(ev) => {
+                    for (job, failures) in ev.failures {
+                        if config.jobs.contains_key(&job) {
+                            self.status.update_history(&job, |h| {
+                                for f in failures {
+                                    h.push_run(f);
+                                }
+                            });
+                        }
+                    }
+                    for (job, vs) in ev.verifications {
+                        for (jname, j) in &config.jobs {
+                            if j.repository == *name && (job.is_empty() || *jname == job) {
+                                self.status.update_history(jname, |h| {
+                                    for v in &vs {
+                                        h.push_verification(v.clone());
+                                    }
+                                });
+                            }
+                        }
+                    }
+                    self.status.with_history(|h| {
+                        h.audit.extend(ev.audit);
+                        h.audit.sort_by_key(|a| std::cmp::Reverse(a.time));
+                        h.audit.truncate(backup_ops::report::AUDIT_LINES);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(repository = %name, error = %report(&e), "Could not read the audit trail for the history.");
+                }
+            }
+            match backup_core::drill::list(&repo).await {
+                Ok((drills, _)) => {
+                    for (id, d) in drills.into_iter().filter(|(_, d)| d.started >= since) {
+                        let Some(job) = d.job.clone().filter(|j| config.jobs.contains_key(j))
+                        else {
+                            continue;
+                        };
+                        let point = DrillPoint::of_record(&d);
+                        self.status.update_history(&job, |h| h.push_drill(point));
+                        self.status.update(&job, |s| {
+                            let newer = s
+                                .last_drill
+                                .as_ref()
+                                .is_none_or(|l| l.finished <= d.finished);
+                            if newer {
+                                s.last_drill = Some(crate::state::DrillState {
+                                    finished: d.finished,
+                                    ok: d.ok,
+                                    rto_seconds: d.rto_seconds,
+                                    rpo_seconds: Some(d.rpo_seconds),
+                                    error: d.error.clone(),
+                                    record: Some(id.to_hex()),
+                                });
+                            }
+                            if d.ok {
+                                s.drill_last_success = s.drill_last_success.max(Some(d.finished));
+                            }
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(repository = %name, error = %e, "Could not read the drill records.");
+                }
+            }
+        }
+    }
+}
+
+fn backup_sources_kind(url: &str) -> String {
+    match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
+        None => "files".to_owned(),
+        Some(s) if s == "file" => "files".to_owned(),
+        Some(s) if s.starts_with("postgres") => "postgres".to_owned(),
+        Some(s) if s.starts_with("mongodb") => "mongodb".to_owned(),
+        Some(s) if s.starts_with("redis") => "redis".to_owned(),
+        Some(s) => s,
+    }
+}
+
+/// Reads manifests, 16 at a time; unreadable ones are skipped (verify
+/// reports them).
+async fn load_manifests(repo: &Repository, names: Vec<String>) -> Vec<(String, SnapshotEntry)> {
+    stream::iter(names)
+        .map(|name| async move {
+            let r = repo.load_file::<Snapshot>(FileKind::Snapshot, &name).await;
+            (name, r)
+        })
+        .buffer_unordered(16)
+        .filter_map(|(name, r)| async move {
+            let id = name.parse().ok()?;
+            let snapshot = r.ok()?;
+            Some((name, SnapshotEntry { id, snapshot }))
+        })
+        .collect()
+        .await
+}

@@ -1,0 +1,312 @@
+//! The drill journal: what a running drill has created, written before it
+//! creates it, so that the next drill of the same job finds and removes
+//! what a killed one left behind.
+//!
+//! One file per job, `<state dir>/drills/<job>.json`, holding the drill's
+//! process (id and start time, which tell a live drill from a dead one)
+//! and its resources. A drill claims the file at its start: absent, it is
+//! created; held by a live process, the drill is refused (two drills of
+//! one job at once would share nothing but the name); held by a dead one,
+//! its resources are the leftovers to remove.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Something a drill created that must go when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Resource {
+    /// A directory the drill made (files, a data directory).
+    Directory {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A PostgreSQL server started on a restored data directory.
+    PostgresServer {
+        /// The data directory (its `postmaster.pid` names the process).
+        data_dir: PathBuf,
+    },
+    /// A database on a PostgreSQL server.
+    PostgresDatabase {
+        /// The server (credentials removed).
+        server: String,
+        /// The database.
+        name: String,
+    },
+    /// Renamed databases on a MongoDB deployment.
+    MongoDatabases {
+        /// The deployment (credentials removed).
+        server: String,
+        /// The databases.
+        names: Vec<String>,
+    },
+    /// Databases of a Redis server that were empty before the drill.
+    RedisDatabases {
+        /// The server (credentials removed).
+        server: String,
+        /// The database numbers.
+        dbs: Vec<u32>,
+    },
+    /// A throwaway `redis-server` process and its directory.
+    RedisServer {
+        /// The process.
+        pid: u32,
+        /// Its start time in clock ticks since boot (tells a reused
+        /// process id apart).
+        start_ticks: u64,
+        /// Its working directory.
+        dir: PathBuf,
+    },
+}
+
+impl Resource {
+    /// For people: what it is.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Resource::Directory { path } => format!("directory {}", path.display()),
+            Resource::PostgresServer { data_dir } => {
+                format!("PostgreSQL server on {}", data_dir.display())
+            }
+            Resource::PostgresDatabase { server, name } => {
+                format!("database {name} on {server}")
+            }
+            Resource::MongoDatabases { server, names } => {
+                format!("databases {} on {server}", names.join(", "))
+            }
+            Resource::RedisDatabases { server, dbs } => format!(
+                "databases {} of {server}",
+                dbs.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Resource::RedisServer { pid, dir, .. } => {
+                format!("redis-server (pid {pid}) in {}", dir.display())
+            }
+        }
+    }
+}
+
+/// The journal file's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    pid: u32,
+    start_ticks: u64,
+    host: String,
+    started: DateTime<Utc>,
+    resources: Vec<Resource>,
+}
+
+/// A claimed journal: this process's drill of one job.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    entry: Entry,
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`); `None` when there is no such process.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process `pid` that started at `start_ticks` still runs
+/// (a zombie does not).
+pub(crate) fn alive(pid: u32, start_ticks: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    state != "Z" && state != "X" && fields.nth(18).and_then(|t| t.parse().ok()) == Some(start_ticks)
+}
+
+/// A file-name-safe form of a job name.
+pub(crate) fn slug(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == name && !clean.is_empty() {
+        clean
+    } else {
+        let digest = backup_core::Id::hash(name.as_bytes()).to_hex();
+        format!("{clean}-{}", &digest[..8])
+    }
+}
+
+impl Journal {
+    /// Claims the journal of `name` in `dir`; returns it and the
+    /// resources a dead drill left behind, newest first (the order to
+    /// remove them in).
+    ///
+    /// # Errors
+    ///
+    /// A live drill of the same job; the directory cannot be written.
+    pub(crate) fn claim(dir: &Path, name: &str) -> Result<(Journal, Vec<Resource>)> {
+        let dir = dir.join("drills");
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            backup_core::Error::io(
+                format!("creating the drill journal directory {}", dir.display()),
+                e,
+            )
+        })?;
+        let path = dir.join(format!("{}.json", slug(name)));
+        let pid = std::process::id();
+        let entry = Entry {
+            pid,
+            start_ticks: process_start(pid).unwrap_or(0),
+            host: backup_core::util::hostname(),
+            started: Utc::now(),
+            resources: Vec::new(),
+        };
+        let mut leftovers = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match serde_json::from_str::<Entry>(&text) {
+                // This process's own entry is a leftover too: the daemon
+                // runs one drill of a job at a time.
+                Ok(old)
+                    if old.host == entry.host
+                        && old.pid != pid
+                        && alive(old.pid, old.start_ticks) =>
+                {
+                    return Err(Error::usage(format!(
+                        "a drill of {name} is running already (process {} since {}); wait for it to end",
+                        old.pid,
+                        old.started.to_rfc3339()
+                    )));
+                }
+                // Newest first: a server goes before its directory.
+                Ok(old) => leftovers = old.resources.into_iter().rev().collect(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable drill journal.");
+                }
+            }
+        }
+        let mut journal = Journal { path, entry };
+        // The leftovers stay listed until they are removed.
+        journal.entry.resources = leftovers.iter().rev().cloned().collect();
+        journal.write_with(&[])?;
+        Ok((journal, leftovers))
+    }
+
+    fn write_with(&self, extra: &[Resource]) -> Result<()> {
+        let mut entry = self.entry.clone();
+        entry.resources.extend(extra.iter().cloned());
+        let text = serde_json::to_vec_pretty(&entry)
+            .map_err(|e| backup_core::Error::Config(format!("encoding the drill journal: {e}")))?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp-{}", self.entry.pid));
+        let io = |e| {
+            backup_core::Error::io(
+                format!("writing the drill journal {}", self.path.display()),
+                e,
+            )
+        };
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        Ok(())
+    }
+
+    /// Notes a resource before the drill creates it.
+    ///
+    /// # Errors
+    ///
+    /// The journal cannot be written (the drill must not create what a
+    /// later one could not find).
+    pub(crate) fn add(&mut self, r: Resource) -> Result<()> {
+        self.entry.resources.push(r);
+        self.write_with(&[])
+    }
+
+    /// Forgets a resource once it is gone (or kept on purpose).
+    ///
+    /// # Errors
+    ///
+    /// The journal cannot be written.
+    pub(crate) fn remove(&mut self, r: &Resource) -> Result<()> {
+        self.entry.resources.retain(|x| x != r);
+        self.write_with(&[])
+    }
+
+    /// The resources noted and not yet removed, newest first.
+    pub(crate) fn resources(&self) -> Vec<Resource> {
+        self.entry.resources.iter().rev().cloned().collect()
+    }
+
+    /// Ends the claim: the journal file is removed.
+    pub(crate) fn release(self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "Could not remove the drill journal.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_refuse_live_drills_and_return_dead_ones_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, left) = Journal::claim(dir.path(), "db/main").unwrap();
+        assert!(left.is_empty());
+        let r = Resource::Directory {
+            path: "/scratch/x".into(),
+        };
+        j.add(r.clone()).unwrap();
+        // A live process (init, here) holds it: a claim is refused.
+        let path = dir
+            .path()
+            .join("drills")
+            .join(format!("{}.json", slug("db/main")));
+        let mut entry: Entry =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        entry.pid = 1;
+        entry.start_ticks = process_start(1).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let e = Journal::claim(dir.path(), "db/main")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("running already"), "{e}");
+        // A journal of a dead process yields its resources.
+        entry.pid = u32::MAX;
+        std::fs::write(&path, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let (j2, left) = Journal::claim(dir.path(), "db/main").unwrap();
+        assert_eq!(left, vec![r.clone()]);
+        // Until removed, the leftovers stay in the new journal.
+        assert_eq!(j2.resources(), vec![r]);
+        j2.release();
+        assert!(!path.exists());
+        assert_eq!(slug("ok-name_1"), "ok-name_1");
+        assert!(slug("a b").starts_with("a_b-"));
+    }
+
+    #[test]
+    fn process_start_of_this_process() {
+        let pid = std::process::id();
+        let t = process_start(pid).unwrap();
+        assert!(alive(pid, t));
+        assert!(!alive(pid, t + 1));
+    }
+}

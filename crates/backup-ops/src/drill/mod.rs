@@ -1,0 +1,663 @@
+//! Restore drills: restore a job's backup into a scratch copy, make it
+//! usable, check it, measure how long that took (RTO) and how old the
+//! restored point was (RPO), remove the copy, and record the drill in the
+//! repository.
+//!
+//! # Flow
+//!
+//! 1. The job's journal (`journal`) is claimed: a live drill of the job
+//!    refuses this one; what a killed drill left behind is removed first.
+//! 2. Under a shared lock, a [`PointChooser`] picks what to restore (the
+//!    newest snapshot; point-in-time jobs will pick a random point of
+//!    their restorable window).
+//! 3. The scratch copy is planned per kind (`scratch`): a new directory
+//!    (files), a new data directory started as a server on a free port
+//!    (PostgreSQL physical), a new database `<db>_drill_<time>`
+//!    (PostgreSQL logical), renamed databases (MongoDB), empty databases of
+//!    a scratch server or a throwaway `redis-server` (Redis). Its
+//!    resources go into the journal before anything is written.
+//! 4. The restore runs through the same [`Target`] as `backup restore`,
+//!    with a progress reporter that times its phases; a physical copy is
+//!    then started (the `recovery` phase). The RTO is the time from the
+//!    drill's start (after leftovers were removed) until the copy was
+//!    usable.
+//! 5. Checks (`checks`): the kind's built-in comparison with the
+//!    snapshot, then the configured ones.
+//! 6. The copy is removed (unless kept), also after a failure, and the
+//!    record is stored under `drills/`.
+//!
+//! [`Target`]: backup_core::target::Target
+
+mod checks;
+mod journal;
+mod point;
+mod scratch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use backup_core::drill::{DrillCheck, DrillPhase, DrillRecord, DRILL_VERSION};
+use backup_core::lock::LockMode;
+use backup_core::progress::Progress;
+use backup_core::reader::SnapshotReader;
+use backup_core::repo::Repository;
+use backup_core::snapshot::SnapshotFilter;
+use backup_core::Id;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "postgres")]
+pub use point::RandomPointInWindow;
+pub use point::{chooser, ChosenPoint, LatestSnapshot, PointChooser};
+
+use self::checks::CheckContext;
+use self::journal::Journal;
+use self::scratch::{remove_leftover, Scratch};
+use crate::config::{CheckConfig, Job};
+use crate::error::{exit, Error, Result};
+use crate::feedback::{json, Feedback};
+
+/// What to drill and how.
+#[derive(Debug, Clone)]
+pub struct DrillRequest {
+    /// The job drilled (names the journal and the record; narrows the
+    /// snapshots to the job's).
+    pub job: Option<String>,
+    /// Which snapshots may be restored (the job's, or a source's).
+    pub scope: SnapshotFilter,
+    /// The scratch location, credentials included.
+    pub target: Option<String>,
+    /// The source's URL with credentials: a physical drill's checks
+    /// connect to the started copy with its role and password.
+    pub source_url: Option<String>,
+    /// Run the kind's built-in checks.
+    pub builtin_checks: bool,
+    /// Further checks.
+    pub checks: Vec<CheckConfig>,
+    /// The RTO limit.
+    pub max_rto: Option<Duration>,
+    /// Leave the scratch copy in place.
+    pub keep: bool,
+    /// Where the drill journal lives ([`default_state_dir`]).
+    pub state_dir: PathBuf,
+    /// How long to wait for a conflicting lock.
+    pub lock_wait: Duration,
+    /// What is restored: `latest` or `random` ([`chooser`]).
+    pub point: String,
+    /// For a point-in-time drill: the command the restored server runs to
+    /// fetch WAL (`backup --repo R`, without `wal fetch`); `None` uses the
+    /// running program, which must then be `backup`.
+    pub replay_command: Option<String>,
+}
+
+impl DrillRequest {
+    /// The drill of a job, as its `[jobs.NAME.drill]` says (a job without
+    /// one gets the defaults: built-in checks, no limit, and for Redis a
+    /// throwaway server).
+    ///
+    /// # Errors
+    ///
+    /// Secrets of the source or target that cannot be read.
+    pub fn for_job(job: &Job, lock_wait: Duration) -> Result<Self> {
+        let d = job.drill.as_ref();
+        Ok(DrillRequest {
+            job: Some(job.name.clone()),
+            scope: SnapshotFilter {
+                job: Some(job.name.clone()),
+                ..SnapshotFilter::default()
+            },
+            target: job.drill_target_url()?,
+            source_url: Some(job.source_spec()?.url().to_owned()),
+            builtin_checks: d.is_none_or(|d| d.builtin_checks),
+            checks: d.map(|d| d.checks.clone()).unwrap_or_default(),
+            max_rto: d.and_then(|d| d.max_rto),
+            keep: d.is_some_and(|d| d.keep),
+            state_dir: default_state_dir(),
+            lock_wait,
+            point: d.map_or_else(|| "latest".to_owned(), |d| d.point.clone()),
+            replay_command: None,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.job
+            .clone()
+            .or_else(|| self.scope.source.clone())
+            .unwrap_or_else(|| "drill".to_owned())
+    }
+}
+
+/// Where drill journals live: `BACKUP_STATE_DIR`, else
+/// `$XDG_STATE_HOME/backup`, else `~/.local/state/backup`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BACKUP_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("backup");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local").join("state").join("backup"),
+        None => std::env::temp_dir().join("backup-state"),
+    }
+}
+
+/// What a drill did.
+#[derive(Debug, Clone)]
+pub struct DrillOutcome {
+    /// The record stored in the repository (`None` when storing failed;
+    /// see `warnings`).
+    pub id: Option<Id>,
+    /// The record.
+    pub record: DrillRecord,
+    /// The exit code a front-end should end with: 0 passed, 1 failed
+    /// (restore, start, check or RTO), 3 damage found in the repository.
+    pub exit_code: u8,
+    /// Problems that did not fail the drill (a leftover that could not be
+    /// removed, the record that could not be stored).
+    pub warnings: Vec<String>,
+}
+
+/// Times the phases of a restore from what the target reports.
+struct PhaseClock {
+    inner: Arc<dyn Progress>,
+    marks: Mutex<Vec<(String, Instant)>>,
+    saw_bytes: AtomicBool,
+}
+
+impl PhaseClock {
+    fn new(inner: Arc<dyn Progress>) -> Arc<Self> {
+        Arc::new(PhaseClock {
+            inner,
+            marks: Mutex::new(Vec::new()),
+            saw_bytes: AtomicBool::new(false),
+        })
+    }
+
+    fn mark(&self, name: &str) {
+        let mut m = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if m.last().is_none_or(|(last, _)| last != name) {
+            m.push((name.to_owned(), Instant::now()));
+        }
+    }
+
+    /// The phases from the first mark until `end`.
+    fn phases(&self, end: Instant) -> Vec<DrillPhase> {
+        let m = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<DrillPhase> = Vec::new();
+        for (i, (name, at)) in m.iter().enumerate() {
+            let until = m.get(i + 1).map_or(end, |n| n.1);
+            let seconds = until.saturating_duration_since(*at).as_secs_f64();
+            match out.iter_mut().find(|p| &p.name == name) {
+                Some(p) => p.seconds += seconds,
+                None => out.push(DrillPhase {
+                    name: name.clone(),
+                    seconds,
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// The drill's name for a phase a target reports.
+fn canonical_phase(p: &str) -> &str {
+    match p {
+        "data" | "documents" => "load",
+        "check" | "checking" => "verify",
+        other => other,
+    }
+}
+
+impl Progress for PhaseClock {
+    fn set_total(&self, bytes: u64) {
+        self.inner.set_total(bytes);
+    }
+
+    fn add_bytes(&self, n: u64) {
+        if !self.saw_bytes.swap(true, Ordering::Relaxed) {
+            let m = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+            let still_fetching = m.len() == 1;
+            drop(m);
+            if still_fetching {
+                self.mark("load");
+            }
+        }
+        self.inner.add_bytes(n);
+    }
+
+    fn add_item(&self) {
+        self.inner.add_item();
+    }
+
+    fn set_phase(&self, phase: &str) {
+        self.mark(canonical_phase(phase));
+        self.inner.set_phase(phase);
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+/// What the locked part of a drill produced.
+struct Ran {
+    phases: Vec<DrillPhase>,
+    rto: Option<Duration>,
+    bytes: u64,
+    items: u64,
+    checks: Vec<DrillCheck>,
+    target: String,
+    error: Option<(String, u8)>,
+    kept: bool,
+}
+
+/// Runs a drill of `req` on `repo`; `chooser` picks the point. The
+/// drill's record is stored in the repository whether it passed or not.
+/// `cancel` (the daemon's shutdown) stops it; the scratch copy is removed
+/// then too.
+///
+/// # Errors
+///
+/// A drill of the same job running already, nothing to restore, a
+/// scratch location that is missing, taken or unusable, the repository or
+/// its lock; what fails once the scratch copy was begun (the restore, the
+/// start, a check, the RTO) is in the outcome's record instead.
+pub async fn drill(
+    repo: &Repository,
+    req: &DrillRequest,
+    chooser: &dyn PointChooser,
+    feedback: &dyn Feedback,
+    cancel: Option<&CancellationToken>,
+) -> Result<DrillOutcome> {
+    let name = req.name();
+    let started = Utc::now();
+    let (mut journal, leftovers) = Journal::claim(&req.state_dir, &name)?;
+    let mut warnings = Vec::new();
+    let mut leftovers_removed = Vec::new();
+    for r in leftovers {
+        match remove_leftover(&r, req.target.as_deref()).await {
+            Ok(()) => {
+                tracing::info!(job = %name, leftover = %r.describe(), "Removed what a killed drill left behind.");
+                leftovers_removed.push(r.describe());
+                journal.remove(&r)?;
+            }
+            Err(e) => warnings.push(format!(
+                "could not remove {}, left by an earlier drill: {}",
+                r.describe(),
+                backup_core::error::report(&e)
+            )),
+        }
+    }
+    let t0 = Instant::now();
+    let work = async {
+        let irepo = repo.clone().load_index().await?;
+        let point = chooser.choose(&irepo, &req.scope).await?;
+        feedback.detail("snapshot", json(point.snapshot.id));
+        let ran = run_locked(
+            req,
+            &name,
+            started,
+            t0,
+            &irepo,
+            &point,
+            &mut journal,
+            feedback,
+            cancel,
+        )
+        .await?;
+        Ok::<_, Error>((point, ran))
+    };
+    let locked = repo
+        .with_lock(LockMode::Shared, "drill", req.lock_wait, Box::pin(work))
+        .await;
+    let (point, ran) = match locked {
+        Ok(x) => x,
+        Err(e) => {
+            if journal.resources().is_empty() {
+                journal.release();
+            }
+            return Err(e);
+        }
+    };
+    let rto_exceeded = match (ran.rto, req.max_rto) {
+        (Some(rto), Some(max)) => rto > max,
+        _ => false,
+    };
+    let checks_ok = ran.checks.iter().all(|c| c.ok);
+    let ok = ran.error.is_none() && ran.rto.is_some() && checks_ok && !rto_exceeded;
+    let exit_code = match &ran.error {
+        Some((_, code)) => *code,
+        None if ok => exit::OK,
+        None => exit::FAILED,
+    };
+    let record = DrillRecord {
+        version: DRILL_VERSION,
+        job: req.job.clone(),
+        source: point.snapshot.snapshot.source.clone(),
+        snapshot: point.snapshot.id,
+        point_kind: point.kind.to_owned(),
+        point: point.time,
+        started,
+        finished: Utc::now(),
+        host: backup_core::util::hostname(),
+        user: backup_core::util::username(),
+        target: ran.target,
+        ok,
+        rto_seconds: ran.rto.map(|d| d.as_secs_f64()),
+        rpo_seconds: (started - point.time).num_milliseconds().max(0) as f64 / 1000.0,
+        max_rto_seconds: req.max_rto.map(|d| d.as_secs_f64()),
+        rto_exceeded,
+        phases: ran.phases,
+        bytes: ran.bytes,
+        items: ran.items,
+        checks: ran.checks,
+        error: ran.error.map(|(m, _)| m),
+        kept: ran.kept,
+        leftovers_removed,
+        program: format!("backup {}", env!("CARGO_PKG_VERSION")),
+    };
+    let remaining = journal.resources();
+    if remaining.is_empty() {
+        journal.release();
+    } else {
+        warnings.push(format!(
+            "left for the next drill to remove: {}",
+            remaining
+                .iter()
+                .map(journal::Resource::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    let id = match backup_core::drill::save(repo, &record).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            warnings.push(format!("could not store the drill record: {e}"));
+            None
+        }
+    };
+    feedback.detail("drill", json(id));
+    feedback.detail("ok", json(record.ok));
+    feedback.detail("rto_seconds", json(record.rto_seconds));
+    feedback.detail("rpo_seconds", json(record.rpo_seconds));
+    feedback.detail("target", json(&record.target));
+    Ok(DrillOutcome {
+        id,
+        record,
+        exit_code,
+        warnings,
+    })
+}
+
+/// The error of a failed step, for the record, with its exit code.
+fn failure(e: &Error) -> (String, u8) {
+    (
+        backup_core::error::report(e),
+        e.exit_code().max(exit::FAILED),
+    )
+}
+
+/// Plans the scratch copy, restores, starts, checks and removes it. A
+/// scratch location that is missing, taken or unusable is an error (the
+/// drill did not start, nothing is recorded); what fails after the copy
+/// was begun is in the result.
+#[allow(clippy::too_many_arguments)]
+async fn run_locked(
+    req: &DrillRequest,
+    name: &str,
+    started: chrono::DateTime<Utc>,
+    t0: Instant,
+    repo: &backup_core::repo::IndexedRepository,
+    point: &ChosenPoint,
+    journal: &mut Journal,
+    feedback: &dyn Feedback,
+    cancel: Option<&CancellationToken>,
+) -> Result<Ran> {
+    let mut ran = Ran {
+        phases: Vec::new(),
+        rto: None,
+        bytes: 0,
+        items: 0,
+        checks: Vec::new(),
+        target: req
+            .target
+            .as_deref()
+            .map(backup_core::redact::redact_url)
+            .unwrap_or_default(),
+        error: None,
+        kept: false,
+    };
+    let stamp = started.format("%Y%m%dt%H%M%S").to_string();
+    let planned = Scratch::plan(
+        &point.snapshot.snapshot,
+        req.target.as_deref(),
+        req.source_url.as_deref(),
+        name,
+        &stamp,
+    )
+    .await;
+    let (mut scratch, mut opts) = planned?;
+    opts.at = point.at;
+    if point.at.is_some() {
+        opts.replay_command.clone_from(&req.replay_command);
+    }
+    ran.target = scratch.describe();
+    if let Err(e) = scratch.check_free().await {
+        if let Scratch::Redis {
+            throwaway: Some(_), ..
+        } = &scratch
+        {
+            let _ = scratch.remove().await;
+        }
+        return Err(e);
+    }
+    let resources = scratch.resources();
+    for r in &resources {
+        if let Err(e) = journal.add(r.clone()) {
+            let _ = scratch.remove().await;
+            return Err(e);
+        }
+    }
+    if let Err(e) = scratch.create() {
+        let _ = scratch.remove().await;
+        for r in &resources {
+            let _ = journal.remove(r);
+        }
+        return Err(e);
+    }
+    tracing::info!(job = %name, snapshot = %point.snapshot.id.short(), target = %ran.target, "Drill started.");
+
+    let reader = SnapshotReader::new(repo.clone(), point.snapshot.clone());
+    let clock = PhaseClock::new(feedback.progress("drill", "files"));
+    let restore_started = Instant::now();
+    let prepare = restore_started.saturating_duration_since(t0).as_secs_f64();
+    let mut checking = Duration::ZERO;
+    let body = async {
+        let target = scratch.target();
+        target.check_options(&opts)?;
+        target.check(&reader, &opts).await?;
+        clock.mark("fetch");
+        let report = target.restore(&reader, &opts, clock.clone()).await;
+        clock.finish();
+        let report = report?;
+        let mut phases = clock.phases(Instant::now());
+        phases.insert(
+            0,
+            DrillPhase {
+                name: "prepare".to_owned(),
+                seconds: prepare,
+            },
+        );
+        let mut files = None;
+        let server = match &scratch {
+            Scratch::Physical { dir, data, .. } => {
+                // The file comparison runs before the server starts, which
+                // changes files; its time is left out of the RTO.
+                if req.builtin_checks && point.at.is_none() {
+                    let c = checks::physical_files(data, &reader).await;
+                    checking += Duration::from_secs_f64(c.seconds);
+                    files = Some(c);
+                }
+                let port = free_port()?;
+                let at = Instant::now();
+                // The socket must fit in a Unix socket path (107 bytes).
+                let work = (dir.as_os_str().len() < 60).then_some(dir.as_path());
+                let s = data.start(port, work).await?;
+                phases.push(DrillPhase {
+                    name: "recovery".to_owned(),
+                    seconds: at.elapsed().as_secs_f64(),
+                });
+                Some((s, port))
+            }
+            _ => None,
+        };
+        Ok::<_, Error>((report, phases, server, files))
+    };
+    let result = match cancel {
+        Some(token) => tokio::select! {
+            () = token.cancelled() => Err(Error::usage("the drill was abandoned: the daemon is shutting down")),
+            r = body => r,
+        },
+        None => body.await,
+    };
+    match result {
+        Ok((report, phases, server, files)) => {
+            ran.rto = Some(t0.elapsed().saturating_sub(checking));
+            ran.phases = phases;
+            ran.bytes = report.stats.bytes;
+            ran.items = report.stats.files;
+            let port = server.as_ref().map(|(_, p)| *p);
+            let cx = CheckContext {
+                reader: &reader,
+                port,
+                snapshot: point.snapshot.id.to_hex(),
+                files,
+            };
+            let checks = async {
+                let mut out = Vec::new();
+                if req.builtin_checks {
+                    out.extend(checks::builtin(&scratch, &cx).await);
+                }
+                for c in &req.checks {
+                    out.push(checks::configured(c, &scratch, &cx).await);
+                }
+                out
+            };
+            ran.checks = match cancel {
+                Some(token) => tokio::select! {
+                    () = token.cancelled() => {
+                        ran.error = Some(("the drill was abandoned: the daemon is shutting down".to_owned(), exit::FAILED));
+                        Vec::new()
+                    }
+                    c = checks => c,
+                },
+                None => checks.await,
+            };
+            if let Some((s, _)) = server {
+                s.stop().await;
+            }
+        }
+        Err(e) => {
+            ran.phases = clock.phases(Instant::now());
+            ran.error = Some(failure(&e));
+        }
+    }
+    if req.keep && ran.error.is_none() {
+        ran.kept = true;
+        for r in &resources {
+            let _ = journal.remove(r);
+        }
+        tracing::info!(job = %name, target = %ran.target, "The drill's scratch copy was kept.");
+    } else {
+        match scratch.remove().await {
+            Ok(()) => {
+                for r in &resources {
+                    let _ = journal.remove(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = %name, error = %backup_core::error::report(&e), "Could not remove the drill's scratch copy; the next drill will try again.");
+            }
+        }
+    }
+    Ok(ran)
+}
+
+/// The command a point-in-time drill's restored server runs to fetch WAL
+/// when the drill runs inside another program (`backupd`): the `backup`
+/// program installed beside it, reaching `repo`. `None` when there is no
+/// such program (the restore then names the running one).
+pub fn sibling_replay_command(repo: &Repository) -> Option<String> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let exe = std::env::current_exe().ok()?.with_file_name("backup");
+    exe.is_file().then(|| {
+        format!(
+            "{} --repo {}",
+            quote(&exe.display().to_string()),
+            quote(&repo.sink().location())
+        )
+    })
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| backup_core::Error::io("finding a free port", e))?;
+    Ok(l.local_addr()
+        .map_err(|e| backup_core::Error::io("finding a free port", e))?
+        .port())
+}
+
+/// The drill records of the repository (of one job when given), oldest
+/// first.
+///
+/// # Errors
+///
+/// Storage errors while listing (unreadable records are skipped).
+pub async fn history(repo: &Repository, job: Option<&str>) -> Result<Vec<(Id, DrillRecord)>> {
+    let (all, bad) = backup_core::drill::list(repo).await?;
+    for (name, e) in bad {
+        tracing::warn!(record = %name, error = %e, "Skipping an unreadable drill record.");
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(_, r)| job.is_none_or(|j| r.job.as_deref() == Some(j)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backup_core::progress::NoProgress;
+
+    #[test]
+    fn phases_follow_the_target() {
+        let clock = PhaseClock::new(Arc::new(NoProgress));
+        clock.mark("fetch");
+        std::thread::sleep(Duration::from_millis(5));
+        clock.set_phase("schema");
+        clock.set_phase("data");
+        clock.add_bytes(10);
+        std::thread::sleep(Duration::from_millis(5));
+        clock.set_phase("indexes");
+        clock.set_phase("checking");
+        let names: Vec<String> = clock
+            .phases(Instant::now())
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["fetch", "schema", "load", "indexes", "verify"]);
+
+        // A files restore names no phase: fetching ends with the first bytes.
+        let clock = PhaseClock::new(Arc::new(NoProgress));
+        clock.mark("fetch");
+        clock.add_bytes(1);
+        clock.add_bytes(1);
+        let p = clock.phases(Instant::now());
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].name, "load");
+    }
+}

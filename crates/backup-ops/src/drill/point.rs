@@ -1,0 +1,134 @@
+//! What a drill restores: a point chosen by a [`PointChooser`].
+
+use async_trait::async_trait;
+use backup_core::repo::IndexedRepository;
+use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+
+/// The point a drill restores.
+#[derive(Debug, Clone)]
+pub struct ChosenPoint {
+    /// The snapshot to restore (for a point-in-time restore, the base
+    /// backup the log is replayed on).
+    pub snapshot: SnapshotEntry,
+    /// The time the restored copy will represent; the drill's RPO is its
+    /// age.
+    pub time: DateTime<Utc>,
+    /// The restore's `--at`, for a point inside a restorable window
+    /// (`None`: the snapshot as it is).
+    pub at: Option<DateTime<Utc>>,
+    /// How it was chosen, recorded as the drill record's `point_kind`.
+    pub kind: &'static str,
+}
+
+/// Chooses what a drill restores.
+///
+/// [`LatestSnapshot`] takes the newest snapshot; `RandomPointInWindow`
+/// (PostgreSQL physical jobs with captured WAL) picks a random time inside
+/// the job's restorable window and returns the base snapshot before it
+/// with `at` set, so that every drill tests a different point of the
+/// window the job claims. [`chooser`] picks one by name.
+#[async_trait]
+pub trait PointChooser: Send + Sync {
+    /// Picks the point among the snapshots `scope` selects.
+    ///
+    /// # Errors
+    ///
+    /// Nothing to restore; repository errors.
+    async fn choose(&self, repo: &IndexedRepository, scope: &SnapshotFilter)
+        -> Result<ChosenPoint>;
+}
+
+/// The newest snapshot of the job or source: what a restore after a
+/// disaster would take.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LatestSnapshot;
+
+#[async_trait]
+impl PointChooser for LatestSnapshot {
+    async fn choose(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+    ) -> Result<ChosenPoint> {
+        let entry = repo.find_snapshot("latest", scope).await?;
+        Ok(ChosenPoint {
+            time: entry.snapshot.time,
+            snapshot: entry,
+            at: None,
+            kind: "latest-snapshot",
+        })
+    }
+}
+
+/// A random time inside the restorable window of a physical PostgreSQL
+/// job with captured WAL (`point = "random"`): between the end of its
+/// newest base backup and the last captured WAL, leaving out the window's
+/// last second (a capture's time is when it was stored, which can be after
+/// the last commit it holds, and a time target needs a commit after it).
+/// The base is restored and replayed to that time, so every drill tests
+/// another point of the window the job claims.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomPointInWindow;
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl PointChooser for RandomPointInWindow {
+    async fn choose(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+    ) -> Result<ChosenPoint> {
+        use backup_sources::postgres::physical;
+        let (all, _) = repo.snapshots().await?;
+        let bases: Vec<SnapshotEntry> = all
+            .into_iter()
+            .filter(|s| scope.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata))
+            .collect();
+        let window = physical::pitr::restorable_window(repo, &bases).await?;
+        let span = (window.end - window.start - chrono::Duration::seconds(1))
+            .num_milliseconds()
+            .max(0);
+        let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
+        let at = window.start + chrono::Duration::milliseconds(offset);
+        Ok(ChosenPoint {
+            snapshot: window.base,
+            time: at,
+            at: Some(at),
+            kind: "random-point-in-window",
+        })
+    }
+}
+
+/// A random number from the standard library's randomly seeded hasher.
+#[cfg(feature = "postgres")]
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// What `[jobs.NAME.drill] point` (or `backup drill --point`) asks for.
+///
+/// # Errors
+///
+/// An unknown name, or `random` without PostgreSQL support.
+pub fn chooser(point: Option<&str>) -> Result<Box<dyn PointChooser>> {
+    match point.unwrap_or("latest") {
+        "latest" => Ok(Box::new(LatestSnapshot)),
+        #[cfg(feature = "postgres")]
+        "random" => Ok(Box::new(RandomPointInWindow)),
+        other => Err(crate::error::Error::usage(format!(
+            "drill point `{other}`: use `latest` (the newest snapshot) or `random` (a random time inside a PostgreSQL job's restorable window)"
+        ))),
+    }
+}

@@ -1,0 +1,529 @@
+//! The history of jobs, as the repository remembers it: successful runs
+//! (snapshot manifests), failed runs and verifications (audit records),
+//! drills (drill records) and the restore points that exist.
+
+use std::collections::BTreeMap;
+
+use backup_core::audit::AuditRecord;
+use backup_core::drill::DrillRecord;
+use backup_core::repo::Repository;
+use backup_core::snapshot::SnapshotEntry;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Result;
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    /// When it ran (the snapshot's time, or when the failure was
+    /// recorded).
+    pub time: DateTime<Utc>,
+    /// Whether it produced a snapshot.
+    pub ok: bool,
+    /// Wall time in seconds (0 when unknown).
+    pub duration_seconds: f64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Plaintext bytes new to the repository.
+    pub bytes_added: u64,
+    /// Stored bytes of those.
+    pub bytes_stored: u64,
+    /// The snapshot's total content size.
+    pub logical_bytes: u64,
+    /// The snapshot written (full id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The error of a failed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Run {
+    /// A successful run from its snapshot.
+    pub fn of_snapshot(e: &SnapshotEntry) -> Self {
+        let st = &e.snapshot.stats;
+        Run {
+            time: e.snapshot.time,
+            ok: true,
+            duration_seconds: st.duration_ms as f64 / 1000.0,
+            bytes_read: st.bytes_read,
+            bytes_added: st.bytes_added,
+            bytes_stored: st.bytes_stored,
+            logical_bytes: st.logical_bytes,
+            snapshot: Some(e.id.to_hex()),
+            error: None,
+        }
+    }
+
+    /// A failed run.
+    pub fn failed(time: DateTime<Utc>, error: impl Into<String>) -> Self {
+        Run {
+            time,
+            ok: false,
+            duration_seconds: 0.0,
+            bytes_read: 0,
+            bytes_added: 0,
+            bytes_stored: 0,
+            logical_bytes: 0,
+            snapshot: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// One verification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    /// When it ended.
+    pub time: DateTime<Utc>,
+    /// Whether nothing was wrong.
+    pub ok: bool,
+    /// Problems found (or 1 for an error).
+    pub problems: u64,
+}
+
+/// One drill, as reports show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillPoint {
+    /// When it started.
+    pub time: DateTime<Utc>,
+    /// Whether it passed.
+    pub ok: bool,
+    /// Seconds until the copy was usable.
+    pub rto_seconds: Option<f64>,
+    /// Age of the restored point.
+    pub rpo_seconds: f64,
+    /// The limit.
+    pub max_rto_seconds: Option<f64>,
+    /// The snapshot restored (full id).
+    pub snapshot: String,
+    /// Phases and their seconds.
+    pub phases: Vec<(String, f64)>,
+    /// Checks that failed, and the error.
+    pub problems: Vec<String>,
+    /// Checks run.
+    pub checks: usize,
+}
+
+impl DrillPoint {
+    /// The report's view of a drill record.
+    pub fn of_record(r: &DrillRecord) -> Self {
+        let mut problems: Vec<String> = r
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if let Some(e) = &r.error {
+            problems.insert(0, e.clone());
+        }
+        if r.rto_exceeded {
+            problems.push(format!(
+                "RTO {:.1}s over the limit of {:.1}s",
+                r.rto_seconds.unwrap_or(0.0),
+                r.max_rto_seconds.unwrap_or(0.0)
+            ));
+        }
+        DrillPoint {
+            time: r.started,
+            ok: r.ok,
+            rto_seconds: r.rto_seconds,
+            rpo_seconds: r.rpo_seconds,
+            max_rto_seconds: r.max_rto_seconds,
+            snapshot: r.snapshot.to_hex(),
+            phases: r
+                .phases
+                .iter()
+                .map(|p| (p.name.clone(), p.seconds))
+                .collect(),
+            problems,
+            checks: r.checks.len(),
+        }
+    }
+}
+
+/// A job's objectives, from its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Objectives {
+    /// Recovery point objective: the job's `max_age`, in seconds.
+    pub rpo_seconds: Option<f64>,
+    /// Recovery time objective: the drill's `max_rto`, in seconds.
+    pub rto_seconds: Option<f64>,
+}
+
+/// Everything known about one job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobHistory {
+    /// The job's name (or, for snapshots made without a job, the source).
+    pub name: String,
+    /// The kind of source.
+    pub kind: String,
+    /// The source (credentials removed).
+    pub source: String,
+    /// The configured repository's name, when known.
+    pub repository: Option<String>,
+    /// The cron schedule, when configured.
+    pub schedule: Option<String>,
+    /// Objectives.
+    pub objectives: Objectives,
+    /// Runs, oldest first.
+    pub runs: Vec<Run>,
+    /// Verifications, oldest first.
+    pub verifications: Vec<Verification>,
+    /// Drills, oldest first.
+    pub drills: Vec<DrillPoint>,
+    /// The times of the snapshots that exist now (restore points),
+    /// oldest first.
+    pub restore_points: Vec<DateTime<Utc>>,
+}
+
+impl JobHistory {
+    /// The last `n` successful runs before `before` (all runs when `None`),
+    /// oldest first.
+    pub fn baseline(&self, n: usize, before: Option<DateTime<Utc>>) -> Vec<&Run> {
+        let mut out: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.ok && before.is_none_or(|b| r.time < b))
+            .collect();
+        let skip = out.len().saturating_sub(n);
+        out.drain(..skip);
+        out
+    }
+
+    /// Adds a run in time order (runs arrive in order; a late one is
+    /// inserted).
+    pub fn push_run(&mut self, run: Run) {
+        insert_sorted(&mut self.runs, run, |r| r.time);
+    }
+
+    /// Adds a drill in time order.
+    pub fn push_drill(&mut self, d: DrillPoint) {
+        insert_sorted(&mut self.drills, d, |d| d.time);
+    }
+
+    /// Adds a verification in time order.
+    pub fn push_verification(&mut self, v: Verification) {
+        insert_sorted(&mut self.verifications, v, |v| v.time);
+    }
+}
+
+fn insert_sorted<T>(v: &mut Vec<T>, item: T, key: impl Fn(&T) -> DateTime<Utc>) {
+    let t = key(&item);
+    let at = v.partition_point(|x| key(x) <= t);
+    v.insert(at, item);
+}
+
+/// A repository's size and space.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RepositoryUsage {
+    /// Configured name (or location).
+    pub name: String,
+    /// Stored bytes.
+    pub size: u64,
+    /// Free bytes of its file system, or quota less size.
+    pub free: Option<u64>,
+    /// Size of its file system, or the quota.
+    pub total: Option<u64>,
+}
+
+/// One audit record, for people.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditLine {
+    /// Sequence number in the repository's chain.
+    pub seq: u64,
+    /// The repository it is in.
+    pub repository: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// `create`, `verify`, `drill`, ...
+    pub operation: String,
+    /// `success` or `failure`.
+    pub status: String,
+    /// Who and where: `user@host`.
+    pub by: String,
+    /// The job or snapshot concerned, and the error.
+    pub summary: String,
+}
+
+impl AuditLine {
+    /// The line of an audit record of `repository`.
+    pub fn of_record(repository: &str, r: &AuditRecord) -> Self {
+        let d = &r.body.details;
+        let mut parts = Vec::new();
+        for k in ["job", "snapshot", "source", "target"] {
+            if let Some(v) = d.get(k).and_then(serde_json::Value::as_str) {
+                let v = if k == "snapshot" && v.len() > 12 {
+                    &v[..8]
+                } else {
+                    v
+                };
+                parts.push(format!("{k} {v}"));
+            }
+        }
+        if let Some(e) = d.get("error").and_then(serde_json::Value::as_str) {
+            parts.push(format!("error: {e}"));
+        }
+        AuditLine {
+            seq: r.body.seq,
+            repository: repository.to_owned(),
+            time: r.body.timestamp,
+            operation: r.body.operation.clone(),
+            status: r.body.status.clone(),
+            by: format!("{}@{}", r.body.user, r.body.host),
+            summary: parts.join(", "),
+        }
+    }
+}
+
+/// The history of every job of some repositories.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct History {
+    /// When it was read.
+    pub generated: DateTime<Utc>,
+    /// The start of the period (everything when `None`).
+    pub since: Option<DateTime<Utc>>,
+    /// Per job, by name.
+    pub jobs: Vec<JobHistory>,
+    /// Per repository.
+    pub repositories: Vec<RepositoryUsage>,
+    /// The newest audit records, newest first.
+    pub audit: Vec<AuditLine>,
+}
+
+/// How many audit records a history keeps for people.
+pub const AUDIT_LINES: usize = 50;
+
+/// What a repository's audit records and drills add to its jobs.
+#[derive(Debug, Default)]
+pub struct RepositoryEvents {
+    /// Failed runs by job.
+    pub failures: BTreeMap<String, Vec<Run>>,
+    /// Verifications by job (`""`: the whole repository).
+    pub verifications: BTreeMap<String, Vec<Verification>>,
+    /// The newest audit lines.
+    pub audit: Vec<AuditLine>,
+}
+
+/// Reads a repository's audit records since `since`: failed runs and
+/// verifications per job, and the newest lines for people.
+///
+/// # Errors
+///
+/// Storage errors while listing.
+pub async fn read_events(
+    repo: &Repository,
+    repository: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<RepositoryEvents> {
+    let records = backup_core::audit::read_recent(repo, since, 100_000).await?;
+    let mut ev = RepositoryEvents::default();
+    for r in &records {
+        let d = &r.body.details;
+        let job = d
+            .get("job")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ok = r.body.status == "success";
+        match r.body.operation.as_str() {
+            "create" if !ok && !job.is_empty() => {
+                let error = d
+                    .get("error")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("failed")
+                    .to_owned();
+                ev.failures
+                    .entry(job)
+                    .or_default()
+                    .push(Run::failed(r.body.timestamp, error));
+            }
+            "verify" => {
+                let problems = d
+                    .get("problems")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(u64::from(!ok));
+                ev.verifications.entry(job).or_default().push(Verification {
+                    time: r.body.timestamp,
+                    ok,
+                    problems,
+                });
+            }
+            _ => {}
+        }
+        if ev.audit.len() < AUDIT_LINES {
+            ev.audit.push(AuditLine::of_record(repository, r));
+        }
+    }
+    for v in ev.failures.values_mut() {
+        v.reverse();
+    }
+    for v in ev.verifications.values_mut() {
+        v.reverse();
+    }
+    Ok(ev)
+}
+
+/// The key snapshots without a job are grouped under: their source.
+pub fn job_key(e: &SnapshotEntry) -> Option<String> {
+    if e.snapshot.tags.iter().any(|t| t == "safety-backup") {
+        return None;
+    }
+    Some(
+        e.snapshot
+            .job
+            .clone()
+            .unwrap_or_else(|| e.snapshot.source.url.clone()),
+    )
+}
+
+impl History {
+    /// Reads the history of `repositories` (name and open repository)
+    /// since `since`; jobs and objectives come from `config` when given,
+    /// otherwise from the snapshots' job names (or sources).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors while listing.
+    pub async fn load(
+        config: Option<&Config>,
+        repositories: &[(String, Repository)],
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Self> {
+        let mut jobs: BTreeMap<String, JobHistory> = BTreeMap::new();
+        if let Some(c) = config {
+            for j in c.all_jobs()? {
+                jobs.insert(
+                    j.name.clone(),
+                    JobHistory {
+                        name: j.name.clone(),
+                        kind: backup_sources::Kind::of(&j.source)
+                            .map(|k| k.name().to_owned())
+                            .unwrap_or_default(),
+                        source: backup_core::redact::redact_url(&j.source),
+                        repository: Some(j.repository.clone()),
+                        schedule: Some(j.schedule.expr().to_owned()),
+                        objectives: Objectives {
+                            rpo_seconds: j.max_age.map(|d| d.as_secs_f64()),
+                            rto_seconds: j
+                                .drill
+                                .as_ref()
+                                .and_then(|d| d.max_rto)
+                                .map(|d| d.as_secs_f64()),
+                        },
+                        ..JobHistory::default()
+                    },
+                );
+            }
+        }
+        let mut usage = Vec::new();
+        let mut audit = Vec::new();
+        for (repo_name, repo) in repositories {
+            let (snapshots, _) = repo.snapshots().await?;
+            let configured = config.is_some();
+            for e in &snapshots {
+                let Some(key) = job_key(e) else { continue };
+                let entry = match jobs.get_mut(&key) {
+                    Some(j) => j,
+                    None if configured => continue,
+                    None => jobs.entry(key.clone()).or_insert_with(|| JobHistory {
+                        name: key.clone(),
+                        kind: e.snapshot.source.kind.clone(),
+                        source: e.snapshot.source.url.clone(),
+                        repository: Some(repo_name.clone()),
+                        ..JobHistory::default()
+                    }),
+                };
+                if entry.repository.as_deref() != Some(repo_name.as_str()) {
+                    continue;
+                }
+                if entry.kind.is_empty() || entry.source.is_empty() {
+                    entry.kind.clone_from(&e.snapshot.source.kind);
+                    entry.source.clone_from(&e.snapshot.source.url);
+                }
+                entry.restore_points.push(e.snapshot.time);
+                if since.is_none_or(|s| e.snapshot.time >= s) {
+                    entry.runs.push(Run::of_snapshot(e));
+                }
+            }
+            let ev = read_events(repo, repo_name, since).await?;
+            for (job, failures) in ev.failures {
+                if let Some(j) = jobs.get_mut(&job) {
+                    for f in failures {
+                        j.push_run(f);
+                    }
+                }
+            }
+            for (job, vs) in ev.verifications {
+                for j in jobs.values_mut().filter(|j| {
+                    j.repository.as_deref() == Some(repo_name.as_str())
+                        && (job.is_empty() || j.name == job)
+                }) {
+                    for v in &vs {
+                        j.push_verification(v.clone());
+                    }
+                }
+            }
+            audit.extend(ev.audit);
+            let (drills, _) = backup_core::drill::list(repo).await?;
+            for (_, d) in drills {
+                if since.is_some_and(|s| d.started < s) {
+                    continue;
+                }
+                let key = d.job.clone().unwrap_or_else(|| d.source.url.clone());
+                if let Some(j) = jobs.get_mut(&key) {
+                    j.push_drill(DrillPoint::of_record(&d));
+                }
+            }
+            usage.push(RepositoryUsage {
+                name: repo_name.clone(),
+                size: crate::repository::size(repo).await?,
+                free: None,
+                total: None,
+            });
+        }
+        for j in jobs.values_mut() {
+            j.runs.sort_by_key(|r| r.time);
+            j.restore_points.sort();
+        }
+        audit.sort_by_key(|a| std::cmp::Reverse(a.time));
+        audit.truncate(AUDIT_LINES);
+        Ok(History {
+            generated: Utc::now(),
+            since,
+            jobs: jobs.into_values().collect(),
+            repositories: usage,
+            audit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn baseline_and_order() {
+        let mut j = JobHistory::default();
+        for i in 0..15 {
+            let mut r = Run::failed(t("2026-01-01T00:00:00Z") + chrono::Duration::hours(i), "x");
+            r.ok = i % 5 != 0;
+            r.duration_seconds = i as f64;
+            j.push_run(r);
+        }
+        j.push_run(Run::failed(t("2025-12-31T00:00:00Z"), "early"));
+        assert_eq!(j.runs[0].error.as_deref(), Some("early"));
+        let b = j.baseline(4, None);
+        let d: Vec<f64> = b.iter().map(|r| r.duration_seconds).collect();
+        assert_eq!(d, [11.0, 12.0, 13.0, 14.0]);
+        let b = j.baseline(3, Some(t("2026-01-01T06:00:00Z")));
+        let d: Vec<f64> = b.iter().map(|r| r.duration_seconds).collect();
+        assert_eq!(d, [2.0, 3.0, 4.0]);
+    }
+}

@@ -1,0 +1,95 @@
+//! Physical PostgreSQL drills in a build without PostgreSQL: every
+//! operation says the build lacks it.
+
+use backup_core::{Error, Result};
+
+fn unavailable() -> Error {
+    Error::Config(
+        "physical PostgreSQL drills are not supported by this build of backup (it was built without the postgres cargo feature)".to_owned(),
+    )
+}
+
+/// A data directory for a physical restore (unavailable in this build).
+#[derive(Debug)]
+pub struct DataDirectory {
+    _private: (),
+}
+
+/// A server on a restored data directory (unavailable in this build).
+#[derive(Debug)]
+pub struct StartedServer {
+    _private: (),
+}
+
+impl DataDirectory {
+    /// Always fails in this build.
+    ///
+    /// # Errors
+    ///
+    /// Always: the build lacks PostgreSQL.
+    pub fn new(path: std::path::PathBuf) -> Result<Self> {
+        let _ = path;
+        Err(unavailable())
+    }
+
+    /// The restore target.
+    pub fn target(&self) -> &dyn backup_core::target::Target {
+        unreachable_target()
+    }
+
+    /// Always fails in this build.
+    ///
+    /// # Errors
+    ///
+    /// Always.
+    pub async fn verify_files(
+        &self,
+        snapshot: &backup_core::reader::SnapshotReader,
+    ) -> Result<Vec<String>> {
+        let _ = snapshot;
+        Err(unavailable())
+    }
+
+    /// Always fails in this build.
+    ///
+    /// # Errors
+    ///
+    /// Always.
+    pub async fn start(
+        &self,
+        port: u16,
+        work_parent: Option<&std::path::Path>,
+    ) -> Result<StartedServer> {
+        let _ = (port, work_parent);
+        Err(unavailable())
+    }
+}
+
+impl StartedServer {
+    /// Never called in this build.
+    pub fn seconds_to_ready(&self) -> f64 {
+        0.0
+    }
+
+    /// Never called in this build.
+    pub async fn stop(self) -> Option<String> {
+        None
+    }
+}
+
+/// A `DataDirectory` cannot be made in this build, so this is never
+/// reached; it returns a files target to satisfy the type.
+fn unreachable_target() -> &'static dyn backup_core::target::Target {
+    static FILES: std::sync::OnceLock<crate::files::FilesTarget> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| crate::files::FilesTarget::new(std::path::PathBuf::from("/nonexistent")))
+}
+
+/// Nothing can be left over in this build.
+///
+/// # Errors
+///
+/// None.
+pub async fn stop_leftover_server(data_dir: &std::path::Path) -> Result<bool> {
+    let _ = data_dir;
+    Ok(false)
+}
