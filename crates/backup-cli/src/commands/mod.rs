@@ -10,6 +10,7 @@ mod init;
 mod jobs;
 mod key;
 mod list;
+mod pitr;
 mod repair;
 mod restore;
 mod stats;
@@ -97,6 +98,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Schedule(a) => jobs::schedule(ctx, &a),
         Command::Audit(a) => audit::run(ctx, a).await,
         Command::Wal(c) => wal::run(ctx, c).await,
+        Command::Oplog(c) => pitr::oplog(ctx, c).await,
+        Command::Pitr(a) => pitr::pitr(ctx, a).await,
     }
 }
 

@@ -1,0 +1,694 @@
+//! Point-in-time recovery: continuous capture, restorable windows, and the
+//! plan of a restore to a point.
+//!
+//! A capture stream (`REPOSITORY_FORMAT.md` §21) is restorable from a base
+//! snapshot's consistent point up to the end of the pieces that follow it
+//! without a gap. [`streams`] computes, per stream, the contiguous runs of
+//! pieces (from names, and from the records for gaps and sources), the
+//! base snapshots inside them, the windows they make restorable and the
+//! gaps. [`plan`] turns a target (`--at TIME`, `--at-ts ...`) into the
+//! newest base before it and the pieces from that base to the target,
+//! refusing with the missing range and the nearest restorable points
+//! when there is none.
+//!
+//! What differs between kinds (positions, which snapshots are bases and
+//! where they sit in a stream, how a time becomes a position) is
+//! [`CaptureKind`]'s; this module is the same for every kind.
+
+use std::collections::BTreeMap;
+
+use backup_core::capture::{CaptureName, CaptureRecord, CaptureReplay};
+use backup_core::repo::Repository;
+use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+use backup_core::target::{RecoveryPoint, RestoreOptions};
+use backup_core::{FileKind, Id};
+use backup_sources::capture::{CaptureKind, CaptureObserver};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// A base snapshot of a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Base {
+    /// The snapshot.
+    pub id: Id,
+    /// When it was taken.
+    pub taken: DateTime<Utc>,
+    /// Its consistent point: the last position it holds.
+    pub point: String,
+    /// The time of that point, when known.
+    pub point_time: Option<DateTime<Utc>>,
+}
+
+/// A range of a stream that can be restored to any point of.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// The earliest restorable position (a base's consistent point).
+    pub from: String,
+    /// The latest restorable position (inclusive).
+    pub to: String,
+    /// Their times, when known.
+    pub from_time: Option<DateTime<Utc>>,
+    /// See `from_time`.
+    pub to_time: Option<DateTime<Utc>>,
+    /// The base snapshots inside.
+    pub bases: Vec<Id>,
+}
+
+/// A range of a stream that is not stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gap {
+    /// First missing position.
+    pub from: String,
+    /// End of the missing range (exclusive).
+    pub to: String,
+    /// Times of the two ends, when known.
+    pub from_time: Option<DateTime<Utc>>,
+    /// See `from_time`.
+    pub to_time: Option<DateTime<Utc>>,
+    /// Why: the recorded reason, or that pieces are missing.
+    pub reason: String,
+}
+
+/// One capture stream with what it makes restorable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stream {
+    /// The stream id.
+    pub stream: String,
+    /// Its kind.
+    #[serde(serialize_with = "kind_name")]
+    pub kind: CaptureKind,
+    /// What it was captured from (identity, and the newest record's URL).
+    pub identity: String,
+    /// The source URL (redacted).
+    pub source: String,
+    /// Pieces stored (not counting gap records).
+    pub pieces: usize,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// The first and last stored positions (`last` exclusive).
+    pub first: String,
+    /// See `first`.
+    pub last: String,
+    /// Restorable windows, oldest first.
+    pub windows: Vec<Window>,
+    /// Gaps, oldest first.
+    pub gaps: Vec<Gap>,
+    /// Base snapshots, oldest first.
+    pub bases: Vec<Base>,
+    #[serde(skip)]
+    records: Vec<(CaptureName, CaptureRecord)>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature.
+fn kind_name<S: serde::Serializer>(k: &CaptureKind, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(k.name())
+}
+
+impl Stream {
+    /// A position as people write it.
+    pub fn show(&self, position: &str) -> String {
+        self.kind.show_position(position)
+    }
+
+    /// A position with its time, for messages.
+    fn describe(&self, position: &str) -> String {
+        match self.kind.position_time(position) {
+            Some(t) => format!(
+                "{} ({})",
+                t.format("%Y-%m-%dT%H:%M:%SZ"),
+                self.kind.show_position(position)
+            ),
+            None => self.kind.show_position(position),
+        }
+    }
+}
+
+/// Every capture stream of `repo` whose source or base snapshots pass
+/// `source` (a URL or kind, as `--source`; all when `None`).
+///
+/// Reads every capture record (16 at a time) and every snapshot manifest.
+///
+/// # Errors
+///
+/// Storage errors; an unreadable capture record.
+pub async fn streams(repo: &Repository, source: Option<&str>) -> Result<Vec<Stream>> {
+    let (records, bad) = repo.capture_records().await?;
+    if let Some((name, e)) = bad.into_iter().next() {
+        return Err(Error::from(e).context(format!("reading capture record {name}")));
+    }
+    let (snapshots, _) = repo.snapshots().await?;
+    let filter = SnapshotFilter {
+        source: source.map(str::to_owned),
+        ..SnapshotFilter::default()
+    };
+    let mut by_stream: BTreeMap<String, Vec<(CaptureName, CaptureRecord)>> = BTreeMap::new();
+    for (n, r) in records {
+        by_stream.entry(n.stream.clone()).or_default().push((n, r));
+    }
+    // Base snapshots by the stream they belong to.
+    let mut bases: BTreeMap<String, StreamBases> = BTreeMap::new();
+    for e in &snapshots {
+        for kind in CaptureKind::ALL {
+            if let Some(p) = kind.base_point(&e.snapshot) {
+                let stream = repo.capture_stream(kind.name(), &p.identity);
+                bases
+                    .entry(stream)
+                    .or_insert_with(|| (kind, p.identity.clone(), Vec::new()))
+                    .2
+                    .push((e.clone(), p.from));
+            }
+        }
+    }
+    let mut ids: Vec<String> = by_stream.keys().chain(bases.keys()).cloned().collect();
+    ids.sort();
+    ids.dedup();
+    let mut out = Vec::new();
+    for id in ids {
+        let records = by_stream.remove(&id).unwrap_or_default();
+        let base_list = bases.remove(&id);
+        let kind = records
+            .first()
+            .and_then(|(_, r)| CaptureKind::of(&r.kind))
+            .or(base_list.as_ref().map(|b| b.0));
+        let Some(kind) = kind else { continue };
+        let matches = source.is_none_or(|_| {
+            records.iter().any(|(_, r)| {
+                filter.matches(&backup_core::snapshot::Snapshot {
+                    source: r.source.clone(),
+                    ..placeholder()
+                })
+            }) || base_list
+                .as_ref()
+                .is_some_and(|b| b.2.iter().any(|(e, _)| filter.matches(&e.snapshot)))
+        });
+        if !matches {
+            continue;
+        }
+        out.push(build(kind, id, records, base_list));
+    }
+    Ok(out)
+}
+
+/// A stream's kind, identity, and base snapshots with the first position
+/// replay applies after each.
+type StreamBases = (CaptureKind, String, Vec<(SnapshotEntry, String)>);
+
+/// An empty manifest for matching a record's source with a
+/// [`SnapshotFilter`].
+fn placeholder() -> backup_core::snapshot::Snapshot {
+    backup_core::snapshot::Snapshot {
+        version: backup_core::snapshot::SNAPSHOT_VERSION,
+        time: DateTime::<Utc>::UNIX_EPOCH,
+        host: String::new(),
+        user: String::new(),
+        source: backup_core::snapshot::SourceDescriptor {
+            kind: String::new(),
+            url: String::new(),
+        },
+        job: None,
+        tags: Vec::new(),
+        parent: None,
+        copy_of: None,
+        tree: Id::default(),
+        excludes: Vec::new(),
+        includes: Vec::new(),
+        stats: backup_core::snapshot::SnapshotStats::default(),
+        streams: Vec::new(),
+        warnings: Vec::new(),
+        metadata: serde_json::Value::Null,
+        program: String::new(),
+    }
+}
+
+/// A stream's runs, gaps, bases and windows.
+fn build(
+    kind: CaptureKind,
+    stream: String,
+    mut records: Vec<(CaptureName, CaptureRecord)>,
+    base_list: Option<StreamBases>,
+) -> Stream {
+    records.sort_by(|a, b| a.0.first.cmp(&b.0.first).then(a.0.last.cmp(&b.0.last)));
+    let time = |p: &str| kind.position_time(p);
+    let prev_of = |from: &str| -> String { kind.prev(from) };
+    // Contiguous runs of data pieces; gap records and holes between
+    // pieces end them.
+    let mut runs: Vec<(String, String)> = Vec::new();
+    let mut gaps = Vec::new();
+    let mut end: Option<String> = None;
+    for (n, r) in &records {
+        if let Some(e) = &end {
+            if n.first > *e {
+                gaps.push(Gap {
+                    from: e.clone(),
+                    to: n.first.clone(),
+                    from_time: time(e),
+                    to_time: time(&n.first),
+                    reason: "pieces are missing (deleted, or never stored)".to_owned(),
+                });
+            }
+        }
+        if let Some(reason) = &r.gap {
+            gaps.push(Gap {
+                from: n.first.clone(),
+                to: n.last.clone(),
+                from_time: r.time_first.or_else(|| time(&n.first)),
+                to_time: r.time_last.or_else(|| time(&n.last)),
+                reason: reason.clone(),
+            });
+            end = Some(end.map_or(n.last.clone(), |e| e.max(n.last.clone())));
+            continue;
+        }
+        match runs.last_mut() {
+            Some(run) if end.as_ref() == Some(&run.1) && n.first <= run.1 => {
+                if n.last > run.1 {
+                    run.1.clone_from(&n.last);
+                }
+            }
+            _ => runs.push((n.first.clone(), n.last.clone())),
+        }
+        end = Some(end.map_or(n.last.clone(), |e| e.max(n.last.clone())));
+    }
+    let (identity, mut bases_raw) = match base_list {
+        Some((_, identity, b)) => (identity, b),
+        None => (
+            records
+                .first()
+                .map(|(_, r)| r.identity.clone())
+                .unwrap_or_default(),
+            Vec::new(),
+        ),
+    };
+    bases_raw.sort_by(|a, b| a.1.cmp(&b.1));
+    let bases: Vec<Base> = bases_raw
+        .iter()
+        .map(|(e, from)| {
+            let point = prev_of(from);
+            Base {
+                id: e.id,
+                taken: e.snapshot.time,
+                point_time: time(&point),
+                point,
+            }
+        })
+        .collect();
+    // Windows: per run, from its earliest base; a base outside every run
+    // is restorable to its own point.
+    let mut windows: Vec<Window> = Vec::new();
+    for (b, (_, from)) in bases.iter().zip(&bases_raw) {
+        let run = runs.iter().find(|(s, e)| s <= from && from < e);
+        let to = run.map_or_else(|| b.point.clone(), |(_, e)| prev_of(e));
+        if let Some(w) = windows.iter_mut().find(|w| w.to == to && run.is_some()) {
+            w.bases.push(b.id);
+            continue;
+        }
+        windows.push(Window {
+            from: b.point.clone(),
+            from_time: time(&b.point),
+            to_time: time(&to),
+            to,
+            bases: vec![b.id],
+        });
+    }
+    let data: Vec<&(CaptureName, CaptureRecord)> =
+        records.iter().filter(|(_, r)| r.gap.is_none()).collect();
+    let newest = records.iter().max_by(|a, b| a.1.created.cmp(&b.1.created));
+    Stream {
+        kind,
+        identity,
+        source: newest
+            .map(|(_, r)| r.source.url.clone())
+            .or_else(|| bases_raw.last().map(|(e, _)| e.snapshot.source.url.clone()))
+            .unwrap_or_default(),
+        pieces: data.len(),
+        bytes: data.iter().map(|(_, r)| r.size).sum(),
+        first: records
+            .first()
+            .map(|(n, _)| n.first.clone())
+            .unwrap_or_default(),
+        last: records
+            .iter()
+            .map(|(n, _)| n.last.clone())
+            .max()
+            .unwrap_or_default(),
+        windows,
+        gaps,
+        bases,
+        stream,
+        records,
+    }
+}
+
+/// A point-in-time restore's plan: the base snapshot and what to replay.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The stream.
+    pub stream: Stream,
+    /// The base snapshot.
+    pub base: SnapshotEntry,
+    /// What the target replays after it.
+    pub replay: CaptureReplay,
+}
+
+/// The base and pieces a restore to the point of `opts` (`at` or
+/// [`RecoveryPoint::OplogTs`]) needs, checked before anything is
+/// written: the newest base snapshot whose consistent point is at or
+/// before the target (or `base` when one was named), and pieces from it
+/// to the target without a gap, each record readable and its pack
+/// present.
+///
+/// # Errors
+///
+/// [`Error::Usage`] when the target is not restorable (before the oldest
+/// base, inside a gap, after the newest captured change or in the
+/// future), naming the missing range and the nearest restorable points;
+/// storage errors.
+pub async fn plan(
+    repo: &Repository,
+    source: Option<&str>,
+    base: Option<Id>,
+    opts: &RestoreOptions,
+) -> Result<Plan> {
+    let all = streams(repo, source).await?;
+    if all.is_empty() {
+        return Err(Error::usage(format!(
+            "no captured stream or base snapshot{}: a point-in-time restore needs a base snapshot and a capture follower (backup oplog follow SOURCE)",
+            source.map(|s| format!(" of {s}")).unwrap_or_default()
+        )));
+    }
+    if let Some(t) = &opts.at {
+        if *t > Utc::now() {
+            return Err(Error::usage(format!(
+                "{} is in the future",
+                t.format("%Y-%m-%dT%H:%M:%SZ")
+            )));
+        }
+    }
+    let mut refusals = Vec::new();
+    let mut candidates = Vec::new();
+    for s in all {
+        match choose(&s, base, opts) {
+            Ok((base, replay)) => candidates.push((s, base, replay)),
+            Err(why) => refusals.push(format!("stream {} ({}): {why}", s.identity, s.source)),
+        }
+    }
+    if candidates.len() > 1 {
+        return Err(Error::usage(format!(
+            "{} captured streams can restore that point ({}); narrow --source to one",
+            candidates.len(),
+            candidates
+                .iter()
+                .map(|(s, _, _)| format!("{} from {}", s.identity, s.source))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let Some((stream, base, replay)) = candidates.pop() else {
+        return Err(Error::usage(format!(
+            "cannot restore to {}: {}",
+            describe_target(opts),
+            refusals.join("; ")
+        )));
+    };
+    check_pieces(repo, &stream, &replay).await?;
+    let (snapshots, _) = repo.snapshots().await?;
+    let base = snapshots
+        .into_iter()
+        .find(|e| e.id == base)
+        .ok_or_else(|| Error::usage(format!("base snapshot {} vanished", base.short())))?;
+    Ok(Plan {
+        stream,
+        base,
+        replay,
+    })
+}
+
+/// The target of `opts` as the user gave it.
+fn describe_target(opts: &RestoreOptions) -> String {
+    match (&opts.at, &opts.point) {
+        (Some(t), _) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        (None, Some(RecoveryPoint::OplogTs { seconds, increment })) => {
+            format!("oplog timestamp {seconds}:{increment}")
+        }
+        (None, Some(p)) => format!("{p:?}"),
+        (None, None) => "the newest captured change".to_owned(),
+    }
+}
+
+/// The base (`named`, or the newest before the target) and pieces of `s`
+/// for the target of `opts`, or why there are none.
+fn choose(
+    s: &Stream,
+    named: Option<Id>,
+    opts: &RestoreOptions,
+) -> std::result::Result<(Id, CaptureReplay), String> {
+    let until = match s.kind.until(opts) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(format!(
+                "a {} stream cannot place that target from positions alone",
+                s.kind.name()
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let nearest = || nearest(s, &until);
+    if let Some(id) = named {
+        match s.bases.iter().find(|b| b.id == id) {
+            None => {
+                return Err(format!(
+                    "snapshot {} is not a base snapshot of this stream",
+                    id.short()
+                ))
+            }
+            Some(b) if b.point > until => {
+                return Err(format!(
+                    "snapshot {} is consistent at {}, after the target",
+                    id.short(),
+                    s.describe(&b.point)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let Some(base) = s
+        .bases
+        .iter()
+        .rev()
+        .find(|b| b.point <= until && named.is_none_or(|id| id == b.id))
+    else {
+        return Err(match s.bases.first() {
+            Some(b) => format!(
+                "it is before the oldest base snapshot ({} at {}); {}",
+                b.id.short(),
+                s.describe(&b.point),
+                nearest()
+            ),
+            None => "the stream has no base snapshot; take one with backup create".to_owned(),
+        });
+    };
+    let from = s.kind.next(&base.point);
+    let mut pieces = Vec::new();
+    let mut pos = from.clone();
+    while pos <= until {
+        let covering = s
+            .records
+            .iter()
+            .filter(|(n, _)| n.first <= pos && pos < n.last)
+            .max_by(|a, b| {
+                a.1.gap
+                    .is_none()
+                    .cmp(&b.1.gap.is_none())
+                    .then(a.0.last.cmp(&b.0.last))
+            });
+        match covering {
+            Some((n, r)) if r.gap.is_none() => {
+                pieces.push(n.clone());
+                pos.clone_from(&n.last);
+            }
+            Some((n, r)) => {
+                return Err(format!(
+                    "the oplog from {} to {} is missing ({}); {}",
+                    s.describe(&n.first),
+                    s.describe(&n.last),
+                    r.gap.as_deref().unwrap_or_default(),
+                    nearest()
+                ))
+            }
+            None => {
+                let after = s.records.iter().map(|(n, _)| &n.first).find(|f| **f > pos);
+                return Err(match after {
+                    Some(next) => format!(
+                        "no piece holds {} to {} (pieces are missing); {}",
+                        s.describe(&pos),
+                        s.describe(next),
+                        nearest()
+                    ),
+                    None => format!(
+                        "it is after the newest captured change (the capture ends before {}); {}",
+                        s.describe(&pos),
+                        nearest()
+                    ),
+                });
+            }
+        }
+    }
+    Ok((
+        base.id,
+        CaptureReplay {
+            stream: s.stream.clone(),
+            pieces,
+            from,
+            until,
+        },
+    ))
+}
+
+/// The restorable points nearest `until`, as a sentence.
+fn nearest(s: &Stream, until: &str) -> String {
+    let before = s
+        .windows
+        .iter()
+        .filter(|w| w.from.as_str() <= until)
+        .map(|w| {
+            if w.to.as_str() < until {
+                &w.to
+            } else {
+                &w.from
+            }
+        })
+        .max();
+    let after = s
+        .windows
+        .iter()
+        .filter(|w| w.from.as_str() > until)
+        .map(|w| &w.from)
+        .min();
+    match (before, after) {
+        (None, None) => "nothing of this stream is restorable".to_owned(),
+        (Some(b), None) => format!("the nearest restorable point is {}", s.describe(b)),
+        (None, Some(a)) => format!("the nearest restorable point is {}", s.describe(a)),
+        (Some(b), Some(a)) => format!(
+            "the nearest restorable points are {} and {}",
+            s.describe(b),
+            s.describe(a)
+        ),
+    }
+}
+
+/// Checks that every piece's pack is stored and long enough (one listing).
+async fn check_pieces(repo: &Repository, s: &Stream, replay: &CaptureReplay) -> Result<()> {
+    if replay.pieces.is_empty() {
+        return Ok(());
+    }
+    let sizes: BTreeMap<String, u64> = repo
+        .sink()
+        .list(FileKind::Pack)
+        .await?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    for name in &replay.pieces {
+        let Some((_, r)) = s.records.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let Some(pack) = r.pack else { continue };
+        let need = r
+            .blobs
+            .iter()
+            .map(|b| u64::from(b.offset) + u64::from(b.length))
+            .max()
+            .unwrap_or(0);
+        match sizes.get(&pack.to_hex()) {
+            Some(size) if *size >= need => {}
+            found => {
+                return Err(Error::from(backup_core::Error::corrupt(
+                    FileKind::Capture,
+                    name.file_name(),
+                    match found {
+                        Some(size) => {
+                            format!("its pack {} has {size} bytes, {need} needed", pack.short())
+                        }
+                        None => format!("its pack {} is missing", pack.short()),
+                    },
+                ))
+                .context(format!(
+                    "the oplog from {} to {} cannot be read; nothing was changed",
+                    s.describe(&name.first),
+                    s.describe(&name.last)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a capture follower stores pieces (per kind).
+#[derive(Debug, Clone, Default)]
+pub struct FollowRequest {
+    /// The time bound of a piece (`None`: the kind's default).
+    pub slice_time: Option<std::time::Duration>,
+    /// The size bound of a piece (`None`: the kind's default).
+    pub slice_bytes: Option<usize>,
+    /// How long a store waits for a prune's lock before it tries again.
+    pub lock_wait: std::time::Duration,
+}
+
+/// What a follower did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FollowResult {
+    /// The stream.
+    pub stream: String,
+    /// Pieces stored.
+    pub pieces: u64,
+    /// Changes stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Gaps met.
+    pub gaps: u64,
+    /// The first position not stored yet.
+    pub next: Option<String>,
+}
+
+/// Follows the change stream of `source` into `repo` until `cancel` fires
+/// or an error that does not pass; events go to `observer`.
+///
+/// # Errors
+///
+/// A source that has no change stream to follow (or whose kind this build
+/// lacks); the follower's errors.
+pub async fn follow(
+    repo: &Repository,
+    source: &backup_sources::SourceSpec,
+    req: &FollowRequest,
+    observer: &dyn CaptureObserver,
+    cancel: &CancellationToken,
+) -> Result<FollowResult> {
+    match source.kind() {
+        #[cfg(feature = "mongodb")]
+        backup_sources::Kind::Mongodb => {
+            let defaults = backup_sources::mongo::FollowOptions::default();
+            let opts = backup_sources::mongo::FollowOptions {
+                slice_time: req.slice_time.unwrap_or(defaults.slice_time),
+                slice_bytes: req.slice_bytes.unwrap_or(defaults.slice_bytes),
+                lock_wait: req.lock_wait.max(defaults.lock_wait),
+            };
+            let s =
+                backup_sources::mongo::follow(repo, source.url(), &opts, observer, cancel).await?;
+            Ok(FollowResult {
+                stream: s.stream,
+                pieces: s.slices,
+                entries: s.entries,
+                bytes: s.bytes,
+                gaps: s.gaps,
+                next: s.next,
+            })
+        }
+        other => Err(Error::usage(format!(
+            "{other} sources have no oplog to follow: `oplog follow` captures a MongoDB replica set's oplog"
+        ))),
+    }
+}
