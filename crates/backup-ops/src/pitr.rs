@@ -126,8 +126,9 @@ impl Stream {
     }
 }
 
-/// Every capture stream of `repo` whose source or base snapshots pass
-/// `source` (a URL or kind, as `--source`; all when `None`).
+/// Every capture stream of `repo` of a kind [`CaptureKind`] knows whose
+/// source or base snapshots pass `source` (a URL or kind, as `--source`;
+/// all when `None`).
 ///
 /// Reads every capture record (16 at a time) and every snapshot manifest.
 ///
@@ -135,11 +136,14 @@ impl Stream {
 ///
 /// Storage errors; an unreadable capture record.
 pub async fn streams(repo: &Repository, source: Option<&str>) -> Result<Vec<Stream>> {
-    let (records, bad) = repo.capture_records().await?;
-    if let Some((name, e)) = bad.into_iter().next() {
-        return Err(Error::from(e).context(format!("reading capture record {name}")));
-    }
-    let (snapshots, _) = repo.snapshots().await?;
+    let inventory = Inventory::read(repo).await?;
+    Ok(streams_of(repo, &inventory, source))
+}
+
+/// [`streams`] from an inventory already read.
+fn streams_of(repo: &Repository, inventory: &Inventory, source: Option<&str>) -> Vec<Stream> {
+    let records = inventory.records.clone();
+    let snapshots = &inventory.snapshots;
     let filter = SnapshotFilter {
         source: source.map(str::to_owned),
         ..SnapshotFilter::default()
@@ -150,7 +154,7 @@ pub async fn streams(repo: &Repository, source: Option<&str>) -> Result<Vec<Stre
     }
     // Base snapshots by the stream they belong to.
     let mut bases: BTreeMap<String, StreamBases> = BTreeMap::new();
-    for e in &snapshots {
+    for e in snapshots {
         for kind in CaptureKind::ALL {
             if let Some(p) = kind.base_point(&e.snapshot) {
                 let stream = repo.capture_stream(kind.name(), &p.identity);
@@ -189,7 +193,7 @@ pub async fn streams(repo: &Repository, source: Option<&str>) -> Result<Vec<Stre
         }
         out.push(build(kind, id, records, base_list));
     }
-    Ok(out)
+    out
 }
 
 /// A stream's kind, identity, and base snapshots with the first position
@@ -338,6 +342,224 @@ fn build(
         bases,
         stream,
         records,
+    }
+}
+
+/// What a repository holds for point-in-time listings, read once and
+/// handed to every [`WindowProvider`].
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// Every capture record with its name (all kinds).
+    pub records: Vec<(CaptureName, CaptureRecord)>,
+    /// Every snapshot.
+    pub snapshots: Vec<SnapshotEntry>,
+}
+
+impl Inventory {
+    /// Reads every capture record (16 at a time) and snapshot manifest.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; an unreadable capture record.
+    pub async fn read(repo: &Repository) -> Result<Self> {
+        let (records, bad) = repo.capture_records().await?;
+        if let Some((name, e)) = bad.into_iter().next() {
+            return Err(Error::from(e).context(format!("reading capture record {name}")));
+        }
+        let (snapshots, _) = repo.snapshots().await?;
+        Ok(Inventory { records, snapshots })
+    }
+}
+
+/// A restorable window as listed, in a kind-neutral form: positions
+/// written as the kind's tools write them (`1700000000:5`, `0/3000028`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedWindow {
+    /// The earliest restorable position.
+    pub from: String,
+    /// The latest restorable position (inclusive).
+    pub to: String,
+    /// Their times, when known.
+    pub from_time: Option<DateTime<Utc>>,
+    /// See `from_time`.
+    pub to_time: Option<DateTime<Utc>>,
+    /// The base snapshots inside.
+    pub bases: Vec<Id>,
+}
+
+/// A range that is not stored, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedGap {
+    /// First missing position.
+    pub from: String,
+    /// End of the missing range (exclusive).
+    pub to: String,
+    /// Times of the two ends, when known.
+    pub from_time: Option<DateTime<Utc>>,
+    /// See `from_time`.
+    pub to_time: Option<DateTime<Utc>>,
+    /// Why it is missing.
+    pub reason: String,
+}
+
+/// A base snapshot, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedBase {
+    /// The snapshot.
+    pub id: Id,
+    /// When it was taken.
+    pub taken: DateTime<Utc>,
+    /// The position it is consistent at.
+    pub point: String,
+    /// The time of that point, when known.
+    pub point_time: Option<DateTime<Utc>>,
+}
+
+/// One source's point-in-time recovery as `backup pitr` lists it: what
+/// was captured, the restorable windows, the gaps and the bases.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceWindows {
+    /// The kind of source (`mongodb`, `postgres`).
+    pub kind: String,
+    /// The kind of capture stream (`mongodb-oplog`, `postgres-wal`).
+    pub capture: String,
+    /// The stream id (from the capture names).
+    pub stream: String,
+    /// What was captured from (replica set, cluster system identifier).
+    pub identity: String,
+    /// The source URL (redacted).
+    pub source: String,
+    /// What a position is called (`oplog timestamp`, `LSN`).
+    pub position: String,
+    /// Pieces stored (gap records not counted).
+    pub pieces: usize,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Restorable windows, oldest first.
+    pub windows: Vec<ListedWindow>,
+    /// Gaps, oldest first.
+    pub gaps: Vec<ListedGap>,
+    /// Base snapshots, oldest first.
+    pub bases: Vec<ListedBase>,
+}
+
+/// Lists the restorable windows of one kind of source, for `backup pitr`.
+///
+/// Each kind that captures a change stream implements it and is added to
+/// [`providers`]; the listing is the concatenation of what every provider
+/// returns, so a provider only reads the records of its own capture kinds
+/// and the snapshots that are its bases.
+#[async_trait::async_trait]
+pub trait WindowProvider: Send + Sync {
+    /// The kind of source it lists (`mongodb`).
+    fn kind(&self) -> &'static str;
+
+    /// The streams of this kind whose source or bases pass `source` (a URL
+    /// or kind, as `--source`; all when `None`).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors reading what the kind needs beyond `inventory`.
+    async fn windows(
+        &self,
+        repo: &Repository,
+        inventory: &Inventory,
+        source: Option<&str>,
+    ) -> Result<Vec<SourceWindows>>;
+}
+
+/// MongoDB: the oplog captured by `backup oplog follow` and the
+/// consistent snapshots of the replica set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MongodbWindows;
+
+#[async_trait::async_trait]
+impl WindowProvider for MongodbWindows {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn windows(
+        &self,
+        repo: &Repository,
+        inventory: &Inventory,
+        source: Option<&str>,
+    ) -> Result<Vec<SourceWindows>> {
+        Ok(streams_of(repo, inventory, source)
+            .into_iter()
+            .filter(|s| s.kind == CaptureKind::MongodbOplog)
+            .map(|s| s.listed())
+            .collect())
+    }
+}
+
+/// Every provider this build has, in listing order. PostgreSQL's WAL
+/// windows (timelines, `postgres-wal` capture records, physical base
+/// backups) plug in here as another [`WindowProvider`].
+pub fn providers() -> Vec<Box<dyn WindowProvider>> {
+    vec![Box::new(MongodbWindows)]
+}
+
+/// The restorable windows of every source (narrowed by `source`), from
+/// every [`providers`] entry.
+///
+/// # Errors
+///
+/// Storage errors; an unreadable capture record.
+pub async fn windows(repo: &Repository, source: Option<&str>) -> Result<Vec<SourceWindows>> {
+    let inventory = Inventory::read(repo).await?;
+    let mut out = Vec::new();
+    for p in providers() {
+        out.extend(p.windows(repo, &inventory, source).await?);
+    }
+    Ok(out)
+}
+
+impl Stream {
+    /// The kind-neutral listing of this stream.
+    pub fn listed(&self) -> SourceWindows {
+        SourceWindows {
+            kind: self.kind.source_kind().name().to_owned(),
+            capture: self.kind.name().to_owned(),
+            stream: self.stream.clone(),
+            identity: self.identity.clone(),
+            source: self.source.clone(),
+            position: self.kind.position_noun().to_owned(),
+            pieces: self.pieces,
+            bytes: self.bytes,
+            windows: self
+                .windows
+                .iter()
+                .map(|w| ListedWindow {
+                    from: self.show(&w.from),
+                    to: self.show(&w.to),
+                    from_time: w.from_time,
+                    to_time: w.to_time,
+                    bases: w.bases.clone(),
+                })
+                .collect(),
+            gaps: self
+                .gaps
+                .iter()
+                .map(|g| ListedGap {
+                    from: self.show(&g.from),
+                    to: self.show(&g.to),
+                    from_time: g.from_time,
+                    to_time: g.to_time,
+                    reason: g.reason.clone(),
+                })
+                .collect(),
+            bases: self
+                .bases
+                .iter()
+                .map(|b| ListedBase {
+                    id: b.id,
+                    taken: b.taken,
+                    point: self.show(&b.point),
+                    point_time: b.point_time,
+                })
+                .collect(),
+        }
     }
 }
 

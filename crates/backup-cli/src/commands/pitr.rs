@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use anyhow::Result;
-use backup_ops::pitr::{follow as follow_op, streams, FollowRequest};
+use backup_ops::pitr::{follow as follow_op, windows, FollowRequest};
 use backup_sources::capture::{CaptureEvent, CaptureObserver};
 use backup_sources::SourceSpec;
 use tokio_util::sync::CancellationToken;
@@ -150,13 +150,13 @@ async fn follow(ctx: &Ctx, a: FollowArgs) -> Result<u8> {
 pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
     let repo = ctx.open().await?;
     let source = a.source.as_deref().map(normalize_source);
-    let list = streams(&repo, source.as_deref()).await?;
+    let list = windows(&repo, source.as_deref()).await?;
     if ctx.global.json {
         ctx.print_json(&list)?;
         return Ok(0);
     }
     if list.is_empty() {
-        ctx.say("no captured streams or base snapshots")?;
+        ctx.say("nothing restorable to a point in time: no captured stream or base snapshot")?;
         return Ok(0);
     }
     let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
@@ -164,8 +164,9 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
     };
     for s in &list {
         ctx.say(format!(
-            "{} stream {} of {} ({}): {} pieces, {}",
-            s.kind.name(),
+            "{} {} stream {} of {} ({}): {} pieces, {}",
+            s.kind,
+            s.capture,
             s.stream,
             s.identity,
             s.source,
@@ -180,8 +181,8 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
                 "  restorable  {} .. {}  ({} .. {}), bases {}",
                 time(&w.from_time),
                 time(&w.to_time),
-                s.show(&w.from),
-                s.show(&w.to),
+                w.from,
+                w.to,
                 w.bases
                     .iter()
                     .map(backup_core::Id::short)
@@ -194,8 +195,8 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
                 "  gap         {} .. {}  ({} .. {}): {}",
                 time(&g.from_time),
                 time(&g.to_time),
-                s.show(&g.from),
-                s.show(&g.to),
+                g.from,
+                g.to,
                 g.reason
             ))?;
         }
@@ -205,7 +206,7 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
                 b.id.short(),
                 b.taken.format("%Y-%m-%d %H:%M:%S"),
                 time(&b.point_time),
-                s.show(&b.point)
+                b.point
             ))?;
         }
     }
