@@ -517,6 +517,16 @@ impl std::fmt::Debug for CaptureLease {
     }
 }
 
+/// Whether a lease's holder is known to be dead: it ran on this host and
+/// no process has its id any more (Linux's `/proc`; elsewhere a lease is
+/// only taken over once it expires).
+fn holder_gone(l: &LeaseFile) -> bool {
+    cfg!(target_os = "linux")
+        && l.host == crate::util::hostname()
+        && l.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
+}
+
 fn lease_name(stream: &str) -> String {
     format!("capture-{stream}")
 }
@@ -550,7 +560,10 @@ impl Repository {
                 Err(e) => return Err(e),
             }
             match self.read_lease(stream).await? {
-                Some(l) if l.expires > Utc::now() => {
+                // A holder on this host whose process is gone (killed,
+                // crashed) left its lease behind: take it over at once
+                // rather than after it expires.
+                Some(l) if l.expires > Utc::now() && !holder_gone(&l) => {
                     return Err(Error::Locked(format!(
                         "stream {stream} is captured by {} (pid {}) until at least {}",
                         l.host,
