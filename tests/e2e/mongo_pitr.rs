@@ -292,6 +292,28 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
     for w in ranges.windows(2) {
         assert_eq!(w[0].1, w[1].0, "slices overlap or leave a hole: {ranges:?}");
     }
+    // The independent format reader (tests/format_reader) reads the same
+    // slices: every oplog entry after the base, up to the last, once.
+    let read = crate::format_reader::reader_json(
+        &s.repo,
+        crate::util::PASSWORD,
+        &[std::ffi::OsStr::new("captures")],
+    );
+    assert_eq!(read.as_array().unwrap().len(), 1, "{read:#}");
+    assert_eq!(read[0]["kind"], "mongodb-oplog");
+    assert_eq!(read[0]["runs"].as_array().unwrap().len(), 1, "{read:#}");
+    let end = &base["snapshot"]["metadata"]["oplog"]["end"];
+    let base_end = Timestamp {
+        time: u32::try_from(end["t"].as_u64().unwrap()).unwrap(),
+        increment: u32::try_from(end["i"].as_u64().unwrap()).unwrap(),
+    };
+    let after_base = c
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .count_documents(doc! {"ts": {"$gt": base_end, "$lte": last}})
+        .run()
+        .unwrap();
+    assert_eq!(read[0]["entries"].as_u64().unwrap(), after_base, "{read:#}");
     let human = s.ok(&["pitr", "--source", "mongodb"]);
     assert!(human.contains("restorable"), "{human}");
     assert!(human.contains(&base_id[..8]), "{human}");
