@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use backup_core::capture::{CaptureName, CaptureRecord, CaptureReplay};
+use backup_core::capture::{CaptureExpiry, CaptureName, CaptureRecord, CaptureReplay};
 use backup_core::repo::Repository;
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::target::{RecoveryPoint, RestoreOptions};
@@ -561,6 +561,80 @@ impl Stream {
                 .collect(),
         }
     }
+}
+
+/// The oplog records no snapshot of `kept` needs: in every MongoDB stream
+/// with a base among `kept`, the slices and gap records that end at or
+/// before the position right after the oldest such base's consistent
+/// point (`REPOSITORY_FORMAT.md` §21.2). Streams without a kept base keep
+/// everything (they become restorable once a base is taken).
+///
+/// # Errors
+///
+/// Storage errors; an unreadable capture record.
+pub async fn expired_oplog(
+    repo: &Repository,
+    kept: &[SnapshotEntry],
+) -> Result<Vec<(CaptureExpiry, Vec<CaptureName>)>> {
+    let (records, bad) = repo.capture_records().await?;
+    if let Some((name, e)) = bad.into_iter().next() {
+        return Err(Error::from(e).context(format!("reading capture record {name}")));
+    }
+    let inventory = Inventory {
+        records,
+        snapshots: kept.to_vec(),
+    };
+    let mut out = Vec::new();
+    for s in streams_of(repo, &inventory, None) {
+        if s.kind != CaptureKind::MongodbOplog {
+            continue;
+        }
+        let Some(oldest) = s.bases.first() else {
+            continue;
+        };
+        let from = s.kind.next(&oldest.point);
+        let (gone, left): (Vec<_>, Vec<_>) = s.records.iter().partition(|(n, _)| n.last <= from);
+        if gone.is_empty() {
+            continue;
+        }
+        out.push((
+            CaptureExpiry {
+                kind: s.kind.name().to_owned(),
+                identity: s.identity.clone(),
+                pieces: gone.len(),
+                bytes: gone.iter().map(|(_, r)| r.size).sum(),
+                from: gone.first().map(|(n, _)| s.show(&n.first)),
+                kept_from: left.first().map(|(n, _)| s.show(&n.first)),
+                reason: format!(
+                    "before the oldest kept base snapshot {} (consistent at {})",
+                    oldest.id.short(),
+                    s.describe(&oldest.point)
+                ),
+            },
+            gone.into_iter().map(|(n, _)| n.clone()).collect(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The MongoDB base snapshots a `--keep-within` period needs beyond its
+/// own rule: per replica set, the newest base taken at or before `since`
+/// (restores to any point after `since` replay from it).
+pub fn oplog_anchors(snapshots: &[SnapshotEntry], since: DateTime<Utc>) -> Vec<Id> {
+    let mut newest: BTreeMap<String, &SnapshotEntry> = BTreeMap::new();
+    for e in snapshots {
+        let Some(p) = CaptureKind::MongodbOplog.base_point(&e.snapshot) else {
+            continue;
+        };
+        if e.snapshot.time > since {
+            continue;
+        }
+        let slot = newest.entry(p.identity).or_insert(e);
+        if (e.snapshot.time, e.id) > (slot.snapshot.time, slot.id) {
+            *slot = e;
+        }
+    }
+    newest.into_values().map(|e| e.id).collect()
 }
 
 /// A point-in-time restore's plan: the base snapshot and what to replay.
