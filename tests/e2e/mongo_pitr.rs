@@ -496,4 +496,33 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
             "refused restore created {db}"
         );
     }
+
+    // Retention. A second base: --keep-within keeps the base before its
+    // window (restores inside the window start from it) ...
+    let base2 = s.json(&["create", &url]);
+    let base2_id = base2["id"].as_str().unwrap().to_owned();
+    let f = s.json(&["forget", "--keep-within", "1s", "--dry-run"]);
+    let kept = f["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == base_id.as_str())
+        .unwrap();
+    assert_eq!(kept["keep"], true, "{f:#}");
+    assert!(
+        kept["reasons"].to_string().contains("base of the within window"),
+        "{f:#}"
+    );
+    // ... and once the old base goes, prune removes the slices that only
+    // it needed.
+    s.json(&["forget", "--keep-last", "1", "--prune"]);
+    let left = std::fs::read_dir(format!("{}/captures", s.repo))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "slices before the only base were kept");
+    let pitr = s.json(&["pitr"]);
+    assert_eq!(pitr[0]["pieces"], 0, "{pitr:#}");
+    assert_eq!(pitr[0]["bases"].as_array().unwrap().len(), 1, "{pitr:#}");
+    assert_eq!(pitr[0]["bases"][0]["id"], base2_id.as_str());
+    s.ok(&["verify"]);
 }
