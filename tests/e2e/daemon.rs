@@ -28,14 +28,14 @@ fn backupd_bin() -> PathBuf {
 }
 
 /// A running daemon, killed when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     port: u16,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(s: &Scratch, config: &Path, port: u16, log_name: &str) -> Self {
+    pub(crate) fn start(s: &Scratch, config: &Path, port: u16, log_name: &str) -> Self {
         let log = s.path(log_name);
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(backupd_bin())
@@ -61,7 +61,7 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if f() {
@@ -78,7 +78,7 @@ impl Daemon {
         serde_json::from_str(&body).unwrap()
     }
 
-    fn job(&self, name: &str) -> serde_json::Value {
+    pub(crate) fn job(&self, name: &str) -> serde_json::Value {
         self.jobs()
             .as_array()
             .unwrap()
@@ -88,13 +88,17 @@ impl Daemon {
             .unwrap_or_default()
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         http(self.port, "GET", "/metrics", None).unwrap().1
     }
 
     /// Sends a signal and waits for the exit; returns the exit code and
     /// how long it took.
-    fn stop(mut self, signal: nix::sys::signal::Signal, limit: Duration) -> (i32, Duration) {
+    pub(crate) fn stop(
+        mut self,
+        signal: nix::sys::signal::Signal,
+        limit: Duration,
+    ) -> (i32, Duration) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let t0 = Instant::now();
         nix::sys::signal::kill(pid, signal).unwrap();
@@ -119,7 +123,7 @@ impl Drop for Daemon {
 }
 
 /// The value of a metric line `name{labels}`.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
@@ -142,7 +146,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16
 }
 
 /// Writes a configuration with one files job.
-fn config(s: &Scratch, name: &str, port: u16, job: &str, extra: &str) -> PathBuf {
+pub(crate) fn config(s: &Scratch, name: &str, port: u16, job: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"
 [daemon]
@@ -272,7 +276,7 @@ fn scheduled_runs_metrics_status_and_trigger() {
 }
 
 /// A tiny webhook receiver: every POST body is sent on the channel.
-fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
+pub(crate) fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
@@ -357,7 +361,7 @@ fn smtp_receiver() -> (u16, mpsc::Receiver<String>) {
     (port, rx)
 }
 
-fn wait_event(rx: &mpsc::Receiver<serde_json::Value>, event: &str) -> serde_json::Value {
+pub(crate) fn wait_event(rx: &mpsc::Receiver<serde_json::Value>, event: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if let Ok(v) = rx.recv_timeout(Duration::from_secs(1)) {

@@ -5,6 +5,7 @@
 //! in `watch.rs`.
 
 mod capture;
+mod oplog;
 mod run;
 mod watch;
 
@@ -203,6 +204,12 @@ impl Daemon {
                     wal,
                     token,
                 ))));
+            }
+            if job.oplog_continuous {
+                let this = Arc::clone(self);
+                handles.push(tokio::spawn(Box::pin(
+                    this.oplog_loop(job.clone(), generation.clone()),
+                )));
             }
             let this = Arc::clone(self);
             let token = generation.clone();

@@ -79,6 +79,13 @@ pub struct JobConfig {
     /// Also notify about each successful run.
     #[serde(default)]
     pub notify_success: bool,
+    /// MongoDB: `"continuous"` runs an oplog follower beside the scheduled
+    /// backups (as `backup oplog follow`), for restores to any point.
+    pub oplog: Option<String>,
+    /// MongoDB with `oplog = "continuous"`: notify (`capture_lag`) when the
+    /// captured oplog falls further behind the source than this.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_oplog_lag: Option<Duration>,
 }
 
 /// `[jobs.NAME.retention]`.
@@ -184,6 +191,10 @@ pub struct Job {
     pub notify_success: bool,
     /// WAL capture (physical PostgreSQL jobs).
     pub wal: Option<WalCapture>,
+    /// Capture the oplog continuously (`oplog = "continuous"`, MongoDB).
+    pub oplog_continuous: bool,
+    /// The lag over which a `lag` notification goes out.
+    pub max_oplog_lag: Option<Duration>,
 }
 
 impl JobConfig {
@@ -321,6 +332,30 @@ impl JobConfig {
             }
             None => None,
         };
+        let oplog_continuous = match j.oplog.as_deref() {
+            None => false,
+            Some("continuous") if kind == Kind::Mongodb => true,
+            Some("continuous") => {
+                return Err(ConfigError::invalid(
+                    &key("oplog"),
+                    format!(
+                        "continuous oplog capture needs a MongoDB source, and this one is {kind}"
+                    ),
+                ))
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &key("oplog"),
+                    format!("`{other}`: the only mode is \"continuous\""),
+                ))
+            }
+        };
+        if j.max_oplog_lag.is_some() && !oplog_continuous {
+            return Err(ConfigError::invalid(
+                &key("max_oplog_lag"),
+                "applies to jobs with oplog = \"continuous\"",
+            ));
+        }
         let verify = match &j.verify {
             Some(v) => {
                 let schedule = Schedule::parse(&v.schedule, j.timezone.as_deref())
@@ -370,6 +405,8 @@ impl JobConfig {
             notify,
             notify_success: j.notify_success,
             wal,
+            oplog_continuous,
+            max_oplog_lag: j.max_oplog_lag,
         })
     }
 }
