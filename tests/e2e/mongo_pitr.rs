@@ -605,3 +605,90 @@ fn daemon_captures_the_oplog_continuously() {
     let to = parse_ts(pitr[0]["windows"][0]["to"].as_str().unwrap());
     assert!(to >= (last.time, last.increment), "{pitr:#}");
 }
+
+/// A standalone server has no oplog to follow; an oplog that rolled over
+/// while the follower was stopped leaves a recorded gap, which `pitr`
+/// lists and restores into refuse, naming it.
+#[test]
+fn refuses_a_standalone_server_and_records_a_rolled_over_oplog() {
+    let s = Scratch::new();
+    s.init();
+    let standalone = MongoServer::start_with(&["--standalone"]);
+    let e = s.fails(&["oplog", "follow", &standalone.url("")], 2);
+    assert!(e.contains("standalone server"), "{e}");
+    drop(standalone);
+
+    let m = MongoServer::start_with(&["--oplog-max-entries", "40"]);
+    let c = Client::with_uri_str(m.url("")).unwrap();
+    let url = m.url("");
+    let seq = c.database("shop").collection::<Document>("seq");
+    seq.insert_one(doc! {"_id": 0}).run().unwrap();
+    s.ok(&["create", &url]);
+    let follower = Follower::start(&s, &url);
+    for i in 1..=5 {
+        seq.insert_one(doc! {"_id": i}).run().unwrap();
+    }
+    let before = newest(&c);
+    wait_stored(&s, before);
+    follower.stop();
+    // Stopped while 100 entries are written: the oplog keeps only 40.
+    for i in 6..=105 {
+        seq.insert_one(doc! {"_id": i}).run().unwrap();
+    }
+    let follower = Follower::start(&s, &url);
+    for i in 106..=110 {
+        seq.insert_one(doc! {"_id": i}).run().unwrap();
+    }
+    let last = newest(&c);
+    let start = Instant::now();
+    let pitr = loop {
+        let v = s.json(&["pitr"]);
+        if !v[0]["gaps"].as_array().unwrap().is_empty() {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no gap recorded: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    follower.stop();
+    let gap = &pitr[0]["gaps"][0];
+    assert!(
+        gap["reason"].as_str().unwrap().contains("rolled over"),
+        "{pitr:#}"
+    );
+    // Before the gap: restorable; across it: refused, nothing written.
+    s.ok(&[
+        "restore",
+        "--at-ts",
+        &ts_arg(before),
+        "--to",
+        &url,
+        "--include",
+        "shop.*",
+        "--rename",
+        "shop:before_gap",
+    ]);
+    assert_eq!(ids(&c, "before_gap", "seq"), (0..=5).collect());
+    let e = s.fails(
+        &[
+            "restore",
+            "--at-ts",
+            &ts_arg(last),
+            "--to",
+            &url,
+            "--include",
+            "shop.*",
+            "--rename",
+            "shop:across_gap",
+        ],
+        2,
+    );
+    assert!(e.contains("rolled over"), "{e}");
+    assert!(!c
+        .list_database_names()
+        .run()
+        .unwrap()
+        .contains(&"across_gap".to_owned()));
+}

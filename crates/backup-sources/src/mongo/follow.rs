@@ -109,21 +109,25 @@ pub struct FollowSummary {
 /// oplog: a standalone server (no oplog) and a `mongos` (one oplog per
 /// shard, not captured consistently).
 pub(crate) async fn identify(conn: &Conn, hello: &Hello) -> Result<ReplicaSet> {
-    if hello.mongos {
-        return Err(Error::Config(format!(
-            "{} is a mongos (sharded cluster): continuous oplog capture of sharded clusters is not supported yet, because the shards' oplogs would not be captured consistently with each other; capture each shard's replica set separately only if you can restore them independently",
-            conn.redacted
-        )));
-    }
-    let Some(name) = hello.set_name.clone() else {
-        return Err(Error::Config(format!(
-            "{} is a standalone server: it has no oplog, so there is nothing to capture; run it as a replica set (a single member is enough: --replSet NAME, then rs.initiate())",
-            conn.redacted
-        )));
-    };
+    let name = replica_set_name(hello, &conn.redacted)?;
     Ok(ReplicaSet {
         name,
         id: replica_set_id(conn).await,
+    })
+}
+
+/// The replica set's name from `hello`, or why the server has no oplog to
+/// capture (`redacted` names it).
+fn replica_set_name(hello: &Hello, redacted: &str) -> Result<String> {
+    if hello.mongos {
+        return Err(Error::Config(format!(
+            "{redacted} is a mongos (sharded cluster): continuous oplog capture of sharded clusters is not supported yet, because the shards' oplogs would not be captured consistently with each other; capture each shard's replica set separately only if you can restore them independently"
+        )));
+    }
+    hello.set_name.clone().ok_or_else(|| {
+        Error::Config(format!(
+            "{redacted} is a standalone server: it has no oplog, so there is nothing to capture; run it as a replica set (a single member is enough: --replSet NAME, then rs.initiate())"
+        ))
     })
 }
 
@@ -816,4 +820,35 @@ async fn oldest_unstored(conn: &Conn, next: Ts) -> Result<Option<DateTime<Utc>>>
         .await
         .map_err(|e| oplog_error(conn, e))?;
     Ok(found.and_then(|d| entry_ts(&d).and_then(|ts| entry_time(&d, ts))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(set_name: Option<&str>, mongos: bool) -> Hello {
+        Hello {
+            set_name: set_name.map(str::to_owned),
+            mongos,
+            max_bson_size: 16 << 20,
+            max_message_size: 48 << 20,
+            max_batch: 100_000,
+            last_write: None,
+            last_write_date: None,
+        }
+    }
+
+    #[test]
+    fn refuses_servers_without_a_capturable_oplog() {
+        let url = "mongodb://db1:27017/";
+        let e = replica_set_name(&hello(None, true), url).unwrap_err();
+        assert!(matches!(e, Error::Config(_)));
+        assert!(e.to_string().contains("is a mongos"), "{e}");
+        let e = replica_set_name(&hello(None, false), url).unwrap_err();
+        assert!(e.to_string().contains("is a standalone server"), "{e}");
+        assert_eq!(
+            replica_set_name(&hello(Some("rs0"), false), url).unwrap(),
+            "rs0"
+        );
+    }
 }

@@ -254,7 +254,11 @@ impl Target for MongoTarget {
             .map(|c| (c.db.as_str(), c.name.as_str()))
             .collect();
         let unmatched = NsFilter::unmatched(&opts.includes, &opts.excludes, &namespaces)?;
-        if loaded.collections.is_empty() && !(opts.includes.is_empty() && opts.excludes.is_empty())
+        // A restore to a point in time may select collections that only
+        // the replay creates.
+        if loaded.collections.is_empty()
+            && !(opts.includes.is_empty() && opts.excludes.is_empty())
+            && opts.replay.is_none()
         {
             return Err(Error::Config(format!(
                 "the --include/--exclude patterns select no collection of snapshot {} ({}); patterns are globs over db.collection, and a pattern without a dot names a database",
