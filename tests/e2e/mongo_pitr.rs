@@ -270,7 +270,17 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
     std::thread::sleep(Duration::from_millis(1100));
     phase(&c, 40, 60);
     let last = newest(&c);
-    let pitr = wait_stored(&s, last);
+    wait_stored(&s, last);
+    // A later slice (in another database), so that the slice holding
+    // `last` is not the newest one: removed below, it leaves a gap.
+    std::thread::sleep(Duration::from_millis(1100));
+    c.database("other")
+        .collection::<Document>("tail")
+        .insert_one(doc! {"_id": 1})
+        .run()
+        .unwrap();
+    let tail = newest(&c);
+    let pitr = wait_stored(&s, tail);
     follower.stop();
 
     // One stream, one window from the base, no gap: nothing was skipped
@@ -314,7 +324,7 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
     let after_base = c
         .database("local")
         .collection::<Document>("oplog.rs")
-        .count_documents(doc! {"ts": {"$gt": base_end, "$lte": last}})
+        .count_documents(doc! {"ts": {"$gt": base_end, "$lte": tail}})
         .run()
         .unwrap();
     let read_entries: u64 = read["records"]
@@ -476,7 +486,12 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
     assert!(e.contains("SECONDS:INCREMENT"), "{e}");
     // A slice removed from the middle: the window splits at a gap, and a
     // restore across it is refused before anything is written.
-    let mid = &ranges[ranges.len() / 2];
+    let pos = format!("{:08X}{:08X}", last.time, last.increment);
+    let mid = ranges
+        .iter()
+        .find(|(first, end)| *first <= pos && pos < *end)
+        .unwrap();
+    assert_ne!(mid, ranges.last().unwrap(), "{ranges:?}");
     for e in std::fs::read_dir(format!("{}/captures", s.repo)).unwrap() {
         let e = e.unwrap();
         let n = e.file_name().into_string().unwrap();
@@ -642,10 +657,15 @@ fn refuses_a_standalone_server_and_records_a_rolled_over_oplog() {
     let before = newest(&c);
     wait_stored(&s, before);
     follower.stop();
-    // Stopped while 100 entries are written: the oplog keeps only 40.
+    // Stopped while 100 entries are written: the oplog keeps only 40
+    // (SecantusDB prunes lazily; its admin command prunes now).
     for i in 6..=105 {
         seq.insert_one(doc! {"_id": i}).run().unwrap();
     }
+    c.database("admin")
+        .run_command(doc! {"secantusAdmin.pruneOplog": 1})
+        .run()
+        .unwrap();
     let follower = Follower::start(&s, &url);
     for i in 106..=110 {
         seq.insert_one(doc! {"_id": i}).run().unwrap();
