@@ -729,7 +729,7 @@ fn clear_errors() {
         "{names:?}"
     );
 
-    // --at is not supported.
+    // --at before the named snapshot: it cannot be the base of that point.
     let err = s.fails(
         &[
             "restore",
@@ -741,7 +741,7 @@ fn clear_errors() {
         ],
         2,
     );
-    assert!(err.contains("--at"), "{err}");
+    assert!(err.contains("after the target"), "{err}");
 }
 
 /// Users (sorted by `_id`, without the derived `mechanisms`) and
