@@ -10,6 +10,7 @@
 //! One server serves as source and, under other database names, as the
 //! restore target: restores write after the last point tested, so what
 //! they add to the oplog never falls inside a tested window.
+#![allow(clippy::many_single_char_names)] // m, c, s: server, client, scratch as in mongo.rs
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
