@@ -68,7 +68,7 @@ impl CaptureObserver for Observer {
                 let limit = self.job.max_oplog_lag.map(|d| d.as_secs_f64());
                 let mut alert = false;
                 self.update(|c| {
-                    c.lag_seconds = Some(*seconds);
+                    c.lag_seconds = *seconds;
                     match limit {
                         Some(l) if *seconds > l && !c.lag_alerted => {
                             c.lag_alerted = true;
