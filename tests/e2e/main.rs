@@ -26,6 +26,7 @@ mod keys;
 mod listing;
 mod maintenance;
 mod mongo;
+mod mongo_pitr;
 mod postgres;
 mod postgres_physical;
 mod postgres_pitr;

@@ -147,7 +147,7 @@ fn populate(c: &Client, db_name: &str) {
 }
 
 /// The raw documents of a collection in `_id` order.
-fn raw_docs(c: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
+pub(crate) fn raw_docs(c: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
     c.database(db)
         .collection::<RawDocumentBuf>(coll)
         .find(doc! {})
@@ -160,7 +160,7 @@ fn raw_docs(c: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
 
 /// `listCollections` entries by name without the server-assigned parts
 /// (UUID, `idIndex` namespace).
-fn collections(c: &Client, db: &str) -> Vec<(String, String, Document)> {
+pub(crate) fn collections(c: &Client, db: &str) -> Vec<(String, String, Document)> {
     let mut out: Vec<(String, String, Document)> = c
         .database(db)
         .run_cursor_command(doc! {"listCollections": 1})
@@ -180,7 +180,7 @@ fn collections(c: &Client, db: &str) -> Vec<(String, String, Document)> {
     out
 }
 
-fn indexes(c: &Client, db: &str, coll: &str) -> Vec<Document> {
+pub(crate) fn indexes(c: &Client, db: &str, coll: &str) -> Vec<Document> {
     let mut out: Vec<Document> = c
         .database(db)
         .run_cursor_command(doc! {"listIndexes": coll})
@@ -198,7 +198,7 @@ fn indexes(c: &Client, db: &str, coll: &str) -> Vec<Document> {
 
 /// Asserts that two databases hold the same collections, options,
 /// indexes and documents (raw BSON in `_id` order).
-fn assert_same_db(a: (&Client, &str), b: (&Client, &str)) {
+pub(crate) fn assert_same_db(a: (&Client, &str), b: (&Client, &str)) {
     let ca = collections(a.0, a.1);
     let cb = collections(b.0, b.1);
     assert_eq!(ca, cb, "listCollections differ");
@@ -729,7 +729,7 @@ fn clear_errors() {
         "{names:?}"
     );
 
-    // --at is not supported.
+    // --at before the named snapshot: it cannot be the base of that point.
     let err = s.fails(
         &[
             "restore",
@@ -741,7 +741,7 @@ fn clear_errors() {
         ],
         2,
     );
-    assert!(err.contains("--at"), "{err}");
+    assert!(err.contains("after the target"), "{err}");
 }
 
 /// Users (sorted by `_id`, without the derived `mechanisms`) and

@@ -15,7 +15,9 @@ Usage:
 
 `captures` lists every capture record (section 21) with its stream's kind,
 range and size, each piece read and checked; PostgreSQL clusters get their
-restorable WAL windows per timeline (section 21.1). `wal-segment` assembles
+restorable WAL windows per timeline (section 21.1); MongoDB oplog slices
+are decoded (section 21.2: entries inside their range, in timestamp
+order) and each replica set gets its contiguous runs of slices. `wal-segment` assembles
 one WAL segment of a cluster from the pieces (section 21.1) into OUTFILE.
 
 `chunks` re-chunks the local FILE with the repository's chunker (section 16
@@ -878,6 +880,70 @@ def read_capture(repo: Repo, rec: dict, what: str) -> bytes:
     return out
 
 
+# Sizes of BSON values that are not length-prefixed documents or strings.
+BSON_FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4,
+              0x11: 8, 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}
+
+
+def bson_top_fields(doc: bytes, what: str) -> dict[str, tuple[int, bytes]]:
+    """The top-level fields of one BSON document: name -> (type, raw value)."""
+    if len(doc) < 5 or int.from_bytes(doc[:4], "little") != len(doc) or doc[-1] != 0:
+        raise FormatError(f"{what}: not a BSON document")
+    out = {}
+    pos = 4
+    end = len(doc) - 1
+    while pos < end:
+        t = doc[pos]
+        pos += 1
+        z = doc.index(b"\0", pos)
+        name = doc[pos:z].decode("utf-8", "replace")
+        pos = z + 1
+        if t in BSON_FIXED:
+            n = BSON_FIXED[t]
+        elif t in (0x02, 0x0D, 0x0E):
+            n = 4 + int.from_bytes(doc[pos:pos + 4], "little")
+        elif t in (0x03, 0x04, 0x0F):
+            n = int.from_bytes(doc[pos:pos + 4], "little")
+        elif t == 0x05:
+            n = 5 + int.from_bytes(doc[pos:pos + 4], "little")
+        elif t == 0x0B:
+            a = doc.index(b"\0", pos)
+            n = doc.index(b"\0", a + 1) + 1 - pos
+        elif t == 0x0C:
+            n = 4 + int.from_bytes(doc[pos:pos + 4], "little") + 12
+        else:
+            raise FormatError(f"{what}: unknown BSON type {t:#x} in field {name!r}")
+        if pos + n > end:
+            raise FormatError(f"{what}: field {name!r} runs past the document")
+        out[name] = (t, doc[pos:pos + n])
+        pos += n
+    return out
+
+
+def oplog_entries(data: bytes, what: str) -> list[tuple[int, int, str]]:
+    """The (seconds, increment, op) of each entry of an oplog slice."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise FormatError(f"{what}: truncated entry at byte {pos}")
+        n = int.from_bytes(data[pos:pos + 4], "little")
+        if n < 5 or pos + n > len(data):
+            raise FormatError(f"{what}: entry at byte {pos} runs past the slice")
+        fields = bson_top_fields(data[pos:pos + n], f"{what} entry {len(out)}")
+        ts = fields.get("ts")
+        if ts is None or ts[0] != 0x11:
+            raise FormatError(f"{what}: entry {len(out)} has no timestamp `ts`")
+        inc = int.from_bytes(ts[1][:4], "little")
+        secs = int.from_bytes(ts[1][4:], "little")
+        op = fields.get("op")
+        opname = op[1][4:-1].decode() if op and op[0] == 0x02 else "?"
+        out.append((secs, inc, opname))
+        pos += n
+    return out
+
+
+
 def wal_position(p: str) -> tuple[int, int]:
     if len(p) != 24:
         raise FormatError(f"`{p}` is not a WAL position")
@@ -901,6 +967,7 @@ def lsn_text(x: int) -> str:
 def cmd_captures(repo: Repo) -> int:
     records = []
     wal: dict[str, dict[int, list[tuple[int, int]]]] = {}
+    oplog: dict[str, list[tuple[str, str, bool]]] = {}
     for name in capture_names(repo):
         what = f"captures/{name[3]}"
         rec = load_capture(repo, name)
@@ -912,8 +979,19 @@ def cmd_captures(repo: Repo) -> int:
         if stream_id(repo, rec["kind"], rec["identity"]) != name[0]:
             raise FormatError(f"{what}: the stream id is not the keyed hash of its kind and identity")
         if rec.get("gap") is None:
-            read_capture(repo, rec, what)
+            data = read_capture(repo, rec, what)
+            if rec["kind"] == "mongodb-oplog":
+                entries = oplog_entries(data, what)
+                prev = (0, 0)
+                for secs, inc, _ in entries:
+                    if not name[1] <= f"{secs:08X}{inc:08X}" < name[2] or (secs, inc) < prev:
+                        raise FormatError(f"{what}: entry {secs}:{inc} is outside the slice or out of order")
+                    prev = (secs, inc)
+                entry["entries"] = len(entries)
+                entry["ops"] = {op: sum(1 for e in entries if e[2] == op) for op in sorted({e[2] for e in entries})}
         records.append(entry)
+        if rec["kind"] == "mongodb-oplog":
+            oplog.setdefault(rec["identity"], []).append((name[1], name[2], rec.get("gap") is not None))
         if rec["kind"] == "postgres-wal":
             (t, a), (_, b) = wal_position(name[1]), wal_position(name[2])
             wal.setdefault(rec["identity"], {}).setdefault(t, []).append((a, b))
@@ -921,7 +999,24 @@ def cmd_captures(repo: Repo) -> int:
         cluster: {f"{t:08X}": [[lsn_text(a), lsn_text(b)] for a, b in merge(r)] for t, r in sorted(tl.items())}
         for cluster, tl in wal.items()
     }
-    print(json.dumps({"records": records, "postgres_windows": windows}, indent=2))
+    # Oplog slices chain: a run continues while each slice starts where the
+    # previous one ended; a gap record ends it.
+    runs: dict[str, list[list[str]]] = {}
+    for rs, pieces in oplog.items():
+        out: list[list[str]] = []
+        broken = True
+        for first, last, gap in sorted(pieces):
+            if gap:
+                broken = True
+                continue
+            if not broken and out[-1][1] == first:
+                out[-1][1] = last
+            else:
+                out.append([first, last])
+            broken = False
+        runs[rs] = out
+    print(json.dumps({"records": records, "postgres_windows": windows,
+                      "mongodb_runs": runs}, indent=2))
     return 0
 
 

@@ -121,6 +121,14 @@ pub(crate) enum Command {
     /// verifications, drills with RTO and RPO against the objectives,
     /// restore points, storage growth.
     Report(ReportArgs),
+    /// Continuous capture of a MongoDB replica set's oplog, for restores
+    /// to any point in time.
+    #[command(subcommand)]
+    Oplog(OplogCommand),
+    /// List what can be restored to a point in time: per captured stream,
+    /// the restorable windows, the base snapshots inside them and the
+    /// gaps.
+    Pitr(PitrArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +181,34 @@ pub(crate) enum WalCommand {
         #[arg(long, hide = true)]
         ahead: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OplogCommand {
+    /// Capture the oplog of SOURCE (a replica set member) into the
+    /// repository until interrupted (SIGINT or SIGTERM store what was
+    /// read, then exit). Resumes where the stored oplog ends.
+    Follow(FollowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FollowArgs {
+    /// The replica set: mongodb://...
+    #[arg(value_name = "SOURCE")]
+    pub(crate) source: String,
+    /// Store a slice once its oldest entry is this old (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) slice_time: String,
+    /// ... or once it holds this many bytes.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub(crate) slice_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PitrArgs {
+    /// Only streams of this source (URL or kind such as `mongodb`).
+    #[arg(long)]
+    pub(crate) source: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -400,7 +436,9 @@ pub(crate) struct RestoreArgs {
     pub(crate) drop: bool,
     /// Point in time to restore a database to (RFC 3339): the base backup
     /// is chosen and the captured WAL or oplog replayed up to it
-    /// (transactions committed at that very time included).
+    /// (transactions committed at that very time included; MongoDB: every
+    /// oplog entry whose timestamp's seconds are at or before TIME).
+    /// Narrow with --source when the repository captures several sources.
     #[arg(long, value_name = "TIME", conflicts_with_all = ["at_lsn", "at_xid", "at_name", "immediate", "at_ts"])]
     pub(crate) at: Option<String>,
     /// PostgreSQL: replay up to this WAL position (X/X), included.
@@ -416,8 +454,9 @@ pub(crate) struct RestoreArgs {
     /// PostgreSQL: stop as soon as the base backup is consistent.
     #[arg(long, conflicts_with = "at_ts")]
     pub(crate) immediate: bool,
-    /// MongoDB: replay the oplog up to this timestamp, SECONDS:INCREMENT
-    /// (like mongorestore's --oplogLimit: entries before it are applied).
+    /// MongoDB: replay the oplog up to and including the entry with this
+    /// timestamp, SECONDS:INCREMENT (`mongorestore --oplogLimit` excludes
+    /// the entry at its limit; this includes it, like every target here).
     #[arg(long, value_name = "SECONDS:INCREMENT")]
     pub(crate) at_ts: Option<String>,
     /// PostgreSQL point-in-time restores: what the server does at the

@@ -459,6 +459,238 @@ impl Repository {
     }
 }
 
+/// What a point-in-time restore hands its target (in
+/// [`crate::target::RestoreOptions::replay`]): the pieces of one stream to
+/// apply after the snapshot, and where to stop.
+///
+/// Built by the operations layer from names alone, after checking that the
+/// pieces are contiguous (each starts where the previous ends) from `from`
+/// to `until`; targets read them with [`Repository::load_capture`] and
+/// [`Repository::read_capture`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureReplay {
+    /// The stream.
+    pub stream: String,
+    /// The records, in order: the first holds `from`, the last `until`.
+    pub pieces: Vec<CaptureName>,
+    /// The first position to apply (what precedes it is in the snapshot).
+    pub from: String,
+    /// The last position to apply, inclusive.
+    pub until: String,
+}
+
+/// How long a capture lease lasts unless renewed.
+pub const CAPTURE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The contents of a capture lease file (`locks/capture-<stream>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseFile {
+    stream: String,
+    holder: Id,
+    host: String,
+    pid: u32,
+    expires: DateTime<Utc>,
+}
+
+/// A capture follower's claim on a stream: while it holds one, no other
+/// follower (another daemon, a foreground `follow`) writes pieces of that
+/// stream, so two never store overlapping ranges.
+///
+/// The lease is `locks/capture-<stream>` (not an id, so repository lock
+/// handling ignores it), created create-only and renewed by overwriting
+/// before it expires ([`CAPTURE_LEASE_TTL`]). A lease whose holder died
+/// expires and may then be taken over; a holder that finds its lease taken
+/// over stops writing ([`CaptureLease::renew`] fails).
+pub struct CaptureLease {
+    repo: Repository,
+    stream: String,
+    holder: Id,
+    renewed: std::sync::Mutex<std::time::Instant>,
+}
+
+impl std::fmt::Debug for CaptureLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureLease")
+            .field("stream", &self.stream)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a lease's holder is known to be dead: it ran on this host and
+/// no process has its id any more (Linux's `/proc`; elsewhere a lease is
+/// only taken over once it expires).
+fn holder_gone(l: &LeaseFile) -> bool {
+    cfg!(target_os = "linux")
+        && l.host == crate::util::hostname()
+        && l.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
+}
+
+fn lease_name(stream: &str) -> String {
+    format!("capture-{stream}")
+}
+
+impl Repository {
+    /// Claims the capture lease of `stream`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] naming the holder when another live follower
+    /// holds it; storage errors.
+    pub async fn claim_capture(&self, stream: &str) -> Result<CaptureLease> {
+        let holder = Id::random();
+        let name = lease_name(stream);
+        for _ in 0..3 {
+            let file = self.lease_file(stream, holder)?;
+            match self
+                .sink()
+                .put(FileKind::Lock, &name, file, crate::sink::PutMode::Create)
+                .await
+            {
+                Ok(()) => {
+                    return Ok(CaptureLease {
+                        repo: self.clone(),
+                        stream: stream.to_owned(),
+                        holder,
+                        renewed: std::sync::Mutex::new(std::time::Instant::now()),
+                    })
+                }
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.read_lease(stream).await? {
+                // A holder on this host whose process is gone (killed,
+                // crashed) left its lease behind: take it over at once
+                // rather than after it expires.
+                Some(l) if l.expires > Utc::now() && !holder_gone(&l) => {
+                    return Err(Error::Locked(format!(
+                        "stream {stream} is captured by {} (pid {}) until at least {}",
+                        l.host,
+                        l.pid,
+                        l.expires.format("%Y-%m-%d %H:%M:%S UTC")
+                    )))
+                }
+                // Expired or unreadable: its holder is gone.
+                _ => {
+                    self.sink().delete(FileKind::Lock, &name).await?;
+                }
+            }
+        }
+        Err(Error::Locked(format!(
+            "stream {stream}: another follower keeps claiming its lease"
+        )))
+    }
+
+    fn lease_file(&self, stream: &str, holder: Id) -> Result<bytes::Bytes> {
+        let expires =
+            Utc::now() + chrono::Duration::from_std(CAPTURE_LEASE_TTL).unwrap_or_default();
+        let file = LeaseFile {
+            stream: stream.to_owned(),
+            holder,
+            host: crate::util::hostname(),
+            pid: std::process::id(),
+            expires,
+        };
+        Ok(self.encode_file(&file)?.1)
+    }
+
+    async fn read_lease(&self, stream: &str) -> Result<Option<LeaseFile>> {
+        let name = lease_name(stream);
+        let Some(bytes) = self.sink().get_opt(FileKind::Lock, &name).await? else {
+            return Ok(None);
+        };
+        // Leases are overwritten in place, so their names are not hashes:
+        // the seal authenticates them.
+        Ok(self
+            .decode_file::<LeaseFile>(FileKind::Lock, &Id::hash(&bytes).to_hex(), &bytes)
+            .ok())
+    }
+}
+
+impl CaptureLease {
+    /// The stream the lease is for.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Renews the lease if a third of its time has passed since the last
+    /// renewal (cheap to call before every write).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another follower took the lease over (this
+    /// one must stop writing); storage errors.
+    pub async fn renew(&self) -> Result<()> {
+        let due = {
+            let at = self
+                .renewed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            at.elapsed() >= CAPTURE_LEASE_TTL / 3
+        };
+        if due {
+            self.renew_now().await?;
+        }
+        Ok(())
+    }
+
+    /// Renews the lease now.
+    ///
+    /// # Errors
+    ///
+    /// As [`CaptureLease::renew`].
+    pub async fn renew_now(&self) -> Result<()> {
+        match self.repo.read_lease(&self.stream).await? {
+            Some(l) if l.holder == self.holder => {}
+            Some(l) => {
+                return Err(Error::Locked(format!(
+                    "the capture lease of stream {} was taken over by {} (pid {})",
+                    self.stream, l.host, l.pid
+                )))
+            }
+            None => {
+                return Err(Error::Locked(format!(
+                    "the capture lease of stream {} was removed",
+                    self.stream
+                )))
+            }
+        }
+        let file = self.repo.lease_file(&self.stream, self.holder)?;
+        self.repo
+            .sink()
+            .put(
+                FileKind::Lock,
+                &lease_name(&self.stream),
+                file,
+                crate::sink::PutMode::Overwrite,
+            )
+            .await?;
+        *self
+            .renewed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Gives the lease up (when it is still this follower's).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn release(self) -> Result<()> {
+        if let Some(l) = self.repo.read_lease(&self.stream).await? {
+            if l.holder == self.holder {
+                self.repo
+                    .sink()
+                    .delete(FileKind::Lock, &lease_name(&self.stream))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn check_positions(info: &PieceInfo) -> Result<()> {
     let name = CaptureName {
         stream: info.stream.clone(),

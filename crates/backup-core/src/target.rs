@@ -54,6 +54,9 @@ pub struct RestoreOptions {
     /// cluster lacks (ownership, grants, policies), reporting each,
     /// instead of refusing the restore.
     pub skip_missing_roles: bool,
+    /// A point-in-time restore: the captured pieces to apply after the
+    /// snapshot and where to stop (`None`: the snapshot as it is).
+    pub replay: Option<crate::capture::CaptureReplay>,
 }
 
 /// A point to restore to, in a source's own terms.

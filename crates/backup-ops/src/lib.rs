@@ -15,6 +15,9 @@
 //! - [`restore`]: a restore with its confirmation and safety backup;
 //!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
+//! - [`pitr`]: continuous capture (`oplog follow`), the restorable
+//!   windows of every capture stream, and the plan of a restore to a
+//!   point in time.
 //! - [`health`]: repositories writable, sources reachable, backups fresh.
 //! - [`drill`]: restore drills into scratch copies, with measured RTO and
 //!   RPO, checks and records; [`report`]: the history of jobs (runs,
@@ -71,6 +74,7 @@ mod error;
 mod feedback;
 pub mod health;
 pub mod maintenance;
+pub mod pitr;
 pub mod report;
 pub mod repository;
 pub mod restore;

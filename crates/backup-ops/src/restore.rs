@@ -76,13 +76,10 @@ pub async fn restore(
     feedback: &dyn Feedback,
 ) -> Result<RestoreResult> {
     feedback.detail("target", json(target.describe()));
-    let opts = &req.options;
     let work = async {
         let mut repo = repo.clone().load_index().await?;
-        let entry = match point_in_time_base(&repo, req).await? {
-            Some(e) => e,
-            None => repo.find_snapshot(&req.snapshot, &req.filter).await?,
-        };
+        let (entry, point_opts) = point_in_time(&repo, spec, req, feedback).await?;
+        let opts = point_opts.as_ref().unwrap_or(&req.options);
         feedback.detail("snapshot", json(entry.id));
         // Everything the target can check before it changes anything is
         // checked before the confirmation and the safety backup.
@@ -115,6 +112,48 @@ pub async fn restore(
     };
     repo.with_lock(LockMode::Shared, "restore", req.lock_wait, work)
         .await
+}
+
+/// The snapshot to restore and, for a restore to a point in time that
+/// replays a captured stream the operations layer plans (MongoDB's
+/// oplog), the options with that replay set.
+///
+/// A MongoDB target with a point (`--at`, `--at-ts`) takes the newest
+/// base snapshot before the target (or the one named) and the oplog
+/// slices from it to the target, checked by [`crate::pitr::plan`]; other
+/// kinds choose their base with [`point_in_time_base`] and replay
+/// themselves.
+async fn point_in_time(
+    repo: &IndexedRepository,
+    spec: &TargetSpec,
+    req: &RestoreRequest,
+    feedback: &dyn Feedback,
+) -> Result<(SnapshotEntry, Option<RestoreOptions>)> {
+    if req.options.is_point_in_time() && spec.kind() == backup_sources::Kind::Mongodb {
+        let named = if req.snapshot == "latest" {
+            None
+        } else {
+            Some(repo.find_snapshot(&req.snapshot, &req.filter).await?.id)
+        };
+        let plan =
+            crate::pitr::plan(repo, req.filter.source.as_deref(), named, &req.options).await?;
+        feedback.detail(
+            "point_in_time",
+            serde_json::json!({
+                "stream": plan.replay.stream,
+                "until": plan.stream.show(&plan.replay.until),
+                "pieces": plan.replay.pieces.len(),
+            }),
+        );
+        let mut o = req.options.clone();
+        o.replay = Some(plan.replay);
+        return Ok((plan.base, Some(o)));
+    }
+    let entry = match point_in_time_base(repo, req).await? {
+        Some(e) => e,
+        None => repo.find_snapshot(&req.snapshot, &req.filter).await?,
+    };
+    Ok((entry, None))
 }
 
 /// For a point-in-time restore of `latest`: the base backup to start from,

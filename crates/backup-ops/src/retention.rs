@@ -202,7 +202,6 @@ async fn run_prune(
 
 /// Captured ranges no snapshot of `kept` needs, by the rules of each
 /// source kind that captures continuously.
-#[allow(clippy::unused_async)] // awaits only with the capturing kinds built in
 async fn expired_captures(
     repo: &Repository,
     kept: &[SnapshotEntry],
@@ -211,7 +210,7 @@ async fn expired_captures(
     let mut out = Vec::new();
     #[cfg(feature = "postgres")]
     out.extend(backup_sources::postgres::physical::retention::expired(repo, kept).await?);
-    let _ = (repo, kept);
+    out.extend(crate::pitr::expired_oplog(repo, kept).await?);
     Ok(out)
 }
 
@@ -223,7 +222,6 @@ async fn window_anchors(
     snapshots: &[SnapshotEntry],
     policy: &RetentionPolicy,
 ) -> Result<Vec<Id>> {
-    #[allow(unused_mut)]
     let mut out = Vec::new();
     if let Some(within) = policy.within {
         let since = chrono::Utc::now()
@@ -232,8 +230,9 @@ async fn window_anchors(
         out.extend(
             backup_sources::postgres::physical::retention::anchors(repo, snapshots, since).await?,
         );
-        let _ = (repo, snapshots, since);
+        out.extend(crate::pitr::oplog_anchors(snapshots, since));
     }
+    let _ = repo; // read by the kinds that need more than the manifests
     Ok(out)
 }
 

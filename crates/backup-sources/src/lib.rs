@@ -16,6 +16,9 @@
 //!   restored with renames, indexes after data and oplog replay.
 //! - [`export`]: snapshots written in a database's native dump format
 //!   (`kind::export`, `mongodump` for MongoDB).
+//! - [`capture`]: continuous capture and point-in-time recovery shared
+//!   by the kinds that have a change stream (observer events, the rules
+//!   of each kind of stream); `mongo::follow` captures MongoDB's oplog.
 //! - [`summary`]: what a database snapshot holds (tables, collections,
 //!   databases with their counts), from its metadata, for people.
 //! - [`kind`]: the registry of kinds. [`SourceSpec`] and [`TargetSpec`]
@@ -32,6 +35,7 @@
 //!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
 #![deny(missing_docs)]
 
+pub mod capture;
 pub mod drill;
 pub mod export;
 #[cfg(feature = "files")]

@@ -59,6 +59,16 @@ impl MongoServer {
     ///
     /// When the server is missing or does not start.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `secantusd-py` arguments
+    /// (`--standalone`, `--oplog-max-entries N`, ...).
+    ///
+    /// # Panics
+    ///
+    /// When the server is missing or does not start.
+    pub fn start_with(args: &[&str]) -> Self {
         let bin = server_binary();
         let dir = tempfile::Builder::new()
             .prefix("mongo-test-")
@@ -75,6 +85,7 @@ impl MongoServer {
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .arg("--storage-path")
                 .arg(&storage)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log file"))
                 .stderr(log)

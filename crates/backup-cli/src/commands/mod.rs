@@ -11,6 +11,7 @@ mod init;
 mod jobs;
 mod key;
 mod list;
+mod pitr;
 mod repair;
 mod report;
 mod restore;
@@ -102,6 +103,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Wal(c) => wal::run(ctx, c).await,
         Command::Drill(a) => Box::pin(drill::run(ctx, a)).await,
         Command::Report(a) => report::run(ctx, a).await,
+        Command::Oplog(c) => pitr::oplog(ctx, c).await,
+        Command::Pitr(a) => pitr::pitr(ctx, a).await,
     }
 }
 

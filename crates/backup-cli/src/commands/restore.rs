@@ -121,6 +121,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             timeline: a.timeline.clone(),
             replay_command: replay_program(ctx),
             skip_missing_roles: a.skip_missing_roles,
+            replay: None,
         },
         safety_backup: !a.no_safety_backup,
         confirmed: a.yes,

@@ -131,3 +131,38 @@ async fn pieces_round_trip_and_survive_prune() {
         bad.problems
     );
 }
+
+#[tokio::test]
+async fn one_follower_holds_a_stream() {
+    let (_mem, repo, _) = backed_up().await;
+    let stream = repo.capture_stream("mongodb-oplog", "rs0/0123");
+    let first = repo.claim_capture(&stream).await.unwrap();
+    assert_eq!(first.stream(), stream);
+    // A second follower is refused while the first holds the lease.
+    let refused = repo.claim_capture(&stream).await.unwrap_err();
+    assert!(
+        matches!(&refused, backup_core::Error::Locked(m) if m.contains(&stream)),
+        "{refused}"
+    );
+    // Another stream is free; lock handling ignores leases.
+    let other = repo
+        .claim_capture(&repo.capture_stream("mongodb-oplog", "rs1/4567"))
+        .await
+        .unwrap();
+    assert!(repo.locks().await.unwrap().is_empty());
+    first.renew_now().await.unwrap();
+    first.renew().await.unwrap();
+    // Released: the next follower gets it, and the old holder, renewing,
+    // learns that it lost it.
+    let name = format!("capture-{stream}");
+    let held = repo.sink().get(FileKind::Lock, &name).await.unwrap();
+    first.release().await.unwrap();
+    let second = repo.claim_capture(&stream).await.unwrap();
+    repo.sink()
+        .put(FileKind::Lock, &name, held, backup_core::PutMode::Overwrite)
+        .await
+        .unwrap();
+    let lost = second.renew_now().await.unwrap_err();
+    assert!(matches!(lost, backup_core::Error::Locked(_)), "{lost}");
+    other.release().await.unwrap();
+}

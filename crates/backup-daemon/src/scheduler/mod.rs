@@ -10,6 +10,7 @@ mod alerts;
 mod capture;
 mod drill;
 mod history;
+mod oplog;
 mod run;
 mod watch;
 
@@ -256,6 +257,12 @@ impl Daemon {
                     wal,
                     token,
                 ))));
+            }
+            if job.oplog_continuous {
+                let this = Arc::clone(self);
+                handles.push(tokio::spawn(Box::pin(
+                    this.oplog_loop(job.clone(), generation.clone()),
+                )));
             }
             let this = Arc::clone(self);
             let token = generation.clone();

@@ -82,6 +82,13 @@ pub struct JobConfig {
     pub notify_success: bool,
     /// Restore drills.
     pub drill: Option<DrillConfig>,
+    /// MongoDB: `"continuous"` runs an oplog follower beside the scheduled
+    /// backups (as `backup oplog follow`), for restores to any point.
+    pub oplog: Option<String>,
+    /// MongoDB with `oplog = "continuous"`: notify (`capture_lag`) when the
+    /// captured oplog falls further behind the source than this.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_oplog_lag: Option<Duration>,
 }
 
 /// `[jobs.NAME.retention]`.
@@ -189,6 +196,10 @@ pub struct Job {
     pub wal: Option<WalCapture>,
     /// Restore drills.
     pub drill: Option<DrillSettings>,
+    /// Capture the oplog continuously (`oplog = "continuous"`, MongoDB).
+    pub oplog_continuous: bool,
+    /// The lag over which a `lag` notification goes out.
+    pub max_oplog_lag: Option<Duration>,
 }
 
 impl JobConfig {
@@ -326,6 +337,30 @@ impl JobConfig {
             }
             None => None,
         };
+        let oplog_continuous = match j.oplog.as_deref() {
+            None => false,
+            Some("continuous") if kind == Kind::Mongodb => true,
+            Some("continuous") => {
+                return Err(ConfigError::invalid(
+                    &key("oplog"),
+                    format!(
+                        "continuous oplog capture needs a MongoDB source, and this one is {kind}"
+                    ),
+                ))
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    &key("oplog"),
+                    format!("`{other}`: the only mode is \"continuous\""),
+                ))
+            }
+        };
+        if j.max_oplog_lag.is_some() && !oplog_continuous {
+            return Err(ConfigError::invalid(
+                &key("max_oplog_lag"),
+                "applies to jobs with oplog = \"continuous\"",
+            ));
+        }
         let verify = match &j.verify {
             Some(v) => {
                 let schedule = Schedule::parse(&v.schedule, j.timezone.as_deref())
@@ -388,6 +423,8 @@ impl JobConfig {
             notify_success: j.notify_success,
             wal,
             drill,
+            oplog_continuous,
+            max_oplog_lag: j.max_oplog_lag,
         })
     }
 }

@@ -84,6 +84,8 @@ pub(crate) struct Hello {
     /// `lastWrite.opTime.ts` of a replica set member: the newest oplog
     /// entry it has written.
     pub(crate) last_write: Option<mongodb::bson::Timestamp>,
+    /// `lastWrite.lastWriteDate`: the wall time of that entry.
+    pub(crate) last_write_date: Option<mongodb::bson::DateTime>,
 }
 
 impl Conn {
@@ -175,6 +177,11 @@ impl Conn {
                 .and_then(|w| w.get_document("opTime"))
                 .and_then(|o| o.get_timestamp("ts"))
                 .ok(),
+            last_write_date: d
+                .get_document("lastWrite")
+                .and_then(|w| w.get_datetime("lastWriteDate"))
+                .ok()
+                .copied(),
         })
     }
 

@@ -38,6 +38,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod export;
+pub mod follow;
 mod oplog;
 mod security;
 mod source;
@@ -46,6 +47,7 @@ mod target;
 use mongodb::bson;
 use serde::{Deserialize, Serialize};
 
+pub use follow::{follow, FollowOptions, FollowSummary, OPLOG_KIND};
 pub use source::MongoSource;
 pub use target::MongoTarget;
 
@@ -101,6 +103,26 @@ pub(crate) struct OplogRange {
     pub(crate) bytes: u64,
 }
 
+/// A replica set: its name and, when the server tells
+/// (`replSetGetConfig`), its `replicaSetId`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ReplicaSet {
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
+}
+
+impl ReplicaSet {
+    /// The identity of its oplog capture stream: `NAME/ID`, or `NAME`
+    /// when the id is unknown.
+    pub(crate) fn identity(&self) -> String {
+        match &self.id {
+            Some(id) => format!("{}/{id}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 /// One collection or view in the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct CollectionMeta {
@@ -149,6 +171,10 @@ pub(crate) struct Metadata {
     pub(crate) topology: String,
     /// Whether the backup is a consistent point in time (oplog captured).
     pub(crate) consistent: bool,
+    /// The replica set, on a replica set (what continuous capture of its
+    /// oplog continues from this snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replica_set: Option<ReplicaSet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) oplog: Option<OplogRange>,
     pub(crate) scope: Scope,

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 
 use super::conn::{Conn, Side};
 use super::{
-    security, tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, Scope, Ts, DATABASES,
-    DOCUMENTS, INTERNAL_DATABASES, METADATA, OPLOG,
+    security, tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, ReplicaSet, Scope, Ts,
+    DATABASES, DOCUMENTS, INTERNAL_DATABASES, METADATA, OPLOG,
 };
 use crate::gather::Gather;
 use crate::{MongoOptions, Selection};
@@ -73,7 +73,7 @@ impl MongoSource {
         let filter = NsFilter::new(&opts.includes, &opts.excludes)?;
         let server_version = conn.version().await?;
         let mut items = VecDeque::new();
-        let (topology, oplog_start) = topology(&conn, &mut items).await?;
+        let (topology, oplog_start, replica_set) = topology(&conn, &mut items).await?;
         let databases = list_databases(&conn).await?;
         let catalog = read_catalog(&conn, &databases, &filter).await?;
 
@@ -111,6 +111,7 @@ impl MongoSource {
             server_version,
             topology,
             consistent: oplog_start.is_some(),
+            replica_set,
             oplog: None,
             scope: Scope {
                 database: conn.database.clone(),
@@ -138,16 +139,19 @@ impl MongoSource {
 /// Per database, per collection: its `listCollections` entry and indexes.
 type Catalog = BTreeMap<String, BTreeMap<String, (Document, Vec<Document>)>>;
 
-/// The deployment's topology, and where the oplog capture starts (only a
-/// replica set member has an oplog); warns when the backup cannot be a
-/// consistent point in time.
-async fn topology(conn: &Conn, items: &mut VecDeque<Item>) -> Result<(String, Option<Ts>)> {
+/// The deployment's topology, where the oplog capture starts (only a
+/// replica set member has an oplog) and the replica set; warns when the
+/// backup cannot be a consistent point in time.
+async fn topology(
+    conn: &Conn,
+    items: &mut VecDeque<Item>,
+) -> Result<(String, Option<Ts>, Option<ReplicaSet>)> {
     let hello = conn.hello().await?;
     Ok(if hello.mongos {
         items.push_back(Item::Warning(
             "sharded cluster (mongos): the oplog of each shard is not captured, so this backup is not a consistent point in time; back up each shard's replica set for that".to_owned(),
         ));
-        ("sharded (mongos)".to_owned(), None)
+        ("sharded (mongos)".to_owned(), None, None)
     } else if let Some(set) = &hello.set_name {
         // The member's last write is the newest oplog entry, without
         // reading the oplog; older servers are asked for it.
@@ -155,12 +159,13 @@ async fn topology(conn: &Conn, items: &mut VecDeque<Item>) -> Result<(String, Op
             Some(ts) => Ts::from(ts),
             None => oplog_edge(conn, -1).await?,
         };
-        (format!("replica set {set}"), Some(start))
+        let replica_set = super::follow::identify(conn, &hello).await?;
+        (format!("replica set {set}"), Some(start), Some(replica_set))
     } else {
         items.push_back(Item::Warning(
             "standalone server: there is no oplog, so writes made during the backup may be partly included; this backup is not a consistent point in time".to_owned(),
         ));
-        ("standalone".to_owned(), None)
+        ("standalone".to_owned(), None, None)
     })
 }
 
@@ -419,7 +424,7 @@ fn bytes_leaf(name: &str, buf: Vec<u8>) -> Item {
 /// oplog is empty. Read in natural order, which mongod answers from the
 /// end of the capped collection without scanning it (a `ts` sort would
 /// scan the whole oplog).
-async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
+pub(crate) async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
     let coll = conn
         .client
         .database("local")

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use backup_core::progress::Progress;
 use backup_core::reader::SnapshotReader;
-use backup_core::target::{RestoreOptions, RestoreReport, Target};
+use backup_core::target::{RecoveryPoint, RestoreOptions, RestoreReport, Target};
 use backup_core::{Error, Result};
 use mongodb::bson::{doc, Document};
 
@@ -141,14 +141,34 @@ impl Target for MongoTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("MongoDB")?;
+        // The point's own check (a PostgreSQL point on an oplog) comes
+        // with the plan; these options have no oplog meaning at all.
+        if let Some(
+            p @ (RecoveryPoint::Lsn(_)
+            | RecoveryPoint::Xid(_)
+            | RecoveryPoint::Name(_)
+            | RecoveryPoint::Immediate),
+        ) = &opts.point
+        {
+            return Err(Error::Config(format!(
+                "{} applies to PostgreSQL point-in-time restores; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
+                match p {
+                    RecoveryPoint::Lsn(_) => "--at-lsn",
+                    RecoveryPoint::Xid(_) => "--at-xid",
+                    RecoveryPoint::Name(_) => "--at-name",
+                    _ => "--immediate",
+                }
+            )));
+        }
+        if opts.target_action.is_some() || opts.timeline.is_some() {
+            return Err(Error::Config(
+                "--target-action and --timeline apply to PostgreSQL point-in-time restores"
+                    .to_owned(),
+            ));
+        }
         if opts.skip_missing_roles {
             return Err(Error::Config(
                 "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
-            ));
-        }
-        if opts.at.is_some() {
-            return Err(Error::Config(
-                "--at is not supported for MongoDB: a snapshot restores to its own end time (the captured oplog's end)".to_owned(),
             ));
         }
         Renames::parse(&opts.renames)?;
@@ -243,7 +263,11 @@ impl Target for MongoTarget {
             .map(|c| (c.db.as_str(), c.name.as_str()))
             .collect();
         let unmatched = NsFilter::unmatched(&opts.includes, &opts.excludes, &namespaces)?;
-        if loaded.collections.is_empty() && !(opts.includes.is_empty() && opts.excludes.is_empty())
+        // A restore to a point in time may select collections that only
+        // the replay creates.
+        if loaded.collections.is_empty()
+            && !(opts.includes.is_empty() && opts.excludes.is_empty())
+            && opts.replay.is_none()
         {
             return Err(Error::Config(format!(
                 "the --include/--exclude patterns select no collection of snapshot {} ({}); patterns are globs over db.collection, and a pattern without a dot names a database",
@@ -262,8 +286,55 @@ impl Target for MongoTarget {
         if !opts.dry_run {
             check_conflicts(&loaded.collections, &existing, opts)?;
         }
+        // The oplog is replayed only where the backup's scope covered it,
+        // with the restore's patterns and renames.
+        let scope = loaded.meta.scope.clone();
+        let oplog_map = |db: &str, coll: &str| -> Option<(String, String)> {
+            if coll.is_empty() {
+                return map(db, coll);
+            }
+            if !scope.covers(db, coll).unwrap_or(false) {
+                return None;
+            }
+            map(db, coll)
+        };
+        // A restore to a point in time reads every piece to the target
+        // before anything is written: each must read back intact and hold
+        // only entries the replay can apply, and collections the replay
+        // creates must not hold data on the target.
+        let point = if let Some(replay) = &opts.replay {
+            if meta.replica_set.is_none() || !meta.consistent {
+                return Err(Error::Config(format!(
+                        "snapshot {} is not a consistent snapshot of a replica set, so it cannot be the base of a restore to a point in time",
+                        snapshot.id().short()
+                    )));
+            }
+            let mut counter = replay::Replayer::new(None, &oplog_map, 1);
+            replay::feed(snapshot, loaded.oplog.as_ref(), Some(replay), &mut counter).await?;
+            let scan = counter.finish().await?;
+            let created =
+                plan::created_conflicts(&conn, &scan.creates, &loaded.collections).await?;
+            if !created.is_empty() && !opts.drop && !opts.dry_run {
+                return Err(Error::target_failed(format!(
+                        "the replay creates {} that the target already holds with data: {}; restore with --drop to replace them, or into another database with --rename (nothing was changed)",
+                        if created.len() == 1 { "a collection" } else { "collections" },
+                        created.join(", ")
+                    )));
+            }
+            Some((scan, created))
+        } else {
+            if opts.is_point_in_time() {
+                return Err(Error::Config(
+                    "a MongoDB restore to a point in time replays the captured oplog, which the restore plans itself (backup restore --at TIME --to ...); this target was handed none".to_owned(),
+                ));
+            }
+            None
+        };
         let mut report = MongoRestoreReport::new(&loaded, &existing, &users, opts);
         report.warn(unmatched);
+        if let (Some((scan, _)), Some(replay)) = (&point, &opts.replay) {
+            report.point_in_time(snapshot.id(), replay, scan, opts.dry_run);
+        }
         let stats = stats(&loaded.collections);
         if opts.dry_run {
             return report.to_restore_report(true, self.describe(), stats);
@@ -287,6 +358,11 @@ impl Target for MongoTarget {
             jobs: self.jobs,
             created: &self.created,
         };
+        if let Some((_, created)) = &point {
+            if opts.drop {
+                plan::drop_namespaces(&conn, created).await?;
+            }
+        }
         run.drop_existing().await?;
         run.create_collections().await?;
         let counts = run.load_documents(Limits::from(&hello)).await?;
@@ -294,7 +370,7 @@ impl Target for MongoTarget {
         let indexes = run.build_indexes().await;
         let views = run.create_views().await?;
         let users = users.restore(&conn, &*progress).await?;
-        let replayed = run.replay_oplog().await?;
+        let replayed = run.replay_oplog(&oplog_map).await?;
         let done = Done {
             inserted: counts.inserted(),
             count_mismatches,

@@ -131,3 +131,54 @@ pub(super) fn check_conflicts(
     }
     Ok(())
 }
+
+/// The namespaces a replay creates (beyond `plan`) that the target holds
+/// with documents, as `db.coll (N documents)`.
+pub(super) async fn created_conflicts(
+    conn: &Conn,
+    creates: &[(String, String)],
+    plan: &[Planned],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (db, coll) in creates {
+        if plan.iter().any(|p| &p.db == db && &p.coll == coll) || !seen.insert((db, coll)) {
+            continue;
+        }
+        let listed = conn.list_collections(db).await?;
+        if !listed
+            .iter()
+            .any(|e| e.get_str("name") == Ok(coll.as_str()))
+        {
+            continue;
+        }
+        let n = conn
+            .client
+            .database(db)
+            .collection::<Document>(coll)
+            .estimated_document_count()
+            .await
+            .map_err(|e| conn.error(&format!("counting {db}.{coll}"), e))?;
+        if n > 0 {
+            out.push(format!("{db}.{coll} ({n} documents)"));
+        }
+    }
+    Ok(out)
+}
+
+/// Drops the namespaces named `db.coll (...)` by [`created_conflicts`].
+pub(super) async fn drop_namespaces(conn: &Conn, names: &[String]) -> Result<()> {
+    for n in names {
+        let ns = n.split(" (").next().unwrap_or(n);
+        let Some((db, coll)) = ns.split_once('.') else {
+            continue;
+        };
+        conn.client
+            .database(db)
+            .collection::<Document>(coll)
+            .drop()
+            .await
+            .map_err(|e| conn.error(&format!("dropping {ns}"), e))?;
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ use backup_core::{Error, Result};
 use super::super::security;
 use super::indexes::Indexes;
 use super::plan::ExistingMap;
+use super::replay::ReplayReport;
 use super::snapshot::{Loaded, Planned};
 use super::users::UsersAndRoles;
 
@@ -25,9 +26,25 @@ pub(super) struct MongoRestoreReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     conflicts: Vec<String>,
     summary: Vec<String>,
+    /// A restore to a point in time: the base, the pieces and what they
+    /// hold per namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    point_in_time: Option<PointInTime>,
     /// What happened, once the restore ran (not for a dry run).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     outcome: Option<MongoOutcome>,
+}
+
+/// The replay of a restore to a point in time.
+#[derive(Debug, serde::Serialize)]
+struct PointInTime {
+    base: String,
+    stream: String,
+    from: String,
+    until: String,
+    pieces: Vec<String>,
+    /// What the oplog from the snapshot's window to the target holds.
+    planned: ReplayReport,
 }
 
 /// One collection or view of the plan.
@@ -53,6 +70,7 @@ struct MongoOutcome {
     users_and_roles_failed: Vec<String>,
     indexes_built: usize,
     oplog_operations: u64,
+    replay: ReplayReport,
     index_failures: Vec<String>,
     count_mismatches: Vec<String>,
 }
@@ -68,8 +86,8 @@ pub(super) struct Done {
     pub(super) views: usize,
     /// Users and roles (`None`: there were none to restore).
     pub(super) users: Option<security::Outcome>,
-    /// Oplog operations replayed.
-    pub(super) replayed: u64,
+    /// What the oplog replay did.
+    pub(super) replayed: ReplayReport,
 }
 
 /// The stats of a restore of `plan`: one file per documents stream.
@@ -150,8 +168,60 @@ impl MongoRestoreReport {
             consistent: loaded.meta.consistent,
             conflicts,
             summary,
+            point_in_time: None,
             outcome: None,
         }
+    }
+
+    /// Describes the replay of a restore to a point in time.
+    pub(super) fn point_in_time(
+        &mut self,
+        base: backup_core::Id,
+        replay: &backup_core::capture::CaptureReplay,
+        scan: &ReplayReport,
+        dry_run: bool,
+    ) {
+        let show = |p: &str| {
+            super::super::Ts::from_position(p).map_or_else(|| p.to_owned(), |t| t.to_string())
+        };
+        let verb = if dry_run { "would " } else { "" };
+        // The line of the snapshot's own window says it replays to the
+        // backup's end: replace it.
+        self.summary
+            .retain(|l| !l.ends_with("(to the backup's end time)"));
+        self.summary.push(format!(
+            "{verb}replay base snapshot {}'s oplog window and {} captured pieces ({} to {} inclusive): {} entries, {} operations",
+            base.short(),
+            replay.pieces.len(),
+            show(&replay.from),
+            show(&replay.until),
+            scan.entries,
+            scan.operations
+        ));
+        for (ns, c) in &scan.namespaces {
+            self.summary.push(format!(
+                "  {ns}: {} inserts, {} updates, {} deletes, {} commands",
+                c.inserts, c.updates, c.deletes, c.commands
+            ));
+        }
+        if scan.transactions_left_out > 0 {
+            self.summary.push(format!(
+                "{} transactions not committed by the target are left out",
+                scan.transactions_left_out
+            ));
+        }
+        self.point_in_time = Some(PointInTime {
+            base: base.to_hex(),
+            stream: replay.stream.clone(),
+            from: show(&replay.from),
+            until: show(&replay.until),
+            pieces: replay
+                .pieces
+                .iter()
+                .map(backup_core::capture::CaptureName::file_name)
+                .collect(),
+            planned: scan.clone(),
+        });
     }
 
     /// Adds warnings to the summary.
@@ -199,7 +269,13 @@ impl MongoRestoreReport {
             replayed,
         } = done;
         self.summary.push(format!(
-            "{inserted} documents inserted, {built} indexes built, {views} views, {replayed} oplog operations replayed"
+            "{inserted} documents inserted, {built} indexes built, {views} views, {} oplog operations replayed{}",
+            replayed.operations,
+            if replayed.indexes_built > 0 {
+                format!(" ({} indexes built after the replay)", replayed.indexes_built)
+            } else {
+                String::new()
+            }
         ));
         if let Some(sec) = &users {
             self.summary.push(format!(
@@ -226,7 +302,8 @@ impl MongoRestoreReport {
             users_and_roles_kept: sec.kept,
             users_and_roles_failed: sec.failures,
             indexes_built: built,
-            oplog_operations: replayed,
+            oplog_operations: replayed.operations,
+            replay: replayed,
             index_failures,
             count_mismatches: problems,
         });

@@ -1,0 +1,364 @@
+//! Continuous capture and point-in-time recovery: what every kind with a
+//! change stream (MongoDB's oplog; PostgreSQL's WAL) shares.
+//!
+//! - [`CaptureObserver`] and [`CaptureEvent`]: what a follower reports
+//!   while it runs (pieces stored, gaps, lag, reconnections), for progress
+//!   lines, metrics and notifications.
+//! - [`CaptureKind`]: the kind-specific rules the operations layer needs to
+//!   compute restorable windows from capture names and base snapshots
+//!   (`backup_ops::pitr`): the stream a snapshot belongs to and where
+//!   replay continues after it, how positions read and which time they
+//!   stand for, and how a restore's target becomes a position.
+//!
+//! Positions are the fixed-width upper-case hex strings of capture names
+//! (`REPOSITORY_FORMAT.md` §21), ordered as text.
+//!
+//! **Targets are inclusive** in every kind: a restore to a point applies
+//! every change at or before it.
+
+use std::time::Duration;
+
+use backup_core::capture::CaptureName;
+use backup_core::snapshot::Snapshot;
+use backup_core::target::{RecoveryPoint, RestoreOptions};
+use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
+
+use crate::Kind;
+
+/// A piece a follower stored.
+#[derive(Debug, Clone)]
+pub struct StoredPiece {
+    /// Its record's name.
+    pub name: CaptureName,
+    /// Changes (oplog entries, WAL records) it holds.
+    pub entries: u64,
+    /// Bytes it holds.
+    pub bytes: u64,
+    /// Time of its oldest change, when known.
+    pub time_first: Option<DateTime<Utc>>,
+    /// Time of its newest change, when known.
+    pub time_last: Option<DateTime<Utc>>,
+}
+
+/// What a follower reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CaptureEvent {
+    /// Capture (re)started at `from` in `stream`.
+    Started {
+        /// The stream.
+        stream: String,
+        /// The source's identity (replica set, cluster).
+        identity: String,
+        /// The first position captured next.
+        from: String,
+        /// What `from` continues: the previous piece, a base snapshot, or
+        /// nothing (the server's newest change).
+        continues: String,
+    },
+    /// A piece was stored.
+    Stored(StoredPiece),
+    /// A range was lost (recorded as a gap record when it has positions)
+    /// or the source's identity changed.
+    Gap {
+        /// The stream.
+        stream: String,
+        /// The gap record, when one was written.
+        record: Option<CaptureName>,
+        /// Why.
+        reason: String,
+    },
+    /// How far the stored changes are behind the source, measured about
+    /// once a second.
+    Lag {
+        /// Seconds between the source's newest change and the newest
+        /// stored one (zero when everything is stored).
+        seconds: f64,
+        /// The source's newest change.
+        source_newest: Option<DateTime<Utc>>,
+        /// The newest stored change.
+        stored_newest: Option<DateTime<Utc>>,
+    },
+    /// The connection failed with an error that may pass; capture resumes
+    /// from the last stored position after `after`.
+    Reconnecting {
+        /// What failed.
+        error: String,
+        /// The wait before the next attempt.
+        after: Duration,
+    },
+    /// A warning worth showing (no base snapshot yet, a lease held by
+    /// another follower, ...).
+    Warning(String),
+}
+
+/// Receives a follower's events. Called from the follower's task: keep it
+/// quick (update counters, send on a channel).
+pub trait CaptureObserver: Send + Sync {
+    /// One event.
+    fn event(&self, event: &CaptureEvent);
+}
+
+impl<T: CaptureObserver + ?Sized> CaptureObserver for std::sync::Arc<T> {
+    fn event(&self, event: &CaptureEvent) {
+        (**self).event(event);
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl CaptureObserver for NoObserver {
+    fn event(&self, _: &CaptureEvent) {}
+}
+
+/// Where a base snapshot sits in a capture stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePoint {
+    /// The identity of the stream (as the follower derives it).
+    pub identity: String,
+    /// The first position replay applies after the snapshot (everything
+    /// before is in it).
+    pub from: String,
+    /// The time the snapshot is consistent at, when known.
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// The kinds of capture streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CaptureKind {
+    /// MongoDB's oplog (`mongodb-oplog`); positions are 8 hex digits of
+    /// the timestamp's seconds then 8 of its increment.
+    MongodbOplog,
+}
+
+impl CaptureKind {
+    /// Every kind this build knows.
+    pub const ALL: [CaptureKind; 1] = [CaptureKind::MongodbOplog];
+
+    /// The kind recorded in capture records.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureKind::MongodbOplog => "mongodb-oplog",
+        }
+    }
+
+    /// The kind of a record's `kind` field.
+    pub fn of(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind of source whose snapshots are this stream's bases.
+    pub fn source_kind(self) -> Kind {
+        match self {
+            CaptureKind::MongodbOplog => Kind::Mongodb,
+        }
+    }
+
+    /// What a position is called in messages (`oplog timestamp`).
+    pub fn position_noun(self) -> &'static str {
+        match self {
+            CaptureKind::MongodbOplog => "oplog timestamp",
+        }
+    }
+
+    /// Where `snapshot` sits in a stream of this kind, when it is a base
+    /// of one (a consistent snapshot of a source that has such a stream).
+    pub fn base_point(self, snapshot: &Snapshot) -> Option<BasePoint> {
+        if snapshot.source.kind != self.source_kind().name() {
+            return None;
+        }
+        match self {
+            CaptureKind::MongodbOplog => mongo_base_point(snapshot),
+        }
+    }
+
+    /// The time a position stands for, when it can be told from the
+    /// position alone.
+    pub fn position_time(self, position: &str) -> Option<DateTime<Utc>> {
+        match self {
+            CaptureKind::MongodbOplog => {
+                let secs = u32::from_str_radix(position.get(..8)?, 16).ok()?;
+                DateTime::from_timestamp(i64::from(secs), 0)
+            }
+        }
+    }
+
+    /// A position as people write it (`1700000000:5`).
+    pub fn show_position(self, position: &str) -> String {
+        match self {
+            CaptureKind::MongodbOplog => match oplog_parts(position) {
+                Some((t, i)) => format!("{t}:{i}"),
+                None => position.to_owned(),
+            },
+        }
+    }
+
+    /// The last position the target of `opts` includes (`at`, or a
+    /// point in this kind's terms): for a time, the last position at or
+    /// before it when the kind can tell from positions alone (`None`
+    /// otherwise, and when `opts` has no target).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a point of another kind (`--at-lsn` on an
+    /// oplog) or a time outside the kind's range.
+    pub fn until(self, opts: &RestoreOptions) -> Result<Option<String>> {
+        match (self, &opts.at, &opts.point) {
+            // MongoDB timestamps count whole seconds: every entry of the
+            // second TIME falls in.
+            (CaptureKind::MongodbOplog, Some(t), _) => {
+                let secs = u32::try_from(t.timestamp()).map_err(|_| {
+                    Error::Config(format!(
+                        "{t} is outside the range of MongoDB timestamps (1970 to 2106)"
+                    ))
+                })?;
+                Ok(Some(oplog_position(secs, u32::MAX)))
+            }
+            (
+                CaptureKind::MongodbOplog,
+                None,
+                Some(RecoveryPoint::OplogTs { seconds, increment }),
+            ) => Ok(Some(oplog_position(*seconds, *increment))),
+            (CaptureKind::MongodbOplog, None, Some(other)) => Err(Error::Config(format!(
+                "{} is a PostgreSQL target; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
+                match other {
+                    RecoveryPoint::Lsn(_) => "--at-lsn",
+                    RecoveryPoint::Xid(_) => "--at-xid",
+                    RecoveryPoint::Name(_) => "--at-name",
+                    _ => "--immediate",
+                }
+            ))),
+            (CaptureKind::MongodbOplog, None, None) => Ok(None),
+        }
+    }
+
+    /// The position right before `position` (for a base: its consistent
+    /// point, from the first position replay applies).
+    pub fn prev(self, position: &str) -> String {
+        match self {
+            CaptureKind::MongodbOplog => match oplog_parts(position) {
+                Some((0, 0)) | None => position.to_owned(),
+                Some((t, 0)) => oplog_position(t - 1, u32::MAX),
+                Some((t, i)) => oplog_position(t, i - 1),
+            },
+        }
+    }
+
+    /// The position right after `position`.
+    pub fn next(self, position: &str) -> String {
+        match self {
+            CaptureKind::MongodbOplog => match oplog_parts(position) {
+                Some((t, u32::MAX)) => oplog_position(t.saturating_add(1), 0),
+                Some((t, i)) => oplog_position(t, i + 1),
+                None => position.to_owned(),
+            },
+        }
+    }
+}
+
+/// An oplog position: 8 hex digits of seconds, 8 of the increment.
+pub(crate) fn oplog_position(t: u32, i: u32) -> String {
+    format!("{t:08X}{i:08X}")
+}
+
+/// The seconds and increment of an oplog position.
+pub(crate) fn oplog_parts(position: &str) -> Option<(u32, u32)> {
+    if position.len() != 16 {
+        return None;
+    }
+    Some((
+        u32::from_str_radix(&position[..8], 16).ok()?,
+        u32::from_str_radix(&position[8..], 16).ok()?,
+    ))
+}
+
+/// Parses `SECONDS:INCREMENT` (as `--at-ts` and `mongorestore
+/// --oplogLimit` write it).
+///
+/// # Errors
+///
+/// [`Error::Config`] naming the expected form.
+pub fn parse_oplog_ts(s: &str) -> Result<(u32, u32)> {
+    let bad = || {
+        Error::Config(format!(
+            "`{s}` is not an oplog timestamp: use SECONDS:INCREMENT, for example 1700000000:5"
+        ))
+    };
+    let (t, i) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        t.trim().parse().map_err(|_| bad())?,
+        i.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// The base point of a MongoDB snapshot: its replica set and the entry
+/// after its oplog window's end.
+fn mongo_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
+    let meta = &snapshot.metadata;
+    if !meta.get("consistent")?.as_bool()? {
+        return None;
+    }
+    let set = meta.get("replica_set")?;
+    let name = set.get("name")?.as_str()?;
+    let identity = match set.get("id").and_then(serde_json::Value::as_str) {
+        Some(id) => format!("{name}/{id}"),
+        None => name.to_owned(),
+    };
+    let end = meta.get("oplog")?.get("end")?;
+    let t = u32::try_from(end.get("t")?.as_u64()?).ok()?;
+    let i = u32::try_from(end.get("i")?.as_u64()?).ok()?;
+    let end = oplog_position(t, i);
+    let kind = CaptureKind::MongodbOplog;
+    Some(BasePoint {
+        identity,
+        from: kind.next(&end),
+        time: kind.position_time(&end),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oplog_positions() {
+        let k = CaptureKind::MongodbOplog;
+        assert_eq!(oplog_position(1_700_000_000, 5), "6553F10000000005");
+        assert_eq!(k.show_position("6553F10000000005"), "1700000000:5");
+        assert_eq!(k.next("6553F10000000005"), "6553F10000000006");
+        assert_eq!(k.next("6553F100FFFFFFFF"), "6553F10100000000");
+        assert_eq!(k.prev("6553F10000000005"), "6553F10000000004");
+        assert_eq!(k.prev("6553F10100000000"), "6553F100FFFFFFFF");
+        assert_eq!(
+            k.position_time("6553F10000000005").unwrap().timestamp(),
+            1_700_000_000
+        );
+        let ts = RestoreOptions {
+            point: Some(RecoveryPoint::OplogTs {
+                seconds: 1_700_000_000,
+                increment: 5,
+            }),
+            ..RestoreOptions::default()
+        };
+        assert_eq!(k.until(&ts).unwrap(), Some("6553F10000000005".into()));
+        let t = DateTime::from_timestamp(1_700_000_000, 900_000_000).unwrap();
+        let at = RestoreOptions {
+            at: Some(t),
+            ..RestoreOptions::default()
+        };
+        assert_eq!(k.until(&at).unwrap(), Some("6553F100FFFFFFFF".into()));
+        let lsn = RestoreOptions {
+            point: Some(RecoveryPoint::Lsn("0/1".into())),
+            ..RestoreOptions::default()
+        };
+        assert!(k.until(&lsn).is_err());
+        assert!(parse_oplog_ts("1700000000").is_err());
+        assert!(parse_oplog_ts("x:1").is_err());
+        assert_eq!(CaptureKind::of("mongodb-oplog"), Some(k));
+        assert_eq!(CaptureKind::of("other"), None);
+    }
+}

@@ -1,0 +1,854 @@
+//! Continuous oplog capture (`backup oplog follow`, a daemon job with
+//! `oplog = "continuous"`).
+//!
+//! A tailable, awaiting cursor on `local.oplog.rs` (majority read concern)
+//! reads every entry from the first position not yet stored; entries are
+//! gathered into slices bounded by time and size and stored as capture
+//! pieces of the stream `mongodb-oplog` / the replica set
+//! (`REPOSITORY_FORMAT.md` §21): `first` is the previous slice's `last`, so
+//! consecutive slices chain, and `last` is the timestamp right after the
+//! slice's newest entry. Entries sharing a timestamp (`SecantusDB` logs a
+//! transaction's operations at one timestamp) never straddle two slices.
+//!
+//! Where to start comes from the repository alone: after the stream's
+//! newest piece, or else after the newest base snapshot of the replica
+//! set, or else at the server's newest entry. So a follower killed at any
+//! point, or a server or network that went away, resumes exactly where
+//! the stored pieces end: nothing is skipped and nothing stored twice.
+//! When the oplog no longer holds the entry after the last stored one
+//! (it rolled over), the missing range is recorded as a gap.
+
+use std::time::{Duration, Instant};
+
+use backup_core::capture::{CaptureLease, CaptureName, PieceInfo};
+use backup_core::repo::Repository;
+use backup_core::snapshot::SourceDescriptor;
+use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use mongodb::bson::{doc, Document, RawDocumentBuf, Timestamp};
+use mongodb::options::{CursorType, ReadConcern};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{Conn, Hello, Side};
+use super::{ReplicaSet, Ts};
+use crate::capture::{oplog_position, CaptureEvent, CaptureKind, CaptureObserver, StoredPiece};
+
+/// The capture kind of the oplog.
+pub const OPLOG_KIND: &str = "mongodb-oplog";
+
+/// The shortest slice time.
+pub const MIN_SLICE_TIME: Duration = Duration::from_secs(1);
+
+/// How a follower cuts and stores slices.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// A slice is stored once its oldest entry is this old (default 10 s,
+    /// at least 1 s).
+    pub slice_time: Duration,
+    /// ... or once it holds this many bytes (default 16 MiB).
+    pub slice_bytes: usize,
+    /// How long a store waits for a prune's exclusive lock before trying
+    /// again.
+    pub lock_wait: Duration,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        FollowOptions {
+            slice_time: Duration::from_secs(10),
+            slice_bytes: 16 << 20,
+            lock_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+impl FollowOptions {
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a slice time under a second or a size under
+    /// 64 KiB or over 1 GiB.
+    pub fn check(&self) -> Result<()> {
+        if self.slice_time < MIN_SLICE_TIME {
+            return Err(Error::Config(format!(
+                "oplog slice time {:?} is under the minimum of 1 s",
+                self.slice_time
+            )));
+        }
+        if !(64 << 10..=1 << 30).contains(&self.slice_bytes) {
+            return Err(Error::Config(format!(
+                "oplog slice size {} bytes is outside 64KiB..1GiB",
+                self.slice_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a follower did before it stopped.
+#[derive(Debug, Clone, Default)]
+pub struct FollowSummary {
+    /// The stream (the last one, when the replica set's identity changed).
+    pub stream: String,
+    /// Slices stored.
+    pub slices: u64,
+    /// Entries stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Gaps recorded or reported.
+    pub gaps: u64,
+    /// The first position not stored yet.
+    pub next: Option<String>,
+}
+
+/// The replica set a connection reaches, refusing what has no usable
+/// oplog: a standalone server (no oplog) and a `mongos` (one oplog per
+/// shard, not captured consistently).
+pub(crate) async fn identify(conn: &Conn, hello: &Hello) -> Result<ReplicaSet> {
+    let name = replica_set_name(hello, &conn.redacted)?;
+    Ok(ReplicaSet {
+        name,
+        id: replica_set_id(conn).await,
+    })
+}
+
+/// The replica set's name from `hello`, or why the server has no oplog to
+/// capture (`redacted` names it).
+fn replica_set_name(hello: &Hello, redacted: &str) -> Result<String> {
+    if hello.mongos {
+        return Err(Error::Config(format!(
+            "{redacted} is a mongos (sharded cluster): continuous oplog capture of sharded clusters is not supported yet, because the shards' oplogs would not be captured consistently with each other; capture each shard's replica set separately only if you can restore them independently"
+        )));
+    }
+    hello.set_name.clone().ok_or_else(|| {
+        Error::Config(format!(
+            "{redacted} is a standalone server: it has no oplog, so there is nothing to capture; run it as a replica set (a single member is enough: --replSet NAME, then rs.initiate())"
+        ))
+    })
+}
+
+/// `settings.replicaSetId` from `replSetGetConfig`, when the server has
+/// the command and lets this user run it.
+async fn replica_set_id(conn: &Conn) -> Option<String> {
+    let reply = conn
+        .client
+        .database("admin")
+        .run_command(doc! {"replSetGetConfig": 1})
+        .await
+        .ok()?;
+    reply
+        .get_document("config")
+        .ok()?
+        .get_document("settings")
+        .ok()?
+        .get_object_id("replicaSetId")
+        .ok()
+        .map(mongodb::bson::oid::ObjectId::to_hex)
+}
+
+/// Reads an entry's timestamp.
+fn entry_ts(doc: &RawDocumentBuf) -> Option<Ts> {
+    doc.get_timestamp("ts").ok().map(Ts::from)
+}
+
+/// The time an entry was written: its `wall` clock (mongod 4.2+), else
+/// its timestamp's seconds.
+fn entry_time(doc: &RawDocumentBuf, ts: Ts) -> Option<DateTime<Utc>> {
+    match doc.get_datetime("wall") {
+        Ok(w) => DateTime::from_timestamp_millis(w.timestamp_millis()),
+        Err(_) => DateTime::from_timestamp(i64::from(ts.t), 0),
+    }
+}
+
+impl Ts {
+    /// The position right after this timestamp.
+    pub(crate) fn next(self) -> Ts {
+        if self.i == u32::MAX {
+            Ts {
+                t: self.t.saturating_add(1),
+                i: 0,
+            }
+        } else {
+            Ts {
+                t: self.t,
+                i: self.i + 1,
+            }
+        }
+    }
+
+    /// The position right before this one.
+    pub(crate) fn prev(self) -> Ts {
+        if self.i == 0 {
+            Ts {
+                t: self.t.saturating_sub(1),
+                i: u32::MAX,
+            }
+        } else {
+            Ts {
+                t: self.t,
+                i: self.i - 1,
+            }
+        }
+    }
+
+    /// The capture position (16 hex digits).
+    pub(crate) fn position(self) -> String {
+        oplog_position(self.t, self.i)
+    }
+
+    /// Parses a capture position.
+    pub(crate) fn from_position(p: &str) -> Option<Ts> {
+        crate::capture::oplog_parts(p).map(|(t, i)| Ts { t, i })
+    }
+}
+
+impl std::fmt::Display for Ts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.t, self.i)
+    }
+}
+
+/// The slice being gathered.
+#[derive(Default)]
+struct Slice {
+    buf: Vec<u8>,
+    entries: u64,
+    ops: [u64; 5],
+    first_ts: Option<Ts>,
+    last_ts: Ts,
+    /// Entries with `last_ts`.
+    last_group: u64,
+    time_first: Option<DateTime<Utc>>,
+    time_last: Option<DateTime<Utc>>,
+    started: Option<Instant>,
+}
+
+impl Slice {
+    fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    fn due(&self, opts: &FollowOptions) -> bool {
+        !self.is_empty()
+            && (self.buf.len() >= opts.slice_bytes
+                || self.started.is_some_and(|s| s.elapsed() >= opts.slice_time))
+    }
+
+    fn add(&mut self, doc: &RawDocumentBuf, ts: Ts) {
+        if self.is_empty() {
+            self.first_ts = Some(ts);
+            self.started = Some(Instant::now());
+        }
+        let time = entry_time(doc, ts);
+        if self.time_first.is_none() {
+            self.time_first = time;
+        }
+        self.time_last = time.or(self.time_last);
+        if ts == self.last_ts && self.entries > 0 {
+            self.last_group += 1;
+        } else {
+            self.last_group = 1;
+        }
+        self.last_ts = ts;
+        let op = match doc.get_str("op").unwrap_or("") {
+            "i" => 0,
+            "u" => 1,
+            "d" => 2,
+            "c" => 3,
+            _ => 4,
+        };
+        self.ops[op] += 1;
+        self.entries += 1;
+        self.buf.extend_from_slice(doc.as_bytes());
+    }
+}
+
+/// Where the follower is in its stream.
+struct Position {
+    stream: String,
+    set: ReplicaSet,
+    /// The first position not stored.
+    next: Ts,
+    /// The newest stored piece (the next one continues it).
+    previous: Option<CaptureName>,
+    /// The base snapshot the first piece continues, when it does.
+    continues_snapshot: Option<String>,
+    /// The newest stored entry's time.
+    stored_time: Option<DateTime<Utc>>,
+}
+
+/// A message from the cursor task.
+enum Read {
+    Entry(RawDocumentBuf),
+    Failed(mongodb::error::Error),
+    Ended,
+}
+
+/// Follows the oplog of the replica set `url` reaches into `repo` until
+/// `cancel` fires (then the entries read so far are stored as a last
+/// slice) or an error that does not pass.
+///
+/// Errors that may pass (the server restarting, the network) are
+/// reported to `observer` and capture resumes from the last stored
+/// position, with a doubling wait up to a minute.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a standalone server or a `mongos`, bad options;
+/// [`Error::PermissionDenied`] when the user may not read the oplog;
+/// [`Error::Locked`] when another follower holds the stream; storage
+/// errors that do not pass.
+pub async fn follow(
+    repo: &Repository,
+    url: &str,
+    opts: &FollowOptions,
+    observer: &dyn CaptureObserver,
+    cancel: &CancellationToken,
+) -> Result<FollowSummary> {
+    opts.check()?;
+    let conn = Conn::new(url, Side::Source).await?;
+    let mut summary = FollowSummary::default();
+    let mut lease: Option<CaptureLease> = None;
+    let mut followed: Option<ReplicaSet> = None;
+    let mut wait = Duration::from_secs(1);
+    let result = loop {
+        let attempt = run(
+            repo,
+            &conn,
+            opts,
+            observer,
+            cancel,
+            &mut lease,
+            &mut followed,
+            &mut summary,
+        )
+        .await;
+        match attempt {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_retryable() && !matches!(e, Error::Locked(_)) => {
+                observer.event(&CaptureEvent::Reconnecting {
+                    error: backup_core::error::report(&e),
+                    after: wait,
+                });
+                tokio::select! {
+                    () = cancel.cancelled() => break Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(l) = lease {
+        let _ = l.release().await;
+    }
+    result.map(|()| summary)
+}
+
+/// One connection's worth of following: identify, resume, tail, store.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    repo: &Repository,
+    conn: &Conn,
+    opts: &FollowOptions,
+    observer: &dyn CaptureObserver,
+    cancel: &CancellationToken,
+    lease: &mut Option<CaptureLease>,
+    followed: &mut Option<ReplicaSet>,
+    summary: &mut FollowSummary,
+) -> Result<()> {
+    let hello = conn.hello().await?;
+    let set = identify(conn, &hello).await?;
+    if let Some(old) = followed.as_ref().filter(|old| **old != set) {
+        summary.gaps += 1;
+        observer.event(&CaptureEvent::Gap {
+            stream: summary.stream.clone(),
+            record: None,
+            reason: format!(
+                "the replica set's identity changed from {} to {}: capture continues in a new stream, which needs a new base snapshot to be restorable",
+                old.identity(),
+                set.identity()
+            ),
+        });
+        if let Some(l) = lease.take() {
+            let _ = l.release().await;
+        }
+    }
+    *followed = Some(set.clone());
+    let stream = repo.capture_stream(OPLOG_KIND, &set.identity());
+    summary.stream.clone_from(&stream);
+    if lease.as_ref().is_none_or(|l| l.stream() != stream) {
+        *lease = Some(repo.claim_capture(&stream).await?);
+    }
+    let Some(lease) = lease.as_ref() else {
+        return Err(Error::Locked(format!("stream {stream}: no lease")));
+    };
+    let mut pos = resume(repo, conn, &hello, &stream, set, observer).await?;
+    check_rollover(repo, conn, opts, &mut pos, observer, summary).await?;
+    summary.next = Some(pos.next.position());
+
+    // The cursor runs in a task of its own: waiting for an entry can then
+    // be given up (to store a slice that is due) without dropping the
+    // cursor in the middle of a getMore.
+    let (tx, mut rx) = mpsc::channel::<Read>(4096);
+    let reader = tokio::spawn(tail(conn.clone(), pos.next, tx));
+    let _stop_reader = AbortOnDrop(reader);
+    let descriptor = SourceDescriptor {
+        kind: "mongodb".to_owned(),
+        url: conn.redacted.clone(),
+    };
+    let mut slice = Slice::default();
+    let mut last_lag = Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + Duration::from_secs(1);
+        if let Some(s) = slice.started {
+            let due = tokio::time::Instant::from_std(s + opts.slice_time);
+            deadline = deadline.min(due.max(now));
+        }
+        let msg = tokio::select! {
+            () = cancel.cancelled() => {
+                // What was read is stored, unless the newest entries may
+                // lack companions sharing their timestamp: those are read
+                // again at the next start.
+                if !slice.is_empty() {
+                    store(repo, conn, opts, lease, &descriptor, &mut pos, &mut slice, observer, summary, false).await?;
+                }
+                return Ok(());
+            }
+            m = tokio::time::timeout_at(deadline, rx.recv()) => m,
+        };
+        match msg {
+            Ok(Some(Read::Entry(doc))) => {
+                let Some(ts) = entry_ts(&doc) else {
+                    return Err(Error::source_failed(
+                        "an oplog entry without a timestamp (`ts`)",
+                    ));
+                };
+                if ts < pos.next || (!slice.is_empty() && ts < slice.last_ts) {
+                    return Err(Error::Source {
+                        message: format!(
+                            "the oplog returned entry {ts} after {}: resuming from the last stored position",
+                            if slice.is_empty() { pos.next.prev() } else { slice.last_ts }
+                        ),
+                        cause: None,
+                        retryable: true,
+                    });
+                }
+                if ts > slice.last_ts && slice.due(opts) {
+                    store(
+                        repo,
+                        conn,
+                        opts,
+                        lease,
+                        &descriptor,
+                        &mut pos,
+                        &mut slice,
+                        observer,
+                        summary,
+                        true,
+                    )
+                    .await?;
+                }
+                slice.add(&doc, ts);
+            }
+            Ok(Some(Read::Failed(e))) => return Err(oplog_error(conn, e)),
+            Ok(Some(Read::Ended) | None) => {
+                return Err(Error::Source {
+                    message: "the oplog cursor was closed by the server".to_owned(),
+                    cause: None,
+                    retryable: true,
+                })
+            }
+            Err(_) => {
+                if slice.due(opts) {
+                    store(
+                        repo,
+                        conn,
+                        opts,
+                        lease,
+                        &descriptor,
+                        &mut pos,
+                        &mut slice,
+                        observer,
+                        summary,
+                        false,
+                    )
+                    .await?;
+                }
+            }
+        }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = Instant::now();
+            report_lag(conn, &pos, &slice, observer).await?;
+            lease.renew().await?;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads entries from `from` on with a tailable, awaiting cursor.
+async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
+    let coll = conn
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs");
+    let cursor = coll
+        .find(doc! {"ts": {"$gte": Timestamp::from(from)}})
+        .cursor_type(CursorType::TailableAwait)
+        .max_await_time(Duration::from_secs(1))
+        .read_concern(ReadConcern::majority())
+        .await;
+    let mut cursor = match cursor {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Read::Failed(e)).await;
+            return;
+        }
+    };
+    loop {
+        let msg = match cursor.next().await {
+            Some(Ok(doc)) => Read::Entry(doc),
+            Some(Err(e)) => Read::Failed(e),
+            None => Read::Ended,
+        };
+        let last = !matches!(msg, Read::Entry(_));
+        if tx.send(msg).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// A driver error while reading the oplog, with the role it needs when
+/// the user may not.
+fn oplog_error(conn: &Conn, e: mongodb::error::Error) -> Error {
+    match conn.error("reading local.oplog.rs", e) {
+        Error::PermissionDenied(m) => Error::PermissionDenied(format!(
+            "{m}; capturing the oplog needs the `read` role on the `local` database (for example db.getSiblingDB('admin').grantRolesToUser('USER', [{{role: 'read', db: 'local'}}]))"
+        )),
+        other => other,
+    }
+}
+
+/// Where capture continues: after the stream's newest piece, after the
+/// newest base snapshot of the set, or at the server's newest entry.
+async fn resume(
+    repo: &Repository,
+    conn: &Conn,
+    hello: &Hello,
+    stream: &str,
+    set: ReplicaSet,
+    observer: &dyn CaptureObserver,
+) -> Result<Position> {
+    let newest = repo
+        .captures()
+        .await?
+        .into_iter()
+        .filter(|n| n.stream == stream)
+        .max_by(|a, b| a.last.cmp(&b.last));
+    let server_newest = match hello.last_write {
+        Some(ts) => Ts::from(ts),
+        None => super::source::oplog_edge(conn, -1).await?,
+    };
+    let (next, previous, continues_snapshot, continues) = if let Some(n) = newest {
+        let next = Ts::from_position(&n.last).ok_or_else(|| {
+            Error::corrupt(
+                backup_core::FileKind::Capture,
+                n.file_name(),
+                "its range is not an oplog position",
+            )
+        })?;
+        let what = format!("piece {}", n.file_name());
+        (next, Some(n), None, what)
+    } else if let Some((id, end)) = newest_base(repo, &set).await? {
+        (
+            end.next(),
+            None,
+            Some(id.clone()),
+            format!("snapshot {id} (its oplog ends at {end})"),
+        )
+    } else {
+        observer.event(&CaptureEvent::Warning(format!(
+            "no snapshot of replica set {} yet: capture starts at the server's newest entry ({server_newest}), and points in time become restorable from the first snapshot taken (backup create {})",
+            set.name, conn.redacted
+        )));
+        (
+            server_newest.next(),
+            None,
+            None,
+            "the server's newest entry".to_owned(),
+        )
+    };
+    if server_newest < next.prev() {
+        return Err(Error::source_failed(format!(
+            "the server's newest oplog entry ({server_newest}) is older than what was already captured of replica set {} ({}): this is another deployment with the same replica set name, or one restored from a backup; capture it into another repository",
+            set.name,
+            next.prev()
+        )));
+    }
+    observer.event(&CaptureEvent::Started {
+        stream: stream.to_owned(),
+        identity: set.identity(),
+        from: next.position(),
+        continues,
+    });
+    Ok(Position {
+        stream: stream.to_owned(),
+        set,
+        next,
+        previous,
+        continues_snapshot,
+        stored_time: None,
+    })
+}
+
+/// The newest consistent snapshot of `set` with its oplog end.
+async fn newest_base(repo: &Repository, set: &ReplicaSet) -> Result<Option<(String, Ts)>> {
+    let (snapshots, _) = repo.snapshots().await?;
+    let identity = set.identity();
+    Ok(snapshots
+        .iter()
+        .filter_map(|e| {
+            let p = CaptureKind::MongodbOplog.base_point(&e.snapshot)?;
+            (p.identity == identity)
+                .then(|| Ts::from_position(&p.from).map(|f| (e.id.to_hex(), f.prev())))?
+        })
+        .max_by_key(|(_, end)| *end))
+}
+
+/// Records a gap when the oplog no longer holds the entry after the last
+/// stored one.
+async fn check_rollover(
+    repo: &Repository,
+    conn: &Conn,
+    opts: &FollowOptions,
+    pos: &mut Position,
+    observer: &dyn CaptureObserver,
+    summary: &mut FollowSummary,
+) -> Result<()> {
+    let stored = pos.next.prev();
+    let oldest = super::source::oplog_edge(conn, 1).await?;
+    if oldest <= stored || oldest == Ts::default() {
+        return Ok(());
+    }
+    let reason = format!(
+        "the oplog rolled over: its oldest entry is {oldest}, so the entries after {stored} up to it were removed before they were captured"
+    );
+    let info = PieceInfo {
+        stream: pos.stream.clone(),
+        kind: OPLOG_KIND.to_owned(),
+        source: SourceDescriptor {
+            kind: "mongodb".to_owned(),
+            url: conn.redacted.clone(),
+        },
+        identity: pos.set.identity(),
+        first: pos.next.position(),
+        last: oldest.position(),
+        time_first: DateTime::from_timestamp(i64::from(pos.next.t), 0),
+        time_last: DateTime::from_timestamp(i64::from(oldest.t), 0),
+        details: serde_json::json!({
+            "replica_set": pos.set.name,
+            "replica_set_id": pos.set.id,
+            "previous": pos.previous.as_ref().map(CaptureName::file_name),
+        }),
+    };
+    let name = repo.put_capture_gap(info, &reason, opts.lock_wait).await?;
+    summary.gaps += 1;
+    observer.event(&CaptureEvent::Gap {
+        stream: pos.stream.clone(),
+        record: Some(name.clone()),
+        reason,
+    });
+    pos.next = oldest;
+    pos.previous = Some(name);
+    pos.continues_snapshot = None;
+    Ok(())
+}
+
+/// Stores the slice gathered so far and starts the next one.
+#[allow(clippy::too_many_arguments)]
+async fn store(
+    repo: &Repository,
+    conn: &Conn,
+    opts: &FollowOptions,
+    lease: &CaptureLease,
+    descriptor: &SourceDescriptor,
+    pos: &mut Position,
+    slice: &mut Slice,
+    observer: &dyn CaptureObserver,
+    summary: &mut FollowSummary,
+    certain: bool,
+) -> Result<bool> {
+    // Entries sharing the newest timestamp are committed together: unless
+    // a newer entry was read (`certain`), make sure all of them were read
+    // before the slice ends after them; otherwise the slice waits.
+    if !certain {
+        let on_server = conn
+            .client
+            .database("local")
+            .collection::<Document>("oplog.rs")
+            .count_documents(doc! {"ts": Timestamp::from(slice.last_ts)})
+            .await
+            .map_err(|e| oplog_error(conn, e))?;
+        if on_server > slice.last_group {
+            return Ok(false);
+        }
+    }
+    let end = slice.last_ts.next();
+    let [inserts, updates, deletes, commands, others] = slice.ops;
+    let info = PieceInfo {
+        stream: pos.stream.clone(),
+        kind: OPLOG_KIND.to_owned(),
+        source: descriptor.clone(),
+        identity: pos.set.identity(),
+        first: pos.next.position(),
+        last: end.position(),
+        time_first: slice.time_first,
+        time_last: slice.time_last,
+        details: serde_json::json!({
+            "entries": slice.entries,
+            "bytes": slice.buf.len(),
+            "ops": {"i": inserts, "u": updates, "d": deletes, "c": commands, "n": others},
+            "first_ts": slice.first_ts.map(|t| t.to_string()),
+            "last_ts": slice.last_ts.to_string(),
+            "replica_set": pos.set.name,
+            "replica_set_id": pos.set.id,
+            "previous": pos.previous.as_ref().map(CaptureName::file_name),
+            "continues_snapshot": pos.continues_snapshot,
+        }),
+    };
+    lease.renew().await?;
+    let mut wait = Duration::from_secs(1);
+    let name = loop {
+        match repo
+            .put_capture(info.clone(), &slice.buf, opts.lock_wait)
+            .await
+        {
+            Ok(n) => break n,
+            // A prune holds the repository: keep the slice and try again
+            // (the oplog keeps what arrives meanwhile).
+            Err(e @ Error::Locked(_)) => {
+                observer.event(&CaptureEvent::Warning(format!(
+                    "storing an oplog slice waits for a repository lock: {e}"
+                )));
+            }
+            Err(e) if e.is_retryable() && wait < Duration::from_secs(60) => {
+                observer.event(&CaptureEvent::Reconnecting {
+                    error: format!("storing an oplog slice: {}", backup_core::error::report(&e)),
+                    after: wait,
+                });
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    summary.slices += 1;
+    summary.entries += slice.entries;
+    summary.bytes += slice.buf.len() as u64;
+    observer.event(&CaptureEvent::Stored(StoredPiece {
+        name: name.clone(),
+        entries: slice.entries,
+        bytes: slice.buf.len() as u64,
+        time_first: slice.time_first,
+        time_last: slice.time_last,
+    }));
+    pos.next = end;
+    pos.previous = Some(name);
+    pos.continues_snapshot = None;
+    pos.stored_time = slice.time_last.or(pos.stored_time);
+    summary.next = Some(end.position());
+    *slice = Slice::default();
+    Ok(true)
+}
+
+/// Reports how far the stored entries are behind the server's newest
+/// write.
+async fn report_lag(
+    conn: &Conn,
+    pos: &Position,
+    slice: &Slice,
+    observer: &dyn CaptureObserver,
+) -> Result<()> {
+    let hello = conn.hello().await?;
+    let (Some(last), Some(when)) = (hello.last_write, hello.last_write_date) else {
+        return Ok(());
+    };
+    let server = Ts::from(last);
+    let source_newest = DateTime::from_timestamp_millis(when.timestamp_millis());
+    let seconds = if server < pos.next {
+        0.0
+    } else {
+        // The oldest entry not stored: the slice's first, or (not read
+        // yet) at the latest the server's newest.
+        let oldest = match slice.time_first {
+            Some(t) => Some(t),
+            None => oldest_unstored(conn, pos.next).await?,
+        };
+        match (source_newest, oldest) {
+            (Some(s), Some(o)) => ((s - o).num_milliseconds() as f64 / 1000.0).max(0.0),
+            _ => 0.0,
+        }
+    };
+    observer.event(&CaptureEvent::Lag {
+        seconds,
+        source_newest,
+        stored_newest: pos.stored_time,
+    });
+    Ok(())
+}
+
+/// The time of the oldest entry at or after `next` (not read yet).
+async fn oldest_unstored(conn: &Conn, next: Ts) -> Result<Option<DateTime<Utc>>> {
+    let found = conn
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find_one(doc! {"ts": {"$gte": Timestamp::from(next)}})
+        .sort(doc! {"ts": 1})
+        .await
+        .map_err(|e| oplog_error(conn, e))?;
+    Ok(found.and_then(|d| entry_ts(&d).and_then(|ts| entry_time(&d, ts))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(set_name: Option<&str>, mongos: bool) -> Hello {
+        Hello {
+            set_name: set_name.map(str::to_owned),
+            mongos,
+            max_bson_size: 16 << 20,
+            max_message_size: 48 << 20,
+            max_batch: 100_000,
+            last_write: None,
+            last_write_date: None,
+        }
+    }
+
+    #[test]
+    fn refuses_servers_without_a_capturable_oplog() {
+        let url = "mongodb://db1:27017/";
+        let e = replica_set_name(&hello(None, true), url).unwrap_err();
+        assert!(matches!(e, Error::Config(_)));
+        assert!(e.to_string().contains("is a mongos"), "{e}");
+        let e = replica_set_name(&hello(None, false), url).unwrap_err();
+        assert!(e.to_string().contains("is a standalone server"), "{e}");
+        assert_eq!(
+            replica_set_name(&hello(Some("rs0"), false), url).unwrap(),
+            "rs0"
+        );
+    }
+}
