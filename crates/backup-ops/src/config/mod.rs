@@ -516,7 +516,8 @@ schedule = "*/2 * * * * *"
     fn example_config_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/backupd.toml");
         let c = Config::load(Path::new(path)).unwrap();
-        assert_eq!(c.all_jobs().unwrap().len(), 3);
+        assert_eq!(c.all_jobs().unwrap().len(), 4);
+        assert!(c.job("orders-mongo").unwrap().oplog_continuous);
         let cluster = c.job("app-cluster").unwrap();
         assert_eq!(cluster.settings.mode.as_deref(), Some("physical"));
         assert!(cluster.wal.as_ref().is_some_and(|w| w.backup_on_gap));
