@@ -93,7 +93,8 @@ pub struct Stream {
     pub first: String,
     /// See `first`.
     pub last: String,
-    /// Restorable windows, oldest first.
+    /// Restorable windows, oldest first, positions written as the kind's
+    /// tools write them (`1700000000:5`, `1/0/3000028`).
     pub windows: Vec<Window>,
     /// Gaps, oldest first.
     pub gaps: Vec<Gap>,
@@ -372,37 +373,6 @@ impl Inventory {
     }
 }
 
-/// A restorable window as listed, in a kind-neutral form: positions
-/// written as the kind's tools write them (`1700000000:5`, `0/3000028`).
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedWindow {
-    /// The earliest restorable position.
-    pub from: String,
-    /// The latest restorable position (inclusive).
-    pub to: String,
-    /// Their times, when known.
-    pub from_time: Option<DateTime<Utc>>,
-    /// See `from_time`.
-    pub to_time: Option<DateTime<Utc>>,
-    /// The base snapshots inside.
-    pub bases: Vec<Id>,
-}
-
-/// A range that is not stored, as listed.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedGap {
-    /// First missing position.
-    pub from: String,
-    /// End of the missing range (exclusive).
-    pub to: String,
-    /// Times of the two ends, when known.
-    pub from_time: Option<DateTime<Utc>>,
-    /// See `from_time`.
-    pub to_time: Option<DateTime<Utc>>,
-    /// Why it is missing.
-    pub reason: String,
-}
-
 /// A base snapshot, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListedBase {
@@ -436,10 +406,11 @@ pub struct SourceWindows {
     pub pieces: usize,
     /// Bytes stored.
     pub bytes: u64,
-    /// Restorable windows, oldest first.
-    pub windows: Vec<ListedWindow>,
+    /// Restorable windows, oldest first, positions written as the kind's
+    /// tools write them (`1700000000:5`, `1/0/3000028`).
+    pub windows: Vec<Window>,
     /// Gaps, oldest first.
-    pub gaps: Vec<ListedGap>,
+    pub gaps: Vec<Gap>,
     /// Base snapshots, oldest first.
     pub bases: Vec<ListedBase>,
 }
@@ -568,7 +539,7 @@ impl WindowProvider for PostgresWindows {
                 .windows
                 .iter()
                 .filter_map(|w| {
-                    Some(ListedWindow {
+                    Some(Window {
                         from: w.bases.first().map_or_else(
                             || format!("{}/{}", w.timeline, w.from_lsn),
                             |b| format!("{}/{}", w.timeline, b.stop_lsn),
@@ -584,7 +555,7 @@ impl WindowProvider for PostgresWindows {
                 .records
                 .iter()
                 .filter(|(n, _)| n.stream == gap_stream)
-                .map(|(n, r)| ListedGap {
+                .map(|(n, r)| Gap {
                     from: wal_position(&n.first),
                     to: wal_position(&n.last),
                     from_time: r.time_first,
@@ -655,7 +626,7 @@ impl Stream {
             windows: self
                 .windows
                 .iter()
-                .map(|w| ListedWindow {
+                .map(|w| Window {
                     from: self.show(&w.from),
                     to: self.show(&w.to),
                     from_time: w.from_time,
@@ -666,7 +637,7 @@ impl Stream {
             gaps: self
                 .gaps
                 .iter()
-                .map(|g| ListedGap {
+                .map(|g| Gap {
                     from: self.show(&g.from),
                     to: self.show(&g.to),
                     from_time: g.from_time,
