@@ -98,9 +98,9 @@ pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Optio
 }
 
 /// Writes WAL file `name` from the repository to `dest`
-/// (`restore_command = 'backup wal fetch %f %p'`), fetching the next
-/// `prefetch` segments at the same time into `pg_wal/.backup-prefetch`
-/// (see [`take_prefetched`], which the next call tries first).
+/// (`restore_command = 'backup wal fetch %f %p'`). The next segments are
+/// fetched ahead into `pg_wal/.backup-prefetch` by [`fetch_ahead`] (see
+/// [`take_prefetched`], which the next call tries first).
 ///
 /// # Errors
 ///
@@ -113,7 +113,6 @@ pub async fn fetch(
     name: &str,
     dest: &Path,
     segment_size: u64,
-    prefetch: usize,
 ) -> Result<()> {
-    Ok(wal::fetch(repo, cluster, name, dest, segment_size, prefetch).await?)
+    Ok(wal::fetch(repo, cluster, name, dest, segment_size).await?)
 }

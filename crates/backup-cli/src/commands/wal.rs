@@ -166,7 +166,7 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             }
             if !found {
                 let repo = ctx.open().await?;
-                match wal::fetch(&repo, &cluster()?, &name, &dest, segment_size, 0).await {
+                match wal::fetch(&repo, &cluster()?, &name, &dest, segment_size).await {
                     Ok(()) => {}
                     // The server asks for files that may not exist (the
                     // next timeline's history, the segment after the

@@ -939,10 +939,9 @@ pub fn take_prefetched(name: &str, dest: &Path) -> Result<bool> {
 /// on its parent, as PostgreSQL's own segment files are); bytes after the
 /// last piece of an unfinished segment are zeros.
 ///
-/// With `prefetch` above zero, the next `prefetch` segments of the same
-/// timeline are assembled at the same time and left in [`prefetch_dir`]
-/// for the next calls ([`take_prefetched`]); only segments the repository
-/// holds completely are left there, so a prefetched segment never differs
+/// The segments after it are fetched ahead by [`fetch_ahead`] (a
+/// background process), which leaves only segments the repository holds
+/// completely in [`prefetch_dir`], so a prefetched segment never differs
 /// from what a later fetch would write.
 ///
 /// # Errors
@@ -955,7 +954,6 @@ pub async fn fetch(
     name: &str,
     dest: &Path,
     segment_size: u64,
-    prefetch: usize,
 ) -> Result<()> {
     let map = WalMap::load(repo, system_identifier).await?;
     if let Some(tli) = name
@@ -971,19 +969,8 @@ pub async fn fetch(
         return write_atomically(dest, &data).await;
     }
     let (tli, segno) = parse_wal_name(name, segment_size)?;
-    let ahead = fill(repo, &map, tli, segno, dest, segment_size, prefetch);
-    let this = async {
-        let (data, _) = assemble_segment(repo, &map, tli, segno, segment_size).await?;
-        write_atomically(dest, &data).await
-    };
-    let (this, ahead) = tokio::join!(this, ahead);
-    this?;
-    if let Err(e) = ahead {
-        // The segment asked for is in place; a failed prefetch only means
-        // the next call fetches its segment itself.
-        tracing::warn!(error = %e, "Prefetching WAL failed.");
-    }
-    Ok(())
+    let (data, _) = assemble_segment(repo, &map, tli, segno, segment_size).await?;
+    write_atomically(dest, &data).await
 }
 
 /// Fills [`prefetch_dir`] with the `prefetch` complete segments after
