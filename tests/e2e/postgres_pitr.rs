@@ -203,6 +203,45 @@ fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
     ]);
     assert!(std::fs::read(&by_reader).unwrap() == std::fs::read(&by_fetch).unwrap());
 
+    // A restore to a time leaves the first segments replay asks for in
+    // pg_wal/.backup-prefetch, owned like the data directory and byte for
+    // byte what `wal fetch` writes.
+    let staged_to = PgCluster::owned_tempdir("pg-pitr-");
+    let data = staged_to.path().join("data");
+    let at = time_after_marker(&pg, 40);
+    s.ok(&["restore", "--to", data.to_str().unwrap(), "--at", &at]);
+    let staged: Vec<_> = std::fs::read_dir(data.join("pg_wal/.backup-prefetch"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!staged.is_empty());
+    for p in &staged {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(name.len(), 24, "{name}");
+        let own = s.dir.path().join(format!("own-{name}"));
+        s.ok(&[
+            "wal",
+            "fetch",
+            name,
+            own.to_str().unwrap(),
+            "--cluster",
+            &cluster_id,
+            "--prefetch",
+            "0",
+        ]);
+        assert!(
+            std::fs::read(p).unwrap() == std::fs::read(&own).unwrap(),
+            "{name}"
+        );
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(
+            std::fs::metadata(p).unwrap().uid(),
+            std::fs::metadata(&data).unwrap().uid(),
+            "{name}"
+        );
+    }
+    drop(staged_to);
+
     for k in [40, 100, total - 20] {
         let at = time_after_marker(&pg, k);
         let copy = restore_and_start(&s, &["--at", &at]);
@@ -393,10 +432,11 @@ fn archive_mode_pushes_and_fetches_each_segment_once() {
         ]);
     };
     fetch(&seg(2), &spool.join("RECOVERYXLOG"), "2");
-    // The segments ahead come from a background process.
+    // The segments ahead come from a background process, which stays a
+    // while for recovery to ask for more.
     let running = spool.join(".backup-prefetch/.running");
     let start = std::time::Instant::now();
-    while !spool.join(".backup-prefetch").join(seg(0)).exists() || running.exists() {
+    while !spool.join(".backup-prefetch").join(seg(0)).exists() {
         assert!(start.elapsed().as_secs() < 60, "nothing was fetched ahead");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -426,6 +466,16 @@ fn archive_mode_pushes_and_fetches_each_segment_once() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!spool.join(".backup-prefetch").join(seg(1)).exists());
+    // Told that recovery moved on, the background process finds nothing
+    // more stored to fetch ahead and ends.
+    let start = std::time::Instant::now();
+    while running.exists() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the background fetch did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Pushing the same segment again succeeds; other bytes under its name
     // are refused.

@@ -30,6 +30,9 @@ use backup_ops::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = commands::wal::fetch_prefetched(&cli.command) {
+        return ExitCode::from(code);
+    }
     init_logging(&cli.global);
     install_tls_provider();
     let json = cli.global.json;

@@ -17,7 +17,7 @@ mod report;
 mod restore;
 mod stats;
 mod verify;
-mod wal;
+pub(crate) mod wal;
 
 use anyhow::Result;
 use chrono::{DateTime, NaiveDate, Utc};

@@ -28,6 +28,47 @@ fn start_ahead() {
     }
 }
 
+/// The fast path of `restore_command`, run before anything else is set up
+/// (no async runtime, no configuration, no repository, no key): when the
+/// segment asked for was fetched ahead, or the background process is
+/// assembling it now, it is moved into place and the command is done.
+/// `None` sends everything else down the ordinary path. Recovery waits for
+/// each `restore_command`, so its cost is paid once a segment.
+pub(crate) fn fetch_prefetched(command: &crate::cli::Command) -> Option<u8> {
+    let crate::cli::Command::Wal(WalCommand::Fetch {
+        name,
+        dest,
+        segment_size,
+        prefetch,
+        ahead: false,
+        ..
+    }) = command
+    else {
+        return None;
+    };
+    if *prefetch == 0 {
+        return None;
+    }
+    wal::note_asked(name, dest);
+    let mut found = wal::take_prefetched(name, dest).ok()?;
+    let waited = std::time::Instant::now();
+    while !found
+        && wal::PrefetchRun::running(dest)
+        && wal::being_fetched(name, dest, *segment_size)
+        && waited.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        found = wal::take_prefetched(name, dest).ok()?;
+    }
+    if !found {
+        return None;
+    }
+    if !wal::PrefetchRun::running(dest) {
+        start_ahead();
+    }
+    Some(0)
+}
+
 pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
     match c {
         WalCommand::Receive {
@@ -139,31 +180,11 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                     let repo = ctx.open().await?;
                     wal::fetch_ahead(&repo, &cluster()?, &name, &dest, segment_size, prefetch)
                         .await?;
-                    // Recovery ended meanwhile (recovery_end_command ran):
-                    // what was fetched ahead will not be asked for.
-                    let data = dest.parent().and_then(std::path::Path::parent);
-                    if let Some(d) = data {
-                        if d.join("PG_VERSION").exists()
-                            && !d.join("recovery.signal").exists()
-                            && !d.join("standby.signal").exists()
-                        {
-                            let _ = std::fs::remove_dir_all(wal::prefetch_dir(&dest));
-                        }
-                    }
                 }
                 return Ok(0);
             }
-            // A segment fetched ahead: no repository, no key. One that the
-            // background process is fetching right now is waited for.
-            let mut found = wal::take_prefetched(&name, &dest)?;
-            let waited = std::time::Instant::now();
-            while !found
-                && wal::PrefetchRun::running(&dest)
-                && waited.elapsed() < std::time::Duration::from_secs(60)
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                found = wal::take_prefetched(&name, &dest)?;
-            }
+            // The fast path (`fetch_prefetched`) found nothing ready.
+            let found = wal::take_prefetched(&name, &dest)?;
             if !found {
                 let repo = ctx.open().await?;
                 match wal::fetch(&repo, &cluster()?, &name, &dest, segment_size).await {

@@ -973,9 +973,64 @@ pub async fn fetch(
     write_atomically(dest, &data).await
 }
 
-/// Fills [`prefetch_dir`] with the `prefetch` complete segments after
-/// `name` that are not there yet (four assembled at a time): what a
-/// background `backup wal fetch --ahead` does while the server replays.
+/// How long a background prefetch waits for recovery to ask for another
+/// segment before it ends (a server paused at its target, or stopped).
+const PREFETCH_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Records, for the background prefetch, that recovery asked for `name`
+/// (`.asked` in [`prefetch_dir`]): the prefetch keeps the segments after
+/// it ready. Best effort: a prefetch that does not learn of it only ends
+/// sooner.
+pub fn note_asked(name: &str, dest: &Path) {
+    if !is_wal_file_name(name) {
+        return;
+    }
+    let dir = prefetch_dir(dest);
+    let tmp = dir.join(".asked.tmp");
+    let _ = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, name))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(".asked")));
+}
+
+/// Whether the background prefetch is assembling segment `name` right now
+/// (it is in the batch named by `.range` in [`prefetch_dir`]), so that
+/// waiting for it beats fetching it a second time.
+pub fn being_fetched(name: &str, dest: &Path, segment_size: u64) -> bool {
+    let Ok((tli, segno)) = parse_wal_name(name, segment_size) else {
+        return false;
+    };
+    let Ok(text) = std::fs::read_to_string(prefetch_dir(dest).join(".range")) else {
+        return false;
+    };
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    matches!(f.as_slice(), [t, a, b] if *t == u64::from(tli) && (*a..=*b).contains(&segno))
+}
+
+/// Whether the recovery that `dest` (a file in a data directory's
+/// `pg_wal`) is fetched for is over: the data directory has neither
+/// `recovery.signal` nor `standby.signal` any more.
+pub fn recovery_over(dest: &Path) -> bool {
+    let Some(data) = dest.parent().and_then(Path::parent) else {
+        return false;
+    };
+    data.join("PG_VERSION").exists()
+        && !data.join("recovery.signal").exists()
+        && !data.join("standby.signal").exists()
+}
+
+/// The background half of `restore_command`: keeps the `prefetch`
+/// complete segments after the one recovery last asked for (see
+/// [`note_asked`]; `name` at first) in [`prefetch_dir`], four assembled at
+/// a time, while the server replays. The repository is opened and its WAL
+/// listed once, not once a segment.
+///
+/// Ends when the repository holds no more complete segments on the
+/// timeline, recovery asks for another timeline or ends, or it has not
+/// asked for a new segment for a minute; when recovery is over it removes
+/// what it fetched.
 ///
 /// # Errors
 ///
@@ -988,53 +1043,132 @@ pub async fn fetch_ahead(
     segment_size: u64,
     prefetch: usize,
 ) -> Result<()> {
-    if !is_wal_file_name(name) {
+    if !is_wal_file_name(name) || prefetch == 0 {
         return Ok(());
     }
     let map = WalMap::load(repo, system_identifier).await?;
-    let (tli, segno) = parse_wal_name(name, segment_size)?;
-    fill(repo, &map, tli, segno, dest, segment_size, prefetch).await
+    let (tli, mut at) = parse_wal_name(name, segment_size)?;
+    let dir = prefetch_dir(dest);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let mut next = at + 1;
+    let mut progress = std::time::Instant::now();
+    loop {
+        if let Some(asked) = std::fs::read_to_string(dir.join(".asked"))
+            .ok()
+            .and_then(|n| parse_wal_name(n.trim(), segment_size).ok())
+        {
+            if asked.0 != tli {
+                return Ok(());
+            }
+            if asked.1 > at {
+                at = asked.1;
+                progress = std::time::Instant::now();
+            }
+        }
+        next = next.max(at + 1);
+        let last = at + prefetch as u64;
+        if next <= last {
+            let upto = last.min(next + 3);
+            let range = dir.join(".range");
+            std::fs::write(&range, format!("{tli} {next} {upto}"))
+                .map_err(|e| Error::io(format!("writing {}", range.display()), e))?;
+            let complete = fill(repo, &map, tli, next, upto, &dir, segment_size).await?;
+            let _ = std::fs::remove_file(&range);
+            if !complete {
+                break;
+            }
+            next = upto + 1;
+            continue;
+        }
+        if recovery_over(dest) || progress.elapsed() > PREFETCH_IDLE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if recovery_over(dest) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
 }
 
-/// Writes the complete segments `segno + 1 ..= segno + prefetch` of `tli`
-/// that are not in the prefetch directory yet.
+/// Writes up to `count` complete segments of `tli`, from the one holding
+/// `from`, into `dir`: a point-in-time restore stages the first segments
+/// recovery asks for while it writes the data directory and moves them to
+/// its [`prefetch_dir`], so that replay starts without waiting for the
+/// repository. Returns the files written (for their owner to be set).
+///
+/// # Errors
+///
+/// Storage errors, damaged data, write errors.
+pub async fn prestage(
+    repo: &Repository,
+    system_identifier: &str,
+    tli: u32,
+    from: Lsn,
+    dir: &Path,
+    segment_size: u64,
+    count: u64,
+) -> Result<Vec<PathBuf>> {
+    let map = WalMap::load(repo, system_identifier).await?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let first = from.0 / segment_size;
+    fill(
+        repo,
+        &map,
+        tli,
+        first,
+        first + count.max(1) - 1,
+        dir,
+        segment_size,
+    )
+    .await?;
+    Ok((first..first + count)
+        .map(|n| wal_file_name(tli, n, segment_size))
+        .filter(|name| dir.join(name).exists())
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Writes the segments `first ..= last` of `tli` that are not in `dir`
+/// yet, in parallel; `Ok(false)` when one of them is not stored completely
+/// (the ones before it are written, none after it).
 async fn fill(
     repo: &Repository,
     map: &WalMap,
     tli: u32,
-    segno: u64,
-    dest: &Path,
+    first: u64,
+    last: u64,
+    dir: &Path,
     segment_size: u64,
-    prefetch: usize,
-) -> Result<()> {
+) -> Result<bool> {
     use futures::StreamExt as _;
-    if prefetch == 0 {
-        return Ok(());
-    }
-    let dir = prefetch_dir(dest);
-    let wanted: Vec<u64> = (1..=prefetch as u64)
-        .map(|i| segno + i)
-        .filter(|n| !dir.join(wal_file_name(tli, *n, segment_size)).exists())
-        .collect();
-    let dir = &dir;
-    let results: Vec<Result<()>> = futures::stream::iter(wanted)
+    let mut segments = futures::stream::iter(first..=last)
         .map(|n| async move {
+            let path = dir.join(wal_file_name(tli, n, segment_size));
+            if path.exists() {
+                return Ok((path, None));
+            }
             match assemble_segment(repo, map, tli, n, segment_size).await {
-                Ok((data, true)) => {
-                    tokio::fs::create_dir_all(dir)
-                        .await
-                        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-                    write_atomically(&dir.join(wal_file_name(tli, n, segment_size)), &data).await
-                }
+                Ok((data, true)) => Ok((path, Some(data))),
                 // Not stored (yet) or not complete: fetched when asked.
-                Ok((_, false)) | Err(Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
+                Ok((_, false)) | Err(Error::NotFound { .. }) => Err(None),
+                Err(e) => Err(Some(e)),
             }
         })
-        .buffered(4)
-        .collect()
-        .await;
-    results.into_iter().collect()
+        .buffered(4);
+    while let Some(r) = segments.next().await {
+        match r {
+            Ok((_, None)) => {}
+            Ok((path, Some(data))) => write_atomically(&path, &data).await?,
+            Err(None) => return Ok(false),
+            Err(Some(e)) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// A background prefetch in a data directory's [`prefetch_dir`]: one at a
