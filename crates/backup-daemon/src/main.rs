@@ -26,6 +26,12 @@ struct Args {
     log_format: Option<String>,
 }
 
+/// jemalloc, built to purge freed pages from a background thread a second
+/// after they are freed (`.cargo/config.toml`), so that an idle daemon
+/// gives back what loading its history took.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
