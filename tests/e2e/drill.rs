@@ -730,4 +730,32 @@ command = ["sh", "-c", "{psql} -Atc 'SELECT count(*) FROM markers' \"$BACKUP_DRI
         .parse()
         .unwrap();
     assert_eq!(n, 0, "the base backup was taken before the markers");
+
+    // `--point canary`: a row written to the source while WAL is captured
+    // must be in the copy replayed to just after it; the RPO is how long
+    // it took to be captured.
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    let v = drill_json(&s, &["--config", cfg_s, "pitr", "--point", "canary"], 0);
+    receiver.stop();
+    let r = record(&v);
+    assert_eq!(r["ok"], true, "{v}");
+    assert_eq!(r["point_kind"], "canary", "{r}");
+    let canary = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("backup_drill_canary"))
+        .unwrap_or_else(|| panic!("no canary check: {r}"));
+    assert_eq!(canary["ok"], true, "{canary}");
+    let written = pg.psql("postgres", "SELECT count(*) FROM backup_drill_canary");
+    assert_eq!(written.trim(), "1");
+    let rpo = r["rpo_seconds"].as_f64().unwrap();
+    assert!(rpo > 0.0 && rpo < 120.0, "{r}");
+    // The newer markers came after the base backup and before the canary.
+    let n: u64 = std::fs::read_to_string(&counted)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(n, count("SELECT count(*) FROM markers"));
 }

@@ -235,10 +235,13 @@ pub(crate) struct DrillArgs {
     /// Leave the scratch copy in place for inspection.
     #[arg(long)]
     pub(crate) keep: bool,
-    /// What to restore: `latest` (the newest snapshot) or `random` (a
+    /// What to restore: `latest` (the newest snapshot), `random` (a
     /// random time inside a physical PostgreSQL job's restorable window,
-    /// the newest base backup replayed to it). Overrides the job's.
-    #[arg(long, value_name = "POINT", value_parser = ["latest", "random"])]
+    /// the newest base backup replayed to it) or `canary` (a row written
+    /// to the source's backup_drill_canary table first, required in the
+    /// copy replayed to just after it; the RPO is the time until it was
+    /// captured). Overrides the job's.
+    #[arg(long, value_name = "POINT", value_parser = ["latest", "random", "canary"])]
     pub(crate) point: Option<String>,
     /// Skip the built-in checks (counts against the manifest, the file
     /// comparison).

@@ -66,7 +66,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
         });
     }
     let repo = ctx.open().await?;
-    let point = chooser(Some(&req.point))?;
+    let point = chooser(Some(&req.point), req.source_url.as_deref())?;
     let outcome = drill(&repo, &req, point.as_ref(), ctx, None).await?;
     for w in &outcome.warnings {
         eprintln!("warning: {w}");

@@ -46,7 +46,7 @@ impl Daemon {
         self.status.update(&job.name, |s| s.drilling = true);
         tracing::info!(job = %job.name, "Drill started.");
         let prepared = DrillRequest::for_job(job, self.lock_wait())
-            .and_then(|r| Ok((chooser(Some(&r.point))?, r)));
+            .and_then(|r| Ok((chooser(Some(&r.point), r.source_url.as_deref())?, r)));
         let (point, mut req) = match prepared {
             Ok(r) => r,
             Err(e) => {

@@ -18,7 +18,8 @@ use crate::secret::SecretRef;
 /// target_password = { env = "SCRATCH_PG_PASSWORD" }
 /// max_rto = "15m"                                # notify rto_exceeded above this
 /// keep = false                                   # leave the scratch copy for inspection
-/// point = "latest"                               # or "random": a random time of a physical job's restorable window
+/// point = "latest"                               # or "random": a random time of a physical job's restorable window;
+///                                                # or "canary": a row written to the source first, required in the copy (measures the real RPO)
 ///
 /// [[jobs.app-db.drill.checks]]
 /// type = "sql"
@@ -51,10 +52,13 @@ pub struct DrillConfig {
     /// Further checks.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
-    /// What is restored: `latest` (the newest snapshot, the default) or
+    /// What is restored: `latest` (the newest snapshot, the default),
     /// `random` (a random time inside the restorable window of a physical
     /// PostgreSQL job whose WAL is captured: the newest base backup
-    /// replayed to that time).
+    /// replayed to that time) or `canary` (such a job too: a row written
+    /// to the source's `backup_drill_canary` table first, the copy replayed
+    /// to just after it must hold it; the RPO is the time until it was
+    /// captured).
     pub point: Option<String>,
 }
 
@@ -308,7 +312,7 @@ pub struct DrillSettings {
     pub builtin_checks: bool,
     /// Configured checks.
     pub checks: Vec<CheckConfig>,
-    /// `latest` or `random` (see [`DrillConfig::point`]).
+    /// `latest`, `random` or `canary` (see [`DrillConfig::point`]).
     pub point: String,
 }
 
@@ -384,17 +388,17 @@ impl DrillConfig {
         let point = self.point.clone().unwrap_or_else(|| "latest".to_owned());
         match point.as_str() {
             "latest" => {}
-            "random" if kind == Kind::Postgres && physical => {}
-            "random" => {
+            "random" | "canary" if kind == Kind::Postgres && physical => {}
+            "random" | "canary" => {
                 return Err(ConfigError::invalid(
                     &key("point"),
-                    "`random` needs a physical PostgreSQL job (mode=physical) whose WAL is captured: it replays the newest base backup to a random time of the restorable window",
+                    format!("`{point}` needs a physical PostgreSQL job (mode=physical) whose WAL is captured: it replays the newest base backup to a time of the restorable window"),
                 ))
             }
             other => {
                 return Err(ConfigError::invalid(
                     &key("point"),
-                    format!("`{other}`: use `latest` or `random`"),
+                    format!("`{other}`: use `latest`, `random` or `canary`"),
                 ))
             }
         }

@@ -48,9 +48,9 @@ use backup_core::Id;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+pub use point::{chooser, Canary, ChosenPoint, LatestSnapshot, PointChooser};
 #[cfg(feature = "postgres")]
-pub use point::RandomPointInWindow;
-pub use point::{chooser, ChosenPoint, LatestSnapshot, PointChooser};
+pub use point::{CanaryPoint, RandomPointInWindow};
 
 use self::checks::CheckContext;
 use self::journal::Journal;
@@ -84,7 +84,7 @@ pub struct DrillRequest {
     pub state_dir: PathBuf,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
-    /// What is restored: `latest` or `random` ([`chooser`]).
+    /// What is restored: `latest`, `random` or `canary` ([`chooser`]).
     pub point: String,
     /// For a point-in-time drill: the command the restored server runs to
     /// fetch WAL (`backup --repo R`, without `wal fetch`); `None` uses the
@@ -347,7 +347,10 @@ pub async fn drill(
         target: ran.target,
         ok,
         rto_seconds: ran.rto.map(|d| d.as_secs_f64()),
-        rpo_seconds: (started - point.time).num_milliseconds().max(0) as f64 / 1000.0,
+        rpo_seconds: point.canary.as_ref().map_or_else(
+            || (started - point.time).num_milliseconds().max(0) as f64 / 1000.0,
+            |c| c.captured_after,
+        ),
         max_rto_seconds: req.max_rto.map(|d| d.as_secs_f64()),
         rto_exceeded,
         phases: ran.phases,
@@ -541,7 +544,16 @@ async fn run_locked(
                 if req.builtin_checks {
                     out.extend(checks::builtin(&scratch, &cx).await);
                 }
-                for c in &req.checks {
+                // The canary written before the drill must be in the copy.
+                let canary = point.canary.as_ref().map(|c| CheckConfig::Sql {
+                    query: format!(
+                        "SELECT count(*) FROM backup_drill_canary WHERE id = '{}'",
+                        c.id
+                    ),
+                    expect: "1".to_owned(),
+                    database: None,
+                });
+                for c in canary.iter().chain(&req.checks) {
                     out.push(checks::configured(c, &scratch, &cx).await);
                 }
                 out

@@ -22,6 +22,19 @@ pub struct ChosenPoint {
     pub at: Option<DateTime<Utc>>,
     /// How it was chosen, recorded as the drill record's `point_kind`.
     pub kind: &'static str,
+    /// The canary written to the source for this drill, which the restored
+    /// copy must hold.
+    pub canary: Option<Canary>,
+}
+
+/// A row written to the source before a drill ([`CanaryPoint`]).
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// Its id in `backup_drill_canary`.
+    pub id: String,
+    /// Seconds from writing it until the captured WAL held it: the RPO a
+    /// disaster at that moment would have had.
+    pub captured_after: f64,
 }
 
 /// Chooses what a drill restores.
@@ -60,6 +73,7 @@ impl PointChooser for LatestSnapshot {
             snapshot: entry,
             at: None,
             kind: "latest-snapshot",
+            canary: None,
         })
     }
 }
@@ -100,7 +114,79 @@ impl PointChooser for RandomPointInWindow {
             time: at,
             at: Some(at),
             kind: "random-point-in-window",
+            canary: None,
         })
+    }
+}
+
+/// The canary drill of a physical PostgreSQL job with captured WAL
+/// (`point = "canary"`): writes a row to the source
+/// (`backup_drill_canary`), waits until the captured WAL holds it, and
+/// restores the newest base backup replayed to just after it. The drill
+/// then requires the row in the copy, and its RPO is what it measured:
+/// the seconds from writing the row until it was restorable.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone)]
+pub struct CanaryPoint {
+    /// The source's URL, with credentials (the row is written there).
+    pub source_url: String,
+    /// How long to wait for the capture to hold the row.
+    pub wait: std::time::Duration,
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl PointChooser for CanaryPoint {
+    async fn choose(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+    ) -> Result<ChosenPoint> {
+        use backup_sources::postgres::physical;
+        let id = format!(
+            "drill-{}-{:016x}",
+            Utc::now().format("%Y%m%dT%H%M%SZ"),
+            random_u64()
+        );
+        let written = std::time::Instant::now();
+        let target = backup_sources::drill::postgres_write_canary(&self.source_url, &id).await?;
+        let closed = Utc::now();
+        let at = DateTime::parse_from_rfc3339(&target)
+            .map_err(|e| crate::error::Error::usage(format!("the server's time `{target}`: {e}")))?
+            .with_timezone(&Utc);
+        // WAL stored half a second after the closing commit returned holds
+        // it (and the canary before it).
+        let needed = closed + chrono::Duration::milliseconds(500);
+        loop {
+            let (all, _) = repo.snapshots().await?;
+            let bases: Vec<SnapshotEntry> = all
+                .into_iter()
+                .filter(|s| {
+                    scope.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata)
+                })
+                .collect();
+            let window = physical::pitr::restorable_window(repo, &bases).await?;
+            if window.end >= needed && window.start <= at {
+                return Ok(ChosenPoint {
+                    snapshot: window.base,
+                    time: at,
+                    at: Some(at),
+                    kind: "canary",
+                    canary: Some(Canary {
+                        id,
+                        captured_after: written.elapsed().as_secs_f64(),
+                    }),
+                });
+            }
+            if written.elapsed() > self.wait {
+                return Err(crate::error::Error::usage(format!(
+                    "the drill's canary, written at {target}, was not in the captured WAL after {} s (the restorable window ends at {}): is the job's WAL capture running?",
+                    self.wait.as_secs(),
+                    window.end.to_rfc3339()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
     }
 }
 
@@ -122,13 +208,23 @@ fn random_u64() -> u64 {
 /// # Errors
 ///
 /// An unknown name, or `random` without PostgreSQL support.
-pub fn chooser(point: Option<&str>) -> Result<Box<dyn PointChooser>> {
+pub fn chooser(point: Option<&str>, source_url: Option<&str>) -> Result<Box<dyn PointChooser>> {
     match point.unwrap_or("latest") {
         "latest" => Ok(Box::new(LatestSnapshot)),
         #[cfg(feature = "postgres")]
+        "canary" => match source_url {
+            Some(url) => Ok(Box::new(CanaryPoint {
+                source_url: url.to_owned(),
+                wait: std::time::Duration::from_secs(120),
+            })),
+            None => Err(crate::error::Error::usage(
+                "drill point `canary` writes a row to the source: give the source's URL",
+            )),
+        },
+        #[cfg(feature = "postgres")]
         "random" => Ok(Box::new(RandomPointInWindow)),
         other => Err(crate::error::Error::usage(format!(
-            "drill point `{other}`: use `latest` (the newest snapshot) or `random` (a random time inside a PostgreSQL job's restorable window)"
+            "drill point `{other}`: use `latest` (the newest snapshot), `random` (a random time inside a PostgreSQL job's restorable window) or `canary` (a row written to the source, required in a copy replayed to just after it)"
         ))),
     }
 }

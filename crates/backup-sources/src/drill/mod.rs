@@ -51,6 +51,29 @@ pub async fn sql_value(url: &str, query: &str) -> Result<Option<String>> {
     }
 }
 
+/// Writes the canary row `id` of a drill to the PostgreSQL database `url`
+/// names (table `backup_drill_canary`, created when missing), then
+/// commits once more after it (rows of drills older than 90 days are
+/// removed). Returns the server's time between the two commits (RFC 3339,
+/// UTC): a point-in-time restore to it holds the canary, and recovery to
+/// it can end.
+///
+/// # Errors
+///
+/// Connection and query errors (a role without the right to create the
+/// table or write to it, a read-only server).
+pub async fn postgres_write_canary(url: &str, id: &str) -> Result<String> {
+    #[cfg(feature = "postgres")]
+    {
+        postgres::write_canary(url, id).await
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (url, id);
+        Err(unavailable(Kind::Postgres))
+    }
+}
+
 /// The names of the databases on the PostgreSQL server `url` names.
 ///
 /// # Errors

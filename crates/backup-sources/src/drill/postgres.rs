@@ -22,6 +22,45 @@ pub(super) async fn sql_value(url: &str, query: &str) -> Result<Option<String>> 
         .flatten())
 }
 
+pub(super) async fn write_canary(url: &str, id: &str) -> Result<String> {
+    let info = ConnInfo::parse(url)?;
+    let c = info.connect(Side::Source).await?;
+    let fail = |what: &'static str| move |e| query_error(Side::Source, what, e);
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS backup_drill_canary (\
+         id text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .await
+    .map_err(fail("creating the table backup_drill_canary"))?;
+    c.execute("INSERT INTO backup_drill_canary (id) VALUES ($1)", &[&id])
+        .await
+        .map_err(fail("writing the drill's canary row"))?;
+    // After the canary's commit and before the next one: the target.
+    let row = c
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .await
+        .map_err(fail("reading the server's clock"))?;
+    let target: String = row.get(0);
+    // A commit after the target, so that recovery to it can end; the
+    // rows of drills older than 90 days go.
+    c.execute(
+        "UPDATE backup_drill_canary SET written_at = written_at WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(fail("closing the drill's canary"))?;
+    c.execute(
+        "DELETE FROM backup_drill_canary WHERE written_at < now() - interval '90 days'",
+        &[],
+    )
+    .await
+    .map_err(fail("removing old canary rows"))?;
+    Ok(target)
+}
+
 async fn admin(url: &str) -> Result<tokio_postgres::Client> {
     let info = ConnInfo::parse(url)?;
     info.with_dbname("postgres").connect(Side::Target).await
