@@ -154,9 +154,27 @@ fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
         .unwrap();
     write_markers(&pg, 6);
     let _ = load.wait_with_output();
+    // pgbench can exit with a statement still running on the server,
+    // which then commits after it: wait until its sessions are gone, so
+    // that every marker commits before the position below.
+    let start = std::time::Instant::now();
+    while pg
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'",
+        )
+        .trim()
+        != "0"
+    {
+        assert!(start.elapsed().as_secs() < 30, "pgbench sessions stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let lsn_marker = 120;
+    // The insert position: the test server commits asynchronously
+    // (synchronous_commit=off), so the write position can still be short
+    // of the last marker's commit record.
     let lsn = pg
-        .psql("postgres", "SELECT pg_current_wal_lsn()")
+        .psql("postgres", "SELECT pg_current_wal_insert_lsn()")
         .trim()
         .to_owned();
     let _ = lsn_marker;
@@ -250,7 +268,7 @@ fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
     // A position: everything written before it.
     let copy = restore_and_start(&s, &["--at-lsn", &lsn]);
     let (n, _) = markers(&copy);
-    assert_eq!(n, total, "restored to LSN {lsn}");
+    assert_eq!(n, total, "restored to LSN {lsn}: {}", copy.log());
     // The base backup alone: no marker (they came after it).
     let copy = restore_and_start(&s, &[&base_id, "--immediate"]);
     assert_eq!(markers(&copy), (0, 0));
