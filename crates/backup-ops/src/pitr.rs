@@ -373,19 +373,6 @@ impl Inventory {
     }
 }
 
-/// A base snapshot, as listed.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedBase {
-    /// The snapshot.
-    pub id: Id,
-    /// When it was taken.
-    pub taken: DateTime<Utc>,
-    /// The position it is consistent at.
-    pub point: String,
-    /// The time of that point, when known.
-    pub point_time: Option<DateTime<Utc>>,
-}
-
 /// One source's point-in-time recovery as `backup pitr` lists it: what
 /// was captured, the restorable windows, the gaps and the bases.
 #[derive(Debug, Clone, Serialize)]
@@ -412,7 +399,7 @@ pub struct SourceWindows {
     /// Gaps, oldest first.
     pub gaps: Vec<Gap>,
     /// Base snapshots, oldest first.
-    pub bases: Vec<ListedBase>,
+    pub bases: Vec<Base>,
 }
 
 /// Lists the restorable windows of one kind of source, for `backup pitr`.
@@ -522,11 +509,11 @@ impl WindowProvider for PostgresWindows {
                     url.get_or_insert_with(|| r.source.url.clone());
                 }
             }
-            let mut bases: Vec<ListedBase> = c
+            let mut bases: Vec<Base> = c
                 .windows
                 .iter()
                 .flat_map(|w| {
-                    w.bases.iter().map(move |b| ListedBase {
+                    w.bases.iter().map(move |b| Base {
                         id: b.snapshot,
                         taken: b.stopped_at,
                         point: format!("{}/{}", w.timeline, b.stop_lsn),
@@ -648,7 +635,7 @@ impl Stream {
             bases: self
                 .bases
                 .iter()
-                .map(|b| ListedBase {
+                .map(|b| Base {
                     id: b.id,
                     taken: b.taken,
                     point: self.show(&b.point),

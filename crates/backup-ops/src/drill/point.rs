@@ -97,13 +97,7 @@ impl PointChooser for RandomPointInWindow {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        use backup_sources::postgres::physical;
-        let (all, _) = repo.snapshots().await?;
-        let bases: Vec<SnapshotEntry> = all
-            .into_iter()
-            .filter(|s| scope.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata))
-            .collect();
-        let window = physical::pitr::restorable_window(repo, &bases).await?;
+        let window = physical_window(repo, scope).await?;
         let span = (window.end - window.start - chrono::Duration::seconds(1))
             .num_milliseconds()
             .max(0);
@@ -142,7 +136,6 @@ impl PointChooser for CanaryPoint {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        use backup_sources::postgres::physical;
         let id = format!(
             "drill-{}-{:016x}",
             Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -158,14 +151,7 @@ impl PointChooser for CanaryPoint {
         // it (and the canary before it).
         let needed = closed + chrono::Duration::milliseconds(500);
         loop {
-            let (all, _) = repo.snapshots().await?;
-            let bases: Vec<SnapshotEntry> = all
-                .into_iter()
-                .filter(|s| {
-                    scope.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata)
-                })
-                .collect();
-            let window = physical::pitr::restorable_window(repo, &bases).await?;
+            let window = physical_window(repo, scope).await?;
             if window.end >= needed && window.start <= at {
                 return Ok(ChosenPoint {
                     snapshot: window.base,
@@ -188,6 +174,22 @@ impl PointChooser for CanaryPoint {
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
+}
+
+/// The restorable window of the newest physical base backup among the
+/// snapshots `scope` selects, as the repository holds it now.
+#[cfg(feature = "postgres")]
+async fn physical_window(
+    repo: &IndexedRepository,
+    scope: &SnapshotFilter,
+) -> Result<backup_sources::postgres::physical::pitr::RestorableWindow> {
+    use backup_sources::postgres::physical;
+    let (all, _) = repo.snapshots().await?;
+    let bases: Vec<SnapshotEntry> = all
+        .into_iter()
+        .filter(|s| scope.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata))
+        .collect();
+    Ok(physical::pitr::restorable_window(repo, &bases).await?)
 }
 
 /// A random number from the standard library's randomly seeded hasher.
