@@ -759,3 +759,190 @@ command = ["sh", "-c", "{psql} -Atc 'SELECT count(*) FROM markers' \"$BACKUP_DRI
         .unwrap();
     assert_eq!(n, count("SELECT count(*) FROM markers"));
 }
+
+/// A MongoDB job with a captured oplog: `point = "random"` restores the
+/// base replayed to a random second of the window (exactly the inserts of
+/// that second and before are in the kept copy), and `--point canary`
+/// finds a document written to the source just before the drill.
+#[test]
+#[allow(clippy::too_many_lines)] // One scenario: capture, random point, canary.
+fn mongo_pitr_drill_replays_to_a_random_point_of_the_window() {
+    use mongodb::bson::{doc, Document, Timestamp};
+    let m = MongoServer::start();
+    let url = m.url("");
+    let client = mongodb::sync::Client::with_uri_str(&url).unwrap();
+    let orders = client.database("app").collection::<Document>("orders");
+    orders
+        .insert_many((0..50).map(|i| doc! {"_id": i, "paid": true}))
+        .run()
+        .unwrap();
+    let s = Scratch::new();
+    s.init();
+    let cfg = drill_config(
+        &s,
+        &format!(
+            r#"
+[jobs.app]
+repository = "main"
+source = "{url}"
+schedule = "0 3 * * *"
+
+[jobs.app.drill]
+target = "{url}"
+point = "random"
+
+[[jobs.app.drill.checks]]
+type = "mongo_count"
+collection = "app.orders"
+min = 50
+"#
+        ),
+    );
+    let cfg_s = cfg.to_str().unwrap();
+    s.ok(&["--config", cfg_s, "create", "--job", "app"]);
+    let follow = || {
+        Command::new(env!("CARGO_BIN_EXE_backup"))
+            .args(["oplog", "follow", &url, "--slice-time", "1s"])
+            .env("BACKUP_REPOSITORY", &s.repo)
+            .env("BACKUP_PASSWORD", PASSWORD)
+            .env("HOME", s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut follower = follow();
+    // Inserts over four seconds, then a later write in another database
+    // (the follower stores the newest timestamp once a later one shows
+    // nothing else shares it).
+    for i in 100..200 {
+        orders
+            .insert_one(doc! {"_id": i, "paid": false})
+            .run()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    client
+        .database("other")
+        .collection::<Document>("t")
+        .insert_one(doc! {"_id": 1})
+        .run()
+        .unwrap();
+    let inserts: Vec<(Timestamp, i64)> = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find(doc! {"ns": "app.orders", "op": "i"})
+        .sort(doc! {"ts": 1})
+        .run()
+        .unwrap()
+        .map(|d| {
+            let d = d.unwrap();
+            let id = d.get_document("o").unwrap().get("_id").unwrap().clone();
+            (
+                d.get_timestamp("ts").unwrap(),
+                id.as_i64().or(id.as_i32().map(i64::from)).unwrap(),
+            )
+        })
+        .filter(|(_, id)| *id >= 100)
+        .collect();
+    let last = inserts.last().unwrap().0;
+    let start = Instant::now();
+    loop {
+        let listed = s.json(&["pitr"]);
+        let to = listed[0]["windows"][0]["to"]
+            .as_str()
+            .unwrap_or("0:0")
+            .to_owned();
+        let (secs, inc) = to.split_once(':').unwrap();
+        let to: (u32, u32) = (secs.parse().unwrap(), inc.parse().unwrap());
+        if to >= (last.time, last.increment) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not captured: {listed:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // A random second of the window, kept for inspection.
+    let v = drill_json(&s, &["--config", cfg_s, "app", "--keep"], 0);
+    let r = record(&v);
+    assert_eq!(r["ok"], true, "{v}");
+    assert_eq!(r["point_kind"], "random-point-in-window", "{r}");
+    let at = chrono::DateTime::parse_from_rfc3339(r["point"].as_str().unwrap()).unwrap();
+    let second = u32::try_from(at.timestamp()).unwrap();
+    let want: Vec<i64> = inserts
+        .iter()
+        .filter(|(ts, _)| ts.time <= second)
+        .map(|(_, id)| *id)
+        .collect();
+    let names = client.list_database_names().run().unwrap();
+    let kept: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("app_drill_"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{names:?}");
+    // Only the snapshot's databases are restored: `other`, created after
+    // the base, is not written under its own name by the replay.
+    assert!(
+        !names.iter().any(|n| n.starts_with("other_drill")),
+        "{names:?}"
+    );
+    let copy = client.database(kept[0]).collection::<Document>("orders");
+    let mut got: Vec<i64> = copy
+        .find(doc! {"_id": {"$gte": 100}})
+        .run()
+        .unwrap()
+        .map(|d| d.unwrap().get_i32("_id").map(i64::from).unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, want, "replayed to {at}");
+    assert_eq!(
+        copy.count_documents(doc! {"_id": {"$lt": 100}})
+            .run()
+            .unwrap(),
+        50
+    );
+    let replayed = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("replayed"))
+        .unwrap_or_else(|| panic!("no built-in check of the replayed copy: {r}"));
+    assert_eq!(replayed["ok"], true, "{replayed}");
+    client.database(kept[0]).drop().run().unwrap();
+
+    // The canary: written while the oplog is captured, found in the copy
+    // replayed to its write; the RPO is how long it took to be stored.
+    let mut follower = follow();
+    let v = drill_json(&s, &["--config", cfg_s, "app", "--point", "canary"], 0);
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let r = record(&v);
+    assert_eq!(r["ok"], true, "{v}");
+    assert_eq!(r["point_kind"], "canary", "{r}");
+    let canary = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("backup_drill.canary"))
+        .unwrap_or_else(|| panic!("no canary check: {r}"));
+    assert_eq!(canary["ok"], true, "{canary}");
+    let rpo = r["rpo_seconds"].as_f64().unwrap();
+    assert!(rpo > 0.0 && rpo < 120.0, "{r}");
+    assert_eq!(
+        client
+            .database("backup_drill")
+            .collection::<Document>("canary")
+            .count_documents(doc! {})
+            .run()
+            .unwrap(),
+        1
+    );
+    let names = client.list_database_names().run().unwrap();
+    assert!(!names.iter().any(|n| n.contains("_drill_")), "{names:?}");
+}

@@ -236,11 +236,13 @@ pub(crate) struct DrillArgs {
     #[arg(long)]
     pub(crate) keep: bool,
     /// What to restore: `latest` (the newest snapshot), `random` (a
-    /// random time inside a physical PostgreSQL job's restorable window,
-    /// the newest base backup replayed to it) or `canary` (a row written
-    /// to the source's backup_drill_canary table first, required in the
-    /// copy replayed to just after it; the RPO is the time until it was
-    /// captured). Overrides the job's.
+    /// random time inside the restorable window of a physical PostgreSQL
+    /// job or of a MongoDB job with a captured oplog, the newest base
+    /// before it replayed to it) or `canary` (a row written to the
+    /// source's backup_drill_canary table, or a document to
+    /// backup_drill.canary, first, required in the copy replayed to just
+    /// after it; the RPO is the time until it was captured). Overrides
+    /// the job's.
     #[arg(long, value_name = "POINT", value_parser = ["latest", "random", "canary"])]
     pub(crate) point: Option<String>,
     /// Skip the built-in checks (counts against the manifest, the file

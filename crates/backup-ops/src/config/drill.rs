@@ -18,8 +18,8 @@ use crate::secret::SecretRef;
 /// target_password = { env = "SCRATCH_PG_PASSWORD" }
 /// max_rto = "15m"                                # notify rto_exceeded above this
 /// keep = false                                   # leave the scratch copy for inspection
-/// point = "latest"                               # or "random": a random time of a physical job's restorable window;
-///                                                # or "canary": a row written to the source first, required in the copy (measures the real RPO)
+/// point = "latest"                               # or "random": a random time of the restorable window (physical PostgreSQL, MongoDB with oplog capture);
+///                                                # or "canary": a row or document written to the source first, required in the copy (measures the real RPO)
 ///
 /// [[jobs.app-db.drill.checks]]
 /// type = "sql"
@@ -54,11 +54,12 @@ pub struct DrillConfig {
     pub checks: Vec<CheckConfig>,
     /// What is restored: `latest` (the newest snapshot, the default),
     /// `random` (a random time inside the restorable window of a physical
-    /// PostgreSQL job whose WAL is captured: the newest base backup
-    /// replayed to that time) or `canary` (such a job too: a row written
-    /// to the source's `backup_drill_canary` table first, the copy replayed
-    /// to just after it must hold it; the RPO is the time until it was
-    /// captured).
+    /// PostgreSQL job whose WAL is captured, or of a MongoDB job whose
+    /// oplog is captured: the newest base before it replayed to that time)
+    /// or `canary` (such a job too: a row written to the source's
+    /// `backup_drill_canary` table, or a document to
+    /// `backup_drill.canary`, first, the copy replayed to just after it
+    /// must hold it; the RPO is the time until it was captured).
     pub point: Option<String>,
 }
 
@@ -388,11 +389,11 @@ impl DrillConfig {
         let point = self.point.clone().unwrap_or_else(|| "latest".to_owned());
         match point.as_str() {
             "latest" => {}
-            "random" | "canary" if kind == Kind::Postgres && physical => {}
+            "random" | "canary" if (kind == Kind::Postgres && physical) || kind == Kind::Mongodb => {}
             "random" | "canary" => {
                 return Err(ConfigError::invalid(
                     &key("point"),
-                    format!("`{point}` needs a physical PostgreSQL job (mode=physical) whose WAL is captured: it replays the newest base backup to a time of the restorable window"),
+                    format!("`{point}` needs a physical PostgreSQL job (mode=physical) whose WAL is captured, or a MongoDB job whose oplog is captured: it replays the newest base to a time of the restorable window"),
                 ))
             }
             other => {

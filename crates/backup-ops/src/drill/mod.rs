@@ -48,9 +48,9 @@ use backup_core::Id;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-pub use point::{chooser, Canary, ChosenPoint, LatestSnapshot, PointChooser};
-#[cfg(feature = "postgres")]
-pub use point::{CanaryPoint, RandomPointInWindow};
+pub use point::{
+    chooser, Canary, CanaryPoint, ChosenPoint, LatestSnapshot, PointChooser, RandomPointInWindow,
+};
 
 use self::checks::CheckContext;
 use self::journal::Journal;
@@ -440,11 +440,14 @@ async fn run_locked(
         req.source_url.as_deref(),
         name,
         &stamp,
+        point.canary.is_some(),
     )
     .await;
     let (mut scratch, mut opts) = planned?;
     opts.at = point.at;
-    if point.at.is_some() {
+    opts.point.clone_from(&point.point);
+    opts.replay.clone_from(&point.replay);
+    if point.at.is_some() && point.replay.is_none() {
         opts.replay_command.clone_from(&req.replay_command);
     }
     ran.target = scratch.describe();
@@ -538,6 +541,7 @@ async fn run_locked(
                 port,
                 snapshot: point.snapshot.id.to_hex(),
                 files,
+                replayed: point.replay.is_some(),
             };
             let checks = async {
                 let mut out = Vec::new();
@@ -545,14 +549,7 @@ async fn run_locked(
                     out.extend(checks::builtin(&scratch, &cx).await);
                 }
                 // The canary written before the drill must be in the copy.
-                let canary = point.canary.as_ref().map(|c| CheckConfig::Sql {
-                    query: format!(
-                        "SELECT count(*) FROM backup_drill_canary WHERE id = '{}'",
-                        c.id
-                    ),
-                    expect: "1".to_owned(),
-                    database: None,
-                });
+                let canary = point.canary.as_ref().map(|c| c.check.clone());
                 for c in canary.iter().chain(&req.checks) {
                     out.push(checks::configured(c, &scratch, &cx).await);
                 }

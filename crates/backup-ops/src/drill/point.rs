@@ -1,12 +1,15 @@
 //! What a drill restores: a point chosen by a [`PointChooser`].
 
 use async_trait::async_trait;
+use backup_core::capture::CaptureReplay;
 use backup_core::repo::IndexedRepository;
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+use backup_core::target::RecoveryPoint;
 
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
+use crate::config::CheckConfig;
+use crate::error::{Error, Result};
 
 /// The point a drill restores.
 #[derive(Debug, Clone)]
@@ -18,8 +21,16 @@ pub struct ChosenPoint {
     /// age.
     pub time: DateTime<Utc>,
     /// The restore's `--at`, for a point inside a restorable window
-    /// (`None`: the snapshot as it is).
+    /// (`None`: the snapshot as it is, or `point`).
     pub at: Option<DateTime<Utc>>,
+    /// The restore's point in the source's own terms (a MongoDB canary's
+    /// oplog timestamp), instead of `at`.
+    pub point: Option<RecoveryPoint>,
+    /// What a MongoDB restore to `at` or `point` replays after the
+    /// snapshot, planned and checked by [`crate::pitr::plan`] (`None`
+    /// for the snapshot as it is and for PostgreSQL, whose server
+    /// fetches its WAL itself).
+    pub replay: Option<CaptureReplay>,
     /// How it was chosen, recorded as the drill record's `point_kind`.
     pub kind: &'static str,
     /// The canary written to the source for this drill, which the restored
@@ -27,23 +38,28 @@ pub struct ChosenPoint {
     pub canary: Option<Canary>,
 }
 
-/// A row written to the source before a drill ([`CanaryPoint`]).
+/// A row or document written to the source before a drill
+/// ([`CanaryPoint`]).
 #[derive(Debug, Clone)]
 pub struct Canary {
-    /// Its id in `backup_drill_canary`.
+    /// Its id (in `backup_drill_canary`, or `backup_drill.canary`).
     pub id: String,
-    /// Seconds from writing it until the captured WAL held it: the RPO a
-    /// disaster at that moment would have had.
+    /// Seconds from writing it until the captured WAL or oplog held it:
+    /// the RPO a disaster at that moment would have had.
     pub captured_after: f64,
+    /// The check that finds it in the restored copy.
+    pub check: CheckConfig,
 }
 
 /// Chooses what a drill restores.
 ///
-/// [`LatestSnapshot`] takes the newest snapshot; `RandomPointInWindow`
-/// (PostgreSQL physical jobs with captured WAL) picks a random time inside
-/// the job's restorable window and returns the base snapshot before it
-/// with `at` set, so that every drill tests a different point of the
-/// window the job claims. [`chooser`] picks one by name.
+/// [`LatestSnapshot`] takes the newest snapshot; [`RandomPointInWindow`]
+/// (PostgreSQL physical jobs with captured WAL, MongoDB jobs with a
+/// captured oplog) picks a random time inside the job's restorable window
+/// and returns the base snapshot before it with `at` set, so that every
+/// drill tests a different point of the window the job claims;
+/// [`CanaryPoint`] writes to the source and restores to just after it.
+/// [`chooser`] picks one by name.
 #[async_trait]
 pub trait PointChooser: Send + Sync {
     /// Picks the point among the snapshots `scope` selects.
@@ -72,24 +88,29 @@ impl PointChooser for LatestSnapshot {
             time: entry.snapshot.time,
             snapshot: entry,
             at: None,
+            point: None,
+            replay: None,
             kind: "latest-snapshot",
             canary: None,
         })
     }
 }
 
-/// A random time inside the restorable window of a physical PostgreSQL
-/// job with captured WAL (`point = "random"`): between the end of its
-/// newest base backup and the last captured WAL, leaving out the window's
-/// last second (a capture's time is when it was stored, which can be after
-/// the last commit it holds, and a time target needs a commit after it).
-/// The base is restored and replayed to that time, so every drill tests
-/// another point of the window the job claims.
-#[cfg(feature = "postgres")]
+/// A random time inside a job's restorable window (`point = "random"`),
+/// so that every drill tests another point of the window the job claims.
+///
+/// - A physical PostgreSQL job with captured WAL: between the end of its
+///   newest base backup and the last captured WAL, leaving out the
+///   window's last second (a capture's time is when it was stored, which
+///   can be after the last commit it holds, and a time target needs a
+///   commit after it). The base is restored and the server replays to it.
+/// - A MongoDB job with a captured oplog: a whole second of its newest
+///   window, from the base's consistent point to the last fully captured
+///   second (a time target takes every entry of its second). The base is
+///   restored and the captured oplog replayed to it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RandomPointInWindow;
 
-#[cfg(feature = "postgres")]
 #[async_trait]
 impl PointChooser for RandomPointInWindow {
     async fn choose(
@@ -97,38 +118,112 @@ impl PointChooser for RandomPointInWindow {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        let window = physical_window(repo, scope).await?;
-        let span = (window.end - window.start - chrono::Duration::seconds(1))
-            .num_milliseconds()
-            .max(0);
-        let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
-        let at = window.start + chrono::Duration::milliseconds(offset);
-        Ok(ChosenPoint {
-            snapshot: window.base,
-            time: at,
-            at: Some(at),
-            kind: "random-point-in-window",
-            canary: None,
-        })
+        if newest_kind(repo, scope).await?.as_deref() == Some("mongodb") {
+            return oplog_random_point(repo, scope).await;
+        }
+        #[cfg(feature = "postgres")]
+        {
+            let window = physical_window(repo, scope).await?;
+            let span = (window.end - window.start - chrono::Duration::seconds(1))
+                .num_milliseconds()
+                .max(0);
+            let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
+            let at = window.start + chrono::Duration::milliseconds(offset);
+            Ok(ChosenPoint {
+                snapshot: window.base,
+                time: at,
+                at: Some(at),
+                point: None,
+                replay: None,
+                kind: "random-point-in-window",
+                canary: None,
+            })
+        }
+        #[cfg(not(feature = "postgres"))]
+        Err(Error::usage(
+            "drill point `random` needs a MongoDB job with a captured oplog (this build has no PostgreSQL support)",
+        ))
     }
 }
 
-/// The canary drill of a physical PostgreSQL job with captured WAL
-/// (`point = "canary"`): writes a row to the source
-/// (`backup_drill_canary`), waits until the captured WAL holds it, and
-/// restores the newest base backup replayed to just after it. The drill
-/// then requires the row in the copy, and its RPO is what it measured:
-/// the seconds from writing the row until it was restorable.
-#[cfg(feature = "postgres")]
+/// The kind of the newest snapshot `scope` selects.
+async fn newest_kind(repo: &IndexedRepository, scope: &SnapshotFilter) -> Result<Option<String>> {
+    let (all, _) = repo.snapshots().await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| scope.matches(&s.snapshot))
+        .max_by_key(|s| (s.snapshot.time, s.id))
+        .map(|s| s.snapshot.source.kind))
+}
+
+/// A random whole second of the newest restorable window of the MongoDB
+/// stream `scope` selects, planned by [`crate::pitr::plan`].
+async fn oplog_random_point(
+    repo: &IndexedRepository,
+    scope: &SnapshotFilter,
+) -> Result<ChosenPoint> {
+    let source = scope.source.as_deref();
+    let listed = crate::pitr::windows(repo, source).await?;
+    let window = listed
+        .iter()
+        .filter(|s| s.kind == "mongodb")
+        .filter_map(|s| s.windows.last())
+        .filter_map(|w| Some((w.from_time?, w.to_time?)))
+        .max_by_key(|(_, to)| *to)
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "drill point `random` needs a restorable window, and {} has none: is the job's oplog capture running (oplog = \"continuous\"), and is there a base snapshot before it?",
+                source.unwrap_or("this repository")
+            ))
+        })?;
+    let (from, to) = (window.0.timestamp(), window.1.timestamp());
+    // Seconds FROM..TO-1: the second of the window's end may be captured
+    // only in part.
+    let span = u64::try_from(to - 1 - from).map_err(|_| {
+        Error::usage(format!(
+            "the restorable window ({} to {}) is under a second long: let the oplog capture run longer before a drill at a random point",
+            window.0.to_rfc3339(),
+            window.1.to_rfc3339()
+        ))
+    })?;
+    let offset = i64::try_from(random_u64() % (span + 1)).unwrap_or(0);
+    let at = DateTime::from_timestamp(from + offset, 0).unwrap_or(window.0);
+    let opts = backup_core::target::RestoreOptions {
+        at: Some(at),
+        ..Default::default()
+    };
+    let plan = crate::pitr::plan(repo, source, None, &opts).await?;
+    Ok(ChosenPoint {
+        snapshot: plan.base,
+        time: at,
+        at: Some(at),
+        point: None,
+        replay: Some(plan.replay),
+        kind: "random-point-in-window",
+        canary: None,
+    })
+}
+
+/// The canary drill (`point = "canary"`): writes to the source, waits
+/// until the capture holds the write, and restores the newest base
+/// replayed to just after it. The drill then requires the canary in the
+/// copy, and its RPO is what it measured: the seconds from writing the
+/// canary until it was restorable.
+///
+/// - A physical PostgreSQL job with captured WAL: a row of
+///   `backup_drill_canary`, replayed to the server's time between its
+///   commit and a commit after it.
+/// - A MongoDB job with a captured oplog: a document of
+///   `backup_drill.canary`, replayed to the oplog timestamp of its write
+///   (the scratch copy restores `backup_drill` too).
 #[derive(Debug, Clone)]
 pub struct CanaryPoint {
-    /// The source's URL, with credentials (the row is written there).
+    /// The source's URL, with credentials (the canary is written there).
     pub source_url: String,
-    /// How long to wait for the capture to hold the row.
+    /// How long to wait for the capture to hold the canary.
     pub wait: std::time::Duration,
 }
 
-#[cfg(feature = "postgres")]
 #[async_trait]
 impl PointChooser for CanaryPoint {
     async fn choose(
@@ -141,11 +236,35 @@ impl PointChooser for CanaryPoint {
             Utc::now().format("%Y%m%dT%H%M%SZ"),
             random_u64()
         );
+        if self.source_url.starts_with("mongodb://")
+            || self.source_url.starts_with("mongodb+srv://")
+        {
+            return self.oplog_canary(repo, scope, id).await;
+        }
+        #[cfg(feature = "postgres")]
+        {
+            self.wal_canary(repo, scope, id).await
+        }
+        #[cfg(not(feature = "postgres"))]
+        Err(Error::usage(
+            "drill point `canary` needs a MongoDB job with a captured oplog (this build has no PostgreSQL support)",
+        ))
+    }
+}
+
+impl CanaryPoint {
+    #[cfg(feature = "postgres")]
+    async fn wal_canary(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+        id: String,
+    ) -> Result<ChosenPoint> {
         let written = std::time::Instant::now();
         let target = backup_sources::drill::postgres_write_canary(&self.source_url, &id).await?;
         let closed = Utc::now();
         let at = DateTime::parse_from_rfc3339(&target)
-            .map_err(|e| crate::error::Error::usage(format!("the server's time `{target}`: {e}")))?
+            .map_err(|e| Error::usage(format!("the server's time `{target}`: {e}")))?
             .with_timezone(&Utc);
         // WAL stored half a second after the closing commit returned holds
         // it (and the canary before it).
@@ -157,21 +276,80 @@ impl PointChooser for CanaryPoint {
                     snapshot: window.base,
                     time: at,
                     at: Some(at),
+                    point: None,
+                    replay: None,
                     kind: "canary",
                     canary: Some(Canary {
+                        check: CheckConfig::Sql {
+                            query: format!(
+                                "SELECT count(*) FROM backup_drill_canary WHERE id = '{id}'"
+                            ),
+                            expect: "1".to_owned(),
+                            database: None,
+                        },
                         id,
                         captured_after: written.elapsed().as_secs_f64(),
                     }),
                 });
             }
             if written.elapsed() > self.wait {
-                return Err(crate::error::Error::usage(format!(
+                return Err(Error::usage(format!(
                     "the drill's canary, written at {target}, was not in the captured WAL after {} s (the restorable window ends at {}): is the job's WAL capture running?",
                     self.wait.as_secs(),
                     window.end.to_rfc3339()
                 )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn oplog_canary(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+        id: String,
+    ) -> Result<ChosenPoint> {
+        let written = std::time::Instant::now();
+        let (seconds, increment) =
+            backup_sources::drill::mongo_write_canary(&self.source_url, &id).await?;
+        let point = RecoveryPoint::OplogTs { seconds, increment };
+        let opts = backup_core::target::RestoreOptions {
+            point: Some(point.clone()),
+            ..Default::default()
+        };
+        let time = DateTime::from_timestamp(i64::from(seconds), 0).unwrap_or_else(Utc::now);
+        let (db, coll) = backup_sources::drill::MONGO_CANARY_NAMESPACE;
+        loop {
+            // The plan succeeds once the stored oplog reaches the write.
+            match crate::pitr::plan(repo, scope.source.as_deref(), None, &opts).await {
+                Ok(plan) => {
+                    return Ok(ChosenPoint {
+                        snapshot: plan.base,
+                        time,
+                        at: None,
+                        point: Some(point),
+                        replay: Some(plan.replay),
+                        kind: "canary",
+                        canary: Some(Canary {
+                            check: CheckConfig::MongoCount {
+                                collection: format!("{db}.{coll}"),
+                                filter: Some(serde_json::json!({ "_id": id }).to_string()),
+                                min: 1,
+                            },
+                            id,
+                            captured_after: written.elapsed().as_secs_f64(),
+                        }),
+                    })
+                }
+                Err(e) if written.elapsed() > self.wait => {
+                    return Err(Error::usage(format!(
+                        "the drill's canary, written at oplog timestamp {seconds}:{increment}, was not restorable after {} s: is the job's oplog capture running (oplog = \"continuous\")? ({})",
+                        self.wait.as_secs(),
+                        backup_core::error::report(&e)
+                    )));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
         }
     }
 }
@@ -193,7 +371,6 @@ async fn physical_window(
 }
 
 /// A random number from the standard library's randomly seeded hasher.
-#[cfg(feature = "postgres")]
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -209,24 +386,22 @@ fn random_u64() -> u64 {
 ///
 /// # Errors
 ///
-/// An unknown name, or `random` without PostgreSQL support.
+/// An unknown name; `canary` without the source's URL.
 pub fn chooser(point: Option<&str>, source_url: Option<&str>) -> Result<Box<dyn PointChooser>> {
     match point.unwrap_or("latest") {
         "latest" => Ok(Box::new(LatestSnapshot)),
-        #[cfg(feature = "postgres")]
         "canary" => match source_url {
             Some(url) => Ok(Box::new(CanaryPoint {
                 source_url: url.to_owned(),
                 wait: std::time::Duration::from_secs(120),
             })),
             None => Err(crate::error::Error::usage(
-                "drill point `canary` writes a row to the source: give the source's URL",
+                "drill point `canary` writes a row or document to the source: give the source's URL",
             )),
         },
-        #[cfg(feature = "postgres")]
         "random" => Ok(Box::new(RandomPointInWindow)),
         other => Err(crate::error::Error::usage(format!(
-            "drill point `{other}`: use `latest` (the newest snapshot), `random` (a random time inside a PostgreSQL job's restorable window) or `canary` (a row written to the source, required in a copy replayed to just after it)"
+            "drill point `{other}`: use `latest` (the newest snapshot), `random` (a random time inside the restorable window of a PostgreSQL job with captured WAL or a MongoDB job with a captured oplog) or `canary` (a row or document written to the source, required in a copy replayed to just after it)"
         ))),
     }
 }

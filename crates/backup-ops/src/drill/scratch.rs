@@ -149,13 +149,16 @@ fn percent_decode(s: &str) -> String {
 impl Scratch {
     /// Plans the scratch copy of `snapshot` at `target` (the configured
     /// location, credentials included); `source_url` (credentials
-    /// included) gives physical drills the role their checks connect as.
+    /// included) gives physical drills the role their checks connect as;
+    /// `canary`: the drill wrote a canary to the source, which a MongoDB
+    /// copy restores too.
     pub(crate) async fn plan(
         snapshot: &Snapshot,
         target: Option<&str>,
         source_url: Option<&str>,
         name: &str,
         stamp: &str,
+        canary: bool,
     ) -> Result<(Scratch, RestoreOptions)> {
         let kind = snapshot.source.kind.as_str();
         let physical = snapshot.metadata["mode"] == "physical";
@@ -227,6 +230,9 @@ impl Scratch {
                             .collect()
                     })
                     .unwrap_or_default();
+                if canary {
+                    dbs.push(backup_sources::drill::MONGO_CANARY_NAMESPACE.0.to_owned());
+                }
                 dbs.sort();
                 dbs.dedup();
                 if dbs.is_empty() {
@@ -241,6 +247,10 @@ impl Scratch {
                     .collect();
                 let mut opts = opts;
                 opts.renames = renames.iter().map(|(a, b)| format!("{a}:{b}")).collect();
+                // Only the renamed databases: an oplog replay must never
+                // write a database the snapshot lacks under its own name
+                // (the scratch deployment may be the source's).
+                opts.includes.clone_from(&dbs);
                 let target = TargetSpec::new(server.clone())?.open()?;
                 Ok((
                     Scratch::Mongo {

@@ -151,6 +151,49 @@ pub fn check_mongo_filter(filter: &str) -> Result<()> {
     }
 }
 
+/// Where [`mongo_write_canary`] writes: database and collection.
+pub const MONGO_CANARY_NAMESPACE: (&str, &str) = ("backup_drill", "canary");
+
+/// Writes the canary document `id` of a drill to the MongoDB replica set
+/// `url` names (`backup_drill.canary`, `{_id: id, written: now}`, with
+/// majority write concern; canaries of drills older than 90 days are
+/// removed first). Returns the oplog timestamp of the write (seconds,
+/// increment): a restore to it holds the canary.
+///
+/// # Errors
+///
+/// Connection and write errors; a server that returns no operation time
+/// (not a replica set member).
+pub async fn mongo_write_canary(url: &str, id: &str) -> Result<(u32, u32)> {
+    #[cfg(feature = "mongodb")]
+    {
+        mongo::write_canary(url, id).await
+    }
+    #[cfg(not(feature = "mongodb"))]
+    {
+        let _ = (url, id);
+        Err(unavailable(Kind::Mongodb))
+    }
+}
+
+/// The collections of database `db` of the MongoDB deployment `url`
+/// names (`system.*` left out), sorted, each with its document count.
+///
+/// # Errors
+///
+/// Connection and command errors.
+pub async fn mongo_collection_counts(url: &str, db: &str) -> Result<Vec<(String, u64)>> {
+    #[cfg(feature = "mongodb")]
+    {
+        mongo::collection_counts(url, db).await
+    }
+    #[cfg(not(feature = "mongodb"))]
+    {
+        let _ = (url, db);
+        Err(unavailable(Kind::Mongodb))
+    }
+}
+
 /// The databases of the MongoDB deployment `url` names.
 ///
 /// # Errors
