@@ -27,6 +27,7 @@ mod listing;
 mod maintenance;
 mod mongo;
 mod mongo_pitr;
+mod mongo_pitr_writer;
 mod postgres;
 mod postgres_physical;
 mod postgres_pitr;

@@ -24,10 +24,10 @@ use crate::mongo::{assert_same_db, collections, raw_docs};
 use crate::util::Scratch;
 
 /// `backup oplog follow` as a child process.
-struct Follower(Child);
+pub(crate) struct Follower(Child);
 
 impl Follower {
-    fn start(s: &Scratch, url: &str) -> Self {
+    pub(crate) fn start(s: &Scratch, url: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_backup"))
             .args(["oplog", "follow", url, "--slice-time", "1s"])
             .env("BACKUP_REPOSITORY", &s.repo)
@@ -41,7 +41,7 @@ impl Follower {
     }
 
     /// SIGTERM: stores what was read, then exits 0.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = self.0.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = self.0.wait().unwrap();
@@ -81,7 +81,7 @@ fn oplog_of(c: &Client, ns: &str) -> Vec<(Timestamp, Bson)> {
 }
 
 /// The newest entry of the whole oplog.
-fn newest(c: &Client) -> Timestamp {
+pub(crate) fn newest(c: &Client) -> Timestamp {
     c.database("local")
         .collection::<Document>("oplog.rs")
         .find_one(doc! {})
@@ -93,7 +93,7 @@ fn newest(c: &Client) -> Timestamp {
         .unwrap()
 }
 
-fn ts_arg(t: Timestamp) -> String {
+pub(crate) fn ts_arg(t: Timestamp) -> String {
     format!("{}:{}", t.time, t.increment)
 }
 
@@ -104,7 +104,7 @@ fn parse_ts(s: &str) -> (u32, u32) {
 
 /// Waits until the stored oplog reaches `t` (the window of `backup pitr`
 /// ends at or after it).
-fn wait_stored(s: &Scratch, t: Timestamp) -> serde_json::Value {
+pub(crate) fn wait_stored(s: &Scratch, t: Timestamp) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let v = s.json(&["pitr"]);
