@@ -283,6 +283,9 @@ struct Position {
 
 /// A message from the cursor task.
 enum Read {
+    /// The cursor is open; entries up to this position (the server's
+    /// newest write once the first batch was back) may have been missed.
+    Opened(Ts),
     Entry(RawDocumentBuf),
     Failed(mongodb::error::Error),
     Ended,
@@ -403,6 +406,7 @@ async fn run(
     };
     let mut slice = Slice::default();
     let mut last_lag = Instant::now();
+    let mut check = SkipCheck::default();
     loop {
         let now = tokio::time::Instant::now();
         let mut deadline = now + Duration::from_secs(1);
@@ -416,19 +420,24 @@ async fn run(
                 // lack companions sharing their timestamp: those are read
                 // again at the next start.
                 if !slice.is_empty() {
-                    store(repo, conn, opts, lease, &descriptor, &mut pos, &mut slice, observer, summary, false).await?;
+                    store(repo, conn, opts, lease, &descriptor, &mut pos, &mut slice, observer, summary, &mut check, false).await?;
                 }
                 return Ok(());
             }
             m = tokio::time::timeout_at(deadline, rx.recv()) => m,
         };
         match msg {
+            Ok(Some(Read::Opened(upto))) => check.suspect = Some(upto),
             Ok(Some(Read::Entry(doc))) => {
                 let Some(ts) = entry_ts(&doc) else {
                     return Err(Error::source_failed(
                         "an oplog entry without a timestamp (`ts`)",
                     ));
                 };
+                // Already stored by a re-read of a checked slice.
+                if ts < pos.next && check.reread.is_some_and(|r| ts <= r) {
+                    continue;
+                }
                 if ts < pos.next || (!slice.is_empty() && ts < slice.last_ts) {
                     return Err(Error::Source {
                         message: format!(
@@ -450,6 +459,7 @@ async fn run(
                         &mut slice,
                         observer,
                         summary,
+                        &mut check,
                         true,
                     )
                     .await?;
@@ -476,6 +486,7 @@ async fn run(
                         &mut slice,
                         observer,
                         summary,
+                        &mut check,
                         false,
                     )
                     .await?;
@@ -517,6 +528,18 @@ async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
             return;
         }
     };
+    // A cursor that skips what was committed while it opened (the test
+    // server's does) is caught by checking the slices up to the newest
+    // write at this moment against the server (`store`).
+    // (A server that cannot answer now is tried again from the start.)
+    let Ok(hello) = conn.hello().await else {
+        let _ = tx.send(Read::Ended).await;
+        return;
+    };
+    let opened = hello.last_write.map_or(from, Ts::from);
+    if tx.send(Read::Opened(opened)).await.is_err() {
+        return;
+    }
     loop {
         let msg = match cursor.next().await {
             Some(Ok(doc)) => Read::Entry(doc),
@@ -676,6 +699,79 @@ async fn check_rollover(
     Ok(())
 }
 
+/// The check of slices read by a newly opened cursor.
+///
+/// A tailable cursor must return every entry after its start; the test
+/// server's (`SecantusDB`) loses the ones committed while it opens. So a
+/// slice that reaches back to the server's newest write at the moment the
+/// cursor opened (`suspect`) is counted on the server before it is stored,
+/// and read again with an ordinary sorted query when entries are missing.
+/// Later slices are not checked: counting a range of the oplog can cost a
+/// scan of it.
+#[derive(Debug, Default)]
+struct SkipCheck {
+    suspect: Option<Ts>,
+    /// The end of the last range read again: the cursor may still return
+    /// entries up to it, which are then already stored.
+    reread: Option<Ts>,
+}
+
+impl SkipCheck {
+    async fn run(
+        &mut self,
+        conn: &Conn,
+        pos: &Position,
+        slice: &mut Slice,
+        observer: &dyn CaptureObserver,
+    ) -> Result<()> {
+        let Some(suspect) = self.suspect else {
+            return Ok(());
+        };
+        if pos.next > suspect || slice.is_empty() {
+            return Ok(());
+        }
+        if slice.last_ts >= suspect {
+            self.suspect = None;
+        }
+        let range = doc! {"ts": {"$gte": Timestamp::from(pos.next), "$lte": Timestamp::from(slice.last_ts)}};
+        let oplog = conn
+            .client
+            .database("local")
+            .collection::<RawDocumentBuf>("oplog.rs");
+        let on_server = oplog
+            .count_documents(range.clone())
+            .read_concern(ReadConcern::majority())
+            .await
+            .map_err(|e| oplog_error(conn, e))?;
+        if on_server <= slice.entries {
+            return Ok(());
+        }
+        let mut again = Slice::default();
+        let mut cursor = oplog
+            .find(range)
+            .sort(doc! {"ts": 1})
+            .read_concern(ReadConcern::majority())
+            .await
+            .map_err(|e| oplog_error(conn, e))?;
+        while let Some(doc) = cursor.next().await {
+            let doc = doc.map_err(|e| oplog_error(conn, e))?;
+            if let Some(ts) = entry_ts(&doc) {
+                again.add(&doc, ts);
+            }
+        }
+        observer.event(&CaptureEvent::Warning(format!(
+            "the server's oplog cursor skipped {} entries between {} and {}; they were read again",
+            again.entries.saturating_sub(slice.entries),
+            pos.next,
+            slice.last_ts
+        )));
+        again.started = slice.started;
+        self.reread = Some(again.last_ts);
+        *slice = again;
+        Ok(())
+    }
+}
+
 /// Stores the slice gathered so far and starts the next one.
 #[allow(clippy::too_many_arguments)]
 async fn store(
@@ -688,8 +784,10 @@ async fn store(
     slice: &mut Slice,
     observer: &dyn CaptureObserver,
     summary: &mut FollowSummary,
+    check: &mut SkipCheck,
     certain: bool,
 ) -> Result<bool> {
+    check.run(conn, pos, slice, observer).await?;
     // Entries sharing the newest timestamp are committed together: unless
     // a newer entry was read (`certain`), make sure all of them were read
     // before the slice ends after them; otherwise the slice waits.
