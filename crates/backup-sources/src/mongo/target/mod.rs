@@ -128,6 +128,13 @@ impl MongoTarget {
             if !coll.is_empty() && !filter.matches(db, coll) {
                 return None;
             }
+            // A database as a whole (a replayed `dropDatabase`): only when
+            // the patterns select every collection of it (`db`, `db.*`).
+            // Another database dropped in the source, or one selected in
+            // part, must not be dropped on the target.
+            if coll.is_empty() && !filter.matches(db, "*") {
+                return None;
+            }
             Some(renames.map(db, coll))
         })
     }
@@ -380,5 +387,29 @@ impl Target for MongoTarget {
             replayed,
         };
         report.finish(done, self.describe(), stats)
+    }
+}
+
+#[cfg(test)]
+mod mapper_tests {
+    use super::*;
+
+    #[test]
+    fn database_commands_apply_only_to_wholly_selected_databases() {
+        let opts = RestoreOptions {
+            includes: vec!["shop.*".to_owned(), "app.orders".to_owned()],
+            renames: vec!["shop:shop2".to_owned(), "app:app2".to_owned()],
+            ..RestoreOptions::default()
+        };
+        let map = MongoTarget::mapper(&opts, None, &[]).unwrap();
+        assert_eq!(map("shop", ""), Some(("shop2".to_owned(), String::new())));
+        assert_eq!(map("other", ""), None, "an unselected database");
+        assert_eq!(map("app", ""), None, "a database selected in part");
+        assert_eq!(
+            map("app", "orders"),
+            Some(("app2".to_owned(), "orders".to_owned()))
+        );
+        let all = MongoTarget::mapper(&RestoreOptions::default(), None, &[]).unwrap();
+        assert_eq!(all("other", ""), Some(("other".to_owned(), String::new())));
     }
 }
