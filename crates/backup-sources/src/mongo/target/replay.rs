@@ -91,8 +91,19 @@ pub(crate) type SharedMap<'a> = &'a (dyn Fn(&str, &str) -> Option<(String, Strin
 
 /// An ordered run of statements of one kind.
 enum Group {
+    /// Documents inserted by entries after the snapshot's consistent
+    /// point (see [`Replayer::after_snapshot`]).
+    Insert(Vec<Document>),
     Update(Vec<Document>),
     Delete(Vec<Document>),
+}
+
+/// The kind of a statement, for [`Replayer::push`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
 }
 
 /// Statements of one namespace not sent yet.
@@ -132,6 +143,9 @@ pub(crate) struct Replayer<'a> {
     /// `partialTxn` chains and prepared transactions waiting for their
     /// commit.
     txns: HashMap<TxnKey, Vec<Document>>,
+    /// Inserts are sent as inserts rather than upserts: set once the
+    /// entries are past the snapshot's consistent point.
+    inserts_are_new: bool,
     report: ReplayReport,
 }
 
@@ -162,6 +176,7 @@ impl<'a> Replayer<'a> {
             lanes: HashMap::new(),
             deferred: Vec::new(),
             txns: HashMap::new(),
+            inserts_are_new: false,
             report: ReplayReport::default(),
         }
     }
@@ -173,6 +188,19 @@ impl<'a> Replayer<'a> {
             format!("{db}.{coll}")
         };
         self.report.namespaces.entry(ns).or_default()
+    }
+
+    /// Marks the end of the snapshot's own oplog window: the entries fed
+    /// from now on come after its consistent point, where the target holds
+    /// exactly the source's state before each entry. An insert then finds
+    /// no document with its `_id` (the source had none, and every earlier
+    /// entry of the namespace was applied in order), so it is sent as a
+    /// plain insert, several times faster than the upsert that entries of
+    /// the window need (their documents may have been copied already). A
+    /// batch that still meets a duplicate `_id` (a target that was not
+    /// fresh) replays the rest of that batch as upserts.
+    pub(crate) fn after_snapshot(&mut self) {
+        self.inserts_are_new = true;
     }
 
     /// Replays one entry (raw BSON).
@@ -272,8 +300,17 @@ impl<'a> Replayer<'a> {
                 doc,
             } => {
                 self.counts(&db, &coll).inserts += 1;
-                self.push(db, coll, true, doc! {"q": filter, "u": doc, "upsert": true})
+                if self.inserts_are_new {
+                    self.push(db, coll, Kind::Insert, doc).await
+                } else {
+                    self.push(
+                        db,
+                        coll,
+                        Kind::Update,
+                        doc! {"q": filter, "u": doc, "upsert": true},
+                    )
                     .await
+                }
             }
             Op::Replace {
                 db,
@@ -282,7 +319,7 @@ impl<'a> Replayer<'a> {
                 doc,
             } => {
                 self.counts(&db, &coll).updates += 1;
-                self.push(db, coll, true, doc! {"q": filter, "u": doc})
+                self.push(db, coll, Kind::Update, doc! {"q": filter, "u": doc})
                     .await
             }
             Op::Update {
@@ -296,7 +333,7 @@ impl<'a> Replayer<'a> {
                     self.push(
                         db.clone(),
                         coll.clone(),
-                        true,
+                        Kind::Update,
                         doc! {"q": filter.clone(), "u": u},
                     )
                     .await?;
@@ -305,7 +342,7 @@ impl<'a> Replayer<'a> {
             }
             Op::Delete { db, coll, filter } => {
                 self.counts(&db, &coll).deletes += 1;
-                self.push(db, coll, false, doc! {"q": filter, "limit": 1})
+                self.push(db, coll, Kind::Delete, doc! {"q": filter, "limit": 1})
                     .await
             }
             Op::Command { db, cmd } => self.command(db, cmd).await,
@@ -314,17 +351,20 @@ impl<'a> Replayer<'a> {
 
     /// Adds a statement to its namespace's pending batch, sending the batch
     /// when it is full.
-    async fn push(&mut self, db: String, coll: String, update: bool, stmt: Document) -> Result<()> {
+    async fn push(&mut self, db: String, coll: String, kind: Kind, stmt: Document) -> Result<()> {
         if self.conn.is_none() {
             return Ok(());
         }
         let size = statement_size(&stmt);
         let key = (db, coll);
         let p = self.pending.entry(key.clone()).or_default();
-        match (p.groups.last_mut(), update) {
-            (Some(Group::Update(v)), true) | (Some(Group::Delete(v)), false) => v.push(stmt),
-            (_, true) => p.groups.push(Group::Update(vec![stmt])),
-            (_, false) => p.groups.push(Group::Delete(vec![stmt])),
+        match (p.groups.last_mut(), kind) {
+            (Some(Group::Insert(v)), Kind::Insert)
+            | (Some(Group::Update(v)), Kind::Update)
+            | (Some(Group::Delete(v)), Kind::Delete) => v.push(stmt),
+            (_, Kind::Insert) => p.groups.push(Group::Insert(vec![stmt])),
+            (_, Kind::Update) => p.groups.push(Group::Update(vec![stmt])),
+            (_, Kind::Delete) => p.groups.push(Group::Delete(vec![stmt])),
         }
         p.statements += 1;
         p.bytes += size;
@@ -557,36 +597,87 @@ async fn join(task: JoinHandle<Result<()>>) -> Result<()> {
 
 /// Sends the statements of one namespace, in order.
 async fn execute(conn: &Conn, db: &str, coll: &str, groups: Vec<Group>) -> Result<()> {
-    let database = conn.client.database(db);
     for g in groups {
-        let (cmd, what) = match g {
-            Group::Update(stmts) => (
-                doc! {"update": coll, "updates": stmts, "ordered": true, "bypassDocumentValidation": true},
-                "updates",
-            ),
-            Group::Delete(stmts) => (
-                doc! {"delete": coll, "deletes": stmts, "ordered": true},
-                "deletes",
-            ),
-        };
-        let reply = database
-            .run_command(cmd)
-            .await
-            .map_err(|e| conn.error(&format!("replaying the oplog: {what} of {db}.{coll}"), e))?;
-        if let Some(err) = reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|a| a.first())
-            .and_then(Bson::as_document)
-        {
-            return Err(Error::target_failed(format!(
-                "replaying the oplog: the target refused {what} of {db}.{coll}: {} (code {})",
-                err.get_str("errmsg").unwrap_or("?"),
-                err.get("code").map(ToString::to_string).unwrap_or_default()
-            )));
+        match g {
+            Group::Insert(docs) => {
+                let Some(at) = write(conn, db, coll, Group::Insert(docs.clone()), true).await?
+                else {
+                    continue;
+                };
+                // The documents before `at` went in; the rest go as
+                // upserts (the target already held that `_id`).
+                let stmts = docs
+                    .into_iter()
+                    .skip(at)
+                    .map(|d| {
+                        let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                        doc! {"q": {"_id": id}, "u": d, "upsert": true}
+                    })
+                    .collect();
+                write(conn, db, coll, Group::Update(stmts), false).await?;
+            }
+            g => {
+                write(conn, db, coll, g, false).await?;
+            }
         }
     }
     Ok(())
+}
+
+/// Sends one ordered batch. With `duplicates_back`, a duplicate key error
+/// is not a failure: its statement's index is returned.
+async fn write(
+    conn: &Conn,
+    db: &str,
+    coll: &str,
+    group: Group,
+    duplicates_back: bool,
+) -> Result<Option<usize>> {
+    let (cmd, what) = match group {
+        Group::Insert(docs) => (
+            doc! {"insert": coll, "documents": docs, "ordered": true, "bypassDocumentValidation": true},
+            "inserts",
+        ),
+        Group::Update(stmts) => (
+            doc! {"update": coll, "updates": stmts, "ordered": true, "bypassDocumentValidation": true},
+            "updates",
+        ),
+        Group::Delete(stmts) => (
+            doc! {"delete": coll, "deletes": stmts, "ordered": true},
+            "deletes",
+        ),
+    };
+    let reply = conn
+        .client
+        .database(db)
+        .run_command(cmd)
+        .await
+        .map_err(|e| conn.error(&format!("replaying the oplog: {what} of {db}.{coll}"), e))?;
+    let Some(err) = reply
+        .get_array("writeErrors")
+        .ok()
+        .and_then(|a| a.first())
+        .and_then(Bson::as_document)
+    else {
+        return Ok(None);
+    };
+    let code = match err.get("code") {
+        Some(Bson::Int32(c)) => i64::from(*c),
+        Some(Bson::Int64(c)) => *c,
+        _ => 0,
+    };
+    let index = match err.get("index") {
+        Some(Bson::Int32(i)) => usize::try_from(*i).ok(),
+        Some(Bson::Int64(i)) => usize::try_from(*i).ok(),
+        _ => None,
+    };
+    if let (true, 11000, Some(i)) = (duplicates_back, code, index) {
+        return Ok(Some(i));
+    }
+    Err(Error::target_failed(format!(
+        "replaying the oplog: the target refused {what} of {db}.{coll}: {} (code {code})",
+        err.get_str("errmsg").unwrap_or("?"),
+    )))
 }
 
 /// Runs a replayed command; a command that finds its result already in
@@ -664,6 +755,7 @@ pub(crate) async fn feed(
             replay.from, replay.until
         )));
     };
+    r.after_snapshot();
     let repo = snapshot.repository().clone();
     let mut pieces = futures::stream::iter(replay.pieces.clone())
         .map(|name| {
