@@ -15,12 +15,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime, Document, RawDocumentBuf};
 use mongodb::Client;
+
+fn run_backup(bin: &str, repo: &std::path::Path, args: &[&str]) -> (Duration, u64) {
+    let (t, rss, _) = backup_benches::run_backup(bin, repo, args);
+    (t, rss)
+}
 
 const DB: &str = "bench";
 const COLLECTIONS: [&str; 4] = ["events", "orders", "profiles", "blobs"];
@@ -132,28 +136,6 @@ async fn bare_insert(c: &Client, max_bytes: usize, max_count: usize) -> Duration
         total += t.elapsed();
     }
     total
-}
-
-fn run_backup(bin: &str, repo: &std::path::Path, args: &[&str]) -> (Duration, u64) {
-    let t = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("MAXRSS_KIB=%M")
-        .arg(bin)
-        .args(args)
-        .env("BACKUP_REPOSITORY", repo)
-        .env("BACKUP_PASSWORD", "bench")
-        .output()
-        .expect("running /usr/bin/time backup (apt-get install time)");
-    let elapsed = t.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "backup {args:?} failed: {stderr}");
-    let rss = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS_KIB="))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    (elapsed, rss)
 }
 
 #[tokio::main]

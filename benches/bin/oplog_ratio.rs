@@ -34,6 +34,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backup_benches::run_backup;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::Client;
@@ -218,7 +219,7 @@ impl Follower {
         if let Some(r) = self.reader.take() {
             r.join().unwrap();
         }
-        max_rss(&err)
+        backup_benches::max_rss_kib(&err)
     }
 }
 
@@ -236,33 +237,6 @@ impl Drop for Follower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn max_rss(stderr: &str) -> u64 {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS_KIB="))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
-fn run_backup(bin: &str, repo: &std::path::Path, args: &[&str]) -> (Duration, u64, String) {
-    let t = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "MAXRSS_KIB=%M", bin])
-        .args(args)
-        .env("BACKUP_REPOSITORY", repo)
-        .env("BACKUP_PASSWORD", "bench")
-        .output()
-        .expect("running /usr/bin/time backup (apt-get install time)");
-    let elapsed = t.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "backup {args:?} failed: {stderr}");
-    (
-        elapsed,
-        max_rss(&stderr),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 /// One captured data entry, as the baselines apply it.

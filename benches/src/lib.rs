@@ -518,6 +518,46 @@ impl fmt::Display for RatioReport {
     }
 }
 
+/// The peak RSS in KiB that GNU time printed (`-f MAXRSS_KIB=%M`) in
+/// `stderr`, 0 when absent.
+pub fn max_rss_kib(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS_KIB="))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `backup ARGS` on `repo` (password `bench`) under `/usr/bin/time`;
+/// returns its wall time, peak RSS in KiB and standard output.
+///
+/// # Panics
+///
+/// When GNU time cannot run or the command fails (its stderr is shown).
+#[allow(clippy::expect_used)] // A benchmark stops at the first failure.
+pub fn run_backup(
+    bin: &str,
+    repo: &std::path::Path,
+    args: &[&str],
+) -> (std::time::Duration, u64, String) {
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "MAXRSS_KIB=%M", bin])
+        .args(args)
+        .env("BACKUP_REPOSITORY", repo)
+        .env("BACKUP_PASSWORD", "bench")
+        .output()
+        .expect("running /usr/bin/time backup (apt-get install time)");
+    let elapsed = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backup {args:?} failed: {stderr}");
+    (
+        elapsed,
+        max_rss_kib(&stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
