@@ -286,8 +286,14 @@ enum Read {
     /// The cursor is open; entries up to this position (the server's
     /// newest write once the first batch was back) may have been missed.
     Opened(Ts),
-    Entry(RawDocumentBuf),
+    /// The entries of one server reply, in oplog order.
+    Entries(Vec<RawDocumentBuf>),
+    /// A reply without entries: everything the server had made visible
+    /// when it answered was read before.
+    CaughtUp,
     Failed(mongodb::error::Error),
+    /// A reply that could not be taken apart.
+    Invalid(Error),
     Ended,
 }
 
@@ -407,10 +413,16 @@ async fn run(
     let mut slice = Slice::default();
     let mut last_lag = Instant::now();
     let mut check = SkipCheck::default();
+    // The server's last reply was empty: every entry it had made visible
+    // was read, so none is missing from the newest timestamp's group.
+    let mut caught_up = false;
+    let mut caught_up_at: Option<DateTime<Utc>> = None;
     loop {
+        // A slice is stored when a newer entry arrives after it is due,
+        // or, once the reader has caught up, when it is due.
         let now = tokio::time::Instant::now();
         let mut deadline = now + Duration::from_secs(1);
-        if let Some(s) = slice.started {
+        if let Some(s) = slice.started.filter(|_| caught_up) {
             let due = tokio::time::Instant::from_std(s + opts.slice_time);
             deadline = deadline.min(due.max(now));
         }
@@ -420,7 +432,7 @@ async fn run(
                 // lack companions sharing their timestamp: those are read
                 // again at the next start.
                 if !slice.is_empty() {
-                    store(repo, conn, opts, lease, &descriptor, &mut pos, &mut slice, observer, summary, &mut check, false).await?;
+                    store(repo, conn, opts, lease, &descriptor, &mut pos, &mut slice, observer, summary, &mut check, caught_up).await?;
                 }
                 return Ok(());
             }
@@ -428,45 +440,53 @@ async fn run(
         };
         match msg {
             Ok(Some(Read::Opened(upto))) => check.suspect = Some(upto),
-            Ok(Some(Read::Entry(doc))) => {
-                let Some(ts) = entry_ts(&doc) else {
-                    return Err(Error::source_failed(
-                        "an oplog entry without a timestamp (`ts`)",
-                    ));
-                };
-                // Already stored by a re-read of a checked slice.
-                if ts < pos.next && check.reread.is_some_and(|r| ts <= r) {
-                    continue;
+            Ok(Some(Read::Entries(docs))) => {
+                caught_up = false;
+                for doc in docs {
+                    let Some(ts) = entry_ts(&doc) else {
+                        return Err(Error::source_failed(
+                            "an oplog entry without a timestamp (`ts`)",
+                        ));
+                    };
+                    // Already stored by a re-read of a checked slice.
+                    if ts < pos.next && check.reread.is_some_and(|r| ts <= r) {
+                        continue;
+                    }
+                    if ts < pos.next || (!slice.is_empty() && ts < slice.last_ts) {
+                        return Err(Error::Source {
+                            message: format!(
+                                "the oplog returned entry {ts} after {}: resuming from the last stored position",
+                                if slice.is_empty() { pos.next.prev() } else { slice.last_ts }
+                            ),
+                            cause: None,
+                            retryable: true,
+                        });
+                    }
+                    if ts > slice.last_ts && slice.due(opts) {
+                        store(
+                            repo,
+                            conn,
+                            opts,
+                            lease,
+                            &descriptor,
+                            &mut pos,
+                            &mut slice,
+                            observer,
+                            summary,
+                            &mut check,
+                            true,
+                        )
+                        .await?;
+                    }
+                    slice.add(&doc, ts);
                 }
-                if ts < pos.next || (!slice.is_empty() && ts < slice.last_ts) {
-                    return Err(Error::Source {
-                        message: format!(
-                            "the oplog returned entry {ts} after {}: resuming from the last stored position",
-                            if slice.is_empty() { pos.next.prev() } else { slice.last_ts }
-                        ),
-                        cause: None,
-                        retryable: true,
-                    });
-                }
-                if ts > slice.last_ts && slice.due(opts) {
-                    store(
-                        repo,
-                        conn,
-                        opts,
-                        lease,
-                        &descriptor,
-                        &mut pos,
-                        &mut slice,
-                        observer,
-                        summary,
-                        &mut check,
-                        true,
-                    )
-                    .await?;
-                }
-                slice.add(&doc, ts);
+            }
+            Ok(Some(Read::CaughtUp)) => {
+                caught_up = true;
+                caught_up_at = Some(Utc::now());
             }
             Ok(Some(Read::Failed(e))) => return Err(oplog_error(conn, e)),
+            Ok(Some(Read::Invalid(e))) => return Err(e),
             Ok(Some(Read::Ended) | None) => {
                 return Err(Error::Source {
                     message: "the oplog cursor was closed by the server".to_owned(),
@@ -474,28 +494,27 @@ async fn run(
                     retryable: true,
                 })
             }
-            Err(_) => {
-                if slice.due(opts) {
-                    store(
-                        repo,
-                        conn,
-                        opts,
-                        lease,
-                        &descriptor,
-                        &mut pos,
-                        &mut slice,
-                        observer,
-                        summary,
-                        &mut check,
-                        false,
-                    )
-                    .await?;
-                }
-            }
+            Err(_) => {}
+        }
+        if caught_up && slice.due(opts) {
+            store(
+                repo,
+                conn,
+                opts,
+                lease,
+                &descriptor,
+                &mut pos,
+                &mut slice,
+                observer,
+                summary,
+                &mut check,
+                true,
+            )
+            .await?;
         }
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
-            report_lag(conn, &pos, &slice, observer).await?;
+            report_lag(conn, &pos, &slice, caught_up_at, observer).await?;
             lease.renew().await?;
         }
     }
@@ -509,7 +528,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Reads entries from `from` on with a tailable, awaiting cursor.
+/// Reads entries from `from` on with a tailable, awaiting cursor, one
+/// server reply at a time: an empty reply (the await ran out with nothing
+/// new) tells the follower it has read everything visible so far.
 async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
     let coll = conn
         .client
@@ -520,6 +541,7 @@ async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
         .cursor_type(CursorType::TailableAwait)
         .max_await_time(Duration::from_secs(1))
         .read_concern(ReadConcern::majority())
+        .batch()
         .await;
     let mut cursor = match cursor {
         Ok(c) => c,
@@ -542,15 +564,35 @@ async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
     }
     loop {
         let msg = match cursor.next().await {
-            Some(Ok(doc)) => Read::Entry(doc),
+            Some(Ok(batch)) => match batch_entries(&batch) {
+                Ok(docs) if docs.is_empty() => Read::CaughtUp,
+                Ok(docs) => Read::Entries(docs),
+                Err(e) => Read::Invalid(e),
+            },
             Some(Err(e)) => Read::Failed(e),
             None => Read::Ended,
         };
-        let last = !matches!(msg, Read::Entry(_));
+        let last = matches!(msg, Read::Failed(_) | Read::Invalid(_) | Read::Ended);
         if tx.send(msg).await.is_err() || last {
             return;
         }
     }
+}
+
+/// The entries of one server reply.
+fn batch_entries(batch: &mongodb::raw_batch_cursor::RawBatch) -> Result<Vec<RawDocumentBuf>> {
+    let invalid = |what: &dyn std::fmt::Display| {
+        Error::source_failed(format!("an oplog cursor reply that cannot be read: {what}"))
+    };
+    let mut docs = Vec::new();
+    for value in batch.doc_slices().map_err(|e| invalid(&e))? {
+        let value = value.map_err(|e| invalid(&e))?;
+        let doc = value
+            .as_document()
+            .ok_or_else(|| invalid(&"its batch holds something other than a document"))?;
+        docs.push(doc.to_raw_document_buf());
+    }
+    Ok(docs)
 }
 
 /// A driver error while reading the oplog, with the role it needs when
@@ -789,8 +831,10 @@ async fn store(
 ) -> Result<bool> {
     check.run(conn, pos, slice, observer).await?;
     // Entries sharing the newest timestamp are committed together: unless
-    // a newer entry was read (`certain`), make sure all of them were read
-    // before the slice ends after them; otherwise the slice waits.
+    // a newer entry was read or the server had nothing more to give
+    // (`certain`), make sure all of them were read before the slice ends
+    // after them; otherwise the slice waits. (Only a stop gets here
+    // uncertain: a count of the oplog can be a scan of it.)
     if !certain {
         let on_server = conn
             .client
@@ -872,11 +916,14 @@ async fn store(
 }
 
 /// Reports how far the stored entries are behind the server's newest
-/// write.
+/// write: from the oldest entry not stored (the slice's first, or, when
+/// none is read yet, one written after the newest stored entry and after
+/// the reader last caught up) to the server's newest.
 async fn report_lag(
     conn: &Conn,
     pos: &Position,
     slice: &Slice,
+    caught_up_at: Option<DateTime<Utc>>,
     observer: &dyn CaptureObserver,
 ) -> Result<()> {
     let hello = conn.hello().await?;
@@ -888,15 +935,11 @@ async fn report_lag(
     let seconds = if server < pos.next {
         0.0
     } else {
-        // The oldest entry not stored: the slice's first, or (not read
-        // yet) at the latest the server's newest.
-        let oldest = match slice.time_first {
-            Some(t) => Some(t),
-            None => oldest_unstored(conn, pos.next).await?,
-        };
+        let oldest = slice.time_first.or(pos.stored_time.max(caught_up_at));
         match (source_newest, oldest) {
             (Some(s), Some(o)) => ((s - o).num_milliseconds() as f64 / 1000.0).max(0.0),
-            _ => 0.0,
+            // Nothing read yet since the start: known with the first reply.
+            _ => return Ok(()),
         }
     };
     observer.event(&CaptureEvent::Lag {
@@ -905,19 +948,6 @@ async fn report_lag(
         stored_newest: pos.stored_time,
     });
     Ok(())
-}
-
-/// The time of the oldest entry at or after `next` (not read yet).
-async fn oldest_unstored(conn: &Conn, next: Ts) -> Result<Option<DateTime<Utc>>> {
-    let found = conn
-        .client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs")
-        .find_one(doc! {"ts": {"$gte": Timestamp::from(next)}})
-        .sort(doc! {"ts": 1})
-        .await
-        .map_err(|e| oplog_error(conn, e))?;
-    Ok(found.and_then(|d| entry_ts(&d).and_then(|ts| entry_time(&d, ts))))
 }
 
 #[cfg(test)]
