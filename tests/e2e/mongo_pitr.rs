@@ -216,6 +216,14 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
         .insert_many((0..5).map(|i| doc! {"_id": i, "v": i}))
         .run()
         .unwrap();
+    // A database dropped during the capture (below).
+    for coll in ["a", "b"] {
+        c.database("scratch")
+            .collection::<Document>(coll)
+            .insert_many((0..3).map(|i| doc! {"_id": i}))
+            .run()
+            .unwrap();
+    }
     let before_base = chrono::Utc::now() - chrono::Duration::hours(1);
     // Stamped two hours back (for the retention check at the end): its
     // place in the oplog is where it was taken.
@@ -268,6 +276,7 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
         .run()
         .unwrap();
     shop.collection::<Document>("gone").drop().run().unwrap();
+    c.database("scratch").drop().run().unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     phase(&c, 40, 60);
     let last = newest(&c);
@@ -425,6 +434,48 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
     assert_eq!(raw_docs(&c, "shop", "seq"), raw_docs(&c, "only", "numbers"));
     assert_eq!(collections(&c, "only").len(), 1);
 
+    // The dropped database is gone from a copy that selected it whole,
+    // and from one that selected one collection of it under another name
+    // (the server logs a drop per collection before `dropDatabase`).
+    s.ok(&[
+        "restore",
+        "--at-ts",
+        &ts_arg(last),
+        "--to",
+        &url,
+        "--include",
+        "scratch.*",
+        "--rename",
+        "scratch:scratch_whole",
+    ]);
+    assert!(collections(&c, "scratch_whole").is_empty());
+    s.ok(&[
+        "restore",
+        "--at-ts",
+        &ts_arg(last),
+        "--to",
+        &url,
+        "--include",
+        "scratch.a",
+        "--rename",
+        "scratch.a:part.a",
+    ]);
+    assert!(collections(&c, "part").is_empty());
+    assert!(collections(&c, "scratch").is_empty());
+    // Before the drop, the same selection holds the collection.
+    s.ok(&[
+        "restore",
+        "--at-ts",
+        &ts_arg(seq[29].0),
+        "--to",
+        &url,
+        "--include",
+        "scratch.a",
+        "--rename",
+        "scratch.a:early.a",
+    ]);
+    assert_eq!(raw_docs(&c, "early", "a").len(), 3);
+
     // A dry run says what it would do and changes nothing.
     let dry = s.ok(&[
         "restore",
@@ -571,12 +622,16 @@ fn restores_to_a_time_and_a_timestamp_from_the_captured_oplog() {
 /// `backupd` with `oplog = "continuous"`: the follower runs beside the
 /// schedule, its lag, window and slices show in `/metrics` and the status
 /// API, a lag over `max_oplog_lag` is notified, and SIGTERM stores what
-/// was read before the daemon exits.
+/// was read before the daemon exits; an oplog that rolled over while the
+/// daemon was down is a `capture_gap` notice, a server that goes away a
+/// `capture_stopped` one.
 #[test]
+#[allow(clippy::too_many_lines)] // One daemon's life: capture, gap, outage.
 fn daemon_captures_the_oplog_continuously() {
     use crate::daemon::{config, metric, wait_event, webhook_receiver, Daemon};
 
-    let m = MongoServer::start();
+    // A small oplog (SecantusDB prunes it on request), for the gap below.
+    let m = MongoServer::start_with(&["--oplog-max-entries", "40"]);
     let c = Client::with_uri_str(m.url("")).unwrap();
     let s = Scratch::new();
     s.init();
@@ -638,6 +693,37 @@ fn daemon_captures_the_oplog_continuously() {
     let pitr = s.json(&["pitr"]);
     let to = parse_ts(pitr[0]["windows"][0]["to"].as_str().unwrap());
     assert!(to >= (last.time, last.increment), "{pitr:#}");
+
+    // 100 writes while the daemon is down, to an oplog that keeps 40: the
+    // restarted daemon records the gap and notifies it.
+    for i in 21..=120 {
+        seq.insert_one(doc! {"_id": i}).run().unwrap();
+    }
+    c.database("admin")
+        .run_command(doc! {"secantusAdmin.pruneOplog": 1})
+        .run()
+        .unwrap();
+    let d = Daemon::start(&s, &cfg, port, "daemon2.log");
+    let gap = wait_event(&hooks, "capture_gap");
+    assert_eq!(gap["job"], "mongo", "{gap:#}");
+    d.wait_for("the gap in the metrics", Duration::from_secs(30), || {
+        metric(
+            &d.metrics(),
+            "backupd_capture_gaps_total{job=\"mongo\",kind=\"mongodb-oplog\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    let pitr = s.json(&["pitr"]);
+    assert_eq!(pitr[0]["gaps"].as_array().unwrap().len(), 1, "{pitr:#}");
+
+    // The server goes away: the capture stops and says so.
+    drop(c);
+    drop(m);
+    let stopped = wait_event(&hooks, "capture_stopped");
+    assert_eq!(stopped["job"], "mongo", "{stopped:#}");
+    let (code, _) = d.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(60));
+    assert_eq!(code, 0);
 }
 
 /// A standalone server has no oplog to follow; an oplog that rolled over

@@ -94,6 +94,10 @@ impl Daemon {
                     c.last_error = Some(why.clone());
                 }
             });
+            // A receiver that ran a while and stopped is a new outage.
+            if started.elapsed() > Duration::from_secs(60) {
+                stopped_noticed = false;
+            }
             if !stopped_noticed {
                 self.notify(
                     &job,

@@ -9,6 +9,7 @@
 //! follower write; the others wait (their state says so) and take over
 //! when its lease expires.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ use crate::state::CaptureState;
 struct Observer {
     daemon: Arc<Daemon>,
     job: Job,
+    /// `capture_stopped` was sent for the current outage (cleared when
+    /// capture starts again).
+    stopped_noticed: AtomicBool,
 }
 
 impl Observer {
@@ -31,6 +35,22 @@ impl Observer {
             f(s.capture.get_or_insert_with(CaptureState::default));
         });
     }
+
+    /// Sends `capture_stopped`, once per outage.
+    fn stopped(&self, error: &str, retry: Duration, how: &str) {
+        if self.stopped_noticed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.daemon.notify(
+            &self.job,
+            Event::CaptureStopped,
+            format!("{}: oplog capture stopped", self.job.name),
+            format!(
+                "{error}\n{how} in {} s; changes made meanwhile stay in the oplog until it rolls over.",
+                retry.as_secs()
+            ),
+        );
+    }
 }
 
 impl CaptureObserver for Observer {
@@ -38,6 +58,7 @@ impl CaptureObserver for Observer {
         match e {
             CaptureEvent::Started { stream, from, .. } => {
                 tracing::info!(job = %self.job.name, stream = %stream, from = %from, "Oplog capture started.");
+                self.stopped_noticed.store(false, Ordering::SeqCst);
                 self.update(|c| {
                     c.streaming = true;
                     c.last_error = None;
@@ -94,7 +115,16 @@ impl CaptureObserver for Observer {
             }
             CaptureEvent::Reconnecting { error, after } => {
                 tracing::warn!(job = %self.job.name, error = %error, retry_in = ?after, "Oplog capture reconnects.");
-                self.update(|c| c.last_error = Some(error.clone()));
+                self.update(|c| {
+                    c.streaming = false;
+                    c.restarts_total += 1;
+                    c.last_error = Some(error.clone());
+                });
+                self.stopped(
+                    error,
+                    *after,
+                    "It reconnects and resumes after the last stored entry",
+                );
             }
             CaptureEvent::Warning(w) => {
                 tracing::warn!(job = %self.job.name, "{w}");
@@ -118,6 +148,7 @@ impl Daemon {
         let observer = Observer {
             daemon: Arc::clone(&self),
             job: job.clone(),
+            stopped_noticed: AtomicBool::new(false),
         };
         let mut wait = Duration::from_secs(5);
         loop {
@@ -160,15 +191,7 @@ impl Daemon {
             };
             tracing::error!(job = %job.name, error = %error, retry_in = ?wait, "Oplog capture stopped.");
             observer.update(|c| c.restarts_total += 1);
-            self.notify(
-                &job,
-                Event::CaptureStopped,
-                format!("{}: oplog capture stopped", job.name),
-                format!(
-                    "{error}\nIt restarts in {} s; changes made meanwhile stay in the oplog until it rolls over.",
-                    wait.as_secs()
-                ),
-            );
+            observer.stopped(&error, wait, "It restarts");
             tokio::select! {
                 () = generation.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
