@@ -443,7 +443,11 @@ async fn main() {
         "86400",
     ]);
     let url = server.url("");
-    let c = Client::with_uri_str(&url).await.unwrap();
+    // The Python server answers nothing else while it scans a large
+    // oplog (the entries read back below): the driver's monitor must not
+    // give up on it meanwhile.
+    let patient = format!("{url}&connectTimeoutMS=900000&serverSelectionTimeoutMS=900000");
+    let c = Client::with_uri_str(&patient).await.unwrap();
     load_seed(&c, DB).await;
 
     let repo = tempfile::tempdir().unwrap();
@@ -550,7 +554,7 @@ async fn main() {
     eprintln!("per-operation loop: {:.1} s", per_op.as_secs_f64());
     // A fresh client: the server drops connections left idle during the
     // long per-operation loop.
-    let c = Client::with_uri_str(&url).await.unwrap();
+    let c = Client::with_uri_str(&patient).await.unwrap();
     load_seed(&c, "bulk").await;
     let bulk = bulk_replay(&c, "bulk", &steps).await;
 
