@@ -434,9 +434,10 @@ async fn main() {
     let ops: u64 = args
         .next()
         .map_or(1_000_000, |d| d.parse().expect("OPS is a number"));
-    // Room for the writes (read back before the replays, which may roll
-    // them out: the Python server holds its oplog in memory).
-    let cap = (ops + ops / 5 + 100_000).to_string();
+    // Room for the writes and three replays of them: the test server
+    // prunes a full oplog on every write, which slows the replays that
+    // run after the first one several times over.
+    let cap = (ops * 5 + 100_000).to_string();
     let server = backup_testkit::mongo::MongoServer::start_with(&[
         "--oplog-max-entries",
         &cap,
