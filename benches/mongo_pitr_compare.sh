@@ -18,6 +18,8 @@
 #   BACKUP_BIN              use this `backup` binary instead of building one
 #   BACKUP_TEST_SECANTUSD   the secantusd-py to start (default: .venv, as scripts/test.sh installs it)
 #   BENCH_VERBOSE=1         print each stored slice's delay
+#   BENCH_SKIP_LOOP=1       leave the per-operation loop out (on the test server a lone
+#                           write slows as the oplog grows: hours at 1000000)
 #
 # Needs GNU time (apt-get install -y time) for the peak RSS.
 set -euo pipefail

@@ -550,10 +550,18 @@ async fn main() {
     );
     assert_same(&c, "ours").await;
     eprintln!("ours: {:.1} s for {n} entries", ours.as_secs_f64());
-    load_seed(&c, "per_op").await;
-    let per_op = loop_replay(&c, "per_op", &steps).await;
-    assert_same(&c, "per_op").await;
-    eprintln!("per-operation loop: {:.1} s", per_op.as_secs_f64());
+    // On the test server a lone write costs more the longer its oplog
+    // (379 operations per second at 20 000 entries, 65 at 200 000), so
+    // the loop takes hours at a million: BENCH_SKIP_LOOP=1 leaves it out.
+    let per_op = if std::env::var_os("BENCH_SKIP_LOOP").is_some() {
+        None
+    } else {
+        load_seed(&c, "per_op").await;
+        let per_op = loop_replay(&c, "per_op", &steps).await;
+        assert_same(&c, "per_op").await;
+        eprintln!("per-operation loop: {:.1} s", per_op.as_secs_f64());
+        Some(per_op)
+    };
     // A fresh client: the server drops connections left idle during the
     // long per-operation loop.
     let c = Client::with_uri_str(&patient).await.unwrap();
@@ -561,10 +569,15 @@ async fn main() {
     let bulk = bulk_replay(&c, "bulk", &steps).await;
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!(
-        "oplog replay throughput ratio (ours / per-operation loop) = {:.2}   (target >= 1.5)",
-        per_op.as_secs_f64() / ours.as_secs_f64()
-    );
+    match per_op {
+        Some(p) => println!(
+            "oplog replay throughput ratio (ours / per-operation loop) = {:.2}   (target >= 1.5)",
+            p.as_secs_f64() / ours.as_secs_f64()
+        ),
+        None => println!(
+            "oplog replay throughput ratio (ours / per-operation loop): not run (BENCH_SKIP_LOOP)"
+        ),
+    }
     println!(
         "oplog replay throughput ratio (ours / unordered bulk per namespace) = {:.2}   (target >= 1.0)",
         bulk.as_secs_f64() / ours.as_secs_f64()
@@ -579,10 +592,10 @@ async fn main() {
         restore_rss / 1024
     );
     println!(
-        "operations per second: server's own write rate {:.0} (4 bulk writers), ours {:.0}, per-operation loop {:.0}, unordered bulk {:.0}",
+        "operations per second: server's own write rate {:.0} (4 bulk writers), ours {:.0}, per-operation loop {}, unordered bulk {:.0}",
         sent as f64 / write_time.as_secs_f64(),
         rate(ours),
-        rate(per_op),
+        per_op.map_or_else(|| "not run".to_owned(), |p| format!("{:.0}", rate(p))),
         rate(bulk)
     );
     println!(
