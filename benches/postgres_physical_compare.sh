@@ -21,6 +21,11 @@
 #   our peak RSS                                                          target < 300 MB
 #   CPU-seconds per GB of database, ours beside pgBackRest's (client side)
 #
+# The cluster runs with wal_log_hints=on (as for pg_rewind; data checksums
+# would do too): our second local backup stores page deltas only when every
+# change of a page's bytes is WAL-logged (docs/ARCHITECTURE.md, "Page
+# deltas"). Both tools back up the same cluster.
+#
 # pgBackRest runs as the postgres user with compress-type=zst, process-max=2,
 # start-fast=y and WAL archived by archive-push (its backups need it); the
 # WAL archiving runs during every measurement, ours included.
@@ -116,7 +121,7 @@ say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
 "${AS_PG[@]}" "$BINDIR/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed"
 SERVER_OPTS="-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB \
--c checkpoint_timeout=30min -c autovacuum=off -c archive_mode=on \
+-c checkpoint_timeout=30min -c autovacuum=off -c wal_log_hints=on -c archive_mode=on \
 -c archive_command='pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'"
 "${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$DATA" -l "$WORK_DIR/server.log" -w -t 120 -o "$SERVER_OPTS" start \
     >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"

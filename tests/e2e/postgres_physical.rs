@@ -316,7 +316,12 @@ fn restore_and_start(s: &Scratch, id: &str, map: Option<(u64, &Path)>) -> PgClus
 
 #[test]
 fn base_backups_under_pgbench_load_restore_consistent() {
-    let pg = PgCluster::start();
+    // Hint bits WAL-logged (without data checksums): local backups store
+    // page deltas against the previous one while pgbench writes.
+    let pg = PgCluster::start_with(&PgOptions {
+        settings: vec!["wal_log_hints=on".to_owned()],
+        ..PgOptions::default()
+    });
     pg.psql(
         "postgres",
         &format!("CREATE DATABASE bench; CREATE ROLE repl LOGIN REPLICATION PASSWORD '{PASSWORD}'"),
@@ -333,15 +338,31 @@ fn base_backups_under_pgbench_load_restore_consistent() {
     );
     let s = Scratch::new();
     s.init();
-    for (url, method) in [
+    let local = format!("{}?mode=physical", pg.url("postgres"));
+    for (round, (url, method)) in [
         (repl_url(&pg), "remote"),
-        (format!("{}?mode=physical", pg.url("postgres")), "local"),
-    ] {
+        (local.clone(), "local"),
+        (local.clone(), "local"),
+        (local, "local"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let load = Load::start(&pg, "bench", 60);
         std::thread::sleep(std::time::Duration::from_secs(1));
         let v = s.json(&["create", &url]);
         drop(load);
-        assert_eq!(v["snapshot"]["metadata"]["method"], method);
+        let meta = &v["snapshot"]["metadata"];
+        assert_eq!(meta["method"], method);
+        if round > 1 {
+            // The first local backup reads everything (its parent is the
+            // last backup of the same URL); the next ones store
+            // pgbench_accounts (and more) as the pages changed since its
+            // start, cumulatively.
+            // (a delta past half its file is read whole again).
+            assert!(meta["delta_files"].as_u64().unwrap() >= 1, "{meta}");
+            assert!(meta["delta_pages"].as_u64().unwrap() >= 1, "{meta}");
+        }
         let id = v["id"].as_str().unwrap();
         let copy = restore_and_start(&s, id, None);
         let rows = assert_pgbench_consistent(&copy, "bench");
@@ -385,8 +406,17 @@ fn local_base_backup_verifies_checksums_and_reads_only_what_changed() {
         "src",
         "UPDATE in_ts SET v = v || '!' WHERE id <= 10; CREATE TABLE later AS SELECT 1 AS x;",
     );
+    pg.psql("other", "UPDATE big SET h = upper(h) WHERE id % 1000 = 0");
     pg.psql("postgres", "CHECKPOINT");
+    // Long enough for the next backup to take what is unchanged unread.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let second = s.json(&["create", &url]);
+    let m2 = &second["snapshot"]["metadata"];
+    // The two changed tables are stored as their pages changed since the
+    // first backup, against its copies.
+    assert!(m2["delta_files"].as_u64().unwrap() >= 2, "{m2}");
+    let pages = m2["delta_pages"].as_u64().unwrap();
+    assert!((2..200).contains(&pages), "{m2}");
     let (st1, st2) = (&first["snapshot"]["stats"], &second["snapshot"]["stats"]);
     assert!(st2["files_unchanged"].as_u64().unwrap() > 100, "{st2}");
     assert!(
@@ -435,6 +465,39 @@ fn local_base_backup_verifies_checksums_and_reads_only_what_changed() {
         String::from_utf8_lossy(&verify.stderr)
     );
     check_restored(&pg, ts.path(), target, ts2.path());
+
+    // Third backup: `in_ts` changed again (a delta against the same base,
+    // the first backup's copy), `big` unchanged since the second (its base
+    // and delta taken unread), `later` changed for the first time since
+    // the second read it whole (a delta against the second's copy).
+    pg.psql(
+        "src",
+        "UPDATE in_ts SET v = v || '?' WHERE id > 2990; INSERT INTO later SELECT 2;",
+    );
+    pg.psql("postgres", "CHECKPOINT");
+    let third = s.json(&["create", &url]);
+    let m3 = &third["snapshot"]["metadata"];
+    assert!(m3["delta_files"].as_u64().unwrap() >= 3, "{m3}");
+    assert!(
+        m3["delta_pages"].as_u64().unwrap() > pages,
+        "the delta of in_ts is against the first backup: {m3}"
+    );
+    eprintln!(
+        "files read: {} then {}; delta pages {pages} then {}",
+        m2["files_read"], m3["files_read"], m3["delta_pages"]
+    );
+    let id3 = third["id"].as_str().unwrap().to_owned();
+    let ts3 = PgCluster::owned_tempdir("pg-ts3-");
+    let target3 = PgCluster::owned_tempdir("pg-restore3-");
+    s.ok(&[
+        "restore",
+        &id3,
+        "--to",
+        target3.path().join("data").to_str().unwrap(),
+        "--tablespace-map",
+        &format!("{oid}={}", ts3.path().display()),
+    ]);
+    check_restored(&pg, ts.path(), target3, ts3.path());
 }
 
 fn url_as(pg: &PgCluster, user: &str) -> String {

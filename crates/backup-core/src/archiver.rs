@@ -346,6 +346,18 @@ async fn walk(
                         source.unchanged(&node, old) && content_present(repo.index(), old)
                     })
                     .cloned();
+                if content.is_none()
+                    && reuse.is_none()
+                    && node.has_content()
+                    && !(node.content.is_empty() && node.content_lists.is_empty())
+                    && !content_present(repo.index(), &node)
+                {
+                    return Err(Error::source_failed(format!(
+                        "`{}/{}`: the content it takes from the parent snapshot is not in the repository (run `backup check`)",
+                        path_string(&path),
+                        node.name
+                    )));
+                }
                 let pending = leaf(ctx, &permits, reuse, node, content, on_error, &path).await?;
                 top.children.push(pending);
             }
@@ -406,6 +418,19 @@ async fn leaf(
         return Ok(Pending::Ready(reused));
     }
     let Some(content) = content else {
+        if node.kind == NodeKind::File
+            && !(node.content.is_empty() && node.content_lists.is_empty())
+        {
+            // The source took this content from the parent itself (a base
+            // that a page delta beside it completes); checked present by
+            // the walk.
+            c.files.fetch_add(1, Ordering::Relaxed);
+            c.unchanged.fetch_add(1, Ordering::Relaxed);
+            c.logical.fetch_add(node.size, Ordering::Relaxed);
+            ctx.progress.add_bytes(node.size);
+            ctx.progress.add_item();
+            return Ok(Pending::Ready(node));
+        }
         return Err(Error::source_failed(format!(
             "entry `{}` has no content",
             node.name

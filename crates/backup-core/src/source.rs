@@ -54,9 +54,14 @@ pub enum Item {
     Enter(Node),
     /// The current directory ends.
     Leave,
-    /// A file, stream or symbolic link. Files and streams carry content.
+    /// A file, stream or symbolic link. Files and streams carry content,
+    /// except a file whose node already lists its content blobs (taken
+    /// from the parent snapshot by the source itself): it is kept as
+    /// given, and the backup fails when those blobs are not in the
+    /// repository.
     Leaf {
-        /// Metadata (`content` and `subtree` empty).
+        /// Metadata (`subtree` empty; `content` and `content_lists` empty
+        /// unless `content` is `None`, see above).
         node: Node,
         /// The content, for files and streams.
         content: Option<Content>,

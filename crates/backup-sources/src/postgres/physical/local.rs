@@ -28,7 +28,7 @@
 //! while reading; a failure is read again once (a page being written can
 //! look torn) and then fails the backup with the file and block.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -47,6 +47,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use super::checksum::{page_checksum, page_header};
+use super::delta::{self, DeltaEntry, DeltaIndex, DeltaReader, SnapshotRelation, DELTA_INDEX};
 use super::manifest::{Manifest, ManifestWriter, WalRange};
 use super::remote::reusable;
 use super::{
@@ -95,6 +96,9 @@ struct Cluster {
     server_version: String,
     server_version_num: u32,
     data_checksums: bool,
+    /// Hint-bit changes are WAL-logged (`wal_log_hints`; data checksums
+    /// imply it).
+    wal_log_hints: bool,
     wal_segment_size: u64,
     block_size: u32,
     /// Blocks per relation segment file.
@@ -116,6 +120,9 @@ struct Shared {
     unlisted: Mutex<Vec<Vec<u8>>>,
     files_read: AtomicU64,
     pages_verified: AtomicU64,
+    /// Page deltas stored or taken from the parent, by manifest path.
+    deltas: Mutex<Vec<(String, DeltaEntry)>>,
+    delta_pages: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +204,14 @@ pub(crate) struct LocalSource {
     parent_manifest: Option<Manifest>,
     reuse_before_ns: Option<i64>,
     manifest: Option<(u64, u64)>,
+    /// The parent's relation files and deltas, when this backup may store
+    /// page deltas against them (see `delta.rs`).
+    parent_relations: HashMap<Vec<u8>, SnapshotRelation>,
+    parent_deltas: DeltaIndex,
+    /// The parent's start: the base position of its own copies.
+    parent_start: Lsn,
+    /// Page deltas in this backup.
+    delta_files: u64,
 }
 
 /// What `pg_backup_stop` returned and the WAL it implies.
@@ -295,6 +310,10 @@ impl LocalSource {
             parent_manifest: None,
             reuse_before_ns: None,
             manifest: None,
+            parent_relations: HashMap::new(),
+            parent_deltas: DeltaIndex::default(),
+            parent_start: Lsn(0),
+            delta_files: 0,
         };
         if !source.begin_next_tree()? {
             source.begin_data_dir()?;
@@ -476,6 +495,12 @@ impl LocalSource {
                 checksums,
                 may_shrink: wal_logged,
             };
+            if db_dir && delta::is_main_fork(n) {
+                if let Some((base, delta)) = self.delta_leaves(&name, &meta, &path, &mpath, rules) {
+                    self.queue.push_back(delta);
+                    return Ok(Some(base));
+                }
+            }
             return Ok(Some(self.file_leaf(name, &meta, path, mpath, rules)));
         }
     }
@@ -517,46 +542,167 @@ impl LocalSource {
     ) -> Item {
         let mut node = node_from(name, NodeKind::File, meta);
         node.size = meta.len();
-        let tracked = Tracked::new(
-            self.shared.clone(),
-            FileRecord {
-                manifest_path,
-                local_path: path.clone(),
-                size: meta.len(),
-                mtime: meta.mtime(),
-                crc: None,
-            },
-        );
+        let tracked = self.track(meta, &path, manifest_path);
         let start_lsn = self.start_lsn;
         let block = self.cluster.block_size as usize;
         let open = move || -> std::io::Result<Box<dyn Read + Send>> {
-            let mut tracked = tracked;
-            tracked.opened = true;
-            let file = match open_noatime(&path) {
-                Ok(f) => Some(f),
-                // Dropped since it was listed: WAL replay removes it again.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
-            };
-            Ok(Box::new(FileReader {
-                file,
-                path,
-                size: tracked.record.size,
-                pos: 0,
-                buf: Vec::new(),
-                at: 0,
-                crc: 0,
-                rules,
-                start_lsn,
-                block,
-                tracked,
-            }))
+            Ok(Box::new(FileReader::open(
+                tracked, path, rules, start_lsn, block,
+            )?))
         };
         Item::Leaf {
             node,
             content: Some(Content::Blocking(Box::new(open))),
             on_error: OnReadError::Fail,
         }
+    }
+
+    /// Counts a file of the manifest until it is read (or taken unread).
+    fn track(&self, meta: &fs::Metadata, path: &Path, manifest_path: Vec<u8>) -> Tracked {
+        Tracked::new(
+            self.shared.clone(),
+            FileRecord {
+                manifest_path,
+                local_path: path.to_owned(),
+                size: meta.len(),
+                mtime: meta.mtime(),
+                crc: None,
+            },
+        )
+    }
+
+    /// The entries of a relation file the parent holds, as its base (the
+    /// parent's entry, taken unread) and a page delta: the parent's own
+    /// delta when the file is unchanged since the parent, or one read now.
+    /// `None` when the file is read whole: no parent copy, a plain file
+    /// unchanged since the parent (the archiver takes it), another inode,
+    /// partial pages, or a delta that has grown past half the file.
+    fn delta_leaves(
+        &self,
+        name: &FsName,
+        meta: &fs::Metadata,
+        path: &Path,
+        manifest_path: &[u8],
+        rules: ReadRules,
+    ) -> Option<(Item, Item)> {
+        let parent = self.parent_relations.get(manifest_path)?;
+        let key = std::str::from_utf8(manifest_path).ok()?;
+        let mut disk = node_from(name.clone(), NodeKind::File, meta);
+        disk.size = meta.len();
+        let old = match &parent.delta {
+            Some(_) => Some(self.parent_deltas.files.get(key)?),
+            None => None,
+        };
+        let preset = |node: &Node| Item::Leaf {
+            node: node.clone(),
+            content: None,
+            on_error: OnReadError::Fail,
+        };
+        let block = u64::from(self.cluster.block_size);
+        if let (Some(d), Some(e)) = (&parent.delta, old) {
+            if reusable(self.reuse_before_ns, &disk, &e.listed(name)) {
+                // Unchanged since the parent: base and delta as they are
+                // (the manifest takes the parent's checksum).
+                drop(self.track(meta, path, manifest_path.to_vec()));
+                self.shared
+                    .deltas
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((key.to_owned(), e.clone()));
+                return Some((preset(&parent.base), preset(d)));
+            }
+            if e.pages * 2 * block > e.size {
+                return None;
+            }
+        } else if reusable(self.reuse_before_ns, &disk, &parent.base) {
+            return None;
+        }
+        let base = &parent.base;
+        if disk.inode.is_none()
+            || disk.inode != base.inode
+            || disk.size % block != 0
+            || base.size % block != 0
+        {
+            return None;
+        }
+        let base_lsn = match old {
+            Some(e) => Lsn::parse(&e.base_lsn).ok()?,
+            None => self.parent_start,
+        };
+        let mut delta_node = Node::new(delta::delta_name(name), NodeKind::File);
+        delta_node.mode = Some(0o600);
+        let tracked = self.track(meta, path, manifest_path.to_vec());
+        let start_lsn = self.start_lsn;
+        let shared = self.shared.clone();
+        let entry = DeltaEntry {
+            base_lsn: base_lsn.to_string(),
+            base_size: base.size,
+            size: disk.size,
+            mode: disk.mode,
+            mtime_ns: disk.mtime_ns,
+            ctime_ns: disk.ctime_ns,
+            inode: disk.inode,
+            pages: 0,
+        };
+        let (path, key, base_size) = (path.to_owned(), key.to_owned(), base.size);
+        let block_size = self.cluster.block_size;
+        let open = move || -> std::io::Result<Box<dyn Read + Send>> {
+            let size = entry.size;
+            let file = FileReader::open(tracked, path, rules, start_lsn, block_size as usize)?;
+            let on_end = Box::new(move |pages: u64| {
+                shared.delta_pages.fetch_add(pages, Ordering::Relaxed);
+                shared
+                    .deltas
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((key, DeltaEntry { pages, ..entry }));
+            });
+            Ok(Box::new(DeltaReader::new(
+                file, block_size, base_lsn, base_size, size, on_end,
+            )))
+        };
+        Some((
+            preset(base),
+            Item::Leaf {
+                node: delta_node,
+                content: Some(Content::Blocking(Box::new(open))),
+                on_error: OnReadError::Fail,
+            },
+        ))
+    }
+
+    /// `page_deltas.json`, when the backup has deltas.
+    fn delta_index_leaf(&mut self) -> Result<Option<Item>> {
+        let files: std::collections::BTreeMap<String, DeltaEntry> = std::mem::take(
+            &mut *self
+                .shared
+                .deltas
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_iter()
+        .collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        self.delta_files = files.len() as u64;
+        let index = DeltaIndex {
+            version: 1,
+            block_size: self.cluster.block_size,
+            files,
+        };
+        let text = serde_json::to_vec(&index)
+            .map_err(|e| Error::source_caused("encoding the page delta index", e))?;
+        let mut node = Node::new(DELTA_INDEX, NodeKind::File);
+        node.mode = Some(0o600);
+        node.size = text.len() as u64;
+        Ok(Some(Item::Leaf {
+            node,
+            content: Some(Content::Blocking(Box::new(move || {
+                Ok(Box::new(std::io::Cursor::new(text)) as Box<dyn Read + Send>)
+            }))),
+            on_error: OnReadError::Fail,
+        }))
     }
 
     /// `global`, with `pg_control`, read after everything else.
@@ -822,11 +968,32 @@ impl Source for LocalSource {
             .started_at
             .timestamp_nanos_opt()
             .map(|t| t - REUSE_MARGIN_NS);
+        // Page deltas against the parent's copies need the same history:
+        // same timeline, and this backup starting after the parent stopped
+        // (see delta.rs).
+        let parent_start = Lsn::parse(&meta.start_lsn)?;
+        let parent_stop = Lsn::parse(&meta.stop_lsn)?;
+        // And every change of a page's bytes WAL-logged since then, hint
+        // bits included, with page checksums as they were.
+        let hints_logged = self.cluster.data_checksums || self.cluster.wal_log_hints;
+        if meta.timeline == self.timeline
+            && meta.stop_timeline == self.timeline
+            && meta.block_size == self.cluster.block_size
+            && parent_stop <= self.start_lsn
+            && meta.hints_logged
+            && hints_logged
+            && meta.data_checksums == self.cluster.data_checksums
+        {
+            self.parent_relations = delta::relations(parent).await?;
+            self.parent_deltas = DeltaIndex::of(parent).await?;
+            self.parent_start = parent_start;
+        }
         Ok(())
     }
 
     fn unchanged(&self, new: &Node, old: &Node) -> bool {
-        reusable(self.reuse_before_ns, new, old)
+        // Deltas are the source's own business (`delta_leaves`).
+        !new.name.0.ends_with(delta::DELTA_SUFFIX) && reusable(self.reuse_before_ns, new, old)
     }
 
     async fn next(&mut self) -> Result<Option<Item>> {
@@ -855,9 +1022,13 @@ impl Source for LocalSource {
                 }
                 Phase::Manifest => {
                     self.phase = Phase::Done;
-                    return Ok(Some(self.manifest_leaf()?));
+                    let manifest = self.manifest_leaf()?;
+                    if let Some(index) = self.delta_index_leaf()? {
+                        self.queue.push_back(index);
+                    }
+                    return Ok(Some(manifest));
                 }
-                Phase::Done => return Ok(None),
+                Phase::Done => return Ok(self.queue.pop_front()),
             }
         }
     }
@@ -887,6 +1058,7 @@ impl Source for LocalSource {
             label: self.label.clone(),
             data_checksums: c.data_checksums,
             checksums_verified: c.data_checksums,
+            hints_logged: c.data_checksums || c.wal_log_hints,
             wal_segment_size: c.wal_segment_size,
             block_size: c.block_size,
             tablespaces: self.tablespaces.clone(),
@@ -895,6 +1067,8 @@ impl Source for LocalSource {
             manifest_bytes: bytes,
             files_read: self.shared.files_read.load(Ordering::Relaxed),
             pages_verified: self.shared.pages_verified.load(Ordering::Relaxed),
+            delta_files: self.delta_files,
+            delta_pages: self.shared.delta_pages.load(Ordering::Relaxed),
         };
         serde_json::to_value(&meta).map_err(|e| Error::source_caused("encoding metadata", e))
     }
@@ -978,6 +1152,36 @@ struct FileReader {
 const READ_BYTES: usize = 4 << 20;
 
 impl FileReader {
+    /// Opens the file `tracked` records (a file removed since it was
+    /// listed reads as zeros: WAL replay removes it again).
+    fn open(
+        mut tracked: Tracked,
+        path: PathBuf,
+        rules: ReadRules,
+        start_lsn: Lsn,
+        block: usize,
+    ) -> std::io::Result<Self> {
+        tracked.opened = true;
+        let file = match open_noatime(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(FileReader {
+            file,
+            path,
+            size: tracked.record.size,
+            pos: 0,
+            buf: Vec::new(),
+            at: 0,
+            crc: 0,
+            rules,
+            start_lsn,
+            block,
+            tracked,
+        })
+    }
+
     /// Reads the next piece of the file into `buf` and checks its pages.
     fn fill(&mut self) -> std::io::Result<()> {
         self.buf.clear();
@@ -1221,7 +1425,8 @@ async fn read_cluster(c: &Client) -> Result<Cluster> {
              current_setting('server_version'), current_setting('server_version_num')::int4, \
              current_setting('data_checksums'), current_setting('wal_segment_size'), \
              current_setting('block_size')::int4, current_setting('segment_size'), \
-             (SELECT catalog_version_no FROM pg_control_system())",
+             (SELECT catalog_version_no FROM pg_control_system()), \
+             current_setting('wal_log_hints')",
             &[],
         )
         .await
@@ -1240,6 +1445,7 @@ async fn read_cluster(c: &Client) -> Result<Cluster> {
         server_version,
         server_version_num,
         data_checksums: row.get::<_, String>(3) == "on",
+        wal_log_hints: row.get::<_, String>(8) == "on",
         wal_segment_size: super::parse_setting_size(&row.get::<_, String>(4)).unwrap_or(16 << 20),
         block_size,
         segment_blocks: (segment_bytes / u64::from(block_size)) as u32,

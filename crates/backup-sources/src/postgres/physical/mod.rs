@@ -20,8 +20,10 @@
 //!   to stop read from `pg_wal` (held by a temporary replication slot).
 //!   Files whose size, times and inode equal their entry in the previous
 //!   base backup of the cluster, and that were last modified well before
-//!   that backup started, are taken from it without being read. The
-//!   backup writes its own `backup_manifest` in PostgreSQL's format.
+//!   that backup started, are taken from it without being read; relation
+//!   files that changed are stored as page deltas against their copy in
+//!   that backup (`delta.rs`). The backup writes its own `backup_manifest`
+//!   in PostgreSQL's format.
 //!
 //! The snapshot tree:
 //!
@@ -32,6 +34,8 @@
 //! data/tablespace_map             the tablespaces' links (may be empty)
 //! data/pg_wal/<segments>          the WAL from the backup's start to its stop
 //! tablespaces/<oid>/PG_<v>_<cat>/ each tablespace's directory for this version
+//! .../<relfilenode>~page-delta   a relation file's changed pages (local backups)
+//! page_deltas.json                what each page delta applies to and makes
 //! ```
 //!
 //! The manifest's metadata (`PhysicalMeta`) records the server version
@@ -43,11 +47,13 @@
 //! Into an empty or new directory: the data directory, each tablespace at
 //! its recorded place or where `--tablespace-map OID=DIR` says, every file
 //! checked against the backup manifest (size and CRC-32C) as it is
-//! written, and the included WAL in `pg_wal`. The `backup_label` makes
+//! written (a file with a page delta once the delta is applied, in a
+//! second pass), and the included WAL in `pg_wal`. The `backup_label` makes
 //! the server replay that WAL at its first start and come up consistent:
 //! a plain `pg_ctl start` is enough.
 
 pub(crate) mod checksum;
+pub(crate) mod delta;
 pub(crate) mod local;
 pub(crate) mod manifest;
 pub mod pitr;
@@ -228,6 +234,11 @@ pub struct PhysicalMeta {
     /// Whether every page read was checked against its checksum (by the
     /// server for a remote backup, while reading for a local one).
     pub(crate) checksums_verified: bool,
+    /// Whether every change of a page's bytes was WAL-logged while the
+    /// backup ran (data checksums or `wal_log_hints`): page deltas against
+    /// this backup need it.
+    #[serde(default)]
+    pub(crate) hints_logged: bool,
     pub(crate) wal_segment_size: u64,
     pub(crate) block_size: u32,
     #[serde(default)]
@@ -243,6 +254,13 @@ pub struct PhysicalMeta {
     /// Page checksums verified (local backups).
     #[serde(default)]
     pub(crate) pages_verified: u64,
+    /// Relation files stored as a page delta against their base in an
+    /// earlier snapshot (local backups; see `delta.rs`), and the pages
+    /// those deltas hold.
+    #[serde(default)]
+    pub(crate) delta_files: u64,
+    #[serde(default)]
+    pub(crate) delta_pages: u64,
 }
 
 impl PhysicalMeta {

@@ -47,6 +47,7 @@ pub(crate) struct Begin {
     pub(crate) server_version: String,
     pub(crate) server_version_num: u32,
     pub(crate) data_checksums: bool,
+    pub(crate) wal_log_hints: bool,
     pub(crate) wal_segment_size: u64,
     pub(crate) block_size: u32,
     pub(crate) start_lsn: Lsn,
@@ -206,6 +207,7 @@ impl Source for RemoteSource {
             label: b.label.clone(),
             data_checksums: b.data_checksums,
             checksums_verified: b.data_checksums,
+            hints_logged: b.data_checksums || b.wal_log_hints,
             wal_segment_size: b.wal_segment_size,
             block_size: b.block_size,
             tablespaces: b.tablespaces.clone(),
@@ -214,6 +216,8 @@ impl Source for RemoteSource {
             manifest_bytes: manifest.bytes(),
             files_read: 0,
             pages_verified: 0,
+            delta_files: 0,
+            delta_pages: 0,
         };
         serde_json::to_value(&meta).map_err(|e| Error::source_caused("encoding metadata", e))
     }
@@ -271,6 +275,7 @@ fn start_backup(conn: &mut WireConn, opts: &PostgresOptions) -> Result<Begin> {
         )));
     }
     let data_checksums = show(conn, "data_checksums")? == "on";
+    let wal_log_hints = show(conn, "wal_log_hints")? == "on";
     let wal_segment_size =
         super::parse_setting_size(&show(conn, "wal_segment_size")?).unwrap_or(16 << 20);
     let block_size: u32 = show(conn, "block_size")?.parse().unwrap_or(8192);
@@ -358,6 +363,7 @@ fn start_backup(conn: &mut WireConn, opts: &PostgresOptions) -> Result<Begin> {
         server_version,
         server_version_num,
         data_checksums,
+        wal_log_hints,
         wal_segment_size,
         block_size,
         start_lsn,

@@ -33,8 +33,11 @@ use backup_core::{Error, FileKind, Result};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::delta::{
+    check_restored_file, DeltaIndex, DeltaWriter, Places, DELTA_INDEX, DELTA_SUFFIX,
+};
 use super::manifest::{crc32c_bytes, unusable, Manifest, ManifestFile};
-use super::{wal_file_name, Lsn, PhysicalMeta, DATA_DIR, MANIFEST_FILE, TABLESPACES_DIR};
+use super::{wal_file_name, Lsn, PhysicalMeta, MANIFEST_FILE};
 use crate::files::FsWriter;
 use crate::postgres::tools::{find_server, major_of};
 
@@ -340,7 +343,20 @@ impl Target for PhysicalTarget {
             }
             check_empty(&dest, &format!("the place of tablespace {}", p.oid))?;
         }
-        let manifest = load_manifest(snapshot).await?;
+        let mut manifest = load_manifest(snapshot).await?;
+        // Files completed by a page delta: checked once it is applied.
+        let deltas = DeltaIndex::of(snapshot).await?;
+        let mut delta_files = HashMap::new();
+        for (path, entry) in deltas.files {
+            let key = path.into_bytes();
+            let listed = manifest.files.remove(&key).ok_or_else(|| {
+                snapshot.damaged(format!(
+                    "`{DELTA_INDEX}` lists {}, which the backup manifest does not",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
+            delta_files.insert(key, (entry, listed));
+        }
         let coverage = if opts.is_point_in_time() {
             Some(super::pitr::check_coverage(snapshot.repository(), &meta, opts).await?)
         } else {
@@ -430,9 +446,13 @@ impl Target for PhysicalTarget {
                 prepare(&dest, owner, &mut created)?;
                 roots.insert(p.oid.to_string(), dest);
             }
-            let writer = PhysicalWriter::new(
-                data_dir.clone(),
+            let destinations = Places {
+                data_dir: data_dir.clone(),
                 roots,
+            };
+            let writer = PhysicalWriter::new(
+                destinations.clone(),
+                delta_files.keys().cloned().collect(),
                 manifest,
                 meta.wal_segment_size,
                 places
@@ -467,12 +487,31 @@ impl Target for PhysicalTarget {
                     None => Ok(Vec::new()),
                 }
             };
-            let everything = PathFilter::new(&[], &[])?;
+            // The files, each relation file with a page delta as its base;
+            // then the deltas applied and those files checked.
+            let delta_pattern = vec![format!("*{}", String::from_utf8_lossy(DELTA_SUFFIX))];
+            let files = PathFilter::new(&[], &delta_pattern)?;
             let (stats, staged) = tokio::join!(
-                snapshot.restore_tree(&everything, Box::new(writer), progress),
+                snapshot.restore_tree(&files, Box::new(writer), progress.clone()),
                 prestage
             );
-            let (stats, staged) = (stats?, staged?);
+            let (mut stats, staged) = (stats?, staged?);
+            if !delta_files.is_empty() {
+                let applier = DeltaWriter::new(
+                    destinations,
+                    deltas.block_size,
+                    delta_files,
+                    verified.clone(),
+                );
+                let more = snapshot
+                    .restore_tree(
+                        &PathFilter::new(&delta_pattern, &[])?,
+                        Box::new(applier),
+                        progress,
+                    )
+                    .await?;
+                stats.bytes += more.bytes;
+            }
             if stage.exists() {
                 let prefetch = data_dir.join("pg_wal").join(".backup-prefetch");
                 std::fs::rename(&stage, &prefetch)
@@ -735,16 +774,18 @@ struct Current {
     size: u64,
     /// The content, kept for a rewrite (`tablespace_map`).
     held: Option<Vec<u8>>,
+    /// Not restored (the page delta index).
+    discard: bool,
 }
 
 /// Writes the snapshot tree into the data directory and tablespace places,
 /// checking every file against the manifest.
 struct PhysicalWriter {
     inner: FsWriter,
-    data_dir: PathBuf,
-    /// Tablespace OID to its place.
-    roots: HashMap<String, PathBuf>,
+    places: Places,
     manifest: HashMap<Vec<u8>, ManifestFile>,
+    /// Files completed by a page delta later, checked then.
+    deferred: HashSet<Vec<u8>>,
     /// WAL segment files the manifest's WAL ranges need.
     wal_needed: Vec<String>,
     /// WAL files restored.
@@ -759,8 +800,8 @@ struct PhysicalWriter {
 
 impl PhysicalWriter {
     fn new(
-        data_dir: PathBuf,
-        roots: HashMap<String, PathBuf>,
+        places: Places,
+        deferred: HashSet<Vec<u8>>,
         manifest: Manifest,
         segment_size: u64,
         relocated: Option<Vec<TablespacePlacement>>,
@@ -776,9 +817,9 @@ impl PhysicalWriter {
         }
         Ok(PhysicalWriter {
             inner: FsWriter::new(PathBuf::from("/"))?.with_early_writeback()?,
-            data_dir,
-            roots,
+            places,
             manifest: manifest.files,
+            deferred,
             wal_needed,
             wal_seen: HashSet::new(),
             relocated,
@@ -789,48 +830,9 @@ impl PhysicalWriter {
         })
     }
 
-    /// Where a snapshot path goes, and its manifest path; `None` for the
-    /// snapshot's own directories (the data directory, `tablespaces`, a
-    /// tablespace's place), which exist already.
+    /// Where a snapshot path goes (see [`Places::place`]).
     fn place(&self, path: &Path) -> Result<Option<(PathBuf, Option<Vec<u8>>)>> {
-        use std::os::unix::ffi::OsStrExt;
-        let parts: Vec<&std::ffi::OsStr> = path.iter().collect();
-        let rest = |from: usize| -> PathBuf { parts[from..].iter().collect() };
-        let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
-        match parts.first().map(|s| s.as_bytes()) {
-            Some(b) if b == DATA_DIR.as_bytes() => {
-                if parts.len() == 1 {
-                    return Ok(None);
-                }
-                let r = rest(1);
-                Ok(Some((self.data_dir.join(&r), Some(bytes(&r)))))
-            }
-            Some(b) if b == TABLESPACES_DIR.as_bytes() => {
-                if parts.len() <= 2 {
-                    return Ok(None);
-                }
-                let oid = parts[1].to_string_lossy().into_owned();
-                let root = self.roots.get(&oid).ok_or_else(|| {
-                    Error::corrupt(
-                        FileKind::Snapshot,
-                        "tree",
-                        format!("tablespace {oid} is in the tree but not in the metadata"),
-                    )
-                })?;
-                let r = rest(2);
-                let mut key = format!("pg_tblspc/{oid}/").into_bytes();
-                key.extend_from_slice(&bytes(&r));
-                Ok(Some((root.join(&r), Some(key))))
-            }
-            Some(b) if b == MANIFEST_FILE.as_bytes() && parts.len() == 1 => {
-                Ok(Some((self.data_dir.join(MANIFEST_FILE), None)))
-            }
-            _ => Err(Error::corrupt(
-                FileKind::Snapshot,
-                "tree",
-                format!("`{}` has no place in a data directory", path.display()),
-            )),
-        }
+        self.places.place(path)
     }
 
     fn owned(&self, node: &Node) -> Node {
@@ -848,6 +850,11 @@ impl PhysicalWriter {
             String::from_utf8_lossy(key),
             format!("the restored file does not match the backup manifest: {what}"),
         )
+    }
+
+    /// Whether `path` is the snapshot's page delta index (not restored).
+    fn is_index(path: &Path) -> bool {
+        path == Path::new(DELTA_INDEX)
     }
 }
 
@@ -867,6 +874,16 @@ impl TreeWriter for PhysicalWriter {
     }
 
     fn start_file(&mut self, path: &Path, node: &Node) -> Result<()> {
+        if Self::is_index(path) {
+            self.current = Some(Current {
+                key: None,
+                crc: 0,
+                size: 0,
+                held: None,
+                discard: true,
+            });
+            return Ok(());
+        }
         let (dest, key) = self
             .place(path)?
             .ok_or_else(|| Error::corrupt(FileKind::Snapshot, "tree", "a file at the top"))?;
@@ -878,6 +895,7 @@ impl TreeWriter for PhysicalWriter {
             crc: 0,
             size: 0,
             held,
+            discard: false,
         });
         self.inner.start_file(&dest, &self.owned(node))
     }
@@ -887,6 +905,9 @@ impl TreeWriter for PhysicalWriter {
             .current
             .as_mut()
             .ok_or_else(|| Error::target_failed("data without an open file"))?;
+        if c.discard {
+            return Ok(());
+        }
         c.crc = crc32c::crc32c_append(c.crc, &data);
         c.size += data.len() as u64;
         if let Some(h) = &mut c.held {
@@ -901,31 +922,20 @@ impl TreeWriter for PhysicalWriter {
             .current
             .take()
             .ok_or_else(|| Error::target_failed("no open file"))?;
+        if c.discard {
+            return Ok(());
+        }
         if let Some(key) = &c.key {
             match self.manifest.remove(key) {
                 Some(entry) => {
-                    if entry.size != c.size {
+                    if let Err(e) = check_restored_file(key, &entry, c.size, c.crc) {
                         self.failed = true;
-                        return Err(Self::mismatch(
-                            key,
-                            &format!("{} bytes restored, {} listed", c.size, entry.size),
-                        ));
-                    }
-                    if let Some((alg, sum)) = &entry.checksum {
-                        if alg == "CRC32C" && *sum != crc32c_bytes(c.crc) {
-                            self.failed = true;
-                            return Err(Self::mismatch(
-                                key,
-                                &format!(
-                                    "CRC-32C {} restored, {} listed",
-                                    hex::encode(crc32c_bytes(c.crc)),
-                                    hex::encode(sum)
-                                ),
-                            ));
-                        }
+                        return Err(e);
                     }
                     *self.verified.lock().unwrap_or_else(PoisonError::into_inner) += 1;
                 }
+                // Completed and checked by its page delta.
+                None if self.deferred.contains(key) => {}
                 // WAL segments are covered by the manifest's WAL ranges,
                 // not listed.
                 None if key.starts_with(b"pg_wal/") => {
