@@ -29,8 +29,10 @@
 //!
 //! Deltas are cumulative (each is against the base, never against another
 //! delta), so a restore writes the base and applies one delta; once a
-//! delta holds more than half of its file's pages, the next backup reads
-//! and stores the file whole again, which becomes the next base.
+//! delta holds more than half of its file's pages (or a sample of page
+//! headers says it would), the backup reads and stores the file whole
+//! again, which becomes the next base. Files under [`MIN_PAGES`] are
+//! always read whole.
 //!
 //! Stored form (`docs/REPOSITORY_FORMAT.md`, "Physical PostgreSQL
 //! snapshots"): the delta entry is named like the file with
@@ -71,6 +73,11 @@ pub(crate) const MAGIC: &[u8; 8] = b"BKPGPD01";
 const HEADER_LEN: usize = 40;
 /// Pages a delta reader takes from the file at once.
 const PAGES_PER_READ: usize = 512;
+/// Files with fewer pages are read whole (a delta saves little there and
+/// costs an entry and a second restore pass).
+pub(crate) const MIN_PAGES: u64 = 128;
+/// Pages whose headers [`mostly_unchanged`] reads.
+const SAMPLES: u64 = 32;
 
 /// One delta in [`DeltaIndex`]: what it applies to and what it makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +231,37 @@ pub(crate) fn is_main_fork(name: &[u8]) -> bool {
     !oid.is_empty()
         && oid.iter().all(u8::is_ascii_digit)
         && seg.is_none_or(|s| !s.is_empty() && s.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether at most half of a sample of the file's pages would go into a
+/// delta against a base of `base_size` bytes from `base_lsn` (evenly
+/// spread page headers, read directly); `false` when the file cannot be
+/// read (it is then read whole, which reports the error).
+pub(crate) fn mostly_unchanged(
+    path: &Path,
+    block: u32,
+    size: u64,
+    base_lsn: Lsn,
+    base_size: u64,
+) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let block = u64::from(block);
+    let pages = size / block;
+    let mut changed = 0;
+    let mut header = [0u8; 16];
+    for i in 0..SAMPLES {
+        let blkno = (i * pages + pages / 2) / SAMPLES;
+        if f.read_exact_at(&mut header, blkno * block).is_err() {
+            return false;
+        }
+        let h = page_header(&header);
+        if blkno * block >= base_size || h.is_new || h.lsn >= base_lsn.0 {
+            changed += 1;
+        }
+    }
+    changed * 2 <= SAMPLES
 }
 
 /// The delta entry's name for a file's.

@@ -576,7 +576,10 @@ impl LocalSource {
     /// delta when the file is unchanged since the parent, or one read now.
     /// `None` when the file is read whole: no parent copy, a plain file
     /// unchanged since the parent (the archiver takes it), another inode,
-    /// partial pages, or a delta that has grown past half the file.
+    /// partial pages, a small file, or more than half of its pages changed
+    /// (a delta that has grown past half the file, or a sample of its pages
+    /// says it would): a restore then writes it once rather than a base
+    /// and a delta over most of it.
     fn delta_leaves(
         &self,
         name: &FsName,
@@ -605,6 +608,9 @@ impl LocalSource {
                 // (the manifest takes the parent's checksum).
                 drop(self.track(meta, path, manifest_path.to_vec()));
                 self.shared
+                    .delta_pages
+                    .fetch_add(e.pages, Ordering::Relaxed);
+                self.shared
                     .deltas
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -629,6 +635,17 @@ impl LocalSource {
             Some(e) => Lsn::parse(&e.base_lsn).ok()?,
             None => self.parent_start,
         };
+        if disk.size / block < delta::MIN_PAGES
+            || !delta::mostly_unchanged(
+                path,
+                self.cluster.block_size,
+                disk.size,
+                base_lsn,
+                base.size,
+            )
+        {
+            return None;
+        }
         let mut delta_node = Node::new(delta::delta_name(name), NodeKind::File);
         delta_node.mode = Some(0o600);
         let tracked = self.track(meta, path, manifest_path.to_vec());
