@@ -80,6 +80,12 @@ impl MasterKey {
         self.chunker_seed
     }
 
+    /// Whether sealed objects are encrypted and authenticated (`false`
+    /// only for repositories created with `--insecure-no-encryption`).
+    pub fn authenticates(&self) -> bool {
+        self.encrypt
+    }
+
     /// The keyed id of a blob with plaintext `data`.
     pub fn blob_id(&self, data: &[u8]) -> Id {
         BlobHasher::new(self).hash(data)

@@ -184,6 +184,30 @@ impl SnapshotReader {
         .await
     }
 
+    /// [`SnapshotReader::restore_tree`] for a writer that checks every file
+    /// it assembles end to end: blob ids are checked as `ids` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`SnapshotReader::restore_tree`].
+    pub async fn restore_tree_with(
+        &self,
+        filter: &PathFilter,
+        writer: Box<dyn TreeWriter>,
+        progress: Arc<dyn Progress>,
+        ids: crate::pack::IdCheck,
+    ) -> Result<RestoreStats> {
+        restorer::restore_tree_with(
+            &self.inner.repo,
+            self.snapshot().tree,
+            filter,
+            writer,
+            progress,
+            ids,
+        )
+        .await
+    }
+
     /// Counts what [`SnapshotReader::restore_tree`] would write, without
     /// reading content.
     ///

@@ -18,7 +18,7 @@ use futures::stream::{BoxStream, StreamExt};
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::id::Id;
-use crate::pack::{decode_blob, BlobType, PackEntry};
+use crate::pack::{decode_blob_with, BlobType, IdCheck, PackEntry};
 use crate::progress::Progress;
 use crate::repo::IndexedRepository;
 use crate::sink::FileKind;
@@ -317,7 +317,7 @@ async fn emit_ancestors(b: &mut UnitBuilder, frames: &mut [DirFrame]) -> Result<
 }
 
 /// Fetches and decodes one unit; returns its ops with data filled in.
-async fn fetch_unit(repo: IndexedRepository, unit: Unit) -> Result<Vec<Op>> {
+async fn fetch_unit(repo: IndexedRepository, unit: Unit, ids: IdCheck) -> Result<Vec<Op>> {
     let Some(pack) = unit.pack else {
         return Ok(unit
             .parts
@@ -343,7 +343,7 @@ async fn fetch_unit(repo: IndexedRepository, unit: Unit) -> Result<Vec<Op>> {
                 Part::Blob(e) => {
                     let from = (u64::from(e.offset) - start) as usize;
                     let stored = &bytes[from..from + e.length as usize];
-                    let plain = decode_blob(&key, &hasher, &e, &pack, stored)?;
+                    let plain = decode_blob_with(&key, &hasher, &e, &pack, stored, ids)?;
                     ops.push(Op::Data(Bytes::from(plain)));
                 }
             }
@@ -388,6 +388,22 @@ pub async fn restore_tree(
     writer: Box<dyn TreeWriter>,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreStats> {
+    restore_tree_with(repo, root, filter, writer, progress, IdCheck::Always).await
+}
+
+/// [`restore_tree`], with blob ids checked as `ids` says (see [`IdCheck`]).
+///
+/// # Errors
+///
+/// As [`restore_tree`].
+pub async fn restore_tree_with(
+    repo: &IndexedRepository,
+    root: Id,
+    filter: &PathFilter,
+    writer: Box<dyn TreeWriter>,
+    progress: Arc<dyn Progress>,
+    ids: IdCheck,
+) -> Result<RestoreStats> {
     let (unit_tx, unit_rx) = async_channel::bounded::<Unit>(FETCH_CONCURRENCY * 2);
     let planner = tokio::spawn(plan_units(repo.clone(), root, filter.clone(), unit_tx));
     let (op_tx, op_rx) = async_channel::bounded::<Vec<Op>>(4);
@@ -396,7 +412,7 @@ pub async fn restore_tree(
 
     let repo2 = repo.clone();
     let fetched = unit_rx
-        .map(move |unit| fetch_unit(repo2.clone(), unit))
+        .map(move |unit| fetch_unit(repo2.clone(), unit, ids))
         .buffered(FETCH_CONCURRENCY);
     let mut fetched = Box::pin(fetched);
     let mut failure = None;
@@ -516,7 +532,7 @@ pub fn content_stream(repo: &IndexedRepository, node: &Node) -> BoxStream<'stati
     });
     let repo3 = repo.clone();
     let data = rx
-        .map(move |unit| fetch_unit(repo3.clone(), unit))
+        .map(move |unit| fetch_unit(repo3.clone(), unit, IdCheck::Always))
         .buffered(FETCH_CONCURRENCY)
         .flat_map(|r| {
             futures::stream::iter(match r {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backup_core::filter::PathFilter;
+use backup_core::pack::IdCheck;
 use backup_core::progress::Progress;
 use backup_core::reader::SnapshotReader;
 use backup_core::restorer::TreeWriter;
@@ -492,7 +493,14 @@ impl Target for PhysicalTarget {
             let delta_pattern = vec![format!("*{}", String::from_utf8_lossy(DELTA_SUFFIX))];
             let files = PathFilter::new(&[], &delta_pattern)?;
             let (stats, staged) = tokio::join!(
-                snapshot.restore_tree(&files, Box::new(writer), progress.clone()),
+                // Every file is checked against the manifest: an
+                // authenticated blob is not hashed again (see IdCheck).
+                snapshot.restore_tree_with(
+                    &files,
+                    Box::new(writer),
+                    progress.clone(),
+                    IdCheck::WhenUnauthenticated
+                ),
                 prestage
             );
             let (mut stats, staged) = (stats?, staged?);
@@ -504,10 +512,11 @@ impl Target for PhysicalTarget {
                     verified.clone(),
                 );
                 let more = snapshot
-                    .restore_tree(
+                    .restore_tree_with(
                         &PathFilter::new(&delta_pattern, &[])?,
                         Box::new(applier),
                         progress,
+                        IdCheck::WhenUnauthenticated,
                     )
                     .await?;
                 stats.bytes += more.bytes;
