@@ -278,6 +278,8 @@ pub(crate) fn delta_name(file: &FsName) -> FsName {
 /// checksum).
 pub(crate) struct DeltaReader<R> {
     inner: R,
+    /// The file again, for a second look at the headers of pages left out.
+    recheck: Option<File>,
     block: usize,
     base_lsn: u64,
     base_blocks: u64,
@@ -296,6 +298,7 @@ impl<R: Read> DeltaReader<R> {
     /// from `base_lsn` on.
     pub(crate) fn new(
         inner: R,
+        recheck: Option<File>,
         block: u32,
         base_lsn: Lsn,
         base_size: u64,
@@ -311,6 +314,7 @@ impl<R: Read> DeltaReader<R> {
         out.extend_from_slice(&size.to_le_bytes());
         DeltaReader {
             inner,
+            recheck,
             block: block as usize,
             base_lsn: base_lsn.0,
             base_blocks: base_size / u64::from(block),
@@ -343,19 +347,47 @@ impl<R: Read> DeltaReader<R> {
                 "a relation file ends inside a page",
             ));
         }
-        for page in self.scratch[..got].chunks_exact(self.block) {
-            let blkno = self.next_block;
-            self.next_block += 1;
+        let first = self.next_block;
+        let changed = |page: &[u8], blkno: u64| {
             let h = page_header(page);
-            if blkno >= self.base_blocks || h.is_new || h.lsn >= self.base_lsn {
-                let n = u32::try_from(blkno).map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "too many pages")
-                })?;
-                self.out.extend_from_slice(&n.to_le_bytes());
-                self.out.extend_from_slice(page);
-                self.pages += 1;
-            }
+            blkno >= self.base_blocks || h.is_new || h.lsn >= self.base_lsn
+        };
+        let mut keep: Vec<bool> = self.scratch[..got]
+            .chunks_exact(self.block)
+            .enumerate()
+            .map(|(i, page)| changed(page, first + i as u64))
+            .collect();
+        // A page read while the server wrote it can be torn: its first half
+        // (with the LSN) old, the rest new. The server writes a page from
+        // its start, so once the read is done such a page's header shows
+        // the new LSN; a page whose header now says changed goes in, with
+        // the bytes read (those the manifest's checksum covers). Without
+        // this a torn page left out would restore as the base's copy and
+        // fail the manifest check (replay would mend it, the check cannot
+        // know).
+        let mut header = [0u8; 16];
+        for (i, k) in keep.iter_mut().enumerate().filter(|(_, k)| !**k) {
+            let blkno = first + i as u64;
+            *k = match &self.recheck {
+                Some(f) => match f.read_exact_at(&mut header, blkno * self.block as u64) {
+                    Ok(()) => changed(&header, blkno),
+                    Err(_) => true,
+                },
+                None => false,
+            };
         }
+        for (i, page) in self.scratch[..got].chunks_exact(self.block).enumerate() {
+            if !keep[i] {
+                continue;
+            }
+            let n = u32::try_from(first + i as u64).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "too many pages")
+            })?;
+            self.out.extend_from_slice(&n.to_le_bytes());
+            self.out.extend_from_slice(page);
+            self.pages += 1;
+        }
+        self.next_block += keep.len() as u64;
         if self.done {
             if let Some(f) = self.on_end.take() {
                 f(self.pages);
@@ -764,6 +796,7 @@ mod tests {
         let e2 = ended.clone();
         let mut r = DeltaReader::new(
             std::io::Cursor::new(now.clone()),
+            None,
             8192,
             Lsn(0x800),
             base.len() as u64,
@@ -869,6 +902,34 @@ mod tests {
         // A delta the index lists but the snapshot lacks.
         let e = w.finish().unwrap_err().to_string();
         assert!(e.contains("not in the snapshot"), "{e}");
+    }
+
+    #[test]
+    fn a_page_torn_while_read_goes_into_the_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        // Read: block 1 with its old header and new bytes after it (a write
+        // under way); on disk once the read is done: the new page.
+        let mut torn = page(0x900, 9);
+        torn[..8].copy_from_slice(&page(0x100, 2)[..8]);
+        let read: Vec<u8> = [page(0x100, 1), torn.clone(), page(0x100, 3)].concat();
+        let on_disk: Vec<u8> = [page(0x100, 1), page(0x900, 9), page(0x100, 3)].concat();
+        let path = dir.path().join("16384");
+        std::fs::write(&path, &on_disk).unwrap();
+        let mut r = DeltaReader::new(
+            std::io::Cursor::new(read),
+            Some(File::open(&path).unwrap()),
+            8192,
+            Lsn(0x800),
+            on_disk.len() as u64,
+            on_disk.len() as u64,
+            Box::new(|_| {}),
+        );
+        let mut delta = Vec::new();
+        r.read_to_end(&mut delta).unwrap();
+        assert_eq!(delta.len(), HEADER_LEN + 4 + 8192);
+        assert_eq!(&delta[HEADER_LEN..HEADER_LEN + 4], &1u32.to_le_bytes());
+        // The bytes as read (what the manifest's checksum covers).
+        assert_eq!(&delta[HEADER_LEN + 4..], &torn[..]);
     }
 
     #[test]

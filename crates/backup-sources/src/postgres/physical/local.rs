@@ -665,6 +665,7 @@ impl LocalSource {
         let block_size = self.cluster.block_size;
         let open = move || -> std::io::Result<Box<dyn Read + Send>> {
             let size = entry.size;
+            let recheck = open_noatime(&path).ok();
             let file = FileReader::open(tracked, path, rules, start_lsn, block_size as usize)?;
             let on_end = Box::new(move |pages: u64| {
                 shared.delta_pages.fetch_add(pages, Ordering::Relaxed);
@@ -675,7 +676,7 @@ impl LocalSource {
                     .push((key, DeltaEntry { pages, ..entry }));
             });
             Ok(Box::new(DeltaReader::new(
-                file, block_size, base_lsn, base_size, size, on_end,
+                file, recheck, block_size, base_lsn, base_size, size, on_end,
             )))
         };
         Some((
