@@ -339,24 +339,25 @@ async fn walk(
                 let top = stack.last_mut().unwrap();
                 // Decided here, where the source is at hand (it is not
                 // held across the read's start).
-                let reuse = (node.kind == NodeKind::File)
+                let mut reuse = (node.kind == NodeKind::File)
                     .then(|| top.parent_tree.as_ref().and_then(|t| t.find(&node.name)))
                     .flatten()
                     .filter(|old| {
                         source.unchanged(&node, old) && content_present(repo.index(), old)
                     })
                     .cloned();
-                if content.is_none()
-                    && reuse.is_none()
-                    && node.has_content()
-                    && !(node.content.is_empty() && node.content_lists.is_empty())
-                    && !content_present(repo.index(), &node)
-                {
-                    return Err(Error::source_failed(format!(
-                        "`{}/{}`: the content it takes from the parent snapshot is not in the repository (run `backup check`)",
-                        path_string(&path),
-                        node.name
-                    )));
+                let preset = !(node.content.is_empty() && node.content_lists.is_empty());
+                if content.is_none() && reuse.is_none() && node.kind == NodeKind::File && preset {
+                    // The source took this content from the parent itself
+                    // (a base that a page delta beside it completes).
+                    if !content_present(repo.index(), &node) {
+                        return Err(Error::source_failed(format!(
+                            "`{}/{}`: the content it takes from the parent snapshot is not in the repository (run `backup check`)",
+                            path_string(&path),
+                            node.name
+                        )));
+                    }
+                    reuse = Some(node.clone());
                 }
                 let pending = leaf(ctx, &permits, reuse, node, content, on_error, &path).await?;
                 top.children.push(pending);
@@ -418,19 +419,6 @@ async fn leaf(
         return Ok(Pending::Ready(reused));
     }
     let Some(content) = content else {
-        if node.kind == NodeKind::File
-            && !(node.content.is_empty() && node.content_lists.is_empty())
-        {
-            // The source took this content from the parent itself (a base
-            // that a page delta beside it completes); checked present by
-            // the walk.
-            c.files.fetch_add(1, Ordering::Relaxed);
-            c.unchanged.fetch_add(1, Ordering::Relaxed);
-            c.logical.fetch_add(node.size, Ordering::Relaxed);
-            ctx.progress.add_bytes(node.size);
-            ctx.progress.add_item();
-            return Ok(Pending::Ready(node));
-        }
         return Err(Error::source_failed(format!(
             "entry `{}` has no content",
             node.name

@@ -49,7 +49,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use backup_core::reader::{Dir, SnapshotReader};
+use backup_core::reader::Dir;
 use backup_core::restorer::TreeWriter;
 use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, FileKind, Result};
@@ -125,13 +125,14 @@ pub(crate) struct DeltaIndex {
 }
 
 impl DeltaIndex {
-    /// The index of `snapshot`, empty when it has none.
+    /// The index in a snapshot's top directory `root`, empty when it has
+    /// none.
     ///
     /// # Errors
     ///
     /// [`Error::Corrupt`] when it does not parse; storage errors.
-    pub(crate) async fn of(snapshot: &SnapshotReader) -> Result<Self> {
-        let root = snapshot.root().await?;
+    pub(crate) async fn of(root: &Dir) -> Result<Self> {
+        let snapshot = root.reader();
         let Some(node) = root.get(DELTA_INDEX) else {
             return Ok(DeltaIndex::default());
         };
@@ -157,16 +158,14 @@ pub(crate) struct SnapshotRelation {
 
 /// The main-fork relation files of a physical snapshot's database
 /// directories (in the data directory and the tablespaces), by manifest
-/// path, with their deltas.
+/// path, with their deltas; `root` is the snapshot's top directory.
 ///
 /// # Errors
 ///
 /// Errors loading the snapshot's trees.
-pub(crate) async fn relations(
-    snapshot: &SnapshotReader,
-) -> Result<HashMap<Vec<u8>, SnapshotRelation>> {
+pub(crate) async fn relations(root: &Dir) -> Result<HashMap<Vec<u8>, SnapshotRelation>> {
     let mut out = HashMap::new();
-    let root = snapshot.root().await?;
+    let snapshot = root.reader();
     if let Some(data) = root.dir(DATA_DIR).await? {
         if let Some(base) = data.dir("base").await? {
             for db in base.entries().iter().filter(|n| n.kind == NodeKind::Dir) {
@@ -693,17 +692,9 @@ impl TreeWriter for DeltaWriter {
             .set_len(entry.size)
             .map_err(|e| io("setting the size of", e))?;
         // The completed file, read back, against the backup manifest.
-        let mut f = File::open(&a.dest).map_err(|e| io("reading", e))?;
-        let mut buf = vec![0u8; 4 << 20];
-        let (mut crc, mut size) = (0u32, 0u64);
-        loop {
-            let n = f.read(&mut buf).map_err(|e| io("reading", e))?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            size += n as u64;
-        }
+        let (size, crc) = File::open(&a.dest)
+            .and_then(|f| super::manifest::crc32c_of(f, u64::MAX))
+            .map_err(|e| io("reading", e))?;
         check_restored_file(&a.key, listed, size, crc)?;
         if let Some(mode) = entry.mode {
             a.file
@@ -811,7 +802,6 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("base/5")).unwrap();
         let dest = data.join("base/5/16384");
-        std::fs::write(&dest, &base).unwrap();
         let entry = DeltaEntry {
             base_lsn: "0/800".into(),
             base_size: base.len() as u64,
@@ -826,7 +816,7 @@ mod tests {
             size: now.len() as u64,
             checksum: Some((
                 "CRC32C".into(),
-                super::super::manifest::crc32c_bytes(crc32c::crc32c(&now)).clone(),
+                super::super::manifest::crc32c_bytes(crc32c::crc32c(&now)),
             )),
         };
         let key = b"base/5/16384".to_vec();
@@ -835,12 +825,17 @@ mod tests {
             roots: HashMap::new(),
         };
         let verified = Arc::new(Mutex::new(0));
-        let mut w = DeltaWriter::new(
-            places.clone(),
-            8192,
-            HashMap::from([(key.clone(), (entry.clone(), listed.clone()))]),
-            verified.clone(),
-        );
+        // A writer for this one delta, after a first pass wrote its base.
+        let writer = || {
+            std::fs::write(&dest, &base).unwrap();
+            DeltaWriter::new(
+                places.clone(),
+                8192,
+                HashMap::from([(key.clone(), (entry.clone(), listed.clone()))]),
+                verified.clone(),
+            )
+        };
+        let mut w = writer();
         let mut snap_path = PathBuf::from("data/base/5");
         snap_path.push(std::ffi::OsStr::from_bytes(
             &delta_name(&FsName::from("16384")).0,
@@ -858,42 +853,25 @@ mod tests {
 
         // A flipped byte in a page the delta holds: the manifest check
         // names the file.
-        std::fs::write(&dest, &base).unwrap();
         let mut bad = delta.clone();
         bad[HEADER_LEN + 4 + 100] ^= 1;
-        let mut w = DeltaWriter::new(
-            places.clone(),
-            8192,
-            HashMap::from([(key.clone(), (entry.clone(), listed.clone()))]),
-            verified.clone(),
-        );
+        let mut w = writer();
         w.start_file(&snap_path, &node).unwrap();
         w.write_data(Bytes::from(bad)).unwrap();
         let e = w.finish_file(&snap_path, &node).unwrap_err().to_string();
         assert!(e.contains("base/5/16384") && e.contains("CRC-32C"), "{e}");
 
         // Out-of-order blocks and a cut record are refused.
-        std::fs::write(&dest, &base).unwrap();
         let mut swapped = delta[..HEADER_LEN].to_vec();
         let rec = 4 + 8192;
         swapped.extend_from_slice(&delta[HEADER_LEN + rec..HEADER_LEN + 2 * rec]);
         swapped.extend_from_slice(&delta[HEADER_LEN..HEADER_LEN + rec]);
-        let mut w = DeltaWriter::new(
-            places.clone(),
-            8192,
-            HashMap::from([(key.clone(), (entry.clone(), listed.clone()))]),
-            verified.clone(),
-        );
+        let mut w = writer();
         w.start_file(&snap_path, &node).unwrap();
         w.write_data(Bytes::from(swapped)).unwrap();
         let e = w.finish_file(&snap_path, &node).unwrap_err().to_string();
         assert!(e.contains("out of order"), "{e}");
-        let mut w = DeltaWriter::new(
-            places,
-            8192,
-            HashMap::from([(key, (entry, listed))]),
-            verified,
-        );
+        let mut w = writer();
         w.start_file(&snap_path, &node).unwrap();
         w.write_data(Bytes::copy_from_slice(&delta[..delta.len() - 10]))
             .unwrap();

@@ -935,24 +935,10 @@ impl LocalSource {
                 }
             }
         }
-        let mut file = File::open(&r.local_path)
-            .map_err(|e| Error::source_caused(format!("reading {}", r.local_path.display()), e))?;
-        let mut crc = 0u32;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = r.size;
-        while left > 0 {
-            let n = file
-                .read(&mut buf[..(left.min(1 << 20) as usize)])
-                .map_err(|e| {
-                    Error::source_caused(format!("reading {}", r.local_path.display()), e)
-                })?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            left -= n as u64;
-        }
-        Ok(crc)
+        File::open(&r.local_path)
+            .and_then(|f| super::manifest::crc32c_of(f, r.size))
+            .map(|(_, crc)| crc)
+            .map_err(|e| Error::source_caused(format!("reading {}", r.local_path.display()), e))
     }
 }
 
@@ -1002,8 +988,8 @@ impl Source for LocalSource {
             && hints_logged
             && meta.data_checksums == self.cluster.data_checksums
         {
-            self.parent_relations = delta::relations(parent).await?;
-            self.parent_deltas = DeltaIndex::of(parent).await?;
+            self.parent_relations = delta::relations(&root).await?;
+            self.parent_deltas = DeltaIndex::of(&root).await?;
             self.parent_start = parent_start;
         }
         Ok(())

@@ -146,6 +146,26 @@ impl Manifest {
     }
 }
 
+/// Size and CRC-32C of what `file` holds, up to `limit` bytes.
+///
+/// # Errors
+///
+/// Read errors.
+pub(crate) fn crc32c_of(mut file: impl std::io::Read, limit: u64) -> std::io::Result<(u64, u32)> {
+    let mut buf = vec![0u8; 4 << 20];
+    let (mut crc, mut size) = (0u32, 0u64);
+    while size < limit {
+        let want = (limit - size).min(buf.len() as u64) as usize;
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, crc))
+}
+
 /// A CRC-32C as the manifest writes it.
 pub(crate) fn crc32c_bytes(crc: u32) -> Vec<u8> {
     crc.to_le_bytes().to_vec()

@@ -346,7 +346,7 @@ impl Target for PhysicalTarget {
         }
         let mut manifest = load_manifest(snapshot).await?;
         // Files completed by a page delta: checked once it is applied.
-        let deltas = DeltaIndex::of(snapshot).await?;
+        let deltas = DeltaIndex::of(&snapshot.root().await?).await?;
         let mut delta_files = HashMap::new();
         for (path, entry) in deltas.files {
             let key = path.into_bytes();
@@ -839,11 +839,6 @@ impl PhysicalWriter {
         })
     }
 
-    /// Where a snapshot path goes (see [`Places::place`]).
-    fn place(&self, path: &Path) -> Result<Option<(PathBuf, Option<Vec<u8>>)>> {
-        self.places.place(path)
-    }
-
     fn owned(&self, node: &Node) -> Node {
         let mut n = node.clone();
         if let Some((uid, gid)) = self.owner {
@@ -869,14 +864,14 @@ impl PhysicalWriter {
 
 impl TreeWriter for PhysicalWriter {
     fn enter_dir(&mut self, path: &Path, node: &Node) -> Result<()> {
-        match self.place(path)? {
+        match self.places.place(path)? {
             Some((dest, _)) => self.inner.enter_dir(&dest, &self.owned(node)),
             None => Ok(()),
         }
     }
 
     fn leave_dir(&mut self, path: &Path, node: &Node) -> Result<()> {
-        match self.place(path)? {
+        match self.places.place(path)? {
             Some((dest, _)) => self.inner.leave_dir(&dest, &self.owned(node)),
             None => Ok(()),
         }
@@ -894,6 +889,7 @@ impl TreeWriter for PhysicalWriter {
             return Ok(());
         }
         let (dest, key) = self
+            .places
             .place(path)?
             .ok_or_else(|| Error::corrupt(FileKind::Snapshot, "tree", "a file at the top"))?;
         let held = (self.relocated.is_some()
@@ -961,6 +957,7 @@ impl TreeWriter for PhysicalWriter {
             self.inner.write_data(Bytes::from(text))?;
         }
         let (dest, _) = self
+            .places
             .place(path)?
             .ok_or_else(|| Error::target_failed("no place"))?;
         self.inner.finish_file(&dest, &self.owned(node))
@@ -968,13 +965,13 @@ impl TreeWriter for PhysicalWriter {
 
     fn abort_file(&mut self, path: &Path) {
         self.current = None;
-        if let Ok(Some((dest, _))) = self.place(path) {
+        if let Ok(Some((dest, _))) = self.places.place(path) {
             self.inner.abort_file(&dest);
         }
     }
 
     fn symlink(&mut self, path: &Path, node: &Node) -> Result<()> {
-        match self.place(path)? {
+        match self.places.place(path)? {
             Some((dest, _)) => self.inner.symlink(&dest, &self.owned(node)),
             None => Ok(()),
         }
@@ -1045,10 +1042,8 @@ fn compare_files(
     places: &[TablespacePlacement],
     manifest: &Manifest,
 ) -> Result<Vec<String>> {
-    use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
     let mut diffs = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
     for (path, entry) in &manifest.files {
         // Tablespace files are where the restore put them (the links in
         // pg_tblspc appear at the first start).
@@ -1061,25 +1056,15 @@ fn compare_files(
             })
             .unwrap_or_else(|| data_dir.join(std::ffi::OsStr::from_bytes(path)));
         let shown = String::from_utf8_lossy(path);
-        let mut f = match std::fs::File::open(&p) {
+        let f = match std::fs::File::open(&p) {
             Ok(f) => f,
             Err(e) => {
                 diffs.push(format!("{shown}: {e}"));
                 continue;
             }
         };
-        let mut crc = 0u32;
-        let mut size = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            size += n as u64;
-        }
+        let (size, crc) = super::manifest::crc32c_of(f, u64::MAX)
+            .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
         if size != entry.size {
             diffs.push(format!(
                 "{shown}: {size} bytes, the manifest lists {}",
