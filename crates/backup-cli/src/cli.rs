@@ -673,7 +673,7 @@ pub(crate) struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UnlockArgs {
-    /// Remove every lock, not only expired ones (only when no other process uses the repository).
+    /// Remove every lock, not only stale ones (expired, or held by a process gone from this host); only when no other process uses the repository.
     #[arg(long)]
     pub(crate) all: bool,
 }

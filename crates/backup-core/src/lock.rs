@@ -74,6 +74,36 @@ impl LockInfo {
         self.expires < now
     }
 
+    /// Whether the holder is known to be gone: the lease ran out, or the
+    /// lock names this host and its process no longer exists (a holder
+    /// killed with SIGKILL, whose lease has not run out yet). A lock from
+    /// another host counts until its lease ends; so does one naming a host
+    /// that cannot be told apart (`unknown`, `localhost`).
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        self.is_expired(now) || self.holder_is_gone()
+    }
+
+    fn holder_is_gone(&self) -> bool {
+        if matches!(self.host.as_str(), "unknown" | "localhost" | "") {
+            return false;
+        }
+        if self.host != crate::util::hostname() {
+            return false;
+        }
+        if self.pid == std::process::id() {
+            return false;
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        // Signal 0 checks existence only; EPERM means it exists under
+        // another user.
+        matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+    }
+
     /// A one-line description for messages.
     pub fn describe(&self, now: DateTime<Utc>) -> String {
         let age = (now - self.created).num_seconds().max(0);
@@ -91,6 +121,8 @@ impl LockInfo {
             age,
             if self.is_expired(now) {
                 " (expired: the holder is gone; `backup unlock` removes it)"
+            } else if self.holder_is_gone() {
+                " (its process is gone; `backup unlock` removes it)"
             } else {
                 ""
             }
@@ -201,7 +233,7 @@ impl Repository {
             .locks()
             .await?
             .into_iter()
-            .filter(|(n, l)| *n != name && !l.is_expired(Utc::now()) && (exclusive || l.exclusive))
+            .filter(|(n, l)| *n != name && !l.is_stale(Utc::now()) && (exclusive || l.exclusive))
             .map(|(_, l)| l.describe(Utc::now()))
             .next();
         if let Some(c) = conflict {
@@ -275,7 +307,8 @@ impl Repository {
         Ok(value)
     }
 
-    /// Removes expired locks (or all locks with `all`); returns how many.
+    /// Removes stale locks ([`LockInfo::is_stale`]), or all locks with
+    /// `all`; returns how many.
     ///
     /// # Errors
     ///
@@ -284,7 +317,7 @@ impl Repository {
         let now = Utc::now();
         let mut n = 0;
         for (name, l) in self.locks().await? {
-            if all || l.is_expired(now) {
+            if all || l.is_stale(now) {
                 self.sink().delete(FileKind::Lock, &name).await?;
                 n += 1;
             }
@@ -345,5 +378,35 @@ mod tests {
         );
         assert_eq!(LockMode::exclusive_if(true), LockMode::Exclusive);
         assert_eq!(LockMode::exclusive_if(false), LockMode::Shared);
+    }
+
+    #[test]
+    fn a_lock_of_a_dead_process_on_this_host_is_stale() {
+        let now = Utc::now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut info = LockInfo {
+            exclusive: false,
+            operation: "capture".into(),
+            host: crate::util::hostname(),
+            pid: child.id(),
+            user: "backup".into(),
+            created: now,
+            expires: now + chrono::Duration::seconds(300),
+            nonce: Id::random(),
+        };
+        assert!(!info.is_stale(now), "the holder is alive");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(info.is_stale(now), "the holder is gone");
+        assert!(info.describe(now).contains("its process is gone"));
+        // Another host's lock counts until its lease ends.
+        info.host = "some-other-host".into();
+        assert!(!info.is_stale(now));
+        assert!(info.is_stale(now + chrono::Duration::seconds(301)));
+        info.host = "localhost".into();
+        assert!(!info.is_stale(now));
     }
 }

@@ -153,7 +153,7 @@ impl Error {
                 Some("run `backup verify --read-data` to find every damaged snapshot")
             }
             backup_core::Error::Locked(_) => Some(
-                "wait for the other operation to finish; if its process is gone, `backup unlock` removes expired locks",
+                "wait for the other operation to finish; a lock whose holder died is ignored at once on its own host and elsewhere once its lease ends (5 minutes); `backup unlock` removes such locks",
             ),
             _ => None,
         }

@@ -62,7 +62,7 @@ pub(crate) async fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<u8> {
     let repo = ctx.open().await?;
     let now = chrono::Utc::now();
     for (_, l) in repo.locks().await? {
-        if a.all || l.is_expired(now) {
+        if a.all || l.is_stale(now) {
             ctx.say(format!("removing {}", l.describe(now)))?;
         }
     }
