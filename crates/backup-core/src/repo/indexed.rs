@@ -10,7 +10,7 @@ use super::Repository;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::{decode_blob, BlobType};
+use crate::pack::{decode_blob_with, BlobType, IdCheck};
 use crate::sink::FileKind;
 use crate::tree::{decode_content_list, Node, Tree};
 
@@ -101,6 +101,22 @@ impl IndexedRepository {
     /// [`Error::NotFound`] when the blob is not indexed, [`Error::Corrupt`]
     /// when it fails verification, storage errors.
     pub async fn read_blob(&self, blob_type: BlobType, id: &Id) -> Result<Vec<u8>> {
+        self.read_blob_with(blob_type, id, IdCheck::Always).await
+    }
+
+    /// [`IndexedRepository::read_blob`], with the blob's id checked as
+    /// `ids` says (see [`IdCheck`]: for readers that check what they
+    /// assemble end to end).
+    ///
+    /// # Errors
+    ///
+    /// As [`IndexedRepository::read_blob`].
+    pub async fn read_blob_with(
+        &self,
+        blob_type: BlobType,
+        id: &Id,
+        ids: IdCheck,
+    ) -> Result<Vec<u8>> {
         let loc = self.index.get(blob_type, id).ok_or_else(|| {
             Error::corrupt(
                 FileKind::Index,
@@ -120,14 +136,16 @@ impl IndexedRepository {
         let key = self.key().clone();
         let hasher = self.hasher().clone();
         if stored.len() < 256 * 1024 {
-            return decode_blob(&key, &hasher, &e, &loc.pack, &stored);
+            return decode_blob_with(&key, &hasher, &e, &loc.pack, &stored, ids);
         }
-        tokio::task::spawn_blocking(move || decode_blob(&key, &hasher, &e, &loc.pack, &stored))
-            .await
-            .map_err(|e| Error::Generic {
-                backend: "decoder",
-                source: Box::new(e),
-            })?
+        tokio::task::spawn_blocking(move || {
+            decode_blob_with(&key, &hasher, &e, &loc.pack, &stored, ids)
+        })
+        .await
+        .map_err(|e| Error::Generic {
+            backend: "decoder",
+            source: Box::new(e),
+        })?
     }
 
     /// Reads a range of a pack holding trees through the tree-pack cache.

@@ -5,11 +5,12 @@
 //! A relation file that the previous base backup of the same cluster and
 //! timeline holds (its *base*: that snapshot's entry, itself possibly a
 //! base with a delta) is read whole, as any file is (its CRC-32C for the
-//! backup manifest, its page checksums), but only its pages whose LSN is
-//! at or after the base's start position, new pages and pages past the
-//! base's end are stored, in a *delta* entry beside the base's entry. The
-//! base entry keeps the parent's content and metadata, so nothing of the
-//! base is read or stored again.
+//! backup manifest, its page checksums). Its pages whose LSN is at or
+//! after the base's start position, new pages and pages past the base's
+//! end are compared with the base's copy of the page, read back from the
+//! repository ([`RepoBase`]), and the byte ranges that differ are stored
+//! in a *delta* entry beside the base's entry. The base entry keeps the
+//! parent's content and metadata, so nothing of the base is stored again.
 //!
 //! Why the page LSN is enough: every change to a page of a relation's main
 //! fork is WAL-logged and sets the page's LSN, and the base was copied
@@ -29,18 +30,18 @@
 //!
 //! Deltas are cumulative (each is against the base, never against another
 //! delta), so a restore writes the base and applies one delta; once a
-//! delta holds more than half of its file's pages (or a sample of page
-//! headers says it would), the backup reads and stores the file whole
-//! again, which becomes the next base. Files under [`MIN_PAGES`] are
-//! always read whole.
+//! delta's content exceeds a quarter of its file's size, the backup reads
+//! and stores the file whole again, which becomes the next base. Files
+//! under [`MIN_PAGES`] are always read whole.
 //!
 //! Stored form (`docs/REPOSITORY_FORMAT.md`, "Physical PostgreSQL
 //! snapshots"): the delta entry is named like the file with
 //! [`DELTA_SUFFIX`] appended (a name PostgreSQL never gives a file), its
-//! content is [`MAGIC`], the header fields, then `(block number, page)`
-//! records in ascending block order; `page_deltas.json` at the snapshot's
-//! top lists each delta with its base position and the file's final size
-//! and metadata.
+//! content is [`MAGIC`], the header fields, then per changed page its
+//! block number and the byte ranges where it differs from the base's page,
+//! in ascending block order (deltas of whole pages, [`MAGIC_PAGES`], are
+//! still restored); `page_deltas.json` at the snapshot's top lists each
+//! delta with its base position and the file's final size and metadata.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -49,7 +50,9 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use backup_core::pack::{BlobType, IdCheck};
 use backup_core::reader::Dir;
+use backup_core::repo::IndexedRepository;
 use backup_core::restorer::TreeWriter;
 use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, FileKind, Result};
@@ -66,8 +69,15 @@ use super::{Lsn, DATA_DIR, TABLESPACES_DIR};
 pub(crate) const DELTA_SUFFIX: &[u8] = b"~page-delta";
 /// The index of a snapshot's deltas, at the top of its tree.
 pub(crate) const DELTA_INDEX: &str = "page_deltas.json";
-/// The first bytes of a delta's content.
-pub(crate) const MAGIC: &[u8; 8] = b"BKPGPD01";
+/// The first bytes of a delta's content: records of changed byte ranges.
+pub(crate) const MAGIC: &[u8; 8] = b"BKPGPD02";
+/// The first bytes of a delta of whole pages (written by earlier versions;
+/// still restored).
+pub(crate) const MAGIC_PAGES: &[u8; 8] = b"BKPGPD01";
+/// Equal bytes that end a changed range (a range header costs 4 bytes).
+const RANGE_GAP: usize = 8;
+/// Blobs of a base read ahead while its pages are read in order.
+const BASE_AHEAD: usize = 2;
 /// Magic, block size (u32), reserved (u32), base start LSN, base size,
 /// file size (u64 each), little-endian.
 const HEADER_LEN: usize = 40;
@@ -76,8 +86,6 @@ const PAGES_PER_READ: usize = 512;
 /// Files with fewer pages are read whole (a delta saves little there and
 /// costs an entry and a second restore pass).
 pub(crate) const MIN_PAGES: u64 = 128;
-/// Pages whose headers [`mostly_unchanged`] reads.
-const SAMPLES: u64 = 32;
 
 /// One delta in [`DeltaIndex`]: what it applies to and what it makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,9 +108,18 @@ pub(crate) struct DeltaEntry {
     pub(crate) inode: Option<u64>,
     /// Pages the delta holds.
     pub(crate) pages: u64,
+    /// Bytes of the delta's content (absent for deltas of whole pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes: Option<u64>,
 }
 
 impl DeltaEntry {
+    /// Bytes of the delta's content (for deltas of whole pages, from their
+    /// page count).
+    pub(crate) fn stored(&self, block: u64) -> u64 {
+        self.bytes.unwrap_or(self.pages * (block + 4))
+    }
+
     /// The file as this backup listed it, as a node to compare with the
     /// file on disk.
     pub(crate) fn listed(&self, name: &FsName) -> Node {
@@ -232,37 +249,6 @@ pub(crate) fn is_main_fork(name: &[u8]) -> bool {
         && seg.is_none_or(|s| !s.is_empty() && s.iter().all(u8::is_ascii_digit))
 }
 
-/// Whether at most half of a sample of the file's pages would go into a
-/// delta against a base of `base_size` bytes from `base_lsn` (evenly
-/// spread page headers, read directly); `false` when the file cannot be
-/// read (it is then read whole, which reports the error).
-pub(crate) fn mostly_unchanged(
-    path: &Path,
-    block: u32,
-    size: u64,
-    base_lsn: Lsn,
-    base_size: u64,
-) -> bool {
-    let Ok(f) = File::open(path) else {
-        return false;
-    };
-    let block = u64::from(block);
-    let pages = size / block;
-    let mut changed = 0;
-    let mut header = [0u8; 16];
-    for i in 0..SAMPLES {
-        let blkno = (i * pages + pages / 2) / SAMPLES;
-        if f.read_exact_at(&mut header, blkno * block).is_err() {
-            return false;
-        }
-        let h = page_header(&header);
-        if blkno * block >= base_size || h.is_new || h.lsn >= base_lsn.0 {
-            changed += 1;
-        }
-    }
-    changed * 2 <= SAMPLES
-}
-
 /// The delta entry's name for a file's.
 pub(crate) fn delta_name(file: &FsName) -> FsName {
     let mut n = file.0.clone();
@@ -270,15 +256,237 @@ pub(crate) fn delta_name(file: &FsName) -> FsName {
     FsName(n)
 }
 
+/// The pages of a delta's base, asked for in ascending block order.
+pub(crate) trait BasePages: Send {
+    /// Fills `out` with the base's page at `blkno` (`out.len()` bytes at
+    /// `blkno × out.len()`).
+    ///
+    /// # Errors
+    ///
+    /// The base cannot be read, or holds no such page.
+    fn read_page(&mut self, blkno: u64, out: &mut [u8]) -> std::io::Result<()>;
+}
+
+/// A base held in memory (tests).
+impl BasePages for Vec<u8> {
+    fn read_page(&mut self, blkno: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let at = usize::try_from(blkno).unwrap_or(usize::MAX) * out.len();
+        let page = self.get(at..at + out.len()).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the base's end")
+        })?;
+        out.copy_from_slice(page);
+        Ok(())
+    }
+}
+
+/// A base read from the repository: the content of a file entry of an
+/// earlier snapshot, blob by blob as its pages are asked for (the next
+/// blobs fetched ahead while the pages come in order). Blobs are decrypted
+/// and decompressed but, in an encrypted repository, not hashed again:
+/// AES-GCM authenticates them, and a restore checks every file the delta
+/// completes against the backup manifest.
+pub(crate) struct RepoBase {
+    repo: IndexedRepository,
+    rt: tokio::runtime::Handle,
+    /// Blob id and where its bytes start in the file.
+    blobs: Vec<(backup_core::Id, u64)>,
+    size: u64,
+    current: Option<(usize, Vec<u8>)>,
+    ahead: std::collections::VecDeque<(usize, tokio::task::JoinHandle<Result<Vec<u8>>>)>,
+    last: Option<usize>,
+}
+
+impl RepoBase {
+    /// The base `node` (a file entry) of `repo`; blocks on `rt` (call from
+    /// a blocking thread).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when its blobs are not indexed or do not add up
+    /// to its size; storage errors.
+    pub(crate) fn open(
+        repo: IndexedRepository,
+        rt: tokio::runtime::Handle,
+        node: &Node,
+    ) -> Result<Self> {
+        let ids = rt.block_on(repo.content_ids(node))?;
+        let mut blobs = Vec::with_capacity(ids.len());
+        let mut at = 0u64;
+        for id in ids {
+            let loc = repo.index().get(BlobType::Data, &id).ok_or_else(|| {
+                Error::corrupt(
+                    FileKind::Index,
+                    format!("blob {}", id.short()),
+                    "the blob is referenced but not in the index",
+                )
+            })?;
+            blobs.push((id, at));
+            at += u64::from(loc.entry.raw_length);
+        }
+        if at != node.size {
+            return Err(Error::corrupt(
+                FileKind::Snapshot,
+                node.name.to_string(),
+                format!("its blobs hold {at} bytes, the entry says {}", node.size),
+            ));
+        }
+        Ok(RepoBase {
+            repo,
+            rt,
+            blobs,
+            size: at,
+            current: None,
+            ahead: std::collections::VecDeque::new(),
+            last: None,
+        })
+    }
+
+    fn fetch(&self, i: usize) -> tokio::task::JoinHandle<Result<Vec<u8>>> {
+        let repo = self.repo.clone();
+        let id = self.blobs[i].0;
+        self.rt.spawn(async move {
+            repo.read_blob_with(BlobType::Data, &id, IdCheck::WhenUnauthenticated)
+                .await
+        })
+    }
+
+    /// The bytes of blob `i`, fetched ahead when the reads go in order.
+    fn blob(&mut self, i: usize) -> std::io::Result<&[u8]> {
+        if self.current.as_ref().is_none_or(|(c, _)| *c != i) {
+            while self.ahead.front().is_some_and(|(j, _)| *j < i) {
+                if let Some((_, h)) = self.ahead.pop_front() {
+                    h.abort();
+                }
+            }
+            let handle = match self.ahead.front() {
+                Some((j, _)) if *j == i => self.ahead.pop_front().map(|(_, h)| h),
+                _ => None,
+            };
+            let handle = handle.unwrap_or_else(|| self.fetch(i));
+            let data = self
+                .rt
+                .block_on(handle)
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+            let want = self.blobs.get(i + 1).map_or(self.size, |b| b.1) - self.blobs[i].1;
+            if data.len() as u64 != want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a blob of the base is not the length its index entry says",
+                ));
+            }
+            // In order (this blob follows the last one read): fetch ahead.
+            if self.last.is_some_and(|l| l + 1 == i) {
+                let mut next = self.ahead.back().map_or(i + 1, |(j, _)| j + 1);
+                while self.ahead.len() < BASE_AHEAD && next < self.blobs.len() {
+                    let h = self.fetch(next);
+                    self.ahead.push_back((next, h));
+                    next += 1;
+                }
+            }
+            self.last = Some(i);
+            self.current = Some((i, data));
+        }
+        Ok(self.current.as_ref().map_or(&[][..], |(_, d)| d.as_slice()))
+    }
+}
+
+impl BasePages for RepoBase {
+    fn read_page(&mut self, blkno: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let start = blkno * out.len() as u64;
+        if start + out.len() as u64 > self.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "past the base's end",
+            ));
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let at = start + done as u64;
+            let i = self.blobs.partition_point(|b| b.1 <= at) - 1;
+            let blob_start = self.blobs[i].1;
+            let data = self.blob(i)?;
+            let from = usize::try_from(at - blob_start).unwrap_or(usize::MAX);
+            let n = (out.len() - done).min(data.len().saturating_sub(from));
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the base's blobs end early",
+                ));
+            }
+            out[done..done + n].copy_from_slice(&data[from..from + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RepoBase {
+    fn drop(&mut self) {
+        for (_, h) in self.ahead.drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// Appends the record of page `blkno` to `out`: the block number, the
+/// number of ranges, then each range where `new` differs from `old` (its
+/// offset and length, u16 each, and its bytes of `new`). Ranges end at
+/// [`RANGE_GAP`] equal bytes. Returns `false`, appending nothing, when the
+/// pages are equal.
+fn push_record(out: &mut Vec<u8>, blkno: u32, new: &[u8], old: &[u8]) -> bool {
+    let n = new.len();
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < n {
+        // Equal words, then equal bytes.
+        while i + 8 <= n && new[i..i + 8] == old[i..i + 8] {
+            i += 8;
+        }
+        while i < n && new[i] == old[i] {
+            i += 1;
+        }
+        if i >= n {
+            break;
+        }
+        let start = i;
+        let mut end = i + 1;
+        let mut j = i + 1;
+        while j < n && j - end < RANGE_GAP {
+            if new[j] != old[j] {
+                end = j + 1;
+            }
+            j += 1;
+        }
+        ranges.push((start, end));
+        i = end;
+    }
+    if ranges.is_empty() {
+        return false;
+    }
+    out.extend_from_slice(&blkno.to_le_bytes());
+    // A page of at most 32 KiB has fewer than 2^16 ranges and offsets.
+    out.extend_from_slice(&(ranges.len() as u16).to_le_bytes());
+    for (start, end) in ranges {
+        out.extend_from_slice(&(start as u16).to_le_bytes());
+        out.extend_from_slice(&((end - start) as u16).to_le_bytes());
+        out.extend_from_slice(&new[start..end]);
+    }
+    true
+}
+
 /// Reads a whole relation file from `inner` and yields its delta: the
-/// header, then every page at or after `base_lsn`, new, or past the base's
-/// end. `on_end` gets the number of pages when the file is read to its
-/// end (after `inner` returned its end, which records the file's
-/// checksum).
+/// header, then a record for every page at or after `base_lsn`, new, or
+/// past the base's end that differs from the base's page (a page past the
+/// base's end from a zero page), holding the byte ranges that differ.
+/// `on_end` gets the number of records and the delta's length when the
+/// file is read to its end (after `inner` returned its end, which records
+/// the file's checksum).
 pub(crate) struct DeltaReader<R> {
     inner: R,
     /// The file again, for a second look at the headers of pages left out.
     recheck: Option<File>,
+    base: Box<dyn BasePages>,
     block: usize,
     base_lsn: u64,
     base_blocks: u64,
@@ -286,23 +494,27 @@ pub(crate) struct DeltaReader<R> {
     out: Vec<u8>,
     at: usize,
     scratch: Vec<u8>,
+    old: Vec<u8>,
     pages: u64,
+    bytes: u64,
     done: bool,
-    on_end: Option<Box<dyn FnOnce(u64) + Send>>,
+    on_end: Option<Box<dyn FnOnce(u64, u64) + Send>>,
 }
 
 impl<R: Read> DeltaReader<R> {
     /// A reader of the delta of the file `inner` reads (`size` bytes, whole
-    /// pages of `block` bytes) against a base of `base_size` bytes copied
+    /// pages of `block` bytes) against `base`, `base_size` bytes copied
     /// from `base_lsn` on.
+    #[allow(clippy::too_many_arguments)] // The file, its base, and what the header records.
     pub(crate) fn new(
         inner: R,
         recheck: Option<File>,
+        base: Box<dyn BasePages>,
         block: u32,
         base_lsn: Lsn,
         base_size: u64,
         size: u64,
-        on_end: Box<dyn FnOnce(u64) + Send>,
+        on_end: Box<dyn FnOnce(u64, u64) + Send>,
     ) -> Self {
         let mut out = Vec::with_capacity(HEADER_LEN);
         out.extend_from_slice(MAGIC);
@@ -314,6 +526,7 @@ impl<R: Read> DeltaReader<R> {
         DeltaReader {
             inner,
             recheck,
+            base,
             block: block as usize,
             base_lsn: base_lsn.0,
             base_blocks: base_size / u64::from(block),
@@ -321,7 +534,9 @@ impl<R: Read> DeltaReader<R> {
             out,
             at: 0,
             scratch: vec![0u8; block as usize * PAGES_PER_READ],
+            old: vec![0u8; block as usize],
             pages: 0,
+            bytes: 0,
             done: false,
             on_end: Some(on_end),
         }
@@ -329,6 +544,7 @@ impl<R: Read> DeltaReader<R> {
 
     /// Reads the next pages of the file and keeps those the delta holds.
     fn fill(&mut self) -> std::io::Result<()> {
+        self.bytes += self.out.len() as u64;
         self.out.clear();
         self.at = 0;
         let mut got = 0;
@@ -379,17 +595,23 @@ impl<R: Read> DeltaReader<R> {
             if !keep[i] {
                 continue;
             }
-            let n = u32::try_from(first + i as u64).map_err(|_| {
+            let blkno = first + i as u64;
+            let n = u32::try_from(blkno).map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, "too many pages")
             })?;
-            self.out.extend_from_slice(&n.to_le_bytes());
-            self.out.extend_from_slice(page);
-            self.pages += 1;
+            if blkno < self.base_blocks {
+                self.base.read_page(blkno, &mut self.old)?;
+            } else {
+                self.old.fill(0);
+            }
+            if push_record(&mut self.out, n, page, &self.old) {
+                self.pages += 1;
+            }
         }
         self.next_block += keep.len() as u64;
         if self.done {
             if let Some(f) = self.on_end.take() {
-                f(self.pages);
+                f(self.pages, self.bytes + self.out.len() as u64);
             }
         }
         Ok(())
@@ -513,8 +735,11 @@ struct Applying {
     dest: PathBuf,
     file: File,
     buf: Vec<u8>,
-    header: bool,
+    /// Once the header is read: whether records are byte ranges
+    /// ([`MAGIC`]) or whole pages ([`MAGIC_PAGES`]).
+    ranges: Option<bool>,
     next_block: u64,
+    page: Vec<u8>,
 }
 
 /// Applies the deltas of a snapshot to the bases a first pass restored,
@@ -566,7 +791,9 @@ impl DeltaWriter {
             return Err(Self::damaged(&a.key, "not in the index"));
         };
         let mut at = 0;
-        if !a.header {
+        let ranges = if let Some(r) = a.ranges {
+            r
+        } else {
             if a.buf.len() < HEADER_LEN {
                 return Ok(());
             }
@@ -577,9 +804,11 @@ impl DeltaWriter {
                 b.copy_from_slice(&h[i..i + 8]);
                 u64::from_le_bytes(b)
             };
-            if &h[..8] != MAGIC {
-                return Err(Self::damaged(&a.key, "it does not start as a page delta"));
-            }
+            let ranges = match &h[..8] {
+                m if m == MAGIC => true,
+                m if m == MAGIC_PAGES => false,
+                _ => return Err(Self::damaged(&a.key, "it does not start as a page delta")),
+            };
             if u32_at(8) as usize != block || u64_at(32) != entry.size {
                 return Err(Self::damaged(
                     &a.key,
@@ -591,24 +820,71 @@ impl DeltaWriter {
                     ),
                 ));
             }
-            a.header = true;
+            // The file's final size first: pages past the base's end
+            // are patched from zero pages, and a shrunk file is cut.
+            a.file
+                .set_len(entry.size)
+                .map_err(|e| Error::io(format!("setting the size of {}", a.dest.display()), e))?;
+            a.ranges = Some(ranges);
+            a.page = vec![0u8; block];
             at = HEADER_LEN;
-        }
+            ranges
+        };
         let blocks = entry.size / block as u64;
-        while a.buf.len() - at >= 4 + block {
-            let r = &a.buf[at..at + 4 + block];
-            let blkno = u64::from(u32::from_le_bytes([r[0], r[1], r[2], r[3]]));
+        let io = |e| Error::io(format!("writing {}", a.dest.display()), e);
+        loop {
+            let rest = &a.buf[at..];
+            if rest.len() < 4 + if ranges { 2 } else { block } {
+                break;
+            }
+            let blkno = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
             if blkno < a.next_block || blkno >= blocks {
                 return Err(Self::damaged(
                     &a.key,
                     format!("block {blkno} is out of order or past the file's end"),
                 ));
             }
-            a.file
-                .write_all_at(&r[4..], blkno * block as u64)
-                .map_err(|e| Error::io(format!("writing {}", a.dest.display()), e))?;
+            let offset = blkno * block as u64;
+            if ranges {
+                // Whole record buffered? Walk its ranges first.
+                let count = usize::from(u16::from_le_bytes([rest[4], rest[5]]));
+                let mut len = 6;
+                let mut complete = true;
+                for _ in 0..count {
+                    if rest.len() < len + 4 {
+                        complete = false;
+                        break;
+                    }
+                    len += 4 + usize::from(u16::from_le_bytes([rest[len + 2], rest[len + 3]]));
+                }
+                if !complete || rest.len() < len {
+                    break;
+                }
+                a.file.read_exact_at(&mut a.page, offset).map_err(io)?;
+                let mut r = 6;
+                let mut end = 0;
+                for _ in 0..count {
+                    let off = usize::from(u16::from_le_bytes([rest[r], rest[r + 1]]));
+                    let n = usize::from(u16::from_le_bytes([rest[r + 2], rest[r + 3]]));
+                    if off < end || off + n > block || n == 0 {
+                        return Err(Self::damaged(
+                            &a.key,
+                            format!("a range of block {blkno} overlaps another or leaves the page"),
+                        ));
+                    }
+                    a.page[off..off + n].copy_from_slice(&rest[r + 4..r + 4 + n]);
+                    end = off + n;
+                    r += 4 + n;
+                }
+                a.file.write_all_at(&a.page, offset).map_err(io)?;
+                at += len;
+            } else {
+                a.file
+                    .write_all_at(&rest[4..4 + block], offset)
+                    .map_err(io)?;
+                at += 4 + block;
+            }
             a.next_block = blkno + 1;
-            at += 4 + block;
         }
         a.buf.drain(..at);
         Ok(())
@@ -649,6 +925,7 @@ impl TreeWriter for DeltaWriter {
             ));
         }
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .open(&dest)
             .map_err(|e| Error::io(format!("opening {}", dest.display()), e))?;
@@ -657,8 +934,9 @@ impl TreeWriter for DeltaWriter {
             dest,
             file,
             buf: Vec::new(),
-            header: false,
+            ranges: None,
             next_block: 0,
+            page: Vec::new(),
         });
         Ok(())
     }
@@ -669,7 +947,7 @@ impl TreeWriter for DeltaWriter {
             .as_mut()
             .ok_or_else(|| Error::target_failed("delta data without an open file"))?;
         a.buf.extend_from_slice(&data);
-        if a.buf.len() >= HEADER_LEN + 64 * (4 + self.block) {
+        if a.buf.len() >= HEADER_LEN + 16 * (4 + self.block) {
             self.apply_buffered()?;
         }
         Ok(())
@@ -681,16 +959,13 @@ impl TreeWriter for DeltaWriter {
             .current
             .take()
             .ok_or_else(|| Error::target_failed("no open delta"))?;
-        if !a.header || !a.buf.is_empty() {
+        if a.ranges.is_none() || !a.buf.is_empty() {
             return Err(Self::damaged(&a.key, "it ends inside a record"));
         }
         let Some((entry, listed)) = self.files.get(&a.key) else {
             return Err(Self::damaged(&a.key, "not in the index"));
         };
         let io = |what: &str, e| Error::io(format!("{what} {}", a.dest.display()), e);
-        a.file
-            .set_len(entry.size)
-            .map_err(|e| io("setting the size of", e))?;
         // The completed file, read back, against the backup manifest.
         let (size, crc) = File::open(&a.dest)
             .and_then(|f| super::manifest::crc32c_of(f, u64::MAX))
@@ -769,15 +1044,76 @@ mod tests {
         p
     }
 
+    /// The records of a delta: (block number, its bytes after the block
+    /// number).
+    fn records(delta: &[u8]) -> Vec<(u32, &[u8])> {
+        let mut out = Vec::new();
+        let mut at = HEADER_LEN;
+        while at < delta.len() {
+            let r = &delta[at..];
+            let count = usize::from(u16::from_le_bytes([r[4], r[5]]));
+            let mut len = 6;
+            for _ in 0..count {
+                len += 4 + usize::from(u16::from_le_bytes([r[len + 2], r[len + 3]]));
+            }
+            out.push((u32::from_le_bytes([r[0], r[1], r[2], r[3]]), &r[4..len]));
+            at += len;
+        }
+        out
+    }
+
+    /// `page` with a record's ranges written over it.
+    fn patched(mut page: Vec<u8>, record: &[u8]) -> Vec<u8> {
+        let count = usize::from(u16::from_le_bytes([record[0], record[1]]));
+        let mut r = 2;
+        for _ in 0..count {
+            let off = usize::from(u16::from_le_bytes([record[r], record[r + 1]]));
+            let n = usize::from(u16::from_le_bytes([record[r + 2], record[r + 3]]));
+            page[off..off + n].copy_from_slice(&record[r + 4..r + 4 + n]);
+            r += 4 + n;
+        }
+        page
+    }
+
+    #[test]
+    fn records_hold_the_ranges_that_differ() {
+        let old = page(0x100, 1);
+        let mut new = old.clone();
+        assert!(!push_record(&mut Vec::new(), 0, &new, &old));
+        // Two changes 4 bytes apart make one range; one far off another.
+        new[10] = 0xAA;
+        new[15] = 0xBB;
+        new[4000] = 0xCC;
+        new[8191] = 0xDD;
+        let mut out = Vec::new();
+        assert!(push_record(&mut out, 7, &new, &old));
+        let rec = records(&[&[0u8; HEADER_LEN][..], &out].concat())
+            .into_iter()
+            .map(|(b, r)| (b, r.to_vec()))
+            .collect::<Vec<_>>();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(rec[0].0, 7);
+        assert_eq!(u16::from_le_bytes([rec[0].1[0], rec[0].1[1]]), 3);
+        assert_eq!(out.len(), 4 + 2 + (4 + 6) + (4 + 1) + (4 + 1));
+        assert_eq!(patched(old.clone(), &rec[0].1), new);
+        // Against a zero page (past the base's end): the non-zero bytes.
+        let mut out = Vec::new();
+        assert!(push_record(&mut out, 9, &old, &vec![0u8; 8192]));
+        assert!(out.len() < 8192 + 6 + 4 * 8, "{}", out.len());
+    }
+
     #[test]
     fn deltas_hold_changed_new_and_appended_pages_and_apply_back() {
         let dir = tempfile::tempdir().unwrap();
         let base: Vec<u8> = [page(0x100, 1), page(0x100, 2), page(0x100, 3)].concat();
-        // Block 1 changed after the base's start, block 2 is untouched,
-        // block 3 is appended, block 4 is a new zero page.
+        // Block 1 changed after the base's start (its LSN and a tuple),
+        // block 2 is untouched, block 3 is appended, block 4 is a new zero
+        // page (no record: the file's size makes it).
+        let mut changed = page(0x900, 2);
+        changed[5000..5100].fill(9);
         let now: Vec<u8> = [
             page(0x100, 1),
-            page(0x900, 9),
+            changed,
             page(0x100, 3),
             page(0x950, 7),
             page(0, 0),
@@ -788,16 +1124,21 @@ mod tests {
         let mut r = DeltaReader::new(
             std::io::Cursor::new(now.clone()),
             None,
+            Box::new(base.clone()),
             8192,
             Lsn(0x800),
             base.len() as u64,
             now.len() as u64,
-            Box::new(move |n| *e2.lock().unwrap() = Some(n)),
+            Box::new(move |n, b| *e2.lock().unwrap() = Some((n, b))),
         );
         let mut delta = Vec::new();
         r.read_to_end(&mut delta).unwrap();
-        assert_eq!(*ended.lock().unwrap(), Some(3));
-        assert_eq!(delta.len(), HEADER_LEN + 3 * (4 + 8192));
+        assert_eq!(*ended.lock().unwrap(), Some((2, delta.len() as u64)));
+        let recs = records(&delta);
+        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3]);
+        // Block 1: its LSN's changed bytes and the 100 changed ones.
+        assert!(recs[0].1.len() < 150, "{}", recs[0].1.len());
+        assert_eq!(&delta[..8], MAGIC);
 
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("base/5")).unwrap();
@@ -810,7 +1151,8 @@ mod tests {
             mtime_ns: Some(1_700_000_000_000_000_000),
             ctime_ns: None,
             inode: None,
-            pages: 3,
+            pages: 2,
+            bytes: Some(delta.len() as u64),
         };
         let listed = ManifestFile {
             size: now.len() as u64,
@@ -835,49 +1177,69 @@ mod tests {
                 verified.clone(),
             )
         };
-        let mut w = writer();
         let mut snap_path = PathBuf::from("data/base/5");
         snap_path.push(std::ffi::OsStr::from_bytes(
             &delta_name(&FsName::from("16384")).0,
         ));
         let node = Node::new("x", NodeKind::File);
-        w.start_file(&snap_path, &node).unwrap();
-        // Odd piece sizes: records cross the pieces.
-        for piece in delta.chunks(5000) {
-            w.write_data(Bytes::copy_from_slice(piece)).unwrap();
+        let apply = |delta: &[u8], piece: usize| -> Result<()> {
+            let mut w = writer();
+            w.start_file(&snap_path, &node)?;
+            for p in delta.chunks(piece) {
+                w.write_data(Bytes::copy_from_slice(p))?;
+            }
+            w.finish_file(&snap_path, &node)?;
+            w.finish()
+        };
+        // Odd piece sizes: records and their ranges cross the pieces.
+        for piece in [7, 5000, delta.len()] {
+            apply(&delta, piece).unwrap();
+            assert_eq!(std::fs::read(&dest).unwrap(), now);
         }
-        w.finish_file(&snap_path, &node).unwrap();
-        w.finish().unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), now);
-        assert_eq!(*verified.lock().unwrap(), 1);
+        assert_eq!(*verified.lock().unwrap(), 3);
 
-        // A flipped byte in a page the delta holds: the manifest check
-        // names the file.
+        // A delta of whole pages (what earlier versions wrote) applies too.
+        let mut pages = Vec::new();
+        pages.extend_from_slice(MAGIC_PAGES);
+        pages.extend_from_slice(&delta[8..HEADER_LEN]);
+        for b in [1u32, 3, 4] {
+            pages.extend_from_slice(&b.to_le_bytes());
+            pages.extend_from_slice(&now[b as usize * 8192..(b as usize + 1) * 8192]);
+        }
+        apply(&pages, 5000).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), now);
+
+        // A flipped byte in a range: the manifest check names the file.
         let mut bad = delta.clone();
-        bad[HEADER_LEN + 4 + 100] ^= 1;
-        let mut w = writer();
-        w.start_file(&snap_path, &node).unwrap();
-        w.write_data(Bytes::from(bad)).unwrap();
-        let e = w.finish_file(&snap_path, &node).unwrap_err().to_string();
+        let n = bad.len();
+        bad[n - 100] ^= 1;
+        let e = apply(&bad, 5000).unwrap_err().to_string();
         assert!(e.contains("base/5/16384") && e.contains("CRC-32C"), "{e}");
 
-        // Out-of-order blocks and a cut record are refused.
+        // Out-of-order blocks, overlapping ranges and a cut record are
+        // refused.
+        let (first, second) = (recs[0].1.len() + 4, recs[1].1.len() + 4);
         let mut swapped = delta[..HEADER_LEN].to_vec();
-        let rec = 4 + 8192;
-        swapped.extend_from_slice(&delta[HEADER_LEN + rec..HEADER_LEN + 2 * rec]);
-        swapped.extend_from_slice(&delta[HEADER_LEN..HEADER_LEN + rec]);
-        let mut w = writer();
-        w.start_file(&snap_path, &node).unwrap();
-        w.write_data(Bytes::from(swapped)).unwrap();
-        let e = w.finish_file(&snap_path, &node).unwrap_err().to_string();
+        swapped.extend_from_slice(&delta[HEADER_LEN + first..HEADER_LEN + first + second]);
+        swapped.extend_from_slice(&delta[HEADER_LEN..HEADER_LEN + first]);
+        let e = apply(&swapped, 5000).unwrap_err().to_string();
         assert!(e.contains("out of order"), "{e}");
-        let mut w = writer();
-        w.start_file(&snap_path, &node).unwrap();
-        w.write_data(Bytes::copy_from_slice(&delta[..delta.len() - 10]))
-            .unwrap();
-        let e = w.finish_file(&snap_path, &node).unwrap_err().to_string();
+        let mut overlapping = delta[..HEADER_LEN].to_vec();
+        overlapping.extend_from_slice(&1u32.to_le_bytes());
+        overlapping.extend_from_slice(&2u16.to_le_bytes());
+        for off in [100u16, 101] {
+            overlapping.extend_from_slice(&off.to_le_bytes());
+            overlapping.extend_from_slice(&2u16.to_le_bytes());
+            overlapping.extend_from_slice(&[1, 2]);
+        }
+        let e = apply(&overlapping, 5000).unwrap_err().to_string();
+        assert!(e.contains("overlaps"), "{e}");
+        let e = apply(&delta[..delta.len() - 10], 5000)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("inside a record"), "{e}");
         // A delta the index lists but the snapshot lacks.
+        let mut w = writer();
         let e = w.finish().unwrap_err().to_string();
         assert!(e.contains("not in the snapshot"), "{e}");
     }
@@ -889,6 +1251,7 @@ mod tests {
         // under way); on disk once the read is done: the new page.
         let mut torn = page(0x900, 9);
         torn[..8].copy_from_slice(&page(0x100, 2)[..8]);
+        let base: Vec<u8> = [page(0x100, 1), page(0x100, 2), page(0x100, 3)].concat();
         let read: Vec<u8> = [page(0x100, 1), torn.clone(), page(0x100, 3)].concat();
         let on_disk: Vec<u8> = [page(0x100, 1), page(0x900, 9), page(0x100, 3)].concat();
         let path = dir.path().join("16384");
@@ -896,18 +1259,20 @@ mod tests {
         let mut r = DeltaReader::new(
             std::io::Cursor::new(read),
             Some(File::open(&path).unwrap()),
+            Box::new(base),
             8192,
             Lsn(0x800),
             on_disk.len() as u64,
             on_disk.len() as u64,
-            Box::new(|_| {}),
+            Box::new(|_, _| {}),
         );
         let mut delta = Vec::new();
         r.read_to_end(&mut delta).unwrap();
-        assert_eq!(delta.len(), HEADER_LEN + 4 + 8192);
-        assert_eq!(&delta[HEADER_LEN..HEADER_LEN + 4], &1u32.to_le_bytes());
+        let recs = records(&delta);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].0, 1);
         // The bytes as read (what the manifest's checksum covers).
-        assert_eq!(&delta[HEADER_LEN + 4..], &torn[..]);
+        assert_eq!(patched(page(0x100, 2), recs[0].1), torn);
     }
 
     #[test]

@@ -210,6 +210,9 @@ pub(crate) struct LocalSource {
     parent_deltas: DeltaIndex,
     /// The parent's start: the base position of its own copies.
     parent_start: Lsn,
+    /// Where the bases' pages are read from (the repository, through the
+    /// parent snapshot), with the runtime to read them on.
+    bases: Option<(backup_core::repo::IndexedRepository, tokio::runtime::Handle)>,
     /// Page deltas in this backup.
     delta_files: u64,
 }
@@ -313,6 +316,7 @@ impl LocalSource {
             parent_relations: HashMap::new(),
             parent_deltas: DeltaIndex::default(),
             parent_start: Lsn(0),
+            bases: None,
             delta_files: 0,
         };
         if !source.begin_next_tree()? {
@@ -576,10 +580,9 @@ impl LocalSource {
     /// delta when the file is unchanged since the parent, or one read now.
     /// `None` when the file is read whole: no parent copy, a plain file
     /// unchanged since the parent (the archiver takes it), another inode,
-    /// partial pages, a small file, or more than half of its pages changed
-    /// (a delta that has grown past half the file, or a sample of its pages
-    /// says it would): a restore then writes it once rather than a base
-    /// and a delta over most of it.
+    /// partial pages, a small file, or a previous delta against the same
+    /// base that held more than a quarter of the file's size (the file
+    /// becomes a new base).
     fn delta_leaves(
         &self,
         name: &FsName,
@@ -617,17 +620,19 @@ impl LocalSource {
                     .push((key.to_owned(), e.clone()));
                 return Some((preset(&parent.base), preset(d)));
             }
-            if e.pages * 2 * block > e.size {
+            if e.stored(block) * 4 > e.size {
                 return None;
             }
         } else if reusable(self.reuse_before_ns, &disk, &parent.base) {
             return None;
         }
         let base = &parent.base;
+        let (repo, rt) = self.bases.clone()?;
         if disk.inode.is_none()
             || disk.inode != base.inode
             || disk.size % block != 0
             || base.size % block != 0
+            || disk.size / block < delta::MIN_PAGES
         {
             return None;
         }
@@ -635,17 +640,6 @@ impl LocalSource {
             Some(e) => Lsn::parse(&e.base_lsn).ok()?,
             None => self.parent_start,
         };
-        if disk.size / block < delta::MIN_PAGES
-            || !delta::mostly_unchanged(
-                path,
-                self.cluster.block_size,
-                disk.size,
-                base_lsn,
-                base.size,
-            )
-        {
-            return None;
-        }
         let mut delta_node = Node::new(delta::delta_name(name), NodeKind::File);
         delta_node.mode = Some(0o600);
         let tracked = self.track(meta, path, manifest_path.to_vec());
@@ -660,23 +654,41 @@ impl LocalSource {
             ctime_ns: disk.ctime_ns,
             inode: disk.inode,
             pages: 0,
+            bytes: None,
         };
-        let (path, key, base_size) = (path.to_owned(), key.to_owned(), base.size);
+        let (path, key, base_node) = (path.to_owned(), key.to_owned(), base.clone());
         let block_size = self.cluster.block_size;
         let open = move || -> std::io::Result<Box<dyn Read + Send>> {
             let size = entry.size;
+            let base_pages = delta::RepoBase::open(repo, rt, &base_node).map_err(|e| {
+                std::io::Error::other(format!("reading the base of a page delta: {e}"))
+            })?;
             let recheck = open_noatime(&path).ok();
             let file = FileReader::open(tracked, path, rules, start_lsn, block_size as usize)?;
-            let on_end = Box::new(move |pages: u64| {
+            let on_end = Box::new(move |pages: u64, bytes: u64| {
                 shared.delta_pages.fetch_add(pages, Ordering::Relaxed);
                 shared
                     .deltas
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push((key, DeltaEntry { pages, ..entry }));
+                    .push((
+                        key,
+                        DeltaEntry {
+                            pages,
+                            bytes: Some(bytes),
+                            ..entry
+                        },
+                    ));
             });
             Ok(Box::new(DeltaReader::new(
-                file, recheck, block_size, base_lsn, base_size, size, on_end,
+                file,
+                recheck,
+                Box::new(base_pages),
+                block_size,
+                base_lsn,
+                base_node.size,
+                size,
+                on_end,
             )))
         };
         Some((
@@ -991,6 +1003,10 @@ impl Source for LocalSource {
             self.parent_relations = delta::relations(&root).await?;
             self.parent_deltas = DeltaIndex::of(&root).await?;
             self.parent_start = parent_start;
+            self.bases = Some((
+                parent.repository().clone(),
+                tokio::runtime::Handle::current(),
+            ));
         }
         Ok(())
     }
