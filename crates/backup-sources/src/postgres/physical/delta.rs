@@ -43,17 +43,15 @@
 //! still restored); `page_deltas.json` at the snapshot's top lists each
 //! delta with its base position and the file's final size and metadata.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use backup_core::pack::{BlobType, IdCheck};
 use backup_core::reader::Dir;
 use backup_core::repo::IndexedRepository;
-use backup_core::restorer::TreeWriter;
 use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, FileKind, Result};
 use bytes::Bytes;
@@ -729,302 +727,258 @@ pub(crate) fn check_restored_file(
     Ok(())
 }
 
-/// A delta being applied.
-struct Applying {
+/// Where a [`Patcher`] takes the delta's bytes from: the next piece, or
+/// `None` at its end.
+pub(crate) type DeltaSource = Box<dyn FnMut() -> Result<Option<Bytes>> + Send>;
+
+/// Applies a delta to its base's bytes as they stream past, so that a
+/// restore writes each file once: the base's pages go out with the
+/// delta's records applied, then the pages past the base's end, up to the
+/// file's size. The caller checks what comes out against the backup
+/// manifest.
+pub(crate) struct Patcher {
     key: Vec<u8>,
-    dest: PathBuf,
-    file: File,
+    block: usize,
+    size: u64,
+    source: DeltaSource,
+    /// Delta bytes not parsed yet (from `at`).
     buf: Vec<u8>,
+    at: usize,
+    source_done: bool,
     /// Once the header is read: whether records are byte ranges
     /// ([`MAGIC`]) or whole pages ([`MAGIC_PAGES`]).
     ranges: Option<bool>,
+    /// The next record's block number and length in `buf` (from `at`).
+    record: Option<(u64, usize)>,
+    /// The block number the next record must reach at least.
     next_block: u64,
+    /// The page being assembled from base bytes.
     page: Vec<u8>,
+    /// Number of the page `page` is.
+    blkno: u64,
+    out: Vec<u8>,
 }
 
-/// Applies the deltas of a snapshot to the bases a first pass restored,
-/// then checks each completed file against the backup manifest (the first
-/// pass leaves them unchecked).
-pub(crate) struct DeltaWriter {
-    places: Places,
-    block: usize,
-    /// Per manifest path: the delta's index entry and the manifest's.
-    files: HashMap<Vec<u8>, (DeltaEntry, ManifestFile)>,
-    applied: HashSet<Vec<u8>>,
-    current: Option<Applying>,
-    verified: Arc<Mutex<u64>>,
-}
-
-impl DeltaWriter {
-    /// A writer for the deltas `files` lists.
-    pub(crate) fn new(
-        places: Places,
-        block: u32,
-        files: HashMap<Vec<u8>, (DeltaEntry, ManifestFile)>,
-        verified: Arc<Mutex<u64>>,
-    ) -> Self {
-        DeltaWriter {
-            places,
+impl Patcher {
+    /// A patcher for the file `key` (a manifest path) that `entry`
+    /// describes, in pages of `block` bytes, reading the delta from
+    /// `source`.
+    pub(crate) fn new(key: Vec<u8>, entry: &DeltaEntry, block: u32, source: DeltaSource) -> Self {
+        Patcher {
+            key,
             block: block as usize,
-            files,
-            applied: HashSet::new(),
-            current: None,
-            verified,
+            size: entry.size,
+            source,
+            buf: Vec::new(),
+            at: 0,
+            source_done: false,
+            ranges: None,
+            record: None,
+            next_block: 0,
+            page: Vec::with_capacity(block as usize),
+            blkno: 0,
+            out: Vec::new(),
         }
     }
 
-    fn damaged(key: &[u8], what: impl std::fmt::Display) -> Error {
+    fn damaged(&self, what: impl std::fmt::Display) -> Error {
         Error::corrupt(
             FileKind::Snapshot,
-            format!("page delta of {}", String::from_utf8_lossy(key)),
+            format!("page delta of {}", String::from_utf8_lossy(&self.key)),
             what,
         )
     }
 
-    /// Applies the whole records buffered so far.
-    fn apply_buffered(&mut self) -> Result<()> {
-        let block = self.block;
-        let Some(a) = self.current.as_mut() else {
-            return Err(Error::target_failed("delta data without an open file"));
-        };
-        let Some((entry, _)) = self.files.get(&a.key) else {
-            return Err(Self::damaged(&a.key, "not in the index"));
-        };
-        let mut at = 0;
-        let ranges = if let Some(r) = a.ranges {
+    /// Makes at least `n` unparsed bytes available; `false` when the
+    /// delta ends first.
+    fn want(&mut self, n: usize) -> Result<bool> {
+        while self.buf.len() - self.at < n {
+            if self.source_done {
+                return Ok(false);
+            }
+            match (self.source)()? {
+                Some(piece) => {
+                    self.buf.drain(..self.at);
+                    self.at = 0;
+                    self.buf.extend_from_slice(&piece);
+                }
+                None => self.source_done = true,
+            }
+        }
+        Ok(true)
+    }
+
+    fn u16_at(&self, i: usize) -> usize {
+        usize::from(u16::from_le_bytes([self.buf[i], self.buf[i + 1]]))
+    }
+
+    /// Reads the header once, then the next record's position (`None`
+    /// past the last record).
+    fn next_record(&mut self) -> Result<Option<(u64, usize)>> {
+        if let Some(r) = self.record {
+            return Ok(Some(r));
+        }
+        let ranges = if let Some(r) = self.ranges {
             r
         } else {
-            if a.buf.len() < HEADER_LEN {
-                return Ok(());
+            if !self.want(HEADER_LEN)? {
+                return Err(self.damaged("it ends inside its header"));
             }
-            let h = &a.buf[..HEADER_LEN];
-            let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-            let u64_at = |i: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&h[i..i + 8]);
-                u64::from_le_bytes(b)
-            };
+            let h = &self.buf[self.at..self.at + HEADER_LEN];
             let ranges = match &h[..8] {
                 m if m == MAGIC => true,
                 m if m == MAGIC_PAGES => false,
-                _ => return Err(Self::damaged(&a.key, "it does not start as a page delta")),
+                _ => return Err(self.damaged("it does not start as a page delta")),
             };
-            if u32_at(8) as usize != block || u64_at(32) != entry.size {
-                return Err(Self::damaged(
-                    &a.key,
-                    format!(
-                        "its header ({} byte pages, {} bytes) does not match the index ({block}, {})",
-                        u32_at(8),
-                        u64_at(32),
-                        entry.size
-                    ),
-                ));
+            let block = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&h[32..40]);
+            let size = u64::from_le_bytes(size);
+            if block != self.block || size != self.size {
+                return Err(self.damaged(format!(
+                    "its header ({block} byte pages, {size} bytes) does not match the index ({}, {})",
+                    self.block, self.size
+                )));
             }
-            // The file's final size first: pages past the base's end
-            // are patched from zero pages, and a shrunk file is cut.
-            a.file
-                .set_len(entry.size)
-                .map_err(|e| Error::io(format!("setting the size of {}", a.dest.display()), e))?;
-            a.ranges = Some(ranges);
-            a.page = vec![0u8; block];
-            at = HEADER_LEN;
+            self.at += HEADER_LEN;
+            self.ranges = Some(ranges);
             ranges
         };
-        let blocks = entry.size / block as u64;
-        let io = |e| Error::io(format!("writing {}", a.dest.display()), e);
-        loop {
-            let rest = &a.buf[at..];
-            if rest.len() < 4 + if ranges { 2 } else { block } {
-                break;
-            }
-            let blkno = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
-            if blkno < a.next_block || blkno >= blocks {
-                return Err(Self::damaged(
-                    &a.key,
-                    format!("block {blkno} is out of order or past the file's end"),
-                ));
-            }
-            let offset = blkno * block as u64;
-            if ranges {
-                // Whole record buffered? Walk its ranges first.
-                let count = usize::from(u16::from_le_bytes([rest[4], rest[5]]));
-                let mut len = 6;
-                let mut complete = true;
-                for _ in 0..count {
-                    if rest.len() < len + 4 {
-                        complete = false;
-                        break;
-                    }
-                    len += 4 + usize::from(u16::from_le_bytes([rest[len + 2], rest[len + 3]]));
-                }
-                if !complete || rest.len() < len {
-                    break;
-                }
-                a.file.read_exact_at(&mut a.page, offset).map_err(io)?;
-                let mut r = 6;
-                let mut end = 0;
-                for _ in 0..count {
-                    let off = usize::from(u16::from_le_bytes([rest[r], rest[r + 1]]));
-                    let n = usize::from(u16::from_le_bytes([rest[r + 2], rest[r + 3]]));
-                    if off < end || off + n > block || n == 0 {
-                        return Err(Self::damaged(
-                            &a.key,
-                            format!("a range of block {blkno} overlaps another or leaves the page"),
-                        ));
-                    }
-                    a.page[off..off + n].copy_from_slice(&rest[r + 4..r + 4 + n]);
-                    end = off + n;
-                    r += 4 + n;
-                }
-                a.file.write_all_at(&a.page, offset).map_err(io)?;
-                at += len;
-            } else {
-                a.file
-                    .write_all_at(&rest[4..4 + block], offset)
-                    .map_err(io)?;
-                at += 4 + block;
-            }
-            a.next_block = blkno + 1;
+        if !self.want(1)? {
+            return Ok(None);
         }
-        a.buf.drain(..at);
-        Ok(())
-    }
-}
-
-impl TreeWriter for DeltaWriter {
-    fn enter_dir(&mut self, _path: &Path, _node: &Node) -> Result<()> {
-        Ok(())
-    }
-
-    fn leave_dir(&mut self, _path: &Path, _node: &Node) -> Result<()> {
-        Ok(())
-    }
-
-    fn start_file(&mut self, path: &Path, _node: &Node) -> Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let name = path.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
-        let base = name.strip_suffix(DELTA_SUFFIX).ok_or_else(|| {
-            Error::corrupt(
-                FileKind::Snapshot,
-                "tree",
-                format!("`{}` is not a page delta", path.display()),
-            )
-        })?;
-        let base_path = path.with_file_name(std::ffi::OsStr::from_bytes(base));
-        let Some((dest, Some(key))) = self.places.place(&base_path)? else {
-            return Err(Error::corrupt(
-                FileKind::Snapshot,
-                "tree",
-                format!("`{}` is not a page delta of a file", path.display()),
-            ));
+        let len = if ranges {
+            if !self.want(6)? {
+                return Err(self.damaged("it ends inside a record"));
+            }
+            // (`want` may move the unparsed bytes: positions from `at`.)
+            let count = self.u16_at(self.at + 4);
+            let mut len = 6;
+            for _ in 0..count {
+                if !self.want(len + 4)? {
+                    return Err(self.damaged("it ends inside a record"));
+                }
+                len += 4 + self.u16_at(self.at + len + 2);
+            }
+            len
+        } else {
+            4 + self.block
         };
-        if !self.files.contains_key(&key) {
-            return Err(Self::damaged(
-                &key,
-                format!("`{DELTA_INDEX}` does not list it"),
-            ));
+        if !self.want(len)? {
+            return Err(self.damaged("it ends inside a record"));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&dest)
-            .map_err(|e| Error::io(format!("opening {}", dest.display()), e))?;
-        self.current = Some(Applying {
-            key,
-            dest,
-            file,
-            buf: Vec::new(),
-            ranges: None,
-            next_block: 0,
-            page: Vec::new(),
-        });
-        Ok(())
+        let b = &self.buf[self.at..self.at + 4];
+        let blkno = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if blkno < self.next_block || blkno >= self.size / self.block as u64 {
+            return Err(self.damaged(format!(
+                "block {blkno} is out of order or past the file's end"
+            )));
+        }
+        self.next_block = blkno + 1;
+        self.record = Some((blkno, len));
+        Ok(self.record)
     }
 
-    fn write_data(&mut self, data: Bytes) -> Result<()> {
-        let a = self
-            .current
-            .as_mut()
-            .ok_or_else(|| Error::target_failed("delta data without an open file"))?;
-        a.buf.extend_from_slice(&data);
-        if a.buf.len() >= HEADER_LEN + 16 * (4 + self.block) {
-            self.apply_buffered()?;
-        }
-        Ok(())
-    }
-
-    fn finish_file(&mut self, _path: &Path, _node: &Node) -> Result<()> {
-        self.apply_buffered()?;
-        let a = self
-            .current
-            .take()
-            .ok_or_else(|| Error::target_failed("no open delta"))?;
-        if a.ranges.is_none() || !a.buf.is_empty() {
-            return Err(Self::damaged(&a.key, "it ends inside a record"));
-        }
-        let Some((entry, listed)) = self.files.get(&a.key) else {
-            return Err(Self::damaged(&a.key, "not in the index"));
+    /// Applies the record for `self.blkno`, if there is one, to `self.page`.
+    fn patch_page(&mut self) -> Result<()> {
+        let Some((blkno, len)) = self.next_record()? else {
+            return Ok(());
         };
-        let io = |what: &str, e| Error::io(format!("{what} {}", a.dest.display()), e);
-        // The completed file, read back, against the backup manifest.
-        let (size, crc) = File::open(&a.dest)
-            .and_then(|f| super::manifest::crc32c_of(f, u64::MAX))
-            .map_err(|e| io("reading", e))?;
-        check_restored_file(&a.key, listed, size, crc)?;
-        if let Some(mode) = entry.mode {
-            a.file
-                .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(|e| io("setting permissions of", e))?;
-        }
-        if let Some(ns) = entry.mtime_ns {
-            let t = filetime::FileTime::from_unix_time(
-                ns.div_euclid(1_000_000_000),
-                ns.rem_euclid(1_000_000_000) as u32,
-            );
-            filetime::set_file_handle_times(&a.file, None, Some(t))
-                .map_err(|e| io("setting times of", e))?;
-        }
-        *self.verified.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.applied.insert(a.key);
-        Ok(())
-    }
-
-    fn abort_file(&mut self, _path: &Path) {
-        self.current = None;
-    }
-
-    fn symlink(&mut self, path: &Path, _node: &Node) -> Result<()> {
-        Err(Error::corrupt(
-            FileKind::Snapshot,
-            "tree",
-            format!(
-                "`{}`: a link where a page delta was expected",
-                path.display()
-            ),
-        ))
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        let mut missing: Vec<String> = self
-            .files
-            .keys()
-            .filter(|k| !self.applied.contains(*k))
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect();
-        if missing.is_empty() {
+        if blkno != self.blkno {
             return Ok(());
         }
-        missing.sort();
-        let n = missing.len();
-        missing.truncate(5);
-        Err(Error::corrupt(
-            FileKind::Snapshot,
-            "tree",
-            format!(
-                "{n} page deltas `{DELTA_INDEX}` lists are not in the snapshot: {}",
-                missing.join(", ")
-            ),
-        ))
+        let rec = self.at;
+        if self.ranges == Some(true) {
+            let count = self.u16_at(rec + 4);
+            let mut r = rec + 6;
+            let mut end = 0;
+            for _ in 0..count {
+                let (off, n) = (self.u16_at(r), self.u16_at(r + 2));
+                if off < end || off + n > self.block || n == 0 {
+                    return Err(self.damaged(format!(
+                        "a range of block {blkno} overlaps another or leaves the page"
+                    )));
+                }
+                self.page[off..off + n].copy_from_slice(&self.buf[r + 4..r + 4 + n]);
+                end = off + n;
+                r += 4 + n;
+            }
+        } else {
+            self.page.copy_from_slice(&self.buf[rec + 4..rec + len]);
+        }
+        self.at += len;
+        self.record = None;
+        Ok(())
+    }
+
+    /// The page in `self.page` is complete: patch it and queue it (pages
+    /// past the file's size are dropped: the file shrank).
+    fn page_done(&mut self) -> Result<()> {
+        if (self.blkno + 1) * self.block as u64 <= self.size {
+            self.patch_page()?;
+            self.out.extend_from_slice(&self.page);
+        }
+        self.page.clear();
+        self.blkno += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self, emit: &mut dyn FnMut(Bytes) -> Result<()>) -> Result<()> {
+        if !self.out.is_empty() {
+            emit(Bytes::from(std::mem::take(&mut self.out)))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the next bytes of the base and hands what is complete of the
+    /// file to `emit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a damaged delta; `emit`'s errors.
+    pub(crate) fn push(
+        &mut self,
+        mut data: &[u8],
+        emit: &mut dyn FnMut(Bytes) -> Result<()>,
+    ) -> Result<()> {
+        while !data.is_empty() {
+            let n = (self.block - self.page.len()).min(data.len());
+            self.page.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.page.len() == self.block {
+                self.page_done()?;
+                if self.out.len() >= 1 << 20 {
+                    self.flush(emit)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The base has ended: hands the rest of the file to `emit` (pages
+    /// past the base's end, from zero pages) and checks that the delta
+    /// was used up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the base ends inside a page or the delta
+    /// holds more than its file; `emit`'s errors.
+    pub(crate) fn finish(&mut self, emit: &mut dyn FnMut(Bytes) -> Result<()>) -> Result<()> {
+        if !self.page.is_empty() {
+            return Err(self.damaged("its base ends inside a page"));
+        }
+        while self.blkno * (self.block as u64) < self.size {
+            self.page.resize(self.block, 0);
+            self.page_done()?;
+            if self.out.len() >= 1 << 20 {
+                self.flush(emit)?;
+            }
+        }
+        self.flush(emit)?;
+        if self.next_record()?.is_some() {
+            return Err(self.damaged("a record was not applied"));
+        }
+        Ok(())
     }
 }
 
@@ -1032,6 +986,7 @@ impl TreeWriter for DeltaWriter {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+    use std::sync::{Arc, Mutex};
 
     /// A page of `block` bytes with `lsn` in its header, initialised
     /// (`pd_upper` set) unless `lsn` is zero, filled with `fill`.
@@ -1104,7 +1059,6 @@ mod tests {
 
     #[test]
     fn deltas_hold_changed_new_and_appended_pages_and_apply_back() {
-        let dir = tempfile::tempdir().unwrap();
         let base: Vec<u8> = [page(0x100, 1), page(0x100, 2), page(0x100, 3)].concat();
         // Block 1 changed after the base's start (its LSN and a tuple),
         // block 2 is untouched, block 3 is appended, block 4 is a new zero
@@ -1140,9 +1094,6 @@ mod tests {
         assert!(recs[0].1.len() < 150, "{}", recs[0].1.len());
         assert_eq!(&delta[..8], MAGIC);
 
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(data.join("base/5")).unwrap();
-        let dest = data.join("base/5/16384");
         let entry = DeltaEntry {
             base_lsn: "0/800".into(),
             base_size: base.len() as u64,
@@ -1154,49 +1105,31 @@ mod tests {
             pages: 2,
             bytes: Some(delta.len() as u64),
         };
-        let listed = ManifestFile {
-            size: now.len() as u64,
-            checksum: Some((
-                "CRC32C".into(),
-                super::super::manifest::crc32c_bytes(crc32c::crc32c(&now)),
-            )),
-        };
-        let key = b"base/5/16384".to_vec();
-        let places = Places {
-            data_dir: data.clone(),
-            roots: HashMap::new(),
-        };
-        let verified = Arc::new(Mutex::new(0));
-        // A writer for this one delta, after a first pass wrote its base.
-        let writer = || {
-            std::fs::write(&dest, &base).unwrap();
-            DeltaWriter::new(
-                places.clone(),
-                8192,
-                HashMap::from([(key.clone(), (entry.clone(), listed.clone()))]),
-                verified.clone(),
-            )
-        };
-        let mut snap_path = PathBuf::from("data/base/5");
-        snap_path.push(std::ffi::OsStr::from_bytes(
-            &delta_name(&FsName::from("16384")).0,
-        ));
-        let node = Node::new("x", NodeKind::File);
-        let apply = |delta: &[u8], piece: usize| -> Result<()> {
-            let mut w = writer();
-            w.start_file(&snap_path, &node)?;
-            for p in delta.chunks(piece) {
-                w.write_data(Bytes::copy_from_slice(p))?;
+        // The file as a restore writes it: the base, in pieces of 3000
+        // bytes, patched by the delta, read in pieces of `piece` bytes.
+        let apply = |base: &[u8], entry: &DeltaEntry, delta: &[u8], piece: usize| {
+            let mut pieces: Vec<Bytes> = delta
+                .chunks(piece)
+                .map(Bytes::copy_from_slice)
+                .rev()
+                .collect();
+            let source: DeltaSource = Box::new(move || Ok(pieces.pop()));
+            let mut p = Patcher::new(b"base/5/16384".to_vec(), entry, 8192, source);
+            let mut out = Vec::new();
+            let mut emit = |b: Bytes| {
+                out.extend_from_slice(&b);
+                Ok(())
+            };
+            for part in base.chunks(3000) {
+                p.push(part, &mut emit)?;
             }
-            w.finish_file(&snap_path, &node)?;
-            w.finish()
+            p.finish(&mut emit)?;
+            Ok::<_, Error>(out)
         };
         // Odd piece sizes: records and their ranges cross the pieces.
         for piece in [7, 5000, delta.len()] {
-            apply(&delta, piece).unwrap();
-            assert_eq!(std::fs::read(&dest).unwrap(), now);
+            assert!(apply(&base, &entry, &delta, piece).unwrap() == now);
         }
-        assert_eq!(*verified.lock().unwrap(), 3);
 
         // A delta of whole pages (what earlier versions wrote) applies too.
         let mut pages = Vec::new();
@@ -1206,24 +1139,38 @@ mod tests {
             pages.extend_from_slice(&b.to_le_bytes());
             pages.extend_from_slice(&now[b as usize * 8192..(b as usize + 1) * 8192]);
         }
-        apply(&pages, 5000).unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), now);
+        assert!(apply(&base, &entry, &pages, 5000).unwrap() == now);
 
-        // A flipped byte in a range: the manifest check names the file.
+        // A file that shrank: the base's pages past its end are dropped.
+        let short = DeltaEntry {
+            size: 2 * 8192,
+            ..entry.clone()
+        };
+        let mut cut = pages[..HEADER_LEN].to_vec();
+        cut[32..40].copy_from_slice(&(2u64 * 8192).to_le_bytes());
+        cut.extend_from_slice(&pages[HEADER_LEN..HEADER_LEN + 4 + 8192]);
+        assert!(apply(&base, &short, &cut, 5000).unwrap() == now[..2 * 8192]);
+
+        // A flipped byte in a range changes the file (the restore's
+        // manifest check then names it).
         let mut bad = delta.clone();
         let n = bad.len();
         bad[n - 100] ^= 1;
-        let e = apply(&bad, 5000).unwrap_err().to_string();
-        assert!(e.contains("base/5/16384") && e.contains("CRC-32C"), "{e}");
+        assert!(apply(&base, &entry, &bad, 5000).unwrap() != now);
 
-        // Out-of-order blocks, overlapping ranges and a cut record are
-        // refused.
+        // Out-of-order blocks, overlapping ranges, a cut record, another
+        // file's header and a base cut inside a page are refused.
         let (first, second) = (recs[0].1.len() + 4, recs[1].1.len() + 4);
         let mut swapped = delta[..HEADER_LEN].to_vec();
         swapped.extend_from_slice(&delta[HEADER_LEN + first..HEADER_LEN + first + second]);
         swapped.extend_from_slice(&delta[HEADER_LEN..HEADER_LEN + first]);
-        let e = apply(&swapped, 5000).unwrap_err().to_string();
-        assert!(e.contains("out of order"), "{e}");
+        let e = apply(&base, &entry, &swapped, 5000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("out of order") && e.contains("base/5/16384"),
+            "{e}"
+        );
         let mut overlapping = delta[..HEADER_LEN].to_vec();
         overlapping.extend_from_slice(&1u32.to_le_bytes());
         overlapping.extend_from_slice(&2u16.to_le_bytes());
@@ -1232,16 +1179,20 @@ mod tests {
             overlapping.extend_from_slice(&2u16.to_le_bytes());
             overlapping.extend_from_slice(&[1, 2]);
         }
-        let e = apply(&overlapping, 5000).unwrap_err().to_string();
+        let e = apply(&base, &entry, &overlapping, 5000)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overlaps"), "{e}");
-        let e = apply(&delta[..delta.len() - 10], 5000)
+        let e = apply(&base, &entry, &delta[..delta.len() - 10], 5000)
             .unwrap_err()
             .to_string();
         assert!(e.contains("inside a record"), "{e}");
-        // A delta the index lists but the snapshot lacks.
-        let mut w = writer();
-        let e = w.finish().unwrap_err().to_string();
-        assert!(e.contains("not in the snapshot"), "{e}");
+        let e = apply(&base, &short, &delta, 5000).unwrap_err().to_string();
+        assert!(e.contains("does not match the index"), "{e}");
+        let e = apply(&base[..8000], &entry, &delta, 5000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside a page"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::delta::{
-    check_restored_file, DeltaIndex, DeltaWriter, Places, DELTA_INDEX, DELTA_SUFFIX,
+    check_restored_file, DeltaEntry, DeltaIndex, Patcher, Places, DELTA_INDEX, DELTA_SUFFIX,
 };
 use super::manifest::{crc32c_bytes, unusable, Manifest, ManifestFile};
 use super::{wal_file_name, Lsn, PhysicalMeta, MANIFEST_FILE};
@@ -344,19 +344,38 @@ impl Target for PhysicalTarget {
             }
             check_empty(&dest, &format!("the place of tablespace {}", p.oid))?;
         }
-        let mut manifest = load_manifest(snapshot).await?;
-        // Files completed by a page delta: checked once it is applied.
-        let deltas = DeltaIndex::of(&snapshot.root().await?).await?;
-        let mut delta_files = HashMap::new();
-        for (path, entry) in deltas.files {
-            let key = path.into_bytes();
-            let listed = manifest.files.remove(&key).ok_or_else(|| {
-                snapshot.damaged(format!(
-                    "`{DELTA_INDEX}` lists {}, which the backup manifest does not",
-                    String::from_utf8_lossy(&key)
-                ))
-            })?;
-            delta_files.insert(key, (entry, listed));
+        let manifest = load_manifest(snapshot).await?;
+        // Files with a page delta: the delta is applied while the base is
+        // written. Every delta the index lists must be there.
+        let root = snapshot.root().await?;
+        let deltas = DeltaIndex::of(&root).await?;
+        let mut patches = HashMap::new();
+        if !deltas.files.is_empty() {
+            let mut relations = super::delta::relations(&root).await?;
+            let mut missing = Vec::new();
+            for (path, entry) in deltas.files {
+                let key = path.into_bytes();
+                if !manifest.files.contains_key(&key) {
+                    return Err(snapshot.damaged(format!(
+                        "`{DELTA_INDEX}` lists {}, which the backup manifest does not",
+                        String::from_utf8_lossy(&key)
+                    )));
+                }
+                match relations.remove(&key).and_then(|r| r.delta) {
+                    Some(node) => {
+                        patches.insert(key, (node, entry));
+                    }
+                    None => missing.push(String::from_utf8_lossy(&key).into_owned()),
+                }
+            }
+            if !missing.is_empty() {
+                let n = missing.len();
+                missing.truncate(5);
+                return Err(snapshot.damaged(format!(
+                    "{n} page deltas `{DELTA_INDEX}` lists are not in the snapshot: {}",
+                    missing.join(", ")
+                )));
+            }
         }
         let coverage = if opts.is_point_in_time() {
             Some(super::pitr::check_coverage(snapshot.repository(), &meta, opts).await?)
@@ -452,8 +471,13 @@ impl Target for PhysicalTarget {
                 roots,
             };
             let writer = PhysicalWriter::new(
-                destinations.clone(),
-                delta_files.keys().cloned().collect(),
+                destinations,
+                Patches {
+                    files: patches,
+                    block: deltas.block_size,
+                    snapshot: snapshot.clone(),
+                    rt: tokio::runtime::Handle::current(),
+                },
                 manifest,
                 meta.wal_segment_size,
                 places
@@ -488,8 +512,9 @@ impl Target for PhysicalTarget {
                     None => Ok(Vec::new()),
                 }
             };
-            // The files, each relation file with a page delta as its base;
-            // then the deltas applied and those files checked.
+            // The files; a relation file with a page delta is written
+            // once, as its base with the delta applied (the delta entries
+            // themselves are read by the writer, not restored).
             let delta_pattern = vec![format!("*{}", String::from_utf8_lossy(DELTA_SUFFIX))];
             let files = PathFilter::new(&[], &delta_pattern)?;
             let (stats, staged) = tokio::join!(
@@ -503,24 +528,7 @@ impl Target for PhysicalTarget {
                 ),
                 prestage
             );
-            let (mut stats, staged) = (stats?, staged?);
-            if !delta_files.is_empty() {
-                let applier = DeltaWriter::new(
-                    destinations,
-                    deltas.block_size,
-                    delta_files,
-                    verified.clone(),
-                );
-                let more = snapshot
-                    .restore_tree_with(
-                        &PathFilter::new(&delta_pattern, &[])?,
-                        Box::new(applier),
-                        progress,
-                        IdCheck::WhenUnauthenticated,
-                    )
-                    .await?;
-                stats.bytes += more.bytes;
-            }
+            let (stats, staged) = (stats?, staged?);
             if stage.exists() {
                 let prefetch = data_dir.join("pg_wal").join(".backup-prefetch");
                 std::fs::rename(&stage, &prefetch)
@@ -785,6 +793,40 @@ struct Current {
     held: Option<Vec<u8>>,
     /// Not restored (the page delta index).
     discard: bool,
+    /// The file's page delta, applied while the base is written, and the
+    /// file's node as the delta completes it.
+    patcher: Option<(Patcher, Node)>,
+}
+
+/// The page deltas of a snapshot, for the [`PhysicalWriter`] to apply.
+struct Patches {
+    /// Per manifest path: the delta's entry in the tree and in the index.
+    files: HashMap<Vec<u8>, (Node, DeltaEntry)>,
+    block: u32,
+    snapshot: SnapshotReader,
+    /// The runtime the deltas' content is read on (the writer runs on a
+    /// blocking thread).
+    rt: tokio::runtime::Handle,
+}
+
+impl Patches {
+    /// The patcher of the file `key`, and its node as the delta completes
+    /// it (size and metadata when the backup listed it), when it has a
+    /// delta.
+    fn patcher(&self, key: &[u8], base: &Node) -> Option<(Patcher, Node)> {
+        let (delta, entry) = self.files.get(key)?;
+        let mut stream = self.snapshot.content(delta);
+        let rt = self.rt.clone();
+        let source = Box::new(move || {
+            rt.block_on(futures::StreamExt::next(&mut stream))
+                .transpose()
+        });
+        let mut node = base.clone();
+        node.size = entry.size;
+        node.mode = entry.mode.or(base.mode);
+        node.mtime_ns = entry.mtime_ns.or(base.mtime_ns);
+        Some((Patcher::new(key.to_vec(), entry, self.block, source), node))
+    }
 }
 
 /// Writes the snapshot tree into the data directory and tablespace places,
@@ -793,8 +835,7 @@ struct PhysicalWriter {
     inner: FsWriter,
     places: Places,
     manifest: HashMap<Vec<u8>, ManifestFile>,
-    /// Files completed by a page delta later, checked then.
-    deferred: HashSet<Vec<u8>>,
+    patches: Patches,
     /// WAL segment files the manifest's WAL ranges need.
     wal_needed: Vec<String>,
     /// WAL files restored.
@@ -810,7 +851,7 @@ struct PhysicalWriter {
 impl PhysicalWriter {
     fn new(
         places: Places,
-        deferred: HashSet<Vec<u8>>,
+        patches: Patches,
         manifest: Manifest,
         segment_size: u64,
         relocated: Option<Vec<TablespacePlacement>>,
@@ -828,7 +869,7 @@ impl PhysicalWriter {
             inner: FsWriter::new(PathBuf::from("/"))?.with_early_writeback()?,
             places,
             manifest: manifest.files,
-            deferred,
+            patches,
             wal_needed,
             wal_seen: HashSet::new(),
             relocated,
@@ -885,6 +926,7 @@ impl TreeWriter for PhysicalWriter {
                 size: 0,
                 held: None,
                 discard: true,
+                patcher: None,
             });
             return Ok(());
         }
@@ -895,14 +937,17 @@ impl TreeWriter for PhysicalWriter {
         let held = (self.relocated.is_some()
             && key.as_deref() == Some(b"tablespace_map".as_slice()))
         .then(Vec::new);
+        let patcher = key.as_deref().and_then(|k| self.patches.patcher(k, node));
+        let node = patcher.as_ref().map_or(node, |(_, n)| n).clone();
         self.current = Some(Current {
             key,
             crc: 0,
             size: 0,
             held,
             discard: false,
+            patcher,
         });
-        self.inner.start_file(&dest, &self.owned(node))
+        self.inner.start_file(&dest, &self.owned(&node))
     }
 
     fn write_data(&mut self, data: Bytes) -> Result<()> {
@@ -912,6 +957,14 @@ impl TreeWriter for PhysicalWriter {
             .ok_or_else(|| Error::target_failed("data without an open file"))?;
         if c.discard {
             return Ok(());
+        }
+        if let Some((p, _)) = &mut c.patcher {
+            let (crc, size, inner) = (&mut c.crc, &mut c.size, &mut self.inner);
+            return p.push(&data, &mut |out| {
+                *crc = crc32c::crc32c_append(*crc, &out);
+                *size += out.len() as u64;
+                inner.write_data(out)
+            });
         }
         c.crc = crc32c::crc32c_append(c.crc, &data);
         c.size += data.len() as u64;
@@ -923,12 +976,26 @@ impl TreeWriter for PhysicalWriter {
     }
 
     fn finish_file(&mut self, path: &Path, node: &Node) -> Result<()> {
-        let c = self
+        let mut c = self
             .current
             .take()
             .ok_or_else(|| Error::target_failed("no open file"))?;
         if c.discard {
             return Ok(());
+        }
+        let mut node = node.clone();
+        if let Some((p, completed)) = &mut c.patcher {
+            let (crc, size, inner) = (&mut c.crc, &mut c.size, &mut self.inner);
+            let finished = p.finish(&mut |out| {
+                *crc = crc32c::crc32c_append(*crc, &out);
+                *size += out.len() as u64;
+                inner.write_data(out)
+            });
+            if let Err(e) = finished {
+                self.failed = true;
+                return Err(e);
+            }
+            node = completed.clone();
         }
         if let Some(key) = &c.key {
             match self.manifest.remove(key) {
@@ -939,8 +1006,6 @@ impl TreeWriter for PhysicalWriter {
                     }
                     *self.verified.lock().unwrap_or_else(PoisonError::into_inner) += 1;
                 }
-                // Completed and checked by its page delta.
-                None if self.deferred.contains(key) => {}
                 // WAL segments are covered by the manifest's WAL ranges,
                 // not listed.
                 None if key.starts_with(b"pg_wal/") => {
@@ -960,7 +1025,7 @@ impl TreeWriter for PhysicalWriter {
             .places
             .place(path)?
             .ok_or_else(|| Error::target_failed("no place"))?;
-        self.inner.finish_file(&dest, &self.owned(node))
+        self.inner.finish_file(&dest, &self.owned(&node))
     }
 
     fn abort_file(&mut self, path: &Path) {
