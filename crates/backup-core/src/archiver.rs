@@ -516,37 +516,70 @@ fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
     if node.kind == NodeKind::File {
         chunker = chunker.with_size_hint(node.size);
     }
-    let mut digest = (node.kind == NodeKind::Stream).then(Sha256::new);
-    let mut ids: Vec<Id> = Vec::new();
-    let mut lists: Vec<Id> = Vec::new();
+    let mut stored = Stored {
+        digest: (node.kind == NodeKind::Stream).then(Sha256::new),
+        ids: Vec::new(),
+        lists: Vec::new(),
+    };
     let mut size = 0u64;
     let mut last_read = 0u64;
-    loop {
+    let mut next = |chunker: &mut Chunker<_>, size: &mut u64| -> Result<Option<Vec<u8>>> {
         let chunk = chunker
             .next_chunk()
             .map_err(|e| Error::io(format!("reading {name}"), e))?;
-        let Some(chunk) = chunk else { break };
-        size += chunk.len() as u64;
-        if let Some(d) = digest.as_mut() {
-            d.update(&chunk);
-        }
-        let id = ctx.hasher.hash(&chunk);
-        ctx.saver.save_blocking(BlobType::Data, id, chunk)?;
-        ids.push(id);
         let read = chunker.bytes_read;
         ctx.counters
             .bytes_read
             .fetch_add(read - last_read, Ordering::Relaxed);
         ctx.progress.add_bytes(read - last_read);
         last_read = read;
-        if ids.len() == INLINE_CONTENT_LIMIT * 2 {
-            // Long content: move the first half into a content list so that
-            // memory per file stays bounded.
-            let rest = ids.split_off(INLINE_CONTENT_LIMIT);
-            lists.push(save_list(ctx, &ids)?);
-            ids = rest;
+        *size += chunk.as_ref().map_or(0, |c| c.len() as u64);
+        Ok(chunk)
+    };
+    if node.kind == NodeKind::File && node.size < PIPELINE_FROM {
+        while let Some(chunk) = next(&mut chunker, &mut size)? {
+            stored.add(ctx, chunk)?;
         }
+    } else {
+        // Big files and streams of unknown size: the chunks are hashed
+        // and handed to the saver on a second thread while this one reads
+        // and cuts the next ones. A single large content (a database
+        // stream, a 1 GiB relation segment) would otherwise keep one core
+        // busy cutting, hashing and copying while the other waits.
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+            let stored = &mut stored;
+            let worker = scope.spawn(move || -> Result<()> {
+                for chunk in rx {
+                    stored.add(ctx, chunk)?;
+                }
+                Ok(())
+            });
+            let read = loop {
+                match next(&mut chunker, &mut size) {
+                    Ok(Some(chunk)) => {
+                        if tx.send(chunk).is_err() {
+                            // The worker failed: its error is the one.
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            drop(tx);
+            let worked = worker.join().map_err(|_| Error::Generic {
+                backend: "reader",
+                source: format!("hashing {name}: the thread panicked").into(),
+            })?;
+            worked.and(read)
+        })?;
     }
+    let Stored {
+        digest,
+        mut ids,
+        mut lists,
+    } = stored;
     if !lists.is_empty() || ids.len() > INLINE_CONTENT_LIMIT {
         for part in ids.chunks(INLINE_CONTENT_LIMIT) {
             lists.push(save_list(ctx, part)?);
@@ -565,6 +598,41 @@ fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
     c.logical.fetch_add(size, Ordering::Relaxed);
     ctx.progress.add_item();
     Ok(node)
+}
+
+/// Contents at least this large (and streams) are hashed and saved on a
+/// second thread while the first reads on.
+const PIPELINE_FROM: u64 = 8 << 20;
+/// Chunks waiting between the reading and the hashing thread.
+const PIPELINE_DEPTH: usize = 4;
+
+/// What a content read has stored so far: its chunks' ids (the first
+/// ones moved into content lists as they grow) and, for streams, the
+/// SHA-256 of the whole content.
+struct Stored {
+    digest: Option<Sha256>,
+    ids: Vec<Id>,
+    lists: Vec<Id>,
+}
+
+impl Stored {
+    /// Hashes and saves the next chunk.
+    fn add(&mut self, ctx: &Ctx, chunk: Vec<u8>) -> Result<()> {
+        if let Some(d) = self.digest.as_mut() {
+            d.update(&chunk);
+        }
+        let id = ctx.hasher.hash(&chunk);
+        ctx.saver.save_blocking(BlobType::Data, id, chunk)?;
+        self.ids.push(id);
+        if self.ids.len() == INLINE_CONTENT_LIMIT * 2 {
+            // Long content: move the first half into a content list so that
+            // memory per file stays bounded.
+            let rest = self.ids.split_off(INLINE_CONTENT_LIMIT);
+            self.lists.push(save_list(ctx, &self.ids)?);
+            self.ids = rest;
+        }
+        Ok(())
+    }
 }
 
 fn save_list(ctx: &Ctx, ids: &[Id]) -> Result<Id> {
