@@ -123,6 +123,17 @@ impl SnapshotReader {
         restorer::content_stream(&self.inner.repo, node)
     }
 
+    /// [`SnapshotReader::content`], with blob ids checked as `ids` says
+    /// (see [`crate::pack::IdCheck`]: for readers that check what they
+    /// assemble end to end).
+    pub fn content_with(
+        &self,
+        node: &Node,
+        ids: crate::pack::IdCheck,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        restorer::content_stream_with(&self.inner.repo, node, ids)
+    }
+
     /// The whole content of a (small) file or stream entry.
     ///
     /// # Errors

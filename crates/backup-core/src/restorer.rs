@@ -518,6 +518,16 @@ fn apply_ops(
 /// chunks, fetched ahead in parallel. Database targets read streams with
 /// this.
 pub fn content_stream(repo: &IndexedRepository, node: &Node) -> BoxStream<'static, Result<Bytes>> {
+    content_stream_with(repo, node, IdCheck::Always)
+}
+
+/// [`content_stream`], with blob ids checked as `ids` says (see
+/// [`IdCheck`]).
+pub fn content_stream_with(
+    repo: &IndexedRepository,
+    node: &Node,
+    ids: IdCheck,
+) -> BoxStream<'static, Result<Bytes>> {
     let (tx, rx) = async_channel::bounded::<Unit>(FETCH_CONCURRENCY * 2);
     let repo2 = repo.clone();
     let node = node.clone();
@@ -532,7 +542,7 @@ pub fn content_stream(repo: &IndexedRepository, node: &Node) -> BoxStream<'stati
     });
     let repo3 = repo.clone();
     let data = rx
-        .map(move |unit| fetch_unit(repo3.clone(), unit, IdCheck::Always))
+        .map(move |unit| fetch_unit(repo3.clone(), unit, ids))
         .buffered(FETCH_CONCURRENCY)
         .flat_map(|r| {
             futures::stream::iter(match r {

@@ -931,20 +931,33 @@ impl Patcher {
     }
 
     /// Takes the next bytes of the base and hands what is complete of the
-    /// file to `emit`.
+    /// file to `emit`. Runs of whole pages that no record changes go out as
+    /// they came, without a copy.
     ///
     /// # Errors
     ///
     /// [`Error::Corrupt`] for a damaged delta; `emit`'s errors.
     pub(crate) fn push(
         &mut self,
-        mut data: &[u8],
+        mut data: Bytes,
         emit: &mut dyn FnMut(Bytes) -> Result<()>,
     ) -> Result<()> {
+        let block = self.block as u64;
         while !data.is_empty() {
+            if self.page.is_empty() && data.len() >= self.block {
+                let next = self.next_record()?.map_or(u64::MAX, |(b, _)| b);
+                let end = next.min(self.size / block);
+                let run = (data.len() / self.block) as u64;
+                let n = run.min(end.saturating_sub(self.blkno));
+                if n > 0 {
+                    self.flush(emit)?;
+                    emit(data.split_to(usize::try_from(n * block).unwrap_or(usize::MAX)))?;
+                    self.blkno += n;
+                    continue;
+                }
+            }
             let n = (self.block - self.page.len()).min(data.len());
-            self.page.extend_from_slice(&data[..n]);
-            data = &data[n..];
+            self.page.extend_from_slice(&data.split_to(n));
             if self.page.len() == self.block {
                 self.page_done()?;
                 if self.out.len() >= 1 << 20 {
@@ -1120,8 +1133,12 @@ mod tests {
                 out.extend_from_slice(&b);
                 Ok(())
             };
-            for part in base.chunks(3000) {
-                p.push(part, &mut emit)?;
+            // Pieces of odd sizes, and pieces of many whole pages.
+            for part in base[..8000].chunks(3000) {
+                p.push(Bytes::copy_from_slice(part), &mut emit)?;
+            }
+            for part in base[8000..].chunks(2 * 8192 + 192) {
+                p.push(Bytes::copy_from_slice(part), &mut emit)?;
             }
             p.finish(&mut emit)?;
             Ok::<_, Error>(out)

@@ -815,7 +815,10 @@ impl Patches {
     /// delta.
     fn patcher(&self, key: &[u8], base: &Node) -> Option<(Patcher, Node)> {
         let (delta, entry) = self.files.get(key)?;
-        let mut stream = self.snapshot.content(delta);
+        // Checked end to end: the completed file against the manifest.
+        let mut stream = self
+            .snapshot
+            .content_with(delta, IdCheck::WhenUnauthenticated);
         let rt = self.rt.clone();
         let source = Box::new(move || {
             rt.block_on(futures::StreamExt::next(&mut stream))
@@ -960,7 +963,7 @@ impl TreeWriter for PhysicalWriter {
         }
         if let Some((p, _)) = &mut c.patcher {
             let (crc, size, inner) = (&mut c.crc, &mut c.size, &mut self.inner);
-            return p.push(&data, &mut |out| {
+            return p.push(data, &mut |out| {
                 *crc = crc32c::crc32c_append(*crc, &out);
                 *size += out.len() as u64;
                 inner.write_data(out)
