@@ -125,13 +125,15 @@ impl SnapshotReader {
 
     /// [`SnapshotReader::content`], with blob ids checked as `ids` says
     /// (see [`crate::pack::IdCheck`]: for readers that check what they
-    /// assemble end to end).
+    /// assemble end to end) and at most `ahead` fetches in flight (see
+    /// [`restorer::content_stream_with`]).
     pub fn content_with(
         &self,
         node: &Node,
         ids: crate::pack::IdCheck,
+        ahead: usize,
     ) -> BoxStream<'static, Result<Bytes>> {
-        restorer::content_stream_with(&self.inner.repo, node, ids)
+        restorer::content_stream_with(&self.inner.repo, node, ids, ahead)
     }
 
     /// The whole content of a (small) file or stream entry.

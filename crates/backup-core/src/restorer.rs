@@ -518,17 +518,21 @@ fn apply_ops(
 /// chunks, fetched ahead in parallel. Database targets read streams with
 /// this.
 pub fn content_stream(repo: &IndexedRepository, node: &Node) -> BoxStream<'static, Result<Bytes>> {
-    content_stream_with(repo, node, IdCheck::Always)
+    content_stream_with(repo, node, IdCheck::Always, FETCH_CONCURRENCY)
 }
 
 /// [`content_stream`], with blob ids checked as `ids` says (see
-/// [`IdCheck`]).
+/// [`IdCheck`]) and at most `ahead` (at least 1) fetches of up to 4 MiB in
+/// flight: a stream read beside a restore's own (a page delta applied
+/// while its base is written) keeps its memory small.
 pub fn content_stream_with(
     repo: &IndexedRepository,
     node: &Node,
     ids: IdCheck,
+    ahead: usize,
 ) -> BoxStream<'static, Result<Bytes>> {
-    let (tx, rx) = async_channel::bounded::<Unit>(FETCH_CONCURRENCY * 2);
+    let ahead = ahead.max(1);
+    let (tx, rx) = async_channel::bounded::<Unit>(ahead * 2);
     let repo2 = repo.clone();
     let node = node.clone();
     let planner = tokio::spawn(async move {
@@ -543,7 +547,7 @@ pub fn content_stream_with(
     let repo3 = repo.clone();
     let data = rx
         .map(move |unit| fetch_unit(repo3.clone(), unit, ids))
-        .buffered(FETCH_CONCURRENCY)
+        .buffered(ahead)
         .flat_map(|r| {
             futures::stream::iter(match r {
                 Ok(ops) => ops

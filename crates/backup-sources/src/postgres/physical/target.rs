@@ -815,10 +815,11 @@ impl Patches {
     /// delta.
     fn patcher(&self, key: &[u8], base: &Node) -> Option<(Patcher, Node)> {
         let (delta, entry) = self.files.get(key)?;
-        // Checked end to end: the completed file against the manifest.
+        // Checked end to end: the completed file against the manifest. Two
+        // fetches ahead: the restore's own stream holds most memory.
         let mut stream = self
             .snapshot
-            .content_with(delta, IdCheck::WhenUnauthenticated);
+            .content_with(delta, IdCheck::WhenUnauthenticated, 2);
         let rt = self.rt.clone();
         let source = Box::new(move || {
             rt.block_on(futures::StreamExt::next(&mut stream))
