@@ -1074,7 +1074,7 @@ pub async fn fetch_ahead(
             let range = dir.join(".range");
             std::fs::write(&range, format!("{tli} {next} {upto}"))
                 .map_err(|e| Error::io(format!("writing {}", range.display()), e))?;
-            let complete = fill(repo, &map, tli, next, upto, &dir, segment_size).await?;
+            let complete = fill(repo, &map, tli, next, upto, &dir, segment_size, 4).await?;
             let _ = std::fs::remove_file(&range);
             if !complete {
                 break;
@@ -1116,6 +1116,9 @@ pub async fn prestage(
         .await
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let first = from.0 / segment_size;
+    // Two at a time: this runs beside the restore of the data directory,
+    // which holds most of the process's memory (each segment is assembled
+    // whole).
     fill(
         repo,
         &map,
@@ -1124,6 +1127,7 @@ pub async fn prestage(
         first + count.max(1) - 1,
         dir,
         segment_size,
+        2,
     )
     .await?;
     Ok((first..first + count)
@@ -1134,8 +1138,9 @@ pub async fn prestage(
 }
 
 /// Writes the segments `first ..= last` of `tli` that are not in `dir`
-/// yet, in parallel; `Ok(false)` when one of them is not stored completely
-/// (the ones before it are written, none after it).
+/// yet, `parallel` at a time; `Ok(false)` when one of them is not stored
+/// completely (the ones before it are written, none after it).
+#[allow(clippy::too_many_arguments)] // The range, where it goes, and how fast.
 async fn fill(
     repo: &Repository,
     map: &WalMap,
@@ -1144,6 +1149,7 @@ async fn fill(
     last: u64,
     dir: &Path,
     segment_size: u64,
+    parallel: usize,
 ) -> Result<bool> {
     use futures::StreamExt as _;
     let mut segments = futures::stream::iter(first..=last)
@@ -1159,7 +1165,7 @@ async fn fill(
                 Err(e) => Err(Some(e)),
             }
         })
-        .buffered(4);
+        .buffered(parallel.max(1));
     while let Some(r) = segments.next().await {
         match r {
             Ok((_, None)) => {}
