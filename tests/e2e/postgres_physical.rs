@@ -190,6 +190,10 @@ fn remote_base_backup_restores_into_a_new_data_directory() {
 #[test]
 fn restore_with_start_reports_recovery_and_refuses_what_it_cannot_do() {
     let (pg, _ts) = rich_cluster(&PgOptions::default());
+    // A cluster configured with fewer shared buffers than its data: the
+    // server started to replay gets a pool that holds it, and the restored
+    // configuration keeps the cluster's own setting.
+    pg.psql("postgres", "ALTER SYSTEM SET shared_buffers = '16MB'");
     let s = Scratch::new();
     s.init();
     let v = s.json(&["create", &repl_url(&pg)]);
@@ -215,6 +219,15 @@ fn restore_with_start_reports_recovery_and_refuses_what_it_cannot_do() {
     ]);
     assert!(out.contains("ready after"), "{out}");
     assert!(out.contains("consistent at"), "{out}");
+    let pool: u64 = out
+        .split("replayed with shared_buffers = ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|mb| mb.parse().ok())
+        .unwrap_or_else(|| panic!("no replay pool reported: {out}"));
+    assert!(pool > 16, "{out}");
+    let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("shared_buffers = '16MB'"), "{auto}");
 
     // Not into a non-empty directory, and the message says what to do.
     let err = s.fails(

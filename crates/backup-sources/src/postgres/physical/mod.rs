@@ -58,6 +58,7 @@ pub(crate) mod local;
 pub(crate) mod manifest;
 pub mod pitr;
 pub(crate) mod remote;
+mod replay;
 pub mod retention;
 mod tar;
 pub(crate) mod target;

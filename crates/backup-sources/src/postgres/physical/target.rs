@@ -99,6 +99,11 @@ pub struct StartReport {
     pub last_transaction: Option<String>,
     /// Where a point-in-time recovery stopped, from the server's log.
     pub reached: Option<String>,
+    /// The `shared_buffers` (bytes) it replayed with, when this program
+    /// gave it more than its configuration says (sized to hold the
+    /// cluster within a quarter of the available memory; the configuration
+    /// is unchanged).
+    pub replay_shared_buffers: Option<u64>,
 }
 
 impl PhysicalTarget {
@@ -599,9 +604,16 @@ impl Target for PhysicalTarget {
                 lines.push(format!("recovery target reached: {r}"));
             }
             lines.push(format!(
-                "started PostgreSQL {} on port {port}: ready after {:.1}s{}{}; stopped",
+                "started PostgreSQL {} on port {port}: ready after {:.1}s{}{}{}; stopped",
                 meta.server_version,
                 started.seconds_to_ready,
+                started
+                    .replay_shared_buffers
+                    .map(|b| format!(
+                        " (replayed with shared_buffers = {} MB; the cluster's configuration is unchanged)",
+                        b >> 20
+                    ))
+                    .unwrap_or_default(),
                 started
                     .consistent_at
                     .as_ref()
@@ -1188,6 +1200,7 @@ pub struct RunningServer {
     log_path: PathBuf,
     port: u16,
     ready: Duration,
+    shared_buffers: Option<u64>,
 }
 
 impl RunningServer {
@@ -1243,6 +1256,7 @@ impl RunningServer {
                 l.find("recovery stopping ")
                     .map(|i| l[i..].trim().to_owned())
             }),
+            replay_shared_buffers: self.shared_buffers,
         }
     }
 }
@@ -1282,9 +1296,83 @@ pub(crate) async fn start_server(
             .map_err(|e| Error::io("preparing a temporary directory", e))?;
     }
     let log_path = work.path().join("server.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| Error::io("creating a log file", e))?;
-    if running_as_root {
-        std::os::unix::fs::chown(&log_path, Some(uid), Some(gid))
+    // A cluster whose configuration lives elsewhere (Debian keeps it in
+    // /etc/postgresql) starts with an empty one.
+    let mut config_args: Vec<std::ffi::OsString> = Vec::new();
+    if !data_dir.join("postgresql.conf").exists() {
+        for (name, setting, text) in [
+            ("postgresql.conf", "config_file", ""),
+            ("pg_hba.conf", "hba_file", "local all all trust\n"),
+            ("pg_ident.conf", "ident_file", ""),
+        ] {
+            let p = work.path().join(name);
+            std::fs::write(&p, text)
+                .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+            if running_as_root {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| Error::io("preparing a configuration file", e))?;
+            }
+            config_args.push("-c".into());
+            config_args.push(format!("{setting}_file={}", p.display()).into());
+        }
+    }
+    let owner = running_as_root.then_some((uid, gid));
+    let mut pool =
+        super::replay::shared_buffers_for_replay(postgres, data_dir, &config_args, owner).await;
+    loop {
+        let spawned = spawn_server(
+            postgres,
+            data_dir,
+            port,
+            &work,
+            &log_path,
+            &config_args,
+            owner,
+            pool,
+            exits_at_target,
+        )
+        .await;
+        match spawned {
+            Err(e) if pool.is_some() && e.to_string().contains("shared memory") => {
+                tracing::warn!(
+                    "The server could not get {} MiB of shared buffers for replay; starting it with its own setting.",
+                    pool.unwrap_or_default() >> 20
+                );
+                pool = None;
+            }
+            Err(e) => return Err(e),
+            Ok((child, ready)) => {
+                return Ok(RunningServer {
+                    child,
+                    work,
+                    log_path,
+                    port,
+                    ready,
+                    shared_buffers: pool,
+                })
+            }
+        }
+    }
+}
+
+/// Starts the server (see [`start_server`]) with `pool` bytes of shared
+/// buffers when given, and waits until it accepts connections or reaches
+/// its target and exits; returns the process and the time that took.
+#[allow(clippy::too_many_arguments)]
+async fn spawn_server(
+    postgres: &Path,
+    data_dir: &Path,
+    port: u16,
+    work: &tempfile::TempDir,
+    log_path: &Path,
+    config_args: &[std::ffi::OsString],
+    owner: Option<(u32, u32)>,
+    pool: Option<u64>,
+    exits_at_target: bool,
+) -> Result<(tokio::process::Child, Duration)> {
+    let log = std::fs::File::create(log_path).map_err(|e| Error::io("creating a log file", e))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(log_path, Some(uid), Some(gid))
             .map_err(|e| Error::io("preparing a log file", e))?;
     }
     let mut cmd = tokio::process::Command::new(postgres);
@@ -1300,43 +1388,18 @@ pub(crate) async fn start_server(
         .args(["-c", "hot_standby=off"])
         .args(["-c", "logging_collector=off"])
         .args(["-c", "log_destination=stderr"])
+        .args(config_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io("log file", e))?)
         .stderr(log)
         .kill_on_drop(true);
-    if !data_dir.join("postgresql.conf").exists() {
-        // A cluster whose configuration lives elsewhere (Debian keeps it
-        // in /etc/postgresql): start it with an empty one.
-        for (name, text) in [
-            ("postgresql.conf", ""),
-            ("pg_hba.conf", "local all all trust\n"),
-            ("pg_ident.conf", ""),
-        ] {
-            let p = work.path().join(name);
-            std::fs::write(&p, text)
-                .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
-            if running_as_root {
-                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
-                    .map_err(|e| Error::io("preparing a configuration file", e))?;
-            }
-        }
+    if let Some(bytes) = pool {
+        // Huge pages sized for the configured pool may not cover this one.
         cmd.arg("-c")
-            .arg(format!(
-                "config_file={}",
-                work.path().join("postgresql.conf").display()
-            ))
-            .arg("-c")
-            .arg(format!(
-                "hba_file={}",
-                work.path().join("pg_hba.conf").display()
-            ))
-            .arg("-c")
-            .arg(format!(
-                "ident_file={}",
-                work.path().join("pg_ident.conf").display()
-            ));
+            .arg(format!("shared_buffers={}MB", bytes >> 20))
+            .args(["-c", "huge_pages=try"]);
     }
-    if running_as_root {
+    if let Some((uid, gid)) = owner {
         cmd.uid(uid).gid(gid).env("HOME", work.path());
     }
     let started = Instant::now();
@@ -1346,7 +1409,7 @@ pub(crate) async fn start_server(
     let pg_isready = postgres.with_file_name("pg_isready");
     let ready = loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
             if exits_at_target && status.success() && log.contains("recovery stopping") {
                 break started.elapsed();
             }
@@ -1376,13 +1439,7 @@ pub(crate) async fn start_server(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    Ok(RunningServer {
-        child,
-        work,
-        log_path,
-        port,
-        ready,
-    })
+    Ok((child, ready))
 }
 
 /// Whether process `pid` exists and is not a zombie.
