@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, Chunking};
 use crate::config::ChunkerParams;
 use crate::crypto::BlobHasher;
 use crate::error::{Error, Result};
@@ -88,6 +88,7 @@ struct Ctx {
     saver: SaverHandle,
     hasher: BlobHasher,
     chunker: ChunkerParams,
+    chunking: Chunking,
     seed: u64,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
@@ -148,6 +149,7 @@ pub async fn backup(
         saver: saver.handle().clone(),
         hasher: repo.hasher().clone(),
         chunker: repo.config().chunker,
+        chunking: source.chunking(),
         seed: repo.key().chunker_seed(),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
@@ -512,7 +514,7 @@ fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
             })
         }
     };
-    let mut chunker = Chunker::new(reader, ctx.chunker, ctx.seed);
+    let mut chunker = Chunker::with_chunking(reader, ctx.chunker, ctx.seed, ctx.chunking);
     if node.kind == NodeKind::File {
         chunker = chunker.with_size_hint(node.size);
     }

@@ -7,11 +7,27 @@ use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
 
 use crate::config::ChunkerParams;
 
+/// How a content is cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Chunking {
+    /// Content-defined boundaries (`FastCDC`): an insertion moves only the
+    /// chunks around it. For files whose bytes shift.
+    #[default]
+    ContentDefined,
+    /// Pieces of the repository's average chunk size from the start of the
+    /// content: for files changed in place, never shifted (PostgreSQL's
+    /// relation files and WAL), where the same cut deduplicates as well
+    /// and costs no rolling hash.
+    Fixed,
+}
+
 /// Splits a reader into content-defined chunks (`FastCDC` 2020, normalisation
-/// level 1, gear table seeded per repository).
+/// level 1, gear table seeded per repository), or into fixed-size pieces
+/// ([`Chunking::Fixed`]).
 ///
 /// Memory: one buffer of twice the maximum chunk size (the input's size
-/// when a smaller size hint is given).
+/// when a smaller size hint is given); fixed pieces are read straight into
+/// the chunk they become.
 pub struct Chunker<R> {
     reader: R,
     /// Read data is `buf[start..end]`; the rest is spare room.
@@ -26,6 +42,7 @@ pub struct Chunker<R> {
     /// Total bytes read from the reader so far.
     pub bytes_read: u64,
     size_hint: Option<u64>,
+    fixed: bool,
 }
 
 impl<R: Read> Chunker<R> {
@@ -44,7 +61,16 @@ impl<R: Read> Chunker<R> {
             gear_ls,
             bytes_read: 0,
             size_hint: None,
+            fixed: false,
         }
+    }
+
+    /// A chunker over `reader` that cuts as `chunking` says; fixed pieces
+    /// are `params.avg_size` long (the last one shorter).
+    pub fn with_chunking(reader: R, params: ChunkerParams, seed: u64, chunking: Chunking) -> Self {
+        let mut c = Chunker::new(reader, params, seed);
+        c.fixed = chunking == Chunking::Fixed;
+        c
     }
 
     /// Tells the chunker the expected input size, so that small inputs
@@ -102,6 +128,9 @@ impl<R: Read> Chunker<R> {
     ///
     /// Read errors of the underlying reader.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.fixed {
+            return self.next_fixed();
+        }
         if !self.eof && self.end - self.start < self.params.max_size as usize {
             self.fill()?;
         }
@@ -131,6 +160,28 @@ impl<R: Read> Chunker<R> {
         let chunk = avail[..len].to_vec();
         self.start += len;
         Ok(Some(chunk))
+    }
+
+    /// The next fixed-size piece, read into its own buffer.
+    fn next_fixed(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.eof {
+            return Ok(None);
+        }
+        let size = self.params.avg_size as usize;
+        // What the size hint says is left, and one byte more to see the end
+        // without a second allocation.
+        let left = self.size_hint.map_or(size, |h| {
+            (h.saturating_sub(self.bytes_read) as usize).saturating_add(1)
+        });
+        let mut chunk = Vec::with_capacity(size.min(left));
+        let got = (&mut self.reader)
+            .take(size as u64)
+            .read_to_end(&mut chunk)?;
+        self.bytes_read += got as u64;
+        if got < size {
+            self.eof = true;
+        }
+        Ok((got > 0).then_some(chunk))
     }
 }
 
@@ -182,6 +233,33 @@ mod tests {
         let b = chunks(&e, p, 9);
         let new = b.iter().filter(|c| !a.contains(*c)).count();
         assert!(new <= 3, "{new} new chunks");
+    }
+
+    #[test]
+    fn fixed_pieces_are_the_average_size() {
+        let p = ChunkerParams::with_average(64 * 1024).unwrap();
+        for (len, hint) in [
+            (3_000_000, None),
+            (3_000_000, Some(3_000_000)),
+            (128 * 1024, Some(10)),
+            (0, None),
+        ] {
+            let d = data(len, 5);
+            let mut c = Chunker::with_chunking(&d[..], p, 1, Chunking::Fixed);
+            if let Some(h) = hint {
+                c = c.with_size_hint(h);
+            }
+            let mut out = Vec::new();
+            while let Some(ch) = c.next_chunk().unwrap() {
+                out.push(ch);
+            }
+            assert_eq!(out.concat(), d);
+            assert_eq!(c.bytes_read, len as u64);
+            assert_eq!(out.len(), len.div_ceil(64 * 1024));
+            for ch in &out[..out.len().saturating_sub(1)] {
+                assert_eq!(ch.len(), 64 * 1024);
+            }
+        }
     }
 
     #[test]

@@ -144,6 +144,14 @@ pub trait Source: Send {
         unchanged(new, old)
     }
 
+    /// How the archiver cuts this source's contents into chunks. The
+    /// default is content-defined; a source whose files are changed in
+    /// place and never shift (a database's page files) may ask for fixed
+    /// pieces.
+    fn chunking(&self) -> crate::chunker::Chunking {
+        crate::chunker::Chunking::ContentDefined
+    }
+
     /// The next item of the walk, `None` at the end.
     async fn next(&mut self) -> Result<Option<Item>>;
 

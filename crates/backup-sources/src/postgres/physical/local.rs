@@ -1011,6 +1011,13 @@ impl Source for LocalSource {
         Ok(())
     }
 
+    /// Relation files and WAL are changed in place, page by page, and
+    /// never shift: fixed pieces deduplicate them as well as content-defined
+    /// cuts, without a rolling hash over every byte.
+    fn chunking(&self) -> backup_core::chunker::Chunking {
+        backup_core::chunker::Chunking::Fixed
+    }
+
     fn unchanged(&self, new: &Node, old: &Node) -> bool {
         // Deltas are the source's own business (`delta_leaves`).
         !new.name.0.ends_with(delta::DELTA_SUFFIX) && reusable(self.reuse_before_ns, new, old)

@@ -157,6 +157,13 @@ impl Source for RemoteSource {
         Ok(())
     }
 
+    /// Relation files and WAL are changed in place, page by page, and
+    /// never shift: fixed pieces deduplicate them as well as content-defined
+    /// cuts, without a rolling hash over every byte.
+    fn chunking(&self) -> backup_core::chunker::Chunking {
+        backup_core::chunker::Chunking::Fixed
+    }
+
     fn unchanged(&self, new: &Node, old: &Node) -> bool {
         reusable(self.reuse_before_ns, new, old)
     }
