@@ -257,7 +257,7 @@ impl Pipeline {
     pub fn new() -> io::Result<Self> {
         let key = MasterKey::generate(true);
         Ok(Pipeline {
-            hasher: BlobHasher::new(&key),
+            hasher: BlobHasher::new(&key, backup_core::crypto::IdHash::default()),
             key,
             params: ChunkerParams::default(),
             compressor: zstd::bulk::Compressor::new(CompressionParams::default().level)?,

@@ -158,6 +158,13 @@ fn python_reader_lists_checks_and_restores_an_encrypted_repository() {
     let src = s.path("src");
     source_tree(&src);
     s.ok(&["init", "--chunk-size", "64KiB", "--pack-size", "4MiB"]);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(format!("{}/config", s.repo)).unwrap()).unwrap();
+    assert_eq!(
+        (&cfg["version"], &cfg["id_hash"]),
+        (&2.into(), &"blake3".into()),
+        "{cfg}"
+    );
     let (first, _) = s.create(&src, &["--tag", "one", "--time", "2024-03-01T10:00:00Z"]);
 
     // A second snapshot: one file changed, one added, the rest reused from
@@ -302,7 +309,17 @@ fn python_reader_reads_an_unencrypted_repository() {
     fs::create_dir_all(src.join("empty")).unwrap();
     std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
     write(&src.join(OsStr::from_bytes(b"raw-\x80")), b"x");
-    s.ok(&["init", "--insecure-no-encryption"]);
+    // A format version 1 repository (HMAC-SHA-256 blob ids), as older
+    // builds write; the encrypted test above reads a version 2 one (BLAKE3).
+    s.ok(&[
+        "init",
+        "--insecure-no-encryption",
+        "--id-hash",
+        "hmac-sha256",
+    ]);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(format!("{}/config", s.repo)).unwrap()).unwrap();
+    assert_eq!(cfg["version"], 1, "{cfg}");
     let (id, _) = s.create(&src, &[]);
     // The password is not needed without encryption.
     let list = reader_json(&s.repo, "ignored", &[os("list")]);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent reader of backup repositories (format version 1).
+"""An independent reader of backup repositories (format versions 1 and 2).
 
 Written from docs/REPOSITORY_FORMAT.md alone, to check that the specification
 is complete enough to read a repository without the Rust code. Local
@@ -45,12 +45,13 @@ import struct
 import sys
 from dataclasses import dataclass
 
+import blake3
 import zstandard
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NONCE_LEN = 12
 TAG_LEN = 16
 HEADER_ENTRY = struct.Struct("<BB32sIII")  # type, compressed, id, offset, length, raw_length
@@ -156,8 +157,11 @@ def time_key(s: str) -> tuple[int, int]:
 
 CONFIG_FIELDS = {
     "version", "id", "created", "encryption", "compression", "chunker",
-    "pack_size", "insecure_master_key",
+    "pack_size", "insecure_master_key", "id_hash",
 }
+
+# The keyed hash of blob ids per format version (section 5).
+ID_HASH_OF_VERSION = {1: "hmac-sha256", 2: "blake3"}
 
 
 def check_config_fields(cfg: dict) -> None:
@@ -227,6 +231,13 @@ class Repo:
         if version < 1:
             raise FormatError(f"config: unknown format version {version}")
         check_config_fields(cfg)
+        if version == 1 and "id_hash" in cfg:
+            raise FormatError("config: a version 1 config has no id_hash")
+        self.id_hash = cfg.get("id_hash", "hmac-sha256")
+        if self.id_hash != ID_HASH_OF_VERSION[version]:
+            raise FormatError(
+                f"config: format version {version} and id_hash `{self.id_hash}` disagree"
+            )
         self.config = cfg
         self.repo_id = cfg.get("id")
         encryption = cfg.get("encryption")
@@ -404,6 +415,15 @@ class Repo:
             raise FormatError(f"pack {loc.pack}: blob {blob_id.hex()} lies past the end")
         return self.decode_blob(blob_id, stored, loc.compressed, loc.raw_length, loc.pack)
 
+    def keyed_hash(self, data: bytes) -> bytes:
+        """The keyed hash of the config's id_hash under the id key."""
+        if self.id_hash == "blake3":
+            return blake3.blake3(data, key=self.id_key).digest()
+        return hmac.new(self.id_key, data, hashlib.sha256).digest()
+
+    def blob_id(self, plain: bytes) -> bytes:
+        return self.keyed_hash(plain)
+
     def decode_blob(self, blob_id: bytes, stored: bytes, compressed: bool,
                     raw_length: int, pack: str) -> bytes:
         what = f"pack {pack[:8]} blob {blob_id.hex()[:8]}"
@@ -411,8 +431,7 @@ class Repo:
         plain = zstd_decode_all(opened, raw_length) if compressed else opened
         if len(plain) != raw_length:
             raise FormatError(f"{what}: {len(plain)} bytes, index says {raw_length}")
-        mac = hmac.new(self.id_key, plain, hashlib.sha256).digest()
-        if not hmac.compare_digest(mac, blob_id):
+        if not hmac.compare_digest(self.blob_id(plain), blob_id):
             raise FormatError(f"{what}: content does not match its id")
         return plain
 
@@ -806,7 +825,7 @@ def cmd_chunks(repo: Repo, spec: str, path: str, local: str) -> int:
     lengths = chunk_lengths(data, c["min_size"], c["avg_size"], c["max_size"], repo.chunker_seed)
     ids, pos = [], 0
     for n in lengths:
-        ids.append(hmac.new(repo.id_key, data[pos:pos + n], hashlib.sha256).digest())
+        ids.append(repo.blob_id(data[pos:pos + n]))
         pos += n
     print(json.dumps({
         "snapshot": sid,
@@ -826,7 +845,7 @@ CAPTURE_NAME = re.compile(r"^([0-9a-f]{16})\.([0-9A-F]+)\.([0-9A-F]+)\.([0-9a-f]
 
 def stream_id(repo: Repo, kind: str, identity: str) -> str:
     msg = b"capture-stream\0" + kind.encode() + b"\0" + identity.encode()
-    return hmac.new(repo.id_key, msg, hashlib.sha256).digest()[:8].hex()
+    return repo.keyed_hash(msg)[:8].hex()
 
 
 def capture_names(repo: Repo) -> list[tuple[str, str, str, str]]:

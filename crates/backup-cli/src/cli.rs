@@ -307,6 +307,10 @@ pub(crate) struct InitArgs {
     /// Target pack file size.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub(crate) pack_size: u64,
+    /// Keyed hash of blob ids: blake3 (format version 2), or hmac-sha256
+    /// (format version 1, readable by builds older than version 2).
+    #[arg(long, value_name = "HASH", default_value = "blake3", value_parser = ["blake3", "hmac-sha256"])]
+    pub(crate) id_hash: String,
 }
 
 #[derive(Debug, Args)]

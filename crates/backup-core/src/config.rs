@@ -3,11 +3,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::MasterKey;
+use crate::crypto::{IdHash, MasterKey};
 use crate::error::{Error, Result};
 
-/// The repository format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest repository format version this build reads, and the one it
+/// writes by default. Version 2 names blobs with keyed BLAKE3
+/// ([`IdHash::Blake3`], the config's `id_hash`); version 1, without that
+/// field, with HMAC-SHA-256. Both are read and written.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Contents of the plaintext `config` file: what a reader needs before it
 /// has a key, and the parameters every writer must use.
@@ -28,10 +31,36 @@ pub struct RepoConfig {
     pub chunker: ChunkerParams,
     /// Target size of a pack file in bytes.
     pub pack_size: u32,
+    /// The keyed hash of blob ids: `blake3` in version 2; absent in version
+    /// 1, whose ids are HMAC-SHA-256.
+    #[serde(
+        default = "id_hash_of_version_1",
+        skip_serializing_if = "is_id_hash_of_version_1"
+    )]
+    pub id_hash: IdHash,
     /// Only in unencrypted repositories: the master key (its blob-id key and
     /// chunker seed), since there are no key files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_master_key: Option<MasterKey>,
+}
+
+fn id_hash_of_version_1() -> IdHash {
+    IdHash::HmacSha256
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_id_hash_of_version_1(h: &IdHash) -> bool {
+    *h == IdHash::HmacSha256
+}
+
+/// The format version a repository whose blob ids use `hash` is written
+/// with: 1 for HMAC-SHA-256 (readable by builds that know only version 1),
+/// 2 for BLAKE3.
+pub fn version_for(hash: IdHash) -> u32 {
+    match hash {
+        IdHash::HmacSha256 => 1,
+        IdHash::Blake3 => 2,
+    }
 }
 
 /// Encryption of repository objects.
@@ -180,6 +209,16 @@ impl RepoConfig {
         }
         let config: RepoConfig = serde_json::from_value(value)
             .map_err(|e| Error::corrupt(crate::FileKind::Config, "config", e))?;
+        if u64::from(version_for(config.id_hash)) != version {
+            return Err(Error::corrupt(
+                crate::FileKind::Config,
+                "config",
+                format!(
+                    "format version {version} and blob id hash `{}` disagree (version 1 is HMAC-SHA-256, version 2 BLAKE3)",
+                    config.id_hash.name()
+                ),
+            ));
+        }
         config.chunker.validate()?;
         if !(1..=22).contains(&config.compression.level) {
             return Err(Error::corrupt(
@@ -210,7 +249,7 @@ mod tests {
             err,
             Error::UnsupportedVersion {
                 found: 7,
-                supported: 1
+                supported: 2
             }
         ));
         assert!(err.to_string().contains("upgrade"));

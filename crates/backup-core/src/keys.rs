@@ -208,7 +208,8 @@ mod tests {
         let (_, bytes) = kf.encode();
         let kf = KeyFile::decode(&bytes, "k").unwrap();
         let got = kf.unwrap_key(b"pw", "k").unwrap().unwrap();
-        assert_eq!(got.blob_id(b"x"), master.blob_id(b"x"));
+        let h = crate::crypto::IdHash::Blake3;
+        assert_eq!(got.blob_id(h, b"x"), master.blob_id(h, b"x"));
         assert!(kf.unwrap_key(b"wrong", "k").unwrap().is_none());
     }
 }

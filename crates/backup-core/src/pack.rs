@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn pack_round_trip() {
         let key = MasterKey::generate(true);
-        let hasher = BlobHasher::new(&key);
+        let hasher = BlobHasher::new(&key, crate::crypto::IdHash::default());
         let mut zc = zstd::bulk::Compressor::new(3).unwrap();
         let mut pb = PackBuilder::default();
         let blobs: Vec<Vec<u8>> = vec![vec![7u8; 10_000], b"short".to_vec(), vec![]];
@@ -385,7 +385,7 @@ mod tests {
     fn ids_are_trusted_only_for_authenticated_blobs_when_asked() {
         for encrypt in [true, false] {
             let key = MasterKey::generate(encrypt);
-            let hasher = BlobHasher::new(&key);
+            let hasher = BlobHasher::new(&key, crate::crypto::IdHash::default());
             let mut zc = zstd::bulk::Compressor::new(3).unwrap();
             let mut pb = PackBuilder::default();
             let b = vec![9u8; 5000];

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use backup_core::config::ChunkerParams;
+use backup_core::crypto::IdHash;
 use backup_core::repo::{InitOptions, Repository};
 
 use crate::cli::InitArgs;
@@ -21,6 +22,11 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
         chunker: ChunkerParams::with_average(avg)?,
         compression_level: a.compression_level,
         pack_size,
+        id_hash: if a.id_hash == "hmac-sha256" {
+            IdHash::HmacSha256
+        } else {
+            IdHash::Blake3
+        },
         ..InitOptions::default()
     };
     let password = if a.insecure_no_encryption {
@@ -36,6 +42,8 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
             "encrypted": !a.insecure_no_encryption,
             "chunker": repo.config().chunker,
             "compression_level": repo.config().compression.level,
+            "id_hash": repo.config().id_hash,
+            "format_version": repo.config().version,
             "key": repo.key_id(),
         }))?;
     } else {

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::{ChunkerParams, CompressionParams, Encryption, RepoConfig, FORMAT_VERSION};
-use crate::crypto::{BlobHasher, MasterKey};
+use crate::crypto::{BlobHasher, IdHash, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, IndexFile};
@@ -37,6 +37,9 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id costs of the first key.
     pub kdf: KdfParams,
+    /// The keyed hash of blob ids; [`IdHash::HmacSha256`] writes a format
+    /// version 1 repository, which older builds can read.
+    pub id_hash: IdHash,
 }
 
 impl Default for InitOptions {
@@ -47,6 +50,7 @@ impl Default for InitOptions {
             compression_level: CompressionParams::default().level,
             pack_size: crate::config::DEFAULT_PACK_SIZE,
             kdf: KdfParams::default(),
+            id_hash: IdHash::default(),
         }
     }
 }
@@ -115,7 +119,7 @@ impl Repository {
         let master = MasterKey::generate(opts.encrypt);
         let repo_id = Id::random().to_hex();
         let mut config = RepoConfig {
-            version: FORMAT_VERSION,
+            version: crate::config::version_for(opts.id_hash),
             id: repo_id.clone(),
             created: Utc::now(),
             encryption: if opts.encrypt {
@@ -129,6 +133,7 @@ impl Repository {
             },
             chunker: opts.chunker,
             pack_size: opts.pack_size,
+            id_hash: opts.id_hash,
             insecure_master_key: None,
         };
         let mut key_id = None;
@@ -177,7 +182,7 @@ impl Repository {
                 "the key's encryption flag disagrees with the config",
             ));
         }
-        let hasher = BlobHasher::new(&key);
+        let hasher = BlobHasher::new(&key, config.id_hash);
         Ok(Repository {
             sink,
             config,

@@ -224,7 +224,7 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     let mut cfg: serde_json::Value = serde_json::from_slice(&original).unwrap();
     let sink: Arc<dyn Sink> = Arc::new(mem.clone());
 
-    cfg["version"] = 2.into();
+    cfg["version"] = 3.into();
     mem.tamper(
         FileKind::Config,
         "config",
@@ -234,12 +234,25 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     assert!(matches!(
         Repository::open(sink.clone(), None).await,
         Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     ));
 
+    // A version that disagrees with the id hash is damage: version 1 has
+    // HMAC-SHA-256 ids, so reading BLAKE3 ids with it would fail every blob.
     cfg["version"] = 1.into();
+    mem.tamper(
+        FileKind::Config,
+        "config",
+        serde_json::to_vec(&cfg).unwrap().into(),
+    );
+    let err = Repository::open(sink.clone(), Some(b"pw"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("disagree"), "{err}");
+
+    cfg["version"] = 2.into();
     cfg["chunker"]["max_size"] = 4_194_305.into();
     mem.tamper(
         FileKind::Config,

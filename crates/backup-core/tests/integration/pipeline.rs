@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use backup_core::archiver::{backup, BackupOptions};
+use backup_core::crypto::IdHash;
 use backup_core::filter::PathFilter;
+use backup_core::pack::BlobType;
 use backup_core::progress::NoProgress;
-use backup_core::repo::Repository;
+use backup_core::repo::{InitOptions, Repository};
 use backup_core::restorer::restore_tree;
 use backup_core::snapshot::{SnapshotFilter, SourceDescriptor};
 use backup_core::source::{Content, Item, OnReadError, Source};
@@ -18,10 +20,39 @@ use crate::support::{init_opts, pseudo_random, sample, Collect, MapSource};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_restore_verify_round_trip() {
-    let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
-    let repo = Repository::init(sink.clone(), Some(b"pw"), &init_opts())
+    round_trip(IdHash::Blake3).await;
+}
+
+/// A format version 1 repository (HMAC-SHA-256 ids), as `init --id-hash
+/// hmac-sha256` or an older build made it, is read and written as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_repository_round_trips() {
+    round_trip(IdHash::HmacSha256).await;
+}
+
+async fn round_trip(id_hash: IdHash) {
+    let mem = MemorySink::new();
+    let sink: Arc<dyn Sink> = Arc::new(mem.clone());
+    let opts = InitOptions {
+        id_hash,
+        ..init_opts()
+    };
+    let repo = Repository::init(sink.clone(), Some(b"pw"), &opts)
         .await
         .unwrap();
+    let raw = sink.get(FileKind::Config, "config").await.unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    match id_hash {
+        IdHash::Blake3 => {
+            assert_eq!(cfg["version"], 2, "{cfg}");
+            assert_eq!(cfg["id_hash"], "blake3", "{cfg}");
+        }
+        IdHash::HmacSha256 => {
+            // Byte for byte what a version 1 build writes: no new field.
+            assert_eq!(cfg["version"], 1, "{cfg}");
+            assert!(cfg.get("id_hash").is_none(), "{cfg}");
+        }
+    }
     let repo = repo.load_index().await.unwrap();
     let files = sample();
     let out = backup(
@@ -50,6 +81,12 @@ async fn backup_restore_verify_round_trip() {
         .await
         .unwrap();
     assert_eq!(Some(snap.id), out.id);
+    assert_eq!(repo.config().id_hash, id_hash);
+    // Every blob is named by the repository's keyed hash.
+    let key = repo.key();
+    let first = snap.snapshot.tree;
+    let tree = repo.read_blob(BlobType::Tree, &first).await.unwrap();
+    assert_eq!(key.blob_id(id_hash, &tree), first);
     let got = Collect::default();
     let stats = restore_tree(
         &repo,
