@@ -6,8 +6,7 @@
 //! in format version 1 repositories), so ids reveal nothing about content
 //! to anyone without the master key.
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -97,19 +96,7 @@ impl MasterKey {
         if !self.encrypt {
             return plaintext.to_vec();
         }
-        let cipher = Aes256Gcm::new((&self.encryption).into());
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce);
-        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        // Encryption with a valid key and nonce cannot fail for inputs below
-        // the GCM limit of 64 GiB, far above any object we seal.
-        #[allow(clippy::expect_used)]
-        let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
-            .expect("AES-GCM encryption failed");
-        out.extend_from_slice(&ct);
-        out
+        seal_with(&self.encryption, plaintext)
     }
 
     /// Checks and decrypts an object made by [`MasterKey::seal`].
@@ -132,28 +119,49 @@ impl MasterKey {
     }
 }
 
+/// AES-256-GCM with `key` (ring's implementation: AES and GHASH in vector
+/// instructions where the CPU has them).
+fn aead_key(key: &[u8; 32]) -> LessSafeKey {
+    // Any 32 bytes are an AES-256 key.
+    #[allow(clippy::expect_used)]
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"))
+}
+
 /// Decrypts with a raw 32-byte key; `None` when authentication fails.
 pub(crate) fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < SEAL_OVERHEAD {
         return None;
     }
-    let cipher = Aes256Gcm::new(key.into());
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = ct.to_vec();
+    let len = aead_key(key)
+        .open_in_place(nonce, Aad::empty(), &mut buf)
+        .ok()?
+        .len();
+    buf.truncate(len);
+    Some(buf)
 }
 
-/// Encrypts with a raw 32-byte key (used to wrap master keys).
+/// Encrypts with a raw 32-byte key and a fresh random nonce: `nonce ||
+/// ciphertext || tag`.
 pub(crate) fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
-    let cipher = Aes256Gcm::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
-    let mut out = nonce.to_vec();
+    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    // Sealing fails only for inputs beyond GCM's limit of 64 GiB, far above
+    // any object we seal.
     #[allow(clippy::expect_used)]
-    out.extend_from_slice(
-        &cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
-            .expect("AES-GCM encryption failed"),
-    );
+    let tag = aead_key(key)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut out[NONCE_LEN..],
+        )
+        .expect("AES-GCM encryption failed");
+    out.extend_from_slice(tag.as_ref());
     out
 }
 
@@ -278,6 +286,25 @@ mod tests {
             .is_corruption());
         let other = MasterKey::generate(true);
         assert!(other.open(&sealed, FileKind::Pack, "x").is_err());
+    }
+
+    #[test]
+    fn sealed_objects_are_standard_aes_256_gcm() {
+        // Sealed by Python's `cryptography` (AESGCM): nonce || ciphertext || tag.
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let sealed = hex::decode(
+            "6465666768696a6b6c6d6e6f2a7abd0d0c9976ec5b12309bb311058f3b8e5558e9395ce7760448caf7901e05a1",
+        )
+        .unwrap();
+        assert_eq!(open_with(&key, &sealed).unwrap(), b"backup repository");
+        let mut bad = sealed.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(open_with(&key, &bad).is_none());
+        assert!(open_with(&key, &sealed[..27]).is_none());
+        // And the other way: what we seal opens with the nonce it carries.
+        let ours = seal_with(&key, b"x");
+        assert_eq!(ours.len(), 1 + SEAL_OVERHEAD);
+        assert_eq!(open_with(&key, &ours).unwrap(), b"x");
     }
 
     #[test]
