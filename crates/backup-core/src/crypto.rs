@@ -6,8 +6,8 @@
 //! in format version 1 repositories), so ids reveal nothing about content
 //! to anyone without the master key.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 

@@ -242,26 +242,12 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     // A version that disagrees with the id hash is damage: version 1 has
     // HMAC-SHA-256 ids, so reading BLAKE3 ids with it would fail every blob.
     cfg["version"] = 1.into();
-    mem.tamper(
-        FileKind::Config,
-        "config",
-        serde_json::to_vec(&cfg).unwrap().into(),
-    );
-    let err = Repository::open(sink.clone(), Some(b"pw"))
-        .await
-        .unwrap_err();
+    let err = open_with_config(&mem, &cfg).await;
     assert!(err.to_string().contains("disagree"), "{err}");
 
     cfg["version"] = 2.into();
     cfg["chunker"]["max_size"] = 4_194_305.into();
-    mem.tamper(
-        FileKind::Config,
-        "config",
-        serde_json::to_vec(&cfg).unwrap().into(),
-    );
-    let err = Repository::open(sink.clone(), Some(b"pw"))
-        .await
-        .unwrap_err();
+    let err = open_with_config(&mem, &cfg).await;
     assert!(err.to_string().contains("chunker"), "{err}");
 
     mem.tamper(FileKind::Config, "config", Bytes::from_static(b"{not json"));
@@ -316,4 +302,16 @@ async fn locks_conflict_while_live_and_expire_when_their_holder_is_gone() {
         .await;
     assert!(matches!(failed, Err(Error::Cancelled)));
     assert!(repo.locks().await.unwrap().is_empty());
+}
+
+/// Writes `cfg` as the config of the repository in `mem` and opens it with
+/// the password: the error it is refused with.
+async fn open_with_config(mem: &MemorySink, cfg: &serde_json::Value) -> Error {
+    mem.tamper(
+        FileKind::Config,
+        "config",
+        serde_json::to_vec(cfg).unwrap().into(),
+    );
+    let sink: Arc<dyn Sink> = Arc::new(mem.clone());
+    Repository::open(sink, Some(b"pw")).await.unwrap_err()
 }
