@@ -555,9 +555,12 @@ impl Read for SpillReader {
 
 /// Where the content of the current member goes.
 enum Sink {
-    /// To a reader through a channel (`None` once the reader is gone:
-    /// the archiver took the file from the parent, or stopped).
-    Stream(Option<SyncSender<Piece>>),
+    /// To a reader through a channel, in pieces gathered here up to
+    /// [`PIECE_SIZE`] (the server sends 32 KiB messages; one channel hand-off
+    /// and one wake-up each cost more than the copy). The sender is `None`
+    /// once the reader is gone: the archiver took the file from the parent,
+    /// or stopped.
+    Stream(Option<SyncSender<Piece>>, Vec<u8>),
     /// Into memory (small files the backup reads itself).
     Memory(Vec<u8>),
     /// Into the spill file, for a member emitted later.
@@ -616,8 +619,11 @@ struct Stream {
     warnings: Vec<String>,
 }
 
-/// Bytes of content that wait for a reader at most (per file).
-const PIECES_AHEAD: usize = 64;
+/// Pieces of content that wait for a reader at most (per file).
+const PIECES_AHEAD: usize = 8;
+
+/// Bytes of a file's content handed to its reader at once.
+const PIECE_SIZE: usize = 256 * 1024;
 
 impl Stream {
     fn new(tx: tokio::sync::mpsc::Sender<Msg>, tablespaces: Vec<TablespaceMeta>) -> Self {
@@ -862,7 +868,10 @@ impl Stream {
                 }
             }
             Archive::Manifest => {
-                if let Some(Sink::Stream(Some(tx))) = self.sink.take() {
+                if let Some(Sink::Stream(Some(tx), buf)) = self.sink.take() {
+                    if !buf.is_empty() {
+                        let _ = tx.send(Piece::Data(Bytes::from(buf)));
+                    }
                     let _ = tx.send(Piece::End);
                 }
             }
@@ -1083,7 +1092,7 @@ impl Stream {
             content: Some(Content::Blocking(Box::new(open))),
             on_error: OnReadError::Fail,
         }))?;
-        Ok(Sink::Stream(Some(tx)))
+        Ok(Sink::Stream(Some(tx), Vec::new()))
     }
 
     fn write_member(&mut self, chunk: &[u8]) -> Result<()> {
@@ -1091,11 +1100,19 @@ impl Stream {
             return Ok(());
         }
         match &mut self.sink {
-            Some(Sink::Stream(slot)) => {
+            Some(Sink::Stream(slot, buf)) => {
                 if let Some(tx) = slot {
+                    if buf.capacity() == 0 {
+                        buf.reserve_exact(PIECE_SIZE);
+                    }
+                    buf.extend_from_slice(chunk);
                     // Waits for the reader; a reader that is gone (the file
                     // was taken from the parent) gets nothing more.
-                    if tx.send(Piece::Data(Bytes::copy_from_slice(chunk))).is_err() {
+                    if buf.len() >= PIECE_SIZE
+                        && tx
+                            .send(Piece::Data(Bytes::from(std::mem::take(buf))))
+                            .is_err()
+                    {
                         *slot = None;
                     }
                 }
@@ -1127,7 +1144,10 @@ impl Stream {
     fn end_member(&mut self) -> Result<()> {
         let member = self.member.take();
         match self.sink.take() {
-            Some(Sink::Stream(Some(tx))) => {
+            Some(Sink::Stream(Some(tx), buf)) => {
+                if !buf.is_empty() {
+                    let _ = tx.send(Piece::Data(Bytes::from(buf)));
+                }
                 let _ = tx.send(Piece::End);
             }
             Some(Sink::Memory(buf)) => {
@@ -1154,7 +1174,7 @@ impl Stream {
 
     /// Tells the reader of the current file that the stream failed.
     fn fail_member(&mut self, message: &str) {
-        if let Some(Sink::Stream(Some(tx))) = self.sink.take() {
+        if let Some(Sink::Stream(Some(tx), _)) = self.sink.take() {
             let _ = tx.send(Piece::Failed(message.to_owned()));
         }
     }
