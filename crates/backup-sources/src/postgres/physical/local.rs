@@ -1211,10 +1211,13 @@ impl FileReader {
 
     /// Reads the next piece of the file into `buf` and checks its pages.
     fn fill(&mut self) -> std::io::Result<()> {
-        self.buf.clear();
         self.at = 0;
         let want = (self.size - self.pos).min(READ_BYTES as u64) as usize;
-        self.buf.resize(want, 0);
+        // The bytes are read over; only a buffer that grows is zeroed (once).
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        self.buf.truncate(want);
         let mut got = 0;
         if let Some(f) = &self.file {
             while got < want {
