@@ -501,7 +501,9 @@ pub(crate) struct RestoreArgs {
     pub(crate) jobs: Option<u16>,
     /// Physical PostgreSQL: after restoring, start a temporary server on
     /// this port (127.0.0.1), wait until recovery ends and it accepts
-    /// connections, report the time, and stop it.
+    /// connections, report the time, and stop it. It replays with shared
+    /// buffers sized to hold the cluster (at most a quarter of free
+    /// memory); the cluster's configuration is not changed.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) start: Option<u16>,
     /// Physical PostgreSQL: restore tablespace OID into DIR instead of
