@@ -368,6 +368,26 @@ fn a_killed_receiver_resumes_without_gap_or_duplicate() {
     assert_eq!(markers(&copy), (last - 5, last - 5));
 }
 
+/// The order the README shows: a base backup first, then `wal receive`
+/// (which creates its slot after the backup ended, inside the base's last
+/// segment).
+#[test]
+fn a_receiver_started_after_the_base_backup_restores_from_it() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    write_markers(&pg, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    receiver.stop();
+    let (_, last) = markers(&pg);
+    let at = time_after_marker(&pg, last - 10);
+    let copy = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&copy), (last - 10, last - 10));
+}
+
 #[test]
 fn archive_mode_pushes_and_fetches_each_segment_once() {
     // The repository and its password-less key belong to the server's

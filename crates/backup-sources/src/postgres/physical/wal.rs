@@ -320,13 +320,18 @@ impl Receiver {
         let start = match (last, slot_lsn) {
             (Some((tli, lsn)), Some(held)) if tli == timeline && held <= lsn => lsn,
             (Some((tli, lsn)), held) if tli == timeline => {
-                // The slot no longer holds what follows the stored WAL.
-                let resume = held.unwrap_or(Lsn(server_pos.0 - server_pos.0 % seg));
-                self.gap(&stream, &sysid, tli, lsn, resume, if held.is_some() {
-                    "the replication slot was behind the stored WAL"
-                } else {
-                    "the replication slot was invalidated (max_slot_wal_keep_size) and the server removed WAL not yet captured"
-                })?;
+                // The slot no longer holds what follows the stored WAL:
+                // resume from the start of the oldest segment the server
+                // still has for it.
+                let kept = held.unwrap_or(server_pos);
+                let resume = Lsn(kept.0 - kept.0 % seg).max(lsn);
+                if resume > lsn {
+                    self.gap(&stream, &sysid, tli, lsn, resume, if held.is_some() {
+                        "the replication slot was ahead of the stored WAL"
+                    } else {
+                        "the replication slot was invalidated (max_slot_wal_keep_size) and the server removed WAL not yet captured"
+                    })?;
+                }
                 if held.is_none() {
                     // The invalidated slot is of no use: make it anew.
                     let _ = conn.query_rows(&format!("DROP_REPLICATION_SLOT \"{}\"", self.opts.slot));
@@ -348,7 +353,11 @@ impl Receiver {
                 let begin = Self::timeline_start(conn, timeline)?;
                 held.map_or(begin, |h| h.min(begin).max(Lsn(begin.0 - begin.0 % seg)))
             }
-            (None, Some(held)) => held,
+            // The first start: from the beginning of the segment the slot
+            // holds (as pg_receivewal does), so that the stored segments
+            // are whole and a base backup taken just before restores from
+            // them alone.
+            (None, Some(held)) => Lsn(held.0 - held.0 % seg),
             (None, None) => Lsn(server_pos.0 - server_pos.0 % seg),
         };
         self.continue_on(conn, &stream, &sysid, timeline, start, seg)
@@ -937,7 +946,10 @@ pub fn take_prefetched(name: &str, dest: &Path) -> Result<bool> {
 /// repository into `dest`, for `restore_command`. A segment is made of the
 /// pieces that cover it on its timeline (and, before the timeline began,
 /// on its parent, as PostgreSQL's own segment files are); bytes after the
-/// last piece of an unfinished segment are zeros.
+/// last piece of an unfinished segment are zeros. Where capture began
+/// inside the segment (a receiver started after the base backup), the
+/// bytes before its first piece are the base backup's: they are taken from
+/// the copy of the segment a restore laid out beside `dest` in `pg_wal`.
 ///
 /// The segments after it are fetched ahead by [`fetch_ahead`] (a
 /// background process), which leaves only segments the repository holds
@@ -946,8 +958,9 @@ pub fn take_prefetched(name: &str, dest: &Path) -> Result<bool> {
 ///
 /// # Errors
 ///
-/// [`Error::NotFound`] when nothing of it is stored (PostgreSQL then tries
-/// `pg_wal` or ends recovery); damaged data; storage and write errors.
+/// [`Error::NotFound`] when nothing of it is stored, or its start is
+/// neither stored nor beside `dest` (PostgreSQL then tries `pg_wal` or
+/// ends recovery); damaged data; storage and write errors.
 pub async fn fetch(
     repo: &Repository,
     system_identifier: &str,
@@ -969,8 +982,47 @@ pub async fn fetch(
         return write_atomically(dest, &data).await;
     }
     let (tli, segno) = parse_wal_name(name, segment_size)?;
-    let (data, _) = assemble_segment(repo, &map, tli, segno, segment_size).await?;
+    let (mut data, covered) = assemble_segment(repo, &map, tli, segno, segment_size).await?;
+    let last = covered.last().map_or(0, |r| r.1);
+    let holes = holes_before(&covered, last);
+    if !holes.is_empty() {
+        // Capture began inside this segment (a receiver started after the
+        // base backup): its start is the base backup's own WAL, which the
+        // restore laid out in `pg_wal` beside `dest`.
+        let beside = dest.with_file_name(name);
+        match std::fs::read(&beside) {
+            Ok(base) if base.len() == data.len() => {
+                for (lo, hi) in holes {
+                    data[lo..hi].copy_from_slice(&base[lo..hi]);
+                }
+            }
+            _ if holes[0].0 == 0 => {
+                return Err(Error::not_found(format!(
+                    "the start of WAL segment {name} (capture began inside it; {} holds no copy of it from a base backup)",
+                    beside.display()
+                )));
+            }
+            _ => {}
+        }
+    }
     write_atomically(dest, &data).await
+}
+
+/// The byte ranges of a segment that `covered` (sorted, merged ranges)
+/// leaves out before offset `end`.
+fn holes_before(covered: &[(usize, usize)], end: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &(lo, hi) in covered {
+        if lo >= end {
+            break;
+        }
+        if lo > at {
+            out.push((at, lo));
+        }
+        at = at.max(hi);
+    }
+    out
 }
 
 /// How long a background prefetch waits for recovery to ask for another
@@ -1159,9 +1211,9 @@ async fn fill(
                 return Ok((path, None));
             }
             match assemble_segment(repo, map, tli, n, segment_size).await {
-                Ok((data, true)) => Ok((path, Some(data))),
+                Ok((data, covered)) if covered == [(0, data.len())] => Ok((path, Some(data))),
                 // Not stored (yet) or not complete: fetched when asked.
-                Ok((_, false)) | Err(Error::NotFound { .. }) => Err(None),
+                Ok(_) | Err(Error::NotFound { .. }) => Err(None),
                 Err(e) => Err(Some(e)),
             }
         })
@@ -1241,15 +1293,16 @@ async fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", dest.display()), e))
 }
 
-/// The bytes of segment `segno` of timeline `tli`, and whether the
-/// repository holds all of them (an unfinished segment ends in zeros).
+/// The bytes of segment `segno` of timeline `tli` (zeros where nothing is
+/// stored), and the byte ranges of it the repository holds, sorted and
+/// merged: `[(0, segment_size)]` when it holds all of it.
 async fn assemble_segment(
     repo: &Repository,
     map: &WalMap,
     tli: u32,
     segno: u64,
     segment_size: u64,
-) -> Result<(Vec<u8>, bool)> {
+) -> Result<(Vec<u8>, Vec<(usize, usize)>)> {
     let begin = Lsn(segno * segment_size);
     let end = Lsn(begin.0 + segment_size);
     // Where each timeline of the ancestry applies: this timeline from its
@@ -1311,17 +1364,17 @@ async fn assemble_segment(
             wal_file_name(tli, segno, segment_size)
         )));
     }
-    // Complete when the pieces, merged, reach from the first byte to the
-    // last without a hole (a receiver and archive_command may overlap).
+    // A receiver and archive_command may overlap: merge what they hold.
     parts.sort_unstable();
-    let mut reach = begin.0;
+    let mut covered: Vec<(usize, usize)> = Vec::new();
     for (lo, hi) in parts {
-        if lo > reach {
-            break;
+        let (lo, hi) = ((lo - begin.0) as usize, (hi - begin.0) as usize);
+        match covered.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => covered.push((lo, hi)),
         }
-        reach = reach.max(hi);
     }
-    Ok((out, reach >= end.0))
+    Ok((out, covered))
 }
 
 #[cfg(test)]
@@ -1345,5 +1398,76 @@ mod tests {
             (2, 256 + 3)
         );
         assert!(parse_wal_name("00000002.history", 16 << 20).is_err());
+    }
+
+    #[test]
+    fn holes_are_the_ranges_left_out_before_the_end() {
+        assert_eq!(holes_before(&[(0, 10)], 10), vec![]);
+        assert_eq!(holes_before(&[(4, 10)], 10), vec![(0, 4)]);
+        assert_eq!(
+            holes_before(&[(4, 6), (8, 10), (12, 20)], 20),
+            vec![(0, 4), (6, 8), (10, 12)]
+        );
+        assert_eq!(holes_before(&[(0, 6), (8, 10)], 6), vec![]);
+    }
+
+    /// Capture that began inside a segment (a receiver started after the
+    /// base backup, or resumed after a gap) leaves the segment's start to
+    /// the base backup's copy in `pg_wal`; without one, the segment is not
+    /// served (zeros where the checkpoint record should be would stop
+    /// recovery).
+    #[tokio::test]
+    async fn a_segment_captured_from_its_middle_takes_its_start_from_pg_wal() {
+        use backup_core::keys::KdfParams;
+        use backup_core::repo::InitOptions;
+        let sink: std::sync::Arc<dyn backup_core::Sink> =
+            std::sync::Arc::new(backup_core::MemorySink::new());
+        let opts = InitOptions {
+            kdf: KdfParams::insecure_fast(),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(sink, Some(b"pw"), &opts).await.unwrap();
+        let seg: u64 = 1 << 20;
+        let sysid = "7000000000000000001";
+        let (stream, _) = streams(&repo, sysid);
+        // Segment 3 of timeline 1, stored from offset 0x100 to 0x9000.
+        let from = Lsn(3 * seg + 0x100);
+        let piece: Vec<u8> = (0..0x8f00u32).map(|i| (i % 251) as u8 + 1).collect();
+        let info = PieceInfo {
+            stream,
+            kind: WAL_KIND.to_owned(),
+            source: backup_core::snapshot::SourceDescriptor {
+                kind: "postgres".into(),
+                url: "postgres://h/".into(),
+            },
+            identity: sysid.to_owned(),
+            first: position(1, from),
+            last: position(1, Lsn(from.0 + piece.len() as u64)),
+            time_first: None,
+            time_last: None,
+            details: serde_json::Value::Null,
+        };
+        repo.put_capture(info, &piece, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let name = wal_file_name(1, 3, seg);
+        let dir = tempfile::tempdir().unwrap();
+        let pg_wal = dir.path().join("pg_wal");
+        std::fs::create_dir(&pg_wal).unwrap();
+        let dest = pg_wal.join("RECOVERYXLOG");
+        // No copy beside it: not served.
+        let err = fetch(&repo, sysid, &name, &dest, seg).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(!dest.exists());
+        // The base backup's copy: its start, then the captured bytes, then
+        // zeros after the last piece.
+        let base = vec![0xEEu8; seg as usize];
+        std::fs::write(pg_wal.join(&name), &base).unwrap();
+        fetch(&repo, sysid, &name, &dest, seg).await.unwrap();
+        let got = std::fs::read(&dest).unwrap();
+        assert_eq!(got.len(), seg as usize);
+        assert!(got[..0x100].iter().all(|b| *b == 0xEE));
+        assert_eq!(&got[0x100..0x9000], &piece[..]);
+        assert!(got[0x9000..].iter().all(|b| *b == 0));
     }
 }
