@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
+use crate::capture::{CaptureName, CaptureRecord};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::{decode_blob, decode_header, header_length, BlobType, PackEntry};
@@ -115,6 +116,11 @@ pub async fn verify(
     if opts.snapshots.is_none() {
         progress.set_phase("checking captures");
         check_captures(&repo, opts.read_data_percent, &mut report).await?;
+    } else if report.unindexed_packs > 0 {
+        // Captures are not checked for a selection of snapshots, but their
+        // packs are not left over from interrupted backups either.
+        let (records, _) = repo.capture_records().await?;
+        discount_capture_packs(&repo, &records, &mut report).await?;
     }
 
     progress.set_phase("checking snapshots");
@@ -206,6 +212,32 @@ async fn check_packs(repo: &IndexedRepository, report: &mut VerifyReport) -> Res
     Ok(bad_packs)
 }
 
+/// Takes the stored packs that hold captured pieces out of the report's
+/// unindexed count (they are listed by capture records, not indexes);
+/// returns the stored packs and their sizes.
+async fn discount_capture_packs(
+    repo: &IndexedRepository,
+    records: &[(CaptureName, CaptureRecord)],
+    report: &mut VerifyReport,
+) -> Result<HashMap<String, u64>> {
+    let stored: HashMap<String, u64> = repo
+        .sink()
+        .list(FileKind::Pack)
+        .await?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    let packs = crate::capture::capture_packs(records);
+    let indexed: HashSet<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
+    report.unindexed_packs = report.unindexed_packs.saturating_sub(
+        packs
+            .iter()
+            .filter(|p| stored.contains_key(&p.to_hex()) && !indexed.contains(p))
+            .count(),
+    );
+    Ok(stored)
+}
+
 /// Checks every capture record: it reads, its pack is stored and long
 /// enough; with `read_percent`, that share of the records' data is read
 /// and checked blob by blob. Capture packs are not counted as unindexed.
@@ -218,21 +250,7 @@ async fn check_captures(
     for (name, e) in bad {
         report.problem(FileKind::Capture, name.file_name(), e);
     }
-    let stored: HashMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
-    let packs = crate::capture::capture_packs(&records);
-    let indexed: HashSet<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
-    report.unindexed_packs = report.unindexed_packs.saturating_sub(
-        packs
-            .iter()
-            .filter(|p| stored.contains_key(&p.to_hex()) && !indexed.contains(p))
-            .count(),
-    );
+    let stored = discount_capture_packs(repo, &records, report).await?;
     report.captures_checked = records.len();
     let mut to_read = Vec::new();
     for (i, (name, rec)) in records.iter().enumerate() {
