@@ -745,6 +745,39 @@ fn schedule_restore_by_job_and_config_errors() {
     let err = s.fails(&["--config", badp.to_str().unwrap(), "schedule"], 2);
     assert!(err.contains(&format!("line {line}")), "{err}");
 
+    // `init` of a configured repository uses its URL and password source
+    // (not a directory named after it in the current directory).
+    let configured = s.path("configured-repo");
+    let pw = s.path("configured.pw");
+    std::fs::write(&pw, "configured secret\n").unwrap();
+    let cfg2 = s.path("init.toml");
+    std::fs::write(
+        &cfg2,
+        format!(
+            "[repositories.main]\nurl = \"{}\"\npassword = {{ file = \"{}\" }}\n",
+            configured.display(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let c2 = cfg2.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = s
+            .cmd()
+            .env_remove("BACKUP_REPOSITORY")
+            .env_remove("BACKUP_PASSWORD")
+            .current_dir(s.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--config", c2, "--repo", "main", "init"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(configured.join("config").exists() && !s.path("main").exists());
+    let (code, err) = run(&["--config", c2, "snapshots"]);
+    assert_eq!(code, Some(0), "{err}");
+
     let out = Command::new(backupd_bin())
         .env("BACKUP_PASSWORD", PASSWORD)
         .env("BACKUPD_TOKEN", TOKEN)

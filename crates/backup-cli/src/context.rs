@@ -104,10 +104,26 @@ impl Ctx {
             .clone()
     }
 
-    /// The repository given by `--repo` and `--option`.
+    /// The repository given by `--repo` and `--option`, or the configured
+    /// one `--job` or `--repo NAME` chose (its URL, options and password
+    /// source).
     pub(crate) fn repo_spec(&self) -> Result<RepoSpec> {
+        let named = self
+            .named_repo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let (Some(name), Some(config)) = (named, &self.config) {
+            return Ok(RepoSpec::configured(config, &name).map_err(backup_ops::Error::from)?);
+        }
         let Some(url) = self.global.repo.as_deref() else {
-            return usage("no repository given: use --repo URL or set BACKUP_REPOSITORY");
+            return match &self.config {
+                Some(c) => usage(format!(
+                    "no repository given: use --repo NAME (the configuration has {}), --repo URL, or set BACKUP_REPOSITORY",
+                    c.repositories.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+                None => usage("no repository given: use --repo URL or set BACKUP_REPOSITORY"),
+            };
         };
         let mut spec = RepoSpec::new(url, &self.global.options)?;
         spec.key_file.clone_from(&self.global.key_file);

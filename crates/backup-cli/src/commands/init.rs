@@ -31,6 +31,9 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     };
     let password = if a.insecure_no_encryption {
         None
+    } else if let Some(source) = &spec.password {
+        // A configured repository: the password its configuration names.
+        Some(source.resolve(&spec.password_key)?)
     } else {
         Some(ctx.password(true)?)
     };
