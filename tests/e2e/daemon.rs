@@ -770,7 +770,10 @@ fn schedule_restore_by_job_and_config_errors() {
             .args(args)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&["--config", c2, "--repo", "main", "init"]);
     assert_eq!(code, Some(0), "{err}");
