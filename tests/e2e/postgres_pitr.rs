@@ -397,6 +397,144 @@ fn a_receiver_started_after_the_base_backup_restores_from_it() {
     }
 }
 
+/// A time inside the window but after the last commit (a quiet
+/// database): PostgreSQL refuses to end a recovery that found no commit
+/// after its target, so `--start` moves the target to the last record,
+/// whose state is the state at that time.
+#[test]
+fn a_time_after_the_last_commit_restores_with_start() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    write_markers(&pg, 1);
+    let (_, last) = markers(&pg);
+    let quiet = pg
+        .psql(
+            "postgres",
+            "SELECT to_char((clock_timestamp() + interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .trim()
+        .to_owned();
+    std::thread::sleep(Duration::from_secs(3));
+    // WAL without a commit, captured after the target.
+    pg.psql("postgres", "CHECKPOINT");
+    std::thread::sleep(Duration::from_secs(3));
+    receiver.stop();
+    let target = PgCluster::owned_tempdir("pg-pitr-");
+    let data = target.path().join("data");
+    let port = backup_testkit::free_port().to_string();
+    let out = s.ok(&[
+        "restore",
+        "--to",
+        data.to_str().unwrap(),
+        "--at",
+        &quiet,
+        "--start",
+        &port,
+    ]);
+    assert!(
+        out.contains("no transaction committed between the target time"),
+        "{out}"
+    );
+    let copy = PgCluster::start_existing(target, data);
+    assert_eq!(markers(&copy), (last, last));
+}
+
+/// A key `restore_command` cannot open the repository with stops the
+/// recovery with the reason in the server log: the server does not
+/// promote what it replayed so far, and the failed fetch is recorded
+/// (so that `--start` never takes the short recovery for a quiet one).
+#[test]
+fn a_wrong_key_stops_recovery_without_promoting_a_partial_history() {
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    // More segments than a restore stages ahead (8), so that recovery
+    // needs `restore_command` to open the repository.
+    for _ in 0..12 {
+        pg.psql(
+            "postgres",
+            "INSERT INTO markers DEFAULT VALUES; SELECT pg_switch_wal();",
+        );
+    }
+    write_markers(&pg, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    receiver.stop();
+    let (_, last) = markers(&pg);
+    let at = time_after_marker(&pg, last - 3);
+    let target = PgCluster::owned_tempdir("pg-pitr-");
+    let data = target.path().join("data");
+    s.ok(&["restore", "--to", data.to_str().unwrap(), "--at", &at]);
+    let key = std::path::PathBuf::from(format!("{}.backup-key", data.display()));
+    assert!(key.exists());
+    std::fs::write(&key, b"not a key file\n").unwrap();
+    let log_path = target.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = if nix::unistd::Uid::effective().is_root() {
+        let _ = Command::new("chown")
+            .args(["postgres", log_path.to_str().unwrap()])
+            .status();
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--reset-env",
+        ]);
+        c.arg(backup_testkit::postgres::bindir().join("postgres"));
+        c
+    } else {
+        Command::new(backup_testkit::postgres::bindir().join("postgres"))
+    };
+    let port = backup_testkit::free_port().to_string();
+    let mut server = cmd
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port, "-k"])
+        .arg(target.path())
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = server.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = server.kill();
+            panic!(
+                "the server did not stop:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("key file"),
+        "the reason is in the log:\n{text}"
+    );
+    assert!(
+        text.contains("recovery ended before configured recovery target was reached"),
+        "{text}"
+    );
+    assert!(!text.contains("selected new timeline"), "{text}");
+    assert!(
+        data.join("pg_wal/.backup-prefetch/.failed").exists(),
+        "the failed fetch is recorded"
+    );
+}
+
 #[test]
 fn archive_mode_pushes_and_fetches_each_segment_once() {
     // The repository and its password-less key belong to the server's

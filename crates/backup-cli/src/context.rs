@@ -114,7 +114,7 @@ impl Ctx {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         if let (Some(name), Some(config)) = (named, &self.config) {
-            return Ok(RepoSpec::configured(config, &name).map_err(backup_ops::Error::from)?);
+            return Ok(RepoSpec::configured(config, &name)?);
         }
         let Some(url) = self.global.repo.as_deref() else {
             return match &self.config {

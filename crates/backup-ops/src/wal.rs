@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use backup_sources::postgres::physical::pitr::{ClusterWindows, WalWindow, WindowBase};
 pub use wal::{
-    being_fetched, fetch_ahead, note_asked, prefetch_dir, recovery_over, take_prefetched,
-    EventSink, PrefetchRun, ReceiveOptions, ReceiveSummary, ReceiverEvent,
+    being_fetched, fetch_ahead, fetch_failed, note_asked, note_fetch_failed, prefetch_dir,
+    recovery_over, take_prefetched, EventSink, PrefetchRun, ReceiveOptions, ReceiveSummary,
+    ReceiverEvent,
 };
 
 use crate::error::{Error, Result};

@@ -184,21 +184,32 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                 return Ok(0);
             }
             // The fast path (`fetch_prefetched`) found nothing ready.
-            let found = wal::take_prefetched(&name, &dest)?;
-            if !found {
+            let fetched = async {
+                if wal::take_prefetched(&name, &dest)? {
+                    return Ok(true);
+                }
                 let repo = ctx.open().await?;
                 match wal::fetch(&repo, &cluster()?, &name, &dest, segment_size).await {
-                    Ok(()) => {}
+                    Ok(()) => Ok(true),
                     // The server asks for files that may not exist (the
                     // next timeline's history, the segment after the
                     // last): a plain answer, not an error report.
-                    Err(backup_ops::Error::Core(backup_core::Error::NotFound { .. })) => {
-                        if !ctx.global.quiet {
-                            eprintln!("backup: {name} is not in the repository");
-                        }
-                        return Ok(1);
+                    Err(backup_ops::Error::Core(backup_core::Error::NotFound { .. })) => Ok(false),
+                    Err(e) => Err(anyhow::Error::from(e)),
+                }
+            }
+            .await;
+            match fetched {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !ctx.global.quiet {
+                        eprintln!("backup: {name} is not in the repository");
                     }
-                    Err(e) => return Err(e.into()),
+                    return Ok(1);
+                }
+                Err(e) => {
+                    wal::note_fetch_failed(&name, &dest, &format!("{e:#}"));
+                    return Err(e);
                 }
             }
             if prefetch > 0 && !wal::PrefetchRun::running(&dest) {

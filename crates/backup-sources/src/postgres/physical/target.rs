@@ -104,6 +104,11 @@ pub struct StartReport {
     /// cluster within a quarter of the available memory; the configuration
     /// is unchanged).
     pub replay_shared_buffers: Option<u64>,
+    /// Set when no transaction committed between a time target and the
+    /// end of the available WAL (PostgreSQL then refuses to end recovery):
+    /// the position of the last record replayed, which the recovery was
+    /// moved to (`recovery_target_lsn`), the state at the target time.
+    pub retargeted_to: Option<String>,
 }
 
 impl PhysicalTarget {
@@ -600,6 +605,11 @@ impl Target for PhysicalTarget {
             let server = server.map_err(Error::Config)?;
             let shutdown = opts.target_action.as_deref() == Some("shutdown");
             let started = start_and_stop(&server.path, &data_dir, port, shutdown).await?;
+            if let Some(lsn) = &started.retargeted_to {
+                lines.push(format!(
+                    "no transaction committed between the target time and the end of the captured WAL, so the state at the target is the state after its last record: recovery was moved to that record (recovery_target_lsn = '{lsn}' in postgresql.auto.conf; PostgreSQL refuses a time target it cannot pass)"
+                ));
+            }
             if let Some(r) = &started.reached {
                 lines.push(format!("recovery target reached: {r}"));
             }
@@ -1201,6 +1211,7 @@ pub struct RunningServer {
     port: u16,
     ready: Duration,
     shared_buffers: Option<u64>,
+    retargeted_to: Option<String>,
 }
 
 impl RunningServer {
@@ -1257,6 +1268,7 @@ impl RunningServer {
                     .map(|i| l[i..].trim().to_owned())
             }),
             replay_shared_buffers: self.shared_buffers,
+            retargeted_to: self.retargeted_to,
         }
     }
 }
@@ -1319,6 +1331,7 @@ pub(crate) async fn start_server(
     let owner = running_as_root.then_some((uid, gid));
     let mut pool =
         super::replay::shared_buffers_for_replay(postgres, data_dir, &config_args, owner).await;
+    let mut retargeted_to = None;
     loop {
         let spawned = spawn_server(
             postgres,
@@ -1340,7 +1353,20 @@ pub(crate) async fn start_server(
                 );
                 pool = None;
             }
-            Err(e) => return Err(e),
+            Err(e) => match retarget_past_last_commit(data_dir, &log_path) {
+                Ok(Some(lsn)) if retargeted_to.is_none() => {
+                    tracing::info!(
+                        lsn = %lsn,
+                        "No transaction committed between the target time and the end of the WAL: recovering to the last record instead."
+                    );
+                    retargeted_to = Some(lsn);
+                }
+                Ok(_) => return Err(e),
+                Err(re) => {
+                    tracing::warn!(error = %re, "Could not move the recovery target.");
+                    return Err(e);
+                }
+            },
             Ok((child, ready)) => {
                 return Ok(RunningServer {
                     child,
@@ -1349,10 +1375,73 @@ pub(crate) async fn start_server(
                     port,
                     ready,
                     shared_buffers: pool,
+                    retargeted_to,
                 })
             }
         }
     }
+}
+
+/// After a recovery to a time that PostgreSQL refused to end ("recovery
+/// ended before configured recovery target was reached": no transaction
+/// committed or aborted between the target and the end of the WAL it
+/// could fetch), moves the target in `postgresql.auto.conf` from
+/// `recovery_target_time` to `recovery_target_lsn` at the last record it
+/// replayed (its log's "redo done at"). Every commit in that WAL is before
+/// the target time, so the state there is the state at the target; an
+/// LSN rather than no target at all, so that WAL captured since is not
+/// replayed too. Returns that position; `None` when the log or the
+/// configuration is not of that case.
+fn retarget_past_last_commit(data_dir: &Path, log_path: &Path) -> Result<Option<String>> {
+    use std::fmt::Write as _;
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    if !log.contains("recovery ended before configured recovery target was reached") {
+        return Ok(None);
+    }
+    // Only when every fetch found what it asked for or nothing at all: a
+    // fetch that failed (a wrong key, damaged data, a hole) ended the WAL
+    // early, and that recovery is short, not past the last commit.
+    if let Some(failed) = super::wal::fetch_failed(data_dir) {
+        tracing::warn!(failed = %failed.trim(), "Fetching WAL failed during recovery.");
+        return Ok(None);
+    }
+    let Some(lsn) = log.lines().find_map(|l| {
+        l.split_once("redo done at ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .map(str::to_owned)
+    }) else {
+        return Ok(None);
+    };
+    let auto = data_dir.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&auto)
+        .map_err(|e| Error::io(format!("reading {}", auto.display()), e))?;
+    let is_time_target = |l: &str| {
+        l.trim_start()
+            .strip_prefix("recovery_target_time")
+            .is_some_and(|r| r.trim_start().starts_with('='))
+    };
+    let promotes = !text.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("recovery_target_action") && !l.contains("promote")
+    });
+    if !promotes || !text.lines().any(is_time_target) {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(text.len() + 200);
+    for l in text.lines() {
+        if is_time_target(l) {
+            let _ = write!(
+                out,
+                "# {l}\n# No transaction committed between that time and the end of the WAL:\n# the state then is the state after the last record (`backup restore --start`).\nrecovery_target_lsn = '{lsn}'\n"
+            );
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    // Rewritten in place: the file keeps its owner and mode.
+    std::fs::write(&auto, out).map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
+    Ok(Some(lsn))
 }
 
 /// Starts the server (see [`start_server`]) with `pool` bytes of shared
@@ -1505,6 +1594,68 @@ fn tail(text: &str, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recovery PostgreSQL would not end because no commit followed its
+    /// time target moves to the last record, but not one whose WAL fetch
+    /// failed (it is short, not past the last commit), nor one that
+    /// should pause or shut down there, nor one of another target kind.
+    #[test]
+    fn a_time_target_past_the_last_commit_moves_to_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("pg_wal")).unwrap();
+        let log = dir.path().join("server.log");
+        std::fs::write(
+            &log,
+            "LOG:  redo done at 0/3000060 system usage: CPU\n\
+             FATAL:  recovery ended before configured recovery target was reached\n",
+        )
+        .unwrap();
+        let auto = data.join("postgresql.auto.conf");
+        let conf = |target: &str, action: &str| {
+            format!(
+                "restore_command = 'x'\n{target}\nrecovery_target_action = '{action}'\nrecovery_target_timeline = 'latest'\n"
+            )
+        };
+        let time = "recovery_target_time = '2026-11-20 14:30:00.000000+00'";
+        std::fs::write(&auto, conf(time, "promote")).unwrap();
+        assert_eq!(
+            retarget_past_last_commit(&data, &log).unwrap().as_deref(),
+            Some("0/3000060")
+        );
+        let text = std::fs::read_to_string(&auto).unwrap();
+        assert!(
+            text.contains("\nrecovery_target_lsn = '0/3000060'\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("# {time}")), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("recovery_target_time ")));
+        // Not for other actions or targets.
+        for (target, action) in [(time, "pause"), ("recovery_target_xid = '900'", "promote")] {
+            std::fs::write(&auto, conf(target, action)).unwrap();
+            assert_eq!(retarget_past_last_commit(&data, &log).unwrap(), None);
+            assert_eq!(
+                std::fs::read_to_string(&auto).unwrap(),
+                conf(target, action)
+            );
+        }
+        // Not after a failed fetch.
+        std::fs::write(&auto, conf(time, "promote")).unwrap();
+        super::super::wal::note_fetch_failed(
+            "000000010000000000000004",
+            &data.join("pg_wal").join("RECOVERYXLOG"),
+            "wrong key",
+        );
+        assert_eq!(retarget_past_last_commit(&data, &log).unwrap(), None);
+        // Nor when the server stopped for another reason.
+        std::fs::remove_dir_all(data.join("pg_wal")).unwrap();
+        std::fs::write(
+            &log,
+            "FATAL:  could not locate required checkpoint record\n",
+        )
+        .unwrap();
+        assert_eq!(retarget_past_last_commit(&data, &log).unwrap(), None);
+    }
 
     #[tokio::test]
     async fn a_missing_server_version_names_its_package() {

@@ -997,10 +997,14 @@ pub async fn fetch(
                 }
             }
             _ if holes[0].0 == 0 => {
-                return Err(Error::not_found(format!(
+                // Absent for PostgreSQL (it then tries `pg_wal`), but a
+                // hole in what the repository holds, not its end.
+                let what = format!(
                     "the start of WAL segment {name} (capture began inside it; {} holds no copy of it from a base backup)",
                     beside.display()
-                )));
+                );
+                note_fetch_failed(name, dest, &format!("{what} is not stored"));
+                return Err(Error::not_found(what));
             }
             _ => {}
         }
@@ -1042,6 +1046,32 @@ pub fn note_asked(name: &str, dest: &Path) {
     let _ = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&tmp, name))
         .and_then(|()| std::fs::rename(&tmp, dir.join(".asked")));
+}
+
+/// Records that fetching `name` into `dest` failed for another reason
+/// than its absence (`.failed` in [`prefetch_dir`], with `why`): a recovery
+/// that then ends short of its target did not see all the captured WAL,
+/// and must not be taken for one that did (see [`fetch_failed`]). Best
+/// effort.
+pub fn note_fetch_failed(name: &str, dest: &Path, why: &str) {
+    let dir = prefetch_dir(dest);
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(".failed"))
+            .and_then(|mut f| writeln!(f, "{name}: {why}"))
+    });
+}
+
+/// What [`note_fetch_failed`] recorded for the data directory `data_dir`
+/// (its `pg_wal`), if anything.
+pub fn fetch_failed(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(
+        prefetch_dir(&data_dir.join("pg_wal").join("RECOVERYXLOG")).join(".failed"),
+    )
+    .ok()
 }
 
 /// Whether the background prefetch is assembling segment `name` right now
