@@ -67,6 +67,19 @@ impl Drop for Receiver {
     }
 }
 
+/// A throwaway cluster (with `settings`) whose WAL `backup wal receive`
+/// captures into a new repository, and a physical base backup taken once
+/// the receiver runs.
+fn receiving_with_base(settings: &[&str]) -> (PgCluster, Scratch, Receiver) {
+    let pg = cluster(settings);
+    let s = Scratch::new();
+    s.init();
+    let receiver = Receiver::start(&s, &repl_url(&pg));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    (pg, s, receiver)
+}
+
 /// Inserts a marker every 20 ms for `seconds` (pgbench with one client).
 pub(crate) fn write_markers(pg: &PgCluster, seconds: u32) {
     let script = pg.dir().join("markers.sql");
@@ -330,12 +343,7 @@ fn refusals_name_the_restorable_window() {
 
 #[test]
 fn a_killed_receiver_resumes_without_gap_or_duplicate() {
-    let pg = cluster(&[]);
-    let s = Scratch::new();
-    s.init();
-    let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
-    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let (pg, s, receiver) = receiving_with_base(&[]);
     write_markers(&pg, 2);
     std::thread::sleep(Duration::from_millis(1500));
     receiver.kill();
@@ -403,12 +411,7 @@ fn a_receiver_started_after_the_base_backup_restores_from_it() {
 /// whose state is the state at that time.
 #[test]
 fn a_time_after_the_last_commit_restores_with_start() {
-    let pg = cluster(&[]);
-    let s = Scratch::new();
-    s.init();
-    let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
-    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let (pg, s, receiver) = receiving_with_base(&[]);
     write_markers(&pg, 1);
     let (_, last) = markers(&pg);
     let quiet = pg
@@ -449,12 +452,7 @@ fn a_time_after_the_last_commit_restores_with_start() {
 /// (so that `--start` never takes the short recovery for a quiet one).
 #[test]
 fn a_wrong_key_stops_recovery_without_promoting_a_partial_history() {
-    let pg = cluster(&[]);
-    let s = Scratch::new();
-    s.init();
-    let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
-    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let (pg, s, receiver) = receiving_with_base(&[]);
     // More segments than a restore stages ahead (8), so that recovery
     // needs `restore_command` to open the repository.
     for _ in 0..12 {
@@ -712,17 +710,12 @@ fn system_id(pg: &PgCluster) -> String {
 
 #[test]
 fn an_invalidated_slot_is_a_recorded_gap_and_restores_inside_it_are_refused() {
-    let pg = cluster(&[
+    let (pg, s, receiver) = receiving_with_base(&[
         "max_slot_wal_keep_size=16MB",
         "wal_keep_size=0",
         "min_wal_size=32MB",
         "max_wal_size=32MB",
     ]);
-    let s = Scratch::new();
-    s.init();
-    let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
-    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
     write_markers(&pg, 1);
     std::thread::sleep(Duration::from_secs(2));
     receiver.stop();
@@ -773,12 +766,7 @@ fn markers_before(pg: &PgCluster, at: &str) -> u64 {
 
 #[test]
 fn timelines_are_followed_to_a_promoted_copy_and_back() {
-    let pg = cluster(&[]);
-    let s = Scratch::new();
-    s.init();
-    let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
-    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let (pg, s, receiver) = receiving_with_base(&[]);
     write_markers(&pg, 2);
     let (_, fork_after) = markers(&pg);
     let fork_at = time_after_marker(&pg, fork_after - 30);
