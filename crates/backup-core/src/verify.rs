@@ -214,7 +214,10 @@ async fn check_packs(repo: &IndexedRepository, report: &mut VerifyReport) -> Res
 
 /// Takes the stored packs that hold captured pieces out of the report's
 /// unindexed count (they are listed by capture records, not indexes);
-/// returns the stored packs and their sizes.
+/// returns the stored packs and their sizes. The packs are listed after
+/// the records were read, not taken from [`check_packs`]: a piece stored
+/// meanwhile has its pack written before its record, so every record read
+/// finds its pack listed.
 async fn discount_capture_packs(
     repo: &IndexedRepository,
     records: &[(CaptureName, CaptureRecord)],

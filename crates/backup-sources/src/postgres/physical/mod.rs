@@ -176,6 +176,11 @@ impl Lsn {
     pub(crate) fn segment(self, segment_size: u64) -> u64 {
         self.0 / segment_size
     }
+
+    /// The start of the segment holding this position.
+    pub(crate) fn segment_start(self, segment_size: u64) -> Lsn {
+        Lsn(self.0 - self.0 % segment_size)
+    }
 }
 
 impl fmt::Display for Lsn {

@@ -89,11 +89,6 @@ pub async fn restorable_window(
         .filter_map(|s| Some((s.clone(), PhysicalMeta::of(&s.snapshot.metadata)?.ok()?)))
         .collect();
     bases.sort_by_key(|(_, m)| std::cmp::Reverse(m.stopped_at));
-    if bases.is_empty() {
-        return Err(Error::not_found(
-            "a physical base backup (take one with --mode physical)",
-        ));
-    }
     let mut first_problem = None;
     for (base, meta) in bases {
         let window = match check_coverage(repo, &meta, &RestoreOptions::default()).await {
@@ -120,7 +115,9 @@ pub async fn restorable_window(
         };
         first_problem.get_or_insert(window);
     }
-    Err(first_problem.unwrap_or_else(|| Error::not_found("a physical base backup")))
+    Err(first_problem.unwrap_or_else(|| {
+        Error::not_found("a physical base backup (take one with --mode physical)")
+    }))
 }
 
 /// What a point-in-time restore will replay.

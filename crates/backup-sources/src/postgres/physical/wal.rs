@@ -324,7 +324,7 @@ impl Receiver {
                 // resume from the start of the oldest segment the server
                 // still has for it.
                 let kept = held.unwrap_or(server_pos);
-                let resume = Lsn(kept.0 - kept.0 % seg).max(lsn);
+                let resume = kept.segment_start(seg).max(lsn);
                 if resume > lsn {
                     self.gap(&stream, &sysid, tli, lsn, resume, if held.is_some() {
                         "the replication slot was ahead of the stored WAL"
@@ -351,14 +351,14 @@ impl Receiver {
                 // A newer timeline than the stored one: its WAL from where
                 // it began.
                 let begin = Self::timeline_start(conn, timeline)?;
-                held.map_or(begin, |h| h.min(begin).max(Lsn(begin.0 - begin.0 % seg)))
+                held.map_or(begin, |h| h.min(begin).max(begin.segment_start(seg)))
             }
             // The first start: from the beginning of the segment the slot
             // holds (as pg_receivewal does), so that the stored segments
             // are whole and a base backup taken just before restores from
             // them alone.
-            (None, Some(held)) => Lsn(held.0 - held.0 % seg),
-            (None, None) => Lsn(server_pos.0 - server_pos.0 % seg),
+            (None, Some(held)) => held.segment_start(seg),
+            (None, None) => server_pos.segment_start(seg),
         };
         self.continue_on(conn, &stream, &sysid, timeline, start, seg)
     }
