@@ -13,23 +13,17 @@
 #   BENCH_MONGO_URL  a server to use instead of starting SecantusDB
 #   BACKUP_TEST_SECANTUSD  the secantusd-py to start (default: .venv, as scripts/test.sh installs it)
 #
-# Needs GNU time (apt-get install -y time) for the peak RSS.
+# Needs GNU time for the peak RSS; installs it (apt-get install -y time) as root.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 DOCS=${1:-${DOCS:-2000000}}
 cd "$REPO_ROOT"
 
-if [ ! -x .venv/bin/secantusd-py ] && [ -z "${BENCH_MONGO_URL:-}" ] && [ -z "${BACKUP_TEST_SECANTUSD:-}" ]; then
-  python3 -m venv .venv
-  .venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'SecantusDB==0.7.0b3'
-fi
-command -v /usr/bin/time >/dev/null || { echo "GNU time is needed: apt-get install -y time" >&2; exit 1; }
-
-if [ -z "${BACKUP_BIN:-}" ]; then
-  cargo build --release -p backup-cli --bin backup >&2
-  BACKUP_BIN="$REPO_ROOT/target/release/backup"
-fi
-cargo build --release -p backup-benches --bin mongo_ratio >&2
-exec "$REPO_ROOT/target/release/mongo_ratio" "$BACKUP_BIN" "$DOCS"
+[ -n "${BENCH_MONGO_URL:-}" ] || secantus
+need_gnu_time
+backup_bin
+build_release MONGO_RATIO backup-benches mongo_ratio
+exec "$MONGO_RATIO" "$BACKUP_BIN" "$DOCS"

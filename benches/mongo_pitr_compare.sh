@@ -21,24 +21,17 @@
 #   BENCH_SKIP_LOOP=1       leave the per-operation loop out (on the test server a lone
 #                           write slows as the oplog grows: hours at 1000000)
 #
-# Needs GNU time (apt-get install -y time) for the peak RSS.
+# Needs GNU time for the peak RSS; installs it (apt-get install -y time) as root.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 OPS=${1:-${OPS:-1000000}}
 cd "$REPO_ROOT"
 
-if [ ! -x .venv/bin/secantusd-py ] && [ -z "${BACKUP_TEST_SECANTUSD:-}" ]; then
-  python3 -m venv .venv
-  .venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'SecantusDB==0.7.0b3'
-fi
-export BACKUP_TEST_SECANTUSD=${BACKUP_TEST_SECANTUSD:-$REPO_ROOT/.venv/bin/secantusd-py}
-command -v /usr/bin/time >/dev/null || { echo "GNU time is needed: apt-get install -y time" >&2; exit 1; }
-
-if [ -z "${BACKUP_BIN:-}" ]; then
-  cargo build --release -p backup-cli --bin backup >&2
-  BACKUP_BIN="$REPO_ROOT/target/release/backup"
-fi
-cargo build --release -p backup-benches --bin oplog_ratio >&2
-exec "$REPO_ROOT/target/release/oplog_ratio" "$BACKUP_BIN" "$OPS"
+secantus
+need_gnu_time
+backup_bin
+build_release OPLOG_RATIO backup-benches oplog_ratio
+exec "$OPLOG_RATIO" "$BACKUP_BIN" "$OPS"

@@ -29,7 +29,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 SCALE=${1:-${SCALE:-50}}
 WORK_DIR=${WORK_DIR:-/tmp/pg-bench}
 JOBS=${JOBS:-2}
@@ -39,62 +40,29 @@ PASSWORD=bench-password-not-secret
 LOGS="$WORK_DIR/logs"
 RESULTS="$WORK_DIR/results.tsv"
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+positive_int scale "$SCALE"
+positive_int ROUNDS "$ROUNDS"
 
-[[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "scale must be a positive integer"
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-
-apt_install() {
-    [ "$(id -u)" -eq 0 ] || die "$1 is missing; install it with: sudo apt-get install -y $1"
-    say "installing $1"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >/dev/null 2>&1; } ||
-        die "could not install $1"
-}
-
-BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-if [ -z "$BINDIR" ] || [ ! -x "$BINDIR/initdb" ]; then
-    apt_install postgresql
-    BINDIR=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-fi
-[ -x /usr/bin/time ] || apt_install time
+postgres_bindir
+need_gnu_time
 
 rm -rf "$WORK_DIR"
 mkdir -p "$WORK_DIR" "$LOGS"
 : >"$RESULTS"
 
-if [ -z "${BACKUP_BIN:-}" ]; then
-    say "building the release binary (cargo build --release -p backup-cli)"
-    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
-        { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
-    BACKUP_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/backup"
-fi
-[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+backup_bin
 
 # --- the cluster ------------------------------------------------------------
 
-RUN=()
-if [ "$(id -u)" -eq 0 ]; then
-    id postgres >/dev/null 2>&1 || die "the postgres user is missing (apt-get install -y postgresql creates it)"
-    chown postgres:postgres "$WORK_DIR"
-    RUN=(setpriv --reuid=postgres --regid=postgres --init-groups)
-fi
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-echo "$PASSWORD" >"$WORK_DIR/pw"
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK_DIR/pw"
+as_postgres
+[ "$(id -u)" -ne 0 ] || chown postgres:postgres "$WORK_DIR"
+PORT=$(free_port)
 say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
-"${RUN[@]}" "$BINDIR/initdb" -D "$WORK_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed, see $LOGS/initdb.log"
-"${RUN[@]}" "$BINDIR/pg_ctl" -D "$WORK_DIR/data" -l "$WORK_DIR/server.log" -w -t 120 \
-    -o "-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min -c autovacuum=off" \
-    start >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"
-PG_PID=$(head -n 1 "$WORK_DIR/data/postmaster.pid")
+pg_initdb "$WORK_DIR/data" "$PASSWORD"
+pg_start "$WORK_DIR/data" \
+    "-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min -c autovacuum=off"
 cleanup() {
-    if [ -n "${PG_PID:-}" ] && kill -0 "$PG_PID" 2>/dev/null; then
-        kill -INT "$PG_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.2; done
-    fi
+    stop_pid "${PG_PID:-}"
     if [ "$KEEP" != 1 ]; then
         rm -rf "$WORK_DIR/data" "$WORK_DIR/repo" "$WORK_DIR/dump.fc" "$WORK_DIR/dump.dir"
     fi
@@ -116,8 +84,7 @@ DB_BYTES=$("$BINDIR/psql" -X -A -t -d bench -c "SELECT pg_database_size('bench')
 # background work runs into a timing either.
 drop_caches() {
     "$BINDIR/psql" -X -q -d postgres -c "CHECKPOINT" >/dev/null
-    sync
-    (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null || true
+    drop_page_cache || true
 }
 
 timed() { # timed NAME CMD...
@@ -125,13 +92,9 @@ timed() { # timed NAME CMD...
     shift
     drop_caches
     say "  $name"
-    if /usr/bin/time -f '%e %M' -o "$LOGS/time-$name" "$@" >"$LOGS/$name.log" 2>&1; then
-        read -r wall rss <"$LOGS/time-$name"
-        printf '%s\t%s\t%s\n' "$name" "$wall" "$rss" >>"$RESULTS"
-    else
-        tail -n 20 "$LOGS/$name.log" >&2
-        die "$name failed (log: $LOGS/$name.log)"
-    fi
+    time_run '%e %M' "$LOGS/time-$name" "$LOGS/$name.log" "$@" || die "$name failed (log: $LOGS/$name.log)"
+    read -r wall rss <"$LOGS/time-$name"
+    printf '%s\t%s\t%s\n' "$name" "$wall" "$rss" >>"$RESULTS"
 }
 
 OURS=(env BACKUP_PASSWORD="$PASSWORD" BACKUP_REPOSITORY="$WORK_DIR/repo" "$BACKUP_BIN")

@@ -45,7 +45,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 SCALE=${1:-${SCALE:-100}}
 WORK_DIR=${WORK_DIR:-/tmp/pgphys-bench}
 DATASETS=${DATASETS:-pgbench realistic}
@@ -56,84 +57,32 @@ PASSWORD=bench-password-not-secret
 LOGS="$WORK_DIR/logs"
 RESULTS="$WORK_DIR/results.tsv"
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
-[[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "scale must be a positive integer"
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-[ "$(id -u)" -eq 0 ] || die "run as root (the cluster and pgBackRest run as the postgres user)"
+positive_int scale "$SCALE"
+positive_int ROUNDS "$ROUNDS"
+require_root "the cluster and pgBackRest run as the postgres user"
 case "$WORK_DIR" in /tmp/*) ;; *) die "WORK_DIR must be under /tmp (the postgres user must reach it)";; esac
 
-apt_install() {
-    say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1; } ||
-        die "could not install $*"
-}
-BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-if [ -z "$BINDIR" ] || [ ! -x "$BINDIR/initdb" ]; then
-    apt_install postgresql
-    BINDIR=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-fi
-command -v pgbackrest >/dev/null || apt_install pgbackrest
-[ -x /usr/bin/time ] || apt_install time
+postgres_bindir
+need pgbackrest
+need_gnu_time
 
 rm -rf "$WORK_DIR"
 mkdir -p "$WORK_DIR" "$LOGS"
 chown postgres:postgres "$WORK_DIR"
 : >"$RESULTS"
 
-if [ -z "${BACKUP_BIN:-}" ]; then
-    say "building the release binary (cargo build --release -p backup-cli)"
-    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
-        { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
-    BACKUP_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/backup"
-fi
-[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+backup_bin
 
-AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_postgres
+PORT=$(free_port)
 DATA="$WORK_DIR/data"
-PGBR_CONF="$WORK_DIR/pgbackrest.conf"
-PGBR=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench)
+pgbackrest_config "$DATA" "$PORT"
 
-cat >"$PGBR_CONF" <<EOF
-[global]
-repo1-path=$WORK_DIR/pgbr
-compress-type=zst
-process-max=2
-start-fast=y
-log-level-console=warn
-log-level-file=off
-lock-path=$WORK_DIR/pgbr-lock
-spool-path=$WORK_DIR/pgbr-spool
-
-[bench]
-pg1-path=$DATA
-pg1-port=$PORT
-pg1-socket-path=$WORK_DIR
-pg1-user=postgres
-EOF
-chown postgres:postgres "$PGBR_CONF"
-
-echo "$PASSWORD" >"$WORK_DIR/pw"
-chown postgres "$WORK_DIR/pw"
 say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
-"${AS_PG[@]}" "$BINDIR/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed"
-SERVER_OPTS="-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB \
+pg_initdb "$DATA" "$PASSWORD"
+pg_start "$DATA" "-p $PORT -k $WORK_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB \
 -c checkpoint_timeout=30min -c autovacuum=off -c wal_log_hints=on -c archive_mode=on \
 -c archive_command='pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'"
-"${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$DATA" -l "$WORK_DIR/server.log" -w -t 120 -o "$SERVER_OPTS" start \
-    >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"
-PG_PID=$(head -n 1 "$DATA/postmaster.pid")
-stop_pid() {
-    local pid=$1
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -INT "$pid" 2>/dev/null || true
-        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    fi
-}
 cleanup() {
     stop_pid "${PG_PID:-}"
     [ "$KEEP" = 1 ] || rm -rf "$DATA" "$WORK_DIR"/repo-* "$WORK_DIR/pgbr" "$WORK_DIR/restore" "$WORK_DIR/bb"
@@ -143,12 +92,11 @@ trap cleanup EXIT
 export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGPASSWORD=$PASSWORD
 URL="postgres://postgres:$PASSWORD@127.0.0.1:$PORT/postgres"
 psql_() { "$BINDIR/psql" -X -q -A -t "$@"; }
-"${PGBR[@]}" stanza-create >"$LOGS/stanza.log" 2>&1 || die "pgbackrest stanza-create failed (see $LOGS/stanza.log)"
+pgbackrest_stanza_create
 
 drop_caches() {
     psql_ -d postgres -c "CHECKPOINT" >/dev/null
-    sync
-    (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null || true
+    drop_page_cache || true
 }
 
 # timed DATASET NAME CMD...: wall seconds, peak RSS (KiB), CPU seconds.
@@ -157,13 +105,10 @@ timed() {
     shift 2
     drop_caches
     say "  $set $name"
-    if /usr/bin/time -f '%e %M %U %S' -o "$LOGS/time-$set-$name" "$@" >"$LOGS/$set-$name.log" 2>&1; then
-        read -r wall rss user sys <"$LOGS/time-$set-$name"
-        printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$name" "$wall" "$rss" "$(awk "BEGIN { print $user + $sys }")" >>"$RESULTS"
-    else
-        tail -n 20 "$LOGS/$set-$name.log" >&2
+    time_run '%e %M %U %S' "$LOGS/time-$set-$name" "$LOGS/$set-$name.log" "$@" ||
         die "$set $name failed (log: $LOGS/$set-$name.log)"
-    fi
+    read -r wall rss user sys <"$LOGS/time-$set-$name"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$name" "$wall" "$rss" "$(awk "BEGIN { print $user + $sys }")" >>"$RESULTS"
 }
 record() { printf '%s\t%s\t%s\t0\t0\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
@@ -177,12 +122,12 @@ psql_ -d postgres -c "CREATE ROLE repl LOGIN REPLICATION PASSWORD '$PASSWORD'" >
 # connections (the same for both tools' restores).
 start_ready_stop() {
     local dir=$1 port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     setpriv --reuid=postgres --regid=postgres --init-groups "$BINDIR/pg_ctl" -D "$dir" -l "$dir/../start.log" -w -t 3600 \
         -o "-p $port -k $WORK_DIR -c listen_addresses=127.0.0.1 -c archive_mode=off" start >/dev/null
     setpriv --reuid=postgres --regid=postgres --init-groups "$BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
 }
-export -f start_ready_stop
+export -f start_ready_stop free_port
 export BINDIR WORK_DIR
 
 load() { # load DATASET: creates database DATASET
@@ -264,7 +209,7 @@ for set in $DATASETS; do
         say " restore round $round of $ROUNDS"
         rm -rf "$WORK_DIR/restore"
         install -d -o postgres -g postgres "$WORK_DIR/restore"
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        port=$(free_port)
         timed "$set" ours-restore "${LOCAL[@]}" restore latest --to "$WORK_DIR/restore/data" --start "$port"
         if [ "$round" = 1 ]; then
             # Our process's own peak RSS: the run above counts the server
@@ -285,7 +230,7 @@ for set in $DATASETS; do
     "${PGBR[@]}" stanza-delete --force >/dev/null 2>&1 || true
     rm -rf "$WORK_DIR/pgbr"
     "${PGBR[@]}" start >/dev/null 2>&1 || true
-    "${PGBR[@]}" stanza-create >/dev/null 2>&1 || die "pgbackrest stanza-create failed"
+    pgbackrest_stanza_create
 done
 
 python3 - "$RESULTS" "$SCALE" "$(nproc)" "$CHANGE_SECONDS" <<'PY' | tee "$WORK_DIR/report.txt"

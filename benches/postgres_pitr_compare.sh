@@ -36,7 +36,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 SCALE=${1:-${SCALE:-100}}
 WORK_DIR=${WORK_DIR:-/tmp/pgpitr-bench}
 DURATION=${DURATION:-120}
@@ -46,75 +47,33 @@ PASSWORD=bench-password-not-secret
 LOGS="$WORK_DIR/logs"
 RESULTS="$WORK_DIR/results.tsv"
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
-[[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "scale must be a positive integer"
-[[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer"
-[ "$(id -u)" -eq 0 ] || die "run as root (the cluster and pgBackRest run as the postgres user)"
+positive_int scale "$SCALE"
+positive_int DURATION "$DURATION"
+positive_int ROUNDS "$ROUNDS"
+require_root "the cluster and pgBackRest run as the postgres user"
 case "$WORK_DIR" in /tmp/*) ;; *) die "WORK_DIR must be under /tmp (the postgres user must reach it)";; esac
 
-apt_install() {
-    say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1; } ||
-        die "could not install $*"
-}
-BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-if [ -z "$BINDIR" ] || [ ! -x "$BINDIR/initdb" ]; then
-    apt_install postgresql
-    BINDIR=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-fi
-command -v pgbackrest >/dev/null || apt_install pgbackrest
-[ -x /usr/bin/time ] || apt_install time
+postgres_bindir
+need pgbackrest
+need_gnu_time
 
 rm -rf "$WORK_DIR"
 mkdir -p "$WORK_DIR" "$LOGS"
 chown postgres:postgres "$WORK_DIR"
 : >"$RESULTS"
 
-if [ -z "${BACKUP_BIN:-}" ]; then
-    say "building the release binary (cargo build --release -p backup-cli)"
-    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
-        { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
-    BACKUP_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/backup"
-fi
-[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+backup_bin
 # The postgres user runs archive_command and restore_command.
 install -m 755 "$BACKUP_BIN" "$WORK_DIR/backup"
 BACKUP_BIN="$WORK_DIR/backup"
 
-AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+as_postgres
 PORT=$(free_port)
 DATA="$WORK_DIR/data"
-PGBR_CONF="$WORK_DIR/pgbackrest.conf"
-PGBR=("${AS_PG[@]}" pgbackrest --config="$PGBR_CONF" --stanza=bench)
-cat >"$PGBR_CONF" <<CONF
-[global]
-repo1-path=$WORK_DIR/pgbr
-compress-type=zst
-process-max=2
-archive-async=y
-start-fast=y
-log-level-console=warn
-log-level-file=off
-lock-path=$WORK_DIR/pgbr-lock
-spool-path=$WORK_DIR/pgbr-spool
+pgbackrest_config "$DATA" "$PORT" archive-async=y
 
-[bench]
-pg1-path=$DATA
-pg1-port=$PORT
-pg1-socket-path=$WORK_DIR
-pg1-user=postgres
-CONF
-chown postgres:postgres "$PGBR_CONF"
-
-echo "$PASSWORD" >"$WORK_DIR/pw"
-chown postgres "$WORK_DIR/pw"
 say "initdb and start PostgreSQL on 127.0.0.1:$PORT"
-"${AS_PG[@]}" "$BINDIR/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --pwfile="$WORK_DIR/pw" --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 || die "initdb failed"
+pg_initdb "$DATA" "$PASSWORD"
 cat >>"$DATA/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $PORT
@@ -126,17 +85,8 @@ autovacuum = off
 archive_mode = on
 archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'
 CONF
-"${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$DATA" -l "$WORK_DIR/server.log" -w -t 120 start \
-    >"$LOGS/pg_ctl.log" 2>&1 || die "postgres did not start, see $WORK_DIR/server.log"
-PG_PID=$(head -n 1 "$DATA/postmaster.pid")
+pg_start "$DATA"
 RECEIVER_PID=
-stop_pid() {
-    local pid=$1
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -INT "$pid" 2>/dev/null || true
-        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    fi
-}
 cleanup() {
     stop_pid "${RECEIVER_PID:-}"
     stop_pid "${PG_PID:-}"
@@ -147,7 +97,7 @@ trap cleanup EXIT
 export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGPASSWORD=$PASSWORD
 psql_() { "$BINDIR/psql" -X -q -A -t -d postgres "$@"; }
 psql_ -c "CREATE ROLE repl LOGIN REPLICATION PASSWORD '$PASSWORD'" >/dev/null
-"${PGBR[@]}" stanza-create >"$LOGS/stanza.log" 2>&1 || die "pgbackrest stanza-create failed (see $LOGS/stanza.log)"
+pgbackrest_stanza_create
 
 say "pgbench -i -s $SCALE"
 "$BINDIR/pgbench" -i -q -s "$SCALE" postgres >"$LOGS/load.log" 2>&1 || die "pgbench -i failed"
@@ -227,7 +177,8 @@ PGBENCH_PID=$!
 sample archive
 wait "$PGBENCH_PID" || die "pgbench failed (see $LOGS/pgbench2.log)"
 # The peak RSS of one push, measured on the last segment.
-LASTSEG=$(ls "$DATA/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | tail -n 2 | head -n 1)
+LASTSEG=$(find "$DATA/pg_wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -printf '%f\n' |
+    sort | tail -n 2 | head -n 1)
 cp "$DATA/pg_wal/$LASTSEG" "$WORK_DIR/$LASTSEG" && chown postgres "$WORK_DIR/$LASTSEG"
 SYSID=$(psql_ -c "SELECT system_identifier FROM pg_control_system()")
 /usr/bin/time -f '%M' -o "$LOGS/push-rss" "${AS_PG[@]}" "$BACKUP_BIN" --repo "$WORK_DIR/repo" --key-file "$WORK_DIR/repo.key" \
@@ -259,8 +210,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for tool in ours ours-pgctl pgbackrest; do
         rm -rf "$WORK_DIR/restore"
         install -d -o postgres -g postgres "$WORK_DIR/restore"
-        sync
-        (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null || true
+        drop_page_cache || true
         say "  round $round: $tool"
         start=$(date +%s.%N)
         case $tool in

@@ -16,24 +16,26 @@
 #   WORK_DIR    scratch directory (default /tmp/prune-bench)
 #   BACKUP_BIN  our binary (default: release build of this checkout)
 #
+# Installs restic and GNU time (apt-get install -y) when missing, as root.
+#
 # Prints ratios ours/restic (prune wall time, peak RSS), our absolute peak
 # RSS, and our bytes rewritten / bytes freed. Absolute times are details.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
+cd "$REPO_ROOT"
 SNAPSHOTS=${SNAPSHOTS:-200}
 FILES=${FILES:-50}
 FILE_MB=${FILE_MB:-1}
 CHANGED=${CHANGED:-5}
 KEEP=${KEEP:-140}
 WORK=${WORK_DIR:-/tmp/prune-bench}
-die() { echo "error: $*" >&2; exit 1; }
-command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic >/dev/null; }
-[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-if [ -z "${BACKUP_BIN:-}" ]; then
-  cargo build --release -q -p backup-cli
-  BACKUP_BIN=$PWD/target/release/backup
-fi
-rm -rf "$WORK" && mkdir -p "$WORK/src"
+LOGS=$WORK/logs
+need restic
+need_gnu_time
+rm -rf "$WORK" && mkdir -p "$WORK/src" "$LOGS"
+backup_bin
 export BACKUP_REPOSITORY=$WORK/ours BACKUP_PASSWORD=bench RESTIC_REPOSITORY=$WORK/restic RESTIC_PASSWORD=bench
 export RESTIC_CACHE_DIR=$WORK/restic-cache
 "$BACKUP_BIN" init -q
@@ -61,9 +63,9 @@ done
 restic forget -q --keep-last "$KEEP" >/dev/null
 ours_before=$(du -sb "$WORK/ours/data" | cut -f1)
 restic_before=$(du -sb "$WORK/restic/data" | cut -f1)
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+drop_page_cache || true
 /usr/bin/time -f "%e %M" -o "$WORK/ours.time" "$BACKUP_BIN" --json prune > "$WORK/ours.json"
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+drop_page_cache || true
 /usr/bin/time -f "%e %M" -o "$WORK/restic.time" restic prune -q >/dev/null
 ours_after=$(du -sb "$WORK/ours/data" | cut -f1)
 restic_after=$(du -sb "$WORK/restic/data" | cut -f1)

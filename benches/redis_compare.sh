@@ -19,11 +19,15 @@
 #   BACKUP_BIN  use this `backup` binary instead of building one
 #   SEED        data generator seed (default 1)
 #
+# Needs redis-server, redis-cli (redis-tools) and GNU time; installs them
+# (apt-get install -y) when missing, as root.
+#
 # Results are ratios ours/peer; absolute numbers are in the details.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 WORK_DIR=${WORK_DIR:-/tmp/backup-bench-redis}
 NKEYS=${NKEYS:-1000000}
 ROUNDS=${ROUNDS:-1}
@@ -31,27 +35,14 @@ SEED=${SEED:-1}
 PASSWORD=bench-password-not-secret
 LOGS="$WORK_DIR/logs"
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
-[[ "$NKEYS" =~ ^[1-9][0-9]*$ ]] || die "NKEYS must be a positive integer"
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-for tool in redis-server redis-cli python3; do
-    command -v "$tool" >/dev/null ||
-        die "$tool is missing: apt-get install -y redis-server redis-tools python3"
-done
-[ -x /usr/bin/time ] || die "/usr/bin/time is missing: apt-get install -y time"
+positive_int NKEYS "$NKEYS"
+positive_int ROUNDS "$ROUNDS"
+need redis-server redis-server
+need redis-cli redis-tools
+need_gnu_time
 
 mkdir -p "$WORK_DIR" "$LOGS"
-if [ -z "${BACKUP_BIN:-}" ]; then
-    say "building the release binary (cargo build --release -p backup-cli)"
-    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
-        { tail -n 30 "$LOGS/build.log" >&2; die "build failed, see $LOGS/build.log"; }
-    target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-    case "$target" in /*) ;; *) target="$REPO_ROOT/$target" ;; esac
-    BACKUP_BIN="$target/release/backup"
-fi
-[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+backup_bin
 
 # --- servers ----------------------------------------------------------------
 
@@ -61,8 +52,6 @@ cleanup() {
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_server NAME DIR: starts redis-server on a free port with DIR as its
 # directory (loading DIR/dump.rdb if present); sets PORT and PID, and
@@ -96,10 +85,8 @@ stop_server() {
 timed() {
     local name=$1
     shift
-    local tf="$LOGS/time-$name"
-    /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$LOGS/$name.log" 2>&1 ||
-        { tail -n 20 "$LOGS/$name.log" >&2; die "$name failed, see $LOGS/$name.log"; }
-    read -r SECONDS_TAKEN RSS_KB <"$tf"
+    time_run '%e %M' "$LOGS/time-$name" "$LOGS/$name.log" "$@" || die "$name failed, see $LOGS/$name.log"
+    read -r SECONDS_TAKEN RSS_KB <"$LOGS/time-$name"
 }
 
 # --- data -------------------------------------------------------------------

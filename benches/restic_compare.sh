@@ -23,7 +23,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 WORK_DIR=${WORK_DIR:-/tmp/backup-bench}
 ROUNDS=${ROUNDS:-1}
 SEED=${SEED:-20240601}
@@ -35,49 +36,23 @@ PASSWORD=bench-password-not-secret
 RESULTS="$WORK_DIR/results.tsv"
 LOGS="$WORK_DIR/logs"
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
 for s in "${SIZES[@]}"; do
     [[ "$s" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "size '$s' is not a number of GiB"
 done
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+positive_int ROUNDS "$ROUNDS"
 
 # --- tools ------------------------------------------------------------------
 
-apt_install() {
-    if [ "$(id -u)" -ne 0 ]; then
-        die "$1 is missing; install it with: sudo apt-get install -y $1"
-    fi
-    say "installing $1 (apt-get install -y $1)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >"$WORK_DIR/apt-$1.log" 2>&1 ||
-        { apt-get update >>"$WORK_DIR/apt-$1.log" 2>&1 &&
-          DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >>"$WORK_DIR/apt-$1.log" 2>&1; } ||
-        die "could not install $1, see $WORK_DIR/apt-$1.log"
-}
-
 mkdir -p "$WORK_DIR" "$LOGS"
-command -v restic >/dev/null || apt_install restic
-[ -x /usr/bin/time ] || apt_install time
-command -v python3 >/dev/null || die "python3 is needed for the tree generator and the report"
+need restic
+need_gnu_time
 diff --no-dereference /dev/null /dev/null 2>/dev/null || die "GNU diff with --no-dereference is needed"
-
-BUILT_HERE=""
-if [ -z "${BACKUP_BIN:-}" ]; then
-    BUILT_HERE=1
-    say "building the release binary (cargo build --release -p backup-cli)"
-    (cd "$REPO_ROOT" && cargo build --release -p backup-cli) >"$LOGS/build.log" 2>&1 ||
-        { tail -n 30 "$LOGS/build.log" >&2; die "build failed, see $LOGS/build.log"; }
-    target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-    case "$target" in /*) ;; *) target="$REPO_ROOT/$target" ;; esac
-    BACKUP_BIN="$target/release/backup"
-fi
-[ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+backup_bin
 
 RESTIC_VERSION=$(restic version)
 if [ -n "${OUR_LABEL:-}" ]; then
     OUR_VERSION=$OUR_LABEL
-elif [ -n "$BUILT_HERE" ]; then
+elif [ -n "$BACKUP_BUILT_HERE" ]; then
     OUR_VERSION="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]; then
         OUR_VERSION="$OUR_VERSION with uncommitted changes"
@@ -90,15 +65,10 @@ fi
 
 CACHE_NOTE=""
 drop_caches() {
-    sync
-    if [ -z "$CACHE_NOTE" ]; then
-        if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
-            CACHE_NOTE="page cache dropped before every timed step"
-        else
-            CACHE_NOTE="page cache NOT dropped (needs root and a writable /proc/sys/vm/drop_caches): warm-cache numbers"
-        fi
-    elif [[ "$CACHE_NOTE" == "page cache dropped"* ]]; then
-        echo 3 >/proc/sys/vm/drop_caches
+    if drop_page_cache; then
+        CACHE_NOTE=${CACHE_NOTE:-"page cache dropped before every timed step"}
+    else
+        CACHE_NOTE=${CACHE_NOTE:-"page cache NOT dropped (needs root and a writable /proc/sys/vm/drop_caches): warm-cache numbers"}
     fi
 }
 
@@ -117,14 +87,13 @@ timed() {
     local tf="$LOGS/time-$size-$round-$tool-$phase" log="$LOGS/$size-$round-$tool-$phase.log"
     drop_caches
     say "  $tool: $phase"
-    if (cd "$SRC_PARENT" && /usr/bin/time -f '%e %U %S %M %P' -o "$tf" "$@") >"$log" 2>&1; then
+    if (cd "$SRC_PARENT" && time_run '%e %U %S %M %P' "$tf" "$log" "$@"); then
         read -r wall user sys rss cpu <"$tf"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
             "$size" "$round" "$tool" "$phase" "$wall" "$user" "$sys" "$rss" "${cpu%\%}" >>"$RESULTS"
     else
         FAILED=1
         say "  FAILED: $tool $phase (log: $log)"
-        tail -n 20 "$log" >&2
         printf '%s\t%s\t%s\t%s\tFAIL\t\t\t\t\n' "$size" "$round" "$tool" "$phase" >>"$RESULTS"
         return 1
     fi
@@ -209,8 +178,8 @@ for size in "${SIZES[@]}"; do
                 case "$tool/$phase" in
                     ours/backup | ours/rebackup) timed "$size" "$round" ours "$phase" "${OURS[@]}" create "$SRC" || true ;;
                     restic/backup | restic/rebackup) timed "$size" "$round" restic "$phase" "${THEIRS[@]}" backup "$base" || true ;;
-                    ours/restore) mkdir -p "$dest" && timed "$size" "$round" ours restore "${OURS[@]}" restore latest --to "$dest" || true ;;
-                    restic/restore) mkdir -p "$dest" && timed "$size" "$round" restic restore "${THEIRS[@]}" restore latest --target "$dest" || true ;;
+                    ours/restore) mkdir -p "$dest"; timed "$size" "$round" ours restore "${OURS[@]}" restore latest --to "$dest" || true ;;
+                    restic/restore) mkdir -p "$dest"; timed "$size" "$round" restic restore "${THEIRS[@]}" restore latest --target "$dest" || true ;;
                 esac
             done
         done
