@@ -32,6 +32,8 @@ mod postgres;
 mod postgres_physical;
 mod postgres_pitr;
 mod r17;
+mod r28;
+mod r35;
 mod redis;
 mod roundtrip;
 mod util;

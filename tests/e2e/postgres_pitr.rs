@@ -70,7 +70,7 @@ impl Drop for Receiver {
 /// A throwaway cluster (with `settings`) whose WAL `backup wal receive`
 /// captures into a new repository, and a physical base backup taken once
 /// the receiver runs.
-fn receiving_with_base(settings: &[&str]) -> (PgCluster, Scratch, Receiver) {
+pub(crate) fn receiving_with_base(settings: &[&str]) -> (PgCluster, Scratch, Receiver) {
     let pg = cluster(settings);
     let s = Scratch::new();
     s.init();
@@ -111,7 +111,7 @@ pub(crate) fn write_markers(pg: &PgCluster, seconds: u32) {
 
 /// A time half-way between marker `id` and the next: markers up to `id`
 /// committed before it, the next after.
-fn time_after_marker(pg: &PgCluster, id: u64) -> String {
+pub(crate) fn time_after_marker(pg: &PgCluster, id: u64) -> String {
     pg.psql(
         "postgres",
         &format!(
@@ -133,7 +133,7 @@ fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
     PgCluster::start_existing(target, data)
 }
 
-fn markers(pg: &PgCluster) -> (u64, u64) {
+pub(crate) fn markers(pg: &PgCluster) -> (u64, u64) {
     let row = pg.psql(
         "postgres",
         "SELECT count(*), coalesce(max(id), 0) FROM markers",
@@ -323,9 +323,9 @@ fn refusals_name_the_restorable_window() {
             "--at",
             "2001-01-01T00:00:00Z",
         ],
-        1,
+        2,
     );
-    assert!(err.contains("oldest ended at"), "{err}");
+    assert!(err.contains("before the oldest base backup"), "{err}");
     // After the captured WAL (the receiver stopped): names the window.
     write_markers(&pg, 3);
     let later = pg.psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')").trim().to_owned();
@@ -798,6 +798,19 @@ fn timelines_are_followed_to_a_promoted_copy_and_back() {
     std::thread::sleep(Duration::from_secs(3));
     receiver.stop();
     assert!(n2 > fork_after - 30, "the promoted copy wrote nothing");
+    // Issue 28 item 10: `backup pitr` lists timeline 2's window with the
+    // timeline-1 base it restores from.
+    let listing = s.json(&["pitr", "--source", "postgres"]);
+    let windows = listing[0]["windows"].as_array().unwrap();
+    let on_two: Vec<&serde_json::Value> =
+        windows.iter().filter(|w| w["timeline"] == 2).collect();
+    assert!(!on_two.is_empty(), "{listing}");
+    for w in on_two {
+        assert!(
+            !w["bases"].as_array().unwrap().is_empty(),
+            "a window on timeline 2 without the bases it inherits: {listing}"
+        );
+    }
 
     // A time on timeline 2: the base on timeline 1, its WAL to the fork,
     // timeline 2's after.

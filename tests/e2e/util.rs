@@ -21,8 +21,13 @@ pub struct Scratch {
 
 impl Scratch {
     /// A scratch dir whose repository is a local directory (not created).
+    /// Others may enter the directory (a temporary directory is private to
+    /// its creator): a restored PostgreSQL server's `restore_command` runs
+    /// as the server's user and reads the repository, as it would on a
+    /// real host.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let repo = dir.path().join("repo").to_string_lossy().into_owned();
         Scratch {
             dir,

@@ -17,6 +17,7 @@ pub(crate) struct Cli {
 
 /// Options every command accepts.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalArgs {
     /// Repository: a directory, file:///path, s3://bucket/prefix or gs://bucket/prefix.
     #[arg(
@@ -49,6 +50,10 @@ pub(crate) struct GlobalArgs {
     /// Never show progress bars.
     #[arg(long, global = true)]
     pub(crate) no_progress: bool,
+    /// Colour in messages: auto (only on a terminal, never with NO_COLOR
+    /// set or TERM=dumb), always or never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub(crate) color: backup_ops::log::Color,
     /// How long to wait for a conflicting repository lock (e.g. 10m) before giving up.
     #[arg(
         long,
@@ -180,6 +185,19 @@ pub(crate) enum WalCommand {
         /// Be that background process (started by `wal fetch` itself).
         #[arg(long, hide = true)]
         ahead: bool,
+    },
+    /// Run by a restored server when its point-in-time recovery ends
+    /// (the recovery_end_command `restore --at` writes): removes the
+    /// password-less key file, WAL fetched ahead and not used, and the
+    /// recovery settings `restore` added to postgresql.auto.conf.
+    RecoveryEnd {
+        /// The key file `restore` wrote beside the data directory.
+        #[arg(long, value_name = "FILE")]
+        remove_key: Option<PathBuf>,
+        /// The data directory (default: the current directory, where the
+        /// server runs the command).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        data_dir: PathBuf,
     },
 }
 

@@ -155,7 +155,15 @@ impl Ctx {
         if let Some(path) = &self.global.password_file {
             return read_password_file(path);
         }
-        prompt("repository password", confirm)
+        let what = match &self.global.key_file {
+            Some(f) => format!("password of key file {}", f.display()),
+            None => "repository password".to_owned(),
+        };
+        prompt(
+            &what,
+            confirm,
+            "set BACKUP_PASSWORD or BACKUP_PASSWORD_FILE, or use --password-file",
+        )
     }
 
     /// Whether to print human output.
@@ -208,19 +216,18 @@ pub(crate) fn read_password_file(path: &Path) -> backup_ops::Result<SecretString
     non_empty(line, &format!("password file {}", path.display()))
 }
 
-fn non_empty(p: String, what: &str) -> backup_ops::Result<SecretString> {
+pub(crate) fn non_empty(p: String, what: &str) -> backup_ops::Result<SecretString> {
     if p.is_empty() {
         return Err(backup_ops::Error::usage(format!("{what} is empty")));
     }
     Ok(SecretString::from(p))
 }
 
-/// Asks on the terminal.
-pub(crate) fn prompt(what: &str, confirm: bool) -> backup_ops::Result<SecretString> {
+/// Asks on the terminal; without one, says how to give the password
+/// (`how`: the variables and options this password is read from).
+pub(crate) fn prompt(what: &str, confirm: bool, how: &str) -> backup_ops::Result<SecretString> {
     if !std::io::stdin().is_terminal() {
-        return Err(backup_ops::Error::usage(format!(
-            "no {what} given: set BACKUP_PASSWORD or BACKUP_PASSWORD_FILE, or use --password-file"
-        )));
+        return Err(backup_ops::Error::usage(format!("no {what} given: {how}")));
     }
     let read = |q: String| {
         rpassword::prompt_password(q)
@@ -241,7 +248,11 @@ pub(crate) fn new_password(file: Option<&Path>) -> backup_ops::Result<SecretStri
     if let Ok(p) = std::env::var("BACKUP_NEW_PASSWORD") {
         return non_empty(p, "BACKUP_NEW_PASSWORD");
     }
-    prompt("new password", true)
+    prompt(
+        "new password",
+        true,
+        "set BACKUP_NEW_PASSWORD or use --new-password-file",
+    )
 }
 
 /// The bytes of a password, for the core's key functions.
@@ -257,8 +268,9 @@ pub(crate) fn confirm(question: &str) -> backup_ops::Result<()> {
             "a destructive restore needs confirmation: add --yes when not on a terminal",
         ));
     }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush().map_err(io)?;
+    let mut err = std::io::stderr();
+    write!(err, "{question} [y/N] ").map_err(io)?;
+    err.flush().map_err(io)?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(io)?;
     if matches!(line.trim(), "y" | "Y" | "yes" | "YES") {

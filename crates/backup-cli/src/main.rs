@@ -6,6 +6,15 @@
 // where Markdown backticks would show literally.
 #![allow(clippy::doc_markdown)]
 
+/// `eprintln!` that never panics: a closed standard error (`2>&1 | head
+/// -1`) ends nothing but the message.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 mod context;
@@ -14,8 +23,6 @@ mod progress;
 
 use std::io::Write as _;
 use std::process::ExitCode;
-
-use clap::Parser;
 
 use crate::cli::Cli;
 use crate::errors::{exit_code, is_broken_pipe, ops_error, report};
@@ -29,7 +36,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use backup_ops::exit;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    quiet_broken_pipe();
+    let cli = parse();
     if let Some(code) = commands::wal::fetch_prefetched(&cli.command) {
         return ExitCode::from(code);
     }
@@ -42,7 +50,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            note!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::FAILED);
         }
     };
@@ -61,13 +69,33 @@ fn main() -> ExitCode {
                 let msg = serde_json::json!({"error": message, "exit_code": code});
                 let _ = writeln!(std::io::stdout(), "{msg}");
             }
-            eprintln!("error: {message}");
+            note!("error: {message}");
             if let Some(hint) = ops_error(&e).and_then(backup_ops::Error::hint) {
-                eprintln!("hint: {hint}");
+                note!("hint: {hint}");
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// A write to a closed pipe that panics somewhere below us (the CLI's
+/// own output never does: it reports or ignores the error) ends the
+/// process quietly with the status a shell gives a process killed by
+/// SIGPIPE, instead of a panic message and exit 101.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
 }
 
 /// The one TLS crypto provider of the process (rustls with *ring*), chosen
@@ -90,7 +118,39 @@ fn init_logging(g: &cli::GlobalArgs) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
+        // Its own report of a failed write would go to the same closed
+        // standard error, with a panic.
+        .log_internal_errors(false)
+        .event_format(backup_ops::log::OneLine {
+            ansi: g.color.for_stderr(),
+        })
         .try_init();
+}
+
+/// Parses the arguments; clap's own help and errors follow `--color` too.
+fn parse() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let color = match color_flag(&args) {
+        Some("always") => clap::ColorChoice::Always,
+        Some("never") => clap::ColorChoice::Never,
+        _ if backup_ops::log::Color::Auto.for_stderr() => clap::ColorChoice::Auto,
+        _ => clap::ColorChoice::Never,
+    };
+    let matches = Cli::command().color(color).get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The value of `--color` before clap has parsed anything.
+fn color_flag(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut it = args.iter().filter_map(|a| a.to_str());
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--color=") {
+            return Some(v);
+        }
+        if a == "--color" {
+            return it.next();
+        }
+    }
+    None
 }

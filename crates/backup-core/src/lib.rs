@@ -76,6 +76,7 @@ mod saver;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod source_url;
 pub mod stats;
 pub mod target;
 #[cfg(test)]

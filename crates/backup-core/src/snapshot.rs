@@ -126,9 +126,17 @@ pub struct SnapshotEntry {
 /// Criteria for listing snapshots.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
-    /// Only snapshots whose source URL equals this (after redaction), or
-    /// whose source kind equals it.
+    /// Only snapshots of the source this URL names
+    /// ([`crate::source_url::selects`]: same server whatever user, scheme
+    /// alias or default port; a URL without a database also selects the
+    /// server's snapshots of one database, a whole-server snapshot is
+    /// selected by a URL naming any of its databases), or of this kind
+    /// (`postgres`).
     pub source: Option<String>,
+    /// With `source`: only snapshots of exactly that source
+    /// ([`crate::source_url::same_source`]: the same database and mode
+    /// too), as a backup's parent must be.
+    pub source_exact: bool,
     /// Only snapshots carrying all of these tags.
     pub tags: Vec<String>,
     /// Only snapshots taken before this time.
@@ -145,8 +153,12 @@ impl SnapshotFilter {
     /// Whether `s` passes the filter.
     pub fn matches(&self, s: &Snapshot) -> bool {
         if let Some(src) = &self.source {
-            let want = src.trim_end_matches('/');
-            if s.source.url.trim_end_matches('/') != want && s.source.kind != *src {
+            let url_matches = if self.source_exact {
+                crate::source_url::same_source(src, &s.source.url)
+            } else {
+                crate::source_url::selects(src, &s.source.url)
+            };
+            if !url_matches && s.source.kind != *src {
                 return false;
             }
         }

@@ -24,6 +24,10 @@ struct Args {
     /// Log format, overriding daemon.log_format: human or json.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Colour in log lines: auto (only on a terminal, never with NO_COLOR
+    /// set or TERM=dumb), always or never.
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    color: backup_ops::log::Color,
 }
 
 /// jemalloc, built to purge freed pages from a background thread a second
@@ -50,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(format);
+    init_logging(format, args.color);
     install_tls_provider();
     let daemon = match backup_daemon::scheduler::Daemon::new(config, &args.config) {
         Ok(d) => d,
@@ -99,13 +103,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, color: backup_ops::log::Color) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKUPD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Its own report of a failed write would go to the same closed
+        // standard error, with a panic.
+        .log_internal_errors(false)
+        .with_ansi(color.for_stderr())
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

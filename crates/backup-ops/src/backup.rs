@@ -152,6 +152,7 @@ async fn choose_parent(
         Parent::Latest => {
             let filter = SnapshotFilter {
                 source: Some(source_url.to_owned()),
+                source_exact: true,
                 host: Some(host.map_or_else(backup_core::util::hostname, str::to_owned)),
                 ..SnapshotFilter::default()
             };

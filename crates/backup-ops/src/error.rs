@@ -60,6 +60,17 @@ pub enum Error {
     /// contradict each other, an answer of "no" to a confirmation).
     #[error("{0}")]
     Usage(String),
+    /// Another error, with advice that fits where it happened better
+    /// than the general hint of its kind (a copy's destination password
+    /// comes from other variables than the source's).
+    #[error("{source}")]
+    Hinted {
+        /// What to do, for people.
+        hint: &'static str,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
     /// Another error, with what was being done.
     #[error("{message}")]
     Context {
@@ -81,6 +92,10 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Repository damage found.
     pub const DAMAGE: u8 = 3;
+    /// A snapshot was saved, but some entries could not be read and are
+    /// missing from it (the warnings name them). Not 3, which restic uses
+    /// for this: 3 already means repository damage here.
+    pub const SAVED_WITH_OMISSIONS: u8 = 4;
 
     /// The exit code for an engine error: [`USAGE`] for configuration
     /// errors and a repository format too new to read, [`DAMAGE`] for
@@ -109,10 +124,19 @@ impl Error {
         }
     }
 
+    /// This error, with advice that replaces the general hint of its kind.
+    #[must_use]
+    pub fn with_hint(self, hint: &'static str) -> Self {
+        Error::Hinted {
+            hint,
+            source: Box::new(self),
+        }
+    }
+
     /// The innermost error under the contexts.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Context { source, .. } => source.root(),
+            Error::Context { source, .. } | Error::Hinted { source, .. } => source.root(),
             other => other,
         }
     }
@@ -132,7 +156,7 @@ impl Error {
         match self.root() {
             Error::Usage(_) | Error::Config(_) => exit::USAGE,
             Error::Core(e) => exit::of_core(e),
-            Error::Context { .. } => exit::FAILED,
+            Error::Context { .. } | Error::Hinted { .. } => exit::FAILED,
         }
     }
 
@@ -145,6 +169,14 @@ impl Error {
 
     /// What to do about common failures, for people.
     pub fn hint(&self) -> Option<&'static str> {
+        let mut e = self;
+        loop {
+            match e {
+                Error::Hinted { hint, .. } => return Some(hint),
+                Error::Context { source, .. } => e = source,
+                _ => break,
+            }
+        }
         match self.core()? {
             backup_core::Error::WrongPassword => Some(
                 "check BACKUP_PASSWORD / --password-file; `backup key list` shows the keys once you are in",

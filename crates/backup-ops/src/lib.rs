@@ -73,6 +73,7 @@ pub mod drill;
 mod error;
 mod feedback;
 pub mod health;
+pub mod log;
 pub mod maintenance;
 pub mod pitr;
 pub mod report;

@@ -39,6 +39,9 @@ pub struct Base {
     pub taken: DateTime<Utc>,
     /// Its consistent point: the last position it holds.
     pub point: String,
+    /// The timeline of `point`, for kinds that have timelines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
     /// The time of that point, when known.
     pub point_time: Option<DateTime<Utc>>,
 }
@@ -50,6 +53,9 @@ pub struct Window {
     pub from: String,
     /// The latest restorable position (inclusive).
     pub to: String,
+    /// The timeline of `from` and `to`, for kinds that have timelines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
     /// Their times, when known.
     pub from_time: Option<DateTime<Utc>>,
     /// See `from_time`.
@@ -65,6 +71,9 @@ pub struct Gap {
     pub from: String,
     /// End of the missing range (exclusive).
     pub to: String,
+    /// The timeline of `from` and `to`, for kinds that have timelines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
     /// Times of the two ends, when known.
     pub from_time: Option<DateTime<Utc>>,
     /// See `from_time`.
@@ -248,6 +257,7 @@ fn build(
         if let Some(e) = &end {
             if n.first > *e {
                 gaps.push(Gap {
+                    timeline: None,
                     from: e.clone(),
                     to: n.first.clone(),
                     from_time: time(e),
@@ -258,6 +268,7 @@ fn build(
         }
         if let Some(reason) = &r.gap {
             gaps.push(Gap {
+                timeline: None,
                 from: n.first.clone(),
                 to: n.last.clone(),
                 from_time: r.time_first.or_else(|| time(&n.first)),
@@ -294,6 +305,7 @@ fn build(
             let point = prev_of(from);
             Base {
                 id: e.id,
+                timeline: None,
                 taken: e.snapshot.time,
                 point_time: time(&point),
                 point,
@@ -311,6 +323,7 @@ fn build(
             continue;
         }
         windows.push(Window {
+            timeline: None,
             from: b.point.clone(),
             from_time: time(&b.point),
             to_time: time(&to),
@@ -400,6 +413,10 @@ pub struct SourceWindows {
     pub gaps: Vec<Gap>,
     /// Base snapshots, oldest first.
     pub bases: Vec<Base>,
+    /// Why there is no restorable window, when there is none: what is
+    /// missing (a base, captured changes, or the stretch between them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Lists the restorable windows of one kind of source, for `backup pitr`.
@@ -509,77 +526,149 @@ impl WindowProvider for PostgresWindows {
                     url.get_or_insert_with(|| r.source.url.clone());
                 }
             }
-            let mut bases: Vec<Base> = c
-                .windows
+            // The cluster's own base backups (not every snapshot the
+            // filter passed: a files snapshot is nobody's base).
+            let cluster_bases: Vec<(&SnapshotEntry, pitr::BaseBackup)> = snapshots
                 .iter()
-                .flat_map(|w| {
-                    w.bases.iter().map(move |b| Base {
-                        id: b.snapshot,
-                        taken: b.stopped_at,
-                        point: format!("{}/{}", w.timeline, b.stop_lsn),
-                        point_time: Some(b.stopped_at),
-                    })
+                .filter_map(|e| {
+                    let m = pitr::BaseBackup::of(e)?;
+                    (m.system_identifier == c.system_identifier).then_some((e, m))
+                })
+                .collect();
+            let mut bases: Vec<Base> = cluster_bases
+                .iter()
+                .map(|(e, m)| Base {
+                    id: e.id,
+                    taken: m.stopped_at,
+                    point: m.stop_lsn.clone(),
+                    timeline: Some(m.stop_timeline),
+                    point_time: Some(m.stopped_at),
                 })
                 .collect();
             bases.sort_by_key(|b| b.taken);
-            let windows = c
+            let windows: Vec<Window> = c
                 .windows
                 .iter()
                 .filter_map(|w| {
                     Some(Window {
                         from: w.bases.first().map_or_else(
-                            || format!("{}/{}", w.timeline, w.from_lsn),
-                            |b| format!("{}/{}", w.timeline, b.stop_lsn),
+                            || w.from_lsn.clone(),
+                            |b| {
+                                if b.timeline == w.timeline {
+                                    b.stop_lsn.clone()
+                                } else {
+                                    w.from_lsn.clone()
+                                }
+                            },
                         ),
-                        to: format!("{}/{}", w.timeline, w.to_lsn),
+                        to: w.to_lsn.clone(),
+                        timeline: Some(w.timeline),
                         from_time: Some(w.restorable_from?),
                         to_time: w.to_time,
                         bases: w.bases.iter().map(|b| b.snapshot).collect(),
                     })
                 })
                 .collect();
-            let gaps = inventory
+            let gaps: Vec<Gap> = inventory
                 .records
                 .iter()
                 .filter(|(n, _)| n.stream == gap_stream)
-                .map(|(n, r)| Gap {
-                    from: wal_position(&n.first),
-                    to: wal_position(&n.last),
-                    from_time: r.time_first,
-                    to_time: r.time_last,
-                    reason: r.gap.clone().unwrap_or_default(),
+                .map(|(n, r)| {
+                    let (tli, from) = wal_position(&n.first);
+                    Gap {
+                        from,
+                        to: wal_position(&n.last).1,
+                        timeline: tli,
+                        from_time: r.time_first,
+                        to_time: r.time_last,
+                        reason: r.gap.clone().unwrap_or_default(),
+                    }
                 })
                 .collect();
+            let note = windows
+                .is_empty()
+                .then(|| no_wal_window(&c, &cluster_bases, pieces));
             out.push(SourceWindows {
                 kind: "postgres".to_owned(),
                 capture: "postgres-wal".to_owned(),
                 stream,
                 identity: c.system_identifier.clone(),
                 source: url
-                    .or_else(|| snapshots.first().map(|s| s.snapshot.source.url.clone()))
+                    .or_else(|| {
+                        cluster_bases
+                            .iter()
+                            .max_by_key(|(_, m)| m.stopped_at)
+                            .map(|(e, _)| e.snapshot.source.url.clone())
+                    })
                     .unwrap_or_default(),
-                position: "timeline/LSN".to_owned(),
+                position: "LSN".to_owned(),
                 pieces,
                 bytes,
                 windows,
                 gaps,
                 bases,
+                note,
             });
         }
         Ok(out)
     }
 }
 
-/// A stored WAL position (8 hex digits of timeline, 16 of LSN) as
-/// `timeline/LSN`.
+/// Why a cluster has no restorable window, naming what is missing.
 #[cfg(feature = "postgres")]
-fn wal_position(p: &str) -> String {
+fn no_wal_window(
+    c: &backup_sources::postgres::physical::pitr::ClusterWindows,
+    bases: &[(
+        &SnapshotEntry,
+        backup_sources::postgres::physical::pitr::BaseBackup,
+    )],
+    pieces: usize,
+) -> String {
+    let Some((newest, m)) = bases.iter().max_by_key(|(_, m)| m.stopped_at) else {
+        return "no physical base backup of this cluster: take one (`backup create SOURCE --mode physical`)".to_owned();
+    };
+    if pieces == 0 {
+        return format!(
+            "no WAL captured: base backup {} alone restores only to its own end ({} on timeline {}); capture WAL (`backup wal receive SOURCE`, or backupd for a physical job) to restore to later points",
+            newest.id.short(),
+            m.stop_lsn,
+            m.stop_timeline
+        );
+    }
+    // The captured WAL of the base's timeline that begins after its end.
+    let after = c
+        .windows
+        .iter()
+        .filter(|w| w.timeline == m.stop_timeline)
+        .map(|w| w.from_lsn.as_str())
+        .find(|from| backup_sources::postgres::physical::pitr::lsn_after(from, &m.stop_lsn));
+    match after {
+        Some(from) => format!(
+            "a gap: base backup {} ended at {} on timeline {} ({}), but the captured WAL there begins at {from}; the WAL between them was not captured (the receiver started after the server had moved on). Take a new base backup (backupd takes one at once with on_wal_gap = \"backup\")",
+            newest.id.short(),
+            m.stop_lsn,
+            m.stop_timeline,
+            m.stopped_at.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        None => format!(
+            "the captured WAL ends before base backup {} ended ({} on timeline {}): capture has not reached it yet, or stopped",
+            newest.id.short(),
+            m.stop_lsn,
+            m.stop_timeline
+        ),
+    }
+}
+
+/// A stored WAL position (8 hex digits of timeline, 16 of LSN): its
+/// timeline and PostgreSQL's `X/X`.
+#[cfg(feature = "postgres")]
+fn wal_position(p: &str) -> (Option<u32>, String) {
     match (
         p.get(..8).and_then(|t| u32::from_str_radix(t, 16).ok()),
         p.get(8..).and_then(|l| u64::from_str_radix(l, 16).ok()),
     ) {
-        (Some(t), Some(l)) => format!("{t}/{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF),
-        _ => p.to_owned(),
+        (Some(t), Some(l)) => (Some(t), format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF)),
+        _ => (None, p.to_owned()),
     }
 }
 
@@ -614,6 +703,7 @@ impl Stream {
                 .windows
                 .iter()
                 .map(|w| Window {
+                    timeline: None,
                     from: self.show(&w.from),
                     to: self.show(&w.to),
                     from_time: w.from_time,
@@ -625,6 +715,7 @@ impl Stream {
                 .gaps
                 .iter()
                 .map(|g| Gap {
+                    timeline: None,
                     from: self.show(&g.from),
                     to: self.show(&g.to),
                     from_time: g.from_time,
@@ -637,11 +728,22 @@ impl Stream {
                 .iter()
                 .map(|b| Base {
                     id: b.id,
+                    timeline: None,
                     taken: b.taken,
                     point: self.show(&b.point),
                     point_time: b.point_time,
                 })
                 .collect(),
+            note: self.windows.is_empty().then(|| match self.bases.last() {
+                None => "no base snapshot of this source precedes the captured changes: take one (`backup create SOURCE`)".to_owned(),
+                Some(b) => format!(
+                    "base snapshot {} is consistent at {}, outside the captured changes ({} .. {}): take a new base snapshot while capture runs",
+                    b.id.short(),
+                    self.show(&b.point),
+                    self.show(&self.first),
+                    self.show(&self.last)
+                ),
+            }),
         }
     }
 }

@@ -17,7 +17,9 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_sources::postgres::physical::wal;
 use tokio_util::sync::CancellationToken;
 
-pub use backup_sources::postgres::physical::pitr::{ClusterWindows, WalWindow, WindowBase};
+pub use backup_sources::postgres::physical::pitr::{
+    end_recovery, ClusterWindows, RecoveryEnded, WalWindow, WindowBase,
+};
 pub use wal::{
     being_fetched, fetch_ahead, fetch_failed, note_asked, note_fetch_failed, prefetch_dir,
     recovery_over, take_prefetched, EventSink, PrefetchRun, ReceiveOptions, ReceiveSummary,

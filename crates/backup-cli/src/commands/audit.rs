@@ -40,9 +40,9 @@ pub(crate) async fn run(ctx: &Ctx, a: AuditArgs) -> Result<u8> {
         return Ok(0);
     }
     for p in problems {
-        eprintln!("tampering: {p}");
+        note!("tampering: {p}");
     }
-    eprintln!(
+    note!(
         "error: the audit trail was altered: {} problems found",
         problems.len()
     );

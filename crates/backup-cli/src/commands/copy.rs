@@ -7,7 +7,7 @@ use backup_ops::ResultExt;
 
 use super::snapshot_filter;
 use crate::cli::CopyArgs;
-use crate::context::{prompt, read_password_file, Ctx};
+use crate::context::{non_empty, prompt, read_password_file, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, a: CopyArgs) -> Result<u8> {
     let req = CopyRequest {
@@ -20,14 +20,24 @@ pub(crate) async fn run(ctx: &Ctx, a: CopyArgs) -> Result<u8> {
     let spec = RepoSpec::new(&a.to_repo, &a.to_options)?;
     let dst = open(&spec, || {
         if let Ok(p) = std::env::var("BACKUP_TO_PASSWORD") {
-            return Ok(p.into());
+            return non_empty(p, "BACKUP_TO_PASSWORD");
         }
         match &a.to_password_file {
             Some(f) => read_password_file(f),
-            None => prompt("destination repository password", false),
+            None => prompt(
+                "destination repository password",
+                false,
+                "set BACKUP_TO_PASSWORD or BACKUP_TO_PASSWORD_FILE, or use --to-password-file",
+            ),
         }
     })
     .await
+    .map_err(|e| match e.core() {
+        Some(backup_core::Error::WrongPassword) => e.with_hint(
+            "check the destination's password: BACKUP_TO_PASSWORD, BACKUP_TO_PASSWORD_FILE or --to-password-file",
+        ),
+        _ => e,
+    })
     .with_context(|| format!("opening the destination {}", spec.redacted()))?;
     let say = |c: &backup_ops::copy::Copied| {
         let _ = ctx.say(format!(

@@ -78,18 +78,50 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
         _ => None,
     };
     let s = &outcome.snapshot;
+    // A reader that went away ends the output, not the exit code: the
+    // snapshot is saved, with or without omissions.
+    if let Err(e) = render(ctx, &outcome, retention.as_ref(), a.dry_run) {
+        if !crate::errors::is_broken_pipe(&e) {
+            return Err(e);
+        }
+    }
+    if !s.warnings.is_empty() {
+        // The last line says both that the snapshot exists and what it
+        // lacks; scripts that read the last line or the exit code see it.
+        let n = s.warnings.len();
+        let entries = if n == 1 { "entry" } else { "entries" };
+        let were = if n == 1 { "was" } else { "were" };
+        let head = match outcome.id {
+            Some(id) => format!("snapshot {} saved with omissions", id.short()),
+            None => "dry run: the snapshot would be saved with omissions".to_owned(),
+        };
+        note!(
+            "warning: {head}: {n} {entries} could not be read and {were} left out (see the warnings above; exit code {})",
+            backup_ops::exit::SAVED_WITH_OMISSIONS
+        );
+        return Ok(backup_ops::exit::SAVED_WITH_OMISSIONS);
+    }
+    Ok(0)
+}
+
+/// The human or JSON report of a backup.
+fn render(
+    ctx: &Ctx,
+    outcome: &backup_core::archiver::BackupOutcome,
+    retention: Option<&backup_ops::retention::RetentionOutcome>,
+    dry_run: bool,
+) -> Result<()> {
+    let s = &outcome.snapshot;
     let st = &s.stats;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "id": outcome.id,
-            "dry_run": a.dry_run,
+            "dry_run": dry_run,
             "snapshot": s,
             "retention": retention,
         }))?;
     } else {
-        for w in &s.warnings {
-            eprintln!("warning: {w}");
-        }
+        // Each warning was logged (`warning: ...`) when it happened.
         let head = match outcome.id {
             Some(id) => format!("snapshot {} saved", id.short()),
             None => "dry run: nothing was written".to_owned(),
@@ -115,7 +147,7 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             st.packs_added
         ))?;
         ctx.say(format!("  time     {:.1}s", st.duration_ms as f64 / 1000.0))?;
-        if let Some(r) = &retention {
+        if let Some(r) = retention {
             ctx.say(format!(
                 "  retention removed {} snapshots, kept {}",
                 r.removed.len(),
@@ -123,12 +155,5 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             ))?;
         }
     }
-    if !s.warnings.is_empty() {
-        eprintln!(
-            "error: {} entries could not be read and are missing from the snapshot (see the warnings above)",
-            s.warnings.len()
-        );
-        return Ok(backup_ops::exit::FAILED);
-    }
-    Ok(0)
+    Ok(())
 }

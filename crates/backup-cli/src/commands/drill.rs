@@ -69,7 +69,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
     let point = chooser(Some(&req.point), req.source_url.as_deref())?;
     let outcome = drill(&repo, &req, point.as_ref(), ctx, None).await?;
     for w in &outcome.warnings {
-        eprintln!("warning: {w}");
+        note!("warning: {w}");
     }
     let r = &outcome.record;
     if ctx.global.json {
@@ -99,7 +99,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
                 r.checks.len()
             )
         };
-        eprintln!("error: the drill failed: {why}");
+        note!("error: the drill failed: {why}");
     }
     Ok(outcome.exit_code)
 }
@@ -147,7 +147,7 @@ fn print_drill(ctx: &Ctx, r: &DrillRecord) -> Result<()> {
         if c.ok {
             ctx.say(line)?;
         } else {
-            eprintln!("{line}");
+            note!("{line}");
         }
     }
     ctx.say(if r.kept {

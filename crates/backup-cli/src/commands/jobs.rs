@@ -24,7 +24,7 @@ pub(crate) async fn health(ctx: &Ctx, a: HealthArgs) -> Result<u8> {
             if c.ok {
                 ctx.say(line)?;
             } else {
-                eprintln!("{line}");
+                note!("{line}");
             }
         }
     }
@@ -32,7 +32,7 @@ pub(crate) async fn health(ctx: &Ctx, a: HealthArgs) -> Result<u8> {
         Ok(0)
     } else {
         if !ctx.global.json {
-            eprintln!(
+            note!(
                 "error: {} of {} health checks failed",
                 checks.iter().filter(|c| !c.ok).count(),
                 checks.len()

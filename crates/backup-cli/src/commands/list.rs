@@ -12,7 +12,7 @@ pub(crate) async fn list(ctx: &Ctx, a: ListArgs) -> Result<u8> {
     let repo = ctx.open().await?;
     let (all, damaged) = repo.snapshots().await?;
     for (name, e) in &damaged {
-        eprintln!("warning: snapshot file {name} cannot be read: {e}");
+        note!("warning: snapshot file {name} cannot be read: {e}");
     }
     let selected: Vec<_> = all
         .into_iter()

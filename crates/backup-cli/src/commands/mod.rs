@@ -56,7 +56,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             )
             .await
         {
-            eprintln!("warning: {w}");
+            note!("warning: {w}");
         }
     }
     result
@@ -108,10 +108,17 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
     }
 }
 
-/// Parses RFC 3339 or a plain date (midnight UTC).
+/// Parses RFC 3339, PostgreSQL's own form (`2026-11-25 18:00:29.67208+00`,
+/// as `now()` and the server's log print it) or a plain date (midnight
+/// UTC).
 pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s.trim(), format) {
+            return Ok(t.with_timezone(&Utc));
+        }
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         if let Some(t) = d.and_hms_opt(0, 0, 0) {
@@ -119,7 +126,7 @@ pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>> {
         }
     }
     usage(format!(
-        "`{s}` is not a time: use RFC 3339 (2024-05-01T12:00:00Z) or YYYY-MM-DD"
+        "`{s}` is not a time: use RFC 3339 (2024-05-01T12:00:00Z), PostgreSQL's form (2024-05-01 12:00:00.123+00) or YYYY-MM-DD"
     ))
 }
 
@@ -127,6 +134,7 @@ pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>> {
 pub(crate) fn snapshot_filter(f: &FilterArgs) -> Result<backup_core::snapshot::SnapshotFilter> {
     Ok(backup_core::snapshot::SnapshotFilter {
         source: f.source.as_deref().map(normalize_source),
+        source_exact: false,
         tags: f.tags.clone(),
         before: f.before.as_deref().map(parse_time).transpose()?,
         after: f.after.as_deref().map(parse_time).transpose()?,
@@ -148,4 +156,28 @@ pub(crate) fn normalize_source(s: &str) -> String {
 /// Short human form of a byte count.
 pub(crate) fn bytes(n: u64) -> String {
     backup_core::util::human_bytes(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_rfc_3339_postgresql_form_or_as_dates() {
+        let want = DateTime::parse_from_rfc3339("2026-11-25T18:00:29.67208Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_time("2026-11-25T18:00:29.67208Z").unwrap(), want);
+        assert_eq!(parse_time("2026-11-25 18:00:29.67208+00").unwrap(), want);
+        assert_eq!(parse_time("2026-11-25 19:00:29.67208+01").unwrap(), want);
+        assert_eq!(
+            parse_time("2026-11-25 18:00:29+00:00").unwrap(),
+            want - chrono::Duration::microseconds(672_080)
+        );
+        assert_eq!(
+            parse_time("2026-11-25").unwrap(),
+            DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z").unwrap()
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
 }

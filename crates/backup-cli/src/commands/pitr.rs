@@ -1,10 +1,11 @@
 //! `backup oplog follow` and `backup pitr`.
 
+use std::io::Write as _;
 use std::sync::Mutex;
 
 use anyhow::Result;
 use backup_ops::pitr::{follow as follow_op, windows, FollowRequest};
-use backup_sources::capture::{CaptureEvent, CaptureObserver};
+use backup_sources::capture::{CaptureEvent, CaptureKind, CaptureObserver};
 use backup_sources::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,6 @@ struct Printer {
 
 impl CaptureObserver for Printer {
     fn event(&self, e: &CaptureEvent) {
-        use std::io::Write as _;
         let (line, value) = match e {
             CaptureEvent::Started {
                 stream,
@@ -37,14 +37,17 @@ impl CaptureObserver for Printer {
                 from,
                 continues,
             } => (
-                format!("following replica set {identity} (stream {stream}) from {from}, continuing {continues}"),
+                format!(
+                    "following replica set {identity} (stream {stream}) from {}, continuing {continues}",
+                    CaptureKind::MongodbOplog.show_position(from)
+                ),
                 serde_json::json!({"event": "started", "stream": stream, "identity": identity, "from": from, "continues": continues}),
             ),
             CaptureEvent::Stored(p) => (
                 format!(
                     "stored {}..{}: {} entries, {}",
-                    p.name.first,
-                    p.name.last,
+                    CaptureKind::MongodbOplog.show_position(&p.name.first),
+                    CaptureKind::MongodbOplog.show_position(&p.name.last),
                     p.entries,
                     bytes(p.bytes)
                 ),
@@ -127,10 +130,11 @@ async fn follow(ctx: &Ctx, a: FollowArgs) -> Result<u8> {
     };
     let done = follow_op(&repo, &spec, &req, &printer, &cancel).await?;
     if ctx.global.json {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{}",
             serde_json::json!({"event": "stopped", "summary": done})
-        );
+        )?;
     } else {
         ctx.say(format!(
             "stopped: {} slices, {} entries, {} stored{}",
@@ -174,15 +178,22 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
             bytes(s.bytes)
         ))?;
         if s.windows.is_empty() {
-            ctx.say("  no restorable window: no base snapshot precedes the captured changes")?;
+            ctx.say(format!(
+                "  no restorable window: {}",
+                s.note
+                    .as_deref()
+                    .unwrap_or("no base snapshot precedes the captured changes")
+            ))?;
         }
+        let on = |t: Option<u32>| t.map(|t| format!(" on timeline {t}")).unwrap_or_default();
         for w in &s.windows {
             ctx.say(format!(
-                "  restorable  {} .. {}  ({} .. {}), bases {}",
+                "  restorable  {} .. {}  ({} .. {}{}), bases {}",
                 time(&w.from_time),
                 time(&w.to_time),
                 w.from,
                 w.to,
+                on(w.timeline),
                 w.bases
                     .iter()
                     .map(backup_core::Id::short)
@@ -192,21 +203,23 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
         }
         for g in &s.gaps {
             ctx.say(format!(
-                "  gap         {} .. {}  ({} .. {}): {}",
+                "  gap         {} .. {}  ({} .. {}{}): {}",
                 time(&g.from_time),
                 time(&g.to_time),
                 g.from,
                 g.to,
+                on(g.timeline),
                 g.reason
             ))?;
         }
         for b in &s.bases {
             ctx.say(format!(
-                "  base        {}  taken {}, consistent at {} ({})",
+                "  base        {}  taken {}, consistent at {} ({}{})",
                 b.id.short(),
                 b.taken.format("%Y-%m-%d %H:%M:%S"),
                 time(&b.point_time),
-                b.point
+                b.point,
+                on(b.timeline)
             ))?;
         }
     }

@@ -23,7 +23,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
                     report.index_files_replaced
                 ))?;
                 for p in &report.unreadable_packs {
-                    eprintln!("warning: pack {p} has an unreadable header; its blobs are lost");
+                    note!("warning: pack {p} has an unreadable header; its blobs are lost");
                 }
             }
             Ok(if report.unreadable_packs.is_empty() {

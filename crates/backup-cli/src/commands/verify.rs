@@ -49,17 +49,17 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
         return Ok(0);
     }
     for p in &report.problems {
-        eprintln!("damage: {} {}: {}", p.kind, p.object, p.message);
+        note!("damage: {} {}: {}", p.kind, p.object, p.message);
     }
     for s in &report.damaged_snapshots {
-        eprintln!("affected snapshot: {s}");
+        note!("affected snapshot: {s}");
     }
     if let Some(t) = test {
         for d in &t.differences {
-            eprintln!("restore test: {d}");
+            note!("restore test: {d}");
         }
     }
-    eprintln!(
+    note!(
         "error: the repository is damaged: {} problems, {} snapshots affected{}",
         report.problems.len(),
         report.damaged_snapshots.len(),

@@ -1,5 +1,6 @@
 //! `backup wal receive | push | fetch`.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -111,15 +112,16 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                         ReceiverEvent::Gap { from, to, reason } => serde_json::json!({
                             "event": "gap", "from": from, "to": to, "reason": reason }),
                     };
-                    println!("{v}");
+                    // A reader that went away ends nothing but the output.
+                    let _ = writeln!(std::io::stdout(), "{v}");
                 } else if !quiet {
                     match &e {
-                        ReceiverEvent::Streaming { system_identifier, timeline, from } => eprintln!(
+                        ReceiverEvent::Streaming { system_identifier, timeline, from } => note!(
                             "streaming WAL of cluster {system_identifier}, timeline {timeline}, from {from}"
                         ),
                         ReceiverEvent::Stored { .. } => tracing::debug!(event = ?e, "Stored."),
                         ReceiverEvent::Gap { from, to, reason } => {
-                            eprintln!("warning: WAL from {from} to {to} could not be captured: {reason}");
+                            note!("warning: WAL from {from} to {to} could not be captured: {reason}");
                         }
                     }
                 }
@@ -203,7 +205,7 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                 Ok(true) => {}
                 Ok(false) => {
                     if !ctx.global.quiet {
-                        eprintln!("backup: {name} is not in the repository");
+                        note!("backup: {name} is not in the repository");
                     }
                     return Ok(1);
                 }
@@ -214,6 +216,26 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             }
             if prefetch > 0 && !wal::PrefetchRun::running(&dest) {
                 start_ahead();
+            }
+            Ok(0)
+        }
+        WalCommand::RecoveryEnd {
+            remove_key,
+            data_dir,
+        } => {
+            let ended = wal::end_recovery(&data_dir, remove_key.as_deref())?;
+            if ctx.global.json {
+                ctx.print_json(&ended)?;
+            } else {
+                if let Some(k) = &ended.key_file {
+                    ctx.say(format!("removed the key file {}", k.display()))?;
+                }
+                if !ended.settings.is_empty() {
+                    ctx.say(format!(
+                        "removed the recovery settings from postgresql.auto.conf: {}",
+                        ended.settings.join(", ")
+                    ))?;
+                }
             }
             Ok(0)
         }

@@ -426,13 +426,10 @@ impl Repository {
     ) -> Result<SnapshotEntry> {
         if spec == "latest" {
             let (list, _) = self.snapshots().await?;
-            return list
-                .into_iter()
-                .rev()
-                .find(|e| filter.matches(&e.snapshot))
-                .ok_or_else(|| {
-                    Error::not_found("snapshot `latest` (the repository has no matching snapshot)")
-                });
+            if let Some(found) = list.iter().rev().find(|e| filter.matches(&e.snapshot)) {
+                return Ok(found.clone());
+            }
+            return Err(no_latest(filter, &list));
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Config(format!(
@@ -527,4 +524,41 @@ impl Repository {
         }
         Ok((IndexedRepository::new(self, index), damaged))
     }
+}
+
+/// Why `latest` found nothing: for a `--source` that matches no snapshot,
+/// the sources the repository does have.
+fn no_latest(filter: &SnapshotFilter, all: &[SnapshotEntry]) -> Error {
+    let Some(source) = &filter.source else {
+        return Error::not_found("snapshot `latest` (the repository has no matching snapshot)");
+    };
+    let mut sources: Vec<&str> = all.iter().map(|e| e.snapshot.source.url.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let of_source = SnapshotFilter {
+        source: Some(source.clone()),
+        source_exact: filter.source_exact,
+        ..SnapshotFilter::default()
+    };
+    if all.iter().any(|e| of_source.matches(&e.snapshot)) {
+        return Error::not_found(format!(
+            "snapshot `latest` of {source} (it has snapshots, but none passes the other criteria)"
+        ));
+    }
+    const SHOWN: usize = 12;
+    let listed = if sources.is_empty() {
+        "the repository has no snapshots".to_owned()
+    } else {
+        let more = sources.len().saturating_sub(SHOWN);
+        format!(
+            "the repository has snapshots of {}{}",
+            sources[..sources.len().min(SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    Error::not_found(format!("snapshot `latest` of {source} ({listed})"))
 }

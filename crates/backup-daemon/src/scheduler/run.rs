@@ -143,6 +143,10 @@ impl Daemon {
             s.running = false;
         });
         tracing::info!(job = %job.name, snapshot = id.as_deref().unwrap_or(""), bytes_read = st.bytes_read, bytes_added = st.bytes_added, "Backup finished.");
+        let omitted = outcome.snapshot.warnings.len();
+        if omitted > 0 {
+            tracing::warn!(job = %job.name, snapshot = id.as_deref().unwrap_or(""), omitted, "Backup saved with omissions: entries that could not be read were left out (the snapshot's warnings name them).");
+        }
         if let Some(snapshot_id) = outcome.id {
             let entry = backup_core::snapshot::SnapshotEntry {
                 id: snapshot_id,
@@ -175,6 +179,7 @@ impl Daemon {
                 "job": job.name, "trigger": trigger.name(), "slot": trigger.slot(), "snapshot": id,
                 "source": outcome.snapshot.source.url, "attempts": record.attempts,
                 "bytes_read": st.bytes_read, "bytes_added": st.bytes_added,
+                "omitted": omitted,
             }),
         )
         .await;
@@ -194,10 +199,15 @@ impl Daemon {
             Event::Success,
             format!("Backup job {} succeeded", job.name),
             format!(
-                "snapshot {}: read {}, added {}",
+                "snapshot {}: read {}, added {}{}",
                 id.unwrap_or_default(),
                 backup_core::util::human_bytes(st.bytes_read),
-                backup_core::util::human_bytes(st.bytes_added)
+                backup_core::util::human_bytes(st.bytes_added),
+                if omitted > 0 {
+                    format!("; {omitted} entries could not be read and were left out")
+                } else {
+                    String::new()
+                }
             ),
         );
     }

@@ -278,7 +278,14 @@ impl LocalSource {
             )
             .await
         {
-            tracing::warn!(error = %e, "Could not create a temporary replication slot; WAL the base backup needs is not held back for it (free a slot or raise max_replication_slots).");
+            let (code, message) = match e.as_db_error() {
+                Some(db) => (db.code().code().to_owned(), db.message().to_owned()),
+                None => (String::new(), e.to_string()),
+            };
+            tracing::warn!(
+                "{}",
+                super::remote::slot_refused(&code, &message, info.user())
+            );
         }
         let label = super::new_label();
         let fast = opts.checkpoint == Checkpoint::Fast;

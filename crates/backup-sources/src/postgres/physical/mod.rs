@@ -57,6 +57,7 @@ pub(crate) mod delta;
 pub(crate) mod local;
 pub(crate) mod manifest;
 pub mod pitr;
+mod preflight;
 pub(crate) mod remote;
 mod replay;
 pub mod retention;

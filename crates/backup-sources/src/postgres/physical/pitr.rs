@@ -49,13 +49,27 @@ pub fn choose_base(snapshots: &[SnapshotEntry], opts: &RestoreOptions) -> Result
         return Ok(s.clone());
     }
     Err(match bases.first() {
-        Some((_, m)) => Error::not_found(format!(
-            "a base backup that ended before the target: the oldest ended at {} (LSN {}); restore to a later point",
-            m.stopped_at.to_rfc3339(),
-            m.stop_lsn
+        Some((s, m)) => Error::Config(format!(
+            "cannot restore to {}: it is before the oldest base backup ({} ended at {}, {} on timeline {}); the earliest restorable point is that end",
+            target_words(opts),
+            s.id.short(),
+            m.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            m.stop_lsn,
+            m.stop_timeline
         )),
         None => Error::not_found("a physical base backup of this cluster (take one with --mode physical)"),
     })
+}
+
+/// A target as the user gave it, for messages.
+fn target_words(opts: &RestoreOptions) -> String {
+    match (&opts.at, &opts.point) {
+        (Some(at), _) => at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        (None, Some(RecoveryPoint::Lsn(l))) => format!("LSN {l}"),
+        (None, Some(RecoveryPoint::Xid(x))) => format!("transaction {x}"),
+        (None, Some(RecoveryPoint::Name(n))) => format!("restore point {n}"),
+        _ => "the target".to_owned(),
+    }
 }
 
 /// The restorable window of a physical job: from the end of its newest
@@ -210,21 +224,31 @@ pub async fn check_coverage(
     });
     let coverage = Coverage {
         timelines,
-        end: format!("{end_tli}/{pos}"),
+        end: format!("{pos} on timeline {end_tli}"),
         end_time,
     };
-    let window = format!(
-        "WAL is captured without a gap from the base backup's end ({}, {}) to {}{}",
-        meta.stopped_at.to_rfc3339(),
-        meta.stop_lsn,
-        coverage.end,
-        end_time
-            .map(|t| format!(" ({})", t.to_rfc3339()))
-            .unwrap_or_default()
-    );
+    let window = if last_name.is_none() {
+        format!(
+            "no WAL is captured after the base backup's end ({}, {} on timeline {}), so it restores only to that end",
+            meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            meta.stop_lsn,
+            meta.stop_timeline
+        )
+    } else {
+        format!(
+            "WAL is captured without a gap from the base backup's end ({}, {} on timeline {}) to {}{}",
+            meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            meta.stop_lsn,
+            meta.stop_timeline,
+            coverage.end,
+            end_time
+                .map(|t| format!(" ({})", t.format("%Y-%m-%dT%H:%M:%SZ")))
+                .unwrap_or_default()
+        )
+    };
     let gap_text = gap_after
         .map(|(a, b)| {
-            format!("; then {a} to {b} is missing (not captured before the server removed it)")
+            format!("; then {a} to {b} on timeline {end_tli} is missing (not captured before the server removed it)")
         })
         .unwrap_or_default();
     let short = |what: String| -> Error {
@@ -340,15 +364,19 @@ pub struct WalWindow {
     pub restorable_from: Option<DateTime<Utc>>,
 }
 
-/// A base backup inside a [`WalWindow`].
+/// A base backup a [`WalWindow`] restores from: one whose end lies in it,
+/// or, for a window that continues its parent timeline at the switch
+/// point, one of the parent's window that ended before the switch.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WindowBase {
     /// The snapshot.
     pub snapshot: backup_core::Id,
     /// When it ended.
     pub stopped_at: DateTime<Utc>,
-    /// Where it ended.
+    /// Where it ended (`X/X`)...
     pub stop_lsn: String,
+    /// ... on this timeline.
+    pub timeline: u32,
 }
 
 /// What the repository can restore of one cluster.
@@ -360,6 +388,41 @@ pub struct ClusterWindows {
     pub windows: Vec<WalWindow>,
     /// Recorded gaps: timeline, from, to, as positions.
     pub gaps: Vec<(u32, String, String)>,
+}
+
+/// A physical base backup as point-in-time listings show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaseBackup {
+    /// The snapshot.
+    pub snapshot: backup_core::Id,
+    /// The cluster's system identifier.
+    pub system_identifier: String,
+    /// Where it ended (`X/X`)...
+    pub stop_lsn: String,
+    /// ... on this timeline.
+    pub stop_timeline: u32,
+    /// When it ended.
+    pub stopped_at: DateTime<Utc>,
+}
+
+impl BaseBackup {
+    /// `entry` as a base backup, when it is a physical snapshot.
+    pub fn of(entry: &SnapshotEntry) -> Option<Self> {
+        let m = PhysicalMeta::of(&entry.snapshot.metadata)?.ok()?;
+        Some(BaseBackup {
+            snapshot: entry.id,
+            system_identifier: m.system_identifier,
+            stop_lsn: m.stop_lsn,
+            stop_timeline: m.stop_timeline,
+            stopped_at: m.stopped_at,
+        })
+    }
+}
+
+/// Whether WAL position `a` (`X/X`) comes after `b`; `false` when either
+/// does not parse.
+pub fn lsn_after(a: &str, b: &str) -> bool {
+    matches!((Lsn::parse(a), Lsn::parse(b)), (Ok(a), Ok(b)) if a > b)
 }
 
 /// The restorable windows of every cluster with stored WAL or physical
@@ -412,6 +475,7 @@ pub async fn windows(
                         snapshot: s.id,
                         stopped_at: m.stopped_at,
                         stop_lsn: m.stop_lsn.clone(),
+                        timeline: tli,
                     })
                     .collect();
                 windows.push(WalWindow {
@@ -446,10 +510,17 @@ pub async fn windows(
                     && Lsn::parse(&w.from_lsn).is_ok_and(|a| a <= switch)
                     && Lsn::parse(&w.to_lsn).is_ok_and(|b| switch <= b)
             });
-            if let (true, Some(from)) =
-                (starts_at_switch, inherited.and_then(|w| w.restorable_from))
-            {
-                windows[i].restorable_from = Some(from);
+            if let (true, Some(parent_window)) = (starts_at_switch, inherited) {
+                // The parent's bases that ended before the switch restore
+                // through it.
+                let bases: Vec<WindowBase> = parent_window
+                    .bases
+                    .iter()
+                    .filter(|b| Lsn::parse(&b.stop_lsn).is_ok_and(|l| l <= switch))
+                    .cloned()
+                    .collect();
+                windows[i].restorable_from = bases.first().map(|b| b.stopped_at);
+                windows[i].bases = bases;
             }
         }
         let gaps = map
@@ -469,18 +540,34 @@ pub async fn windows(
     Ok(out)
 }
 
-/// The recovery settings for `postgresql.auto.conf`.
+/// The comment that opens the block of settings [`write_recovery`] adds to
+/// `postgresql.auto.conf`.
+pub(crate) const RECOVERY_HEADER: &str = "# Point-in-time recovery, written by `backup restore`.";
+
+/// The settings [`recovery_settings`] may write.
+const RECOVERY_KEYS: [&str; 9] = [
+    "restore_command",
+    "recovery_end_command",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_timeline",
+];
+
+/// The recovery settings for `postgresql.auto.conf`: `restore_command`,
+/// and a `recovery_end_command` (`end_command`) that removes what only the
+/// recovery needed once it ends (see [`end_recovery`]).
 pub(crate) fn recovery_settings(
     opts: &RestoreOptions,
     restore_command: &str,
+    end_command: &str,
 ) -> Vec<(String, String)> {
     let mut s = vec![
         ("restore_command".to_owned(), restore_command.to_owned()),
-        // What `backup wal fetch` fetched ahead and recovery did not use.
-        (
-            "recovery_end_command".to_owned(),
-            "rm -rf pg_wal/.backup-prefetch".to_owned(),
-        ),
+        ("recovery_end_command".to_owned(), end_command.to_owned()),
     ];
     match (&opts.at, &opts.point) {
         (Some(at), _) => s.push((
@@ -548,7 +635,7 @@ pub(crate) fn write_recovery(
         .mode(0o600)
         .open(&auto)
         .map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
-    let mut text = String::from("\n# Point-in-time recovery, written by `backup restore`.\n");
+    let mut text = format!("\n{RECOVERY_HEADER}\n");
     for (k, v) in settings {
         let _ = writeln!(text, "{k} = '{}'", v.replace('\'', "''"));
     }
@@ -572,12 +659,7 @@ pub(crate) fn write_key_file(
     if !repo.key().encrypts() {
         return Ok(None);
     }
-    let mut name = data_dir
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    name.push(".backup-key");
-    let path = data_dir.with_file_name(name);
+    let path = key_file_path(data_dir);
     let bytes = repo.export_plain_key()?;
     let _ = std::fs::remove_file(&path);
     let mut f = std::fs::OpenOptions::new()
@@ -596,6 +678,17 @@ pub(crate) fn write_key_file(
     Ok(Some(path))
 }
 
+/// Where [`write_key_file`] puts the key file of `data_dir`:
+/// `<DIR>.backup-key`, beside it.
+pub(crate) fn key_file_path(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(".backup-key");
+    data_dir.with_file_name(name)
+}
+
 /// The `restore_command` for a restored cluster: `program` (the `backup`
 /// binary with the arguments that reach the repository), the key file,
 /// the cluster and its segment size.
@@ -607,6 +700,143 @@ pub(crate) fn restore_command(program: &str, key: Option<&Path>, meta: &Physical
         "{program}{key} --quiet wal fetch --cluster {} --segment-size {} %f \"%p\"",
         meta.system_identifier, meta.wal_segment_size
     )
+}
+
+/// The `recovery_end_command` for a restored cluster: `program` ends the
+/// recovery's traces in the data directory (the server runs it there once
+/// recovery ends): the key file, WAL fetched ahead and not used, and the
+/// recovery settings (see [`end_recovery`]).
+pub(crate) fn end_command(program: &str, key: Option<&Path>) -> String {
+    let key = key
+        .map(|k| format!(" --remove-key {}", shell_quote(&k.display().to_string())))
+        .unwrap_or_default();
+    format!("{program} --quiet wal recovery-end{key}")
+}
+
+/// What [`end_recovery`] removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecoveryEnded {
+    /// The key file, when it was there.
+    pub key_file: Option<PathBuf>,
+    /// Whether WAL fetched ahead and not used was removed.
+    pub prefetched: bool,
+    /// The recovery settings removed from `postgresql.auto.conf`.
+    pub settings: Vec<String>,
+}
+
+/// Removes, once a point-in-time recovery of `data_dir` has ended, what
+/// only the recovery needed: the password-less key file `key` beside the
+/// data directory, the WAL `wal fetch` fetched ahead
+/// (`pg_wal/.backup-prefetch`), and the settings `backup restore` added to
+/// `postgresql.auto.conf` (its block, and anywhere a `restore_command` or
+/// `recovery_end_command` of this program's; the file is replaced
+/// atomically, keeping its owner and mode). Safe to run twice. The
+/// server runs it as its `recovery_end_command`; `restore --start` runs it
+/// after a recovery that promoted.
+///
+/// # Errors
+///
+/// I/O errors reading or writing those files.
+pub fn end_recovery(data_dir: &Path, key: Option<&Path>) -> Result<RecoveryEnded> {
+    let mut ended = RecoveryEnded::default();
+    if let Some(k) = key {
+        match std::fs::remove_file(k) {
+            Ok(()) => ended.key_file = Some(k.to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", k.display()), e)),
+        }
+    }
+    let prefetch = data_dir.join("pg_wal").join(".backup-prefetch");
+    match std::fs::remove_dir_all(&prefetch) {
+        Ok(()) => ended.prefetched = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("removing {}", prefetch.display()), e)),
+    }
+    let auto = data_dir.join("postgresql.auto.conf");
+    let text = match std::fs::read_to_string(&auto) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ended),
+        Err(e) => return Err(Error::io(format!("reading {}", auto.display()), e)),
+    };
+    let (kept, removed) = without_recovery_settings(&text);
+    if removed.is_empty() {
+        return Ok(ended);
+    }
+    let tmp = data_dir.join("postgresql.auto.conf.backup-tmp");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let meta = std::fs::metadata(&auto)
+            .map_err(|e| Error::io(format!("reading {}", auto.display()), e))?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.mode() & 0o777)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        f.write_all(kept.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        if nix::unistd::Uid::effective().is_root() {
+            std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
+                .map_err(|e| Error::io(format!("setting the owner of {}", tmp.display()), e))?;
+        }
+    }
+    std::fs::rename(&tmp, &auto)
+        .map_err(|e| Error::io(format!("replacing {}", auto.display()), e))?;
+    ended.settings = removed;
+    Ok(ended)
+}
+
+/// `postgresql.auto.conf` without the recovery settings `backup restore`
+/// wrote, and the names of the settings taken out.
+fn without_recovery_settings(text: &str) -> (String, Vec<String>) {
+    let key_of = |line: &str| -> Option<String> {
+        let (k, _) = line.split_once('=')?;
+        let k = k.trim();
+        (!k.is_empty() && !k.starts_with('#')).then(|| k.to_owned())
+    };
+    // A restore_command or recovery_end_command of this program's, also
+    // where ALTER SYSTEM rewrote the file without our comment.
+    let ours = |line: &str| {
+        matches!(
+            key_of(line).as_deref(),
+            Some("restore_command" | "recovery_end_command")
+        ) && (line.contains(" wal fetch ") || line.contains(" wal recovery-end"))
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut removed = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if line.trim() == RECOVERY_HEADER {
+            in_block = true;
+            continue;
+        }
+        if in_block {
+            let t = line.trim_start();
+            if t.starts_with('#') {
+                continue;
+            }
+            match key_of(t) {
+                Some(k) if RECOVERY_KEYS.contains(&k.as_str()) => {
+                    removed.push(k);
+                    continue;
+                }
+                _ => in_block = false,
+            }
+        }
+        if ours(line) {
+            removed.extend(key_of(line));
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    if !removed.is_empty() {
+        kept.push_str("# The point-in-time recovery by `backup restore` has ended; its settings were removed.\n");
+    }
+    (kept, removed)
 }
 
 /// Quotes a word for the shell the server runs `restore_command` with.
@@ -632,12 +862,46 @@ mod tests {
             target_action: Some("pause".into()),
             ..RestoreOptions::default()
         };
-        let s = recovery_settings(&opts, "backup wal fetch %f \"%p\"");
+        let s = recovery_settings(
+            &opts,
+            "backup wal fetch %f \"%p\"",
+            "backup wal recovery-end",
+        );
         assert!(s.contains(&("recovery_target_lsn".into(), "0/3000000".into())));
         assert!(s.contains(&("recovery_target_action".into(), "pause".into())));
         assert!(s.contains(&("recovery_target_timeline".into(), "latest".into())));
         assert_eq!(shell_quote("/srv/backup repo"), "'/srv/backup repo'");
         assert_eq!(shell_quote("/srv/repo"), "/srv/repo");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn ending_a_recovery_takes_out_its_settings_and_nothing_else() {
+        let text = format!(
+            "# Do not edit this file manually!\nwork_mem = '8MB'\n\n{RECOVERY_HEADER}\nrestore_command = '/usr/bin/backup --repo /r --quiet wal fetch --cluster 1 %f \"%p\"'\nrecovery_end_command = '/usr/bin/backup --repo /r --quiet wal recovery-end'\n# recovery_target_time = '2026-01-01 00:00:00+00'\n# No transaction committed ...\nrecovery_target_lsn = '0/3000000'\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\nmax_connections = '50'\n"
+        );
+        let (kept, removed) = without_recovery_settings(&text);
+        assert_eq!(
+            removed,
+            [
+                "restore_command",
+                "recovery_end_command",
+                "recovery_target_lsn",
+                "recovery_target_action",
+                "recovery_target_timeline"
+            ]
+        );
+        assert!(kept.contains("work_mem = '8MB'") && kept.contains("max_connections = '50'"));
+        assert!(!kept.contains("recovery_target") && !kept.contains("wal fetch"));
+        // After ALTER SYSTEM rewrote the file (our comment gone), our two
+        // commands are still found; someone else's setting is kept.
+        let rewritten = "restore_command = '/usr/bin/backup --quiet wal fetch --cluster 1 %f \"%p\"'\nrecovery_target_timeline = 'latest'\n";
+        let (kept, removed) = without_recovery_settings(rewritten);
+        assert_eq!(removed, ["restore_command"]);
+        assert!(kept.starts_with("recovery_target_timeline"));
+        // Nothing of ours: unchanged.
+        let (kept, removed) = without_recovery_settings("work_mem = '8MB'\n");
+        assert!(removed.is_empty());
+        assert_eq!(kept, "work_mem = '8MB'\n");
     }
 }

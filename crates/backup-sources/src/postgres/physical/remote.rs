@@ -105,8 +105,9 @@ impl RemoteSource {
         let user = info.user().to_owned();
         let opts = opts.clone();
         let (conn, begin) = tokio::task::spawn_blocking(move || -> Result<(WireConn, Begin)> {
-            let mut conn = WireConn::connect(&wire).map_err(|e| connect_error(&e, &user))?;
-            let begin = start_backup(&mut conn, &opts)?;
+            let mut conn = WireConn::connect(&wire)
+                .map_err(|e| connect_error(&e, &user, Purpose::BaseBackup))?;
+            let begin = start_backup(&mut conn, &opts, &user)?;
             Ok((conn, begin))
         })
         .await
@@ -258,7 +259,7 @@ enum Step {
 
 /// Reads the server's identity and settings and starts `BASE_BACKUP`;
 /// returns once the start position and tablespaces are known.
-fn start_backup(conn: &mut WireConn, opts: &PostgresOptions) -> Result<Begin> {
+fn start_backup(conn: &mut WireConn, opts: &PostgresOptions, user: &str) -> Result<Begin> {
     let q = |conn: &mut WireConn, sql: &str| -> Result<Vec<Vec<Option<String>>>> {
         conn.query_rows(sql)
             .map_err(|e| backup_error(&e, &format!("running {sql}")))
@@ -295,7 +296,11 @@ fn start_backup(conn: &mut WireConn, opts: &PostgresOptions) -> Result<Begin> {
     if let Err(e) = conn.query_rows(&format!(
         "CREATE_REPLICATION_SLOT \"{slot}\" TEMPORARY PHYSICAL (RESERVE_WAL)"
     )) {
-        tracing::warn!(error = %e, "Could not create a temporary replication slot; WAL the base backup needs is not held back for it (free a slot or raise max_replication_slots).");
+        let (code, message) = match &e {
+            WireError::Db { code, message, .. } => (code.as_str(), message.clone()),
+            other => ("", other.to_string()),
+        };
+        tracing::warn!("{}", slot_refused(code, &message, user));
     }
 
     let label = super::new_label();
@@ -396,11 +401,51 @@ fn drain_to_ready(conn: &mut WireConn) {
     }
 }
 
+/// What a replication connection is for, in messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose {
+    /// A base backup (`BASE_BACKUP`).
+    BaseBackup,
+    /// Streaming WAL (`backup wal receive`, backupd's receiver).
+    StreamWal,
+}
+
+impl Purpose {
+    fn noun(self) -> &'static str {
+        match self {
+            Purpose::BaseBackup => "a base backup",
+            Purpose::StreamWal => "streaming WAL",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Purpose::BaseBackup => "start a base backup",
+            Purpose::StreamWal => "stream WAL from a replication slot",
+        }
+    }
+}
+
+/// Why a replication slot could not be created, and what to do, for the
+/// warning of a backup that goes on without one (`code` and `message` of
+/// the server's error).
+pub(crate) fn slot_refused(code: &str, message: &str, user: &str) -> String {
+    let what = match code {
+        "53400" => "free a slot or raise max_replication_slots",
+        "42501" => "the role needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) or superuser to create one",
+        "55000" => "set wal_level = replica (or logical) and max_replication_slots above 0, then restart the server",
+        _ => "see the server's message",
+    };
+    format!(
+        "Could not create a temporary replication slot as `{user}` ({message}): WAL the base backup needs is not held back for it; {what}."
+    )
+}
+
 /// An error of the replication connection's login, explained.
-pub(crate) fn connect_error(e: &WireError, user: &str) -> Error {
+pub(crate) fn connect_error(e: &WireError, user: &str, purpose: Purpose) -> Error {
     let WireError::Db { code, message, .. } = e else {
         return Error::source_with(
-            "connecting to the server for a base backup",
+            format!("connecting to the server for {}", purpose.noun()),
             clone_wire(e),
             true,
         );
@@ -413,7 +458,8 @@ pub(crate) fn connect_error(e: &WireError, user: &str) -> Error {
             ))
         }
         "42501" => Some(format!(
-            "the role `{user}` may not start a base backup ({message}): grant it the REPLICATION attribute (ALTER ROLE \"{user}\" REPLICATION) or connect as a superuser"
+            "the role `{user}` may not {} ({message}): grant it the REPLICATION attribute (ALTER ROLE \"{user}\" REPLICATION) or connect as a superuser",
+            purpose.verb()
         )),
         "53300" if message.contains("max_wal_senders") => Some(if message.contains("currently 0") {
             format!("the server accepts no replication connections ({message}): set wal_level = replica and max_wal_senders above 0, and restart it")
@@ -429,7 +475,7 @@ pub(crate) fn connect_error(e: &WireError, user: &str) -> Error {
         Some(m) if code == "28P01" || code == "42501" => Error::PermissionDenied(m),
         Some(m) => Error::source_explained(m, clone_wire(e), e.retryable() && code != "28000"),
         None => Error::source_with(
-            "connecting to the server for a base backup",
+            format!("connecting to the server for {}", purpose.noun()),
             clone_wire(e),
             e.retryable(),
         ),

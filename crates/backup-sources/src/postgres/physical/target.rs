@@ -399,6 +399,27 @@ impl Target for PhysicalTarget {
                 return Err(Error::Config(m.clone()));
             }
         }
+        // What the server started on the result needs, checked before
+        // anything is written: an owner it may run as, a free port, and a
+        // restore_command it can run.
+        let owner = owner_for(&data_dir);
+        if let Some(port) = opts.start_port {
+            super::preflight::check_start(&data_dir, owner, port)?;
+        }
+        let program = match (&coverage, &opts.replay_command) {
+            (None, _) => None,
+            (Some(_), Some(p)) => Some(p.clone()),
+            (Some(_), None) => Some(default_program(snapshot.repository())?),
+        };
+        if let Some(program) = &program {
+            super::preflight::check_restore_command(
+                snapshot.repository(),
+                &data_dir,
+                owner,
+                |key| super::pitr::restore_command(program, key, &meta),
+            )
+            .await?;
+        }
         let planned = snapshot.plan(&PathFilter::new(&[], &[])?).await?;
         let mut details = PhysicalRestoreDetails {
             data_directory: data_dir.display().to_string(),
@@ -437,11 +458,11 @@ impl Target for PhysicalTarget {
         ));
         if let Some(c) = &coverage {
             lines.push(format!(
-                "point in time: {}; WAL captured without a gap to {}{} on timeline{} {}",
+                "point in time: {}; WAL captured without a gap to {}{}, following timeline{} {}",
                 describe_target(opts),
                 c.end,
                 c.end_time
-                    .map(|t| format!(" ({})", t.to_rfc3339()))
+                    .map(|t| format!(" ({})", t.format("%Y-%m-%dT%H:%M:%SZ")))
                     .unwrap_or_default(),
                 if c.timelines.len() > 1 { "s" } else { "" },
                 c.timelines
@@ -465,7 +486,6 @@ impl Target for PhysicalTarget {
             );
         }
 
-        let owner = owner_for(&data_dir);
         let mut roots: HashMap<String, PathBuf> = HashMap::new();
         let mut created = Vec::new();
         let mut created_files: Vec<PathBuf> = Vec::new();
@@ -549,18 +569,15 @@ impl Target for PhysicalTarget {
                 }
             }
             link_tablespaces(&data_dir, &places, owner)?;
-            if coverage.is_some() {
+            if let Some(program) = &program {
                 let key = super::pitr::write_key_file(snapshot.repository(), &data_dir, owner)?;
-                let program = match &opts.replay_command {
-                    Some(p) => p.clone(),
-                    None => default_program(snapshot.repository())?,
-                };
-                let command = super::pitr::restore_command(&program, key.as_deref(), &meta);
-                let settings = super::pitr::recovery_settings(opts, &command);
-                super::pitr::write_recovery(&data_dir, &settings, owner)?;
                 if let Some(k) = &key {
                     created_files.push(k.clone());
                 }
+                let command = super::pitr::restore_command(program, key.as_deref(), &meta);
+                let end = super::pitr::end_command(program, key.as_deref());
+                let settings = super::pitr::recovery_settings(opts, &command, &end);
+                super::pitr::write_recovery(&data_dir, &settings, owner)?;
             }
             set_owner_mode(&data_dir, owner, 0o700)?;
             sync_file_systems(&created)?;
@@ -595,27 +612,46 @@ impl Target for PhysicalTarget {
         lines.push(format!(
             "every file matched the backup manifest ({verified} files checked)"
         ));
+        let key = program
+            .as_ref()
+            .filter(|_| snapshot.repository().key().encrypts())
+            .map(|_| super::pitr::key_file_path(&data_dir));
         if coverage.is_some() {
-            lines.push(format!(
-                "recovery settings are in postgresql.auto.conf (restore_command fetches WAL from this repository with the key file {}.backup-key, readable only by the data directory's owner; remove it after recovery)",
-                data_dir.display()
-            ));
+            lines.push(match &key {
+                Some(k) => format!(
+                    "recovery settings are in postgresql.auto.conf: restore_command fetches WAL from this repository with the key file {} (readable only by the data directory's owner); when recovery ends, recovery_end_command removes the key file and these settings",
+                    k.display()
+                ),
+                None => "recovery settings are in postgresql.auto.conf: restore_command fetches WAL from this repository; when recovery ends, recovery_end_command removes these settings".to_owned(),
+            });
         }
         if let Some(port) = opts.start_port {
             let server = server.map_err(Error::Config)?;
-            let shutdown = opts.target_action.as_deref() == Some("shutdown");
-            let started = start_and_stop(&server.path, &data_dir, port, shutdown).await?;
+            // The temporary server runs without hot standby, so PostgreSQL
+            // turns `pause` into a shutdown at the target: both leave the
+            // directory at the target, still in recovery.
+            let action = opts.target_action.as_deref().unwrap_or("promote");
+            let exits = coverage.is_some() && matches!(action, "shutdown" | "pause");
+            let started = match start_and_stop(&server.path, &data_dir, port, exits).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return Err(self
+                        .start_failed(e, snapshot, &meta, opts, key.as_deref())
+                        .await)
+                }
+            };
             if let Some(lsn) = &started.retargeted_to {
                 lines.push(format!(
-                    "no transaction committed between the target time and the end of the captured WAL, so the state at the target is the state after its last record: recovery was moved to that record (recovery_target_lsn = '{lsn}' in postgresql.auto.conf; PostgreSQL refuses a time target it cannot pass)"
+                    "no transaction committed between the target time and the end of the captured WAL, so the state at the target is the state after its last record: recovery was moved to that record (recovery_target_lsn = '{lsn}'; PostgreSQL refuses a time target it cannot pass)"
                 ));
             }
             if let Some(r) = &started.reached {
                 lines.push(format!("recovery target reached: {r}"));
             }
             lines.push(format!(
-                "started PostgreSQL {} on port {port}: ready after {:.1}s{}{}{}; stopped",
+                "started PostgreSQL {} on port {port}: {} after {:.1}s{}{}{}; stopped",
                 meta.server_version,
+                if exits { "at the target" } else { "ready" },
                 started.seconds_to_ready,
                 started
                     .replay_shared_buffers
@@ -635,10 +671,40 @@ impl Target for PhysicalTarget {
                     .map(|t| format!(", last transaction replayed {t}"))
                     .unwrap_or_default()
             ));
+            if exits {
+                lines.push(format!(
+                    "the data directory is at the target and still in recovery (recovery.signal): `pg_ctl -D {} start` replays nothing more and {}; the key file stays until recovery ends",
+                    data_dir.display(),
+                    if action == "pause" {
+                        "pauses there (with hot_standby = on, the default): check the data, then `SELECT pg_wal_replay_resume()` ends recovery and promotes"
+                    } else {
+                        "shuts down again: set recovery_target_action = 'promote' in postgresql.auto.conf to end recovery at the next start"
+                    }
+                ));
+            } else if coverage.is_some() {
+                // Recovery ended (the server promoted and ran
+                // recovery_end_command); make sure nothing of it is left.
+                super::pitr::end_recovery(&data_dir, key.as_deref())?;
+                lines.push(
+                    "recovery ended: the key file and the recovery settings were removed; start the cluster as usual"
+                        .to_owned(),
+                );
+            }
             details.started = Some(started);
+        } else if coverage.is_some() {
+            lines.push(format!(
+                "start it with: pg_ctl -D {} start. It replays the captured WAL to the target ({}) and then {}",
+                data_dir.display(),
+                describe_target(opts),
+                match opts.target_action.as_deref().unwrap_or("promote") {
+                    "pause" => "pauses: check the data (read-only queries), then `SELECT pg_wal_replay_resume()` ends recovery and promotes (or `pg_ctl promote`)",
+                    "shutdown" => "shuts down at the target: set recovery_target_action = 'promote' in postgresql.auto.conf, or remove recovery.signal, to end recovery at the next start",
+                    _ => "ends recovery and promotes (accepts writes, on a new timeline)",
+                }
+            ));
         } else {
             lines.push(format!(
-                "start it with: pg_ctl -D {} start (it replays the WAL of the backup and comes up consistent)",
+                "start it with: pg_ctl -D {} start (it replays the WAL of the base backup and comes up consistent)",
                 data_dir.display()
             ));
         }
@@ -650,6 +716,103 @@ impl Target for PhysicalTarget {
             lines,
             &details,
         )
+    }
+}
+
+impl PhysicalTarget {
+    /// After `--start` failed: removes what the restore wrote (the
+    /// directories were empty before it, and a data directory left "in
+    /// archive recovery" helps nobody) and says why, leading with what
+    /// PostgreSQL said; for targets whose place is known only once
+    /// replayed, names the older base backups to try.
+    async fn start_failed(
+        &self,
+        e: Error,
+        snapshot: &SnapshotReader,
+        meta: &PhysicalMeta,
+        opts: &RestoreOptions,
+        key: Option<&Path>,
+    ) -> Error {
+        let written =
+            std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner));
+        for dir in &written {
+            remove_contents(dir);
+        }
+        if let Some(k) = key {
+            let _ = std::fs::remove_file(k);
+        }
+        let cleaned = format!(
+            "what the restore wrote was removed ({} emptied{})",
+            written
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            key.map(|k| format!(", {} removed", k.display()))
+                .unwrap_or_default()
+        );
+        let placeless = matches!(
+            opts.point,
+            Some(RecoveryPoint::Xid(_) | RecoveryPoint::Name(_) | RecoveryPoint::Immediate)
+        );
+        let text = e.to_string();
+        let before_base = text.contains("before consistent recovery point")
+            || (placeless && text.contains("recovery ended before configured recovery target"));
+        let older = if before_base {
+            format!("; {}", older_bases(snapshot, meta, opts).await)
+        } else {
+            String::new()
+        };
+        Error::target_failed(format!("{text}\n{cleaned}{older}"))
+    }
+}
+
+/// For a target that may lie before the base backup `meta` (of the
+/// snapshot `snapshot`) restores: the older base backups of the cluster to
+/// name instead.
+async fn older_bases(
+    snapshot: &SnapshotReader,
+    meta: &PhysicalMeta,
+    opts: &RestoreOptions,
+) -> String {
+    let this = format!(
+        "the target may lie before base backup {} (ended {}, {}), which {}",
+        snapshot.id().short(),
+        meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        meta.stop_lsn,
+        if matches!(
+            opts.point,
+            Some(RecoveryPoint::Xid(_) | RecoveryPoint::Name(_) | RecoveryPoint::Immediate)
+        ) {
+            "--at-xid, --at-name and --immediate take unless a snapshot is named"
+        } else {
+            "was chosen"
+        }
+    );
+    let Ok((all, _)) = snapshot.repository().snapshots().await else {
+        return this;
+    };
+    let mut older: Vec<(backup_core::Id, chrono::DateTime<chrono::Utc>)> = all
+        .iter()
+        .filter_map(|e| {
+            let m = PhysicalMeta::of(&e.snapshot.metadata)?.ok()?;
+            (m.system_identifier == meta.system_identifier && m.stopped_at < meta.stopped_at)
+                .then_some((e.id, m.stopped_at))
+        })
+        .collect();
+    older.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+    match older.first() {
+        None => format!("{this}; the repository has no older base backup of this cluster"),
+        Some((id, _)) => format!(
+            "{this}: name an older one, for example `backup restore {} ...` (older base backups: {})",
+            id.short(),
+            older
+                .iter()
+                .take(5)
+                .map(|(id, t)| format!("{} ended {}", id.short(), t.format("%Y-%m-%dT%H:%M:%SZ")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -1503,7 +1666,8 @@ async fn spawn_server(
                 break started.elapsed();
             }
             return Err(Error::target_failed(format!(
-                "the server stopped ({status}) before accepting connections; its log ends with:\n{}",
+                "{}the server stopped ({status}) before accepting connections; its log ends with:\n{}",
+                key_line(&log).map(|l| format!("PostgreSQL: {l}\n")).unwrap_or_default(),
                 tail(&log, 15)
             )));
         }
@@ -1584,6 +1748,35 @@ pub async fn stop_leftover_server(data_dir: &Path) -> Result<bool> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(true)
+}
+
+/// The line of a server log that says why recovery or the start failed:
+/// PostgreSQL's own words about the recovery target first, then the first
+/// fatal error (without its time and process prefix).
+fn key_line(log: &str) -> Option<String> {
+    const RECOVERY: [&str; 4] = [
+        "recovery ended before configured recovery target was reached",
+        "requested recovery stop point is before consistent recovery point",
+        "recovery target",
+        "could not find",
+    ];
+    let message = |l: &str| -> String {
+        ["PANIC:", "FATAL:", "ERROR:", "LOG:"]
+            .iter()
+            .find_map(|p| l.find(p).map(|i| l[i..].to_owned()))
+            .unwrap_or_else(|| l.trim().to_owned())
+    };
+    for phrase in RECOVERY {
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains(phrase) && (l.contains("FATAL:") || l.contains("PANIC:")))
+        {
+            return Some(message(l));
+        }
+    }
+    log.lines()
+        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .map(message)
 }
 
 fn tail(text: &str, lines: usize) -> String {

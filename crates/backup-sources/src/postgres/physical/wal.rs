@@ -171,7 +171,7 @@ pub async fn receive(
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut conn =
-            WireConn::connect(&wire).map_err(|e| super::remote::connect_error(&e, &user))?;
+            WireConn::connect(&wire).map_err(|e| super::remote::connect_error(&e, &user, super::remote::Purpose::StreamWal))?;
         let mut r = Receiver {
             repo,
             opts,
@@ -180,8 +180,34 @@ pub async fn receive(
             events,
             stop,
             summary: ReceiveSummary::default(),
+            covering: None,
+            cover_base: true,
         };
-        r.run(&mut conn)?;
+        match r.run(&mut conn) {
+            // The first stream reached back to the newest base backup's
+            // end, and the server no longer has that WAL: record the gap
+            // and stream from where the slot holds WAL.
+            Err(e)
+                if r.summary.pieces == 0
+                    && r.covering.is_some()
+                    && backup_core::error::report(&e).contains("has already been removed") =>
+            {
+                if let Some((sysid, tli, from, to)) = r.covering.take() {
+                    r.gap(
+                        &sysid,
+                        tli,
+                        from,
+                        to,
+                        &format!("the server had removed the WAL between the newest base backup's end and the receiver's first start ({e}); take a new base backup"),
+                    )?;
+                }
+                r.cover_base = false;
+                let mut conn = WireConn::connect(&wire)
+                    .map_err(|e| super::remote::connect_error(&e, &user, super::remote::Purpose::StreamWal))?;
+                r.run(&mut conn)?;
+            }
+            other => other?,
+        }
         Ok(r.summary)
     })
     .await
@@ -196,6 +222,13 @@ struct Receiver {
     events: EventSink,
     stop: CancellationToken,
     summary: ReceiveSummary,
+    /// Set while the first stream of a cluster reaches back to its newest
+    /// base backup: the cluster, timeline, the base's end and where the
+    /// slot holds WAL from.
+    covering: Option<(String, u32, Lsn, Lsn)>,
+    /// Whether a first stream may reach back to the newest base backup
+    /// (not again once the server said it no longer has that WAL).
+    cover_base: bool,
 }
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
@@ -326,7 +359,7 @@ impl Receiver {
                 let kept = held.unwrap_or(server_pos);
                 let resume = kept.segment_start(seg).max(lsn);
                 if resume > lsn {
-                    self.gap(&stream, &sysid, tli, lsn, resume, if held.is_some() {
+                    self.gap(&sysid, tli, lsn, resume, if held.is_some() {
                         "the replication slot was ahead of the stored WAL"
                     } else {
                         "the replication slot was invalidated (max_slot_wal_keep_size) and the server removed WAL not yet captured"
@@ -356,11 +389,39 @@ impl Receiver {
             // The first start: from the beginning of the segment the slot
             // holds (as pg_receivewal does), so that the stored segments
             // are whole and a base backup taken just before restores from
-            // them alone.
-            (None, Some(held)) => held.segment_start(seg),
-            (None, None) => server_pos.segment_start(seg),
+            // them alone; and from further back when the newest base
+            // backup of this timeline ended before that, so that it is
+            // restorable (the server may still have that WAL; when not, the
+            // stretch is recorded as a gap and streaming starts at the
+            // slot).
+            (None, held) => {
+                let from = held.unwrap_or(server_pos).segment_start(seg);
+                match self.newest_base_end(&sysid, timeline)? {
+                    Some(end) if self.cover_base && end.segment_start(seg) < from => {
+                        tracing::info!(base_end = %end, slot = %from, "Streaming from the newest base backup's end, before the slot's position.");
+                        self.covering = Some((sysid.clone(), timeline, end, from));
+                        end.segment_start(seg)
+                    }
+                    _ => from,
+                }
+            }
         };
         self.continue_on(conn, &stream, &sysid, timeline, start, seg)
+    }
+
+    /// Where the newest physical base backup of cluster `sysid` that
+    /// ended on `timeline` ended, if the repository has one.
+    fn newest_base_end(&self, sysid: &str, timeline: u32) -> Result<Option<Lsn>> {
+        let repo = self.repo.clone();
+        let (snapshots, _) = self
+            .runtime
+            .block_on(async move { repo.snapshots().await })?;
+        Ok(snapshots
+            .iter()
+            .filter_map(|e| super::PhysicalMeta::of(&e.snapshot.metadata)?.ok())
+            .filter(|m| m.system_identifier == sysid && m.stop_timeline == timeline)
+            .filter_map(|m| Lsn::parse(&m.stop_lsn).ok())
+            .max())
     }
 
     fn continue_on(
@@ -415,19 +476,10 @@ impl Receiver {
         Ok(())
     }
 
-    fn gap(
-        &mut self,
-        stream: &str,
-        sysid: &str,
-        tli: u32,
-        from: Lsn,
-        to: Lsn,
-        reason: &str,
-    ) -> Result<()> {
+    fn gap(&mut self, sysid: &str, tli: u32, from: Lsn, to: Lsn, reason: &str) -> Result<()> {
         if to <= from {
             return Ok(());
         }
-        let _ = stream;
         let gstream = gap_stream(&self.repo, sysid);
         let info = self.piece(
             &gstream,
