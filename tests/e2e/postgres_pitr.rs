@@ -938,7 +938,7 @@ fn retention_keeps_the_window_base_and_prunes_only_unneeded_wal() {
     assert_eq!(markers(&copy), (last - 1, last - 1));
     let err = s.fails(
         &["restore", "--to", "/tmp/never-written", "--at", &between],
-        1,
+        2,
     );
-    assert!(err.contains("base backup"), "{err}");
+    assert!(err.contains("before the oldest base backup"), "{err}");
 }

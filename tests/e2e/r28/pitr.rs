@@ -323,7 +323,7 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     );
     let first = err.lines().next().unwrap_or_default();
     assert!(
-        first.contains("PostgreSQL: FATAL:")
+        first.starts_with("error: restore target: PostgreSQL: FATAL:")
             && first.contains("recovery ended before configured recovery target was reached"),
         "{err}"
     );
@@ -336,7 +336,10 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
         &["restore", "--at-xid", &xid, "--to", data.to_str().unwrap(), "--start", &port],
         1,
     );
-    assert!(err.starts_with("error: PostgreSQL: FATAL:"), "{err}");
+    assert!(
+        err.starts_with("error: restore target: PostgreSQL: FATAL:"),
+        "{err}"
+    );
     assert!(
         err.contains("--at-xid, --at-name and --immediate take unless a snapshot is named")
             && err.contains(&first_base[..8]),

@@ -755,7 +755,10 @@ impl PhysicalTarget {
             opts.point,
             Some(RecoveryPoint::Xid(_) | RecoveryPoint::Name(_) | RecoveryPoint::Immediate)
         );
-        let text = e.to_string();
+        let text = match &e {
+            Error::Target { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
         let before_base = text.contains("before consistent recovery point")
             || (placeless && text.contains("recovery ended before configured recovery target"));
         let older = if before_base {
