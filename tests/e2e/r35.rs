@@ -180,6 +180,38 @@ fn r28_11_a_closed_pipe_ends_a_command_quietly() {
     assert!(status.success());
     let code = std::fs::read_to_string(&status_file).unwrap();
     assert_ne!(code.trim(), "101", "the command panicked");
+    // Every command that prints, its output closed.
+    for args in [
+        "list",
+        "show latest",
+        "stats",
+        "pitr",
+        "audit",
+        "key list",
+        "verify",
+        "drill --history",
+        "report",
+        "--json list",
+        "--json stats",
+        "--help",
+        "restore --help",
+    ] {
+        let status = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                r#""$0" {args} 2>&1 | true; echo "${{PIPESTATUS[0]}}" > "$1""#
+            ))
+            .arg(env!("CARGO_BIN_EXE_backup"))
+            .arg(&status_file)
+            .env("BACKUP_REPOSITORY", &s.repo)
+            .env("BACKUP_PASSWORD", PASSWORD)
+            .env("HOME", s.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = std::fs::read_to_string(&status_file).unwrap();
+        assert_ne!(code.trim(), "101", "`backup {args}` panicked");
+    }
     // The snapshot was saved all the same.
     let list = s.json(&["list", "--source", src.to_str().unwrap()]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");

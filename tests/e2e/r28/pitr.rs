@@ -426,5 +426,67 @@ fn r28_2_a_first_receiver_covers_the_newest_base_or_names_the_gap() {
         human.contains("no restorable window: a gap: base backup"),
         "{human}"
     );
+    // Item 5: a restore names the empty stretch in PostgreSQL's terms.
+    let err = s.fails(
+        &["restore", "--at-lsn", "FF/0", "--to", "/tmp/r28-never-written"],
+        2,
+    );
+    assert!(
+        err.contains("no WAL is captured after the base backup's end") && err.contains("on timeline 1"),
+        "{err}"
+    );
+    assert!(!err.contains(" 1/0/"), "{err}");
     assert!(!human.contains("no base snapshot precedes"), "{human}");
+}
+
+/// Item 5, messages: a receiver whose role lacks REPLICATION is told what
+/// it may not do (stream WAL, not "start a base backup"); a local base
+/// backup whose role may not create a slot says why in one plain warning
+/// line; a missing password says so, not "check that the server is
+/// running".
+#[test]
+fn r28_5_refusals_say_what_was_refused() {
+    let pg = cluster(&[]);
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE plain LOGIN PASSWORD '{}'",
+            backup_testkit::postgres::PASSWORD
+        ),
+    );
+    let s = Scratch::new();
+    s.init();
+    let plain = format!(
+        "postgres://plain:{}@127.0.0.1:{}/postgres",
+        backup_testkit::postgres::PASSWORD,
+        pg.port()
+    );
+    let err = s.fails(&["wal", "receive", &plain], 1);
+    assert!(err.contains("may not stream WAL"), "{err}");
+    assert!(!err.contains("base backup"), "{err}");
+
+    let err = s.fails(
+        &[
+            "create",
+            &plain,
+            "--mode",
+            "physical",
+            "--pgdata",
+            pg.data_dir().to_str().unwrap(),
+        ],
+        1,
+    );
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("replication slot")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: Could not create a temporary replication slot as `plain`")
+            && warnings[0].contains("REPLICATION attribute"),
+        "{err}"
+    );
+    assert!(!err.contains("free a slot") && !err.contains('\x1b') && !err.contains("db error"), "{err}");
+
+    let no_password = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
+    let err = s.fails(&["create", &no_password], 1);
+    assert!(err.contains("password"), "{err}");
+    assert!(!err.contains("check that the server is running"), "{err}");
 }

@@ -500,12 +500,14 @@ impl ConnInfo {
             return side.explained(msg, e);
         }
         let text = e.to_string();
-        if text.contains("password missing") {
+        let detail = std::error::Error::source(&e).map_or(text.clone(), |s| format!("{text}: {s}"));
+        // tokio-postgres says "invalid configuration", with "password
+        // missing" as its cause, when the server asks for a password.
+        if detail.contains("password missing") {
             return Error::PermissionDenied(format!(
                 "{at} asks for a password and none was given: put it in the URL, PGPASSWORD or ~/.pgpass"
             ));
         }
-        let detail = std::error::Error::source(&e).map_or(text.clone(), |s| format!("{text}: {s}"));
         side.explained(
             format!(
                 "cannot connect to {at}: {detail}; check that the server is running and reachable at that address"
