@@ -68,7 +68,10 @@ fn r35_1_2_4_warnings_are_single_plain_lines_and_omissions_have_their_exit_code(
             "{stderr}"
         );
         let stdout = String::from_utf8(out.stdout).unwrap();
-        assert!(stdout.contains("snapshot ") && stdout.contains(" saved"), "{stdout}");
+        assert!(
+            stdout.contains("snapshot ") && stdout.contains(" saved"),
+            "{stdout}"
+        );
     }
     let out = s
         .cmd()
@@ -84,7 +87,7 @@ fn r35_1_2_4_warnings_are_single_plain_lines_and_omissions_have_their_exit_code(
     s.fails(&["--color", "sometimes", "list"], 2);
 }
 
-/// Item 3: the destination password of `copy` comes from BACKUP_TO_*,
+/// Item 3: the destination password of `copy` comes from `BACKUP_TO_*`,
 /// and the error says so; a new password's error names its own sources.
 #[test]
 fn r35_3_password_errors_name_the_variables_that_give_them() {
@@ -111,7 +114,10 @@ fn r35_3_password_errors_name_the_variables_that_give_them() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("hint: check the destination's password"), "{err}");
+    assert!(
+        err.contains("hint: check the destination's password"),
+        "{err}"
+    );
     // key add without a new password.
     let err = s.fails(&["key", "add"], 2);
     assert!(
@@ -127,7 +133,10 @@ fn r35_3_password_errors_name_the_variables_that_give_them() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("set BACKUP_PASSWORD or BACKUP_PASSWORD_FILE"), "{err}");
+    assert!(
+        err.contains("set BACKUP_PASSWORD or BACKUP_PASSWORD_FILE"),
+        "{err}"
+    );
     let _ = PASSWORD;
 }
 

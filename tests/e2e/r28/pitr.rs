@@ -48,7 +48,10 @@ fn pg_time_after_marker(pg: &PgCluster, id: u64) -> String {
 fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed().as_secs() < secs, "waited in vain for {what}");
+        assert!(
+            start.elapsed().as_secs() < secs,
+            "waited in vain for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -81,12 +84,18 @@ fn r28_1_3_5_6_7_the_url_backed_up_with_restores_to_a_point_and_leaves_no_key() 
     let human = s.ok(&["pitr"]);
     assert!(!human.contains("files-config"), "{human}");
     assert!(human.contains("on timeline 1"), "{human}");
-    assert!(!human.contains(" 1/0/"), "positions as PostgreSQL writes them: {human}");
+    assert!(
+        !human.contains(" 1/0/"),
+        "positions as PostgreSQL writes them: {human}"
+    );
     let listing = s.json(&["pitr"]);
     let streams = listing.as_array().unwrap();
     assert_eq!(streams.len(), 1, "{listing}");
     assert!(
-        streams[0]["source"].as_str().unwrap().starts_with("postgres://"),
+        streams[0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres://"),
         "{listing}"
     );
 
@@ -112,7 +121,10 @@ fn r28_1_3_5_6_7_the_url_backed_up_with_restores_to_a_point_and_leaves_no_key() 
     // Item 7: the key file is there for recovery, and goes when it ends.
     let key = key_file(&data);
     assert!(key.exists(), "{out}");
-    assert!(out.contains("recovery_end_command removes the key file"), "{out}");
+    assert!(
+        out.contains("recovery_end_command removes the key file"),
+        "{out}"
+    );
     let copy = PgCluster::start_existing(target, data.clone());
     assert_eq!(markers(&copy), (k, k));
     wait_for(60, "the key file to go", || !key.exists());
@@ -140,7 +152,10 @@ fn r28_1_3_5_6_7_the_url_backed_up_with_restores_to_a_point_and_leaves_no_key() 
         "--start",
         &port,
     ]);
-    assert!(out.contains("recovery ended: the key file and the recovery settings were removed"), "{out}");
+    assert!(
+        out.contains("recovery ended: the key file and the recovery settings were removed"),
+        "{out}"
+    );
     assert!(!key_file(&data2).exists());
     let auto = std::fs::read_to_string(data2.join("postgresql.auto.conf")).unwrap();
     assert!(!auto.contains("wal fetch"), "{auto}");
@@ -200,7 +215,7 @@ fn untouched(dir: &Path) -> bool {
 
 /// Items 4, 8 and 9: `restore --at ... --start` checks before it writes
 /// anything that the server can start (not as root, on a free port) and
-/// that its restore_command works as the server's user; `--target-action
+/// that its `restore_command` works as the server's user; `--target-action
 /// pause --start` leaves the directory at the target like `shutdown`;
 /// targets PostgreSQL cannot reach fail with PostgreSQL's reason first,
 /// the written files removed, and the older base backups named.
@@ -235,7 +250,15 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     let root_owned = tempfile::tempdir().unwrap();
     let data = root_owned.path().join("data");
     let err = s.fails(
-        &["restore", "--at", &at, "--to", data.to_str().unwrap(), "--start", &port],
+        &[
+            "restore",
+            "--at",
+            &at,
+            "--to",
+            data.to_str().unwrap(),
+            "--start",
+            &port,
+        ],
         2,
     );
     assert!(err.contains("would belong to root"), "{err}");
@@ -250,7 +273,15 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
         .env("BACKUP_REPOSITORY", &s.repo)
         .env("BACKUP_PASSWORD", crate::util::PASSWORD)
         .env("HOME", s.dir.path())
-        .args(["restore", "--at", &at, "--to", data.to_str().unwrap(), "--start", &port])
+        .args([
+            "restore",
+            "--at",
+            &at,
+            "--to",
+            data.to_str().unwrap(),
+            "--start",
+            &port,
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -265,7 +296,15 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().port().to_string();
     let err = s.fails(
-        &["restore", "--at", &at, "--to", data.to_str().unwrap(), "--start", &busy],
+        &[
+            "restore",
+            "--at",
+            &at,
+            "--to",
+            data.to_str().unwrap(),
+            "--start",
+            &busy,
+        ],
         2,
     );
     assert!(err.contains("choose a free port"), "{err}");
@@ -285,8 +324,14 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
         "--start",
         &port,
     ]);
-    assert!(out.contains("still in recovery") && out.contains("pg_wal_replay_resume"), "{out}");
-    assert!(key_file(&data).exists(), "recovery has not ended: the key stays");
+    assert!(
+        out.contains("still in recovery") && out.contains("pg_wal_replay_resume"),
+        "{out}"
+    );
+    assert!(
+        key_file(&data).exists(),
+        "recovery has not ended: the key stays"
+    );
     assert!(data.join("recovery.signal").exists());
     // What `pg_wal_replay_resume()` would do on a paused server: end
     // recovery there (the harness waits for recovery to end).
@@ -328,12 +373,23 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
         "{err}"
     );
     assert!(err.contains("was removed"), "{err}");
-    assert!(err.contains(&first_base[..8]), "names the older base: {err}");
+    assert!(
+        err.contains(&first_base[..8]),
+        "names the older base: {err}"
+    );
     assert!(untouched(&data), "a failed recovery leaves nothing behind");
     assert!(!key_file(&data).exists());
     // Item 9: a transaction before the newest base.
     let err = s.fails(
-        &["restore", "--at-xid", &xid, "--to", data.to_str().unwrap(), "--start", &port],
+        &[
+            "restore",
+            "--at-xid",
+            &xid,
+            "--to",
+            data.to_str().unwrap(),
+            "--start",
+            &port,
+        ],
         1,
     );
     assert!(
@@ -358,7 +414,11 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     ]);
     assert!(out.contains("recovery target reached"), "{out}");
     let copy = PgCluster::start_existing(target, data);
-    assert_eq!(markers(&copy).0, 1, "the transaction's marker, and nothing after");
+    assert_eq!(
+        markers(&copy).0,
+        1,
+        "the transaction's marker, and nothing after"
+    );
 }
 
 /// Moves the cluster's WAL on by `n` segments (a row, then a switch).
@@ -392,12 +452,26 @@ fn r28_2_a_first_receiver_covers_the_newest_base_or_names_the_gap() {
     let listing = s.json(&["pitr"]);
     let windows = listing[0]["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 1, "{listing}");
-    assert_eq!(windows[0]["bases"].as_array().unwrap().len(), 1, "{listing}");
-    assert!(listing[0]["gaps"].as_array().unwrap().is_empty(), "{listing}");
+    assert_eq!(
+        windows[0]["bases"].as_array().unwrap().len(),
+        1,
+        "{listing}"
+    );
+    assert!(
+        listing[0]["gaps"].as_array().unwrap().is_empty(),
+        "{listing}"
+    );
     let at = time_after_marker(&pg, last - 5);
     let target = PgCluster::owned_tempdir("pg-r28-");
     let data = target.path().join("data");
-    s.ok(&["restore", "--at", &at, "--to", data.to_str().unwrap(), "--dry-run"]);
+    s.ok(&[
+        "restore",
+        "--at",
+        &at,
+        "--to",
+        data.to_str().unwrap(),
+        "--dry-run",
+    ]);
 
     // Not covered: the slot is gone and a checkpoint removed the WAL.
     pg.psql("postgres", "SELECT pg_drop_replication_slot('backup')");
@@ -428,11 +502,18 @@ fn r28_2_a_first_receiver_covers_the_newest_base_or_names_the_gap() {
     );
     // Item 5: a restore names the empty stretch in PostgreSQL's terms.
     let err = s.fails(
-        &["restore", "--at-lsn", "FF/0", "--to", "/tmp/r28-never-written"],
+        &[
+            "restore",
+            "--at-lsn",
+            "FF/0",
+            "--to",
+            "/tmp/r28-never-written",
+        ],
         2,
     );
     assert!(
-        err.contains("no WAL is captured after the base backup's end") && err.contains("on timeline 1"),
+        err.contains("no WAL is captured after the base backup's end")
+            && err.contains("on timeline 1"),
         "{err}"
     );
     assert!(!err.contains(" 1/0/"), "{err}");
@@ -476,14 +557,21 @@ fn r28_5_refusals_say_what_was_refused() {
         ],
         1,
     );
-    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("replication slot")).collect();
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("replication slot"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(
-        warnings[0].starts_with("warning: Could not create a temporary replication slot as `plain`")
+        warnings[0]
+            .starts_with("warning: Could not create a temporary replication slot as `plain`")
             && warnings[0].contains("REPLICATION attribute"),
         "{err}"
     );
-    assert!(!err.contains("free a slot") && !err.contains('\x1b') && !err.contains("db error"), "{err}");
+    assert!(
+        !err.contains("free a slot") && !err.contains('\x1b') && !err.contains("db error"),
+        "{err}"
+    );
 
     let no_password = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
     let err = s.fails(&["create", &no_password], 1);

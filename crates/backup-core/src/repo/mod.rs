@@ -529,6 +529,7 @@ impl Repository {
 /// Why `latest` found nothing: for a `--source` that matches no snapshot,
 /// the sources the repository does have.
 fn no_latest(filter: &SnapshotFilter, all: &[SnapshotEntry]) -> Error {
+    const SHOWN: usize = 12;
     let Some(source) = &filter.source else {
         return Error::not_found("snapshot `latest` (the repository has no matching snapshot)");
     };
@@ -545,7 +546,6 @@ fn no_latest(filter: &SnapshotFilter, all: &[SnapshotEntry]) -> Error {
             "snapshot `latest` of {source} (it has snapshots, but none passes the other criteria)"
         ));
     }
-    const SHOWN: usize = 12;
     let listed = if sources.is_empty() {
         "the repository has no snapshots".to_owned()
     } else {

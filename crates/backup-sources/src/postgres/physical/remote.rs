@@ -298,7 +298,7 @@ fn start_backup(conn: &mut WireConn, opts: &PostgresOptions, user: &str) -> Resu
     )) {
         let (code, message) = match &e {
             WireError::Db { code, message, .. } => (code.as_str(), message.clone()),
-            other => ("", other.to_string()),
+            other @ WireError::Io(_) => ("", other.to_string()),
         };
         tracing::warn!("{}", slot_refused(code, &message, user));
     }
