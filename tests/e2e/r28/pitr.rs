@@ -115,7 +115,8 @@ fn r28_1_3_5_6_7_the_url_backed_up_with_restores_to_a_point_and_leaves_no_key() 
     ]);
     // Item 6: the hint says where replay ends and what happens then.
     assert!(
-        out.contains("replays the captured WAL to the target") && out.contains("promotes"),
+        out.contains("the server fetches the captured WAL and replays to")
+            && out.contains("ends recovery and promotes"),
         "{out}"
     );
     // Item 7: the key file is there for recovery, and goes when it ends.

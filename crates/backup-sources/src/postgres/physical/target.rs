@@ -693,7 +693,7 @@ impl Target for PhysicalTarget {
             details.started = Some(started);
         } else if coverage.is_some() {
             lines.push(format!(
-                "start it with: pg_ctl -D {} start. It replays the captured WAL to the target ({}) and then {}",
+                "start it with: pg_ctl -D {} start; the server fetches the captured WAL and {}, then {}",
                 data_dir.display(),
                 describe_target(opts),
                 match opts.target_action.as_deref().unwrap_or("promote") {
@@ -779,7 +779,7 @@ async fn older_bases(
     opts: &RestoreOptions,
 ) -> String {
     let this = format!(
-        "the target may lie before base backup {} (ended {}, {}), which {}",
+        "the target is not in the WAL replayed from base backup {} (ended {}, {}) to the end of the captured WAL: it may not exist, lie after that end, or lie before that base, which {}",
         snapshot.id().short(),
         meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
         meta.stop_lsn,
@@ -1782,14 +1782,59 @@ fn key_line(log: &str) -> Option<String> {
         .map(message)
 }
 
+/// The last `lines` lines of a server log, without what our own readiness
+/// probes made it write (refused connections while it replays).
 fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
+    let mut all: Vec<&str> = Vec::new();
+    let mut skip_detail = false;
+    for l in text.lines() {
+        if l.contains("the database system is not accepting connections")
+            || l.contains("the database system is starting up")
+        {
+            skip_detail = true;
+            continue;
+        }
+        if skip_detail && l.contains("DETAIL:") {
+            continue;
+        }
+        skip_detail = false;
+        all.push(l);
+    }
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_recovery_is_told_by_postgresql_s_own_line_without_our_probes() {
+        let log = "\
+2026-11-25 21:49:28.909 UTC [1] FATAL:  the database system is not accepting connections
+2026-11-25 21:49:28.909 UTC [1] DETAIL:  Hot standby mode is disabled.
+2026-11-25 21:49:28.960 UTC [2] LOG:  restored log file \"000000010000000000000006\" from archive
+2026-11-25 21:49:28.981 UTC [2] LOG:  redo done at 0/6000910
+2026-11-25 21:49:28.981 UTC [2] FATAL:  recovery ended before configured recovery target was reached
+2026-11-25 21:49:28.983 UTC [3] FATAL:  the database system is not accepting connections
+2026-11-25 21:49:28.983 UTC [3] DETAIL:  Hot standby mode is disabled.
+2026-11-25 21:49:28.993 UTC [4] LOG:  database system is shut down
+";
+        assert_eq!(
+            key_line(log).as_deref(),
+            Some("FATAL:  recovery ended before configured recovery target was reached")
+        );
+        let t = tail(log, 15);
+        assert!(
+            !t.contains("not accepting connections") && !t.contains("Hot standby"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 4, "{t}");
+        assert_eq!(
+            key_line("x LOG:  ok\ny FATAL:  data directory has invalid permissions\n").as_deref(),
+            Some("FATAL:  data directory has invalid permissions")
+        );
+        assert_eq!(key_line("x LOG:  ok\n"), None);
+    }
 
     /// A recovery PostgreSQL would not end because no commit followed its
     /// time target moves to the last record, but not one whose WAL fetch
