@@ -140,6 +140,29 @@ fn r35_3_password_errors_name_the_variables_that_give_them() {
     let _ = PASSWORD;
 }
 
+/// Runs `backup ARGS` (split at spaces) with both outputs into a pipe
+/// whose reader exits at once; returns its exit status as bash saw it.
+fn into_closed_pipe(s: &Scratch, args: &str) -> String {
+    let status_file = s.path("status");
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            r#""$0" {args} 2>&1 | true; echo "${{PIPESTATUS[0]}}" > "$1""#
+        ))
+        .arg(env!("CARGO_BIN_EXE_backup"))
+        .arg(&status_file)
+        .env("BACKUP_REPOSITORY", &s.repo)
+        .env("BACKUP_PASSWORD", PASSWORD)
+        .env("HOME", s.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(&status_file)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 /// Issue 28 item 11 (closed pipes): a command whose reader went away ends
 /// quietly, never with a panic (exit 101): `--json list` with its output
 /// closed, and a warning `create` with both outputs closed.
@@ -174,21 +197,8 @@ fn r28_11_a_closed_pipe_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     // create with a warning, standard output and error both into a pipe
     // whose reader exits at once.
-    let status_file = s.path("status");
-    let status = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(r#""$0" create "$1" 2>&1 | true; echo "${PIPESTATUS[0]}" > "$2""#)
-        .arg(env!("CARGO_BIN_EXE_backup"))
-        .arg(&src)
-        .arg(&status_file)
-        .env("BACKUP_REPOSITORY", &s.repo)
-        .env("BACKUP_PASSWORD", PASSWORD)
-        .env("HOME", s.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = std::fs::read_to_string(&status_file).unwrap();
-    assert_ne!(code.trim(), "101", "the command panicked");
+    let src_arg = format!("create {}", src.display());
+    assert_ne!(into_closed_pipe(&s, &src_arg), "101", "create panicked");
     // Every command that prints, its output closed.
     for args in [
         "list",
@@ -205,21 +215,11 @@ fn r28_11_a_closed_pipe_ends_a_command_quietly() {
         "--help",
         "restore --help",
     ] {
-        let status = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                r#""$0" {args} 2>&1 | true; echo "${{PIPESTATUS[0]}}" > "$1""#
-            ))
-            .arg(env!("CARGO_BIN_EXE_backup"))
-            .arg(&status_file)
-            .env("BACKUP_REPOSITORY", &s.repo)
-            .env("BACKUP_PASSWORD", PASSWORD)
-            .env("HOME", s.dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let code = std::fs::read_to_string(&status_file).unwrap();
-        assert_ne!(code.trim(), "101", "`backup {args}` panicked");
+        assert_ne!(
+            into_closed_pipe(&s, args),
+            "101",
+            "`backup {args}` panicked"
+        );
     }
     // The snapshot was saved all the same.
     let list = s.json(&["list", "--source", src.to_str().unwrap()]);

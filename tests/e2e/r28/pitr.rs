@@ -209,6 +209,19 @@ fn private_binary(dir: &Path) -> PathBuf {
     bin
 }
 
+/// `restore --at AT --to DATA --start PORT`.
+fn at_start<'a>(at: &'a str, data: &'a Path, port: &'a str) -> [&'a str; 7] {
+    [
+        "restore",
+        "--at",
+        at,
+        "--to",
+        data.to_str().unwrap(),
+        "--start",
+        port,
+    ]
+}
+
 /// Whether `dir` is absent or empty.
 fn untouched(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
@@ -250,18 +263,7 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     // Item 4: a data directory that would belong to root.
     let root_owned = tempfile::tempdir().unwrap();
     let data = root_owned.path().join("data");
-    let err = s.fails(
-        &[
-            "restore",
-            "--at",
-            &at,
-            "--to",
-            data.to_str().unwrap(),
-            "--start",
-            &port,
-        ],
-        2,
-    );
+    let err = s.fails(&at_start(&at, &data, &port), 2);
     assert!(err.contains("would belong to root"), "{err}");
     assert!(!data.exists());
 
@@ -274,15 +276,7 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
         .env("BACKUP_REPOSITORY", &s.repo)
         .env("BACKUP_PASSWORD", crate::util::PASSWORD)
         .env("HOME", s.dir.path())
-        .args([
-            "restore",
-            "--at",
-            &at,
-            "--to",
-            data.to_str().unwrap(),
-            "--start",
-            &port,
-        ])
+        .args(at_start(&at, &data, &port))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -296,18 +290,7 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     // Item 4: the port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().port().to_string();
-    let err = s.fails(
-        &[
-            "restore",
-            "--at",
-            &at,
-            "--to",
-            data.to_str().unwrap(),
-            "--start",
-            &busy,
-        ],
-        2,
-    );
+    let err = s.fails(&at_start(&at, &data, &busy), 2);
     assert!(err.contains("choose a free port"), "{err}");
     assert!(untouched(&data));
 

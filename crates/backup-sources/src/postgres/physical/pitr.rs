@@ -654,28 +654,39 @@ pub(crate) fn write_key_file(
     data_dir: &Path,
     owner: Option<(u32, u32)>,
 ) -> Result<Option<PathBuf>> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
     if !repo.key().encrypts() {
         return Ok(None);
     }
     let path = key_file_path(data_dir);
-    let bytes = repo.export_plain_key()?;
     let _ = std::fs::remove_file(&path);
+    write_plain_key(repo, &path, owner)?;
+    Ok(Some(path))
+}
+
+/// Writes the repository's key without a password to the new file `path`
+/// (mode 0600, synced, owned by `owner` when given).
+pub(crate) fn write_plain_key(
+    repo: &Repository,
+    path: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = repo.export_plain_key()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
             .map_err(|e| Error::io(format!("setting the owner of {}", path.display()), e))?;
     }
-    Ok(Some(path))
+    Ok(())
 }
 
 /// Where [`write_key_file`] puts the key file of `data_dir`:

@@ -88,18 +88,8 @@ pub(crate) async fn check_restore_command(
     };
     own(work.path())?;
     let key = if repo.key().encrypts() {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = work.path().join("check.backup-key");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        f.write_all(&repo.export_plain_key()?)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        own(&path)?;
+        super::pitr::write_plain_key(repo, &path, owner)?;
         Some(path)
     } else {
         None
