@@ -434,6 +434,13 @@ pub(crate) struct ShowArgs {
     pub(crate) source: Option<String>,
 }
 
+/// `restore --help` groups its options by what they are for (global
+/// options come last, under their own heading).
+const RESTORE_SELECTION: &str = "What to restore";
+const RESTORE_POINT: &str = "Point in time (PostgreSQL WAL, MongoDB oplog)";
+const RESTORE_DATABASE: &str = "Database targets";
+const RESTORE_PHYSICAL: &str = "Physical PostgreSQL";
+
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
     /// Snapshot id, unique id prefix, or `latest` (the default). With a
@@ -447,52 +454,52 @@ pub(crate) struct RestoreArgs {
     pub(crate) to: Option<String>,
     /// Restore a snapshot of this job of --config (from its repository;
     /// `latest` means the job's newest).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, help_heading = RESTORE_SELECTION, value_name = "NAME")]
     pub(crate) job: Option<String>,
     /// Narrow `latest` to this source.
-    #[arg(long)]
+    #[arg(long, help_heading = RESTORE_SELECTION)]
     pub(crate) source: Option<String>,
     /// Restore only paths or namespaces matching; repeatable.
-    #[arg(long = "include", value_name = "PATTERN")]
+    #[arg(long = "include", help_heading = RESTORE_SELECTION, value_name = "PATTERN")]
     pub(crate) includes: Vec<String>,
     /// Leave out paths or namespaces matching; repeatable.
-    #[arg(long = "exclude", value_name = "PATTERN")]
+    #[arg(long = "exclude", help_heading = RESTORE_SELECTION, value_name = "PATTERN")]
     pub(crate) excludes: Vec<String>,
     /// Replace existing data in a database target (after a safety backup).
-    #[arg(long)]
+    #[arg(long, help_heading = RESTORE_DATABASE)]
     pub(crate) drop: bool,
     /// Point in time to restore a database to (RFC 3339): the base backup
     /// is chosen and the captured WAL or oplog replayed up to it
     /// (transactions committed at that very time included; MongoDB: every
     /// oplog entry whose timestamp's seconds are at or before TIME).
     /// Narrow with --source when the repository captures several sources.
-    #[arg(long, value_name = "TIME", conflicts_with_all = ["at_lsn", "at_xid", "at_name", "immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "TIME", conflicts_with_all = ["at_lsn", "at_xid", "at_name", "immediate", "at_ts"])]
     pub(crate) at: Option<String>,
     /// PostgreSQL: replay up to this WAL position (X/X), included.
-    #[arg(long, value_name = "LSN", conflicts_with_all = ["at_xid", "at_name", "immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "LSN", conflicts_with_all = ["at_xid", "at_name", "immediate", "at_ts"])]
     pub(crate) at_lsn: Option<String>,
     /// PostgreSQL: replay up to the commit of this transaction id,
     /// included.
-    #[arg(long, value_name = "XID", conflicts_with_all = ["at_name", "immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "XID", conflicts_with_all = ["at_name", "immediate", "at_ts"])]
     pub(crate) at_xid: Option<String>,
     /// PostgreSQL: replay up to this restore point (pg_create_restore_point).
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "NAME", conflicts_with_all = ["immediate", "at_ts"])]
     pub(crate) at_name: Option<String>,
     /// PostgreSQL: stop as soon as the base backup is consistent.
-    #[arg(long, conflicts_with = "at_ts")]
+    #[arg(long, help_heading = RESTORE_POINT, conflicts_with = "at_ts")]
     pub(crate) immediate: bool,
     /// MongoDB: replay the oplog up to and including the entry with this
     /// timestamp, SECONDS:INCREMENT (`mongorestore --oplogLimit` excludes
     /// the entry at its limit; this includes it, like every target here).
-    #[arg(long, value_name = "SECONDS:INCREMENT")]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "SECONDS:INCREMENT")]
     pub(crate) at_ts: Option<String>,
     /// PostgreSQL point-in-time restores: what the server does at the
     /// target: promote (default), pause or shutdown.
-    #[arg(long, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]
     pub(crate) target_action: Option<String>,
     /// PostgreSQL point-in-time restores: the timeline to follow (a
     /// number, `latest` (default) or `current`).
-    #[arg(long, value_name = "TLI")]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "TLI")]
     pub(crate) timeline: Option<String>,
     /// Print the plan and change nothing.
     #[arg(long)]
@@ -501,32 +508,32 @@ pub(crate) struct RestoreArgs {
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
     /// Rename on restore, FROM:TO (databases: `db.coll:db2.coll2`, `db:db2`, `0:3`); repeatable.
-    #[arg(long = "rename", value_name = "FROM:TO")]
+    #[arg(long = "rename", help_heading = RESTORE_SELECTION, value_name = "FROM:TO")]
     pub(crate) renames: Vec<String>,
     /// Skip the safety backup of the data a --drop restore replaces.
-    #[arg(long)]
+    #[arg(long, help_heading = RESTORE_DATABASE)]
     pub(crate) no_safety_backup: bool,
     /// PostgreSQL: leave out the statements that name roles the target
     /// cluster lacks (ownership, grants, policies), reporting each one.
     /// Without it such a restore is refused before anything changes;
     /// a snapshot taken with --pg-globals creates its missing roles.
-    #[arg(long)]
+    #[arg(long, help_heading = RESTORE_DATABASE)]
     pub(crate) skip_missing_roles: bool,
     /// Database targets: parallel loaders (PostgreSQL connections for
     /// data and indexes; MongoDB collections at once and writers per
     /// collection). Default: one per core.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, help_heading = RESTORE_DATABASE, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) jobs: Option<u16>,
     /// Physical PostgreSQL: after restoring, start a temporary server on
     /// this port (127.0.0.1), wait until recovery ends and it accepts
     /// connections, report the time, and stop it. It replays with shared
     /// buffers sized to hold the cluster (at most a quarter of free
     /// memory); the cluster's configuration is not changed.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, help_heading = RESTORE_PHYSICAL, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) start: Option<u16>,
     /// Physical PostgreSQL: restore tablespace OID into DIR instead of
     /// its original place; repeatable.
-    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    #[arg(long = "tablespace-map", help_heading = RESTORE_PHYSICAL, value_name = "OID=DIR")]
     pub(crate) tablespace_map: Vec<String>,
 }
 
@@ -737,5 +744,49 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// `restore --help` keeps global options apart from its own, and its
+    /// own by what they are for.
+    #[test]
+    fn restore_help_groups_its_options() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let help = cli
+            .find_subcommand_mut("restore")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        // The lines under each heading (a line without indentation
+        // ending in a colon).
+        let section = |title: &str| -> String {
+            let mut current = "";
+            let mut out = String::new();
+            for line in help.lines() {
+                if !line.starts_with(' ') && line.ends_with(':') {
+                    current = line.trim_end_matches(':');
+                } else if current == title {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            assert!(!out.is_empty(), "no section {title}:\n{help}");
+            out
+        };
+        let has = |title: &str, flags: &[&str]| {
+            let s = section(title);
+            for f in flags {
+                assert!(s.contains(f), "{f} not under {title}:\n{help}");
+            }
+        };
+        has("Global options", &["--repo", "--password-file", "--json"]);
+        has("Options", &["--to", "--dry-run", "--yes"]);
+        has(RESTORE_SELECTION, &["--job", "--include", "--rename"]);
+        has(RESTORE_POINT, &["--at ", "--at-lsn", "--timeline"]);
+        has(RESTORE_DATABASE, &["--drop", "--jobs"]);
+        has(RESTORE_PHYSICAL, &["--start", "--tablespace-map"]);
+        assert!(!section("Options").contains("--repo"), "{help}");
+        assert!(!section("Options").contains("--at-lsn"), "{help}");
     }
 }
