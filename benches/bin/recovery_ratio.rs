@@ -221,9 +221,9 @@ async fn year_of_history(work: &Path) -> (PathBuf, Config) {
                 version: DRILL_VERSION,
                 job: Some(format!("job-{j:02}")),
                 source: base.snapshot.source.clone(),
-                snapshot: base.id,
+                snapshot: Some(base.id),
                 point_kind: "latest-snapshot".into(),
-                point: started - Span::hours(5),
+                point: Some(started - Span::hours(5)),
                 started,
                 finished: started + Span::seconds(rto as i64 + 30),
                 host: "bench".into(),
@@ -231,7 +231,7 @@ async fn year_of_history(work: &Path) -> (PathBuf, Config) {
                 target: "/scratch".into(),
                 ok: w % 13 != 0,
                 rto_seconds: Some(rto),
-                rpo_seconds: 18_000.0,
+                rpo_seconds: Some(18_000.0),
                 max_rto_seconds: Some(1800.0),
                 rto_exceeded: false,
                 phases: vec![
@@ -346,7 +346,7 @@ async fn history_numbers(work: &Path) -> String {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             let _ = write!(
                 s,
-                "GET /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET /api/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bench-token\r\nConnection: close\r\n\r\n"
             );
             let mut body = String::new();
             let _ = s.read_to_string(&mut body);

@@ -74,7 +74,8 @@ impl Daemon {
     }
 
     pub(crate) fn jobs(&self) -> serde_json::Value {
-        let (code, body) = http(self.port, "GET", "/api/jobs", None).unwrap();
+        // Reads need a token, like the status page.
+        let (code, body) = http(self.port, "GET", "/api/jobs", Some(TOKEN)).unwrap();
         assert_eq!(code, 200);
         serde_json::from_str(&body).unwrap()
     }
@@ -865,6 +866,35 @@ fn physical_job_streams_wal_and_reports_it() {
     );
     let job_state = d.job("db");
     assert_eq!(job_state["capture"]["gaps_total"], 0, "{job_state}");
+    // With a capture window, what can be restored is the window and the
+    // RPO is the capture's lag, on the status page and in the report
+    // (issue 28, item 15), and the page shows the capture's state.
+    let (code, page) = http(port, "GET", "/", Some(TOKEN)).unwrap();
+    assert_eq!(code, 200);
+    for shown in [
+        "WAL capture running",
+        "any point from",
+        "capture lag",
+        ">running</span> lag",
+    ] {
+        assert!(page.contains(shown), "{shown}: {page}");
+    }
+    assert!(!page.contains("restore point"), "{page}");
+    let cfg_s = cfg.to_str().unwrap();
+    let report = s.json(&[
+        "--config", cfg_s, "report", "--since", "1d", "--format", "json",
+    ]);
+    let summary = &report["jobs"][0]["summary"];
+    assert_eq!(summary["capture"]["kind"], "postgres-wal", "{summary}");
+    let lag = summary["worst_rpo_seconds"].as_f64().unwrap();
+    assert!(lag < 120.0, "the RPO is the capture's lag: {summary}");
+    let md = s.ok(&[
+        "--config", cfg_s, "report", "--since", "1d", "--format", "markdown",
+    ]);
+    assert!(
+        md.contains("any point of") && md.contains("capture lag"),
+        "{md}"
+    );
 
     // kill -9 mid-stream, more writes, a new daemon: it resumes where the
     // repository ends (no gap recorded, no piece twice).

@@ -954,3 +954,81 @@ min = 50
     let names = client.list_database_names().run().unwrap();
     assert!(!names.iter().any(|n| n.contains("_drill_")), "{names:?}");
 }
+
+/// Every drill attempt is a record (issue 28, item 12): a canary drill
+/// of a physical job whose URL names no database (the README's
+/// `postgres://repl@host/`) writes to the job's `canary_database`
+/// (default `postgres`) and, when the role may not, fails saying it was
+/// the canary and what to change; `--point random` without captured WAL
+/// fails with exit 2. Both are in `drill --history` and in the report.
+#[test]
+fn drills_that_fail_before_restoring_are_recorded() {
+    let pg = crate::postgres_pitr::cluster(&[]);
+    let mut s = Scratch::new();
+    s.env.push(("PGPW".into(), PG_PASSWORD.into()));
+    s.init();
+    let scratch = PgCluster::owned_tempdir("drill-early-");
+    let cfg = drill_config(
+        &s,
+        &format!(
+            r#"
+[jobs.cluster]
+repository = "main"
+source = "postgres://repl@127.0.0.1:{port}/?mode=physical"
+source_password = {{ env = "PGPW" }}
+schedule = "0 3 * * *"
+
+[jobs.cluster.drill]
+target = "{scratch}"
+point = "canary"
+"#,
+            port = pg.port(),
+            scratch = scratch.path().display(),
+        ),
+    );
+    let cfg_s = cfg.to_str().unwrap();
+    s.ok(&["--config", cfg_s, "create", "--job", "cluster"]);
+
+    // The role `repl` may connect to `postgres` (not to a database named
+    // after it, which libpq would pick) but not create a table there.
+    let v = drill_json(&s, &["--config", cfg_s, "cluster"], 1);
+    let r = record(&v);
+    assert_eq!(r["ok"], false, "{v}");
+    assert_eq!(r["point_kind"], "canary", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("canary")
+            && error.contains("database `postgres`")
+            && error.contains("canary_database")
+            && error.contains("permission denied"),
+        "{error}"
+    );
+    assert!(v["id"].is_string(), "stored: {v}");
+
+    let v = drill_json(&s, &["--config", cfg_s, "cluster", "--point", "random"], 2);
+    let r = record(&v);
+    assert_eq!(r["ok"], false, "{v}");
+    assert_eq!(r["point_kind"], "random-point-in-window", "{r}");
+    assert!(r.get("rto_seconds").is_none(), "{r}");
+    assert!(entries(scratch.path()).is_empty(), "nothing was written");
+
+    let history = s.json(&["--config", cfg_s, "drill", "--history"]);
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(history.iter().all(|h| h["record"]["ok"] == false));
+    let out = s.run(&["--config", cfg_s, "drill", "--history"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("FAILED").count(), 2, "{text}");
+
+    let report = s.json(&[
+        "--config", cfg_s, "report", "--since", "1d", "--format", "json",
+    ]);
+    let job = report["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["history"]["name"] == "cluster")
+        .unwrap();
+    assert_eq!(job["summary"]["drills"], 2, "{job}");
+    assert_eq!(job["summary"]["drills_passed"], 0, "{job}");
+}

@@ -618,3 +618,255 @@ fn report_of_a_known_history() {
     let e = s.fails(&["--config", cfg_s, "report", "--format", "pdf"], 2);
     assert!(e.contains("pdf"), "{e}");
 }
+
+/// `GET path` with extra request headers; the status, the response head
+/// and the body.
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut extra = String::new();
+    for (k, v) in headers {
+        for part in [*k, ": ", *v, "\r\n"] {
+            extra.push_str(part);
+        }
+    }
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (code, head.to_owned(), body.to_owned())
+}
+
+/// A daemon with both tokens and one files job with a drill but no
+/// schedules that would run during a test; `check_interval` as given.
+fn files_drill_config(s: &Scratch, port: u16, check_interval: &str) -> PathBuf {
+    let src = s.path("src");
+    write(&src.join("a.txt"), b"drilled by the command line");
+    let scratch = s.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let text = format!(
+        r#"
+[daemon]
+listen = "127.0.0.1:{port}"
+check_interval = "{check_interval}"
+api_token = {{ env = "BACKUPD_TOKEN" }}
+read_token = {{ env = "BACKUPD_READ" }}
+
+[repositories.main]
+url = "{repo}"
+password = {{ env = "BACKUP_PASSWORD" }}
+
+[jobs.files]
+repository = "main"
+source = "{src}"
+schedule = "0 0 3 1 1 *"
+
+[jobs.files.drill]
+target = "{scratch}"
+"#,
+        repo = s.repo,
+        src = src.display(),
+        scratch = scratch.display(),
+    );
+    let path = s.path("backupd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Drills the CLI runs while the daemon is up reach `/api/jobs`,
+/// `/metrics` and the status page on SIGHUP (and every `check_interval`,
+/// the same code), passed and failed alike (issue 28, items 12 and 13);
+/// the page's drill count is the report's.
+#[test]
+fn drills_run_by_the_cli_reach_the_running_daemon() {
+    let s = Scratch::new();
+    s.init();
+    let port = backup_testkit::free_port();
+    let cfg = files_drill_config(&s, port, "1h");
+    let cfg_s = cfg.to_str().unwrap();
+    s.ok(&["--config", cfg_s, "create", "--job", "files"]);
+    let d = start(&s, &cfg, port);
+    let hup = |d: &Daemon| {
+        let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    };
+    let drill = |args: &[&str], code: i32| -> String {
+        let mut a = vec!["--json", "--config", cfg_s, "drill", "files"];
+        a.extend_from_slice(args);
+        let out = s.run(&a);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let picked_up = |d: &Daemon, id: &str, ok: f64| {
+        d.wait_for(
+            "the CLI's drill in /api/jobs",
+            Duration::from_secs(60),
+            || d.job("files")["last_drill"]["record"] == id,
+        );
+        assert_eq!(
+            metric(&d.metrics(), "backupd_drill_last_ok{job=\"files\"}"),
+            Some(ok),
+            "{}",
+            d.metrics()
+        );
+    };
+
+    let passed = drill(&[], 0);
+    hup(&d);
+    picked_up(&d, &passed, 1.0);
+    // A drill that fails before restoring anything is recorded, and the
+    // daemon shows it as the last drill.
+    let failed = drill(&["--point", "random"], 1);
+    hup(&d);
+    picked_up(&d, &failed, 0.0);
+    let last = d.job("files")["last_drill"].clone();
+    assert_eq!(last["ok"], false, "{last}");
+    assert!(
+        last["error"].as_str().unwrap().contains("base backup"),
+        "{last}"
+    );
+
+    let report = s.json(&[
+        "--config", cfg_s, "report", "--since", "30d", "--format", "json",
+    ]);
+    let summary = &report["jobs"][0]["summary"];
+    assert_eq!(
+        (
+            summary["drills"].as_u64(),
+            summary["drills_passed"].as_u64()
+        ),
+        (Some(2), Some(1)),
+        "{summary}"
+    );
+    let (code, _, page) = get(
+        port,
+        "/",
+        &[("Authorization", &format!("Bearer {READ_TOKEN}"))],
+    );
+    assert_eq!(code, 200);
+    assert!(page.contains("<dt>Drills</dt><dd>2 (1 passed)"), "{page}");
+}
+
+/// One rule for reading state: `/api/jobs` needs a token as the status
+/// page does; `/metrics` passes `promtool check metrics` in the
+/// Prometheus text format (what `curl` and `promtool` get) and parses as
+/// `OpenMetrics` for a Prometheus scraper (issue 28, items 14 and 17).
+#[test]
+fn api_reads_need_a_token_and_metrics_pass_promtool() {
+    let s = Scratch::new();
+    s.init();
+    let port = backup_testkit::free_port();
+    let cfg = files_drill_config(&s, port, "1h");
+    s.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "create",
+        "--job",
+        "files",
+    ]);
+    let d = start(&s, &cfg, port);
+
+    for path in ["/api/jobs", "/api/jobs/files"] {
+        assert_eq!(get(port, path, &[]).0, 401, "{path}");
+        let wrong = get(port, path, &[("Authorization", "Bearer wrong")]);
+        assert_eq!(wrong.0, 401, "{path}");
+        for token in [TOKEN, READ_TOKEN] {
+            let bearer = format!("Bearer {token}");
+            let (code, _, body) = get(port, path, &[("Authorization", &bearer)]);
+            assert_eq!(code, 200, "{path}: {body}");
+            assert!(body.contains("\"files\""), "{body}");
+        }
+    }
+    assert_eq!(get(port, "/healthz", &[]).0, 200);
+
+    let promtool = |input: &str, args: &[&str]| {
+        use std::io::Write;
+        let mut child = Command::new("promtool")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("promtool is missing ({e}): run ./scripts/test.sh"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
+        let (code, head, text) = get(port, "/metrics", &headers);
+        assert_eq!(code, 200);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{accept:?}: {head}"
+        );
+        assert!(
+            text.contains("backupd_job_successes_total{job=\"files\"}"),
+            "{text}"
+        );
+        let out = promtool(&text, &["check", "metrics"]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{said}\n{text}"
+        );
+    }
+
+    // Prometheus' own scrape header gets OpenMetrics, which promtool's
+    // OpenMetrics parser reads (it needs a timestamp on every sample).
+    let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (code, head, om) = get(port, "/metrics", &[("Accept", prometheus)]);
+    assert_eq!(code, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let stamped: String = om
+        .lines()
+        .map(|l| {
+            if l.starts_with('#') {
+                format!("{l}\n")
+            } else {
+                format!("{l} 1700000000\n")
+            }
+        })
+        .collect();
+    let input = s.path("metrics.om");
+    std::fs::write(&input, stamped).unwrap();
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(s.path("blocks"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{om}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(d);
+}

@@ -32,13 +32,19 @@ pub struct DrillRecord {
     pub job: Option<String>,
     /// The source whose backup was restored.
     pub source: SourceDescriptor,
-    /// The snapshot restored (for a point-in-time drill, the base backup).
-    pub snapshot: Id,
-    /// How the point was chosen: `latest-snapshot` (later also a random
-    /// point inside a restorable window).
+    /// The snapshot restored (for a point-in-time drill, the base
+    /// backup); absent when the drill failed before it chose one (no
+    /// snapshot, no restorable window, a canary that could not be
+    /// written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Id>,
+    /// How the point was chosen (or was to be chosen): `latest-snapshot`,
+    /// `random-point-in-window` or `canary`.
     pub point_kind: String,
-    /// The point in time the restored copy represents.
-    pub point: DateTime<Utc>,
+    /// The point in time the restored copy represents; absent when no
+    /// point was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<DateTime<Utc>>,
     /// When the drill started.
     pub started: DateTime<Utc>,
     /// When it ended (scratch copy removed).
@@ -57,8 +63,11 @@ pub struct DrillRecord {
     /// when it never became usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_seconds: Option<f64>,
-    /// Age of the restored point when the drill started, in seconds.
-    pub rpo_seconds: f64,
+    /// Age of the restored point when the drill started, in seconds (for a
+    /// canary drill, the seconds until the canary was captured); absent
+    /// when no point was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<f64>,
     /// The job's RTO limit (`max_rto`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rto_seconds: Option<f64>,
@@ -78,7 +87,8 @@ pub struct DrillRecord {
     /// Every check that ran.
     #[serde(default)]
     pub checks: Vec<DrillCheck>,
-    /// Why the drill failed, if it did before its checks.
+    /// Why the drill failed, if it did before its checks (also before
+    /// anything was restored: every attempt is recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Whether the scratch copy was left in place (`keep`).
@@ -182,9 +192,9 @@ mod tests {
                 kind: "files".into(),
                 url: "/srv".into(),
             },
-            snapshot: Id::hash(b"s"),
+            snapshot: Some(Id::hash(b"s")),
             point_kind: "latest-snapshot".into(),
-            point: t - chrono::Duration::hours(3),
+            point: Some(t - chrono::Duration::hours(3)),
             started: t,
             finished: t + chrono::Duration::seconds(12),
             host: "h".into(),
@@ -192,7 +202,7 @@ mod tests {
             target: "/scratch/x".into(),
             ok: true,
             rto_seconds: Some(10.5),
-            rpo_seconds: 10_800.0,
+            rpo_seconds: Some(10_800.0),
             max_rto_seconds: Some(60.0),
             rto_exceeded: false,
             phases: vec![
@@ -244,5 +254,24 @@ mod tests {
         // Sealed: the stored bytes do not show the job's name.
         let bytes = sink.get(FileKind::Drill, &id.to_hex()).await.unwrap();
         assert!(!bytes.windows(6).any(|w| w == b"scratc"));
+    }
+
+    /// A drill that failed before it chose a point has no snapshot, point
+    /// or RPO; the record says so by leaving them out.
+    #[test]
+    fn a_drill_that_failed_before_restoring_leaves_out_its_point() {
+        let mut r = record("a", "2026-01-01T00:00:00Z");
+        r.snapshot = None;
+        r.point = None;
+        r.rpo_seconds = None;
+        r.rto_seconds = None;
+        r.ok = false;
+        r.error = Some("no restorable window".into());
+        let v = serde_json::to_value(&r).unwrap();
+        for absent in ["snapshot", "point", "rpo_seconds", "rto_seconds"] {
+            assert!(v.get(absent).is_none(), "{absent}: {v}");
+        }
+        let back: DrillRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 }

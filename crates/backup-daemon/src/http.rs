@@ -1,5 +1,11 @@
 //! The HTTP interface: the status page (`/`), `/healthz`, `/metrics`,
 //! `/api/jobs` and the run trigger.
+//!
+//! Access: the status page and `/api/jobs` follow one rule (`may_read`:
+//! the API token or the read token, unless `status_page = "public"`);
+//! the run trigger takes the API token only; `/healthz` and `/metrics`
+//! are open, like every exporter's (they carry no errors, URLs or
+//! secrets), so bind `listen` to an address only monitoring reaches.
 
 use std::sync::Arc;
 
@@ -85,39 +91,51 @@ fn presents(headers: &HeaderMap, token: &SecretString) -> bool {
         .into()
 }
 
+/// The one rule for reading the daemon's state, the status page (`/`)
+/// and `/api/jobs` alike: with `status_page = "public"` anyone may; else
+/// the request must carry the API token or the read token (as a bearer
+/// token or the password of basic authentication). `Some` is the answer
+/// to a request that may not.
+fn may_read(api: &Api, headers: &HeaderMap, what: &str) -> Option<Response> {
+    if api.status.page_access() == StatusPage::Public {
+        return None;
+    }
+    let tokens: Vec<SecretString> = [api.status.api_token(), api.status.read_token()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if tokens.is_empty() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            &format!("{what} needs a token: set daemon.api_token or daemon.read_token, or daemon.status_page = \"public\""),
+        ));
+    }
+    if tokens.iter().any(|t| presents(headers, t)) {
+        return None;
+    }
+    tracing::warn!(what, "Refused a read without a valid token.");
+    Some(
+        (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"backupd\", charset=\"UTF-8\"",
+        )],
+        "a token is required: the API token or the read token, as a bearer token or as the password of basic authentication\n",
+    )
+            .into_response(),
+    )
+}
+
 async fn status_page(State(api): Shared, headers: HeaderMap) -> Response {
-    match api.status.page_access() {
-        StatusPage::Off => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "the status page is off (daemon.status_page = \"off\")",
-            )
-        }
-        StatusPage::Public => {}
-        StatusPage::Token => {
-            let tokens: Vec<SecretString> = [api.status.api_token(), api.status.read_token()]
-                .into_iter()
-                .flatten()
-                .collect();
-            if tokens.is_empty() {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "the status page needs a token: set daemon.api_token or daemon.read_token, or daemon.status_page = \"public\"",
-                );
-            }
-            if !tokens.iter().any(|t| presents(&headers, t)) {
-                tracing::warn!("Refused the status page without a valid token.");
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(
-                        header::WWW_AUTHENTICATE,
-                        "Basic realm=\"backupd\", charset=\"UTF-8\"",
-                    )],
-                    "a token is required: the API token or the read token, as a bearer token or as the password of basic authentication\n",
-                )
-                    .into_response();
-            }
-        }
+    if api.status.page_access() == StatusPage::Off {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the status page is off (daemon.status_page = \"off\")",
+        );
+    }
+    if let Some(refused) = may_read(&api, &headers, "the status page") {
+        return refused;
     }
     let started = std::time::Instant::now();
     let body = crate::page::render(&api.status);
@@ -144,11 +162,17 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn jobs(State(api): Shared) -> impl IntoResponse {
-    Json(api.status.job_states())
+async fn jobs(State(api): Shared, headers: HeaderMap) -> Response {
+    if let Some(refused) = may_read(&api, &headers, "/api/jobs") {
+        return refused;
+    }
+    Json(api.status.job_states()).into_response()
 }
 
-async fn one_job(State(api): Shared, Path(name): Path<String>) -> Response {
+async fn one_job(State(api): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(refused) = may_read(&api, &headers, "/api/jobs") {
+        return refused;
+    }
     match api.status.job(&name) {
         Some(j) => Json(j).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no job named `{name}`")),
@@ -204,9 +228,19 @@ async fn run_job(State(api): Shared, Path(name): Path<String>, headers: HeaderMa
     }
 }
 
-async fn metrics(State(api): Shared) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::render(&api.registry),
-    )
+/// `OpenMetrics` for scrapers that ask for it (Prometheus does), the
+/// Prometheus text format otherwise (`curl`, `promtool check metrics`).
+async fn metrics(State(api): Shared, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if crate::metrics::wants_openmetrics(accept) {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            crate::metrics::render(&api.registry),
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::TEXT_CONTENT_TYPE)],
+            crate::metrics::render_text(&api.registry),
+        )
+    }
 }

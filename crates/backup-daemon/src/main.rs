@@ -18,9 +18,18 @@ struct Args {
     /// The configuration file.
     #[arg(long, short = 'c', env = "BACKUP_CONFIG", value_name = "FILE")]
     config: PathBuf,
-    /// Validate the configuration (and read its secrets), then exit.
+    /// Check the configuration, then exit: the file, its secrets, and
+    /// that every repository opens with its password (exit 2 for a
+    /// problem of the file, 1 for a repository that is missing or refuses
+    /// the password; a repository not reachable now is only a warning,
+    /// since the daemon retries). Fast enough for ExecStartPre.
     #[arg(long)]
     check_config: bool,
+    /// With --check-config: also what `backup health` checks but backup
+    /// ages: every repository accepts writes and every job's source
+    /// answers; any failure exits 1.
+    #[arg(long, requires = "check_config")]
+    deep: bool,
     /// Log format, overriding daemon.log_format: human or json.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -63,24 +72,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check_config {
-        let c = daemon.config();
-        let problems = c.check_secrets();
-        if !problems.is_empty() {
-            for p in problems {
-                eprintln!("error: {}: {p}", args.config.display());
-            }
-            return ExitCode::from(2);
-        }
-        println!(
-            "configuration {} is valid: {} repositories, {} jobs, {} notification channels",
-            args.config.display(),
-            c.repositories.len(),
-            c.jobs.len(),
-            c.notifications.len()
-        );
-        return ExitCode::SUCCESS;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,6 +82,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.check_config {
+        return runtime.block_on(check_config(&daemon, &args));
+    }
     let result = runtime.block_on(backup_daemon::scheduler::run(daemon));
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
@@ -101,6 +95,73 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--check-config [--deep]`: the file and its secrets, then the
+/// repositories (and with `--deep` the sources).
+async fn check_config(daemon: &backup_daemon::scheduler::Daemon, args: &Args) -> ExitCode {
+    use backup_ops::health::{startup, Depth};
+    use backup_ops::report::count;
+    let c = daemon.config();
+    let file = args.config.display();
+    let problems = c.check_secrets();
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("error: {file}: {p}");
+        }
+        return ExitCode::from(2);
+    }
+    let depth = if args.deep { Depth::Deep } else { Depth::Open };
+    let checks = match startup(&c, depth).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {file}: {}", backup_core::error::report(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let mut failed = 0;
+    for s in &checks {
+        let what = format!("{} {}", s.check.kind.name(), s.check.name);
+        if s.check.ok {
+            println!("ok    {what}: {}", s.check.message);
+        } else if s.transient && depth == Depth::Open {
+            eprintln!(
+                "warning: {what}: {} (not reachable now; the daemon retries)",
+                s.check.message
+            );
+        } else {
+            failed += 1;
+            eprintln!("error: {what}: {}", s.check.message);
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "error: {file}: {} failed{}",
+            count(failed, "check", "checks"),
+            if args.deep {
+                ""
+            } else {
+                " (the file itself is valid)"
+            }
+        );
+        return ExitCode::from(1);
+    }
+    println!(
+        "configuration {file} is valid: {}, {}, {}{}",
+        count(c.repositories.len(), "repository", "repositories"),
+        count(c.jobs.len(), "job", "jobs"),
+        count(
+            c.notifications.len(),
+            "notification channel",
+            "notification channels"
+        ),
+        if args.deep {
+            "; repositories accept writes and sources answer"
+        } else {
+            "; repositories open with their passwords (--deep also checks writes and sources)"
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logging(format: LogFormat, color: backup_ops::log::Color) {

@@ -1,5 +1,7 @@
 //! `/metrics`: the daemon's state in the `OpenMetrics` text format
-//! (`prometheus-client`), read from [`Status`] at each scrape.
+//! (`prometheus-client`), read from [`Status`] at each scrape, or in the
+//! Prometheus text format (0.0.4) for scrapers and tools that ask for it
+//! or ask for nothing in particular (`promtool check metrics`, `curl`).
 
 use std::sync::Arc;
 
@@ -30,6 +32,68 @@ pub fn render(registry: &Registry) -> String {
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`render_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Encodes the registry in the Prometheus text format (0.0.4): the
+/// `OpenMetrics` text with each counter's family named as its samples are
+/// (`..._total`, which Prometheus' text parser and `promtool` require of
+/// its `HELP` and `TYPE`), without `UNIT` lines and the `EOF` marker.
+pub fn render_text(registry: &Registry) -> String {
+    openmetrics_to_text(&render(registry))
+}
+
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether a scraper's `Accept` header asks for `OpenMetrics` at least as
+/// much as for anything else it accepts (Prometheus asks for it first);
+/// without one, or for `text/plain` or `*/*`, the Prometheus text format
+/// is served.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let mut openmetrics = 0.0_f64;
+    let mut other = 0.0_f64;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f64>().ok())
+            .unwrap_or(1.0);
+        if media == "application/openmetrics-text" {
+            openmetrics = openmetrics.max(q);
+        } else if !media.is_empty() {
+            other = other.max(q);
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= other
+}
 
 #[derive(Debug)]
 struct StatusCollector {
@@ -374,5 +438,35 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // The Prometheus text format names counters by their samples.
+        let plain = render_text(&registry(Arc::clone(&status)));
+        assert!(
+            plain.contains("# TYPE backupd_job_successes_total counter\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("# HELP backupd_job_successes_total "),
+            "{plain}"
+        );
+        assert!(!plain.contains("# EOF"), "{plain}");
+        assert!(
+            plain.contains("# TYPE backupd_job_running gauge\n"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn content_negotiation() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some(
+            "text/plain, application/openmetrics-text;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
     }
 }

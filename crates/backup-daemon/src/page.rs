@@ -10,7 +10,7 @@ use backup_ops::report::html::{
     anchor, audit_table, drills_table, escape, failures_list, job_charts, page, repositories_table,
     summary_list, time,
 };
-use backup_ops::report::{human_seconds, summarize, RepositoryUsage};
+use backup_ops::report::{human_seconds, summarize, CaptureWindow, RepositoryUsage};
 use chrono::Utc;
 
 use crate::state::{JobState, Status};
@@ -32,6 +32,22 @@ fn state_badge(j: &JobState) -> &'static str {
     }
 }
 
+/// A job's restorable window and capture state, when its capture has
+/// stored a window.
+fn window(j: &JobState) -> Option<CaptureWindow> {
+    let c = j.capture.as_ref()?;
+    Some(CaptureWindow {
+        kind: c.kind.clone(),
+        from: c.window_start?,
+        to: c.window_end?,
+        lag_seconds: c.lag_seconds,
+        streaming: Some(c.streaming),
+        lag_bytes: Some(c.lag_bytes),
+        gaps: Some(c.gaps_total),
+        last_error: c.last_error.clone(),
+    })
+}
+
 /// Renders the page.
 pub fn render(status: &Status) -> String {
     let now = Utc::now();
@@ -49,7 +65,7 @@ pub fn render(status: &Status) -> String {
         })
         .collect();
     let mut body = String::with_capacity(64 * 1024);
-    body.push_str("<section><h2>Jobs</h2><table><tr><th>Job</th><th>State</th><th>Last run</th><th>Next run</th><th>Last success</th><th>Last drill</th><th>Next drill</th><th>Added by last run</th></tr>");
+    body.push_str("<section><h2>Jobs</h2><table><tr><th>Job</th><th>State</th><th>Last run</th><th>Next run</th><th>Last success</th><th>Last drill</th><th>Next drill</th><th>Capture</th><th>Added by last run</th></tr>");
     for j in &states {
         let last_run = j.last_run.as_ref().map_or_else(
             || "-".to_owned(),
@@ -77,9 +93,20 @@ pub fn render(status: &Status) -> String {
                 )
             },
         );
+        let capture = j.capture.as_ref().map_or_else(
+            || "-".to_owned(),
+            |c| {
+                format!(
+                    "<span class=\"{}\">{}</span> lag {}",
+                    if c.streaming { "ok" } else { "bad" },
+                    if c.streaming { "running" } else { "stopped" },
+                    human_seconds(c.lag_seconds)
+                )
+            },
+        );
         let _ = write!(
             body,
-            "<tr><td><a href=\"#job-{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#job-{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{capture}</td><td>{}</td></tr>",
             anchor(&j.name),
             escape(&j.name),
             state_badge(j),
@@ -94,9 +121,12 @@ pub fn render(status: &Status) -> String {
     body.push_str("</table></section>");
     status.with_history(|h| {
         for j in &states {
-            let Some(history) = h.jobs.get(&j.name) else {
+            let Some(history) = h.jobs.get_mut(&j.name) else {
                 continue;
             };
+            // The capture as the daemon sees it now.
+            history.capture = window(j);
+            let history = &*history;
             let summary = summarize(history, Some(since), now);
             let error = j
                 .last_run
@@ -127,9 +157,9 @@ pub fn render(status: &Status) -> String {
     page(
         "backupd",
         &format!(
-            "{} · {} jobs · {} · backup {}",
+            "{} · {} · {} · backup {}",
             backup_core::util::hostname(),
-            states.len(),
+            backup_ops::report::count(states.len(), "job", "jobs"),
             time(now),
             env!("CARGO_PKG_VERSION")
         ),

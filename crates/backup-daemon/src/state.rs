@@ -102,6 +102,25 @@ pub struct DrillState {
     pub record: Option<String>,
 }
 
+impl DrillState {
+    /// The last drill as its record (`id`, when stored) tells it.
+    pub fn of_record(id: Option<backup_core::Id>, r: &backup_core::drill::DrillRecord) -> Self {
+        let failed_check = r
+            .checks
+            .iter()
+            .find(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail));
+        DrillState {
+            finished: r.finished,
+            ok: r.ok,
+            rto_seconds: r.rto_seconds,
+            rpo_seconds: r.rpo_seconds,
+            error: r.error.clone().or(failed_check),
+            record: id.map(|i| i.to_hex()),
+        }
+    }
+}
+
 /// What the daemon knows about a job; served by `/api/jobs` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobState {

@@ -1,6 +1,8 @@
-//! `backupd --check-config`: a configuration is validated and its secrets
-//! read without starting anything. (The daemon's end-to-end tests, which
-//! run scheduled jobs against real repositories, are in `tests/e2e`.)
+//! `backupd --check-config`: a configuration is validated, its secrets
+//! read and its repositories opened without starting anything; with
+//! `--deep` writes and sources are probed too. (The daemon's end-to-end
+//! tests, which run scheduled jobs against real repositories, are in
+//! `tests/e2e`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -34,11 +36,42 @@ source = "/srv/data"
 schedule = "0 0 * * *"
 "#;
 
+/// A repository at `dir` with the password `p`, and a configuration
+/// naming it whose job backs up `source`.
+fn configured(dir: &Path, source: &Path) -> std::path::PathBuf {
+    use backup_core::keys::KdfParams;
+    use backup_core::repo::{InitOptions, Repository};
+    let repo = dir.join("repo");
+    let sink = backup_ops::repository::RepoSpec::new(repo.to_str().unwrap(), &[])
+        .unwrap()
+        .sink()
+        .unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Repository::init(
+            sink,
+            Some(b"p"),
+            &InitOptions {
+                kdf: KdfParams::insecure_fast(),
+                ..InitOptions::default()
+            },
+        ))
+        .unwrap();
+    let path = dir.join("backupd.toml");
+    std::fs::write(
+        &path,
+        CONFIG
+            .replace("/tmp/backupd-check-config-repo", repo.to_str().unwrap())
+            .replace("/srv/data", source.to_str().unwrap()),
+    )
+    .unwrap();
+    path
+}
+
 #[test]
 fn a_valid_configuration_and_its_secrets_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("backupd.toml");
-    std::fs::write(&path, CONFIG).unwrap();
+    let path = configured(dir.path(), dir.path());
     let out = check(&path, &[("CHECK_TOKEN", "t"), ("CHECK_PASSWORD", "p")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -47,8 +80,56 @@ fn a_valid_configuration_and_its_secrets_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("is valid: 1 repositories, 1 jobs, 0 notification channels"),
+        stdout.contains("is valid: 1 repository, 1 job, 0 notification channels"),
         "{stdout}"
+    );
+    assert!(stdout.contains("repository main: opens"), "{stdout}");
+}
+
+/// What `backup health` would find fails `--check-config` too: a
+/// repository that is not there or a wrong password at once, a source
+/// that is not there with `--deep`.
+#[test]
+fn a_missing_repository_or_a_wrong_password_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = configured(dir.path(), dir.path());
+    let out = check(&path, &[("CHECK_TOKEN", "t"), ("CHECK_PASSWORD", "wrong")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("repository main") && err.contains("password"),
+        "{err}"
+    );
+
+    std::fs::remove_dir_all(dir.path().join("repo")).unwrap();
+    let out = check(&path, &[("CHECK_TOKEN", "t"), ("CHECK_PASSWORD", "p")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("repository main"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = configured(dir.path(), &dir.path().join("no-such-source"));
+    let env = [("CHECK_TOKEN", "t"), ("CHECK_PASSWORD", "p")];
+    assert!(
+        check(&path, &env).status.success(),
+        "sources are probed with --deep only"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backupd"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .args(["--check-config", "--deep", "--config"])
+        .arg(&path);
+    let out = cmd.output().unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
+    assert!(stdout.contains("accepts writes"), "{stdout}");
+    assert!(
+        err.contains("source files") && err.contains("no-such-source"),
+        "{err}"
     );
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::backup::last_success;
 use crate::config::{Config, Job};
-use crate::error::{Result, ResultExt};
+use crate::error::{Error, Result, ResultExt};
 use crate::repository::{check_writable, open_configured};
 
 /// What a check looked at.
@@ -106,6 +106,104 @@ pub async fn check(config: &Config, job: Option<&str>) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
+/// How far `backupd --check-config` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Every repository opens with its password (it exists and the
+    /// password or key is right). Fast enough for a service's start.
+    Open,
+    /// Also what `backup health` checks but the ages: every repository
+    /// accepts writes, every job's source answers.
+    Deep,
+}
+
+/// What a start-up check found: the check, and whether its failure may
+/// pass by itself (a repository not reachable now, which the daemon
+/// retries) rather than needing a change of the configuration or the
+/// repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartupCheck {
+    /// The check.
+    #[serde(flatten)]
+    pub check: Check,
+    /// The failure may pass by itself (a network or a server away).
+    pub transient: bool,
+}
+
+/// How long one repository or source may take to answer a start-up
+/// check.
+const STARTUP_PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The checks of `backupd --check-config` beyond the file itself: every
+/// repository opens with its password, and with [`Depth::Deep`] accepts
+/// writes and every job's source answers. A repository that does not
+/// exist or a wrong password fails at any depth; failures that may pass
+/// by themselves are marked `transient`.
+///
+/// # Errors
+///
+/// The configuration's jobs are invalid.
+pub async fn startup(config: &Config, depth: Depth) -> Result<Vec<StartupCheck>> {
+    let timed_out = || {
+        Error::from(backup_core::Error::Transient {
+            backend: "start-up check",
+            message: format!(
+                "no answer within {}",
+                crate::report::human_seconds(STARTUP_PROBE_LIMIT.as_secs_f64())
+            ),
+        })
+    };
+    let mut out = Vec::new();
+    for name in config.repositories.keys() {
+        let probe = async {
+            let repo = open_configured(config, name).await?;
+            if depth == Depth::Deep {
+                check_writable(&repo).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let r = tokio::time::timeout(STARTUP_PROBE_LIMIT, probe)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        out.push(StartupCheck {
+            transient: r.as_ref().is_err_and(Error::is_retryable),
+            check: Check {
+                kind: CheckKind::Repository,
+                name: name.clone(),
+                ok: r.is_ok(),
+                message: match r {
+                    Ok(()) if depth == Depth::Deep => "opens and accepts writes".to_owned(),
+                    Ok(()) => "opens with its password".to_owned(),
+                    Err(e) => backup_core::error::report(&e),
+                },
+            },
+        });
+    }
+    if depth == Depth::Deep {
+        for job in config.all_jobs()? {
+            let r = tokio::time::timeout(STARTUP_PROBE_LIMIT, check_source(&job))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            out.push(StartupCheck {
+                transient: r.as_ref().is_err_and(Error::is_retryable),
+                check: Check {
+                    kind: CheckKind::Source,
+                    name: job.name.clone(),
+                    ok: r.is_ok(),
+                    message: match r {
+                        Ok(()) => format!(
+                            "{} is reachable",
+                            backup_core::redact::redact_url(&job.source)
+                        ),
+                        Err(e) => backup_core::error::report(&e),
+                    },
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Checks that the source of a job can be opened (the server answers, the
 /// directory exists).
 ///
@@ -152,9 +250,9 @@ fn describe_age(
                 age <= max,
                 format!(
                     "last backup {} ago ({}), maximum {}",
-                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    crate::report::human_seconds(age.as_secs_f64()),
                     t.to_rfc3339(),
-                    humantime::format_duration(max)
+                    crate::report::human_seconds(max.as_secs_f64())
                 ),
             )
         }
@@ -183,5 +281,15 @@ mod tests {
         assert!(describe_age(Some(two_hours_ago), None, now)
             .1
             .contains("no max_age"));
+        // One duration format everywhere: `1d 2h`, never `1day 2h`.
+        let (_, m) = describe_age(
+            Some(now - chrono::Duration::hours(26)),
+            Some(30 * hour),
+            now,
+        );
+        assert!(
+            m.contains("last backup 1d 2h ago") && m.contains("maximum 1d 6h"),
+            "{m}"
+        );
     }
 }

@@ -37,6 +37,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
             lock_wait: ctx.lock_wait(),
             point: "latest".to_owned(),
             replay_command: None,
+            canary_database: None,
         },
         (None, None) => {
             return usage(
@@ -66,7 +67,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
         });
     }
     let repo = ctx.open().await?;
-    let point = chooser(Some(&req.point), req.source_url.as_deref())?;
+    let point = chooser(&req)?;
     let outcome = drill(&repo, &req, point.as_ref(), ctx, None).await?;
     for w in &outcome.warnings {
         note!("warning: {w}");
@@ -94,9 +95,9 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
             )
         } else {
             format!(
-                "{} of {} checks failed",
+                "{} of {} failed",
                 r.checks.iter().filter(|c| !c.ok).count(),
-                r.checks.len()
+                backup_ops::report::count(r.checks.len(), "check", "checks")
             )
         };
         note!("error: the drill failed: {why}");
@@ -105,16 +106,25 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
 }
 
 fn print_drill(ctx: &Ctx, r: &DrillRecord) -> Result<()> {
-    ctx.say(format!(
-        "drill of {} ({}): snapshot {} from {} restored to {}",
-        r.job.as_deref().unwrap_or(&r.source.url),
-        r.source.kind,
-        r.snapshot.short(),
-        r.point.to_rfc3339(),
-        r.target
-    ))?;
+    let what = r.job.as_deref().unwrap_or(&r.source.url);
+    match (r.snapshot, r.point) {
+        (Some(snapshot), Some(point)) => ctx.say(format!(
+            "drill of {what} ({}): snapshot {} from {} restored to {}",
+            r.source.kind,
+            snapshot.short(),
+            point.to_rfc3339(),
+            r.target
+        ))?,
+        _ => ctx.say(format!(
+            "drill of {what} ({}): failed before anything was restored (recorded)",
+            r.source.kind
+        ))?,
+    }
     for l in &r.leftovers_removed {
         ctx.say(format!("removed a leftover of an earlier drill: {l}"))?;
+    }
+    if r.snapshot.is_none() {
+        return Ok(());
     }
     let phases: Vec<String> = r
         .phases
@@ -132,7 +142,7 @@ fn print_drill(ctx: &Ctx, r: &DrillRecord) -> Result<()> {
             ))
             .unwrap_or_default(),
         phases.join(", "),
-        human_seconds(r.rpo_seconds),
+        r.rpo_seconds.map_or_else(|| "-".to_owned(), human_seconds),
         r.items,
         bytes(r.bytes)
     ))?;
@@ -189,10 +199,10 @@ async fn list(ctx: &Ctx, a: &DrillArgs) -> Result<u8> {
             id.short(),
             r.started.format("%Y-%m-%d %H:%M:%S"),
             r.job.as_deref().unwrap_or("-"),
-            r.snapshot.short(),
+            r.snapshot.map_or_else(|| "-".to_owned(), |s| s.short()),
             if r.ok { "passed" } else { "FAILED" },
             r.rto_seconds.map_or_else(|| "-".to_owned(), human_seconds),
-            human_seconds(r.rpo_seconds),
+            r.rpo_seconds.map_or_else(|| "-".to_owned(), human_seconds),
             r.checks.iter().filter(|c| c.ok).count(),
             r.checks.len(),
             r.error

@@ -103,8 +103,8 @@ pub(crate) async fn run(ctx: &Ctx, a: ReportArgs) -> Result<u8> {
             backup_core::Error::io(format!("writing the report to {}", path.display()), e)
         })?;
         ctx.say(format!(
-            "report of {} jobs written to {}",
-            report.jobs.len(),
+            "report of {} written to {}",
+            backup_ops::report::count(report.jobs.len(), "job", "jobs"),
             path.display()
         ))?;
     } else {

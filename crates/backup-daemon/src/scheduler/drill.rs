@@ -3,8 +3,10 @@
 //! never retried: a failed drill is news, not noise.
 
 use backup_ops::config::{Event, Job};
-use backup_ops::drill::{chooser, drill, sibling_replay_command, DrillOutcome, DrillRequest};
-use backup_ops::report::{human_seconds, DrillPoint};
+use backup_ops::drill::{
+    chooser, drill, record_failure, sibling_replay_command, DrillOutcome, DrillRequest,
+};
+use backup_ops::report::human_seconds;
 use backup_ops::Unattended;
 use chrono::{DateTime, Utc};
 
@@ -45,13 +47,29 @@ impl Daemon {
         }
         self.status.update(&job.name, |s| s.drilling = true);
         tracing::info!(job = %job.name, "Drill started.");
-        let prepared = DrillRequest::for_job(job, self.lock_wait())
-            .and_then(|r| Ok((chooser(Some(&r.point), r.source_url.as_deref())?, r)));
+        let prepared =
+            DrillRequest::for_job(job, self.lock_wait()).and_then(|r| Ok((chooser(&r)?, r)));
         let (point, mut req) = match prepared {
             Ok(r) => r,
             Err(e) => {
                 self.status.update(&job.name, |s| s.drilling = false);
-                self.drill_failed(job, Some(&repo), &report(&e)).await;
+                // Recorded like every other attempt.
+                let error = report(&e);
+                match record_failure(&repo, job, &error).await {
+                    Ok((id, record)) => {
+                        let outcome = DrillOutcome {
+                            id: Some(id),
+                            record,
+                            exit_code: backup_ops::exit::FAILED,
+                            warnings: Vec::new(),
+                        };
+                        self.drill_done(job, &repo, &outcome).await;
+                    }
+                    Err(store) => {
+                        tracing::warn!(job = %job.name, error = %report(&store), "Could not store the record of a failed drill.");
+                        self.drill_failed(job, Some(&repo), &error).await;
+                    }
+                }
                 return;
             }
         };
@@ -71,8 +89,8 @@ impl Daemon {
         }
     }
 
-    /// A drill that could not start (no snapshot, the repository, a drill
-    /// of the job running elsewhere).
+    /// A drill that could not start and has no record (the repository
+    /// could not be opened, a drill of the job running elsewhere).
     async fn drill_failed(
         &self,
         job: &Job,
@@ -116,21 +134,7 @@ impl Daemon {
             .filter(|c| !c.ok)
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
-        self.status.update(&job.name, |s| {
-            s.last_drill = Some(DrillState {
-                finished: r.finished,
-                ok: r.ok,
-                rto_seconds: r.rto_seconds,
-                rpo_seconds: Some(r.rpo_seconds),
-                error: r.error.clone().or_else(|| failed_checks.first().cloned()),
-                record: o.id.map(|i| i.to_hex()),
-            });
-            if r.ok {
-                s.drill_last_success = Some(r.finished);
-            }
-        });
-        self.status
-            .update_history(&job.name, |h| h.push_drill(DrillPoint::of_record(r)));
+        self.saw_drill(o.id, r);
         self.audit(
             Some(repo),
             "drill",
@@ -154,15 +158,18 @@ impl Daemon {
                 job,
                 Event::DrillFailed,
                 format!("Restore drill of job {} failed", job.name),
-                format!(
-                    "snapshot {} into {}: {}",
-                    r.snapshot.short(),
-                    r.target,
-                    details.join("\n")
-                ),
+                match r.snapshot {
+                    Some(snapshot) => format!(
+                        "snapshot {} into {}: {}",
+                        snapshot.short(),
+                        r.target,
+                        details.join("\n")
+                    ),
+                    None => format!("nothing was restored: {}", details.join("\n")),
+                },
             );
         } else {
-            tracing::info!(job = %job.name, rto = %rto, rpo = %human_seconds(r.rpo_seconds), "Drill passed its checks.");
+            tracing::info!(job = %job.name, rto = %rto, rpo = %r.rpo_seconds.map_or_else(|| "-".to_owned(), human_seconds), "Drill passed its checks.");
         }
         if r.rto_exceeded {
             self.notify(

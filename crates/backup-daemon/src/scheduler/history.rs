@@ -1,13 +1,15 @@
 //! The jobs' history in memory: read from the repositories at start
 //! (snapshots, audit records, drill records), then kept up to date by the
-//! daemon's own runs and by re-listing snapshots (which reads only the
-//! manifests it has not seen: runs of other daemons or the CLI).
+//! daemon's own runs and by re-listing snapshots and drill records (which
+//! reads only the files it has not seen: runs and drills of other daemons
+//! or the CLI) every `check_interval` and on SIGHUP.
 
 use std::collections::{HashMap, HashSet};
 
+use backup_core::drill::DrillRecord;
 use backup_core::repo::Repository;
 use backup_core::snapshot::{Snapshot, SnapshotEntry};
-use backup_core::{FileKind, SinkExt as _};
+use backup_core::{FileKind, Id, SinkExt as _};
 use backup_ops::report::{job_key, read_events, DrillPoint, Run};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -190,41 +192,105 @@ impl Daemon {
                     tracing::warn!(repository = %name, error = %report(&e), "Could not read the audit trail for the history.");
                 }
             }
-            match backup_core::drill::list(&repo).await {
-                Ok((drills, _)) => {
-                    for (id, d) in drills.into_iter().filter(|(_, d)| d.started >= since) {
-                        let Some(job) = d.job.clone().filter(|j| config.jobs.contains_key(j))
-                        else {
-                            continue;
-                        };
-                        let point = DrillPoint::of_record(&d);
-                        self.status.update_history(&job, |h| h.push_drill(point));
-                        self.status.update(&job, |s| {
-                            let newer = s
-                                .last_drill
-                                .as_ref()
-                                .is_none_or(|l| l.finished <= d.finished);
-                            if newer {
-                                s.last_drill = Some(crate::state::DrillState {
-                                    finished: d.finished,
-                                    ok: d.ok,
-                                    rto_seconds: d.rto_seconds,
-                                    rpo_seconds: Some(d.rpo_seconds),
-                                    error: d.error.clone(),
-                                    record: Some(id.to_hex()),
-                                });
-                            }
-                            if d.ok {
-                                s.drill_last_success = s.drill_last_success.max(Some(d.finished));
-                            }
-                        });
-                    }
+            self.refresh_drills(name).await;
+        }
+    }
+
+    /// Lists the repository's drill records and reads those not seen
+    /// before (drills of the CLI or other daemons, and at start all of
+    /// them): each joins its job's history and becomes the job's last
+    /// drill when it is newer.
+    pub(super) async fn refresh_drills(&self, name: &str) {
+        let repo = match self.repo(name).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(repository = %name, error = %report(&e), "Could not open the repository to read its drill records.");
+                return;
+            }
+        };
+        let names = match repo.sink().list_names(FileKind::Drill).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(repository = %name, error = %e, "Could not list the repository's drill records.");
+                return;
+            }
+        };
+        let new: Vec<String> = {
+            let mut cache = self.drills_seen.lock().await;
+            let seen = cache.entry(name.to_owned()).or_default();
+            let listed: HashSet<&String> = names.iter().collect();
+            seen.retain(|n| listed.contains(n));
+            names
+                .iter()
+                .filter(|n| !seen.contains(*n))
+                .cloned()
+                .collect()
+        };
+        let loaded: Vec<(String, backup_core::Result<DrillRecord>)> = stream::iter(new)
+            .map(|file| {
+                let repo = repo.clone();
+                async move {
+                    let r = repo.load_file::<DrillRecord>(FileKind::Drill, &file).await;
+                    (file, r)
                 }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let config = self.config();
+        let cutoff = Utc::now() - chrono::Duration::days(HISTORY_DAYS);
+        let mut cache = self.drills_seen.lock().await;
+        let seen = cache.entry(name.to_owned()).or_default();
+        for (file, record) in loaded {
+            let d = match record {
+                Ok(d) => d,
+                // Read again at the next listing.
+                Err(e) if e.is_retryable() => continue,
                 Err(e) => {
-                    tracing::warn!(repository = %name, error = %e, "Could not read the drill records.");
+                    tracing::warn!(record = %file, error = %e, "Skipping an unreadable drill record.");
+                    seen.insert(file);
+                    continue;
                 }
+            };
+            seen.insert(file.clone());
+            let Ok(id) = file.parse::<Id>() else { continue };
+            let mine = d
+                .job
+                .as_ref()
+                .and_then(|j| config.jobs.get(j))
+                .is_some_and(|j| j.repository == name);
+            if mine && d.started >= cutoff {
+                self.saw_drill(Some(id), &d);
             }
         }
+    }
+
+    /// A drill record joins its job's history (once: records are told
+    /// apart by id), and becomes the job's last drill when it is the
+    /// newest.
+    pub(super) fn saw_drill(&self, id: Option<Id>, d: &DrillRecord) {
+        let Some(job) = d.job.as_deref() else { return };
+        let point = DrillPoint::of_record(id, d);
+        self.status.update_history(job, |h| h.push_drill(point));
+        self.status.update(job, |s| {
+            let newer = s
+                .last_drill
+                .as_ref()
+                .is_none_or(|l| l.finished <= d.finished);
+            if newer {
+                s.last_drill = Some(crate::state::DrillState::of_record(id, d));
+            }
+            if d.ok {
+                s.drill_last_success = s.drill_last_success.max(Some(d.finished));
+            }
+        });
+    }
+
+    /// Forgets which drill records were read, so that the next listing
+    /// reads them all again (after a reload, which may add jobs whose
+    /// drills were passed over).
+    pub(super) async fn forget_seen_drills(&self) {
+        self.drills_seen.lock().await.clear();
     }
 }
 

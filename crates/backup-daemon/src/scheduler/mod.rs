@@ -76,6 +76,8 @@ pub struct Daemon {
     audit: AuditLog,
     /// Snapshot manifests read so far, per repository, by file name.
     snapshots: tokio::sync::Mutex<HashMap<String, HashMap<String, history::Seen>>>,
+    /// Drill records read so far, per repository, by file name.
+    drills_seen: tokio::sync::Mutex<HashMap<String, HashSet<String>>>,
     /// Repositories whose `storage_low` notice was sent (once per episode).
     storage_alerted: Mutex<HashSet<String>>,
 }
@@ -126,6 +128,7 @@ impl Daemon {
             started: Utc::now(),
             audit,
             snapshots: tokio::sync::Mutex::new(HashMap::new()),
+            drills_seen: tokio::sync::Mutex::new(HashMap::new()),
             storage_alerted: Mutex::new(HashSet::new()),
         }))
     }
@@ -365,18 +368,6 @@ impl Daemon {
     }
 }
 
-/// `26h`, `90m`, `45s`: a duration as a configuration would write it.
-fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 fn read_token(config: &Config) -> Result<Option<backup_ops::secret::SecretString>> {
     Ok(match &config.daemon.read_token {
         Some(r) => Some(r.resolve("daemon.read_token")?),
@@ -451,6 +442,15 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
                         generation = daemon.shutdown.child_token();
                         daemon.repos.lock().await.clear();
                         handles.extend(daemon.spawn_jobs(&generation));
+                        // Drills of the CLI or other daemons, also of jobs
+                        // the new configuration adds.
+                        let d = Arc::clone(&daemon);
+                        handles.push(tokio::spawn(async move {
+                            d.forget_seen_drills().await;
+                            for name in d.config().repositories.keys() {
+                                d.refresh_drills(name).await;
+                            }
+                        }));
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "Reloading the configuration failed; keeping the old one."),
                 }

@@ -9,8 +9,9 @@ use backup_ops::verify::{verify, VerifyRequest, VerifyResult};
 use backup_ops::Unattended;
 use chrono::Utc;
 
-use super::{report, short_duration, Daemon};
+use super::{report, Daemon};
 use crate::state::VerifyRecord;
+use backup_ops::report::human_seconds;
 
 impl Daemon {
     pub(super) async fn verify(&self, job: &Job) {
@@ -95,8 +96,9 @@ impl Daemon {
         }
     }
 
-    /// Sends missed-backup notices for jobs whose last success is older
-    /// than their maximum age (once until the next success).
+    /// Re-reads what other processes wrote (snapshots, drill records),
+    /// then sends missed-backup notices for jobs whose last success is
+    /// older than their maximum age (once until the next success).
     pub(super) async fn check_ages(&self) {
         let Ok(jobs) = self.config().all_jobs() else {
             return;
@@ -105,6 +107,7 @@ impl Daemon {
             jobs.iter().map(|j| j.repository.clone()).collect();
         for name in &repositories {
             self.refresh_repository(name).await;
+            self.refresh_drills(name).await;
         }
         for job in jobs {
             let Some(max) = job.max_age else { continue };
@@ -124,7 +127,10 @@ impl Daemon {
                     &job,
                     Event::Missed,
                     format!("Backup of job {} is overdue", job.name),
-                    format!("{what}; the maximum age is {}", short_duration(max)),
+                    format!(
+                        "{what}; the maximum age is {}",
+                        human_seconds(max.as_secs_f64())
+                    ),
                 );
             }
         }

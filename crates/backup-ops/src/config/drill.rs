@@ -20,6 +20,7 @@ use crate::secret::SecretRef;
 /// keep = false                                   # leave the scratch copy for inspection
 /// point = "latest"                               # or "random": a random time of the restorable window (physical PostgreSQL, MongoDB with oplog capture);
 ///                                                # or "canary": a row or document written to the source first, required in the copy (measures the real RPO)
+/// canary_database = "postgres"                   # physical PostgreSQL: where the canary row goes (default: the source URL's database, else postgres)
 ///
 /// [[jobs.app-db.drill.checks]]
 /// type = "sql"
@@ -61,6 +62,12 @@ pub struct DrillConfig {
     /// `backup_drill.canary`, first, the copy replayed to just after it
     /// must hold it; the RPO is the time until it was captured).
     pub point: Option<String>,
+    /// PostgreSQL: the database the canary row is written to (and looked
+    /// for in the copy). Default: the database the source URL names,
+    /// else `postgres` (a physical job's URL often names none). The
+    /// source's role must be allowed to create and write the table
+    /// `backup_drill_canary` there.
+    pub canary_database: Option<String>,
 }
 
 fn yes() -> bool {
@@ -315,6 +322,8 @@ pub struct DrillSettings {
     pub checks: Vec<CheckConfig>,
     /// `latest`, `random` or `canary` (see [`DrillConfig::point`]).
     pub point: String,
+    /// Where a PostgreSQL canary goes (see [`DrillConfig::canary_database`]).
+    pub canary_database: Option<String>,
 }
 
 impl DrillConfig {
@@ -403,7 +412,22 @@ impl DrillConfig {
                 ))
             }
         }
+        if let Some(db) = &self.canary_database {
+            if kind != Kind::Postgres {
+                return Err(ConfigError::invalid(
+                    &key("canary_database"),
+                    format!("applies to PostgreSQL jobs, and this job backs up a {kind} source"),
+                ));
+            }
+            if db.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &key("canary_database"),
+                    "is empty: name a database of the source's cluster",
+                ));
+            }
+        }
         Ok(DrillSettings {
+            canary_database: self.canary_database.clone(),
             point,
             schedule,
             target,

@@ -98,8 +98,9 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
                         .map_err(|e| format!("database {db}: {}", err(e.into())))?;
                 }
                 Ok(format!(
-                    "{} databases accept connections and queries",
-                    dbs.len()
+                    "{} {} connections and queries",
+                    crate::report::count(dbs.len(), "database", "databases"),
+                    if dbs.len() == 1 { "accepts" } else { "accept" }
                 ))
             }
             .await;

@@ -90,6 +90,9 @@ pub struct DrillRequest {
     /// fetch WAL (`backup --repo R`, without `wal fetch`); `None` uses the
     /// running program, which must then be `backup`.
     pub replay_command: Option<String>,
+    /// The database a PostgreSQL canary is written to (`point =
+    /// "canary"`); `None`: the one the source URL names, else `postgres`.
+    pub canary_database: Option<String>,
 }
 
 impl DrillRequest {
@@ -118,7 +121,24 @@ impl DrillRequest {
             lock_wait,
             point: d.map_or_else(|| "latest".to_owned(), |d| d.point.clone()),
             replay_command: None,
+            canary_database: d.and_then(|d| d.canary_database.clone()),
         })
+    }
+
+    /// The source a record names when the drill failed before it chose
+    /// a snapshot: the job's (or `--source`'s), credentials removed.
+    fn source_descriptor(&self) -> backup_core::snapshot::SourceDescriptor {
+        let url = self
+            .source_url
+            .clone()
+            .or_else(|| self.scope.source.clone())
+            .unwrap_or_default();
+        backup_core::snapshot::SourceDescriptor {
+            kind: backup_sources::Kind::of(&url)
+                .map(|k| k.name().to_owned())
+                .unwrap_or_default(),
+            url: backup_core::redact::redact_url(&url),
+        }
     }
 
     fn name(&self) -> String {
@@ -254,6 +274,36 @@ struct Ran {
     kept: bool,
 }
 
+impl Ran {
+    /// A drill that failed before its scratch copy was begun.
+    fn failed_early(req: &DrillRequest, e: &Error) -> Self {
+        Ran {
+            phases: Vec::new(),
+            rto: None,
+            bytes: 0,
+            items: 0,
+            checks: Vec::new(),
+            target: req
+                .target
+                .as_deref()
+                .map(backup_core::redact::redact_url)
+                .unwrap_or_default(),
+            error: Some(failure(e)),
+            kept: false,
+        }
+    }
+}
+
+/// The record's `point_kind` for a point chooser's name (`--point`), for
+/// a drill that failed before it chose a point.
+fn point_kind_of(point: &str) -> &'static str {
+    match point {
+        "random" => "random-point-in-window",
+        "canary" => "canary",
+        _ => "latest-snapshot",
+    }
+}
+
 /// Runs a drill of `req` on `repo`; `chooser` picks the point. The
 /// drill's record is stored in the repository whether it passed or not.
 /// `cancel` (the daemon's shutdown) stops it; the scratch copy is removed
@@ -294,7 +344,10 @@ pub async fn drill(
     let t0 = Instant::now();
     let work = async {
         let irepo = repo.clone().load_index().await?;
-        let point = chooser.choose(&irepo, &req.scope).await?;
+        let point = match chooser.choose(&irepo, &req.scope).await {
+            Ok(p) => p,
+            Err(e) => return Ok((None, Err(e))),
+        };
         feedback.detail("snapshot", json(point.snapshot.id));
         let ran = run_locked(
             req,
@@ -307,20 +360,19 @@ pub async fn drill(
             feedback,
             cancel,
         )
-        .await?;
-        Ok::<_, Error>((point, ran))
+        .await;
+        Ok::<_, Error>((Some(point), ran))
     };
     let locked = repo
         .with_lock(LockMode::Shared, "drill", req.lock_wait, Box::pin(work))
         .await;
+    // Every attempt is recorded: one that failed before its scratch copy
+    // was begun (no snapshot or window, a canary that could not be
+    // written, a scratch location in use, the lock) too.
     let (point, ran) = match locked {
-        Ok(x) => x,
-        Err(e) => {
-            if journal.resources().is_empty() {
-                journal.release();
-            }
-            return Err(e);
-        }
+        Ok((point, Ok(ran))) => (point, ran),
+        Ok((point, Err(e))) => (point, Ran::failed_early(req, &e)),
+        Err(e) => (None, Ran::failed_early(req, &e)),
     };
     let rto_exceeded = match (ran.rto, req.max_rto) {
         (Some(rto), Some(max)) => rto > max,
@@ -336,10 +388,16 @@ pub async fn drill(
     let record = DrillRecord {
         version: DRILL_VERSION,
         job: req.job.clone(),
-        source: point.snapshot.snapshot.source.clone(),
-        snapshot: point.snapshot.id,
-        point_kind: point.kind.to_owned(),
-        point: point.time,
+        source: point.as_ref().map_or_else(
+            || req.source_descriptor(),
+            |p| p.snapshot.snapshot.source.clone(),
+        ),
+        snapshot: point.as_ref().map(|p| p.snapshot.id),
+        point_kind: point
+            .as_ref()
+            .map_or_else(|| point_kind_of(&req.point), |p| p.kind)
+            .to_owned(),
+        point: point.as_ref().map(|p| p.time),
         started,
         finished: Utc::now(),
         host: backup_core::util::hostname(),
@@ -347,10 +405,12 @@ pub async fn drill(
         target: ran.target,
         ok,
         rto_seconds: ran.rto.map(|d| d.as_secs_f64()),
-        rpo_seconds: point.canary.as_ref().map_or_else(
-            || (started - point.time).num_milliseconds().max(0) as f64 / 1000.0,
-            |c| c.captured_after,
-        ),
+        rpo_seconds: point.as_ref().map(|p| {
+            p.canary.as_ref().map_or_else(
+                || (started - p.time).num_milliseconds().max(0) as f64 / 1000.0,
+                |c| c.captured_after,
+            )
+        }),
         max_rto_seconds: req.max_rto.map(|d| d.as_secs_f64()),
         rto_exceeded,
         phases: ran.phases,
@@ -395,6 +455,57 @@ pub async fn drill(
     })
 }
 
+/// Records a drill of `job` that failed before [`drill`] could run (its
+/// settings or secrets could not be read): every attempt is a record.
+///
+/// # Errors
+///
+/// Storage errors.
+pub async fn record_failure(
+    repo: &Repository,
+    job: &Job,
+    error: &str,
+) -> Result<(Id, DrillRecord)> {
+    let now = Utc::now();
+    let d = job.drill.as_ref();
+    let record = DrillRecord {
+        version: DRILL_VERSION,
+        job: Some(job.name.clone()),
+        source: backup_core::snapshot::SourceDescriptor {
+            kind: backup_sources::Kind::of(&job.source)
+                .map(|k| k.name().to_owned())
+                .unwrap_or_default(),
+            url: backup_core::redact::redact_url(&job.source),
+        },
+        snapshot: None,
+        point_kind: point_kind_of(d.map_or("latest", |d| d.point.as_str())).to_owned(),
+        point: None,
+        started: now,
+        finished: now,
+        host: backup_core::util::hostname(),
+        user: backup_core::util::username(),
+        target: d
+            .and_then(|d| d.target.as_deref())
+            .map(backup_core::redact::redact_url)
+            .unwrap_or_default(),
+        ok: false,
+        rto_seconds: None,
+        rpo_seconds: None,
+        max_rto_seconds: d.and_then(|d| d.max_rto).map(|m| m.as_secs_f64()),
+        rto_exceeded: false,
+        phases: Vec::new(),
+        bytes: 0,
+        items: 0,
+        checks: Vec::new(),
+        error: Some(error.to_owned()),
+        kept: false,
+        leftovers_removed: Vec::new(),
+        program: format!("backup {}", env!("CARGO_PKG_VERSION")),
+    };
+    let id = backup_core::drill::save(repo, &record).await?;
+    Ok((id, record))
+}
+
 /// The error of a failed step, for the record, with its exit code.
 fn failure(e: &Error) -> (String, u8) {
     (
@@ -405,8 +516,8 @@ fn failure(e: &Error) -> (String, u8) {
 
 /// Plans the scratch copy, restores, starts, checks and removes it. A
 /// scratch location that is missing, taken or unusable is an error (the
-/// drill did not start, nothing is recorded); what fails after the copy
-/// was begun is in the result.
+/// drill failed before its copy was begun; the caller records it); what
+/// fails after the copy was begun is in the result.
 #[allow(clippy::too_many_arguments)]
 async fn run_locked(
     req: &DrillRequest,

@@ -220,6 +220,10 @@ async fn oplog_random_point(
 pub struct CanaryPoint {
     /// The source's URL, with credentials (the canary is written there).
     pub source_url: String,
+    /// PostgreSQL: the database the canary goes to (`None`: the one the
+    /// URL names, else `postgres`); a physical job backs up the whole
+    /// cluster, and its URL often names no database.
+    pub database: Option<String>,
     /// How long to wait for the capture to hold the canary.
     pub wait: std::time::Duration,
 }
@@ -261,7 +265,15 @@ impl CanaryPoint {
         id: String,
     ) -> Result<ChosenPoint> {
         let written = std::time::Instant::now();
-        let target = backup_sources::drill::postgres_write_canary(&self.source_url, &id).await?;
+        let (url, database) = canary_url(&self.source_url, self.database.as_deref())?;
+        let target = backup_sources::drill::postgres_write_canary(&url, &id)
+            .await
+            .map_err(|e| {
+                Error::from(e).context(format!(
+                    "the drill's canary could not be written (a row of the table backup_drill_canary in database `{database}` of {}, as the source's role; set drill.canary_database to a database that role may connect to and create that table in, or create the table there first and grant the role INSERT, UPDATE, DELETE and SELECT on it)",
+                    backup_core::redact::redact_url(&url)
+                ))
+            })?;
         let closed = Utc::now();
         let at = DateTime::parse_from_rfc3339(&target)
             .map_err(|e| Error::usage(format!("the server's time `{target}`: {e}")))?
@@ -285,7 +297,7 @@ impl CanaryPoint {
                                 "SELECT count(*) FROM backup_drill_canary WHERE id = '{id}'"
                             ),
                             expect: "1".to_owned(),
-                            database: None,
+                            database: Some(database),
                         },
                         id,
                         captured_after: written.elapsed().as_secs_f64(),
@@ -294,8 +306,8 @@ impl CanaryPoint {
             }
             if written.elapsed() > self.wait {
                 return Err(Error::usage(format!(
-                    "the drill's canary, written at {target}, was not in the captured WAL after {} s (the restorable window ends at {}): is the job's WAL capture running?",
-                    self.wait.as_secs(),
+                    "the drill's canary, written at {target}, was not in the captured WAL after {} (the restorable window ends at {}): is the job's WAL capture running?",
+                    crate::report::human_seconds(self.wait.as_secs_f64()),
                     window.end.to_rfc3339()
                 )));
             }
@@ -343,8 +355,8 @@ impl CanaryPoint {
                 }
                 Err(e) if written.elapsed() > self.wait => {
                     return Err(Error::usage(format!(
-                        "the drill's canary, written at oplog timestamp {seconds}:{increment}, was not restorable after {} s: is the job's oplog capture running (oplog = \"continuous\")? ({})",
-                        self.wait.as_secs(),
+                        "the drill's canary, written at oplog timestamp {seconds}:{increment}, was not restorable after {}: is the job's oplog capture running (oplog = \"continuous\")? ({})",
+                        crate::report::human_seconds(self.wait.as_secs_f64()),
                         backup_core::error::report(&e)
                     )));
                 }
@@ -352,6 +364,24 @@ impl CanaryPoint {
             }
         }
     }
+}
+
+/// The URL a PostgreSQL canary is written through, and its database:
+/// `database`, else the one `url` names, else `postgres` (a physical
+/// source's URL often names none, and libpq would then take the user's
+/// name).
+///
+/// # Errors
+///
+/// A URL that does not parse.
+#[cfg(feature = "postgres")]
+pub(crate) fn canary_url(url: &str, database: Option<&str>) -> Result<(String, String)> {
+    use super::scratch::{escape, url_database, with_path};
+    let db = database
+        .map(str::to_owned)
+        .or_else(|| url_database(url))
+        .unwrap_or_else(|| "postgres".to_owned());
+    Ok((with_path(url, &format!("/{}", escape(&db)))?, db))
 }
 
 /// The restorable window of the newest physical base backup among the
@@ -382,26 +412,51 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// What `[jobs.NAME.drill] point` (or `backup drill --point`) asks for.
+/// What a drill request's `point` (`[jobs.NAME.drill] point`, or
+/// `backup drill --point`) asks for.
 ///
 /// # Errors
 ///
 /// An unknown name; `canary` without the source's URL.
-pub fn chooser(point: Option<&str>, source_url: Option<&str>) -> Result<Box<dyn PointChooser>> {
-    match point.unwrap_or("latest") {
+pub fn chooser(req: &super::DrillRequest) -> Result<Box<dyn PointChooser>> {
+    match req.point.as_str() {
         "latest" => Ok(Box::new(LatestSnapshot)),
-        "canary" => match source_url {
+        "canary" => match &req.source_url {
             Some(url) => Ok(Box::new(CanaryPoint {
-                source_url: url.to_owned(),
+                source_url: url.clone(),
+                database: req.canary_database.clone(),
                 wait: std::time::Duration::from_secs(120),
             })),
-            None => Err(crate::error::Error::usage(
+            None => Err(Error::usage(
                 "drill point `canary` writes a row or document to the source: give the source's URL",
             )),
         },
         "random" => Ok(Box::new(RandomPointInWindow)),
-        other => Err(crate::error::Error::usage(format!(
+        other => Err(Error::usage(format!(
             "drill point `{other}`: use `latest` (the newest snapshot), `random` (a random time inside the restorable window of a PostgreSQL job with captured WAL or a MongoDB job with a captured oplog) or `canary` (a row or document written to the source, required in a copy replayed to just after it)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(feature = "postgres")]
+    fn the_canary_database() {
+        let c = |url: &str, db: Option<&str>| canary_url(url, db).unwrap();
+        // A physical source's URL names no database: `postgres`.
+        assert_eq!(
+            c("postgres://repl:pw@h:5432/?mode=physical", None),
+            (
+                "postgres://repl:pw@h:5432/postgres?mode=physical".to_owned(),
+                "postgres".to_owned()
+            )
+        );
+        assert_eq!(c("postgres://u@h/shop", None).1, "shop");
+        let (url, db) = c("postgres://u@h/shop?sslmode=require", Some("canary db"));
+        assert_eq!(db, "canary db");
+        assert_eq!(url, "postgres://u@h/canary%20db?sslmode=require");
     }
 }

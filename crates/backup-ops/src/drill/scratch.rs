@@ -126,7 +126,7 @@ fn scratch_parent(target: &str) -> Result<PathBuf> {
 }
 
 /// `url` with its path replaced by `/path`.
-fn with_path(url: &str, path: &str) -> Result<String> {
+pub(super) fn with_path(url: &str, path: &str) -> Result<String> {
     let mut u = url::Url::parse(url)
         .map_err(|e| Error::usage(format!("`{}` is not a URL: {e}", redact_url(url))))?;
     u.set_path(path);
@@ -134,7 +134,7 @@ fn with_path(url: &str, path: &str) -> Result<String> {
 }
 
 /// The database named in a `scheme://host/db` URL.
-fn url_database(url: &str) -> Option<String> {
+pub(super) fn url_database(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;
     let db = u.path().trim_start_matches('/');
     (!db.is_empty()).then(|| percent_decode(db))
@@ -564,7 +564,7 @@ pub(crate) fn physical_url(
 }
 
 /// Percent-encodes every byte but the unreserved ones (RFC 3986).
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

@@ -87,18 +87,24 @@ pub struct Verification {
 /// One drill, as reports show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DrillPoint {
+    /// The drill record's id, when it is known (a history holds each
+    /// record once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
     /// When it started.
     pub time: DateTime<Utc>,
     /// Whether it passed.
     pub ok: bool,
     /// Seconds until the copy was usable.
     pub rto_seconds: Option<f64>,
-    /// Age of the restored point.
-    pub rpo_seconds: f64,
+    /// Age of the restored point (none when the drill failed before it
+    /// chose one).
+    pub rpo_seconds: Option<f64>,
     /// The limit.
     pub max_rto_seconds: Option<f64>,
-    /// The snapshot restored (full id).
-    pub snapshot: String,
+    /// The snapshot restored (full id; none when the drill failed before
+    /// it chose one).
+    pub snapshot: Option<String>,
     /// Phases and their seconds.
     pub phases: Vec<(String, f64)>,
     /// Checks that failed, and the error.
@@ -108,8 +114,8 @@ pub struct DrillPoint {
 }
 
 impl DrillPoint {
-    /// The report's view of a drill record.
-    pub fn of_record(r: &DrillRecord) -> Self {
+    /// The report's view of the drill record `id` (when known).
+    pub fn of_record(id: Option<backup_core::Id>, r: &DrillRecord) -> Self {
         let mut problems: Vec<String> = r
             .checks
             .iter()
@@ -127,12 +133,13 @@ impl DrillPoint {
             ));
         }
         DrillPoint {
+            record: id.map(|i| i.to_hex()),
             time: r.started,
             ok: r.ok,
             rto_seconds: r.rto_seconds,
             rpo_seconds: r.rpo_seconds,
             max_rto_seconds: r.max_rto_seconds,
-            snapshot: r.snapshot.to_hex(),
+            snapshot: r.snapshot.map(|s| s.to_hex()),
             phases: r
                 .phases
                 .iter()
@@ -142,6 +149,35 @@ impl DrillPoint {
             checks: r.checks.len(),
         }
     }
+}
+
+/// A job's continuous capture (PostgreSQL WAL, MongoDB oplog): what can
+/// be restored to any point of, and how far it is behind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CaptureWindow {
+    /// What is captured: `postgres-wal` or `mongodb-oplog`.
+    pub kind: String,
+    /// The start of the newest restorable window (the end of the oldest
+    /// base backup the captured changes continue without a gap).
+    pub from: DateTime<Utc>,
+    /// Its end: the newest captured change.
+    pub to: DateTime<Utc>,
+    /// How far the capture is behind the source, in seconds: the RPO a
+    /// disaster now would meet (the daemon knows it; a report takes the
+    /// time since the window's end).
+    pub lag_seconds: f64,
+    /// Whether the capture is running (known to the daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+    /// Bytes written by the source and not captured yet (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// Gaps the capture recorded since the daemon started (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<u64>,
+    /// Why the capture last stopped (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A job's objectives, from its configuration.
@@ -177,6 +213,10 @@ pub struct JobHistory {
     /// The times of the snapshots that exist now (restore points),
     /// oldest first.
     pub restore_points: Vec<DateTime<Utc>>,
+    /// Continuous capture, for jobs that have it: then any point of its
+    /// window can be restored, not only the snapshots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureWindow>,
 }
 
 impl JobHistory {
@@ -199,8 +239,12 @@ impl JobHistory {
         insert_sorted(&mut self.runs, run, |r| r.time);
     }
 
-    /// Adds a drill in time order.
+    /// Adds a drill in time order; a record the history holds already
+    /// (the same id) is not added again.
     pub fn push_drill(&mut self, d: DrillPoint) {
+        if d.record.is_some() && self.drills.iter().any(|x| x.record == d.record) {
+            return;
+        }
         insert_sorted(&mut self.drills, d, |d| d.time);
     }
 
@@ -393,8 +437,14 @@ impl History {
         since: Option<DateTime<Utc>>,
     ) -> Result<Self> {
         let mut jobs: BTreeMap<String, JobHistory> = BTreeMap::new();
+        // Jobs whose changes are captured continuously (configured so, or
+        // without a configuration: physical PostgreSQL and MongoDB).
+        let mut capturing: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         if let Some(c) = config {
             for j in c.all_jobs()? {
+                if j.wal.is_some() || j.oplog_continuous {
+                    capturing.insert(j.name.clone());
+                }
                 jobs.insert(
                     j.name.clone(),
                     JobHistory {
@@ -444,6 +494,9 @@ impl History {
                     entry.source.clone_from(&e.snapshot.source.url);
                 }
                 entry.restore_points.push(e.snapshot.time);
+                if !configured && may_capture(e) {
+                    capturing.insert(key.clone());
+                }
                 if since.is_none_or(|s| e.snapshot.time >= s) {
                     entry.runs.push(Run::of_snapshot(e));
                 }
@@ -468,14 +521,21 @@ impl History {
             }
             audit.extend(ev.audit);
             let (drills, _) = backup_core::drill::list(repo).await?;
-            for (_, d) in drills {
+            for (id, d) in drills {
                 if since.is_some_and(|s| d.started < s) {
                     continue;
                 }
                 let key = d.job.clone().unwrap_or_else(|| d.source.url.clone());
                 if let Some(j) = jobs.get_mut(&key) {
-                    j.push_drill(DrillPoint::of_record(&d));
+                    j.push_drill(DrillPoint::of_record(Some(id), &d));
                 }
+            }
+            for j in jobs
+                .values_mut()
+                .filter(|j| j.repository.as_deref() == Some(repo_name.as_str()))
+                .filter(|j| capturing.contains(&j.name))
+            {
+                j.capture = capture_window(repo, j).await?;
             }
             usage.push(RepositoryUsage {
                 name: repo_name.clone(),
@@ -498,6 +558,40 @@ impl History {
             audit,
         })
     }
+}
+
+/// Whether a snapshot's source may have its changes captured: a
+/// physical PostgreSQL base backup, or MongoDB.
+fn may_capture(e: &SnapshotEntry) -> bool {
+    match e.snapshot.source.kind.as_str() {
+        "mongodb" => true,
+        #[cfg(feature = "postgres")]
+        "postgres" => backup_sources::postgres::physical::is_physical(&e.snapshot.metadata),
+        _ => false,
+    }
+}
+
+/// The newest restorable window of a job's captured changes, as the
+/// repository holds it: its lag is the time since the newest change was
+/// stored. `None` when nothing is captured.
+async fn capture_window(repo: &Repository, j: &JobHistory) -> Result<Option<CaptureWindow>> {
+    let listed = crate::pitr::windows(repo, Some(&j.source)).await?;
+    let now = Utc::now();
+    Ok(listed
+        .iter()
+        .flat_map(|s| {
+            s.windows
+                .iter()
+                .filter_map(move |w| Some((s.capture.clone(), w.from_time?, w.to_time?)))
+        })
+        .max_by_key(|(_, _, to)| *to)
+        .map(|(kind, from, to)| CaptureWindow {
+            kind,
+            from,
+            to,
+            lag_seconds: (now - to).num_milliseconds().max(0) as f64 / 1000.0,
+            ..CaptureWindow::default()
+        }))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub(super) fn report(r: &Report) -> String {
         r.since.map_or_else(|| "everything".to_owned(), time),
         time(r.generated)
     );
-    out.push_str("| Job | Runs | Success rate | Last success | Worst RPO | Last RTO | Drills passed | Restore points |\n");
+    out.push_str("| Job | Runs | Success rate | Last success | Worst RPO | Last RTO | Drills passed | Restorable |\n");
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     for j in &r.jobs {
         let s = &j.summary;
@@ -50,7 +50,7 @@ pub(super) fn report(r: &Report) -> String {
             met(s.rto_met),
             s.drills_passed,
             s.drills,
-            s.restore_points
+            super::restorable_brief(s)
         );
     }
     for j in &r.jobs {
@@ -75,7 +75,12 @@ pub(super) fn report(r: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "- RPO: worst gap {}{}{}; RTO: last {}, worst {}{}{}",
+            "- RPO: {} {}{}{}; RTO: last {}, worst {}{}{}",
+            if s.capture.is_some() {
+                "capture lag"
+            } else {
+                "worst gap"
+            },
             secs(s.worst_rpo_seconds),
             h.objectives
                 .rpo_seconds
@@ -92,12 +97,13 @@ pub(super) fn report(r: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "- Verifications: {} ({} failed); restore points: {}{}",
+            "- Verifications: {} ({} failed); restorable: {}{}",
             s.verifications,
             s.verifications_failed,
-            s.restore_points,
-            match (s.oldest_point, s.newest_point) {
-                (Some(a), Some(b)) => format!(" from {} to {}", time(a), time(b)),
+            super::restorable_brief(s),
+            match (&s.capture, s.oldest_point, s.newest_point) {
+                (Some(c), _, _) => format!(" from {} to {}", time(c.from), time(c.to)),
+                (None, Some(a), Some(b)) => format!(" from {} to {}", time(a), time(b)),
                 _ => String::new(),
             }
         );
@@ -110,7 +116,7 @@ pub(super) fn report(r: &Report) -> String {
                     time(d.time),
                     if d.ok { "passed" } else { "FAILED" },
                     secs(d.rto_seconds),
-                    human_seconds(d.rpo_seconds),
+                    secs(d.rpo_seconds),
                     cell(&d.problems.join("; "))
                 );
             }

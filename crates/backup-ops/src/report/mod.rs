@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use history::{
-    job_key, read_events, AuditLine, DrillPoint, History, JobHistory, Objectives, RepositoryEvents,
-    RepositoryUsage, Run, Verification, AUDIT_LINES,
+    job_key, read_events, AuditLine, CaptureWindow, DrillPoint, History, JobHistory, Objectives,
+    RepositoryEvents, RepositoryUsage, Run, Verification, AUDIT_LINES,
 };
 
 use crate::config::ReportFormat;
@@ -49,10 +49,12 @@ pub struct JobSummary {
     pub latest_size: Option<u64>,
     /// The newest successful run.
     pub last_success: Option<DateTime<Utc>>,
-    /// The longest time without a new restore point in the period
-    /// (between successive successful runs, from the newest restore point
-    /// before the period, and from the last one to the report): the worst
-    /// RPO a disaster could have met.
+    /// The worst RPO a disaster could have met: for a job with
+    /// continuous capture, the capture's lag (any point of its window can
+    /// be restored); otherwise the longest time without a new restore
+    /// point in the period (between successive successful runs, from the
+    /// newest restore point before the period, and from the last one to
+    /// the report).
     pub worst_rpo_seconds: Option<f64>,
     /// Whether the worst RPO is within the objective (`max_age`).
     pub rpo_met: Option<bool>,
@@ -68,7 +70,7 @@ pub struct JobSummary {
     pub last_rto_seconds: Option<f64>,
     /// The longest RTO of the period.
     pub worst_rto_seconds: Option<f64>,
-    /// RPO of the newest drill.
+    /// RPO of the newest drill that restored a point.
     pub last_drill_rpo_seconds: Option<f64>,
     /// Whether every drill's RTO is within the objective (`max_rto`).
     pub rto_met: Option<bool>,
@@ -78,6 +80,10 @@ pub struct JobSummary {
     pub oldest_point: Option<DateTime<Utc>>,
     /// The newest.
     pub newest_point: Option<DateTime<Utc>>,
+    /// The restorable window of continuous capture, for jobs that have
+    /// one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureWindow>,
 }
 
 /// One job in a report.
@@ -125,6 +131,11 @@ pub fn summarize(j: &JobHistory, since: Option<DateTime<Utc>>, now: DateTime<Utc
         let gap = (now - p).num_milliseconds() as f64 / 1000.0;
         worst_gap = Some(worst_gap.map_or(gap, |w: f64| w.max(gap)));
     }
+    // With continuous capture every point of the window is restorable:
+    // what a disaster would lose is what the capture has not stored yet.
+    if let Some(c) = &j.capture {
+        worst_gap = Some(c.lag_seconds);
+    }
     let drills: Vec<&DrillPoint> = j.drills.iter().filter(|d| in_period(&d.time)).collect();
     let rtos: Vec<f64> = drills.iter().filter_map(|d| d.rto_seconds).collect();
     let verifications: Vec<&Verification> = j
@@ -151,7 +162,7 @@ pub fn summarize(j: &JobHistory, since: Option<DateTime<Utc>>, now: DateTime<Utc
         drills_passed: drills.iter().filter(|d| d.ok).count(),
         last_rto_seconds: drills.iter().rev().find_map(|d| d.rto_seconds),
         worst_rto_seconds: rtos.iter().copied().reduce(f64::max),
-        last_drill_rpo_seconds: drills.last().map(|d| d.rpo_seconds),
+        last_drill_rpo_seconds: drills.iter().rev().find_map(|d| d.rpo_seconds),
         rto_met: j.objectives.rto_seconds.and_then(|o| {
             (!drills.is_empty())
                 .then(|| drills.iter().all(|d| d.rto_seconds.is_some_and(|r| r <= o)))
@@ -159,6 +170,7 @@ pub fn summarize(j: &JobHistory, since: Option<DateTime<Utc>>, now: DateTime<Utc
         restore_points: j.restore_points.len(),
         oldest_point: j.restore_points.first().copied(),
         newest_point: j.restore_points.last().copied(),
+        capture: j.capture.clone(),
     }
 }
 
@@ -189,7 +201,30 @@ pub fn render(report: &Report, format: ReportFormat) -> String {
     }
 }
 
-/// `90s` → `1m 30s`: a duration for people.
+/// What can be restored, in a few words: `any point of 3h 2m (WAL)` for
+/// a job with continuous capture, else `2 restore points`.
+pub fn restorable_brief(s: &JobSummary) -> String {
+    match &s.capture {
+        Some(c) => format!(
+            "any point of {} ({})",
+            human_seconds((c.to - c.from).num_milliseconds() as f64 / 1000.0),
+            if c.kind == "mongodb-oplog" {
+                "oplog"
+            } else {
+                "WAL"
+            }
+        ),
+        None => count(s.restore_points, "restore point", "restore points"),
+    }
+}
+
+/// `1 check`, `2 checks`: a number with its noun in the right number.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `90s` → `1m 30s`: a duration for people, the one format every report,
+/// page and message uses (`2.3s`, `1m 30s`, `2h 1m`, `1d 2h`).
 pub fn human_seconds(s: f64) -> String {
     if !s.is_finite() {
         return "-".to_owned();
@@ -250,23 +285,25 @@ mod tests {
         }
         j.push_run(Run::failed(t(3), "connection refused"));
         j.push_drill(DrillPoint {
+            record: None,
             time: t(4),
             ok: true,
             rto_seconds: Some(30.0),
-            rpo_seconds: 7200.0,
+            rpo_seconds: Some(7200.0),
             max_rto_seconds: Some(60.0),
-            snapshot: "ab".repeat(32),
+            snapshot: Some("ab".repeat(32)),
             phases: vec![("load".into(), 29.0)],
             problems: vec![],
             checks: 2,
         });
         j.push_drill(DrillPoint {
+            record: None,
             time: t(5),
             ok: false,
             rto_seconds: Some(90.0),
-            rpo_seconds: 10800.0,
+            rpo_seconds: Some(10800.0),
             max_rto_seconds: Some(60.0),
-            snapshot: "cd".repeat(32),
+            snapshot: Some("cd".repeat(32)),
             phases: vec![],
             problems: vec!["RTO over".into()],
             checks: 2,
@@ -322,5 +359,10 @@ mod tests {
         assert_eq!(human_seconds(90.0), "1m 30s");
         assert_eq!(human_seconds(7260.0), "2h 1m");
         assert_eq!(human_seconds(90000.0), "1d 1h");
+        assert_eq!(
+            count(1, "restore point", "restore points"),
+            "1 restore point"
+        );
+        assert_eq!(count(0, "check", "checks"), "0 checks");
     }
 }
