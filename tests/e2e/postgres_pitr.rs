@@ -802,8 +802,7 @@ fn timelines_are_followed_to_a_promoted_copy_and_back() {
     // timeline-1 base it restores from.
     let listing = s.json(&["pitr", "--source", "postgres"]);
     let windows = listing[0]["windows"].as_array().unwrap();
-    let on_two: Vec<&serde_json::Value> =
-        windows.iter().filter(|w| w["timeline"] == 2).collect();
+    let on_two: Vec<&serde_json::Value> = windows.iter().filter(|w| w["timeline"] == 2).collect();
     assert!(!on_two.is_empty(), "{listing}");
     for w in on_two {
         assert!(
