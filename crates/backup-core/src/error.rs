@@ -70,7 +70,7 @@ pub enum Error {
         supported: u32,
     },
     /// There is no repository at the given location.
-    #[error("no repository found at {location}: run `backup init` first")]
+    #[error("no repository found at {location}")]
     NoRepository {
         /// The repository location (redacted URL).
         location: String,

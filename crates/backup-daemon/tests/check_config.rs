@@ -106,6 +106,8 @@ fn a_missing_repository_or_a_wrong_password_fails_the_check() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("repository main"), "{err}");
+    // How to create it, as the README says (issue 28 item 17).
+    assert!(err.contains("--repo main init"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let path = configured(dir.path(), &dir.path().join("no-such-source"));

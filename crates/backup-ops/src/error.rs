@@ -66,7 +66,7 @@ pub enum Error {
     #[error("{source}")]
     Hinted {
         /// What to do, for people.
-        hint: &'static str,
+        hint: String,
         /// What went wrong.
         #[source]
         source: Box<Error>,
@@ -126,9 +126,9 @@ impl Error {
 
     /// This error, with advice that replaces the general hint of its kind.
     #[must_use]
-    pub fn with_hint(self, hint: &'static str) -> Self {
+    pub fn with_hint(self, hint: impl Into<String>) -> Self {
         Error::Hinted {
-            hint,
+            hint: hint.into(),
             source: Box::new(self),
         }
     }
@@ -168,27 +168,31 @@ impl Error {
     }
 
     /// What to do about common failures, for people.
-    pub fn hint(&self) -> Option<&'static str> {
+    pub fn hint(&self) -> Option<String> {
         let mut e = self;
         loop {
             match e {
-                Error::Hinted { hint, .. } => return Some(hint),
+                Error::Hinted { hint, .. } => return Some(hint.clone()),
                 Error::Context { source, .. } => e = source,
                 _ => break,
             }
         }
-        match self.core()? {
-            backup_core::Error::WrongPassword => Some(
-                "check BACKUP_PASSWORD / --password-file; `backup key list` shows the keys once you are in",
-            ),
-            backup_core::Error::Corrupt { .. } => {
-                Some("run `backup verify --read-data` to find every damaged snapshot")
+        let hint = match self.core()? {
+            backup_core::Error::WrongPassword => {
+                "check BACKUP_PASSWORD / --password-file; `backup key list` shows the keys once you are in"
             }
-            backup_core::Error::Locked(_) => Some(
-                "wait for the other operation to finish; a lock whose holder died is ignored at once on its own host and elsewhere once its lease ends (5 minutes); `backup unlock` removes such locks",
-            ),
-            _ => None,
-        }
+            backup_core::Error::Corrupt { .. } => {
+                "run `backup verify --read-data` to find every damaged snapshot"
+            }
+            backup_core::Error::Locked(_) => {
+                "wait for the other operation to finish; a lock whose holder died is ignored at once on its own host and elsewhere once its lease ends (5 minutes); `backup unlock` removes such locks"
+            }
+            backup_core::Error::NoRepository { .. } => {
+                "create it with `backup init` (a repository of a configuration file: `backup --config FILE --repo NAME init`)"
+            }
+            _ => return None,
+        };
+        Some(hint.to_owned())
     }
 }
 

@@ -174,7 +174,10 @@ pub async fn startup(config: &Config, depth: Depth) -> Result<Vec<StartupCheck>>
                 message: match r {
                     Ok(()) if depth == Depth::Deep => "opens and accepts writes".to_owned(),
                     Ok(()) => "opens with its password".to_owned(),
-                    Err(e) => backup_core::error::report(&e),
+                    Err(e) => match e.hint() {
+                        Some(h) => format!("{}; {h}", backup_core::error::report(&e)),
+                        None => backup_core::error::report(&e),
+                    },
                 },
             },
         });

@@ -153,6 +153,12 @@ pub async fn open_configured(config: &Config, name: &str) -> Result<Repository> 
         )))
     })
     .await
+    .map_err(|e| match e.core() {
+        Some(backup_core::Error::NoRepository { .. }) => e.with_hint(format!(
+            "create it with `backup --config FILE --repo {name} init`"
+        )),
+        _ => e,
+    })
     .with_context(|| format!("opening repository {name}"))
 }
 

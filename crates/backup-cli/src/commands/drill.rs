@@ -131,8 +131,13 @@ fn print_drill(ctx: &Ctx, r: &DrillRecord) -> Result<()> {
         .iter()
         .map(|p| format!("{} {}", p.name, human_seconds(p.seconds)))
         .collect();
+    let phases = if phases.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", phases.join(", "))
+    };
     ctx.say(format!(
-        "RTO {}{} ({}); RPO {}; {} items, {}",
+        "RTO {}{}{}; RPO {}; {} items, {}",
         r.rto_seconds.map_or_else(|| "-".to_owned(), human_seconds),
         r.max_rto_seconds
             .map(|m| format!(
@@ -141,7 +146,7 @@ fn print_drill(ctx: &Ctx, r: &DrillRecord) -> Result<()> {
                 if r.rto_exceeded { ", EXCEEDED" } else { "" }
             ))
             .unwrap_or_default(),
-        phases.join(", "),
+        phases,
         r.rpo_seconds.map_or_else(|| "-".to_owned(), human_seconds),
         r.items,
         bytes(r.bytes)
