@@ -14,6 +14,7 @@
 
 mod bad_input;
 mod cloud;
+mod copy_pitr;
 mod corruption;
 mod crash;
 mod daemon;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backup_core::archiver::{backup as archive, BackupOptions};
-use backup_core::copy::{not_yet_copied, SnapshotSource};
+use backup_core::copy::{copy_captures, not_yet_copied, CapturesCopied, SnapshotSource};
 use backup_core::lock::LockMode;
 use backup_core::repo::Repository;
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
@@ -41,23 +41,38 @@ pub struct Copied {
     pub files_unchanged: u64,
 }
 
+/// What a copy did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CopyOutcome {
+    /// The snapshots copied (those the destination had are left out).
+    pub copied: Vec<Copied>,
+    /// The captured WAL and oplog copied with them.
+    pub captures: CapturesCopied,
+}
+
 /// Copies the requested snapshots from `src` to `dst` (shared locks on
 /// both), skipping those `dst` already has. Each copy takes the
 /// destination's latest copy of the same source and host as its parent, so
 /// files with unchanged metadata are not even read. `on_copied` is called
 /// after each snapshot, for progress lines.
 ///
+/// Then the captured change streams go too, so that the copy keeps the
+/// point-in-time windows: every capture record when everything is copied
+/// (no snapshot named, no filter), otherwise those of the streams the
+/// requested snapshots are bases of and those whose source the filter's
+/// `--source` selects ([`copy_captures`]: incremental, piece by piece).
+///
 /// # Errors
 ///
-/// Unknown snapshots, storage and lock errors (snapshots copied before an
-/// error stay).
+/// Unknown snapshots, storage and lock errors (snapshots and pieces copied
+/// before an error stay); an unreadable capture record.
 pub async fn copy(
     src: &Repository,
     dst: &Repository,
     req: &CopyRequest,
     feedback: &dyn Feedback,
     on_copied: &(dyn Fn(&Copied) + Sync),
-) -> Result<Vec<Copied>> {
+) -> Result<CopyOutcome> {
     let work = async {
         let src_idx = src.clone().load_index().await?;
         let wanted = if req.snapshots.is_empty() {
@@ -71,6 +86,20 @@ pub async fn copy(
                 v.push(src_idx.find_snapshot(spec, &req.filter).await?);
             }
             v
+        };
+        let identities: std::collections::HashSet<String> = wanted
+            .iter()
+            .flat_map(|e| backup_sources::capture::base_identities(&e.snapshot))
+            .collect();
+        let everything = req.snapshots.is_empty() && selects_everything(&req.filter);
+        let select = |r: &backup_core::capture::CaptureRecord| {
+            everything
+                || identities.contains(&r.identity)
+                || req
+                    .filter
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| backup_core::source_url::selects(s, &r.source.url))
         };
         let inner = async {
             let mut dst_idx = dst.clone().load_index().await?;
@@ -107,7 +136,10 @@ pub async fn copy(
                     copied.push(c);
                 }
             }
-            Ok::<_, Error>(copied)
+            let captures = copy_captures(src, dst, select, req.lock_wait)
+                .await
+                .context("copying captured WAL and oplog")?;
+            Ok::<_, Error>(CopyOutcome { copied, captures })
         };
         dst.with_lock(LockMode::Shared, "copy", req.lock_wait, inner)
             .await
@@ -124,4 +156,14 @@ fn latest_copy_of(existing: &[SnapshotEntry], entry: &SnapshotEntry) -> Option<S
         })
         .max_by_key(|e| e.snapshot.time)
         .cloned()
+}
+
+/// Whether `f` passes every snapshot.
+fn selects_everything(f: &SnapshotFilter) -> bool {
+    f.source.is_none()
+        && f.tags.is_empty()
+        && f.before.is_none()
+        && f.after.is_none()
+        && f.job.is_none()
+        && f.host.is_none()
 }

@@ -260,6 +260,22 @@ impl CaptureKind {
     }
 }
 
+/// The identities of the capture streams `snapshot` is a base of: a
+/// replica set (MongoDB), a cluster's system identifier (a physical
+/// PostgreSQL base backup). Empty for snapshots that are nobody's base.
+pub fn base_identities(snapshot: &Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = CaptureKind::ALL
+        .iter()
+        .filter_map(|k| k.base_point(snapshot))
+        .map(|p| p.identity)
+        .collect();
+    #[cfg(feature = "postgres")]
+    if let Some(Ok(m)) = crate::postgres::physical::PhysicalMeta::of(&snapshot.metadata) {
+        out.push(m.system_identifier);
+    }
+    out
+}
+
 /// An oplog position: 8 hex digits of seconds, 8 of the increment.
 pub(crate) fn oplog_position(t: u32, i: u32) -> String {
     format!("{t:08X}{i:08X}")

@@ -46,15 +46,29 @@ pub(crate) async fn run(ctx: &Ctx, a: CopyArgs) -> Result<u8> {
             c.to.short()
         ));
     };
-    let copied = copy(&src, &dst, &req, ctx, &say).await?;
+    let out = copy(&src, &dst, &req, ctx, &say).await?;
     if ctx.global.json {
-        ctx.print_json(&serde_json::json!({"copied": copied}))?;
+        ctx.print_json(&serde_json::json!({"copied": out.copied, "captures": out.captures}))?;
     } else {
         ctx.say(format!(
-            "{} snapshots copied to {}",
-            copied.len(),
+            "{} copied to {}",
+            backup_ops::report::count(out.copied.len(), "snapshot", "snapshots"),
             spec.redacted()
         ))?;
+        let c = &out.captures;
+        if c.pieces + c.gaps + c.present > 0 {
+            ctx.say(format!(
+                "captured WAL and oplog: {} copied ({}), {} gap records, {} already there",
+                backup_ops::report::count(
+                    usize::try_from(c.pieces).unwrap_or(usize::MAX),
+                    "piece",
+                    "pieces"
+                ),
+                super::bytes(c.bytes),
+                c.gaps,
+                c.present
+            ))?;
+        }
     }
     Ok(0)
 }
