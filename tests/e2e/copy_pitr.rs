@@ -4,15 +4,15 @@
 //! lists the same windows and a restore to a point from the copy equals
 //! one from the original.
 
-use std::time::Duration;
-
 use backup_testkit::mongo::MongoServer;
 use backup_testkit::postgres::PgCluster;
 use mongodb::bson::{doc, Document};
 use mongodb::sync::Client;
 
 use crate::mongo_pitr::{newest, ts_arg, wait_stored, Follower};
-use crate::postgres_pitr::{markers, receiving_with_base, time_after_marker, write_markers};
+use crate::postgres_pitr::{
+    markers, receiving_with_base, time_after_marker, wait_captured, write_markers,
+};
 use crate::util::Scratch;
 
 /// A destination repository with another password (so another key).
@@ -61,7 +61,7 @@ fn postgres_wal_is_copied_with_its_base_and_restores_the_same() {
     let (pg, s, receiver) = receiving_with_base(&[]);
     write_markers(&pg, 2);
     let (_, last) = markers(&pg);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
     let d = destination(&s);
     let first = copy_to(&s, &d);

@@ -67,6 +67,53 @@ impl Drop for Receiver {
     }
 }
 
+/// Waits (a minute at most) until a receiver streams from `pg`.
+pub(crate) fn wait_streaming(pg: &PgCluster) {
+    poll(pg, "a receiver to stream", || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+    });
+}
+
+/// Waits (a minute at most) until the receiver has stored, and confirmed
+/// to the server, all WAL written before the call: a synchronous commit
+/// flushes the server's WAL up to here, and the slot's position passes it
+/// once the receiver has stored it (it confirms only what is stored).
+pub(crate) fn wait_captured(pg: &PgCluster) {
+    let out = pg.psql(
+        "postgres",
+        "SET synchronous_commit = on; SELECT txid_current(); SELECT pg_current_wal_flush_lsn();",
+    );
+    let target = out.lines().last().unwrap_or_default().trim().to_owned();
+    poll(
+        pg,
+        &format!("the receiver to store WAL up to {target}"),
+        || {
+            pg.psql(
+            "postgres",
+            &format!(
+                "SELECT coalesce(bool_or(restart_lsn >= '{target}'), false) FROM pg_replication_slots WHERE slot_name = 'backup'"
+            ),
+        )
+        },
+    );
+}
+
+/// Polls `query` (psql's output `t` or `f`) every 100 ms until `t`.
+fn poll(pg: &PgCluster, what: &str, query: impl Fn() -> String) {
+    let start = std::time::Instant::now();
+    while query().trim() != "t" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "waited a minute in vain for {what}:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A throwaway cluster (with `settings`) whose WAL `backup wal receive`
 /// captures into a new repository, and a physical base backup taken once
 /// the receiver runs.
@@ -75,7 +122,7 @@ pub(crate) fn receiving_with_base(settings: &[&str]) -> (PgCluster, Scratch, Rec
     let s = Scratch::new();
     s.init();
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&pg);
     s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
     (pg, s, receiver)
 }
@@ -148,7 +195,7 @@ fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
     let s = Scratch::new();
     s.init();
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&pg);
     let base = s.json(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
     let base_id = base["id"].as_str().unwrap().to_owned();
     // pgbench beside the markers.
@@ -194,7 +241,7 @@ fn restores_to_times_and_positions_hold_exactly_the_markers_before_them() {
     let (total, _) = markers(&pg);
     assert!(total > 150, "only {total} markers");
     write_markers(&pg, 1);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
 
     // The independent reader of the format finds one window of timeline 1
@@ -297,10 +344,10 @@ fn refusals_name_the_restorable_window() {
     let target = PgCluster::owned_tempdir("pg-pitr-");
     let data = target.path().join("data");
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&pg);
     s.ok(&["create", &url]);
     write_markers(&pg, 2);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
     // In the future.
     let err = s.fails(
@@ -350,7 +397,7 @@ fn a_killed_receiver_resumes_without_gap_or_duplicate() {
     write_markers(&pg, 2);
     let receiver = Receiver::start(&s, &repl_url(&pg));
     write_markers(&pg, 2);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
     // The pieces are contiguous: each starts where the one before ends.
     let names: Vec<String> = std::fs::read_dir(Path::new(&s.repo).join("captures"))
@@ -386,9 +433,9 @@ fn a_receiver_started_after_the_base_backup_restores_from_it() {
     s.init();
     s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&pg);
     write_markers(&pg, 2);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_captured(&pg);
     receiver.stop();
     let (_, last) = markers(&pg);
     let at = time_after_marker(&pg, last - 10);
@@ -462,7 +509,7 @@ fn a_wrong_key_stops_recovery_without_promoting_a_partial_history() {
         );
     }
     write_markers(&pg, 1);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_captured(&pg);
     receiver.stop();
     let (_, last) = markers(&pg);
     let at = time_after_marker(&pg, last - 3);
@@ -717,7 +764,7 @@ fn an_invalidated_slot_is_a_recorded_gap_and_restores_inside_it_are_refused() {
         "max_wal_size=32MB",
     ]);
     write_markers(&pg, 1);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_captured(&pg);
     receiver.stop();
     // While nobody receives: far more WAL than the slot may hold.
     write_markers(&pg, 1);
@@ -740,7 +787,7 @@ fn an_invalidated_slot_is_a_recorded_gap_and_restores_inside_it_are_refused() {
     );
     let receiver = Receiver::start(&s, &repl_url(&pg));
     write_markers(&pg, 1);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
     let at = time_after_marker(&pg, inside - 2);
     let target = PgCluster::owned_tempdir("pg-pitr-");
@@ -770,7 +817,7 @@ fn timelines_are_followed_to_a_promoted_copy_and_back() {
     write_markers(&pg, 2);
     let (_, fork_after) = markers(&pg);
     let fork_at = time_after_marker(&pg, fork_after - 30);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_captured(&pg);
     receiver.stop();
     // A copy restored to the fork time and promoted: timeline 2.
     let promoted = restore_and_start(&s, &["--at", &fork_at]);
@@ -784,7 +831,7 @@ fn timelines_are_followed_to_a_promoted_copy_and_back() {
         "2"
     );
     let receiver = Receiver::start(&s, &repl_url(&promoted));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&promoted);
     write_markers(&promoted, 2);
     let n2: u64 = promoted
         .psql("postgres", "SELECT count(*) FROM markers")
@@ -795,7 +842,7 @@ fn timelines_are_followed_to_a_promoted_copy_and_back() {
         .psql("postgres", "SELECT to_char((max(ts) - interval '300 milliseconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM markers")
         .trim()
         .to_owned();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&promoted);
     receiver.stop();
     assert!(n2 > fork_after - 30, "the promoted copy wrote nothing");
     // Issue 28 item 10: `backup pitr` lists timeline 2's window with the
@@ -849,7 +896,7 @@ fn retention_keeps_the_window_base_and_prunes_only_unneeded_wal() {
     let s = Scratch::new();
     s.init();
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&pg);
     let physical = format!("{}?mode=physical", pg.url("postgres"));
     let first = s.json(&["create", &physical])["id"]
         .as_str()
@@ -870,7 +917,7 @@ fn retention_keeps_the_window_base_and_prunes_only_unneeded_wal() {
         .to_owned();
     write_markers(&pg, 2);
     let (_, last) = markers(&pg);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_captured(&pg);
     receiver.stop();
 
     // --keep-within keeps the base that every point of the period is

@@ -225,3 +225,48 @@ fn r28_11_a_closed_pipe_ends_a_command_quietly() {
     let list = s.json(&["list", "--source", src.to_str().unwrap()]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+/// Issue 34 (`--log-format json`): every line `backup` writes on standard
+/// error is one JSON object, warnings and the final error included.
+#[test]
+fn r34_json_log_lines_are_one_object_each() {
+    let s = Scratch::new();
+    s.init();
+    let src = tree_with_fifo(&s);
+    let out = plain(&s)
+        .args(["--log-format", "json", "create", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines.iter().all(|l| l["level"] == "WARN"), "{stderr}");
+    assert!(
+        lines[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("saved with omissions"),
+        "{stderr}"
+    );
+    // The final error, with its exit code.
+    let out = plain(&s)
+        .env("BACKUP_LOG_FORMAT", "json")
+        .args(["show", "ffffffff"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(line["level"], "ERROR", "{stderr}");
+    assert_eq!(
+        line["exit_code"].as_u64(),
+        out.status.code().map(|c| c as u64)
+    );
+    assert!(
+        line["message"].as_str().unwrap().contains("ffffffff"),
+        "{stderr}"
+    );
+}

@@ -54,6 +54,16 @@ pub(crate) struct GlobalArgs {
     /// set or TERM=dumb), always or never.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
     pub(crate) color: backup_ops::log::Color,
+    /// Log lines on standard error: human (`warning: ...`) or json (one
+    /// object a line, for log shippers).
+    #[arg(
+        long,
+        global = true,
+        env = "BACKUP_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "human"
+    )]
+    pub(crate) log_format: backup_ops::config::LogFormat,
     /// How long to wait for a conflicting repository lock (e.g. 10m) before giving up.
     #[arg(
         long,

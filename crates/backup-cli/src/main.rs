@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     init_logging(&cli.global);
     install_tls_provider();
     let json = cli.global.json;
+    let json_log = cli.global.log_format == backup_ops::config::LogFormat::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,9 +70,19 @@ fn main() -> ExitCode {
                 let msg = serde_json::json!({"error": message, "exit_code": code});
                 let _ = writeln!(std::io::stdout(), "{msg}");
             }
-            note!("error: {message}");
-            if let Some(hint) = ops_error(&e).and_then(backup_ops::Error::hint) {
-                note!("hint: {hint}");
+            let hint = ops_error(&e).and_then(backup_ops::Error::hint);
+            if json_log {
+                // One object a line, like every other log line.
+                tracing::error!(
+                    exit_code = code,
+                    hint = hint.as_deref().unwrap_or(""),
+                    "{message}"
+                );
+            } else {
+                note!("error: {message}");
+                if let Some(hint) = hint {
+                    note!("hint: {hint}");
+                }
             }
             ExitCode::from(code)
         }
@@ -115,16 +126,24 @@ fn init_logging(g: &cli::GlobalArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKUP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Its own report of a failed write would go to the same closed
         // standard error, with a panic.
-        .log_internal_errors(false)
-        .event_format(backup_ops::log::OneLine {
-            ansi: g.color.for_stderr(),
-        })
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match g.log_format {
+        backup_ops::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(false)
+            .try_init(),
+        backup_ops::config::LogFormat::Human => builder
+            .event_format(backup_ops::log::OneLine {
+                ansi: g.color.for_stderr(),
+            })
+            .try_init(),
+    };
 }
 
 /// Parses the arguments; clap's own help and errors follow `--color` too.

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use backup_testkit::postgres::PgCluster;
 
 use crate::postgres_pitr::{
-    cluster, markers, receiving_with_base, repl_url, time_after_marker, write_markers, Receiver,
+    cluster, markers, receiving_with_base, repl_url, time_after_marker, wait_captured,
+    wait_streaming, write_markers, Receiver,
 };
 use crate::util::{is_root, write, Scratch};
 
@@ -73,11 +74,11 @@ fn r28_1_3_5_6_7_the_url_backed_up_with_restores_to_a_point_and_leaves_no_key() 
     write(&files.join("app.yml"), b"port: 1\n");
     s.create(&files, &[]);
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(&pg);
     let url = pg.url("postgres");
     s.ok(&["create", &url, "--mode", "physical"]);
     write_markers(&pg, 3);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
 
     // Item 3 and 5: the listing.
@@ -255,7 +256,7 @@ fn r28_4_8_9_start_checks_first_and_says_why_recovery_failed() {
     s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
     write_markers(&pg, 2);
     let (_, last) = markers(&pg);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
     let at = time_after_marker(&pg, last - 10);
     let port = backup_testkit::free_port().to_string();
@@ -428,10 +429,10 @@ fn r28_2_a_first_receiver_covers_the_newest_base_or_names_the_gap() {
     s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
     switch_segments(&pg, 3);
     let receiver = Receiver::start(&s, &repl_url(&pg));
-    std::thread::sleep(Duration::from_secs(2));
+    wait_streaming(&pg);
     write_markers(&pg, 1);
     let (_, last) = markers(&pg);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_captured(&pg);
     receiver.stop();
     let listing = s.json(&["pitr"]);
     let windows = listing[0]["windows"].as_array().unwrap();

@@ -95,8 +95,8 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
             Some(id) => format!("snapshot {} saved with omissions", id.short()),
             None => "dry run: the snapshot would be saved with omissions".to_owned(),
         };
-        note!(
-            "warning: {head}: {n} {entries} could not be read and {were} left out (see the warnings above; exit code {})",
+        tracing::warn!(
+            "{head}: {n} {entries} could not be read and {were} left out (see the warnings above; exit code {})",
             backup_ops::exit::SAVED_WITH_OMISSIONS
         );
         return Ok(backup_ops::exit::SAVED_WITH_OMISSIONS);
