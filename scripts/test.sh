@@ -13,8 +13,10 @@ step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
 # setpriv, which runs them as the postgres user when the tests run as root;
 # openssl makes the certificate of the PostgreSQL TLS test; chromium loads
 # the daemon's status page in the browser test; prometheus provides promtool,
-# which checks dist/prometheus-alerts.yml.
-APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl chromium prometheus)
+# which checks dist/prometheus-alerts.yml; attr, acl and e2fsprogs give
+# getfattr, getfacl, setfacl, chattr and lsattr, the file fidelity test's
+# independent checkers.
+APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl chromium prometheus attr acl e2fsprogs)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -162,7 +162,7 @@ fn python_reader_lists_checks_and_restores_an_encrypted_repository() {
         serde_json::from_slice(&fs::read(format!("{}/config", s.repo)).unwrap()).unwrap();
     assert_eq!(
         (&cfg["version"], &cfg["id_hash"]),
-        (&2.into(), &"blake3".into()),
+        (&3.into(), &"blake3".into()),
         "{cfg}"
     );
     let (first, _) = s.create(&src, &["--tag", "one", "--time", "2024-03-01T10:00:00Z"]);
@@ -310,7 +310,7 @@ fn python_reader_reads_an_unencrypted_repository() {
     std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
     write(&src.join(OsStr::from_bytes(b"raw-\x80")), b"x");
     // A format version 1 repository (HMAC-SHA-256 blob ids), as older
-    // builds write; the encrypted test above reads a version 2 one (BLAKE3).
+    // builds write; the encrypted test above reads a version 3 one (BLAKE3).
     s.ok(&[
         "init",
         "--insecure-no-encryption",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent reader of backup repositories (format versions 1 and 2).
+"""An independent reader of backup repositories (format versions 1 to 3).
 
 Written from docs/REPOSITORY_FORMAT.md alone, to check that the specification
 is complete enough to read a repository without the Rust code. Local
@@ -35,12 +35,14 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
+import errno
 import hashlib
 import hmac
 import json
 import math
 import os
 import re
+import stat
 import struct
 import sys
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 NONCE_LEN = 12
 TAG_LEN = 16
 HEADER_ENTRY = struct.Struct("<BB32sIII")  # type, compressed, id, offset, length, raw_length
@@ -161,7 +163,7 @@ CONFIG_FIELDS = {
 }
 
 # The keyed hash of blob ids per format version (section 5).
-ID_HASH_OF_VERSION = {1: "hmac-sha256", 2: "blake3"}
+ID_HASH_OF_VERSION = {1: "hmac-sha256", 2: "blake3", 3: "blake3"}
 
 
 def check_config_fields(cfg: dict) -> None:
@@ -572,7 +574,11 @@ class Restorer:
     def __init__(self, repo: Repo):
         self.repo = repo
         self.as_root = os.geteuid() == 0
-        self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "content_lists": 0}
+        self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "content_lists": 0,
+                      "specials": 0, "hard_links": 0, "xattrs_refused": 0, "flags_ignored": 0}
+        # Version 3 (section 11.2): the first restored path of each
+        # hard-linked file, by (device, inode).
+        self.links: dict[tuple[int, int], bytes] = {}
 
     def restore(self, tree_id: bytes, outdir: bytes) -> None:
         if os.path.lexists(outdir):
@@ -598,8 +604,25 @@ class Restorer:
                 self.restore_tree(parse_id(node["subtree"], "subtree"), path)
                 self.stats["dirs"] += 1
                 self.set_meta(path, node, is_link=False)
+            elif kind == "file" and self.link_group(node) in self.links:
+                os.link(self.links[self.link_group(node)], path)
+                self.stats["hard_links"] += 1
             elif kind in ("file", "stream"):
                 self.restore_file(path, node)
+                if self.link_group(node) is not None:
+                    self.links[self.link_group(node)] = path
+            elif kind in ("fifo", "chardev", "blockdev"):
+                if kind == "fifo":
+                    os.mkfifo(path, 0o600)
+                else:
+                    if "rdev" not in node:
+                        raise FormatError(f"{path!r}: device node without rdev")
+                    if not self.as_root:
+                        continue
+                    mode = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+                    os.mknod(path, mode | 0o600, node["rdev"])
+                self.stats["specials"] += 1
+                self.set_meta(path, node, is_link=False)
             elif kind == "symlink":
                 if "link_target" not in node:
                     raise FormatError(f"{path!r}: symbolic link without target")
@@ -609,6 +632,24 @@ class Restorer:
             else:
                 raise FormatError(f"{path!r}: unknown node type {kind!r}")
 
+    @staticmethod
+    def link_group(node: dict):
+        """(device, inode) of a file with more than one link, else None."""
+        if node.get("links", 1) > 1 and "device" in node and "inode" in node:
+            return (node["device"], node["inode"])
+        return None
+
+    def set_xattrs(self, path: bytes, node: dict) -> None:
+        for x in node.get("xattrs", []):
+            name = fs_name(x["name"], "xattr name")
+            try:
+                os.setxattr(path, name, base64.b64decode(x["value"], validate=True),
+                            follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EINVAL):
+                    raise
+                self.stats["xattrs_refused"] += 1
+
     def restore_file(self, path: bytes, node: dict) -> None:
         what = os.fsdecode(path)
         size = int(node.get("size", 0))
@@ -616,12 +657,22 @@ class Restorer:
         written = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            sparse = bool(node.get("sparse", False))
             with os.fdopen(fd, "wb", closefd=False) as f:
                 for bid in self.repo.content_ids(node, what):
                     data = self.repo.read_blob("data", bid)
-                    f.write(data)
+                    if sparse:
+                        # Zero 4 KiB blocks of a sparse file stay holes.
+                        for off in range(0, len(data), 4096):
+                            block = data[off:off + 4096]
+                            if block.count(0) != len(block):
+                                os.pwrite(fd, block, written + off)
+                    else:
+                        f.write(data)
                     digest.update(data)
                     written += len(data)
+            if sparse:
+                os.ftruncate(fd, written)
             if written != size:
                 raise FormatError(f"{what}: restored {written} bytes, node says {size}")
             if node.get("sha256") is not None and digest.hexdigest() != node["sha256"].lower():
@@ -630,6 +681,8 @@ class Restorer:
             if self.as_root and node.get("uid") is not None and node.get("gid") is not None:
                 os.fchown(fd, node["uid"], node["gid"])
             os.fchmod(fd, node.get("mode", default) & 0o7777)
+            self.set_xattrs(path, node)
+            self.stats["flags_ignored"] += bool(node.get("flags"))
             if node.get("mtime_ns") is not None:
                 atime = os.fstat(fd).st_atime_ns
                 os.utime(fd, ns=(atime, node["mtime_ns"]))
@@ -647,6 +700,8 @@ class Restorer:
             os.lchown(path, node["uid"], node["gid"])
         if not is_link and node.get("mode") is not None:
             os.chmod(path, node["mode"] & 0o7777)
+        self.set_xattrs(path, node)
+        self.stats["flags_ignored"] += bool(node.get("flags"))
         if node.get("mtime_ns") is not None:
             t = node["mtime_ns"]
             os.utime(path, ns=(t, t) if is_link else (os.lstat(path).st_atime_ns, t),

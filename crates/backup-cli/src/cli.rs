@@ -408,7 +408,37 @@ pub(crate) struct CreateArgs {
     /// server sends per second (e.g. 100MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) max_rate: Option<u64>,
+    /// Stay on the source's file system: directories where another one is
+    /// mounted are kept, empty.
+    #[arg(long, help_heading = CREATE_FILES)]
+    pub(crate) one_file_system: bool,
+    /// Leave out the contents of directories tagged as caches by a
+    /// CACHEDIR.TAG file (the tag itself is kept).
+    #[arg(long, help_heading = CREATE_FILES)]
+    pub(crate) exclude_caches: bool,
+    /// Leave out the contents of directories that hold a file of this name
+    /// (the file itself is kept); repeatable.
+    #[arg(long, value_name = "NAME", help_heading = CREATE_FILES)]
+    pub(crate) exclude_if_present: Vec<String>,
+    /// Read exclude patterns from FILE, one a line (# starts a comment);
+    /// repeatable.
+    #[arg(long, value_name = "FILE", help_heading = CREATE_FILES)]
+    pub(crate) exclude_file: Vec<PathBuf>,
+    /// Leave out files larger than SIZE (e.g. 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = CREATE_FILES)]
+    pub(crate) exclude_larger_than: Option<u64>,
+    /// Back up only the paths listed in FILE (relative to SOURCE or
+    /// absolute inside it; one a line, # starts a comment); a listed
+    /// directory brings everything below it. Repeatable.
+    #[arg(long, value_name = "FILE", help_heading = CREATE_FILES)]
+    pub(crate) files_from: Vec<PathBuf>,
+    /// The --files-from lists end each path with a NUL byte (as `find
+    /// -print0` writes), not a newline.
+    #[arg(short = '0', long = "null", requires = "files_from", help_heading = CREATE_FILES)]
+    pub(crate) null: bool,
 }
+
+const CREATE_FILES: &str = "Files";
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
@@ -450,6 +480,7 @@ const RESTORE_SELECTION: &str = "What to restore";
 const RESTORE_POINT: &str = "Point in time (PostgreSQL WAL, MongoDB oplog)";
 const RESTORE_DATABASE: &str = "Database targets";
 const RESTORE_PHYSICAL: &str = "Physical PostgreSQL";
+const RESTORE_FILES: &str = "File targets";
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
@@ -529,6 +560,30 @@ pub(crate) struct RestoreArgs {
     /// a snapshot taken with --pg-globals creates its missing roles.
     #[arg(long, help_heading = RESTORE_DATABASE)]
     pub(crate) skip_missing_roles: bool,
+    /// Files, as root: give files the recorded user and group numbers,
+    /// not the ids this system has for the recorded names (the default
+    /// when a name is known here).
+    #[arg(long, help_heading = RESTORE_FILES, conflicts_with = "no_owner")]
+    pub(crate) numeric_owner: bool,
+    /// Files, as root: leave every restored file owned by root instead
+    /// of its recorded owner.
+    #[arg(long, help_heading = RESTORE_FILES)]
+    pub(crate) no_owner: bool,
+    /// Files: restore into a directory that holds files already; an entry
+    /// that exists is left as it is (never), replaced unless its size and
+    /// modification time match (if-changed), or replaced (always). A
+    /// replaced file is written beside the old one and renamed over it.
+    #[arg(long, value_name = "WHEN", value_parser = ["never", "if-changed", "always"], help_heading = RESTORE_FILES)]
+    pub(crate) overwrite: Option<String>,
+    /// Files, with --overwrite: afterwards remove what the directory holds
+    /// that the snapshot does not (a mirror of the snapshot).
+    #[arg(long, help_heading = RESTORE_FILES)]
+    pub(crate) delete: bool,
+    /// Files: afterwards re-read every restored file and compare it with
+    /// the snapshot (content, type, permissions, link targets); a
+    /// difference fails the restore.
+    #[arg(long, help_heading = RESTORE_FILES)]
+    pub(crate) verify: bool,
     /// Database targets: parallel loaders (PostgreSQL connections for
     /// data and indexes; MongoDB collections at once and writers per
     /// collection). Default: one per core.
@@ -796,6 +851,16 @@ mod tests {
         has(RESTORE_POINT, &["--at ", "--at-lsn", "--timeline"]);
         has(RESTORE_DATABASE, &["--drop", "--jobs"]);
         has(RESTORE_PHYSICAL, &["--start", "--tablespace-map"]);
+        has(
+            RESTORE_FILES,
+            &[
+                "--numeric-owner",
+                "--no-owner",
+                "--overwrite",
+                "--delete",
+                "--verify",
+            ],
+        );
         assert!(!section("Options").contains("--repo"), "{help}");
         assert!(!section("Options").contains("--at-lsn"), "{help}");
     }

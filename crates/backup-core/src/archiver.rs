@@ -28,7 +28,7 @@ use crate::progress::Progress;
 use crate::repo::IndexedRepository;
 use crate::saver::{write_index_files, BlobSaver, SaverHandle};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotStats, StreamSummary, SNAPSHOT_VERSION};
-use crate::source::{Content, Item, OnReadError, Source};
+use crate::source::{ChangedWhileRead, Content, Item, OnReadError, Source};
 use crate::tree::{encode_content_list, FsName, Node, NodeKind, Tree, INLINE_CONTENT_LIMIT};
 
 /// Options of a backup run.
@@ -94,6 +94,9 @@ struct Ctx {
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
     runtime: tokio::runtime::Handle,
+    /// The warning that an older repository format dropped metadata was
+    /// given.
+    told_old_format: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -155,6 +158,7 @@ pub async fn backup(
         warnings: Mutex::new(Vec::new()),
         progress,
         runtime: tokio::runtime::Handle::current(),
+        told_old_format: std::sync::atomic::AtomicBool::new(false),
     });
     let walked = walk(repo, source, opts, &ctx).await;
     let walked = match walked {
@@ -281,6 +285,27 @@ async fn walk(
                 settle(ctx, &mut frame.children, &mut streams).await?;
             }
         }
+        let item = match item {
+            Item::Enter(mut node) => {
+                fit_version(repo, ctx, &mut node);
+                Item::Enter(node)
+            }
+            Item::Leaf {
+                mut node,
+                content,
+                on_error,
+            } => {
+                if !fit_version(repo, ctx, &mut node) {
+                    continue;
+                }
+                Item::Leaf {
+                    node,
+                    content,
+                    on_error,
+                }
+            }
+            other => other,
+        };
         match item {
             Item::Enter(node) => {
                 let top = stack
@@ -332,6 +357,7 @@ async fn walk(
                 stack.last_mut().unwrap().children.push(pending);
             }
             Item::Warning(msg) => ctx.warn(msg),
+            Item::Note(msg) => tracing::warn!("{msg}"),
             Item::Leaf {
                 node,
                 content,
@@ -377,6 +403,45 @@ async fn walk(
     Ok((root_id, streams))
 }
 
+/// Makes `node` fit the repository's format version: in a repository
+/// older than version 3, drops the fields only version 3 records (saying
+/// so once) and returns `false` for a node version 2 cannot hold at all (a
+/// special file, left out with a warning).
+fn fit_version(repo: &IndexedRepository, ctx: &Ctx, node: &mut Node) -> bool {
+    if repo.config().extended_nodes() {
+        return true;
+    }
+    let features = node.version_3_features();
+    if features.is_empty() {
+        return true;
+    }
+    if node.kind.is_special() {
+        ctx.warn(format!(
+            "{}: special file left out: repository format version {} cannot record it (a repository made by `backup init` of this version can)",
+            node.name,
+            repo.config().version
+        ));
+        return false;
+    }
+    // Said once a run, and not recorded as an omission: a repository of an
+    // older version never held these, and its backups stay as they were.
+    // Owner names alone (every node has them) are dropped quietly.
+    let worth_saying: Vec<&str> = features
+        .into_iter()
+        .filter(|f| *f != "owner names")
+        .collect();
+    if !worth_saying.is_empty() && !ctx.told_old_format.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "repository format version {} cannot record {} (first met at `{}`); they are left out, as before version 3 (a repository made by `backup init` of this version records them)",
+            repo.config().version,
+            worth_saying.join(", "),
+            node.name
+        );
+    }
+    node.strip_version_3();
+    true
+}
+
 fn path_string(path: &[FsName]) -> String {
     path.iter()
         .map(|n| n.display().into_owned())
@@ -399,6 +464,10 @@ async fn leaf(
     match node.kind {
         NodeKind::Symlink => {
             c.symlinks.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.add_item();
+            return Ok(Pending::Ready(node));
+        }
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
             ctx.progress.add_item();
             return Ok(Pending::Ready(node));
         }
@@ -442,7 +511,14 @@ async fn leaf(
         let _permit = permit;
         let r = read_content(&ctx2, node, content);
         match r {
-            Ok(node) => Ok(Some(node)),
+            Ok((node, changed)) => {
+                if changed {
+                    ctx2.warn(format!(
+                        "{item_path}: changed while it was read, twice; stored as read the second time, which may not be consistent"
+                    ));
+                }
+                Ok(Some(node))
+            }
             Err(e)
                 if on_error == OnReadError::Skip
                     && !matches!(e, Error::Cancelled)
@@ -501,11 +577,46 @@ impl std::io::Read for BlockingBridge {
     }
 }
 
-/// Reads, chunks and stores one content on a blocking thread.
-fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
+/// Turns [`ChangedWhileRead`] into the end of the content, noting it.
+struct Tolerant {
+    inner: Box<dyn std::io::Read + Send>,
+    changed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for Tolerant {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if ChangedWhileRead::is(&e) => {
+                self.changed.store(true, Ordering::Relaxed);
+                Ok(0)
+            }
+            r => r,
+        }
+    }
+}
+
+/// Reads, chunks and stores one content on a blocking thread; with it,
+/// whether the content changed while it was read twice (a
+/// [`Content::Reopenable`] is read again once when it changed).
+fn read_content(ctx: &Ctx, node: Node, content: Content) -> Result<(Node, bool)> {
     let name = node.name.display().into_owned();
+    let opening = |e| Error::io(format!("opening {name}"), e);
     let reader: Box<dyn std::io::Read + Send> = match content {
-        Content::Blocking(open) => open().map_err(|e| Error::io(format!("opening {name}"), e))?,
+        Content::Blocking(open) => open().map_err(opening)?,
+        Content::Reopenable(open) => {
+            return match read_from(ctx, node.clone(), open().map_err(opening)?) {
+                Err(Error::Io { source, .. }) if ChangedWhileRead::is(&source) => {
+                    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let second = Tolerant {
+                        inner: open().map_err(opening)?,
+                        changed: changed.clone(),
+                    };
+                    let node = read_from(ctx, node, Box::new(second))?;
+                    Ok((node, changed.load(Ordering::Relaxed)))
+                }
+                r => r.map(|n| (n, false)),
+            };
+        }
         Content::Async(fut) => {
             let r = ctx.runtime.block_on(fut)?;
             Box::new(BlockingBridge {
@@ -514,6 +625,12 @@ fn read_content(ctx: &Ctx, mut node: Node, content: Content) -> Result<Node> {
             })
         }
     };
+    read_from(ctx, node, reader).map(|n| (n, false))
+}
+
+/// Reads, chunks and stores `reader` as the content of `node`.
+fn read_from(ctx: &Ctx, mut node: Node, reader: Box<dyn std::io::Read + Send>) -> Result<Node> {
+    let name = node.name.display().into_owned();
     let mut chunker = Chunker::with_chunking(reader, ctx.chunker, ctx.seed, ctx.chunking);
     if node.kind == NodeKind::File {
         chunker = chunker.with_size_hint(node.size);

@@ -7,10 +7,12 @@ use crate::crypto::{IdHash, MasterKey};
 use crate::error::{Error, Result};
 
 /// The newest repository format version this build reads, and the one it
-/// writes by default. Version 2 names blobs with keyed BLAKE3
-/// ([`IdHash::Blake3`], the config's `id_hash`); version 1, without that
-/// field, with HMAC-SHA-256. Both are read and written.
-pub const FORMAT_VERSION: u32 = 2;
+/// writes by default. Version 3 is version 2 plus the node fields of a
+/// system backup (hard links, extended attributes and ACLs, sparse files,
+/// special files, inode flags, owner names); version 2 names blobs with
+/// keyed BLAKE3 ([`IdHash::Blake3`], the config's `id_hash`); version 1,
+/// without that field, with HMAC-SHA-256. All three are read and written.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Contents of the plaintext `config` file: what a reader needs before it
 /// has a key, and the parameters every writer must use.
@@ -53,13 +55,21 @@ fn is_id_hash_of_version_1(h: &IdHash) -> bool {
     *h == IdHash::HmacSha256
 }
 
-/// The format version a repository whose blob ids use `hash` is written
-/// with: 1 for HMAC-SHA-256 (readable by builds that know only version 1),
-/// 2 for BLAKE3.
+/// The format version a new repository whose blob ids use `hash` is
+/// written with: 1 for HMAC-SHA-256 (readable by builds that know only
+/// version 1), 3 for BLAKE3.
 pub fn version_for(hash: IdHash) -> u32 {
     match hash {
         IdHash::HmacSha256 => 1,
-        IdHash::Blake3 => 2,
+        IdHash::Blake3 => FORMAT_VERSION,
+    }
+}
+
+impl RepoConfig {
+    /// Whether trees may hold the nodes and node fields of format version
+    /// 3 ([`crate::tree::Node::version_3_features`]).
+    pub fn extended_nodes(&self) -> bool {
+        self.version >= 3
     }
 }
 
@@ -209,12 +219,16 @@ impl RepoConfig {
         }
         let config: RepoConfig = serde_json::from_value(value)
             .map_err(|e| Error::corrupt(crate::FileKind::Config, "config", e))?;
-        if u64::from(version_for(config.id_hash)) != version {
+        let agrees = match config.id_hash {
+            IdHash::HmacSha256 => version == 1,
+            IdHash::Blake3 => version == 2 || version == 3,
+        };
+        if !agrees {
             return Err(Error::corrupt(
                 crate::FileKind::Config,
                 "config",
                 format!(
-                    "format version {version} and blob id hash `{}` disagree (version 1 is HMAC-SHA-256, version 2 BLAKE3)",
+                    "format version {version} and blob id hash `{}` disagree (version 1 is HMAC-SHA-256, versions 2 and 3 BLAKE3)",
                     config.id_hash.name()
                 ),
             ));
@@ -249,7 +263,7 @@ mod tests {
             err,
             Error::UnsupportedVersion {
                 found: 7,
-                supported: 2
+                supported: 3
             }
         ));
         assert!(err.to_string().contains("upgrade"));

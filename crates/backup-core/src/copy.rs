@@ -97,7 +97,7 @@ impl Source for SnapshotSource {
                     self.stack.push(tree.nodes.into_iter());
                     return Ok(Some(Item::Enter(bare(&node))));
                 }
-                NodeKind::Symlink => {
+                NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
                     return Ok(Some(Item::Leaf {
                         node: bare(&node),
                         content: None,

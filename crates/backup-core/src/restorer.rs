@@ -65,6 +65,33 @@ pub trait TreeWriter: Send {
     fn abort_file(&mut self, path: &Path);
     /// A symbolic link.
     fn symlink(&mut self, path: &Path, node: &Node) -> Result<()>;
+    /// A FIFO or device node (format version 3). Writers that cannot
+    /// create one refuse it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Target`] from writers that hold only regular files.
+    fn special(&mut self, path: &Path, node: &Node) -> Result<()> {
+        let _ = node;
+        Err(Error::target_failed(format!(
+            "`{}` is a special file, which this target cannot hold",
+            path.display()
+        )))
+    }
+    /// A hard link: `path` names the same file as `first`, an earlier path
+    /// of this restore whose file was started (with
+    /// [`TreeWriter::start_file`]) and finished. `node` is the link's own
+    /// node. The default writes nothing and returns `false`, and the file
+    /// is then restored as a copy of its own; a writer returning `true`
+    /// made the link.
+    ///
+    /// # Errors
+    ///
+    /// The writer's errors making the link.
+    fn hard_link(&mut self, path: &Path, first: &Path, node: &Node) -> Result<bool> {
+        let _ = (path, first, node);
+        Ok(false)
+    }
     /// The restore ended (successfully or not): complete any deferred work
     /// and report errors not reported yet. Called exactly once, last.
     fn finish(&mut self) -> Result<()> {
@@ -81,8 +108,19 @@ pub struct RestoreStats {
     pub dirs: u64,
     /// Symbolic links.
     pub symlinks: u64,
+    /// FIFOs and device nodes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub specials: u64,
+    /// Files restored as hard links to a file restored before.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hard_links: u64,
     /// Content bytes.
     pub bytes: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug)]
@@ -93,6 +131,11 @@ enum Op {
     Data(Bytes),
     FinishFile(PathBuf, Node),
     Symlink(PathBuf, Node),
+    Special(PathBuf, Node),
+    /// A file that is a hard link to the first path's file; the writer
+    /// may make the link ([`TreeWriter::hard_link`]) or take the content
+    /// that follows, up to `FinishFile`.
+    HardLink(PathBuf, PathBuf, Node),
 }
 
 #[allow(clippy::large_enum_variant)] // Ops and blobs alternate; boxing every op costs more.
@@ -229,6 +272,9 @@ async fn plan_units(
         tx,
     };
     let mut stats = RestoreStats::default();
+    // The first restored path of each hard-linked file, by (device, inode).
+    let mut first_links: std::collections::HashMap<(u64, u64), PathBuf> =
+        std::collections::HashMap::new();
     // Explicit DFS: each stack entry is a directory frame with its
     // remaining nodes in reverse order.
     let root_tree = repo.load_tree(&root).await?;
@@ -276,11 +322,33 @@ async fn plan_units(
                 b.op(Op::Symlink(path, next)).await?;
                 stats.symlinks += 1;
             }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                emit_ancestors(&mut b, &mut frames).await?;
+                b.op(Op::Special(path, next)).await?;
+                stats.specials += 1;
+            }
             NodeKind::File | NodeKind::Stream => {
                 emit_ancestors(&mut b, &mut frames).await?;
                 stats.files += 1;
-                stats.bytes += next.size;
-                b.op(Op::StartFile(path.clone(), next.clone())).await?;
+                let group = match (next.links, next.device, next.inode) {
+                    (Some(l), Some(d), Some(i)) if l > 1 && next.kind == NodeKind::File => {
+                        Some((d, i))
+                    }
+                    _ => None,
+                };
+                if let Some(first) = group.and_then(|g| first_links.get(&g)) {
+                    // The writer either links it (and drops the content
+                    // that follows) or writes it as a copy.
+                    stats.hard_links += 1;
+                    b.op(Op::HardLink(path.clone(), first.clone(), next.clone()))
+                        .await?;
+                } else {
+                    if let Some(g) = group {
+                        first_links.insert(g, path.clone());
+                    }
+                    stats.bytes += next.size;
+                    b.op(Op::StartFile(path.clone(), next.clone())).await?;
+                }
                 b.content(&next).await?;
                 b.op(Op::FinishFile(path, next)).await?;
             }
@@ -462,6 +530,8 @@ fn apply_ops(
     progress: &dyn Progress,
 ) -> Result<()> {
     let mut open: Option<PathBuf> = None;
+    // The current file was made a hard link: its content is dropped.
+    let mut linked = false;
     let result = (|| {
         while let Ok(batch) = rx.recv_blocking() {
             if batch.is_empty() {
@@ -475,10 +545,15 @@ fn apply_ops(
                         w.start_file(&p, &n)?;
                         open = Some(p);
                     }
+                    Op::Data(_) if linked => {}
                     Op::Data(d) => {
                         let n = d.len() as u64;
                         w.write_data(d)?;
                         progress.add_bytes(n);
+                    }
+                    Op::FinishFile(..) if linked => {
+                        linked = false;
+                        progress.add_item();
                     }
                     Op::FinishFile(p, n) => {
                         open = None;
@@ -488,6 +563,18 @@ fn apply_ops(
                     Op::Symlink(p, n) => {
                         w.symlink(&p, &n)?;
                         progress.add_item();
+                    }
+                    Op::Special(p, n) => {
+                        w.special(&p, &n)?;
+                        progress.add_item();
+                    }
+                    Op::HardLink(p, first, n) => {
+                        if w.hard_link(&p, &first, &n)? {
+                            linked = true;
+                        } else {
+                            w.start_file(&p, &n)?;
+                            open = Some(p);
+                        }
                     }
                 }
             }

@@ -22,6 +22,11 @@ pub type AsyncReader = Box<dyn AsyncRead + Send + Unpin>;
 pub enum Content {
     /// Opened and read on a blocking thread (local files).
     Blocking(Box<dyn FnOnce() -> std::io::Result<BlockingReader> + Send>),
+    /// Opened and read on a blocking thread, and opened again when the
+    /// first read ends with [`ChangedWhileRead`] (a local file written to
+    /// while it is backed up): the second read is stored, with a warning
+    /// when it changed again.
+    Reopenable(Box<dyn Fn() -> std::io::Result<BlockingReader> + Send>),
     /// Opened and read asynchronously (database streams).
     Async(BoxFuture<'static, Result<AsyncReader>>),
 }
@@ -30,8 +35,36 @@ impl std::fmt::Debug for Content {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Content::Blocking(_) => f.write_str("Content::Blocking"),
+            Content::Reopenable(_) => f.write_str("Content::Reopenable"),
             Content::Async(_) => f.write_str("Content::Async"),
         }
+    }
+}
+
+/// The error a content reader returns instead of its end when the content
+/// changed while it was read (see [`Content::Reopenable`]). Every byte
+/// before it was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangedWhileRead;
+
+impl std::fmt::Display for ChangedWhileRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("changed while it was read")
+    }
+}
+
+impl std::error::Error for ChangedWhileRead {}
+
+impl ChangedWhileRead {
+    /// The I/O error a reader returns.
+    pub fn error() -> std::io::Error {
+        std::io::Error::other(ChangedWhileRead)
+    }
+
+    /// Whether `e` is (or wraps) that error.
+    pub fn is(e: &std::io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(<dyn std::error::Error + Send + Sync>::is::<ChangedWhileRead>)
     }
 }
 
@@ -71,6 +104,10 @@ pub enum Item {
     /// An entry was left out (unreadable directory, special file); the
     /// message is recorded in the snapshot's warnings.
     Warning(String),
+    /// Something worth saying that loses nothing (a socket, which belongs
+    /// to a running program, was skipped): logged as a warning, not
+    /// recorded in the snapshot.
+    Note(String),
 }
 
 /// How much a source will read, for a progress total.

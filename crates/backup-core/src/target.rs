@@ -57,6 +57,44 @@ pub struct RestoreOptions {
     /// A point-in-time restore: the captured pieces to apply after the
     /// snapshot and where to stop (`None`: the snapshot as it is).
     pub replay: Option<crate::capture::CaptureReplay>,
+    /// How file owners are restored (files; root only).
+    pub owners: Owners,
+    /// Files: restore into a non-empty directory, replacing existing
+    /// entries as this says (`None`: the directory must be empty or new).
+    pub overwrite: Option<Overwrite>,
+    /// Files: afterwards, remove what the directory holds that the
+    /// snapshot does not (a mirror). Needs `overwrite`.
+    pub delete: bool,
+    /// Files: afterwards, re-read what was restored and compare it with
+    /// the snapshot; a difference fails the restore.
+    pub verify: bool,
+}
+
+/// What a files restore into a non-empty directory does with an entry that
+/// exists already (`--overwrite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Leave it as it is.
+    Never,
+    /// Replace it unless it is of the same type with the same size and
+    /// modification time (a symbolic link: the same target).
+    IfChanged,
+    /// Replace it.
+    Always,
+}
+
+/// How a files restore sets owners. Only root changes owners; for other
+/// users every file belongs to them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// The recorded user and group names where this system knows them,
+    /// otherwise the recorded numbers (the default, as tar does).
+    #[default]
+    ByName,
+    /// The recorded numbers only (`--numeric-owner`).
+    Numeric,
+    /// Leave owners as the restoring user (`--no-owner`).
+    Skip,
 }
 
 /// A point to restore to, in a source's own terms.
@@ -98,6 +136,26 @@ impl RestoreOptions {
         if self.start_port.is_some() || !self.tablespace_map.is_empty() {
             return Err(crate::Error::Config(format!(
                 "--start and --tablespace-map apply to physical PostgreSQL backups restored into a data directory, not to {what}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses `--numeric-owner` and `--no-owner`, which apply to file
+    /// restores, for targets that are not files (`what` names them).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] when either was given.
+    pub fn refuse_file_owners(&self, what: &str) -> Result<()> {
+        if self.overwrite.is_some() || self.delete || self.verify {
+            return Err(crate::Error::Config(format!(
+                "--overwrite, --delete and --verify apply to file restores, not to {what}"
+            )));
+        }
+        if self.owners != Owners::default() {
+            return Err(crate::Error::Config(format!(
+                "--numeric-owner and --no-owner apply to file restores, not to {what}"
             )));
         }
         Ok(())

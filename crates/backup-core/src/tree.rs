@@ -106,6 +106,62 @@ pub enum NodeKind {
     /// A named stream produced by a database source (a table's rows, a
     /// schema, an RDB file); content like a file, plus a SHA-256 digest.
     Stream,
+    /// A named pipe (format version 3).
+    Fifo,
+    /// A character device, with [`Node::rdev`] (format version 3).
+    Chardev,
+    /// A block device, with [`Node::rdev`] (format version 3).
+    Blockdev,
+}
+
+impl NodeKind {
+    /// Whether the kind is one only format version 3 records.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev
+        )
+    }
+}
+
+/// One extended attribute of a node: its full name (namespace included,
+/// such as `user.comment`, `security.capability` or
+/// `system.posix_acl_access`) and its value as raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xattr {
+    /// The attribute's name.
+    pub name: FsName,
+    /// The value, serialized as standard base64.
+    #[serde(with = "base64_bytes")]
+    pub value: Vec<u8>,
+}
+
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Inode flags a node records (format version 3), as `chattr` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFlag {
+    /// `i`: the file cannot be changed, renamed, linked to or removed.
+    Immutable,
+    /// `a`: the file can only be appended to.
+    Append,
+    /// `d`: dump(8) leaves the file out.
+    Nodump,
 }
 
 /// One entry of a tree.
@@ -155,6 +211,39 @@ pub struct Node {
     /// SHA-256 of a stream's content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Id>,
+    /// Owner's user name, when the source system had one for `uid`
+    /// (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group name, when the source system had one for `gid` (format
+    /// version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Hard link count when above 1 (format version 3). Nodes of one
+    /// snapshot with equal `device` and `inode` are one file: a restore
+    /// writes the first and links the others to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<u64>,
+    /// The file system's device number, with `links` (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u64>,
+    /// Device number of a character or block device node (Linux
+    /// `st_rdev` encoding; format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    /// Extended attributes, sorted by name (format version 3). POSIX ACLs
+    /// and file capabilities are the attributes `system.posix_acl_access`,
+    /// `system.posix_acl_default` and `security.capability`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// The file had holes (format version 3). Its content still holds
+    /// every byte (holes read as zeros, stored once by deduplication); a
+    /// restore leaves zero blocks unwritten so that they become holes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
+    /// Inode flags (format version 3), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<FileFlag>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -180,7 +269,57 @@ impl Node {
             subtree: None,
             link_target: None,
             sha256: None,
+            user: None,
+            group: None,
+            links: None,
+            device: None,
+            rdev: None,
+            xattrs: Vec::new(),
+            sparse: false,
+            flags: Vec::new(),
         }
+    }
+
+    /// What of this node only format version 3 can record: empty when the
+    /// node is the same in versions 1 and 2.
+    pub fn version_3_features(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.kind.is_special() {
+            f.push("special files");
+        }
+        if self.user.is_some() || self.group.is_some() {
+            f.push("owner names");
+        }
+        if self.links.is_some() || self.device.is_some() {
+            f.push("hard links");
+        }
+        if self.rdev.is_some() {
+            f.push("device numbers");
+        }
+        if !self.xattrs.is_empty() {
+            f.push("extended attributes and ACLs");
+        }
+        if self.sparse {
+            f.push("sparse files");
+        }
+        if !self.flags.is_empty() {
+            f.push("inode flags");
+        }
+        f
+    }
+
+    /// Removes what only format version 3 records (for a repository of an
+    /// older version). Special files cannot be represented at all: the
+    /// caller leaves them out.
+    pub fn strip_version_3(&mut self) {
+        self.user = None;
+        self.group = None;
+        self.links = None;
+        self.device = None;
+        self.rdev = None;
+        self.xattrs.clear();
+        self.sparse = false;
+        self.flags.clear();
     }
 
     /// Whether the node carries content blobs.
@@ -258,6 +397,38 @@ pub fn decode_content_list(data: &[u8], id: &Id) -> Result<Vec<Id>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_3_fields_round_trip_and_are_absent_otherwise() {
+        let plain = Node::new("f", NodeKind::File);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert_eq!(json, r#"{"name":"f","type":"file"}"#);
+        assert!(plain.version_3_features().is_empty());
+        let mut n = Node::new("f", NodeKind::File);
+        n.user = Some("www-data".to_owned());
+        n.links = Some(2);
+        n.device = Some(2049);
+        n.inode = Some(12);
+        n.sparse = true;
+        n.flags = vec![FileFlag::Append, FileFlag::Immutable];
+        n.xattrs = vec![Xattr {
+            name: FsName::from("user.k"),
+            value: vec![0, 255],
+        }];
+        let json = serde_json::to_string(&n).unwrap();
+        assert!(
+            json.contains(r#""xattrs":[{"name":"user.k","value":"AP8="}]"#)
+                && json.contains(r#""flags":["append","immutable"]"#)
+                && json.contains(r#""sparse":true"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Node>(&json).unwrap(), n);
+        assert_eq!(n.version_3_features().len(), 5);
+        n.strip_version_3();
+        assert!(n.version_3_features().is_empty());
+        let fifo: Node = serde_json::from_str(r#"{"name":"p","type":"fifo"}"#).unwrap();
+        assert!(fifo.kind.is_special());
+    }
 
     #[test]
     fn names_round_trip_including_non_utf8() {

@@ -117,7 +117,12 @@ pub async fn backup(
             dry_run: req.dry_run,
             copy_of: None,
         };
-        let run = archive(&repo, source.as_mut(), &opts, Arc::clone(&progress));
+        let run = Box::pin(archive(
+            &repo,
+            source.as_mut(),
+            &opts,
+            Arc::clone(&progress),
+        ));
         let result = match cancel {
             Some(token) => tokio::select! {
                 r = run => r,

@@ -213,14 +213,42 @@ pub struct KindSettings {
     /// PostgreSQL physical, over the replication protocol: the most bytes
     /// per second the server sends.
     pub max_rate: Option<u64>,
+    /// Files: what the walk leaves out or keeps to.
+    pub files: FilesOptions,
+}
+
+/// Options of a files backup: what the walk of the directory leaves out or
+/// keeps to, beyond `--exclude` patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilesOptions {
+    /// Do not descend into other file systems mounted below the source
+    /// (their mount points are kept, empty).
+    pub one_file_system: bool,
+    /// Leave out the contents of directories marked as caches by a
+    /// `CACHEDIR.TAG` file (the tag file itself is kept).
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding a file of one of
+    /// these names (the marker file itself is kept).
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
+    /// Files of exclude patterns, one a line (`#` starts a comment).
+    pub exclude_files: Vec<std::path::PathBuf>,
+    /// Files listing the only paths to back up (relative to the source
+    /// directory, or absolute inside it), one a line; a listed directory
+    /// brings everything below it.
+    pub files_from: Vec<std::path::PathBuf>,
+    /// The `files_from` lists separate paths with NUL bytes instead of
+    /// newlines (and have no comments).
+    pub files_from_nul: bool,
 }
 
 /// The typed options of one kind of source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KindOptions {
-    /// Files have no options of their own.
-    Files,
+    /// Files.
+    Files(FilesOptions),
     /// PostgreSQL.
     Postgres(PostgresOptions),
     /// MongoDB.
@@ -301,8 +329,20 @@ impl KindOptions {
                 "PostgreSQL physical",
             );
         }
+        if settings.files != FilesOptions::default() && kind != Kind::Files {
+            return refuse(
+                "--one-file-system, --exclude-caches, --exclude-if-present, --exclude-larger-than, --exclude-file and --files-from",
+                "files",
+            );
+        }
+        if settings.files.files_from_nul && settings.files.files_from.is_empty() {
+            return Err(Error::Config(
+                "-0 (--null) says how --files-from lists are separated; give --files-from too"
+                    .to_owned(),
+            ));
+        }
         Ok(match kind {
-            Kind::Files => KindOptions::Files,
+            Kind::Files => KindOptions::Files(settings.files.clone()),
             Kind::Postgres => {
                 let mode: Option<PostgresMode> =
                     settings.mode.as_deref().map(str::parse).transpose()?;
@@ -437,9 +477,10 @@ impl SourceSpec {
         let _ = &selection;
         match &self.options {
             #[cfg(feature = "files")]
-            KindOptions::Files => Ok(Box::new(crate::files::FilesSource::open(
+            KindOptions::Files(o) => Ok(Box::new(crate::files::FilesSource::open_with(
                 &file_path(&self.url)?,
                 &selection,
+                o,
             )?)),
             #[cfg(feature = "postgres")]
             KindOptions::Postgres(o) => {

@@ -58,6 +58,6 @@ pub mod summary;
 mod tls;
 
 pub use kind::{
-    Checkpoint, Kind, KindOptions, KindSettings, MongoOptions, PostgresMode, PostgresOptions,
-    RedisMode, RedisOptions, Selection, SourceSpec, TargetSpec,
+    Checkpoint, FilesOptions, Kind, KindOptions, KindSettings, MongoOptions, PostgresMode,
+    PostgresOptions, RedisMode, RedisOptions, Selection, SourceSpec, TargetSpec,
 };

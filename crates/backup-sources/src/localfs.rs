@@ -33,3 +33,151 @@ pub(crate) fn open_noatime(path: &Path) -> io::Result<File> {
         r => r,
     }
 }
+
+/// A file being backed up: reads like the file, and at its end checks
+/// that the file did not change while it was read (size, modification and
+/// change times as at the open), else ends with
+/// [`backup_core::source::ChangedWhileRead`] so that it is read again.
+pub(crate) struct Watched {
+    file: File,
+    at_open: (u64, i64, i64, i64, i64),
+}
+
+fn stamp(m: &Metadata) -> (u64, i64, i64, i64, i64) {
+    (
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+impl Watched {
+    /// Opens `path` (without touching its access time where allowed).
+    pub(crate) fn open(path: &Path) -> io::Result<Watched> {
+        let file = open_noatime(path)?;
+        let at_open = stamp(&file.metadata()?);
+        Ok(Watched { file, at_open })
+    }
+}
+
+impl io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && !buf.is_empty() && stamp(&self.file.metadata()?) != self.at_open {
+            return Err(backup_core::source::ChangedWhileRead::error());
+        }
+        Ok(n)
+    }
+}
+
+/// What a system backup records beyond [`node_from`] (format version 3):
+/// owner names, hard link identity, device numbers, extended attributes
+/// (ACLs and capabilities among them), holes and inode flags. One per
+/// walk: it caches owner names.
+#[derive(Debug, Default)]
+pub(crate) struct SystemMeta {
+    users: std::collections::HashMap<u32, Option<String>>,
+    groups: std::collections::HashMap<u32, Option<String>>,
+}
+
+impl SystemMeta {
+    /// Adds the system metadata of `path` (described by `m`) to `node`.
+    /// Attributes that cannot be read are reported in the returned
+    /// message (the node is still recorded, without them).
+    pub(crate) fn add(&mut self, node: &mut Node, path: &Path, m: &Metadata) -> Option<String> {
+        node.user
+            .clone_from(self.users.entry(m.uid()).or_insert_with(|| {
+                nix::unistd::User::from_uid(m.uid().into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            }));
+        node.group
+            .clone_from(self.groups.entry(m.gid()).or_insert_with(|| {
+                nix::unistd::Group::from_gid(m.gid().into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            }));
+        let ft = m.file_type();
+        if ft.is_file() {
+            if m.nlink() > 1 {
+                node.links = Some(m.nlink());
+                node.device = Some(m.dev());
+            }
+            // Fewer allocated blocks than bytes: the file has holes.
+            node.sparse = m.blocks().saturating_mul(512) < m.len();
+        }
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_char_device() || ft.is_block_device() {
+                node.rdev = Some(m.rdev());
+            }
+        }
+        if ft.is_file() || ft.is_dir() {
+            node.flags = inode_flags(path);
+        }
+        match read_xattrs(path) {
+            Ok(x) => {
+                node.xattrs = x;
+                None
+            }
+            Err(e) => Some(format!(
+                "{}: cannot read extended attributes: {e}; recorded without them",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// The extended attributes of `path` (not following a symbolic link),
+/// sorted by name. Attributes that vanish between listing and reading are
+/// skipped; a file system without extended attributes has none.
+fn read_xattrs(path: &Path) -> io::Result<Vec<backup_core::tree::Xattr>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => out.push(backup_core::tree::Xattr {
+                name: backup_core::tree::FsName::from_os(&name),
+                value,
+            }),
+            Ok(None) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The inode flags a node records, from `statx`'s attributes (no open
+/// needed). Empty when the file system reports none.
+fn inode_flags(path: &Path) -> Vec<backup_core::tree::FileFlag> {
+    use backup_core::tree::FileFlag;
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
+    let Ok(st) = rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::empty(),
+    ) else {
+        return Vec::new();
+    };
+    let a = st.stx_attributes & st.stx_attributes_mask;
+    [
+        (StatxAttributes::IMMUTABLE, FileFlag::Immutable),
+        (StatxAttributes::APPEND, FileFlag::Append),
+        (StatxAttributes::NODUMP, FileFlag::Nodump),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| a.contains(*bit))
+    .map(|(_, f)| f)
+    .collect()
+}

@@ -45,6 +45,18 @@ pub(crate) async fn run(ctx: &Ctx, a: CreateArgs) -> Result<u8> {
     if a.max_rate.is_some() {
         settings.max_rate = a.max_rate;
     }
+    let files = &mut settings.files;
+    files.one_file_system |= a.one_file_system;
+    files.exclude_caches |= a.exclude_caches;
+    files
+        .exclude_if_present
+        .extend(a.exclude_if_present.iter().cloned());
+    files.exclude_files.extend(a.exclude_file.iter().cloned());
+    if a.exclude_larger_than.is_some() {
+        files.exclude_larger_than = a.exclude_larger_than;
+    }
+    files.files_from.extend(a.files_from.iter().cloned());
+    files.files_from_nul |= a.null;
     spec.options = backup_sources::KindOptions::new(spec.kind(), &settings)?;
     spec.excludes.extend(a.excludes.iter().cloned());
     spec.includes.extend(a.includes.iter().cloned());

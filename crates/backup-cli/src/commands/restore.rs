@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use backup_core::snapshot::SnapshotFilter;
-use backup_core::target::{RecoveryPoint, RestoreOptions, RestoredUnit};
+use backup_core::target::{Overwrite, Owners, RecoveryPoint, RestoreOptions, RestoredUnit};
 use backup_ops::restore::{open_target, restore, RestoreRequest};
 use backup_sources::TargetSpec;
 
@@ -122,6 +122,21 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             replay_command: replay_program(ctx),
             skip_missing_roles: a.skip_missing_roles,
             replay: None,
+            overwrite: match a.overwrite.as_deref() {
+                Some("never") => Some(Overwrite::Never),
+                Some("if-changed") => Some(Overwrite::IfChanged),
+                Some(_) => Some(Overwrite::Always),
+                None => None,
+            },
+            delete: a.delete,
+            verify: a.verify,
+            owners: if a.no_owner {
+                Owners::Skip
+            } else if a.numeric_owner {
+                Owners::Numeric
+            } else {
+                Owners::ByName
+            },
         },
         safety_backup: !a.no_safety_backup,
         confirmed: a.yes,
@@ -159,14 +174,24 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             report.target,
             bytes(st.bytes)
         ),
-        RestoredUnit::Files => format!(
-            "{verb} snapshot {id} to {}: {} files ({}), {} dirs, {} links",
-            report.target,
-            st.files,
-            bytes(st.bytes),
-            st.dirs,
-            st.symlinks
-        ),
+        RestoredUnit::Files => {
+            use std::fmt::Write as _;
+            let mut line = format!(
+                "{verb} snapshot {id} to {}: {} files ({}), {} dirs, {} links",
+                report.target,
+                st.files,
+                bytes(st.bytes),
+                st.dirs,
+                st.symlinks
+            );
+            if st.hard_links > 0 {
+                let _ = write!(line, " ({} files as hard links)", st.hard_links);
+            }
+            if st.specials > 0 {
+                let _ = write!(line, ", {} FIFOs and devices", st.specials);
+            }
+            line
+        }
     })?;
     for l in &report.lines {
         ctx.say(format!("  {l}"))?;

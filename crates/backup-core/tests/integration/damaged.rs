@@ -224,7 +224,7 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     let mut cfg: serde_json::Value = serde_json::from_slice(&original).unwrap();
     let sink: Arc<dyn Sink> = Arc::new(mem.clone());
 
-    cfg["version"] = 3.into();
+    cfg["version"] = 4.into();
     mem.tamper(
         FileKind::Config,
         "config",
@@ -234,8 +234,8 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     assert!(matches!(
         Repository::open(sink.clone(), None).await,
         Err(Error::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         })
     ));
 
@@ -245,7 +245,7 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     let err = open_with_config(&mem, &cfg).await;
     assert!(err.to_string().contains("disagree"), "{err}");
 
-    cfg["version"] = 2.into();
+    cfg["version"] = 3.into();
     cfg["chunker"]["max_size"] = 4_194_305.into();
     let err = open_with_config(&mem, &cfg).await;
     assert!(err.to_string().contains("chunker"), "{err}");

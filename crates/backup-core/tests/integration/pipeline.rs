@@ -44,7 +44,7 @@ async fn round_trip(id_hash: IdHash) {
     let cfg: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     match id_hash {
         IdHash::Blake3 => {
-            assert_eq!(cfg["version"], 2, "{cfg}");
+            assert_eq!(cfg["version"], 3, "{cfg}");
             assert_eq!(cfg["id_hash"], "blake3", "{cfg}");
         }
         IdHash::HmacSha256 => {
@@ -382,4 +382,107 @@ async fn a_failed_read_stops_the_walk() {
         later < 100,
         "the walk went on for {later} items after the failure"
     );
+}
+
+/// A reader that yields `data`, then ends with `ChangedWhileRead` when
+/// `changed`, as a file written to during its read does.
+struct Changing {
+    data: std::io::Cursor<Vec<u8>>,
+    changed: bool,
+}
+
+impl std::io::Read for Changing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        if n == 0 && self.changed {
+            return Err(backup_core::source::ChangedWhileRead::error());
+        }
+        Ok(n)
+    }
+}
+
+/// Yields two files whose reads say they changed: `once` on its first
+/// read only, `always` on both.
+struct ChangingSource(std::vec::IntoIter<Item>);
+
+#[async_trait]
+impl Source for ChangingSource {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "files".into(),
+            url: "/changing".into(),
+        }
+    }
+    async fn next(&mut self) -> Result<Option<Item>> {
+        Ok(self.0.next())
+    }
+    async fn finish(&mut self) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+/// A file that changed while it was read is read again: the second read
+/// is stored; when it changed again too, it is stored with a warning
+/// naming it (never silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_while_read_is_read_again() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let mem = MemorySink::new();
+    let sink: Arc<dyn Sink> = Arc::new(mem.clone());
+    let repo = Repository::init(sink, Some(b"pw"), &init_opts())
+        .await
+        .unwrap()
+        .load_index()
+        .await
+        .unwrap();
+    let leaf = |name: &str, always: bool| {
+        let opens = Arc::new(AtomicU32::new(0));
+        let mut node = Node::new(name, NodeKind::File);
+        node.size = 5;
+        Item::Leaf {
+            node,
+            content: Some(Content::Reopenable(Box::new(move || {
+                let n = opens.fetch_add(1, Ordering::SeqCst);
+                let data = if n == 0 {
+                    b"torn".to_vec()
+                } else {
+                    b"whole".to_vec()
+                };
+                Ok(Box::new(Changing {
+                    data: std::io::Cursor::new(data),
+                    changed: n == 0 || always,
+                }) as _)
+            }))),
+            on_error: OnReadError::Skip,
+        }
+    };
+    let mut source = ChangingSource(vec![leaf("always", true), leaf("once", false)].into_iter());
+    let out = backup(
+        &repo,
+        &mut source,
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let warnings = &out.snapshot.warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("always: changed while it was read, twice"),
+        "{warnings:?}"
+    );
+    let repo = crate::support::reopen(&mem).await;
+    let collect = Collect::default();
+    restore_tree(
+        &repo,
+        out.snapshot.tree,
+        &PathFilter::all(),
+        Box::new(collect.clone()),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let got = collect.0.lock().unwrap().clone();
+    assert_eq!(got["once"], b"whole");
+    assert_eq!(got["always"], b"whole");
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use backup_core::retention::{parse_tz, RetentionPolicy};
-use backup_sources::{Kind, KindOptions, KindSettings, SourceSpec};
+use backup_sources::{FilesOptions, Kind, KindOptions, KindSettings, SourceSpec};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
@@ -52,6 +52,29 @@ pub struct JobConfig {
     /// PostgreSQL physical over replication: the most bytes per second
     /// (`100MiB`).
     pub max_rate: Option<String>,
+    /// Files: stay on the source's file system (`--one-file-system`).
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// Files: leave out directories tagged by CACHEDIR.TAG
+    /// (`--exclude-caches`).
+    #[serde(default)]
+    pub exclude_caches: bool,
+    /// Files: leave out directories holding a file of one of these names
+    /// (`--exclude-if-present`).
+    #[serde(default)]
+    pub exclude_if_present: Vec<String>,
+    /// Files: files of exclude patterns (`--exclude-file`).
+    #[serde(default)]
+    pub exclude_file: Vec<std::path::PathBuf>,
+    /// Files: leave out files larger than this (`2GiB`;
+    /// `--exclude-larger-than`).
+    pub exclude_larger_than: Option<String>,
+    /// Files: back up only the paths these files list (`--files-from`).
+    #[serde(default)]
+    pub files_from: Vec<std::path::PathBuf>,
+    /// Files: the `files_from` lists are NUL-separated (`-0`).
+    #[serde(default)]
+    pub files_from_nul: bool,
     /// PostgreSQL physical: WAL capture beside the base backups while
     /// `backupd` runs: `stream` (the default for physical jobs) or `none`.
     pub wal: Option<String>,
@@ -291,6 +314,12 @@ impl JobConfig {
             .map(backup_core::util::parse_size)
             .transpose()
             .map_err(|e| ConfigError::invalid(&key("max_rate"), e))?;
+        let exclude_larger_than = j
+            .exclude_larger_than
+            .as_deref()
+            .map(backup_core::util::parse_size)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(&key("exclude_larger_than"), e))?;
         let settings = KindSettings {
             pg_globals: j.pg_globals,
             mongo_users: j.mongo_users,
@@ -298,6 +327,15 @@ impl JobConfig {
             pgdata: j.pgdata.clone(),
             checkpoint: j.checkpoint.clone(),
             max_rate,
+            files: FilesOptions {
+                one_file_system: j.one_file_system,
+                exclude_caches: j.exclude_caches,
+                exclude_if_present: j.exclude_if_present.clone(),
+                exclude_larger_than,
+                exclude_files: j.exclude_file.clone(),
+                files_from: j.files_from.clone(),
+                files_from_nul: j.files_from_nul,
+            },
         };
         KindOptions::new(kind, &settings).map_err(|e| ConfigError::invalid(&key("source"), e))?;
         let wal = self.wal_capture(name, kind)?;

@@ -1,10 +1,11 @@
 //! Checks a restored directory against the snapshot it came from.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use backup_core::chunker::Chunker;
+use backup_core::filter::PathFilter;
 use backup_core::reader::{Dir, SnapshotReader};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Id, Result};
@@ -31,16 +32,47 @@ pub struct CompareReport {
 /// Errors loading the snapshot's trees; differences are reported in the
 /// [`CompareReport`], not as errors.
 pub async fn compare_restored(snapshot: &SnapshotReader, dir: &Path) -> Result<CompareReport> {
+    compare_selected(snapshot, dir, &PathFilter::all(), true).await
+}
+
+/// [`compare_restored`] for a restore of what `filter` selects: entries it
+/// leaves out are not expected, and with `extras` false, entries the
+/// snapshot lacks are not differences (a restore into a directory that
+/// held files).
+///
+/// # Errors
+///
+/// As [`compare_restored`].
+pub async fn compare_selected(
+    snapshot: &SnapshotReader,
+    dir: &Path,
+    filter: &PathFilter,
+    extras: bool,
+) -> Result<CompareReport> {
     let mut report = CompareReport::default();
-    let mut stack: Vec<(Dir, PathBuf)> = vec![(snapshot.root().await?, dir.to_owned())];
-    while let Some((tree, path)) = stack.pop() {
+    let mut stack: Vec<(Dir, PathBuf, PathBuf, bool)> =
+        vec![(snapshot.root().await?, dir.to_owned(), PathBuf::new(), true)];
+    while let Some((tree, path, rel, whole)) = stack.pop() {
         let mut expected: Vec<std::ffi::OsString> = Vec::new();
         for node in tree.entries() {
             let p = path.join(node.name.to_os());
-            expected.push(node.name.to_os());
-            if compare_node(snapshot, node, &p, &mut report).await? {
-                stack.push((snapshot.open_dir(node).await?, p));
+            let r = rel.join(node.name.to_os());
+            if filter.is_excluded(&r) {
+                continue;
             }
+            expected.push(node.name.to_os());
+            let selected = filter.is_selected(&r);
+            if selected {
+                if compare_node(snapshot, node, &p, &mut report).await? {
+                    stack.push((snapshot.open_dir(node).await?, p, r, true));
+                }
+            } else if node.kind == NodeKind::Dir && p.is_dir() {
+                // Not selected itself; something below may be.
+                stack.push((snapshot.open_dir(node).await?, p, r, false));
+            }
+        }
+        if !(extras && whole && filter.is_empty()) {
+            continue;
         }
         if let Ok(rd) = fs::read_dir(&path) {
             for e in rd.flatten() {
@@ -80,6 +112,9 @@ async fn compare_node(
         NodeKind::Dir => ft.is_dir(),
         NodeKind::File | NodeKind::Stream => ft.is_file(),
         NodeKind::Symlink => ft.is_symlink(),
+        NodeKind::Fifo => ft.is_fifo(),
+        NodeKind::Chardev => ft.is_char_device() && node.rdev == Some(meta.rdev()),
+        NodeKind::Blockdev => ft.is_block_device() && node.rdev == Some(meta.rdev()),
     };
     if !kind_ok {
         diff(report, format!("expected a {:?}", node.kind));
@@ -95,6 +130,7 @@ async fn compare_node(
     }
     match node.kind {
         NodeKind::Dir => Ok(true),
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => Ok(false),
         NodeKind::Symlink => {
             let target = fs::read_link(path)
                 .map_err(|e| Error::io(format!("reading link {}", path.display()), e))?;

@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use backup_core::filter::PathFilter;
 use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::{Content, Item, OnReadError, SizeHint, Source};
-use backup_core::tree::{FsName, NodeKind};
+use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, Result};
 
-use crate::localfs::{node_from, open_noatime};
+use crate::localfs::{node_from, SystemMeta, Watched};
 
-use crate::Selection;
+use crate::{FilesOptions, Selection};
 
 /// Backs up a directory's contents, or a single file.
 ///
@@ -38,12 +38,27 @@ impl FilesSource {
     /// [`Error::Config`] for invalid patterns or include patterns (which
     /// select database namespaces, not files).
     pub fn open(root: &Path, opts: &Selection) -> Result<Self> {
+        Self::open_with(root, opts, &FilesOptions::default())
+    }
+
+    /// Starts walking `root` with the walk options of `files`.
+    ///
+    /// # Errors
+    ///
+    /// As [`FilesSource::open`]; also [`Error::Config`] when an exclude
+    /// file or a `files_from` list cannot be read, or lists a path outside
+    /// `root`, and when `files_from` is given for a single file.
+    pub fn open_with(root: &Path, opts: &Selection, files: &FilesOptions) -> Result<Self> {
         if !opts.includes.is_empty() {
             return Err(Error::Config(
                 "--include selects database namespaces; for files, back up the directory you want and use --exclude".to_owned(),
             ));
         }
-        let filter = PathFilter::new(&[], &opts.excludes)?;
+        let mut excludes = opts.excludes.clone();
+        for f in &files.exclude_files {
+            excludes.extend(read_exclude_file(f)?);
+        }
+        let filter = PathFilter::new(&[], &excludes)?;
         let meta = fs::metadata(root).map_err(|e| {
             Error::source_caused(format!("cannot read source {}", root.display()), e)
         })?;
@@ -53,8 +68,37 @@ impl FilesSource {
                 root.display()
             )));
         }
+        let given = root;
         let root = fs::canonicalize(root)
             .map_err(|e| Error::source_caused(format!("cannot resolve {}", root.display()), e))?;
+        let listed = if files.files_from.is_empty() {
+            None
+        } else if meta.is_dir() {
+            Some(Listed::read(
+                &files.files_from,
+                files.files_from_nul,
+                &[given, &root],
+            )?)
+        } else {
+            return Err(Error::Config(
+                "--files-from selects paths inside a directory; the source is a single file"
+                    .to_owned(),
+            ));
+        };
+        let walk = WalkOptions {
+            device: files.one_file_system.then(|| {
+                use std::os::unix::fs::MetadataExt;
+                meta.dev()
+            }),
+            exclude_caches: files.exclude_caches,
+            markers: files
+                .exclude_if_present
+                .iter()
+                .map(std::ffi::OsString::from)
+                .collect(),
+            larger_than: files.exclude_larger_than,
+            listed,
+        };
         let (tx, rx) = async_channel::bounded(1024);
         let root2 = root.clone();
         let walker = std::thread::Builder::new()
@@ -64,9 +108,14 @@ impl FilesSource {
                     tx,
                     filter,
                     prefetch: Prefetch::new(),
+                    meta: std::cell::RefCell::default(),
+                    opts: walk,
                 };
                 if meta.is_dir() {
-                    w.walk_dir(&root2, Path::new(""));
+                    let inside = w.opts.listed.is_none();
+                    if w.walk_dir(&root2, Path::new(""), inside) {
+                        w.report_unlisted();
+                    }
                 } else {
                     let name = root2.file_name().map(FsName::from_os).unwrap_or_default();
                     w.leaf(&root2, Path::new(""), name, &meta);
@@ -75,7 +124,7 @@ impl FilesSource {
             .map_err(|e| Error::io("starting the directory walker", e))?;
         Ok(FilesSource {
             root,
-            excludes: opts.excludes.clone(),
+            excludes,
             rx,
             walker: Some(walker),
         })
@@ -117,7 +166,135 @@ struct Walker {
     tx: async_channel::Sender<Item>,
     filter: PathFilter,
     prefetch: Prefetch,
+    meta: std::cell::RefCell<SystemMeta>,
+    opts: WalkOptions,
 }
+
+/// What the walk leaves out beyond patterns ([`FilesOptions`], resolved).
+#[derive(Default)]
+struct WalkOptions {
+    /// Stay on this file system (`--one-file-system`).
+    device: Option<u64>,
+    exclude_caches: bool,
+    /// Names whose presence marks a directory to leave out.
+    markers: Vec<std::ffi::OsString>,
+    larger_than: Option<u64>,
+    listed: Option<Listed>,
+}
+
+/// The paths of `--files-from` lists, relative to the source directory.
+struct Listed {
+    /// The listed paths (everything below each is taken).
+    paths: std::collections::HashSet<PathBuf>,
+    /// Their proper ancestors (walked, recorded, not taken whole).
+    ancestors: std::collections::HashSet<PathBuf>,
+    /// Listed paths the walk met.
+    found: std::cell::RefCell<std::collections::HashSet<PathBuf>>,
+}
+
+impl Listed {
+    /// Reads the lists; `roots` are the source directory as given and as
+    /// resolved (a listed absolute path may start with either).
+    fn read(lists: &[PathBuf], nul: bool, roots: &[&Path]) -> Result<Listed> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut paths = std::collections::HashSet::new();
+        for list in lists {
+            let data = fs::read(list).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read --files-from list {}: {e}",
+                    list.display()
+                ))
+            })?;
+            let sep = if nul { b'\0' } else { b'\n' };
+            for raw in data.split(|&b| b == sep) {
+                let raw = if nul {
+                    raw
+                } else {
+                    raw.strip_suffix(b"\r").unwrap_or(raw)
+                };
+                if raw.is_empty() || (!nul && raw.starts_with(b"#")) {
+                    continue;
+                }
+                let p = Path::new(std::ffi::OsStr::from_bytes(raw));
+                let rel = if p.is_absolute() {
+                    roots
+                        .iter()
+                        .find_map(|r| p.strip_prefix(r).ok())
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "{}: `{}` is outside the source directory {}",
+                                list.display(),
+                                p.display(),
+                                roots[roots.len() - 1].display()
+                            ))
+                        })?
+                        .to_owned()
+                } else {
+                    p.to_owned()
+                };
+                let mut clean = PathBuf::new();
+                for c in rel.components() {
+                    match c {
+                        std::path::Component::Normal(n) => clean.push(n),
+                        std::path::Component::CurDir => {}
+                        _ => {
+                            return Err(Error::Config(format!(
+                                "{}: `{}` leaves the source directory (`..`)",
+                                list.display(),
+                                p.display()
+                            )))
+                        }
+                    }
+                }
+                if clean.as_os_str().is_empty() {
+                    return Err(Error::Config(format!(
+                        "{}: `{}` is the source directory itself; back it up without --files-from",
+                        list.display(),
+                        p.display()
+                    )));
+                }
+                paths.insert(clean);
+            }
+        }
+        if paths.is_empty() {
+            return Err(Error::Config(
+                "the --files-from lists name no path (nothing would be backed up)".to_owned(),
+            ));
+        }
+        let ancestors = paths
+            .iter()
+            .flat_map(|p| p.ancestors().skip(1))
+            .filter(|a| !a.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .collect();
+        Ok(Listed {
+            paths,
+            ancestors,
+            found: std::cell::RefCell::default(),
+        })
+    }
+}
+
+/// Reads a file of exclude patterns: one a line, blank lines and lines
+/// starting with `#` ignored.
+fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read --exclude-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(text
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The first bytes of a `CACHEDIR.TAG` file (the Cache Directory Tagging
+/// Specification).
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 /// A directory's entries, sorted by name, each with its `lstat` metadata.
 #[derive(Default)]
@@ -299,22 +476,96 @@ impl Walker {
         self.send(Item::Warning(msg))
     }
 
+    /// For a directory to leave out (a cache directory, or one holding a
+    /// marker file): the entries to keep, its marker files.
+    fn marked(&self, dir: &Path, listing: &Listing) -> Option<Vec<std::ffi::OsString>> {
+        let has = |name: &std::ffi::OsStr| {
+            listing
+                .entries
+                .iter()
+                .any(|(n, m)| n == name && matches!(m, Ok(m) if m.is_file()))
+        };
+        let mut keep: Vec<std::ffi::OsString> = self
+            .opts
+            .markers
+            .iter()
+            .filter(|m| has(m))
+            .cloned()
+            .collect();
+        if self.opts.exclude_caches && has("CACHEDIR.TAG".as_ref()) {
+            let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+            let tagged = fs::File::open(dir.join("CACHEDIR.TAG"))
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok()
+                && head == CACHEDIR_SIGNATURE;
+            if tagged {
+                keep.push("CACHEDIR.TAG".into());
+            }
+        }
+        (!keep.is_empty()).then_some(keep)
+    }
+
+    /// Whether the walk will list the directory `rel` (for listing ahead):
+    /// on the source's file system, and listed or on the way to a listed
+    /// path.
+    fn walks_into(&self, rel: &Path, m: &Metadata, inside: bool) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.opts.device.is_none_or(|d| d == m.dev())
+            && (inside
+                || self
+                    .opts
+                    .listed
+                    .as_ref()
+                    .is_some_and(|l| l.paths.contains(rel) || l.ancestors.contains(rel)))
+    }
+
+    /// Warns about each `--files-from` path the walk did not meet.
+    fn report_unlisted(&self) {
+        let Some(l) = &self.opts.listed else { return };
+        let found = l.found.borrow();
+        let mut missing: Vec<&PathBuf> = l.paths.iter().filter(|p| !found.contains(*p)).collect();
+        missing.sort();
+        for p in missing {
+            if !self.warn(format!(
+                "{}: listed in --files-from but not found (or excluded); left out of the snapshot",
+                p.display()
+            )) {
+                return;
+            }
+        }
+    }
+
+    /// A node of `kind` with all the metadata a system backup records.
+    /// `false` in the second place when the consumer has gone away.
+    fn node(&self, name: FsName, kind: NodeKind, path: &Path, meta: &Metadata) -> (Node, bool) {
+        let mut node = node_from(name, kind, meta);
+        let problem = self.meta.borrow_mut().add(&mut node, path, meta);
+        let alive = problem.is_none_or(|m| self.warn(m));
+        (node, alive)
+    }
+
     /// Emits the entries of `dir` (not the directory itself). Returns
     /// `false` when the consumer has gone away.
-    fn walk_dir(&self, dir: &Path, rel: &Path) -> bool {
-        let listing = self.prefetch.take(dir);
+    fn walk_dir(&self, dir: &Path, rel: &Path, inside: bool) -> bool {
+        let mut listing = self.prefetch.take(dir);
         if let Some(e) = listing.error {
             return self.warn(format!("{}: cannot list directory: {e}", dir.display()));
         }
-        for e in listing.entry_errors {
+        for e in std::mem::take(&mut listing.entry_errors) {
             if !self.warn(format!("{}: error while listing: {e}", dir.display())) {
                 return false;
             }
         }
+        if let Some(keep) = self.marked(dir, &listing) {
+            // A marked directory keeps only its marker files.
+            listing.entries.retain(|(n, _)| keep.contains(n));
+        }
         // Queue the subdirectories first, in walk order, so they are listed
         // while this directory's files go out.
         for (name, meta) in &listing.entries {
-            if matches!(meta, Ok(m) if m.is_dir()) && !self.filter.excludes_self(&rel.join(name)) {
+            let Ok(m) = meta else { continue };
+            let sub = rel.join(name);
+            if m.is_dir() && !self.filter.excludes_self(&sub) && self.walks_into(&sub, m, inside) {
                 self.prefetch.ahead(dir.join(name));
             }
         }
@@ -334,10 +585,37 @@ impl Walker {
                     continue;
                 }
             };
+            // With --files-from: take what is listed (and all below it),
+            // walk through the directories that lead to it.
+            let take_all = inside
+                || self.opts.listed.as_ref().is_some_and(|l| {
+                    let listed = l.paths.contains(&rel);
+                    if listed {
+                        l.found.borrow_mut().insert(rel.clone());
+                    }
+                    listed
+                });
+            let on_the_way = meta.is_dir()
+                && self
+                    .opts
+                    .listed
+                    .as_ref()
+                    .is_some_and(|l| l.ancestors.contains(&rel));
+            if !(take_all || on_the_way) {
+                continue;
+            }
+            if meta.is_file() && self.opts.larger_than.is_some_and(|max| meta.len() > max) {
+                continue;
+            }
             let name = FsName::from_os(&name);
             let ok = if meta.is_dir() {
-                self.send(Item::Enter(node_from(name, NodeKind::Dir, &meta)))
-                    && self.walk_dir(&path, &rel)
+                use std::os::unix::fs::MetadataExt;
+                let (node, alive) = self.node(name, NodeKind::Dir, &path, &meta);
+                // A mount point of another file system is kept, empty.
+                let other_fs = self.opts.device.is_some_and(|d| d != meta.dev());
+                alive
+                    && self.send(Item::Enter(node))
+                    && (other_fs || self.walk_dir(&path, &rel, take_all))
                     && self.send(Item::Leave)
             } else {
                 self.leaf(&path, &rel, name, &meta)
@@ -350,22 +628,42 @@ impl Walker {
     }
 
     fn leaf(&self, path: &Path, rel: &Path, name: FsName, meta: &Metadata) -> bool {
+        use std::os::unix::fs::FileTypeExt;
         let ft = meta.file_type();
-        if ft.is_file() {
-            let mut node = node_from(name, NodeKind::File, meta);
-            node.size = meta.len();
-            let p = path.to_owned();
-            self.send(Item::Leaf {
-                node,
-                content: Some(Content::Blocking(Box::new(move || {
-                    Ok(Box::new(open_noatime(&p)?) as _)
-                }))),
-                on_error: OnReadError::Skip,
-            })
+        let kind = if ft.is_file() {
+            NodeKind::File
         } else if ft.is_symlink() {
-            match fs::read_link(path) {
+            NodeKind::Symlink
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else if ft.is_char_device() {
+            NodeKind::Chardev
+        } else if ft.is_block_device() {
+            NodeKind::Blockdev
+        } else {
+            return self.send(Item::Note(format!(
+                "{}: socket skipped (a socket belongs to the program listening on it, which creates it again)",
+                rel.display()
+            )));
+        };
+        let (mut node, alive) = self.node(name, kind, path, meta);
+        if !alive {
+            return false;
+        }
+        match kind {
+            NodeKind::File => {
+                node.size = meta.len();
+                let p = path.to_owned();
+                self.send(Item::Leaf {
+                    node,
+                    content: Some(Content::Reopenable(Box::new(move || {
+                        Ok(Box::new(Watched::open(&p)?) as _)
+                    }))),
+                    on_error: OnReadError::Skip,
+                })
+            }
+            NodeKind::Symlink => match fs::read_link(path) {
                 Ok(target) => {
-                    let mut node = node_from(name, NodeKind::Symlink, meta);
                     node.link_target = Some(FsName::from_os(target.as_os_str()));
                     self.send(Item::Leaf {
                         node,
@@ -374,12 +672,12 @@ impl Walker {
                     })
                 }
                 Err(e) => self.warn(format!("{}: cannot read link: {e}", path.display())),
-            }
-        } else {
-            self.warn(format!(
-                "{}: special file (device, FIFO or socket) left out of the snapshot",
-                rel.display()
-            ))
+            },
+            _ => self.send(Item::Leaf {
+                node,
+                content: None,
+                on_error: OnReadError::Skip,
+            }),
         }
     }
 }

@@ -13,8 +13,8 @@ use backup_core::filter::PathFilter;
 use backup_core::progress::Progress;
 use backup_core::reader::SnapshotReader;
 use backup_core::restorer::TreeWriter;
-use backup_core::target::{RestoreOptions, RestoreReport, Target};
-use backup_core::tree::{Node, NodeKind};
+use backup_core::target::{Overwrite, Owners, RestoreOptions, RestoreReport, Target};
+use backup_core::tree::{FileFlag, Node, NodeKind};
 use backup_core::{Error, Result};
 use bytes::Bytes;
 use filetime::FileTime;
@@ -29,6 +29,19 @@ impl FilesTarget {
     /// A target directory.
     pub fn new(root: PathBuf) -> Self {
         FilesTarget { root }
+    }
+
+    /// Checks that the target is a directory or absent.
+    fn check_directory(&self) -> Result<()> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::target_failed(format!(
+                "{} exists and is not a directory (nothing was changed)",
+                self.root.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("reading {}", self.root.display()), e)),
+        }
     }
 
     /// Checks that the directory is absent or empty.
@@ -70,6 +83,13 @@ impl Target for FilesTarget {
         match fs::remove_dir_all(&self.root) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Restored immutable or append-only files refuse removal
+                // until their flags are cleared.
+                clear_flags_below(&self.root);
+                fs::remove_dir_all(&self.root)
+                    .map_err(|e| Error::io(format!("removing {}", self.root.display()), e))
+            }
             Err(e) => Err(Error::io(format!("removing {}", self.root.display()), e)),
         }
     }
@@ -83,7 +103,22 @@ impl Target for FilesTarget {
         }
         if opts.drop {
             return Err(Error::Config(
-                "--drop applies to databases; a file restore never overwrites, so restore into an empty or new directory".to_owned(),
+                "--drop applies to databases; to restore files into a directory that holds some, use --overwrite never|if-changed|always".to_owned(),
+            ));
+        }
+        if opts.delete && opts.overwrite.is_none() {
+            return Err(Error::Config(
+                "--delete removes what the snapshot lacks from a directory that holds files; give --overwrite too (never, if-changed or always)".to_owned(),
+            ));
+        }
+        if opts.delete && !(opts.includes.is_empty() && opts.excludes.is_empty()) {
+            return Err(Error::Config(
+                "--delete mirrors a whole snapshot; it cannot be combined with --include or --exclude".to_owned(),
+            ));
+        }
+        if opts.verify && opts.overwrite == Some(Overwrite::Never) {
+            return Err(Error::Config(
+                "--verify compares the directory with the snapshot, which --overwrite never does not make it match; use if-changed or always".to_owned(),
             ));
         }
         if opts.at.is_some() {
@@ -107,10 +142,16 @@ impl Target for FilesTarget {
     ) -> Result<RestoreReport> {
         self.check_options(opts)?;
         let filter = PathFilter::new(&opts.includes, &opts.excludes)?;
-        self.check_empty()?;
+        if opts.overwrite.is_none() {
+            self.check_empty()?;
+        } else {
+            self.check_directory()?;
+        }
         let planned = snapshot.plan(&filter).await?;
         let lines = unmatched_lines(&filter);
-        if !filter.is_empty() && planned.files + planned.dirs + planned.symlinks == 0 {
+        if !filter.is_empty()
+            && planned.files + planned.dirs + planned.symlinks + planned.specials == 0
+        {
             return Err(Error::target_failed(format!(
                 "the --include/--exclude patterns select nothing of snapshot {} ({}); patterns are globs over paths relative to the backed-up directory, and a pattern without / matches names at any depth (nothing was restored)",
                 snapshot.id().short(),
@@ -126,6 +167,13 @@ impl Target for FilesTarget {
             )));
         }
         if opts.dry_run {
+            let mut lines = lines;
+            if opts.delete {
+                let n = delete_extras(snapshot, &self.root, false).await?;
+                lines.push(format!(
+                    "--delete would remove {n} entries the snapshot lacks"
+                ));
+            }
             return Ok(RestoreReport {
                 dry_run: true,
                 target: self.describe(),
@@ -137,18 +185,57 @@ impl Target for FilesTarget {
         progress.set_total(planned.bytes);
         fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
-        let writer = FsWriter::new(self.root.clone())?;
+        let mut writer = FsWriter::with_owners(self.root.clone(), opts.owners)?;
+        if let Some(mode) = opts.overwrite {
+            writer = writer.overwriting(mode);
+        }
+        let notes = writer.notes();
         let result = snapshot
             .restore_tree(&filter, Box::new(writer), progress)
             .await;
         match result {
-            Ok(stats) => Ok(RestoreReport {
-                dry_run: false,
-                target: self.describe(),
-                stats,
-                lines,
-                ..RestoreReport::default()
-            }),
+            Ok(stats) => {
+                let mut lines: Vec<String> = lines.into_iter().chain(notes.take()).collect();
+                if opts.delete {
+                    let n = delete_extras(snapshot, &self.root, true).await?;
+                    lines.push(format!("removed {n} entries the snapshot lacks (--delete)"));
+                }
+                if opts.verify {
+                    // Extra entries count only where the directory should
+                    // now hold exactly the snapshot.
+                    let extras = opts.overwrite.is_none() || opts.delete;
+                    let report =
+                        super::compare::compare_selected(snapshot, &self.root, &filter, extras)
+                            .await?;
+                    if !report.differences.is_empty() {
+                        let n = report.differences.len();
+                        let shown: Vec<&str> = report
+                            .differences
+                            .iter()
+                            .take(10)
+                            .map(String::as_str)
+                            .collect();
+                        return Err(Error::target_failed(format!(
+                            "--verify: {n} differences between {} and snapshot {}: {}{}",
+                            self.root.display(),
+                            snapshot.id().short(),
+                            shown.join("; "),
+                            if n > 10 { "; ..." } else { "" }
+                        )));
+                    }
+                    lines.push(format!(
+                        "verified: {} files re-read ({} bytes) match the snapshot",
+                        report.files, report.bytes
+                    ));
+                }
+                Ok(RestoreReport {
+                    dry_run: false,
+                    target: self.describe(),
+                    stats,
+                    lines,
+                    ..RestoreReport::default()
+                })
+            }
             Err(e) => {
                 tracing::error!(
                     target_dir = %self.root.display(),
@@ -158,6 +245,47 @@ impl Target for FilesTarget {
             }
         }
     }
+}
+
+/// Removes (or, with `remove` false, counts) the entries below `root` that
+/// the snapshot does not have, depth first; an entry whose type differs
+/// from the snapshot's is left to the restore, which replaced it.
+async fn delete_extras(snapshot: &SnapshotReader, root: &Path, remove: bool) -> Result<u64> {
+    let mut count = 0;
+    let mut stack = vec![(snapshot.root().await?, root.to_owned())];
+    while let Some((dir, path)) = stack.pop() {
+        let rd = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("listing {}", path.display()), e)),
+        };
+        for e in rd {
+            let e = e.map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+            let name = backup_core::tree::FsName::from_os(&e.file_name());
+            let ft = e
+                .file_type()
+                .map_err(|err| Error::io(format!("reading {}", e.path().display()), err))?;
+            match dir.entries().iter().find(|n| n.name == name) {
+                Some(node) if node.kind == NodeKind::Dir && ft.is_dir() => {
+                    stack.push((snapshot.open_dir(node).await?, e.path()));
+                }
+                Some(_) => {}
+                None => {
+                    count += 1;
+                    if remove {
+                        let p = e.path();
+                        if ft.is_dir() {
+                            fs::remove_dir_all(&p)
+                        } else {
+                            fs::remove_file(&p)
+                        }
+                        .map_err(|err| Error::io(format!("removing {}", p.display()), err))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// One line per pattern that matched nothing.
@@ -186,7 +314,6 @@ fn unmatched_lines(filter: &PathFilter) -> Vec<String> {
 #[derive(Debug)]
 pub struct FsWriter {
     root: PathBuf,
-    as_root: bool,
     workers: Vec<Worker>,
     next_worker: usize,
     shared: Arc<Shared>,
@@ -197,6 +324,167 @@ pub struct FsWriter {
     /// Directories waiting for their files, with the job count at the time
     /// they were left.
     deferred_dirs: VecDeque<(u64, PathBuf, Node)>,
+    /// The worker that wrote each hard-linked file (by full path), so a
+    /// link to it is made after it exists.
+    link_workers: std::collections::HashMap<PathBuf, usize>,
+    /// Inode flags, set last (an immutable file or directory takes no
+    /// further change).
+    flags: Vec<(PathBuf, Vec<FileFlag>)>,
+    /// What to do with entries that exist already (`None`: nothing may
+    /// exist, every create is exclusive).
+    overwrite: Option<Overwrite>,
+    /// A directory (relative) left as it was, whose entries are skipped.
+    skip_below: Option<PathBuf>,
+    /// Existing directories whose metadata is left as it was.
+    kept_dirs: std::collections::HashSet<PathBuf>,
+    /// The current file is left as it was: its data is dropped.
+    skipping: bool,
+}
+
+/// What the restore could not apply and says so (for the report), shared
+/// with the caller.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreNotes(Arc<Mutex<NoteCounts>>);
+
+#[derive(Debug, Default)]
+struct NoteCounts {
+    lines: Vec<String>,
+    /// Extended attributes refused by the file system or for lack of
+    /// privilege, by namespace.
+    xattrs: std::collections::BTreeMap<String, u64>,
+    devices: u64,
+    flags: u64,
+    /// Existing entries left as they were (`--overwrite never` or
+    /// `if-changed`), and replaced.
+    kept: u64,
+    replaced: u64,
+}
+
+impl RestoreNotes {
+    fn note(&self, f: impl FnOnce(&mut NoteCounts)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The report's lines: one per kind of thing not restored.
+    pub fn take(&self) -> Vec<String> {
+        let mut n = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = std::mem::take(&mut n.lines);
+        for (ns, count) in std::mem::take(&mut n.xattrs) {
+            out.push(format!(
+                "warning: {count} extended attributes in the `{ns}` namespace were not restored (the file system refused them{})",
+                if matches!(ns.as_str(), "security" | "trusted") {
+                    "; they need root"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if n.devices > 0 {
+            out.push(format!(
+                "warning: {} device nodes were not restored: creating them needs root",
+                n.devices
+            ));
+        }
+        if n.flags > 0 {
+            out.push(format!(
+                "warning: {} files kept no immutable or append-only flag: setting them needs root (CAP_LINUX_IMMUTABLE) and a file system that has them",
+                n.flags
+            ));
+        }
+        if n.kept > 0 {
+            out.push(format!(
+                "{} entries already there were left as they were",
+                n.kept
+            ));
+        }
+        if n.replaced > 0 {
+            out.push(format!(
+                "{} entries already there were replaced",
+                n.replaced
+            ));
+        }
+        n.devices = 0;
+        n.flags = 0;
+        n.kept = 0;
+        n.replaced = 0;
+        out
+    }
+}
+
+/// Applies owners, permissions, extended attributes and times: what every
+/// kind of entry gets once it exists.
+#[derive(Debug)]
+struct MetaWriter {
+    as_root: bool,
+    owners: Owners,
+    notes: RestoreNotes,
+    users: Mutex<std::collections::HashMap<String, Option<u32>>>,
+    groups: Mutex<std::collections::HashMap<String, Option<u32>>>,
+}
+
+impl MetaWriter {
+    /// The owner and group to give `node`: `None` when owners are not
+    /// restored.
+    fn owner(&self, node: &Node) -> Option<(u32, u32)> {
+        if !self.as_root || self.owners == Owners::Skip {
+            return None;
+        }
+        let (uid, gid) = (node.uid?, node.gid?);
+        if self.owners == Owners::Numeric {
+            return Some((uid, gid));
+        }
+        let by_name = |cache: &Mutex<std::collections::HashMap<String, Option<u32>>>,
+                       name: &Option<String>,
+                       user: bool| {
+            let name = name.as_ref()?;
+            let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            *c.entry(name.clone()).or_insert_with(|| {
+                if user {
+                    nix::unistd::User::from_name(name)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.uid.as_raw())
+                } else {
+                    nix::unistd::Group::from_name(name)
+                        .ok()
+                        .flatten()
+                        .map(|g| g.gid.as_raw())
+                }
+            })
+        };
+        Some((
+            by_name(&self.users, &node.user, true).unwrap_or(uid),
+            by_name(&self.groups, &node.group, false).unwrap_or(gid),
+        ))
+    }
+
+    /// Sets the extended attributes of `full` (not following a link).
+    /// Those the file system or the lack of privilege refuses are counted
+    /// for the report.
+    fn set_xattrs(&self, full: &Path, node: &Node) -> Result<()> {
+        for x in &node.xattrs {
+            let name = x.name.to_os();
+            if let Err(e) = xattr::set(full, &name, &x.value) {
+                let refused = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM | libc::EACCES | libc::ENOTSUP | libc::EINVAL)
+                );
+                if !refused {
+                    return Err(Error::io(
+                        format!(
+                            "setting extended attribute {} of {}",
+                            x.name,
+                            full.display()
+                        ),
+                        e,
+                    ));
+                }
+                let ns = x.name.display().split('.').next().unwrap_or("").to_owned();
+                self.notes.note(|n| *n.xattrs.entry(ns).or_default() += 1);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -208,6 +496,8 @@ struct Pending {
     started: bool,
     chunks: Vec<Bytes>,
     buffered: usize,
+    sparse: bool,
+    rename_to: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -222,8 +512,9 @@ struct Worker {
     dispatched: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
+    meta: MetaWriter,
     /// Per worker: sequence number of the last completed job.
     completed: Vec<AtomicU64>,
     error: Mutex<Option<Error>>,
@@ -260,6 +551,13 @@ struct Job {
     finish: Option<Node>,
     /// Remove the partial file instead.
     abort: bool,
+    /// With `create`: leave zero blocks unwritten (holes).
+    sparse: bool,
+    /// Make `path` a hard link to this file instead (no data follows).
+    link_to: Option<PathBuf>,
+    /// With `finish`: rename the complete file to this path (replacing
+    /// what is there).
+    rename_to: Option<PathBuf>,
 }
 
 /// Buffered bytes of one file before they are handed to a worker.
@@ -278,11 +576,28 @@ impl FsWriter {
     ///
     /// When a writer thread cannot be started.
     pub fn new(root: PathBuf) -> Result<Self> {
+        Self::with_owners(root, Owners::default())
+    }
+
+    /// A writer into `root` (which must exist) that sets owners as
+    /// `owners` says.
+    ///
+    /// # Errors
+    ///
+    /// When a writer thread cannot be started.
+    pub fn with_owners(root: PathBuf, owners: Owners) -> Result<Self> {
         // Twice the cores: the work is system calls that often wait on the
         // file system, so more threads than cores keep the cores busy.
         let n = std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(2, 8));
-        let as_root = nix::unistd::Uid::effective().is_root();
+        let meta = MetaWriter {
+            as_root: nix::unistd::Uid::effective().is_root(),
+            owners,
+            notes: RestoreNotes::default(),
+            users: Mutex::default(),
+            groups: Mutex::default(),
+        };
         let shared = Arc::new(Shared {
+            meta,
             completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
             error: Mutex::new(None),
             flusher: std::sync::OnceLock::new(),
@@ -293,7 +608,7 @@ impl FsWriter {
             let shared2 = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("restore-writer-{i}"))
-                .spawn(move || write_worker(i, &rx, &shared2, as_root))
+                .spawn(move || write_worker(i, &rx, &shared2))
                 .map_err(|e| Error::io("starting a restore writer thread", e))?;
             workers.push(Worker {
                 tx: Some(tx),
@@ -305,14 +620,34 @@ impl FsWriter {
         }
         Ok(FsWriter {
             root,
-            as_root,
             workers,
             next_worker: 0,
             shared,
             current: None,
             jobs: 0,
             deferred_dirs: VecDeque::new(),
+            link_workers: std::collections::HashMap::new(),
+            flags: Vec::new(),
+            overwrite: None,
+            skip_below: None,
+            kept_dirs: std::collections::HashSet::new(),
+            skipping: false,
         })
+    }
+
+    /// Restores into a directory that may hold entries already, treating
+    /// them as `mode` says: a file is replaced by writing a temporary file
+    /// beside it and renaming it over the old one when complete.
+    #[must_use]
+    pub fn overwriting(mut self, mode: Overwrite) -> Self {
+        self.overwrite = Some(mode);
+        self
+    }
+
+    /// What the restore could not apply, for its report (read after the
+    /// restore).
+    pub fn notes(&self) -> RestoreNotes {
+        self.shared.meta.notes.clone()
     }
 
     /// Syncs large files to disk while the restore goes on, on a thread of
@@ -389,6 +724,7 @@ impl FsWriter {
 
     /// Hands the buffered part of the current file to its worker.
     fn flush(&mut self, finish: Option<Node>) -> Result<()> {
+        let finish_now = finish.is_some();
         let Some(p) = self.current.as_mut() else {
             return Err(Error::target_failed("data without an open file"));
         };
@@ -399,6 +735,13 @@ impl FsWriter {
             chunks: std::mem::take(&mut p.chunks),
             finish,
             abort: false,
+            sparse: p.sparse,
+            link_to: None,
+            rename_to: if finish_now {
+                p.rename_to.clone()
+            } else {
+                None
+            },
         };
         p.started = true;
         p.buffered = 0;
@@ -429,7 +772,7 @@ impl FsWriter {
         {
             if let Some((_, path, node)) = self.deferred_dirs.pop_front() {
                 let full = self.full(&path);
-                set_dir_metadata(&full, &node, self.as_root)?;
+                set_metadata(&self.shared.meta, &full, None, &node)?;
             }
         }
         Ok(())
@@ -454,32 +797,139 @@ impl Drop for FsWriter {
     }
 }
 
-fn set_dir_metadata(full: &Path, node: &Node, as_root: bool) -> Result<()> {
-    if as_root {
-        if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
-            std::os::unix::fs::chown(full, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("setting owner of {}", full.display()), e))?;
+/// Sets owner, permissions, extended attributes and times, in that order
+/// (a change of owner clears setuid bits and file capabilities, so those
+/// come after it). Through `file` when it is open, otherwise by path,
+/// never following a symbolic link. Inode flags come later, last of all.
+fn set_metadata(meta: &MetaWriter, full: &Path, file: Option<&File>, node: &Node) -> Result<()> {
+    let ctx = |what: &str| format!("{what} {}", full.display());
+    if let Some((uid, gid)) = meta.owner(node) {
+        match file {
+            Some(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+            None => std::os::unix::fs::lchown(full, Some(uid), Some(gid)),
         }
+        .map_err(|e| Error::io(ctx("setting owner of"), e))?;
     }
-    if let Some(mode) = node.mode {
-        fs::set_permissions(full, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(format!("setting permissions of {}", full.display()), e))?;
+    // A directory without recorded permissions keeps the owner-only ones
+    // it was created with.
+    let mode = match node.kind {
+        NodeKind::Symlink => None,
+        NodeKind::Dir => node.mode,
+        NodeKind::Stream => Some(node.mode.unwrap_or(0o600)),
+        _ => Some(node.mode.unwrap_or(0o644)),
+    };
+    if let Some(mode) = mode {
+        let perms = fs::Permissions::from_mode(mode);
+        match file {
+            Some(f) => f.set_permissions(perms),
+            None => fs::set_permissions(full, perms),
+        }
+        .map_err(|e| Error::io(ctx("setting permissions of"), e))?;
     }
+    meta.set_xattrs(full, node)?;
     if let Some(t) = mtime_of(node) {
-        filetime::set_file_mtime(full, t)
-            .map_err(|e| Error::io(format!("setting times of {}", full.display()), e))?;
+        match file {
+            Some(f) => filetime::set_file_handle_times(f, None, Some(t)),
+            // Also right for directories, FIFOs and devices: the times of
+            // the entry itself, the access time set to the same.
+            None => filetime::set_symlink_file_times(full, t, t),
+        }
+        .map_err(|e| Error::io(ctx("setting times of"), e))?;
     }
     Ok(())
 }
 
+/// Sets the inode flags of `full` (adding to those it has). `Ok(false)`
+/// when the file system or the lack of privilege refuses.
+fn set_flags(full: &Path, flags: &[FileFlag]) -> Result<bool> {
+    use rustix::fs::IFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(full)
+        .map_err(|e| Error::io(format!("opening {} to set its flags", full.display()), e))?;
+    let mut want = IFlags::empty();
+    for fl in flags {
+        want |= match fl {
+            FileFlag::Immutable => IFlags::IMMUTABLE,
+            FileFlag::Append => IFlags::APPEND,
+            FileFlag::Nodump => IFlags::NODUMP,
+        };
+    }
+    let have = match rustix::fs::ioctl_getflags(&f) {
+        Ok(h) => h,
+        Err(rustix::io::Errno::NOTTY | rustix::io::Errno::OPNOTSUPP) => return Ok(false),
+        Err(e) => {
+            return Err(Error::io(
+                format!("reading the flags of {}", full.display()),
+                e.into(),
+            ))
+        }
+    };
+    match rustix::fs::ioctl_setflags(&f, have | want) {
+        Ok(()) => Ok(true),
+        Err(
+            rustix::io::Errno::PERM
+            | rustix::io::Errno::ACCESS
+            | rustix::io::Errno::NOTTY
+            | rustix::io::Errno::OPNOTSUPP,
+        ) => Ok(false),
+        Err(e) => Err(Error::io(
+            format!("setting the flags of {}", full.display()),
+            e.into(),
+        )),
+    }
+}
+
+/// Clears the immutable and append-only flags of everything below `dir`
+/// (a restore made for a check is removed afterwards). Best effort: what
+/// cannot be cleared is reported by the removal that follows.
+fn clear_flags_below(dir: &Path) {
+    use rustix::fs::IFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if !(ft.is_file() || ft.is_dir()) {
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(e.path());
+            }
+            let Ok(f) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(e.path())
+            else {
+                continue;
+            };
+            if let Ok(have) = rustix::fs::ioctl_getflags(&f) {
+                let fixed = have - (IFlags::IMMUTABLE | IFlags::APPEND);
+                if fixed != have {
+                    let _ = rustix::fs::ioctl_setflags(&f, fixed);
+                }
+            }
+        }
+    }
+}
+
+/// A file a writer thread has open.
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    /// Bytes written since the last early sync.
+    unflushed: usize,
+    /// Bytes of content taken so far (holes included).
+    pos: u64,
+    sparse: bool,
+}
+
 /// A writer thread: creates, fills and finishes files, one job at a time.
-fn write_worker(
-    index: usize,
-    rx: &std::sync::mpsc::Receiver<Vec<Job>>,
-    shared: &Shared,
-    as_root: bool,
-) {
-    let mut file: Option<(PathBuf, File, usize)> = None;
+fn write_worker(index: usize, rx: &std::sync::mpsc::Receiver<Vec<Job>>, shared: &Shared) {
+    let mut file: Option<OpenFile> = None;
     let mut failed = false;
     for job in rx.iter().flatten() {
         if job.abort || failed {
@@ -487,13 +937,15 @@ fn write_worker(
             if job.abort || !job.create {
                 remove_partial(&job.path);
             }
-        } else if let Err(e) = run_job(&mut file, &job, as_root, shared) {
+        } else if let Err(e) = run_job(&mut file, &job, shared) {
             file = None;
-            remove_partial(&job.path);
+            if job.link_to.is_none() {
+                remove_partial(&job.path);
+            }
             shared.fail(e);
             failed = true;
         }
-        if job.finish.is_some() || job.abort {
+        if job.finish.is_some() || job.abort || job.link_to.is_some() {
             shared.completed[index].store(job.seq, Ordering::Release);
         }
     }
@@ -507,12 +959,37 @@ fn remove_partial(path: &Path) {
     }
 }
 
-fn run_job(
-    file: &mut Option<(PathBuf, File, usize)>,
-    job: &Job,
-    as_root: bool,
-    shared: &Shared,
-) -> Result<()> {
+/// Blocks of a sparse file that are all zeros are left as holes; holes are
+/// whole blocks of this size at offsets that are multiples of it.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes `data` at `pos` of a sparse file, skipping zero blocks.
+fn write_sparse(f: &File, pos: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut off = 0usize;
+    while off < data.len() {
+        let at = pos + off as u64;
+        // Up to the next block boundary of the file.
+        let room = HOLE_BLOCK - usize::try_from(at % HOLE_BLOCK as u64).unwrap_or(0);
+        let end = (off + room).min(data.len());
+        let block = &data[off..end];
+        if block.iter().any(|&b| b != 0) {
+            f.write_all_at(block, at)?;
+        }
+        off = end;
+    }
+    Ok(())
+}
+
+fn run_job(file: &mut Option<OpenFile>, job: &Job, shared: &Shared) -> Result<()> {
+    if let Some(first) = &job.link_to {
+        return fs::hard_link(first, &job.path).map_err(|e| {
+            Error::io(
+                format!("linking {} to {}", job.path.display(), first.display()),
+                e,
+            )
+        });
+    }
     if job.create {
         let f = OpenOptions::new()
             .write(true)
@@ -520,52 +997,57 @@ fn run_job(
             .mode(0o600)
             .open(&job.path)
             .map_err(|e| Error::io(format!("creating {}", job.path.display()), e))?;
-        *file = Some((job.path.clone(), f, 0));
+        *file = Some(OpenFile {
+            path: job.path.clone(),
+            file: f,
+            unflushed: 0,
+            pos: 0,
+            sparse: job.sparse,
+        });
     }
-    let Some((path, f, unflushed)) = file.as_mut() else {
+    let Some(open) = file.as_mut() else {
         return Err(Error::target_failed("data for a file that is not open"));
     };
     for c in &job.chunks {
-        f.write_all(c)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        if open.sparse {
+            write_sparse(&open.file, open.pos, c)
+        } else {
+            open.file.write_all(c)
+        }
+        .map_err(|e| Error::io(format!("writing {}", open.path.display()), e))?;
+        open.pos += c.len() as u64;
     }
     if let Some(tx) = shared.flusher.get() {
-        *unflushed += job.chunks.iter().map(Bytes::len).sum::<usize>();
-        if *unflushed >= WRITEBACK_BYTES || (job.finish.is_some() && *unflushed >= WRITEBACK_MIN) {
+        open.unflushed += job.chunks.iter().map(Bytes::len).sum::<usize>();
+        if open.unflushed >= WRITEBACK_BYTES
+            || (job.finish.is_some() && open.unflushed >= WRITEBACK_MIN)
+        {
             // Skipped while the flusher is busy: the next piece asks again.
-            if let Ok(clone) = f.try_clone() {
+            if let Ok(clone) = open.file.try_clone() {
                 if tx.try_send(clone).is_ok() {
-                    *unflushed = 0;
+                    open.unflushed = 0;
                 }
             }
         }
     }
     if let Some(node) = &job.finish {
-        if let Some((path, f, _)) = file.take() {
-            finish_file(&path, &f, node, as_root)?;
+        if let Some(open) = file.take() {
+            if open.sparse {
+                // A hole at the end is not written: the length makes it.
+                open.file
+                    .set_len(open.pos)
+                    .map_err(|e| Error::io(format!("writing {}", open.path.display()), e))?;
+            }
+            set_metadata(&shared.meta, &open.path, Some(&open.file), node)?;
+            if let Some(to) = &job.rename_to {
+                fs::rename(&open.path, to).map_err(|e| {
+                    Error::io(
+                        format!("replacing {} with the restored file", to.display()),
+                        e,
+                    )
+                })?;
+            }
         }
-    }
-    Ok(())
-}
-
-fn finish_file(full: &Path, f: &File, node: &Node, as_root: bool) -> Result<()> {
-    let ctx = |what: &str| format!("{what} {}", full.display());
-    if as_root {
-        if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
-            std::os::unix::fs::fchown(f, Some(uid), Some(gid))
-                .map_err(|e| Error::io(ctx("setting owner of"), e))?;
-        }
-    }
-    let mode = node.mode.unwrap_or(if node.kind == NodeKind::Stream {
-        0o600
-    } else {
-        0o644
-    });
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(ctx("setting permissions of"), e))?;
-    if let Some(t) = mtime_of(node) {
-        filetime::set_file_handle_times(f, None, Some(t))
-            .map_err(|e| Error::io(ctx("setting times of"), e))?;
     }
     Ok(())
 }
@@ -579,10 +1061,160 @@ fn mtime_of(node: &Node) -> Option<FileTime> {
     })
 }
 
+/// What a restore finds where it is about to create an entry.
+enum Existing {
+    Absent,
+    Present(fs::Metadata),
+}
+
+impl FsWriter {
+    /// Whether `path` (relative) lies in a directory left as it was.
+    fn skipped(&self, path: &Path) -> bool {
+        self.skip_below
+            .as_deref()
+            .is_some_and(|s| path.starts_with(s))
+    }
+
+    /// What is at `full`; always absent when nothing may exist (the
+    /// exclusive create then reports anything that does).
+    fn existing(&self, full: &Path) -> Existing {
+        if self.overwrite.is_none() {
+            return Existing::Absent;
+        }
+        match fs::symlink_metadata(full) {
+            Ok(m) => Existing::Present(m),
+            Err(_) => Existing::Absent,
+        }
+    }
+
+    fn note_kept(&self) {
+        self.shared.meta.notes.note(|n| n.kept += 1);
+    }
+
+    /// Whether the existing entry `m` at `full` stays as it is instead of
+    /// becoming `node`.
+    fn keeps(&self, m: &fs::Metadata, node: &Node, full: &Path) -> bool {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        match self.overwrite {
+            Some(Overwrite::Never) => true,
+            Some(Overwrite::IfChanged) => {
+                let ft = m.file_type();
+                match node.kind {
+                    NodeKind::File | NodeKind::Stream => {
+                        ft.is_file()
+                            && m.len() == node.size
+                            && node.mtime_ns == Some(m.mtime() * 1_000_000_000 + m.mtime_nsec())
+                    }
+                    NodeKind::Symlink => {
+                        ft.is_symlink()
+                            && fs::read_link(full)
+                                .ok()
+                                .map(std::path::PathBuf::into_os_string)
+                                == node
+                                    .link_target
+                                    .as_ref()
+                                    .map(backup_core::tree::FsName::to_os)
+                    }
+                    NodeKind::Fifo => ft.is_fifo(),
+                    NodeKind::Chardev => ft.is_char_device() && node.rdev == Some(m.rdev()),
+                    NodeKind::Blockdev => ft.is_block_device() && node.rdev == Some(m.rdev()),
+                    NodeKind::Dir => ft.is_dir(),
+                }
+            }
+            Some(Overwrite::Always) | None => false,
+        }
+    }
+
+    /// Removes what is at `full` so that it can be created anew.
+    fn remove_existing(&self, full: &Path, m: &fs::Metadata) -> Result<()> {
+        if m.is_dir() {
+            fs::remove_dir_all(full)
+        } else {
+            fs::remove_file(full)
+        }
+        .map_err(|e| Error::io(format!("removing {} to restore over it", full.display()), e))?;
+        self.shared.meta.notes.note(|n| n.replaced += 1);
+        Ok(())
+    }
+
+    /// Before an entry that is not a file is created at `full`: `false`
+    /// when it is to be left as it was, otherwise whatever is there is
+    /// removed.
+    fn make_room(&self, path: &Path, full: &Path, node: &Node) -> Result<bool> {
+        if self.skipped(path) {
+            return Ok(false);
+        }
+        match self.existing(full) {
+            Existing::Absent => Ok(true),
+            Existing::Present(m) if self.keeps(&m, node, full) => {
+                self.note_kept();
+                Ok(false)
+            }
+            Existing::Present(m) => {
+                self.remove_existing(full, &m)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Records the inode flags of `full` for the end of the restore.
+    fn defer_flags(&mut self, full: PathBuf, node: &Node) {
+        if !node.flags.is_empty() {
+            self.flags.push((full, node.flags.clone()));
+        }
+    }
+
+    /// Creates a FIFO or device node.
+    fn make_special(&self, full: &Path, node: &Node) -> Result<bool> {
+        use nix::sys::stat::{mknod, Mode, SFlag};
+        let kind = match node.kind {
+            NodeKind::Fifo => SFlag::S_IFIFO,
+            NodeKind::Chardev => SFlag::S_IFCHR,
+            NodeKind::Blockdev => SFlag::S_IFBLK,
+            _ => return Err(Error::target_failed("not a special file")),
+        };
+        let rdev = if kind == SFlag::S_IFIFO {
+            0
+        } else if !self.shared.meta.as_root {
+            self.shared.meta.notes.note(|n| n.devices += 1);
+            return Ok(false);
+        } else {
+            node.rdev.ok_or_else(|| {
+                Error::corrupt(
+                    backup_core::FileKind::Pack,
+                    full.display(),
+                    "device node without a device number",
+                )
+            })?
+        };
+        mknod(full, kind, Mode::from_bits_truncate(0o600), rdev)
+            .map_err(|e| Error::io(format!("creating {}", full.display()), e.into()))?;
+        Ok(true)
+    }
+}
+
 impl TreeWriter for FsWriter {
     fn enter_dir(&mut self, path: &Path, _node: &Node) -> Result<()> {
         self.check_workers()?;
+        if self.skipped(path) {
+            return Ok(());
+        }
         let full = self.full(path);
+        match self.existing(&full) {
+            Existing::Absent => {}
+            Existing::Present(m) if m.is_dir() => {
+                if self.overwrite == Some(Overwrite::Never) {
+                    self.kept_dirs.insert(path.to_owned());
+                }
+                return Ok(());
+            }
+            Existing::Present(_) if self.overwrite == Some(Overwrite::Never) => {
+                self.note_kept();
+                self.skip_below = Some(path.to_owned());
+                return Ok(());
+            }
+            Existing::Present(m) => self.remove_existing(&full, &m)?,
+        }
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&full)
@@ -590,28 +1222,77 @@ impl TreeWriter for FsWriter {
     }
 
     fn leave_dir(&mut self, path: &Path, node: &Node) -> Result<()> {
+        if self.skip_below.as_deref() == Some(path) {
+            self.skip_below = None;
+            return Ok(());
+        }
+        if self.skipped(path) || self.kept_dirs.remove(path) {
+            return Ok(());
+        }
+        self.defer_flags(self.full(path), node);
         self.deferred_dirs
             .push_back((self.jobs, path.to_owned(), node.clone()));
         self.apply_ready_dirs(false)
     }
 
-    fn start_file(&mut self, path: &Path, _node: &Node) -> Result<()> {
+    fn start_file(&mut self, path: &Path, node: &Node) -> Result<()> {
         self.check_workers()?;
+        let full = self.full(path);
+        let mut rename_to = None;
+        if self.skipped(path) {
+            self.skipping = true;
+            return Ok(());
+        }
+        match self.existing(&full) {
+            Existing::Absent => {}
+            Existing::Present(m) if self.keeps(&m, node, &full) => {
+                self.note_kept();
+                self.skipping = true;
+                return Ok(());
+            }
+            Existing::Present(m) => {
+                if m.is_dir() {
+                    self.remove_existing(&full, &m)?;
+                } else {
+                    self.shared.meta.notes.note(|n| n.replaced += 1);
+                }
+                // Written beside it and renamed over it when complete, so
+                // a failure leaves the old file.
+                rename_to = Some(full.clone());
+            }
+        }
         self.jobs += 1;
         let worker = self.next_worker;
         self.next_worker = (self.next_worker + 1) % self.workers.len();
+        if node.links.is_some_and(|l| l > 1) {
+            self.link_workers.insert(full.clone(), worker);
+        }
+        self.defer_flags(full.clone(), node);
+        let path = match &rename_to {
+            Some(_) => full.with_file_name(format!(
+                ".backup-restore-{}-{}",
+                std::process::id(),
+                self.jobs
+            )),
+            None => full,
+        };
         self.current = Some(Pending {
             worker,
-            path: self.full(path),
+            path,
             seq: self.jobs,
             started: false,
             chunks: Vec::new(),
             buffered: 0,
+            sparse: node.sparse,
+            rename_to,
         });
         Ok(())
     }
 
     fn write_data(&mut self, data: Bytes) -> Result<()> {
+        if self.skipping {
+            return Ok(());
+        }
         let p = self
             .current
             .as_mut()
@@ -625,12 +1306,16 @@ impl TreeWriter for FsWriter {
     }
 
     fn finish_file(&mut self, _path: &Path, node: &Node) -> Result<()> {
+        if std::mem::take(&mut self.skipping) {
+            return Ok(());
+        }
         self.flush(Some(node.clone()))?;
         self.current = None;
         self.apply_ready_dirs(false)
     }
 
     fn abort_file(&mut self, _path: &Path) {
+        self.skipping = false;
         if let Some(p) = self.current.take() {
             let job = Job {
                 seq: p.seq,
@@ -639,6 +1324,9 @@ impl TreeWriter for FsWriter {
                 chunks: Vec::new(),
                 finish: None,
                 abort: true,
+                sparse: false,
+                link_to: None,
+                rename_to: None,
             };
             if self.send(p.worker, job, true).is_err() {
                 remove_partial(&p.path);
@@ -656,24 +1344,63 @@ impl TreeWriter for FsWriter {
                 "symbolic link without target",
             )
         })?;
+        if !self.make_room(path, &full, node)? {
+            return Ok(());
+        }
         std::os::unix::fs::symlink(target.to_os(), &full)
             .map_err(|e| Error::io(format!("creating link {}", full.display()), e))?;
-        if self.as_root {
-            if let (Some(uid), Some(gid)) = (node.uid, node.gid) {
-                std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(format!("setting owner of {}", full.display()), e))?;
-            }
+        set_metadata(&self.shared.meta, &full, None, node)
+    }
+
+    fn special(&mut self, path: &Path, node: &Node) -> Result<()> {
+        self.check_workers()?;
+        let full = self.full(path);
+        if !self.make_room(path, &full, node)? {
+            return Ok(());
         }
-        if let Some(t) = mtime_of(node) {
-            filetime::set_symlink_file_times(&full, t, t)
-                .map_err(|e| Error::io(format!("setting times of {}", full.display()), e))?;
+        if self.make_special(&full, node)? {
+            set_metadata(&self.shared.meta, &full, None, node)?;
         }
         Ok(())
+    }
+
+    fn hard_link(&mut self, path: &Path, first: &Path, node: &Node) -> Result<bool> {
+        self.check_workers()?;
+        let first = self.full(first);
+        let Some(&worker) = self.link_workers.get(&first) else {
+            return Ok(false);
+        };
+        let full = self.full(path);
+        if !self.make_room(path, &full, node)? {
+            // Left as it was: the content that follows is dropped.
+            return Ok(true);
+        }
+        // On the worker that wrote the first file: it exists by then.
+        self.jobs += 1;
+        let job = Job {
+            seq: self.jobs,
+            path: self.full(path),
+            create: false,
+            chunks: Vec::new(),
+            finish: None,
+            abort: false,
+            sparse: false,
+            link_to: Some(first),
+            rename_to: None,
+        };
+        self.send(worker, job, false)?;
+        Ok(true)
     }
 
     fn finish(&mut self) -> Result<()> {
         self.stop_workers();
         self.check_workers()?;
-        self.apply_ready_dirs(true)
+        self.apply_ready_dirs(true)?;
+        for (full, flags) in std::mem::take(&mut self.flags) {
+            if !set_flags(&full, &flags)? {
+                self.shared.meta.notes.note(|n| n.flags += 1);
+            }
+        }
+        Ok(())
     }
 }

@@ -148,6 +148,7 @@ impl Target for MongoTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("MongoDB")?;
+        opts.refuse_file_owners("MongoDB")?;
         // The point's own check (a PostgreSQL point on an oplog) comes
         // with the plan; these options have no oplog meaning at all.
         if let Some(

@@ -97,6 +97,7 @@ pub(super) fn stats(plan: &[Planned]) -> RestoreStats {
         dirs: 0,
         symlinks: 0,
         bytes: data_bytes(plan),
+        ..RestoreStats::default()
     }
 }
 

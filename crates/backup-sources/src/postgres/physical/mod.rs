@@ -110,6 +110,10 @@ impl backup_core::target::Target for DirectoryTarget {
             let mut plain = opts.clone();
             plain.includes.clear();
             plain.excludes.clear();
+            plain.owners = backup_core::target::Owners::default();
+            plain.overwrite = None;
+            plain.delete = false;
+            plain.verify = false;
             self.physical.check_options(&plain)?;
             self.files.check_options(opts)
         }

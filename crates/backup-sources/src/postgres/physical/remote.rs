@@ -1318,7 +1318,7 @@ mod tests {
                     }
                     format!("{}={text}", node.name)
                 }
-                Item::Warning(w) => w,
+                Item::Warning(w) | Item::Note(w) => w,
             });
         }
         Ok(out)

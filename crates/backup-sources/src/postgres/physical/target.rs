@@ -848,6 +848,7 @@ fn describe_target(opts: &RestoreOptions) -> String {
 
 /// The options a physical restore refuses.
 pub(crate) fn check_physical_options(opts: &RestoreOptions) -> Result<()> {
+    opts.refuse_file_owners("a PostgreSQL data directory (its files belong to the server's user)")?;
     if opts.drop {
         return Err(Error::Config(
             "there is no --drop for a data directory: restore into a new directory, or stop the server and move the old data directory away".to_owned(),

@@ -330,6 +330,7 @@ impl Target for PostgresTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("logical PostgreSQL restores")?;
+        opts.refuse_file_owners("logical PostgreSQL restores")?;
         if opts.at.is_some() {
             return Err(Error::Config(
                 "--at (point-in-time restore) is not supported for PostgreSQL logical backups; restore a snapshot taken at the time you need".to_owned(),

@@ -517,6 +517,7 @@ impl Plan {
             dirs: 0,
             symlinks: 0,
             bytes: self.data_bytes(loaded) + loaded.schema_bytes,
+            ..RestoreStats::default()
         }
     }
 }

@@ -321,6 +321,7 @@ impl Target for RedisTarget {
 
     fn check_options(&self, opts: &RestoreOptions) -> Result<()> {
         opts.refuse_physical("Redis")?;
+        opts.refuse_file_owners("Redis")?;
         if opts.skip_missing_roles {
             return Err(Error::Config(
                 "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
