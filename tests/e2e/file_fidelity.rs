@@ -443,7 +443,9 @@ fn a_user_tree_round_trips_as_an_ordinary_user() {
 /// A repository of format version 2 (made before version 3) is still read
 /// and written: a backup into it keeps what version 2 holds, says in one
 /// warning what it left out (exit 4), and leaves FIFOs out; older
-/// programs can still read it, since nothing of version 3 is written.
+/// programs can still read it, since nothing of version 3 is written; a
+/// copy of a version 3 snapshot into it is refused rather than dropping
+/// what it holds.
 #[test]
 fn a_version_2_repository_keeps_its_format() {
     let s = Scratch::new();
@@ -487,4 +489,26 @@ fn a_version_2_repository_keeps_its_format() {
     );
     assert_eq!(tool(&out, "getfattr", &["-d", "a.txt"]), "");
     assert_eq!(version()["version"], 2);
+    // A copy must keep everything: a version 3 snapshot with a hard link
+    // is not copied into this version 2 repository.
+    let newer = Scratch::new();
+    newer.init();
+    newer.create(&src, &[]);
+    let run = newer
+        .cmd()
+        .env("BACKUP_TO_PASSWORD", crate::util::PASSWORD)
+        .args(["copy", "--to-repo", &s.repo])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("format version 2 cannot record") && stderr.contains("hard links"),
+        "{stderr}"
+    );
+    assert_eq!(
+        s.json(&["list"]).as_array().unwrap().len(),
+        1,
+        "nothing was copied"
+    );
 }

@@ -287,7 +287,7 @@ async fn walk(
         }
         let item = match item {
             Item::Enter(mut node) => {
-                fit_version(repo, ctx, &mut node);
+                fit_version(repo, ctx, &mut node, opts)?;
                 Item::Enter(node)
             }
             Item::Leaf {
@@ -295,7 +295,7 @@ async fn walk(
                 content,
                 on_error,
             } => {
-                if !fit_version(repo, ctx, &mut node) {
+                if !fit_version(repo, ctx, &mut node, opts)? {
                     continue;
                 }
                 Item::Leaf {
@@ -406,14 +406,29 @@ async fn walk(
 /// Makes `node` fit the repository's format version: in a repository
 /// older than version 3, drops the fields only version 3 records (saying
 /// so once) and returns `false` for a node version 2 cannot hold at all (a
-/// special file, left out with a warning).
-fn fit_version(repo: &IndexedRepository, ctx: &Ctx, node: &mut Node) -> bool {
+/// special file, left out with a warning). A copy of a snapshot must keep
+/// everything: it fails instead.
+fn fit_version(
+    repo: &IndexedRepository,
+    ctx: &Ctx,
+    node: &mut Node,
+    opts: &BackupOptions,
+) -> Result<bool> {
     if repo.config().extended_nodes() {
-        return true;
+        return Ok(true);
     }
     let features = node.version_3_features();
     if features.is_empty() {
-        return true;
+        return Ok(true);
+    }
+    if let Some(orig) = &opts.copy_of {
+        return Err(Error::Config(format!(
+            "snapshot {} holds {} (at `{}`), which this repository's format version {} cannot record; copy it into a repository made by `backup init` of this version (format 3), nothing was copied of it",
+            orig.id.short(),
+            features.join(", "),
+            node.name,
+            repo.config().version
+        )));
     }
     if node.kind.is_special() {
         ctx.warn(format!(
@@ -421,7 +436,7 @@ fn fit_version(repo: &IndexedRepository, ctx: &Ctx, node: &mut Node) -> bool {
             node.name,
             repo.config().version
         ));
-        return false;
+        return Ok(false);
     }
     // Said once a run, and not recorded as an omission: a repository of an
     // older version never held these, and its backups stay as they were.
@@ -439,7 +454,7 @@ fn fit_version(repo: &IndexedRepository, ctx: &Ctx, node: &mut Node) -> bool {
         );
     }
     node.strip_version_3();
-    true
+    Ok(true)
 }
 
 fn path_string(path: &[FsName]) -> String {
