@@ -10,9 +10,13 @@
 //! inode flags last.
 
 mod compare;
+mod meta;
 mod source;
 mod target;
+mod writer;
 
 pub use compare::{compare_restored, compare_selected, CompareReport};
+pub use meta::RestoreNotes;
 pub use source::{scan_size, FilesSource};
-pub use target::{FilesTarget, FsWriter};
+pub use target::FilesTarget;
+pub use writer::FsWriter;
