@@ -15,8 +15,9 @@ step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
 # the daemon's status page in the browser test; prometheus provides promtool,
 # which checks dist/prometheus-alerts.yml; attr, acl and e2fsprogs give
 # getfattr, getfacl, setfacl, chattr and lsattr, the file fidelity test's
-# independent checkers.
-APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl chromium prometheus attr acl e2fsprogs)
+# independent checkers; systemd gives systemd-analyze and adduser the
+# backupd user for the Debian package test.
+APT_PACKAGES=(build-essential pkg-config postgresql redis-server redis-tools util-linux openssl chromium prometheus attr acl e2fsprogs systemd adduser)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -92,5 +93,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --locked --no-fail-fast
 fi
+
+step "Debian package (cargo-deb; dpkg -i, checks, dpkg -P)"
+# Packs the binaries the tests ran (scripts/package.sh --profile dev
+# --no-build), installs the package into this machine and purges it.
+tests/package/deb.sh
 
 step "All checks passed"

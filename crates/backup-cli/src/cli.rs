@@ -144,6 +144,25 @@ pub(crate) enum Command {
     /// the restorable windows, the base snapshots inside them and the
     /// gaps.
     Pitr(PitrArgs),
+    /// Write shell completions or man pages (what packages install).
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GenerateCommand {
+    /// Print the completion script for SHELL on standard output, e.g.
+    /// `backup generate completions bash > /etc/bash_completion.d/backup`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into DIR: backup.1 and one page per command
+    /// (backup-create.1, backup-wal-receive.1, ...).
+    Man {
+        /// The directory (created when missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

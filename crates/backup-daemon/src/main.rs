@@ -16,8 +16,14 @@ use clap::Parser;
 #[command(name = "backupd", version, about)]
 struct Args {
     /// The configuration file.
-    #[arg(long, short = 'c', env = "BACKUP_CONFIG", value_name = "FILE")]
-    config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        env = "BACKUP_CONFIG",
+        value_name = "FILE",
+        required_unless_present_any = ["completions", "man"]
+    )]
+    config: Option<PathBuf>,
     /// Check the configuration, then exit: the file, its secrets, and
     /// that every repository opens with its password (exit 2 for a
     /// problem of the file, 1 for a repository that is missing or refuses
@@ -37,6 +43,49 @@ struct Args {
     /// set or TERM=dumb), always or never.
     #[arg(long, value_name = "WHEN", default_value = "auto")]
     color: backup_ops::log::Color,
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish or
+    /// powershell) on standard output, then exit.
+    #[arg(long, value_name = "SHELL", conflicts_with = "man")]
+    completions: Option<clap_complete::Shell>,
+    /// Write the man page backupd.8 into DIR (created when missing), then
+    /// exit.
+    #[arg(long, value_name = "DIR")]
+    man: Option<PathBuf>,
+}
+
+/// `--completions` and `--man`: what packages install, from the definition
+/// clap parses. `None` when neither was asked for.
+fn generate(args: &Args) -> Option<ExitCode> {
+    use clap::CommandFactory as _;
+    if let Some(shell) = args.completions {
+        let mut command = Args::command();
+        clap_complete::generate(
+            shell,
+            &mut command,
+            "backupd",
+            &mut std::io::stdout().lock(),
+        );
+        return Some(ExitCode::SUCCESS);
+    }
+    let dir = args.man.as_deref()?;
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        clap_mangen::Man::new(Args::command())
+            .section("8")
+            .generate_to(dir)
+    });
+    Some(match written {
+        Ok(path) => {
+            eprintln!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the man page into {}: {e}",
+                dir.display()
+            );
+            ExitCode::from(1)
+        }
+    })
 }
 
 /// jemalloc, built to purge freed pages from a background thread a second
@@ -47,7 +96,14 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
+    if let Some(code) = generate(&args) {
+        return code;
+    }
+    let Some(config_path) = args.config.as_deref() else {
+        eprintln!("error: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -65,7 +121,7 @@ fn main() -> ExitCode {
     };
     init_logging(format, args.color);
     install_tls_provider();
-    let daemon = match backup_daemon::scheduler::Daemon::new(config, &args.config) {
+    let daemon = match backup_daemon::scheduler::Daemon::new(config, config_path) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -103,7 +159,9 @@ async fn check_config(daemon: &backup_daemon::scheduler::Daemon, args: &Args) ->
     use backup_ops::health::{startup, Depth};
     use backup_ops::report::count;
     let c = daemon.config();
-    let file = args.config.display();
+    // Present: main returned before the daemon existed otherwise.
+    let path = args.config.clone().unwrap_or_default();
+    let file = path.display();
     let problems = c.check_secrets();
     if !problems.is_empty() {
         for p in problems {

@@ -7,6 +7,7 @@ mod create;
 mod drill;
 mod export;
 mod forget;
+mod generate;
 mod init;
 mod jobs;
 mod key;
@@ -105,6 +106,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Report(a) => report::run(ctx, a).await,
         Command::Oplog(c) => pitr::oplog(ctx, c).await,
         Command::Pitr(a) => pitr::pitr(ctx, a).await,
+        Command::Generate(g) => generate::generate(&g),
     }
 }
 
