@@ -15,17 +15,21 @@ if dpkg-query -W -f '${Status}' backup 2>/dev/null | grep -q "ok installed"; the
   fail "a package named backup is installed on this machine already: remove it (dpkg -P backup) to run this test"
 fi
 
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+deb="target/debian/backup_${version}-1_$(dpkg --print-architecture).deb"
+rm -f "$deb"
 scripts/package.sh --profile dev --no-build
-deb=$(ls -t target/debian/backup_*.deb | head -1)
+[ -f "$deb" ] || fail "scripts/package.sh made no $deb"
 
 installed=0
-cleanup() { [ "$installed" = 1 ] && $SUDO dpkg -P backup >/dev/null 2>&1 || true; }
+cleanup() {
+  if [ "$installed" = 1 ]; then $SUDO dpkg -P backup >/dev/null 2>&1 || true; fi
+}
 trap cleanup EXIT
 $SUDO dpkg -i "$deb" >/dev/null
 installed=1
 
 # The binaries, on PATH, with the version of this checkout.
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [ "$(/usr/bin/backup --version)" = "backup $version" ] || fail "backup --version says: $(/usr/bin/backup --version)"
 [ "$(/usr/bin/backupd --version)" = "backupd $version" ] || fail "backupd --version says: $(/usr/bin/backupd --version)"
 
