@@ -110,7 +110,7 @@ tool_cmd() {
         restic) CMD=(env RESTIC_PASSWORD="$PASSWORD" RESTIC_REPOSITORY="$WORK_DIR/repos/restic"
             RESTIC_CACHE_DIR="$WORK_DIR/cache/restic" restic) ;;
         rustic) CMD=(env RUSTIC_PASSWORD="$PASSWORD" RUSTIC_REPOSITORY="$WORK_DIR/repos/rustic"
-            RUSTIC_CACHE_DIR="$WORK_DIR/cache/rustic" RUSTIC_NO_PROGRESS=true rustic) ;;
+            RUSTIC_CACHE_DIR="$WORK_DIR/cache/rustic" rustic --no-progress) ;;
     esac
 }
 
