@@ -4,6 +4,7 @@
 #   scripts/package.sh --profile dev --no-build
 #                                      # package the binaries a test build made
 #                                      # (what scripts/test.sh checks; not for release)
+#   scripts/package.sh --tool-only     # only install cargo-deb (when missing)
 # The package holds both binaries, man pages for every command and shell
 # completions (made by the binaries themselves), the systemd unit, the
 # backupd user (created by its postinst) and /etc/backupd/backupd.toml.
@@ -14,17 +15,23 @@ cd "$(dirname "$0")/.."
 CARGO_DEB_VERSION=3.8.0
 profile=release
 build=1
+tool_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
     --no-build) build=0; shift ;;
-    *) echo "usage: scripts/package.sh [--profile NAME] [--no-build]" >&2; exit 2 ;;
+    --tool-only) tool_only=1; shift ;;
+    *) echo "usage: scripts/package.sh [--profile NAME] [--no-build] [--tool-only]" >&2; exit 2 ;;
   esac
 done
 
 if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
-  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
+  # gzip instead of xz: no C liblzma to build; the package is larger, not
+  # different.
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" \
+    --no-default-features --features gzip
 fi
+[ "$tool_only" = 0 ] || exit 0
 if [ "$build" = 1 ]; then
   cargo build --locked --profile "$profile" -p backup-cli -p backup-daemon
 fi
@@ -45,8 +52,9 @@ for bin in backup backupd; do
   gen fish >"$assets/completions/$bin.fish"
 done
 
-extra=()
-# The dev profile is for the packaging test: quick compression, and
-# cargo-deb's warning that dev builds are not for release is expected.
-[ "$profile" = dev ] && extra+=(--fast --quiet)
+# Release packages are compressed by the xz command (cargo-deb is built
+# without liblzma); the dev profile is for the packaging test: quick gzip,
+# and cargo-deb's warning that dev builds are not for release is expected.
+extra=(--compress-type xz --compress-system)
+[ "$profile" = dev ] && extra=(--compress-type gz --fast --quiet)
 cargo deb --locked -p backup-cli --no-build --profile "$profile" --output target/debian/ "${extra[@]}"

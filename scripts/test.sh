@@ -40,6 +40,13 @@ export CARGO_INCREMENTAL=0
 JEMALLOC_OVERRIDE="/usr/lib/$(gcc -print-multiarch)/libjemalloc_pic.a"
 export JEMALLOC_OVERRIDE
 
+# cargo-deb, for the package test at the end, builds meanwhile at the
+# lowest priority: it takes only the CPU the builds below leave idle.
+mkdir -p target
+nice -n 19 scripts/package.sh --tool-only >target/cargo-deb-install.log 2>&1 &
+CARGO_DEB_PID=$!
+trap 'kill "$CARGO_DEB_PID" 2>/dev/null || true' EXIT
+
 step "Formatting"
 cargo fmt --all -- --check
 
@@ -104,6 +111,11 @@ fi
 step "Debian package (cargo-deb; dpkg -i, checks, dpkg -P)"
 # Packs the binaries the tests ran (scripts/package.sh --profile dev
 # --no-build), installs the package into this machine and purges it.
+wait "$CARGO_DEB_PID" || {
+  cat target/cargo-deb-install.log >&2
+  echo "installing cargo-deb failed" >&2
+  exit 1
+}
 tests/package/deb.sh
 
 step "All checks passed"

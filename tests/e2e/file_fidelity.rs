@@ -512,3 +512,48 @@ fn a_version_2_repository_keeps_its_format() {
         "nothing was copied"
     );
 }
+
+#[test]
+fn a_hard_linked_file_is_read_once_and_restored_as_links() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    let big = crate::util::random_bytes(3_000_000, 34);
+    write(&src.join("a/big.dat"), &big);
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::create_dir_all(src.join("c")).unwrap();
+    std::fs::hard_link(src.join("a/big.dat"), src.join("b/big.dat")).unwrap();
+    std::fs::hard_link(src.join("a/big.dat"), src.join("c/big-too.dat")).unwrap();
+    write(&src.join("small.txt"), b"small\n");
+    let (_, first) = s.create(&src, &[]);
+    let stat = |k: &str| first["snapshot"]["stats"][k].as_u64().unwrap();
+    assert_eq!(stat("files"), 4, "{first}");
+    assert_eq!(stat("logical_bytes"), 3 * 3_000_000 + 6, "{first}");
+    assert_eq!(
+        stat("bytes_read"),
+        3_000_000 + 6,
+        "the later names are not read again: {first}"
+    );
+    let out = s.path("out");
+    s.ok(&["restore", "latest", "--to", out.to_str().unwrap()]);
+    assert_eq!(link_groups(&src), link_groups(&out));
+    assert_eq!(std::fs::read(out.join("c/big-too.dat")).unwrap(), big);
+    // Over a tree where the first name is kept as it was, a later name
+    // gets its own content.
+    let over = s.path("over");
+    write(&over.join("a/big.dat"), b"kept as it was\n");
+    s.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        over.to_str().unwrap(),
+        "--overwrite",
+        "never",
+    ]);
+    assert_eq!(
+        std::fs::read(over.join("a/big.dat")).unwrap(),
+        b"kept as it was\n"
+    );
+    assert_eq!(std::fs::read(over.join("b/big.dat")).unwrap(), big);
+    assert_eq!(std::fs::read(over.join("c/big-too.dat")).unwrap(), big);
+}

@@ -274,6 +274,10 @@ async fn walk(
     }];
     let mut path: Vec<FsName> = Vec::new();
     let mut streams = Vec::new();
+    // The first name of each hard-linked file met in this run, by (device,
+    // inode): later names take its content instead of reading it again.
+    let mut links: std::collections::HashMap<(u64, u64), LinkedContent> =
+        std::collections::HashMap::new();
     while let Some(item) = source.next().await? {
         if ctx.saver.has_failed() {
             return Err(Error::Cancelled);
@@ -387,7 +391,29 @@ async fn walk(
                     }
                     reuse = Some(node.clone());
                 }
-                let pending = leaf(ctx, &permits, reuse, node, content, on_error, &path).await?;
+                let mut publish = None;
+                if let Some(group) = link_group(&node) {
+                    if let Some(first) = links.get(&group) {
+                        if reuse.is_none() {
+                            top.children
+                                .push(later_link(ctx, node, first.clone(), &path));
+                            continue;
+                        }
+                    } else if let Some(old) = &reuse {
+                        links.insert(
+                            group,
+                            tokio::sync::watch::channel(FirstName::Stored(Box::new(old.clone()))).1,
+                        );
+                    } else {
+                        let (tx, rx) = tokio::sync::watch::channel(FirstName::Reading);
+                        links.insert(group, rx);
+                        publish = Some(tx);
+                    }
+                }
+                let pending = leaf(
+                    ctx, &permits, reuse, node, content, on_error, &path, publish,
+                )
+                .await?;
                 top.children.push(pending);
             }
         }
@@ -464,8 +490,72 @@ fn path_string(path: &[FsName]) -> String {
         .join("/")
 }
 
+/// What became of a hard-linked file's first name in this run, for its
+/// later names; the sender dropped while `Reading` means its read failed.
+#[derive(Clone)]
+enum FirstName {
+    Reading,
+    Stored(Box<Node>),
+    LeftOut,
+}
+
+/// Where later names of a hard-linked file learn of its first name.
+type LinkedContent = tokio::sync::watch::Receiver<FirstName>;
+
+/// The (device, inode) of a regular file with more than one name.
+fn link_group(node: &Node) -> Option<(u64, u64)> {
+    match (node.kind, node.links, node.device, node.inode) {
+        (NodeKind::File, Some(l), Some(d), Some(i)) if l > 1 => Some((d, i)),
+        _ => None,
+    }
+}
+
+/// A later name of a hard-linked file: its node, with the content the
+/// first name stored once that is known.
+fn later_link(ctx: &Arc<Ctx>, node: Node, mut first: LinkedContent, path: &[FsName]) -> Pending {
+    let mut label = path_string(path);
+    if !label.is_empty() {
+        label.push('/');
+    }
+    label.push_str(&node.name.display());
+    let ctx = ctx.clone();
+    let item = label.clone();
+    let task = tokio::spawn(async move {
+        let stored = first
+            .wait_for(|f| !matches!(f, FirstName::Reading))
+            .await
+            .map_or(FirstName::Reading, |f| f.clone());
+        match stored {
+            FirstName::Stored(first) => {
+                let mut node = node;
+                node.size = first.size;
+                node.content = first.content;
+                node.content_lists = first.content_lists;
+                let c = &ctx.counters;
+                c.files.fetch_add(1, Ordering::Relaxed);
+                c.logical.fetch_add(node.size, Ordering::Relaxed);
+                ctx.progress.add_bytes(node.size);
+                ctx.progress.add_item();
+                Ok(Some(node))
+            }
+            FirstName::LeftOut => {
+                ctx.warn(format!(
+                    "{item}: another name of a file left out of the snapshot; left out too"
+                ));
+                Ok(None)
+            }
+            FirstName::Reading => Err(Error::source_failed(format!(
+                "{item}: another name of this file could not be read"
+            ))),
+        }
+    });
+    Pending::Task(label, task)
+}
+
 /// Starts the read of one leaf, or takes `reuse` (its unchanged entry in
-/// the parent) instead.
+/// the parent) instead. `publish` receives the node as stored (or `None`
+/// when it is left out) for the file's later hard links.
+#[allow(clippy::too_many_arguments)]
 async fn leaf(
     ctx: &Arc<Ctx>,
     permits: &Arc<Semaphore>,
@@ -474,6 +564,7 @@ async fn leaf(
     content: Option<Content>,
     on_error: OnReadError,
     path: &[FsName],
+    publish: Option<tokio::sync::watch::Sender<FirstName>>,
 ) -> Result<Pending> {
     let c = &ctx.counters;
     match node.kind {
@@ -525,7 +616,7 @@ async fn leaf(
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let r = read_content(&ctx2, node, content);
-        match r {
+        let r = match r {
             Ok((node, changed)) => {
                 if changed {
                     ctx2.warn(format!(
@@ -546,7 +637,15 @@ async fn leaf(
                 ctx2.counters.read_failed.store(true, Ordering::Relaxed);
                 Err(e)
             }
+        };
+        if let (Some(tx), Ok(stored)) = (publish, &r) {
+            tx.send_replace(
+                stored
+                    .clone()
+                    .map_or(FirstName::LeftOut, |n| FirstName::Stored(Box::new(n))),
+            );
         }
+        r
     });
     Ok(Pending::Task(label, task))
 }

@@ -92,6 +92,13 @@ pub trait TreeWriter: Send {
         let _ = (path, first, node);
         Ok(false)
     }
+    /// Whether [`TreeWriter::hard_link`] always makes the link (returns
+    /// `true`) in this restore. The restorer then fetches no content for
+    /// a hard link's later names, and a `false` from `hard_link` is an
+    /// error. The default is `false`: the content follows every link.
+    fn always_links(&self) -> bool {
+        false
+    }
     /// The restore ended (successfully or not): complete any deferred work
     /// and report errors not reported yet. Called exactly once, last.
     fn finish(&mut self) -> Result<()> {
@@ -134,7 +141,8 @@ enum Op {
     Special(PathBuf, Node),
     /// A file that is a hard link to the first path's file; the writer
     /// may make the link ([`TreeWriter::hard_link`]) or take the content
-    /// that follows, up to `FinishFile`.
+    /// that follows, up to `FinishFile` (none when the writer
+    /// [always links](TreeWriter::always_links)).
     HardLink(PathBuf, PathBuf, Node),
 }
 
@@ -260,11 +268,14 @@ struct DirFrame {
 }
 
 /// Walks the selected part of a tree and produces units.
+/// `links_bare`: later names of a hard-linked file get no content (the
+/// writer [always links](TreeWriter::always_links)).
 async fn plan_units(
     repo: IndexedRepository,
     root: Id,
     filter: PathFilter,
     tx: async_channel::Sender<Unit>,
+    links_bare: bool,
 ) -> Result<RestoreStats> {
     let mut b = UnitBuilder {
         repo: repo.clone(),
@@ -338,18 +349,22 @@ async fn plan_units(
                 };
                 if let Some(first) = group.and_then(|g| first_links.get(&g)) {
                     // The writer either links it (and drops the content
-                    // that follows) or writes it as a copy.
+                    // that follows) or writes it as a copy; a writer that
+                    // always links is sent no content.
                     stats.hard_links += 1;
                     b.op(Op::HardLink(path.clone(), first.clone(), next.clone()))
                         .await?;
+                    if !links_bare {
+                        b.content(&next).await?;
+                    }
                 } else {
                     if let Some(g) = group {
                         first_links.insert(g, path.clone());
                     }
                     stats.bytes += next.size;
                     b.op(Op::StartFile(path.clone(), next.clone())).await?;
+                    b.content(&next).await?;
                 }
-                b.content(&next).await?;
                 b.op(Op::FinishFile(path, next)).await?;
             }
         }
@@ -438,7 +453,7 @@ async fn fetch_unit(repo: IndexedRepository, unit: Unit, ids: IdCheck) -> Result
 pub async fn plan(repo: &IndexedRepository, root: Id, filter: &PathFilter) -> Result<RestoreStats> {
     let (tx, rx) = async_channel::bounded(16);
     let drain = tokio::spawn(async move { while rx.recv().await.is_ok() {} });
-    let r = plan_units(repo.clone(), root, filter.clone(), tx).await;
+    let r = plan_units(repo.clone(), root, filter.clone(), tx, true).await;
     let _ = drain.await;
     r
 }
@@ -473,7 +488,14 @@ pub async fn restore_tree_with(
     ids: IdCheck,
 ) -> Result<RestoreStats> {
     let (unit_tx, unit_rx) = async_channel::bounded::<Unit>(FETCH_CONCURRENCY * 2);
-    let planner = tokio::spawn(plan_units(repo.clone(), root, filter.clone(), unit_tx));
+    let links_bare = writer.always_links();
+    let planner = tokio::spawn(plan_units(
+        repo.clone(),
+        root,
+        filter.clone(),
+        unit_tx,
+        links_bare,
+    ));
     let (op_tx, op_rx) = async_channel::bounded::<Vec<Op>>(4);
     let progress2 = progress.clone();
     let writer_task = tokio::task::spawn_blocking(move || apply_ops(writer, &op_rx, &*progress2));
@@ -571,6 +593,12 @@ fn apply_ops(
                     Op::HardLink(p, first, n) => {
                         if w.hard_link(&p, &first, &n)? {
                             linked = true;
+                        } else if w.always_links() {
+                            return Err(Error::target_failed(format!(
+                                "`{}` was not linked to `{}`, which this restore promised",
+                                p.display(),
+                                first.display()
+                            )));
                         } else {
                             w.start_file(&p, &n)?;
                             open = Some(p);

@@ -833,6 +833,13 @@ impl TreeWriter for FsWriter {
         Ok(true)
     }
 
+    /// Into an empty target every first name is written, so every later
+    /// name can link to it; with `--overwrite` a first name may have been
+    /// kept as it was, and a later name then needs its own content.
+    fn always_links(&self) -> bool {
+        self.overwrite.is_none()
+    }
+
     fn finish(&mut self) -> Result<()> {
         self.stop_workers();
         self.check_workers()?;
