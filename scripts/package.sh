@@ -52,9 +52,10 @@ for bin in backup backupd; do
   gen fish >"$assets/completions/$bin.fish"
 done
 
-# Release packages are compressed by the xz command (cargo-deb is built
-# without liblzma); the dev profile is for the packaging test: quick gzip,
+# Release packages are stripped (the release profile keeps line tables,
+# which made the package 71 MB) and compressed by the xz command (cargo-deb
+# is built without liblzma); the dev profile is for the packaging test: quick gzip,
 # and cargo-deb's warning that dev builds are not for release is expected.
-extra=(--compress-type xz --compress-system)
+extra=(--compress-type xz --compress-system --strip)
 [ "$profile" = dev ] && extra=(--compress-type gz --fast --quiet)
 cargo deb --locked -p backup-cli --no-build --profile "$profile" --output target/debian/ "${extra[@]}"
