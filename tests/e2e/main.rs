@@ -39,5 +39,6 @@ mod r17;
 mod r28;
 mod r35;
 mod redis;
+mod redis_pitr;
 mod roundtrip;
 mod util;

@@ -140,6 +140,10 @@ pub(crate) enum Command {
     /// to any point in time.
     #[command(subcommand)]
     Oplog(OplogCommand),
+    /// Continuous capture of a Redis primary's replication stream, for
+    /// restores to any point in time.
+    #[command(subcommand)]
+    Redis(RedisCommand),
     /// List what can be restored to a point in time: per captured stream,
     /// the restorable windows, the base snapshots inside them and the
     /// gaps.
@@ -236,6 +240,33 @@ pub(crate) enum OplogCommand {
     /// repository until interrupted (SIGINT or SIGTERM store what was
     /// read, then exit). Resumes where the stored oplog ends.
     Follow(FollowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RedisCommand {
+    /// Capture the replication stream of SOURCE (a Redis primary, or a
+    /// replica of it) into the repository until interrupted (SIGINT or
+    /// SIGTERM store what was read, then exit). Takes a base snapshot
+    /// over the same connection when the stream cannot continue where the
+    /// stored one ends (first start, lost backlog).
+    Follow(RedisFollowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RedisFollowArgs {
+    /// The server: redis://[USER:PASSWORD@]HOST:PORT (no /DB: every
+    /// database is captured).
+    #[arg(value_name = "SOURCE")]
+    pub(crate) source: String,
+    /// Store a slice once its oldest command is this old (at least 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "500ms")]
+    pub(crate) slice_time: String,
+    /// ... or once it holds this many bytes.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub(crate) slice_size: u64,
+    /// Tag the base snapshots the follower takes; repeatable.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -496,7 +527,7 @@ pub(crate) struct ShowArgs {
 /// `restore --help` groups its options by what they are for (global
 /// options come last, under their own heading).
 const RESTORE_SELECTION: &str = "What to restore";
-const RESTORE_POINT: &str = "Point in time (PostgreSQL WAL, MongoDB oplog)";
+const RESTORE_POINT: &str = "Point in time (PostgreSQL WAL, MongoDB oplog, Redis stream)";
 const RESTORE_DATABASE: &str = "Database targets";
 const RESTORE_PHYSICAL: &str = "Physical PostgreSQL";
 const RESTORE_FILES: &str = "File targets";
@@ -531,28 +562,34 @@ pub(crate) struct RestoreArgs {
     /// Point in time to restore a database to (RFC 3339): the base backup
     /// is chosen and the captured WAL or oplog replayed up to it
     /// (transactions committed at that very time included; MongoDB: every
-    /// oplog entry whose timestamp's seconds are at or before TIME).
+    /// oplog entry whose timestamp's seconds are at or before TIME;
+    /// Redis: every command that had reached the follower by TIME).
     /// Narrow with --source when the repository captures several sources.
-    #[arg(long, help_heading = RESTORE_POINT, value_name = "TIME", conflicts_with_all = ["at_lsn", "at_xid", "at_name", "immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "TIME", conflicts_with_all = ["at_lsn", "at_xid", "at_name", "immediate", "at_ts", "at_offset"])]
     pub(crate) at: Option<String>,
     /// PostgreSQL: replay up to this WAL position (X/X), included.
-    #[arg(long, help_heading = RESTORE_POINT, value_name = "LSN", conflicts_with_all = ["at_xid", "at_name", "immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "LSN", conflicts_with_all = ["at_xid", "at_name", "immediate", "at_ts", "at_offset"])]
     pub(crate) at_lsn: Option<String>,
     /// PostgreSQL: replay up to the commit of this transaction id,
     /// included.
-    #[arg(long, help_heading = RESTORE_POINT, value_name = "XID", conflicts_with_all = ["at_name", "immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "XID", conflicts_with_all = ["at_name", "immediate", "at_ts", "at_offset"])]
     pub(crate) at_xid: Option<String>,
     /// PostgreSQL: replay up to this restore point (pg_create_restore_point).
-    #[arg(long, help_heading = RESTORE_POINT, value_name = "NAME", conflicts_with_all = ["immediate", "at_ts"])]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "NAME", conflicts_with_all = ["immediate", "at_ts", "at_offset"])]
     pub(crate) at_name: Option<String>,
     /// PostgreSQL: stop as soon as the base backup is consistent.
-    #[arg(long, help_heading = RESTORE_POINT, conflicts_with = "at_ts")]
+    #[arg(long, help_heading = RESTORE_POINT, conflicts_with_all = ["at_ts", "at_offset"])]
     pub(crate) immediate: bool,
     /// MongoDB: replay the oplog up to and including the entry with this
     /// timestamp, SECONDS:INCREMENT (`mongorestore --oplogLimit` excludes
     /// the entry at its limit; this includes it, like every target here).
-    #[arg(long, help_heading = RESTORE_POINT, value_name = "SECONDS:INCREMENT")]
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "SECONDS:INCREMENT", conflicts_with = "at_offset")]
     pub(crate) at_ts: Option<String>,
+    /// Redis: replay the captured stream up to replication offset N
+    /// (`master_repl_offset` as INFO replication shows it): every command
+    /// that ends at or before byte N.
+    #[arg(long, help_heading = RESTORE_POINT, value_name = "N")]
+    pub(crate) at_offset: Option<u64>,
     /// PostgreSQL point-in-time restores: what the server does at the
     /// target: promote (default), pause or shutdown.
     #[arg(long, help_heading = RESTORE_POINT, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]

@@ -477,6 +477,9 @@ pub struct CaptureReplay {
     pub from: String,
     /// The last position to apply, inclusive.
     pub until: String,
+    /// For kinds whose positions carry no time (Redis): apply only the
+    /// changes that arrived at or before this time (`--at TIME`).
+    pub until_time: Option<DateTime<Utc>>,
 }
 
 /// How long a capture lease lasts unless renewed.

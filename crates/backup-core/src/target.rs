@@ -117,6 +117,10 @@ pub enum RecoveryPoint {
         /// The ordinal within the second.
         increment: u32,
     },
+    /// Redis: a replication offset (`--at-offset N`): the state after the
+    /// commands that end at or before byte N of the replication stream,
+    /// as `master_repl_offset` counts it.
+    ReplOffset(u64),
 }
 
 impl RestoreOptions {

@@ -173,7 +173,7 @@ fn streams_of(repo: &Repository, inventory: &Inventory, source: Option<&str>) ->
                     .entry(stream)
                     .or_insert_with(|| (kind, p.identity.clone(), Vec::new()))
                     .2
-                    .push((e.clone(), p.from));
+                    .push((e.clone(), p.from, p.time));
             }
         }
     }
@@ -197,7 +197,7 @@ fn streams_of(repo: &Repository, inventory: &Inventory, source: Option<&str>) ->
                 })
             }) || base_list
                 .as_ref()
-                .is_some_and(|b| b.2.iter().any(|(e, _)| filter.matches(&e.snapshot)))
+                .is_some_and(|b| b.2.iter().any(|(e, _, _)| filter.matches(&e.snapshot)))
         });
         if !matches {
             continue;
@@ -208,8 +208,12 @@ fn streams_of(repo: &Repository, inventory: &Inventory, source: Option<&str>) ->
 }
 
 /// A stream's kind, identity, and base snapshots with the first position
-/// replay applies after each.
-type StreamBases = (CaptureKind, String, Vec<(SnapshotEntry, String)>);
+/// replay applies after each and the time they are consistent at.
+type StreamBases = (
+    CaptureKind,
+    String,
+    Vec<(SnapshotEntry, String, Option<DateTime<Utc>>)>,
+);
 
 /// An empty manifest for matching a record's source with a
 /// [`SnapshotFilter`].
@@ -246,7 +250,20 @@ fn build(
     base_list: Option<StreamBases>,
 ) -> Stream {
     records.sort_by(|a, b| a.0.first.cmp(&b.0.first).then(a.0.last.cmp(&b.0.last)));
-    let time = |p: &str| kind.position_time(p);
+    // Kinds whose positions tell no time take it from the records: a
+    // piece's end stands for its newest change, its start for its oldest.
+    let mut known: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    if !kind.timed_positions() {
+        for (n, r) in &records {
+            if let Some(t) = r.time_first {
+                known.entry(n.first.clone()).or_insert(t);
+            }
+            if let Some(t) = r.time_last {
+                known.insert(kind.prev(&n.last), t);
+            }
+        }
+    }
+    let time = |p: &str| kind.position_time(p).or_else(|| known.get(p).copied());
     let prev_of = |from: &str| -> String { kind.prev(from) };
     // Contiguous runs of data pieces; gap records and holes between
     // pieces end them.
@@ -301,13 +318,13 @@ fn build(
     bases_raw.sort_by(|a, b| a.1.cmp(&b.1));
     let bases: Vec<Base> = bases_raw
         .iter()
-        .map(|(e, from)| {
+        .map(|(e, from, t)| {
             let point = prev_of(from);
             Base {
                 id: e.id,
                 timeline: None,
                 taken: e.snapshot.time,
-                point_time: time(&point),
+                point_time: time(&point).or(*t),
                 point,
             }
         })
@@ -315,7 +332,7 @@ fn build(
     // Windows: per run, from its earliest base; a base outside every run
     // is restorable to its own point.
     let mut windows: Vec<Window> = Vec::new();
-    for (b, (_, from)) in bases.iter().zip(&bases_raw) {
+    for (b, (_, from, _)) in bases.iter().zip(&bases_raw) {
         let run = runs.iter().find(|(s, e)| s <= from && from < e);
         let to = run.map_or_else(|| b.point.clone(), |(_, e)| prev_of(e));
         if let Some(w) = windows.iter_mut().find(|w| w.to == to && run.is_some()) {
@@ -325,8 +342,8 @@ fn build(
         windows.push(Window {
             timeline: None,
             from: b.point.clone(),
-            from_time: time(&b.point),
-            to_time: time(&to),
+            from_time: b.point_time,
+            to_time: time(&to).or(b.point_time.filter(|_| run.is_none())),
             to,
             bases: vec![b.id],
         });
@@ -339,7 +356,11 @@ fn build(
         identity,
         source: newest
             .map(|(_, r)| r.source.url.clone())
-            .or_else(|| bases_raw.last().map(|(e, _)| e.snapshot.source.url.clone()))
+            .or_else(|| {
+                bases_raw
+                    .last()
+                    .map(|(e, _, _)| e.snapshot.source.url.clone())
+            })
             .unwrap_or_default(),
         pieces: data.len(),
         bytes: data.iter().map(|(_, r)| r.size).sum(),
@@ -444,15 +465,17 @@ pub trait WindowProvider: Send + Sync {
     ) -> Result<Vec<SourceWindows>>;
 }
 
-/// MongoDB: the oplog captured by `backup oplog follow` and the
-/// consistent snapshots of the replica set.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MongodbWindows;
+/// A kind whose capture streams [`streams`] reads: MongoDB's oplog
+/// captured by `backup oplog follow` with the replica set's consistent
+/// snapshots, Redis's replication stream captured by `backup redis
+/// follow` with its RDB snapshots.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamWindows(pub CaptureKind);
 
 #[async_trait::async_trait]
-impl WindowProvider for MongodbWindows {
+impl WindowProvider for StreamWindows {
     fn kind(&self) -> &'static str {
-        "mongodb"
+        self.0.source_kind().name()
     }
 
     async fn windows(
@@ -463,7 +486,7 @@ impl WindowProvider for MongodbWindows {
     ) -> Result<Vec<SourceWindows>> {
         Ok(streams_of(repo, inventory, source)
             .into_iter()
-            .filter(|s| s.kind == CaptureKind::MongodbOplog)
+            .filter(|s| s.kind == self.0)
             .map(|s| s.listed())
             .collect())
     }
@@ -474,7 +497,8 @@ impl WindowProvider for MongodbWindows {
 /// backups) plug in here as another [`WindowProvider`].
 pub fn providers() -> Vec<Box<dyn WindowProvider>> {
     vec![
-        Box::new(MongodbWindows),
+        Box::new(StreamWindows(CaptureKind::MongodbOplog)),
+        Box::new(StreamWindows(CaptureKind::RedisStream)),
         #[cfg(feature = "postgres")]
         Box::new(PostgresWindows),
     ]
@@ -748,7 +772,8 @@ impl Stream {
     }
 }
 
-/// The oplog records no snapshot of `kept` needs: in every MongoDB stream
+/// The capture records (oplog, Redis stream) no snapshot of `kept` needs:
+/// in every such stream
 /// with a base among `kept`, the slices and gap records that end at or
 /// before the position right after the oldest such base's consistent
 /// point (`REPOSITORY_FORMAT.md` §21.2). Streams without a kept base keep
@@ -771,9 +796,6 @@ pub async fn expired_oplog(
     };
     let mut out = Vec::new();
     for s in streams_of(repo, &inventory, None) {
-        if s.kind != CaptureKind::MongodbOplog {
-            continue;
-        }
         let Some(oldest) = s.bases.first() else {
             continue;
         };
@@ -802,13 +824,17 @@ pub async fn expired_oplog(
     Ok(out)
 }
 
-/// The MongoDB base snapshots a `--keep-within` period needs beyond its
-/// own rule: per replica set, the newest base taken at or before `since`
+/// The base snapshots of captured streams (MongoDB, Redis) a
+/// `--keep-within` period needs beyond its own rule: per stream identity,
+/// the newest base taken at or before `since`
 /// (restores to any point after `since` replay from it).
 pub fn oplog_anchors(snapshots: &[SnapshotEntry], since: DateTime<Utc>) -> Vec<Id> {
     let mut newest: BTreeMap<String, &SnapshotEntry> = BTreeMap::new();
     for e in snapshots {
-        let Some(p) = CaptureKind::MongodbOplog.base_point(&e.snapshot) else {
+        let Some(p) = CaptureKind::ALL
+            .into_iter()
+            .find_map(|k| k.base_point(&e.snapshot))
+        else {
             continue;
         };
         if e.snapshot.time > since {
@@ -913,6 +939,7 @@ fn describe_target(opts: &RestoreOptions) -> String {
         (None, Some(RecoveryPoint::OplogTs { seconds, increment })) => {
             format!("oplog timestamp {seconds}:{increment}")
         }
+        (None, Some(RecoveryPoint::ReplOffset(o))) => format!("replication offset {o}"),
         (None, Some(p)) => format!("{p:?}"),
         (None, None) => "the newest captured change".to_owned(),
     }
@@ -925,16 +952,20 @@ fn choose(
     named: Option<Id>,
     opts: &RestoreOptions,
 ) -> std::result::Result<(Id, CaptureReplay), String> {
-    let until = match s.kind.until(opts) {
-        Ok(Some(u)) => u,
-        Ok(None) => {
+    let (until, until_time) = match (s.kind.until(opts), opts.at) {
+        (Ok(Some(u)), _) => (u, None),
+        (Ok(None), Some(t)) if !s.kind.timed_positions() => (until_by_time(s, t)?, Some(t)),
+        (Ok(None), _) => {
             return Err(format!(
                 "a {} stream cannot place that target from positions alone",
                 s.kind.name()
             ))
         }
-        Err(e) => return Err(e.to_string()),
+        (Err(e), _) => return Err(e.to_string()),
     };
+    // A base consistent after a time target is no base for it, even when
+    // its position is before the piece the target falls in.
+    let before_time = |b: &Base| until_time.is_none_or(|t| b.point_time.is_none_or(|p| p <= t));
     let nearest = || nearest(s, &until);
     if let Some(id) = named {
         match s.bases.iter().find(|b| b.id == id) {
@@ -944,7 +975,7 @@ fn choose(
                     id.short()
                 ))
             }
-            Some(b) if b.point > until => {
+            Some(b) if b.point > until || !before_time(b) => {
                 return Err(format!(
                     "snapshot {} is consistent at {}, after the target",
                     id.short(),
@@ -958,7 +989,7 @@ fn choose(
         .bases
         .iter()
         .rev()
-        .find(|b| b.point <= until && named.is_none_or(|id| id == b.id))
+        .find(|b| b.point <= until && before_time(b) && named.is_none_or(|id| id == b.id))
     else {
         return Err(match s.bases.first() {
             Some(b) => format!(
@@ -991,7 +1022,7 @@ fn choose(
             }
             Some((n, r)) => {
                 return Err(format!(
-                    "the oplog from {} to {} is missing ({}); {}",
+                    "the captured changes from {} to {} are missing ({}); {}",
                     s.describe(&n.first),
                     s.describe(&n.last),
                     r.gap.as_deref().unwrap_or_default(),
@@ -1023,8 +1054,39 @@ fn choose(
             pieces,
             from,
             until,
+            until_time,
         },
     ))
+}
+
+/// For a kind whose positions tell no time: the end of the first piece
+/// holding a change that arrived at or after `t` (the replay stops at
+/// `t` inside it), or why the capture does not reach `t`.
+fn until_by_time(s: &Stream, t: DateTime<Utc>) -> std::result::Result<String, String> {
+    let reaching = s
+        .records
+        .iter()
+        .filter(|(_, r)| r.gap.is_none() && r.time_last.is_some_and(|l| l >= t))
+        .map(|(n, _)| &n.last)
+        .min();
+    match reaching {
+        Some(last) => Ok(s.kind.prev(last)),
+        None => {
+            let newest = s
+                .records
+                .iter()
+                .filter(|(_, r)| r.gap.is_none())
+                .filter_map(|(_, r)| r.time_last)
+                .max();
+            Err(match newest {
+                Some(n) => format!(
+                    "it is after the newest captured change, which arrived at {}",
+                    n.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                ),
+                None => "nothing of this stream was captured yet".to_owned(),
+            })
+        }
+    }
 }
 
 /// The restorable points nearest `until`, as a sentence.
@@ -1096,7 +1158,7 @@ async fn check_pieces(repo: &Repository, s: &Stream, replay: &CaptureReplay) -> 
                     },
                 ))
                 .context(format!(
-                    "the oplog from {} to {} cannot be read; nothing was changed",
+                    "the captured changes from {} to {} cannot be read; nothing was changed",
                     s.describe(&name.first),
                     s.describe(&name.last)
                 )));
@@ -1109,6 +1171,10 @@ async fn check_pieces(repo: &Repository, s: &Stream, replay: &CaptureReplay) -> 
 /// How a capture follower stores pieces (per kind).
 #[derive(Debug, Clone, Default)]
 pub struct FollowRequest {
+    /// The job recorded with the base snapshots a follower takes (Redis).
+    pub job: Option<String>,
+    /// Tags of those snapshots.
+    pub tags: Vec<String>,
     /// The time bound of a piece (`None`: the kind's default).
     pub slice_time: Option<std::time::Duration>,
     /// The size bound of a piece (`None`: the kind's default).
@@ -1151,7 +1217,8 @@ pub async fn follow(
     match source.kind() {
         #[cfg(feature = "mongodb")]
         backup_sources::Kind::Mongodb => {
-            let defaults = backup_sources::mongo::FollowOptions::default();
+            let defaults =
+                backup_sources::mongo::FollowOptions::with_slice_time(backup_sources::mongo::SLICE_TIME);
             let opts = backup_sources::mongo::FollowOptions {
                 slice_time: req.slice_time.unwrap_or(defaults.slice_time),
                 slice_bytes: req.slice_bytes.unwrap_or(defaults.slice_bytes),
@@ -1168,8 +1235,79 @@ pub async fn follow(
                 next: s.next,
             })
         }
+        #[cfg(feature = "redis")]
+        backup_sources::Kind::Redis => {
+            let mut opts = backup_sources::capture::FollowOptions::with_slice_time(
+                req.slice_time.unwrap_or(backup_sources::redis::SLICE_TIME),
+            );
+            if let Some(b) = req.slice_bytes {
+                opts.slice_bytes = b;
+            }
+            opts.lock_wait = req.lock_wait.max(opts.lock_wait);
+            let bases = Bases {
+                repo,
+                spec: source,
+                req,
+                cancel,
+            };
+            let s = backup_sources::redis::follow(
+                repo,
+                source.url(),
+                &opts,
+                &bases,
+                observer,
+                cancel,
+            )
+            .await?;
+            Ok(FollowResult {
+                stream: s.stream,
+                pieces: s.slices,
+                entries: s.entries,
+                bytes: s.bytes,
+                gaps: s.gaps,
+                next: s.next,
+            })
+        }
         other => Err(Error::usage(format!(
-            "{other} sources have no oplog to follow: `oplog follow` captures a MongoDB replica set's oplog"
+            "{other} sources have no change stream to follow: capture follows a MongoDB replica set's oplog or a Redis primary's replication stream"
         ))),
+    }
+}
+
+/// Stores the RDB a Redis follower receives as an ordinary snapshot.
+#[cfg(feature = "redis")]
+struct Bases<'a> {
+    repo: &'a Repository,
+    spec: &'a backup_sources::SourceSpec,
+    req: &'a FollowRequest,
+    cancel: &'a CancellationToken,
+}
+
+#[cfg(feature = "redis")]
+#[async_trait::async_trait]
+impl backup_sources::redis::BaseStore for Bases<'_> {
+    async fn store(&self, source: Box<dyn backup_core::source::Source>) -> backup_core::Result<Id> {
+        let req = crate::backup::BackupRequest {
+            tags: self.req.tags.clone(),
+            job: self.req.job.clone(),
+            lock_wait: self.req.lock_wait,
+            ..crate::backup::BackupRequest::default()
+        };
+        let outcome = crate::backup::backup(
+            self.repo,
+            source,
+            self.spec,
+            &req,
+            &crate::feedback::Unattended,
+            Some(self.cancel),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Core(e) => e,
+            other => backup_core::Error::source_failed(other.to_string()),
+        })?;
+        outcome
+            .id
+            .ok_or_else(|| backup_core::Error::source_failed("the base snapshot was not saved"))
     }
 }

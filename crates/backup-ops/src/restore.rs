@@ -116,9 +116,10 @@ pub async fn restore(
 
 /// The snapshot to restore and, for a restore to a point in time that
 /// replays a captured stream the operations layer plans (MongoDB's
-/// oplog), the options with that replay set.
+/// oplog, Redis's replication stream), the options with that replay set.
 ///
-/// A MongoDB target with a point (`--at`, `--at-ts`) takes the newest
+/// A MongoDB or Redis target with a point (`--at`, `--at-ts`,
+/// `--at-offset`) takes the newest
 /// base snapshot before the target (or the one named) and the oplog
 /// slices from it to the target, checked by [`crate::pitr::plan`]; other
 /// kinds choose their base with [`point_in_time_base`] and replay
@@ -129,7 +130,12 @@ async fn point_in_time(
     req: &RestoreRequest,
     feedback: &dyn Feedback,
 ) -> Result<(SnapshotEntry, Option<RestoreOptions>)> {
-    if req.options.is_point_in_time() && spec.kind() == backup_sources::Kind::Mongodb {
+    if req.options.is_point_in_time()
+        && matches!(
+            spec.kind(),
+            backup_sources::Kind::Mongodb | backup_sources::Kind::Redis
+        )
+    {
         let named = if req.snapshot == "latest" {
             None
         } else {

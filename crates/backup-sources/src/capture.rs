@@ -114,6 +114,72 @@ impl CaptureObserver for NoObserver {
     fn event(&self, _: &CaptureEvent) {}
 }
 
+/// How a follower cuts and stores slices (pieces).
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// A slice is stored once its oldest change is this old (each kind
+    /// has its default and minimum).
+    pub slice_time: Duration,
+    /// ... or once it holds this many bytes (default 16 MiB).
+    pub slice_bytes: usize,
+    /// How long a store waits for a prune's exclusive lock before trying
+    /// again.
+    pub lock_wait: Duration,
+}
+
+impl FollowOptions {
+    /// The options with `slice_time` and the other defaults.
+    pub fn with_slice_time(slice_time: Duration) -> Self {
+        FollowOptions {
+            slice_time,
+            slice_bytes: 16 << 20,
+            lock_wait: Duration::from_secs(60),
+        }
+    }
+
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a slice time under `min_time` or a size under
+    /// 64 KiB or over 1 GiB.
+    pub fn check(&self, min_time: Duration) -> Result<()> {
+        if self.slice_time < min_time {
+            return Err(Error::Config(format!(
+                "slice time {:?} is under the minimum of {min_time:?}",
+                self.slice_time
+            )));
+        }
+        if !(64 << 10..=1 << 30).contains(&self.slice_bytes) {
+            return Err(Error::Config(format!(
+                "slice size {} bytes is outside 64KiB..1GiB",
+                self.slice_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a follower did before it stopped.
+#[derive(Debug, Clone, Default)]
+pub struct FollowSummary {
+    /// The stream (the last one, when the source's identity changed).
+    pub stream: String,
+    /// Slices stored.
+    pub slices: u64,
+    /// Changes stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Gaps recorded or reported.
+    pub gaps: u64,
+    /// Base snapshots taken by the follower (Redis, after a full
+    /// resynchronisation).
+    pub bases: u64,
+    /// The first position not stored yet.
+    pub next: Option<String>,
+}
+
 /// Where a base snapshot sits in a capture stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasePoint {
@@ -133,16 +199,22 @@ pub enum CaptureKind {
     /// MongoDB's oplog (`mongodb-oplog`); positions are 8 hex digits of
     /// the timestamp's seconds then 8 of its increment.
     MongodbOplog,
+    /// Redis's replication stream (`redis-stream`); positions are 16 hex
+    /// digits of the replication offset (`master_repl_offset`) after a
+    /// command. The stream carries no times: pieces hold each command's
+    /// arrival time, so a time becomes a position only by reading them.
+    RedisStream,
 }
 
 impl CaptureKind {
     /// Every kind this build knows.
-    pub const ALL: [CaptureKind; 1] = [CaptureKind::MongodbOplog];
+    pub const ALL: [CaptureKind; 2] = [CaptureKind::MongodbOplog, CaptureKind::RedisStream];
 
     /// The kind recorded in capture records.
     pub fn name(self) -> &'static str {
         match self {
             CaptureKind::MongodbOplog => "mongodb-oplog",
+            CaptureKind::RedisStream => "redis-stream",
         }
     }
 
@@ -155,6 +227,7 @@ impl CaptureKind {
     pub fn source_kind(self) -> Kind {
         match self {
             CaptureKind::MongodbOplog => Kind::Mongodb,
+            CaptureKind::RedisStream => Kind::Redis,
         }
     }
 
@@ -162,17 +235,26 @@ impl CaptureKind {
     pub fn position_noun(self) -> &'static str {
         match self {
             CaptureKind::MongodbOplog => "oplog timestamp",
+            CaptureKind::RedisStream => "replication offset",
         }
     }
 
     /// Where `snapshot` sits in a stream of this kind, when it is a base
     /// of one (a consistent snapshot of a source that has such a stream).
+    ///
+    /// Safety backups (tagged `safety-backup`, taken of a restore's target
+    /// before it is replaced) are nobody's base: they are of whatever the
+    /// target held, which a point-in-time restore of the source must not
+    /// start from.
     pub fn base_point(self, snapshot: &Snapshot) -> Option<BasePoint> {
-        if snapshot.source.kind != self.source_kind().name() {
+        if snapshot.source.kind != self.source_kind().name()
+            || snapshot.tags.iter().any(|t| t == "safety-backup")
+        {
             return None;
         }
         match self {
             CaptureKind::MongodbOplog => mongo_base_point(snapshot),
+            CaptureKind::RedisStream => redis_base_point(snapshot),
         }
     }
 
@@ -184,6 +266,7 @@ impl CaptureKind {
                 let secs = u32::from_str_radix(position.get(..8)?, 16).ok()?;
                 DateTime::from_timestamp(i64::from(secs), 0)
             }
+            CaptureKind::RedisStream => None,
         }
     }
 
@@ -194,7 +277,17 @@ impl CaptureKind {
                 Some((t, i)) => format!("{t}:{i}"),
                 None => position.to_owned(),
             },
+            CaptureKind::RedisStream => match u64::from_str_radix(position, 16) {
+                Ok(o) => o.to_string(),
+                Err(_) => position.to_owned(),
+            },
         }
+    }
+
+    /// Whether a position tells its time ([`CaptureKind::position_time`]);
+    /// otherwise a time target is placed by the pieces' arrival times.
+    pub fn timed_positions(self) -> bool {
+        matches!(self, CaptureKind::MongodbOplog)
     }
 
     /// The last position the target of `opts` includes (`at`, or a
@@ -207,6 +300,16 @@ impl CaptureKind {
     /// [`Error::Config`] for a point of another kind (`--at-lsn` on an
     /// oplog) or a time outside the kind's range.
     pub fn until(self, opts: &RestoreOptions) -> Result<Option<String>> {
+        if self == CaptureKind::RedisStream {
+            return match (&opts.at, &opts.point) {
+                (_, Some(RecoveryPoint::ReplOffset(o))) => Ok(Some(offset_position(*o))),
+                (_, Some(other)) => Err(Error::Config(format!(
+                    "{} does not apply to Redis; a Redis restore takes --at TIME or --at-offset N",
+                    point_flag(other)
+                ))),
+                (_, None) => Ok(None),
+            };
+        }
         match (self, &opts.at, &opts.point) {
             // MongoDB timestamps count whole seconds: every entry of the
             // second TIME falls in.
@@ -224,15 +327,10 @@ impl CaptureKind {
                 Some(RecoveryPoint::OplogTs { seconds, increment }),
             ) => Ok(Some(oplog_position(*seconds, *increment))),
             (CaptureKind::MongodbOplog, None, Some(other)) => Err(Error::Config(format!(
-                "{} is a PostgreSQL target; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
-                match other {
-                    RecoveryPoint::Lsn(_) => "--at-lsn",
-                    RecoveryPoint::Xid(_) => "--at-xid",
-                    RecoveryPoint::Name(_) => "--at-name",
-                    _ => "--immediate",
-                }
+                "{} does not apply to MongoDB; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
+                point_flag(other)
             ))),
-            (CaptureKind::MongodbOplog, None, None) => Ok(None),
+            (CaptureKind::MongodbOplog | CaptureKind::RedisStream, _, _) => Ok(None),
         }
     }
 
@@ -245,6 +343,10 @@ impl CaptureKind {
                 Some((t, 0)) => oplog_position(t - 1, u32::MAX),
                 Some((t, i)) => oplog_position(t, i - 1),
             },
+            CaptureKind::RedisStream => match u64::from_str_radix(position, 16) {
+                Ok(o) if o > 0 => offset_position(o - 1),
+                _ => position.to_owned(),
+            },
         }
     }
 
@@ -256,8 +358,36 @@ impl CaptureKind {
                 Some((t, i)) => oplog_position(t, i + 1),
                 None => position.to_owned(),
             },
+            CaptureKind::RedisStream => match u64::from_str_radix(position, 16) {
+                Ok(o) => offset_position(o.saturating_add(1)),
+                Err(_) => position.to_owned(),
+            },
         }
     }
+}
+
+/// The option that gives `point`, for messages.
+pub fn point_flag(point: &RecoveryPoint) -> &'static str {
+    match point {
+        RecoveryPoint::Lsn(_) => "--at-lsn",
+        RecoveryPoint::Xid(_) => "--at-xid",
+        RecoveryPoint::Name(_) => "--at-name",
+        RecoveryPoint::Immediate => "--immediate",
+        RecoveryPoint::OplogTs { .. } => "--at-ts",
+        RecoveryPoint::ReplOffset(_) => "--at-offset",
+    }
+}
+
+/// A Redis replication offset as a position: 16 hex digits.
+pub fn offset_position(offset: u64) -> String {
+    format!("{offset:016X}")
+}
+
+/// The offset of a Redis position.
+pub fn position_offset(position: &str) -> Option<u64> {
+    (position.len() == 16)
+        .then(|| u64::from_str_radix(position, 16).ok())
+        .flatten()
 }
 
 /// The identities of the capture streams `snapshot` is a base of: a
@@ -333,6 +463,30 @@ fn mongo_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
         identity,
         from: kind.next(&end),
         time: kind.position_time(&end),
+    })
+}
+
+/// The base point of a Redis snapshot taken over the replication
+/// protocol: the master's replication id and the first offset after the
+/// RDB. Key-mode snapshots (`DUMP`s, not one consistent point) are nobody's
+/// base.
+fn redis_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
+    let meta = &snapshot.metadata;
+    if meta.get("mode")?.as_str()? != "rdb" {
+        return None;
+    }
+    let repl = meta.get("replication")?;
+    let replid = repl.get("replid")?.as_str()?;
+    let offset = repl.get("offset")?.as_u64()?;
+    let time = repl
+        .get("time_ms")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or(snapshot.time);
+    Some(BasePoint {
+        identity: replid.to_owned(),
+        from: offset_position(offset.saturating_add(1)),
+        time: Some(time),
     })
 }
 

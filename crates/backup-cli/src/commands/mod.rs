@@ -105,6 +105,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Drill(a) => Box::pin(drill::run(ctx, a)).await,
         Command::Report(a) => report::run(ctx, a).await,
         Command::Oplog(c) => pitr::oplog(ctx, c).await,
+        Command::Redis(c) => pitr::redis(ctx, c).await,
         Command::Pitr(a) => pitr::pitr(ctx, a).await,
         Command::Generate(g) => generate::generate(&g),
     }

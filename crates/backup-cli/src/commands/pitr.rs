@@ -1,4 +1,4 @@
-//! `backup oplog follow` and `backup pitr`.
+//! `backup oplog follow`, `backup redis follow` and `backup pitr`.
 
 use std::io::Write as _;
 use std::sync::Mutex;
@@ -10,18 +10,38 @@ use backup_sources::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
 use super::{bytes, normalize_source};
-use crate::cli::{FollowArgs, OplogCommand, PitrArgs};
+use crate::cli::{FollowArgs, OplogCommand, PitrArgs, RedisCommand, RedisFollowArgs};
 use crate::context::{usage, Ctx};
 
 pub(crate) async fn oplog(ctx: &Ctx, c: OplogCommand) -> Result<u8> {
     match c {
-        OplogCommand::Follow(a) => follow(ctx, a).await,
+        OplogCommand::Follow(a) => follow(ctx, a, CaptureKind::MongodbOplog, Vec::new()).await,
+    }
+}
+
+pub(crate) async fn redis(ctx: &Ctx, c: RedisCommand) -> Result<u8> {
+    match c {
+        RedisCommand::Follow(a) => {
+            let RedisFollowArgs {
+                source,
+                slice_time,
+                slice_size,
+                tags,
+            } = a;
+            let args = FollowArgs {
+                source,
+                slice_time,
+                slice_size,
+            };
+            follow(ctx, args, CaptureKind::RedisStream, tags).await
+        }
     }
 }
 
 /// Prints a follower's events: a line each for people, a JSON line each
 /// with `--json`.
 struct Printer {
+    kind: CaptureKind,
     json: bool,
     quiet: bool,
     /// Lag is printed when it changes by a second or more.
@@ -38,16 +58,20 @@ impl CaptureObserver for Printer {
                 continues,
             } => (
                 format!(
-                    "following replica set {identity} (stream {stream}) from {}, continuing {continues}",
-                    CaptureKind::MongodbOplog.show_position(from)
+                    "following {} {identity} (stream {stream}) from {}, continuing {continues}",
+                    match self.kind {
+                        CaptureKind::RedisStream => "replication id",
+                        _ => "replica set",
+                    },
+                    self.kind.show_position(from)
                 ),
                 serde_json::json!({"event": "started", "stream": stream, "identity": identity, "from": from, "continues": continues}),
             ),
             CaptureEvent::Stored(p) => (
                 format!(
                     "stored {}..{}: {} entries, {}",
-                    CaptureKind::MongodbOplog.show_position(&p.name.first),
-                    CaptureKind::MongodbOplog.show_position(&p.name.last),
+                    self.kind.show_position(&p.name.first),
+                    self.kind.show_position(&p.name.last),
                     p.entries,
                     bytes(p.bytes)
                 ),
@@ -97,7 +121,7 @@ impl CaptureObserver for Printer {
     }
 }
 
-async fn follow(ctx: &Ctx, a: FollowArgs) -> Result<u8> {
+async fn follow(ctx: &Ctx, a: FollowArgs, kind: CaptureKind, tags: Vec<String>) -> Result<u8> {
     let slice_time = humantime::parse_duration(&a.slice_time)
         .or_else(|e| usage(format!("--slice-time `{}`: {e}", a.slice_time)))?;
     let spec = SourceSpec::plain(a.source.clone())?;
@@ -119,11 +143,14 @@ async fn follow(ctx: &Ctx, a: FollowArgs) -> Result<u8> {
         stop.cancel();
     });
     let printer = Printer {
+        kind,
         json: ctx.global.json,
         quiet: ctx.global.quiet,
         last_lag: Mutex::new(0.0),
     };
     let req = FollowRequest {
+        tags,
+        job: None,
         slice_time: Some(slice_time),
         slice_bytes: Some(usize::try_from(a.slice_size).unwrap_or(usize::MAX)),
         lock_wait: ctx.lock_wait(),

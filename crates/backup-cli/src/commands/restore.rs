@@ -52,8 +52,8 @@ pub(crate) fn replay_program(ctx: &Ctx) -> Option<String> {
     Some(p)
 }
 
-/// The point of `--at-lsn`, `--at-xid`, `--at-name`, `--immediate` or
-/// `--at-ts`.
+/// The point of `--at-lsn`, `--at-xid`, `--at-name`, `--immediate`,
+/// `--at-ts` or `--at-offset`.
 fn recovery_point(a: &RestoreArgs) -> Result<Option<RecoveryPoint>> {
     Ok(if let Some(l) = &a.at_lsn {
         Some(RecoveryPoint::Lsn(l.clone()))
@@ -74,7 +74,7 @@ fn recovery_point(a: &RestoreArgs) -> Result<Option<RecoveryPoint>> {
         };
         Some(RecoveryPoint::OplogTs { seconds, increment })
     } else {
-        None
+        a.at_offset.map(RecoveryPoint::ReplOffset)
     })
 }
 

@@ -157,6 +157,8 @@ impl Daemon {
                 let spec = job.source_spec()?;
                 let req = FollowRequest {
                     lock_wait: self.lock_wait(),
+                    job: Some(job.name.clone()),
+                    tags: job.tags.clone(),
                     ..FollowRequest::default()
                 };
                 follow(&repo, &spec, &req, &observer, &generation).await

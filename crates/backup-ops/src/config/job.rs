@@ -108,6 +108,11 @@ pub struct JobConfig {
     /// MongoDB: `"continuous"` runs an oplog follower beside the scheduled
     /// backups (as `backup oplog follow`), for restores to any point.
     pub oplog: Option<String>,
+    /// MongoDB and Redis: `"continuous"` runs a capture follower beside
+    /// the scheduled backups (`backup oplog follow`, `backup redis
+    /// follow`), for restores to any point. For MongoDB the same as
+    /// `oplog = "continuous"`.
+    pub capture: Option<String>,
     /// MongoDB with `oplog = "continuous"`: notify (`capture_lag`) when the
     /// captured oplog falls further behind the source than this.
     #[serde(default, with = "humantime_serde::option")]
@@ -375,20 +380,31 @@ impl JobConfig {
             }
             None => None,
         };
-        let oplog_continuous = match j.oplog.as_deref() {
-            None => false,
-            Some("continuous") if kind == Kind::Mongodb => true,
-            Some("continuous") => {
+        let (mode_key, mode) = match (&j.oplog, &j.capture) {
+            (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
                     &key("oplog"),
+                    "give either oplog or capture (they mean the same for MongoDB)",
+                ))
+            }
+            (Some(m), None) => ("oplog", Some(m.as_str())),
+            (None, m) => ("capture", m.as_deref()),
+        };
+        let oplog_continuous = match mode {
+            None => false,
+            Some("continuous") if kind == Kind::Mongodb => true,
+            Some("continuous") if kind == Kind::Redis && mode_key == "capture" => true,
+            Some("continuous") => {
+                return Err(ConfigError::invalid(
+                    &key(mode_key),
                     format!(
-                        "continuous oplog capture needs a MongoDB source, and this one is {kind}"
+                        "continuous capture needs a MongoDB source (oplog or capture) or a Redis source (capture), and this one is {kind}"
                     ),
                 ))
             }
             Some(other) => {
                 return Err(ConfigError::invalid(
-                    &key("oplog"),
+                    &key(mode_key),
                     format!("`{other}`: the only mode is \"continuous\""),
                 ))
             }

@@ -33,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{Conn, Hello, Side};
 use super::{ReplicaSet, Ts};
-use crate::capture::{oplog_position, CaptureEvent, CaptureKind, CaptureObserver, StoredPiece};
+use crate::capture::{
+    oplog_position, CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary,
+    StoredPiece,
+};
 
 /// The capture kind of the oplog.
 pub const OPLOG_KIND: &str = "mongodb-oplog";
@@ -41,69 +44,8 @@ pub const OPLOG_KIND: &str = "mongodb-oplog";
 /// The shortest slice time.
 pub const MIN_SLICE_TIME: Duration = Duration::from_secs(1);
 
-/// How a follower cuts and stores slices.
-#[derive(Debug, Clone)]
-pub struct FollowOptions {
-    /// A slice is stored once its oldest entry is this old (default 10 s,
-    /// at least 1 s).
-    pub slice_time: Duration,
-    /// ... or once it holds this many bytes (default 16 MiB).
-    pub slice_bytes: usize,
-    /// How long a store waits for a prune's exclusive lock before trying
-    /// again.
-    pub lock_wait: Duration,
-}
-
-impl Default for FollowOptions {
-    fn default() -> Self {
-        FollowOptions {
-            slice_time: Duration::from_secs(10),
-            slice_bytes: 16 << 20,
-            lock_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-impl FollowOptions {
-    /// Checks the bounds.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for a slice time under a second or a size under
-    /// 64 KiB or over 1 GiB.
-    pub fn check(&self) -> Result<()> {
-        if self.slice_time < MIN_SLICE_TIME {
-            return Err(Error::Config(format!(
-                "oplog slice time {:?} is under the minimum of 1 s",
-                self.slice_time
-            )));
-        }
-        if !(64 << 10..=1 << 30).contains(&self.slice_bytes) {
-            return Err(Error::Config(format!(
-                "oplog slice size {} bytes is outside 64KiB..1GiB",
-                self.slice_bytes
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// What a follower did before it stopped.
-#[derive(Debug, Clone, Default)]
-pub struct FollowSummary {
-    /// The stream (the last one, when the replica set's identity changed).
-    pub stream: String,
-    /// Slices stored.
-    pub slices: u64,
-    /// Entries stored.
-    pub entries: u64,
-    /// Bytes stored.
-    pub bytes: u64,
-    /// Gaps recorded or reported.
-    pub gaps: u64,
-    /// The first position not stored yet.
-    pub next: Option<String>,
-}
+/// The default slice time.
+pub const SLICE_TIME: Duration = Duration::from_secs(10);
 
 /// The replica set a connection reaches, refusing what has no usable
 /// oplog: a standalone server (no oplog) and a `mongos` (one oplog per
@@ -318,7 +260,7 @@ pub async fn follow(
     observer: &dyn CaptureObserver,
     cancel: &CancellationToken,
 ) -> Result<FollowSummary> {
-    opts.check()?;
+    opts.check(MIN_SLICE_TIME)?;
     let conn = Conn::new(url, Side::Source).await?;
     let mut summary = FollowSummary::default();
     let mut lease: Option<CaptureLease> = None;

@@ -47,7 +47,8 @@ mod target;
 use mongodb::bson;
 use serde::{Deserialize, Serialize};
 
-pub use follow::{follow, FollowOptions, FollowSummary, OPLOG_KIND};
+pub use crate::capture::{FollowOptions, FollowSummary};
+pub use follow::{follow, OPLOG_KIND, SLICE_TIME};
 pub use source::MongoSource;
 pub use target::MongoTarget;
 

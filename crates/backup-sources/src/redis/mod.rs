@@ -45,15 +45,18 @@
 
 pub mod conn;
 pub mod export;
+pub mod follow;
 pub mod glob;
 pub mod keyfile;
 mod manifest;
 pub mod rdb;
 mod records;
+mod resp;
 mod source;
 mod target;
 
 pub use conn::{Mode, RedisUrl};
+pub use follow::{follow, BaseStore, SLICE_TIME, STREAM_KIND};
 pub use manifest::{KEYS_STREAM, RDB_STREAM};
 pub use source::RedisSource;
 pub use target::RedisTarget;

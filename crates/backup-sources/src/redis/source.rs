@@ -36,7 +36,7 @@ const EOF_MARK: usize = 40;
 type Outcome = Arc<Mutex<Option<Result<serde_json::Value>>>>;
 
 /// How the master sends the RDB.
-enum Body {
+pub(crate) enum Body {
     /// `$<length>`: a file it wrote to its disk.
     Len(u64),
     /// `$EOF:<mark>`: streamed from a forked child (diskless), ending with
@@ -51,10 +51,34 @@ struct Sync {
     body: Body,
     replid: Option<String>,
     offset: Option<u64>,
+    /// When the master answered `FULLRESYNC` (ms since the epoch): the
+    /// RDB holds the data as it was then.
+    time_ms: i64,
+}
+
+/// An RDB that a capture follower reads from its own replication
+/// connection and hands over in chunks (`RedisSource::transfer`).
+pub(crate) struct Fed {
+    /// The chunks; an `Err` ends the transfer with that message.
+    pub(crate) rx: async_channel::Receiver<std::result::Result<Bytes, String>>,
+    /// `disk` or `diskless`.
+    pub(crate) transfer: &'static str,
+    /// The master's replication id and offset at the RDB.
+    pub(crate) replid: String,
+    /// See `replid`.
+    pub(crate) offset: u64,
+    /// See [`Sync::time_ms`].
+    pub(crate) time_ms: i64,
+}
+
+/// Where an RDB-mode source reads the RDB.
+enum RdbInput {
+    Conn(Sync),
+    Fed(Fed),
 }
 
 enum Prepared {
-    Rdb(Sync),
+    Rdb(RdbInput),
     Keys {
         con: MultiplexedConnection,
         dbs: Vec<u32>,
@@ -107,7 +131,7 @@ impl RedisSource {
                     ));
                 }
                 drop(con);
-                Prepared::Rdb(start_sync(&url).await?)
+                Prepared::Rdb(RdbInput::Conn(start_sync(&url).await?))
             }
             Mode::Keys => {
                 let dbs = match url.db {
@@ -135,6 +159,19 @@ impl RedisSource {
             outcome: Arc::new(Mutex::new(None)),
             emitted: false,
         })
+    }
+
+    /// A source of the RDB a capture follower receives on its own
+    /// replication connection (after `FULLRESYNC`), so that the follower
+    /// keeps the connection and reads the command stream after it.
+    pub(crate) fn transfer(url: &RedisUrl, server_version: String, fed: Fed) -> Self {
+        RedisSource {
+            url: url.clone(),
+            server_version,
+            prepared: Some(Prepared::Rdb(RdbInput::Fed(fed))),
+            outcome: Arc::new(Mutex::new(None)),
+            emitted: false,
+        }
     }
 }
 
@@ -171,9 +208,9 @@ impl Source for RedisSource {
             &str,
             futures::future::BoxFuture<'static, Result<AsyncReader>>,
         ) = match prepared {
-            Prepared::Rdb(sync) => (
+            Prepared::Rdb(input) => (
                 RDB_STREAM,
-                Box::pin(async move { Ok(rdb_reader(sync, outcome, base)) }),
+                Box::pin(async move { Ok(rdb_reader(input, outcome, base)) }),
             ),
             Prepared::Keys {
                 con,
@@ -305,6 +342,44 @@ fn refused(url: &RedisUrl, reply: &str) -> Error {
 /// read up to the first byte of the RDB.
 async fn start_sync(url: &RedisUrl) -> Result<Sync> {
     let mut conn = url.connect_raw().await?;
+    announce(url, &mut conn).await?;
+    // Redis 7.0+: the master closes the link after the RDB instead of
+    // streaming commands; older servers answer with an error, which is
+    // harmless.
+    conn.send(&[b"REPLCONF", b"rdb-only", b"1"]).await?;
+    let _ = conn.line().await?;
+    conn.send(&[b"PSYNC", b"?", b"-1"]).await?;
+    let line = conn.line().await?;
+    let time_ms = now_ms();
+    if line.starts_with('-') {
+        return Err(refused(url, &line));
+    }
+    let (replid, offset, line) = if let Some(rest) = line.strip_prefix("+FULLRESYNC ") {
+        let mut it = rest.split_whitespace();
+        let replid = it.next().map(str::to_owned);
+        let offset = it.next().and_then(|o| o.parse().ok());
+        (replid, offset, conn.line().await?)
+    } else if line.starts_with("+CONTINUE") {
+        return Err(Error::source_failed(format!(
+            "Redis at {} offered a partial resynchronisation instead of an RDB",
+            url.address()
+        )));
+    } else {
+        (None, None, line)
+    };
+    let body = transfer_header(url, &line)?;
+    Ok(Sync {
+        conn,
+        body,
+        replid,
+        offset,
+        time_ms,
+    })
+}
+
+/// Announces what a replica of ours can take: diskless transfers (`EOF`)
+/// and `PSYNC` version 2.
+pub(crate) async fn announce(url: &RedisUrl, conn: &mut RawConn) -> Result<()> {
     conn.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
         .await?;
     let reply = conn.line().await?;
@@ -317,28 +392,11 @@ async fn start_sync(url: &RedisUrl) -> Result<Sync> {
         }
         tracing::warn!(reply = %reply, "Server refused REPLCONF capa; continuing without it.");
     }
-    // Redis 7.0+: the master closes the link after the RDB instead of
-    // streaming commands; older servers answer with an error, which is
-    // harmless.
-    conn.send(&[b"REPLCONF", b"rdb-only", b"1"]).await?;
-    let _ = conn.line().await?;
-    conn.send(&[b"PSYNC", b"?", b"-1"]).await?;
-    let mut line = conn.line().await?;
-    let (mut replid, mut offset) = (None, None);
-    if line.starts_with('-') {
-        return Err(refused(url, &line));
-    }
-    if let Some(rest) = line.strip_prefix("+FULLRESYNC ") {
-        let mut it = rest.split_whitespace();
-        replid = it.next().map(str::to_owned);
-        offset = it.next().and_then(|o| o.parse().ok());
-        line = conn.line().await?;
-    } else if line.starts_with("+CONTINUE") {
-        return Err(Error::source_failed(format!(
-            "Redis at {} offered a partial resynchronisation instead of an RDB",
-            url.address()
-        )));
-    }
+    Ok(())
+}
+
+/// The transfer header after `FULLRESYNC` (`$<length>` or `$EOF:<mark>`).
+pub(crate) fn transfer_header(url: &RedisUrl, line: &str) -> Result<Body> {
     if line.starts_with('-') {
         return Err(refused(url, &line));
     }
@@ -364,12 +422,7 @@ async fn start_sync(url: &RedisUrl) -> Result<Sync> {
             ))
         })?)
     };
-    Ok(Sync {
-        conn,
-        body,
-        replid,
-        offset,
-    })
+    Ok(body)
 }
 
 /// Feeds a blocking reader from a channel of chunks.
@@ -493,24 +546,48 @@ fn set_outcome(outcome: &Outcome, r: Result<serde_json::Value>) {
 /// Starts the transfer and returns the reader the pipeline consumes. A
 /// task copies the RDB from the connection to the pipeline and to a
 /// parser thread; when the parser finds the RDB corrupt, the stream fails.
-fn rdb_reader(sync: Sync, outcome: Outcome, base: serde_json::Value) -> AsyncReader {
+fn rdb_reader(input: RdbInput, outcome: Outcome, base: serde_json::Value) -> AsyncReader {
     let (tx, rx) = async_channel::bounded::<std::io::Result<Bytes>>(QUEUE);
     tokio::spawn(async move {
         let (ptx, prx) = async_channel::bounded::<Bytes>(QUEUE);
         let parser = tokio::task::spawn_blocking(move || summarize(ChannelReader::new(prx)));
-        let Sync {
-            mut conn,
-            body,
-            replid,
-            offset,
-        } = sync;
-        let transfer = match &body {
-            Body::Len(_) => "disk",
-            Body::Eof(_) => "diskless",
+        let mut fan = Fan { tx: &tx, ptx: &ptx };
+        let (copied, replid, offset, transfer, time_ms) = match input {
+            RdbInput::Conn(Sync {
+                mut conn,
+                body,
+                replid,
+                offset,
+                time_ms,
+            }) => {
+                let transfer = body.transfer();
+                let copied = copy_body(&mut conn, body, &mut fan).await;
+                (copied, replid, offset, transfer, time_ms)
+            }
+            RdbInput::Fed(f) => {
+                let mut total = 0u64;
+                let copied = loop {
+                    match f.rx.recv().await {
+                        Ok(Ok(b)) => {
+                            total += b.len() as u64;
+                            if let Err(e) = fan.send(b).await {
+                                break Err(e);
+                            }
+                        }
+                        Ok(Err(e)) => break Err(e),
+                        Err(_) => break Ok(total),
+                    }
+                };
+                (
+                    copied,
+                    Some(f.replid),
+                    Some(f.offset),
+                    f.transfer,
+                    f.time_ms,
+                )
+            }
         };
-        let copied = copy_body(&mut conn, body, &tx, &ptx).await;
         drop(ptx);
-        drop(conn);
         let parsed = match parser.await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("the RDB parser failed: {e}")),
@@ -528,6 +605,7 @@ fn rdb_reader(sync: Sync, outcome: Outcome, base: serde_json::Value) -> AsyncRea
                     serde_json::json!({
                         "replid": replid.or_else(|| s.aux.get("repl-id").cloned()),
                         "offset": offset.or_else(|| s.aux.get("repl-offset").and_then(|o| o.parse().ok())),
+                        "time_ms": time_ms,
                     }),
                 );
                 m.insert("keys".into(), s.keys().into());
@@ -580,23 +658,51 @@ fn rdb_reader(sync: Sync, outcome: Outcome, base: serde_json::Value) -> AsyncRea
     Box::new(tokio_util::io::StreamReader::new(Box::pin(rx)))
 }
 
-/// Copies the RDB body to the pipeline and the parser; returns its size.
-async fn copy_body(
+impl Body {
+    /// `disk` or `diskless`, as the manifest says.
+    pub(crate) fn transfer(&self) -> &'static str {
+        match self {
+            Body::Len(_) => "disk",
+            Body::Eof(_) => "diskless",
+        }
+    }
+}
+
+/// Where [`copy_body`] puts the RDB's chunks.
+pub(crate) trait ChunkSink {
+    /// Takes one chunk; an `Err` stops the copy with that message.
+    async fn send(&mut self, b: Bytes) -> std::result::Result<(), String>;
+}
+
+/// The pipeline and the parser of a backup.
+struct Fan<'a> {
+    tx: &'a async_channel::Sender<std::io::Result<Bytes>>,
+    ptx: &'a async_channel::Sender<Bytes>,
+}
+
+impl ChunkSink for Fan<'_> {
+    async fn send(&mut self, b: Bytes) -> std::result::Result<(), String> {
+        self.ptx
+            .send(b.clone())
+            .await
+            .map_err(|_| "the RDB parser stopped".to_owned())?;
+        self.tx
+            .send(Ok(b))
+            .await
+            .map_err(|_| "the backup stopped reading the RDB".to_owned())
+    }
+}
+
+/// Copies the RDB body to `sink`; returns its size. It reads no byte past
+/// the RDB's end, so a connection that goes on with the command stream
+/// (a capture follower's) is left right at its first command.
+pub(crate) async fn copy_body(
     conn: &mut RawConn,
     body: Body,
-    tx: &async_channel::Sender<std::io::Result<Bytes>>,
-    ptx: &async_channel::Sender<Bytes>,
+    sink: &mut impl ChunkSink,
 ) -> std::result::Result<u64, String> {
     let addr = conn.addr.clone();
     let mut total = 0u64;
-    let send = |b: Bytes| async move {
-        ptx.send(b.clone())
-            .await
-            .map_err(|_| "the RDB parser stopped".to_owned())?;
-        tx.send(Ok(b))
-            .await
-            .map_err(|_| "the backup stopped reading the RDB".to_owned())
-    };
     match body {
         Body::Len(n) => {
             let mut left = n;
@@ -616,7 +722,7 @@ async fn copy_body(
                 conn.io.consume(take);
                 left -= take as u64;
                 total += take as u64;
-                send(b).await?;
+                sink.send(b).await?;
             }
         }
         Body::Eof(mark) => {
@@ -636,25 +742,34 @@ async fn copy_body(
                 data.extend_from_slice(&pending);
                 data.extend_from_slice(buf);
                 let n = buf.len();
-                conn.io.consume(n);
-                if data.len() >= EOF_MARK && data[data.len() - EOF_MARK..] == mark {
-                    data.truncate(data.len() - EOF_MARK);
+                // The mark ends the RDB; what follows it (a follower's
+                // command stream) stays unread.
+                if let Some(at) = find(&data, &mark) {
+                    let used = at + EOF_MARK - pending.len();
+                    conn.io.consume(used);
+                    data.truncate(at);
                     total += data.len() as u64;
                     if !data.is_empty() {
-                        send(Bytes::from(data)).await?;
+                        sink.send(Bytes::from(data)).await?;
                     }
                     break;
                 }
-                let keep = data.len().min(EOF_MARK);
+                conn.io.consume(n);
+                let keep = data.len().min(EOF_MARK - 1);
                 pending = data.split_off(data.len() - keep);
                 total += data.len() as u64;
                 if !data.is_empty() {
-                    send(Bytes::from(data)).await?;
+                    sink.send(Bytes::from(data)).await?;
                 }
             }
         }
     }
     Ok(total)
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
 }
 
 struct KeysJob {

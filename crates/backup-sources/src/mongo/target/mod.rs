@@ -151,21 +151,14 @@ impl Target for MongoTarget {
         opts.refuse_file_owners("MongoDB")?;
         // The point's own check (a PostgreSQL point on an oplog) comes
         // with the plan; these options have no oplog meaning at all.
-        if let Some(
-            p @ (RecoveryPoint::Lsn(_)
-            | RecoveryPoint::Xid(_)
-            | RecoveryPoint::Name(_)
-            | RecoveryPoint::Immediate),
-        ) = &opts.point
+        if let Some(p) = opts
+            .point
+            .as_ref()
+            .filter(|p| !matches!(p, RecoveryPoint::OplogTs { .. }))
         {
             return Err(Error::Config(format!(
-                "{} applies to PostgreSQL point-in-time restores; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
-                match p {
-                    RecoveryPoint::Lsn(_) => "--at-lsn",
-                    RecoveryPoint::Xid(_) => "--at-xid",
-                    RecoveryPoint::Name(_) => "--at-name",
-                    _ => "--immediate",
-                }
+                "{} does not apply to MongoDB; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
+                crate::capture::point_flag(p)
             )));
         }
         if opts.target_action.is_some() || opts.timeline.is_some() {

@@ -854,10 +854,11 @@ pub(crate) fn check_physical_options(opts: &RestoreOptions) -> Result<()> {
             "there is no --drop for a data directory: restore into a new directory, or stop the server and move the old data directory away".to_owned(),
         ));
     }
-    if let Some(RecoveryPoint::OplogTs { .. }) = opts.point {
-        return Err(Error::Config(
-            "--at-ts applies to MongoDB; for PostgreSQL give --at, --at-lsn, --at-xid, --at-name or --immediate".to_owned(),
-        ));
+    if let Some(p @ (RecoveryPoint::OplogTs { .. } | RecoveryPoint::ReplOffset(_))) = &opts.point {
+        return Err(Error::Config(format!(
+            "{} does not apply to PostgreSQL; give --at, --at-lsn, --at-xid, --at-name or --immediate",
+            crate::capture::point_flag(p)
+        )));
     }
     if !opts.is_point_in_time() && (opts.target_action.is_some() || opts.timeline.is_some()) {
         return Err(Error::Config(

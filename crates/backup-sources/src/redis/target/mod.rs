@@ -6,6 +6,7 @@
 //! or would do.
 
 mod plan;
+mod replay;
 mod report;
 mod write;
 
@@ -16,7 +17,7 @@ use async_trait::async_trait;
 use backup_core::progress::Progress;
 use backup_core::reader::SnapshotReader;
 use backup_core::restorer::RestoreStats;
-use backup_core::target::{RestoreOptions, RestoreReport, RestoredUnit, Target};
+use backup_core::target::{RecoveryPoint, RestoreOptions, RestoreReport, RestoredUnit, Target};
 use backup_core::{Error, Result};
 use redis::aio::MultiplexedConnection;
 
@@ -118,6 +119,11 @@ impl RedisTarget {
         scan_always: bool,
     ) -> Result<Prepared> {
         self.check_options(opts)?;
+        if opts.is_point_in_time() && opts.replay.is_none() {
+            return Err(Error::Config(
+                "a Redis restore to a point in time replays a captured stream (backup redis follow), which the operations layer plans; this restore has no plan".to_owned(),
+            ));
+        }
         let info = SnapshotInfo::load(snapshot).await?;
         let mut con = self.url.connect().await.map_err(Error::into_target)?;
         let (modules_missing, warnings) = self.check_server(&mut con, &info).await?;
@@ -298,8 +304,14 @@ fn dry_run_report(
 }
 
 /// What a restore did, per target database.
-fn done_report(plan: &Plan, restored: &Restored, warnings: Vec<String>) -> DoneReport {
+fn done_report(
+    plan: &Plan,
+    restored: &Restored,
+    replay: Option<replay::ReplayReport>,
+    warnings: Vec<String>,
+) -> DoneReport {
     DoneReport {
+        replay,
         mode: plan.info.mode(),
         keys_restored: restored.dbs.values().map(|r| r.restored).sum(),
         expired_skipped: restored.dbs.values().map(|r| r.expired_skipped).sum(),
@@ -327,9 +339,20 @@ impl Target for RedisTarget {
                 "--skip-missing-roles applies to PostgreSQL restores".to_owned(),
             ));
         }
-        if opts.at.is_some() {
+        if let Some(p) = opts
+            .point
+            .as_ref()
+            .filter(|p| !matches!(p, RecoveryPoint::ReplOffset(_)))
+        {
+            return Err(Error::Config(format!(
+                "{} does not apply to Redis; a Redis restore takes --at TIME or --at-offset N",
+                crate::capture::point_flag(p)
+            )));
+        }
+        if opts.target_action.is_some() || opts.timeline.is_some() {
             return Err(Error::Config(
-                "--at (point-in-time restore) is not available for Redis; a Redis snapshot restores the data as it was captured".to_owned(),
+                "--target-action and --timeline apply to PostgreSQL point-in-time restores"
+                    .to_owned(),
             ));
         }
         plan::renames(opts)?;
@@ -363,6 +386,11 @@ impl Target for RedisTarget {
                 "nothing was restored to this target by this process".to_owned()
             ]);
         };
+        if last.replayed {
+            // The captured stream changed the keys after the base: the
+            // manifest's counts are the base's.
+            return Ok(Vec::new());
+        }
         let mut con = self.url.connect().await.map_err(Error::into_target)?;
         let dbs: BTreeSet<u32> = last.dbs.keys().copied().collect();
         let sizes = plan::dbsizes(&self.url, &mut con, &dbs).await?;
@@ -441,12 +469,21 @@ impl Target for RedisTarget {
         if opts.drop {
             self.flush(&mut con, &plan.occupied_targets()).await?;
         }
-        let restored =
+        let mut restored =
             write::write(&self.url, snapshot, &plan, con.clone(), opts, &progress).await?;
         progress.set_phase("check");
         let result = write::verify_counts(&self.url, &mut con, &plan, &restored).await;
+        restored.replayed = opts.replay.is_some();
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(restored.clone());
         result?;
+        let replayed = match &opts.replay {
+            Some(r) => {
+                progress.set_phase("replay");
+                let held = std::mem::take(&mut restored.held);
+                Some(replay::replay(&self.url, snapshot, r, &plan, opts, &mut con, &held).await?)
+            }
+            None => None,
+        };
         let selected: u64 = restored
             .dbs
             .values()
@@ -456,7 +493,7 @@ impl Target for RedisTarget {
             return Err(nothing_selected(&plan));
         }
         warnings.extend(plan.selection.keys.unmatched());
-        self.report(&plan, &done_report(&plan, &restored, warnings))
+        self.report(&plan, &done_report(&plan, &restored, replayed, warnings))
     }
 }
 

@@ -8,6 +8,12 @@ pub(super) struct Restored {
     /// Per target database: keys before, keys restored, restored keys
     /// with an expiry.
     pub(super) dbs: BTreeMap<u32, DbResult>,
+    /// A captured stream was replayed after the keys (a point-in-time
+    /// restore): the counts describe the base only.
+    pub(super) replayed: bool,
+    /// Keys restored with the replay's held expiry (target database, key,
+    /// real expiry in ms), for the replay to settle.
+    pub(super) held: Vec<(u32, Vec<u8>, i64)>,
 }
 
 /// What a restore did in one target database.
@@ -87,6 +93,10 @@ pub(super) struct DoneReport {
     pub(super) expired_skipped: u64,
     pub(super) empty_skipped: u64,
     pub(super) databases: BTreeMap<String, DbResult>,
+    /// The captured stream applied after the keys (point-in-time
+    /// restores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) replay: Option<super::replay::ReplayReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) warnings: Vec<String>,
 }
@@ -94,6 +104,24 @@ pub(super) struct DoneReport {
 impl DoneReport {
     /// One line per database.
     pub(super) fn lines(&self) -> Vec<String> {
+        let replay = self.replay.as_ref().map(|r| {
+            format!(
+                "replayed {} commands of the captured stream ({} pieces) up to replication offset {}{}; {} left out by the selection",
+                r.applied,
+                r.pieces,
+                r.offset,
+                r.time
+                    .map(|t| format!(" (arrived {})", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
+                    .unwrap_or_default(),
+                r.filtered + r.mixed
+            )
+        });
+        let mixed = self.replay.as_ref().filter(|r| r.mixed > 0).map(|r| {
+            format!(
+                "warning: {} replayed commands named both selected and unselected keys or databases and were left out",
+                r.mixed
+            )
+        });
         self.databases
             .iter()
             .map(|(db, r)| {
@@ -106,6 +134,8 @@ impl DoneReport {
                     empty_note(r.empty_skipped)
                 )
             })
+            .chain(replay)
+            .chain(mixed)
             .chain(self.warnings.iter().map(|w| format!("warning: {w}")))
             .collect()
     }

@@ -88,7 +88,8 @@ pub(super) async fn write(
             }
             Batch::Keys(recs) => recs,
         };
-        let Some(batch) = pipeline(plan, &recs, &mut restored, opts.drop) else {
+        let hold = opts.replay.is_some().then(super::replay::hold_limit);
+        let Some(batch) = pipeline(plan, &recs, &mut restored, opts.drop, hold) else {
             continue;
         };
         let mut c = con.clone();
@@ -183,11 +184,16 @@ async fn functions(
 
 /// The `RESTORE` pipeline of one batch, counting what it restores and the
 /// keys skipped as expired; `None` when nothing in it is restored.
+///
+/// With `hold` (a point-in-time restore, whose replay may still change
+/// them), keys that expire before that time are restored with the
+/// replay's held expiry instead, and noted in `restored.held`.
 fn pipeline(
     plan: &Plan,
     recs: &[Record],
     restored: &mut Restored,
     replace: bool,
+    hold: Option<i64>,
 ) -> Option<Pipeline> {
     let now = now_ms();
     let mut pipe = redis::pipe();
@@ -200,6 +206,21 @@ fn pipeline(
         let Some(entry) = restored.dbs.get_mut(&to) else {
             continue;
         };
+        if let (Some(limit), Some(e)) = (hold, r.expire_ms) {
+            if e <= limit {
+                if cur != Some(to) {
+                    pipe.cmd("SELECT").arg(to).ignore();
+                    cur = Some(to);
+                }
+                restore_cmd(&mut pipe, r, Some(super::replay::HELD), replace);
+                bytes += r.payload.len() as u64;
+                keys.push((show_key(&r.key), r.rdb_type));
+                entry.restored += 1;
+                entry.with_ttl += 1;
+                restored.held.push((to, r.key.clone(), e));
+                continue;
+            }
+        }
         if r.expire_ms.is_some_and(|e| e <= now) {
             entry.expired_skipped += 1;
             continue;
@@ -208,7 +229,7 @@ fn pipeline(
             pipe.cmd("SELECT").arg(to).ignore();
             cur = Some(to);
         }
-        restore_cmd(&mut pipe, r, replace);
+        restore_cmd(&mut pipe, r, r.expire_ms, replace);
         bytes += r.payload.len() as u64;
         keys.push((show_key(&r.key), r.rdb_type));
         entry.restored += 1;
@@ -323,9 +344,10 @@ pub(super) async fn verify_counts(
     }
 }
 
-fn restore_cmd(pipe: &mut redis::Pipeline, r: &Record, replace: bool) {
+/// `RESTORE` of `r` with the absolute expiry `expire_ms`.
+fn restore_cmd(pipe: &mut redis::Pipeline, r: &Record, expire_ms: Option<i64>, replace: bool) {
     let c = pipe.cmd("RESTORE").arg(&r.key);
-    match r.expire_ms {
+    match expire_ms {
         Some(ms) => c.arg(ms).arg(&r.payload).arg("ABSTTL"),
         None => c.arg(0).arg(&r.payload),
     };

@@ -1,0 +1,800 @@
+//! Continuous capture of a Redis primary's replication stream (`backup
+//! redis follow`, a daemon Redis job with `capture = "continuous"`).
+//!
+//! The follower is a replica as far as the primary can tell: it announces
+//! itself (`REPLCONF capa eof psync2`), asks to continue where the stored
+//! stream ends (`PSYNC <replid> <offset>`), and acknowledges what it has
+//! stored (`REPLCONF ACK`, every second and when asked with `GETACK`), so
+//! that `WAIT 1 ms` on the primary returns once a write is in the
+//! repository. When the primary cannot continue (first start, its backlog
+//! no longer holds the stored end, another replication history), it sends
+//! an RDB (`FULLRESYNC`): the follower stores it as a base snapshot through
+//! [`BaseStore`], records a gap when the stream lost a range, and reads the
+//! command stream that follows on the same connection, so no write falls
+//! between the base and the stream.
+//!
+//! Commands are gathered into slices bounded by time and size and stored
+//! as capture pieces of the stream `redis-stream` / the replication id the
+//! stream began with (`REPOSITORY_FORMAT.md` §21.3). A position is the
+//! replication offset after a command (`master_repl_offset`); a piece
+//! `[first, last)` holds the commands that end in that range, each with the
+//! wall-clock time it arrived: the stream carries no times, so `--at TIME`
+//! means "every command that had arrived by TIME", and `--at-offset N` is
+//! exact.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backup_core::capture::{CaptureLease, CaptureName, PieceInfo};
+use backup_core::repo::Repository;
+use backup_core::snapshot::SourceDescriptor;
+use backup_core::source::Source;
+use backup_core::{Error, Id, Result};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{info_field, server_info, Mode, RawConn, RedisUrl};
+use super::resp::parse_command;
+use super::source::{announce, copy_body, transfer_header, ChunkSink, Fed, RedisSource};
+use crate::capture::{
+    offset_position, position_offset, CaptureEvent, CaptureObserver, FollowOptions, FollowSummary,
+    StoredPiece,
+};
+
+/// The capture kind of the replication stream.
+pub const STREAM_KIND: &str = "redis-stream";
+
+/// The shortest slice time.
+pub const MIN_SLICE_TIME: Duration = Duration::from_millis(100);
+
+/// The default slice time: short, because a Redis primary keeps no
+/// durable log a follower could read again later; what it has not stored
+/// is lost with the primary.
+pub const SLICE_TIME: Duration = Duration::from_millis(500);
+
+/// Bytes of a piece record's header: end offset, arrival time, length.
+pub(crate) const FRAME_HEADER: usize = 20;
+
+/// Stores the base snapshots a follower takes after a full
+/// resynchronisation (the operations layer runs its ordinary backup of
+/// the source it is given).
+#[async_trait]
+pub trait BaseStore: Send + Sync {
+    /// Backs `source` up as a snapshot; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// The backup's errors.
+    async fn store(&self, source: Box<dyn Source>) -> Result<Id>;
+}
+
+/// Where the stream stands.
+#[derive(Debug, Clone)]
+struct Position {
+    /// The stream id.
+    stream: String,
+    /// The replication id the stream began with (its identity).
+    identity: String,
+    /// The primary's replication id now (what `PSYNC` asks for; it
+    /// changes when a replica is promoted and continues the history).
+    replid: String,
+    /// The first offset not stored: the next piece's `first`.
+    next: u64,
+    previous: Option<CaptureName>,
+    continues_snapshot: Option<String>,
+    stored_time: Option<DateTime<Utc>>,
+}
+
+/// Commands read and not stored yet.
+#[derive(Debug, Default)]
+struct Slice {
+    buf: Vec<u8>,
+    commands: u64,
+    /// Offset after the newest command.
+    end: u64,
+    time_first: Option<DateTime<Utc>>,
+    time_last: Option<DateTime<Utc>>,
+    started: Option<tokio::time::Instant>,
+}
+
+impl Slice {
+    fn is_empty(&self) -> bool {
+        self.commands == 0
+    }
+
+    fn due(&self, opts: &FollowOptions) -> bool {
+        self.buf.len() >= opts.slice_bytes
+            || self.started.is_some_and(|s| s.elapsed() >= opts.slice_time)
+    }
+
+    fn add(&mut self, command: &[u8], end: u64, at: DateTime<Utc>) {
+        self.buf.extend_from_slice(&end.to_le_bytes());
+        self.buf
+            .extend_from_slice(&at.timestamp_millis().to_le_bytes());
+        self.buf.extend_from_slice(
+            &u32::try_from(command.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        self.buf.extend_from_slice(command);
+        self.commands += 1;
+        self.end = end;
+        self.time_first.get_or_insert(at);
+        self.time_last = Some(at);
+        self.started.get_or_insert_with(tokio::time::Instant::now);
+    }
+}
+
+/// Follows the replication stream of the primary `url` reaches into
+/// `repo` until `cancel` fires (then what was read is stored as a last
+/// slice) or an error that does not pass.
+///
+/// Errors that may pass (the server restarting, the network) are
+/// reported to `observer`, and capture continues from the stored end with
+/// a doubling wait up to a minute (`PSYNC` continues without a gap when
+/// the primary's backlog still holds it).
+///
+/// # Errors
+///
+/// [`Error::Config`] for a URL in key mode or naming a database, bad
+/// options; a server that refuses replication; [`Error::Locked`] when
+/// another follower holds the stream; storage errors that do not pass.
+pub async fn follow(
+    repo: &Repository,
+    url: &str,
+    opts: &FollowOptions,
+    bases: &dyn BaseStore,
+    observer: &dyn CaptureObserver,
+    cancel: &CancellationToken,
+) -> Result<FollowSummary> {
+    opts.check(MIN_SLICE_TIME)?;
+    let url = RedisUrl::parse(url)?;
+    if url.mode != Mode::Rdb {
+        return Err(Error::Config(
+            "capture follows the replication stream; ?mode=keys does not apply".to_owned(),
+        ));
+    }
+    if let Some(db) = url.db {
+        return Err(Error::Config(format!(
+            "capture follows the whole server (every database): drop `/{db}` from the URL, and choose databases at restore time with --include or --rename"
+        )));
+    }
+    let mut summary = FollowSummary::default();
+    let mut lease: Option<CaptureLease> = None;
+    let mut pos: Option<Position> = None;
+    let mut wait = Duration::from_secs(1);
+    let result = loop {
+        let mut follower = Follower {
+            repo,
+            url: &url,
+            opts,
+            bases,
+            observer,
+            cancel,
+            lease: &mut lease,
+            summary: &mut summary,
+        };
+        let stored_before = follower.summary.slices;
+        let attempt = follower.run(&mut pos).await;
+        match attempt {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_retryable() && !matches!(e, Error::Locked(_)) => {
+                if summary.slices > stored_before {
+                    wait = Duration::from_secs(1);
+                }
+                observer.event(&CaptureEvent::Reconnecting {
+                    error: backup_core::error::report(&e),
+                    after: wait,
+                });
+                tokio::select! {
+                    () = cancel.cancelled() => break Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(l) = lease {
+        let _ = l.release().await;
+    }
+    result.map(|()| summary)
+}
+
+/// One follower's fixed parts.
+struct Follower<'a> {
+    repo: &'a Repository,
+    url: &'a RedisUrl,
+    opts: &'a FollowOptions,
+    bases: &'a dyn BaseStore,
+    observer: &'a dyn CaptureObserver,
+    cancel: &'a CancellationToken,
+    lease: &'a mut Option<CaptureLease>,
+    summary: &'a mut FollowSummary,
+}
+
+/// The replication facts of `INFO`.
+struct ServerInfo {
+    version: String,
+    replid: String,
+    replid2: String,
+}
+
+impl Follower<'_> {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            kind: "redis".to_owned(),
+            url: self.url.redacted(),
+        }
+    }
+
+    async fn info(&self) -> Result<ServerInfo> {
+        let mut con = self.url.connect().await?;
+        let info = server_info(self.url, &mut con).await?;
+        let repl: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.url.error("INFO replication", e))?;
+        if info_field(&repl, "role").as_deref() == Some("slave") {
+            tracing::info!(
+                "Following a replica of {}: its stream is the primary's.",
+                info_field(&repl, "master_host").unwrap_or_default()
+            );
+        }
+        Ok(ServerInfo {
+            version: info_field(&info, "redis_version").unwrap_or_default(),
+            replid: info_field(&repl, "master_replid").unwrap_or_default(),
+            replid2: info_field(&repl, "master_replid2").unwrap_or_default(),
+        })
+    }
+
+    /// The stored stream this server continues: the newest piece of the
+    /// stream of its replication id (or of the one before a promotion).
+    async fn resume(&self, server: &ServerInfo) -> Result<Option<Position>> {
+        let names = self.repo.captures().await?;
+        for identity in [&server.replid, &server.replid2] {
+            if identity.is_empty() || identity.bytes().all(|b| b == b'0') {
+                continue;
+            }
+            let stream = self.repo.capture_stream(STREAM_KIND, identity);
+            let Some(newest) = names
+                .iter()
+                .filter(|n| n.stream == stream)
+                .max_by(|a, b| a.last.cmp(&b.last))
+            else {
+                continue;
+            };
+            let record = self.repo.load_capture(newest).await?;
+            let next = position_offset(&newest.last).ok_or_else(|| {
+                Error::corrupt(
+                    backup_core::FileKind::Capture,
+                    newest.file_name(),
+                    "its range is not a replication offset",
+                )
+            })?;
+            let replid = record
+                .details
+                .get("replid")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(identity)
+                .to_owned();
+            return Ok(Some(Position {
+                stream,
+                identity: identity.clone(),
+                replid,
+                next,
+                previous: Some(newest.clone()),
+                continues_snapshot: None,
+                stored_time: record.time_last,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn claim(&mut self, stream: &str) -> Result<()> {
+        if self.lease.as_ref().is_some_and(|l| l.stream() == stream) {
+            return Ok(());
+        }
+        if let Some(l) = self.lease.take() {
+            let _ = l.release().await;
+        }
+        *self.lease = Some(self.repo.claim_capture(stream).await?);
+        Ok(())
+    }
+
+    /// One connection's worth of following: handshake, base when needed,
+    /// stream.
+    async fn run(&mut self, pos: &mut Option<Position>) -> Result<()> {
+        let server = self.info().await?;
+        if pos.is_none() {
+            *pos = self.resume(&server).await?;
+        }
+        let mut conn = self.url.connect_raw().await?;
+        announce(self.url, &mut conn).await?;
+        let ask = pos.as_ref().map_or_else(
+            || ("?".to_owned(), "-1".to_owned()),
+            |p| (p.replid.clone(), p.next.to_string()),
+        );
+        conn.send(&[b"PSYNC", ask.0.as_bytes(), ask.1.as_bytes()])
+            .await?;
+        let line = conn.line().await?;
+        let time_ms = chrono::Utc::now().timestamp_millis();
+        if let Some(rest) = line.strip_prefix("+FULLRESYNC ") {
+            let mut it = rest.split_whitespace();
+            let (Some(replid), Some(offset)) =
+                (it.next(), it.next().and_then(|o| o.parse::<u64>().ok()))
+            else {
+                return Err(Error::source_failed(format!(
+                    "Redis at {}: a FULLRESYNC reply without id and offset: {line:.80}",
+                    self.url.address()
+                )));
+            };
+            self.full_resync(&mut conn, pos, &server, replid, offset, time_ms)
+                .await?;
+        } else if let Some(rest) = line.strip_prefix("+CONTINUE") {
+            let Some(p) = pos.as_mut() else {
+                return Err(Error::source_failed(format!(
+                    "Redis at {} offered to continue a stream that was not asked for",
+                    self.url.address()
+                )));
+            };
+            if let Some(id) = rest.split_whitespace().next() {
+                if id != p.replid {
+                    self.observer.event(&CaptureEvent::Warning(format!(
+                        "the primary's replication id changed from {} to {id} (a promoted replica continuing the history); capture continues in the same stream",
+                        p.replid
+                    )));
+                    p.replid = id.to_owned();
+                }
+            }
+            let stream = p.stream.clone();
+            self.claim(&stream).await?;
+            let p = pos.as_ref().map_or_else(String::new, |p| {
+                p.previous
+                    .as_ref()
+                    .map_or_else(|| "the base snapshot".to_owned(), |n| format!("piece {n}"))
+            });
+            self.started(pos, p);
+        } else if line.starts_with('-') {
+            if line.contains("NOAUTH") {
+                return Err(self.url.noauth_error());
+            }
+            return Err(Error::source_failed(format!(
+                "Redis at {} refused replication ({line}); capture needs PSYNC (managed services that disable it cannot be followed)",
+                self.url.address()
+            )));
+        } else {
+            return Err(Error::source_failed(format!(
+                "Redis at {}: unexpected reply to PSYNC: {line:.80}",
+                self.url.address()
+            )));
+        }
+        let Some(p) = pos.as_mut() else {
+            return Err(Error::source_failed("no stream position after PSYNC"));
+        };
+        self.stream(&mut conn, p).await
+    }
+
+    fn started(&self, pos: &Option<Position>, continues: String) {
+        if let Some(p) = pos {
+            self.observer.event(&CaptureEvent::Started {
+                stream: p.stream.clone(),
+                identity: p.identity.clone(),
+                from: offset_position(p.next),
+                continues,
+            });
+        }
+    }
+
+    /// After `FULLRESYNC`: the gap or new stream it means, and the RDB
+    /// stored as a base snapshot.
+    async fn full_resync(
+        &mut self,
+        conn: &mut RawConn,
+        pos: &mut Option<Position>,
+        server: &ServerInfo,
+        replid: &str,
+        offset: u64,
+        time_ms: i64,
+    ) -> Result<()> {
+        let stream = self.repo.capture_stream(STREAM_KIND, replid);
+        self.claim(&stream).await?;
+        let header = conn.line().await?;
+        let body = transfer_header(self.url, &header)?;
+        let transfer = body.transfer();
+        let (tx, rx) = async_channel::bounded(16);
+        let source = RedisSource::transfer(
+            self.url,
+            server.version.clone(),
+            Fed {
+                rx,
+                transfer,
+                replid: replid.to_owned(),
+                offset,
+                time_ms,
+            },
+        );
+        let mut sink = ChannelSink(tx);
+        let (copied, stored) = tokio::join!(
+            async {
+                let r = copy_body(conn, body, &mut sink).await;
+                if let Err(e) = &r {
+                    let _ = sink.0.send(Err(e.clone())).await;
+                }
+                drop(sink);
+                r
+            },
+            self.bases.store(Box::new(source))
+        );
+        let id = stored?;
+        copied.map_err(|e| Error::Source {
+            message: e,
+            cause: None,
+            retryable: true,
+        })?;
+        self.summary.bases += 1;
+        let next = offset + 1;
+        let same = pos.as_ref().filter(|p| p.identity == replid);
+        match same {
+            Some(p) if p.next < next => {
+                let reason = format!(
+                    "the primary's backlog no longer held offset {} (it continued from a full resynchronisation at {offset}): the writes in between were not captured; base snapshot {} starts the stream again",
+                    p.next,
+                    id.short()
+                );
+                let info = PieceInfo {
+                    stream: p.stream.clone(),
+                    kind: STREAM_KIND.to_owned(),
+                    source: self.descriptor(),
+                    identity: p.identity.clone(),
+                    first: offset_position(p.next),
+                    last: offset_position(next),
+                    time_first: p.stored_time,
+                    time_last: DateTime::from_timestamp_millis(time_ms),
+                    details: serde_json::json!({
+                        "replid": replid,
+                        "previous": p.previous.as_ref().map(CaptureName::file_name),
+                    }),
+                };
+                let name = self
+                    .repo
+                    .put_capture_gap(info, &reason, self.opts.lock_wait)
+                    .await?;
+                self.summary.gaps += 1;
+                self.observer.event(&CaptureEvent::Gap {
+                    stream: p.stream.clone(),
+                    record: Some(name),
+                    reason,
+                });
+            }
+            Some(_) => {}
+            None => {
+                if let Some(p) = pos.as_ref() {
+                    self.summary.gaps += 1;
+                    self.observer.event(&CaptureEvent::Gap {
+                        stream: p.stream.clone(),
+                        record: None,
+                        reason: format!(
+                            "the primary's replication history changed (id {} is now {replid}, after a restart without persistence or a failover): capture continues in a new stream from base snapshot {}",
+                            p.replid,
+                            id.short()
+                        ),
+                    });
+                }
+            }
+        }
+        *pos = Some(Position {
+            stream,
+            identity: replid.to_owned(),
+            replid: replid.to_owned(),
+            next,
+            previous: None,
+            continues_snapshot: Some(id.to_hex()),
+            stored_time: DateTime::from_timestamp_millis(time_ms),
+        });
+        self.summary.stream = self.repo.capture_stream(STREAM_KIND, replid);
+        self.started(pos, format!("base snapshot {}", id.short()));
+        Ok(())
+    }
+
+    /// Reads the command stream, storing slices, until cancelled or the
+    /// connection fails.
+    async fn stream(&mut self, conn: &mut RawConn, pos: &mut Position) -> Result<()> {
+        self.summary.stream.clone_from(&pos.stream);
+        self.summary.next = Some(offset_position(pos.next));
+        let mut slice = Slice::default();
+        // Bytes received and not yet parsed into whole commands.
+        let mut pending: Vec<u8> = Vec::new();
+        // Offset after the last whole command read.
+        let mut read_end = pos.next - 1;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = slice
+                .started
+                .map(|s| s + self.opts.slice_time)
+                .filter(|_| !slice.is_empty());
+            let read = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    if !slice.is_empty() {
+                        self.store(pos, &mut slice).await?;
+                        ack(conn, pos).await?;
+                    }
+                    return Ok(());
+                }
+                _ = tick.tick() => {
+                    ack(conn, pos).await?;
+                    self.lag(pos, &slice);
+                    if let Some(l) = self.lease.as_ref() {
+                        l.renew().await?;
+                    }
+                    continue;
+                }
+                () = sleep_until(deadline) => None,
+                r = conn.io.fill_buf() => Some(r.map(<[u8]>::to_vec)),
+            };
+            if let Some(r) = read {
+                let data = r.map_err(|e| Error::Source {
+                    message: format!("reading the replication stream from {}: {e}", conn.addr),
+                    cause: None,
+                    retryable: true,
+                })?;
+                if data.is_empty() {
+                    return Err(Error::Source {
+                        message: format!(
+                            "Redis at {} closed the replication connection",
+                            conn.addr
+                        ),
+                        cause: None,
+                        retryable: true,
+                    });
+                }
+                conn.io.consume(data.len());
+                pending.extend_from_slice(&data);
+                let now = Utc::now();
+                let mut at = 0;
+                let mut getack = false;
+                while let Some(c) = parse_command(&pending[at..]).map_err(|e| Error::Source {
+                    message: format!(
+                        "the replication stream from {} is not a command stream at offset {}: {e}",
+                        conn.addr,
+                        read_end + 1
+                    ),
+                    cause: None,
+                    retryable: true,
+                })? {
+                    let bytes = &pending[at..at + c.len];
+                    read_end += c.len as u64;
+                    let name = &bytes[c.args[0].clone()];
+                    if name.eq_ignore_ascii_case(b"REPLCONF")
+                        && c.args
+                            .get(1)
+                            .is_some_and(|a| bytes[a.clone()].eq_ignore_ascii_case(b"GETACK"))
+                    {
+                        getack = true;
+                    }
+                    slice.add(bytes, read_end, now);
+                    at += c.len;
+                }
+                pending.drain(..at);
+                if slice.due(self.opts) {
+                    self.store(pos, &mut slice).await?;
+                }
+                if getack {
+                    ack(conn, pos).await?;
+                }
+            } else if slice.due(self.opts) {
+                self.store(pos, &mut slice).await?;
+            }
+        }
+    }
+
+    fn lag(&self, pos: &Position, slice: &Slice) {
+        let seconds = slice.time_first.map_or(0.0, |t| {
+            ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+        });
+        self.observer.event(&CaptureEvent::Lag {
+            seconds,
+            source_newest: slice.time_last.or(pos.stored_time),
+            stored_newest: pos.stored_time,
+        });
+    }
+
+    /// Stores the slice and starts the next one.
+    async fn store(&mut self, pos: &mut Position, slice: &mut Slice) -> Result<()> {
+        let last = slice.end + 1;
+        let info = PieceInfo {
+            stream: pos.stream.clone(),
+            kind: STREAM_KIND.to_owned(),
+            source: self.descriptor(),
+            identity: pos.identity.clone(),
+            first: offset_position(pos.next),
+            last: offset_position(last),
+            time_first: slice.time_first,
+            time_last: slice.time_last,
+            details: serde_json::json!({
+                "commands": slice.commands,
+                "replid": pos.replid,
+                "previous": pos.previous.as_ref().map(CaptureName::file_name),
+                "continues_snapshot": pos.continues_snapshot,
+            }),
+        };
+        if let Some(l) = self.lease.as_ref() {
+            l.renew().await?;
+        }
+        let mut wait = Duration::from_secs(1);
+        let name = loop {
+            match self
+                .repo
+                .put_capture(info.clone(), &slice.buf, self.opts.lock_wait)
+                .await
+            {
+                Ok(n) => break n,
+                Err(e @ Error::Locked(_)) => {
+                    self.observer.event(&CaptureEvent::Warning(format!(
+                        "storing a slice of the replication stream waits for a repository lock: {e}"
+                    )));
+                }
+                Err(e) if e.is_retryable() && wait < Duration::from_secs(60) => {
+                    self.observer.event(&CaptureEvent::Reconnecting {
+                        error: format!(
+                            "storing a slice of the replication stream: {}",
+                            backup_core::error::report(&e)
+                        ),
+                        after: wait,
+                    });
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let bytes = (slice.buf.len() - FRAME_HEADER * slice.commands as usize) as u64;
+        self.summary.slices += 1;
+        self.summary.entries += slice.commands;
+        self.summary.bytes += bytes;
+        self.observer.event(&CaptureEvent::Stored(StoredPiece {
+            name: name.clone(),
+            entries: slice.commands,
+            bytes,
+            time_first: slice.time_first,
+            time_last: slice.time_last,
+        }));
+        pos.next = last;
+        pos.previous = Some(name);
+        pos.continues_snapshot = None;
+        pos.stored_time = slice.time_last.or(pos.stored_time);
+        self.summary.next = Some(offset_position(last));
+        *slice = Slice::default();
+        Ok(())
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells the primary what is stored: `REPLCONF ACK <offset>`.
+async fn ack(conn: &mut RawConn, pos: &Position) -> Result<()> {
+    let offset = (pos.next - 1).to_string();
+    conn.send(&[b"REPLCONF", b"ACK", offset.as_bytes()]).await
+}
+
+/// The follower's end of a base transfer.
+struct ChannelSink(async_channel::Sender<std::result::Result<Bytes, String>>);
+
+impl ChunkSink for ChannelSink {
+    async fn send(&mut self, b: Bytes) -> std::result::Result<(), String> {
+        self.0
+            .send(Ok(b))
+            .await
+            .map_err(|_| "the base snapshot stopped reading the RDB".to_owned())
+    }
+}
+
+/// One command of a stored piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framed<'a> {
+    /// The replication offset after it.
+    pub(crate) end: u64,
+    /// When it arrived (ms since the epoch).
+    pub(crate) time_ms: i64,
+    /// The command as the primary sent it.
+    pub(crate) command: &'a [u8],
+}
+
+/// Reads the commands of a piece (`REPOSITORY_FORMAT.md` §21.3).
+///
+/// # Errors
+///
+/// A truncated record, or one whose offset does not follow from the one
+/// before it (`what` names the piece).
+pub(crate) fn frames<'a>(
+    bytes: &'a [u8],
+    what: &str,
+) -> impl Iterator<Item = Result<Framed<'a>>> + 'a {
+    let what = what.to_owned();
+    let mut at = 0usize;
+    let mut prev: Option<u64> = None;
+    std::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let bad = |why: String| {
+            Some(Err(Error::corrupt(
+                backup_core::FileKind::Capture,
+                &what,
+                why,
+            )))
+        };
+        let Some(head) = bytes.get(at..at + FRAME_HEADER) else {
+            at = bytes.len();
+            return bad(format!("a truncated command record at byte {at}"));
+        };
+        let le8 = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&head[r]);
+            b
+        };
+        let end = u64::from_le_bytes(le8(0..8));
+        let time_ms = i64::from_le_bytes(le8(8..16));
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&head[16..20]);
+        let len = u32::from_le_bytes(l) as usize;
+        let Some(command) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
+            at = bytes.len();
+            return bad("a command record longer than the piece".to_owned());
+        };
+        if let Some(p) = prev {
+            if p.checked_add(len as u64) != Some(end) {
+                at = bytes.len();
+                return bad(format!(
+                    "a command ending at offset {end} follows one ending at {p} with {len} bytes"
+                ));
+            }
+        }
+        prev = Some(end);
+        at += FRAME_HEADER + len;
+        Some(Ok(Framed {
+            end,
+            time_ms,
+            command,
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::resp::encode;
+
+    #[test]
+    fn frames_read_back_what_slices_hold() {
+        let mut s = Slice::default();
+        let t = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        let mut a = Vec::new();
+        encode(&mut a, &[b"SET", b"k", b"v"]);
+        let mut b = Vec::new();
+        encode(&mut b, &[b"PING"]);
+        s.add(&a, 100 + a.len() as u64, t);
+        s.add(&b, 100 + (a.len() + b.len()) as u64, t);
+        let got: Vec<Framed> = frames(&s.buf, "p").collect::<Result<_>>().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].command, &a[..]);
+        assert_eq!(got[1].end, 100 + (a.len() + b.len()) as u64);
+        assert_eq!(got[1].time_ms, 1_700_000_000_123);
+        // A record whose offset does not follow is refused, and so is a
+        // truncated one.
+        let mut bad = s.buf.clone();
+        bad[FRAME_HEADER + a.len()] ^= 1;
+        assert!(frames(&bad, "p").any(|r| r.is_err()));
+        assert!(frames(&s.buf[..s.buf.len() - 1], "p").any(|r| r.is_err()));
+    }
+}
