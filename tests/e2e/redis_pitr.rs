@@ -211,11 +211,12 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
             at_kill();
         }
         n += 1;
-        let k = |p: &str, r: &mut Rng, m: u64| format!("{p}:{}", r.below(m)).into_bytes();
+        let pick =
+            |prefix: &str, rng: &mut Rng, m: u64| format!("{prefix}:{}", rng.below(m)).into_bytes();
         let mut touched: Vec<Vec<u8>> = Vec::new();
         match rng.below(100) {
             0..=14 => {
-                let key = k("s", &mut rng, 60);
+                let key = pick("s", &mut rng, 60);
                 redis::cmd("SET")
                     .arg(&key)
                     .arg(format!("v{n}"))
@@ -226,7 +227,7 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
             15..=19 => {
                 // With an expiry: long (kept) or one second (gone by the
                 // time the restores are compared).
-                let key = k("s", &mut rng, 60);
+                let key = pick("s", &mut rng, 60);
                 let ex = if rng.below(4) == 0 {
                     1
                 } else {
@@ -242,12 +243,12 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
                 touched.push(key);
             }
             20..=31 => {
-                let key = k("c", &mut rng, 20);
+                let key = pick("c", &mut rng, 20);
                 redis::cmd("INCR").arg(&key).exec(&mut con).unwrap();
                 touched.push(key);
             }
             32..=43 => {
-                let key = k("h", &mut rng, 20);
+                let key = pick("h", &mut rng, 20);
                 redis::cmd("HSET")
                     .arg(&key)
                     .arg(format!("f{}", n % 7))
@@ -257,12 +258,12 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
                 touched.push(key);
             }
             44..=53 => {
-                let key = k("l", &mut rng, 15);
+                let key = pick("l", &mut rng, 15);
                 redis::cmd("LPUSH").arg(&key).arg(n).exec(&mut con).unwrap();
                 touched.push(key);
             }
             54..=63 => {
-                let key = k("z", &mut rng, 15);
+                let key = pick("z", &mut rng, 15);
                 redis::cmd("ZADD")
                     .arg(&key)
                     .arg(n % 11)
@@ -272,7 +273,7 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
                 touched.push(key);
             }
             64..=68 => {
-                let key = k("h", &mut rng, 20);
+                let key = pick("h", &mut rng, 20);
                 redis::cmd("EXPIRE")
                     .arg(&key)
                     .arg(7200 + rng.below(50))
@@ -281,7 +282,7 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
                 touched.push(key);
             }
             69..=74 => {
-                let key = [k("s", &mut rng, 60), k("l", &mut rng, 15)];
+                let key = [pick("s", &mut rng, 60), pick("l", &mut rng, 15)];
                 redis::cmd("DEL")
                     .arg(&key[0])
                     .arg(&key[1])
@@ -292,9 +293,9 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
             75..=84 => {
                 // A transaction over several types.
                 let (a, b, c) = (
-                    k("c", &mut rng, 20),
-                    k("l", &mut rng, 15),
-                    k("z", &mut rng, 15),
+                    pick("c", &mut rng, 20),
+                    pick("l", &mut rng, 15),
+                    pick("z", &mut rng, 15),
                 );
                 redis::pipe()
                     .atomic()
@@ -316,7 +317,7 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
                 // Database 1 (the stream SELECTs).
                 db = 1 - db;
                 redis::cmd("SELECT").arg(db).exec(&mut con).unwrap();
-                let key = k("d", &mut rng, 10);
+                let key = pick("d", &mut rng, 10);
                 redis::cmd("SADD")
                     .arg(&key)
                     .arg(format!("x{}", n % 17))
@@ -330,7 +331,7 @@ fn write(server: &RedisServer, mut at_kill: impl FnMut()) -> Log {
                     log.ops.push(Op::Flush(1));
                     continue;
                 }
-                let key = k("s", &mut rng, 60);
+                let key = pick("s", &mut rng, 60);
                 redis::cmd("PERSIST").arg(&key).exec(&mut con).unwrap();
                 touched.push(key);
             }
@@ -513,4 +514,138 @@ fn restores_to_times_and_an_offset_from_the_captured_stream() {
     );
     assert!(err.contains("after the newest captured change"), "{err}");
     assert_eq!(target.digest(), before);
+}
+
+/// Polls `backup pitr --json` until `done` holds for the Redis streams.
+fn wait_listed(
+    s: &Scratch,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = s.json(&["pitr", "--source", "redis"]);
+        let streams = list.as_array().unwrap().clone();
+        if done(&streams) {
+            return streams;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {list}\n{}",
+            std::fs::read_to_string(s.path("follow.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_lost_backlog_and_a_primary_restart_are_recorded_as_gaps() {
+    let mut source = RedisServer::builder()
+        .config("repl-backlog-size", "16kb")
+        .start();
+    let s = Scratch::new();
+    s.init();
+    let mut con = source.connection();
+    redis::cmd("SET").arg("a").arg(1).exec(&mut con).unwrap();
+    let follower = Follower::start(&s, &source.url());
+    wait_listed(&s, "no base snapshot", |st| st.len() == 1);
+    redis::cmd("SET").arg("b").arg(2).exec(&mut con).unwrap();
+    let stored = repl_offset(&mut con);
+    assert!(
+        stored > 0,
+        "the follower is attached, so writes are streamed"
+    );
+    wait_captured(&s, stored);
+    follower.stop();
+
+    // 100 KiB of writes while nobody follows: the 16 KiB backlog loses
+    // the stored end.
+    let lost_from = Utc::now();
+    let big = "x".repeat(1024);
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("big:{i}"))
+            .arg(&big)
+            .exec(&mut con)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let lost_at = Utc::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let follower = Follower::start(&s, &source.url());
+    wait_listed(&s, "no second base snapshot", |st| {
+        st.len() == 1 && st[0]["bases"].as_array().unwrap().len() == 2
+    });
+    redis::cmd("SET").arg("c").arg(3).exec(&mut con).unwrap();
+    let end = repl_offset(&mut con);
+    let streams = wait_listed(&s, "no gap for the lost backlog", |st| {
+        st.len() == 1
+            && st[0]["gaps"].as_array().unwrap().len() == 1
+            && st[0]["windows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["to"].as_str().and_then(|t| t.parse::<u64>().ok()) >= Some(end))
+    });
+    let gap = &streams[0]["gaps"][0];
+    assert!(gap["reason"].as_str().unwrap().contains("backlog"), "{gap}");
+    assert_eq!(
+        streams[0]["bases"].as_array().unwrap().len(),
+        2,
+        "{streams:?}"
+    );
+    assert_eq!(
+        streams[0]["windows"].as_array().unwrap().len(),
+        2,
+        "{streams:?}"
+    );
+    assert!(lost_from < lost_at);
+    // A time inside the gap is refused, naming the missing range.
+    let target = RedisServer::start();
+    let t = lost_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let err = s.fails(&["restore", "--at", &t, "--to", &target.url()], 2);
+    assert!(err.contains("missing"), "{err}");
+    assert_eq!(target.dbsize(0), 0);
+
+    // A crash of the primary without persistence: a new history, so a new
+    // stream from a new base, and a gap record ending the old one.
+    source.restart();
+    let mut con = source.connection();
+    redis::cmd("SET")
+        .arg("after-restart")
+        .arg(1)
+        .exec(&mut con)
+        .unwrap();
+    let streams = wait_listed(&s, "no new stream after the restart", |st| {
+        st.len() == 2
+            && st.iter().any(|x| {
+                x["gaps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g["reason"].as_str().unwrap().contains("history changed"))
+            })
+            && st.iter().any(|x| {
+                !x["windows"].as_array().unwrap().is_empty()
+                    && x["gaps"].as_array().unwrap().is_empty()
+            })
+    });
+    assert_eq!(streams.len(), 2);
+    // The new stream restores: to a time before a later write.
+    std::thread::sleep(Duration::from_millis(300));
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_millis(300));
+    redis::cmd("SET")
+        .arg("later")
+        .arg(1)
+        .exec(&mut con)
+        .unwrap();
+    wait_captured(&s, repl_offset(&mut con));
+    follower.stop();
+    s.ok(&["restore", "--at", &now, "--to", &target.url()]);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut target.connection())
+        .unwrap();
+    assert_eq!(keys, vec!["after-restart".to_owned()]);
 }

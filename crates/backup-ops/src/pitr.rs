@@ -1069,24 +1069,22 @@ fn until_by_time(s: &Stream, t: DateTime<Utc>) -> std::result::Result<String, St
         .filter(|(_, r)| r.gap.is_none() && r.time_last.is_some_and(|l| l >= t))
         .map(|(n, _)| &n.last)
         .min();
-    match reaching {
-        Some(last) => Ok(s.kind.prev(last)),
-        None => {
-            let newest = s
-                .records
-                .iter()
-                .filter(|(_, r)| r.gap.is_none())
-                .filter_map(|(_, r)| r.time_last)
-                .max();
-            Err(match newest {
-                Some(n) => format!(
-                    "it is after the newest captured change, which arrived at {}",
-                    n.format("%Y-%m-%dT%H:%M:%S%.3fZ")
-                ),
-                None => "nothing of this stream was captured yet".to_owned(),
-            })
-        }
+    if let Some(last) = reaching {
+        return Ok(s.kind.prev(last));
     }
+    let newest = s
+        .records
+        .iter()
+        .filter(|(_, r)| r.gap.is_none())
+        .filter_map(|(_, r)| r.time_last)
+        .max();
+    Err(match newest {
+        Some(n) => format!(
+            "it is after the newest captured change, which arrived at {} (a capture reaches a time once something arrives after it; an idle Redis primary sends a PING every 10 s)",
+            n.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ),
+        None => "nothing of this stream was captured yet".to_owned(),
+    })
 }
 
 /// The restorable points nearest `until`, as a sentence.

@@ -261,6 +261,34 @@ impl RedisServer {
             .collect()
     }
 
+    /// Kills the server (SIGKILL, as a crash) and starts it again on the
+    /// same port and configuration; without persistence it comes back
+    /// empty, with a new replication id.
+    ///
+    /// # Panics
+    ///
+    /// When it does not answer within 30 s.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new(redis_server_binary())
+            .arg(self.dir.path().join("redis.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("restarting redis-server: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the server answers `PING` (raw protocol, so that a server
     /// with a password counts as up).
     fn ping(&self) -> bool {

@@ -357,7 +357,7 @@ impl Follower<'_> {
                     .as_ref()
                     .map_or_else(|| "the base snapshot".to_owned(), |n| format!("piece {n}"))
             });
-            self.started(pos, p);
+            self.started(pos.as_ref(), p);
         } else if line.starts_with('-') {
             if line.contains("NOAUTH") {
                 return Err(self.url.noauth_error());
@@ -378,7 +378,7 @@ impl Follower<'_> {
         self.stream(&mut conn, p).await
     }
 
-    fn started(&self, pos: &Option<Position>, continues: String) {
+    fn started(&self, pos: Option<&Position>, continues: String) {
         if let Some(p) = pos {
             self.observer.event(&CaptureEvent::Started {
                 stream: p.stream.clone(),
@@ -473,15 +473,39 @@ impl Follower<'_> {
             Some(_) => {}
             None => {
                 if let Some(p) = pos.as_ref() {
+                    // The old stream ends here: a gap record says so in
+                    // its listing (its range is the one offset after its
+                    // end; nothing of that history follows).
+                    let reason = format!(
+                        "the primary's replication history changed (id {} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {}",
+                        p.replid,
+                        p.next - 1,
+                        id.short()
+                    );
+                    let info = PieceInfo {
+                        stream: p.stream.clone(),
+                        kind: STREAM_KIND.to_owned(),
+                        source: self.descriptor(),
+                        identity: p.identity.clone(),
+                        first: offset_position(p.next),
+                        last: offset_position(p.next + 1),
+                        time_first: p.stored_time,
+                        time_last: DateTime::from_timestamp_millis(time_ms),
+                        details: serde_json::json!({
+                            "replid": p.replid,
+                            "next_replid": replid,
+                            "previous": p.previous.as_ref().map(CaptureName::file_name),
+                        }),
+                    };
+                    let name = self
+                        .repo
+                        .put_capture_gap(info, &reason, self.opts.lock_wait)
+                        .await?;
                     self.summary.gaps += 1;
                     self.observer.event(&CaptureEvent::Gap {
                         stream: p.stream.clone(),
-                        record: None,
-                        reason: format!(
-                            "the primary's replication history changed (id {} is now {replid}, after a restart without persistence or a failover): capture continues in a new stream from base snapshot {}",
-                            p.replid,
-                            id.short()
-                        ),
+                        record: Some(name),
+                        reason,
                     });
                 }
             }
@@ -496,7 +520,7 @@ impl Follower<'_> {
             stored_time: DateTime::from_timestamp_millis(time_ms),
         });
         self.summary.stream = self.repo.capture_stream(STREAM_KIND, replid);
-        self.started(pos, format!("base snapshot {}", id.short()));
+        self.started(pos.as_ref(), format!("base snapshot {}", id.short()));
         Ok(())
     }
 

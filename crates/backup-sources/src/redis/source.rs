@@ -398,7 +398,7 @@ pub(crate) async fn announce(url: &RedisUrl, conn: &mut RawConn) -> Result<()> {
 /// The transfer header after `FULLRESYNC` (`$<length>` or `$EOF:<mark>`).
 pub(crate) fn transfer_header(url: &RedisUrl, line: &str) -> Result<Body> {
     if line.starts_with('-') {
-        return Err(refused(url, &line));
+        return Err(refused(url, line));
     }
     let Some(spec) = line.strip_prefix('$') else {
         return Err(Error::source_failed(format!(

@@ -263,6 +263,10 @@ impl Route<'_> {
     }
 }
 
+/// What the reply reader counted: replies, the first error messages,
+/// errors.
+type Replies = (u64, Vec<String>, u64);
+
 /// The connection the commands go to: a writer that batches, a task that
 /// reads every reply and keeps the errors.
 struct Sink {
@@ -271,7 +275,7 @@ struct Sink {
     buf: Vec<u8>,
     sent: u64,
     db: Option<u32>,
-    replies: tokio::task::JoinHandle<std::result::Result<(u64, Vec<String>, u64), String>>,
+    replies: tokio::task::JoinHandle<std::result::Result<Replies, String>>,
     counted: tokio::sync::watch::Sender<u64>,
 }
 
@@ -303,7 +307,7 @@ impl Sink {
                 }
                 let n = tokio::select! {
                     r = r.read(&mut chunk) => r.map_err(|e| e.to_string())?,
-                    _ = async {
+                    () = async {
                         let mut e = expect.clone();
                         let _ = e.wait_for(|n| got >= *n).await;
                     } => continue,
@@ -508,13 +512,14 @@ pub(super) async fn replay(
                     report.applied += 1;
                     continue;
                 }
-                b"SWAPDB" | b"MOVE" | b"COPY" if name != b"COPY" || has_db_option(&args) => {
-                    // Commands that name other databases: applied when
-                    // the selection is only a key filter.
-                    if route.dbs.is_some() || !route.renames.is_empty() {
-                        report.mixed += 1;
-                        continue;
-                    }
+                // Commands that name other databases: applied when the
+                // selection is only a key filter.
+                b"SWAPDB" | b"MOVE" | b"COPY"
+                    if (name != b"COPY" || has_db_option(&args))
+                        && (route.dbs.is_some() || !route.renames.is_empty()) =>
+                {
+                    report.mixed += 1;
+                    continue;
                 }
                 _ => {}
             }
