@@ -1,11 +1,12 @@
 //! `backup copy` keeps point-in-time windows (issue 31, "Copies keep
-//! their windows"): the captured WAL and oplog go with the snapshots, into
+//! their windows"): the captured WAL, oplog and Redis stream go with the snapshots, into
 //! a repository with its own key, incrementally; `backup pitr` on the copy
 //! lists the same windows and a restore to a point from the copy equals
 //! one from the original.
 
 use backup_testkit::mongo::MongoServer;
 use backup_testkit::postgres::PgCluster;
+use backup_testkit::redis::RedisServer;
 use mongodb::bson::{doc, Document};
 use mongodb::sync::Client;
 
@@ -151,5 +152,39 @@ fn mongodb_oplog_is_copied_with_its_base_and_restores_the_same() {
             .collect();
         ids.sort_unstable();
         assert_eq!(ids, expected, "restored from {}", repo.repo);
+    }
+}
+
+#[test]
+fn redis_stream_is_copied_with_its_base_and_restores_the_same() {
+    use crate::redis_pitr::{repl_offset, wait_captured, Follower};
+    let source = RedisServer::start();
+    let s = Scratch::new();
+    s.init();
+    let mut con = source.connection();
+    redis::cmd("SET").arg("n").arg(0).exec(&mut con).unwrap();
+    let follower = Follower::start(&s, &source.url());
+    wait_captured(&s, 0);
+    for _ in 0..30 {
+        redis::cmd("INCR").arg("n").exec(&mut con).unwrap();
+    }
+    let mid = repl_offset(&mut con);
+    for _ in 0..20 {
+        redis::cmd("INCR").arg("n").exec(&mut con).unwrap();
+    }
+    wait_captured(&s, repl_offset(&mut con));
+    follower.stop();
+
+    let d = destination(&s);
+    let out = copy_to(&s, &d);
+    assert!(out["captures"]["pieces"].as_u64().unwrap() > 0, "{out}");
+    let before = windows(&s);
+    assert!(!before.is_empty());
+    assert_eq!(windows(&d), before, "the copy lists the same windows");
+    for repo in [&s, &d] {
+        let target = RedisServer::start();
+        repo.ok(&["restore", "--at-offset", &mid.to_string(), "--to", &target.url()]);
+        let n: i64 = redis::cmd("GET").arg("n").query(&mut target.connection()).unwrap();
+        assert_eq!(n, 30, "restored from {}", repo.repo);
     }
 }

@@ -44,9 +44,9 @@ impl Observer {
         self.daemon.notify(
             &self.job,
             Event::CaptureStopped,
-            format!("{}: oplog capture stopped", self.job.name),
+            format!("{}: capture stopped", self.job.name),
             format!(
-                "{error}\n{how} in {} s; changes made meanwhile stay in the oplog until it rolls over.",
+                "{error}\n{how} in {} s; changes made meanwhile stay in the oplog (MongoDB) or the replication backlog (Redis) until it rolls over; after that the capture records a gap.",
                 retry.as_secs()
             ),
         );
@@ -57,7 +57,7 @@ impl CaptureObserver for Observer {
     fn event(&self, e: &CaptureEvent) {
         match e {
             CaptureEvent::Started { stream, from, .. } => {
-                tracing::info!(job = %self.job.name, stream = %stream, from = %from, "Oplog capture started.");
+                tracing::info!(job = %self.job.name, stream = %stream, from = %from, "Capture started.");
                 self.stopped_noticed.store(false, Ordering::SeqCst);
                 self.update(|c| {
                     c.streaming = true;
@@ -74,12 +74,12 @@ impl CaptureObserver for Observer {
                 }
             }),
             CaptureEvent::Gap { stream, reason, .. } => {
-                tracing::error!(job = %self.job.name, stream = %stream, reason = %reason, "Gap in the captured oplog.");
+                tracing::error!(job = %self.job.name, stream = %stream, reason = %reason, "Gap in the captured changes.");
                 self.update(|c| c.gaps_total += 1);
                 self.daemon.notify(
                     &self.job,
                     Event::CaptureGap,
-                    format!("{}: gap in the captured oplog", self.job.name),
+                    format!("{}: gap in the captured changes", self.job.name),
                     format!(
                         "{reason}\nRestores into the gap are refused until a new base backup is taken after it."
                     ),
@@ -101,12 +101,12 @@ impl CaptureObserver for Observer {
                 });
                 if alert {
                     let limit = limit.unwrap_or_default();
-                    tracing::warn!(job = %self.job.name, lag = seconds, limit, "Oplog capture is behind.");
+                    tracing::warn!(job = %self.job.name, lag = seconds, limit, "Capture is behind.");
                     self.daemon.notify(
                         &self.job,
                         Event::CaptureLag,
                         format!(
-                            "{}: oplog capture is {seconds:.0} s behind (max_oplog_lag {limit:.0} s)",
+                            "{}: capture is {seconds:.0} s behind (max_oplog_lag {limit:.0} s)",
                             self.job.name
                         ),
                         "Changes newer than the lag cannot be restored yet; check the repository's write speed and the follower's connection.".to_owned(),
@@ -114,7 +114,7 @@ impl CaptureObserver for Observer {
                 }
             }
             CaptureEvent::Reconnecting { error, after } => {
-                tracing::warn!(job = %self.job.name, error = %error, retry_in = ?after, "Oplog capture reconnects.");
+                tracing::warn!(job = %self.job.name, error = %error, retry_in = ?after, "Capture reconnects.");
                 self.update(|c| {
                     c.streaming = false;
                     c.restarts_total += 1;
@@ -141,7 +141,12 @@ impl Daemon {
     pub(super) async fn oplog_loop(self: Arc<Self>, job: Job, generation: CancellationToken) {
         self.status.update(&job.name, |s| {
             s.capture = Some(CaptureState {
-                kind: "mongodb-oplog".to_owned(),
+                kind: if job.source.starts_with("redis") {
+                    "redis-stream"
+                } else {
+                    "mongodb-oplog"
+                }
+                .to_owned(),
                 ..CaptureState::default()
             });
         });
@@ -166,7 +171,7 @@ impl Daemon {
             .await;
             if generation.is_cancelled() {
                 observer.update(|c| c.streaming = false);
-                tracing::info!(job = %job.name, "Oplog capture stopped for shutdown or reload.");
+                tracing::info!(job = %job.name, "Capture stopped for shutdown or reload.");
                 break;
             }
             let error = match result {
@@ -182,7 +187,7 @@ impl Daemon {
                         // Another daemon (or a foreground follower) holds
                         // the stream: not a failure; try again when its
                         // lease may have expired.
-                        tracing::info!(job = %job.name, holder = %text, "Oplog capture is held by another follower; waiting.");
+                        tracing::info!(job = %job.name, holder = %text, "Capture is held by another follower; waiting.");
                         tokio::select! {
                             () = generation.cancelled() => break,
                             () = tokio::time::sleep(Duration::from_secs(60)) => continue,
@@ -191,7 +196,7 @@ impl Daemon {
                     text
                 }
             };
-            tracing::error!(job = %job.name, error = %error, retry_in = ?wait, "Oplog capture stopped.");
+            tracing::error!(job = %job.name, error = %error, retry_in = ?wait, "Capture stopped.");
             observer.update(|c| c.restarts_total += 1);
             observer.stopped(&error, wait, "It restarts");
             tokio::select! {

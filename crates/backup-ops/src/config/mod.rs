@@ -367,6 +367,31 @@ schedule = "*/2 * * * * *"
     }
 
     #[test]
+    fn continuous_capture_is_for_mongodb_and_redis_jobs() {
+        let with = |source: &str, line: &str| {
+            format!("{MINIMAL}{line}\n").replace("/srv/data", source)
+        };
+        for (source, line) in [
+            ("redis://127.0.0.1:6379", "capture = \"continuous\""),
+            ("mongodb://127.0.0.1/", "capture = \"continuous\""),
+            ("mongodb://127.0.0.1/", "oplog = \"continuous\""),
+        ] {
+            let c = Config::parse(&with(source, line), "t.toml").unwrap();
+            assert!(c.job("files").unwrap().oplog_continuous, "{source} {line}");
+        }
+        for (source, line, says) in [
+            ("/srv/data", "capture = \"continuous\"", "this one is files"),
+            ("redis://127.0.0.1:6379", "oplog = \"continuous\"", "Redis source (capture)"),
+            ("redis://127.0.0.1:6379", "capture = \"sometimes\"", "the only mode"),
+        ] {
+            let e = Config::parse(&with(source, line), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{source} {line}: {e}");
+        }
+    }
+
+    #[test]
     fn wal_capture_is_for_physical_jobs_and_streams_by_default() {
         let physical = MINIMAL.replace("/srv/data", "postgres://repl@db/?mode=physical");
         let c = Config::parse(&physical, "t.toml").unwrap();
