@@ -183,8 +183,17 @@ fn redis_stream_is_copied_with_its_base_and_restores_the_same() {
     assert_eq!(windows(&d), before, "the copy lists the same windows");
     for repo in [&s, &d] {
         let target = RedisServer::start();
-        repo.ok(&["restore", "--at-offset", &mid.to_string(), "--to", &target.url()]);
-        let n: i64 = redis::cmd("GET").arg("n").query(&mut target.connection()).unwrap();
+        repo.ok(&[
+            "restore",
+            "--at-offset",
+            &mid.to_string(),
+            "--to",
+            &target.url(),
+        ]);
+        let n: i64 = redis::cmd("GET")
+            .arg("n")
+            .query(&mut target.connection())
+            .unwrap();
         assert_eq!(n, 30, "restored from {}", repo.repo);
     }
 }

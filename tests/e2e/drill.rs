@@ -638,6 +638,68 @@ min = 201
     let _ = PASSWORD;
 }
 
+/// A Redis job with a captured stream: `point = "random"` restores the
+/// base and replays the stream to a random time of the window, into a
+/// scratch database kept for inspection; the counter there is what the
+/// writer had acknowledged by that time.
+#[test]
+fn redis_pitr_drill_replays_to_a_random_point_of_the_window() {
+    use crate::redis_pitr::{repl_offset, wait_captured, Follower};
+    let r = RedisServer::start();
+    let s = Scratch::new();
+    s.init();
+    let cfg = drill_config(
+        &s,
+        &format!(
+            r#"
+[jobs.cache]
+repository = "main"
+source = "{url}"
+schedule = "0 3 * * *"
+capture = "continuous"
+
+[jobs.cache.drill]
+target = "{url}/7"
+point = "random"
+
+[[jobs.cache.drill.checks]]
+type = "redis_key"
+key = "n"
+"#,
+            url = r.url()
+        ),
+    );
+    let cfg_s = cfg.to_str().unwrap();
+    let mut con = r.connection();
+    let _: () = redis::cmd("SET").arg("n").arg(0).query(&mut con).unwrap();
+    let follower = Follower::start_with(&s, &r.url(), &["--job", "cache"]);
+    wait_captured(&s, 0);
+    // INCRs over three seconds, each with the time it was acknowledged.
+    let mut acked = Vec::new();
+    for _ in 0..60 {
+        let _: i64 = redis::cmd("INCR").arg("n").query(&mut con).unwrap();
+        acked.push(chrono::Utc::now());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_captured(&s, repl_offset(&mut con));
+    follower.stop();
+
+    let v = drill_json(&s, &["--config", cfg_s, "cache", "--keep"], 0);
+    let rec = record(&v);
+    assert_eq!(rec["ok"], true, "{v}");
+    assert_eq!(rec["point_kind"], "random-point-in-window", "{rec}");
+    let at = chrono::DateTime::parse_from_rfc3339(rec["point"].as_str().unwrap()).unwrap();
+    let before = acked.iter().filter(|t| **t <= at).count() as i64;
+    let _: () = redis::cmd("SELECT").arg(7).query(&mut con).unwrap();
+    let n: i64 = redis::cmd("GET").arg("n").query(&mut con).unwrap();
+    // A command arrives at the follower within moments of its
+    // acknowledgement, on either side of it.
+    assert!(
+        (before - 1..=before + 1).contains(&n),
+        "at {at}: n = {n}, {before} INCRs acknowledged by then"
+    );
+}
+
 /// A point-in-time drill (`point = "random"`): the newest base backup is
 /// replayed, with the WAL `backup wal receive` captured, to a random time
 /// of the restorable window; the copy holds exactly the marker rows

@@ -39,8 +39,13 @@ pub(crate) struct Follower(Child);
 
 impl Follower {
     pub(crate) fn start(s: &Scratch, url: &str) -> Self {
+        Self::start_with(s, url, &[])
+    }
+
+    pub(crate) fn start_with(s: &Scratch, url: &str, extra: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_backup"))
             .args(["redis", "follow", url, "--slice-time", "200ms"])
+            .args(extra)
             .env("BACKUP_REPOSITORY", &s.repo)
             .env("BACKUP_PASSWORD", crate::util::PASSWORD)
             .env("HOME", s.dir.path())

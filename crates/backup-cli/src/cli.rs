@@ -267,6 +267,10 @@ pub(crate) struct RedisFollowArgs {
     /// Tag the base snapshots the follower takes; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     pub(crate) tags: Vec<String>,
+    /// Record the base snapshots as this job's (so its drills, reports and
+    /// retention count them), as backupd's follower of the job does.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
 }
 
 #[derive(Debug, Args)]

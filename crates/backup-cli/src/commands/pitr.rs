@@ -15,7 +15,9 @@ use crate::context::{usage, Ctx};
 
 pub(crate) async fn oplog(ctx: &Ctx, c: OplogCommand) -> Result<u8> {
     match c {
-        OplogCommand::Follow(a) => follow(ctx, a, CaptureKind::MongodbOplog, Vec::new()).await,
+        OplogCommand::Follow(a) => {
+            follow(ctx, a, CaptureKind::MongodbOplog, Vec::new(), None).await
+        }
     }
 }
 
@@ -27,13 +29,14 @@ pub(crate) async fn redis(ctx: &Ctx, c: RedisCommand) -> Result<u8> {
                 slice_time,
                 slice_size,
                 tags,
+                job,
             } = a;
             let args = FollowArgs {
                 source,
                 slice_time,
                 slice_size,
             };
-            follow(ctx, args, CaptureKind::RedisStream, tags).await
+            follow(ctx, args, CaptureKind::RedisStream, tags, job).await
         }
     }
 }
@@ -121,7 +124,13 @@ impl CaptureObserver for Printer {
     }
 }
 
-async fn follow(ctx: &Ctx, a: FollowArgs, kind: CaptureKind, tags: Vec<String>) -> Result<u8> {
+async fn follow(
+    ctx: &Ctx,
+    a: FollowArgs,
+    kind: CaptureKind,
+    tags: Vec<String>,
+    job: Option<String>,
+) -> Result<u8> {
     let slice_time = humantime::parse_duration(&a.slice_time)
         .or_else(|e| usage(format!("--slice-time `{}`: {e}", a.slice_time)))?;
     let spec = SourceSpec::plain(a.source.clone())?;
@@ -150,7 +159,7 @@ async fn follow(ctx: &Ctx, a: FollowArgs, kind: CaptureKind, tags: Vec<String>) 
     };
     let req = FollowRequest {
         tags,
-        job: None,
+        job,
         slice_time: Some(slice_time),
         slice_bytes: Some(usize::try_from(a.slice_size).unwrap_or(usize::MAX)),
         lock_wait: ctx.lock_wait(),

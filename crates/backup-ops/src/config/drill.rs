@@ -399,10 +399,11 @@ impl DrillConfig {
         match point.as_str() {
             "latest" => {}
             "random" | "canary" if (kind == Kind::Postgres && physical) || kind == Kind::Mongodb => {}
+            "random" if kind == Kind::Redis => {}
             "random" | "canary" => {
                 return Err(ConfigError::invalid(
                     &key("point"),
-                    format!("`{point}` needs a physical PostgreSQL job (mode=physical) whose WAL is captured, or a MongoDB job whose oplog is captured: it replays the newest base to a time of the restorable window"),
+                    format!("`{point}` needs a physical PostgreSQL job (mode=physical) whose WAL is captured, or a MongoDB job whose oplog is captured (or, for `random`, a Redis job whose stream is captured): it replays the newest base to a time of the restorable window"),
                 ))
             }
             other => {

@@ -368,9 +368,8 @@ schedule = "*/2 * * * * *"
 
     #[test]
     fn continuous_capture_is_for_mongodb_and_redis_jobs() {
-        let with = |source: &str, line: &str| {
-            format!("{MINIMAL}{line}\n").replace("/srv/data", source)
-        };
+        let with =
+            |source: &str, line: &str| format!("{MINIMAL}{line}\n").replace("/srv/data", source);
         for (source, line) in [
             ("redis://127.0.0.1:6379", "capture = \"continuous\""),
             ("mongodb://127.0.0.1/", "capture = \"continuous\""),
@@ -381,8 +380,16 @@ schedule = "*/2 * * * * *"
         }
         for (source, line, says) in [
             ("/srv/data", "capture = \"continuous\"", "this one is files"),
-            ("redis://127.0.0.1:6379", "oplog = \"continuous\"", "Redis source (capture)"),
-            ("redis://127.0.0.1:6379", "capture = \"sometimes\"", "the only mode"),
+            (
+                "redis://127.0.0.1:6379",
+                "oplog = \"continuous\"",
+                "Redis source (capture)",
+            ),
+            (
+                "redis://127.0.0.1:6379",
+                "capture = \"sometimes\"",
+                "the only mode",
+            ),
         ] {
             let e = Config::parse(&with(source, line), "t.toml")
                 .unwrap_err()

@@ -118,8 +118,11 @@ impl PointChooser for RandomPointInWindow {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        if newest_kind(repo, scope).await?.as_deref() == Some("mongodb") {
-            return oplog_random_point(repo, scope).await;
+        match newest_kind(repo, scope).await?.as_deref() {
+            Some(kind @ ("mongodb" | "redis")) => {
+                return stream_random_point(repo, scope, kind).await;
+            }
+            _ => {}
         }
         #[cfg(feature = "postgres")]
         {
@@ -156,26 +159,35 @@ async fn newest_kind(repo: &IndexedRepository, scope: &SnapshotFilter) -> Result
         .map(|s| s.snapshot.source.kind))
 }
 
-/// A random whole second of the newest restorable window of the MongoDB
-/// stream `scope` selects, planned by [`crate::pitr::plan`].
-async fn oplog_random_point(
+/// A random point of the newest restorable window of the MongoDB or Redis
+/// stream `scope` selects, planned by [`crate::pitr::plan`]: a whole
+/// second for MongoDB (a time target takes every entry of its second), a
+/// millisecond for Redis (times are the commands' arrival).
+async fn stream_random_point(
     repo: &IndexedRepository,
     scope: &SnapshotFilter,
+    kind: &str,
 ) -> Result<ChosenPoint> {
     let source = scope.source.as_deref();
     let listed = crate::pitr::windows(repo, source).await?;
     let window = listed
         .iter()
-        .filter(|s| s.kind == "mongodb")
+        .filter(|s| s.kind == kind)
         .filter_map(|s| s.windows.last())
         .filter_map(|w| Some((w.from_time?, w.to_time?)))
         .max_by_key(|(_, to)| *to)
         .ok_or_else(|| {
             Error::usage(format!(
-                "drill point `random` needs a restorable window, and {} has none: is the job's oplog capture running (oplog = \"continuous\"), and is there a base snapshot before it?",
+                "drill point `random` needs a restorable window, and {} has none: is the job's capture running (capture = \"continuous\"), and is there a base snapshot before it?",
                 source.unwrap_or("this repository")
             ))
         })?;
+    if kind == "redis" {
+        let span = (window.1 - window.0).num_milliseconds().max(0);
+        let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
+        let at = window.0 + chrono::Duration::milliseconds(offset);
+        return planned_point(repo, source, at).await;
+    }
     let (from, to) = (window.0.timestamp(), window.1.timestamp());
     // Seconds FROM..TO-1: the second of the window's end may be captured
     // only in part.
@@ -188,6 +200,15 @@ async fn oplog_random_point(
     })?;
     let offset = i64::try_from(random_u64() % (span + 1)).unwrap_or(0);
     let at = DateTime::from_timestamp(from + offset, 0).unwrap_or(window.0);
+    planned_point(repo, source, at).await
+}
+
+/// The base and replay of a restore to `at`, as a drill's point.
+async fn planned_point(
+    repo: &IndexedRepository,
+    source: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<ChosenPoint> {
     let opts = backup_core::target::RestoreOptions {
         at: Some(at),
         ..Default::default()
