@@ -12,7 +12,8 @@
 #       ratio of throughputs ours/peer                        target >= 0.8
 #   (c) peak RSS of the follower and of the restore (/usr/bin/time) < 300 MB
 #
-# Both restored servers are checked against the source with DEBUG DIGEST.
+# Ours is checked against the source with DEBUG DIGEST (expiry times
+# included: the stream carries them absolute); the peer by key count.
 #
 # Usage: benches/redis_pitr_compare.sh
 # Environment:
@@ -132,7 +133,8 @@ PEER=$PORT
 say "peer: redis-cli --pipe of the same commands into an empty server"
 time_run '%e' "$LOGS/time-peer" "$LOGS/peer.log" redis-cli -p "$PEER" --pipe <"$RESP" || die "peer replay failed"
 PEER_S=$(cat "$LOGS/time-peer")
-[ "$(redis-cli -p "$PEER" debug digest)" = "$SRC_DIGEST" ] || die "the peer's server differs from the source"
+# (Keys only: the commands' relative expiries make other absolute times.)
+[ "$(redis-cli -p "$PEER" dbsize)" = "$(redis-cli -p "$SRC" dbsize)" ] || die "the peer's server differs from the source"
 
 start_server ours
 OURS_PORT=$PORT
@@ -150,5 +152,5 @@ print("Redis point-in-time recovery, $NCMD commands (redis_gen.py seed $SEED), o
 print(f"  capture lag over $PIECES pieces: p50 $LAG_P50 s, p99 {lag99:.3f} s, max $LAG_MAX s   target p99 <= 1 s: {'ok' if lag99 <= 1 else 'MISSED'}")
 print(f"  replay throughput ours/redis-cli --pipe: {ratio:.2f} (ours {ours:.2f} s incl. base and planning, peer {peer:.2f} s)   target >= 0.8: {'ok' if ratio >= 0.8 else 'MISSED'}")
 print(f"  peak RSS: follower {$FOLLOW_RSS / 1024:.0f} MB, restore {$RESTORE_RSS / 1024:.0f} MB   target < 300 MB: {'ok' if rss < 300 else 'MISSED'}")
-print("  both restored servers match the source (DEBUG DIGEST)")
+print("  ours matches the source (DEBUG DIGEST), the peer has its key count")
 EOF

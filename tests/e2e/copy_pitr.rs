@@ -168,6 +168,14 @@ fn redis_stream_is_copied_with_its_base_and_restores_the_same() {
     for _ in 0..30 {
         redis::cmd("INCR").arg("n").exec(&mut con).unwrap();
     }
+    // A database the base has no key in: the replay fills it too.
+    let mut other = source.connection();
+    redis::cmd("SELECT").arg(3).exec(&mut other).unwrap();
+    redis::cmd("SET")
+        .arg("x")
+        .arg("in db 3")
+        .exec(&mut other)
+        .unwrap();
     let mid = repl_offset(&mut con);
     for _ in 0..20 {
         redis::cmd("INCR").arg("n").exec(&mut con).unwrap();
@@ -190,10 +198,11 @@ fn redis_stream_is_copied_with_its_base_and_restores_the_same() {
             "--to",
             &target.url(),
         ]);
-        let n: i64 = redis::cmd("GET")
-            .arg("n")
-            .query(&mut target.connection())
-            .unwrap();
+        let mut t = target.connection();
+        let n: i64 = redis::cmd("GET").arg("n").query(&mut t).unwrap();
         assert_eq!(n, 30, "restored from {}", repo.repo);
+        redis::cmd("SELECT").arg(3).exec(&mut t).unwrap();
+        let x: String = redis::cmd("GET").arg("x").query(&mut t).unwrap();
+        assert_eq!(x, "in db 3");
     }
 }

@@ -407,7 +407,10 @@ pub(super) async fn replay(
     };
     let until_ms = replay.until_time.map(|t| t.timestamp_millis());
     let route = Route {
-        dbs: plan.selection.dbs.as_deref(),
+        // The databases chosen for the snapshot (its URL's `/db`), not
+        // those its base happens to hold keys in: the stream may fill
+        // others.
+        dbs: plan.info.selected.as_deref(),
         renames: super::plan::renames(opts)?,
         keys: &plan.selection.keys,
     };
