@@ -654,3 +654,55 @@ fn a_lost_backlog_and_a_primary_restart_are_recorded_as_gaps() {
         .unwrap();
     assert_eq!(keys, vec!["after-restart".to_owned()]);
 }
+
+/// backupd with `capture = "continuous"` on a Redis job: the follower
+/// takes its base (recorded as the job's), streams, reports in the
+/// metrics, and stores what it read before the daemon exits.
+#[test]
+fn daemon_captures_the_replication_stream() {
+    use crate::daemon::{config, metric, Daemon};
+    let source = RedisServer::start();
+    let s = Scratch::new();
+    s.init();
+    let port = backup_testkit::free_port();
+    let job = format!(
+        "[jobs.cache]\nrepository = \"main\"\nsource = \"{}\"\nschedule = \"0 0 1 1 *\"\ncapture = \"continuous\"\n",
+        source.url()
+    );
+    let cfg = config(&s, "backupd.toml", port, &job, "");
+    let d = Daemon::start(&s, &cfg, port, "daemon.log");
+    let streaming = "backupd_capture_streaming{job=\"cache\",kind=\"redis-stream\"}";
+    d.wait_for("the follower to stream", Duration::from_secs(60), || {
+        metric(&d.metrics(), streaming) == Some(1.0)
+    });
+    let mut con = source.connection();
+    for i in 0..20 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
+    }
+    let end = repl_offset(&mut con);
+    let (code, _) = d.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(60));
+    assert_eq!(code, 0);
+    let listed = wait_captured(&s, end);
+    let base = listed[0]["bases"][0]["id"].as_str().unwrap().to_owned();
+    let snapshots = s.json(&["list"]);
+    let entry = snapshots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == base.as_str())
+        .unwrap_or_else(|| panic!("{base} not in {snapshots}"));
+    assert_eq!(entry["snapshot"]["job"], "cache", "{entry}");
+    let target = RedisServer::start();
+    s.ok(&[
+        "restore",
+        "--at-offset",
+        &end.to_string(),
+        "--to",
+        &target.url(),
+    ]);
+    assert_eq!(target.dbsize(0), 20);
+}
