@@ -198,11 +198,11 @@ fn redis_stream_is_copied_with_its_base_and_restores_the_same() {
             "--to",
             &target.url(),
         ]);
-        let mut t = target.connection();
-        let n: i64 = redis::cmd("GET").arg("n").query(&mut t).unwrap();
+        let mut restored = target.connection();
+        let n: i64 = redis::cmd("GET").arg("n").query(&mut restored).unwrap();
         assert_eq!(n, 30, "restored from {}", repo.repo);
-        redis::cmd("SELECT").arg(3).exec(&mut t).unwrap();
-        let x: String = redis::cmd("GET").arg("x").query(&mut t).unwrap();
+        redis::cmd("SELECT").arg(3).exec(&mut restored).unwrap();
+        let x: String = redis::cmd("GET").arg("x").query(&mut restored).unwrap();
         assert_eq!(x, "in db 3");
     }
 }

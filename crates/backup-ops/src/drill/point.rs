@@ -118,11 +118,8 @@ impl PointChooser for RandomPointInWindow {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        match newest_kind(repo, scope).await?.as_deref() {
-            Some(kind @ ("mongodb" | "redis")) => {
-                return stream_random_point(repo, scope, kind).await;
-            }
-            _ => {}
+        if let Some(kind @ ("mongodb" | "redis")) = newest_kind(repo, scope).await?.as_deref() {
+            return stream_random_point(repo, scope, kind).await;
         }
         #[cfg(feature = "postgres")]
         {
