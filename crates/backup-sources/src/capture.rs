@@ -304,8 +304,9 @@ impl CaptureKind {
             return match (&opts.at, &opts.point) {
                 (_, Some(RecoveryPoint::ReplOffset(o))) => Ok(Some(offset_position(*o))),
                 (_, Some(other)) => Err(Error::Config(format!(
-                    "{} does not apply to Redis; a Redis restore takes --at TIME or --at-offset N",
-                    point_flag(other)
+                    "{} is a {} target, not a Redis one; a Redis restore takes --at TIME or --at-offset N",
+                    point_flag(other),
+                    point_owner(other)
                 ))),
                 (_, None) => Ok(None),
             };
@@ -327,8 +328,9 @@ impl CaptureKind {
                 Some(RecoveryPoint::OplogTs { seconds, increment }),
             ) => Ok(Some(oplog_position(*seconds, *increment))),
             (CaptureKind::MongodbOplog, None, Some(other)) => Err(Error::Config(format!(
-                "{} does not apply to MongoDB; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
-                point_flag(other)
+                "{} is a {} target, not a MongoDB one; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
+                point_flag(other),
+                point_owner(other)
             ))),
             (CaptureKind::MongodbOplog | CaptureKind::RedisStream, _, _) => Ok(None),
         }
@@ -375,6 +377,18 @@ pub fn point_flag(point: &RecoveryPoint) -> &'static str {
         RecoveryPoint::Immediate => "--immediate",
         RecoveryPoint::OplogTs { .. } => "--at-ts",
         RecoveryPoint::ReplOffset(_) => "--at-offset",
+    }
+}
+
+/// The kind of source whose restores take `point`, for messages.
+pub fn point_owner(point: &RecoveryPoint) -> &'static str {
+    match point {
+        RecoveryPoint::Lsn(_)
+        | RecoveryPoint::Xid(_)
+        | RecoveryPoint::Name(_)
+        | RecoveryPoint::Immediate => "PostgreSQL",
+        RecoveryPoint::OplogTs { .. } => "MongoDB",
+        RecoveryPoint::ReplOffset(_) => "Redis",
     }
 }
 

@@ -157,8 +157,9 @@ impl Target for MongoTarget {
             .filter(|p| !matches!(p, RecoveryPoint::OplogTs { .. }))
         {
             return Err(Error::Config(format!(
-                "{} does not apply to MongoDB; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
-                crate::capture::point_flag(p)
+                "{} is a {} target, not a MongoDB one; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
+                crate::capture::point_flag(p),
+                crate::capture::point_owner(p)
             )));
         }
         if opts.target_action.is_some() || opts.timeline.is_some() {

@@ -856,8 +856,9 @@ pub(crate) fn check_physical_options(opts: &RestoreOptions) -> Result<()> {
     }
     if let Some(p @ (RecoveryPoint::OplogTs { .. } | RecoveryPoint::ReplOffset(_))) = &opts.point {
         return Err(Error::Config(format!(
-            "{} does not apply to PostgreSQL; give --at, --at-lsn, --at-xid, --at-name or --immediate",
-            crate::capture::point_flag(p)
+            "{} is a {} target, not a PostgreSQL one; give --at, --at-lsn, --at-xid, --at-name or --immediate",
+            crate::capture::point_flag(p),
+                crate::capture::point_owner(p)
         )));
     }
     if !opts.is_point_in_time() && (opts.target_action.is_some() || opts.timeline.is_some()) {

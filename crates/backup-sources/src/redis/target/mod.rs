@@ -345,8 +345,9 @@ impl Target for RedisTarget {
             .filter(|p| !matches!(p, RecoveryPoint::ReplOffset(_)))
         {
             return Err(Error::Config(format!(
-                "{} does not apply to Redis; a Redis restore takes --at TIME or --at-offset N",
-                crate::capture::point_flag(p)
+                "{} is a {} target, not a Redis one; a Redis restore takes --at TIME or --at-offset N",
+                crate::capture::point_flag(p),
+                crate::capture::point_owner(p)
             )));
         }
         if opts.target_action.is_some() || opts.timeline.is_some() {
