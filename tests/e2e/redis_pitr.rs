@@ -487,9 +487,24 @@ fn restores_to_times_and_an_offset_from_the_captured_stream() {
             );
         }
     }
+    // A dry run says what it would replay, and changes nothing.
+    let before = target.digest();
+    let (_, _, offset) = log.pauses[1];
+    let out = s.ok(&[
+        "restore",
+        "--at-offset",
+        &offset.to_string(),
+        "--to",
+        &target_url,
+        "--dry-run",
+    ]);
+    assert!(
+        out.contains("would replay") && out.contains(&format!("up to replication offset {offset}")),
+        "{out}"
+    );
+    assert_eq!(target.digest(), before);
     // In the future and past the end of the capture: refused, and the
     // target keeps what it holds.
-    let before = target.digest();
     let future = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let err = s.fails(
         &[

@@ -299,6 +299,11 @@ fn dry_run_report(
         mode: plan.info.mode(),
         databases,
         functions: found.totals.functions,
+        replay: opts.replay.as_ref().map(|r| report::PlannedReplay {
+            pieces: r.pieces.len(),
+            until_offset: crate::capture::position_offset(&r.until).unwrap_or_default(),
+            until_time: r.until_time,
+        }),
         warnings,
     }
 }

@@ -35,8 +35,21 @@ pub(super) struct DryRunReport {
     pub(super) mode: &'static str,
     pub(super) databases: BTreeMap<String, PlannedDb>,
     pub(super) functions: u64,
+    /// The captured stream a point-in-time restore would replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) replay: Option<PlannedReplay>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) warnings: Vec<String>,
+}
+
+/// What a point-in-time restore would replay after the keys.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct PlannedReplay {
+    pub(super) pieces: usize,
+    /// The last offset applied, at most.
+    pub(super) until_offset: u64,
+    /// Only commands that arrived by then (`--at TIME`).
+    pub(super) until_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a restore would do in one database.
@@ -80,6 +93,19 @@ impl DryRunReport {
                     }
                 )
             })
+            .chain(self.replay.as_ref().map(|r| {
+                format!(
+                    "then would replay {} pieces of the captured stream, up to replication offset {}{}",
+                    r.pieces,
+                    r.until_offset,
+                    r.until_time
+                        .map(|t| format!(
+                            ", the commands that arrived by {}",
+                            t.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                        ))
+                        .unwrap_or_default()
+                )
+            }))
             .chain(self.warnings.iter().map(|w| format!("warning: {w}")))
             .collect()
     }
