@@ -2,7 +2,7 @@
 //! until the copy was usable (RTO), how old the restored point was (RPO),
 //! and what its checks found.
 //!
-//! A record is a metadata file under `drills/` (`REPOSITORY_FORMAT.md` §21),
+//! A record is a metadata file under `drills/` (`REPOSITORY_FORMAT.md` §22),
 //! sealed and named by its hash like a snapshot manifest, written once when
 //! the drill ends (also when it failed). Prune, copy and repair leave
 //! `drills/` alone; `forget` does not remove drill records of forgotten

@@ -1,6 +1,7 @@
-//! Retrying an operation with exponential backoff: the one retry loop of
-//! the workspace, used by the storage retry layer, the daemon's job runs
-//! and notification delivery.
+//! Retrying an operation with exponential backoff, used by the storage
+//! retry layer, the daemon's job runs and notification delivery. (The
+//! capture followers and the daemon's capture loops still restart with
+//! backoff loops of their own: issue 31 moves them here.)
 //!
 //! Whether an error is worth another attempt is the caller's
 //! classification; for [`crate::Error`] it is always
