@@ -254,7 +254,7 @@ pub(crate) enum RedisCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct RedisFollowArgs {
-    /// The server: redis://[USER:PASSWORD@]HOST:PORT (no /DB: every
+    /// The server: `redis://[USER:PASSWORD@]HOST:PORT` (no /DB: every
     /// database is captured).
     #[arg(value_name = "SOURCE")]
     pub(crate) source: String,
