@@ -346,6 +346,22 @@ impl Repository {
         Ok(record)
     }
 
+    /// The pieces `names` in order, each record loaded and its bytes read
+    /// ([`Repository::read_capture`]), two pieces ahead of the consumer:
+    /// what a replay reads.
+    pub fn read_pieces(
+        &self,
+        names: Vec<CaptureName>,
+    ) -> impl futures::Stream<Item = Result<(CaptureName, Vec<u8>)>> + Send + '_ {
+        stream::iter(names)
+            .map(move |name| async move {
+                let record = self.load_capture(&name).await?;
+                let bytes = self.read_capture(&record).await?;
+                Ok((name, bytes))
+            })
+            .buffered(2)
+    }
+
     /// The bytes of a piece, every blob authenticated and checked against
     /// its keyed hash, the whole against the record's SHA-256.
     ///

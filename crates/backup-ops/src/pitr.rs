@@ -1198,6 +1198,19 @@ pub struct FollowResult {
     pub next: Option<String>,
 }
 
+impl From<backup_sources::capture::FollowSummary> for FollowResult {
+    fn from(s: backup_sources::capture::FollowSummary) -> Self {
+        FollowResult {
+            stream: s.stream,
+            pieces: s.slices,
+            entries: s.entries,
+            bytes: s.bytes,
+            gaps: s.gaps,
+            next: s.next,
+        }
+    }
+}
+
 /// Follows the change stream of `source` into `repo` until `cancel` fires
 /// or an error that does not pass; events go to `observer`.
 ///
@@ -1224,14 +1237,7 @@ pub async fn follow(
             };
             let s =
                 backup_sources::mongo::follow(repo, source.url(), &opts, observer, cancel).await?;
-            Ok(FollowResult {
-                stream: s.stream,
-                pieces: s.slices,
-                entries: s.entries,
-                bytes: s.bytes,
-                gaps: s.gaps,
-                next: s.next,
-            })
+            Ok(s.into())
         }
         #[cfg(feature = "redis")]
         backup_sources::Kind::Redis => {
@@ -1257,14 +1263,7 @@ pub async fn follow(
                 cancel,
             )
             .await?;
-            Ok(FollowResult {
-                stream: s.stream,
-                pieces: s.slices,
-                entries: s.entries,
-                bytes: s.bytes,
-                gaps: s.gaps,
-                next: s.next,
-            })
+            Ok(s.into())
         }
         other => Err(Error::usage(format!(
             "{other} sources have no change stream to follow: capture follows a MongoDB replica set's oplog or a Redis primary's replication stream"

@@ -37,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{info_field, server_info, Mode, RawConn, RedisUrl};
 use super::resp::parse_command;
-use super::source::{announce, copy_body, transfer_header, ChunkSink, Fed, RedisSource};
+use super::source::{Fed, RedisSource};
+use super::transfer::{announce, copy_body, transfer_header, ChunkSink};
 use crate::capture::{
     offset_position, position_offset, CaptureEvent, CaptureObserver, FollowOptions, FollowSummary,
     StoredPiece,
@@ -437,78 +438,32 @@ impl Follower<'_> {
         })?;
         self.summary.bases += 1;
         let next = offset + 1;
-        let same = pos.as_ref().filter(|p| p.identity == replid);
-        match same {
-            Some(p) if p.next < next => {
+        let arrived = DateTime::from_timestamp_millis(time_ms);
+        match pos.as_ref() {
+            Some(p) if p.identity == replid && p.next < next => {
                 let reason = format!(
                     "the primary's backlog no longer held offset {} (it continued from a full resynchronisation at {offset}): the writes in between were not captured; base snapshot {} starts the stream again",
                     p.next,
                     id.short()
                 );
-                let info = PieceInfo {
-                    stream: p.stream.clone(),
-                    kind: STREAM_KIND.to_owned(),
-                    source: self.descriptor(),
-                    identity: p.identity.clone(),
-                    first: offset_position(p.next),
-                    last: offset_position(next),
-                    time_first: p.stored_time,
-                    time_last: DateTime::from_timestamp_millis(time_ms),
-                    details: serde_json::json!({
-                        "replid": replid,
-                        "previous": p.previous.as_ref().map(CaptureName::file_name),
-                    }),
-                };
-                let name = self
-                    .repo
-                    .put_capture_gap(info, &reason, self.opts.lock_wait)
+                let details = serde_json::json!({"replid": replid});
+                self.record_gap(p, next, arrived, reason, details).await?;
+            }
+            Some(p) if p.identity != replid => {
+                // The old stream ends here: a gap record says so in its
+                // listing (its range is the one offset after its end;
+                // nothing of that history follows).
+                let reason = format!(
+                    "the primary's replication history changed (id {} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {}",
+                    p.replid,
+                    p.next - 1,
+                    id.short()
+                );
+                let details = serde_json::json!({"replid": p.replid, "next_replid": replid});
+                self.record_gap(p, p.next + 1, arrived, reason, details)
                     .await?;
-                self.summary.gaps += 1;
-                self.observer.event(&CaptureEvent::Gap {
-                    stream: p.stream.clone(),
-                    record: Some(name),
-                    reason,
-                });
             }
-            Some(_) => {}
-            None => {
-                if let Some(p) = pos.as_ref() {
-                    // The old stream ends here: a gap record says so in
-                    // its listing (its range is the one offset after its
-                    // end; nothing of that history follows).
-                    let reason = format!(
-                        "the primary's replication history changed (id {} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {}",
-                        p.replid,
-                        p.next - 1,
-                        id.short()
-                    );
-                    let info = PieceInfo {
-                        stream: p.stream.clone(),
-                        kind: STREAM_KIND.to_owned(),
-                        source: self.descriptor(),
-                        identity: p.identity.clone(),
-                        first: offset_position(p.next),
-                        last: offset_position(p.next + 1),
-                        time_first: p.stored_time,
-                        time_last: DateTime::from_timestamp_millis(time_ms),
-                        details: serde_json::json!({
-                            "replid": p.replid,
-                            "next_replid": replid,
-                            "previous": p.previous.as_ref().map(CaptureName::file_name),
-                        }),
-                    };
-                    let name = self
-                        .repo
-                        .put_capture_gap(info, &reason, self.opts.lock_wait)
-                        .await?;
-                    self.summary.gaps += 1;
-                    self.observer.event(&CaptureEvent::Gap {
-                        stream: p.stream.clone(),
-                        record: Some(name),
-                        reason,
-                    });
-                }
-            }
+            _ => {}
         }
         *pos = Some(Position {
             stream,
@@ -521,6 +476,40 @@ impl Follower<'_> {
         });
         self.summary.stream = self.repo.capture_stream(STREAM_KIND, replid);
         self.started(pos.as_ref(), format!("base snapshot {}", id.short()));
+        Ok(())
+    }
+
+    /// Records that `p`'s stream lacks `[p.next, until)`, and why.
+    async fn record_gap(
+        &mut self,
+        p: &Position,
+        until: u64,
+        time_last: Option<DateTime<Utc>>,
+        reason: String,
+        mut details: serde_json::Value,
+    ) -> Result<()> {
+        details["previous"] = p.previous.as_ref().map(CaptureName::file_name).into();
+        let info = PieceInfo {
+            stream: p.stream.clone(),
+            kind: STREAM_KIND.to_owned(),
+            source: self.descriptor(),
+            identity: p.identity.clone(),
+            first: offset_position(p.next),
+            last: offset_position(until),
+            time_first: p.stored_time,
+            time_last,
+            details,
+        };
+        let name = self
+            .repo
+            .put_capture_gap(info, &reason, self.opts.lock_wait)
+            .await?;
+        self.summary.gaps += 1;
+        self.observer.event(&CaptureEvent::Gap {
+            stream: p.stream.clone(),
+            record: Some(name),
+            reason,
+        });
         Ok(())
     }
 

@@ -54,6 +54,7 @@ mod records;
 mod resp;
 mod source;
 mod target;
+mod transfer;
 
 pub use conn::{Mode, RedisUrl};
 pub use follow::{follow, BaseStore, SLICE_TIME, STREAM_KIND};

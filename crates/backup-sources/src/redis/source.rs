@@ -14,7 +14,6 @@ use backup_core::{Error, Result};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use redis::aio::MultiplexedConnection;
-use tokio::io::AsyncBufReadExt;
 
 use super::conn::{info_field, server_info};
 use super::conn::{Mode, RawConn, RedisUrl};
@@ -22,6 +21,7 @@ use super::glob::KeyFilter;
 use super::keyfile::FrameWriter;
 use super::manifest::{KEYS_STREAM, RDB_STREAM};
 use super::rdb::{self, Event, Parser, RdbError};
+use super::transfer::{announce, copy_body, refused, transfer_header, Body, ChunkSink};
 use crate::{RedisOptions, Selection};
 
 /// Keys asked for per `SCAN` call and dumped per pipeline.
@@ -30,19 +30,8 @@ const SCAN_COUNT: usize = 1000;
 const DUMPS_IN_FLIGHT: usize = 4;
 /// Chunks queued between the network and the pipeline (and the parser).
 const QUEUE: usize = 16;
-/// Size of the end marker of a diskless transfer.
-const EOF_MARK: usize = 40;
 
 type Outcome = Arc<Mutex<Option<Result<serde_json::Value>>>>;
-
-/// How the master sends the RDB.
-pub(crate) enum Body {
-    /// `$<length>`: a file it wrote to its disk.
-    Len(u64),
-    /// `$EOF:<mark>`: streamed from a forked child (diskless), ending with
-    /// the 40-byte mark.
-    Eof([u8; EOF_MARK]),
-}
 
 /// The replication connection after the handshake, positioned at the
 /// first RDB byte.
@@ -330,13 +319,6 @@ pub(crate) fn keyspace(info: &str) -> BTreeMap<u32, u64> {
     out
 }
 
-fn refused(url: &RedisUrl, reply: &str) -> Error {
-    Error::source_failed(format!(
-        "Redis at {} refused replication ({reply}); on managed services that disable SYNC/PSYNC use key mode: `backup create --mode keys` (or ?mode=keys in the URL)",
-        url.address()
-    ))
-}
-
 /// Replication handshake: announce the capabilities of `redis-cli --rdb`
 /// (diskless transfers, RDB only), ask for a full resynchronisation, and
 /// read up to the first byte of the RDB.
@@ -375,54 +357,6 @@ async fn start_sync(url: &RedisUrl) -> Result<Sync> {
         offset,
         time_ms,
     })
-}
-
-/// Announces what a replica of ours can take: diskless transfers (`EOF`)
-/// and `PSYNC` version 2.
-pub(crate) async fn announce(url: &RedisUrl, conn: &mut RawConn) -> Result<()> {
-    conn.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
-        .await?;
-    let reply = conn.line().await?;
-    if reply.starts_with('-') {
-        if reply.contains("NOAUTH") {
-            return Err(url.noauth_error());
-        }
-        if reply.contains("NOPERM") || reply.contains("unknown command") {
-            return Err(refused(url, &reply));
-        }
-        tracing::warn!(reply = %reply, "Server refused REPLCONF capa; continuing without it.");
-    }
-    Ok(())
-}
-
-/// The transfer header after `FULLRESYNC` (`$<length>` or `$EOF:<mark>`).
-pub(crate) fn transfer_header(url: &RedisUrl, line: &str) -> Result<Body> {
-    if line.starts_with('-') {
-        return Err(refused(url, line));
-    }
-    let Some(spec) = line.strip_prefix('$') else {
-        return Err(Error::source_failed(format!(
-            "Redis at {}: unexpected reply to PSYNC: {line:.80}",
-            url.address()
-        )));
-    };
-    let body = if let Some(mark) = spec.strip_prefix("EOF:") {
-        let mark: [u8; EOF_MARK] = mark.as_bytes().try_into().map_err(|_| {
-            Error::source_failed(format!(
-                "Redis at {}: bad end marker in the transfer header",
-                url.address()
-            ))
-        })?;
-        Body::Eof(mark)
-    } else {
-        Body::Len(spec.trim().parse().map_err(|_| {
-            Error::source_failed(format!(
-                "Redis at {}: bad RDB length in the transfer header: {spec:.40}",
-                url.address()
-            ))
-        })?)
-    };
-    Ok(body)
 }
 
 /// Feeds a blocking reader from a channel of chunks.
@@ -658,22 +592,6 @@ fn rdb_reader(input: RdbInput, outcome: Outcome, base: serde_json::Value) -> Asy
     Box::new(tokio_util::io::StreamReader::new(Box::pin(rx)))
 }
 
-impl Body {
-    /// `disk` or `diskless`, as the manifest says.
-    pub(crate) fn transfer(&self) -> &'static str {
-        match self {
-            Body::Len(_) => "disk",
-            Body::Eof(_) => "diskless",
-        }
-    }
-}
-
-/// Where [`copy_body`] puts the RDB's chunks.
-pub(crate) trait ChunkSink {
-    /// Takes one chunk; an `Err` stops the copy with that message.
-    async fn send(&mut self, b: Bytes) -> std::result::Result<(), String>;
-}
-
 /// The pipeline and the parser of a backup.
 struct Fan<'a> {
     tx: &'a async_channel::Sender<std::io::Result<Bytes>>,
@@ -691,85 +609,6 @@ impl ChunkSink for Fan<'_> {
             .await
             .map_err(|_| "the backup stopped reading the RDB".to_owned())
     }
-}
-
-/// Copies the RDB body to `sink`; returns its size. It reads no byte past
-/// the RDB's end, so a connection that goes on with the command stream
-/// (a capture follower's) is left right at its first command.
-pub(crate) async fn copy_body(
-    conn: &mut RawConn,
-    body: Body,
-    sink: &mut impl ChunkSink,
-) -> std::result::Result<u64, String> {
-    let addr = conn.addr.clone();
-    let mut total = 0u64;
-    match body {
-        Body::Len(n) => {
-            let mut left = n;
-            while left > 0 {
-                let buf = conn
-                    .io
-                    .fill_buf()
-                    .await
-                    .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
-                if buf.is_empty() {
-                    return Err(format!(
-                        "Redis at {addr} closed the connection after {total} of {n} RDB bytes"
-                    ));
-                }
-                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let b = Bytes::copy_from_slice(&buf[..take]);
-                conn.io.consume(take);
-                left -= take as u64;
-                total += take as u64;
-                sink.send(b).await?;
-            }
-        }
-        Body::Eof(mark) => {
-            let mut pending: Vec<u8> = Vec::with_capacity(EOF_MARK);
-            loop {
-                let buf = conn
-                    .io
-                    .fill_buf()
-                    .await
-                    .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
-                if buf.is_empty() {
-                    return Err(format!(
-                        "Redis at {addr} closed the connection after {total} RDB bytes, before the end marker"
-                    ));
-                }
-                let mut data = Vec::with_capacity(pending.len() + buf.len());
-                data.extend_from_slice(&pending);
-                data.extend_from_slice(buf);
-                let n = buf.len();
-                // The mark ends the RDB; what follows it (a follower's
-                // command stream) stays unread.
-                if let Some(at) = find(&data, &mark) {
-                    let used = at + EOF_MARK - pending.len();
-                    conn.io.consume(used);
-                    data.truncate(at);
-                    total += data.len() as u64;
-                    if !data.is_empty() {
-                        sink.send(Bytes::from(data)).await?;
-                    }
-                    break;
-                }
-                conn.io.consume(n);
-                let keep = data.len().min(EOF_MARK - 1);
-                pending = data.split_off(data.len() - keep);
-                total += data.len() as u64;
-                if !data.is_empty() {
-                    sink.send(Bytes::from(data)).await?;
-                }
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// Where `needle` first occurs in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
 }
 
 struct KeysJob {

@@ -757,16 +757,7 @@ pub(crate) async fn feed(
     };
     r.after_snapshot();
     let repo = snapshot.repository().clone();
-    let mut pieces = futures::stream::iter(replay.pieces.clone())
-        .map(|name| {
-            let repo = repo.clone();
-            async move {
-                let record = repo.load_capture(&name).await?;
-                let bytes = repo.read_capture(&record).await?;
-                Ok::<_, Error>((name, bytes))
-            }
-        })
-        .buffered(2);
+    let mut pieces = std::pin::pin!(repo.read_pieces(replay.pieces.clone()));
     'pieces: while let Some(piece) = pieces.next().await {
         let (name, bytes) = piece?;
         r.report.pieces += 1;

@@ -432,16 +432,7 @@ pub(super) async fn replay(
     let mut source_db = 0u32;
     let mut touched: BTreeSet<u32> = plan.map.values().copied().collect();
     let repo = snapshot.repository().clone();
-    let mut pieces = futures::stream::iter(replay.pieces.clone())
-        .map(|name| {
-            let repo = repo.clone();
-            async move {
-                let record = repo.load_capture(&name).await?;
-                let bytes = repo.read_capture(&record).await?;
-                Ok::<_, Error>((name, bytes))
-            }
-        })
-        .buffered(2);
+    let mut pieces = std::pin::pin!(repo.read_pieces(replay.pieces.clone()));
     'pieces: while let Some(piece) = pieces.next().await {
         let (name, bytes) = piece?;
         report.pieces += 1;
