@@ -10,6 +10,8 @@ use backup_core::repo::Repository;
 use backup_core::retention::{apply, Decision, GroupBy, RetentionPolicy};
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::{FileKind, Id};
+use backup_sources::capture::registry::drivers;
+use backup_sources::capture::Inventory;
 use serde::Serialize;
 
 use crate::backup::job_snapshots;
@@ -206,17 +208,16 @@ async fn expired_captures(
     repo: &Repository,
     kept: &[SnapshotEntry],
 ) -> Result<Vec<(CaptureExpiry, Vec<CaptureName>)>> {
-    #[allow(unused_mut)]
+    let kept = Inventory::with_snapshots(repo, kept.to_vec()).await?;
     let mut out = Vec::new();
-    #[cfg(feature = "postgres")]
-    out.extend(backup_sources::postgres::physical::retention::expired(repo, kept).await?);
-    out.extend(crate::pitr::expired_oplog(repo, kept).await?);
+    for d in drivers() {
+        out.extend(d.expired(repo, &kept).await?);
+    }
     Ok(out)
 }
 
 /// Snapshots a `--keep-within` policy must keep beyond its own rule so
 /// that every point of the period stays restorable from captured changes.
-#[allow(clippy::unused_async)]
 async fn window_anchors(
     repo: &Repository,
     snapshots: &[SnapshotEntry],
@@ -226,13 +227,10 @@ async fn window_anchors(
     if let Some(within) = policy.within {
         let since = chrono::Utc::now()
             - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
-        #[cfg(feature = "postgres")]
-        out.extend(
-            backup_sources::postgres::physical::retention::anchors(repo, snapshots, since).await?,
-        );
-        out.extend(crate::pitr::oplog_anchors(snapshots, since));
+        for d in drivers() {
+            out.extend(d.anchors(repo, snapshots, since).await?);
+        }
     }
-    let _ = repo; // read by the kinds that need more than the manifests
     Ok(out)
 }
 

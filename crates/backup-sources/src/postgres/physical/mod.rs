@@ -54,6 +54,7 @@
 
 pub(crate) mod checksum;
 pub(crate) mod delta;
+pub mod driver;
 pub(crate) mod local;
 pub(crate) mod manifest;
 pub mod pitr;

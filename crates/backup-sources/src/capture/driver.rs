@@ -1,0 +1,67 @@
+//! The [`CaptureDriver`] trait: what the rest of the program needs of a
+//! kind of capture stream to answer "what can I restore to?" and "what
+//! may retention delete?". Each kind implements it in its own module;
+//! [`super::registry`] lists them.
+
+use backup_core::capture::{CaptureExpiry, CaptureName};
+use backup_core::repo::Repository;
+use backup_core::snapshot::SnapshotEntry;
+use backup_core::{Id, Result};
+use chrono::{DateTime, Utc};
+
+use super::window::{Inventory, SourceWindows};
+
+/// One kind of capture stream (PostgreSQL's WAL, MongoDB's oplog, Redis's
+/// replication stream).
+#[async_trait::async_trait]
+pub trait CaptureDriver: Send + Sync {
+    /// The kind of source it captures (`postgres`, `mongodb`, `redis`).
+    fn source_kind(&self) -> &'static str;
+
+    /// The kind of capture stream (`postgres-wal`, `mongodb-oplog`,
+    /// `redis-stream`), as capture records name it.
+    fn capture(&self) -> &'static str;
+
+    /// The streams of this kind whose source or base snapshots pass
+    /// `source` (a URL or kind, as `--source`; all when `None`): windows,
+    /// gaps and bases, from `inventory` (and what else the kind reads).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors reading what the kind needs beyond `inventory`.
+    async fn windows(
+        &self,
+        repo: &Repository,
+        inventory: &Inventory,
+        source: Option<&str>,
+    ) -> Result<Vec<SourceWindows>>;
+
+    /// The captured ranges no snapshot of `kept.snapshots` needs, per
+    /// stream: what they are and the records to delete. Streams without
+    /// a kept base keep everything (a mistaken `forget` must not also
+    /// lose the changes). Nothing is changed.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; an unreadable record.
+    async fn expired(
+        &self,
+        repo: &Repository,
+        kept: &Inventory,
+    ) -> Result<Vec<(CaptureExpiry, Vec<CaptureName>)>>;
+
+    /// The base snapshots among `snapshots` that a `--keep-within` period
+    /// reaching back to `since` needs beyond its own rule: per stream, the
+    /// newest base taken at or before `since` (restores to any later
+    /// point replay from it).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors reading what the kind needs beyond the manifests.
+    async fn anchors(
+        &self,
+        repo: &Repository,
+        snapshots: &[SnapshotEntry],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Id>>;
+}

@@ -1,0 +1,201 @@
+//! Continuous capture and point-in-time recovery: what every kind with a
+//! change stream (PostgreSQL's WAL, MongoDB's oplog, Redis's replication
+//! stream) shares.
+//!
+//! - [`CaptureObserver`] and [`CaptureEvent`]: what a follower reports
+//!   while it runs (pieces stored, gaps, lag, reconnections), for progress
+//!   lines, metrics and notifications.
+//! - [`CaptureDriver`] ([`driver`]): one per kind of stream. It lists the
+//!   restorable windows and gaps of the kind's streams, names the captured
+//!   ranges no kept base needs, and the base snapshots a `--keep-within`
+//!   period must keep. [`registry::drivers`] is the registry every
+//!   listing, retention run and drill goes through.
+//! - [`Window`], [`Gap`], [`Base`], [`SourceWindows`] ([`window`]): what a
+//!   listing holds, the same for every kind; [`Inventory`] is what it is
+//!   computed from (capture records and snapshots, read once).
+//! - [`CaptureKind`] ([`kind`]): the rules of the streams whose pieces are
+//!   named by position (oplog, Redis stream): the stream a snapshot
+//!   belongs to and where replay continues after it, how positions read
+//!   and which time they stand for, and how a restore's target becomes a
+//!   position. [`Stream`] ([`stream`]) builds their windows.
+//!
+//! Positions are the fixed-width upper-case hex strings of capture names
+//! (`REPOSITORY_FORMAT.md` §21), ordered as text.
+//!
+//! **Targets are inclusive** in every kind: a restore to a point applies
+//! every change at or before it.
+
+pub mod driver;
+pub mod kind;
+pub mod registry;
+pub mod stream;
+pub mod window;
+
+use std::time::Duration;
+
+use backup_core::capture::CaptureName;
+use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
+
+pub use driver::CaptureDriver;
+pub use kind::{
+    base_identities, offset_position, parse_oplog_ts, point_flag, point_owner, position_offset,
+    BasePoint, CaptureKind,
+};
+pub(crate) use kind::{oplog_parts, oplog_position};
+pub use stream::{Stream, StreamDriver};
+pub use window::{Base, Gap, Inventory, SourceWindows, Window};
+
+/// A piece a follower stored.
+#[derive(Debug, Clone)]
+pub struct StoredPiece {
+    /// Its record's name.
+    pub name: CaptureName,
+    /// Changes (oplog entries, WAL records) it holds.
+    pub entries: u64,
+    /// Bytes it holds.
+    pub bytes: u64,
+    /// Time of its oldest change, when known.
+    pub time_first: Option<DateTime<Utc>>,
+    /// Time of its newest change, when known.
+    pub time_last: Option<DateTime<Utc>>,
+}
+
+/// What a follower reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CaptureEvent {
+    /// Capture (re)started at `from` in `stream`.
+    Started {
+        /// The stream.
+        stream: String,
+        /// The source's identity (replica set, cluster).
+        identity: String,
+        /// The first position captured next.
+        from: String,
+        /// What `from` continues: the previous piece, a base snapshot, or
+        /// nothing (the server's newest change).
+        continues: String,
+    },
+    /// A piece was stored.
+    Stored(StoredPiece),
+    /// A range was lost (recorded as a gap record when it has positions)
+    /// or the source's identity changed.
+    Gap {
+        /// The stream.
+        stream: String,
+        /// The gap record, when one was written.
+        record: Option<CaptureName>,
+        /// Why.
+        reason: String,
+    },
+    /// How far the stored changes are behind the source, measured about
+    /// once a second.
+    Lag {
+        /// Seconds between the source's newest change and the newest
+        /// stored one (zero when everything is stored).
+        seconds: f64,
+        /// The source's newest change.
+        source_newest: Option<DateTime<Utc>>,
+        /// The newest stored change.
+        stored_newest: Option<DateTime<Utc>>,
+    },
+    /// The connection failed with an error that may pass; capture resumes
+    /// from the last stored position after `after`.
+    Reconnecting {
+        /// What failed.
+        error: String,
+        /// The wait before the next attempt.
+        after: Duration,
+    },
+    /// A warning worth showing (no base snapshot yet, a lease held by
+    /// another follower, ...).
+    Warning(String),
+}
+
+/// Receives a follower's events. Called from the follower's task: keep it
+/// quick (update counters, send on a channel).
+pub trait CaptureObserver: Send + Sync {
+    /// One event.
+    fn event(&self, event: &CaptureEvent);
+}
+
+impl<T: CaptureObserver + ?Sized> CaptureObserver for std::sync::Arc<T> {
+    fn event(&self, event: &CaptureEvent) {
+        (**self).event(event);
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl CaptureObserver for NoObserver {
+    fn event(&self, _: &CaptureEvent) {}
+}
+
+/// How a follower cuts and stores slices (pieces).
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// A slice is stored once its oldest change is this old (each kind
+    /// has its default and minimum).
+    pub slice_time: Duration,
+    /// ... or once it holds this many bytes (default 16 MiB).
+    pub slice_bytes: usize,
+    /// How long a store waits for a prune's exclusive lock before trying
+    /// again.
+    pub lock_wait: Duration,
+}
+
+impl FollowOptions {
+    /// The options with `slice_time` and the other defaults.
+    pub fn with_slice_time(slice_time: Duration) -> Self {
+        FollowOptions {
+            slice_time,
+            slice_bytes: 16 << 20,
+            lock_wait: Duration::from_secs(60),
+        }
+    }
+
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a slice time under `min_time` or a size under
+    /// 64 KiB or over 1 GiB.
+    pub fn check(&self, min_time: Duration) -> Result<()> {
+        if self.slice_time < min_time {
+            return Err(Error::Config(format!(
+                "slice time {:?} is under the minimum of {min_time:?}",
+                self.slice_time
+            )));
+        }
+        if !(64 << 10..=1 << 30).contains(&self.slice_bytes) {
+            return Err(Error::Config(format!(
+                "slice size {} bytes is outside 64KiB..1GiB",
+                self.slice_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a follower did before it stopped.
+#[derive(Debug, Clone, Default)]
+pub struct FollowSummary {
+    /// The stream (the last one, when the source's identity changed).
+    pub stream: String,
+    /// Slices stored.
+    pub slices: u64,
+    /// Changes stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Gaps recorded or reported.
+    pub gaps: u64,
+    /// Base snapshots taken by the follower (Redis, after a full
+    /// resynchronisation).
+    pub bases: u64,
+    /// The first position not stored yet.
+    pub next: Option<String>,
+}
