@@ -1,7 +1,9 @@
-//! Retrying an operation with exponential backoff, used by the storage
-//! retry layer, the daemon's job runs and notification delivery. (The
-//! capture followers and the daemon's capture loops still restart with
-//! backoff loops of their own: issue 31 moves them here.)
+//! Retrying an operation with exponential backoff: [`retry`] until one
+//! attempt succeeds (the storage retry layer, the daemon's job runs,
+//! notification delivery, storing a capture piece), and the waits for
+//! what should run until stopped and is started again when it fails
+//! ([`Restarts`]: the capture followers' reconnections, the daemon's
+//! capture loops).
 //!
 //! Whether an error is worth another attempt is the caller's
 //! classification; for [`crate::Error`] it is always
@@ -161,6 +163,83 @@ where
     }
 }
 
+/// A failed run, as [`Restarts::failed`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    /// Failures in a row, this one included: 1 is a new outage (the run
+    /// before had worked for the `healthy_after` of [`Restarts::new`], or
+    /// this is the first).
+    pub failures: u32,
+    /// The wait before the next start.
+    pub delay: Duration,
+}
+
+/// The restarts of something that should run until stopped and is
+/// started again when it fails (a capture follower's connection, the
+/// daemon's capture loops): each loop is
+///
+/// ```text
+/// loop {
+///     restarts.started();
+///     run ...; on success or cancellation, break
+///     let r = restarts.failed();      // report r.delay, notify on r.failures == 1
+///     if !Restarts::wait(r.delay, &cancel).await { break }
+/// }
+/// ```
+///
+/// Waits follow `policy`'s [`RetryPolicy::delay`] for the count of
+/// failures in a row; the count starts over when a failed run had lasted
+/// `healthy_after` or longer (it was working: this is a new outage).
+/// `policy.max_attempts` and `policy.max_elapsed` do not apply: the
+/// caller decides when to give up.
+#[derive(Debug, Clone)]
+pub struct Restarts {
+    policy: RetryPolicy,
+    healthy_after: Duration,
+    failures: u32,
+    started: Instant,
+}
+
+impl Restarts {
+    /// Restarts with `policy`'s delays, a run of `healthy_after` counting
+    /// as working.
+    pub fn new(policy: RetryPolicy, healthy_after: Duration) -> Self {
+        Restarts {
+            policy,
+            healthy_after,
+            failures: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// A run starts.
+    pub fn started(&mut self) {
+        self.started = Instant::now();
+    }
+
+    /// The run that started last failed: the count of failures in a row
+    /// and the wait before the next start.
+    pub fn failed(&mut self) -> Restart {
+        if self.started.elapsed() >= self.healthy_after {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        Restart {
+            failures: self.failures,
+            delay: self.policy.delay(self.failures),
+        }
+    }
+
+    /// Waits `delay`; `false` when `cancel` fired first (stop, do not
+    /// start again).
+    pub async fn wait(delay: Duration, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -267,5 +346,44 @@ mod tests {
         .unwrap_err();
         assert_eq!(r.attempts, 1);
         assert!(r.exhausted);
+    }
+
+    #[test]
+    fn restarts_double_and_start_over_after_a_healthy_run() {
+        let policy = RetryPolicy::default()
+            .with_backoff(
+                Duration::from_millis(100),
+                Duration::from_millis(400),
+                Duration::ZERO,
+            )
+            .with_jitter(false);
+        let mut r = Restarts::new(policy.clone(), Duration::from_secs(3600));
+        let seen: Vec<(u32, u128)> = (0..4)
+            .map(|_| {
+                r.started();
+                let f = r.failed();
+                (f.failures, f.delay.as_millis())
+            })
+            .collect();
+        assert_eq!(seen, [(1, 100), (2, 200), (3, 400), (4, 400)]);
+        let mut healthy = Restarts::new(policy, Duration::ZERO);
+        for _ in 0..3 {
+            healthy.started();
+            assert_eq!(
+                healthy.failed(),
+                Restart {
+                    failures: 1,
+                    delay: Duration::from_millis(100)
+                }
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn cancellation_ends_a_restart_wait() {
+        let token = CancellationToken::new();
+        token.cancel();
+        assert!(!Restarts::wait(Duration::from_secs(3600), &token).await);
+        assert!(Restarts::wait(Duration::ZERO, &CancellationToken::new()).await);
     }
 }

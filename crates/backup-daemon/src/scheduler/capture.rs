@@ -10,7 +10,9 @@ use backup_ops::wal::{ReceiveOptions, ReceiverEvent};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{report, Daemon};
+use backup_core::retry::Restarts;
+
+use super::{report, restarts, Daemon};
 use crate::state::CaptureState;
 
 /// A WAL position `X/Y` as a number.
@@ -25,7 +27,7 @@ fn lsn(text: &str) -> u64 {
 impl Daemon {
     /// Runs the job's WAL receiver until `generation` ends; a receiver that
     /// stops is started again after 1 s, doubling to 60 s while it keeps
-    /// failing.
+    /// failing (`core::retry::Restarts`).
     pub(super) async fn capture_loop(
         self: Arc<Self>,
         job: Job,
@@ -69,11 +71,10 @@ impl Daemon {
                 }
             })
         };
-        let mut backoff = Duration::from_secs(1);
-        let mut stopped_noticed = false;
-        while !generation.is_cancelled() {
+        let mut restarts = restarts(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            restarts.started();
             self.refresh_window(&job).await;
-            let started = std::time::Instant::now();
             let result = self.receive_once(&job, &wal, &generation).await;
             self.status.update(&job.name, |s| {
                 if let Some(c) = s.capture.as_mut() {
@@ -83,38 +84,30 @@ impl Daemon {
             if generation.is_cancelled() {
                 break;
             }
-            let why = match result {
-                Ok(()) => "the receiver ended".to_owned(),
-                Err(e) => e,
-            };
-            tracing::warn!(job = %job.name, error = %why, "The WAL receiver stopped; starting it again.");
+            let why = result
+                .err()
+                .unwrap_or_else(|| "the receiver ended".to_owned());
+            let restart = restarts.failed();
+            tracing::warn!(job = %job.name, error = %why, retry_in = ?restart.delay, "The WAL receiver stopped; starting it again.");
             self.status.update(&job.name, |s| {
                 if let Some(c) = s.capture.as_mut() {
                     c.restarts_total += 1;
                     c.last_error = Some(why.clone());
                 }
             });
-            // A receiver that ran a while and stopped is a new outage.
-            if started.elapsed() > Duration::from_secs(60) {
-                stopped_noticed = false;
-            }
-            if !stopped_noticed {
+            // Once per outage: a receiver that ran a while and stopped is
+            // a new one.
+            if restart.failures == 1 {
                 self.notify(
                     &job,
                     Event::CaptureStopped,
                     format!("WAL capture of job {} stopped", job.name),
                     format!("{why}\nbackupd starts it again with backoff; WAL written meanwhile stays in the replication slot."),
                 );
-                stopped_noticed = true;
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                backoff = Duration::from_secs(1);
+            if !Restarts::wait(restart.delay, &generation).await {
+                break;
             }
-            tokio::select! {
-                () = generation.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(60));
         }
         ticker.abort();
     }

@@ -17,7 +17,9 @@ use backup_ops::config::{Event, Job};
 use backup_ops::pitr::{follow, CaptureEvent, CaptureObserver, FollowRequest};
 use tokio_util::sync::CancellationToken;
 
-use super::{report, Daemon};
+use backup_core::retry::Restarts;
+
+use super::{report, restarts, Daemon};
 use crate::state::CaptureState;
 
 /// Routes a follower's events to the job's state and notifications.
@@ -135,9 +137,9 @@ impl CaptureObserver for Observer {
 }
 
 impl Daemon {
-    /// Runs the job's oplog follower until `generation` is cancelled
-    /// (shutdown, reload), restarting it with backoff (5 s doubling to
-    /// 5 min) when it stops with an error.
+    /// Runs the job's follower until `generation` is cancelled (shutdown,
+    /// reload), restarting it with backoff (5 s doubling to 5 min,
+    /// `core::retry::Restarts`) when it stops with an error.
     pub(super) async fn oplog_loop(self: Arc<Self>, job: Job, generation: CancellationToken) {
         self.status.update(&job.name, |s| {
             s.capture = Some(CaptureState {
@@ -155,8 +157,9 @@ impl Daemon {
             job: job.clone(),
             stopped_noticed: AtomicBool::new(false),
         };
-        let mut wait = Duration::from_secs(5);
+        let mut restarts = restarts(Duration::from_secs(5), Duration::from_secs(300));
         loop {
+            restarts.started();
             let result = async {
                 let repo = self.repo(&job.repository).await?;
                 let spec = job.source_spec()?;
@@ -170,40 +173,38 @@ impl Daemon {
             }
             .await;
             if generation.is_cancelled() {
-                observer.update(|c| c.streaming = false);
-                tracing::info!(job = %job.name, "Capture stopped for shutdown or reload.");
                 break;
             }
             let error = match result {
                 Ok(_) => "the follower ended".to_owned(),
                 Err(e) => {
-                    let locked = matches!(e.core(), Some(backup_core::Error::Locked(_)));
                     let text = report(&e);
                     observer.update(|c| {
                         c.streaming = false;
                         c.last_error = Some(text.clone());
                     });
-                    if locked {
+                    if matches!(e.core(), Some(backup_core::Error::Locked(_))) {
                         // Another daemon (or a foreground follower) holds
                         // the stream: not a failure; try again when its
                         // lease may have expired.
                         tracing::info!(job = %job.name, holder = %text, "Capture is held by another follower; waiting.");
-                        tokio::select! {
-                            () = generation.cancelled() => break,
-                            () = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                        if Restarts::wait(Duration::from_secs(60), &generation).await {
+                            continue;
                         }
+                        break;
                     }
                     text
                 }
             };
-            tracing::error!(job = %job.name, error = %error, retry_in = ?wait, "Capture stopped.");
+            let restart = restarts.failed();
+            tracing::error!(job = %job.name, error = %error, retry_in = ?restart.delay, "Capture stopped.");
             observer.update(|c| c.restarts_total += 1);
-            observer.stopped(&error, wait, "It restarts");
-            tokio::select! {
-                () = generation.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
+            observer.stopped(&error, restart.delay, "It restarts");
+            if !Restarts::wait(restart.delay, &generation).await {
+                break;
             }
-            wait = (wait * 2).min(Duration::from_secs(300));
         }
+        observer.update(|c| c.streaming = false);
+        tracing::info!(job = %job.name, "Capture stopped for shutdown or reload.");
     }
 }

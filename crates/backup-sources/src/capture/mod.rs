@@ -26,6 +26,8 @@
 //! every change at or before it.
 
 pub mod driver;
+#[cfg(any(feature = "mongodb", feature = "redis"))]
+pub(crate) mod follow;
 pub mod kind;
 pub mod registry;
 pub mod stream;

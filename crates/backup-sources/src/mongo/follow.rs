@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{Conn, Hello, Side};
 use super::{ReplicaSet, Ts};
+use crate::capture::follow::{reconnect, reconnects, store_piece};
 use crate::capture::{
     oplog_position, CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary,
     StoredPiece,
@@ -265,8 +266,9 @@ pub async fn follow(
     let mut summary = FollowSummary::default();
     let mut lease: Option<CaptureLease> = None;
     let mut followed: Option<ReplicaSet> = None;
-    let mut wait = Duration::from_secs(1);
+    let mut restarts = reconnects();
     let result = loop {
+        restarts.started();
         let attempt = run(
             repo,
             &conn,
@@ -280,18 +282,11 @@ pub async fn follow(
         .await;
         match attempt {
             Ok(()) => break Ok(()),
-            Err(e) if e.is_retryable() && !matches!(e, Error::Locked(_)) => {
-                observer.event(&CaptureEvent::Reconnecting {
-                    error: backup_core::error::report(&e),
-                    after: wait,
-                });
-                tokio::select! {
-                    () = cancel.cancelled() => break Ok(()),
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(60));
-            }
-            Err(e) => break Err(e),
+            Err(e) => match reconnect(&mut restarts, e, observer, cancel).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            },
         }
     };
     if let Some(l) = lease {
@@ -813,31 +808,15 @@ async fn store(
         }),
     };
     lease.renew().await?;
-    let mut wait = Duration::from_secs(1);
-    let name = loop {
-        match repo
-            .put_capture(info.clone(), &slice.buf, opts.lock_wait)
-            .await
-        {
-            Ok(n) => break n,
-            // A prune holds the repository: keep the slice and try again
-            // (the oplog keeps what arrives meanwhile).
-            Err(e @ Error::Locked(_)) => {
-                observer.event(&CaptureEvent::Warning(format!(
-                    "storing an oplog slice waits for a repository lock: {e}"
-                )));
-            }
-            Err(e) if e.is_retryable() && wait < Duration::from_secs(60) => {
-                observer.event(&CaptureEvent::Reconnecting {
-                    error: format!("storing an oplog slice: {}", backup_core::error::report(&e)),
-                    after: wait,
-                });
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let name = store_piece(
+        repo,
+        &info,
+        &slice.buf,
+        opts.lock_wait,
+        observer,
+        "an oplog slice",
+    )
+    .await?;
     summary.slices += 1;
     summary.entries += slice.entries;
     summary.bytes += slice.buf.len() as u64;

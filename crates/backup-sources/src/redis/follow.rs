@@ -39,6 +39,7 @@ use super::conn::{info_field, server_info, Mode, RawConn, RedisUrl};
 use super::resp::parse_command;
 use super::source::{Fed, RedisSource};
 use super::transfer::{announce, copy_body, transfer_header, ChunkSink};
+use crate::capture::follow::{reconnect, reconnects, store_piece};
 use crate::capture::{
     offset_position, position_offset, CaptureEvent, CaptureObserver, FollowOptions, FollowSummary,
     StoredPiece,
@@ -165,9 +166,10 @@ pub async fn follow(
     let mut summary = FollowSummary::default();
     let mut lease: Option<CaptureLease> = None;
     let mut pos: Option<Position> = None;
-    let mut wait = Duration::from_secs(1);
+    let mut restarts = reconnects();
     let result = loop {
-        let mut follower = Follower {
+        restarts.started();
+        let attempt = Follower {
             repo,
             url: &url,
             opts,
@@ -176,26 +178,16 @@ pub async fn follow(
             cancel,
             lease: &mut lease,
             summary: &mut summary,
-        };
-        let stored_before = follower.summary.slices;
-        let attempt = follower.run(&mut pos).await;
+        }
+        .run(&mut pos)
+        .await;
         match attempt {
             Ok(()) => break Ok(()),
-            Err(e) if e.is_retryable() && !matches!(e, Error::Locked(_)) => {
-                if summary.slices > stored_before {
-                    wait = Duration::from_secs(1);
-                }
-                observer.event(&CaptureEvent::Reconnecting {
-                    error: backup_core::error::report(&e),
-                    after: wait,
-                });
-                tokio::select! {
-                    () = cancel.cancelled() => break Ok(()),
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(60));
-            }
-            Err(e) => break Err(e),
+            Err(e) => match reconnect(&mut restarts, e, observer, cancel).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            },
         }
     };
     if let Some(l) = lease {
@@ -638,33 +630,15 @@ impl Follower<'_> {
         if let Some(l) = self.lease.as_ref() {
             l.renew().await?;
         }
-        let mut wait = Duration::from_secs(1);
-        let name = loop {
-            match self
-                .repo
-                .put_capture(info.clone(), &slice.buf, self.opts.lock_wait)
-                .await
-            {
-                Ok(n) => break n,
-                Err(e @ Error::Locked(_)) => {
-                    self.observer.event(&CaptureEvent::Warning(format!(
-                        "storing a slice of the replication stream waits for a repository lock: {e}"
-                    )));
-                }
-                Err(e) if e.is_retryable() && wait < Duration::from_secs(60) => {
-                    self.observer.event(&CaptureEvent::Reconnecting {
-                        error: format!(
-                            "storing a slice of the replication stream: {}",
-                            backup_core::error::report(&e)
-                        ),
-                        after: wait,
-                    });
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let name = store_piece(
+            self.repo,
+            &info,
+            &slice.buf,
+            self.opts.lock_wait,
+            self.observer,
+            "a slice of the replication stream",
+        )
+        .await?;
         let bytes = (slice.buf.len() - FRAME_HEADER * slice.commands as usize) as u64;
         self.summary.slices += 1;
         self.summary.entries += slice.commands;
