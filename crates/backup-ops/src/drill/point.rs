@@ -124,13 +124,26 @@ impl PointChooser for RandomPointInWindow {
         #[cfg(feature = "postgres")]
         {
             let window = physical_window(repo, scope).await?;
+            if window.end - window.start < chrono::Duration::seconds(2) {
+                return Err(Error::from(backup_core::Error::Config(format!(
+                    "the restorable window spans {} to {}, under two seconds: let WAL capture run longer",
+                    window.start.to_rfc3339(),
+                    window.end.max(window.start).to_rfc3339()
+                ))));
+            }
             let span = (window.end - window.start - chrono::Duration::seconds(1))
                 .num_milliseconds()
                 .max(0);
             let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
             let at = window.start + chrono::Duration::milliseconds(offset);
+            let base = window.base_for(at).ok_or_else(|| {
+                Error::from(backup_core::Error::not_found(format!(
+                    "a base backup that ended before {}",
+                    at.to_rfc3339()
+                )))
+            })?;
             Ok(ChosenPoint {
-                snapshot: window.base,
+                snapshot: base,
                 time: at,
                 at: Some(at),
                 point: None,
@@ -301,9 +314,9 @@ impl CanaryPoint {
         let needed = closed + chrono::Duration::milliseconds(500);
         loop {
             let window = physical_window(repo, scope).await?;
-            if window.end >= needed && window.start <= at {
+            if let Some(base) = window.base_for(at).filter(|_| window.end >= needed) {
                 return Ok(ChosenPoint {
-                    snapshot: window.base,
+                    snapshot: base,
                     time: at,
                     at: Some(at),
                     point: None,
@@ -402,20 +415,75 @@ pub(crate) fn canary_url(url: &str, database: Option<&str>) -> Result<(String, S
     Ok((with_path(url, &format!("/{}", escape(&db)))?, db))
 }
 
-/// The restorable window of the newest physical base backup among the
-/// snapshots `scope` selects, as the repository holds it now.
+/// A PostgreSQL cluster's newest restorable window, as its capture
+/// driver lists it, with the base backups inside that `scope` selects.
+#[cfg(feature = "postgres")]
+struct PhysicalWindow {
+    /// The end of the oldest selected base backup in it.
+    start: DateTime<Utc>,
+    /// When the last WAL of the window was captured.
+    end: DateTime<Utc>,
+    /// The selected base backups with the time each ended.
+    bases: Vec<(SnapshotEntry, DateTime<Utc>)>,
+}
+
+#[cfg(feature = "postgres")]
+impl PhysicalWindow {
+    /// The base backup a restore to `at` starts from: the newest that
+    /// ended at or before it.
+    fn base_for(&self, at: DateTime<Utc>) -> Option<SnapshotEntry> {
+        self.bases
+            .iter()
+            .filter(|(_, t)| *t <= at)
+            .max_by_key(|(e, t)| (*t, e.id))
+            .map(|(e, _)| e.clone())
+    }
+}
+
+/// The newest restorable window of the physical base backups `scope`
+/// selects, as the repository holds it now (`crate::pitr::windows`, the
+/// same listing as `backup pitr`).
 #[cfg(feature = "postgres")]
 async fn physical_window(
     repo: &IndexedRepository,
     scope: &SnapshotFilter,
-) -> Result<backup_sources::postgres::physical::pitr::RestorableWindow> {
-    use backup_sources::postgres::physical;
+) -> Result<PhysicalWindow> {
     let (all, _) = repo.snapshots().await?;
-    let bases: Vec<SnapshotEntry> = all
-        .into_iter()
-        .filter(|s| scope.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata))
-        .collect();
-    Ok(physical::pitr::restorable_window(repo, &bases).await?)
+    let listed = crate::pitr::windows(repo, scope.source.as_deref()).await?;
+    let mut best: Option<PhysicalWindow> = None;
+    let mut why = None;
+    for s in listed.iter().filter(|s| s.kind == "postgres") {
+        if let Some(note) = &s.note {
+            why.get_or_insert_with(|| note.clone());
+        }
+        for w in &s.windows {
+            let Some(end) = w.to_time else { continue };
+            let bases: Vec<(SnapshotEntry, DateTime<Utc>)> = s
+                .bases
+                .iter()
+                .filter(|b| w.bases.contains(&b.id))
+                .filter_map(|b| {
+                    let e = all
+                        .iter()
+                        .find(|e| e.id == b.id && scope.matches(&e.snapshot))?;
+                    Some((e.clone(), b.point_time.unwrap_or(b.taken)))
+                })
+                .collect();
+            let Some(start) = bases.iter().map(|(_, t)| *t).min() else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| end > b.end) {
+                best = Some(PhysicalWindow { start, end, bases });
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        // Not a usage error: the drill ran, and is recorded as failed.
+        Error::from(backup_core::Error::not_found(format!(
+            "a restorable window (a physical base backup with WAL captured after it){}",
+            why.map(|w| format!(": {w}")).unwrap_or_default()
+        )))
+    })
 }
 
 /// A random number from the standard library's randomly seeded hasher.
