@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{Conn, Hello, Side};
+use super::replset::{identify, oplog_edge};
 use super::{ReplicaSet, Ts};
 use crate::capture::follow::{reconnect, reconnects, store_piece};
 use crate::capture::{
@@ -47,51 +48,6 @@ pub const MIN_SLICE_TIME: Duration = Duration::from_secs(1);
 
 /// The default slice time.
 pub const SLICE_TIME: Duration = Duration::from_secs(10);
-
-/// The replica set a connection reaches, refusing what has no usable
-/// oplog: a standalone server (no oplog) and a `mongos` (one oplog per
-/// shard, not captured consistently).
-pub(crate) async fn identify(conn: &Conn, hello: &Hello) -> Result<ReplicaSet> {
-    let name = replica_set_name(hello, &conn.redacted)?;
-    Ok(ReplicaSet {
-        name,
-        id: replica_set_id(conn).await,
-    })
-}
-
-/// The replica set's name from `hello`, or why the server has no oplog to
-/// capture (`redacted` names it).
-fn replica_set_name(hello: &Hello, redacted: &str) -> Result<String> {
-    if hello.mongos {
-        return Err(Error::Config(format!(
-            "{redacted} is a mongos (sharded cluster): continuous oplog capture of sharded clusters is not supported yet, because the shards' oplogs would not be captured consistently with each other; capture each shard's replica set separately only if you can restore them independently"
-        )));
-    }
-    hello.set_name.clone().ok_or_else(|| {
-        Error::Config(format!(
-            "{redacted} is a standalone server: it has no oplog, so there is nothing to capture; run it as a replica set (a single member is enough: --replSet NAME, then rs.initiate())"
-        ))
-    })
-}
-
-/// `settings.replicaSetId` from `replSetGetConfig`, when the server has
-/// the command and lets this user run it.
-async fn replica_set_id(conn: &Conn) -> Option<String> {
-    let reply = conn
-        .client
-        .database("admin")
-        .run_command(doc! {"replSetGetConfig": 1})
-        .await
-        .ok()?;
-    reply
-        .get_document("config")
-        .ok()?
-        .get_document("settings")
-        .ok()?
-        .get_object_id("replicaSetId")
-        .ok()
-        .map(mongodb::bson::oid::ObjectId::to_hex)
-}
 
 /// Reads an entry's timestamp.
 fn entry_ts(doc: &RawDocumentBuf) -> Option<Ts> {
@@ -561,7 +517,7 @@ async fn resume(
         .max_by(|a, b| a.last.cmp(&b.last));
     let server_newest = match hello.last_write {
         Some(ts) => Ts::from(ts),
-        None => super::source::oplog_edge(conn, -1).await?,
+        None => oplog_edge(conn, -1).await?,
     };
     let (next, previous, continues_snapshot, continues) = if let Some(n) = newest {
         let next = Ts::from_position(&n.last).ok_or_else(|| {
@@ -640,7 +596,7 @@ async fn check_rollover(
     summary: &mut FollowSummary,
 ) -> Result<()> {
     let stored = pos.next.prev();
-    let oldest = super::source::oplog_edge(conn, 1).await?;
+    let oldest = oplog_edge(conn, 1).await?;
     if oldest <= stored || oldest == Ts::default() {
         return Ok(());
     }
@@ -869,35 +825,4 @@ async fn report_lag(
         stored_newest: pos.stored_time,
     });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello(set_name: Option<&str>, mongos: bool) -> Hello {
-        Hello {
-            set_name: set_name.map(str::to_owned),
-            mongos,
-            max_bson_size: 16 << 20,
-            max_message_size: 48 << 20,
-            max_batch: 100_000,
-            last_write: None,
-            last_write_date: None,
-        }
-    }
-
-    #[test]
-    fn refuses_servers_without_a_capturable_oplog() {
-        let url = "mongodb://db1:27017/";
-        let e = replica_set_name(&hello(None, true), url).unwrap_err();
-        assert!(matches!(e, Error::Config(_)));
-        assert!(e.to_string().contains("is a mongos"), "{e}");
-        let e = replica_set_name(&hello(None, false), url).unwrap_err();
-        assert!(e.to_string().contains("is a standalone server"), "{e}");
-        assert_eq!(
-            replica_set_name(&hello(Some("rs0"), false), url).unwrap(),
-            "rs0"
-        );
-    }
 }

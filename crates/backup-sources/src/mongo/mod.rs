@@ -40,6 +40,7 @@ pub(crate) mod conn;
 pub(crate) mod export;
 pub mod follow;
 mod oplog;
+mod replset;
 mod security;
 mod source;
 mod target;

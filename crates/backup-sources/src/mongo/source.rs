@@ -16,6 +16,7 @@ use mongodb::Cursor;
 use tokio::sync::watch;
 
 use super::conn::{Conn, Side};
+use super::replset::{identify, oplog_edge};
 use super::{
     security, tree_name, CollectionMeta, Metadata, NsFilter, OplogRange, ReplicaSet, Scope, Ts,
     DATABASES, DOCUMENTS, INTERNAL_DATABASES, METADATA, OPLOG,
@@ -159,7 +160,7 @@ async fn topology(
             Some(ts) => Ts::from(ts),
             None => oplog_edge(conn, -1).await?,
         };
-        let replica_set = super::follow::identify(conn, &hello).await?;
+        let replica_set = identify(conn, &hello).await?;
         (format!("replica set {set}"), Some(start), Some(replica_set))
     } else {
         items.push_back(Item::Warning(
@@ -418,27 +419,6 @@ fn bytes_leaf(name: &str, buf: Vec<u8>) -> Item {
         Ok(r)
     };
     stream_leaf(name, Box::pin(fut))
-}
-
-/// The newest (`order` -1) or oldest (1) oplog timestamp, zero when the
-/// oplog is empty. Read in natural order, which mongod answers from the
-/// end of the capped collection without scanning it (a `ts` sort would
-/// scan the whole oplog).
-pub(crate) async fn oplog_edge(conn: &Conn, order: i32) -> Result<Ts> {
-    let coll = conn
-        .client
-        .database("local")
-        .collection::<Document>("oplog.rs");
-    let found = coll
-        .find_one(doc! {})
-        .sort(doc! {"$natural": order})
-        .projection(doc! {"ts": 1})
-        .await
-        .map_err(|e| conn.error("reading the oplog position", e))?;
-    Ok(found
-        .and_then(|d| d.get_timestamp("ts").ok())
-        .map(Ts::from)
-        .unwrap_or_default())
 }
 
 /// Marks a collection read as done or failed.
