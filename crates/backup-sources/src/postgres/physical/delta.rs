@@ -58,8 +58,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::checksum::page_header;
+use super::lsn::Lsn;
 use super::manifest::ManifestFile;
-use super::{Lsn, DATA_DIR, TABLESPACES_DIR};
+use super::meta::{DATA_DIR, MANIFEST_FILE, TABLESPACES_DIR};
 
 /// Appended to a relation file's name for its delta entry. PostgreSQL
 /// names the files of a database directory with digits, `.`, `_` and fork
@@ -678,8 +679,8 @@ impl Places {
                 key.extend_from_slice(&bytes(&r));
                 Ok(Some((root.join(&r), Some(key))))
             }
-            Some(b) if b == super::MANIFEST_FILE.as_bytes() && parts.len() == 1 => {
-                Ok(Some((self.data_dir.join(super::MANIFEST_FILE), None)))
+            Some(b) if b == MANIFEST_FILE.as_bytes() && parts.len() == 1 => {
+                Ok(Some((self.data_dir.join(MANIFEST_FILE), None)))
             }
             _ => Err(Error::corrupt(
                 FileKind::Snapshot,

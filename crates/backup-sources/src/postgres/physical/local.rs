@@ -48,12 +48,13 @@ use tokio_postgres::Client;
 
 use super::checksum::{page_checksum, page_header};
 use super::delta::{self, DeltaEntry, DeltaIndex, DeltaReader, SnapshotRelation, DELTA_INDEX};
+use super::lsn::{parse_setting_size, wal_file_name, Lsn};
 use super::manifest::{Manifest, ManifestWriter, WalRange};
-use super::remote::reusable;
-use super::{
-    wal_file_name, Lsn, PhysicalMeta, TablespaceMeta, DATA_DIR, MANIFEST_FILE, MODE,
+use super::meta::{
+    new_label, BackupLabel, PhysicalMeta, TablespaceMeta, DATA_DIR, MANIFEST_FILE, MODE,
     REUSE_MARGIN_NS, TABLESPACES_DIR,
 };
+use super::remote::reusable;
 use crate::localfs::{node_from, open_noatime};
 use crate::postgres::conn::{query_error, ConnInfo, Side};
 use crate::{Checkpoint, PostgresOptions};
@@ -287,7 +288,7 @@ impl LocalSource {
                 super::remote::slot_refused(&code, &message, info.user())
             );
         }
-        let label = super::new_label();
+        let label = new_label();
         let fast = opts.checkpoint == Checkpoint::Fast;
         let started_at = Utc::now();
         let row = c
@@ -782,7 +783,7 @@ impl LocalSource {
             .map(|s| wal_file_name(timeline, s, seg))
             .collect();
         let now = Utc::now().timestamp();
-        let checkpoint = super::BackupLabel::parse(&labelfile).checkpoint_lsn;
+        let checkpoint = BackupLabel::parse(&labelfile).checkpoint_lsn;
         self.queue.push_back(memory_leaf(
             &self.shared,
             "backup_label",
@@ -1476,14 +1477,14 @@ async fn read_cluster(c: &Client) -> Result<Cluster> {
         )));
     }
     let block_size = u32::try_from(row.get::<_, i32>(5)).unwrap_or(8192);
-    let segment_bytes = super::parse_setting_size(&row.get::<_, String>(6)).unwrap_or(1 << 30);
+    let segment_bytes = parse_setting_size(&row.get::<_, String>(6)).unwrap_or(1 << 30);
     Ok(Cluster {
         system_identifier: row.get(0),
         server_version,
         server_version_num,
         data_checksums: row.get::<_, String>(3) == "on",
         wal_log_hints: row.get::<_, String>(8) == "on",
-        wal_segment_size: super::parse_setting_size(&row.get::<_, String>(4)).unwrap_or(16 << 20),
+        wal_segment_size: parse_setting_size(&row.get::<_, String>(4)).unwrap_or(16 << 20),
         block_size,
         segment_blocks: (segment_bytes / u64::from(block_size)) as u32,
         tablespace_dir: format!(

@@ -30,12 +30,13 @@ use backup_core::{Error, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::lsn::{is_wal_file_name, parse_setting_size, Lsn};
 use super::manifest::Manifest;
-use super::tar::{self, EntryType, Header};
-use super::{
-    is_wal_file_name, BackupLabel, Lsn, PhysicalMeta, TablespaceMeta, DATA_DIR, MANIFEST_FILE,
-    MODE, REUSE_MARGIN_NS, TABLESPACES_DIR,
+use super::meta::{
+    new_label, BackupLabel, PhysicalMeta, TablespaceMeta, DATA_DIR, MANIFEST_FILE, MODE,
+    REUSE_MARGIN_NS, TABLESPACES_DIR,
 };
+use super::tar::{self, EntryType, Header};
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::wire::{data_row, db_error, WireConn, WireError};
 use crate::{Checkpoint, PostgresOptions};
@@ -284,8 +285,7 @@ fn start_backup(conn: &mut WireConn, opts: &PostgresOptions, user: &str) -> Resu
     }
     let data_checksums = show(conn, "data_checksums")? == "on";
     let wal_log_hints = show(conn, "wal_log_hints")? == "on";
-    let wal_segment_size =
-        super::parse_setting_size(&show(conn, "wal_segment_size")?).unwrap_or(16 << 20);
+    let wal_segment_size = parse_setting_size(&show(conn, "wal_segment_size")?).unwrap_or(16 << 20);
     let block_size: u32 = show(conn, "block_size")?.parse().unwrap_or(8192);
 
     // A temporary slot holds the WAL from here on until the connection
@@ -303,7 +303,7 @@ fn start_backup(conn: &mut WireConn, opts: &PostgresOptions, user: &str) -> Resu
         tracing::warn!("{}", slot_refused(code, &message, user));
     }
 
-    let label = super::new_label();
+    let label = new_label();
     let mut cmd = format!(
         "BASE_BACKUP (LABEL '{}', CHECKPOINT '{}', WAL true, WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true",
         label.replace('\'', "''"),

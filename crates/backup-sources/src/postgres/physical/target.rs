@@ -37,8 +37,9 @@ use serde::Serialize;
 use super::delta::{
     check_restored_file, DeltaEntry, DeltaIndex, Patcher, Places, DELTA_INDEX, DELTA_SUFFIX,
 };
+use super::lsn::{wal_file_name, Lsn};
 use super::manifest::{crc32c_bytes, unusable, Manifest, ManifestFile};
-use super::{wal_file_name, Lsn, PhysicalMeta, MANIFEST_FILE};
+use super::meta::{PhysicalMeta, MANIFEST_FILE};
 use crate::files::FsWriter;
 use crate::postgres::tools::{find_server, major_of};
 

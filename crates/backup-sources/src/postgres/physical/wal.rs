@@ -31,7 +31,8 @@ use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{is_wal_file_name, wal_file_name, Lsn};
+use super::lsn::{is_wal_file_name, parse_setting_size, wal_file_name, Lsn};
+use super::meta::PhysicalMeta;
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::wire::{data_row, db_error, WireConn, WireError};
 
@@ -296,7 +297,7 @@ impl Receiver {
             .and_then(|t| t.parse().ok())
             .unwrap_or(1);
         let server_pos = Lsn::parse(ident.get(2).cloned().flatten().as_deref().unwrap_or("0/0"))?;
-        let seg = super::parse_setting_size(
+        let seg = parse_setting_size(
             one_row(conn, "SHOW wal_segment_size")?
                 .first()
                 .cloned()
@@ -418,7 +419,7 @@ impl Receiver {
             .block_on(async move { repo.snapshots().await })?;
         Ok(snapshots
             .iter()
-            .filter_map(|e| super::PhysicalMeta::of(&e.snapshot.metadata)?.ok())
+            .filter_map(|e| PhysicalMeta::of(&e.snapshot.metadata)?.ok())
             .filter(|m| m.system_identifier == sysid && m.stop_timeline == timeline)
             .filter_map(|m| Lsn::parse(&m.stop_lsn).ok())
             .max())
