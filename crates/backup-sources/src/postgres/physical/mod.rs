@@ -63,6 +63,7 @@ mod preflight;
 pub(crate) mod remote;
 mod replay;
 pub mod retention;
+mod server;
 mod tar;
 pub(crate) mod target;
 pub mod wal;
@@ -71,10 +72,8 @@ use backup_core::Result;
 
 pub use lsn::Lsn;
 pub use meta::{is_physical, PhysicalMeta};
-pub use target::{
-    stop_leftover_server, PhysicalRestoreDetails, PhysicalTarget, RunningServer, StartReport,
-    TablespacePlacement,
-};
+pub use server::{stop_leftover_server, RunningServer, StartReport};
+pub use target::{PhysicalRestoreDetails, PhysicalTarget, TablespacePlacement};
 
 /// A directory as a restore target: a file snapshot's files, or a physical
 /// PostgreSQL snapshot's data directory, whichever the snapshot holds.
