@@ -18,7 +18,7 @@ use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::tree::Node;
 use backup_core::{Error, Result};
 
-use super::super::delta::{DeltaEntry, DeltaIndex, Places, DELTA_INDEX, DELTA_SUFFIX};
+use super::super::delta::{DeltaEntry, DeltaIndex, DELTA_INDEX, DELTA_SUFFIX};
 use super::super::lsn::Lsn;
 use super::super::manifest::{unusable, Manifest};
 use super::super::meta::{PhysicalMeta, MANIFEST_FILE};
@@ -26,7 +26,7 @@ use super::super::pitr::{self, Coverage};
 use super::super::{preflight, wal};
 use super::dirs::{absolute, check_empty, owner_for, prepare, set_owner_mode, sync_file_systems};
 use super::tablespaces::{check_places, link_tablespaces, tablespace_places, TablespacePlacement};
-use super::writer::{Patches, PhysicalWriter};
+use super::writer::{Patches, PhysicalWriter, Places};
 use crate::postgres::tools::{find_server, major_of, Tool};
 
 /// A restore whose every check passed: what it writes and where.

@@ -1,12 +1,50 @@
-//! Restored files compared with the snapshot's backup manifest: re-read
-//! after a restore (size and CRC-32C).
+//! Restored files compared with the snapshot's backup manifest (size and
+//! CRC-32C): each as the restore writes it, and all of them re-read after
+//! a restore.
 
 use std::path::Path;
 
-use backup_core::{Error, Result};
+use backup_core::{Error, FileKind, Result};
 
-use super::super::manifest::{crc32c_bytes, crc32c_of, Manifest};
+use super::super::manifest::{crc32c_bytes, crc32c_of, Manifest, ManifestFile};
 use super::tablespaces::TablespacePlacement;
+
+/// Compares a restored file's size and CRC-32C with its manifest entry.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] naming the file when they differ.
+pub(crate) fn check_restored_file(
+    key: &[u8],
+    entry: &ManifestFile,
+    size: u64,
+    crc: u32,
+) -> Result<()> {
+    let mismatch = |what: String| {
+        Error::corrupt(
+            FileKind::Snapshot,
+            String::from_utf8_lossy(key),
+            format!("the restored file does not match the backup manifest: {what}"),
+        )
+    };
+    if entry.size != size {
+        return Err(mismatch(format!(
+            "{size} bytes restored, {} listed",
+            entry.size
+        )));
+    }
+    if let Some((alg, sum)) = &entry.checksum {
+        let got = crc32c_bytes(crc);
+        if alg == "CRC32C" && *sum != got {
+            return Err(mismatch(format!(
+                "CRC-32C {} restored, {} listed",
+                hex::encode(got),
+                hex::encode(sum)
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Re-reads every listed file of a restored data directory and compares
 /// size and CRC-32C with the manifest.

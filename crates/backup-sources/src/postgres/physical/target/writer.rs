@@ -1,7 +1,7 @@
 //! The writer of a physical restore: the snapshot tree written into the
-//! data directory and the tablespaces' places, a relation file with a page
-//! delta written once (its base with the delta applied), and every file
-//! checked against the backup manifest as it is written.
+//! data directory and the tablespaces' places ([`Places`]), a relation
+//! file with a page delta written once (its base with the delta applied),
+//! and every file checked against the backup manifest as it is written.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,10 +14,12 @@ use backup_core::tree::Node;
 use backup_core::{Error, FileKind, Result};
 use bytes::Bytes;
 
-use super::super::delta::{check_restored_file, DeltaEntry, Patcher, Places, DELTA_INDEX};
+use super::super::delta::{DeltaEntry, Patcher, DELTA_INDEX};
 use super::super::lsn::{wal_file_name, Lsn};
 use super::super::manifest::{Manifest, ManifestFile};
+use super::super::meta::{DATA_DIR, MANIFEST_FILE, TABLESPACES_DIR};
 use super::tablespaces::{rewrite_tablespace_map, TablespacePlacement};
+use super::verify::check_restored_file;
 use crate::files::FsWriter;
 
 /// The current file of a [`PhysicalWriter`].
@@ -319,5 +321,64 @@ impl TreeWriter for PhysicalWriter {
             ));
         }
         Ok(())
+    }
+}
+
+/// Where a snapshot path of a physical snapshot is restored: the data
+/// directory, or a tablespace's place.
+#[derive(Debug, Clone)]
+pub(crate) struct Places {
+    pub(crate) data_dir: PathBuf,
+    /// Tablespace OID to its place.
+    pub(crate) roots: HashMap<String, PathBuf>,
+}
+
+impl Places {
+    /// Where a snapshot path goes, and its manifest path; `None` for the
+    /// snapshot's own directories (the data directory, `tablespaces`, a
+    /// tablespace's place), which exist already.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a path with no place in a data directory.
+    pub(crate) fn place(&self, path: &Path) -> Result<Option<(PathBuf, Option<Vec<u8>>)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let parts: Vec<&std::ffi::OsStr> = path.iter().collect();
+        let rest = |from: usize| -> PathBuf { parts[from..].iter().collect() };
+        let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        match parts.first().map(|s| s.as_bytes()) {
+            Some(b) if b == DATA_DIR.as_bytes() => {
+                if parts.len() == 1 {
+                    return Ok(None);
+                }
+                let r = rest(1);
+                Ok(Some((self.data_dir.join(&r), Some(bytes(&r)))))
+            }
+            Some(b) if b == TABLESPACES_DIR.as_bytes() => {
+                if parts.len() <= 2 {
+                    return Ok(None);
+                }
+                let oid = parts[1].to_string_lossy().into_owned();
+                let root = self.roots.get(&oid).ok_or_else(|| {
+                    Error::corrupt(
+                        FileKind::Snapshot,
+                        "tree",
+                        format!("tablespace {oid} is in the tree but not in the metadata"),
+                    )
+                })?;
+                let r = rest(2);
+                let mut key = format!("pg_tblspc/{oid}/").into_bytes();
+                key.extend_from_slice(&bytes(&r));
+                Ok(Some((root.join(&r), Some(key))))
+            }
+            Some(b) if b == MANIFEST_FILE.as_bytes() && parts.len() == 1 => {
+                Ok(Some((self.data_dir.join(MANIFEST_FILE), None)))
+            }
+            _ => Err(Error::corrupt(
+                FileKind::Snapshot,
+                "tree",
+                format!("`{}` has no place in a data directory", path.display()),
+            )),
+        }
     }
 }
