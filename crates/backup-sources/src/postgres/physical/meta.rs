@@ -79,7 +79,7 @@ pub struct PhysicalMeta {
     #[serde(default)]
     pub(crate) pages_verified: u64,
     /// Relation files stored as a page delta against their base in an
-    /// earlier snapshot (local backups; see `delta.rs`), and the pages
+    /// earlier snapshot (local backups; see `delta/`), and the pages
     /// those deltas hold.
     #[serde(default)]
     pub(crate) delta_files: u64,

@@ -5,7 +5,7 @@
 //!
 //! Two ways to read the cluster, one snapshot layout:
 //!
-//! - **Remote** (`remote.rs`): a replication connection runs `BASE_BACKUP`
+//! - **Remote** (`remote/`): a replication connection runs `BASE_BACKUP`
 //!   (fast or spread checkpoint, the WAL from start to stop included, the
 //!   server's `backup_manifest`, a tablespace map, an optional rate
 //!   limit). The tar archives the server streams are taken apart while
@@ -13,7 +13,7 @@
 //!   its mode and modification time, its content chunked like a file's.
 //!   A temporary replication slot created first holds the WAL the backup
 //!   needs until it is sent.
-//! - **Local** (`local.rs`): when the data directory is readable here,
+//! - **Local** (`local/`): when the data directory is readable here,
 //!   `pg_backup_start` on a normal connection that stays open, files read
 //!   directly by parallel readers (page checksums verified while reading
 //!   when the cluster has them), `pg_backup_stop`, and the WAL from start
@@ -22,7 +22,7 @@
 //!   base backup of the cluster, and that were last modified well before
 //!   that backup started, are taken from it without being read; relation
 //!   files that changed are stored as page deltas against their copy in
-//!   that backup (`delta.rs`). The backup writes its own `backup_manifest`
+//!   that backup (`delta/`). The backup writes its own `backup_manifest`
 //!   in PostgreSQL's format.
 //!
 //! The snapshot tree:
@@ -51,6 +51,17 @@
 //! second pass), and the included WAL in `pg_wal`. The `backup_label` makes
 //! the server replay that WAL at its first start and come up consistent:
 //! a plain `pg_ctl start` is enough.
+//!
+//! # Where things live
+//!
+//! `lsn` (WAL positions, segment names) and `meta` (the tree's names, the
+//! metadata, the backup label) are shared by the rest. `remote/` and
+//! `local/` read the cluster; `delta/` makes and applies page deltas;
+//! `manifest`, `checksum` and `tar` are PostgreSQL's backup manifest, page
+//! checksums and tar headers. `target/` restores; `server` runs a server
+//! on the result; `preflight` and `replay` prepare that server. `wal/`
+//! captures WAL and serves it to recovery, `pitr` plans point-in-time
+//! restores, `retention` says which WAL and base backups are kept.
 
 pub(crate) mod checksum;
 pub(crate) mod delta;

@@ -146,7 +146,7 @@ impl Source for LocalSource {
             .map(|t| t - REUSE_MARGIN_NS);
         // Page deltas against the parent's copies need the same history:
         // same timeline, and this backup starting after the parent stopped
-        // (see delta.rs).
+        // (see delta/).
         let parent_start = Lsn::parse(&meta.start_lsn)?;
         let parent_stop = Lsn::parse(&meta.stop_lsn)?;
         // And every change of a page's bytes WAL-logged since then, hint

@@ -79,7 +79,7 @@ pub(crate) struct LocalSource {
     pub(super) reuse_before_ns: Option<i64>,
     pub(super) manifest: Option<(u64, u64)>,
     /// The parent's relation files and deltas, when this backup may store
-    /// page deltas against them (see `delta.rs`).
+    /// page deltas against them (see `delta/`).
     pub(super) parent_relations: HashMap<Vec<u8>, SnapshotRelation>,
     pub(super) parent_deltas: DeltaIndex,
     /// The parent's start: the base position of its own copies.
