@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use backup_core::Error;
 use sha2::{Digest, Sha256};
 
-use super::Lsn;
+use super::lsn::Lsn;
 
 /// One file of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,9 @@ use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 
+use super::lsn::Lsn;
+use super::meta::PhysicalMeta;
 use super::wal::{history_entries, WalMap};
-use super::{Lsn, PhysicalMeta};
 
 /// The base backup for a point-in-time target among `snapshots` (physical
 /// ones of one cluster): the newest that ended before a time or position

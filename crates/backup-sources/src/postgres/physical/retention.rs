@@ -22,8 +22,9 @@ use backup_core::snapshot::SnapshotEntry;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
+use super::lsn::Lsn;
+use super::meta::PhysicalMeta;
 use super::wal::{gap_stream, parse_position, streams, WAL_KIND};
-use super::{Lsn, PhysicalMeta};
 
 /// The physical snapshots among `snapshots`, by cluster.
 fn by_cluster(snapshots: &[SnapshotEntry]) -> BTreeMap<String, Vec<(Id, PhysicalMeta)>> {

@@ -1,602 +1,43 @@
-//! Remote base backups: `BASE_BACKUP` over a replication connection, the
-//! tar stream taken apart as it arrives.
-//!
-//! One thread owns the connection. It reads the server's `CopyData`
-//! messages, cuts the tar archives into members and hands the walk its
-//! items through a channel: directories as they come, files as leaves
-//! whose content is fed to the reader the archiver starts for them
-//! (bounded, so memory stays small whatever the file size). The stream is
-//! a depth-first walk of each tablespace, except that PostgreSQL sends
-//! `global/pg_control` after everything else and the WAL at the very end;
-//! so the subtree of `global` (small: shared catalogs) is kept aside, in a
-//! temporary file, and emitted at the end of the data directory, and the
-//! `pg_wal` directory is opened when its first segment arrives. A member
-//! that arrives after its directory was closed in any other way is an
-//! error, not a silent misplacement.
+//! The stream thread of a remote base backup: the server's `CopyData`
+//! messages read, the tar archives cut into members, and the walk handed
+//! its items through a channel, depth first, with `global` kept aside in
+//! a spill file until the end of the data directory and `pg_wal` opened
+//! when its first segment arrives.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write as _};
-use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use backup_core::reader::SnapshotReader;
-use backup_core::snapshot::SourceDescriptor;
-use backup_core::source::{Content, Item, OnReadError, Source};
+use backup_core::source::{Content, Item, OnReadError};
 use backup_core::tree::{Node, NodeKind};
 use backup_core::{Error, Result};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use super::manifest::Manifest;
-use super::tar::{self, EntryType, Header};
-use super::{
-    is_wal_file_name, BackupLabel, Lsn, PhysicalMeta, TablespaceMeta, DATA_DIR, MANIFEST_FILE,
-    MODE, REUSE_MARGIN_NS, TABLESPACES_DIR,
-};
-use crate::postgres::conn::ConnInfo;
-use crate::postgres::wire::{data_row, db_error, WireConn, WireError};
-use crate::{Checkpoint, PostgresOptions};
-
-/// What the server said when the backup started.
-#[derive(Debug, Clone)]
-pub(crate) struct Begin {
-    pub(crate) system_identifier: String,
-    pub(crate) server_version: String,
-    pub(crate) server_version_num: u32,
-    pub(crate) data_checksums: bool,
-    pub(crate) wal_log_hints: bool,
-    pub(crate) wal_segment_size: u64,
-    pub(crate) block_size: u32,
-    pub(crate) start_lsn: Lsn,
-    pub(crate) timeline: u32,
-    pub(crate) tablespaces: Vec<TablespaceMeta>,
-    pub(crate) label: String,
-    pub(crate) started_at: DateTime<Utc>,
-}
+use super::super::lsn::{is_wal_file_name, Lsn};
+use super::super::meta::{TablespaceMeta, DATA_DIR, MANIFEST_FILE, TABLESPACES_DIR};
+use super::super::tar::{self, EntryType, Header};
+use super::errors::{backup_error, io_error};
+use super::readers::{ChannelReader, Piece, SpillReader};
+use crate::postgres::wire::{data_row, db_error, WireConn};
 
 /// What the stream left for the manifest once it ended.
 #[derive(Debug, Default)]
-struct StreamEnd {
-    stop_lsn: Lsn,
-    stop_timeline: u32,
-    backup_label: String,
-    manifest: Vec<u8>,
-    wal_files: Vec<String>,
+pub(super) struct StreamEnd {
+    pub(super) stop_lsn: Lsn,
+    pub(super) stop_timeline: u32,
+    pub(super) backup_label: String,
+    pub(super) manifest: Vec<u8>,
+    pub(super) wal_files: Vec<String>,
 }
 
 /// Messages from the stream thread to the walk.
 #[allow(clippy::large_enum_variant)] // Items are the common case; boxing each costs more.
-enum Msg {
+pub(super) enum Msg {
     Item(Item),
     Fail(Error),
     Done(Box<StreamEnd>),
-}
-
-/// A remote base backup in progress.
-pub(crate) struct RemoteSource {
-    url: String,
-    rx: tokio::sync::mpsc::Receiver<Msg>,
-    begin: Begin,
-    end: Option<Box<StreamEnd>>,
-    /// Files modified before this time (ns) may be taken from the parent
-    /// unread.
-    reuse_before_ns: Option<i64>,
-    system_identifier_of_parent: Option<String>,
-}
-
-impl std::fmt::Debug for RemoteSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteSource")
-            .field("url", &self.url)
-            .field("start_lsn", &self.begin.start_lsn.to_string())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RemoteSource {
-    /// Connects for replication, starts `BASE_BACKUP` and waits for its
-    /// start position (the checkpoint is done then).
-    pub(crate) async fn open(info: &ConnInfo, opts: &PostgresOptions) -> Result<Self> {
-        let mut wire = info.wire().map_err(Error::source_failed)?;
-        wire.replication = true;
-        let user = info.user().to_owned();
-        let opts = opts.clone();
-        let (conn, begin) = tokio::task::spawn_blocking(move || -> Result<(WireConn, Begin)> {
-            let mut conn = WireConn::connect(&wire)
-                .map_err(|e| connect_error(&e, &user, Purpose::BaseBackup))?;
-            let begin = start_backup(&mut conn, &opts, &user)?;
-            Ok((conn, begin))
-        })
-        .await
-        .map_err(|e| Error::source_caused("starting the base backup", e))??;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let tablespaces = begin.tablespaces.clone();
-        std::thread::Builder::new()
-            .name("pg-base-backup".to_owned())
-            .spawn(move || {
-                let result = Stream::new(tx.clone(), tablespaces).run(conn);
-                let msg = match result {
-                    Ok(end) => Msg::Done(Box::new(end)),
-                    Err(e) => Msg::Fail(e),
-                };
-                let _ = tx.blocking_send(msg);
-            })
-            .map_err(|e| Error::io("starting the base backup reader", e))?;
-        Ok(RemoteSource {
-            url: info.physical_redacted(),
-            rx,
-            begin,
-            end: None,
-            reuse_before_ns: None,
-            system_identifier_of_parent: None,
-        })
-    }
-}
-
-#[async_trait]
-impl Source for RemoteSource {
-    fn descriptor(&self) -> SourceDescriptor {
-        SourceDescriptor {
-            kind: "postgres".to_owned(),
-            url: self.url.clone(),
-        }
-    }
-
-    async fn set_parent(&mut self, parent: &SnapshotReader) -> Result<()> {
-        if let Some(Ok(meta)) = PhysicalMeta::of(&parent.snapshot().metadata) {
-            if meta.system_identifier == self.begin.system_identifier {
-                self.reuse_before_ns = meta
-                    .started_at
-                    .timestamp_nanos_opt()
-                    .map(|t| t - REUSE_MARGIN_NS);
-            }
-            self.system_identifier_of_parent = Some(meta.system_identifier);
-        }
-        Ok(())
-    }
-
-    /// Relation files and WAL are changed in place, page by page, and
-    /// never shift: fixed pieces deduplicate them as well as content-defined
-    /// cuts, without a rolling hash over every byte.
-    fn chunking(&self) -> backup_core::chunker::Chunking {
-        backup_core::chunker::Chunking::Fixed
-    }
-
-    fn unchanged(&self, new: &Node, old: &Node) -> bool {
-        reusable(self.reuse_before_ns, new, old)
-    }
-
-    async fn next(&mut self) -> Result<Option<Item>> {
-        if self.end.is_some() {
-            return Ok(None);
-        }
-        match self.rx.recv().await {
-            Some(Msg::Item(item)) => Ok(Some(item)),
-            Some(Msg::Fail(e)) => Err(e),
-            Some(Msg::Done(end)) => {
-                self.end = Some(end);
-                Ok(None)
-            }
-            None => Err(Error::source_failed(
-                "the base backup stream stopped without an end",
-            )),
-        }
-    }
-
-    async fn finish(&mut self) -> Result<serde_json::Value> {
-        let end = self
-            .end
-            .take()
-            .ok_or_else(|| Error::source_failed("the base backup did not end"))?;
-        let label = BackupLabel::parse(&end.backup_label);
-        let manifest = Manifest::parse(&end.manifest).map_err(|e| {
-            Error::source_failed(format!("the server's backup manifest is unusable: {e}"))
-        })?;
-        let b = &self.begin;
-        let meta = PhysicalMeta {
-            mode: MODE.to_owned(),
-            method: "remote".to_owned(),
-            server_version: b.server_version.clone(),
-            server_version_num: b.server_version_num,
-            system_identifier: b.system_identifier.clone(),
-            timeline: b.timeline,
-            start_lsn: b.start_lsn.to_string(),
-            checkpoint_lsn: label
-                .checkpoint_lsn
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
-            stop_lsn: end.stop_lsn.to_string(),
-            stop_timeline: end.stop_timeline,
-            started_at: b.started_at,
-            stopped_at: Utc::now(),
-            label: b.label.clone(),
-            data_checksums: b.data_checksums,
-            checksums_verified: b.data_checksums,
-            hints_logged: b.data_checksums || b.wal_log_hints,
-            wal_segment_size: b.wal_segment_size,
-            block_size: b.block_size,
-            tablespaces: b.tablespaces.clone(),
-            wal_files: end.wal_files.clone(),
-            manifest_files: manifest.files.len() as u64,
-            manifest_bytes: manifest.bytes(),
-            files_read: 0,
-            pages_verified: 0,
-            delta_files: 0,
-            delta_pages: 0,
-        };
-        serde_json::to_value(&meta).map_err(|e| Error::source_caused("encoding metadata", e))
-    }
-}
-
-/// The parent-reuse rule of physical backups: a file is taken from the
-/// parent unread when its size and modification time (and, where known,
-/// change time and inode) are the parent's, and it was last modified
-/// [`REUSE_MARGIN_NS`] before the parent backup started (a later write may
-/// have fallen within the clock's granularity of the parent's read).
-pub(crate) fn reusable(before_ns: Option<i64>, new: &Node, old: &Node) -> bool {
-    let Some(before) = before_ns else {
-        return false;
-    };
-    old.kind == NodeKind::File
-        && new.kind == NodeKind::File
-        && new.size == old.size
-        && new.mtime_ns.is_some_and(|m| m < before)
-        && new.mtime_ns == old.mtime_ns
-        && new.ctime_ns == old.ctime_ns
-        && new.inode == old.inode
-}
-
-/// A message of `BASE_BACKUP`'s start.
-enum Step {
-    Row(Vec<Option<String>>),
-    SetEnd,
-    Copy,
-    Other,
-}
-
-/// Reads the server's identity and settings and starts `BASE_BACKUP`;
-/// returns once the start position and tablespaces are known.
-fn start_backup(conn: &mut WireConn, opts: &PostgresOptions, user: &str) -> Result<Begin> {
-    let q = |conn: &mut WireConn, sql: &str| -> Result<Vec<Vec<Option<String>>>> {
-        conn.query_rows(sql)
-            .map_err(|e| backup_error(&e, &format!("running {sql}")))
-    };
-    let ident = q(conn, "IDENTIFY_SYSTEM")?;
-    let row = ident
-        .first()
-        .ok_or_else(|| Error::source_failed("IDENTIFY_SYSTEM returned nothing"))?;
-    let system_identifier = row.first().cloned().flatten().unwrap_or_default();
-    let show = |conn: &mut WireConn, name: &str| -> Result<String> {
-        Ok(q(conn, &format!("SHOW {name}"))?
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .unwrap_or_default())
-    };
-    let server_version = show(conn, "server_version")?;
-    let server_version_num: u32 = show(conn, "server_version_num")?.parse().unwrap_or(0);
-    if server_version_num < 150_000 {
-        return Err(Error::source_failed(format!(
-            "PostgreSQL {server_version} cannot be backed up physically by this version of backup: physical backups need PostgreSQL 15 or newer (use the logical mode, the default, for older servers)"
-        )));
-    }
-    let data_checksums = show(conn, "data_checksums")? == "on";
-    let wal_log_hints = show(conn, "wal_log_hints")? == "on";
-    let wal_segment_size =
-        super::parse_setting_size(&show(conn, "wal_segment_size")?).unwrap_or(16 << 20);
-    let block_size: u32 = show(conn, "block_size")?.parse().unwrap_or(8192);
-
-    // A temporary slot holds the WAL from here on until the connection
-    // ends, so that a checkpoint during a long backup cannot remove WAL
-    // the backup still has to send. Without a free slot the backup goes
-    // on unprotected, as pg_basebackup -X fetch does.
-    let slot = format!("backup_{}_{:x}", std::process::id(), rand_u32());
-    if let Err(e) = conn.query_rows(&format!(
-        "CREATE_REPLICATION_SLOT \"{slot}\" TEMPORARY PHYSICAL (RESERVE_WAL)"
-    )) {
-        let (code, message) = match &e {
-            WireError::Db { code, message, .. } => (code.as_str(), message.clone()),
-            other @ WireError::Io(_) => ("", other.to_string()),
-        };
-        tracing::warn!("{}", slot_refused(code, &message, user));
-    }
-
-    let label = super::new_label();
-    let mut cmd = format!(
-        "BASE_BACKUP (LABEL '{}', CHECKPOINT '{}', WAL true, WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP true",
-        label.replace('\'', "''"),
-        match opts.checkpoint {
-            Checkpoint::Fast => "fast",
-            Checkpoint::Spread => "spread",
-        }
-    );
-    if let Some(rate) = opts.max_rate {
-        // kB per second, within what the server accepts.
-        let kb = (rate / 1024).clamp(32, 1_048_576);
-        let _ = write!(cmd, ", MAX_RATE {kb}");
-    }
-    cmd.push(')');
-    conn.send_query(&cmd)
-        .map_err(|e| backup_error(&e, "starting the base backup"))?;
-    let started_at = Utc::now();
-    // Two result sets (start position; tablespaces), then the COPY.
-    let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
-    loop {
-        let step = conn
-            .next_message(|tag, body| match tag {
-                b'D' => data_row(body).map(Step::Row),
-                b'C' => Ok(Step::SetEnd),
-                b'H' => Ok(Step::Copy),
-                b'E' => Err(db_error(body)),
-                _ => Ok(Step::Other),
-            })
-            .map_err(|e| io_error(&e, "starting the base backup"))?;
-        match step {
-            Ok(Step::Row(row)) => {
-                if let Some(set) = sets.last_mut() {
-                    set.push(row);
-                }
-            }
-            Ok(Step::SetEnd) => sets.push(Vec::new()),
-            Ok(Step::Copy) => break,
-            Ok(Step::Other) => {}
-            Err(e) => {
-                drain_to_ready(conn);
-                return Err(backup_error(&e, "starting the base backup"));
-            }
-        }
-    }
-    let start = sets
-        .first()
-        .and_then(|s| s.first())
-        .ok_or_else(|| Error::source_failed("BASE_BACKUP sent no start position"))?;
-    let start_lsn = Lsn::parse(start.first().cloned().flatten().as_deref().unwrap_or(""))?;
-    let timeline: u32 = start
-        .get(1)
-        .cloned()
-        .flatten()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(1);
-    let mut tablespaces = Vec::new();
-    for row in sets.get(1).map(Vec::as_slice).unwrap_or_default() {
-        if let (Some(Some(oid)), Some(Some(path))) = (row.first(), row.get(1)) {
-            tablespaces.push(TablespaceMeta {
-                oid: oid
-                    .parse()
-                    .map_err(|_| Error::source_failed(format!("tablespace OID `{oid}`")))?,
-                location: path.clone(),
-            });
-        }
-    }
-    Ok(Begin {
-        system_identifier,
-        server_version,
-        server_version_num,
-        data_checksums,
-        wal_log_hints,
-        wal_segment_size,
-        block_size,
-        start_lsn,
-        timeline,
-        tablespaces,
-        label,
-        started_at,
-    })
-}
-
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    backup_core::util::fill_random(&mut b);
-    u32::from_le_bytes(b)
-}
-
-/// Reads to the end of a failed command.
-fn drain_to_ready(conn: &mut WireConn) {
-    while let Ok(tag) = conn.next_message(|tag, _| tag) {
-        if tag == b'Z' {
-            break;
-        }
-    }
-}
-
-/// What a replication connection is for, in messages.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Purpose {
-    /// A base backup (`BASE_BACKUP`).
-    BaseBackup,
-    /// Streaming WAL (`backup wal receive`, backupd's receiver).
-    StreamWal,
-}
-
-impl Purpose {
-    fn noun(self) -> &'static str {
-        match self {
-            Purpose::BaseBackup => "a base backup",
-            Purpose::StreamWal => "streaming WAL",
-        }
-    }
-
-    fn verb(self) -> &'static str {
-        match self {
-            Purpose::BaseBackup => "start a base backup",
-            Purpose::StreamWal => "stream WAL from a replication slot",
-        }
-    }
-}
-
-/// Why a replication slot could not be created, and what to do, for the
-/// warning of a backup that goes on without one (`code` and `message` of
-/// the server's error).
-pub(crate) fn slot_refused(code: &str, message: &str, user: &str) -> String {
-    let what = match code {
-        "53400" => "free a slot or raise max_replication_slots",
-        "42501" => "the role needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) or superuser to create one",
-        "55000" => "set wal_level = replica (or logical) and max_replication_slots above 0, then restart the server",
-        _ => "see the server's message",
-    };
-    format!(
-        "Could not create a temporary replication slot as `{user}` ({message}): WAL the base backup needs is not held back for it; {what}."
-    )
-}
-
-/// An error of the replication connection's login, explained.
-pub(crate) fn connect_error(e: &WireError, user: &str, purpose: Purpose) -> Error {
-    let WireError::Db { code, message, .. } = e else {
-        return Error::source_with(
-            format!("connecting to the server for {}", purpose.noun()),
-            clone_wire(e),
-            true,
-        );
-    };
-    let explained = match code.as_str() {
-        "28000" if message.contains("replication") => {
-            let host = quoted_after(message, "host ").unwrap_or("ADDRESS".to_owned());
-            Some(format!(
-                "the server refuses replication connections from this host ({message}): add a line such as `host replication {user} {host}/32 scram-sha-256` to pg_hba.conf and reload the server"
-            ))
-        }
-        "42501" => Some(format!(
-            "the role `{user}` may not {} ({message}): grant it the REPLICATION attribute (ALTER ROLE \"{user}\" REPLICATION) or connect as a superuser",
-            purpose.verb()
-        )),
-        "53300" if message.contains("max_wal_senders") => Some(if message.contains("currently 0") {
-            format!("the server accepts no replication connections ({message}): set wal_level = replica and max_wal_senders above 0, and restart it")
-        } else {
-            format!("every WAL sender of the server is in use ({message}): raise max_wal_senders (a restart is needed) or wait for another backup or standby to disconnect")
-        }),
-        "28P01" => Some(format!(
-            "the server refused the password of `{user}` ({message})"
-        )),
-        _ => None,
-    };
-    match explained {
-        Some(m) if code == "28P01" || code == "42501" => Error::PermissionDenied(m),
-        Some(m) => Error::source_explained(m, clone_wire(e), e.retryable() && code != "28000"),
-        None => Error::source_with(
-            format!("connecting to the server for {}", purpose.noun()),
-            clone_wire(e),
-            e.retryable(),
-        ),
-    }
-}
-
-/// The text in double quotes after `key` in a server message.
-fn quoted_after(message: &str, key: &str) -> Option<String> {
-    let rest = &message[message.find(key)? + key.len()..];
-    let rest = rest.strip_prefix('"')?;
-    Some(rest[..rest.find('"')?].to_owned())
-}
-
-pub(crate) fn clone_wire(e: &WireError) -> WireError {
-    match e {
-        WireError::Db {
-            code,
-            message,
-            detail,
-            hint,
-        } => WireError::Db {
-            code: code.clone(),
-            message: message.clone(),
-            detail: detail.clone(),
-            hint: hint.clone(),
-        },
-        WireError::Io(m) => WireError::Io(m.clone()),
-    }
-}
-
-/// An error of the server during the base backup, explained.
-fn backup_error(e: &WireError, what: &str) -> Error {
-    if let WireError::Db { code, message, .. } = e {
-        let explained = match code.as_str() {
-            "55000" if message.contains("WAL level") => Some(format!(
-                "the server cannot take an online base backup ({message}): set wal_level = replica (or logical) and restart it"
-            )),
-            "58P01" | "58P02" if message.contains("WAL segment") => Some(format!(
-                "the server removed WAL the base backup needs before it was sent ({message}): raise wal_keep_size or max_slot_wal_keep_size, or allow the backup a replication slot (max_replication_slots)"
-            )),
-            "42501" => Some(format!("the role may not take a base backup ({message}): grant it REPLICATION")),
-            _ => None,
-        };
-        if let Some(m) = explained {
-            return Error::source_explained(m, clone_wire(e), false);
-        }
-    }
-    Error::source_with(what, clone_wire(e), e.retryable())
-}
-
-fn io_error(e: &std::io::Error, what: &str) -> Error {
-    Error::source_with(
-        format!("{what}: the connection failed"),
-        std::io::Error::new(e.kind(), e.to_string()),
-        true,
-    )
-}
-
-/// A piece of a file's content on its way to the reader.
-enum Piece {
-    Data(Bytes),
-    End,
-    Failed(String),
-}
-
-/// Reads a streamed file from its channel.
-struct ChannelReader {
-    rx: Receiver<Piece>,
-    current: Bytes,
-    done: bool,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Piece::Data(d)) => self.current = d,
-                Ok(Piece::End) => self.done = true,
-                Ok(Piece::Failed(m)) => return Err(std::io::Error::other(m)),
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the base backup stream ended inside this file",
-                    ))
-                }
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
-}
-
-/// Reads a range of the spill file.
-struct SpillReader {
-    file: Arc<File>,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for SpillReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = (self.end - self.pos) as usize;
-        let n = buf.len().min(left);
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..n], self.pos)?;
-        if got == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "temporary file shorter than written",
-            ));
-        }
-        self.pos += got as u64;
-        Ok(got)
-    }
 }
 
 /// Where the content of the current member goes.
@@ -643,7 +84,7 @@ enum TarState {
 }
 
 /// The stream thread's state.
-struct Stream {
+pub(super) struct Stream {
     tx: tokio::sync::mpsc::Sender<Msg>,
     tablespaces: Vec<TablespaceMeta>,
     archive: Archive,
@@ -672,7 +113,10 @@ const PIECES_AHEAD: usize = 8;
 const PIECE_SIZE: usize = 256 * 1024;
 
 impl Stream {
-    fn new(tx: tokio::sync::mpsc::Sender<Msg>, tablespaces: Vec<TablespaceMeta>) -> Self {
+    pub(super) fn new(
+        tx: tokio::sync::mpsc::Sender<Msg>,
+        tablespaces: Vec<TablespaceMeta>,
+    ) -> Self {
         Stream {
             tx,
             tablespaces,
@@ -694,7 +138,7 @@ impl Stream {
     /// Reads the COPY stream and the end position; the connection is
     /// closed when this returns (which ends the backup on the server, and
     /// its temporary slot).
-    fn run(mut self, mut conn: WireConn) -> Result<StreamEnd> {
+    pub(super) fn run(mut self, mut conn: WireConn) -> Result<StreamEnd> {
         loop {
             let step = conn
                 .next_message(|tag, body| self.message(tag, body))
