@@ -73,68 +73,6 @@ fn target_words(opts: &RestoreOptions) -> String {
     }
 }
 
-/// The restorable window of a physical job: from the end of its newest
-/// base backup to the last WAL captured after it without a gap.
-#[derive(Debug, Clone)]
-pub struct RestorableWindow {
-    /// The base backup the window starts from.
-    pub base: SnapshotEntry,
-    /// When the base backup ended (the earliest time to restore to).
-    pub start: DateTime<Utc>,
-    /// When the last WAL of the window was captured.
-    pub end: DateTime<Utc>,
-}
-
-/// The window [`RestorableWindow`] of the newest physical base backup
-/// among `snapshots` that has WAL captured for at least two seconds after
-/// it: a base backup taken a moment ago has next to none yet, and the
-/// one before it reaches to the same end.
-///
-/// # Errors
-///
-/// [`Error::NotFound`] when there is no physical base backup;
-/// [`Error::Config`] naming the window when no base has WAL captured for
-/// two seconds after it; storage errors.
-pub async fn restorable_window(
-    repo: &Repository,
-    snapshots: &[SnapshotEntry],
-) -> Result<RestorableWindow> {
-    let mut bases: Vec<(SnapshotEntry, PhysicalMeta)> = snapshots
-        .iter()
-        .filter_map(|s| Some((s.clone(), PhysicalMeta::of(&s.snapshot.metadata)?.ok()?)))
-        .collect();
-    bases.sort_by_key(|(_, m)| std::cmp::Reverse(m.stopped_at));
-    let mut first_problem = None;
-    for (base, meta) in bases {
-        let window = match check_coverage(repo, &meta, &RestoreOptions::default()).await {
-            Ok(c) => match c.end_time {
-                Some(end) if end - meta.stopped_at >= chrono::Duration::seconds(2) => {
-                    return Ok(RestorableWindow {
-                        base,
-                        start: meta.stopped_at,
-                        end,
-                    })
-                }
-                Some(end) => Error::Config(format!(
-                    "the WAL captured after base backup {} spans {} to {}, under two seconds: let WAL capture run longer",
-                    base.id.short(),
-                    meta.stopped_at.to_rfc3339(),
-                    end.max(meta.stopped_at).to_rfc3339()
-                )),
-                None => Error::Config(format!(
-                    "the WAL captured after base backup {} does not say when it was captured",
-                    base.id.short()
-                )),
-            },
-            Err(e) => e,
-        };
-        first_problem.get_or_insert(window);
-    }
-    Err(first_problem.unwrap_or_else(|| {
-        Error::not_found("a physical base backup (take one with --mode physical)")
-    }))
-}
-
 /// What a point-in-time restore will replay.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Coverage {
