@@ -477,12 +477,16 @@ async fn physical_window(
             }
         }
     }
+    // Not usage errors: the drill ran, and is recorded as failed.
     best.ok_or_else(|| {
-        // Not a usage error: the drill ran, and is recorded as failed.
-        Error::from(backup_core::Error::not_found(format!(
-            "a restorable window (a physical base backup with WAL captured after it){}",
-            why.map(|w| format!(": {w}")).unwrap_or_default()
-        )))
+        Error::from(match why {
+            // A cluster with base backups, but nothing restorable past
+            // them: the listing says what is missing.
+            Some(why) => backup_core::Error::Config(format!("no restorable window: {why}")),
+            None => backup_core::Error::not_found(
+                "a physical base backup (take one with --mode physical)",
+            ),
+        })
     })
 }
 

@@ -87,8 +87,17 @@ pub(super) fn set_owner_mode(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -
         .map_err(|e| Error::io(format!("setting permissions of {}", dir.display()), e))
 }
 
-/// Removes what a failed restore wrote into `dir` (which was empty).
+/// Removes what a failed restore wrote into `dir` (which was empty),
+/// after stopping a background WAL prefetch the server it started left
+/// writing into `pg_wal` (it would bring files back).
 pub(super) fn remove_contents(dir: &Path) {
+    let wal = dir.join("pg_wal");
+    if wal.is_dir() {
+        crate::postgres::physical::wal::PrefetchRun::stop(
+            &wal.join("RECOVERYXLOG"),
+            std::time::Duration::from_secs(10),
+        );
+    }
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();

@@ -305,6 +305,35 @@ impl PrefetchRun {
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
+    /// Stops the background prefetch of the data directory `dest` is in
+    /// (`wal fetch --ahead`, which writes into `pg_wal`), if one is at
+    /// work, and waits up to `wait` until its process is gone, so that
+    /// nothing writes into the directory any more (a failed restore is
+    /// about to remove what it wrote). A marker whose process is another
+    /// program (its id reused) is left alone.
+    pub fn stop(dest: &Path, wait: std::time::Duration) {
+        let Some(pid) = std::fs::read_to_string(Self::marker(dest))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let ours = std::fs::read(proc_dir.join("cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"--ahead"));
+        if !ours {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let started = std::time::Instant::now();
+        while proc_dir.exists() && started.elapsed() < wait {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Marks this process as the background prefetch; `None` when another
     /// live one is at work.
     pub fn start(dest: &Path) -> Option<Self> {
