@@ -1,0 +1,343 @@
+//! Reading contents: the task that reads one leaf (or takes its unchanged
+//! entry from the parent snapshot), and reading, chunking, hashing and
+//! saving a content on blocking threads.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::context::Ctx;
+use super::dirs::{path_string, Pending};
+use super::links::FirstName;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::BlobType;
+use crate::source::{ChangedWhileRead, Content, OnReadError};
+use crate::tree::{encode_content_list, FsName, Node, NodeKind, INLINE_CONTENT_LIMIT};
+
+/// Starts the read of one leaf, or takes `reuse` (its unchanged entry in
+/// the parent) instead. `publish` receives the node as stored (or `None`
+/// when it is left out) for the file's later hard links.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn leaf(
+    ctx: &Arc<Ctx>,
+    permits: &Arc<Semaphore>,
+    reuse: Option<Node>,
+    node: Node,
+    content: Option<Content>,
+    on_error: OnReadError,
+    path: &[FsName],
+    publish: Option<tokio::sync::watch::Sender<FirstName>>,
+) -> Result<Pending> {
+    let c = &ctx.counters;
+    match node.kind {
+        NodeKind::Symlink => {
+            c.symlinks.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.add_item();
+            return Ok(Pending::Ready(node));
+        }
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+            ctx.progress.add_item();
+            return Ok(Pending::Ready(node));
+        }
+        NodeKind::Dir => {
+            return Err(Error::source_failed(
+                "a directory must be given as Enter/Leave, not as a leaf",
+            ))
+        }
+        NodeKind::File | NodeKind::Stream => {}
+    }
+    if let Some(old) = reuse {
+        let mut reused = node;
+        reused.content = old.content;
+        reused.content_lists = old.content_lists;
+        c.files.fetch_add(1, Ordering::Relaxed);
+        c.unchanged.fetch_add(1, Ordering::Relaxed);
+        c.logical.fetch_add(reused.size, Ordering::Relaxed);
+        ctx.progress.add_bytes(reused.size);
+        ctx.progress.add_item();
+        return Ok(Pending::Ready(reused));
+    }
+    let Some(content) = content else {
+        return Err(Error::source_failed(format!(
+            "entry `{}` has no content",
+            node.name
+        )));
+    };
+    let mut item_path = path_string(path);
+    if !item_path.is_empty() {
+        item_path.push('/');
+    }
+    item_path.push_str(&node.name.display());
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Cancelled)?;
+    let ctx2 = ctx.clone();
+    let label = item_path.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let r = read_content(&ctx2, node, content);
+        let r = match r {
+            Ok((node, changed)) => {
+                if changed {
+                    ctx2.warn(format!(
+                        "{item_path}: changed while it was read, twice; stored as read the second time, which may not be consistent"
+                    ));
+                }
+                Ok(Some(node))
+            }
+            Err(e)
+                if on_error == OnReadError::Skip
+                    && !matches!(e, Error::Cancelled)
+                    && !ctx2.saver.has_failed() =>
+            {
+                ctx2.warn(format!("{item_path}: {e}; left out of the snapshot"));
+                Ok(None)
+            }
+            Err(e) => {
+                ctx2.counters.read_failed.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        };
+        if let (Some(tx), Ok(stored)) = (publish, &r) {
+            tx.send_replace(
+                stored
+                    .clone()
+                    .map_or(FirstName::LeftOut, |n| FirstName::Stored(Box::new(n))),
+            );
+        }
+        r
+    });
+    Ok(Pending::Task(label, task))
+}
+
+pub(super) fn content_present(index: &Index, node: &Node) -> bool {
+    node.content
+        .iter()
+        .all(|id| index.contains(BlobType::Data, id))
+        && node
+            .content_lists
+            .iter()
+            .all(|id| index.contains(BlobType::Tree, id))
+}
+
+/// Reads an async stream from a blocking thread, one runtime entry per
+/// [`BRIDGE_FILL`] bytes rather than per poll: database streams deliver
+/// small pieces (one `COPY` row, one RDB record), and entering the runtime
+/// for each would cost more than the chunking.
+struct BlockingBridge {
+    inner: crate::source::AsyncReader,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Bytes a [`BlockingBridge`] read gathers before returning (less at the
+/// end of the stream or when the caller's buffer is smaller).
+const BRIDGE_FILL: usize = 256 * 1024;
+
+impl std::io::Read for BlockingBridge {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let inner = &mut self.inner;
+        self.runtime.block_on(async move {
+            let mut filled = 0;
+            while filled < buf.len() && filled < BRIDGE_FILL {
+                let n = inner.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            Ok(filled)
+        })
+    }
+}
+
+/// Turns [`ChangedWhileRead`] into the end of the content, noting it.
+struct Tolerant {
+    inner: Box<dyn std::io::Read + Send>,
+    changed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for Tolerant {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if ChangedWhileRead::is(&e) => {
+                self.changed.store(true, Ordering::Relaxed);
+                Ok(0)
+            }
+            r => r,
+        }
+    }
+}
+
+/// Reads, chunks and stores one content on a blocking thread; with it,
+/// whether the content changed while it was read twice (a
+/// [`Content::Reopenable`] is read again once when it changed).
+fn read_content(ctx: &Ctx, node: Node, content: Content) -> Result<(Node, bool)> {
+    let name = node.name.display().into_owned();
+    let opening = |e| Error::io(format!("opening {name}"), e);
+    let reader: Box<dyn std::io::Read + Send> = match content {
+        Content::Blocking(open) => open().map_err(opening)?,
+        Content::Reopenable(open) => {
+            return match read_from(ctx, node.clone(), open().map_err(opening)?) {
+                Err(Error::Io { source, .. }) if ChangedWhileRead::is(&source) => {
+                    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let second = Tolerant {
+                        inner: open().map_err(opening)?,
+                        changed: changed.clone(),
+                    };
+                    let node = read_from(ctx, node, Box::new(second))?;
+                    Ok((node, changed.load(Ordering::Relaxed)))
+                }
+                r => r.map(|n| (n, false)),
+            };
+        }
+        Content::Async(fut) => {
+            let r = ctx.runtime.block_on(fut)?;
+            Box::new(BlockingBridge {
+                inner: r,
+                runtime: ctx.runtime.clone(),
+            })
+        }
+    };
+    read_from(ctx, node, reader).map(|n| (n, false))
+}
+
+/// Reads, chunks and stores `reader` as the content of `node`.
+fn read_from(ctx: &Ctx, mut node: Node, reader: Box<dyn std::io::Read + Send>) -> Result<Node> {
+    let name = node.name.display().into_owned();
+    let mut chunker = Chunker::with_chunking(reader, ctx.chunker, ctx.seed, ctx.chunking);
+    if node.kind == NodeKind::File {
+        chunker = chunker.with_size_hint(node.size);
+    }
+    let mut stored = Stored {
+        digest: (node.kind == NodeKind::Stream).then(Sha256::new),
+        ids: Vec::new(),
+        lists: Vec::new(),
+    };
+    let mut size = 0u64;
+    let mut last_read = 0u64;
+    let mut next = |chunker: &mut Chunker<_>, size: &mut u64| -> Result<Option<Vec<u8>>> {
+        let chunk = chunker
+            .next_chunk()
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let read = chunker.bytes_read;
+        ctx.counters
+            .bytes_read
+            .fetch_add(read - last_read, Ordering::Relaxed);
+        ctx.progress.add_bytes(read - last_read);
+        last_read = read;
+        *size += chunk.as_ref().map_or(0, |c| c.len() as u64);
+        Ok(chunk)
+    };
+    if node.kind == NodeKind::File && node.size < PIPELINE_FROM {
+        while let Some(chunk) = next(&mut chunker, &mut size)? {
+            stored.add(ctx, chunk)?;
+        }
+    } else {
+        // Big files and streams of unknown size: the chunks are hashed
+        // and handed to the saver on a second thread while this one reads
+        // and cuts the next ones. A single large content (a database
+        // stream, a 1 GiB relation segment) would otherwise keep one core
+        // busy cutting, hashing and copying while the other waits.
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+            let stored = &mut stored;
+            let worker = scope.spawn(move || -> Result<()> {
+                for chunk in rx {
+                    stored.add(ctx, chunk)?;
+                }
+                Ok(())
+            });
+            let read = loop {
+                match next(&mut chunker, &mut size) {
+                    Ok(Some(chunk)) => {
+                        if tx.send(chunk).is_err() {
+                            // The worker failed: its error is the one.
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            drop(tx);
+            let worked = worker.join().map_err(|_| Error::Generic {
+                backend: "reader",
+                source: format!("hashing {name}: the thread panicked").into(),
+            })?;
+            worked.and(read)
+        })?;
+    }
+    let Stored {
+        digest,
+        mut ids,
+        mut lists,
+    } = stored;
+    if !lists.is_empty() || ids.len() > INLINE_CONTENT_LIMIT {
+        for part in ids.chunks(INLINE_CONTENT_LIMIT) {
+            lists.push(save_list(ctx, part)?);
+        }
+        ids.clear();
+    }
+    node.size = size;
+    node.content = ids;
+    node.content_lists = lists;
+    node.sha256 = digest.map(|d| Id(d.finalize().into()));
+    let c = &ctx.counters;
+    match node.kind {
+        NodeKind::Stream => c.streams.fetch_add(1, Ordering::Relaxed),
+        _ => c.files.fetch_add(1, Ordering::Relaxed),
+    };
+    c.logical.fetch_add(size, Ordering::Relaxed);
+    ctx.progress.add_item();
+    Ok(node)
+}
+
+/// Contents at least this large (and streams) are hashed and saved on a
+/// second thread while the first reads on.
+const PIPELINE_FROM: u64 = 8 << 20;
+/// Chunks waiting between the reading and the hashing thread.
+const PIPELINE_DEPTH: usize = 4;
+
+/// What a content read has stored so far: its chunks' ids (the first
+/// ones moved into content lists as they grow) and, for streams, the
+/// SHA-256 of the whole content.
+struct Stored {
+    digest: Option<Sha256>,
+    ids: Vec<Id>,
+    lists: Vec<Id>,
+}
+
+impl Stored {
+    /// Hashes and saves the next chunk.
+    fn add(&mut self, ctx: &Ctx, chunk: Vec<u8>) -> Result<()> {
+        if let Some(d) = self.digest.as_mut() {
+            d.update(&chunk);
+        }
+        let id = ctx.hasher.hash(&chunk);
+        ctx.saver.save_blocking(BlobType::Data, id, chunk)?;
+        self.ids.push(id);
+        if self.ids.len() == INLINE_CONTENT_LIMIT * 2 {
+            // Long content: move the first half into a content list so that
+            // memory per file stays bounded.
+            let rest = self.ids.split_off(INLINE_CONTENT_LIMIT);
+            self.lists.push(save_list(ctx, &self.ids)?);
+            self.ids = rest;
+        }
+        Ok(())
+    }
+}
+
+fn save_list(ctx: &Ctx, ids: &[Id]) -> Result<Id> {
+    let data = encode_content_list(ids);
+    let id = ctx.hasher.hash(&data);
+    ctx.saver.save_blocking(BlobType::Tree, id, data)?;
+    Ok(id)
+}
