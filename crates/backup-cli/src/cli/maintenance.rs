@@ -1,0 +1,146 @@
+//! Arguments: keys, statistics, retention, pruning, repair, copies and locks.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::FilterArgs;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// List keys.
+    List,
+    /// Add a key for a new password.
+    Add(NewPasswordArgs),
+    /// Remove a key.
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the password of the key in use.
+    Passwd(NewPasswordArgs),
+    /// Write the master key, wrapped under a new password, to a file (for escrow).
+    Export {
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Write the key without a password (mode 0600): it opens the
+        /// repository with no password and no key derivation, for
+        /// `archive_command`/`restore_command`. Whoever reads it can open
+        /// the repository.
+        #[arg(long)]
+        no_password: bool,
+        #[command(flatten)]
+        new: NewPasswordArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NewPasswordArgs {
+    /// Read the new password from this file (otherwise BACKUP_NEW_PASSWORD or a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    /// Snapshots to remove (ids or unique prefixes), in addition to the policy.
+    pub(crate) snapshots: Vec<String>,
+    /// Keep the N newest snapshots of each group.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N ISO weeks with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N years with snapshots.
+    #[arg(long, value_name = "N")]
+    pub(crate) keep_yearly: Option<usize>,
+    /// Keep every snapshot taken within DURATION (e.g. 14d) of the group's newest.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) keep_within: Option<String>,
+    /// Keep snapshots with this tag; repeatable.
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub(crate) keep_tags: Vec<String>,
+    /// Time zone of the calendar buckets (IANA name; default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub(crate) tz: Option<String>,
+    /// Group snapshots by these keys before applying the policy: source, host, job, tags, none.
+    #[arg(long, value_name = "KEYS", default_value = "source,job")]
+    pub(crate) group_by: String,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub(crate) prune: bool,
+    /// Show what would be kept and removed, and why; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// With --prune: repack packs at least this percent unused.
+    #[arg(long, value_name = "PERCENT", default_value = "25")]
+    pub(crate) repack_threshold: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Show what would be removed and rewritten; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Repack packs at least this percent unused (0-100).
+    #[arg(long, value_name = "PERCENT", default_value = "25")]
+    pub(crate) repack_threshold: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepairCommand {
+    /// Rebuild the index from the headers of every pack.
+    Index {
+        /// Report what would be written; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List snapshots whose data is missing; remove them with --remove.
+    Snapshots {
+        /// Remove the damaged snapshots.
+        #[arg(long)]
+        remove: bool,
+        /// List only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// Snapshots to copy (ids, prefixes or `latest`); all not yet copied when none are given.
+    pub(crate) snapshots: Vec<String>,
+    /// The destination repository URL.
+    #[arg(long, value_name = "URL", env = "BACKUP_TO_REPOSITORY")]
+    pub(crate) to_repo: String,
+    /// File with the destination's password (otherwise BACKUP_TO_PASSWORD or a prompt).
+    #[arg(long, value_name = "FILE", env = "BACKUP_TO_PASSWORD_FILE")]
+    pub(crate) to_password_file: Option<PathBuf>,
+    /// Storage option KEY=VALUE for the destination; repeatable.
+    #[arg(long = "to-option", value_name = "KEY=VALUE")]
+    pub(crate) to_options: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnlockArgs {
+    /// Remove every lock, not only stale ones (expired, or held by a process gone from this host); only when no other process uses the repository.
+    #[arg(long)]
+    pub(crate) all: bool,
+}

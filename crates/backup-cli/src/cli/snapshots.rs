@@ -1,0 +1,160 @@
+//! Arguments: creating a repository, backing up, listing and showing snapshots.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::parse_size;
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Store data unencrypted (only when it is encrypted elsewhere).
+    #[arg(long)]
+    pub(crate) insecure_no_encryption: bool,
+    /// Average chunk size: a power of two from 64KiB to 4MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub(crate) chunk_size: u64,
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) compression_level: i32,
+    /// Target pack file size.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub(crate) pack_size: u64,
+    /// Keyed hash of blob ids: blake3 (format version 2), or hmac-sha256
+    /// (format version 1, readable by builds older than version 2).
+    #[arg(long, value_name = "HASH", default_value = "blake3", value_parser = ["blake3", "hmac-sha256"])]
+    pub(crate) id_hash: String,
+}
+
+const CREATE_FILES: &str = "Files";
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// What to back up: a path, file:///path, or a database URL.
+    #[arg(
+        value_name = "SOURCE",
+        required_unless_present = "job",
+        conflicts_with = "job"
+    )]
+    pub(crate) source: Option<String>,
+    /// Run the backup of this job of --config (its source, repository,
+    /// tags and patterns; retention afterwards).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: Option<String>,
+    /// Tag the snapshot; repeatable.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Leave out paths matching GLOB; repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub(crate) excludes: Vec<String>,
+    /// Only these namespaces (databases); repeatable.
+    #[arg(long = "include", value_name = "NS")]
+    pub(crate) includes: Vec<String>,
+    /// Stamp the snapshot with this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) time: Option<String>,
+    /// Record this host name instead of this machine's.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Use this snapshot as the parent instead of the latest of the same source.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "no_parent")]
+    pub(crate) parent: Option<String>,
+    /// Read every file even when unchanged since the last snapshot.
+    #[arg(long)]
+    pub(crate) no_parent: bool,
+    /// Read and count everything, write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// PostgreSQL: also back up roles and tablespaces (pg_dumpall --globals-only).
+    #[arg(long)]
+    pub(crate) pg_globals: bool,
+    /// MongoDB: also back up users (with their password hashes) and
+    /// user-defined roles of the backed-up databases (and of `admin` for a
+    /// whole deployment); a restore recreates the missing ones.
+    #[arg(long)]
+    pub(crate) mongo_users: bool,
+    /// How to read the source; the same as `?mode=` in the URL. Redis:
+    /// `rdb` (default; the RDB over replication, one point in time) or
+    /// `keys` (SCAN, DUMP per key; for servers that refuse replication).
+    /// PostgreSQL: `logical` (default; one database as SQL and COPY data)
+    /// or `physical` (a base backup of the whole cluster that restores
+    /// into a data directory).
+    #[arg(long, value_name = "MODE", value_parser = ["rdb", "keys", "logical", "physical"])]
+    pub(crate) mode: Option<String>,
+    /// PostgreSQL physical: read this data directory directly (a local
+    /// base backup) instead of streaming it over the replication protocol.
+    /// Without it the data directory is read directly when the server's
+    /// `data_directory` is readable here.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pgdata: Option<PathBuf>,
+    /// PostgreSQL physical: `fast` (default) or `spread` starting
+    /// checkpoint.
+    #[arg(long, value_name = "WHEN", value_parser = ["fast", "spread"])]
+    pub(crate) checkpoint: Option<String>,
+    /// PostgreSQL physical over the replication protocol: the most the
+    /// server sends per second (e.g. 100MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_rate: Option<u64>,
+    /// Stay on the source's file system: directories where another one is
+    /// mounted are kept, empty.
+    #[arg(long, help_heading = CREATE_FILES)]
+    pub(crate) one_file_system: bool,
+    /// Leave out the contents of directories tagged as caches by a
+    /// CACHEDIR.TAG file (the tag itself is kept).
+    #[arg(long, help_heading = CREATE_FILES)]
+    pub(crate) exclude_caches: bool,
+    /// Leave out the contents of directories that hold a file of this name
+    /// (the file itself is kept); repeatable.
+    #[arg(long, value_name = "NAME", help_heading = CREATE_FILES)]
+    pub(crate) exclude_if_present: Vec<String>,
+    /// Read exclude patterns from FILE, one a line (# starts a comment);
+    /// repeatable.
+    #[arg(long, value_name = "FILE", help_heading = CREATE_FILES)]
+    pub(crate) exclude_file: Vec<PathBuf>,
+    /// Leave out files larger than SIZE (e.g. 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = CREATE_FILES)]
+    pub(crate) exclude_larger_than: Option<u64>,
+    /// Back up only the paths listed in FILE (relative to SOURCE or
+    /// absolute inside it; one a line, # starts a comment); a listed
+    /// directory brings everything below it. Repeatable.
+    #[arg(long, value_name = "FILE", help_heading = CREATE_FILES)]
+    pub(crate) files_from: Vec<PathBuf>,
+    /// The --files-from lists end each path with a NUL byte (as `find
+    /// -print0` writes), not a newline.
+    #[arg(short = '0', long = "null", requires = "files_from", help_heading = CREATE_FILES)]
+    pub(crate) null: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct FilterArgs {
+    /// Only snapshots of this source (URL, path or kind such as `files`).
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Only snapshots with this tag; repeatable (all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Only snapshots from this host.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Only snapshots taken before this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) before: Option<String>,
+    /// Only snapshots taken at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+}
