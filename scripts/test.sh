@@ -73,6 +73,10 @@ forbid backup-daemon 'backup-cli|indicatif|rpassword' \
 forbid backup-cli 'aws-lc-rs|aws-lc-sys' "one TLS crypto provider (ring), chosen by the binary"
 forbid backup-daemon 'aws-lc-rs|aws-lc-sys' "one TLS crypto provider (ring), chosen by the binary"
 
+# Inside a crate: no two source files import each other, directly or in a
+# loop (a module and its own submodules count as one).
+python3 scripts/module_cycles.py
+
 step "Clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 

@@ -16,6 +16,10 @@ use backup_core::source::Source;
 use backup_core::target::Target;
 use backup_core::{Error, Result};
 
+use crate::options::{
+    FilesOptions, MongoOptions, PostgresMode, PostgresOptions, RedisOptions, Selection,
+};
+
 /// The kinds of systems a URL can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -97,101 +101,6 @@ impl fmt::Display for Kind {
     }
 }
 
-/// How a Redis source reads the data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RedisMode {
-    /// The whole dataset as an RDB over the replication protocol (one
-    /// point in time).
-    #[default]
-    Rdb,
-    /// Key by key with `SCAN`, `DUMP` and `PEXPIRETIME`.
-    Keys,
-}
-
-impl RedisMode {
-    /// `rdb` or `keys`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RedisMode::Rdb => "rdb",
-            RedisMode::Keys => "keys",
-        }
-    }
-}
-
-impl std::str::FromStr for RedisMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "rdb" => Ok(RedisMode::Rdb),
-            "keys" => Ok(RedisMode::Keys),
-            other => Err(Error::Config(format!(
-                "mode `{other}`: Redis sources are read with mode rdb (the default) or keys"
-            ))),
-        }
-    }
-}
-
-/// How a PostgreSQL source is read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PostgresMode {
-    /// One database, as SQL schema and `COPY` data inside one snapshot.
-    #[default]
-    Logical,
-    /// The whole cluster as a base backup: the data directory's files and
-    /// the WAL that makes them consistent.
-    Physical,
-}
-
-impl PostgresMode {
-    /// `logical` or `physical`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PostgresMode::Logical => "logical",
-            PostgresMode::Physical => "physical",
-        }
-    }
-}
-
-impl std::str::FromStr for PostgresMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "logical" => Ok(PostgresMode::Logical),
-            "physical" => Ok(PostgresMode::Physical),
-            other => Err(Error::Config(format!(
-                "mode `{other}`: PostgreSQL sources are read with mode logical (the default) or physical"
-            ))),
-        }
-    }
-}
-
-/// When a physical base backup's starting checkpoint happens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Checkpoint {
-    /// At once, as fast as the disks allow (the backup starts sooner).
-    #[default]
-    Fast,
-    /// Spread over `checkpoint_completion_target`, like a scheduled one
-    /// (gentler on a busy server; the backup may wait minutes to start).
-    Spread,
-}
-
-impl std::str::FromStr for Checkpoint {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fast" => Ok(Checkpoint::Fast),
-            "spread" => Ok(Checkpoint::Spread),
-            other => Err(Error::Config(format!(
-                "checkpoint `{other}`: use fast (the default) or spread"
-            ))),
-        }
-    }
-}
-
 /// Per-kind settings as front-ends collect them, before the kind of the
 /// source is known: `--pg-globals`, `--mongo-users`, `--mode`, `--pgdata`,
 /// `--checkpoint`, `--max-rate` on the command line, `pg_globals`,
@@ -217,32 +126,6 @@ pub struct KindSettings {
     pub files: FilesOptions,
 }
 
-/// Options of a files backup: what the walk of the directory leaves out or
-/// keeps to, beyond `--exclude` patterns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FilesOptions {
-    /// Do not descend into other file systems mounted below the source
-    /// (their mount points are kept, empty).
-    pub one_file_system: bool,
-    /// Leave out the contents of directories marked as caches by a
-    /// `CACHEDIR.TAG` file (the tag file itself is kept).
-    pub exclude_caches: bool,
-    /// Leave out the contents of directories holding a file of one of
-    /// these names (the marker file itself is kept).
-    pub exclude_if_present: Vec<String>,
-    /// Leave out regular files larger than this many bytes.
-    pub exclude_larger_than: Option<u64>,
-    /// Files of exclude patterns, one a line (`#` starts a comment).
-    pub exclude_files: Vec<std::path::PathBuf>,
-    /// Files listing the only paths to back up (relative to the source
-    /// directory, or absolute inside it), one a line; a listed directory
-    /// brings everything below it.
-    pub files_from: Vec<std::path::PathBuf>,
-    /// The `files_from` lists separate paths with NUL bytes instead of
-    /// newlines (and have no comments).
-    pub files_from_nul: bool,
-}
-
 /// The typed options of one kind of source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -255,44 +138,6 @@ pub enum KindOptions {
     Mongodb(MongoOptions),
     /// Redis.
     Redis(RedisOptions),
-}
-
-/// Options of a PostgreSQL backup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PostgresOptions {
-    /// Also back up roles and tablespaces (`pg_dumpall --globals-only`).
-    pub globals: bool,
-    /// Worker connections (default: the number of cores, at least 2).
-    pub jobs: Option<usize>,
-    /// How to read; `None` takes `?mode=` from the URL, or logical.
-    pub mode: Option<PostgresMode>,
-    /// Physical: the data directory, read directly (a local base backup);
-    /// `None` reads it over the replication protocol unless the server's
-    /// `data_directory` is readable here.
-    pub pgdata: Option<std::path::PathBuf>,
-    /// Physical: the starting checkpoint.
-    pub checkpoint: Checkpoint,
-    /// Physical, remote: the most bytes per second the server sends.
-    pub max_rate: Option<u64>,
-}
-
-/// Options of a MongoDB backup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MongoOptions {
-    /// Also back up the users (with password hashes) and user-defined
-    /// roles of the backed-up databases, and of `admin` for a whole
-    /// deployment.
-    pub users: bool,
-}
-
-/// Options of a Redis backup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RedisOptions {
-    /// How to read; `None` takes `?mode=` from the URL, or the RDB.
-    pub mode: Option<RedisMode>,
 }
 
 impl KindOptions {
@@ -501,16 +346,6 @@ impl SourceSpec {
     }
 }
 
-/// What a source reads: namespaces (databases) to include, patterns to
-/// leave out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
-    /// Include patterns (database namespaces).
-    pub includes: Vec<String>,
-    /// Exclude patterns.
-    pub excludes: Vec<String>,
-}
-
 /// A place to restore to: its URL (which may carry a password) and the
 /// number of parallel loaders for database targets.
 #[derive(Clone)]
@@ -662,7 +497,7 @@ mod tests {
         assert_eq!(
             spec.options,
             KindOptions::Redis(RedisOptions {
-                mode: Some(RedisMode::Keys)
+                mode: Some(crate::RedisMode::Keys)
             })
         );
         assert!(!format!("{spec:?}").contains("pw@"));

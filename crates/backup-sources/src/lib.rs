@@ -21,6 +21,8 @@
 //!   of each kind of stream); `mongo::follow` captures MongoDB's oplog.
 //! - [`summary`]: what a database snapshot holds (tables, collections,
 //!   databases with their counts), from its metadata, for people.
+//! - [`options`]: the typed options of each kind, compiled in every
+//!   build.
 //! - [`kind`]: the registry of kinds. [`SourceSpec`] and [`TargetSpec`]
 //!   turn a URL and typed per-kind options into the right implementation;
 //!   front-ends and the operations layer call only these.
@@ -49,6 +51,7 @@ mod localfs;
 pub mod mongo;
 #[cfg(any(feature = "postgres", feature = "mongodb"))]
 mod names;
+pub mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -57,7 +60,8 @@ pub mod summary;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod tls;
 
-pub use kind::{
-    Checkpoint, FilesOptions, Kind, KindOptions, KindSettings, MongoOptions, PostgresMode,
-    PostgresOptions, RedisMode, RedisOptions, Selection, SourceSpec, TargetSpec,
+pub use kind::{Kind, KindOptions, KindSettings, SourceSpec, TargetSpec};
+pub use options::{
+    Checkpoint, FilesOptions, MongoOptions, PostgresMode, PostgresOptions, RedisMode, RedisOptions,
+    Selection,
 };

@@ -31,6 +31,15 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// `schema.name`, or the name alone for an object outside a schema.
+    pub(crate) fn label(&self) -> String {
+        if self.schema.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+
     /// Qualified two-part names that appear outside strings and comments,
     /// unquoted and case-folded as PostgreSQL reads them.
     pub(crate) fn qualified_names(&self) -> BTreeSet<(String, String)> {

@@ -24,7 +24,7 @@ const PROBE_AFTER: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a source reads the data (the registry's [`crate::RedisMode`]).
-pub use crate::kind::RedisMode as Mode;
+pub use crate::options::RedisMode as Mode;
 
 /// A parsed `redis://` or `rediss://` URL.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::database::worker;
-use super::schema::{already_exists, entry_error, entry_label, sqlstate, Executor};
+use super::schema::{already_exists, entry_error, sqlstate, Executor};
 use crate::postgres::conn::{query_error, ConnInfo, Side};
 use crate::postgres::script::{Entry, Statement};
 
@@ -149,7 +149,7 @@ fn collect(
                 exec.warnings.push(format!(
                     "{} {} already exists in the target and was kept",
                     entry.kind,
-                    entry_label(&entry)
+                    entry.label()
                 ));
                 return Ok(());
             }

@@ -8,7 +8,6 @@ use backup_core::{Error, Result};
 use tokio_postgres::Client;
 
 use super::database::{self, Found};
-use super::schema::entry_label;
 use super::snapshot::Loaded;
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::script::{roles_named, tokens, Entry, Statement, Tok};
@@ -355,7 +354,7 @@ impl<'a> Pruner<'a> {
         if e.kind == "VIEW" && self.placeholders.contains(&own) {
             self.skipped.push(format!(
                 "VIEW {} (its definition, the rule `{} _RETURN`, is not restored, and the view would be a placeholder returning NULLs)",
-                entry_label(e),
+                e.label(),
                 e.name
             ));
             return true;
@@ -402,7 +401,7 @@ impl<'a> Pruner<'a> {
                     self.skipped.push(format!(
                         "{} {} (needs {s}.{n}, which is not restored)",
                         e.kind,
-                        entry_label(e)
+                        e.label()
                     ));
                 }
             }
@@ -470,7 +469,7 @@ impl Plan {
             .chain(self.data.iter_mut())
             .chain(self.post.iter_mut())
         {
-            let label = format!("{} {}", e.kind, entry_label(e));
+            let label = format!("{} {}", e.kind, e.label());
             e.statements.retain(|s| {
                 let Statement::Sql(sql) = s else { return true };
                 let named = roles_named(sql);

@@ -155,19 +155,11 @@ impl Executor<'_> {
             self.warnings.push(format!(
                 "{} {} already exists in the target and was kept",
                 e.kind,
-                entry_label(e)
+                e.label()
             ));
             return Ok(if creates { Ran::Kept } else { Ran::Done });
         }
         Err(entry_error(e, err))
-    }
-}
-
-pub(super) fn entry_label(e: &Entry) -> String {
-    if e.schema.is_empty() {
-        e.name.clone()
-    } else {
-        format!("{}.{}", e.schema, e.name)
     }
 }
 
@@ -200,7 +192,7 @@ fn setting_name(sql: &str) -> Option<String> {
 pub(super) fn entry_error(e: &Entry, err: tokio_postgres::Error) -> Error {
     query_error(
         Side::Target,
-        &format!("restoring {} {}", e.kind, entry_label(e)),
+        &format!("restoring {} {}", e.kind, e.label()),
         err,
     )
 }
