@@ -20,7 +20,9 @@ use backup_core::repo::Repository;
 use backup_core::snapshot::SnapshotEntry;
 use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{FileKind, Id};
-pub use backup_sources::capture::{CaptureEvent, CaptureObserver, NoObserver, StoredPiece};
+pub use backup_sources::capture::{
+    CaptureEvent, CaptureObserver, NoObserver, Position, StoredPiece,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;

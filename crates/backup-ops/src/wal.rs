@@ -17,19 +17,17 @@ use backup_core::snapshot::SourceDescriptor;
 use backup_sources::postgres::physical::wal;
 use tokio_util::sync::CancellationToken;
 
-pub use backup_sources::postgres::physical::pitr::{
-    end_recovery, ClusterWindows, RecoveryEnded, WalWindow, WindowBase,
-};
+pub use backup_sources::postgres::physical::pitr::{end_recovery, RecoveryEnded};
 pub use wal::{
     being_fetched, fetch_ahead, fetch_failed, note_asked, note_fetch_failed, prefetch_dir,
-    recovery_over, take_prefetched, EventSink, PrefetchRun, ReceiveOptions, ReceiveSummary,
-    ReceiverEvent,
+    recovery_over, take_prefetched, PrefetchRun, ReceiveOptions, ReceiveSummary, WAL_KIND,
 };
 
 use crate::error::{Error, Result};
 
 /// Streams WAL from the server of `url` (a role with `REPLICATION`) into
-/// `repo` until `stop` is cancelled.
+/// `repo` until `stop` is cancelled, telling `observer` what happens with
+/// the same events as every capture ([`crate::pitr::CaptureEvent`]).
 ///
 /// # Errors
 ///
@@ -39,20 +37,9 @@ pub async fn receive(
     url: &str,
     opts: ReceiveOptions,
     stop: CancellationToken,
-    events: EventSink,
+    observer: std::sync::Arc<dyn crate::pitr::CaptureObserver>,
 ) -> Result<ReceiveSummary> {
-    Ok(wal::receive(repo.clone(), url, opts, stop, events).await?)
-}
-
-/// The restorable windows of every cluster with physical snapshots in
-/// `repo`: stored WAL per timeline, the base backups inside, and gaps.
-///
-/// # Errors
-///
-/// Storage errors, a record that cannot be read.
-pub async fn windows(repo: &Repository) -> Result<Vec<ClusterWindows>> {
-    let (snapshots, _) = repo.snapshots().await?;
-    Ok(backup_sources::postgres::physical::pitr::windows(repo, &snapshots).await?)
+    Ok(wal::receive(repo.clone(), url, opts, stop, observer).await?)
 }
 
 /// The system identifier of the cluster whose data directory is `dir`

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use anyhow::Result;
 use backup_ops::pitr::{follow as follow_op, windows, FollowRequest};
-use backup_sources::capture::{CaptureEvent, CaptureKind, CaptureObserver};
+use backup_sources::capture::{CaptureEvent, CaptureKind, CaptureObserver, Position};
 use backup_sources::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -41,14 +41,43 @@ pub(crate) async fn redis(ctx: &Ctx, c: RedisCommand) -> Result<u8> {
     }
 }
 
-/// Prints a follower's events: a line each for people, a JSON line each
-/// with `--json`.
-struct Printer {
-    kind: CaptureKind,
+/// Prints a capture's events (a follower's or the WAL receiver's): a
+/// line each for people, a JSON line each with `--json`.
+pub(crate) struct Printer {
+    /// The capture kind (`postgres-wal`, `mongodb-oplog`, `redis-stream`).
+    capture: &'static str,
     json: bool,
     quiet: bool,
     /// Lag is printed when it changes by a second or more.
     last_lag: Mutex<f64>,
+}
+
+impl Printer {
+    /// A printer for a capture of kind `capture`, with the context's
+    /// `--json` and `--quiet`.
+    pub(crate) fn new(capture: &'static str, ctx: &Ctx) -> Self {
+        Printer {
+            capture,
+            json: ctx.global.json,
+            quiet: ctx.global.quiet,
+            last_lag: Mutex::new(0.0),
+        }
+    }
+
+    /// A stored position as people read it.
+    fn show(&self, record: &str) -> String {
+        Position::of_record(self.capture, record)
+            .map_or_else(|| record.to_owned(), |p| p.to_string())
+    }
+
+    /// What the stream's identity is called.
+    fn identity_noun(&self) -> &'static str {
+        match self.capture {
+            "postgres-wal" => "cluster",
+            "redis-stream" => "replication id",
+            _ => "replica set",
+        }
+    }
 }
 
 impl CaptureObserver for Printer {
@@ -61,21 +90,21 @@ impl CaptureObserver for Printer {
                 continues,
             } => (
                 format!(
-                    "following {} {identity} (stream {stream}) from {}, continuing {continues}",
-                    match self.kind {
-                        CaptureKind::RedisStream => "replication id",
-                        _ => "replica set",
-                    },
-                    self.kind.show_position(from)
+                    "following {} {identity} (stream {stream}) from {from}, continuing {continues}",
+                    self.identity_noun()
                 ),
-                serde_json::json!({"event": "started", "stream": stream, "identity": identity, "from": from, "continues": continues}),
+                serde_json::json!({"event": "started", "stream": stream, "identity": identity, "from": from.record(), "continues": continues}),
             ),
             CaptureEvent::Stored(p) => (
                 format!(
-                    "stored {}..{}: {} entries, {}",
-                    self.kind.show_position(&p.name.first),
-                    self.kind.show_position(&p.name.last),
-                    p.entries,
+                    "stored {}..{}: {}{}",
+                    self.show(&p.name.first),
+                    self.show(&p.name.last),
+                    if p.entries > 0 {
+                        format!("{} entries, ", p.entries)
+                    } else {
+                        String::new()
+                    },
                     bytes(p.bytes)
                 ),
                 serde_json::json!({"event": "stored", "name": p.name.file_name(), "first": p.name.first, "last": p.name.last, "entries": p.entries, "bytes": p.bytes, "time_first": p.time_first, "time_last": p.time_last}),
@@ -92,6 +121,7 @@ impl CaptureObserver for Printer {
                 seconds,
                 source_newest,
                 stored_newest,
+                behind_bytes,
             } => {
                 let mut last = self
                     .last_lag
@@ -102,8 +132,14 @@ impl CaptureObserver for Printer {
                 }
                 *last = *seconds;
                 (
-                    format!("lag {seconds:.1} s"),
-                    serde_json::json!({"event": "lag", "seconds": seconds, "source_newest": source_newest, "stored_newest": stored_newest}),
+                    format!(
+                        "lag {seconds:.1} s{}",
+                        behind_bytes
+                            .filter(|b| *b > 0)
+                            .map(|b| format!(", {} not stored", bytes(b)))
+                            .unwrap_or_default()
+                    ),
+                    serde_json::json!({"event": "lag", "seconds": seconds, "source_newest": source_newest, "stored_newest": stored_newest, "behind_bytes": behind_bytes}),
                 )
             }
             CaptureEvent::Reconnecting { error, after } => (
@@ -135,28 +171,8 @@ async fn follow(
         .or_else(|e| usage(format!("--slice-time `{}`: {e}", a.slice_time)))?;
     let spec = SourceSpec::plain(a.source.clone())?;
     let repo = ctx.open().await?;
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        stop.cancel();
-    });
-    let printer = Printer {
-        kind,
-        json: ctx.global.json,
-        quiet: ctx.global.quiet,
-        last_lag: Mutex::new(0.0),
-    };
+    let cancel = stop_on_signals();
+    let printer = Printer::new(kind.name(), ctx);
     let req = FollowRequest {
         tags,
         job,
@@ -185,6 +201,28 @@ async fn follow(
         ))?;
     }
     Ok(0)
+}
+
+/// A token cancelled by the first SIGTERM or SIGINT: a capture in the
+/// foreground stores what it received, then ends.
+pub(crate) fn stop_on_signals() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stop.cancel();
+    });
+    cancel
 }
 
 pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {

@@ -1,11 +1,9 @@
 //! `backup wal receive | push | fetch`.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use backup_ops::wal::{self, ReceiveOptions, ReceiverEvent};
-use tokio_util::sync::CancellationToken;
+use backup_ops::wal::{self, ReceiveOptions};
 
 use crate::cli::WalCommand;
 use crate::context::Ctx;
@@ -80,60 +78,16 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             let flush = humantime::parse_duration(&flush_interval)
                 .with_context(|| format!("--flush-interval `{flush_interval}`"))?;
             let repo = ctx.open().await?;
-            let stop = CancellationToken::new();
-            let stopper = stop.clone();
-            tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-                }
-                stopper.cancel();
-            });
-            let json = ctx.global.json;
-            let quiet = ctx.global.quiet;
-            let events: wal::EventSink = Arc::new(move |e: ReceiverEvent| {
-                if json {
-                    let v = match &e {
-                        ReceiverEvent::Streaming {
-                            system_identifier,
-                            timeline,
-                            from,
-                        } => serde_json::json!({
-                            "event": "streaming", "system_identifier": system_identifier, "timeline": timeline, "from": from }),
-                        ReceiverEvent::Stored {
-                            timeline,
-                            lsn,
-                            server_lsn,
-                            received,
-                        } => serde_json::json!({
-                            "event": "stored", "timeline": timeline, "lsn": lsn, "server_lsn": server_lsn, "received": received }),
-                        ReceiverEvent::Gap { from, to, reason } => serde_json::json!({
-                            "event": "gap", "from": from, "to": to, "reason": reason }),
-                    };
-                    // A reader that went away ends nothing but the output.
-                    let _ = writeln!(std::io::stdout(), "{v}");
-                } else if !quiet {
-                    match &e {
-                        ReceiverEvent::Streaming { system_identifier, timeline, from } => note!(
-                            "streaming WAL of cluster {system_identifier}, timeline {timeline}, from {from}"
-                        ),
-                        ReceiverEvent::Stored { .. } => tracing::debug!(event = ?e, "Stored."),
-                        ReceiverEvent::Gap { from, to, reason } => {
-                            note!("warning: WAL from {from} to {to} could not be captured: {reason}");
-                        }
-                    }
-                }
-            });
+            let stop = super::pitr::stop_on_signals();
+            let printer = Arc::new(super::pitr::Printer::new(wal::WAL_KIND, ctx));
             let opts = ReceiveOptions {
                 slot,
                 flush_interval: flush,
                 lock_wait: ctx.lock_wait().max(std::time::Duration::from_secs(3600)),
                 ..ReceiveOptions::default()
             };
-            let summary = wal::receive(&repo, &source, opts, stop, events).await?;
-            if json {
+            let summary = wal::receive(&repo, &source, opts, stop, printer).await?;
+            if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "event": "stopped", "summary": summary }))?;
             } else {
                 ctx.say(format!(

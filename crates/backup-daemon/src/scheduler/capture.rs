@@ -1,240 +1,354 @@
-//! Continuous capture beside a job's schedule: the WAL receiver of a
-//! physical PostgreSQL job, restarted with backoff when it stops, its
-//! progress in the job's [`CaptureState`], notices on lag, gaps and stops.
+//! Continuous capture beside a job's schedule, one loop for every kind:
+//! the WAL receiver of a physical PostgreSQL job (`wal` settings), the
+//! oplog or replication-stream follower of a MongoDB or Redis job (`oplog
+//! = "continuous"`). What stops is started again with backoff
+//! (`core::retry::Restarts`); the capture's events feed the job's
+//! [`CaptureState`] (status API, `backupd_capture_*` metrics) and the
+//! `capture_lag`, `capture_gap` and `capture_stopped` notifications; the
+//! restorable window is read through the capture drivers' listing.
+//!
+//! Several daemons on one repository: a follower's lease lets one write;
+//! the others wait (their state says so) and take over when its lease
+//! expires.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use backup_ops::config::{Event, Job, WalCapture};
-use backup_ops::wal::{ReceiveOptions, ReceiverEvent};
-use chrono::Utc;
-use tokio_util::sync::CancellationToken;
+use std::time::{Duration, Instant};
 
 use backup_core::retry::Restarts;
+use backup_ops::config::{Event, Job};
+use backup_ops::pitr::{CaptureEvent, CaptureObserver, FollowRequest, Position};
+use backup_ops::wal::ReceiveOptions;
+use tokio_util::sync::CancellationToken;
 
 use super::{report, restarts, Daemon};
 use crate::state::CaptureState;
 
-/// A WAL position `X/Y` as a number.
-fn lsn(text: &str) -> u64 {
-    text.split_once('/')
-        .and_then(|(hi, lo)| {
-            Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-        })
-        .unwrap_or(0)
+/// What a job captures, for its state and messages.
+struct Capture {
+    /// The capture kind (`postgres-wal`, `mongodb-oplog`, `redis-stream`).
+    kind: &'static str,
+    /// What is captured, for people (`WAL`, `oplog`).
+    what: &'static str,
+    /// Where changes wait while capture is down.
+    kept_in: &'static str,
+    /// The job's lag limit.
+    max_lag: Option<Duration>,
+    /// The setting that gives it.
+    max_lag_setting: &'static str,
+}
+
+impl Capture {
+    fn of(job: &Job) -> Capture {
+        if let Some(wal) = &job.wal {
+            Capture {
+                kind: "postgres-wal",
+                what: "WAL",
+                kept_in: "the replication slot",
+                max_lag: wal.max_lag,
+                max_lag_setting: "max_wal_lag",
+            }
+        } else if job.source.starts_with("redis") {
+            Capture {
+                kind: "redis-stream",
+                what: "replication stream",
+                kept_in:
+                    "the replication backlog until it rolls over (then the capture records a gap)",
+                max_lag: job.max_oplog_lag,
+                max_lag_setting: "max_oplog_lag",
+            }
+        } else {
+            Capture {
+                kind: "mongodb-oplog",
+                what: "oplog",
+                kept_in: "the oplog until it rolls over (then the capture records a gap)",
+                max_lag: job.max_oplog_lag,
+                max_lag_setting: "max_oplog_lag",
+            }
+        }
+    }
+}
+
+/// Routes a capture's events to the job's state and notifications.
+struct Observer {
+    daemon: Arc<Daemon>,
+    job: Job,
+    capture: Capture,
+    /// `capture_stopped` was sent for the current outage (cleared when
+    /// capture starts again).
+    stopped_noticed: AtomicBool,
+}
+
+impl Observer {
+    fn update(&self, f: impl FnOnce(&mut CaptureState)) {
+        self.daemon.status.update(&self.job.name, |s| {
+            f(s.capture.get_or_insert_with(CaptureState::default));
+        });
+    }
+
+    /// Sends `capture_stopped`, once per outage.
+    fn stopped(&self, error: &str, retry: Duration, how: &str) {
+        if self.stopped_noticed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.daemon.notify(
+            &self.job,
+            Event::CaptureStopped,
+            format!("{}: {} capture stopped", self.job.name, self.capture.what),
+            format!(
+                "{error}\n{how} in {} s; changes made meanwhile stay in {}.",
+                retry.as_secs(),
+                self.capture.kept_in
+            ),
+        );
+    }
+
+    fn gap(&self, stream: &str, reason: &str) {
+        tracing::error!(job = %self.job.name, stream = %stream, reason = %reason, "Gap in the captured changes.");
+        self.update(|c| c.gaps_total += 1);
+        let then = if self.job.wal.as_ref().is_some_and(|w| w.backup_on_gap) {
+            let _ = self.daemon.status.trigger(&self.job.name);
+            "A new base backup was started (on_wal_gap = \"backup\")."
+        } else {
+            "Restores into the gap are refused; take a new base backup to restore points after it."
+        };
+        self.daemon.notify(
+            &self.job,
+            Event::CaptureGap,
+            format!(
+                "{}: gap in the captured {}",
+                self.job.name, self.capture.what
+            ),
+            format!("{reason}\n{then}"),
+        );
+        let daemon = Arc::clone(&self.daemon);
+        let job = self.job.clone();
+        tokio::spawn(async move { daemon.refresh_window(&job).await });
+    }
+
+    fn lag(&self, seconds: f64, behind_bytes: Option<u64>) {
+        let limit = self.capture.max_lag.map(|d| d.as_secs_f64());
+        let mut alert = false;
+        self.update(|c| {
+            c.lag_seconds = seconds;
+            if let Some(b) = behind_bytes {
+                c.lag_bytes = b;
+                c.server_position = c.stored_position + b;
+            }
+            match limit {
+                Some(l) if seconds > l && !c.lag_alerted => {
+                    c.lag_alerted = true;
+                    alert = true;
+                }
+                Some(l) if seconds <= l => c.lag_alerted = false,
+                _ => {}
+            }
+        });
+        if alert {
+            let limit = limit.unwrap_or_default();
+            tracing::warn!(job = %self.job.name, lag = seconds, limit, "Capture is behind.");
+            self.daemon.notify(
+                &self.job,
+                Event::CaptureLag,
+                format!(
+                    "{}: {} capture is {seconds:.0} s behind ({} {limit:.0} s)",
+                    self.job.name, self.capture.what, self.capture.max_lag_setting
+                ),
+                format!(
+                    "Changes newer than the lag cannot be restored yet{}; check the repository's write speed and the capture's connection.",
+                    behind_bytes
+                        .map(|b| format!(" ({b} bytes are not stored)"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+    }
+}
+
+impl CaptureObserver for Observer {
+    fn event(&self, e: &CaptureEvent) {
+        match e {
+            CaptureEvent::Started { stream, from, .. } => {
+                tracing::info!(job = %self.job.name, stream = %stream, from = %from, "Capture started.");
+                self.stopped_noticed.store(false, Ordering::SeqCst);
+                self.update(|c| {
+                    c.streaming = true;
+                    c.last_error = None;
+                    if let Some(t) = from.timeline() {
+                        c.timeline = t;
+                    }
+                });
+            }
+            CaptureEvent::Stored(p) => {
+                let last = Position::of_record(self.capture.kind, &p.name.last);
+                self.update(|c| {
+                    c.streaming = true;
+                    c.last_stored = Some(chrono::Utc::now());
+                    if p.time_last.is_some() {
+                        c.window_end = p.time_last;
+                    }
+                    match last {
+                        Some(Position::Wal { timeline, lsn }) => {
+                            c.timeline = timeline;
+                            c.stored_position = lsn;
+                        }
+                        Some(Position::Offset(o)) => c.stored_position = o,
+                        _ => {}
+                    }
+                    c.server_position = c.server_position.max(c.stored_position);
+                });
+            }
+            CaptureEvent::Gap { stream, reason, .. } => self.gap(stream, reason),
+            CaptureEvent::Lag {
+                seconds,
+                behind_bytes,
+                ..
+            } => self.lag(*seconds, *behind_bytes),
+            CaptureEvent::Reconnecting { error, after } => {
+                tracing::warn!(job = %self.job.name, error = %error, retry_in = ?after, "Capture reconnects.");
+                self.update(|c| {
+                    c.streaming = false;
+                    c.restarts_total += 1;
+                    c.last_error = Some(error.clone());
+                });
+                self.stopped(
+                    error,
+                    *after,
+                    "It reconnects and resumes after the last stored change",
+                );
+            }
+            CaptureEvent::Warning(w) => {
+                tracing::warn!(job = %self.job.name, "{w}");
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Daemon {
-    /// Runs the job's WAL receiver until `generation` ends; a receiver that
-    /// stops is started again after 1 s, doubling to 60 s while it keeps
-    /// failing (`core::retry::Restarts`).
-    pub(super) async fn capture_loop(
-        self: Arc<Self>,
-        job: Job,
-        wal: WalCapture,
-        generation: CancellationToken,
-    ) {
+    /// Runs the job's capture until `generation` is cancelled (shutdown,
+    /// reload), restarting it with backoff (1 s doubling to 60 s while it
+    /// keeps failing) when it stops, and reading its restorable window
+    /// after each new snapshot and every 5 minutes.
+    pub(super) async fn capture_loop(self: Arc<Self>, job: Job, generation: CancellationToken) {
+        let capture = Capture::of(&job);
         self.status.update(&job.name, |s| {
             s.capture = Some(CaptureState {
-                kind: "postgres-wal".to_owned(),
+                kind: capture.kind.to_owned(),
                 ..CaptureState::default()
             });
         });
-        let ticker = {
-            let this = Arc::clone(&self);
-            let (job, generation) = (job.clone(), generation.clone());
-            let max_lag = wal.max_lag;
-            tokio::spawn(async move {
-                // The window moves when a base backup ends or old ones go:
-                // read it after each new snapshot and every 5 minutes.
-                let mut seen = None;
-                let mut read_at = std::time::Instant::now();
-                loop {
-                    tokio::select! {
-                        () = generation.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {
-                            this.check_lag(&job, max_lag);
-                            let state = this.status.job(&job.name);
-                            let last = state.as_ref().and_then(|s| s.last_success);
-                            // A new base counts once the WAL reaches its end.
-                            let open = state
-                                .and_then(|s| s.capture)
-                                .is_some_and(|c| c.window_start.is_none());
-                            let every = if open { 3 } else { 300 };
-                            if last != seen || read_at.elapsed() > Duration::from_secs(every) {
-                                seen = last;
-                                read_at = std::time::Instant::now();
-                                this.refresh_window(&job).await;
-                            }
-                        }
-                    }
-                }
-            })
-        };
+        let ticker = tokio::spawn(Arc::clone(&self).window_ticker(job.clone(), generation.clone()));
+        let observer = Arc::new(Observer {
+            daemon: Arc::clone(&self),
+            job: job.clone(),
+            capture,
+            stopped_noticed: AtomicBool::new(false),
+        });
         let mut restarts = restarts(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             restarts.started();
-            self.refresh_window(&job).await;
-            let result = self.receive_once(&job, &wal, &generation).await;
-            self.status.update(&job.name, |s| {
-                if let Some(c) = s.capture.as_mut() {
-                    c.streaming = false;
-                }
-            });
+            let result = self.capture_once(&job, &observer, &generation).await;
+            observer.update(|c| c.streaming = false);
             if generation.is_cancelled() {
                 break;
             }
-            let why = result
-                .err()
-                .unwrap_or_else(|| "the receiver ended".to_owned());
-            let restart = restarts.failed();
-            tracing::warn!(job = %job.name, error = %why, retry_in = ?restart.delay, "The WAL receiver stopped; starting it again.");
-            self.status.update(&job.name, |s| {
-                if let Some(c) = s.capture.as_mut() {
-                    c.restarts_total += 1;
-                    c.last_error = Some(why.clone());
+            let error = match result {
+                Ok(()) => "the capture ended".to_owned(),
+                Err(e) if matches!(e.core(), Some(backup_core::Error::Locked(_))) => {
+                    // Another daemon (or a foreground follower) holds the
+                    // stream: not a failure; try again when its lease may
+                    // have expired.
+                    let text = report(&e);
+                    observer.update(|c| c.last_error = Some(text.clone()));
+                    tracing::info!(job = %job.name, holder = %text, "Capture is held by another follower; waiting.");
+                    if Restarts::wait(Duration::from_secs(60), &generation).await {
+                        continue;
+                    }
+                    break;
                 }
+                Err(e) => report(&e),
+            };
+            let restart = restarts.failed();
+            tracing::warn!(job = %job.name, error = %error, retry_in = ?restart.delay, "Capture stopped; starting it again.");
+            observer.update(|c| {
+                c.restarts_total += 1;
+                c.last_error = Some(error.clone());
             });
-            // Once per outage: a receiver that ran a while and stopped is
-            // a new one.
-            if restart.failures == 1 {
-                self.notify(
-                    &job,
-                    Event::CaptureStopped,
-                    format!("WAL capture of job {} stopped", job.name),
-                    format!("{why}\nbackupd starts it again with backoff; WAL written meanwhile stays in the replication slot."),
-                );
-            }
+            observer.stopped(&error, restart.delay, "backupd starts it again");
             if !Restarts::wait(restart.delay, &generation).await {
                 break;
             }
         }
         ticker.abort();
+        tracing::info!(job = %job.name, "Capture stopped for shutdown or reload.");
     }
 
-    /// One receiver run, until it fails or `generation` ends.
-    async fn receive_once(
-        self: &Arc<Self>,
+    /// One run of the job's receiver or follower, until it fails or
+    /// `generation` ends.
+    async fn capture_once(
+        &self,
         job: &Job,
-        wal: &WalCapture,
+        observer: &Arc<Observer>,
         generation: &CancellationToken,
-    ) -> Result<(), String> {
-        let repo = self.repo(&job.repository).await.map_err(|e| report(&e))?;
-        let url = job
-            .source_url()
-            .map_err(|e| backup_core::error::report(&e))?;
-        let this = Arc::clone(self);
-        let name = job.name.clone();
-        let notice_job = job.clone();
-        let events: backup_ops::wal::EventSink = Arc::new(move |e: ReceiverEvent| {
-            this.capture_event(&notice_job, &name, e);
-        });
-        let opts = ReceiveOptions {
-            slot: wal.slot.clone(),
-            flush_interval: wal.flush,
-            lock_wait: self.lock_wait().max(Duration::from_secs(3600)),
-            ..ReceiveOptions::default()
-        };
-        backup_ops::wal::receive(&repo, &url, opts, generation.child_token(), events)
-            .await
-            .map(|_| ())
-            .map_err(|e| report(&e))
-    }
-
-    fn capture_event(self: &Arc<Self>, job: &Job, name: &str, e: ReceiverEvent) {
-        match e {
-            ReceiverEvent::Streaming { timeline, from, .. } => {
-                tracing::info!(job = %name, timeline, from = %from, "Streaming WAL.");
-                self.status.update(name, |s| {
-                    if let Some(c) = s.capture.as_mut() {
-                        c.streaming = true;
-                        c.timeline = timeline;
-                        c.last_error = None;
-                    }
-                });
-            }
-            ReceiverEvent::Stored {
-                timeline,
-                lsn: stored,
-                server_lsn,
-                received,
-            } => {
-                let now = Utc::now();
-                self.status.update(name, |s| {
-                    if let Some(c) = s.capture.as_mut() {
-                        c.streaming = true;
-                        c.timeline = timeline;
-                        c.stored_position = lsn(&stored);
-                        c.server_position = lsn(&server_lsn).max(c.stored_position);
-                        c.lag_bytes = c.server_position - c.stored_position;
-                        c.last_stored = Some(now);
-                        c.window_end = Some(received);
-                        if c.lag_bytes == 0 || c.caught_up_at.is_none() {
-                            c.caught_up_at = Some(now);
-                        }
-                    }
-                });
-            }
-            ReceiverEvent::Gap { from, to, reason } => {
-                self.status.update(name, |s| {
-                    if let Some(c) = s.capture.as_mut() {
-                        c.gaps_total += 1;
-                    }
-                });
-                let then = if job.wal.as_ref().is_some_and(|w| w.backup_on_gap) {
-                    let _ = self.status.trigger(name);
-                    "A new base backup was started (on_wal_gap = \"backup\")."
-                } else {
-                    "Take a new base backup to restore points after it (or set on_wal_gap = \"backup\")."
-                };
-                self.notify(
-                    job,
-                    Event::CaptureGap,
-                    format!("WAL gap in job {name}: {from} to {to}"),
-                    format!("WAL from {from} to {to} could not be captured: {reason}. Points inside it cannot be restored. {then}"),
-                );
-                let this = Arc::clone(self);
-                let job = job.clone();
-                tokio::spawn(async move { this.refresh_window(&job).await });
-            }
-        }
-    }
-
-    /// Updates the lag in seconds and notifies once when it passes the
-    /// job's limit (again only after it recovered).
-    fn check_lag(&self, job: &Job, max_lag: Option<Duration>) {
-        let now = Utc::now();
-        let mut notice = None;
-        self.status.update(&job.name, |s| {
-            let Some(c) = s.capture.as_mut() else { return };
-            c.lag_seconds = match (c.lag_bytes, c.caught_up_at) {
-                (0, _) | (_, None) => 0.0,
-                (_, Some(t)) => (now - t).num_milliseconds() as f64 / 1000.0,
+    ) -> Result<(), backup_ops::Error> {
+        self.refresh_window(job).await;
+        let repo = self.repo(&job.repository).await?;
+        if let Some(wal) = &job.wal {
+            let url = job.source_url()?;
+            let opts = ReceiveOptions {
+                slot: wal.slot.clone(),
+                flush_interval: wal.flush,
+                lock_wait: self.lock_wait().max(Duration::from_secs(3600)),
+                ..ReceiveOptions::default()
             };
-            let Some(max) = max_lag else { return };
-            if c.lag_seconds > max.as_secs_f64() {
-                if !c.lag_alerted {
-                    c.lag_alerted = true;
-                    notice = Some((c.lag_seconds, c.lag_bytes));
-                }
-            } else {
-                c.lag_alerted = false;
-            }
-        });
-        if let Some((secs, bytes)) = notice {
-            self.notify(
-                job,
-                Event::CaptureLag,
-                format!("WAL capture of job {} is {secs:.0} s behind", job.name),
-                format!(
-                    "{bytes} bytes of WAL are not stored yet; the job allows {} s (max_wal_lag).",
-                    max_lag.map_or(0, |d| d.as_secs())
-                ),
-            );
+            let observer: Arc<dyn CaptureObserver> = Arc::clone(observer) as _;
+            backup_ops::wal::receive(&repo, &url, opts, generation.child_token(), observer)
+                .await
+                .map(|_| ())
+        } else {
+            let req = FollowRequest {
+                lock_wait: self.lock_wait(),
+                job: Some(job.name.clone()),
+                tags: job.tags.clone(),
+                ..FollowRequest::default()
+            };
+            let spec = job.source_spec()?;
+            backup_ops::pitr::follow(&repo, &spec, &req, observer.as_ref(), generation)
+                .await
+                .map(|_| ())
         }
     }
 
-    /// Reads where the restorable window of the job's cluster begins.
+    /// Reads the restorable window after each new snapshot of the job
+    /// (a new base counts once the capture reaches its end: read every 3
+    /// s while no window is open) and every 5 minutes.
+    async fn window_ticker(self: Arc<Self>, job: Job, generation: CancellationToken) {
+        let mut seen = None;
+        let mut read_at = Instant::now();
+        loop {
+            tokio::select! {
+                () = generation.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let state = self.status.job(&job.name);
+                    let last = state.as_ref().and_then(|s| s.last_success);
+                    let open = state
+                        .and_then(|s| s.capture)
+                        .is_some_and(|c| c.window_start.is_none());
+                    let every = if open { 3 } else { 300 };
+                    if last != seen || read_at.elapsed() > Duration::from_secs(every) {
+                        seen = last;
+                        read_at = Instant::now();
+                        self.refresh_window(&job).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads where the job's restorable window begins (and ends, before
+    /// anything was stored in this run): the newest window of the job's
+    /// source in the capture drivers' listing.
     async fn refresh_window(&self, job: &Job) {
         let repo = match self.repo(&job.repository).await {
             Ok(r) => r,
@@ -243,17 +357,17 @@ impl Daemon {
                 return;
             }
         };
-        match backup_ops::wal::windows(&repo).await {
-            Ok(clusters) => {
-                // The window that holds the newest WAL of the newest timeline.
-                let newest = clusters
+        let kind = Capture::of(job).kind;
+        match backup_ops::pitr::windows(&repo, Some(&job.source)).await {
+            Ok(sources) => {
+                let newest = sources
                     .iter()
-                    .flat_map(|c| c.windows.iter())
-                    .max_by_key(|w| (w.timeline, lsn(&w.to_lsn)));
-                let start = newest.and_then(|w| w.restorable_from);
+                    .filter(|s| s.capture == kind)
+                    .flat_map(|s| s.windows.iter())
+                    .max_by_key(|w| (w.timeline, w.to_time));
                 self.status.update(&job.name, |s| {
                     if let Some(c) = s.capture.as_mut() {
-                        c.window_start = start;
+                        c.window_start = newest.and_then(|w| w.from_time);
                         if c.window_end.is_none() {
                             c.window_end = newest.and_then(|w| w.to_time);
                         }

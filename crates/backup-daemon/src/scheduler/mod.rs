@@ -10,7 +10,6 @@ mod alerts;
 mod capture;
 mod drill;
 mod history;
-mod oplog;
 mod run;
 mod watch;
 
@@ -264,19 +263,10 @@ impl Daemon {
             let Some(rx) = receivers.remove(&job.name) else {
                 continue;
             };
-            if let Some(wal) = job.wal.clone() {
-                let this = Arc::clone(self);
-                let token = generation.clone();
-                handles.push(tokio::spawn(Box::pin(this.capture_loop(
-                    job.clone(),
-                    wal,
-                    token,
-                ))));
-            }
-            if job.oplog_continuous {
+            if job.wal.is_some() || job.oplog_continuous {
                 let this = Arc::clone(self);
                 handles.push(tokio::spawn(Box::pin(
-                    this.oplog_loop(job.clone(), generation.clone()),
+                    this.capture_loop(job.clone(), generation.clone()),
                 )));
             }
             let this = Arc::clone(self);

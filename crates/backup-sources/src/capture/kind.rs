@@ -91,27 +91,12 @@ impl CaptureKind {
     /// The time a position stands for, when it can be told from the
     /// position alone.
     pub fn position_time(self, position: &str) -> Option<DateTime<Utc>> {
-        match self {
-            CaptureKind::MongodbOplog => {
-                let secs = u32::from_str_radix(position.get(..8)?, 16).ok()?;
-                DateTime::from_timestamp(i64::from(secs), 0)
-            }
-            CaptureKind::RedisStream => None,
-        }
+        Position::parse(self, position)?.time()
     }
 
     /// A position as people write it (`1700000000:5`).
     pub fn show_position(self, position: &str) -> String {
-        match self {
-            CaptureKind::MongodbOplog => match oplog_parts(position) {
-                Some((t, i)) => format!("{t}:{i}"),
-                None => position.to_owned(),
-            },
-            CaptureKind::RedisStream => match u64::from_str_radix(position, 16) {
-                Ok(o) => o.to_string(),
-                Err(_) => position.to_owned(),
-            },
-        }
+        Position::parse(self, position).map_or_else(|| position.to_owned(), |p| p.to_string())
     }
 
     /// Whether a position tells its time ([`CaptureKind::position_time`]);
@@ -194,6 +179,108 @@ impl CaptureKind {
                 Ok(o) => offset_position(o.saturating_add(1)),
                 Err(_) => position.to_owned(),
             },
+        }
+    }
+}
+
+/// A position in a change stream, typed by the kind of stream. Capture
+/// records store positions as fixed-width hexadecimal text
+/// ([`Position::record`]), which sorts like the positions within a
+/// stream; people read them as [`Position`]'s `Display` writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Position {
+    /// PostgreSQL WAL: a byte position (LSN) on a timeline.
+    Wal {
+        /// The timeline.
+        timeline: u32,
+        /// The byte position.
+        lsn: u64,
+    },
+    /// MongoDB oplog: an entry's timestamp.
+    Oplog {
+        /// Seconds since the epoch.
+        seconds: u32,
+        /// The entry's ordinal within its second.
+        increment: u32,
+    },
+    /// Redis: the replication offset (`master_repl_offset`) after a
+    /// command.
+    Offset(u64),
+}
+
+impl Position {
+    /// As capture records store it: 8 hex digits of the timeline then 16
+    /// of the LSN (WAL), 8 of the seconds then 8 of the increment
+    /// (oplog), 16 of the offset (Redis).
+    pub fn record(self) -> String {
+        match self {
+            Position::Wal { timeline, lsn } => format!("{timeline:08X}{lsn:016X}"),
+            Position::Oplog { seconds, increment } => oplog_position(seconds, increment),
+            Position::Offset(o) => offset_position(o),
+        }
+    }
+
+    /// The position a record of capture `kind` stores as `record`
+    /// (`None` when it is not one: another kind's, or damaged).
+    pub fn parse(kind: CaptureKind, record: &str) -> Option<Self> {
+        match kind {
+            CaptureKind::MongodbOplog => oplog_parts(record)
+                .map(|(seconds, increment)| Position::Oplog { seconds, increment }),
+            CaptureKind::RedisStream => position_offset(record).map(Position::Offset),
+        }
+    }
+
+    /// The position a record of the capture kind named `capture`
+    /// (`postgres-wal`, `mongodb-oplog`, `redis-stream`) stores as
+    /// `record`.
+    pub fn of_record(capture: &str, record: &str) -> Option<Self> {
+        if capture == "postgres-wal" {
+            return Self::parse_wal(record);
+        }
+        Self::parse(CaptureKind::of(capture)?, record)
+    }
+
+    /// A WAL position as records store it.
+    pub fn parse_wal(record: &str) -> Option<Self> {
+        if record.len() != 24 {
+            return None;
+        }
+        Some(Position::Wal {
+            timeline: u32::from_str_radix(record.get(..8)?, 16).ok()?,
+            lsn: u64::from_str_radix(record.get(8..)?, 16).ok()?,
+        })
+    }
+
+    /// The timeline of a WAL position.
+    pub fn timeline(self) -> Option<u32> {
+        match self {
+            Position::Wal { timeline, .. } => Some(timeline),
+            _ => None,
+        }
+    }
+
+    /// The time the position stands for, when it tells one (oplog).
+    pub fn time(self) -> Option<DateTime<Utc>> {
+        match self {
+            Position::Oplog { seconds, .. } => DateTime::from_timestamp(i64::from(seconds), 0),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    /// `0/3000060 on timeline 1`, `1700000000:5`, `123456`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Wal { timeline, lsn } => write!(
+                f,
+                "{:X}/{:X} on timeline {timeline}",
+                lsn >> 32,
+                lsn & 0xFFFF_FFFF
+            ),
+            Position::Oplog { seconds, increment } => write!(f, "{seconds}:{increment}"),
+            Position::Offset(o) => write!(f, "{o}"),
         }
     }
 }

@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 pub use driver::CaptureDriver;
 pub use kind::{
     base_identities, offset_position, parse_oplog_ts, point_flag, point_owner, position_offset,
-    BasePoint, CaptureKind,
+    BasePoint, CaptureKind, Position,
 };
 pub(crate) use kind::{oplog_parts, oplog_position};
 pub use stream::{Stream, StreamDriver};
@@ -53,7 +53,8 @@ pub use window::{Base, Gap, Inventory, SourceWindows, Window};
 pub struct StoredPiece {
     /// Its record's name.
     pub name: CaptureName,
-    /// Changes (oplog entries, WAL records) it holds.
+    /// Changes it holds (oplog entries, Redis commands; 0 for WAL, whose
+    /// records are not counted).
     pub entries: u64,
     /// Bytes it holds.
     pub bytes: u64,
@@ -74,7 +75,7 @@ pub enum CaptureEvent {
         /// The source's identity (replica set, cluster).
         identity: String,
         /// The first position captured next.
-        from: String,
+        from: Position,
         /// What `from` continues: the previous piece, a base snapshot, or
         /// nothing (the server's newest change).
         continues: String,
@@ -101,6 +102,9 @@ pub enum CaptureEvent {
         source_newest: Option<DateTime<Utc>>,
         /// The newest stored change.
         stored_newest: Option<DateTime<Utc>>,
+        /// How many bytes of changes the source has that are not stored
+        /// yet, when the stream counts bytes (WAL).
+        behind_bytes: Option<u64>,
     },
     /// The connection failed with an error that may pass; capture resumes
     /// from the last stored position after `after`.

@@ -558,7 +558,10 @@ async fn resume(
     observer.event(&CaptureEvent::Started {
         stream: stream.to_owned(),
         identity: set.identity(),
-        from: next.position(),
+        from: crate::capture::Position::Oplog {
+            seconds: next.t,
+            increment: next.i,
+        },
         continues,
     });
     Ok(Position {
@@ -823,6 +826,7 @@ async fn report_lag(
         seconds,
         source_newest,
         stored_newest: pos.stored_time,
+        behind_bytes: None,
     });
     Ok(())
 }

@@ -376,7 +376,7 @@ impl Follower<'_> {
             self.observer.event(&CaptureEvent::Started {
                 stream: p.stream.clone(),
                 identity: p.identity.clone(),
-                from: offset_position(p.next),
+                from: crate::capture::Position::Offset(p.next),
                 continues,
             });
         }
@@ -605,6 +605,7 @@ impl Follower<'_> {
             seconds,
             source_newest: slice.time_last.or(pos.stored_time),
             stored_newest: pos.stored_time,
+            behind_bytes: None,
         });
     }
 

@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use backup_core::capture::{CaptureName, PieceInfo};
 use backup_core::repo::Repository;
 use backup_core::snapshot::SourceDescriptor;
@@ -24,6 +26,7 @@ use super::protocol::{
 use super::stored::{
     gap_stream, history_start, parse_position, position, streams, GAP_KIND, HISTORY_KIND, WAL_KIND,
 };
+use crate::capture::{CaptureEvent, CaptureObserver, Position, StoredPiece};
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::wire::{db_error, WireConn};
 
@@ -51,41 +54,6 @@ impl Default for ReceiveOptions {
     }
 }
 
-/// What the receiver tells its caller as it runs.
-#[derive(Debug, Clone)]
-pub enum ReceiverEvent {
-    /// Connected; streaming `timeline` from `from`.
-    Streaming {
-        /// The cluster.
-        system_identifier: String,
-        /// Timeline streamed.
-        timeline: u32,
-        /// First position requested.
-        from: String,
-    },
-    /// WAL up to `lsn` (on `timeline`) is stored and confirmed.
-    Stored {
-        /// Timeline.
-        timeline: u32,
-        /// End of what is stored.
-        lsn: String,
-        /// The server's latest position when last heard of.
-        server_lsn: String,
-        /// When the stored WAL was received.
-        received: DateTime<Utc>,
-    },
-    /// WAL from `from` to `to` cannot be captured any more; a gap was
-    /// recorded.
-    Gap {
-        /// Start of the missing range.
-        from: String,
-        /// End of the missing range.
-        to: String,
-        /// Why.
-        reason: String,
-    },
-}
-
 /// Summary of a receiver run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReceiveSummary {
@@ -99,11 +67,13 @@ pub struct ReceiveSummary {
     pub gaps: u64,
 }
 
-/// Callback of receiver events.
-pub type EventSink = std::sync::Arc<dyn Fn(ReceiverEvent) + Send + Sync>;
-
 /// Streams WAL from `url`'s server into `repo` until `stop` is cancelled
-/// (then what was received is stored and the run ends) or an error.
+/// (then what was received is stored and the run ends) or an error,
+/// telling `observer` as it goes: [`CaptureEvent::Started`] for each
+/// timeline streamed, [`CaptureEvent::Stored`] for each piece,
+/// [`CaptureEvent::Lag`] about once a second (with the bytes received
+/// but not stored yet), [`CaptureEvent::Gap`] for WAL that can no longer
+/// be captured.
 ///
 /// # Errors
 ///
@@ -114,7 +84,7 @@ pub async fn receive(
     url: &str,
     opts: ReceiveOptions,
     stop: CancellationToken,
-    events: EventSink,
+    observer: Arc<dyn CaptureObserver>,
 ) -> Result<ReceiveSummary> {
     let info = ConnInfo::parse(url)?;
     let mut wire = info.wire().map_err(Error::source_failed)?;
@@ -133,8 +103,10 @@ pub async fn receive(
             opts,
             descriptor,
             runtime,
-            events,
+            observer,
             stop,
+            continues: String::new(),
+            stored_time: None,
             summary: ReceiveSummary::default(),
             covering: None,
             cover_base: true,
@@ -175,8 +147,12 @@ struct Receiver {
     opts: ReceiveOptions,
     descriptor: SourceDescriptor,
     runtime: tokio::runtime::Handle,
-    events: EventSink,
+    observer: Arc<dyn CaptureObserver>,
     stop: CancellationToken,
+    /// What the next stream continues, for [`CaptureEvent::Started`].
+    continues: String,
+    /// When a piece was last stored.
+    stored_time: Option<DateTime<Utc>>,
     summary: ReceiveSummary,
     /// Set while the first stream of a cluster reaches back to its newest
     /// base backup: the cluster, timeline, the base's end and where the
@@ -336,6 +312,11 @@ impl Receiver {
                 }
             }
         };
+        self.continues = match (last, &self.covering) {
+            (Some(_), _) => "the stored WAL".to_owned(),
+            (None, Some(_)) => "the newest base backup's end".to_owned(),
+            (None, None) => "the replication slot's position".to_owned(),
+        };
         self.continue_on(conn, &stream, &sysid, timeline, start, seg)
     }
 
@@ -369,6 +350,7 @@ impl Receiver {
                 Some((t, s)) => {
                     let (_, hstream) = streams(&self.repo, sysid);
                     self.store_history(conn, &hstream, sysid, t)?;
+                    self.continues = format!("the end of timeline {timeline}");
                     timeline = t;
                     start = s;
                 }
@@ -421,14 +403,17 @@ impl Receiver {
         let wait = self.opts.lock_wait;
         let repo = self.repo.clone();
         let reason2 = reason.to_owned();
-        self.runtime
+        let record = self
+            .runtime
             .block_on(async move { repo.put_capture_gap(info, &reason2, wait).await })?;
         self.summary.gaps += 1;
         tracing::warn!(from = %from, to = %to, reason, "WAL could not be captured; a gap was recorded.");
-        (self.events)(ReceiverEvent::Gap {
-            from: format!("{tli}/{from}"),
-            to: format!("{tli}/{to}"),
-            reason: reason.to_owned(),
+        self.observer.event(&CaptureEvent::Gap {
+            stream: streams(&self.repo, sysid).0,
+            record: Some(record),
+            reason: format!(
+                "WAL from {from} to {to} on timeline {tli} could not be captured: {reason}"
+            ),
         });
         Ok(())
     }
@@ -446,10 +431,14 @@ impl Receiver {
         seg: u64,
     ) -> Result<Option<(u32, Lsn)>> {
         self.start_replication(conn, timeline, start)?;
-        (self.events)(ReceiverEvent::Streaming {
-            system_identifier: sysid.to_owned(),
-            timeline,
-            from: start.to_string(),
+        self.observer.event(&CaptureEvent::Started {
+            stream: stream.to_owned(),
+            identity: sysid.to_owned(),
+            from: Position::Wal {
+                timeline,
+                lsn: start.0,
+            },
+            continues: std::mem::take(&mut self.continues),
         });
         let mut pending: Vec<u8> = Vec::new();
         let mut pending_start = start;
@@ -458,6 +447,7 @@ impl Receiver {
         let mut server_end = start;
         let mut stored = start;
         let mut last_status = Instant::now();
+        let mut last_lag = Instant::now();
         loop {
             if self.stop.is_cancelled() {
                 if !pending.is_empty() {
@@ -495,7 +485,8 @@ impl Receiver {
                             stored = next;
                             send_status(conn, stored).map_err(|e| io(&e))?;
                             last_status = Instant::now();
-                            self.stored_event(timeline, stored, server_end);
+                            self.lag_event(None, stored, server_end);
+                            last_lag = Instant::now();
                         }
                     }
                 }
@@ -525,11 +516,16 @@ impl Receiver {
                 stored = next;
                 send_status(conn, stored).map_err(|e| io(&e))?;
                 last_status = Instant::now();
-                self.stored_event(timeline, stored, server_end);
+                self.lag_event(None, stored, server_end);
+                last_lag = Instant::now();
             }
             if last_status.elapsed() >= Duration::from_secs(10) {
                 send_status(conn, stored).map_err(|e| io(&e))?;
                 last_status = Instant::now();
+            }
+            if last_lag.elapsed() >= Duration::from_secs(1) {
+                self.lag_event(pending_since, stored, server_end);
+                last_lag = Instant::now();
             }
         }
     }
@@ -559,12 +555,16 @@ impl Receiver {
         }
         Ok(())
     }
-    fn stored_event(&self, timeline: u32, stored: Lsn, server: Lsn) {
-        (self.events)(ReceiverEvent::Stored {
-            timeline,
-            lsn: stored.to_string(),
-            server_lsn: server.to_string(),
-            received: Utc::now(),
+
+    /// Tells the observer how far behind the stored WAL is: the age of
+    /// the oldest received byte not stored yet (`pending_since`), and the
+    /// bytes between the stored end and the server's.
+    fn lag_event(&self, pending_since: Option<Instant>, stored: Lsn, server_end: Lsn) {
+        self.observer.event(&CaptureEvent::Lag {
+            seconds: pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            source_newest: None,
+            stored_newest: self.stored_time,
+            behind_bytes: Some(server_end.0.saturating_sub(stored.0)),
         });
     }
 
@@ -588,7 +588,15 @@ impl Receiver {
         info.time_first = Some(now);
         info.time_last = Some(now);
         info.details = serde_json::json!({ "timeline": timeline });
-        self.store(info, data)?;
+        let name = self.store(info, data)?;
+        self.stored_time = Some(now);
+        self.observer.event(&CaptureEvent::Stored(StoredPiece {
+            name,
+            entries: 0,
+            bytes: data.len() as u64,
+            time_first: Some(now),
+            time_last: Some(now),
+        }));
         self.summary.pieces += 1;
         self.summary.bytes += data.len() as u64;
         self.summary.last = Some(format!("{timeline}/{to}"));

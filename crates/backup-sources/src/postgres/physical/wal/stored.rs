@@ -21,17 +21,19 @@ pub const GAP_KIND: &str = "postgres-wal-gap";
 
 /// A WAL position as capture names write it: timeline and LSN.
 pub(crate) fn position(tli: u32, lsn: Lsn) -> String {
-    format!("{tli:08X}{:016X}", lsn.0)
+    crate::capture::Position::Wal {
+        timeline: tli,
+        lsn: lsn.0,
+    }
+    .record()
 }
 
 /// Parses a WAL capture position.
 pub(crate) fn parse_position(p: &str) -> Option<(u32, Lsn)> {
-    if p.len() != 24 {
-        return None;
+    match crate::capture::Position::parse_wal(p)? {
+        crate::capture::Position::Wal { timeline, lsn } => Some((timeline, Lsn(lsn))),
+        _ => None,
     }
-    let tli = u32::from_str_radix(&p[..8], 16).ok()?;
-    let lsn = u64::from_str_radix(&p[8..], 16).ok()?;
-    Some((tli, Lsn(lsn)))
 }
 
 /// The stream ids of a cluster's WAL and history.
