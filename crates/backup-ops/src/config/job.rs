@@ -313,35 +313,7 @@ impl JobConfig {
             ));
         }
         let kind = Kind::of(&j.source).map_err(|e| ConfigError::invalid(&key("source"), e))?;
-        let max_rate = j
-            .max_rate
-            .as_deref()
-            .map(backup_core::util::parse_size)
-            .transpose()
-            .map_err(|e| ConfigError::invalid(&key("max_rate"), e))?;
-        let exclude_larger_than = j
-            .exclude_larger_than
-            .as_deref()
-            .map(backup_core::util::parse_size)
-            .transpose()
-            .map_err(|e| ConfigError::invalid(&key("exclude_larger_than"), e))?;
-        let settings = KindSettings {
-            pg_globals: j.pg_globals,
-            mongo_users: j.mongo_users,
-            mode: j.mode.clone(),
-            pgdata: j.pgdata.clone(),
-            checkpoint: j.checkpoint.clone(),
-            max_rate,
-            files: FilesOptions {
-                one_file_system: j.one_file_system,
-                exclude_caches: j.exclude_caches,
-                exclude_if_present: j.exclude_if_present.clone(),
-                exclude_larger_than,
-                exclude_files: j.exclude_file.clone(),
-                files_from: j.files_from.clone(),
-                files_from_nul: j.files_from_nul,
-            },
-        };
+        let settings = self.kind_settings(name)?;
         KindOptions::new(kind, &settings).map_err(|e| ConfigError::invalid(&key("source"), e))?;
         let wal = self.wal_capture(name, kind)?;
         if let Some(p) = &j.source_password {
@@ -349,105 +321,16 @@ impl JobConfig {
         }
         let schedule = Schedule::parse(&j.schedule, j.timezone.as_deref())
             .map_err(|e| ConfigError::invalid(&key("schedule"), e))?;
-        let retention = match &j.retention {
-            Some(r) => {
-                let policy = RetentionPolicy {
-                    last: r.keep_last,
-                    hourly: r.keep_hourly,
-                    daily: r.keep_daily,
-                    weekly: r.keep_weekly,
-                    monthly: r.keep_monthly,
-                    yearly: r.keep_yearly,
-                    within: r.keep_within,
-                    tags: r.keep_tags.clone(),
-                    tz: r
-                        .timezone
-                        .as_deref()
-                        .map(parse_tz)
-                        .transpose()
-                        .map_err(|e| ConfigError::invalid(&key("retention.timezone"), e))?,
-                };
-                if policy.is_empty() {
-                    return Err(ConfigError::invalid(
-                        &key("retention"),
-                        "give at least one keep_* rule",
-                    ));
-                }
-                Some(Retention {
-                    policy,
-                    prune: r.prune,
-                })
-            }
-            None => None,
-        };
-        let (mode_key, mode) = match (&j.oplog, &j.capture) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    &key("oplog"),
-                    "give either oplog or capture (they mean the same for MongoDB)",
-                ))
-            }
-            (Some(m), None) => ("oplog", Some(m.as_str())),
-            (None, m) => ("capture", m.as_deref()),
-        };
-        let oplog_continuous = match mode {
-            None => false,
-            Some("continuous") if kind == Kind::Mongodb => true,
-            Some("continuous") if kind == Kind::Redis && mode_key == "capture" => true,
-            Some("continuous") => {
-                return Err(ConfigError::invalid(
-                    &key(mode_key),
-                    format!(
-                        "continuous capture needs a MongoDB source (oplog or capture) or a Redis source (capture), and this one is {kind}"
-                    ),
-                ))
-            }
-            Some(other) => {
-                return Err(ConfigError::invalid(
-                    &key(mode_key),
-                    format!("`{other}`: the only mode is \"continuous\""),
-                ))
-            }
-        };
+        let retention = self.checked_retention(name)?;
+        let oplog_continuous = self.oplog_continuous(name, kind)?;
         if j.max_oplog_lag.is_some() && !oplog_continuous {
             return Err(ConfigError::invalid(
                 &key("max_oplog_lag"),
                 "applies to jobs with oplog = \"continuous\"",
             ));
         }
-        let verify = match &j.verify {
-            Some(v) => {
-                let schedule = Schedule::parse(&v.schedule, j.timezone.as_deref())
-                    .map_err(|e| ConfigError::invalid(&key("verify.schedule"), e))?;
-                if let Some(p) = v.read_data {
-                    if !(p > 0.0 && p <= 100.0) {
-                        return Err(ConfigError::invalid(
-                            &key("verify.read_data"),
-                            "a percentage more than 0 and at most 100",
-                        ));
-                    }
-                }
-                Some(VerifyCadence {
-                    schedule,
-                    read_data: v.read_data,
-                })
-            }
-            None => None,
-        };
-        let notify = match &j.notify {
-            Some(list) => {
-                for n in list {
-                    if !config.notifications.contains_key(n) {
-                        return Err(ConfigError::invalid(
-                            &key("notify"),
-                            format!("no notification channel named `{n}`"),
-                        ));
-                    }
-                }
-                list.clone()
-            }
-            None => config.notifications.keys().cloned().collect(),
-        };
+        let verify = self.verify_cadence(name)?;
+        let notify = self.notify_channels(name, config)?;
         let drill = j
             .drill
             .as_ref()
@@ -480,6 +363,148 @@ impl JobConfig {
             oplog_continuous,
             max_oplog_lag: j.max_oplog_lag,
         })
+    }
+
+    /// The job's per-kind settings, with its sizes parsed.
+    fn kind_settings(&self, name: &str) -> Result<KindSettings, ConfigError> {
+        let j = self;
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let max_rate = j
+            .max_rate
+            .as_deref()
+            .map(backup_core::util::parse_size)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(&key("max_rate"), e))?;
+        let exclude_larger_than = j
+            .exclude_larger_than
+            .as_deref()
+            .map(backup_core::util::parse_size)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(&key("exclude_larger_than"), e))?;
+        Ok(KindSettings {
+            pg_globals: j.pg_globals,
+            mongo_users: j.mongo_users,
+            mode: j.mode.clone(),
+            pgdata: j.pgdata.clone(),
+            checkpoint: j.checkpoint.clone(),
+            max_rate,
+            files: FilesOptions {
+                one_file_system: j.one_file_system,
+                exclude_caches: j.exclude_caches,
+                exclude_if_present: j.exclude_if_present.clone(),
+                exclude_larger_than,
+                exclude_files: j.exclude_file.clone(),
+                files_from: j.files_from.clone(),
+                files_from_nul: j.files_from_nul,
+            },
+        })
+    }
+
+    /// The job's retention, checked: its time zone parses and it has at
+    /// least one rule.
+    fn checked_retention(&self, name: &str) -> Result<Option<Retention>, ConfigError> {
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let Some(r) = &self.retention else {
+            return Ok(None);
+        };
+        let policy = RetentionPolicy {
+            last: r.keep_last,
+            hourly: r.keep_hourly,
+            daily: r.keep_daily,
+            weekly: r.keep_weekly,
+            monthly: r.keep_monthly,
+            yearly: r.keep_yearly,
+            within: r.keep_within,
+            tags: r.keep_tags.clone(),
+            tz: r
+                .timezone
+                .as_deref()
+                .map(parse_tz)
+                .transpose()
+                .map_err(|e| ConfigError::invalid(&key("retention.timezone"), e))?,
+        };
+        if policy.is_empty() {
+            return Err(ConfigError::invalid(
+                &key("retention"),
+                "give at least one keep_* rule",
+            ));
+        }
+        Ok(Some(Retention {
+            policy,
+            prune: r.prune,
+        }))
+    }
+
+    /// Whether the job captures continuously (`oplog` or `capture` =
+    /// `"continuous"`), checked against the source's kind.
+    fn oplog_continuous(&self, name: &str, kind: Kind) -> Result<bool, ConfigError> {
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let (mode_key, mode) = match (&self.oplog, &self.capture) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    &key("oplog"),
+                    "give either oplog or capture (they mean the same for MongoDB)",
+                ))
+            }
+            (Some(m), None) => ("oplog", Some(m.as_str())),
+            (None, m) => ("capture", m.as_deref()),
+        };
+        match mode {
+            None => Ok(false),
+            Some("continuous") if kind == Kind::Mongodb => Ok(true),
+            Some("continuous") if kind == Kind::Redis && mode_key == "capture" => Ok(true),
+            Some("continuous") => Err(ConfigError::invalid(
+                &key(mode_key),
+                format!(
+                    "continuous capture needs a MongoDB source (oplog or capture) or a Redis source (capture), and this one is {kind}"
+                ),
+            )),
+            Some(other) => Err(ConfigError::invalid(
+                &key(mode_key),
+                format!("`{other}`: the only mode is \"continuous\""),
+            )),
+        }
+    }
+
+    /// The job's verification cadence, checked: its schedule parses and
+    /// `read_data` is a percentage.
+    fn verify_cadence(&self, name: &str) -> Result<Option<VerifyCadence>, ConfigError> {
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let Some(v) = &self.verify else {
+            return Ok(None);
+        };
+        let schedule = Schedule::parse(&v.schedule, self.timezone.as_deref())
+            .map_err(|e| ConfigError::invalid(&key("verify.schedule"), e))?;
+        if let Some(p) = v.read_data {
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(ConfigError::invalid(
+                    &key("verify.read_data"),
+                    "a percentage more than 0 and at most 100",
+                ));
+            }
+        }
+        Ok(Some(VerifyCadence {
+            schedule,
+            read_data: v.read_data,
+        }))
+    }
+
+    /// The channels the job notifies, checked against `[notifications]`
+    /// (every channel when the job names none).
+    fn notify_channels(&self, name: &str, config: &Config) -> Result<Vec<String>, ConfigError> {
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let Some(list) = &self.notify else {
+            return Ok(config.notifications.keys().cloned().collect());
+        };
+        for n in list {
+            if !config.notifications.contains_key(n) {
+                return Err(ConfigError::invalid(
+                    &key("notify"),
+                    format!("no notification channel named `{n}`"),
+                ));
+            }
+        }
+        Ok(list.clone())
     }
 }
 

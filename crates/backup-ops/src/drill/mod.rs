@@ -44,7 +44,9 @@ use backup_core::progress::Progress;
 use backup_core::reader::SnapshotReader;
 use backup_core::repo::Repository;
 use backup_core::snapshot::SnapshotFilter;
+use backup_core::target::{RestoreOptions, RestoreReport};
 use backup_core::Id;
+use backup_sources::drill::StartedServer;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +55,7 @@ pub use point::{
 };
 
 use self::checks::CheckContext;
-use self::journal::Journal;
+use self::journal::{Journal, Resource};
 use self::scratch::{remove_leftover, Scratch};
 use crate::config::{CheckConfig, Job};
 use crate::error::{exit, Error, Result};
@@ -530,20 +532,66 @@ async fn run_locked(
     feedback: &dyn Feedback,
     cancel: Option<&CancellationToken>,
 ) -> Result<Ran> {
-    let mut ran = Ran {
-        phases: Vec::new(),
-        rto: None,
-        bytes: 0,
-        items: 0,
-        checks: Vec::new(),
-        target: req
-            .target
-            .as_deref()
-            .map(backup_core::redact::redact_url)
-            .unwrap_or_default(),
-        error: None,
-        kept: false,
+    let mut ran = Ran::begun(req);
+    let (mut scratch, opts) = plan_scratch(req, name, started, point).await?;
+    ran.target = scratch.describe();
+    let resources = begin_scratch(&mut scratch, journal).await?;
+    tracing::info!(job = %name, snapshot = %point.snapshot.id.short(), target = %ran.target, "Drill started.");
+
+    let reader = SnapshotReader::new(repo.clone(), point.snapshot.clone());
+    let clock = PhaseClock::new(feedback.progress("drill", "files"));
+    let restore_started = Instant::now();
+    let prepare = restore_started.saturating_duration_since(t0).as_secs_f64();
+    let body = restore_copy(req, point, &scratch, &opts, &reader, &clock, prepare);
+    let result = match cancel {
+        Some(token) => tokio::select! {
+            () = token.cancelled() => Err(Error::usage("the drill was abandoned: the daemon is shutting down")),
+            r = body => r,
+        },
+        None => body.await,
     };
+    match result {
+        Ok(restored) => {
+            ran.rto = Some(t0.elapsed().saturating_sub(restored.checking));
+            check_copy(req, point, &scratch, &reader, restored, &mut ran, cancel).await;
+        }
+        Err(e) => {
+            ran.phases = clock.phases(Instant::now());
+            ran.error = Some(failure(&e));
+        }
+    }
+    keep_or_remove(req, name, &mut ran, &mut scratch, &resources, journal).await;
+    Ok(ran)
+}
+
+impl Ran {
+    /// A drill about to begin its scratch copy: nothing measured yet.
+    fn begun(req: &DrillRequest) -> Self {
+        Ran {
+            phases: Vec::new(),
+            rto: None,
+            bytes: 0,
+            items: 0,
+            checks: Vec::new(),
+            target: req
+                .target
+                .as_deref()
+                .map(backup_core::redact::redact_url)
+                .unwrap_or_default(),
+            error: None,
+            kept: false,
+        }
+    }
+}
+
+/// Plans the scratch copy of `point` and the restore options that reach
+/// the point (its time, and how WAL or the oplog is replayed up to it).
+async fn plan_scratch(
+    req: &DrillRequest,
+    name: &str,
+    started: chrono::DateTime<Utc>,
+    point: &ChosenPoint,
+) -> Result<(Scratch, RestoreOptions)> {
     let stamp = started.format("%Y%m%dt%H%M%S").to_string();
     let planned = Scratch::plan(
         &point.snapshot.snapshot,
@@ -554,14 +602,20 @@ async fn run_locked(
         point.canary.is_some(),
     )
     .await;
-    let (mut scratch, mut opts) = planned?;
+    let (scratch, mut opts) = planned?;
     opts.at = point.at;
     opts.point.clone_from(&point.point);
     opts.replay.clone_from(&point.replay);
     if point.at.is_some() && point.replay.is_none() {
         opts.replay_command.clone_from(&req.replay_command);
     }
-    ran.target = scratch.describe();
+    Ok((scratch, opts))
+}
+
+/// Checks that the scratch copy's place is free, records its resources
+/// in the journal and creates it, undoing what was done when a step
+/// fails; returns the resources recorded.
+async fn begin_scratch(scratch: &mut Scratch, journal: &mut Journal) -> Result<Vec<Resource>> {
     if let Err(e) = scratch.check_free().await {
         if let Scratch::Redis {
             throwaway: Some(_), ..
@@ -585,116 +639,169 @@ async fn run_locked(
         }
         return Err(e);
     }
-    tracing::info!(job = %name, snapshot = %point.snapshot.id.short(), target = %ran.target, "Drill started.");
+    Ok(resources)
+}
 
-    let reader = SnapshotReader::new(repo.clone(), point.snapshot.clone());
-    let clock = PhaseClock::new(feedback.progress("drill", "files"));
-    let restore_started = Instant::now();
-    let prepare = restore_started.saturating_duration_since(t0).as_secs_f64();
-    let mut checking = Duration::ZERO;
-    let body = async {
-        let target = scratch.target();
-        target.check_options(&opts)?;
-        target.check(&reader, &opts).await?;
-        clock.mark("fetch");
-        let report = target.restore(&reader, &opts, clock.clone()).await;
-        clock.finish();
-        let report = report?;
-        let mut phases = clock.phases(Instant::now());
-        phases.insert(
-            0,
-            DrillPhase {
-                name: "prepare".to_owned(),
-                seconds: prepare,
-            },
-        );
-        let mut files = None;
-        let server = match &scratch {
-            Scratch::Physical { dir, data, .. } => {
-                // The file comparison runs before the server starts, which
-                // changes files; its time is left out of the RTO.
-                if req.builtin_checks && point.at.is_none() {
-                    let c = checks::physical_files(data, &reader).await;
-                    checking += Duration::from_secs_f64(c.seconds);
-                    files = Some(c);
-                }
-                let port = free_port()?;
-                let at = Instant::now();
-                // The socket must fit in a Unix socket path (107 bytes).
-                let work = (dir.as_os_str().len() < 60).then_some(dir.as_path());
-                let s = data.start(port, work).await?;
-                phases.push(DrillPhase {
-                    name: "recovery".to_owned(),
-                    seconds: at.elapsed().as_secs_f64(),
-                });
-                Some((s, port))
-            }
-            _ => None,
-        };
-        Ok::<_, Error>((report, phases, server, files))
-    };
-    let result = match cancel {
-        Some(token) => tokio::select! {
-            () = token.cancelled() => Err(Error::usage("the drill was abandoned: the daemon is shutting down")),
-            r = body => r,
+/// What restoring the scratch copy produced.
+struct Restored {
+    /// The restore's report.
+    report: RestoreReport,
+    /// The phases so far (`prepare`, the restore's, `recovery`).
+    phases: Vec<DrillPhase>,
+    /// A physical copy's started server, with its port.
+    server: Option<(StartedServer, u16)>,
+    /// A physical copy's comparison of its files, made before it started.
+    files: Option<DrillCheck>,
+    /// Time spent on checks, left out of the RTO.
+    checking: Duration,
+}
+
+/// Restores `point` into the scratch copy, timing its phases after
+/// `prepare` seconds of preparation, and starts a physical copy.
+async fn restore_copy(
+    req: &DrillRequest,
+    point: &ChosenPoint,
+    scratch: &Scratch,
+    opts: &RestoreOptions,
+    reader: &SnapshotReader,
+    clock: &Arc<PhaseClock>,
+    prepare: f64,
+) -> Result<Restored> {
+    let target = scratch.target();
+    target.check_options(opts)?;
+    target.check(reader, opts).await?;
+    clock.mark("fetch");
+    let report = target.restore(reader, opts, clock.clone()).await;
+    clock.finish();
+    let report = report?;
+    let mut phases = clock.phases(Instant::now());
+    phases.insert(
+        0,
+        DrillPhase {
+            name: "prepare".to_owned(),
+            seconds: prepare,
         },
-        None => body.await,
-    };
-    match result {
-        Ok((report, phases, server, files)) => {
-            ran.rto = Some(t0.elapsed().saturating_sub(checking));
-            ran.phases = phases;
-            ran.bytes = report.stats.bytes;
-            ran.items = report.stats.files;
-            let port = server.as_ref().map(|(_, p)| *p);
-            let cx = CheckContext {
-                reader: &reader,
-                port,
-                snapshot: point.snapshot.id.to_hex(),
-                files,
-                replayed: point.replay.is_some(),
-            };
-            let checks = async {
-                let mut out = Vec::new();
-                if req.builtin_checks {
-                    out.extend(checks::builtin(&scratch, &cx).await);
-                }
-                // The canary written before the drill must be in the copy.
-                let canary = point.canary.as_ref().map(|c| c.check.clone());
-                for c in canary.iter().chain(&req.checks) {
-                    out.push(checks::configured(c, &scratch, &cx).await);
-                }
-                out
-            };
-            ran.checks = match cancel {
-                Some(token) => tokio::select! {
-                    () = token.cancelled() => {
-                        ran.error = Some(("the drill was abandoned: the daemon is shutting down".to_owned(), exit::FAILED));
-                        Vec::new()
-                    }
-                    c = checks => c,
-                },
-                None => checks.await,
-            };
-            if let Some((s, _)) = server {
-                s.stop().await;
+    );
+    let mut checking = Duration::ZERO;
+    let mut files = None;
+    let server = match scratch {
+        Scratch::Physical { dir, data, .. } => {
+            // The file comparison runs before the server starts, which
+            // changes files; its time is left out of the RTO.
+            if req.builtin_checks && point.at.is_none() {
+                let c = checks::physical_files(data, reader).await;
+                checking += Duration::from_secs_f64(c.seconds);
+                files = Some(c);
             }
+            Some(start_physical(dir, data, &mut phases).await?)
         }
-        Err(e) => {
-            ran.phases = clock.phases(Instant::now());
-            ran.error = Some(failure(&e));
+        _ => None,
+    };
+    Ok(Restored {
+        report,
+        phases,
+        server,
+        files,
+        checking,
+    })
+}
+
+/// Starts a physical copy's server on a free port, adding the `recovery`
+/// phase to `phases`.
+async fn start_physical(
+    dir: &std::path::Path,
+    data: &backup_sources::drill::DataDirectory,
+    phases: &mut Vec<DrillPhase>,
+) -> Result<(StartedServer, u16)> {
+    let port = free_port()?;
+    let at = Instant::now();
+    // The socket must fit in a Unix socket path (107 bytes).
+    let work = (dir.as_os_str().len() < 60).then_some(dir);
+    let s = data.start(port, work).await?;
+    phases.push(DrillPhase {
+        name: "recovery".to_owned(),
+        seconds: at.elapsed().as_secs_f64(),
+    });
+    Ok((s, port))
+}
+
+/// Notes what the restore measured in `ran`, runs the checks on the copy
+/// (the built-in ones, the canary, the configured ones) unless `cancel`
+/// stops them, and stops a physical copy's server.
+async fn check_copy(
+    req: &DrillRequest,
+    point: &ChosenPoint,
+    scratch: &Scratch,
+    reader: &SnapshotReader,
+    restored: Restored,
+    ran: &mut Ran,
+    cancel: Option<&CancellationToken>,
+) {
+    let Restored {
+        report,
+        phases,
+        server,
+        files,
+        ..
+    } = restored;
+    ran.phases = phases;
+    ran.bytes = report.stats.bytes;
+    ran.items = report.stats.files;
+    let port = server.as_ref().map(|(_, p)| *p);
+    let cx = CheckContext {
+        reader,
+        port,
+        snapshot: point.snapshot.id.to_hex(),
+        files,
+        replayed: point.replay.is_some(),
+    };
+    let checks = async {
+        let mut out = Vec::new();
+        if req.builtin_checks {
+            out.extend(checks::builtin(scratch, &cx).await);
         }
+        // The canary written before the drill must be in the copy.
+        let canary = point.canary.as_ref().map(|c| c.check.clone());
+        for c in canary.iter().chain(&req.checks) {
+            out.push(checks::configured(c, scratch, &cx).await);
+        }
+        out
+    };
+    ran.checks = match cancel {
+        Some(token) => tokio::select! {
+            () = token.cancelled() => {
+                ran.error = Some(("the drill was abandoned: the daemon is shutting down".to_owned(), exit::FAILED));
+                Vec::new()
+            }
+            c = checks => c,
+        },
+        None => checks.await,
+    };
+    if let Some((s, _)) = server {
+        s.stop().await;
     }
+}
+
+/// Keeps the scratch copy (when asked and nothing failed) or removes it;
+/// its resources leave the journal unless removing it failed.
+async fn keep_or_remove(
+    req: &DrillRequest,
+    name: &str,
+    ran: &mut Ran,
+    scratch: &mut Scratch,
+    resources: &[Resource],
+    journal: &mut Journal,
+) {
     if req.keep && ran.error.is_none() {
         ran.kept = true;
-        for r in &resources {
+        for r in resources {
             let _ = journal.remove(r);
         }
         tracing::info!(job = %name, target = %ran.target, "The drill's scratch copy was kept.");
     } else {
         match scratch.remove().await {
             Ok(()) => {
-                for r in &resources {
+                for r in resources {
                     let _ = journal.remove(r);
                 }
             }
@@ -703,7 +810,6 @@ async fn run_locked(
             }
         }
     }
-    Ok(ran)
 }
 
 /// The command a point-in-time drill's restored server runs to fetch WAL

@@ -265,7 +265,60 @@ async fn run(
 ) -> Result<()> {
     let hello = conn.hello().await?;
     let set = identify(conn, &hello).await?;
-    if let Some(old) = followed.as_ref().filter(|old| **old != set) {
+    note_identity_change(followed.as_ref(), &set, lease, observer, summary).await;
+    *followed = Some(set.clone());
+    let stream = repo.capture_stream(OPLOG_KIND, &set.identity());
+    summary.stream.clone_from(&stream);
+    let lease = hold_lease(repo, lease, &stream).await?;
+    let mut pos = resume(repo, conn, &hello, &stream, set, observer).await?;
+    check_rollover(repo, conn, opts, &mut pos, observer, summary).await?;
+    summary.next = Some(pos.next.position());
+
+    // The cursor runs in a task of its own: waiting for an entry can then
+    // be given up (to store a slice that is due) without dropping the
+    // cursor in the middle of a getMore.
+    let (tx, mut rx) = mpsc::channel::<Read>(4096);
+    let reader = tokio::spawn(tail(conn.clone(), pos.next, tx));
+    let _stop_reader = AbortOnDrop(reader);
+    let mut follower = Follower {
+        repo,
+        conn,
+        opts,
+        lease,
+        descriptor: SourceDescriptor {
+            kind: "mongodb".to_owned(),
+            url: conn.redacted.clone(),
+        },
+        pos,
+        slice: Slice::default(),
+        observer,
+        summary,
+        check: SkipCheck::default(),
+        last_lag: Instant::now(),
+        caught_up: false,
+        caught_up_at: None,
+    };
+    loop {
+        let deadline = follower.deadline();
+        let msg = tokio::select! {
+            () = cancel.cancelled() => return follower.stop().await,
+            m = tokio::time::timeout_at(deadline, rx.recv()) => m,
+        };
+        follower.receive(msg).await?;
+        follower.tick().await?;
+    }
+}
+
+/// Records a gap and gives the lease up when the replica set followed
+/// before (`followed`) is not `set` any more.
+async fn note_identity_change(
+    followed: Option<&ReplicaSet>,
+    set: &ReplicaSet,
+    lease: &mut Option<CaptureLease>,
+    observer: &dyn CaptureObserver,
+    summary: &mut FollowSummary,
+) {
+    if let Some(old) = followed.filter(|old| *old != set) {
         summary.gaps += 1;
         observer.event(&CaptureEvent::Gap {
             stream: summary.stream.clone(),
@@ -280,105 +333,82 @@ async fn run(
             let _ = l.release().await;
         }
     }
-    *followed = Some(set.clone());
-    let stream = repo.capture_stream(OPLOG_KIND, &set.identity());
-    summary.stream.clone_from(&stream);
+}
+
+/// The lease on `stream`, claimed unless `lease` already holds it.
+async fn hold_lease<'l>(
+    repo: &Repository,
+    lease: &'l mut Option<CaptureLease>,
+    stream: &str,
+) -> Result<&'l CaptureLease> {
     if lease.as_ref().is_none_or(|l| l.stream() != stream) {
-        *lease = Some(repo.claim_capture(&stream).await?);
+        *lease = Some(repo.claim_capture(stream).await?);
     }
     let Some(lease) = lease.as_ref() else {
         return Err(Error::Locked(format!("stream {stream}: no lease")));
     };
-    let mut pos = resume(repo, conn, &hello, &stream, set, observer).await?;
-    check_rollover(repo, conn, opts, &mut pos, observer, summary).await?;
-    summary.next = Some(pos.next.position());
+    Ok(lease)
+}
 
-    // The cursor runs in a task of its own: waiting for an entry can then
-    // be given up (to store a slice that is due) without dropping the
-    // cursor in the middle of a getMore.
-    let (tx, mut rx) = mpsc::channel::<Read>(4096);
-    let reader = tokio::spawn(tail(conn.clone(), pos.next, tx));
-    let _stop_reader = AbortOnDrop(reader);
-    let descriptor = SourceDescriptor {
-        kind: "mongodb".to_owned(),
-        url: conn.redacted.clone(),
-    };
-    let mut slice = Slice::default();
-    let mut last_lag = Instant::now();
-    let mut check = SkipCheck::default();
-    // The server's last reply was empty: every entry it had made visible
-    // was read, so none is missing from the newest timestamp's group.
-    let mut caught_up = false;
-    let mut caught_up_at: Option<DateTime<Utc>> = None;
-    loop {
+/// A connection's follower: the stored position, the slice being
+/// gathered and what is known of the reader.
+struct Follower<'a> {
+    repo: &'a Repository,
+    conn: &'a Conn,
+    opts: &'a FollowOptions,
+    lease: &'a CaptureLease,
+    descriptor: SourceDescriptor,
+    pos: Position,
+    slice: Slice,
+    observer: &'a dyn CaptureObserver,
+    summary: &'a mut FollowSummary,
+    check: SkipCheck,
+    last_lag: Instant,
+    /// The server's last reply was empty: every entry it had made visible
+    /// was read, so none is missing from the newest timestamp's group.
+    caught_up: bool,
+    caught_up_at: Option<DateTime<Utc>>,
+}
+
+impl Follower<'_> {
+    /// When to stop waiting for the reader: in a second, or when the slice
+    /// is due once the reader has caught up.
+    fn deadline(&self) -> tokio::time::Instant {
         // A slice is stored when a newer entry arrives after it is due,
         // or, once the reader has caught up, when it is due.
         let now = tokio::time::Instant::now();
         let mut deadline = now + Duration::from_secs(1);
-        if let Some(s) = slice.started.filter(|_| caught_up) {
-            let due = tokio::time::Instant::from_std(s + opts.slice_time);
+        if let Some(s) = self.slice.started.filter(|_| self.caught_up) {
+            let due = tokio::time::Instant::from_std(s + self.opts.slice_time);
             deadline = deadline.min(due.max(now));
         }
-        let msg = tokio::select! {
-            () = cancel.cancelled() => {
-                // What was read is stored, unless the newest entries may
-                // lack companions sharing their timestamp: those are read
-                // again at the next start.
-                if !slice.is_empty() {
-                    store(repo, conn, opts, lease, &descriptor, &mut pos, &mut slice, observer, summary, &mut check, caught_up).await?;
-                }
-                return Ok(());
-            }
-            m = tokio::time::timeout_at(deadline, rx.recv()) => m,
-        };
+        deadline
+    }
+
+    /// Stores what was read as the follower stops.
+    async fn stop(&mut self) -> Result<()> {
+        // What was read is stored, unless the newest entries may
+        // lack companions sharing their timestamp: those are read
+        // again at the next start.
+        if !self.slice.is_empty() {
+            self.store_slice(self.caught_up).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes in one message of the reader (`Err` when none came in time).
+    async fn receive(
+        &mut self,
+        msg: std::result::Result<Option<Read>, tokio::time::error::Elapsed>,
+    ) -> Result<()> {
         match msg {
-            Ok(Some(Read::Opened(upto))) => check.suspect = Some(upto),
-            Ok(Some(Read::Entries(docs))) => {
-                caught_up = false;
-                for doc in docs {
-                    let Some(ts) = entry_ts(&doc) else {
-                        return Err(Error::source_failed(
-                            "an oplog entry without a timestamp (`ts`)",
-                        ));
-                    };
-                    // Already stored by a re-read of a checked slice.
-                    if ts < pos.next && check.reread.is_some_and(|r| ts <= r) {
-                        continue;
-                    }
-                    if ts < pos.next || (!slice.is_empty() && ts < slice.last_ts) {
-                        return Err(Error::Source {
-                            message: format!(
-                                "the oplog returned entry {ts} after {}: resuming from the last stored position",
-                                if slice.is_empty() { pos.next.prev() } else { slice.last_ts }
-                            ),
-                            cause: None,
-                            retryable: true,
-                        });
-                    }
-                    if ts > slice.last_ts && slice.due(opts) {
-                        store(
-                            repo,
-                            conn,
-                            opts,
-                            lease,
-                            &descriptor,
-                            &mut pos,
-                            &mut slice,
-                            observer,
-                            summary,
-                            &mut check,
-                            true,
-                        )
-                        .await?;
-                    }
-                    slice.add(&doc, ts);
-                }
-            }
+            Ok(Some(Read::Opened(upto))) => self.check.suspect = Some(upto),
+            Ok(Some(Read::Entries(docs))) => self.add_entries(docs).await?,
             Ok(Some(Read::CaughtUp)) => {
-                caught_up = true;
-                caught_up_at = Some(Utc::now());
+                self.caught_up = true;
+                self.caught_up_at = Some(Utc::now());
             }
-            Ok(Some(Read::Failed(e))) => return Err(oplog_error(conn, e)),
+            Ok(Some(Read::Failed(e))) => return Err(oplog_error(self.conn, e)),
             Ok(Some(Read::Invalid(e))) => return Err(e),
             Ok(Some(Read::Ended) | None) => {
                 return Err(Error::Source {
@@ -389,27 +419,88 @@ async fn run(
             }
             Err(_) => {}
         }
-        if caught_up && slice.due(opts) {
-            store(
-                repo,
-                conn,
-                opts,
-                lease,
-                &descriptor,
-                &mut pos,
-                &mut slice,
-                observer,
-                summary,
-                &mut check,
-                true,
+        Ok(())
+    }
+
+    /// Adds the entries of one server reply to the slice, storing it first
+    /// when it is due and a newer entry arrives.
+    async fn add_entries(&mut self, docs: Vec<RawDocumentBuf>) -> Result<()> {
+        self.caught_up = false;
+        for doc in docs {
+            let Some(ts) = entry_ts(&doc) else {
+                return Err(Error::source_failed(
+                    "an oplog entry without a timestamp (`ts`)",
+                ));
+            };
+            // Already stored by a re-read of a checked slice.
+            if ts < self.pos.next && self.check.reread.is_some_and(|r| ts <= r) {
+                continue;
+            }
+            if ts < self.pos.next || (!self.slice.is_empty() && ts < self.slice.last_ts) {
+                return Err(self.out_of_order(ts));
+            }
+            if ts > self.slice.last_ts && self.slice.due(self.opts) {
+                self.store_slice(true).await?;
+            }
+            self.slice.add(&doc, ts);
+        }
+        Ok(())
+    }
+
+    /// Stores the slice gathered so far and starts the next one (see
+    /// [`store`]).
+    async fn store_slice(&mut self, certain: bool) -> Result<bool> {
+        store(
+            self.repo,
+            self.conn,
+            self.opts,
+            self.lease,
+            &self.descriptor,
+            &mut self.pos,
+            &mut self.slice,
+            self.observer,
+            self.summary,
+            &mut self.check,
+            certain,
+        )
+        .await
+    }
+
+    /// The error for entry `ts` arriving before what was already read.
+    fn out_of_order(&self, ts: Ts) -> Error {
+        Error::Source {
+            message: format!(
+                "the oplog returned entry {ts} after {}: resuming from the last stored position",
+                if self.slice.is_empty() {
+                    self.pos.next.prev()
+                } else {
+                    self.slice.last_ts
+                }
+            ),
+            cause: None,
+            retryable: true,
+        }
+    }
+
+    /// Stores the slice when it is due and the reader has caught up; every
+    /// second, reports the lag and renews the lease.
+    async fn tick(&mut self) -> Result<()> {
+        if self.caught_up && self.slice.due(self.opts) {
+            self.store_slice(true).await?;
+        }
+        if self.last_lag.elapsed() >= Duration::from_secs(1) {
+            self.last_lag = Instant::now();
+            report_lag(
+                self.conn,
+                &self.pos,
+                &self.slice,
+                self.caught_up_at,
+                self.observer,
             )
             .await?;
+            self.lease.renew().await?;
         }
-        if last_lag.elapsed() >= Duration::from_secs(1) {
-            last_lag = Instant::now();
-            report_lag(conn, &pos, &slice, caught_up_at, observer).await?;
-            lease.renew().await?;
-        }
+        Ok(())
     }
 }
 

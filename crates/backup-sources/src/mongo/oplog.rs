@@ -336,50 +336,15 @@ fn secantus_diff(diff: &Document) -> std::result::Result<Vec<Document>, String> 
     Ok(acc.into_updates())
 }
 
-#[allow(clippy::many_single_char_names)] // Namespace parts of a rename.
+/// Turns a command entry (`op: "c"`, command `o`, run on `db`) into replay
+/// steps.
 fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
     let Some((name, value)) = o.iter().next() else {
         return Err(bad(entry, "empty command"));
     };
-    let coll_of = |v: &Bson| v.as_str().map(str::to_owned);
     match name.as_str() {
-        "applyOps" => {
-            let ops = o
-                .get_array("applyOps")
-                .map_err(|_| bad(entry, "applyOps is not an array"))?;
-            let mut out = Vec::new();
-            for inner in ops {
-                let inner = inner
-                    .as_document()
-                    .ok_or_else(|| bad(entry, "applyOps entry is not a document"))?;
-                out.extend(plan_entry(inner, map)?);
-            }
-            Ok(out)
-        }
-        "create" => {
-            let coll = coll_of(value).ok_or_else(|| bad(entry, "create without a name"))?;
-            let Some((tdb, tcoll)) = map(db, &coll) else {
-                return Ok(Vec::new());
-            };
-            let mut cmd = doc! {"create": tcoll};
-            for (k, v) in o.iter().skip(1) {
-                match k.as_str() {
-                    "idIndex" => {}
-                    "viewOn" => {
-                        let src = v.as_str().unwrap_or_default();
-                        let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
-                        cmd.insert("viewOn", mapped);
-                    }
-                    "viewPipeline" => {
-                        cmd.insert("pipeline", v.clone());
-                    }
-                    _ => {
-                        cmd.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            Ok(vec![Op::Command { db: tdb, cmd }])
-        }
+        "applyOps" => plan_apply_ops(entry, o, map),
+        "create" => plan_create(entry, db, value, o, map),
         "drop" => {
             let coll = coll_of(value).ok_or_else(|| bad(entry, "drop without a name"))?;
             Ok(map(db, &coll)
@@ -390,98 +355,16 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
                 .into_iter()
                 .collect())
         }
-        "renameCollection" => {
-            let from =
-                coll_of(value).ok_or_else(|| bad(entry, "renameCollection without a source"))?;
-            let to = o
-                .get_str("to")
-                .map_err(|_| bad(entry, "renameCollection without `to`"))?;
-            let split = |s: &str| -> Option<(String, String)> {
-                s.split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned()))
-            };
-            let (fdb, fcoll) = split(&from).ok_or_else(|| bad(entry, "bad source namespace"))?;
-            let (tdb, tcoll) = split(to).ok_or_else(|| bad(entry, "bad target namespace"))?;
-            match (map(&fdb, &fcoll), map(&tdb, &tcoll)) {
-                (Some((a, b)), Some((c, d))) => Ok(vec![Op::Command {
-                    db: "admin".to_owned(),
-                    cmd: doc! {
-                        "renameCollection": format!("{a}.{b}"),
-                        "to": format!("{c}.{d}"),
-                        "dropTarget": o.get_bool("dropTarget").unwrap_or(false)
-                            || matches!(o.get("dropTarget"), Some(Bson::Binary(_))),
-                    },
-                }]),
-                // Renamed out of what is restored: it is gone from here.
-                (Some((a, b)), None) => Ok(vec![Op::Command {
-                    db: a,
-                    cmd: doc! {"drop": b},
-                }]),
-                (None, Some((c, d))) => Err(bad(
-                    entry,
-                    &format!("a collection that is not restored was renamed into {c}.{d}; include its source too"),
-                )),
-                (None, None) => Ok(Vec::new()),
-            }
-        }
-        "createIndexes" | "commitIndexBuild" => {
-            let coll =
-                coll_of(value).ok_or_else(|| bad(entry, "index build without a collection"))?;
-            let Some((tdb, tcoll)) = map(db, &coll) else {
-                return Ok(Vec::new());
-            };
-            let specs: Vec<Bson> = if let Ok(list) = o.get_array("indexes") {
-                list.iter()
-                    .filter_map(|s| s.as_document().map(|d| Bson::Document(clean_index_spec(d))))
-                    .collect()
-            } else {
-                // mongod: one index per entry, its spec inline.
-                let mut spec = o.clone();
-                spec.remove("createIndexes");
-                vec![Bson::Document(clean_index_spec(&spec))]
-            };
-            Ok(vec![Op::Command {
-                db: tdb,
-                cmd: doc! {"createIndexes": tcoll, "indexes": specs},
-            }])
-        }
+        "renameCollection" => plan_rename(entry, value, o, map),
+        "createIndexes" | "commitIndexBuild" => plan_create_indexes(entry, db, value, o, map),
         // Two-phase index builds are replayed at their commit; transaction
         // bookkeeping of mongod (prepared transactions are committed by
         // their applyOps entry).
         "startIndexBuild" | "abortIndexBuild" | "commitTransaction" | "abortTransaction" => {
             Ok(Vec::new())
         }
-        "dropIndexes" | "deleteIndexes" => {
-            let coll =
-                coll_of(value).ok_or_else(|| bad(entry, "dropIndexes without a collection"))?;
-            let Some((tdb, tcoll)) = map(db, &coll) else {
-                return Ok(Vec::new());
-            };
-            let index = o
-                .get("index")
-                .cloned()
-                .ok_or_else(|| bad(entry, "dropIndexes without `index`"))?;
-            Ok(vec![Op::Command {
-                db: tdb,
-                cmd: doc! {"dropIndexes": tcoll, "index": index},
-            }])
-        }
-        "collMod" | "convertToCapped" => {
-            let coll = coll_of(value).ok_or_else(|| bad(entry, "command without a collection"))?;
-            let Some((tdb, tcoll)) = map(db, &coll) else {
-                return Ok(Vec::new());
-            };
-            let mut cmd = doc! {name.clone(): tcoll};
-            for (k, v) in o.iter().skip(1) {
-                if k == "viewOn" {
-                    let src = v.as_str().unwrap_or_default();
-                    let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
-                    cmd.insert("viewOn", mapped);
-                } else {
-                    cmd.insert(k.clone(), v.clone());
-                }
-            }
-            Ok(vec![Op::Command { db: tdb, cmd }])
-        }
+        "dropIndexes" | "deleteIndexes" => plan_drop_indexes(entry, db, value, o, map),
+        "collMod" | "convertToCapped" => plan_coll_mod(entry, db, name, value, o, map),
         "dropDatabase" => Ok(map(db, "")
             .map(|(tdb, _)| Op::Command {
                 db: tdb,
@@ -491,6 +374,173 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
             .collect()),
         other => Err(bad(entry, &format!("unsupported command `{other}`"))),
     }
+}
+
+/// The collection a command names (its first value), when it is a string.
+fn coll_of(v: &Bson) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// An `applyOps` entry (a transaction): the steps of every operation it
+/// holds, in order.
+fn plan_apply_ops(entry: &Document, o: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
+    let ops = o
+        .get_array("applyOps")
+        .map_err(|_| bad(entry, "applyOps is not an array"))?;
+    let mut out = Vec::new();
+    for inner in ops {
+        let inner = inner
+            .as_document()
+            .ok_or_else(|| bad(entry, "applyOps entry is not a document"))?;
+        out.extend(plan_entry(inner, map)?);
+    }
+    Ok(out)
+}
+
+/// A `create` of a collection or view, its view source renamed too.
+fn plan_create(
+    entry: &Document,
+    db: &str,
+    value: &Bson,
+    o: &Document,
+    map: &NsMap<'_>,
+) -> Result<Vec<Op>> {
+    let coll = coll_of(value).ok_or_else(|| bad(entry, "create without a name"))?;
+    let Some((tdb, tcoll)) = map(db, &coll) else {
+        return Ok(Vec::new());
+    };
+    let mut cmd = doc! {"create": tcoll};
+    for (k, v) in o.iter().skip(1) {
+        match k.as_str() {
+            "idIndex" => {}
+            "viewOn" => {
+                let src = v.as_str().unwrap_or_default();
+                let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
+                cmd.insert("viewOn", mapped);
+            }
+            "viewPipeline" => {
+                cmd.insert("pipeline", v.clone());
+            }
+            _ => {
+                cmd.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(vec![Op::Command { db: tdb, cmd }])
+}
+
+/// A `renameCollection`: a rename within what is restored, a drop when
+/// renamed out of it.
+#[allow(clippy::many_single_char_names)] // Namespace parts of a rename.
+fn plan_rename(entry: &Document, value: &Bson, o: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
+    let from = coll_of(value).ok_or_else(|| bad(entry, "renameCollection without a source"))?;
+    let to = o
+        .get_str("to")
+        .map_err(|_| bad(entry, "renameCollection without `to`"))?;
+    let split = |s: &str| -> Option<(String, String)> {
+        s.split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned()))
+    };
+    let (fdb, fcoll) = split(&from).ok_or_else(|| bad(entry, "bad source namespace"))?;
+    let (tdb, tcoll) = split(to).ok_or_else(|| bad(entry, "bad target namespace"))?;
+    match (map(&fdb, &fcoll), map(&tdb, &tcoll)) {
+        (Some((a, b)), Some((c, d))) => Ok(vec![Op::Command {
+            db: "admin".to_owned(),
+            cmd: doc! {
+                "renameCollection": format!("{a}.{b}"),
+                "to": format!("{c}.{d}"),
+                "dropTarget": o.get_bool("dropTarget").unwrap_or(false)
+                    || matches!(o.get("dropTarget"), Some(Bson::Binary(_))),
+            },
+        }]),
+        // Renamed out of what is restored: it is gone from here.
+        (Some((a, b)), None) => Ok(vec![Op::Command {
+            db: a,
+            cmd: doc! {"drop": b},
+        }]),
+        (None, Some((c, d))) => Err(bad(
+            entry,
+            &format!("a collection that is not restored was renamed into {c}.{d}; include its source too"),
+        )),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+/// A `createIndexes` or `commitIndexBuild`: one `createIndexes` with the
+/// cleaned specs.
+fn plan_create_indexes(
+    entry: &Document,
+    db: &str,
+    value: &Bson,
+    o: &Document,
+    map: &NsMap<'_>,
+) -> Result<Vec<Op>> {
+    let coll = coll_of(value).ok_or_else(|| bad(entry, "index build without a collection"))?;
+    let Some((tdb, tcoll)) = map(db, &coll) else {
+        return Ok(Vec::new());
+    };
+    let specs: Vec<Bson> = if let Ok(list) = o.get_array("indexes") {
+        list.iter()
+            .filter_map(|s| s.as_document().map(|d| Bson::Document(clean_index_spec(d))))
+            .collect()
+    } else {
+        // mongod: one index per entry, its spec inline.
+        let mut spec = o.clone();
+        spec.remove("createIndexes");
+        vec![Bson::Document(clean_index_spec(&spec))]
+    };
+    Ok(vec![Op::Command {
+        db: tdb,
+        cmd: doc! {"createIndexes": tcoll, "indexes": specs},
+    }])
+}
+
+/// A `dropIndexes` (or the older `deleteIndexes`).
+fn plan_drop_indexes(
+    entry: &Document,
+    db: &str,
+    value: &Bson,
+    o: &Document,
+    map: &NsMap<'_>,
+) -> Result<Vec<Op>> {
+    let coll = coll_of(value).ok_or_else(|| bad(entry, "dropIndexes without a collection"))?;
+    let Some((tdb, tcoll)) = map(db, &coll) else {
+        return Ok(Vec::new());
+    };
+    let index = o
+        .get("index")
+        .cloned()
+        .ok_or_else(|| bad(entry, "dropIndexes without `index`"))?;
+    Ok(vec![Op::Command {
+        db: tdb,
+        cmd: doc! {"dropIndexes": tcoll, "index": index},
+    }])
+}
+
+/// A `collMod` or `convertToCapped` (command `name`), its view source
+/// renamed too.
+fn plan_coll_mod(
+    entry: &Document,
+    db: &str,
+    name: &str,
+    value: &Bson,
+    o: &Document,
+    map: &NsMap<'_>,
+) -> Result<Vec<Op>> {
+    let coll = coll_of(value).ok_or_else(|| bad(entry, "command without a collection"))?;
+    let Some((tdb, tcoll)) = map(db, &coll) else {
+        return Ok(Vec::new());
+    };
+    let mut cmd = doc! {name: tcoll};
+    for (k, v) in o.iter().skip(1) {
+        if k == "viewOn" {
+            let src = v.as_str().unwrap_or_default();
+            let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
+            cmd.insert("viewOn", mapped);
+        } else {
+            cmd.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(vec![Op::Command { db: tdb, cmd }])
 }
 
 #[cfg(test)]

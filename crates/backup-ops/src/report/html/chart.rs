@@ -272,6 +272,18 @@ fn time_ticks(x0: i64, x1: i64) -> [(i64, String); 3] {
     [(x0, label(x0)), (mid, label(mid)), (x1, label(x1))]
 }
 
+/// Left margin of the plot (room for the value labels), in SVG units.
+const L: f64 = 66.0;
+
+/// Right margin of the plot.
+const R: f64 = 10.0;
+
+/// Top margin of the plot (room for the title).
+const T: f64 = 26.0;
+
+/// Bottom margin of the plot (room for the time labels and the legend).
+const B: f64 = 50.0;
+
 /// A line chart as inline SVG: `series` over time, `limits` as dashed
 /// lines across it, red marks at the bottom for `failures` (Unix
 /// seconds). The value axis is linear, or logarithmic when a limit is far
@@ -283,10 +295,27 @@ pub fn chart(
     limits: &[Limit],
     failures: &[i64],
 ) -> String {
-    const L: f64 = 66.0;
-    const R: f64 = 10.0;
-    const T: f64 = 26.0;
-    const B: f64 = 50.0;
+    let (x0, x1) = time_range(series, failures);
+    let mut out = String::new();
+    write_title(&mut out, title);
+    if x0 > x1 {
+        write_no_data(&mut out);
+        return out;
+    }
+    let plot = Plot::new(unit, series, limits, x0, x1);
+    write_value_axis(&mut out, &plot, unit);
+    write_time_axis(&mut out, &plot);
+    write_limits(&mut out, &plot, limits);
+    write_series(&mut out, &plot, series);
+    write_failures(&mut out, &plot, failures);
+    write_legend(&mut out, unit, series, limits, failures);
+    out.push_str("</svg></div>");
+    out
+}
+
+/// The earliest and latest time of the points and failures (`x0 > x1`
+/// when there are none).
+fn time_range(series: &[Series], failures: &[i64]) -> (i64, i64) {
     let all = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -296,7 +325,11 @@ pub fn chart(
         x0 = x0.min(x);
         x1 = x1.max(x);
     }
-    let mut out = String::new();
+    (x0, x1)
+}
+
+/// Opens the chart's `<div>` and `<svg>` and writes its title.
+fn write_title(out: &mut String, title: &str) {
     let _ = write!(
         out,
         "<div class=\"chart\"><svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\" font-size=\"{FONT}\">\
@@ -304,36 +337,73 @@ pub fn chart(
         t = escape(title),
         tf = FONT + 2.0,
     );
-    if x0 > x1 {
-        let _ = write!(
-            out,
-            "<text x=\"{}\" y=\"{}\" fill=\"#718096\" text-anchor=\"middle\">no data yet</text></svg></div>",
-            W / 2.0,
-            H / 2.0
-        );
-        return out;
-    }
-    // A single time (one run, one drill) is drawn in the middle of a day.
-    if x1 - x0 < 60 {
-        x0 -= 43_200;
-        x1 += 43_200;
-    }
-    let span = (x1 - x0) as f64;
-    let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let data = values.clone().fold(0.0_f64, f64::max);
-    let least = values.filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
-    let limit_values: Vec<f64> = limits.iter().map(|l| l.value).collect();
-    let scale = Scale::choose(
-        unit,
-        data,
-        least.min(data.max(f64::MIN_POSITIVE)),
-        &limit_values,
+}
+
+/// Writes the note of a chart without data and closes it.
+fn write_no_data(out: &mut String) {
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"{}\" fill=\"#718096\" text-anchor=\"middle\">no data yet</text></svg></div>",
+        W / 2.0,
+        H / 2.0
     );
-    let px = |x: i64| L + (x - x0) as f64 / span * (W - L - R);
-    let py = |y: f64| T + (1.0 - scale.fraction(y)) * (H - T - B);
-    // Value axis and grid.
-    for (v, label) in scale.ticks(unit) {
-        let y = py(v);
+}
+
+/// Where times and values are drawn: the time span and the value scale.
+struct Plot {
+    /// The earliest time drawn.
+    x0: i64,
+    /// The latest time drawn.
+    x1: i64,
+    /// `x1 - x0`, in seconds.
+    span: f64,
+    /// How values map to heights.
+    scale: Scale,
+}
+
+impl Plot {
+    /// The plot of `series` and `limits` from `x0` to `x1` (at least a
+    /// day around a single time).
+    fn new(unit: Unit, series: &[Series], limits: &[Limit], mut x0: i64, mut x1: i64) -> Self {
+        // A single time (one run, one drill) is drawn in the middle of a day.
+        if x1 - x0 < 60 {
+            x0 -= 43_200;
+            x1 += 43_200;
+        }
+        let span = (x1 - x0) as f64;
+        let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+        let data = values.clone().fold(0.0_f64, f64::max);
+        let least = values.filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+        let limit_values: Vec<f64> = limits.iter().map(|l| l.value).collect();
+        let scale = Scale::choose(
+            unit,
+            data,
+            least.min(data.max(f64::MIN_POSITIVE)),
+            &limit_values,
+        );
+        Plot {
+            x0,
+            x1,
+            span,
+            scale,
+        }
+    }
+
+    /// The horizontal position of time `x`.
+    fn px(&self, x: i64) -> f64 {
+        L + (x - self.x0) as f64 / self.span * (W - L - R)
+    }
+
+    /// The vertical position of value `y`.
+    fn py(&self, y: f64) -> f64 {
+        T + (1.0 - self.scale.fraction(y)) * (H - T - B)
+    }
+}
+
+/// Writes the value axis's labels and grid lines (and notes a log scale).
+fn write_value_axis(out: &mut String, plot: &Plot, unit: Unit) {
+    for (v, label) in plot.scale.ticks(unit) {
+        let y = plot.py(v);
         let _ = write!(
             out,
             "<line x1=\"{L}\" x2=\"{x2}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e2e8f0\"/>\
@@ -344,26 +414,33 @@ pub fn chart(
             label = escape(&label)
         );
     }
-    if matches!(scale, Scale::Log { .. }) {
+    if matches!(plot.scale, Scale::Log { .. }) {
         let _ = write!(
             out,
             "<text x=\"{x}\" y=\"17\" fill=\"#718096\" text-anchor=\"end\">log scale</text>",
             x = W - R
         );
     }
-    // Time axis.
+}
+
+/// Writes the time axis's labels: start, middle and end.
+fn write_time_axis(out: &mut String, plot: &Plot) {
     let by = H - B + FONT + 4.0;
-    for (i, (x, label)) in time_ticks(x0, x1).into_iter().enumerate() {
+    for (i, (x, label)) in time_ticks(plot.x0, plot.x1).into_iter().enumerate() {
         let anchor = ["start", "middle", "end"][i];
         let _ = write!(
             out,
             "<text x=\"{:.1}\" y=\"{by}\" fill=\"#718096\" text-anchor=\"{anchor}\">{}</text>",
-            px(x),
+            plot.px(x),
             escape(&label)
         );
     }
+}
+
+/// Writes the objectives as dashed lines across the plot.
+fn write_limits(out: &mut String, plot: &Plot, limits: &[Limit]) {
     for l in limits {
-        let y = py(l.value);
+        let y = plot.py(l.value);
         let _ = write!(
             out,
             "<line x1=\"{L}\" x2=\"{x2}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{c}\" stroke-width=\"1.6\" stroke-dasharray=\"5 4\"><title>{t}</title></line>",
@@ -372,6 +449,11 @@ pub fn chart(
             t = escape(&l.label)
         );
     }
+}
+
+/// Writes each series as a line (thinned), with dots when it has few
+/// points.
+fn write_series(out: &mut String, plot: &Plot, series: &[Series]) {
     for s in series {
         let pts = thin(&s.points);
         if pts.is_empty() {
@@ -379,7 +461,7 @@ pub fn chart(
         }
         let mut path = String::with_capacity(pts.len() * 14);
         for (x, y) in &pts {
-            let _ = write!(path, "{:.1},{:.1} ", px(*x), py(*y));
+            let _ = write!(path, "{:.1},{:.1} ", plot.px(*x), plot.py(*y));
         }
         let _ = write!(
             out,
@@ -393,39 +475,67 @@ pub fn chart(
                 let _ = write!(
                     out,
                     "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"/>",
-                    px(*x),
-                    py(*y),
+                    plot.px(*x),
+                    plot.py(*y),
                     s.color
                 );
             }
         }
     }
+}
+
+/// Writes a red mark at the bottom of the plot for each failure.
+fn write_failures(out: &mut String, plot: &Plot, failures: &[i64]) {
     for x in failures.iter().take(MAX_POINTS) {
         let _ = write!(
             out,
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"3\" height=\"8\" fill=\"#c4320a\"><title>failed</title></rect>",
-            px(*x) - 1.5,
+            plot.px(*x) - 1.5,
             H - B - 8.0
         );
     }
-    // Legend.
-    let mut lx = L;
-    let ly = H - 10.0;
-    let mut entry = |out: &mut String, label: &str, color: &str, mark: &str| {
+}
+
+/// The legend's next entry position, along its line below the plot.
+struct Legend {
+    /// Where the next entry starts.
+    x: f64,
+    /// The legend's text baseline.
+    y: f64,
+}
+
+impl Legend {
+    /// Writes one entry (its `mark`, with `{x}` and `{c}` filled in, and
+    /// its `label`) and moves past it.
+    fn entry(&mut self, out: &mut String, label: &str, color: &str, mark: &str) {
         let _ = write!(
             out,
             "{mark}<text x=\"{tx:.1}\" y=\"{ly}\" fill=\"#4a5568\">{l}</text>",
             mark = mark
-                .replace("{x}", &format!("{lx:.1}"))
+                .replace("{x}", &format!("{:.1}", self.x))
                 .replace("{c}", color),
-            tx = lx + 15.0,
+            tx = self.x + 15.0,
+            ly = self.y,
             l = escape(label)
         );
-        lx += 26.0 + label.chars().count() as f64 * FONT * 0.56;
-    };
+        self.x += 26.0 + label.chars().count() as f64 * FONT * 0.56;
+    }
+}
+
+/// Writes the legend: the series, the objectives with their values, and
+/// failures when there are any.
+fn write_legend(
+    out: &mut String,
+    unit: Unit,
+    series: &[Series],
+    limits: &[Limit],
+    failures: &[i64],
+) {
+    let ly = H - 10.0;
+    let mut legend = Legend { x: L, y: ly };
     for s in series {
-        entry(
-            &mut out,
+        legend.entry(
+            out,
             &s.label,
             s.color,
             &format!(
@@ -435,8 +545,8 @@ pub fn chart(
         );
     }
     for l in limits {
-        entry(
-            &mut out,
+        legend.entry(
+            out,
             &format!("{} {}", l.label, unit.tick(l.value, l.value)),
             l.color,
             &format!(
@@ -446,8 +556,8 @@ pub fn chart(
         );
     }
     if !failures.is_empty() {
-        entry(
-            &mut out,
+        legend.entry(
+            out,
             "failed",
             "#c4320a",
             &format!(
@@ -456,8 +566,6 @@ pub fn chart(
             ),
         );
     }
-    out.push_str("</svg></div>");
-    out
 }
 
 #[cfg(test)]

@@ -457,77 +457,22 @@ fn wrap<T>(at: u64, r: Result<T, String>) -> RdbResult<T> {
     })
 }
 
-#[allow(clippy::too_many_lines, clippy::many_single_char_names)] // One arm per RDB type; short names as in the parsers above.
+/// Decodes a value of RDB type `t` from `inp`, one arm per RDB type.
 fn decode_from<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> {
     let at = inp.offset();
     Ok(match t {
         types::STRING => Value::String(inp.string()?),
-        types::LIST | types::SET => {
-            let n = inp.count()?;
-            let mut v = Vec::new();
-            for _ in 0..n {
-                v.push(inp.string()?);
-            }
-            if t == types::LIST {
-                Value::List(v)
-            } else {
-                Value::Set(v)
-            }
-        }
-        types::ZSET | types::ZSET_2 => {
-            let n = inp.count()?;
-            let mut v = Vec::new();
-            for _ in 0..n {
-                let m = inp.string()?;
-                let score = if t == types::ZSET_2 {
-                    f64::from_le_bytes(inp.array()?)
-                } else {
-                    let a = inp.offset();
-                    match inp.u8()? {
-                        253 => f64::NAN,
-                        254 => f64::INFINITY,
-                        255 => f64::NEG_INFINITY,
-                        k => {
-                            let s = inp.bytes(u64::from(k))?;
-                            parse_double(&s)
-                                .ok_or_else(|| Input::<R>::corrupt_at(a, "score is not a number"))?
-                        }
-                    }
-                };
-                v.push((m, score));
-            }
-            Value::ZSet(v)
-        }
-        types::HASH => {
-            let n = inp.count()?;
-            let mut v = Vec::new();
-            for _ in 0..n {
-                let f = inp.string()?;
-                let val = inp.string()?;
-                v.push((f, val, None));
-            }
-            Value::Hash(v)
-        }
-        types::HASH_ZIPMAP => {
-            let s = inp.string()?;
-            let m = wrap(at, zipmap(&s))?;
-            Value::Hash(m.into_iter().map(|(f, v)| (f, v, None)).collect())
-        }
+        types::LIST | types::SET => decode_strings(inp, t)?,
+        types::ZSET | types::ZSET_2 => decode_zset(inp, t)?,
+        types::HASH => decode_hash(inp)?,
+        types::HASH_ZIPMAP => decode_hash_zipmap(inp, at)?,
         types::LIST_ZIPLIST => Value::List(
             blob(inp, ziplist)?
                 .into_iter()
                 .map(Elem::into_bytes)
                 .collect(),
         ),
-        types::SET_INTSET => {
-            let s = inp.string()?;
-            Value::Set(
-                wrap(at, intset(&s))?
-                    .into_iter()
-                    .map(|i| i.to_string().into_bytes())
-                    .collect(),
-            )
-        }
+        types::SET_INTSET => decode_intset(inp, at)?,
         types::SET_LISTPACK => Value::Set(
             blob(inp, listpack)?
                 .into_iter()
@@ -536,114 +481,229 @@ fn decode_from<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> 
         ),
         types::ZSET_ZIPLIST => Value::ZSet(wrap(at, zset_pairs(blob(inp, ziplist)?))?),
         types::ZSET_LISTPACK => Value::ZSet(wrap(at, zset_pairs(blob(inp, listpack)?))?),
-        types::HASH_ZIPLIST | types::HASH_LISTPACK => {
-            let elems = if t == types::HASH_ZIPLIST {
-                blob(inp, ziplist)?
-            } else {
-                blob(inp, listpack)?
-            };
-            Value::Hash(
-                wrap(at, pairs(elems, "hash"))?
-                    .into_iter()
-                    .map(|(f, v)| (f.into_bytes(), v.into_bytes(), None))
-                    .collect(),
-            )
-        }
+        types::HASH_ZIPLIST | types::HASH_LISTPACK => decode_hash_compact(inp, t, at)?,
         types::HASH_LISTPACK_EX | types::HASH_LISTPACK_EX_PRE_GA => {
-            if t == types::HASH_LISTPACK_EX {
-                inp.skip(8)?; // the smallest field expiry, a hint
-            }
-            let elems = blob(inp, listpack)?;
-            if elems.len() % 3 != 0 {
-                return Err(Input::<R>::corrupt_at(
-                    at,
-                    "hash with field expiry: elements not in threes",
-                ));
-            }
-            let mut v = Vec::new();
-            let mut it = elems.into_iter();
-            while let (Some(f), Some(val), Some(ttl)) = (it.next(), it.next(), it.next()) {
-                let ttl = ttl
-                    .as_int()
-                    .ok_or_else(|| Input::<R>::corrupt_at(at, "field expiry is not an integer"))?;
-                v.push((
-                    f.into_bytes(),
-                    val.into_bytes(),
-                    (ttl != 0).then_some(ttl as u64),
-                ));
-            }
-            Value::Hash(v)
+            decode_hash_listpack_ex(inp, t, at)?
         }
-        types::HASH_METADATA | types::HASH_METADATA_PRE_GA => {
-            let min = if t == types::HASH_METADATA {
-                Some(u64::from_le_bytes(inp.array()?))
-            } else {
-                None
-            };
-            let n = inp.count()?;
-            let mut v = Vec::new();
-            for _ in 0..n {
-                let ttl = inp.plain_len()?;
-                let f = inp.string()?;
-                let val = inp.string()?;
-                // Field expiries are stored relative to the smallest (plus
-                // one, so that 0 means none); the pre-release format stored
-                // them absolute.
-                let exp = match (ttl, min) {
-                    (0, _) => None,
-                    (x, Some(m)) => Some(x + m - 1),
-                    (x, None) => Some(x),
-                };
-                v.push((f, val, exp));
-            }
-            Value::Hash(v)
-        }
-        types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => {
-            let n = inp.count()?;
-            let mut v = Vec::new();
-            for _ in 0..n {
-                if t == types::LIST_QUICKLIST {
-                    v.extend(blob(inp, ziplist)?.into_iter().map(Elem::into_bytes));
-                } else {
-                    let c = inp.plain_len()?;
-                    match c {
-                        1 => v.push(inp.string()?),
-                        2 => v.extend(blob(inp, listpack)?.into_iter().map(Elem::into_bytes)),
-                        _ => return Err(inp.corrupt(format!("quicklist node container {c}"))),
-                    }
-                }
-            }
-            Value::List(v)
-        }
+        types::HASH_METADATA | types::HASH_METADATA_PRE_GA => decode_hash_metadata(inp, t)?,
+        types::LIST_QUICKLIST | types::LIST_QUICKLIST_2 => decode_quicklist(inp, t)?,
         types::STREAM_LISTPACKS | types::STREAM_LISTPACKS_2 | types::STREAM_LISTPACKS_3 => {
             Value::Stream(decode_stream(inp, t)?)
         }
-        types::MODULE_2 => {
-            let id = inp.plain_len()?;
-            // Same walk as the parser's: opcodes up to the end marker.
-            loop {
-                let a = inp.offset();
-                match inp.plain_len()? {
-                    0 => break,
-                    1 | 2 => {
-                        inp.plain_len()?;
-                    }
-                    3 => inp.skip(4)?,
-                    4 => inp.skip(8)?,
-                    5 => inp.skip_string()?,
-                    op => {
-                        return Err(Input::<R>::corrupt_at(
-                            a,
-                            format!("module data: unknown opcode {op}"),
-                        ))
-                    }
-                }
-            }
-            Value::Module {
-                name: module_type_name(id),
+        types::MODULE_2 => decode_module(inp)?,
+        _ => return Err(inp.unsupported(format!("value type {t} cannot be decoded"))),
+    })
+}
+
+/// Decodes a plain list or set (`t` says which): a count, then strings.
+#[inline]
+fn decode_strings<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> {
+    let n = inp.count()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(inp.string()?);
+    }
+    Ok(if t == types::LIST {
+        Value::List(v)
+    } else {
+        Value::Set(v)
+    })
+}
+
+/// Decodes a plain sorted set: binary scores for `ZSET_2`, text scores for
+/// `ZSET`.
+#[inline]
+fn decode_zset<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> {
+    let n = inp.count()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let m = inp.string()?;
+        let score = if t == types::ZSET_2 {
+            f64::from_le_bytes(inp.array()?)
+        } else {
+            text_score(inp)?
+        };
+        v.push((m, score));
+    }
+    Ok(Value::ZSet(v))
+}
+
+/// Reads a score of the old sorted set encoding: a length byte (253 to 255
+/// for NaN and the infinities), then the number as text.
+#[inline]
+fn text_score<R: std::io::Read>(inp: &mut Input<R>) -> RdbResult<f64> {
+    let a = inp.offset();
+    Ok(match inp.u8()? {
+        253 => f64::NAN,
+        254 => f64::INFINITY,
+        255 => f64::NEG_INFINITY,
+        k => {
+            let s = inp.bytes(u64::from(k))?;
+            parse_double(&s).ok_or_else(|| Input::<R>::corrupt_at(a, "score is not a number"))?
+        }
+    })
+}
+
+/// Decodes a plain hash: a count, then field and value strings.
+#[inline]
+fn decode_hash<R: std::io::Read>(inp: &mut Input<R>) -> RdbResult<Value> {
+    let n = inp.count()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let f = inp.string()?;
+        let val = inp.string()?;
+        v.push((f, val, None));
+    }
+    Ok(Value::Hash(v))
+}
+
+/// Decodes a hash stored as a zipmap (value at offset `at`).
+#[inline]
+fn decode_hash_zipmap<R: std::io::Read>(inp: &mut Input<R>, at: u64) -> RdbResult<Value> {
+    let s = inp.string()?;
+    let m = wrap(at, zipmap(&s))?;
+    Ok(Value::Hash(
+        m.into_iter().map(|(f, v)| (f, v, None)).collect(),
+    ))
+}
+
+/// Decodes a set stored as an intset (value at offset `at`).
+#[inline]
+fn decode_intset<R: std::io::Read>(inp: &mut Input<R>, at: u64) -> RdbResult<Value> {
+    let s = inp.string()?;
+    Ok(Value::Set(
+        wrap(at, intset(&s))?
+            .into_iter()
+            .map(|i| i.to_string().into_bytes())
+            .collect(),
+    ))
+}
+
+/// Decodes a hash stored as a ziplist or a listpack (`t` says which) of
+/// field/value pairs (value at offset `at`).
+#[inline]
+fn decode_hash_compact<R: std::io::Read>(inp: &mut Input<R>, t: u8, at: u64) -> RdbResult<Value> {
+    let elems = if t == types::HASH_ZIPLIST {
+        blob(inp, ziplist)?
+    } else {
+        blob(inp, listpack)?
+    };
+    Ok(Value::Hash(
+        wrap(at, pairs(elems, "hash"))?
+            .into_iter()
+            .map(|(f, v)| (f.into_bytes(), v.into_bytes(), None))
+            .collect(),
+    ))
+}
+
+/// Decodes a hash with field expiry stored as a listpack of field, value
+/// and expiry triples (value at offset `at`).
+#[inline]
+fn decode_hash_listpack_ex<R: std::io::Read>(
+    inp: &mut Input<R>,
+    t: u8,
+    at: u64,
+) -> RdbResult<Value> {
+    if t == types::HASH_LISTPACK_EX {
+        inp.skip(8)?; // the smallest field expiry, a hint
+    }
+    let elems = blob(inp, listpack)?;
+    if elems.len() % 3 != 0 {
+        return Err(Input::<R>::corrupt_at(
+            at,
+            "hash with field expiry: elements not in threes",
+        ));
+    }
+    let mut v = Vec::new();
+    let mut it = elems.into_iter();
+    while let (Some(f), Some(val), Some(ttl)) = (it.next(), it.next(), it.next()) {
+        let ttl = ttl
+            .as_int()
+            .ok_or_else(|| Input::<R>::corrupt_at(at, "field expiry is not an integer"))?;
+        v.push((
+            f.into_bytes(),
+            val.into_bytes(),
+            (ttl != 0).then_some(ttl as u64),
+        ));
+    }
+    Ok(Value::Hash(v))
+}
+
+/// Decodes a plain hash with field expiry (`HASH_METADATA` and its
+/// pre-release form).
+#[inline]
+#[allow(clippy::many_single_char_names)] // Short names as in the parsers above.
+fn decode_hash_metadata<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> {
+    let min = if t == types::HASH_METADATA {
+        Some(u64::from_le_bytes(inp.array()?))
+    } else {
+        None
+    };
+    let n = inp.count()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let ttl = inp.plain_len()?;
+        let f = inp.string()?;
+        let val = inp.string()?;
+        // Field expiries are stored relative to the smallest (plus
+        // one, so that 0 means none); the pre-release format stored
+        // them absolute.
+        let exp = match (ttl, min) {
+            (0, _) => None,
+            (x, Some(m)) => Some(x + m - 1),
+            (x, None) => Some(x),
+        };
+        v.push((f, val, exp));
+    }
+    Ok(Value::Hash(v))
+}
+
+/// Decodes a quicklist: nodes of ziplists (`LIST_QUICKLIST`), or of
+/// listpacks and plain strings (`LIST_QUICKLIST_2`).
+#[inline]
+fn decode_quicklist<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Value> {
+    let n = inp.count()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        if t == types::LIST_QUICKLIST {
+            v.extend(blob(inp, ziplist)?.into_iter().map(Elem::into_bytes));
+        } else {
+            let c = inp.plain_len()?;
+            match c {
+                1 => v.push(inp.string()?),
+                2 => v.extend(blob(inp, listpack)?.into_iter().map(Elem::into_bytes)),
+                _ => return Err(inp.corrupt(format!("quicklist node container {c}"))),
             }
         }
-        _ => return Err(inp.unsupported(format!("value type {t} cannot be decoded"))),
+    }
+    Ok(Value::List(v))
+}
+
+/// Walks a module value (`MODULE_2`) to its end marker and names its type.
+#[inline]
+fn decode_module<R: std::io::Read>(inp: &mut Input<R>) -> RdbResult<Value> {
+    let id = inp.plain_len()?;
+    // Same walk as the parser's: opcodes up to the end marker.
+    loop {
+        let a = inp.offset();
+        match inp.plain_len()? {
+            0 => break,
+            1 | 2 => {
+                inp.plain_len()?;
+            }
+            3 => inp.skip(4)?,
+            4 => inp.skip(8)?,
+            5 => inp.skip_string()?,
+            op => {
+                return Err(Input::<R>::corrupt_at(
+                    a,
+                    format!("module data: unknown opcode {op}"),
+                ))
+            }
+        }
+    }
+    Ok(Value::Module {
+        name: module_type_name(id),
     })
 }
 
