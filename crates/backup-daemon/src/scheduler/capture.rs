@@ -363,7 +363,7 @@ impl Daemon {
                 let newest = sources
                     .iter()
                     .filter(|s| s.capture == kind)
-                    .flat_map(|s| s.windows.iter())
+                    .filter_map(|s| s.newest())
                     .max_by_key(|w| (w.timeline, w.to_time));
                 self.status.update(&job.name, |s| {
                     if let Some(c) = s.capture.as_mut() {

@@ -3,14 +3,17 @@
 //! physical base backups inside, recorded gaps), and what retention may
 //! delete or must keep ([`super::retention`]).
 
+use std::collections::BTreeMap;
+
 use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::repo::Repository;
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
-use super::pitr;
-use super::wal::{gap_stream, WAL_KIND};
+use super::lsn::Lsn;
+use super::meta::PhysicalMeta;
+use super::wal::{gap_stream, history_entries, WalMap, WAL_KIND};
 use crate::capture::driver::CaptureDriver;
 use crate::capture::window::{Base, Gap, Inventory, SourceWindows, Window};
 
@@ -47,101 +50,68 @@ impl CaptureDriver for WalDriver {
             .filter(|s| source.is_none() || filter.matches(&s.snapshot))
             .cloned()
             .collect();
+        let mut clusters: BTreeMap<String, Vec<BaseEnd>> = BTreeMap::new();
+        for e in &snapshots {
+            if let Some(b) = BaseEnd::of(e) {
+                clusters.entry(b.cluster.clone()).or_default().push(b);
+            }
+        }
         let mut out = Vec::new();
-        for c in pitr::windows(repo, &snapshots).await? {
-            let stream = repo.capture_stream(WAL_KIND, &c.system_identifier);
-            let gap_stream = gap_stream(repo, &c.system_identifier);
+        for (cluster, mut bases) in clusters {
+            bases.sort_by_key(|b| b.stopped_at);
+            let names = inventory.records.iter().map(|(n, _)| n.clone());
+            let map = WalMap::of(repo, &cluster, names);
+            let stretches = stretches(repo, inventory, &map, &bases).await?;
+            let stream = repo.capture_stream(WAL_KIND, &cluster);
+            let gap_stream = gap_stream(repo, &cluster);
             let mut pieces = 0;
             let mut bytes = 0;
             let mut url = None;
+            let mut gaps = Vec::new();
             for (n, r) in &inventory.records {
                 if n.stream == stream {
                     pieces += 1;
                     bytes += r.size;
                     url.get_or_insert_with(|| r.source.url.clone());
-                }
-            }
-            // The cluster's own base backups (not every snapshot the
-            // filter passed: a files snapshot is nobody's base).
-            let cluster_bases: Vec<(&SnapshotEntry, pitr::BaseBackup)> = snapshots
-                .iter()
-                .filter_map(|e| {
-                    let m = pitr::BaseBackup::of(e)?;
-                    (m.system_identifier == c.system_identifier).then_some((e, m))
-                })
-                .collect();
-            let mut bases: Vec<Base> = cluster_bases
-                .iter()
-                .map(|(e, m)| Base {
-                    id: e.id,
-                    taken: m.stopped_at,
-                    point: m.stop_lsn.clone(),
-                    timeline: Some(m.stop_timeline),
-                    point_time: Some(m.stopped_at),
-                })
-                .collect();
-            bases.sort_by_key(|b| b.taken);
-            let windows: Vec<Window> = c
-                .windows
-                .iter()
-                .filter_map(|w| {
-                    Some(Window {
-                        from: w.bases.first().map_or_else(
-                            || w.from_lsn.clone(),
-                            |b| {
-                                if b.timeline == w.timeline {
-                                    b.stop_lsn.clone()
-                                } else {
-                                    w.from_lsn.clone()
-                                }
-                            },
-                        ),
-                        to: w.to_lsn.clone(),
-                        timeline: Some(w.timeline),
-                        from_time: Some(w.restorable_from?),
-                        to_time: w.to_time,
-                        bases: w.bases.iter().map(|b| b.snapshot).collect(),
-                    })
-                })
-                .collect();
-            let gaps: Vec<Gap> = inventory
-                .records
-                .iter()
-                .filter(|(n, _)| n.stream == gap_stream)
-                .map(|(n, r)| {
-                    let (tli, from) = wal_position(&n.first);
-                    Gap {
+                } else if n.stream == gap_stream {
+                    let (timeline, from) = wal_position(&n.first);
+                    gaps.push(Gap {
                         from,
                         to: wal_position(&n.last).1,
-                        timeline: tli,
+                        timeline,
                         from_time: r.time_first,
                         to_time: r.time_last,
                         reason: r.gap.clone().unwrap_or_default(),
-                    }
-                })
-                .collect();
+                    });
+                }
+            }
+            let windows: Vec<Window> = stretches.iter().filter_map(|w| w.window(&bases)).collect();
             let note = windows
                 .is_empty()
-                .then(|| no_wal_window(&c, &cluster_bases, pieces));
+                .then(|| no_wal_window(&stretches, &bases, pieces));
             out.push(SourceWindows {
                 kind: "postgres".to_owned(),
                 capture: WAL_KIND.to_owned(),
                 stream,
-                identity: c.system_identifier.clone(),
+                identity: cluster,
                 source: url
-                    .or_else(|| {
-                        cluster_bases
-                            .iter()
-                            .max_by_key(|(_, m)| m.stopped_at)
-                            .map(|(e, _)| e.snapshot.source.url.clone())
-                    })
+                    .or_else(|| bases.last().map(|b| b.url.clone()))
                     .unwrap_or_default(),
                 position: "LSN".to_owned(),
                 pieces,
                 bytes,
                 windows,
                 gaps,
-                bases,
+                bases: bases
+                    .iter()
+                    .map(|b| Base {
+                        id: b.id,
+                        taken: b.stopped_at,
+                        point: b.stop.to_string(),
+                        timeline: Some(b.timeline),
+                        point_time: Some(b.stopped_at),
+                    })
+                    .collect(),
                 note,
             });
         }
@@ -166,43 +136,162 @@ impl CaptureDriver for WalDriver {
     }
 }
 
+/// A physical base backup as windows need it.
+struct BaseEnd {
+    id: Id,
+    /// The cluster's system identifier.
+    cluster: String,
+    /// The source it was taken of (redacted).
+    url: String,
+    stopped_at: DateTime<Utc>,
+    /// Where it ended...
+    stop: Lsn,
+    /// ... on this timeline.
+    timeline: u32,
+}
+
+impl BaseEnd {
+    fn of(e: &SnapshotEntry) -> Option<Self> {
+        let m = PhysicalMeta::of(&e.snapshot.metadata)?.ok()?;
+        Some(BaseEnd {
+            id: e.id,
+            cluster: m.system_identifier,
+            url: e.snapshot.source.url.clone(),
+            stopped_at: m.stopped_at,
+            stop: Lsn::parse(&m.stop_lsn).ok()?,
+            timeline: m.stop_timeline,
+        })
+    }
+}
+
+/// WAL stored without a hole on one timeline, and the base backups
+/// (indexes into the cluster's, oldest first) that restore through it.
+struct Stretch {
+    timeline: u32,
+    from: Lsn,
+    to: Lsn,
+    /// When the last of it was stored.
+    to_time: Option<DateTime<Utc>>,
+    bases: Vec<usize>,
+}
+
+impl Stretch {
+    /// The restorable window: from the oldest base's end (or the
+    /// stretch's start, for bases of the parent timeline) to the end;
+    /// none without a base.
+    fn window(&self, bases: &[BaseEnd]) -> Option<Window> {
+        let first = &bases[*self.bases.first()?];
+        let from = if first.timeline == self.timeline {
+            first.stop
+        } else {
+            self.from
+        };
+        Some(Window {
+            from: from.to_string(),
+            to: self.to.to_string(),
+            timeline: Some(self.timeline),
+            from_time: Some(first.stopped_at),
+            to_time: self.to_time,
+            bases: self.bases.iter().map(|&i| bases[i].id).collect(),
+        })
+    }
+}
+
+/// The stretches of stored WAL of a cluster, with the bases whose end lies
+/// in each; a timeline's first stretch continues its parent's at the
+/// switch point, so the parent's bases that ended before the switch
+/// restore through it too.
+async fn stretches(
+    repo: &Repository,
+    inventory: &Inventory,
+    map: &WalMap,
+    bases: &[BaseEnd],
+) -> Result<Vec<Stretch>> {
+    let time_last: BTreeMap<&CaptureName, Option<DateTime<Utc>>> = inventory
+        .records
+        .iter()
+        .map(|(n, r)| (n, r.time_last))
+        .collect();
+    let mut out = Vec::new();
+    for (&tli, ranges) in &map.ranges {
+        for (a, b) in map.windows(tli) {
+            out.push(Stretch {
+                timeline: tli,
+                from: a,
+                to: b,
+                to_time: ranges
+                    .iter()
+                    .filter(|(x, y, _)| *x >= a && *y <= b)
+                    .filter_map(|(_, _, n)| time_last.get(n).copied().flatten())
+                    .max(),
+                bases: (0..bases.len())
+                    .filter(|&i| {
+                        bases[i].timeline == tli && a <= bases[i].stop && bases[i].stop <= b
+                    })
+                    .collect(),
+            });
+        }
+    }
+    for i in 0..out.len() {
+        let tli = out[i].timeline;
+        if !out[i].bases.is_empty() || tli <= 1 {
+            continue;
+        }
+        let Some(record) = map
+            .history
+            .get(&tli)
+            .and_then(|n| inventory.records.iter().find(|(m, _)| m == n))
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&repo.read_capture(&record.1).await?).into_owned();
+        let Some(&(parent, switch)) = history_entries(&text).last() else {
+            continue;
+        };
+        if out[i].from > switch {
+            continue;
+        }
+        let inherited = out
+            .iter()
+            .find(|w| w.timeline == parent && w.from <= switch && switch <= w.to)
+            .map(|w| {
+                w.bases
+                    .iter()
+                    .copied()
+                    .filter(|&j| bases[j].stop <= switch)
+                    .collect()
+            });
+        if let Some(inherited) = inherited {
+            out[i].bases = inherited;
+        }
+    }
+    Ok(out)
+}
+
 /// Why a cluster has no restorable window, naming what is missing.
-fn no_wal_window(
-    c: &pitr::ClusterWindows,
-    bases: &[(&SnapshotEntry, pitr::BaseBackup)],
-    pieces: usize,
-) -> String {
-    let Some((newest, m)) = bases.iter().max_by_key(|(_, m)| m.stopped_at) else {
+fn no_wal_window(stretches: &[Stretch], bases: &[BaseEnd], pieces: usize) -> String {
+    let Some(newest) = bases.last() else {
         return "no physical base backup of this cluster: take one (`backup create SOURCE --mode physical`)".to_owned();
     };
+    let (id, stop, tli) = (newest.id.short(), newest.stop, newest.timeline);
     if pieces == 0 {
         return format!(
-            "no WAL captured: base backup {} alone restores only to its own end ({} on timeline {}); capture WAL (`backup wal receive SOURCE`, or backupd for a physical job) to restore to later points",
-            newest.id.short(),
-            m.stop_lsn,
-            m.stop_timeline
+            "no WAL captured: base backup {id} alone restores only to its own end ({stop} on timeline {tli}); capture WAL (`backup wal receive SOURCE`, or backupd for a physical job) to restore to later points"
         );
     }
     // The captured WAL of the base's timeline that begins after its end.
-    let after = c
-        .windows
+    let after = stretches
         .iter()
-        .filter(|w| w.timeline == m.stop_timeline)
-        .map(|w| w.from_lsn.as_str())
-        .find(|from| pitr::lsn_after(from, &m.stop_lsn));
+        .filter(|w| w.timeline == tli)
+        .map(|w| w.from)
+        .find(|from| *from > stop);
     match after {
         Some(from) => format!(
-            "a gap: base backup {} ended at {} on timeline {} ({}), but the captured WAL there begins at {from}; the WAL between them was not captured (the receiver started after the server had moved on). Take a new base backup (backupd takes one at once with on_wal_gap = \"backup\")",
-            newest.id.short(),
-            m.stop_lsn,
-            m.stop_timeline,
-            m.stopped_at.format("%Y-%m-%dT%H:%M:%SZ")
+            "a gap: base backup {id} ended at {stop} on timeline {tli} ({}), but the captured WAL there begins at {from}; the WAL between them was not captured (the receiver started after the server had moved on). Take a new base backup (backupd takes one at once with on_wal_gap = \"backup\")",
+            newest.stopped_at.format("%Y-%m-%dT%H:%M:%SZ")
         ),
         None => format!(
-            "the captured WAL ends before base backup {} ended ({} on timeline {}): capture has not reached it yet, or stopped",
-            newest.id.short(),
-            m.stop_lsn,
-            m.stop_timeline
+            "the captured WAL ends before base backup {id} ended ({stop} on timeline {tli}): capture has not reached it yet, or stopped"
         ),
     }
 }

@@ -106,10 +106,20 @@ impl WalMap {
     ///
     /// Storage errors.
     pub async fn load(repo: &Repository, system_identifier: &str) -> Result<Self> {
+        Ok(Self::of(repo, system_identifier, repo.captures().await?))
+    }
+
+    /// The map of `system_identifier`'s streams among capture `names`
+    /// already listed.
+    pub fn of(
+        repo: &Repository,
+        system_identifier: &str,
+        names: impl IntoIterator<Item = CaptureName>,
+    ) -> Self {
         let (stream, hstream) = streams(repo, system_identifier);
         let gstream = gap_stream(repo, system_identifier);
         let mut map = WalMap::default();
-        for n in repo.captures().await? {
+        for n in names {
             if n.stream == stream {
                 if let (Some((tli, a)), Some((_, b))) =
                     (parse_position(&n.first), parse_position(&n.last))
@@ -131,7 +141,7 @@ impl WalMap {
         for r in map.ranges.values_mut() {
             r.sort_by_key(|a| (a.0, a.1));
         }
-        Ok(map)
+        map
     }
 
     /// The contiguous stored ranges of `tli`.
