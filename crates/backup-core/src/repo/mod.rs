@@ -391,6 +391,16 @@ impl Repository {
     /// Storage errors while listing.
     pub async fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<(String, Error)>)> {
         let names = self.sink.list_names(FileKind::Snapshot).await?;
+        Ok(self.load_snapshots(names).await)
+    }
+
+    /// The snapshots of the manifest files `names` (as listed), 16 read at
+    /// a time, oldest first, plus the files that could not be read; files
+    /// gone since they were listed are left out.
+    pub async fn load_snapshots(
+        &self,
+        names: Vec<String>,
+    ) -> (Vec<SnapshotEntry>, Vec<(String, Error)>) {
         let results: Vec<(String, Result<Snapshot>)> = stream::iter(names)
             .map(|name| async move {
                 let r = self.load_file::<Snapshot>(FileKind::Snapshot, &name).await;
@@ -409,7 +419,7 @@ impl Repository {
             }
         }
         good.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-        Ok((good, bad))
+        (good, bad)
     }
 
     /// Resolves `latest`, a full id or a unique id prefix to a snapshot.

@@ -7,8 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use backup_core::drill::DrillRecord;
-use backup_core::repo::Repository;
-use backup_core::snapshot::{Snapshot, SnapshotEntry};
+use backup_core::snapshot::SnapshotEntry;
 use backup_core::{FileKind, Id, SinkExt as _};
 use backup_ops::report::{job_key, read_events, DrillPoint, Run};
 use chrono::{DateTime, Utc};
@@ -56,9 +55,11 @@ impl Daemon {
             .filter(|n| !seen.contains_key(*n))
             .cloned()
             .collect();
-        let loaded = load_manifests(&repo, new).await;
+        // Unreadable manifests are left out (verify reports them).
+        let (loaded, _) = repo.load_snapshots(new).await;
         let mut runs: Vec<(String, Run)> = Vec::new();
-        for (file, entry) in loaded {
+        for entry in loaded {
+            let file = entry.id.to_hex();
             let key = job_key(&entry);
             if let Some(k) = &key {
                 runs.push((k.clone(), Run::of_snapshot(&entry)));
@@ -131,18 +132,7 @@ impl Daemon {
     /// and after a reload).
     pub(super) fn describe_jobs(&self, jobs: &[backup_ops::config::Job]) {
         for j in jobs {
-            self.status.update_history(&j.name, |h| {
-                h.kind = backup_sources_kind(&j.source);
-                h.source = backup_core::redact::redact_url(&j.source);
-                h.repository = Some(j.repository.clone());
-                h.schedule = Some(j.schedule.expr().to_owned());
-                h.objectives.rpo_seconds = j.max_age.map(|d| d.as_secs_f64());
-                h.objectives.rto_seconds = j
-                    .drill
-                    .as_ref()
-                    .and_then(|d| d.max_rto)
-                    .map(|d| d.as_secs_f64());
-            });
+            self.status.update_history(&j.name, |h| h.describe(j));
         }
         let names: HashSet<&String> = jobs.iter().map(|j| &j.name).collect();
         self.status
@@ -162,28 +152,18 @@ impl Daemon {
             };
             match read_events(&repo, name, Some(since)).await {
                 Ok(ev) => {
-                    for (job, failures) in ev.failures {
-                        if config.jobs.contains_key(&job) {
-                            self.status.update_history(&job, |h| {
-                                for f in failures {
-                                    h.push_run(f);
-                                }
-                            });
-                        }
-                    }
-                    for (job, vs) in ev.verifications {
-                        for (jname, j) in &config.jobs {
-                            if j.repository == *name && (job.is_empty() || *jname == job) {
-                                self.status.update_history(jname, |h| {
-                                    for v in &vs {
-                                        h.push_verification(v.clone());
-                                    }
-                                });
-                            }
-                        }
+                    let mine: Vec<&str> = config
+                        .jobs
+                        .iter()
+                        .filter(|(_, j)| j.repository == *name)
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    let (shares, lines) = ev.per_job(&mine);
+                    for (job, e) in shares {
+                        self.status.update_history(&job, |h| h.add_events(e));
                     }
                     self.status.with_history(|h| {
-                        h.audit.extend(ev.audit);
+                        h.audit.extend(lines);
                         h.audit.sort_by_key(|a| std::cmp::Reverse(a.time));
                         h.audit.truncate(backup_ops::report::AUDIT_LINES);
                     });
@@ -292,33 +272,4 @@ impl Daemon {
     pub(super) async fn forget_seen_drills(&self) {
         self.drills_seen.lock().await.clear();
     }
-}
-
-fn backup_sources_kind(url: &str) -> String {
-    match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
-        None => "files".to_owned(),
-        Some(s) if s == "file" => "files".to_owned(),
-        Some(s) if s.starts_with("postgres") => "postgres".to_owned(),
-        Some(s) if s.starts_with("mongodb") => "mongodb".to_owned(),
-        Some(s) if s.starts_with("redis") => "redis".to_owned(),
-        Some(s) => s,
-    }
-}
-
-/// Reads manifests, 16 at a time; unreadable ones are skipped (verify
-/// reports them).
-async fn load_manifests(repo: &Repository, names: Vec<String>) -> Vec<(String, SnapshotEntry)> {
-    stream::iter(names)
-        .map(|name| async move {
-            let r = repo.load_file::<Snapshot>(FileKind::Snapshot, &name).await;
-            (name, r)
-        })
-        .buffer_unordered(16)
-        .filter_map(|(name, r)| async move {
-            let id = name.parse().ok()?;
-            let snapshot = r.ok()?;
-            Some((name, SnapshotEntry { id, snapshot }))
-        })
-        .collect()
-        .await
 }

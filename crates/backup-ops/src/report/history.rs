@@ -252,6 +252,35 @@ impl JobHistory {
     pub fn push_verification(&mut self, v: Verification) {
         insert_sorted(&mut self.verifications, v, |v| v.time);
     }
+
+    /// Takes what the configuration says of the job: its kind, source
+    /// (credentials removed), repository, schedule and objectives.
+    pub fn describe(&mut self, job: &crate::config::Job) {
+        self.kind = backup_sources::Kind::of(&job.source)
+            .map(|k| k.name().to_owned())
+            .unwrap_or_default();
+        self.source = backup_core::redact::redact_url(&job.source);
+        self.repository = Some(job.repository.clone());
+        self.schedule = Some(job.schedule.expr().to_owned());
+        self.objectives = Objectives {
+            rpo_seconds: job.max_age.map(|d| d.as_secs_f64()),
+            rto_seconds: job
+                .drill
+                .as_ref()
+                .and_then(|d| d.max_rto)
+                .map(|d| d.as_secs_f64()),
+        };
+    }
+
+    /// Adds a job's share of a repository's audit records.
+    pub fn add_events(&mut self, events: JobEvents) {
+        for f in events.failures {
+            self.push_run(f);
+        }
+        for v in events.verifications {
+            self.push_verification(v);
+        }
+    }
 }
 
 fn insert_sorted<T>(v: &mut Vec<T>, item: T, key: impl Fn(&T) -> DateTime<Utc>) {
@@ -351,6 +380,42 @@ pub struct RepositoryEvents {
     pub audit: Vec<AuditLine>,
 }
 
+/// What a repository's audit records add to one job.
+#[derive(Debug, Default)]
+pub struct JobEvents {
+    /// Its failed runs, oldest first.
+    pub failures: Vec<Run>,
+    /// Verifications of it or of its whole repository, oldest first.
+    pub verifications: Vec<Verification>,
+}
+
+impl RepositoryEvents {
+    /// Shares the events among `jobs` (the names of the jobs kept in this
+    /// repository): a failed run goes to its job, a verification to its
+    /// job or, when it verified the whole repository, to every job.
+    /// Returns the shares and the newest audit lines.
+    pub fn per_job(self, jobs: &[&str]) -> (BTreeMap<String, JobEvents>, Vec<AuditLine>) {
+        let mut out: BTreeMap<String, JobEvents> = BTreeMap::new();
+        for (job, failures) in self.failures {
+            if jobs.contains(&job.as_str()) {
+                out.entry(job).or_default().failures = failures;
+            }
+        }
+        for (job, vs) in self.verifications {
+            for j in jobs.iter().filter(|j| job.is_empty() || **j == job) {
+                out.entry((*j).to_owned())
+                    .or_default()
+                    .verifications
+                    .extend(vs.iter().cloned());
+            }
+        }
+        for e in out.values_mut() {
+            e.verifications.sort_by_key(|v| v.time);
+        }
+        (out, self.audit)
+    }
+}
+
 /// Reads a repository's audit records since `since`: failed runs and
 /// verifications per job, and the newest lines for people.
 ///
@@ -445,27 +510,12 @@ impl History {
                 if j.wal.is_some() || j.oplog_continuous {
                     capturing.insert(j.name.clone());
                 }
-                jobs.insert(
-                    j.name.clone(),
-                    JobHistory {
-                        name: j.name.clone(),
-                        kind: backup_sources::Kind::of(&j.source)
-                            .map(|k| k.name().to_owned())
-                            .unwrap_or_default(),
-                        source: backup_core::redact::redact_url(&j.source),
-                        repository: Some(j.repository.clone()),
-                        schedule: Some(j.schedule.expr().to_owned()),
-                        objectives: Objectives {
-                            rpo_seconds: j.max_age.map(|d| d.as_secs_f64()),
-                            rto_seconds: j
-                                .drill
-                                .as_ref()
-                                .and_then(|d| d.max_rto)
-                                .map(|d| d.as_secs_f64()),
-                        },
-                        ..JobHistory::default()
-                    },
-                );
+                let mut h = JobHistory {
+                    name: j.name.clone(),
+                    ..JobHistory::default()
+                };
+                h.describe(&j);
+                jobs.insert(j.name.clone(), h);
             }
         }
         let mut usage = Vec::new();
@@ -501,25 +551,19 @@ impl History {
                     entry.runs.push(Run::of_snapshot(e));
                 }
             }
-            let ev = read_events(repo, repo_name, since).await?;
-            for (job, failures) in ev.failures {
+            let mine: Vec<String> = jobs
+                .values()
+                .filter(|j| j.repository.as_deref() == Some(repo_name.as_str()))
+                .map(|j| j.name.clone())
+                .collect();
+            let mine: Vec<&str> = mine.iter().map(String::as_str).collect();
+            let (shares, lines) = read_events(repo, repo_name, since).await?.per_job(&mine);
+            for (job, ev) in shares {
                 if let Some(j) = jobs.get_mut(&job) {
-                    for f in failures {
-                        j.push_run(f);
-                    }
+                    j.add_events(ev);
                 }
             }
-            for (job, vs) in ev.verifications {
-                for j in jobs.values_mut().filter(|j| {
-                    j.repository.as_deref() == Some(repo_name.as_str())
-                        && (job.is_empty() || j.name == job)
-                }) {
-                    for v in &vs {
-                        j.push_verification(v.clone());
-                    }
-                }
-            }
-            audit.extend(ev.audit);
+            audit.extend(lines);
             let (drills, _) = backup_core::drill::list(repo).await?;
             for (id, d) in drills {
                 if since.is_some_and(|s| d.started < s) {

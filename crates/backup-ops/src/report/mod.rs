@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use history::{
-    job_key, read_events, AuditLine, CaptureWindow, DrillPoint, History, JobHistory, Objectives,
-    RepositoryEvents, RepositoryUsage, Run, Verification, AUDIT_LINES,
+    job_key, read_events, AuditLine, CaptureWindow, DrillPoint, History, JobEvents, JobHistory,
+    Objectives, RepositoryEvents, RepositoryUsage, Run, Verification, AUDIT_LINES,
 };
 
 use crate::config::ReportFormat;
