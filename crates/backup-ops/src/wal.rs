@@ -106,3 +106,60 @@ pub async fn fetch(
 ) -> Result<()> {
     Ok(wal::fetch(repo, cluster, name, dest, segment_size).await?)
 }
+
+/// The fast path of `restore_command`, for a command that fetches ahead:
+/// `true` when WAL file `name` was fetched ahead, or the background fetch
+/// finishes it within a minute, and it is now at `dest`. It notes the
+/// request first, so that the background fetch knows how far recovery
+/// has come. Nothing here opens the repository.
+pub fn take_ready(name: &str, dest: &Path, segment_size: u64) -> bool {
+    note_asked(name, dest);
+    let waited = std::time::Instant::now();
+    loop {
+        match take_prefetched(name, dest) {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(_) => return false,
+        }
+        if !(PrefetchRun::running(dest)
+            && being_fetched(name, dest, segment_size)
+            && waited.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// [`fetch`] as `restore_command` needs it: `Ok(false)` when the
+/// repository does not hold `name` (the server asks for files that may
+/// not exist: the next timeline's history, the segment after the last),
+/// and a failure noted for the background fetch ([`note_fetch_failed`])
+/// before it is returned.
+///
+/// # Errors
+///
+/// Those of [`fetch`] other than not found.
+pub async fn fetch_for_recovery(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    dest: &Path,
+    segment_size: u64,
+) -> Result<bool> {
+    match fetch(repo, cluster, name, dest, segment_size).await {
+        Ok(()) => Ok(true),
+        Err(Error::Core(backup_core::Error::NotFound { .. })) => Ok(false),
+        Err(e) => {
+            note_fetch_failed(name, dest, &backup_core::error::report(&e));
+            Err(e)
+        }
+    }
+}
+
+/// Whether a `restore_command` that fetched a file should start the
+/// background fetch of the next ones: it was asked to fetch ahead and
+/// none runs for `dest`.
+pub fn should_fetch_ahead(prefetch: usize, dest: &Path) -> bool {
+    prefetch > 0 && !PrefetchRun::running(dest)
+}

@@ -48,21 +48,10 @@ pub(crate) fn fetch_prefetched(command: &crate::cli::Command) -> Option<u8> {
     if *prefetch == 0 {
         return None;
     }
-    wal::note_asked(name, dest);
-    let mut found = wal::take_prefetched(name, dest).ok()?;
-    let waited = std::time::Instant::now();
-    while !found
-        && wal::PrefetchRun::running(dest)
-        && wal::being_fetched(name, dest, *segment_size)
-        && waited.elapsed() < std::time::Duration::from_secs(60)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        found = wal::take_prefetched(name, dest).ok()?;
-    }
-    if !found {
+    if !wal::take_ready(name, dest, *segment_size) {
         return None;
     }
-    if !wal::PrefetchRun::running(dest) {
+    if wal::should_fetch_ahead(*prefetch, dest) {
         start_ahead();
     }
     Some(0)
@@ -140,35 +129,22 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                 return Ok(0);
             }
             // The fast path (`fetch_prefetched`) found nothing ready.
-            let fetched = async {
-                if wal::take_prefetched(&name, &dest)? {
-                    return Ok(true);
-                }
-                let repo = ctx.open().await?;
-                match wal::fetch(&repo, &cluster()?, &name, &dest, segment_size).await {
-                    Ok(()) => Ok(true),
-                    // The server asks for files that may not exist (the
-                    // next timeline's history, the segment after the
-                    // last): a plain answer, not an error report.
-                    Err(backup_ops::Error::Core(backup_core::Error::NotFound { .. })) => Ok(false),
-                    Err(e) => Err(anyhow::Error::from(e)),
-                }
-            }
-            .await;
-            match fetched {
-                Ok(true) => {}
-                Ok(false) => {
+            if !wal::take_prefetched(&name, &dest)? {
+                let repo = match ctx.open().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        wal::note_fetch_failed(&name, &dest, &format!("{e:#}"));
+                        return Err(e);
+                    }
+                };
+                if !wal::fetch_for_recovery(&repo, &cluster()?, &name, &dest, segment_size).await? {
                     if !ctx.global.quiet {
                         note!("backup: {name} is not in the repository");
                     }
                     return Ok(1);
                 }
-                Err(e) => {
-                    wal::note_fetch_failed(&name, &dest, &format!("{e:#}"));
-                    return Err(e);
-                }
             }
-            if prefetch > 0 && !wal::PrefetchRun::running(&dest) {
+            if wal::should_fetch_ahead(prefetch, &dest) {
                 start_ahead();
             }
             Ok(0)
