@@ -641,7 +641,8 @@ min = 201
 /// A Redis job with a captured stream: `point = "random"` restores the
 /// base and replays the stream to a random time of the window, into a
 /// scratch database kept for inspection; the counter there is what the
-/// writer had acknowledged by that time.
+/// writer had acknowledged by that time. `--point canary` finds the key
+/// it wrote in the copy.
 #[test]
 fn redis_pitr_drill_replays_to_a_random_point_of_the_window() {
     use crate::redis_pitr::{repl_offset, wait_captured, Follower};
@@ -698,6 +699,32 @@ key = "n"
         (before - 1..=before + 1).contains(&n),
         "at {at}: n = {n}, {before} INCRs acknowledged by then"
     );
+
+    // `point = "canary"`: a key written to the source while the stream
+    // is captured, found in the copy replayed to the offset after it.
+    let _: () = redis::cmd("FLUSHDB").query(&mut con).unwrap();
+    let follower = Follower::start_with(&s, &r.url(), &["--job", "cache"]);
+    let v = drill_json(&s, &["--config", cfg_s, "cache", "--point", "canary"], 0);
+    follower.stop();
+    let rec = record(&v);
+    assert_eq!(rec["ok"], true, "{v}");
+    assert_eq!(rec["point_kind"], "canary", "{rec}");
+    let canary = rec["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("backup_drill:canary:"))
+        .unwrap_or_else(|| panic!("no canary check: {rec}"));
+    assert_eq!(canary["ok"], true, "{canary}");
+    // The canary is in the source, with its week-long expiry.
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("backup_drill:canary:*")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query(&mut con).unwrap();
+    assert!(ttl > 6 * 24 * 3600, "TTL {ttl}");
 }
 
 /// A point-in-time drill (`point = "random"`): the newest base backup is

@@ -247,6 +247,9 @@ async fn planned_point(
 /// - A MongoDB job with a captured oplog: a document of
 ///   `backup_drill.canary`, replayed to the oplog timestamp of its write
 ///   (the scratch copy restores `backup_drill` too).
+/// - A Redis job with a captured stream: the key
+///   `backup_drill:canary:ID` (expiring in a week) in the source URL's
+///   database, replayed to the replication offset after its write.
 #[derive(Debug, Clone)]
 pub struct CanaryPoint {
     /// The source's URL, with credentials (the canary is written there).
@@ -275,6 +278,9 @@ impl PointChooser for CanaryPoint {
             || self.source_url.starts_with("mongodb+srv://")
         {
             return self.oplog_canary(repo, scope, id).await;
+        }
+        if self.source_url.starts_with("redis://") || self.source_url.starts_with("rediss://") {
+            return self.redis_canary(repo, scope, id).await;
         }
         #[cfg(feature = "postgres")]
         {
@@ -346,6 +352,8 @@ impl CanaryPoint {
         }
     }
 
+    /// MongoDB: a document of `backup_drill.canary`, replayed to the
+    /// oplog timestamp of its write.
     async fn oplog_canary(
         &self,
         repo: &IndexedRepository,
@@ -355,17 +363,84 @@ impl CanaryPoint {
         let written = std::time::Instant::now();
         let (seconds, increment) =
             backup_sources::drill::mongo_write_canary(&self.source_url, &id).await?;
+        let (db, coll) = backup_sources::drill::MONGO_CANARY_NAMESPACE;
+        let check = CheckConfig::MongoCount {
+            collection: format!("{db}.{coll}"),
+            filter: Some(serde_json::json!({ "_id": id }).to_string()),
+            min: 1,
+        };
+        let time = DateTime::from_timestamp(i64::from(seconds), 0).unwrap_or_else(Utc::now);
         let point = RecoveryPoint::OplogTs { seconds, increment };
+        self.stream_canary(
+            repo,
+            scope,
+            written,
+            point,
+            time,
+            Canary {
+                check,
+                id,
+                captured_after: 0.0,
+            },
+        )
+        .await
+    }
+
+    /// Redis: the key `backup_drill:canary:ID` in the source URL's
+    /// database, replayed to the replication offset after its write.
+    async fn redis_canary(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+        id: String,
+    ) -> Result<ChosenPoint> {
+        let written = std::time::Instant::now();
+        let (db, key, offset) = backup_sources::drill::redis_write_canary(&self.source_url, &id)
+            .await
+            .map_err(|e| {
+                Error::from(e).context(format!(
+                    "the drill's canary could not be written to {}",
+                    backup_core::redact::redact_url(&self.source_url)
+                ))
+            })?;
+        let point = RecoveryPoint::ReplOffset(offset);
+        self.stream_canary(
+            repo,
+            scope,
+            written,
+            point,
+            Utc::now(),
+            Canary {
+                check: CheckConfig::RedisKey { key, db },
+                id,
+                captured_after: 0.0,
+            },
+        )
+        .await
+    }
+
+    /// Waits until the captured stream `scope` selects can be restored to
+    /// `point` (the canary's write), then restores the newest base before
+    /// it replayed to it; `canary.captured_after` is set to the seconds
+    /// since `written`.
+    async fn stream_canary(
+        &self,
+        repo: &IndexedRepository,
+        scope: &SnapshotFilter,
+        written: std::time::Instant,
+        point: RecoveryPoint,
+        time: DateTime<Utc>,
+        mut canary: Canary,
+    ) -> Result<ChosenPoint> {
         let opts = backup_core::target::RestoreOptions {
             point: Some(point.clone()),
             ..Default::default()
         };
-        let time = DateTime::from_timestamp(i64::from(seconds), 0).unwrap_or_else(Utc::now);
-        let (db, coll) = backup_sources::drill::MONGO_CANARY_NAMESPACE;
         loop {
-            // The plan succeeds once the stored oplog reaches the write.
+            // The plan succeeds once the stored stream reaches the write.
             match crate::pitr::plan(repo, scope.source.as_deref(), None, &opts).await {
                 Ok(plan) => {
+                    canary.captured_after = written.elapsed().as_secs_f64();
                     return Ok(ChosenPoint {
                         snapshot: plan.base,
                         time,
@@ -373,20 +448,13 @@ impl CanaryPoint {
                         point: Some(point),
                         replay: Some(plan.replay),
                         kind: "canary",
-                        canary: Some(Canary {
-                            check: CheckConfig::MongoCount {
-                                collection: format!("{db}.{coll}"),
-                                filter: Some(serde_json::json!({ "_id": id }).to_string()),
-                                min: 1,
-                            },
-                            id,
-                            captured_after: written.elapsed().as_secs_f64(),
-                        }),
-                    })
+                        canary: Some(canary),
+                    });
                 }
                 Err(e) if written.elapsed() > self.wait => {
                     return Err(Error::usage(format!(
-                        "the drill's canary, written at oplog timestamp {seconds}:{increment}, was not restorable after {}: is the job's oplog capture running (oplog = \"continuous\")? ({})",
+                        "the drill's canary, written at {}, was not restorable after {}: is the job's capture running (capture = \"continuous\")? ({})",
+                        describe_point(&point),
                         crate::report::human_seconds(self.wait.as_secs_f64()),
                         backup_core::error::report(&e)
                     )));
@@ -394,6 +462,17 @@ impl CanaryPoint {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
             }
         }
+    }
+}
+
+/// A stream point for people (`oplog timestamp 1700000000:5`).
+fn describe_point(point: &RecoveryPoint) -> String {
+    match point {
+        RecoveryPoint::OplogTs { seconds, increment } => {
+            format!("oplog timestamp {seconds}:{increment}")
+        }
+        RecoveryPoint::ReplOffset(o) => format!("replication offset {o}"),
+        other => format!("{other:?}"),
     }
 }
 

@@ -146,11 +146,18 @@ fn percent_decode(s: &str) -> String {
         .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
 }
 
+/// The error of a drill that has no scratch location: it needs `what`.
+fn need_location(what: &str) -> Error {
+    Error::usage(format!(
+        "this drill needs a scratch location: {what} (jobs.NAME.drill.target, or --target)"
+    ))
+}
+
 impl Scratch {
     /// Plans the scratch copy of `snapshot` at `target` (the configured
     /// location, credentials included); `source_url` (credentials
     /// included) gives physical drills the role their checks connect as;
-    /// `canary`: the drill wrote a canary to the source, which a MongoDB
+    /// `canary`: the drill wrote a canary to the source, which a MongoDB or Redis
     /// copy restores too.
     pub(crate) async fn plan(
         snapshot: &Snapshot,
@@ -162,160 +169,215 @@ impl Scratch {
     ) -> Result<(Scratch, RestoreOptions)> {
         let kind = snapshot.source.kind.as_str();
         let physical = snapshot.metadata["mode"] == "physical";
-        let need = |what: &str| {
-            Error::usage(format!(
-                "this drill needs a scratch location: {what} (jobs.NAME.drill.target, or --target)"
-            ))
-        };
         let dir_name = format!("backup-drill-{}-{stamp}", super::journal::slug(name));
         let opts = RestoreOptions::default();
         match kind {
-            "files" if !physical => {
-                let parent = scratch_parent(target.ok_or_else(|| need("a directory"))?)?;
-                let dir = parent.join(dir_name);
-                let target = TargetSpec::new(dir.to_string_lossy().into_owned())?.open()?;
-                Ok((Scratch::Files { dir, target }, opts))
-            }
-            "postgres" if physical => {
-                let parent = scratch_parent(
-                    target.ok_or_else(|| need("a directory owned by the server's user"))?,
-                )?;
-                let dir = parent.join(dir_name);
-                let data = DataDirectory::new(dir.join("data"))?;
-                let (user, password) = match source_url.and_then(|u| url::Url::parse(u).ok()) {
-                    Some(u) if !u.username().is_empty() => (
-                        percent_decode(u.username()),
-                        u.password().map(percent_decode),
-                    ),
-                    _ => ("postgres".to_owned(), None),
-                };
-                let database = source_url
-                    .and_then(url_database)
-                    .unwrap_or_else(|| "postgres".to_owned());
-                Ok((
-                    Scratch::Physical {
-                        dir,
-                        data,
-                        user,
-                        password,
-                        database,
-                    },
-                    opts,
-                ))
-            }
-            "postgres" => {
-                let server = target.ok_or_else(|| need("a PostgreSQL server URL"))?;
-                let base = url_database(&snapshot.source.url).unwrap_or_else(|| "db".to_owned());
-                let database = scratch_name(&base, stamp, 63);
-                let url = with_path(server, &format!("/{database}"))?;
-                let target = TargetSpec::new(url)?.open()?;
-                Ok((
-                    Scratch::Postgres {
-                        server: server.to_owned(),
-                        database,
-                        target,
-                    },
-                    opts,
-                ))
-            }
-            "mongodb" => {
-                let server = target.ok_or_else(|| need("a MongoDB deployment URL"))?;
-                let server = with_path(server, "/")?;
-                let contents = backup_sources::summary::contents(kind, &snapshot.metadata);
-                let mut dbs: Vec<String> = contents
-                    .map(|c| {
-                        c.rows
-                            .iter()
-                            .filter_map(|r| r.name.split_once('.').map(|(db, _)| db.to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if canary {
-                    dbs.push(backup_sources::drill::MONGO_CANARY_NAMESPACE.0.to_owned());
-                }
-                dbs.sort();
-                dbs.dedup();
-                if dbs.is_empty() {
-                    return Err(Error::usage(format!(
-                        "snapshot {} holds no collections; there is nothing to drill",
-                        snapshot.source.url
-                    )));
-                }
-                let renames: BTreeMap<String, String> = dbs
-                    .iter()
-                    .map(|db| (db.clone(), scratch_name(db, stamp, 63)))
-                    .collect();
-                let mut opts = opts;
-                opts.renames = renames.iter().map(|(a, b)| format!("{a}:{b}")).collect();
-                // Only the renamed databases: an oplog replay must never
-                // write a database the snapshot lacks under its own name
-                // (the scratch deployment may be the source's).
-                opts.includes.clone_from(&dbs);
-                let target = TargetSpec::new(server.clone())?.open()?;
-                Ok((
-                    Scratch::Mongo {
-                        server,
-                        renames,
-                        target,
-                    },
-                    opts,
-                ))
-            }
-            "redis" => {
-                let contents = backup_sources::summary::contents(kind, &snapshot.metadata);
-                let source_dbs: Vec<u32> = contents
-                    .map(|c| c.rows.iter().filter_map(|r| r.name.parse().ok()).collect())
-                    .unwrap_or_default();
-                let (server, scratch_db, throwaway) = match target {
-                    None | Some("redis-server") => {
-                        let t = Throwaway::start().await?;
-                        (format!("redis://127.0.0.1:{}", t.port), None, Some(t))
-                    }
-                    Some(url) => {
-                        let db = url_database(url)
-                            .map(|d| {
-                                d.parse::<u32>().map_err(|_| {
-                                    Error::usage(format!(
-                                        "`{}`: the path of a Redis URL is a database number",
-                                        redact_url(url)
-                                    ))
-                                })
-                            })
-                            .transpose()?;
-                        (with_path(url, "")?, db, None)
-                    }
-                };
-                let dbs: BTreeMap<u32, u32> = match scratch_db {
-                    Some(db) if source_dbs.len() > 1 => {
-                        return Err(Error::usage(format!(
-                            "the snapshot holds databases {} and the scratch location names one database ({db}): give a scratch server without a database (its databases of the same numbers must be empty), or `redis-server`",
-                            source_dbs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-                        )))
-                    }
-                    Some(db) => source_dbs.iter().map(|s| (*s, db)).collect(),
-                    None => source_dbs.iter().map(|s| (*s, *s)).collect(),
-                };
-                let mut opts = opts;
-                opts.renames = dbs
-                    .iter()
-                    .filter(|(a, b)| a != b)
-                    .map(|(a, b)| format!("{a}:{b}"))
-                    .collect();
-                let target = TargetSpec::new(server.clone())?.open()?;
-                Ok((
-                    Scratch::Redis {
-                        server,
-                        dbs,
-                        throwaway,
-                        target,
-                    },
-                    opts,
-                ))
-            }
+            "files" if !physical => Self::plan_files(target, &dir_name, opts),
+            "postgres" if physical => Self::plan_physical(target, source_url, &dir_name, opts),
+            "postgres" => Self::plan_postgres(snapshot, target, stamp, opts),
+            "mongodb" => Self::plan_mongo(snapshot, target, stamp, canary, opts),
+            "redis" => Self::plan_redis(snapshot, target, opts, canary).await,
             other => Err(Error::usage(format!(
                 "snapshots of {other} sources cannot be drilled by this build"
             ))),
         }
+    }
+
+    /// Plans a files copy: a new directory `dir_name` in the scratch
+    /// directory `target`.
+    fn plan_files(
+        target: Option<&str>,
+        dir_name: &str,
+        opts: RestoreOptions,
+    ) -> Result<(Scratch, RestoreOptions)> {
+        let parent = scratch_parent(target.ok_or_else(|| need_location("a directory"))?)?;
+        let dir = parent.join(dir_name);
+        let target = TargetSpec::new(dir.to_string_lossy().into_owned())?.open()?;
+        Ok((Scratch::Files { dir, target }, opts))
+    }
+
+    /// Plans a physical PostgreSQL copy: a new data directory in
+    /// `dir_name` of the scratch directory `target`, checked as the role
+    /// of `source_url`.
+    fn plan_physical(
+        target: Option<&str>,
+        source_url: Option<&str>,
+        dir_name: &str,
+        opts: RestoreOptions,
+    ) -> Result<(Scratch, RestoreOptions)> {
+        let parent = scratch_parent(
+            target.ok_or_else(|| need_location("a directory owned by the server's user"))?,
+        )?;
+        let dir = parent.join(dir_name);
+        let data = DataDirectory::new(dir.join("data"))?;
+        let (user, password) = match source_url.and_then(|u| url::Url::parse(u).ok()) {
+            Some(u) if !u.username().is_empty() => (
+                percent_decode(u.username()),
+                u.password().map(percent_decode),
+            ),
+            _ => ("postgres".to_owned(), None),
+        };
+        let database = source_url
+            .and_then(url_database)
+            .unwrap_or_else(|| "postgres".to_owned());
+        Ok((
+            Scratch::Physical {
+                dir,
+                data,
+                user,
+                password,
+                database,
+            },
+            opts,
+        ))
+    }
+
+    /// Plans a logical PostgreSQL copy: a new database on the server
+    /// `target`, named after the snapshot's.
+    fn plan_postgres(
+        snapshot: &Snapshot,
+        target: Option<&str>,
+        stamp: &str,
+        opts: RestoreOptions,
+    ) -> Result<(Scratch, RestoreOptions)> {
+        let server = target.ok_or_else(|| need_location("a PostgreSQL server URL"))?;
+        let base = url_database(&snapshot.source.url).unwrap_or_else(|| "db".to_owned());
+        let database = scratch_name(&base, stamp, 63);
+        let url = with_path(server, &format!("/{database}"))?;
+        let target = TargetSpec::new(url)?.open()?;
+        Ok((
+            Scratch::Postgres {
+                server: server.to_owned(),
+                database,
+                target,
+            },
+            opts,
+        ))
+    }
+
+    /// Plans a MongoDB copy: the snapshot's databases (and the canary's,
+    /// when `canary`), renamed, on the deployment `target`.
+    fn plan_mongo(
+        snapshot: &Snapshot,
+        target: Option<&str>,
+        stamp: &str,
+        canary: bool,
+        opts: RestoreOptions,
+    ) -> Result<(Scratch, RestoreOptions)> {
+        let kind = snapshot.source.kind.as_str();
+        let server = target.ok_or_else(|| need_location("a MongoDB deployment URL"))?;
+        let server = with_path(server, "/")?;
+        let contents = backup_sources::summary::contents(kind, &snapshot.metadata);
+        let mut dbs: Vec<String> = contents
+            .map(|c| {
+                c.rows
+                    .iter()
+                    .filter_map(|r| r.name.split_once('.').map(|(db, _)| db.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if canary {
+            dbs.push(backup_sources::drill::MONGO_CANARY_NAMESPACE.0.to_owned());
+        }
+        dbs.sort();
+        dbs.dedup();
+        if dbs.is_empty() {
+            return Err(Error::usage(format!(
+                "snapshot {} holds no collections; there is nothing to drill",
+                snapshot.source.url
+            )));
+        }
+        let renames: BTreeMap<String, String> = dbs
+            .iter()
+            .map(|db| (db.clone(), scratch_name(db, stamp, 63)))
+            .collect();
+        let mut opts = opts;
+        opts.renames = renames.iter().map(|(a, b)| format!("{a}:{b}")).collect();
+        // Only the renamed databases: an oplog replay must never
+        // write a database the snapshot lacks under its own name
+        // (the scratch deployment may be the source's).
+        opts.includes.clone_from(&dbs);
+        let target = TargetSpec::new(server.clone())?.open()?;
+        Ok((
+            Scratch::Mongo {
+                server,
+                renames,
+                target,
+            },
+            opts,
+        ))
+    }
+
+    /// Plans a Redis copy: the snapshot's databases into empty databases
+    /// of the server `target`, or of a throwaway `redis-server` started
+    /// now (no `target`, or `redis-server`).
+    async fn plan_redis(
+        snapshot: &Snapshot,
+        target: Option<&str>,
+        opts: RestoreOptions,
+        canary: bool,
+    ) -> Result<(Scratch, RestoreOptions)> {
+        let kind = snapshot.source.kind.as_str();
+        let contents = backup_sources::summary::contents(kind, &snapshot.metadata);
+        let mut source_dbs: Vec<u32> = contents
+            .map(|c| c.rows.iter().filter_map(|r| r.name.parse().ok()).collect())
+            .unwrap_or_default();
+        if canary {
+            // The canary's database (the source URL's, else 0), which the
+            // base may not hold yet.
+            let db = url_database(&snapshot.source.url)
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            if !source_dbs.contains(&db) {
+                source_dbs.push(db);
+                source_dbs.sort_unstable();
+            }
+        }
+        let (server, scratch_db, throwaway) = match target {
+            None | Some("redis-server") => {
+                let t = Throwaway::start().await?;
+                (format!("redis://127.0.0.1:{}", t.port), None, Some(t))
+            }
+            Some(url) => {
+                let db = url_database(url)
+                    .map(|d| {
+                        d.parse::<u32>().map_err(|_| {
+                            Error::usage(format!(
+                                "`{}`: the path of a Redis URL is a database number",
+                                redact_url(url)
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                (with_path(url, "")?, db, None)
+            }
+        };
+        let dbs: BTreeMap<u32, u32> = match scratch_db {
+            Some(db) if source_dbs.len() > 1 => {
+                return Err(Error::usage(format!(
+                    "the snapshot holds databases {} and the scratch location names one database ({db}): give a scratch server without a database (its databases of the same numbers must be empty), or `redis-server`",
+                    source_dbs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                )))
+            }
+            Some(db) => source_dbs.iter().map(|s| (*s, db)).collect(),
+            None => source_dbs.iter().map(|s| (*s, *s)).collect(),
+        };
+        let mut opts = opts;
+        opts.renames = dbs
+            .iter()
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("{a}:{b}"))
+            .collect();
+        let target = TargetSpec::new(server.clone())?.open()?;
+        Ok((
+            Scratch::Redis {
+                server,
+                dbs,
+                throwaway,
+                target,
+            },
+            opts,
+        ))
     }
 
     /// What the journal must know before the restore writes anything.

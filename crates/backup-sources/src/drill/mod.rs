@@ -229,6 +229,30 @@ pub async fn drop_mongo_databases(url: &str, names: &[String]) -> Result<()> {
     }
 }
 
+/// The prefix of a Redis canary key: `backup_drill:canary:` then the id.
+pub const REDIS_CANARY_PREFIX: &str = "backup_drill:canary:";
+
+/// Writes a drill's canary to the Redis server `url` names: the key
+/// [`REDIS_CANARY_PREFIX`]`ID` (expiring in a week) in the URL's database
+/// (0 when it names none). Returns the database, the key, and the
+/// primary's replication offset once the write is in its stream (a
+/// restore to that offset holds it).
+///
+/// # Errors
+///
+/// Connection and command errors, a server that reports no offset.
+pub async fn redis_write_canary(url: &str, id: &str) -> Result<(u32, String, u64)> {
+    #[cfg(feature = "redis")]
+    {
+        redis::write_canary(url, id).await
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (url, id);
+        Err(unavailable(Kind::Redis))
+    }
+}
+
 /// Whether `key` exists in database `db` of the Redis server `url` names.
 ///
 /// # Errors

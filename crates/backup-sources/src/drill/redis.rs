@@ -5,6 +5,43 @@ use backup_core::Result;
 
 use crate::redis::conn::RedisUrl;
 
+/// Writes the canary key `id` names (`backup_drill:canary:ID`, its value
+/// the id, expiring in a week so that canaries do not pile up) to the
+/// database the URL names (0 when none); returns the database, the key
+/// and the primary's replication offset once the write is in its stream.
+pub(super) async fn write_canary(url: &str, id: &str) -> Result<(u32, String, u64)> {
+    let u = RedisUrl::parse(url)?;
+    let db = u.db.unwrap_or(0);
+    let key = format!("{}{id}", super::REDIS_CANARY_PREFIX);
+    let mut con = u.connect().await?;
+    let (info,): (String,) = redis::pipe()
+        .cmd("SELECT")
+        .arg(db)
+        .ignore()
+        .cmd("SET")
+        .arg(&key)
+        .arg(id)
+        .arg("EX")
+        .arg(7 * 24 * 3600)
+        .ignore()
+        .cmd("INFO")
+        .arg("replication")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| u.error(&format!("writing the drill's canary {key}"), e))?;
+    let offset = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            backup_core::Error::source_failed(format!(
+                "{}: INFO replication has no master_repl_offset",
+                u.redacted()
+            ))
+        })?;
+    Ok((db, key, offset))
+}
+
 pub(super) async fn key_exists(url: &str, db: u32, key: &str) -> Result<bool> {
     let u = RedisUrl::parse(url)?;
     let mut con = u.connect().await?;

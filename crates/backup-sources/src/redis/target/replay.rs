@@ -251,11 +251,20 @@ struct Route<'a> {
 }
 
 impl Route<'_> {
+    /// Where the commands of database `db` go: nowhere for a database
+    /// outside the selection, and nowhere for one that another database
+    /// is renamed into (two databases are never restored into one, as
+    /// the plan refuses for the base: a drill's scratch database on the
+    /// source's server sees its own restore in the stream).
     fn target(&self, db: u32) -> Option<u32> {
         if self.dbs.is_some_and(|d| !d.contains(&db)) {
             return None;
         }
-        Some(self.renames.get(&db).copied().unwrap_or(db))
+        match self.renames.get(&db) {
+            Some(to) => Some(*to),
+            None if self.renames.values().any(|to| *to == db) => None,
+            None => Some(db),
+        }
     }
 
     fn narrowed(&self) -> bool {
@@ -396,46 +405,14 @@ pub(super) async fn replay(
     con: &mut MultiplexedConnection,
     base_held: &[(u32, Vec<u8>, i64)],
 ) -> Result<ReplayReport> {
-    let (Some(from), Some(until)) = (
-        position_offset(&replay.from),
-        position_offset(&replay.until),
-    ) else {
-        return Err(Error::Config(format!(
-            "replay range {}..{} is not made of replication offsets",
-            replay.from, replay.until
-        )));
-    };
+    let (from, until) = offset_range(replay)?;
     let until_ms = replay.until_time.map(|t| t.timestamp_millis());
-    let route = Route {
-        // The databases chosen for the snapshot (its URL's `/db`), not
-        // those its base happens to hold keys in: the stream may fill
-        // others.
-        dbs: plan.info.selected.as_deref(),
-        renames: super::plan::renames(opts)?,
-        keys: &plan.selection.keys,
-    };
-    let specs = if route.keys.is_all() {
-        None
-    } else {
-        Some(KeySpecs::load(url, con).await?)
-    };
-    let mut sink = Sink::open(url).await?;
-    let limit = hold_limit();
-    let mut held: Held = base_held
-        .iter()
-        .map(|(db, k, t)| ((*db, k.clone()), *t))
-        .collect();
-    let mut report = ReplayReport {
-        offset: from - 1,
-        ..ReplayReport::default()
-    };
-    let mut source_db = 0u32;
-    let mut touched: BTreeSet<u32> = plan.map.values().copied().collect();
+    let mut replayer = Replayer::new(url, plan, opts, con, base_held, from).await?;
     let repo = snapshot.repository().clone();
     let mut pieces = std::pin::pin!(repo.read_pieces(replay.pieces.clone()));
     'pieces: while let Some(piece) = pieces.next().await {
         let (name, bytes) = piece?;
-        report.pieces += 1;
+        replayer.report.pieces += 1;
         let what = name.file_name();
         for frame in frames(&bytes, &what) {
             let frame = frame?;
@@ -445,8 +422,8 @@ pub(super) async fn replay(
             if frame.end > until || until_ms.is_some_and(|u| frame.time_ms > u) {
                 break 'pieces;
             }
-            report.offset = frame.end;
-            report.time = chrono::DateTime::from_timestamp_millis(frame.time_ms);
+            replayer.report.offset = frame.end;
+            replayer.report.time = chrono::DateTime::from_timestamp_millis(frame.time_ms);
             let Some(c) = parse_command(frame.command).ok().flatten() else {
                 return Err(Error::corrupt(
                     backup_core::FileKind::Capture,
@@ -455,97 +432,200 @@ pub(super) async fn replay(
                 ));
             };
             let args: Vec<&[u8]> = c.args.iter().map(|r| &frame.command[r.clone()]).collect();
-            let name = args[0].to_ascii_uppercase();
-            match name.as_slice() {
-                b"PING" | b"REPLCONF" | b"PUBLISH" | b"SPUBLISH" => continue,
-                b"SELECT" => {
-                    source_db = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    continue;
-                }
-                b"MULTI" | b"EXEC" | b"DISCARD" => {
-                    sink.push(frame.command).await?;
-                    continue;
-                }
-                _ => {}
-            }
-            if !route.narrowed() {
-                sink.select(source_db).await?;
-                forward(
-                    &mut sink,
-                    &args,
-                    frame.command,
-                    source_db,
-                    limit,
-                    &mut held,
-                    &route,
-                )
-                .await?;
-                report.applied += 1;
-                continue;
-            }
-            let Some(target) = route.target(source_db) else {
-                if name != b"FLUSHALL" {
-                    report.filtered += 1;
-                    continue;
-                }
-                // A FLUSHALL empties the selected databases too.
-                flush_selected(&mut sink, url, con, &route, &touched, &mut report).await?;
-                continue;
-            };
-            touched.insert(target);
-            match name.as_slice() {
-                b"FLUSHALL" => {
-                    flush_selected(&mut sink, url, con, &route, &touched, &mut report).await?;
-                    continue;
-                }
-                b"FLUSHDB" => {
-                    flush_keys(&mut sink, url, con, &route, target).await?;
-                    report.applied += 1;
-                    continue;
-                }
-                // Commands that name other databases: applied when the
-                // selection is only a key filter.
-                b"SWAPDB" | b"MOVE" | b"COPY"
-                    if (name != b"COPY" || has_db_option(&args))
-                        && (route.dbs.is_some() || !route.renames.is_empty()) =>
-                {
-                    report.mixed += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            if let Some(specs) = &specs {
-                let keys = specs.keys(url, con, &args).await?.unwrap_or_default();
-                let selected = keys.iter().filter(|k| route.keys.accepts(k)).count();
-                if !keys.is_empty() && selected == 0 {
-                    report.filtered += 1;
-                    continue;
-                }
-                if selected < keys.len() {
-                    report.mixed += 1;
-                    continue;
-                }
-            }
-            sink.select(target).await?;
-            forward(
-                &mut sink,
-                &args,
-                frame.command,
-                target,
-                limit,
-                &mut held,
-                &route,
-            )
-            .await?;
-            report.applied += 1;
+            replayer.apply(&args, frame.command).await?;
         }
     }
-    sink.finish().await?;
-    settle(url, con, &held).await?;
-    Ok(report)
+    replayer.finish().await
+}
+
+/// The replication offsets `replay` runs between.
+fn offset_range(replay: &CaptureReplay) -> Result<(u64, u64)> {
+    let (Some(from), Some(until)) = (
+        position_offset(&replay.from),
+        position_offset(&replay.until),
+    ) else {
+        return Err(Error::Config(format!(
+            "replay range {}..{} is not made of replication offsets",
+            replay.from, replay.until
+        )));
+    };
+    Ok((from, until))
+}
+
+/// A running replay: where commands go, the expiries held and what was
+/// done so far.
+struct Replayer<'a> {
+    url: &'a RedisUrl,
+    con: &'a mut MultiplexedConnection,
+    route: Route<'a>,
+    specs: Option<KeySpecs>,
+    sink: Sink,
+    limit: i64,
+    held: Held,
+    report: ReplayReport,
+    /// The database the stream's last `SELECT` chose.
+    source_db: u32,
+    /// The target databases the restore wrote to.
+    touched: BTreeSet<u32>,
+}
+
+impl<'a> Replayer<'a> {
+    /// Prepares a replay from offset `from`: the selection, the key specs a
+    /// key filter needs, the connection commands go to, the held expiries.
+    async fn new(
+        url: &'a RedisUrl,
+        plan: &'a Plan,
+        opts: &RestoreOptions,
+        con: &'a mut MultiplexedConnection,
+        base_held: &[(u32, Vec<u8>, i64)],
+        from: u64,
+    ) -> Result<Self> {
+        let route = Route {
+            // The databases chosen for the snapshot (its URL's `/db`), not
+            // those its base happens to hold keys in: the stream may fill
+            // others.
+            dbs: plan.info.selected.as_deref(),
+            renames: super::plan::renames(opts)?,
+            keys: &plan.selection.keys,
+        };
+        let specs = if route.keys.is_all() {
+            None
+        } else {
+            Some(KeySpecs::load(url, con).await?)
+        };
+        let sink = Sink::open(url).await?;
+        let limit = hold_limit();
+        let held: Held = base_held
+            .iter()
+            .map(|(db, k, t)| ((*db, k.clone()), *t))
+            .collect();
+        let report = ReplayReport {
+            offset: from - 1,
+            ..ReplayReport::default()
+        };
+        Ok(Replayer {
+            url,
+            con,
+            route,
+            specs,
+            sink,
+            limit,
+            held,
+            report,
+            source_db: 0,
+            touched: plan.map.values().copied().collect(),
+        })
+    }
+
+    /// Applies one command of the stream, or leaves it out as the selection
+    /// says.
+    async fn apply(&mut self, args: &[&[u8]], command: &[u8]) -> Result<()> {
+        let name = args[0].to_ascii_uppercase();
+        match name.as_slice() {
+            b"PING" | b"REPLCONF" | b"PUBLISH" | b"SPUBLISH" => return Ok(()),
+            b"SELECT" => {
+                self.source_db = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return Ok(());
+            }
+            b"MULTI" | b"EXEC" | b"DISCARD" => return self.sink.push(command).await,
+            _ => {}
+        }
+        if !self.route.narrowed() {
+            return self.send(args, command, self.source_db).await;
+        }
+        let Some(target) = self.route.target(self.source_db) else {
+            if name != b"FLUSHALL" {
+                self.report.filtered += 1;
+                return Ok(());
+            }
+            // A FLUSHALL empties the selected databases too.
+            return self.flush_all().await;
+        };
+        self.touched.insert(target);
+        match name.as_slice() {
+            b"FLUSHALL" => return self.flush_all().await,
+            b"FLUSHDB" => {
+                flush_keys(&mut self.sink, self.url, self.con, &self.route, target).await?;
+                self.report.applied += 1;
+                return Ok(());
+            }
+            // Commands that name other databases: applied when the
+            // selection is only a key filter.
+            b"SWAPDB" | b"MOVE" | b"COPY"
+                if (name != b"COPY" || has_db_option(args))
+                    && (self.route.dbs.is_some() || !self.route.renames.is_empty()) =>
+            {
+                self.report.mixed += 1;
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !self.keys_selected(args).await? {
+            return Ok(());
+        }
+        self.send(args, command, target).await
+    }
+
+    /// Whether the key filter lets the command through; counts it as
+    /// filtered or mixed when not.
+    async fn keys_selected(&mut self, args: &[&[u8]]) -> Result<bool> {
+        if let Some(specs) = &self.specs {
+            let keys = specs
+                .keys(self.url, self.con, args)
+                .await?
+                .unwrap_or_default();
+            let selected = keys.iter().filter(|k| self.route.keys.accepts(k)).count();
+            if !keys.is_empty() && selected == 0 {
+                self.report.filtered += 1;
+                return Ok(false);
+            }
+            if selected < keys.len() {
+                self.report.mixed += 1;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends a command to target database `db` and counts it as applied.
+    async fn send(&mut self, args: &[&[u8]], command: &[u8], db: u32) -> Result<()> {
+        self.sink.select(db).await?;
+        forward(
+            &mut self.sink,
+            args,
+            command,
+            db,
+            self.limit,
+            &mut self.held,
+            &self.route,
+        )
+        .await?;
+        self.report.applied += 1;
+        Ok(())
+    }
+
+    /// Applies a `FLUSHALL` under the selection.
+    async fn flush_all(&mut self) -> Result<()> {
+        flush_selected(
+            &mut self.sink,
+            self.url,
+            self.con,
+            &self.route,
+            &self.touched,
+            &mut self.report,
+        )
+        .await
+    }
+
+    /// Waits for every reply, then settles the held expiries.
+    async fn finish(self) -> Result<ReplayReport> {
+        self.sink.finish().await?;
+        settle(self.url, self.con, &self.held).await?;
+        Ok(self.report)
+    }
 }
 
 /// Sends a command, with its expiry held when it sets one that may pass
@@ -677,5 +757,30 @@ async fn flush_keys(
         if cursor == 0 {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_renamed_into_is_not_replayed_under_its_own_number() {
+        let keys = KeyFilter::new(&[], &[]);
+        let route = Route {
+            dbs: None,
+            renames: BTreeMap::from([(0, 7)]),
+            keys: &keys,
+        };
+        assert_eq!(route.target(0), Some(7));
+        assert_eq!(route.target(7), None);
+        assert_eq!(route.target(3), Some(3));
+        let selected = [0, 3];
+        let route = Route {
+            dbs: Some(&selected),
+            ..route
+        };
+        assert_eq!(route.target(3), Some(3));
+        assert_eq!(route.target(4), None);
     }
 }
