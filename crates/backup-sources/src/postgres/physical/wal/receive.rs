@@ -142,6 +142,27 @@ pub async fn receive(
     .map_err(|e| Error::source_caused("the WAL receiver", e))?
 }
 
+/// The WAL received on one timeline and not stored yet, and where storing
+/// and confirming stand.
+struct Pending {
+    /// Received, not stored.
+    data: Vec<u8>,
+    /// Where `data` starts.
+    start: Lsn,
+    /// When its first byte arrived.
+    since: Option<Instant>,
+    /// Where the next message must start.
+    next: Lsn,
+    /// The end of what is stored (and confirmed).
+    stored: Lsn,
+    /// The server's end of WAL, as last heard.
+    server_end: Lsn,
+    /// When the server was last told where the stored WAL ends.
+    last_status: Instant,
+    /// When the lag was last reported.
+    last_lag: Instant,
+}
+
 struct Receiver {
     repo: Repository,
     opts: ReceiveOptions,
@@ -440,67 +461,61 @@ impl Receiver {
             },
             continues: std::mem::take(&mut self.continues),
         });
-        let mut pending: Vec<u8> = Vec::new();
-        let mut pending_start = start;
-        let mut pending_since: Option<Instant> = None;
-        let mut next = start;
-        let mut server_end = start;
-        let mut stored = start;
-        let mut last_status = Instant::now();
-        let mut last_lag = Instant::now();
+        let mut p = Pending {
+            data: Vec::new(),
+            start,
+            since: None,
+            next: start,
+            stored: start,
+            server_end: start,
+            last_status: Instant::now(),
+            last_lag: Instant::now(),
+        };
         loop {
             if self.stop.is_cancelled() {
-                if !pending.is_empty() {
-                    self.flush(stream, sysid, timeline, pending_start, &pending)?;
-                    stored = next;
+                if !p.data.is_empty() {
+                    self.flush(stream, sysid, timeline, p.start, &p.data)?;
+                    p.stored = p.next;
                 }
-                let _ = send_status(conn, stored);
+                let _ = send_status(conn, p.stored);
                 return Ok(None);
             }
-            let msg = poll_msg(conn)?;
-            match msg {
+            match poll_msg(conn)? {
                 Some(Msg::Data(at, data, end)) => {
-                    if at != next {
+                    if at != p.next {
                         return Err(Error::source_failed(format!(
-                            "the server sent WAL from {at} where {next} was expected"
+                            "the server sent WAL from {at} where {} was expected",
+                            p.next
                         )));
                     }
-                    server_end = server_end.max(end);
+                    p.server_end = p.server_end.max(end);
                     // Pieces never cross a segment boundary.
                     let mut rest: &[u8] = &data;
                     while !rest.is_empty() {
-                        let seg_end = (next.0 / seg + 1) * seg;
-                        let take = rest.len().min((seg_end - next.0) as usize);
-                        if pending.is_empty() {
-                            pending_start = next;
-                            pending_since = Some(Instant::now());
+                        let seg_end = (p.next.0 / seg + 1) * seg;
+                        let take = rest.len().min((seg_end - p.next.0) as usize);
+                        if p.data.is_empty() {
+                            p.start = p.next;
+                            p.since = Some(Instant::now());
                         }
-                        pending.extend_from_slice(&rest[..take]);
+                        p.data.extend_from_slice(&rest[..take]);
                         rest = &rest[take..];
-                        next = Lsn(next.0 + take as u64);
-                        if next.0 == seg_end || pending.len() >= self.opts.max_piece {
-                            self.flush(stream, sysid, timeline, pending_start, &pending)?;
-                            pending.clear();
-                            pending_since = None;
-                            stored = next;
-                            send_status(conn, stored).map_err(|e| io(&e))?;
-                            last_status = Instant::now();
-                            self.lag_event(None, stored, server_end);
-                            last_lag = Instant::now();
+                        p.next = Lsn(p.next.0 + take as u64);
+                        if p.next.0 == seg_end || p.data.len() >= self.opts.max_piece {
+                            self.store_pending(conn, &mut p, stream, sysid, timeline)?;
                         }
                     }
                 }
                 Some(Msg::Keepalive(end, reply)) => {
-                    server_end = server_end.max(end);
+                    p.server_end = p.server_end.max(end);
                     if reply {
-                        send_status(conn, stored).map_err(|e| io(&e))?;
-                        last_status = Instant::now();
+                        send_status(conn, p.stored).map_err(|e| io(&e))?;
+                        p.last_status = Instant::now();
                     }
                 }
                 Some(Msg::CopyDone) => {
-                    if !pending.is_empty() {
-                        self.flush(stream, sysid, timeline, pending_start, &pending)?;
-                        pending.clear();
+                    if !p.data.is_empty() {
+                        self.flush(stream, sysid, timeline, p.start, &p.data)?;
                     }
                     let (next_tli, next_start) = end_of_timeline(conn)?;
                     return Ok(Some((next_tli, next_start)));
@@ -508,26 +523,42 @@ impl Receiver {
                 Some(Msg::Error(e)) => return Err(wire_error(&e, "streaming WAL")),
                 Some(Msg::Other) | None => {}
             }
-            let due = pending_since.is_some_and(|t| t.elapsed() >= self.opts.flush_interval);
-            if due && !pending.is_empty() {
-                self.flush(stream, sysid, timeline, pending_start, &pending)?;
-                pending.clear();
-                pending_since = None;
-                stored = next;
-                send_status(conn, stored).map_err(|e| io(&e))?;
-                last_status = Instant::now();
-                self.lag_event(None, stored, server_end);
-                last_lag = Instant::now();
+            let due = p
+                .since
+                .is_some_and(|t| t.elapsed() >= self.opts.flush_interval);
+            if due && !p.data.is_empty() {
+                self.store_pending(conn, &mut p, stream, sysid, timeline)?;
             }
-            if last_status.elapsed() >= Duration::from_secs(10) {
-                send_status(conn, stored).map_err(|e| io(&e))?;
-                last_status = Instant::now();
+            if p.last_status.elapsed() >= Duration::from_secs(10) {
+                send_status(conn, p.stored).map_err(|e| io(&e))?;
+                p.last_status = Instant::now();
             }
-            if last_lag.elapsed() >= Duration::from_secs(1) {
-                self.lag_event(pending_since, stored, server_end);
-                last_lag = Instant::now();
+            if p.last_lag.elapsed() >= Duration::from_secs(1) {
+                self.lag_event(p.since, p.stored, p.server_end);
+                p.last_lag = Instant::now();
             }
         }
+    }
+
+    /// Stores the pending WAL as a piece, confirms it to the server as
+    /// flushed and reports the lag.
+    fn store_pending(
+        &mut self,
+        conn: &mut WireConn,
+        p: &mut Pending,
+        stream: &str,
+        sysid: &str,
+        timeline: u32,
+    ) -> Result<()> {
+        self.flush(stream, sysid, timeline, p.start, &p.data)?;
+        p.data.clear();
+        p.since = None;
+        p.stored = p.next;
+        send_status(conn, p.stored).map_err(|e| io(&e))?;
+        p.last_status = Instant::now();
+        self.lag_event(None, p.stored, p.server_end);
+        p.last_lag = Instant::now();
+        Ok(())
     }
 
     /// Sends `START_REPLICATION` for `timeline` from `start` and waits for
