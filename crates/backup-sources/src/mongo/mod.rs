@@ -92,6 +92,54 @@ impl From<Ts> for bson::Timestamp {
     }
 }
 
+impl Ts {
+    /// The position right after this timestamp.
+    pub(crate) fn next(self) -> Ts {
+        if self.i == u32::MAX {
+            Ts {
+                t: self.t.saturating_add(1),
+                i: 0,
+            }
+        } else {
+            Ts {
+                t: self.t,
+                i: self.i + 1,
+            }
+        }
+    }
+
+    /// The position right before this one.
+    pub(crate) fn prev(self) -> Ts {
+        if self.i == 0 {
+            Ts {
+                t: self.t.saturating_sub(1),
+                i: u32::MAX,
+            }
+        } else {
+            Ts {
+                t: self.t,
+                i: self.i - 1,
+            }
+        }
+    }
+
+    /// The capture position (16 hex digits).
+    pub(crate) fn position(self) -> String {
+        crate::capture::oplog_position(self.t, self.i)
+    }
+
+    /// Parses a capture position.
+    pub(crate) fn from_position(p: &str) -> Option<Ts> {
+        crate::capture::oplog_parts(p).map(|(t, i)| Ts { t, i })
+    }
+}
+
+impl std::fmt::Display for Ts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.t, self.i)
+    }
+}
+
 /// The captured oplog range.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct OplogRange {
