@@ -280,18 +280,8 @@ impl Ran {
     /// A drill that failed before its scratch copy was begun.
     fn failed_early(req: &DrillRequest, e: &Error) -> Self {
         Ran {
-            phases: Vec::new(),
-            rto: None,
-            bytes: 0,
-            items: 0,
-            checks: Vec::new(),
-            target: req
-                .target
-                .as_deref()
-                .map(backup_core::redact::redact_url)
-                .unwrap_or_default(),
             error: Some(failure(e)),
-            kept: false,
+            ..Ran::begun(req)
         }
     }
 }

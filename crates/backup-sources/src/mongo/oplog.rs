@@ -345,16 +345,13 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
     match name.as_str() {
         "applyOps" => plan_apply_ops(entry, o, map),
         "create" => plan_create(entry, db, value, o, map),
-        "drop" => {
-            let coll = coll_of(value).ok_or_else(|| bad(entry, "drop without a name"))?;
-            Ok(map(db, &coll)
-                .map(|(tdb, tcoll)| Op::Command {
-                    db: tdb,
-                    cmd: doc! {"drop": tcoll},
-                })
-                .into_iter()
-                .collect())
-        }
+        "drop" => Ok(mapped_coll(entry, db, value, map, "drop without a name")?
+            .map(|(tdb, tcoll)| Op::Command {
+                db: tdb,
+                cmd: doc! {"drop": tcoll},
+            })
+            .into_iter()
+            .collect()),
         "renameCollection" => plan_rename(entry, value, o, map),
         "createIndexes" | "commitIndexBuild" => plan_create_indexes(entry, db, value, o, map),
         // Two-phase index builds are replayed at their commit; transaction
@@ -381,6 +378,20 @@ fn coll_of(v: &Bson) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
 
+/// The collection a command names (`value`, in database `db`) in the
+/// target's namespace: `None` when the selection leaves it out; an error
+/// saying `missing` when the command names none.
+fn mapped_coll(
+    entry: &Document,
+    db: &str,
+    value: &Bson,
+    map: &NsMap<'_>,
+    missing: &str,
+) -> Result<Option<(String, String)>> {
+    let coll = value.as_str().ok_or_else(|| bad(entry, missing))?;
+    Ok(map(db, coll))
+}
+
 /// An `applyOps` entry (a transaction): the steps of every operation it
 /// holds, in order.
 fn plan_apply_ops(entry: &Document, o: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
@@ -405,8 +416,7 @@ fn plan_create(
     o: &Document,
     map: &NsMap<'_>,
 ) -> Result<Vec<Op>> {
-    let coll = coll_of(value).ok_or_else(|| bad(entry, "create without a name"))?;
-    let Some((tdb, tcoll)) = map(db, &coll) else {
+    let Some((tdb, tcoll)) = mapped_coll(entry, db, value, map, "create without a name")? else {
         return Ok(Vec::new());
     };
     let mut cmd = doc! {"create": tcoll};
@@ -474,8 +484,9 @@ fn plan_create_indexes(
     o: &Document,
     map: &NsMap<'_>,
 ) -> Result<Vec<Op>> {
-    let coll = coll_of(value).ok_or_else(|| bad(entry, "index build without a collection"))?;
-    let Some((tdb, tcoll)) = map(db, &coll) else {
+    let Some((tdb, tcoll)) =
+        mapped_coll(entry, db, value, map, "index build without a collection")?
+    else {
         return Ok(Vec::new());
     };
     let specs: Vec<Bson> = if let Ok(list) = o.get_array("indexes") {
@@ -502,8 +513,9 @@ fn plan_drop_indexes(
     o: &Document,
     map: &NsMap<'_>,
 ) -> Result<Vec<Op>> {
-    let coll = coll_of(value).ok_or_else(|| bad(entry, "dropIndexes without a collection"))?;
-    let Some((tdb, tcoll)) = map(db, &coll) else {
+    let Some((tdb, tcoll)) =
+        mapped_coll(entry, db, value, map, "dropIndexes without a collection")?
+    else {
         return Ok(Vec::new());
     };
     let index = o
@@ -526,8 +538,8 @@ fn plan_coll_mod(
     o: &Document,
     map: &NsMap<'_>,
 ) -> Result<Vec<Op>> {
-    let coll = coll_of(value).ok_or_else(|| bad(entry, "command without a collection"))?;
-    let Some((tdb, tcoll)) = map(db, &coll) else {
+    let Some((tdb, tcoll)) = mapped_coll(entry, db, value, map, "command without a collection")?
+    else {
         return Ok(Vec::new());
     };
     let mut cmd = doc! {name: tcoll};
