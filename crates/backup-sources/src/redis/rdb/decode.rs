@@ -683,25 +683,7 @@ fn decode_quicklist<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResult<Va
 #[inline]
 fn decode_module<R: std::io::Read>(inp: &mut Input<R>) -> RdbResult<Value> {
     let id = inp.plain_len()?;
-    // Same walk as the parser's: opcodes up to the end marker.
-    loop {
-        let a = inp.offset();
-        match inp.plain_len()? {
-            0 => break,
-            1 | 2 => {
-                inp.plain_len()?;
-            }
-            3 => inp.skip(4)?,
-            4 => inp.skip(8)?,
-            5 => inp.skip_string()?,
-            op => {
-                return Err(Input::<R>::corrupt_at(
-                    a,
-                    format!("module data: unknown opcode {op}"),
-                ))
-            }
-        }
-    }
+    inp.skip_module_body()?;
     Ok(Value::Module {
         name: module_type_name(id),
     })

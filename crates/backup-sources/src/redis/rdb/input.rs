@@ -357,6 +357,29 @@ impl<R: Read> Input<R> {
         }
     }
 
+    /// Skips self-describing module data (opcodes with their values) up
+    /// to its end opcode.
+    pub(crate) fn skip_module_body(&mut self) -> RdbResult<()> {
+        loop {
+            let at = self.offset();
+            match self.plain_len()? {
+                0 => return Ok(()),
+                1 | 2 => {
+                    self.plain_len()?;
+                }
+                3 => self.skip(4)?,
+                4 => self.skip(8)?,
+                5 => self.skip_string()?,
+                op => {
+                    return Err(Self::corrupt_at(
+                        at,
+                        format!("module data: unknown opcode {op}"),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Skips a string without decoding it.
     pub(crate) fn skip_string(&mut self) -> RdbResult<()> {
         let at = self.offset();

@@ -253,7 +253,7 @@ impl<R: Read> Parser<R> {
                             .corrupt(format!("module aux data: bad `when` opcode {when_op}")));
                     }
                     let _when = self.input.plain_len()?;
-                    self.skip_module_body()?;
+                    self.input.skip_module_body()?;
                     return Ok(Some(Event::ModuleAux {
                         module: module_type_name(id),
                     }));
@@ -421,7 +421,7 @@ impl<R: Read> Parser<R> {
             }
             types::MODULE_2 => {
                 let id = inp.plain_len()?;
-                self.skip_module_body()?;
+                self.input.skip_module_body()?;
                 return Ok((Some(module_type_name(id)), false));
             }
             types::MODULE_PRE_GA => {
@@ -432,29 +432,6 @@ impl<R: Read> Parser<R> {
             _ => return Err(inp.corrupt(format!("unknown value type {t}"))),
         };
         Ok((None, empty))
-    }
-
-    /// Skips self-describing module data up to its end opcode.
-    fn skip_module_body(&mut self) -> RdbResult<()> {
-        let inp = &mut self.input;
-        loop {
-            let at = inp.offset();
-            match inp.plain_len()? {
-                0 => return Ok(()),
-                1 | 2 => {
-                    inp.plain_len()?;
-                }
-                3 => inp.skip(4)?,
-                4 => inp.skip(8)?,
-                5 => inp.skip_string()?,
-                op => {
-                    return Err(Input::<R>::corrupt_at(
-                        at,
-                        format!("module data: unknown opcode {op}"),
-                    ))
-                }
-            }
-        }
     }
 }
 
