@@ -260,13 +260,7 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
         capture_packs: capture_packs.len(),
         ..PruneReport::default()
     };
-    let stored: HashMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
+    let stored: HashMap<String, u64> = repo.pack_sizes().await?;
     report.bytes_before = stored.values().sum();
     let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
     report.packs_before = indexed.len();
@@ -344,13 +338,7 @@ async fn write_index(
         })
         .collect();
     packs.extend(new_packs.iter().cloned());
-    let after: HashMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
+    let after: HashMap<String, u64> = repo.pack_sizes().await?;
     for p in new_packs {
         if after.get(&p.id.to_hex()) != Some(&p.size) {
             return Err(Error::corrupt(

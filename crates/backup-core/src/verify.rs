@@ -170,13 +170,7 @@ pub async fn verify(
 /// Compares the indexed packs with the stored ones: a pack missing or of
 /// another size is a problem (returned); packs no index lists are counted.
 async fn check_packs(repo: &IndexedRepository, report: &mut VerifyReport) -> Result<HashSet<Id>> {
-    let stored: HashMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
+    let stored: HashMap<String, u64> = repo.pack_sizes().await?;
     let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
     report.packs_indexed = indexed.len();
     let mut bad_packs: HashSet<Id> = HashSet::new();
@@ -223,13 +217,7 @@ async fn discount_capture_packs(
     records: &[(CaptureName, CaptureRecord)],
     report: &mut VerifyReport,
 ) -> Result<HashMap<String, u64>> {
-    let stored: HashMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
+    let stored: HashMap<String, u64> = repo.pack_sizes().await?;
     let packs = crate::capture::capture_packs(records);
     let indexed: HashSet<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
     report.unindexed_packs = report.unindexed_packs.saturating_sub(

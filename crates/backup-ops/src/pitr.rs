@@ -5,29 +5,26 @@
 //! snapshot's consistent point up to the end of the pieces that follow it
 //! without a gap. What each kind makes restorable is its
 //! [`CaptureDriver`](backup_sources::capture::CaptureDriver)'s answer;
-//! [`windows`] asks every driver of the registry. For the streams named by
-//! position (oplog, Redis stream), [`plan`] turns a target (`--at TIME`,
-//! `--at-ts ...`, `--at-offset N`) into the newest base before it and the
-//! pieces from that base to the target, refusing with the missing range
-//! and the nearest restorable points when there is none (PostgreSQL's
-//! restore to a point is the server's recovery, set up by the physical
-//! target).
-
-use std::collections::BTreeMap;
+//! [`windows`] asks every driver of the registry, and so does [`plan`],
+//! which turns a target (`--at TIME`, `--at-ts ...`, `--at-offset N`,
+//! `--at-lsn ...`) into the newest base before it and what to replay from
+//! it, refusing with the missing range and the nearest restorable points
+//! when there is none.
 
 use backup_core::capture::CaptureReplay;
 use backup_core::repo::Repository;
 use backup_core::snapshot::SnapshotEntry;
-use backup_core::target::{RecoveryPoint, RestoreOptions};
-use backup_core::{FileKind, Id};
+use backup_core::target::RestoreOptions;
+use backup_core::Id;
+use backup_sources::capture::plan::describe_target;
 pub use backup_sources::capture::{
     CaptureEvent, CaptureObserver, NoObserver, Position, StoredPiece,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use backup_sources::capture::{Base, Gap, Inventory, SourceWindows, Stream, Window};
+pub use backup_sources::capture::{Base, Gap, Inventory, SourceWindows, Window};
 
 use crate::error::{Error, Result};
 
@@ -41,332 +38,113 @@ pub async fn windows(repo: &Repository, source: Option<&str>) -> Result<Vec<Sour
     Ok(backup_sources::capture::registry::windows(repo, source).await?)
 }
 
-/// Every capture stream named by position (oplog, Redis stream) whose
-/// source or base snapshots pass `source`.
-///
-/// # Errors
-///
-/// Storage errors; an unreadable capture record.
-pub async fn streams(repo: &Repository, source: Option<&str>) -> Result<Vec<Stream>> {
-    Ok(backup_sources::capture::stream::streams(repo, source).await?)
-}
-
 /// A point-in-time restore's plan: the base snapshot and what to replay.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The stream.
-    pub stream: Stream,
     /// The base snapshot.
     pub base: SnapshotEntry,
-    /// What the target replays after it.
-    pub replay: CaptureReplay,
+    /// What the target replays after it (`None` for PostgreSQL, whose
+    /// restored server replays its WAL itself).
+    pub replay: Option<CaptureReplay>,
+    /// The last position replayed, when the plan places it.
+    pub until: Option<Position>,
 }
 
-/// The base and pieces a restore to the point of `opts` (`at` or
-/// [`RecoveryPoint::OplogTs`]) needs, checked before anything is
-/// written: the newest base snapshot whose consistent point is at or
-/// before the target (or `base` when one was named), and pieces from it
-/// to the target without a gap, each record readable and its pack
-/// present.
+/// How a restore into a target of kind `target` (`mongodb`, `redis`;
+/// `files` for a data directory) reaches the point of `opts`, asked of
+/// every driver that plans such restores, checked before anything is
+/// written: the newest base snapshot before the target (or `base` when
+/// one was named) and what to replay from it. `None` when no kind of
+/// capture restores into `target` (the target then refuses the point
+/// itself).
 ///
 /// # Errors
 ///
-/// [`Error::Usage`] when the target is not restorable (before the oldest
-/// base, inside a gap, after the newest captured change or in the
-/// future), naming the missing range and the nearest restorable points;
-/// storage errors.
+/// [`Error::Usage`] when the target is not restorable (nothing captured,
+/// before the oldest base, inside a gap, after the newest captured change
+/// or in the future, or restorable from two streams), naming the missing
+/// range and the nearest restorable points; storage errors and damage.
 pub async fn plan(
     repo: &Repository,
+    target: &str,
     source: Option<&str>,
     base: Option<Id>,
     opts: &RestoreOptions,
-) -> Result<Plan> {
-    let all = streams(repo, source).await?;
-    if all.is_empty() {
+) -> Result<Option<Plan>> {
+    let drivers: Vec<_> = backup_sources::capture::registry::drivers()
+        .into_iter()
+        .filter(|d| d.restores_into(target))
+        .collect();
+    if drivers.is_empty() {
+        return Ok(None);
+    }
+    if let Some(t) = opts.at.filter(|t| *t > Utc::now()) {
         return Err(Error::usage(format!(
-            "no captured stream or base snapshot{}: a point-in-time restore needs a base snapshot and a capture follower (backup oplog follow SOURCE)",
-            source.map(|s| format!(" of {s}")).unwrap_or_default()
+            "{} is in the future",
+            t.format("%Y-%m-%dT%H:%M:%SZ")
         )));
     }
-    if let Some(t) = &opts.at {
-        if *t > Utc::now() {
-            return Err(Error::usage(format!(
-                "{} is in the future",
-                t.format("%Y-%m-%dT%H:%M:%SZ")
-            )));
-        }
-    }
-    let mut refusals = Vec::new();
-    let mut candidates = Vec::new();
-    for s in all {
-        match choose(&s, base, opts) {
-            Ok((base, replay)) => candidates.push((s, base, replay)),
-            Err(why) => refusals.push(format!("stream {} ({}): {why}", s.identity, s.source)),
+    let inventory = Inventory::read(repo).await?;
+    let (mut candidates, mut refusals) = (Vec::new(), Vec::new());
+    for d in &drivers {
+        for p in d.plan(repo, &inventory, source, base, opts).await? {
+            match p {
+                Ok(p) => candidates.push(p),
+                Err(why) => refusals.push(why),
+            }
         }
     }
     if candidates.len() > 1 {
+        let names: Vec<String> = candidates.into_iter().map(|c| c.stream).collect();
         return Err(Error::usage(format!(
             "{} captured streams can restore that point ({}); narrow --source to one",
-            candidates.len(),
-            candidates
-                .iter()
-                .map(|(s, _, _)| format!("{} from {}", s.identity, s.source))
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.len(),
+            names.join(", ")
         )));
     }
-    let Some((stream, base, replay)) = candidates.pop() else {
+    let Some(chosen) = candidates.pop() else {
+        if refusals.is_empty() {
+            return Err(Error::usage(format!(
+                "no captured stream or base snapshot{}: a point-in-time restore needs a base snapshot and captured changes (backup oplog follow, backup redis follow, backup wal receive)",
+                source.map(|s| format!(" of {s}")).unwrap_or_default()
+            )));
+        }
         return Err(Error::usage(format!(
             "cannot restore to {}: {}",
             describe_target(opts),
             refusals.join("; ")
         )));
     };
-    check_pieces(repo, &stream, &replay).await?;
-    let (snapshots, _) = repo.snapshots().await?;
-    let base = snapshots
+    let base = inventory
+        .snapshots
         .into_iter()
-        .find(|e| e.id == base)
-        .ok_or_else(|| Error::usage(format!("base snapshot {} vanished", base.short())))?;
-    Ok(Plan {
-        stream,
+        .find(|e| e.id == chosen.base)
+        .ok_or_else(|| Error::usage(format!("base snapshot {} vanished", chosen.base.short())))?;
+    Ok(Some(Plan {
         base,
-        replay,
-    })
+        replay: chosen.replay,
+        until: chosen.until,
+    }))
 }
 
-/// The target of `opts` as the user gave it.
-fn describe_target(opts: &RestoreOptions) -> String {
-    match (&opts.at, &opts.point) {
-        (Some(t), _) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        (None, Some(RecoveryPoint::OplogTs { seconds, increment })) => {
-            format!("oplog timestamp {seconds}:{increment}")
-        }
-        (None, Some(RecoveryPoint::ReplOffset(o))) => format!("replication offset {o}"),
-        (None, Some(p)) => format!("{p:?}"),
-        (None, None) => "the newest captured change".to_owned(),
-    }
-}
-
-/// The base (`named`, or the newest before the target) and pieces of `s`
-/// for the target of `opts`, or why there are none.
-fn choose(
-    s: &Stream,
-    named: Option<Id>,
+/// [`plan`] for a kind with a capture driver, from its newest base.
+///
+/// # Errors
+///
+/// As [`plan`]; [`Error::Usage`] when no driver restores into `target`.
+pub async fn planned(
+    repo: &Repository,
+    target: &str,
+    source: Option<&str>,
     opts: &RestoreOptions,
-) -> std::result::Result<(Id, CaptureReplay), String> {
-    let (until, until_time) = match (s.kind.until(opts), opts.at) {
-        (Ok(Some(u)), _) => (u, None),
-        (Ok(None), Some(t)) if !s.kind.timed_positions() => (until_by_time(s, t)?, Some(t)),
-        (Ok(None), _) => {
-            return Err(format!(
-                "a {} stream cannot place that target from positions alone",
-                s.kind.name()
-            ))
-        }
-        (Err(e), _) => return Err(e.to_string()),
-    };
-    // A base consistent after a time target is no base for it, even when
-    // its position is before the piece the target falls in.
-    let before_time = |b: &Base| until_time.is_none_or(|t| b.point_time.is_none_or(|p| p <= t));
-    let nearest = || nearest(s, &until);
-    if let Some(id) = named {
-        match s.bases.iter().find(|b| b.id == id) {
-            None => {
-                return Err(format!(
-                    "snapshot {} is not a base snapshot of this stream",
-                    id.short()
-                ))
-            }
-            Some(b) if b.point > until || !before_time(b) => {
-                return Err(format!(
-                    "snapshot {} is consistent at {}, after the target",
-                    id.short(),
-                    s.describe(&b.point)
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    let Some(base) = s
-        .bases
-        .iter()
-        .rev()
-        .find(|b| b.point <= until && before_time(b) && named.is_none_or(|id| id == b.id))
-    else {
-        return Err(match s.bases.first() {
-            Some(b) => format!(
-                "it is before the oldest base snapshot ({} at {}); {}",
-                b.id.short(),
-                s.describe(&b.point),
-                nearest()
-            ),
-            None => "the stream has no base snapshot; take one with backup create".to_owned(),
-        });
-    };
-    let from = s.kind.next(&base.point);
-    let mut pieces = Vec::new();
-    let mut pos = from.clone();
-    while pos <= until {
-        let covering = s
-            .records
-            .iter()
-            .filter(|(n, _)| n.first <= pos && pos < n.last)
-            .max_by(|a, b| {
-                a.1.gap
-                    .is_none()
-                    .cmp(&b.1.gap.is_none())
-                    .then(a.0.last.cmp(&b.0.last))
-            });
-        match covering {
-            Some((n, r)) if r.gap.is_none() => {
-                pieces.push(n.clone());
-                pos.clone_from(&n.last);
-            }
-            Some((n, r)) => {
-                return Err(format!(
-                    "the captured changes from {} to {} are missing ({}); {}",
-                    s.describe(&n.first),
-                    s.describe(&n.last),
-                    r.gap.as_deref().unwrap_or_default(),
-                    nearest()
-                ))
-            }
-            None => {
-                let after = s.records.iter().map(|(n, _)| &n.first).find(|f| **f > pos);
-                return Err(match after {
-                    Some(next) => format!(
-                        "no piece holds {} to {} (pieces are missing); {}",
-                        s.describe(&pos),
-                        s.describe(next),
-                        nearest()
-                    ),
-                    None => format!(
-                        "it is after the newest captured change (the capture ends before {}); {}",
-                        s.describe(&pos),
-                        nearest()
-                    ),
-                });
-            }
-        }
-    }
-    Ok((
-        base.id,
-        CaptureReplay {
-            stream: s.stream.clone(),
-            pieces,
-            from,
-            until,
-            until_time,
-        },
-    ))
-}
-
-/// For a kind whose positions tell no time: the end of the first piece
-/// holding a change that arrived at or after `t` (the replay stops at
-/// `t` inside it), or why the capture does not reach `t`.
-fn until_by_time(s: &Stream, t: DateTime<Utc>) -> std::result::Result<String, String> {
-    let reaching = s
-        .records
-        .iter()
-        .filter(|(_, r)| r.gap.is_none() && r.time_last.is_some_and(|l| l >= t))
-        .map(|(n, _)| &n.last)
-        .min();
-    if let Some(last) = reaching {
-        return Ok(s.kind.prev(last));
-    }
-    let newest = s
-        .records
-        .iter()
-        .filter(|(_, r)| r.gap.is_none())
-        .filter_map(|(_, r)| r.time_last)
-        .max();
-    Err(match newest {
-        Some(n) => format!(
-            "it is after the newest captured change, which arrived at {} (a capture reaches a time once something arrives after it; an idle Redis primary sends a PING every 10 s)",
-            n.format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        ),
-        None => "nothing of this stream was captured yet".to_owned(),
-    })
-}
-
-/// The restorable points nearest `until`, as a sentence.
-fn nearest(s: &Stream, until: &str) -> String {
-    let before = s
-        .windows
-        .iter()
-        .filter(|w| w.from.as_str() <= until)
-        .map(|w| {
-            if w.to.as_str() < until {
-                &w.to
-            } else {
-                &w.from
-            }
-        })
-        .max();
-    let after = s
-        .windows
-        .iter()
-        .filter(|w| w.from.as_str() > until)
-        .map(|w| &w.from)
-        .min();
-    match (before, after) {
-        (None, None) => "nothing of this stream is restorable".to_owned(),
-        (Some(b), None) => format!("the nearest restorable point is {}", s.describe(b)),
-        (None, Some(a)) => format!("the nearest restorable point is {}", s.describe(a)),
-        (Some(b), Some(a)) => format!(
-            "the nearest restorable points are {} and {}",
-            s.describe(b),
-            s.describe(a)
-        ),
-    }
-}
-
-/// Checks that every piece's pack is stored and long enough (one listing).
-async fn check_pieces(repo: &Repository, s: &Stream, replay: &CaptureReplay) -> Result<()> {
-    if replay.pieces.is_empty() {
-        return Ok(());
-    }
-    let sizes: BTreeMap<String, u64> = repo
-        .sink()
-        .list(FileKind::Pack)
+) -> Result<Plan> {
+    plan(repo, target, source, None, opts)
         .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
-    for name in &replay.pieces {
-        let Some((_, r)) = s.records.iter().find(|(n, _)| n == name) else {
-            continue;
-        };
-        let Some(pack) = r.pack else { continue };
-        let need = r
-            .blobs
-            .iter()
-            .map(|b| u64::from(b.offset) + u64::from(b.length))
-            .max()
-            .unwrap_or(0);
-        match sizes.get(&pack.to_hex()) {
-            Some(size) if *size >= need => {}
-            found => {
-                return Err(Error::from(backup_core::Error::corrupt(
-                    FileKind::Capture,
-                    name.file_name(),
-                    match found {
-                        Some(size) => {
-                            format!("its pack {} has {size} bytes, {need} needed", pack.short())
-                        }
-                        None => format!("its pack {} is missing", pack.short()),
-                    },
-                ))
-                .context(format!(
-                    "the captured changes from {} to {} cannot be read; nothing was changed",
-                    s.describe(&name.first),
-                    s.describe(&name.last)
-                )));
-            }
-        }
-    }
-    Ok(())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "{target} has no continuous capture to restore to a point from"
+            ))
+        })
 }
 
 /// How a capture follower stores pieces (per kind).
@@ -398,7 +176,7 @@ pub struct FollowResult {
     /// Gaps met.
     pub gaps: u64,
     /// The first position not stored yet.
-    pub next: Option<String>,
+    pub next: Option<Position>,
 }
 
 impl From<backup_sources::capture::FollowSummary> for FollowResult {

@@ -114,85 +114,42 @@ pub async fn restore(
         .await
 }
 
-/// The snapshot to restore and, for a restore to a point in time that
-/// replays a captured stream the operations layer plans (MongoDB's
-/// oplog, Redis's replication stream), the options with that replay set.
-///
-/// A MongoDB or Redis target with a point (`--at`, `--at-ts`,
-/// `--at-offset`) takes the newest
-/// base snapshot before the target (or the one named) and the oplog
-/// slices from it to the target, checked by [`crate::pitr::plan`]; other
-/// kinds choose their base with [`point_in_time_base`] and replay
-/// themselves.
+/// The snapshot to restore and, for a restore to a point in time, the
+/// options with the replay its plan sets ([`crate::pitr::plan`]: the
+/// newest base before the target, or the one named, through the capture
+/// driver of the target's kind). A kind no driver restores into takes the
+/// snapshot the request names, and its target judges the point.
 async fn point_in_time(
     repo: &IndexedRepository,
     spec: &TargetSpec,
     req: &RestoreRequest,
     feedback: &dyn Feedback,
 ) -> Result<(SnapshotEntry, Option<RestoreOptions>)> {
-    if req.options.is_point_in_time()
-        && matches!(
-            spec.kind(),
-            backup_sources::Kind::Mongodb | backup_sources::Kind::Redis
-        )
-    {
-        let named = if req.snapshot == "latest" {
-            None
-        } else {
-            Some(repo.find_snapshot(&req.snapshot, &req.filter).await?.id)
-        };
-        let plan =
-            crate::pitr::plan(repo, req.filter.source.as_deref(), named, &req.options).await?;
-        feedback.detail(
-            "point_in_time",
-            serde_json::json!({
-                "stream": plan.replay.stream,
-                "until": plan.stream.show(&plan.replay.until),
-                "pieces": plan.replay.pieces.len(),
-            }),
-        );
-        let mut o = req.options.clone();
-        o.replay = Some(plan.replay);
-        return Ok((plan.base, Some(o)));
-    }
-    let entry = match point_in_time_base(repo, req).await? {
-        Some(e) => e,
-        None => repo.find_snapshot(&req.snapshot, &req.filter).await?,
-    };
-    Ok((entry, None))
-}
-
-/// For a point-in-time restore of `latest`: the base backup to start from,
-/// among the physical PostgreSQL snapshots the filter selects (the newest
-/// that ended before the target). `None` when there are none (other kinds
-/// choose their base themselves), or when a snapshot was named.
-async fn point_in_time_base(
-    repo: &IndexedRepository,
-    req: &RestoreRequest,
-) -> Result<Option<SnapshotEntry>> {
-    #[cfg(feature = "postgres")]
-    {
-        use backup_sources::postgres::physical;
-        if !req.options.is_point_in_time() || req.snapshot != "latest" {
-            return Ok(None);
+    // Names what the repository has when nothing passes the filter.
+    let chosen = repo.find_snapshot(&req.snapshot, &req.filter).await?;
+    if req.options.is_point_in_time() {
+        let named = (req.snapshot != "latest").then_some(chosen.id);
+        let source = req.filter.source.as_deref();
+        if let Some(plan) =
+            crate::pitr::plan(repo, spec.kind().name(), source, named, &req.options).await?
+        {
+            let Some(replay) = plan.replay else {
+                return Ok((plan.base, None));
+            };
+            feedback.detail(
+                "point_in_time",
+                serde_json::json!({
+                    "stream": replay.stream,
+                    "until": plan.until.map(|u| u.to_string()),
+                    "pieces": replay.pieces.len(),
+                }),
+            );
+            let mut o = req.options.clone();
+            o.replay = Some(replay);
+            return Ok((plan.base, Some(o)));
         }
-        let (all, _) = repo.snapshots().await?;
-        let bases: Vec<SnapshotEntry> = all
-            .into_iter()
-            .filter(|s| {
-                req.filter.matches(&s.snapshot) && physical::is_physical(&s.snapshot.metadata)
-            })
-            .collect();
-        if bases.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(physical::pitr::choose_base(&bases, &req.options)?))
     }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = (repo, req);
-        Ok(None)
-    }
+    Ok((chosen, None))
 }
 
 /// Backs up the restore target before a destructive restore replaces its

@@ -259,15 +259,13 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
                     .unwrap_or("no base snapshot precedes the captured changes")
             ))?;
         }
-        let on = |t: Option<u32>| t.map(|t| format!(" on timeline {t}")).unwrap_or_default();
         for w in &s.windows {
             ctx.say(format!(
-                "  restorable  {} .. {}  ({} .. {}{}), bases {}",
+                "  restorable  {} .. {}  ({} .. {}), bases {}",
                 time(&w.from_time),
                 time(&w.to_time),
-                w.from,
+                w.from.short(),
                 w.to,
-                on(w.timeline),
                 w.bases
                     .iter()
                     .map(backup_core::Id::short)
@@ -277,23 +275,21 @@ pub(crate) async fn pitr(ctx: &Ctx, a: PitrArgs) -> Result<u8> {
         }
         for g in &s.gaps {
             ctx.say(format!(
-                "  gap         {} .. {}  ({} .. {}{}): {}",
+                "  gap         {} .. {}  ({} .. {}): {}",
                 time(&g.from_time),
                 time(&g.to_time),
-                g.from,
+                g.from.short(),
                 g.to,
-                on(g.timeline),
                 g.reason
             ))?;
         }
         for b in &s.bases {
             ctx.say(format!(
-                "  base        {}  taken {}, consistent at {} ({}{})",
+                "  base        {}  taken {}, consistent at {} ({})",
                 b.id.short(),
                 b.taken.format("%Y-%m-%d %H:%M:%S"),
                 time(&b.point_time),
-                b.point,
-                on(b.timeline)
+                b.point
             ))?;
         }
     }

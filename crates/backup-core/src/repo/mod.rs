@@ -294,6 +294,21 @@ impl Repository {
         &self.sink
     }
 
+    /// The stored packs by name (hex id) with their sizes: one listing.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn pack_sizes(&self) -> Result<std::collections::HashMap<String, u64>> {
+        Ok(self
+            .sink
+            .list(FileKind::Pack)
+            .await?
+            .into_iter()
+            .map(|o| (o.name, o.size))
+            .collect())
+    }
+
     /// The repository config.
     pub fn config(&self) -> &RepoConfig {
         &self.config

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use backup_core::drill::DrillCheck;
 use backup_core::reader::SnapshotReader;
 
+use backup_sources::drill::{self, Answer, CanaryMark, Probe};
+use backup_sources::Kind;
+
 use super::scratch::{physical_url, Scratch};
 use crate::config::{CheckConfig, Condition};
 
@@ -81,21 +84,23 @@ pub(crate) async fn physical_files(
 /// The kind's built-in checks.
 pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<DrillCheck> {
     let t = Instant::now();
-    let err = |e: crate::Error| backup_core::error::report(&e);
+    let err = |e: backup_core::Error| backup_core::error::report(&e);
     match scratch {
         Scratch::Physical { user, password, .. } => {
             let mut out: Vec<DrillCheck> = cx.files.iter().cloned().collect();
-            let port = cx.port.unwrap_or(5432);
-            let url = physical_url(user, password.as_deref(), port, "postgres");
+            let url = physical_url(
+                user,
+                password.as_deref(),
+                cx.port.unwrap_or(5432),
+                "postgres",
+            );
             let r = async {
-                let dbs = backup_sources::drill::postgres_databases(&url)
-                    .await
-                    .map_err(|e| err(e.into()))?;
+                let pg = drill::support(Kind::Postgres).map_err(err)?;
+                let dbs = pg.databases(&url).await.map_err(err)?;
                 for db in dbs.iter().filter(|d| !d.starts_with("template")) {
-                    let u = physical_url(user, password.as_deref(), port, db);
-                    backup_sources::drill::sql_value(&u, "SELECT count(*) FROM pg_class")
+                    pg.counts(&url, db)
                         .await
-                        .map_err(|e| format!("database {db}: {}", err(e.into())))?;
+                        .map_err(|e| format!("database {db}: {}", err(e)))?;
                 }
                 Ok(format!(
                     "{} {} connections and queries",
@@ -107,15 +112,15 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
             out.push(timed("built-in: the server answers".to_owned(), t, r));
             out
         }
-        Scratch::Mongo {
-            server, renames, ..
-        } if cx.replayed => {
+        Scratch::Databases { support, plan, .. }
+            if support.manifest_check(cx.replayed).is_none() =>
+        {
             // Counts after a replay are not the snapshot's: every restored
             // database must answer, and the replay's report (already
             // checked against every captured piece) says what it applied.
             let mut r = Ok((0usize, 0u64));
-            for db in renames.values() {
-                match backup_sources::drill::mongo_collection_counts(server, db).await {
+            for db in plan.scratch_databases() {
+                match support.counts(&plan.server, &db).await {
                     Ok(c) => {
                         if let Ok((colls, docs)) = &mut r {
                             *colls += c.len();
@@ -123,7 +128,7 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
                         }
                     }
                     Err(e) => {
-                        r = Err(format!("database {db}: {}", err(e.into())));
+                        r = Err(format!("database {db}: {}", err(e)));
                         break;
                     }
                 }
@@ -141,20 +146,78 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
         }
         other => {
             let name = match other {
-                Scratch::Files { .. } => "built-in: files compared with the snapshot",
-                Scratch::Postgres { .. } => "built-in: rows per table against the manifest",
-                Scratch::Mongo { .. } => "built-in: documents per collection against the manifest",
-                _ => "built-in: keys per database against the manifest",
+                Scratch::Databases { support, .. } => {
+                    support.manifest_check(cx.replayed).unwrap_or_default()
+                }
+                _ => "built-in: files compared with the snapshot",
             };
             let r = other
                 .target()
                 .check_restored(cx.reader)
                 .await
-                .map_err(|e| err(e.into()))
+                .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
                 .and_then(|d| differences(d, "no differences"));
             vec![timed(name.to_owned(), t, r)]
         }
     }
+}
+
+/// The server and the scratch database of the copy that hold `database`
+/// of the source (`None`: the copy's default), for a question of `kind`.
+fn locate(
+    scratch: &Scratch,
+    cx: &CheckContext<'_>,
+    kind: Kind,
+    database: Option<&str>,
+) -> Result<(String, String), String> {
+    match scratch {
+        Scratch::Physical {
+            user,
+            password,
+            database: default,
+            ..
+        } if kind == Kind::Postgres => Ok((
+            physical_url(
+                user,
+                password.as_deref(),
+                cx.port.unwrap_or(5432),
+                "postgres",
+            ),
+            database.unwrap_or(default).to_owned(),
+        )),
+        Scratch::Databases { support, plan, .. } if support.kind() == kind => {
+            match plan.scratch_database(database) {
+                Some(db) => Ok((plan.server.clone(), db.to_owned())),
+                None => Err(format!(
+                    "the snapshot has no database {}",
+                    database.unwrap_or_default()
+                )),
+            }
+        }
+        _ => Err("this check does not apply to the job's kind of source".to_owned()),
+    }
+}
+
+/// Whether the canary written to the source before the drill is in the
+/// copy.
+pub(crate) async fn canary(
+    mark: &CanaryMark,
+    scratch: &Scratch,
+    cx: &CheckContext<'_>,
+) -> DrillCheck {
+    let t = Instant::now();
+    let r = async {
+        let err = |e: backup_core::Error| backup_core::error::report(&e);
+        let (server, db) = locate(scratch, cx, mark.kind, Some(&mark.database))?;
+        let support = drill::support(mark.kind).map_err(err)?;
+        match support.canary_present(&server, &db, mark).await {
+            Ok(true) => Ok("present".to_owned()),
+            Ok(false) => Err("missing".to_owned()),
+            Err(e) => Err(err(e)),
+        }
+    }
+    .await;
+    timed(format!("canary: {}", mark.what), t, r)
 }
 
 /// One configured check.
@@ -164,116 +227,79 @@ pub(crate) async fn configured(
     cx: &CheckContext<'_>,
 ) -> DrillCheck {
     let t = Instant::now();
-    let name = check.name();
-    let err = |e: backup_core::Error| backup_core::error::report(&e);
-    let r: Result<String, String> = match (check, scratch) {
-        (
-            CheckConfig::Sql {
-                query,
-                expect,
-                database,
-            },
-            Scratch::Postgres { .. } | Scratch::Physical { .. },
-        ) => {
-            let url = match (scratch, database) {
-                (
-                    Scratch::Physical {
-                        user,
-                        password,
-                        database: default,
-                        ..
-                    },
-                    db,
-                ) => physical_url(
-                    user,
-                    password.as_deref(),
-                    cx.port.unwrap_or(5432),
-                    db.as_deref().unwrap_or(default.as_str()),
-                ),
-                _ => scratch.url(cx.port),
-            };
-            match Condition::parse(expect) {
-                Err(e) => Err(e),
-                Ok(cond) => match backup_sources::drill::sql_value(&url, query).await {
-                    Err(e) => Err(err(e)),
-                    Ok(v) => {
-                        let shown = v.clone().unwrap_or_else(|| "NULL".to_owned());
-                        if cond.holds(v.as_deref()) {
-                            Ok(format!("{shown} (expected {cond})"))
-                        } else {
-                            Err(format!("got {shown}, expected {cond}"))
-                        }
-                    }
-                },
-            }
+    let r = match check {
+        CheckConfig::Command { command, timeout } => {
+            let limit = timeout.unwrap_or(Duration::from_secs(600));
+            run_command(command, limit, scratch, cx).await
         }
-        (
-            CheckConfig::MongoCount {
-                collection,
-                filter,
-                min,
-            },
-            Scratch::Mongo {
-                server, renames, ..
-            },
-        ) => {
-            let (db, coll) = collection.split_once('.').unwrap_or((collection, ""));
-            match renames.get(db) {
-                None => Err(format!("the snapshot has no database {db}")),
-                Some(scratch_db) => {
-                    match backup_sources::drill::mongo_count(
-                        server,
-                        scratch_db,
-                        coll,
-                        filter.as_deref(),
-                    )
-                    .await
-                    {
-                        Err(e) => Err(err(e)),
-                        Ok(n) if n >= *min => Ok(format!("{n} documents (at least {min})")),
-                        Ok(n) => Err(format!("{n} documents, expected at least {min}")),
-                    }
-                }
-            }
-        }
-        (CheckConfig::RedisKey { key, db }, Scratch::Redis { server, dbs, .. }) => {
-            match dbs.get(db) {
-                None => Err(format!("the snapshot has no database {db}")),
-                Some(to) => match backup_sources::drill::redis_key_exists(server, *to, key).await {
-                    Err(e) => Err(err(e)),
-                    Ok(true) => Ok("present".to_owned()),
-                    Ok(false) => Err(format!("key {key} is missing")),
-                },
-            }
-        }
-        (CheckConfig::RedisDbsize { min, db }, Scratch::Redis { server, dbs, .. }) => {
-            match dbs.get(db) {
-                None => Err(format!("the snapshot has no database {db}")),
-                Some(to) => match backup_sources::drill::redis_dbsizes(server, &[*to]).await {
-                    Err(e) => Err(err(e)),
-                    Ok(sizes) => {
-                        let n = sizes.first().copied().unwrap_or(0);
-                        if n >= *min {
-                            Ok(format!("{n} keys (at least {min})"))
-                        } else {
-                            Err(format!("{n} keys, expected at least {min}"))
-                        }
-                    }
-                },
-            }
-        }
-        (CheckConfig::Command { command, timeout }, _) => {
-            run_command(
-                command,
-                timeout.unwrap_or(Duration::from_secs(600)),
-                scratch,
-                cx,
-            )
-            .await
-        }
-        _ => Err("this check does not apply to the job's kind of source".to_owned()),
+        _ => ask(check, scratch, cx).await,
     };
-    timed(name, t, r)
+    timed(check.name(), t, r)
+}
+
+/// A configured check that asks a database of the copy a question
+/// ([`Probe`]) and judges the answer.
+async fn ask(
+    check: &CheckConfig,
+    scratch: &Scratch,
+    cx: &CheckContext<'_>,
+) -> Result<String, String> {
+    let err = |e: backup_core::Error| backup_core::error::report(&e);
+    let (database, probe) = match check {
+        // A logical copy is one database, which the query runs in.
+        CheckConfig::Sql {
+            query, database, ..
+        } => (
+            database
+                .clone()
+                .filter(|_| matches!(scratch, Scratch::Physical { .. })),
+            Probe::Sql(query.clone()),
+        ),
+        CheckConfig::MongoCount {
+            collection, filter, ..
+        } => {
+            let (db, coll) = collection.split_once('.').unwrap_or((collection, ""));
+            let probe = Probe::Documents {
+                collection: coll.to_owned(),
+                filter: filter.clone(),
+            };
+            (Some(db.to_owned()), probe)
+        }
+        CheckConfig::RedisKey { key, db } => (Some(db.to_string()), Probe::Key(key.clone())),
+        CheckConfig::RedisDbsize { db, .. } => (Some(db.to_string()), Probe::Keys),
+        CheckConfig::Command { .. } => return Err("a command is not a question".to_owned()),
+    };
+    let (server, db) = locate(scratch, cx, probe.kind(), database.as_deref())?;
+    let condition = match check {
+        CheckConfig::Sql { expect, .. } => Some(Condition::parse(expect)?),
+        _ => None,
+    };
+    let support = drill::support(probe.kind()).map_err(err)?;
+    let answer = support.probe(&server, &db, &probe).await.map_err(err)?;
+    let at_least = |n: u64, min: u64, what: &str| {
+        if n >= min {
+            Ok(format!("{n} {what} (at least {min})"))
+        } else {
+            Err(format!("{n} {what}, expected at least {min}"))
+        }
+    };
+    match (check, answer) {
+        (_, Answer::Value(v)) => {
+            let shown = v.clone().unwrap_or_else(|| "NULL".to_owned());
+            match condition {
+                Some(cond) if cond.holds(v.as_deref()) => Ok(format!("{shown} (expected {cond})")),
+                Some(cond) => Err(format!("got {shown}, expected {cond}")),
+                None => Ok(shown),
+            }
+        }
+        (CheckConfig::MongoCount { min, .. }, Answer::Count(n)) => at_least(n, *min, "documents"),
+        (CheckConfig::RedisDbsize { min, .. }, Answer::Count(n)) => at_least(n, *min, "keys"),
+        (CheckConfig::RedisKey { .. }, Answer::Exists(true)) => Ok("present".to_owned()),
+        (CheckConfig::RedisKey { key, .. }, Answer::Exists(false)) => {
+            Err(format!("key {key} is missing"))
+        }
+        (_, other) => Err(format!("unexpected answer {other:?}")),
+    }
 }
 
 /// Runs a check's command with the scratch copy in its environment.
@@ -301,7 +327,7 @@ async fn run_command(
         Scratch::Physical { dir, .. } => {
             cmd.env("BACKUP_DRILL_PATH", dir.join("data"));
         }
-        _ => {}
+        Scratch::Databases { .. } => {}
     }
     let child = cmd
         .spawn()

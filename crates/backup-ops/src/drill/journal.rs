@@ -30,29 +30,19 @@ pub(crate) enum Resource {
         /// The data directory (its `postmaster.pid` names the process).
         data_dir: PathBuf,
     },
-    /// A database on a PostgreSQL server.
-    PostgresDatabase {
+    /// Scratch databases on a server, removed through the kind's
+    /// [`backup_sources::drill::DrillSupport`].
+    Databases {
+        /// The kind (`postgres`, `mongodb`, `redis`).
+        kind: String,
         /// The server (credentials removed).
         server: String,
-        /// The database.
-        name: String,
-    },
-    /// Renamed databases on a MongoDB deployment.
-    MongoDatabases {
-        /// The deployment (credentials removed).
-        server: String,
-        /// The databases.
+        /// The scratch databases (Redis: numbers).
         names: Vec<String>,
     },
-    /// Databases of a Redis server that were empty before the drill.
-    RedisDatabases {
-        /// The server (credentials removed).
-        server: String,
-        /// The database numbers.
-        dbs: Vec<u32>,
-    },
-    /// A throwaway `redis-server` process and its directory.
-    RedisServer {
+    /// A throwaway server process the drill started, and its directory.
+    #[serde(alias = "redis_server")]
+    ThrowawayServer {
         /// The process.
         pid: u32,
         /// Its start time in clock ticks since boot (tells a reused
@@ -60,6 +50,28 @@ pub(crate) enum Resource {
         start_ticks: u64,
         /// Its working directory.
         dir: PathBuf,
+    },
+    /// A PostgreSQL database, as earlier versions wrote it (read as
+    /// [`Resource::Databases`]).
+    PostgresDatabase {
+        /// The server.
+        server: String,
+        /// The database.
+        name: String,
+    },
+    /// MongoDB databases, as earlier versions wrote them.
+    MongoDatabases {
+        /// The deployment.
+        server: String,
+        /// The databases.
+        names: Vec<String>,
+    },
+    /// Redis databases, as earlier versions wrote them.
+    RedisDatabases {
+        /// The server.
+        server: String,
+        /// The database numbers.
+        dbs: Vec<u32>,
     },
 }
 
@@ -71,22 +83,39 @@ impl Resource {
             Resource::PostgresServer { data_dir } => {
                 format!("PostgreSQL server on {}", data_dir.display())
             }
-            Resource::PostgresDatabase { server, name } => {
-                format!("database {name} on {server}")
-            }
-            Resource::MongoDatabases { server, names } => {
-                format!("databases {} on {server}", names.join(", "))
-            }
-            Resource::RedisDatabases { server, dbs } => format!(
-                "databases {} of {server}",
-                dbs.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            Resource::Databases {
+                kind,
+                server,
+                names,
+            } => format!(
+                "{kind} database{} {} on {server}",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
             ),
-            Resource::RedisServer { pid, dir, .. } => {
-                format!("redis-server (pid {pid}) in {}", dir.display())
+            Resource::ThrowawayServer { pid, dir, .. } => {
+                format!("throwaway server (pid {pid}) in {}", dir.display())
             }
+            legacy => legacy.clone().upgraded().describe(),
+        }
+    }
+
+    /// The resource in this version's terms (an earlier version's
+    /// databases as [`Resource::Databases`]).
+    pub(crate) fn upgraded(self) -> Resource {
+        let databases = |kind: &str, server: String, names: Vec<String>| Resource::Databases {
+            kind: kind.to_owned(),
+            server,
+            names,
+        };
+        match self {
+            Resource::PostgresDatabase { server, name } => {
+                databases("postgres", server, vec![name])
+            }
+            Resource::MongoDatabases { server, names } => databases("mongodb", server, names),
+            Resource::RedisDatabases { server, dbs } => {
+                databases("redis", server, dbs.iter().map(u32::to_string).collect())
+            }
+            other => other,
         }
     }
 }
@@ -193,7 +222,14 @@ impl Journal {
                     )));
                 }
                 // Newest first: a server goes before its directory.
-                Ok(old) => leftovers = old.resources.into_iter().rev().collect(),
+                Ok(old) => {
+                    leftovers = old
+                        .resources
+                        .into_iter()
+                        .rev()
+                        .map(Resource::upgraded)
+                        .collect();
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable drill journal.");
                 }
@@ -300,6 +336,27 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(slug("ok-name_1"), "ok-name_1");
         assert!(slug("a b").starts_with("a_b-"));
+    }
+
+    #[test]
+    fn earlier_versions_resources_are_read_as_databases() {
+        let old: Vec<Resource> = serde_json::from_str(
+            r#"[{"type":"postgres_database","server":"postgres://h/","name":"a_drill_1"},
+                {"type":"redis_databases","server":"redis://h","dbs":[3]},
+                {"type":"redis_server","pid":1,"start_ticks":2,"dir":"/tmp/x"}]"#,
+        )
+        .unwrap();
+        let new: Vec<Resource> = old.into_iter().map(Resource::upgraded).collect();
+        assert_eq!(
+            new[0],
+            Resource::Databases {
+                kind: "postgres".to_owned(),
+                server: "postgres://h/".to_owned(),
+                names: vec!["a_drill_1".to_owned()],
+            }
+        );
+        assert_eq!(new[1].describe(), "redis database 3 on redis://h");
+        assert!(matches!(new[2], Resource::ThrowawayServer { pid: 1, .. }));
     }
 
     #[test]

@@ -607,7 +607,7 @@ async fn plan_scratch(
 /// fails; returns the resources recorded.
 async fn begin_scratch(scratch: &mut Scratch, journal: &mut Journal) -> Result<Vec<Resource>> {
     if let Err(e) = scratch.check_free().await {
-        if let Scratch::Redis {
+        if let Scratch::Databases {
             throwaway: Some(_), ..
         } = &scratch
         {
@@ -751,8 +751,10 @@ async fn check_copy(
             out.extend(checks::builtin(scratch, &cx).await);
         }
         // The canary written before the drill must be in the copy.
-        let canary = point.canary.as_ref().map(|c| c.check.clone());
-        for c in canary.iter().chain(&req.checks) {
+        if let Some(c) = &point.canary {
+            out.push(checks::canary(&c.mark, scratch, &cx).await);
+        }
+        for c in &req.checks {
             out.push(checks::configured(c, scratch, &cx).await);
         }
         out

@@ -8,7 +8,9 @@ use backup_core::target::RecoveryPoint;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::CheckConfig;
+use backup_sources::capture::Position;
+use backup_sources::drill::{CanaryAt, CanaryMark};
+
 use crate::error::{Error, Result};
 
 /// The point a drill restores.
@@ -47,8 +49,8 @@ pub struct Canary {
     /// Seconds from writing it until the captured WAL or oplog held it:
     /// the RPO a disaster at that moment would have had.
     pub captured_after: f64,
-    /// The check that finds it in the restored copy.
-    pub check: CheckConfig,
+    /// Where it was written and what finds it in the restored copy.
+    pub mark: CanaryMark,
 }
 
 /// Chooses what a drill restores.
@@ -196,7 +198,7 @@ async fn stream_random_point(
         let span = (window.1 - window.0).num_milliseconds().max(0);
         let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
         let at = window.0 + chrono::Duration::milliseconds(offset);
-        return planned_point(repo, source, at).await;
+        return planned_point(repo, kind, source, at).await;
     }
     let (from, to) = (window.0.timestamp(), window.1.timestamp());
     // Seconds FROM..TO-1: the second of the window's end may be captured
@@ -210,12 +212,13 @@ async fn stream_random_point(
     })?;
     let offset = i64::try_from(random_u64() % (span + 1)).unwrap_or(0);
     let at = DateTime::from_timestamp(from + offset, 0).unwrap_or(window.0);
-    planned_point(repo, source, at).await
+    planned_point(repo, kind, source, at).await
 }
 
 /// The base and replay of a restore to `at`, as a drill's point.
 async fn planned_point(
     repo: &IndexedRepository,
+    kind: &str,
     source: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<ChosenPoint> {
@@ -223,13 +226,13 @@ async fn planned_point(
         at: Some(at),
         ..Default::default()
     };
-    let plan = crate::pitr::plan(repo, source, None, &opts).await?;
+    let plan = crate::pitr::planned(repo, kind, source, &opts).await?;
     Ok(ChosenPoint {
         snapshot: plan.base,
         time: at,
         at: Some(at),
         point: None,
-        replay: Some(plan.replay),
+        replay: plan.replay,
         kind: "random-point-in-window",
         canary: None,
     })
@@ -274,53 +277,70 @@ impl PointChooser for CanaryPoint {
             Utc::now().format("%Y%m%dT%H%M%SZ"),
             random_u64()
         );
-        if self.source_url.starts_with("mongodb://")
-            || self.source_url.starts_with("mongodb+srv://")
-        {
-            return self.oplog_canary(repo, scope, id).await;
+        let kind = backup_sources::Kind::of(&self.source_url)?;
+        let support = backup_sources::drill::support(kind)?;
+        let mark = support.canary(&self.source_url, self.database.as_deref(), &id)?;
+        let written = std::time::Instant::now();
+        let at = support.write_canary(&mark).await.map_err(|e| {
+            let advice = mark.advice.as_deref().map(|a| format!(", {a}"));
+            Error::from(e).context(format!(
+                "the drill's canary could not be written ({mark}{})",
+                advice.unwrap_or_default()
+            ))
+        })?;
+        let canary = Canary {
+            id,
+            captured_after: 0.0,
+            mark,
+        };
+        match at {
+            #[cfg(feature = "postgres")]
+            CanaryAt::Time(at) => self.wal_canary(repo, scope, written, at, canary).await,
+            #[cfg(not(feature = "postgres"))]
+            CanaryAt::Time(_) => Err(Error::usage(
+                "drill point `canary` at a time needs PostgreSQL support, which this build lacks",
+            )),
+            CanaryAt::Position(p) => {
+                let point = match p {
+                    Position::Oplog { seconds, increment } => {
+                        RecoveryPoint::OplogTs { seconds, increment }
+                    }
+                    Position::Offset(o) => RecoveryPoint::ReplOffset(o),
+                    other => {
+                        return Err(Error::usage(format!(
+                            "a canary at {other} cannot be replayed to"
+                        )))
+                    }
+                };
+                let time = p.time().unwrap_or_else(Utc::now);
+                self.stream_canary(repo, scope, written, point, time, canary)
+                    .await
+            }
         }
-        if self.source_url.starts_with("redis://") || self.source_url.starts_with("rediss://") {
-            return self.redis_canary(repo, scope, id).await;
-        }
-        #[cfg(feature = "postgres")]
-        {
-            self.wal_canary(repo, scope, id).await
-        }
-        #[cfg(not(feature = "postgres"))]
-        Err(Error::usage(
-            "drill point `canary` needs a MongoDB job with a captured oplog (this build has no PostgreSQL support)",
-        ))
     }
 }
 
 impl CanaryPoint {
+    /// PostgreSQL: the canary row, written before the server's time `at`
+    /// (`written`); the newest base before it, replayed to it once the
+    /// captured WAL holds it.
     #[cfg(feature = "postgres")]
     async fn wal_canary(
         &self,
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
-        id: String,
+        written: std::time::Instant,
+        at: DateTime<Utc>,
+        mut canary: Canary,
     ) -> Result<ChosenPoint> {
-        let written = std::time::Instant::now();
-        let (url, database) = canary_url(&self.source_url, self.database.as_deref())?;
-        let target = backup_sources::drill::postgres_write_canary(&url, &id)
-            .await
-            .map_err(|e| {
-                Error::from(e).context(format!(
-                    "the drill's canary could not be written (a row of the table backup_drill_canary in database `{database}` of {}, as the source's role; set drill.canary_database to a database that role may connect to and create that table in, or create the table there first and grant the role INSERT, UPDATE, DELETE and SELECT on it)",
-                    backup_core::redact::redact_url(&url)
-                ))
-            })?;
         let closed = Utc::now();
-        let at = DateTime::parse_from_rfc3339(&target)
-            .map_err(|e| Error::usage(format!("the server's time `{target}`: {e}")))?
-            .with_timezone(&Utc);
         // WAL stored half a second after the closing commit returned holds
         // it (and the canary before it).
         let needed = closed + chrono::Duration::milliseconds(500);
         loop {
             let window = physical_window(repo, scope).await?;
             if let Some(base) = window.base_for(at).filter(|_| window.end >= needed) {
+                canary.captured_after = written.elapsed().as_secs_f64();
                 return Ok(ChosenPoint {
                     snapshot: base,
                     time: at,
@@ -328,95 +348,19 @@ impl CanaryPoint {
                     point: None,
                     replay: None,
                     kind: "canary",
-                    canary: Some(Canary {
-                        check: CheckConfig::Sql {
-                            query: format!(
-                                "SELECT count(*) FROM backup_drill_canary WHERE id = '{id}'"
-                            ),
-                            expect: "1".to_owned(),
-                            database: Some(database),
-                        },
-                        id,
-                        captured_after: written.elapsed().as_secs_f64(),
-                    }),
+                    canary: Some(canary),
                 });
             }
             if written.elapsed() > self.wait {
                 return Err(Error::usage(format!(
-                    "the drill's canary, written at {target}, was not in the captured WAL after {} (the restorable window ends at {}): is the job's WAL capture running?",
+                    "the drill's canary, written at {}, was not in the captured WAL after {} (the restorable window ends at {}): is the job's WAL capture running?",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                     crate::report::human_seconds(self.wait.as_secs_f64()),
                     window.end.to_rfc3339()
                 )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
-    }
-
-    /// MongoDB: a document of `backup_drill.canary`, replayed to the
-    /// oplog timestamp of its write.
-    async fn oplog_canary(
-        &self,
-        repo: &IndexedRepository,
-        scope: &SnapshotFilter,
-        id: String,
-    ) -> Result<ChosenPoint> {
-        let written = std::time::Instant::now();
-        let (seconds, increment) =
-            backup_sources::drill::mongo_write_canary(&self.source_url, &id).await?;
-        let (db, coll) = backup_sources::drill::MONGO_CANARY_NAMESPACE;
-        let check = CheckConfig::MongoCount {
-            collection: format!("{db}.{coll}"),
-            filter: Some(serde_json::json!({ "_id": id }).to_string()),
-            min: 1,
-        };
-        let time = DateTime::from_timestamp(i64::from(seconds), 0).unwrap_or_else(Utc::now);
-        let point = RecoveryPoint::OplogTs { seconds, increment };
-        self.stream_canary(
-            repo,
-            scope,
-            written,
-            point,
-            time,
-            Canary {
-                check,
-                id,
-                captured_after: 0.0,
-            },
-        )
-        .await
-    }
-
-    /// Redis: the key `backup_drill:canary:ID` in the source URL's
-    /// database, replayed to the replication offset after its write.
-    async fn redis_canary(
-        &self,
-        repo: &IndexedRepository,
-        scope: &SnapshotFilter,
-        id: String,
-    ) -> Result<ChosenPoint> {
-        let written = std::time::Instant::now();
-        let (db, key, offset) = backup_sources::drill::redis_write_canary(&self.source_url, &id)
-            .await
-            .map_err(|e| {
-                Error::from(e).context(format!(
-                    "the drill's canary could not be written to {}",
-                    backup_core::redact::redact_url(&self.source_url)
-                ))
-            })?;
-        let point = RecoveryPoint::ReplOffset(offset);
-        self.stream_canary(
-            repo,
-            scope,
-            written,
-            point,
-            Utc::now(),
-            Canary {
-                check: CheckConfig::RedisKey { key, db },
-                id,
-                captured_after: 0.0,
-            },
-        )
-        .await
     }
 
     /// Waits until the captured stream `scope` selects can be restored to
@@ -438,7 +382,8 @@ impl CanaryPoint {
         };
         loop {
             // The plan succeeds once the stored stream reaches the write.
-            match crate::pitr::plan(repo, scope.source.as_deref(), None, &opts).await {
+            let kind = canary.mark.kind.name();
+            match crate::pitr::planned(repo, kind, scope.source.as_deref(), &opts).await {
                 Ok(plan) => {
                     canary.captured_after = written.elapsed().as_secs_f64();
                     return Ok(ChosenPoint {
@@ -446,7 +391,7 @@ impl CanaryPoint {
                         time,
                         at: None,
                         point: Some(point),
-                        replay: Some(plan.replay),
+                        replay: plan.replay,
                         kind: "canary",
                         canary: Some(canary),
                     });
@@ -474,24 +419,6 @@ fn describe_point(point: &RecoveryPoint) -> String {
         RecoveryPoint::ReplOffset(o) => format!("replication offset {o}"),
         other => format!("{other:?}"),
     }
-}
-
-/// The URL a PostgreSQL canary is written through, and its database:
-/// `database`, else the one `url` names, else `postgres` (a physical
-/// source's URL often names none, and libpq would then take the user's
-/// name).
-///
-/// # Errors
-///
-/// A URL that does not parse.
-#[cfg(feature = "postgres")]
-pub(crate) fn canary_url(url: &str, database: Option<&str>) -> Result<(String, String)> {
-    use super::scratch::{escape, url_database, with_path};
-    let db = database
-        .map(str::to_owned)
-        .or_else(|| url_database(url))
-        .unwrap_or_else(|| "postgres".to_owned());
-    Ok((with_path(url, &format!("/{}", escape(&db)))?, db))
 }
 
 /// A PostgreSQL cluster's newest restorable window, as its capture
@@ -604,28 +531,5 @@ pub fn chooser(req: &super::DrillRequest) -> Result<Box<dyn PointChooser>> {
         other => Err(Error::usage(format!(
             "drill point `{other}`: use `latest` (the newest snapshot), `random` (a random time inside the restorable window of a PostgreSQL job with captured WAL or a MongoDB job with a captured oplog) or `canary` (a row or document written to the source, required in a copy replayed to just after it)"
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[cfg(feature = "postgres")]
-    fn the_canary_database() {
-        let c = |url: &str, db: Option<&str>| canary_url(url, db).unwrap();
-        // A physical source's URL names no database: `postgres`.
-        assert_eq!(
-            c("postgres://repl:pw@h:5432/?mode=physical", None),
-            (
-                "postgres://repl:pw@h:5432/postgres?mode=physical".to_owned(),
-                "postgres".to_owned()
-            )
-        );
-        assert_eq!(c("postgres://u@h/shop", None).1, "shop");
-        let (url, db) = c("postgres://u@h/shop?sslmode=require", Some("canary db"));
-        assert_eq!(db, "canary db");
-        assert_eq!(url, "postgres://u@h/canary%20db?sslmode=require");
     }
 }

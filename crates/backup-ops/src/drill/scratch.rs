@@ -1,16 +1,19 @@
-//! Scratch copies per kind: where a drill restores, with what options,
-//! and how the copy is removed again.
+//! Scratch copies: where a drill restores, with what options, and how the
+//! copy is removed again. Files and physical PostgreSQL copies are new
+//! directories; a database copy is planned, checked and removed by its
+//! kind's [`DrillSupport`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use backup_core::redact::redact_url;
 use backup_core::snapshot::Snapshot;
 use backup_core::target::{RestoreOptions, Target};
-use backup_sources::drill::DataDirectory;
-use backup_sources::TargetSpec;
+use backup_sources::drill::{
+    escape, percent_decode, url_database, with_path, DataDirectory, DrillSupport, ScratchPlan,
+    ThrowawayServer,
+};
+use backup_sources::{Kind, TargetSpec};
 
 use super::journal::{process_start, Resource};
 use crate::error::{Error, Result};
@@ -38,54 +41,31 @@ pub(crate) enum Scratch {
         /// The database checks connect to by default.
         database: String,
     },
-    /// A PostgreSQL logical snapshot, into a new database.
-    Postgres {
-        /// The server's URL, credentials included.
-        server: String,
-        /// The new database.
-        database: String,
-        /// The restore target.
-        target: Box<dyn Target>,
-    },
-    /// A MongoDB snapshot, into renamed databases.
-    Mongo {
-        /// The deployment's URL, credentials included.
-        server: String,
-        /// Source database to scratch database.
-        renames: BTreeMap<String, String>,
-        /// The restore target.
-        target: Box<dyn Target>,
-    },
-    /// A Redis snapshot, into empty databases of a scratch server.
-    Redis {
-        /// The server's URL (without a database), credentials included.
-        server: String,
-        /// Source database to scratch database.
-        dbs: BTreeMap<u32, u32>,
-        /// The throwaway server, when the drill started one.
-        throwaway: Option<Throwaway>,
+    /// A database snapshot, into scratch databases of a server.
+    Databases {
+        /// The kind's drill support.
+        support: Box<dyn DrillSupport>,
+        /// The server and its scratch databases.
+        plan: ScratchPlan,
+        /// The throwaway server the copy is on, when the drill started one.
+        throwaway: Option<Box<ThrowawayServer>>,
         /// The restore target.
         target: Box<dyn Target>,
     },
 }
 
-/// A `redis-server` the drill started.
-pub(crate) struct Throwaway {
-    child: tokio::process::Child,
-    port: u16,
-    pub(crate) dir: PathBuf,
-    pub(crate) pid: u32,
-    pub(crate) start_ticks: u64,
+/// The kind a snapshot's manifest names.
+pub(super) fn kind_named(name: &str) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| k.name() == name)
 }
 
-/// `app` → `app_drill_20261123t170000`, within `max` bytes.
-pub(crate) fn scratch_name(base: &str, stamp: &str, max: usize) -> String {
-    let suffix = format!("_drill_{stamp}");
-    let mut base: String = base.to_owned();
-    while base.len() + suffix.len() > max {
-        base.pop();
+/// A kind's refusal of a scratch location is the request's fault: a
+/// usage error with the kind's message.
+fn usage(e: backup_core::Error) -> Error {
+    match e {
+        backup_core::Error::Config(m) => Error::usage(m),
+        e => e.into(),
     }
-    format!("{base}{suffix}")
 }
 
 /// Creates `dir` (with the owner of its parent when running as root, so
@@ -125,27 +105,6 @@ fn scratch_parent(target: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `url` with its path replaced by `/path`.
-pub(super) fn with_path(url: &str, path: &str) -> Result<String> {
-    let mut u = url::Url::parse(url)
-        .map_err(|e| Error::usage(format!("`{}` is not a URL: {e}", redact_url(url))))?;
-    u.set_path(path);
-    Ok(u.to_string())
-}
-
-/// The database named in a `scheme://host/db` URL.
-pub(super) fn url_database(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    let db = u.path().trim_start_matches('/');
-    (!db.is_empty()).then(|| percent_decode(db))
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
-}
-
 /// The error of a drill that has no scratch location: it needs `what`.
 fn need_location(what: &str) -> Error {
     Error::usage(format!(
@@ -157,7 +116,7 @@ impl Scratch {
     /// Plans the scratch copy of `snapshot` at `target` (the configured
     /// location, credentials included); `source_url` (credentials
     /// included) gives physical drills the role their checks connect as;
-    /// `canary`: the drill wrote a canary to the source, which a MongoDB or Redis
+    /// `canary`: the drill wrote a canary to the source, which a database
     /// copy restores too.
     pub(crate) async fn plan(
         snapshot: &Snapshot,
@@ -170,30 +129,29 @@ impl Scratch {
         let kind = snapshot.source.kind.as_str();
         let physical = snapshot.metadata["mode"] == "physical";
         let dir_name = format!("backup-drill-{}-{stamp}", super::journal::slug(name));
-        let opts = RestoreOptions::default();
-        match kind {
-            "files" if !physical => Self::plan_files(target, &dir_name, opts),
-            "postgres" if physical => Self::plan_physical(target, source_url, &dir_name, opts),
-            "postgres" => Self::plan_postgres(snapshot, target, stamp, opts),
-            "mongodb" => Self::plan_mongo(snapshot, target, stamp, canary, opts),
-            "redis" => Self::plan_redis(snapshot, target, opts, canary).await,
-            other => Err(Error::usage(format!(
-                "snapshots of {other} sources cannot be drilled by this build"
-            ))),
+        let unsupported = || {
+            Error::usage(format!(
+                "snapshots of {kind} sources cannot be drilled by this build"
+            ))
+        };
+        match (kind_named(kind), physical) {
+            (Some(Kind::Files), false) => Self::plan_files(target, &dir_name),
+            (Some(Kind::Postgres), true) => Self::plan_physical(target, source_url, &dir_name),
+            (Some(Kind::Files), true) | (None, _) => Err(unsupported()),
+            (Some(kind), _) => {
+                let support = backup_sources::drill::support(kind).map_err(|_| unsupported())?;
+                Self::plan_databases(support, snapshot, target, stamp, canary).await
+            }
         }
     }
 
     /// Plans a files copy: a new directory `dir_name` in the scratch
     /// directory `target`.
-    fn plan_files(
-        target: Option<&str>,
-        dir_name: &str,
-        opts: RestoreOptions,
-    ) -> Result<(Scratch, RestoreOptions)> {
+    fn plan_files(target: Option<&str>, dir_name: &str) -> Result<(Scratch, RestoreOptions)> {
         let parent = scratch_parent(target.ok_or_else(|| need_location("a directory"))?)?;
         let dir = parent.join(dir_name);
         let target = TargetSpec::new(dir.to_string_lossy().into_owned())?.open()?;
-        Ok((Scratch::Files { dir, target }, opts))
+        Ok((Scratch::Files { dir, target }, RestoreOptions::default()))
     }
 
     /// Plans a physical PostgreSQL copy: a new data directory in
@@ -203,7 +161,6 @@ impl Scratch {
         target: Option<&str>,
         source_url: Option<&str>,
         dir_name: &str,
-        opts: RestoreOptions,
     ) -> Result<(Scratch, RestoreOptions)> {
         let parent = scratch_parent(
             target.ok_or_else(|| need_location("a directory owned by the server's user"))?,
@@ -220,164 +177,55 @@ impl Scratch {
         let database = source_url
             .and_then(url_database)
             .unwrap_or_else(|| "postgres".to_owned());
-        Ok((
-            Scratch::Physical {
-                dir,
-                data,
-                user,
-                password,
-                database,
-            },
-            opts,
-        ))
+        let scratch = Scratch::Physical {
+            dir,
+            data,
+            user,
+            password,
+            database,
+        };
+        Ok((scratch, RestoreOptions::default()))
     }
 
-    /// Plans a logical PostgreSQL copy: a new database on the server
-    /// `target`, named after the snapshot's.
-    fn plan_postgres(
-        snapshot: &Snapshot,
-        target: Option<&str>,
-        stamp: &str,
-        opts: RestoreOptions,
-    ) -> Result<(Scratch, RestoreOptions)> {
-        let server = target.ok_or_else(|| need_location("a PostgreSQL server URL"))?;
-        let base = url_database(&snapshot.source.url).unwrap_or_else(|| "db".to_owned());
-        let database = scratch_name(&base, stamp, 63);
-        let url = with_path(server, &format!("/{database}"))?;
-        let target = TargetSpec::new(url)?.open()?;
-        Ok((
-            Scratch::Postgres {
-                server: server.to_owned(),
-                database,
-                target,
-            },
-            opts,
-        ))
-    }
-
-    /// Plans a MongoDB copy: the snapshot's databases (and the canary's,
-    /// when `canary`), renamed, on the deployment `target`.
-    fn plan_mongo(
+    /// Plans a database copy as its kind does, on the server `target` or
+    /// on a throwaway server started now when the kind wants one there.
+    async fn plan_databases(
+        support: Box<dyn DrillSupport>,
         snapshot: &Snapshot,
         target: Option<&str>,
         stamp: &str,
         canary: bool,
-        opts: RestoreOptions,
     ) -> Result<(Scratch, RestoreOptions)> {
-        let kind = snapshot.source.kind.as_str();
-        let server = target.ok_or_else(|| need_location("a MongoDB deployment URL"))?;
-        let server = with_path(server, "/")?;
-        let contents = backup_sources::summary::contents(kind, &snapshot.metadata);
-        let mut dbs: Vec<String> = contents
-            .map(|c| {
-                c.rows
-                    .iter()
-                    .filter_map(|r| r.name.split_once('.').map(|(db, _)| db.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if canary {
-            dbs.push(backup_sources::drill::MONGO_CANARY_NAMESPACE.0.to_owned());
-        }
-        dbs.sort();
-        dbs.dedup();
-        if dbs.is_empty() {
-            return Err(Error::usage(format!(
-                "snapshot {} holds no collections; there is nothing to drill",
-                snapshot.source.url
-            )));
-        }
-        let renames: BTreeMap<String, String> = dbs
-            .iter()
-            .map(|db| (db.clone(), scratch_name(db, stamp, 63)))
-            .collect();
-        let mut opts = opts;
-        opts.renames = renames.iter().map(|(a, b)| format!("{a}:{b}")).collect();
-        // Only the renamed databases: an oplog replay must never
-        // write a database the snapshot lacks under its own name
-        // (the scratch deployment may be the source's).
-        opts.includes.clone_from(&dbs);
-        let target = TargetSpec::new(server.clone())?.open()?;
-        Ok((
-            Scratch::Mongo {
-                server,
-                renames,
-                target,
-            },
-            opts,
-        ))
-    }
-
-    /// Plans a Redis copy: the snapshot's databases into empty databases
-    /// of the server `target`, or of a throwaway `redis-server` started
-    /// now (no `target`, or `redis-server`).
-    async fn plan_redis(
-        snapshot: &Snapshot,
-        target: Option<&str>,
-        opts: RestoreOptions,
-        canary: bool,
-    ) -> Result<(Scratch, RestoreOptions)> {
-        let kind = snapshot.source.kind.as_str();
-        let contents = backup_sources::summary::contents(kind, &snapshot.metadata);
-        let mut source_dbs: Vec<u32> = contents
-            .map(|c| c.rows.iter().filter_map(|r| r.name.parse().ok()).collect())
-            .unwrap_or_default();
-        if canary {
-            // The canary's database (the source URL's, else 0), which the
-            // base may not hold yet.
-            let db = url_database(&snapshot.source.url)
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
-            if !source_dbs.contains(&db) {
-                source_dbs.push(db);
-                source_dbs.sort_unstable();
+        let throwaway = support
+            .start_throwaway(target)
+            .await
+            .map_err(usage)?
+            .map(Box::new);
+        let server = throwaway.as_ref().map_or(target, |t| Some(t.url.as_str()));
+        let planned = support
+            .plan(snapshot, server, stamp, canary)
+            .map_err(usage)
+            .and_then(|(plan, opts)| {
+                let target = TargetSpec::new(plan.restore_url.clone())?.open()?;
+                Ok((target, plan, opts))
+            });
+        match planned {
+            Ok((target, plan, opts)) => {
+                let scratch = Scratch::Databases {
+                    support,
+                    plan,
+                    throwaway,
+                    target,
+                };
+                Ok((scratch, opts))
+            }
+            Err(e) => {
+                if let Some(t) = throwaway {
+                    t.stop().await;
+                }
+                Err(e)
             }
         }
-        let (server, scratch_db, throwaway) = match target {
-            None | Some("redis-server") => {
-                let t = Throwaway::start().await?;
-                (format!("redis://127.0.0.1:{}", t.port), None, Some(t))
-            }
-            Some(url) => {
-                let db = url_database(url)
-                    .map(|d| {
-                        d.parse::<u32>().map_err(|_| {
-                            Error::usage(format!(
-                                "`{}`: the path of a Redis URL is a database number",
-                                redact_url(url)
-                            ))
-                        })
-                    })
-                    .transpose()?;
-                (with_path(url, "")?, db, None)
-            }
-        };
-        let dbs: BTreeMap<u32, u32> = match scratch_db {
-            Some(db) if source_dbs.len() > 1 => {
-                return Err(Error::usage(format!(
-                    "the snapshot holds databases {} and the scratch location names one database ({db}): give a scratch server without a database (its databases of the same numbers must be empty), or `redis-server`",
-                    source_dbs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-                )))
-            }
-            Some(db) => source_dbs.iter().map(|s| (*s, db)).collect(),
-            None => source_dbs.iter().map(|s| (*s, *s)).collect(),
-        };
-        let mut opts = opts;
-        opts.renames = dbs
-            .iter()
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| format!("{a}:{b}"))
-            .collect();
-        let target = TargetSpec::new(server.clone())?.open()?;
-        Ok((
-            Scratch::Redis {
-                server,
-                dbs,
-                throwaway,
-                target,
-            },
-            opts,
-        ))
     }
 
     /// What the journal must know before the restore writes anything.
@@ -390,38 +238,18 @@ impl Scratch {
                     data_dir: dir.join("data"),
                 },
             ],
-            Scratch::Postgres {
-                server, database, ..
-            } => vec![Resource::PostgresDatabase {
-                server: redact_url(server),
-                name: database.clone(),
+            Scratch::Databases {
+                throwaway: Some(t), ..
+            } => vec![Resource::ThrowawayServer {
+                pid: t.pid,
+                start_ticks: process_start(t.pid).unwrap_or(0),
+                dir: t.dir.clone(),
             }],
-            Scratch::Mongo {
-                server, renames, ..
-            } => vec![Resource::MongoDatabases {
-                server: redact_url(server),
-                names: renames.values().cloned().collect(),
+            Scratch::Databases { support, plan, .. } => vec![Resource::Databases {
+                kind: support.kind().name().to_owned(),
+                server: redact_url(&plan.server),
+                names: plan.scratch_databases(),
             }],
-            Scratch::Redis {
-                server,
-                dbs,
-                throwaway,
-                ..
-            } => match throwaway {
-                Some(t) => vec![Resource::RedisServer {
-                    pid: t.pid,
-                    start_ticks: t.start_ticks,
-                    dir: t.dir.clone(),
-                }],
-                None => vec![Resource::RedisDatabases {
-                    server: redact_url(server),
-                    dbs: {
-                        let mut d: Vec<u32> = dbs.values().copied().collect();
-                        d.dedup();
-                        d
-                    },
-                }],
-            },
         }
     }
 
@@ -438,10 +266,7 @@ impl Scratch {
     /// The restore target.
     pub(crate) fn target(&self) -> &dyn Target {
         match self {
-            Scratch::Files { target, .. }
-            | Scratch::Postgres { target, .. }
-            | Scratch::Mongo { target, .. }
-            | Scratch::Redis { target, .. } => target.as_ref(),
+            Scratch::Files { target, .. } | Scratch::Databases { target, .. } => target.as_ref(),
             Scratch::Physical { data, .. } => data.target(),
         }
     }
@@ -451,44 +276,25 @@ impl Scratch {
         match self {
             Scratch::Files { dir, .. } => dir.display().to_string(),
             Scratch::Physical { dir, .. } => dir.join("data").display().to_string(),
-            Scratch::Postgres {
-                server, database, ..
-            } => redact_url(&with_path(server, &format!("/{database}")).unwrap_or_default()),
-            Scratch::Mongo {
-                server, renames, ..
-            } => format!(
-                "{} ({})",
-                redact_url(server),
-                renames
-                    .iter()
-                    .map(|(a, b)| format!("{a} as {b}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Scratch::Redis {
-                server,
-                dbs,
-                throwaway,
-                ..
-            } => format!(
-                "{}{} ({})",
-                redact_url(server),
-                if throwaway.is_some() {
-                    " (throwaway redis-server)"
-                } else {
-                    ""
-                },
-                dbs.iter()
-                    .map(|(a, b)| format!("db {a} as {b}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Scratch::Databases {
+                plan, throwaway, ..
+            } => match &plan.listing {
+                None => redact_url(&plan.url),
+                Some(listing) => format!(
+                    "{}{} ({listing})",
+                    redact_url(&plan.server),
+                    throwaway
+                        .as_ref()
+                        .map(|t| format!(" (throwaway {})", t.program))
+                        .unwrap_or_default(),
+                ),
+            },
         }
     }
 
     /// Checks what must hold before anything is written: the scratch
-    /// directory's name is free, the Redis databases are empty, the
-    /// PostgreSQL database and MongoDB databases do not exist.
+    /// directory's name is free, the scratch databases are
+    /// ([`DrillSupport::occupied`]).
     pub(crate) async fn check_free(&self) -> Result<()> {
         match self {
             Scratch::Files { dir, .. } | Scratch::Physical { dir, .. } => {
@@ -499,45 +305,10 @@ impl Scratch {
                     )));
                 }
             }
-            Scratch::Postgres {
-                server, database, ..
-            } => {
-                if backup_sources::drill::postgres_databases(server)
-                    .await?
-                    .contains(database)
-                {
-                    return Err(Error::usage(format!(
-                        "database {database} exists already on {}",
-                        redact_url(server)
-                    )));
-                }
-            }
-            Scratch::Mongo {
-                server, renames, ..
-            } => {
-                let existing = backup_sources::drill::mongo_databases(server).await?;
-                if let Some(db) = renames.values().find(|d| existing.contains(d)) {
-                    return Err(Error::usage(format!(
-                        "database {db} exists already on {}",
-                        redact_url(server)
-                    )));
-                }
-            }
-            Scratch::Redis { server, dbs, .. } => {
-                let targets: Vec<u32> = {
-                    let mut d: Vec<u32> = dbs.values().copied().collect();
-                    d.sort_unstable();
-                    d.dedup();
-                    d
-                };
-                let sizes = backup_sources::drill::redis_dbsizes(server, &targets).await?;
-                for (db, n) in targets.iter().zip(sizes) {
-                    if n > 0 {
-                        return Err(Error::usage(format!(
-                            "database {db} of the scratch server {} holds {n} keys; a drill restores into empty databases (use other numbers, or `redis-server` for a throwaway server)",
-                            redact_url(server)
-                        )));
-                    }
+            Scratch::Databases { support, plan, .. } => {
+                let names = plan.scratch_databases();
+                if let Some(why) = support.occupied(&plan.server, &names).await? {
+                    return Err(Error::usage(why));
                 }
             }
         }
@@ -555,21 +326,7 @@ impl Scratch {
                 database,
                 ..
             } => physical_url(user, password.as_deref(), port.unwrap_or(5432), database),
-            Scratch::Postgres {
-                server, database, ..
-            } => with_path(server, &format!("/{database}")).unwrap_or_default(),
-            Scratch::Mongo {
-                server, renames, ..
-            } => match renames.values().next() {
-                Some(db) if renames.len() == 1 => {
-                    with_path(server, &format!("/{db}")).unwrap_or_default()
-                }
-                _ => server.clone(),
-            },
-            Scratch::Redis { server, dbs, .. } => match dbs.values().next() {
-                Some(db) => with_path(server, &format!("/{db}")).unwrap_or_default(),
-                None => server.clone(),
-            },
+            Scratch::Databases { plan, .. } => plan.url.clone(),
         }
     }
 
@@ -584,27 +341,18 @@ impl Scratch {
                 backup_sources::drill::stop_leftover_server(&dir.join("data")).await?;
                 remove_dir(dir)
             }
-            Scratch::Postgres {
-                server, database, ..
-            } => Ok(backup_sources::drill::drop_postgres_database(server, database, &[]).await?),
-            Scratch::Mongo {
-                server, renames, ..
-            } => {
-                let names: Vec<String> = renames.values().cloned().collect();
-                Ok(backup_sources::drill::drop_mongo_databases(server, &names).await?)
-            }
-            Scratch::Redis {
-                server,
-                dbs,
+            Scratch::Databases {
+                support,
+                plan,
                 throwaway,
                 ..
             } => {
                 if let Some(t) = throwaway.take() {
-                    t.stop(server).await;
+                    t.stop().await;
                     Ok(())
                 } else {
-                    let targets: Vec<u32> = dbs.values().copied().collect();
-                    Ok(backup_sources::drill::flush_redis(server, &targets).await?)
+                    let names = plan.scratch_databases();
+                    Ok(support.remove(&plan.server, &names).await?)
                 }
             }
         }
@@ -623,20 +371,6 @@ pub(crate) fn physical_url(
         None => escape(user),
     };
     format!("postgres://{auth}@127.0.0.1:{port}/{}", escape(database))
-}
-
-/// Percent-encodes every byte but the unreserved ones (RFC 3986).
-pub(super) fn escape(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -661,23 +395,23 @@ pub(crate) async fn remove_leftover(r: &Resource, current: Option<&str>) -> Resu
             _ => server.to_owned(),
         }
     };
-    match r {
+    match &r.clone().upgraded() {
         Resource::Directory { path } => remove_dir(path),
         Resource::PostgresServer { data_dir } => {
             backup_sources::drill::stop_leftover_server(data_dir).await?;
             Ok(())
         }
-        Resource::PostgresDatabase { server, name } => {
-            Ok(backup_sources::drill::drop_postgres_database(&creds(server), name, &[]).await?)
+        Resource::Databases {
+            kind,
+            server,
+            names,
+        } => {
+            let kind = kind_named(kind)
+                .ok_or_else(|| Error::usage(format!("unknown kind of source `{kind}`")))?;
+            let support = backup_sources::drill::support(kind)?;
+            Ok(support.remove(&creds(server), names).await?)
         }
-        Resource::MongoDatabases { server, names } => Ok(
-            backup_sources::drill::drop_mongo_databases(&with_path(&creds(server), "/")?, names)
-                .await?,
-        ),
-        Resource::RedisDatabases { server, dbs } => {
-            Ok(backup_sources::drill::flush_redis(&with_path(&creds(server), "")?, dbs).await?)
-        }
-        Resource::RedisServer {
+        Resource::ThrowawayServer {
             pid,
             start_ticks,
             dir,
@@ -692,99 +426,8 @@ pub(crate) async fn remove_leftover(r: &Resource, current: Option<&str>) -> Resu
             }
             remove_dir(dir)
         }
+        legacy => Err(Error::usage(format!("cannot remove {}", legacy.describe()))),
     }
-}
-
-impl Throwaway {
-    /// Starts `redis-server` on a free port in a new temporary directory
-    /// and waits until it answers.
-    async fn start() -> Result<Self> {
-        let program = find_program("redis-server").ok_or_else(|| {
-            Error::usage(
-                "the drill needs a scratch Redis: redis-server is not installed here (Debian: apt-get install redis-server), so give jobs.NAME.drill.target = \"redis://host:port\" of a scratch server",
-            )
-        })?;
-        let dir = tempfile::Builder::new()
-            .prefix("backup-drill-redis-")
-            .tempdir()
-            .map_err(|e| backup_core::Error::io("creating a directory for redis-server", e))?
-            .keep();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| backup_core::Error::io("finding a free port", e))?
-            .port();
-        let log = std::fs::File::create(dir.join("redis.log"))
-            .map_err(|e| backup_core::Error::io("creating redis-server's log", e))?;
-        let child = tokio::process::Command::new(&program)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--protected-mode", "no", "--databases", "256"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| backup_core::Error::io("log file", e))?,
-            )
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| backup_core::Error::io(format!("starting {}", program.display()), e))?;
-        let pid = child.id().unwrap_or(0);
-        let mut t = Throwaway {
-            child,
-            port,
-            dir,
-            pid,
-            start_ticks: process_start(pid).unwrap_or(0),
-        };
-        let url = format!("redis://127.0.0.1:{port}");
-        let started = Instant::now();
-        loop {
-            if backup_sources::drill::redis_dbsizes(&url, &[0])
-                .await
-                .is_ok()
-            {
-                return Ok(t);
-            }
-            if let Ok(Some(status)) = t.child.try_wait() {
-                let log = std::fs::read_to_string(t.dir.join("redis.log")).unwrap_or_default();
-                let _ = std::fs::remove_dir_all(&t.dir);
-                return Err(Error::usage(format!(
-                    "redis-server stopped ({status}) before it answered: {}",
-                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-                )));
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                t.stop(&url).await;
-                return Err(Error::usage(
-                    "redis-server did not answer within 30 seconds",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Shuts the server down and removes its directory.
-    async fn stop(mut self, url: &str) {
-        let _ = backup_sources::drill::shutdown_redis(url).await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `name` on `PATH` (or in `/usr/bin`, `/usr/sbin`).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -792,22 +435,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_urls() {
-        assert_eq!(
-            scratch_name("app", "20261123t170000", 63),
-            "app_drill_20261123t170000"
-        );
-        let long = "x".repeat(80);
-        assert_eq!(scratch_name(&long, "20261123t170000", 63).len(), 63);
-        assert_eq!(
-            url_database("postgres://u@h:5432/app%20db").as_deref(),
-            Some("app db")
-        );
-        assert_eq!(url_database("postgres://u@h:5432/"), None);
-        assert_eq!(
-            with_path("postgres://u:pw@h:5432/", "/app_drill_1").unwrap(),
-            "postgres://u:pw@h:5432/app_drill_1"
-        );
+    fn physical_urls() {
         assert_eq!(
             physical_url("postgres", Some("p w"), 5555, "postgres"),
             "postgres://postgres:p%20w@127.0.0.1:5555/postgres"

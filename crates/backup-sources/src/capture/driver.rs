@@ -1,14 +1,16 @@
 //! The [`CaptureDriver`] trait: what the rest of the program needs of a
-//! kind of capture stream to answer "what can I restore to?" and "what
-//! may retention delete?". Each kind implements it in its own module;
+//! kind of capture stream to answer "what can I restore to?", "how do I
+//! get there?" and "what may retention delete?". Each kind implements it in its own module;
 //! [`super::registry`] lists them.
 
 use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::repo::Repository;
 use backup_core::snapshot::SnapshotEntry;
+use backup_core::target::RestoreOptions;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
+pub use super::plan::{Planned, RestorePlan};
 use super::window::{Inventory, SourceWindows};
 
 /// One kind of capture stream (PostgreSQL's WAL, MongoDB's oplog, Redis's
@@ -21,6 +23,13 @@ pub trait CaptureDriver: Send + Sync {
     /// The kind of capture stream (`postgres-wal`, `mongodb-oplog`,
     /// `redis-stream`), as capture records name it.
     fn capture(&self) -> &'static str;
+
+    /// Whether a restore to a point into a target of kind `target` (a
+    /// source kind name; `files` for a directory) is planned by this
+    /// driver. By default, a target of the kind it captures.
+    fn restores_into(&self, target: &str) -> bool {
+        target == self.source_kind()
+    }
 
     /// The streams of this kind whose source or base snapshots pass
     /// `source` (a URL or kind, as `--source`; all when `None`): windows,
@@ -35,6 +44,24 @@ pub trait CaptureDriver: Send + Sync {
         inventory: &Inventory,
         source: Option<&str>,
     ) -> Result<Vec<SourceWindows>>;
+
+    /// For each stream of this kind whose source or bases pass `source`:
+    /// how a restore reaches the point of `opts` (from base `base` when
+    /// one is named), checked before anything is written, or why it
+    /// cannot. Empty when the kind has nothing to restore from.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; damage found while checking the plan (a piece's
+    /// pack missing).
+    async fn plan(
+        &self,
+        repo: &Repository,
+        inventory: &Inventory,
+        source: Option<&str>,
+        base: Option<Id>,
+        opts: &RestoreOptions,
+    ) -> Result<Vec<Planned>>;
 
     /// The captured ranges no snapshot of `kept.snapshots` needs, per
     /// stream: what they are and the records to delete. Streams without

@@ -17,7 +17,7 @@ pub struct BasePoint {
     pub identity: String,
     /// The first position replay applies after the snapshot (everything
     /// before is in it).
-    pub from: String,
+    pub from: Position,
     /// The time the snapshot is consistent at, when known.
     pub time: Option<DateTime<Utc>>,
 }
@@ -88,19 +88,8 @@ impl CaptureKind {
         }
     }
 
-    /// The time a position stands for, when it can be told from the
-    /// position alone.
-    pub fn position_time(self, position: &str) -> Option<DateTime<Utc>> {
-        Position::parse(self, position)?.time()
-    }
-
-    /// A position as people write it (`1700000000:5`).
-    pub fn show_position(self, position: &str) -> String {
-        Position::parse(self, position).map_or_else(|| position.to_owned(), |p| p.to_string())
-    }
-
-    /// Whether a position tells its time ([`CaptureKind::position_time`]);
-    /// otherwise a time target is placed by the pieces' arrival times.
+    /// Whether a position tells its time ([`Position::time`]); otherwise
+    /// a time target is placed by the pieces' arrival times.
     pub fn timed_positions(self) -> bool {
         matches!(self, CaptureKind::MongodbOplog)
     }
@@ -114,10 +103,10 @@ impl CaptureKind {
     ///
     /// [`Error::Config`] for a point of another kind (`--at-lsn` on an
     /// oplog) or a time outside the kind's range.
-    pub fn until(self, opts: &RestoreOptions) -> Result<Option<String>> {
+    pub fn until(self, opts: &RestoreOptions) -> Result<Option<Position>> {
         if self == CaptureKind::RedisStream {
             return match (&opts.at, &opts.point) {
-                (_, Some(RecoveryPoint::ReplOffset(o))) => Ok(Some(offset_position(*o))),
+                (_, Some(RecoveryPoint::ReplOffset(o))) => Ok(Some(Position::Offset(*o))),
                 (_, Some(other)) => Err(Error::Config(format!(
                     "{} is a {} target, not a Redis one; a Redis restore takes --at TIME or --at-offset N",
                     point_flag(other),
@@ -135,50 +124,25 @@ impl CaptureKind {
                         "{t} is outside the range of MongoDB timestamps (1970 to 2106)"
                     ))
                 })?;
-                Ok(Some(oplog_position(secs, u32::MAX)))
+                Ok(Some(Position::Oplog {
+                    seconds: secs,
+                    increment: u32::MAX,
+                }))
             }
             (
                 CaptureKind::MongodbOplog,
                 None,
                 Some(RecoveryPoint::OplogTs { seconds, increment }),
-            ) => Ok(Some(oplog_position(*seconds, *increment))),
+            ) => Ok(Some(Position::Oplog {
+                seconds: *seconds,
+                increment: *increment,
+            })),
             (CaptureKind::MongodbOplog, None, Some(other)) => Err(Error::Config(format!(
                 "{} is a {} target, not a MongoDB one; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
                 point_flag(other),
                 point_owner(other)
             ))),
             (CaptureKind::MongodbOplog | CaptureKind::RedisStream, _, _) => Ok(None),
-        }
-    }
-
-    /// The position right before `position` (for a base: its consistent
-    /// point, from the first position replay applies).
-    pub fn prev(self, position: &str) -> String {
-        match self {
-            CaptureKind::MongodbOplog => match oplog_parts(position) {
-                Some((0, 0)) | None => position.to_owned(),
-                Some((t, 0)) => oplog_position(t - 1, u32::MAX),
-                Some((t, i)) => oplog_position(t, i - 1),
-            },
-            CaptureKind::RedisStream => match u64::from_str_radix(position, 16) {
-                Ok(o) if o > 0 => offset_position(o - 1),
-                _ => position.to_owned(),
-            },
-        }
-    }
-
-    /// The position right after `position`.
-    pub fn next(self, position: &str) -> String {
-        match self {
-            CaptureKind::MongodbOplog => match oplog_parts(position) {
-                Some((t, u32::MAX)) => oplog_position(t.saturating_add(1), 0),
-                Some((t, i)) => oplog_position(t, i + 1),
-                None => position.to_owned(),
-            },
-            CaptureKind::RedisStream => match u64::from_str_radix(position, 16) {
-                Ok(o) => offset_position(o.saturating_add(1)),
-                Err(_) => position.to_owned(),
-            },
         }
     }
 }
@@ -252,6 +216,69 @@ impl Position {
         })
     }
 
+    /// The position right after this one (the same at the end of the
+    /// range).
+    #[must_use]
+    pub fn next(self) -> Self {
+        match self {
+            Position::Wal { timeline, lsn } => Position::Wal {
+                timeline,
+                lsn: lsn.saturating_add(1),
+            },
+            Position::Oplog { seconds, increment } => match increment.checked_add(1) {
+                Some(increment) => Position::Oplog { seconds, increment },
+                None => Position::Oplog {
+                    seconds: seconds.saturating_add(1),
+                    increment: 0,
+                },
+            },
+            Position::Offset(o) => Position::Offset(o.saturating_add(1)),
+        }
+    }
+
+    /// The position right before this one (for a base: its consistent
+    /// point, from the first position replay applies; the same at the
+    /// start of the range).
+    #[must_use]
+    pub fn prev(self) -> Self {
+        match self {
+            Position::Wal { timeline, lsn } => Position::Wal {
+                timeline,
+                lsn: lsn.saturating_sub(1),
+            },
+            Position::Oplog {
+                seconds,
+                increment: 0,
+            } if seconds > 0 => Position::Oplog {
+                seconds: seconds - 1,
+                increment: u32::MAX,
+            },
+            Position::Oplog { seconds, increment } => Position::Oplog {
+                seconds,
+                increment: increment.saturating_sub(1),
+            },
+            Position::Offset(o) => Position::Offset(o.saturating_sub(1)),
+        }
+    }
+
+    /// As PostgreSQL, MongoDB and Redis write it, without the timeline of
+    /// a WAL position (`0/3000060`, `1700000000:5`, `123456`): how
+    /// listings show it.
+    pub fn short(self) -> String {
+        match self {
+            Position::Wal { lsn, .. } => format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
+            other => other.to_string(),
+        }
+    }
+
+    /// The position with its time, when it tells one, for messages.
+    pub fn describe(self) -> String {
+        match self.time() {
+            Some(t) => format!("{} ({self})", t.format("%Y-%m-%dT%H:%M:%SZ")),
+            None => self.to_string(),
+        }
+    }
+
     /// The timeline of a WAL position.
     pub fn timeline(self) -> Option<u32> {
         match self {
@@ -282,6 +309,14 @@ impl std::fmt::Display for Position {
             Position::Oplog { seconds, increment } => write!(f, "{seconds}:{increment}"),
             Position::Offset(o) => write!(f, "{o}"),
         }
+    }
+}
+
+impl serde::Serialize for Position {
+    /// As [`Position::short`] writes it (a WAL position's timeline is a
+    /// field of its own in listings).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.short())
     }
 }
 
@@ -388,12 +423,14 @@ fn mongo_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
     let end = meta.get("oplog")?.get("end")?;
     let t = u32::try_from(end.get("t")?.as_u64()?).ok()?;
     let i = u32::try_from(end.get("i")?.as_u64()?).ok()?;
-    let end = oplog_position(t, i);
-    let kind = CaptureKind::MongodbOplog;
+    let end = Position::Oplog {
+        seconds: t,
+        increment: i,
+    };
     Some(BasePoint {
         identity,
-        from: kind.next(&end),
-        time: kind.position_time(&end),
+        from: end.next(),
+        time: end.time(),
     })
 }
 
@@ -416,7 +453,7 @@ fn redis_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
         .unwrap_or(snapshot.time);
     Some(BasePoint {
         identity: replid.to_owned(),
-        from: offset_position(offset.saturating_add(1)),
+        from: Position::Offset(offset.saturating_add(1)),
         time: Some(time),
     })
 }
@@ -428,14 +465,20 @@ mod tests {
     #[test]
     fn oplog_positions() {
         let k = CaptureKind::MongodbOplog;
+        let p = |seconds, increment| Position::Oplog { seconds, increment };
         assert_eq!(oplog_position(1_700_000_000, 5), "6553F10000000005");
-        assert_eq!(k.show_position("6553F10000000005"), "1700000000:5");
-        assert_eq!(k.next("6553F10000000005"), "6553F10000000006");
-        assert_eq!(k.next("6553F100FFFFFFFF"), "6553F10100000000");
-        assert_eq!(k.prev("6553F10000000005"), "6553F10000000004");
-        assert_eq!(k.prev("6553F10100000000"), "6553F100FFFFFFFF");
         assert_eq!(
-            k.position_time("6553F10000000005").unwrap().timestamp(),
+            Position::parse(k, "6553F10000000005"),
+            Some(p(1_700_000_000, 5))
+        );
+        assert_eq!(p(1_700_000_000, 5).record(), "6553F10000000005");
+        assert_eq!(p(1_700_000_000, 5).to_string(), "1700000000:5");
+        assert_eq!(p(1_700_000_000, 5).next(), p(1_700_000_000, 6));
+        assert_eq!(p(1_700_000_000, u32::MAX).next(), p(1_700_000_001, 0));
+        assert_eq!(p(1_700_000_000, 5).prev(), p(1_700_000_000, 4));
+        assert_eq!(p(1_700_000_001, 0).prev(), p(1_700_000_000, u32::MAX));
+        assert_eq!(
+            p(1_700_000_000, 5).time().unwrap().timestamp(),
             1_700_000_000
         );
         let ts = RestoreOptions {
@@ -445,13 +488,13 @@ mod tests {
             }),
             ..RestoreOptions::default()
         };
-        assert_eq!(k.until(&ts).unwrap(), Some("6553F10000000005".into()));
+        assert_eq!(k.until(&ts).unwrap(), Some(p(1_700_000_000, 5)));
         let t = DateTime::from_timestamp(1_700_000_000, 900_000_000).unwrap();
         let at = RestoreOptions {
             at: Some(t),
             ..RestoreOptions::default()
         };
-        assert_eq!(k.until(&at).unwrap(), Some("6553F100FFFFFFFF".into()));
+        assert_eq!(k.until(&at).unwrap(), Some(p(1_700_000_000, u32::MAX)));
         let lsn = RestoreOptions {
             point: Some(RecoveryPoint::Lsn("0/1".into())),
             ..RestoreOptions::default()
@@ -461,5 +504,13 @@ mod tests {
         assert!(parse_oplog_ts("x:1").is_err());
         assert_eq!(CaptureKind::of("mongodb-oplog"), Some(k));
         assert_eq!(CaptureKind::of("other"), None);
+        let wal = Position::Wal {
+            timeline: 2,
+            lsn: 0x1_0300_0060,
+        };
+        assert_eq!(wal.short(), "1/3000060");
+        assert_eq!(wal.to_string(), "1/3000060 on timeline 2");
+        assert_eq!(Position::parse_wal(&wal.record()), Some(wal));
+        assert_eq!(Position::Offset(7).prev(), Position::Offset(6));
     }
 }

@@ -6,8 +6,9 @@
 //!   while it runs (pieces stored, gaps, lag, reconnections), for progress
 //!   lines, metrics and notifications.
 //! - [`CaptureDriver`] ([`driver`]): one per kind of stream. It lists the
-//!   restorable windows and gaps of the kind's streams, names the captured
-//!   ranges no kept base needs, and the base snapshots a `--keep-within`
+//!   restorable windows and gaps of the kind's streams, plans a restore to
+//!   a point ([`RestorePlan`], [`plan`]), names the captured ranges no kept
+//!   base needs, and the base snapshots a `--keep-within`
 //!   period must keep. [`registry::drivers`] is the registry every
 //!   listing, retention run and drill goes through.
 //! - [`Window`], [`Gap`], [`Base`], [`SourceWindows`] ([`window`]): what a
@@ -19,8 +20,9 @@
 //!   and which time they stand for, and how a restore's target becomes a
 //!   position. [`Stream`] ([`stream`]) builds their windows.
 //!
-//! Positions are the fixed-width upper-case hex strings of capture names
-//! (`REPOSITORY_FORMAT.md` §21), ordered as text.
+//! Positions are typed ([`Position`]); capture names store them as
+//! fixed-width upper-case hex strings (`REPOSITORY_FORMAT.md` §21),
+//! which sort like the positions within a stream.
 //!
 //! **Targets are inclusive** in every kind: a restore to a point applies
 //! every change at or before it.
@@ -29,6 +31,7 @@ pub mod driver;
 #[cfg(any(feature = "mongodb", feature = "redis"))]
 pub(crate) mod follow;
 pub mod kind;
+pub mod plan;
 pub mod registry;
 pub mod stream;
 pub mod window;
@@ -45,7 +48,8 @@ pub use kind::{
     BasePoint, CaptureKind, Position,
 };
 pub(crate) use kind::{oplog_parts, oplog_position};
-pub use stream::{Stream, StreamDriver};
+pub use plan::{Planned, RestorePlan};
+pub use stream::{Piece, Stream, StreamDriver};
 pub use window::{Base, Gap, Inventory, SourceWindows, Window};
 
 /// A piece a follower stored.
@@ -203,5 +207,5 @@ pub struct FollowSummary {
     /// resynchronisation).
     pub bases: u64,
     /// The first position not stored yet.
-    pub next: Option<String>,
+    pub next: Option<Position>,
 }

@@ -1,28 +1,40 @@
 //! The streams whose pieces are named by position (MongoDB's oplog,
 //! Redis's replication stream): their runs, gaps, base snapshots and
-//! restorable windows ([`Stream`], [`streams`]), and [`StreamDriver`], the
+//! restorable windows ([`Stream`], [`streams_of`]), and [`StreamDriver`], the
 //! [`CaptureDriver`] of each such [`CaptureKind`].
 
 use std::collections::BTreeMap;
 
 use backup_core::capture::{CaptureExpiry, CaptureName, CaptureRecord};
 use backup_core::repo::Repository;
-use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+use backup_core::snapshot::SnapshotEntry;
+use backup_core::target::RestoreOptions;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
-use super::driver::CaptureDriver;
-use super::kind::CaptureKind;
+use super::driver::{CaptureDriver, Planned};
+use super::kind::{CaptureKind, Position};
 use super::window::{Base, Gap, Inventory, SourceWindows, Window};
 
+/// A stored record of a stream with its positions read.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    /// The record's name.
+    pub name: CaptureName,
+    /// The record.
+    pub record: CaptureRecord,
+    /// Its first position (inclusive).
+    pub first: Position,
+    /// Its end (exclusive).
+    pub last: Position,
+}
+
 /// One capture stream with what it makes restorable.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Stream {
     /// The stream id.
     pub stream: String,
     /// Its kind.
-    #[serde(serialize_with = "kind_name")]
     pub kind: CaptureKind,
     /// What it was captured from (identity, and the newest record's URL).
     pub identity: String,
@@ -32,282 +44,194 @@ pub struct Stream {
     pub pieces: usize,
     /// Bytes stored.
     pub bytes: u64,
-    /// The first and last stored positions (`last` exclusive).
-    pub first: String,
-    /// See `first`.
-    pub last: String,
-    /// Restorable windows, oldest first, positions written as the kind's
-    /// tools write them (`1700000000:5`, `1/0/3000028`).
+    /// The first and last stored positions (`last` exclusive), when
+    /// something is stored.
+    pub span: Option<(Position, Position)>,
+    /// Restorable windows, oldest first.
     pub windows: Vec<Window>,
     /// Gaps, oldest first.
     pub gaps: Vec<Gap>,
     /// Base snapshots, oldest first.
     pub bases: Vec<Base>,
-    /// Its records (pieces and gap records), ordered by position.
-    #[serde(skip)]
-    pub records: Vec<(CaptureName, CaptureRecord)>,
+    /// Its records (pieces and gap records), ordered by position; records
+    /// whose names are not positions of the kind are left out.
+    pub records: Vec<Piece>,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature.
-fn kind_name<S: serde::Serializer>(k: &CaptureKind, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(k.name())
-}
-
-impl Stream {
-    /// A position as people write it.
-    pub fn show(&self, position: &str) -> String {
-        self.kind.show_position(position)
-    }
-
-    /// A position with its time, for messages.
-    pub fn describe(&self, position: &str) -> String {
-        match self.kind.position_time(position) {
-            Some(t) => format!(
-                "{} ({})",
-                t.format("%Y-%m-%dT%H:%M:%SZ"),
-                self.kind.show_position(position)
-            ),
-            None => self.kind.show_position(position),
-        }
-    }
-}
-
-/// Every capture stream of `repo` of a kind [`CaptureKind`] knows whose
-/// source or base snapshots pass `source` (a URL or kind, as `--source`;
-/// all when `None`).
-///
-/// Reads every capture record (16 at a time) and every snapshot manifest.
-///
-/// # Errors
-///
-/// Storage errors; an unreadable capture record.
-pub async fn streams(repo: &Repository, source: Option<&str>) -> Result<Vec<Stream>> {
-    let inventory = Inventory::read(repo).await?;
-    Ok(streams_of(repo, &inventory, source))
-}
-
-/// [`streams`] from an inventory already read.
-pub fn streams_of(repo: &Repository, inventory: &Inventory, source: Option<&str>) -> Vec<Stream> {
-    let records = inventory.records.clone();
-    let snapshots = &inventory.snapshots;
-    let filter = SnapshotFilter {
-        source: source.map(str::to_owned),
-        ..SnapshotFilter::default()
+/// The streams of `kind` in `inventory` whose source or base snapshots
+/// pass `source` (a URL or kind, as `--source`; all when `None`).
+pub fn streams_of(
+    repo: &Repository,
+    inventory: &Inventory,
+    kind: CaptureKind,
+    source: Option<&str>,
+) -> Vec<Stream> {
+    let passes = |url: &str, of: &str| {
+        source.is_none_or(|s| s == of || backup_core::source_url::selects(s, url))
     };
-    let mut by_stream: BTreeMap<String, Vec<(CaptureName, CaptureRecord)>> = BTreeMap::new();
-    for (n, r) in records {
-        by_stream.entry(n.stream.clone()).or_default().push((n, r));
+    let mut by_stream: BTreeMap<String, (Vec<(CaptureName, CaptureRecord)>, StreamBases)> =
+        BTreeMap::new();
+    for (n, r) in inventory
+        .records
+        .iter()
+        .filter(|(_, r)| r.kind == kind.name())
+    {
+        let slot = by_stream.entry(n.stream.clone()).or_default();
+        slot.0.push((n.clone(), r.clone()));
     }
-    // Base snapshots by the stream they belong to.
-    let mut bases: BTreeMap<String, StreamBases> = BTreeMap::new();
-    for e in snapshots {
-        for kind in CaptureKind::ALL {
-            if let Some(p) = kind.base_point(&e.snapshot) {
-                let stream = repo.capture_stream(kind.name(), &p.identity);
-                bases
-                    .entry(stream)
-                    .or_insert_with(|| (kind, p.identity.clone(), Vec::new()))
-                    .2
-                    .push((e.clone(), p.from, p.time));
-            }
+    for e in &inventory.snapshots {
+        if let Some(p) = kind.base_point(&e.snapshot) {
+            let slot = by_stream
+                .entry(repo.capture_stream(kind.name(), &p.identity))
+                .or_default();
+            slot.1.identity = p.identity;
+            slot.1.bases.push((e.clone(), p.from, p.time));
         }
     }
-    let mut ids: Vec<String> = by_stream.keys().chain(bases.keys()).cloned().collect();
-    ids.sort();
-    ids.dedup();
-    let mut out = Vec::new();
-    for id in ids {
-        let records = by_stream.remove(&id).unwrap_or_default();
-        let base_list = bases.remove(&id);
-        let kind = records
-            .first()
-            .and_then(|(_, r)| CaptureKind::of(&r.kind))
-            .or(base_list.as_ref().map(|b| b.0));
-        let Some(kind) = kind else { continue };
-        let matches = source.is_none_or(|_| {
-            records.iter().any(|(_, r)| {
-                filter.matches(&backup_core::snapshot::Snapshot {
-                    source: r.source.clone(),
-                    ..placeholder()
-                })
-            }) || base_list
-                .as_ref()
-                .is_some_and(|b| b.2.iter().any(|(e, _, _)| filter.matches(&e.snapshot)))
-        });
-        if !matches {
-            continue;
-        }
-        out.push(build(kind, id, records, base_list));
-    }
-    out
+    by_stream
+        .into_iter()
+        .filter(|(_, (records, bases))| {
+            records
+                .iter()
+                .any(|(_, r)| passes(&r.source.url, &r.source.kind))
+                || bases
+                    .bases
+                    .iter()
+                    .any(|(e, _, _)| passes(&e.snapshot.source.url, &e.snapshot.source.kind))
+        })
+        .map(|(id, (records, bases))| build(kind, id, records, bases))
+        .collect()
 }
 
-/// A stream's kind, identity, and base snapshots with the first position
-/// replay applies after each and the time they are consistent at.
-type StreamBases = (
-    CaptureKind,
-    String,
-    Vec<(SnapshotEntry, String, Option<DateTime<Utc>>)>,
-);
-
-/// An empty manifest for matching a record's source with a
-/// [`SnapshotFilter`].
-fn placeholder() -> backup_core::snapshot::Snapshot {
-    backup_core::snapshot::Snapshot {
-        version: backup_core::snapshot::SNAPSHOT_VERSION,
-        time: DateTime::<Utc>::UNIX_EPOCH,
-        host: String::new(),
-        user: String::new(),
-        source: backup_core::snapshot::SourceDescriptor {
-            kind: String::new(),
-            url: String::new(),
-        },
-        job: None,
-        tags: Vec::new(),
-        parent: None,
-        copy_of: None,
-        tree: Id::default(),
-        excludes: Vec::new(),
-        includes: Vec::new(),
-        stats: backup_core::snapshot::SnapshotStats::default(),
-        streams: Vec::new(),
-        warnings: Vec::new(),
-        metadata: serde_json::Value::Null,
-        program: String::new(),
-    }
+/// A stream's identity and base snapshots, with the first position replay
+/// applies after each and the time they are consistent at.
+#[derive(Default)]
+struct StreamBases {
+    identity: String,
+    bases: Vec<(SnapshotEntry, Position, Option<DateTime<Utc>>)>,
 }
 
 /// A stream's runs, gaps, bases and windows.
 fn build(
     kind: CaptureKind,
     stream: String,
-    mut records: Vec<(CaptureName, CaptureRecord)>,
-    base_list: Option<StreamBases>,
+    records: Vec<(CaptureName, CaptureRecord)>,
+    mut base_list: StreamBases,
 ) -> Stream {
-    records.sort_by(|a, b| a.0.first.cmp(&b.0.first).then(a.0.last.cmp(&b.0.last)));
+    let mut records: Vec<Piece> = records
+        .into_iter()
+        .filter_map(|(name, record)| {
+            Some(Piece {
+                first: Position::parse(kind, &name.first)?,
+                last: Position::parse(kind, &name.last)?,
+                name,
+                record,
+            })
+        })
+        .collect();
+    records.sort_by_key(|p| (p.first, p.last));
     // Kinds whose positions tell no time take it from the records: a
     // piece's end stands for its newest change, its start for its oldest.
-    let mut known: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut known: BTreeMap<Position, DateTime<Utc>> = BTreeMap::new();
     if !kind.timed_positions() {
-        for (n, r) in &records {
-            if let Some(t) = r.time_first {
-                known.entry(n.first.clone()).or_insert(t);
+        for p in &records {
+            if let Some(t) = p.record.time_first {
+                known.entry(p.first).or_insert(t);
             }
-            if let Some(t) = r.time_last {
-                known.insert(kind.prev(&n.last), t);
+            if let Some(t) = p.record.time_last {
+                known.insert(p.last.prev(), t);
             }
         }
     }
-    let time = |p: &str| kind.position_time(p).or_else(|| known.get(p).copied());
-    let prev_of = |from: &str| -> String { kind.prev(from) };
+    let time = |p: Position| p.time().or_else(|| known.get(&p).copied());
     // Contiguous runs of data pieces; gap records and holes between
     // pieces end them.
-    let mut runs: Vec<(String, String)> = Vec::new();
+    let mut runs: Vec<(Position, Position)> = Vec::new();
     let mut gaps = Vec::new();
-    let mut end: Option<String> = None;
-    for (n, r) in &records {
-        if let Some(e) = &end {
-            if n.first > *e {
-                gaps.push(Gap {
-                    timeline: None,
-                    from: e.clone(),
-                    to: n.first.clone(),
-                    from_time: time(e),
-                    to_time: time(&n.first),
-                    reason: "pieces are missing (deleted, or never stored)".to_owned(),
-                });
-            }
-        }
-        if let Some(reason) = &r.gap {
+    let mut end: Option<Position> = None;
+    for p in &records {
+        if let Some(e) = end.filter(|e| p.first > *e) {
             gaps.push(Gap {
                 timeline: None,
-                from: n.first.clone(),
-                to: n.last.clone(),
-                from_time: r.time_first.or_else(|| time(&n.first)),
-                to_time: r.time_last.or_else(|| time(&n.last)),
+                from: e,
+                to: p.first,
+                from_time: time(e),
+                to_time: time(p.first),
+                reason: "pieces are missing (deleted, or never stored)".to_owned(),
+            });
+        }
+        if let Some(reason) = &p.record.gap {
+            gaps.push(Gap {
+                timeline: None,
+                from: p.first,
+                to: p.last,
+                from_time: p.record.time_first.or_else(|| time(p.first)),
+                to_time: p.record.time_last.or_else(|| time(p.last)),
                 reason: reason.clone(),
             });
-            end = Some(end.map_or(n.last.clone(), |e| e.max(n.last.clone())));
-            continue;
-        }
-        match runs.last_mut() {
-            Some(run) if end.as_ref() == Some(&run.1) && n.first <= run.1 => {
-                if n.last > run.1 {
-                    run.1.clone_from(&n.last);
-                }
+        } else {
+            match runs.last_mut() {
+                Some(run) if end == Some(run.1) && p.first <= run.1 => run.1 = run.1.max(p.last),
+                _ => runs.push((p.first, p.last)),
             }
-            _ => runs.push((n.first.clone(), n.last.clone())),
         }
-        end = Some(end.map_or(n.last.clone(), |e| e.max(n.last.clone())));
+        end = Some(end.map_or(p.last, |e| e.max(p.last)));
     }
-    let (identity, mut bases_raw) = match base_list {
-        Some((_, identity, b)) => (identity, b),
-        None => (
-            records
-                .first()
-                .map(|(_, r)| r.identity.clone())
-                .unwrap_or_default(),
-            Vec::new(),
-        ),
-    };
-    bases_raw.sort_by(|a, b| a.1.cmp(&b.1));
-    let bases: Vec<Base> = bases_raw
+    base_list.bases.sort_by_key(|b| b.1);
+    let bases: Vec<Base> = base_list
+        .bases
         .iter()
-        .map(|(e, from, t)| {
-            let point = prev_of(from);
-            Base {
-                id: e.id,
-                timeline: None,
-                taken: e.snapshot.time,
-                point_time: time(&point).or(*t),
-                point,
-            }
-        })
+        .map(|(e, from, t)| Base::new(e.id, e.snapshot.time, from.prev(), time(from.prev()).or(*t)))
         .collect();
     // Windows: per run, from its earliest base; a base outside every run
     // is restorable to its own point.
     let mut windows: Vec<Window> = Vec::new();
-    for (b, (_, from, _)) in bases.iter().zip(&bases_raw) {
+    for (b, (_, from, _)) in bases.iter().zip(&base_list.bases) {
         let run = runs.iter().find(|(s, e)| s <= from && from < e);
-        let to = run.map_or_else(|| b.point.clone(), |(_, e)| prev_of(e));
+        let to = run.map_or(b.point, |(_, e)| e.prev());
         if let Some(w) = windows.iter_mut().find(|w| w.to == to && run.is_some()) {
             w.bases.push(b.id);
             continue;
         }
         windows.push(Window {
             timeline: None,
-            from: b.point.clone(),
+            from: b.point,
             from_time: b.point_time,
-            to_time: time(&to).or(b.point_time.filter(|_| run.is_none())),
+            to_time: time(to).or(b.point_time.filter(|_| run.is_none())),
             to,
             bases: vec![b.id],
         });
     }
-    let data: Vec<&(CaptureName, CaptureRecord)> =
-        records.iter().filter(|(_, r)| r.gap.is_none()).collect();
-    let newest = records.iter().max_by(|a, b| a.1.created.cmp(&b.1.created));
+    let data = || records.iter().filter(|p| p.record.gap.is_none());
+    let newest = records.iter().max_by_key(|p| p.record.created);
+    let identity = if base_list.identity.is_empty() {
+        records
+            .first()
+            .map(|p| p.record.identity.clone())
+            .unwrap_or_default()
+    } else {
+        base_list.identity
+    };
     Stream {
         kind,
         identity,
         source: newest
-            .map(|(_, r)| r.source.url.clone())
+            .map(|p| p.record.source.url.clone())
             .or_else(|| {
-                bases_raw
+                base_list
+                    .bases
                     .last()
                     .map(|(e, _, _)| e.snapshot.source.url.clone())
             })
             .unwrap_or_default(),
-        pieces: data.len(),
-        bytes: data.iter().map(|(_, r)| r.size).sum(),
-        first: records
-            .first()
-            .map(|(n, _)| n.first.clone())
-            .unwrap_or_default(),
-        last: records
-            .iter()
-            .map(|(n, _)| n.last.clone())
-            .max()
-            .unwrap_or_default(),
+        pieces: data().count(),
+        bytes: data().map(|p| p.record.size).sum(),
+        span: records.first().map(|f| {
+            (
+                f.first,
+                records.iter().map(|p| p.last).max().unwrap_or(f.last),
+            )
+        }),
         windows,
         gaps,
         bases,
@@ -328,49 +252,16 @@ impl Stream {
             position: self.kind.position_noun().to_owned(),
             pieces: self.pieces,
             bytes: self.bytes,
-            windows: self
-                .windows
-                .iter()
-                .map(|w| Window {
-                    timeline: None,
-                    from: self.show(&w.from),
-                    to: self.show(&w.to),
-                    from_time: w.from_time,
-                    to_time: w.to_time,
-                    bases: w.bases.clone(),
-                })
-                .collect(),
-            gaps: self
-                .gaps
-                .iter()
-                .map(|g| Gap {
-                    timeline: None,
-                    from: self.show(&g.from),
-                    to: self.show(&g.to),
-                    from_time: g.from_time,
-                    to_time: g.to_time,
-                    reason: g.reason.clone(),
-                })
-                .collect(),
-            bases: self
-                .bases
-                .iter()
-                .map(|b| Base {
-                    id: b.id,
-                    timeline: None,
-                    taken: b.taken,
-                    point: self.show(&b.point),
-                    point_time: b.point_time,
-                })
-                .collect(),
-            note: self.windows.is_empty().then(|| match self.bases.last() {
-                None => "no base snapshot of this source precedes the captured changes: take one (`backup create SOURCE`)".to_owned(),
-                Some(b) => format!(
-                    "base snapshot {} is consistent at {}, outside the captured changes ({} .. {}): take a new base snapshot while capture runs",
+            windows: self.windows.clone(),
+            gaps: self.gaps.clone(),
+            bases: self.bases.clone(),
+            note: self.windows.is_empty().then(|| match (self.bases.last(), self.span) {
+                (None, _) => "no base snapshot of this source precedes the captured changes: take one (`backup create SOURCE`)".to_owned(),
+                (Some(b), span) => format!(
+                    "base snapshot {} is consistent at {}, outside the captured changes ({}): take a new base snapshot while capture runs",
                     b.id.short(),
-                    self.show(&b.point),
-                    self.show(&self.first),
-                    self.show(&self.last)
+                    b.point,
+                    span.map_or_else(|| "none".to_owned(), |(f, l)| format!("{f} .. {l}"))
                 ),
             }),
         }
@@ -382,25 +273,18 @@ impl Stream {
 /// before the position right after the oldest such base's consistent
 /// point (`REPOSITORY_FORMAT.md` §21.2). Streams without a kept base keep
 /// everything (they become restorable once a base is taken).
-///
-/// # Errors
-///
-/// Storage errors; an unreadable capture record.
 fn expired(
     repo: &Repository,
     kind: CaptureKind,
     kept: &Inventory,
 ) -> Vec<(CaptureExpiry, Vec<CaptureName>)> {
     let mut out = Vec::new();
-    for s in streams_of(repo, kept, None)
-        .into_iter()
-        .filter(|s| s.kind == kind)
-    {
+    for s in streams_of(repo, kept, kind, None) {
         let Some(oldest) = s.bases.first() else {
             continue;
         };
-        let from = s.kind.next(&oldest.point);
-        let (gone, left): (Vec<_>, Vec<_>) = s.records.iter().partition(|(n, _)| n.last <= from);
+        let from = oldest.point.next();
+        let (gone, left): (Vec<_>, Vec<_>) = s.records.iter().partition(|p| p.last <= from);
         if gone.is_empty() {
             continue;
         }
@@ -409,16 +293,16 @@ fn expired(
                 kind: s.kind.name().to_owned(),
                 identity: s.identity.clone(),
                 pieces: gone.len(),
-                bytes: gone.iter().map(|(_, r)| r.size).sum(),
-                from: gone.first().map(|(n, _)| s.show(&n.first)),
-                kept_from: left.first().map(|(n, _)| s.show(&n.first)),
+                bytes: gone.iter().map(|p| p.record.size).sum(),
+                from: gone.first().map(|p| p.first.to_string()),
+                kept_from: left.first().map(|p| p.first.to_string()),
                 reason: format!(
                     "before the oldest kept base snapshot {} (consistent at {})",
                     oldest.id.short(),
-                    s.describe(&oldest.point)
+                    oldest.point.describe()
                 ),
             },
-            gone.into_iter().map(|(n, _)| n.clone()).collect(),
+            gone.into_iter().map(|p| p.name.clone()).collect(),
         ));
     }
     out
@@ -467,11 +351,25 @@ impl CaptureDriver for StreamDriver {
         inventory: &Inventory,
         source: Option<&str>,
     ) -> Result<Vec<SourceWindows>> {
-        Ok(streams_of(repo, inventory, source)
-            .into_iter()
-            .filter(|s| s.kind == self.0)
-            .map(|s| s.listed())
+        Ok(streams_of(repo, inventory, self.0, source)
+            .iter()
+            .map(Stream::listed)
             .collect())
+    }
+
+    async fn plan(
+        &self,
+        repo: &Repository,
+        inventory: &Inventory,
+        source: Option<&str>,
+        base: Option<Id>,
+        opts: &RestoreOptions,
+    ) -> Result<Vec<Planned>> {
+        let mut out = Vec::new();
+        for s in streams_of(repo, inventory, self.0, source) {
+            out.push(super::plan::plan_stream(repo, &s, base, opts).await?);
+        }
+        Ok(out)
     }
 
     async fn expired(

@@ -10,6 +10,8 @@ use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::kind::Position;
+
 /// A base snapshot of a stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct Base {
@@ -18,7 +20,7 @@ pub struct Base {
     /// When it was taken.
     pub taken: DateTime<Utc>,
     /// Its consistent point: the last position it holds.
-    pub point: String,
+    pub point: Position,
     /// The timeline of `point`, for kinds that have timelines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
@@ -26,14 +28,28 @@ pub struct Base {
     pub point_time: Option<DateTime<Utc>>,
 }
 
+impl Base {
+    /// A base consistent at `point`.
+    pub fn new(id: Id, taken: DateTime<Utc>, point: Position, time: Option<DateTime<Utc>>) -> Self {
+        Base {
+            id,
+            taken,
+            point,
+            timeline: point.timeline(),
+            point_time: time,
+        }
+    }
+}
+
 /// A range of a stream that can be restored to any point of.
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
     /// The earliest restorable position (a base's consistent point).
-    pub from: String,
+    pub from: Position,
     /// The latest restorable position (inclusive).
-    pub to: String,
-    /// The timeline of `from` and `to`, for kinds that have timelines.
+    pub to: Position,
+    /// The timeline of `from` and `to`, for kinds that have timelines
+    /// (listed beside them; the positions carry it too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
     /// Their times, when known.
@@ -48,9 +64,9 @@ pub struct Window {
 #[derive(Debug, Clone, Serialize)]
 pub struct Gap {
     /// First missing position.
-    pub from: String,
+    pub from: Position,
     /// End of the missing range (exclusive).
-    pub to: String,
+    pub to: Position,
     /// The timeline of `from` and `to`, for kinds that have timelines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
@@ -64,8 +80,9 @@ pub struct Gap {
 
 /// One source's point-in-time recovery as `backup pitr` lists it: what
 /// was captured, the restorable windows, the gaps and the bases.
-/// Positions are written as the kind's tools write them
-/// (`1700000000:5`, `1/0/3000028`, a replication offset).
+/// Positions are typed ([`Position`]); JSON writes them as the kind's
+/// tools do (`1700000000:5`, `0/3000028` beside its timeline, a
+/// replication offset).
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceWindows {
     /// The kind of source (`mongodb`, `postgres`, `redis`).

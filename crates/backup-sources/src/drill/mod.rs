@@ -1,11 +1,16 @@
-//! What a restore drill needs of each kind of system besides the restore
-//! itself: the values its configured checks look at (an SQL query, a
-//! MongoDB count, a Redis key or database size), and the removal of a
-//! scratch copy (a database, renamed databases, Redis databases) — also
-//! one a killed drill left behind.
+//! What a restore drill needs of each kind of database besides the
+//! restore itself: [`DrillSupport`], implemented once per kind
+//! (`postgres`, `mongo`, `redis`) and found through [`support`], the
+//! registry. The operations layer never names a kind: it plans the
+//! scratch copy, checks that its place is free, writes and looks for the
+//! canary, runs the built-in and configured checks, and removes the copy
+//! (also one a killed drill left behind) through the trait.
 //!
-//! Every function takes a URL with its credentials and dispatches on the
-//! kind; a kind this build lacks is a configuration error that says so.
+//! A physical PostgreSQL copy is a data directory started as a server
+//! ([`DataDirectory`], [`StartedServer`]); its checks go through the
+//! PostgreSQL implementation.
+//!
+//! Kind modules never import the registry ([`support`] imports them).
 
 #[cfg(all(feature = "files", not(feature = "postgres")))]
 mod disabled;
@@ -21,304 +26,452 @@ pub use disabled::{stop_leftover_server, DataDirectory, StartedServer};
 #[cfg(feature = "postgres")]
 pub use postgres::{stop_leftover_server, DataDirectory, StartedServer};
 
+use backup_core::redact::redact_url;
+use backup_core::snapshot::Snapshot;
+use backup_core::target::RestoreOptions;
 use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
 
-#[allow(unused_imports)] // Used only in builds without some kind.
+use crate::capture::Position;
 use crate::Kind;
 
-#[allow(dead_code)] // Used only in builds without some kind.
-fn unavailable(kind: Kind) -> Error {
+/// What drills need of one kind of database (PostgreSQL, MongoDB,
+/// Redis). A scratch copy is a set of databases on a server: the
+/// snapshot's databases, each restored into a scratch database
+/// ([`ScratchPlan::databases`]); Redis databases are named by their
+/// numbers. `server` arguments are URLs with credentials, as
+/// [`DrillSupport::plan`] returns them or as a drill journal recorded them
+/// (each implementation brings either to its own form). Every method
+/// that talks to a server opens its own connection and leaves nothing
+/// open after it returns; none retries.
+#[async_trait::async_trait]
+pub trait DrillSupport: Send + Sync {
+    /// The kind it serves.
+    fn kind(&self) -> Kind;
+
+    /// Starts a throwaway server for a scratch copy when `target` (the
+    /// configured scratch location) asks for one (Redis: no location, or
+    /// `redis-server`) and waits until it answers; the drill plans its
+    /// copy on [`ThrowawayServer::url`] and stops it at the end. The
+    /// default: `None`, never.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: the server program is not installed, stopped or
+    /// did not answer within 30 seconds (it is stopped then); I/O errors.
+    async fn start_throwaway(&self, target: Option<&str>) -> Result<Option<ThrowawayServer>> {
+        let _ = target;
+        Ok(None)
+    }
+
+    /// Plans the scratch copy of `snapshot` on the server `target`
+    /// (credentials included): which scratch databases, named with
+    /// `stamp` (`<db>_drill_<stamp>`, or Redis databases of the same
+    /// numbers, or the one the URL names). `canary`: the drill wrote a canary to the
+    /// source, so the copy includes the canary's database. Returns it
+    /// with the restore options that put the snapshot there (renames, the
+    /// databases included). Nothing is read or written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`]: no `target`, a URL that does not parse or names
+    /// a database the copy cannot use, a snapshot with nothing to drill.
+    fn plan(
+        &self,
+        snapshot: &Snapshot,
+        target: Option<&str>,
+        stamp: &str,
+        canary: bool,
+    ) -> Result<(ScratchPlan, RestoreOptions)>;
+
+    /// Why the scratch databases `databases` of `server` cannot take a
+    /// copy (they exist, or hold keys), for people; `None` when they are
+    /// free.
+    ///
+    /// # Errors
+    ///
+    /// Connection and command errors.
+    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>>;
+
+    /// Removes the scratch databases `databases` of `server`: drops them
+    /// (PostgreSQL, closing their connections first; MongoDB, with the
+    /// users and roles defined on them) or empties them (Redis). Absent
+    /// ones are skipped, so removing twice is harmless.
+    ///
+    /// # Errors
+    ///
+    /// Connection and command errors.
+    async fn remove(&self, server: &str, databases: &[String]) -> Result<()>;
+
+    /// The databases of `server` (PostgreSQL: those that accept
+    /// connections; MongoDB: all; Redis: those holding keys).
+    ///
+    /// # Errors
+    ///
+    /// Connection and command errors.
+    async fn databases(&self, server: &str) -> Result<Vec<String>>;
+
+    /// What `database` of `server` holds, counted, by name: collections
+    /// and their documents (MongoDB, `system.*` left out, sorted), keys
+    /// (Redis), catalogue entries (PostgreSQL, `pg_class`). A database
+    /// that answers is usable.
+    ///
+    /// # Errors
+    ///
+    /// Connection and command errors.
+    async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>>;
+
+    /// Answers `probe` (one of this kind's: [`Probe::kind`]) in
+    /// `database` of `server`.
+    ///
+    /// # Errors
+    ///
+    /// A probe of another kind ([`Error::Config`]), a filter that is not
+    /// a JSON object; connection and command errors.
+    async fn probe(&self, server: &str, database: &str, probe: &Probe) -> Result<Answer>;
+
+    /// The name of the built-in check comparing a copy with its
+    /// snapshot's manifest; `None` when a copy `replayed` to a point in
+    /// time differs from the manifest by design (MongoDB: its databases
+    /// must answer [`DrillSupport::counts`] instead).
+    fn manifest_check(&self, replayed: bool) -> Option<&'static str>;
+
+    /// Where the canary `id` of a drill goes on the source `url`
+    /// (credentials included), and what finds it in a copy: PostgreSQL a
+    /// row of `backup_drill_canary` in `database` (`None`: the URL's,
+    /// else `postgres`), MongoDB a document of `backup_drill.canary`,
+    /// Redis the key `backup_drill:canary:ID` in the URL's database (else
+    /// 0). Nothing is written.
+    ///
+    /// # Errors
+    ///
+    /// A URL that does not parse.
+    fn canary(&self, url: &str, database: Option<&str>, id: &str) -> Result<CanaryMark>;
+
+    /// Writes `canary` to the source (PostgreSQL: created table, then a
+    /// commit after it; MongoDB: majority write concern; Redis: expiring
+    /// in a week; canaries of drills older than 90 days are removed).
+    /// Returns the point a restore must reach to hold it, which a
+    /// restore to it does.
+    ///
+    /// # Errors
+    ///
+    /// Connection and write errors (a role without the right to write, a
+    /// read-only server); a server that reports no position (MongoDB not
+    /// a replica set member, Redis without `master_repl_offset`).
+    async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt>;
+
+    /// Whether `canary` is in `database` of `server` (the scratch
+    /// database the canary's database was restored into).
+    ///
+    /// # Errors
+    ///
+    /// Connection and command errors.
+    async fn canary_present(
+        &self,
+        server: &str,
+        database: &str,
+        canary: &CanaryMark,
+    ) -> Result<bool>;
+}
+
+/// The drill support of `kind` in this build.
+///
+/// # Errors
+///
+/// [`Error::Config`] for files (not a database) and for a kind this
+/// build lacks, saying which cargo feature it needs.
+pub fn support(kind: Kind) -> Result<Box<dyn DrillSupport>> {
+    match kind {
+        #[cfg(feature = "postgres")]
+        Kind::Postgres => Ok(Box::new(postgres::PostgresDrill)),
+        #[cfg(feature = "mongodb")]
+        Kind::Mongodb => Ok(Box::new(mongo::MongoDrill)),
+        #[cfg(feature = "redis")]
+        Kind::Redis => Ok(Box::new(redis::RedisDrill)),
+        Kind::Files => Err(Error::Config(
+            "files have no databases for a drill to check".to_owned(),
+        )),
+        #[allow(unreachable_patterns)] // Reached in builds without some kind.
+        other => Err(Error::Config(format!(
+            "{other} drills are not supported by this build of backup (it was built without the {other} cargo feature)"
+        ))),
+    }
+}
+
+/// A scratch copy on a database server, as [`DrillSupport::plan`] plans
+/// it.
+#[derive(Debug, Clone)]
+pub struct ScratchPlan {
+    /// The server, credentials included, in the form the kind's other
+    /// methods take.
+    pub server: String,
+    /// Each database of the snapshot (by its source name) with the
+    /// scratch database it is restored into, in the kind's order.
+    pub databases: Vec<(String, String)>,
+    /// The URL the restore target is opened with.
+    pub restore_url: String,
+    /// The copy's URL for checks and commands, credentials included: its
+    /// (first) scratch database, or the server when that says more.
+    pub url: String,
+    /// The databases for people when the URL does not say it all
+    /// (`app as app_drill_…`, `db 0 as 3`).
+    pub listing: Option<String>,
+}
+
+impl ScratchPlan {
+    /// The scratch database that `source` (a database of the snapshot,
+    /// by its source name) was restored into; `None` when the snapshot
+    /// has no such database. `source` `None`: the first.
+    pub fn scratch_database(&self, source: Option<&str>) -> Option<&str> {
+        self.databases
+            .iter()
+            .find(|(s, _)| source.is_none_or(|want| s == want))
+            .map(|(_, d)| d.as_str())
+    }
+
+    /// The scratch databases, each once.
+    pub fn scratch_databases(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, d) in &self.databases {
+            if !out.contains(d) {
+                out.push(d.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A question a configured check asks of a copy's database, answered by
+/// the kind it belongs to ([`DrillSupport::probe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// PostgreSQL: an SQL query; [`Answer::Value`] of its first row's
+    /// first column (`None`: SQL NULL, or no row).
+    Sql(String),
+    /// MongoDB: [`Answer::Count`] of the documents of `collection` that
+    /// match `filter` (MongoDB extended JSON; all when `None`).
+    Documents {
+        /// The collection.
+        collection: String,
+        /// The filter.
+        filter: Option<String>,
+    },
+    /// Redis: [`Answer::Exists`] for a key.
+    Key(String),
+    /// Redis: [`Answer::Count`] of the database's keys (`DBSIZE`).
+    Keys,
+}
+
+impl Probe {
+    /// The kind whose databases answer it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Probe::Sql(_) => Kind::Postgres,
+            Probe::Documents { .. } => Kind::Mongodb,
+            Probe::Key(_) | Probe::Keys => Kind::Redis,
+        }
+    }
+}
+
+/// What a [`Probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A value, as text (`None` for NULL or nothing).
+    Value(Option<String>),
+    /// A number of documents or keys.
+    Count(u64),
+    /// Whether it exists.
+    Exists(bool),
+}
+
+/// A drill's canary on a source: where it is written and what finds it
+/// in a copy ([`DrillSupport::canary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryMark {
+    /// Its id (the row's or document's id; a Redis key's value).
+    pub id: String,
+    /// The source URL it is written through, credentials included.
+    pub url: String,
+    /// The database it goes to, by its source name: a copy holds it in
+    /// the scratch database this one was restored into.
+    pub database: String,
+    /// The kind whose [`DrillSupport`] writes and finds it.
+    pub kind: Kind,
+    /// For people: what and where (the row ID of the table
+    /// `backup_drill_canary` in database `app`).
+    pub what: String,
+    /// What to do when writing it is refused, when the kind knows.
+    pub advice: Option<String>,
+}
+
+impl std::fmt::Display for CanaryMark {
+    /// `WHAT of URL` (credentials removed).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {}", self.what, redact_url(&self.url))
+    }
+}
+
+/// The point a restore must reach to hold a canary
+/// ([`DrillSupport::write_canary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryAt {
+    /// A time target (PostgreSQL: the server's time between the canary's
+    /// commit and the next one, so that recovery to it can end).
+    Time(DateTime<Utc>),
+    /// A position of the change stream (MongoDB: the oplog timestamp of
+    /// the write; Redis: the replication offset once the write is in the
+    /// stream).
+    Position(Position),
+}
+
+/// A server process a drill started for its scratch copy
+/// ([`DrillSupport::start_throwaway`]), in a directory of its own. Stop
+/// it with [`ThrowawayServer::stop`]; dropped, the process is killed and
+/// the directory stays.
+#[derive(Debug)]
+pub struct ThrowawayServer {
+    child: tokio::process::Child,
+    /// Its URL (the server has no password).
+    pub url: String,
+    /// The program (`redis-server`), for people.
+    pub program: &'static str,
+    /// Its working directory.
+    pub dir: std::path::PathBuf,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl ThrowawayServer {
+    /// Stops the server (`SIGTERM`; killed when it has not ended 10
+    /// seconds later; it keeps no data) and removes its directory.
+    pub async fn stop(mut self) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let wait = self.child.wait();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `base_drill_<stamp>` (`app` → `app_drill_20261123t170000`), within
+/// `max` bytes.
+pub fn scratch_name(base: &str, stamp: &str, max: usize) -> String {
+    let suffix = format!("_drill_{stamp}");
+    let mut base: String = base.to_owned();
+    while base.len() + suffix.len() > max {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// `url` with its path replaced by `path`.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a URL that does not parse.
+pub fn with_path(url: &str, path: &str) -> Result<String> {
+    let mut u = url::Url::parse(url)
+        .map_err(|e| Error::Config(format!("`{}` is not a URL: {e}", redact_url(url))))?;
+    u.set_path(path);
+    Ok(u.to_string())
+}
+
+/// The database a `scheme://host/db` URL names, percent-decoded.
+pub fn url_database(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let db = u.path().trim_start_matches('/');
+    (!db.is_empty()).then(|| percent_decode(db))
+}
+
+/// `s` percent-decoded.
+pub fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
+}
+
+/// `s` with every byte but the unreserved ones percent-encoded (RFC
+/// 3986).
+pub fn escape(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The source databases a database snapshot holds, from its manifest's
+/// contents (`db.collection` rows give `db`; other rows their name), in
+/// its order.
+#[allow(dead_code)] // Used only in builds with MongoDB or Redis.
+fn snapshot_databases(snapshot: &Snapshot, of_row: fn(&str) -> Option<String>) -> Vec<String> {
+    crate::summary::contents(&snapshot.source.kind, &snapshot.metadata)
+        .map(|c| c.rows.iter().filter_map(|r| of_row(&r.name)).collect())
+        .unwrap_or_default()
+}
+
+/// The error of a drill without a scratch location: it needs `what`.
+#[allow(dead_code)] // Used only in builds with a database kind.
+fn need_location(what: &str) -> Error {
     Error::Config(format!(
-        "{kind} drills are not supported by this build of backup (it was built without the {kind} cargo feature)"
+        "this drill needs a scratch location: {what} (jobs.NAME.drill.target, or --target)"
     ))
 }
 
-/// Runs `query` on the PostgreSQL database `url` names and returns the
-/// first column of the first row as text (`None` for SQL NULL or no row).
-///
-/// # Errors
-///
-/// Connection and query errors.
-pub async fn sql_value(url: &str, query: &str) -> Result<Option<String>> {
-    #[cfg(feature = "postgres")]
-    {
-        postgres::sql_value(url, query).await
-    }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = (url, query);
-        Err(unavailable(Kind::Postgres))
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Writes the canary row `id` of a drill to the PostgreSQL database `url`
-/// names (table `backup_drill_canary`, created when missing), then
-/// commits once more after it (rows of drills older than 90 days are
-/// removed). Returns the server's time between the two commits (RFC 3339,
-/// UTC): a point-in-time restore to it holds the canary, and recovery to
-/// it can end.
-///
-/// # Errors
-///
-/// Connection and query errors (a role without the right to create the
-/// table or write to it, a read-only server).
-pub async fn postgres_write_canary(url: &str, id: &str) -> Result<String> {
-    #[cfg(feature = "postgres")]
-    {
-        postgres::write_canary(url, id).await
+    #[test]
+    fn names_and_urls() {
+        assert_eq!(
+            scratch_name("app", "20261123t170000", 63),
+            "app_drill_20261123t170000"
+        );
+        let long = "x".repeat(80);
+        assert_eq!(scratch_name(&long, "20261123t170000", 63).len(), 63);
+        assert_eq!(
+            url_database("postgres://u@h:5432/app%20db").as_deref(),
+            Some("app db")
+        );
+        assert_eq!(url_database("postgres://u@h:5432/"), None);
+        assert_eq!(
+            with_path("postgres://u:pw@h:5432/", "/app_drill_1").unwrap(),
+            "postgres://u:pw@h:5432/app_drill_1"
+        );
+        assert_eq!(escape("p w/é"), "p%20w%2F%C3%A9");
     }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = (url, id);
-        Err(unavailable(Kind::Postgres))
-    }
-}
 
-/// The names of the databases on the PostgreSQL server `url` names.
-///
-/// # Errors
-///
-/// Connection and query errors.
-pub async fn postgres_databases(url: &str) -> Result<Vec<String>> {
-    #[cfg(feature = "postgres")]
-    {
-        postgres::databases(url).await
-    }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = url;
-        Err(unavailable(Kind::Postgres))
-    }
-}
-
-/// Drops the database `name` on the PostgreSQL server `url` names,
-/// closing its connections first (`WITH (FORCE)`); nothing when it is
-/// absent. Then drops `roles` that own nothing any more.
-///
-/// # Errors
-///
-/// Connection and statement errors.
-pub async fn drop_postgres_database(url: &str, name: &str, roles: &[String]) -> Result<()> {
-    #[cfg(feature = "postgres")]
-    {
-        postgres::drop_database(url, name, roles).await
-    }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = (url, name, roles);
-        Err(unavailable(Kind::Postgres))
-    }
-}
-
-/// Counts the documents of `collection` in database `db` of the MongoDB
-/// deployment `url` names that match `filter` (MongoDB extended JSON; all
-/// documents when `None`).
-///
-/// # Errors
-///
-/// A filter that is not a JSON object; connection and command errors.
-pub async fn mongo_count(
-    url: &str,
-    db: &str,
-    collection: &str,
-    filter: Option<&str>,
-) -> Result<u64> {
-    #[cfg(feature = "mongodb")]
-    {
-        mongo::count(url, db, collection, filter).await
-    }
-    #[cfg(not(feature = "mongodb"))]
-    {
-        let _ = (url, db, collection, filter);
-        Err(unavailable(Kind::Mongodb))
-    }
-}
-
-/// Checks that `filter` is a JSON object MongoDB can take as a filter.
-///
-/// # Errors
-///
-/// [`Error::Config`] saying what is wrong.
-pub fn check_mongo_filter(filter: &str) -> Result<()> {
-    #[cfg(feature = "mongodb")]
-    {
-        mongo::parse_filter(filter).map(|_| ())
-    }
-    #[cfg(not(feature = "mongodb"))]
-    {
-        let _ = filter;
-        Err(unavailable(Kind::Mongodb))
-    }
-}
-
-/// Where [`mongo_write_canary`] writes: database and collection.
-pub const MONGO_CANARY_NAMESPACE: (&str, &str) = ("backup_drill", "canary");
-
-/// Writes the canary document `id` of a drill to the MongoDB replica set
-/// `url` names (`backup_drill.canary`, `{_id: id, written: now}`, with
-/// majority write concern; canaries of drills older than 90 days are
-/// removed first). Returns the oplog timestamp of the write (seconds,
-/// increment): a restore to it holds the canary.
-///
-/// # Errors
-///
-/// Connection and write errors; a server that returns no operation time
-/// (not a replica set member).
-pub async fn mongo_write_canary(url: &str, id: &str) -> Result<(u32, u32)> {
-    #[cfg(feature = "mongodb")]
-    {
-        mongo::write_canary(url, id).await
-    }
-    #[cfg(not(feature = "mongodb"))]
-    {
-        let _ = (url, id);
-        Err(unavailable(Kind::Mongodb))
-    }
-}
-
-/// The collections of database `db` of the MongoDB deployment `url`
-/// names (`system.*` left out), sorted, each with its document count.
-///
-/// # Errors
-///
-/// Connection and command errors.
-pub async fn mongo_collection_counts(url: &str, db: &str) -> Result<Vec<(String, u64)>> {
-    #[cfg(feature = "mongodb")]
-    {
-        mongo::collection_counts(url, db).await
-    }
-    #[cfg(not(feature = "mongodb"))]
-    {
-        let _ = (url, db);
-        Err(unavailable(Kind::Mongodb))
-    }
-}
-
-/// The databases of the MongoDB deployment `url` names.
-///
-/// # Errors
-///
-/// Connection and command errors.
-pub async fn mongo_databases(url: &str) -> Result<Vec<String>> {
-    #[cfg(feature = "mongodb")]
-    {
-        mongo::databases(url).await
-    }
-    #[cfg(not(feature = "mongodb"))]
-    {
-        let _ = url;
-        Err(unavailable(Kind::Mongodb))
-    }
-}
-
-/// Drops the databases `names` of the MongoDB deployment `url` names, with
-/// the users and roles defined on them; absent ones are skipped.
-///
-/// # Errors
-///
-/// Connection and command errors.
-pub async fn drop_mongo_databases(url: &str, names: &[String]) -> Result<()> {
-    #[cfg(feature = "mongodb")]
-    {
-        mongo::drop_databases(url, names).await
-    }
-    #[cfg(not(feature = "mongodb"))]
-    {
-        let _ = (url, names);
-        Err(unavailable(Kind::Mongodb))
-    }
-}
-
-/// The prefix of a Redis canary key: `backup_drill:canary:` then the id.
-pub const REDIS_CANARY_PREFIX: &str = "backup_drill:canary:";
-
-/// Writes a drill's canary to the Redis server `url` names: the key
-/// [`REDIS_CANARY_PREFIX`]`ID` (expiring in a week) in the URL's database
-/// (0 when it names none). Returns the database, the key, and the
-/// primary's replication offset once the write is in its stream (a
-/// restore to that offset holds it).
-///
-/// # Errors
-///
-/// Connection and command errors, a server that reports no offset.
-pub async fn redis_write_canary(url: &str, id: &str) -> Result<(u32, String, u64)> {
-    #[cfg(feature = "redis")]
-    {
-        redis::write_canary(url, id).await
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = (url, id);
-        Err(unavailable(Kind::Redis))
-    }
-}
-
-/// Whether `key` exists in database `db` of the Redis server `url` names.
-///
-/// # Errors
-///
-/// Connection and command errors.
-pub async fn redis_key_exists(url: &str, db: u32, key: &str) -> Result<bool> {
-    #[cfg(feature = "redis")]
-    {
-        redis::key_exists(url, db, key).await
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = (url, db, key);
-        Err(unavailable(Kind::Redis))
-    }
-}
-
-/// `DBSIZE` of each of `dbs` on the Redis server `url` names.
-///
-/// # Errors
-///
-/// Connection and command errors (a database the server lacks).
-pub async fn redis_dbsizes(url: &str, dbs: &[u32]) -> Result<Vec<u64>> {
-    #[cfg(feature = "redis")]
-    {
-        redis::dbsizes(url, dbs).await
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = (url, dbs);
-        Err(unavailable(Kind::Redis))
-    }
-}
-
-/// Empties the databases `dbs` of the Redis server `url` names
-/// (`FLUSHDB`).
-///
-/// # Errors
-///
-/// Connection and command errors.
-pub async fn flush_redis(url: &str, dbs: &[u32]) -> Result<()> {
-    #[cfg(feature = "redis")]
-    {
-        redis::flush(url, dbs).await
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = (url, dbs);
-        Err(unavailable(Kind::Redis))
-    }
-}
-
-/// Asks the Redis server `url` names to shut down without saving (a
-/// throwaway server a drill started).
-///
-/// # Errors
-///
-/// Connection errors (a server already gone is not one).
-pub async fn shutdown_redis(url: &str) -> Result<()> {
-    #[cfg(feature = "redis")]
-    {
-        redis::shutdown(url).await
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = url;
-        Err(unavailable(Kind::Redis))
+    #[test]
+    fn scratch_databases_of_a_plan() {
+        let plan = ScratchPlan {
+            server: "redis://h:6379".to_owned(),
+            databases: vec![
+                ("0".to_owned(), "3".to_owned()),
+                ("1".to_owned(), "3".to_owned()),
+            ],
+            restore_url: "redis://h:6379".to_owned(),
+            url: "redis://h:6379/3".to_owned(),
+            listing: None,
+        };
+        assert_eq!(plan.scratch_database(Some("1")), Some("3"));
+        assert_eq!(plan.scratch_database(None), Some("3"));
+        assert_eq!(plan.scratch_database(Some("2")), None);
+        assert_eq!(plan.scratch_databases(), ["3"]);
     }
 }

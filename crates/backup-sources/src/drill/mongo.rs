@@ -1,11 +1,159 @@
-//! MongoDB: counts with a filter, dropping renamed scratch databases.
+//! MongoDB: renamed scratch databases, counts with a filter, the canary
+//! document.
 
+use backup_core::redact::redact_url;
+use backup_core::snapshot::Snapshot;
+use backup_core::target::RestoreOptions;
 use backup_core::{Error, Result};
 use mongodb::bson::{doc, Bson, Document};
 
+use super::{
+    need_location, scratch_name, snapshot_databases, with_path, Answer, CanaryAt, CanaryMark,
+    DrillSupport, Probe, ScratchPlan,
+};
+use crate::capture::Position;
 use crate::mongo::conn::{Conn, Side};
+use crate::Kind;
 
-pub(super) fn parse_filter(filter: &str) -> Result<Document> {
+/// Where canaries go: database and collection.
+const CANARY_DB: &str = "backup_drill";
+const CANARY_COLLECTION: &str = "canary";
+
+/// MongoDB's [`DrillSupport`]: a copy is the snapshot's databases, each
+/// renamed `<db>_drill_<stamp>`, on the scratch deployment.
+pub(super) struct MongoDrill;
+
+#[async_trait::async_trait]
+impl DrillSupport for MongoDrill {
+    fn kind(&self) -> Kind {
+        Kind::Mongodb
+    }
+
+    fn plan(
+        &self,
+        snapshot: &Snapshot,
+        target: Option<&str>,
+        stamp: &str,
+        canary: bool,
+    ) -> Result<(ScratchPlan, RestoreOptions)> {
+        let server = target.ok_or_else(|| need_location("a MongoDB deployment URL"))?;
+        let server = with_path(server, "/")?;
+        let mut dbs = snapshot_databases(snapshot, |row| {
+            row.split_once('.').map(|(db, _)| db.to_owned())
+        });
+        if canary {
+            dbs.push(CANARY_DB.to_owned());
+        }
+        dbs.sort();
+        dbs.dedup();
+        if dbs.is_empty() {
+            return Err(Error::Config(format!(
+                "snapshot {} holds no collections; there is nothing to drill",
+                snapshot.source.url
+            )));
+        }
+        let databases: Vec<(String, String)> = dbs
+            .iter()
+            .map(|db| (db.clone(), scratch_name(db, stamp, 63)))
+            .collect();
+        let options = RestoreOptions {
+            renames: databases.iter().map(|(a, b)| format!("{a}:{b}")).collect(),
+            // Only the renamed databases: an oplog replay must never
+            // write a database the snapshot lacks under its own name
+            // (the scratch deployment may be the source's).
+            includes: dbs,
+            ..RestoreOptions::default()
+        };
+        let url = match databases.as_slice() {
+            [(_, db)] => with_path(&server, &format!("/{db}"))?,
+            _ => server.clone(),
+        };
+        let listing = databases
+            .iter()
+            .map(|(a, b)| format!("{a} as {b}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let plan = ScratchPlan {
+            restore_url: server.clone(),
+            server,
+            databases,
+            url,
+            listing: Some(listing),
+        };
+        Ok((plan, options))
+    }
+
+    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>> {
+        let existing = self.databases(server).await?;
+        Ok(databases
+            .iter()
+            .find(|d| existing.contains(d))
+            .map(|d| format!("database {d} exists already on {}", redact_url(server))))
+    }
+
+    async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
+        drop_databases(&with_path(server, "/")?, databases).await
+    }
+
+    async fn databases(&self, server: &str) -> Result<Vec<String>> {
+        let conn = Conn::new(server, Side::Target).await?;
+        conn.client
+            .list_database_names()
+            .await
+            .map_err(|e| conn.error("listing databases", e))
+    }
+
+    async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>> {
+        collection_counts(server, database).await
+    }
+
+    async fn probe(&self, server: &str, database: &str, probe: &Probe) -> Result<Answer> {
+        match probe {
+            Probe::Documents { collection, filter } => {
+                let filter = filter.as_deref().map(parse_filter).transpose()?;
+                Ok(Answer::Count(
+                    count(server, database, collection, filter.unwrap_or_default()).await?,
+                ))
+            }
+            other => Err(Error::Config(format!(
+                "a {} check asked of a MongoDB copy",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn manifest_check(&self, replayed: bool) -> Option<&'static str> {
+        (!replayed).then_some("built-in: documents per collection against the manifest")
+    }
+
+    fn canary(&self, url: &str, _database: Option<&str>, id: &str) -> Result<CanaryMark> {
+        Ok(CanaryMark {
+            id: id.to_owned(),
+            url: url.to_owned(),
+            database: CANARY_DB.to_owned(),
+            kind: Kind::Mongodb,
+            what: format!("the document {id} of {CANARY_DB}.{CANARY_COLLECTION}"),
+            advice: None,
+        })
+    }
+
+    async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt> {
+        let (seconds, increment) = write_canary(&canary.url, &canary.id).await?;
+        Ok(CanaryAt::Position(Position::Oplog { seconds, increment }))
+    }
+
+    async fn canary_present(
+        &self,
+        server: &str,
+        database: &str,
+        canary: &CanaryMark,
+    ) -> Result<bool> {
+        let filter = doc! {"_id": &canary.id};
+        Ok(count(server, database, CANARY_COLLECTION, filter).await? >= 1)
+    }
+}
+
+fn parse_filter(filter: &str) -> Result<Document> {
     let value: serde_json::Value = serde_json::from_str(filter)
         .map_err(|e| Error::Config(format!("the filter `{filter}` is not JSON: {e}")))?;
     match Bson::try_from(value) {
@@ -19,13 +167,7 @@ pub(super) fn parse_filter(filter: &str) -> Result<Document> {
     }
 }
 
-pub(super) async fn count(
-    url: &str,
-    db: &str,
-    collection: &str,
-    filter: Option<&str>,
-) -> Result<u64> {
-    let filter = filter.map(parse_filter).transpose()?.unwrap_or_default();
+async fn count(url: &str, db: &str, collection: &str, filter: Document) -> Result<u64> {
     let conn = Conn::new(url, Side::Target).await?;
     conn.client
         .database(db)
@@ -35,15 +177,7 @@ pub(super) async fn count(
         .map_err(|e| conn.error(&format!("counting {db}.{collection}"), e))
 }
 
-pub(super) async fn databases(url: &str) -> Result<Vec<String>> {
-    let conn = Conn::new(url, Side::Target).await?;
-    conn.client
-        .list_database_names()
-        .await
-        .map_err(|e| conn.error("listing databases", e))
-}
-
-pub(super) async fn drop_databases(url: &str, names: &[String]) -> Result<()> {
+async fn drop_databases(url: &str, names: &[String]) -> Result<()> {
     let conn = Conn::new(url, Side::Target).await?;
     for name in names {
         let db = conn.client.database(name);
@@ -64,10 +198,9 @@ pub(super) async fn drop_databases(url: &str, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-const CANARY_DB: &str = super::MONGO_CANARY_NAMESPACE.0;
-const CANARY_COLLECTION: &str = super::MONGO_CANARY_NAMESPACE.1;
-
-pub(super) async fn write_canary(url: &str, id: &str) -> Result<(u32, u32)> {
+/// Writes the canary document `id`; returns the oplog timestamp of the
+/// write.
+async fn write_canary(url: &str, id: &str) -> Result<(u32, u32)> {
     let conn = Conn::new(url, Side::Source).await?;
     let coll = conn
         .client
@@ -102,7 +235,7 @@ pub(super) async fn write_canary(url: &str, id: &str) -> Result<(u32, u32)> {
     Ok((ts.time, ts.increment))
 }
 
-pub(super) async fn collection_counts(url: &str, db: &str) -> Result<Vec<(String, u64)>> {
+async fn collection_counts(url: &str, db: &str) -> Result<Vec<(String, u64)>> {
     let conn = Conn::new(url, Side::Target).await?;
     let d = conn.client.database(db);
     let mut names = d

@@ -1,12 +1,155 @@
-//! PostgreSQL: SQL checks and dropping scratch databases.
+//! PostgreSQL: scratch databases, SQL checks, the canary row, and the
+//! data directory of a physical copy.
 
-use backup_core::Result;
+use backup_core::redact::redact_url;
+use backup_core::snapshot::Snapshot;
+use backup_core::target::RestoreOptions;
+use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
 use tokio_postgres::SimpleQueryMessage;
 
+use super::{
+    escape, need_location, scratch_name, url_database, with_path, Answer, CanaryAt, CanaryMark,
+    DrillSupport, Probe, ScratchPlan,
+};
 use crate::postgres::conn::{query_error, ConnInfo, Side};
 use crate::postgres::script::quote_ident;
+use crate::Kind;
 
-pub(super) async fn sql_value(url: &str, query: &str) -> Result<Option<String>> {
+/// PostgreSQL's [`DrillSupport`]: a logical copy is a new database
+/// `<db>_drill_<stamp>` on the scratch server.
+pub(super) struct PostgresDrill;
+
+#[async_trait::async_trait]
+impl DrillSupport for PostgresDrill {
+    fn kind(&self) -> Kind {
+        Kind::Postgres
+    }
+
+    fn plan(
+        &self,
+        snapshot: &Snapshot,
+        target: Option<&str>,
+        stamp: &str,
+        _canary: bool,
+    ) -> Result<(ScratchPlan, RestoreOptions)> {
+        let server = target.ok_or_else(|| need_location("a PostgreSQL server URL"))?;
+        let base = url_database(&snapshot.source.url).unwrap_or_else(|| "db".to_owned());
+        let database = scratch_name(&base, stamp, 63);
+        let url = with_path(server, &format!("/{database}"))?;
+        let plan = ScratchPlan {
+            server: server.to_owned(),
+            databases: vec![(base, database)],
+            restore_url: url.clone(),
+            url,
+            listing: None,
+        };
+        Ok((plan, RestoreOptions::default()))
+    }
+
+    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>> {
+        let existing = self.databases(server).await?;
+        Ok(databases
+            .iter()
+            .find(|d| existing.contains(d))
+            .map(|d| format!("database {d} exists already on {}", redact_url(server))))
+    }
+
+    async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
+        for name in databases {
+            drop_database(server, name).await?;
+        }
+        Ok(())
+    }
+
+    async fn databases(&self, server: &str) -> Result<Vec<String>> {
+        let c = admin(server).await?;
+        let rows = c
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| query_error(Side::Target, "listing databases", e))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>> {
+        let url = database_url(server, database)?;
+        let n = sql_value(&url, "SELECT count(*) FROM pg_class").await?;
+        Ok(vec![(
+            "pg_class".to_owned(),
+            n.and_then(|n| n.parse().ok()).unwrap_or(0),
+        )])
+    }
+
+    async fn probe(&self, server: &str, database: &str, probe: &Probe) -> Result<Answer> {
+        match probe {
+            Probe::Sql(query) => Ok(Answer::Value(
+                sql_value(&database_url(server, database)?, query).await?,
+            )),
+            other => Err(Error::Config(format!(
+                "a {} check asked of a PostgreSQL copy",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn manifest_check(&self, _replayed: bool) -> Option<&'static str> {
+        Some("built-in: rows per table against the manifest")
+    }
+
+    fn canary(&self, url: &str, database: Option<&str>, id: &str) -> Result<CanaryMark> {
+        let (url, database) = canary_url(url, database)?;
+        Ok(CanaryMark {
+            id: id.to_owned(),
+            url,
+            kind: Kind::Postgres,
+            what: format!("the row {id} of the table backup_drill_canary in database `{database}`"),
+            database,
+            advice: Some("as the source's role; set drill.canary_database to a database that role may connect to and create that table in, or create the table there first and grant the role INSERT, UPDATE, DELETE and SELECT on it".to_owned()),
+        })
+    }
+
+    async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt> {
+        let target = write_canary(&canary.url, &canary.id).await?;
+        let at = DateTime::parse_from_rfc3339(&target)
+            .map_err(|e| Error::source_failed(format!("the server's time `{target}`: {e}")))?;
+        Ok(CanaryAt::Time(at.with_timezone(&Utc)))
+    }
+
+    async fn canary_present(
+        &self,
+        server: &str,
+        database: &str,
+        canary: &CanaryMark,
+    ) -> Result<bool> {
+        let query = format!(
+            "SELECT count(*) FROM backup_drill_canary WHERE id = '{}'",
+            canary.id.replace('\'', "''")
+        );
+        let n = sql_value(&database_url(server, database)?, &query).await?;
+        Ok(n.as_deref() == Some("1"))
+    }
+}
+
+/// `server` with its path replaced by `database`.
+fn database_url(server: &str, database: &str) -> Result<String> {
+    with_path(server, &format!("/{}", escape(database)))
+}
+
+/// The URL a canary is written through, and its database: `database`,
+/// else the one `url` names, else `postgres` (a physical source's URL
+/// often names none, and libpq would then take the user's name).
+fn canary_url(url: &str, database: Option<&str>) -> Result<(String, String)> {
+    let db = database
+        .map(str::to_owned)
+        .or_else(|| url_database(url))
+        .unwrap_or_else(|| "postgres".to_owned());
+    Ok((database_url(url, &db)?, db))
+}
+
+async fn sql_value(url: &str, query: &str) -> Result<Option<String>> {
     let info = ConnInfo::parse(url)?;
     let c = info.connect(Side::Target).await?;
     let messages = c
@@ -22,7 +165,9 @@ pub(super) async fn sql_value(url: &str, query: &str) -> Result<Option<String>> 
         .flatten())
 }
 
-pub(super) async fn write_canary(url: &str, id: &str) -> Result<String> {
+/// Writes the canary row `id`, then commits once more after it; returns
+/// the server's time between the two commits (RFC 3339, UTC).
+async fn write_canary(url: &str, id: &str) -> Result<String> {
     let info = ConnInfo::parse(url)?;
     let c = info.connect(Side::Source).await?;
     let fail = |what: &'static str| move |e| query_error(Side::Source, what, e);
@@ -66,19 +211,9 @@ async fn admin(url: &str) -> Result<tokio_postgres::Client> {
     info.with_dbname("postgres").connect(Side::Target).await
 }
 
-pub(super) async fn databases(url: &str) -> Result<Vec<String>> {
-    let c = admin(url).await?;
-    let rows = c
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(|e| query_error(Side::Target, "listing databases", e))?;
-    Ok(rows.into_iter().map(|r| r.get(0)).collect())
-}
-
-pub(super) async fn drop_database(url: &str, name: &str, roles: &[String]) -> Result<()> {
+/// Drops the database `name` (closing its connections first); nothing
+/// when it is absent.
+async fn drop_database(url: &str, name: &str) -> Result<()> {
     let c = admin(url).await?;
     c.batch_execute(&format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -91,19 +226,7 @@ pub(super) async fn drop_database(url: &str, name: &str, roles: &[String]) -> Re
             &format!("dropping the scratch database {name}"),
             e,
         )
-    })?;
-    for role in roles {
-        c.batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
-            .await
-            .map_err(|e| {
-                query_error(
-                    Side::Target,
-                    &format!("dropping role {role}, which the drill's restore created"),
-                    e,
-                )
-            })?;
-    }
-    Ok(())
+    })
 }
 
 /// A data directory a physical snapshot is restored into, started as a
@@ -185,4 +308,33 @@ impl StartedServer {
 /// Signals that cannot be sent.
 pub async fn stop_leftover_server(data_dir: &std::path::Path) -> Result<bool> {
     crate::postgres::physical::stop_leftover_server(data_dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canary_database() {
+        let c = |url: &str, db: Option<&str>| canary_url(url, db).unwrap();
+        // A physical source's URL names no database: `postgres`.
+        assert_eq!(
+            c("postgres://repl:pw@h:5432/?mode=physical", None),
+            (
+                "postgres://repl:pw@h:5432/postgres?mode=physical".to_owned(),
+                "postgres".to_owned()
+            )
+        );
+        assert_eq!(c("postgres://u@h/shop", None).1, "shop");
+        let (url, db) = c("postgres://u@h/shop?sslmode=require", Some("canary db"));
+        assert_eq!(db, "canary db");
+        assert_eq!(url, "postgres://u@h/canary%20db?sslmode=require");
+        let mark = PostgresDrill
+            .canary("postgres://u:pw@h/shop", None, "drill-1")
+            .unwrap();
+        assert_eq!(mark.database, "shop");
+        let shown = mark.to_string();
+        assert!(shown.starts_with("the row drill-1 of the table"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+    }
 }

@@ -223,7 +223,7 @@ async fn run(
     let lease = hold_lease(repo, lease, &stream).await?;
     let mut pos = resume(repo, conn, &hello, &stream, set, observer).await?;
     check_rollover(repo, conn, opts, &mut pos, observer, summary).await?;
-    summary.next = Some(pos.next.position());
+    summary.next = Some(pos.next.into());
 
     // The cursor runs in a task of its own: waiting for an entry can then
     // be given up (to store a slice that is due) without dropping the
@@ -625,7 +625,7 @@ async fn newest_base(repo: &Repository, set: &ReplicaSet) -> Result<Option<(Stri
         .filter_map(|e| {
             let p = CaptureKind::MongodbOplog.base_point(&e.snapshot)?;
             (p.identity == identity)
-                .then(|| Ts::from_position(&p.from).map(|f| (e.id.to_hex(), f.prev())))?
+                .then(|| Ts::from_position(&p.from.record()).map(|f| (e.id.to_hex(), f.prev())))?
         })
         .max_by_key(|(_, end)| *end))
 }
@@ -832,7 +832,7 @@ async fn store(
     pos.previous = Some(name);
     pos.continues_snapshot = None;
     pos.stored_time = slice.time_last.or(pos.stored_time);
-    summary.next = Some(end.position());
+    summary.next = Some(end.into());
     *slice = Slice::default();
     Ok(true)
 }

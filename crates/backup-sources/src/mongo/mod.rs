@@ -134,6 +134,15 @@ impl Ts {
     }
 }
 
+impl From<Ts> for crate::capture::Position {
+    fn from(ts: Ts) -> Self {
+        crate::capture::Position::Oplog {
+            seconds: ts.t,
+            increment: ts.i,
+        }
+    }
+}
+
 impl std::fmt::Display for Ts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.t, self.i)

@@ -509,7 +509,7 @@ impl Follower<'_> {
     /// connection fails.
     async fn stream(&mut self, conn: &mut RawConn, pos: &mut Position) -> Result<()> {
         self.summary.stream.clone_from(&pos.stream);
-        self.summary.next = Some(offset_position(pos.next));
+        self.summary.next = Some(crate::capture::Position::Offset(pos.next));
         let mut slice = Slice::default();
         // Bytes received and not yet parsed into whole commands.
         let mut pending: Vec<u8> = Vec::new();
@@ -655,7 +655,7 @@ impl Follower<'_> {
         pos.previous = Some(name);
         pos.continues_snapshot = None;
         pos.stored_time = slice.time_last.or(pos.stored_time);
-        self.summary.next = Some(offset_position(last));
+        self.summary.next = Some(crate::capture::Position::Offset(last));
         *slice = Slice::default();
         Ok(())
     }

@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::repo::Repository;
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+use backup_core::target::RestoreOptions;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
 use super::lsn::Lsn;
 use super::meta::PhysicalMeta;
 use super::wal::{gap_stream, history_entries, WalMap, WAL_KIND};
-use crate::capture::driver::CaptureDriver;
+use crate::capture::driver::{CaptureDriver, Planned, RestorePlan};
+use crate::capture::kind::Position;
 use crate::capture::window::{Base, Gap, Inventory, SourceWindows, Window};
 
 /// PostgreSQL: the WAL captured by `backup wal receive` / `wal push` and
@@ -32,6 +34,11 @@ impl CaptureDriver for WalDriver {
 
     fn capture(&self) -> &'static str {
         WAL_KIND
+    }
+
+    /// A physical restore goes into a data directory.
+    fn restores_into(&self, target: &str) -> bool {
+        target == "files"
     }
 
     async fn windows(
@@ -73,12 +80,15 @@ impl CaptureDriver for WalDriver {
                     pieces += 1;
                     bytes += r.size;
                     url.get_or_insert_with(|| r.source.url.clone());
-                } else if n.stream == gap_stream {
-                    let (timeline, from) = wal_position(&n.first);
+                } else if let (true, Some(from), Some(to)) = (
+                    n.stream == gap_stream,
+                    Position::parse_wal(&n.first),
+                    Position::parse_wal(&n.last),
+                ) {
                     gaps.push(Gap {
                         from,
-                        to: wal_position(&n.last).1,
-                        timeline,
+                        to,
+                        timeline: from.timeline(),
                         from_time: r.time_first,
                         to_time: r.time_last,
                         reason: r.gap.clone().unwrap_or_default(),
@@ -104,18 +114,48 @@ impl CaptureDriver for WalDriver {
                 gaps,
                 bases: bases
                     .iter()
-                    .map(|b| Base {
-                        id: b.id,
-                        taken: b.stopped_at,
-                        point: b.stop.to_string(),
-                        timeline: Some(b.timeline),
-                        point_time: Some(b.stopped_at),
-                    })
+                    .map(|b| Base::new(b.id, b.stopped_at, b.position(), Some(b.stopped_at)))
                     .collect(),
                 note,
             });
         }
         Ok(out)
+    }
+
+    /// The newest physical base backup (of the snapshots passing
+    /// `source`) that ended before a time or position target, or the one
+    /// named; the restored server replays the WAL itself, after the
+    /// target checks it is stored ([`super::pitr::check_coverage`]).
+    async fn plan(
+        &self,
+        _repo: &Repository,
+        inventory: &Inventory,
+        source: Option<&str>,
+        base: Option<Id>,
+        opts: &RestoreOptions,
+    ) -> Result<Vec<Planned>> {
+        let filter = SnapshotFilter {
+            source: source.map(str::to_owned),
+            ..SnapshotFilter::default()
+        };
+        let physical: Vec<SnapshotEntry> = inventory
+            .snapshots
+            .iter()
+            .filter(|e| base.is_none_or(|id| id == e.id) && filter.matches(&e.snapshot))
+            .filter(|e| BaseEnd::of(e).is_some())
+            .cloned()
+            .collect();
+        if physical.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![super::pitr::choose_base(&physical, opts).map(|e| {
+            RestorePlan {
+                stream: e.snapshot.source.url.clone(),
+                base: e.id,
+                replay: None,
+                until: None,
+            }
+        })])
     }
 
     async fn expired(
@@ -151,6 +191,14 @@ struct BaseEnd {
 }
 
 impl BaseEnd {
+    /// Where it ended, as a position.
+    fn position(&self) -> Position {
+        Position::Wal {
+            timeline: self.timeline,
+            lsn: self.stop.0,
+        }
+    }
+
     fn of(e: &SnapshotEntry) -> Option<Self> {
         let m = PhysicalMeta::of(&e.snapshot.metadata)?.ok()?;
         Some(BaseEnd {
@@ -186,9 +234,13 @@ impl Stretch {
         } else {
             self.from
         };
+        let at = |lsn: Lsn| Position::Wal {
+            timeline: self.timeline,
+            lsn: lsn.0,
+        };
         Some(Window {
-            from: from.to_string(),
-            to: self.to.to_string(),
+            from: at(from),
+            to: at(self.to),
             timeline: Some(self.timeline),
             from_time: Some(first.stopped_at),
             to_time: self.to_time,
@@ -293,17 +345,5 @@ fn no_wal_window(stretches: &[Stretch], bases: &[BaseEnd], pieces: usize) -> Str
         None => format!(
             "the captured WAL ends before base backup {id} ended ({stop} on timeline {tli}): capture has not reached it yet, or stopped"
         ),
-    }
-}
-
-/// A stored WAL position (8 hex digits of timeline, 16 of LSN): its
-/// timeline and PostgreSQL's `X/X`.
-fn wal_position(p: &str) -> (Option<u32>, String) {
-    match (
-        p.get(..8).and_then(|t| u32::from_str_radix(t, 16).ok()),
-        p.get(8..).and_then(|l| u64::from_str_radix(l, 16).ok()),
-    ) {
-        (Some(t), Some(l)) => (Some(t), format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF)),
-        _ => (None, p.to_owned()),
     }
 }

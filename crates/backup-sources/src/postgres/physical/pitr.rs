@@ -28,9 +28,12 @@ use super::wal::{history_entries, WalMap};
 ///
 /// # Errors
 ///
-/// [`Error::NotFound`] naming the oldest base when none ended before the
+/// Why none fits, naming the oldest base, when none ended before the
 /// target.
-pub fn choose_base(snapshots: &[SnapshotEntry], opts: &RestoreOptions) -> Result<SnapshotEntry> {
+pub fn choose_base(
+    snapshots: &[SnapshotEntry],
+    opts: &RestoreOptions,
+) -> std::result::Result<SnapshotEntry, String> {
     let mut bases: Vec<(SnapshotEntry, PhysicalMeta)> = snapshots
         .iter()
         .filter_map(|s| Some((s.clone(), PhysicalMeta::of(&s.snapshot.metadata)?.ok()?)))
@@ -50,27 +53,15 @@ pub fn choose_base(snapshots: &[SnapshotEntry], opts: &RestoreOptions) -> Result
         return Ok(s.clone());
     }
     Err(match bases.first() {
-        Some((s, m)) => Error::Config(format!(
-            "cannot restore to {}: it is before the oldest base backup ({} ended at {}, {} on timeline {}); the earliest restorable point is that end",
-            target_words(opts),
+        Some((s, m)) => format!(
+            "it is before the oldest base backup ({} ended at {}, {} on timeline {}); the earliest restorable point is that end",
             s.id.short(),
             m.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
             m.stop_lsn,
             m.stop_timeline
-        )),
-        None => Error::not_found("a physical base backup of this cluster (take one with --mode physical)"),
+        ),
+        None => "no physical base backup of this cluster: take one (`backup create SOURCE --mode physical`)".to_owned(),
     })
-}
-
-/// A target as the user gave it, for messages.
-fn target_words(opts: &RestoreOptions) -> String {
-    match (&opts.at, &opts.point) {
-        (Some(at), _) => at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        (None, Some(RecoveryPoint::Lsn(l))) => format!("LSN {l}"),
-        (None, Some(RecoveryPoint::Xid(x))) => format!("transaction {x}"),
-        (None, Some(RecoveryPoint::Name(n))) => format!("restore point {n}"),
-        _ => "the target".to_owned(),
-    }
 }
 
 /// What a point-in-time restore will replay.
