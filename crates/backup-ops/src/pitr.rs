@@ -16,7 +16,7 @@ use backup_core::repo::Repository;
 use backup_core::snapshot::SnapshotEntry;
 use backup_core::target::RestoreOptions;
 use backup_core::Id;
-use backup_sources::capture::plan::describe_target;
+use backup_sources::capture::describe_target;
 pub use backup_sources::capture::{
     CaptureEvent, CaptureObserver, NoObserver, Position, StoredPiece,
 };

@@ -3,14 +3,15 @@
 //! get there?" and "what may retention delete?". Each kind implements it in its own module;
 //! [`super::registry`] lists them.
 
+use backup_core::capture::CaptureReplay;
 use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::repo::Repository;
 use backup_core::snapshot::SnapshotEntry;
-use backup_core::target::RestoreOptions;
+use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
-pub use super::plan::{Planned, RestorePlan};
+use super::kind::Position;
 use super::window::{Inventory, SourceWindows};
 
 /// One kind of capture stream (PostgreSQL's WAL, MongoDB's oplog, Redis's
@@ -91,4 +92,40 @@ pub trait CaptureDriver: Send + Sync {
         snapshots: &[SnapshotEntry],
         since: DateTime<Utc>,
     ) -> Result<Vec<Id>>;
+}
+
+/// How a restore reaches a point from one stream: the base snapshot and,
+/// for the kinds whose restore target replays the stream itself, what to
+/// replay after it (PostgreSQL's server replays its own WAL: `None`).
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    /// The stream, as messages name it (identity and source).
+    pub stream: String,
+    /// The base snapshot.
+    pub base: Id,
+    /// What the target replays after the base.
+    pub replay: Option<CaptureReplay>,
+    /// The last position replayed, when the plan places it.
+    pub until: Option<Position>,
+}
+
+/// A driver's answer for one of its streams: a plan, or why the stream
+/// cannot restore to the point (a sentence naming the stream, the missing
+/// range and the nearest restorable points).
+pub type Planned = std::result::Result<RestorePlan, String>;
+
+/// The target of `opts` as the user gave it, for messages.
+pub fn describe_target(opts: &RestoreOptions) -> String {
+    match (&opts.at, &opts.point) {
+        (Some(t), _) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        (None, Some(RecoveryPoint::OplogTs { seconds, increment })) => {
+            format!("oplog timestamp {seconds}:{increment}")
+        }
+        (None, Some(RecoveryPoint::ReplOffset(o))) => format!("replication offset {o}"),
+        (None, Some(RecoveryPoint::Lsn(l))) => format!("LSN {l}"),
+        (None, Some(RecoveryPoint::Xid(x))) => format!("transaction {x}"),
+        (None, Some(RecoveryPoint::Name(n))) => format!("restore point {n}"),
+        (None, Some(RecoveryPoint::Immediate)) => "the end of the base backup".to_owned(),
+        (None, None) => "the newest captured change".to_owned(),
+    }
 }

@@ -7,7 +7,7 @@
 //!   lines, metrics and notifications.
 //! - [`CaptureDriver`] ([`driver`]): one per kind of stream. It lists the
 //!   restorable windows and gaps of the kind's streams, plans a restore to
-//!   a point ([`RestorePlan`], [`plan`]), names the captured ranges no kept
+//!   a point ([`RestorePlan`]), names the captured ranges no kept
 //!   base needs, and the base snapshots a `--keep-within`
 //!   period must keep. [`registry::drivers`] is the registry every
 //!   listing, retention run and drill goes through.
@@ -31,7 +31,6 @@ pub mod driver;
 #[cfg(any(feature = "mongodb", feature = "redis"))]
 pub(crate) mod follow;
 pub mod kind;
-pub mod plan;
 pub mod registry;
 pub mod stream;
 pub mod window;
@@ -43,12 +42,12 @@ use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 
 pub use driver::CaptureDriver;
+pub use driver::{describe_target, Planned, RestorePlan};
 pub use kind::{
     base_identities, offset_position, parse_oplog_ts, point_flag, point_owner, position_offset,
     BasePoint, CaptureKind, Position,
 };
 pub(crate) use kind::{oplog_parts, oplog_position};
-pub use plan::{Planned, RestorePlan};
 pub use stream::{Piece, Stream, StreamDriver};
 pub use window::{Base, Gap, Inventory, SourceWindows, Window};
 

@@ -92,6 +92,56 @@ pub(crate) fn read_records(
     async_channel::Receiver<Batch>,
     tokio::task::JoinHandle<Result<Totals>>,
 ) {
+    let (tx, rx) = async_channel::bounded::<Batch>(4);
+    let batcher = Batcher {
+        tx,
+        cur: Vec::new(),
+        bytes: 0,
+    };
+    let handle = read_records_with(snapshot, node, keys_mode, sel, batcher);
+    let handle = tokio::spawn(async move {
+        match handle.await {
+            Ok(r) => r.map(|(t, _)| t),
+            Err(e) => Err(Error::target_caused("reading the snapshot failed", e)),
+        }
+    });
+    (rx, handle)
+}
+
+/// Where a pass over a snapshot's stream puts the selected keys, on the
+/// blocking thread that reads it.
+pub(crate) trait RecordSink: Send + 'static {
+    /// Takes the next selected key.
+    ///
+    /// # Errors
+    ///
+    /// An error stops the pass with it ([`Error::Cancelled`] when the
+    /// receiving side went away).
+    fn key(&mut self, r: Record) -> Result<()>;
+    /// Takes a `FUNCTION RESTORE` payload, in stream order with the keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`RecordSink::key`].
+    fn functions(&mut self, payload: Vec<u8>) -> Result<()>;
+    /// The stream ended (not called after an error).
+    ///
+    /// # Errors
+    ///
+    /// As [`RecordSink::key`].
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// Streams a snapshot's Redis stream into `sink` on a blocking thread.
+/// The returned handle yields the totals and the sink, or the first
+/// error (a repository error wins over the parse error it causes).
+pub(crate) fn read_records_with<S: RecordSink>(
+    snapshot: &SnapshotReader,
+    node: &Node,
+    keys_mode: bool,
+    sel: Selection,
+    mut sink: S,
+) -> tokio::task::JoinHandle<Result<(Totals, S)>> {
     let (ctx, crx) = async_channel::bounded::<Bytes>(16);
     let repo_err: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
     let mut stream = snapshot.content(node);
@@ -111,27 +161,26 @@ pub(crate) fn read_records(
             }
         }
     });
-    let (tx, rx) = async_channel::bounded::<Batch>(4);
-    let handle = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let reader = CountingReader {
             inner: ChannelReader::new(crx),
             n: 0,
         };
         let r = if keys_mode {
-            keys_records(reader, &sel, &tx)
+            keys_records(reader, &sel, &mut sink)
         } else {
-            rdb_records(reader, &sel, &tx)
+            rdb_records(reader, &sel, &mut sink)
         };
+        let r = r.and_then(|t| sink.finish().map(|()| t));
         let taken = repo_err
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         match (taken, r) {
             (Some(e), _) => Err(e),
-            (None, r) => r,
+            (None, r) => r.map(|t| (t, sink)),
         }
-    });
-    (rx, handle)
+    })
 }
 
 struct CountingReader<R> {
@@ -151,22 +200,14 @@ fn stopped() -> Error {
     Error::Cancelled
 }
 
-struct Batcher<'a> {
-    tx: &'a async_channel::Sender<Batch>,
+/// A [`RecordSink`] that sends batches of records on a channel.
+struct Batcher {
+    tx: async_channel::Sender<Batch>,
     cur: Vec<Record>,
     bytes: usize,
 }
 
-impl Batcher<'_> {
-    fn push(&mut self, r: Record) -> Result<()> {
-        self.bytes += r.payload.len() + r.key.len();
-        self.cur.push(r);
-        if self.cur.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
+impl Batcher {
     fn flush(&mut self) -> Result<()> {
         if !self.cur.is_empty() {
             self.bytes = 0;
@@ -176,10 +217,27 @@ impl Batcher<'_> {
         }
         Ok(())
     }
+}
 
-    fn send(&mut self, b: Batch) -> Result<()> {
+impl RecordSink for Batcher {
+    fn key(&mut self, r: Record) -> Result<()> {
+        self.bytes += r.payload.len() + r.key.len();
+        self.cur.push(r);
+        if self.cur.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn functions(&mut self, payload: Vec<u8>) -> Result<()> {
         self.flush()?;
-        self.tx.send_blocking(b).map_err(|_| stopped())
+        self.tx
+            .send_blocking(Batch::Functions(payload))
+            .map_err(|_| stopped())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
     }
 }
 
@@ -192,16 +250,14 @@ fn corrupt(e: impl std::fmt::Display) -> Error {
 fn rdb_records<R: std::io::Read>(
     reader: CountingReader<R>,
     sel: &Selection,
-    tx: &async_channel::Sender<Batch>,
+    b: &mut impl RecordSink,
 ) -> Result<Totals> {
-    let mut p = Parser::new(reader, sel.payloads).map_err(corrupt)?;
+    let mut p = Parser::new(reader, false).map_err(corrupt)?;
+    if sel.payloads {
+        p = p.dump_payloads();
+    }
     let version = p.version();
     let mut t = Totals::default();
-    let mut b = Batcher {
-        tx,
-        cur: Vec::new(),
-        bytes: 0,
-    };
     while let Some(ev) = p.next().map_err(corrupt)? {
         match ev {
             Event::Key(key) => {
@@ -223,12 +279,9 @@ fn rdb_records<R: std::io::Read>(
                         .or_insert_with(|| (0, key.key.clone()));
                     e.0 += 1;
                 }
-                let payload = key
-                    .value
-                    .as_deref()
-                    .map(|v| rdb::dump_payload(key.rdb_type, v, version))
-                    .unwrap_or_default();
-                b.push(Record {
+                // The parser builds the payload (or records nothing).
+                let payload = key.value.unwrap_or_default();
+                b.key(Record {
                     db,
                     key: key.key,
                     expire_ms: key.expire_ms,
@@ -249,14 +302,13 @@ fn rdb_records<R: std::io::Read>(
                     payload.extend_from_slice(&(version as u16).to_le_bytes());
                     let crc = rdb::crc64(&payload);
                     payload.extend_from_slice(&crc.to_le_bytes());
-                    b.send(Batch::Functions(payload))?;
+                    b.functions(payload)?;
                 }
             }
             _ => {}
         }
     }
     p.trailing().map_err(corrupt)?;
-    b.flush()?;
     t.bytes = p.offset();
     Ok(t)
 }
@@ -264,15 +316,10 @@ fn rdb_records<R: std::io::Read>(
 fn keys_records<R: std::io::Read>(
     reader: CountingReader<R>,
     sel: &Selection,
-    tx: &async_channel::Sender<Batch>,
+    b: &mut impl RecordSink,
 ) -> Result<Totals> {
     let mut r = FrameReader::new(reader).map_err(corrupt)?;
     let mut t = Totals::default();
-    let mut b = Batcher {
-        tx,
-        cur: Vec::new(),
-        bytes: 0,
-    };
     let mut db = 0u32;
     while let Some(f) = r.next_frame().map_err(corrupt)? {
         match f {
@@ -294,7 +341,7 @@ fn keys_records<R: std::io::Read>(
                     let e = t.modules.entry(m).or_insert_with(|| (0, key.clone()));
                     e.0 += 1;
                 }
-                b.push(Record {
+                b.key(Record {
                     db,
                     key,
                     expire_ms,
@@ -307,13 +354,12 @@ fn keys_records<R: std::io::Read>(
             Frame::Functions(p) => {
                 t.functions += 1;
                 if sel.payloads {
-                    b.send(Batch::Functions(p))?;
+                    b.functions(p)?;
                 }
             }
             Frame::End(_) => {}
         }
     }
-    b.flush()?;
     Ok(t)
 }
 

@@ -67,6 +67,8 @@ enum RdbInput {
 }
 
 enum Prepared {
+    /// A transfer already being read (see [`RedisSource::open`]).
+    Reading(AsyncReader),
     Rdb(RdbInput),
     Keys {
         con: MultiplexedConnection,
@@ -112,6 +114,7 @@ impl RedisSource {
         if let Some(db) = url.db {
             check_database(&url, &mut con, db).await?;
         }
+        let outcome: Outcome = Arc::new(Mutex::new(None));
         let prepared = match url.mode {
             Mode::Rdb => {
                 if !opts.includes.is_empty() || !opts.excludes.is_empty() {
@@ -120,7 +123,12 @@ impl RedisSource {
                     ));
                 }
                 drop(con);
-                Prepared::Rdb(RdbInput::Conn(start_sync(&url).await?))
+                let sync = start_sync(&url).await?;
+                // Read from now on, while the caller opens the repository
+                // (derives its key): the server's child serialising the
+                // data set does not wait on a full socket meanwhile.
+                let base = base_meta(&url, &server_version, true);
+                Prepared::Reading(rdb_reader(RdbInput::Conn(sync), Arc::clone(&outcome), base))
             }
             Mode::Keys => {
                 let dbs = match url.db {
@@ -145,7 +153,7 @@ impl RedisSource {
             url,
             server_version,
             prepared: Some(prepared),
-            outcome: Arc::new(Mutex::new(None)),
+            outcome,
             emitted: false,
         })
     }
@@ -186,17 +194,13 @@ impl Source for RedisSource {
             return Ok(None);
         };
         let outcome = Arc::clone(&self.outcome);
-        let mut base = serde_json::json!({
-            "server_version": self.server_version,
-        });
-        if let (Some(db), Prepared::Rdb(_)) = (self.url.db, &prepared) {
-            // An RDB holds every database; restores default to this one.
-            base["selected_databases"] = serde_json::json!([db]);
-        }
+        let rdb = matches!(prepared, Prepared::Rdb(_) | Prepared::Reading(_));
+        let base = base_meta(&self.url, &self.server_version, rdb);
         let (name, fut): (
             &str,
             futures::future::BoxFuture<'static, Result<AsyncReader>>,
         ) = match prepared {
+            Prepared::Reading(reader) => (RDB_STREAM, Box::pin(async move { Ok(reader) })),
             Prepared::Rdb(input) => (
                 RDB_STREAM,
                 Box::pin(async move { Ok(rdb_reader(input, outcome, base)) }),
@@ -246,6 +250,18 @@ impl Source for RedisSource {
             ))),
         }
     }
+}
+
+/// The metadata every Redis snapshot starts with.
+fn base_meta(url: &RedisUrl, server_version: &str, rdb: bool) -> serde_json::Value {
+    let mut base = serde_json::json!({
+        "server_version": server_version,
+    });
+    if let (Some(db), true) = (url.db, rdb) {
+        // An RDB holds every database; restores default to this one.
+        base["selected_databases"] = serde_json::json!([db]);
+    }
+    base
 }
 
 fn now_ms() -> i64 {
@@ -430,7 +446,7 @@ impl RdbSummary {
 
 /// Reads a whole RDB, counting keys per database and checking the CRC64.
 pub(crate) fn summarize<R: Read>(src: R) -> std::result::Result<RdbSummary, RdbError> {
-    let mut p = Parser::new(src, false)?;
+    let mut p = Parser::new(src, false)?.without_key_names();
     let mut s = RdbSummary {
         version: p.version(),
         ..RdbSummary::default()

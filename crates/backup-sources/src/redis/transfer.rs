@@ -4,7 +4,7 @@
 //! its end.
 
 use backup_core::{Error, Result};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncBufReadExt;
 
 use super::conn::{RawConn, RedisUrl};
@@ -92,6 +92,12 @@ pub(crate) trait ChunkSink {
     async fn send(&mut self, b: Bytes) -> std::result::Result<(), String>;
 }
 
+/// Bytes gathered from the connection before they are handed to the
+/// sink: the connection delivers the RDB in pieces as small as the
+/// master's pipe reads (16 KiB), and each piece handed on wakes the
+/// parser thread and the pipeline.
+const PIECE: usize = 512 << 10;
+
 /// Copies the RDB body to `sink`; returns its size. It reads no byte past
 /// the RDB's end, so a connection that goes on with the command stream
 /// (a capture follower's) is left right at its first command.
@@ -102,6 +108,8 @@ pub(crate) async fn copy_body(
 ) -> std::result::Result<u64, String> {
     let addr = conn.addr.clone();
     let mut total = 0u64;
+    // Read and not yet handed on.
+    let mut acc = BytesMut::with_capacity(PIECE + (64 << 10));
     match body {
         Body::Len(n) => {
             let mut left = n;
@@ -117,51 +125,50 @@ pub(crate) async fn copy_body(
                     ));
                 }
                 let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let b = Bytes::copy_from_slice(&buf[..take]);
+                acc.extend_from_slice(&buf[..take]);
                 conn.io.consume(take);
                 left -= take as u64;
                 total += take as u64;
-                sink.send(b).await?;
-            }
-        }
-        Body::Eof(mark) => {
-            let mut pending: Vec<u8> = Vec::with_capacity(EOF_MARK);
-            loop {
-                let buf = conn
-                    .io
-                    .fill_buf()
-                    .await
-                    .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
-                if buf.is_empty() {
-                    return Err(format!(
-                        "Redis at {addr} closed the connection after {total} RDB bytes, before the end marker"
-                    ));
-                }
-                let mut data = Vec::with_capacity(pending.len() + buf.len());
-                data.extend_from_slice(&pending);
-                data.extend_from_slice(buf);
-                let n = buf.len();
-                // The mark ends the RDB; what follows it (a follower's
-                // command stream) stays unread.
-                if let Some(at) = find(&data, &mark) {
-                    let used = at + EOF_MARK - pending.len();
-                    conn.io.consume(used);
-                    data.truncate(at);
-                    total += data.len() as u64;
-                    if !data.is_empty() {
-                        sink.send(Bytes::from(data)).await?;
-                    }
-                    break;
-                }
-                conn.io.consume(n);
-                let keep = data.len().min(EOF_MARK - 1);
-                pending = data.split_off(data.len() - keep);
-                total += data.len() as u64;
-                if !data.is_empty() {
-                    sink.send(Bytes::from(data)).await?;
+                if acc.len() >= PIECE {
+                    sink.send(acc.split().freeze()).await?;
                 }
             }
         }
+        Body::Eof(mark) => loop {
+            let buf = conn
+                .io
+                .fill_buf()
+                .await
+                .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
+            if buf.is_empty() {
+                return Err(format!(
+                    "Redis at {addr} closed the connection after {} RDB bytes, before the end marker",
+                    total + acc.len() as u64
+                ));
+            }
+            let old = acc.len();
+            acc.extend_from_slice(buf);
+            let n = buf.len();
+            // The mark ends the RDB; what follows it (a follower's command
+            // stream) stays unread. Bytes before `from` were searched.
+            let from = old.saturating_sub(EOF_MARK - 1);
+            if let Some(at) = find(&acc[from..], &mark).map(|i| i + from) {
+                conn.io.consume(at + EOF_MARK - old);
+                acc.truncate(at);
+                break;
+            }
+            conn.io.consume(n);
+            if acc.len() >= PIECE + EOF_MARK {
+                // The last bytes may begin the mark: they wait.
+                let out = acc.split_to(acc.len() - (EOF_MARK - 1)).freeze();
+                total += out.len() as u64;
+                sink.send(out).await?;
+            }
+        },
+    }
+    total += acc.len() as u64;
+    if !acc.is_empty() {
+        sink.send(acc.freeze()).await?;
     }
     Ok(total)
 }

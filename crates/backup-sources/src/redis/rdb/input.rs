@@ -84,7 +84,11 @@ pub(crate) struct Input<R> {
     crc: Option<Digest<'static, u64, Table<16>>>,
     /// Bytes before this position have been fed to the CRC.
     crc_from: usize,
-    rec: Option<Vec<u8>>,
+    /// Whether consumed bytes are copied to `rec`.
+    recording: bool,
+    /// The recording, kept between values so that it is not grown anew
+    /// for each.
+    rec: Vec<u8>,
 }
 
 impl<R: Read> Input<R> {
@@ -97,7 +101,8 @@ impl<R: Read> Input<R> {
             base: 0,
             crc: with_crc.then(|| CRC64.digest()),
             crc_from: 0,
-            rec: None,
+            recording: false,
+            rec: Vec::new(),
         }
     }
 
@@ -170,8 +175,9 @@ impl<R: Read> Input<R> {
     }
 
     fn advance(&mut self, n: usize) {
-        if let Some(r) = &mut self.rec {
-            r.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        if self.recording {
+            self.rec
+                .extend_from_slice(&self.buf[self.pos..self.pos + n]);
         }
         self.pos += n;
     }
@@ -224,13 +230,40 @@ impl<R: Read> Input<R> {
 
     /// Starts copying consumed bytes.
     pub(crate) fn start_recording(&mut self) {
-        self.rec = Some(Vec::new());
+        self.recording = true;
+        self.rec.clear();
     }
 
     /// Stops copying and returns what was consumed since
     /// [`Input::start_recording`].
     pub(crate) fn take_recording(&mut self) -> Vec<u8> {
-        self.rec.take().unwrap_or_default()
+        self.recording = false;
+        let out = self.rec.as_slice().to_vec();
+        self.shrink_recording();
+        out
+    }
+
+    /// Stops copying and returns the `DUMP` payload of what was consumed
+    /// since [`Input::start_recording`], a value of type `rdb_type`: built
+    /// in one allocation of its final size.
+    pub(crate) fn take_recording_as_payload(&mut self, rdb_type: u8, rdb_version: u32) -> Vec<u8> {
+        self.recording = false;
+        let mut p = Vec::with_capacity(self.rec.len() + 11);
+        p.push(rdb_type);
+        p.extend_from_slice(&self.rec);
+        p.extend_from_slice(&(rdb_version as u16).to_le_bytes());
+        let crc = crc64(&p);
+        p.extend_from_slice(&crc.to_le_bytes());
+        self.shrink_recording();
+        p
+    }
+
+    /// Drops a recording buffer that a large value grew (memory stays
+    /// bounded by the largest value only while it is read).
+    fn shrink_recording(&mut self) {
+        if self.rec.capacity() > BUF {
+            self.rec = Vec::new();
+        }
     }
 
     /// The CRC64 of everything consumed so far.
@@ -345,10 +378,8 @@ impl<R: Read> Input<R> {
                     ));
                 }
                 let data = self.bytes(clen)?;
-                let mut full = super::lzf::lzf_decompress(&data, ulen as usize)
-                    .map_err(|m| Self::corrupt_at(at, format!("LZF string: {m}")))?;
-                full.truncate(n);
-                Ok(full)
+                super::lzf::lzf_prefix(&data, ulen as usize, n)
+                    .map_err(|m| Self::corrupt_at(at, format!("LZF string: {m}")))
             }
             Len::Encoded(0) => Ok((self.u8()? as i8).to_string().into_bytes()),
             Len::Encoded(1) => Ok(i16::from_le_bytes(self.array()?).to_string().into_bytes()),

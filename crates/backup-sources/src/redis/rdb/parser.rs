@@ -23,7 +23,8 @@ pub struct KeyEntry {
     /// LFU frequency (when the server used an LFU policy).
     pub freq: Option<u8>,
     /// The value's raw encoding, exactly as stored after the key (only
-    /// when the parser records values).
+    /// when the parser records values), or its whole `DUMP` payload (with
+    /// [`Parser::dump_payloads`]).
     pub value: Option<Vec<u8>>,
     /// For module values: the 9-character module type name.
     pub module: Option<String>,
@@ -89,6 +90,10 @@ pub struct Parser<R> {
     version: u32,
     db: u64,
     record: bool,
+    /// Key values are recorded as whole `DUMP` payloads.
+    payloads: bool,
+    /// Key names are read (not skipped).
+    keys: bool,
     done: bool,
 }
 
@@ -133,8 +138,29 @@ impl<R: Read> Parser<R> {
             version,
             db: 0,
             record: record_values,
+            payloads: false,
+            keys: true,
             done: false,
         })
+    }
+
+    /// Key events carry their value as a whole `DUMP` payload (value type,
+    /// raw encoding, RDB version, CRC64: see [`super::dump_payload`]) in
+    /// [`KeyEntry::value`], built in one allocation; implies recording
+    /// values.
+    #[must_use]
+    pub fn dump_payloads(mut self) -> Self {
+        self.record = true;
+        self.payloads = true;
+        self
+    }
+
+    /// Key names are skipped, not read: [`KeyEntry::key`] is empty (for
+    /// passes that only count keys).
+    #[must_use]
+    pub fn without_key_names(mut self) -> Self {
+        self.keys = false;
+        self
     }
 
     /// The RDB version from the header.
@@ -282,7 +308,12 @@ impl<R: Read> Parser<R> {
                 opcode::IDLE => idle = Some(self.input.plain_len()?),
                 opcode::FREQ => freq = Some(self.input.u8()?),
                 t if types::is_value_type(t) => {
-                    let key = self.input.string()?;
+                    let key = if self.keys {
+                        self.input.string()?
+                    } else {
+                        self.input.skip_string()?;
+                        Vec::new()
+                    };
                     if self.record {
                         self.input.start_recording();
                     }
@@ -293,7 +324,11 @@ impl<R: Read> Parser<R> {
                             return Err(e);
                         }
                     };
-                    let value = self.record.then(|| self.input.take_recording());
+                    let value = match (self.record, self.payloads) {
+                        (false, _) => None,
+                        (true, false) => Some(self.input.take_recording()),
+                        (true, true) => Some(self.input.take_recording_as_payload(t, self.version)),
+                    };
                     return Ok(Some(Event::Key(KeyEntry {
                         db: self.db,
                         key,

@@ -8,6 +8,7 @@
 mod plan;
 mod replay;
 mod report;
+mod send;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -475,8 +476,7 @@ impl Target for RedisTarget {
         if opts.drop {
             self.flush(&mut con, &plan.occupied_targets()).await?;
         }
-        let mut restored =
-            write::write(&self.url, snapshot, &plan, con.clone(), opts, &progress).await?;
+        let mut restored = write::write(&self.url, snapshot, &plan, opts, &progress).await?;
         progress.set_phase("check");
         let result = write::verify_counts(&self.url, &mut con, &plan, &restored).await;
         restored.replayed = opts.replay.is_some();
@@ -547,7 +547,7 @@ mod tests {
             "An error was signalled by the server",
             "BUSYKEY Target key name already exists.".to_owned(),
         ));
-        let msg = write::restore_error(&target.url, busy, "`k`", None).to_string();
+        let msg = send::restore_error(&target.url, busy, "`k`", None).to_string();
         assert!(msg.contains("BUSYKEY"), "{msg}");
         assert!(msg.contains("`k`"), "{msg}");
         assert!(!msg.contains("pw"), "{msg}");
@@ -556,7 +556,7 @@ mod tests {
             "An error was signalled by the server",
             "ERR DUMP payload version or checksum are wrong".to_owned(),
         ));
-        let msg = write::restore_error(&target.url, old, "`k`", None).to_string();
+        let msg = send::restore_error(&target.url, old, "`k`", None).to_string();
         assert!(msg.contains("older than the RDB version"), "{msg}");
     }
 }

@@ -16,6 +16,8 @@ use super::driver::{CaptureDriver, Planned};
 use super::kind::{CaptureKind, Position};
 use super::window::{Base, Gap, Inventory, SourceWindows, Window};
 
+pub mod plan;
+
 /// A stored record of a stream with its positions read.
 #[derive(Debug, Clone)]
 pub struct Piece {
@@ -367,7 +369,7 @@ impl CaptureDriver for StreamDriver {
     ) -> Result<Vec<Planned>> {
         let mut out = Vec::new();
         for s in streams_of(repo, inventory, self.0, source) {
-            out.push(super::plan::plan_stream(repo, &s, base, opts).await?);
+            out.push(plan::plan_stream(repo, &s, base, opts).await?);
         }
         Ok(out)
     }

@@ -1,53 +1,17 @@
-//! The plan of a restore to a point: [`RestorePlan`], what a
-//! [`CaptureDriver`](super::CaptureDriver) answers per stream, and
-//! [`plan_stream`], the answer of the streams named by position (oplog,
-//! Redis stream): the newest base before the target and the pieces from
-//! it to the target, or why there are none.
+//! [`plan_stream`]: how the streams named by position (oplog, Redis
+//! stream) answer [`CaptureDriver::plan`](crate::capture::CaptureDriver::plan):
+//! the newest base before the target and the pieces from it to the
+//! target, or why there are none.
 
 use backup_core::capture::CaptureReplay;
 use backup_core::repo::Repository;
-use backup_core::target::{RecoveryPoint, RestoreOptions};
+use backup_core::target::RestoreOptions;
 use backup_core::{Error, FileKind, Id, Result};
 use chrono::{DateTime, Utc};
 
-use super::kind::Position;
-use super::stream::Stream;
-
-/// How a restore reaches a point from one stream: the base snapshot and,
-/// for the kinds whose restore target replays the stream itself, what to
-/// replay after it (PostgreSQL's server replays its own WAL: `None`).
-#[derive(Debug, Clone)]
-pub struct RestorePlan {
-    /// The stream, as messages name it (identity and source).
-    pub stream: String,
-    /// The base snapshot.
-    pub base: Id,
-    /// What the target replays after the base.
-    pub replay: Option<CaptureReplay>,
-    /// The last position replayed, when the plan places it.
-    pub until: Option<Position>,
-}
-
-/// A driver's answer for one of its streams: a plan, or why the stream
-/// cannot restore to the point (a sentence naming the stream, the missing
-/// range and the nearest restorable points).
-pub type Planned = std::result::Result<RestorePlan, String>;
-
-/// The target of `opts` as the user gave it, for messages.
-pub fn describe_target(opts: &RestoreOptions) -> String {
-    match (&opts.at, &opts.point) {
-        (Some(t), _) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        (None, Some(RecoveryPoint::OplogTs { seconds, increment })) => {
-            format!("oplog timestamp {seconds}:{increment}")
-        }
-        (None, Some(RecoveryPoint::ReplOffset(o))) => format!("replication offset {o}"),
-        (None, Some(RecoveryPoint::Lsn(l))) => format!("LSN {l}"),
-        (None, Some(RecoveryPoint::Xid(x))) => format!("transaction {x}"),
-        (None, Some(RecoveryPoint::Name(n))) => format!("restore point {n}"),
-        (None, Some(RecoveryPoint::Immediate)) => "the end of the base backup".to_owned(),
-        (None, None) => "the newest captured change".to_owned(),
-    }
-}
+use super::Stream;
+use crate::capture::driver::{Planned, RestorePlan};
+use crate::capture::kind::Position;
 
 /// The plan of stream `s` for the target of `opts` from its base `named`
 /// (or the newest before the target), with every piece's pack checked to
@@ -90,7 +54,7 @@ fn choose(s: &Stream, named: Option<Id>, opts: &RestoreOptions) -> Planned {
     };
     // A base consistent after a time target is no base for it, even when
     // its position is before the piece the target falls in.
-    let fits = |b: &super::Base| {
+    let fits = |b: &crate::capture::Base| {
         b.point <= until && until_time.is_none_or(|t| b.point_time.is_none_or(|p| p <= t))
     };
     if let Some(id) = named {
