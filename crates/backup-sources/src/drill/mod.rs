@@ -220,6 +220,38 @@ pub struct ScratchPlan {
 }
 
 impl ScratchPlan {
+    /// A copy of `databases` (source name, scratch name) on `server`,
+    /// restored through `server`; its URL names the scratch database
+    /// `url_database` when given, and its listing writes each pair as
+    /// `{prefix}SOURCE as SCRATCH`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `server` is not a URL.
+    pub fn renamed(
+        server: String,
+        databases: Vec<(String, String)>,
+        url_database: Option<&str>,
+        prefix: &str,
+    ) -> Result<Self> {
+        let url = match url_database {
+            Some(db) => with_path(&server, &format!("/{db}"))?,
+            None => server.clone(),
+        };
+        let listing = databases
+            .iter()
+            .map(|(a, b)| format!("{prefix}{a} as {b}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(ScratchPlan {
+            restore_url: server.clone(),
+            server,
+            databases,
+            url,
+            listing: Some(listing),
+        })
+    }
+
     /// The scratch database that `source` (a database of the snapshot,
     /// by its source name) was restored into; `None` when the snapshot
     /// has no such database. `source` `None`: the first.
@@ -271,6 +303,12 @@ impl Probe {
             Probe::Documents { .. } => Kind::Mongodb,
             Probe::Key(_) | Probe::Keys => Kind::Redis,
         }
+    }
+
+    /// The error of a probe asked of a copy of another kind (`copy`: the
+    /// kind's name for people).
+    pub fn misdirected(&self, copy: &str) -> Error {
+        Error::Config(format!("a {} check asked of a {copy} copy", self.kind()))
     }
 }
 

@@ -64,22 +64,11 @@ impl DrillSupport for MongoDrill {
             includes: dbs,
             ..RestoreOptions::default()
         };
-        let url = match databases.as_slice() {
-            [(_, db)] => with_path(&server, &format!("/{db}"))?,
-            _ => server.clone(),
+        let single = match databases.as_slice() {
+            [(_, db)] => Some(db.clone()),
+            _ => None,
         };
-        let listing = databases
-            .iter()
-            .map(|(a, b)| format!("{a} as {b}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let plan = ScratchPlan {
-            restore_url: server.clone(),
-            server,
-            databases,
-            url,
-            listing: Some(listing),
-        };
+        let plan = ScratchPlan::renamed(server, databases, single.as_deref(), "")?;
         Ok((plan, options))
     }
 
@@ -115,10 +104,7 @@ impl DrillSupport for MongoDrill {
                     count(server, database, collection, filter.unwrap_or_default()).await?,
                 ))
             }
-            other => Err(Error::Config(format!(
-                "a {} check asked of a MongoDB copy",
-                other.kind()
-            ))),
+            other => Err(other.misdirected("MongoDB")),
         }
     }
 

@@ -88,10 +88,7 @@ impl DrillSupport for PostgresDrill {
             Probe::Sql(query) => Ok(Answer::Value(
                 sql_value(&database_url(server, database)?, query).await?,
             )),
-            other => Err(Error::Config(format!(
-                "a {} check asked of a PostgreSQL copy",
-                other.kind()
-            ))),
+            other => Err(other.misdirected("PostgreSQL")),
         }
     }
 

@@ -94,25 +94,12 @@ impl DrillSupport for RedisDrill {
                 .collect(),
             ..RestoreOptions::default()
         };
-        let url = match pairs.first() {
-            Some((_, db)) => with_path(&server, &format!("/{db}"))?,
-            None => server.clone(),
-        };
-        let listing = pairs
+        let first = pairs.first().map(|(_, db)| db.to_string());
+        let databases = pairs
             .iter()
-            .map(|(a, b)| format!("db {a} as {b}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let plan = ScratchPlan {
-            restore_url: server.clone(),
-            server,
-            databases: pairs
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            url,
-            listing: Some(listing),
-        };
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let plan = ScratchPlan::renamed(server, databases, first.as_deref(), "db ")?;
         Ok((plan, options))
     }
 
@@ -167,10 +154,7 @@ impl DrillSupport for RedisDrill {
             Probe::Keys => Ok(Answer::Count(
                 dbsizes(server, &[db]).await?.first().copied().unwrap_or(0),
             )),
-            other => Err(Error::Config(format!(
-                "a {} check asked of a Redis copy",
-                other.kind()
-            ))),
+            other => Err(other.misdirected("Redis")),
         }
     }
 
