@@ -114,38 +114,20 @@ pub(crate) async fn copy_body(
         Body::Len(n) => {
             let mut left = n;
             while left > 0 {
-                let buf = conn
-                    .io
-                    .fill_buf()
-                    .await
-                    .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
-                if buf.is_empty() {
-                    return Err(format!(
-                        "Redis at {addr} closed the connection after {total} of {n} RDB bytes"
-                    ));
-                }
+                let buf = more(conn, &addr, || format!("{} of {n}", n - left)).await?;
                 let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 acc.extend_from_slice(&buf[..take]);
                 conn.io.consume(take);
                 left -= take as u64;
-                total += take as u64;
                 if acc.len() >= PIECE {
+                    total += acc.len() as u64;
                     sink.send(acc.split().freeze()).await?;
                 }
             }
         }
         Body::Eof(mark) => loop {
-            let buf = conn
-                .io
-                .fill_buf()
-                .await
-                .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
-            if buf.is_empty() {
-                return Err(format!(
-                    "Redis at {addr} closed the connection after {} RDB bytes, before the end marker",
-                    total + acc.len() as u64
-                ));
-            }
+            let got = total + acc.len() as u64;
+            let buf = more(conn, &addr, || format!("{got}")).await?;
             let old = acc.len();
             acc.extend_from_slice(buf);
             let n = buf.len();
@@ -173,7 +155,83 @@ pub(crate) async fn copy_body(
     Ok(total)
 }
 
+/// The bytes the connection has next (waiting for some), or why there
+/// are none; `got` says how many RDB bytes came before, for the message.
+async fn more<'a>(
+    conn: &'a mut RawConn,
+    addr: &str,
+    got: impl FnOnce() -> String,
+) -> std::result::Result<&'a [u8], String> {
+    let buf = conn
+        .io
+        .fill_buf()
+        .await
+        .map_err(|e| format!("reading the RDB from {addr}: {e}"))?;
+    if buf.is_empty() {
+        return Err(format!(
+            "Redis at {addr} closed the connection after {} RDB bytes, before the RDB's end",
+            got()
+        ));
+    }
+    Ok(buf)
+}
+
 /// Where `needle` first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+    struct Gathered(Vec<u8>);
+
+    impl ChunkSink for Gathered {
+        async fn send(&mut self, b: Bytes) -> std::result::Result<(), String> {
+            self.0.extend_from_slice(&b);
+            Ok(())
+        }
+    }
+
+    /// The copy of `wire` (an RDB body followed by the command stream)
+    /// with the size it returns, and what is left on the connection.
+    async fn copy(body: Body, wire: Vec<u8>) -> (u64, Vec<u8>, Vec<u8>) {
+        let (mut server, client) = tokio::io::duplex(64 << 10);
+        let writer = tokio::spawn(async move {
+            server.write_all(&wire).await.unwrap();
+        });
+        let mut conn = RawConn {
+            io: BufReader::new(Box::new(client)),
+            addr: "test".to_owned(),
+        };
+        let mut sink = Gathered(Vec::new());
+        let total = copy_body(&mut conn, body, &mut sink).await.unwrap();
+        writer.await.unwrap();
+        let mut rest = Vec::new();
+        conn.io.read_to_end(&mut rest).await.unwrap();
+        (total, sink.0, rest)
+    }
+
+    #[tokio::test]
+    async fn both_transfers_copy_and_count_exactly_the_rdb() {
+        let rdb: Vec<u8> = (0..1_300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stream = b"*1\r\n$4\r\nPING\r\n".to_vec();
+
+        let wire = [rdb.clone(), stream.clone()].concat();
+        let (total, got, rest) = copy(Body::Len(rdb.len() as u64), wire).await;
+        assert_eq!(
+            (total, got == rdb, rest.as_slice()),
+            (rdb.len() as u64, true, &stream[..])
+        );
+
+        let mark = [b'm'; EOF_MARK];
+        let wire = [rdb.clone(), mark.to_vec(), stream.clone()].concat();
+        let (total, got, rest) = copy(Body::Eof(mark), wire).await;
+        assert_eq!(
+            (total, got == rdb, rest.as_slice()),
+            (rdb.len() as u64, true, &stream[..])
+        );
+    }
 }
