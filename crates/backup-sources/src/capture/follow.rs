@@ -1,17 +1,289 @@
-//! What every follower (oplog, Redis stream) does the same way: reconnect
-//! after an error that may pass ([`reconnects`], [`reconnect`]) and store a piece
-//! through a repository lock or a storage outage ([`store_piece`]), both
-//! on `backup_core::retry`.
+//! What every follower (oplog, Redis stream) does the same way:
+//! [`Capture::run`] reconnects after an error that may pass
+//! ([`reconnects`], [`reconnect`]) and holds the lease on the stream;
+//! [`Capture::store`] stores a slice through a repository lock or a
+//! storage outage ([`store_piece`], on `backup_core::retry`), chained to
+//! the stream's previous piece ([`Link`]); [`Capture::gap`] records a lost
+//! range.
 
 use std::time::Duration;
 
-use backup_core::capture::{CaptureName, PieceInfo};
+use backup_core::capture::{CaptureLease, CaptureName, PieceInfo};
 use backup_core::repo::Repository;
 use backup_core::retry::{retry, Restarts, RetryPolicy};
+use backup_core::snapshot::SourceDescriptor;
 use backup_core::{Error, Result};
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{CaptureEvent, CaptureObserver};
+use super::{CaptureEvent, CaptureObserver, FollowOptions, FollowSummary, Position, StoredPiece};
+
+/// A kind's own position type (an oplog timestamp, a replication offset)
+/// as a typed [`Position`].
+pub(crate) trait At: Copy {
+    /// The typed position.
+    fn at(self) -> Position;
+}
+
+/// Where a stream stands: the first position not stored and what the
+/// next piece continues (the previous piece or a base snapshot).
+#[derive(Debug, Clone)]
+pub(crate) struct Link<P> {
+    /// The stream id.
+    pub(crate) stream: String,
+    /// The source's identity (replica set, replication id).
+    pub(crate) identity: String,
+    /// The first position not stored: the next piece's `first`.
+    pub(crate) next: P,
+    /// The newest stored piece (or gap record) of the stream.
+    pub(crate) previous: Option<CaptureName>,
+    /// The base snapshot the next piece continues, when it does.
+    pub(crate) continues_snapshot: Option<String>,
+    /// The newest stored change's time.
+    pub(crate) stored_time: Option<DateTime<Utc>>,
+}
+
+/// A slice ready to be stored: its bytes and what it holds.
+pub(crate) struct Ready<'d, P> {
+    /// The record's data.
+    pub(crate) data: &'d [u8],
+    /// The position after its newest change: the piece's `last`.
+    pub(crate) last: P,
+    /// Changes it holds.
+    pub(crate) entries: u64,
+    /// Bytes of changes it holds (without the record's framing).
+    pub(crate) bytes: u64,
+    /// Times of its oldest and newest change.
+    pub(crate) time_first: Option<DateTime<Utc>>,
+    pub(crate) time_last: Option<DateTime<Utc>>,
+    /// The kind's details; `previous` and `continues_snapshot` are added.
+    pub(crate) details: serde_json::Value,
+    /// What it is called in events ("an oplog slice").
+    pub(crate) what: &'static str,
+}
+
+/// What a follower keeps across connections: the repository, options and
+/// observer, the lease on its stream and what it did so far.
+pub(crate) struct Capture<'a> {
+    pub(crate) repo: &'a Repository,
+    pub(crate) opts: &'a FollowOptions,
+    pub(crate) observer: &'a dyn CaptureObserver,
+    pub(crate) cancel: &'a CancellationToken,
+    /// The capture kind its records name (`mongodb-oplog`).
+    kind: &'static str,
+    pub(crate) source: SourceDescriptor,
+    lease: Option<CaptureLease>,
+    pub(crate) summary: FollowSummary,
+}
+
+impl<'a> Capture<'a> {
+    /// A follower of `source` storing records of capture `kind`.
+    pub(crate) fn new(
+        repo: &'a Repository,
+        opts: &'a FollowOptions,
+        observer: &'a dyn CaptureObserver,
+        cancel: &'a CancellationToken,
+        kind: &'static str,
+        source: SourceDescriptor,
+    ) -> Self {
+        Capture {
+            repo,
+            opts,
+            observer,
+            cancel,
+            kind,
+            source,
+            lease: None,
+            summary: FollowSummary::default(),
+        }
+    }
+
+    /// Runs `attempt` (one connection's worth of following) again after
+    /// each error that may pass ([`reconnect`]), until it returns, the
+    /// cancel token fires during a wait, or an error does not pass; then
+    /// gives the lease up.
+    ///
+    /// # Errors
+    ///
+    /// The error that does not pass.
+    pub(crate) async fn run(
+        mut self,
+        mut attempt: impl AsyncFnMut(&mut Self) -> Result<()>,
+    ) -> Result<FollowSummary> {
+        let mut restarts = reconnects();
+        let result = loop {
+            restarts.started();
+            match attempt(&mut self).await {
+                Ok(()) => break Ok(()),
+                Err(e) => match reconnect(&mut restarts, e, self.observer, self.cancel).await {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
+                },
+            }
+        };
+        self.release().await;
+        result.map(|()| self.summary)
+    }
+
+    /// Holds the lease on `stream`: claimed unless already held, giving
+    /// up the one on another stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another follower holds it; storage errors.
+    pub(crate) async fn claim(&mut self, stream: &str) -> Result<()> {
+        if self.lease.as_ref().is_some_and(|l| l.stream() == stream) {
+            return Ok(());
+        }
+        self.release().await;
+        self.lease = Some(self.repo.claim_capture(stream).await?);
+        Ok(())
+    }
+
+    /// Gives the lease up (the next [`Capture::claim`] takes one again).
+    pub(crate) async fn release(&mut self) {
+        if let Some(l) = self.lease.take() {
+            let _ = l.release().await;
+        }
+    }
+
+    /// Renews the lease, when one is held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another follower took the stream; storage
+    /// errors.
+    pub(crate) async fn renew(&self) -> Result<()> {
+        match &self.lease {
+            Some(l) => l.renew().await,
+            None => Ok(()),
+        }
+    }
+
+    /// The newest stored piece of `stream` (by its end).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn newest(&self, stream: &str) -> Result<Option<CaptureName>> {
+        Ok(self
+            .repo
+            .captures()
+            .await?
+            .into_iter()
+            .filter(|n| n.stream == stream)
+            .max_by(|a, b| a.last.cmp(&b.last)))
+    }
+
+    /// Reports that capture (re)starts at `link` (`continues` says after
+    /// what).
+    pub(crate) fn started<P: At>(&mut self, link: &Link<P>, continues: String) {
+        self.summary.stream.clone_from(&link.stream);
+        self.summary.next = Some(link.next.at());
+        self.observer.event(&CaptureEvent::Started {
+            stream: link.stream.clone(),
+            identity: link.identity.clone(),
+            from: link.next.at(),
+            continues,
+        });
+    }
+
+    /// The record of `link`'s stream from its `next` to `last`, with
+    /// `details` and the piece it follows.
+    fn info<P: At>(
+        &self,
+        link: &Link<P>,
+        last: P,
+        times: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        mut details: serde_json::Value,
+    ) -> PieceInfo {
+        details["previous"] = link.previous.as_ref().map(CaptureName::file_name).into();
+        PieceInfo {
+            stream: link.stream.clone(),
+            kind: self.kind.to_owned(),
+            source: self.source.clone(),
+            identity: link.identity.clone(),
+            first: link.next.at().record(),
+            last: last.at().record(),
+            time_first: times.0,
+            time_last: times.1,
+            details,
+        }
+    }
+
+    /// Stores `slice` as the next piece of `link`'s stream and moves the
+    /// link past it.
+    ///
+    /// # Errors
+    ///
+    /// A lease another follower took; storage errors that do not pass
+    /// ([`store_piece`]).
+    pub(crate) async fn store<P: At>(
+        &mut self,
+        link: &mut Link<P>,
+        slice: Ready<'_, P>,
+    ) -> Result<CaptureName> {
+        let mut details = slice.details;
+        details["continues_snapshot"] = link.continues_snapshot.clone().into();
+        let times = (slice.time_first, slice.time_last);
+        let info = self.info(link, slice.last, times, details);
+        self.renew().await?;
+        let name = store_piece(
+            self.repo,
+            &info,
+            slice.data,
+            self.opts.lock_wait,
+            self.observer,
+            slice.what,
+        )
+        .await?;
+        self.summary.slices += 1;
+        self.summary.entries += slice.entries;
+        self.summary.bytes += slice.bytes;
+        self.summary.next = Some(slice.last.at());
+        self.observer.event(&CaptureEvent::Stored(StoredPiece {
+            name: name.clone(),
+            entries: slice.entries,
+            bytes: slice.bytes,
+            time_first: slice.time_first,
+            time_last: slice.time_last,
+        }));
+        link.next = slice.last;
+        link.previous = Some(name.clone());
+        link.continues_snapshot = None;
+        link.stored_time = slice.time_last.or(link.stored_time);
+        Ok(name)
+    }
+
+    /// Records that `link`'s stream lacks the range from its `next` to
+    /// `last` (between `times`), and why.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn gap<P: At>(
+        &mut self,
+        link: &Link<P>,
+        last: P,
+        times: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        reason: String,
+        details: serde_json::Value,
+    ) -> Result<CaptureName> {
+        let info = self.info(link, last, times, details);
+        let name = self
+            .repo
+            .put_capture_gap(info, &reason, self.opts.lock_wait)
+            .await?;
+        self.summary.gaps += 1;
+        self.observer.event(&CaptureEvent::Gap {
+            stream: link.stream.clone(),
+            record: Some(name.clone()),
+            reason,
+        });
+        Ok(name)
+    }
+}
 
 /// The restarts of a follower's connection: 1 s doubling up to a minute
 /// while it keeps failing, starting over after a minute of following.

@@ -180,8 +180,8 @@ impl Position {
     pub fn record(self) -> String {
         match self {
             Position::Wal { timeline, lsn } => format!("{timeline:08X}{lsn:016X}"),
-            Position::Oplog { seconds, increment } => oplog_position(seconds, increment),
-            Position::Offset(o) => offset_position(o),
+            Position::Oplog { seconds, increment } => format!("{seconds:08X}{increment:08X}"),
+            Position::Offset(o) => format!("{o:016X}"),
         }
     }
 
@@ -344,11 +344,6 @@ pub fn point_owner(point: &RecoveryPoint) -> &'static str {
     }
 }
 
-/// A Redis replication offset as a position: 16 hex digits.
-pub fn offset_position(offset: u64) -> String {
-    format!("{offset:016X}")
-}
-
 /// The offset of a Redis position.
 pub fn position_offset(position: &str) -> Option<u64> {
     (position.len() == 16)
@@ -370,11 +365,6 @@ pub fn base_identities(snapshot: &Snapshot) -> Vec<String> {
         out.push(m.system_identifier);
     }
     out
-}
-
-/// An oplog position: 8 hex digits of seconds, 8 of the increment.
-pub(crate) fn oplog_position(t: u32, i: u32) -> String {
-    format!("{t:08X}{i:08X}")
 }
 
 /// The seconds and increment of an oplog position.
@@ -466,7 +456,6 @@ mod tests {
     fn oplog_positions() {
         let k = CaptureKind::MongodbOplog;
         let p = |seconds, increment| Position::Oplog { seconds, increment };
-        assert_eq!(oplog_position(1_700_000_000, 5), "6553F10000000005");
         assert_eq!(
             Position::parse(k, "6553F10000000005"),
             Some(p(1_700_000_000, 5))

@@ -43,11 +43,11 @@ use chrono::{DateTime, Utc};
 
 pub use driver::CaptureDriver;
 pub use driver::{describe_target, Planned, RestorePlan};
+pub(crate) use kind::oplog_parts;
 pub use kind::{
-    base_identities, offset_position, parse_oplog_ts, point_flag, point_owner, position_offset,
-    BasePoint, CaptureKind, Position,
+    base_identities, parse_oplog_ts, point_flag, point_owner, position_offset, BasePoint,
+    CaptureKind, Position,
 };
-pub(crate) use kind::{oplog_parts, oplog_position};
 pub use stream::{Piece, Stream, StreamDriver};
 pub use window::{Base, Gap, Inventory, SourceWindows, Window};
 

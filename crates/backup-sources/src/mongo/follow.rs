@@ -20,8 +20,6 @@
 
 use std::time::{Duration, Instant};
 
-use backup_core::capture::{CaptureLease, CaptureName, PieceInfo};
-use backup_core::repo::Repository;
 use backup_core::snapshot::SourceDescriptor;
 use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -34,10 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{Conn, Hello, Side};
 use super::replset::{identify, oplog_edge};
 use super::{ReplicaSet, Ts};
-use crate::capture::follow::{reconnect, reconnects, store_piece};
-use crate::capture::{
-    CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary, StoredPiece,
-};
+use crate::capture::follow::{At, Capture, Link, Ready};
+use crate::capture::{CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary};
 
 /// The capture kind of the oplog.
 pub const OPLOG_KIND: &str = "mongodb-oplog";
@@ -47,6 +43,12 @@ pub const MIN_SLICE_TIME: Duration = Duration::from_secs(1);
 
 /// The default slice time.
 pub const SLICE_TIME: Duration = Duration::from_secs(10);
+
+impl At for Ts {
+    fn at(self) -> crate::capture::Position {
+        self.into()
+    }
+}
 
 /// Reads an entry's timestamp.
 fn entry_ts(doc: &RawDocumentBuf) -> Option<Ts> {
@@ -117,20 +119,6 @@ impl Slice {
     }
 }
 
-/// Where the follower is in its stream.
-struct Position {
-    stream: String,
-    set: ReplicaSet,
-    /// The first position not stored.
-    next: Ts,
-    /// The newest stored piece (the next one continues it).
-    previous: Option<CaptureName>,
-    /// The base snapshot the first piece continues, when it does.
-    continues_snapshot: Option<String>,
-    /// The newest stored entry's time.
-    stored_time: Option<DateTime<Utc>>,
-}
-
 /// A message from the cursor task.
 enum Read {
     /// The cursor is open; entries up to this position (the server's
@@ -162,7 +150,7 @@ enum Read {
 /// [`Error::Locked`] when another follower holds the stream; storage
 /// errors that do not pass.
 pub async fn follow(
-    repo: &Repository,
+    repo: &backup_core::repo::Repository,
     url: &str,
     opts: &FollowOptions,
     observer: &dyn CaptureObserver,
@@ -170,60 +158,39 @@ pub async fn follow(
 ) -> Result<FollowSummary> {
     opts.check(MIN_SLICE_TIME)?;
     let conn = Conn::new(url, Side::Source).await?;
-    let mut summary = FollowSummary::default();
-    let mut lease: Option<CaptureLease> = None;
-    let mut followed: Option<ReplicaSet> = None;
-    let mut restarts = reconnects();
-    let result = loop {
-        restarts.started();
-        let attempt = run(
-            repo,
-            &conn,
-            opts,
-            observer,
-            cancel,
-            &mut lease,
-            &mut followed,
-            &mut summary,
-        )
-        .await;
-        match attempt {
-            Ok(()) => break Ok(()),
-            Err(e) => match reconnect(&mut restarts, e, observer, cancel).await {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-        }
+    let source = SourceDescriptor {
+        kind: "mongodb".to_owned(),
+        url: conn.redacted.clone(),
     };
-    if let Some(l) = lease {
-        let _ = l.release().await;
-    }
-    result.map(|()| summary)
+    let mut followed: Option<ReplicaSet> = None;
+    Capture::new(repo, opts, observer, cancel, OPLOG_KIND, source)
+        .run(async |cap| run(cap, &conn, &mut followed).await)
+        .await
 }
 
 /// One connection's worth of following: identify, resume, tail, store.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    repo: &Repository,
-    conn: &Conn,
-    opts: &FollowOptions,
-    observer: &dyn CaptureObserver,
-    cancel: &CancellationToken,
-    lease: &mut Option<CaptureLease>,
-    followed: &mut Option<ReplicaSet>,
-    summary: &mut FollowSummary,
-) -> Result<()> {
+async fn run(cap: &mut Capture<'_>, conn: &Conn, followed: &mut Option<ReplicaSet>) -> Result<()> {
     let hello = conn.hello().await?;
     let set = identify(conn, &hello).await?;
-    note_identity_change(followed.as_ref(), &set, lease, observer, summary).await;
+    if let Some(old) = followed.as_ref().filter(|old| **old != set) {
+        cap.summary.gaps += 1;
+        cap.observer.event(&CaptureEvent::Gap {
+            stream: cap.summary.stream.clone(),
+            record: None,
+            reason: format!(
+                "the replica set's identity changed from {} to {}: capture continues in a new stream, which needs a new base snapshot to be restorable",
+                old.identity(),
+                set.identity()
+            ),
+        });
+        cap.release().await;
+    }
     *followed = Some(set.clone());
-    let stream = repo.capture_stream(OPLOG_KIND, &set.identity());
-    summary.stream.clone_from(&stream);
-    let lease = hold_lease(repo, lease, &stream).await?;
-    let mut pos = resume(repo, conn, &hello, &stream, set, observer).await?;
-    check_rollover(repo, conn, opts, &mut pos, observer, summary).await?;
-    summary.next = Some(pos.next.into());
+    let stream = cap.repo.capture_stream(OPLOG_KIND, &set.identity());
+    cap.claim(&stream).await?;
+    let mut pos = resume(cap, conn, &hello, stream, &set).await?;
+    check_rollover(cap, conn, &mut pos, &set).await?;
+    cap.summary.next = Some(pos.next.at());
 
     // The cursor runs in a task of its own: waiting for an entry can then
     // be given up (to store a slice that is due) without dropping the
@@ -231,19 +198,13 @@ async fn run(
     let (tx, mut rx) = mpsc::channel::<Read>(4096);
     let reader = tokio::spawn(tail(conn.clone(), pos.next, tx));
     let _stop_reader = AbortOnDrop(reader);
+    let cancel = cap.cancel;
     let mut follower = Follower {
-        repo,
+        cap,
         conn,
-        opts,
-        lease,
-        descriptor: SourceDescriptor {
-            kind: "mongodb".to_owned(),
-            url: conn.redacted.clone(),
-        },
+        set,
         pos,
         slice: Slice::default(),
-        observer,
-        summary,
         check: SkipCheck::default(),
         last_lag: Instant::now(),
         caught_up: false,
@@ -260,59 +221,14 @@ async fn run(
     }
 }
 
-/// Records a gap and gives the lease up when the replica set followed
-/// before (`followed`) is not `set` any more.
-async fn note_identity_change(
-    followed: Option<&ReplicaSet>,
-    set: &ReplicaSet,
-    lease: &mut Option<CaptureLease>,
-    observer: &dyn CaptureObserver,
-    summary: &mut FollowSummary,
-) {
-    if let Some(old) = followed.filter(|old| *old != set) {
-        summary.gaps += 1;
-        observer.event(&CaptureEvent::Gap {
-            stream: summary.stream.clone(),
-            record: None,
-            reason: format!(
-                "the replica set's identity changed from {} to {}: capture continues in a new stream, which needs a new base snapshot to be restorable",
-                old.identity(),
-                set.identity()
-            ),
-        });
-        if let Some(l) = lease.take() {
-            let _ = l.release().await;
-        }
-    }
-}
-
-/// The lease on `stream`, claimed unless `lease` already holds it.
-async fn hold_lease<'l>(
-    repo: &Repository,
-    lease: &'l mut Option<CaptureLease>,
-    stream: &str,
-) -> Result<&'l CaptureLease> {
-    if lease.as_ref().is_none_or(|l| l.stream() != stream) {
-        *lease = Some(repo.claim_capture(stream).await?);
-    }
-    let Some(lease) = lease.as_ref() else {
-        return Err(Error::Locked(format!("stream {stream}: no lease")));
-    };
-    Ok(lease)
-}
-
 /// A connection's follower: the stored position, the slice being
 /// gathered and what is known of the reader.
-struct Follower<'a> {
-    repo: &'a Repository,
-    conn: &'a Conn,
-    opts: &'a FollowOptions,
-    lease: &'a CaptureLease,
-    descriptor: SourceDescriptor,
-    pos: Position,
+struct Follower<'c, 'a> {
+    cap: &'c mut Capture<'a>,
+    conn: &'c Conn,
+    set: ReplicaSet,
+    pos: Link<Ts>,
     slice: Slice,
-    observer: &'a dyn CaptureObserver,
-    summary: &'a mut FollowSummary,
     check: SkipCheck,
     last_lag: Instant,
     /// The server's last reply was empty: every entry it had made visible
@@ -321,7 +237,7 @@ struct Follower<'a> {
     caught_up_at: Option<DateTime<Utc>>,
 }
 
-impl Follower<'_> {
+impl Follower<'_, '_> {
     /// When to stop waiting for the reader: in a second, or when the slice
     /// is due once the reader has caught up.
     fn deadline(&self) -> tokio::time::Instant {
@@ -330,7 +246,7 @@ impl Follower<'_> {
         let now = tokio::time::Instant::now();
         let mut deadline = now + Duration::from_secs(1);
         if let Some(s) = self.slice.started.filter(|_| self.caught_up) {
-            let due = tokio::time::Instant::from_std(s + self.opts.slice_time);
+            let due = tokio::time::Instant::from_std(s + self.cap.opts.slice_time);
             deadline = deadline.min(due.max(now));
         }
         deadline
@@ -390,7 +306,7 @@ impl Follower<'_> {
             if ts < self.pos.next || (!self.slice.is_empty() && ts < self.slice.last_ts) {
                 return Err(self.out_of_order(ts));
             }
-            if ts > self.slice.last_ts && self.slice.due(self.opts) {
+            if ts > self.slice.last_ts && self.slice.due(self.cap.opts) {
                 self.store_slice(true).await?;
             }
             self.slice.add(&doc, ts);
@@ -398,23 +314,52 @@ impl Follower<'_> {
         Ok(())
     }
 
-    /// Stores the slice gathered so far and starts the next one (see
-    /// [`store`]).
+    /// Stores the slice gathered so far and starts the next one; `false`
+    /// when it must wait (see below).
     async fn store_slice(&mut self, certain: bool) -> Result<bool> {
-        store(
-            self.repo,
-            self.conn,
-            self.opts,
-            self.lease,
-            &self.descriptor,
-            &mut self.pos,
-            &mut self.slice,
-            self.observer,
-            self.summary,
-            &mut self.check,
-            certain,
-        )
-        .await
+        let conn = self.conn;
+        self.check
+            .run(conn, &self.pos, &mut self.slice, self.cap.observer)
+            .await?;
+        // Entries sharing the newest timestamp are committed together:
+        // unless a newer entry was read or the server had nothing more to
+        // give (`certain`), make sure all of them were read before the
+        // slice ends after them; otherwise the slice waits. (Only a stop
+        // gets here uncertain: a count of the oplog can be a scan of it.)
+        if !certain {
+            let on_server = conn
+                .client
+                .database("local")
+                .collection::<Document>("oplog.rs")
+                .count_documents(doc! {"ts": Timestamp::from(self.slice.last_ts)})
+                .await
+                .map_err(|e| oplog_error(conn, e))?;
+            if on_server > self.slice.last_group {
+                return Ok(false);
+            }
+        }
+        let s = std::mem::take(&mut self.slice);
+        let [inserts, updates, deletes, commands, others] = s.ops;
+        let ready = Ready {
+            data: &s.buf,
+            last: s.last_ts.next(),
+            entries: s.entries,
+            bytes: s.buf.len() as u64,
+            time_first: s.time_first,
+            time_last: s.time_last,
+            details: serde_json::json!({
+                "entries": s.entries,
+                "bytes": s.buf.len(),
+                "ops": {"i": inserts, "u": updates, "d": deletes, "c": commands, "n": others},
+                "first_ts": s.first_ts.map(|t| t.to_string()),
+                "last_ts": s.last_ts.to_string(),
+                "replica_set": self.set.name,
+                "replica_set_id": self.set.id,
+            }),
+            what: "an oplog slice",
+        };
+        self.cap.store(&mut self.pos, ready).await?;
+        Ok(true)
     }
 
     /// The error for entry `ts` arriving before what was already read.
@@ -436,21 +381,44 @@ impl Follower<'_> {
     /// Stores the slice when it is due and the reader has caught up; every
     /// second, reports the lag and renews the lease.
     async fn tick(&mut self) -> Result<()> {
-        if self.caught_up && self.slice.due(self.opts) {
+        if self.caught_up && self.slice.due(self.cap.opts) {
             self.store_slice(true).await?;
         }
         if self.last_lag.elapsed() >= Duration::from_secs(1) {
             self.last_lag = Instant::now();
-            report_lag(
-                self.conn,
-                &self.pos,
-                &self.slice,
-                self.caught_up_at,
-                self.observer,
-            )
-            .await?;
-            self.lease.renew().await?;
+            self.report_lag().await?;
+            self.cap.renew().await?;
         }
+        Ok(())
+    }
+
+    /// Reports how far the stored entries are behind the server's newest
+    /// write: from the oldest entry not stored (the slice's first, or,
+    /// when none is read yet, one written after the newest stored entry
+    /// and after the reader last caught up) to the server's newest.
+    async fn report_lag(&self) -> Result<()> {
+        let hello = self.conn.hello().await?;
+        let (Some(last), Some(when)) = (hello.last_write, hello.last_write_date) else {
+            return Ok(());
+        };
+        let (pos, slice) = (&self.pos, &self.slice);
+        let source_newest = DateTime::from_timestamp_millis(when.timestamp_millis());
+        let seconds = if Ts::from(last) < pos.next {
+            0.0
+        } else {
+            let oldest = slice.time_first.or(pos.stored_time.max(self.caught_up_at));
+            match (source_newest, oldest) {
+                (Some(s), Some(o)) => ((s - o).num_milliseconds() as f64 / 1000.0).max(0.0),
+                // Nothing read yet since the start: known with the first reply.
+                _ => return Ok(()),
+            }
+        };
+        self.cap.observer.event(&CaptureEvent::Lag {
+            seconds,
+            source_newest,
+            stored_newest: pos.stored_time,
+            behind_bytes: None,
+        });
         Ok(())
     }
 }
@@ -544,19 +512,13 @@ fn oplog_error(conn: &Conn, e: mongodb::error::Error) -> Error {
 /// Where capture continues: after the stream's newest piece, after the
 /// newest base snapshot of the set, or at the server's newest entry.
 async fn resume(
-    repo: &Repository,
+    cap: &mut Capture<'_>,
     conn: &Conn,
     hello: &Hello,
-    stream: &str,
-    set: ReplicaSet,
-    observer: &dyn CaptureObserver,
-) -> Result<Position> {
-    let newest = repo
-        .captures()
-        .await?
-        .into_iter()
-        .filter(|n| n.stream == stream)
-        .max_by(|a, b| a.last.cmp(&b.last));
+    stream: String,
+    set: &ReplicaSet,
+) -> Result<Link<Ts>> {
+    let newest = cap.newest(&stream).await?;
     let server_newest = match hello.last_write {
         Some(ts) => Ts::from(ts),
         None => oplog_edge(conn, -1).await?,
@@ -571,24 +533,16 @@ async fn resume(
         })?;
         let what = format!("piece {}", n.file_name());
         (next, Some(n), None, what)
-    } else if let Some((id, end)) = newest_base(repo, &set).await? {
-        (
-            end.next(),
-            None,
-            Some(id.clone()),
-            format!("snapshot {id} (its oplog ends at {end})"),
-        )
+    } else if let Some((id, end)) = newest_base(cap.repo, set).await? {
+        let what = format!("snapshot {id} (its oplog ends at {end})");
+        (end.next(), None, Some(id), what)
     } else {
-        observer.event(&CaptureEvent::Warning(format!(
+        cap.observer.event(&CaptureEvent::Warning(format!(
             "no snapshot of replica set {} yet: capture starts at the server's newest entry ({server_newest}), and points in time become restorable from the first snapshot taken (backup create {})",
             set.name, conn.redacted
         )));
-        (
-            server_newest.next(),
-            None,
-            None,
-            "the server's newest entry".to_owned(),
-        )
+        let what = "the server's newest entry".to_owned();
+        (server_newest.next(), None, None, what)
     };
     if server_newest < next.prev() {
         return Err(Error::source_failed(format!(
@@ -597,27 +551,23 @@ async fn resume(
             next.prev()
         )));
     }
-    observer.event(&CaptureEvent::Started {
-        stream: stream.to_owned(),
+    let link = Link {
+        stream,
         identity: set.identity(),
-        from: crate::capture::Position::Oplog {
-            seconds: next.t,
-            increment: next.i,
-        },
-        continues,
-    });
-    Ok(Position {
-        stream: stream.to_owned(),
-        set,
         next,
         previous,
         continues_snapshot,
         stored_time: None,
-    })
+    };
+    cap.started(&link, continues);
+    Ok(link)
 }
 
 /// The newest consistent snapshot of `set` with its oplog end.
-async fn newest_base(repo: &Repository, set: &ReplicaSet) -> Result<Option<(String, Ts)>> {
+async fn newest_base(
+    repo: &backup_core::repo::Repository,
+    set: &ReplicaSet,
+) -> Result<Option<(String, Ts)>> {
     let (snapshots, _) = repo.snapshots().await?;
     let identity = set.identity();
     Ok(snapshots
@@ -633,12 +583,10 @@ async fn newest_base(repo: &Repository, set: &ReplicaSet) -> Result<Option<(Stri
 /// Records a gap when the oplog no longer holds the entry after the last
 /// stored one.
 async fn check_rollover(
-    repo: &Repository,
+    cap: &mut Capture<'_>,
     conn: &Conn,
-    opts: &FollowOptions,
-    pos: &mut Position,
-    observer: &dyn CaptureObserver,
-    summary: &mut FollowSummary,
+    pos: &mut Link<Ts>,
+    set: &ReplicaSet,
 ) -> Result<()> {
     let stored = pos.next.prev();
     let oldest = oplog_edge(conn, 1).await?;
@@ -648,31 +596,12 @@ async fn check_rollover(
     let reason = format!(
         "the oplog rolled over: its oldest entry is {oldest}, so the entries after {stored} up to it were removed before they were captured"
     );
-    let info = PieceInfo {
-        stream: pos.stream.clone(),
-        kind: OPLOG_KIND.to_owned(),
-        source: SourceDescriptor {
-            kind: "mongodb".to_owned(),
-            url: conn.redacted.clone(),
-        },
-        identity: pos.set.identity(),
-        first: pos.next.position(),
-        last: oldest.position(),
-        time_first: DateTime::from_timestamp(i64::from(pos.next.t), 0),
-        time_last: DateTime::from_timestamp(i64::from(oldest.t), 0),
-        details: serde_json::json!({
-            "replica_set": pos.set.name,
-            "replica_set_id": pos.set.id,
-            "previous": pos.previous.as_ref().map(CaptureName::file_name),
-        }),
-    };
-    let name = repo.put_capture_gap(info, &reason, opts.lock_wait).await?;
-    summary.gaps += 1;
-    observer.event(&CaptureEvent::Gap {
-        stream: pos.stream.clone(),
-        record: Some(name.clone()),
-        reason,
-    });
+    let times = (
+        DateTime::from_timestamp(i64::from(pos.next.t), 0),
+        DateTime::from_timestamp(i64::from(oldest.t), 0),
+    );
+    let details = serde_json::json!({"replica_set": set.name, "replica_set_id": set.id});
+    let name = cap.gap(pos, oldest, times, reason, details).await?;
     pos.next = oldest;
     pos.previous = Some(name);
     pos.continues_snapshot = None;
@@ -700,7 +629,7 @@ impl SkipCheck {
     async fn run(
         &mut self,
         conn: &Conn,
-        pos: &Position,
+        pos: &Link<Ts>,
         slice: &mut Slice,
         observer: &dyn CaptureObserver,
     ) -> Result<()> {
@@ -750,125 +679,4 @@ impl SkipCheck {
         *slice = again;
         Ok(())
     }
-}
-
-/// Stores the slice gathered so far and starts the next one.
-#[allow(clippy::too_many_arguments)]
-async fn store(
-    repo: &Repository,
-    conn: &Conn,
-    opts: &FollowOptions,
-    lease: &CaptureLease,
-    descriptor: &SourceDescriptor,
-    pos: &mut Position,
-    slice: &mut Slice,
-    observer: &dyn CaptureObserver,
-    summary: &mut FollowSummary,
-    check: &mut SkipCheck,
-    certain: bool,
-) -> Result<bool> {
-    check.run(conn, pos, slice, observer).await?;
-    // Entries sharing the newest timestamp are committed together: unless
-    // a newer entry was read or the server had nothing more to give
-    // (`certain`), make sure all of them were read before the slice ends
-    // after them; otherwise the slice waits. (Only a stop gets here
-    // uncertain: a count of the oplog can be a scan of it.)
-    if !certain {
-        let on_server = conn
-            .client
-            .database("local")
-            .collection::<Document>("oplog.rs")
-            .count_documents(doc! {"ts": Timestamp::from(slice.last_ts)})
-            .await
-            .map_err(|e| oplog_error(conn, e))?;
-        if on_server > slice.last_group {
-            return Ok(false);
-        }
-    }
-    let end = slice.last_ts.next();
-    let [inserts, updates, deletes, commands, others] = slice.ops;
-    let info = PieceInfo {
-        stream: pos.stream.clone(),
-        kind: OPLOG_KIND.to_owned(),
-        source: descriptor.clone(),
-        identity: pos.set.identity(),
-        first: pos.next.position(),
-        last: end.position(),
-        time_first: slice.time_first,
-        time_last: slice.time_last,
-        details: serde_json::json!({
-            "entries": slice.entries,
-            "bytes": slice.buf.len(),
-            "ops": {"i": inserts, "u": updates, "d": deletes, "c": commands, "n": others},
-            "first_ts": slice.first_ts.map(|t| t.to_string()),
-            "last_ts": slice.last_ts.to_string(),
-            "replica_set": pos.set.name,
-            "replica_set_id": pos.set.id,
-            "previous": pos.previous.as_ref().map(CaptureName::file_name),
-            "continues_snapshot": pos.continues_snapshot,
-        }),
-    };
-    lease.renew().await?;
-    let name = store_piece(
-        repo,
-        &info,
-        &slice.buf,
-        opts.lock_wait,
-        observer,
-        "an oplog slice",
-    )
-    .await?;
-    summary.slices += 1;
-    summary.entries += slice.entries;
-    summary.bytes += slice.buf.len() as u64;
-    observer.event(&CaptureEvent::Stored(StoredPiece {
-        name: name.clone(),
-        entries: slice.entries,
-        bytes: slice.buf.len() as u64,
-        time_first: slice.time_first,
-        time_last: slice.time_last,
-    }));
-    pos.next = end;
-    pos.previous = Some(name);
-    pos.continues_snapshot = None;
-    pos.stored_time = slice.time_last.or(pos.stored_time);
-    summary.next = Some(end.into());
-    *slice = Slice::default();
-    Ok(true)
-}
-
-/// Reports how far the stored entries are behind the server's newest
-/// write: from the oldest entry not stored (the slice's first, or, when
-/// none is read yet, one written after the newest stored entry and after
-/// the reader last caught up) to the server's newest.
-async fn report_lag(
-    conn: &Conn,
-    pos: &Position,
-    slice: &Slice,
-    caught_up_at: Option<DateTime<Utc>>,
-    observer: &dyn CaptureObserver,
-) -> Result<()> {
-    let hello = conn.hello().await?;
-    let (Some(last), Some(when)) = (hello.last_write, hello.last_write_date) else {
-        return Ok(());
-    };
-    let server = Ts::from(last);
-    let source_newest = DateTime::from_timestamp_millis(when.timestamp_millis());
-    let seconds = if server < pos.next {
-        0.0
-    } else {
-        let oldest = slice.time_first.or(pos.stored_time.max(caught_up_at));
-        match (source_newest, oldest) {
-            (Some(s), Some(o)) => ((s - o).num_milliseconds() as f64 / 1000.0).max(0.0),
-            // Nothing read yet since the start: known with the first reply.
-            _ => return Ok(()),
-        }
-    };
-    observer.event(&CaptureEvent::Lag {
-        seconds,
-        source_newest,
-        stored_newest: pos.stored_time,
-        behind_bytes: None,
-    });
-    Ok(())
 }

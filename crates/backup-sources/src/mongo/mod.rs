@@ -123,11 +123,6 @@ impl Ts {
         }
     }
 
-    /// The capture position (16 hex digits).
-    pub(crate) fn position(self) -> String {
-        crate::capture::oplog_position(self.t, self.i)
-    }
-
     /// Parses a capture position.
     pub(crate) fn from_position(p: &str) -> Option<Ts> {
         crate::capture::oplog_parts(p).map(|(t, i)| Ts { t, i })

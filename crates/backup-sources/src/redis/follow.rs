@@ -25,7 +25,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backup_core::capture::{CaptureLease, CaptureName, PieceInfo};
 use backup_core::repo::Repository;
 use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::Source;
@@ -39,10 +38,9 @@ use super::conn::{info_field, server_info, Mode, RawConn, RedisUrl};
 use super::resp::parse_command;
 use super::source::{Fed, RedisSource};
 use super::transfer::{announce, copy_body, transfer_header, ChunkSink};
-use crate::capture::follow::{reconnect, reconnects, store_piece};
+use crate::capture::follow::{At, Capture, Link, Ready};
 use crate::capture::{
-    offset_position, position_offset, CaptureEvent, CaptureObserver, FollowOptions, FollowSummary,
-    StoredPiece,
+    position_offset, CaptureEvent, CaptureObserver, FollowOptions, FollowSummary,
 };
 
 /// The capture kind of the replication stream.
@@ -72,21 +70,20 @@ pub trait BaseStore: Send + Sync {
     async fn store(&self, source: Box<dyn Source>) -> Result<Id>;
 }
 
-/// Where the stream stands.
+impl At for u64 {
+    fn at(self) -> crate::capture::Position {
+        crate::capture::Position::Offset(self)
+    }
+}
+
+/// Where the stream stands: the stored stream's link (its identity is
+/// the replication id it began with), and the primary's replication id
+/// now (what `PSYNC` asks for; it changes when a replica is promoted and
+/// continues the history).
 #[derive(Debug, Clone)]
 struct Position {
-    /// The stream id.
-    stream: String,
-    /// The replication id the stream began with (its identity).
-    identity: String,
-    /// The primary's replication id now (what `PSYNC` asks for; it
-    /// changes when a replica is promoted and continues the history).
+    link: Link<u64>,
     replid: String,
-    /// The first offset not stored: the next piece's `first`.
-    next: u64,
-    previous: Option<CaptureName>,
-    continues_snapshot: Option<String>,
-    stored_time: Option<DateTime<Utc>>,
 }
 
 /// Commands read and not stored yet.
@@ -163,49 +160,24 @@ pub async fn follow(
             "capture follows the whole server (every database): drop `/{db}` from the URL, and choose databases at restore time with --include or --rename"
         )));
     }
-    let mut summary = FollowSummary::default();
-    let mut lease: Option<CaptureLease> = None;
-    let mut pos: Option<Position> = None;
-    let mut restarts = reconnects();
-    let result = loop {
-        restarts.started();
-        let attempt = Follower {
-            repo,
-            url: &url,
-            opts,
-            bases,
-            observer,
-            cancel,
-            lease: &mut lease,
-            summary: &mut summary,
-        }
-        .run(&mut pos)
-        .await;
-        match attempt {
-            Ok(()) => break Ok(()),
-            Err(e) => match reconnect(&mut restarts, e, observer, cancel).await {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-        }
+    let source = SourceDescriptor {
+        kind: "redis".to_owned(),
+        url: url.redacted(),
     };
-    if let Some(l) = lease {
-        let _ = l.release().await;
-    }
-    result.map(|()| summary)
+    let mut pos: Option<Position> = None;
+    Capture::new(repo, opts, observer, cancel, STREAM_KIND, source)
+        .run(async |cap| {
+            let url = &url;
+            Follower { cap, url, bases }.run(&mut pos).await
+        })
+        .await
 }
 
-/// One follower's fixed parts.
-struct Follower<'a> {
-    repo: &'a Repository,
-    url: &'a RedisUrl,
-    opts: &'a FollowOptions,
-    bases: &'a dyn BaseStore,
-    observer: &'a dyn CaptureObserver,
-    cancel: &'a CancellationToken,
-    lease: &'a mut Option<CaptureLease>,
-    summary: &'a mut FollowSummary,
+/// One connection's follower.
+struct Follower<'c, 'a> {
+    cap: &'c mut Capture<'a>,
+    url: &'c RedisUrl,
+    bases: &'c dyn BaseStore,
 }
 
 /// The replication facts of `INFO`.
@@ -215,14 +187,7 @@ struct ServerInfo {
     replid2: String,
 }
 
-impl Follower<'_> {
-    fn descriptor(&self) -> SourceDescriptor {
-        SourceDescriptor {
-            kind: "redis".to_owned(),
-            url: self.url.redacted(),
-        }
-    }
-
+impl Follower<'_, '_> {
     async fn info(&self) -> Result<ServerInfo> {
         let mut con = self.url.connect().await?;
         let info = server_info(self.url, &mut con).await?;
@@ -247,20 +212,15 @@ impl Follower<'_> {
     /// The stored stream this server continues: the newest piece of the
     /// stream of its replication id (or of the one before a promotion).
     async fn resume(&self, server: &ServerInfo) -> Result<Option<Position>> {
-        let names = self.repo.captures().await?;
         for identity in [&server.replid, &server.replid2] {
             if identity.is_empty() || identity.bytes().all(|b| b == b'0') {
                 continue;
             }
-            let stream = self.repo.capture_stream(STREAM_KIND, identity);
-            let Some(newest) = names
-                .iter()
-                .filter(|n| n.stream == stream)
-                .max_by(|a, b| a.last.cmp(&b.last))
-            else {
+            let stream = self.cap.repo.capture_stream(STREAM_KIND, identity);
+            let Some(newest) = self.cap.newest(&stream).await? else {
                 continue;
             };
-            let record = self.repo.load_capture(newest).await?;
+            let record = self.cap.repo.load_capture(&newest).await?;
             let next = position_offset(&newest.last).ok_or_else(|| {
                 Error::corrupt(
                     backup_core::FileKind::Capture,
@@ -274,30 +234,18 @@ impl Follower<'_> {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or(identity)
                 .to_owned();
-            return Ok(Some(Position {
+            let link = Link {
                 stream,
                 identity: identity.clone(),
-                replid,
                 next,
-                previous: Some(newest.clone()),
+                previous: Some(newest),
                 continues_snapshot: None,
                 stored_time: record.time_last,
-            }));
+            };
+            return Ok(Some(Position { link, replid }));
         }
         Ok(None)
     }
-
-    async fn claim(&mut self, stream: &str) -> Result<()> {
-        if self.lease.as_ref().is_some_and(|l| l.stream() == stream) {
-            return Ok(());
-        }
-        if let Some(l) = self.lease.take() {
-            let _ = l.release().await;
-        }
-        *self.lease = Some(self.repo.claim_capture(stream).await?);
-        Ok(())
-    }
-
     /// One connection's worth of following: handshake, base when needed,
     /// stream.
     async fn run(&mut self, pos: &mut Option<Position>) -> Result<()> {
@@ -309,7 +257,7 @@ impl Follower<'_> {
         announce(self.url, &mut conn).await?;
         let ask = pos.as_ref().map_or_else(
             || ("?".to_owned(), "-1".to_owned()),
-            |p| (p.replid.clone(), p.next.to_string()),
+            |p| (p.replid.clone(), p.link.next.to_string()),
         );
         conn.send(&[b"PSYNC", ask.0.as_bytes(), ask.1.as_bytes()])
             .await?;
@@ -336,21 +284,20 @@ impl Follower<'_> {
             };
             if let Some(id) = rest.split_whitespace().next() {
                 if id != p.replid {
-                    self.observer.event(&CaptureEvent::Warning(format!(
+                    self.cap.observer.event(&CaptureEvent::Warning(format!(
                         "the primary's replication id changed from {} to {id} (a promoted replica continuing the history); capture continues in the same stream",
                         p.replid
                     )));
-                    p.replid = id.to_owned();
+                    id.clone_into(&mut p.replid);
                 }
             }
-            let stream = p.stream.clone();
-            self.claim(&stream).await?;
-            let p = pos.as_ref().map_or_else(String::new, |p| {
-                p.previous
-                    .as_ref()
-                    .map_or_else(|| "the base snapshot".to_owned(), |n| format!("piece {n}"))
-            });
-            self.started(pos.as_ref(), p);
+            self.cap.claim(&p.link.stream).await?;
+            let continues = p
+                .link
+                .previous
+                .as_ref()
+                .map_or_else(|| "the base snapshot".to_owned(), |n| format!("piece {n}"));
+            self.cap.started(&p.link, continues);
         } else if line.starts_with('-') {
             if line.contains("NOAUTH") {
                 return Err(self.url.noauth_error());
@@ -371,17 +318,6 @@ impl Follower<'_> {
         self.stream(&mut conn, p).await
     }
 
-    fn started(&self, pos: Option<&Position>, continues: String) {
-        if let Some(p) = pos {
-            self.observer.event(&CaptureEvent::Started {
-                stream: p.stream.clone(),
-                identity: p.identity.clone(),
-                from: crate::capture::Position::Offset(p.next),
-                continues,
-            });
-        }
-    }
-
     /// After `FULLRESYNC`: the gap or new stream it means, and the RDB
     /// stored as a base snapshot.
     async fn full_resync(
@@ -393,8 +329,8 @@ impl Follower<'_> {
         offset: u64,
         time_ms: i64,
     ) -> Result<()> {
-        let stream = self.repo.capture_stream(STREAM_KIND, replid);
-        self.claim(&stream).await?;
+        let stream = self.cap.repo.capture_stream(STREAM_KIND, replid);
+        self.cap.claim(&stream).await?;
         let header = conn.line().await?;
         let body = transfer_header(self.url, &header)?;
         let transfer = body.transfer();
@@ -428,79 +364,50 @@ impl Follower<'_> {
             cause: None,
             retryable: true,
         })?;
-        self.summary.bases += 1;
+        self.cap.summary.bases += 1;
         let next = offset + 1;
         let arrived = DateTime::from_timestamp_millis(time_ms);
-        match pos.as_ref() {
-            Some(p) if p.identity == replid && p.next < next => {
+        let lost = pos.as_ref().map(|p| (&p.link, p.link.next, &p.replid));
+        match lost {
+            Some((link, stored, _)) if link.identity == replid && stored < next => {
                 let reason = format!(
-                    "the primary's backlog no longer held offset {} (it continued from a full resynchronisation at {offset}): the writes in between were not captured; base snapshot {} starts the stream again",
-                    p.next,
+                    "the primary's backlog no longer held offset {stored} (it continued from a full resynchronisation at {offset}): the writes in between were not captured; base snapshot {} starts the stream again",
                     id.short()
                 );
                 let details = serde_json::json!({"replid": replid});
-                self.record_gap(p, next, arrived, reason, details).await?;
+                let times = (link.stored_time, arrived);
+                self.cap.gap(link, next, times, reason, details).await?;
             }
-            Some(p) if p.identity != replid => {
+            Some((link, stored, old)) if link.identity != replid => {
                 // The old stream ends here: a gap record says so in its
                 // listing (its range is the one offset after its end;
                 // nothing of that history follows).
                 let reason = format!(
-                    "the primary's replication history changed (id {} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {}",
-                    p.replid,
-                    p.next - 1,
+                    "the primary's replication history changed (id {old} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {}",
+                    stored - 1,
                     id.short()
                 );
-                let details = serde_json::json!({"replid": p.replid, "next_replid": replid});
-                self.record_gap(p, p.next + 1, arrived, reason, details)
+                let details = serde_json::json!({"replid": old, "next_replid": replid});
+                let times = (link.stored_time, arrived);
+                self.cap
+                    .gap(link, stored + 1, times, reason, details)
                     .await?;
             }
             _ => {}
         }
-        *pos = Some(Position {
+        let link = Link {
             stream,
             identity: replid.to_owned(),
-            replid: replid.to_owned(),
             next,
             previous: None,
             continues_snapshot: Some(id.to_hex()),
-            stored_time: DateTime::from_timestamp_millis(time_ms),
-        });
-        self.summary.stream = self.repo.capture_stream(STREAM_KIND, replid);
-        self.started(pos.as_ref(), format!("base snapshot {}", id.short()));
-        Ok(())
-    }
-
-    /// Records that `p`'s stream lacks `[p.next, until)`, and why.
-    async fn record_gap(
-        &mut self,
-        p: &Position,
-        until: u64,
-        time_last: Option<DateTime<Utc>>,
-        reason: String,
-        mut details: serde_json::Value,
-    ) -> Result<()> {
-        details["previous"] = p.previous.as_ref().map(CaptureName::file_name).into();
-        let info = PieceInfo {
-            stream: p.stream.clone(),
-            kind: STREAM_KIND.to_owned(),
-            source: self.descriptor(),
-            identity: p.identity.clone(),
-            first: offset_position(p.next),
-            last: offset_position(until),
-            time_first: p.stored_time,
-            time_last,
-            details,
+            stored_time: arrived,
         };
-        let name = self
-            .repo
-            .put_capture_gap(info, &reason, self.opts.lock_wait)
-            .await?;
-        self.summary.gaps += 1;
-        self.observer.event(&CaptureEvent::Gap {
-            stream: p.stream.clone(),
-            record: Some(name),
-            reason,
+        self.cap
+            .started(&link, format!("base snapshot {}", id.short()));
+        *pos = Some(Position {
+            link,
+            replid: replid.to_owned(),
         });
         Ok(())
     }
@@ -508,22 +415,20 @@ impl Follower<'_> {
     /// Reads the command stream, storing slices, until cancelled or the
     /// connection fails.
     async fn stream(&mut self, conn: &mut RawConn, pos: &mut Position) -> Result<()> {
-        self.summary.stream.clone_from(&pos.stream);
-        self.summary.next = Some(crate::capture::Position::Offset(pos.next));
         let mut slice = Slice::default();
         // Bytes received and not yet parsed into whole commands.
         let mut pending: Vec<u8> = Vec::new();
         // Offset after the last whole command read.
-        let mut read_end = pos.next - 1;
+        let mut read_end = pos.link.next - 1;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = slice
                 .started
-                .map(|s| s + self.opts.slice_time)
+                .map(|s| s + self.cap.opts.slice_time)
                 .filter(|_| !slice.is_empty());
             let read = tokio::select! {
-                () = self.cancel.cancelled() => {
+                () = self.cap.cancel.cancelled() => {
                     if !slice.is_empty() {
                         self.store(pos, &mut slice).await?;
                         ack(conn, pos).await?;
@@ -533,9 +438,7 @@ impl Follower<'_> {
                 _ = tick.tick() => {
                     ack(conn, pos).await?;
                     self.lag(pos, &slice);
-                    if let Some(l) = self.lease.as_ref() {
-                        l.renew().await?;
-                    }
+                    self.cap.renew().await?;
                     continue;
                 }
                 () = sleep_until(deadline) => None,
@@ -585,13 +488,13 @@ impl Follower<'_> {
                     at += c.len;
                 }
                 pending.drain(..at);
-                if slice.due(self.opts) {
+                if slice.due(self.cap.opts) {
                     self.store(pos, &mut slice).await?;
                 }
                 if getack {
                     ack(conn, pos).await?;
                 }
-            } else if slice.due(self.opts) {
+            } else if slice.due(self.cap.opts) {
                 self.store(pos, &mut slice).await?;
             }
         }
@@ -601,62 +504,28 @@ impl Follower<'_> {
         let seconds = slice.time_first.map_or(0.0, |t| {
             ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)
         });
-        self.observer.event(&CaptureEvent::Lag {
+        self.cap.observer.event(&CaptureEvent::Lag {
             seconds,
-            source_newest: slice.time_last.or(pos.stored_time),
-            stored_newest: pos.stored_time,
+            source_newest: slice.time_last.or(pos.link.stored_time),
+            stored_newest: pos.link.stored_time,
             behind_bytes: None,
         });
     }
 
     /// Stores the slice and starts the next one.
     async fn store(&mut self, pos: &mut Position, slice: &mut Slice) -> Result<()> {
-        let last = slice.end + 1;
-        let info = PieceInfo {
-            stream: pos.stream.clone(),
-            kind: STREAM_KIND.to_owned(),
-            source: self.descriptor(),
-            identity: pos.identity.clone(),
-            first: offset_position(pos.next),
-            last: offset_position(last),
-            time_first: slice.time_first,
-            time_last: slice.time_last,
-            details: serde_json::json!({
-                "commands": slice.commands,
-                "replid": pos.replid,
-                "previous": pos.previous.as_ref().map(CaptureName::file_name),
-                "continues_snapshot": pos.continues_snapshot,
-            }),
+        let s = std::mem::take(slice);
+        let ready = Ready {
+            data: &s.buf,
+            last: s.end + 1,
+            entries: s.commands,
+            bytes: (s.buf.len() - FRAME_HEADER * s.commands as usize) as u64,
+            time_first: s.time_first,
+            time_last: s.time_last,
+            details: serde_json::json!({"commands": s.commands, "replid": pos.replid}),
+            what: "a slice of the replication stream",
         };
-        if let Some(l) = self.lease.as_ref() {
-            l.renew().await?;
-        }
-        let name = store_piece(
-            self.repo,
-            &info,
-            &slice.buf,
-            self.opts.lock_wait,
-            self.observer,
-            "a slice of the replication stream",
-        )
-        .await?;
-        let bytes = (slice.buf.len() - FRAME_HEADER * slice.commands as usize) as u64;
-        self.summary.slices += 1;
-        self.summary.entries += slice.commands;
-        self.summary.bytes += bytes;
-        self.observer.event(&CaptureEvent::Stored(StoredPiece {
-            name: name.clone(),
-            entries: slice.commands,
-            bytes,
-            time_first: slice.time_first,
-            time_last: slice.time_last,
-        }));
-        pos.next = last;
-        pos.previous = Some(name);
-        pos.continues_snapshot = None;
-        pos.stored_time = slice.time_last.or(pos.stored_time);
-        self.summary.next = Some(crate::capture::Position::Offset(last));
-        *slice = Slice::default();
+        self.cap.store(&mut pos.link, ready).await?;
         Ok(())
     }
 }
@@ -671,7 +540,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Tells the primary what is stored: `REPLCONF ACK <offset>`.
 async fn ack(conn: &mut RawConn, pos: &Position) -> Result<()> {
-    let offset = (pos.next - 1).to_string();
+    let offset = (pos.link.next - 1).to_string();
     conn.send(&[b"REPLCONF", b"ACK", offset.as_bytes()]).await
 }
 
