@@ -1,5 +1,5 @@
 //! What every follower (oplog, Redis stream) does the same way:
-//! [`Capture::run`] reconnects after an error that may pass
+//! [`Capture::again`] reconnects after an error that may pass
 //! ([`reconnects`], [`reconnect`]) and holds the lease on the stream;
 //! [`Capture::store`] stores a slice through a repository lock or a
 //! storage outage ([`store_piece`], on `backup_core::retry`), chained to
@@ -73,6 +73,7 @@ pub(crate) struct Capture<'a> {
     kind: &'static str,
     pub(crate) source: SourceDescriptor,
     lease: Option<CaptureLease>,
+    restarts: Restarts,
     pub(crate) summary: FollowSummary,
 }
 
@@ -86,6 +87,8 @@ impl<'a> Capture<'a> {
         kind: &'static str,
         source: SourceDescriptor,
     ) -> Self {
+        let mut restarts = reconnects();
+        restarts.started();
         Capture {
             repo,
             opts,
@@ -94,36 +97,39 @@ impl<'a> Capture<'a> {
             kind,
             source,
             lease: None,
+            restarts,
             summary: FollowSummary::default(),
         }
     }
 
-    /// Runs `attempt` (one connection's worth of following) again after
-    /// each error that may pass ([`reconnect`]), until it returns, the
-    /// cancel token fires during a wait, or an error does not pass; then
-    /// gives the lease up.
+    /// After one connection's worth of following (`attempt`): whether
+    /// to follow again, once an error that may pass has been waited out
+    /// ([`reconnect`]); `false` when the attempt ended or the cancel token
+    /// fired during the wait.
     ///
     /// # Errors
     ///
-    /// The error that does not pass.
-    pub(crate) async fn run(
-        mut self,
-        mut attempt: impl AsyncFnMut(&mut Self) -> Result<()>,
-    ) -> Result<FollowSummary> {
-        let mut restarts = reconnects();
-        let result = loop {
-            restarts.started();
-            match attempt(&mut self).await {
-                Ok(()) => break Ok(()),
-                Err(e) => match reconnect(&mut restarts, e, self.observer, self.cancel).await {
-                    Ok(true) => {}
-                    Ok(false) => break Ok(()),
-                    Err(e) => break Err(e),
-                },
-            }
+    /// The attempt's error when it does not pass (the lease is given up).
+    pub(crate) async fn again(&mut self, attempt: Result<()>) -> Result<bool> {
+        let Err(e) = attempt else {
+            return Ok(false);
         };
+        match reconnect(&mut self.restarts, e, self.observer, self.cancel).await {
+            Ok(again) => {
+                self.restarts.started();
+                Ok(again)
+            }
+            Err(e) => {
+                self.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the lease up; what the follower did.
+    pub(crate) async fn finish(mut self) -> FollowSummary {
         self.release().await;
-        result.map(|()| self.summary)
+        self.summary
     }
 
     /// Holds the lease on `stream`: claimed unless already held, giving

@@ -163,9 +163,13 @@ pub async fn follow(
         url: conn.redacted.clone(),
     };
     let mut followed: Option<ReplicaSet> = None;
-    Capture::new(repo, opts, observer, cancel, OPLOG_KIND, source)
-        .run(async |cap| run(cap, &conn, &mut followed).await)
-        .await
+    let mut cap = Capture::new(repo, opts, observer, cancel, OPLOG_KIND, source);
+    loop {
+        let attempt = run(&mut cap, &conn, &mut followed).await;
+        if !cap.again(attempt).await? {
+            return Ok(cap.finish().await);
+        }
+    }
 }
 
 /// One connection's worth of following: identify, resume, tail, store.

@@ -165,12 +165,21 @@ pub async fn follow(
         url: url.redacted(),
     };
     let mut pos: Option<Position> = None;
-    Capture::new(repo, opts, observer, cancel, STREAM_KIND, source)
-        .run(async |cap| {
-            let url = &url;
-            Follower { cap, url, bases }.run(&mut pos).await
-        })
-        .await
+    let mut cap = Capture::new(repo, opts, observer, cancel, STREAM_KIND, source);
+    loop {
+        let cap = &mut cap;
+        let attempt = Follower {
+            cap,
+            url: &url,
+            bases,
+        }
+        .run(&mut pos)
+        .await;
+        if !cap.again(attempt).await? {
+            break;
+        }
+    }
+    Ok(cap.finish().await)
 }
 
 /// One connection's follower.

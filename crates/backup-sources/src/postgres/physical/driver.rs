@@ -3,12 +3,12 @@
 //! physical base backups inside, recorded gaps), and what retention may
 //! delete or must keep ([`super::retention`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::repo::Repository;
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
-use backup_core::target::RestoreOptions;
+use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
@@ -51,81 +51,26 @@ impl CaptureDriver for WalDriver {
             source: source.map(str::to_owned),
             ..SnapshotFilter::default()
         };
-        let snapshots: Vec<SnapshotEntry> = inventory
+        let clusters: BTreeSet<String> = inventory
             .snapshots
             .iter()
-            .filter(|s| source.is_none() || filter.matches(&s.snapshot))
-            .cloned()
+            .filter(|e| filter.matches(&e.snapshot))
+            .filter_map(|e| Some(BaseEnd::of(e)?.cluster))
             .collect();
-        let mut clusters: BTreeMap<String, Vec<BaseEnd>> = BTreeMap::new();
-        for e in &snapshots {
-            if let Some(b) = BaseEnd::of(e) {
-                clusters.entry(b.cluster.clone()).or_default().push(b);
-            }
-        }
         let mut out = Vec::new();
-        for (cluster, mut bases) in clusters {
-            bases.sort_by_key(|b| b.stopped_at);
-            let names = inventory.records.iter().map(|(n, _)| n.clone());
-            let map = WalMap::of(repo, &cluster, names);
-            let stretches = stretches(repo, inventory, &map, &bases).await?;
-            let stream = repo.capture_stream(WAL_KIND, &cluster);
-            let gap_stream = gap_stream(repo, &cluster);
-            let mut pieces = 0;
-            let mut bytes = 0;
-            let mut url = None;
-            let mut gaps = Vec::new();
-            for (n, r) in &inventory.records {
-                if n.stream == stream {
-                    pieces += 1;
-                    bytes += r.size;
-                    url.get_or_insert_with(|| r.source.url.clone());
-                } else if let (true, Some(from), Some(to)) = (
-                    n.stream == gap_stream,
-                    Position::parse_wal(&n.first),
-                    Position::parse_wal(&n.last),
-                ) {
-                    gaps.push(Gap {
-                        from,
-                        to,
-                        timeline: from.timeline(),
-                        from_time: r.time_first,
-                        to_time: r.time_last,
-                        reason: r.gap.clone().unwrap_or_default(),
-                    });
-                }
-            }
-            let windows: Vec<Window> = stretches.iter().filter_map(|w| w.window(&bases)).collect();
-            let note = windows
-                .is_empty()
-                .then(|| no_wal_window(&stretches, &bases, pieces));
-            out.push(SourceWindows {
-                kind: "postgres".to_owned(),
-                capture: WAL_KIND.to_owned(),
-                stream,
-                identity: cluster,
-                source: url
-                    .or_else(|| bases.last().map(|b| b.url.clone()))
-                    .unwrap_or_default(),
-                position: "LSN".to_owned(),
-                pieces,
-                bytes,
-                windows,
-                gaps,
-                bases: bases
-                    .iter()
-                    .map(|b| Base::new(b.id, b.stopped_at, b.position(), Some(b.stopped_at)))
-                    .collect(),
-                note,
-            });
+        for cluster in clusters {
+            out.push(cluster_windows(repo, inventory, &filter, &cluster).await?);
         }
         Ok(out)
     }
 
     /// The newest physical base backup (of the snapshots passing
-    /// `source`) that ended before a time or position target, or the one
-    /// named; the restored server replays the WAL itself, after the
-    /// target checks it is stored ([`super::pitr::check_coverage`]).
+    /// `source`, or the one named) that ended before a time or position
+    /// target, the newest for a transaction id or restore point (whose
+    /// place is known only once replayed); why none fits, naming the
+    /// oldest base, when none ended before the target. The restored server
+    /// replays the WAL itself, after the target checks it is stored
+    /// ([`super::pitr::check_coverage`]).
     async fn plan(
         &self,
         _repo: &Repository,
@@ -138,23 +83,35 @@ impl CaptureDriver for WalDriver {
             source: source.map(str::to_owned),
             ..SnapshotFilter::default()
         };
-        let physical: Vec<SnapshotEntry> = inventory
+        let mut bases: Vec<BaseEnd> = inventory
             .snapshots
             .iter()
             .filter(|e| base.is_none_or(|id| id == e.id) && filter.matches(&e.snapshot))
-            .filter(|e| BaseEnd::of(e).is_some())
-            .cloned()
+            .filter_map(BaseEnd::of)
             .collect();
-        if physical.is_empty() {
+        bases.sort_by_key(|b| b.stopped_at);
+        let Some(oldest) = bases.first() else {
             return Ok(Vec::new());
-        }
-        Ok(vec![super::pitr::choose_base(&physical, opts).map(|e| {
-            RestorePlan {
-                stream: e.snapshot.source.url.clone(),
-                base: e.id,
-                replay: None,
-                until: None,
-            }
+        };
+        let fits = |b: &BaseEnd| match (&opts.at, &opts.point) {
+            (Some(at), _) => b.stopped_at <= *at,
+            (None, Some(RecoveryPoint::Lsn(l))) => Lsn::parse(l).is_ok_and(|t| b.stop <= t),
+            _ => true,
+        };
+        let chosen = bases.iter().rev().find(|b| fits(b)).ok_or_else(|| {
+            format!(
+                "it is before the oldest base backup ({} ended at {}, {} on timeline {}); the earliest restorable point is that end",
+                oldest.id.short(),
+                oldest.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                oldest.stop,
+                oldest.timeline
+            )
+        });
+        Ok(vec![chosen.map(|b| RestorePlan {
+            stream: b.url.clone(),
+            base: b.id,
+            replay: None,
+            until: None,
         })])
     }
 
@@ -174,6 +131,78 @@ impl CaptureDriver for WalDriver {
     ) -> Result<Vec<Id>> {
         super::retention::anchors(repo, snapshots, since).await
     }
+}
+
+/// What `backup pitr` lists for `cluster`: its windows ([`stretches`]
+/// with a base), recorded gaps and the physical base backups passing
+/// `filter`. [`super::pitr::check_coverage`] finds a restore's target in
+/// the same windows.
+pub(super) async fn cluster_windows(
+    repo: &Repository,
+    inventory: &Inventory,
+    filter: &SnapshotFilter,
+    cluster: &str,
+) -> Result<SourceWindows> {
+    let mut bases: Vec<BaseEnd> = inventory
+        .snapshots
+        .iter()
+        .filter(|e| filter.matches(&e.snapshot))
+        .filter_map(BaseEnd::of)
+        .filter(|b| b.cluster == cluster)
+        .collect();
+    bases.sort_by_key(|b| b.stopped_at);
+    let names = inventory.records.iter().map(|(n, _)| n.clone());
+    let map = WalMap::of(repo, cluster, names);
+    let stretches = stretches(repo, inventory, &map, &bases).await?;
+    let stream = repo.capture_stream(WAL_KIND, cluster);
+    let gap_stream = gap_stream(repo, cluster);
+    let mut pieces = 0;
+    let mut bytes = 0;
+    let mut url = None;
+    let mut gaps = Vec::new();
+    for (n, r) in &inventory.records {
+        if n.stream == stream {
+            pieces += 1;
+            bytes += r.size;
+            url.get_or_insert_with(|| r.source.url.clone());
+        } else if let (true, Some(from), Some(to)) = (
+            n.stream == gap_stream,
+            Position::parse_wal(&n.first),
+            Position::parse_wal(&n.last),
+        ) {
+            gaps.push(Gap {
+                from,
+                to,
+                timeline: from.timeline(),
+                from_time: r.time_first,
+                to_time: r.time_last,
+                reason: r.gap.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let windows: Vec<Window> = stretches.iter().filter_map(|w| w.window(&bases)).collect();
+    let note = windows
+        .is_empty()
+        .then(|| no_wal_window(&stretches, &bases, pieces));
+    Ok(SourceWindows {
+        kind: "postgres".to_owned(),
+        capture: WAL_KIND.to_owned(),
+        stream,
+        identity: cluster.to_owned(),
+        source: url
+            .or_else(|| bases.last().map(|b| b.url.clone()))
+            .unwrap_or_default(),
+        position: "LSN".to_owned(),
+        pieces,
+        bytes,
+        windows,
+        gaps,
+        bases: bases
+            .iter()
+            .map(|b| Base::new(b.id, b.stopped_at, b.position(), Some(b.stopped_at)))
+            .collect(),
+        note,
+    })
 }
 
 /// A physical base backup as windows need it.
@@ -286,7 +315,8 @@ async fn stretches(
     }
     for i in 0..out.len() {
         let tli = out[i].timeline;
-        if !out[i].bases.is_empty() || tli <= 1 {
+        // Only a timeline's first stretch can continue its parent's.
+        if tli <= 1 || i > 0 && out[i - 1].timeline == tli {
             continue;
         }
         let Some(record) = map
@@ -303,17 +333,17 @@ async fn stretches(
         if out[i].from > switch {
             continue;
         }
-        let inherited = out
+        if let Some(w) = out
             .iter()
             .find(|w| w.timeline == parent && w.from <= switch && switch <= w.to)
-            .map(|w| {
-                w.bases
-                    .iter()
-                    .copied()
-                    .filter(|&j| bases[j].stop <= switch)
-                    .collect()
-            });
-        if let Some(inherited) = inherited {
+        {
+            let mut inherited: Vec<usize> = w
+                .bases
+                .iter()
+                .copied()
+                .filter(|&j| bases[j].stop <= switch)
+                .collect();
+            inherited.append(&mut out[i].bases);
             out[i].bases = inherited;
         }
     }

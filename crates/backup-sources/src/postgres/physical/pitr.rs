@@ -1,7 +1,7 @@
-//! Point-in-time restores of physical snapshots: the base backup chosen
-//! for a target, the captured WAL checked before anything is written, and
-//! the recovery settings that make the restored server replay to the
-//! target.
+//! Point-in-time restores of physical snapshots (from the base backup
+//! [`super::driver::WalDriver`] chooses): the captured WAL checked before
+//! anything is written, and the recovery settings that make the restored
+//! server replay to the target.
 //!
 //! **Inclusive rule.** A time or position target includes what happened at
 //! it: transactions committed at exactly `--at` are restored
@@ -12,57 +12,17 @@
 use std::path::{Path, PathBuf};
 
 use backup_core::repo::Repository;
-use backup_core::snapshot::SnapshotEntry;
+use backup_core::snapshot::SnapshotFilter;
 use backup_core::target::{RecoveryPoint, RestoreOptions};
-use backup_core::{Error, Result};
+use backup_core::{Error, Id, Result};
 use chrono::{DateTime, Utc};
 
+use super::driver::cluster_windows;
 use super::lsn::Lsn;
 use super::meta::PhysicalMeta;
 use super::wal::{history_entries, WalMap};
-
-/// The base backup for a point-in-time target among `snapshots` (physical
-/// ones of one cluster): the newest that ended before a time or position
-/// target, the newest for a transaction id or restore point (whose place is
-/// known only once replayed).
-///
-/// # Errors
-///
-/// Why none fits, naming the oldest base, when none ended before the
-/// target.
-pub fn choose_base(
-    snapshots: &[SnapshotEntry],
-    opts: &RestoreOptions,
-) -> std::result::Result<SnapshotEntry, String> {
-    let mut bases: Vec<(SnapshotEntry, PhysicalMeta)> = snapshots
-        .iter()
-        .filter_map(|s| Some((s.clone(), PhysicalMeta::of(&s.snapshot.metadata)?.ok()?)))
-        .collect();
-    bases.sort_by_key(|(_, m)| m.stopped_at);
-    let fits = |m: &PhysicalMeta| -> bool {
-        match (&opts.at, &opts.point) {
-            (Some(at), _) => m.stopped_at <= *at,
-            (None, Some(RecoveryPoint::Lsn(l))) => match (Lsn::parse(l), Lsn::parse(&m.stop_lsn)) {
-                (Ok(t), Ok(stop)) => stop <= t,
-                _ => false,
-            },
-            _ => true,
-        }
-    };
-    if let Some((s, _)) = bases.iter().rev().find(|(_, m)| fits(m)) {
-        return Ok(s.clone());
-    }
-    Err(match bases.first() {
-        Some((s, m)) => format!(
-            "it is before the oldest base backup ({} ended at {}, {} on timeline {}); the earliest restorable point is that end",
-            s.id.short(),
-            m.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            m.stop_lsn,
-            m.stop_timeline
-        ),
-        None => "no physical base backup of this cluster: take one (`backup create SOURCE --mode physical`)".to_owned(),
-    })
-}
+use crate::capture::kind::Position;
+use crate::capture::window::Inventory;
 
 /// What a point-in-time restore will replay.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,7 +36,10 @@ pub struct Coverage {
 }
 
 /// Checks that the repository holds the WAL from the base backup's stop to
-/// the target without a gap, on the timelines leading to it.
+/// the target without a gap, on the timelines leading to it: that the
+/// target lies in the window `backup pitr` lists for `base`
+/// ([`super::driver::cluster_windows`]) on the last timeline of the path
+/// that has one, up to where the path leaves that timeline.
 ///
 /// # Errors
 ///
@@ -84,6 +47,7 @@ pub struct Coverage {
 /// points when it does not; storage errors.
 pub async fn check_coverage(
     repo: &Repository,
+    base: Id,
     meta: &PhysicalMeta,
     opts: &RestoreOptions,
 ) -> Result<Coverage> {
@@ -103,8 +67,15 @@ pub async fn check_coverage(
             )));
         }
     }
-    let map = WalMap::load(repo, &meta.system_identifier).await?;
-    let timelines = timeline_path(repo, &map, meta.stop_timeline, opts).await?;
+    let inventory = Inventory::read(repo).await?;
+    let cluster = &meta.system_identifier;
+    let map = WalMap::of(
+        repo,
+        cluster,
+        inventory.records.iter().map(|(n, _)| n.clone()),
+    );
+    let path = timeline_path(repo, &map, meta.stop_timeline, opts).await?;
+    let timelines = path.iter().map(|p| p.0).collect();
     if opts.point == Some(RecoveryPoint::Immediate) {
         return Ok(Coverage {
             timelines,
@@ -112,73 +83,46 @@ pub async fn check_coverage(
             end_time: Some(meta.stopped_at),
         });
     }
-    // Walk the captured WAL from the base's stop along the path.
-    let mut pos = stop;
-    let mut last_name = None;
-    let mut end_tli = meta.stop_timeline;
-    for (i, &tli) in timelines.iter().enumerate() {
-        let switch = match timelines.get(i + 1) {
-            Some(next) => Some(switch_point(repo, &map, *next).await?),
-            None => None,
-        };
-        for (a, b, name) in map.ranges.get(&tli).map(Vec::as_slice).unwrap_or_default() {
-            if *b <= pos {
-                continue;
-            }
-            if *a > pos {
-                // A hole: the captured WAL stops here on this timeline.
-                break;
-            }
-            pos = *b;
-            last_name = Some(name.clone());
-            end_tli = tli;
-            if switch.is_some_and(|s| pos >= s) {
-                break;
-            }
-        }
-        match switch {
-            // The next timeline's WAL starts where it branched off.
-            Some(s) if pos >= s => pos = s,
-            Some(_) => break,
-            None => {}
-        }
-    }
-    let end_time = match &last_name {
-        Some(n) => repo.load_capture(n).await?.time_last,
-        None => None,
+    let listed = cluster_windows(repo, &inventory, &SnapshotFilter::default(), cluster).await?;
+    let wal = |timeline, lsn: Lsn| Position::Wal {
+        timeline,
+        lsn: lsn.0,
     };
-    let gap_after = map.gaps.get(&end_tli).and_then(|g| {
-        g.iter()
-            .find(|(a, b)| *a <= pos && pos < *b || *a >= pos)
-            .copied()
-    });
-    let coverage = Coverage {
-        timelines,
-        end: format!("{pos} on timeline {end_tli}"),
-        end_time,
-    };
-    let window = if last_name.is_none() {
-        format!(
-            "no WAL is captured after the base backup's end ({}, {} on timeline {}), so it restores only to that end",
-            meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            meta.stop_lsn,
-            meta.stop_timeline
-        )
+    let from = wal(meta.stop_timeline, stop);
+    let (end, end_time) = path
+        .iter()
+        .rev()
+        .find_map(|&(tli, left)| {
+            let w = listed
+                .windows
+                .iter()
+                .find(|w| w.timeline == Some(tli) && w.bases.contains(&base))?;
+            Some((left.map_or(w.to, |s| w.to.min(wal(tli, s))), w.to_time))
+        })
+        .filter(|(end, _)| *end > from)
+        .unwrap_or((from, None));
+    let gap_after = listed
+        .gaps
+        .iter()
+        .find(|g| g.timeline == end.timeline() && (g.from <= end && end < g.to || g.from >= end));
+    let base_end = format!("({}, {from})", meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"));
+    let window = if end == from {
+        format!("no WAL is captured after the base backup's end {base_end}, so it restores only to that end")
     } else {
         format!(
-            "WAL is captured without a gap from the base backup's end ({}, {} on timeline {}) to {}{}",
-            meta.stopped_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            meta.stop_lsn,
-            meta.stop_timeline,
-            coverage.end,
+            "WAL is captured without a gap from the base backup's end {base_end} to {end}{}",
             end_time
                 .map(|t| format!(" ({})", t.format("%Y-%m-%dT%H:%M:%SZ")))
                 .unwrap_or_default()
         )
     };
     let gap_text = gap_after
-        .map(|(a, b)| {
-            format!("; then {a} to {b} on timeline {end_tli} is missing (not captured before the server removed it)")
+        .map(|g| {
+            format!(
+                "; then {} to {} is missing (not captured before the server removed it)",
+                g.from.short(),
+                g.to
+            )
         })
         .unwrap_or_default();
     let short = |what: String| -> Error {
@@ -192,8 +136,7 @@ pub async fn check_coverage(
             // itself refuses to finish a recovery that found no commit after
             // the target: a target after the last captured commit fails at
             // the first start, it is never silently short.)
-            let reached = end_time.is_some_and(|t| t >= *at);
-            if !reached {
+            if end_time.is_none_or(|t| t < *at) {
                 return Err(short(format!("--at {}", at.to_rfc3339())));
             }
         }
@@ -201,28 +144,34 @@ pub async fn check_coverage(
             let target = Lsn::parse(l).map_err(|_| {
                 Error::Config(format!("--at-lsn `{l}` is not a WAL position (X/X)"))
             })?;
-            if target >= pos {
+            if !matches!(end, Position::Wal { lsn, .. } if target.0 < lsn) {
                 return Err(short(format!("--at-lsn {l}")));
             }
         }
         _ => {
-            if last_name.is_none() {
+            if end == from {
                 return Err(short("the target".to_owned()));
             }
         }
     }
-    Ok(coverage)
+    Ok(Coverage {
+        timelines,
+        end: end.to_string(),
+        end_time,
+    })
 }
 
-/// The timelines from the base's timeline to the one recovery follows:
-/// `--timeline N`, `current` (the base's), or the newest whose history
-/// includes the base's timeline (`latest`, the default, as PostgreSQL).
+/// The timelines from the base's timeline to the one recovery follows,
+/// each with where recovery leaves it for the next (from the history
+/// file): `--timeline N`, `current` (the base's), or the newest whose
+/// history includes the base's timeline (`latest`, the default, as
+/// PostgreSQL).
 async fn timeline_path(
     repo: &Repository,
     map: &WalMap,
     base_tli: u32,
     opts: &RestoreOptions,
-) -> Result<Vec<u32>> {
+) -> Result<Vec<(u32, Option<Lsn>)>> {
     let target = match opts.timeline.as_deref() {
         Some("current") => base_tli,
         Some("latest") | None => map
@@ -238,7 +187,7 @@ async fn timeline_path(
             .map_err(|_| Error::Config(format!("--timeline `{n}`: a number, latest or current")))?,
     };
     if target == base_tli {
-        return Ok(vec![base_tli]);
+        return Ok(vec![(base_tli, None)]);
     }
     let n = map.history.get(&target).ok_or_else(|| {
         Error::Config(format!(
@@ -247,29 +196,17 @@ async fn timeline_path(
     })?;
     let rec = repo.load_capture(n).await?;
     let text = String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
-    let mut path: Vec<u32> = history_entries(&text).iter().map(|e| e.0).collect();
-    path.push(target);
-    match path.iter().position(|&t| t == base_tli) {
+    let mut path: Vec<(u32, Option<Lsn>)> = history_entries(&text)
+        .into_iter()
+        .map(|(t, left)| (t, Some(left)))
+        .collect();
+    path.push((target, None));
+    match path.iter().position(|p| p.0 == base_tli) {
         Some(i) => Ok(path[i..].to_vec()),
         None => Err(Error::Config(format!(
             "timeline {target} does not descend from the base backup's timeline {base_tli}; give --timeline {base_tli} or choose a base backup of timeline {target}"
         ))),
     }
-}
-
-/// Where timeline `tli` branched off its parent.
-async fn switch_point(repo: &Repository, map: &WalMap, tli: u32) -> Result<Lsn> {
-    let n = map.history.get(&tli).ok_or_else(|| {
-        Error::Config(format!(
-            "the history file of timeline {tli} is not in the repository"
-        ))
-    })?;
-    let rec = repo.load_capture(n).await?;
-    let text = String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
-    history_entries(&text)
-        .last()
-        .map(|e| e.1)
-        .ok_or_else(|| Error::Config(format!("the history file of timeline {tli} is empty")))
 }
 
 /// The comment that opens the block of settings [`write_recovery`] adds to

@@ -1,3 +1,6 @@
+use backup_core::capture::PieceInfo;
+
+use super::super::wal::{GAP_KIND, HISTORY_KIND, WAL_KIND};
 use super::*;
 
 #[test]
@@ -48,4 +51,200 @@ fn ending_a_recovery_takes_out_its_settings_and_nothing_else() {
     let (kept, removed) = without_recovery_settings("work_mem = '8MB'\n");
     assert!(removed.is_empty());
     assert_eq!(kept, "work_mem = '8MB'\n");
+}
+
+/// A repository holding WAL of timelines 1 and 2 (2 branched off at
+/// 0/2800000), a recorded gap on 1, and three base backups: `a` on 1 before
+/// the switch, `b` on 2 (in 2's first stretch), `c` at the end of 1's WAL.
+struct Fixture {
+    repo: Repository,
+    t0: DateTime<Utc>,
+    metas: Vec<(Id, PhysicalMeta)>,
+}
+
+impl Fixture {
+    const SYSID: &'static str = "7000000000000000001";
+
+    async fn new() -> Self {
+        use backup_core::keys::KdfParams;
+        use backup_core::repo::InitOptions;
+        let sink: std::sync::Arc<dyn backup_core::Sink> =
+            std::sync::Arc::new(backup_core::MemorySink::new());
+        let opts = InitOptions {
+            kdf: KdfParams::insecure_fast(),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(sink, Some(b"pw"), &opts).await.unwrap();
+        let mut f = Fixture {
+            repo,
+            t0: Utc::now() - chrono::Duration::hours(1),
+            metas: Vec::new(),
+        };
+        for (a, b, tli, secs) in [
+            (0x100_0000, 0x200_0000, 1, 10),
+            (0x200_0000, 0x300_0000, 1, 20),
+            (0x400_0000, 0x500_0000, 1, 40),
+            (0x280_0000, 0x380_0000, 2, 30),
+        ] {
+            f.piece(WAL_KIND, tli, a, b, Some(secs)).await;
+        }
+        f.piece(GAP_KIND, 1, 0x300_0000, 0x400_0000, None).await;
+        f.history(2, "1\t0/2800000\tno recovery target specified\n")
+            .await;
+        for (stop, tli, secs) in [(0x180_0000, 1, 5), (0x300_0000, 2, 25), (0x500_0000, 1, 45)] {
+            f.base(stop, tli, secs).await;
+        }
+        f
+    }
+
+    fn at(&self, secs: i64) -> DateTime<Utc> {
+        self.t0 + chrono::Duration::seconds(secs)
+    }
+
+    fn info(kind: &str, stream: String, first: String, last: String) -> PieceInfo {
+        PieceInfo {
+            stream,
+            kind: kind.to_owned(),
+            source: backup_core::snapshot::SourceDescriptor {
+                kind: "postgres".into(),
+                url: "postgres://h/".into(),
+            },
+            identity: Self::SYSID.to_owned(),
+            first,
+            last,
+            time_first: None,
+            time_last: None,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    async fn piece(&self, kind: &str, tli: u32, a: u64, b: u64, secs: Option<i64>) {
+        let stream = self.repo.capture_stream(kind, Self::SYSID);
+        let at = |lsn| Position::Wal { timeline: tli, lsn }.record();
+        let (first, last) = (at(a), at(b));
+        let mut info = Self::info(kind, stream, first, last);
+        info.time_last = secs.map(|s| self.at(s));
+        let wait = std::time::Duration::from_secs(5);
+        if kind == GAP_KIND {
+            self.repo
+                .put_capture_gap(info, "slot invalidated", wait)
+                .await
+                .unwrap();
+        } else {
+            self.repo.put_capture(info, b"wal", wait).await.unwrap();
+        }
+    }
+
+    async fn history(&self, tli: u32, text: &str) {
+        let stream = self.repo.capture_stream(HISTORY_KIND, Self::SYSID);
+        let info = Self::info(
+            HISTORY_KIND,
+            stream,
+            format!("{tli:08X}"),
+            format!("{:08X}", tli + 1),
+        );
+        let wait = std::time::Duration::from_secs(5);
+        self.repo
+            .put_capture(info, text.as_bytes(), wait)
+            .await
+            .unwrap();
+    }
+
+    async fn base(&mut self, stop: u64, tli: u32, secs: i64) {
+        let metadata = serde_json::json!({
+            "mode": "physical", "method": "remote", "server_version": "15.0",
+            "server_version_num": 150_000, "system_identifier": Self::SYSID,
+            "timeline": tli, "start_lsn": "0/0", "checkpoint_lsn": "0/0",
+            "stop_lsn": Lsn(stop).to_string(), "stop_timeline": tli,
+            "started_at": self.at(secs - 1), "stopped_at": self.at(secs), "label": "",
+            "data_checksums": false, "checksums_verified": false,
+            "wal_segment_size": 16 << 20, "block_size": 8192, "wal_files": [],
+            "manifest_files": 0, "manifest_bytes": 0,
+        });
+        let snapshot = backup_core::snapshot::Snapshot {
+            version: 1,
+            time: self.at(secs),
+            host: "h".into(),
+            user: "u".into(),
+            source: backup_core::snapshot::SourceDescriptor {
+                kind: "postgres".into(),
+                url: "postgres://h/?mode=physical".into(),
+            },
+            job: None,
+            tags: Vec::new(),
+            parent: None,
+            copy_of: None,
+            tree: Id::default(),
+            excludes: Vec::new(),
+            includes: Vec::new(),
+            stats: backup_core::snapshot::SnapshotStats::default(),
+            streams: Vec::new(),
+            warnings: Vec::new(),
+            metadata,
+            program: "test".into(),
+        };
+        let meta = PhysicalMeta::of(&snapshot.metadata).unwrap().unwrap();
+        let id = self.repo.save_snapshot(&snapshot).await.unwrap();
+        self.metas.push((id, meta));
+    }
+
+    async fn check(&self, base: usize, opts: RestoreOptions) -> Result<Coverage> {
+        let (id, meta) = &self.metas[base];
+        check_coverage(&self.repo, *id, meta, &opts).await
+    }
+}
+
+/// The check answers from the windows `backup pitr` lists: along the
+/// timelines to the target's, through a child timeline's first stretch
+/// that also holds a base of its own, stopping where the path leaves a
+/// timeline, and naming the window and the recorded gap after it.
+#[tokio::test]
+async fn coverage_follows_the_listed_windows_along_the_timelines() {
+    let f = Fixture::new().await;
+    let at = |secs| RestoreOptions {
+        at: Some(f.at(secs)),
+        ..RestoreOptions::default()
+    };
+    // Timeline 2 (latest) from base a on timeline 1.
+    let c = f.check(0, at(28)).await.unwrap();
+    assert_eq!(c.timelines, [1, 2]);
+    assert_eq!(c.end, "0/3800000 on timeline 2");
+    assert_eq!(c.end_time, Some(f.at(30)));
+    // Along timeline 1 only: its window ends at the gap.
+    let on_one = RestoreOptions {
+        timeline: Some("1".into()),
+        ..at(30)
+    };
+    let err = f.check(0, on_one).await.unwrap_err().to_string();
+    assert!(
+        err.contains("to 0/3000000 on timeline 1 (")
+            && err.contains("then 0/3000000 to 0/4000000 on timeline 1 is missing"),
+        "{err}"
+    );
+    let lsn = |l: &str| RestoreOptions {
+        point: Some(RecoveryPoint::Lsn(l.into())),
+        ..RestoreOptions::default()
+    };
+    assert!(f.check(0, lsn("0/37FFFFF")).await.is_ok());
+    assert!(f.check(0, lsn("0/3800000")).await.is_err());
+    // Base c ends where the WAL of timeline 1 ends: nothing to replay.
+    let xid = RestoreOptions {
+        point: Some(RecoveryPoint::Xid("1000".into())),
+        timeline: Some("current".into()),
+        ..RestoreOptions::default()
+    };
+    let err = f.check(2, xid).await.unwrap_err().to_string();
+    assert!(
+        err.contains("no WAL is captured after the base backup's end"),
+        "{err}"
+    );
+    // Timeline 3 branched off 2 at 0/3400000 and has no WAL: the path
+    // ends on timeline 2 at that point.
+    f.history(3, "1\t0/2800000\tx\n2\t0/3400000\ty\n").await;
+    let c = f.check(0, lsn("0/33FFFFF")).await.unwrap();
+    assert_eq!(
+        (c.timelines, c.end.as_str()),
+        (vec![1, 2, 3], "0/3400000 on timeline 2")
+    );
+    assert!(f.check(0, lsn("0/3500000")).await.is_err());
 }

@@ -77,7 +77,7 @@ impl Plan {
         let deltas = DeltaIndex::of(&root).await?;
         let patches = delta_patches(snapshot, &root, &manifest, deltas.files).await?;
         let coverage = if opts.is_point_in_time() {
-            Some(pitr::check_coverage(snapshot.repository(), &meta, opts).await?)
+            Some(pitr::check_coverage(snapshot.repository(), snapshot.id(), &meta, opts).await?)
         } else {
             None
         };
