@@ -18,10 +18,9 @@ use backup_core::target::RestoreOptions;
 use backup_core::Id;
 use backup_sources::capture::describe_target;
 pub use backup_sources::capture::{
-    CaptureEvent, CaptureObserver, NoObserver, Position, StoredPiece,
+    CaptureEvent, CaptureObserver, FollowSummary, NoObserver, Position, StoredPiece,
 };
 use chrono::Utc;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use backup_sources::capture::{Base, Gap, Inventory, SourceWindows, Window};
@@ -162,36 +161,6 @@ pub struct FollowRequest {
     pub lock_wait: std::time::Duration,
 }
 
-/// What a follower did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FollowResult {
-    /// The stream.
-    pub stream: String,
-    /// Pieces stored.
-    pub pieces: u64,
-    /// Changes stored.
-    pub entries: u64,
-    /// Bytes stored.
-    pub bytes: u64,
-    /// Gaps met.
-    pub gaps: u64,
-    /// The first position not stored yet.
-    pub next: Option<Position>,
-}
-
-impl From<backup_sources::capture::FollowSummary> for FollowResult {
-    fn from(s: backup_sources::capture::FollowSummary) -> Self {
-        FollowResult {
-            stream: s.stream,
-            pieces: s.slices,
-            entries: s.entries,
-            bytes: s.bytes,
-            gaps: s.gaps,
-            next: s.next,
-        }
-    }
-}
-
 /// Follows the change stream of `source` into `repo` until `cancel` fires
 /// or an error that does not pass; events go to `observer`.
 ///
@@ -205,7 +174,7 @@ pub async fn follow(
     req: &FollowRequest,
     observer: &dyn CaptureObserver,
     cancel: &CancellationToken,
-) -> Result<FollowResult> {
+) -> Result<FollowSummary> {
     match source.kind() {
         #[cfg(feature = "mongodb")]
         backup_sources::Kind::Mongodb => {
@@ -216,9 +185,7 @@ pub async fn follow(
                 slice_bytes: req.slice_bytes.unwrap_or(defaults.slice_bytes),
                 lock_wait: req.lock_wait.max(defaults.lock_wait),
             };
-            let s =
-                backup_sources::mongo::follow(repo, source.url(), &opts, observer, cancel).await?;
-            Ok(s.into())
+            Ok(backup_sources::mongo::follow(repo, source.url(), &opts, observer, cancel).await?)
         }
         #[cfg(feature = "redis")]
         backup_sources::Kind::Redis => {
@@ -235,16 +202,8 @@ pub async fn follow(
                 req,
                 cancel,
             };
-            let s = backup_sources::redis::follow(
-                repo,
-                source.url(),
-                &opts,
-                &bases,
-                observer,
-                cancel,
-            )
-            .await?;
-            Ok(s.into())
+            let url = source.url();
+            Ok(backup_sources::redis::follow(repo, url, &opts, &bases, observer, cancel).await?)
         }
         other => Err(Error::usage(format!(
             "{other} sources have no change stream to follow: capture follows a MongoDB replica set's oplog or a Redis primary's replication stream"

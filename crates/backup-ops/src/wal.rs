@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use backup_sources::postgres::physical::pitr::{end_recovery, RecoveryEnded};
 pub use wal::{
     being_fetched, fetch_ahead, fetch_failed, note_asked, note_fetch_failed, prefetch_dir,
-    recovery_over, take_prefetched, PrefetchRun, ReceiveOptions, ReceiveSummary, WAL_KIND,
+    recovery_over, take_prefetched, PrefetchRun, ReceiveOptions, WAL_KIND,
 };
 
 use crate::error::{Error, Result};
@@ -38,7 +38,7 @@ pub async fn receive(
     opts: ReceiveOptions,
     stop: CancellationToken,
     observer: std::sync::Arc<dyn crate::pitr::CaptureObserver>,
-) -> Result<ReceiveSummary> {
+) -> Result<crate::pitr::FollowSummary> {
     Ok(wal::receive(repo.clone(), url, opts, stop, observer).await?)
 }
 

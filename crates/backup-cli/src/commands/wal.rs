@@ -84,8 +84,7 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
                     summary.pieces,
                     super::bytes(summary.bytes),
                     summary
-                        .last
-                        .as_ref()
+                        .next
                         .map(|l| format!(", up to {l}"))
                         .unwrap_or_default()
                 ))?;

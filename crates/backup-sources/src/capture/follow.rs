@@ -244,7 +244,7 @@ impl<'a> Capture<'a> {
             slice.what,
         )
         .await?;
-        self.summary.slices += 1;
+        self.summary.pieces += 1;
         self.summary.entries += slice.entries;
         self.summary.bytes += slice.bytes;
         self.summary.next = Some(slice.last.at());

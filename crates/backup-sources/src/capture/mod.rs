@@ -189,13 +189,13 @@ impl FollowOptions {
     }
 }
 
-/// What a follower did before it stopped.
-#[derive(Debug, Clone, Default)]
+/// What a follower or the WAL receiver did before it stopped.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FollowSummary {
     /// The stream (the last one, when the source's identity changed).
     pub stream: String,
-    /// Slices stored.
-    pub slices: u64,
+    /// Pieces stored.
+    pub pieces: u64,
     /// Changes stored.
     pub entries: u64,
     /// Bytes stored.
@@ -205,6 +205,20 @@ pub struct FollowSummary {
     /// Base snapshots taken by the follower (Redis, after a full
     /// resynchronisation).
     pub bases: u64,
-    /// The first position not stored yet.
+    /// The first position not stored yet (as `Display` writes it in
+    /// JSON: `0/3000060 on timeline 1`, `1700000000:5`, `123456`).
+    #[serde(serialize_with = "displayed")]
     pub next: Option<Position>,
+}
+
+/// Serializes a position as people read it (`null` for none).
+#[allow(clippy::ref_option)] // the signature `serialize_with` calls
+fn displayed<S: serde::Serializer>(
+    p: &Option<Position>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.collect_str(p),
+        None => s.serialize_none(),
+    }
 }

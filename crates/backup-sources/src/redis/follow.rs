@@ -255,6 +255,7 @@ impl Follower<'_, '_> {
         }
         Ok(None)
     }
+
     /// One connection's worth of following: handshake, base when needed,
     /// stream.
     async fn run(&mut self, pos: &mut Option<Position>) -> Result<()> {

@@ -39,7 +39,7 @@ pub use prefetch::{
     prestage, recovery_over, take_prefetched, PrefetchRun,
 };
 pub use push::push;
-pub use receive::{receive, ReceiveOptions, ReceiveSummary};
+pub use receive::{receive, ReceiveOptions};
 pub use stored::{WalMap, GAP_KIND, HISTORY_KIND, WAL_KIND};
 
 pub(crate) use stored::{gap_stream, history_entries, parse_position, streams};

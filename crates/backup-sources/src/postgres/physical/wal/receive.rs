@@ -26,7 +26,7 @@ use super::protocol::{
 use super::stored::{
     gap_stream, history_start, parse_position, position, streams, GAP_KIND, HISTORY_KIND, WAL_KIND,
 };
-use crate::capture::{CaptureEvent, CaptureObserver, Position, StoredPiece};
+use crate::capture::{CaptureEvent, CaptureObserver, FollowSummary, Position, StoredPiece};
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::wire::{db_error, WireConn};
 
@@ -54,19 +54,6 @@ impl Default for ReceiveOptions {
     }
 }
 
-/// Summary of a receiver run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ReceiveSummary {
-    /// Pieces stored.
-    pub pieces: u64,
-    /// Bytes of WAL stored.
-    pub bytes: u64,
-    /// Last stored position (`tli/lsn`).
-    pub last: Option<String>,
-    /// Gaps recorded.
-    pub gaps: u64,
-}
-
 /// Streams WAL from `url`'s server into `repo` until `stop` is cancelled
 /// (then what was received is stored and the run ends) or an error,
 /// telling `observer` as it goes: [`CaptureEvent::Started`] for each
@@ -85,7 +72,7 @@ pub async fn receive(
     opts: ReceiveOptions,
     stop: CancellationToken,
     observer: Arc<dyn CaptureObserver>,
-) -> Result<ReceiveSummary> {
+) -> Result<FollowSummary> {
     let info = ConnInfo::parse(url)?;
     let mut wire = info.wire().map_err(Error::source_failed)?;
     wire.replication = true;
@@ -107,7 +94,7 @@ pub async fn receive(
             stop,
             continues: String::new(),
             stored_time: None,
-            summary: ReceiveSummary::default(),
+            summary: FollowSummary::default(),
             covering: None,
             cover_base: true,
         };
@@ -174,7 +161,7 @@ struct Receiver {
     continues: String,
     /// When a piece was last stored.
     stored_time: Option<DateTime<Utc>>,
-    summary: ReceiveSummary,
+    summary: FollowSummary,
     /// Set while the first stream of a cluster reaches back to its newest
     /// base backup: the cluster, timeline, the base's end and where the
     /// slot holds WAL from.
@@ -233,6 +220,7 @@ impl Receiver {
         )
         .unwrap_or(16 << 20);
         let (stream, hstream) = streams(&self.repo, &sysid);
+        self.summary.stream.clone_from(&stream);
         let repo = self.repo.clone();
         let names = self
             .runtime
@@ -630,7 +618,10 @@ impl Receiver {
         }));
         self.summary.pieces += 1;
         self.summary.bytes += data.len() as u64;
-        self.summary.last = Some(format!("{timeline}/{to}"));
+        self.summary.next = Some(Position::Wal {
+            timeline,
+            lsn: to.0,
+        });
         Ok(())
     }
 }
