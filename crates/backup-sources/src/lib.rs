@@ -57,6 +57,8 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod summary;
+#[cfg(all(test, feature = "postgres"))]
+mod test_support;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod tls;
 

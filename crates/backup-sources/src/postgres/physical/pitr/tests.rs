@@ -66,17 +66,8 @@ impl Fixture {
     const SYSID: &'static str = "7000000000000000001";
 
     async fn new() -> Self {
-        use backup_core::keys::KdfParams;
-        use backup_core::repo::InitOptions;
-        let sink: std::sync::Arc<dyn backup_core::Sink> =
-            std::sync::Arc::new(backup_core::MemorySink::new());
-        let opts = InitOptions {
-            kdf: KdfParams::insecure_fast(),
-            ..InitOptions::default()
-        };
-        let repo = Repository::init(sink, Some(b"pw"), &opts).await.unwrap();
         let mut f = Fixture {
-            repo,
+            repo: crate::test_support::memory_repo().await,
             t0: Utc::now() - chrono::Duration::hours(1),
             metas: Vec::new(),
         };

@@ -129,15 +129,7 @@ mod tests {
     /// recovery).
     #[tokio::test]
     async fn a_segment_captured_from_its_middle_takes_its_start_from_pg_wal() {
-        use backup_core::keys::KdfParams;
-        use backup_core::repo::InitOptions;
-        let sink: std::sync::Arc<dyn backup_core::Sink> =
-            std::sync::Arc::new(backup_core::MemorySink::new());
-        let opts = InitOptions {
-            kdf: KdfParams::insecure_fast(),
-            ..InitOptions::default()
-        };
-        let repo = Repository::init(sink, Some(b"pw"), &opts).await.unwrap();
+        let repo = crate::test_support::memory_repo().await;
         let seg: u64 = 1 << 20;
         let sysid = "7000000000000000001";
         let (stream, _) = streams(&repo, sysid);
