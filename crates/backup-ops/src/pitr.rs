@@ -23,7 +23,7 @@ pub use backup_sources::capture::{
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-pub use backup_sources::capture::{Base, Gap, Inventory, SourceWindows, Window};
+pub use backup_sources::capture::{Base, Gap, Inventory, SourceWindows, Window, Words};
 
 use crate::error::{Error, Result};
 
@@ -35,6 +35,23 @@ use crate::error::{Error, Result};
 /// Storage errors; an unreadable capture record.
 pub async fn windows(repo: &Repository, source: Option<&str>) -> Result<Vec<SourceWindows>> {
     Ok(backup_sources::capture::registry::windows(repo, source).await?)
+}
+
+/// The kind of capture stream of `source` (a URL: `postgres-wal` for
+/// PostgreSQL, whose capture is its WAL) and what it is called in
+/// messages.
+///
+/// # Errors
+///
+/// A URL of no known kind, or of a kind without capture in this build.
+pub fn capture_of(source: &str) -> Result<(&'static str, Words)> {
+    let kind = backup_sources::Kind::of(source)?;
+    let driver = backup_sources::capture::registry::driver(kind.name()).ok_or_else(|| {
+        Error::usage(format!(
+            "{kind} sources have no continuous capture in this build"
+        ))
+    })?;
+    Ok((driver.capture(), driver.words()))
 }
 
 /// A point-in-time restore's plan: the base snapshot and what to replay.

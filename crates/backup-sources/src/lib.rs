@@ -58,6 +58,7 @@ pub mod postgres;
 pub mod redis;
 pub mod summary;
 #[cfg(all(test, feature = "postgres"))]
+#[allow(clippy::unwrap_used)]
 mod test_support;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod tls;

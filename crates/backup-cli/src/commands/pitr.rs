@@ -72,11 +72,8 @@ impl Printer {
 
     /// What the stream's identity is called.
     fn identity_noun(&self) -> &'static str {
-        match self.capture {
-            "postgres-wal" => "cluster",
-            "redis-stream" => "replication id",
-            _ => "replica set",
-        }
+        backup_sources::capture::registry::driver(self.capture)
+            .map_or("source", |d| d.words().identity)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use backup_core::retry::Restarts;
 use backup_ops::config::{Event, Job};
-use backup_ops::pitr::{CaptureEvent, CaptureObserver, FollowRequest, Position};
+use backup_ops::pitr::{CaptureEvent, CaptureObserver, FollowRequest, Position, Words};
 use backup_ops::wal::ReceiveOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -28,10 +28,8 @@ use crate::state::CaptureState;
 struct Capture {
     /// The capture kind (`postgres-wal`, `mongodb-oplog`, `redis-stream`).
     kind: &'static str,
-    /// What is captured, for people (`WAL`, `oplog`).
-    what: &'static str,
-    /// Where changes wait while capture is down.
-    kept_in: &'static str,
+    /// What the capture driver calls its stream and where changes wait.
+    words: Words,
     /// The job's lag limit.
     max_lag: Option<Duration>,
     /// The setting that gives it.
@@ -39,33 +37,20 @@ struct Capture {
 }
 
 impl Capture {
-    fn of(job: &Job) -> Capture {
-        if let Some(wal) = &job.wal {
-            Capture {
-                kind: "postgres-wal",
-                what: "WAL",
-                kept_in: "the replication slot",
-                max_lag: wal.max_lag,
-                max_lag_setting: "max_wal_lag",
-            }
-        } else if job.source.starts_with("redis") {
-            Capture {
-                kind: "redis-stream",
-                what: "replication stream",
-                kept_in:
-                    "the replication backlog until it rolls over (then the capture records a gap)",
-                max_lag: job.max_oplog_lag,
-                max_lag_setting: "max_oplog_lag",
-            }
-        } else {
-            Capture {
-                kind: "mongodb-oplog",
-                what: "oplog",
-                kept_in: "the oplog until it rolls over (then the capture records a gap)",
-                max_lag: job.max_oplog_lag,
-                max_lag_setting: "max_oplog_lag",
-            }
-        }
+    /// The capture of `job`: its WAL (`wal` settings), else the stream
+    /// of its kind of source.
+    fn of(job: &Job) -> Result<Capture, backup_ops::Error> {
+        let (kind, words) = backup_ops::pitr::capture_of(&job.source)?;
+        let (max_lag, max_lag_setting) = match &job.wal {
+            Some(wal) => (wal.max_lag, "max_wal_lag"),
+            None => (job.max_oplog_lag, "max_oplog_lag"),
+        };
+        Ok(Capture {
+            kind,
+            words,
+            max_lag,
+            max_lag_setting,
+        })
     }
 }
 
@@ -94,11 +79,14 @@ impl Observer {
         self.daemon.notify(
             &self.job,
             Event::CaptureStopped,
-            format!("{}: {} capture stopped", self.job.name, self.capture.what),
+            format!(
+                "{}: {} capture stopped",
+                self.job.name, self.capture.words.stream
+            ),
             format!(
                 "{error}\n{how} in {} s; changes made meanwhile stay in {}.",
                 retry.as_secs(),
-                self.capture.kept_in
+                self.capture.words.kept_in
             ),
         );
     }
@@ -117,7 +105,7 @@ impl Observer {
             Event::CaptureGap,
             format!(
                 "{}: gap in the captured {}",
-                self.job.name, self.capture.what
+                self.job.name, self.capture.words.stream
             ),
             format!("{reason}\n{then}"),
         );
@@ -152,7 +140,7 @@ impl Observer {
                 Event::CaptureLag,
                 format!(
                     "{}: {} capture is {seconds:.0} s behind ({} {limit:.0} s)",
-                    self.job.name, self.capture.what, self.capture.max_lag_setting
+                    self.job.name, self.capture.words.stream, self.capture.max_lag_setting
                 ),
                 format!(
                     "Changes newer than the lag cannot be restored yet{}; check the repository's write speed and the capture's connection.",
@@ -231,7 +219,13 @@ impl Daemon {
     /// keeps failing) when it stops, and reading its restorable window
     /// after each new snapshot and every 5 minutes.
     pub(super) async fn capture_loop(self: Arc<Self>, job: Job, generation: CancellationToken) {
-        let capture = Capture::of(&job);
+        let capture = match Capture::of(&job) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(job = %job.name, error = %report(&e), "The job's source has no capture.");
+                return;
+            }
+        };
         self.status.update(&job.name, |s| {
             s.capture = Some(CaptureState {
                 kind: capture.kind.to_owned(),
@@ -357,7 +351,9 @@ impl Daemon {
                 return;
             }
         };
-        let kind = Capture::of(job).kind;
+        let Ok(Capture { kind, .. }) = Capture::of(job) else {
+            return;
+        };
         match backup_ops::pitr::windows(&repo, Some(&job.source)).await {
             Ok(sources) => {
                 let newest = sources

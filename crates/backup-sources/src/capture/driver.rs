@@ -14,6 +14,19 @@ use chrono::{DateTime, Utc};
 use super::kind::Position;
 use super::window::{Inventory, SourceWindows};
 
+/// What a kind's stream and its parts are called in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    /// What is captured (`WAL`, `oplog`, `replication stream`).
+    pub stream: &'static str,
+    /// What identifies a source's stream (`cluster`, `replica set`).
+    pub identity: &'static str,
+    /// What a position is (`LSN`, `oplog timestamp`).
+    pub position: &'static str,
+    /// Where changes wait while capture is down, and what happens then.
+    pub kept_in: &'static str,
+}
+
 /// One kind of capture stream (PostgreSQL's WAL, MongoDB's oplog, Redis's
 /// replication stream).
 #[async_trait::async_trait]
@@ -24,6 +37,9 @@ pub trait CaptureDriver: Send + Sync {
     /// The kind of capture stream (`postgres-wal`, `mongodb-oplog`,
     /// `redis-stream`), as capture records name it.
     fn capture(&self) -> &'static str;
+
+    /// What the stream and its parts are called in messages.
+    fn words(&self) -> Words;
 
     /// Whether a restore to a point into a target of kind `target` (a
     /// source kind name; `files` for a directory) is planned by this

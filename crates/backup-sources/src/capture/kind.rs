@@ -8,6 +8,7 @@ use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 
+use super::driver::Words;
 use crate::Kind;
 
 /// Where a base snapshot sits in a capture stream.
@@ -61,11 +62,22 @@ impl CaptureKind {
         }
     }
 
-    /// What a position is called in messages (`oplog timestamp`).
-    pub fn position_noun(self) -> &'static str {
+    /// What the stream and its parts are called in messages.
+    pub fn words(self) -> Words {
         match self {
-            CaptureKind::MongodbOplog => "oplog timestamp",
-            CaptureKind::RedisStream => "replication offset",
+            CaptureKind::MongodbOplog => Words {
+                stream: "oplog",
+                identity: "replica set",
+                position: "oplog timestamp",
+                kept_in: "the oplog until it rolls over (then the capture records a gap)",
+            },
+            CaptureKind::RedisStream => Words {
+                stream: "replication stream",
+                identity: "replication id",
+                position: "replication offset",
+                kept_in:
+                    "the replication backlog until it rolls over (then the capture records a gap)",
+            },
         }
     }
 

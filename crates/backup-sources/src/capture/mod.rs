@@ -42,7 +42,7 @@ use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 
 pub use driver::CaptureDriver;
-pub use driver::{describe_target, Planned, RestorePlan};
+pub use driver::{describe_target, Planned, RestorePlan, Words};
 pub(crate) use kind::oplog_parts;
 pub use kind::{
     base_identities, parse_oplog_ts, point_flag, point_owner, position_offset, BasePoint,

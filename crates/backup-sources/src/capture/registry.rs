@@ -24,6 +24,14 @@ pub fn drivers() -> Vec<Box<dyn CaptureDriver>> {
     ]
 }
 
+/// The driver of the capture kind `name` (`postgres-wal`), or of the
+/// kind of source `name` names (`postgres`).
+pub fn driver(name: &str) -> Option<Box<dyn CaptureDriver>> {
+    drivers()
+        .into_iter()
+        .find(|d| d.capture() == name || d.source_kind() == name)
+}
+
 /// The windows of every kind (narrowed by `source`), from one read of the
 /// repository's capture records and snapshots.
 ///

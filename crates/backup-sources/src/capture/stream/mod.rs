@@ -12,7 +12,7 @@ use backup_core::target::RestoreOptions;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
-use super::driver::{CaptureDriver, Planned};
+use super::driver::{CaptureDriver, Planned, Words};
 use super::kind::{CaptureKind, Position};
 use super::window::{Base, Gap, Inventory, SourceWindows, Window};
 
@@ -251,7 +251,7 @@ impl Stream {
             stream: self.stream.clone(),
             identity: self.identity.clone(),
             source: self.source.clone(),
-            position: self.kind.position_noun().to_owned(),
+            position: self.kind.words().position.to_owned(),
             pieces: self.pieces,
             bytes: self.bytes,
             windows: self.windows.clone(),
@@ -345,6 +345,10 @@ impl CaptureDriver for StreamDriver {
 
     fn capture(&self) -> &'static str {
         self.0.name()
+    }
+
+    fn words(&self) -> Words {
+        self.0.words()
     }
 
     async fn windows(

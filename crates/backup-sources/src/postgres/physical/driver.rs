@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::lsn::Lsn;
 use super::meta::PhysicalMeta;
 use super::wal::{gap_stream, history_entries, WalMap, WAL_KIND};
-use crate::capture::driver::{CaptureDriver, Planned, RestorePlan};
+use crate::capture::driver::{CaptureDriver, Planned, RestorePlan, Words};
 use crate::capture::kind::Position;
 use crate::capture::window::{Base, Gap, Inventory, SourceWindows, Window};
 
@@ -34,6 +34,15 @@ impl CaptureDriver for WalDriver {
 
     fn capture(&self) -> &'static str {
         WAL_KIND
+    }
+
+    fn words(&self) -> Words {
+        Words {
+            stream: "WAL",
+            identity: "cluster",
+            position: "LSN",
+            kept_in: "the replication slot",
+        }
     }
 
     /// A physical restore goes into a data directory.
@@ -192,7 +201,7 @@ pub(super) async fn cluster_windows(
         source: url
             .or_else(|| bases.last().map(|b| b.url.clone()))
             .unwrap_or_default(),
-        position: "LSN".to_owned(),
+        position: WalDriver.words().position.to_owned(),
         pieces,
         bytes,
         windows,
