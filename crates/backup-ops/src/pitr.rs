@@ -54,6 +54,12 @@ pub fn capture_of(source: &str) -> Result<(&'static str, Words)> {
     Ok((driver.capture(), driver.words()))
 }
 
+/// What a capture kind (`postgres-wal`) captures, for people (`WAL`,
+/// `oplog`, `replication stream`; `change` for a kind this build lacks).
+pub fn captured(capture: &str) -> &'static str {
+    backup_sources::capture::registry::driver(capture).map_or("change", |d| d.words().stream)
+}
+
 /// A point-in-time restore's plan: the base snapshot and what to replay.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -263,5 +269,19 @@ impl backup_sources::redis::BaseStore for Bases<'_> {
         outcome
             .id
             .ok_or_else(|| backup_core::Error::source_failed("the base snapshot was not saved"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_capture_kind_is_named_by_its_driver() {
+        assert_eq!(super::captured("postgres-wal"), "WAL");
+        assert_eq!(super::captured("mongodb-oplog"), "oplog");
+        assert_eq!(super::captured("redis-stream"), "replication stream");
+        assert_eq!(super::captured("nothing"), "change");
+        let (kind, words) = super::capture_of("redis://127.0.0.1:6379").unwrap();
+        assert_eq!((kind, words.identity), ("redis-stream", "replication id"));
+        assert!(super::capture_of("/srv/files").is_err());
     }
 }

@@ -208,11 +208,7 @@ pub fn restorable_brief(s: &JobSummary) -> String {
         Some(c) => format!(
             "any point of {} ({})",
             human_seconds((c.to - c.from).num_milliseconds() as f64 / 1000.0),
-            if c.kind == "mongodb-oplog" {
-                "oplog"
-            } else {
-                "WAL"
-            }
+            crate::pitr::captured(&c.kind)
         ),
         None => count(s.restore_points, "restore point", "restore points"),
     }

@@ -222,7 +222,7 @@ pub fn summary_list(j: &JobHistory, s: &JobSummary) -> String {
                 "capture lag {}{objective} {} <span class=\"muted\">(continuous {}: any point of the window can be restored)</span>",
                 human_seconds(c.lag_seconds),
                 badge(s.rpo_met, "met", "missed"),
-                capture_name(&c.kind)
+                crate::pitr::captured(&c.kind)
             ),
             None => format!(
                 "worst gap without a restore point {}{objective} {}",
@@ -278,7 +278,7 @@ pub fn summary_list(j: &JobHistory, s: &JobSummary) -> String {
                 time_s(c.from),
                 time_s(c.to),
                 human_seconds((c.to - c.from).num_milliseconds() as f64 / 1000.0),
-                capture_name(&c.kind),
+                crate::pitr::captured(&c.kind),
                 n,
                 if n == 1 { "snapshot" } else { "snapshots" }
             ),
@@ -295,28 +295,19 @@ fn time_s(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// `WAL`, `oplog`: what a capture kind captures, for people.
-fn capture_name(kind: &str) -> &'static str {
-    match kind {
-        "postgres-wal" => "WAL",
-        "mongodb-oplog" => "oplog",
-        _ => "change",
-    }
-}
-
 /// A capture's state: running or not, lag, gaps, the last error.
 fn capture_state(c: &CaptureWindow) -> String {
     let mut parts = Vec::new();
     match c.streaming {
         Some(true) => parts.push(format!(
             "<span class=\"ok\">{} capture running</span>",
-            capture_name(&c.kind)
+            crate::pitr::captured(&c.kind)
         )),
         Some(false) => parts.push(format!(
             "<span class=\"bad\">{} capture stopped</span>",
-            capture_name(&c.kind)
+            crate::pitr::captured(&c.kind)
         )),
-        None => parts.push(format!("{} captured", capture_name(&c.kind))),
+        None => parts.push(format!("{} captured", crate::pitr::captured(&c.kind))),
     }
     parts.push(format!(
         "lag {}{}",
