@@ -8,7 +8,7 @@ use backup_core::target::RecoveryPoint;
 
 use chrono::{DateTime, Utc};
 
-use backup_sources::capture::Position;
+use backup_sources::capture::{CaptureKind, Position};
 use backup_sources::drill::{CanaryAt, CanaryMark};
 
 use crate::error::{Error, Result};
@@ -120,7 +120,11 @@ impl PointChooser for RandomPointInWindow {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        if let Some(kind @ ("mongodb" | "redis")) = newest_kind(repo, scope).await?.as_deref() {
+        let newest = newest_kind(repo, scope).await?;
+        let stream = CaptureKind::ALL
+            .into_iter()
+            .find(|k| newest.as_deref() == Some(k.source_kind().name()));
+        if let Some(kind) = stream {
             return stream_random_point(repo, scope, kind).await;
         }
         #[cfg(feature = "postgres")]
@@ -171,20 +175,21 @@ async fn newest_kind(repo: &IndexedRepository, scope: &SnapshotFilter) -> Result
         .map(|s| s.snapshot.source.kind))
 }
 
-/// A random point of the newest restorable window of the MongoDB or Redis
-/// stream `scope` selects, planned by [`crate::pitr::plan`]: a whole
-/// second for MongoDB (a time target takes every entry of its second), a
-/// millisecond for Redis (times are the commands' arrival).
+/// A random point of the newest restorable window of the stream of `kind`
+/// (oplog, Redis stream) `scope` selects, planned by [`crate::pitr::plan`]:
+/// a whole second where positions tell the time in seconds (a time target
+/// takes every entry of its second: the oplog), else a millisecond (times
+/// are the changes' arrival: Redis).
 async fn stream_random_point(
     repo: &IndexedRepository,
     scope: &SnapshotFilter,
-    kind: &str,
+    kind: CaptureKind,
 ) -> Result<ChosenPoint> {
     let source = scope.source.as_deref();
     let listed = crate::pitr::windows(repo, source).await?;
     let window = listed
         .iter()
-        .filter(|s| s.kind == kind)
+        .filter(|s| s.capture == kind.name())
         .filter_map(|s| s.windows.last())
         .filter_map(|w| Some((w.from_time?, w.to_time?)))
         .max_by_key(|(_, to)| *to)
@@ -194,25 +199,26 @@ async fn stream_random_point(
                 source.unwrap_or("this repository")
             ))
         })?;
-    if kind == "redis" {
+    let target = kind.source_kind().name();
+    if !kind.timed_positions() {
         let span = (window.1 - window.0).num_milliseconds().max(0);
         let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
         let at = window.0 + chrono::Duration::milliseconds(offset);
-        return planned_point(repo, kind, source, at).await;
+        return planned_point(repo, target, source, at).await;
     }
     let (from, to) = (window.0.timestamp(), window.1.timestamp());
     // Seconds FROM..TO-1: the second of the window's end may be captured
     // only in part.
     let span = u64::try_from(to - 1 - from).map_err(|_| {
         Error::usage(format!(
-            "the restorable window ({} to {}) is under a second long: let the oplog capture run longer before a drill at a random point",
+            "the restorable window ({} to {}) is under a second long: let the capture run longer before a drill at a random point",
             window.0.to_rfc3339(),
             window.1.to_rfc3339()
         ))
     })?;
     let offset = i64::try_from(random_u64() % (span + 1)).unwrap_or(0);
     let at = DateTime::from_timestamp(from + offset, 0).unwrap_or(window.0);
-    planned_point(repo, kind, source, at).await
+    planned_point(repo, target, source, at).await
 }
 
 /// The base and replay of a restore to `at`, as a drill's point.
