@@ -387,6 +387,30 @@ impl WireConn {
         Ok(())
     }
 
+    /// The rows of a result, read up to `ReadyForQuery`: `Ok(Err(..))`
+    /// with the server's message when it sent an error instead.
+    ///
+    /// # Errors
+    ///
+    /// The connection failing, or a row that cannot be read.
+    pub(crate) fn rows(&mut self) -> io::Result<Result<Vec<Vec<Option<String>>>, String>> {
+        let mut rows = Vec::new();
+        loop {
+            let r = self.next_message(|tag, body| match tag {
+                b'D' => data_row(body).map(Some).map_err(|e| e.to_string()),
+                b'E' => Err(db_error(body).to_string()),
+                b'Z' => Ok(None),
+                _ => Ok(Some(Vec::new())),
+            })?;
+            match r {
+                Ok(Some(row)) if !row.is_empty() => rows.push(row),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(Ok(rows)),
+                Err(m) => return Ok(Err(m)),
+            }
+        }
+    }
+
     /// The next message from the server: its tag and a borrowed body
     /// (valid until the next read), given to `f`.
     pub(crate) fn next_message<R>(&mut self, f: impl FnOnce(u8, &[u8]) -> R) -> io::Result<R> {

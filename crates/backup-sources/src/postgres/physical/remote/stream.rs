@@ -20,7 +20,7 @@ use super::super::meta::{TablespaceMeta, DATA_DIR, MANIFEST_FILE, TABLESPACES_DI
 use super::super::tar::{self, EntryType, Header};
 use super::errors::{backup_error, io_error};
 use super::readers::{ChannelReader, Piece, SpillReader};
-use crate::postgres::wire::{data_row, db_error, WireConn};
+use crate::postgres::wire::{db_error, WireConn};
 
 /// What the stream left for the manifest once it ended.
 #[derive(Debug, Default)]
@@ -148,28 +148,15 @@ impl Stream {
             }
         }
         // The end position, then the command's completion.
-        let mut rows = Vec::new();
-        loop {
-            let r = conn
-                .next_message(|tag, body| match tag {
-                    b'D' => data_row(body).map(Some).map_err(|e| e.to_string()),
-                    b'E' => Err(db_error(body).to_string()),
-                    b'Z' => Ok(None),
-                    _ => Ok(Some(Vec::new())),
-                })
-                .map_err(|e| io_error(&e, "reading the end of the base backup"))?;
-            match r {
-                Ok(Some(row)) if !row.is_empty() => rows.push(row),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(m) => {
-                    return Err(Error::source_failed(format!(
-                        "the base backup failed at its end: {m}{}",
-                        self.warning_text()
-                    )))
-                }
-            }
-        }
+        let rows = conn
+            .rows()
+            .map_err(|e| io_error(&e, "reading the end of the base backup"))?
+            .map_err(|m| {
+                Error::source_failed(format!(
+                    "the base backup failed at its end: {m}{}",
+                    self.warning_text()
+                ))
+            })?;
         let row = rows
             .first()
             .ok_or_else(|| Error::source_failed("BASE_BACKUP sent no end position"))?;

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::super::lsn::Lsn;
 use super::super::remote;
-use crate::postgres::wire::{data_row, db_error, WireConn, WireError};
+use crate::postgres::wire::{db_error, WireConn, WireError};
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -69,23 +69,9 @@ pub(super) enum Msg {
 
 /// Reads result rows until `ReadyForQuery`.
 fn read_result(conn: &mut WireConn) -> Result<Vec<Vec<Option<String>>>> {
-    let mut rows = Vec::new();
-    loop {
-        let r = conn
-            .next_message(|tag, body| match tag {
-                b'D' => data_row(body).map(Some).map_err(|e| e.to_string()),
-                b'E' => Err(db_error(body).to_string()),
-                b'Z' => Ok(None),
-                _ => Ok(Some(Vec::new())),
-            })
-            .map_err(|e| io(&e))?;
-        match r {
-            Ok(Some(row)) if !row.is_empty() => rows.push(row),
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(rows),
-            Err(m) => return Err(Error::source_failed(m)),
-        }
-    }
+    conn.rows()
+        .map_err(|e| io(&e))?
+        .map_err(Error::source_failed)
 }
 
 /// `TIMELINE_HISTORY tli`: the file's name and content.
