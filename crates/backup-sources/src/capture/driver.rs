@@ -11,21 +11,8 @@ use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
-use super::kind::Position;
+use super::kind::{Position, Words};
 use super::window::{Inventory, SourceWindows};
-
-/// What a kind's stream and its parts are called in messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Words {
-    /// What is captured (`WAL`, `oplog`, `replication stream`).
-    pub stream: &'static str,
-    /// What identifies a source's stream (`cluster`, `replica set`).
-    pub identity: &'static str,
-    /// What a position is (`LSN`, `oplog timestamp`).
-    pub position: &'static str,
-    /// Where changes wait while capture is down, and what happens then.
-    pub kept_in: &'static str,
-}
 
 /// One kind of capture stream (PostgreSQL's WAL, MongoDB's oplog, Redis's
 /// replication stream).

@@ -8,7 +8,6 @@ use backup_core::target::{RecoveryPoint, RestoreOptions};
 use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 
-use super::driver::Words;
 use crate::Kind;
 
 /// Where a base snapshot sits in a capture stream.
@@ -21,6 +20,19 @@ pub struct BasePoint {
     pub from: Position,
     /// The time the snapshot is consistent at, when known.
     pub time: Option<DateTime<Utc>>,
+}
+
+/// What a kind's stream and its parts are called in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    /// What is captured (`WAL`, `oplog`, `replication stream`).
+    pub stream: &'static str,
+    /// What identifies a source's stream (`cluster`, `replica set`).
+    pub identity: &'static str,
+    /// What a position is (`LSN`, `oplog timestamp`).
+    pub position: &'static str,
+    /// Where changes wait while capture is down, and what happens then.
+    pub kept_in: &'static str,
 }
 
 /// The kinds of capture streams.

@@ -42,11 +42,11 @@ use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 
 pub use driver::CaptureDriver;
-pub use driver::{describe_target, Planned, RestorePlan, Words};
+pub use driver::{describe_target, Planned, RestorePlan};
 pub(crate) use kind::oplog_parts;
 pub use kind::{
     base_identities, parse_oplog_ts, point_flag, point_owner, position_offset, BasePoint,
-    CaptureKind, Position,
+    CaptureKind, Position, Words,
 };
 pub use stream::{Piece, Stream, StreamDriver};
 pub use window::{Base, Gap, Inventory, SourceWindows, Window};

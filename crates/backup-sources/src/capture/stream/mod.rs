@@ -12,8 +12,8 @@ use backup_core::target::RestoreOptions;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
-use super::driver::{CaptureDriver, Planned, Words};
-use super::kind::{CaptureKind, Position};
+use super::driver::{CaptureDriver, Planned};
+use super::kind::{CaptureKind, Position, Words};
 use super::window::{Base, Gap, Inventory, SourceWindows, Window};
 
 pub mod plan;

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use super::lsn::Lsn;
 use super::meta::PhysicalMeta;
 use super::wal::{gap_stream, history_entries, WalMap, WAL_KIND};
-use crate::capture::driver::{CaptureDriver, Planned, RestorePlan, Words};
-use crate::capture::kind::Position;
+use crate::capture::driver::{CaptureDriver, Planned, RestorePlan};
+use crate::capture::kind::{Position, Words};
 use crate::capture::window::{Base, Gap, Inventory, SourceWindows, Window};
 
 /// PostgreSQL: the WAL captured by `backup wal receive` / `wal push` and

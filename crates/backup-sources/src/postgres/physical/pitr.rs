@@ -38,7 +38,7 @@ pub struct Coverage {
 /// Checks that the repository holds the WAL from the base backup's stop to
 /// the target without a gap, on the timelines leading to it: that the
 /// target lies in the window `backup pitr` lists for `base`
-/// ([`super::driver::cluster_windows`]) on the last timeline of the path
+/// (`driver::cluster_windows`) on the last timeline of the path
 /// that has one, up to where the path leaves that timeline.
 ///
 /// # Errors
