@@ -101,13 +101,15 @@ pub(crate) fn wait_captured(pg: &PgCluster) {
     );
 }
 
-/// Polls `query` (psql's output `t` or `f`) every 100 ms until `t`.
+/// Polls `query` (psql's output `t` or `f`) every 100 ms until `t` (for
+/// up to two minutes: a receiver may be in its reconnection backoff on a
+/// loaded machine).
 fn poll(pg: &PgCluster, what: &str, query: impl Fn() -> String) {
     let start = std::time::Instant::now();
     while query().trim() != "t" {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "waited a minute in vain for {what}:\n{}",
+            start.elapsed() < Duration::from_secs(120),
+            "waited two minutes in vain for {what}:\n{}",
             pg.log()
         );
         std::thread::sleep(Duration::from_millis(100));

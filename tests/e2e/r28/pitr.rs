@@ -470,6 +470,12 @@ fn r28_2_a_first_receiver_covers_the_newest_base_or_names_the_gap() {
             .as_array()
             .is_some_and(|g| !g.is_empty())
     });
+    // WAL after the gap, so that the listing names the gap rather than
+    // "no WAL captured" (a loaded machine may not have streamed any yet).
+    switch_segments(&pg, 1);
+    wait_for(60, "WAL stored after the gap", || {
+        s.json(&["pitr"])[0]["pieces"].as_u64().unwrap_or(0) > 0
+    });
     receiver.stop();
     let listing = s.json(&["pitr"]);
     let gap = &listing[0]["gaps"][0];
