@@ -13,6 +13,7 @@
 )]
 
 mod bad_input;
+mod browse;
 mod cloud;
 mod copy_pitr;
 mod corruption;

@@ -15,6 +15,8 @@
 //! - [`restore`]: a restore with its confirmation and safety backup;
 //!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
+//! - [`browse`]: what a snapshot holds, read from its trees and manifest
+//!   (`ls`); [`tags`]: tag changes, which rewrite manifests under new ids.
 //! - [`pitr`]: continuous capture (`oplog follow`), the restorable
 //!   windows of every capture stream, and the plan of a restore to a
 //!   point in time.
@@ -67,6 +69,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod browse;
 pub mod config;
 pub mod copy;
 pub mod drill;
@@ -81,6 +84,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod secret;
+pub mod tags;
 pub mod verify;
 #[cfg(feature = "postgres")]
 pub mod wal;

@@ -49,7 +49,6 @@ pub mod kind;
 mod localfs;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
-#[cfg(any(feature = "postgres", feature = "mongodb"))]
 mod names;
 pub mod options;
 #[cfg(feature = "postgres")]

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::names::tree_name;
+
 /// One table, collection or database of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ContentRow {
@@ -16,6 +18,15 @@ pub struct ContentRow {
     /// What else is worth knowing (`view`, `partitioned`, keys with an
     /// expiry, ...), possibly empty.
     pub note: String,
+    /// Where the row sits, outermost first, one name per level of
+    /// [`Contents::levels`]: `[database, schema, table]`, `[database,
+    /// collection]` or `[database number]` (the PostgreSQL database is
+    /// empty when the metadata does not name it).
+    pub path: Vec<String>,
+    /// The snapshot tree's directory that holds the row's data streams
+    /// (components from the root, as the kind stores them); `None` when
+    /// the kind keeps all rows in one stream (Redis).
+    pub tree: Option<Vec<String>>,
 }
 
 /// The contents of a database snapshot.
@@ -25,8 +36,33 @@ pub struct Contents {
     pub item: &'static str,
     /// What its count counts: `rows`, `documents` or `keys`.
     pub counted: &'static str,
+    /// What each component of [`ContentRow::path`] names (`database`,
+    /// `schema`, `table`, `collection`).
+    pub levels: &'static [&'static str],
     /// One per table, collection or database, in the snapshot's order.
     pub rows: Vec<ContentRow>,
+}
+
+impl ContentRow {
+    /// Whether the row lies at or under `path` (components, outermost
+    /// first): its [`ContentRow::path`] starts with them. A single
+    /// component also matches the row's dotted [`ContentRow::name`]
+    /// (`public.orders`, `shop.orders`) or a prefix of it up to a dot.
+    pub fn is_under(&self, path: &[&str]) -> bool {
+        if path.len() <= self.path.len() && path.iter().zip(&self.path).all(|(a, b)| a == b) {
+            return true;
+        }
+        match path {
+            [one] => {
+                self.name == *one
+                    || self
+                        .name
+                        .strip_prefix(one)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The contents of a snapshot of `kind` (`postgres`, `mongodb`, `redis`)
@@ -39,11 +75,19 @@ pub fn contents(kind: &str, metadata: &Value) -> Option<Contents> {
         "postgres" => Contents {
             item: "table",
             counted: "rows",
+            levels: &["database", "schema", "table"],
             rows: metadata["tables"]
                 .as_array()?
                 .iter()
                 .map(|t| ContentRow {
                     name: format!("{}.{}", s(&t["schema"]), s(&t["name"])),
+                    path: vec![s(&metadata["database"]), s(&t["schema"]), s(&t["name"])],
+                    // As the logical source stores a table's COPY parts.
+                    tree: Some(vec![
+                        "tables".to_owned(),
+                        tree_name(&s(&t["schema"])),
+                        tree_name(&s(&t["name"])),
+                    ]),
                     count: u(&t["rows"]),
                     bytes: t["bytes"].as_u64(),
                     note: match t["kind"].as_str() {
@@ -67,6 +111,7 @@ pub fn contents(kind: &str, metadata: &Value) -> Option<Contents> {
         "mongodb" => Contents {
             item: "collection",
             counted: "documents",
+            levels: &["database", "collection"],
             rows: metadata["collections"]
                 .as_array()?
                 .iter()
@@ -74,6 +119,13 @@ pub fn contents(kind: &str, metadata: &Value) -> Option<Contents> {
                     let kind = s(&c["kind"]);
                     ContentRow {
                         name: format!("{}.{}", s(&c["db"]), s(&c["name"])),
+                        path: vec![s(&c["db"]), s(&c["name"])],
+                        // As the MongoDB source stores a collection.
+                        tree: Some(vec![
+                            "databases".to_owned(),
+                            tree_name(&s(&c["db"])),
+                            tree_name(&s(&c["name"])),
+                        ]),
                         count: u(&c["documents"]),
                         bytes: c["bytes"].as_u64(),
                         note: if kind == "collection" {
@@ -101,6 +153,8 @@ pub fn contents(kind: &str, metadata: &Value) -> Option<Contents> {
                         db.parse().unwrap_or(u64::MAX),
                         ContentRow {
                             name: db.clone(),
+                            path: vec![db.clone()],
+                            tree: None,
                             count: u(&d["keys"]),
                             bytes: None,
                             note: notes.join(", "),
@@ -112,6 +166,7 @@ pub fn contents(kind: &str, metadata: &Value) -> Option<Contents> {
             Contents {
                 item: "database",
                 counted: "keys",
+                levels: &["database"],
                 rows: rows.into_iter().map(|(_, r)| r).collect(),
             }
         }
@@ -157,6 +212,15 @@ mod tests {
         assert_eq!(c.rows[0].bytes, Some(30));
         assert!(c.rows[1].note.starts_with("partitioned"));
         assert_eq!(c.rows[2].note, "partition of public.m");
+        assert_eq!(c.rows[0].path, ["", "public", "t"]);
+        assert_eq!(
+            c.rows[0].tree.as_deref(),
+            Some(&["tables".to_owned(), "public".to_owned(), "t".to_owned()][..])
+        );
+        assert!(c.rows[0].is_under(&["public.t"]));
+        assert!(c.rows[0].is_under(&["public"]));
+        assert!(c.rows[0].is_under(&["", "public"]));
+        assert!(!c.rows[0].is_under(&["publ"]));
         assert_eq!(
             scalars(&pg),
             vec![("server_version".to_owned(), "15.2".to_owned())]

@@ -20,7 +20,9 @@ pub(crate) use monitoring::{
     AuditArgs, DrillArgs, GenerateCommand, HealthArgs, ReportArgs, ScheduleArgs,
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
-pub(crate) use snapshots::{CreateArgs, FilterArgs, InitArgs, ListArgs, ShowArgs};
+pub(crate) use snapshots::{
+    CreateArgs, FilterArgs, InitArgs, ListArgs, LsArgs, ShowArgs, TagCommand, TagSelect,
+};
 
 /// Encrypted, deduplicated, compressed backups of files and databases to
 /// local disk, S3 or Google Cloud Storage.
@@ -108,6 +110,14 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Show one snapshot's manifest.
     Show(ShowArgs),
+    /// List what a snapshot holds without restoring it: files like `ls`
+    /// (--long, --recursive, --json lines); databases, schemas, tables and
+    /// collections with their counts and bytes.
+    Ls(LsArgs),
+    /// Add, remove or set snapshot tags (each changed snapshot gets a new
+    /// id).
+    #[command(subcommand)]
+    Tag(TagCommand),
     /// Restore a snapshot.
     Restore(RestoreArgs),
     /// Write a snapshot in a database's native dump format (Redis: a

@@ -1,8 +1,9 @@
-//! Arguments: creating a repository, backing up, listing and showing snapshots.
+//! Arguments: creating a repository, backing up, listing, showing and
+//! browsing snapshots, changing their tags.
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::parse_size;
 
@@ -157,4 +158,71 @@ pub(crate) struct ShowArgs {
     /// Narrow `latest` to this source.
     #[arg(long)]
     pub(crate) source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// Where to start: a directory or file of a files snapshot; a database,
+    /// schema, table or collection of a database snapshot (`app/public/t`,
+    /// `public.t`, `shop.orders`, `0` for a Redis database).
+    pub(crate) path: Option<String>,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// List the whole subtree, not only the entries directly under PATH.
+    #[arg(short = 'R', long)]
+    pub(crate) recursive: bool,
+    /// Mode, owner (name and id), size, modification time and link
+    /// targets.
+    #[arg(short, long)]
+    pub(crate) long: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TagCommand {
+    /// Add tags to snapshots.
+    Add(TagArgs),
+    /// Remove tags from snapshots.
+    Remove(TagArgs),
+    /// Replace the tags of snapshots (no TAG: remove them all).
+    Set(TagSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TagArgs {
+    /// The tags.
+    #[arg(value_name = "TAG", required = true)]
+    pub(crate) tags: Vec<String>,
+    #[command(flatten)]
+    pub(crate) select: TagSelect,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TagSetArgs {
+    /// The tags.
+    #[arg(value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    #[command(flatten)]
+    pub(crate) select: TagSelect,
+}
+
+/// Which snapshots a tag change applies to.
+#[derive(Debug, Args)]
+pub(crate) struct TagSelect {
+    /// A snapshot (id, unique id prefix or `latest`); repeatable.
+    #[arg(long = "snapshot", value_name = "ID")]
+    pub(crate) snapshots: Vec<String>,
+    /// Without --snapshot: snapshots of this source (URL, path or kind);
+    /// with it, narrows `latest`.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Without --snapshot: snapshots from this host.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Without --snapshot: snapshots with this tag; repeatable (all must
+    /// match). Not the tags to change: those are the TAG arguments.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) with_tags: Vec<String>,
 }

@@ -2,6 +2,7 @@
 //! the core, and renders the result.
 
 mod audit;
+mod browse;
 mod copy;
 mod create;
 mod drill;
@@ -27,8 +28,8 @@ use crate::cli::{Cli, Command, FilterArgs, KeyCommand};
 use crate::context::{usage, Ctx};
 
 /// Runs the parsed command; returns the exit code. Operations that change
-/// or read back data (create, restore, verify, forget, prune, copy, key
-/// changes) leave an audit record, whether they succeed or fail.
+/// or read back data (create, restore, verify, forget, tag, prune, copy,
+/// key changes) leave an audit record, whether they succeed or fail.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
     let ctx = Ctx::new(cli.global)?;
     let operation = audited_operation(&cli.command);
@@ -69,6 +70,7 @@ fn audited_operation(c: &Command) -> Option<&'static str> {
         Command::Restore(_) => "restore",
         Command::Verify(_) => "verify",
         Command::Forget(_) => "forget",
+        Command::Tag(_) => "tag",
         Command::Prune(_) => "prune",
         Command::Copy(_) => "copy",
         Command::Repair(_) => "repair",
@@ -88,6 +90,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Create(a) => Box::pin(create::run(ctx, a)).await,
         Command::List(a) => list::list(ctx, a).await,
         Command::Show(a) => list::show(ctx, a).await,
+        Command::Ls(a) => browse::ls(ctx, a).await,
+        Command::Tag(c) => browse::tag(ctx, c).await,
         Command::Restore(a) => Box::pin(restore::run(ctx, a)).await,
         Command::Export(a) => export::run(ctx, a).await,
         Command::Verify(a) => verify::run(ctx, a).await,

@@ -1,0 +1,263 @@
+//! `backup ls` and `backup tag`.
+
+use std::io::{BufWriter, Write as _};
+
+use anyhow::Result;
+use backup_core::snapshot::SnapshotFilter;
+use backup_core::tree::NodeKind;
+use backup_ops::browse::{ls as list_snapshot, DatabaseListing, FileEntry, Listing, LsRequest};
+use backup_ops::tags::{tag as change_tags, TagChange, TagRequest};
+
+use super::{bytes, normalize_source};
+use crate::cli::{LsArgs, TagCommand, TagSelect};
+use crate::context::Ctx;
+
+pub(crate) async fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
+    let req = LsRequest {
+        snapshot: a.snapshot.clone(),
+        filter: SnapshotFilter {
+            source: a.source.as_deref().map(normalize_source),
+            ..SnapshotFilter::default()
+        },
+        path: a.path.clone(),
+        recursive: a.recursive,
+    };
+    let repo = ctx.open().await?;
+    let json = ctx.global.json;
+    let show = json || ctx.human();
+    let long = a.long;
+    let mut out = BufWriter::new(std::io::stdout());
+    let mut on_entry = |e: &FileEntry| -> backup_ops::Result<()> {
+        if !show {
+            return Ok(());
+        }
+        let line = if json {
+            serde_json::to_string(e).map_err(|e| {
+                backup_core::Error::io("writing the listing", std::io::Error::other(e))
+            })?
+        } else if long {
+            long_line(e)
+        } else {
+            e.path.clone()
+        };
+        writeln!(out, "{line}").map_err(|e| backup_core::Error::io("writing the listing", e).into())
+    };
+    let outcome = list_snapshot(&repo, &req, &mut on_entry).await;
+    out.flush()?;
+    let outcome = outcome?;
+    if let Listing::Database(d) = &outcome.listing {
+        if json {
+            database_json(d)?;
+        } else {
+            database_text(ctx, d)?;
+        }
+    }
+    Ok(0)
+}
+
+/// `drwxr-xr-x  alice(1000)  staff(50)  4.0 KiB  2024-05-01 12:00:00  /path -> target`.
+fn long_line(e: &FileEntry) -> String {
+    let owner = |name: &Option<String>, id: Option<u32>| match (name, id) {
+        (Some(n), Some(i)) => format!("{n}({i})"),
+        (None, Some(i)) => i.to_string(),
+        (Some(n), None) => n.clone(),
+        (None, None) => "-".to_owned(),
+    };
+    let mtime = e.mtime.as_deref().map_or_else(
+        || "-".to_owned(),
+        |t| {
+            chrono::DateTime::parse_from_rfc3339(t).map_or_else(
+                |_| t.to_owned(),
+                |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            )
+        },
+    );
+    let link = e
+        .link_target
+        .as_deref()
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
+    format!(
+        "{}  {:<12}  {:<12}  {:>10}  {}  {}{}",
+        mode_string(e.kind, e.mode),
+        owner(&e.user, e.uid),
+        owner(&e.group, e.gid),
+        e.size,
+        mtime,
+        e.path,
+        link
+    )
+}
+
+/// `ls -l`'s mode column: the type, then `rwx` three times with setuid,
+/// setgid and sticky folded in.
+fn mode_string(kind: NodeKind, mode: Option<u32>) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+        NodeKind::File | NodeKind::Stream => '-',
+    });
+    let Some(m) = mode else {
+        s.push_str("?????????");
+        return s;
+    };
+    let special = [(0o4000, 's', 'S'), (0o2000, 's', 'S'), (0o1000, 't', 'T')];
+    for (i, (bit, on, off)) in special.iter().enumerate() {
+        let shift = 6 - 3 * i;
+        let bits = m >> shift;
+        s.push(if bits & 0o4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 0o2 != 0 { 'w' } else { '-' });
+        s.push(match (m & bit != 0, bits & 0o1 != 0) {
+            (true, true) => *on,
+            (true, false) => *off,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// One JSON object a line: each row (`type` is the item: table,
+/// collection, database), then the streams of no row (`type` `stream`).
+fn database_json(d: &DatabaseListing) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for r in &d.rows {
+        let mut v = serde_json::to_value(r)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("type".to_owned(), d.item.into());
+            o.insert("kind".to_owned(), d.kind.clone().into());
+            o.insert(d.counted.to_owned(), r.row.count.into());
+        }
+        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+    }
+    for s in &d.other_streams {
+        let v = serde_json::json!({"type": "stream", "path": s.path, "size": s.size});
+        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+    }
+    Ok(())
+}
+
+/// Rows grouped by their outer levels (database, schema), then the other
+/// streams.
+fn database_text(ctx: &Ctx, d: &DatabaseListing) -> Result<()> {
+    let mut shown: Vec<String> = Vec::new();
+    for r in &d.rows {
+        let path = &r.row.path;
+        let depth = path.len().saturating_sub(1);
+        for (i, level) in d.levels.iter().take(depth).enumerate() {
+            let name = path.get(i).cloned().unwrap_or_default();
+            if shown.get(i) != Some(&name) {
+                shown.truncate(i);
+                shown.push(name.clone());
+                let name = if name.is_empty() { "(unnamed)" } else { &name };
+                ctx.say(format!("{}{level} {name}", "  ".repeat(i)))?;
+            }
+        }
+        let indent = "  ".repeat(depth);
+        let leaf = path.last().map_or(r.row.name.as_str(), String::as_str);
+        let size = r
+            .row
+            .bytes
+            .map(|b| format!(", {}", bytes(b)))
+            .unwrap_or_default();
+        let note = if r.row.note.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", r.row.note)
+        };
+        ctx.say(format!(
+            "{indent}{} {leaf}  ({} {}{size}{note})",
+            d.item, r.row.count, d.counted
+        ))?;
+        for s in &r.streams {
+            ctx.say(format!("{indent}  stream {}  {}", s.path, bytes(s.size)))?;
+        }
+    }
+    for s in &d.other_streams {
+        ctx.say(format!("stream {}  {}", s.path, bytes(s.size)))?;
+    }
+    let total: u64 = d.rows.iter().map(|r| r.row.count).sum();
+    ctx.say(format!(
+        "{} {}{}, {total} {}",
+        d.rows.len(),
+        d.item,
+        if d.rows.len() == 1 { "" } else { "s" },
+        d.counted
+    ))?;
+    if d.kind == "redis" {
+        ctx.say("(keys are not listed: that needs reading the RDB)")?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn tag(ctx: &Ctx, c: TagCommand) -> Result<u8> {
+    let (change, select) = match c {
+        TagCommand::Add(a) => (TagChange::Add(a.tags), a.select),
+        TagCommand::Remove(a) => (TagChange::Remove(a.tags), a.select),
+        TagCommand::Set(a) => (TagChange::Set(a.tags), a.select),
+    };
+    let req = tag_request(ctx, change, select);
+    // Before the repository is opened (and a password asked).
+    req.check()?;
+    let repo = ctx.open().await?;
+    let result = change_tags(&repo, &req, ctx).await?;
+    if ctx.global.json {
+        ctx.print_json(&result)?;
+        return Ok(0);
+    }
+    for r in &result.changed {
+        ctx.say(format!(
+            "{} -> {}  tags {}{}",
+            r.old,
+            r.new,
+            if r.tags.is_empty() {
+                "(none)".to_owned()
+            } else {
+                r.tags.join(",")
+            },
+            if r.converged {
+                " (finishing an interrupted change)"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    ctx.say(format!(
+        "{} snapshots changed, {} already had these tags",
+        result.changed.len(),
+        result.unchanged.len()
+    ))?;
+    Ok(0)
+}
+
+fn tag_request(ctx: &Ctx, change: TagChange, s: TagSelect) -> TagRequest {
+    TagRequest {
+        change,
+        snapshots: s.snapshots,
+        filter: SnapshotFilter {
+            source: s.source.as_deref().map(normalize_source),
+            tags: s.with_tags,
+            host: s.host,
+            ..SnapshotFilter::default()
+        },
+        lock_wait: ctx.lock_wait(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_as_ls_prints_them() {
+        assert_eq!(mode_string(NodeKind::File, Some(0o640)), "-rw-r-----");
+        assert_eq!(mode_string(NodeKind::Dir, Some(0o1777)), "drwxrwxrwt");
+        assert_eq!(mode_string(NodeKind::File, Some(0o4754)), "-rwsr-xr--");
+        assert_eq!(mode_string(NodeKind::File, Some(0o2640)), "-rw-r-S---");
+        assert_eq!(mode_string(NodeKind::Symlink, None), "l?????????");
+    }
+}
