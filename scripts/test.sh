@@ -49,6 +49,14 @@ trap 'kill "$CARGO_DEB_PID" 2>/dev/null || true' EXIT
 
 step "Formatting"
 cargo fmt --all -- --check
+# The libFuzzer targets (fuzz/, a workspace of their own: docs/FUZZING.md).
+# Their entry points are built and run by the tests (backup-fuzz); here,
+# their sources are formatted and their lock file matches their manifest.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo metadata --locked --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null || {
+  echo "fuzz/Cargo.lock is stale: cargo update -w --manifest-path fuzz/Cargo.toml" >&2
+  exit 1
+}
 
 step "Dependency rules (docs/ARCHITECTURE.md, Crates)"
 # deps PACKAGE: the crates PACKAGE compiles (normal dependencies, every

@@ -173,7 +173,36 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Blobs stating more uncompressed bytes than this are decompressed as a
+/// stream, so that memory follows what the data really holds rather than
+/// a length read from a (possibly damaged) pack header or index. Data
+/// blobs are at most the chunker's maximum (16 MiB); only large tree
+/// blobs take the streaming path.
+const PREALLOCATE_MAX: usize = 64 * 1024 * 1024;
+
+/// Decompresses a blob stated to hold `capacity` bytes. Returns what the
+/// data holds (at most `capacity + 1` bytes, so that a longer output is
+/// seen): the caller compares its length with `capacity`.
 fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    // The encoder records the uncompressed size in the frame header: a
+    // frame that disagrees with the stated length is refused before
+    // anything is allocated for it.
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(data) {
+        if n != capacity as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the frame holds {n} bytes, the blob is stated to hold {capacity}"),
+            ));
+        }
+    }
+    if capacity > PREALLOCATE_MAX {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(zstd::stream::read::Decoder::new(data)?, capacity as u64 + 1),
+            &mut out,
+        )?;
+        return Ok(out);
+    }
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -379,6 +408,59 @@ mod tests {
         assert!(decode_blob(&key, &hasher, &e, &pack.id, &stored)
             .unwrap_err()
             .is_corruption());
+    }
+
+    /// Found by the `pack` fuzz target (docs/FUZZING.md): a header stating
+    /// a compressed blob of over 64 MiB in 12 bytes of data made the reader
+    /// allocate the stated size before finding the data is not zstd.
+    #[test]
+    fn a_stated_length_is_not_allocated_before_the_data_is_checked() {
+        let pack: &[u8] = &[
+            0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x77, 0x6f, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0xa5, 0x2e, 0x52, 0xd7, 0xda,
+            0x7d, 0xab, 0xfa, 0xc4, 0x84, 0xef, 0xe3, 0x7a, 0x53, 0x80, 0x88, 0xf7, 0xb5, 0x90,
+            0xee, 0xe2, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x6d, 0x00, 0x00, 0x00, 0x00, 0xfa, 0x57, 0x6a, 0xcb, 0x70, 0x24, 0x42,
+            0xf9, 0xd0, 0x10, 0x16, 0x73, 0xca, 0xae, 0x39, 0xb6, 0x0d, 0x66, 0xc0, 0xca, 0x73,
+            0x15, 0x48, 0xbe, 0x8d, 0xb8, 0xe0, 0xd2, 0xc7, 0x5b, 0x0b, 0x00, 0x00, 0x00, 0x0c,
+            0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x61, 0x00, 0x00, 0x00,
+        ];
+        let key = MasterKey::generate(false);
+        let hasher = BlobHasher::new(&key, crate::crypto::IdHash::default());
+        let id = Id([7; 32]);
+        let len = header_length(&id, pack.len() as u64, pack).unwrap() as usize;
+        let end = pack.len() - 4;
+        let entries = decode_header(&key, &id, &pack[end - len..end]).unwrap();
+        assert!(entries
+            .iter()
+            .any(|e| e.compressed && e.raw_length as usize > PREALLOCATE_MAX));
+        for e in &entries {
+            let Some(stored) = pack.get(e.offset as usize..(e.offset + e.length) as usize) else {
+                continue;
+            };
+            let err = decode_blob(&key, &hasher, e, &id, stored).unwrap_err();
+            assert!(err.is_corruption(), "{err}");
+        }
+
+        // A real frame records its size: one that disagrees with the
+        // stated length is refused by that alone.
+        let mut zc = zstd::bulk::Compressor::new(3).unwrap();
+        let frame = zc.compress(&[1u8; 1000]).unwrap();
+        let msg = decompress(&frame, u32::MAX as usize)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("holds 1000 bytes"), "{msg}");
+        // A frame without its size (written as a stream) claiming more
+        // than it holds is read as a stream: what it holds comes back.
+        let mut streamed = Vec::new();
+        let mut enc = zstd::stream::write::Encoder::new(&mut streamed, 3).unwrap();
+        std::io::Write::write_all(&mut enc, &[2u8; 1000]).unwrap();
+        enc.finish().unwrap();
+        assert_eq!(
+            decompress(&streamed, u32::MAX as usize).unwrap(),
+            vec![2u8; 1000]
+        );
+        assert_eq!(decompress(&streamed, 1000).unwrap(), vec![2u8; 1000]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::Path;
 use backup_core::capture::CaptureName;
 use backup_core::repo::Repository;
 use backup_core::snapshot::SourceDescriptor;
-use backup_sources::postgres::physical::wal;
+use backup_sources::postgres::physical::{self, wal};
 use tokio_util::sync::CancellationToken;
 
 pub use backup_sources::postgres::physical::pitr::{end_recovery, RecoveryEnded};
@@ -75,7 +75,7 @@ pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Optio
         .len();
     // A segment's size is the cluster's segment size (a power of two from
     // 1 MiB to 1 GiB); a history file's size says nothing.
-    let segment_size = if size.is_power_of_two() && (1 << 20..=1 << 30).contains(&size) {
+    let segment_size = if physical::is_wal_segment_size(size) {
         size
     } else {
         16 << 20

@@ -6,6 +6,18 @@ use clap::{Args, Subcommand};
 
 use super::parse_size;
 
+/// A WAL segment size: a size (`16MiB`) that a cluster can have.
+fn parse_segment_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if backup_sources::postgres::physical::is_wal_segment_size(n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{s} is not a WAL segment size (a power of two from 1MiB to 1GiB)"
+        ))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum WalCommand {
     /// Stream WAL from a physical replication slot into the repository
@@ -45,7 +57,7 @@ pub(crate) enum WalCommand {
         #[arg(long, value_name = "ID")]
         cluster: Option<String>,
         /// The cluster's WAL segment size.
-        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_segment_size)]
         segment_size: u64,
         /// Keep this many following segments fetched ahead, into
         /// pg_wal/.backup-prefetch, by a background process while the

@@ -74,6 +74,39 @@ impl std::fmt::Debug for BlobHasher {
     }
 }
 
+/// The most bytes a repository metadata file (index, snapshot, key, lock,
+/// capture record) may decompress to. Files are written far smaller; the
+/// limit only stops a damaged or hostile file from expanding without end.
+pub const METADATA_MAX: u64 = 1 << 30;
+
+/// The decompression step of [`Repository::decode_file`]: the JSON a
+/// metadata file holds, after its seal is opened.
+///
+/// # Errors
+///
+/// The data is not zstd, or decompresses to more than [`METADATA_MAX`]
+/// bytes (said in the message).
+pub fn inflate_metadata(opened: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    inflate_at_most(opened, METADATA_MAX)
+}
+
+fn inflate_at_most(opened: &[u8], most: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let decoder =
+        zstd::stream::read::Decoder::new(opened).map_err(|e| format!("decompression: {e}"))?;
+    let mut json = Vec::new();
+    decoder
+        .take(most + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("decompression: {e}"))?;
+    if json.len() as u64 > most {
+        return Err(format!(
+            "decompression: more than {most} bytes, the most a metadata file may hold"
+        ));
+    }
+    Ok(json)
+}
+
 async fn read_config(sink: &dyn Sink) -> Result<RepoConfig> {
     match sink.get(FileKind::Config, "config").await {
         Ok(bytes) => RepoConfig::parse(&bytes),
@@ -374,8 +407,7 @@ impl Repository {
             ));
         }
         let opened = self.key.open(bytes, kind, name)?;
-        let json = zstd::stream::decode_all(&opened[..])
-            .map_err(|e| Error::corrupt(kind, name, format!("decompression: {e}")))?;
+        let json = inflate_metadata(&opened).map_err(|e| Error::corrupt(kind, name, e))?;
         let value: serde_json::Value =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt(kind, name, e))?;
         if let Some(v) = value.get("version").and_then(serde_json::Value::as_u64) {
@@ -586,4 +618,23 @@ fn no_latest(filter: &SnapshotFilter, all: &[SnapshotEntry]) -> Error {
         )
     };
     Error::not_found(format!("snapshot `latest` of {source} ({listed})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inflate_at_most;
+
+    /// A metadata file is believed only up to its limit: a small frame
+    /// that expands past it (a compression bomb) is refused, not read.
+    #[test]
+    fn metadata_that_expands_past_the_limit_is_refused() {
+        let json = vec![b' '; 10_000];
+        let frame = zstd::bulk::compress(&json, 3).unwrap();
+        assert!(frame.len() < 100);
+        assert_eq!(inflate_at_most(&frame, 10_000).unwrap(), json);
+        let err = inflate_at_most(&frame, 9_999).unwrap_err();
+        assert!(err.contains("more than 9999 bytes"), "{err}");
+        let err = inflate_at_most(b"not zstd", 100).unwrap_err();
+        assert!(err.starts_with("decompression:"), "{err}");
+    }
 }

@@ -39,6 +39,9 @@
 pub(crate) mod conn;
 pub(crate) mod export;
 pub mod follow;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod oplog;
 mod replset;
 mod security;

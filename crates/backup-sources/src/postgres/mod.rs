@@ -52,6 +52,9 @@
 //! comes from the URL, `PGPASSWORD` or `~/.pgpass`.
 
 pub(crate) mod conn;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod physical;
 pub(crate) mod script;
 mod source;

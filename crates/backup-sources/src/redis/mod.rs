@@ -46,6 +46,9 @@
 pub mod conn;
 pub mod export;
 pub mod follow;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod glob;
 pub mod keyfile;
 mod manifest;

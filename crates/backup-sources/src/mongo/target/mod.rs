@@ -14,7 +14,7 @@ mod plan;
 mod replay;
 mod report;
 mod snapshot;
-mod split;
+pub(super) mod split;
 mod state;
 mod users;
 mod views;

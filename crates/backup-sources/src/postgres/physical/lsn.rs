@@ -45,6 +45,14 @@ pub(crate) fn wal_file_name(tli: u32, segno: u64, segment_size: u64) -> String {
     format!("{tli:08X}{:08X}{:08X}", segno / per_id, segno % per_id)
 }
 
+/// Whether `n` is a WAL segment size a PostgreSQL cluster can have: a
+/// power of two from 1 MiB to 1 GiB (`initdb --wal-segsize`). Every size
+/// read from outside (a snapshot's metadata, a command-line option) is
+/// checked with it before positions are divided by it.
+pub fn is_wal_segment_size(n: u64) -> bool {
+    n.is_power_of_two() && (1 << 20..=1 << 30).contains(&n)
+}
+
 /// Whether `name` looks like a WAL segment file name.
 pub(crate) fn is_wal_file_name(name: &str) -> bool {
     name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
@@ -62,7 +70,7 @@ pub(crate) fn parse_setting_size(v: &str) -> Option<u64> {
         "GB" => 1 << 30,
         _ => return None,
     };
-    Some(n * mult)
+    n.checked_mul(mult)
 }
 
 #[cfg(test)]
@@ -88,5 +96,9 @@ mod tests {
         assert!(!is_wal_file_name("00000002.history"));
         assert_eq!(parse_setting_size("16MB"), Some(16 << 20));
         assert_eq!(parse_setting_size("8192"), Some(8192));
+        assert_eq!(parse_setting_size("99999999999999GB"), None);
+        assert!(is_wal_segment_size(16 << 20) && is_wal_segment_size(1 << 30));
+        assert!(!is_wal_segment_size(0) && !is_wal_segment_size(3 << 20));
+        assert!(!is_wal_segment_size(512 << 10) && !is_wal_segment_size(2 << 30));
     }
 }

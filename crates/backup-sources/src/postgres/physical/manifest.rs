@@ -142,7 +142,10 @@ impl Manifest {
 
     /// Total bytes of the listed files.
     pub(crate) fn bytes(&self) -> u64 {
-        self.files.values().map(|f| f.size).sum()
+        // Saturating: the sizes come from the server's manifest.
+        self.files
+            .values()
+            .fold(0u64, |total, f| total.saturating_add(f.size))
     }
 }
 

@@ -5,7 +5,7 @@
 use backup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::lsn::Lsn;
+use super::lsn::{is_wal_segment_size, Lsn};
 
 /// The value of `mode` in a physical snapshot's metadata.
 pub(crate) const MODE: &str = "physical";
@@ -93,13 +93,27 @@ impl PhysicalMeta {
         if value.get("mode").and_then(serde_json::Value::as_str) != Some(MODE) {
             return None;
         }
-        Some(serde_json::from_value(value.clone()).map_err(|e| {
+        let corrupt = |e: String| {
             Error::corrupt(
                 backup_core::FileKind::Snapshot,
                 "metadata",
-                format!("a physical PostgreSQL snapshot's metadata does not parse: {e}"),
+                format!("a physical PostgreSQL snapshot's metadata {e}"),
             )
-        }))
+        };
+        Some(
+            serde_json::from_value::<Self>(value.clone())
+                .map_err(|e| corrupt(format!("does not parse: {e}")))
+                .and_then(|m| {
+                    if is_wal_segment_size(m.wal_segment_size) {
+                        Ok(m)
+                    } else {
+                        Err(corrupt(format!(
+                            "states a WAL segment size of {} bytes (a power of two from 1 MiB to 1 GiB)",
+                            m.wal_segment_size
+                        )))
+                    }
+                }),
+        )
     }
 }
 

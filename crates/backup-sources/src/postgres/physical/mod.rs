@@ -67,7 +67,7 @@ pub(crate) mod checksum;
 pub(crate) mod delta;
 pub mod driver;
 pub(crate) mod local;
-mod lsn;
+pub(crate) mod lsn;
 pub(crate) mod manifest;
 mod meta;
 pub mod pitr;
@@ -76,13 +76,13 @@ pub(crate) mod remote;
 mod replay;
 pub mod retention;
 mod server;
-mod tar;
+pub(crate) mod tar;
 pub(crate) mod target;
 pub mod wal;
 
 use backup_core::Result;
 
-pub use lsn::Lsn;
+pub use lsn::{is_wal_segment_size, Lsn};
 pub use meta::{is_physical, PhysicalMeta};
 pub use server::{stop_leftover_server, RunningServer, StartReport};
 pub use target::{PhysicalRestoreDetails, PhysicalTarget, TablespacePlacement};

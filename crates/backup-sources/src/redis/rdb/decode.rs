@@ -650,7 +650,11 @@ fn decode_hash_metadata<R: std::io::Read>(inp: &mut Input<R>, t: u8) -> RdbResul
         // them absolute.
         let exp = match (ttl, min) {
             (0, _) => None,
-            (x, Some(m)) => Some(x + m - 1),
+            (x, Some(m)) => Some(m.checked_add(x - 1).ok_or_else(|| {
+                inp.corrupt(format!(
+                    "field expiry {x} past the smallest one ({m}) is beyond any time"
+                ))
+            })?),
             (x, None) => Some(x),
         };
         v.push((f, val, exp));

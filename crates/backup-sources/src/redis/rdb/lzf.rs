@@ -31,9 +31,23 @@ pub(crate) fn lzf_prefix(input: &[u8], ulen: usize, n: usize) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// The most bytes of output one byte of LZF data gives (a back reference
+/// of 3 bytes copies at most 7 + 255 + 2 bytes).
+const MAX_EXPANSION: usize = 88;
+
 /// Decompresses until the end of the input or until at least `stop`
 /// bytes are out, and never more than `ulen`.
 fn decompress(input: &[u8], ulen: usize, stop: usize) -> Result<Vec<u8>, String> {
+    // The stated length comes from the input: it is believed only as far
+    // as the data can hold it (a 3-byte back reference gives at most 264
+    // bytes), so that no allocation follows from the length field alone.
+    let most = input.len().saturating_mul(MAX_EXPANSION);
+    if ulen > most {
+        return Err(format!(
+            "a stated length of {ulen} bytes, more than {} bytes of LZF data can hold",
+            input.len()
+        ));
+    }
     let mut out: Vec<u8> = Vec::with_capacity(stop);
     let mut i = 0;
     while i < input.len() && (out.len() < stop || stop == ulen) {
@@ -104,5 +118,21 @@ mod tests {
         // A non-overlapping back reference copies a run at once.
         let input = [0x02, b'a', b'b', b'c', 0x20, 0x02];
         assert_eq!(lzf_decompress(&input, 6).unwrap(), b"abcabc");
+    }
+
+    /// Found by the `redis_lzf` fuzz target (docs/FUZZING.md): a stated
+    /// length of 587 MB over 7 bytes of data was allocated up front.
+    #[test]
+    fn a_stated_length_the_data_cannot_hold_is_refused() {
+        let input = [0u8; 7];
+        let err = lzf_decompress(&input, 0x2300_003c).unwrap_err();
+        assert!(
+            err.contains("more than 7 bytes of LZF data can hold"),
+            "{err}"
+        );
+        assert!(lzf_prefix(&input, 0x2300_003c, 10).is_err());
+        // The most one 3-byte back reference can give is accepted.
+        let input = [0x00, b'a', 0xe0, 0xff, 0x00];
+        assert_eq!(lzf_decompress(&input, 265).unwrap(), vec![b'a'; 265]);
     }
 }

@@ -358,3 +358,14 @@ fn module_data_is_named_in_rdb_and_dump_payloads() {
     assert_eq!(module_of_value(t, value).as_deref(), Some("bkpmodule"));
     assert_eq!(module_of_value(types::STRING, b"x"), None);
 }
+
+/// Found by the `redis_dump` fuzz target (docs/FUZZING.md): a hash with
+/// field expiries whose relative expiry, added to the smallest one,
+/// overflowed (a panic in a build with overflow checks, a wrong expiry
+/// without).
+#[test]
+fn a_field_expiry_that_overflows_is_an_error() {
+    let payload = b"\x18\x00\x00\x00\xff\xff\xff\xff\xff\x06\x80o\x00\x022\x00\x00\x00";
+    let err = decode_value(payload[0], &payload[1..]).unwrap_err();
+    assert!(matches!(err.kind, RdbErrorKind::Corrupt(_)), "{err}");
+}

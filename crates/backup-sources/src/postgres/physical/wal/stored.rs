@@ -9,7 +9,7 @@ use backup_core::capture::CaptureName;
 use backup_core::repo::Repository;
 use backup_core::{Error, Result};
 
-use super::super::lsn::{is_wal_file_name, Lsn};
+use super::super::lsn::{is_wal_file_name, is_wal_segment_size, Lsn};
 
 /// Capture kind of WAL.
 pub const WAL_KIND: &str = "postgres-wal";
@@ -78,13 +78,23 @@ pub(crate) fn history_entries(content: &str) -> Vec<(u32, Lsn)> {
 /// Parses a WAL segment file name into its timeline and segment number.
 pub(crate) fn parse_wal_name(name: &str, segment_size: u64) -> Result<(u32, u64)> {
     let bad = || Error::Config(format!("`{name}` is not a WAL segment file name"));
+    if !is_wal_segment_size(segment_size) {
+        return Err(Error::Config(format!(
+            "{segment_size} bytes is not a WAL segment size (a power of two from 1 MiB to 1 GiB)"
+        )));
+    }
     if !is_wal_file_name(name) {
         return Err(bad());
     }
     let tli = u32::from_str_radix(&name[..8], 16).map_err(|_| bad())?;
     let hi = u64::from_str_radix(&name[8..16], 16).map_err(|_| bad())?;
     let lo = u64::from_str_radix(&name[16..], 16).map_err(|_| bad())?;
+    // The low part counts segments within 4 GiB of WAL: a value past
+    // that names no segment of this size.
     let per_id = 0x1_0000_0000 / segment_size;
+    if lo >= per_id {
+        return Err(bad());
+    }
     Ok((tli, hi * per_id + lo))
 }
 
@@ -178,5 +188,18 @@ mod tests {
             (2, 256 + 3)
         );
         assert!(parse_wal_name("00000002.history", 16 << 20).is_err());
+    }
+
+    /// A segment size of 0 (`--segment-size 0`, a damaged snapshot) was a
+    /// division by zero; a low part past the segments of 4 GiB named a
+    /// segment that formats back to another name.
+    #[test]
+    fn wal_names_need_a_segment_size_and_a_low_part_within_it() {
+        let err = parse_wal_name("000000020000000100000003", 0).unwrap_err();
+        assert!(err.to_string().contains("not a WAL segment size"), "{err}");
+        assert!(parse_wal_name("000000020000000100000003", 3 << 20).is_err());
+        assert!(parse_wal_name("0000000200000001000000FF", 16 << 20).is_ok());
+        assert!(parse_wal_name("000000020000000100000100", 16 << 20).is_err());
+        assert!(parse_wal_name("000000020000000100000100", 1 << 20).is_ok());
     }
 }

@@ -1,0 +1,2 @@
+#![no_main]
+backup_fuzz::fuzz_main!("config");
