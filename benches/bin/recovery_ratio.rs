@@ -9,7 +9,9 @@
 //!   render time with a year of history (20 jobs, 1000 runs each), over
 //!   the 200 ms budget;
 //! - `backupd`'s resident memory while idle with that history, over the
-//!   50 MB budget.
+//!   50 MB budget;
+//! - `backup list`, `forget --dry-run` and `report` over those 20 000
+//!   snapshots, over a second each.
 //!
 //! `recovery_ratio [MIB] [ROUNDS]` (defaults 256 and 3). The `backup` and
 //! `backupd` binaries are taken from the directory of this program (build
@@ -376,6 +378,32 @@ async fn history_numbers(work: &Path) -> String {
     let rss = rss_kib(daemon.id()) as f64 / 1024.0;
     let _ = daemon.kill();
     let _ = daemon.wait();
+    // The command line over the same snapshots (issue 32: list,
+    // forget --dry-run and the report each under a second with 10 000
+    // snapshots; these are JOBS x RUNS), median wall of 3, key
+    // derivation included as a user meets it.
+    let snapshots = JOBS * RUNS;
+    let mut cli = Vec::new();
+    for (what, args) in [
+        ("backup list", vec!["list"]),
+        (
+            "backup forget --dry-run",
+            vec![
+                "forget",
+                "--dry-run",
+                "--keep-daily",
+                "30",
+                "--keep-monthly",
+                "12",
+            ],
+        ),
+        ("backup report", vec!["report", "--since", "365d"]),
+    ] {
+        let times: Vec<f64> = (0..3)
+            .map(|_| backup(&repo_path, work, &args).0.as_secs_f64())
+            .collect();
+        cli.push((what, median(times)));
+    }
     // The report, in this process.
     let spec = RepoSpec::new(repo_path.to_str().unwrap(), &[]).unwrap();
     let repo = open(&spec, || Ok(PASSWORD.into())).await.unwrap();
@@ -418,6 +446,12 @@ async fn history_numbers(work: &Path) -> String {
             "ratio report render ({format:?})/200 ms = {:.3} ({ms:.1} ms, {:.0} KiB)",
             ms / 200.0,
             *size as f64 / 1024.0
+        );
+    }
+    for (what, secs) in &cli {
+        let _ = writeln!(
+            out,
+            "ratio {what} with {snapshots} snapshots/1 s = {secs:.3}"
         );
     }
     let _ = write!(

@@ -42,6 +42,6 @@ pub use push::push;
 pub use receive::{receive, ReceiveOptions};
 pub use stored::{WalMap, GAP_KIND, HISTORY_KIND, WAL_KIND};
 
-pub(crate) use stored::{
-    gap_stream, history_entries, history_start, parse_position, parse_wal_name, streams,
-};
+pub(crate) use stored::{gap_stream, history_entries, parse_position, streams};
+#[cfg(feature = "fuzzing")]
+pub(crate) use stored::{history_start, parse_wal_name};
