@@ -81,7 +81,8 @@ for t in "${TARGETS[@]}"; do
     -rss_limit_mb=2048 -max_len="$max_len" "${parallel[@]}" -print_final_stats=1 \
     -artifact_prefix="$WORK/artifacts/$t/" \
     "$WORK/corpus/$t" "$ROOT/fuzz/corpus/$t") >"$log" 2>&1 || status=$?
-  execs=$(cat "$log" "$WORK/jobs/$t"/fuzz-*.log 2>/dev/null \
+  # (The per-worker logs exist only with FUZZ_JOBS > 1.)
+  execs=$(shopt -s nullglob; cat "$log" "$WORK/jobs/$t"/fuzz-*.log \
     | grep -o 'stat::number_of_executed_units: *[0-9]*' | awk '{s += $2} END {print s + 0}')
   found=""
   if [ "$(find "$WORK/artifacts/$t" -type f | wc -l)" -gt "$before" ]; then
