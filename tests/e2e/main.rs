@@ -22,6 +22,7 @@ mod daemon;
 mod dedup;
 mod drill;
 mod drill_daemon;
+mod dump;
 mod file_fidelity;
 mod file_restore;
 mod file_selection;

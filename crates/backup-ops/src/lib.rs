@@ -16,7 +16,8 @@
 //!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
 //! - [`browse`]: what a snapshot holds, read from its trees and manifest
-//!   (`ls`); [`tags`]: tag changes, which rewrite manifests under new ids.
+//!   (`ls`); [`dump`]: a file as it is or a directory as tar, without a
+//!   restore; [`tags`]: tag changes, which rewrite manifests under new ids.
 //! - [`pitr`]: continuous capture (`oplog follow`), the restorable
 //!   windows of every capture stream, and the plan of a restore to a
 //!   point in time.
@@ -73,6 +74,7 @@ pub mod browse;
 pub mod config;
 pub mod copy;
 pub mod drill;
+pub mod dump;
 mod error;
 mod feedback;
 pub mod health;

@@ -21,7 +21,7 @@ pub(crate) use monitoring::{
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
-    CreateArgs, FilterArgs, InitArgs, ListArgs, LsArgs, ShowArgs, TagCommand, TagSelect,
+    CreateArgs, DumpArgs, FilterArgs, InitArgs, ListArgs, LsArgs, ShowArgs, TagCommand, TagSelect,
 };
 
 /// Encrypted, deduplicated, compressed backups of files and databases to
@@ -114,6 +114,9 @@ pub(crate) enum Command {
     /// (--long, --recursive, --json lines); databases, schemas, tables and
     /// collections with their counts and bytes.
     Ls(LsArgs),
+    /// Write one file of a snapshot to standard output (or --output), or
+    /// a directory as a tar archive, without restoring the snapshot.
+    Dump(DumpArgs),
     /// Add, remove or set snapshot tags (each changed snapshot gets a new
     /// id).
     #[command(subcommand)]

@@ -226,3 +226,20 @@ pub(crate) struct TagSelect {
     #[arg(long = "tag", value_name = "TAG")]
     pub(crate) with_tags: Vec<String>,
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub(crate) snapshot: String,
+    /// A file or stream (written as it is), or a directory (written as a
+    /// tar archive); `/` for the whole snapshot as tar. `backup ls` lists
+    /// the paths, database streams included.
+    pub(crate) path: String,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Write to FILE instead of standard output (a tar archive is never
+    /// written to a terminal).
+    #[arg(short = 'O', long, value_name = "FILE")]
+    pub(crate) output: Option<std::path::PathBuf>,
+}

@@ -6,6 +6,7 @@ mod browse;
 mod copy;
 mod create;
 mod drill;
+mod dump;
 mod export;
 mod forget;
 mod generate;
@@ -91,6 +92,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::List(a) => list::list(ctx, a).await,
         Command::Show(a) => list::show(ctx, a).await,
         Command::Ls(a) => browse::ls(ctx, a).await,
+        Command::Dump(a) => dump::run(ctx, a).await,
         Command::Tag(c) => browse::tag(ctx, c).await,
         Command::Restore(a) => Box::pin(restore::run(ctx, a)).await,
         Command::Export(a) => export::run(ctx, a).await,

@@ -1,0 +1,71 @@
+//! `backup dump`.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Result;
+use backup_core::snapshot::SnapshotFilter;
+use backup_ops::dump::{dump, DumpRequest, DumpShape};
+
+use super::{bytes, normalize_source};
+use crate::cli::DumpArgs;
+use crate::context::Ctx;
+
+pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
+    let req = DumpRequest {
+        snapshot: a.snapshot.clone(),
+        filter: SnapshotFilter {
+            source: a.source.as_deref().map(normalize_source),
+            ..SnapshotFilter::default()
+        },
+        path: a.path.clone(),
+    };
+    let repo = ctx.open().await?;
+    let output = a.output.clone();
+    let open = Box::new(
+        move |shape: DumpShape| -> backup_ops::Result<Box<dyn Write + Send>> {
+            match &output {
+                // Created only now: a wrong path leaves no empty file.
+                Some(path) => {
+                    let f = std::fs::File::create(path).map_err(|e| {
+                        backup_core::Error::io(format!("creating {}", path.display()), e)
+                    })?;
+                    Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+                }
+                None if shape == DumpShape::Tar && std::io::stdout().is_terminal() => {
+                    Err(backup_ops::Error::Usage(
+                        "a directory is written as a tar archive, not to a terminal: redirect standard output (`> dir.tar`, `| tar -x`) or use --output FILE".to_owned(),
+                    ))
+                }
+                None => Ok(Box::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::io::stdout(),
+                ))),
+            }
+        },
+    );
+    let outcome = dump(&repo, &req, open).await?;
+    if ctx.global.json {
+        // Standard output holds the data: the summary goes to stderr.
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "snapshot": outcome.snapshot.id.to_hex(),
+                "format": if outcome.shape == DumpShape::Tar { "tar" } else { "content" },
+                "entries": outcome.entries,
+                "bytes": outcome.bytes,
+            })
+        );
+    } else if ctx.human() && (a.output.is_some() || !std::io::stdout().is_terminal()) {
+        let what = if outcome.shape == DumpShape::Tar {
+            format!("{} entries as tar", outcome.entries)
+        } else {
+            "1 file".to_owned()
+        };
+        note!(
+            "dumped {what}, {} of content, from snapshot {}",
+            bytes(outcome.bytes),
+            outcome.snapshot.id.short()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,372 @@
+//! Taking one thing out of a snapshot without restoring it: `backup dump`.
+//!
+//! A file (or a database snapshot's stream) is written as its content; a
+//! directory, or the whole snapshot, as a tar archive (GNU format with
+//! PAX records for nanosecond times: long names, owners by id and name,
+//! hard links as links, symbolic links, fifos and device nodes; extended
+//! attributes and ACLs are not carried). Content is
+//! streamed chunk by chunk as a restore reads it, every blob verified, so
+//! memory stays bounded whatever the size. No lock is taken: manifests
+//! and what they reach are never changed in place.
+//!
+//! Tables, collections and Redis keys in their own formats (CSV,
+//! Extended JSON, `DUMP` payloads) are not made here: `dump` gives the
+//! stored streams `backup ls` names.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use backup_core::reader::SnapshotReader;
+use backup_core::repo::{IndexedRepository, Repository};
+use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+use backup_core::tree::{Node, NodeKind};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+
+/// What `dump` takes out.
+#[derive(Debug, Clone, Default)]
+pub struct DumpRequest {
+    /// `latest`, a snapshot id or a unique id prefix.
+    pub snapshot: String,
+    /// Which snapshots `latest` chooses among.
+    pub filter: SnapshotFilter,
+    /// `/`-separated from the snapshot's root; empty or `/` is the whole
+    /// snapshot (as tar).
+    pub path: String,
+}
+
+/// What `dump` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpShape {
+    /// The content of one file or stream.
+    Content,
+    /// A tar archive of a directory.
+    Tar,
+}
+
+/// The result of a dump.
+#[derive(Debug, Clone)]
+pub struct DumpOutcome {
+    /// The snapshot read.
+    pub snapshot: SnapshotEntry,
+    /// What was written.
+    pub shape: DumpShape,
+    /// Entries written (1 for content).
+    pub entries: u64,
+    /// Bytes of file content written (not counting tar headers).
+    pub bytes: u64,
+}
+
+/// Where `path` leads in the snapshot, and whether it is a directory;
+/// found before anything is written, so that a wrong path writes nothing.
+async fn resolve(reader: &SnapshotReader, req: &DumpRequest) -> Result<Option<Node>> {
+    let parts: Vec<&str> = req
+        .path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let not_found = || -> Error {
+        backup_core::Error::not_found(format!(
+            "`{}` in snapshot {} (`backup ls {} PATH` lists what it holds)",
+            req.path,
+            reader.id().short(),
+            reader.id().short()
+        ))
+        .into()
+    };
+    let Some((last, dirs)) = parts.split_last() else {
+        return Ok(None);
+    };
+    let mut dir = reader.root().await?;
+    for name in dirs {
+        match dir.get(name) {
+            Some(node) if node.kind == NodeKind::Dir => {
+                let node = node.clone();
+                dir = reader.open_dir(&node).await?;
+            }
+            _ => return Err(not_found()),
+        }
+    }
+    dir.get(last).cloned().map(Some).ok_or_else(not_found)
+}
+
+/// The writer a dump goes to, opened once the path is found and what
+/// will be written is known (so a wrong path creates no output file, and
+/// a front-end can refuse a tar archive on a terminal).
+pub type OpenOutput = Box<dyn FnOnce(DumpShape) -> Result<Box<dyn Write + Send>> + Send>;
+
+/// Writes what `req.path` names in the snapshot to the writer `open`
+/// gives: a file's or stream's content as it is, a directory (or, with an
+/// empty path, the whole snapshot) as a tar archive whose names start
+/// below it. The writer is used from a blocking thread and flushed at
+/// the end.
+///
+/// # Errors
+///
+/// [`Error::NotFound`](backup_core::Error::NotFound) when the snapshot or
+/// the path does not exist, `Usage` for a path naming a symbolic link or
+/// special file (nothing to write as content): in both cases before
+/// `open` is called; what `open` returns;
+/// damaged data (the output then ends early: an error, never a short file
+/// reported as complete); errors writing `out`.
+pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Result<DumpOutcome> {
+    let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
+    let indexed: IndexedRepository = repo.clone().load_index().await?;
+    let reader = SnapshotReader::new(indexed, entry.clone());
+    let node = resolve(&reader, req).await?;
+    let shape = match &node {
+        None => DumpShape::Tar,
+        Some(n) if n.kind == NodeKind::Dir => DumpShape::Tar,
+        Some(n) if matches!(n.kind, NodeKind::File | NodeKind::Stream) => DumpShape::Content,
+        Some(n) => {
+            return Err(Error::Usage(format!(
+                "`{}` is a {} entry: it has no content to dump (`backup ls --long` shows it)",
+                n.name.display(),
+                kind_name(n.kind)
+            )))
+        }
+    };
+    let mut out = open(shape)?;
+    let handle = Handle::current();
+    let (entries, bytes) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let done = match &node {
+            Some(n) if shape == DumpShape::Content => {
+                (1, copy_content(&handle, &reader, n, &mut out)?)
+            }
+            Some(n) => {
+                let dir = handle.block_on(reader.open_dir(n))?;
+                tar_tree(&handle, &reader, dir.entries().to_vec(), &mut out)?
+            }
+            None => {
+                let root = handle.block_on(reader.root())?;
+                tar_tree(&handle, &reader, root.entries().to_vec(), &mut out)?
+            }
+        };
+        out.flush().map_err(write_error)?;
+        Ok(done)
+    })
+    .await
+    .map_err(|e| Error::Usage(format!("the dump stopped: {e}")))??;
+    Ok(DumpOutcome {
+        snapshot: entry,
+        shape,
+        entries,
+        bytes,
+    })
+}
+
+fn kind_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::File => "file",
+        NodeKind::Dir => "directory",
+        NodeKind::Symlink => "symbolic link",
+        NodeKind::Stream => "stream",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Chardev => "character device",
+        NodeKind::Blockdev => "block device",
+    }
+}
+
+fn write_error(e: std::io::Error) -> Error {
+    backup_core::Error::io("writing the dump", e).into()
+}
+
+/// A node's content as `Read`, for the tar writer; damage and storage
+/// errors come back as I/O errors carrying the message, and the typed
+/// error is kept for the caller.
+struct ContentRead<'a> {
+    handle: &'a Handle,
+    stream: BoxStream<'static, backup_core::Result<Bytes>>,
+    pending: Bytes,
+    failed: Option<backup_core::Error>,
+    read: u64,
+}
+
+impl Read for ContentRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pending.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.pending = chunk,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn content_read<'a>(handle: &'a Handle, reader: &SnapshotReader, node: &Node) -> ContentRead<'a> {
+    ContentRead {
+        handle,
+        stream: reader.content(node),
+        pending: Bytes::new(),
+        failed: None,
+        read: 0,
+    }
+}
+
+/// The typed error of a failed content read, or the write error.
+fn content_error(r: &mut ContentRead<'_>, e: std::io::Error) -> Error {
+    match r.failed.take() {
+        Some(e) => e.into(),
+        None => write_error(e),
+    }
+}
+
+fn copy_content(
+    handle: &Handle,
+    reader: &SnapshotReader,
+    node: &Node,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut r = content_read(handle, reader, node);
+    let n = std::io::copy(&mut r, out).map_err(|e| content_error(&mut r, e))?;
+    if n != node.size {
+        return Err(reader
+            .damaged(format!(
+                "`{}` holds {n} bytes, its entry says {}",
+                node.name.display(),
+                node.size
+            ))
+            .into());
+    }
+    Ok(n)
+}
+
+/// Writes `entries` and everything below them as a tar archive; returns
+/// the entries and content bytes written.
+fn tar_tree(
+    handle: &Handle,
+    reader: &SnapshotReader,
+    entries: Vec<Node>,
+    out: &mut dyn Write,
+) -> Result<(u64, u64)> {
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Complete);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    // The first path written of each hard-linked file (device, inode).
+    let mut linked: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
+    let mut stack = vec![(std::path::PathBuf::new(), entries.into_iter())];
+    while let Some((parent, nodes)) = stack.last_mut() {
+        let Some(node) = nodes.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = parent.join(node.name.to_os());
+        let mut header = header_of(&node);
+        count += 1;
+        // Nanoseconds go in a PAX record before the entry (the GNU
+        // header holds whole seconds).
+        if let Some(ns) = node.mtime_ns.filter(|ns| ns.rem_euclid(1_000_000_000) != 0) {
+            let value = format!(
+                "{}.{:09}",
+                ns.div_euclid(1_000_000_000),
+                ns.rem_euclid(1_000_000_000)
+            );
+            tar.append_pax_extensions([("mtime", value.as_bytes())])
+                .map_err(write_error)?;
+        }
+        match node.kind {
+            NodeKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                tar.append_data(&mut header, &path, std::io::empty())
+                    .map_err(write_error)?;
+                let dir = handle.block_on(reader.open_dir(&node))?;
+                stack.push((path, dir.entries().to_vec().into_iter()));
+            }
+            NodeKind::File | NodeKind::Stream => {
+                let key = node
+                    .links
+                    .filter(|l| *l > 1)
+                    .and(node.device.zip(node.inode));
+                if let Some(first) = key.and_then(|k| linked.get(&k)) {
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    tar.append_link(&mut header, &path, first)
+                        .map_err(write_error)?;
+                    continue;
+                }
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(node.size);
+                let mut r = content_read(handle, reader, &node);
+                tar.append_data(&mut header, &path, &mut r)
+                    .map_err(|e| content_error(&mut r, e))?;
+                if r.read != node.size {
+                    return Err(reader
+                        .damaged(format!(
+                            "`{}` holds {} bytes, its entry says {}",
+                            path.display(),
+                            r.read,
+                            node.size
+                        ))
+                        .into());
+                }
+                bytes += node.size;
+                if let Some(k) = key {
+                    linked.insert(k, path);
+                }
+            }
+            NodeKind::Symlink => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                let target = node
+                    .link_target
+                    .as_ref()
+                    .map(backup_core::tree::FsName::to_os)
+                    .unwrap_or_default();
+                tar.append_link(&mut header, &path, target)
+                    .map_err(write_error)?;
+            }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                header.set_entry_type(match node.kind {
+                    NodeKind::Fifo => tar::EntryType::Fifo,
+                    NodeKind::Chardev => tar::EntryType::Char,
+                    _ => tar::EntryType::Block,
+                });
+                if let Some(rdev) = node.rdev {
+                    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+                    header
+                        .set_device_major(major as u32)
+                        .and_then(|()| header.set_device_minor(minor as u32))
+                        .map_err(write_error)?;
+                }
+                tar.append_data(&mut header, &path, std::io::empty())
+                    .map_err(write_error)?;
+            }
+        }
+    }
+    tar.finish().map_err(write_error)?;
+    Ok((count, bytes))
+}
+
+/// A GNU header with a node's mode, owner and time.
+fn header_of(node: &Node) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    let default_mode = if node.kind == NodeKind::Dir {
+        0o755
+    } else {
+        0o644
+    };
+    h.set_mode(node.mode.unwrap_or(default_mode) & 0o7777);
+    h.set_uid(u64::from(node.uid.unwrap_or(0)));
+    h.set_gid(u64::from(node.gid.unwrap_or(0)));
+    if let Some(user) = &node.user {
+        let _ = h.set_username(user);
+    }
+    if let Some(group) = &node.group {
+        let _ = h.set_groupname(group);
+    }
+    let secs = node.mtime_ns.unwrap_or(0).div_euclid(1_000_000_000);
+    h.set_mtime(u64::try_from(secs).unwrap_or(0));
+    h.set_size(0);
+    h
+}
