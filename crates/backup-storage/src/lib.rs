@@ -45,7 +45,7 @@
 //! | `local` | yes | [`LocalSink`]: plain paths and `file://` URLs |
 //! | `s3` | no | `s3://` URLs (the `aws` client of `object_store`) |
 //! | `gcs` | no | `gs://` URLs (the `gcp` client of `object_store`) |
-//! | `failpoints` | no | for crash tests only: `BACKUP_FAILPOINT` kills the process at its Nth storage write ([`failpoint`]) |
+//! | `failpoints` | no | for crash tests only: `BACKUP_FAILPOINT` kills the process at its Nth storage write (module `failpoint`) |
 //!
 //! The in-memory backend is always available. A URL whose backend is not
 //! compiled in gives [`Error::Config`](backup_core::Error::Config) naming the missing feature.
