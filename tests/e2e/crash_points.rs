@@ -658,3 +658,77 @@ fn crash_r32_prune_converges() {
     assert_eq!(v["packs_repacked"], 0, "{v}");
     assert_eq!(v["bytes_freed"], 0, "{v}");
 }
+
+/// A restore killed (at a random time, not by the failpoint: a restore
+/// writes its target, not the repository) once the target holds a file:
+/// the rerun is refused with a message naming `--overwrite`, and the rerun
+/// with it gives the snapshot's tree. Should the restore end before the
+/// kill, the rerun is checked all the same.
+#[test]
+fn crash_restore_mid_write() {
+    let base = Base::new();
+    let (id, tree) = base.snaps[2].clone();
+    let p = base.copy();
+    let target = p.path("target");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backup"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", p.dir.path())
+        .env("BACKUP_REPOSITORY", &p.repo)
+        .env("BACKUP_PASSWORD", PASSWORD)
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .args(["restore", &id, "--to", target.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let killed = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if crate::util::files_under(&target)
+            .iter()
+            .any(|f| f.is_file())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            break true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let status = child.wait().unwrap();
+    verify_ok(&p);
+    let again = ["restore", id.as_str(), "--to", target.to_str().unwrap()];
+    let out = p.run(&again);
+    let outcome = if out.status.success() {
+        "ok"
+    } else {
+        let text = output_text(&out);
+        assert!(text.contains("--overwrite"), "rerun of restore: {text}");
+        let mut with = again.to_vec();
+        with.extend(["--overwrite", "if-changed", "--delete"]);
+        p.ok(&with);
+        "recovered-after-overwrite"
+    };
+    assert_same_tree(&tree, &target);
+    p.ok(&["unlock"]);
+    assert_eq!(lock_files(&p), Vec::<String>::new(), "locks after unlock");
+    let line = format!(
+        "restore (random time)\t{}\t{outcome}",
+        if killed && status.signal() == Some(9) {
+            "target-has-a-file"
+        } else {
+            "ended-before-kill"
+        }
+    );
+    println!("{line}");
+    if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
