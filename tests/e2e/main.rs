@@ -18,6 +18,7 @@ mod cloud;
 mod copy_pitr;
 mod corruption;
 mod crash;
+mod crash_points;
 mod daemon;
 mod dedup;
 mod drill;

@@ -273,12 +273,17 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
             fates.push((pack, size, Fate::Keep(entries)));
             continue;
         }
+        let blob_bytes: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
         let live: Vec<PackEntry> = entries
             .into_iter()
             .filter(|e| used.contains(&(e.blob_type, e.id)))
             .collect();
         let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
-        let unused = size.saturating_sub(live_bytes);
+        // Unused are the blobs no snapshot needs. The header is not: a
+        // repacked pack has one too, so counting it would repack a small
+        // pack on every prune, forever (issue 32, found by the crash
+        // harness: a prune never converged).
+        let unused = blob_bytes.saturating_sub(live_bytes);
         let fate = if live.is_empty() {
             report.packs_deleted += 1;
             report.bytes_deleted += size;

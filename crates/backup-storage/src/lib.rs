@@ -11,7 +11,8 @@
 //!   multipart sizes, retries); [`StorageOptionKey`] parses `key=value`
 //!   pairs and rejects unknown keys.
 //! - [`build`] is the one place where a URL becomes a backend; it wraps the
-//!   backend in [`layers::RetrySink`].
+//!   backend in [`layers::RetrySink`] (and, in crash-test builds, the
+//!   failpoint layer).
 //! - [`LocalSink`] stores files in a directory (temporary file, fsync,
 //!   atomic publish).
 //! - [`ObjectStoreSink`] adapts any [`object_store::ObjectStore`]; S3, GCS
@@ -44,6 +45,7 @@
 //! | `local` | yes | [`LocalSink`]: plain paths and `file://` URLs |
 //! | `s3` | no | `s3://` URLs (the `aws` client of `object_store`) |
 //! | `gcs` | no | `gs://` URLs (the `gcp` client of `object_store`) |
+//! | `failpoints` | no | for crash tests only: `BACKUP_FAILPOINT` kills the process at its Nth storage write (module `failpoint`) |
 //!
 //! The in-memory backend is always available. A URL whose backend is not
 //! compiled in gives [`Error::Config`](backup_core::Error::Config) naming the missing feature.
@@ -96,6 +98,8 @@ use std::sync::Arc;
 
 use backup_core::{Result, Sink};
 
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod layers;
 mod objstore;
 mod options;
@@ -149,10 +153,12 @@ use layers::{RetryPolicy, RetrySink};
 /// configured (for example an `http://` endpoint without `allow-http`).
 pub fn build(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
     let backend = build_backend(url, options)?;
-    Ok(Arc::new(RetrySink::new(
-        backend,
-        RetryPolicy::from(&options.retry),
-    )))
+    let sink: Arc<dyn Sink> = Arc::new(RetrySink::new(backend, RetryPolicy::from(&options.retry)));
+    // Outside the retry layer: a write is counted once, however often it
+    // is attempted.
+    #[cfg(feature = "failpoints")]
+    let sink = failpoint::wrap(sink)?;
+    Ok(sink)
 }
 
 /// Builds the backend a URL names without the retry layer; for tests and

@@ -46,7 +46,7 @@ impl FilesTarget {
             Ok(mut rd) => {
                 if rd.next().is_some() {
                     return Err(Error::target_failed(format!(
-                        "{} is not empty; restore into an empty or new directory (nothing was changed)",
+                        "{} is not empty; restore into an empty or new directory, or add --overwrite if-changed to write into it (this completes an interrupted restore) (nothing was changed)",
                         self.root.display()
                     )));
                 }
