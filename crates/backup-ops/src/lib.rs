@@ -16,7 +16,10 @@
 //!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
 //! - [`browse`]: what a snapshot holds, read from its trees and manifest
-//!   (`ls`); [`tags`]: tag changes, which rewrite manifests under new ids.
+//!   (`ls`); [`diff`]: how two snapshots differ, by stored ids;
+//!   [`find`]: paths and database objects matching a glob across
+//!   snapshots;
+//!   [`tags`]: tag changes, which rewrite manifests under new ids.
 //! - [`pitr`]: continuous capture (`oplog follow`), the restorable
 //!   windows of every capture stream, and the plan of a restore to a
 //!   point in time.
@@ -72,9 +75,11 @@ pub mod backup;
 pub mod browse;
 pub mod config;
 pub mod copy;
+pub mod diff;
 pub mod drill;
 mod error;
 mod feedback;
+pub mod find;
 pub mod health;
 pub mod log;
 pub mod maintenance;

@@ -21,7 +21,8 @@ pub(crate) use monitoring::{
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
-    CreateArgs, FilterArgs, InitArgs, ListArgs, LsArgs, ShowArgs, TagCommand, TagSelect,
+    CreateArgs, DiffArgs, FilterArgs, FindArgs, InitArgs, ListArgs, LsArgs, ShowArgs, TagCommand,
+    TagSelect,
 };
 
 /// Encrypted, deduplicated, compressed backups of files and databases to
@@ -114,6 +115,15 @@ pub(crate) enum Command {
     /// (--long, --recursive, --json lines); databases, schemas, tables and
     /// collections with their counts and bytes.
     Ls(LsArgs),
+    /// Compare two snapshots of one source without restoring them: files
+    /// added, removed and changed (content, mode, owner, mtime, type, link
+    /// target) with sizes; tables, collections and Redis databases added,
+    /// removed or with other counts, bytes or data. Reads only trees.
+    Diff(DiffArgs),
+    /// Search snapshots for paths, tables and collections matching a glob;
+    /// each match is shown with the consecutive snapshots in which it is
+    /// unchanged.
+    Find(FindArgs),
     /// Add, remove or set snapshot tags (each changed snapshot gets a new
     /// id).
     #[command(subcommand)]
