@@ -9,7 +9,7 @@ use std::path::Path;
 use backup_testkit::postgres::PgCluster;
 use backup_testkit::redis::RedisServer;
 
-use crate::util::{random_bytes, write, Scratch};
+use crate::util::{random_bytes, set_mtime, write, Scratch};
 
 /// `docs/a.txt`, `docs/sub/b.bin`, `top.txt` (mode 0640) and a link
 /// `link -> docs/a.txt`.
@@ -366,4 +366,354 @@ fn arrow(out: &str) -> (String, String) {
     let old = parts.next().unwrap().to_owned();
     assert_eq!(parts.next(), Some("->"));
     (old, parts.next().unwrap().to_owned())
+}
+
+/// The files of `browse_files_diff`'s first snapshot: `tree` plus an
+/// untouched `keep/` subtree, with fixed times.
+fn diff_tree(s: &Scratch) -> std::path::PathBuf {
+    let src = tree(s);
+    write(&src.join("keep/x.txt"), b"kept");
+    write(&src.join("keep/deep/y.txt"), b"deep");
+    set_mtime(&src.join("docs/a.txt"), 1_700_000_000, 0);
+    set_mtime(&src.join("docs/sub/b.bin"), 1_700_000_000, 0);
+    src
+}
+
+#[test]
+fn browse_files_diff() {
+    let s = Scratch::new();
+    s.init();
+    let src = diff_tree(&s);
+    let (a, _) = s.create(&src, &[]);
+    // Content and time, time only, mode only; one link removed, one file
+    // and one directory added; keep/ untouched.
+    write(&src.join("docs/a.txt"), b"alpha2\n");
+    set_mtime(&src.join("docs/a.txt"), 1_700_000_100, 0);
+    set_mtime(&src.join("docs/sub/b.bin"), 1_700_000_200, 5);
+    fs::set_permissions(src.join("top.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(src.join("link")).unwrap();
+    write(&src.join("new.txt"), b"new");
+    write(&src.join("added/z.txt"), b"z");
+    let (b, _) = s.create(&src, &[]);
+
+    assert_eq!(
+        lines(&s.ok(&["diff", &a[..8], &b])),
+        [
+            "+ /added/",
+            "+ /added/z.txt  1 B",
+            "M /docs/a.txt  content,mtime  6 B -> 7 B",
+            "M /docs/sub/b.bin  mtime  4.9 KiB",
+            "- /link",
+            "+ /new.txt  3 B",
+            "M /top.txt  mode  3 B",
+            "3 added, 1 removed, 3 changed; 5 B added, 0 B removed; 1 unchanged directories skipped",
+        ]
+    );
+    // --json: one object a line, the summary last.
+    let rows = json_lines(&s.ok(&["--json", "diff", &a, "latest"]));
+    assert_eq!(rows.len(), 8);
+    assert_eq!(
+        rows[2],
+        serde_json::json!({"change": "changed", "path": "/docs/a.txt", "type": "file",
+            "what": ["content", "mtime"], "size_before": 6, "size_after": 7})
+    );
+    assert_eq!(
+        rows[4],
+        serde_json::json!({"change": "removed", "path": "/link", "type": "symlink"})
+    );
+    assert_eq!(
+        rows[7]["summary"],
+        serde_json::json!({"added": 3, "removed": 1, "changed": 3, "bytes_added": 5,
+            "bytes_removed": 0, "dirs_unchanged": 1})
+    );
+    assert_eq!(rows[7]["a"], a);
+    assert_eq!(rows[7]["b"], b);
+
+    // The other way round, and narrowed to a path.
+    let back = lines(&s.ok(&["diff", &b, &a]));
+    assert_eq!(back[0], "- /added/");
+    assert_eq!(back[4], "+ /link");
+    assert_eq!(
+        lines(&s.ok(&["diff", &a, &b, "docs/sub"])),
+        [
+            "M /docs/sub/b.bin  mtime  4.9 KiB",
+            "0 added, 0 removed, 1 changed; 0 B added, 0 B removed; 0 unchanged directories skipped",
+        ]
+    );
+    // An unchanged subtree is skipped whole; a snapshot equals itself.
+    assert_eq!(
+        lines(&s.ok(&["diff", &a, &b, "keep"])),
+        ["0 added, 0 removed, 0 changed; 0 B added, 0 B removed; 1 unchanged directories skipped"]
+    );
+    assert_eq!(
+        lines(&s.ok(&["diff", &a, &a])),
+        ["0 added, 0 removed, 0 changed; 0 B added, 0 B removed; 1 unchanged directories skipped"]
+    );
+    let err = s.fails(&["diff", &a, &b, "nowhere"], 1);
+    assert!(err.contains("nowhere"), "{err}");
+}
+
+#[test]
+fn browse_diff_refusals() {
+    let s = Scratch::new();
+    s.init();
+    let src = tree(&s);
+    let (a, _) = s.create(&src, &[]);
+    let other = s.path("other");
+    write(&other.join("f"), b"f");
+    let (b, _) = s.create(&other, &[]);
+    // Another source: refused as a usage error, naming both.
+    let err = s.fails(&["diff", &a, &b], 2);
+    assert!(err.contains("same source"), "{err}");
+    assert!(err.contains(&b[..8]), "{err}");
+    // An unknown snapshot.
+    let err = s.fails(&["diff", &a, "deadbeef"], 1);
+    assert!(err.contains("deadbeef"), "{err}");
+    s.fails(&["diff", &a, "not-an-id"], 2);
+
+    // Another kind.
+    let server = RedisServer::start();
+    let (r, _) = {
+        let v = s.json(&["create", &server.url()]);
+        (v["id"].as_str().unwrap().to_owned(), v)
+    };
+    let err = s.fails(&["diff", &a, &r], 2);
+    assert!(
+        err.contains("files source") && err.contains("redis source"),
+        "{err}"
+    );
+}
+
+#[test]
+fn browse_postgres_diff() {
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE SCHEMA sales;
+         CREATE TABLE sales.orders (id int PRIMARY KEY, note text);
+         INSERT INTO sales.orders SELECT g, 'order ' || g FROM generate_series(1, 40) g;
+         CREATE TABLE sales.items (id int PRIMARY KEY, note text);
+         INSERT INTO sales.items SELECT g, 'item ' || (1000 + g) FROM generate_series(1, 10) g;
+         CREATE TABLE sales.stable (id int);
+         INSERT INTO sales.stable VALUES (1), (2), (3);
+         CREATE TABLE public.users (id int);
+         INSERT INTO public.users VALUES (1), (2);",
+    );
+    let s = Scratch::new();
+    s.init();
+    let a = s.json(&["create", &pg.url("app")])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Rows added; a row rewritten in place (same count, same bytes, other
+    // order); a schema with a table added; a table (its schema's only)
+    // dropped; sales.stable untouched.
+    pg.psql(
+        "app",
+        "INSERT INTO sales.orders SELECT g, 'order ' || g FROM generate_series(41, 45) g;
+         UPDATE sales.items SET note = 'item 2005' WHERE id = 5;
+         CREATE SCHEMA crm;
+         CREATE TABLE crm.people (id int);
+         INSERT INTO crm.people VALUES (1), (2), (3);
+         DROP TABLE public.users;",
+    );
+    let b = s.json(&["create", &pg.url("app")])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rows = json_lines(&s.ok(&["--json", "diff", &a, &b]));
+    let brief: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get("change").is_some())
+        .map(|r| {
+            format!(
+                "{} {} {} {} {} {}",
+                r["change"].as_str().unwrap(),
+                r["type"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+                r["before"]["rows"],
+                r["after"]["rows"],
+                r["data_changed"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            "added schema app/crm null null false",
+            "added table app/crm.people null 3 false",
+            "removed schema app/public null null false",
+            "removed table app/public.users 2 null false",
+            "changed table app/sales.items 10 10 true",
+            "changed table app/sales.orders 40 45 true",
+        ]
+    );
+    let orders = &rows[5];
+    assert!(
+        orders["after"]["bytes"].as_u64().unwrap() > orders["before"]["bytes"].as_u64().unwrap(),
+        "{orders}"
+    );
+    let summary = &rows.last().unwrap()["summary"];
+    assert_eq!(
+        (
+            &summary["added"],
+            &summary["removed"],
+            &summary["changed"],
+            &summary["unchanged"],
+            &summary["count_before"],
+            &summary["count_after"]
+        ),
+        (
+            &1.into(),
+            &1.into(),
+            &2.into(),
+            &1.into(),
+            &55.into(),
+            &61.into()
+        ),
+        "{summary}"
+    );
+
+    let text = lines(&s.ok(&["diff", &a, &b]));
+    assert_eq!(text[0], "+ schema app/crm");
+    assert!(
+        text[1].starts_with("+ table app/crm.people  3 rows, "),
+        "{text:?}"
+    );
+    assert_eq!(text[2], "- schema app/public");
+    assert!(
+        text[3].starts_with("- table app/public.users  2 rows, "),
+        "{text:?}"
+    );
+    assert!(
+        text[4].starts_with("M table app/sales.items  data changed (10 rows, "),
+        "{text:?}"
+    );
+    assert!(
+        text[5].starts_with("M table app/sales.orders  rows 40 -> 45, "),
+        "{text:?}"
+    );
+    assert!(
+        text[6].starts_with("1 added, 1 removed, 2 changed, 1 unchanged tables; rows 55 -> 61, "),
+        "{text:?}"
+    );
+    // find: tables by bare or qualified name, in runs of unchanged
+    // snapshots (same counts but other data is a change).
+    let found = json_lines(&s.ok(&["--json", "find", "stable"]));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0]["type"], "table");
+    assert_eq!(found[0]["path"], "app/sales.stable");
+    assert_eq!(found[0]["count"], 3);
+    assert_eq!(found[0]["snapshots"], serde_json::json!([a, b]));
+    let found = json_lines(&s.ok(&["--json", "find", "app/sales.*"]));
+    let runs: Vec<_> = found
+        .iter()
+        .filter_map(|r| Some((r["path"].as_str()?, r["snapshots"].as_array()?.len())))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("app/sales.items", 1),
+            ("app/sales.items", 1),
+            ("app/sales.orders", 1),
+            ("app/sales.orders", 1),
+            ("app/sales.stable", 2)
+        ]
+    );
+
+    // Narrowed to one schema.
+    let sales = lines(&s.ok(&["diff", &a, &b, "sales"]));
+    assert_eq!(sales.len(), 3, "{sales:?}");
+    assert!(sales[0].starts_with("M table app/sales.items"), "{sales:?}");
+}
+
+#[test]
+fn browse_find_across_snapshots() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    write(&src.join("config/app.yml"), b"v1\n");
+    write(&src.join("other/app.yml"), b"o1\n");
+    write(&src.join("docs/readme.txt"), b"read me");
+    for f in ["config/app.yml", "other/app.yml", "docs/readme.txt"] {
+        set_mtime(&src.join(f), 1_700_000_000, 0);
+    }
+    let (a, _) = s.create(&src, &["--time", "2024-05-01T12:00:00Z"]);
+    let (b, _) = s.create(&src, &["--time", "2024-05-02T12:00:00Z", "--tag", "t"]);
+    write(&src.join("config/app.yml"), b"v2\n");
+    fs::remove_dir_all(src.join("other")).unwrap();
+    let (c, _) = s.create(&src, &["--time", "2024-05-03T12:00:00Z", "--tag", "t"]);
+    let source = s.json(&["show", &a])["snapshot"]["source"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (a8, b8, c8) = (&a[..8], &b[..8], &c[..8]);
+
+    // Runs of consecutive snapshots where the entry is the same.
+    assert_eq!(
+        lines(&s.ok(&["find", "app.yml"])),
+        [
+            format!("files {source}"),
+            format!("  /config/app.yml  file  3 B  2024-05-01 12:00:00 .. 2024-05-02 12:00:00  in {a8} {b8}"),
+            format!("  /config/app.yml  file  3 B  2024-05-03 12:00:00  in {c8}"),
+            format!("  /other/app.yml  file  3 B  2024-05-01 12:00:00 .. 2024-05-02 12:00:00  in {a8} {b8}"),
+            "3 matches in 3 snapshots searched".to_owned(),
+        ]
+    );
+    let rows = json_lines(&s.ok(&["--json", "find", "*.yml"]));
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["path"], "/config/app.yml");
+    assert_eq!(rows[0]["type"], "file");
+    assert_eq!(rows[0]["size"], 3);
+    assert_eq!(rows[0]["snapshots"], serde_json::json!([a, b]));
+    assert_eq!(rows[0]["first"], "2024-05-01T12:00:00Z");
+    assert_eq!(rows[0]["last"], "2024-05-02T12:00:00Z");
+    assert_eq!(rows[0]["mtime"], "2023-11-14T22:13:20Z");
+    assert_eq!(rows[1]["snapshots"], serde_json::json!([c]));
+    // docs/ held no match in the first snapshot: skipped in the others.
+    assert_eq!(
+        rows[3]["summary"],
+        serde_json::json!({"matches": 3, "snapshots_searched": 3, "dirs_skipped": 2})
+    );
+
+    // A pattern with `/` is anchored at the root; `**` crosses directories.
+    let paths = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["--json", "find"];
+        a.extend_from_slice(args);
+        json_lines(&s.ok(&a))
+            .iter()
+            .filter_map(|r| r["path"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        paths(&["/config/*.yml"]),
+        ["/config/app.yml", "/config/app.yml"]
+    );
+    assert!(paths(&["app/*.yml"]).is_empty());
+    assert_eq!(paths(&["**/readme.*"]), ["/docs/readme.txt"]);
+    assert_eq!(paths(&["other"]), ["/other"]);
+
+    // Narrowing the snapshots: newest, oldest, by tag, by id.
+    assert_eq!(
+        lines(&s.ok(&["find", "app.yml", "--newest", "1"]))[1],
+        format!("  /config/app.yml  file  3 B  2024-05-03 12:00:00  in {c8}")
+    );
+    assert_eq!(paths(&["app.yml", "--oldest", "2"]).len(), 2);
+    assert_eq!(
+        paths(&["app.yml", "--tag", "t"]),
+        ["/config/app.yml", "/config/app.yml", "/other/app.yml"]
+    );
+    let one = json_lines(&s.ok(&["--json", "find", "app.yml", "--snapshot", &b[..10]]));
+    assert_eq!(one.len(), 3);
+    assert_eq!(one[0]["snapshots"], serde_json::json!([b]));
+    // Nothing found is not an error; a bad pattern or snapshot is.
+    assert_eq!(
+        lines(&s.ok(&["find", "nothing*"])),
+        ["0 matches in 3 snapshots searched"]
+    );
+    s.fails(&["find", "a["], 2);
+    s.fails(&["find", "x", "--newest", "1", "--oldest", "1"], 2);
+    let err = s.fails(&["find", "x", "--snapshot", "deadbeef"], 1);
+    assert!(err.contains("deadbeef"), "{err}");
 }

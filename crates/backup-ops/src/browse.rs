@@ -349,3 +349,18 @@ async fn streams_under(
     }
     Ok(out)
 }
+
+/// A row's (or a level's) name for people, from its path and the kind's
+/// [`levels`](summary::Contents::levels): PostgreSQL `app/sales.orders`
+/// (`sales.orders` when the database is not named, `app/sales` for a
+/// schema), MongoDB `shop.orders`, Redis `0`.
+pub fn qualified_name(levels: &[&str], path: &[String]) -> String {
+    match (levels.len(), path) {
+        (3, [db, schema, table]) if db.is_empty() => format!("{schema}.{table}"),
+        (3, [db, schema, table]) => format!("{db}/{schema}.{table}"),
+        (3, [db, schema]) if db.is_empty() => schema.clone(),
+        (3, [db, schema]) => format!("{db}/{schema}"),
+        (2, [db, coll]) => format!("{db}.{coll}"),
+        _ => path.join("/"),
+    }
+}

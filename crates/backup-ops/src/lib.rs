@@ -16,8 +16,11 @@
 //!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
 //! - [`browse`]: what a snapshot holds, read from its trees and manifest
-//!   (`ls`); [`dump`]: a file as it is or a directory as tar, without a
-//!   restore; [`tags`]: tag changes, which rewrite manifests under new ids.
+//!   (`ls`); [`diff`]: how two snapshots differ, by stored ids;
+//!   [`find`]: paths and database objects matching a glob across
+//!   snapshots; [`dump`]: a file as it is or a directory as tar, without
+//!   a restore; [`tags`]: tag changes, which rewrite manifests under new
+//!   ids.
 //! - [`pitr`]: continuous capture (`oplog follow`), the restorable
 //!   windows of every capture stream, and the plan of a restore to a
 //!   point in time.
@@ -73,10 +76,12 @@ pub mod backup;
 pub mod browse;
 pub mod config;
 pub mod copy;
+pub mod diff;
 pub mod drill;
 pub mod dump;
 mod error;
 mod feedback;
+pub mod find;
 pub mod health;
 pub mod log;
 pub mod maintenance;

@@ -21,7 +21,8 @@ pub(crate) use monitoring::{
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
-    CreateArgs, DumpArgs, FilterArgs, InitArgs, ListArgs, LsArgs, ShowArgs, TagCommand, TagSelect,
+    CreateArgs, DiffArgs, DumpArgs, FilterArgs, FindArgs, InitArgs, ListArgs, LsArgs, ShowArgs,
+    TagCommand, TagSelect,
 };
 
 /// Encrypted, deduplicated, compressed backups of files and databases to
@@ -117,6 +118,15 @@ pub(crate) enum Command {
     /// Write one file of a snapshot to standard output (or --output), or
     /// a directory as a tar archive, without restoring the snapshot.
     Dump(DumpArgs),
+    /// Compare two snapshots of one source without restoring them: files
+    /// added, removed and changed (content, mode, owner, mtime, type, link
+    /// target) with sizes; tables, collections and Redis databases added,
+    /// removed or with other counts, bytes or data. Reads only trees.
+    Diff(DiffArgs),
+    /// Search snapshots for paths, tables and collections matching a glob;
+    /// each match is shown with the consecutive snapshots in which it is
+    /// unchanged.
+    Find(FindArgs),
     /// Add, remove or set snapshot tags (each changed snapshot gets a new
     /// id).
     #[command(subcommand)]

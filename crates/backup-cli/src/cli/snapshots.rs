@@ -180,6 +180,48 @@ pub(crate) struct LsArgs {
     pub(crate) long: bool,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The older snapshot: id, unique id prefix, or `latest`.
+    pub(crate) a: String,
+    /// The newer snapshot: id, unique id prefix, or `latest`.
+    pub(crate) b: String,
+    /// Only this file or directory of a files snapshot; a database, schema,
+    /// table or collection of a database snapshot (as for `ls`).
+    pub(crate) path: Option<String>,
+    /// Narrow `latest` to this source.
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FindArgs {
+    /// A glob: `*` within a path component, `**` across; with a `/` it
+    /// matches the whole path from the root, without one the name at any
+    /// depth. Tables and collections match by `db/schema.table`,
+    /// `schema.table`, `db.collection` or bare name.
+    pub(crate) pattern: String,
+    /// Search only this snapshot (id, unique id prefix or `latest`);
+    /// repeatable.
+    #[arg(long = "snapshot", value_name = "ID")]
+    pub(crate) snapshots: Vec<String>,
+    /// Only snapshots of this source (URL, path or kind).
+    #[arg(long)]
+    pub(crate) source: Option<String>,
+    /// Only snapshots from this host.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Only snapshots with this tag; repeatable (all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Only the newest N snapshots of the selection.
+    #[arg(long, value_name = "N", conflicts_with = "oldest")]
+    pub(crate) newest: Option<usize>,
+    /// Only the oldest N snapshots of the selection.
+    #[arg(long, value_name = "N")]
+    pub(crate) oldest: Option<usize>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum TagCommand {
     /// Add tags to snapshots.

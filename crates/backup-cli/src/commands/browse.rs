@@ -6,10 +6,14 @@ use anyhow::Result;
 use backup_core::snapshot::SnapshotFilter;
 use backup_core::tree::NodeKind;
 use backup_ops::browse::{ls as list_snapshot, DatabaseListing, FileEntry, Listing, LsRequest};
+use backup_ops::diff::{
+    diff as compare, Change, Comparison, DatabaseDiff, DiffRequest, FileChange, RowState,
+};
+use backup_ops::find::{find as search, FindRequest, Found};
 use backup_ops::tags::{tag as change_tags, TagChange, TagRequest};
 
 use super::{bytes, normalize_source};
-use crate::cli::{LsArgs, TagCommand, TagSelect};
+use crate::cli::{DiffArgs, FindArgs, LsArgs, TagCommand, TagSelect};
 use crate::context::Ctx;
 
 pub(crate) async fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
@@ -192,6 +196,247 @@ fn database_text(ctx: &Ctx, d: &DatabaseListing) -> Result<()> {
         ctx.say("(keys are not listed: that needs reading the RDB)")?;
     }
     Ok(())
+}
+
+pub(crate) async fn diff(ctx: &Ctx, a: DiffArgs) -> Result<u8> {
+    let req = DiffRequest {
+        a: a.a.clone(),
+        b: a.b.clone(),
+        filter: SnapshotFilter {
+            source: a.source.as_deref().map(normalize_source),
+            ..SnapshotFilter::default()
+        },
+        path: a.path.clone(),
+    };
+    let repo = ctx.open().await?;
+    let json = ctx.global.json;
+    let show = json || ctx.human();
+    let mut out = BufWriter::new(std::io::stdout());
+    let mut on_change = |c: &FileChange| -> backup_ops::Result<()> {
+        if !show {
+            return Ok(());
+        }
+        let line = if json {
+            serde_json::to_string(c).map_err(|e| {
+                backup_core::Error::io("writing the differences", std::io::Error::other(e))
+            })?
+        } else {
+            change_line(c)
+        };
+        writeln!(out, "{line}")
+            .map_err(|e| backup_core::Error::io("writing the differences", e).into())
+    };
+    let outcome = compare(&repo, &req, &mut on_change).await;
+    out.flush()?;
+    let outcome = outcome?;
+    let (ida, idb) = (outcome.a.id, outcome.b.id);
+    match &outcome.comparison {
+        Comparison::Files(sum) => {
+            if json {
+                let v = serde_json::json!({"summary": sum, "a": ida, "b": idb});
+                writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&v)?)?;
+            } else {
+                ctx.say(format!(
+                    "{} added, {} removed, {} changed; {} added, {} removed; {} unchanged directories skipped",
+                    sum.added,
+                    sum.removed,
+                    sum.changed,
+                    bytes(sum.bytes_added),
+                    bytes(sum.bytes_removed),
+                    sum.dirs_unchanged
+                ))?;
+            }
+        }
+        Comparison::Database(d) => {
+            if json {
+                database_diff_json(d, &ida, &idb)?;
+            } else {
+                database_diff_text(ctx, d)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn sign(c: Change) -> char {
+    match c {
+        Change::Added => '+',
+        Change::Removed => '-',
+        Change::Changed => 'M',
+    }
+}
+
+/// `+ /path  SIZE`, `- /dir/`, `M /path  content,mtime  6 B -> 9 B`.
+fn change_line(c: &FileChange) -> String {
+    let slash = if c.kind == NodeKind::Dir { "/" } else { "" };
+    let what = if c.what.is_empty() {
+        String::new()
+    } else {
+        format!("  {}", c.what.join(","))
+    };
+    let size = match (c.change, c.size_before, c.size_after) {
+        (Change::Changed, Some(x), Some(y)) if x != y => format!("  {} -> {}", bytes(x), bytes(y)),
+        (Change::Removed, Some(x), _) | (_, _, Some(x)) => format!("  {}", bytes(x)),
+        _ => String::new(),
+    };
+    format!("{} {}{slash}{what}{size}", sign(c.change), c.path)
+}
+
+fn state_json(s: Option<RowState>, counted: &str) -> serde_json::Value {
+    s.map_or(
+        serde_json::Value::Null,
+        |s| serde_json::json!({counted: s.count, "bytes": s.bytes}),
+    )
+}
+
+/// One JSON object a line: each change (`type` is what changed: table,
+/// collection, database, schema), then `{"summary": ...}`.
+fn database_diff_json(d: &DatabaseDiff, a: &backup_core::Id, b: &backup_core::Id) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for c in &d.changes {
+        let v = serde_json::json!({
+            "change": c.change,
+            "type": c.item,
+            "kind": d.kind,
+            "name": c.name,
+            "path": c.path,
+            "before": state_json(c.before, d.counted),
+            "after": state_json(c.after, d.counted),
+            "data_changed": c.data_changed,
+        });
+        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+    }
+    let v = serde_json::json!({"summary": d.summary, "item": d.item, "counted": d.counted, "a": a, "b": b});
+    writeln!(out, "{}", serde_json::to_string(&v)?)?;
+    Ok(())
+}
+
+fn count_and_bytes(s: RowState, counted: &str) -> String {
+    match s.bytes {
+        Some(b) => format!("{} {counted}, {}", s.count, bytes(b)),
+        None => format!("{} {counted}", s.count),
+    }
+}
+
+/// `+ table app/crm.people  3 rows, 8.0 KiB`, `M collection shop.orders
+/// documents 5 -> 7, 1.0 KiB -> 1.4 KiB`, then the totals.
+fn database_diff_text(ctx: &Ctx, d: &DatabaseDiff) -> Result<()> {
+    for c in &d.changes {
+        let detail = match (c.before, c.after) {
+            (Some(x), Some(y)) => {
+                let mut parts = Vec::new();
+                if x.count != y.count {
+                    parts.push(format!("{} {} -> {}", d.counted, x.count, y.count));
+                }
+                if x.bytes != y.bytes {
+                    let b = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), bytes);
+                    parts.push(format!("{} -> {}", b(x.bytes), b(y.bytes)));
+                }
+                if parts.is_empty() {
+                    format!("  data changed ({})", count_and_bytes(y, d.counted))
+                } else {
+                    format!("  {}", parts.join(", "))
+                }
+            }
+            (Some(s), None) | (None, Some(s)) => format!("  {}", count_and_bytes(s, d.counted)),
+            (None, None) => String::new(),
+        };
+        ctx.say(format!("{} {} {}{detail}", sign(c.change), c.item, c.name))?;
+    }
+    let s = &d.summary;
+    ctx.say(format!(
+        "{} added, {} removed, {} changed, {} unchanged {}s; {} {} -> {}, {} -> {}",
+        s.added,
+        s.removed,
+        s.changed,
+        s.unchanged,
+        d.item,
+        d.counted,
+        s.count_before,
+        s.count_after,
+        bytes(s.bytes_before),
+        bytes(s.bytes_after)
+    ))?;
+    if d.kind == "redis" {
+        ctx.say("(keys are not compared: that needs reading the RDB)")?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn find(ctx: &Ctx, a: FindArgs) -> Result<u8> {
+    let req = FindRequest {
+        pattern: a.pattern,
+        snapshots: a.snapshots,
+        filter: SnapshotFilter {
+            source: a.source.as_deref().map(normalize_source),
+            tags: a.tags,
+            host: a.host,
+            ..SnapshotFilter::default()
+        },
+        newest: a.newest,
+        oldest: a.oldest,
+    };
+    // Before the repository is opened (and a password asked).
+    backup_ops::find::Pattern::new(&req.pattern)?;
+    let repo = ctx.open().await?;
+    let mut on_snapshot = |_: &backup_core::snapshot::SnapshotEntry| {};
+    let outcome = search(&repo, &req, &mut on_snapshot).await?;
+    let json = ctx.global.json;
+    let mut out = BufWriter::new(std::io::stdout());
+    if json {
+        for f in &outcome.found {
+            writeln!(out, "{}", serde_json::to_string(f)?)?;
+        }
+        let v = serde_json::json!({"summary": {
+            "matches": outcome.found.len(),
+            "snapshots_searched": outcome.searched,
+            "dirs_skipped": outcome.dirs_skipped,
+        }});
+        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+    } else if ctx.human() {
+        let mut source = None;
+        for f in &outcome.found {
+            if source != Some(&f.source) {
+                writeln!(out, "{} {}", f.kind, f.source)?;
+                source = Some(&f.source);
+            }
+            writeln!(out, "{}", found_line(f))?;
+        }
+        writeln!(
+            out,
+            "{} matches in {} snapshots searched",
+            outcome.found.len(),
+            outcome.searched
+        )?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// `  /docs/a.txt  file  6 B  2024-05-01 12:00:00 .. 2024-05-03 12:00:00
+/// in 1a2b3c4d 5e6f7a8b`.
+fn found_line(f: &Found) -> String {
+    let what = match (f.size, f.count, f.counted) {
+        (Some(s), _, _) => format!("  {}", bytes(s)),
+        (_, Some(c), Some(counted)) => match f.bytes {
+            Some(b) => format!("  {c} {counted}, {}", bytes(b)),
+            None => format!("  {c} {counted}"),
+        },
+        _ => String::new(),
+    };
+    let t = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let when = if f.first == f.last {
+        t(&f.first)
+    } else {
+        format!("{} .. {}", t(&f.first), t(&f.last))
+    };
+    let ids: Vec<String> = f.snapshots.iter().map(backup_core::Id::short).collect();
+    format!(
+        "  {}  {}{what}  {when}  in {}",
+        f.path,
+        f.item,
+        ids.join(" ")
+    )
 }
 
 pub(crate) async fn tag(ctx: &Ctx, c: TagCommand) -> Result<u8> {

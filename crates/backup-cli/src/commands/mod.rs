@@ -93,6 +93,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Show(a) => list::show(ctx, a).await,
         Command::Ls(a) => browse::ls(ctx, a).await,
         Command::Dump(a) => dump::run(ctx, a).await,
+        Command::Diff(a) => browse::diff(ctx, a).await,
+        Command::Find(a) => browse::find(ctx, a).await,
         Command::Tag(c) => browse::tag(ctx, c).await,
         Command::Restore(a) => Box::pin(restore::run(ctx, a)).await,
         Command::Export(a) => export::run(ctx, a).await,
