@@ -52,7 +52,10 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 export CARGO_TARGET_DIR="$WORK/build"
 export CARGO_INCREMENTAL=0
 start=$SECONDS
-cargo build --manifest-path fuzz/Cargo.toml --release --locked --target "$HOST" --bins
+# The workspace's lock file, so the crates under test are built with the
+# versions the tests use; cargo adds libFuzzer's few crates to it.
+cp Cargo.lock fuzz/Cargo.lock
+cargo build --manifest-path fuzz/Cargo.toml --release --target "$HOST" --bins
 echo "fuzz.sh: build took $((SECONDS - start)) s"
 $build_only && exit 0
 BIN="$CARGO_TARGET_DIR/$HOST/release"
