@@ -37,15 +37,17 @@ pub struct LsRequest {
 }
 
 impl LsRequest {
-    /// The path's components (`.` and empty ones dropped).
     fn components(&self) -> Vec<&str> {
-        self.path
-            .as_deref()
-            .unwrap_or("")
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect()
+        components(self.path.as_deref().unwrap_or(""))
     }
+}
+
+/// A `/`-separated path inside a snapshot as its components (`.` and
+/// empty ones dropped): what `ls`, `diff` and `dump` take.
+pub(crate) fn components(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
 }
 
 /// One entry of a files listing.

@@ -42,12 +42,7 @@ pub struct DiffRequest {
 
 impl DiffRequest {
     fn components(&self) -> Vec<&str> {
-        self.path
-            .as_deref()
-            .unwrap_or("")
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect()
+        crate::browse::components(self.path.as_deref().unwrap_or(""))
     }
 }
 

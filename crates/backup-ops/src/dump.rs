@@ -63,11 +63,7 @@ pub struct DumpOutcome {
 /// Where `path` leads in the snapshot, and whether it is a directory;
 /// found before anything is written, so that a wrong path writes nothing.
 async fn resolve(reader: &SnapshotReader, req: &DumpRequest) -> Result<Option<Node>> {
-    let parts: Vec<&str> = req
-        .path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
+    let parts = crate::browse::components(&req.path);
     let not_found = || -> Error {
         backup_core::Error::not_found(format!(
             "`{}` in snapshot {} (`backup ls {} PATH` lists what it holds)",
