@@ -361,13 +361,7 @@ async fn files(
         let na = node_at(repo, &root_a, path).await?;
         let nb = node_at(repo, &root_b, path).await?;
         if na.is_none() && nb.is_none() {
-            return Err(backup_core::Error::not_found(format!(
-                "`{}` in snapshots {} and {}",
-                req.path.as_deref().unwrap_or("/"),
-                older.id.short(),
-                newer.id.short()
-            ))
-            .into());
+            return Err(in_neither(req, older, newer));
         }
         (format!("/{}", parents.join("/")), vec![(na, nb)])
     } else if root_a == root_b {
@@ -461,13 +455,7 @@ async fn database(
     let (item, counted, levels) = (cb.item, cb.counted, cb.levels);
     let (ra, rb) = (under(ca), under(cb));
     if !path.is_empty() && ra.is_empty() && rb.is_empty() {
-        return Err(backup_core::Error::not_found(format!(
-            "`{}` in snapshots {} and {}",
-            req.path.as_deref().unwrap_or("/"),
-            older.id.short(),
-            newer.id.short()
-        ))
-        .into());
+        return Err(in_neither(req, older, newer));
     }
     let mut sum = DatabaseSummary::default();
     for r in &ra {
@@ -569,6 +557,17 @@ async fn database(
         changes,
         summary: sum,
     })
+}
+
+/// The path of `req` is in neither snapshot.
+fn in_neither(req: &DiffRequest, older: &SnapshotEntry, newer: &SnapshotEntry) -> Error {
+    backup_core::Error::not_found(format!(
+        "`{}` in snapshots {} and {}",
+        req.path.as_deref().unwrap_or("/"),
+        older.id.short(),
+        newer.id.short()
+    ))
+    .into()
 }
 
 #[cfg(test)]
