@@ -30,7 +30,7 @@ fn setup() -> (MongoServer, Scratch) {
 }
 
 /// Every BSON type, edge values, nesting, field order and odd keys.
-fn all_types() -> Vec<Document> {
+pub(crate) fn all_types() -> Vec<Document> {
     let mut deep = doc! {"leaf": 1};
     for i in 0..60 {
         deep = doc! {format!("l{i}"): deep};

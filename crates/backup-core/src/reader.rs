@@ -21,6 +21,57 @@ use crate::sink::FileKind;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{FsName, Node, NodeKind, Tree};
 
+/// An entry's content read from a blocking thread
+/// ([`SnapshotReader::blocking_content`]).
+pub struct ContentReader {
+    handle: tokio::runtime::Handle,
+    stream: BoxStream<'static, Result<Bytes>>,
+    pending: Bytes,
+    failed: Option<Error>,
+    read: u64,
+}
+
+impl std::fmt::Debug for ContentReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentReader")
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContentReader {
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// The typed error behind the I/O error a read returned (damaged data,
+    /// a storage error), once; `None` when reading did not fail.
+    pub fn take_error(&mut self) -> Option<Error> {
+        self.failed.take()
+    }
+}
+
+impl std::io::Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pending.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.pending = chunk,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// One snapshot of an indexed repository, opened for reading. Cheap to
 /// clone.
 #[derive(Debug, Clone)]
@@ -134,6 +185,27 @@ impl SnapshotReader {
         ahead: usize,
     ) -> BoxStream<'static, Result<Bytes>> {
         restorer::content_stream_with(&self.inner.repo, node, ids, ahead)
+    }
+
+    /// The content of a file or stream entry as [`std::io::Read`], for a
+    /// blocking thread ([`tokio::task::spawn_blocking`]) of the runtime
+    /// this is called on: chunks are fetched as [`SnapshotReader::content`]
+    /// fetches them. Damaged data and storage errors end the read with an
+    /// I/O error carrying their message; [`ContentReader::take_error`]
+    /// gives back the typed error. Reading it on a runtime thread would
+    /// block that thread: don't.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime.
+    pub fn blocking_content(&self, node: &Node) -> ContentReader {
+        ContentReader {
+            handle: tokio::runtime::Handle::current(),
+            stream: self.content(node),
+            pending: Bytes::new(),
+            failed: None,
+            read: 0,
+        }
     }
 
     /// The whole content of a (small) file or stream entry.

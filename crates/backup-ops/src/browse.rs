@@ -8,7 +8,10 @@
 //! memory. A database snapshot is listed from its manifest's metadata
 //! ([`backup_sources::summary::contents`]: tables with rows and bytes,
 //! collections with documents and indexes, Redis databases with key
-//! counts) with the streams its tree stores for each.
+//! counts) with the streams its tree stores for each. A Redis snapshot's
+//! keys (a database's, or those matching a pattern) are listed one by one
+//! through the same callback as files, reading the snapshot's stream
+//! ([`backup_sources::redis::item::list_keys`]), in bounded memory.
 
 use backup_core::reader::SnapshotReader;
 use backup_core::repo::{IndexedRepository, Repository};
@@ -34,6 +37,10 @@ pub struct LsRequest {
     pub path: Option<String>,
     /// Files: the whole subtree below the path, not only its entries.
     pub recursive: bool,
+    /// Redis: list the keys matching this glob (Redis's syntax), of the
+    /// database the path names or of every database. Without it, a path
+    /// naming a Redis database lists all its keys.
+    pub pattern: Option<String>,
 }
 
 impl LsRequest {
@@ -48,6 +55,16 @@ pub(crate) fn components(path: &str) -> Vec<&str> {
     path.split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect()
+}
+
+/// One entry `ls` hands to its callback.
+#[derive(Debug, Clone, Copy)]
+pub enum LsEntry<'a> {
+    /// A file, directory or other tree entry.
+    File(&'a FileEntry),
+    /// A Redis key.
+    #[cfg(feature = "redis")]
+    Key(&'a backup_sources::redis::item::KeyEntry),
 }
 
 /// One entry of a files listing.
@@ -152,6 +169,11 @@ pub enum Listing {
     },
     /// A database snapshot's contents.
     Database(DatabaseListing),
+    /// Redis keys, which went to the callback.
+    Keys {
+        /// How many keys were listed.
+        entries: u64,
+    },
 }
 
 /// The snapshot `ls` read and what it found there.
@@ -181,12 +203,25 @@ pub struct LsOutcome {
 pub async fn ls(
     repo: &Repository,
     req: &LsRequest,
-    on_entry: &mut (dyn FnMut(&FileEntry) -> Result<()> + Send),
+    on_entry: &mut (dyn FnMut(LsEntry<'_>) -> Result<()> + Send),
 ) -> Result<LsOutcome> {
     let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
     let indexed: IndexedRepository = repo.clone().load_index().await?;
     let reader = SnapshotReader::new(indexed, entry.clone());
     let path = req.components();
+    let redis = entry.snapshot.source.kind == "redis";
+    if req.pattern.is_some() && !redis {
+        return Err(Error::Usage(
+            "--match applies to the keys of Redis snapshots".to_owned(),
+        ));
+    }
+    if redis && (req.pattern.is_some() || !path.is_empty()) {
+        let entries = keys(&reader, &path, req, on_entry).await?;
+        return Ok(LsOutcome {
+            snapshot: entry,
+            listing: Listing::Keys { entries },
+        });
+    }
     let contents = (entry.snapshot.source.kind != "files")
         .then(|| summary::contents(&entry.snapshot.source.kind, &entry.snapshot.metadata))
         .flatten();
@@ -211,12 +246,56 @@ fn not_found(reader: &SnapshotReader, req: &LsRequest) -> Error {
     .into()
 }
 
+/// Lists the keys of the Redis database `path` names (every database
+/// without one) that match the request's pattern.
+#[cfg(feature = "redis")]
+async fn keys(
+    reader: &SnapshotReader,
+    path: &[&str],
+    req: &LsRequest,
+    on_entry: &mut (dyn FnMut(LsEntry<'_>) -> Result<()> + Send),
+) -> Result<u64> {
+    let db = match path {
+        [] => None,
+        [db] => Some(db.parse::<u32>().map_err(|_| not_found(reader, req))?),
+        _ => {
+            return Err(Error::Usage(format!(
+                "a Redis snapshot lists databases and their keys: `backup ls {} DB` (`--match GLOB` narrows), `backup dump {} DB/KEY` writes one",
+                reader.id().short(),
+                reader.id().short()
+            )))
+        }
+    };
+    let mut on_key = |k: &backup_sources::redis::item::KeyEntry| {
+        on_entry(LsEntry::Key(k)).map_err(|e| match e {
+            Error::Core(e) => e,
+            other => backup_core::Error::Config(other.to_string()),
+        })
+    };
+    Ok(
+        backup_sources::redis::item::list_keys(reader, db, req.pattern.as_deref(), &mut on_key)
+            .await?,
+    )
+}
+
+#[cfg(not(feature = "redis"))]
+async fn keys(
+    _: &SnapshotReader,
+    _: &[&str],
+    _: &LsRequest,
+    _: &mut (dyn FnMut(LsEntry<'_>) -> Result<()> + Send),
+) -> Result<u64> {
+    Err(Error::Usage(
+        "this build has no Redis support: it cannot list a Redis snapshot's keys".to_owned(),
+    ))
+}
+
 /// Walks the tree at `path`, handing each entry to `on_entry`.
 async fn files(
     reader: &SnapshotReader,
     path: &[&str],
     req: &LsRequest,
-    on_entry: &mut (dyn FnMut(&FileEntry) -> Result<()> + Send),
+    on_entry: &mut (dyn FnMut(LsEntry<'_>) -> Result<()> + Send),
 ) -> Result<u64> {
     let mut dir = reader.root().await?;
     let mut prefix = "/".to_owned();
@@ -228,7 +307,7 @@ async fn files(
             dir = reader.open_dir(&node).await?;
             prefix = join(&prefix, name);
         } else if i + 1 == path.len() {
-            on_entry(&FileEntry::of(&prefix, &node))?;
+            on_entry(LsEntry::File(&FileEntry::of(&prefix, &node)))?;
             return Ok(1);
         } else {
             return Err(not_found(reader, req));
@@ -243,7 +322,7 @@ async fn files(
             continue;
         };
         let entry = FileEntry::of(parent, &node);
-        on_entry(&entry)?;
+        on_entry(LsEntry::File(&entry))?;
         count += 1;
         if req.recursive && node.kind == NodeKind::Dir {
             let sub = reader.open_dir(&node).await?;

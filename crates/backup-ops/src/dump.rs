@@ -9,19 +9,20 @@
 //! memory stays bounded whatever the size. No lock is taken: manifests
 //! and what they reach are never changed in place.
 //!
-//! Tables, collections and Redis keys in their own formats (CSV,
-//! Extended JSON, `DUMP` payloads) are not made here: `dump` gives the
-//! stored streams `backup ls` names.
+//! In a database snapshot, a path that names a table, collection or
+//! Redis key (`sales.orders`, `shop.orders`, `0/user:1`) rather than a
+//! stored stream, or any path with a format, is written in a format of
+//! its own: [`backup_sources::item`] (CSV, `COPY` text, `INSERT`
+//! statements; Extended JSON, BSON; a key's value or `DUMP` payload).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 
-use backup_core::reader::SnapshotReader;
+use backup_core::reader::{ContentReader, SnapshotReader};
 use backup_core::repo::{IndexedRepository, Repository};
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::tree::{Node, NodeKind};
-use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt};
+use backup_sources::item::{ItemDump, ItemFormat};
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
@@ -34,8 +35,12 @@ pub struct DumpRequest {
     /// Which snapshots `latest` chooses among.
     pub filter: SnapshotFilter,
     /// `/`-separated from the snapshot's root; empty or `/` is the whole
-    /// snapshot (as tar).
+    /// snapshot (as tar). In a database snapshot, also a table,
+    /// collection or `DB/KEY`.
     pub path: String,
+    /// For a table, collection or key: the format (the kind's default
+    /// when `None`); given, `path` must name one.
+    pub format: Option<ItemFormat>,
 }
 
 /// What `dump` wrote.
@@ -45,6 +50,8 @@ pub enum DumpShape {
     Content,
     /// A tar archive of a directory.
     Tar,
+    /// A table, collection or key in a format of its own.
+    Item(ItemFormat),
 }
 
 /// The result of a dump.
@@ -56,8 +63,11 @@ pub struct DumpOutcome {
     pub shape: DumpShape,
     /// Entries written (1 for content).
     pub entries: u64,
-    /// Bytes of file content written (not counting tar headers).
+    /// Bytes of file content written (not counting tar headers); for an
+    /// item, every byte written.
     pub bytes: u64,
+    /// For a table, collection or key: what was written.
+    pub item: Option<ItemDump>,
 }
 
 /// Where `path` leads in the snapshot, and whether it is a directory;
@@ -112,7 +122,24 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
     let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
     let indexed: IndexedRepository = repo.clone().load_index().await?;
     let reader = SnapshotReader::new(indexed, entry.clone());
-    let node = resolve(&reader, req).await?;
+    let database = entry.snapshot.source.kind != "files";
+    if req.format.is_some() && !database {
+        return Err(Error::Usage(
+            "--format applies to tables, collections and keys of database snapshots; a file is written as it is, a directory as tar".to_owned(),
+        ));
+    }
+    let node = if req.format.is_some() {
+        None
+    } else {
+        match resolve(&reader, req).await {
+            Ok(node) => Some(node),
+            Err(e) if database && is_not_found(&e) => None,
+            Err(e) => return Err(e),
+        }
+    };
+    let Some(node) = node else {
+        return dump_item(&reader, req, open).await;
+    };
     let shape = match &node {
         None => DumpShape::Tar,
         Some(n) if n.kind == NodeKind::Dir => DumpShape::Tar,
@@ -129,9 +156,7 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
     let handle = Handle::current();
     let (entries, bytes) = tokio::task::spawn_blocking(move || -> Result<_> {
         let done = match &node {
-            Some(n) if shape == DumpShape::Content => {
-                (1, copy_content(&handle, &reader, n, &mut out)?)
-            }
+            Some(n) if shape == DumpShape::Content => (1, copy_content(&reader, n, &mut out)?),
             Some(n) => {
                 let dir = handle.block_on(reader.open_dir(n))?;
                 tar_tree(&handle, &reader, dir.entries().to_vec(), &mut out)?
@@ -151,6 +176,33 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
         shape,
         entries,
         bytes,
+        item: None,
+    })
+}
+
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Core(backup_core::Error::NotFound { .. }))
+}
+
+/// Writes the table, collection or key `req.path` names.
+async fn dump_item(
+    reader: &SnapshotReader,
+    req: &DumpRequest,
+    open: OpenOutput,
+) -> Result<DumpOutcome> {
+    let open: backup_sources::item::OpenItem = Box::new(move |format| {
+        open(DumpShape::Item(format)).map_err(|e| match e {
+            Error::Core(e) => e,
+            other => backup_core::Error::Config(other.to_string()),
+        })
+    });
+    let done = backup_sources::kind::dump_item(reader, &req.path, req.format, open).await?;
+    Ok(DumpOutcome {
+        snapshot: reader.entry().clone(),
+        shape: DumpShape::Item(done.format),
+        entries: done.count,
+        bytes: done.bytes,
+        item: Some(done),
     })
 }
 
@@ -170,62 +222,16 @@ fn write_error(e: std::io::Error) -> Error {
     backup_core::Error::io("writing the dump", e).into()
 }
 
-/// A node's content as `Read`, for the tar writer; damage and storage
-/// errors come back as I/O errors carrying the message, and the typed
-/// error is kept for the caller.
-struct ContentRead<'a> {
-    handle: &'a Handle,
-    stream: BoxStream<'static, backup_core::Result<Bytes>>,
-    pending: Bytes,
-    failed: Option<backup_core::Error>,
-    read: u64,
-}
-
-impl Read for ContentRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pending.is_empty() {
-            match self.handle.block_on(self.stream.next()) {
-                Some(Ok(chunk)) => self.pending = chunk,
-                Some(Err(e)) => {
-                    let msg = e.to_string();
-                    self.failed = Some(e);
-                    return Err(std::io::Error::other(msg));
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.pending.len());
-        buf[..n].copy_from_slice(&self.pending.split_to(n));
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-fn content_read<'a>(handle: &'a Handle, reader: &SnapshotReader, node: &Node) -> ContentRead<'a> {
-    ContentRead {
-        handle,
-        stream: reader.content(node),
-        pending: Bytes::new(),
-        failed: None,
-        read: 0,
-    }
-}
-
 /// The typed error of a failed content read, or the write error.
-fn content_error(r: &mut ContentRead<'_>, e: std::io::Error) -> Error {
-    match r.failed.take() {
+fn content_error(r: &mut ContentReader, e: std::io::Error) -> Error {
+    match r.take_error() {
         Some(e) => e.into(),
         None => write_error(e),
     }
 }
 
-fn copy_content(
-    handle: &Handle,
-    reader: &SnapshotReader,
-    node: &Node,
-    out: &mut dyn Write,
-) -> Result<u64> {
-    let mut r = content_read(handle, reader, node);
+fn copy_content(reader: &SnapshotReader, node: &Node, out: &mut dyn Write) -> Result<u64> {
+    let mut r = reader.blocking_content(node);
     let n = std::io::copy(&mut r, out).map_err(|e| content_error(&mut r, e))?;
     if n != node.size {
         return Err(reader
@@ -294,15 +300,15 @@ fn tar_tree(
                 }
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(node.size);
-                let mut r = content_read(handle, reader, &node);
+                let mut r = reader.blocking_content(&node);
                 tar.append_data(&mut header, &path, &mut r)
                     .map_err(|e| content_error(&mut r, e))?;
-                if r.read != node.size {
+                if r.bytes_read() != node.size {
                     return Err(reader
                         .damaged(format!(
                             "`{}` holds {} bytes, its entry says {}",
                             path.display(),
-                            r.read,
+                            r.bytes_read(),
                             node.size
                         ))
                         .into());

@@ -444,6 +444,61 @@ pub async fn export(
     }
 }
 
+/// Writes the item `path` names in `snapshot` (see [`crate::item`]) in
+/// `format` (the kind's default when `None`) to the writer `open` gives,
+/// then flushes it. Must run on a Tokio runtime; the writing happens on a
+/// blocking thread.
+///
+/// # Errors
+///
+/// Before `open` is called: [`Error::Config`] for a format the kind does
+/// not take, a snapshot without items (files, PostgreSQL physical), a
+/// path naming more than one item or an item without data of its own (a
+/// view, a partitioned table, a Redis stream or module value as a
+/// `value`); [`Error::NotFound`] when nothing has that name. Afterwards:
+/// damaged data (the output then ends early, and the error says so),
+/// storage errors, errors writing.
+pub async fn dump_item(
+    snapshot: &SnapshotReader,
+    path: &str,
+    format: Option<crate::item::ItemFormat>,
+    open: crate::item::OpenItem,
+) -> Result<crate::item::ItemDump> {
+    let kind = snapshot.snapshot().source.kind.clone();
+    let formats = crate::item::ItemFormat::of_kind(&kind);
+    let Some(default) = formats.first().copied() else {
+        return Err(Error::Config(format!(
+            "snapshot {} is a {kind} backup: it has files, not tables, collections or keys",
+            snapshot.id().short()
+        )));
+    };
+    let format = format.unwrap_or(default);
+    if !formats.contains(&format) {
+        return Err(Error::Config(format!(
+            "a {kind} snapshot's items are written as {}, not {format}",
+            formats
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )));
+    }
+    match kind.as_str() {
+        #[cfg(feature = "postgres")]
+        "postgres" => crate::postgres::item::dump_table(snapshot, path, format, open).await,
+        #[cfg(feature = "mongodb")]
+        "mongodb" => crate::mongo::item::dump_collection(snapshot, path, format, open).await,
+        #[cfg(feature = "redis")]
+        "redis" => crate::redis::item::dump_key(snapshot, path, format, open).await,
+        _ => {
+            drop((path, open));
+            Err(Error::Config(format!(
+                "this build has no {kind} support: it cannot read the snapshot's items"
+            )))
+        }
+    }
+}
+
 /// A directory target: files, or a physical PostgreSQL data directory
 /// when the build has PostgreSQL (the snapshot decides).
 #[cfg(feature = "postgres")]

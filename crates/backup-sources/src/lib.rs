@@ -44,6 +44,7 @@ pub mod export;
 pub mod files;
 #[cfg(feature = "mongodb")]
 mod gather;
+pub mod item;
 pub mod kind;
 #[cfg(any(feature = "files", feature = "postgres"))]
 mod localfs;

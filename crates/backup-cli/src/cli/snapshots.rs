@@ -166,7 +166,7 @@ pub(crate) struct LsArgs {
     pub(crate) snapshot: String,
     /// Where to start: a directory or file of a files snapshot; a database,
     /// schema, table or collection of a database snapshot (`app/public/t`,
-    /// `public.t`, `shop.orders`, `0` for a Redis database).
+    /// `public.t`, `shop.orders`); a Redis database (`0`) lists its keys.
     pub(crate) path: Option<String>,
     /// Narrow `latest` to this source.
     #[arg(long)]
@@ -175,9 +175,13 @@ pub(crate) struct LsArgs {
     #[arg(short = 'R', long)]
     pub(crate) recursive: bool,
     /// Mode, owner (name and id), size, modification time and link
-    /// targets.
+    /// targets; for Redis keys: type, expiry and serialised size.
     #[arg(short, long)]
     pub(crate) long: bool,
+    /// Redis: the keys whose names match GLOB (Redis's `SCAN MATCH`
+    /// syntax), in the database PATH names or in every database.
+    #[arg(long = "match", value_name = "GLOB")]
+    pub(crate) pattern: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,8 +279,15 @@ pub(crate) struct DumpArgs {
     pub(crate) snapshot: String,
     /// A file or stream (written as it is), or a directory (written as a
     /// tar archive); `/` for the whole snapshot as tar. `backup ls` lists
-    /// the paths, database streams included.
+    /// the paths, database streams included. In a database snapshot also
+    /// a table (`sales.orders`, `app/sales/orders`), a collection
+    /// (`shop.orders`) or a Redis key (`DB/KEY`: `0/user:1`).
     pub(crate) path: String,
+    /// How to write a table (csv, copy, sql; default csv), a collection
+    /// (json: canonical Extended JSON lines, bson; default json) or a
+    /// Redis key (value, raw: its DUMP payload; default value).
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) format: Option<backup_sources::item::ItemFormat>,
     /// Narrow `latest` to this source.
     #[arg(long)]
     pub(crate) source: Option<String>,

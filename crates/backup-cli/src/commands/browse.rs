@@ -5,12 +5,15 @@ use std::io::{BufWriter, Write as _};
 use anyhow::Result;
 use backup_core::snapshot::SnapshotFilter;
 use backup_core::tree::NodeKind;
-use backup_ops::browse::{ls as list_snapshot, DatabaseListing, FileEntry, Listing, LsRequest};
+use backup_ops::browse::{
+    ls as list_snapshot, DatabaseListing, FileEntry, Listing, LsEntry, LsRequest,
+};
 use backup_ops::diff::{
     diff as compare, Change, Comparison, DatabaseDiff, DiffRequest, FileChange, RowState,
 };
 use backup_ops::find::{find as search, FindRequest, Found};
 use backup_ops::tags::{tag as change_tags, TagChange, TagRequest};
+use backup_sources::redis::item::KeyEntry;
 
 use super::{bytes, normalize_source};
 use crate::cli::{DiffArgs, FindArgs, LsArgs, TagCommand, TagSelect};
@@ -25,25 +28,26 @@ pub(crate) async fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
         },
         path: a.path.clone(),
         recursive: a.recursive,
+        pattern: a.pattern.clone(),
     };
     let repo = ctx.open().await?;
     let json = ctx.global.json;
     let show = json || ctx.human();
     let long = a.long;
     let mut out = BufWriter::new(std::io::stdout());
-    let mut on_entry = |e: &FileEntry| -> backup_ops::Result<()> {
+    let mut on_entry = |e: LsEntry<'_>| -> backup_ops::Result<()> {
         if !show {
             return Ok(());
         }
-        let line = if json {
-            serde_json::to_string(e).map_err(|e| {
-                backup_core::Error::io("writing the listing", std::io::Error::other(e))
-            })?
-        } else if long {
-            long_line(e)
-        } else {
-            e.path.clone()
-        };
+        let line = match e {
+            LsEntry::File(e) if json => serde_json::to_string(e),
+            LsEntry::Key(k) if json => serde_json::to_string(k),
+            LsEntry::File(e) if long => Ok(long_line(e)),
+            LsEntry::Key(k) if long => Ok(key_line(k)),
+            LsEntry::File(e) => Ok(e.path.clone()),
+            LsEntry::Key(k) => Ok(k.key.clone()),
+        }
+        .map_err(|e| backup_core::Error::io("writing the listing", std::io::Error::other(e)))?;
         writeln!(out, "{line}").map_err(|e| backup_core::Error::io("writing the listing", e).into())
     };
     let outcome = list_snapshot(&repo, &req, &mut on_entry).await;
@@ -57,6 +61,26 @@ pub(crate) async fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `hash    2024-05-01 12:00:00  1.2 KiB  0/user:1`: type, expiry (`-`
+/// for none), serialised size, database and key.
+fn key_line(k: &KeyEntry) -> String {
+    let expires = k
+        .expires_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        );
+    format!(
+        "{:<6}  {:<19}  {:>10}  {}/{}",
+        k.kind,
+        expires,
+        bytes(k.size),
+        k.db,
+        k.key
+    )
 }
 
 /// `drwxr-xr-x  alice(1000)  staff(50)  4.0 KiB  2024-05-01 12:00:00  /path -> target`.

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Result;
 use backup_core::snapshot::SnapshotFilter;
 use backup_ops::dump::{dump, DumpRequest, DumpShape};
+use backup_sources::item::ItemFormat;
 
 use super::{bytes, normalize_source};
 use crate::cli::DumpArgs;
@@ -18,6 +19,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
             ..SnapshotFilter::default()
         },
         path: a.path.clone(),
+        format: a.format,
     };
     let repo = ctx.open().await?;
     let output = a.output.clone();
@@ -36,6 +38,13 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
                         "a directory is written as a tar archive, not to a terminal: redirect standard output (`> dir.tar`, `| tar -x`) or use --output FILE".to_owned(),
                     ))
                 }
+                None if matches!(shape, DumpShape::Item(ItemFormat::Bson | ItemFormat::Raw))
+                    && std::io::stdout().is_terminal() =>
+                {
+                    Err(backup_ops::Error::Usage(
+                        "BSON and DUMP payloads are binary, not for a terminal: redirect standard output or use --output FILE".to_owned(),
+                    ))
+                }
                 None => Ok(Box::new(std::io::BufWriter::with_capacity(
                     1 << 20,
                     std::io::stdout(),
@@ -50,16 +59,33 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
             "{}",
             serde_json::json!({
                 "snapshot": outcome.snapshot.id.to_hex(),
-                "format": if outcome.shape == DumpShape::Tar { "tar" } else { "content" },
+                "format": match outcome.shape {
+                    DumpShape::Tar => "tar",
+                    DumpShape::Content => "content",
+                    DumpShape::Item(f) => f.name(),
+                },
+                "item": outcome.item.as_ref().map(|i| i.item),
+                "name": outcome.item.as_ref().map(|i| i.name.clone()),
                 "entries": outcome.entries,
                 "bytes": outcome.bytes,
             })
         );
     } else if ctx.human() && (a.output.is_some() || !std::io::stdout().is_terminal()) {
-        let what = if outcome.shape == DumpShape::Tar {
-            format!("{} entries as tar", outcome.entries)
-        } else {
-            "1 file".to_owned()
+        let what = match (&outcome.shape, &outcome.item) {
+            (DumpShape::Tar, _) => format!("{} entries as tar", outcome.entries),
+            (DumpShape::Item(f), Some(i)) if i.item == "key" => format!("key {} as {f}", i.name),
+            (DumpShape::Item(f), Some(i)) => format!(
+                "{} {} ({} {}) as {f}",
+                i.item,
+                i.name,
+                i.count,
+                if i.item == "table" {
+                    "rows"
+                } else {
+                    "documents"
+                }
+            ),
+            _ => "1 file".to_owned(),
         };
         note!(
             "dumped {what}, {} of content, from snapshot {}",

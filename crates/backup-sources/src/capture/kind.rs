@@ -379,16 +379,17 @@ pub fn position_offset(position: &str) -> Option<u64> {
 /// replica set (MongoDB), a cluster's system identifier (a physical
 /// PostgreSQL base backup). Empty for snapshots that are nobody's base.
 pub fn base_identities(snapshot: &Snapshot) -> Vec<String> {
-    let mut out: Vec<String> = CaptureKind::ALL
+    let out = CaptureKind::ALL
         .iter()
         .filter_map(|k| k.base_point(snapshot))
-        .map(|p| p.identity)
-        .collect();
+        .map(|p| p.identity);
     #[cfg(feature = "postgres")]
-    if let Some(Ok(m)) = crate::postgres::physical::PhysicalMeta::of(&snapshot.metadata) {
-        out.push(m.system_identifier);
-    }
-    out
+    let out = out.chain(
+        crate::postgres::physical::PhysicalMeta::of(&snapshot.metadata)
+            .and_then(std::result::Result::ok)
+            .map(|m| m.system_identifier),
+    );
+    out.collect()
 }
 
 /// The seconds and increment of an oplog position.

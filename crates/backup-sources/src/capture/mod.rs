@@ -43,6 +43,7 @@ use chrono::{DateTime, Utc};
 
 pub use driver::CaptureDriver;
 pub use driver::{describe_target, Planned, RestorePlan};
+#[cfg(feature = "mongodb")]
 pub(crate) use kind::oplog_parts;
 pub use kind::{
     base_identities, parse_oplog_ts, point_flag, point_owner, position_offset, BasePoint,

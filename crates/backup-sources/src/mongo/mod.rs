@@ -42,6 +42,7 @@ pub mod follow;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+pub(crate) mod item;
 mod oplog;
 mod replset;
 mod security;

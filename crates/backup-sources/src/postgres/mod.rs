@@ -55,6 +55,7 @@ pub(crate) mod conn;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+pub(crate) mod item;
 pub mod physical;
 pub(crate) mod script;
 mod source;

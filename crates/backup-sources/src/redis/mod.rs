@@ -50,6 +50,7 @@ pub mod follow;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod glob;
+pub mod item;
 pub mod keyfile;
 mod manifest;
 pub mod rdb;

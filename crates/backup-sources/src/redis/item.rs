@@ -1,0 +1,301 @@
+//! Keys of a Redis snapshot one by one: listed with their type, expiry
+//! and size ([`list_keys`]), or one key's value or `DUMP` payload
+//! ([`crate::item`]).
+//!
+//! Both read the snapshot's stream from the start (an RDB, or the frames
+//! of a key-mode snapshot) and stream it: a snapshot of any number of
+//! keys is listed in bounded memory. A key's value is rendered as
+//! `value`: a string as its bytes; a list or set as a JSON array, a
+//! sorted set as an array of `{"member", "score"}`, a hash as an object
+//! (field expiries are left out: `raw` keeps them); a byte string that is
+//! not UTF-8 becomes `{"base64": "..."}`, and a score that is not finite
+//! the string `inf`, `-inf` or `nan`. A stream or module value has no
+//! such rendering: `raw` gives its payload.
+
+use backup_core::reader::SnapshotReader;
+use backup_core::{Error, Result};
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+
+use super::glob::KeyFilter;
+use super::manifest::SnapshotInfo;
+use super::rdb::decode::{decode_value, Value};
+use super::rdb::{split_dump_payload, types};
+use super::records::{read_records, show_key, Batch, Record, Selection};
+use crate::item::{write_blocking, ItemDump, ItemFormat, OpenItem};
+
+/// One key of a snapshot, as [`list_keys`] gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyEntry {
+    /// The database number.
+    pub db: u32,
+    /// The key: as text when it is UTF-8, else lossily (see
+    /// [`KeyEntry::key_base64`]).
+    pub key: String,
+    /// The key's bytes in standard base64 when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// `string`, `list`, `set`, `zset`, `hash`, `stream` or `module`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the key expires, milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    /// Bytes of its serialised value (its `DUMP` payload).
+    pub size: u64,
+}
+
+/// Lists the keys of database `db` (every database when `None`) whose
+/// names match the glob `pattern` (Redis's syntax, as `SCAN MATCH`), in
+/// the snapshot's order, handing each to `on_key`; returns how many.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a snapshot that is not Redis; [`Error::NotFound`]
+/// for a database the snapshot does not hold; an error `on_key` returns
+/// (which stops the listing); damaged data; storage errors.
+pub async fn list_keys(
+    snapshot: &SnapshotReader,
+    db: Option<u32>,
+    pattern: Option<&str>,
+    on_key: &mut (dyn FnMut(&KeyEntry) -> Result<()> + Send),
+) -> Result<u64> {
+    let info = SnapshotInfo::load(snapshot).await?;
+    if let Some(db) = db {
+        known_db(snapshot, &info, db)?;
+    }
+    let includes: Vec<String> = pattern.map(str::to_owned).into_iter().collect();
+    let sel = Selection {
+        dbs: db.map(|d| vec![d]),
+        keys: KeyFilter::new(&includes, &[]),
+        payloads: true,
+    };
+    let (rx, handle) = read_records(snapshot, &info.stream, info.keys_mode, sel);
+    let mut n = 0u64;
+    let mut failed = None;
+    'read: while let Ok(batch) = rx.recv().await {
+        let Batch::Keys(records) = batch else {
+            continue;
+        };
+        for r in records {
+            if let Err(e) = on_key(&entry(&r)) {
+                failed = Some(e);
+                break 'read;
+            }
+            n += 1;
+        }
+    }
+    drop(rx);
+    let totals = joined(handle).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    totals?;
+    Ok(n)
+}
+
+/// What the reading task ended with.
+async fn joined(
+    handle: tokio::task::JoinHandle<Result<super::records::Totals>>,
+) -> Result<super::records::Totals> {
+    handle
+        .await
+        .map_err(|e| Error::target_caused("reading the snapshot failed", e))?
+}
+
+fn entry(r: &Record) -> KeyEntry {
+    let (key, key_base64) = match std::str::from_utf8(&r.key) {
+        Ok(k) => (k.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(&r.key).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(&r.key)),
+        ),
+    };
+    KeyEntry {
+        db: r.db,
+        key,
+        key_base64,
+        kind: types::kind(r.rdb_type),
+        expires_ms: r.expire_ms,
+        size: r.payload.len() as u64,
+    }
+}
+
+fn known_db(snapshot: &SnapshotReader, info: &SnapshotInfo, db: u32) -> Result<()> {
+    if info.databases.contains_key(&db) {
+        return Ok(());
+    }
+    Err(Error::not_found(format!(
+        "database {db} in snapshot {} (it holds {})",
+        snapshot.id().short(),
+        if info.databases.is_empty() {
+            "no keys".to_owned()
+        } else {
+            info.databases
+                .keys()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )))
+}
+
+/// A glob matching exactly `key`.
+fn exact_pattern(key: &str) -> String {
+    let mut p = String::with_capacity(key.len());
+    for c in key.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p
+}
+
+/// Writes the key `path` names, `DB/KEY` (see [`crate::item::dump_item`]).
+pub(crate) async fn dump_key(
+    snapshot: &SnapshotReader,
+    path: &str,
+    format: ItemFormat,
+    open: OpenItem,
+) -> Result<ItemDump> {
+    let usage = || {
+        Error::Config(format!(
+            "a Redis key is named DB/KEY (`0/user:1`), not `{path}`"
+        ))
+    };
+    let (db, key) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .ok_or_else(usage)?;
+    let db: u32 = db.parse().map_err(|_| usage())?;
+    let info = SnapshotInfo::load(snapshot).await?;
+    known_db(snapshot, &info, db)?;
+    let sel = Selection {
+        dbs: Some(vec![db]),
+        keys: KeyFilter::new(&[exact_pattern(key)], &[]),
+        payloads: true,
+    };
+    let (rx, handle) = read_records(snapshot, &info.stream, info.keys_mode, sel);
+    let mut found = None;
+    'read: while let Ok(batch) = rx.recv().await {
+        if let Batch::Keys(records) = batch {
+            for r in records {
+                if r.key == key.as_bytes() {
+                    found = Some(r);
+                    break 'read;
+                }
+            }
+        }
+    }
+    // Found: the rest of the stream is not needed (the reader stops with
+    // `Cancelled` once nobody receives).
+    drop(rx);
+    match joined(handle).await {
+        Err(Error::Cancelled) if found.is_some() => {}
+        r => {
+            r?;
+        }
+    }
+    let name = format!("{db}/{key}");
+    let record = found.ok_or_else(|| {
+        Error::not_found(format!(
+            "key {} in database {db} of snapshot {} (`backup ls {} {db}` lists its keys)",
+            show_key(key.as_bytes()),
+            snapshot.id().short(),
+            snapshot.id().short()
+        ))
+    })?;
+    let bytes = match format {
+        ItemFormat::Raw => record.payload,
+        _ => render(&record).map_err(|e| match e {
+            Render::Unsupported(what) => Error::Config(format!(
+                "{name} is a {what}: it has no plain rendering; `--format raw` writes its DUMP payload (RESTORE takes it)"
+            )),
+            Render::Damaged(e) => snapshot.damaged(format!("key {name}: {e}")),
+        })?,
+    };
+    let ((), written) = write_blocking(format, open, move |out| {
+        out.write_all(&bytes).map_err(crate::item::write_error)
+    })
+    .await?;
+    Ok(ItemDump {
+        name,
+        item: "key",
+        format,
+        count: 1,
+        bytes: written,
+    })
+}
+
+enum Render {
+    Unsupported(&'static str),
+    Damaged(String),
+}
+
+/// A key's value as `value` renders it.
+fn render(r: &Record) -> std::result::Result<Vec<u8>, Render> {
+    let (t, raw, _) = split_dump_payload(&r.payload).map_err(Render::Damaged)?;
+    let value = decode_value(t, raw).map_err(|e| Render::Damaged(e.to_string()))?;
+    let text = |b: &[u8]| -> Json {
+        match std::str::from_utf8(b) {
+            Ok(s) => Json::String(s.to_owned()),
+            Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        }
+    };
+    let rendered = match value {
+        Value::String(b) => return Ok(b),
+        Value::List(v) | Value::Set(v) => Json::Array(v.iter().map(|b| text(b)).collect()),
+        Value::ZSet(v) => Json::Array(
+            v.iter()
+                .map(|(m, s)| {
+                    let score = serde_json::Number::from_f64(*s).map_or_else(
+                        || {
+                            Json::String(
+                                if s.is_nan() {
+                                    "nan"
+                                } else if *s > 0.0 {
+                                    "inf"
+                                } else {
+                                    "-inf"
+                                }
+                                .to_owned(),
+                            )
+                        },
+                        Json::Number,
+                    );
+                    json!({ "member": text(m), "score": score })
+                })
+                .collect(),
+        ),
+        Value::Hash(v) => {
+            let mut o = serde_json::Map::new();
+            for (f, val, _) in &v {
+                o.insert(String::from_utf8_lossy(f).into_owned(), text(val));
+            }
+            Json::Object(o)
+        }
+        Value::Stream(_) => return Err(Render::Unsupported("stream")),
+        Value::Module { .. } => return Err(Render::Unsupported("module value")),
+    };
+    let mut out = serde_json::to_vec(&rendered).map_err(|e| Render::Damaged(e.to_string()))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::glob::glob_match;
+
+    #[test]
+    fn exact_patterns_match_only_their_key() {
+        for key in ["plain", "a*b", "q?", "[x]", "back\\slash", ""] {
+            let p = exact_pattern(key);
+            assert!(glob_match(p.as_bytes(), key.as_bytes()), "{key}");
+        }
+        assert!(!glob_match(exact_pattern("a*b").as_bytes(), b"aXb"));
+        assert!(!glob_match(exact_pattern("q?").as_bytes(), b"qq"));
+    }
+}
