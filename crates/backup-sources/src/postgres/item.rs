@@ -91,11 +91,11 @@ fn write_table(
     format: ItemFormat,
     out: &mut dyn Write,
 ) -> Result<u64> {
+    // Rows are assembled here and written in large pieces.
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
     match format {
         ItemFormat::Csv => {
-            let header: Vec<Option<&[u8]>> =
-                table.columns.iter().map(|c| Some(c.as_bytes())).collect();
-            csv_row(&header, out).map_err(write_error)?;
+            csv_row(table.columns.iter().map(|c| Some(c.as_bytes())), &mut buf);
         }
         ItemFormat::Sql => {
             writeln!(
@@ -119,7 +119,7 @@ fn write_table(
         )
     };
     let mut rows = 0u64;
-    let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut row = Row::default();
     for node in parts {
         let mut content = reader.blocking_content(node);
         let fail = |content: &mut backup_core::reader::ContentReader, e: std::io::Error| {
@@ -140,12 +140,13 @@ fn write_table(
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = lines
-                .read_until(b'\n', &mut line)
-                .map_err(|e| e.to_string())
-                .map_err(|e| {
-                    reader.damaged(format!("reading a part of {}: {e}", table.qualified()))
-                })?;
+            let n = match lines.read_until(b'\n', &mut line) {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(lines);
+                    return Err(fail(&mut content, e));
+                }
+            };
             if n == 0 {
                 break;
             }
@@ -154,32 +155,32 @@ fn write_table(
                     reader.damaged(format!("a part of {} ends inside a row", table.qualified()))
                 );
             }
-            parse_row(&line, &mut fields).map_err(|e| {
+            row.parse(&line).map_err(|e| {
                 reader.damaged(format!("row {} of {}: {e}", rows + 1, table.qualified()))
             })?;
             rows += 1;
             if table.columns.is_empty() {
-                if format == ItemFormat::Sql {
-                    out.write_all(insert.as_bytes()).map_err(write_error)?;
+                buf.extend_from_slice(if format == ItemFormat::Sql {
+                    insert.as_bytes()
                 } else {
-                    out.write_all(b"\n").map_err(write_error)?;
-                }
-                continue;
-            }
-            if fields.len() != table.columns.len() {
+                    b"\n"
+                });
+            } else if row.len() != table.columns.len() {
                 return Err(reader.damaged(format!(
                     "row {rows} of {} has {} fields for {} columns",
                     table.qualified(),
-                    fields.len(),
+                    row.len(),
                     table.columns.len()
                 )));
+            } else if format == ItemFormat::Csv {
+                csv_row(row.fields(), &mut buf);
+            } else {
+                sql_row(&insert, row.fields(), &mut buf);
             }
-            let row: Vec<Option<&[u8]>> = fields.iter().map(Option::as_deref).collect();
-            match format {
-                ItemFormat::Csv => csv_row(&row, out),
-                _ => sql_row(&insert, &row, out),
+            if buf.len() >= 1 << 16 {
+                out.write_all(&buf).map_err(write_error)?;
+                buf.clear();
             }
-            .map_err(write_error)?;
         }
         drop(lines);
         if let Some(e) = content.take_error() {
@@ -199,115 +200,146 @@ fn write_table(
         rows = table.rows;
     }
     if format == ItemFormat::Sql {
-        out.write_all(b"COMMIT;\n").map_err(write_error)?;
+        buf.extend_from_slice(b"COMMIT;\n");
     }
+    out.write_all(&buf).map_err(write_error)?;
     Ok(rows)
 }
 
-/// Splits one `COPY` text row (without its newline) into fields, `None`
-/// for NULL, undoing the escapes.
-fn parse_row(line: &[u8], fields: &mut Vec<Option<Vec<u8>>>) -> std::result::Result<(), String> {
-    fields.clear();
-    for raw in line.split(|b| *b == b'\t') {
-        if raw == b"\\N" {
-            fields.push(None);
-            continue;
-        }
-        let mut value = Vec::with_capacity(raw.len());
-        let mut pos = 0;
-        while let Some(&byte) = raw.get(pos) {
-            pos += 1;
-            if byte != b'\\' {
-                value.push(byte);
+/// One `COPY` text row split into fields, escapes undone: the values
+/// one after another in one buffer, reused from row to row.
+#[derive(Debug, Default)]
+struct Row {
+    data: Vec<u8>,
+    /// Per field: its range in `data`, `None` for NULL.
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl Row {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn fields(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        self.spans
+            .iter()
+            .map(|s| s.map(|(from, to)| &self.data[from..to]))
+    }
+
+    /// Splits `line` (without its newline) into fields.
+    fn parse(&mut self, line: &[u8]) -> std::result::Result<(), String> {
+        self.data.clear();
+        self.spans.clear();
+        for raw in line.split(|b| *b == b'\t') {
+            if raw == b"\\N" {
+                self.spans.push(None);
                 continue;
             }
-            let Some(&escaped) = raw.get(pos) else {
-                return Err("a backslash ends a field".to_owned());
-            };
-            pos += 1;
-            let digit =
-                |pos: usize, radix: u32| raw.get(pos).and_then(|d| char::from(*d).to_digit(radix));
-            match escaped {
-                b'b' => value.push(0x08),
-                b'f' => value.push(0x0c),
-                b'n' => value.push(b'\n'),
-                b'r' => value.push(b'\r'),
-                b't' => value.push(b'\t'),
-                b'v' => value.push(0x0b),
-                b'0'..=b'7' => {
-                    let mut code = u32::from(escaped - b'0');
-                    for _ in 0..2 {
-                        let Some(d) = digit(pos, 8) else { break };
-                        code = code * 8 + d;
-                        pos += 1;
-                    }
-                    value.push((code & 0xff) as u8);
-                }
-                b'x' if digit(pos, 16).is_some() => {
-                    let mut code = 0u32;
-                    for _ in 0..2 {
-                        let Some(d) = digit(pos, 16) else { break };
-                        code = code * 16 + d;
-                        pos += 1;
-                    }
-                    value.push((code & 0xff) as u8);
-                }
-                other => value.push(other),
+            let start = self.data.len();
+            if memchr::memchr(b'\\', raw).is_none() {
+                self.data.extend_from_slice(raw);
+            } else {
+                unescape(raw, &mut self.data)?;
             }
+            self.spans.push(Some((start, self.data.len())));
         }
-        fields.push(Some(value));
+        Ok(())
+    }
+}
+
+/// Appends `raw` to `value` with its backslash escapes undone.
+fn unescape(raw: &[u8], value: &mut Vec<u8>) -> std::result::Result<(), String> {
+    let mut pos = 0;
+    while let Some(&byte) = raw.get(pos) {
+        pos += 1;
+        if byte != b'\\' {
+            value.push(byte);
+            continue;
+        }
+        let Some(&escaped) = raw.get(pos) else {
+            return Err("a backslash ends a field".to_owned());
+        };
+        pos += 1;
+        let digit =
+            |pos: usize, radix: u32| raw.get(pos).and_then(|d| char::from(*d).to_digit(radix));
+        match escaped {
+            b'b' => value.push(0x08),
+            b'f' => value.push(0x0c),
+            b'n' => value.push(b'\n'),
+            b'r' => value.push(b'\r'),
+            b't' => value.push(b'\t'),
+            b'v' => value.push(0x0b),
+            b'0'..=b'7' => {
+                let mut code = u32::from(escaped - b'0');
+                for _ in 0..2 {
+                    let Some(d) = digit(pos, 8) else { break };
+                    code = code * 8 + d;
+                    pos += 1;
+                }
+                value.push((code & 0xff) as u8);
+            }
+            b'x' if digit(pos, 16).is_some() => {
+                let mut code = 0u32;
+                for _ in 0..2 {
+                    let Some(d) = digit(pos, 16) else { break };
+                    code = code * 16 + d;
+                    pos += 1;
+                }
+                value.push((code & 0xff) as u8);
+            }
+            other => value.push(other),
+        }
     }
     Ok(())
 }
 
-/// One CSV line in PostgreSQL's CSV format.
-fn csv_row(fields: &[Option<&[u8]>], out: &mut dyn Write) -> std::io::Result<()> {
-    for (i, f) in fields.iter().enumerate() {
+/// Appends one CSV line in PostgreSQL's CSV format to `out`.
+fn csv_row<'a>(fields: impl Iterator<Item = Option<&'a [u8]>>, out: &mut Vec<u8>) {
+    for (i, f) in fields.enumerate() {
         if i > 0 {
-            out.write_all(b",")?;
+            out.push(b',');
         }
         let Some(f) = f else { continue };
         let quote = f.is_empty()
             || f == b"\\."
             || f.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
         if !quote {
-            out.write_all(f)?;
+            out.extend_from_slice(f);
             continue;
         }
-        out.write_all(b"\"")?;
-        for piece in f.split_inclusive(|b| *b == b'"') {
-            out.write_all(piece)?;
-            if piece.last() == Some(&b'"') {
-                out.write_all(b"\"")?;
+        out.push(b'"');
+        for &b in f {
+            if b == b'"' {
+                out.push(b'"');
             }
+            out.push(b);
         }
-        out.write_all(b"\"")?;
+        out.push(b'"');
     }
-    out.write_all(b"\n")
+    out.push(b'\n');
 }
 
-/// One `INSERT` statement: `insert` ends with `VALUES (`.
-fn sql_row(insert: &str, fields: &[Option<&[u8]>], out: &mut dyn Write) -> std::io::Result<()> {
-    out.write_all(insert.as_bytes())?;
-    for (i, f) in fields.iter().enumerate() {
+/// Appends one `INSERT` statement to `out`: `insert` ends with `VALUES (`.
+fn sql_row<'a>(insert: &str, fields: impl Iterator<Item = Option<&'a [u8]>>, out: &mut Vec<u8>) {
+    out.extend_from_slice(insert.as_bytes());
+    for (i, f) in fields.enumerate() {
         if i > 0 {
-            out.write_all(b", ")?;
+            out.extend_from_slice(b", ");
         }
-        match f {
-            None => out.write_all(b"NULL")?,
-            Some(f) => {
-                out.write_all(b"'")?;
-                for piece in f.split_inclusive(|b| *b == b'\'') {
-                    out.write_all(piece)?;
-                    if piece.last() == Some(&b'\'') {
-                        out.write_all(b"'")?;
-                    }
-                }
-                out.write_all(b"'")?;
+        let Some(f) = f else {
+            out.extend_from_slice(b"NULL");
+            continue;
+        };
+        out.push(b'\'');
+        for &b in f {
+            if b == b'\'' {
+                out.push(b'\'');
             }
+            out.push(b);
         }
+        out.push(b'\'');
     }
-    out.write_all(b");\n")
+    out.extend_from_slice(b");\n");
 }
 
 #[cfg(test)]
@@ -315,9 +347,9 @@ mod tests {
     use super::*;
 
     fn row(line: &[u8]) -> Vec<Option<Vec<u8>>> {
-        let mut f = Vec::new();
-        parse_row(line, &mut f).unwrap();
-        f
+        let mut row = Row::default();
+        row.parse(line).unwrap();
+        row.fields().map(|f| f.map(<[u8]>::to_vec)).collect()
     }
 
     #[test]
@@ -332,26 +364,22 @@ mod tests {
                 Some(Vec::new()),
             ]
         );
-        let mut f = Vec::new();
-        assert!(parse_row(b"a\\", &mut f).is_err());
+        assert!(Row::default().parse(b"a\\").is_err());
     }
 
     #[test]
     fn csv_quotes_what_postgres_quotes() {
         let mut out = Vec::new();
-        csv_row(
-            &[
-                None,
-                Some(b""),
-                Some(b"plain"),
-                Some(b"a,b"),
-                Some(b"say \"hi\""),
-                Some(b"l1\nl2"),
-                Some(b"\\."),
-            ],
-            &mut out,
-        )
-        .unwrap();
+        let fields: [Option<&[u8]>; 7] = [
+            None,
+            Some(b""),
+            Some(b"plain"),
+            Some(b"a,b"),
+            Some(b"say \"hi\""),
+            Some(b"l1\nl2"),
+            Some(b"\\."),
+        ];
+        csv_row(fields.into_iter(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             ",\"\",plain,\"a,b\",\"say \"\"hi\"\"\",\"l1\nl2\",\"\\.\"\n"
@@ -361,12 +389,12 @@ mod tests {
     #[test]
     fn sql_literals_double_quotes() {
         let mut out = Vec::new();
+        let fields: [Option<&[u8]>; 2] = [Some(b"it's"), None];
         sql_row(
             "INSERT INTO t (a, b) VALUES (",
-            &[Some(b"it's"), None],
+            fields.into_iter(),
             &mut out,
-        )
-        .unwrap();
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "INSERT INTO t (a, b) VALUES ('it''s', NULL);\n"
