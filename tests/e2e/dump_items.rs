@@ -420,3 +420,86 @@ fn redis_keys_listed_and_dumped() {
     let err = s.fails(&["ls", "latest", "--match", "x", "0/extra"], 2);
     assert!(err.contains("DB"), "{err}");
 }
+
+#[test]
+fn redis_keys_diffed() {
+    let server = RedisServer::start();
+    redis_fixture(&server);
+    let s = Scratch::new();
+    s.init();
+    let id = |v: serde_json::Value| v["id"].as_str().unwrap().to_owned();
+    let a = id(s.json(&["create", &server.url()]));
+    let mut con = server.connection();
+    let run = |con: &mut redis::Connection, args: &[&str]| {
+        let mut c = redis::cmd(args[0]);
+        for x in &args[1..] {
+            c.arg(*x);
+        }
+        c.exec(con).unwrap();
+    };
+    run(&mut con, &["SET", "user:1", "alice v2"]);
+    run(&mut con, &["DEL", "user:2"]);
+    run(&mut con, &["SET", "user:3", "carol"]);
+    run(&mut con, &["EXPIRE", "hash", "3600"]);
+    run(&mut con, &["DEL", "set"]);
+    run(&mut con, &["SET", "set", "now a string"]);
+    let b = id(s.json(&["create", &server.url()]));
+
+    let lines: Vec<serde_json::Value> = s
+        .ok(&["--json", "diff", &a, &b])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys: BTreeMap<String, (String, Vec<String>)> = lines
+        .iter()
+        .filter(|l| l["type"] == "key")
+        .map(|l| {
+            let what = l["what"]
+                .as_array()
+                .map(|w| w.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default();
+            (
+                l["key"].as_str().unwrap().to_owned(),
+                (l["change"].as_str().unwrap().to_owned(), what),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, (String, Vec<String>)> = [
+        ("user:1", "changed", vec!["value"]),
+        ("user:2", "removed", vec![]),
+        ("user:3", "added", vec![]),
+        ("hash", "changed", vec!["expiry"]),
+        ("set", "changed", vec!["type", "value"]),
+    ]
+    .into_iter()
+    .map(|(k, c, w)| {
+        (
+            k.to_owned(),
+            (c.to_owned(), w.into_iter().map(str::to_owned).collect()),
+        )
+    })
+    .collect();
+    assert_eq!(keys, want);
+    let totals = &lines.last().unwrap()["keys"];
+    assert_eq!(totals["added"], 1);
+    assert_eq!(totals["removed"], 1);
+    assert_eq!(totals["changed"], 3);
+    assert_eq!(totals["unchanged"], 9);
+
+    // Text, narrowed to a database; a snapshot against itself reads
+    // nothing and finds every key unchanged.
+    let text = s.ok(&["diff", &a, &b, "3"]);
+    assert!(
+        text.contains("0 added, 0 removed, 0 changed, 1 unchanged keys"),
+        "{text}"
+    );
+    let text = s.ok(&["diff", &a, &b]);
+    assert!(text.contains("M key 0/user:1  value"), "{text}");
+    assert!(text.contains("- key 0/user:2"), "{text}");
+    assert!(text.contains("+ key 0/user:3  string"), "{text}");
+    let same = s.ok(&["diff", &a, &a]);
+    assert!(
+        same.contains("0 added, 0 removed, 0 changed, 13 unchanged keys"),
+        "{same}"
+    );
+}

@@ -279,6 +279,7 @@ async fn keys(
 }
 
 #[cfg(not(feature = "redis"))]
+#[allow(clippy::unused_async)]
 async fn keys(
     _: &SnapshotReader,
     _: &[&str],

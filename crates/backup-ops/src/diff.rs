@@ -12,7 +12,10 @@
 //! objects added or removed (also whole schemas and databases), and row,
 //! document or key counts and bytes that changed. A table or collection
 //! whose counts are equal but whose stored data differs (the directory of
-//! its streams has another tree id) is reported as changed too.
+//! its streams has another tree id) is reported as changed too. Redis
+//! snapshots are also compared key by key
+//! ([`backup_sources::redis::item::diff_keys`]), reading both streams
+//! unless they are stored identically.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -160,6 +163,10 @@ pub struct DatabaseDiff {
     pub changes: Vec<RowChange>,
     /// The totals.
     pub summary: DatabaseSummary,
+    /// Redis: the keys added, removed and changed (of the database the
+    /// path names, or all).
+    #[cfg(feature = "redis")]
+    pub keys: Option<backup_sources::redis::item::KeyDiff>,
 }
 
 /// What `diff` found.
@@ -550,12 +557,26 @@ async fn database(
         });
     }
     changes.sort_by(|x, y| x.path.cmp(&y.path));
+    #[cfg(feature = "redis")]
+    let keys = if newer.snapshot.source.kind == "redis" {
+        let db = match path {
+            [db] => db.parse::<u32>().ok(),
+            _ => None,
+        };
+        let reader =
+            |e: &SnapshotEntry| backup_core::reader::SnapshotReader::new(repo.clone(), e.clone());
+        Some(backup_sources::redis::item::diff_keys(&reader(older), &reader(newer), db).await?)
+    } else {
+        None
+    };
     Ok(DatabaseDiff {
         kind: newer.snapshot.source.kind.clone(),
         item,
         counted,
         changes,
         summary: sum,
+        #[cfg(feature = "redis")]
+        keys,
     })
 }
 

@@ -311,6 +311,10 @@ impl SourceSpec {
     ///
     /// [`Error::Config`] for malformed URLs or options, or a kind this
     /// build lacks; source-specific connection errors.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "mongodb", feature = "redis")),
+        allow(clippy::unused_async)
+    )]
     pub async fn open(&self) -> Result<Box<dyn Source>> {
         if !self.kind.is_available() {
             return Err(self.kind.unavailable());
@@ -422,6 +426,10 @@ impl TargetSpec {
 ///
 /// [`Error::Config`] for an unknown format (listing the supported ones) or
 /// a snapshot of another kind; repository and write errors.
+#[cfg_attr(
+    not(any(feature = "mongodb", feature = "redis")),
+    allow(clippy::unused_async)
+)]
 pub async fn export(
     snapshot: &SnapshotReader,
     format: &str,
@@ -458,6 +466,10 @@ pub async fn export(
 /// `value`); [`Error::NotFound`] when nothing has that name. Afterwards:
 /// damaged data (the output then ends early, and the error says so),
 /// storage errors, errors writing.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mongodb", feature = "redis")),
+    allow(clippy::unused_async)
+)]
 pub async fn dump_item(
     snapshot: &SnapshotReader,
     path: &str,

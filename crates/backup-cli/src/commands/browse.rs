@@ -13,7 +13,7 @@ use backup_ops::diff::{
 };
 use backup_ops::find::{find as search, FindRequest, Found};
 use backup_ops::tags::{tag as change_tags, TagChange, TagRequest};
-use backup_sources::redis::item::KeyEntry;
+use backup_sources::redis::item::{KeyDelta, KeyEntry};
 
 use super::{bytes, normalize_source};
 use crate::cli::{DiffArgs, FindArgs, LsArgs, TagCommand, TagSelect};
@@ -330,7 +330,20 @@ fn database_diff_json(d: &DatabaseDiff, a: &backup_core::Id, b: &backup_core::Id
         });
         writeln!(out, "{}", serde_json::to_string(&v)?)?;
     }
-    let v = serde_json::json!({"summary": d.summary, "item": d.item, "counted": d.counted, "a": a, "b": b});
+    let mut key_totals = serde_json::Value::Null;
+    if let Some(k) = &d.keys {
+        for c in &k.changes {
+            let mut v = serde_json::to_value(c)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("value_type".to_owned(), o["type"].clone());
+                o.insert("type".to_owned(), "key".into());
+                o.insert("kind".to_owned(), d.kind.clone().into());
+            }
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        }
+        key_totals = serde_json::json!({"added": k.added, "removed": k.removed, "changed": k.changed, "unchanged": k.unchanged});
+    }
+    let v = serde_json::json!({"summary": d.summary, "keys": key_totals, "item": d.item, "counted": d.counted, "a": a, "b": b});
     writeln!(out, "{}", serde_json::to_string(&v)?)?;
     Ok(())
 }
@@ -381,8 +394,28 @@ fn database_diff_text(ctx: &Ctx, d: &DatabaseDiff) -> Result<()> {
         bytes(s.bytes_before),
         bytes(s.bytes_after)
     ))?;
-    if d.kind == "redis" {
-        ctx.say("(keys are not compared: that needs reading the RDB)")?;
+    if let Some(k) = &d.keys {
+        for c in &k.changes {
+            let sign = match c.change {
+                KeyDelta::Added => '+',
+                KeyDelta::Removed => '-',
+                KeyDelta::Changed => 'M',
+            };
+            let detail = match c.size_before {
+                Some(before) => format!(
+                    "  {}  {} -> {}",
+                    c.what.join(","),
+                    bytes(before),
+                    bytes(c.key.size)
+                ),
+                None => format!("  {}, {}", c.key.kind, bytes(c.key.size)),
+            };
+            ctx.say(format!("{sign} key {}/{}{detail}", c.key.db, c.key.key))?;
+        }
+        ctx.say(format!(
+            "{} added, {} removed, {} changed, {} unchanged keys",
+            k.added, k.removed, k.changed, k.unchanged
+        ))?;
     }
     Ok(())
 }

@@ -141,6 +141,199 @@ fn known_db(snapshot: &SnapshotReader, info: &SnapshotInfo, db: u32) -> Result<(
     )))
 }
 
+/// How a key differs between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyDelta {
+    /// Only in the newer snapshot.
+    Added,
+    /// Only in the older snapshot.
+    Removed,
+    /// In both, different.
+    Changed,
+}
+
+/// One key that differs between two snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyChange {
+    /// Added, removed or changed.
+    pub change: KeyDelta,
+    /// The key (the newer side's when both exist).
+    #[serde(flatten)]
+    pub key: KeyEntry,
+    /// What changed: `type`, `value`, `expiry` (empty for added and
+    /// removed keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub what: Vec<&'static str>,
+    /// Its serialised size in the older snapshot, when it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_before: Option<u64>,
+}
+
+/// How the keys of two snapshots differ ([`diff_keys`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KeyDiff {
+    /// The keys that differ: removed ones first (in the older snapshot's
+    /// order), then added and changed ones in the newer snapshot's order.
+    pub changes: Vec<KeyChange>,
+    /// Keys only in the newer snapshot.
+    pub added: u64,
+    /// Keys only in the older snapshot.
+    pub removed: u64,
+    /// Keys in both that differ.
+    pub changed: u64,
+    /// Keys in both that are the same.
+    pub unchanged: u64,
+}
+
+/// What a key is, for comparing: its type, a 128-bit hash of its stored
+/// value encoding, its expiry, its entry.
+struct Seen {
+    rdb_type: u8,
+    value: u128,
+    entry: KeyEntry,
+    order: u64,
+}
+
+fn value_hash(payload: &[u8]) -> u128 {
+    use std::hash::{Hash as _, Hasher as _};
+    // The value without the payload's RDB version and checksum: the
+    // same value from another server version compares equal.
+    let value = split_dump_payload(payload).map_or(payload, |(_, v, _)| v);
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        value.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+/// Compares the keys of two Redis snapshots (of database `db`, or all):
+/// keys added, removed, or changed in type, value or expiry. Values are
+/// compared by their stored encoding (a value the server re-encoded, a
+/// list that grew past its compact form and shrank again, shows as
+/// changed). When both snapshots store the same stream (equal chunk ids)
+/// nothing is read. Otherwise both streams are read once, and the older
+/// snapshot's keys are held in memory as a hash each (about 100 bytes a
+/// key plus its name).
+///
+/// # Errors
+///
+/// As [`list_keys`].
+pub async fn diff_keys(
+    older: &SnapshotReader,
+    newer: &SnapshotReader,
+    db: Option<u32>,
+) -> Result<KeyDiff> {
+    let (a, b) = (
+        SnapshotInfo::load(older).await?,
+        SnapshotInfo::load(newer).await?,
+    );
+    if let Some(db) = db {
+        if !a.databases.contains_key(&db) && !b.databases.contains_key(&db) {
+            return known_db(newer, &b, db).map(|()| KeyDiff::default());
+        }
+    }
+    let mut out = KeyDiff::default();
+    if older.content_ids(&a.stream).await? == newer.content_ids(&b.stream).await?
+        && a.keys_mode == b.keys_mode
+    {
+        out.unchanged = match db {
+            Some(db) => b.databases.get(&db).copied().unwrap_or(0),
+            None => b.databases.values().sum(),
+        };
+        return Ok(out);
+    }
+    let mut seen: std::collections::HashMap<(u32, Vec<u8>), Seen> =
+        std::collections::HashMap::new();
+    let sel = || Selection {
+        dbs: db.map(|d| vec![d]),
+        keys: KeyFilter::new(&[], &[]),
+        payloads: true,
+    };
+    let mut order = 0u64;
+    read_all(older, &a, sel(), |r| {
+        order += 1;
+        seen.insert(
+            (r.db, r.key.clone()),
+            Seen {
+                rdb_type: r.rdb_type,
+                value: value_hash(&r.payload),
+                entry: entry(&r),
+                order,
+            },
+        );
+    })
+    .await?;
+    let mut later = Vec::new();
+    read_all(newer, &b, sel(), |r| {
+        let now = entry(&r);
+        let Some(before) = seen.remove(&(r.db, r.key.clone())) else {
+            out.added += 1;
+            later.push(KeyChange {
+                change: KeyDelta::Added,
+                key: now,
+                what: Vec::new(),
+                size_before: None,
+            });
+            return;
+        };
+        let mut what = Vec::new();
+        if types::kind(before.rdb_type) != types::kind(r.rdb_type) {
+            what.push("type");
+        }
+        if before.value != value_hash(&r.payload) {
+            what.push("value");
+        }
+        if before.entry.expires_ms != now.expires_ms {
+            what.push("expiry");
+        }
+        if what.is_empty() {
+            out.unchanged += 1;
+            return;
+        }
+        out.changed += 1;
+        later.push(KeyChange {
+            change: KeyDelta::Changed,
+            key: now,
+            what,
+            size_before: Some(before.entry.size),
+        });
+    })
+    .await?;
+    let mut gone: Vec<Seen> = seen.into_values().collect();
+    gone.sort_by_key(|s| s.order);
+    out.removed = gone.len() as u64;
+    out.changes = gone
+        .into_iter()
+        .map(|s| KeyChange {
+            change: KeyDelta::Removed,
+            key: s.entry,
+            what: Vec::new(),
+            size_before: None,
+        })
+        .chain(later)
+        .collect();
+    Ok(out)
+}
+
+/// Reads every selected key of a snapshot's stream into `each`.
+async fn read_all(
+    snapshot: &SnapshotReader,
+    info: &SnapshotInfo,
+    sel: Selection,
+    mut each: impl FnMut(Record),
+) -> Result<()> {
+    let (rx, handle) = read_records(snapshot, &info.stream, info.keys_mode, sel);
+    while let Ok(batch) = rx.recv().await {
+        if let Batch::Keys(records) = batch {
+            records.into_iter().for_each(&mut each);
+        }
+    }
+    joined(handle).await.map(|_| ())
+}
+
 /// A glob matching exactly `key`.
 fn exact_pattern(key: &str) -> String {
     let mut p = String::with_capacity(key.len());
