@@ -497,6 +497,35 @@ fn redis_keys_diffed() {
     assert!(text.contains("M key 0/user:1  value"), "{text}");
     assert!(text.contains("- key 0/user:2"), "{text}");
     assert!(text.contains("+ key 0/user:3  string"), "{text}");
+    // find: keys by Redis glob, one line per run of snapshots in which
+    // the key is the same; a third snapshot of unchanged data extends
+    // the runs.
+    let c = id(s.json(&["create", &server.url()]));
+    let runs: Vec<(String, Vec<String>)> = s
+        .ok(&["--json", "find", "user:*"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "key")
+        .map(|l| {
+            let ids = l["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_owned())
+                .collect();
+            (l["path"].as_str().unwrap().to_owned(), ids)
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("0/user:1".to_owned(), vec![a.clone()]),
+            ("0/user:1".to_owned(), vec![b.clone(), c.clone()]),
+            ("0/user:2".to_owned(), vec![a.clone()]),
+            ("0/user:3".to_owned(), vec![b.clone(), c.clone()]),
+            ("3/user:9".to_owned(), vec![a.clone(), b.clone(), c.clone()]),
+        ]
+    );
     let same = s.ok(&["diff", &a, &a]);
     assert!(
         same.contains("0 added, 0 removed, 0 changed, 13 unchanged keys"),

@@ -14,6 +14,10 @@
 //! collection, same count and bytes). An entry that changes, or is absent
 //! from one snapshot, starts a new run.
 //!
+//! Redis keys match the pattern in Redis's glob syntax (`user:*`) and are
+//! found as `DB/KEY`; that reads each snapshot's stream (an RDB), except
+//! when a snapshot stores the same stream as the one searched before it.
+//!
 //! Only trees are read, one directory level at a time, so memory holds
 //! the open directories of one walk and the matches. A directory whose
 //! tree (for a pattern with `/`: whose tree at the same path) held no
@@ -263,6 +267,8 @@ pub async fn find(
     let mut seqs: HashMap<String, usize> = HashMap::new();
     let mut empty: HashSet<u64> = HashSet::new();
     let mut skipped = 0;
+    #[cfg(feature = "redis")]
+    let mut streams = KeyCache::new();
     for entry in &selected {
         on_snapshot(entry);
         let source = &entry.snapshot.source;
@@ -276,6 +282,10 @@ pub async fn find(
             .flatten();
         if let Some(c) = contents {
             objects(&indexed, &pattern, entry, &c, seq, &mut runs).await?;
+            #[cfg(feature = "redis")]
+            if source.kind == "redis" {
+                keys(&indexed, &req.pattern, entry, seq, &mut runs, &mut streams).await?;
+            }
         } else {
             skipped += files(&indexed, &pattern, entry, seq, &mut runs, &mut empty).await?;
         }
@@ -329,6 +339,52 @@ async fn objects(
         };
         runs.note(found, h.finish(), seq, entry.id, s.time);
     }
+    Ok(())
+}
+
+/// Per source: the fingerprint of the Redis stream searched last and the
+/// keys found in it.
+#[cfg(feature = "redis")]
+type KeyCache = HashMap<String, (u128, Vec<backup_sources::redis::item::FoundKey>)>;
+
+/// Notes the Redis keys of one snapshot that match `pattern`.
+#[cfg(feature = "redis")]
+async fn keys(
+    repo: &IndexedRepository,
+    pattern: &str,
+    entry: &SnapshotEntry,
+    seq: usize,
+    runs: &mut Runs,
+    cache: &mut KeyCache,
+) -> Result<()> {
+    use backup_sources::redis::item::{find_keys, stream_fingerprint};
+    let s = &entry.snapshot;
+    let reader = backup_core::reader::SnapshotReader::new(repo.clone(), entry.clone());
+    let stream = stream_fingerprint(&reader).await?;
+    let found = match cache.get(&s.source.url) {
+        Some((f, keys)) if *f == stream => keys.clone(),
+        _ => find_keys(&reader, pattern).await?,
+    };
+    for k in &found {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        k.fingerprint.hash(&mut h);
+        let item = Found {
+            source: s.source.url.clone(),
+            kind: s.source.kind.clone(),
+            item: "key".to_owned(),
+            path: format!("{}/{}", k.key.db, k.key.key),
+            size: Some(k.key.size),
+            mtime: None,
+            counted: None,
+            count: None,
+            bytes: None,
+            snapshots: vec![entry.id],
+            first: s.time,
+            last: s.time,
+        };
+        runs.note(item, h.finish(), seq, entry.id, s.time);
+    }
+    cache.insert(s.source.url.clone(), (stream, found));
     Ok(())
 }
 

@@ -318,6 +318,61 @@ pub async fn diff_keys(
     Ok(out)
 }
 
+/// A key [`find_keys`] found, with a fingerprint of what it holds (type,
+/// stored value, expiry): equal fingerprints, equal keys.
+#[derive(Debug, Clone)]
+pub struct FoundKey {
+    /// The key.
+    pub key: KeyEntry,
+    /// Its fingerprint.
+    pub fingerprint: u128,
+}
+
+/// A fingerprint of a Redis snapshot's stored stream (its chunk ids and
+/// form): two snapshots with the same one hold the same keys, so a
+/// search of one serves both without reading.
+///
+/// # Errors
+///
+/// Not a Redis snapshot, a damaged manifest, storage errors.
+pub async fn stream_fingerprint(snapshot: &SnapshotReader) -> Result<u128> {
+    use std::hash::{Hash as _, Hasher as _};
+    let info = SnapshotInfo::load(snapshot).await?;
+    let ids = snapshot.content_ids(&info.stream).await?;
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, info.keys_mode, &ids).hash(&mut h);
+        h.finish()
+    };
+    Ok((u128::from(half(1)) << 64) | u128::from(half(2)))
+}
+
+/// The keys of a snapshot whose names match the glob `pattern` (Redis's
+/// syntax), in the snapshot's order, each with its fingerprint. The
+/// stream is read whole; only the matches are kept.
+///
+/// # Errors
+///
+/// As [`list_keys`].
+pub async fn find_keys(snapshot: &SnapshotReader, pattern: &str) -> Result<Vec<FoundKey>> {
+    let info = SnapshotInfo::load(snapshot).await?;
+    let sel = Selection {
+        dbs: None,
+        keys: KeyFilter::new(&[pattern.to_owned()], &[]),
+        payloads: true,
+    };
+    let mut found = Vec::new();
+    read_all(snapshot, &info, sel, |r| {
+        let key = entry(&r);
+        let fingerprint = value_hash(&r.payload)
+            ^ u128::from(r.rdb_type)
+            ^ (u128::from(r.expire_ms.unwrap_or(-1) as u64) << 64);
+        found.push(FoundKey { key, fingerprint });
+    })
+    .await?;
+    Ok(found)
+}
+
 /// Reads every selected key of a snapshot's stream into `each`.
 async fn read_all(
     snapshot: &SnapshotReader,
