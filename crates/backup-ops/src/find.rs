@@ -141,6 +141,28 @@ pub struct Found {
     pub last: DateTime<Utc>,
 }
 
+impl Found {
+    /// `item` at `path` in the snapshot `entry`, alone in its run, with
+    /// no size, time or counts yet.
+    fn new(entry: &SnapshotEntry, item: String, path: String) -> Self {
+        let s = &entry.snapshot;
+        Found {
+            source: s.source.url.clone(),
+            kind: s.source.kind.clone(),
+            item,
+            path,
+            size: None,
+            mtime: None,
+            counted: None,
+            count: None,
+            bytes: None,
+            snapshots: vec![entry.id],
+            first: s.time,
+            last: s.time,
+        }
+    }
+}
+
 /// What `find` found.
 #[derive(Debug, Clone)]
 pub struct FindOutcome {
@@ -324,18 +346,10 @@ async fn objects(
             }
         }
         let found = Found {
-            source: s.source.url.clone(),
-            kind: s.source.kind.clone(),
-            item: c.item.to_owned(),
-            path: qualified,
-            size: None,
-            mtime: None,
             counted: Some(c.counted),
             count: Some(row.count),
             bytes: row.bytes,
-            snapshots: vec![entry.id],
-            first: s.time,
-            last: s.time,
+            ..Found::new(entry, c.item.to_owned(), qualified)
         };
         runs.note(found, h.finish(), seq, entry.id, s.time);
     }
@@ -369,18 +383,12 @@ async fn keys(
         let mut h = std::collections::hash_map::DefaultHasher::new();
         k.fingerprint.hash(&mut h);
         let item = Found {
-            source: s.source.url.clone(),
-            kind: s.source.kind.clone(),
-            item: "key".to_owned(),
-            path: format!("{}/{}", k.key.db, k.key.key),
             size: Some(k.key.size),
-            mtime: None,
-            counted: None,
-            count: None,
-            bytes: None,
-            snapshots: vec![entry.id],
-            first: s.time,
-            last: s.time,
+            ..Found::new(
+                entry,
+                "key".to_owned(),
+                format!("{}/{}", k.key.db, k.key.key),
+            )
         };
         runs.note(item, h.finish(), seq, entry.id, s.time);
     }
@@ -431,25 +439,17 @@ async fn files(
         };
         if pattern.matches_file(&rel, &name) {
             matches += 1;
+            let item = serde_json::to_value(node.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
             let found = Found {
-                source: s.source.url.clone(),
-                kind: s.source.kind.clone(),
-                item: serde_json::to_value(node.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                path: format!("/{rel}"),
                 size: node.has_content().then_some(node.size),
                 mtime: node.mtime_ns.map(|ns| {
                     DateTime::<Utc>::from_timestamp_nanos(ns)
                         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
                 }),
-                counted: None,
-                count: None,
-                bytes: None,
-                snapshots: vec![entry.id],
-                first: s.time,
-                last: s.time,
+                ..Found::new(entry, item, format!("/{rel}"))
             };
             runs.note(found, fingerprint(&node), seq, entry.id, s.time);
         }

@@ -307,16 +307,21 @@ fn csv_row<'a>(fields: impl Iterator<Item = Option<&'a [u8]>>, out: &mut Vec<u8>
             out.extend_from_slice(f);
             continue;
         }
-        out.push(b'"');
-        for &b in f {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
+        push_quoted(out, f, b'"');
     }
     out.push(b'\n');
+}
+
+/// Appends `f` between `quote`s, each `quote` inside it doubled.
+fn push_quoted(out: &mut Vec<u8>, f: &[u8], quote: u8) {
+    out.push(quote);
+    for &b in f {
+        if b == quote {
+            out.push(quote);
+        }
+        out.push(b);
+    }
+    out.push(quote);
 }
 
 /// Appends one `INSERT` statement to `out`: `insert` ends with `VALUES (`.
@@ -330,14 +335,7 @@ fn sql_row<'a>(insert: &str, fields: impl Iterator<Item = Option<&'a [u8]>>, out
             out.extend_from_slice(b"NULL");
             continue;
         };
-        out.push(b'\'');
-        for &b in f {
-            if b == b'\'' {
-                out.push(b'\'');
-            }
-            out.push(b);
-        }
-        out.push(b'\'');
+        push_quoted(out, f, b'\'');
     }
     out.extend_from_slice(b");\n");
 }
