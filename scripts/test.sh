@@ -93,6 +93,11 @@ python3 scripts/module_cycles.py
 step "Clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "Example programs (crates/*/examples, issue 36)"
+# Their test (crates/backup-ops/tests/examples.rs) compiles each example's
+# code into itself; this builds them as the programs users run.
+cargo build --workspace --examples --all-features --locked
+
 step "Documentation"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
