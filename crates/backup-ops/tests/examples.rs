@@ -62,3 +62,71 @@ async fn custom_sqlite_source_round_trips() {
     let copy2 = rusqlite::Connection::open(&restored2).unwrap();
     assert_eq!(rows(&copy2), rows(&conn));
 }
+
+#[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "../examples/files_progress_cancel.rs"]
+mod files;
+
+/// The files example reports progress up to every byte of the directory,
+/// and a backup cancelled from its own progress callback (half-way
+/// through) writes no snapshot, while the next run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_backup_reports_progress_and_cancels() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut total = 0u64;
+    for i in 0..40u64 {
+        let body: Vec<u8> = (0..256 * 1024u64)
+            .map(|j| (j.wrapping_mul(31).wrapping_add(i * 7919) % 251) as u8)
+            .collect();
+        total += body.len() as u64;
+        std::fs::write(data.join(format!("file-{i:02}.bin")), body).unwrap();
+    }
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+
+    // Cancelled from the callback once a quarter is read.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let token = cancel.clone();
+    let ended = files::run(
+        repo,
+        "pw",
+        &data,
+        move |read, _| {
+            if read >= total / 4 {
+                token.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended, files::Ended::Cancelled);
+    let spec = backup_ops::repository::RepoSpec::new(repo, &[]).unwrap();
+    let opened = backup_ops::repository::open(&spec, || Ok("pw".into()))
+        .await
+        .unwrap();
+    assert!(opened.snapshots().await.unwrap().0.is_empty());
+
+    // A full run: the callback saw every byte.
+    let seen = Arc::new(AtomicU64::new(0));
+    let seen2 = Arc::clone(&seen);
+    let ended = files::run(
+        repo,
+        "pw",
+        &data,
+        move |read, _| {
+            seen2.fetch_max(read, Ordering::Relaxed);
+        },
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(ended, files::Ended::Snapshot(_)));
+    assert_eq!(seen.load(Ordering::Relaxed), total);
+    assert_eq!(opened.snapshots().await.unwrap().0.len(), 1);
+}
