@@ -130,3 +130,19 @@ async fn files_backup_reports_progress_and_cancels() {
     assert_eq!(seen.load(Ordering::Relaxed), total);
     assert_eq!(opened.snapshots().await.unwrap().0.len(), 1);
 }
+
+/// The README's smallest complete program is `examples/readme.rs`, which
+/// the test script builds and clippy checks: the two stay identical.
+#[test]
+fn readme_program_is_the_readme_example() {
+    let readme = include_str!("../../../README.md");
+    let example = include_str!("../examples/readme.rs");
+    let start = readme
+        .find("```rust,no_run\n")
+        .expect("README has the program")
+        + "```rust,no_run\n".len();
+    let len = readme[start..].find("```").unwrap();
+    let program = &readme[start..start + len];
+    let body = example.split_once("\n\n").map(|(_, body)| body).unwrap();
+    assert_eq!(program, body, "README and examples/readme.rs differ");
+}
