@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 #[allow(dead_code, unreachable_pub, missing_docs)]
 #[path = "../examples/custom_source_sqlite.rs"]
 mod sqlite;
@@ -145,4 +147,75 @@ fn readme_program_is_the_readme_example() {
     let program = &readme[start..start + len];
     let body = example.split_once("\n\n").map(|(_, body)| body).unwrap();
     assert_eq!(program, body, "README and examples/readme.rs differ");
+}
+
+#[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "../examples/postgres_to_s3_hourly.rs"]
+mod hourly;
+
+/// The hourly service backs a real PostgreSQL database up into a real S3
+/// server: its schedule's first run happens at once and is exposed by
+/// `last()`, a failing run (the database gone) is exposed too, and the
+/// snapshot in S3 restores into a new database with every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_postgres_service_backs_up_into_s3() {
+    use backup_ops::repository::{open, RepoSpec};
+    use backup_ops::restore::{open_target, restore, RestoreRequest};
+    use backup_sources::TargetSpec;
+
+    let s3 = backup_testkit::s3::S3Server::start();
+    let pg = backup_testkit::postgres::PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE TABLE events (id serial PRIMARY KEY, body text NOT NULL);
+         INSERT INTO events (body) SELECT 'event ' || g FROM generate_series(1, 3000) g;",
+    );
+    let mut spec = RepoSpec::new(&s3.url("hourly"), &[]).unwrap();
+    spec.options = s3.storage_options();
+    let service = hourly::HourlyBackup::new(spec.clone(), "pw", &pg.url("app")).unwrap();
+    assert!(service.last().is_none());
+
+    // The schedule: an hour's period, its first run at once.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runner = service.clone();
+    let token = stop.clone();
+    let schedule =
+        tokio::spawn(async move { runner.run_every(Duration::from_secs(3600), &token).await });
+    let first = loop {
+        if let Some(r) = service.last() {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.cancel();
+    schedule.await.unwrap();
+    let id = first.outcome.clone().expect("the first run succeeded");
+    assert!(first.bytes > 0);
+
+    // A run against a database that is gone is a failure, exposed.
+    let broken = hourly::HourlyBackup::new(spec.clone(), "pw", &pg.url("missing")).unwrap();
+    let failed = broken.run_once().await;
+    assert!(failed.outcome.is_err(), "{failed:?}");
+    assert!(broken.last().unwrap().outcome.is_err());
+
+    // The snapshot in S3 restores.
+    let repo = open(&spec, || Ok("pw".into())).await.unwrap();
+    let target_spec = TargetSpec::new(pg.url("copy")).unwrap();
+    let req = RestoreRequest {
+        snapshot: id,
+        ..RestoreRequest::default()
+    };
+    let target = open_target(&target_spec, &req.options).unwrap();
+    restore(
+        &repo,
+        target.as_ref(),
+        &target_spec,
+        &req,
+        &backup_ops::Unattended,
+    )
+    .await
+    .unwrap();
+    let count = pg.psql("copy", "SELECT count(*), max(body) FROM events");
+    assert!(count.contains("3000"), "{count}");
 }
