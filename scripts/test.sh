@@ -56,6 +56,13 @@ cargo fmt --all -- --check
 cp Cargo.lock fuzz/Cargo.lock
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
+step "Library crates package for crates.io (cargo package, issue 36)"
+# The four library crates are published (docs/decisions/0053): their
+# manifests and file lists must package, in dependency order, with the
+# workspace's lock. --no-verify: the build is the test steps' job.
+cargo package -p backup-core -p backup-storage -p backup-sources -p backup-ops \
+  --no-verify --locked --allow-dirty --quiet
+
 step "Dependency rules (docs/ARCHITECTURE.md, Crates)"
 # deps PACKAGE: the crates PACKAGE compiles (normal dependencies, every
 # feature, as the binaries are built).
@@ -85,6 +92,11 @@ python3 scripts/module_cycles.py
 
 step "Clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "Example programs (crates/*/examples, issue 36)"
+# Their test (crates/backup-ops/tests/examples.rs) compiles each example's
+# code into itself; this builds them as the programs users run.
+cargo build --workspace --examples --all-features --locked
 
 step "Documentation"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked

@@ -84,8 +84,50 @@ pub async fn open_source(spec: &SourceSpec) -> Result<Box<dyn Source>> {
 /// Source, storage and lock errors.
 pub async fn backup(
     repo: &Repository,
-    mut source: Box<dyn Source>,
+    source: Box<dyn Source>,
     spec: &SourceSpec,
+    req: &BackupRequest,
+    feedback: &dyn Feedback,
+    cancel: Option<&CancellationToken>,
+) -> Result<BackupOutcome> {
+    let filters = (spec.excludes.clone(), spec.includes.clone());
+    run(repo, source, filters, req, feedback, cancel).await
+}
+
+/// Backs up any [`Source`], including one implemented outside this
+/// workspace (a fifth kind: see the `custom_source_sqlite` example), with
+/// the same lock, parent choice, progress and cancellation as [`backup`],
+/// and no include or exclude patterns. The parent is the latest snapshot
+/// whose source URL is the [`Source::descriptor`]'s.
+///
+/// # Errors
+///
+/// Source, storage and lock errors; [`backup_core::Error::Cancelled`]
+/// when `cancel` is cancelled.
+pub async fn backup_source(
+    repo: &Repository,
+    source: Box<dyn Source>,
+    req: &BackupRequest,
+    feedback: &dyn Feedback,
+    cancel: Option<&CancellationToken>,
+) -> Result<BackupOutcome> {
+    run(
+        repo,
+        source,
+        (Vec::new(), Vec::new()),
+        req,
+        feedback,
+        cancel,
+    )
+    .await
+}
+
+/// [`backup`] and [`backup_source`]: `filters` are the exclude and include
+/// patterns.
+async fn run(
+    repo: &Repository,
+    mut source: Box<dyn Source>,
+    (excludes, includes): (Vec<String>, Vec<String>),
     req: &BackupRequest,
     feedback: &dyn Feedback,
     cancel: Option<&CancellationToken>,
@@ -108,8 +150,8 @@ pub async fn backup(
         }
         let opts = BackupOptions {
             tags: req.tags.clone(),
-            excludes: spec.excludes.clone(),
-            includes: spec.includes.clone(),
+            excludes,
+            includes,
             time: req.time,
             host: req.host.clone(),
             job: req.job.clone(),

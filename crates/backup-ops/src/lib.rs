@@ -68,7 +68,18 @@
 //!
 //! `s3`, `gcs` (storage backends) and `postgres`, `redis`, `mongodb`
 //! (sources and targets), all on by default; the binaries take them from
-//! here, so each is declared once.
+//! here, so each is declared once. A service that needs fewer drivers
+//! turns the defaults off (`default-features = false`) and names the ones
+//! it uses; the local-disk backend and file sources are always built.
+//!
+//! | feature | default | drivers it pulls in |
+//! |---|---|---|
+//! | `s3` | yes | `backup-storage/s3`: `object_store`'s AWS client over `reqwest` and rustls (*ring*) |
+//! | `gcs` | yes | `backup-storage/gcs`: `object_store`'s GCP client over `reqwest` and rustls (*ring*) |
+//! | `postgres` | yes | `backup-sources/postgres`: `tokio-postgres`, `postgres-protocol`, `tokio-postgres-rustls` (and `pg_dump` at run time) |
+//! | `redis` | yes | `backup-sources/redis`: the `redis` crate (tokio, rustls) |
+//! | `mongodb` | yes | `backup-sources/mongodb`: the official `mongodb` driver |
+//! | `failpoints` | no | crash tests only: the storage failpoint (never in a release) |
 #![deny(missing_docs)]
 
 pub mod audit;

@@ -35,6 +35,13 @@
 //!   [`mongo::MongoTarget`]), `export --format mongodump`.
 //! - `postgres`: PostgreSQL databases ([`postgres::PostgresSource`],
 //!   [`postgres::PostgresTarget`]); needs `pg_dump` at backup time.
+//!
+//! The drivers each feature pulls in: `redis` the `redis` crate (tokio,
+//! rustls); `mongodb` the official `mongodb` driver; `postgres`
+//! `tokio-postgres`, `postgres-protocol` and `tokio-postgres-rustls`.
+//! `files` pulls in nothing beyond the always-built dependencies.
+//! `fuzzing` exposes parser entry points to the fuzz targets and is not a
+//! stable interface.
 #![deny(missing_docs)]
 
 pub mod capture;
