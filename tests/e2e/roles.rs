@@ -2,6 +2,7 @@
 //! endpoint over real HTTP, refusals naming the role needed and recorded
 //! in the audit log, tokens stored only as hashes.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
@@ -47,10 +48,12 @@ fn r30_each_role_against_each_endpoint() {
     let log = s.path("audit.jsonl");
     let mut extra = format!("[audit]\nlocal_log = \"{}\"\n", log.display());
     for (name, role, token) in users {
-        extra.push_str(&format!(
-            "\n[[daemon.users]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{}\"\n",
+        writeln!(
+            extra,
+            "\n[[daemon.users]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{}\"",
             hash(token)
-        ));
+        )
+        .unwrap();
     }
     let cfg = config(
         &s,

@@ -2,7 +2,7 @@
 //! `/api/jobs`, `/api/audit` and the run trigger.
 //!
 //! Access: every route but `/healthz` and `/metrics` goes through
-//! [`guard`], which proves who is asking ([`identify`]: the API token is an
+//! `guard`, which proves who is asking (`identify`: the API token is an
 //! admin, the read token a viewer, `[[daemon.users]]` carry their own
 //! role) and asks [`backup_ops::access::authorize`], the one decision
 //! over the one permission table. A request without a valid token gets
