@@ -339,7 +339,7 @@ since = "30d"
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("viewer:{READ_TOKEN}"));
     assert_eq!(get_page(port, Some(&format!("Basic {basic}"))).0, 200);
     let (code, _) = http(port, "POST", "/api/jobs/good/run", Some(READ_TOKEN)).unwrap();
-    assert_eq!(code, 401, "the read token cannot trigger runs");
+    assert_eq!(code, 403, "the read token (a viewer) cannot trigger runs");
 
     // In a real browser: it renders, shows the jobs, loads nothing else.
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");

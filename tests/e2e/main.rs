@@ -44,5 +44,6 @@ mod r28;
 mod r35;
 mod redis;
 mod redis_pitr;
+mod roles;
 mod roundtrip;
 mod util;

@@ -1,22 +1,31 @@
 //! The HTTP interface: the status page (`/`), `/healthz`, `/metrics`,
-//! `/api/jobs` and the run trigger.
+//! `/api/jobs`, `/api/audit` and the run trigger.
 //!
-//! Access: the status page and `/api/jobs` follow one rule (`may_read`:
-//! the API token or the read token, unless `status_page = "public"`);
-//! the run trigger takes the API token only; `/healthz` and `/metrics`
-//! are open, like every exporter's (they carry no errors, URLs or
-//! secrets), so bind `listen` to an address only monitoring reaches.
+//! Access: every route but `/healthz` and `/metrics` goes through
+//! `guard`, which proves who is asking (`identify`: the API token is an
+//! admin, the read token a viewer, `[[daemon.users]]` carry their own
+//! role) and asks [`backup_ops::access::authorize`], the one decision
+//! over the one permission table. A request without a valid token gets
+//! 401; an identity whose role is too low gets 403 naming the role needed.
+//! Both refusals of a presented token are recorded in the local audit log
+//! (`api-refused`). `/healthz` and `/metrics` are open, like every
+//! exporter's (they carry no errors, URLs or secrets), so bind `listen` to
+//! an address only monitoring reaches. With `status_page = "public"`
+//! anyone reads the status page and `/api/jobs` as `anonymous`.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use backup_ops::access::{authorize, Action, Identity, Role};
+use backup_ops::audit::AuditLog;
 use backup_ops::config::StatusPage;
 use backup_ops::secret::{ExposeSecret, SecretString};
 use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
@@ -27,12 +36,13 @@ use crate::state::{Status, TriggerError};
 struct Api {
     status: Arc<Status>,
     registry: Arc<Registry>,
+    audit: AuditLog,
 }
 
 type Shared = State<Api>;
 
-/// The routes over the daemon's state.
-pub fn router(status: Arc<Status>) -> Router {
+/// The routes over the daemon's state; refusals are recorded in `audit`.
+pub fn router(status: Arc<Status>, audit: AuditLog) -> Router {
     let registry = Arc::new(crate::metrics::registry(Arc::clone(&status)));
     Router::new()
         .route("/", get(status_page))
@@ -41,16 +51,22 @@ pub fn router(status: Arc<Status>) -> Router {
         .route("/api/jobs", get(jobs))
         .route("/api/jobs/{name}", get(one_job))
         .route("/api/jobs/{name}/run", post(run_job))
-        .with_state(Api { status, registry })
+        .route("/api/audit", get(audit_lines))
+        .with_state(Api {
+            status,
+            registry,
+            audit,
+        })
 }
 
 /// Serves until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     status: Arc<Status>,
+    audit: AuditLog,
     stop: CancellationToken,
 ) {
-    let app = router(status);
+    let app = router(status, audit);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
@@ -59,82 +75,184 @@ pub async fn serve(
     }
 }
 
-/// Whether the request carries `token`: as a bearer token, or as the
-/// password of HTTP basic authentication (any user name), which browsers
-/// ask for themselves.
-fn presents(headers: &HeaderMap, token: &SecretString) -> bool {
+/// The token a request carries: as a bearer token, or as the password of
+/// HTTP basic authentication (any user name), which browsers ask for
+/// themselves. `None` when it carries none (or an unreadable header).
+fn presented(headers: &HeaderMap) -> Option<Vec<u8>> {
     use base64::Engine as _;
-    let Some(value) = headers
+    let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let given: Vec<u8> = if let Some(b) = value.strip_prefix("Bearer ") {
-        b.as_bytes().to_vec()
+        .and_then(|v| v.to_str().ok())?;
+    if let Some(b) = value.strip_prefix("Bearer ") {
+        Some(b.trim().as_bytes().to_vec())
     } else if let Some(b) = value.strip_prefix("Basic ") {
-        match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
-            Ok(pair) => match pair.iter().position(|c| *c == b':') {
-                Some(i) => pair[i + 1..].to_vec(),
-                None => return false,
-            },
-            Err(_) => return false,
-        }
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()?;
+        let i = pair.iter().position(|c| *c == b':')?;
+        Some(pair[i + 1..].to_vec())
     } else {
-        return false;
-    };
-    // Compared in constant time: how much of a guess matches must not
-    // show in the response time.
-    given
-        .as_slice()
-        .ct_eq(token.expose_secret().as_bytes())
-        .into()
+        None
+    }
 }
 
-/// The one rule for reading the daemon's state, the status page (`/`)
-/// and `/api/jobs` alike: with `status_page = "public"` anyone may; else
-/// the request must carry the API token or the read token (as a bearer
-/// token or the password of basic authentication). `Some` is the answer
-/// to a request that may not.
-fn may_read(api: &Api, headers: &HeaderMap, what: &str) -> Option<Response> {
-    if api.status.page_access() == StatusPage::Public {
+/// Whether `given` is `token`, compared in constant time: how much of a
+/// guess matches must not show in the response time.
+fn same(given: &[u8], token: &SecretString) -> bool {
+    given.ct_eq(token.expose_secret().as_bytes()).into()
+}
+
+/// Who a token proves: the API token (an admin), the read token (a
+/// viewer), or a `[[daemon.users]]` entry whose Argon2 hash it matches
+/// (verified off the async threads, once per token and configuration).
+/// `None` for a token nobody has.
+async fn identify(status: &Arc<Status>, given: Vec<u8>) -> Option<Identity> {
+    if status.api_token().is_some_and(|t| same(&given, &t)) {
+        return Some(Identity {
+            name: "api_token".to_owned(),
+            role: Role::Admin,
+        });
+    }
+    if status.read_token().is_some_and(|t| same(&given, &t)) {
+        return Some(Identity {
+            name: "read_token".to_owned(),
+            role: Role::Viewer,
+        });
+    }
+    let users = status.users();
+    if users.is_empty() {
         return None;
     }
-    let tokens: Vec<SecretString> = [api.status.api_token(), api.status.read_token()]
-        .into_iter()
-        .flatten()
-        .collect();
-    if tokens.is_empty() {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            &format!("{what} needs a token: set daemon.api_token or daemon.read_token, or daemon.status_page = \"public\""),
-        ));
+    let digest: [u8; 32] = Sha256::digest(&given).into();
+    if let Some(known) = status.proven(&digest) {
+        return Some(known);
     }
-    if tokens.iter().any(|t| presents(headers, t)) {
-        return None;
+    let found = tokio::task::spawn_blocking(move || {
+        let token = String::from_utf8(given).ok()?;
+        users
+            .iter()
+            .find(|u| backup_ops::access::verify_token(&u.token_hash, &token))
+            .map(|u| Identity {
+                name: u.name.clone(),
+                role: u.role,
+            })
+    })
+    .await
+    .ok()
+    .flatten()?;
+    status.remember(digest, found.clone());
+    Some(found)
+}
+
+/// Records a refusal in the local audit log (never the token).
+async fn audit_refusal(api: &Api, method: &Method, uri: &Uri, details: serde_json::Value) {
+    let mut details = details;
+    details["method"] = serde_json::json!(method.as_str());
+    details["path"] = serde_json::json!(uri.path());
+    for w in api.audit.record(None, "api-refused", false, details).await {
+        tracing::warn!("{w}");
     }
-    tracing::warn!(what, "Refused a read without a valid token.");
-    Some(
-        (
+}
+
+/// The one gate of the API: proves who asks and whether their role may do
+/// `action`. `Err` is the response to send instead: 401 without a valid
+/// token, 403 naming the role needed.
+async fn guard(
+    api: &Api,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    action: Action,
+) -> Result<Identity, Response> {
+    let page = api.status.page_access();
+    if action == Action::ReadStatus && page == StatusPage::Public {
+        return Ok(Identity {
+            name: "anonymous".to_owned(),
+            role: Role::Viewer,
+        });
+    }
+    let Some(given) = presented(headers) else {
+        if api.status.api_token().is_none()
+            && api.status.read_token().is_none()
+            && api.status.users().is_empty()
+        {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                &format!("{} needs a token: configure [[daemon.users]], daemon.api_token or daemon.read_token (or daemon.status_page = \"public\" for the status page)", uri.path()),
+            ));
+        }
+        return Err(unauthorized());
+    };
+    let Some(identity) = identify(&api.status, given).await else {
+        tracing::warn!(
+            path = uri.path(),
+            "Refused a request with an unknown token."
+        );
+        audit_refusal(
+            api,
+            method,
+            uri,
+            serde_json::json!({"reason": "unknown token", "action": action.as_str()}),
+        )
+        .await;
+        return Err(unauthorized());
+    };
+    match authorize(&identity, action) {
+        Ok(()) => Ok(identity),
+        Err(refusal) => {
+            tracing::warn!(
+                identity = %identity.name,
+                role = %identity.role,
+                needed = %refusal.needed,
+                path = uri.path(),
+                "Refused a request: the role is too low."
+            );
+            audit_refusal(
+                api,
+                method,
+                uri,
+                serde_json::json!({
+                    "identity": identity.name,
+                    "role": identity.role,
+                    "action": action.as_str(),
+                    "needed": refusal.needed,
+                }),
+            )
+            .await;
+            Err((
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({
+                    "error": refusal.to_string(),
+                    "needed": refusal.needed,
+                    "role": identity.role,
+                    "identity": identity.name,
+                })),
+            )
+                .into_response())
+        }
+    }
+}
+
+fn unauthorized() -> Response {
+    (
         StatusCode::UNAUTHORIZED,
         [(
             header::WWW_AUTHENTICATE,
             "Basic realm=\"backupd\", charset=\"UTF-8\"",
         )],
-        "a token is required: the API token or the read token, as a bearer token or as the password of basic authentication\n",
+        "a token is required: a user's token, the API token or the read token, as a bearer token or as the password of basic authentication\n",
     )
-            .into_response(),
-    )
+        .into_response()
 }
 
-async fn status_page(State(api): Shared, headers: HeaderMap) -> Response {
+async fn status_page(State(api): Shared, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if api.status.page_access() == StatusPage::Off {
         return error(
             StatusCode::NOT_FOUND,
             "the status page is off (daemon.status_page = \"off\")",
         );
     }
-    if let Some(refused) = may_read(&api, &headers, "the status page") {
+    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
         return refused;
     }
     let started = std::time::Instant::now();
@@ -162,15 +280,29 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn jobs(State(api): Shared, headers: HeaderMap) -> Response {
-    if let Some(refused) = may_read(&api, &headers, "/api/jobs") {
+async fn jobs(State(api): Shared, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
         return refused;
     }
     Json(api.status.job_states()).into_response()
 }
 
-async fn one_job(State(api): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    if let Some(refused) = may_read(&api, &headers, "/api/jobs") {
+/// The newest audit records the daemon knows of, newest first.
+async fn audit_lines(State(api): Shared, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadAudit).await {
+        return refused;
+    }
+    Json(api.status.with_history(|h| h.audit.clone())).into_response()
+}
+
+async fn one_job(
+    State(api): Shared,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
         return refused;
     }
     match api.status.job(&name) {
@@ -183,39 +315,23 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(serde_json::json!({"error": msg}))).into_response()
 }
 
-async fn run_job(State(api): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let Some(token) = api.status.api_token() else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the run trigger is disabled: set daemon.api_token in the configuration",
-        );
+async fn run_job(
+    State(api): Shared,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let who = match guard(&api, &headers, &method, &uri, Action::RunJob).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compared in constant time: how much of a guess matches must not
-    // show in the response time.
-    let matches: bool = given
-        .as_bytes()
-        .ct_eq(token.expose_secret().as_bytes())
-        .into();
-    if !matches {
-        tracing::warn!(job = %name, "Refused a run request without a valid token.");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(serde_json::json!({"error": "a valid bearer token is required"})),
-        )
-            .into_response();
-    }
     match api.status.trigger(&name) {
         Ok(()) => {
-            tracing::info!(job = %name, "Run requested over HTTP.");
+            tracing::info!(job = %name, identity = %who.name, "Run requested over HTTP.");
             (
                 StatusCode::ACCEPTED,
-                Json(serde_json::json!({"job": name, "queued": true})),
+                Json(serde_json::json!({"job": name, "queued": true, "by": who.name})),
             )
                 .into_response()
         }

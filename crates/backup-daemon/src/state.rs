@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
-use backup_ops::config::StatusPage;
+use backup_ops::access::Identity;
+use backup_ops::config::{StatusPage, UserConfig};
 use backup_ops::report::{AuditLine, JobHistory};
 use backup_ops::secret::SecretString;
 use chrono::{DateTime, Utc};
@@ -226,6 +227,10 @@ pub struct Status {
     triggers: Mutex<HashMap<String, mpsc::Sender<()>>>,
     api_token: RwLock<Option<SecretString>>,
     read_token: RwLock<Option<SecretString>>,
+    users: RwLock<Vec<UserConfig>>,
+    /// Tokens already proven, by their SHA-256: one Argon2 verification
+    /// per token and configuration, not one per request.
+    proven: Mutex<HashMap<[u8; 32], Identity>>,
     page_access: RwLock<Option<StatusPage>>,
     /// Notification counters.
     pub notifications: NotifyCounters,
@@ -366,6 +371,30 @@ impl Status {
             .read_token
             .write()
             .unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// The configured users.
+    pub fn users(&self) -> Vec<UserConfig> {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets the configured users (and forgets every proven token).
+    pub fn set_users(&self, users: Vec<UserConfig>) {
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = users;
+        lock(&self.proven).clear();
+    }
+
+    /// The identity a token was proven to be, by the token's SHA-256.
+    pub fn proven(&self, digest: &[u8; 32]) -> Option<Identity> {
+        lock(&self.proven).get(digest).cloned()
+    }
+
+    /// Remembers that the token with SHA-256 `digest` is `identity`.
+    pub fn remember(&self, digest: [u8; 32], identity: Identity) {
+        lock(&self.proven).insert(digest, identity);
     }
 
     /// Who may see the status page (`token` until configured).

@@ -30,6 +30,8 @@
 //!   verifications, drills, restore points) as HTML, Markdown or JSON,
 //!   anomaly detection and free space.
 //! - [`audit`]: recording operations in the audit trail and checking it.
+//! - [`access`]: roles, the permission table of the daemon's API and
+//!   hashed tokens.
 //!
 //! Operations take trait objects ([`backup_core::source::Source`],
 //! [`backup_core::target::Target`], [`Feedback`]) and typed requests, and
@@ -82,6 +84,7 @@
 //! | `failpoints` | no | crash tests only: the storage failpoint (never in a release) |
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod audit;
 pub mod backup;
 pub mod browse;

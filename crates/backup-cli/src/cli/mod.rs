@@ -17,7 +17,7 @@ pub(crate) use maintenance::{
     CopyArgs, ForgetArgs, KeyCommand, PruneArgs, RepairCommand, StatsArgs, UnlockArgs,
 };
 pub(crate) use monitoring::{
-    AuditArgs, DrillArgs, GenerateCommand, HealthArgs, ReportArgs, ScheduleArgs,
+    AuditArgs, DrillArgs, GenerateCommand, HealthArgs, ReportArgs, ScheduleArgs, TokenCommand,
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
@@ -192,6 +192,10 @@ pub(crate) enum Command {
     /// Write shell completions or man pages (what packages install).
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Tokens of the daemon's users: hash one for `[[daemon.users]]`
+    /// `token_hash`, or make a new one.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// Parses sizes such as `1MiB`, `16M`, `512k`, `1048576`.

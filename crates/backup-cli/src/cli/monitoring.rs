@@ -87,6 +87,16 @@ pub(crate) struct AuditArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Read a token from standard input (one line) or a prompt and print
+    /// its Argon2 hash, for `token_hash` of `[[daemon.users]]`.
+    Hash,
+    /// Make a new random token; print it (once: it is stored nowhere)
+    /// and its hash.
+    New,
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum GenerateCommand {
     /// Print the completion script for SHELL on standard output, e.g.
     /// `backup generate completions bash > /etc/bash_completion.d/backup`.

@@ -19,6 +19,7 @@ mod repair;
 mod report;
 mod restore;
 mod stats;
+mod token;
 mod verify;
 pub(crate) mod wal;
 
@@ -116,6 +117,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Redis(c) => pitr::redis(ctx, c).await,
         Command::Pitr(a) => pitr::pitr(ctx, a).await,
         Command::Generate(g) => generate::generate(&g),
+        Command::Token(t) => token::run(ctx, &t),
     }
 }
 

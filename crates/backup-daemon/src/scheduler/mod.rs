@@ -124,6 +124,7 @@ impl Daemon {
         let notifier = Notifier::from_config(&config, Arc::clone(&status))?;
         status.set_api_token(api_token(&config)?);
         status.set_read_token(read_token(&config)?);
+        status.set_users(config.daemon.users.clone());
         status.set_page_access(config.daemon.status_page);
         let audit = AuditLog::new(config.audit.local_log.as_deref());
         Ok(Arc::new(Daemon {
@@ -364,6 +365,7 @@ impl Daemon {
         write(&self.notifier, Arc::new(notifier));
         self.status.set_api_token(token);
         self.status.set_read_token(read_token(&config)?);
+        self.status.set_users(config.daemon.users.clone());
         self.status.set_page_access(config.daemon.status_page);
         write(&self.config, Arc::new(config));
         Ok(())
@@ -405,6 +407,7 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
     let server = tokio::spawn(crate::http::serve(
         listener,
         Arc::clone(&daemon.status),
+        daemon.audit.clone(),
         http_stop.clone(),
     ));
     daemon.status.set_page_access(config.daemon.status_page);

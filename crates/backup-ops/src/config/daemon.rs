@@ -33,6 +33,9 @@ pub struct DaemonSettings {
     /// token; the default), `public` (anyone who reaches the address) or
     /// `off`.
     pub status_page: StatusPage,
+    /// `[[daemon.users]]`: named identities with a role and a hashed
+    /// token (see [`crate::access`]).
+    pub users: Vec<UserConfig>,
     /// How often backup ages are checked against `max_age`.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
@@ -54,6 +57,7 @@ impl Default for DaemonSettings {
             api_token: None,
             read_token: None,
             status_page: StatusPage::Token,
+            users: Vec::new(),
             check_interval: Duration::from_secs(60),
             retry: RetryConfig::default(),
             lock_wait: Duration::from_secs(600),
@@ -93,6 +97,38 @@ impl DaemonSettings {
         if let Some(t) = &self.read_token {
             t.validate("daemon.read_token")?;
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = format!("daemon.users[{i}]");
+            if u.name.is_empty()
+                || !u
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+            {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.name"),
+                    format!(
+                        "`{}` is not a user name: use letters, digits and . _ - @",
+                        u.name
+                    ),
+                ));
+            }
+            if matches!(u.name.as_str(), "api_token" | "read_token" | "anonymous") {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.name"),
+                    format!("`{}` is reserved for the daemon's own identities", u.name),
+                ));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.name"),
+                    format!("the user `{}` is configured twice", u.name),
+                ));
+            }
+            crate::access::check_token_hash(&u.token_hash)
+                .map_err(|e| ConfigError::invalid(&format!("{key}.token_hash"), e))?;
+        }
         Ok(())
     }
 
@@ -108,6 +144,19 @@ impl DaemonSettings {
             )
             .with_jitter(false)
     }
+}
+
+/// `[[daemon.users]]`: an identity of the daemon's API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name the audit trail records.
+    pub name: String,
+    /// What the user may do.
+    pub role: crate::access::Role,
+    /// The Argon2 hash of the user's token (`backup token hash`); the
+    /// configuration never holds the token itself.
+    pub token_hash: String,
 }
 
 /// Access to the status page.

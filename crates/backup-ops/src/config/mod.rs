@@ -24,7 +24,9 @@ use backup_storage::{StorageOptionKey, StorageOptions, StorageUrl};
 use serde::Deserialize;
 
 pub use alerts::{AlertSettings, ReportConfig, ReportFormat, Threshold};
-pub use daemon::{AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig, StatusPage};
+pub use daemon::{
+    AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig, StatusPage, UserConfig,
+};
 pub use drill::{CheckConfig, Condition, DrillConfig, DrillSettings};
 pub use job::{
     Job, JobConfig, Retention, RetentionConfig, VerifyCadence, VerifyConfig, WalCapture,
