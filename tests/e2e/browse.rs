@@ -304,6 +304,20 @@ fn browse_tag_add_remove_set() {
         .filter(|r| r["operation"] == "tag" && r["status"] == "success")
         .collect();
     assert!(tags.len() >= 4, "{audit}");
+    // Narrowed by who and when: this process's OS user did all of it,
+    // nobody else anything; nothing is newer than now.
+    let user = audit["records"][0]["user"].as_str().unwrap().to_owned();
+    let count = |args: &[&str]| {
+        let mut all = vec!["audit"];
+        all.extend_from_slice(args);
+        s.json(&all)["records"].as_array().unwrap().len()
+    };
+    let total = audit["records"].as_array().unwrap().len();
+    assert_eq!(count(&["--user", &user]), total);
+    assert_eq!(count(&["--user", "somebody-else"]), 0);
+    assert_eq!(count(&["--since", "1h"]), total);
+    assert_eq!(count(&["--user", &user, "--since", "1h", "--last", "2"]), 2);
+    s.fails(&["audit", "--since", "soon"], 2);
     let first = &tags[0]["details"]["retagged"][0];
     assert_eq!(first["old"], a, "{audit}");
     assert_eq!(first["new"], new, "{audit}");

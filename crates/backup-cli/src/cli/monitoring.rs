@@ -81,9 +81,21 @@ pub(crate) struct ScheduleArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
-    /// Show only the last N records.
+    /// Show only the last N records (after --user and --since).
     #[arg(long, value_name = "N")]
     pub(crate) last: Option<usize>,
+    /// Show only records of NAME: the OS user of the CLI, or the daemon
+    /// identity that asked (`identity` or `requested_by` in the details).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) user: Option<String>,
+    /// Show only records of the last DURATION (`7d`, `12h`, `30m`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    pub(crate) since: Option<std::time::Duration>,
+}
+
+fn parse_since(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration such as 7d, 12h or 30m: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
