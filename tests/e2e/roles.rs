@@ -156,42 +156,32 @@ fn r30_a_plain_token_in_the_configuration_is_refused() {
     let s = Scratch::new();
     let port = backup_testkit::free_port();
     let src = s.path("src");
-    let extra = "[[daemon.users]]\nname = \"ann\"\nrole = \"admin\"\ntoken_hash = \"tok-plain\"\n";
-    let cfg = config(
-        &s,
+    // `backupd --check-config` of a configuration with one user `extra`
+    // describes: refused, with its message.
+    let refused = |file: &str, extra: &str| {
+        let cfg = config(&s, file, port, &files_job(&src, "0 0 3 * * *"), extra);
+        let out = Command::new(crate::daemon::backupd_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        err
+    };
+    let err = refused(
         "plain.toml",
-        port,
-        &files_job(&src, "0 0 3 * * *"),
-        extra,
+        "[[daemon.users]]\nname = \"ann\"\nrole = \"admin\"\ntoken_hash = \"tok-plain\"\n",
     );
-    let out = Command::new(crate::daemon::backupd_bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("daemon.users[0].token_hash") && err.contains("backup token hash"),
         "{err}"
     );
-    let extra = "[[daemon.users]]\nname = \"ann\"\nrole = \"root\"\ntoken_hash = \"x\"\n";
-    let cfg = config(
-        &s,
+    let err = refused(
         "role.toml",
-        port,
-        &files_job(&src, "0 0 3 * * *"),
-        extra,
+        "[[daemon.users]]\nname = \"ann\"\nrole = \"root\"\ntoken_hash = \"x\"\n",
     );
-    let out = Command::new(crate::daemon::backupd_bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(err.contains("root") && err.contains("operator"), "{err}");
 }
 
