@@ -19,7 +19,7 @@ use crate::tree::{Node, NodeKind};
 ///
 /// The errors `on_error` or `visit` return.
 #[allow(clippy::implicit_hasher)]
-pub async fn walk_trees<F, E>(
+pub(crate) async fn walk_trees<F, E>(
     repo: &IndexedRepository,
     roots: impl IntoIterator<Item = Id>,
     seen: &mut HashSet<Id>,

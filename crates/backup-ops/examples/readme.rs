@@ -1,43 +1,38 @@
 //! The smallest complete program of the README's "Use it from Rust"
-//! (kept identical to it by `tests/examples.rs`).
+//! (kept identical to it by `tests/examples.rs`, and built and run as a
+//! project of its own by `tests/external_project.rs`).
 
-use backup_core::repo::{InitOptions, Repository};
-use backup_ops::backup::{backup, open_source, BackupRequest};
-use backup_ops::repository::{open, RepoSpec};
-use backup_ops::restore::{open_target, restore, RestoreRequest};
-use backup_ops::Unattended;
-use backup_sources::{SourceSpec, TargetSpec};
+use backup_ops::{backup, open, open_source, open_target, restore, BackupRequest};
+use backup_ops::{InitOptions, RepoSpec, Repository, RestoreRequest};
+use backup_ops::{SourceSpec, TargetSpec, Unattended};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let repo = RepoSpec::new("/srv/backup", &[])?; // or s3://bucket/prefix
-    Repository::init(repo.sink()?, Some(b"secret"), &InitOptions::default()).await?;
-    let repo = open(&repo, || Ok("secret".into())).await?;
+    let spec = RepoSpec::new("/srv/backup", &[])?; // or s3://bucket/prefix
+    Repository::init(spec.sink()?, Some(b"secret"), &InitOptions::default()).await?;
+    let repo = open(&spec, || Ok("secret".into())).await?;
 
-    let source = SourceSpec::plain("/var/lib/app")?; // or postgres://..., mongodb://...
-    let req = BackupRequest::default();
-    let done = backup(
-        &repo,
-        open_source(&source).await?,
-        &source,
-        &req,
-        &Unattended,
-        None,
-    )
-    .await?;
+    // A directory into a new directory, a database into a new database.
+    for (from, to) in [
+        ("/var/lib/app", "/tmp/app-restored"),
+        (
+            "postgres://localhost/app",
+            "postgres://localhost/app_restored",
+        ),
+    ] {
+        let source = SourceSpec::plain(from)?;
+        let reading = open_source(&source).await?;
+        let req = BackupRequest::default();
+        let done = backup(&repo, reading, &source, &req, &Unattended, None).await?;
 
-    let target = TargetSpec::new("/tmp/app-restored")?;
-    let req = RestoreRequest {
-        snapshot: done.id.ok_or("dry run")?.to_string(),
-        ..Default::default()
-    };
-    restore(
-        &repo,
-        open_target(&target, &req.options)?.as_ref(),
-        &target,
-        &req,
-        &Unattended,
-    )
-    .await?;
+        let target = TargetSpec::new(to)?;
+        let req = RestoreRequest {
+            snapshot: done.id.ok_or("dry run")?.to_string(),
+            ..Default::default()
+        };
+        let into = open_target(&target, &req.options)?;
+        let restored = restore(&repo, into.as_ref(), &target, &req, &Unattended).await?;
+        println!("{from}: snapshot {} into {to}", restored.snapshot.id);
+    }
     Ok(())
 }

@@ -33,6 +33,32 @@
 //! - [`access`]: roles, the permission table of the daemon's API and
 //!   hashed tokens.
 //!
+//! # Stable surface
+//!
+//! A service depends on this crate alone: its root re-exports what a
+//! service calls, and those root items are the stable surface (a change
+//! to them is a semver-breaking release, checked by `scripts/semver.sh`):
+//!
+//! - a repository: [`RepoSpec`] (a URL and storage options), [`open`],
+//!   [`Repository::init`] with [`InitOptions`];
+//! - backups: [`SourceSpec`], [`open_source`] and [`backup`], or
+//!   [`backup_source`] for a [`Source`] of your own; [`BackupRequest`],
+//!   [`Parent`], [`BackupOutcome`]; [`Feedback`] (progress, questions)
+//!   or [`Unattended`];
+//! - restores: [`TargetSpec`], [`open_target`], [`restore`] with a
+//!   [`RestoreRequest`] (its [`RestoreOptions::at`] restores to a point
+//!   in time), [`RestoreResult`];
+//! - point in time: [`follow`] a change stream with a [`FollowRequest`],
+//!   [`restorable_windows`];
+//! - checks and retention: [`verify`], [`drill`], [`forget`], [`prune`];
+//! - the crates beneath, for the traits a custom source or target
+//!   implements and the storage backends: [`backup_core`],
+//!   [`backup_sources`], [`backup_storage`].
+//!
+//! The modules below are public too (the `backup` command and `backupd`
+//! are built on them) and documented, but they are building blocks: their
+//! layout may change in any minor release.
+//!
 //! Operations take trait objects ([`backup_core::source::Source`],
 //! [`backup_core::target::Target`], [`Feedback`]) and typed requests, and
 //! return typed results; front-ends never read results back by key.
@@ -112,3 +138,22 @@ pub mod wal;
 
 pub use error::{exit, Error, Result, ResultExt};
 pub use feedback::{json, AuditDetails, Feedback, Unattended};
+
+// The stable surface (see "Stable surface" above): a service depends on
+// this crate alone and finds here what it calls.
+pub use backup::{backup, backup_source, open_source, BackupRequest, Parent};
+pub use backup_core;
+pub use backup_core::archiver::BackupOutcome;
+pub use backup_core::repo::{InitOptions, Repository};
+pub use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
+pub use backup_core::source::Source;
+pub use backup_core::target::{RestoreOptions, Target};
+pub use backup_sources;
+pub use backup_sources::{SourceSpec, TargetSpec};
+pub use backup_storage;
+pub use drill::{drill, DrillOutcome, DrillRequest};
+pub use pitr::{follow, windows as restorable_windows, FollowRequest};
+pub use repository::{open, RepoSpec};
+pub use restore::{open_target, restore, RestoreRequest, RestoreResult};
+pub use retention::{forget, prune, ForgetRequest, ForgetResult};
+pub use verify::{verify, VerifyRequest, VerifyResult};

@@ -191,6 +191,10 @@ pub struct FollowRequest {
 ///
 /// A source that has no change stream to follow (or whose kind this build
 /// lacks); the follower's errors.
+#[cfg_attr(
+    not(any(feature = "mongodb", feature = "redis")),
+    allow(unused_variables, clippy::unused_async)
+)]
 pub async fn follow(
     repo: &Repository,
     source: &backup_sources::SourceSpec,

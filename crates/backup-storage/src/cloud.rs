@@ -8,19 +8,26 @@ use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
 use crate::options::StorageOptions;
 
-/// Checks that the program installed rustls' process-wide crypto provider,
-/// which the cloud backends' HTTPS client uses (this crate never installs
-/// one itself; the `backup` and `backupd` binaries install *ring*).
+/// Makes sure rustls has a process-wide crypto provider, which the cloud
+/// backends' HTTPS client uses: the program's (the `backup` and `backupd`
+/// binaries install *ring*), or *ring*, installed now, when the program
+/// installed none (docs/decisions/0044).
 ///
 /// # Errors
 ///
-/// [`backup_core::Error::Config`] when none is installed.
+/// [`backup_core::Error::Config`] when no provider can be had (never in
+/// practice: installing fails only when another one was installed
+/// meanwhile).
 pub(crate) fn require_tls_provider() -> backup_core::Result<()> {
     if rustls::crypto::CryptoProvider::get_default().is_some() {
         return Ok(());
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if rustls::crypto::CryptoProvider::get_default().is_some() {
+        return Ok(());
+    }
     Err(backup_core::Error::Config(
-        "no TLS crypto provider is installed in this program: it must install one before building an S3 or GCS backend (for example rustls::crypto::ring::default_provider().install_default())".to_owned(),
+        "no TLS crypto provider is installed and none could be".to_owned(),
     ))
 }
 
