@@ -10,7 +10,7 @@ use crate::daemon::{config, files_job, http, Daemon, TOKEN};
 use crate::util::{write, Scratch};
 
 /// The hash `backup token hash` prints for `token` read on stdin.
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_backup"))
         .args(["token", "hash"])
         .stdin(Stdio::piped())

@@ -234,6 +234,8 @@ pub struct Status {
     page_access: RwLock<Option<StatusPage>>,
     /// Notification counters.
     pub notifications: NotifyCounters,
+    /// Restore requests made through the API.
+    pub restores: crate::restores::RequestBook,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
