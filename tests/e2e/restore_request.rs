@@ -16,6 +16,7 @@ use crate::util::Scratch;
 const OTTO: &str = "tok-otto-operator-3333";
 const ADA: &str = "tok-ada-admin-4444";
 const BEA: &str = "tok-bea-admin-5555";
+const ABE: &str = "tok-abe-auditor-2222";
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -68,6 +69,16 @@ fn trail(log: &std::path::Path, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Audit records of the local log of `operation`, in order.
+fn trail_of(log: &std::path::Path, operation: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(json)
+        .filter(|r| r["operation"] == operation)
+        .collect()
+}
+
 #[test]
 fn r30_restore_request_of_a_protected_postgres_job() {
     let pg = PgCluster::start();
@@ -98,6 +109,7 @@ fn r30_restore_request_of_a_protected_postgres_job() {
         ("otto", "operator", OTTO),
         ("ada", "admin", ADA),
         ("bea", "admin", BEA),
+        ("abe", "auditor", ABE),
     ] {
         writeln!(
             extra,
@@ -113,6 +125,11 @@ fn r30_restore_request_of_a_protected_postgres_job() {
     d.wait_for("the backup", Duration::from_secs(60), || {
         !d.job("pg")["last_success"].is_null()
     });
+    // The run asked for over the API is the operator's in the trail.
+    let created = trail_of(&log, "create");
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["user"], "otto");
+    assert_eq!(created[0]["details"]["trigger"], "manual");
     pg.psql("app", "DELETE FROM t WHERE id > 10");
     assert_eq!(rows(&pg), 10);
 
@@ -147,6 +164,37 @@ fn r30_restore_request_of_a_protected_postgres_job() {
     let (code, own) = post(&d, &format!("/api/restores/{b_id}/approve"), ADA, "");
     assert_eq!(code, 403, "{own}");
     assert!(own["error"].as_str().unwrap().contains("cannot approve"));
+    // The status page in a browser: the pending request with its plan;
+    // buttons for an admin, none for an auditor or on one's own request.
+    let page = |who: &str, token: &str| {
+        let profile = tempfile::tempdir().unwrap();
+        let url = format!("http://{who}:{token}@127.0.0.1:{port}/");
+        let out = crate::drill_daemon::chromium_run(profile.path(), &url, "--dump-dom");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin = page("bea", BEA);
+    assert!(
+        admin.contains("Pending restore requests") && admin.contains(&a_id),
+        "{admin}"
+    );
+    assert!(admin.contains("would restore snapshot"), "{admin}");
+    assert!(
+        admin.contains(&format!("/api/restores/{a_id}/approve")) && admin.contains(">Approve<"),
+        "{admin}"
+    );
+    let auditor = page("abe", ABE);
+    assert!(auditor.contains(&a_id) && auditor.contains("would restore snapshot"));
+    assert!(
+        !auditor.contains(">Approve<") && !auditor.contains("/approve"),
+        "{auditor}"
+    );
+    assert!(auditor.contains("approving needs the role admin"));
+    let own = page("ada", ADA);
+    assert!(
+        own.contains("your request: another admin approves"),
+        "{own}"
+    );
+
     let (code, denied) = post(&d, &format!("/api/restores/{b_id}/deny"), BEA, "");
     assert_eq!((code, &denied["state"]), (200, &Value::from("denied")));
     let (code, late) = post(&d, &format!("/api/restores/{b_id}/approve"), BEA, "");

@@ -263,11 +263,12 @@ async fn status_page(State(api): Shared, method: Method, uri: Uri, headers: Head
             "the status page is off (daemon.status_page = \"off\")",
         );
     }
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
-        return refused;
-    }
+    let viewer = match guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     let started = std::time::Instant::now();
-    let body = crate::page::render(&api.status);
+    let body = crate::page::render(&api.status, &viewer);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     (
         [
@@ -279,7 +280,8 @@ async fn status_page(State(api): Shared, method: Method, uri: Uri, headers: Head
             ),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; img-src data:".to_owned(),
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'"
+                    .to_owned(),
             ),
         ],
         body,
@@ -337,7 +339,7 @@ async fn run_job(
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    match api.status.trigger(&name) {
+    match api.status.trigger(&name, Some(&who.name)) {
         Ok(()) => {
             tracing::info!(job = %name, identity = %who.name, "Run requested over HTTP.");
             (

@@ -300,7 +300,7 @@ impl Daemon {
         self: Arc<Self>,
         job: Job,
         generation: CancellationToken,
-        mut rx: mpsc::Receiver<()>,
+        mut rx: mpsc::Receiver<Option<String>>,
     ) {
         self.refresh_repository(&job.repository).await;
         let last = self.status.job(&job.name).and_then(|s| s.last_success);
@@ -308,7 +308,7 @@ impl Daemon {
             if let Some(missed) = last.and_then(|t| job.schedule.next_after(t)) {
                 if missed <= Utc::now() && !generation.is_cancelled() {
                     tracing::info!(job = %job.name, slot = %missed, "Running a backup missed while no daemon was running.");
-                    self.execute(&job, Trigger::CatchUp(missed)).await;
+                    self.execute(&job, Trigger::CatchUp(missed), None).await;
                 }
             }
         }
@@ -342,10 +342,10 @@ impl Daemon {
                 () = generation.cancelled() => break,
                 () = until(next) => {
                     if let Some(slot) = next {
-                        self.execute(&job, Trigger::Schedule(slot)).await;
+                        self.execute(&job, Trigger::Schedule(slot), None).await;
                     }
                 }
-                Some(()) = rx.recv() => self.execute(&job, Trigger::Manual).await,
+                Some(by) = rx.recv() => self.execute(&job, Trigger::Manual, by.as_deref()).await,
                 () = until(verify_next), if verify_next.is_some() => {
                     self.verify(&job).await;
                     verify_next = next_verify();
