@@ -308,6 +308,10 @@ fn r30_restore_request_of_a_protected_postgres_job() {
     let (code, late) = post(&d, &format!("/api/restores/{e_id}/approve"), ADA, "");
     assert_eq!(code, 409, "{late}");
     assert_eq!(rows(&pg), 101, "a denied or expired request ran");
+    // The report's section of restores names requester and approver.
+    let md = s.ok(&["report", "--format", "markdown"]);
+    assert!(md.contains("## Restores"), "{md}");
+    assert!(md.contains(&format!("| {a_id} | otto | ada |")), "{md}");
     for id in [&b_id, &e_id] {
         assert!(
             trail(&log, id).iter().all(|r| r["operation"] != "restore"),
