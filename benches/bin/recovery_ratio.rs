@@ -273,6 +273,7 @@ async fn year_of_history(work: &Path) -> (PathBuf, Config) {
                 operation: "create".into(),
                 success: i % 20 != 0,
                 details: serde_json::json!({"job": format!("job-{:02}", i % JOBS), "error": if i % 20 == 0 { "connection refused" } else { "" }}),
+                user: None,
             },
         )
         .await

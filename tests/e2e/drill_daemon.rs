@@ -135,10 +135,9 @@ fn chromium() -> PathBuf {
     panic!("chromium is not installed: run ./scripts/test.sh (apt-get install chromium)");
 }
 
-/// Loads the page in headless Chromium: returns the DOM and Chromium's
-/// log, and saves a screenshot.
-fn browse(url: &str, screenshot: &Path) -> (String, String) {
-    let profile = tempfile::tempdir().unwrap();
+/// Headless Chromium with a fresh profile in `profile`, loading `url`
+/// with the option `extra` (`--dump-dom`, `--screenshot=FILE`).
+pub(crate) fn chromium_run(profile: &Path, url: &str, extra: &str) -> std::process::Output {
     let common = [
         "--headless",
         "--no-sandbox",
@@ -150,21 +149,26 @@ fn browse(url: &str, screenshot: &Path) -> (String, String) {
         "--window-size=1280,2400",
         "--virtual-time-budget=3000",
     ];
-    let run = |extra: &str| {
-        let out = Command::new(chromium())
-            .args(common)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(extra)
-            .arg(url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "chromium failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let out = Command::new(chromium())
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Loads the page in headless Chromium: returns the DOM and Chromium's
+/// log, and saves a screenshot.
+fn browse(url: &str, screenshot: &Path) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let run = |extra: &str| chromium_run(profile.path(), url, extra);
     let dom = run("--dump-dom");
     let shot = run(&format!("--screenshot={}", screenshot.display()));
     (

@@ -44,6 +44,7 @@ mod r28;
 mod r35;
 mod redis;
 mod redis_pitr;
+mod restore_request;
 mod roles;
 mod roundtrip;
 mod util;

@@ -10,7 +10,7 @@ use crate::daemon::{config, files_job, http, Daemon, TOKEN};
 use crate::util::{write, Scratch};
 
 /// The hash `backup token hash` prints for `token` read on stdin.
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_backup"))
         .args(["token", "hash"])
         .stdin(Stdio::piped())
@@ -85,6 +85,12 @@ fn r30_each_role_against_each_endpoint() {
         ("GET", "/api/jobs/files", 0, "viewer"),
         ("GET", "/api/audit", 1, "auditor"),
         ("POST", "/api/jobs/files/run", 2, "operator"),
+        ("GET", "/api/restores", 0, "viewer"),
+        // Allowed, then refused by what they ask: no body (400), no such
+        // request (404).
+        ("POST", "/api/restores", 2, "operator"),
+        ("POST", "/api/restores/r-none/approve", 3, "admin"),
+        ("POST", "/api/restores/r-none/deny", 3, "admin"),
     ];
     let mut refusals = Vec::new();
     for (method, path, needed, role_name) in endpoints {
@@ -92,7 +98,7 @@ fn r30_each_role_against_each_endpoint() {
             let (code, body) = http(port, method, path, Some(token)).unwrap();
             if *rank >= needed {
                 assert!(
-                    [200, 202, 409].contains(&code),
+                    [200, 202, 409, 400, 404].contains(&code),
                     "{name} {method} {path}: {code} {body}"
                 );
             } else {
@@ -114,8 +120,8 @@ fn r30_each_role_against_each_endpoint() {
     }
     assert_eq!(
         refusals.len(),
-        1 + 2,
-        "the viewer on the audit, viewer and auditor on the run"
+        1 + 2 + 2 + 3 + 3,
+        "the viewer on the audit; viewer and auditor on the run and the restore request; all but admins on approve and deny"
     );
     // Open to all, as before.
     assert_eq!(http(port, "GET", "/metrics", None).unwrap().0, 200);

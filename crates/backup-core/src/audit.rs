@@ -81,6 +81,10 @@ pub struct Operation {
     pub success: bool,
     /// Details.
     pub details: serde_json::Value,
+    /// Who did it, when it is not the OS user running this process: the
+    /// daemon identity of an API request. `None` records
+    /// [`crate::util::username`].
+    pub user: Option<String>,
 }
 
 /// A line of the local log: the record, or (when the repository could not
@@ -165,7 +169,7 @@ pub async fn append(repo: &Repository, op: &Operation) -> Result<AuditRecord, Er
             seq,
             operation: op.operation.clone(),
             timestamp: Utc::now(),
-            user: crate::util::username(),
+            user: op.user.clone().unwrap_or_else(crate::util::username),
             host: crate::util::hostname(),
             status: if op.success { "success" } else { "failure" }.to_owned(),
             details: op.details.clone(),
@@ -289,7 +293,7 @@ pub async fn record(
             seq: 0,
             operation: op.operation.clone(),
             timestamp: Utc::now(),
-            user: crate::util::username(),
+            user: op.user.clone().unwrap_or_else(crate::util::username),
             host: crate::util::hostname(),
             status: if op.success { "success" } else { "failure" }.to_owned(),
             details: op.details.clone(),
@@ -462,6 +466,7 @@ mod tests {
             operation: name.to_owned(),
             success: true,
             details: serde_json::json!({"n": name}),
+            user: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The HTTP interface: the status page (`/`), `/healthz`, `/metrics`,
-//! `/api/jobs`, `/api/audit` and the run trigger.
+//! `/api/jobs`, `/api/audit`, the run trigger and restore requests
+//! (`/api/restores`: list and request; `/api/restores/ID`: one;
+//! `/api/restores/ID/approve` and `/deny`; see [`crate::restores`]).
 //!
 //! Access: every route but `/healthz` and `/metrics` goes through
 //! `guard`, which proves who is asking (`identify`: the API token is an
@@ -52,6 +54,10 @@ pub fn router(status: Arc<Status>, audit: AuditLog) -> Router {
         .route("/api/jobs/{name}", get(one_job))
         .route("/api/jobs/{name}/run", post(run_job))
         .route("/api/audit", get(audit_lines))
+        .route("/api/restores", get(list_restores).post(request_restore))
+        .route("/api/restores/{id}", get(one_restore))
+        .route("/api/restores/{id}/approve", post(approve_restore))
+        .route("/api/restores/{id}/deny", post(deny_restore))
         .with_state(Api {
             status,
             registry,
@@ -149,7 +155,12 @@ async fn audit_refusal(api: &Api, method: &Method, uri: &Uri, details: serde_jso
     let mut details = details;
     details["method"] = serde_json::json!(method.as_str());
     details["path"] = serde_json::json!(uri.path());
-    for w in api.audit.record(None, "api-refused", false, details).await {
+    let user = details["identity"].as_str().map(str::to_owned);
+    for w in api
+        .audit
+        .record_as(None, user.as_deref(), "api-refused", false, details)
+        .await
+    {
         tracing::warn!("{w}");
     }
 }
@@ -252,11 +263,12 @@ async fn status_page(State(api): Shared, method: Method, uri: Uri, headers: Head
             "the status page is off (daemon.status_page = \"off\")",
         );
     }
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
-        return refused;
-    }
+    let viewer = match guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     let started = std::time::Instant::now();
-    let body = crate::page::render(&api.status);
+    let body = crate::page::render(&api.status, &viewer);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     (
         [
@@ -268,7 +280,8 @@ async fn status_page(State(api): Shared, method: Method, uri: Uri, headers: Head
             ),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; img-src data:".to_owned(),
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'"
+                    .to_owned(),
             ),
         ],
         body,
@@ -326,7 +339,7 @@ async fn run_job(
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    match api.status.trigger(&name) {
+    match api.status.trigger(&name, Some(&who.name)) {
         Ok(()) => {
             tracing::info!(job = %name, identity = %who.name, "Run requested over HTTP.");
             (
@@ -359,4 +372,143 @@ async fn metrics(State(api): Shared, headers: HeaderMap) -> impl IntoResponse {
             crate::metrics::render_text(&api.registry),
         )
     }
+}
+
+/// Every restore request, newest first.
+async fn list_restores(
+    State(api): Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+        return refused;
+    }
+    Json(api.status.restores.list()).into_response()
+}
+
+async fn one_restore(
+    State(api): Shared,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+        return refused;
+    }
+    match api.status.restores.get(&id) {
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no restore request `{id}`")),
+    }
+}
+
+/// Sends `command` to the restore desk and turns its answer into a
+/// response with `ok` as the success status.
+async fn ask_desk(
+    api: &Api,
+    ok: StatusCode,
+    command: impl FnOnce(
+        tokio::sync::oneshot::Sender<Result<crate::restores::RestoreRequest, (u16, String)>>,
+    ) -> crate::restores::DeskCommand,
+) -> Response {
+    let Some(desk) = api.status.restores.desk() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is starting: try again",
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if desk.send(command(tx)).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(Ok(r)) => (ok, Json(r)).into_response(),
+        Ok(Err((code, msg))) => error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &msg,
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        ),
+    }
+}
+
+/// `POST /api/restores` with a [`crate::restores::RestoreAsk`] as JSON:
+/// 201 with the request (pending, or approved and starting).
+async fn request_restore(
+    State(api): Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match guard(&api, &headers, &method, &uri, Action::RequestRestore).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    let ask: crate::restores::RestoreAsk = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a restore request: {e} (send JSON: {{\"job\": NAME, \"snapshot\", \"at\", \"to\", \"include\", \"exclude\", \"drop\"}})"),
+            )
+        }
+    };
+    ask_desk(&api, StatusCode::CREATED, |reply| {
+        crate::restores::DeskCommand::Create {
+            ask,
+            by: who.name,
+            reply,
+        }
+    })
+    .await
+}
+
+async fn decide_restore(
+    api: &Api,
+    id: String,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    approve: bool,
+) -> Response {
+    let who = match guard(api, headers, method, uri, Action::ApproveRestore).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    ask_desk(api, StatusCode::OK, |reply| {
+        crate::restores::DeskCommand::Decide {
+            id,
+            by: who.name,
+            approve,
+            reply,
+        }
+    })
+    .await
+}
+
+async fn approve_restore(
+    State(api): Shared,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    decide_restore(&api, id, &method, &uri, &headers, true).await
+}
+
+async fn deny_restore(
+    State(api): Shared,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    decide_restore(&api, id, &method, &uri, &headers, false).await
 }

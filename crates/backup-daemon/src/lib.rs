@@ -21,5 +21,6 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod page;
+pub mod restores;
 pub mod scheduler;
 pub mod state;

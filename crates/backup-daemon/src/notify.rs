@@ -51,6 +51,9 @@ impl Notice {
             | Event::SizeAnomaly => ":warning:",
             Event::Recovery | Event::Success => ":white_check_mark:",
             Event::Report => ":bar_chart:",
+            Event::RestoreRequested | Event::RestoreApproved | Event::RestoreFinished => {
+                ":inbox_tray:"
+            }
         };
         if self.details.is_empty() {
             format!("{icon} {}", self.summary)

@@ -2,7 +2,9 @@
 //! sizes and durations over time, restore points, drills with their RTO
 //! and RPO, repository sizes and the newest audit records. Rendered on
 //! the server from the daemon's state and history; one page with inline
-//! style and SVG, no script and no external resource.
+//! style and SVG, no script and no external resource. Pending restore
+//! requests come first, with their plans, and approve and deny buttons
+//! for admins.
 
 use std::fmt::Write as _;
 
@@ -13,6 +15,9 @@ use backup_ops::report::html::{
 use backup_ops::report::{human_seconds, summarize, CaptureWindow, RepositoryUsage};
 use chrono::Utc;
 
+use backup_ops::access::{authorize, Action, Identity};
+
+use crate::restores::{RequestState, RestoreRequest};
 use crate::state::{JobState, Status};
 
 /// The period the page's numbers cover.
@@ -48,8 +53,61 @@ fn window(j: &JobState) -> Option<CaptureWindow> {
     })
 }
 
-/// Renders the page.
-pub fn render(status: &Status) -> String {
+/// The pending restore requests with their plans; approve and deny
+/// buttons (plain forms posting to the API, no script) only for an
+/// identity that may approve, and never on its own request.
+fn pending_restores(requests: &[RestoreRequest], viewer: &Identity) -> String {
+    let pending: Vec<&RestoreRequest> = requests
+        .iter()
+        .filter(|r| r.state == RequestState::Pending)
+        .collect();
+    if pending.is_empty() {
+        return String::new();
+    }
+    let may_approve = authorize(viewer, Action::ApproveRestore).is_ok();
+    let mut out = String::from(
+        "<section id=\"restore-requests\"><h2>Pending restore requests</h2><table><tr><th>Request</th><th>Job</th><th>Requested</th><th>Approvals</th><th>Expires</th><th>Plan</th><th></th></tr>",
+    );
+    for r in pending {
+        let approvers: Vec<&str> = r.approvals.iter().map(|a| a.by.as_str()).collect();
+        let plan: String = std::iter::once(escape(&r.plan.summary))
+            .chain(r.plan.lines.iter().map(|l| escape(l)))
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let actions = if !may_approve {
+            "<span class=\"muted\">approving needs the role admin</span>".to_owned()
+        } else if r.requested.by == viewer.name {
+            "<span class=\"muted\">your request: another admin approves</span>".to_owned()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/api/restores/{id}/approve\"><button class=\"approve\" type=\"submit\">Approve</button></form><form method=\"post\" action=\"/api/restores/{id}/deny\"><button class=\"deny\" type=\"submit\">Deny</button></form>",
+                id = escape(&r.id)
+            )
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{} of {}{}</td><td>{}</td><td class=\"plan\">{plan}</td><td>{actions}</td></tr>",
+            escape(&r.id),
+            escape(&r.ask.job),
+            escape(&r.requested.by),
+            time(r.requested.at),
+            1 + approvers.len(),
+            r.approvals_needed,
+            if approvers.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape(&approvers.join(", ")))
+            },
+            time(r.expires_at),
+        );
+    }
+    out.push_str("</table></section>");
+    out
+}
+
+/// Renders the page for `viewer` (who sees approve buttons depends on
+/// their role).
+pub fn render(status: &Status, viewer: &Identity) -> String {
     let now = Utc::now();
     let since = now - chrono::Duration::days(PERIOD_DAYS);
     let states = status.job_states();
@@ -65,6 +123,7 @@ pub fn render(status: &Status) -> String {
         })
         .collect();
     let mut body = String::with_capacity(64 * 1024);
+    body.push_str(&pending_restores(&status.restores.list(), viewer));
     body.push_str("<section><h2>Jobs</h2><table><tr><th>Job</th><th>State</th><th>Last run</th><th>Next run</th><th>Last success</th><th>Last drill</th><th>Next drill</th><th>Capture</th><th>Added by last run</th></tr>");
     for j in &states {
         let last_run = j.last_run.as_ref().map_or_else(

@@ -224,7 +224,7 @@ pub struct Status {
     repo_sizes: Mutex<BTreeMap<String, u64>>,
     repo_space: Mutex<BTreeMap<String, (u64, u64)>>,
     history: Mutex<HistoryStore>,
-    triggers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    triggers: Mutex<HashMap<String, mpsc::Sender<Option<String>>>>,
     api_token: RwLock<Option<SecretString>>,
     read_token: RwLock<Option<SecretString>>,
     users: RwLock<Vec<UserConfig>>,
@@ -234,6 +234,8 @@ pub struct Status {
     page_access: RwLock<Option<StatusPage>>,
     /// Notification counters.
     pub notifications: NotifyCounters,
+    /// Restore requests made through the API.
+    pub restores: crate::restores::RequestBook,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -263,7 +265,7 @@ impl Status {
     pub fn replace_jobs(
         &self,
         jobs: impl IntoIterator<Item = JobState>,
-    ) -> HashMap<String, mpsc::Receiver<()>> {
+    ) -> HashMap<String, mpsc::Receiver<Option<String>>> {
         let mut states = lock(&self.jobs);
         let old = std::mem::take(&mut *states);
         let mut triggers = lock(&self.triggers);
@@ -286,15 +288,20 @@ impl Status {
         receivers
     }
 
-    /// Asks for a run of `job`.
+    /// Asks for a run of `job`, on behalf of the API identity `by` (who
+    /// the run's audit record names; `None`: the daemon itself). Only one
+    /// run is queued at a time, so the identity of the queued run is the
+    /// one whose request was accepted.
     ///
     /// # Errors
     ///
     /// When there is no such job or a run is queued already.
-    pub fn trigger(&self, job: &str) -> Result<(), TriggerError> {
+    pub fn trigger(&self, job: &str, by: Option<&str>) -> Result<(), TriggerError> {
         let tx = lock(&self.triggers).get(job).cloned();
         match tx {
-            Some(tx) => tx.try_send(()).map_err(|_| TriggerError::AlreadyQueued),
+            Some(tx) => tx
+                .try_send(by.map(str::to_owned))
+                .map_err(|_| TriggerError::AlreadyQueued),
             None => Err(TriggerError::NoSuchJob(job.to_owned())),
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! | action | least role |
 //! |---|---|
-//! | read the status page and `/api/jobs` | viewer |
+//! | read the status page, `/api/jobs` and `/api/restores` | viewer |
 //! | read the audit trail, reports, drill history | auditor |
 //! | run a job, run a drill, request a restore | operator |
 //! | approve a restore, forget, prune, manage keys | admin |

@@ -42,11 +42,26 @@ impl AuditLog {
     }
 
     /// Appends a record of `operation` to the repository (when it was
-    /// opened) and to the local log. Returns warnings: a failed audit write
-    /// never fails the operation it records.
+    /// opened) and to the local log, as the OS user of this process.
+    /// Returns warnings: a failed audit write never fails the operation it
+    /// records.
     pub async fn record(
         &self,
         repo: Option<&Repository>,
+        operation: &str,
+        success: bool,
+        details: serde_json::Value,
+    ) -> Vec<String> {
+        self.record_as(repo, None, operation, success, details)
+            .await
+    }
+
+    /// As [`AuditLog::record`], with `user` as who did it (a daemon
+    /// identity; `None` for the OS user of this process).
+    pub async fn record_as(
+        &self,
+        repo: Option<&Repository>,
+        user: Option<&str>,
         operation: &str,
         success: bool,
         details: serde_json::Value,
@@ -55,6 +70,7 @@ impl AuditLog {
             operation: operation.to_owned(),
             success,
             details,
+            user: user.map(str::to_owned),
         };
         audit::record(repo, self.local.as_deref(), &op).await
     }

@@ -17,7 +17,8 @@ pub(crate) use maintenance::{
     CopyArgs, ForgetArgs, KeyCommand, PruneArgs, RepairCommand, StatsArgs, UnlockArgs,
 };
 pub(crate) use monitoring::{
-    AuditArgs, DrillArgs, GenerateCommand, HealthArgs, ReportArgs, ScheduleArgs, TokenCommand,
+    AuditArgs, DrillArgs, GenerateCommand, HealthArgs, RemoteCommand, RemoteRestoreArgs,
+    ReportArgs, ScheduleArgs, TokenCommand,
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
@@ -196,6 +197,10 @@ pub(crate) enum Command {
     /// `token_hash`, or make a new one.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Restores through backupd and their approvals, over its HTTP API
+    /// (BACKUP_DAEMON_URL, BACKUP_TOKEN).
+    #[command(subcommand)]
+    Remote(RemoteCommand),
 }
 
 /// Parses sizes such as `1MiB`, `16M`, `512k`, `1048576`.

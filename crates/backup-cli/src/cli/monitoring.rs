@@ -99,6 +99,62 @@ fn parse_since(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCommand {
+    /// Ask the daemon to restore a job's snapshot (an operator's action).
+    /// The daemon plans it (the --dry-run output) and runs it at once, or,
+    /// for a protected job, once enough admins approved.
+    Restore(RemoteRestoreArgs),
+    /// List the daemon's restore requests, pending ones with their plan
+    /// (--all: also the ended ones).
+    Approvals {
+        /// Also requests that ran, failed, were denied or expired.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a pending restore request (an admin's action; never your
+    /// own request).
+    Approve {
+        /// The request id (`r-...`).
+        id: String,
+    },
+    /// Deny a pending restore request (an admin's action).
+    Deny {
+        /// The request id (`r-...`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemoteRestoreArgs {
+    /// The snapshot: an id, a unique prefix or `latest`.
+    #[arg(default_value = "latest")]
+    pub(crate) snapshot: String,
+    /// The daemon's job whose snapshots are restored.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) job: String,
+    /// The target, without a password (the daemon uses its own
+    /// credentials); default: the job's own source.
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) to: Option<String>,
+    /// Restore to this point in time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at: Option<String>,
+    /// Only these tables, collections or paths.
+    #[arg(long = "include", value_name = "P")]
+    pub(crate) includes: Vec<String>,
+    /// Not these.
+    #[arg(long = "exclude", value_name = "P")]
+    pub(crate) excludes: Vec<String>,
+    /// Replace what the target holds (a safety backup is taken first).
+    #[arg(long)]
+    pub(crate) drop: bool,
+    /// Wait until the restore ends and print its report (exit 1 when it
+    /// failed, was denied or expired).
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
     /// Read a token from standard input (one line) or a prompt and print
     /// its Argon2 hash, for `token_hash` of `[[daemon.users]]`.

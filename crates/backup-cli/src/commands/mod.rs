@@ -15,6 +15,7 @@ mod jobs;
 mod key;
 mod list;
 mod pitr;
+mod remote;
 mod repair;
 mod report;
 mod restore;
@@ -118,6 +119,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Pitr(a) => pitr::pitr(ctx, a).await,
         Command::Generate(g) => generate::generate(&g),
         Command::Token(t) => token::run(ctx, &t),
+        Command::Remote(r) => remote::run(ctx, r).await,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use backup_ops::config::{Event, Job, ReportFormat};
-use backup_ops::report::{anomaly, build, render, History, RepositoryUsage, Run};
+use backup_ops::report::{anomaly, build, render, History, RepositoryUsage, RestoreLine, Run};
 use chrono::Utc;
 
 use super::{report as error_report, Daemon};
@@ -165,7 +165,37 @@ impl Daemon {
                 })
                 .collect(),
             audit,
+            restores: self.restores_since(since),
         }
+    }
+
+    /// The restores requested through this daemon that ran, newest first.
+    fn restores_since(&self, since: Option<chrono::DateTime<Utc>>) -> Vec<RestoreLine> {
+        use crate::restores::RequestState;
+        self.status
+            .restores
+            .list()
+            .into_iter()
+            .filter(|r| matches!(r.state, RequestState::Succeeded | RequestState::Failed))
+            .filter_map(|r| {
+                let time = r.finished?;
+                if since.is_some_and(|s| time < s) {
+                    return None;
+                }
+                Some(RestoreLine {
+                    time,
+                    repository: r.repository.clone(),
+                    job: Some(r.ask.job.clone()),
+                    target: r.target.clone(),
+                    snapshot: r.plan.snapshot.chars().take(8).collect(),
+                    ok: r.state == RequestState::Succeeded,
+                    request: Some(r.id.clone()),
+                    requested_by: r.requested.by.clone(),
+                    approved_by: r.approvals.iter().map(|a| a.by.clone()).collect(),
+                    executed_by: r.executed.map(|e| e.by).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// Measures every repository's size and space.

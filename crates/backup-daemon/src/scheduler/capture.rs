@@ -95,7 +95,7 @@ impl Observer {
         tracing::error!(job = %self.job.name, stream = %stream, reason = %reason, "Gap in the captured changes.");
         self.update(|c| c.gaps_total += 1);
         let then = if self.job.wal.as_ref().is_some_and(|w| w.backup_on_gap) {
-            let _ = self.daemon.status.trigger(&self.job.name);
+            let _ = self.daemon.status.trigger(&self.job.name, None);
             "A new base backup was started (on_wal_gap = \"backup\")."
         } else {
             "Restores into the gap are refused; take a new base backup to restore points after it."

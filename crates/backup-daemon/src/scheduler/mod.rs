@@ -10,6 +10,7 @@ mod alerts;
 mod capture;
 mod drill;
 mod history;
+mod restore;
 mod run;
 mod watch;
 
@@ -180,6 +181,20 @@ impl Daemon {
         success: bool,
         details: serde_json::Value,
     ) {
+        self.audit_as(repo, None, operation, success, details).await;
+    }
+
+    /// Records an operation done by `user` (a daemon identity; `None` for
+    /// the daemon itself, as its OS user) in the audit trail and the
+    /// status page's newest records.
+    async fn audit_as(
+        &self,
+        repo: Option<&Repository>,
+        user: Option<&str>,
+        operation: &str,
+        success: bool,
+        details: serde_json::Value,
+    ) {
         let job = details
             .get("job")
             .and_then(serde_json::Value::as_str)
@@ -192,7 +207,7 @@ impl Daemon {
             seq: 0,
             operation: operation.to_owned(),
             timestamp: Utc::now(),
-            user: backup_core::util::username(),
+            user: user.map_or_else(backup_core::util::username, str::to_owned),
             host: backup_core::util::hostname(),
             status: if success { "success" } else { "failure" }.to_owned(),
             details: details.clone(),
@@ -205,7 +220,11 @@ impl Daemon {
                 body,
             },
         );
-        for w in self.audit.record(repo, operation, success, details).await {
+        for w in self
+            .audit
+            .record_as(repo, user, operation, success, details)
+            .await
+        {
             tracing::warn!("{w}");
         }
         if let Some(repo) = repo {
@@ -281,7 +300,7 @@ impl Daemon {
         self: Arc<Self>,
         job: Job,
         generation: CancellationToken,
-        mut rx: mpsc::Receiver<()>,
+        mut rx: mpsc::Receiver<Option<String>>,
     ) {
         self.refresh_repository(&job.repository).await;
         let last = self.status.job(&job.name).and_then(|s| s.last_success);
@@ -289,7 +308,7 @@ impl Daemon {
             if let Some(missed) = last.and_then(|t| job.schedule.next_after(t)) {
                 if missed <= Utc::now() && !generation.is_cancelled() {
                     tracing::info!(job = %job.name, slot = %missed, "Running a backup missed while no daemon was running.");
-                    self.execute(&job, Trigger::CatchUp(missed)).await;
+                    self.execute(&job, Trigger::CatchUp(missed), None).await;
                 }
             }
         }
@@ -323,10 +342,10 @@ impl Daemon {
                 () = generation.cancelled() => break,
                 () = until(next) => {
                     if let Some(slot) = next {
-                        self.execute(&job, Trigger::Schedule(slot)).await;
+                        self.execute(&job, Trigger::Schedule(slot), None).await;
                     }
                 }
-                Some(()) = rx.recv() => self.execute(&job, Trigger::Manual).await,
+                Some(by) = rx.recv() => self.execute(&job, Trigger::Manual, by.as_deref()).await,
                 () = until(verify_next), if verify_next.is_some() => {
                     self.verify(&job).await;
                     verify_next = next_verify();
@@ -402,6 +421,17 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.daemon.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(dir) = config.daemon.state_dir() {
+        daemon.status.restores.open(&dir).with_context(|| {
+            format!(
+                "reading the restore requests in {} (daemon.state_dir)",
+                dir.display()
+            )
+        })?;
+    }
+    let (desk_tx, desk_rx) = mpsc::channel(16);
+    daemon.status.restores.set_desk(desk_tx);
+    let desk = tokio::spawn(Arc::clone(&daemon).restore_desk(desk_rx));
     tracing::info!(address = %addr, jobs = config.jobs.len(), "backupd started.");
     let http_stop = CancellationToken::new();
     let server = tokio::spawn(crate::http::serve(
@@ -475,6 +505,7 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
     }
     let _ = ages.await;
     let _ = reports.await;
+    let _ = desk.await;
     http_stop.cancel();
     let _ = server.await;
     tracing::info!("backupd stopped.");

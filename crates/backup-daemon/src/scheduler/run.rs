@@ -15,8 +15,10 @@ use crate::state::RunRecord;
 impl Daemon {
     /// One run of a job: at most one at a time per job (also across
     /// reloads), within the concurrency limit, once per slot among the
-    /// daemons sharing the repository.
-    pub(super) async fn execute(&self, job: &Job, trigger: Trigger) {
+    /// daemons sharing the repository. `by` is the API identity that
+    /// asked for a manual run (the audit record's user), `None` for the
+    /// daemon's own runs.
+    pub(super) async fn execute(&self, job: &Job, trigger: Trigger, by: Option<&str>) {
         let guard = self.guard(&job.name);
         let Ok(_running) = guard.try_lock() else {
             tracing::warn!(job = %job.name, trigger = trigger.name(), "The job is still running; this run is skipped.");
@@ -58,10 +60,11 @@ impl Daemon {
         };
         match result {
             Ok((repo, outcome)) => {
-                self.succeeded(job, trigger, &repo, &outcome, record).await;
+                self.succeeded(job, trigger, by, &repo, &outcome, record)
+                    .await;
                 self.after_success(job, &repo).await;
             }
-            Err(e) => self.failed(job, trigger, e, record).await,
+            Err(e) => self.failed(job, trigger, by, e, record).await,
         }
     }
 
@@ -121,6 +124,7 @@ impl Daemon {
         &self,
         job: &Job,
         trigger: Trigger,
+        by: Option<&str>,
         repo: &Repository,
         outcome: &BackupOutcome,
         mut record: RunRecord,
@@ -171,8 +175,9 @@ impl Daemon {
                 }
             });
         }
-        self.audit(
+        self.audit_as(
             Some(repo),
+            by,
             "create",
             true,
             serde_json::json!({
@@ -212,7 +217,14 @@ impl Daemon {
         );
     }
 
-    async fn failed(&self, job: &Job, trigger: Trigger, e: RunError, mut record: RunRecord) {
+    async fn failed(
+        &self,
+        job: &Job,
+        trigger: Trigger,
+        by: Option<&str>,
+        e: RunError,
+        mut record: RunRecord,
+    ) {
         let (result, msg) = match &e {
             RunError::Abandoned => (
                 "abandoned",
@@ -235,8 +247,9 @@ impl Daemon {
         });
         tracing::error!(job = %job.name, error = %msg, attempts, "Backup failed.");
         let repo = self.repos.lock().await.get(&job.repository).cloned();
-        self.audit(
+        self.audit_as(
             repo.as_ref(),
+            by,
             "create",
             false,
             serde_json::json!({

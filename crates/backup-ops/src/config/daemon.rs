@@ -44,6 +44,14 @@ pub struct DaemonSettings {
     /// How long to wait for a conflicting repository lock.
     #[serde(with = "humantime_serde")]
     pub lock_wait: Duration,
+    /// How long a restore request waits for its approvals before it
+    /// expires (default 4h).
+    #[serde(with = "humantime_serde")]
+    pub restore_expiry: Duration,
+    /// Where the daemon keeps what must survive a restart (pending restore
+    /// requests). Default: `$XDG_STATE_HOME/backup/backupd`, else
+    /// `~/.local/state/backup/backupd`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonSettings {
@@ -61,11 +69,32 @@ impl Default for DaemonSettings {
             check_interval: Duration::from_secs(60),
             retry: RetryConfig::default(),
             lock_wait: Duration::from_secs(600),
+            restore_expiry: Duration::from_secs(4 * 3600),
+            state_dir: None,
         }
     }
 }
 
 impl DaemonSettings {
+    /// The directory of the daemon's state: `state_dir`, else
+    /// `$XDG_STATE_HOME/backup/backupd`, else
+    /// `~/.local/state/backup/backupd`; `None` without any of them.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        if let Some(d) = &self.state_dir {
+            return Some(d.clone());
+        }
+        if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
+            return Some(PathBuf::from(state).join("backup").join("backupd"));
+        }
+        std::env::var_os("HOME").map(|h| {
+            PathBuf::from(h)
+                .join(".local")
+                .join("state")
+                .join("backup")
+                .join("backupd")
+        })
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_concurrent_jobs == 0 {
             return Err(ConfigError::invalid(
@@ -77,6 +106,12 @@ impl DaemonSettings {
             return Err(ConfigError::invalid(
                 "daemon.retry.attempts",
                 "must be at least 1",
+            ));
+        }
+        if self.restore_expiry.is_zero() {
+            return Err(ConfigError::invalid(
+                "daemon.restore_expiry",
+                "must be more than 0s",
             ));
         }
         if self.check_interval.is_zero() {

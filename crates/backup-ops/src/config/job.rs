@@ -117,6 +117,13 @@ pub struct JobConfig {
     /// captured oplog falls further behind the source than this.
     #[serde(default, with = "humantime_serde::option")]
     pub max_oplog_lag: Option<Duration>,
+    /// Production: a restore requested through the daemon waits for
+    /// approvals (`approvals`, default 2) before it runs.
+    #[serde(default)]
+    pub protected: bool,
+    /// With `protected`: how many people a restore needs, the requester
+    /// included (2: the requester and one other admin). At least 2.
+    pub approvals: Option<u32>,
 }
 
 /// `[jobs.NAME.retention]`.
@@ -228,6 +235,10 @@ pub struct Job {
     pub oplog_continuous: bool,
     /// The lag over which a `lag` notification goes out.
     pub max_oplog_lag: Option<Duration>,
+    /// How many people a restore requested through the daemon needs, the
+    /// requester included: 1 for a job that is not `protected` (it runs
+    /// at once), `approvals` (default 2) for one that is.
+    pub approvals: u32,
 }
 
 impl JobConfig {
@@ -362,7 +373,28 @@ impl JobConfig {
             drill,
             oplog_continuous,
             max_oplog_lag: j.max_oplog_lag,
+            approvals: self.approvals_needed(name)?,
         })
+    }
+
+    /// `protected` and `approvals`, checked: approvals only on a protected
+    /// job, and at least 2 (the requester and someone else).
+    fn approvals_needed(&self, name: &str) -> Result<u32, ConfigError> {
+        match (self.protected, self.approvals) {
+            (false, None) => Ok(1),
+            (false, Some(_)) => Err(ConfigError::invalid(
+                &format!("jobs.{name}.approvals"),
+                "applies to protected jobs: add protected = true",
+            )),
+            (true, None) => Ok(2),
+            (true, Some(n)) if n >= 2 => Ok(n),
+            (true, Some(n)) => Err(ConfigError::invalid(
+                &format!("jobs.{name}.approvals"),
+                format!(
+                    "is {n}: a protected job needs at least 2 (the requester and another admin)"
+                ),
+            )),
+        }
     }
 
     /// The job's per-kind settings, with its sizes parsed.

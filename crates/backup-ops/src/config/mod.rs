@@ -348,6 +348,30 @@ schedule = "*/2 * * * * *"
     }
 
     #[test]
+    fn protected_jobs_need_two_or_more_people() {
+        let approvals = |extra: &str| {
+            Config::parse(&format!("{MINIMAL}{extra}"), "t.toml")
+                .map(|c| c.job("files").unwrap().approvals)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(approvals(""), Ok(1));
+        assert_eq!(approvals("protected = true\n"), Ok(2));
+        assert_eq!(approvals("protected = true\napprovals = 3\n"), Ok(3));
+        for (extra, needle) in [
+            ("approvals = 2\n", "protected = true"),
+            ("protected = true\napprovals = 1\n", "at least 2"),
+        ] {
+            let e = approvals(extra).unwrap_err();
+            assert!(
+                e.contains("jobs.files.approvals") && e.contains(needle),
+                "{e}"
+            );
+        }
+        let c = Config::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.daemon.restore_expiry, Duration::from_secs(4 * 3600));
+    }
+
+    #[test]
     fn unknown_key_has_line() {
         let text = format!("{MINIMAL}colour = \"blue\"\n");
         let e = Config::parse(&text, "t.toml").unwrap_err().to_string();

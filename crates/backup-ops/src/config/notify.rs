@@ -126,11 +126,17 @@ pub enum Event {
     RtoExceeded,
     /// The scheduled report (`[report]`).
     Report,
+    /// A restore was requested through the daemon.
+    RestoreRequested,
+    /// A restore request was approved (or denied, or expired).
+    RestoreApproved,
+    /// A restore requested through the daemon ended.
+    RestoreFinished,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 17] = [
         Event::Failure,
         Event::Recovery,
         Event::Missed,
@@ -145,6 +151,9 @@ impl Event {
         Event::DrillFailed,
         Event::RtoExceeded,
         Event::Report,
+        Event::RestoreRequested,
+        Event::RestoreApproved,
+        Event::RestoreFinished,
     ];
 
     /// Its name in the file and in payloads.
@@ -164,6 +173,9 @@ impl Event {
             Event::DrillFailed => "drill_failed",
             Event::RtoExceeded => "rto_exceeded",
             Event::Report => "report",
+            Event::RestoreRequested => "restore_requested",
+            Event::RestoreApproved => "restore_approved",
+            Event::RestoreFinished => "restore_finished",
         }
     }
 }

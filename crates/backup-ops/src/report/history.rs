@@ -364,6 +364,72 @@ pub struct History {
     pub repositories: Vec<RepositoryUsage>,
     /// The newest audit records, newest first.
     pub audit: Vec<AuditLine>,
+    /// The restores of the period, newest first.
+    pub restores: Vec<RestoreLine>,
+}
+
+/// One restore, for the report's section of restores: where, what, and
+/// who asked for it, approved it and ran it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreLine {
+    /// When it ended.
+    pub time: DateTime<Utc>,
+    /// The repository restored from.
+    pub repository: String,
+    /// The job, for restores requested through the daemon.
+    pub job: Option<String>,
+    /// Where the data went (without credentials).
+    pub target: String,
+    /// The snapshot restored (short id).
+    pub snapshot: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The daemon's request id, for restores requested through it.
+    pub request: Option<String>,
+    /// Who asked: the daemon identity of the request, or the OS user who
+    /// ran `backup restore`.
+    pub requested_by: String,
+    /// Who approved it, in order (empty: nobody had to).
+    pub approved_by: Vec<String>,
+    /// Who ran it: `user@host` of the process that restored.
+    pub executed_by: String,
+}
+
+impl RestoreLine {
+    /// The restore an audit record of `repository` tells of; `None` for
+    /// a record of another operation.
+    pub fn of_record(repository: &str, r: &AuditRecord) -> Option<Self> {
+        if r.body.operation != "restore" {
+            return None;
+        }
+        let d = &r.body.details;
+        let text = |k: &str| {
+            d.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let snapshot = text("snapshot").unwrap_or_default();
+        Some(RestoreLine {
+            time: r.body.timestamp,
+            repository: repository.to_owned(),
+            job: text("job"),
+            target: text("target").unwrap_or_default(),
+            snapshot: snapshot.chars().take(8).collect(),
+            ok: r.body.status == "success",
+            request: text("request"),
+            requested_by: text("requested_by").unwrap_or_else(|| r.body.user.clone()),
+            approved_by: d
+                .get("approved_by")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            executed_by: format!("{}@{}", r.body.user, r.body.host),
+        })
+    }
 }
 
 /// How many audit records a history keeps for people.
@@ -378,6 +444,8 @@ pub struct RepositoryEvents {
     pub verifications: BTreeMap<String, Vec<Verification>>,
     /// The newest audit lines.
     pub audit: Vec<AuditLine>,
+    /// The restores, newest first.
+    pub restores: Vec<RestoreLine>,
 }
 
 /// What a repository's audit records add to one job.
@@ -462,6 +530,9 @@ pub async fn read_events(
             }
             _ => {}
         }
+        if let Some(line) = RestoreLine::of_record(repository, r) {
+            ev.restores.push(line);
+        }
         if ev.audit.len() < AUDIT_LINES {
             ev.audit.push(AuditLine::of_record(repository, r));
         }
@@ -520,6 +591,7 @@ impl History {
         }
         let mut usage = Vec::new();
         let mut audit = Vec::new();
+        let mut restores: Vec<RestoreLine> = Vec::new();
         for (repo_name, repo) in repositories {
             let (snapshots, _) = repo.snapshots().await?;
             let configured = config.is_some();
@@ -557,7 +629,9 @@ impl History {
                 .map(|j| j.name.clone())
                 .collect();
             let mine: Vec<&str> = mine.iter().map(String::as_str).collect();
-            let (shares, lines) = read_events(repo, repo_name, since).await?.per_job(&mine);
+            let mut events = read_events(repo, repo_name, since).await?;
+            restores.append(&mut events.restores);
+            let (shares, lines) = events.per_job(&mine);
             for (job, ev) in shares {
                 if let Some(j) = jobs.get_mut(&job) {
                     j.add_events(ev);
@@ -594,12 +668,14 @@ impl History {
         }
         audit.sort_by_key(|a| std::cmp::Reverse(a.time));
         audit.truncate(AUDIT_LINES);
+        restores.sort_by_key(|r| std::cmp::Reverse(r.time));
         Ok(History {
             generated: Utc::now(),
             since,
             jobs: jobs.into_values().collect(),
             repositories: usage,
             audit,
+            restores,
         })
     }
 }

@@ -134,6 +134,28 @@ pub(super) fn report(r: &Report) -> String {
             }
         }
     }
+    if !r.restores.is_empty() {
+        out.push_str("\n## Restores\n\n| Time | Job | Target | Snapshot | Result | Request | Requested by | Approved by | Run by |\n|---|---|---|---|---|---|---|---|---|\n");
+        for x in &r.restores {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                time(x.time),
+                cell(x.job.as_deref().unwrap_or("-")),
+                cell(&x.target),
+                cell(&x.snapshot),
+                if x.ok { "restored" } else { "FAILED" },
+                cell(x.request.as_deref().unwrap_or("-")),
+                cell(&x.requested_by),
+                cell(&if x.approved_by.is_empty() {
+                    "-".to_owned()
+                } else {
+                    x.approved_by.join(", ")
+                }),
+                cell(&x.executed_by)
+            );
+        }
+    }
     if !r.repositories.is_empty() {
         out.push_str("\n## Repositories\n\n| Repository | Size | Free |\n|---|---|---|\n");
         for repo in &r.repositories {

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use history::{
     job_key, read_events, AuditLine, CaptureWindow, DrillPoint, History, JobEvents, JobHistory,
-    Objectives, RepositoryEvents, RepositoryUsage, Run, Verification, AUDIT_LINES,
+    Objectives, RepositoryEvents, RepositoryUsage, RestoreLine, Run, Verification, AUDIT_LINES,
 };
 
 use crate::config::ReportFormat;
@@ -108,6 +108,9 @@ pub struct Report {
     pub repositories: Vec<RepositoryUsage>,
     /// The newest audit records.
     pub audit: Vec<AuditLine>,
+    /// The restores of the period with who asked, approved and ran them,
+    /// newest first.
+    pub restores: Vec<RestoreLine>,
 }
 
 /// Summarises one job's history as of `now`.
@@ -189,6 +192,7 @@ pub fn build(history: &History) -> Report {
             .collect(),
         repositories: history.repositories.clone(),
         audit: history.audit.clone(),
+        restores: history.restores.clone(),
     }
 }
 
@@ -331,12 +335,28 @@ mod tests {
                 total: Some(4 << 30),
             }],
             audit: vec![],
+            restores: vec![RestoreLine {
+                time: t(6),
+                repository: "main".into(),
+                job: Some("db".into()),
+                target: "postgres://db1/app".into(),
+                snapshot: "1a2b3c4d".into(),
+                ok: true,
+                request: Some("r-0011aabb".into()),
+                requested_by: "otto".into(),
+                approved_by: vec!["ada".into()],
+                executed_by: "backup@host1".into(),
+            }],
         };
         let report = build(&history);
         let md = render(&report, ReportFormat::Markdown);
         assert!(md.contains("| db |"), "{md}");
         assert!(md.contains("80.0%"), "{md}");
         assert!(md.contains("connection refused"), "{md}");
+        assert!(
+            md.contains("| r-0011aabb | otto | ada | backup@host1 |"),
+            "{md}"
+        );
         let page = render(&report, ReportFormat::Html);
         assert!(page.contains("<svg"), "page has charts");
         assert!(

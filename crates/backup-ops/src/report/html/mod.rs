@@ -108,6 +108,38 @@ pub fn repositories_table(repos: &[RepositoryUsage]) -> String {
     out
 }
 
+/// The restores with who asked, approved and ran them.
+pub fn restores_table(lines: &[super::RestoreLine]) -> String {
+    if lines.is_empty() {
+        return "<p class=\"muted\">No restores.</p>".to_owned();
+    }
+    let mut out = String::from(
+        "<table><tr><th>Time</th><th>Job</th><th>Target</th><th>Snapshot</th><th>Result</th><th>Request</th><th>Requested by</th><th>Approved by</th><th>Run by</th></tr>",
+    );
+    for x in lines {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            time(x.time),
+            escape(x.job.as_deref().unwrap_or("-")),
+            escape(&x.target),
+            escape(&x.snapshot),
+            if x.ok { "ok" } else { "bad" },
+            if x.ok { "restored" } else { "failed" },
+            escape(x.request.as_deref().unwrap_or("-")),
+            escape(&x.requested_by),
+            escape(&if x.approved_by.is_empty() {
+                "-".to_owned()
+            } else {
+                x.approved_by.join(", ")
+            }),
+            escape(&x.executed_by)
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
 /// The newest audit records.
 pub fn audit_table(lines: &[AuditLine], limit: usize) -> String {
     if lines.is_empty() {
@@ -178,7 +210,8 @@ pub fn report(r: &Report) -> String {
     }
     let _ = write!(
         body,
-        "<section><h2>Repositories</h2>{}</section><section><h2>Recent audit records</h2>{}</section>",
+        "<section><h2>Restores</h2>{}</section><section><h2>Repositories</h2>{}</section><section><h2>Recent audit records</h2>{}</section>",
+        restores_table(&r.restores),
         repositories_table(&r.repositories),
         audit_table(&r.audit, 20)
     );
