@@ -136,6 +136,12 @@ fn mount_files_snapshot_read_through_the_kernel() {
     std::os::unix::fs::symlink("nested/a/b/deep.txt", src.join("link")).unwrap();
     fs::set_permissions(src.join("small.txt"), fs::Permissions::from_mode(0o640)).unwrap();
     set_mtime(&src.join("small.txt"), 1_700_000_000, 123_000_000);
+    let set = Command::new("setfattr")
+        .args(["-n", "user.note", "-v", "kept"])
+        .arg(src.join("small.txt"))
+        .status()
+        .expect("setfattr (Debian: apt-get install attr)");
+    assert!(set.success());
     let (id, _) = s.create(&src, &["--tag", "daily"]);
 
     // Refused before anything is mounted: a directory that is not empty.
@@ -178,6 +184,12 @@ fn mount_files_snapshot_read_through_the_kernel() {
         (1_700_000_000, 123_000_000)
     );
     assert_eq!(fs::metadata(snap.join("big.bin")).unwrap().len(), 5 << 20);
+    let got = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.note"])
+        .arg(snap.join("small.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(got.stdout, b"kept", "{got:?}");
     assert!(fs::metadata(snap.join("nested/a")).unwrap().is_dir());
 
     // A read in the middle, across blob boundaries.
@@ -264,6 +276,14 @@ fn mount_postgres_tables_as_csv() {
         fs::read_to_string(snap.join("app/public/empty.csv")).unwrap(),
         "a\n"
     );
-    let (status, err) = m.stop();
-    assert!(status.success(), "{status}: {err}");
+    // Unmounted from outside (as `fusermount -u` does): the command ends.
+    let umount = Command::new("umount").arg(&m.dir).status().unwrap();
+    assert!(umount.success());
+    let mut status = None;
+    wait_for(Duration::from_secs(20), "backup mount to end", || {
+        status = m.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success());
+    assert!(!is_mounted(&m.dir));
 }
