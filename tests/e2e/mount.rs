@@ -271,6 +271,8 @@ fn mount_postgres_tables_as_csv() {
     let mut part = vec![0; 500];
     f.read_exact(&mut part).unwrap();
     assert_eq!(part, want.as_bytes()[1000..1500]);
+    // A second open while the first is open shares its rendering.
+    assert_eq!(fs::read_to_string(&orders).unwrap(), want);
     drop(f);
     assert_eq!(
         fs::read_to_string(snap.join("app/public/empty.csv")).unwrap(),

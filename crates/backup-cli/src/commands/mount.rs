@@ -271,9 +271,8 @@ impl Filesystem for Fuse {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&fh.0);
-        // Reads in flight hold their own reference; the last one closes.
-        if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
-            self.view.release(file);
+        if let Some(file) = file {
+            self.view.release(&file);
         }
         reply.ok();
     }

@@ -156,8 +156,8 @@ impl OpenFile {
         }
     }
 
-    pub(super) fn close(self, spools: &Spools) {
-        if let Inner::Rendered(spool) = self.inner {
+    pub(super) fn close(&self, spools: &Spools) {
+        if let Inner::Rendered(spool) = &self.inner {
             spools.close(spool);
         }
     }
@@ -228,8 +228,14 @@ impl Spool {
     }
 }
 
-/// An item's spool while open.
-type Slot = Arc<Mutex<Option<Arc<Spool>>>>;
+/// An item's spool while open, and how many opens hold it.
+#[derive(Debug, Default)]
+struct SlotState {
+    spool: Option<Arc<Spool>>,
+    opens: usize,
+}
+
+type Slot = Arc<Mutex<SlotState>>;
 
 /// The spool files of open tables and collections, one per item however
 /// often it is open.
@@ -263,9 +269,10 @@ impl Spools {
         format: ItemFormat,
     ) -> Result<Arc<Spool>> {
         let slot = self.slot(ino);
-        let mut spool = lock(&slot);
-        if let Some(s) = spool.as_ref() {
-            return Ok(s.clone());
+        let mut state = lock(&slot);
+        if let Some(s) = state.spool.clone() {
+            state.opens += 1;
+            return Ok(s);
         }
         let file = tempfile::tempfile_in(&self.dir).map_err(|e| {
             backup_core::Error::io(
@@ -290,18 +297,19 @@ impl Spools {
             file,
             size: done.bytes,
         });
-        *spool = Some(s.clone());
+        state.spool = Some(s.clone());
+        state.opens = 1;
         Ok(s)
     }
 
-    /// Drops one open of a spool; the last removes it.
-    fn close(&self, spool: Arc<Spool>) {
+    /// Ends one open of a spool; the last drops it (the file goes when
+    /// the last reader lets go of it).
+    fn close(&self, spool: &Spool) {
         let slot = self.slot(spool.ino);
-        let mut held = lock(&slot);
-        drop(spool);
-        // Only the slot holds it now: no open is left.
-        if held.as_ref().is_some_and(|s| Arc::strong_count(s) == 1) {
-            *held = None;
+        let mut state = lock(&slot);
+        state.opens = state.opens.saturating_sub(1);
+        if state.opens == 0 {
+            state.spool = None;
         }
     }
 }

@@ -459,9 +459,9 @@ impl MountView {
             .map_err(Fault::Failed)
     }
 
-    /// Closes a file [`MountView::open_file`] opened: the last close of a
-    /// table or collection removes its spool file.
-    pub fn release(&self, file: OpenFile) {
+    /// Closes a file [`MountView::open_file`] opened (once per open): the
+    /// last close of a table or collection removes its spool file.
+    pub fn release(&self, file: &OpenFile) {
         file.close(&self.spools);
     }
 
