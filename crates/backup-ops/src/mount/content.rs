@@ -196,21 +196,28 @@ impl BlobCache {
             return Ok(b.clone());
         }
         let data = Arc::new(handle.block_on(repo.read_blob(BlobType::Data, id))?);
+        self.insert(*id, data.clone());
+        Ok(data)
+    }
+
+    /// Keeps a blob, dropping the oldest while over the limit (a blob
+    /// larger than the limit is not kept).
+    fn insert(&self, id: Id, data: Arc<Vec<u8>>) {
         let mut state = lock(&self.state);
-        if data.len() <= self.limit && !state.blobs.contains_key(id) {
-            state.bytes += data.len();
-            state.order.push_back(*id);
-            state.blobs.insert(*id, data.clone());
-            while state.bytes > self.limit {
-                let Some(old) = state.order.pop_front() else {
-                    break;
-                };
-                if let Some(b) = state.blobs.remove(&old) {
-                    state.bytes -= b.len();
-                }
+        if data.len() > self.limit || state.blobs.contains_key(&id) {
+            return;
+        }
+        state.bytes += data.len();
+        state.order.push_back(id);
+        state.blobs.insert(id, data);
+        while state.bytes > self.limit {
+            let Some(old) = state.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = state.blobs.remove(&old) {
+                state.bytes -= b.len();
             }
         }
-        Ok(data)
     }
 }
 
@@ -311,5 +318,33 @@ impl Spools {
         if state.opens == 0 {
             state.spool = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> Id {
+        let mut raw = [0u8; 32];
+        raw[0] = n;
+        Id(raw)
+    }
+
+    #[test]
+    fn the_blob_cache_keeps_to_its_limit_oldest_out_first() {
+        let cache = BlobCache::new(10);
+        cache.insert(id(1), Arc::new(vec![1; 4]));
+        cache.insert(id(2), Arc::new(vec![2; 4]));
+        cache.insert(id(2), Arc::new(vec![2; 4]));
+        assert_eq!(lock(&cache.state).bytes, 8);
+        cache.insert(id(3), Arc::new(vec![3; 4]));
+        let state = lock(&cache.state);
+        assert_eq!(state.bytes, 8);
+        assert!(!state.blobs.contains_key(&id(1)));
+        assert!(state.blobs.contains_key(&id(2)) && state.blobs.contains_key(&id(3)));
+        drop(state);
+        cache.insert(id(4), Arc::new(vec![4; 11]));
+        assert!(!lock(&cache.state).blobs.contains_key(&id(4)));
     }
 }
