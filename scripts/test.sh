@@ -23,6 +23,12 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# `backup mount` (its end-to-end test mounts through /dev/fuse) needs
+# fusermount3 from fuse3, or fusermount from Debian's older fuse package
+# (fuse3 replaces it; either serves, so an installed one is kept).
+if ! dpkg -s fuse3 >/dev/null 2>&1 && ! dpkg -s fuse >/dev/null 2>&1; then
+  missing+=(fuse3)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   step "Installing system packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -36,6 +36,7 @@ mod maintenance;
 mod mongo;
 mod mongo_pitr;
 mod mongo_pitr_writer;
+mod mount;
 mod postgres;
 mod postgres_physical;
 mod postgres_pitr;

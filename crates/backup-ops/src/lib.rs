@@ -125,6 +125,7 @@ pub mod find;
 pub mod health;
 pub mod log;
 pub mod maintenance;
+pub mod mount;
 pub mod pitr;
 pub mod report;
 pub mod repository;

@@ -22,8 +22,8 @@ pub(crate) use monitoring::{
 };
 pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
-    CreateArgs, DiffArgs, DumpArgs, FilterArgs, FindArgs, InitArgs, ListArgs, LsArgs, ShowArgs,
-    TagCommand, TagSelect,
+    CreateArgs, DiffArgs, DumpArgs, FilterArgs, FindArgs, InitArgs, ListArgs, LsArgs, MountArgs,
+    ShowArgs, TagCommand, TagSelect,
 };
 
 /// Encrypted, deduplicated, compressed backups of files and databases to
@@ -132,6 +132,10 @@ pub(crate) enum Command {
     /// id).
     #[command(subcommand)]
     Tag(TagCommand),
+    /// Mount the repository read-only (FUSE) on an empty directory:
+    /// snapshots/, hosts/, tags/ and ids/; tables and collections as CSV
+    /// and JSON files. Runs until Ctrl-C, SIGTERM or `fusermount -u DIR`.
+    Mount(MountArgs),
     /// Restore a snapshot.
     Restore(RestoreArgs),
     /// Write a snapshot in a database's native dump format (Redis: a

@@ -296,3 +296,15 @@ pub(crate) struct DumpArgs {
     #[arg(short = 'O', long, value_name = "FILE")]
     pub(crate) output: Option<std::path::PathBuf>,
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct MountArgs {
+    /// An empty directory to mount on.
+    pub(crate) dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// Where opened tables and collections are rendered (default: the
+    /// system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spool_dir: Option<std::path::PathBuf>,
+}

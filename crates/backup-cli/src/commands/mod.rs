@@ -14,6 +14,7 @@ mod init;
 mod jobs;
 mod key;
 mod list;
+mod mount;
 mod pitr;
 mod remote;
 mod repair;
@@ -98,6 +99,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Diff(a) => browse::diff(ctx, a).await,
         Command::Find(a) => browse::find(ctx, a).await,
         Command::Tag(c) => browse::tag(ctx, c).await,
+        Command::Mount(a) => mount::run(ctx, a).await,
         Command::Restore(a) => Box::pin(restore::run(ctx, a)).await,
         Command::Export(a) => export::run(ctx, a).await,
         Command::Verify(a) => verify::run(ctx, a).await,
