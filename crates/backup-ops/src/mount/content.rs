@@ -9,12 +9,12 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use backup_core::id::Id;
 use backup_core::pack::BlobType;
 use backup_core::reader::SnapshotReader;
 use backup_core::repo::IndexedRepository;
 use backup_core::sink::FileKind;
 use backup_core::tree::Node;
+use backup_core::Id;
 use backup_sources::item::ItemFormat;
 use tokio::runtime::Handle;
 
