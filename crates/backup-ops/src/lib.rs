@@ -9,11 +9,11 @@
 //!   validated at load with the line of every problem.
 //! - [`repository`]: the one way a URL, storage options, a password and a
 //!   key file become an open repository; write probes and sizes.
-//! - [`backup`]: a backup under a shared lock with parent choice and a
+//! - [`backup`](mod@backup): a backup under a shared lock with parent choice and a
 //!   progress total from the source's size hint; [`retention`]: forget,
 //!   prune, and a job's retention after a backup.
-//! - [`restore`]: a restore with its confirmation and safety backup;
-//!   [`verify`]: checks and the restore test; [`copy`], [`maintenance`]
+//! - [`restore`](mod@restore): a restore with its confirmation and safety backup;
+//!   [`verify`](mod@verify): checks and the restore test; [`copy`], [`maintenance`]
 //!   (export, repair).
 //! - [`browse`]: what a snapshot holds, read from its trees and manifest
 //!   (`ls`); [`diff`]: how two snapshots differ, by stored ids;
@@ -25,7 +25,7 @@
 //!   windows of every capture stream, and the plan of a restore to a
 //!   point in time.
 //! - [`health`]: repositories writable, sources reachable, backups fresh.
-//! - [`drill`]: restore drills into scratch copies, with measured RTO and
+//! - [`drill`](mod@drill): restore drills into scratch copies, with measured RTO and
 //!   RPO, checks and records; [`report`]: the history of jobs (runs,
 //!   verifications, drills, restore points) as HTML, Markdown or JSON,
 //!   anomaly detection and free space.
@@ -41,16 +41,16 @@
 //!
 //! - a repository: [`RepoSpec`] (a URL and storage options), [`open`],
 //!   [`Repository::init`] with [`InitOptions`];
-//! - backups: [`SourceSpec`], [`open_source`] and [`backup`], or
+//! - backups: [`SourceSpec`], [`open_source`] and [`backup()`], or
 //!   [`backup_source`] for a [`Source`] of your own; [`BackupRequest`],
 //!   [`Parent`], [`BackupOutcome`]; [`Feedback`] (progress, questions)
 //!   or [`Unattended`];
-//! - restores: [`TargetSpec`], [`open_target`], [`restore`] with a
+//! - restores: [`TargetSpec`], [`open_target`], [`restore()`] with a
 //!   [`RestoreRequest`] (its [`RestoreOptions::at`] restores to a point
 //!   in time), [`RestoreResult`];
 //! - point in time: [`follow`] a change stream with a [`FollowRequest`],
 //!   [`restorable_windows`];
-//! - checks and retention: [`verify`], [`drill`], [`forget`], [`prune`];
+//! - checks and retention: [`verify()`], [`drill()`], [`forget`], [`prune`];
 //! - the crates beneath, for the traits a custom source or target
 //!   implements and the storage backends: [`backup_core`],
 //!   [`backup_sources`], [`backup_storage`].
