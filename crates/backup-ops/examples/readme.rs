@@ -15,10 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A directory into a new directory, a database into a new database.
     for (from, to) in [
         ("/var/lib/app", "/tmp/app-restored"),
-        (
-            "postgres://localhost/app",
-            "postgres://localhost/app_restored",
-        ),
+        ("postgres://db/app", "postgres://db/app_restored"),
     ] {
         let source = SourceSpec::plain(from)?;
         let reading = open_source(&source).await?;

@@ -95,7 +95,7 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
     );
     let program = place(&program, "/var/lib/app", data.to_str().unwrap());
     let program = place(&program, "/tmp/app-restored", restored.to_str().unwrap());
-    let program = place(&program, "postgres://localhost/", &pg.url(""));
+    let program = place(&program, "postgres://db/", &pg.url(""));
     std::fs::write(project.join("src/main.rs"), program).unwrap();
 
     // At a lower priority: the build takes the CPU that the tests running

@@ -130,6 +130,35 @@ impl Daemon {
         Ok((spec, req))
     }
 
+    /// Restores (or, with `dry_run`, plans) what `ask` asks of `job`'s
+    /// repository from `snapshot`. Errors carry the HTTP status they
+    /// answer a request with: 400 a refused target or option, 503 the
+    /// repository unreachable, 422 the restore itself.
+    async fn run_restore(
+        &self,
+        job: &Job,
+        ask: &RestoreAsk,
+        snapshot: &str,
+        dry_run: bool,
+        lock_wait: std::time::Duration,
+    ) -> Result<backup_ops::RestoreResult, (u16, String)> {
+        let (spec, req) = Self::restore_inputs(job, ask, snapshot, dry_run, lock_wait)?;
+        let target = open_target(&spec, &req.options).map_err(|e| (400, report(&e)))?;
+        let repo = self
+            .repo(&job.repository)
+            .await
+            .map_err(|e| (503, report(&e)))?;
+        Box::pin(restore(
+            &repo,
+            target.as_ref(),
+            &spec,
+            &req,
+            &backup_ops::Unattended,
+        ))
+        .await
+        .map_err(|e| (422, report(&e)))
+    }
+
     /// Plans and records a request; starts it when nobody else must
     /// approve.
     async fn create_request(self: &Arc<Self>, ask: RestoreAsk, by: String) -> Answer {
@@ -139,26 +168,19 @@ impl Daemon {
         }
         let job = config.job(&ask.job).map_err(|e| (400, e.to_string()))?;
         let asked = ask.snapshot.clone().unwrap_or_else(|| "latest".to_owned());
-        let (spec, req) = Self::restore_inputs(&job, &ask, &asked, true, config.daemon.lock_wait)?;
-        let target = open_target(&spec, &req.options).map_err(|e| (400, report(&e)))?;
+        let lock_wait = config.daemon.lock_wait;
+        let dry = self
+            .run_restore(&job, &ask, &asked, true, lock_wait)
+            .await
+            .map_err(|(code, m)| match code {
+                422 => (422, format!("the restore cannot be planned: {m}")),
+                _ => (code, m),
+            })?;
+        // Opened by the plan above; kept open by the scheduler.
         let repo = self
             .repo(&job.repository)
             .await
             .map_err(|e| (503, report(&e)))?;
-        let dry = Box::pin(restore(
-            &repo,
-            target.as_ref(),
-            &spec,
-            &req,
-            &backup_ops::Unattended,
-        ))
-        .await
-        .map_err(|e| {
-            (
-                422,
-                format!("the restore cannot be planned: {}", report(&e)),
-            )
-        })?;
         let now = Utc::now();
         let expiry = chrono::Duration::from_std(config.daemon.restore_expiry)
             .unwrap_or(chrono::Duration::hours(4));
@@ -350,20 +372,10 @@ impl Daemon {
         } else {
             r.plan.snapshot.clone()
         };
-        let (spec, req) =
-            Self::restore_inputs(&job, &r.ask, &snapshot, false, config.daemon.lock_wait)
-                .map_err(|(_, m)| m)?;
-        let target = open_target(&spec, &req.options).map_err(|e| report(&e))?;
-        let repo = self.repo(&job.repository).await.map_err(|e| report(&e))?;
-        let done = Box::pin(restore(
-            &repo,
-            target.as_ref(),
-            &spec,
-            &req,
-            &backup_ops::Unattended,
-        ))
-        .await
-        .map_err(|e| report(&e))?;
+        let done = self
+            .run_restore(&job, &r.ask, &snapshot, false, config.daemon.lock_wait)
+            .await
+            .map_err(|(_, m)| m)?;
         Ok(serde_json::json!({
             "snapshot": done.snapshot.id,
             "safety_backup": done.safety_backup,
