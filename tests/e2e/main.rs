@@ -46,6 +46,7 @@ mod r35;
 mod redis;
 mod redis_pitr;
 mod restore_request;
+mod rewrite;
 mod roles;
 mod roundtrip;
 mod util;
