@@ -77,7 +77,7 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
     let manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
     let profiles = &manifest[manifest.find("[profile.dev").unwrap()..];
     let profiles = &profiles[..profiles.find("[profile.release]").unwrap()];
-    let unoptimised: String = [
+    let unoptimised = [
         "backup-core",
         "backup-storage",
         "backup-sources",
@@ -85,7 +85,8 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
     ]
     .iter()
     .map(|name| format!("[profile.dev.package.{name}]\nopt-level = 0\n"))
-    .collect();
+    .collect::<Vec<_>>()
+    .concat();
     std::fs::write(
         project.join("Cargo.toml"),
         format!(
