@@ -47,6 +47,7 @@ fn readme_dependencies(path: &Path) -> String {
         block.contains(from),
         "the README's lines have no {from}: {block}"
     );
+    let path = path.to_str().unwrap();
     block.replace(from, &format!("backup-ops = {{ path = {path:?}"))
 }
 
