@@ -8,7 +8,7 @@ use backup_ops::{SourceSpec, TargetSpec, Unattended};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let spec = RepoSpec::new("/srv/backup", &[])?; // or s3://bucket/prefix
+    let spec = RepoSpec::new("/srv/backup", &[])?; // s3://bucket/prefix: feature "s3"
     Repository::init(spec.sink()?, Some(b"secret"), &InitOptions::default()).await?;
     let repo = open(&spec, || Ok("secret".into())).await?;
 

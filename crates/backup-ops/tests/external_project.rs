@@ -34,6 +34,50 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
+/// The README's `[dependencies]` lines (its first TOML block), with
+/// `backup-ops` taken from `path` instead of crates.io.
+fn readme_dependencies(path: &Path) -> String {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("## Use it from Rust").unwrap()..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    assert!(block.starts_with("[dependencies]\n"), "{block}");
+    let from = "backup-ops = { version = \"0.1\"";
+    assert!(
+        block.contains(from),
+        "the README's lines have no {from}: {block}"
+    );
+    let path = path.to_str().unwrap();
+    block.replace(from, &format!("backup-ops = {{ path = {path:?}"))
+}
+
+/// Whether the build of the project inherits the environment variable
+/// `name` from this test. Not what the test runner sets for the test
+/// itself (its package's `CARGO_PKG_*`, `CARGO_MANIFEST_DIR`, `OUT_DIR`,
+/// `NEXTEST_*`...): build scripts watch some of them (ring's
+/// `rerun-if-env-changed=CARGO_PKG_NAME`), so seeing them here would rerun
+/// those scripts and rebuild, in place, dependencies the workspace's
+/// next `cargo` command would then rebuild back.
+fn inherited(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    let runner = ["CARGO_", "NEXTEST", "__NEXTEST", "RUST_TEST_"]
+        .iter()
+        .any(|p| name.starts_with(p));
+    let cargo_settings = [
+        "CARGO_HOME",
+        "CARGO_INCREMENTAL",
+        "CARGO_BUILD_",
+        "CARGO_NET_",
+        "CARGO_PROFILE_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_TERM_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p));
+    (!runner || cargo_settings) && name != "OUT_DIR" && name != "CARGO"
+}
+
 /// Replaces `from` (which must occur) in the program.
 fn place(program: &str, from: &str, to: &str) -> String {
     assert!(program.contains(from), "the program has no {from}");
@@ -77,7 +121,7 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
     let manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
     let profiles = &manifest[manifest.find("[profile.dev").unwrap()..];
     let profiles = &profiles[..profiles.find("[profile.release]").unwrap()];
-    let unoptimised: String = [
+    let unoptimised = [
         "backup-core",
         "backup-storage",
         "backup-sources",
@@ -85,16 +129,14 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
     ]
     .iter()
     .map(|name| format!("[profile.dev.package.{name}]\nopt-level = 0\n"))
-    .collect();
+    .collect::<Vec<_>>()
+    .concat();
+    let dependencies = readme_dependencies(&workspace.join("crates/backup-ops"));
     std::fs::write(
         project.join("Cargo.toml"),
         format!(
             "[package]\nname = \"service\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
-             [dependencies]\nbackup-ops = {{ path = {:?} }}\n\
-             tokio = {{ version = \"1\", features = [\"macros\", \"rt-multi-thread\"] }}\n\n\
-             {profiles}
-{unoptimised}",
-            workspace.join("crates/backup-ops")
+             {dependencies}\n{profiles}\n{unoptimised}"
         ),
     )
     .unwrap();
@@ -119,8 +161,9 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
         .arg(&cargo)
         .args(["build", "--offline", "--quiet"])
         .current_dir(&project)
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| inherited(name)))
         .env("CARGO_TARGET_DIR", target_dir())
-        .env_remove("CARGO_MANIFEST_DIR")
         .output()
         .unwrap();
     assert!(
