@@ -209,6 +209,7 @@ impl Daemon {
             timestamp: Utc::now(),
             user: user.map_or_else(backup_core::util::username, str::to_owned),
             host: backup_core::util::hostname(),
+            key: repo.and_then(Repository::key_id).map(|k| k.to_hex()),
             status: if success { "success" } else { "failure" }.to_owned(),
             details: details.clone(),
             prev: String::new(),
