@@ -57,7 +57,7 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 
 fn certificates(path: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .with_context(|| format!("reading {what} {}", path.display()))?;
     if certs.is_empty() {
         anyhow::bail!("{what} {} holds no PEM certificate", path.display());

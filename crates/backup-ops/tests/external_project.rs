@@ -17,6 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -77,15 +78,15 @@ fn readme_program_builds_outside_the_workspace_and_restores_a_directory_and_a_da
     let manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
     let profiles = &manifest[manifest.find("[profile.dev").unwrap()..];
     let profiles = &profiles[..profiles.find("[profile.release]").unwrap()];
-    let unoptimised: String = [
+    let mut unoptimised = String::new();
+    for name in [
         "backup-core",
         "backup-storage",
         "backup-sources",
         "backup-ops",
-    ]
-    .iter()
-    .map(|name| format!("[profile.dev.package.{name}]\nopt-level = 0\n"))
-    .collect();
+    ] {
+        writeln!(unoptimised, "[profile.dev.package.{name}]\nopt-level = 0").unwrap();
+    }
     std::fs::write(
         project.join("Cargo.toml"),
         format!(
