@@ -119,7 +119,7 @@ pub fn subject_of(der: &[u8]) -> Option<CertSubject> {
 
 /// A listener of TLS connections: a task accepts TCP connections and
 /// completes their handshakes (each in its own task, within
-/// [`HANDSHAKE_LIMIT`]); those that succeed come out of
+/// ten seconds); those that succeed come out of
 /// [`axum::serve::Listener::accept`].
 #[derive(Debug)]
 pub struct TlsListener {
