@@ -4,13 +4,12 @@
 //! daemon runs shows its progress in bytes; audit records name the key
 //! that opened the repository.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::daemon::{config, files_job, http, http_with, Daemon};
-use crate::roles::hash;
+use crate::roles::token_users;
 use crate::util::{files_under, random_bytes, write, Scratch};
 
 const OTTO: &str = "tok-otto-operator-3333";
@@ -90,14 +89,7 @@ fn r30_a_protected_target_needs_approval_for_any_job() {
         log.display(),
         prod.display()
     );
-    for (name, role, token) in [("otto", "operator", OTTO), ("ada", "admin", ADA)] {
-        writeln!(
-            extra,
-            "\n[[daemon.users]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{}\"",
-            hash(token)
-        )
-        .unwrap();
-    }
+    extra += &token_users(&[("otto", "operator", OTTO), ("ada", "admin", ADA)]);
     // The job itself is not protected.
     let cfg = config(
         &s,
