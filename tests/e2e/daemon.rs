@@ -36,6 +36,20 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(s: &Scratch, config: &Path, port: u16, log_name: &str) -> Self {
+        Self::start_until(s, config, port, log_name, || {
+            http(port, "GET", "/healthz", None).is_some_and(|(code, _)| code == 200)
+        })
+    }
+
+    /// As [`Daemon::start`], ready once `ready` says so (a daemon serving
+    /// HTTPS does not answer plain HTTP).
+    pub(crate) fn start_until(
+        s: &Scratch,
+        config: &Path,
+        port: u16,
+        log_name: &str,
+        ready: impl FnMut() -> bool,
+    ) -> Self {
         let log = s.path(log_name);
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(backupd_bin())
@@ -52,9 +66,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         let d = Daemon { child, port, log };
-        d.wait_for("daemon listening", Duration::from_secs(60), || {
-            http(port, "GET", "/healthz", None).is_some_and(|(code, _)| code == 200)
-        });
+        d.wait_for("daemon listening", Duration::from_secs(60), ready);
         d
     }
 

@@ -3,14 +3,13 @@
 //! server; requests that are denied or expire never run; pending requests
 //! survive a restart.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use backup_testkit::postgres::{PgCluster, PASSWORD as PG_PASSWORD};
 use serde_json::Value;
 
 use crate::daemon::{config, http, http_with, webhook_receiver, Daemon};
-use crate::roles::hash;
+use crate::roles::token_users;
 use crate::util::Scratch;
 
 const OTTO: &str = "tok-otto-operator-3333";
@@ -105,19 +104,12 @@ fn r30_restore_request_of_a_protected_postgres_job() {
         "[audit]\nlocal_log = \"{}\"\n\n[notifications.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n",
         log.display()
     );
-    for (name, role, token) in [
+    extra += &token_users(&[
         ("otto", "operator", OTTO),
         ("ada", "admin", ADA),
         ("bea", "admin", BEA),
         ("abe", "auditor", ABE),
-    ] {
-        writeln!(
-            extra,
-            "\n[[daemon.users]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{}\"",
-            hash(token)
-        )
-        .unwrap();
-    }
+    ]);
     let cfg = config(&s, "backupd.toml", port, &job, &extra);
     let d = Daemon::start(&s, &cfg, port, "daemon.log");
     let (code, _) = http(port, "POST", "/api/jobs/pg/run", Some(OTTO)).unwrap();

@@ -32,6 +32,21 @@ pub(crate) fn hash(token: &str) -> String {
     h
 }
 
+/// `[[daemon.users]]` entries, one per `(name, role, token)`, each with
+/// the hash of its token.
+pub(crate) fn token_users(users: &[(&str, &str, &str)]) -> String {
+    let mut toml = String::new();
+    for (name, role, token) in users {
+        writeln!(
+            toml,
+            "\n[[daemon.users]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{}\"",
+            hash(token)
+        )
+        .unwrap();
+    }
+    toml
+}
+
 #[test]
 fn r30_each_role_against_each_endpoint() {
     let s = Scratch::new();
@@ -47,14 +62,7 @@ fn r30_each_role_against_each_endpoint() {
     ];
     let log = s.path("audit.jsonl");
     let mut extra = format!("[audit]\nlocal_log = \"{}\"\n", log.display());
-    for (name, role, token) in users {
-        writeln!(
-            extra,
-            "\n[[daemon.users]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{}\"",
-            hash(token)
-        )
-        .unwrap();
-    }
+    extra += &token_users(&users);
     let cfg = config(
         &s,
         "roles.toml",

@@ -44,6 +44,13 @@ pub struct AuditBody {
     pub user: String,
     /// Where it ran.
     pub host: String,
+    /// The id of the key that opened the repository (the name of its file
+    /// under `keys/`; keys have no other name). Absent from records of a
+    /// repository opened without a key and from records written before
+    /// keys were recorded, and then left out of the hashed JSON too, so
+    /// their hashes stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// `success` or `failure`.
     pub status: String,
     /// Operation-specific details (snapshot ids, error message, ...);
@@ -171,6 +178,7 @@ pub async fn append(repo: &Repository, op: &Operation) -> Result<AuditRecord, Er
             timestamp: Utc::now(),
             user: op.user.clone().unwrap_or_else(crate::util::username),
             host: crate::util::hostname(),
+            key: repo.key_id().map(|k| k.to_hex()),
             status: if op.success { "success" } else { "failure" }.to_owned(),
             details: op.details.clone(),
             prev,
@@ -295,6 +303,7 @@ pub async fn record(
             timestamp: Utc::now(),
             user: op.user.clone().unwrap_or_else(crate::util::username),
             host: crate::util::hostname(),
+            key: repo.and_then(Repository::key_id).map(|k| k.to_hex()),
             status: if op.success { "success" } else { "failure" }.to_owned(),
             details: op.details.clone(),
             prev: String::new(),
@@ -468,6 +477,27 @@ mod tests {
             details: serde_json::json!({"n": name}),
             user: None,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_name_the_key_and_older_records_still_verify() {
+        let r = repo().await;
+        let key = r.key_id().expect("opened with a key").to_hex();
+        let rec = append(&r, &op("create")).await.unwrap();
+        assert_eq!(rec.body.key.as_deref(), Some(key.as_str()));
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json["key"], key.as_str());
+        // A record of a writer that recorded no key: the field is left out
+        // of its JSON and of its hash, and it reads back the same.
+        let mut old = rec.body.clone();
+        old.key = None;
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("\"key\""), "{text}");
+        let back: AuditBody = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.digest(), old.digest());
+        assert_ne!(old.digest(), rec.body.digest());
+        let rep = verify_chain(&r, &[]).await.unwrap();
+        assert!(rep.is_ok(), "{:?}", rep.problems);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

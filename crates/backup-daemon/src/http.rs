@@ -4,9 +4,10 @@
 //! `/api/restores/ID/approve` and `/deny`; see [`crate::restores`]).
 //!
 //! Access: every route but `/healthz` and `/metrics` goes through
-//! `guard`, which proves who is asking (`identify`: the API token is an
+//! `guard`, which proves who is asking (`prove`: the API token is an
 //! admin, the read token a viewer, `[[daemon.users]]` carry their own
-//! role) and asks [`backup_ops::access::authorize`], the one decision
+//! role and are proven by their token or, over TLS, by the subject of
+//! their client certificate) and asks [`backup_ops::access::authorize`], the one decision
 //! over the one permission table. A request without a valid token gets
 //! 401; an identity whose role is too low gets 403 naming the role needed.
 //! Both refusals of a presented token are recorded in the local audit log
@@ -17,12 +18,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use backup_ops::access::{authorize, Action, Identity, Role};
+use backup_ops::access::{authorize, Action, CertSubject, Identity, Role};
 use backup_ops::audit::AuditLog;
 use backup_ops::config::StatusPage;
 use backup_ops::secret::{ExposeSecret, SecretString};
@@ -32,6 +34,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{Status, TriggerError};
+use crate::tls::{Peer, TlsListener};
 
 /// What the routes read.
 #[derive(Clone)]
@@ -65,18 +68,33 @@ pub fn router(status: Arc<Status>, audit: AuditLog) -> Router {
         })
 }
 
-/// Serves until `stop` is cancelled.
+/// Serves until `stop` is cancelled: HTTPS with `tls` (see
+/// [`crate::tls`]), plain HTTP without.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     status: Arc<Status>,
     audit: AuditLog,
     stop: CancellationToken,
 ) {
-    let app = router(status, audit);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    {
+    let app = router(status, audit).into_make_service_with_connect_info::<Peer>();
+    let done = stop.clone();
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { done.cancelled().await })
+                .await
+        }
+        Some(config) => match TlsListener::new(listener, config, stop.clone()) {
+            Ok(l) => {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move { done.cancelled().await })
+                    .await
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        },
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "The HTTP server failed.");
     }
 }
@@ -137,7 +155,11 @@ async fn identify(status: &Arc<Status>, given: Vec<u8>) -> Option<Identity> {
         let token = String::from_utf8(given).ok()?;
         users
             .iter()
-            .find(|u| backup_ops::access::verify_token(&u.token_hash, &token))
+            .find(|u| {
+                u.token_hash
+                    .as_deref()
+                    .is_some_and(|h| backup_ops::access::verify_token(h, &token))
+            })
             .map(|u| Identity {
                 name: u.name.clone(),
                 role: u.role,
@@ -150,11 +172,54 @@ async fn identify(status: &Arc<Status>, given: Vec<u8>) -> Option<Identity> {
     Some(found)
 }
 
+/// Who the user with the certificate subject `cert` is: the
+/// `[[daemon.users]]` entry whose `cert_subject` it is. `None` for a
+/// subject nobody has.
+fn identify_cert(status: &Status, cert: &CertSubject) -> Option<Identity> {
+    status
+        .users()
+        .iter()
+        .find(|u| u.cert_subject.as_deref().is_some_and(|c| cert.is(c)))
+        .map(|u| Identity {
+            name: u.name.clone(),
+            role: u.role,
+        })
+}
+
+/// What the routes need to know about a request to decide on it: the
+/// method and path (for refusals), the headers (the token) and, over TLS,
+/// the subject of the verified client certificate.
+struct Asker {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    cert: Option<CertSubject>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Asker {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Asker {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            cert: parts
+                .extensions
+                .get::<ConnectInfo<Peer>>()
+                .and_then(|c| c.0.cert.clone()),
+        })
+    }
+}
+
 /// Records a refusal in the local audit log (never the token).
-async fn audit_refusal(api: &Api, method: &Method, uri: &Uri, details: serde_json::Value) {
+async fn audit_refusal(api: &Api, asker: &Asker, details: serde_json::Value) {
     let mut details = details;
-    details["method"] = serde_json::json!(method.as_str());
-    details["path"] = serde_json::json!(uri.path());
+    details["method"] = serde_json::json!(asker.method.as_str());
+    details["path"] = serde_json::json!(asker.uri.path());
+    if let Some(cert) = &asker.cert {
+        details["certificate"] = serde_json::json!(cert.dn);
+    }
     let user = details["identity"].as_str().map(str::to_owned);
     for w in api
         .audit
@@ -165,16 +230,80 @@ async fn audit_refusal(api: &Api, method: &Method, uri: &Uri, details: serde_jso
     }
 }
 
-/// The one gate of the API: proves who asks and whether their role may do
-/// `action`. `Err` is the response to send instead: 401 without a valid
-/// token, 403 naming the role needed.
-async fn guard(
-    api: &Api,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-    action: Action,
-) -> Result<Identity, Response> {
+/// Who a request proves to be: by its token, by its client certificate,
+/// or by both when they name the same user. `Err` is the refusal (401,
+/// audited) of a token or certificate nobody has, or of the two naming
+/// different users; `Ok(None)` is a request that presented neither.
+async fn prove(api: &Api, asker: &Asker, action: Action) -> Result<Option<Identity>, Response> {
+    let refuse = |reason: &'static str| async move {
+        tracing::warn!(
+            path = asker.uri.path(),
+            certificate = asker.cert.as_ref().map(|c| c.dn.as_str()),
+            "Refused a request: {reason}."
+        );
+        audit_refusal(
+            api,
+            asker,
+            serde_json::json!({"reason": reason, "action": action.as_str()}),
+        )
+        .await;
+        unauthorized()
+    };
+    let by_cert = match &asker.cert {
+        Some(cert) => match identify_cert(&api.status, cert) {
+            Some(who) => Some(who),
+            None => return Err(refuse("unknown certificate subject").await),
+        },
+        None => None,
+    };
+    let by_token = match presented(&asker.headers) {
+        Some(given) => match identify(&api.status, given).await {
+            Some(who) => Some(who),
+            None => return Err(refuse("unknown token").await),
+        },
+        None => None,
+    };
+    match (by_cert, by_token) {
+        (Some(c), Some(t)) if c.name != t.name => {
+            Err(refuse("the certificate and the token are of different users").await)
+        }
+        (c, t) => Ok(t.or(c)),
+    }
+}
+
+/// Whether a browser sent the request from another site's page: its
+/// `Sec-Fetch-Site` says so, or its `Origin` is not the host it was sent
+/// to. A browser adds its cached basic-auth credentials and its client
+/// certificate to such a request by itself, so without this check any
+/// page an admin visits could approve restores. Clients that are not
+/// browsers send neither header.
+fn cross_site(asker: &Asker) -> bool {
+    let get = |name: &str| {
+        asker
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(site) = get("sec-fetch-site") {
+        if !matches!(site.as_str(), "same-origin" | "none") {
+            return true;
+        }
+    }
+    match get("origin") {
+        None => false,
+        Some(origin) => {
+            let authority = origin.split_once("://").map_or("", |(_, a)| a);
+            get("host").is_none_or(|host| !authority.eq_ignore_ascii_case(&host))
+        }
+    }
+}
+
+/// The one gate of the API: proves who asks (a token, a client
+/// certificate) and whether their role may do `action`. `Err` is the
+/// response to send instead: 401 without a valid token or certificate,
+/// 403 naming the role needed.
+async fn guard(api: &Api, asker: &Asker, action: Action) -> Result<Identity, Response> {
     let page = api.status.page_access();
     if action == Action::ReadStatus && page == StatusPage::Public {
         return Ok(Identity {
@@ -182,30 +311,32 @@ async fn guard(
             role: Role::Viewer,
         });
     }
-    let Some(given) = presented(headers) else {
+    if asker.method != Method::GET && asker.method != Method::HEAD && cross_site(asker) {
+        tracing::warn!(
+            path = asker.uri.path(),
+            "Refused a cross-site request (another site's page posting with the browser's credentials)."
+        );
+        audit_refusal(
+            api,
+            asker,
+            serde_json::json!({"reason": "cross-site request", "action": action.as_str()}),
+        )
+        .await;
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "a cross-site request: only the daemon's own pages and clients without an Origin header may change anything",
+        ));
+    }
+    let Some(identity) = prove(api, asker, action).await? else {
         if api.status.api_token().is_none()
             && api.status.read_token().is_none()
             && api.status.users().is_empty()
         {
             return Err(error(
                 StatusCode::FORBIDDEN,
-                &format!("{} needs a token: configure [[daemon.users]], daemon.api_token or daemon.read_token (or daemon.status_page = \"public\" for the status page)", uri.path()),
+                &format!("{} needs a token or a client certificate: configure [[daemon.users]], daemon.api_token or daemon.read_token (or daemon.status_page = \"public\" for the status page)", asker.uri.path()),
             ));
         }
-        return Err(unauthorized());
-    };
-    let Some(identity) = identify(&api.status, given).await else {
-        tracing::warn!(
-            path = uri.path(),
-            "Refused a request with an unknown token."
-        );
-        audit_refusal(
-            api,
-            method,
-            uri,
-            serde_json::json!({"reason": "unknown token", "action": action.as_str()}),
-        )
-        .await;
         return Err(unauthorized());
     };
     match authorize(&identity, action) {
@@ -215,13 +346,12 @@ async fn guard(
                 identity = %identity.name,
                 role = %identity.role,
                 needed = %refusal.needed,
-                path = uri.path(),
+                path = asker.uri.path(),
                 "Refused a request: the role is too low."
             );
             audit_refusal(
                 api,
-                method,
-                uri,
+                asker,
                 serde_json::json!({
                     "identity": identity.name,
                     "role": identity.role,
@@ -256,14 +386,14 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-async fn status_page(State(api): Shared, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn status_page(State(api): Shared, asker: Asker) -> Response {
     if api.status.page_access() == StatusPage::Off {
         return error(
             StatusCode::NOT_FOUND,
             "the status page is off (daemon.status_page = \"off\")",
         );
     }
-    let viewer = match guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+    let viewer = match guard(&api, &asker, Action::ReadStatus).await {
         Ok(who) => who,
         Err(refused) => return refused,
     };
@@ -293,29 +423,23 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn jobs(State(api): Shared, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+async fn jobs(State(api): Shared, asker: Asker) -> Response {
+    if let Err(refused) = guard(&api, &asker, Action::ReadStatus).await {
         return refused;
     }
     Json(api.status.job_states()).into_response()
 }
 
 /// The newest audit records the daemon knows of, newest first.
-async fn audit_lines(State(api): Shared, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadAudit).await {
+async fn audit_lines(State(api): Shared, asker: Asker) -> Response {
+    if let Err(refused) = guard(&api, &asker, Action::ReadAudit).await {
         return refused;
     }
     Json(api.status.with_history(|h| h.audit.clone())).into_response()
 }
 
-async fn one_job(
-    State(api): Shared,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+async fn one_job(State(api): Shared, Path(name): Path<String>, asker: Asker) -> Response {
+    if let Err(refused) = guard(&api, &asker, Action::ReadStatus).await {
         return refused;
     }
     match api.status.job(&name) {
@@ -328,14 +452,8 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(serde_json::json!({"error": msg}))).into_response()
 }
 
-async fn run_job(
-    State(api): Shared,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let who = match guard(&api, &headers, &method, &uri, Action::RunJob).await {
+async fn run_job(State(api): Shared, Path(name): Path<String>, asker: Asker) -> Response {
+    let who = match guard(&api, &asker, Action::RunJob).await {
         Ok(who) => who,
         Err(refused) => return refused,
     };
@@ -375,26 +493,15 @@ async fn metrics(State(api): Shared, headers: HeaderMap) -> impl IntoResponse {
 }
 
 /// Every restore request, newest first.
-async fn list_restores(
-    State(api): Shared,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+async fn list_restores(State(api): Shared, asker: Asker) -> Response {
+    if let Err(refused) = guard(&api, &asker, Action::ReadStatus).await {
         return refused;
     }
     Json(api.status.restores.list()).into_response()
 }
 
-async fn one_restore(
-    State(api): Shared,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = guard(&api, &headers, &method, &uri, Action::ReadStatus).await {
+async fn one_restore(State(api): Shared, Path(id): Path<String>, asker: Asker) -> Response {
+    if let Err(refused) = guard(&api, &asker, Action::ReadStatus).await {
         return refused;
     }
     match api.status.restores.get(&id) {
@@ -440,14 +547,8 @@ async fn ask_desk(
 
 /// `POST /api/restores` with a [`crate::restores::RestoreAsk`] as JSON:
 /// 201 with the request (pending, or approved and starting).
-async fn request_restore(
-    State(api): Shared,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let who = match guard(&api, &headers, &method, &uri, Action::RequestRestore).await {
+async fn request_restore(State(api): Shared, asker: Asker, body: axum::body::Bytes) -> Response {
+    let who = match guard(&api, &asker, Action::RequestRestore).await {
         Ok(who) => who,
         Err(refused) => return refused,
     };
@@ -470,19 +571,22 @@ async fn request_restore(
     .await
 }
 
-async fn decide_restore(
-    api: &Api,
-    id: String,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    approve: bool,
-) -> Response {
-    let who = match guard(api, headers, method, uri, Action::ApproveRestore).await {
+/// Whether the request is the submission of an HTML form (the status
+/// page's approve and deny buttons).
+fn from_form(asker: &Asker) -> bool {
+    asker
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+async fn decide_restore(api: &Api, id: String, asker: &Asker, approve: bool) -> Response {
+    let who = match guard(api, asker, Action::ApproveRestore).await {
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    ask_desk(api, StatusCode::OK, |reply| {
+    let answer = ask_desk(api, StatusCode::OK, |reply| {
         crate::restores::DeskCommand::Decide {
             id,
             by: who.name,
@@ -490,25 +594,19 @@ async fn decide_restore(
             reply,
         }
     })
-    .await
+    .await;
+    // A button of the status page: back to the page, which shows the
+    // request's new state.
+    if from_form(asker) && answer.status().is_success() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    }
+    answer
 }
 
-async fn approve_restore(
-    State(api): Shared,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    decide_restore(&api, id, &method, &uri, &headers, true).await
+async fn approve_restore(State(api): Shared, Path(id): Path<String>, asker: Asker) -> Response {
+    decide_restore(&api, id, &asker, true).await
 }
 
-async fn deny_restore(
-    State(api): Shared,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    decide_restore(&api, id, &method, &uri, &headers, false).await
+async fn deny_restore(State(api): Shared, Path(id): Path<String>, asker: Asker) -> Response {
+    decide_restore(&api, id, &asker, false).await
 }

@@ -12,8 +12,9 @@
 //!   report, reloads, graceful shutdown).
 //! - [`state`]: what the daemon knows about its jobs and their history;
 //!   [`http`] serves it (the status page of [`page`], `/healthz`,
-//!   `/api/jobs`, the run trigger) and [`metrics`] exposes it to
-//!   Prometheus.
+//!   `/api/jobs`, the run trigger, restore requests), over HTTPS with
+//!   client certificates when [`tls`] is configured, and [`metrics`]
+//!   exposes it to Prometheus.
 //! - [`notify`]: webhooks (reqwest) and e-mail (lettre).
 #![deny(missing_docs)]
 
@@ -24,3 +25,4 @@ pub mod page;
 pub mod restores;
 pub mod scheduler;
 pub mod state;
+pub mod tls;

@@ -24,7 +24,8 @@ struct Args {
         required_unless_present_any = ["completions", "man"]
     )]
     config: Option<PathBuf>,
-    /// Check the configuration, then exit: the file, its secrets, and
+    /// Check the configuration, then exit: the file, its secrets (and
+    /// the certificate files of daemon.tls), and
     /// that every repository opens with its password (exit 2 for a
     /// problem of the file, 1 for a repository that is missing or refuses
     /// the password; a repository not reachable now is only a warning,
@@ -168,6 +169,12 @@ async fn check_config(daemon: &backup_daemon::scheduler::Daemon, args: &Args) ->
             eprintln!("error: {file}: {p}");
         }
         return ExitCode::from(2);
+    }
+    if let Some(tls) = &c.daemon.tls {
+        if let Err(e) = backup_daemon::tls::server_config(tls) {
+            eprintln!("error: {file}: daemon.tls: {e:#}");
+            return ExitCode::from(2);
+        }
     }
     let depth = if args.deep { Depth::Deep } else { Depth::Open };
     let checks = match startup(&c, depth).await {

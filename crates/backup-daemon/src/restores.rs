@@ -10,9 +10,10 @@
 //!     └──expire (now ≥ expires_at)──▶ expired
 //! ```
 //!
-//! A request of a job that is not `protected` needs one person, the
-//! requester, and is created `approved`. A protected job's request needs
-//! `approvals` people: the requester and `approvals - 1` others, each
+//! A request of a job that is not `protected`, into no protected
+//! `[targets.NAME]`, needs one person, the requester, and is created
+//! `approved`. A protected job's request, or one into a protected target,
+//! needs `approvals` people (the most of the two): the requester and `approvals - 1` others, each
 //! once; the requester never approves their own request. Every state but
 //! `pending`, `approved` and `running` is final. A daemon that stops while
 //! a restore runs finds it `running` at the next start and fails it (the
@@ -21,7 +22,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -132,8 +134,13 @@ pub struct RestoreRequest {
     pub requested: Signature,
     /// When it expires unless approved.
     pub expires_at: DateTime<Utc>,
-    /// People needed, the requester included (1: runs at once).
+    /// People needed, the requester included (1: runs at once): the most
+    /// the job and the protected targets it writes into ask for.
     pub approvals_needed: u32,
+    /// The protected `[targets.NAME]` the restore writes into (their
+    /// approvals count even when the job is not protected).
+    #[serde(default)]
+    pub protected_targets: Vec<String>,
     /// Who approved, in order (the requester is not listed).
     pub approvals: Vec<Signature>,
     /// Who denied it.
@@ -148,6 +155,10 @@ pub struct RestoreRequest {
     pub finished: Option<DateTime<Utc>>,
     /// The restore report (JSON of `backup restore --json`).
     pub report: Option<serde_json::Value>,
+    /// How far the restore got: live while it runs, the last count once
+    /// it ended.
+    #[serde(default)]
+    pub progress: Option<RestoreProgress>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -309,6 +320,66 @@ pub enum DeskCommand {
     },
 }
 
+/// How far a restore got, as `GET /api/restores/ID` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreProgress {
+    /// `safety` (the safety backup of what the restore replaces) or
+    /// `restore`.
+    pub phase: String,
+    /// Bytes done in this phase.
+    pub bytes_done: u64,
+    /// Bytes the phase has in all, once the target knows.
+    pub bytes_total: Option<u64>,
+    /// Items (files, tables, collections, keys) done in this phase.
+    pub items: u64,
+}
+
+/// The live count of a running restore: the [`backup_core::progress::Progress`]
+/// its target reports to, read by the API without waiting for it.
+#[derive(Debug, Default)]
+pub struct LiveProgress {
+    phase: Mutex<String>,
+    done: AtomicU64,
+    /// `u64::MAX` while unknown.
+    total: AtomicU64,
+    items: AtomicU64,
+}
+
+impl LiveProgress {
+    /// Starts counting a phase from zero.
+    pub fn begin(&self, phase: &str) {
+        phase.clone_into(&mut lock(&self.phase));
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(u64::MAX, Ordering::Relaxed);
+        self.items.store(0, Ordering::Relaxed);
+    }
+
+    /// The count now.
+    pub fn snapshot(&self) -> RestoreProgress {
+        let total = self.total.load(Ordering::Relaxed);
+        RestoreProgress {
+            phase: lock(&self.phase).clone(),
+            bytes_done: self.done.load(Ordering::Relaxed),
+            bytes_total: (total != u64::MAX).then_some(total),
+            items: self.items.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl backup_core::progress::Progress for LiveProgress {
+    fn set_total(&self, bytes: u64) {
+        self.total.store(bytes, Ordering::Relaxed);
+    }
+
+    fn add_bytes(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn add_item(&self) {
+        self.items.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Every restore request the daemon knows, by id, written to
 /// `restore-requests.json` in the state directory after each change
 /// (to a temporary file, synced, then renamed over the old one).
@@ -317,6 +388,9 @@ pub struct RequestBook {
     path: Mutex<Option<PathBuf>>,
     requests: Mutex<BTreeMap<String, RestoreRequest>>,
     desk: Mutex<Option<mpsc::Sender<DeskCommand>>>,
+    /// The counts of running restores, kept in memory only (they change
+    /// too often to write the book each time).
+    live: Mutex<BTreeMap<String, Arc<LiveProgress>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -345,16 +419,47 @@ impl RequestBook {
         Ok(())
     }
 
-    /// Every request, newest first.
+    /// Every request, newest first, running ones with their live count.
     pub fn list(&self) -> Vec<RestoreRequest> {
-        let mut all: Vec<_> = lock(&self.requests).values().cloned().collect();
+        let mut all: Vec<_> = lock(&self.requests)
+            .values()
+            .cloned()
+            .map(|r| self.with_live(r))
+            .collect();
         all.sort_by_key(|r| std::cmp::Reverse(r.requested.at));
         all
     }
 
-    /// One request.
+    /// One request, with its live count while it runs.
     pub fn get(&self, id: &str) -> Option<RestoreRequest> {
-        lock(&self.requests).get(id).cloned()
+        let r = lock(&self.requests).get(id).cloned()?;
+        Some(self.with_live(r))
+    }
+
+    fn with_live(&self, mut r: RestoreRequest) -> RestoreRequest {
+        if let Some(live) = lock(&self.live).get(&r.id) {
+            r.progress = Some(live.snapshot());
+        }
+        r
+    }
+
+    /// A live count for the restore of request `id`, shown by
+    /// [`RequestBook::get`] until [`RequestBook::untrack`].
+    pub fn track(&self, id: &str) -> Arc<LiveProgress> {
+        let live = Arc::new(LiveProgress::default());
+        lock(&self.live).insert(id.to_owned(), Arc::clone(&live));
+        live
+    }
+
+    /// Ends the live count of `id`, keeping its last value in the request
+    /// (written with the request's next change).
+    pub fn untrack(&self, id: &str) {
+        let Some(live) = lock(&self.live).remove(id) else {
+            return;
+        };
+        if let Some(r) = lock(&self.requests).get_mut(id) {
+            r.progress = Some(live.snapshot());
+        }
     }
 
     /// Adds (or replaces) a request and writes the book.
@@ -441,6 +546,7 @@ mod tests {
             },
             expires_at: now + chrono::Duration::hours(4),
             approvals_needed: needed,
+            protected_targets: Vec::new(),
             approvals: Vec::new(),
             denied: None,
             state: if needed <= 1 {
@@ -452,8 +558,42 @@ mod tests {
             executed: None,
             finished: None,
             report: None,
+            progress: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn progress_is_live_while_running_and_kept_after() {
+        let book = RequestBook::default();
+        let mut r = request(1);
+        r.state = RequestState::Running;
+        let id = r.id.clone();
+        book.put(r).unwrap();
+        let live = book.track(&id);
+        live.begin("restore");
+        backup_core::progress::Progress::set_total(&*live, 1000);
+        backup_core::progress::Progress::add_bytes(&*live, 250);
+        backup_core::progress::Progress::add_item(&*live);
+        let p = book.get(&id).unwrap().progress.unwrap();
+        assert_eq!(
+            p,
+            RestoreProgress {
+                phase: "restore".into(),
+                bytes_done: 250,
+                bytes_total: Some(1000),
+                items: 1,
+            }
+        );
+        assert_eq!(book.list()[0].progress.as_ref(), Some(&p));
+        backup_core::progress::Progress::add_bytes(&*live, 750);
+        book.untrack(&id);
+        let kept = book.get(&id).unwrap().progress.unwrap();
+        assert_eq!((kept.bytes_done, kept.bytes_total), (1000, Some(1000)));
+        // A new phase counts from zero.
+        live.begin("safety");
+        assert_eq!(live.snapshot().bytes_done, 0);
+        assert_eq!(live.snapshot().bytes_total, None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Who may do what through the daemon: roles, the actions of its API, the
 //! one table between them ([`required_role`]) and the one decision
 //! ([`authorize`]); and the tokens that prove an identity, stored only as
-//! Argon2id hashes ([`hash_token`], [`verify_token`], [`new_token`]).
+//! Argon2id hashes ([`hash_token`], [`verify_token`], [`new_token`]), or
+//! the subject of a verified client certificate ([`CertSubject`]).
 //!
 //! | action | least role |
 //! |---|---|
@@ -246,6 +247,47 @@ pub fn verify_token(hash: &str, token: &str) -> bool {
         .is_ok()
 }
 
+/// Checks a configured `cert_subject`: `CN=NAME`, or a whole
+/// distinguished name as RFC 4514 writes it (`CN=ann,O=Example`).
+///
+/// # Errors
+///
+/// An empty value, one without `=`, or one with spaces around it.
+pub fn check_cert_subject(subject: &str) -> Result<(), String> {
+    if subject.trim() != subject || !subject.contains('=') || subject.ends_with('=') {
+        return Err(format!(
+            "`{subject}` is not a certificate subject: write CN=NAME or the whole distinguished name (CN=NAME,O=ORG)"
+        ));
+    }
+    Ok(())
+}
+
+/// The subject of a client certificate the TLS handshake verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSubject {
+    /// The distinguished name as RFC 4514 writes it, most specific first
+    /// (`CN=ann,O=Example`).
+    pub dn: String,
+    /// Its relative distinguished names, each as RFC 4514 writes it
+    /// (`CN=ann`, `O=Example`).
+    pub rdns: Vec<String>,
+}
+
+impl CertSubject {
+    /// Whether this is the subject a user configured: the whole
+    /// distinguished name, or `CN=NAME` equal to one of its names.
+    pub fn is(&self, configured: &str) -> bool {
+        self.dn == configured
+            || (configured.starts_with("CN=") && self.rdns.iter().any(|r| r == configured))
+    }
+}
+
+impl fmt::Display for CertSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.dn)
+    }
+}
+
 /// A new random token: `bkp_` and 32 random bytes in URL-safe base64.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
@@ -302,5 +344,22 @@ mod tests {
         assert!(hash_token("").is_err());
         assert_eq!("operator".parse::<Role>().unwrap(), Role::Operator);
         assert!("root".parse::<Role>().unwrap_err().contains("viewer"));
+    }
+
+    #[test]
+    fn certificate_subjects_match_by_common_name_or_whole_name() {
+        let s = CertSubject {
+            dn: "CN=ann,O=Example".into(),
+            rdns: vec!["CN=ann".into(), "O=Example".into()],
+        };
+        assert!(s.is("CN=ann"));
+        assert!(s.is("CN=ann,O=Example"));
+        assert!(!s.is("O=Example"), "only the common name alone");
+        assert!(!s.is("CN=an"));
+        assert!(!s.is("CN=ann,O=Other"));
+        check_cert_subject("CN=ann").unwrap();
+        for bad in ["", "ann", "CN=", " CN=ann"] {
+            assert!(check_cert_subject(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -44,8 +44,13 @@ pub(crate) async fn run(ctx: &Ctx, a: AuditArgs) -> Result<u8> {
     } else {
         for r in shown {
             let b = &r.body;
+            let key = b
+                .key
+                .as_deref()
+                .map(|k| format!(" key {}", k.get(..8).unwrap_or(k)))
+                .unwrap_or_default();
             ctx.say(format!(
-                "{:>6}  {}  {:<10} {:<8} {}@{}  {}",
+                "{:>6}  {}  {:<10} {:<8} {}@{}{key}  {}",
                 b.seq,
                 b.timestamp.format("%Y-%m-%d %H:%M:%S"),
                 b.operation,

@@ -209,6 +209,7 @@ impl Daemon {
             timestamp: Utc::now(),
             user: user.map_or_else(backup_core::util::username, str::to_owned),
             host: backup_core::util::hostname(),
+            key: repo.and_then(Repository::key_id).map(|k| k.to_hex()),
             status: if success { "success" } else { "failure" }.to_owned(),
             details: details.clone(),
             prev: String::new(),
@@ -381,6 +382,9 @@ impl Daemon {
         {
             tracing::warn!("Changes of daemon.listen and daemon.max_concurrent_jobs take effect at the next start.");
         }
+        if old.daemon.tls != config.daemon.tls {
+            tracing::warn!("Changes of daemon.tls take effect at the next start.");
+        }
         write(&self.notifier, Arc::new(notifier));
         self.status.set_api_token(token);
         self.status.set_read_token(read_token(&config)?);
@@ -417,6 +421,10 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
     let config = daemon.config();
+    let tls = match &config.daemon.tls {
+        Some(t) => Some(crate::tls::server_config(t).context("daemon.tls")?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&config.daemon.listen)
         .await
         .with_context(|| format!("listening on {}", config.daemon.listen))?;
@@ -432,10 +440,16 @@ pub async fn run(daemon: Arc<Daemon>) -> Result<()> {
     let (desk_tx, desk_rx) = mpsc::channel(16);
     daemon.status.restores.set_desk(desk_tx);
     let desk = tokio::spawn(Arc::clone(&daemon).restore_desk(desk_rx));
-    tracing::info!(address = %addr, jobs = config.jobs.len(), "backupd started.");
+    tracing::info!(
+        address = %addr,
+        https = tls.is_some(),
+        jobs = config.jobs.len(),
+        "backupd started."
+    );
     let http_stop = CancellationToken::new();
     let server = tokio::spawn(crate::http::serve(
         listener,
+        tls,
         Arc::clone(&daemon.status),
         daemon.audit.clone(),
         http_stop.clone(),

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use backup_core::progress::Progress;
 use backup_core::snapshot::SnapshotFilter;
 use backup_core::target::RestoreOptions;
 use backup_ops::config::{Event, Job};
@@ -16,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::{report, Daemon};
 use crate::restores::{
-    new_id, DeskCommand, Plan, RequestState, RestoreAsk, RestoreRequest, Signature, Step, StepError,
+    new_id, DeskCommand, LiveProgress, Plan, RequestState, RestoreAsk, RestoreRequest, Signature,
+    Step, StepError,
 };
 
 /// An answer to the API: the request, or a status code and a message.
@@ -30,6 +32,17 @@ fn executor() -> String {
         backup_core::util::username(),
         backup_core::util::hostname()
     )
+}
+
+/// The feedback of a daemon-run restore: unattended, counting into the
+/// request's live progress (`GET /api/restores/ID`).
+struct Tracked(Arc<LiveProgress>);
+
+impl backup_ops::Feedback for Tracked {
+    fn progress(&self, phase: &'static str, _noun: &'static str) -> Arc<dyn Progress> {
+        self.0.begin(phase);
+        Arc::clone(&self.0) as Arc<dyn Progress>
+    }
 }
 
 /// What the audit trail says about a request.
@@ -46,6 +59,7 @@ fn audit_details(r: &RestoreRequest) -> serde_json::Value {
         "denied_by": r.denied.as_ref().map(|d| d.by.as_str()),
         "executed_by": r.executed.as_ref().map(|e| e.by.as_str()),
         "approvals_needed": r.approvals_needed,
+        "protected_targets": r.protected_targets,
     })
 }
 
@@ -141,6 +155,7 @@ impl Daemon {
         snapshot: &str,
         dry_run: bool,
         lock_wait: std::time::Duration,
+        feedback: &dyn backup_ops::Feedback,
     ) -> Result<backup_ops::RestoreResult, (u16, String)> {
         let (spec, req) = Self::restore_inputs(job, ask, snapshot, dry_run, lock_wait)?;
         let target = open_target(&spec, &req.options).map_err(|e| (400, report(&e)))?;
@@ -148,15 +163,9 @@ impl Daemon {
             .repo(&job.repository)
             .await
             .map_err(|e| (503, report(&e)))?;
-        Box::pin(restore(
-            &repo,
-            target.as_ref(),
-            &spec,
-            &req,
-            &backup_ops::Unattended,
-        ))
-        .await
-        .map_err(|e| (422, report(&e)))
+        Box::pin(restore(&repo, target.as_ref(), &spec, &req, feedback))
+            .await
+            .map_err(|e| (422, report(&e)))
     }
 
     /// Plans and records a request; starts it when nobody else must
@@ -170,7 +179,7 @@ impl Daemon {
         let asked = ask.snapshot.clone().unwrap_or_else(|| "latest".to_owned());
         let lock_wait = config.daemon.lock_wait;
         let dry = self
-            .run_restore(&job, &ask, &asked, true, lock_wait)
+            .run_restore(&job, &ask, &asked, true, lock_wait, &backup_ops::Unattended)
             .await
             .map_err(|(code, m)| match code {
                 422 => (422, format!("the restore cannot be planned: {m}")),
@@ -181,6 +190,10 @@ impl Daemon {
             .repo(&job.repository)
             .await
             .map_err(|e| (503, report(&e)))?;
+        // The target as the request names it (or the job's source), never
+        // with a password: which protected targets it writes into.
+        let into = ask.to.clone().unwrap_or_else(|| job.source.clone());
+        let needs = config.restore_approvals(&job, &into);
         let now = Utc::now();
         let expiry = chrono::Duration::from_std(config.daemon.restore_expiry)
             .unwrap_or(chrono::Duration::hours(4));
@@ -190,10 +203,11 @@ impl Daemon {
             repository: job.repository.clone(),
             requested: Signature { by, at: now },
             expires_at: now + expiry,
-            approvals_needed: job.approvals,
+            approvals_needed: needs.needed,
+            protected_targets: needs.protected_targets,
             approvals: Vec::new(),
             denied: None,
-            state: if job.approvals <= 1 {
+            state: if needs.needed <= 1 {
                 RequestState::Approved
             } else {
                 RequestState::Pending
@@ -218,6 +232,7 @@ impl Daemon {
             executed: None,
             finished: None,
             report: None,
+            progress: None,
             error: None,
         };
         self.status
@@ -372,10 +387,19 @@ impl Daemon {
         } else {
             r.plan.snapshot.clone()
         };
+        let tracked = Tracked(self.status.restores.track(&r.id));
         let done = self
-            .run_restore(&job, &r.ask, &snapshot, false, config.daemon.lock_wait)
-            .await
-            .map_err(|(_, m)| m)?;
+            .run_restore(
+                &job,
+                &r.ask,
+                &snapshot,
+                false,
+                config.daemon.lock_wait,
+                &tracked,
+            )
+            .await;
+        self.status.restores.untrack(&r.id);
+        let done = done.map_err(|(_, m)| m)?;
         Ok(serde_json::json!({
             "snapshot": done.snapshot.id,
             "safety_backup": done.safety_backup,

@@ -34,8 +34,11 @@ pub struct DaemonSettings {
     /// `off`.
     pub status_page: StatusPage,
     /// `[[daemon.users]]`: named identities with a role and a hashed
-    /// token (see [`crate::access`]).
+    /// token or a client certificate subject (see [`crate::access`]).
     pub users: Vec<UserConfig>,
+    /// `[daemon.tls]`: serve HTTPS, and with `client_ca` ask clients for
+    /// certificates (mTLS identities).
+    pub tls: Option<TlsSettings>,
     /// How often backup ages are checked against `max_age`.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
@@ -66,6 +69,7 @@ impl Default for DaemonSettings {
             read_token: None,
             status_page: StatusPage::Token,
             users: Vec::new(),
+            tls: None,
             check_interval: Duration::from_secs(60),
             retry: RetryConfig::default(),
             lock_wait: Duration::from_secs(600),
@@ -132,7 +136,9 @@ impl DaemonSettings {
         if let Some(t) = &self.read_token {
             t.validate("daemon.read_token")?;
         }
+        let client_ca = self.tls.as_ref().and_then(|t| t.client_ca.as_ref());
         let mut names = std::collections::BTreeSet::new();
+        let mut subjects = std::collections::BTreeSet::new();
         for (i, u) in self.users.iter().enumerate() {
             let key = format!("daemon.users[{i}]");
             if u.name.is_empty()
@@ -161,8 +167,38 @@ impl DaemonSettings {
                     format!("the user `{}` is configured twice", u.name),
                 ));
             }
-            crate::access::check_token_hash(&u.token_hash)
-                .map_err(|e| ConfigError::invalid(&format!("{key}.token_hash"), e))?;
+            if let Some(hash) = &u.token_hash {
+                crate::access::check_token_hash(hash)
+                    .map_err(|e| ConfigError::invalid(&format!("{key}.token_hash"), e))?;
+            }
+            match &u.cert_subject {
+                Some(subject) => {
+                    crate::access::check_cert_subject(subject)
+                        .map_err(|e| ConfigError::invalid(&format!("{key}.cert_subject"), e))?;
+                    if client_ca.is_none() {
+                        return Err(ConfigError::invalid(
+                            &format!("{key}.cert_subject"),
+                            "needs client certificates: set daemon.tls with cert, key and client_ca",
+                        ));
+                    }
+                    if !subjects.insert(subject.as_str()) {
+                        return Err(ConfigError::invalid(
+                            &format!("{key}.cert_subject"),
+                            format!("`{subject}` names another user already"),
+                        ));
+                    }
+                }
+                None if u.token_hash.is_none() => {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        format!(
+                            "the user `{}` has no way to prove who they are: set token_hash (`backup token hash`) or cert_subject",
+                            u.name
+                        ),
+                    ));
+                }
+                None => {}
+            }
         }
         Ok(())
     }
@@ -191,7 +227,28 @@ pub struct UserConfig {
     pub role: crate::access::Role,
     /// The Argon2 hash of the user's token (`backup token hash`); the
     /// configuration never holds the token itself.
-    pub token_hash: String,
+    pub token_hash: Option<String>,
+    /// The subject of the user's client certificate, with `daemon.tls`
+    /// and its `client_ca`: `CN=NAME` (the certificate's common name) or
+    /// the whole distinguished name as RFC 4514 writes it
+    /// (`CN=ann,O=Example`).
+    pub cert_subject: Option<String>,
+}
+
+/// `[daemon.tls]`: the daemon serves HTTPS (rustls) instead of HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain (PEM, the server's own first).
+    pub cert: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to. With
+    /// it the daemon asks every client for a certificate; one is optional
+    /// (token users still connect), but one that does not chain to these
+    /// CAs ends the handshake. A verified certificate whose subject is a
+    /// user's `cert_subject` is that user.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Access to the status page.

@@ -16,6 +16,7 @@ mod drill;
 mod job;
 mod notify;
 mod schedule;
+mod target;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +26,8 @@ use serde::Deserialize;
 
 pub use alerts::{AlertSettings, ReportConfig, ReportFormat, Threshold};
 pub use daemon::{
-    AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig, StatusPage, UserConfig,
+    AuditSettings, DaemonSettings, LogFormat, MissedRuns, RetryConfig, StatusPage, TlsSettings,
+    UserConfig,
 };
 pub use drill::{CheckConfig, Condition, DrillConfig, DrillSettings};
 pub use job::{
@@ -33,6 +35,7 @@ pub use job::{
 };
 pub use notify::{Event, NotificationConfig, SmtpSecurity};
 pub use schedule::Schedule;
+pub use target::{RestoreApprovals, TargetConfig};
 
 pub use crate::error::ConfigError;
 use crate::secret::SecretRef;
@@ -53,6 +56,9 @@ pub struct Config {
     /// Jobs by name.
     #[serde(default)]
     pub jobs: BTreeMap<String, JobConfig>,
+    /// Restore destinations by name (`protected` ones need approvals).
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
     /// Notification channels by name.
     #[serde(default)]
     pub notifications: BTreeMap<String, NotificationConfig>,
@@ -210,6 +216,10 @@ impl Config {
         for name in self.jobs.keys() {
             self.job(name)
                 .map_err(|e| (Some(format!("jobs.{name}")), e))?;
+        }
+        for (name, t) in &self.targets {
+            t.approvals_needed(name)
+                .map_err(|e| (Some(format!("targets.{name}")), e))?;
         }
         Ok(())
     }
