@@ -427,10 +427,16 @@ fn rewrite_erases_a_person_from_mongodb_snapshots() {
     let people = client.database("crm").collection::<Document>("people");
     let s = Scratch::new();
     s.init();
+    // A base before the person arrives: the follower resumes right after
+    // it, so the person's insert is captured however late it connects.
+    people
+        .insert_one(doc! {"_id": 1, "email": "a@example.com", "name": "A"})
+        .run()
+        .unwrap();
+    s.json(&["create", &server.url("")]);
     let follower = Follower::start(&s, &server.url(""));
     people
         .insert_many([
-            doc! {"_id": 1, "email": "a@example.com", "name": "A"},
             doc! {"_id": 2, "email": "erase-this-person@example.com", "name": "Forget Me"},
             doc! {"_id": 3, "email": "c@example.com", "name": "C"},
         ])
