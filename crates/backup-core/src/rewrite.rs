@@ -282,6 +282,20 @@ mod tests {
     /// Drops `secret.txt`, removes the line `2` from `db/t/00000`.
     struct Erase;
 
+    /// Changes nothing.
+    struct Nothing;
+    impl Edits for Nothing {
+        fn drops(&self, _: &str, _: &Node) -> bool {
+            false
+        }
+        fn filter(&self, _: &str, _: &Node) -> Option<ContentFilter> {
+            None
+        }
+        fn metadata(&self, original: &serde_json::Value) -> Result<serde_json::Value> {
+            Ok(original.clone())
+        }
+    }
+
     impl Edits for Erase {
         fn drops(&self, path: &str, _node: &Node) -> bool {
             path == "secret.txt"
@@ -294,7 +308,7 @@ mod tests {
                     let kept: String = all
                         .lines()
                         .filter(|l| *l != "2")
-                        .map(|l| format!("{l}\n"))
+                        .flat_map(|l| [l, "\n"])
                         .collect();
                     Box::new(std::io::Cursor::new(kept.into_bytes())) as BlockingReader
                 }) as ContentFilter
@@ -409,18 +423,6 @@ mod tests {
         assert_eq!(node.size, 4);
 
         // Rewriting the result again changes nothing.
-        struct Nothing;
-        impl Edits for Nothing {
-            fn drops(&self, _: &str, _: &Node) -> bool {
-                false
-            }
-            fn filter(&self, _: &str, _: &Node) -> Option<ContentFilter> {
-                None
-            }
-            fn metadata(&self, original: &serde_json::Value) -> Result<serde_json::Value> {
-                Ok(original.clone())
-            }
-        }
         let again = rewrite(
             &repo,
             reader.entry(),
