@@ -48,6 +48,7 @@ mod redis;
 mod redis_pitr;
 mod restore_request;
 mod restore_target;
+mod rewrite;
 mod roles;
 mod roundtrip;
 mod util;

@@ -121,6 +121,7 @@ pub async fn backup(
         tags: opts.tags.clone(),
         parent: opts.parent.as_ref().map(|p| p.id),
         copy_of: None,
+        rewritten: None,
         tree: root_tree,
         excludes: opts.excludes.clone(),
         includes: opts.includes.clone(),
@@ -131,14 +132,44 @@ pub async fn backup(
         program: format!("backup {}", env!("CARGO_PKG_VERSION")),
     };
     let run_stats = snapshot.stats.clone();
-    let snapshot = match &opts.copy_of {
-        None => snapshot,
-        Some(orig) => Snapshot {
+    let snapshot = match (&opts.copy_of, &opts.rewrite_of) {
+        (Some(orig), _) => Snapshot {
             tree: snapshot.tree,
             parent: snapshot.parent,
             copy_of: Some(orig.id),
             ..orig.snapshot.clone()
         },
+        (None, Some((orig, rewritten))) => {
+            if snapshot.tree == orig.snapshot.tree && snapshot.metadata == orig.snapshot.metadata {
+                // Nothing changed: the original stays as it is.
+                if !opts.dry_run {
+                    write_index_files(repo, outcome.packs).await?;
+                }
+                return Ok(BackupOutcome {
+                    id: Some(orig.id),
+                    snapshot: orig.snapshot.clone(),
+                    index: Arc::new(index),
+                    run_stats,
+                });
+            }
+            let o = &orig.snapshot;
+            Snapshot {
+                tree: snapshot.tree,
+                streams: snapshot.streams,
+                metadata: snapshot.metadata,
+                stats: SnapshotStats {
+                    logical_bytes: run_stats.logical_bytes,
+                    files: run_stats.files,
+                    dirs: run_stats.dirs,
+                    symlinks: run_stats.symlinks,
+                    streams: run_stats.streams,
+                    ..o.stats.clone()
+                },
+                rewritten: Some(rewritten.clone()),
+                ..o.clone()
+            }
+        }
+        (None, None) => snapshot,
     };
     if opts.dry_run {
         return Ok(BackupOutcome {

@@ -72,6 +72,7 @@ pub mod repo;
 pub mod restorer;
 pub mod retention;
 pub mod retry;
+pub mod rewrite;
 mod saver;
 pub mod sink;
 pub mod snapshot;

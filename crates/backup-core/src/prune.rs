@@ -43,6 +43,8 @@ pub struct PruneOptions {
     /// Compute and report the plan, change nothing.
     pub dry_run: bool,
     /// Repack a pack when at least this fraction of it is unused (0 to 1).
+    /// A pack with no unused blob is never repacked, so 0 repacks exactly
+    /// the packs holding any unused blob (what erasing data needs).
     pub repack_threshold: f64,
 }
 
@@ -288,7 +290,7 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
             report.packs_deleted += 1;
             report.bytes_deleted += size;
             Fate::Delete
-        } else if size > 0 && unused as f64 / size as f64 >= opts.repack_threshold {
+        } else if unused > 0 && size > 0 && unused as f64 / size as f64 >= opts.repack_threshold {
             report.packs_repacked += 1;
             report.bytes_deleted += size;
             report.bytes_rewritten += live_bytes;

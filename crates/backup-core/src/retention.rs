@@ -298,6 +298,7 @@ mod tests {
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 parent: None,
                 copy_of: None,
+                rewritten: None,
                 tree: Id::default(),
                 excludes: vec![],
                 includes: vec![],

@@ -38,6 +38,11 @@ pub struct Snapshot {
     /// repository it was copied from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_of: Option<Id>,
+    /// For a snapshot made by `rewrite`: the snapshot it replaced, who
+    /// rewrote it, when and why. Absent in every other snapshot (and in
+    /// every snapshot written before `rewrite` existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<Rewritten>,
     /// Root tree: the source's top-level entries.
     pub tree: Id,
     /// Exclude patterns used.
@@ -59,6 +64,28 @@ pub struct Snapshot {
     pub metadata: serde_json::Value,
     /// Program and version that wrote the snapshot.
     pub program: String,
+}
+
+/// How a snapshot came from `rewrite`: what it replaced, and why.
+///
+/// `changes` describes what was removed without the removed values (a
+/// path pattern, `sales.customers:id = ?`), so the manifest never repeats
+/// what was erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewritten {
+    /// The id of the snapshot this one replaced (deleted by the rewrite).
+    pub from: Id,
+    /// When the rewrite ran.
+    pub time: DateTime<Utc>,
+    /// Who ran it.
+    pub user: String,
+    /// Where it ran.
+    pub host: String,
+    /// The reason given (`--reason`).
+    pub reason: String,
+    /// What was removed, described without the removed values.
+    pub changes: Vec<String>,
 }
 
 /// The source of a snapshot.

@@ -38,6 +38,7 @@ pub(crate) fn manifest(time: &str, url: &str) -> Snapshot {
         tags: Vec::new(),
         parent: None,
         copy_of: None,
+        rewritten: None,
         tree: Id::default(),
         excludes: Vec::new(),
         includes: Vec::new(),

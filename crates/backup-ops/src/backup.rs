@@ -158,6 +158,7 @@ async fn run(
             parent,
             dry_run: req.dry_run,
             copy_of: None,
+            rewrite_of: None,
         };
         let run = Box::pin(archive(
             &repo,

@@ -20,7 +20,8 @@
 //!   [`find`]: paths and database objects matching a glob across
 //!   snapshots; [`dump`]: a file as it is or a directory as tar, without
 //!   a restore; [`tags`]: tag changes, which rewrite manifests under new
-//!   ids.
+//!   ids; [`rewrite`](mod@rewrite): erasing paths, rows and documents
+//!   from snapshots.
 //! - [`pitr`]: continuous capture (`oplog follow`), the restorable
 //!   windows of every capture stream, and the plan of a restore to a
 //!   point in time.
@@ -131,6 +132,7 @@ pub mod report;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod rewrite;
 pub mod secret;
 pub mod tags;
 pub mod verify;

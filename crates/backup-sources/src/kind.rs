@@ -543,6 +543,45 @@ fn file_path(url: &str) -> Result<std::path::PathBuf> {
     Ok(std::path::PathBuf::from(url))
 }
 
+/// The edits that erase what `erasures` names from the snapshot `reader`
+/// reads ([`crate::erase`]): PostgreSQL rows from a logical snapshot,
+/// MongoDB documents. Snapshots of other kinds, and predicates naming
+/// nothing the snapshot holds, give no edits (`applies` says which
+/// predicates named something).
+///
+/// # Errors
+///
+/// [`Error::Config`] for a PostgreSQL physical snapshot with a
+/// `--pg-delete` (rows cannot be erased from data files), for a column
+/// or field the named table lacks, and for a kind this build lacks;
+/// damaged metadata.
+#[cfg_attr(not(feature = "mongodb"), allow(clippy::unused_async))]
+pub async fn erase_edits(
+    reader: &SnapshotReader,
+    erasures: &crate::erase::Erasures,
+) -> Result<crate::erase::KindEdits> {
+    let none = || crate::erase::KindEdits {
+        edits: None,
+        applies: Vec::new(),
+        removed: std::sync::Arc::default(),
+    };
+    match reader.snapshot().source.kind.as_str() {
+        #[cfg(feature = "postgres")]
+        "postgres" => crate::postgres::erase::edits(reader, &erasures.pg),
+        #[cfg(feature = "mongodb")]
+        "mongodb" => crate::mongo::erase::edits(reader, &erasures.mongo).await,
+        #[cfg(not(feature = "postgres"))]
+        "postgres" if !erasures.pg.is_empty() => Err(Error::Config(
+            "this build has no PostgreSQL support: it cannot erase rows".to_owned(),
+        )),
+        #[cfg(not(feature = "mongodb"))]
+        "mongodb" if !erasures.mongo.is_empty() => Err(Error::Config(
+            "this build has no MongoDB support: it cannot erase documents".to_owned(),
+        )),
+        _ => Ok(none()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

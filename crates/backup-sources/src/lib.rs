@@ -46,6 +46,7 @@
 
 pub mod capture;
 pub mod drill;
+pub mod erase;
 pub mod export;
 #[cfg(feature = "files")]
 pub mod files;

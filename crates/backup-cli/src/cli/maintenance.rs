@@ -93,6 +93,41 @@ pub(crate) struct ForgetArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct RewriteArgs {
+    /// Snapshots to rewrite (ids, unique prefixes, `latest`); without
+    /// any, every snapshot the filter options select (all snapshots
+    /// without them).
+    pub(crate) snapshots: Vec<String>,
+    /// Remove paths matching this pattern from files snapshots (as
+    /// `restore --exclude` takes it); repeatable.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub(crate) excludes: Vec<String>,
+    /// Remove the rows of a table (logical PostgreSQL snapshots) whose
+    /// column equals a value, as stored in COPY text:
+    /// 'schema.table:column = value'; repeatable.
+    #[arg(long = "pg-delete", value_name = "PREDICATE")]
+    pub(crate) pg_delete: Vec<String>,
+    /// Remove the documents of a collection (MongoDB snapshots) whose
+    /// fields equal the filter's values: 'db.coll:{"field": "value"}'
+    /// (Extended JSON values); repeatable.
+    #[arg(long = "mongo-delete", value_name = "FILTER")]
+    pub(crate) mongo_delete: Vec<String>,
+    /// Why (recorded with every rewritten snapshot and in the audit trail).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: Option<String>,
+    /// Delete captured WAL and oplog ranges of the rewritten snapshots'
+    /// sources that end before this time (they may hold erased data);
+    /// point-in-time windows then start later.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) drop_captures_before: Option<String>,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct PruneArgs {
     /// Show what would be removed and rewritten; change nothing.
     #[arg(long)]

@@ -14,7 +14,7 @@ pub(crate) use capture::{
     FollowArgs, OplogCommand, PitrArgs, RedisCommand, RedisFollowArgs, WalCommand,
 };
 pub(crate) use maintenance::{
-    CopyArgs, ForgetArgs, KeyCommand, PruneArgs, RepairCommand, StatsArgs, UnlockArgs,
+    CopyArgs, ForgetArgs, KeyCommand, PruneArgs, RepairCommand, RewriteArgs, StatsArgs, UnlockArgs,
 };
 pub(crate) use monitoring::{
     AuditArgs, DrillArgs, GenerateCommand, HealthArgs, RemoteCommand, RemoteRestoreArgs,
@@ -149,6 +149,12 @@ pub(crate) enum Command {
     Forget(ForgetArgs),
     /// Remove data no snapshot references.
     Prune(PruneArgs),
+    /// Erase data from snapshots (right to be forgotten): paths from files
+    /// snapshots, rows from logical PostgreSQL snapshots, documents from
+    /// MongoDB snapshots. Each changed snapshot is replaced (new id, same
+    /// time, tags and host, a `rewritten` field with --reason); then
+    /// `backup prune --repack-threshold 0` removes the erased data.
+    Rewrite(RewriteArgs),
     /// Rebuild the index from packs, or find and remove snapshots whose data is lost.
     #[command(subcommand)]
     Repair(RepairCommand),

@@ -71,6 +71,17 @@ pub(crate) async fn show(ctx: &Ctx, a: ShowArgs) -> Result<u8> {
     if let Some(p) = s.parent {
         ctx.say(format!("parent    {}", p.short()))?;
     }
+    if let Some(r) = &s.rewritten {
+        ctx.say(format!(
+            "rewritten {} by {} on {} (replaced {}): {}; removed {}",
+            r.time.to_rfc3339(),
+            r.user,
+            r.host,
+            r.from.short(),
+            r.reason,
+            r.changes.join(", ")
+        ))?;
+    }
     if !s.excludes.is_empty() {
         ctx.say(format!("excludes  {}", s.excludes.join(" ")))?;
     }

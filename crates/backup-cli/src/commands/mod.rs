@@ -20,6 +20,7 @@ mod remote;
 mod repair;
 mod report;
 mod restore;
+mod rewrite;
 mod stats;
 mod token;
 mod verify;
@@ -76,6 +77,7 @@ fn audited_operation(c: &Command) -> Option<&'static str> {
         Command::Forget(_) => "forget",
         Command::Tag(_) => "tag",
         Command::Prune(_) => "prune",
+        Command::Rewrite(_) => "rewrite",
         Command::Copy(_) => "copy",
         Command::Repair(_) => "repair",
         Command::Unlock(_) => "unlock",
@@ -108,6 +110,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Unlock(a) => stats::unlock(ctx, a).await,
         Command::Forget(a) => forget::forget(ctx, a).await,
         Command::Prune(a) => forget::prune_cmd(ctx, a).await,
+        Command::Rewrite(a) => Box::pin(rewrite::run(ctx, a)).await,
         Command::Repair(c) => repair::run(ctx, c).await,
         Command::Copy(a) => copy::run(ctx, a).await,
         Command::Health(a) => jobs::health(ctx, a).await,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::id::Id;
 use crate::index::Index;
-use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotStats};
+use crate::snapshot::{Rewritten, Snapshot, SnapshotEntry, SnapshotStats};
 
 /// Options of a backup run.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,12 @@ pub struct BackupOptions {
     /// job, patterns, statistics, streams and metadata the new snapshot
     /// keeps (only its tree and `copy_of` differ).
     pub copy_of: Option<SnapshotEntry>,
+    /// When rewriting ([`crate::rewrite`]): the snapshot replaced, whose
+    /// fields the new one keeps but for its tree, streams, metadata, the
+    /// counts of what it holds, and `rewritten`. A rewrite that changes
+    /// nothing (the same tree and metadata) writes no manifest: the
+    /// outcome's id is the original's.
+    pub rewrite_of: Option<(SnapshotEntry, Rewritten)>,
 }
 
 /// What a backup produced.

@@ -55,8 +55,12 @@ pub(super) async fn leaf(
         let mut reused = node;
         reused.content = old.content;
         reused.content_lists = old.content_lists;
-        c.files.fetch_add(1, Ordering::Relaxed);
-        c.unchanged.fetch_add(1, Ordering::Relaxed);
+        if reused.kind == NodeKind::Stream {
+            c.streams.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.files.fetch_add(1, Ordering::Relaxed);
+            c.unchanged.fetch_add(1, Ordering::Relaxed);
+        }
         c.logical.fetch_add(reused.size, Ordering::Relaxed);
         ctx.progress.add_bytes(reused.size);
         ctx.progress.add_item();

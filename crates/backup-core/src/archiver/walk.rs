@@ -235,9 +235,14 @@ fn reused_entry(
         .filter(|old| source.unchanged(node, old) && content_present(repo.index(), old))
         .cloned();
     let preset = !(node.content.is_empty() && node.content_lists.is_empty());
-    if no_content && reuse.is_none() && node.kind == NodeKind::File && preset {
-        // The source took this content from the parent itself
-        // (a base that a page delta beside it completes).
+    if no_content
+        && reuse.is_none()
+        && matches!(node.kind, NodeKind::File | NodeKind::Stream)
+        && preset
+    {
+        // The source took this content from the parent itself (a base
+        // that a page delta beside it completes), or from the snapshot
+        // it rewrites.
         if !content_present(repo.index(), node) {
             return Err(Error::source_failed(format!(
                 "`{}/{}`: the content it takes from the parent snapshot is not in the repository (run `backup check`)",

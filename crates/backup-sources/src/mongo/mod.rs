@@ -37,6 +37,7 @@
 //! captured oplog is replayed with ordinary commands (no `applyOps`).
 
 pub(crate) mod conn;
+pub(crate) mod erase;
 pub(crate) mod export;
 pub mod follow;
 #[cfg(feature = "fuzzing")]

@@ -209,25 +209,25 @@ fn write_table(
 /// One `COPY` text row split into fields, escapes undone: the values
 /// one after another in one buffer, reused from row to row.
 #[derive(Debug, Default)]
-struct Row {
+pub(crate) struct Row {
     data: Vec<u8>,
     /// Per field: its range in `data`, `None` for NULL.
     spans: Vec<Option<(usize, usize)>>,
 }
 
 impl Row {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
 
-    fn fields(&self) -> impl Iterator<Item = Option<&[u8]>> {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = Option<&[u8]>> {
         self.spans
             .iter()
             .map(|s| s.map(|(from, to)| &self.data[from..to]))
     }
 
     /// Splits `line` (without its newline) into fields.
-    fn parse(&mut self, line: &[u8]) -> std::result::Result<(), String> {
+    pub(crate) fn parse(&mut self, line: &[u8]) -> std::result::Result<(), String> {
         self.data.clear();
         self.spans.clear();
         for raw in line.split(|b| *b == b'\t') {

@@ -52,6 +52,7 @@
 //! comes from the URL, `PGPASSWORD` or `~/.pgpass`.
 
 pub(crate) mod conn;
+pub(crate) mod erase;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;

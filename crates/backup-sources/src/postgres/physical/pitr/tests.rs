@@ -165,6 +165,7 @@ impl Fixture {
             tags: Vec::new(),
             parent: None,
             copy_of: None,
+            rewritten: None,
             tree: Id::default(),
             excludes: Vec::new(),
             includes: Vec::new(),
