@@ -41,7 +41,7 @@ fn now_ms() -> i64 {
 /// (small and large variants), binary keys and values, streams with
 /// consumer groups and pending entries, keys with expiry times and a
 /// function library; databases 1 and 5 get a few keys each.
-fn populate(server: &RedisServer) {
+pub(crate) fn populate(server: &RedisServer) {
     let mut con = server.connection();
     let mut pipe = redis::pipe();
     // Strings: int, embstr, raw, a long compressible one (LZF in the RDB)

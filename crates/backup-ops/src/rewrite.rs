@@ -2,7 +2,7 @@
 //!
 //! Each selected snapshot is rewritten without what the request names
 //! (paths of a files snapshot; rows of a logical PostgreSQL snapshot;
-//! documents of a MongoDB snapshot), through
+//! documents of a MongoDB snapshot; keys of a Redis snapshot), through
 //! [`backup_core::rewrite::rewrite`]: content that does not change is
 //! kept unread, what changes is stored anew. The new manifest keeps the
 //! original's time, host, tags, job and source, gets a new id and a
@@ -18,9 +18,9 @@
 //! exists, and that no selected snapshot is a physical PostgreSQL base
 //! backup a row predicate applies to.
 //!
-//! Captured change streams (WAL, oplog) are not rewritten: the result
-//! lists the captured ranges of the sources a row or document predicate
-//! applied to, which may still hold the erased data; `drop_captures_before` deletes those
+//! Captured change streams (WAL, oplog, Redis) are not rewritten: the
+//! result lists the captured ranges of the sources a row, document or
+//! key predicate applied to, which may still hold the erased data; `drop_captures_before` deletes those
 //! that end before a time (shortening the point-in-time windows).
 //!
 //! The whole run holds the shared lock (`prune` is kept out while an
@@ -90,7 +90,7 @@ impl RewriteRequest {
         }
         if self.excludes.is_empty() && self.erasures.is_empty() {
             return Err(Error::usage(
-                "nothing to remove: give --exclude PATTERN, --pg-delete or --mongo-delete",
+                "nothing to remove: give --exclude PATTERN, --pg-delete, --mongo-delete or --redis-delete",
             ));
         }
         PathFilter::new(&[], &self.excludes).map_err(|e| Error::usage(e.to_string()))?;
@@ -227,6 +227,12 @@ pub async fn rewrite(
         }
         for d in req.erasures.describe() {
             if !applies.contains(&d) {
+                if d.starts_with("redis:") {
+                    return Err(Error::from(backup_core::Error::not_found(format!(
+                        "a Redis snapshot among the {} selected snapshots for --redis-delete; nothing was changed",
+                        planned.len()
+                    ))));
+                }
                 let what = d.split(':').next().unwrap_or(&d).to_owned();
                 return Err(Error::from(backup_core::Error::not_found(format!(
                     "`{what}` in the {} selected snapshots (`backup ls SNAPSHOT` lists their tables and collections); nothing was changed",

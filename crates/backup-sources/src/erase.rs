@@ -1,13 +1,14 @@
-//! Erasing rows and documents from database snapshots (`backup rewrite
-//! --pg-delete`, `--mongo-delete`): the predicates, what each kind's
+//! Erasing rows, documents and keys from database snapshots (`backup
+//! rewrite --pg-delete`, `--mongo-delete`, `--redis-delete`): the predicates, what each kind's
 //! edits removed, and what the kinds share. The registry of kinds builds
 //! a snapshot's edits ([`crate::kind::erase_edits`]); each kind's `erase`
 //! module filters its own streams.
 //!
 //! A predicate's value is never shown: [`PgDelete::describe`] and
 //! [`MongoDelete::describe`] name the table or collection and the
-//! column or fields with `?` for the value, for manifests, audit records
-//! and messages.
+//! column or fields with `?` for the value, and [`RedisDelete::describe`]
+//! hides the whole pattern (a key name is often the person), for
+//! manifests, audit records and messages.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -243,6 +244,55 @@ impl MongoDelete {
     }
 }
 
+/// Redis keys whose name matches a glob (Redis's `KEYS`/`SCAN MATCH`
+/// syntax: `*`, `?`, `[...]`, `\\` escapes), in every database:
+/// `user:42:*`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisDelete {
+    pattern: Vec<u8>,
+}
+
+impl std::fmt::Debug for RedisDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl RedisDelete {
+    /// Parses a key pattern.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an empty pattern, and for `*` alone (it
+    /// would erase every key: forget the snapshots instead).
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.is_empty() {
+            return Err(Error::Config(
+                "--redis-delete: an empty pattern; give a key glob such as 'user:42:*'".to_owned(),
+            ));
+        }
+        if s.bytes().all(|b| b == b'*') {
+            return Err(Error::Config(
+                "--redis-delete: the pattern matches every key; to erase everything, forget the snapshots (`backup forget`)".to_owned(),
+            ));
+        }
+        Ok(RedisDelete {
+            pattern: s.as_bytes().to_vec(),
+        })
+    }
+
+    /// The predicate without its pattern: `redis:keys matching ?`.
+    pub fn describe(&self) -> String {
+        "redis:keys matching ?".to_owned()
+    }
+
+    /// Whether `key` matches.
+    #[cfg(feature = "redis")]
+    pub(crate) fn matches(&self, key: &[u8]) -> bool {
+        crate::redis::glob::glob_match(&self.pattern, key)
+    }
+}
+
 /// What to erase from database snapshots.
 #[derive(Debug, Clone, Default)]
 pub struct Erasures {
@@ -250,21 +300,29 @@ pub struct Erasures {
     pub pg: Vec<PgDelete>,
     /// MongoDB documents.
     pub mongo: Vec<MongoDelete>,
+    /// Redis keys.
+    pub redis: Vec<RedisDelete>,
 }
 
 impl Erasures {
     /// Whether nothing is to be erased.
     pub fn is_empty(&self) -> bool {
-        self.pg.is_empty() && self.mongo.is_empty()
+        self.pg.is_empty() && self.mongo.is_empty() && self.redis.is_empty()
     }
 
-    /// Every predicate described without its value.
+    /// Every predicate described without its value (Redis patterns, all
+    /// described alike, once).
     pub fn describe(&self) -> Vec<String> {
-        self.pg
+        let mut out: Vec<String> = self
+            .pg
             .iter()
             .map(PgDelete::describe)
             .chain(self.mongo.iter().map(MongoDelete::describe))
-            .collect()
+            .collect();
+        if let Some(r) = self.redis.first() {
+            out.push(r.describe());
+        }
+        out
     }
 }
 

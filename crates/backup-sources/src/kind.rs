@@ -545,7 +545,7 @@ fn file_path(url: &str) -> Result<std::path::PathBuf> {
 
 /// The edits that erase what `erasures` names from the snapshot `reader`
 /// reads ([`crate::erase`]): PostgreSQL rows from a logical snapshot,
-/// MongoDB documents. Snapshots of other kinds, and predicates naming
+/// MongoDB documents, Redis keys. Snapshots of other kinds, and predicates naming
 /// nothing the snapshot holds, give no edits (`applies` says which
 /// predicates named something).
 ///
@@ -555,7 +555,10 @@ fn file_path(url: &str) -> Result<std::path::PathBuf> {
 /// `--pg-delete` (rows cannot be erased from data files), for a column
 /// or field the named table lacks, and for a kind this build lacks;
 /// damaged metadata.
-#[cfg_attr(not(feature = "mongodb"), allow(clippy::unused_async))]
+#[cfg_attr(
+    not(any(feature = "mongodb", feature = "redis")),
+    allow(clippy::unused_async)
+)]
 pub async fn erase_edits(
     reader: &SnapshotReader,
     erasures: &crate::erase::Erasures,
@@ -570,6 +573,8 @@ pub async fn erase_edits(
         "postgres" => crate::postgres::erase::edits(reader, &erasures.pg),
         #[cfg(feature = "mongodb")]
         "mongodb" => crate::mongo::erase::edits(reader, &erasures.mongo).await,
+        #[cfg(feature = "redis")]
+        "redis" => crate::redis::erase::edits(reader, &erasures.redis).await,
         #[cfg(not(feature = "postgres"))]
         "postgres" if !erasures.pg.is_empty() => Err(Error::Config(
             "this build has no PostgreSQL support: it cannot erase rows".to_owned(),
@@ -577,6 +582,10 @@ pub async fn erase_edits(
         #[cfg(not(feature = "mongodb"))]
         "mongodb" if !erasures.mongo.is_empty() => Err(Error::Config(
             "this build has no MongoDB support: it cannot erase documents".to_owned(),
+        )),
+        #[cfg(not(feature = "redis"))]
+        "redis" if !erasures.redis.is_empty() => Err(Error::Config(
+            "this build has no Redis support: it cannot erase keys".to_owned(),
         )),
         _ => Ok(none()),
     }

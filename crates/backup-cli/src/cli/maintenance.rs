@@ -112,11 +112,16 @@ pub(crate) struct RewriteArgs {
     /// (Extended JSON values); repeatable.
     #[arg(long = "mongo-delete", value_name = "FILTER")]
     pub(crate) mongo_delete: Vec<String>,
+    /// Remove the keys whose name matches a glob (Redis snapshots, every
+    /// database; `*`, `?`, `[...]` as in `SCAN MATCH`): 'user:42:*';
+    /// repeatable.
+    #[arg(long = "redis-delete", value_name = "PATTERN")]
+    pub(crate) redis_delete: Vec<String>,
     /// Why (recorded with every rewritten snapshot and in the audit trail).
     #[arg(long, value_name = "TEXT")]
     pub(crate) reason: Option<String>,
-    /// Delete captured WAL and oplog ranges of the rewritten snapshots'
-    /// sources that end before this time (they may hold erased data);
+    /// Delete captured WAL, oplog and Redis ranges of the rewritten
+    /// snapshots' sources that end before this time (they may hold erased data);
     /// point-in-time windows then start later.
     #[arg(long, value_name = "TIME")]
     pub(crate) drop_captures_before: Option<String>,

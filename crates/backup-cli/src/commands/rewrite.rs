@@ -1,8 +1,8 @@
-//! `backup rewrite`: erase paths, rows and documents from snapshots.
+//! `backup rewrite`: erase paths, rows, documents and keys from snapshots.
 
 use anyhow::Result;
 use backup_ops::rewrite::{rewrite, RewriteRequest};
-use backup_sources::erase::{Erasures, MongoDelete, PgDelete};
+use backup_sources::erase::{Erasures, MongoDelete, PgDelete, RedisDelete};
 
 use super::{parse_time, snapshot_filter};
 use crate::cli::RewriteArgs;
@@ -19,6 +19,12 @@ fn request(ctx: &Ctx, a: RewriteArgs) -> Result<RewriteRequest> {
     for m in &a.mongo_delete {
         match MongoDelete::parse(m) {
             Ok(d) => erasures.mongo.push(d),
+            Err(e) => return usage(e.to_string()),
+        }
+    }
+    for r in &a.redis_delete {
+        match RedisDelete::parse(r) {
+            Ok(d) => erasures.redis.push(d),
             Err(e) => return usage(e.to_string()),
         }
     }

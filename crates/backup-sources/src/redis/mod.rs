@@ -44,6 +44,7 @@
 //! [`export`] writes a `dump.rdb` that `redis-server` loads at start-up.
 
 pub mod conn;
+pub(crate) mod erase;
 pub mod export;
 pub mod follow;
 #[cfg(feature = "fuzzing")]

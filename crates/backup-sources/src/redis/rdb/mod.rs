@@ -16,12 +16,14 @@
 //! LZF-compressed string).
 
 pub mod decode;
+mod filter;
 mod format;
 mod input;
 mod lzf;
 mod parser;
 mod writer;
 
+pub use filter::RdbFilter;
 pub use format::{module_type_name, opcode, rdb_version_of_server, types, MAX_RDB_VERSION};
 pub(crate) use input::crc64;
 pub use input::{RdbError, RdbErrorKind, RdbResult};
