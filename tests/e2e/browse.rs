@@ -130,6 +130,74 @@ fn browse_files_ls() {
     s.fails(&["ls", "latest", "top.txt/x"], 1);
 }
 
+/// MongoDB collections with their counts, and with `--objects` their
+/// indexes and keys, narrowed by a database or collection path.
+#[test]
+fn browse_mongo_ls_objects() {
+    use mongodb::bson::{doc, Document};
+    let server = backup_testkit::mongo::MongoServer::start();
+    let client = mongodb::sync::Client::with_uri_str(server.url("")).unwrap();
+    let shop = client.database("shop");
+    shop.collection::<Document>("orders")
+        .insert_many((0..5).map(|i| doc! {"_id": i, "sku": format!("s{i}"), "at": i}))
+        .run()
+        .unwrap();
+    shop.run_command(doc! {"createIndexes": "orders", "indexes": [
+        {"key": {"sku": 1}, "name": "sku_1", "unique": true},
+        {"key": {"at": -1, "sku": 1}, "name": "at_sku"},
+    ]})
+    .run()
+    .unwrap();
+    client
+        .database("crm")
+        .collection::<Document>("people")
+        .insert_one(doc! {"_id": 1})
+        .run()
+        .unwrap();
+    let s = Scratch::new();
+    s.init();
+    s.json(&["create", &server.url("")]);
+
+    let rows = json_lines(&s.ok(&["--json", "ls", "latest", "--objects"]));
+    let orders = rows.iter().find(|r| r["name"] == "shop.orders").unwrap();
+    assert_eq!(orders["documents"], 5, "{orders}");
+    let indexes: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["type"] == "object")
+        .map(|r| {
+            assert_eq!(r["object"], "index", "{r}");
+            (
+                format!(
+                    "{}.{}",
+                    r["schema"].as_str().unwrap(),
+                    r["on"].as_str().unwrap()
+                ),
+                r["name"].as_str().unwrap().to_owned(),
+                r["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("crm.people", "_id_", r#"{"_id":1}"#),
+        ("shop.orders", "_id_", r#"{"_id":1}"#),
+        ("shop.orders", "sku_1", r#"{"sku":1} unique: true"#),
+        ("shop.orders", "at_sku", r#"{"at":-1,"sku":1}"#),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    .collect();
+    assert_eq!(indexes, want);
+    let text = s.ok(&["ls", "latest", "shop/orders", "--objects"]);
+    assert!(
+        text.contains(r#"index shop.orders sku_1  {"sku":1} unique: true"#),
+        "{text}"
+    );
+    assert!(!text.contains("crm.people"), "{text}");
+    let text = s.ok(&["ls", "latest", "crm", "--objects"]);
+    assert!(text.contains("index crm.people _id_"), "{text}");
+    assert!(!text.contains("sku_1"), "{text}");
+}
+
 #[test]
 fn browse_redis_ls() {
     let server = RedisServer::start();
@@ -169,6 +237,8 @@ fn browse_redis_ls() {
     keys.sort_unstable();
     assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"], "{text}");
     s.fails(&["ls", "latest", "7"], 1);
+    let err = s.fails(&["ls", "latest", "--objects"], 2);
+    assert!(err.contains("--objects"), "{err}");
 }
 
 #[test]
@@ -181,11 +251,53 @@ fn browse_postgres_ls() {
          CREATE TABLE sales.orders (id int PRIMARY KEY, note text);
          INSERT INTO sales.orders SELECT g, 'order ' || g FROM generate_series(1, 40) g;
          CREATE TABLE public.users (id int);
-         INSERT INTO public.users VALUES (1), (2);",
+         INSERT INTO public.users VALUES (1), (2);
+         CREATE VIEW sales.big_orders AS SELECT * FROM sales.orders WHERE id > 20;
+         CREATE FUNCTION sales.total(n int) RETURNS int LANGUAGE sql AS 'SELECT n * 2';
+         CREATE INDEX orders_note ON sales.orders (note);
+         CREATE SEQUENCE public.tickets;
+         CREATE TYPE sales.state AS ENUM ('new', 'paid');",
     );
     let s = Scratch::new();
     s.init();
     s.json(&["create", &pg.url("app")]);
+
+    // The other objects, from the stored schema scripts.
+    let objects: BTreeSet<(String, String)> =
+        json_lines(&s.ok(&["--json", "ls", "latest", "--objects"]))
+            .into_iter()
+            .filter(|r| r["type"] == "object")
+            .map(|r| {
+                assert_eq!(r["kind"], "postgres", "{r}");
+                (
+                    r["object"].as_str().unwrap().to_owned(),
+                    format!(
+                        "{}.{}",
+                        r["schema"].as_str().unwrap(),
+                        r["name"].as_str().unwrap()
+                    ),
+                )
+            })
+            .collect();
+    for want in [
+        ("SCHEMA", ".sales"),
+        ("VIEW", "sales.big_orders"),
+        ("FUNCTION", "sales.total(integer)"),
+        ("INDEX", "sales.orders_note"),
+        ("CONSTRAINT", "sales.orders orders_pkey"),
+        ("SEQUENCE", "public.tickets"),
+        ("TYPE", "sales.state"),
+    ] {
+        assert!(
+            objects.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {objects:?}"
+        );
+    }
+    assert!(!objects.iter().any(|(k, _)| k == "TABLE"), "{objects:?}");
+    let text = s.ok(&["ls", "latest", "sales", "--objects"]);
+    assert!(text.contains("view sales.big_orders"), "{text}");
+    assert!(!text.contains("public.tickets"), "{text}");
+    assert!(!s.ok(&["ls", "latest"]).contains("big_orders"));
 
     let rows = json_lines(&s.ok(&["--json", "ls", "latest"]));
     let tables: Vec<_> = rows.iter().filter(|r| r["type"] == "table").collect();

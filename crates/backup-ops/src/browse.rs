@@ -17,6 +17,7 @@ use backup_core::reader::SnapshotReader;
 use backup_core::repo::{IndexedRepository, Repository};
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::tree::{Node, NodeKind};
+use backup_sources::objects::SchemaObject;
 use backup_sources::summary::{self, ContentRow};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -41,6 +42,10 @@ pub struct LsRequest {
     /// database the path names or of every database. Without it, a path
     /// naming a Redis database lists all its keys.
     pub pattern: Option<String>,
+    /// Logical PostgreSQL and MongoDB snapshots: also list the objects
+    /// beside tables and collections ([`DatabaseListing::objects`]),
+    /// reading the schema scripts or collection metadata.
+    pub objects: bool,
 }
 
 impl LsRequest {
@@ -157,6 +162,10 @@ pub struct DatabaseListing {
     /// Without a path: the streams that belong to no row (schema dumps,
     /// the RDB file, the oplog, users); with one, empty.
     pub other_streams: Vec<StreamEntry>,
+    /// With [`LsRequest::objects`]: the schema objects at or under the
+    /// path (a PostgreSQL schema's, a MongoDB database's or collection's);
+    /// otherwise empty.
+    pub objects: Vec<SchemaObject>,
 }
 
 /// What `ls` found.
@@ -225,6 +234,13 @@ pub async fn ls(
     let contents = (entry.snapshot.source.kind != "files")
         .then(|| summary::contents(&entry.snapshot.source.kind, &entry.snapshot.metadata))
         .flatten();
+    if req.objects && contents.is_none() {
+        return Err(Error::Usage(format!(
+            "--objects lists the schema objects of logical PostgreSQL and MongoDB snapshots; snapshot {} is a {} snapshot",
+            entry.id.short(),
+            entry.snapshot.source.kind
+        )));
+    }
     let listing = match contents {
         Some(c) => Listing::Database(database(&reader, c, &path, req).await?),
         None => Listing::Files {
@@ -364,7 +380,7 @@ async fn database(
         all
     };
     let mut taken = vec![false; streams.len()];
-    let rows = rows
+    let rows: Vec<DatabaseRow> = rows
         .into_iter()
         .map(|row| {
             let mut mine = Vec::new();
@@ -389,6 +405,15 @@ async fn database(
     } else {
         Vec::new()
     };
+    let objects = if req.objects {
+        backup_sources::objects::objects(reader)
+            .await?
+            .into_iter()
+            .filter(|o| object_under(o, path, &rows))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(DatabaseListing {
         kind: reader.snapshot().source.kind.clone(),
         item: contents.item,
@@ -396,6 +421,27 @@ async fn database(
         levels: contents.levels,
         rows,
         other_streams,
+        objects,
+    })
+}
+
+/// Whether `o` belongs to what the listed `rows` (tables or
+/// collections at or under the requested path) cover: with no path,
+/// everything; a MongoDB index, when its collection is listed; a
+/// PostgreSQL object, when a table of its schema is (`pg_dump`'s headers
+/// do not say which table an index or trigger belongs to, so a path
+/// naming a table keeps its schema's objects).
+fn object_under(o: &SchemaObject, path: &[&str], rows: &[DatabaseRow]) -> bool {
+    if path.is_empty() {
+        return true;
+    }
+    rows.iter().any(|r| {
+        let p = &r.row.path;
+        if o.on.is_empty() {
+            p.get(1).is_some_and(|schema| *schema == o.schema)
+        } else {
+            p.first().is_some_and(|db| *db == o.schema) && p.get(1).is_some_and(|c| *c == o.on)
+        }
     })
 }
 

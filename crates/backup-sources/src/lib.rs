@@ -59,6 +59,7 @@ mod localfs;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 mod names;
+pub mod objects;
 pub mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;

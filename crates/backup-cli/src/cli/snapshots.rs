@@ -182,6 +182,11 @@ pub(crate) struct LsArgs {
     /// syntax), in the database PATH names or in every database.
     #[arg(long = "match", value_name = "GLOB")]
     pub(crate) pattern: Option<String>,
+    /// Logical PostgreSQL and MongoDB snapshots: also list the other
+    /// objects (views, functions, sequences, types, indexes, constraints,
+    /// triggers, ...; MongoDB indexes with their keys).
+    #[arg(long)]
+    pub(crate) objects: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ pub(crate) async fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
         path: a.path.clone(),
         recursive: a.recursive,
         pattern: a.pattern.clone(),
+        objects: a.objects,
     };
     let repo = ctx.open().await?;
     let json = ctx.global.json;
@@ -166,6 +167,15 @@ fn database_json(d: &DatabaseListing) -> Result<()> {
         let v = serde_json::json!({"type": "stream", "path": s.path, "size": s.size});
         writeln!(out, "{}", serde_json::to_string(&v)?)?;
     }
+    for o in &d.objects {
+        let mut v = serde_json::to_value(o)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("object".to_owned(), m["kind"].clone());
+            m.insert("type".to_owned(), "object".into());
+            m.insert("kind".to_owned(), d.kind.clone().into());
+        }
+        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+    }
     Ok(())
 }
 
@@ -207,6 +217,19 @@ fn database_text(ctx: &Ctx, d: &DatabaseListing) -> Result<()> {
     }
     for s in &d.other_streams {
         ctx.say(format!("stream {}  {}", s.path, bytes(s.size)))?;
+    }
+    for o in &d.objects {
+        let name = match (o.schema.as_str(), o.on.as_str()) {
+            ("", _) => o.name.clone(),
+            (schema, "") => format!("{schema}.{}", o.name),
+            (db, on) => format!("{db}.{on} {}", o.name),
+        };
+        let detail = if o.detail.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", o.detail)
+        };
+        ctx.say(format!("{} {name}{detail}", o.kind.to_lowercase()))?;
     }
     let total: u64 = d.rows.iter().map(|r| r.row.count).sum();
     ctx.say(format!(
