@@ -150,7 +150,7 @@ macro_rules! storage_classes {
 
         impl $name {
             /// Every class, in documentation order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub const ALL: &[$name] = &[$($name::$variant),+];
 
             /// The class as the cloud's API spells it.
             pub fn as_str(self) -> &'static str {

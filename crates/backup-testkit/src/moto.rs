@@ -184,7 +184,9 @@ impl MotoServer {
         for entry in std::fs::read_dir(self.dir.path()).expect("reading the log directory") {
             let log = std::fs::read_to_string(entry.expect("log entry").path()).unwrap_or_default();
             for line in log.lines() {
-                let Some(request) = between(line, "\"", " HTTP/1.1\"") else {
+                // Werkzeug colours some lines (202, errors) with ANSI codes.
+                let line = strip_ansi(line);
+                let Some(request) = between(&line, "\"", " HTTP/1.1\"") else {
                     continue;
                 };
                 out.push(request.to_owned());
@@ -212,6 +214,24 @@ fn wait_ready(child: &mut Child, port: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {

@@ -51,9 +51,9 @@ pub(crate) struct TierArgs {
     /// example `90d`); without it, every data pack.
     #[arg(long, value_name = "DURATION")]
     pub(crate) older_than: Option<String>,
-    /// The S3 storage class to move to: STANDARD, STANDARD_IA,
-    /// GLACIER_IR, GLACIER or DEEP_ARCHIVE (default: the storage option
-    /// `s3.data-storage-class`).
+    /// The S3 storage class to move to: `STANDARD`, `STANDARD_IA`,
+    /// `GLACIER_IR`, `GLACIER` or `DEEP_ARCHIVE` (default: the storage
+    /// option `s3.data-storage-class`).
     #[arg(long, value_name = "CLASS")]
     pub(crate) class: Option<String>,
     /// Count what would move; change nothing.

@@ -166,8 +166,8 @@ pub(crate) enum Command {
     Key(KeyCommand),
     /// Show sizes, compression and deduplication ratios.
     Stats(StatsArgs),
-    /// Move data packs to a colder S3 storage class (STANDARD_IA,
-    /// GLACIER_IR, GLACIER, DEEP_ARCHIVE) by copying them within the
+    /// Move data packs to a colder S3 storage class (`STANDARD_IA`,
+    /// `GLACIER_IR`, `GLACIER`, `DEEP_ARCHIVE`) by copying them within the
     /// bucket; only packs of snapshots older than --older-than when given.
     /// Trees, index and snapshots stay readable at once.
     Tier(TierArgs),

@@ -89,7 +89,7 @@ pub(crate) struct RestoreArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
-    /// S3 archive classes (GLACIER, DEEP_ARCHIVE): wait up to this long
+    /// S3 archive classes (`GLACIER`, `DEEP_ARCHIVE`): wait up to this long
     /// (`12h`) for the packs the restore needs to thaw, then restore.
     /// Without it, thaws are requested and the restore stops with a
     /// message to run it again later; the requests are kept.
