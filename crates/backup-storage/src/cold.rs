@@ -2,7 +2,7 @@
 //! moving it to another class, and thawing (restoring) archived objects.
 //!
 //! `object_store` has no verbs for these, so [`ColdStore`] signs its own
-//! S3 requests with `object_store`'s SigV4 signer
+//! S3 requests with `object_store`'s `SigV4` signer
 //! ([`object_store::aws::AwsAuthorizer`]) and the credentials of the same
 //! client configuration the S3 sink uses (environment, URL, options):
 //!

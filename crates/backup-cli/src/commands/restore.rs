@@ -98,7 +98,8 @@ fn cold_restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Option<ColdRestore>> {
         .s3
         .data_storage_class
         .is_some_and(S3StorageClass::is_archive);
-    if !asked && !(archive_class && matches!(spec.url, StorageUrl::S3 { .. })) {
+    let archived_s3 = archive_class && matches!(spec.url, StorageUrl::S3 { .. });
+    if !(asked || archived_s3) {
         return Ok(None);
     }
     let wait = match &a.cold_wait {
