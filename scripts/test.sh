@@ -129,6 +129,13 @@ step "MongoDB-protocol test server (SecantusDB in .venv)"
 .venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'SecantusDB==0.7.0b3'
 export BACKUP_TEST_SECANTUSD="$PWD/.venv/bin/secantusd-py"
 
+step "S3 test server with storage classes (moto in .venv)"
+# The cold storage tests (tests/e2e/cold.rs) need storage classes and
+# RestoreObject, which the in-process S3 server lacks. pip skips the
+# install when the pinned version is already there.
+.venv/bin/python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+export BACKUP_TEST_MOTO="$PWD/.venv/bin/moto_server"
+
 step "Tests"
 # One feature set for every build (--all-features, as the build and the docs
 # above), so each crate is compiled once; the e2e tests run the `backup`

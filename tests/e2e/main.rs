@@ -15,6 +15,7 @@
 mod bad_input;
 mod browse;
 mod cloud;
+mod cold;
 mod copy_pitr;
 mod corruption;
 mod crash;

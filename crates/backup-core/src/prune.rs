@@ -111,12 +111,36 @@ pub async fn used_blobs(repo: &IndexedRepository) -> Result<(usize, HashSet<(Blo
             format!("cannot be read ({e}); run `backup repair snapshots` before pruning"),
         ));
     }
+    let used = blobs_of_trees(repo, snapshots.iter().map(|s| s.snapshot.tree)).await?;
+    for (t, id) in &used {
+        if !repo.index().contains(*t, id) {
+            return Err(Error::corrupt(
+                FileKind::Index,
+                format!("blob {id}"),
+                "is used by a snapshot but not indexed; run `backup repair index` before pruning",
+            ));
+        }
+    }
+    Ok((snapshots.len(), used))
+}
+
+/// The blobs the trees `roots` reference, themselves included: every
+/// subtree, content list and data blob, by type.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when a tree or content list cannot be read; storage
+/// errors.
+pub async fn blobs_of_trees(
+    repo: &IndexedRepository,
+    roots: impl Iterator<Item = Id>,
+) -> Result<HashSet<(BlobType, Id)>> {
     let mut used = HashSet::new();
     let mut lists = Vec::new();
     let mut seen = HashSet::new();
     walk_trees(
         repo,
-        snapshots.iter().map(|s| s.snapshot.tree),
+        roots,
         &mut seen,
         |id, nodes| {
             used.insert((BlobType::Tree, *id));
@@ -144,16 +168,7 @@ pub async fn used_blobs(repo: &IndexedRepository) -> Result<(usize, HashSet<(Blo
                 .map(|c| (BlobType::Data, c)),
         );
     }
-    for (t, id) in &used {
-        if !repo.index().contains(*t, id) {
-            return Err(Error::corrupt(
-                FileKind::Index,
-                format!("blob {id}"),
-                "is used by a snapshot but not indexed; run `backup repair index` before pruning",
-            ));
-        }
-    }
-    Ok((snapshots.len(), used))
+    Ok(used)
 }
 
 enum Fate {
@@ -437,8 +452,7 @@ async fn repack_packs(
 async fn store_pack(repo: &IndexedRepository, b: PackBuilder) -> Result<IndexPack> {
     let pack = b.finish(repo.key());
     let size = pack.data.len() as u64;
-    repo.sink()
-        .put_content_addressed(FileKind::Pack, &pack.id.to_hex(), pack.data)
+    crate::saver::store_finished(&**repo.sink(), &pack.id.to_hex(), &pack.entries, pack.data)
         .await?;
     Ok(IndexPack {
         id: pack.id,

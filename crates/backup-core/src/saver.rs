@@ -365,6 +365,23 @@ fn packer(
     }
 }
 
+/// Stores a finished pack: a pack of data blobs through
+/// [`Sink::put_data_pack`](crate::sink::Sink::put_data_pack) (a backend may
+/// keep it in a colder storage class), a tree pack through a plain put (it
+/// must stay readable at once for listings and browsing).
+pub(crate) async fn store_finished(
+    sink: &dyn crate::sink::Sink,
+    name: &str,
+    entries: &[crate::pack::PackEntry],
+    data: bytes::Bytes,
+) -> Result<()> {
+    if entries.iter().all(|e| e.blob_type == BlobType::Data) && !entries.is_empty() {
+        sink.put_data_pack_content_addressed(name, data).await
+    } else {
+        sink.put_content_addressed(FileKind::Pack, name, data).await
+    }
+}
+
 async fn uploader(
     repo: IndexedRepository,
     rx: async_channel::Receiver<FinishedPack>,
@@ -379,8 +396,7 @@ async fn uploader(
             async move {
                 let size = pack.data.len() as u64;
                 if !dry_run {
-                    sink.put_content_addressed(FileKind::Pack, &pack.id.to_hex(), pack.data)
-                        .await?;
+                    store_finished(&*sink, &pack.id.to_hex(), &pack.entries, pack.data).await?;
                 }
                 Ok::<_, Error>(IndexPack {
                     id: pack.id,

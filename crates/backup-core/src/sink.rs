@@ -60,6 +60,16 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// Stores `data` as the file `name` of `kind`.
     async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()>;
 
+    /// Creates the pack `name` that holds data blobs only (file contents,
+    /// database rows; never trees): the same contract as
+    /// `put(FileKind::Pack, name, data, PutMode::Create)`, except that a
+    /// backend configured with a data storage class (the storage options
+    /// `s3.data-storage-class`, `gcs.data-storage-class`) stores it in that
+    /// class. Everything a listing, `ls`, `diff` or a verify without
+    /// `--read-data` reads goes through [`Sink::put`] and stays readable at
+    /// once.
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()>;
+
     /// Reads a whole file.
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes>;
 
@@ -95,6 +105,16 @@ pub trait SinkExt: Sink {
         }
     }
 
+    /// [`Sink::put_data_pack`] for a content-addressed pack: an existing
+    /// pack of the same name holds the same bytes, so
+    /// [`Error::AlreadyExists`] counts as success.
+    async fn put_data_pack_content_addressed(&self, name: &str, data: Bytes) -> Result<()> {
+        match self.put_data_pack(name, data).await {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The names of every file of `kind`, sorted.
     async fn list_names(&self, kind: FileKind) -> Result<Vec<String>> {
         let mut names: Vec<String> = self.list(kind).await?.into_iter().map(|o| o.name).collect();
@@ -112,6 +132,9 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
     async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
         (**self).put(kind, name, data, mode).await
+    }
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        (**self).put_data_pack(name, data).await
     }
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
         (**self).get(kind, name).await
@@ -195,6 +218,10 @@ impl Sink for MemorySink {
         }
         files.insert(key, data);
         Ok(())
+    }
+
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        self.put(FileKind::Pack, name, data, PutMode::Create).await
     }
 
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {

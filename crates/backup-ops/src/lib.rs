@@ -115,6 +115,7 @@ pub mod access;
 pub mod audit;
 pub mod backup;
 pub mod browse;
+pub mod cold;
 pub mod config;
 pub mod copy;
 pub mod diff;

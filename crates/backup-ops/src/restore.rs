@@ -1,6 +1,7 @@
 //! Restoring a snapshot, with the safety backup of what a destructive
 //! restore replaces (DESIGN.md section 7).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backup_core::archiver::{backup as archive, BackupOptions};
@@ -11,6 +12,9 @@ use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::target::{RestoreOptions, RestoreReport, Target};
 use backup_core::Id;
 use backup_sources::TargetSpec;
+use backup_storage::cold::ColdStore;
+
+use crate::cold::{ThawOptions, ThawReport};
 
 use crate::error::{Error, Result, ResultExt};
 use crate::feedback::{json, Feedback};
@@ -32,6 +36,20 @@ pub struct RestoreRequest {
     pub confirmed: bool,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
+    /// Thaw archived packs the snapshot needs first (S3 archive classes):
+    /// `None` reads packs as they are.
+    pub cold: Option<ColdRestore>,
+}
+
+/// How a restore thaws archived packs before it reads them
+/// ([`crate::cold::thaw`]).
+#[derive(Debug, Clone)]
+pub struct ColdRestore {
+    /// The repository's storage-class verbs.
+    pub store: Arc<ColdStore>,
+    /// Days, retrieval tier, how long to wait. A dry-run restore only
+    /// counts, whatever `options.dry_run` says.
+    pub options: ThawOptions,
 }
 
 /// What a restore did.
@@ -43,6 +61,10 @@ pub struct RestoreResult {
     pub report: RestoreReport,
     /// The safety backup taken of what the restore replaced.
     pub safety_backup: Option<Id>,
+    /// Where the thaw of archived packs stood (when
+    /// [`RestoreRequest::cold`] was set): in a dry run, what must be
+    /// thawed.
+    pub cold: Option<ThawReport>,
 }
 
 /// Opens a restore target and checks the options against it, before
@@ -81,6 +103,29 @@ pub async fn restore(
         let (entry, point_opts) = point_in_time(&repo, spec, req, feedback).await?;
         let opts = point_opts.as_ref().unwrap_or(&req.options);
         feedback.detail("snapshot", json(entry.id));
+        let mut thawed = None;
+        if let Some(cold) = &req.cold {
+            let mut thaw_opts = cold.options.clone();
+            thaw_opts.dry_run |= opts.dry_run;
+            let progress = feedback.progress("thaw", "packs");
+            let report = crate::cold::thaw(
+                &repo,
+                &cold.store,
+                std::iter::once(entry.snapshot.tree),
+                &thaw_opts,
+                &|r| {
+                    progress.set_phase(&format!(
+                        "thawing: {} of {} packs ({} bytes) still archived",
+                        r.pending, r.packs, r.pending_bytes
+                    ));
+                },
+            )
+            .await;
+            progress.finish();
+            let report = report?;
+            feedback.detail("cold", json(&report));
+            thawed = Some(report);
+        }
         // Everything the target can check before it changes anything is
         // checked before the confirmation and the safety backup.
         if !opts.dry_run {
@@ -108,6 +153,7 @@ pub async fn restore(
             snapshot: entry,
             report: report?,
             safety_backup: safety,
+            cold: thawed,
         })
     };
     repo.with_lock(LockMode::Shared, "restore", req.lock_wait, work)

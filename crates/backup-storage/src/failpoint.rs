@@ -172,6 +172,13 @@ impl Sink for FailpointSink {
         out
     }
 
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        let n = self.before("put", FileKind::Pack, name);
+        let out = self.inner.put_data_pack(name, data).await;
+        self.after(n);
+        out
+    }
+
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
         self.inner.get(kind, name).await
     }

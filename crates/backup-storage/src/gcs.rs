@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::cloud::{client_settings, redact_endpoint, retry_config};
 use crate::objstore::ObjectStoreSink;
-use crate::options::StorageOptions;
+use crate::options::{GcsStorageClass, StorageOptions};
 
 /// Builds the GCS sink for `gs://bucket/prefix`.
 ///
@@ -65,6 +65,7 @@ pub(crate) fn build(
         ))
     })?;
     let sink = ObjectStoreSink::new(Arc::new(store), prefix, "gcs", shown)?
-        .with_multipart(options.multipart.clone());
+        .with_multipart(options.multipart.clone())
+        .with_data_storage_class(gcs.data_storage_class.map(GcsStorageClass::as_str));
     Ok(Arc::new(sink))
 }

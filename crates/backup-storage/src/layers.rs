@@ -148,6 +148,23 @@ impl<S: Sink> Sink for RetrySink<S> {
         .await
     }
 
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        let kind = FileKind::Pack;
+        self.run("put", kind, name, |number| {
+            let data = data.clone();
+            async move {
+                match self.inner.put_data_pack(name, data.clone()).await {
+                    // As in `put`: an earlier attempt may have stored it.
+                    Err(Error::AlreadyExists { .. }) if number > 1 => {
+                        self.reconcile_create(kind, name, &data).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
         self.run("get", kind, name, |_| self.inner.get(kind, name))
             .await

@@ -98,6 +98,7 @@ use std::sync::Arc;
 
 use backup_core::{Result, Sink};
 
+pub mod cold;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod layers;
@@ -133,8 +134,8 @@ mod cloud;
 pub use local::LocalSink;
 pub use objstore::{ObjectStoreSink, UPLOAD_STAGING_PREFIX};
 pub use options::{
-    GcsOptions, HttpOptions, MultipartOptions, RetryOptions, S3Options, StorageOptionKey,
-    StorageOptions,
+    GcsOptions, GcsStorageClass, HttpOptions, MultipartOptions, RetryOptions, S3Options,
+    S3StorageClass, StorageOptionKey, StorageOptions,
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use url::{StorageUrl, UrlCredentials};

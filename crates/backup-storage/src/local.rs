@@ -79,6 +79,10 @@ impl Sink for LocalSink {
         self.root.display().to_string()
     }
 
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        self.put(FileKind::Pack, name, data, PutMode::Create).await
+    }
+
     async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
         check_name(kind, name)?;
         let name = name.to_owned();

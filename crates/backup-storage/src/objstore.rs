@@ -12,7 +12,9 @@ use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, AttributeValue, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload,
+};
 
 use crate::options::MultipartOptions;
 use backup_core::sink::check_name;
@@ -34,6 +36,12 @@ pub const UPLOAD_STAGING_PREFIX: &str = "tmp";
 ///   staging key in [`UPLOAD_STAGING_PREFIX`] and then copies it to the final
 ///   key with the store's atomic copy-if-not-exists, deleting the staging
 ///   object afterwards. Either way the object appears whole or not at all.
+/// - [`Sink::put_data_pack`] writes with the data storage class set by
+///   [`ObjectStoreSink::with_data_storage_class`] (the `StorageClass`
+///   attribute: `x-amz-storage-class` on S3, `x-goog-storage-class` on
+///   GCS). Such packs always go up in one conditional PUT, whatever their
+///   size: S3's copy that publishes a create-only multipart upload would
+///   not carry the class.
 /// - Store errors map to the semantic [`Error`] variants; connection
 ///   failures, timeouts, throttling and 5xx answers become
 ///   [`Error::Transient`] so the retry layer can retry them.
@@ -44,6 +52,7 @@ pub struct ObjectStoreSink {
     backend: &'static str,
     location: String,
     multipart: MultipartOptions,
+    data_class: Option<&'static str>,
 }
 
 impl fmt::Debug for ObjectStoreSink {
@@ -52,6 +61,7 @@ impl fmt::Debug for ObjectStoreSink {
             .field("backend", &self.backend)
             .field("location", &self.location)
             .field("multipart", &self.multipart)
+            .field("data_class", &self.data_class)
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +91,7 @@ impl ObjectStoreSink {
             backend,
             location: location.into(),
             multipart: MultipartOptions::default(),
+            data_class: None,
         })
     }
 
@@ -88,6 +99,15 @@ impl ObjectStoreSink {
     #[must_use]
     pub fn with_multipart(mut self, multipart: MultipartOptions) -> Self {
         self.multipart = multipart;
+        self
+    }
+
+    /// Stores data packs ([`Sink::put_data_pack`]) in the storage class
+    /// `class`, spelled as the store's API spells it (`GLACIER`,
+    /// `COLDLINE`, ...); `None` keeps the store's default class.
+    #[must_use]
+    pub fn with_data_storage_class(mut self, class: Option<&'static str>) -> Self {
+        self.data_class = class;
         self
     }
 
@@ -208,6 +228,26 @@ impl Sink for ObjectStoreSink {
                 .map_err(|e| self.error(e, "writing", kind, name)),
             (true, PutMode::Create) => self.create_multipart(kind, name, &key, data).await,
         }
+    }
+
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        let kind = FileKind::Pack;
+        let Some(class) = self.data_class else {
+            return self.put(kind, name, data, PutMode::Create).await;
+        };
+        let key = self.object_key(kind, name)?;
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::StorageClass, AttributeValue::from(class));
+        let options = PutOptions {
+            mode: object_store::PutMode::Create,
+            attributes,
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(&key, PutPayload::from(data), options)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e, "writing", kind, name))
     }
 
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
@@ -358,6 +398,13 @@ fn map_error(
         E::Precondition { .. } | E::NotModified { .. } => {
             Error::Precondition(format!("{op} {what} at {location}: {}", chain(&err)))
         }
+        E::PermissionDenied { .. } if chain(&err).contains("InvalidObjectState") => Error::Generic {
+            backend,
+            source: format!(
+                "{op} {what} at {location}: the object is in an archive storage class (S3 GLACIER or DEEP_ARCHIVE) and must be thawed first; restore with --cold-wait DURATION (for example --cold-wait 12h) or --cold-tier TIER, which request the thaw"
+            )
+            .into(),
+        },
         E::PermissionDenied { .. } => Error::PermissionDenied(format!(
             "{op} {what} at {location}: {}; check the credentials and the bucket's access policy",
             chain(&err)

@@ -75,6 +75,11 @@ pub struct S3Options {
     /// Session token of temporary credentials.
     #[serde(skip_serializing)]
     pub session_token: Option<SecretString>,
+    /// The storage class of new data packs (packs of file contents and
+    /// database rows); every other object (config, keys, index, snapshots,
+    /// tree packs, locks, audit and capture records) stays in `STANDARD`.
+    /// Unset: data packs are `STANDARD` too.
+    pub data_storage_class: Option<S3StorageClass>,
 }
 
 impl PartialEq for S3Options {
@@ -89,6 +94,7 @@ impl PartialEq for S3Options {
                 other.secret_access_key.as_ref(),
             )
             && same_secret(self.session_token.as_ref(), other.session_token.as_ref())
+            && self.data_storage_class == other.data_storage_class
     }
 }
 
@@ -114,6 +120,10 @@ pub struct GcsOptions {
     /// A service-account JSON key, inline.
     #[serde(skip_serializing)]
     pub service_account_key: Option<SecretString>,
+    /// The storage class of new data packs; every other object keeps the
+    /// bucket's default class. Every GCS class is readable at once (only
+    /// the price of reading differs), so nothing ever needs thawing.
+    pub data_storage_class: Option<GcsStorageClass>,
 }
 
 impl PartialEq for GcsOptions {
@@ -124,8 +134,107 @@ impl PartialEq for GcsOptions {
                 self.service_account_key.as_ref(),
                 other.service_account_key.as_ref(),
             )
+            && self.data_storage_class == other.data_storage_class
     }
 }
+
+/// Declares a storage class enum with its wire names.
+macro_rules! storage_classes {
+    ($(#[$doc:meta])* $name:ident, $cloud:literal, [$($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every class, in documentation order.
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The class as the cloud's API spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Parses the API spelling, case-insensitively (`-` may stand for
+        /// `_`).
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self> {
+                let wanted = s.trim().to_ascii_uppercase().replace('-', "_");
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| c.as_str() == wanted)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = $name::ALL.iter().map(|c| c.as_str()).collect();
+                        Error::Config(format!(
+                            "unknown {} storage class `{s}`; known classes: {}",
+                            $cloud,
+                            known.join(", ")
+                        ))
+                    })
+            }
+        }
+    };
+}
+
+storage_classes!(
+    /// An Amazon S3 storage class for data packs.
+    S3StorageClass,
+    "S3",
+    [
+        /// `STANDARD`: the default class.
+        Standard = "STANDARD",
+        /// `STANDARD_IA`: infrequent access, readable at once, 30-day minimum.
+        StandardIa = "STANDARD_IA",
+        /// `GLACIER_IR`: Glacier Instant Retrieval, readable at once, 90-day
+        /// minimum.
+        GlacierIr = "GLACIER_IR",
+        /// `GLACIER`: Glacier Flexible Retrieval; objects must be restored
+        /// (thawed) before they can be read.
+        Glacier = "GLACIER",
+        /// `DEEP_ARCHIVE`: Glacier Deep Archive; objects must be restored
+        /// before they can be read (12 to 48 hours).
+        DeepArchive = "DEEP_ARCHIVE",
+    ]
+);
+
+impl S3StorageClass {
+    /// Whether objects of this class must be restored (thawed) with
+    /// `RestoreObject` before a GET succeeds.
+    pub fn is_archive(self) -> bool {
+        matches!(self, S3StorageClass::Glacier | S3StorageClass::DeepArchive)
+    }
+}
+
+storage_classes!(
+    /// A Google Cloud Storage class for data packs. All are readable at
+    /// once; they differ in price and minimum storage duration.
+    GcsStorageClass,
+    "GCS",
+    [
+        /// `STANDARD`.
+        Standard = "STANDARD",
+        /// `NEARLINE`: 30-day minimum.
+        Nearline = "NEARLINE",
+        /// `COLDLINE`: 90-day minimum.
+        Coldline = "COLDLINE",
+        /// `ARCHIVE`: 365-day minimum.
+        Archive = "ARCHIVE",
+    ]
+);
 
 /// HTTP client settings of the cloud backends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,12 +338,16 @@ pub enum StorageOptionKey {
     S3SecretAccessKey,
     /// `s3.session-token`: [`S3Options::session_token`].
     S3SessionToken,
+    /// `s3.data-storage-class`: [`S3Options::data_storage_class`].
+    S3DataStorageClass,
     /// `gcs.base-url`: [`GcsOptions::base_url`].
     GcsBaseUrl,
     /// `gcs.service-account-path`: [`GcsOptions::service_account_path`].
     GcsServiceAccountPath,
     /// `gcs.service-account-key`: [`GcsOptions::service_account_key`].
     GcsServiceAccountKey,
+    /// `gcs.data-storage-class`: [`GcsOptions::data_storage_class`].
+    GcsDataStorageClass,
     /// `http.connect-timeout`: [`HttpOptions::connect_timeout`].
     HttpConnectTimeout,
     /// `http.request-timeout`: [`HttpOptions::request_timeout`].
@@ -259,7 +372,7 @@ pub enum StorageOptionKey {
 
 impl StorageOptionKey {
     /// Every key, in documentation order.
-    pub const ALL: [StorageOptionKey; 20] = [
+    pub const ALL: [StorageOptionKey; 22] = [
         StorageOptionKey::S3Endpoint,
         StorageOptionKey::S3Region,
         StorageOptionKey::S3AllowHttp,
@@ -267,9 +380,11 @@ impl StorageOptionKey {
         StorageOptionKey::S3AccessKeyId,
         StorageOptionKey::S3SecretAccessKey,
         StorageOptionKey::S3SessionToken,
+        StorageOptionKey::S3DataStorageClass,
         StorageOptionKey::GcsBaseUrl,
         StorageOptionKey::GcsServiceAccountPath,
         StorageOptionKey::GcsServiceAccountKey,
+        StorageOptionKey::GcsDataStorageClass,
         StorageOptionKey::HttpConnectTimeout,
         StorageOptionKey::HttpRequestTimeout,
         StorageOptionKey::HttpClientRetries,
@@ -292,9 +407,11 @@ impl StorageOptionKey {
             StorageOptionKey::S3AccessKeyId => "s3.access-key-id",
             StorageOptionKey::S3SecretAccessKey => "s3.secret-access-key",
             StorageOptionKey::S3SessionToken => "s3.session-token",
+            StorageOptionKey::S3DataStorageClass => "s3.data-storage-class",
             StorageOptionKey::GcsBaseUrl => "gcs.base-url",
             StorageOptionKey::GcsServiceAccountPath => "gcs.service-account-path",
             StorageOptionKey::GcsServiceAccountKey => "gcs.service-account-key",
+            StorageOptionKey::GcsDataStorageClass => "gcs.data-storage-class",
             StorageOptionKey::HttpConnectTimeout => "http.connect-timeout",
             StorageOptionKey::HttpRequestTimeout => "http.request-timeout",
             StorageOptionKey::HttpClientRetries => "http.client-retries",
@@ -385,6 +502,12 @@ impl StorageOptions {
             }
             StorageOptionKey::S3SessionToken => {
                 self.s3.session_token = Some(SecretString::from(value));
+            }
+            StorageOptionKey::S3DataStorageClass => {
+                self.s3.data_storage_class = Some(value.parse()?);
+            }
+            StorageOptionKey::GcsDataStorageClass => {
+                self.gcs.data_storage_class = Some(value.parse()?);
             }
             StorageOptionKey::GcsBaseUrl => self.gcs.base_url = text(),
             StorageOptionKey::GcsServiceAccountPath => {
@@ -616,6 +739,26 @@ mod tests {
         assert_eq!(parse_size("5 parsecs"), None);
         assert_eq!(format_size(32 * MIB), "32MiB");
         assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn storage_classes_parse() {
+        assert_eq!(
+            "glacier-ir".parse::<S3StorageClass>().unwrap(),
+            S3StorageClass::GlacierIr
+        );
+        assert!("DEEP_ARCHIVE"
+            .parse::<S3StorageClass>()
+            .unwrap()
+            .is_archive());
+        assert!("COLD".parse::<S3StorageClass>().is_err());
+        assert_eq!(
+            "coldline".parse::<GcsStorageClass>().unwrap(),
+            GcsStorageClass::Coldline
+        );
+        let mut o = StorageOptions::default();
+        let err = o.set_pair("s3.data-storage-class=ICE").unwrap_err();
+        assert!(err.to_string().contains("DEEP_ARCHIVE"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::cloud::{client_settings, redact_endpoint, retry_config};
 use crate::objstore::ObjectStoreSink;
-use crate::options::StorageOptions;
+use crate::options::{S3StorageClass, StorageOptions};
 use crate::url::UrlCredentials;
 
 /// Builds the S3 sink for `s3://bucket/prefix`.
@@ -28,6 +28,28 @@ pub(crate) fn build(
     location: &str,
 ) -> Result<Arc<dyn Sink>> {
     options.validate_cloud_parts("S3")?;
+    let (builder, shown) = configure(bucket, credentials, options, location)?;
+    let store = builder
+        .build()
+        .map_err(|e| Error::Config(format!("cannot configure S3 for {shown}: {e}")))?;
+    let sink = ObjectStoreSink::new(Arc::new(store), prefix, "s3", shown)?
+        .with_multipart(options.multipart.clone())
+        .with_data_storage_class(options.s3.data_storage_class.map(S3StorageClass::as_str));
+    Ok(Arc::new(sink))
+}
+
+/// The configured S3 client builder for `bucket` and how to show its
+/// location in messages (the URL, and the endpoint when one is set).
+///
+/// # Errors
+///
+/// [`Error::Config`] for a plain-HTTP endpoint without `allow-http`.
+pub(crate) fn configure(
+    bucket: &str,
+    credentials: Option<&UrlCredentials>,
+    options: &StorageOptions,
+    location: &str,
+) -> Result<(AmazonS3Builder, String)> {
     crate::cloud::require_tls_provider()?;
     let s3 = &options.s3;
     // A session token from the environment belongs to the environment's
@@ -94,12 +116,7 @@ pub(crate) fn build(
             )));
         }
     }
-    let store = builder
-        .build()
-        .map_err(|e| Error::Config(format!("cannot configure S3 for {shown}: {e}")))?;
-    let sink = ObjectStoreSink::new(Arc::new(store), prefix, "s3", shown)?
-        .with_multipart(options.multipart.clone());
-    Ok(Arc::new(sink))
+    Ok((builder, shown))
 }
 
 /// [`AmazonS3Builder::from_env`] without `AWS_SESSION_TOKEN`.

@@ -280,6 +280,29 @@ impl Sink for FaultySink {
         }
     }
 
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        let kind = FileKind::Pack;
+        let (number, fault) = self.on_call(Op::Put, Some(kind));
+        match fault {
+            None => self.inner.put_data_pack(name, data).await,
+            Some(Fault::Truncate { keep }) => {
+                let keep = keep.min(data.len());
+                self.inner.put_data_pack(name, data.slice(..keep)).await
+            }
+            Some(Fault::StoredButLost) => {
+                self.inner.put_data_pack(name, data).await?;
+                Err(injected_error(
+                    Fault::StoredButLost,
+                    Op::Put,
+                    number,
+                    Some(kind),
+                    name,
+                ))
+            }
+            Some(fault) => Err(injected_error(fault, Op::Put, number, Some(kind), name)),
+        }
+    }
+
     async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
         let (number, fault) = self.on_call(Op::Get, Some(kind));
         match fault {

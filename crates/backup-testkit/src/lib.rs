@@ -8,6 +8,8 @@
 //!   127.0.0.1.
 //! - `mongo` (feature `mongo`): throwaway `SecantusDB` servers (MongoDB
 //!   wire protocol, one-node replica set) started from `secantusd-py`.
+//! - `moto` (feature `moto`): throwaway `moto_server` processes, S3 with
+//!   storage classes and `RestoreObject`.
 //! - `postgres` (feature `postgres`): throwaway PostgreSQL clusters
 //!   (`initdb` + `postgres` on 127.0.0.1).
 //! - `gcs` (feature `gcs`): an in-process fake of the Google Cloud Storage
@@ -27,6 +29,8 @@ pub mod faulty;
 pub mod gcs;
 #[cfg(feature = "mongo")]
 pub mod mongo;
+#[cfg(feature = "moto")]
+pub mod moto;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

@@ -46,6 +46,22 @@ pub(crate) struct NewPasswordArgs {
 pub(crate) struct StatsArgs {}
 
 #[derive(Debug, Args)]
+pub(crate) struct TierArgs {
+    /// Move only data packs that no snapshot younger than this uses (for
+    /// example `90d`); without it, every data pack.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) older_than: Option<String>,
+    /// The S3 storage class to move to: `STANDARD`, `STANDARD_IA`,
+    /// `GLACIER_IR`, `GLACIER` or `DEEP_ARCHIVE` (default: the storage
+    /// option `s3.data-storage-class`).
+    #[arg(long, value_name = "CLASS")]
+    pub(crate) class: Option<String>,
+    /// Count what would move; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ForgetArgs {
     /// Snapshots to remove (ids or unique prefixes), in addition to the policy.
     pub(crate) snapshots: Vec<String>,

@@ -14,7 +14,8 @@ pub(crate) use capture::{
     FollowArgs, OplogCommand, PitrArgs, RedisCommand, RedisFollowArgs, WalCommand,
 };
 pub(crate) use maintenance::{
-    CopyArgs, ForgetArgs, KeyCommand, PruneArgs, RepairCommand, RewriteArgs, StatsArgs, UnlockArgs,
+    CopyArgs, ForgetArgs, KeyCommand, PruneArgs, RepairCommand, RewriteArgs, StatsArgs, TierArgs,
+    UnlockArgs,
 };
 pub(crate) use monitoring::{
     AuditArgs, DrillArgs, GenerateCommand, HealthArgs, RemoteCommand, RemoteRestoreArgs,
@@ -165,6 +166,11 @@ pub(crate) enum Command {
     Key(KeyCommand),
     /// Show sizes, compression and deduplication ratios.
     Stats(StatsArgs),
+    /// Move data packs to a colder S3 storage class (`STANDARD_IA`,
+    /// `GLACIER_IR`, `GLACIER`, `DEEP_ARCHIVE`) by copying them within the
+    /// bucket; only packs of snapshots older than --older-than when given.
+    /// Trees, index and snapshots stay readable at once.
+    Tier(TierArgs),
     /// Remove stale locks left by processes that died.
     Unlock(UnlockArgs),
     /// Check every job of --config: source reachable, repository writable,

@@ -18,6 +18,8 @@ const RESTORE_PHYSICAL: &str = "Physical PostgreSQL";
 
 const RESTORE_FILES: &str = "File targets";
 
+const RESTORE_COLD: &str = "Cold storage (S3 archive classes)";
+
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
     /// Snapshot id, unique id prefix, or `latest` (the default). With a
@@ -87,6 +89,20 @@ pub(crate) struct RestoreArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// S3 archive classes (`GLACIER`, `DEEP_ARCHIVE`): wait up to this long
+    /// (`12h`) for the packs the restore needs to thaw, then restore.
+    /// Without it, thaws are requested and the restore stops with a
+    /// message to run it again later; the requests are kept.
+    #[arg(long, help_heading = RESTORE_COLD, value_name = "DURATION")]
+    pub(crate) cold_wait: Option<String>,
+    /// Retrieval tier of thaw requests: expedited, standard (default) or
+    /// bulk. Giving it (or --cold-wait) checks packs for archive classes
+    /// even when `s3.data-storage-class` is not an archive class.
+    #[arg(long, help_heading = RESTORE_COLD, value_name = "TIER")]
+    pub(crate) cold_tier: Option<String>,
+    /// Days a thawed copy stays readable.
+    #[arg(long, help_heading = RESTORE_COLD, value_name = "DAYS", default_value = "7")]
+    pub(crate) cold_days: u32,
     /// Do not ask for confirmation of a destructive restore.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,

@@ -22,6 +22,7 @@ mod report;
 mod restore;
 mod rewrite;
 mod stats;
+mod tier;
 mod token;
 mod verify;
 pub(crate) mod wal;
@@ -77,6 +78,7 @@ fn audited_operation(c: &Command) -> Option<&'static str> {
         Command::Forget(_) => "forget",
         Command::Tag(_) => "tag",
         Command::Prune(_) => "prune",
+        Command::Tier(a) if !a.dry_run => "tier",
         Command::Rewrite(_) => "rewrite",
         Command::Copy(_) => "copy",
         Command::Repair(_) => "repair",
@@ -107,6 +109,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Verify(a) => verify::run(ctx, a).await,
         Command::Key(k) => key::run(ctx, k).await,
         Command::Stats(a) => stats::run(ctx, a).await,
+        Command::Tier(a) => tier::run(ctx, a).await,
         Command::Unlock(a) => stats::unlock(ctx, a).await,
         Command::Forget(a) => forget::forget(ctx, a).await,
         Command::Prune(a) => forget::prune_cmd(ctx, a).await,

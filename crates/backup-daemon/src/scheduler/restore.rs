@@ -140,6 +140,9 @@ impl Daemon {
             // by its request (and, when protected, by its approvers).
             confirmed: true,
             lock_wait,
+            // Thawing archived packs is the CLI's (`restore --cold-wait`);
+            // the daemon reads packs as they are (decision 0077).
+            cold: None,
         };
         Ok((spec, req))
     }
