@@ -164,6 +164,13 @@ fn dump_postgres_physical_table_is_refused() {
     let err = s.fails(&["dump", "latest", "public.t", "--format", "csv"], 2);
     assert!(err.contains("physical base backup"), "{err}");
     assert!(err.contains("restore"), "{err}");
+    // Nor at a point in time: that is a restore's work.
+    let now = chrono::Utc::now().to_rfc3339();
+    let err = s.fails(&["dump", "latest", "public.t", "--at", &now], 2);
+    assert!(
+        err.contains("backup restore latest --at") && err.contains("WAL"),
+        "{err}"
+    );
 }
 
 fn client(m: &MongoServer) -> Client {

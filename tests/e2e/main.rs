@@ -25,6 +25,7 @@ mod dedup;
 mod drill;
 mod drill_daemon;
 mod dump;
+mod dump_at;
 mod dump_items;
 mod file_fidelity;
 mod file_restore;

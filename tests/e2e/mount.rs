@@ -1,6 +1,7 @@
 //! `backup mount DIR` (issue 33): a repository as a read-only FUSE file
 //! system, read through the kernel and compared with what was backed up
-//! (files) and with `backup dump` (a PostgreSQL table as CSV).
+//! (files) and with `backup dump` (a PostgreSQL table as CSV, Redis keys
+//! as files).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -10,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backup_testkit::postgres::PgCluster;
+use backup_testkit::redis::RedisServer;
 
 use crate::util::{random_bytes, set_mtime, write, Scratch, PASSWORD};
 
@@ -288,4 +290,122 @@ fn mount_postgres_tables_as_csv() {
     });
     assert!(status.unwrap().success());
     assert!(!is_mounted(&m.dir));
+}
+
+/// The entries of `dir` as bytes, sorted.
+fn byte_names(dir: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut names: Vec<Vec<u8>> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn mount_redis_keys_as_files_like_dump() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let run = |con: &mut redis::Connection, args: &[&[u8]]| {
+        let mut c = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c.exec(con).unwrap();
+    };
+    let big = random_bytes(300_000, 7);
+    run(&mut con, &[b"SET", b"user:1", b"alice"]);
+    run(&mut con, &[b"SET", b"bin", b"\x00\xff\xfe raw"]);
+    run(&mut con, &[b"SET", b"\xff\x00key", b"\x01binary\xff"]);
+    run(&mut con, &[b"SET", b"big", &big]);
+    run(&mut con, &[b"SET", b"path/with/slashes", b"deep"]);
+    run(&mut con, &[b"SET", b"50%", b"percent"]);
+    run(&mut con, &[b"SET", b"..", b"dots"]);
+    run(&mut con, &[b"RPUSH", b"list", b"one", b"\xff"]);
+    run(&mut con, &[b"HSET", b"hash", b"f1", b"v1"]);
+    run(
+        &mut con,
+        &[b"ZADD", b"zset", b"1.5", b"low", b"inf", b"top"],
+    );
+    run(&mut con, &[b"XADD", b"stream", b"1-1", b"field", b"value"]);
+    run(&mut con, &[b"SELECT", b"3"]);
+    run(&mut con, &[b"SET", b"user:9", b"in db 3"]);
+    let s = Scratch::new();
+    s.init();
+    s.json(&["create", &server.url()]);
+    let dump = |args: &[&str]| {
+        let out = s.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+
+    let m = Mounted::start(&s, &s.path("mnt"), &[]);
+    let snap = m.dir.join("snapshots/latest");
+    assert_eq!(names(&snap), ["0", "3"]);
+    let db0 = snap.join("0");
+    let want: Vec<&[u8]> = vec![
+        b"%2E.",
+        b"50%25",
+        b"big",
+        b"bin",
+        b"hash",
+        b"list",
+        b"path%2Fwith%2Fslashes",
+        b"stream",
+        b"user:1",
+        b"zset",
+        b"\xff%00key",
+    ];
+    assert_eq!(byte_names(&db0), want);
+    assert_eq!(names(&snap.join("3")), ["user:9"]);
+
+    // Every key with a name `backup dump` takes: the same bytes, and the
+    // size listed before the file was opened.
+    for (file, key) in [
+        ("user:1", "user:1"),
+        ("bin", "bin"),
+        ("big", "big"),
+        ("path%2Fwith%2Fslashes", "path/with/slashes"),
+        ("50%25", "50%"),
+        ("%2E.", ".."),
+        ("list", "list"),
+        ("hash", "hash"),
+        ("zset", "zset"),
+    ] {
+        let want = dump(&["dump", "latest", &format!("0/{key}")]);
+        let size = fs::metadata(db0.join(file)).unwrap().len();
+        assert_eq!(size, want.len() as u64, "{key}");
+        let got = fs::read(db0.join(file)).unwrap();
+        assert!(got == want, "{key}: the mounted file differs from the dump");
+    }
+    assert_eq!(fs::read(db0.join("big")).unwrap(), big);
+    assert_eq!(
+        fs::read(snap.join("3/user:9")).unwrap(),
+        dump(&["dump", "latest", "3/user:9"])
+    );
+    // A key whose name is not UTF-8, holding bytes that are not either.
+    let odd = db0.join(std::ffi::OsStr::from_bytes(b"\xff%00key"));
+    assert_eq!(fs::read(&odd).unwrap(), b"\x01binary\xff");
+    // A stream has no plain rendering: its file holds the DUMP payload,
+    // as `--format raw` writes it.
+    assert_eq!(
+        fs::read(db0.join("stream")).unwrap(),
+        dump(&["dump", "latest", "0/stream", "--format", "raw"])
+    );
+    // A read in the middle of a large value.
+    let mut f = fs::File::open(db0.join("big")).unwrap();
+    f.seek(SeekFrom::Start(100_000)).unwrap();
+    let mut part = vec![0; 1000];
+    f.read_exact(&mut part).unwrap();
+    assert_eq!(part, big[100_000..101_000]);
+    assert_eq!(
+        fs::metadata(db0.join("nosuch")).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
 }

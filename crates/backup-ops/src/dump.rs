@@ -41,6 +41,11 @@ pub struct DumpRequest {
     /// For a table, collection or key: the format (the kind's default
     /// when `None`); given, `path` must name one.
     pub format: Option<ItemFormat>,
+    /// A MongoDB collection as it was at this time (`--at`): the newest
+    /// base snapshot at or before it (`snapshot` `latest`; an id names
+    /// the base to start from) plus the captured oplog replayed for that
+    /// collection. See [`dump`].
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What `dump` wrote.
@@ -110,8 +115,23 @@ pub type OpenOutput = Box<dyn FnOnce(DumpShape) -> Result<Box<dyn Write + Send>>
 /// below it. The writer is used from a blocking thread and flushed at
 /// the end.
 ///
+/// With `req.at`, `req.path` names a MongoDB collection and it is
+/// written as it was at that time: the restorable window that holds the
+/// time is found as for `backup restore --at` ([`crate::pitr::plan`],
+/// from the newest base at or before it, or from the snapshot named when
+/// it is not `latest`), then the base's documents of that collection,
+/// its own oplog window and the captured oplog up to the time are
+/// replayed in memory for that one collection
+/// ([`backup_sources::mongo::dump_collection_at`]). Other kinds are
+/// refused (restoring to the point is the way there).
+///
 /// # Errors
 ///
+/// With `req.at`: [`Error::Usage`] for a snapshot that is not MongoDB
+/// (saying to use `backup restore --at`), and for a time outside the
+/// captured windows (naming them, as a restore to a point does);
+/// `Config` for a history the in-memory replay does not rebuild.
+/// Otherwise:
 /// [`Error::NotFound`](backup_core::Error::NotFound) when the snapshot or
 /// the path does not exist, `Usage` for a path naming a symbolic link or
 /// special file (nothing to write as content): in both cases before
@@ -119,6 +139,9 @@ pub type OpenOutput = Box<dyn FnOnce(DumpShape) -> Result<Box<dyn Write + Send>>
 /// damaged data (the output then ends early: an error, never a short file
 /// reported as complete); errors writing `out`.
 pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Result<DumpOutcome> {
+    if let Some(at) = req.at {
+        return dump_at(repo, req, at, open).await;
+    }
     let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
     let indexed: IndexedRepository = repo.clone().load_index().await?;
     let reader = SnapshotReader::new(indexed, entry.clone());
@@ -178,6 +201,94 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
         bytes,
         item: None,
     })
+}
+
+/// `dump --at`: one MongoDB collection at a point in time (see [`dump`]).
+async fn dump_at(
+    repo: &Repository,
+    req: &DumpRequest,
+    at: chrono::DateTime<chrono::Utc>,
+    open: OpenOutput,
+) -> Result<DumpOutcome> {
+    let chosen = repo.find_snapshot(&req.snapshot, &req.filter).await?;
+    let kind = chosen.snapshot.source.kind.clone();
+    let when = at.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string();
+    let restore = format!(
+        "restore to the point instead (`backup restore {} --at {when} --to SCRATCH`) and read it there",
+        if req.snapshot == "latest" {
+            "latest"
+        } else {
+            req.snapshot.as_str()
+        }
+    );
+    let why = match kind.as_str() {
+        "mongodb" => None,
+        "postgres" if chosen.snapshot.metadata.get("mode").and_then(|m| m.as_str()) == Some("physical") => Some(
+            "a PostgreSQL physical snapshot reaches a point in time only by replaying its WAL in a server".to_owned(),
+        ),
+        "postgres" => Some("a PostgreSQL table has no captured change stream to replay without a server".to_owned()),
+        "redis" => Some("a Redis snapshot's captured replication stream is replayed by a server, not per key".to_owned()),
+        other => Some(format!("a {other} snapshot has no captured change stream to replay")),
+    };
+    if let Some(why) = why {
+        return Err(Error::Usage(format!(
+            "`dump --at` reads one MongoDB collection at a time from its base and captured oplog; snapshot {} is not MongoDB: {why}; {restore}",
+            chosen.id.short()
+        )));
+    }
+    if matches!(req.format, Some(f) if !matches!(f, ItemFormat::Json | ItemFormat::Bson)) {
+        return Err(Error::Usage(
+            "a collection is written as json or bson (--format)".to_owned(),
+        ));
+    }
+    #[cfg(feature = "mongodb")]
+    {
+        let opts = backup_core::target::RestoreOptions {
+            at: Some(at),
+            ..backup_core::target::RestoreOptions::default()
+        };
+        let named = (req.snapshot != "latest").then_some(chosen.id);
+        let source = req.filter.source.as_deref();
+        let plan = crate::pitr::plan(repo, "mongodb", source, named, &opts)
+            .await
+            .map_err(|e| match e {
+                Error::Usage(m) => {
+                    Error::Usage(m.replacen("cannot restore to", "cannot dump at", 1))
+                }
+                other => other,
+            })?
+            .ok_or_else(|| Error::usage("this build has no MongoDB oplog capture"))?;
+        let indexed: IndexedRepository = repo.clone().load_index().await?;
+        let reader = SnapshotReader::new(indexed, plan.base.clone());
+        let format = req.format.unwrap_or(ItemFormat::Json);
+        let open: backup_sources::item::OpenItem = Box::new(move |format| {
+            open(DumpShape::Item(format)).map_err(|e| match e {
+                Error::Core(e) => e,
+                other => backup_core::Error::Config(other.to_string()),
+            })
+        });
+        let done = backup_sources::mongo::dump_collection_at(
+            &reader,
+            &req.path,
+            format,
+            plan.replay.as_ref(),
+            &when,
+            open,
+        )
+        .await?;
+        Ok(DumpOutcome {
+            snapshot: plan.base,
+            shape: DumpShape::Item(done.format),
+            entries: done.count,
+            bytes: done.bytes,
+            item: Some(done),
+        })
+    }
+    #[cfg(not(feature = "mongodb"))]
+    {
+        drop(open);
+        Err(Error::usage("this build has no MongoDB support"))
+    }
 }
 
 fn is_not_found(e: &Error) -> bool {

@@ -300,6 +300,13 @@ pub(crate) struct DumpArgs {
     /// written to a terminal).
     #[arg(short = 'O', long, value_name = "FILE")]
     pub(crate) output: Option<std::path::PathBuf>,
+    /// A MongoDB collection as it was at TIME (as `restore --at` takes
+    /// it): the newest base snapshot at or before it (`latest`; or the
+    /// snapshot named) plus the captured oplog (`backup oplog follow`)
+    /// replayed for that collection. Other kinds are refused: restore to
+    /// the point instead.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at: Option<String>,
 }
 
 #[derive(Debug, Args)]

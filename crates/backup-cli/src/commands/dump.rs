@@ -7,7 +7,7 @@ use backup_core::snapshot::SnapshotFilter;
 use backup_ops::dump::{dump, DumpRequest, DumpShape};
 use backup_sources::item::ItemFormat;
 
-use super::{bytes, normalize_source};
+use super::{bytes, normalize_source, parse_time};
 use crate::cli::DumpArgs;
 use crate::context::Ctx;
 
@@ -20,6 +20,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
         },
         path: a.path.clone(),
         format: a.format,
+        at: a.at.as_deref().map(parse_time).transpose()?,
     };
     let repo = ctx.open().await?;
     let output = a.output.clone();

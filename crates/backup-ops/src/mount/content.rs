@@ -221,6 +221,18 @@ impl BlobCache {
     }
 }
 
+/// What a spool holds: a table or collection, or a Redis key.
+pub(super) enum Rendered<'a> {
+    /// As [`backup_sources::kind::dump_item`] writes it.
+    Item { path: &'a str, format: ItemFormat },
+    /// A key by its bytes, as `backup dump SNAPSHOT DB/KEY` writes it.
+    Key {
+        db: u32,
+        key: &'a [u8],
+        format: ItemFormat,
+    },
+}
+
 /// A rendered table or collection: an unlinked file and its size.
 #[derive(Debug)]
 pub(super) struct Spool {
@@ -272,8 +284,7 @@ impl Spools {
         handle: &Handle,
         ino: u64,
         reader: &SnapshotReader,
-        path: &str,
-        format: ItemFormat,
+        what: &Rendered<'_>,
     ) -> Result<Arc<Spool>> {
         let slot = self.slot(ino);
         let mut state = lock(&slot);
@@ -293,12 +304,20 @@ impl Spools {
         let open: backup_sources::item::OpenItem = Box::new(move |_| {
             Ok(Box::new(BufWriter::with_capacity(1 << 20, out)) as Box<dyn Write + Send>)
         });
-        let done = handle.block_on(backup_sources::kind::dump_item(
-            reader,
-            path,
-            Some(format),
-            open,
-        ))?;
+        let done =
+            match *what {
+                Rendered::Item { path, format } => handle.block_on(
+                    backup_sources::kind::dump_item(reader, path, Some(format), open),
+                )?,
+                #[cfg(feature = "redis")]
+                Rendered::Key { db, key, format } => handle.block_on(
+                    backup_sources::redis::item::dump_key_bytes(reader, db, key, format, open),
+                )?,
+                #[cfg(not(feature = "redis"))]
+                Rendered::Key { .. } => {
+                    return Err(Error::usage("this build has no Redis support"));
+                }
+            };
         let s = Arc::new(Spool {
             ino,
             file,

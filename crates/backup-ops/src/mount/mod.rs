@@ -21,9 +21,17 @@
 //! a MongoDB snapshot's one per collection, `<database>/<collection>.json`
 //! (canonical Extended JSON, one document a line), both written by the
 //! same writers as `backup dump` ([`backup_sources::item`]). Views and
-//! partitioned tables (no rows of their own) are left out. Other
-//! snapshots (Redis, PostgreSQL physical) show their stored tree (the
-//! RDB stream, the data directory).
+//! partitioned tables (no rows of their own) are left out. A Redis
+//! snapshot's is one directory per database and one file per key,
+//! `<db>/<key>`, holding what `backup dump SNAPSHOT DB/KEY` writes (a
+//! stream or module key, which has no plain rendering, its `DUMP`
+//! payload, as `--format raw`); key names are bytes, escaped like every
+//! name (below). A PostgreSQL physical snapshot shows its stored tree
+//! (the data directory).
+//!
+//! Names are made one path component: `%`, `/` and NUL become `%25`,
+//! `%2F` and `%00`, a name `.` or `..` gets `%2E` for its first dot, and
+//! the empty name is `%`; other bytes (non-UTF-8 ones too) are kept.
 //!
 //! # Reads
 //!
@@ -42,7 +50,11 @@
 //!
 //! The snapshot list is read once, when the file system is opened;
 //! directories of snapshot trees are loaded when first looked at and
-//! kept while mounted.
+//! kept while mounted. A Redis database's directory is listed by one
+//! streamed pass over the snapshot's stream when first looked at (each
+//! value rendered to learn its file's size, then dropped): what stays is
+//! each key's name and size. Opening a key's file reads the stream again
+//! up to that key.
 
 mod content;
 
@@ -60,7 +72,7 @@ use backup_sources::item::ItemFormat;
 use tokio::runtime::Handle;
 
 pub use content::OpenFile;
-use content::{BlobCache, Spools};
+use content::{BlobCache, Rendered, Spools};
 
 use crate::error::{Error, Result};
 
@@ -196,6 +208,17 @@ enum What {
         path: String,
         format: ItemFormat,
     },
+    /// A Redis database's directory: its keys are listed when first
+    /// asked for.
+    RedisDb { snap: usize, db: u32 },
+    /// A Redis key, rendered when opened (its size known from the
+    /// listing).
+    Key {
+        snap: usize,
+        db: u32,
+        key: Vec<u8>,
+        format: ItemFormat,
+    },
 }
 
 /// A directory's entries: names, sorted, with their inode numbers.
@@ -324,7 +347,8 @@ impl MountView {
                 nlink: 1,
                 ..dir(*mtime)
             },
-            What::Item { snap, .. } => Attr {
+            What::RedisDb { snap, .. } => dir(self.snaps[*snap].reader.snapshot().time.into()),
+            What::Item { snap, .. } | What::Key { snap, .. } => Attr {
                 kind: EntryKind::File,
                 size: lock(&inode.size).unwrap_or(0),
                 perm: 0o444,
@@ -437,9 +461,35 @@ impl MountView {
             }
             What::Item { snap, path, format } => {
                 let reader = self.snaps[*snap].reader.clone();
-                let spool = self
-                    .spools
-                    .open(&self.handle, ino, &reader, path, *format)?;
+                let spool = self.spools.open(
+                    &self.handle,
+                    ino,
+                    &reader,
+                    &Rendered::Item {
+                        path,
+                        format: *format,
+                    },
+                )?;
+                *lock(&inode.size) = Some(spool.size());
+                Ok(OpenFile::rendered(spool))
+            }
+            What::Key {
+                snap,
+                db,
+                key,
+                format,
+            } => {
+                let reader = self.snaps[*snap].reader.clone();
+                let spool = self.spools.open(
+                    &self.handle,
+                    ino,
+                    &reader,
+                    &Rendered::Key {
+                        db: *db,
+                        key,
+                        format: *format,
+                    },
+                )?;
                 *lock(&inode.size) = Some(spool.size());
                 Ok(OpenFile::rendered(spool))
             }
@@ -572,6 +622,7 @@ impl MountView {
         }
         let children = match &inode.what {
             What::Snapshot(s) => self.snapshot_children(*s)?,
+            What::RedisDb { snap, db } => self.key_children(*snap, *db)?,
             What::Tree { snap, node } if node.kind == NodeKind::Dir => {
                 let reader = &self.snaps[*snap].reader;
                 let dir = self.handle.block_on(reader.open_dir(node))?;
@@ -611,8 +662,58 @@ impl MountView {
         if let Some(items) = items_of(&s.source.kind, &s.metadata) {
             return Ok(self.item_children(snap, items));
         }
+        if cfg!(feature = "redis") && s.source.kind == "redis" {
+            let dbs = backup_sources::summary::contents("redis", &s.metadata)
+                .map(|c| c.rows)
+                .unwrap_or_default();
+            return Ok(dbs
+                .into_iter()
+                .filter_map(|r| r.name.parse::<u32>().ok())
+                .map(|db| {
+                    let ino = self.add(What::RedisDb { snap, db }, None);
+                    (db.to_string().into(), ino)
+                })
+                .collect());
+        }
         let root = self.handle.block_on(reader.root())?;
         Ok(self.tree_children(snap, root.entries()))
+    }
+
+    /// The keys of a Redis database as files, listed by one pass over
+    /// the snapshot's stream.
+    #[cfg(feature = "redis")]
+    fn key_children(&self, snap: usize, db: u32) -> Result<Vec<(OsString, u64)>, Fault> {
+        let reader = &self.snaps[snap].reader;
+        let mut children = Vec::new();
+        let mut on_key = |k: backup_sources::redis::item::KeyFile| {
+            let name = file_name_bytes(&k.key);
+            let ino = self.add(
+                What::Key {
+                    snap,
+                    db,
+                    key: k.key,
+                    format: k.format,
+                },
+                None,
+            );
+            if let Ok(inode) = self.inode(ino) {
+                *lock(&inode.size) = Some(k.size);
+            }
+            children.push((name, ino));
+            Ok(())
+        };
+        self.handle
+            .block_on(backup_sources::redis::item::list_key_files(
+                reader,
+                db,
+                &mut on_key,
+            ))?;
+        Ok(children)
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn key_children(&self, _snap: usize, _db: u32) -> Result<Vec<(OsString, u64)>, Fault> {
+        Err(Fault::NotDirectory)
     }
 
     /// Makes the directories and files of a database snapshot's items.
@@ -755,6 +856,29 @@ fn file_name(name: &str) -> String {
         "." | ".." => format!("%2E{}", &escaped[1..]),
         _ => escaped,
     }
+}
+
+/// [`file_name`] of a name that is bytes (a Redis key): the same escapes,
+/// other bytes kept as they are.
+fn file_name_bytes(name: &[u8]) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(name.len());
+    for &b in name {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            b'/' => out.extend_from_slice(b"%2F"),
+            0 => out.extend_from_slice(b"%00"),
+            _ => out.push(b),
+        }
+    }
+    match out.as_slice() {
+        b"" => out = b"%".to_vec(),
+        b"." | b".." => {
+            out.splice(0..1, *b"%2E");
+        }
+        _ => {}
+    }
+    OsString::from_vec(out)
 }
 
 fn entry_kind(kind: NodeKind) -> EntryKind {

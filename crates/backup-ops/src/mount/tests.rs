@@ -68,3 +68,20 @@ fn postgres_tables_and_mongodb_collections_as_files() {
     assert!(items_of("redis", &json!({"databases": {"0": {"keys": 1}}})).is_none());
     assert!(items_of("files", &json!({})).is_none());
 }
+
+#[test]
+fn byte_names_are_one_component_as_text_names_are() {
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(file_name_bytes(b"user:1"), OsStr::new("user:1"));
+    assert_eq!(
+        file_name_bytes(b"\xffa/b%\0").as_bytes(),
+        b"\xffa%2Fb%25%00"
+    );
+    for name in ["a/b", ".", "..", "", "50%", "nul\0", "...", "plain"] {
+        assert_eq!(
+            file_name_bytes(name.as_bytes()),
+            OsStr::new(&file_name(name)),
+            "{name:?}"
+        );
+    }
+}

@@ -36,6 +36,7 @@
 //! indexes are built after the data, views after their sources; then the
 //! captured oplog is replayed with ordinary commands (no `applyOps`).
 
+mod at;
 pub(crate) mod conn;
 pub(crate) mod erase;
 pub(crate) mod export;
@@ -54,6 +55,7 @@ use mongodb::bson;
 use serde::{Deserialize, Serialize};
 
 pub use crate::capture::{FollowOptions, FollowSummary};
+pub use at::dump_collection_at;
 pub use follow::{follow, OPLOG_KIND, SLICE_TIME};
 pub use source::MongoSource;
 pub use target::MongoTarget;

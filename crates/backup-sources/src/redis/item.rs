@@ -418,11 +418,42 @@ pub(crate) async fn dump_key(
         .split_once('/')
         .ok_or_else(usage)?;
     let db: u32 = db.parse().map_err(|_| usage())?;
+    dump_key_bytes(snapshot, db, key.as_bytes(), format, open).await
+}
+
+/// Writes key `key` (its bytes: any key, UTF-8 or not) of database `db`
+/// as [`crate::kind::dump_item`] writes `DB/KEY`: its value (`value`) or
+/// its `DUMP` payload (`raw`). The stream is read from the start until
+/// the key is found.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] for a database or key the snapshot does not hold;
+/// [`Error::Config`] for a format other than `value` or `raw`, and for a
+/// `value` of a stream or module key (no plain rendering); damaged data;
+/// storage errors; what `open` returns; errors writing the output.
+pub async fn dump_key_bytes(
+    snapshot: &SnapshotReader,
+    db: u32,
+    key: &[u8],
+    format: ItemFormat,
+    open: OpenItem,
+) -> Result<ItemDump> {
+    if !matches!(format, ItemFormat::Value | ItemFormat::Raw) {
+        return Err(Error::Config(format!(
+            "a Redis key is written as value or raw, not {format}"
+        )));
+    }
     let info = SnapshotInfo::load(snapshot).await?;
     known_db(snapshot, &info, db)?;
+    // A key that is not UTF-8 has no glob pattern: every key is looked at.
+    let patterns: Vec<String> = std::str::from_utf8(key)
+        .map(exact_pattern)
+        .into_iter()
+        .collect();
     let sel = Selection {
         dbs: Some(vec![db]),
-        keys: KeyFilter::new(&[exact_pattern(key)], &[]),
+        keys: KeyFilter::new(&patterns, &[]),
         payloads: true,
     };
     let (rx, handle) = read_records(snapshot, &info.stream, info.keys_mode, sel);
@@ -430,7 +461,7 @@ pub(crate) async fn dump_key(
     'read: while let Ok(batch) = rx.recv().await {
         if let Batch::Keys(records) = batch {
             for r in records {
-                if r.key == key.as_bytes() {
+                if r.key == key {
                     found = Some(r);
                     break 'read;
                 }
@@ -446,11 +477,11 @@ pub(crate) async fn dump_key(
             r?;
         }
     }
-    let name = format!("{db}/{key}");
+    let name = format!("{db}/{}", String::from_utf8_lossy(key));
     let record = found.ok_or_else(|| {
         Error::not_found(format!(
             "key {} in database {db} of snapshot {} (`backup ls {} {db}` lists its keys)",
-            show_key(key.as_bytes()),
+            show_key(key),
             snapshot.id().short(),
             snapshot.id().short()
         ))
@@ -475,6 +506,77 @@ pub(crate) async fn dump_key(
         count: 1,
         bytes: written,
     })
+}
+
+/// A key as a file (`backup mount`): what [`list_key_files`] gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// The key's bytes.
+    pub key: Vec<u8>,
+    /// What the file holds: `value` (what `backup dump SNAPSHOT DB/KEY`
+    /// writes), or `raw` (the `DUMP` payload) for a stream or module key,
+    /// which has no plain rendering.
+    pub format: ItemFormat,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+/// Lists the keys of database `db` as files, in the snapshot's order,
+/// handing each to `on_key` (the stream is read once, in bounded memory;
+/// each value is rendered to learn its size and dropped); returns how
+/// many.
+///
+/// # Errors
+///
+/// As [`list_keys`]; damaged data when a value cannot be rendered.
+pub async fn list_key_files(
+    snapshot: &SnapshotReader,
+    db: u32,
+    on_key: &mut (dyn FnMut(KeyFile) -> Result<()> + Send),
+) -> Result<u64> {
+    let info = SnapshotInfo::load(snapshot).await?;
+    known_db(snapshot, &info, db)?;
+    let sel = Selection {
+        dbs: Some(vec![db]),
+        keys: KeyFilter::new(&[], &[]),
+        payloads: true,
+    };
+    let (rx, handle) = read_records(snapshot, &info.stream, info.keys_mode, sel);
+    let mut n = 0u64;
+    let mut failed = None;
+    'read: while let Ok(batch) = rx.recv().await {
+        let Batch::Keys(records) = batch else {
+            continue;
+        };
+        for r in records {
+            let file = match render(&r) {
+                Ok(v) => Ok((ItemFormat::Value, v.len() as u64)),
+                Err(Render::Unsupported(_)) => Ok((ItemFormat::Raw, r.payload.len() as u64)),
+                Err(Render::Damaged(e)) => {
+                    Err(snapshot.damaged(format!("key {} in database {db}: {e}", show_key(&r.key))))
+                }
+            }
+            .and_then(|(format, size)| {
+                on_key(KeyFile {
+                    key: r.key,
+                    format,
+                    size,
+                })
+            });
+            if let Err(e) = file {
+                failed = Some(e);
+                break 'read;
+            }
+            n += 1;
+        }
+    }
+    drop(rx);
+    let totals = joined(handle).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    totals?;
+    Ok(n)
 }
 
 enum Render {

@@ -38,6 +38,7 @@ use snapshot::snapshot_metadata;
 use state::Restore;
 use users::UsersAndRoles;
 
+pub(crate) use replay::{feed, Replayer};
 pub(crate) use snapshot::{load, Loaded, Planned};
 
 /// Restores a MongoDB snapshot into the deployment a URL names.

@@ -147,7 +147,13 @@ pub(crate) struct Replayer<'a> {
     /// entries are past the snapshot's consistent point.
     inserts_are_new: bool,
     report: ReplayReport,
+    /// Takes every operation instead of planning and applying it (see
+    /// [`Replayer::tapped`]).
+    tap: Option<Tap<'a>>,
 }
+
+/// What [`Replayer::tapped`] hands each operation to.
+pub(crate) type Tap<'a> = &'a mut (dyn FnMut(&Document) -> Result<()> + Send);
 
 fn statement_size(d: &Document) -> usize {
     // Close enough for batching: the encoded size of the statement.
@@ -178,6 +184,19 @@ impl<'a> Replayer<'a> {
             txns: HashMap::new(),
             inserts_are_new: false,
             report: ReplayReport::default(),
+            tap: None,
+        }
+    }
+
+    /// A replayer that writes nothing and hands every operation to `tap`
+    /// in order, as one oplog entry: transactions unwrapped at their
+    /// commit (their operations one by one, those of aborted or
+    /// unfinished ones never), no-op entries left out. An error `tap`
+    /// returns ends the replay.
+    pub(crate) fn tapped(map: SharedMap<'a>, tap: Tap<'a>) -> Self {
+        Replayer {
+            tap: Some(tap),
+            ..Replayer::new(None, map, 1)
         }
     }
 
@@ -283,6 +302,10 @@ impl<'a> Replayer<'a> {
 
     /// Applies (or counts) the steps of one entry.
     async fn planned(&mut self, entry: &Document) -> Result<()> {
+        if let Some(tap) = self.tap.as_mut() {
+            self.report.operations += 1;
+            return tap(entry);
+        }
         let map = self.map;
         for step in plan_entry(entry, &map)? {
             self.report.operations += 1;
