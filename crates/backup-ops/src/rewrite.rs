@@ -40,7 +40,7 @@ use backup_core::lock::LockMode;
 use backup_core::reader::SnapshotReader;
 use backup_core::repo::Repository;
 use backup_core::rewrite::{rewrite as rewrite_snapshot, ContentFilter, Edits};
-use backup_core::snapshot::{Rewritten, SnapshotEntry, SnapshotFilter};
+use backup_core::snapshot::{Rewritten, SnapshotFilter};
 use backup_core::tree::Node;
 use backup_core::{FileKind, Id};
 use backup_sources::erase::{Counts, Erasures};
@@ -214,7 +214,7 @@ pub async fn rewrite(
     let work = async {
         let mut idx = repo.clone().load_index().await?;
         let (all, _) = repo.snapshots().await?;
-        let selected = select(repo, req, &all).await?;
+        let selected = crate::tags::select(repo, &req.snapshots, &req.filter, &all).await?;
         // Plan every snapshot before writing anything.
         let excludes = PathFilter::new(&[], &req.excludes)?;
         let mut planned = Vec::new();
@@ -373,35 +373,6 @@ fn audit_list(rewrote: &[Rewrote]) -> serde_json::Value {
             })
             .collect::<Vec<_>>(),
     )
-}
-
-/// The selected snapshots, each once.
-async fn select(
-    repo: &Repository,
-    req: &RewriteRequest,
-    all: &[SnapshotEntry],
-) -> Result<Vec<SnapshotEntry>> {
-    let mut selected: Vec<SnapshotEntry> = Vec::new();
-    if req.snapshots.is_empty() {
-        selected.extend(
-            all.iter()
-                .filter(|s| req.filter.matches(&s.snapshot))
-                .cloned(),
-        );
-        if selected.is_empty() {
-            return Err(Error::from(backup_core::Error::not_found(
-                "a snapshot matching the filter",
-            )));
-        }
-    } else {
-        for spec in &req.snapshots {
-            let e = repo.find_snapshot(spec, &req.filter).await?;
-            if !selected.iter().any(|s| s.id == e.id) {
-                selected.push(e);
-            }
-        }
-    }
-    Ok(selected)
 }
 
 /// The captured ranges of `sources` (either URL selecting the other);

@@ -173,26 +173,7 @@ pub async fn tag(
     req.check()?;
     let work = async {
         let (all, _) = repo.snapshots().await?;
-        let mut selected: Vec<SnapshotEntry> = Vec::new();
-        if req.snapshots.is_empty() {
-            selected.extend(
-                all.iter()
-                    .filter(|s| req.filter.matches(&s.snapshot))
-                    .cloned(),
-            );
-            if selected.is_empty() {
-                return Err(Error::from(backup_core::Error::not_found(
-                    "a snapshot matching the filter",
-                )));
-            }
-        } else {
-            for spec in &req.snapshots {
-                let e = repo.find_snapshot(spec, &req.filter).await?;
-                if !selected.iter().any(|s| s.id == e.id) {
-                    selected.push(e);
-                }
-            }
-        }
+        let selected = select(repo, &req.snapshots, &req.filter, &all).await?;
         let mut bare = Vec::with_capacity(all.len());
         for s in &all {
             bare.push((s.id, without_tags(&s.snapshot)?));
@@ -244,6 +225,39 @@ pub async fn tag(
     feedback.detail("retagged", json(&result.changed));
     feedback.detail("change", json(&req.change));
     Ok(result)
+}
+
+/// The snapshots `specs` name (ids, unique prefixes, `latest`, narrowed
+/// by `filter`), each once; without specs, every snapshot of `all` the
+/// filter matches. Shared by `tag` and `rewrite`.
+///
+/// # Errors
+///
+/// [`NotFound`](backup_core::Error::NotFound) for a spec naming nothing,
+/// or a filter matching no snapshot.
+pub(crate) async fn select(
+    repo: &Repository,
+    specs: &[String],
+    filter: &SnapshotFilter,
+    all: &[SnapshotEntry],
+) -> Result<Vec<SnapshotEntry>> {
+    let mut selected: Vec<SnapshotEntry> = Vec::new();
+    if specs.is_empty() {
+        selected.extend(all.iter().filter(|s| filter.matches(&s.snapshot)).cloned());
+        if selected.is_empty() {
+            return Err(Error::from(backup_core::Error::not_found(
+                "a snapshot matching the filter",
+            )));
+        }
+    } else {
+        for spec in specs {
+            let e = repo.find_snapshot(spec, filter).await?;
+            if !selected.iter().any(|s| s.id == e.id) {
+                selected.push(e);
+            }
+        }
+    }
+    Ok(selected)
 }
 
 #[cfg(test)]

@@ -76,3 +76,37 @@ pub fn test_storage_options() -> backup_storage::StorageOptions {
     options.retry.max_elapsed = std::time::Duration::from_secs(10);
     options
 }
+
+/// The path of the Python tool `name` that `scripts/test.sh` installs into
+/// the repository's `.venv`: the environment variable `var` when set
+/// (which must name a file), else `.venv/bin/NAME`, else `NAME` on
+/// `PATH`.
+///
+/// # Panics
+///
+/// When it cannot be found, with `missing` (which says how to install it).
+#[cfg(any(feature = "mongo", feature = "moto"))]
+pub(crate) fn venv_tool(var: &str, name: &str, missing: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os(var) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "{var}={} does not exist; {missing}",
+            p.display()
+        );
+        return p;
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.venv/bin")
+        .join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join(name).is_file() {
+            return dir.join(name);
+        }
+    }
+    panic!("{missing}");
+}

@@ -31,25 +31,7 @@ pub struct MongoServer {
 ///
 /// When it cannot be found, with the setup command to run.
 pub fn server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("BACKUP_TEST_SECANTUSD") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "BACKUP_TEST_SECANTUSD={} does not exist; {MISSING}",
-            p.display()
-        );
-        return p;
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/secantusd-py");
-    if venv.is_file() {
-        return venv;
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        if dir.join("secantusd-py").is_file() {
-            return dir.join("secantusd-py");
-        }
-    }
-    panic!("{MISSING}");
+    crate::venv_tool("BACKUP_TEST_SECANTUSD", "secantusd-py", MISSING)
 }
 
 impl MongoServer {

@@ -43,25 +43,7 @@ pub struct MotoServer {
 ///
 /// When it cannot be found, with the setup command to run.
 pub fn server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("BACKUP_TEST_MOTO") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "BACKUP_TEST_MOTO={} does not exist; {MISSING}",
-            p.display()
-        );
-        return p;
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
-    if venv.is_file() {
-        return venv;
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        if dir.join("moto_server").is_file() {
-            return dir.join("moto_server");
-        }
-    }
-    panic!("{MISSING}");
+    crate::venv_tool("BACKUP_TEST_MOTO", "moto_server", MISSING)
 }
 
 impl MotoServer {
