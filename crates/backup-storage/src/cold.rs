@@ -22,9 +22,7 @@ use std::str::FromStr;
 
 use backup_core::{Error, FileKind, Result};
 
-#[cfg(feature = "s3")]
-use crate::options::S3StorageClass;
-use crate::options::StorageOptions;
+use crate::options::{S3StorageClass, StorageOptions};
 use crate::url::StorageUrl;
 
 /// How fast (and at what price) S3 thaws an archived object.
@@ -129,6 +127,7 @@ pub enum ThawRequest {
 }
 
 /// Parses an `x-amz-restore` header value.
+#[cfg_attr(not(any(feature = "s3", test)), allow(dead_code))]
 fn parse_restore(value: Option<&str>) -> Thaw {
     let Some(value) = value else {
         return Thaw::None;
@@ -209,9 +208,16 @@ impl ColdStore {
     /// # Errors
     ///
     /// [`Error::NotFound`] for a missing file, storage errors.
-    #[cfg(feature = "s3")]
     pub async fn set_class(&self, kind: FileKind, name: &str, class: S3StorageClass) -> Result<()> {
-        self.inner.set_class(kind, name, class).await
+        #[cfg(feature = "s3")]
+        {
+            self.inner.set_class(kind, name, class).await
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = (kind, name, class);
+            Err(no_s3())
+        }
     }
 
     /// Asks S3 to thaw an archived file for `days` days with `tier`

@@ -226,6 +226,7 @@ pub(super) enum Rendered<'a> {
     /// As [`backup_sources::kind::dump_item`] writes it.
     Item { path: &'a str, format: ItemFormat },
     /// A key by its bytes, as `backup dump SNAPSHOT DB/KEY` writes it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Key {
         db: u32,
         key: &'a [u8],

@@ -213,6 +213,7 @@ enum What {
     RedisDb { snap: usize, db: u32 },
     /// A Redis key, rendered when opened (its size known from the
     /// listing).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Key {
         snap: usize,
         db: u32,
@@ -860,6 +861,7 @@ fn file_name(name: &str) -> String {
 
 /// [`file_name`] of a name that is bytes (a Redis key): the same escapes,
 /// other bytes kept as they are.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 fn file_name_bytes(name: &[u8]) -> OsString {
     use std::os::unix::ffi::OsStringExt;
     let mut out = Vec::with_capacity(name.len());
