@@ -435,6 +435,16 @@ fn rewrite_erases_a_person_from_mongodb_snapshots() {
         .unwrap();
     s.json(&["create", &server.url("")]);
     let follower = Follower::start(&s, &server.url(""));
+    // The follower is tailing (it stored a write made after the base)
+    // before the person arrives: the snapshots below are bases too, and a
+    // follower that connected after them would resume after the newest.
+    client
+        .database("crm")
+        .collection::<Document>("warmup")
+        .insert_one(doc! {"_id": 1})
+        .run()
+        .unwrap();
+    wait_stored(&s, newest(&client));
     people
         .insert_many([
             doc! {"_id": 2, "email": "erase-this-person@example.com", "name": "Forget Me"},
