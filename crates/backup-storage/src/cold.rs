@@ -189,6 +189,7 @@ impl ColdStore {
     /// # Errors
     ///
     /// [`Error::NotFound`] for a missing file; storage errors.
+    #[cfg_attr(not(feature = "s3"), allow(clippy::unused_async))]
     pub async fn state(&self, kind: FileKind, name: &str) -> Result<ObjectState> {
         #[cfg(feature = "s3")]
         {
@@ -208,6 +209,7 @@ impl ColdStore {
     /// # Errors
     ///
     /// [`Error::NotFound`] for a missing file, storage errors.
+    #[cfg_attr(not(feature = "s3"), allow(clippy::unused_async))]
     pub async fn set_class(&self, kind: FileKind, name: &str, class: S3StorageClass) -> Result<()> {
         #[cfg(feature = "s3")]
         {
@@ -228,6 +230,7 @@ impl ColdStore {
     ///
     /// [`Error::NotFound`] for a missing file, storage errors (S3 refuses
     /// `Expedited` for `DEEP_ARCHIVE`, for example).
+    #[cfg_attr(not(feature = "s3"), allow(clippy::unused_async))]
     pub async fn request_thaw(
         &self,
         kind: FileKind,
