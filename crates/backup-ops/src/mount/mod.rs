@@ -59,7 +59,9 @@
 mod content;
 mod names;
 
-use names::{file_name, file_name_bytes, items_of, snapshot_names, ItemFile};
+#[cfg(feature = "redis")]
+use names::file_name_bytes;
+use names::{file_name, items_of, snapshot_names, ItemFile};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
