@@ -40,6 +40,11 @@ fn cold_packs(classes: &[(String, String)]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Borrowed arguments.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// GET requests (whole or ranged) of any of `keys` among `requests`.
 fn gets_of<'a>(requests: &'a [String], prefix: &str, keys: &BTreeSet<String>) -> Vec<&'a str> {
     requests
@@ -268,4 +273,86 @@ fn cold_restore_thaws_archived_packs_and_resumes() {
         2,
     );
     assert!(err.contains("expedited"), "{err}");
+}
+
+#[test]
+fn cold_dump_and_verify_read_data_thaw_only_what_they_read() {
+    let server = MotoServer::start();
+    let s = Scratch::with_repo(server.url("reads"), server.env());
+    let src = s.path("src");
+    write(&src.join("a.bin"), &random_bytes(300_000, 4));
+    s.ok(&["init"]);
+    let glacier = ["-o", "s3.data-storage-class=GLACIER"];
+    let with = |args: &[&str]| -> Vec<String> {
+        glacier
+            .iter()
+            .chain(args)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+    // Two runs, two data packs: the second holds only c.bin.
+    s.ok(&strs(&with(&["create", src.to_str().unwrap()])));
+    let c = random_bytes(200_000, 5);
+    write(&src.join("docs/c.bin"), &c);
+    s.ok(&strs(&with(&["create", src.to_str().unwrap()])));
+    let cold = cold_packs(&classes(&server, "reads"));
+    assert_eq!(cold.len(), 2, "{cold:?}");
+    let thaws = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST ") && r.contains("?restore"))
+            .count()
+    };
+
+    // Without the option, verify --read-data does not read archived packs
+    // and does not call them damage.
+    let v = s.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["report"]["packs_archived"], 2, "{v}");
+    assert_eq!(thaws(), 0);
+    let err = s.fails(&["verify", "--cold-wait", "1m"], 2);
+    assert!(err.contains("--read-data"), "{err}");
+
+    // dump of one file thaws that file's pack only, stops before it writes
+    // anything, and writes the file once the pack is readable.
+    let out = s.path("c.out");
+    let dump = with(&["dump", "latest", "docs/c.bin", "-O", out.to_str().unwrap()]);
+    let err = s.fails(&strs(&dump), 1);
+    assert!(err.contains("run the same command again later"), "{err}");
+    assert_eq!(thaws(), 1, "the dump asked for more than the file's pack");
+    assert!(!out.exists(), "the output was created before the thaw");
+    let done = s.run(&strs(&dump));
+    let said = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("packs the dump reads are readable"), "{said}");
+    assert_eq!(std::fs::read(&out).unwrap(), c);
+    // Without the option the other pack is still archived: the same dump
+    // of a.bin meets the archive class and says what to do.
+    let err = s.fails(
+        &[
+            "dump",
+            "latest",
+            "a.bin",
+            "-O",
+            s.path("a.out").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("--cold-wait"), "{err}");
+
+    // verify --read-data with the option thaws the rest, then reads every
+    // pack on the run after the thaw.
+    let verify = with(&["verify", "--read-data"]);
+    let err = s.fails(&strs(&verify), 1);
+    assert!(err.contains("run the same command again later"), "{err}");
+    assert_eq!(thaws(), 2);
+    let v = s.json(&strs(&verify));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["report"]["packs_archived"], 0, "{v}");
+    assert_eq!(v["cold"]["ready"], true, "{v}");
+    assert_eq!(
+        v["report"]["packs_read"], v["report"]["packs_indexed"],
+        "{v}"
+    );
 }

@@ -146,8 +146,8 @@ async fn failing_storage_leaves_no_snapshot() {
     let report = verify(
         repo,
         &VerifyOptions {
-            snapshots: None,
             read_data_percent: Some(100.0),
+            ..VerifyOptions::default()
         },
         &NoProgress,
     )

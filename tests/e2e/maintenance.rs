@@ -159,8 +159,8 @@ async fn assert_intact(sink: &Arc<dyn Sink>, expected: &Path, s: &Scratch, n: us
     let report = verify(
         repo.clone(),
         &VerifyOptions {
-            snapshots: None,
             read_data_percent: Some(100.0),
+            ..VerifyOptions::default()
         },
         &NoProgress,
     )

@@ -119,6 +119,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The object is in an archive storage class (S3 `GLACIER` or
+    /// `DEEP_ARCHIVE`) and cannot be read until a thaw (S3
+    /// `RestoreObject`) has made a copy readable. Not damage, and not
+    /// retryable as it stands: thawing takes minutes to days.
+    #[error("{what}: the object is in an archive storage class (S3 GLACIER or DEEP_ARCHIVE) and must be thawed first; run again with --cold-wait DURATION (for example --cold-wait 12h) or --cold-tier TIER, which request the thaw")]
+    Archived {
+        /// What was read, and where.
+        what: String,
+    },
     /// Any other error from a storage backend or driver.
     #[error("{backend}: {source}")]
     Generic {

@@ -24,6 +24,11 @@ pub struct VerifyOptions {
     /// Download, decrypt and rehash this percentage of packs (0 < p <= 100);
     /// `None` checks structure only.
     pub read_data_percent: Option<f64>,
+    /// Download and check exactly these packs (those the index lists that
+    /// are not already known to be damaged) instead of a random
+    /// `read_data_percent` share: for a caller that had to prepare the
+    /// packs it reads (thaw archived ones) and so chose them itself.
+    pub read_packs: Option<Vec<Id>>,
 }
 
 /// One problem found.
@@ -52,6 +57,10 @@ pub struct VerifyReport {
     pub packs_read: usize,
     /// Bytes downloaded for content checks.
     pub bytes_read: u64,
+    /// Packs chosen for reading that are in an archive storage class and
+    /// were not read (not damage: thaw them first, `verify --read-data
+    /// --cold-wait`).
+    pub packs_archived: usize,
     /// Packs in storage that no index lists (left by interrupted backups;
     /// not damage).
     pub unindexed_packs: usize,
@@ -94,7 +103,10 @@ impl VerifyReport {
 /// and every blob they reference is indexed. With
 /// [`VerifyOptions::read_data_percent`], packs are downloaded and each
 /// checked against its name, its header against the index, and every blob
-/// decrypted, decompressed and rehashed.
+/// decrypted, decompressed and rehashed ([`VerifyOptions::read_packs`]
+/// names the packs instead of a share). A pack in an archive storage class
+/// that has not been thawed ([`Error::Archived`]) is counted in
+/// [`VerifyReport::packs_archived`] and not read: it is not damage.
 ///
 /// # Errors
 ///
@@ -141,11 +153,11 @@ pub async fn verify(
     // content checks.
     let mut bad_blobs = check_references(&repo, &selected, &bad_packs, &mut report).await?;
 
-    if let Some(percent) = opts.read_data_percent {
+    if opts.read_data_percent.is_some() || opts.read_packs.is_some() {
         progress.set_phase("reading data");
         read_data(
             &repo,
-            percent,
+            opts,
             &bad_packs,
             &mut report,
             &mut bad_blobs,
@@ -356,12 +368,16 @@ async fn check_references(
     Ok(bad_blobs)
 }
 
-/// A pack, its size, its damaged blobs and the messages about it.
-type PackCheck = (Id, u64, Vec<(BlobType, Id)>, Vec<String>);
+/// What reading one pack found: its damaged blobs and the messages
+/// about it, or that it is archived (not read, not damage).
+enum PackCheck {
+    Read(Vec<(BlobType, Id)>, Vec<String>),
+    Archived,
+}
 
 async fn read_data(
     repo: &IndexedRepository,
-    percent: f64,
+    opts: &VerifyOptions,
     skip: &HashSet<Id>,
     report: &mut VerifyReport,
     bad_blobs: &mut HashSet<(BlobType, Id)>,
@@ -375,7 +391,10 @@ async fn read_data(
         .filter(|(id, _)| !skip.contains(id))
         .copied()
         .collect();
-    if percent < 100.0 {
+    if let Some(chosen) = &opts.read_packs {
+        let chosen: HashSet<&Id> = chosen.iter().collect();
+        packs.retain(|(id, _)| chosen.contains(id));
+    } else if let Some(percent) = opts.read_data_percent.filter(|p| *p < 100.0) {
         // A random subset, so that repeated partial checks cover everything
         // over time.
         let want = ((packs.len() as f64 * percent / 100.0).ceil() as usize).min(packs.len());
@@ -385,19 +404,21 @@ async fn read_data(
         packs = keyed.into_iter().take(want).map(|(_, p)| p).collect();
     }
     progress.set_total(packs.iter().map(|(_, s)| s).sum());
-    let results: Vec<PackCheck> = stream::iter(packs)
+    let results: Vec<(Id, u64, PackCheck)> = stream::iter(packs)
         .map(|(id, size)| {
             let entries = by_pack.get(&id).cloned().unwrap_or_default();
             let repo = repo.clone();
-            async move {
-                let (bad, msgs) = check_pack(&repo, id, size, entries).await;
-                (id, size, bad, msgs)
-            }
+            async move { (id, size, check_pack(&repo, id, size, entries).await) }
         })
         .buffer_unordered(4)
         .collect()
         .await;
-    for (id, size, bad, msgs) in results {
+    for (id, size, check) in results {
+        let PackCheck::Read(bad, msgs) = check else {
+            report.packs_archived += 1;
+            progress.add_bytes(size);
+            continue;
+        };
         report.packs_read += 1;
         report.bytes_read += size;
         progress.add_bytes(size);
@@ -409,17 +430,18 @@ async fn read_data(
     Ok(())
 }
 
-/// Downloads one pack and checks it; returns damaged blobs and messages.
+/// Downloads one pack and checks it.
 async fn check_pack(
     repo: &IndexedRepository,
     id: Id,
     size: u64,
     indexed: Vec<PackEntry>,
-) -> (Vec<(BlobType, Id)>, Vec<String>) {
+) -> PackCheck {
     let all_bad = |indexed: &[PackEntry]| indexed.iter().map(|e| (e.blob_type, e.id)).collect();
     let data = match repo.sink().get(FileKind::Pack, &id.to_hex()).await {
         Ok(d) => d,
-        Err(e) => return (all_bad(&indexed), vec![format!("cannot be read: {e}")]),
+        Err(Error::Archived { .. }) => return PackCheck::Archived,
+        Err(e) => return PackCheck::Read(all_bad(&indexed), vec![format!("cannot be read: {e}")]),
     };
     let key = repo.key().clone();
     let hasher = repo.hasher().clone();
@@ -466,7 +488,8 @@ async fn check_pack(
         (bad, msgs)
     })
     .await;
-    checked.unwrap_or_else(|e| (fallback, vec![format!("check failed: {e}")]))
+    let (bad, msgs) = checked.unwrap_or_else(|e| (fallback, vec![format!("check failed: {e}")]));
+    PackCheck::Read(bad, msgs)
 }
 
 /// Whether a snapshot's tree reaches any bad blob.

@@ -1,6 +1,7 @@
 //! Cold storage tiers: moving data packs of old snapshots to a colder S3
 //! storage class (`backup tier`), and thawing archived packs before a
-//! restore reads them (`restore --cold-wait`).
+//! read needs them (`restore`, `dump` and `verify --read-data`, with
+//! `--cold-wait`).
 //!
 //! Only data packs move. Tree packs, the index, snapshots, keys and the
 //! config stay readable at once, so listing and browsing never need a thaw
@@ -9,6 +10,7 @@
 //! decides which packs, from the index and the snapshots' trees.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backup_core::pack::BlobType;
@@ -18,9 +20,11 @@ use backup_core::{FileKind, Id};
 use backup_storage::cold::{ColdStore, RetrievalTier, Thaw, ThawRequest};
 use backup_storage::S3StorageClass;
 use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::feedback::{json, Feedback};
 
 /// The packs holding the data blobs of `blobs` (tree blobs are skipped:
 /// their packs never move).
@@ -140,6 +144,38 @@ pub async fn tier(
     Ok(report)
 }
 
+/// The data packs holding the blobs the trees `roots` reach.
+///
+/// # Errors
+///
+/// Unreadable trees, storage errors.
+pub async fn packs_of_trees(
+    repo: &IndexedRepository,
+    roots: impl Iterator<Item = Id>,
+) -> Result<BTreeSet<Id>> {
+    Ok(data_packs_of(repo, &blobs_of_trees(repo, roots).await?))
+}
+
+/// The data packs holding the data blobs `blobs` (a file's content list).
+pub fn packs_of_blobs<'a>(
+    repo: &IndexedRepository,
+    blobs: impl Iterator<Item = &'a Id>,
+) -> BTreeSet<Id> {
+    blobs
+        .filter_map(|id| repo.index().get(BlobType::Data, id).map(|l| l.pack))
+        .collect()
+}
+
+/// How a read (restore, dump, verify) thaws the archived packs it needs
+/// before it reads them ([`thaw`]).
+#[derive(Debug, Clone)]
+pub struct ColdRead {
+    /// The repository's storage-class verbs.
+    pub store: Arc<ColdStore>,
+    /// Days, retrieval tier, how long to wait, dry run.
+    pub options: ThawOptions,
+}
+
 /// How archived packs are thawed before a read.
 #[derive(Debug, Clone)]
 pub struct ThawOptions {
@@ -207,10 +243,11 @@ async fn look(
     Ok(())
 }
 
-/// Makes every pack the trees `roots` need readable: requests a thaw of
-/// each archived one (keeping requests already under way), then waits up
-/// to `opts.wait`, looking again every `opts.poll` and reporting to
-/// `progress` after each look. A dry run only counts.
+/// Makes every pack of `packs` readable ([`packs_of_trees`],
+/// [`packs_of_blobs`]): requests a thaw of each archived one (keeping
+/// requests already under way), then waits up to `opts.wait`, looking
+/// again every `opts.poll` and reporting to `progress` after each look.
+/// A dry run only counts.
 ///
 /// # Errors
 ///
@@ -218,17 +255,11 @@ async fn look(
 /// the message says how many, and that the requests are kept so the same
 /// command can be run again later. Storage errors.
 pub async fn thaw(
-    repo: &IndexedRepository,
     cold: &ColdStore,
-    roots: impl Iterator<Item = Id>,
+    packs: &BTreeSet<Id>,
     opts: &ThawOptions,
     progress: &(dyn Fn(&ThawReport) + Sync),
 ) -> Result<ThawReport> {
-    let blobs = blobs_of_trees(repo, roots).await?;
-    let packs: BTreeSet<Id> = blobs
-        .iter()
-        .filter_map(|(t, id)| repo.index().get(*t, id).map(|l| l.pack))
-        .collect();
     let mut report = ThawReport {
         packs: packs.len() as u64,
         tier: opts.tier.as_str().to_owned(),
@@ -236,7 +267,7 @@ pub async fn thaw(
     };
     let started = std::time::Instant::now();
     loop {
-        look(cold, &packs, opts, &mut report).await?;
+        look(cold, packs, opts, &mut report).await?;
         progress(&report);
         if report.ready || opts.dry_run {
             return Ok(report);
@@ -245,7 +276,7 @@ pub async fn thaw(
             return Err(Error::from(backup_core::Error::Generic {
                 backend: "s3",
                 source: format!(
-                "{} of {} packs ({} bytes) are still being restored from the archive class ({} retrieval); the restore requests are kept: run the same command again later, or wait longer with --cold-wait (for example --cold-wait 12h)",
+                "{} of {} packs ({} bytes) are still being thawed from the archive class ({} retrieval); the thaw requests are kept: run the same command again later, or wait longer with --cold-wait (for example --cold-wait 12h)",
                 report.pending, report.packs, report.pending_bytes, report.tier
                 )
                 .into(),
@@ -253,4 +284,74 @@ pub async fn thaw(
         }
         tokio::time::sleep(opts.poll.min(opts.wait.saturating_sub(started.elapsed()))).await;
     }
+}
+
+/// [`thaw`] with progress and the report shown through `feedback` (a
+/// `dry_run` of the read only counts, whatever `cold` says).
+///
+/// # Errors
+///
+/// As [`thaw`].
+pub async fn thaw_for(
+    cold: &ColdRead,
+    packs: &BTreeSet<Id>,
+    dry_run: bool,
+    feedback: &dyn Feedback,
+) -> Result<ThawReport> {
+    let mut opts = cold.options.clone();
+    opts.dry_run |= dry_run;
+    let progress = feedback.progress("thaw", "packs");
+    let report = thaw(&cold.store, packs, &opts, &|r| {
+        progress.set_phase(&format!(
+            "thawing: {} of {} packs ({} bytes) still archived",
+            r.pending, r.packs, r.pending_bytes
+        ));
+    })
+    .await;
+    progress.finish();
+    let report = report?;
+    feedback.detail("cold", json(&report));
+    Ok(report)
+}
+
+/// The packs `verify --read-data` reads when archived packs must be
+/// thawed first: the same share of the index's packs as without a thaw,
+/// but archived packs whose thaw is under way or done (asked for by an
+/// earlier run of the same command) are taken first, so that running the
+/// command again after a thaw reads the packs it thawed; the rest is a
+/// random pick. Looks at the state of every indexed pack (one `HEAD`
+/// each).
+///
+/// # Errors
+///
+/// Storage errors.
+pub async fn packs_to_verify(
+    repo: &IndexedRepository,
+    cold: &ColdStore,
+    percent: f64,
+) -> Result<BTreeSet<Id>> {
+    let mut all: Vec<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
+    let want = ((all.len() as f64 * percent / 100.0).ceil() as usize).min(all.len());
+    if want == all.len() {
+        return Ok(all.into_iter().collect());
+    }
+    let started: HashSet<Id> = stream::iter(all.clone())
+        .map(|id| async move {
+            match cold.state(FileKind::Pack, &id.to_hex()).await {
+                Ok(state) => Ok((id, state.is_archived() && state.thaw != Thaw::None)),
+                Err(backup_core::Error::NotFound { .. }) => Ok((id, false)),
+                Err(e) => Err(Error::from(e)),
+            }
+        })
+        .buffer_unordered(16)
+        .try_filter_map(|(id, started)| async move { Ok(started.then_some(id)) })
+        .try_collect()
+        .await?;
+    // Thawed first, then a random order (a random key per pack).
+    let mut keyed: Vec<(bool, Id, Id)> = all
+        .drain(..)
+        .map(|id| (!started.contains(&id), Id::random(), id))
+        .collect();
+    keyed.sort_unstable();
+    Ok(keyed.into_iter().take(want).map(|(_, _, id)| id).collect())
 }

@@ -25,7 +25,9 @@ use backup_core::tree::{Node, NodeKind};
 use backup_sources::item::{ItemDump, ItemFormat};
 use tokio::runtime::Handle;
 
+use crate::cold::{ColdRead, ThawReport};
 use crate::error::{Error, Result};
+use crate::feedback::Feedback;
 
 /// What `dump` takes out.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +48,11 @@ pub struct DumpRequest {
     /// the base to start from) plus the captured oplog replayed for that
     /// collection. See [`dump`].
     pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Thaw the archived packs the dump reads first (S3 archive classes):
+    /// a file's own packs, a directory's, and for a table, collection or
+    /// key the whole snapshot's (which stream holds an item is the
+    /// kind's business); `None` reads packs as they are.
+    pub cold: Option<ColdRead>,
 }
 
 /// What `dump` wrote.
@@ -73,6 +80,8 @@ pub struct DumpOutcome {
     pub bytes: u64,
     /// For a table, collection or key: what was written.
     pub item: Option<ItemDump>,
+    /// Where the thaw of the packs read stood ([`DumpRequest::cold`]).
+    pub cold: Option<ThawReport>,
 }
 
 /// Where `path` leads in the snapshot, and whether it is a directory;
@@ -138,9 +147,14 @@ pub type OpenOutput = Box<dyn FnOnce(DumpShape) -> Result<Box<dyn Write + Send>>
 /// `open` is called; what `open` returns;
 /// damaged data (the output then ends early: an error, never a short file
 /// reported as complete); errors writing `out`.
-pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Result<DumpOutcome> {
+pub async fn dump(
+    repo: &Repository,
+    req: &DumpRequest,
+    open: OpenOutput,
+    feedback: &dyn Feedback,
+) -> Result<DumpOutcome> {
     if let Some(at) = req.at {
-        return dump_at(repo, req, at, open).await;
+        return dump_at(repo, req, at, open, feedback).await;
     }
     let entry = repo.find_snapshot(&req.snapshot, &req.filter).await?;
     let indexed: IndexedRepository = repo.clone().load_index().await?;
@@ -161,7 +175,8 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
         }
     };
     let Some(node) = node else {
-        return dump_item(&reader, req, open).await;
+        let cold = thaw_snapshot(&reader, req, feedback).await?;
+        return dump_item(&reader, req, open, cold).await;
     };
     let shape = match &node {
         None => DumpShape::Tar,
@@ -174,6 +189,20 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
                 kind_name(n.kind)
             )))
         }
+    };
+    let cold = match (&req.cold, &node) {
+        (None, _) => None,
+        (Some(cold), Some(n)) if shape == DumpShape::Content => {
+            let ids = reader.repository().content_ids(n).await?;
+            let packs = crate::cold::packs_of_blobs(reader.repository(), ids.iter());
+            Some(crate::cold::thaw_for(cold, &packs, false, feedback).await?)
+        }
+        (Some(cold), Some(n)) => {
+            let packs =
+                crate::cold::packs_of_trees(reader.repository(), n.subtree.into_iter()).await?;
+            Some(crate::cold::thaw_for(cold, &packs, false, feedback).await?)
+        }
+        (Some(_), None) => thaw_snapshot(&reader, req, feedback).await?,
     };
     let mut out = open(shape)?;
     let handle = Handle::current();
@@ -200,7 +229,25 @@ pub async fn dump(repo: &Repository, req: &DumpRequest, open: OpenOutput) -> Res
         entries,
         bytes,
         item: None,
+        cold,
     })
+}
+
+/// Thaws every archived pack of the snapshot `reader` reads (when
+/// `req.cold` asks).
+async fn thaw_snapshot(
+    reader: &SnapshotReader,
+    req: &DumpRequest,
+    feedback: &dyn Feedback,
+) -> Result<Option<ThawReport>> {
+    let Some(cold) = &req.cold else {
+        return Ok(None);
+    };
+    let root = reader.entry().snapshot.tree;
+    let packs = crate::cold::packs_of_trees(reader.repository(), std::iter::once(root)).await?;
+    Ok(Some(
+        crate::cold::thaw_for(cold, &packs, false, feedback).await?,
+    ))
 }
 
 /// `dump --at`: one MongoDB collection at a point in time (see [`dump`]).
@@ -209,6 +256,7 @@ async fn dump_at(
     req: &DumpRequest,
     at: chrono::DateTime<chrono::Utc>,
     open: OpenOutput,
+    feedback: &dyn Feedback,
 ) -> Result<DumpOutcome> {
     let chosen = repo.find_snapshot(&req.snapshot, &req.filter).await?;
     let kind = chosen.snapshot.source.kind.clone();
@@ -260,6 +308,7 @@ async fn dump_at(
             .ok_or_else(|| Error::usage("this build has no MongoDB oplog capture"))?;
         let indexed: IndexedRepository = repo.clone().load_index().await?;
         let reader = SnapshotReader::new(indexed, plan.base.clone());
+        let cold = thaw_snapshot(&reader, req, feedback).await?;
         let format = req.format.unwrap_or(ItemFormat::Json);
         let open: backup_sources::item::OpenItem = Box::new(move |format| {
             open(DumpShape::Item(format)).map_err(|e| match e {
@@ -282,11 +331,12 @@ async fn dump_at(
             entries: done.count,
             bytes: done.bytes,
             item: Some(done),
+            cold,
         })
     }
     #[cfg(not(feature = "mongodb"))]
     {
-        drop(open);
+        drop((open, feedback));
         Err(Error::usage("this build has no MongoDB support"))
     }
 }
@@ -300,6 +350,7 @@ async fn dump_item(
     reader: &SnapshotReader,
     req: &DumpRequest,
     open: OpenOutput,
+    cold: Option<ThawReport>,
 ) -> Result<DumpOutcome> {
     let open: backup_sources::item::OpenItem = Box::new(move |format| {
         open(DumpShape::Item(format)).map_err(|e| match e {
@@ -314,6 +365,7 @@ async fn dump_item(
         entries: done.count,
         bytes: done.bytes,
         item: Some(done),
+        cold,
     })
 }
 

@@ -1,7 +1,6 @@
 //! Restoring a snapshot, with the safety backup of what a destructive
 //! restore replaces (DESIGN.md section 7).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use backup_core::archiver::{backup as archive, BackupOptions};
@@ -12,9 +11,8 @@ use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
 use backup_core::target::{RestoreOptions, RestoreReport, Target};
 use backup_core::Id;
 use backup_sources::TargetSpec;
-use backup_storage::cold::ColdStore;
 
-use crate::cold::{ThawOptions, ThawReport};
+use crate::cold::{ColdRead, ThawReport};
 
 use crate::error::{Error, Result, ResultExt};
 use crate::feedback::{json, Feedback};
@@ -37,19 +35,9 @@ pub struct RestoreRequest {
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
     /// Thaw archived packs the snapshot needs first (S3 archive classes):
-    /// `None` reads packs as they are.
-    pub cold: Option<ColdRestore>,
-}
-
-/// How a restore thaws archived packs before it reads them
-/// ([`crate::cold::thaw`]).
-#[derive(Debug, Clone)]
-pub struct ColdRestore {
-    /// The repository's storage-class verbs.
-    pub store: Arc<ColdStore>,
-    /// Days, retrieval tier, how long to wait. A dry-run restore only
-    /// counts, whatever `options.dry_run` says.
-    pub options: ThawOptions,
+    /// `None` reads packs as they are. A dry-run restore only counts,
+    /// whatever the thaw options say.
+    pub cold: Option<ColdRead>,
 }
 
 /// What a restore did.
@@ -105,26 +93,9 @@ pub async fn restore(
         feedback.detail("snapshot", json(entry.id));
         let mut thawed = None;
         if let Some(cold) = &req.cold {
-            let mut thaw_opts = cold.options.clone();
-            thaw_opts.dry_run |= opts.dry_run;
-            let progress = feedback.progress("thaw", "packs");
-            let report = crate::cold::thaw(
-                &repo,
-                &cold.store,
-                std::iter::once(entry.snapshot.tree),
-                &thaw_opts,
-                &|r| {
-                    progress.set_phase(&format!(
-                        "thawing: {} of {} packs ({} bytes) still archived",
-                        r.pending, r.packs, r.pending_bytes
-                    ));
-                },
-            )
-            .await;
-            progress.finish();
-            let report = report?;
-            feedback.detail("cold", json(&report));
-            thawed = Some(report);
+            let packs =
+                crate::cold::packs_of_trees(&repo, std::iter::once(entry.snapshot.tree)).await?;
+            thawed = Some(crate::cold::thaw_for(cold, &packs, opts.dry_run, feedback).await?);
         }
         // Everything the target can check before it changes anything is
         // checked before the confirmation and the safety backup.

@@ -12,6 +12,7 @@ use backup_core::verify::{verify as check, VerifyOptions, VerifyReport};
 use serde::Serialize;
 
 use crate::backup::job_snapshots;
+use crate::cold::{ColdRead, ThawReport};
 use crate::error::{Error, Result};
 use crate::feedback::Feedback;
 
@@ -29,6 +30,10 @@ pub struct VerifyRequest {
     pub keep: bool,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
+    /// With `read_data`: thaw the archived packs chosen for reading first
+    /// ([`crate::cold::packs_to_verify`]); `None` reads packs as they are
+    /// (archived ones are counted as not read, not as damage).
+    pub cold: Option<ColdRead>,
 }
 
 /// The outcome of a restore test.
@@ -56,6 +61,9 @@ pub struct VerifyResult {
     /// The restore test, when one ran (it runs only when the check found
     /// nothing wrong).
     pub restore_test: Option<RestoreTest>,
+    /// Where the thaw of the packs read stood, when archived packs were
+    /// thawed first ([`VerifyRequest::cold`]).
+    pub cold: Option<ThawReport>,
 }
 
 impl VerifyResult {
@@ -100,10 +108,18 @@ pub async fn verify(
             ),
             (None, None) => None,
         };
-        let opts = VerifyOptions {
+        let mut opts = VerifyOptions {
             snapshots,
             read_data_percent: req.read_data,
+            read_packs: None,
         };
+        let mut thawed = None;
+        if let (Some(cold), Some(percent)) = (&req.cold, req.read_data) {
+            let indexed = repo.clone().load_index().await?;
+            let packs = crate::cold::packs_to_verify(&indexed, &cold.store, percent).await?;
+            thawed = Some(crate::cold::thaw_for(cold, &packs, false, feedback).await?);
+            opts.read_packs = Some(packs.into_iter().collect());
+        }
         let progress = feedback.progress("verify", "packs");
         let result = check(repo.clone(), &opts, progress.as_ref()).await;
         progress.finish();
@@ -115,6 +131,7 @@ pub async fn verify(
         Ok::<_, Error>(VerifyResult {
             report,
             restore_test: test,
+            cold: thawed,
         })
     };
     repo.with_lock(LockMode::Shared, "verify", req.lock_wait, work)

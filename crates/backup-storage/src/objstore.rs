@@ -398,13 +398,11 @@ fn map_error(
         E::Precondition { .. } | E::NotModified { .. } => {
             Error::Precondition(format!("{op} {what} at {location}: {}", chain(&err)))
         }
-        E::PermissionDenied { .. } if chain(&err).contains("InvalidObjectState") => Error::Generic {
-            backend,
-            source: format!(
-                "{op} {what} at {location}: the object is in an archive storage class (S3 GLACIER or DEEP_ARCHIVE) and must be thawed first; restore with --cold-wait DURATION (for example --cold-wait 12h) or --cold-tier TIER, which request the thaw"
-            )
-            .into(),
-        },
+        E::PermissionDenied { .. } if chain(&err).contains("InvalidObjectState") => {
+            Error::Archived {
+                what: format!("{op} {what} at {location}"),
+            }
+        }
         E::PermissionDenied { .. } => Error::PermissionDenied(format!(
             "{op} {what} at {location}: {}; check the credentials and the bucket's access policy",
             chain(&err)

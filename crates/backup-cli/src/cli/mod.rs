@@ -21,7 +21,7 @@ pub(crate) use monitoring::{
     AuditArgs, DrillArgs, GenerateCommand, HealthArgs, RemoteCommand, RemoteRestoreArgs,
     ReportArgs, ScheduleArgs, TokenCommand,
 };
-pub(crate) use restore::{ExportArgs, RestoreArgs, VerifyArgs};
+pub(crate) use restore::{ColdArgs, ExportArgs, RestoreArgs, VerifyArgs};
 pub(crate) use snapshots::{
     CreateArgs, DiffArgs, DumpArgs, FilterArgs, FindArgs, InitArgs, ListArgs, LsArgs, MountArgs,
     ShowArgs, TagCommand, TagSelect,

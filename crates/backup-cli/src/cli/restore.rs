@@ -18,7 +18,26 @@ const RESTORE_PHYSICAL: &str = "Physical PostgreSQL";
 
 const RESTORE_FILES: &str = "File targets";
 
-const RESTORE_COLD: &str = "Cold storage (S3 archive classes)";
+/// Thawing archived packs before a read: `restore`, `dump` and `verify
+/// --read-data`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cold storage (S3 archive classes)")]
+pub(crate) struct ColdArgs {
+    /// S3 archive classes (`GLACIER`, `DEEP_ARCHIVE`): wait up to this long
+    /// (`12h`) for the packs the command reads to thaw, then go on.
+    /// Without it, thaws are requested and the command stops with a
+    /// message to run it again later; the requests are kept.
+    #[arg(long = "cold-wait", value_name = "DURATION")]
+    pub(crate) wait: Option<String>,
+    /// Retrieval tier of thaw requests: expedited, standard (default) or
+    /// bulk. Giving it (or --cold-wait) checks packs for archive classes
+    /// even when `s3.data-storage-class` is not an archive class.
+    #[arg(long = "cold-tier", value_name = "TIER")]
+    pub(crate) tier: Option<String>,
+    /// Days a thawed copy stays readable.
+    #[arg(long = "cold-days", value_name = "DAYS", default_value = "7")]
+    pub(crate) days: u32,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreArgs {
@@ -89,20 +108,6 @@ pub(crate) struct RestoreArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
-    /// S3 archive classes (`GLACIER`, `DEEP_ARCHIVE`): wait up to this long
-    /// (`12h`) for the packs the restore needs to thaw, then restore.
-    /// Without it, thaws are requested and the restore stops with a
-    /// message to run it again later; the requests are kept.
-    #[arg(long, help_heading = RESTORE_COLD, value_name = "DURATION")]
-    pub(crate) cold_wait: Option<String>,
-    /// Retrieval tier of thaw requests: expedited, standard (default) or
-    /// bulk. Giving it (or --cold-wait) checks packs for archive classes
-    /// even when `s3.data-storage-class` is not an archive class.
-    #[arg(long, help_heading = RESTORE_COLD, value_name = "TIER")]
-    pub(crate) cold_tier: Option<String>,
-    /// Days a thawed copy stays readable.
-    #[arg(long, help_heading = RESTORE_COLD, value_name = "DAYS", default_value = "7")]
-    pub(crate) cold_days: u32,
     /// Do not ask for confirmation of a destructive restore.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
@@ -158,6 +163,9 @@ pub(crate) struct RestoreArgs {
     /// its original place; repeatable.
     #[arg(long = "tablespace-map", help_heading = RESTORE_PHYSICAL, value_name = "OID=DIR")]
     pub(crate) tablespace_map: Vec<String>,
+    /// Last: its heading would carry over to the options after it.
+    #[command(flatten)]
+    pub(crate) cold: ColdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +199,8 @@ pub(crate) struct VerifyArgs {
     /// Keep the scratch restore of --restore-test.
     #[arg(long, requires = "restore_test")]
     pub(crate) keep: bool,
+    #[command(flatten)]
+    pub(crate) cold: ColdArgs,
 }
 
 #[cfg(test)]
@@ -238,6 +248,10 @@ mod tests {
         has(RESTORE_POINT, &["--at ", "--at-lsn", "--timeline"]);
         has(RESTORE_DATABASE, &["--drop", "--jobs"]);
         has(RESTORE_PHYSICAL, &["--start", "--tablespace-map"]);
+        has(
+            "Cold storage (S3 archive classes)",
+            &["--cold-wait", "--cold-tier", "--cold-days"],
+        );
         has(
             RESTORE_FILES,
             &[

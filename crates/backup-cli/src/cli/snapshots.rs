@@ -307,6 +307,8 @@ pub(crate) struct DumpArgs {
     /// the point instead.
     #[arg(long, value_name = "TIME")]
     pub(crate) at: Option<String>,
+    #[command(flatten)]
+    pub(crate) cold: super::ColdArgs,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
         path: a.path.clone(),
         format: a.format,
         at: a.at.as_deref().map(parse_time).transpose()?,
+        cold: super::tier::cold_read(ctx, &a.cold, false)?,
     };
     let repo = ctx.open().await?;
     let output = a.output.clone();
@@ -53,7 +54,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
             }
         },
     );
-    let outcome = dump(&repo, &req, open).await?;
+    let outcome = dump(&repo, &req, open, ctx).await?;
     if ctx.global.json {
         // Standard output holds the data: the summary goes to stderr.
         eprintln!(
@@ -69,6 +70,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
                 "name": outcome.item.as_ref().map(|i| i.name.clone()),
                 "entries": outcome.entries,
                 "bytes": outcome.bytes,
+                "cold": outcome.cold,
             })
         );
     } else if ctx.human() && (a.output.is_some() || !std::io::stdout().is_terminal()) {
@@ -88,6 +90,9 @@ pub(crate) async fn run(ctx: &Ctx, a: DumpArgs) -> Result<u8> {
             ),
             _ => "1 file".to_owned(),
         };
+        if let Some(cold) = &outcome.cold {
+            note!("{}", super::tier::thaw_line(cold, "the dump reads"));
+        }
         note!(
             "dumped {what}, {} of content, from snapshot {}",
             bytes(outcome.bytes),

@@ -3,14 +3,9 @@
 use anyhow::Result;
 use backup_core::snapshot::SnapshotFilter;
 use backup_core::target::{Overwrite, Owners, RecoveryPoint, RestoreOptions, RestoredUnit};
-use std::sync::Arc;
-use std::time::Duration;
 
-use backup_ops::cold::ThawOptions;
-use backup_ops::restore::{open_target, restore, ColdRestore, RestoreRequest};
+use backup_ops::restore::{open_target, restore, RestoreRequest};
 use backup_sources::TargetSpec;
-use backup_storage::cold::{ColdStore, RetrievalTier};
-use backup_storage::{S3StorageClass, StorageUrl};
 
 use super::{bytes, normalize_source, parse_time};
 use crate::cli::RestoreArgs;
@@ -84,52 +79,6 @@ fn recovery_point(a: &RestoreArgs) -> Result<Option<RecoveryPoint>> {
     })
 }
 
-/// How archived packs are thawed: only for an S3 repository whose data
-/// storage class is an archive class, or when a `--cold-*` flag asks.
-fn cold_restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Option<ColdRestore>> {
-    let asked = a.cold_wait.is_some() || a.cold_tier.is_some();
-    let spec = match ctx.repo_spec() {
-        Ok(spec) => spec,
-        Err(_) if !asked => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let archive_class = spec
-        .options
-        .s3
-        .data_storage_class
-        .is_some_and(S3StorageClass::is_archive);
-    let archived_s3 = archive_class && matches!(spec.url, StorageUrl::S3 { .. });
-    if !(asked || archived_s3) {
-        return Ok(None);
-    }
-    let wait = match &a.cold_wait {
-        Some(w) => humantime::parse_duration(w).map_err(|e| {
-            backup_ops::Error::usage(format!("--cold-wait `{w}`: {e}; use for example 12h"))
-        })?,
-        None => Duration::ZERO,
-    };
-    let tier = match &a.cold_tier {
-        Some(t) => t
-            .parse::<RetrievalTier>()
-            .map_err(backup_ops::Error::from)?,
-        None => RetrievalTier::Standard,
-    };
-    if a.cold_days == 0 {
-        return usage("--cold-days must be at least 1");
-    }
-    let store = ColdStore::open(&spec.url, &spec.options).map_err(backup_ops::Error::from)?;
-    Ok(Some(ColdRestore {
-        store: Arc::new(store),
-        options: ThawOptions {
-            days: a.cold_days,
-            tier,
-            wait,
-            poll: (wait / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
-            dry_run: a.dry_run,
-        },
-    }))
-}
-
 pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     let at = a.at.as_deref().map(parse_time).transpose()?;
     let job = a.job.as_deref().map(|n| ctx.job(n)).transpose()?;
@@ -151,7 +100,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     };
     let point = recovery_point(&a)?;
     let spec = TargetSpec::new(to)?;
-    let cold = cold_restore(ctx, &a)?;
+    let cold = super::tier::cold_read(ctx, &a.cold, a.dry_run)?;
     let req = RestoreRequest {
         snapshot: a.snapshot.clone(),
         filter: SnapshotFilter {
@@ -209,20 +158,7 @@ pub(crate) async fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         return Ok(0);
     }
     if let Some(cold) = &done.cold {
-        if cold.pending > 0 {
-            ctx.say(format!(
-                "{} of {} packs ({}) must be thawed from the archive class first ({} retrieval)",
-                cold.pending,
-                cold.packs,
-                bytes(cold.pending_bytes),
-                cold.tier
-            ))?;
-        } else {
-            ctx.say(format!(
-                "all {} packs the restore needs are readable",
-                cold.packs
-            ))?;
-        }
+        ctx.say(super::tier::thaw_line(cold, "the restore needs"))?;
     }
     if let Some(id) = done.safety_backup {
         ctx.say(format!(

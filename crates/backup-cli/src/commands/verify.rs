@@ -10,6 +10,11 @@ use crate::cli::VerifyArgs;
 use crate::context::Ctx;
 
 pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
+    if a.read_data.is_none() && (a.cold.wait.is_some() || a.cold.tier.is_some()) {
+        return crate::context::usage(
+            "--cold-wait and --cold-tier thaw the packs --read-data reads: give --read-data too",
+        );
+    }
     let repo = ctx.open().await?;
     let target = match &a.restore_test {
         Some(url) => Some(TargetSpec::new(url.clone())?.open()?),
@@ -21,6 +26,10 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
         read_data: a.read_data,
         keep: a.keep,
         lock_wait: ctx.lock_wait(),
+        cold: match a.read_data {
+            Some(_) => super::tier::cold_read(ctx, &a.cold, false)?,
+            None => None,
+        },
     };
     let result = verify(&repo, &req, target.as_deref(), ctx).await?;
     let (report, test) = (&result.report, &result.restore_test);
@@ -30,8 +39,12 @@ pub(crate) async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<u8> {
             "ok": result.is_ok(),
             "report": report,
             "restore_test": test,
+            "cold": result.cold,
         }))?;
     } else {
+        if let Some(cold) = &result.cold {
+            ctx.say(super::tier::thaw_line(cold, "chosen for reading"))?;
+        }
         print_report(ctx, report, a.read_data.is_some())?;
         if let Some(t) = test {
             ctx.say(format!(
@@ -85,6 +98,12 @@ fn print_report(ctx: &Ctx, report: &VerifyReport, read_data: bool) -> Result<()>
             "read {} packs ({})",
             report.packs_read,
             bytes(report.bytes_read)
+        ))?;
+    }
+    if report.packs_archived > 0 {
+        ctx.say(format!(
+            "{} packs are in an archive storage class and were not read (not damage): run again with --cold-wait DURATION (for example 12h) to thaw and read them",
+            report.packs_archived
         ))?;
     }
     if report.unindexed_packs > 0 {

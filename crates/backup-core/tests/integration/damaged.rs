@@ -28,6 +28,7 @@ async fn check(repo: &Repository, read_data: bool) -> VerifyReport {
         &VerifyOptions {
             snapshots: None,
             read_data_percent: read_data.then_some(100.0),
+            ..VerifyOptions::default()
         },
         &NoProgress,
     )

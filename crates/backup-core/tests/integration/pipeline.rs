@@ -122,6 +122,7 @@ async fn round_trip(id_hash: IdHash) {
         &VerifyOptions {
             snapshots: None,
             read_data_percent: Some(100.0),
+            ..VerifyOptions::default()
         },
         &NoProgress,
     )
@@ -213,6 +214,7 @@ async fn flipped_byte_in_pack_is_found_and_restore_fails() {
         &VerifyOptions {
             snapshots: None,
             read_data_percent: Some(100.0),
+            ..VerifyOptions::default()
         },
         &NoProgress,
     )
