@@ -51,7 +51,7 @@ export JEMALLOC_OVERRIDE
 mkdir -p target
 nice -n 19 scripts/package.sh --tool-only >target/cargo-deb-install.log 2>&1 &
 CARGO_DEB_PID=$!
-trap 'kill "$CARGO_DEB_PID" 2>/dev/null || true' EXIT
+trap 'kill "$CARGO_DEB_PID" ${DOC_PID:+"$DOC_PID"} 2>/dev/null || true' EXIT
 
 step "Formatting"
 cargo fmt --all -- --check
@@ -110,9 +110,6 @@ CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 cargo build --workspace --all-targets --all-features --locked
 
-step "Documentation"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
-
 step "Python environment for the format reader test (.venv)"
 if [ ! -x .venv/bin/python3 ]; then
   python3 -m venv .venv || {
@@ -143,11 +140,35 @@ step "Tests"
 # daemon package has integration tests, so the workspace build includes
 # it). One test runs cargo: crates/backup-ops/tests/external_project.rs
 # builds the README's program as a project of its own.
+#
+# The documentation builds meanwhile (a check build of the dependencies
+# and rustdoc, about two minutes of one core, while many tests wait on the
+# servers they start): started a few seconds after the test runner, whose
+# own cargo call (nothing left to build) takes the build directory's lock
+# first; cargo doc waits for that lock, then runs beside the tests. Its
+# output goes to target/doc-build.log, shown when it fails.
+doc_build() {
+  sleep 5
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+}
+doc_build >target/doc-build.log 2>&1 &
+DOC_PID=$!
+tests_ok=1
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final
-  cargo test --workspace --all-features --locked --doc
+  cargo nextest run --workspace --all-features --locked --no-fail-fast --failure-output final || tests_ok=0
 else
-  cargo test --workspace --all-features --locked --no-fail-fast
+  cargo test --workspace --all-features --locked --no-fail-fast || tests_ok=0
+fi
+
+step "Documentation (built during the tests; cargo doc, -D warnings)"
+if ! wait "$DOC_PID"; then
+  cat target/doc-build.log >&2
+  echo "cargo doc failed" >&2
+  exit 1
+fi
+[ "$tests_ok" = 1 ] || { echo "tests failed" >&2; exit 1; }
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo test --workspace --all-features --locked --doc
 fi
 
 step "Debian package (cargo-deb; dpkg -i, checks, dpkg -P)"
