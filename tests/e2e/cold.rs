@@ -327,6 +327,21 @@ fn cold_dump_and_verify_read_data_thaw_only_what_they_read() {
     assert!(done.status.success(), "{said}");
     assert!(said.contains("packs the dump reads are readable"), "{said}");
     assert_eq!(std::fs::read(&out).unwrap(), c);
+    // A file restore with a selection needs (and thaws) only what it
+    // selects: that pack is readable now, so it restores at once.
+    let part = s.path("part");
+    let restore = with(&[
+        "restore",
+        "latest",
+        "--include",
+        "docs",
+        "--to",
+        part.to_str().unwrap(),
+    ]);
+    s.ok(&strs(&restore));
+    assert_eq!(std::fs::read(part.join("docs/c.bin")).unwrap(), c);
+    assert!(!part.join("a.bin").exists());
+    assert_eq!(thaws(), 1, "the selective restore asked for another pack");
     // Without the option the other pack is still archived: the same dump
     // of a.bin meets the archive class and says what to do.
     let err = s.fails(

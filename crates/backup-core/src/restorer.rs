@@ -458,6 +458,34 @@ pub async fn plan(repo: &IndexedRepository, root: Id, filter: &PathFilter) -> Re
     r
 }
 
+/// The packs [`restore_tree`] would read for the selected part of the
+/// tree `root` (to prepare them first, as thawing archived packs does),
+/// without reading content.
+///
+/// # Errors
+///
+/// Errors loading trees.
+pub async fn packs_read(
+    repo: &IndexedRepository,
+    root: Id,
+    filter: &PathFilter,
+) -> Result<std::collections::BTreeSet<Id>> {
+    let (tx, rx) = async_channel::bounded::<Unit>(16);
+    let collect = tokio::spawn(async move {
+        let mut packs = std::collections::BTreeSet::new();
+        while let Ok(unit) = rx.recv().await {
+            packs.extend(unit.pack);
+        }
+        packs
+    });
+    let planned = plan_units(repo.clone(), root, filter.clone(), tx, true).await;
+    let packs = collect.await.map_err(|e| Error::Generic {
+        backend: "restore",
+        source: e.to_string().into(),
+    })?;
+    planned.map(|_| packs)
+}
+
 /// Restores the selected part of the tree `root` into `writer`.
 ///
 /// # Errors

@@ -93,8 +93,18 @@ pub async fn restore(
         feedback.detail("snapshot", json(entry.id));
         let mut thawed = None;
         if let Some(cold) = &req.cold {
-            let packs =
-                crate::cold::packs_of_trees(&repo, std::iter::once(entry.snapshot.tree)).await?;
+            let tree = entry.snapshot.tree;
+            // A file restore with a selection reads only what it selects;
+            // a database target's selection names tables or keys, which
+            // its own streams hold (the whole snapshot is thawed).
+            let packs = if entry.snapshot.source.kind == "files"
+                && !(opts.includes.is_empty() && opts.excludes.is_empty())
+            {
+                let filter = backup_core::filter::PathFilter::new(&opts.includes, &opts.excludes)?;
+                backup_core::restorer::packs_read(&repo, tree, &filter).await?
+            } else {
+                crate::cold::packs_of_trees(&repo, std::iter::once(tree)).await?
+            };
             thawed = Some(crate::cold::thaw_for(cold, &packs, opts.dry_run, feedback).await?);
         }
         // Everything the target can check before it changes anything is
