@@ -101,9 +101,9 @@ pub async fn restore(
                 && !(opts.includes.is_empty() && opts.excludes.is_empty())
             {
                 let filter = backup_core::filter::PathFilter::new(&opts.includes, &opts.excludes)?;
-                backup_core::restorer::packs_read(&repo, tree, &filter).await?
+                Box::pin(backup_core::restorer::packs_read(&repo, tree, &filter)).await?
             } else {
-                crate::cold::packs_of_trees(&repo, std::iter::once(tree)).await?
+                Box::pin(crate::cold::packs_of_trees(&repo, std::iter::once(tree))).await?
             };
             thawed = Some(crate::cold::thaw_for(cold, &packs, opts.dry_run, feedback).await?);
         }
