@@ -413,13 +413,13 @@ impl Repository {
         // keeps only the version allocates nothing; parsing into a
         // `serde_json::Value` to look at it took about 1 KB a blob of an
         // index file, ten times what the index keeps.
-        #[derive(serde::Deserialize)]
-        struct Versioned {
-            version: Option<serde_json::Value>,
-        }
         let versioned: Versioned =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt(kind, name, e))?;
-        if let Some(v) = versioned.version.as_ref().and_then(serde_json::Value::as_u64) {
+        if let Some(v) = versioned
+            .version
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+        {
             if v > u64::from(FORMAT_VERSION) {
                 return Err(Error::UnsupportedVersion {
                     found: u32::try_from(v).unwrap_or(u32::MAX),
@@ -590,6 +590,13 @@ impl Repository {
         }
         Ok((IndexedRepository::new(self, index), damaged))
     }
+}
+
+/// Only the version of a metadata file, read before the rest
+/// ([`Repository::decode_file`]); everything else is skipped unallocated.
+#[derive(serde::Deserialize)]
+struct Versioned {
+    version: Option<serde_json::Value>,
 }
 
 /// Why `latest` found nothing: for a `--source` that matches no snapshot,
