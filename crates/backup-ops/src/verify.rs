@@ -78,14 +78,17 @@ impl VerifyResult {
 }
 
 /// Checks the repository under a shared lock: every selected snapshot's
-/// trees and blobs, `read_data` percent of the packs, then, when
+/// trees and blobs, `read_data` percent of the packs (with `req.cold`,
+/// chosen first and thawed: see [`VerifyRequest::cold`]), then, when
 /// `restore_test` is given and nothing was found wrong, a restore of the
 /// snapshot (or the latest) into that scratch target compared with the
 /// snapshot; the scratch copy is removed unless kept or different.
 ///
 /// # Errors
 ///
-/// Errors that stop the check (damage is in the result, not an error).
+/// Errors that stop the check (damage is in the result, not an error);
+/// with `req.cold`, packs still thawing after the wait (exit code 1, the
+/// requests kept: [`crate::cold::thaw`]).
 pub async fn verify(
     repo: &Repository,
     req: &VerifyRequest,
@@ -115,7 +118,9 @@ pub async fn verify(
         };
         let mut thawed = None;
         if let (Some(cold), Some(percent)) = (&req.cold, req.read_data) {
-            let indexed = repo.clone().load_index().await?;
+            // Damaged index files are the check's to report, not a reason
+            // to stop before it.
+            let (indexed, _) = repo.clone().load_index_lenient().await?;
             let packs = crate::cold::packs_to_verify(&indexed, &cold.store, percent).await?;
             thawed = Some(crate::cold::thaw_for(cold, &packs, false, feedback).await?);
             opts.read_packs = Some(packs.into_iter().collect());
