@@ -554,41 +554,62 @@ impl Repository {
     /// Storage errors while listing.
     pub async fn load_index_lenient(self) -> Result<(IndexedRepository, Vec<(String, Error)>)> {
         let names = self.sink.list_names(FileKind::Index).await?;
-        let loaded: Vec<(String, Result<IndexFile>)> = stream::iter(names)
+        let (index, damaged, merged_superseded) = self.merge_index(&names, &HashSet::new()).await;
+        if let Some(superseded) = merged_superseded {
+            // A file was merged before the one that supersedes it was read
+            // (a prune or index repair stopped between writing the new
+            // index and deleting the old): merge again without them.
+            let (index, damaged, _) = self.merge_index(&names, &superseded).await;
+            return Ok((IndexedRepository::new(self, index), damaged));
+        }
+        Ok((IndexedRepository::new(self, index), damaged))
+    }
+
+    /// Merges the index files `names` (sorted) into one index, leaving out
+    /// `skip`, as they arrive: in name order (the location kept for a blob
+    /// stored twice does not depend on load timing), 16 read at a time and
+    /// each dropped once merged, so that memory holds the index and not
+    /// every file besides it. Returns the index, the damaged files and,
+    /// when a file merged turned out to be superseded by a later one, every
+    /// superseded name (the caller merges again without them).
+    async fn merge_index(
+        &self,
+        names: &[String],
+        skip: &HashSet<String>,
+    ) -> (Index, Vec<(String, Error)>, Option<HashSet<String>>) {
+        let todo: Vec<String> = names
+            .iter()
+            .filter(|n| !skip.contains(*n))
+            .cloned()
+            .collect();
+        let mut loading = stream::iter(todo)
             .map(|name| {
-                let repo = &self;
+                let repo = self;
                 async move {
                     let r = repo.load_file::<IndexFile>(FileKind::Index, &name).await;
                     (name, r)
                 }
             })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut loaded = loaded;
-        // Merge in name order so that the location kept for a blob stored
-        // twice does not depend on load timing.
-        loaded.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut files = Vec::new();
+            .buffered(16);
+        let mut index = Index::new();
         let mut damaged = Vec::new();
-        for (name, r) in loaded {
+        let mut merged = Vec::new();
+        let mut superseded: HashSet<String> = skip.clone();
+        while let Some((name, r)) = loading.next().await {
             match r {
-                Ok(f) => files.push((name, f)),
+                Ok(f) => {
+                    superseded.extend(f.supersedes.iter().map(Id::to_hex));
+                    if !superseded.contains(&name) {
+                        index.add_file(&f);
+                        merged.push(name);
+                    }
+                }
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => damaged.push((name, e)),
             }
         }
-        let superseded: HashSet<String> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().map(Id::to_hex))
-            .collect();
-        let mut index = Index::new();
-        for (name, f) in &files {
-            if !superseded.contains(name) {
-                index.add_file(f);
-            }
-        }
-        Ok((IndexedRepository::new(self, index), damaged))
+        let again = merged.iter().any(|n| superseded.contains(n));
+        (index, damaged, again.then_some(superseded))
     }
 }
 

@@ -316,3 +316,69 @@ async fn open_with_config(mem: &MemorySink, cfg: &serde_json::Value) -> Error {
     let sink: Arc<dyn Sink> = Arc::new(mem.clone());
     Repository::open(sink, Some(b"pw")).await.unwrap_err()
 }
+
+/// An index file superseded by a later one (a prune or index repair that
+/// stopped before deleting it) is left out whichever of the two sorts
+/// first: merged before its marker is read, the index is merged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_index_file_is_left_out_in_either_order() {
+    use backup_core::index::{IndexFile, IndexPack, INDEX_VERSION};
+
+    let (mem, repo, out) = backed_up().await;
+    let (real_pack, _) = pack_of(&out, BlobType::Data);
+    let real = reopen(&mem).await;
+    let blob = real
+        .index()
+        .entries_by_pack()
+        .remove(&real_pack)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let mut seen = [false, false];
+    for n in 0u8..64 {
+        // A stale file that puts a real blob into a pack that does not
+        // exist; a marker that supersedes it.
+        let bogus = Id::hash(&[n]);
+        let stale = IndexFile {
+            version: INDEX_VERSION,
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: bogus,
+                size: 100,
+                blobs: vec![blob],
+            }],
+        };
+        let stale_id = repo.save_file(FileKind::Index, &stale).await.unwrap();
+        let marker = IndexFile {
+            version: INDEX_VERSION,
+            supersedes: vec![stale_id],
+            packs: Vec::new(),
+        };
+        let marker_id = repo.save_file(FileKind::Index, &marker).await.unwrap();
+        let order = usize::from(stale_id.to_hex() < marker_id.to_hex());
+        if !seen[order] {
+            seen[order] = true;
+            let loaded = reopen(&mem).await;
+            assert!(
+                loaded.index().packs().iter().all(|(p, _)| *p != bogus),
+                "the superseded file was merged (stale first: {})",
+                order == 1
+            );
+            assert_eq!(
+                loaded.index().get(BlobType::Data, &blob.id).unwrap().pack,
+                real_pack
+            );
+        }
+        mem.delete(FileKind::Index, &stale_id.to_hex())
+            .await
+            .unwrap();
+        mem.delete(FileKind::Index, &marker_id.to_hex())
+            .await
+            .unwrap();
+        if seen == [true, true] {
+            return;
+        }
+    }
+    panic!("64 tries did not give both orders: {seen:?}");
+}
