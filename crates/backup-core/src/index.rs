@@ -29,6 +29,47 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
+/// Most packs one index file lists.
+pub const PACKS_PER_INDEX_FILE: usize = 1000;
+
+/// Blobs after which an index file takes no more packs (one pack's blobs
+/// always stay in one file), so that a backup of a million small files
+/// writes some twenty index files that load side by side and are each
+/// dropped once merged, not one file held whole while it is parsed.
+pub const BLOBS_PER_INDEX_FILE: usize = 50_000;
+
+impl IndexFile {
+    /// `packs` as new index files of at most [`PACKS_PER_INDEX_FILE`]
+    /// packs, each closed once it holds [`BLOBS_PER_INDEX_FILE`] blobs,
+    /// in the order given.
+    pub fn split(packs: Vec<IndexPack>) -> Vec<IndexFile> {
+        let mut files = Vec::new();
+        let mut current: Vec<IndexPack> = Vec::new();
+        let mut blobs = 0;
+        for pack in packs {
+            if current.len() == PACKS_PER_INDEX_FILE
+                || (blobs > 0 && blobs + pack.blobs.len() > BLOBS_PER_INDEX_FILE)
+            {
+                files.push(std::mem::take(&mut current));
+                blobs = 0;
+            }
+            blobs += pack.blobs.len();
+            current.push(pack);
+        }
+        if !current.is_empty() {
+            files.push(current);
+        }
+        files
+            .into_iter()
+            .map(|packs| IndexFile {
+                version: INDEX_VERSION,
+                supersedes: Vec::new(),
+                packs,
+            })
+            .collect()
+    }
+}
+
 /// One pack in an index file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +215,46 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pack(n: u32, blobs: usize) -> IndexPack {
+        IndexPack {
+            id: Id::hash(&n.to_le_bytes()),
+            size: 1,
+            blobs: (0..blobs)
+                .map(|i| PackEntry {
+                    blob_type: BlobType::Data,
+                    id: Id::hash(&[n.to_le_bytes(), (i as u32).to_le_bytes()].concat()),
+                    offset: 0,
+                    length: 1,
+                    raw_length: 1,
+                    compressed: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn split_by_packs_and_blobs_in_order() {
+        // Many packs of a few blobs: 1000 packs a file.
+        let files = IndexFile::split((0..2500).map(|n| pack(n, 2)).collect());
+        let sizes: Vec<usize> = files.iter().map(|f| f.packs.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        // Packs of many blobs: a file closes before it passes the blob
+        // limit, and a pack larger than the limit gets a file of its own.
+        let files = IndexFile::split(vec![
+            pack(1, 30_000),
+            pack(2, 30_000),
+            pack(3, 60_000),
+            pack(4, 10),
+        ]);
+        let blobs: Vec<Vec<usize>> = files
+            .iter()
+            .map(|f| f.packs.iter().map(|p| p.blobs.len()).collect())
+            .collect();
+        assert_eq!(blobs, [vec![30_000], vec![30_000], vec![60_000], vec![10]]);
+        assert_eq!(files[3].packs[0].id, Id::hash(&4u32.to_le_bytes()));
+        assert!(IndexFile::split(Vec::new()).is_empty());
+    }
 
     #[test]
     fn lookup_by_type() {

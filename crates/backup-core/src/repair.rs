@@ -130,16 +130,8 @@ pub(crate) async fn write_replacement_index(
     old: &[String],
 ) -> Result<usize> {
     let mut written = Vec::new();
-    let mut rest = packs;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(1000));
-        let file = IndexFile {
-            version: INDEX_VERSION,
-            supersedes: Vec::new(),
-            packs: rest,
-        };
+    for file in IndexFile::split(packs) {
         written.push(repo.save_file(FileKind::Index, &file).await?);
-        rest = tail;
     }
     for id in &written {
         let _: IndexFile = repo.load_file(FileKind::Index, &id.to_hex()).await?;

@@ -19,13 +19,10 @@ use futures::StreamExt;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{Index, IndexFile, IndexPack, INDEX_VERSION};
+use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{encode_blob, BlobType, FinishedPack, PackBuilder};
 use crate::repo::IndexedRepository;
 use crate::sink::{FileKind, SinkExt};
-
-/// How many packs an index file lists at most before a new one is started.
-const PACKS_PER_INDEX_FILE: usize = 1000;
 
 /// Packs uploaded concurrently.
 pub(crate) const UPLOAD_CONCURRENCY: usize = 3;
@@ -423,8 +420,8 @@ async fn uploader(
     done
 }
 
-/// Writes index files for `packs` (only packs already stored), at most
-/// [`PACKS_PER_INDEX_FILE`] per file.
+/// Writes index files for `packs` (only packs already stored), split as
+/// [`IndexFile::split`] does.
 ///
 /// # Errors
 ///
@@ -434,16 +431,8 @@ pub(crate) async fn write_index_files(
     packs: Vec<IndexPack>,
 ) -> Result<Vec<Id>> {
     let mut ids = Vec::new();
-    let mut packs = packs;
-    while !packs.is_empty() {
-        let rest = packs.split_off(packs.len().min(PACKS_PER_INDEX_FILE));
-        let file = IndexFile {
-            version: INDEX_VERSION,
-            supersedes: Vec::new(),
-            packs,
-        };
+    for file in IndexFile::split(packs) {
         ids.push(repo.save_file(FileKind::Index, &file).await?);
-        packs = rest;
     }
     Ok(ids)
 }
