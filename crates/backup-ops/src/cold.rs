@@ -29,11 +29,13 @@ use crate::feedback::{json, Feedback};
 /// The packs holding the data blobs of `blobs` (tree blobs are skipped:
 /// their packs never move).
 fn data_packs_of(repo: &IndexedRepository, blobs: &HashSet<(BlobType, Id)>) -> BTreeSet<Id> {
-    blobs
-        .iter()
-        .filter(|(t, _)| *t == BlobType::Data)
-        .filter_map(|(t, id)| repo.index().get(*t, id).map(|l| l.pack))
-        .collect()
+    packs_of_blobs(
+        repo,
+        blobs
+            .iter()
+            .filter(|(t, _)| *t == BlobType::Data)
+            .map(|(_, id)| id),
+    )
 }
 
 /// What `backup tier` does.

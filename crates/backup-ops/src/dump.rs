@@ -175,7 +175,7 @@ pub async fn dump(
         }
     };
     let Some(node) = node else {
-        let cold = thaw_snapshot(&reader, req, feedback).await?;
+        let cold = thaw(&reader, req, None, feedback).await?;
         return dump_item(&reader, req, open, cold).await;
     };
     let shape = match &node {
@@ -190,20 +190,7 @@ pub async fn dump(
             )))
         }
     };
-    let cold = match (&req.cold, &node) {
-        (None, _) => None,
-        (Some(cold), Some(n)) if shape == DumpShape::Content => {
-            let ids = reader.repository().content_ids(n).await?;
-            let packs = crate::cold::packs_of_blobs(reader.repository(), ids.iter());
-            Some(crate::cold::thaw_for(cold, &packs, false, feedback).await?)
-        }
-        (Some(cold), Some(n)) => {
-            let packs =
-                crate::cold::packs_of_trees(reader.repository(), n.subtree.into_iter()).await?;
-            Some(crate::cold::thaw_for(cold, &packs, false, feedback).await?)
-        }
-        (Some(_), None) => thaw_snapshot(&reader, req, feedback).await?,
-    };
+    let cold = thaw(&reader, req, node.as_ref(), feedback).await?;
     let mut out = open(shape)?;
     let handle = Handle::current();
     let (entries, bytes) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -233,18 +220,29 @@ pub async fn dump(
     })
 }
 
-/// Thaws every archived pack of the snapshot `reader` reads (when
-/// `req.cold` asks).
-async fn thaw_snapshot(
+/// Thaws the archived packs a dump of `node` reads (when `req.cold`
+/// asks): a file's content, a directory's subtree, and without a node (the
+/// whole snapshot, or a table, collection or key) every pack of the
+/// snapshot.
+async fn thaw(
     reader: &SnapshotReader,
     req: &DumpRequest,
+    node: Option<&Node>,
     feedback: &dyn Feedback,
 ) -> Result<Option<ThawReport>> {
     let Some(cold) = &req.cold else {
         return Ok(None);
     };
-    let root = reader.entry().snapshot.tree;
-    let packs = crate::cold::packs_of_trees(reader.repository(), std::iter::once(root)).await?;
+    let repo = reader.repository();
+    let packs = match node {
+        Some(n) if n.kind != NodeKind::Dir => {
+            crate::cold::packs_of_blobs(repo, repo.content_ids(n).await?.iter())
+        }
+        Some(n) => crate::cold::packs_of_trees(repo, n.subtree.into_iter()).await?,
+        None => {
+            crate::cold::packs_of_trees(repo, std::iter::once(reader.entry().snapshot.tree)).await?
+        }
+    };
     Ok(Some(
         crate::cold::thaw_for(cold, &packs, false, feedback).await?,
     ))
@@ -308,7 +306,7 @@ async fn dump_at(
             .ok_or_else(|| Error::usage("this build has no MongoDB oplog capture"))?;
         let indexed: IndexedRepository = repo.clone().load_index().await?;
         let reader = SnapshotReader::new(indexed, plan.base.clone());
-        let cold = thaw_snapshot(&reader, req, feedback).await?;
+        let cold = thaw(&reader, req, None, feedback).await?;
         let format = req.format.unwrap_or(ItemFormat::Json);
         let open: backup_sources::item::OpenItem = Box::new(move |format| {
             open(DumpShape::Item(format)).map_err(|e| match e {
