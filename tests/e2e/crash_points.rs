@@ -45,7 +45,7 @@ const OTHER_PASSWORD: &str = "another password entirely";
 
 /// Where a kill happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Point {
+pub(crate) enum Point {
     /// Before the Nth storage write.
     Before(u64),
     /// After the Nth (the last) storage write.
@@ -53,7 +53,7 @@ enum Point {
 }
 
 impl Point {
-    fn spec(self) -> String {
+    pub(crate) fn spec(self) -> String {
         match self {
             Point::Before(n) => format!("write:{n}"),
             Point::After(n) => format!("after-write:{n}"),
@@ -63,7 +63,7 @@ impl Point {
 
 /// The kill points of an operation with `writes` storage writes: before
 /// each, and after the last; in CI a spread of at most [`CI_POINTS`].
-fn points(writes: u64) -> Vec<Point> {
+pub(crate) fn points(writes: u64) -> Vec<Point> {
     let mut all: Vec<Point> = (1..=writes).map(Point::Before).collect();
     all.push(Point::After(writes));
     if std::env::var("BACKUP_CRASH_ALL").is_ok_and(|v| v == "1") || all.len() <= CI_POINTS {
@@ -107,7 +107,7 @@ fn init_repo(path: &Path) {
 }
 
 /// Copies `from` to `to` with `cp -a` (times and modes kept).
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     let st = std::process::Command::new("cp")
         .arg("-a")
         .arg(from)
@@ -345,7 +345,7 @@ impl<'a> Case<'a> {
 }
 
 /// Appends a point's outcome to `BACKUP_CRASH_REPORT` (and prints it).
-fn report(op: &str, point: Point, writes: u64, outcome: &str) {
+pub(crate) fn report(op: &str, point: Point, writes: u64, outcome: &str) {
     let line = format!("{op}\t{}/{writes}\t{outcome}", point.spec());
     println!("{line}");
     if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
@@ -359,7 +359,7 @@ fn report(op: &str, point: Point, writes: u64, outcome: &str) {
 }
 
 /// Lock files (64-hex names) under the repository's `locks/`.
-fn lock_files(p: &Scratch) -> Vec<String> {
+pub(crate) fn lock_files(p: &Scratch) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(Path::new(&p.repo).join("locks")) else {
         return Vec::new();
     };
@@ -381,7 +381,7 @@ fn output_text(out: &Output) -> String {
 }
 
 /// `verify --read-data` of the point's repository passes.
-fn verify_ok(p: &Scratch) {
+pub(crate) fn verify_ok(p: &Scratch) {
     let out = p.run(&["verify", "--read-data"]);
     assert!(
         out.status.success(),
@@ -391,7 +391,7 @@ fn verify_ok(p: &Scratch) {
 }
 
 /// Listed snapshots: id → time.
-fn listed(p: &Scratch) -> BTreeMap<String, String> {
+pub(crate) fn listed(p: &Scratch) -> BTreeMap<String, String> {
     p.json(&["list"])
         .as_array()
         .unwrap()

@@ -19,6 +19,8 @@ mod cold;
 mod copy_pitr;
 mod corruption;
 mod crash;
+mod crash_backups;
+mod crash_capture;
 mod crash_points;
 mod daemon;
 mod dedup;

@@ -9,7 +9,7 @@ use backup_testkit::postgres::PgCluster;
 
 use crate::util::Scratch;
 
-const SCHEMA: &str = include_str!("postgres_schema.sql");
+pub(crate) const SCHEMA: &str = include_str!("postgres_schema.sql");
 
 /// A dump with the lines that differ between any two dumps removed (the
 /// random `\restrict` key, version banners).
@@ -70,7 +70,7 @@ fn columns_by_name(dump: &str) -> Vec<String> {
     out
 }
 
-fn assert_same_db(a: (&PgCluster, &str), b: (&PgCluster, &str)) {
+pub(crate) fn assert_same_db(a: (&PgCluster, &str), b: (&PgCluster, &str)) {
     let (sa, da) = dump_both(a.0, a.1);
     let (sb, db) = dump_both(b.0, b.1);
     if sa != sb {

@@ -173,7 +173,7 @@ pub(crate) fn time_after_marker(pg: &PgCluster, id: u64) -> String {
 }
 
 /// Restores into a new directory with `args` and starts the result.
-fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
+pub(crate) fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
     let target = PgCluster::owned_tempdir("pg-pitr-");
     let data = target.path().join("data");
     let mut all = vec!["restore", "--to", data.to_str().unwrap()];

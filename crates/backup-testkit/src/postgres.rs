@@ -193,7 +193,10 @@ impl PgCluster {
         settings: &[String],
     ) -> Self {
         let mut last_log = String::new();
-        for _ in 0..5 {
+        // Why each attempt failed (its log's errors), so that a failure
+        // reads first what went wrong even when the output is cut.
+        let mut errors = Vec::new();
+        for attempt in 1..=5 {
             let port = crate::free_port();
             let log_path = dir.path().join("server.log");
             let log = std::fs::File::create(&log_path).expect("log file");
@@ -231,8 +234,17 @@ impl PgCluster {
             }
             stop_child(&mut child);
             last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            errors.extend(
+                last_log
+                    .lines()
+                    .filter(|l| ["FATAL:", "PANIC:", "ERROR:"].iter().any(|w| l.contains(w)))
+                    .map(|l| format!("attempt {attempt}: {l}")),
+            );
         }
-        panic!("postgres did not start:\n{last_log}");
+        panic!(
+            "postgres did not start:\n{}\nthe last attempt's log:\n{last_log}",
+            errors.join("\n")
+        );
     }
 
     fn command_as(user: Option<&str>, program: &Path) -> Command {

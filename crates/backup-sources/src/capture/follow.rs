@@ -16,7 +16,9 @@ use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{CaptureEvent, CaptureObserver, FollowOptions, FollowSummary, Position, StoredPiece};
+use super::{
+    CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary, Position, StoredPiece,
+};
 
 /// A kind's own position type (an oplog timestamp, a replication offset)
 /// as a typed [`Position`].
@@ -180,6 +182,28 @@ impl<'a> Capture<'a> {
             .into_iter()
             .filter(|n| n.stream == stream)
             .max_by(|a, b| a.last.cmp(&b.last)))
+    }
+
+    /// The newest base snapshot of the `kind` stream of `identity`: its id
+    /// and the first position replay applies after it (where capture
+    /// continues when the stream has no piece yet).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn newest_base(
+        &self,
+        kind: CaptureKind,
+        identity: &str,
+    ) -> Result<Option<(String, Position)>> {
+        let (snapshots, _) = self.repo.snapshots().await?;
+        Ok(snapshots
+            .iter()
+            .filter_map(|e| {
+                let p = kind.base_point(&e.snapshot)?;
+                (p.identity == identity).then(|| (e.id.to_hex(), p.from))
+            })
+            .max_by_key(|(_, from)| *from))
     }
 
     /// Reports that capture (re)starts at `link` (`continues` says after

@@ -537,7 +537,11 @@ async fn resume(
         })?;
         let what = format!("piece {}", n.file_name());
         (next, Some(n), None, what)
-    } else if let Some((id, end)) = newest_base(cap.repo, set).await? {
+    } else if let Some((id, end)) = cap
+        .newest_base(CaptureKind::MongodbOplog, &set.identity())
+        .await?
+        .and_then(|(id, from)| Some((id, Ts::from_position(&from.record())?.prev())))
+    {
         let what = format!("snapshot {id} (its oplog ends at {end})");
         (end.next(), None, Some(id), what)
     } else {
@@ -565,23 +569,6 @@ async fn resume(
     };
     cap.started(&link, continues);
     Ok(link)
-}
-
-/// The newest consistent snapshot of `set` with its oplog end.
-async fn newest_base(
-    repo: &backup_core::repo::Repository,
-    set: &ReplicaSet,
-) -> Result<Option<(String, Ts)>> {
-    let (snapshots, _) = repo.snapshots().await?;
-    let identity = set.identity();
-    Ok(snapshots
-        .iter()
-        .filter_map(|e| {
-            let p = CaptureKind::MongodbOplog.base_point(&e.snapshot)?;
-            (p.identity == identity)
-                .then(|| Ts::from_position(&p.from.record()).map(|f| (e.id.to_hex(), f.prev())))?
-        })
-        .max_by_key(|(_, end)| *end))
 }
 
 /// Records a gap when the oplog no longer holds the entry after the last

@@ -40,7 +40,7 @@ use super::source::{Fed, RedisSource};
 use super::transfer::{announce, copy_body, transfer_header, ChunkSink};
 use crate::capture::follow::{At, Capture, Link, Ready};
 use crate::capture::{
-    position_offset, CaptureEvent, CaptureObserver, FollowOptions, FollowSummary,
+    position_offset, CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary,
 };
 
 /// The capture kind of the replication stream.
@@ -227,7 +227,28 @@ impl Follower<'_, '_> {
             }
             let stream = self.cap.repo.capture_stream(STREAM_KIND, identity);
             let Some(newest) = self.cap.newest(&stream).await? else {
-                continue;
+                // No piece yet: after the newest base of this history, so
+                // that a follower stopped between its base and its first
+                // piece does not take a second base.
+                let base = self
+                    .cap
+                    .newest_base(CaptureKind::RedisStream, identity)
+                    .await?;
+                let Some((id, crate::capture::Position::Offset(next))) = base else {
+                    continue;
+                };
+                let link = Link {
+                    stream,
+                    identity: identity.clone(),
+                    next,
+                    previous: None,
+                    continues_snapshot: Some(id),
+                    stored_time: None,
+                };
+                return Ok(Some(Position {
+                    link,
+                    replid: identity.clone(),
+                }));
             };
             let record = self.cap.repo.load_capture(&newest).await?;
             let next = position_offset(&newest.last).ok_or_else(|| {

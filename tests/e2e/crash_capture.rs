@@ -1,0 +1,391 @@
+//! A kill at the storage writes of continuous capture (issue 32: "a killed
+//! capture resumes with no gap and no duplicate"). `wal receive`, `oplog
+//! follow` and `redis follow` are each started again and again with the
+//! storage failpoint `write:N`, N = 1, 2, … (a new process each time),
+//! while a writer keeps changing the source; each run dies by SIGKILL
+//! before its Nth put or delete: the stream's lease, a lock, a base
+//! snapshot's pack, index or manifest, a piece's data or its capture
+//! record, a lock's release. A last run without the failpoint catches up
+//! and is stopped. Then:
+//! - `backup pitr` lists one window and no gap;
+//! - the stored pieces chain: each starts where the one before it ended
+//!   (nothing stored twice, nothing skipped);
+//! - `verify --read-data` passes, and `backup unlock` leaves no lock;
+//! - a restore to the end of the capture holds every write exactly once:
+//!   a counter the writer increments (a write replayed twice or lost
+//!   changes it) and one row, list element or document per write.
+//!
+//! CI kills each capture at [`CI_KILLS`] successive points; with
+//! `BACKUP_CRASH_ALL=1` at [`ALL_KILLS`] (`scripts/crash_matrix.sh`). With
+//! `BACKUP_CRASH_REPORT=FILE` each point appends
+//! `operation<TAB>write:N/run<TAB>outcome`, the outcome naming the write
+//! the run was killed before.
+
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_testkit::mongo::MongoServer;
+use backup_testkit::redis::RedisServer;
+use mongodb::bson::{doc, Document};
+use mongodb::sync::Client;
+
+use crate::util::{Scratch, PASSWORD};
+
+/// Kill points per capture in CI: enough to pass through a piece twice
+/// (lock, data, record, release). A capture that takes its own base (Redis)
+/// adds its writes (lease, lock, packs, index, manifest, release).
+const CI_KILLS: u64 = 8;
+/// Kill points per capture with `BACKUP_CRASH_ALL=1`: `ALL_FACTOR` times as
+/// many.
+const ALL_FACTOR: u64 = 3;
+
+/// The kill points of a capture whose CI sample is `ci`.
+fn kills(ci: u64) -> u64 {
+    if std::env::var("BACKUP_CRASH_ALL").is_ok_and(|v| v == "1") {
+        ci * ALL_FACTOR
+    } else {
+        ci
+    }
+}
+
+/// The capture command `args` as a child process, killed before its
+/// `failpoint`th storage write when given; standard error to `log`.
+fn spawn(s: &Scratch, args: &[&str], failpoint: Option<u64>, log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup"));
+    cmd.args(args)
+        .env("BACKUP_REPOSITORY", &s.repo)
+        .env("BACKUP_PASSWORD", PASSWORD)
+        .env("HOME", s.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(n) = failpoint {
+        cmd.env("BACKUP_FAILPOINT", format!("write:{n}"));
+    }
+    cmd.spawn().unwrap()
+}
+
+/// What a run was killed before, from the failpoint's announcement of its
+/// last write ("put captures", "delete locks", …).
+fn killed_before(log: &str) -> String {
+    let last = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("failpoint: write "))
+        .next_back()
+        .and_then(|l| l.split_once(": "));
+    last.map_or_else(
+        || "no write".to_owned(),
+        |(_, what)| {
+            let (verb, path) = what.split_once(' ').unwrap_or((what, ""));
+            let dir = if path.starts_with("locks/capture-") {
+                "lease"
+            } else {
+                path.split('/').next().unwrap_or("")
+            };
+            format!("{verb} {dir}")
+        },
+    )
+}
+
+/// Appends a point's outcome to `BACKUP_CRASH_REPORT` (and prints it).
+fn report(op: &str, n: u64, outcome: &str) {
+    let line = format!("{op}\twrite:{n}/run\t{outcome}");
+    println!("{line}");
+    if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+/// Runs the capture `args` once per kill point (`kills(ci)` of them), run
+/// N killed by the failpoint before its Nth storage write while `tick`
+/// writes to the source; then starts it without the failpoint and returns
+/// that run. Each point is reported as resumed (the final checks of the
+/// caller decide whether it was).
+fn kill_at_each_write(
+    s: &Scratch,
+    op: &str,
+    ci: u64,
+    args: &[&str],
+    mut tick: impl FnMut(),
+) -> Child {
+    for n in 1..=kills(ci) {
+        let log = s.path(&format!("capture-{n}.log"));
+        let mut child = spawn(s, args, Some(n), &log);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{op}: run {n} made fewer than {n} storage writes in two minutes:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tick();
+            std::thread::sleep(Duration::from_millis(40));
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{op}: run {n} ended ({status}) instead of being killed at its write {n}:\n{text}"
+        );
+        report(
+            op,
+            n,
+            &format!("resumed (killed before {})", killed_before(&text)),
+        );
+    }
+    spawn(s, args, None, &s.path("capture-last.log"))
+}
+
+/// SIGTERM: the run stores what it read and exits 0.
+fn stop(mut child: Child, s: &Scratch) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the last run ended with {status}:\n{}",
+        std::fs::read_to_string(s.path("capture-last.log")).unwrap_or_default()
+    );
+}
+
+/// The checks every capture shares after its kills: one stream with one
+/// window and no gap in `listing` (`backup pitr --json`); its pieces in
+/// `captures/` chain; `verify --read-data` passes; `backup unlock` leaves
+/// no lock file behind.
+fn stream_is_whole(s: &Scratch, listing: &serde_json::Value) {
+    let streams = listing.as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{listing:#}");
+    assert!(
+        streams[0]["gaps"].as_array().unwrap().is_empty(),
+        "a kill left a gap: {listing:#}"
+    );
+    assert_eq!(
+        streams[0]["windows"].as_array().unwrap().len(),
+        1,
+        "{listing:#}"
+    );
+    let mut pieces: Vec<(String, String, String)> =
+        std::fs::read_dir(Path::new(&s.repo).join("captures"))
+            .unwrap()
+            .map(|e| {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                let p: Vec<&str> = n.split('.').collect();
+                (p[0].to_owned(), p[1].to_owned(), p[2].to_owned())
+            })
+            .collect();
+    pieces.sort();
+    assert!(!pieces.is_empty(), "no piece was stored: {listing:#}");
+    for w in pieces.windows(2) {
+        if w[0].0 == w[1].0 {
+            assert_eq!(w[0].2, w[1].1, "pieces overlap or leave a hole: {pieces:?}");
+        }
+    }
+    let out = s.run(&["verify", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "verify --read-data: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(&["unlock"]);
+    let locks: Vec<String> = std::fs::read_dir(Path::new(&s.repo).join("locks"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(locks.is_empty(), "locks left after unlock: {locks:?}");
+}
+
+#[test]
+fn crash_redis_follow() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let s = Scratch::new();
+    s.init();
+    let url = source.url();
+    let mut con = source.connection();
+    let mut writes = 0u64;
+    let mut tick = || {
+        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
+        redis::cmd("RPUSH")
+            .arg("log")
+            .arg(writes)
+            .exec(&mut con)
+            .unwrap();
+        writes += 1;
+    };
+    // The follower takes its base itself (a full resynchronisation), so
+    // the first kills fall inside the base.
+    let last = kill_at_each_write(
+        &s,
+        "redis follow",
+        CI_KILLS + 4,
+        &["redis", "follow", &url, "--slice-time", "100ms"],
+        &mut tick,
+    );
+    for _ in 0..5 {
+        tick();
+    }
+    let end = crate::redis_pitr::repl_offset(&mut source.connection());
+    let listing = crate::redis_pitr::wait_captured(&s, end);
+    stop(last, &s);
+    stream_is_whole(&s, &listing);
+    // The first run that stored its base is the last to take one: the runs
+    // after it continue after the base (a second full resynchronisation
+    // would copy the whole dataset again).
+    let snapshots = s.json(&["list"]);
+    assert_eq!(snapshots.as_array().unwrap().len(), 1, "{snapshots:#}");
+
+    s.ok(&[
+        "restore",
+        "--to",
+        &target.url(),
+        "--drop",
+        "-y",
+        "--no-safety-backup",
+        "--at-offset",
+        &end.to_string(),
+    ]);
+    let mut t = target.connection();
+    let counter: u64 = redis::cmd("GET").arg("counter").query(&mut t).unwrap();
+    assert_eq!(counter, writes, "the counter after a restore to the end");
+    let log: Vec<u64> = redis::cmd("LRANGE")
+        .arg("log")
+        .arg(0)
+        .arg(-1)
+        .query(&mut t)
+        .unwrap();
+    assert_eq!(log, (0..writes).collect::<Vec<_>>());
+    assert_eq!(target.digest(), source.digest());
+}
+
+#[test]
+fn crash_oplog_follow() {
+    let m = MongoServer::start();
+    let c = Client::with_uri_str(m.url("")).unwrap();
+    let s = Scratch::new();
+    s.init();
+    let url = m.url("");
+    let db = c.database("crash");
+    db.collection::<Document>("counter")
+        .insert_one(doc! {"_id": 1, "n": 0_i64})
+        .run()
+        .unwrap();
+    s.ok(&["create", &url]);
+    let mut writes = 0i64;
+    let mut tick = || {
+        db.collection::<Document>("log")
+            .insert_one(doc! {"_id": writes})
+            .run()
+            .unwrap();
+        db.collection::<Document>("counter")
+            .update_one(doc! {"_id": 1}, doc! {"$inc": {"n": 1_i64}})
+            .run()
+            .unwrap();
+        writes += 1;
+    };
+    let last = kill_at_each_write(
+        &s,
+        "oplog follow",
+        CI_KILLS,
+        &["oplog", "follow", &url, "--slice-time", "1s"],
+        &mut tick,
+    );
+    for _ in 0..5 {
+        tick();
+    }
+    let end = crate::mongo_pitr::newest(&c);
+    let listing = crate::mongo_pitr::wait_stored(&s, end);
+    stop(last, &s);
+    stream_is_whole(&s, &listing);
+
+    s.ok(&[
+        "restore",
+        "--at-ts",
+        &crate::mongo_pitr::ts_arg(end),
+        "--to",
+        &url,
+        "--include",
+        "crash.*",
+        "--rename",
+        "crash:restored",
+    ]);
+    let restored = c.database("restored");
+    let counter = restored
+        .collection::<Document>("counter")
+        .find_one(doc! {"_id": 1})
+        .run()
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter.get_i64("n").unwrap(), writes);
+    let ids: Vec<i64> = restored
+        .collection::<Document>("log")
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .run()
+        .unwrap()
+        .map(|d| d.unwrap().get_i64("_id").unwrap())
+        .collect();
+    assert_eq!(ids, (0..writes).collect::<Vec<_>>());
+}
+
+#[test]
+fn crash_wal_receive() {
+    use crate::postgres_pitr::{
+        cluster, markers, repl_url, restore_and_start, time_after_marker, wait_captured,
+        wait_streaming, Receiver,
+    };
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    let url = repl_url(&pg);
+    // A first run makes the slot that keeps the server's WAL for the
+    // next ones; the base is taken after it.
+    let receiver = Receiver::start(&s, &url);
+    wait_streaming(&pg);
+    receiver.stop();
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let tick = || {
+        pg.psql("postgres", "INSERT INTO markers DEFAULT VALUES");
+    };
+    let last = kill_at_each_write(
+        &s,
+        "wal receive",
+        CI_KILLS,
+        &["wal", "receive", &url, "--flush-interval", "100ms"],
+        tick,
+    );
+    for _ in 0..5 {
+        tick();
+    }
+    let (count, newest) = markers(&pg);
+    assert_eq!(count, newest);
+    // A commit after the target, so that recovery passes it.
+    tick();
+    wait_captured(&pg);
+    stop(last, &s);
+    let listing = s.json(&["pitr", "--source", "postgres"]);
+    stream_is_whole(&s, &listing);
+
+    let at = time_after_marker(&pg, newest);
+    let restored = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&restored), (newest, newest));
+}
