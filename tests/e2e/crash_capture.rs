@@ -389,3 +389,117 @@ fn crash_wal_receive() {
     let restored = restore_and_start(&s, &["--at", &at]);
     assert_eq!(markers(&restored), (newest, newest));
 }
+
+/// `wal push` as `archive_command`: the server's first pushes are killed
+/// before their 1st, 2nd, … storage write in turn (a wrapper counts the
+/// invocations; the server retries a segment whose push died); then every
+/// segment is archived once, the pieces chain, and a restore to the end
+/// holds every marker.
+#[test]
+fn crash_wal_push() {
+    use backup_testkit::postgres::PgCluster;
+
+    use crate::postgres_pitr::{cluster, markers, restore_and_start, time_after_marker};
+    // Each killed push costs the archiver's restart delay (10 s): one
+    // cycle through a push's four writes in CI.
+    let killed = kills(4);
+    let home = PgCluster::owned_tempdir("pg-crash-push-");
+    let repo = home.path().join("repo");
+    let key = home.path().join("repo.key");
+    let s = Scratch::with_repo(repo.display().to_string(), Vec::new());
+    s.init();
+    s.ok(&[
+        "key",
+        "export",
+        "--to",
+        key.to_str().unwrap(),
+        "--no-password",
+    ]);
+    // Invocation n of the first `killed` dies before its write
+    // ((n - 1) mod 4) + 1: its lock, data, capture record, lock release.
+    let pushes = home.path().join("pushes");
+    let wrapper = home.path().join("push.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "n=$(cat {pushes} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {pushes}\n\
+             if [ $n -le {killed} ]; then export BACKUP_FAILPOINT=write:$(( (n - 1) % 4 + 1 )); fi\n\
+             exec {bin} --repo {repo} --key-file {key} --quiet wal push \"$1\"\n",
+            pushes = pushes.display(),
+            bin = env!("CARGO_BIN_EXE_backup"),
+            repo = repo.display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "postgres:postgres", home.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let archive = format!("archive_command=sh {} %p", wrapper.display());
+    let pg = cluster(&["archive_mode=on", &archive]);
+    s.ok(&["create", &format!("{}?mode=physical", pg.url("postgres"))]);
+    let archived = |upto: &str| {
+        pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )
+        .trim()
+            >= upto
+    };
+    // A segment at a time until the killed pushes are used up and the
+    // last one is archived. A push that dies by a signal makes the server
+    // restart its archiver (10 s later), which retries the segment.
+    let deadline = Instant::now() + Duration::from_secs(60 + 20 * killed);
+    let mut switched = String::new();
+    loop {
+        pg.psql("postgres", "INSERT INTO markers DEFAULT VALUES");
+        if archived(&switched) {
+            let pushed: u64 = std::fs::read_to_string(&pushes)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            if pushed > killed {
+                break;
+            }
+            switched = pg
+                .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+                .trim()
+                .to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archiving stalled at {switched}:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (count, newest) = markers(&pg);
+    assert_eq!(count, newest);
+    pg.psql("postgres", "INSERT INTO markers DEFAULT VALUES");
+    let switched = pg
+        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .trim()
+        .to_owned();
+    let start = Instant::now();
+    while !archived(&switched) {
+        assert!(start.elapsed() < Duration::from_secs(90), "{}", pg.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for n in 1..=killed {
+        report(
+            "wal push",
+            n,
+            &format!(
+                "archived on retry (killed before write {})",
+                (n - 1) % 4 + 1
+            ),
+        );
+    }
+    let listing = s.json(&["pitr", "--source", "postgres"]);
+    stream_is_whole(&s, &listing);
+    let at = time_after_marker(&pg, newest);
+    let restored = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&restored), (newest, newest));
+}
