@@ -13,15 +13,15 @@
 //! The source changes between the older snapshot and the killed backup, so
 //! the killed run writes data packs, not only its manifest.
 
-use std::os::unix::process::ExitStatusExt;
-
 use backup_testkit::mongo::MongoServer;
 use backup_testkit::postgres::PgCluster;
 use backup_testkit::redis::RedisServer;
 use mongodb::bson::{doc, Document};
 use mongodb::sync::Client;
 
-use crate::crash_points::{copy_tree, listed, lock_files, points, report, verify_ok, Point};
+use crate::crash_points::{
+    assert_killed, at_each_point, copy_tree, count_writes, listed, lock_files, verify_ok, Point,
+};
 use crate::util::Scratch;
 
 /// Restores snapshot `id` of a point's repository (the `n`th restore of
@@ -49,48 +49,11 @@ impl DbCase<'_> {
             .unwrap()
             .to_owned();
         change();
-        let writes = {
-            let p = copy(&base);
-            let count = p.path("failpoint-count");
-            let out = p
-                .cmd()
-                .env("BACKUP_FAILPOINT", "count")
-                .env("BACKUP_FAILPOINT_COUNT_FILE", &count)
-                .args(["create", &self.url])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: the counting run failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::read_to_string(&count)
-                .unwrap()
-                .trim()
-                .parse::<u64>()
-                .unwrap()
-        };
-        let mut failed = Vec::new();
-        for (n, point) in points(writes).into_iter().enumerate() {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.point(&base, &older, point, n)
-            }));
-            let line = match outcome {
-                Ok(note) => note.to_owned(),
-                Err(e) => {
-                    let msg = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    failed.push(format!("{} at {}: {msg}", self.name, point.spec()));
-                    "FAILED".to_owned()
-                }
-            };
-            report(self.name, point, writes, &line);
-        }
-        assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+        let args = ["create".to_owned(), self.url.clone()];
+        let writes = count_writes(&copy(&base), self.name, &args);
+        at_each_point(self.name, writes, |point, n| {
+            self.point(&base, &older, point, n)
+        });
     }
 
     /// One kill point (the `n`th); returns the outcome.
@@ -104,13 +67,7 @@ impl DbCase<'_> {
             .unwrap();
         let finished = out.status.success();
         if !finished {
-            assert_eq!(
-                out.status.signal(),
-                Some(9),
-                "not killed ({:?}): {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_killed(&out);
         }
         let stale = lock_files(&p);
         verify_ok(&p);

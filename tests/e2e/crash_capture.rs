@@ -21,7 +21,6 @@
 //! `operation<TAB>write:N/run<TAB>outcome`, the outcome naming the write
 //! the run was killed before.
 
-use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -90,18 +89,9 @@ fn killed_before(log: &str) -> String {
     )
 }
 
-/// Appends a point's outcome to `BACKUP_CRASH_REPORT` (and prints it).
+/// Reports run `n` of capture `op`.
 fn report(op: &str, n: u64, outcome: &str) {
-    let line = format!("{op}\twrite:{n}/run\t{outcome}");
-    println!("{line}");
-    if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
+    crate::crash_points::report(op, &format!("write:{n}/run"), outcome);
 }
 
 /// Runs the capture `args` once per kill point (`kills(ci)` of them), run
@@ -397,24 +387,12 @@ fn crash_wal_receive() {
 /// holds every marker.
 #[test]
 fn crash_wal_push() {
-    use backup_testkit::postgres::PgCluster;
-
     use crate::postgres_pitr::{cluster, markers, restore_and_start, time_after_marker};
     // Each killed push costs the archiver's restart delay (10 s): one
     // cycle through a push's four writes in CI.
     let killed = kills(4);
-    let home = PgCluster::owned_tempdir("pg-crash-push-");
+    let (home, s, key) = crate::postgres_pitr::server_repository("pg-crash-push-");
     let repo = home.path().join("repo");
-    let key = home.path().join("repo.key");
-    let s = Scratch::with_repo(repo.display().to_string(), Vec::new());
-    s.init();
-    s.ok(&[
-        "key",
-        "export",
-        "--to",
-        key.to_str().unwrap(),
-        "--no-password",
-    ]);
     // Invocation n of the first `killed` dies before its write
     // ((n - 1) mod 4) + 1: its lock, data, capture record, lock release.
     let pushes = home.path().join("pushes");

@@ -233,49 +233,9 @@ impl<'a> Case<'a> {
     /// Counts the operation's writes, then kills it at each point and
     /// checks; panics listing every failed point.
     fn run(&self) {
-        let writes = {
-            let p = self.base.copy();
-            let count = p.path("failpoint-count");
-            let args = (self.args)(&p);
-            let out = p
-                .cmd()
-                .env("BACKUP_FAILPOINT", "count")
-                .env("BACKUP_FAILPOINT_COUNT_FILE", &count)
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: the counting run failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::read_to_string(&count)
-                .unwrap()
-                .trim()
-                .parse::<u64>()
-                .unwrap()
-        };
-        assert!(writes > 0, "{}: no storage write counted", self.name);
-        let mut failed = Vec::new();
-        for point in points(writes) {
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.point(point)));
-            let line = match outcome {
-                Ok(note) => note.to_owned(),
-                Err(e) => {
-                    let msg = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    failed.push(format!("{} at {}: {msg}", self.name, point.spec()));
-                    "FAILED".to_owned()
-                }
-            };
-            report(self.name, point, writes, &line);
-        }
-        assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+        let p = self.base.copy();
+        let writes = count_writes(&p, self.name, &(self.args)(&p));
+        at_each_point(self.name, writes, |point, _| self.point(point));
     }
 
     /// One kill point; returns the outcome.
@@ -296,13 +256,7 @@ impl<'a> Case<'a> {
             (self.done)(&p);
             return "finished-before-point";
         }
-        assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "not killed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_killed(&out);
         let stale = lock_files(&p);
         self.check_repository(&p);
         (self.after_kill)(&p);
@@ -344,9 +298,69 @@ impl<'a> Case<'a> {
     }
 }
 
-/// Appends a point's outcome to `BACKUP_CRASH_REPORT` (and prints it).
-pub(crate) fn report(op: &str, point: Point, writes: u64, outcome: &str) {
-    let line = format!("{op}\t{}/{writes}\t{outcome}", point.spec());
+/// The run `out` was killed by the failpoint (SIGKILL).
+pub(crate) fn assert_killed(out: &Output) {
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "not killed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The storage writes of `args` run in `p` (the failpoint's count).
+pub(crate) fn count_writes(p: &Scratch, name: &str, args: &[String]) -> u64 {
+    let count = p.path("failpoint-count");
+    let out = p
+        .cmd()
+        .env("BACKUP_FAILPOINT", "count")
+        .env("BACKUP_FAILPOINT_COUNT_FILE", &count)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: the counting run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let writes = std::fs::read_to_string(&count)
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap();
+    assert!(writes > 0, "{name}: no storage write counted");
+    writes
+}
+
+/// Runs `point` (given the point and its ordinal) at each kill point of
+/// an operation with `writes` writes, reports each outcome, and panics
+/// listing every point that failed.
+pub(crate) fn at_each_point(name: &str, writes: u64, point: impl Fn(Point, usize) -> &'static str) {
+    let mut failed = Vec::new();
+    for (n, at) in points(writes).into_iter().enumerate() {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| point(at, n)));
+        let line = match outcome {
+            Ok(note) => note.to_owned(),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                failed.push(format!("{name} at {}: {msg}", at.spec()));
+                "FAILED".to_owned()
+            }
+        };
+        report(name, &format!("{}/{writes}", at.spec()), &line);
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+/// Appends a point's outcome (`point` as the report shows it) to
+/// `BACKUP_CRASH_REPORT` (and prints it).
+pub(crate) fn report(op: &str, point: &str, outcome: &str) {
+    let line = format!("{op}\t{point}\t{outcome}");
     println!("{line}");
     if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
         let mut f = std::fs::OpenOptions::new()

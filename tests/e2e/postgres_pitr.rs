@@ -182,6 +182,26 @@ pub(crate) fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
     PgCluster::start_existing(target, data)
 }
 
+/// A repository and its password-less key file in a new directory
+/// (`repo`, `repo.key`) for the server's user, who runs `archive_command`
+/// and `restore_command`: the directory, a scratch on the repository
+/// (initialised), the key file. Chown the directory to that user once
+/// the test's own files are in it.
+pub(crate) fn server_repository(prefix: &str) -> (tempfile::TempDir, Scratch, std::path::PathBuf) {
+    let home = PgCluster::owned_tempdir(prefix);
+    let key = home.path().join("repo.key");
+    let s = Scratch::with_repo(home.path().join("repo").display().to_string(), Vec::new());
+    s.init();
+    s.ok(&[
+        "key",
+        "export",
+        "--to",
+        key.to_str().unwrap(),
+        "--no-password",
+    ]);
+    (home, s, key)
+}
+
 pub(crate) fn markers(pg: &PgCluster) -> (u64, u64) {
     let row = pg.psql(
         "postgres",
@@ -584,20 +604,8 @@ fn a_wrong_key_stops_recovery_without_promoting_a_partial_history() {
 
 #[test]
 fn archive_mode_pushes_and_fetches_each_segment_once() {
-    // The repository and its password-less key belong to the server's
-    // user, who runs archive_command and restore_command.
-    let home = PgCluster::owned_tempdir("pg-archive-");
+    let (home, s, key) = server_repository("pg-archive-");
     let repo = home.path().join("repo");
-    let key = home.path().join("repo.key");
-    let s = Scratch::with_repo(repo.display().to_string(), Vec::new());
-    s.init();
-    s.ok(&[
-        "key",
-        "export",
-        "--to",
-        key.to_str().unwrap(),
-        "--no-password",
-    ]);
     // Run as root, the tests' own commands below create directories in
     // the repository; they must stay writable by `postgres`.
     let chown = Command::new("chown")
