@@ -61,6 +61,9 @@ fn spawn(s: &Scratch, args: &[&str], failpoint: Option<u64>, log: &Path) -> Chil
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in &s.env {
+        cmd.env(k, v);
+    }
     if let Some(n) = failpoint {
         cmd.env("BACKUP_FAILPOINT", format!("write:{n}"));
     }
@@ -159,6 +162,11 @@ fn stop(mut child: Child, s: &Scratch) {
 /// `captures/` chain; `verify --read-data` passes; `backup unlock` leaves
 /// no lock file behind.
 fn stream_is_whole(s: &Scratch, listing: &serde_json::Value) {
+    stream_is_whole_in(s, listing, Path::new(&s.repo));
+}
+
+/// [`stream_is_whole`] for a repository whose files are under `files`.
+fn stream_is_whole_in(s: &Scratch, listing: &serde_json::Value, files: &Path) {
     let streams = listing.as_array().unwrap();
     assert_eq!(streams.len(), 1, "{listing:#}");
     assert!(
@@ -170,15 +178,14 @@ fn stream_is_whole(s: &Scratch, listing: &serde_json::Value) {
         1,
         "{listing:#}"
     );
-    let mut pieces: Vec<(String, String, String)> =
-        std::fs::read_dir(Path::new(&s.repo).join("captures"))
-            .unwrap()
-            .map(|e| {
-                let n = e.unwrap().file_name().into_string().unwrap();
-                let p: Vec<&str> = n.split('.').collect();
-                (p[0].to_owned(), p[1].to_owned(), p[2].to_owned())
-            })
-            .collect();
+    let mut pieces: Vec<(String, String, String)> = std::fs::read_dir(files.join("captures"))
+        .unwrap()
+        .map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            let p: Vec<&str> = n.split('.').collect();
+            (p[0].to_owned(), p[1].to_owned(), p[2].to_owned())
+        })
+        .collect();
     pieces.sort();
     assert!(!pieces.is_empty(), "no piece was stored: {listing:#}");
     for w in pieces.windows(2) {
@@ -194,7 +201,7 @@ fn stream_is_whole(s: &Scratch, listing: &serde_json::Value) {
         String::from_utf8_lossy(&out.stderr)
     );
     s.ok(&["unlock"]);
-    let locks: Vec<String> = std::fs::read_dir(Path::new(&s.repo).join("locks"))
+    let locks: Vec<String> = std::fs::read_dir(files.join("locks"))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -480,4 +487,77 @@ fn crash_wal_push() {
     let at = time_after_marker(&pg, newest);
     let restored = restore_and_start(&s, &["--at", &at]);
     assert_eq!(markers(&restored), (newest, newest));
+}
+
+/// Capture, a second base, `forget --prune`, `verify --read-data` and a
+/// restore to the end against an S3 server that fails every 7th request
+/// (refused with `503 SlowDown`, or a `PUT` applied and its response
+/// lost): each completes through the retries, and the restore holds every
+/// write exactly once.
+#[test]
+fn capture_and_prune_survive_s3_faults() {
+    let server = backup_testkit::s3::S3Server::start_with_faults(7);
+    let s = Scratch::with_repo(server.url("faults"), server.env());
+    s.init();
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let url = source.url();
+    let mut con = source.connection();
+    let mut writes = 0u64;
+    let mut tick = || {
+        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
+        redis::cmd("RPUSH")
+            .arg("log")
+            .arg(writes)
+            .exec(&mut con)
+            .unwrap();
+        writes += 1;
+    };
+    let follower = spawn(
+        &s,
+        &["redis", "follow", &url, "--slice-time", "100ms"],
+        None,
+        &s.path("capture-last.log"),
+    );
+    for round in 0..60 {
+        tick();
+        if round == 30 {
+            // A second base while the stream is captured: the first and
+            // the pieces only it needs are what prune removes below.
+            s.ok(&["create", &url]);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let end = crate::redis_pitr::repl_offset(&mut source.connection());
+    crate::redis_pitr::wait_captured(&s, end);
+    stop(follower, &s);
+    let out = s.json(&["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(out["removed"].as_array().map(Vec::len), Some(1), "{out:#}");
+    let listing = s.json(&["pitr", "--source", "redis"]);
+    let files = server
+        .data_dir()
+        .join(backup_testkit::s3::BUCKET)
+        .join("faults");
+    stream_is_whole_in(&s, &listing, &files);
+    s.ok(&[
+        "restore",
+        "--to",
+        &target.url(),
+        "--drop",
+        "-y",
+        "--no-safety-backup",
+        "--at-offset",
+        &end.to_string(),
+    ]);
+    let mut t = target.connection();
+    let counter: u64 = redis::cmd("GET").arg("counter").query(&mut t).unwrap();
+    assert_eq!(counter, writes);
+    let log: Vec<u64> = redis::cmd("LRANGE")
+        .arg("log")
+        .arg(0)
+        .arg(-1)
+        .query(&mut t)
+        .unwrap();
+    assert_eq!(log, (0..writes).collect::<Vec<_>>());
+    assert!(server.faults() > 20, "only {} faults", server.faults());
 }

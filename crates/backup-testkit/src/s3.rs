@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use backup_storage::{SecretString, StorageOptions};
@@ -50,6 +51,56 @@ pub struct S3Server {
     server: ServerThread,
     dir: tempfile::TempDir,
     requests: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Faults>,
+}
+
+/// The fault plan of a server: every `every`th request fails.
+#[derive(Debug)]
+struct Faults {
+    every: u64,
+    /// Requests received.
+    seen: AtomicU64,
+    /// Faults injected.
+    injected: AtomicU64,
+}
+
+/// How a request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Refused before it is applied: `503 SlowDown`.
+    Refused,
+    /// Applied, then answered `500 InternalError`.
+    LostResponse,
+}
+
+impl Faults {
+    /// Whether (and how) the next request, with `method`, fails.
+    fn next(&self, method: &http::Method) -> Option<Fault> {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.every == 0 || n % self.every != 0 {
+            return None;
+        }
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        if method == http::Method::PUT && (n / self.every) % 2 == 0 {
+            Some(Fault::LostResponse)
+        } else {
+            Some(Fault::Refused)
+        }
+    }
+}
+
+/// An S3 error response.
+fn error_response(status: http::StatusCode, code: &str) -> s3s::HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test server</Message></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 impl S3Server {
@@ -60,6 +111,20 @@ impl S3Server {
     ///
     /// When the server cannot start; the message says why.
     pub fn start() -> S3Server {
+        Self::start_with_faults(0)
+    }
+
+    /// Like [`Self::start`], with faults: every `every`th request (none
+    /// when 0) fails. Alternately, such a request is refused before it is
+    /// applied (`503 SlowDown`, as S3 throttles) or, when it is a `PUT`,
+    /// applied and then answered `500 InternalError` (a response lost after
+    /// the write, which a client cannot tell from a failed one); other
+    /// methods are always refused before. [`Self::faults`] counts them.
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot start; the message says why.
+    pub fn start_with_faults(every: u64) -> S3Server {
         crate::install_tls_provider();
         let dir = tempfile::Builder::new()
             .prefix("backup-testkit-s3-")
@@ -76,17 +141,29 @@ impl S3Server {
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY_ID, SECRET_ACCESS_KEY));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Faults {
+            every,
+            seen: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        });
         let service = SerialConditions {
             inner: builder.build(),
             conditional: Arc::new(tokio::sync::Mutex::new(())),
             requests: Arc::clone(&requests),
+            faults: Arc::clone(&faults),
         };
         let server = ServerThread::start("s3-test-server", service);
         S3Server {
             server,
             dir,
             requests,
+            faults,
         }
+    }
+
+    /// Faults injected so far (see [`Self::start_with_faults`]).
+    pub fn faults(&self) -> u64 {
+        self.faults.injected.load(Ordering::Relaxed)
     }
 
     /// The endpoint URL, `http://127.0.0.1:PORT`.
@@ -179,6 +256,7 @@ struct SerialConditions {
     inner: S3Service,
     conditional: Arc<tokio::sync::Mutex<()>>,
     requests: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Faults>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -191,16 +269,30 @@ impl Service<Request<Incoming>> for SerialConditions {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conditional = req.headers().contains_key(http::header::IF_NONE_MATCH)
             || req.headers().contains_key(http::header::IF_MATCH);
+        let fault = self.faults.next(req.method());
         let line = format!(
-            "{} {}{}",
+            "{} {}{}{}",
             req.method(),
             req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            if conditional { " [conditional]" } else { "" }
+            if conditional { " [conditional]" } else { "" },
+            match fault {
+                Some(Fault::Refused) => " [fault: refused]",
+                Some(Fault::LostResponse) => " [fault: response lost]",
+                None => "",
+            }
         );
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(line);
+        if fault == Some(Fault::Refused) {
+            return Box::pin(async {
+                Ok(error_response(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "SlowDown",
+                ))
+            });
+        }
         let inner = self.inner.clone();
         let lock = Arc::clone(&self.conditional);
         Box::pin(async move {
@@ -209,7 +301,14 @@ impl Service<Request<Incoming>> for SerialConditions {
             } else {
                 None
             };
-            Service::call(&inner, req).await
+            let resp = Service::call(&inner, req).await?;
+            if fault == Some(Fault::LostResponse) && resp.status().is_success() {
+                return Ok(error_response(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                ));
+            }
+            Ok(resp)
         })
     }
 }
