@@ -21,7 +21,7 @@ export BACKUP_CRASH_ALL=1 BACKUP_CRASH_REPORT="$PWD/$report"
 
 status=0
 cargo nextest run -p backup-cli --all-features --test e2e \
-  -E 'test(/crash_points::crash_|crash_capture::crash_/)' --no-fail-fast --failure-output final || status=$?
+  -E 'test(/crash_points::crash_|crash_capture::crash_|crash_backups::|crash_daemon::/)' --no-fail-fast --failure-output final || status=$?
 
 # Per point: operation<TAB>point/writes<TAB>outcome.
 echo

@@ -77,12 +77,12 @@ pub(crate) fn points(writes: u64) -> Vec<Point> {
 
 /// A prepared repository (and a copy destination), with the trees its
 /// snapshots hold.
-struct Base {
-    s: Scratch,
+pub(crate) struct Base {
+    pub(crate) s: Scratch,
     /// Snapshot id → the directory holding the tree it was taken of.
-    snaps: Vec<(String, PathBuf)>,
+    pub(crate) snaps: Vec<(String, PathBuf)>,
     /// The source directory backups read (holding the newest version).
-    src: PathBuf,
+    pub(crate) src: PathBuf,
 }
 
 /// Initialises a repository at `path` with a fast key derivation (every
@@ -119,7 +119,7 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) {
 
 /// Writes version `v` of the source tree: files change between versions,
 /// some stay.
-fn write_version(src: &Path, v: u64) {
+pub(crate) fn write_version(src: &Path, v: u64) {
     for f in 0..6u64 {
         // File f changes in versions where (f + v) % 3 == 0, and always in 0.
         if v == 0 || (f + v) % 3 == 0 {
@@ -138,7 +138,7 @@ fn write_version(src: &Path, v: u64) {
 impl Base {
     /// A repository with three snapshots of one source (versions 0, 1, 2)
     /// and an empty, initialised destination repository `dest`.
-    fn new() -> Base {
+    pub(crate) fn new() -> Base {
         let mut s = Scratch::new();
         s.env = vec![(
             "BACKUP_AUDIT_LOG".to_owned(),
@@ -160,7 +160,7 @@ impl Base {
 
     /// A fresh copy of the repositories and the local audit log, with the
     /// environment every command of a point runs with.
-    fn copy(&self) -> Scratch {
+    pub(crate) fn copy(&self) -> Scratch {
         let mut p = Scratch::new();
         for name in ["repo", "dest", "audit.jsonl"] {
             let from = self.s.path(name);
@@ -420,7 +420,7 @@ pub(crate) fn listed(p: &Scratch) -> BTreeMap<String, String> {
 }
 
 /// Restores snapshot `id` of `repo` and compares it with `tree`.
-fn restores_to(p: &Scratch, repo: &str, id: &str, tree: &Path) {
+pub(crate) fn restores_to(p: &Scratch, repo: &str, id: &str, tree: &Path) {
     let out = p.path(&format!("restored-{}", &id[..12]));
     let _ = std::fs::remove_dir_all(&out);
     let run = p
@@ -753,4 +753,31 @@ fn crash_restore_mid_write() {
             .unwrap();
         writeln!(f, "{line}").unwrap();
     }
+}
+
+/// A drill of the newest files snapshot killed at each of its writes
+/// (its lock, the lock's release, the drill record, the audit record): the
+/// repository stays whole, and the next drill passes and removes the copy
+/// a killed one left in the scratch directory.
+#[test]
+fn crash_drill() {
+    let base = Base::new();
+    let src = base.src.to_string_lossy().into_owned();
+    let scratch = |p: &Scratch| {
+        let dir = p.path("drill-scratch");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.to_string_lossy().into_owned()
+    };
+    let mut case = Case::new("drill (files)", &base, move |p| {
+        strings(&["drill", "--source", &src, "--target", &scratch(p)])
+    });
+    case.done = Box::new(|p| {
+        let left: Vec<_> = std::fs::read_dir(p.path("drill-scratch"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "drill copies left behind: {left:?}");
+    });
+    case.run();
 }

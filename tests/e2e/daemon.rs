@@ -50,6 +50,19 @@ impl Daemon {
         log_name: &str,
         ready: impl FnMut() -> bool,
     ) -> Self {
+        let d = Self::spawn(s, config, port, log_name, &[]);
+        d.wait_for("daemon listening", Duration::from_secs(60), ready);
+        d
+    }
+
+    /// Starts the daemon with `env` added, without waiting for it.
+    pub(crate) fn spawn(
+        s: &Scratch,
+        config: &Path,
+        port: u16,
+        log_name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = s.path(log_name);
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(backupd_bin())
@@ -59,15 +72,14 @@ impl Daemon {
             .env("BACKUP_PASSWORD", PASSWORD)
             .env("BACKUPD_TOKEN", TOKEN)
             .env("BACKUPD_READ", "read-only-token-42")
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()
             .unwrap();
-        let d = Daemon { child, port, log };
-        d.wait_for("daemon listening", Duration::from_secs(60), ready);
-        d
+        Daemon { child, port, log }
     }
 
     pub(crate) fn log(&self) -> String {

@@ -21,6 +21,7 @@ mod corruption;
 mod crash;
 mod crash_backups;
 mod crash_capture;
+mod crash_daemon;
 mod crash_points;
 mod daemon;
 mod dedup;
