@@ -56,4 +56,5 @@ mod restore_target;
 mod rewrite;
 mod roles;
 mod roundtrip;
+mod soak;
 mod util;
