@@ -16,7 +16,8 @@ mkdir -p "$(dirname "$report")"
 export CARGO_INCREMENTAL=0
 JEMALLOC_OVERRIDE="${JEMALLOC_OVERRIDE:-/usr/lib/$(gcc -print-multiarch)/libjemalloc_pic.a}"
 export JEMALLOC_OVERRIDE
-export BACKUP_SOAK_SECONDS="$seconds" BACKUP_SOAK_REPORT="$PWD/$report"
+case "$report" in /*) ;; *) report="$PWD/$report" ;; esac
+export BACKUP_SOAK_SECONDS="$seconds" BACKUP_SOAK_REPORT="$report"
 cargo build --workspace --all-features
 cargo nextest run -p backup-cli --all-features --test e2e \
   -E 'test(/soak::daemon_soak_with_s3_faults/)' --no-capture

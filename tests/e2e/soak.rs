@@ -9,7 +9,8 @@
 //! Checks: every requested run succeeds and none fails; the capture keeps
 //! streaming; memory and open files stop growing after the warm-up (the
 //! highest sample of the last half is at most 1.25 times that of the
-//! second quarter plus 16 MiB, and 8 files more); SIGTERM ends the daemon
+//! second quarter plus 16 MiB; the median of open files in the last half
+//! at most 8 more than the peak of the second quarter); SIGTERM ends the daemon
 //! with exit 0; `verify --read-data` passes; the newest files snapshot
 //! restores to the tree and a Redis restore to the end of the capture
 //! equals the source. The figures are printed (and appended to
@@ -40,6 +41,27 @@ fn sample(pid: u32) -> Sample {
         .unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     Sample { rss_kib, fds }
+}
+
+/// The open files of process `pid` by kind (`socket`, `pipe`, a path's
+/// directory…), counted.
+fn open_files(pid: u32) -> String {
+    let mut kinds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let target = std::fs::read_link(e.path())
+            .map_or_else(|_| "?".to_owned(), |t| t.to_string_lossy().into_owned());
+        let kind = target.split(':').next().unwrap_or("?").to_owned();
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn soak_seconds() -> u64 {
@@ -135,6 +157,7 @@ fn daemon_soak_with_s3_faults() {
         .as_str()
         .unwrap()
         .to_owned();
+    let open = open_files(d.child.id());
     let (code, _) = d.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(60));
     assert_eq!(code, 0);
 
@@ -148,12 +171,23 @@ fn daemon_soak_with_s3_faults() {
         )
     };
     let (rss_warm, fds_warm) = peak(&samples[n / 4..n / 2]);
-    let (rss_late, fds_late) = peak(&samples[n / 2..]);
+    let (rss_late, fds_peak) = peak(&samples[n / 2..]);
+    // Open files: the median of the last half (connections pooled for a
+    // burst of uploads close when idle; a leak raises the median too).
+    let mut late: Vec<usize> = samples[n / 2..].iter().map(|s| s.fds).collect();
+    late.sort_unstable();
+    let fds_late = late[late.len() / 2];
+    let series: Vec<String> = samples
+        .iter()
+        .step_by((n / 12).max(1))
+        .map(|s| format!("{}/{}", s.rss_kib / 1024, s.fds))
+        .collect();
     let line = format!(
-        "soak {seconds}s: {requested} files runs, {writes} Redis writes, {} S3 faults; peak RSS {} MiB after warm-up, {} MiB in the last half; open files {fds_warm} then {fds_late}",
+        "soak {seconds}s: {requested} files runs, {writes} Redis writes, {} S3 faults; peak RSS {} MiB after warm-up, {} MiB in the last half; open files: peak {fds_warm} after warm-up, median {fds_late} (peak {fds_peak}) in the last half; MiB/files over time {}; open at the end: {open}",
         server.faults(),
         rss_warm / 1024,
-        rss_late / 1024
+        rss_late / 1024,
+        series.join(" ")
     );
     println!("{line}");
     if let Some(path) = std::env::var_os("BACKUP_SOAK_REPORT") {
