@@ -20,7 +20,8 @@ use mongodb::bson::{doc, Document};
 use mongodb::sync::Client;
 
 use crate::crash_points::{
-    assert_killed, at_each_point, copy_tree, count_writes, listed, lock_files, verify_ok, Point,
+    assert_killed, at_each_point, copy_tree, count_writes, listed, lock_files, unlocked_outcome,
+    verify_ok, Point,
 };
 use crate::util::Scratch;
 
@@ -87,13 +88,7 @@ impl DbCase<'_> {
         let id = rerun["id"].as_str().unwrap();
         verify_ok(&p);
         (self.restores_same)(&p, id, 2 * n + 1);
-        p.ok(&["unlock"]);
-        assert_eq!(lock_files(&p), Vec::<String>::new(), "locks after unlock");
-        if stale.is_empty() {
-            "ok"
-        } else {
-            "recovered-after-unlock"
-        }
+        unlocked_outcome(&p, &stale)
     }
 }
 

@@ -211,6 +211,59 @@ fn stream_is_whole_in(s: &Scratch, listing: &serde_json::Value, files: &Path) {
     assert!(locks.is_empty(), "locks left after unlock: {locks:?}");
 }
 
+/// A Redis writer: per write, `INCR counter` and `RPUSH log N`.
+struct RedisWriter {
+    con: redis::Connection,
+    writes: u64,
+}
+
+impl RedisWriter {
+    fn new(server: &RedisServer) -> Self {
+        RedisWriter {
+            con: server.connection(),
+            writes: 0,
+        }
+    }
+
+    fn write(&mut self) {
+        redis::cmd("INCR")
+            .arg("counter")
+            .exec(&mut self.con)
+            .unwrap();
+        redis::cmd("RPUSH")
+            .arg("log")
+            .arg(self.writes)
+            .exec(&mut self.con)
+            .unwrap();
+        self.writes += 1;
+    }
+}
+
+/// A restore into `target` to offset `end` holds each of `writes` writes
+/// of a [`RedisWriter`] exactly once.
+fn restores_every_write(s: &Scratch, target: &RedisServer, end: u64, writes: u64) {
+    s.ok(&[
+        "restore",
+        "--to",
+        &target.url(),
+        "--drop",
+        "-y",
+        "--no-safety-backup",
+        "--at-offset",
+        &end.to_string(),
+    ]);
+    let mut t = target.connection();
+    let counter: u64 = redis::cmd("GET").arg("counter").query(&mut t).unwrap();
+    assert_eq!(counter, writes, "the counter after a restore to the end");
+    let log: Vec<u64> = redis::cmd("LRANGE")
+        .arg("log")
+        .arg(0)
+        .arg(-1)
+        .query(&mut t)
+        .unwrap();
+    assert_eq!(log, (0..writes).collect::<Vec<_>>());
+}
+
 #[test]
 fn crash_redis_follow() {
     let source = RedisServer::start();
@@ -218,17 +271,8 @@ fn crash_redis_follow() {
     let s = Scratch::new();
     s.init();
     let url = source.url();
-    let mut con = source.connection();
-    let mut writes = 0u64;
-    let mut tick = || {
-        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
-        redis::cmd("RPUSH")
-            .arg("log")
-            .arg(writes)
-            .exec(&mut con)
-            .unwrap();
-        writes += 1;
-    };
+    let mut writer = RedisWriter::new(&source);
+    let mut tick = || writer.write();
     // The follower takes its base itself (a full resynchronisation), so
     // the first kills fall inside the base.
     let last = kill_at_each_write(
@@ -251,26 +295,7 @@ fn crash_redis_follow() {
     let snapshots = s.json(&["list"]);
     assert_eq!(snapshots.as_array().unwrap().len(), 1, "{snapshots:#}");
 
-    s.ok(&[
-        "restore",
-        "--to",
-        &target.url(),
-        "--drop",
-        "-y",
-        "--no-safety-backup",
-        "--at-offset",
-        &end.to_string(),
-    ]);
-    let mut t = target.connection();
-    let counter: u64 = redis::cmd("GET").arg("counter").query(&mut t).unwrap();
-    assert_eq!(counter, writes, "the counter after a restore to the end");
-    let log: Vec<u64> = redis::cmd("LRANGE")
-        .arg("log")
-        .arg(0)
-        .arg(-1)
-        .query(&mut t)
-        .unwrap();
-    assert_eq!(log, (0..writes).collect::<Vec<_>>());
+    restores_every_write(&s, &target, end, writer.writes);
     assert_eq!(target.digest(), source.digest());
 }
 
@@ -344,11 +369,21 @@ fn crash_oplog_follow() {
     assert_eq!(ids, (0..writes).collect::<Vec<_>>());
 }
 
+/// [`stream_is_whole`] for the WAL of `pg`, and a restore to just after
+/// marker `newest` (a later commit exists) holds markers 1..=newest.
+fn wal_is_whole(s: &Scratch, pg: &backup_testkit::postgres::PgCluster, newest: u64) {
+    use crate::postgres_pitr::{markers, restore_and_start, time_after_marker};
+    let listing = s.json(&["pitr", "--source", "postgres"]);
+    stream_is_whole(s, &listing);
+    let at = time_after_marker(pg, newest);
+    let restored = restore_and_start(s, &["--at", &at]);
+    assert_eq!(markers(&restored), (newest, newest));
+}
+
 #[test]
 fn crash_wal_receive() {
     use crate::postgres_pitr::{
-        cluster, markers, repl_url, restore_and_start, time_after_marker, wait_captured,
-        wait_streaming, Receiver,
+        cluster, markers, repl_url, wait_captured, wait_streaming, Receiver,
     };
     let pg = cluster(&[]);
     let s = Scratch::new();
@@ -379,12 +414,7 @@ fn crash_wal_receive() {
     tick();
     wait_captured(&pg);
     stop(last, &s);
-    let listing = s.json(&["pitr", "--source", "postgres"]);
-    stream_is_whole(&s, &listing);
-
-    let at = time_after_marker(&pg, newest);
-    let restored = restore_and_start(&s, &["--at", &at]);
-    assert_eq!(markers(&restored), (newest, newest));
+    wal_is_whole(&s, &pg, newest);
 }
 
 /// `wal push` as `archive_command`: the server's first pushes are killed
@@ -394,7 +424,7 @@ fn crash_wal_receive() {
 /// holds every marker.
 #[test]
 fn crash_wal_push() {
-    use crate::postgres_pitr::{cluster, markers, restore_and_start, time_after_marker};
+    use crate::postgres_pitr::{cluster, markers};
     // Each killed push costs the archiver's restart delay (10 s): one
     // cycle through a push's four writes in CI.
     let killed = kills(4);
@@ -482,11 +512,7 @@ fn crash_wal_push() {
             ),
         );
     }
-    let listing = s.json(&["pitr", "--source", "postgres"]);
-    stream_is_whole(&s, &listing);
-    let at = time_after_marker(&pg, newest);
-    let restored = restore_and_start(&s, &["--at", &at]);
-    assert_eq!(markers(&restored), (newest, newest));
+    wal_is_whole(&s, &pg, newest);
 }
 
 /// Capture, a second base, `forget --prune`, `verify --read-data` and a
@@ -502,17 +528,8 @@ fn capture_and_prune_survive_s3_faults() {
     let source = RedisServer::start();
     let target = RedisServer::start();
     let url = source.url();
-    let mut con = source.connection();
-    let mut writes = 0u64;
-    let mut tick = || {
-        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
-        redis::cmd("RPUSH")
-            .arg("log")
-            .arg(writes)
-            .exec(&mut con)
-            .unwrap();
-        writes += 1;
-    };
+    let mut writer = RedisWriter::new(&source);
+    let mut tick = || writer.write();
     let follower = spawn(
         &s,
         &["redis", "follow", &url, "--slice-time", "100ms"],
@@ -539,25 +556,6 @@ fn capture_and_prune_survive_s3_faults() {
         .join(backup_testkit::s3::BUCKET)
         .join("faults");
     stream_is_whole_in(&s, &listing, &files);
-    s.ok(&[
-        "restore",
-        "--to",
-        &target.url(),
-        "--drop",
-        "-y",
-        "--no-safety-backup",
-        "--at-offset",
-        &end.to_string(),
-    ]);
-    let mut t = target.connection();
-    let counter: u64 = redis::cmd("GET").arg("counter").query(&mut t).unwrap();
-    assert_eq!(counter, writes);
-    let log: Vec<u64> = redis::cmd("LRANGE")
-        .arg("log")
-        .arg(0)
-        .arg(-1)
-        .query(&mut t)
-        .unwrap();
-    assert_eq!(log, (0..writes).collect::<Vec<_>>());
+    restores_every_write(&s, &target, end, writer.writes);
     assert!(server.faults() > 20, "only {} faults", server.faults());
 }

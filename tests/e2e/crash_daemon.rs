@@ -14,8 +14,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use crate::crash_points::{
-    at_each_point, copy_tree, listed, lock_files, restores_to, verify_ok, write_version, Base,
-    Point,
+    at_each_point, copy_tree, listed, lock_files, restores_to, unlocked_outcome, verify_ok,
+    write_version, Base, Point,
 };
 use crate::daemon::{config, files_job, http, Daemon, TOKEN};
 use crate::util::Scratch;
@@ -30,19 +30,19 @@ fn succeeded(d: &Daemon) -> bool {
     d.job("files")["last_run"]["result"] == "success"
 }
 
+/// The daemon's configuration in `p`: the files job of `base`'s tree, run
+/// on request only.
+fn job_config(p: &Scratch, base: &Base, name: &str, port: u16) -> std::path::PathBuf {
+    config(p, name, port, &files_job(&base.src, "0 0 1 1 *"), "")
+}
+
 /// A daemon on a fresh copy of `base` started with `env`, its job run once:
 /// `Some(true)` when the failpoint killed it, `Some(false)` when the run
 /// and a SIGTERM shutdown finished first. The copy is returned beside.
 fn run_once(base: &Base, env: &[(&str, &str)]) -> (Scratch, bool) {
     let p = base.copy();
     let port = backup_testkit::free_port();
-    let cfg = config(
-        &p,
-        "backupd.toml",
-        port,
-        &files_job(&base.src, "0 0 1 1 *"),
-        "",
-    );
+    let cfg = job_config(&p, base, "backupd.toml", port);
     let mut d = Daemon::spawn(&p, &cfg, port, "daemon.log", env);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut triggered = false;
@@ -115,13 +115,7 @@ fn crash_daemon_job_run() {
         }
         // A daemon started again runs the job to success.
         let port = backup_testkit::free_port();
-        let cfg = config(
-            &p,
-            "again.toml",
-            port,
-            &files_job(&base.src, "0 0 1 1 *"),
-            "",
-        );
+        let cfg = job_config(&p, &base, "again.toml", port);
         let d = Daemon::start(&p, &cfg, port, "again.log");
         assert!(trigger(port));
         d.wait_for("the rerun to succeed", Duration::from_secs(120), || {
@@ -135,12 +129,6 @@ fn crash_daemon_job_run() {
         verify_ok(&p);
         let full = listed(&p).keys().find(|k| k.starts_with(&id)).cloned();
         restores_to(&p, &p.repo, full.as_deref().unwrap_or(&id), &tree);
-        p.ok(&["unlock"]);
-        assert_eq!(lock_files(&p), Vec::<String>::new(), "locks after unlock");
-        if stale.is_empty() {
-            "ok"
-        } else {
-            "recovered-after-unlock"
-        }
+        unlocked_outcome(&p, &stale)
     });
 }

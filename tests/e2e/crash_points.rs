@@ -24,7 +24,6 @@
 //! `--overwrite`, and the rerun with it gives the snapshot's tree).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -361,14 +360,19 @@ pub(crate) fn at_each_point(name: &str, writes: u64, point: impl Fn(Point, usize
 /// `BACKUP_CRASH_REPORT` (and prints it).
 pub(crate) fn report(op: &str, point: &str, outcome: &str) {
     let line = format!("{op}\t{point}\t{outcome}");
-    println!("{line}");
-    if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
+    crate::util::report_line("BACKUP_CRASH_REPORT", &line);
+}
+
+/// After a rerun: `backup unlock` leaves no lock; the outcome is `ok`, or
+/// `recovered-after-unlock` when the killed run's lock files (`stale`)
+/// stayed until then.
+pub(crate) fn unlocked_outcome(p: &Scratch, stale: &[String]) -> &'static str {
+    p.ok(&["unlock"]);
+    assert_eq!(lock_files(p), Vec::<String>::new(), "locks after unlock");
+    if stale.is_empty() {
+        "ok"
+    } else {
+        "recovered-after-unlock"
     }
 }
 
@@ -744,15 +748,7 @@ fn crash_restore_mid_write() {
             "ended-before-kill"
         }
     );
-    println!("{line}");
-    if let Some(path) = std::env::var_os("BACKUP_CRASH_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
+    crate::util::report_line("BACKUP_CRASH_REPORT", &line);
 }
 
 /// A drill of the newest files snapshot killed at each of its writes

@@ -16,7 +16,6 @@
 //! equals the source. The figures are printed (and appended to
 //! `BACKUP_SOAK_REPORT` when set).
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use backup_testkit::redis::RedisServer;
@@ -189,15 +188,7 @@ fn daemon_soak_with_s3_faults() {
         rss_late / 1024,
         series.join(" ")
     );
-    println!("{line}");
-    if let Some(path) = std::env::var_os("BACKUP_SOAK_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
+    crate::util::report_line("BACKUP_SOAK_REPORT", &line);
     assert!(failures.unwrap_or(0.0) < 0.5, "runs failed: {line}");
     assert!(
         rss_late <= rss_warm + rss_warm / 4 + 16 * 1024,

@@ -256,3 +256,18 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Prints `line` and appends it to the file named by the environment
+/// variable `var`, when set (the reports of the crash matrix and the soak).
+pub fn report_line(var: &str, line: &str) {
+    use std::io::Write as _;
+    println!("{line}");
+    if let Some(path) = std::env::var_os(var) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
