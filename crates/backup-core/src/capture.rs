@@ -562,21 +562,17 @@ impl Repository {
         let name = lease_name(stream);
         for _ in 0..3 {
             let file = self.lease_file(stream, holder)?;
-            match self
+            if self
                 .sink()
-                .put(FileKind::Lock, &name, file, crate::sink::PutMode::Create)
-                .await
+                .create_claim(FileKind::Lock, &name, file)
+                .await?
             {
-                Ok(()) => {
-                    return Ok(CaptureLease {
-                        repo: self.clone(),
-                        stream: stream.to_owned(),
-                        holder,
-                        renewed: std::sync::Mutex::new(std::time::Instant::now()),
-                    })
-                }
-                Err(Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
+                return Ok(CaptureLease {
+                    repo: self.clone(),
+                    stream: stream.to_owned(),
+                    holder,
+                    renewed: std::sync::Mutex::new(std::time::Instant::now()),
+                });
             }
             match self.read_lease(stream).await? {
                 // A holder on this host whose process is gone (killed,

@@ -9,7 +9,7 @@
 
 use crate::error::Error;
 use crate::repo::Repository;
-use crate::sink::{FileKind, PutMode, Sink, SinkExt};
+use crate::sink::{FileKind, Sink, SinkExt};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -38,20 +38,9 @@ pub async fn claim(repo: &Repository, job: &str, slot: DateTime<Utc>) -> Result<
         "claimed": Utc::now(),
     });
     let (_, sealed) = repo.encode_file(&info)?;
-    match repo
-        .sink()
-        .put(
-            FileKind::Lock,
-            &slot_name(job, slot),
-            sealed,
-            PutMode::Create,
-        )
+    repo.sink()
+        .create_claim(FileKind::Lock, &slot_name(job, slot), sealed)
         .await
-    {
-        Ok(()) => Ok(true),
-        Err(Error::AlreadyExists { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// Removes the job's slot leases for slots before `before`.

@@ -96,6 +96,22 @@ pub trait SinkExt: Sink {
         }
     }
 
+    /// Creates a file that only one writer may create (a lease):
+    /// `Ok(true)` when this call created it, `Ok(false)` when another
+    /// writer had. A file found holding exactly `data` was created by this
+    /// call: a write applied before its response was lost (an HTTP
+    /// client's own retry then meets its own object) is not a loss.
+    /// Callers put something unique in `data` (a random id, a time).
+    async fn create_claim(&self, kind: FileKind, name: &str, data: Bytes) -> Result<bool> {
+        match self.put(kind, name, data.clone(), PutMode::Create).await {
+            Ok(()) => Ok(true),
+            Err(Error::AlreadyExists { .. }) => {
+                Ok(self.get_opt(kind, name).await?.is_some_and(|b| b == data))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a file, returning `None` when it does not exist.
     async fn get_opt(&self, kind: FileKind, name: &str) -> Result<Option<Bytes>> {
         match self.get(kind, name).await {

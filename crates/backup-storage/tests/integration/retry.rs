@@ -172,3 +172,30 @@ async fn truncating_faults_reach_the_caller() {
         .await
         .is_ok());
 }
+
+/// A lease claim (`SinkExt::create_claim`) whose write was applied but
+/// whose response was lost inside one attempt (an HTTP client's own retry
+/// then gets `412`) finds its own bytes: it holds the lease. A lease with
+/// other bytes is another writer's.
+#[tokio::test]
+async fn a_claim_finding_its_own_bytes_holds_the_lease() {
+    use backup_core::SinkExt as _;
+    let faulty = faulty();
+    faulty
+        .put(FileKind::Lock, "capture-s", "mine".into(), PutMode::Create)
+        .await
+        .unwrap();
+    let sink = RetrySink::new(Arc::clone(&faulty), fast(5));
+    assert!(sink
+        .create_claim(FileKind::Lock, "capture-s", "mine".into())
+        .await
+        .unwrap());
+    assert!(!sink
+        .create_claim(FileKind::Lock, "capture-s", "theirs".into())
+        .await
+        .unwrap());
+    assert!(sink
+        .create_claim(FileKind::Lock, "slot-x", "new".into())
+        .await
+        .unwrap());
+}
