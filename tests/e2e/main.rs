@@ -36,6 +36,7 @@ mod file_selection;
 mod format_reader;
 mod full_disk;
 mod keys;
+mod kms;
 mod listing;
 mod maintenance;
 mod mongo;

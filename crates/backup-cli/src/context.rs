@@ -146,14 +146,20 @@ impl Ctx {
         Ok(repo)
     }
 
+    /// The password given without asking (`BACKUP_PASSWORD` or
+    /// `--password-file`), if any.
+    pub(crate) fn given_password(&self) -> Option<backup_ops::Result<SecretString>> {
+        if let Ok(p) = std::env::var("BACKUP_PASSWORD") {
+            return Some(non_empty(p, "BACKUP_PASSWORD"));
+        }
+        self.global.password_file.as_deref().map(read_password_file)
+    }
+
     /// The repository password: `BACKUP_PASSWORD`, `--password-file`, or a
     /// prompt.
     pub(crate) fn password(&self, confirm: bool) -> backup_ops::Result<SecretString> {
-        if let Ok(p) = std::env::var("BACKUP_PASSWORD") {
-            return non_empty(p, "BACKUP_PASSWORD");
-        }
-        if let Some(path) = &self.global.password_file {
-            return read_password_file(path);
+        if let Some(given) = self.given_password() {
+            return given;
         }
         let what = match &self.global.key_file {
             Some(f) => format!("password of key file {}", f.display()),

@@ -3,6 +3,9 @@
 //! A key file is plaintext JSON holding the key-derivation parameters and
 //! the master key sealed with the derived user key. Adding, removing or
 //! changing a key rewrites only key files, never data.
+//!
+//! A key file may instead hold the master key encrypted by a key
+//! management service ([`KeyFile::from_kms`], module [`crate::kms`]).
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
@@ -11,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::kms::{Kms, KmsKeyRef, Wrapped};
 use crate::sink::FileKind;
 
 /// Argon2id cost parameters.
@@ -72,16 +76,22 @@ pub struct KeyFile {
     pub host: String,
     /// User that made it.
     pub user: String,
-    /// Always `argon2id`.
+    /// `argon2id` (a password key), `none` ([`KeyFile::plain`]) or `kms`
+    /// ([`KeyFile::from_kms`]).
     pub kdf: String,
     /// Argon2id costs.
     pub kdf_params: KdfParams,
     /// Argon2id salt (32 random bytes).
     #[serde(with = "crypto::b64vec")]
     pub salt: Vec<u8>,
-    /// The master key as JSON, sealed with the derived user key.
+    /// The master key as JSON, sealed with the derived user key (`kdf`
+    /// `argon2id`), in the clear (`none`), or the KMS ciphertext of it
+    /// (`kms`).
     #[serde(with = "crypto::b64vec")]
     pub data: Vec<u8>,
+    /// The KMS key that encrypted `data`, exactly when `kdf` is `kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsKeyRef>,
 }
 
 impl KeyFile {
@@ -111,7 +121,58 @@ impl KeyFile {
             kdf_params: params,
             salt,
             data: crypto::seal_with(&user_key, &plain),
+            kms: None,
         })
+    }
+
+    /// A key file holding the master key as a KMS encrypted it
+    /// ([`crate::kms::wrap`]).
+    pub fn from_kms(wrapped: Wrapped, repository_id: &str) -> Self {
+        KeyFile {
+            version: 1,
+            repository_id: repository_id.to_owned(),
+            created: Utc::now(),
+            host: crate::util::hostname(),
+            user: crate::util::username(),
+            kdf: "kms".to_owned(),
+            kdf_params: KdfParams::insecure_fast(),
+            salt: Vec::new(),
+            data: wrapped.ciphertext,
+            kms: Some(wrapped.key),
+        }
+    }
+
+    /// The KMS key that holds this key file's master key, if it is a KMS
+    /// key.
+    pub fn kms_key(&self) -> Option<&KmsKeyRef> {
+        self.kms.as_ref().filter(|_| self.kdf == "kms")
+    }
+
+    /// What kind of key this is: `password`, `no-password` or `kms`.
+    pub fn kind(&self) -> &'static str {
+        match self.kdf.as_str() {
+            "none" => "no-password",
+            "kms" => "kms",
+            _ => "password",
+        }
+    }
+
+    /// Unwraps the master key of a KMS key file through `kms`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when this is not a KMS key file; the service's
+    /// errors; [`Error::Corrupt`] when the decrypted content is not a
+    /// master key.
+    pub async fn unwrap_with_kms(&self, kms: &dyn Kms, name: &str) -> Result<MasterKey> {
+        let key = self
+            .kms_key()
+            .ok_or_else(|| Error::Config(format!("key {name} is not held by a KMS")))?;
+        let plain = kms
+            .decrypt(key, &self.data, &crate::kms::context(&self.repository_id))
+            .await?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))
     }
 
     /// A key file that holds the master key unprotected (`kdf` `none`):
@@ -136,6 +197,7 @@ impl KeyFile {
             kdf_params: KdfParams::insecure_fast(),
             salt: Vec::new(),
             data: plain,
+            kms: None,
         })
     }
 
@@ -144,7 +206,8 @@ impl KeyFile {
         self.kdf == "none"
     }
 
-    /// Unwraps the master key; `Ok(None)` when the password does not fit.
+    /// Unwraps the master key; `Ok(None)` when the password does not fit
+    /// (always for a KMS key file: see [`KeyFile::unwrap_with_kms`]).
     ///
     /// # Errors
     ///
@@ -154,6 +217,9 @@ impl KeyFile {
             let master = serde_json::from_slice(&self.data)
                 .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))?;
             return Ok(Some(master));
+        }
+        if self.kdf == "kms" {
+            return Ok(None);
         }
         if self.kdf != "argon2id" {
             return Err(Error::corrupt(
@@ -191,6 +257,13 @@ impl KeyFile {
                 FileKind::Key,
                 name,
                 format!("unsupported key file version {}", kf.version),
+            ));
+        }
+        if (kf.kdf == "kms") != kf.kms.is_some() {
+            return Err(Error::corrupt(
+                FileKind::Key,
+                name,
+                "a KMS key file needs exactly `kdf` \"kms\" and a `kms` key",
             ));
         }
         Ok(kf)

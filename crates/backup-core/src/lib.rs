@@ -60,6 +60,7 @@ pub mod filter;
 pub(crate) mod id;
 pub mod index;
 pub mod keys;
+pub mod kms;
 pub mod lease;
 pub mod lock;
 pub mod pack;

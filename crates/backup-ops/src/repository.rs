@@ -86,10 +86,13 @@ impl RepoSpec {
     }
 }
 
-/// Opens the repository `spec` names. An encrypted repository needs a
-/// password: from `spec.password` when set, otherwise from `ask` (a prompt,
-/// or an error saying how to give one), which is only called for an
-/// encrypted repository.
+/// Opens the repository `spec` names. An encrypted repository opens with
+/// its KMS keys when it has some and the service lets this host decrypt
+/// (no password is asked then); otherwise it needs a password: from
+/// `spec.password` when set, otherwise from `ask` (a prompt, or an error
+/// saying how to give one), which is only called for an encrypted
+/// repository. When KMS keys exist but none opens and no password can be
+/// had, the KMS error is returned.
 ///
 /// # Errors
 ///
@@ -118,15 +121,31 @@ pub async fn open(
             return Ok(Repository::open_with_key_file(sink, key, b"").await?);
         }
     }
-    let password = match &spec.password {
-        Some(r) => r.resolve(&spec.password_key)?,
-        None => ask()?,
-    };
-    let password = password.expose_secret().as_bytes();
     if let Some(key) = &key_file {
+        let password = match &spec.password {
+            Some(r) => r.resolve(&spec.password_key)?,
+            None => ask()?,
+        };
+        let password = password.expose_secret().as_bytes();
         return Ok(Repository::open_with_key_file(sink, key, password).await?);
     }
-    Ok(Repository::open(sink, Some(password)).await?)
+    // Keys held by a KMS open the repository with no password; when they
+    // are refused or unreachable, a password key is the break-glass way in.
+    let kms = backup_storage::kms::client();
+    let kms_error = match Repository::open_with_kms(sink.clone(), kms.as_ref()).await {
+        Ok(Some(repo)) => return Ok(repo),
+        Ok(None) => None,
+        Err(e) => Some(e),
+    };
+    let password = match (&spec.password, kms_error) {
+        (Some(r), _) => r.resolve(&spec.password_key)?,
+        (None, None) => ask()?,
+        (None, Some(kms_error)) => match ask() {
+            Ok(password) => password,
+            Err(_) => return Err(kms_error.into()),
+        },
+    };
+    Ok(Repository::open(sink, Some(password.expose_secret().as_bytes())).await?)
 }
 
 /// A password that must be given but was not: the error front-ends return

@@ -260,8 +260,9 @@ mod s3 {
 
     use backup_core::{Error, FileKind, Result};
     use bytes::Bytes;
-    use object_store::aws::{AmazonS3, AmazonS3ConfigKey, AwsAuthorizer};
-    use object_store::client::{HttpRequest, HttpRequestBody};
+    use object_store::aws::AmazonS3ConfigKey;
+
+    use crate::aws::{Answer, Signer};
 
     use super::{parse_restore, ObjectState, RetrievalTier, ThawRequest};
     use crate::options::{S3StorageClass, StorageOptions};
@@ -269,11 +270,9 @@ mod s3 {
 
     /// Signed S3 requests for one bucket and repository prefix.
     pub(super) struct S3Cold {
-        store: AmazonS3,
-        client: reqwest::Client,
+        signer: Signer,
         bucket: String,
         bucket_endpoint: String,
-        region: String,
         prefix: String,
         location: String,
     }
@@ -321,13 +320,11 @@ mod s3 {
                     Error::Config(format!("cannot build the HTTP client for {shown}: {e}"))
                 })?;
             Ok(S3Cold {
-                store,
-                client,
+                signer: Signer::new(client, store.credentials().clone(), "s3", &region, &shown),
                 bucket: bucket.to_owned(),
                 bucket_endpoint,
-                region,
                 prefix: prefix.trim_matches('/').to_owned(),
-                location: shown,
+                location: shown.clone(),
             })
         }
 
@@ -342,8 +339,8 @@ mod s3 {
             })
         }
 
-        /// Signs and sends one request; returns the status, headers and
-        /// body.
+        /// Signs and sends one request about `key`; returns the status,
+        /// headers and body.
         async fn send(
             &self,
             method: http::Method,
@@ -351,66 +348,14 @@ mod s3 {
             query: &str,
             headers: &[(&str, String)],
             body: Bytes,
-        ) -> Result<(http::StatusCode, http::HeaderMap, Bytes)> {
+        ) -> Result<Answer> {
             let mut url = format!("{}/{}", self.bucket_endpoint, encode_key(key));
             if !query.is_empty() {
                 url.push('?');
                 url.push_str(query);
             }
-            let mut builder = http::Request::builder().method(method.clone()).uri(&url);
-            for (name, value) in headers {
-                builder = builder.header(*name, value);
-            }
-            let mut request: HttpRequest = builder
-                .body(HttpRequestBody::from(body.clone()))
-                .map_err(|e| Error::Config(format!("bad S3 request {url}: {e}")))?;
-            let credential = self
-                .store
-                .credentials()
-                .get_credential()
-                .await
-                .map_err(|e| {
-                    Error::PermissionDenied(format!(
-                        "getting S3 credentials for {}: {e}",
-                        self.location
-                    ))
-                })?;
-            AwsAuthorizer::new(&credential, "s3", &self.region)
-                .try_authorize(&mut request, None)
-                .map_err(|e| {
-                    Error::PermissionDenied(format!(
-                        "signing an S3 request for {}: {e}",
-                        self.location
-                    ))
-                })?;
-            let mut outgoing = self.client.request(method, &url).body(body);
-            for (name, value) in request.headers() {
-                outgoing = outgoing.header(name.as_str(), value.as_bytes());
-            }
-            let response = outgoing.send().await.map_err(|e| Error::Transient {
-                backend: "s3",
-                message: format!("{} {key} at {}: {e}", request.method(), self.location),
-            })?;
-            let status = response.status();
-            let mut headers_out = http::HeaderMap::new();
-            for (name, value) in response.headers() {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(name.as_str().as_bytes()),
-                    http::HeaderValue::from_bytes(value.as_bytes()),
-                ) {
-                    headers_out.insert(n, v);
-                }
-            }
-            let body = response.bytes().await.map_err(|e| Error::Transient {
-                backend: "s3",
-                message: format!("reading the answer about {key} at {}: {e}", self.location),
-            })?;
-            Ok((
-                http::StatusCode::from_u16(status.as_u16())
-                    .unwrap_or(http::StatusCode::BAD_GATEWAY),
-                headers_out,
-                body,
-            ))
+            let what = format!("{method} {key}");
+            self.signer.send(method, &url, headers, body, &what).await
         }
 
         fn failure(&self, what: &str, key: &str, status: http::StatusCode, body: &[u8]) -> Error {

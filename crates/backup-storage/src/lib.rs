@@ -98,9 +98,12 @@ use std::sync::Arc;
 
 use backup_core::{Result, Sink};
 
+#[cfg(feature = "s3")]
+mod aws;
 pub mod cold;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+pub mod kms;
 pub mod layers;
 mod objstore;
 mod options;

@@ -1,6 +1,8 @@
 //! Throwaway moto servers (`moto_server`, from the Python package index):
-//! S3 with storage classes and `RestoreObject`, on 127.0.0.1 with a free
-//! port, stopped by process id when the handle is dropped.
+//! S3 with storage classes and `RestoreObject`, KMS keys, IAM users and
+//! their policies (enforced on request: [`MotoServer::enforce_iam`]), on
+//! 127.0.0.1 with a free port, stopped by process id when the handle is
+//! dropped.
 //!
 //! The server is found through `BACKUP_TEST_MOTO` (set by
 //! `scripts/test.sh`), then the workspace's `.venv`, then `PATH`. When it is
@@ -109,11 +111,32 @@ impl MotoServer {
     /// One unsigned HTTP/1.1 request (moto accepts any credentials or
     /// none); returns the status and body.
     fn raw(&self, method: &str, path: &str) -> (u16, String) {
+        self.request(method, path, &[], "")
+    }
+
+    /// One HTTP/1.1 request with `headers` and `body`; returns the status
+    /// and body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to moto");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.port,
+            body.len()
         );
+        for (name, value) in headers {
+            request.push_str(name);
+            request.push_str(": ");
+            request.push_str(value);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
         stream
             .write_all(request.as_bytes())
             .expect("writing a request to moto");
@@ -130,6 +153,85 @@ impl MotoServer {
             .split_once("\r\n\r\n")
             .map_or(String::new(), |(_, b)| b.to_owned());
         (status, body)
+    }
+
+    /// A request to another service than S3: moto routes it by the
+    /// credential scope of its `Authorization` header, which it does not
+    /// check while IAM enforcement ([`MotoServer::enforce_iam`]) is off.
+    fn service(&self, service: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
+        );
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        let (status, answer) = self.request("POST", "/", &all, body);
+        assert_eq!(status, 200, "moto {service} request {body}: {answer}");
+        answer
+    }
+
+    /// One KMS JSON action; returns the answer.
+    fn kms(&self, action: &str, body: &str) -> String {
+        let target = format!("TrentService.{action}");
+        self.service(
+            "kms",
+            &[
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amz-Target", &target),
+            ],
+            body,
+        )
+    }
+
+    /// Creates a symmetric KMS key; returns its ARN.
+    pub fn kms_create_key(&self) -> String {
+        let answer = self.kms("CreateKey", r#"{"Description":"backup test key"}"#);
+        between(&answer, "\"Arn\": \"", "\"")
+            .or_else(|| between(&answer, "\"Arn\":\"", "\""))
+            .unwrap_or_else(|| panic!("no key ARN in {answer}"))
+            .to_owned()
+    }
+
+    /// Disables the KMS key `arn` (moto 5.2.5 still decrypts with it).
+    pub fn kms_disable_key(&self, arn: &str) {
+        // moto's DisableKey takes the key id, not the ARN.
+        let id = arn.rsplit('/').next().unwrap_or(arn);
+        self.kms("DisableKey", &format!(r#"{{"KeyId":"{id}"}}"#));
+    }
+
+    /// Creates the IAM user `name` allowed exactly `actions` (such as
+    /// `kms:Encrypt`) on every resource; returns its access key id and
+    /// secret.
+    pub fn iam_user(&self, name: &str, actions: &[&str]) -> (String, String) {
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let call =
+            |params: &str| self.service("iam", &form, &format!("{params}&Version=2010-05-08"));
+        call(&format!("Action=CreateUser&UserName={name}"));
+        let list: Vec<String> = actions.iter().map(|a| format!("\"{a}\"")).collect();
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":[{}],"Resource":"*"}}]}}"#,
+            list.join(",")
+        );
+        call(&format!(
+            "Action=PutUserPolicy&UserName={name}&PolicyName=test&PolicyDocument={}",
+            encode(&policy)
+        ));
+        let answer = call(&format!("Action=CreateAccessKey&UserName={name}"));
+        let id = between(&answer, "<AccessKeyId>", "</AccessKeyId>").expect("access key id");
+        let secret =
+            between(&answer, "<SecretAccessKey>", "</SecretAccessKey>").expect("secret key");
+        (id.to_owned(), secret.to_owned())
+    }
+
+    /// Turns moto's IAM enforcement on (every later request must be signed
+    /// by an IAM user's key and allowed by its policies) or off.
+    pub fn enforce_iam(&self, on: bool) {
+        let (status, body) = self.request(
+            "POST",
+            "/moto-api/reset-auth",
+            &[],
+            if on { "0" } else { "inf" },
+        );
+        assert_eq!(status, 200, "switching moto's IAM enforcement: {body}");
     }
 
     /// Every object below `prefix` with its storage class, from a

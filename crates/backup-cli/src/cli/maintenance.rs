@@ -10,8 +10,8 @@ use super::FilterArgs;
 pub(crate) enum KeyCommand {
     /// List keys.
     List,
-    /// Add a key for a new password.
-    Add(NewPasswordArgs),
+    /// Add a key for a new password, or one held by a KMS (--kms).
+    Add(KeyAddArgs),
     /// Remove a key.
     Remove {
         /// Key id or unique prefix.
@@ -19,6 +19,15 @@ pub(crate) enum KeyCommand {
     },
     /// Change the password of the key in use.
     Passwd(NewPasswordArgs),
+    /// Encrypt the master key again with the KMS: under each KMS key's own
+    /// key (after the service rotated its material), or under --to. Data
+    /// is not re-encrypted.
+    RotateKms {
+        /// Move the KMS key to this key (`aws:ARN`) instead; needs a
+        /// repository with one KMS key.
+        #[arg(long, value_name = "aws:ARN")]
+        to: Option<backup_core::kms::KmsKeyRef>,
+    },
     /// Write the master key, wrapped under a new password, to a file (for escrow).
     Export {
         /// The file to write (must not exist).
@@ -33,6 +42,17 @@ pub(crate) enum KeyCommand {
         #[command(flatten)]
         new: NewPasswordArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyAddArgs {
+    /// A key held by this KMS key (`aws:ARN`) instead of a password: it
+    /// opens the repository with no password wherever the AWS identity
+    /// may decrypt with that key.
+    #[arg(long, value_name = "aws:ARN", conflicts_with = "new_password_file")]
+    pub(crate) kms: Option<backup_core::kms::KmsKeyRef>,
+    #[command(flatten)]
+    pub(crate) new: NewPasswordArgs,
 }
 
 #[derive(Debug, Args)]

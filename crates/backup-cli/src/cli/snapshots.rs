@@ -25,6 +25,16 @@ pub(crate) struct InitArgs {
     /// (format version 1, readable by builds older than version 2).
     #[arg(long, value_name = "HASH", default_value = "blake3", value_parser = ["blake3", "hmac-sha256"])]
     pub(crate) id_hash: String,
+    /// Wrap the master key with this KMS key (`aws:ARN`): the repository
+    /// then opens with no password wherever the AWS identity may use the
+    /// key. A password key is made beside it (break-glass) when
+    /// BACKUP_PASSWORD or --password-file gives a password.
+    #[arg(
+        long,
+        value_name = "aws:ARN",
+        conflicts_with = "insecure_no_encryption"
+    )]
+    pub(crate) kms: Option<backup_core::kms::KmsKeyRef>,
 }
 
 const CREATE_FILES: &str = "Files";

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use backup_core::config::ChunkerParams;
 use backup_core::crypto::IdHash;
-use backup_core::repo::{InitOptions, Repository};
+use backup_core::repo::{InitOptions, KmsInit, Repository};
 
 use crate::cli::InitArgs;
 use crate::context::{bytes, usage, Ctx};
@@ -27,6 +27,10 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
         } else {
             IdHash::Blake3
         },
+        kms: a.kms.clone().map(|key| KmsInit {
+            client: backup_storage::kms::client(),
+            key,
+        }),
         ..InitOptions::default()
     };
     let password = if a.insecure_no_encryption {
@@ -34,6 +38,9 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     } else if let Some(source) = &spec.password {
         // A configured repository: the password its configuration names.
         Some(source.resolve(&spec.password_key)?)
+    } else if a.kms.is_some() {
+        // With a KMS key, a password key only when one is given: no prompt.
+        ctx.given_password().transpose()?
     } else {
         Some(ctx.password(true)?)
     };
@@ -48,6 +55,8 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
             "id_hash": repo.config().id_hash,
             "format_version": repo.config().version,
             "key": repo.key_id(),
+            "kms": a.kms,
+            "password_key": password.is_some(),
         }))?;
     } else {
         ctx.say(format!(
@@ -57,6 +66,11 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
         ))?;
         if a.insecure_no_encryption {
             ctx.say("warning: the repository is NOT encrypted")?;
+        } else if let Some(key) = &a.kms {
+            ctx.say(format!("the master key is held by KMS key {key}: this repository opens with no password where that key may be used"))?;
+            if password.is_none() {
+                ctx.say("warning: no password key was made; if the KMS key is lost, disabled or deleted, the data cannot be read. Add a break-glass key with `backup key add` and keep its password offline")?;
+            }
         } else {
             ctx.say("keep the password safe: without it the data cannot be read (`backup key export` writes an escrow copy)")?;
         }

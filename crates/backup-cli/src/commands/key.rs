@@ -19,14 +19,19 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
                 ctx.print_json(&keys)?;
             } else {
                 ctx.say(format!(
-                    "{:<1} {:<8}  {:<25}  {}",
-                    "", "ID", "CREATED", "USER@HOST"
+                    "{:<1} {:<8}  {:<11}  {:<25}  {}",
+                    "", "ID", "KIND", "CREATED", "USER@HOST"
                 ))?;
                 for k in keys {
+                    let held = k
+                        .kms
+                        .as_ref()
+                        .map_or(String::new(), |key| format!("  {key}"));
                     ctx.say(format!(
-                        "{:<1} {:<8}  {:<25}  {}@{}",
+                        "{:<1} {:<8}  {:<11}  {:<25}  {}@{}{held}",
                         if k.current { "*" } else { "" },
                         k.id.short(),
+                        k.kind,
                         k.created.format("%Y-%m-%d %H:%M:%S UTC"),
                         k.user,
                         k.host
@@ -35,9 +40,33 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
             }
         }
         KeyCommand::Add(a) => {
-            let pw = new_password(a.new_password_file.as_deref())?;
-            let id = repo.add_key(bytes(&pw), KdfParams::default()).await?;
+            let id = if let Some(key) = &a.kms {
+                let kms = backup_storage::kms::client();
+                repo.add_kms_key(kms.as_ref(), key).await?
+            } else {
+                let pw = new_password(a.new.new_password_file.as_deref())?;
+                repo.add_key(bytes(&pw), KdfParams::default()).await?
+            };
             report(ctx, "added key", &id.to_hex())?;
+        }
+        KeyCommand::RotateKms { to } => {
+            let kms = backup_storage::kms::client();
+            let rotated = repo.rotate_kms(kms.as_ref(), to.as_ref()).await?;
+            if ctx.global.json {
+                let pairs: Vec<_> = rotated
+                    .iter()
+                    .map(|(old, new)| serde_json::json!({"old": old, "new": new}))
+                    .collect();
+                ctx.print_json(&serde_json::json!({"result": "rotated", "keys": pairs}))?;
+            } else {
+                for (old, new) in rotated {
+                    ctx.say(format!(
+                        "rewrapped KMS key {} as {}",
+                        old.short(),
+                        new.to_hex()
+                    ))?;
+                }
+            }
         }
         KeyCommand::Remove { id } => {
             let removed = repo.remove_key(&id).await?;

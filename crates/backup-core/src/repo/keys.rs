@@ -9,6 +9,7 @@ use crate::config::Encryption;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::keys::{KdfParams, KeyFile};
+use crate::kms::{Kms, KmsKeyRef};
 use crate::sink::{FileKind, PutMode, SinkExt};
 
 /// A summary of one key file, for `key list`.
@@ -24,6 +25,11 @@ pub struct KeyInfo {
     pub host: String,
     /// Creating user.
     pub user: String,
+    /// `password`, `no-password` or `kms`.
+    pub kind: &'static str,
+    /// The KMS key that holds it (`kms` keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsKeyRef>,
 }
 
 impl Repository {
@@ -43,6 +49,8 @@ impl Repository {
                 id,
                 current: Some(id) == self.key_id,
                 created: kf.created,
+                kind: kf.kind(),
+                kms: kf.kms_key().cloned(),
                 host: kf.host,
                 user: kf.user,
             });
@@ -87,6 +95,67 @@ impl Repository {
             .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
             .await?;
         Ok(id)
+    }
+
+    /// Adds a key held by a KMS: the master key encrypted by `key`
+    /// ([`crate::kms`]); returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for unencrypted repositories; the service's
+    /// errors (nothing is written then); storage errors.
+    pub async fn add_kms_key(&self, kms: &dyn Kms, key: &KmsKeyRef) -> Result<Id> {
+        self.require_encrypted()?;
+        let wrapped = crate::kms::wrap(kms, key, &self.key, &self.config.id).await?;
+        let (id, bytes) = KeyFile::from_kms(wrapped, &self.config.id).encode();
+        self.sink
+            .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
+            .await?;
+        Ok(id)
+    }
+
+    /// Rewraps every KMS key of the repository: each is encrypted again
+    /// (under `to` when given, otherwise under its own KMS key, which
+    /// picks up the key material the service rotated in), the new key file
+    /// written, then the old one removed. Data is not touched. Returns the
+    /// (old, new) key ids. `to` needs a repository with one KMS key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the repository has no KMS key; the
+    /// service's errors (keys already rewrapped stay rewrapped; the one
+    /// that failed keeps its old file); storage errors.
+    pub async fn rotate_kms(
+        &mut self,
+        kms: &dyn Kms,
+        to: Option<&KmsKeyRef>,
+    ) -> Result<Vec<(Id, Id)>> {
+        self.require_encrypted()?;
+        let keys = self.keys().await?;
+        let held = keys.iter().filter(|k| k.kms.is_some()).count();
+        if let (Some(to), 2..) = (to, held) {
+            return Err(Error::Config(format!(
+                "the repository has {held} KMS keys and rotating moves each to one key ({to}): add the new key with `backup key add --kms {to}`, then remove the old ones with `backup key remove`"
+            )));
+        }
+        let mut rotated = Vec::new();
+        for info in keys {
+            let Some(old_key) = &info.kms else {
+                continue;
+            };
+            let new = self.add_kms_key(kms, to.unwrap_or(old_key)).await?;
+            self.sink.delete(FileKind::Key, &info.id.to_hex()).await?;
+            if info.current {
+                self.key_id = Some(new);
+            }
+            rotated.push((info.id, new));
+        }
+        if rotated.is_empty() {
+            return Err(Error::not_found(
+                "a KMS key in this repository (add one with `backup key add --kms aws:ARN`)",
+            ));
+        }
+        Ok(rotated)
     }
 
     /// Removes a key. The key that opened the repository and the last key

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, IndexFile};
 use crate::keys::{KdfParams, KeyFile};
+use crate::kms::{Kms, KmsKeyRef};
 use crate::sink::{FileKind, PutMode, Sink, SinkExt};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 
@@ -40,6 +41,18 @@ pub struct InitOptions {
     /// The keyed hash of blob ids; [`IdHash::HmacSha256`] writes a format
     /// version 1 repository, which older builds can read.
     pub id_hash: IdHash,
+    /// A KMS key that wraps the master key (`init --kms`), beside or
+    /// instead of the password key.
+    pub kms: Option<KmsInit>,
+}
+
+/// The KMS key of [`InitOptions::kms`] and the client that reaches it.
+#[derive(Debug, Clone)]
+pub struct KmsInit {
+    /// The service.
+    pub client: Arc<dyn Kms>,
+    /// The key that wraps the master key.
+    pub key: KmsKeyRef,
 }
 
 impl Default for InitOptions {
@@ -51,6 +64,7 @@ impl Default for InitOptions {
             pack_size: crate::config::DEFAULT_PACK_SIZE,
             kdf: KdfParams::default(),
             id_hash: IdHash::default(),
+            kms: None,
         }
     }
 }
@@ -169,26 +183,49 @@ impl Repository {
             id_hash: opts.id_hash,
             insecure_master_key: None,
         };
-        let mut key_id = None;
+        let mut key_files = Vec::new();
         if opts.encrypt {
-            let password = password.ok_or_else(|| {
-                Error::Config("a password is needed to create an encrypted repository".to_owned())
-            })?;
-            let kf = KeyFile::wrap(&master, password, &repo_id, opts.kdf)?;
-            let (id, bytes) = kf.encode();
-            sink.put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
-                .await?;
-            key_id = Some(id);
+            if password.is_none() && opts.kms.is_none() {
+                return Err(Error::Config(
+                    "a password or a KMS key is needed to create an encrypted repository"
+                        .to_owned(),
+                ));
+            }
+            // The KMS key first: a refused or unreachable KMS stops `init`
+            // before anything is written.
+            if let Some(kms) = &opts.kms {
+                let wrapped =
+                    crate::kms::wrap(kms.client.as_ref(), &kms.key, &master, &repo_id).await?;
+                key_files.push(KeyFile::from_kms(wrapped, &repo_id));
+            }
+            if let Some(password) = password {
+                key_files.insert(0, KeyFile::wrap(&master, password, &repo_id, opts.kdf)?);
+            }
         } else {
             config.insecure_master_key = Some(master.clone());
         }
+        let mut written = Vec::new();
+        for kf in key_files {
+            let (id, bytes) = kf.encode();
+            if let Err(e) = sink
+                .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
+                .await
+            {
+                for id in &written {
+                    let _ = sink.delete(FileKind::Key, &Id::to_hex(id)).await;
+                }
+                return Err(e);
+            }
+            written.push(id);
+        }
+        let key_id = written.first().copied();
         #[allow(clippy::expect_used)]
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
         if let Err(e) = sink
             .put(FileKind::Config, "config", bytes.into(), PutMode::Create)
             .await
         {
-            if let Some(id) = key_id {
+            for id in &written {
                 let _ = sink.delete(FileKind::Key, &id.to_hex()).await;
             }
             return Err(match e {
@@ -288,6 +325,47 @@ impl Repository {
             }
         }
         Err(Error::WrongPassword)
+    }
+
+    /// Opens a repository with its KMS keys ([`crate::kms`]): each key file
+    /// held by a KMS is tried in name order, without any password.
+    /// `Ok(None)` when the repository has no KMS key (or is not
+    /// encrypted): open it with a password instead.
+    ///
+    /// # Errors
+    ///
+    /// When the repository has KMS keys and none opens, the first key's
+    /// error (a refusal names the key and the permission; an unreachable
+    /// service is [`Error::Transient`] after the client's retries);
+    /// storage errors.
+    pub async fn open_with_kms(sink: Arc<dyn Sink>, kms: &dyn Kms) -> Result<Option<Self>> {
+        let config = read_config(sink.as_ref()).await?;
+        if config.insecure_master_key.is_some() {
+            return Ok(None);
+        }
+        let mut first_error = None;
+        for name in sink.list_names(FileKind::Key).await? {
+            let Some(bytes) = sink.get_opt(FileKind::Key, &name).await? else {
+                continue;
+            };
+            let Ok(kf) = KeyFile::decode(&bytes, &name) else {
+                continue;
+            };
+            if kf.repository_id != config.id || kf.kms_key().is_none() {
+                continue;
+            }
+            match kf.unwrap_with_kms(kms, &name).await {
+                Ok(master) => {
+                    let id = name.parse().ok();
+                    return Self::assemble(sink, config, master, id).map(Some);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %name, error = %e, "A KMS key did not open the repository.");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(None), Err)
     }
 
     /// Opens a repository with a stand-alone key file (for example one
