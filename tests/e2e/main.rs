@@ -44,6 +44,7 @@ mod mongo_pitr;
 mod mongo_pitr_writer;
 mod mount;
 mod mtls;
+mod object_lock;
 mod postgres;
 mod postgres_physical;
 mod postgres_pitr;

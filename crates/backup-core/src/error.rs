@@ -128,6 +128,20 @@ pub enum Error {
         /// What was read, and where.
         what: String,
     },
+    /// A delete refused because the object is under S3 Object Lock (a
+    /// retention period or a legal hold): nothing was removed or hidden.
+    /// Not damage and not retryable now; a later prune or forget removes
+    /// it once `until` has passed.
+    #[error("{kind} {name} is locked by S3 Object Lock until {until}")]
+    Retained {
+        /// The kind of file.
+        kind: FileKind,
+        /// Its name.
+        name: String,
+        /// When the retention ends (`retain-until-date`), or `"a legal
+        /// hold is removed"`.
+        until: String,
+    },
     /// Any other error from a storage backend or driver.
     #[error("{backend}: {source}")]
     Generic {

@@ -94,6 +94,38 @@ pub struct PruneReport {
     /// kept snapshot needs them (filled by the caller, which knows the
     /// source kinds' rules).
     pub captures_expired: Vec<crate::capture::CaptureExpiry>,
+    /// Files this prune would have deleted but storage refused because
+    /// they are under S3 Object Lock: they stay (no index lists such a
+    /// pack any more; a superseded index file is ignored by readers) and
+    /// a later prune deletes them once their retention has passed.
+    pub retained: Vec<Retained>,
+}
+
+/// A file kept because S3 Object Lock refused its deletion
+/// ([`Error::Retained`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retained {
+    /// The kind of file.
+    pub kind: FileKind,
+    /// Its name.
+    pub name: String,
+    /// Until when it is locked.
+    pub until: String,
+}
+
+impl Retained {
+    /// The retained file an [`Error::Retained`] names; `Err(e)` for any
+    /// other error.
+    ///
+    /// # Errors
+    ///
+    /// `e` itself when it is not [`Error::Retained`].
+    pub fn from_error(e: Error) -> Result<Retained> {
+        match e {
+            Error::Retained { kind, name, until } => Ok(Retained { kind, name, until }),
+            other => Err(other),
+        }
+    }
 }
 
 /// The blobs referenced by every snapshot, by type.
@@ -226,6 +258,11 @@ pub async fn prune(
         .filter(|(_, _, f)| matches!(f, Fate::Keep(_)))
         .map(|(id, _, _)| *id)
         .collect();
+    let emptied: HashSet<String> = fates
+        .iter()
+        .filter(|(_, _, f)| matches!(f, Fate::Delete))
+        .map(|(id, _, _)| id.to_hex())
+        .collect();
     write_index(repo, fates, &new_packs, &old_index).await?;
 
     // 3. Delete the packs that were replaced.
@@ -236,8 +273,28 @@ pub async fn prune(
         .filter(|id| !kept.contains(id) && !live_packs.contains(id))
         .map(Id::to_hex)
         .collect();
-    doomed.extend(unindexed.into_iter().map(|(n, _)| n));
-    delete_packs(repo, doomed).await?;
+    let sizes: HashMap<String, u64> = indexed
+        .iter()
+        .map(|(id, size)| (id.to_hex(), *size))
+        .chain(unindexed.iter().cloned())
+        .collect();
+    let unindexed: HashSet<String> = unindexed.into_iter().map(|(n, _)| n).collect();
+    doomed.extend(unindexed.iter().cloned());
+    let retained = delete_packs(repo, doomed).await?;
+    // What storage kept under Object Lock was not deleted after all (a
+    // repacked one was still copied).
+    for r in &retained {
+        report.bytes_deleted = report
+            .bytes_deleted
+            .saturating_sub(sizes.get(&r.name).copied().unwrap_or(0));
+        if emptied.contains(&r.name) {
+            report.packs_deleted = report.packs_deleted.saturating_sub(1);
+        }
+        if unindexed.contains(&r.name) {
+            report.packs_unindexed = report.packs_unindexed.saturating_sub(1);
+        }
+    }
+    report.retained.extend(retained);
     report.bytes_freed = report.bytes_deleted.saturating_sub(report.bytes_rewritten);
     progress.finish();
     Ok(report)
@@ -375,19 +432,26 @@ async fn write_index(
     Ok(())
 }
 
-/// Deletes packs, several at once.
-async fn delete_packs(repo: &IndexedRepository, mut names: Vec<String>) -> Result<()> {
+/// Deletes packs, several at once; returns the ones storage keeps under
+/// S3 Object Lock.
+async fn delete_packs(repo: &IndexedRepository, mut names: Vec<String>) -> Result<Vec<Retained>> {
     names.sort();
-    stream::iter(names)
+    let outcomes = stream::iter(names)
         .map(|name| {
             let sink = repo.sink().clone();
             async move { sink.delete(FileKind::Pack, &name).await }
         })
         .buffer_unordered(8)
         .collect::<Vec<Result<()>>>()
-        .await
-        .into_iter()
-        .collect::<Result<()>>()
+        .await;
+    let mut retained = Vec::new();
+    for outcome in outcomes {
+        if let Err(e) = outcome {
+            retained.push(Retained::from_error(e)?);
+        }
+    }
+    retained.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(retained)
 }
 
 /// Copies the used blobs of `packs`, as stored and after verifying each,

@@ -148,7 +148,16 @@ pub(crate) async fn write_replacement_index(
         .map(Id::to_hex)
         .collect();
     for name in old.iter().filter(|n| !keep.contains(*n)) {
-        repo.sink().delete(FileKind::Index, name).await?;
+        // A file under S3 Object Lock stays until its retention ends; the
+        // marker supersedes it, so readers ignore it, and the next
+        // replacement deletes it.
+        match repo.sink().delete(FileKind::Index, name).await {
+            Ok(()) => {}
+            Err(Error::Retained { until, .. }) => {
+                tracing::info!(index = %name, %until, "A superseded index file is locked; a later prune deletes it.");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(written.len() + 1)
 }

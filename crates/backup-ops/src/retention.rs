@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use backup_core::capture::{CaptureExpiry, CaptureName};
 use backup_core::lock::LockMode;
-use backup_core::prune::{prune as prune_packs, PruneOptions, PruneReport};
+use backup_core::prune::{prune as prune_packs, PruneOptions, PruneReport, Retained};
 use backup_core::repo::Repository;
 use backup_core::retention::{apply, Decision, GroupBy, RetentionPolicy};
 use backup_core::snapshot::{SnapshotEntry, SnapshotFilter};
@@ -63,8 +63,29 @@ pub struct ForgetResult {
     pub decisions: Vec<Decision>,
     /// Snapshots removed (or to remove).
     pub removed: Vec<Id>,
+    /// Snapshots to remove that storage keeps under S3 Object Lock, with
+    /// until when; they stay listed, and their data stays, until a later
+    /// forget after that date.
+    pub retained: Vec<Retained>,
     /// The prune that followed.
     pub prune: Option<PruneReport>,
+}
+
+/// Deletes a file, or notes it in `retained` when storage keeps it under
+/// S3 Object Lock; `true` when it was deleted.
+async fn delete_unless_retained(
+    repo: &Repository,
+    kind: FileKind,
+    name: &str,
+    retained: &mut Vec<Retained>,
+) -> Result<bool> {
+    match repo.sink().delete(kind, name).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            retained.push(Retained::from_error(e)?);
+            Ok(false)
+        }
+    }
 }
 
 /// Removes the named snapshots and those the policy does not keep, then
@@ -112,10 +133,17 @@ pub async fn forget(
                 remove.push(d.id);
             }
         }
+        let mut retained = Vec::new();
         if !req.dry_run {
-            for id in &remove {
-                repo.sink().delete(FileKind::Snapshot, &id.to_hex()).await?;
+            let mut removed = Vec::new();
+            for id in remove {
+                if delete_unless_retained(repo, FileKind::Snapshot, &id.to_hex(), &mut retained)
+                    .await?
+                {
+                    removed.push(id);
+                }
             }
+            remove = removed;
         }
         let prune = match &req.prune {
             Some(opts) => Some(
@@ -136,6 +164,7 @@ pub async fn forget(
             dry_run: req.dry_run,
             decisions,
             removed: remove,
+            retained,
             prune,
         })
     };
@@ -184,11 +213,11 @@ async fn run_prune(
         .filter(|s| !forgotten.contains(&s.id))
         .collect();
     let expired = expired_captures(repo, &kept).await?;
+    let mut retained = Vec::new();
     if !opts.dry_run {
         for (_, names) in &expired {
             for n in names {
-                repo.sink()
-                    .delete(FileKind::Capture, &n.file_name())
+                delete_unless_retained(repo, FileKind::Capture, &n.file_name(), &mut retained)
                     .await?;
             }
         }
@@ -199,6 +228,8 @@ async fn run_prune(
     progress.finish();
     let mut report = report?;
     report.captures_expired = expired.into_iter().map(|(e, _)| e).collect();
+    retained.append(&mut report.retained);
+    report.retained = retained;
     Ok(report)
 }
 
@@ -257,6 +288,9 @@ async fn keep_window_anchors(
 pub struct RetentionOutcome {
     /// Snapshots removed.
     pub removed: Vec<Id>,
+    /// Snapshots the policy removes that storage keeps under S3 Object
+    /// Lock (a later run removes them).
+    pub retained: Vec<Retained>,
     /// Snapshots kept.
     pub kept: usize,
     /// The prune report, when pruning ran.
@@ -308,10 +342,14 @@ async fn retain(
         for d in decisions {
             if d.keep {
                 out.kept += 1;
-            } else {
-                repo.sink()
-                    .delete(FileKind::Snapshot, &d.id.to_hex())
-                    .await?;
+            } else if delete_unless_retained(
+                repo,
+                FileKind::Snapshot,
+                &d.id.to_hex(),
+                &mut out.retained,
+            )
+            .await?
+            {
                 out.removed.push(d.id);
             }
         }
@@ -324,4 +362,7 @@ async fn retain(
 /// Notes a retention outcome in the audit details.
 pub fn note(feedback: &dyn Feedback, outcome: &RetentionOutcome) {
     feedback.detail("retention_removed", json(&outcome.removed));
+    if !outcome.retained.is_empty() {
+        feedback.detail("retention_retained", json(&outcome.retained));
+    }
 }

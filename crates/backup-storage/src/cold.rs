@@ -146,7 +146,7 @@ fn parse_restore(value: Option<&str>) -> Thaw {
 #[derive(Debug)]
 pub struct ColdStore {
     #[cfg(feature = "s3")]
-    inner: s3::S3Cold,
+    inner: crate::aws::S3Requests,
 }
 
 impl ColdStore {
@@ -166,7 +166,7 @@ impl ColdStore {
                 prefix,
                 credentials,
             } => Ok(ColdStore {
-                inner: s3::S3Cold::open(
+                inner: crate::aws::S3Requests::open(
                     bucket,
                     prefix,
                     credentials.as_ref(),
@@ -258,129 +258,14 @@ fn no_s3() -> Error {
 #[cfg(feature = "s3")]
 mod s3 {
 
-    use backup_core::{Error, FileKind, Result};
+    use backup_core::{FileKind, Result};
     use bytes::Bytes;
-    use object_store::aws::AmazonS3ConfigKey;
-
-    use crate::aws::{Answer, Signer};
 
     use super::{parse_restore, ObjectState, RetrievalTier, ThawRequest};
-    use crate::options::{S3StorageClass, StorageOptions};
-    use crate::url::UrlCredentials;
+    use crate::aws::{encode_key, S3Requests};
+    use crate::options::S3StorageClass;
 
-    /// Signed S3 requests for one bucket and repository prefix.
-    pub(super) struct S3Cold {
-        signer: Signer,
-        bucket: String,
-        bucket_endpoint: String,
-        prefix: String,
-        location: String,
-    }
-
-    impl std::fmt::Debug for S3Cold {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("S3Cold")
-                .field("location", &self.location)
-                .finish_non_exhaustive()
-        }
-    }
-
-    impl S3Cold {
-        pub(super) fn open(
-            bucket: &str,
-            prefix: &str,
-            credentials: Option<&UrlCredentials>,
-            options: &StorageOptions,
-            location: &str,
-        ) -> Result<S3Cold> {
-            crate::cloud::require_tls_provider()?;
-            let (builder, shown) = crate::s3::configure(bucket, credentials, options, location)?;
-            let value =
-                |key: AmazonS3ConfigKey| builder.get_config_value(&key).filter(|v| !v.is_empty());
-            let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
-            let endpoint =
-                value(AmazonS3ConfigKey::S3Endpoint).or_else(|| value(AmazonS3ConfigKey::Endpoint));
-            let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest)
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            // As object_store computes it (AmazonS3Builder::build).
-            let bucket_endpoint = match (&endpoint, virtual_hosted) {
-                (Some(e), true) => e.trim_end_matches('/').to_owned(),
-                (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
-                (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
-                (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
-            };
-            let store = builder
-                .build()
-                .map_err(|e| Error::Config(format!("cannot configure S3 for {shown}: {e}")))?;
-            let client = reqwest::Client::builder()
-                .connect_timeout(options.http.connect_timeout)
-                .timeout(options.http.request_timeout)
-                .build()
-                .map_err(|e| {
-                    Error::Config(format!("cannot build the HTTP client for {shown}: {e}"))
-                })?;
-            Ok(S3Cold {
-                signer: Signer::new(client, store.credentials().clone(), "s3", &region, &shown),
-                bucket: bucket.to_owned(),
-                bucket_endpoint,
-                prefix: prefix.trim_matches('/').to_owned(),
-                location: shown.clone(),
-            })
-        }
-
-        /// The object key of a file, relative to the bucket.
-        fn key(&self, kind: FileKind, name: &str) -> Result<String> {
-            backup_core::sink::check_name(kind, name)?;
-            let relative = kind.path(name);
-            Ok(if self.prefix.is_empty() {
-                relative
-            } else {
-                format!("{}/{relative}", self.prefix)
-            })
-        }
-
-        /// Signs and sends one request about `key`; returns the status,
-        /// headers and body.
-        async fn send(
-            &self,
-            method: http::Method,
-            key: &str,
-            query: &str,
-            headers: &[(&str, String)],
-            body: Bytes,
-        ) -> Result<Answer> {
-            let mut url = format!("{}/{}", self.bucket_endpoint, encode_key(key));
-            if !query.is_empty() {
-                url.push('?');
-                url.push_str(query);
-            }
-            let what = format!("{method} {key}");
-            self.signer.send(method, &url, headers, body, &what).await
-        }
-
-        fn failure(&self, what: &str, key: &str, status: http::StatusCode, body: &[u8]) -> Error {
-            let text = String::from_utf8_lossy(body);
-            let code = text
-                .split_once("<Code>")
-                .and_then(|(_, r)| r.split_once("</Code>"))
-                .map_or("", |(c, _)| c);
-            let message = format!("{what} {key} at {}: {status} {code}", self.location);
-            match status.as_u16() {
-                404 => Error::not_found(message),
-                401 | 403 => Error::PermissionDenied(format!(
-                    "{message}; check the credentials and the bucket's access policy"
-                )),
-                429 | 500..=599 => Error::Transient {
-                    backend: "s3",
-                    message,
-                },
-                _ => Error::Generic {
-                    backend: "s3",
-                    source: message.into(),
-                },
-            }
-        }
-
+    impl S3Requests {
         pub(super) async fn state(&self, kind: FileKind, name: &str) -> Result<ObjectState> {
             let key = self.key(kind, name)?;
             let (status, headers, body) = self
@@ -451,19 +336,6 @@ mod s3 {
                 _ => Err(self.failure("requesting a thaw of", &key, status, &answer)),
             }
         }
-    }
-
-    /// Percent-encodes an object key for a URL path, keeping `/`.
-    fn encode_key(key: &str) -> String {
-        key.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
     }
 }
 

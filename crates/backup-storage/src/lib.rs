@@ -105,6 +105,8 @@ pub mod cold;
 pub mod failpoint;
 pub mod kms;
 pub mod layers;
+#[cfg(feature = "s3")]
+pub mod object_lock;
 mod objstore;
 mod options;
 mod url;
@@ -137,8 +139,8 @@ mod cloud;
 pub use local::LocalSink;
 pub use objstore::{ObjectStoreSink, UPLOAD_STAGING_PREFIX};
 pub use options::{
-    GcsOptions, GcsStorageClass, HttpOptions, MultipartOptions, RetryOptions, S3Options,
-    S3StorageClass, StorageOptionKey, StorageOptions,
+    GcsOptions, GcsStorageClass, HttpOptions, MultipartOptions, RetryOptions, S3ObjectLock,
+    S3Options, S3StorageClass, StorageOptionKey, StorageOptions,
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use url::{StorageUrl, UrlCredentials};
@@ -174,13 +176,25 @@ pub fn build(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>
 pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
     options.validate()?;
     let location = url.redacted();
+    if options.s3.object_lock.is_some() && !matches!(url, StorageUrl::S3 { .. }) {
+        return Err(backup_core::Error::Config(format!(
+            "{location}: `s3.object-lock` applies to S3 repositories only (a local repository served over SSH or NFS cannot refuse deletes: use an S3 bucket with Object Lock)"
+        )));
+    }
     match url {
         StorageUrl::Local { path } => local::build(path),
         StorageUrl::S3 {
             bucket,
             prefix,
             credentials,
-        } => s3::build(bucket, prefix, credentials.as_ref(), options, &location),
+        } => {
+            let sink = s3::build(bucket, prefix, credentials.as_ref(), options, &location)?;
+            #[cfg(feature = "s3")]
+            if let Some(mode) = options.s3.object_lock {
+                return object_lock::wrap(sink, url, options, mode);
+            }
+            Ok(sink)
+        }
         StorageUrl::Gcs { bucket, prefix } => gcs::build(bucket, prefix, options, &location),
         StorageUrl::Memory { name } => Ok(Arc::new(match name {
             None => backup_core::MemorySink::new(),

@@ -80,6 +80,48 @@ pub struct S3Options {
     /// tree packs, locks, audit and capture records) stays in `STANDARD`.
     /// Unset: data packs are `STANDARD` too.
     pub data_storage_class: Option<S3StorageClass>,
+    /// `s3.object-lock`: the bucket locks every object it stores (S3
+    /// Object Lock with a default retention in this mode); deletes never
+    /// remove or hide a locked object (module `object_lock`).
+    pub object_lock: Option<S3ObjectLock>,
+}
+
+/// The S3 Object Lock mode a repository's bucket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum S3ObjectLock {
+    /// `GOVERNANCE`: users with `s3:BypassGovernanceRetention` can still
+    /// delete.
+    Governance,
+    /// `COMPLIANCE`: nobody, not even the account's root user, can delete
+    /// before the retention ends.
+    Compliance,
+}
+
+impl S3ObjectLock {
+    /// The mode as S3 spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3ObjectLock::Governance => "GOVERNANCE",
+            S3ObjectLock::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+/// Parses `governance` or `compliance` (any case).
+impl FromStr for S3ObjectLock {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "governance" => Ok(S3ObjectLock::Governance),
+            "compliance" => Ok(S3ObjectLock::Compliance),
+            _ => Err(Error::Config(format!(
+                "unknown S3 Object Lock mode `{s}`; known: governance, compliance"
+            ))),
+        }
+    }
 }
 
 impl PartialEq for S3Options {
@@ -95,6 +137,7 @@ impl PartialEq for S3Options {
             )
             && same_secret(self.session_token.as_ref(), other.session_token.as_ref())
             && self.data_storage_class == other.data_storage_class
+            && self.object_lock == other.object_lock
     }
 }
 
@@ -340,6 +383,8 @@ pub enum StorageOptionKey {
     S3SessionToken,
     /// `s3.data-storage-class`: [`S3Options::data_storage_class`].
     S3DataStorageClass,
+    /// `s3.object-lock`: [`S3Options::object_lock`].
+    S3ObjectLock,
     /// `gcs.base-url`: [`GcsOptions::base_url`].
     GcsBaseUrl,
     /// `gcs.service-account-path`: [`GcsOptions::service_account_path`].
@@ -372,7 +417,7 @@ pub enum StorageOptionKey {
 
 impl StorageOptionKey {
     /// Every key, in documentation order.
-    pub const ALL: [StorageOptionKey; 22] = [
+    pub const ALL: [StorageOptionKey; 23] = [
         StorageOptionKey::S3Endpoint,
         StorageOptionKey::S3Region,
         StorageOptionKey::S3AllowHttp,
@@ -381,6 +426,7 @@ impl StorageOptionKey {
         StorageOptionKey::S3SecretAccessKey,
         StorageOptionKey::S3SessionToken,
         StorageOptionKey::S3DataStorageClass,
+        StorageOptionKey::S3ObjectLock,
         StorageOptionKey::GcsBaseUrl,
         StorageOptionKey::GcsServiceAccountPath,
         StorageOptionKey::GcsServiceAccountKey,
@@ -408,6 +454,7 @@ impl StorageOptionKey {
             StorageOptionKey::S3SecretAccessKey => "s3.secret-access-key",
             StorageOptionKey::S3SessionToken => "s3.session-token",
             StorageOptionKey::S3DataStorageClass => "s3.data-storage-class",
+            StorageOptionKey::S3ObjectLock => "s3.object-lock",
             StorageOptionKey::GcsBaseUrl => "gcs.base-url",
             StorageOptionKey::GcsServiceAccountPath => "gcs.service-account-path",
             StorageOptionKey::GcsServiceAccountKey => "gcs.service-account-key",
@@ -505,6 +552,9 @@ impl StorageOptions {
             }
             StorageOptionKey::S3DataStorageClass => {
                 self.s3.data_storage_class = Some(value.parse()?);
+            }
+            StorageOptionKey::S3ObjectLock => {
+                self.s3.object_lock = Some(value.parse()?);
             }
             StorageOptionKey::GcsDataStorageClass => {
                 self.gcs.data_storage_class = Some(value.parse()?);

@@ -1,5 +1,5 @@
 //! Throwaway moto servers (`moto_server`, from the Python package index):
-//! S3 with storage classes and `RestoreObject`, KMS keys, IAM users and
+//! S3 with storage classes, `RestoreObject` and Object Lock, KMS keys, IAM users and
 //! their policies (enforced on request: [`MotoServer::enforce_iam`]), on
 //! 127.0.0.1 with a free port, stopped by process id when the handle is
 //! dropped.
@@ -159,9 +159,7 @@ impl MotoServer {
     /// credential scope of its `Authorization` header, which it does not
     /// check while IAM enforcement ([`MotoServer::enforce_iam`]) is off.
     fn service(&self, service: &str, headers: &[(&str, &str)], body: &str) -> String {
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
-        );
+        let auth = fake_auth(service);
         let mut all = vec![("Authorization", auth.as_str())];
         all.extend_from_slice(headers);
         let (status, answer) = self.request("POST", "/", &all, body);
@@ -234,13 +232,72 @@ impl MotoServer {
         assert_eq!(status, 200, "switching moto's IAM enforcement: {body}");
     }
 
+    /// Creates `bucket` with S3 Object Lock and a default retention of
+    /// `days` days in `mode` (`GOVERNANCE` or `COMPLIANCE`).
+    pub fn create_locked_bucket(&self, bucket: &str, mode: &str, days: u32) {
+        let (status, body) = self.request(
+            "PUT",
+            &format!("/{bucket}"),
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+            "",
+        );
+        assert_eq!(status, 200, "creating the locked bucket: {body}");
+        let rule = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>{mode}</Mode><Days>{days}</Days></DefaultRetention></Rule></ObjectLockConfiguration>"
+        );
+        let (status, body) = self.request("PUT", &format!("/{bucket}?object-lock"), &[], &rule);
+        assert_eq!(status, 200, "setting the default retention: {body}");
+    }
+
+    /// Moves the retention of every object below `prefix` in `bucket` to
+    /// `until` (RFC 3339), as if time had passed; moto lets a governance
+    /// lock be shortened with the bypass header.
+    pub fn set_retention(&self, bucket: &str, prefix: &str, mode: &str, until: &str) {
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{mode}</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>"
+        );
+        for (key, _) in self.objects(bucket, prefix) {
+            let (status, answer) = self.request(
+                "PUT",
+                &format!("/{bucket}/{key}?retention"),
+                &[
+                    ("x-amz-bypass-governance-retention", "true"),
+                    // moto checks this before it sees `?retention`.
+                    ("x-amz-sdk-checksum-algorithm", "SHA256"),
+                    // moto answers 403 to an unsigned request for a
+                    // private object; it does not check the signature.
+                    ("Authorization", &fake_auth("s3")),
+                ],
+                &body,
+            );
+            assert_eq!(status, 200, "setting the retention of {key}: {answer}");
+        }
+    }
+
+    /// The delete markers below `prefix` in `bucket` (keys that a plain
+    /// `DELETE` hid while their versions stay stored).
+    pub fn delete_markers(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (status, body) = self.raw("GET", &format!("/{bucket}?versions&prefix={prefix}"));
+        assert_eq!(status, 200, "listing versions: {body}");
+        body.split("<DeleteMarker>")
+            .skip(1)
+            .filter_map(|m| between(m, "<Key>", "</Key>"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Every object below `prefix` with its storage class, from a
     /// `ListObjectsV2` (`(key, class)`, keys relative to the bucket).
     pub fn storage_classes(&self, prefix: &str) -> Vec<(String, String)> {
+        self.objects(BUCKET, prefix)
+    }
+
+    /// Every object below `prefix` in `bucket` with its storage class.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut path = format!("/{BUCKET}?list-type=2&prefix={prefix}");
+            let mut path = format!("/{bucket}?list-type=2&prefix={prefix}");
             if let Some(t) = &token {
                 path.push_str("&continuation-token=");
                 path.push_str(&encode(t));
@@ -298,6 +355,14 @@ fn wait_ready(child: &mut Child, port: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// An `Authorization` header moto routes by (to `service`) and, while
+/// IAM enforcement is off, does not check.
+fn fake_auth(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
+    )
 }
 
 /// `line` without ANSI escape sequences (`ESC [ ... m`).

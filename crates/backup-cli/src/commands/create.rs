@@ -165,6 +165,12 @@ fn render(
                 r.removed.len(),
                 r.kept
             ))?;
+            for k in &r.retained {
+                ctx.say(format!(
+                    "  retention kept {} {} (S3 Object Lock until {})",
+                    k.kind, k.name, k.until
+                ))?;
+            }
         }
     }
     Ok(())

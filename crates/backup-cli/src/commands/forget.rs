@@ -1,7 +1,7 @@
 //! `backup forget` and `backup prune`.
 
 use anyhow::Result;
-use backup_core::prune::{PruneOptions, PruneReport};
+use backup_core::prune::{PruneOptions, PruneReport, Retained};
 use backup_core::retention::{parse_duration, parse_tz, GroupBy, RetentionPolicy};
 use backup_ops::retention::{forget as forget_snapshots, prune, ForgetRequest};
 
@@ -70,6 +70,7 @@ pub(crate) async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     ctx.say(format!("{verb} {} snapshots", result.removed.len()))?;
+    say_retained(ctx, "forget", &result.retained)?;
     if let Some(p) = &result.prune {
         say_prune(ctx, p)?;
     }
@@ -116,6 +117,7 @@ fn say_prune(ctx: &Ctx, p: &PruneReport) -> Result<()> {
         "prune: {} snapshots keep {} blobs; {} of {} packs deleted, {} repacked into {}, {} unindexed removed",
         p.snapshots, p.blobs_used, p.packs_deleted, p.packs_before, p.packs_repacked, p.packs_written, p.packs_unindexed
     ))?;
+    say_retained(ctx, "prune", &p.retained)?;
     ctx.say(format!(
         "prune: {verb} {} (deleted {}, rewritten {}); {} unused left in kept packs",
         bytes(p.bytes_freed),
@@ -123,4 +125,24 @@ fn say_prune(ctx: &Ctx, p: &PruneReport) -> Result<()> {
         bytes(p.bytes_rewritten),
         bytes(p.bytes_unused_kept)
     ))
+}
+
+/// Files storage kept under S3 Object Lock: each with until when, then
+/// what happens to them.
+fn say_retained(ctx: &Ctx, who: &str, retained: &[Retained]) -> Result<()> {
+    for r in retained {
+        ctx.say(format!(
+            "{who}: kept {} {} (S3 Object Lock until {})",
+            r.kind, r.name, r.until
+        ))?;
+    }
+    if !retained.is_empty() {
+        ctx.say(format!(
+            "{who}: {} locked file{} stay; run it again after the dates above to remove {}",
+            retained.len(),
+            if retained.len() == 1 { "" } else { "s" },
+            if retained.len() == 1 { "it" } else { "them" }
+        ))?;
+    }
+    Ok(())
 }

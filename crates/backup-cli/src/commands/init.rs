@@ -44,6 +44,11 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     } else {
         Some(ctx.password(true)?)
     };
+    // Object Lock is the bucket's: check it before anything is written.
+    let bucket_lock = match spec.options.s3.object_lock {
+        Some(_) => Some(backup_storage::object_lock::check_bucket(&spec.url, &spec.options).await?),
+        None => None,
+    };
     let repo = Repository::init(sink, password.as_ref().map(bytes), &opts).await?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
@@ -55,6 +60,7 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
             "id_hash": repo.config().id_hash,
             "format_version": repo.config().version,
             "key": repo.key_id(),
+            "object_lock": spec.options.s3.object_lock,
             "kms": a.kms,
             "password_key": password.is_some(),
         }))?;
@@ -64,6 +70,13 @@ pub(crate) async fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
             &repo.config().id[..8],
             spec.redacted()
         ))?;
+        if let Some(lock) = &bucket_lock {
+            ctx.say(format!(
+                "S3 Object Lock: every object is locked for {} ({} mode) by the bucket's default retention; forget and prune keep locked objects and say until when",
+                lock.period.as_deref().unwrap_or("?"),
+                lock.mode.as_deref().unwrap_or("?")
+            ))?;
+        }
         if a.insecure_no_encryption {
             ctx.say("warning: the repository is NOT encrypted")?;
         } else if let Some(key) = &a.kms {

@@ -295,10 +295,10 @@ impl Daemon {
         let (success, details) = match &r {
             Ok(o) => {
                 let o = o.clone().unwrap_or_default();
-                tracing::info!(job = %job.name, removed = o.removed.len(), kept = o.kept, "Retention applied.");
+                tracing::info!(job = %job.name, removed = o.removed.len(), kept = o.kept, retained = o.retained.len(), "Retention applied.");
                 (
                     true,
-                    serde_json::json!({"job": job.name, "removed": o.removed, "kept": o.kept, "pruned": o.prune.is_some()}),
+                    serde_json::json!({"job": job.name, "removed": o.removed, "kept": o.kept, "retained": o.retained, "pruned": o.prune.is_some()}),
                 )
             }
             Err(e) => {

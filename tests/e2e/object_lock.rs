@@ -1,0 +1,131 @@
+//! S3 Object Lock against moto 5.2.5: `init` refuses a bucket that does
+//! not lock, `forget --prune` inside the lock period removes and hides
+//! nothing and says until when, and after the period removes it all.
+
+use std::collections::BTreeSet;
+
+use backup_testkit::moto::MotoServer;
+
+use crate::util::{assert_same_tree, random_bytes, write, Scratch};
+
+const LOCKED: &str = "locked-bucket";
+const OPT: [&str; 2] = ["-o", "s3.object-lock=governance"];
+
+fn keys(moto: &MotoServer, prefix: &str) -> BTreeSet<String> {
+    moto.objects(LOCKED, prefix)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn with_lock<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = OPT.to_vec();
+    all.extend_from_slice(args);
+    all
+}
+
+#[test]
+fn object_lock_keeps_locked_objects_and_prunes_them_after_the_period() {
+    let moto = MotoServer::start();
+    moto.create_locked_bucket(LOCKED, "GOVERNANCE", 1);
+
+    // A bucket without Object Lock, and a lock in another mode, are
+    // refused before anything is written.
+    let plain = Scratch::with_repo(moto.url("plain"), moto.env());
+    let err = plain.fails(&with_lock(&["init"]), 2);
+    assert!(err.contains("has no S3 Object Lock"), "{err}");
+    assert!(moto.storage_classes("plain/").is_empty());
+    let s = Scratch::with_repo(format!("s3://{LOCKED}/repo"), moto.env());
+    let err = s.fails(&["-o", "s3.object-lock=compliance", "init"], 2);
+    assert!(err.contains("GOVERNANCE mode"), "{err}");
+    assert!(keys(&moto, "repo/").is_empty());
+    let local = Scratch::new();
+    let err = local.fails(&with_lock(&["init"]), 2);
+    assert!(err.contains("S3 repositories only"), "{err}");
+    assert!(!local.path("repo").exists());
+    let out = s.ok(&with_lock(&["init"]));
+    assert!(out.contains("locked for 1 days (GOVERNANCE mode)"), "{out}");
+
+    // Two snapshots; the first holds a file the second no longer has.
+    let src = s.path("src");
+    write(&src.join("old.bin"), &random_bytes(300_000, 1));
+    write(&src.join("keep.txt"), b"stays\n");
+    s.ok(&with_lock(&["create", src.to_str().unwrap()]));
+    std::fs::remove_file(src.join("old.bin")).unwrap();
+    write(&src.join("new.bin"), &random_bytes(200_000, 2));
+    s.ok(&with_lock(&["create", src.to_str().unwrap()]));
+    let before = keys(&moto, "repo/");
+
+    // Inside the lock period: nothing is removed or hidden, and the
+    // report says until when.
+    let out = s.ok(&with_lock(&["forget", "--keep-last", "1", "--prune"]));
+    assert!(out.contains("removed 0 snapshots"), "{out}");
+    assert!(
+        out.contains("forget: kept snapshot ") && out.contains("S3 Object Lock until"),
+        "{out}"
+    );
+    let after = keys(&moto, "repo/");
+    let gone: Vec<_> = before
+        .iter()
+        .filter(|k| !k.starts_with("repo/locks/") && !after.contains(*k))
+        .collect();
+    assert!(gone.is_empty(), "locked objects disappeared: {gone:?}");
+    let hidden: Vec<_> = moto
+        .delete_markers(LOCKED, "repo/")
+        .into_iter()
+        .filter(|k| !k.starts_with("repo/locks/"))
+        .collect();
+    assert!(hidden.is_empty(), "locked objects hidden: {hidden:?}");
+    let listed = s.json(&with_lock(&["list"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // The snapshot's lock ends (moto lets the test move the retention, as
+    // time would): it goes, but its packs are still locked, so prune keeps
+    // them, says until when, and leaves them to a later prune.
+    for dir in ["repo/snapshots/", "repo/index/"] {
+        moto.set_retention(LOCKED, dir, "GOVERNANCE", "2001-01-01T00:00:00Z");
+    }
+    let out = s.ok(&with_lock(&["forget", "--keep-last", "1", "--prune"]));
+    assert!(out.contains("removed 1 snapshots"), "{out}");
+    assert!(
+        out.contains("prune: kept pack ") && out.contains("S3 Object Lock until"),
+        "{out}"
+    );
+    let packs = keys(&moto, "repo/data/");
+    let lost: Vec<_> = before
+        .iter()
+        .filter(|k| k.starts_with("repo/data/") && !packs.contains(*k))
+        .collect();
+    assert!(lost.is_empty(), "locked packs deleted: {lost:?}");
+    let listed = s.json(&with_lock(&["list"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    s.ok(&with_lock(&["verify", "--read-data"]));
+
+    // Once the packs' lock ends too, a plain prune deletes them: versions
+    // are deleted, not hidden behind delete markers.
+    moto.set_retention(LOCKED, "repo/", "GOVERNANCE", "2001-01-01T00:00:00Z");
+    let out = s.ok(&with_lock(&["prune"]));
+    assert!(!out.contains("S3 Object Lock until"), "{out}");
+    let pruned = keys(&moto, "repo/");
+    assert!(
+        before
+            .iter()
+            .any(|k| k.starts_with("repo/data/") && !pruned.contains(k)),
+        "no pack was deleted: {pruned:?}"
+    );
+    let hidden: Vec<_> = moto
+        .delete_markers(LOCKED, "repo/")
+        .into_iter()
+        .filter(|k| !k.starts_with("repo/locks/"))
+        .collect();
+    assert!(hidden.is_empty(), "deleted objects only hidden: {hidden:?}");
+    s.ok(&with_lock(&["verify", "--read-data"]));
+    let target = s.path("restored");
+    s.ok(&with_lock(&[
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]));
+    assert_same_tree(&src, &target);
+}
