@@ -12,6 +12,7 @@
     clippy::items_after_statements
 )]
 
+mod append_only;
 mod bad_input;
 mod browse;
 mod cloud;

@@ -220,6 +220,9 @@ pub async fn prune(
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.require_deletes("prune")?;
+    }
     progress.set_phase("finding used data");
     let Plan {
         mut report,

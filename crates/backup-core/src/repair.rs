@@ -78,6 +78,9 @@ pub async fn repair_index(
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<RepairIndexReport> {
+    if !dry_run {
+        repo.require_deletes("repair index")?;
+    }
     let mut report = RepairIndexReport {
         dry_run,
         ..RepairIndexReport::default()
@@ -187,9 +190,12 @@ pub async fn repair_snapshots(
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<DamagedSnapshot>> {
+    let removing = remove && !dry_run;
+    if removing {
+        repo.require_deletes("repair snapshots --remove")?;
+    }
     let report = verify(repo.clone(), &VerifyOptions::default(), progress).await?;
     let mut out = Vec::new();
-    let removing = remove && !dry_run;
     for id in report.damaged_snapshots {
         if removing {
             repo.sink().delete(FileKind::Snapshot, &id).await?;

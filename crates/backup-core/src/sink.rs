@@ -82,6 +82,15 @@ pub trait Sink: Send + Sync + fmt::Debug {
 
     /// Removes a file; succeeds when it does not exist.
     async fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// Whether this sink is append-only: it refuses to delete or
+    /// overwrite anything but lock files (the storage option
+    /// `append-only`). Operations that must delete (forget, prune,
+    /// repair, rewrite, changing tags or keys) check it before they change
+    /// anything. Wrappers forward it.
+    fn append_only(&self) -> bool {
+        false
+    }
 }
 
 /// Conveniences built on the [`Sink`] verbs, implemented for every sink.
@@ -163,6 +172,10 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
     async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         (**self).delete(kind, name).await
+    }
+
+    fn append_only(&self) -> bool {
+        (**self).append_only()
     }
 }
 

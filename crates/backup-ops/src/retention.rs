@@ -102,6 +102,9 @@ pub async fn forget(
     feedback: &dyn Feedback,
 ) -> Result<ForgetResult> {
     req.check()?;
+    if !req.dry_run {
+        repo.require_deletes("forget")?;
+    }
     let exclusive = req.prune.is_some() && !req.dry_run;
     let work = async {
         let mut remove = Vec::new();
@@ -189,6 +192,9 @@ pub async fn prune(
     lock_wait: Duration,
     feedback: &dyn Feedback,
 ) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.require_deletes("prune")?;
+    }
     let mode = LockMode::exclusive_if(!opts.dry_run);
     repo.with_lock(
         mode,
@@ -312,6 +318,7 @@ pub async fn apply_retention(
     let Some(retention) = &job.retention else {
         return Ok(None);
     };
+    repo.require_deletes(&format!("the retention of job {}", job.name))?;
     let outcome = retain(repo, &job.name, &retention.policy, lock_wait).await?;
     let mut outcome = outcome;
     if retention.prune && !outcome.removed.is_empty() {

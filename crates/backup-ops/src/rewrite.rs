@@ -208,6 +208,9 @@ pub async fn rewrite(
     feedback: &dyn Feedback,
 ) -> Result<RewriteResult> {
     req.check()?;
+    if !req.dry_run {
+        repo.require_deletes("rewrite")?;
+    }
     feedback.detail("reason", req.reason.clone().into());
     feedback.detail("changes", json(req.changes()));
     feedback.detail("dry_run", req.dry_run.into());

@@ -171,6 +171,7 @@ pub async fn tag(
     feedback: &dyn Feedback,
 ) -> Result<TagResult> {
     req.check()?;
+    repo.require_deletes("tag")?;
     let work = async {
         let (all, _) = repo.snapshots().await?;
         let selected = select(repo, &req.snapshots, &req.filter, &all).await?;

@@ -197,6 +197,10 @@ impl Sink for FailpointSink {
         self.after(n);
         out
     }
+
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
 }
 
 #[cfg(test)]

@@ -185,6 +185,10 @@ impl<S: Sink> Sink for RetrySink<S> {
         self.run("delete", kind, name, |_| self.inner.delete(kind, name))
             .await
     }
+
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
 }
 
 impl<S: Sink> RetrySink<S> {
@@ -206,5 +210,111 @@ impl<S: Sink> RetrySink<S> {
                 name: name.to_owned(),
             }),
         }
+    }
+}
+
+/// The storage option `append-only`: a client that adds and never
+/// removes. Deletes and overwrites are refused with
+/// [`Error::PermissionDenied`] for every file but lock files (locks and
+/// leases must disappear or be renewed when their holder is done; they
+/// hold no data). [`Sink::append_only`] says so, and operations that must
+/// delete check it before they change anything.
+///
+/// This layer keeps an honest client honest; it cannot stop an attacker
+/// who holds the same credentials and another program. Storage enforces
+/// it: on S3 an IAM policy that grants `s3:DeleteObject` only on the
+/// prefix's `locks/*`, with Object Lock or bucket versioning against
+/// overwrites (README, "Append-only clients").
+#[derive(Debug)]
+pub struct AppendOnlySink<S> {
+    inner: S,
+}
+
+impl<S: Sink> AppendOnlySink<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        AppendOnlySink { inner }
+    }
+}
+
+fn refused(verb: &str, kind: FileKind, name: &str) -> Error {
+    Error::PermissionDenied(format!(
+        "this client is append-only (storage option `append-only`): it does not {verb} {kind} {name}; run this from a host with full access"
+    ))
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<S: Sink> Sink for AppendOnlySink<S> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn put(&self, kind: FileKind, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        if mode == PutMode::Overwrite && kind != FileKind::Lock {
+            return Err(refused("overwrite", kind, name));
+        }
+        self.inner.put(kind, name, data, mode).await
+    }
+
+    async fn put_data_pack(&self, name: &str, data: Bytes) -> Result<()> {
+        self.inner.put_data_pack(name, data).await
+    }
+
+    async fn get(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        self.inner.get(kind, name).await
+    }
+
+    async fn get_range(&self, kind: FileKind, name: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(kind, name, range).await
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(kind).await
+    }
+
+    async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        if kind != FileKind::Lock {
+            return Err(refused("delete", kind, name));
+        }
+        self.inner.delete(kind, name).await
+    }
+
+    fn append_only(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod append_only_tests {
+    use super::*;
+    use backup_core::{MemorySink, SinkExt};
+
+    #[tokio::test]
+    async fn only_lock_files_are_deleted_or_overwritten() {
+        let sink = AppendOnlySink::new(MemorySink::new());
+        assert!(sink.append_only());
+        for kind in [FileKind::Snapshot, FileKind::Pack, FileKind::Lock] {
+            sink.put(kind, "ab", "1".into(), PutMode::Create)
+                .await
+                .unwrap();
+        }
+        let refused = sink.delete(FileKind::Snapshot, "ab").await.unwrap_err();
+        assert!(refused.to_string().contains("append-only"), "{refused}");
+        assert!(sink
+            .put(FileKind::Pack, "ab", "2".into(), PutMode::Overwrite)
+            .await
+            .is_err());
+        assert_eq!(sink.get(FileKind::Pack, "ab").await.unwrap(), "1");
+        sink.put(FileKind::Lock, "ab", "2".into(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        sink.delete(FileKind::Lock, "ab").await.unwrap();
+        assert!(sink.get_opt(FileKind::Lock, "ab").await.unwrap().is_none());
+        assert!(sink
+            .get_opt(FileKind::Snapshot, "ab")
+            .await
+            .unwrap()
+            .is_some());
     }
 }

@@ -147,7 +147,8 @@ pub use url::{StorageUrl, UrlCredentials};
 
 use layers::{RetryPolicy, RetrySink};
 
-/// Builds the backend a URL names, wrapped in the retry layer.
+/// Builds the backend a URL names, wrapped in the retry layer (and in
+/// [`layers::AppendOnlySink`] with the option `append-only`).
 ///
 /// Nothing is contacted yet: an unreachable server or wrong credentials
 /// show on the first call. Local directories are created by the first put.
@@ -158,7 +159,10 @@ use layers::{RetryPolicy, RetrySink};
 /// compiled in (see the crate features), or the cloud client cannot be
 /// configured (for example an `http://` endpoint without `allow-http`).
 pub fn build(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<dyn Sink>> {
-    let backend = build_backend(url, options)?;
+    let mut backend = build_backend(url, options)?;
+    if options.append_only {
+        backend = Arc::new(layers::AppendOnlySink::new(backend));
+    }
     let sink: Arc<dyn Sink> = Arc::new(RetrySink::new(backend, RetryPolicy::from(&options.retry)));
     // Outside the retry layer: a write is counted once, however often it
     // is attempted.

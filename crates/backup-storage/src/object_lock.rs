@@ -312,6 +312,10 @@ impl Sink for ObjectLockSink {
             _ => Err(self.requests.failure("deleting", &key, status, &body)),
         }
     }
+
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub struct StorageOptions {
     pub multipart: MultipartOptions,
     /// The retry layer wrapped around every backend.
     pub retry: RetryOptions,
+    /// `append-only`: this client never deletes or overwrites anything but
+    /// lock files ([`crate::layers::AppendOnlySink`]).
+    pub append_only: bool,
 }
 
 /// S3 settings; each overrides the matching `AWS_*` environment variable.
@@ -413,11 +416,13 @@ pub enum StorageOptionKey {
     RetryMaxBackoff,
     /// `retry.max-elapsed`: [`RetryOptions::max_elapsed`].
     RetryMaxElapsed,
+    /// `append-only`: [`StorageOptions::append_only`].
+    AppendOnly,
 }
 
 impl StorageOptionKey {
     /// Every key, in documentation order.
-    pub const ALL: [StorageOptionKey; 23] = [
+    pub const ALL: [StorageOptionKey; 24] = [
         StorageOptionKey::S3Endpoint,
         StorageOptionKey::S3Region,
         StorageOptionKey::S3AllowHttp,
@@ -441,6 +446,7 @@ impl StorageOptionKey {
         StorageOptionKey::RetryInitialBackoff,
         StorageOptionKey::RetryMaxBackoff,
         StorageOptionKey::RetryMaxElapsed,
+        StorageOptionKey::AppendOnly,
     ];
 
     /// The key as written in `key=value` pairs.
@@ -469,6 +475,7 @@ impl StorageOptionKey {
             StorageOptionKey::RetryInitialBackoff => "retry.initial-backoff",
             StorageOptionKey::RetryMaxBackoff => "retry.max-backoff",
             StorageOptionKey::RetryMaxElapsed => "retry.max-elapsed",
+            StorageOptionKey::AppendOnly => "append-only",
         }
     }
 
@@ -602,6 +609,9 @@ impl StorageOptions {
             StorageOptionKey::RetryMaxElapsed => {
                 self.retry.max_elapsed =
                     parse_duration(value).ok_or_else(|| bad("a duration such as `30s`"))?;
+            }
+            StorageOptionKey::AppendOnly => {
+                self.append_only = parse_bool(value).ok_or_else(|| bad("true or false"))?;
             }
         }
         Ok(())

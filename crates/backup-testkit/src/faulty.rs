@@ -354,4 +354,8 @@ impl Sink for FaultySink {
             Some(fault) => Err(injected_error(fault, Op::Delete, number, Some(kind), name)),
         }
     }
+
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
 }

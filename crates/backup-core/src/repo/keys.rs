@@ -59,6 +59,22 @@ impl Repository {
         Ok(out)
     }
 
+    /// Refuses `operation`, which must delete or overwrite files, when the
+    /// storage is append-only ([`crate::Sink::append_only`]), before
+    /// anything changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] naming the operation and the option.
+    pub fn require_deletes(&self, operation: &str) -> Result<()> {
+        if self.sink.append_only() {
+            return Err(Error::PermissionDenied(format!(
+                "`{operation}` deletes or replaces files, and this client is append-only (storage option `append-only`): run it from a host with full access to the repository"
+            )));
+        }
+        Ok(())
+    }
+
     fn require_encrypted(&self) -> Result<()> {
         if self.config.encryption == Encryption::None {
             return Err(Error::Config(
@@ -131,6 +147,7 @@ impl Repository {
         to: Option<&KmsKeyRef>,
     ) -> Result<Vec<(Id, Id)>> {
         self.require_encrypted()?;
+        self.require_deletes("key rotate-kms")?;
         let keys = self.keys().await?;
         let held = keys.iter().filter(|k| k.kms.is_some()).count();
         if let (Some(to), 2..) = (to, held) {
@@ -166,6 +183,7 @@ impl Repository {
     /// [`Error::NotFound`], [`Error::Config`] for the current or last key.
     pub async fn remove_key(&self, prefix: &str) -> Result<Id> {
         self.require_encrypted()?;
+        self.require_deletes("key remove")?;
         let keys = self.keys().await?;
         let matching: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.has_prefix(prefix)).collect();
         let key = match matching.as_slice() {
@@ -194,6 +212,7 @@ impl Repository {
     /// key; storage errors.
     pub async fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
         self.require_encrypted()?;
+        self.require_deletes("key passwd")?;
         let old = self.key_id.ok_or_else(|| {
             Error::Config("the repository was opened with an external key file".to_owned())
         })?;
