@@ -18,6 +18,24 @@ fn keys(moto: &MotoServer, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Objects of `before` below `dir` that are gone now.
+fn missing(moto: &MotoServer, before: &BTreeSet<String>, dir: &str) -> Vec<String> {
+    let now = keys(moto, dir);
+    before
+        .iter()
+        .filter(|k| k.starts_with(dir) && !now.contains(*k))
+        .cloned()
+        .collect()
+}
+
+/// Keys outside `locks/` that a plain `DELETE` hid behind a delete marker.
+fn hidden(moto: &MotoServer) -> Vec<String> {
+    moto.delete_markers(LOCKED, "repo/")
+        .into_iter()
+        .filter(|k| !k.starts_with("repo/locks/"))
+        .collect()
+}
+
 fn with_lock<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = OPT.to_vec();
     all.extend_from_slice(args);
@@ -64,18 +82,12 @@ fn object_lock_keeps_locked_objects_and_prunes_them_after_the_period() {
         out.contains("forget: kept snapshot ") && out.contains("S3 Object Lock until"),
         "{out}"
     );
-    let after = keys(&moto, "repo/");
-    let gone: Vec<_> = before
-        .iter()
-        .filter(|k| !k.starts_with("repo/locks/") && !after.contains(*k))
-        .collect();
-    assert!(gone.is_empty(), "locked objects disappeared: {gone:?}");
-    let hidden: Vec<_> = moto
-        .delete_markers(LOCKED, "repo/")
+    let gone: Vec<_> = missing(&moto, &before, "repo/")
         .into_iter()
         .filter(|k| !k.starts_with("repo/locks/"))
         .collect();
-    assert!(hidden.is_empty(), "locked objects hidden: {hidden:?}");
+    assert!(gone.is_empty(), "locked objects disappeared: {gone:?}");
+    assert!(hidden(&moto).is_empty(), "locked objects hidden");
     let listed = s.json(&with_lock(&["list"]));
     assert_eq!(listed.as_array().unwrap().len(), 2);
 
@@ -91,11 +103,7 @@ fn object_lock_keeps_locked_objects_and_prunes_them_after_the_period() {
         out.contains("prune: kept pack ") && out.contains("S3 Object Lock until"),
         "{out}"
     );
-    let packs = keys(&moto, "repo/data/");
-    let lost: Vec<_> = before
-        .iter()
-        .filter(|k| k.starts_with("repo/data/") && !packs.contains(*k))
-        .collect();
+    let lost = missing(&moto, &before, "repo/data/");
     assert!(lost.is_empty(), "locked packs deleted: {lost:?}");
     let listed = s.json(&with_lock(&["list"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -106,19 +114,11 @@ fn object_lock_keeps_locked_objects_and_prunes_them_after_the_period() {
     moto.set_retention(LOCKED, "repo/", "GOVERNANCE", "2001-01-01T00:00:00Z");
     let out = s.ok(&with_lock(&["prune"]));
     assert!(!out.contains("S3 Object Lock until"), "{out}");
-    let pruned = keys(&moto, "repo/");
     assert!(
-        before
-            .iter()
-            .any(|k| k.starts_with("repo/data/") && !pruned.contains(k)),
-        "no pack was deleted: {pruned:?}"
+        !missing(&moto, &before, "repo/data/").is_empty(),
+        "no pack was deleted"
     );
-    let hidden: Vec<_> = moto
-        .delete_markers(LOCKED, "repo/")
-        .into_iter()
-        .filter(|k| !k.starts_with("repo/locks/"))
-        .collect();
-    assert!(hidden.is_empty(), "deleted objects only hidden: {hidden:?}");
+    assert!(hidden(&moto).is_empty(), "deleted objects only hidden");
     s.ok(&with_lock(&["verify", "--read-data"]));
     let target = s.path("restored");
     s.ok(&with_lock(&[
