@@ -114,9 +114,13 @@ fn r30_restore_request_of_a_protected_postgres_job() {
     let d = Daemon::start(&s, &cfg, port, "daemon.log");
     let (code, _) = http(port, "POST", "/api/jobs/pg/run", Some(OTTO)).unwrap();
     assert_eq!(code, 202);
-    d.wait_for("the backup", Duration::from_secs(60), || {
-        !d.job("pg")["last_success"].is_null()
-    });
+    // The job's state and the audit trail are written one after the
+    // other: wait for both.
+    d.wait_for(
+        "the backup and its audit record",
+        Duration::from_secs(60),
+        || !d.job("pg")["last_success"].is_null() && !trail_of(&log, "create").is_empty(),
+    );
     // The run asked for over the API is the operator's in the trail.
     let created = trail_of(&log, "create");
     assert_eq!(created.len(), 1);
@@ -213,10 +217,14 @@ fn r30_restore_request_of_a_protected_postgres_job() {
     let (code, _, err) = remote(&s, port, ADA, &["approve", &a_id]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("409"), "{err}");
-    d.wait_for("the approved restore", Duration::from_secs(60), || {
-        let st = request(&d, &a_id)["state"].clone();
-        st == "succeeded" || st == "failed"
-    });
+    d.wait_for(
+        "the approved restore and its audit record",
+        Duration::from_secs(60),
+        || {
+            let st = request(&d, &a_id)["state"].clone();
+            (st == "succeeded" || st == "failed") && trail(&log, &a_id).len() >= 3
+        },
+    );
     let done = request(&d, &a_id);
     assert_eq!(done["state"], "succeeded", "{done}");
     assert!(!done["report"]["safety_backup"].is_null(), "{done}");
