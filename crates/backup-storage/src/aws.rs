@@ -230,10 +230,7 @@ impl S3Requests {
         body: &[u8],
     ) -> Error {
         let text = String::from_utf8_lossy(body);
-        let code = text
-            .split_once("<Code>")
-            .and_then(|(_, r)| r.split_once("</Code>"))
-            .map_or("", |(c, _)| c);
+        let code = crate::xml_tag(&text, "Code").unwrap_or_default();
         let message = format!("{what} {key} at {}: {status} {code}", self.location);
         match status.as_u16() {
             404 => Error::not_found(message),

@@ -104,11 +104,7 @@ pub(crate) fn error_of(body: &[u8]) -> (String, String) {
         return (code, message);
     }
     let text = String::from_utf8_lossy(body);
-    let tag = |t: &str| {
-        text.split_once(&format!("<{t}>"))
-            .and_then(|(_, r)| r.split_once(&format!("</{t}>")))
-            .map_or(String::new(), |(v, _)| v.to_owned())
-    };
+    let tag = |t: &str| crate::xml_tag(&text, t).unwrap_or_default().to_owned();
     (tag("Code"), tag("Message"))
 }
 

@@ -207,6 +207,14 @@ pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<d
     }
 }
 
+/// The text between the first `<tag>` and the `</tag>` after it, in the
+/// small XML documents S3 answers with (error codes, lock settings).
+pub(crate) fn xml_tag<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let (_, rest) = text.split_once(&format!("<{tag}>"))?;
+    rest.split_once(&format!("</{tag}>"))
+        .map(|(value, _)| value)
+}
+
 /// Parses `url` and builds its backend with the retry layer; a shortcut
 /// for [`StorageUrl::parse`] then [`build`].
 ///

@@ -86,11 +86,7 @@ pub async fn check_bucket(url: &StorageUrl, options: &StorageOptions) -> Result<
             &body,
         ));
     }
-    let tag = |t: &str| {
-        text.split_once(&format!("<{t}>"))
-            .and_then(|(_, r)| r.split_once(&format!("</{t}>")))
-            .map(|(v, _)| v.trim().to_owned())
-    };
+    let tag = |t: &str| crate::xml_tag(&text, t).map(|v| v.trim().to_owned());
     let lock = BucketLock {
         enabled: tag("ObjectLockEnabled").as_deref() == Some("Enabled"),
         mode: tag("Mode"),

@@ -285,23 +285,8 @@ impl Repository {
             return Self::assemble(sink, config, master, None);
         }
         let password = password.ok_or(Error::WrongPassword)?;
-        let names = sink.list_names(FileKind::Key).await?;
-        if names.is_empty() {
-            return Err(Error::corrupt(
-                FileKind::Key,
-                "keys/",
-                "the repository has no key files",
-            ));
-        }
-        for name in names {
-            let Some(bytes) = sink.get_opt(FileKind::Key, &name).await? else {
-                continue;
-            };
-            let Ok(kf) = KeyFile::decode(&bytes, &name) else {
-                tracing::warn!(key = %name, "Skipping an unreadable key file.");
-                continue;
-            };
-            if kf.repository_id != config.id {
+        for (name, kf) in stored_keys(sink.as_ref(), &config).await? {
+            if kf.kms_key().is_some() {
                 continue;
             }
             let pw = password.to_vec();
@@ -344,14 +329,8 @@ impl Repository {
             return Ok(None);
         }
         let mut first_error = None;
-        for name in sink.list_names(FileKind::Key).await? {
-            let Some(bytes) = sink.get_opt(FileKind::Key, &name).await? else {
-                continue;
-            };
-            let Ok(kf) = KeyFile::decode(&bytes, &name) else {
-                continue;
-            };
-            if kf.repository_id != config.id || kf.kms_key().is_none() {
+        for (name, kf) in stored_keys(sink.as_ref(), &config).await? {
+            if kf.kms_key().is_none() {
                 continue;
             }
             match kf.unwrap_with_kms(kms, &name).await {
@@ -733,6 +712,39 @@ fn no_latest(filter: &SnapshotFilter, all: &[SnapshotEntry]) -> Error {
         )
     };
     Error::not_found(format!("snapshot `latest` of {source} ({listed})"))
+}
+
+/// The key files of the repository `config` describes, in name order with
+/// their names; files that do not parse (logged) or belong to another
+/// repository are left out.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when the repository has no key file at all; storage
+/// errors.
+async fn stored_keys(sink: &dyn Sink, config: &RepoConfig) -> Result<Vec<(String, KeyFile)>> {
+    let names = sink.list_names(FileKind::Key).await?;
+    if names.is_empty() {
+        return Err(Error::corrupt(
+            FileKind::Key,
+            "keys/",
+            "the repository has no key files",
+        ));
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let Some(bytes) = sink.get_opt(FileKind::Key, &name).await? else {
+            continue;
+        };
+        let Ok(kf) = KeyFile::decode(&bytes, &name) else {
+            tracing::warn!(key = %name, "Skipping an unreadable key file.");
+            continue;
+        };
+        if kf.repository_id == config.id {
+            out.push((name, kf));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
