@@ -151,11 +151,11 @@ fn newer_repository_version_is_refused() {
     let config = Path::new(&s.repo).join("config");
     let text = fs::read_to_string(&config)
         .unwrap()
-        .replace("\"version\": 3", "\"version\": 4");
+        .replace("\"version\": 3", "\"version\": 5");
     fs::write(&config, text).unwrap();
     let err = s.fails(&["list"], 2);
     assert!(
-        err.contains("version 4") && err.contains("upgrade"),
+        err.contains("version 5") && err.contains("upgrade"),
         "{err}"
     );
 }

@@ -61,3 +61,4 @@ mod roles;
 mod roundtrip;
 mod soak;
 mod util;
+mod write_only;

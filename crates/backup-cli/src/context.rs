@@ -97,6 +97,12 @@ impl Ctx {
     }
 
     /// The repository this invocation opened, if any.
+    /// Replaces the repository the audit record goes to (after a command
+    /// changed its config, such as the first write-only key).
+    pub(crate) fn set_opened(&self, repo: &Repository) {
+        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(repo.clone());
+    }
+
     pub(crate) fn opened(&self) -> Option<Repository> {
         self.opened
             .lock()

@@ -179,8 +179,19 @@ pub async fn backup(
             run_stats,
         });
     }
-    write_index_files(repo, outcome.packs).await?;
+    let written = write_index_files(repo, outcome.packs).await?;
     let id = repo.save_snapshot(&snapshot).await?;
+    if let Some(w) = repo.writer() {
+        let files: Vec<_> = written
+            .into_iter()
+            .filter_map(|(id, f)| f.map(|f| (id, f)))
+            .collect();
+        let entry = crate::snapshot::SnapshotEntry {
+            id,
+            snapshot: snapshot.clone(),
+        };
+        w.record(&files, &entry);
+    }
     Ok(BackupOutcome {
         id: Some(id),
         snapshot,

@@ -132,11 +132,11 @@ fn name_of(seq: u64) -> String {
 fn encode(repo: &Repository, record: &AuditRecord) -> Result<Bytes, Error> {
     let json = serde_json::to_vec(record)
         .map_err(|e| Error::Config(format!("cannot encode an audit record: {e}")))?;
-    Ok(Bytes::from(repo.key().seal(&json)))
+    Ok(Bytes::from(repo.seal_for(FileKind::Audit, &json)))
 }
 
 fn decode(repo: &Repository, name: &str, bytes: &[u8]) -> Result<AuditRecord, Error> {
-    let json = repo.key().open(bytes, FileKind::Audit, name)?;
+    let json = repo.open_for(FileKind::Audit, bytes, name)?;
     serde_json::from_slice(&json).map_err(|e| Error::corrupt(FileKind::Audit, name, e))
 }
 

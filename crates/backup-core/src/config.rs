@@ -6,13 +6,19 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{IdHash, MasterKey};
 use crate::error::{Error, Result};
 
-/// The newest repository format version this build reads, and the one it
-/// writes by default. Version 3 is version 2 plus the node fields of a
+/// The newest repository format version this build reads and writes.
+/// Version 4 is version 3 plus write-only keys: a repository becomes
+/// version 4 when its first write-only key is added
+/// ([`WRITE_ONLY_VERSION`]), since older builds cannot open what such keys
+/// seal. New repositories are version 3. Version 3 is version 2 plus the node fields of a
 /// system backup (hard links, extended attributes and ACLs, sparse files,
 /// special files, inode flags, owner names); version 2 names blobs with
 /// keyed BLAKE3 ([`IdHash::Blake3`], the config's `id_hash`); version 1,
 /// without that field, with HMAC-SHA-256. All three are read and written.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The format version of a repository with write-only keys.
+pub const WRITE_ONLY_VERSION: u32 = 4;
 
 /// Contents of the plaintext `config` file: what a reader needs before it
 /// has a key, and the parameters every writer must use.
@@ -61,7 +67,7 @@ fn is_id_hash_of_version_1(h: &IdHash) -> bool {
 pub fn version_for(hash: IdHash) -> u32 {
     match hash {
         IdHash::HmacSha256 => 1,
-        IdHash::Blake3 => FORMAT_VERSION,
+        IdHash::Blake3 => 3,
     }
 }
 
@@ -70,6 +76,12 @@ impl RepoConfig {
     /// 3 ([`crate::tree::Node::version_3_features`]).
     pub fn extended_nodes(&self) -> bool {
         self.version >= 3
+    }
+
+    /// Whether the repository may have write-only keys (version 4): lock
+    /// files are then sealed with the lock key ([`crate::lock`]).
+    pub fn write_only_keys(&self) -> bool {
+        self.version >= WRITE_ONLY_VERSION
     }
 }
 
@@ -221,14 +233,14 @@ impl RepoConfig {
             .map_err(|e| Error::corrupt(crate::FileKind::Config, "config", e))?;
         let agrees = match config.id_hash {
             IdHash::HmacSha256 => version == 1,
-            IdHash::Blake3 => version == 2 || version == 3,
+            IdHash::Blake3 => (2..=4).contains(&version),
         };
         if !agrees {
             return Err(Error::corrupt(
                 crate::FileKind::Config,
                 "config",
                 format!(
-                    "format version {version} and blob id hash `{}` disagree (version 1 is HMAC-SHA-256, versions 2 and 3 BLAKE3)",
+                    "format version {version} and blob id hash `{}` disagree (version 1 is HMAC-SHA-256, versions 2 to 4 BLAKE3)",
                     config.id_hash.name()
                 ),
             ));
@@ -263,7 +275,7 @@ mod tests {
             err,
             Error::UnsupportedVersion {
                 found: 7,
-                supported: 3
+                supported: 4
             }
         ));
         assert!(err.to_string().contains("upgrade"));

@@ -5,8 +5,23 @@
 //! plaintext under a key of their own (BLAKE3 in keyed mode, or HMAC-SHA-256
 //! in format version 1 repositories), so ids reveal nothing about content
 //! to anyone without the master key.
+//!
+//! A write-only key ([`WriterKey`], format version 4) seals with a random
+//! key of its own session instead, which it sends to the repository's
+//! X25519 key pair with HPKE (RFC 9180): such an object is
+//! [`SESSION_MAGIC`] || HPKE encapsulated key (32 bytes) || the session key
+//! sealed by HPKE (48 bytes) || the usual `nonce || ciphertext || tag`
+//! under the session key. Only the private key, derived from the master
+//! key, opens it; the session key never leaves the writing process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hmac::{Hmac, Mac};
+use hpke::aead::AesGcm256;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -21,6 +36,15 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
 pub use crate::util::fill_random;
+
+/// The first bytes of an object sealed by a write-only session.
+pub const SESSION_MAGIC: [u8; 8] = *b"\xffbkwo\x00\x04\x01";
+/// Encapsulated key plus the session key sealed by HPKE.
+const SESSION_KEYS: usize = 32 + 32 + TAG_LEN;
+/// Bytes a write-only session adds before the usual seal.
+pub const SESSION_OVERHEAD: usize = SESSION_MAGIC.len() + SESSION_KEYS;
+/// HPKE `info` of a session key: binds it to this use.
+const SESSION_INFO: &[u8] = b"backup repository write-only session key";
 
 /// The secrets of a repository: created once at `init`, stored only wrapped
 /// by user keys (see [`crate::keys`]).
@@ -38,6 +62,110 @@ pub struct MasterKey {
     /// with `--insecure-no-encryption`, whose keys live in the config file.
     #[serde(default = "default_true")]
     encrypt: bool,
+    /// Full key or write-only session; never stored (a key file holds a
+    /// full key's fields, or a [`WriterKey`]).
+    #[serde(skip)]
+    role: Role,
+}
+
+/// What a [`MasterKey`] in memory may do.
+#[derive(Clone)]
+enum Role {
+    /// Seals with the master key and opens everything; remembers the
+    /// session keys of write-only objects it opened, by encapsulated key.
+    Full {
+        sessions: Arc<Mutex<HashMap<[u8; 32], [u8; 32]>>>,
+    },
+    /// Seals under a session key sent to the repository's public key, and
+    /// opens nothing.
+    Writer(Arc<Session>),
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role::Full {
+            sessions: Arc::default(),
+        }
+    }
+}
+
+/// A write-only process's session: the header of every object it seals,
+/// and the keys of its locks and of its local cache.
+struct Session {
+    header: [u8; SESSION_OVERHEAD],
+    locks: [u8; 32],
+    cache: [u8; 32],
+}
+
+/// What a write-only key file holds instead of the master key: enough to
+/// name blobs and chunk as the repository does, and to seal to its public
+/// key, and nothing that opens what is stored.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterKey {
+    /// The blob-id key (the master key's): ids match those of full keys,
+    /// so data deduplicates across both.
+    #[serde(with = "b64")]
+    id: [u8; 32],
+    /// The chunker seed (the master key's).
+    chunker_seed: u64,
+    /// The repository's X25519 public key.
+    #[serde(with = "b64")]
+    public: [u8; 32],
+    /// The key lock files are sealed with in a repository with write-only
+    /// keys, so that writers see who holds the repository.
+    #[serde(with = "b64")]
+    locks: [u8; 32],
+    /// The key of this writer's local cache (random per write-only key).
+    #[serde(with = "b64")]
+    cache: [u8; 32],
+}
+
+impl std::fmt::Debug for WriterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterKey")
+    }
+}
+
+/// The `access` of a write-only key file ([`crate::keys::KeyFile`]).
+pub const WRITE_ONLY: &str = "write-only";
+
+/// What a key file wraps: the master key, or a write-only key.
+#[derive(Debug, Clone, Copy)]
+pub enum Secret<'a> {
+    /// A full key: the master key.
+    Full(&'a MasterKey),
+    /// A write-only key.
+    WriteOnly(&'a WriterKey),
+}
+
+impl Secret<'_> {
+    /// The JSON a key file wraps.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteOnly`] for a write-only session's master key, which is
+    /// never stored; [`Error::Config`] when it cannot be encoded.
+    pub fn to_json(self) -> Result<Vec<u8>> {
+        let json = match self {
+            Secret::Full(m) if m.is_write_only() => {
+                return Err(Error::WriteOnly("adding a key".to_owned()))
+            }
+            Secret::Full(m) => serde_json::to_vec(m),
+            Secret::WriteOnly(w) => serde_json::to_vec(w),
+        };
+        json.map_err(|e| Error::Config(format!("cannot encode a key: {e}")))
+    }
+
+    /// The key file's `access` for it.
+    pub(crate) fn access(self) -> Option<String> {
+        matches!(self, Secret::WriteOnly(_)).then(|| WRITE_ONLY.to_owned())
+    }
+}
+
+/// The 32-byte key `context` derives from `key` (BLAKE3's key derivation).
+fn derived(context: &str, key: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(context, key)
 }
 
 fn default_true() -> bool {
@@ -67,7 +195,149 @@ impl MasterKey {
             id,
             chunker_seed: u64::from_le_bytes(seed) & 0x0000_ffff_ffff_ffff,
             encrypt,
+            role: Role::default(),
         }
+    }
+
+    /// Whether this is a write-only session ([`MasterKey::for_writer`]).
+    pub fn is_write_only(&self) -> bool {
+        matches!(self.role, Role::Writer(_))
+    }
+
+    /// The repository's X25519 key pair, derived from the master key.
+    fn key_pair(
+        &self,
+    ) -> (
+        <X25519HkdfSha256 as Kem>::PrivateKey,
+        <X25519HkdfSha256 as Kem>::PublicKey,
+    ) {
+        let ikm = derived(
+            "backup repository 2026-11 write-only X25519 key pair",
+            &self.encryption,
+        );
+        X25519HkdfSha256::derive_keypair(&ikm)
+    }
+
+    /// A new write-only key's contents: the blob-id key and chunker seed,
+    /// the repository's public key, the lock key and a fresh cache key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteOnly`] from a write-only key; [`Error::Config`] for an
+    /// unencrypted repository, where a write-only key protects nothing.
+    pub fn writer_key(&self) -> Result<WriterKey> {
+        if self.is_write_only() {
+            return Err(Error::WriteOnly("adding a key".to_owned()));
+        }
+        if !self.encrypt {
+            return Err(Error::Config(
+                "an unencrypted repository cannot have write-only keys".to_owned(),
+            ));
+        }
+        let mut cache = [0u8; 32];
+        fill_random(&mut cache);
+        let public = self.key_pair().1.to_bytes();
+        Ok(WriterKey {
+            id: self.id,
+            chunker_seed: self.chunker_seed,
+            public: public.into(),
+            locks: self.lock_key(),
+            cache,
+        })
+    }
+
+    /// A write-only session of `writer`: a random session key, sealed to
+    /// the repository's public key once, seals every object it writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming `name` when the public key is invalid.
+    pub fn for_writer(writer: &WriterKey, name: &str) -> Result<Self> {
+        let public = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(&writer.public)
+            .map_err(|e| Error::corrupt(FileKind::Key, name, format!("public key: {e}")))?;
+        let mut session = [0u8; 32];
+        fill_random(&mut session);
+        let (encapped, sealed) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+            &OpModeS::Base,
+            &public,
+            SESSION_INFO,
+            &session,
+            &[],
+        )
+        .map_err(|e| Error::corrupt(FileKind::Key, name, format!("sealing a session key: {e}")))?;
+        let mut header = [0u8; SESSION_OVERHEAD];
+        header[..SESSION_MAGIC.len()].copy_from_slice(&SESSION_MAGIC);
+        header[SESSION_MAGIC.len()..SESSION_MAGIC.len() + 32].copy_from_slice(&encapped.to_bytes());
+        if sealed.len() != 32 + TAG_LEN {
+            return Err(Error::corrupt(
+                FileKind::Key,
+                name,
+                "unexpected HPKE output",
+            ));
+        }
+        header[SESSION_MAGIC.len() + 32..].copy_from_slice(&sealed);
+        Ok(MasterKey {
+            encryption: session,
+            id: writer.id,
+            chunker_seed: writer.chunker_seed,
+            encrypt: true,
+            role: Role::Writer(Arc::new(Session {
+                header,
+                locks: writer.locks,
+                cache: writer.cache,
+            })),
+        })
+    }
+
+    /// The key lock files are sealed with in a repository with write-only
+    /// keys ([`crate::lock`]): full keys derive it, writers hold it.
+    pub fn lock_key(&self) -> [u8; 32] {
+        match &self.role {
+            Role::Full { .. } => derived("backup repository 2026-11 lock files", &self.encryption),
+            Role::Writer(s) => s.locks,
+        }
+    }
+
+    /// The key of a write-only key's local cache; `None` for a full key.
+    pub fn cache_key(&self) -> Option<[u8; 32]> {
+        match &self.role {
+            Role::Full { .. } => None,
+            Role::Writer(s) => Some(s.cache),
+        }
+    }
+
+    /// The session key of a write-only object's `keys` (encapsulated key
+    /// and sealed session key), opened with the repository's private key
+    /// and remembered; `None` when they do not open.
+    fn session_key(
+        &self,
+        sessions: &Mutex<HashMap<[u8; 32], [u8; 32]>>,
+        keys: &[u8],
+    ) -> Option<[u8; 32]> {
+        let encapped: [u8; 32] = keys.get(..32)?.try_into().ok()?;
+        if let Some(k) = sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&encapped)
+        {
+            return Some(*k);
+        }
+        let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&encapped).ok()?;
+        let opened = hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &self.key_pair().0,
+            &enc,
+            SESSION_INFO,
+            keys.get(32..)?,
+            &[],
+        )
+        .ok()?;
+        let key: [u8; 32] = opened.as_slice().try_into().ok()?;
+        sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(encapped, key);
+        Some(key)
     }
 
     /// Whether sealing encrypts.
@@ -96,7 +366,16 @@ impl MasterKey {
         if !self.encrypt {
             return plaintext.to_vec();
         }
-        seal_with(&self.encryption, plaintext)
+        match &self.role {
+            Role::Full { .. } => seal_with(&self.encryption, plaintext),
+            Role::Writer(s) => {
+                let mut out =
+                    Vec::with_capacity(SESSION_OVERHEAD + plaintext.len() + SEAL_OVERHEAD);
+                out.extend_from_slice(&s.header);
+                seal_into(&self.encryption, plaintext, &mut out);
+                out
+            }
+        }
     }
 
     /// Checks and decrypts an object made by [`MasterKey::seal`].
@@ -104,10 +383,30 @@ impl MasterKey {
     /// # Errors
     ///
     /// [`Error::Corrupt`] (naming `kind` and `name`) when the object is too
-    /// short or its authentication tag does not match.
+    /// short or its authentication tag does not match; [`Error::WriteOnly`]
+    /// for a write-only key, which opens nothing.
     pub fn open(&self, sealed: &[u8], kind: FileKind, name: &str) -> Result<Vec<u8>> {
         if !self.encrypt {
             return Ok(sealed.to_vec());
+        }
+        let sessions = match &self.role {
+            Role::Writer(_) => {
+                return Err(Error::WriteOnly(format!("reading {kind} {name}")));
+            }
+            Role::Full { sessions } => sessions,
+        };
+        if let Some(rest) = sealed.strip_prefix(&SESSION_MAGIC) {
+            if rest.len() >= SESSION_KEYS + SEAL_OVERHEAD {
+                let (keys, body) = rest.split_at(SESSION_KEYS);
+                if let Some(opened) = self
+                    .session_key(sessions, keys)
+                    .and_then(|k| open_with(&k, body))
+                {
+                    return Ok(opened);
+                }
+            }
+            // Else an object sealed with the master key whose random
+            // nonce begins like a session's (one in 2^64): opened below.
         }
         open_with(&self.encryption, sealed).ok_or_else(|| {
             Error::corrupt(
@@ -146,10 +445,17 @@ pub(crate) fn open_with(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
 /// Encrypts with a raw 32-byte key and a fresh random nonce: `nonce ||
 /// ciphertext || tag`.
 pub(crate) fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    seal_into(key, plaintext, &mut out);
+    out
+}
+
+/// [`seal_with`] appending to `out`.
+fn seal_into(key: &[u8; 32], plaintext: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
-    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
     out.extend_from_slice(&nonce);
+    let start = out.len();
     out.extend_from_slice(plaintext);
     // Sealing fails only for inputs beyond GCM's limit of 64 GiB, far above
     // any object we seal.
@@ -158,11 +464,10 @@ pub(crate) fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::empty(),
-            &mut out[NONCE_LEN..],
+            &mut out[start..],
         )
         .expect("AES-GCM encryption failed");
     out.extend_from_slice(tag.as_ref());
-    out
 }
 
 /// The keyed hash that names blobs: the repository config's `id_hash`.
@@ -286,6 +591,68 @@ mod tests {
             .is_corruption());
         let other = MasterKey::generate(true);
         assert!(other.open(&sealed, FileKind::Pack, "x").is_err());
+    }
+
+    #[test]
+    fn write_only_sessions_seal_what_only_the_full_key_opens() {
+        let full = MasterKey::generate(true);
+        let wk = full.writer_key().unwrap();
+        let w1 = MasterKey::for_writer(&wk, "k").unwrap();
+        let w2 = MasterKey::for_writer(&wk, "k").unwrap();
+        assert!(w1.is_write_only() && !full.is_write_only());
+        let a = w1.seal(b"from one");
+        let b = w2.seal(b"from two");
+        assert!(a.starts_with(&SESSION_MAGIC));
+        assert_eq!(a.len(), 8 + SESSION_OVERHEAD + SEAL_OVERHEAD);
+        assert_ne!(a[8..88], b[8..88], "each session has its own key");
+        // The full key opens both (and again, from its remembered keys).
+        for _ in 0..2 {
+            assert_eq!(full.open(&a, FileKind::Pack, "a").unwrap(), b"from one");
+            assert_eq!(full.open(&b, FileKind::Pack, "b").unwrap(), b"from two");
+        }
+        // No writer opens anything: not its own objects, not the others'.
+        for w in [&w1, &w2] {
+            for obj in [&a, &b, &full.seal(b"x")] {
+                let e = w.open(obj, FileKind::Snapshot, "s").unwrap_err();
+                assert!(matches!(e, Error::WriteOnly(_)), "{e}");
+            }
+        }
+        // Neither does the session key of another repository's full key,
+        // and a flipped byte anywhere is damage.
+        assert!(MasterKey::generate(true)
+            .open(&a, FileKind::Pack, "a")
+            .is_err());
+        for at in [3, 20, 60, 100, a.len() - 1] {
+            let mut bad = a.clone();
+            bad[at] ^= 1;
+            let fresh = MasterKey {
+                role: Role::default(),
+                ..full.clone()
+            };
+            assert!(
+                fresh
+                    .open(&bad, FileKind::Pack, "a")
+                    .unwrap_err()
+                    .is_corruption(),
+                "{at}"
+            );
+        }
+        // An attacker holding the write-only key has every secret it
+        // holds, and none of them opens a session's objects.
+        for secret in [wk.id, wk.public, wk.locks, wk.cache, w2.encryption] {
+            assert!(open_with(&secret, &a[SESSION_OVERHEAD..]).is_none());
+            assert!(open_with(&secret, &a).is_none());
+        }
+        // Writers name blobs and chunk like the full key; locks share a key.
+        assert_eq!(
+            w1.blob_id(IdHash::Blake3, b"x"),
+            full.blob_id(IdHash::Blake3, b"x")
+        );
+        assert_eq!(w1.chunker_seed(), full.chunker_seed());
+        assert_eq!(w1.lock_key(), full.lock_key());
+        assert!(full.cache_key().is_none() && w1.cache_key().is_some());
+        assert!(matches!(w1.writer_key(), Err(Error::WriteOnly(_))));
+        assert!(MasterKey::generate(false).writer_key().is_err());
     }
 
     #[test]

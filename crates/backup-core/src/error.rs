@@ -142,6 +142,11 @@ pub enum Error {
         /// hold is removed"`.
         until: String,
     },
+    /// Something a write-only key may not do: read, list the contents of,
+    /// restore, forget, prune, repair or rewrite anything, or manage keys.
+    /// The message names what was asked for; nothing was changed.
+    #[error("{0} needs a full key: this repository was opened with a write-only key, which can add backups and nothing else")]
+    WriteOnly(String),
     /// Any other error from a storage backend or driver.
     #[error("{backend}: {source}")]
     Generic {

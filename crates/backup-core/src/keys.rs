@@ -6,16 +6,21 @@
 //!
 //! A key file may instead hold the master key encrypted by a key
 //! management service ([`KeyFile::from_kms`], module [`crate::kms`]).
+//!
+//! A write-only key file (`access` `write-only`) holds a [`WriterKey`]
+//! instead of the master key, wrapped the same ways.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{self, MasterKey};
+use crate::crypto::{self, MasterKey, Secret, WriterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::kms::{Kms, KmsKeyRef, Wrapped};
 use crate::sink::FileKind;
+
+pub use crate::crypto::WRITE_ONLY;
 
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +97,14 @@ pub struct KeyFile {
     /// The KMS key that encrypted `data`, exactly when `kdf` is `kms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsKeyRef>,
+    /// [`WRITE_ONLY`] when `data` holds a [`WriterKey`] rather than the
+    /// master key (format version 4); absent for a full key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    /// A name given when the key was added (`key add --name`), shown by
+    /// `key list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl KeyFile {
@@ -106,11 +119,25 @@ impl KeyFile {
         repository_id: &str,
         params: KdfParams,
     ) -> Result<Self> {
+        Self::wrap_secret(Secret::Full(master), password, repository_id, params)
+    }
+
+    /// Wraps `secret` under `password`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the parameters are invalid; those of
+    /// [`Secret::to_json`].
+    pub fn wrap_secret(
+        secret: Secret<'_>,
+        password: &[u8],
+        repository_id: &str,
+        params: KdfParams,
+    ) -> Result<Self> {
+        let plain = secret.to_json()?;
         let mut salt = vec![0u8; 32];
         crypto::fill_random(&mut salt);
         let user_key = params.derive(password, &salt)?;
-        let plain = serde_json::to_vec(master)
-            .map_err(|e| Error::Config(format!("cannot encode master key: {e}")))?;
         Ok(KeyFile {
             version: 1,
             repository_id: repository_id.to_owned(),
@@ -122,12 +149,20 @@ impl KeyFile {
             salt,
             data: crypto::seal_with(&user_key, &plain),
             kms: None,
+            access: secret.access(),
+            name: None,
         })
     }
 
     /// A key file holding the master key as a KMS encrypted it
     /// ([`crate::kms::wrap`]).
     pub fn from_kms(wrapped: Wrapped, repository_id: &str) -> Self {
+        Self::from_kms_secret(wrapped, repository_id, false)
+    }
+
+    /// A key file holding the master key, or a write-only key when
+    /// `write_only`, as a KMS encrypted it.
+    pub fn from_kms_secret(wrapped: Wrapped, repository_id: &str, write_only: bool) -> Self {
         KeyFile {
             version: 1,
             repository_id: repository_id.to_owned(),
@@ -139,7 +174,27 @@ impl KeyFile {
             salt: Vec::new(),
             data: wrapped.ciphertext,
             kms: Some(wrapped.key),
+            access: write_only.then(|| WRITE_ONLY.to_owned()),
+            name: None,
         }
+    }
+
+    /// Whether this is a write-only key.
+    pub fn is_write_only(&self) -> bool {
+        self.access.is_some()
+    }
+
+    /// What the unwrapped `plain` JSON makes: the master key of a full
+    /// key, or a write-only session ([`MasterKey::for_writer`]).
+    fn secret_of(&self, plain: &[u8], name: &str) -> Result<MasterKey> {
+        if self.is_write_only() {
+            let writer: WriterKey = serde_json::from_slice(plain).map_err(|e| {
+                Error::corrupt(FileKind::Key, name, format!("bad write-only key: {e}"))
+            })?;
+            return MasterKey::for_writer(&writer, name);
+        }
+        serde_json::from_slice(plain)
+            .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))
     }
 
     /// The KMS key that holds this key file's master key, if it is a KMS
@@ -148,12 +203,15 @@ impl KeyFile {
         self.kms.as_ref().filter(|_| self.kdf == "kms")
     }
 
-    /// What kind of key this is: `password`, `no-password` or `kms`.
+    /// What kind of key this is: `password`, `no-password` or `kms`, or
+    /// `write-only` / `write-only kms` for a write-only key.
     pub fn kind(&self) -> &'static str {
-        match self.kdf.as_str() {
-            "none" => "no-password",
-            "kms" => "kms",
-            _ => "password",
+        match (self.is_write_only(), self.kdf.as_str()) {
+            (false, "none") => "no-password",
+            (false, "kms") => "kms",
+            (false, _) => "password",
+            (true, "kms") => "write-only kms",
+            (true, _) => "write-only",
         }
     }
 
@@ -171,8 +229,7 @@ impl KeyFile {
         let plain = kms
             .decrypt(key, &self.data, &crate::kms::context(&self.repository_id))
             .await?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))
+        self.secret_of(&plain, name)
     }
 
     /// A key file that holds the master key unprotected (`kdf` `none`):
@@ -198,6 +255,8 @@ impl KeyFile {
             salt: Vec::new(),
             data: plain,
             kms: None,
+            access: None,
+            name: None,
         })
     }
 
@@ -214,9 +273,7 @@ impl KeyFile {
     /// [`Error::Corrupt`] when the key opens but its content is malformed.
     pub fn unwrap_key(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
         if self.is_plain() {
-            let master = serde_json::from_slice(&self.data)
-                .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))?;
-            return Ok(Some(master));
+            return self.secret_of(&self.data, name).map(Some);
         }
         if self.kdf == "kms" {
             return Ok(None);
@@ -232,9 +289,7 @@ impl KeyFile {
         let Some(plain) = crypto::open_with(&user_key, &self.data) else {
             return Ok(None);
         };
-        let master = serde_json::from_slice(&plain)
-            .map_err(|e| Error::corrupt(FileKind::Key, name, format!("bad master key: {e}")))?;
-        Ok(Some(master))
+        self.secret_of(&plain, name).map(Some)
     }
 
     /// The serialized key file and its id (SHA-256 of the bytes).
@@ -257,6 +312,16 @@ impl KeyFile {
                 FileKind::Key,
                 name,
                 format!("unsupported key file version {}", kf.version),
+            ));
+        }
+        if kf.access.as_deref().is_some_and(|a| a != WRITE_ONLY) {
+            return Err(Error::corrupt(
+                FileKind::Key,
+                name,
+                format!(
+                    "unknown key access `{}`",
+                    kf.access.as_deref().unwrap_or("")
+                ),
             ));
         }
         if (kf.kdf == "kms") != kf.kms.is_some() {

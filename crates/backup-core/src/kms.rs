@@ -146,8 +146,22 @@ pub async fn wrap(
     master: &MasterKey,
     repository_id: &str,
 ) -> Result<Wrapped> {
-    let plain = serde_json::to_vec(master)
-        .map_err(|e| Error::Config(format!("cannot encode master key: {e}")))?;
+    wrap_secret(kms, key, crate::crypto::Secret::Full(master), repository_id).await
+}
+
+/// Encrypts a key file's secret (the master key or a write-only key)
+/// under `key`, bound to the repository.
+///
+/// # Errors
+///
+/// Those of [`crate::crypto::Secret::to_json`] and the service's.
+pub async fn wrap_secret(
+    kms: &dyn Kms,
+    key: &KmsKeyRef,
+    secret: crate::crypto::Secret<'_>,
+    repository_id: &str,
+) -> Result<Wrapped> {
+    let plain = secret.to_json()?;
     kms.encrypt(key, &plain, &context(repository_id)).await
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct SaverStats {
 
 struct Shared {
     index: Arc<Index>,
+    /// A write-only client's cache, which keeps the trees of each run.
+    writer: Option<Arc<crate::repo::WriterCache>>,
     known: [Mutex<HashSet<Id>>; 2],
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -91,9 +93,12 @@ fn type_slot(t: BlobType) -> usize {
 
 impl SaverHandle {
     /// Reserves a blob id; `true` when the blob is new and must be stored.
-    fn reserve(&self, blob_type: BlobType, id: Id) -> Result<bool> {
+    fn reserve(&self, blob_type: BlobType, id: Id, data: &[u8]) -> Result<bool> {
         if self.shared.failed.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
+        }
+        if let (BlobType::Tree, Some(w)) = (blob_type, &self.shared.writer) {
+            w.note_tree(id, data);
         }
         if self.shared.index.contains(blob_type, &id) {
             return Ok(false);
@@ -106,7 +111,7 @@ impl SaverHandle {
 
     /// Submits a blob from a blocking thread; returns whether it was new.
     pub(crate) fn save_blocking(&self, blob_type: BlobType, id: Id, data: Vec<u8>) -> Result<bool> {
-        if !self.reserve(blob_type, id)? {
+        if !self.reserve(blob_type, id, &data)? {
             return Ok(false);
         }
         self.tx
@@ -121,7 +126,7 @@ impl SaverHandle {
 
     /// Submits a blob from async code; returns whether it was new.
     pub(crate) async fn save(&self, blob_type: BlobType, id: Id, data: Vec<u8>) -> Result<bool> {
-        if !self.reserve(blob_type, id)? {
+        if !self.reserve(blob_type, id, &data)? {
             return Ok(false);
         }
         self.tx
@@ -182,6 +187,7 @@ impl BlobSaver {
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let shared = Arc::new(Shared {
             index: repo.index().clone(),
+            writer: repo.writer().cloned(),
             known: [Mutex::default(), Mutex::default()],
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -421,7 +427,8 @@ async fn uploader(
 }
 
 /// Writes index files for `packs` (only packs already stored), split as
-/// [`IndexFile::split`] does.
+/// [`IndexFile::split`] does; returns each file's id, with its contents
+/// for a write-only client's cache.
 ///
 /// # Errors
 ///
@@ -429,10 +436,12 @@ async fn uploader(
 pub(crate) async fn write_index_files(
     repo: &IndexedRepository,
     packs: Vec<IndexPack>,
-) -> Result<Vec<Id>> {
-    let mut ids = Vec::new();
+) -> Result<Vec<(Id, Option<IndexFile>)>> {
+    let mut written = Vec::new();
     for file in IndexFile::split(packs) {
-        ids.push(repo.save_file(FileKind::Index, &file).await?);
+        let id = repo.save_file(FileKind::Index, &file).await?;
+        // A write-only client's cache keeps what each file lists.
+        written.push((id, repo.writer().is_some().then_some(file)));
     }
-    Ok(ids)
+    Ok(written)
 }

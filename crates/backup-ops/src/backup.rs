@@ -192,6 +192,24 @@ async fn choose_parent(
     source_url: &str,
     host: Option<&str>,
 ) -> Result<Option<SnapshotEntry>> {
+    if let Some(writer) = repo.writer() {
+        // A write-only key knows only its own snapshots, from its cache.
+        return match parent {
+            Parent::None => Ok(None),
+            Parent::Given(p) => writer.find(p).map(Some).ok_or_else(|| {
+                backup_core::Error::not_found(format!(
+                    "snapshot `{p}` among this write-only key's own recent snapshots"
+                ))
+                .into()
+            }),
+            Parent::Latest => Ok(writer.latest(&SnapshotFilter {
+                source: Some(source_url.to_owned()),
+                source_exact: true,
+                host: Some(host.map_or_else(backup_core::util::hostname, str::to_owned)),
+                ..SnapshotFilter::default()
+            })),
+        };
+    }
     match parent {
         Parent::None => Ok(None),
         Parent::Given(p) => Ok(Some(

@@ -51,6 +51,15 @@ pub(crate) struct KeyAddArgs {
     /// may decrypt with that key.
     #[arg(long, value_name = "aws:ARN", conflicts_with = "new_password_file")]
     pub(crate) kms: Option<backup_core::kms::KmsKeyRef>,
+    /// A write-only key: it adds backups (and captured WAL) and nothing
+    /// else. It cannot read, list the contents of, restore, forget, prune
+    /// or repair anything, and its client never deletes. The repository
+    /// becomes format version 4.
+    #[arg(long)]
+    pub(crate) write_only: bool,
+    /// A name for the key, shown by `key list` (for example the host).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
     #[command(flatten)]
     pub(crate) new: NewPasswordArgs,
 }

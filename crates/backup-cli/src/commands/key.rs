@@ -19,16 +19,19 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
                 ctx.print_json(&keys)?;
             } else {
                 ctx.say(format!(
-                    "{:<1} {:<8}  {:<11}  {:<25}  {}",
+                    "{:<1} {:<8}  {:<14}  {:<25}  {}",
                     "", "ID", "KIND", "CREATED", "USER@HOST"
                 ))?;
                 for k in keys {
-                    let held = k
+                    let mut held = k
                         .kms
                         .as_ref()
                         .map_or(String::new(), |key| format!("  {key}"));
+                    if let Some(name) = &k.name {
+                        held = format!("  name={name}{held}");
+                    }
                     ctx.say(format!(
-                        "{:<1} {:<8}  {:<11}  {:<25}  {}@{}{held}",
+                        "{:<1} {:<8}  {:<14}  {:<25}  {}@{}{held}",
                         if k.current { "*" } else { "" },
                         k.id.short(),
                         k.kind,
@@ -39,7 +42,30 @@ pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<u8> {
                 }
             }
         }
+        KeyCommand::Add(a) if a.write_only => {
+            let kms = a.kms.as_ref().map(|k| (backup_storage::kms::client(), k));
+            let pw = match &kms {
+                Some(_) => None,
+                None => Some(new_password(a.new.new_password_file.as_deref())?),
+            };
+            let id = repo
+                .add_write_only_key(
+                    pw.as_ref().map(bytes),
+                    KdfParams::default(),
+                    kms.as_ref().map(|(c, k)| (c.as_ref(), *k)),
+                    a.name.as_deref(),
+                )
+                .await?;
+            // Its audit record is sealed as the new format version says.
+            ctx.set_opened(&repo);
+            report(ctx, "added write-only key", &id.to_hex())?;
+        }
         KeyCommand::Add(a) => {
+            if a.name.is_some() {
+                anyhow::bail!(backup_ops::Error::usage(
+                    "--name is for write-only keys (`key add --write-only --name NAME`)"
+                ));
+            }
             let id = if let Some(key) = &a.kms {
                 let kms = backup_storage::kms::client();
                 repo.add_kms_key(kms.as_ref(), key).await?

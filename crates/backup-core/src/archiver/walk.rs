@@ -39,9 +39,14 @@ pub(super) async fn walk(
     let permits = Arc::new(Semaphore::new(source.concurrency().max(1)));
     let root_parent = match &opts.parent {
         Some(p) => {
-            source
-                .set_parent(&crate::reader::SnapshotReader::new(repo.clone(), p.clone()))
-                .await?;
+            // A write-only client cannot read a parent's contents (a
+            // physical base's pages): its sources start from nothing and
+            // deduplicate through its cache.
+            if repo.writer().is_none() {
+                source
+                    .set_parent(&crate::reader::SnapshotReader::new(repo.clone(), p.clone()))
+                    .await?;
+            }
             Some(repo.load_tree(&p.snapshot.tree).await?)
         }
         None => None,

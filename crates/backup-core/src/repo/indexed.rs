@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use super::writer::WriterCache;
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -21,6 +22,7 @@ pub struct IndexedRepository {
     repo: Repository,
     index: Arc<Index>,
     tree_packs: Arc<Mutex<TreePackCache>>,
+    writer: Option<Arc<WriterCache>>,
 }
 
 /// Whole tree packs kept in memory, most recently used last. Trees are
@@ -75,7 +77,22 @@ impl IndexedRepository {
             repo,
             index: Arc::new(index),
             tree_packs: Arc::default(),
+            writer: None,
         }
+    }
+
+    /// A write-only client's repository: the index is that of its local
+    /// cache ([`WriterCache`]), and trees come from the cache.
+    pub(super) fn for_writer(repo: Repository, cache: WriterCache, index: Index) -> Self {
+        IndexedRepository {
+            writer: Some(Arc::new(cache)),
+            ..Self::new(repo, index)
+        }
+    }
+
+    /// The local cache of a write-only key; `None` for a full key.
+    pub fn writer(&self) -> Option<&Arc<WriterCache>> {
+        self.writer.as_ref()
     }
 
     /// The in-memory index.
@@ -117,6 +134,16 @@ impl IndexedRepository {
         id: &Id,
         ids: IdCheck,
     ) -> Result<Vec<u8>> {
+        if let Some(w) = &self.writer {
+            // A writer reads only the trees it stored, from its cache.
+            return match (blob_type, w.tree(id)) {
+                (BlobType::Tree, Some(data)) => Ok(data),
+                _ => Err(Error::WriteOnly(format!(
+                    "reading {blob_type:?} blob {}",
+                    id.short()
+                ))),
+            };
+        }
         let loc = self.index.get(blob_type, id).ok_or_else(|| {
             Error::corrupt(
                 FileKind::Index,

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::Repository;
 use crate::config::Encryption;
+use crate::crypto::Secret;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::keys::{KdfParams, KeyFile};
@@ -25,11 +26,14 @@ pub struct KeyInfo {
     pub host: String,
     /// Creating user.
     pub user: String,
-    /// `password`, `no-password` or `kms`.
+    /// `password`, `no-password`, `kms`, `write-only` or `write-only kms`.
     pub kind: &'static str,
     /// The KMS key that holds it (`kms` keys only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsKeyRef>,
+    /// The name it was given (`key add --name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Repository {
@@ -51,6 +55,7 @@ impl Repository {
                 created: kf.created,
                 kind: kf.kind(),
                 kms: kf.kms_key().cloned(),
+                name: kf.name,
                 host: kf.host,
                 user: kf.user,
             });
@@ -67,10 +72,26 @@ impl Repository {
     ///
     /// [`Error::PermissionDenied`] naming the operation and the option.
     pub fn require_deletes(&self, operation: &str) -> Result<()> {
+        if self.key.is_write_only() {
+            return Err(Error::WriteOnly(format!("`{operation}`")));
+        }
         if self.sink.append_only() {
             return Err(Error::PermissionDenied(format!(
                 "`{operation}` deletes or replaces files, and this client is append-only (storage option `append-only`): run it from a host with full access to the repository"
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses `operation` when the repository was opened with a
+    /// write-only key, before anything changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteOnly`] naming the operation.
+    pub fn require_full_key(&self, operation: &str) -> Result<()> {
+        if self.key.is_write_only() {
+            return Err(Error::WriteOnly(format!("`{operation}`")));
         }
         Ok(())
     }
@@ -87,16 +108,33 @@ impl Repository {
     /// The master key wrapped under `password` (Argon2id, on a blocking
     /// thread).
     async fn wrap_master_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyFile> {
+        self.wrap_key(password, kdf, false).await
+    }
+
+    /// The master key, or a new write-only key when `write_only`, wrapped
+    /// under `password` (Argon2id, on a blocking thread).
+    async fn wrap_key(&self, password: &[u8], kdf: KdfParams, write_only: bool) -> Result<KeyFile> {
         self.require_encrypted()?;
+        self.require_full_key("managing keys")?;
         let key = self.key.clone();
+        let writer = if write_only {
+            Some(self.key.writer_key()?)
+        } else {
+            None
+        };
         let pw = password.to_vec();
         let repo_id = self.config.id.clone();
-        tokio::task::spawn_blocking(move || KeyFile::wrap(&key, &pw, &repo_id, kdf))
-            .await
-            .map_err(|e| Error::Generic {
-                backend: "key derivation",
-                source: Box::new(e),
-            })?
+        tokio::task::spawn_blocking(move || {
+            let secret = writer
+                .as_ref()
+                .map_or(Secret::Full(&key), Secret::WriteOnly);
+            KeyFile::wrap_secret(secret, &pw, &repo_id, kdf)
+        })
+        .await
+        .map_err(|e| Error::Generic {
+            backend: "key derivation",
+            source: Box::new(e),
+        })?
     }
 
     /// Adds a key for `password`; returns its id.
@@ -122,11 +160,70 @@ impl Repository {
     /// errors (nothing is written then); storage errors.
     pub async fn add_kms_key(&self, kms: &dyn Kms, key: &KmsKeyRef) -> Result<Id> {
         self.require_encrypted()?;
+        self.require_full_key("managing keys")?;
         let wrapped = crate::kms::wrap(kms, key, &self.key, &self.config.id).await?;
         let (id, bytes) = KeyFile::from_kms(wrapped, &self.config.id).encode();
         self.sink
             .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
             .await?;
+        Ok(id)
+    }
+
+    /// Adds a write-only key ([`crate::crypto::WriterKey`]) under
+    /// `password`, or held by the KMS key `kms` when given; returns its
+    /// id; `name` is shown by `key list`. The first write-only key makes the repository format version
+    /// 4 ([`crate::config::WRITE_ONLY_VERSION`]): the key file is written
+    /// first, then the config.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteOnly`] from a write-only key; [`Error::Config`] for
+    /// an unencrypted or a format version 1 repository; the service's
+    /// errors (nothing is written then); storage errors.
+    pub async fn add_write_only_key(
+        &mut self,
+        password: Option<&[u8]>,
+        kdf: KdfParams,
+        kms: Option<(&dyn Kms, &KmsKeyRef)>,
+        name: Option<&str>,
+    ) -> Result<Id> {
+        self.require_encrypted()?;
+        self.require_full_key("managing keys")?;
+        if self.config.id_hash == crate::crypto::IdHash::HmacSha256 {
+            return Err(Error::Config(
+                "write-only keys need format version 2 or later; this repository is version 1 (created with `--id-hash hmac-sha256`): copy it into a new repository to use them".to_owned(),
+            ));
+        }
+        let mut kf = match (kms, password) {
+            (Some((kms, key)), _) => {
+                let writer = self.key.writer_key()?;
+                let wrapped =
+                    crate::kms::wrap_secret(kms, key, Secret::WriteOnly(&writer), &self.config.id)
+                        .await?;
+                KeyFile::from_kms_secret(wrapped, &self.config.id, true)
+            }
+            (None, Some(password)) => self.wrap_key(password, kdf, true).await?,
+            (None, None) => {
+                return Err(Error::Config(
+                    "a write-only key needs a password or a KMS key".to_owned(),
+                ))
+            }
+        };
+        kf.name = name.map(str::to_owned);
+        let (id, bytes) = kf.encode();
+        self.sink
+            .put(FileKind::Key, &id.to_hex(), bytes.into(), PutMode::Create)
+            .await?;
+        if !self.config.write_only_keys() {
+            let mut config = self.config.clone();
+            config.version = crate::config::WRITE_ONLY_VERSION;
+            #[allow(clippy::expect_used)]
+            let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+            self.sink
+                .put(FileKind::Config, "config", json.into(), PutMode::Overwrite)
+                .await?;
+            self.config = config;
+        }
         Ok(id)
     }
 
@@ -147,8 +244,13 @@ impl Repository {
         to: Option<&KmsKeyRef>,
     ) -> Result<Vec<(Id, Id)>> {
         self.require_encrypted()?;
+        self.require_full_key("key rotate-kms")?;
         self.require_deletes("key rotate-kms")?;
         let keys = self.keys().await?;
+        let keys: Vec<KeyInfo> = keys
+            .into_iter()
+            .filter(|k| !k.kind.starts_with("write-only"))
+            .collect();
         let held = keys.iter().filter(|k| k.kms.is_some()).count();
         if let (Some(to), 2..) = (to, held) {
             return Err(Error::Config(format!(
@@ -241,6 +343,7 @@ impl Repository {
     ///
     /// [`Error::Config`] for an unencrypted repository (it needs no key).
     pub fn export_plain_key(&self) -> Result<Vec<u8>> {
+        self.require_full_key("exporting a key")?;
         if !self.key().encrypts() {
             return Err(Error::Config(
                 "this repository is not encrypted: it opens without a key".to_owned(),

@@ -2,9 +2,11 @@
 
 mod indexed;
 mod keys;
+mod writer;
 
 pub use indexed::IndexedRepository;
 pub use keys::KeyInfo;
+pub use writer::WriterCache;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -285,7 +287,10 @@ impl Repository {
             return Self::assemble(sink, config, master, None);
         }
         let password = password.ok_or(Error::WrongPassword)?;
-        for (name, kf) in stored_keys(sink.as_ref(), &config).await? {
+        let mut keys = stored_keys(sink.as_ref(), &config).await?;
+        // Full keys first: a password that opens both kinds opens fully.
+        keys.sort_by_key(|(_, kf)| kf.is_write_only());
+        for (name, kf) in keys {
             if kf.kms_key().is_some() {
                 continue;
             }
@@ -329,7 +334,9 @@ impl Repository {
             return Ok(None);
         }
         let mut first_error = None;
-        for (name, kf) in stored_keys(sink.as_ref(), &config).await? {
+        let mut keys = stored_keys(sink.as_ref(), &config).await?;
+        keys.sort_by_key(|(_, kf)| kf.is_write_only());
+        for (name, kf) in keys {
             if kf.kms_key().is_none() {
                 continue;
             }
@@ -428,13 +435,60 @@ impl Repository {
         Ok((Id::hash(&sealed), Bytes::from(sealed)))
     }
 
+    /// Whether files of `kind` are sealed with the lock key rather than
+    /// the (master or session) key: lock files and audit records of a
+    /// repository with write-only keys, which every key must read (to see
+    /// who holds the repository, and to chain the audit trail).
+    fn sealed_with_lock_key(&self, kind: FileKind) -> bool {
+        matches!(kind, FileKind::Lock | FileKind::Audit)
+            && self.config.write_only_keys()
+            && self.key.encrypts()
+    }
+
+    /// Seals `plaintext` for a file of `kind`: with the lock key where
+    /// every key must read it ([`crate::lock`], [`crate::audit`]),
+    /// otherwise with the repository's key.
+    pub fn seal_for(&self, kind: FileKind, plaintext: &[u8]) -> Vec<u8> {
+        if self.sealed_with_lock_key(kind) {
+            crate::crypto::seal_with(&self.key.lock_key(), plaintext)
+        } else {
+            self.key.seal(plaintext)
+        }
+    }
+
+    /// Opens a file of `kind` named `name` sealed by
+    /// [`Repository::seal_for`].
+    ///
+    /// # Errors
+    ///
+    /// As [`MasterKey::open`].
+    pub fn open_for(&self, kind: FileKind, sealed: &[u8], name: &str) -> Result<Vec<u8>> {
+        if self.sealed_with_lock_key(kind) {
+            if let Some(opened) = crate::crypto::open_with(&self.key.lock_key(), sealed) {
+                return Ok(opened);
+            }
+            // Else written before the first write-only key was added.
+        }
+        self.key.open(sealed, kind, name)
+    }
+
+    /// [`Repository::encode_file`] for a file of `kind`
+    /// ([`Repository::seal_for`]).
+    fn encode_file_of<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<(Id, Bytes)> {
+        let json = serde_json::to_vec(value)
+            .map_err(|e| Error::Config(format!("cannot encode metadata: {e}")))?;
+        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing", e))?;
+        let sealed = self.seal_for(kind, &compressed);
+        Ok((Id::hash(&sealed), Bytes::from(sealed)))
+    }
+
     /// Writes a metadata document as a new file named by its hash.
     ///
     /// # Errors
     ///
     /// Storage errors.
     pub async fn save_file<T: Serialize + Sync>(&self, kind: FileKind, value: &T) -> Result<Id> {
-        let (id, bytes) = self.encode_file(value)?;
+        let (id, bytes) = self.encode_file_of(kind, value)?;
         self.sink
             .put_content_addressed(kind, &id.to_hex(), bytes)
             .await?;
@@ -463,7 +517,7 @@ impl Repository {
                 "content does not match its name (hash mismatch)",
             ));
         }
-        let opened = self.key.open(bytes, kind, name)?;
+        let opened = self.open_for(kind, bytes, name)?;
         let json = inflate_metadata(&opened).map_err(|e| Error::corrupt(kind, name, e))?;
         // The version first, so that a newer file's unknown fields are
         // reported as a newer version, not as damage. A first pass that
@@ -503,6 +557,7 @@ impl Repository {
     ///
     /// Storage errors while listing.
     pub async fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<(String, Error)>)> {
+        self.require_full_key("reading snapshots")?;
         let names = self.sink.list_names(FileKind::Snapshot).await?;
         Ok(self.load_snapshots(names).await)
     }
@@ -547,6 +602,7 @@ impl Repository {
         spec: &str,
         filter: &SnapshotFilter,
     ) -> Result<SnapshotEntry> {
+        self.require_full_key("reading snapshots")?;
         if spec == "latest" {
             let (list, _) = self.snapshots().await?;
             if let Some(found) = list.iter().rev().find(|e| filter.matches(&e.snapshot)) {
@@ -593,6 +649,10 @@ impl Repository {
     ///
     /// [`Error::Corrupt`] naming a damaged index file; storage errors.
     pub async fn load_index(self) -> Result<IndexedRepository> {
+        if self.key.is_write_only() {
+            let (cache, index) = WriterCache::load(&self).await?;
+            return Ok(IndexedRepository::for_writer(self, cache, index));
+        }
         let (repo, damaged) = self.load_index_lenient().await?;
         if let Some((name, e)) = damaged.into_iter().next() {
             return Err(match e {
@@ -610,6 +670,7 @@ impl Repository {
     ///
     /// Storage errors while listing.
     pub async fn load_index_lenient(self) -> Result<(IndexedRepository, Vec<(String, Error)>)> {
+        self.require_full_key("reading the index")?;
         let names = self.sink.list_names(FileKind::Index).await?;
         let (index, damaged, merged_superseded) = self.merge_index(&names, &HashSet::new()).await;
         if let Some(superseded) = merged_superseded {

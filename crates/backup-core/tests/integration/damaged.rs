@@ -225,7 +225,7 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     let mut cfg: serde_json::Value = serde_json::from_slice(&original).unwrap();
     let sink: Arc<dyn Sink> = Arc::new(mem.clone());
 
-    cfg["version"] = 4.into();
+    cfg["version"] = 5.into();
     mem.tamper(
         FileKind::Config,
         "config",
@@ -235,8 +235,8 @@ async fn a_config_from_the_future_or_breaking_the_rules_is_refused_first() {
     assert!(matches!(
         Repository::open(sink.clone(), None).await,
         Err(Error::UnsupportedVersion {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         })
     ));
 

@@ -1,0 +1,327 @@
+//! The local cache of a write-only key: what it stored before, since it
+//! can read nothing back from the repository.
+//!
+//! A write-only client deduplicates against its own earlier backups and
+//! takes unchanged files from its own last snapshot of a source through a
+//! file under the user's cache directory (`$BACKUP_CACHE_DIR`, else
+//! `$XDG_CACHE_HOME/backup`, else `~/.cache/backup`), at
+//! `write-only/<repository id>/<key id>`. It holds the packs this key
+//! stored (grouped by the index file that lists them), the tree and
+//! content-list blobs of its latest snapshot of each source, and those
+//! snapshots' manifests. It is sealed with the key's cache key, so it is
+//! no more readable than the key file.
+//!
+//! The cache is believed only as far as the repository still agrees: on
+//! each load, a group whose index file or packs are gone (a prune ran) is
+//! dropped, and so is a snapshot whose file is gone. A lost or damaged
+//! cache is rebuilt empty: the next backup stores its data again (a full
+//! key's prune removes the duplicates), and nothing that is not in the
+//! repository is ever taken as present.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use super::Repository;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::sink::{FileKind, SinkExt};
+use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
+
+/// Version of the cache file's contents.
+const CACHE_VERSION: u32 = 1;
+
+/// A write-only key's cache, loaded, plus the tree blobs of the run in
+/// progress.
+pub struct WriterCache {
+    path: PathBuf,
+    key: [u8; 32],
+    repository: String,
+    state: Mutex<CacheState>,
+    run_trees: Mutex<HashMap<Id, Vec<u8>>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheState {
+    version: u32,
+    repository: String,
+    indexed: Vec<CachedIndex>,
+    trees: BTreeMap<Id, Plain>,
+    snapshots: Vec<CachedSnapshot>,
+}
+
+/// The packs one index file written by this key lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedIndex {
+    file: Id,
+    packs: Vec<IndexPack>,
+}
+
+/// A snapshot this key wrote, with its tree and content-list blobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedSnapshot {
+    id: Id,
+    snapshot: Snapshot,
+    trees: Vec<Id>,
+}
+
+/// A blob's plaintext, base64 in the JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plain(#[serde(with = "crate::crypto::b64vec")] Vec<u8>);
+
+impl std::fmt::Debug for WriterCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterCache")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The directory of local caches.
+fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BACKUP_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("backup");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache").join("backup")
+}
+
+impl WriterCache {
+    /// Loads the cache of the write-only key that opened `repo` and checks
+    /// it against the repository; returns it with the index of the blobs
+    /// it may deduplicate against. A missing or unreadable cache is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the repository was not opened with a stored
+    /// write-only key; storage errors while listing.
+    pub(super) async fn load(repo: &Repository) -> Result<(Self, Index)> {
+        let (Some(key), Some(key_id)) = (repo.key().cache_key(), repo.key_id()) else {
+            return Err(Error::Config(
+                "a write-only client needs a stored write-only key".to_owned(),
+            ));
+        };
+        let repository = repo.config().id.clone();
+        let path = cache_root()
+            .join("write-only")
+            .join(&repository)
+            .join(key_id.to_hex());
+        let cache = WriterCache {
+            path,
+            key,
+            repository,
+            state: Mutex::default(),
+            run_trees: Mutex::default(),
+        };
+        let mut state = cache.read();
+        let index_files: HashSet<String> = repo
+            .sink()
+            .list_names(FileKind::Index)
+            .await?
+            .into_iter()
+            .collect();
+        let packs: HashSet<String> = repo.pack_sizes().await?.into_keys().collect();
+        let snapshots: HashSet<String> = repo
+            .sink()
+            .list_names(FileKind::Snapshot)
+            .await?
+            .into_iter()
+            .collect();
+        state.indexed.retain(|g| {
+            index_files.contains(&g.file.to_hex())
+                && g.packs.iter().all(|p| packs.contains(&p.id.to_hex()))
+        });
+        state
+            .snapshots
+            .retain(|s| snapshots.contains(&s.id.to_hex()));
+        let kept: HashSet<Id> = state
+            .snapshots
+            .iter()
+            .flat_map(|s| s.trees.clone())
+            .collect();
+        state.trees.retain(|id, _| kept.contains(id));
+        let mut index = Index::new();
+        for g in &state.indexed {
+            for p in &g.packs {
+                index.add_pack(p.id, p.size, &p.blobs);
+            }
+        }
+        *cache.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        Ok((cache, index))
+    }
+
+    /// The cache file's state, or an empty one (said in the log) when it
+    /// is missing, damaged or another repository's.
+    fn read(&self) -> CacheState {
+        let empty = || CacheState {
+            version: CACHE_VERSION,
+            repository: self.repository.clone(),
+            ..CacheState::default()
+        };
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(cache = %self.path.display(), "No local cache of this write-only key yet: this backup stores all its data.");
+                return empty();
+            }
+            Err(e) => {
+                tracing::warn!(cache = %self.path.display(), error = %e, "Cannot read the write-only key's cache: this backup stores all its data again.");
+                return empty();
+            }
+        };
+        let parsed = crate::crypto::open_with(&self.key, &bytes)
+            .ok_or_else(|| "it does not open with this key".to_owned())
+            .and_then(|opened| super::inflate_metadata(&opened))
+            .and_then(|json| {
+                serde_json::from_slice::<CacheState>(&json).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(s) if s.version == CACHE_VERSION && s.repository == self.repository => s,
+            Ok(_) => empty(),
+            Err(e) => {
+                tracing::warn!(cache = %self.path.display(), error = %e, "The write-only key's cache is damaged: rebuilding it; this backup stores all its data again.");
+                empty()
+            }
+        }
+    }
+
+    /// Remembers a tree or content-list blob submitted in this run.
+    pub(crate) fn note_tree(&self, id: Id, data: &[u8]) {
+        self.run_trees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_insert_with(|| data.to_vec());
+    }
+
+    /// A tree or content-list blob this key stored, by id.
+    pub(crate) fn tree(&self, id: &Id) -> Option<Vec<u8>> {
+        if let Some(t) = self
+            .run_trees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Some(t.clone());
+        }
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .trees
+            .get(id)
+            .map(|p| p.0.clone())
+    }
+
+    /// The newest snapshot this key wrote that passes `filter`.
+    pub fn latest(&self, filter: &SnapshotFilter) -> Option<SnapshotEntry> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .snapshots
+            .iter()
+            .filter(|s| filter.matches(&s.snapshot))
+            .max_by_key(|s| s.snapshot.time)
+            .map(|s| SnapshotEntry {
+                id: s.id,
+                snapshot: s.snapshot.clone(),
+            })
+    }
+
+    /// The snapshot this key wrote whose id starts with `prefix`.
+    pub fn find(&self, prefix: &str) -> Option<SnapshotEntry> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let prefix = prefix.to_ascii_lowercase();
+        let mut found = state
+            .snapshots
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&prefix));
+        match (found.next(), found.next()) {
+            (Some(s), None) => Some(SnapshotEntry {
+                id: s.id,
+                snapshot: s.snapshot.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Records a finished backup: the index files it wrote with their
+    /// packs, and its snapshot with the trees of this run (which replace
+    /// the older snapshot of the same source and host). The file on disk
+    /// is read again first, so that another run of the same key in the
+    /// meantime is kept; a cache that cannot be written is only logged
+    /// (the next backup stores its data again).
+    pub(crate) fn record(&self, files: &[(Id, IndexFile)], entry: &SnapshotEntry) {
+        let trees: Vec<(Id, Vec<u8>)> = self
+            .run_trees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        let mut state = self.read();
+        let ours = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let known: HashSet<Id> = state.indexed.iter().map(|g| g.file).collect();
+        for g in &ours.indexed {
+            if !known.contains(&g.file) {
+                state.indexed.push(g.clone());
+            }
+        }
+        drop(ours);
+        for (file, f) in files {
+            state.indexed.push(CachedIndex {
+                file: *file,
+                packs: f.packs.clone(),
+            });
+        }
+        let same = |s: &Snapshot| {
+            s.host == entry.snapshot.host && s.source.url == entry.snapshot.source.url
+        };
+        state.snapshots.retain(|s| !same(&s.snapshot));
+        state.snapshots.push(CachedSnapshot {
+            id: entry.id,
+            snapshot: entry.snapshot.clone(),
+            trees: trees.iter().map(|(id, _)| *id).collect(),
+        });
+        for (id, data) in trees {
+            state.trees.insert(id, Plain(data));
+        }
+        let kept: HashSet<Id> = state
+            .snapshots
+            .iter()
+            .flat_map(|s| s.trees.clone())
+            .collect();
+        state.trees.retain(|id, _| kept.contains(id));
+        if let Err(e) = self.write(&state) {
+            tracing::warn!(cache = %self.path.display(), error = %e, "Cannot write the write-only key's cache: the next backup stores all its data again.");
+        }
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
+    /// Writes `state` sealed, through a temporary file renamed into place,
+    /// readable by its owner only.
+    fn write(&self, state: &CacheState) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        let compressed = zstd::bulk::compress(&json, 3)?;
+        let sealed = crate::crypto::seal_with(&self.key, &compressed);
+        let dir = self.path.parent().unwrap_or(&self.path);
+        std::fs::create_dir_all(dir)?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&sealed)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}

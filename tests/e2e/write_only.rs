@@ -1,0 +1,223 @@
+//! Write-only keys: a client that adds backups of files and of a
+//! PostgreSQL database, deduplicated and incremental through its local
+//! cache, and can read, list, restore, forget or prune nothing; the full
+//! key reads, restores, verifies and prunes what it wrote.
+
+use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use backup_testkit::postgres::PgCluster;
+
+use crate::postgres::{assert_same_db, SCHEMA};
+use crate::util::{assert_same_tree, files_under, random_bytes, write, Scratch};
+
+const WRITER_PASSWORD: &str = "the web host's write-only password";
+
+/// Every file of the repository but locks and audit records, hashed.
+fn contents(s: &Scratch) -> BTreeSet<(String, u64)> {
+    let (locks, audit) = (s.path("repo/locks"), s.path("repo/audit"));
+    files_under(&s.path("repo"))
+        .into_iter()
+        .filter(|p| !p.starts_with(&locks) && !p.starts_with(&audit))
+        .map(|p| {
+            let mut h = DefaultHasher::new();
+            std::fs::read(&p).unwrap().hash(&mut h);
+            (p.display().to_string(), h.finish())
+        })
+        .collect()
+}
+
+fn added(v: &serde_json::Value) -> u64 {
+    v["snapshot"]["stats"]["bytes_added"].as_u64().unwrap()
+}
+
+#[test]
+fn write_only_clients_add_backups_and_read_nothing() {
+    let s = Scratch::new();
+    s.init();
+    let src = s.path("src");
+    write(&src.join("big.bin"), &random_bytes(3_000_000, 7));
+    write(&src.join("etc/app.conf"), b"port = 80\n");
+    for i in 0..40 {
+        write(
+            &src.join(format!("www/page{i}.html")),
+            &random_bytes(5_000, i),
+        );
+    }
+    let full_before = s.create(&src, &[]).0;
+    s.cmd()
+        .env("BACKUP_NEW_PASSWORD", WRITER_PASSWORD)
+        .args(["key", "add", "--write-only", "--name", "web-1"])
+        .assert()
+        .success();
+    let keys = s.json(&["key", "list"]);
+    let kinds: Vec<(&str, Option<&str>)> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kind"].as_str().unwrap(), k["name"].as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("password", None), ("write-only", Some("web-1"))],
+        "{keys}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("repo/config")).unwrap()).unwrap();
+    assert_eq!(config["version"], 4, "{config}");
+    let writer = |args: &[&str]| {
+        let mut c = s.cmd();
+        c.env("BACKUP_PASSWORD", WRITER_PASSWORD).args(args);
+        c.output().unwrap()
+    };
+    let writer_json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = writer(&all);
+        assert!(
+            out.status.success(),
+            "`{}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // Files: the first backup stores everything again (the writer cannot
+    // see what the full key stored), the second only the change, and it
+    // takes unchanged files from its own first snapshot.
+    let src_arg = src.to_str().unwrap();
+    let first = writer_json(&["create", src_arg]);
+    assert!(added(&first) > 3_000_000, "{first}");
+    write(&src.join("etc/app.conf"), b"port = 8080\n");
+    let second = writer_json(&["create", src_arg]);
+    assert!(added(&second) < 20_000, "{second}");
+    assert_eq!(
+        second["snapshot"]["stats"]["files_unchanged"].as_u64(),
+        Some(41),
+        "{second}"
+    );
+    assert!(
+        s.path(".cache/backup/write-only").is_dir(),
+        "the cache is under $HOME/.cache"
+    );
+
+    // A PostgreSQL database, twice: the second run deduplicated.
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE src");
+    pg.psql("src", SCHEMA);
+    let db1 = writer_json(&["create", &pg.url("src")]);
+    let db2 = writer_json(&["create", &pg.url("src")]);
+    assert!(
+        added(&db2) < added(&db1) / 10,
+        "second: {} of {}",
+        added(&db2),
+        added(&db1)
+    );
+
+    // Everything that reads or deletes is refused, and changes nothing.
+    let before = contents(&s);
+    let snap = second["id"].as_str().unwrap().to_owned();
+    let key = keys[0]["id"].as_str().unwrap()[..8].to_owned();
+    let restored = s.path("not-restored");
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["list"],
+        vec!["ls", "--long", "--recursive", &snap],
+        vec!["show", &snap],
+        vec!["ls", &snap],
+        vec!["dump", &snap, "etc/app.conf"],
+        vec!["restore", &snap, "--to", restored.to_str().unwrap()],
+        vec!["restore", "latest", "--to", restored.to_str().unwrap()],
+        vec!["verify"],
+        vec!["forget", "--keep-last", "1"],
+        vec!["forget", &full_before],
+        vec!["prune"],
+        vec!["repair", "index"],
+        vec!["tag", "add", "x", "--snapshot", &snap],
+        vec!["rewrite", "--exclude", "etc/**", "--reason", "test"],
+        vec!["key", "add", "--write-only"],
+        vec!["key", "remove", &key],
+        vec![
+            "key",
+            "export",
+            "--to",
+            "/tmp/never-written.key",
+            "--no-password",
+        ],
+    ];
+    for args in &refused {
+        let mut c = s.cmd();
+        c.env("BACKUP_PASSWORD", WRITER_PASSWORD)
+            .env("BACKUP_NEW_PASSWORD", "x")
+            .args(args);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "`{}` ran: {err}", args.join(" "));
+        assert!(
+            err.contains("needs a full key"),
+            "`{}`: {err}",
+            args.join(" ")
+        );
+        assert_eq!(
+            contents(&s),
+            before,
+            "`{}` changed something",
+            args.join(" ")
+        );
+    }
+    assert!(!restored.exists());
+    assert!(!std::path::Path::new("/tmp/never-written.key").exists());
+
+    // The full key reads, restores and verifies all of it.
+    let listed = s.json(&["list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 5, "{listed}");
+    let target = s.path("restored");
+    s.ok(&["restore", &snap, "--to", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target);
+    let db2_id = db2["id"].as_str().unwrap();
+    s.ok(&["restore", db2_id, "--to", &pg.url("copy")]);
+    assert_same_db((&pg, "src"), (&pg, "copy"));
+    s.ok(&["verify", "--read-data"]);
+
+    // A prune by the full key drops what the writer's cache relied on
+    // (its first snapshot): the writer notices and stays correct.
+    let first_id = first["id"].as_str().unwrap();
+    s.ok(&["forget", first_id, &full_before, "--prune"]);
+    write(&src.join("etc/app.conf"), b"port = 9090\n");
+    let third = writer_json(&["create", src_arg]);
+    s.ok(&["verify", "--read-data"]);
+    let target = s.path("restored-3");
+    s.ok(&[
+        "restore",
+        third["id"].as_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_same_tree(&src, &target);
+
+    // A lost cache is rebuilt: the next backup stores its data again.
+    std::fs::remove_dir_all(s.path(".cache/backup/write-only")).unwrap();
+    let fourth = writer_json(&["create", src_arg]);
+    assert!(added(&fourth) > 3_000_000, "{fourth}");
+    let fifth = writer_json(&["create", src_arg]);
+    assert!(added(&fifth) < 20_000, "{fifth}");
+    s.ok(&["verify", "--read-data"]);
+
+    // A damaged cache is rebuilt too, never believed.
+    for f in files_under(&s.path(".cache/backup/write-only")) {
+        std::fs::write(&f, b"garbage").unwrap();
+    }
+    let sixth = writer_json(&["create", src_arg]);
+    assert!(added(&sixth) > 3_000_000, "{sixth}");
+    let target = s.path("restored-6");
+    s.ok(&["prune"]);
+    s.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+        "--source",
+        src_arg,
+    ]);
+    assert_same_tree(&src, &target);
+}
