@@ -221,3 +221,121 @@ fn write_only_clients_add_backups_and_read_nothing() {
     ]);
     assert_same_tree(&src, &target);
 }
+
+/// Adds a write-only key to the repository of `s`.
+fn add_writer(s: &Scratch) {
+    s.cmd()
+        .env("BACKUP_NEW_PASSWORD", WRITER_PASSWORD)
+        .args(["key", "add", "--write-only"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn write_only_clients_stream_wal_that_a_full_key_restores_to_a_time() {
+    use crate::postgres_pitr::{
+        cluster, markers, repl_url, restore_and_start, time_after_marker, wait_captured,
+        wait_streaming, write_markers, Receiver,
+    };
+    let pg = cluster(&[]);
+    let s = Scratch::new();
+    s.init();
+    add_writer(&s);
+    let receiver = Receiver::start_with(&s, &repl_url(&pg), WRITER_PASSWORD);
+    wait_streaming(&pg);
+    let base = s
+        .cmd()
+        .env("BACKUP_PASSWORD", WRITER_PASSWORD)
+        .args(["--json", "create"])
+        .arg(format!("{}?mode=physical", pg.url("postgres")))
+        .output()
+        .unwrap();
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    write_markers(&pg, 2);
+    let (_, last) = markers(&pg);
+    assert!(last > 20, "{last} markers");
+    let at = time_after_marker(&pg, 20);
+    write_markers(&pg, 1);
+    wait_captured(&pg);
+    receiver.stop();
+
+    // The writer cannot see its windows; the full key restores to the time.
+    let out = s
+        .cmd()
+        .env("BACKUP_PASSWORD", WRITER_PASSWORD)
+        .arg("pitr")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs a full key"),
+        "{out:?}"
+    );
+    s.ok(&["pitr"]);
+    let copy = restore_and_start(&s, &["--at", &at]);
+    assert_eq!(markers(&copy), (20, 20));
+    s.ok(&["verify", "--read-data"]);
+}
+
+#[test]
+fn write_only_keys_held_by_kms_open_with_no_password() {
+    let moto = backup_testkit::moto::MotoServer::start();
+    let writer_kms = moto.kms_create_key();
+    let mut s = Scratch::new();
+    s.env = moto.env();
+    s.init();
+    let src = s.path("src");
+    write(&src.join("a.bin"), &random_bytes(300_000, 9));
+    s.ok(&[
+        "key",
+        "add",
+        "--write-only",
+        "--kms",
+        &format!("aws:{writer_kms}"),
+    ]);
+    let keys = s.json(&["key", "list"]);
+    let held = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "write-only kms")
+        .unwrap_or_else(|| panic!("{keys}"));
+    assert_eq!(held["kms"]["key"], writer_kms.as_str(), "{held}");
+    // The key file holds the service's ciphertext of a writer key.
+    let stored =
+        std::fs::read_to_string(s.path("repo/keys").join(held["id"].as_str().unwrap())).unwrap();
+    assert!(stored.contains("\"access\": \"write-only\""), "{stored}");
+
+    // With no password the host opens as a writer: it backs up, twice
+    // (the second deduplicated), and reads nothing.
+    let no_password = |args: &[&str]| {
+        s.cmd()
+            .env_remove("BACKUP_PASSWORD")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for expected_new in [true, false] {
+        let out = no_password(&["--json", "create", src.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(added(&v) > 300_000, expected_new, "{v}");
+    }
+    let out = no_password(&["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs a full key"),
+        "{err}"
+    );
+    // A given password still opens fully, though the KMS key opens too.
+    let target = s.path("restored");
+    s.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target);
+}

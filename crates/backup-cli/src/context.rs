@@ -133,6 +133,14 @@ impl Ctx {
         };
         let mut spec = RepoSpec::new(url, &self.global.options)?;
         spec.key_file.clone_from(&self.global.key_file);
+        // A password given without a prompt is the spec's: the repository
+        // then opens with a full key it fits even when a write-only KMS
+        // key would open it with none.
+        if std::env::var_os("BACKUP_PASSWORD").is_some() {
+            spec.password = Some(backup_ops::secret::SecretRef::env("BACKUP_PASSWORD"));
+        } else if let Some(file) = &self.global.password_file {
+            spec.password = Some(backup_ops::secret::SecretRef::file(file));
+        }
         Ok(spec)
     }
 

@@ -131,9 +131,25 @@ pub async fn open(
     }
     // Keys held by a KMS open the repository with no password; when they
     // are refused or unreachable, a password key is the break-glass way in.
+    // A write-only KMS key is taken only when no password is given: a
+    // given password may open a full key.
     let kms = backup_storage::kms::client();
     let kms_error = match Repository::open_with_kms(sink.clone(), kms.as_ref()).await {
-        Ok(Some(repo)) => return Ok(repo),
+        Ok(Some(repo)) if !(repo.key().is_write_only() && spec.password.is_some()) => {
+            return Ok(repo)
+        }
+        Ok(Some(writer)) => {
+            let password = spec
+                .password
+                .as_ref()
+                .map(|r| r.resolve(&spec.password_key))
+                .transpose()?;
+            let password = password.as_ref().map(|p| p.expose_secret().as_bytes());
+            return match Repository::open(sink, password).await {
+                Err(backup_core::Error::WrongPassword) => Ok(writer),
+                other => Ok(other?),
+            };
+        }
         Ok(None) => None,
         Err(e) => Some(e),
     };

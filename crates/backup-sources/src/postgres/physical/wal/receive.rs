@@ -332,6 +332,10 @@ impl Receiver {
     /// Where the newest physical base backup of cluster `sysid` that
     /// ended on `timeline` ended, if the repository has one.
     fn newest_base_end(&self, sysid: &str, timeline: u32) -> Result<Option<Lsn>> {
+        if self.repo.key().is_write_only() {
+            // A write-only key cannot read snapshots: it starts at the slot.
+            return Ok(None);
+        }
         let repo = self.repo.clone();
         let (snapshots, _) = self
             .runtime
