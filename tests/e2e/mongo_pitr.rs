@@ -28,10 +28,15 @@ pub(crate) struct Follower(Child);
 
 impl Follower {
     pub(crate) fn start(s: &Scratch, url: &str) -> Self {
+        Self::start_with(s, url, crate::util::PASSWORD)
+    }
+
+    /// [`Follower::start`] opening the repository with `password`.
+    pub(crate) fn start_with(s: &Scratch, url: &str, password: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_backup"))
             .args(["oplog", "follow", url, "--slice-time", "1s"])
             .env("BACKUP_REPOSITORY", &s.repo)
-            .env("BACKUP_PASSWORD", crate::util::PASSWORD)
+            .env("BACKUP_PASSWORD", password)
             .env("HOME", s.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

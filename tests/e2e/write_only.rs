@@ -178,6 +178,17 @@ fn write_only_clients_add_backups_and_read_nothing() {
     s.ok(&["restore", db2_id, "--to", &pg.url("copy")]);
     assert_same_db((&pg, "src"), (&pg, "copy"));
     s.ok(&["verify", "--read-data"]);
+    // So does the independent reader of the format (REPOSITORY_FORMAT
+    // §6.5: HPKE written from the RFC in Python).
+    let py = |args: &[&str]| {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        crate::format_reader::reader_json(&s.repo, crate::util::PASSWORD, &args)
+    };
+    let check = py(&["check", "--read-data"]);
+    assert_eq!(check["ok"], true, "{check:#}");
+    let by_reader = s.path("py-restored");
+    py(&["restore", &snap, by_reader.to_str().unwrap()]);
+    assert_same_tree(&src, &by_reader);
 
     // A prune by the full key drops what the writer's cache relied on
     // (its first snapshot): the writer notices and stays correct.
@@ -338,4 +349,59 @@ fn write_only_keys_held_by_kms_open_with_no_password() {
     let target = s.path("restored");
     s.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
     assert_same_tree(&src, &target);
+}
+
+#[test]
+fn write_only_clients_capture_the_oplog_that_a_full_key_restores_to_a_timestamp() {
+    use crate::mongo_pitr::{newest, ts_arg, wait_stored, Follower};
+    use backup_testkit::mongo::MongoServer;
+    use mongodb::bson::{doc, Document};
+    let m = MongoServer::start();
+    let c = mongodb::sync::Client::with_uri_str(m.url("")).unwrap();
+    let url = m.url("");
+    let s = Scratch::new();
+    s.init();
+    add_writer(&s);
+    let orders = c.database("shop").collection::<Document>("orders");
+    orders
+        .insert_many((0..50).map(|i| doc! {"_id": i, "v": 0}))
+        .run()
+        .unwrap();
+    let base = s
+        .cmd()
+        .env("BACKUP_PASSWORD", WRITER_PASSWORD)
+        .args(["create", &url])
+        .output()
+        .unwrap();
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    // The follower starts from the writer's own base (from its cache).
+    let follower = Follower::start_with(&s, &url, WRITER_PASSWORD);
+    orders
+        .insert_many((50..80).map(|i| doc! {"_id": i, "v": 1}))
+        .run()
+        .unwrap();
+    let target = newest(&c);
+    orders
+        .insert_many((80..90).map(|i| doc! {"_id": i, "v": 2}))
+        .run()
+        .unwrap();
+    wait_stored(&s, newest(&c));
+    follower.stop();
+    s.ok(&[
+        "restore",
+        "--at-ts",
+        &ts_arg(target),
+        "--to",
+        &url,
+        "--include",
+        "shop.*",
+        "--rename",
+        "shop:at_ts",
+    ]);
+    let restored = c.database("at_ts").collection::<Document>("orders");
+    assert_eq!(restored.count_documents(doc! {}).run().unwrap(), 80);
 }

@@ -51,9 +51,13 @@ import blake3
 import zstandard
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+SESSION_MAGIC = bytes.fromhex("ff626b776f000401")
+SESSION_INFO = b"backup repository write-only session key"
+KEY_PAIR_CONTEXT = "backup repository 2026-11 write-only X25519 key pair"
 NONCE_LEN = 12
 TAG_LEN = 16
 HEADER_ENTRY = struct.Struct("<BB32sIII")  # type, compressed, id, offset, length, raw_length
@@ -118,6 +122,48 @@ def aes_open(key: bytes, sealed: bytes) -> bytes | None:
         return None
 
 
+# HPKE (RFC 9180), base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+# AES-256-GCM: only what opening a write-only session's key needs.
+KEM_SUITE = b"KEM" + (0x0020).to_bytes(2, "big")
+HPKE_SUITE = b"HPKE" + (0x0020).to_bytes(2, "big") + (0x0001).to_bytes(2, "big") + (0x0002).to_bytes(2, "big")
+
+
+def labeled_extract(suite: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt or bytes(32), b"HPKE-v1" + suite + label + ikm, hashlib.sha256).digest()
+
+
+def labeled_expand(suite: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    labeled = length.to_bytes(2, "big") + b"HPKE-v1" + suite + label + info
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + labeled + bytes([i]), hashlib.sha256).digest()
+        out += block
+        i += 1
+    return out[:length]
+
+
+def hpke_open_base(sk: bytes, enc: bytes, info: bytes, ct: bytes) -> bytes | None:
+    """SingleShot OpenBase with an empty AAD; None when it does not open."""
+    private = X25519PrivateKey.from_private_bytes(sk)
+    try:
+        dh = private.exchange(X25519PublicKey.from_public_bytes(enc))
+    except ValueError:
+        return None
+    pk_r = private.public_key().public_bytes_raw()
+    eae_prk = labeled_extract(KEM_SUITE, b"", b"eae_prk", dh)
+    shared = labeled_expand(KEM_SUITE, eae_prk, b"shared_secret", enc + pk_r, 32)
+    psk_id_hash = labeled_extract(HPKE_SUITE, b"", b"psk_id_hash", b"")
+    info_hash = labeled_extract(HPKE_SUITE, b"", b"info_hash", info)
+    context = b"\x00" + psk_id_hash + info_hash
+    secret = labeled_extract(HPKE_SUITE, shared, b"secret", b"")
+    key = labeled_expand(HPKE_SUITE, secret, b"key", context, 32)
+    nonce = labeled_expand(HPKE_SUITE, secret, b"base_nonce", context, 12)
+    try:
+        return AESGCM(key).decrypt(nonce, ct, b"")
+    except InvalidTag:
+        return None
+
+
 def fs_name(v: object, what: str) -> bytes:
     """An FsName: a JSON string (UTF-8 bytes) or {"base64": "..."}."""
     if isinstance(v, str):
@@ -163,7 +209,7 @@ CONFIG_FIELDS = {
 }
 
 # The keyed hash of blob ids per format version (section 5).
-ID_HASH_OF_VERSION = {1: "hmac-sha256", 2: "blake3", 3: "blake3"}
+ID_HASH_OF_VERSION = {1: "hmac-sha256", 2: "blake3", 3: "blake3", 4: "blake3"}
 
 
 def check_config_fields(cfg: dict) -> None:
@@ -270,6 +316,12 @@ class Repo:
         if len(self.enc_key) != 32 or len(self.id_key) != 32:
             raise FormatError(f"{what}: master key parts must be 32 bytes")
         self.encrypt = bool(mk.get("encrypt", True))
+        # The repository's X25519 private key (§6.2): DeriveKeyPair of the
+        # BLAKE3-derived bytes.
+        ikm = blake3.blake3(self.enc_key, derive_key_context=KEY_PAIR_CONTEXT).digest()
+        dkp_prk = labeled_extract(KEM_SUITE, b"", b"dkp_prk", ikm)
+        self.private_key = labeled_expand(KEM_SUITE, dkp_prk, b"sk", b"", 32)
+        self.sessions: dict[bytes, bytes] = {}
 
     def _unlock(self, password: bytes) -> None:
         names = self.list_names("keys")
@@ -281,6 +333,8 @@ class Repo:
                     kf = json.loads(f.read())
                 if kf.get("repository_id") != self.repo_id:
                     continue
+                if "access" in kf:
+                    continue  # a write-only key (§6.5) opens nothing
                 if kf.get("version") != 1 or kf.get("kdf") != "argon2id":
                     print(f"warning: skipping key {name}: unsupported", file=sys.stderr)
                     continue
@@ -351,6 +405,17 @@ class Repo:
     def open_sealed(self, sealed: bytes, what: str) -> bytes:
         if not self.encrypt:
             return sealed
+        if sealed.startswith(SESSION_MAGIC) and len(sealed) >= 88 + NONCE_LEN + TAG_LEN:
+            # Session-sealed by a write-only key (§6.5).
+            enc, ct = sealed[8:40], sealed[40:88]
+            key = self.sessions.get(enc)
+            if key is None:
+                key = hpke_open_base(self.private_key, enc, SESSION_INFO, ct)
+                if key is not None:
+                    self.sessions[enc] = key
+            plain = aes_open(key, sealed[88:]) if key is not None else None
+            if plain is not None:
+                return plain
         plain = aes_open(self.enc_key, sealed)
         if plain is None:
             raise FormatError(f"{what}: authentication failed")

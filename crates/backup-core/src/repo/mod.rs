@@ -562,6 +562,21 @@ impl Repository {
         Ok(self.load_snapshots(names).await)
     }
 
+    /// The snapshots this process may know of: every snapshot with a full
+    /// key; with a write-only key, its own latest snapshot of each source
+    /// from its local cache ([`WriterCache`]), which is all it can see.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn known_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        if self.key.is_write_only() {
+            let (cache, _) = WriterCache::load(self).await?;
+            return Ok(cache.snapshots());
+        }
+        Ok(self.snapshots().await?.0)
+    }
+
     /// The snapshots of the manifest files `names` (as listed), 16 read at
     /// a time, oldest first, plus the files that could not be read; files
     /// gone since they were listed are left out.

@@ -120,19 +120,13 @@ impl WriterCache {
             run_trees: Mutex::default(),
         };
         let mut state = cache.read();
-        let index_files: HashSet<String> = repo
-            .sink()
-            .list_names(FileKind::Index)
-            .await?
-            .into_iter()
-            .collect();
+        let listed = |kind| async move {
+            let names = repo.sink().list_names(kind).await?;
+            Ok::<HashSet<String>, Error>(names.into_iter().collect())
+        };
+        let index_files = listed(FileKind::Index).await?;
         let packs: HashSet<String> = repo.pack_sizes().await?.into_keys().collect();
-        let snapshots: HashSet<String> = repo
-            .sink()
-            .list_names(FileKind::Snapshot)
-            .await?
-            .into_iter()
-            .collect();
+        let snapshots = listed(FileKind::Snapshot).await?;
         state.indexed.retain(|g| {
             index_files.contains(&g.file.to_hex())
                 && g.packs.iter().all(|p| packs.contains(&p.id.to_hex()))
@@ -230,6 +224,22 @@ impl WriterCache {
                 id: s.id,
                 snapshot: s.snapshot.clone(),
             })
+    }
+
+    /// Every snapshot this key wrote that the cache still knows (its
+    /// latest of each source and host), oldest first.
+    pub fn snapshots(&self) -> Vec<SnapshotEntry> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<SnapshotEntry> = state
+            .snapshots
+            .iter()
+            .map(|s| SnapshotEntry {
+                id: s.id,
+                snapshot: s.snapshot.clone(),
+            })
+            .collect();
+        out.sort_by_key(|e| e.snapshot.time);
+        out
     }
 
     /// The snapshot this key wrote whose id starts with `prefix`.

@@ -196,7 +196,8 @@ impl<'a> Capture<'a> {
         kind: CaptureKind,
         identity: &str,
     ) -> Result<Option<(String, Position)>> {
-        let (snapshots, _) = self.repo.snapshots().await?;
+        // A write-only key knows only its own snapshots.
+        let snapshots = self.repo.known_snapshots().await?;
         Ok(snapshots
             .iter()
             .filter_map(|e| {

@@ -332,14 +332,11 @@ impl Receiver {
     /// Where the newest physical base backup of cluster `sysid` that
     /// ended on `timeline` ended, if the repository has one.
     fn newest_base_end(&self, sysid: &str, timeline: u32) -> Result<Option<Lsn>> {
-        if self.repo.key().is_write_only() {
-            // A write-only key cannot read snapshots: it starts at the slot.
-            return Ok(None);
-        }
+        // A write-only key knows only its own snapshots.
         let repo = self.repo.clone();
-        let (snapshots, _) = self
+        let snapshots = self
             .runtime
-            .block_on(async move { repo.snapshots().await })?;
+            .block_on(async move { repo.known_snapshots().await })?;
         Ok(snapshots
             .iter()
             .filter_map(|e| PhysicalMeta::of(&e.snapshot.metadata)?.ok())
