@@ -15,7 +15,6 @@ use super::options::BackupOptions;
 use super::read::{content_present, leaf};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::BlobType;
 use crate::repo::IndexedRepository;
 use crate::snapshot::StreamSummary;
 use crate::source::{Item, Source};
@@ -46,8 +45,12 @@ pub(super) async fn walk(
                 source
                     .set_parent(&crate::reader::SnapshotReader::new(repo.clone(), p.clone()))
                     .await?;
+                Some(repo.load_tree(&p.snapshot.tree).await?)
+            } else if repo.has_tree(&p.snapshot.tree) {
+                Some(repo.load_tree(&p.snapshot.tree).await?)
+            } else {
+                None
             }
-            Some(repo.load_tree(&p.snapshot.tree).await?)
         }
         None => None,
     };
@@ -173,7 +176,7 @@ async fn enter_dir(
             kind: NodeKind::Dir,
             subtree: Some(sub),
             ..
-        }) if repo.index().contains(BlobType::Tree, sub) => Some(repo.load_tree(sub).await?),
+        }) if repo.has_tree(sub) => Some(repo.load_tree(sub).await?),
         _ => None,
     };
     path.push(node.name.clone());

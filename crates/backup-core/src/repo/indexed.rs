@@ -111,6 +111,14 @@ impl IndexedRepository {
         self.repo
     }
 
+    /// Whether the tree `id` can be read: it is indexed and, for a
+    /// write-only client, in its cache (a parent's tree that is not is
+    /// read as if the directory were new).
+    pub fn has_tree(&self, id: &Id) -> bool {
+        self.index.contains(BlobType::Tree, id)
+            && self.writer.as_ref().is_none_or(|w| w.has_tree(id))
+    }
+
     /// Reads, decrypts and verifies one blob.
     ///
     /// # Errors

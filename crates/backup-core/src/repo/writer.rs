@@ -42,6 +42,9 @@ pub struct WriterCache {
     repository: String,
     state: Mutex<CacheState>,
     run_trees: Mutex<HashMap<Id, Vec<u8>>>,
+    /// The file as it was when loaded: unchanged since, it need not be
+    /// read again before it is written.
+    loaded: Mutex<Option<(u64, std::time::SystemTime)>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -49,8 +52,11 @@ struct CacheState {
     version: u32,
     repository: String,
     indexed: Vec<CachedIndex>,
-    trees: BTreeMap<Id, Plain>,
     snapshots: Vec<CachedSnapshot>,
+    /// Each tree zstd-compressed, stored after the JSON in binary
+    /// ([`encode`]): a run that changes few trees compresses only those.
+    #[serde(skip)]
+    trees: BTreeMap<Id, Vec<u8>>,
 }
 
 /// The packs one index file written by this key lists.
@@ -68,9 +74,59 @@ struct CachedSnapshot {
     trees: Vec<Id>,
 }
 
-/// A blob's plaintext, base64 in the JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Plain(#[serde(with = "crate::crypto::b64vec")] Vec<u8>);
+/// The cache file's plaintext: the state's JSON, zstd-compressed, with its
+/// length in front (4 bytes, little-endian), then each tree as its id, its
+/// length (4 bytes, little-endian) and its compressed bytes. Trees are most
+/// of the cache; kept out of the JSON they cost no base64 and no parsing,
+/// and kept compressed one by one they are not compressed again each run.
+fn encode(state: &CacheState) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    let json = zstd::bulk::compress(&json, 1)?;
+    let trees: usize = state.trees.values().map(|t| 36 + t.len()).sum();
+    let mut out = Vec::with_capacity(4 + json.len() + trees);
+    let len = |n: usize| u32::try_from(n).map_err(std::io::Error::other);
+    out.extend_from_slice(&len(json.len())?.to_le_bytes());
+    out.extend_from_slice(&json);
+    for (id, tree) in &state.trees {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&len(tree.len())?.to_le_bytes());
+        out.extend_from_slice(tree);
+    }
+    Ok(out)
+}
+
+/// Reads what [`encode`] wrote.
+fn decode(body: &[u8]) -> std::result::Result<CacheState, String> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
+        if rest.len() < n {
+            return Err("truncated".to_owned());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn length(rest: &mut &[u8]) -> std::result::Result<usize, String> {
+        let b: [u8; 4] = take(rest, 4)?.try_into().map_err(|_| "truncated")?;
+        Ok(u32::from_le_bytes(b) as usize)
+    }
+    let mut rest = body;
+    let n = length(&mut rest)?;
+    let json = super::inflate_metadata(take(&mut rest, n)?)?;
+    let mut state: CacheState = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    while !rest.is_empty() {
+        let id: [u8; 32] = take(&mut rest, 32)?.try_into().map_err(|_| "truncated")?;
+        let n = length(&mut rest)?;
+        state.trees.insert(Id(id), take(&mut rest, n)?.to_vec());
+    }
+    Ok(state)
+}
+
+/// What identifies the cache file's version on disk: its length and
+/// modification time.
+fn stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
 
 impl std::fmt::Debug for WriterCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,7 +174,9 @@ impl WriterCache {
             repository,
             state: Mutex::default(),
             run_trees: Mutex::default(),
+            loaded: Mutex::default(),
         };
+        *cache.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamp(&cache.path);
         let mut state = cache.read();
         let listed = |kind| async move {
             let names = repo.sink().list_names(kind).await?;
@@ -171,10 +229,7 @@ impl WriterCache {
         };
         let parsed = crate::crypto::open_with(&self.key, &bytes)
             .ok_or_else(|| "it does not open with this key".to_owned())
-            .and_then(|opened| super::inflate_metadata(&opened))
-            .and_then(|json| {
-                serde_json::from_slice::<CacheState>(&json).map_err(|e| e.to_string())
-            });
+            .and_then(|body| decode(&body));
         match parsed {
             Ok(s) if s.version == CACHE_VERSION && s.repository == self.repository => s,
             Ok(_) => empty(),
@@ -204,12 +259,24 @@ impl WriterCache {
         {
             return Some(t.clone());
         }
-        self.state
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let compressed = state.trees.get(id)?;
+        // A tree is at most a metadata file's size.
+        zstd::bulk::decompress(compressed, super::METADATA_MAX as usize).ok()
+    }
+
+    /// Whether the cache holds the tree `id`.
+    pub(crate) fn has_tree(&self, id: &Id) -> bool {
+        self.run_trees
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .trees
-            .get(id)
-            .map(|p| p.0.clone())
+            .contains_key(id)
+            || self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .trees
+                .contains_key(id)
     }
 
     /// The newest snapshot this key wrote that passes `filter`.
@@ -261,10 +328,10 @@ impl WriterCache {
 
     /// Records a finished backup: the index files it wrote with their
     /// packs, and its snapshot with the trees of this run (which replace
-    /// the older snapshot of the same source and host). The file on disk
-    /// is read again first, so that another run of the same key in the
-    /// meantime is kept; a cache that cannot be written is only logged
-    /// (the next backup stores its data again).
+    /// the older snapshot of the same source and host). When another run
+    /// of the same key wrote the file since it was loaded, the file is
+    /// read again first and its entries kept; a cache that cannot be
+    /// written is only logged (the next backup stores its data again).
     pub(crate) fn record(&self, files: &[(Id, IndexFile)], entry: &SnapshotEntry) {
         let trees: Vec<(Id, Vec<u8>)> = self
             .run_trees
@@ -272,15 +339,22 @@ impl WriterCache {
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .collect();
-        let mut state = self.read();
-        let ours = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let known: HashSet<Id> = state.indexed.iter().map(|g| g.file).collect();
-        for g in &ours.indexed {
-            if !known.contains(&g.file) {
-                state.indexed.push(g.clone());
+        let loaded = *self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = if loaded.is_some() && stamp(&self.path) == loaded {
+            // Nobody wrote the file since it was loaded: what this run
+            // holds is all there is.
+            std::mem::take(&mut *self.state.lock().unwrap_or_else(PoisonError::into_inner))
+        } else {
+            let mut state = self.read();
+            let ours = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let known: HashSet<Id> = state.indexed.iter().map(|g| g.file).collect();
+            for g in &ours.indexed {
+                if !known.contains(&g.file) {
+                    state.indexed.push(g.clone());
+                }
             }
-        }
-        drop(ours);
+            state
+        };
         for (file, f) in files {
             state.indexed.push(CachedIndex {
                 file: *file,
@@ -297,7 +371,14 @@ impl WriterCache {
             trees: trees.iter().map(|(id, _)| *id).collect(),
         });
         for (id, data) in trees {
-            state.trees.insert(id, Plain(data));
+            if let std::collections::btree_map::Entry::Vacant(v) = state.trees.entry(id) {
+                match zstd::bulk::compress(&data, 3) {
+                    Ok(c) => {
+                        v.insert(c);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Cannot compress a tree for the cache."),
+                }
+            }
         }
         let kept: HashSet<Id> = state
             .snapshots
@@ -305,7 +386,9 @@ impl WriterCache {
             .flat_map(|s| s.trees.clone())
             .collect();
         state.trees.retain(|id, _| kept.contains(id));
-        if let Err(e) = self.write(&state) {
+        let written = self.write(&state);
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamp(&self.path);
+        if let Err(e) = written {
             tracing::warn!(cache = %self.path.display(), error = %e, "Cannot write the write-only key's cache: the next backup stores all its data again.");
         }
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
@@ -316,8 +399,7 @@ impl WriterCache {
     fn write(&self, state: &CacheState) -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        let compressed = zstd::bulk::compress(&json, 3)?;
+        let compressed = encode(state)?;
         let sealed = crate::crypto::seal_with(&self.key, &compressed);
         let dir = self.path.parent().unwrap_or(&self.path);
         std::fs::create_dir_all(dir)?;
@@ -333,5 +415,28 @@ impl WriterCache {
         f.write_all(&sealed)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_body_round_trips_and_a_cut_one_is_refused() {
+        let mut state = CacheState {
+            version: CACHE_VERSION,
+            repository: "r".to_owned(),
+            ..CacheState::default()
+        };
+        state.trees.insert(Id([1; 32]), b"{\"nodes\":[]}".to_vec());
+        state.trees.insert(Id([2; 32]), Vec::new());
+        let body = encode(&state).unwrap();
+        let back = decode(&body).unwrap();
+        assert_eq!(back.trees, state.trees);
+        assert_eq!(back.repository, "r");
+        for cut in [1, 5, body.len() - 1, body.len() - 13] {
+            assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }
