@@ -218,18 +218,7 @@ fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 /// Serializes and seals a pack header; returns the bytes to append to the
 /// pack (sealed header followed by its u32 length).
 pub fn encode_header(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(1 + 4 + entries.len() * ENTRY_LEN);
-    plain.push(HEADER_VERSION);
-    plain.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for e in entries {
-        plain.push(e.blob_type.code());
-        plain.push(u8::from(e.compressed));
-        plain.extend_from_slice(e.id.as_bytes());
-        plain.extend_from_slice(&e.offset.to_le_bytes());
-        plain.extend_from_slice(&e.length.to_le_bytes());
-        plain.extend_from_slice(&e.raw_length.to_le_bytes());
-    }
-    let mut sealed = key.seal(&plain);
+    let mut sealed = key.seal(&header_plaintext(entries));
     let len = sealed.len() as u32;
     sealed.extend_from_slice(&len.to_le_bytes());
     sealed
@@ -268,6 +257,32 @@ pub fn decode_header(key: &MasterKey, pack: &Id, sealed: &[u8]) -> Result<Vec<Pa
     let plain = key
         .open(sealed, FileKind::Pack, &pack.to_hex())
         .map_err(|_| Error::corrupt(FileKind::Pack, pack, "pack header failed authentication"))?;
+    parse_header_plaintext(&plain, pack)
+}
+
+/// A pack header's plaintext: version, entry count, entries (also the
+/// binary form of a write-only client's cache of its packs).
+pub(crate) fn header_plaintext(entries: &[PackEntry]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(1 + 4 + entries.len() * ENTRY_LEN);
+    plain.push(HEADER_VERSION);
+    plain.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        plain.push(e.blob_type.code());
+        plain.push(u8::from(e.compressed));
+        plain.extend_from_slice(e.id.as_bytes());
+        plain.extend_from_slice(&e.offset.to_le_bytes());
+        plain.extend_from_slice(&e.length.to_le_bytes());
+        plain.extend_from_slice(&e.raw_length.to_le_bytes());
+    }
+    plain
+}
+
+/// Parses what [`header_plaintext`] made, for the pack `pack`.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when it is malformed.
+pub(crate) fn parse_header_plaintext(plain: &[u8], pack: &Id) -> Result<Vec<PackEntry>> {
     let bad = |why: &str| Error::corrupt(FileKind::Pack, pack, format!("pack header: {why}"));
     if plain.first() != Some(&HEADER_VERSION) {
         return Err(bad("unknown header version"));

@@ -51,6 +51,8 @@ pub struct WriterCache {
 struct CacheState {
     version: u32,
     repository: String,
+    /// Stored after the JSON, in binary ([`encode`]).
+    #[serde(skip)]
     indexed: Vec<CachedIndex>,
     snapshots: Vec<CachedSnapshot>,
     /// Each tree zstd-compressed, stored after the JSON in binary
@@ -60,7 +62,7 @@ struct CacheState {
 }
 
 /// The packs one index file written by this key lists.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct CachedIndex {
     file: Id,
     packs: Vec<IndexPack>,
@@ -74,22 +76,39 @@ struct CachedSnapshot {
     trees: Vec<Id>,
 }
 
-/// The cache file's plaintext: the state's JSON, zstd-compressed, with its
-/// length in front (4 bytes, little-endian), then each tree as its id, its
-/// length (4 bytes, little-endian) and its compressed bytes. Trees are most
-/// of the cache; kept out of the JSON they cost no base64 and no parsing,
-/// and kept compressed one by one they are not compressed again each run.
+/// The cache file's plaintext: the state's JSON (version, repository,
+/// snapshots), zstd-compressed, with its length in front; the packs of
+/// each index file, each with its entries as a pack header's plaintext;
+/// then each tree with its compressed bytes. Lengths and counts are 4
+/// bytes little-endian, pack sizes 8. Packs and trees are most of the
+/// cache: in binary they cost no JSON, and trees compressed one by one are
+/// not compressed again each run.
 fn encode(state: &CacheState) -> std::io::Result<Vec<u8>> {
     let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
     let json = zstd::bulk::compress(&json, 1)?;
-    let trees: usize = state.trees.values().map(|t| 36 + t.len()).sum();
-    let mut out = Vec::with_capacity(4 + json.len() + trees);
-    let len = |n: usize| u32::try_from(n).map_err(std::io::Error::other);
-    out.extend_from_slice(&len(json.len())?.to_le_bytes());
+    let mut out = Vec::with_capacity(json.len() + 64);
+    let len = |n: usize| {
+        u32::try_from(n)
+            .map(u32::to_le_bytes)
+            .map_err(std::io::Error::other)
+    };
+    out.extend_from_slice(&len(json.len())?);
     out.extend_from_slice(&json);
+    out.extend_from_slice(&len(state.indexed.len())?);
+    for g in &state.indexed {
+        out.extend_from_slice(&g.file.0);
+        out.extend_from_slice(&len(g.packs.len())?);
+        for p in &g.packs {
+            let header = crate::pack::header_plaintext(&p.blobs);
+            out.extend_from_slice(&p.id.0);
+            out.extend_from_slice(&p.size.to_le_bytes());
+            out.extend_from_slice(&len(header.len())?);
+            out.extend_from_slice(&header);
+        }
+    }
     for (id, tree) in &state.trees {
         out.extend_from_slice(&id.0);
-        out.extend_from_slice(&len(tree.len())?.to_le_bytes());
+        out.extend_from_slice(&len(tree.len())?);
         out.extend_from_slice(tree);
     }
     Ok(out)
@@ -109,14 +128,35 @@ fn decode(body: &[u8]) -> std::result::Result<CacheState, String> {
         let b: [u8; 4] = take(rest, 4)?.try_into().map_err(|_| "truncated")?;
         Ok(u32::from_le_bytes(b) as usize)
     }
+    fn id(rest: &mut &[u8]) -> std::result::Result<Id, String> {
+        Ok(Id(take(rest, 32)?.try_into().map_err(|_| "truncated")?))
+    }
     let mut rest = body;
     let n = length(&mut rest)?;
     let json = super::inflate_metadata(take(&mut rest, n)?)?;
     let mut state: CacheState = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    for _ in 0..length(&mut rest)? {
+        let file = id(&mut rest)?;
+        let count = length(&mut rest)?;
+        let mut packs = Vec::with_capacity(count.min(rest.len() / 44));
+        for _ in 0..count {
+            let pack = id(&mut rest)?;
+            let size: [u8; 8] = take(&mut rest, 8)?.try_into().map_err(|_| "truncated")?;
+            let n = length(&mut rest)?;
+            let blobs = crate::pack::parse_header_plaintext(take(&mut rest, n)?, &pack)
+                .map_err(|e| e.to_string())?;
+            packs.push(IndexPack {
+                id: pack,
+                size: u64::from_le_bytes(size),
+                blobs,
+            });
+        }
+        state.indexed.push(CachedIndex { file, packs });
+    }
     while !rest.is_empty() {
-        let id: [u8; 32] = take(&mut rest, 32)?.try_into().map_err(|_| "truncated")?;
+        let tree = id(&mut rest)?;
         let n = length(&mut rest)?;
-        state.trees.insert(Id(id), take(&mut rest, n)?.to_vec());
+        state.trees.insert(tree, take(&mut rest, n)?.to_vec());
     }
     Ok(state)
 }
@@ -431,9 +471,33 @@ mod tests {
         };
         state.trees.insert(Id([1; 32]), b"{\"nodes\":[]}".to_vec());
         state.trees.insert(Id([2; 32]), Vec::new());
+        let entry = crate::pack::PackEntry {
+            blob_type: crate::pack::BlobType::Data,
+            id: Id([3; 32]),
+            offset: 0,
+            length: 100,
+            raw_length: 72,
+            compressed: false,
+        };
+        state.indexed.push(CachedIndex {
+            file: Id([4; 32]),
+            packs: vec![IndexPack {
+                id: Id([5; 32]),
+                size: 1 << 33,
+                blobs: vec![entry],
+            }],
+        });
         let body = encode(&state).unwrap();
         let back = decode(&body).unwrap();
         assert_eq!(back.trees, state.trees);
+        assert_eq!(back.indexed.len(), 1);
+        let p = &back.indexed[0].packs[0];
+        assert_eq!(
+            (back.indexed[0].file, p.id, p.size),
+            (Id([4; 32]), Id([5; 32]), 1 << 33)
+        );
+        assert_eq!(p.blobs[0].id, Id([3; 32]));
+        assert_eq!(p.blobs[0].raw_length, 72);
         assert_eq!(back.repository, "r");
         for cut in [1, 5, body.len() - 1, body.len() - 13] {
             assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
