@@ -233,6 +233,21 @@ fn write_only_clients_add_backups_and_read_nothing() {
     assert_same_tree(&src, &target);
 }
 
+/// Backs up `source` with the write-only key; asserts success.
+fn writer_create(s: &Scratch, source: &str) {
+    let out = s
+        .cmd()
+        .env("BACKUP_PASSWORD", WRITER_PASSWORD)
+        .args(["create", source])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Adds a write-only key to the repository of `s`.
 fn add_writer(s: &Scratch) {
     s.cmd()
@@ -254,18 +269,7 @@ fn write_only_clients_stream_wal_that_a_full_key_restores_to_a_time() {
     add_writer(&s);
     let receiver = Receiver::start_with(&s, &repl_url(&pg), WRITER_PASSWORD);
     wait_streaming(&pg);
-    let base = s
-        .cmd()
-        .env("BACKUP_PASSWORD", WRITER_PASSWORD)
-        .args(["--json", "create"])
-        .arg(format!("{}?mode=physical", pg.url("postgres")))
-        .output()
-        .unwrap();
-    assert!(
-        base.status.success(),
-        "{}",
-        String::from_utf8_lossy(&base.stderr)
-    );
+    writer_create(&s, &format!("{}?mode=physical", pg.url("postgres")));
     write_markers(&pg, 2);
     let (_, last) = markers(&pg);
     assert!(last > 20, "{last} markers");
@@ -367,17 +371,7 @@ fn write_only_clients_capture_the_oplog_that_a_full_key_restores_to_a_timestamp(
         .insert_many((0..50).map(|i| doc! {"_id": i, "v": 0}))
         .run()
         .unwrap();
-    let base = s
-        .cmd()
-        .env("BACKUP_PASSWORD", WRITER_PASSWORD)
-        .args(["create", &url])
-        .output()
-        .unwrap();
-    assert!(
-        base.status.success(),
-        "{}",
-        String::from_utf8_lossy(&base.stderr)
-    );
+    writer_create(&s, &url);
     // The follower starts from the writer's own base (from its cache).
     let follower = Follower::start_with(&s, &url, WRITER_PASSWORD);
     orders

@@ -61,6 +61,18 @@ struct CacheState {
     trees: BTreeMap<Id, Vec<u8>>,
 }
 
+impl CacheState {
+    /// Drops the trees no cached snapshot has.
+    fn keep_trees_of_snapshots(&mut self) {
+        let kept: HashSet<Id> = self
+            .snapshots
+            .iter()
+            .flat_map(|s| s.trees.iter().copied())
+            .collect();
+        self.trees.retain(|id, _| kept.contains(id));
+    }
+}
+
 /// The packs one index file written by this key lists.
 #[derive(Debug, Clone)]
 struct CachedIndex {
@@ -232,12 +244,7 @@ impl WriterCache {
         state
             .snapshots
             .retain(|s| snapshots.contains(&s.id.to_hex()));
-        let kept: HashSet<Id> = state
-            .snapshots
-            .iter()
-            .flat_map(|s| s.trees.clone())
-            .collect();
-        state.trees.retain(|id, _| kept.contains(id));
+        state.keep_trees_of_snapshots();
         let mut index = Index::new();
         for g in &state.indexed {
             for p in &g.packs {
@@ -420,12 +427,7 @@ impl WriterCache {
                 }
             }
         }
-        let kept: HashSet<Id> = state
-            .snapshots
-            .iter()
-            .flat_map(|s| s.trees.clone())
-            .collect();
-        state.trees.retain(|id, _| kept.contains(id));
+        state.keep_trees_of_snapshots();
         let written = self.write(&state);
         *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamp(&self.path);
         if let Err(e) = written {
