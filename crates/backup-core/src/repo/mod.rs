@@ -428,11 +428,7 @@ impl Repository {
 
     /// Encodes a metadata document: JSON, zstd, then sealed.
     pub fn encode_file<T: Serialize>(&self, value: &T) -> Result<(Id, Bytes)> {
-        let json = serde_json::to_vec(value)
-            .map_err(|e| Error::Config(format!("cannot encode metadata: {e}")))?;
-        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing", e))?;
-        let sealed = self.key.seal(&compressed);
-        Ok((Id::hash(&sealed), Bytes::from(sealed)))
+        encode_sealed(value, |compressed| self.key.seal(compressed))
     }
 
     /// Whether files of `kind` are sealed with the lock key rather than
@@ -475,11 +471,7 @@ impl Repository {
     /// [`Repository::encode_file`] for a file of `kind`
     /// ([`Repository::seal_for`]).
     fn encode_file_of<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<(Id, Bytes)> {
-        let json = serde_json::to_vec(value)
-            .map_err(|e| Error::Config(format!("cannot encode metadata: {e}")))?;
-        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing", e))?;
-        let sealed = self.seal_for(kind, &compressed);
-        Ok((Id::hash(&sealed), Bytes::from(sealed)))
+        encode_sealed(value, |compressed| self.seal_for(kind, compressed))
     }
 
     /// Writes a metadata document as a new file named by its hash.
@@ -744,6 +736,19 @@ impl Repository {
         let again = merged.iter().any(|n| superseded.contains(n));
         (index, damaged, again.then_some(superseded))
     }
+}
+
+/// A metadata document as JSON, zstd, then sealed by `seal`, with the
+/// hash that names it.
+fn encode_sealed<T: Serialize>(
+    value: &T,
+    seal: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<(Id, Bytes)> {
+    let json = serde_json::to_vec(value)
+        .map_err(|e| Error::Config(format!("cannot encode metadata: {e}")))?;
+    let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing", e))?;
+    let sealed = seal(&compressed);
+    Ok((Id::hash(&sealed), Bytes::from(sealed)))
 }
 
 /// Only the version of a metadata file, read before the rest
