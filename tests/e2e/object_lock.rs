@@ -129,3 +129,153 @@ fn object_lock_keeps_locked_objects_and_prunes_them_after_the_period() {
     ]));
     assert_same_tree(&src, &target);
 }
+
+/// Days from now until `key`'s retain-until date (negative when past).
+fn days_locked(moto: &MotoServer, key: &str) -> i64 {
+    let until = moto
+        .retention(LOCKED, key)
+        .unwrap_or_else(|| panic!("{key} has no retention"));
+    let until = chrono::DateTime::parse_from_rfc3339(&until)
+        .unwrap_or_else(|e| panic!("{key}: retention `{until}`: {e}"));
+    (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days()
+}
+
+#[test]
+fn object_lock_period_follows_the_retention_policy() {
+    let moto = MotoServer::start();
+    moto.create_locked_bucket(LOCKED, "GOVERNANCE", 1);
+    let s = Scratch::with_repo(format!("s3://{LOCKED}/repo"), moto.env());
+    s.ok(&with_lock(&["init"]));
+    let src = s.path("src");
+    write(&src.join("base.bin"), &random_bytes(300_000, 3));
+    s.ok(&with_lock(&["create", src.to_str().unwrap()]));
+    write(&src.join("more.bin"), &random_bytes(100_000, 4));
+    s.ok(&with_lock(&["create", src.to_str().unwrap()]));
+    // New objects carry the bucket's default retention: one day.
+    let all = keys(&moto, "repo/");
+    let locked: Vec<&String> = all
+        .iter()
+        .filter(|k| {
+            ["repo/data/", "repo/snapshots/", "repo/keys/", "repo/config"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect();
+    assert!(locked.iter().any(|k| k.starts_with("repo/data/")));
+    for k in &locked {
+        assert!(
+            days_locked(&moto, k) <= 1,
+            "{k} locked longer than the default"
+        );
+    }
+
+    // A dry run changes no lock.
+    s.ok(&with_lock(&[
+        "forget",
+        "--keep-daily",
+        "35",
+        "--keep-last",
+        "2",
+        "--dry-run",
+    ]));
+    assert!(days_locked(&moto, locked[0]) <= 1);
+
+    // The policy keeps both snapshots, the newest as a daily one for 35
+    // days: everything they need (the packs of both, the older ones
+    // reused by the newer snapshot included), their snapshot files, the
+    // configuration and the keys are locked at least that long, plus the
+    // week's margin. Index files keep the default: `repair index`
+    // rebuilds them from the packs.
+    let out = s.ok(&with_lock(&[
+        "forget",
+        "--keep-daily",
+        "35",
+        "--keep-last",
+        "2",
+    ]));
+    assert!(out.contains("removed 0 snapshots"), "{out}");
+    assert!(out.contains("S3 Object Lock: "), "{out}");
+    assert!(!out.contains("(0 extended"), "{out}");
+    for k in &locked {
+        let days = days_locked(&moto, k);
+        assert!((40..=42).contains(&days), "{k} locked {days} days");
+    }
+    for k in all.iter().filter(|k| k.starts_with("repo/index/")) {
+        assert!(days_locked(&moto, k) <= 1, "{k} locked beyond the default");
+    }
+
+    // A second run finds every lock long enough and extends none.
+    let out = s.ok(&with_lock(&[
+        "forget",
+        "--keep-daily",
+        "35",
+        "--keep-last",
+        "2",
+    ]));
+    assert!(out.contains("(0 extended"), "{out}");
+    let json = s.json(&with_lock(&[
+        "forget",
+        "--keep-daily",
+        "35",
+        "--keep-last",
+        "2",
+    ]));
+    assert_eq!(json["locks"]["extended"], 0, "{json}");
+    assert_eq!(
+        json["locks"]["checked"].as_u64(),
+        Some(locked.len() as u64),
+        "{json}"
+    );
+
+    // A longer policy extends again; a repository without Object Lock
+    // reports nothing.
+    let out = s.ok(&with_lock(&[
+        "forget",
+        "--keep-monthly",
+        "6",
+        "--keep-last",
+        "2",
+    ]));
+    assert!(!out.contains("(0 extended"), "{out}");
+    let days = days_locked(&moto, locked[0]);
+    assert!((192..=194).contains(&days), "locked {days} days");
+
+    // A job's retention does the same after each backup.
+    let cfg = s.path("backupd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repositories.main]\nurl = \"s3://{LOCKED}/repo\"\npassword = {{ env = \"BACKUP_PASSWORD\" }}\noptions = {{ \"s3.object-lock\" = \"governance\" }}\n\n[jobs.files]\nrepository = \"main\"\nsource = \"{}\"\nschedule = \"0 3 * * *\"\nretention = {{ keep_daily = 35, keep_yearly = 2 }}\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    write(&src.join("third.bin"), &random_bytes(50_000, 5));
+    let out = s.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "create",
+        "--job",
+        "files",
+    ]);
+    assert!(out.contains("retention S3 Object Lock: "), "{out}");
+    let listed = s.json(&with_lock(&["list"]));
+    let job = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["snapshot"]["job"] == "files")
+        .unwrap_or_else(|| panic!("no snapshot of the job in {listed}"));
+    let id = job["id"].as_str().unwrap();
+    let days = days_locked(&moto, &format!("repo/snapshots/{id}"));
+    assert!(
+        (738..=740).contains(&days),
+        "the yearly snapshot locked {days} days"
+    );
+
+    let plain = Scratch::new();
+    plain.ok(&["init"]);
+    plain.ok(&["create", src.to_str().unwrap()]);
+    let out = plain.ok(&["forget", "--keep-daily", "35"]);
+    assert!(!out.contains("S3 Object Lock"), "{out}");
+}

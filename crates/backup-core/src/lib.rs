@@ -91,4 +91,4 @@ pub(crate) mod walk;
 
 pub use error::{Error, Result};
 pub use id::Id;
-pub use sink::{FileKind, MemorySink, ObjectInfo, PutMode, Sink, SinkExt};
+pub use sink::{FileKind, LockExtension, MemorySink, ObjectInfo, PutMode, Sink, SinkExt};

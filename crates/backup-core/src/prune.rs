@@ -167,13 +167,29 @@ pub async fn blobs_of_trees(
     repo: &IndexedRepository,
     roots: impl Iterator<Item = Id>,
 ) -> Result<HashSet<(BlobType, Id)>> {
+    blobs_of_new_trees(repo, roots, &mut HashSet::new()).await
+}
+
+/// [`blobs_of_trees`] for trees not in `seen` (the ids of trees an earlier
+/// call walked): what they reference that those did not, at the cost of
+/// walking each tree once over many calls. Adds the trees it walks to
+/// `seen`.
+///
+/// # Errors
+///
+/// As [`blobs_of_trees`].
+#[allow(clippy::implicit_hasher)] // the set `walk_trees` keeps
+pub async fn blobs_of_new_trees(
+    repo: &IndexedRepository,
+    roots: impl Iterator<Item = Id>,
+    seen: &mut HashSet<Id>,
+) -> Result<HashSet<(BlobType, Id)>> {
     let mut used = HashSet::new();
     let mut lists = Vec::new();
-    let mut seen = HashSet::new();
     walk_trees(
         repo,
         roots,
-        &mut seen,
+        seen,
         |id, nodes| {
             used.insert((BlobType::Tree, *id));
             for n in nodes {

@@ -60,6 +60,64 @@ impl RetentionPolicy {
             && self.within.is_none()
             && self.tags.is_empty()
     }
+
+    /// How long the policy keeps a snapshot for `reason` (one of a
+    /// [`Decision`]'s reasons), counted from the snapshot's time: N
+    /// hours, days, weeks, months (31 days each) or years (366 days) for
+    /// the calendar rules, the period of `within`; `None` for the rules
+    /// that name no time (`last`, a tag, the newest of a group, the base
+    /// of a point-in-time window).
+    fn span_of(&self, reason: &str) -> Option<chrono::Duration> {
+        let n = |count: Option<usize>, unit: chrono::Duration| {
+            count.map(|c| unit * i32::try_from(c).unwrap_or(i32::MAX))
+        };
+        match reason {
+            "hourly" => n(self.hourly, chrono::Duration::hours(1)),
+            "daily" => n(self.daily, chrono::Duration::days(1)),
+            "weekly" => n(self.weekly, chrono::Duration::weeks(1)),
+            "monthly" => n(self.monthly, chrono::Duration::days(31)),
+            "yearly" => n(self.yearly, chrono::Duration::days(366)),
+            "within" => self.within.and_then(|d| chrono::Duration::from_std(d).ok()),
+            _ => None,
+        }
+    }
+
+    /// The shortest time the policy keeps a new snapshot: the shortest of
+    /// its calendar rules, or `within` when that is longer; a week when
+    /// the policy names no time (only `last` and tags).
+    pub fn lock_period(&self) -> chrono::Duration {
+        let calendar = ["hourly", "daily", "weekly", "monthly", "yearly"]
+            .into_iter()
+            .filter_map(|r| self.span_of(r))
+            .min();
+        match (calendar, self.span_of("within")) {
+            (Some(c), Some(w)) => c.max(w),
+            (Some(s), None) | (None, Some(s)) => s,
+            (None, None) => chrono::Duration::weeks(1),
+        }
+    }
+
+    /// Until when the policy will keep the snapshot of `decision`, for S3
+    /// Object Lock: the latest end among the rules that keep it, a rule
+    /// that names no time counting as [`RetentionPolicy::lock_period`]
+    /// from `now` (it is renewed at every run). `None` when the decision
+    /// removes the snapshot.
+    ///
+    /// The calendar rules assume a snapshot per period: a snapshot kept
+    /// as one of the last 35 days is kept 35 days after it was taken.
+    pub fn kept_until(&self, decision: &Decision, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        decision.keep.then(|| {
+            decision
+                .reasons
+                .iter()
+                .map(|r| match self.span_of(r) {
+                    Some(span) => decision.time + span,
+                    None => now + self.lock_period(),
+                })
+                .max()
+                .unwrap_or(now)
+        })
+    }
 }
 
 /// How snapshots are grouped before a policy applies.
@@ -504,5 +562,53 @@ mod tests {
             "an ambiguous local time resolves to the earlier instant"
         );
         assert!(parse_tz("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn kept_until_follows_the_longest_rule_and_renews_untimed_ones() {
+        let v = vec![
+            snap(1, "2024-01-01T10:00:00Z", &[], "/a"),
+            snap(2, "2024-01-02T10:00:00Z", &["gold"], "/a"),
+            snap(3, "2024-01-03T10:00:00Z", &[], "/a"),
+        ];
+        let policy = RetentionPolicy {
+            daily: Some(35),
+            weekly: Some(2),
+            tags: vec!["gold".into()],
+            ..Default::default()
+        };
+        assert_eq!(policy.lock_period(), chrono::Duration::weeks(2));
+        let now = DateTime::parse_from_rfc3339("2024-01-03T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let decisions = apply(&v, &policy, GroupBy::default_grouping()).unwrap();
+        let until = |n: u8| {
+            let d = decisions.iter().find(|d| d.id.0[0] == n).unwrap();
+            policy.kept_until(d, now).map(|t| t.to_rfc3339())
+        };
+        // A daily snapshot is kept 35 days after it was taken; a tagged
+        // one at least the lock period from now, renewed at each run.
+        assert_eq!(until(1).as_deref(), Some("2024-02-05T10:00:00+00:00"));
+        assert_eq!(until(2).as_deref(), Some("2024-02-06T10:00:00+00:00"));
+        assert_eq!(until(3).as_deref(), Some("2024-02-07T10:00:00+00:00"));
+        let within = RetentionPolicy {
+            hourly: Some(24),
+            within: Some(Duration::from_secs(3 * 86_400)),
+            ..Default::default()
+        };
+        assert_eq!(within.lock_period(), chrono::Duration::days(3));
+        let last = RetentionPolicy {
+            last: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(last.lock_period(), chrono::Duration::weeks(1));
+        let decisions = apply(&v, &last, GroupBy::default_grouping()).unwrap();
+        let gone = decisions.iter().find(|d| !d.keep).unwrap();
+        assert_eq!(last.kept_until(gone, now), None);
+        let kept = decisions.iter().find(|d| d.keep).unwrap();
+        assert_eq!(
+            last.kept_until(kept, now),
+            Some(now + chrono::Duration::weeks(1))
+        );
     }
 }

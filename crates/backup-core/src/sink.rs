@@ -91,6 +91,34 @@ pub trait Sink: Send + Sync + fmt::Debug {
     fn append_only(&self) -> bool {
         false
     }
+
+    /// Makes storage keep a file until at least `until` (S3 Object Lock:
+    /// when the object's retain-until date is sooner, it is moved to
+    /// `until + margin`, so that a later call with a slightly later date
+    /// changes nothing; it never moves back). Storage that locks nothing answers
+    /// [`LockExtension::Unlocked`] without a request; that is the default.
+    /// Wrappers forward it.
+    async fn retain_until(
+        &self,
+        kind: FileKind,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        margin: chrono::Duration,
+    ) -> Result<LockExtension> {
+        let _ = (kind, name, until, margin);
+        Ok(LockExtension::Unlocked)
+    }
+}
+
+/// What [`Sink::retain_until`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockExtension {
+    /// The storage does not lock objects.
+    Unlocked,
+    /// The file was already kept at least that long (or held, or is gone).
+    Covered,
+    /// The file's lock was moved forward.
+    Extended,
 }
 
 /// Conveniences built on the [`Sink`] verbs, implemented for every sink.
@@ -176,6 +204,15 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
 
     fn append_only(&self) -> bool {
         (**self).append_only()
+    }
+    async fn retain_until(
+        &self,
+        kind: FileKind,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        margin: chrono::Duration,
+    ) -> Result<LockExtension> {
+        (**self).retain_until(kind, name, until, margin).await
     }
 }
 

@@ -128,6 +128,7 @@ pub mod health;
 pub mod log;
 pub mod maintenance;
 pub mod mount;
+pub mod object_lock;
 pub mod pitr;
 pub mod report;
 pub mod repository;

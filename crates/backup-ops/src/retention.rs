@@ -18,6 +18,7 @@ use crate::backup::job_snapshots;
 use crate::config::Job;
 use crate::error::{Error, Result};
 use crate::feedback::{json, Feedback};
+use crate::object_lock::{extend_locks, LockReport};
 
 /// What `forget` removes.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,10 @@ pub struct ForgetResult {
     /// until when; they stay listed, and their data stays, until a later
     /// forget after that date.
     pub retained: Vec<Retained>,
+    /// The S3 Object Lock of what the kept snapshots need, extended until
+    /// the policy lets them go; `None` when storage locks nothing, for a
+    /// dry run, or without a policy.
+    pub locks: Option<LockReport>,
     /// The prune that followed.
     pub prune: Option<PruneReport>,
 }
@@ -148,6 +153,11 @@ pub async fn forget(
             }
             remove = removed;
         }
+        let locks = if req.dry_run {
+            None
+        } else {
+            extend_locks(repo, &req.policy, &decisions, &considered).await?
+        };
         let prune = match &req.prune {
             Some(opts) => Some(
                 run_prune(
@@ -168,6 +178,7 @@ pub async fn forget(
             decisions,
             removed: remove,
             retained,
+            locks,
             prune,
         })
     };
@@ -299,6 +310,9 @@ pub struct RetentionOutcome {
     pub retained: Vec<Retained>,
     /// Snapshots kept.
     pub kept: usize,
+    /// The S3 Object Lock of what the kept snapshots need, extended until
+    /// the policy lets them go (`None` when storage locks nothing).
+    pub locks: Option<LockReport>,
     /// The prune report, when pruning ran.
     pub prune: Option<PruneReport>,
 }
@@ -346,7 +360,7 @@ async fn retain(
         let snapshots = job_snapshots(repo, job).await?;
         let mut decisions = apply(&snapshots, policy, GroupBy::default_grouping())?;
         keep_window_anchors(repo, &snapshots, policy, &mut decisions).await?;
-        for d in decisions {
+        for d in &decisions {
             if d.keep {
                 out.kept += 1;
             } else if delete_unless_retained(
@@ -360,6 +374,7 @@ async fn retain(
                 out.removed.push(d.id);
             }
         }
+        out.locks = extend_locks(repo, policy, &decisions, &snapshots).await?;
         Ok::<_, Error>(out)
     };
     repo.with_lock(LockMode::Shared, "forget", lock_wait, work)
@@ -371,5 +386,8 @@ pub fn note(feedback: &dyn Feedback, outcome: &RetentionOutcome) {
     feedback.detail("retention_removed", json(&outcome.removed));
     if !outcome.retained.is_empty() {
         feedback.detail("retention_retained", json(&outcome.retained));
+    }
+    if let Some(locks) = &outcome.locks {
+        feedback.detail("retention_locks", json(locks));
     }
 }

@@ -189,6 +189,18 @@ impl<S: Sink> Sink for RetrySink<S> {
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }
+    async fn retain_until(
+        &self,
+        kind: FileKind,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        margin: chrono::Duration,
+    ) -> Result<backup_core::LockExtension> {
+        self.run("retain", kind, name, |_| {
+            self.inner.retain_until(kind, name, until, margin)
+        })
+        .await
+    }
 }
 
 impl<S: Sink> RetrySink<S> {
@@ -282,6 +294,15 @@ impl<S: Sink> Sink for AppendOnlySink<S> {
 
     fn append_only(&self) -> bool {
         true
+    }
+    async fn retain_until(
+        &self,
+        kind: FileKind,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        margin: chrono::Duration,
+    ) -> Result<backup_core::LockExtension> {
+        self.inner.retain_until(kind, name, until, margin).await
     }
 }
 

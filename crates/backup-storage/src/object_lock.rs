@@ -3,11 +3,10 @@
 //! who took its credentials) cannot destroy backups.
 //!
 //! The storage option `s3.object-lock = governance | compliance` says the
-//! bucket locks what it stores. The lock itself is the bucket's default
+//! bucket locks what it stores. The first lock is the bucket's default
 //! retention (S3 applies `now + period` to every new object version, so
 //! every object is locked from its first byte with no extra request); the
-//! period is the bucket's setting, chosen by whoever administers it (at
-//! least the shortest time the retention policy keeps a snapshot).
+//! period is the bucket's setting, chosen by whoever administers it.
 //! [`check_bucket`] reads it, and `init` refuses a bucket without Object
 //! Lock or without a default retention in the requested mode.
 //!
@@ -20,7 +19,12 @@
 //! future or a legal hold is [`Error::Retained`] naming until when, and
 //! nothing is hidden; otherwise the version itself is deleted (`DELETE
 //! ?versionId=`), which frees the space. Prune and forget report retained
-//! objects and retry them in a later run. Lock files are the exception:
+//! objects and retry them in a later run.
+//!
+//! [`Sink::retain_until`] extends an object's lock (`PutObjectRetention` on
+//! its version) when it ends before a date: `backup-ops` calls it for
+//! everything the snapshots a retention policy keeps still need, until the
+//! policy lets them go. Lock files are the exception:
 //! they must disappear when a process ends, so they are deleted with a
 //! plain `DELETE` (a delete marker; their locked versions are a few hundred
 //! bytes each).
@@ -29,7 +33,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use backup_core::{Error, FileKind, ObjectInfo, PutMode, Result, Sink};
+use backup_core::{Error, FileKind, LockExtension, ObjectInfo, PutMode, Result, Sink};
 use bytes::Bytes;
 
 use crate::aws::S3Requests;
@@ -173,17 +177,8 @@ impl ObjectLockSink {
         mode: PutMode,
         class: Option<&'static str>,
     ) -> Result<()> {
-        use base64::Engine as _;
-        use sha2::Digest as _;
         let key = self.requests.key(kind, name)?;
-        let digest = sha2::Sha256::digest(&data);
-        let mut headers = vec![
-            ("x-amz-sdk-checksum-algorithm", "SHA256".to_owned()),
-            (
-                "x-amz-checksum-sha256",
-                base64::engine::general_purpose::STANDARD.encode(digest),
-            ),
-        ];
+        let mut headers = checksum_headers(&data);
         if mode == PutMode::Create {
             headers.push(("if-none-match", "*".to_owned()));
         }
@@ -278,15 +273,7 @@ impl Sink for ObjectLockSink {
                 });
             }
         }
-        let query = header("x-amz-version-id")
-            .filter(|v| !v.is_empty() && v != "null")
-            .map(|v| {
-                format!(
-                    "versionId={}",
-                    crate::aws::encode_key(&v).replace('/', "%2F")
-                )
-            })
-            .unwrap_or_default();
+        let query = version_query(header("x-amz-version-id").as_deref()).unwrap_or_default();
         let (status, _, body) = self
             .requests
             .send(http::Method::DELETE, &key, &query, &[], Bytes::new())
@@ -312,6 +299,92 @@ impl Sink for ObjectLockSink {
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }
+    async fn retain_until(
+        &self,
+        kind: FileKind,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        margin: chrono::Duration,
+    ) -> Result<LockExtension> {
+        let key = self.requests.key(kind, name)?;
+        let (status, headers, body) = self
+            .requests
+            .send(http::Method::HEAD, &key, "", &[], Bytes::new())
+            .await?;
+        if status.as_u16() == 404 {
+            return Ok(LockExtension::Covered);
+        }
+        if !status.is_success() {
+            return Err(self
+                .requests
+                .failure("reading the lock of", &key, status, &body));
+        }
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let current = header("x-amz-object-lock-retain-until-date")
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(d.trim()).ok());
+        if current.is_some_and(|c| c >= until) {
+            return Ok(LockExtension::Covered);
+        }
+        // A compliance lock stays in compliance mode; a governance lock
+        // is extended in the repository's mode.
+        let mode = match header("x-amz-object-lock-mode") {
+            Some(m) if m.eq_ignore_ascii_case("COMPLIANCE") => S3ObjectLock::Compliance,
+            _ => self.mode,
+        };
+        let xml = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
+            mode.as_str(),
+            (until + margin).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let mut query = "retention".to_owned();
+        if let Some(v) = version_query(header("x-amz-version-id")) {
+            query.push('&');
+            query.push_str(&v);
+        }
+        let data = Bytes::from(xml);
+        let (status, _, body) = self
+            .requests
+            .send(
+                http::Method::PUT,
+                &key,
+                &query,
+                &checksum_headers(&data),
+                data,
+            )
+            .await?;
+        if status.is_success() {
+            Ok(LockExtension::Extended)
+        } else {
+            Err(self
+                .requests
+                .failure("extending the lock of", &key, status, &body))
+        }
+    }
+}
+
+/// The query that names one version of an object (`versionId=...`), or
+/// `None` for an unversioned one.
+fn version_query(version: Option<&str>) -> Option<String> {
+    version.filter(|v| !v.is_empty() && *v != "null").map(|v| {
+        format!(
+            "versionId={}",
+            crate::aws::encode_key(v).replace('/', "%2F")
+        )
+    })
+}
+
+/// The checksum headers S3 requires of a body sent to a bucket with
+/// Object Lock (`x-amz-sdk-checksum-algorithm`, `x-amz-checksum-sha256`).
+fn checksum_headers(data: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    vec![
+        ("x-amz-sdk-checksum-algorithm", "SHA256".to_owned()),
+        (
+            "x-amz-checksum-sha256",
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(data)),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -358,4 +358,13 @@ impl Sink for FaultySink {
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }
+    async fn retain_until(
+        &self,
+        kind: FileKind,
+        name: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        margin: chrono::Duration,
+    ) -> Result<backup_core::LockExtension> {
+        self.inner.retain_until(kind, name, until, margin).await
+    }
 }

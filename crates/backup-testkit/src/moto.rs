@@ -115,7 +115,7 @@ impl MotoServer {
     }
 
     /// One HTTP/1.1 request with `headers` and `body`; returns the status
-    /// and body.
+    /// and body (the headers, for a `HEAD`).
     fn request(
         &self,
         method: &str,
@@ -149,9 +149,12 @@ impl MotoServer {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_owned());
+        let body = match response.split_once("\r\n\r\n") {
+            // A `HEAD` has no body: its answer is the headers.
+            Some((head, _)) if method == "HEAD" => head.to_owned(),
+            Some((_, body)) => body.to_owned(),
+            None => String::new(),
+        };
         (status, body)
     }
 
@@ -272,6 +275,23 @@ impl MotoServer {
             );
             assert_eq!(status, 200, "setting the retention of {key}: {answer}");
         }
+    }
+
+    /// The retain-until date (as moto states it) of `key` in `bucket`, or
+    /// `None` when the object has no retention.
+    pub fn retention(&self, bucket: &str, key: &str) -> Option<String> {
+        // moto 5.2.5 has no `GetObjectRetention`; `HEAD` states it.
+        let (status, head) = self.request(
+            "HEAD",
+            &format!("/{bucket}/{key}"),
+            &[("Authorization", &fake_auth("s3"))],
+            "",
+        );
+        assert_eq!(status, 200, "reading the retention of {key}: {head}");
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("x-amz-object-lock-retain-until-date"))
+            .map(|(_, value)| value.trim().to_owned())
     }
 
     /// The delete markers below `prefix` in `bucket` (keys that a plain

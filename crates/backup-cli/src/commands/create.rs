@@ -171,6 +171,9 @@ fn render(
                     k.kind, k.name, k.until
                 ))?;
             }
+            if let Some(l) = &r.locks {
+                ctx.say(format!("  retention {}", super::forget::locks_line(l)))?;
+            }
         }
     }
     Ok(())

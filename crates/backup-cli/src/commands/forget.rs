@@ -3,6 +3,7 @@
 use anyhow::Result;
 use backup_core::prune::{PruneOptions, PruneReport, Retained};
 use backup_core::retention::{parse_duration, parse_tz, GroupBy, RetentionPolicy};
+use backup_ops::object_lock::LockReport;
 use backup_ops::retention::{forget as forget_snapshots, prune, ForgetRequest};
 
 use super::{bytes, snapshot_filter};
@@ -71,6 +72,9 @@ pub(crate) async fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
     let verb = if a.dry_run { "would remove" } else { "removed" };
     ctx.say(format!("{verb} {} snapshots", result.removed.len()))?;
     say_retained(ctx, "forget", &result.retained)?;
+    if let Some(l) = &result.locks {
+        ctx.say(format!("forget: {}", locks_line(l)))?;
+    }
     if let Some(p) = &result.prune {
         say_prune(ctx, p)?;
     }
@@ -125,6 +129,18 @@ fn say_prune(ctx: &Ctx, p: &PruneReport) -> Result<()> {
         bytes(p.bytes_rewritten),
         bytes(p.bytes_unused_kept)
     ))
+}
+
+/// What extending the S3 Object Lock of the kept snapshots did, in a line.
+pub(crate) fn locks_line(l: &LockReport) -> String {
+    format!(
+        "S3 Object Lock: {} objects the kept snapshots need are locked until the policy lets them go ({} extended{})",
+        l.checked,
+        l.extended,
+        l.until
+            .map(|u| format!(", the longest until {}", u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .unwrap_or_default()
+    )
 }
 
 /// Files storage kept under S3 Object Lock: each with until when, then
