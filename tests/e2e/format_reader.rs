@@ -50,32 +50,47 @@ fn python() -> PathBuf {
     p
 }
 
-fn reader_script() -> PathBuf {
-    workspace_root().join("tests/format_reader/reader.py")
-}
-
-/// Runs the reader; returns its output whatever the exit code.
-fn reader(repo: &str, password: &str, args: &[&OsStr]) -> Output {
+/// Runs `tests/format_reader/SCRIPT` with `args`; returns its output
+/// whatever the exit code.
+fn script(name: &str, args: &[&OsStr]) -> Output {
     Command::new(python())
-        .arg(reader_script())
-        .arg(repo)
-        .arg(password)
+        .arg(workspace_root().join("tests/format_reader").join(name))
         .args(args)
         .output()
         .unwrap()
 }
 
-/// Runs the reader, asserts success and parses its JSON output.
-pub(crate) fn reader_json(repo: &str, password: &str, args: &[&OsStr]) -> serde_json::Value {
-    let out = reader(repo, password, args);
+/// Runs the reader; returns its output whatever the exit code.
+fn reader(repo: &str, password: &str, args: &[&OsStr]) -> Output {
+    let mut all = vec![os(repo), os(password)];
+    all.extend_from_slice(args);
+    script("reader.py", &all)
+}
+
+/// Asserts that a script succeeded and parses its JSON output.
+fn json_of(out: &Output, what: &str) -> serde_json::Value {
     assert!(
         out.status.success(),
-        "reader {args:?} failed ({:?}):\n{}\n{}",
+        "{what} failed ({:?}):\n{}\n{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs the reader, asserts success and parses its JSON output.
+pub(crate) fn reader_json(repo: &str, password: &str, args: &[&OsStr]) -> serde_json::Value {
+    json_of(&reader(repo, password, args), &format!("reader {args:?}"))
+}
+
+/// Runs `attack.py`: every secret of the write-only keys `writer` opens,
+/// tried on every sealed object (`full` names the packs' regions).
+pub(crate) fn attack_json(repo: &str, writer: &str, full: &str) -> serde_json::Value {
+    json_of(
+        &script("attack.py", &[os(repo), os(writer), os(full)]),
+        "attack.py",
+    )
 }
 
 fn os(s: &str) -> &OsStr {

@@ -168,6 +168,37 @@ fn write_only_clients_add_backups_and_read_nothing() {
     assert!(!restored.exists());
     assert!(!std::path::Path::new("/tmp/never-written.key").exists());
 
+    // An attacker holding the write-only key file, its password and all
+    // of storage: none of the key's secrets opens any snapshot, index
+    // file, pack header, tree or data blob (its own included), as an
+    // AES-GCM key or as the private key of the HPKE sessions; only lock
+    // files and audit records open, with the lock key it holds by design.
+    let attack = crate::format_reader::attack_json(&s.repo, WRITER_PASSWORD, crate::util::PASSWORD);
+    assert_eq!(attack["secrets"], 4, "{attack}");
+    for dir in ["snapshots", "index", "data", "keys"] {
+        assert!(
+            attack["tried"][dir].as_u64().unwrap_or(0) > 0,
+            "{dir}: {attack}"
+        );
+    }
+    assert!(attack["tried"]["data"].as_u64().unwrap() > 100, "{attack}");
+    let opened: Vec<&str> = attack["opened"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        opened
+            .iter()
+            .all(|p| p.starts_with("audit/") || p.starts_with("locks/")),
+        "a write-only key opened {opened:?}"
+    );
+    assert!(
+        opened.iter().any(|p| p.starts_with("audit/")),
+        "the lock key opens no audit record, so the attack proves nothing: {attack}"
+    );
+
     // The full key reads, restores and verifies all of it.
     let listed = s.json(&["list"]);
     assert_eq!(listed.as_array().unwrap().len(), 5, "{listed}");
