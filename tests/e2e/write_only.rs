@@ -262,6 +262,43 @@ fn write_only_clients_add_backups_and_read_nothing() {
         src_arg,
     ]);
     assert_same_tree(&src, &target);
+
+    // A daemon that backs up with the write-only key: its start-up check
+    // refuses jobs that would need to read or delete (retention, verify,
+    // drills) instead of failing at their first run.
+    let pw = s.path("writer.pw");
+    std::fs::write(&pw, WRITER_PASSWORD).unwrap();
+    let check = |job_extra: &str| {
+        let cfg = s.path("writer.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[repositories.main]\nurl = \"{}\"\npassword = {{ file = \"{}\" }}\n\n[jobs.web]\nrepository = \"main\"\nsource = \"{}\"\nschedule = \"0 3 * * *\"\n{job_extra}",
+                s.repo,
+                pw.display(),
+                src.display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(crate::daemon::backupd_bin())
+            .args(["--check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = check("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check("retention = { keep_daily = 7 }\nverify = { schedule = \"0 0 5 * * Sun\" }\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the retention, verify of job web` needs a full key"),
+        "{err}"
+    );
 }
 
 /// Backs up `source` with the write-only key; asserts success.

@@ -154,9 +154,11 @@ pub async fn startup(config: &Config, depth: Depth) -> Result<Vec<StartupCheck>>
         })
     };
     let mut out = Vec::new();
+    let jobs = config.all_jobs()?;
     for name in config.repositories.keys() {
         let probe = async {
             let repo = open_configured(config, name).await?;
+            full_key_for_jobs(&repo, jobs.iter().filter(|j| &j.repository == name))?;
             if depth == Depth::Deep {
                 check_writable(&repo).await?;
             }
@@ -183,7 +185,7 @@ pub async fn startup(config: &Config, depth: Depth) -> Result<Vec<StartupCheck>>
         });
     }
     if depth == Depth::Deep {
-        for job in config.all_jobs()? {
+        for job in jobs {
             let r = tokio::time::timeout(STARTUP_PROBE_LIMIT, check_source(&job))
                 .await
                 .unwrap_or_else(|_| Err(timed_out()));
@@ -205,6 +207,26 @@ pub async fn startup(config: &Config, depth: Depth) -> Result<Vec<StartupCheck>>
         }
     }
     Ok(out)
+}
+
+/// Refuses, at start-up rather than at the first run, jobs that need to
+/// read or delete what a repository opened with a write-only key holds:
+/// retention, verification and drills.
+fn full_key_for_jobs<'a>(repo: &Repository, jobs: impl Iterator<Item = &'a Job>) -> Result<()> {
+    for job in jobs {
+        let needs: Vec<&str> = [
+            (job.retention.is_some(), "retention"),
+            (job.verify.is_some(), "verify"),
+            (job.drill.is_some(), "drill"),
+        ]
+        .into_iter()
+        .filter_map(|(on, what)| on.then_some(what))
+        .collect();
+        if !needs.is_empty() {
+            repo.require_full_key(&format!("the {} of job {}", needs.join(", "), job.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the source of a job can be opened (the server answers, the
