@@ -43,11 +43,16 @@ impl Follower {
     }
 
     pub(crate) fn start_with(s: &Scratch, url: &str, extra: &[&str]) -> Self {
+        Self::start_as(s, url, extra, crate::util::PASSWORD)
+    }
+
+    /// Starts a follower that opens the repository with `password`.
+    pub(crate) fn start_as(s: &Scratch, url: &str, extra: &[&str], password: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_backup"))
             .args(["redis", "follow", url, "--slice-time", "200ms"])
             .args(extra)
             .env("BACKUP_REPOSITORY", &s.repo)
-            .env("BACKUP_PASSWORD", crate::util::PASSWORD)
+            .env("BACKUP_PASSWORD", password)
             .env("HOME", s.dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(s.path("follow.log")).unwrap())

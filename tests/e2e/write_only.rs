@@ -467,3 +467,71 @@ fn write_only_clients_capture_the_oplog_that_a_full_key_restores_to_a_timestamp(
     let restored = c.database("at_ts").collection::<Document>("orders");
     assert_eq!(restored.count_documents(doc! {}).run().unwrap(), 80);
 }
+
+#[test]
+fn write_only_clients_follow_redis_that_a_full_key_restores_to_an_offset() {
+    use crate::redis_pitr::{repl_offset, wait_captured, Follower};
+    use backup_testkit::redis::RedisServer;
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let s = Scratch::new();
+    s.init();
+    add_writer(&s);
+    let set = |range: std::ops::Range<u32>| {
+        let mut con = source.connection();
+        for i in range {
+            redis::cmd("SET")
+                .arg(format!("k:{i}"))
+                .arg(i)
+                .exec(&mut con)
+                .unwrap();
+        }
+        repl_offset(&mut con)
+    };
+    set(0..20);
+    writer_create(&s, &source.url());
+    // The follower starts from the writer's own base (from its cache),
+    // stops, and resumes from its newest piece, which it cannot read: it
+    // continues from the piece's name.
+    let follower = Follower::start_as(&s, &source.url(), &[], WRITER_PASSWORD);
+    let first = set(20..40);
+    wait_captured(&s, first);
+    follower.stop();
+    let follower = Follower::start_as(&s, &source.url(), &[], WRITER_PASSWORD);
+    let second = set(40..60);
+    let listed = wait_captured(&s, second);
+    follower.stop();
+    let log = std::fs::read_to_string(s.path("follow.log")).unwrap_or_default();
+    let streams = listed.as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{listed}\n{log}");
+    assert!(
+        streams[0]["gaps"].as_array().unwrap().is_empty(),
+        "{listed}\n{log}"
+    );
+    assert_eq!(
+        streams[0]["windows"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    // One base only: the writer's own, which both runs continued.
+    let bases = s.json(&["list"]);
+    assert_eq!(bases.as_array().unwrap().len(), 1, "{bases}");
+    s.ok(&[
+        "restore",
+        "--at-offset",
+        &second.to_string(),
+        "--to",
+        &target.url(),
+        "--drop",
+        "-y",
+        "--no-safety-backup",
+    ]);
+    let mut con = target.connection();
+    for i in 0..60u32 {
+        let v: Option<u32> = redis::cmd("GET")
+            .arg(format!("k:{i}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(v, Some(i), "k:{i}");
+    }
+}

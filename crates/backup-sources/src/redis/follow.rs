@@ -250,7 +250,14 @@ impl Follower<'_, '_> {
                     replid: identity.clone(),
                 }));
             };
-            let record = self.cap.repo.load_capture(&newest).await?;
+            // A write-only key cannot open records: it continues from the
+            // piece's name (its range) and the stream's identity (the
+            // replication id), without the stored time.
+            let record = if self.cap.repo.key().is_write_only() {
+                None
+            } else {
+                Some(self.cap.repo.load_capture(&newest).await?)
+            };
             let next = position_offset(&newest.last).ok_or_else(|| {
                 Error::corrupt(
                     backup_core::FileKind::Capture,
@@ -259,8 +266,8 @@ impl Follower<'_, '_> {
                 )
             })?;
             let replid = record
-                .details
-                .get("replid")
+                .as_ref()
+                .and_then(|r| r.details.get("replid"))
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or(identity)
                 .to_owned();
@@ -270,7 +277,7 @@ impl Follower<'_, '_> {
                 next,
                 previous: Some(newest),
                 continues_snapshot: None,
-                stored_time: record.time_last,
+                stored_time: record.and_then(|r| r.time_last),
             };
             return Ok(Some(Position { link, replid }));
         }
