@@ -124,3 +124,109 @@ fn append_only_clients_add_and_restore_and_refuse_to_delete() {
     s.ok(&["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(s.json(&["list"]).as_array().unwrap().len(), 1);
 }
+
+/// The IAM policy the README gives an append-only host, enforced by moto:
+/// the host backs up (its lock files come and go), and the same
+/// credentials without the option cannot delete a snapshot or a pack.
+#[test]
+fn the_readme_iam_policy_lets_a_host_back_up_and_not_delete() {
+    use backup_testkit::moto::{MotoServer, BUCKET};
+    let moto = MotoServer::start();
+    let s = Scratch::with_repo(moto.url("repo"), moto.env());
+    s.ok(&["init"]);
+    let (id, secret) = moto.iam_user_with(
+        "web-1",
+        &[
+            (
+                &["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                &[
+                    &format!("arn:aws:s3:::{BUCKET}"),
+                    &format!("arn:aws:s3:::{BUCKET}/repo/*"),
+                ],
+            ),
+            (
+                &["s3:DeleteObject"],
+                &[&format!("arn:aws:s3:::{BUCKET}/repo/locks/*")],
+            ),
+        ],
+    );
+    let src = s.path("src");
+    write(&src.join("a.bin"), &random_bytes(200_000, 1));
+    let as_host = |args: &[&str]| {
+        moto.enforce_iam(true);
+        let out = s
+            .cmd()
+            .env("AWS_ACCESS_KEY_ID", &id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .args(args)
+            .output()
+            .unwrap();
+        moto.enforce_iam(false);
+        out
+    };
+    let src_arg = src.to_str().unwrap();
+    // The first backup has a file the second no longer has.
+    write(&src.join("once.bin"), &random_bytes(100_000, 2));
+    for round in 0..2 {
+        if round == 1 {
+            std::fs::remove_file(src.join("once.bin")).unwrap();
+        }
+        let out = as_host(&["-o", "append-only=true", "create", src_arg]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        moto.objects(BUCKET, "repo/locks/").is_empty(),
+        "the host's locks stayed"
+    );
+    let before: BTreeSet<String> = moto
+        .objects(BUCKET, "repo/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.starts_with("repo/locks/") && !k.starts_with("repo/audit/"))
+        .collect();
+    // A thief with the host's credentials and a client without the
+    // option: storage refuses the deletes of a snapshot, and (once a full
+    // host forgot the first snapshot) of the data only it used.
+    let out = as_host(&["forget", "--keep-last", "1"]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = s.json(&["list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    s.ok(&["forget", "--keep-last", "1"]);
+    for args in [
+        &["prune"][..],
+        &["forget", "--keep-last", "1", "--prune"][..],
+    ] {
+        let out = as_host(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "`{}` ran: {err}", args.join(" "));
+        assert!(
+            err.contains("denied") || err.contains("Denied") || err.contains("403"),
+            "`{}`: {err}",
+            args.join(" ")
+        );
+    }
+    let after: BTreeSet<String> = moto
+        .objects(BUCKET, "repo/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let lost: Vec<&String> = before
+        .difference(&after)
+        .filter(|k| !k.starts_with("repo/snapshots/"))
+        .collect();
+    assert!(lost.is_empty(), "deleted through the policy: {lost:?}");
+    s.ok(&["verify", "--read-data"]);
+    let out = s.ok(&["prune"]);
+    assert!(out.contains("prune: "), "{out}");
+    let target = s.path("restored");
+    s.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target);
+}

@@ -53,6 +53,10 @@ pub struct ObjectStoreSink {
     location: String,
     multipart: MultipartOptions,
     data_class: Option<&'static str>,
+    /// S3: deletes as one signed `DELETE` per object (see
+    /// [`ObjectStoreSink::with_single_deletes`]).
+    #[cfg(feature = "s3")]
+    single_deletes: Option<Arc<crate::aws::S3Requests>>,
 }
 
 impl fmt::Debug for ObjectStoreSink {
@@ -92,7 +96,21 @@ impl ObjectStoreSink {
             location: location.into(),
             multipart: MultipartOptions::default(),
             data_class: None,
+            #[cfg(feature = "s3")]
+            single_deletes: None,
         })
+    }
+
+    /// Deletes with one `DELETE` per object through `requests` instead of
+    /// `object_store`'s bulk `DeleteObjects`, so that an IAM policy that
+    /// grants `s3:DeleteObject` on `PREFIX/locks/*` only (an append-only
+    /// host) is enough for its lock files wherever the bulk request is
+    /// authorized against the bucket (moto, some S3-compatible stores).
+    #[cfg(feature = "s3")]
+    #[must_use]
+    pub(crate) fn with_single_deletes(mut self, requests: crate::aws::S3Requests) -> Self {
+        self.single_deletes = Some(Arc::new(requests));
+        self
     }
 
     /// Replaces the multipart settings.
@@ -345,6 +363,17 @@ impl Sink for ObjectStoreSink {
     }
 
     async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        #[cfg(feature = "s3")]
+        if let Some(requests) = &self.single_deletes {
+            let key = requests.key(kind, name)?;
+            let (status, _, body) = requests
+                .send(http::Method::DELETE, &key, "", &[], Bytes::new())
+                .await?;
+            return match status.as_u16() {
+                200..=299 | 404 => Ok(()),
+                _ => Err(requests.failure("deleting", &key, status, &body)),
+            };
+        }
         let key = self.object_key(kind, name)?;
         match self.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -19,7 +19,8 @@ use crate::url::UrlCredentials;
 /// `options`. Create-only puts use `If-None-Match: *`; create-only
 /// multipart uploads are published with a copy-if-not-exists implemented as
 /// a conditional multipart copy ([`S3CopyIfNotExists::Multipart`]) unless
-/// `AWS_COPY_IF_NOT_EXISTS` chooses another method.
+/// `AWS_COPY_IF_NOT_EXISTS` chooses another method. Deletes are one
+/// `DELETE` per object ([`ObjectStoreSink::with_single_deletes`]).
 pub(crate) fn build(
     bucket: &str,
     prefix: &str,
@@ -34,7 +35,14 @@ pub(crate) fn build(
         .map_err(|e| Error::Config(format!("cannot configure S3 for {shown}: {e}")))?;
     let sink = ObjectStoreSink::new(Arc::new(store), prefix, "s3", shown)?
         .with_multipart(options.multipart.clone())
-        .with_data_storage_class(options.s3.data_storage_class.map(S3StorageClass::as_str));
+        .with_data_storage_class(options.s3.data_storage_class.map(S3StorageClass::as_str))
+        .with_single_deletes(crate::aws::S3Requests::open(
+            bucket,
+            prefix,
+            credentials,
+            options,
+            location,
+        )?);
     Ok(Arc::new(sink))
 }
 

@@ -203,14 +203,37 @@ impl MotoServer {
     /// `kms:Encrypt`) on every resource; returns its access key id and
     /// secret.
     pub fn iam_user(&self, name: &str, actions: &[&str]) -> (String, String) {
+        self.iam_user_with(name, &[(actions, &["*"])])
+    }
+
+    /// Creates the IAM user `name` allowed, for each `(actions, resources)`
+    /// statement, those actions on those resources (ARNs, `*` wildcards);
+    /// returns its access key id and secret.
+    pub fn iam_user_with(&self, name: &str, statements: &[(&[&str], &[&str])]) -> (String, String) {
         let form = [("Content-Type", "application/x-www-form-urlencoded")];
         let call =
             |params: &str| self.service("iam", &form, &format!("{params}&Version=2010-05-08"));
         call(&format!("Action=CreateUser&UserName={name}"));
-        let list: Vec<String> = actions.iter().map(|a| format!("\"{a}\"")).collect();
+        let quoted = |items: &[&str]| {
+            items
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let statements: Vec<String> = statements
+            .iter()
+            .map(|(actions, resources)| {
+                format!(
+                    r#"{{"Effect":"Allow","Action":[{}],"Resource":[{}]}}"#,
+                    quoted(actions),
+                    quoted(resources)
+                )
+            })
+            .collect();
         let policy = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":[{}],"Resource":"*"}}]}}"#,
-            list.join(",")
+            r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+            statements.join(",")
         );
         call(&format!(
             "Action=PutUserPolicy&UserName={name}&PolicyName=test&PolicyDocument={}",
