@@ -105,6 +105,22 @@ fn object_lock_keeps_locked_objects_and_prunes_them_after_the_period() {
     );
     let lost = missing(&moto, &before, "repo/data/");
     assert!(lost.is_empty(), "locked packs deleted: {lost:?}");
+    // A locked pack that is partly unused is not copied either (the copy
+    // would be stored beside it until its lock ends): kept, and said so.
+    let report = s.json(&with_lock(&["prune", "--repack-threshold", "0"]));
+    assert_eq!(report["packs_written"], 0, "{report}");
+    assert_eq!(report["packs_repacked"], 0, "{report}");
+    assert!(
+        !report["retained"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert_eq!(
+        keys(&moto, "repo/data/").len(),
+        before
+            .iter()
+            .filter(|k| k.starts_with("repo/data/"))
+            .count()
+    );
     let listed = s.json(&with_lock(&["list"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
     s.ok(&with_lock(&["verify", "--read-data"]));

@@ -392,6 +392,7 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
         };
         fates.push((pack, size, fate));
     }
+    keep_locked_repacks(repo, &mut fates, &mut report).await?;
     fates.sort_by_key(|(id, _, _)| *id);
     let unindexed: Vec<(String, u64)> = stored
         .iter()
@@ -413,6 +414,36 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
         unindexed,
         old_index,
     })
+}
+
+/// Keeps as they are the packs to repack that storage still locks (S3
+/// Object Lock): a copy would be stored beside the original until its
+/// lock ends. Each becomes a retained file in the report, to repack in a
+/// prune after its date.
+async fn keep_locked_repacks(
+    repo: &IndexedRepository,
+    fates: &mut [(Id, u64, Fate)],
+    report: &mut PruneReport,
+) -> Result<()> {
+    for (id, size, fate) in fates.iter_mut() {
+        let Fate::Repack(live) = fate else { continue };
+        let name = id.to_hex();
+        let Some(until) = repo.sink().locked_until(FileKind::Pack, &name).await? else {
+            continue;
+        };
+        let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
+        report.packs_repacked -= 1;
+        report.bytes_deleted -= *size;
+        report.bytes_rewritten -= live_bytes;
+        report.bytes_unused_kept += size.saturating_sub(live_bytes);
+        report.retained.push(Retained {
+            kind: FileKind::Pack,
+            name,
+            until,
+        });
+        *fate = Fate::Keep(std::mem::take(live));
+    }
+    Ok(())
 }
 
 /// Writes the index of the kept and new packs, after checking that every

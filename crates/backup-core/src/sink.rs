@@ -108,6 +108,16 @@ pub trait Sink: Send + Sync + fmt::Debug {
         let _ = (kind, name, until, margin);
         Ok(LockExtension::Unlocked)
     }
+
+    /// Until when storage refuses to delete a file (S3 Object Lock: a
+    /// retain-until date still ahead, or `"its legal hold is removed"`);
+    /// `None` when it may be deleted now. Storage that locks nothing
+    /// answers `None` without a request; that is the default. Wrappers
+    /// forward it.
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        let _ = (kind, name);
+        Ok(None)
+    }
 }
 
 /// What [`Sink::retain_until`] did.
@@ -213,6 +223,9 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
         margin: chrono::Duration,
     ) -> Result<LockExtension> {
         (**self).retain_until(kind, name, until, margin).await
+    }
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        (**self).locked_until(kind, name).await
     }
 }
 

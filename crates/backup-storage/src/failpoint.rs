@@ -210,6 +210,9 @@ impl Sink for FailpointSink {
     ) -> Result<backup_core::LockExtension> {
         self.inner.retain_until(kind, name, until, margin).await
     }
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        self.inner.locked_until(kind, name).await
+    }
 }
 
 #[cfg(test)]

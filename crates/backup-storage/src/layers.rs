@@ -201,6 +201,10 @@ impl<S: Sink> Sink for RetrySink<S> {
         })
         .await
     }
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        self.run("lock", kind, name, |_| self.inner.locked_until(kind, name))
+            .await
+    }
 }
 
 impl<S: Sink> RetrySink<S> {
@@ -303,6 +307,9 @@ impl<S: Sink> Sink for AppendOnlySink<S> {
         margin: chrono::Duration,
     ) -> Result<backup_core::LockExtension> {
         self.inner.retain_until(kind, name, until, margin).await
+    }
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        self.inner.locked_until(kind, name).await
     }
 }
 

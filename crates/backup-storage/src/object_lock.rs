@@ -164,6 +164,35 @@ pub fn wrap(
 }
 
 impl ObjectLockSink {
+    /// The lock of the object `key` (`HEAD`); `None` when it is gone.
+    async fn read_lock(&self, key: &str) -> Result<Option<ObjectLockState>> {
+        let (status, headers, body) = self
+            .requests
+            .send(http::Method::HEAD, key, "", &[], Bytes::new())
+            .await?;
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self
+                .requests
+                .failure("reading the lock of", key, status, &body));
+        }
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Some(ObjectLockState {
+            hold: header("x-amz-object-lock-legal-hold")
+                .is_some_and(|h| h.eq_ignore_ascii_case("ON")),
+            until: header("x-amz-object-lock-retain-until-date"),
+            mode: header("x-amz-object-lock-mode"),
+            version: header("x-amz-version-id"),
+        }))
+    }
+
     /// One signed `PUT` carrying the checksum headers S3 requires of every
     /// upload into a bucket with a default retention
     /// (`x-amz-sdk-checksum-algorithm` and `x-amz-checksum-sha256`, both
@@ -239,41 +268,17 @@ impl Sink for ObjectLockSink {
             return self.inner.delete(kind, name).await;
         }
         let key = self.requests.key(kind, name)?;
-        let (status, headers, body) = self
-            .requests
-            .send(http::Method::HEAD, &key, "", &[], Bytes::new())
-            .await?;
-        if status.as_u16() == 404 {
+        let Some(lock) = self.read_lock(&key).await? else {
             return Ok(());
-        }
-        if !status.is_success() {
-            return Err(self
-                .requests
-                .failure("reading the lock of", &key, status, &body));
-        }
-        let header = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
         };
-        if header("x-amz-object-lock-legal-hold").is_some_and(|h| h.eq_ignore_ascii_case("ON")) {
+        if let Some(until) = lock.blocks() {
             return Err(Error::Retained {
                 kind,
                 name: name.to_owned(),
-                until: "its legal hold is removed".to_owned(),
+                until,
             });
         }
-        if let Some(until) = header("x-amz-object-lock-retain-until-date") {
-            if still_locked(&until) {
-                return Err(Error::Retained {
-                    kind,
-                    name: name.to_owned(),
-                    until,
-                });
-            }
-        }
-        let query = version_query(header("x-amz-version-id").as_deref()).unwrap_or_default();
+        let query = version_query(lock.version.as_deref()).unwrap_or_default();
         let (status, _, body) = self
             .requests
             .send(http::Method::DELETE, &key, &query, &[], Bytes::new())
@@ -307,27 +312,19 @@ impl Sink for ObjectLockSink {
         margin: chrono::Duration,
     ) -> Result<LockExtension> {
         let key = self.requests.key(kind, name)?;
-        let (status, headers, body) = self
-            .requests
-            .send(http::Method::HEAD, &key, "", &[], Bytes::new())
-            .await?;
-        if status.as_u16() == 404 {
+        let Some(lock) = self.read_lock(&key).await? else {
             return Ok(LockExtension::Covered);
-        }
-        if !status.is_success() {
-            return Err(self
-                .requests
-                .failure("reading the lock of", &key, status, &body));
-        }
-        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        let current = header("x-amz-object-lock-retain-until-date")
+        };
+        let current = lock
+            .until
+            .as_deref()
             .and_then(|d| chrono::DateTime::parse_from_rfc3339(d.trim()).ok());
         if current.is_some_and(|c| c >= until) {
             return Ok(LockExtension::Covered);
         }
         // A compliance lock stays in compliance mode; a governance lock
         // is extended in the repository's mode.
-        let mode = match header("x-amz-object-lock-mode") {
+        let mode = match lock.mode.as_deref() {
             Some(m) if m.eq_ignore_ascii_case("COMPLIANCE") => S3ObjectLock::Compliance,
             _ => self.mode,
         };
@@ -337,7 +334,7 @@ impl Sink for ObjectLockSink {
             (until + margin).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         let mut query = "retention".to_owned();
-        if let Some(v) = version_query(header("x-amz-version-id")) {
+        if let Some(v) = version_query(lock.version.as_deref()) {
             query.push('&');
             query.push_str(&v);
         }
@@ -359,6 +356,32 @@ impl Sink for ObjectLockSink {
                 .requests
                 .failure("extending the lock of", &key, status, &body))
         }
+    }
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        let key = self.requests.key(kind, name)?;
+        Ok(self.read_lock(&key).await?.and_then(|l| l.blocks()))
+    }
+}
+
+/// An object's lock, as a `HEAD` states it.
+struct ObjectLockState {
+    /// Whether a legal hold is on.
+    hold: bool,
+    /// The retain-until date, as S3 sends it.
+    until: Option<String>,
+    /// The retention mode.
+    mode: Option<String>,
+    /// The version the `HEAD` saw.
+    version: Option<String>,
+}
+
+impl ObjectLockState {
+    /// Until when the lock refuses a delete, if it does now.
+    fn blocks(&self) -> Option<String> {
+        if self.hold {
+            return Some("its legal hold is removed".to_owned());
+        }
+        self.until.clone().filter(|u| still_locked(u))
     }
 }
 

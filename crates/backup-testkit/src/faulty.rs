@@ -367,4 +367,7 @@ impl Sink for FaultySink {
     ) -> Result<backup_core::LockExtension> {
         self.inner.retain_until(kind, name, until, margin).await
     }
+    async fn locked_until(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        self.inner.locked_until(kind, name).await
+    }
 }
