@@ -220,6 +220,36 @@ fn write_only_clients_add_backups_and_read_nothing() {
     let by_reader = s.path("py-restored");
     py(&["restore", &snap, by_reader.to_str().unwrap()]);
     assert_same_tree(&src, &by_reader);
+    // And copies them into another repository, where they restore too.
+    let d = Scratch::with_repo(
+        s.dir.path().join("copy").to_string_lossy().into_owned(),
+        vec![("BACKUP_PASSWORD".into(), "another password".into())],
+    );
+    d.init();
+    let out = s
+        .cmd()
+        .env("BACKUP_TO_PASSWORD", "another password")
+        .args(["copy", "--to-repo", &d.repo])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = d.json(&["list"]);
+    assert_eq!(copied.as_array().unwrap().len(), 5, "{copied}");
+    let from_copy = s.path("restored-from-copy");
+    d.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        src_arg,
+        "--to",
+        from_copy.to_str().unwrap(),
+    ]);
+    assert_same_tree(&src, &from_copy);
+    d.ok(&["verify", "--read-data"]);
 
     // A prune by the full key drops what the writer's cache relied on
     // (its first snapshot): the writer notices and stays correct.
