@@ -10,6 +10,9 @@ use crate::util::{assert_same_tree, random_bytes, write, Scratch};
 
 const LOCKED: &str = "locked-bucket";
 const OPT: [&str; 2] = ["-o", "s3.object-lock=governance"];
+/// A policy that keeps both snapshots of the period test, the newest as a
+/// daily one for 35 days.
+const DAILY_35: [&str; 5] = ["forget", "--keep-daily", "35", "--keep-last", "2"];
 
 fn keys(moto: &MotoServer, prefix: &str) -> BTreeSet<String> {
     moto.objects(LOCKED, prefix)
@@ -202,13 +205,7 @@ fn object_lock_period_follows_the_retention_policy() {
     // configuration and the keys are locked at least that long, plus the
     // week's margin. Index files keep the default: `repair index`
     // rebuilds them from the packs.
-    let out = s.ok(&with_lock(&[
-        "forget",
-        "--keep-daily",
-        "35",
-        "--keep-last",
-        "2",
-    ]));
+    let out = s.ok(&with_lock(&DAILY_35));
     assert!(out.contains("removed 0 snapshots"), "{out}");
     assert!(out.contains("S3 Object Lock: "), "{out}");
     assert!(!out.contains("(0 extended"), "{out}");
@@ -221,21 +218,9 @@ fn object_lock_period_follows_the_retention_policy() {
     }
 
     // A second run finds every lock long enough and extends none.
-    let out = s.ok(&with_lock(&[
-        "forget",
-        "--keep-daily",
-        "35",
-        "--keep-last",
-        "2",
-    ]));
+    let out = s.ok(&with_lock(&DAILY_35));
     assert!(out.contains("(0 extended"), "{out}");
-    let json = s.json(&with_lock(&[
-        "forget",
-        "--keep-daily",
-        "35",
-        "--keep-last",
-        "2",
-    ]));
+    let json = s.json(&with_lock(&DAILY_35));
     assert_eq!(json["locks"]["extended"], 0, "{json}");
     assert_eq!(
         json["locks"]["checked"].as_u64(),

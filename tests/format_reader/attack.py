@@ -26,8 +26,6 @@ import json
 import os
 import sys
 
-from argon2.low_level import Type, hash_secret_raw
-
 import reader
 from reader import SESSION_INFO, SESSION_MAGIC, aes_open, b64, hpke_open_base
 
@@ -40,18 +38,7 @@ def writer_secrets(root: str, password: bytes) -> list[bytes]:
             kf = json.loads(f.read())
         if kf.get("access") != "write-only" or kf.get("kdf") != "argon2id":
             continue
-        p = kf["kdf_params"]
-        user_key = hash_secret_raw(
-            secret=password,
-            salt=b64(kf["salt"], name),
-            time_cost=int(p["iterations"]),
-            memory_cost=int(p["memory_kib"]),
-            parallelism=int(p["parallelism"]),
-            hash_len=32,
-            type=Type.ID,
-            version=19,
-        )
-        plain = aes_open(user_key, b64(kf["data"], name))
+        plain = reader.open_key_data(kf, password, name)
         if plain is None:
             continue
         for value in json.loads(plain).values():

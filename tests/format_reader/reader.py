@@ -164,6 +164,29 @@ def hpke_open_base(sk: bytes, enc: bytes, info: bytes, ct: bytes) -> bytes | Non
         return None
 
 
+def open_key_data(kf: dict, password: bytes, name: str) -> bytes | None:
+    """The plaintext of an Argon2id key file's `data` (§6.3), or None when
+    the password does not open it. Raises FormatError (or KeyError,
+    ValueError) for a malformed file or invalid Argon2 parameters."""
+    p = kf["kdf_params"]
+    salt = b64(kf["salt"], f"key {name}")
+    data = b64(kf["data"], f"key {name}")
+    try:
+        user_key = hash_secret_raw(
+            secret=password,
+            salt=salt,
+            time_cost=int(p["iterations"]),
+            memory_cost=int(p["memory_kib"]),
+            parallelism=int(p["parallelism"]),
+            hash_len=32,
+            type=Type.ID,
+            version=19,
+        )
+    except Exception as e:  # invalid Argon2 parameters
+        raise FormatError(f"key {name}: key derivation failed: {e}") from None
+    return aes_open(user_key, data)
+
+
 def fs_name(v: object, what: str) -> bytes:
     """An FsName: a JSON string (UTF-8 bytes) or {"base64": "..."}."""
     if isinstance(v, str):
@@ -338,27 +361,10 @@ class Repo:
                 if kf.get("version") != 1 or kf.get("kdf") != "argon2id":
                     print(f"warning: skipping key {name}: unsupported", file=sys.stderr)
                     continue
-                p = kf["kdf_params"]
-                salt = b64(kf["salt"], f"key {name}")
-                data = b64(kf["data"], f"key {name}")
+                plain = open_key_data(kf, password, name)
             except (OSError, ValueError, KeyError, TypeError, FormatError) as e:
                 print(f"warning: skipping unreadable key {name}: {e}", file=sys.stderr)
                 continue
-            try:
-                user_key = hash_secret_raw(
-                    secret=password,
-                    salt=salt,
-                    time_cost=int(p["iterations"]),
-                    memory_cost=int(p["memory_kib"]),
-                    parallelism=int(p["parallelism"]),
-                    hash_len=32,
-                    type=Type.ID,
-                    version=19,
-                )
-            except Exception as e:  # invalid Argon2 parameters
-                print(f"warning: skipping key {name}: key derivation failed: {e}", file=sys.stderr)
-                continue
-            plain = aes_open(user_key, data)
             if plain is None:
                 continue  # not this password
             try:
