@@ -17,6 +17,7 @@
 //! cover the point-in-time window (`--keep-within`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use backup_core::prune::blobs_of_new_trees;
 use backup_core::repo::Repository;
@@ -35,6 +36,32 @@ pub const LOCK_MARGIN: chrono::Duration = chrono::Duration::days(7);
 
 /// Lock requests in flight at once.
 const PARALLEL: usize = 16;
+
+/// An object of a repository: its id, the file's kind and name.
+type ObjectKey = (String, FileKind, String);
+
+/// What this process knows each object is locked until at least, from its
+/// own earlier calls: a daemon whose jobs apply retention after every
+/// backup reads each lock about once a week rather than at every run.
+/// Lost with the process; storage only moves a lock forward, so a date
+/// here is never later than the object's.
+static KNOWN: Mutex<Option<HashMap<ObjectKey, DateTime<Utc>>>> = Mutex::new(None);
+
+/// The date [`KNOWN`] holds for an object.
+fn known(key: &ObjectKey) -> Option<DateTime<Utc>> {
+    let guard = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    guard.as_ref().and_then(|m| m.get(key).copied())
+}
+
+/// Notes in [`KNOWN`] that an object is locked until at least `until`.
+fn note_known(key: ObjectKey, until: DateTime<Utc>) {
+    let mut guard = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    let entry = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert(until);
+    *entry = (*entry).max(until);
+}
 
 /// What [`extend_locks`] did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -114,14 +141,20 @@ pub async fn extend_locks(
     );
     report.checked += targets.len();
     let sink: &dyn Sink = sink.as_ref();
+    let repo_id = &repo.config().id;
     report.extended += stream::iter(targets)
         .map(|(kind, name, until)| async move {
-            sink.retain_until(kind, &name, until, LOCK_MARGIN).await
+            let key = (repo_id.clone(), kind, name);
+            if known(&key).is_some_and(|k| k >= until) {
+                return Ok(false);
+            }
+            let done = sink.retain_until(kind, &key.2, until, LOCK_MARGIN).await?;
+            let extended = done == LockExtension::Extended;
+            note_known(key, if extended { until + LOCK_MARGIN } else { until });
+            Ok::<_, crate::Error>(extended)
         })
         .buffer_unordered(PARALLEL)
-        .try_fold(0, |n, done| async move {
-            Ok(n + usize::from(done == LockExtension::Extended))
-        })
+        .try_fold(0, |n, extended| async move { Ok(n + usize::from(extended)) })
         .await?;
     Ok(Some(report))
 }
