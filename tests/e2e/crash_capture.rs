@@ -651,17 +651,35 @@ fn wal_receive_survives_s3_faults() {
     }
     let (count, newest) = markers(&pg);
     assert_eq!((count, newest), (20, 20));
+    // A commit after the target, so that a recovery would pass it.
+    tick();
     wait_captured(&pg);
     stop(receiver, &s);
     let files = server
         .data_dir()
         .join(backup_testkit::s3::BUCKET)
         .join("faults");
-    // The stream is whole and every piece reads back (restoring it would
-    // need the AWS settings in the restored server's environment, for
-    // its `restore_command`; the WAL restores are tested on local
-    // repositories).
+    // The stream is whole and every piece reads back.
     let listing = s.json(&["pitr", "--source", "postgres"]);
     stream_is_whole_in(&s, &listing, &files);
+    // A restore to a time: the restored server's `restore_command` reaches
+    // this repository only with this process's AWS settings, and the
+    // restore says so (the WAL restores themselves are tested on local
+    // repositories).
+    let target = s.path("restored");
+    let out = s.run(&[
+        "restore",
+        "--at",
+        &crate::postgres_pitr::time_after_marker(&pg, newest),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("only with this environment's storage settings")
+            && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
     assert!(server.faults() > 10, "only {} faults", server.faults());
 }

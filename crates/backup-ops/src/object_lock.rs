@@ -154,7 +154,10 @@ pub async fn extend_locks(
             Ok::<_, crate::Error>(extended)
         })
         .buffer_unordered(PARALLEL)
-        .try_fold(0, |n, extended| async move { Ok(n + usize::from(extended)) })
+        .try_fold(
+            0,
+            |n, extended| async move { Ok(n + usize::from(extended)) },
+        )
         .await?;
     Ok(Some(report))
 }

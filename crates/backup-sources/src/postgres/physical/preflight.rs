@@ -65,6 +65,12 @@ pub(crate) fn check_start(data_dir: &Path, owner: Option<(u32, u32)>, port: u16)
 /// reach and open the repository with a password-less key, and answer
 /// "not there". `command` builds the `restore_command` for a key file.
 ///
+/// The server inherits this process's environment only when this process
+/// starts it (`started_here`). Otherwise, when the command works only
+/// with this environment's storage settings (`AWS_*`, `GOOGLE_*`), a
+/// warning names them: the server needs them in its own environment, or
+/// an instance role, or recovery stops where the base backup ends.
+///
 /// # Errors
 ///
 /// [`Error::Config`] with what the command printed and what to change;
@@ -73,6 +79,7 @@ pub(crate) async fn check_restore_command(
     repo: &Repository,
     data_dir: &Path,
     owner: Option<(u32, u32)>,
+    started_here: bool,
     command: impl Fn(Option<&Path>) -> String,
 ) -> Result<()> {
     let work = tempfile::Builder::new()
@@ -99,29 +106,48 @@ pub(crate) async fn check_restore_command(
         .replace("%f", "FFFFFFFF.history")
         .replace("%p", &work.path().join("probe").display().to_string());
     let from = existing_ancestor(data_dir.parent().unwrap_or(Path::new("/")));
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "cd {} && {probe}",
-            super::pitr::shell_quote(&from.display().to_string())
-        ))
-        .current_dir(work.path())
-        .env("HOME", work.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((uid, gid)) = owner {
-        cmd.uid(uid).gid(gid);
-    }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| Error::io("running the restore_command check", e))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    // `wal fetch` answers a file it does not have with exit status 1 and,
-    // with --quiet, nothing on standard error.
-    let not_there = out.status.code() == Some(1) && stderr.is_empty();
-    if out.status.success() || not_there {
+    let run = |without: &[String]| {
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "cd {} && {probe}",
+                super::pitr::shell_quote(&from.display().to_string())
+            ))
+            .current_dir(work.path())
+            .env("HOME", work.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for name in without {
+            cmd.env_remove(name);
+        }
+        if let Some((uid, gid)) = owner {
+            cmd.uid(uid).gid(gid);
+        }
+        async move {
+            let out = cmd
+                .output()
+                .await
+                .map_err(|e| Error::io("running the restore_command check", e))?;
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            // `wal fetch` answers a file it does not have with exit status
+            // 1 and, with --quiet, nothing on standard error.
+            let works = out.status.success() || (out.status.code() == Some(1) && stderr.is_empty());
+            Ok::<_, Error>((works, out.status, stderr))
+        }
+    };
+    let (works, status, stderr) = run(&[]).await?;
+    if works {
+        let settings: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with("AWS_") || k.starts_with("GOOGLE_"))
+            .collect();
+        if !started_here && !settings.is_empty() && !run(&settings).await?.0 {
+            tracing::warn!(
+                settings = %settings.join(", "),
+                "The restored server's restore_command reaches the repository only with this environment's storage settings: give the server the same settings (its service's environment) or an instance role before you start it, or recovery stops where the base backup ends."
+            );
+        }
         return Ok(());
     }
     let who = match owner {
@@ -132,7 +158,7 @@ pub(crate) async fn check_restore_command(
         "the restored server's restore_command would fail: run as {who} from {}, `{}` exited with {}{}. Install `backup` where that user can run it (for example /usr/local/bin, and run that copy), and make the repository and the directory above the data directory readable by it; nothing was written",
         from.display(),
         probe,
-        out.status,
+        status,
         if stderr.is_empty() {
             String::new()
         } else {

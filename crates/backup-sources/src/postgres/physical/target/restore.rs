@@ -101,9 +101,13 @@ impl Plan {
             (Some(_), None) => Some(default_program(snapshot.repository())?),
         };
         if let Some(program) = &program {
-            preflight::check_restore_command(snapshot.repository(), &data_dir, owner, |key| {
-                pitr::restore_command(program, key, &meta)
-            })
+            preflight::check_restore_command(
+                snapshot.repository(),
+                &data_dir,
+                owner,
+                opts.start_port.is_some(),
+                |key| pitr::restore_command(program, key, &meta),
+            )
             .await?;
         }
         let planned = snapshot.plan(&PathFilter::new(&[], &[])?).await?;
