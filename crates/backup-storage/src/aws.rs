@@ -135,6 +135,21 @@ impl std::fmt::Debug for S3Requests {
     }
 }
 
+/// One signed `DELETE` per object.
+#[async_trait::async_trait]
+impl crate::objstore::DeleteOne for S3Requests {
+    async fn delete_one(&self, kind: FileKind, name: &str) -> Result<()> {
+        let key = self.key(kind, name)?;
+        let (status, _, body) = self
+            .send(http::Method::DELETE, &key, "", &[], Bytes::new())
+            .await?;
+        match status.as_u16() {
+            200..=299 | 404 => Ok(()),
+            _ => Err(self.failure("deleting", &key, status, &body)),
+        }
+    }
+}
+
 impl S3Requests {
     /// Requests for the repository `prefix` in `bucket`, with the client
     /// configuration the S3 sink uses.

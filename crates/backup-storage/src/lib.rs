@@ -192,7 +192,20 @@ pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<d
             prefix,
             credentials,
         } => {
-            let sink = s3::build(bucket, prefix, credentials.as_ref(), options, &location)?;
+            #[cfg(feature = "s3")]
+            let deletes: Option<Arc<dyn objstore::DeleteOne>> = Some(Arc::new(
+                aws::S3Requests::open(bucket, prefix, credentials.as_ref(), options, &location)?,
+            ));
+            #[cfg(not(feature = "s3"))]
+            let deletes = None;
+            let sink = s3::build(
+                bucket,
+                prefix,
+                credentials.as_ref(),
+                options,
+                &location,
+                deletes,
+            )?;
             #[cfg(feature = "s3")]
             if let Some(mode) = options.s3.object_lock {
                 return object_lock::wrap(sink, url, options, mode);

@@ -53,10 +53,9 @@ pub struct ObjectStoreSink {
     location: String,
     multipart: MultipartOptions,
     data_class: Option<&'static str>,
-    /// S3: deletes as one signed `DELETE` per object (see
+    /// Deletes one request per object (see
     /// [`ObjectStoreSink::with_single_deletes`]).
-    #[cfg(feature = "s3")]
-    single_deletes: Option<Arc<crate::aws::S3Requests>>,
+    single_deletes: Option<Arc<dyn DeleteOne>>,
 }
 
 impl fmt::Debug for ObjectStoreSink {
@@ -96,20 +95,20 @@ impl ObjectStoreSink {
             location: location.into(),
             multipart: MultipartOptions::default(),
             data_class: None,
-            #[cfg(feature = "s3")]
             single_deletes: None,
         })
     }
 
-    /// Deletes with one `DELETE` per object through `requests` instead of
-    /// `object_store`'s bulk `DeleteObjects`, so that an IAM policy that
-    /// grants `s3:DeleteObject` on `PREFIX/locks/*` only (an append-only
-    /// host) is enough for its lock files wherever the bulk request is
-    /// authorized against the bucket (moto, some S3-compatible stores).
-    #[cfg(feature = "s3")]
+    /// Deletes through `deletes`, one request per object, instead of
+    /// `object_store`'s bulk `DeleteObjects` on S3, so that an IAM policy
+    /// that grants `s3:DeleteObject` on `PREFIX/locks/*` only (an
+    /// append-only host) is enough for its lock files wherever the bulk
+    /// request is authorized against the bucket (moto, some S3-compatible
+    /// stores).
     #[must_use]
-    pub(crate) fn with_single_deletes(mut self, requests: crate::aws::S3Requests) -> Self {
-        self.single_deletes = Some(Arc::new(requests));
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn with_single_deletes(mut self, deletes: Option<Arc<dyn DeleteOne>>) -> Self {
+        self.single_deletes = deletes;
         self
     }
 
@@ -363,16 +362,8 @@ impl Sink for ObjectStoreSink {
     }
 
     async fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        #[cfg(feature = "s3")]
-        if let Some(requests) = &self.single_deletes {
-            let key = requests.key(kind, name)?;
-            let (status, _, body) = requests
-                .send(http::Method::DELETE, &key, "", &[], Bytes::new())
-                .await?;
-            return match status.as_u16() {
-                200..=299 | 404 => Ok(()),
-                _ => Err(requests.failure("deleting", &key, status, &body)),
-            };
+        if let Some(deletes) = &self.single_deletes {
+            return deletes.delete_one(kind, name).await;
         }
         let key = self.object_key(kind, name)?;
         match self.store.delete(&key).await {
@@ -380,6 +371,14 @@ impl Sink for ObjectStoreSink {
             Err(e) => Err(self.error(e, "deleting", kind, name)),
         }
     }
+}
+
+/// Deletes one file with a request of its own; succeeds when it does not
+/// exist ([`ObjectStoreSink::with_single_deletes`]).
+#[async_trait]
+pub(crate) trait DeleteOne: Send + Sync + fmt::Debug {
+    /// Deletes `name` of `kind`.
+    async fn delete_one(&self, kind: FileKind, name: &str) -> Result<()>;
 }
 
 /// A unique staging name for a multipart upload of `name`.

@@ -8,7 +8,7 @@ use object_store::ClientConfigKey;
 use secrecy::ExposeSecret;
 
 use crate::cloud::{client_settings, redact_endpoint, retry_config};
-use crate::objstore::ObjectStoreSink;
+use crate::objstore::{DeleteOne, ObjectStoreSink};
 use crate::options::{S3StorageClass, StorageOptions};
 use crate::url::UrlCredentials;
 
@@ -19,14 +19,15 @@ use crate::url::UrlCredentials;
 /// `options`. Create-only puts use `If-None-Match: *`; create-only
 /// multipart uploads are published with a copy-if-not-exists implemented as
 /// a conditional multipart copy ([`S3CopyIfNotExists::Multipart`]) unless
-/// `AWS_COPY_IF_NOT_EXISTS` chooses another method. Deletes are one
-/// `DELETE` per object ([`ObjectStoreSink::with_single_deletes`]).
+/// `AWS_COPY_IF_NOT_EXISTS` chooses another method. Deletes go through
+/// `deletes` when given ([`ObjectStoreSink::with_single_deletes`]).
 pub(crate) fn build(
     bucket: &str,
     prefix: &str,
     credentials: Option<&UrlCredentials>,
     options: &StorageOptions,
     location: &str,
+    deletes: Option<Arc<dyn DeleteOne>>,
 ) -> Result<Arc<dyn Sink>> {
     options.validate_cloud_parts("S3")?;
     let (builder, shown) = configure(bucket, credentials, options, location)?;
@@ -36,13 +37,7 @@ pub(crate) fn build(
     let sink = ObjectStoreSink::new(Arc::new(store), prefix, "s3", shown)?
         .with_multipart(options.multipart.clone())
         .with_data_storage_class(options.s3.data_storage_class.map(S3StorageClass::as_str))
-        .with_single_deletes(crate::aws::S3Requests::open(
-            bucket,
-            prefix,
-            credentials,
-            options,
-            location,
-        )?);
+        .with_single_deletes(deletes);
     Ok(Arc::new(sink))
 }
 

@@ -14,6 +14,7 @@ pub(crate) fn build(
     _credentials: Option<&UrlCredentials>,
     _options: &StorageOptions,
     location: &str,
+    _deletes: Option<Arc<dyn crate::objstore::DeleteOne>>,
 ) -> Result<Arc<dyn Sink>> {
     Err(Error::Config(format!(
         "cannot open {location}: this build has no S3 support (enable the `s3` feature of backup-storage)"
