@@ -192,10 +192,18 @@ pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<d
             prefix,
             credentials,
         } => {
+            // One client for the single-object deletes and, with Object
+            // Lock, the lock layer's requests.
             #[cfg(feature = "s3")]
-            let deletes: Option<Arc<dyn objstore::DeleteOne>> = Some(Arc::new(
-                aws::S3Requests::open(bucket, prefix, credentials.as_ref(), options, &location)?,
-            ));
+            let requests = Arc::new(aws::S3Requests::open(
+                bucket,
+                prefix,
+                credentials.as_ref(),
+                options,
+                &location,
+            )?);
+            #[cfg(feature = "s3")]
+            let deletes: Option<Arc<dyn objstore::DeleteOne>> = Some(requests.clone());
             #[cfg(not(feature = "s3"))]
             let deletes = None;
             let sink = s3::build(
@@ -208,7 +216,7 @@ pub fn build_backend(url: &StorageUrl, options: &StorageOptions) -> Result<Arc<d
             )?;
             #[cfg(feature = "s3")]
             if let Some(mode) = options.s3.object_lock {
-                return object_lock::wrap(sink, url, options, mode);
+                return Ok(object_lock::wrap(sink, requests, options, mode));
             }
             Ok(sink)
         }

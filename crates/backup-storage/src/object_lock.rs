@@ -137,30 +137,26 @@ fn open(url: &StorageUrl, options: &StorageOptions) -> Result<S3Requests> {
 #[derive(Debug)]
 pub struct ObjectLockSink {
     inner: Arc<dyn Sink>,
-    requests: S3Requests,
+    requests: Arc<S3Requests>,
     mode: S3ObjectLock,
     data_class: Option<&'static str>,
 }
 
-/// Wraps `inner`, the S3 sink of `url`, in an [`ObjectLockSink`] for a
-/// bucket that locks in `mode`.
-///
-/// # Errors
-///
-/// [`Error::Config`] when the repository is not on S3 or the client
-/// cannot be configured.
-pub fn wrap(
+/// Wraps `inner`, an S3 sink, in an [`ObjectLockSink`] for a bucket that
+/// locks in `mode`; `requests` reach the same bucket and prefix (the
+/// client the sink's single-object deletes use).
+pub(crate) fn wrap(
     inner: Arc<dyn Sink>,
-    url: &StorageUrl,
+    requests: Arc<S3Requests>,
     options: &StorageOptions,
     mode: S3ObjectLock,
-) -> Result<Arc<dyn Sink>> {
-    Ok(Arc::new(ObjectLockSink {
+) -> Arc<dyn Sink> {
+    Arc::new(ObjectLockSink {
         inner,
-        requests: open(url, options)?,
+        requests,
         mode,
         data_class: options.s3.data_storage_class.map(S3StorageClass::as_str),
-    }))
+    })
 }
 
 impl ObjectLockSink {
