@@ -46,6 +46,7 @@ mod mongo_pitr_writer;
 mod mount;
 mod mtls;
 mod object_lock;
+mod paged_index;
 mod postgres;
 mod postgres_physical;
 mod postgres_pitr;

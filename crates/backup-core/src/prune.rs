@@ -355,10 +355,10 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     };
     let stored: HashMap<String, u64> = repo.pack_sizes().await?;
     report.bytes_before = stored.values().sum();
-    let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
+    let indexed: HashMap<Id, u64> = repo.index().packs().copied().collect();
     report.packs_before = indexed.len();
 
-    let mut by_pack = repo.index().entries_by_pack();
+    let mut by_pack = repo.index().entries_by_pack()?;
     let mut fates: Vec<(Id, u64, Fate)> = Vec::new();
     for (&pack, &size) in &indexed {
         let entries = by_pack.remove(&pack).unwrap_or_default();

@@ -67,8 +67,8 @@ pub struct RepoStats {
 pub async fn repo_stats(repo: &IndexedRepository) -> Result<RepoStats> {
     let (snapshots, _) = repo.snapshots().await?;
     let mut out = RepoStats {
-        repository_bytes: repo.index().packs().iter().map(|(_, s)| s).sum(),
-        packs: repo.index().packs().len(),
+        repository_bytes: repo.index().packs().map(|(_, s)| s).sum(),
+        packs: repo.index().pack_count(),
         ..RepoStats::default()
     };
     let mut by_source: BTreeMap<String, Vec<&crate::snapshot::SnapshotEntry>> = BTreeMap::new();

@@ -72,3 +72,16 @@ pub fn fill_random(buf: &mut [u8]) {
     #[allow(clippy::expect_used)]
     getrandom::getrandom(buf).expect("the operating system random number generator failed");
 }
+
+/// The directory of local caches: `BACKUP_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/backup`, else `~/.cache/backup`.
+pub(crate) fn cache_root() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("BACKUP_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(dir).join("backup");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    std::path::PathBuf::from(home).join(".cache").join("backup")
+}

@@ -183,7 +183,7 @@ pub async fn verify(
 /// another size is a problem (returned); packs no index lists are counted.
 async fn check_packs(repo: &IndexedRepository, report: &mut VerifyReport) -> Result<HashSet<Id>> {
     let stored: HashMap<String, u64> = repo.pack_sizes().await?;
-    let indexed: HashMap<Id, u64> = repo.index().packs().iter().copied().collect();
+    let indexed: HashMap<Id, u64> = repo.index().packs().copied().collect();
     report.packs_indexed = indexed.len();
     let mut bad_packs: HashSet<Id> = HashSet::new();
     for (id, size) in &indexed {
@@ -231,7 +231,7 @@ async fn discount_capture_packs(
 ) -> Result<HashMap<String, u64>> {
     let stored: HashMap<String, u64> = repo.pack_sizes().await?;
     let packs = crate::capture::capture_packs(records);
-    let indexed: HashSet<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
+    let indexed: HashSet<Id> = repo.index().packs().map(|(id, _)| *id).collect();
     report.unindexed_packs = report.unindexed_packs.saturating_sub(
         packs
             .iter()
@@ -383,11 +383,10 @@ async fn read_data(
     bad_blobs: &mut HashSet<(BlobType, Id)>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let by_pack = repo.index().entries_by_pack();
+    let by_pack = repo.index().entries_by_pack()?;
     let mut packs: Vec<(Id, u64)> = repo
         .index()
         .packs()
-        .iter()
         .filter(|(id, _)| !skip.contains(id))
         .copied()
         .collect();

@@ -332,7 +332,7 @@ pub async fn packs_to_verify(
     cold: &ColdStore,
     percent: f64,
 ) -> Result<BTreeSet<Id>> {
-    let mut all: Vec<Id> = repo.index().packs().iter().map(|(id, _)| *id).collect();
+    let mut all: Vec<Id> = repo.index().packs().map(|(id, _)| *id).collect();
     let want = ((all.len() as f64 * percent / 100.0).ceil() as usize).min(all.len());
     if want == all.len() {
         return Ok(all.into_iter().collect());

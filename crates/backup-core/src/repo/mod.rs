@@ -2,13 +2,13 @@
 
 mod indexed;
 mod keys;
+mod load;
 mod writer;
 
 pub use indexed::IndexedRepository;
 pub use keys::KeyInfo;
 pub use writer::WriterCache;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +21,6 @@ use crate::config::{ChunkerParams, CompressionParams, Encryption, RepoConfig, FO
 use crate::crypto::{BlobHasher, IdHash, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{Index, IndexFile};
 use crate::keys::{KdfParams, KeyFile};
 use crate::kms::{Kms, KmsKeyRef};
 use crate::sink::{FileKind, PutMode, Sink, SinkExt};
@@ -648,93 +647,6 @@ impl Repository {
     /// Storage errors.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         self.save_file(FileKind::Snapshot, snapshot).await
-    }
-
-    /// Loads every index file and builds the in-memory index.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupt`] naming a damaged index file; storage errors.
-    pub async fn load_index(self) -> Result<IndexedRepository> {
-        if self.key.is_write_only() {
-            let (cache, index) = WriterCache::load(&self).await?;
-            return Ok(IndexedRepository::for_writer(self, cache, index));
-        }
-        let (repo, damaged) = self.load_index_lenient().await?;
-        if let Some((name, e)) = damaged.into_iter().next() {
-            return Err(match e {
-                Error::Corrupt { .. } => e,
-                e => Error::corrupt(FileKind::Index, name, e),
-            });
-        }
-        Ok(repo)
-    }
-
-    /// Like [`Repository::load_index`] but skips damaged index files and
-    /// returns them, for `verify`.
-    ///
-    /// # Errors
-    ///
-    /// Storage errors while listing.
-    pub async fn load_index_lenient(self) -> Result<(IndexedRepository, Vec<(String, Error)>)> {
-        self.require_full_key("reading the index")?;
-        let names = self.sink.list_names(FileKind::Index).await?;
-        let (index, damaged, merged_superseded) = self.merge_index(&names, &HashSet::new()).await;
-        if let Some(superseded) = merged_superseded {
-            // A file was merged before the one that supersedes it was read
-            // (a prune or index repair stopped between writing the new
-            // index and deleting the old): merge again without them.
-            let (index, damaged, _) = self.merge_index(&names, &superseded).await;
-            return Ok((IndexedRepository::new(self, index), damaged));
-        }
-        Ok((IndexedRepository::new(self, index), damaged))
-    }
-
-    /// Merges the index files `names` (sorted) into one index, leaving out
-    /// `skip`, as they arrive: in name order (the location kept for a blob
-    /// stored twice does not depend on load timing), 16 read at a time and
-    /// each dropped once merged, so that memory holds the index and not
-    /// every file besides it. Returns the index, the damaged files and,
-    /// when a file merged turned out to be superseded by a later one, every
-    /// superseded name (the caller merges again without them).
-    async fn merge_index(
-        &self,
-        names: &[String],
-        skip: &HashSet<String>,
-    ) -> (Index, Vec<(String, Error)>, Option<HashSet<String>>) {
-        let todo: Vec<String> = names
-            .iter()
-            .filter(|n| !skip.contains(*n))
-            .cloned()
-            .collect();
-        let mut loading = stream::iter(todo)
-            .map(|name| {
-                let repo = self;
-                async move {
-                    let r = repo.load_file::<IndexFile>(FileKind::Index, &name).await;
-                    (name, r)
-                }
-            })
-            .buffered(16);
-        let mut index = Index::new();
-        let mut damaged = Vec::new();
-        let mut merged = Vec::new();
-        let mut superseded: HashSet<String> = skip.clone();
-        while let Some((name, r)) = loading.next().await {
-            match r {
-                Ok(f) => {
-                    superseded.extend(f.supersedes.iter().map(Id::to_hex));
-                    if !superseded.contains(&name) {
-                        index.add_file(&f);
-                        merged.push(name);
-                    }
-                }
-                Err(Error::NotFound { .. }) => {}
-                Err(e) => damaged.push((name, e)),
-            }
-        }
-        let again = merged.iter().any(|n| superseded.contains(n));
-        (index, damaged, again.then_some(superseded))
     }
 }
 

@@ -188,18 +188,6 @@ impl std::fmt::Debug for WriterCache {
     }
 }
 
-/// The directory of local caches.
-fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BACKUP_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("backup");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache").join("backup")
-}
-
 impl WriterCache {
     /// Loads the cache of the write-only key that opened `repo` and checks
     /// it against the repository; returns it with the index of the blobs
@@ -216,7 +204,7 @@ impl WriterCache {
             ));
         };
         let repository = repo.config().id.clone();
-        let path = cache_root()
+        let path = crate::util::cache_root()
             .join("write-only")
             .join(&repository)
             .join(key_id.to_hex());
@@ -252,6 +240,7 @@ impl WriterCache {
             }
         }
         *cache.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        index.compact();
         Ok((cache, index))
     }
 

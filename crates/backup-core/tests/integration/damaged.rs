@@ -40,6 +40,7 @@ async fn check(repo: &Repository, read_data: bool) -> VerifyReport {
 fn pack_of(out: &backup_core::archiver::BackupOutcome, kind: BlobType) -> (Id, u32) {
     out.index
         .entries_by_pack()
+        .unwrap()
         .into_iter()
         .find_map(|(pack, entries)| {
             entries
@@ -330,6 +331,7 @@ async fn a_superseded_index_file_is_left_out_in_either_order() {
     let blob = real
         .index()
         .entries_by_pack()
+        .unwrap()
         .remove(&real_pack)
         .unwrap()
         .into_iter()
@@ -361,7 +363,7 @@ async fn a_superseded_index_file_is_left_out_in_either_order() {
             seen[order] = true;
             let loaded = reopen(&mem).await;
             assert!(
-                loaded.index().packs().iter().all(|(p, _)| *p != bogus),
+                loaded.index().packs().all(|(p, _)| *p != bogus),
                 "the superseded file was merged (stale first: {})",
                 order == 1
             );

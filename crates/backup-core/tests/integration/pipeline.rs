@@ -190,6 +190,7 @@ async fn flipped_byte_in_pack_is_found_and_restore_fails() {
     let (pack, entries) = out
         .index
         .entries_by_pack()
+        .unwrap()
         .into_iter()
         .find(|(_, es)| {
             es.iter()
