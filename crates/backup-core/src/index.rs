@@ -402,12 +402,43 @@ impl Index {
     ///
     /// Reading the index paged to disk.
     pub fn entries_by_pack(&self) -> crate::error::Result<HashMap<Id, Vec<PackEntry>>> {
+        self.entries_where(|_| true)
+    }
+
+    /// The blobs of the packs `packs`, grouped by pack: one pass over the
+    /// index, holding only what it returns (for a caller that works
+    /// through a large repository's packs a batch at a time).
+    ///
+    /// # Errors
+    ///
+    /// Reading the index paged to disk.
+    #[allow(clippy::implicit_hasher)]
+    pub fn entries_of(
+        &self,
+        packs: &std::collections::HashSet<Id>,
+    ) -> crate::error::Result<HashMap<Id, Vec<PackEntry>>> {
+        self.entries_where(|p| packs.contains(p))
+    }
+
+    /// Blobs indexed (a blob that two packs hold may count twice until
+    /// the index is compacted), without reading the index.
+    pub fn entry_count(&self) -> u64 {
+        self.tables.iter().map(|t| t.len()).sum::<u64>() + self.in_memory() as u64
+    }
+
+    fn entries_where(
+        &self,
+        wanted: impl Fn(&Id) -> bool,
+    ) -> crate::error::Result<HashMap<Id, Vec<PackEntry>>> {
         let mut out: HashMap<Id, Vec<PackEntry>> = HashMap::new();
         for r in self.entries() {
             let r = r.map_err(|e| crate::error::Error::io("reading the paged index", e))?;
             let Some((pack, _)) = self.packs.get(r.pack) else {
                 continue;
             };
+            if !wanted(pack) {
+                continue;
+            }
             out.entry(*pack).or_default().push(PackEntry {
                 blob_type: r.blob_type,
                 id: r.id,
@@ -550,6 +581,11 @@ mod tests {
             sorted(reference.entries_by_pack().unwrap())
         );
         assert!(paged.packs().eq(reference.packs()));
+        let some: std::collections::HashSet<Id> =
+            packs.iter().step_by(3).map(|(id, _)| *id).collect();
+        let mut expected = reference.entries_by_pack().unwrap();
+        expected.retain(|p, _| some.contains(p));
+        assert_eq!(sorted(paged.entries_of(&some).unwrap()), sorted(expected));
     }
 
     #[test]

@@ -383,7 +383,6 @@ async fn read_data(
     bad_blobs: &mut HashSet<(BlobType, Id)>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let by_pack = repo.index().entries_by_pack()?;
     let mut packs: Vec<(Id, u64)> = repo
         .index()
         .packs()
@@ -403,15 +402,38 @@ async fn read_data(
         packs = keyed.into_iter().take(want).map(|(_, p)| p).collect();
     }
     progress.set_total(packs.iter().map(|(_, s)| s).sum());
-    let results: Vec<(Id, u64, PackCheck)> = stream::iter(packs)
-        .map(|(id, size)| {
-            let entries = by_pack.get(&id).cloned().unwrap_or_default();
-            let repo = repo.clone();
-            async move { (id, size, check_pack(&repo, id, size, entries).await) }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
+    // The packs' entries a batch at a time, so that a repository of
+    // millions of blobs is not held grouped by pack all at once.
+    let index = repo.index();
+    let per_pack = (index.entry_count() / index.pack_count().max(1) as u64).max(1);
+    let batch = (READ_BATCH_BLOBS / per_pack).max(1) as usize;
+    for chunk in packs.chunks(batch) {
+        let wanted: HashSet<Id> = chunk.iter().map(|(id, _)| *id).collect();
+        let mut by_pack = index.entries_of(&wanted)?;
+        let results: Vec<(Id, u64, PackCheck)> = stream::iter(chunk.iter().copied())
+            .map(|(id, size)| {
+                let entries = by_pack.remove(&id).unwrap_or_default();
+                let repo = repo.clone();
+                async move { (id, size, check_pack(&repo, id, size, entries).await) }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        tally(results, report, bad_blobs, progress);
+    }
+    Ok(())
+}
+
+/// Blobs whose entries `verify --read-data` holds at once, grouped by pack.
+const READ_BATCH_BLOBS: u64 = 1_000_000;
+
+/// Adds what reading packs found to the report.
+fn tally(
+    results: Vec<(Id, u64, PackCheck)>,
+    report: &mut VerifyReport,
+    bad_blobs: &mut HashSet<(BlobType, Id)>,
+    progress: &dyn Progress,
+) {
     for (id, size, check) in results {
         let PackCheck::Read(bad, msgs) = check else {
             report.packs_archived += 1;
@@ -426,7 +448,6 @@ async fn read_data(
         }
         bad_blobs.extend(bad);
     }
-    Ok(())
 }
 
 /// Downloads one pack and checks it.
