@@ -8,6 +8,7 @@
 mod cache;
 mod packs;
 mod table;
+mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use cache::Sealer;
 use packs::PackList;
 use table::{Record, Table};
+pub use view::{SortedView, ViewEntry};
 
 use crate::id::Id;
 use crate::pack::{BlobType, PackEntry};

@@ -18,9 +18,11 @@
 //! packs are merely unreferenced); after it, the new index is complete
 //! (old packs are merely unreferenced). Prune needs an exclusive lock.
 //!
-//! Memory grows with the number of blobs in the repository (the index, the
-//! set of used ids and the per-pack lists: roughly 200 bytes per blob), not
-//! with the amount of data.
+//! Memory: the used blobs are one bit each at their positions in a frozen,
+//! sorted copy of the index ([`SortedView`], on disk for a paged index),
+//! and the packs' kept blobs are gathered in passes over it, at most
+//! a million at a time; what grows with the repository is some 100
+//! bytes a pack.
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,9 +31,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::IndexPack;
+use crate::index::{IndexPack, SortedView};
 use crate::pack::{decode_blob, BlobType, PackBuilder, PackEntry};
 use crate::progress::Progress;
+use crate::repair::ReplacementIndex;
 use crate::repo::IndexedRepository;
 use crate::sink::{FileKind, SinkExt};
 use crate::tree::decode_content_list;
@@ -128,13 +131,58 @@ impl Retained {
     }
 }
 
-/// The blobs referenced by every snapshot, by type.
+/// The blobs snapshots use: one bit for each blob of a [`SortedView`].
+#[derive(Debug, Clone)]
+pub struct UsedBlobs {
+    bits: Vec<u64>,
+    count: usize,
+}
+
+impl UsedBlobs {
+    /// None used, of `len` blobs.
+    pub fn new(len: u64) -> Self {
+        UsedBlobs {
+            bits: vec![0; len.div_ceil(64) as usize],
+            count: 0,
+        }
+    }
+
+    /// Marks the blob at `position` used.
+    pub fn mark(&mut self, position: u64) {
+        let (word, bit) = ((position / 64) as usize, position % 64);
+        if self.bits[word] & (1 << bit) == 0 {
+            self.bits[word] |= 1 << bit;
+            self.count += 1;
+        }
+    }
+
+    /// Whether the blob at `position` is used.
+    pub fn contains(&self, position: u64) -> bool {
+        self.bits
+            .get((position / 64) as usize)
+            .is_some_and(|w| w & (1 << (position % 64)) != 0)
+    }
+
+    /// Blobs marked used.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether none is marked.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The blobs referenced by every snapshot, marked at their positions in
+/// `view`; also returns the number of snapshots.
 ///
 /// # Errors
 ///
-/// [`Error::Corrupt`] when a snapshot or tree cannot be read: pruning
-/// without knowing what it needs could delete live data.
-pub async fn used_blobs(repo: &IndexedRepository) -> Result<(usize, HashSet<(BlobType, Id)>)> {
+/// [`Error::Corrupt`] when a snapshot or tree cannot be read, or a blob a
+/// snapshot uses is not indexed: pruning without knowing what it needs
+/// could delete live data.
+pub async fn used_blobs(repo: &IndexedRepository, view: &SortedView) -> Result<(usize, UsedBlobs)> {
     let (snapshots, damaged) = repo.snapshots().await?;
     if let Some((name, e)) = damaged.into_iter().next() {
         return Err(Error::corrupt(
@@ -143,16 +191,24 @@ pub async fn used_blobs(repo: &IndexedRepository) -> Result<(usize, HashSet<(Blo
             format!("cannot be read ({e}); run `backup repair snapshots` before pruning"),
         ));
     }
-    let used = blobs_of_trees(repo, snapshots.iter().map(|s| s.snapshot.tree)).await?;
-    for (t, id) in &used {
-        if !repo.index().contains(*t, id) {
-            return Err(Error::corrupt(
+    let mut used = UsedBlobs::new(view.len());
+    visit_blobs_of_new_trees(
+        repo,
+        snapshots.iter().map(|s| s.snapshot.tree),
+        &mut HashSet::new(),
+        |blob_type, id| match view.position(blob_type, id)? {
+            Some(p) => {
+                used.mark(p);
+                Ok(())
+            }
+            None => Err(Error::corrupt(
                 FileKind::Index,
                 format!("blob {id}"),
                 "is used by a snapshot but not indexed; run `backup repair index` before pruning",
-            ));
-        }
-    }
+            )),
+        },
+    )
+    .await?;
     Ok((snapshots.len(), used))
 }
 
@@ -185,15 +241,34 @@ pub async fn blobs_of_new_trees(
     seen: &mut HashSet<Id>,
 ) -> Result<HashSet<(BlobType, Id)>> {
     let mut used = HashSet::new();
+    visit_blobs_of_new_trees(repo, roots, seen, |blob_type, id| {
+        used.insert((blob_type, *id));
+        Ok(())
+    })
+    .await?;
+    Ok(used)
+}
+
+/// Calls `visit` with every blob the trees `roots` not in `seen`
+/// reference (a blob may come more than once), adding the trees walked to
+/// `seen`.
+async fn visit_blobs_of_new_trees(
+    repo: &IndexedRepository,
+    roots: impl Iterator<Item = Id>,
+    seen: &mut HashSet<Id>,
+    mut visit: impl FnMut(BlobType, &Id) -> Result<()>,
+) -> Result<()> {
     let mut lists = Vec::new();
     walk_trees(
         repo,
         roots,
         seen,
         |id, nodes| {
-            used.insert((BlobType::Tree, *id));
+            visit(BlobType::Tree, id)?;
             for n in nodes {
-                used.extend(n.content.iter().map(|c| (BlobType::Data, *c)));
+                for c in &n.content {
+                    visit(BlobType::Data, c)?;
+                }
                 lists.extend(n.content_lists.iter().copied());
             }
             Ok(())
@@ -208,22 +283,38 @@ pub async fn blobs_of_new_trees(
     )
     .await?;
     for l in lists {
-        used.insert((BlobType::Tree, l));
+        visit(BlobType::Tree, &l)?;
         let data = repo.read_blob(BlobType::Tree, &l).await?;
-        used.extend(
-            decode_content_list(&data, &l)?
-                .into_iter()
-                .map(|c| (BlobType::Data, c)),
-        );
+        for c in decode_content_list(&data, &l)? {
+            visit(BlobType::Data, &c)?;
+        }
     }
-    Ok(used)
+    Ok(())
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
-    Keep(Vec<PackEntry>),
-    Repack(Vec<PackEntry>),
+    Keep,
+    Repack,
     Delete,
 }
+
+/// One indexed pack's fate and what it holds that is kept.
+struct PackFate {
+    /// Its number in the [`SortedView`].
+    number: u32,
+    id: Id,
+    size: u64,
+    fate: Fate,
+    /// Bytes and count of its blobs that are kept: the used ones, or
+    /// every one of a capture pack.
+    live_bytes: u64,
+    live: u64,
+}
+
+/// Blobs whose entries prune holds at once, grouped by pack, while it
+/// repacks and writes the new index.
+const BATCH_BLOBS: u64 = 1_000_000;
 
 /// Prunes the repository (the caller holds an exclusive lock).
 ///
@@ -242,6 +333,9 @@ pub async fn prune(
     progress.set_phase("finding used data");
     let Plan {
         mut report,
+        view,
+        used,
+        capture_packs,
         indexed,
         fates,
         unindexed,
@@ -255,42 +349,43 @@ pub async fn prune(
     if nothing_to_do && unindexed.is_empty() {
         return Ok(report);
     }
+    let kept = Kept {
+        view: &view,
+        used: &used,
+        capture_packs: &capture_packs,
+    };
 
-    // 1. Repack.
+    // 1. Repack, a batch of packs at a time.
     progress.set_phase("repacking");
-    let repack: Vec<(Id, Vec<PackEntry>)> = fates
-        .iter()
-        .filter_map(|(id, _, f)| match f {
-            Fate::Repack(live) => Some((*id, live.clone())),
-            _ => None,
-        })
-        .collect();
     progress.set_total(report.bytes_rewritten);
-    let new_packs = repack_packs(repo, repack, progress).await?;
+    let mut new_packs = Vec::new();
+    for batch in batches(fates.iter().filter(|f| f.fate == Fate::Repack)) {
+        let mut entries = kept.entries_of(&batch)?;
+        let packs: Vec<(Id, Vec<PackEntry>)> = batch
+            .iter()
+            .map(|f| (f.id, entries.remove(&f.number).unwrap_or_default()))
+            .collect();
+        new_packs.extend(repack_packs(repo, packs, progress).await?);
+    }
     report.packs_written = new_packs.len();
     report.bytes_rewritten = new_packs.iter().map(|p| p.size).sum();
 
     // 2. New index: kept packs with their used blobs, plus the new packs.
     progress.set_phase("writing index");
-    let kept: HashSet<Id> = fates
-        .iter()
-        .filter(|(_, _, f)| matches!(f, Fate::Keep(_)))
-        .map(|(id, _, _)| *id)
-        .collect();
-    let emptied: HashSet<String> = fates
-        .iter()
-        .filter(|(_, _, f)| matches!(f, Fate::Delete))
-        .map(|(id, _, _)| id.to_hex())
-        .collect();
-    write_index(repo, fates, &new_packs, &old_index).await?;
+    write_index(repo, &kept, &fates, &new_packs, &old_index).await?;
 
     // 3. Delete the packs that were replaced.
     progress.set_phase("deleting");
     let live_packs: HashSet<Id> = new_packs.iter().map(|p| p.id).collect();
-    let mut doomed: Vec<String> = indexed
-        .keys()
-        .filter(|id| !kept.contains(id) && !live_packs.contains(id))
-        .map(Id::to_hex)
+    let emptied: HashSet<String> = fates
+        .iter()
+        .filter(|f| f.fate == Fate::Delete)
+        .map(|f| f.id.to_hex())
+        .collect();
+    let mut doomed: Vec<String> = fates
+        .iter()
+        .filter(|f| f.fate != Fate::Keep && !live_packs.contains(&f.id))
+        .map(|f| f.id.to_hex())
         .collect();
     let sizes: HashMap<String, u64> = indexed
         .iter()
@@ -322,19 +417,87 @@ pub async fn prune(
 /// What a prune will do, and the counts of its report so far.
 struct Plan {
     report: PruneReport,
+    /// The index, frozen, and which of its blobs are used.
+    view: SortedView,
+    used: UsedBlobs,
+    /// Packs of capture records, kept whole.
+    capture_packs: HashSet<Id>,
     /// Every indexed pack with its size.
     indexed: HashMap<Id, u64>,
-    /// Every indexed pack's fate, by id.
-    fates: Vec<(Id, u64, Fate)>,
+    /// Every indexed pack's fate.
+    fates: Vec<PackFate>,
     /// Stored packs no index lists, with their sizes.
     unindexed: Vec<(String, u64)>,
     /// The index files the new index replaces.
     old_index: Vec<String>,
 }
 
+/// What a prune keeps of each pack, read from the index a pass at a time.
+struct Kept<'a> {
+    view: &'a SortedView,
+    used: &'a UsedBlobs,
+    capture_packs: &'a HashSet<Id>,
+}
+
+impl Kept<'_> {
+    /// The kept blobs of the packs `fates`, by pack number: one pass over
+    /// the index.
+    fn entries_of(&self, fates: &[&PackFate]) -> Result<HashMap<u32, Vec<PackEntry>>> {
+        let wanted: HashMap<u32, bool> = fates
+            .iter()
+            .map(|f| (f.number, self.capture_packs.contains(&f.id)))
+            .collect();
+        let mut out: HashMap<u32, Vec<PackEntry>> = HashMap::new();
+        for e in self.view.entries() {
+            let e = e?;
+            let Some(&whole) = wanted.get(&e.pack) else {
+                continue;
+            };
+            if whole || self.used.contains(e.position) {
+                out.entry(e.pack).or_default().push(e.entry);
+            }
+        }
+        for list in out.values_mut() {
+            list.sort_by_key(|e| e.offset);
+        }
+        Ok(out)
+    }
+}
+
+/// `fates` in batches of at most [`BATCH_BLOBS`] kept blobs (a pack with
+/// more is a batch of its own).
+fn batches<'a>(fates: impl Iterator<Item = &'a PackFate>) -> Vec<Vec<&'a PackFate>> {
+    let mut out: Vec<Vec<&PackFate>> = Vec::new();
+    let mut current: Vec<&PackFate> = Vec::new();
+    let mut blobs = 0;
+    for f in fates {
+        if !current.is_empty() && blobs + f.live > BATCH_BLOBS {
+            out.push(std::mem::take(&mut current));
+            blobs = 0;
+        }
+        blobs += f.live;
+        current.push(f);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Per pack: its indexed blobs and their stored bytes, and of its used
+/// ones.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    blobs: u64,
+    blob_bytes: u64,
+    live_bytes: u64,
+    live: u64,
+}
+
 /// Finds the used blobs and decides every pack's fate.
 async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
-    let (snapshots, used) = used_blobs(repo).await?;
+    let view = repo.index().sorted_view()?;
+    let (snapshots, used) = used_blobs(repo, &view).await?;
     // Capture records hold their packs whole; one that cannot be read
     // stops the prune, as a snapshot does.
     let (captures, damaged) = repo.capture_records().await?;
@@ -358,42 +521,65 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     let indexed: HashMap<Id, u64> = repo.index().packs().copied().collect();
     report.packs_before = indexed.len();
 
-    let mut by_pack = repo.index().entries_by_pack()?;
-    let mut fates: Vec<(Id, u64, Fate)> = Vec::new();
-    for (&pack, &size) in &indexed {
-        let entries = by_pack.remove(&pack).unwrap_or_default();
-        if capture_packs.contains(&pack) {
-            fates.push((pack, size, Fate::Keep(entries)));
+    let mut tallies = vec![Tally::default(); view.pack_count()];
+    for e in view.entries() {
+        let e = e?;
+        let Some(t) = tallies.get_mut(e.pack as usize) else {
+            continue;
+        };
+        let length = u64::from(e.entry.length);
+        t.blobs += 1;
+        t.blob_bytes += length;
+        if used.contains(e.position) {
+            t.live_bytes += length;
+            t.live += 1;
+        }
+    }
+    let mut fates: Vec<PackFate> = Vec::with_capacity(tallies.len());
+    for (number, t) in (0u32..).zip(tallies) {
+        let Some((id, size)) = view.pack(number) else {
+            continue;
+        };
+        if capture_packs.contains(&id) {
+            fates.push(PackFate {
+                number,
+                id,
+                size,
+                fate: Fate::Keep,
+                live_bytes: t.blob_bytes,
+                live: t.blobs,
+            });
             continue;
         }
-        let blob_bytes: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-        let live: Vec<PackEntry> = entries
-            .into_iter()
-            .filter(|e| used.contains(&(e.blob_type, e.id)))
-            .collect();
-        let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
         // Unused are the blobs no snapshot needs. The header is not: a
         // repacked pack has one too, so counting it would repack a small
         // pack on every prune, forever (issue 32, found by the crash
         // harness: a prune never converged).
-        let unused = blob_bytes.saturating_sub(live_bytes);
-        let fate = if live.is_empty() {
+        let unused = t.blob_bytes.saturating_sub(t.live_bytes);
+        let fate = if t.live == 0 {
             report.packs_deleted += 1;
             report.bytes_deleted += size;
             Fate::Delete
         } else if unused > 0 && size > 0 && unused as f64 / size as f64 >= opts.repack_threshold {
             report.packs_repacked += 1;
             report.bytes_deleted += size;
-            report.bytes_rewritten += live_bytes;
-            Fate::Repack(live)
+            report.bytes_rewritten += t.live_bytes;
+            Fate::Repack
         } else {
             report.bytes_unused_kept += unused;
-            Fate::Keep(live)
+            Fate::Keep
         };
-        fates.push((pack, size, fate));
+        fates.push(PackFate {
+            number,
+            id,
+            size,
+            fate,
+            live_bytes: t.live_bytes,
+            live: t.live,
+        });
     }
     keep_locked_repacks(repo, &mut fates, &mut report).await?;
-    fates.sort_by_key(|(id, _, _)| *id);
+    fates.sort_by_key(|f| f.id);
     let unindexed: Vec<(String, u64)> = stored
         .iter()
         .filter(|(name, _)| {
@@ -409,6 +595,9 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     report.index_files_replaced = old_index.len();
     Ok(Plan {
         report,
+        view,
+        used,
+        capture_packs,
         indexed,
         fates,
         unindexed,
@@ -422,26 +611,24 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
 /// prune after its date.
 async fn keep_locked_repacks(
     repo: &IndexedRepository,
-    fates: &mut [(Id, u64, Fate)],
+    fates: &mut [PackFate],
     report: &mut PruneReport,
 ) -> Result<()> {
-    for (id, size, fate) in fates.iter_mut() {
-        let Fate::Repack(live) = fate else { continue };
-        let name = id.to_hex();
+    for f in fates.iter_mut().filter(|f| f.fate == Fate::Repack) {
+        let name = f.id.to_hex();
         let Some(until) = repo.sink().locked_until(FileKind::Pack, &name).await? else {
             continue;
         };
-        let live_bytes: u64 = live.iter().map(|e| u64::from(e.length)).sum();
         report.packs_repacked -= 1;
-        report.bytes_deleted -= *size;
-        report.bytes_rewritten -= live_bytes;
-        report.bytes_unused_kept += size.saturating_sub(live_bytes);
+        report.bytes_deleted -= f.size;
+        report.bytes_rewritten -= f.live_bytes;
+        report.bytes_unused_kept += f.size.saturating_sub(f.live_bytes);
         report.retained.push(Retained {
             kind: FileKind::Pack,
             name,
             until,
         });
-        *fate = Fate::Keep(std::mem::take(live));
+        f.fate = Fate::Keep;
     }
     Ok(())
 }
@@ -451,22 +638,11 @@ async fn keep_locked_repacks(
 /// (whose files the helper deletes once the new ones are in place).
 async fn write_index(
     repo: &IndexedRepository,
-    fates: Vec<(Id, u64, Fate)>,
+    kept: &Kept<'_>,
+    fates: &[PackFate],
     new_packs: &[IndexPack],
     old_index: &[String],
 ) -> Result<()> {
-    let mut packs: Vec<IndexPack> = fates
-        .into_iter()
-        .filter_map(|(id, size, f)| match f {
-            Fate::Keep(live) => Some(IndexPack {
-                id,
-                size,
-                blobs: live,
-            }),
-            _ => None,
-        })
-        .collect();
-    packs.extend(new_packs.iter().cloned());
     let after: HashMap<String, u64> = repo.pack_sizes().await?;
     for p in new_packs {
         if after.get(&p.id.to_hex()) != Some(&p.size) {
@@ -477,7 +653,22 @@ async fn write_index(
             ));
         }
     }
-    let written = crate::repair::write_replacement_index(repo, packs, old_index).await?;
+    drop(after);
+    let mut replacement = ReplacementIndex::default();
+    for batch in batches(fates.iter().filter(|f| f.fate == Fate::Keep)) {
+        let mut entries = kept.entries_of(&batch)?;
+        let packs: Vec<IndexPack> = batch
+            .iter()
+            .map(|f| IndexPack {
+                id: f.id,
+                size: f.size,
+                blobs: entries.remove(&f.number).unwrap_or_default(),
+            })
+            .collect();
+        replacement.add(repo, packs).await?;
+    }
+    replacement.add(repo, new_packs.to_vec()).await?;
+    let written = replacement.finish(repo, old_index).await?;
     tracing::info!(index_files = written, "New index written.");
     Ok(())
 }
@@ -573,4 +764,54 @@ async fn store_pack(repo: &IndexedRepository, b: PackBuilder) -> Result<IndexPac
         size,
         blobs: pack.entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_blobs_count_each_position_once() {
+        let mut used = UsedBlobs::new(130);
+        assert!(used.is_empty());
+        for p in [0, 63, 64, 129, 64] {
+            used.mark(p);
+        }
+        assert_eq!(used.len(), 4);
+        assert!(used.contains(63) && used.contains(129) && !used.contains(1));
+        assert!(!used.contains(100_000));
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_limit_and_a_large_pack_alone() {
+        let fate = |live| PackFate {
+            number: 0,
+            id: Id::hash(b"p"),
+            size: 1,
+            fate: Fate::Keep,
+            live_bytes: 1,
+            live,
+        };
+        let fates = [
+            fate(BATCH_BLOBS / 2),
+            fate(BATCH_BLOBS / 2),
+            fate(1),
+            fate(BATCH_BLOBS * 3),
+            fate(5),
+        ];
+        let sizes: Vec<Vec<u64>> = batches(fates.iter())
+            .iter()
+            .map(|b| b.iter().map(|f| f.live).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                vec![BATCH_BLOBS / 2, BATCH_BLOBS / 2],
+                vec![1],
+                vec![BATCH_BLOBS * 3],
+                vec![5]
+            ]
+        );
+        assert!(batches(std::iter::empty()).is_empty());
+    }
 }

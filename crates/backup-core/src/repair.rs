@@ -132,37 +132,60 @@ pub(crate) async fn write_replacement_index(
     packs: Vec<IndexPack>,
     old: &[String],
 ) -> Result<usize> {
-    let mut written = Vec::new();
-    for file in IndexFile::split(packs) {
-        written.push(repo.save_file(FileKind::Index, &file).await?);
-    }
-    for id in &written {
-        let _: IndexFile = repo.load_file(FileKind::Index, &id.to_hex()).await?;
-    }
-    let marker = IndexFile {
-        version: INDEX_VERSION,
-        supersedes: old.iter().filter_map(|n| n.parse().ok()).collect(),
-        packs: Vec::new(),
-    };
-    let marker_id = repo.save_file(FileKind::Index, &marker).await?;
-    let keep: HashSet<String> = written
-        .iter()
-        .chain(std::iter::once(&marker_id))
-        .map(Id::to_hex)
-        .collect();
-    for name in old.iter().filter(|n| !keep.contains(*n)) {
-        // A file under S3 Object Lock stays until its retention ends; the
-        // marker supersedes it, so readers ignore it, and the next
-        // replacement deletes it.
-        match repo.sink().delete(FileKind::Index, name).await {
-            Ok(()) => {}
-            Err(Error::Retained { until, .. }) => {
-                tracing::info!(index = %name, %until, "A superseded index file is locked; a later prune deletes it.");
-            }
-            Err(e) => return Err(e),
+    let mut replacement = ReplacementIndex::default();
+    replacement.add(repo, packs).await?;
+    replacement.finish(repo, old).await
+}
+
+/// A new index written a batch of packs at a time, which replaces the old
+/// one only when [`ReplacementIndex::finish`] has read every new file back.
+#[derive(Debug, Default)]
+pub(crate) struct ReplacementIndex {
+    written: Vec<Id>,
+}
+
+impl ReplacementIndex {
+    /// Writes `packs` as new index files.
+    pub(crate) async fn add(&mut self, repo: &Repository, packs: Vec<IndexPack>) -> Result<()> {
+        for file in IndexFile::split(packs) {
+            self.written
+                .push(repo.save_file(FileKind::Index, &file).await?);
         }
+        Ok(())
     }
-    Ok(written.len() + 1)
+
+    /// Reads the new files back, writes the file superseding `old` and
+    /// deletes `old`. Returns the number of files written.
+    pub(crate) async fn finish(self, repo: &Repository, old: &[String]) -> Result<usize> {
+        let written = self.written;
+        for id in &written {
+            let _: IndexFile = repo.load_file(FileKind::Index, &id.to_hex()).await?;
+        }
+        let marker = IndexFile {
+            version: INDEX_VERSION,
+            supersedes: old.iter().filter_map(|n| n.parse().ok()).collect(),
+            packs: Vec::new(),
+        };
+        let marker_id = repo.save_file(FileKind::Index, &marker).await?;
+        let keep: HashSet<String> = written
+            .iter()
+            .chain(std::iter::once(&marker_id))
+            .map(Id::to_hex)
+            .collect();
+        for name in old.iter().filter(|n| !keep.contains(*n)) {
+            // A file under S3 Object Lock stays until its retention ends; the
+            // marker supersedes it, so readers ignore it, and the next
+            // replacement deletes it.
+            match repo.sink().delete(FileKind::Index, name).await {
+                Ok(()) => {}
+                Err(Error::Retained { until, .. }) => {
+                    tracing::info!(index = %name, %until, "A superseded index file is locked; a later prune deletes it.");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written.len() + 1)
+    }
 }
 
 /// A snapshot that cannot be restored completely.

@@ -218,6 +218,11 @@ impl Table {
 
     /// The record of `(blob_type, id)`, if the table has it.
     pub(super) fn get(&self, blob_type: BlobType, id: &Id) -> io::Result<Option<Record>> {
+        Ok(self.find(blob_type, id)?.map(|(_, r)| r))
+    }
+
+    /// The position and record of `(blob_type, id)`, if the table has it.
+    pub(super) fn find(&self, blob_type: BlobType, id: &Id) -> io::Result<Option<(u64, Record)>> {
         let slot = prefix(id, self.bits);
         let (lo, hi) = (
             u64::from(self.directory[slot]),
@@ -234,7 +239,9 @@ impl Table {
             return Ok(buf
                 .chunks_exact(RECORD)
                 .map(Record::decode)
-                .find(|r| r.key() == want));
+                .zip(lo..)
+                .find(|(r, _)| r.key() == want)
+                .map(|(r, at)| (at, r)));
         }
         // A crowded slot (never expected of hashes): binary search.
         let (mut lo, mut hi) = (lo, hi);
@@ -245,7 +252,7 @@ impl Table {
                 .read_exact_at(&mut buf, self.base + mid * RECORD as u64)?;
             let r = Record::decode(&buf);
             match r.key().cmp(&want) {
-                std::cmp::Ordering::Equal => return Ok(Some(r)),
+                std::cmp::Ordering::Equal => return Ok(Some((mid, r))),
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
             }
