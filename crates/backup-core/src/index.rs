@@ -441,14 +441,7 @@ impl Index {
             if !wanted(pack) {
                 continue;
             }
-            out.entry(*pack).or_default().push(PackEntry {
-                blob_type: r.blob_type,
-                id: r.id,
-                offset: r.offset,
-                length: r.length,
-                raw_length: r.raw_length,
-                compressed: r.compressed,
-            });
+            out.entry(*pack).or_default().push(r.entry());
         }
         Ok(out)
     }

@@ -336,7 +336,6 @@ pub async fn prune(
         view,
         used,
         capture_packs,
-        indexed,
         fates,
         unindexed,
         old_index,
@@ -377,34 +376,29 @@ pub async fn prune(
     // 3. Delete the packs that were replaced.
     progress.set_phase("deleting");
     let live_packs: HashSet<Id> = new_packs.iter().map(|p| p.id).collect();
-    let emptied: HashSet<String> = fates
-        .iter()
-        .filter(|f| f.fate == Fate::Delete)
-        .map(|f| f.id.to_hex())
-        .collect();
-    let mut doomed: Vec<String> = fates
+    let doomed: Vec<Id> = fates
         .iter()
         .filter(|f| f.fate != Fate::Keep && !live_packs.contains(&f.id))
-        .map(|f| f.id.to_hex())
+        .map(|f| f.id)
         .collect();
-    let sizes: HashMap<String, u64> = indexed
-        .iter()
-        .map(|(id, size)| (id.to_hex(), *size))
-        .chain(unindexed.iter().cloned())
-        .collect();
-    let unindexed: HashSet<String> = unindexed.into_iter().map(|(n, _)| n).collect();
-    doomed.extend(unindexed.iter().cloned());
-    let retained = delete_packs(repo, doomed).await?;
+    let leftovers: Vec<String> = unindexed.iter().map(|(n, _)| n.clone()).collect();
+    let retained = delete_packs(repo, doomed, leftovers).await?;
     // What storage kept under Object Lock was not deleted after all (a
     // repacked one was still copied).
     for r in &retained {
-        report.bytes_deleted = report
-            .bytes_deleted
-            .saturating_sub(sizes.get(&r.name).copied().unwrap_or(0));
-        if emptied.contains(&r.name) {
-            report.packs_deleted = report.packs_deleted.saturating_sub(1);
-        }
-        if unindexed.contains(&r.name) {
+        let fate = r
+            .name
+            .parse::<Id>()
+            .ok()
+            .and_then(|id| fates.binary_search_by_key(&id, |f| f.id).ok())
+            .map(|i| &fates[i]);
+        if let Some(f) = fate {
+            report.bytes_deleted = report.bytes_deleted.saturating_sub(f.size);
+            if f.fate == Fate::Delete {
+                report.packs_deleted = report.packs_deleted.saturating_sub(1);
+            }
+        } else if let Some((_, size)) = unindexed.iter().find(|(n, _)| *n == r.name) {
+            report.bytes_deleted = report.bytes_deleted.saturating_sub(*size);
             report.packs_unindexed = report.packs_unindexed.saturating_sub(1);
         }
     }
@@ -422,9 +416,7 @@ struct Plan {
     used: UsedBlobs,
     /// Packs of capture records, kept whole.
     capture_packs: HashSet<Id>,
-    /// Every indexed pack with its size.
-    indexed: HashMap<Id, u64>,
-    /// Every indexed pack's fate.
+    /// Every indexed pack's fate, by id.
     fates: Vec<PackFate>,
     /// Stored packs no index lists, with their sizes.
     unindexed: Vec<(String, u64)>,
@@ -518,8 +510,7 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
     };
     let stored: HashMap<String, u64> = repo.pack_sizes().await?;
     report.bytes_before = stored.values().sum();
-    let indexed: HashMap<Id, u64> = repo.index().packs().copied().collect();
-    report.packs_before = indexed.len();
+    report.packs_before = repo.index().pack_count();
 
     let mut tallies = vec![Tally::default(); view.pack_count()];
     for e in view.entries() {
@@ -584,7 +575,7 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
         .iter()
         .filter(|(name, _)| {
             name.parse::<Id>().map_or(true, |id| {
-                !indexed.contains_key(&id) && !capture_packs.contains(&id)
+                repo.index().pack_size(&id).is_none() && !capture_packs.contains(&id)
             })
         })
         .map(|(n, s)| (n.clone(), *s))
@@ -598,7 +589,6 @@ async fn plan(repo: &IndexedRepository, opts: &PruneOptions) -> Result<Plan> {
         view,
         used,
         capture_packs,
-        indexed,
         fates,
         unindexed,
         old_index,
@@ -673,23 +663,32 @@ async fn write_index(
     Ok(())
 }
 
-/// Deletes packs, several at once; returns the ones storage keeps under
-/// S3 Object Lock.
-async fn delete_packs(repo: &IndexedRepository, mut names: Vec<String>) -> Result<Vec<Retained>> {
-    names.sort();
-    let outcomes = stream::iter(names)
+/// Deletes packs (by id, then by name), several at once; returns the ones
+/// storage keeps under S3 Object Lock.
+async fn delete_packs(
+    repo: &IndexedRepository,
+    packs: Vec<Id>,
+    others: Vec<String>,
+) -> Result<Vec<Retained>> {
+    let names = packs.into_iter().map(|id| id.to_hex()).chain(others);
+    let mut outcomes = stream::iter(names)
         .map(|name| {
             let sink = repo.sink().clone();
             async move { sink.delete(FileKind::Pack, &name).await }
         })
-        .buffer_unordered(8)
-        .collect::<Vec<Result<()>>>()
-        .await;
+        .buffer_unordered(8);
     let mut retained = Vec::new();
-    for outcome in outcomes {
+    let mut failed = None;
+    while let Some(outcome) = outcomes.next().await {
         if let Err(e) = outcome {
-            retained.push(Retained::from_error(e)?);
+            match Retained::from_error(e) {
+                Ok(r) => retained.push(r),
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     retained.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(retained)

@@ -425,7 +425,7 @@ async fn read_data(
 }
 
 /// Blobs whose entries `verify --read-data` holds at once, grouped by pack.
-const READ_BATCH_BLOBS: u64 = 1_000_000;
+const READ_BATCH_BLOBS: u64 = 250_000;
 
 /// Adds what reading packs found to the report.
 fn tally(

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::id::Id;
-use crate::pack::BlobType;
+use crate::pack::{BlobType, PackEntry};
 
 /// Bytes of one record: the id, then the pack number (bit 31: a tree
 /// blob, bit 30: compressed), offset, stored length and plaintext length,
@@ -43,6 +43,18 @@ pub(super) struct Record {
 }
 
 impl Record {
+    /// The entry as a pack header states it.
+    pub(super) fn entry(&self) -> PackEntry {
+        PackEntry {
+            blob_type: self.blob_type,
+            id: self.id,
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw_length,
+            compressed: self.compressed,
+        }
+    }
+
     /// The sort key: id, then type (data before tree).
     fn key(&self) -> ([u8; 32], bool) {
         (*self.id.as_bytes(), self.blob_type == BlobType::Tree)

@@ -119,14 +119,7 @@ impl SortedView {
             Ok(ViewEntry {
                 position,
                 pack: r.pack,
-                entry: PackEntry {
-                    blob_type: r.blob_type,
-                    id: r.id,
-                    offset: r.offset,
-                    length: r.length,
-                    raw_length: r.raw_length,
-                    compressed: r.compressed,
-                },
+                entry: r.entry(),
             })
         })
     }
