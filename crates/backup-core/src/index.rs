@@ -228,7 +228,7 @@ impl Index {
         if self.tables.len() == 1 && self.in_memory() <= self.memory_blobs / 10 {
             return;
         }
-        self.merge_tables(true);
+        self.merge_tables();
     }
 
     /// Blobs held in memory.
@@ -273,7 +273,7 @@ impl Index {
                 self.data = HashMap::new();
                 self.tree = HashMap::new();
                 if self.tables.len() > MAX_TABLES {
-                    self.merge_tables(false);
+                    self.merge_tables();
                 }
             }
             Err(e) => self.stop_paging(&e),
@@ -288,31 +288,15 @@ impl Index {
         self.memory_blobs = usize::MAX;
     }
 
-    /// Merges every table, and with `memory` the blobs in memory, into one
-    /// table.
-    fn merge_tables(&mut self, memory: bool) {
-        let mem = if memory {
-            self.memory_records()
-        } else {
-            Vec::new()
-        };
-        let expected = self.tables.iter().map(|t| t.len()).sum::<u64>() + mem.len() as u64;
-        let written = {
-            let mut streams: Vec<Box<dyn Iterator<Item = std::io::Result<Record>> + '_>> = self
-                .tables
-                .iter()
-                .map(|t| Box::new(t.iter()) as Box<dyn Iterator<Item = _>>)
-                .collect();
-            streams.push(Box::new(mem.into_iter().map(Ok)));
-            table_dir().and_then(|dir| Table::write(&dir, expected, table::merge(streams)))
-        };
+    /// Merges every table and the blobs in memory into one table.
+    fn merge_tables(&mut self) {
+        let written =
+            table_dir().and_then(|dir| Table::write(&dir, self.entry_count(), self.entries()));
         match written {
             Ok(t) => {
                 self.tables = vec![Arc::new(t)];
-                if memory {
-                    self.data = HashMap::new();
-                    self.tree = HashMap::new();
-                }
+                self.data = HashMap::new();
+                self.tree = HashMap::new();
             }
             Err(e) => self.stop_paging(&e),
         }

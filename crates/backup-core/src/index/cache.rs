@@ -96,21 +96,13 @@ impl Index {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let temp = tempfile::NamedTempFile::new_in(dir)?;
-        let mem = self.memory_records();
-        let expected = self.tables.iter().map(|t| t.len()).sum::<u64>() + mem.len() as u64;
         let (written, body) = {
             let mut out = Hashing {
                 inner: BufWriter::with_capacity(256 * 1024, temp.as_file()),
                 hash: blake3::Hasher::new(),
             };
             out.inner.write_all(&[0u8; HEADER as usize])?;
-            let mut streams: Vec<Box<dyn Iterator<Item = io::Result<table::Record>> + '_>> = self
-                .tables
-                .iter()
-                .map(|t| Box::new(t.iter()) as Box<dyn Iterator<Item = _>>)
-                .collect();
-            streams.push(Box::new(mem.into_iter().map(Ok)));
-            let written = table::write_records(&mut out, expected, table::merge(streams))?;
+            let written = table::write_records(&mut out, self.entry_count(), self.entries())?;
             for id in covered {
                 out.write_all(id.as_bytes())?;
             }
