@@ -110,6 +110,14 @@ impl Ctx {
             .clone()
     }
 
+    /// The configured repository `--job` or `--repo NAME` chose, if any.
+    pub(crate) fn named_repo(&self) -> Option<String> {
+        self.named_repo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The repository given by `--repo` and `--option`, or the configured
     /// one `--job` or `--repo NAME` chose (its URL, options and password
     /// source).

@@ -254,7 +254,7 @@ const CAPTURE_GAUGES: [(&str, &str, CaptureValue); 10] = [
 type JobCount = fn(&JobState) -> u64;
 
 /// Per-job counters (exposed with `_total`): name, help, value.
-const JOB_COUNTERS: [(&str, &str, JobCount); 3] = [
+const JOB_COUNTERS: [(&str, &str, JobCount); 4] = [
     (
         "backupd_job_successes",
         "Successful runs since the daemon started.",
@@ -269,6 +269,11 @@ const JOB_COUNTERS: [(&str, &str, JobCount); 3] = [
         "backupd_job_slots_skipped",
         "Scheduled runs left to another daemon sharing the repository.",
         |j| j.slots_skipped_total,
+    ),
+    (
+        "backupd_job_slots_missed",
+        "Scheduled slots that passed unrun while the job was busy past the next one.",
+        |j| j.slots_missed_total,
     ),
 ];
 

@@ -157,6 +157,9 @@ pub struct JobState {
     pub consecutive_failures: u64,
     /// Scheduled slots another daemon ran.
     pub slots_skipped_total: u64,
+    /// Scheduled slots (of backups, verifies and drills) that passed
+    /// unrun while the job was busy past the next one.
+    pub slots_missed_total: u64,
     /// The last verification.
     pub last_verify: Option<VerifyRecord>,
     /// Maximum acceptable age in seconds.

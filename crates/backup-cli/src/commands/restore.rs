@@ -13,44 +13,32 @@ use crate::context::{confirm, usage, Ctx};
 
 /// This program with the arguments that reach the repository, for a
 /// restored PostgreSQL server's `restore_command` (which runs without
-/// this environment); `None` when the repository comes from a
-/// configuration file.
+/// this environment): `--repo` and `--option`, or the configured
+/// repository `--job`/`--repo NAME` chose. `None` when there is neither.
 pub(crate) fn replay_program(ctx: &Ctx) -> Option<String> {
-    use backup_sources::postgres::physical::pitr::shell_quote;
-    let repo = ctx.global.repo.as_deref()?;
-    if ctx.global.config.is_some() {
-        return None;
-    }
     let exe = std::env::current_exe().ok()?;
-    let mut p = format!(
-        "{} --repo {}",
-        shell_quote(&exe.display().to_string()),
-        shell_quote(&std::path::absolute(repo).map_or_else(
-            |_| repo.to_owned(),
-            |p| {
-                if repo.contains("://") {
-                    repo.to_owned()
-                } else {
-                    p.display().to_string()
-                }
-            }
-        ))
-    );
-    // Secrets never go into the restored server's configuration: the
-    // server's user must reach them another way (its environment, an
-    // instance role, a credentials file).
-    for o in &ctx.global.options {
-        let key = o.split('=').next().unwrap_or_default().to_ascii_lowercase();
-        if ["secret", "password", "token", "credential", "session"]
-            .iter()
-            .any(|w| key.contains(w))
-        {
-            continue;
-        }
-        p.push_str(" -o ");
-        p.push_str(&shell_quote(o));
+    if let Some(repo) = ctx.named_repo().and_then(|name| {
+        ctx.config
+            .as_ref()
+            .and_then(|c| c.repository(&name).ok().cloned())
+    }) {
+        return Some(backup_ops::drill::replay_command(
+            &exe,
+            &repo.url,
+            repo.options.iter().map(|(k, v)| (*k, v.as_str())),
+        ));
     }
-    Some(p)
+    let repo = ctx.global.repo.as_deref()?;
+    let options: Vec<(backup_storage::StorageOptionKey, &str)> = ctx
+        .global
+        .options
+        .iter()
+        .filter_map(|o| {
+            let (k, v) = o.split_once('=')?;
+            Some((k.parse().ok()?, v))
+        })
+        .collect();
+    Some(backup_ops::drill::replay_command(&exe, repo, options))
 }
 
 /// The point of `--at-lsn`, `--at-xid`, `--at-name`, `--immediate`,

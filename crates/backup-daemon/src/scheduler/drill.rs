@@ -73,7 +73,11 @@ impl Daemon {
                 return;
             }
         };
-        req.replay_command = sibling_replay_command(&repo);
+        req.replay_command = self
+            .config()
+            .repository(&job.repository)
+            .ok()
+            .and_then(sibling_replay_command);
         let result = Box::pin(drill(
             &repo,
             &req,

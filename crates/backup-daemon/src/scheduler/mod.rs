@@ -313,25 +313,33 @@ impl Daemon {
                 }
             }
         }
-        let next_verify = || {
-            job.verify
-                .as_ref()
-                .and_then(|v| v.schedule.next_after(Utc::now()))
-        };
-        let mut verify_next = next_verify();
-        let next_drill = || {
-            job.drill
-                .as_ref()
-                .and_then(|d| d.schedule.as_ref())
-                .and_then(|s| s.next_after(Utc::now()))
-        };
-        let mut drill_next = next_drill();
+        // Each schedule counts from the slot it last ran (from now at
+        // start): a slot that passed while the job was busy (a long run,
+        // a drill or a verify of the same job) runs late rather than not
+        // at all, and slots passed beyond it are counted as missed.
+        let started = Utc::now();
+        let mut after = started;
+        let mut verify_after = started;
+        let mut drill_after = started;
+        let drill_schedule = job.drill.as_ref().and_then(|d| d.schedule.as_ref());
         loop {
-            let next = job.schedule.next_after(Utc::now());
+            let now = Utc::now();
+            let (next, missed) = job.schedule.due(after, now);
+            let (verify_next, verify_missed) = job
+                .verify
+                .as_ref()
+                .map_or((None, 0), |v| v.schedule.due(verify_after, now));
+            let (drill_next, drill_missed) =
+                drill_schedule.map_or((None, 0), |d| d.due(drill_after, now));
+            let missed = missed + verify_missed + drill_missed;
+            if missed > 0 {
+                tracing::warn!(job = %job.name, missed, "Scheduled slots passed while the job was busy; the latest runs now.");
+            }
             self.status.update(&job.name, |s| {
                 s.next_run = next;
                 s.next_verify = verify_next;
                 s.next_drill = drill_next;
+                s.slots_missed_total += missed;
             });
             let until = |t: Option<DateTime<Utc>>| {
                 let d = t.map_or(Duration::from_secs(86400 * 365), |t| {
@@ -340,22 +348,24 @@ impl Daemon {
                 tokio::time::sleep(d)
             };
             tokio::select! {
+                biased;
                 () = generation.cancelled() => break,
                 () = until(next) => {
                     if let Some(slot) = next {
+                        after = slot;
                         self.execute(&job, Trigger::Schedule(slot), None).await;
                     }
                 }
                 Some(by) = rx.recv() => self.execute(&job, Trigger::Manual, by.as_deref()).await,
                 () = until(verify_next), if verify_next.is_some() => {
+                    verify_after = verify_next.unwrap_or(now);
                     self.verify(&job).await;
-                    verify_next = next_verify();
                 }
                 () = until(drill_next), if drill_next.is_some() => {
                     if let Some(slot) = drill_next {
+                        drill_after = slot;
                         Box::pin(self.drill(&job, slot)).await;
                     }
-                    drill_next = next_drill();
                 }
             }
         }
