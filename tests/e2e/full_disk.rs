@@ -240,19 +240,7 @@ cp -a "$MNT/repo" "$OUT/repo"
     assert_eq!(stream["capture"], "redis-stream", "{pitr:#}");
     assert_eq!(stream["windows"].as_array().unwrap().len(), 1, "{pitr:#}");
     assert!(stream["gaps"].as_array().unwrap().is_empty(), "{pitr:#}");
-    let target = RedisServer::start();
-    s.ok(&[
-        "restore",
-        "--at-offset",
-        &end.to_string(),
-        "--to",
-        &target.url(),
-    ]);
-    let counter: u64 = redis::cmd("GET")
-        .arg("counter")
-        .query(&mut target.connection())
-        .unwrap();
-    assert_eq!(counter, writes);
+    assert_eq!(crate::redis_pitr::counter_restored_at(&s, end), writes);
 }
 
 fn hex(b: &[u8]) -> String {

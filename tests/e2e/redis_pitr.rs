@@ -107,6 +107,23 @@ pub(crate) fn wait_captured(s: &Scratch, offset: u64) -> serde_json::Value {
     }
 }
 
+/// Restores the repository's Redis stream to `offset` into a new server
+/// and returns its key `counter` (what a writer of `INCR counter` counts).
+pub(crate) fn counter_restored_at(s: &Scratch, offset: u64) -> u64 {
+    let target = RedisServer::start();
+    s.ok(&[
+        "restore",
+        "--at-offset",
+        &offset.to_string(),
+        "--to",
+        &target.url(),
+    ]);
+    redis::cmd("GET")
+        .arg("counter")
+        .query(&mut target.connection())
+        .unwrap()
+}
+
 pub(crate) fn repl_offset(con: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("replication").query(con).unwrap();
     info.lines()

@@ -13,10 +13,14 @@
 //!
 //! Checks: no scheduled slot was missed or skipped; every job's last run
 //! (a final one is requested of each) succeeded, so any failed run
-//! recovered; every drill passed; each captured stream has a restorable
+//! recovered; every drill passed (but those within a backup interval of
+//! the job's first backup, which may find no snapshot or too short a
+//! window, and are counted); each captured stream has a restorable
 //! window and no gap; memory, open files and threads stop growing after
 //! the warm-up (the median of the last half at most 1.25 times the peak
-//! of the second quarter plus 16 MiB, 8 files, 4 threads); SIGTERM ends the
+//! of the second quarter plus 16 MiB, 8 files, 4 threads; judged when the
+//! run is at least four drill intervals long, as the bench's is, not in
+//! CI's minute, whose figures are only reported); SIGTERM ends the
 //! daemon with exit 0; `verify --read-data` passes; the newest files
 //! snapshot restores to the tree and a Redis restore to the end of the
 //! capture equals the source. The figures are printed (and appended to
@@ -263,6 +267,10 @@ fn daemon_soak_with_s3_faults() {
     let (mut writes, mut round) = (0u64, 0u64);
     let mut samples = Vec::new();
     let mut last_sample = Instant::now();
+    // When each job was first seen to have succeeded: a drill that starts
+    // before a job's first backup has nothing to restore.
+    let mut first_success: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
+        std::collections::BTreeMap::new();
     while start.elapsed() < Duration::from_secs(seconds) {
         redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
         writes += 1;
@@ -278,6 +286,12 @@ fn daemon_soak_with_s3_faults() {
         if last_sample.elapsed() >= Duration::from_secs(1) {
             samples.push(sample(d.child.id()));
             last_sample = Instant::now();
+            for job in JOBS {
+                if !first_success.contains_key(job) && counter(&d, "backupd_job_successes", job) > 0
+                {
+                    first_success.insert(job, chrono::Utc::now());
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -324,14 +338,26 @@ fn daemon_soak_with_s3_faults() {
     let (code, _) = d.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(120));
     assert_eq!(code, 0);
 
-    // Drills: every one passed, of every job.
+    // Drills: every one passed that started a backup interval after its
+    // job's first backup. One started earlier has nothing to restore, or
+    // a captured window under the second a random point needs (the
+    // oplog and stream are stored in slices of up to 10 s), and says so.
     let drills = s.json(&["drill", "--history"]);
     let drills = drills.as_array().unwrap();
+    let early = |d: &serde_json::Value| {
+        let started: chrono::DateTime<chrono::Utc> =
+            d["record"]["started"].as_str().unwrap().parse().unwrap();
+        let job = d["record"]["job"].as_str().unwrap_or_default();
+        first_success
+            .get(job)
+            .is_none_or(|first| started < *first + chrono::Duration::seconds(job_every as i64))
+    };
     let failed: Vec<&serde_json::Value> = drills
         .iter()
-        .filter(|d| d["record"]["ok"] != true)
+        .filter(|d| d["record"]["ok"] != true && !early(d))
         .collect();
     assert!(failed.is_empty(), "failed drills: {failed:#?}");
+    let before_first = drills.iter().filter(|d| early(d)).count();
     let drilled = |job: &str| drills.iter().filter(|d| d["record"]["job"] == job).count();
     if seconds >= drill_every * 2 {
         for job in JOBS {
@@ -364,7 +390,7 @@ fn daemon_soak_with_s3_faults() {
         .map(|s| format!("{}/{}/{}", s.rss_kib / 1024, s.fds, s.threads))
         .collect();
     let line = format!(
-        "soak {seconds}s (jobs every {job_every}s, drills every {drill_every}s): runs {}; {} drills, all passed; {writes} Redis writes and MongoDB inserts; {} S3 faults; \
+        "soak {seconds}s (jobs every {job_every}s, drills every {drill_every}s): runs {}; {} drills ({before_first} within a backup interval of the job's first backup, not judged), every other one passed; {writes} Redis writes and MongoDB inserts; {} S3 faults; \
          RSS MiB peak {} after warm-up, median {} (peak {}) in the last half; open files peak {fds_warm}, median {fds_late} (peak {fds_peak}); \
          threads peak {thr_warm}, median {thr_late} (peak {thr_peak}); MiB/files/threads over time {}; open at the end: {open}",
         runs.join(", "),
@@ -376,29 +402,23 @@ fn daemon_soak_with_s3_faults() {
         series.join(" ")
     );
     crate::util::report_line("BACKUP_SOAK_REPORT", &line);
-    assert!(
-        rss_late <= rss_warm + rss_warm / 4 + 16 * 1024,
-        "memory grows: {line}"
-    );
-    assert!(fds_late <= fds_warm + 8, "open files grow: {line}");
-    assert!(thr_late <= thr_warm + 4, "threads grow: {line}");
+    // Growth is judged only when the warm-up quarter held a whole drill
+    // cycle: in a shorter run (CI's minute) the first drills and the
+    // connections their restores pool fall into the last half and look
+    // like growth.
+    if seconds >= 4 * drill_every {
+        assert!(
+            rss_late <= rss_warm + rss_warm / 4 + 16 * 1024,
+            "memory grows: {line}"
+        );
+        assert!(fds_late <= fds_warm + 8, "open files grow: {line}");
+        assert!(thr_late <= thr_warm + 4, "threads grow: {line}");
+    }
     assert!(server.faults() > 0, "{line}");
 
     s.ok(&["verify", "--read-data"]);
     let restored = s.path("restored");
     s.ok(&["restore", &newest, "--to", restored.to_str().unwrap()]);
     assert_same_tree(&src, &restored);
-    let target = RedisServer::start();
-    s.ok(&[
-        "restore",
-        "--at-offset",
-        &end.to_string(),
-        "--to",
-        &target.url(),
-    ]);
-    let counter: u64 = redis::cmd("GET")
-        .arg("counter")
-        .query(&mut target.connection())
-        .unwrap();
-    assert_eq!(counter, writes);
+    assert_eq!(crate::redis_pitr::counter_restored_at(&s, end), writes);
 }

@@ -50,7 +50,7 @@ impl Schedule {
     /// many slots were missed: when slots after `after` have already
     /// passed by `now` (the previous run, or a drill of the same job, took
     /// longer than the interval), the latest of them is due at once and
-    /// the earlier ones are missed (at most [`MAX_MISSED`] are counted,
+    /// the earlier ones are missed (at most 10 000 are counted,
     /// then counting restarts from `now`). `None` when the expression has
     /// no later time.
     pub fn due(&self, after: DateTime<Utc>, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, u64) {

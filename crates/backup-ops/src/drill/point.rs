@@ -175,8 +175,9 @@ async fn newest_kind(repo: &IndexedRepository, scope: &SnapshotFilter) -> Result
         .map(|s| s.snapshot.source.kind))
 }
 
-/// A random point of the newest restorable window of the stream of `kind`
-/// (oplog, Redis stream) `scope` selects, planned by [`crate::pitr::plan`]:
+/// A random point of the restorable window reaching furthest (of those
+/// at least a second long, where positions count seconds) of the stream
+/// of `kind` (oplog, Redis stream) `scope` selects, planned by [`crate::pitr::plan`]:
 /// a whole second where positions tell the time in seconds (a time target
 /// takes every entry of its second: the oplog), else a millisecond (times
 /// are the changes' arrival: Redis).
@@ -187,12 +188,25 @@ async fn stream_random_point(
 ) -> Result<ChosenPoint> {
     let source = scope.source.as_deref();
     let listed = crate::pitr::windows(repo, source).await?;
-    let window = listed
+    let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = listed
         .iter()
         .filter(|s| s.capture == kind.name())
-        .filter_map(|s| s.windows.last())
+        .flat_map(|s| &s.windows)
         .filter_map(|w| Some((w.from_time?, w.to_time?)))
+        .collect();
+    // The window reaching furthest among those long enough to pick a
+    // point in: a base taken after the stored end of the stream (its
+    // capture not yet stored, up to a slice behind) is a window of one
+    // point, newer than the long one before it.
+    let long_enough = |(from, to): &(DateTime<Utc>, DateTime<Utc>)| {
+        !kind.timed_positions() || to.timestamp() > from.timestamp()
+    };
+    let window = windows
+        .iter()
+        .copied()
+        .filter(long_enough)
         .max_by_key(|(_, to)| *to)
+        .or_else(|| windows.iter().copied().max_by_key(|(_, to)| *to))
         .ok_or_else(|| {
             Error::usage(format!(
                 "drill point `random` needs a restorable window, and {} has none: is the job's capture running (capture = \"continuous\"), and is there a base snapshot before it?",
