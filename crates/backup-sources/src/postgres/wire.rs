@@ -69,6 +69,11 @@ impl TlsMode {
 /// Bytes read from the socket at most per read.
 const READ_BUF: usize = 256 * 1024;
 
+/// The longest message accepted from a server: PostgreSQL builds none
+/// larger (`MaxAllocSize`, 1 GiB less one byte, bounds a row and a
+/// `CopyData`), so a longer stated length is damage or not PostgreSQL.
+const MAX_MESSAGE: usize = 1 << 30;
+
 /// A read of less than this means the reader has caught up with the server.
 const PACE_BYTES: usize = 64 * 1024;
 
@@ -560,14 +565,15 @@ impl WireConn {
     }
 
     /// Makes at least `n` bytes available after `start`.
+    ///
+    /// The buffer grows (doubling, in [`WireConn::fill`]) as bytes arrive,
+    /// never to a length a message header states: a header claiming a
+    /// gigabyte followed by nothing costs nothing.
     fn want(&mut self, n: usize) -> io::Result<()> {
         if self.buf.len() - self.start < n {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.buf.len() < n {
-                self.buf.resize(n, 0);
-            }
         }
         while self.end - self.start < n {
             self.fill()?;
@@ -593,6 +599,15 @@ impl WireConn {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "malformed message from the server",
+            ));
+        }
+        if len > MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a message of {len} bytes from the server (type `{}`), over the 1 GiB a PostgreSQL server can send",
+                    char::from(h[0]).escape_default()
+                ),
             ));
         }
         Ok((h[0], len - 4))
@@ -833,6 +848,56 @@ pub(crate) fn db_error(body: &[u8]) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection over one end of a socket pair, the other end given.
+    fn pair() -> (WireConn, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = WireConn {
+            stream: Stream::Unix(ours),
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            out: BytesMut::new(),
+        };
+        (conn, theirs)
+    }
+
+    #[test]
+    fn a_stated_length_is_not_allocated_before_the_bytes_arrive() {
+        // 512 MiB stated, 10 bytes sent, then the server goes away.
+        let (mut conn, mut server) = pair();
+        let mut msg = vec![b'd'];
+        msg.extend_from_slice(&(512u32 << 20).to_be_bytes());
+        msg.extend_from_slice(b"0123456789");
+        server.write_all(&msg).unwrap();
+        drop(server);
+        let e = conn.next_message(|_, _| ()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        assert!(conn.buf.len() <= 2 * READ_BUF, "{}", conn.buf.len());
+    }
+
+    #[test]
+    fn a_message_over_a_gigabyte_is_refused() {
+        let (mut conn, mut server) = pair();
+        server.write_all(&[b'D', 0xff, 0xff, 0xff, 0xf0]).unwrap();
+        let e = conn.next_message(|_, _| ()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("over the 1 GiB"), "{e}");
+        // Messages that fit still read, across several reads.
+        let (mut conn, mut server) = pair();
+        let body = vec![7u8; 3 * READ_BUF];
+        let writer = std::thread::spawn(move || {
+            let mut msg = vec![b'd'];
+            msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            msg.extend_from_slice(&body);
+            server.write_all(&msg).unwrap();
+            server
+        });
+        let got = conn.next_message(|tag, b| (tag, b.to_vec())).unwrap();
+        assert_eq!(got.0, b'd');
+        assert_eq!(got.1, vec![7u8; 3 * READ_BUF]);
+        drop(writer.join().unwrap());
+    }
 
     #[test]
     fn error_fields() {
