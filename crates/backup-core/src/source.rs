@@ -25,8 +25,11 @@ pub enum Content {
     /// Opened and read on a blocking thread, and opened again when the
     /// first read ends with [`ChangedWhileRead`] (a local file written to
     /// while it is backed up): the second read is stored, with a warning
-    /// when it changed again.
-    Reopenable(Box<dyn Fn() -> std::io::Result<BlockingReader> + Send>),
+    /// when it changed again. Each open is given the entry's node and
+    /// refreshes its metadata (times, size, owner, mode) from the opened
+    /// file, so that the stored metadata describes the version read, not
+    /// the one seen when the entry was listed.
+    Reopenable(Box<dyn Fn(&mut Node) -> std::io::Result<BlockingReader> + Send>),
     /// Opened and read asynchronously (database streams).
     Async(BoxFuture<'static, Result<AsyncReader>>),
 }

@@ -12,13 +12,18 @@ use backup_core::tree::{FsName, Node, NodeKind};
 /// modification and change times, inode.
 pub(crate) fn node_from(name: FsName, kind: NodeKind, m: &Metadata) -> Node {
     let mut n = Node::new(name, kind);
+    set_stat(&mut n, m);
+    n
+}
+
+/// Sets the metadata [`node_from`] records from `m`.
+fn set_stat(n: &mut Node, m: &Metadata) {
     n.mode = Some(m.mode() & 0o7777);
     n.uid = Some(m.uid());
     n.gid = Some(m.gid());
     n.mtime_ns = Some(m.mtime() * 1_000_000_000 + m.mtime_nsec());
     n.ctime_ns = Some(m.ctime() * 1_000_000_000 + m.ctime_nsec());
     n.inode = Some(m.ino());
-    n
 }
 
 /// Opens a file for reading without updating its access time where the
@@ -38,6 +43,9 @@ pub(crate) fn open_noatime(path: &Path) -> io::Result<File> {
 /// that the file did not change while it was read (size, modification and
 /// change times as at the open), else ends with
 /// [`backup_core::source::ChangedWhileRead`] so that it is read again.
+/// Opening refreshes the node's metadata from the opened file: a file
+/// written between the walk's `stat` and the open is stored with the
+/// times of the version read.
 pub(crate) struct Watched {
     file: File,
     at_open: (u64, i64, i64, i64, i64),
@@ -54,11 +62,18 @@ fn stamp(m: &Metadata) -> (u64, i64, i64, i64, i64) {
 }
 
 impl Watched {
-    /// Opens `path` (without touching its access time where allowed).
-    pub(crate) fn open(path: &Path) -> io::Result<Watched> {
+    /// Opens `path` (without touching its access time where allowed) and
+    /// sets `node`'s times, size, owner, mode and inode to the opened
+    /// file's.
+    pub(crate) fn open(path: &Path, node: &mut Node) -> io::Result<Watched> {
         let file = open_noatime(path)?;
-        let at_open = stamp(&file.metadata()?);
-        Ok(Watched { file, at_open })
+        let m = file.metadata()?;
+        set_stat(node, &m);
+        node.size = m.len();
+        Ok(Watched {
+            file,
+            at_open: stamp(&m),
+        })
     }
 }
 
@@ -180,4 +195,55 @@ fn inode_flags(path: &Path) -> Vec<backup_core::tree::FileFlag> {
     .filter(|(bit, _)| a.contains(*bit))
     .map(|(_, f)| f)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    /// A file rewritten between the walk's `stat` and the open is stored
+    /// with the metadata of the version read (the soak found a file whose
+    /// new content was stored under the old modification time).
+    #[test]
+    fn opening_takes_the_metadata_of_the_version_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"old").unwrap();
+        let listed = std::fs::metadata(&path).unwrap();
+        let mut node = node_from(FsName::from("f"), NodeKind::File, &listed);
+        node.size = listed.len();
+        std::fs::write(&path, b"newer").unwrap();
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let mut w = Watched::open(&path, &mut node).unwrap();
+        let mut got = Vec::new();
+        w.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"newer");
+        assert_eq!(node.size, 5);
+        assert_eq!(node.mtime_ns, Some(2_000_000_000 * 1_000_000_000));
+    }
+
+    /// A write during the read ends it with `ChangedWhileRead`.
+    #[test]
+    fn a_write_during_the_read_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"first").unwrap();
+        let mut node = Node::new("f", NodeKind::File);
+        let mut w = Watched::open(&path, &mut node).unwrap();
+        let mut buf = [0u8; 2];
+        assert_eq!(w.read(&mut buf).unwrap(), 2);
+        std::fs::write(&path, b"second, longer").unwrap();
+        let mut rest = Vec::new();
+        let e = w.read_to_end(&mut rest).unwrap_err();
+        assert!(backup_core::source::ChangedWhileRead::is(&e), "{e}");
+    }
 }

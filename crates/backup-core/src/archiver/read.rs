@@ -189,11 +189,15 @@ fn read_content(ctx: &Ctx, node: Node, content: Content) -> Result<(Node, bool)>
     let reader: Box<dyn std::io::Read + Send> = match content {
         Content::Blocking(open) => open().map_err(opening)?,
         Content::Reopenable(open) => {
-            return match read_from(ctx, node.clone(), open().map_err(opening)?) {
+            let listed = node;
+            let mut node = listed.clone();
+            let first = open(&mut node).map_err(opening)?;
+            return match read_from(ctx, node, first) {
                 Err(Error::Io { source, .. }) if ChangedWhileRead::is(&source) => {
                     let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let mut node = listed;
                     let second = Tolerant {
-                        inner: open().map_err(opening)?,
+                        inner: open(&mut node).map_err(opening)?,
                         changed: changed.clone(),
                     };
                     let node = read_from(ctx, node, Box::new(second))?;

@@ -444,7 +444,7 @@ async fn a_file_changed_while_read_is_read_again() {
         node.size = 5;
         Item::Leaf {
             node,
-            content: Some(Content::Reopenable(Box::new(move || {
+            content: Some(Content::Reopenable(Box::new(move |_: &mut Node| {
                 let n = opens.fetch_add(1, Ordering::SeqCst);
                 let data = if n == 0 {
                     b"torn".to_vec()

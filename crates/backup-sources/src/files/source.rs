@@ -656,8 +656,8 @@ impl Walker {
                 let p = path.to_owned();
                 self.send(Item::Leaf {
                     node,
-                    content: Some(Content::Reopenable(Box::new(move || {
-                        Ok(Box::new(Watched::open(&p)?) as _)
+                    content: Some(Content::Reopenable(Box::new(move |node| {
+                        Ok(Box::new(Watched::open(&p, node)?) as _)
                     }))),
                     on_error: OnReadError::Skip,
                 })
