@@ -16,6 +16,10 @@ pub type BlockingReader = Box<dyn Read + Send>;
 /// An asynchronous reader of an entry's content.
 pub type AsyncReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// Opens an entry's content again, refreshing its node's metadata (see
+/// [`Content::Reopenable`]).
+pub type Opener = dyn Fn(&mut Node) -> std::io::Result<BlockingReader> + Send;
+
 /// How to obtain an entry's content. Opening is deferred so that the
 /// pipeline opens only what it reads (unchanged files are never opened) and
 /// only as many at once as its concurrency allows.
@@ -29,7 +33,7 @@ pub enum Content {
     /// refreshes its metadata (times, size, owner, mode) from the opened
     /// file, so that the stored metadata describes the version read, not
     /// the one seen when the entry was listed.
-    Reopenable(Box<dyn Fn(&mut Node) -> std::io::Result<BlockingReader> + Send>),
+    Reopenable(Box<Opener>),
     /// Opened and read asynchronously (database streams).
     Async(BoxFuture<'static, Result<AsyncReader>>),
 }
