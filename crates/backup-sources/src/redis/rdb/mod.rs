@@ -44,6 +44,66 @@ pub fn dump_payload(rdb_type: u8, value: &[u8], rdb_version: u32) -> Vec<u8> {
     p
 }
 
+/// The value of a string `DUMP` payload (value type 0), decoded (an
+/// integer encoding as its decimal text, LZF decompressed; a plain string
+/// borrowed from the payload); `None` for another value type or a payload
+/// that does not decode whole. The CRC64 is not checked: the caller built
+/// the payload.
+pub(crate) fn string_of_payload(p: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    if p.len() < 11 || p[0] != types::STRING {
+        return None;
+    }
+    let (len, rest) = slice_len(&p[1..p.len() - 10])?;
+    let int = |v: i64| Some(Cow::Owned(v.to_string().into_bytes()));
+    match (len, rest) {
+        (Ok(n), _) => (rest.len() as u64 == n).then_some(Cow::Borrowed(rest)),
+        (Err(0), &[byte]) => int(i64::from(byte as i8)),
+        (Err(1), two) if two.len() == 2 => int(i64::from(i16::from_le_bytes([two[0], two[1]]))),
+        (Err(2), four) if four.len() == 4 => {
+            int(i64::from(i32::from_le_bytes(four.try_into().ok()?)))
+        }
+        (Err(3), _) => {
+            let (Ok(clen), rest) = slice_len(rest)? else {
+                return None;
+            };
+            let (Ok(ulen), data) = slice_len(rest)? else {
+                return None;
+            };
+            if data.len() as u64 != clen || ulen > 1 << 40 {
+                return None;
+            }
+            lzf_decompress(data, usize::try_from(ulen).ok()?)
+                .ok()
+                .map(Cow::Owned)
+        }
+        _ => None,
+    }
+}
+
+/// An RDB length at the start of `b` (`Ok`), or a string encoding marker
+/// (`Err`), and the bytes after it.
+fn slice_len(b: &[u8]) -> Option<(Result<u64, u8>, &[u8])> {
+    let (&first, rest) = b.split_first()?;
+    Some(match first >> 6 {
+        0 => (Ok(u64::from(first & 0x3f)), rest),
+        1 => {
+            let (&next, rest) = rest.split_first()?;
+            (Ok((u64::from(first & 0x3f) << 8) | u64::from(next)), rest)
+        }
+        2 if first == 0x80 => {
+            let (n, rest) = rest.split_first_chunk::<4>()?;
+            (Ok(u64::from(u32::from_be_bytes(*n))), rest)
+        }
+        2 if first == 0x81 => {
+            let (n, rest) = rest.split_first_chunk::<8>()?;
+            (Ok(u64::from_be_bytes(*n)), rest)
+        }
+        2 => return None,
+        _ => (Err(first & 0x3f), rest),
+    })
+}
+
 /// The module type name of a module value (value type 7 starts with the
 /// module id), `None` for other values.
 pub fn module_of_value(rdb_type: u8, value: &[u8]) -> Option<String> {

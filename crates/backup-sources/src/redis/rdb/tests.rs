@@ -369,3 +369,30 @@ fn a_field_expiry_that_overflows_is_an_error() {
     let err = decode_value(payload[0], &payload[1..]).unwrap_err();
     assert!(matches!(err.kind, RdbErrorKind::Corrupt(_)), "{err}");
 }
+
+/// String payloads decode to the value an `MSET` sends, whatever their
+/// encoding; other types and trailing bytes give `None`.
+#[test]
+fn string_payloads_decode_in_every_encoding() {
+    let of = |raw: &[u8]| {
+        super::string_of_payload(&super::dump_payload(0, raw, 10)).map(std::borrow::Cow::into_owned)
+    };
+    assert_eq!(of(&[3, b'a', b'b', b'c']).unwrap(), b"abc");
+    assert_eq!(of(&[0xC0, 0x85]).unwrap(), b"-123");
+    assert_eq!(of(&[0xC1, 0x39, 0x30]).unwrap(), b"12345");
+    assert_eq!(of(&[0xC2, 0x40, 0xE2, 0x01, 0x00]).unwrap(), b"123456");
+    // LZF: one literal run of three bytes.
+    assert_eq!(of(&[0xC3, 4, 3, 2, b'x', b'y', b'z']).unwrap(), b"xyz");
+    assert!(of(&[3, b'a', b'b', b'c', b'!']).is_none());
+    let long = vec![7u8; 300];
+    let mut raw = vec![0x41, 0x2c];
+    raw.extend_from_slice(&long);
+    assert_eq!(of(&raw).unwrap(), long);
+    let mut raw = vec![0x80, 0, 0, 1, 0x2c];
+    raw.extend_from_slice(&long);
+    assert_eq!(of(&raw).unwrap(), long);
+    assert!(of(&[0xC3, 9, 3, 2, b'x', b'y', b'z']).is_none());
+    assert!(of(&[0xC4, 0]).is_none());
+    assert!(super::string_of_payload(&super::dump_payload(2, &[1, 1, b'a'], 10)).is_none());
+    assert!(super::string_of_payload(b"short").is_none());
+}
