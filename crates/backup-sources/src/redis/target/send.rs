@@ -78,6 +78,16 @@ pub(super) struct Chunk {
     bytes: u64,
 }
 
+impl Chunk {
+    /// The key at `at..at + len`, printable.
+    fn key(&self, at: u32, len: u32) -> String {
+        self.buf
+            .get(at as usize..at as usize + len as usize)
+            .map(show_key)
+            .unwrap_or_default()
+    }
+}
+
 /// Encodes the selected keys into chunks of commands, counting what it
 /// restores and skips (the [`RecordSink`] of a restore).
 pub(super) struct Encoder {
@@ -160,12 +170,10 @@ impl Encoder {
 
     /// Adds a plain string to the waiting `MSETNX`.
     fn string(&mut self, key: &[u8], value: &[u8]) {
-        if self.strings.keys == 0 {
-            let mut n = itoa_buf();
-            let header = 3 + fmt_u64(&mut n, key.len() as u64).len();
-            self.strings.first = (header, key.len());
-        }
         bulk(&mut self.strings.args, key);
+        if self.strings.keys == 0 {
+            self.strings.first = (self.strings.args.len() - 2 - key.len(), key.len());
+        }
         bulk(&mut self.strings.args, value);
         self.strings.keys += 1;
         if self.strings.keys >= MSET_KEYS || self.strings.args.len() >= MSET_BYTES {
@@ -427,8 +435,10 @@ async fn read_replies(
                 Some(b'+') => {}
                 // MSETNX: 1 when it set every key, 0 when one existed.
                 Some(b':') if matches!(sent, Sent::Strings { .. }) => {
-                    if !reply.starts_with(b":1") {
-                        return Err(busy_strings(&url, *sent, &chunk));
+                    if let (Sent::Strings { keys, at, len }, false) =
+                        (*sent, reply.starts_with(b":1"))
+                    {
+                        return Err(busy_strings(&url, keys, &chunk.key(at, len)));
                     }
                 }
                 Some(b'-') => return Err(refusal(&url, reply, *sent, &chunk, replace)),
@@ -462,31 +472,14 @@ fn refusal(url: &RedisUrl, reply: &[u8], sent: Sent, chunk: &Chunk, replace: boo
         Sent::Functions => functions_error(url, e, replace),
         Sent::Strings { keys, .. } => target_err(url, &format!("MSETNX of {keys} strings"), e),
         Sent::Restore { at, len, rdb_type } => {
-            let (at, len) = (at as usize, len as usize);
-            let key = chunk
-                .buf
-                .get(at..at + len)
-                .map(show_key)
-                .unwrap_or_default();
-            restore_error(url, e, &key, Some(rdb_type))
+            restore_error(url, e, &chunk.key(at, len), Some(rdb_type))
         }
     }
 }
 
 /// An `MSETNX` that set nothing because one of its keys existed,
 /// explained as a refused `RESTORE` is.
-fn busy_strings(url: &RedisUrl, sent: Sent, chunk: &Chunk) -> Error {
-    let (keys, first) = match sent {
-        Sent::Strings { keys, at, len } => (
-            keys,
-            chunk
-                .buf
-                .get(at as usize..(at + len) as usize)
-                .map(show_key)
-                .unwrap_or_default(),
-        ),
-        _ => (0, String::new()),
-    };
+fn busy_strings(url: &RedisUrl, keys: u32, first: &str) -> Error {
     Error::target_failed(format!(
         "one of {keys} string keys of the snapshot (the first {first}) already exists in {} (BUSYKEY; MSETNX set none of them): another client created it after the check",
         url.redacted()
