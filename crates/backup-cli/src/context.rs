@@ -222,8 +222,10 @@ impl Feedback for Ctx {
         crate::progress::reporter(self.human() && !self.global.no_progress, phase, noun)
     }
 
+    /// Only when a progress bar is drawn: the total of a files backup
+    /// costs a second walk of the tree, which nobody would see.
     fn wants_totals(&self) -> bool {
-        self.human() && !self.global.no_progress
+        self.human() && !self.global.no_progress && crate::progress::drawn()
     }
 
     fn confirm(&self, question: &str) -> backup_ops::Result<()> {

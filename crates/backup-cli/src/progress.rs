@@ -54,10 +54,15 @@ fn style(with_total: bool) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+/// Whether a progress bar can be drawn: standard error is a terminal.
+pub(crate) fn drawn() -> bool {
+    std::io::stderr().is_terminal()
+}
+
 /// A progress reporter: a bar when standard error is a terminal and output
 /// is for humans, nothing otherwise.
 pub(crate) fn reporter(enabled: bool, phase: &str, noun: &'static str) -> Arc<dyn Progress> {
-    if !enabled || !std::io::stderr().is_terminal() {
+    if !enabled || !drawn() {
         return Arc::new(NoProgress);
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

@@ -98,10 +98,16 @@ pub(crate) struct SystemMeta {
 }
 
 impl SystemMeta {
-    /// Adds the system metadata of `path` (described by `m`) to `node`.
-    /// Attributes that cannot be read are reported in the returned
-    /// message (the node is still recorded, without them).
-    pub(crate) fn add(&mut self, node: &mut Node, path: &Path, m: &Metadata) -> Option<String> {
+    /// Adds the system metadata of `path` (described by `m`, with its
+    /// `attrs`) to `node`. Attributes that could not be read are reported
+    /// in the returned message (the node is still recorded, without them).
+    pub(crate) fn add(
+        &mut self,
+        node: &mut Node,
+        path: &Path,
+        m: &Metadata,
+        attrs: Attrs,
+    ) -> Option<String> {
         node.user
             .clone_from(self.users.entry(m.uid()).or_insert_with(|| {
                 nix::unistd::User::from_uid(m.uid().into())
@@ -131,10 +137,8 @@ impl SystemMeta {
                 node.rdev = Some(m.rdev());
             }
         }
-        if ft.is_file() || ft.is_dir() {
-            node.flags = inode_flags(path);
-        }
-        match read_xattrs(path) {
+        node.flags = attrs.flags;
+        match attrs.xattrs {
             Ok(x) => {
                 node.xattrs = x;
                 None
@@ -143,6 +147,31 @@ impl SystemMeta {
                 "{}: cannot read extended attributes: {e}; recorded without them",
                 path.display()
             )),
+        }
+    }
+}
+
+/// What an entry records beyond its `lstat`: inode flags and extended
+/// attributes. Read with the listing of the entry's directory, so that
+/// these two calls per entry run on the listing threads, ahead of the
+/// walk, rather than one after another in it.
+#[derive(Debug)]
+pub(crate) struct Attrs {
+    flags: Vec<backup_core::tree::FileFlag>,
+    xattrs: io::Result<Vec<backup_core::tree::Xattr>>,
+}
+
+impl Attrs {
+    /// Reads the attributes of `path`, described by `m`.
+    pub(crate) fn read(path: &Path, m: &Metadata) -> Attrs {
+        let ft = m.file_type();
+        Attrs {
+            flags: if ft.is_file() || ft.is_dir() {
+                inode_flags(path)
+            } else {
+                Vec::new()
+            },
+            xattrs: read_xattrs(path),
         }
     }
 }

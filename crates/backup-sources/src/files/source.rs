@@ -11,7 +11,7 @@ use backup_core::source::{Content, Item, OnReadError, SizeHint, Source};
 use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, Result};
 
-use crate::localfs::{node_from, SystemMeta, Watched};
+use crate::localfs::{node_from, Attrs, SystemMeta, Watched};
 
 use crate::{FilesOptions, Selection};
 
@@ -25,7 +25,9 @@ use crate::{FilesOptions, Selection};
 pub struct FilesSource {
     root: PathBuf,
     excludes: Vec<String>,
-    rx: async_channel::Receiver<Item>,
+    rx: async_channel::Receiver<Vec<Item>>,
+    /// Items of the batch received last, in reverse order.
+    received: Vec<Item>,
     walker: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -99,13 +101,14 @@ impl FilesSource {
             larger_than: files.exclude_larger_than,
             listed,
         };
-        let (tx, rx) = async_channel::bounded(1024);
+        let (tx, rx) = async_channel::bounded(BATCHES_QUEUED);
         let root2 = root.clone();
         let walker = std::thread::Builder::new()
             .name("walker".to_owned())
             .spawn(move || {
                 let w = Walker {
                     tx,
+                    batch: std::cell::RefCell::default(),
                     filter,
                     prefetch: Prefetch::new(),
                     meta: std::cell::RefCell::default(),
@@ -118,14 +121,16 @@ impl FilesSource {
                     }
                 } else {
                     let name = root2.file_name().map(FsName::from_os).unwrap_or_default();
-                    w.leaf(&root2, Path::new(""), name, &meta);
+                    w.leaf(&root2, Path::new(""), name, &meta, None);
                 }
+                w.flush();
             })
             .map_err(|e| Error::io("starting the directory walker", e))?;
         Ok(FilesSource {
             root,
             excludes,
             rx,
+            received: Vec::new(),
             walker: Some(walker),
         })
     }
@@ -147,7 +152,14 @@ impl Source for FilesSource {
     }
 
     async fn next(&mut self) -> Result<Option<Item>> {
-        Ok(self.rx.recv().await.ok())
+        while self.received.is_empty() {
+            let Ok(mut batch) = self.rx.recv().await else {
+                return Ok(None);
+            };
+            batch.reverse();
+            self.received = batch;
+        }
+        Ok(self.received.pop())
     }
 
     async fn finish(&mut self) -> Result<serde_json::Value> {
@@ -162,8 +174,17 @@ impl Source for FilesSource {
     }
 }
 
+/// Items the walker hands over at once: one hand-off per item cost a
+/// wake-up of the consumer (and so a `futex` call or more) per file, which
+/// an unchanged re-backup, nothing but metadata, pays in full.
+const BATCH_ITEMS: usize = 128;
+/// Batches queued between the walker and the backup.
+const BATCHES_QUEUED: usize = 8;
+
 struct Walker {
-    tx: async_channel::Sender<Item>,
+    tx: async_channel::Sender<Vec<Item>>,
+    /// Items not handed over yet.
+    batch: std::cell::RefCell<Vec<Item>>,
     filter: PathFilter,
     prefetch: Prefetch,
     meta: std::cell::RefCell<SystemMeta>,
@@ -296,14 +317,15 @@ fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
 /// Specification).
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
-/// A directory's entries, sorted by name, each with its `lstat` metadata.
+/// A directory's entries, sorted by name, each with its `lstat` metadata
+/// and, when that was read, its [`Attrs`].
 #[derive(Default)]
 struct Listing {
     /// The directory could not be opened.
     error: Option<io::Error>,
     /// Errors met while reading entries (the rest are still listed).
     entry_errors: Vec<io::Error>,
-    entries: Vec<(std::ffi::OsString, io::Result<Metadata>)>,
+    entries: Vec<(std::ffi::OsString, io::Result<Metadata>, Option<Attrs>)>,
 }
 
 impl Listing {
@@ -316,7 +338,11 @@ impl Listing {
             Ok(rd) => {
                 for e in rd {
                     match e {
-                        Ok(e) => l.entries.push((e.file_name(), e.metadata())),
+                        Ok(e) => {
+                            let m = e.metadata();
+                            let attrs = m.as_ref().ok().map(|m| Attrs::read(&e.path(), m));
+                            l.entries.push((e.file_name(), m, attrs));
+                        }
                         Err(e) => l.entry_errors.push(e),
                     }
                 }
@@ -404,6 +430,14 @@ impl Prefetch {
         }
     }
 
+    /// Whether the listing of `dir` is at hand (taking it will not wait).
+    fn ready(&self, dir: &Path) -> bool {
+        self.pending
+            .borrow()
+            .get(dir)
+            .is_some_and(|job| job.result.lock().is_ok_and(|r| r.is_some()))
+    }
+
     /// The listing of `dir`: the prefetched one, or read now.
     fn take(&self, dir: &Path) -> Listing {
         let job = self.pending.borrow_mut().remove(dir);
@@ -467,9 +501,22 @@ impl Job {
 }
 
 impl Walker {
-    /// Sends an item; `false` when the consumer has gone away.
+    /// Sends an item (in a batch of [`BATCH_ITEMS`]); `false` when the
+    /// consumer has gone away.
     fn send(&self, item: Item) -> bool {
-        self.tx.send_blocking(item).is_ok()
+        let full = {
+            let mut b = self.batch.borrow_mut();
+            b.push(item);
+            b.len() >= BATCH_ITEMS
+        };
+        !full || self.flush()
+    }
+
+    /// Hands over the items batched so far; `false` when the consumer has
+    /// gone away.
+    fn flush(&self) -> bool {
+        let batch = std::mem::take(&mut *self.batch.borrow_mut());
+        batch.is_empty() || self.tx.send_blocking(batch).is_ok()
     }
 
     fn warn(&self, msg: String) -> bool {
@@ -483,7 +530,7 @@ impl Walker {
             listing
                 .entries
                 .iter()
-                .any(|(n, m)| n == name && matches!(m, Ok(m) if m.is_file()))
+                .any(|(n, m, _)| n == name && matches!(m, Ok(m) if m.is_file()))
         };
         let mut keep: Vec<std::ffi::OsString> = self
             .opts
@@ -535,11 +582,20 @@ impl Walker {
         }
     }
 
-    /// A node of `kind` with all the metadata a system backup records.
-    /// `false` in the second place when the consumer has gone away.
-    fn node(&self, name: FsName, kind: NodeKind, path: &Path, meta: &Metadata) -> (Node, bool) {
+    /// A node of `kind` with all the metadata a system backup records
+    /// (`attrs` are read now when not given). `false` in the second place
+    /// when the consumer has gone away.
+    fn node(
+        &self,
+        name: FsName,
+        kind: NodeKind,
+        path: &Path,
+        meta: &Metadata,
+        attrs: Option<Attrs>,
+    ) -> (Node, bool) {
         let mut node = node_from(name, kind, meta);
-        let problem = self.meta.borrow_mut().add(&mut node, path, meta);
+        let attrs = attrs.unwrap_or_else(|| Attrs::read(path, meta));
+        let problem = self.meta.borrow_mut().add(&mut node, path, meta, attrs);
         let alive = problem.is_none_or(|m| self.warn(m));
         (node, alive)
     }
@@ -547,6 +603,11 @@ impl Walker {
     /// Emits the entries of `dir` (not the directory itself). Returns
     /// `false` when the consumer has gone away.
     fn walk_dir(&self, dir: &Path, rel: &Path, inside: bool) -> bool {
+        // The walk may wait for this listing: what it found so far goes
+        // out first, so that reading it overlaps the wait.
+        if !self.prefetch.ready(dir) && !self.flush() {
+            return false;
+        }
         let mut listing = self.prefetch.take(dir);
         if let Some(e) = listing.error {
             return self.warn(format!("{}: cannot list directory: {e}", dir.display()));
@@ -558,18 +619,18 @@ impl Walker {
         }
         if let Some(keep) = self.marked(dir, &listing) {
             // A marked directory keeps only its marker files.
-            listing.entries.retain(|(n, _)| keep.contains(n));
+            listing.entries.retain(|(n, _, _)| keep.contains(n));
         }
         // Queue the subdirectories first, in walk order, so they are listed
         // while this directory's files go out.
-        for (name, meta) in &listing.entries {
+        for (name, meta, _) in &listing.entries {
             let Ok(m) = meta else { continue };
             let sub = rel.join(name);
             if m.is_dir() && !self.filter.excludes_self(&sub) && self.walks_into(&sub, m, inside) {
                 self.prefetch.ahead(dir.join(name));
             }
         }
-        for (name, meta) in listing.entries {
+        for (name, meta, attrs) in listing.entries {
             let path = dir.join(&name);
             let rel = rel.join(&name);
             if self.filter.excludes_self(&rel) {
@@ -610,7 +671,7 @@ impl Walker {
             let name = FsName::from_os(&name);
             let ok = if meta.is_dir() {
                 use std::os::unix::fs::MetadataExt;
-                let (node, alive) = self.node(name, NodeKind::Dir, &path, &meta);
+                let (node, alive) = self.node(name, NodeKind::Dir, &path, &meta, attrs);
                 // A mount point of another file system is kept, empty.
                 let other_fs = self.opts.device.is_some_and(|d| d != meta.dev());
                 alive
@@ -618,7 +679,7 @@ impl Walker {
                     && (other_fs || self.walk_dir(&path, &rel, take_all))
                     && self.send(Item::Leave)
             } else {
-                self.leaf(&path, &rel, name, &meta)
+                self.leaf(&path, &rel, name, &meta, attrs)
             };
             if !ok {
                 return false;
@@ -627,7 +688,14 @@ impl Walker {
         true
     }
 
-    fn leaf(&self, path: &Path, rel: &Path, name: FsName, meta: &Metadata) -> bool {
+    fn leaf(
+        &self,
+        path: &Path,
+        rel: &Path,
+        name: FsName,
+        meta: &Metadata,
+        attrs: Option<Attrs>,
+    ) -> bool {
         use std::os::unix::fs::FileTypeExt;
         let ft = meta.file_type();
         let kind = if ft.is_file() {
@@ -646,7 +714,7 @@ impl Walker {
                 rel.display()
             )));
         };
-        let (mut node, alive) = self.node(name, kind, path, meta);
+        let (mut node, alive) = self.node(name, kind, path, meta, attrs);
         if !alive {
             return false;
         }
