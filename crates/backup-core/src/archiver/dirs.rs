@@ -18,6 +18,9 @@ use crate::tree::{FsName, Node, NodeKind, Tree};
 pub(super) enum Pending {
     Ready(Node),
     Task(String, tokio::task::JoinHandle<Result<Option<Node>>>),
+    /// Small files read together (labelled by the first one's path): the
+    /// nodes of those not left out.
+    Group(String, tokio::task::JoinHandle<Result<Vec<Node>>>),
     /// A directory the walk has left while some of its entries were still
     /// being read: it is finished once they are, so that the walk goes on
     /// to start the next ones (a database source's next table) meanwhile.
@@ -58,6 +61,9 @@ pub(super) fn settle<'a>(
                         settled.push(Pending::Ready(n));
                     }
                 }
+                Pending::Group(label, h) if h.is_finished() => {
+                    settled.extend(join_read(&label, h).await?.into_iter().map(Pending::Ready));
+                }
                 Pending::Dir(mut d) => {
                     if settle(ctx, &mut d.children, streams).await? {
                         let d = *d;
@@ -69,7 +75,7 @@ pub(super) fn settle<'a>(
                         settled.push(Pending::Dir(d));
                     }
                 }
-                p @ Pending::Task(..) => {
+                p @ (Pending::Task(..) | Pending::Group(..)) => {
                     all = false;
                     settled.push(p);
                 }
@@ -81,10 +87,7 @@ pub(super) fn settle<'a>(
     })
 }
 
-async fn join_read(
-    label: &str,
-    h: tokio::task::JoinHandle<Result<Option<Node>>>,
-) -> Result<Option<Node>> {
+async fn join_read<T>(label: &str, h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
     h.await.map_err(|e| Error::Generic {
         backend: "reader",
         source: format!("reading {label}: {e}").into(),
@@ -123,6 +126,7 @@ pub(super) async fn finish_tree(
                     nodes.push(n);
                 }
             }
+            Pending::Group(label, h) => nodes.extend(join_read(&label, h).await?),
             Pending::Dir(d) => {
                 let d = *d;
                 nodes.push(close_dir(ctx, d.node, d.children, &d.path, streams).await?);

@@ -72,11 +72,7 @@ pub(super) async fn leaf(
             node.name
         )));
     };
-    let mut item_path = path_string(path);
-    if !item_path.is_empty() {
-        item_path.push('/');
-    }
-    item_path.push_str(&node.name.display());
+    let item_path = item_path(path, &node);
     let permit = permits
         .clone()
         .acquire_owned()
@@ -86,29 +82,7 @@ pub(super) async fn leaf(
     let label = item_path.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let r = read_content(&ctx2, node, content);
-        let r = match r {
-            Ok((node, changed)) => {
-                if changed {
-                    ctx2.warn(format!(
-                        "{item_path}: changed while it was read, twice; stored as read the second time, which may not be consistent"
-                    ));
-                }
-                Ok(Some(node))
-            }
-            Err(e)
-                if on_error == OnReadError::Skip
-                    && !matches!(e, Error::Cancelled)
-                    && !ctx2.saver.has_failed() =>
-            {
-                ctx2.warn(format!("{item_path}: {e}; left out of the snapshot"));
-                Ok(None)
-            }
-            Err(e) => {
-                ctx2.counters.read_failed.store(true, Ordering::Relaxed);
-                Err(e)
-            }
-        };
+        let r = read_leaf(&ctx2, node, content, on_error, &item_path);
         if let (Some(tx), Ok(stored)) = (publish, &r) {
             tx.send_replace(
                 stored
@@ -119,6 +93,122 @@ pub(super) async fn leaf(
         r
     });
     Ok(Pending::Task(label, task))
+}
+
+/// `dir/name`: the path of the entry `node` of the directory `path`, for
+/// messages.
+fn item_path(path: &[FsName], node: &Node) -> String {
+    let mut item_path = path_string(path);
+    if !item_path.is_empty() {
+        item_path.push('/');
+    }
+    item_path.push_str(&node.name.display());
+    item_path
+}
+
+/// Reads one leaf's content on a blocking thread: its node as stored, or
+/// `None` when a read error left it out (`OnReadError::Skip`, warned).
+fn read_leaf(
+    ctx: &Ctx,
+    node: Node,
+    content: Content,
+    on_error: OnReadError,
+    item_path: &str,
+) -> Result<Option<Node>> {
+    match read_content(ctx, node, content) {
+        Ok((node, changed)) => {
+            if changed {
+                ctx.warn(format!(
+                    "{item_path}: changed while it was read, twice; stored as read the second time, which may not be consistent"
+                ));
+            }
+            Ok(Some(node))
+        }
+        Err(e)
+            if on_error == OnReadError::Skip
+                && !matches!(e, Error::Cancelled)
+                && !ctx.saver.has_failed() =>
+        {
+            ctx.warn(format!("{item_path}: {e}; left out of the snapshot"));
+            Ok(None)
+        }
+        Err(e) => {
+            ctx.counters.read_failed.store(true, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
+/// Files smaller than this are read in groups ([`SmallFiles`]).
+const SMALL_FILE: u64 = 64 * 1024;
+/// Most files in one group...
+const GROUP_FILES: usize = 16;
+/// ...and most bytes.
+const GROUP_BYTES: u64 = 256 * 1024;
+
+/// Small local files of one directory waiting to be read together, on
+/// one blocking task: a task per file cost more in hand-offs (waking a
+/// pool thread, then the walk) than reading a file of a few kilobytes.
+/// A group takes one of the walk's read permits, so as many files are
+/// read at once as before.
+#[derive(Default)]
+pub(super) struct SmallFiles {
+    files: Vec<(Node, Content, OnReadError, String)>,
+    bytes: u64,
+}
+
+impl SmallFiles {
+    /// Whether a leaf that reuses nothing and publishes nothing (no hard
+    /// link waits for it) belongs in a group.
+    pub(super) fn takes(node: &Node, content: Option<&Content>) -> bool {
+        node.kind == NodeKind::File
+            && node.size < SMALL_FILE
+            && matches!(content, Some(Content::Reopenable(_)))
+    }
+
+    /// Adds a leaf of the directory `path`; returns whether the group is
+    /// full.
+    pub(super) fn add(
+        &mut self,
+        node: Node,
+        content: Content,
+        on_error: OnReadError,
+        path: &[FsName],
+    ) -> bool {
+        self.bytes += node.size;
+        let item = item_path(path, &node);
+        self.files.push((node, content, on_error, item));
+        self.files.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES
+    }
+
+    /// Starts reading the group (emptying it); `None` when it is empty.
+    pub(super) async fn start(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        permits: &Arc<Semaphore>,
+    ) -> Result<Option<Pending>> {
+        if self.files.is_empty() {
+            return Ok(None);
+        }
+        let files = std::mem::take(&mut self.files);
+        self.bytes = 0;
+        let label = files[0].3.clone();
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        let ctx2 = ctx.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut nodes = Vec::with_capacity(files.len());
+            for (node, content, on_error, item) in files {
+                nodes.extend(read_leaf(&ctx2, node, content, on_error, &item)?);
+            }
+            Ok(nodes)
+        });
+        Ok(Some(Pending::Group(label, task)))
+    }
 }
 
 pub(super) fn content_present(index: &Index, node: &Node) -> bool {

@@ -12,7 +12,7 @@ use super::context::Ctx;
 use super::dirs::{close_dir, finish_tree, path_string, settle, OpenDir, Pending};
 use super::links::{later_link, link_group, FirstName, LinkedContent};
 use super::options::BackupOptions;
-use super::read::{content_present, leaf};
+use super::read::{content_present, leaf, SmallFiles};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::IndexedRepository;
@@ -26,6 +26,8 @@ struct Frame {
     node: Option<Node>,
     children: Vec<Pending>,
     parent_tree: Option<Tree>,
+    /// Small files met in this directory, not read yet.
+    small: SmallFiles,
 }
 
 /// Walks the source; returns the root tree id and stream summaries.
@@ -58,6 +60,7 @@ pub(super) async fn walk(
         node: None,
         children: Vec::new(),
         parent_tree: root_parent,
+        small: SmallFiles::default(),
     }];
     let mut path: Vec<FsName> = Vec::new();
     let mut streams = Vec::new();
@@ -79,8 +82,17 @@ pub(super) async fn walk(
             continue;
         };
         match item {
-            Item::Enter(node) => enter_dir(repo, &mut stack, &mut path, node).await?,
-            Item::Leave => leave_dir(ctx, &mut stack, &mut path, &mut streams).await?,
+            Item::Enter(node) => {
+                // The files met so far are read while the walk goes down.
+                #[allow(clippy::unwrap_used)]
+                start_small(ctx, &permits, stack.last_mut().unwrap()).await?;
+                enter_dir(repo, &mut stack, &mut path, node).await?;
+            }
+            Item::Leave => {
+                #[allow(clippy::unwrap_used)]
+                start_small(ctx, &permits, stack.last_mut().unwrap()).await?;
+                leave_dir(ctx, &mut stack, &mut path, &mut streams).await?;
+            }
             Item::Warning(msg) => ctx.warn(msg),
             Item::Note(msg) => tracing::warn!("{msg}"),
             Item::Leaf {
@@ -110,11 +122,24 @@ pub(super) async fn walk(
                         publish = Some(tx);
                     }
                 }
-                let pending = leaf(
-                    ctx, &permits, reuse, node, content, on_error, &path, publish,
-                )
-                .await?;
-                top.children.push(pending);
+                match content {
+                    Some(c)
+                        if reuse.is_none()
+                            && publish.is_none()
+                            && SmallFiles::takes(&node, Some(&c)) =>
+                    {
+                        if top.small.add(node, c, on_error, &path) {
+                            start_small(ctx, &permits, top).await?;
+                        }
+                    }
+                    content => {
+                        let pending = leaf(
+                            ctx, &permits, reuse, node, content, on_error, &path, publish,
+                        )
+                        .await?;
+                        top.children.push(pending);
+                    }
+                }
             }
         }
     }
@@ -122,7 +147,8 @@ pub(super) async fn walk(
         return Err(Error::source_failed("unbalanced walk: Enter without Leave"));
     }
     #[allow(clippy::unwrap_used)]
-    let root = stack.pop().unwrap();
+    let mut root = stack.pop().unwrap();
+    start_small(ctx, &permits, &mut root).await?;
     let (root_id, _) = finish_tree(ctx, root.children, "", &mut streams).await?;
     // Directories finish in the order their entries do; list streams by name.
     streams.sort_by(|a, b| a.name.cmp(&b.name));
@@ -160,6 +186,14 @@ fn fit_item(
     }))
 }
 
+/// Starts reading the small files `frame` has gathered.
+async fn start_small(ctx: &Arc<Ctx>, permits: &Arc<Semaphore>, frame: &mut Frame) -> Result<()> {
+    if let Some(p) = frame.small.start(ctx, permits).await? {
+        frame.children.push(p);
+    }
+    Ok(())
+}
+
 /// Enters the directory `node`, with its tree in the parent snapshot when
 /// that is in the repository.
 async fn enter_dir(
@@ -184,6 +218,7 @@ async fn enter_dir(
         node: Some(node),
         children: Vec::new(),
         parent_tree,
+        small: SmallFiles::default(),
     });
     Ok(())
 }
