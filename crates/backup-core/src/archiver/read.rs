@@ -73,16 +73,9 @@ pub(super) async fn leaf(
         )));
     };
     let item_path = item_path(path, &node);
-    let permit = permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| Error::Cancelled)?;
-    let ctx2 = ctx.clone();
     let label = item_path.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let r = read_leaf(&ctx2, node, content, on_error, &item_path);
+    let task = with_permit(ctx, permits, move |ctx| {
+        let r = read_leaf(ctx, node, content, on_error, &item_path);
         if let (Some(tx), Ok(stored)) = (publish, &r) {
             tx.send_replace(
                 stored
@@ -91,8 +84,28 @@ pub(super) async fn leaf(
             );
         }
         r
-    });
+    })
+    .await?;
     Ok(Pending::Task(label, task))
+}
+
+/// Runs `read` on a blocking thread once one of the walk's read `permits`
+/// is free, holding it until `read` returns.
+async fn with_permit<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    permits: &Arc<Semaphore>,
+    read: impl FnOnce(&Ctx) -> T + Send + 'static,
+) -> Result<tokio::task::JoinHandle<T>> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Cancelled)?;
+    let ctx = ctx.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        read(&ctx)
+    }))
 }
 
 /// `dir/name`: the path of the entry `node` of the directory `path`, for
@@ -193,20 +206,14 @@ impl SmallFiles {
         let files = std::mem::take(&mut self.files);
         self.bytes = 0;
         let label = files[0].3.clone();
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Cancelled)?;
-        let ctx2 = ctx.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let task = with_permit(ctx, permits, move |ctx| {
             let mut nodes = Vec::with_capacity(files.len());
             for (node, content, on_error, item) in files {
-                nodes.extend(read_leaf(&ctx2, node, content, on_error, &item)?);
+                nodes.extend(read_leaf(ctx, node, content, on_error, &item)?);
             }
             Ok(nodes)
-        });
+        })
+        .await?;
         Ok(Some(Pending::Group(label, task)))
     }
 }
