@@ -173,10 +173,10 @@ pub(super) struct SmallFiles {
 impl SmallFiles {
     /// Whether a leaf that reuses nothing and publishes nothing (no hard
     /// link waits for it) belongs in a group.
-    pub(super) fn takes(node: &Node, content: Option<&Content>) -> bool {
+    pub(super) fn takes(node: &Node, content: &Content) -> bool {
         node.kind == NodeKind::File
             && node.size < SMALL_FILE
-            && matches!(content, Some(Content::Reopenable(_)))
+            && matches!(content, Content::Reopenable(_))
     }
 
     /// Adds a leaf of the directory `path`; returns whether the group is

@@ -81,18 +81,15 @@ pub(super) async fn walk(
         let Some(item) = fit_item(repo, ctx, item, opts)? else {
             continue;
         };
+        if matches!(item, Item::Enter(_) | Item::Leave) {
+            // The small files met so far are read while the walk goes on
+            // in another directory.
+            #[allow(clippy::unwrap_used)]
+            start_small(ctx, &permits, stack.last_mut().unwrap()).await?;
+        }
         match item {
-            Item::Enter(node) => {
-                // The files met so far are read while the walk goes down.
-                #[allow(clippy::unwrap_used)]
-                start_small(ctx, &permits, stack.last_mut().unwrap()).await?;
-                enter_dir(repo, &mut stack, &mut path, node).await?;
-            }
-            Item::Leave => {
-                #[allow(clippy::unwrap_used)]
-                start_small(ctx, &permits, stack.last_mut().unwrap()).await?;
-                leave_dir(ctx, &mut stack, &mut path, &mut streams).await?;
-            }
+            Item::Enter(node) => enter_dir(repo, &mut stack, &mut path, node).await?,
+            Item::Leave => leave_dir(ctx, &mut stack, &mut path, &mut streams).await?,
             Item::Warning(msg) => ctx.warn(msg),
             Item::Note(msg) => tracing::warn!("{msg}"),
             Item::Leaf {
@@ -124,9 +121,7 @@ pub(super) async fn walk(
                 }
                 match content {
                     Some(c)
-                        if reuse.is_none()
-                            && publish.is_none()
-                            && SmallFiles::takes(&node, Some(&c)) =>
+                        if reuse.is_none() && publish.is_none() && SmallFiles::takes(&node, &c) =>
                     {
                         if top.small.add(node, c, on_error, &path) {
                             start_small(ctx, &permits, top).await?;
