@@ -17,8 +17,10 @@
 # is whole minutes dividing an hour. Needs what scripts/test.sh sets up
 # (the servers and the Python tools).
 #
-# Prints the report line: runs per job (ok/failed; the test fails unless
-# every job's last run succeeded and no slot was missed), drills (all must
+# Prints the report line: runs per job (ok/failed/missed and the longest
+# busy stretch; the test fails unless every job's last run succeeded and
+# no slot was skipped, or missed without a run outlasting the interval),
+# drills (all must
 # pass), S3 faults, and memory, open files and threads after the warm-up
 # against the last half, with a series over time.
 set -euo pipefail

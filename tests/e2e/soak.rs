@@ -11,8 +11,10 @@
 //! 300 in the bench), and samples the daemon's resident memory, open files
 //! and threads every second.
 //!
-//! Checks: no scheduled slot was missed or skipped; every job's last run
-//! (a final one is requested of each) succeeded, so any failed run
+//! Checks: no scheduled slot was skipped, nor missed unless a run of its
+//! job outlasted the interval (a loaded machine; such slots are counted
+//! in the report); every job's last run (a final one is requested of
+//! each) succeeded, so any failed run
 //! recovered; every drill passed (but those within a backup interval of
 //! the job's first backup, which may find no snapshot or too short a
 //! window, and are counted); each captured stream has a restorable
@@ -207,6 +209,55 @@ fn peak_median(part: &[Sample], f: impl Fn(&Sample) -> u64) -> (u64, u64) {
     (v.last().copied().unwrap_or(0), v[v.len() / 2])
 }
 
+/// Watches, every 200 ms, how long each job stays busy (running a
+/// backup, its retention and prune, or a drill) without a pause: the
+/// daemon misses a slot only when one run of the job outlasts the
+/// interval, which a loaded machine may cause and the test must tell
+/// from a slot lost for nothing.
+struct BusyWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::collections::BTreeMap<String, Duration>>,
+}
+
+impl BusyWatch {
+    fn start(port: u16) -> BusyWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut since = std::collections::BTreeMap::<String, Instant>::new();
+            let mut longest = std::collections::BTreeMap::<String, Duration>::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let jobs = http(port, "GET", "/api/jobs", Some(TOKEN))
+                    .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok());
+                for j in jobs
+                    .as_ref()
+                    .and_then(|j| j.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let name = j["name"].as_str().unwrap_or_default().to_owned();
+                    if j["running"] == true || j["drilling"] == true {
+                        let first = *since.entry(name.clone()).or_insert_with(Instant::now);
+                        let span = longest.entry(name).or_default();
+                        *span = (*span).max(first.elapsed());
+                    } else {
+                        since.remove(&name);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            longest
+        });
+        BusyWatch { stop, thread }
+    }
+
+    /// The longest busy stretch seen of each job.
+    fn finish(self) -> std::collections::BTreeMap<String, Duration> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 #[allow(clippy::too_many_lines)] // One daemon's life, told in order.
 fn daemon_soak_with_s3_faults() {
@@ -258,6 +309,7 @@ fn daemon_soak_with_s3_faults() {
         );
     }
 
+    let busy = BusyWatch::start(port);
     let start = Instant::now();
     let mut con = redis.connection();
     let orders = mongodb::sync::Client::with_uri_str(mongo.url(""))
@@ -324,18 +376,37 @@ fn daemon_soak_with_s3_faults() {
     d.wait_for("the writes to be stored", Duration::from_secs(60), || {
         metric(&d.metrics(), stored).is_some_and(|p| p >= end as f64)
     });
+    let longest = busy.finish();
     let mut runs = Vec::new();
     for job in JOBS {
         let state = d.job(job);
+        let missed = counter(&d, "backupd_job_slots_missed", job);
+        let skipped = counter(&d, "backupd_job_slots_skipped", job);
+        let busiest = longest.get(job).copied().unwrap_or_default();
         runs.push(format!(
-            "{job} {} ok/{} failed",
+            "{job} {} ok/{} failed/{missed} missed (busy at most {:.1} s at a stretch)",
             counter(&d, "backupd_job_successes", job),
-            counter(&d, "backupd_job_failures", job)
+            counter(&d, "backupd_job_failures", job),
+            busiest.as_secs_f64()
         ));
         assert_eq!(state["consecutive_failures"], 0, "{job}: {state:#}");
-        for c in ["backupd_job_slots_missed", "backupd_job_slots_skipped"] {
-            assert_eq!(counter(&d, c, job), 0, "{c} of {job}:\n{}", d.log());
+        // One daemon: no slot is another's. A slot is missed only when a
+        // run outlasted the interval (the watch samples every 200 ms and
+        // does not see the repository's opening: 2 s of slack).
+        let excused = busiest + Duration::from_secs(2) >= Duration::from_secs(job_every);
+        if skipped > 0 || (missed > 0 && !excused) {
+            // The log first: CI shows the end of a failure's output.
+            eprintln!("daemon log:\n{}", d.log());
         }
+        assert_eq!(
+            skipped, 0,
+            "slots of {job} skipped (the daemon log is above)"
+        );
+        assert!(
+            missed == 0 || excused,
+            "{missed} slots of {job} missed, though it was busy at most {busiest:?} at a \
+             stretch against an interval of {job_every} s (the daemon log is above)"
+        );
     }
     let newest = d.job("files")["last_run"]["snapshot"]
         .as_str()
