@@ -131,7 +131,8 @@ pub struct JobState {
     pub repository: String,
     /// Cron expression.
     pub schedule: String,
-    /// Whether a run is in progress.
+    /// Whether a run is in progress: its backup, then its retention and
+    /// prune.
     pub running: bool,
     /// Next scheduled run.
     pub next_run: Option<DateTime<Utc>>,

@@ -66,6 +66,9 @@ impl Daemon {
             }
             Err(e) => self.failed(job, trigger, by, e, record).await,
         }
+        // Retention and prune are part of the run: the job is busy until
+        // they end (its next slot waits for them).
+        self.status.update(&job.name, |s| s.running = false);
     }
 
     /// Claims a scheduled run's slot; `false` when another daemon has.
@@ -144,7 +147,6 @@ impl Daemon {
             s.last_bytes_stored = st.bytes_stored;
             s.missed_alerted = false;
             s.last_run = Some(record.clone());
-            s.running = false;
         });
         tracing::info!(job = %job.name, snapshot = id.as_deref().unwrap_or(""), bytes_read = st.bytes_read, bytes_added = st.bytes_added, "Backup finished.");
         let omitted = outcome.snapshot.warnings.len();
@@ -240,7 +242,6 @@ impl Daemon {
             s.failures_total += 1;
             s.consecutive_failures += 1;
             s.last_run = Some(record);
-            s.running = false;
         });
         self.status.update_history(&job.name, |h| {
             h.push_run(backup_ops::report::Run::failed(finished, msg.clone()));
