@@ -262,9 +262,7 @@ fn write_direct(path: &Path, data: &[u8]) -> Option<Result<()>> {
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-            return None;
-        }
+        Err(e) if refused(&e) => return None,
         Err(e) => return Some(Err(write_error(e, "creating", path))),
     };
     let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
@@ -289,7 +287,7 @@ fn write_direct(path: &Path, data: &[u8]) -> Option<Result<()>> {
             // A file system that opens with `O_DIRECT` but refuses such
             // writes (an alignment it wants larger): written again, the
             // ordinary way.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            Err(e) if refused(&e) => {
                 file.set_len(0)?;
                 std::io::Seek::rewind(&mut file)?;
                 file.write_all(data)?;
@@ -299,6 +297,13 @@ fn write_direct(path: &Path, data: &[u8]) -> Option<Result<()>> {
         file.sync_all()
     })();
     Some(r.map_err(|e| write_error(e, "writing", path)))
+}
+
+/// `EINVAL`: how a file system refuses `O_DIRECT` (at the open, or at
+/// a write whose alignment it does not take).
+#[cfg(target_os = "linux")]
+fn refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
 }
 
 #[cfg(target_os = "linux")]
