@@ -82,6 +82,11 @@ impl Daemon {
         Daemon { child, port, log }
     }
 
+    /// Where the daemon writes its log (readable after [`Self::stop`]).
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -43,6 +43,36 @@ use crate::util::{assert_same_tree, random_bytes, write, Scratch};
 /// The soak's jobs, as named in the configuration.
 const JOBS: [&str; 4] = ["files", "db", "mongo", "cache"];
 
+/// The jobs drilled at a random point of their window, with what they
+/// capture.
+const POINT_DRILLS: [(&str, &str); 2] = [("db", "postgres-wal"), ("mongo", "mongodb-oplog")];
+
+/// Whether the repository holds a window of capture `kind` reaching past
+/// the second it starts in (what a drill at a random point needs). A
+/// listing that fails (an injected S3 fault) says no: the caller asks
+/// again a second later.
+fn has_a_second_to_pick(s: &Scratch, kind: &str) -> bool {
+    let Ok(out) = s.cmd().args(["--json", "pitr"]).output() else {
+        return false;
+    };
+    let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return false;
+    };
+    let second = |w: &serde_json::Value, at: &str| {
+        w[at]
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .map(|t| t.timestamp())
+    };
+    listing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|st| st["capture"] == kind)
+        .flat_map(|st| st["windows"].as_array().into_iter().flatten())
+        .any(|w| matches!((second(w, "from_time"), second(w, "to_time")), (Some(f), Some(t)) if t > f))
+}
+
 /// One sample of the daemon process.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -323,6 +353,12 @@ fn daemon_soak_with_s3_faults() {
     // before a job's first backup has nothing to restore.
     let mut first_success: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
         std::collections::BTreeMap::new();
+    // When each job drilled at a random point was first seen with a
+    // stored window holding a whole second to pick: a base alone, or one
+    // whose capture is not stored yet (a slice of up to 10 s behind, more
+    // while S3 faults restart the follower), has none.
+    let mut first_window: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
+        std::collections::BTreeMap::new();
     while start.elapsed() < Duration::from_secs(seconds) {
         redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
         writes += 1;
@@ -342,6 +378,14 @@ fn daemon_soak_with_s3_faults() {
                 if !first_success.contains_key(job) && counter(&d, "backupd_job_successes", job) > 0
                 {
                     first_success.insert(job, chrono::Utc::now());
+                }
+            }
+            for (job, kind) in POINT_DRILLS {
+                if first_success.contains_key(job)
+                    && !first_window.contains_key(job)
+                    && has_a_second_to_pick(&s, kind)
+                {
+                    first_window.insert(job, chrono::Utc::now());
                 }
             }
         }
@@ -413,28 +457,47 @@ fn daemon_soak_with_s3_faults() {
         .unwrap()
         .to_owned();
     let open = open_files(d.child.id());
+    let log = d.log_path();
     let (code, _) = d.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(120));
     assert_eq!(code, 0);
 
     // Drills: every one passed that started a backup interval after its
-    // job's first backup. One started earlier has nothing to restore, or
-    // a captured window under the second a random point needs (the
-    // oplog and stream are stored in slices of up to 10 s), and says so.
+    // job's first backup and, at a random point, after a window with a
+    // second to pick was stored. One started earlier has nothing to
+    // restore, or no point to pick, and says so.
     let drills = s.json(&["drill", "--history"]);
     let drills = drills.as_array().unwrap();
     let early = |d: &serde_json::Value| {
         let started: chrono::DateTime<chrono::Utc> =
             d["record"]["started"].as_str().unwrap().parse().unwrap();
         let job = d["record"]["job"].as_str().unwrap_or_default();
-        first_success
-            .get(job)
-            .is_none_or(|first| started < *first + chrono::Duration::seconds(job_every as i64))
+        let before_window = POINT_DRILLS.iter().any(|(j, _)| *j == job)
+            && first_window.get(job).is_none_or(|seen| started < *seen);
+        before_window
+            || first_success
+                .get(job)
+                .is_none_or(|first| started < *first + chrono::Duration::seconds(job_every as i64))
     };
     let failed: Vec<&serde_json::Value> = drills
         .iter()
         .filter(|d| d["record"]["ok"] != true && !early(d))
         .collect();
-    assert!(failed.is_empty(), "failed drills: {failed:#?}");
+    if !failed.is_empty() {
+        // The log and the windows first: CI shows the end of a failure's output.
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!("daemon log:\n{log}");
+        eprintln!("windows: {:#}", s.json(&["pitr"]));
+    }
+    assert!(
+        failed.is_empty(),
+        "failed drills (the daemon log and the windows are above; windows first seen {first_window:?}): {failed:#?}"
+    );
+    for (job, _) in POINT_DRILLS {
+        assert!(
+            first_window.contains_key(job),
+            "{job}: no window with a second to pick was stored while the writers ran"
+        );
+    }
     let before_first = drills.iter().filter(|d| early(d)).count();
     let drilled = |job: &str| drills.iter().filter(|d| d["record"]["job"] == job).count();
     if seconds >= drill_every * 2 {
@@ -467,12 +530,20 @@ fn daemon_soak_with_s3_faults() {
         .step_by((n / 12).max(1))
         .map(|s| format!("{}/{}/{}", s.rss_kib / 1024, s.fds, s.threads))
         .collect();
+    let windows_after: Vec<String> = POINT_DRILLS
+        .iter()
+        .map(|(job, _)| {
+            let after = first_window[job] - first_success[job];
+            format!("{job} {:.1} s", after.num_milliseconds() as f64 / 1000.0)
+        })
+        .collect();
     let line = format!(
-        "soak {seconds}s (jobs every {job_every}s, drills every {drill_every}s): runs {}; {} drills ({before_first} within a backup interval of the job's first backup, not judged), every other one passed; {writes} Redis writes and MongoDB inserts; {} S3 faults; \
+        "soak {seconds}s (jobs every {job_every}s, drills every {drill_every}s): runs {}; {} drills ({before_first} before their job's first backup interval or window, not judged), every other one passed; a window to pick from after the first backup: {}; {writes} Redis writes and MongoDB inserts; {} S3 faults; \
          RSS MiB peak {} after warm-up, median {} (peak {}) in the last half; open files peak {fds_warm}, median {fds_late} (peak {fds_peak}); \
          threads peak {thr_warm}, median {thr_late} (peak {thr_peak}); MiB/files/threads over time {}; open at the end: {open}",
         runs.join(", "),
         drills.len(),
+        windows_after.join(", "),
         server.faults(),
         rss_warm / 1024,
         rss_late / 1024,

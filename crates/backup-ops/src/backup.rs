@@ -134,9 +134,14 @@ async fn run(
 ) -> Result<BackupOutcome> {
     let descriptor = source.descriptor();
     let work = async {
-        let repo = repo.clone().load_index().await?;
+        let mut repo = repo.clone().load_index().await?;
         let parent =
             choose_parent(&repo, &req.parent, &descriptor.url, req.host.as_deref()).await?;
+        if let Some(p) = &parent {
+            // A backup of the same source may have finished since the
+            // index was read.
+            repo = Box::pin(repo.covering(&p.snapshot.tree)).await?;
+        }
         let progress = feedback.progress("backup", "files");
         if feedback.wants_totals() {
             match source.size_hint() {
@@ -177,7 +182,7 @@ async fn run(
         Ok::<_, Error>(result?)
     };
     let outcome = repo
-        .with_lock(LockMode::Shared, "backup", req.lock_wait, work)
+        .with_lock(LockMode::Shared, "backup", req.lock_wait, Box::pin(work))
         .await?;
     feedback.detail("snapshot", json(outcome.id));
     feedback.detail("source", json(&outcome.snapshot.source.url));

@@ -87,8 +87,10 @@ pub async fn restore(
 ) -> Result<RestoreResult> {
     feedback.detail("target", json(target.describe()));
     let work = async {
-        let mut repo = repo.clone().load_index().await?;
+        let repo = repo.clone().load_index().await?;
         let (entry, point_opts) = point_in_time(&repo, spec, req, feedback).await?;
+        // `latest` may name a snapshot saved since the index was read.
+        let mut repo = Box::pin(repo.covering(&entry.snapshot.tree)).await?;
         let opts = point_opts.as_ref().unwrap_or(&req.options);
         feedback.detail("snapshot", json(entry.id));
         let mut thawed = None;

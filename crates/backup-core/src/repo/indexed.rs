@@ -106,6 +106,22 @@ impl IndexedRepository {
         self.tree_packs = Arc::default();
     }
 
+    /// This repository with an index that holds the snapshot tree `tree`:
+    /// the index is read again when it does not. A snapshot listed after
+    /// the index was read (a backup that finished in between) has its
+    /// blobs in index files written before it, so a second read holds
+    /// them; a tree missing even then is damage, which reading it reports.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::load_index`], when the index is read again.
+    pub async fn covering(self, tree: &Id) -> Result<Self> {
+        if self.writer.is_some() || self.index.contains(BlobType::Tree, tree) {
+            return Ok(self);
+        }
+        self.repo.load_index().await
+    }
+
     /// The repository without its index.
     pub fn into_inner(self) -> Repository {
         self.repo

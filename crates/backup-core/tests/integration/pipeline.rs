@@ -489,3 +489,46 @@ async fn a_file_changed_while_read_is_read_again() {
     assert_eq!(got["once"], b"whole");
     assert_eq!(got["always"], b"whole");
 }
+
+/// A snapshot saved after a reader read the index (a backup of the same
+/// source finishing meanwhile) is not damage: `covering` reads the index
+/// again, and the snapshot's trees and data are then found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_saved_after_the_index_was_read_is_covered() {
+    let mem = MemorySink::new();
+    let sink: Arc<dyn Sink> = Arc::new(mem.clone());
+    Repository::init(sink, Some(b"pw"), &init_opts())
+        .await
+        .unwrap();
+    let early = crate::support::reopen(&mem).await;
+    let writer = crate::support::reopen(&mem).await;
+    let out = backup(
+        &writer,
+        &mut MapSource::new(&sample()),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let tree = out.snapshot.tree;
+    let stale = early.load_tree(&tree).await.unwrap_err();
+    assert!(
+        matches!(stale, backup_core::Error::Corrupt { .. }),
+        "{stale}"
+    );
+    let covered = early.covering(&tree).await.unwrap();
+    let restored = Collect::default();
+    restore_tree(
+        &covered,
+        tree,
+        &PathFilter::all(),
+        Box::new(restored.clone()),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*restored.0.lock().unwrap(), sample());
+    // An index that already holds the tree is kept, not read again.
+    let again = covered.clone().covering(&tree).await.unwrap();
+    assert!(Arc::ptr_eq(again.index(), covered.index()));
+}

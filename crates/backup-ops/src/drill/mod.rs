@@ -343,6 +343,8 @@ pub async fn drill(
             Err(e) => return Ok((None, Err(e))),
         };
         feedback.detail("snapshot", json(point.snapshot.id));
+        // The job's backup may have finished since the index was read.
+        let irepo = Box::pin(irepo.covering(&point.snapshot.snapshot.tree)).await?;
         let ran = run_locked(
             req,
             &name,
