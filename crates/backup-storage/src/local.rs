@@ -246,7 +246,7 @@ const DIRECT_FROM: usize = 1 << 20;
 const DIRECT_ALIGN: usize = 4096;
 /// The size of one `O_DIRECT` write (a multiple of [`DIRECT_ALIGN`]).
 #[cfg(target_os = "linux")]
-const DIRECT_PIECE: usize = 4 << 20;
+const DIRECT_PIECE: usize = 1 << 20;
 
 /// Writes `data` to the new file `path` with `O_DIRECT`: the whole
 /// blocks from an aligned copy, the rest after clearing the flag. `None`
