@@ -472,7 +472,7 @@ fn daemon_soak_with_s3_faults() {
     // newer than it: windows of one point each.
     let drills = s.json(&["drill", "--history"]);
     let drills = drills.as_array().unwrap();
-    let early = |d: &serde_json::Value| {
+    let not_judged = |d: &serde_json::Value| {
         let started: chrono::DateTime<chrono::Utc> =
             d["record"]["started"].as_str().unwrap().parse().unwrap();
         let job = d["record"]["job"].as_str().unwrap_or_default();
@@ -485,7 +485,7 @@ fn daemon_soak_with_s3_faults() {
     };
     let failed: Vec<&serde_json::Value> = drills
         .iter()
-        .filter(|d| d["record"]["ok"] != true && !early(d))
+        .filter(|d| d["record"]["ok"] != true && !not_judged(d))
         .collect();
     if !failed.is_empty() {
         // The log and the windows first: CI shows the end of a failure's output.
@@ -503,7 +503,7 @@ fn daemon_soak_with_s3_faults() {
             "{job}: no window with a second to pick was stored while the writers ran"
         );
     }
-    let before_first = drills.iter().filter(|d| early(d)).count();
+    let unjudged = drills.iter().filter(|d| not_judged(d)).count();
     let drilled = |job: &str| drills.iter().filter(|d| d["record"]["job"] == job).count();
     if seconds >= drill_every * 2 {
         for job in JOBS {
@@ -543,7 +543,7 @@ fn daemon_soak_with_s3_faults() {
         })
         .collect();
     let line = format!(
-        "soak {seconds}s (jobs every {job_every}s, drills every {drill_every}s): runs {}; {} drills ({before_first} before their job's first backup interval or window, or at a random point after the writers stopped, not judged), every other one passed; a window to pick from after the first backup: {}; {writes} Redis writes and MongoDB inserts; {} S3 faults; \
+        "soak {seconds}s (jobs every {job_every}s, drills every {drill_every}s): runs {}; {} drills ({unjudged} before their job's first backup interval or window, or at a random point after the writers stopped, not judged), every other one passed; a window to pick from after the first backup: {}; {writes} Redis writes and MongoDB inserts; {} S3 faults; \
          RSS MiB peak {} after warm-up, median {} (peak {}) in the last half; open files peak {fds_warm}, median {fds_late} (peak {fds_peak}); \
          threads peak {thr_warm}, median {thr_late} (peak {thr_peak}); MiB/files/threads over time {}; open at the end: {open}",
         runs.join(", "),
