@@ -145,7 +145,8 @@ fn assert_same_system_tree(src: &Path, out: &Path, skip: &[&str]) {
 
 /// A tree of what an ordinary user can make: extended attributes in the
 /// user namespace, ACLs (access and default), hard links in and across
-/// directories, a sparse file, a FIFO, a socket, nanosecond times.
+/// directories, a sparse file, a FIFO, a socket, nanosecond times, and
+/// permissions a restore may or may not create files with.
 fn user_tree(root: &Path) {
     write(&root.join("plain.txt"), b"plain\n");
     write(&root.join("xattr.txt"), b"with attributes\n");
@@ -169,6 +170,10 @@ fn user_tree(root: &Path) {
          printf 'data in the middle' | dd of=sparse.img bs=1 seek=1048576 conv=notrunc status=none
          printf 'data near the end' | dd of=sparse.img bs=1 seek=40000000 conv=notrunc status=none
          mkfifo fifo
+         printf g > group-reads && chmod 640 group-reads
+         printf o > owner-reads && chmod 400 owner-reads
+         printf e > all-write && chmod 666 all-write
+         printf n > not-group && chmod 604 not-group
          python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"sock\")'"
     ));
     set_mtime(&root.join("plain.txt"), 1_600_000_000, 123_456_789);

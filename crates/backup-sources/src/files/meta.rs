@@ -3,7 +3,7 @@
 //! could not be applied.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -158,6 +158,33 @@ impl MetaWriter {
     }
 }
 
+/// The permissions a restored entry ends with: `None` for a symbolic link
+/// and for a directory without recorded ones (it keeps the owner-only ones
+/// it was created with).
+pub(super) fn wanted_mode(node: &Node) -> Option<u32> {
+    match node.kind {
+        NodeKind::Symlink => None,
+        NodeKind::Dir => node.mode,
+        NodeKind::Stream => Some(node.mode.unwrap_or(0o600)),
+        _ => Some(node.mode.unwrap_or(0o644)),
+    }
+}
+
+/// The permissions a restored file is created with: its own when they
+/// show no one more while it is written than once it is complete (no
+/// special bits, nothing for the group beyond what everyone has: the group
+/// is the restoring user's until the owner is set), else owner-only. Most
+/// files then need no change of mode afterwards.
+pub(super) fn creation_mode(node: &Node) -> u32 {
+    let mode = wanted_mode(node).unwrap_or(0o600);
+    let (group, other) = ((mode >> 3) & 0o7, mode & 0o7);
+    if mode & !0o777 == 0 && group & !other == 0 {
+        mode
+    } else {
+        0o600
+    }
+}
+
 /// Sets owner, permissions, extended attributes and times, in that order
 /// (a change of owner clears setuid bits and file capabilities, so those
 /// come after it). Through `file` when it is open, otherwise by path,
@@ -169,21 +196,28 @@ pub(super) fn set_metadata(
     node: &Node,
 ) -> Result<()> {
     let ctx = |what: &str| format!("{what} {}", full.display());
-    if let Some((uid, gid)) = meta.owner(node) {
-        match file {
-            Some(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
-            None => std::os::unix::fs::lchown(full, Some(uid), Some(gid)),
-        }
-        .map_err(|e| Error::io(ctx("setting owner of"), e))?;
-    }
-    // A directory without recorded permissions keeps the owner-only ones
-    // it was created with.
-    let mode = match node.kind {
-        NodeKind::Symlink => None,
-        NodeKind::Dir => node.mode,
-        NodeKind::Stream => Some(node.mode.unwrap_or(0o600)),
-        _ => Some(node.mode.unwrap_or(0o644)),
+    // An open file is one this restore created: what it already has is
+    // not set again (each change is a journal write and a new ctime).
+    let has = match file {
+        Some(f) => Some(
+            f.metadata()
+                .map_err(|e| Error::io(ctx("reading the metadata of"), e))?,
+        ),
+        None => None,
     };
+    if let Some((uid, gid)) = meta.owner(node) {
+        if has
+            .as_ref()
+            .is_none_or(|m| (m.uid(), m.gid()) != (uid, gid))
+        {
+            match file {
+                Some(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+                None => std::os::unix::fs::lchown(full, Some(uid), Some(gid)),
+            }
+            .map_err(|e| Error::io(ctx("setting owner of"), e))?;
+        }
+    }
+    let mode = wanted_mode(node).filter(|&m| has.as_ref().is_none_or(|h| h.mode() & 0o7777 != m));
     if let Some(mode) = mode {
         let perms = fs::Permissions::from_mode(mode);
         match file {
@@ -289,4 +323,38 @@ pub(super) fn mtime_of(node: &Node) -> Option<FileTime> {
             ns.rem_euclid(1_000_000_000) as u32,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(mode: Option<u32>) -> Node {
+        let mut n = Node::new("f", NodeKind::File);
+        n.mode = mode;
+        n
+    }
+
+    #[test]
+    fn files_are_created_with_their_mode_only_when_it_shows_no_one_more() {
+        for (mode, created) in [
+            (Some(0o644), 0o644),
+            (Some(0o604), 0o604),
+            (Some(0o400), 0o400),
+            (Some(0o666), 0o666),
+            (Some(0o000), 0o000),
+            (None, 0o644),
+            // The group would be the restoring user's while it is written.
+            (Some(0o640), 0o600),
+            (Some(0o660), 0o600),
+            // Special bits only once the owner is set.
+            (Some(0o4755), 0o600),
+            (Some(0o1777), 0o600),
+        ] {
+            assert_eq!(creation_mode(&file(mode)), created, "{mode:?}");
+        }
+        let mut stream = file(None);
+        stream.kind = NodeKind::Stream;
+        assert_eq!(creation_mode(&stream), 0o600);
+    }
 }

@@ -15,7 +15,7 @@ use backup_core::tree::{FileFlag, Node, NodeKind};
 use backup_core::{Error, Result};
 use bytes::Bytes;
 
-use super::meta::{set_flags, set_metadata, MetaWriter, RestoreNotes};
+use super::meta::{creation_mode, set_flags, set_metadata, MetaWriter, RestoreNotes};
 
 /// Writes a restore into a directory. Replaces an existing entry only when
 /// made with [`FsWriter::overwriting`].
@@ -63,6 +63,8 @@ struct Pending {
     path: PathBuf,
     seq: u64,
     started: bool,
+    /// The permissions it is created with ([`creation_mode`]).
+    mode: u32,
     chunks: Vec<Bytes>,
     buffered: usize,
     sparse: bool,
@@ -113,8 +115,8 @@ impl Shared {
 struct Job {
     seq: u64,
     path: PathBuf,
-    /// Create the file first.
-    create: bool,
+    /// Create the file first, with these permissions.
+    create: Option<u32>,
     chunks: Vec<Bytes>,
     /// Set metadata and close (the file is complete).
     finish: Option<Node>,
@@ -300,7 +302,7 @@ impl FsWriter {
         let job = Job {
             seq: p.seq,
             path: p.path.clone(),
-            create: !p.started,
+            create: (!p.started).then_some(p.mode),
             chunks: std::mem::take(&mut p.chunks),
             finish,
             abort: false,
@@ -384,7 +386,7 @@ fn write_worker(index: usize, rx: &std::sync::mpsc::Receiver<Vec<Job>>, shared: 
     for job in rx.iter().flatten() {
         if job.abort || failed {
             file = None;
-            if job.abort || !job.create {
+            if job.abort || job.create.is_none() {
                 remove_partial(&job.path);
             }
         } else if let Err(e) = run_job(&mut file, &job, shared) {
@@ -440,11 +442,11 @@ fn run_job(file: &mut Option<OpenFile>, job: &Job, shared: &Shared) -> Result<()
             )
         });
     }
-    if job.create {
+    if let Some(mode) = job.create {
         let f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&job.path)
             .map_err(|e| Error::io(format!("creating {}", job.path.display()), e))?;
         *file = Some(OpenFile {
@@ -722,6 +724,7 @@ impl TreeWriter for FsWriter {
             path,
             seq: self.jobs,
             started: false,
+            mode: creation_mode(node),
             chunks: Vec::new(),
             buffered: 0,
             sparse: node.sparse,
@@ -761,7 +764,7 @@ impl TreeWriter for FsWriter {
             let job = Job {
                 seq: p.seq,
                 path: p.path.clone(),
-                create: false,
+                create: None,
                 chunks: Vec::new(),
                 finish: None,
                 abort: true,
@@ -821,7 +824,7 @@ impl TreeWriter for FsWriter {
         let job = Job {
             seq: self.jobs,
             path: self.full(path),
-            create: false,
+            create: None,
             chunks: Vec::new(),
             finish: None,
             abort: false,
