@@ -253,6 +253,13 @@ const DIRECT_PIECE: usize = 1 << 20;
 /// when the file system refuses `O_DIRECT` at the open (nothing created).
 #[cfg(target_os = "linux")]
 fn write_direct(path: &Path, data: &[u8]) -> Option<Result<()>> {
+    write_direct_skewed(path, data, 0)
+}
+
+/// [`write_direct`] with the copy `skew` bytes past the alignment (not 0
+/// only in the test of a file system that refuses such writes).
+#[cfg(target_os = "linux")]
+fn write_direct_skewed(path: &Path, data: &[u8], skew: usize) -> Option<Result<()>> {
     use rustix::fs::OFlags;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = match File::options()
@@ -268,10 +275,10 @@ fn write_direct(path: &Path, data: &[u8]) -> Option<Result<()>> {
     let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
     let direct = BOUNCE.with_borrow_mut(|buf| -> io::Result<()> {
         // A safe way to an aligned slice: over-allocate, start aligned.
-        if buf.is_empty() {
-            buf.resize(DIRECT_PIECE + DIRECT_ALIGN, 0);
+        if buf.len() < DIRECT_PIECE + DIRECT_ALIGN + skew {
+            buf.resize(DIRECT_PIECE + DIRECT_ALIGN + skew, 0);
         }
-        let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let at = buf.as_ptr().align_offset(DIRECT_ALIGN) + skew;
         for piece in data[..whole].chunks(DIRECT_PIECE) {
             let aligned = &mut buf[at..at + piece.len()];
             aligned.copy_from_slice(piece);
@@ -546,6 +553,37 @@ mod tests {
                 assert!(matches!(again, Error::Io { .. }), "{again:?}");
             }
         }
+    }
+
+    /// A file system that opens with `O_DIRECT` but refuses the writes
+    /// (here: ext4 refusing a copy off its alignment, checked first) gets
+    /// the file written again the ordinary way, whole.
+    #[test]
+    fn a_refused_direct_write_is_written_again_the_ordinary_way() {
+        use rustix::fs::OFlags;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Beside the sources, on the disk the build uses (/tmp may be a
+        // tmpfs, which takes writes of any alignment).
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let probe = dir.path().join("probe");
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .custom_flags(i32::try_from(OFlags::DIRECT.bits()).unwrap())
+            .open(&probe)
+            .expect(
+                "the test's temporary directory takes O_DIRECT (a disk file system such as ext4)",
+            );
+        let buf = vec![7u8; 2 * DIRECT_ALIGN];
+        let at = buf.as_ptr().align_offset(DIRECT_ALIGN) + 1;
+        let err = f.write_all(&buf[at..at + DIRECT_ALIGN - 1]).unwrap_err();
+        assert!(refused(&err), "a misaligned O_DIRECT write: {err}");
+        let data: Vec<u8> = (0..3 * DIRECT_PIECE + 5).map(|j| (j % 251) as u8).collect();
+        let path = dir.path().join("pack");
+        write_direct_skewed(&path, &data, 1)
+            .expect("opened with O_DIRECT")
+            .unwrap();
+        assert!(fs::read(&path).unwrap() == data, "read back whole");
     }
 
     #[test]
