@@ -2,9 +2,14 @@
 //! cores, pack, and upload several packs at once.
 //!
 //! ```text
-//! producers --RawBlob--> N encoder threads --EncodedBlob--> packer thread
+//! producers --RawBlob--> N encoder threads (each packs what it encoded)
 //!     --FinishedPack--> uploader task (U concurrent puts) --> index files
 //! ```
+//!
+//! The encoders add their blobs to the open packs under a lock rather than
+//! handing them to a packer thread: one hand-off (a wake-up) less per blob,
+//! and a full pack is named (hashed) by the encoder that filled it while
+//! the other goes on.
 //!
 //! Every channel is bounded, so memory is bounded by the channel capacities
 //! times the largest chunk and pack sizes, whatever the input size.
@@ -33,12 +38,14 @@ struct RawBlob {
     data: Vec<u8>,
 }
 
-struct EncodedBlob {
-    blob_type: BlobType,
-    id: Id,
-    compressed: bool,
-    raw_length: u32,
-    stored: Vec<u8>,
+/// The open packs, one per blob type, and how to finish them.
+struct Packing {
+    key: Arc<MasterKey>,
+    open: Mutex<[PackBuilder; 2]>,
+    /// Bytes from which a pack is finished.
+    pack_size: usize,
+    /// Room a new pack's buffer gets, so that it never grows.
+    capacity: usize,
 }
 
 /// Counters of what the saver added.
@@ -55,6 +62,7 @@ struct Shared {
     /// A write-only client's cache, which keeps the trees of each run.
     writer: Option<Arc<crate::repo::WriterCache>>,
     known: [Mutex<HashSet<Id>>; 2],
+    packing: Packing,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
     stats: SaverStats,
@@ -161,7 +169,8 @@ pub(crate) struct SaverOutcome {
 pub(crate) struct BlobSaver {
     handle: SaverHandle,
     encoders: Vec<JoinHandle<()>>,
-    packer: Option<JoinHandle<()>>,
+    /// For the packs still open once the encoders are done.
+    packs: async_channel::Sender<FinishedPack>,
     /// `None` once [`BlobSaver::finish`] has taken it.
     uploader: Option<tokio::task::JoinHandle<Vec<IndexPack>>>,
 }
@@ -181,27 +190,35 @@ impl Drop for BlobSaver {
 }
 
 impl BlobSaver {
-    /// Starts encoder threads, the packer and the uploader. With `dry_run`
+    /// Starts the encoder threads and the uploader. With `dry_run`
     /// nothing is uploaded.
     pub(crate) fn start(repo: &IndexedRepository, dry_run: bool) -> Self {
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let pack_size = repo.config().pack_size as usize;
         let shared = Arc::new(Shared {
             index: repo.index().clone(),
             writer: repo.writer().cloned(),
             known: [Mutex::default(), Mutex::default()],
+            packing: Packing {
+                key: repo.key().clone(),
+                open: Mutex::default(),
+                pack_size,
+                // Room for the pack plus the blob that crosses the target
+                // size, so the buffer never has to grow (and double).
+                capacity: pack_size + repo.config().chunker.max_size as usize + 64 * 1024,
+            },
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             stats: SaverStats::default(),
         });
         let (raw_tx, raw_rx) = async_channel::bounded::<RawBlob>(workers * 2);
-        let (enc_tx, enc_rx) = async_channel::bounded::<EncodedBlob>(workers * 2);
         let (pack_tx, pack_rx) = async_channel::bounded::<FinishedPack>(1);
 
         let level = repo.config().compression.level;
         let encoders = (0..workers)
             .map(|i| {
                 let rx = raw_rx.clone();
-                let tx = enc_tx.clone();
+                let tx = pack_tx.clone();
                 let key = repo.key().clone();
                 let shared = shared.clone();
                 std::thread::Builder::new()
@@ -210,39 +227,16 @@ impl BlobSaver {
                     .map_err(|e| Error::io("starting an encoder thread", e))
             })
             .collect::<Result<Vec<_>>>();
-        drop(enc_tx);
-        let (encoders, packer) = match encoders {
-            Ok(encoders) => {
-                let key = repo.key().clone();
-                let pack_size = repo.config().pack_size as usize;
-                // Room for the pack plus the blob that crosses the target
-                // size, so the buffer never has to grow (and double).
-                let capacity = pack_size + repo.config().chunker.max_size as usize + 64 * 1024;
-                let shared2 = shared.clone();
-                let packer = std::thread::Builder::new()
-                    .name("packer".to_owned())
-                    .spawn(move || packer(&key, pack_size, capacity, &enc_rx, &pack_tx, &shared2))
-                    .map_err(|e| Error::io("starting the packer thread", e));
-                match packer {
-                    Ok(p) => (encoders, Some(p)),
-                    Err(e) => {
-                        shared.fail(e);
-                        raw_tx.close();
-                        (encoders, None)
-                    }
-                }
-            }
-            Err(e) => {
-                shared.fail(e);
-                raw_tx.close();
-                (Vec::new(), None)
-            }
-        };
+        let encoders = encoders.unwrap_or_else(|e| {
+            shared.fail(e);
+            raw_tx.close();
+            Vec::new()
+        });
         let uploader = tokio::spawn(uploader(repo.clone(), pack_rx, shared.clone(), dry_run));
         BlobSaver {
             handle: SaverHandle { shared, tx: raw_tx },
             encoders,
-            packer,
+            packs: pack_tx,
             uploader: Some(uploader),
         }
     }
@@ -261,20 +255,29 @@ impl BlobSaver {
     pub(crate) async fn finish(mut self) -> Result<SaverOutcome> {
         self.handle.tx.close();
         let encoders = std::mem::take(&mut self.encoders);
-        let packer = self.packer.take();
         let Some(uploader) = self.uploader.take() else {
             return Err(Error::Cancelled);
         };
         let handle = self.handle.clone();
+        let last = self.packs.clone();
         let joined = tokio::task::spawn_blocking(move || {
             for e in encoders {
                 let _ = e.join();
             }
-            if let Some(p) = packer {
-                let _ = p.join();
+            // The packs still open, now that nothing adds to them.
+            let shared = &handle.shared;
+            if !shared.failed.load(Ordering::SeqCst) {
+                let open = std::mem::take(&mut *shared.packing.lock());
+                for b in open.into_iter().filter(|b| !b.is_empty()) {
+                    if last.send_blocking(b.finish(&shared.packing.key)).is_err() {
+                        break;
+                    }
+                }
             }
         })
         .await;
+        self.packs.close();
+        let handle = self.handle.clone();
         let packs = uploader.await;
         if let Some(e) = handle.shared.take_error() {
             return Err(e);
@@ -295,7 +298,7 @@ fn encoder(
     key: &MasterKey,
     level: i32,
     rx: &async_channel::Receiver<RawBlob>,
-    tx: &async_channel::Sender<EncodedBlob>,
+    tx: &async_channel::Sender<FinishedPack>,
     shared: &Shared,
 ) {
     let mut compressor = match zstd::bulk::Compressor::new(level) {
@@ -308,63 +311,52 @@ fn encoder(
     };
     while let Ok(raw) = rx.recv_blocking() {
         let (compressed, stored) = encode_blob(key, &mut compressor, &raw.data);
-        let blob = EncodedBlob {
-            blob_type: raw.blob_type,
-            id: raw.id,
-            compressed,
-            raw_length: raw.data.len() as u32,
-            stored,
-        };
-        drop(raw);
-        if tx.send_blocking(blob).is_err() {
-            rx.close();
-            return;
-        }
-    }
-}
-
-fn packer(
-    key: &MasterKey,
-    pack_size: usize,
-    capacity: usize,
-    rx: &async_channel::Receiver<EncodedBlob>,
-    tx: &async_channel::Sender<FinishedPack>,
-    shared: &Shared,
-) {
-    let mut builders = [PackBuilder::default(), PackBuilder::default()];
-    let stats = &shared.stats;
-    while let Ok(blob) = rx.recv_blocking() {
-        let slot = type_slot(blob.blob_type);
-        let b = &mut builders[slot];
-        if b.is_empty() {
-            *b = PackBuilder::with_capacity(capacity);
-        }
-        b.add(
-            blob.blob_type,
-            blob.id,
-            blob.compressed,
-            blob.raw_length,
-            &blob.stored,
-        );
-        stats.blobs_added.fetch_add(1, Ordering::Relaxed);
-        stats
-            .bytes_added
-            .fetch_add(u64::from(blob.raw_length), Ordering::Relaxed);
-        stats
-            .bytes_stored
-            .fetch_add(blob.stored.len() as u64, Ordering::Relaxed);
-        if b.len() >= pack_size || b.entry_count() >= crate::pack::MAX_PACK_ENTRIES {
-            let full = std::mem::take(b).finish(key);
-            if tx.send_blocking(full).is_err() {
+        let full = shared.packing.add(&raw, compressed, &stored, &shared.stats);
+        drop((raw, stored));
+        if let Some(full) = full {
+            if tx.send_blocking(full.finish(key)).is_err() {
                 rx.close();
                 return;
             }
         }
     }
-    for b in builders {
-        if !b.is_empty() && tx.send_blocking(b.finish(key)).is_err() {
-            return;
+}
+
+impl Packing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, [PackBuilder; 2]> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds an encoded blob to the open pack of its type; that pack when
+    /// it is now full (taken out, for the caller to finish).
+    fn add(
+        &self,
+        raw: &RawBlob,
+        compressed: bool,
+        stored: &[u8],
+        stats: &SaverStats,
+    ) -> Option<PackBuilder> {
+        let mut open = self.lock();
+        let b = &mut open[type_slot(raw.blob_type)];
+        if b.is_empty() {
+            *b = PackBuilder::with_capacity(self.capacity);
         }
+        b.add(
+            raw.blob_type,
+            raw.id,
+            compressed,
+            raw.data.len() as u32,
+            stored,
+        );
+        stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_added
+            .fetch_add(raw.data.len() as u64, Ordering::Relaxed);
+        stats
+            .bytes_stored
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        (b.len() >= self.pack_size || b.entry_count() >= crate::pack::MAX_PACK_ENTRIES)
+            .then(|| std::mem::take(b))
     }
 }
 
