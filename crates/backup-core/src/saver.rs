@@ -2,14 +2,16 @@
 //! cores, pack, and upload several packs at once.
 //!
 //! ```text
-//! producers --RawBlob--> N encoder threads (each packs what it encoded)
+//! producers --[RawBlob]--> N encoder threads (each packs what it encoded)
 //!     --FinishedPack--> uploader task (U concurrent puts) --> index files
 //! ```
 //!
 //! The encoders add their blobs to the open packs under a lock rather than
 //! handing them to a packer thread: one hand-off (a wake-up) less per blob,
 //! and a full pack is named (hashed) by the encoder that filled it while
-//! the other goes on.
+//! the other goes on. A thread reading many small files holds its blobs
+//! back and hands them over together ([`SaverHandle::batching`]), so an
+//! encoder wakes once for many of them.
 //!
 //! Every channel is bounded, so memory is bounded by the channel capacities
 //! times the largest chunk and pack sizes, whatever the input size.
@@ -89,7 +91,69 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct SaverHandle {
     shared: Arc<Shared>,
-    tx: async_channel::Sender<RawBlob>,
+    tx: async_channel::Sender<Vec<RawBlob>>,
+}
+
+/// Blobs held back to be sent together: the number of this thread's open
+/// [`Batching`] scopes, the channel they go to, the blobs and their bytes.
+type Held = (
+    usize,
+    Option<async_channel::Sender<Vec<RawBlob>>>,
+    Vec<RawBlob>,
+    usize,
+);
+
+thread_local! {
+    static HELD: std::cell::RefCell<Held> = const { std::cell::RefCell::new((0, None, Vec::new(), 0)) };
+}
+
+/// Bytes of blobs a [`Batching`] scope holds back before it sends them.
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// While it lives, this thread's new blobs go to the encoders in batches
+/// (see [`SaverHandle::batching`]). [`Batching::finish`] sends what is
+/// held and says whether that worked; dropping it sends too.
+pub(crate) struct Batching {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Batching {
+    /// Sends what is held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`] when the pipeline has stopped.
+    pub(crate) fn finish(self) -> Result<()> {
+        let sent = send_held();
+        drop(self);
+        sent
+    }
+}
+
+impl Drop for Batching {
+    fn drop(&mut self) {
+        // After `finish` there is nothing left; otherwise the pipeline has
+        // stopped if this fails, and the backup with it.
+        let _ = send_held();
+        HELD.with_borrow_mut(|h| {
+            h.0 = h.0.saturating_sub(1);
+            if h.0 == 0 {
+                h.1 = None;
+            }
+        });
+    }
+}
+
+/// Sends the blobs this thread holds back.
+fn send_held() -> Result<()> {
+    let (tx, blobs) = HELD.with_borrow_mut(|h| {
+        h.3 = 0;
+        (h.1.clone(), std::mem::take(&mut h.2))
+    });
+    match tx {
+        Some(tx) if !blobs.is_empty() => tx.send_blocking(blobs).map_err(|_| Error::Cancelled),
+        _ => Ok(()),
+    }
 }
 
 fn type_slot(t: BlobType) -> usize {
@@ -122,14 +186,44 @@ impl SaverHandle {
         if !self.reserve(blob_type, id, &data)? {
             return Ok(false);
         }
-        self.tx
-            .send_blocking(RawBlob {
-                blob_type,
-                id,
-                data,
-            })
-            .map_err(|_| Error::Cancelled)?;
+        let raw = RawBlob {
+            blob_type,
+            id,
+            data,
+        };
+        let held = HELD.with_borrow_mut(|h| match &h.1 {
+            Some(tx) if tx.same_channel(&self.tx) => {
+                h.3 += raw.data.len();
+                h.2.push(raw);
+                Ok(h.3 >= BATCH_BYTES)
+            }
+            _ => Err(raw),
+        });
+        match held {
+            Ok(false) => {}
+            Ok(true) => send_held()?,
+            Err(raw) => self
+                .tx
+                .send_blocking(vec![raw])
+                .map_err(|_| Error::Cancelled)?,
+        }
         Ok(true)
+    }
+
+    /// Until the returned scope ends, blobs this thread saves are held back
+    /// and handed to the encoders together, [`BATCH_BYTES`] at a time: for
+    /// a thread reading many small files, whose blobs would each wake an
+    /// encoder. Blobs of another saver are not held.
+    pub(crate) fn batching(&self) -> Batching {
+        HELD.with_borrow_mut(|h| {
+            if h.0 == 0 {
+                h.1 = Some(self.tx.clone());
+            }
+            h.0 += 1;
+        });
+        Batching {
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     /// Submits a blob from async code; returns whether it was new.
@@ -138,11 +232,11 @@ impl SaverHandle {
             return Ok(false);
         }
         self.tx
-            .send(RawBlob {
+            .send(vec![RawBlob {
                 blob_type,
                 id,
                 data,
-            })
+            }])
             .await
             .map_err(|_| Error::Cancelled)?;
         Ok(true)
@@ -211,7 +305,7 @@ impl BlobSaver {
             error: Mutex::new(None),
             stats: SaverStats::default(),
         });
-        let (raw_tx, raw_rx) = async_channel::bounded::<RawBlob>(workers * 2);
+        let (raw_tx, raw_rx) = async_channel::bounded::<Vec<RawBlob>>(workers * 2);
         let (pack_tx, pack_rx) = async_channel::bounded::<FinishedPack>(1);
 
         let level = repo.config().compression.level;
@@ -297,7 +391,7 @@ impl BlobSaver {
 fn encoder(
     key: &MasterKey,
     level: i32,
-    rx: &async_channel::Receiver<RawBlob>,
+    rx: &async_channel::Receiver<Vec<RawBlob>>,
     tx: &async_channel::Sender<FinishedPack>,
     shared: &Shared,
 ) {
@@ -309,14 +403,16 @@ fn encoder(
             return;
         }
     };
-    while let Ok(raw) = rx.recv_blocking() {
-        let (compressed, stored) = encode_blob(key, &mut compressor, &raw.data);
-        let full = shared.packing.add(&raw, compressed, &stored, &shared.stats);
-        drop((raw, stored));
-        if let Some(full) = full {
-            if tx.send_blocking(full.finish(key)).is_err() {
-                rx.close();
-                return;
+    while let Ok(batch) = rx.recv_blocking() {
+        for raw in batch {
+            let (compressed, stored) = encode_blob(key, &mut compressor, &raw.data);
+            let full = shared.packing.add(&raw, compressed, &stored, &shared.stats);
+            drop((raw, stored));
+            if let Some(full) = full {
+                if tx.send_blocking(full.finish(key)).is_err() {
+                    rx.close();
+                    return;
+                }
             }
         }
     }

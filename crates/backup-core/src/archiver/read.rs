@@ -207,10 +207,12 @@ impl SmallFiles {
         self.bytes = 0;
         let label = files[0].3.clone();
         let task = with_permit(ctx, permits, move |ctx| {
+            let batch = ctx.saver.batching();
             let mut nodes = Vec::with_capacity(files.len());
             for (node, content, on_error, item) in files {
                 nodes.extend(read_leaf(ctx, node, content, on_error, &item)?);
             }
+            batch.finish()?;
             Ok(nodes)
         })
         .await?;
