@@ -41,9 +41,20 @@ struct RawBlob {
 }
 
 /// The open packs, one per blob type, and how to finish them.
+#[derive(Default)]
+struct OpenPacks {
+    builders: [PackBuilder; 2],
+    /// Full packs an encoder is finishing or handing to the uploader. A
+    /// new pack is not begun meanwhile, so that no more packs are in
+    /// memory than with a single packer thread.
+    in_hand: usize,
+}
+
 struct Packing {
     key: Arc<MasterKey>,
-    open: Mutex<[PackBuilder; 2]>,
+    open: Mutex<OpenPacks>,
+    /// Signalled when a full pack has reached the uploader.
+    handed_over: std::sync::Condvar,
     /// Bytes from which a pack is finished.
     pack_size: usize,
     /// Room a new pack's buffer gets, so that it never grows.
@@ -296,6 +307,7 @@ impl BlobSaver {
             packing: Packing {
                 key: repo.key().clone(),
                 open: Mutex::default(),
+                handed_over: std::sync::Condvar::new(),
                 pack_size,
                 // Room for the pack plus the blob that crosses the target
                 // size, so the buffer never has to grow (and double).
@@ -361,7 +373,7 @@ impl BlobSaver {
             // The packs still open, now that nothing adds to them.
             let shared = &handle.shared;
             if !shared.failed.load(Ordering::SeqCst) {
-                let open = std::mem::take(&mut *shared.packing.lock());
+                let open = std::mem::take(&mut shared.packing.lock().builders);
                 for b in open.into_iter().filter(|b| !b.is_empty()) {
                     if last.send_blocking(b.finish(&shared.packing.key)).is_err() {
                         break;
@@ -409,7 +421,9 @@ fn encoder(
             let full = shared.packing.add(&raw, compressed, &stored, &shared.stats);
             drop((raw, stored));
             if let Some(full) = full {
-                if tx.send_blocking(full.finish(key)).is_err() {
+                let sent = tx.send_blocking(full.finish(key));
+                shared.packing.handed_over();
+                if sent.is_err() {
                     rx.close();
                     return;
                 }
@@ -419,12 +433,21 @@ fn encoder(
 }
 
 impl Packing {
-    fn lock(&self) -> std::sync::MutexGuard<'_, [PackBuilder; 2]> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenPacks> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A full pack taken by [`Packing::add`] has reached the uploader (or
+    /// the uploader is gone).
+    fn handed_over(&self) {
+        self.lock().in_hand -= 1;
+        self.handed_over.notify_all();
+    }
+
     /// Adds an encoded blob to the open pack of its type; that pack when
-    /// it is now full (taken out, for the caller to finish).
+    /// it is now full (taken out: the caller finishes it, hands it to the
+    /// uploader, then calls [`Packing::handed_over`]). A blob that would
+    /// begin a new pack waits until no full one is in hand.
     fn add(
         &self,
         raw: &RawBlob,
@@ -432,8 +455,16 @@ impl Packing {
         stored: &[u8],
         stats: &SaverStats,
     ) -> Option<PackBuilder> {
+        let slot = type_slot(raw.blob_type);
         let mut open = self.lock();
-        let b = &mut open[type_slot(raw.blob_type)];
+        while open.in_hand > 0 && open.builders[slot].is_empty() {
+            open = self
+                .handed_over
+                .wait(open)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let open = &mut *open;
+        let b = &mut open.builders[slot];
         if b.is_empty() {
             *b = PackBuilder::with_capacity(self.capacity);
         }
@@ -451,8 +482,9 @@ impl Packing {
         stats
             .bytes_stored
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        (b.len() >= self.pack_size || b.entry_count() >= crate::pack::MAX_PACK_ENTRIES)
-            .then(|| std::mem::take(b))
+        let full = b.len() >= self.pack_size || b.entry_count() >= crate::pack::MAX_PACK_ENTRIES;
+        open.in_hand += usize::from(full);
+        full.then(|| std::mem::take(b))
     }
 }
 
