@@ -105,17 +105,20 @@ pub(crate) struct SaverHandle {
     tx: async_channel::Sender<Vec<RawBlob>>,
 }
 
-/// Blobs held back to be sent together: the number of this thread's open
-/// [`Batching`] scopes, the channel they go to, the blobs and their bytes.
-type Held = (
-    usize,
-    Option<async_channel::Sender<Vec<RawBlob>>>,
-    Vec<RawBlob>,
-    usize,
-);
+/// This thread's blobs held back to be sent together.
+struct Held {
+    /// Open [`Batching`] scopes.
+    scopes: usize,
+    /// The saver's channel they go to (the first scope's).
+    to: Option<async_channel::Sender<Vec<RawBlob>>>,
+    blobs: Vec<RawBlob>,
+    bytes: usize,
+}
 
 thread_local! {
-    static HELD: std::cell::RefCell<Held> = const { std::cell::RefCell::new((0, None, Vec::new(), 0)) };
+    static HELD: std::cell::RefCell<Held> = const {
+        std::cell::RefCell::new(Held { scopes: 0, to: None, blobs: Vec::new(), bytes: 0 })
+    };
 }
 
 /// Bytes of blobs a [`Batching`] scope holds back before it sends them.
@@ -147,9 +150,9 @@ impl Drop for Batching {
         // stopped if this fails, and the backup with it.
         let _ = send_held();
         HELD.with_borrow_mut(|h| {
-            h.0 = h.0.saturating_sub(1);
-            if h.0 == 0 {
-                h.1 = None;
+            h.scopes = h.scopes.saturating_sub(1);
+            if h.scopes == 0 {
+                h.to = None;
             }
         });
     }
@@ -158,8 +161,8 @@ impl Drop for Batching {
 /// Sends the blobs this thread holds back.
 fn send_held() -> Result<()> {
     let (tx, blobs) = HELD.with_borrow_mut(|h| {
-        h.3 = 0;
-        (h.1.clone(), std::mem::take(&mut h.2))
+        h.bytes = 0;
+        (h.to.clone(), std::mem::take(&mut h.blobs))
     });
     match tx {
         Some(tx) if !blobs.is_empty() => tx.send_blocking(blobs).map_err(|_| Error::Cancelled),
@@ -202,11 +205,11 @@ impl SaverHandle {
             id,
             data,
         };
-        let held = HELD.with_borrow_mut(|h| match &h.1 {
+        let held = HELD.with_borrow_mut(|h| match &h.to {
             Some(tx) if tx.same_channel(&self.tx) => {
-                h.3 += raw.data.len();
-                h.2.push(raw);
-                Ok(h.3 >= BATCH_BYTES)
+                h.bytes += raw.data.len();
+                h.blobs.push(raw);
+                Ok(h.bytes >= BATCH_BYTES)
             }
             _ => Err(raw),
         });
@@ -227,10 +230,10 @@ impl SaverHandle {
     /// encoder. Blobs of another saver are not held.
     pub(crate) fn batching(&self) -> Batching {
         HELD.with_borrow_mut(|h| {
-            if h.0 == 0 {
-                h.1 = Some(self.tx.clone());
+            if h.scopes == 0 {
+                h.to = Some(self.tx.clone());
             }
-            h.0 += 1;
+            h.scopes += 1;
         });
         Batching {
             _not_send: std::marker::PhantomData,
@@ -325,11 +328,10 @@ impl BlobSaver {
             .map(|i| {
                 let rx = raw_rx.clone();
                 let tx = pack_tx.clone();
-                let key = repo.key().clone();
                 let shared = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("encoder-{i}"))
-                    .spawn(move || encoder(&key, level, &rx, &tx, &shared))
+                    .spawn(move || encoder(level, &rx, &tx, &shared))
                     .map_err(|e| Error::io("starting an encoder thread", e))
             })
             .collect::<Result<Vec<_>>>();
@@ -383,9 +385,8 @@ impl BlobSaver {
         })
         .await;
         self.packs.close();
-        let handle = self.handle.clone();
         let packs = uploader.await;
-        if let Some(e) = handle.shared.take_error() {
+        if let Some(e) = self.handle.shared.take_error() {
             return Err(e);
         }
         joined.map_err(|e| Error::Generic {
@@ -401,7 +402,6 @@ impl BlobSaver {
 }
 
 fn encoder(
-    key: &MasterKey,
     level: i32,
     rx: &async_channel::Receiver<Vec<RawBlob>>,
     tx: &async_channel::Sender<FinishedPack>,
@@ -415,6 +415,7 @@ fn encoder(
             return;
         }
     };
+    let key = &*shared.packing.key;
     while let Ok(batch) = rx.recv_blocking() {
         for raw in batch {
             let (compressed, stored) = encode_blob(key, &mut compressor, &raw.data);
