@@ -10,6 +10,7 @@
 //! inode flags last.
 
 mod compare;
+mod listing;
 mod meta;
 mod source;
 mod target;

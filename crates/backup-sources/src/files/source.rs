@@ -11,6 +11,7 @@ use backup_core::source::{Content, Item, OnReadError, SizeHint, Source};
 use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, Result};
 
+use super::listing::{Descend, Listing, Prefetch};
 use crate::localfs::{node_from, Attrs, SystemMeta, Watched};
 
 use crate::{FilesOptions, Selection};
@@ -103,6 +104,18 @@ impl FilesSource {
         };
         let (tx, rx) = async_channel::bounded(BATCHES_QUEUED);
         let root2 = root.clone();
+        // With --files-from only the walk knows where it goes.
+        let descend = walk.listed.is_none().then(|| Descend {
+            root: root.clone(),
+            filter: filter.clone(),
+            device: walk.device,
+            markers: walk
+                .markers
+                .iter()
+                .cloned()
+                .chain(walk.exclude_caches.then(|| "CACHEDIR.TAG".into()))
+                .collect(),
+        });
         let walker = std::thread::Builder::new()
             .name("walker".to_owned())
             .spawn(move || {
@@ -110,7 +123,7 @@ impl FilesSource {
                     tx,
                     batch: std::cell::RefCell::default(),
                     filter,
-                    prefetch: Prefetch::new(),
+                    prefetch: Prefetch::new(descend),
                     meta: std::cell::RefCell::default(),
                     opts: walk,
                 };
@@ -178,8 +191,10 @@ impl Source for FilesSource {
 /// wake-up of the consumer (and so a `futex` call or more) per file, which
 /// an unchanged re-backup, nothing but metadata, pays in full.
 const BATCH_ITEMS: usize = 128;
-/// Batches queued between the walker and the backup.
-const BATCHES_QUEUED: usize = 8;
+/// Batches queued between the walker and the backup: enough for the walk
+/// to run well ahead while the repository is opened (the key derived, the
+/// index read) and the previous snapshot's trees are loaded.
+const BATCHES_QUEUED: usize = 256;
 
 struct Walker {
     tx: async_channel::Sender<Vec<Item>>,
@@ -317,189 +332,6 @@ fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
 /// Specification).
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
-/// A directory's entries, sorted by name, each with its `lstat` metadata
-/// and, when that was read, its [`Attrs`].
-#[derive(Default)]
-struct Listing {
-    /// The directory could not be opened.
-    error: Option<io::Error>,
-    /// Errors met while reading entries (the rest are still listed).
-    entry_errors: Vec<io::Error>,
-    entries: Vec<(std::ffi::OsString, io::Result<Metadata>, Option<Attrs>)>,
-}
-
-impl Listing {
-    /// Lists `dir`. Metadata comes from `fstatat` relative to the open
-    /// directory, which spares the kernel a walk of the whole path per entry.
-    fn read(dir: &Path) -> Listing {
-        let mut l = Listing::default();
-        match fs::read_dir(dir) {
-            Err(e) => l.error = Some(e),
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => {
-                            let m = e.metadata();
-                            let attrs = m.as_ref().ok().map(|m| Attrs::read(&e.path(), m));
-                            l.entries.push((e.file_name(), m, attrs));
-                        }
-                        Err(e) => l.entry_errors.push(e),
-                    }
-                }
-            }
-        }
-        l.entries.sort_by(|a, b| {
-            use std::os::unix::ffi::OsStrExt;
-            a.0.as_bytes().cmp(b.0.as_bytes())
-        });
-        l
-    }
-}
-
-/// One directory queued for listing ahead of the walk.
-struct Job {
-    path: PathBuf,
-    /// Set by whoever lists the directory: a worker, or the walker itself
-    /// when it needs the listing before any worker started on it.
-    claimed: std::sync::atomic::AtomicBool,
-    result: std::sync::Mutex<Option<Listing>>,
-    ready: std::sync::Condvar,
-}
-
-/// Lists directories ahead of the depth-first walk on a few threads, so the
-/// `getdents`/`stat` latency of many directories overlaps (an unchanged
-/// re-backup is nothing but these calls). The walk order, and so the
-/// snapshot, does not depend on it. At most [`Prefetch::MAX_PENDING`]
-/// listings are queued or held, which bounds memory.
-struct Prefetch {
-    queue: Option<std::sync::mpsc::Sender<std::sync::Arc<Job>>>,
-    pending: std::cell::RefCell<std::collections::HashMap<PathBuf, std::sync::Arc<Job>>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Prefetch {
-    const MAX_PENDING: usize = 512;
-
-    fn new() -> Prefetch {
-        use std::sync::{Arc, Mutex};
-        let n = std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(4, 16));
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<Job>>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut workers = Vec::new();
-        for i in 0..n {
-            let rx = Arc::clone(&rx);
-            let spawned = std::thread::Builder::new()
-                .name(format!("lister-{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let Ok(rx) = rx.lock() else { return };
-                        match rx.recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
-                        }
-                    };
-                    job.run();
-                });
-            // Without workers the walker lists every directory itself.
-            if let Ok(h) = spawned {
-                workers.push(h);
-            }
-        }
-        Prefetch {
-            queue: (!workers.is_empty()).then_some(tx),
-            pending: std::cell::RefCell::default(),
-            workers,
-        }
-    }
-
-    /// Queues `dir` for listing unless too many listings are pending.
-    fn ahead(&self, dir: PathBuf) {
-        let Some(q) = &self.queue else { return };
-        let mut pending = self.pending.borrow_mut();
-        if pending.len() >= Self::MAX_PENDING || pending.contains_key(&dir) {
-            return;
-        }
-        let job = std::sync::Arc::new(Job {
-            path: dir.clone(),
-            claimed: std::sync::atomic::AtomicBool::new(false),
-            result: std::sync::Mutex::new(None),
-            ready: std::sync::Condvar::new(),
-        });
-        if q.send(std::sync::Arc::clone(&job)).is_ok() {
-            pending.insert(dir, job);
-        }
-    }
-
-    /// Whether the listing of `dir` is at hand (taking it will not wait).
-    fn ready(&self, dir: &Path) -> bool {
-        self.pending
-            .borrow()
-            .get(dir)
-            .is_some_and(|job| job.result.lock().is_ok_and(|r| r.is_some()))
-    }
-
-    /// The listing of `dir`: the prefetched one, or read now.
-    fn take(&self, dir: &Path) -> Listing {
-        let job = self.pending.borrow_mut().remove(dir);
-        match job {
-            Some(job) => job.wait(),
-            None => Listing::read(dir),
-        }
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        // Queued jobs are claimed here so workers skip them, then the
-        // closed queue stops the workers.
-        for job in self.pending.get_mut().values() {
-            job.claimed.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.queue = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-impl Job {
-    fn claim(&self) -> bool {
-        !self.claimed.swap(true, std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Lists the directory on a worker, unless someone claimed it already.
-    fn run(&self) {
-        if !self.claim() {
-            return;
-        }
-        let l = Listing::read(&self.path);
-        if let Ok(mut slot) = self.result.lock() {
-            *slot = Some(l);
-            self.ready.notify_all();
-        }
-    }
-
-    /// The listing: read here when no worker has started on it, otherwise
-    /// waits for the worker's.
-    fn wait(&self) -> Listing {
-        if self.claim() {
-            return Listing::read(&self.path);
-        }
-        let Ok(mut slot) = self.result.lock() else {
-            return Listing::read(&self.path);
-        };
-        loop {
-            if let Some(l) = slot.take() {
-                return l;
-            }
-            slot = match self.ready.wait(slot) {
-                Ok(s) => s,
-                Err(_) => return Listing::read(&self.path),
-            };
-        }
-    }
-}
-
 impl Walker {
     /// Sends an item (in a batch of [`BATCH_ITEMS`]); `false` when the
     /// consumer has gone away.
@@ -622,14 +454,20 @@ impl Walker {
             listing.entries.retain(|(n, _, _)| keep.contains(n));
         }
         // Queue the subdirectories first, in walk order, so they are listed
-        // while this directory's files go out.
-        for (name, meta, _) in &listing.entries {
-            let Ok(m) = meta else { continue };
-            let sub = rel.join(name);
-            if m.is_dir() && !self.filter.excludes_self(&sub) && self.walks_into(&sub, m, inside) {
-                self.prefetch.ahead(dir.join(name));
-            }
-        }
+        // while this directory's files go out (the listing threads queued
+        // most of them already).
+        let subdirs = listing
+            .entries
+            .iter()
+            .filter(|(name, meta, _)| {
+                let sub = rel.join(name);
+                matches!(meta, Ok(m) if m.is_dir()
+                    && !self.filter.excludes_self(&sub)
+                    && self.walks_into(&sub, m, inside))
+            })
+            .map(|(name, _, _)| dir.join(name))
+            .collect();
+        self.prefetch.ahead(subdirs);
         for (name, meta, attrs) in listing.entries {
             let path = dir.join(&name);
             let rel = rel.join(&name);
@@ -685,6 +523,7 @@ impl Walker {
                 return false;
             }
         }
+        self.prefetch.forget_below(dir);
         true
     }
 
