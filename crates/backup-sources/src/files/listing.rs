@@ -126,6 +126,9 @@ struct State {
     pending: BTreeMap<PathBuf, Arc<Job>>,
     /// Entries in the listings read and not taken yet.
     held: usize,
+    /// Listing threads waiting for a job (a wake-up is a system call even
+    /// when no one waits, so only these are woken).
+    idle: usize,
     closed: bool,
 }
 
@@ -137,8 +140,15 @@ struct Job {
     claimed: AtomicBool,
     /// Entries this job counts in [`State::held`] (changed under its lock).
     held: AtomicUsize,
-    result: Mutex<Option<Listing>>,
+    result: Mutex<Slot>,
     ready: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    listing: Option<Listing>,
+    /// The walk waits for the listing (and is woken when it is put here).
+    awaited: bool,
 }
 
 impl Prefetch {
@@ -178,8 +188,8 @@ impl Prefetch {
     pub(super) fn ahead(&self, dirs: Vec<PathBuf>) {
         let Some(shared) = &self.shared else { return };
         let Some(mut st) = shared.lock() else { return };
-        st.queue(dirs);
-        shared.work.notify_all();
+        let queued = st.queue(dirs);
+        shared.wake(&st, queued);
     }
 
     /// Whether the listing of `dir` is at hand (taking it will not wait).
@@ -189,7 +199,7 @@ impl Prefetch {
         };
         st.pending
             .get(dir)
-            .is_some_and(|job| job.result.lock().is_ok_and(|r| r.is_some()))
+            .is_some_and(|job| job.result.lock().is_ok_and(|r| r.listing.is_some()))
     }
 
     /// The listing of `dir`: the prefetched one, or read now.
@@ -247,6 +257,13 @@ impl Shared {
         self.state.lock().ok()
     }
 
+    /// Wakes as many idle listing threads as `queued` jobs need.
+    fn wake(&self, st: &State, queued: usize) {
+        for _ in 0..queued.min(st.idle) {
+            self.work.notify_one();
+        }
+    }
+
     /// A listing thread: runs jobs, the most recently queued first, until
     /// the prefetch closes.
     fn work(&self) {
@@ -260,10 +277,12 @@ impl Shared {
                     if let Some(j) = st.stack.pop() {
                         break j;
                     }
+                    st.idle += 1;
                     st = match self.work.wait(st) {
                         Ok(st) => st,
                         Err(_) => return,
                     };
+                    st.idle -= 1;
                 }
             };
             if !job.claim() {
@@ -280,25 +299,26 @@ impl Shared {
                     job.held.store(l.entries.len(), Ordering::Relaxed);
                     st.held += l.entries.len();
                     if let Some(d) = &self.descend {
-                        if st.queue(d.subdirectories(&job.path, &l)) {
-                            self.work.notify_all();
-                        }
+                        let queued = st.queue(d.subdirectories(&job.path, &l));
+                        self.wake(&st, queued);
                     }
                 }
             }
             if let Ok(mut slot) = job.result.lock() {
-                *slot = Some(l);
-                job.ready.notify_all();
+                slot.listing = Some(l);
+                if slot.awaited {
+                    job.ready.notify_one();
+                }
             };
         }
     }
 }
 
 impl State {
-    /// Queues `dirs` (in walk order) within the bounds; whether any was
+    /// Queues `dirs` (in walk order) within the bounds; how many were
     /// queued.
-    fn queue(&mut self, dirs: Vec<PathBuf>) -> bool {
-        let mut queued = false;
+    fn queue(&mut self, dirs: Vec<PathBuf>) -> usize {
+        let mut queued = 0;
         // The first directory goes on top.
         for dir in dirs.into_iter().rev() {
             if self.pending.len() >= Prefetch::MAX_PENDING
@@ -313,12 +333,12 @@ impl State {
                 path: dir.clone(),
                 claimed: AtomicBool::new(false),
                 held: AtomicUsize::new(0),
-                result: Mutex::new(None),
+                result: Mutex::default(),
                 ready: Condvar::new(),
             });
             self.stack.push(Arc::clone(&job));
             self.pending.insert(dir, job);
-            queued = true;
+            queued += 1;
         }
         queued
     }
@@ -345,9 +365,10 @@ impl Job {
             return Listing::read(&self.path);
         };
         loop {
-            if let Some(l) = slot.take() {
+            if let Some(l) = slot.listing.take() {
                 return l;
             }
+            slot.awaited = true;
             slot = match self.ready.wait(slot) {
                 Ok(s) => s,
                 Err(_) => return Listing::read(&self.path),
