@@ -25,7 +25,7 @@ use crate::tree::{encode_content_list, FsName, Node, NodeKind, INLINE_CONTENT_LI
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn leaf(
     ctx: &Arc<Ctx>,
-    permits: &Arc<Semaphore>,
+    permits: &ReadPermits,
     reuse: Option<Node>,
     node: Node,
     content: Option<Content>,
@@ -74,7 +74,13 @@ pub(super) async fn leaf(
     };
     let item_path = item_path(path, &node);
     let label = item_path.clone();
-    let task = with_permit(ctx, permits, move |ctx| {
+    // A file longer than a maximum chunk is read through a buffer of two.
+    let weight = if node.size > u64::from(ctx.chunker.max_size) {
+        2
+    } else {
+        1
+    };
+    let task = with_permit(ctx, permits, weight, move |ctx| {
         let r = read_leaf(ctx, node, content, on_error, &item_path);
         if let (Some(tx), Ok(stored)) = (publish, &r) {
             tx.send_replace(
@@ -89,16 +95,37 @@ pub(super) async fn leaf(
     Ok(Pending::Task(label, task))
 }
 
-/// Runs `read` on a blocking thread once one of the walk's read `permits`
-/// is free, holding it until `read` returns.
+/// The walk's read permits: `Source::concurrency` of them. A read takes
+/// one, or two for a file read through a large buffer, so that the
+/// permits bound memory as well as the reads at once.
+pub(super) struct ReadPermits {
+    sem: Arc<Semaphore>,
+    total: u32,
+}
+
+impl ReadPermits {
+    pub(super) fn new(total: usize) -> ReadPermits {
+        let total = u32::try_from(total.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        ReadPermits {
+            sem: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+}
+
+/// Runs `read` on a blocking thread once `weight` of the walk's read
+/// `permits` are free (all of them when there are fewer), holding them
+/// until `read` returns.
 async fn with_permit<T: Send + 'static>(
     ctx: &Arc<Ctx>,
-    permits: &Arc<Semaphore>,
+    permits: &ReadPermits,
+    weight: u32,
     read: impl FnOnce(&Ctx) -> T + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<T>> {
     let permit = permits
+        .sem
         .clone()
-        .acquire_owned()
+        .acquire_many_owned(weight.min(permits.total))
         .await
         .map_err(|_| Error::Cancelled)?;
     let ctx = ctx.clone();
@@ -198,7 +225,7 @@ impl SmallFiles {
     pub(super) async fn start(
         &mut self,
         ctx: &Arc<Ctx>,
-        permits: &Arc<Semaphore>,
+        permits: &ReadPermits,
     ) -> Result<Option<Pending>> {
         if self.files.is_empty() {
             return Ok(None);
@@ -206,7 +233,7 @@ impl SmallFiles {
         let files = std::mem::take(&mut self.files);
         self.bytes = 0;
         let label = files[0].3.clone();
-        let task = with_permit(ctx, permits, move |ctx| {
+        let task = with_permit(ctx, permits, 1, move |ctx| {
             let batch = ctx.saver.batching();
             let mut nodes = Vec::with_capacity(files.len());
             for (node, content, on_error, item) in files {

@@ -6,13 +6,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use super::context::Ctx;
 use super::dirs::{close_dir, finish_tree, path_string, settle, OpenDir, Pending};
 use super::links::{later_link, link_group, FirstName, LinkedContent};
 use super::options::BackupOptions;
-use super::read::{content_present, leaf, SmallFiles};
+use super::read::{content_present, leaf, ReadPermits, SmallFiles};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::IndexedRepository;
@@ -37,7 +35,7 @@ pub(super) async fn walk(
     opts: &BackupOptions,
     ctx: &Arc<Ctx>,
 ) -> Result<(Id, Vec<StreamSummary>)> {
-    let permits = Arc::new(Semaphore::new(source.concurrency().max(1)));
+    let permits = ReadPermits::new(source.concurrency());
     let root_parent = match &opts.parent {
         Some(p) => {
             // A write-only client cannot read a parent's contents (a
@@ -182,7 +180,7 @@ fn fit_item(
 }
 
 /// Starts reading the small files `frame` has gathered.
-async fn start_small(ctx: &Arc<Ctx>, permits: &Arc<Semaphore>, frame: &mut Frame) -> Result<()> {
+async fn start_small(ctx: &Arc<Ctx>, permits: &ReadPermits, frame: &mut Frame) -> Result<()> {
     if let Some(p) = frame.small.start(ctx, permits).await? {
         frame.children.push(p);
     }
