@@ -509,6 +509,29 @@ fn restores_to_times_and_an_offset_from_the_captured_stream() {
             );
         }
     }
+    // Keys picked by glob: a FLUSHDB in the stream deletes only them, and
+    // only once the commands before it are applied (a key written just
+    // before the flush must not survive it).
+    let (at, writes, _) = *log.pauses.last().unwrap();
+    assert!(
+        log.ops[..writes].windows(2).any(|w| matches!(
+            w,
+            [Op::Keys(k), Op::Flush(1)] if k.iter().any(|(db, ..)| *db == 1)
+        )),
+        "the writer flushed no database 1 just after writing to it before the last pause"
+    );
+    let picked = |st: State| -> State {
+        st.into_iter()
+            .filter(|((_, k), _)| k.starts_with(b"d:"))
+            .collect()
+    };
+    let t = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let out = restore(&["--at", &t, "--include", "d:*"]);
+    let want = picked(state_after(&initial, &log, writes));
+    let got = picked(read_state(&mut target.connection()));
+    if let Some(d) = first_difference(&want, &got) {
+        panic!("restore --at {t} --include 'd:*': {d}\n{out}");
+    }
     // A dry run says what it would replay, and changes nothing.
     let before = target.digest();
     let (_, _, offset) = log.pauses[1];

@@ -724,12 +724,9 @@ async fn flush_keys(
         return sink.push_args(&[b"FLUSHDB"]).await;
     }
     // The keys to delete are those the target holds once every command
-    // sent so far is applied: wait for them, then scan.
-    let url_owned = url.clone();
-    let mut fresh = std::mem::replace(sink, Sink::open(&url_owned).await?);
-    fresh.db = None;
-    std::mem::swap(sink, &mut fresh);
-    let previous = fresh;
+    // sent so far is applied: wait for them (the replay goes on on a new
+    // connection), then scan.
+    let previous = std::mem::replace(sink, Sink::open(url).await?);
     previous.finish().await?;
     redis::cmd("SELECT")
         .arg(db)
