@@ -94,12 +94,15 @@ build_release() {
     local var=$1 package=$2 bin=$3
     target_dir
     say "building the release binary (cargo build --release -p $package --bin $bin)"
+    # Without JEMALLOC_OVERRIDE (which scripts/test.sh sets to link Debian's
+    # prebuilt jemalloc): the binary measured is the one shipped, with the
+    # allocator settings of .cargo/config.toml.
     if [ -n "${LOGS:-}" ]; then
         mkdir -p "$LOGS"
-        (cd "$REPO_ROOT" && cargo build --release -p "$package" --bin "$bin") >"$LOGS/build.log" 2>&1 ||
+        (cd "$REPO_ROOT" && env -u JEMALLOC_OVERRIDE cargo build --release -p "$package" --bin "$bin") >"$LOGS/build.log" 2>&1 ||
             { tail -n 30 "$LOGS/build.log" >&2; die "build failed, see $LOGS/build.log"; }
     else
-        (cd "$REPO_ROOT" && cargo build --release -p "$package" --bin "$bin") >&2 || die "build failed"
+        (cd "$REPO_ROOT" && env -u JEMALLOC_OVERRIDE cargo build --release -p "$package" --bin "$bin") >&2 || die "build failed"
     fi
     [ -x "$BENCH_TARGET_DIR/release/$bin" ] || die "cargo built no $BENCH_TARGET_DIR/release/$bin"
     printf -v "$var" '%s' "$BENCH_TARGET_DIR/release/$bin"
@@ -114,6 +117,20 @@ backup_bin() {
         BACKUP_BUILT_HERE=1
     fi
     [ -x "$BACKUP_BIN" ] || die "no backup binary at $BACKUP_BIN"
+}
+
+# allocator_note BIN: the jemalloc settings BIN was built with, or a warning
+# when it has none (built with JEMALLOC_OVERRIDE, as scripts/test.sh builds):
+# jemalloc's defaults then apply and memory figures are not the shipped ones.
+allocator_note() {
+    local conf
+    conf=$(MALLOC_CONF=stats_print:true "$1" --version 2>&1 >/dev/null |
+        sed -n 's/^ *config\.malloc_conf: "\(.*\)"$/\1/p')
+    if [ -n "$conf" ]; then
+        echo "jemalloc $conf"
+    else
+        echo "WARNING: jemalloc without the shipped settings (built with JEMALLOC_OVERRIDE?): memory is not the shipped binary's"
+    fi
 }
 
 # --- MongoDB ----------------------------------------------------------------

@@ -88,6 +88,7 @@ elif [ -n "$BACKUP_BUILT_HERE" ]; then
 else
     OUR_VERSION="prebuilt $BACKUP_BIN"
 fi
+OUR_VERSION="$OUR_VERSION, $(allocator_note "$BACKUP_BIN")"
 
 # --- helpers ----------------------------------------------------------------
 

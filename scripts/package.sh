@@ -32,6 +32,10 @@ if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
     --no-default-features --features gzip
 fi
 [ "$tool_only" = 0 ] || exit 0
+# A package ships the allocator settings of .cargo/config.toml, which a
+# prebuilt jemalloc (JEMALLOC_OVERRIDE, set by scripts/test.sh) lacks; the
+# packaging test's dev build may keep it.
+[ "$profile" = dev ] || unset JEMALLOC_OVERRIDE
 if [ "$build" = 1 ]; then
   cargo build --locked --profile "$profile" -p backup-cli -p backup-daemon
 fi
