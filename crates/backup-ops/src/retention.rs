@@ -333,8 +333,7 @@ pub async fn apply_retention(
         return Ok(None);
     };
     repo.require_deletes(&format!("the retention of job {}", job.name))?;
-    let outcome = retain(repo, &job.name, &retention.policy, lock_wait).await?;
-    let mut outcome = outcome;
+    let mut outcome = retain(repo, &job.name, &retention.policy, lock_wait).await?;
     if retention.prune && !outcome.removed.is_empty() {
         outcome.prune = Some(
             prune(

@@ -419,7 +419,7 @@ impl CanaryPoint {
                 Err(e) if written.elapsed() > self.wait => {
                     return Err(Error::usage(format!(
                         "the drill's canary, written at {}, was not restorable after {}: is the job's capture running (capture = \"continuous\")? ({})",
-                        describe_point(&point),
+                        backup_sources::capture::describe_target(&opts),
                         crate::report::human_seconds(self.wait.as_secs_f64()),
                         backup_core::error::report(&e)
                     )));
@@ -427,17 +427,6 @@ impl CanaryPoint {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
             }
         }
-    }
-}
-
-/// A stream point for people (`oplog timestamp 1700000000:5`).
-fn describe_point(point: &RecoveryPoint) -> String {
-    match point {
-        RecoveryPoint::OplogTs { seconds, increment } => {
-            format!("oplog timestamp {seconds}:{increment}")
-        }
-        RecoveryPoint::ReplOffset(o) => format!("replication offset {o}"),
-        other => format!("{other:?}"),
     }
 }
 

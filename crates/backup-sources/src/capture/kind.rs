@@ -403,25 +403,6 @@ pub(crate) fn oplog_parts(position: &str) -> Option<(u32, u32)> {
     ))
 }
 
-/// Parses `SECONDS:INCREMENT` (as `--at-ts` and `mongorestore
-/// --oplogLimit` write it).
-///
-/// # Errors
-///
-/// [`Error::Config`] naming the expected form.
-pub fn parse_oplog_ts(s: &str) -> Result<(u32, u32)> {
-    let bad = || {
-        Error::Config(format!(
-            "`{s}` is not an oplog timestamp: use SECONDS:INCREMENT, for example 1700000000:5"
-        ))
-    };
-    let (t, i) = s.split_once(':').ok_or_else(bad)?;
-    Ok((
-        t.trim().parse().map_err(|_| bad())?,
-        i.trim().parse().map_err(|_| bad())?,
-    ))
-}
-
 /// The base point of a MongoDB snapshot: its replica set and the entry
 /// after its oplog window's end.
 fn mongo_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
@@ -514,8 +495,6 @@ mod tests {
             ..RestoreOptions::default()
         };
         assert!(k.until(&lsn).is_err());
-        assert!(parse_oplog_ts("1700000000").is_err());
-        assert!(parse_oplog_ts("x:1").is_err());
         assert_eq!(CaptureKind::of("mongodb-oplog"), Some(k));
         assert_eq!(CaptureKind::of("other"), None);
         let wal = Position::Wal {

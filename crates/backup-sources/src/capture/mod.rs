@@ -46,8 +46,8 @@ pub use driver::{describe_target, Planned, RestorePlan};
 #[cfg(feature = "mongodb")]
 pub(crate) use kind::oplog_parts;
 pub use kind::{
-    base_identities, parse_oplog_ts, point_flag, point_owner, position_offset, BasePoint,
-    CaptureKind, Position, Words,
+    base_identities, point_flag, point_owner, position_offset, BasePoint, CaptureKind, Position,
+    Words,
 };
 pub use stream::{Piece, Stream, StreamDriver};
 pub use window::{Base, Gap, Inventory, SourceWindows, Window};

@@ -70,11 +70,6 @@ impl DataDirectory {
 
 impl StartedServer {
     /// Never called in this build.
-    pub fn seconds_to_ready(&self) -> f64 {
-        0.0
-    }
-
-    /// Never called in this build.
     pub async fn stop(self) -> Option<String> {
         None
     }

@@ -21,10 +21,12 @@ mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "postgres")]
+pub use crate::postgres::physical::stop_leftover_server;
 #[cfg(all(feature = "files", not(feature = "postgres")))]
 pub use disabled::{stop_leftover_server, DataDirectory, StartedServer};
 #[cfg(feature = "postgres")]
-pub use postgres::{stop_leftover_server, DataDirectory, StartedServer};
+pub use postgres::{DataDirectory, StartedServer};
 
 use backup_core::redact::redact_url;
 use backup_core::snapshot::Snapshot;

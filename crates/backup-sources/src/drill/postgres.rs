@@ -286,25 +286,10 @@ impl DataDirectory {
 }
 
 impl StartedServer {
-    /// Seconds until it accepted connections.
-    pub fn seconds_to_ready(&self) -> f64 {
-        self.server.seconds_to_ready()
-    }
-
     /// Stops it; returns where recovery became consistent, from its log.
     pub async fn stop(self) -> Option<String> {
         self.server.stop().await.consistent_at
     }
-}
-
-/// Stops a server a killed drill left running on `data_dir`; returns
-/// whether there was one.
-///
-/// # Errors
-///
-/// Signals that cannot be sent.
-pub async fn stop_leftover_server(data_dir: &std::path::Path) -> Result<bool> {
-    crate::postgres::physical::stop_leftover_server(data_dir).await
 }
 
 #[cfg(test)]

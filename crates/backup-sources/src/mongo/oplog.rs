@@ -129,7 +129,9 @@ pub(crate) fn plan_entry(entry: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
     }
 }
 
-fn bad(entry: &Document, why: &str) -> Error {
+/// The error for an oplog entry that cannot be replayed: why, and the
+/// entry (its first 300 bytes).
+pub(crate) fn bad(entry: &Document, why: &str) -> Error {
     let mut shown = format!("{entry}");
     if shown.len() > 300 {
         let mut cut = 300;

@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::super::conn::Conn;
-use super::super::oplog::{plan_entry, Op};
+use super::super::oplog::{bad, plan_entry, Op};
 use super::super::Ts;
 use super::split::DocSplitter;
 use super::state::Restore;
@@ -271,12 +271,12 @@ impl<'a> Replayer<'a> {
     async fn apply_ops(&mut self, entry: &Document, o: &Document) -> Result<()> {
         let ops: Vec<Document> = o
             .get_array("applyOps")
-            .map_err(|_| bad_entry(entry, "applyOps is not an array"))?
+            .map_err(|_| bad(entry, "applyOps is not an array"))?
             .iter()
             .map(|d| {
                 d.as_document()
                     .cloned()
-                    .ok_or_else(|| bad_entry(entry, "an applyOps operation is not a document"))
+                    .ok_or_else(|| bad(entry, "an applyOps operation is not a document"))
             })
             .collect::<Result<_>>()?;
         let key = txn_key(entry);
@@ -284,7 +284,7 @@ impl<'a> Replayer<'a> {
         let prepare = o.get_bool("prepare").unwrap_or(false);
         if partial || prepare {
             let Some(key) = key else {
-                return Err(bad_entry(
+                return Err(bad(
                     entry,
                     "a partial or prepared transaction without lsid and txnNumber",
                 ));
@@ -596,19 +596,6 @@ fn txn_key(entry: &Document) -> Option<TxnKey> {
         _ => return None,
     };
     Some((id, n))
-}
-
-fn bad_entry(entry: &Document, why: &str) -> Error {
-    let mut shown = format!("{entry}");
-    if shown.len() > 300 {
-        let mut cut = 300;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
-        shown.push_str("...");
-    }
-    Error::target_failed(format!("cannot replay oplog entry ({why}): {shown}"))
 }
 
 async fn join(task: JoinHandle<Result<()>>) -> Result<()> {
