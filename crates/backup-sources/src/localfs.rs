@@ -1,29 +1,158 @@
 //! Local files as tree nodes: the metadata a node records and reading
 //! without touching access times (the files source, local base backups).
 
+use std::ffi::CStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use backup_core::tree::{FsName, Node, NodeKind};
+use backup_core::tree::{FileFlag, FsName, Node, NodeKind};
+use rustix::fs::{AtFlags, FileType, StatxAttributes, StatxFlags};
+
+/// An entry's metadata as one `statx` returns it: what a node records, and
+/// the inode flags (immutable, append-only, no-dump) that std's
+/// [`Metadata`] does not expose, which would take a second `statx`.
+#[derive(Debug, Clone)]
+pub(crate) struct Stat {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    len: u64,
+    nlink: u64,
+    ino: u64,
+    dev: u64,
+    rdev: u64,
+    blocks: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    /// Read for regular files and directories only; empty when the file
+    /// system reports none, and for a [`Stat`] made from a [`Metadata`].
+    flags: Vec<FileFlag>,
+}
+
+impl Stat {
+    /// The metadata of `name` in the open directory `dir`, not following a
+    /// symbolic link: relative to the directory, which spares the kernel a
+    /// walk of the whole path.
+    pub(crate) fn at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+        Stat::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// The metadata of `path`, following a symbolic link when `follow`.
+    pub(crate) fn of(path: &Path, follow: bool) -> io::Result<Stat> {
+        let flags = if follow {
+            AtFlags::empty()
+        } else {
+            AtFlags::SYMLINK_NOFOLLOW
+        };
+        Stat::statx(rustix::fs::CWD, path, flags)
+    }
+
+    fn statx<P: rustix::path::Arg>(
+        dir: BorrowedFd<'_>,
+        path: P,
+        flags: AtFlags,
+    ) -> io::Result<Stat> {
+        let st = rustix::fs::statx(dir, path, flags, StatxFlags::BASIC_STATS)?;
+        let ns = |t: rustix::fs::StatxTimestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
+        let mut s = Stat {
+            mode: u32::from(st.stx_mode),
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            len: st.stx_size,
+            nlink: u64::from(st.stx_nlink),
+            ino: st.stx_ino,
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+            blocks: st.stx_blocks,
+            mtime_ns: ns(st.stx_mtime),
+            ctime_ns: ns(st.stx_ctime),
+            flags: Vec::new(),
+        };
+        if s.is_file() || s.is_dir() {
+            let a = st.stx_attributes & st.stx_attributes_mask;
+            s.flags = [
+                (StatxAttributes::IMMUTABLE, FileFlag::Immutable),
+                (StatxAttributes::APPEND, FileFlag::Append),
+                (StatxAttributes::NODUMP, FileFlag::Nodump),
+            ]
+            .into_iter()
+            .filter(|(bit, _)| a.contains(*bit))
+            .map(|(_, f)| f)
+            .collect();
+        }
+        Ok(s)
+    }
+
+    /// The kind of file.
+    pub(crate) fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.mode)
+    }
+
+    /// A directory.
+    pub(crate) fn is_dir(&self) -> bool {
+        self.file_type() == FileType::Directory
+    }
+
+    /// A regular file.
+    pub(crate) fn is_file(&self) -> bool {
+        self.file_type() == FileType::RegularFile
+    }
+
+    /// Size in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The device of the file system holding it.
+    pub(crate) fn dev(&self) -> u64 {
+        self.dev
+    }
+}
+
+impl From<&Metadata> for Stat {
+    /// The same fields from std's metadata, without inode flags.
+    fn from(m: &Metadata) -> Stat {
+        Stat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            len: m.len(),
+            nlink: m.nlink(),
+            ino: m.ino(),
+            dev: m.dev(),
+            rdev: m.rdev(),
+            blocks: m.blocks(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            flags: Vec::new(),
+        }
+    }
+}
 
 /// A node with the metadata every entry records: permissions, owner,
 /// modification and change times, inode.
-pub(crate) fn node_from(name: FsName, kind: NodeKind, m: &Metadata) -> Node {
+pub(crate) fn node_from(name: FsName, kind: NodeKind, m: &Stat) -> Node {
     let mut n = Node::new(name, kind);
     set_stat(&mut n, m);
     n
 }
 
+/// [`node_from`] from std's metadata (no inode flags).
+pub(crate) fn node_from_meta(name: FsName, kind: NodeKind, m: &Metadata) -> Node {
+    node_from(name, kind, &Stat::from(m))
+}
+
 /// Sets the metadata [`node_from`] records from `m`.
-fn set_stat(n: &mut Node, m: &Metadata) {
-    n.mode = Some(m.mode() & 0o7777);
-    n.uid = Some(m.uid());
-    n.gid = Some(m.gid());
-    n.mtime_ns = Some(m.mtime() * 1_000_000_000 + m.mtime_nsec());
-    n.ctime_ns = Some(m.ctime() * 1_000_000_000 + m.ctime_nsec());
-    n.inode = Some(m.ino());
+fn set_stat(n: &mut Node, m: &Stat) {
+    n.mode = Some(m.mode & 0o7777);
+    n.uid = Some(m.uid);
+    n.gid = Some(m.gid);
+    n.mtime_ns = Some(m.mtime_ns);
+    n.ctime_ns = Some(m.ctime_ns);
+    n.inode = Some(m.ino);
 }
 
 /// Opens a file for reading without updating its access time where the
@@ -68,7 +197,7 @@ impl Watched {
     pub(crate) fn open(path: &Path, node: &mut Node) -> io::Result<Watched> {
         let file = open_noatime(path)?;
         let m = file.metadata()?;
-        set_stat(node, &m);
+        set_stat(node, &Stat::from(&m));
         node.size = m.len();
         Ok(Watched {
             file,
@@ -105,39 +234,36 @@ impl SystemMeta {
         &mut self,
         node: &mut Node,
         path: &Path,
-        m: &Metadata,
+        m: &Stat,
         attrs: Attrs,
     ) -> Option<String> {
         node.user
-            .clone_from(self.users.entry(m.uid()).or_insert_with(|| {
-                nix::unistd::User::from_uid(m.uid().into())
+            .clone_from(self.users.entry(m.uid).or_insert_with(|| {
+                nix::unistd::User::from_uid(m.uid.into())
                     .ok()
                     .flatten()
                     .map(|u| u.name)
             }));
         node.group
-            .clone_from(self.groups.entry(m.gid()).or_insert_with(|| {
-                nix::unistd::Group::from_gid(m.gid().into())
+            .clone_from(self.groups.entry(m.gid).or_insert_with(|| {
+                nix::unistd::Group::from_gid(m.gid.into())
                     .ok()
                     .flatten()
                     .map(|g| g.name)
             }));
-        let ft = m.file_type();
-        if ft.is_file() {
-            if m.nlink() > 1 {
-                node.links = Some(m.nlink());
-                node.device = Some(m.dev());
+        match m.file_type() {
+            FileType::RegularFile => {
+                if m.nlink > 1 {
+                    node.links = Some(m.nlink);
+                    node.device = Some(m.dev);
+                }
+                // Fewer allocated blocks than bytes: the file has holes.
+                node.sparse = m.blocks.saturating_mul(512) < m.len;
             }
-            // Fewer allocated blocks than bytes: the file has holes.
-            node.sparse = m.blocks().saturating_mul(512) < m.len();
+            FileType::CharacterDevice | FileType::BlockDevice => node.rdev = Some(m.rdev),
+            _ => {}
         }
-        {
-            use std::os::unix::fs::FileTypeExt;
-            if ft.is_char_device() || ft.is_block_device() {
-                node.rdev = Some(m.rdev());
-            }
-        }
-        node.flags = attrs.flags;
+        node.flags.clone_from(&m.flags);
         match attrs.xattrs {
             Ok(x) => {
                 node.xattrs = x;
@@ -151,26 +277,18 @@ impl SystemMeta {
     }
 }
 
-/// What an entry records beyond its `lstat`: inode flags and extended
-/// attributes. Read with the listing of the entry's directory, so that
-/// these two calls per entry run on the listing threads, ahead of the
-/// walk, rather than one after another in it.
+/// What an entry records beyond its [`Stat`]: extended attributes. Read
+/// with the listing of the entry's directory, so that this call per entry
+/// runs on the listing threads, ahead of the walk, rather than in it.
 #[derive(Debug)]
 pub(crate) struct Attrs {
-    flags: Vec<backup_core::tree::FileFlag>,
     xattrs: io::Result<Vec<backup_core::tree::Xattr>>,
 }
 
 impl Attrs {
-    /// Reads the attributes of `path`, described by `m`.
-    pub(crate) fn read(path: &Path, m: &Metadata) -> Attrs {
-        let ft = m.file_type();
+    /// Reads the attributes of `path`.
+    pub(crate) fn read(path: &Path) -> Attrs {
         Attrs {
-            flags: if ft.is_file() || ft.is_dir() {
-                inode_flags(path)
-            } else {
-                Vec::new()
-            },
             xattrs: read_xattrs(path),
         }
     }
@@ -201,31 +319,6 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<backup_core::tree::Xattr>> {
     Ok(out)
 }
 
-/// The inode flags a node records, from `statx`'s attributes (no open
-/// needed). Empty when the file system reports none.
-fn inode_flags(path: &Path) -> Vec<backup_core::tree::FileFlag> {
-    use backup_core::tree::FileFlag;
-    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
-    let Ok(st) = rustix::fs::statx(
-        rustix::fs::CWD,
-        path,
-        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-        StatxFlags::empty(),
-    ) else {
-        return Vec::new();
-    };
-    let a = st.stx_attributes & st.stx_attributes_mask;
-    [
-        (StatxAttributes::IMMUTABLE, FileFlag::Immutable),
-        (StatxAttributes::APPEND, FileFlag::Append),
-        (StatxAttributes::NODUMP, FileFlag::Nodump),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| a.contains(*bit))
-    .map(|(_, f)| f)
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -241,7 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"old").unwrap();
-        let listed = std::fs::metadata(&path).unwrap();
+        let listed = Stat::of(&path, false).unwrap();
         let mut node = node_from(FsName::from("f"), NodeKind::File, &listed);
         node.size = listed.len();
         std::fs::write(&path, b"newer").unwrap();

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,38 +18,59 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use backup_core::filter::PathFilter;
 
-use crate::localfs::Attrs;
+use crate::localfs::{Attrs, Stat};
 
-/// A directory's entries, sorted by name, each with its `lstat` metadata
-/// and, when that was read, its [`Attrs`].
+/// A directory's entries, sorted by name, each with its [`Stat`] (not
+/// following symbolic links) and, when that was read, its [`Attrs`].
 #[derive(Default)]
 pub(super) struct Listing {
     /// The directory could not be opened.
     pub(super) error: Option<io::Error>,
     /// Errors met while reading entries (the rest are still listed).
     pub(super) entry_errors: Vec<io::Error>,
-    pub(super) entries: Vec<(OsString, io::Result<Metadata>, Option<Attrs>)>,
+    pub(super) entries: Vec<(OsString, io::Result<Stat>, Option<Attrs>)>,
 }
 
 impl Listing {
-    /// Lists `dir`. Metadata comes from `fstatat` relative to the open
-    /// directory, which spares the kernel a walk of the whole path per entry.
+    /// Lists `dir`. Each entry takes one `statx` relative to the open
+    /// directory (which spares the kernel a walk of the whole path) for
+    /// its metadata and inode flags, and one `llistxattr`.
     pub(super) fn read(dir: &Path) -> Listing {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::unix::ffi::OsStringExt;
         let mut l = Listing::default();
-        match fs::read_dir(dir) {
-            Err(e) => l.error = Some(e),
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => {
-                            let m = e.metadata();
-                            let attrs = m.as_ref().ok().map(|m| Attrs::read(&e.path(), m));
-                            l.entries.push((e.file_name(), m, attrs));
-                        }
-                        Err(e) => l.entry_errors.push(e),
-                    }
-                }
+        let opened = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(rustix::fs::Dir::new);
+        let mut d = match opened {
+            Ok(d) => d,
+            Err(e) => {
+                l.error = Some(e.into());
+                return l;
             }
+        };
+        while let Some(e) = d.read() {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    l.entry_errors.push(e.into());
+                    continue;
+                }
+            };
+            let name = e.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let m = d
+                .fd()
+                .map_err(io::Error::from)
+                .and_then(|fd| Stat::at(fd, name));
+            let name = OsString::from_vec(name.to_bytes().to_vec());
+            let attrs = m.as_ref().ok().map(|_| Attrs::read(&dir.join(&name)));
+            l.entries.push((name, m, attrs));
         }
         l.entries.sort_by(|a, b| {
             use std::os::unix::ffi::OsStrExt;
@@ -79,7 +99,6 @@ impl Descend {
     /// The subdirectories of `dir`, listed in `l`, that the walk would
     /// enter, in walk order.
     fn subdirectories(&self, dir: &Path, l: &Listing) -> Vec<PathBuf> {
-        use std::os::unix::fs::MetadataExt;
         let marked = l
             .entries
             .iter()
@@ -422,7 +441,7 @@ mod tests {
             "cache/z",
             "excluded/w",
         ] {
-            fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::create_dir_all(root.join(d)).unwrap();
         }
         for (i, f) in [
             "a/1",
@@ -435,7 +454,7 @@ mod tests {
         .iter()
         .enumerate()
         {
-            fs::write(root.join(f), vec![b'x'; i]).unwrap();
+            std::fs::write(root.join(f), vec![b'x'; i]).unwrap();
         }
         let filter = PathFilter::new(&[], &["excluded".to_owned()]).unwrap();
         let enter = |n: &str| !matches!(n, "skip" | "excluded" | "cache");

@@ -1,6 +1,6 @@
 //! The files source.
 
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use backup_core::tree::{FsName, Node, NodeKind};
 use backup_core::{Error, Result};
 
 use super::listing::{Descend, Listing, Prefetch};
-use crate::localfs::{node_from, Attrs, SystemMeta, Watched};
+use crate::localfs::{node_from, Attrs, Stat, SystemMeta, Watched};
 
 use crate::{FilesOptions, Selection};
 
@@ -62,7 +62,7 @@ impl FilesSource {
             excludes.extend(read_exclude_file(f)?);
         }
         let filter = PathFilter::new(&[], &excludes)?;
-        let meta = fs::metadata(root).map_err(|e| {
+        let meta = Stat::of(root, true).map_err(|e| {
             Error::source_caused(format!("cannot read source {}", root.display()), e)
         })?;
         if !(meta.is_dir() || meta.is_file()) {
@@ -89,10 +89,7 @@ impl FilesSource {
             ));
         };
         let walk = WalkOptions {
-            device: files.one_file_system.then(|| {
-                use std::os::unix::fs::MetadataExt;
-                meta.dev()
-            }),
+            device: files.one_file_system.then(|| meta.dev()),
             exclude_caches: files.exclude_caches,
             markers: files
                 .exclude_if_present
@@ -399,8 +396,7 @@ impl Walker {
     /// Whether the walk will list the directory `rel` (for listing ahead):
     /// on the source's file system, and listed or on the way to a listed
     /// path.
-    fn walks_into(&self, rel: &Path, m: &Metadata, inside: bool) -> bool {
-        use std::os::unix::fs::MetadataExt;
+    fn walks_into(&self, rel: &Path, m: &Stat, inside: bool) -> bool {
         self.opts.device.is_none_or(|d| d == m.dev())
             && (inside
                 || self
@@ -434,11 +430,11 @@ impl Walker {
         name: FsName,
         kind: NodeKind,
         path: &Path,
-        meta: &Metadata,
+        meta: &Stat,
         attrs: Option<Attrs>,
     ) -> (Node, bool) {
         let mut node = node_from(name, kind, meta);
-        let attrs = attrs.unwrap_or_else(|| Attrs::read(path, meta));
+        let attrs = attrs.unwrap_or_else(|| Attrs::read(path));
         let problem = self.meta.borrow_mut().add(&mut node, path, meta, attrs);
         let alive = problem.is_none_or(|m| self.warn(m));
         (node, alive)
@@ -520,7 +516,6 @@ impl Walker {
             }
             let name = FsName::from_os(&name);
             let ok = if meta.is_dir() {
-                use std::os::unix::fs::MetadataExt;
                 let (node, alive) = self.node(name, NodeKind::Dir, &path, &meta, attrs);
                 // A mount point of another file system is kept, empty.
                 let other_fs = self.opts.device.is_some_and(|d| d != meta.dev());
@@ -544,26 +539,22 @@ impl Walker {
         path: &Path,
         rel: &Path,
         name: FsName,
-        meta: &Metadata,
+        meta: &Stat,
         attrs: Option<Attrs>,
     ) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        let ft = meta.file_type();
-        let kind = if ft.is_file() {
-            NodeKind::File
-        } else if ft.is_symlink() {
-            NodeKind::Symlink
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else if ft.is_char_device() {
-            NodeKind::Chardev
-        } else if ft.is_block_device() {
-            NodeKind::Blockdev
-        } else {
-            return self.send(Item::Note(format!(
-                "{}: socket skipped (a socket belongs to the program listening on it, which creates it again)",
-                rel.display()
-            )));
+        use rustix::fs::FileType;
+        let kind = match meta.file_type() {
+            FileType::RegularFile => NodeKind::File,
+            FileType::Symlink => NodeKind::Symlink,
+            FileType::Fifo => NodeKind::Fifo,
+            FileType::CharacterDevice => NodeKind::Chardev,
+            FileType::BlockDevice => NodeKind::Blockdev,
+            _ => {
+                return self.send(Item::Note(format!(
+                    "{}: socket skipped (a socket belongs to the program listening on it, which creates it again)",
+                    rel.display()
+                )))
+            }
         };
         let (mut node, alive) = self.node(name, kind, path, meta, attrs);
         if !alive {

@@ -17,7 +17,7 @@ use super::super::lsn::Lsn;
 use super::super::remote::reusable;
 use super::reader::{FileReader, ReadRules};
 use super::state::LocalSource;
-use crate::localfs::{node_from, open_noatime};
+use crate::localfs::{node_from_meta, open_noatime};
 
 impl LocalSource {
     /// The entries of a relation file the parent holds, as its base (the
@@ -38,7 +38,7 @@ impl LocalSource {
     ) -> Option<(Item, Item)> {
         let parent = self.parent_relations.get(manifest_path)?;
         let key = std::str::from_utf8(manifest_path).ok()?;
-        let mut disk = node_from(name.clone(), NodeKind::File, meta);
+        let mut disk = node_from_meta(name.clone(), NodeKind::File, meta);
         disk.size = meta.len();
         let old = match &parent.delta {
             Some(_) => Some(self.parent_deltas.files.get(key)?),

@@ -19,7 +19,7 @@ use super::super::meta::{BackupLabel, MANIFEST_FILE};
 use super::reader::{FileRecord, ReadRules, Shared};
 use super::state::{LocalSource, Stop};
 use super::walk::plain_dir;
-use crate::localfs::node_from;
+use crate::localfs::node_from_meta;
 use crate::postgres::conn::{query_error, Side};
 
 impl LocalSource {
@@ -67,7 +67,7 @@ impl LocalSource {
         let wal_dir = self.pgdata.join("pg_wal");
         let meta = fs::metadata(&wal_dir)
             .map_err(|e| Error::source_caused(format!("reading {}", wal_dir.display()), e))?;
-        let mut wal_node = node_from(FsName::from("pg_wal"), NodeKind::Dir, &meta);
+        let mut wal_node = node_from_meta(FsName::from("pg_wal"), NodeKind::Dir, &meta);
         wal_node.ctime_ns = None;
         self.queue.push_back(Item::Enter(wal_node));
         let mut history = Vec::new();

@@ -18,7 +18,7 @@ use super::super::delta;
 use super::super::meta::{DATA_DIR, TABLESPACES_DIR};
 use super::reader::{FileReader, FileRecord, ReadRules, Tracked};
 use super::state::{DirWalk, LocalSource, Tree};
-use crate::localfs::node_from;
+use crate::localfs::node_from_meta;
 
 /// Directories whose contents are left out (the directory itself is kept).
 const EMPTY_DIRS: [&str; 7] = [
@@ -73,7 +73,7 @@ impl LocalSource {
             })?;
             self.queue
                 .push_back(Item::Enter(plain_dir(&ts.oid.to_string())));
-            self.queue.push_back(Item::Enter(node_from(
+            self.queue.push_back(Item::Enter(node_from_meta(
                 FsName::from(self.cluster.tablespace_dir.as_str()),
                 NodeKind::Dir,
                 &meta,
@@ -182,7 +182,7 @@ impl LocalSource {
             }
             mpath.extend_from_slice(n);
             if meta.is_dir() {
-                let node = node_from(name.clone(), NodeKind::Dir, &meta);
+                let node = node_from_meta(name.clone(), NodeKind::Dir, &meta);
                 if top_level && (n == b"global" || n == b"pg_wal") {
                     continue;
                 }
@@ -205,7 +205,7 @@ impl LocalSource {
                 let target = fs::read_link(&path).map_err(|e| {
                     Error::source_caused(format!("reading link {}", path.display()), e)
                 })?;
-                let mut node = node_from(name, NodeKind::Symlink, &meta);
+                let mut node = node_from_meta(name, NodeKind::Symlink, &meta);
                 node.link_target = Some(FsName::from_os(target.as_os_str()));
                 return Ok(Some(Item::Leaf {
                     node,
@@ -239,7 +239,7 @@ impl LocalSource {
     pub(super) fn begin_data_dir(&mut self) -> Result<()> {
         let meta = fs::metadata(&self.pgdata)
             .map_err(|e| Error::source_caused(format!("reading {}", self.pgdata.display()), e))?;
-        let mut node = node_from(FsName::from(DATA_DIR), NodeKind::Dir, &meta);
+        let mut node = node_from_meta(FsName::from(DATA_DIR), NodeKind::Dir, &meta);
         node.ctime_ns = None;
         node.inode = None;
         self.queue.push_back(Item::Enter(node));
@@ -271,7 +271,7 @@ impl LocalSource {
         manifest_path: Vec<u8>,
         rules: ReadRules,
     ) -> Item {
-        let mut node = node_from(name, NodeKind::File, meta);
+        let mut node = node_from_meta(name, NodeKind::File, meta);
         node.size = meta.len();
         let tracked = self.track(meta, &path, manifest_path);
         let start_lsn = self.start_lsn;
@@ -312,7 +312,7 @@ impl LocalSource {
         let dir = self.pgdata.join("global");
         let meta = fs::metadata(&dir)
             .map_err(|e| Error::source_caused(format!("reading {}", dir.display()), e))?;
-        self.queue.push_back(Item::Enter(node_from(
+        self.queue.push_back(Item::Enter(node_from_meta(
             FsName::from("global"),
             NodeKind::Dir,
             &meta,
