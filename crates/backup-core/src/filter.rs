@@ -109,9 +109,12 @@ impl Patterns {
 
     /// Whether the path or one of its ancestors matches.
     fn matches_or_ancestor(&self, rel: &Path) -> bool {
-        rel.ancestors()
-            .filter(|a| !a.as_os_str().is_empty())
-            .any(|a| self.matches_self(a))
+        // No patterns: no walk up the path (once per restored entry).
+        !self.empty
+            && rel
+                .ancestors()
+                .filter(|a| !a.as_os_str().is_empty())
+                .any(|a| self.matches_self(a))
     }
 }
 
