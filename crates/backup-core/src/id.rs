@@ -81,8 +81,24 @@ impl Serialize for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // A visitor of `&str`, borrowed or not: no `String` per id (index
+        // files and trees hold tens of thousands of them).
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a 64-digit hex identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Id, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> std::result::Result<Id, E> {
+                std::str::from_utf8(b)
+                    .map_err(E::custom)
+                    .and_then(|s| self.visit_str(s))
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
