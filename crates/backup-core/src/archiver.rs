@@ -21,7 +21,6 @@ mod options;
 mod read;
 mod walk;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -95,22 +94,7 @@ pub async fn backup(
     for p in &outcome.packs {
         index.add_pack(p.id, p.size, &p.blobs);
     }
-    let stats_src = ctx.saver.stats();
-    let c = &ctx.counters;
-    let stats = SnapshotStats {
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        logical_bytes: c.logical.load(Ordering::Relaxed),
-        bytes_added: stats_src.bytes_added.load(Ordering::Relaxed),
-        bytes_stored: stats_src.bytes_stored.load(Ordering::Relaxed),
-        files: c.files.load(Ordering::Relaxed),
-        dirs: c.dirs.load(Ordering::Relaxed),
-        symlinks: c.symlinks.load(Ordering::Relaxed),
-        streams: c.streams.load(Ordering::Relaxed),
-        files_unchanged: c.unchanged.load(Ordering::Relaxed),
-        blobs_added: stats_src.blobs_added.load(Ordering::Relaxed),
-        packs_added: stats_src.packs_added.load(Ordering::Relaxed),
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
+    let stats = ctx.stats(started);
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
         time: opts.time.unwrap_or_else(Utc::now),

@@ -40,10 +40,10 @@ use backup_core::lock::LockMode;
 use backup_core::reader::SnapshotReader;
 use backup_core::repo::Repository;
 use backup_core::rewrite::{rewrite as rewrite_snapshot, ContentFilter, Edits};
-use backup_core::snapshot::{Rewritten, SnapshotFilter};
+use backup_core::snapshot::{Rewritten, SnapshotEntry, SnapshotFilter};
 use backup_core::tree::Node;
 use backup_core::{FileKind, Id};
-use backup_sources::erase::{Counts, Erasures};
+use backup_sources::erase::{Counts, Erasures, KindEdits};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -218,31 +218,8 @@ pub async fn rewrite(
         let mut idx = repo.clone().load_index().await?;
         let (all, _) = repo.snapshots().await?;
         let selected = crate::tags::select(repo, &req.snapshots, &req.filter, &all).await?;
-        // Plan every snapshot before writing anything.
         let excludes = PathFilter::new(&[], &req.excludes)?;
-        let mut planned = Vec::new();
-        let mut applies: Vec<String> = Vec::new();
-        for entry in selected {
-            let reader = SnapshotReader::new(idx.clone(), entry.clone());
-            let kind = backup_sources::kind::erase_edits(&reader, &req.erasures).await?;
-            applies.extend(kind.applies.iter().cloned());
-            planned.push((entry, kind));
-        }
-        for d in req.erasures.describe() {
-            if !applies.contains(&d) {
-                if d.starts_with("redis:") {
-                    return Err(Error::from(backup_core::Error::not_found(format!(
-                        "a Redis snapshot among the {} selected snapshots for --redis-delete; nothing was changed",
-                        planned.len()
-                    ))));
-                }
-                let what = d.split(':').next().unwrap_or(&d).to_owned();
-                return Err(Error::from(backup_core::Error::not_found(format!(
-                    "`{what}` in the {} selected snapshots (`backup ls SNAPSHOT` lists their tables and collections); nothing was changed",
-                    planned.len()
-                ))));
-            }
-        }
+        let planned = plan_erasures(&idx, &req.erasures, selected).await?;
         let mut result = RewriteResult {
             dry_run: req.dry_run,
             ..RewriteResult::default()
@@ -358,6 +335,44 @@ pub async fn rewrite(
         );
     }
     Ok(result)
+}
+
+/// The edits `erasures` make to each selected snapshot, planned for every
+/// snapshot before anything is written.
+///
+/// # Errors
+///
+/// [`NotFound`](backup_core::Error::NotFound) for an erasure that no
+/// selected snapshot holds; errors reading the snapshots.
+async fn plan_erasures(
+    idx: &backup_core::repo::IndexedRepository,
+    erasures: &Erasures,
+    selected: Vec<SnapshotEntry>,
+) -> Result<Vec<(SnapshotEntry, KindEdits)>> {
+    let mut planned = Vec::new();
+    let mut applies: Vec<String> = Vec::new();
+    for entry in selected {
+        let reader = SnapshotReader::new(idx.clone(), entry.clone());
+        let kind = backup_sources::kind::erase_edits(&reader, erasures).await?;
+        applies.extend(kind.applies.iter().cloned());
+        planned.push((entry, kind));
+    }
+    for d in erasures.describe() {
+        if !applies.contains(&d) {
+            if d.starts_with("redis:") {
+                return Err(Error::from(backup_core::Error::not_found(format!(
+                    "a Redis snapshot among the {} selected snapshots for --redis-delete; nothing was changed",
+                    planned.len()
+                ))));
+            }
+            let what = d.split(':').next().unwrap_or(&d).to_owned();
+            return Err(Error::from(backup_core::Error::not_found(format!(
+                "`{what}` in the {} selected snapshots (`backup ls SNAPSHOT` lists their tables and collections); nothing was changed",
+                planned.len()
+            ))));
+        }
+    }
+    Ok(planned)
 }
 
 /// The rewrites as the audit record keeps them: ids and counts, not the

@@ -2,14 +2,16 @@
 //! the chunking parameters, the counters behind the snapshot's statistics,
 //! the warnings and the progress reporter.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use crate::chunker::Chunking;
 use crate::config::ChunkerParams;
 use crate::crypto::BlobHasher;
 use crate::progress::Progress;
 use crate::saver::SaverHandle;
+use crate::snapshot::SnapshotStats;
 
 /// What a run counted, for the snapshot's statistics.
 #[derive(Default)]
@@ -50,5 +52,25 @@ impl Ctx {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(msg);
+    }
+
+    /// The snapshot's statistics for a run that began at `started`.
+    pub(super) fn stats(&self, started: Instant) -> SnapshotStats {
+        let saved = self.saver.stats();
+        let c = &self.counters;
+        SnapshotStats {
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            logical_bytes: c.logical.load(Ordering::Relaxed),
+            bytes_added: saved.bytes_added.load(Ordering::Relaxed),
+            bytes_stored: saved.bytes_stored.load(Ordering::Relaxed),
+            files: c.files.load(Ordering::Relaxed),
+            dirs: c.dirs.load(Ordering::Relaxed),
+            symlinks: c.symlinks.load(Ordering::Relaxed),
+            streams: c.streams.load(Ordering::Relaxed),
+            files_unchanged: c.unchanged.load(Ordering::Relaxed),
+            blobs_added: saved.blobs_added.load(Ordering::Relaxed),
+            packs_added: saved.packs_added.load(Ordering::Relaxed),
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
     }
 }

@@ -392,28 +392,7 @@ pub async fn dump_collection_at(
             "a collection is written as json or bson, not {format}"
         )));
     }
-    let (name, db, coll) = match one_row(snapshot, path) {
-        Ok((_, row)) => match row.path.as_slice() {
-            [db, coll] => (row.name.clone(), db.clone(), coll.clone()),
-            _ => {
-                return Err(snapshot.damaged(format!("collection without a database: {}", row.name)))
-            }
-        },
-        // Not in the base: perhaps created after it.
-        Err(Error::NotFound { .. }) => {
-            let (db, coll) = path
-                .trim_matches('/')
-                .split_once(['.', '/'])
-                .filter(|(d, c)| !d.is_empty() && !c.is_empty())
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "name a collection as DB.COLLECTION or DB/COLLECTION, not `{path}`"
-                    ))
-                })?;
-            (format!("{db}.{coll}"), db.to_owned(), coll.to_owned())
-        }
-        Err(e) => return Err(e),
-    };
+    let (name, db, coll) = collection_named(snapshot, path)?;
     let loaded = load(snapshot, &|d, c| {
         (d == db && c == coll).then(|| (d.to_owned(), c.to_owned()))
     })
@@ -454,90 +433,9 @@ pub async fn dump_collection_at(
         .and_then(|p| p.documents);
     let reader = snapshot.clone();
     let ns = history.ns();
-    let mut docs = history.docs;
+    let docs = history.docs;
     let (count, bytes) = write_blocking(format, open, move |out| {
-        let mut count = 0u64;
-        let mut write = |out: &mut dyn std::io::Write, raw: Option<&[u8]>, d: &Document| {
-            match (format, raw) {
-                (ItemFormat::Bson, Some(raw)) => out.write_all(raw),
-                (ItemFormat::Bson, None) => {
-                    let mut buf = Vec::new();
-                    d.to_writer(&mut buf)
-                        .map_err(|e| Error::Config(format!("{ns}: a replayed document: {e}")))?;
-                    out.write_all(&buf)
-                }
-                _ => {
-                    let mut line = String::new();
-                    canonical_json(&Bson::Document(d.clone()), &mut line);
-                    line.push('\n');
-                    out.write_all(line.as_bytes())
-                }
-            }
-            .map_err(write_error)?;
-            count += 1;
-            Ok::<_, Error>(())
-        };
-        let mut inserted: Vec<(u64, Document)> = Vec::new();
-        if let Some(node) = base {
-            let mut content = reader.blocking_content(&node);
-            let mut split = DocSplitter::new(MAX_DOCUMENT);
-            let mut buf = vec![0u8; 1 << 16];
-            let mut seen = 0u64;
-            loop {
-                let n = content
-                    .read(&mut buf)
-                    .map_err(|e| content.take_error().unwrap_or_else(|| write_error(e)))?;
-                if n == 0 {
-                    break;
-                }
-                split.push(&buf[..n]);
-                while let Some(raw) = split
-                    .next_doc()
-                    .map_err(|e| reader.damaged(format!("{ns}: {e}")))?
-                {
-                    seen += 1;
-                    let d = Document::from_reader(raw.as_slice())
-                        .map_err(|e| reader.damaged(format!("{ns}: document {seen}: {e}")))?;
-                    let steps = match d.get("_id") {
-                        Some(id) => docs.remove(&id_key(id)?),
-                        None => None,
-                    };
-                    let Some(steps) = steps else {
-                        write(out, Some(&raw), &d)?;
-                        continue;
-                    };
-                    match fold(&ns, Some(d), steps)? {
-                        Some((d, Place::Base)) => write(out, None, &d)?,
-                        Some((d, Place::Inserted(seq))) => inserted.push((seq, d)),
-                        None => {}
-                    }
-                }
-            }
-            if split.has_rest() {
-                return Err(reader.damaged(format!("{ns}: the documents end inside one")));
-            }
-            if content.bytes_read() != node.size {
-                return Err(reader.damaged(format!(
-                    "{ns}: the documents hold {} bytes, their entry says {}",
-                    content.bytes_read(),
-                    node.size
-                )));
-            }
-        }
-        for (_, steps) in docs.drain() {
-            if let Some((d, place)) = fold(&ns, None, steps)? {
-                let seq = match place {
-                    Place::Inserted(s) => s,
-                    Place::Base => 0,
-                };
-                inserted.push((seq, d));
-            }
-        }
-        inserted.sort_by_key(|(seq, _)| *seq);
-        for (_, d) in &inserted {
-            write(out, None, d)?;
-        }
-        Ok(count)
+        write_at(out, format, &ns, base.map(|node| (reader, node)), docs)
     })
     .await?;
     Ok(ItemDump {
@@ -547,6 +445,127 @@ pub async fn dump_collection_at(
         count,
         bytes,
     })
+}
+
+/// The collection `path` names (`DB.COLLECTION` or `DB/COLLECTION`): its
+/// display name, database and collection. A name `snapshot` lacks may be
+/// a collection created after it.
+fn collection_named(snapshot: &SnapshotReader, path: &str) -> Result<(String, String, String)> {
+    match one_row(snapshot, path) {
+        Ok((_, row)) => match row.path.as_slice() {
+            [db, coll] => Ok((row.name.clone(), db.clone(), coll.clone())),
+            _ => Err(snapshot.damaged(format!("collection without a database: {}", row.name))),
+        },
+        Err(Error::NotFound { .. }) => {
+            let (db, coll) = path
+                .trim_matches('/')
+                .split_once(['.', '/'])
+                .filter(|(d, c)| !d.is_empty() && !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "name a collection as DB.COLLECTION or DB/COLLECTION, not `{path}`"
+                    ))
+                })?;
+            Ok((format!("{db}.{coll}"), db.to_owned(), coll.to_owned()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the collection `ns` at the point to `out`: the documents of the
+/// base (its reader and the collection's node), with the replayed steps of
+/// each `_id` in `docs` folded in, in the base's order; then the documents
+/// inserted after it, in the order they were inserted. Returns the number
+/// of documents written.
+fn write_at(
+    out: &mut dyn std::io::Write,
+    format: ItemFormat,
+    ns: &str,
+    base: Option<(SnapshotReader, backup_core::tree::Node)>,
+    mut docs: HashMap<Vec<u8>, Steps>,
+) -> Result<u64> {
+    let mut count = 0u64;
+    let mut write = |out: &mut dyn std::io::Write, raw: Option<&[u8]>, d: &Document| {
+        match (format, raw) {
+            (ItemFormat::Bson, Some(raw)) => out.write_all(raw),
+            (ItemFormat::Bson, None) => {
+                let mut buf = Vec::new();
+                d.to_writer(&mut buf)
+                    .map_err(|e| Error::Config(format!("{ns}: a replayed document: {e}")))?;
+                out.write_all(&buf)
+            }
+            _ => {
+                let mut line = String::new();
+                canonical_json(&Bson::Document(d.clone()), &mut line);
+                line.push('\n');
+                out.write_all(line.as_bytes())
+            }
+        }
+        .map_err(write_error)?;
+        count += 1;
+        Ok::<_, Error>(())
+    };
+    let mut inserted: Vec<(u64, Document)> = Vec::new();
+    if let Some((reader, node)) = base {
+        let mut content = reader.blocking_content(&node);
+        let mut split = DocSplitter::new(MAX_DOCUMENT);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut seen = 0u64;
+        loop {
+            let n = content
+                .read(&mut buf)
+                .map_err(|e| content.take_error().unwrap_or_else(|| write_error(e)))?;
+            if n == 0 {
+                break;
+            }
+            split.push(&buf[..n]);
+            while let Some(raw) = split
+                .next_doc()
+                .map_err(|e| reader.damaged(format!("{ns}: {e}")))?
+            {
+                seen += 1;
+                let d = Document::from_reader(raw.as_slice())
+                    .map_err(|e| reader.damaged(format!("{ns}: document {seen}: {e}")))?;
+                let steps = match d.get("_id") {
+                    Some(id) => docs.remove(&id_key(id)?),
+                    None => None,
+                };
+                let Some(steps) = steps else {
+                    write(out, Some(&raw), &d)?;
+                    continue;
+                };
+                match fold(ns, Some(d), steps)? {
+                    Some((d, Place::Base)) => write(out, None, &d)?,
+                    Some((d, Place::Inserted(seq))) => inserted.push((seq, d)),
+                    None => {}
+                }
+            }
+        }
+        if split.has_rest() {
+            return Err(reader.damaged(format!("{ns}: the documents end inside one")));
+        }
+        if content.bytes_read() != node.size {
+            return Err(reader.damaged(format!(
+                "{ns}: the documents hold {} bytes, their entry says {}",
+                content.bytes_read(),
+                node.size
+            )));
+        }
+    }
+    for (_, steps) in docs.drain() {
+        if let Some((d, place)) = fold(ns, None, steps)? {
+            let seq = match place {
+                Place::Inserted(s) => s,
+                Place::Base => 0,
+            };
+            inserted.push((seq, d));
+        }
+    }
+    inserted.sort_by_key(|(seq, _)| *seq);
+    for (_, d) in &inserted {
+        write(out, None, d)?;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -253,17 +253,7 @@ fn object_diff(
                     acc.unset.insert(join(prefix, f), "");
                 }
             }
-            _ if k.starts_with('s') && k.len() > 1 => {
-                let sub = v
-                    .as_document()
-                    .ok_or_else(|| format!("sub-diff `{k}` is not a document"))?;
-                let path = join(prefix, &k[1..]);
-                if sub.get_bool("a").unwrap_or(false) {
-                    array_diff(sub, &path, acc)?;
-                } else {
-                    object_diff(sub, &path, acc)?;
-                }
-            }
+            _ if k.starts_with('s') && k.len() > 1 => sub_diff(k, v, prefix, "sub-diff", acc)?,
             other => return Err(format!("unknown diff field `{other}`")),
         }
     }
@@ -287,20 +277,33 @@ fn array_diff(diff: &Document, path: &str, acc: &mut DiffAcc) -> std::result::Re
                 acc.set.insert(join(path, &k[1..]), v.clone());
             }
             _ if k.starts_with('s') && k[1..].parse::<u64>().is_ok() => {
-                let sub = v
-                    .as_document()
-                    .ok_or_else(|| format!("array sub-diff `{k}` is not a document"))?;
-                let p = join(path, &k[1..]);
-                if sub.get_bool("a").unwrap_or(false) {
-                    array_diff(sub, &p, acc)?;
-                } else {
-                    object_diff(sub, &p, acc)?;
-                }
+                sub_diff(k, v, path, "array sub-diff", acc)?;
             }
             other => return Err(format!("unknown array diff field `{other}`")),
         }
     }
     Ok(())
+}
+
+/// The sub-diff `v` under the field `key` (`s` and the field's name or
+/// index) below `path`: of an array when it says `a: true`, else of an
+/// object.
+fn sub_diff(
+    key: &str,
+    v: &Bson,
+    path: &str,
+    what: &str,
+    acc: &mut DiffAcc,
+) -> std::result::Result<(), String> {
+    let sub = v
+        .as_document()
+        .ok_or_else(|| format!("{what} `{key}` is not a document"))?;
+    let path = join(path, &key[1..]);
+    if sub.get_bool("a").unwrap_or(false) {
+        array_diff(sub, &path, acc)
+    } else {
+        object_diff(sub, &path, acc)
+    }
 }
 
 /// `SecantusDB`'s `diff: {updatedFields, removedFields, truncatedArrays}`.
