@@ -141,6 +141,7 @@ pub(crate) fn node_from(name: FsName, kind: NodeKind, m: &Stat) -> Node {
 }
 
 /// [`node_from`] from std's metadata (no inode flags).
+#[cfg(feature = "postgres")]
 pub(crate) fn node_from_meta(name: FsName, kind: NodeKind, m: &Metadata) -> Node {
     node_from(name, kind, &Stat::from(m))
 }
