@@ -57,9 +57,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
         req.point.clone_from(p);
     }
     req.replay_command = super::restore::replay_program(ctx);
-    if a.no_builtin_checks {
-        req.builtin_checks = false;
-    }
+    req.builtin_checks &= !a.no_builtin_checks;
     for c in &a.check_commands {
         req.checks.push(CheckConfig::Command {
             command: vec!["sh".into(), "-c".into(), c.clone()],

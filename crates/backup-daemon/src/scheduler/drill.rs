@@ -153,11 +153,7 @@ impl Daemon {
         let rto = r.rto_seconds.map_or_else(|| "-".to_owned(), human_seconds);
         if r.error.is_some() || !failed_checks.is_empty() {
             tracing::error!(job = %job.name, rto = %rto, "Drill failed.");
-            let mut details = Vec::new();
-            if let Some(e) = &r.error {
-                details.push(e.clone());
-            }
-            details.extend(failed_checks);
+            let details: Vec<String> = r.error.iter().cloned().chain(failed_checks).collect();
             self.notify(
                 job,
                 Event::DrillFailed,

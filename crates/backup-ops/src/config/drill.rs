@@ -341,8 +341,7 @@ impl DrillConfig {
             .map(|s| Schedule::parse(s, tz))
             .transpose()
             .map_err(|e| ConfigError::invalid(&key("schedule"), e))?;
-        let target = self.target.clone();
-        match (&target, kind) {
+        match (&self.target, kind) {
             (None, Kind::Redis) => {}
             (None, _) => {
                 return Err(ConfigError::invalid(
@@ -431,7 +430,7 @@ impl DrillConfig {
             canary_database: self.canary_database.clone(),
             point,
             schedule,
-            target,
+            target: self.target.clone(),
             target_password: self.target_password.clone(),
             max_rto: self.max_rto,
             keep: self.keep,

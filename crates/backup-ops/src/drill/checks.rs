@@ -1,6 +1,7 @@
 //! The checks a drill runs on its scratch copy: the kind's built-in
 //! comparison with the snapshot, and the configured ones.
 
+use std::future::Future;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -33,22 +34,26 @@ pub(crate) struct CheckContext<'a> {
     pub(crate) replayed: bool,
 }
 
-fn timed(name: String, started: Instant, r: Result<String, String>) -> DrillCheck {
-    let seconds = started.elapsed().as_secs_f64();
-    match r {
-        Ok(detail) => DrillCheck {
-            name,
-            ok: true,
-            detail,
-            seconds,
-        },
-        Err(detail) => DrillCheck {
-            name,
-            ok: false,
-            detail,
-            seconds,
-        },
+/// Runs the check `name`, timed; it passes when `check` is `Ok`.
+async fn timed(name: String, check: impl Future<Output = Result<String, String>>) -> DrillCheck {
+    let started = Instant::now();
+    let (ok, detail) = match check.await {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    DrillCheck {
+        name,
+        ok,
+        detail,
+        seconds: started.elapsed().as_secs_f64(),
     }
+}
+
+/// A storage or driver error, for a check's detail (by value, for
+/// `map_err`).
+#[allow(clippy::needless_pass_by_value)]
+fn report(e: backup_core::Error) -> String {
+    backup_core::error::report(&e)
 }
 
 fn differences(diffs: Vec<String>, what: &str) -> Result<String, String> {
@@ -70,46 +75,39 @@ pub(crate) async fn physical_files(
     data: &backup_sources::drill::DataDirectory,
     reader: &SnapshotReader,
 ) -> DrillCheck {
-    let t = Instant::now();
-    let files = data.verify_files(reader).await;
     timed(
         "built-in: files against the backup manifest".to_owned(),
-        t,
-        files
-            .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
-            .and_then(|d| differences(d, "every file matches")),
+        async {
+            data.verify_files(reader)
+                .await
+                .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
+                .and_then(|d| differences(d, "every file matches"))
+        },
     )
+    .await
 }
 
 /// The kind's built-in checks.
 pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<DrillCheck> {
-    let t = Instant::now();
-    let err = |e: backup_core::Error| backup_core::error::report(&e);
     match scratch {
         Scratch::Physical { user, password, .. } => {
             let mut out: Vec<DrillCheck> = cx.files.iter().cloned().collect();
-            let url = physical_url(
-                user,
-                password.as_deref(),
-                cx.port.unwrap_or(5432),
-                "postgres",
-            );
+            let url = physical_url(user, password.as_deref(), cx.port, "postgres");
             let r = async {
-                let pg = drill::support(Kind::Postgres).map_err(err)?;
-                let dbs = pg.databases(&url).await.map_err(err)?;
+                let pg = drill::support(Kind::Postgres).map_err(report)?;
+                let dbs = pg.databases(&url).await.map_err(report)?;
                 for db in dbs.iter().filter(|d| !d.starts_with("template")) {
                     pg.counts(&url, db)
                         .await
-                        .map_err(|e| format!("database {db}: {}", err(e)))?;
+                        .map_err(|e| format!("database {db}: {}", report(e)))?;
                 }
                 Ok(format!(
                     "{} {} connections and queries",
                     crate::report::count(dbs.len(), "database", "databases"),
                     if dbs.len() == 1 { "accepts" } else { "accept" }
                 ))
-            }
-            .await;
-            out.push(timed("built-in: the server answers".to_owned(), t, r));
+            };
+            out.push(timed("built-in: the server answers".to_owned(), r).await);
             out
         }
         Scratch::Databases { support, plan, .. }
@@ -118,31 +116,21 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
             // Counts after a replay are not the snapshot's: every restored
             // database must answer, and the replay's report (already
             // checked against every captured piece) says what it applied.
-            let mut r = Ok((0usize, 0u64));
-            for db in plan.scratch_databases() {
-                match support.counts(&plan.server, &db).await {
-                    Ok(c) => {
-                        if let Ok((colls, docs)) = &mut r {
-                            *colls += c.len();
-                            *docs += c.iter().map(|(_, n)| n).sum::<u64>();
-                        }
-                    }
-                    Err(e) => {
-                        r = Err(format!("database {db}: {}", err(e)));
-                        break;
-                    }
+            let r = async {
+                let (mut colls, mut docs) = (0usize, 0u64);
+                for db in plan.scratch_databases() {
+                    let c = support
+                        .counts(&plan.server, &db)
+                        .await
+                        .map_err(|e| format!("database {db}: {}", report(e)))?;
+                    colls += c.len();
+                    docs += c.iter().map(|(_, n)| n).sum::<u64>();
                 }
-            }
-            let r = r.map(|(colls, docs)| {
-                format!(
+                Ok(format!(
                     "{colls} collections answer counts ({docs} documents) after the oplog replay"
-                )
-            });
-            vec![timed(
-                "built-in: the replayed collections answer".to_owned(),
-                t,
-                r,
-            )]
+                ))
+            };
+            vec![timed("built-in: the replayed collections answer".to_owned(), r).await]
         }
         other => {
             let name = match other {
@@ -151,13 +139,15 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
                 }
                 _ => "built-in: files compared with the snapshot",
             };
-            let r = other
-                .target()
-                .check_restored(cx.reader)
-                .await
-                .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
-                .and_then(|d| differences(d, "no differences"));
-            vec![timed(name.to_owned(), t, r)]
+            let r = async {
+                other
+                    .target()
+                    .check_restored(cx.reader)
+                    .await
+                    .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
+                    .and_then(|d| differences(d, "no differences"))
+            };
+            vec![timed(name.to_owned(), r).await]
         }
     }
 }
@@ -177,12 +167,7 @@ fn locate(
             database: default,
             ..
         } if kind == Kind::Postgres => Ok((
-            physical_url(
-                user,
-                password.as_deref(),
-                cx.port.unwrap_or(5432),
-                "postgres",
-            ),
+            physical_url(user, password.as_deref(), cx.port, "postgres"),
             database.unwrap_or(default).to_owned(),
         )),
         Scratch::Databases { support, plan, .. } if support.kind() == kind => {
@@ -205,19 +190,16 @@ pub(crate) async fn canary(
     scratch: &Scratch,
     cx: &CheckContext<'_>,
 ) -> DrillCheck {
-    let t = Instant::now();
     let r = async {
-        let err = |e: backup_core::Error| backup_core::error::report(&e);
         let (server, db) = locate(scratch, cx, mark.kind, Some(&mark.database))?;
-        let support = drill::support(mark.kind).map_err(err)?;
+        let support = drill::support(mark.kind).map_err(report)?;
         match support.canary_present(&server, &db, mark).await {
             Ok(true) => Ok("present".to_owned()),
             Ok(false) => Err("missing".to_owned()),
-            Err(e) => Err(err(e)),
+            Err(e) => Err(report(e)),
         }
-    }
-    .await;
-    timed(format!("canary: {}", mark.what), t, r)
+    };
+    timed(format!("canary: {}", mark.what), r).await
 }
 
 /// One configured check.
@@ -226,15 +208,16 @@ pub(crate) async fn configured(
     scratch: &Scratch,
     cx: &CheckContext<'_>,
 ) -> DrillCheck {
-    let t = Instant::now();
-    let r = match check {
-        CheckConfig::Command { command, timeout } => {
-            let limit = timeout.unwrap_or(Duration::from_secs(600));
-            run_command(command, limit, scratch, cx).await
+    let r = async {
+        match check {
+            CheckConfig::Command { command, timeout } => {
+                let limit = timeout.unwrap_or(Duration::from_secs(600));
+                run_command(command, limit, scratch, cx).await
+            }
+            _ => ask(check, scratch, cx).await,
         }
-        _ => ask(check, scratch, cx).await,
     };
-    timed(check.name(), t, r)
+    timed(check.name(), r).await
 }
 
 /// A configured check that asks a database of the copy a question
@@ -244,7 +227,6 @@ async fn ask(
     scratch: &Scratch,
     cx: &CheckContext<'_>,
 ) -> Result<String, String> {
-    let err = |e: backup_core::Error| backup_core::error::report(&e);
     let (database, probe) = match check {
         // A logical copy is one database, which the query runs in.
         CheckConfig::Sql {
@@ -274,8 +256,8 @@ async fn ask(
         CheckConfig::Sql { expect, .. } => Some(Condition::parse(expect)?),
         _ => None,
     };
-    let support = drill::support(probe.kind()).map_err(err)?;
-    let answer = support.probe(&server, &db, &probe).await.map_err(err)?;
+    let support = drill::support(probe.kind()).map_err(report)?;
+    let answer = support.probe(&server, &db, &probe).await.map_err(report)?;
     let at_least = |n: u64, min: u64, what: &str| {
         if n >= min {
             Ok(format!("{n} {what} (at least {min})"))
@@ -344,9 +326,8 @@ async fn run_command(
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            let tail = tail.join(" | ");
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
             if out.status.success() {
                 Ok(if tail.is_empty() {
                     "exit 0".to_owned()

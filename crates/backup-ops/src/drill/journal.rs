@@ -137,27 +137,27 @@ pub(crate) struct Journal {
     entry: Entry,
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`); `None` when there is no such process.
-pub(crate) fn process_start(pid: u32) -> Option<u64> {
+/// The state (field 3 of `/proc/PID/stat`) of process `pid` and its start
+/// time in clock ticks since boot (field 22); `None` when there is no such
+/// process.
+fn stat(pid: u32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.to_owned();
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// The start time of process `pid` in clock ticks since boot; `None` when
+/// there is no such process.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, ticks)| ticks)
 }
 
 /// Whether the process `pid` that started at `start_ticks` still runs
 /// (a zombie does not).
 pub(crate) fn alive(pid: u32, start_ticks: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
-    let mut fields = after.split_whitespace();
-    let state = fields.next().unwrap_or("Z");
-    state != "Z" && state != "X" && fields.nth(18).and_then(|t| t.parse().ok()) == Some(start_ticks)
+    stat(pid).is_some_and(|(state, ticks)| state != "Z" && state != "X" && ticks == start_ticks)
 }
 
 /// A file-name-safe form of a job name.
@@ -238,14 +238,12 @@ impl Journal {
         let mut journal = Journal { path, entry };
         // The leftovers stay listed until they are removed.
         journal.entry.resources = leftovers.iter().rev().cloned().collect();
-        journal.write_with(&[])?;
+        journal.write()?;
         Ok((journal, leftovers))
     }
 
-    fn write_with(&self, extra: &[Resource]) -> Result<()> {
-        let mut entry = self.entry.clone();
-        entry.resources.extend(extra.iter().cloned());
-        let text = serde_json::to_vec_pretty(&entry)
+    fn write(&self) -> Result<()> {
+        let text = serde_json::to_vec_pretty(&self.entry)
             .map_err(|e| backup_core::Error::Config(format!("encoding the drill journal: {e}")))?;
         let tmp = self
             .path
@@ -272,7 +270,7 @@ impl Journal {
     /// later one could not find).
     pub(crate) fn add(&mut self, r: Resource) -> Result<()> {
         self.entry.resources.push(r);
-        self.write_with(&[])
+        self.write()
     }
 
     /// Forgets a resource once it is gone (or kept on purpose).
@@ -282,7 +280,7 @@ impl Journal {
     /// The journal cannot be written.
     pub(crate) fn remove(&mut self, r: &Resource) -> Result<()> {
         self.entry.resources.retain(|x| x != r);
-        self.write_with(&[])
+        self.write()
     }
 
     /// The resources noted and not yet removed, newest first.

@@ -31,6 +31,7 @@
 mod checks;
 mod journal;
 mod point;
+#[cfg(feature = "postgres")]
 mod replay;
 mod scratch;
 
@@ -48,12 +49,13 @@ use backup_core::snapshot::SnapshotFilter;
 use backup_core::target::{RestoreOptions, RestoreReport};
 use backup_core::Id;
 use backup_sources::drill::StartedServer;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 pub use point::{
     chooser, Canary, CanaryPoint, ChosenPoint, LatestSnapshot, PointChooser, RandomPointInWindow,
 };
+#[cfg(feature = "postgres")]
 pub use replay::{replay_command, sibling_replay_command};
 
 use self::checks::CheckContext;
@@ -108,25 +110,37 @@ impl DrillRequest {
     ///
     /// Secrets of the source or target that cannot be read.
     pub fn for_job(job: &Job, lock_wait: Duration) -> Result<Self> {
-        let d = job.drill.as_ref();
         Ok(DrillRequest {
+            target: job.drill_target_url()?,
+            source_url: Some(job.source_spec()?.url().to_owned()),
+            lock_wait,
+            ..Self::as_configured(job)
+        })
+    }
+
+    /// The drill of a job as [`DrillRequest::for_job`] makes it, but
+    /// without reading its secrets: the scratch location and the source's
+    /// URL as configured (no passwords), no lock wait.
+    fn as_configured(job: &Job) -> Self {
+        let d = job.drill.as_ref();
+        DrillRequest {
             job: Some(job.name.clone()),
             scope: SnapshotFilter {
                 job: Some(job.name.clone()),
                 ..SnapshotFilter::default()
             },
-            target: job.drill_target_url()?,
-            source_url: Some(job.source_spec()?.url().to_owned()),
+            target: d.and_then(|d| d.target.clone()),
+            source_url: Some(job.source.clone()),
             builtin_checks: d.is_none_or(|d| d.builtin_checks),
             checks: d.map(|d| d.checks.clone()).unwrap_or_default(),
             max_rto: d.and_then(|d| d.max_rto),
             keep: d.is_some_and(|d| d.keep),
             state_dir: default_state_dir(),
-            lock_wait,
+            lock_wait: Duration::ZERO,
             point: d.map_or_else(|| "latest".to_owned(), |d| d.point.clone()),
             replay_command: None,
             canary_database: d.and_then(|d| d.canary_database.clone()),
-        })
+        }
     }
 
     /// The source a record names when the drill failed before it chose
@@ -267,6 +281,7 @@ impl Progress for PhaseClock {
 }
 
 /// What the locked part of a drill produced.
+#[derive(Default)]
 struct Ran {
     phases: Vec<DrillPhase>,
     rto: Option<Duration>,
@@ -279,11 +294,18 @@ struct Ran {
 }
 
 impl Ran {
-    /// A drill that failed before its scratch copy was begun.
-    fn failed_early(req: &DrillRequest, e: &Error) -> Self {
+    /// A drill that failed before its scratch copy was begun, with
+    /// `error` and its exit code: nothing measured, the scratch location
+    /// as requested.
+    fn failed_early(req: &DrillRequest, error: (String, u8)) -> Self {
         Ran {
-            error: Some(failure(e)),
-            ..Ran::begun(req)
+            target: req
+                .target
+                .as_deref()
+                .map(backup_core::redact::redact_url)
+                .unwrap_or_default(),
+            error: Some(error),
+            ..Ran::default()
         }
     }
 }
@@ -367,56 +389,15 @@ pub async fn drill(
     // written, a scratch location in use, the lock) too.
     let (point, ran) = match locked {
         Ok((point, Ok(ran))) => (point, ran),
-        Ok((point, Err(e))) => (point, Ran::failed_early(req, &e)),
-        Err(e) => (None, Ran::failed_early(req, &e)),
+        Ok((point, Err(e))) => (point, Ran::failed_early(req, failure(&e))),
+        Err(e) => (None, Ran::failed_early(req, failure(&e))),
     };
-    let rto_exceeded = match (ran.rto, req.max_rto) {
-        (Some(rto), Some(max)) => rto > max,
-        _ => false,
-    };
-    let checks_ok = ran.checks.iter().all(|c| c.ok);
-    let ok = ran.error.is_none() && ran.rto.is_some() && checks_ok && !rto_exceeded;
-    let exit_code = match &ran.error {
-        Some((_, code)) => *code,
-        None if ok => exit::OK,
+    let error_code = ran.error.as_ref().map(|(_, code)| *code);
+    let record = drill_record(req, started, point.as_ref(), ran, leftovers_removed);
+    let exit_code = match error_code {
+        Some(code) => code,
+        None if record.ok => exit::OK,
         None => exit::FAILED,
-    };
-    let record = DrillRecord {
-        version: DRILL_VERSION,
-        job: req.job.clone(),
-        source: point.as_ref().map_or_else(
-            || req.source_descriptor(),
-            |p| p.snapshot.snapshot.source.clone(),
-        ),
-        snapshot: point.as_ref().map(|p| p.snapshot.id),
-        point_kind: point
-            .as_ref()
-            .map_or_else(|| point_kind_of(&req.point), |p| p.kind)
-            .to_owned(),
-        point: point.as_ref().map(|p| p.time),
-        started,
-        finished: Utc::now(),
-        host: backup_core::util::hostname(),
-        user: backup_core::util::username(),
-        target: ran.target,
-        ok,
-        rto_seconds: ran.rto.map(|d| d.as_secs_f64()),
-        rpo_seconds: point.as_ref().map(|p| {
-            p.canary.as_ref().map_or_else(
-                || (started - p.time).num_milliseconds().max(0) as f64 / 1000.0,
-                |c| c.captured_after,
-            )
-        }),
-        max_rto_seconds: req.max_rto.map(|d| d.as_secs_f64()),
-        rto_exceeded,
-        phases: ran.phases,
-        bytes: ran.bytes,
-        items: ran.items,
-        checks: ran.checks,
-        error: ran.error.map(|(m, _)| m),
-        kept: ran.kept,
-        leftovers_removed,
-        program: format!("backup {}", env!("CARGO_PKG_VERSION")),
     };
     let remaining = journal.resources();
     if remaining.is_empty() {
@@ -462,44 +443,81 @@ pub async fn record_failure(
     job: &Job,
     error: &str,
 ) -> Result<(Id, DrillRecord)> {
-    let now = Utc::now();
-    let d = job.drill.as_ref();
-    let record = DrillRecord {
-        version: DRILL_VERSION,
-        job: Some(job.name.clone()),
-        source: backup_core::snapshot::SourceDescriptor {
-            kind: backup_sources::Kind::of(&job.source)
-                .map(|k| k.name().to_owned())
-                .unwrap_or_default(),
-            url: backup_core::redact::redact_url(&job.source),
-        },
-        snapshot: None,
-        point_kind: point_kind_of(d.map_or("latest", |d| d.point.as_str())).to_owned(),
-        point: None,
-        started: now,
-        finished: now,
-        host: backup_core::util::hostname(),
-        user: backup_core::util::username(),
-        target: d
-            .and_then(|d| d.target.as_deref())
-            .map(backup_core::redact::redact_url)
-            .unwrap_or_default(),
-        ok: false,
-        rto_seconds: None,
-        rpo_seconds: None,
-        max_rto_seconds: d.and_then(|d| d.max_rto).map(|m| m.as_secs_f64()),
-        rto_exceeded: false,
-        phases: Vec::new(),
-        bytes: 0,
-        items: 0,
-        checks: Vec::new(),
-        error: Some(error.to_owned()),
-        kept: false,
-        leftovers_removed: Vec::new(),
-        program: format!("backup {}", env!("CARGO_PKG_VERSION")),
-    };
+    let req = DrillRequest::as_configured(job);
+    let ran = Ran::failed_early(&req, (error.to_owned(), exit::FAILED));
+    let record = drill_record(&req, Utc::now(), None, ran, Vec::new());
     let id = backup_core::drill::save(repo, &record).await?;
     Ok((id, record))
+}
+
+/// The record of a drill of `req` that started at `started`: the point it
+/// chose (`None`: it failed before it chose one), what the locked part
+/// did (`ran`) and the leftovers of earlier drills it removed.
+fn drill_record(
+    req: &DrillRequest,
+    started: DateTime<Utc>,
+    point: Option<&ChosenPoint>,
+    ran: Ran,
+    leftovers_removed: Vec<String>,
+) -> DrillRecord {
+    let rto_exceeded = match (ran.rto, req.max_rto) {
+        (Some(rto), Some(max)) => rto > max,
+        _ => false,
+    };
+    let checks_ok = ran.checks.iter().all(|c| c.ok);
+    DrillRecord {
+        version: DRILL_VERSION,
+        job: req.job.clone(),
+        source: point.map_or_else(
+            || req.source_descriptor(),
+            |p| p.snapshot.snapshot.source.clone(),
+        ),
+        snapshot: point.map(|p| p.snapshot.id),
+        point_kind: point
+            .map_or_else(|| point_kind_of(&req.point), |p| p.kind)
+            .to_owned(),
+        point: point.map(|p| p.time),
+        started,
+        finished: Utc::now(),
+        host: backup_core::util::hostname(),
+        user: backup_core::util::username(),
+        target: ran.target,
+        ok: ran.error.is_none() && ran.rto.is_some() && checks_ok && !rto_exceeded,
+        rto_seconds: ran.rto.map(|d| d.as_secs_f64()),
+        rpo_seconds: point.map(|p| {
+            p.canary.as_ref().map_or_else(
+                || (started - p.time).num_milliseconds().max(0) as f64 / 1000.0,
+                |c| c.captured_after,
+            )
+        }),
+        max_rto_seconds: req.max_rto.map(|d| d.as_secs_f64()),
+        rto_exceeded,
+        phases: ran.phases,
+        bytes: ran.bytes,
+        items: ran.items,
+        checks: ran.checks,
+        error: ran.error.map(|(m, _)| m),
+        kept: ran.kept,
+        leftovers_removed,
+        program: format!("backup {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// Why a drill stopped when the daemon's shutdown cancelled it.
+const ABANDONED: &str = "the drill was abandoned: the daemon is shutting down";
+
+/// What `work` produced, or `None` when `cancel` fired first.
+async fn unless_cancelled<T>(
+    cancel: Option<&CancellationToken>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match cancel {
+        Some(token) => tokio::select! {
+            () = token.cancelled() => None,
+            r = work => Some(r),
+        },
+        None => Some(work.await),
+    }
 }
 
 /// The error of a failed step, for the record, with its exit code.
@@ -518,7 +536,7 @@ fn failure(e: &Error) -> (String, u8) {
 async fn run_locked(
     req: &DrillRequest,
     name: &str,
-    started: chrono::DateTime<Utc>,
+    started: DateTime<Utc>,
     t0: Instant,
     repo: &backup_core::repo::IndexedRepository,
     point: &ChosenPoint,
@@ -526,9 +544,11 @@ async fn run_locked(
     feedback: &dyn Feedback,
     cancel: Option<&CancellationToken>,
 ) -> Result<Ran> {
-    let mut ran = Ran::begun(req);
     let (mut scratch, opts) = plan_scratch(req, name, started, point).await?;
-    ran.target = scratch.describe();
+    let mut ran = Ran {
+        target: scratch.describe(),
+        ..Ran::default()
+    };
     let resources = begin_scratch(&mut scratch, journal).await?;
     tracing::info!(job = %name, snapshot = %point.snapshot.id.short(), target = %ran.target, "Drill started.");
 
@@ -537,13 +557,9 @@ async fn run_locked(
     let restore_started = Instant::now();
     let prepare = restore_started.saturating_duration_since(t0).as_secs_f64();
     let body = restore_copy(req, point, &scratch, &opts, &reader, &clock, prepare);
-    let result = match cancel {
-        Some(token) => tokio::select! {
-            () = token.cancelled() => Err(Error::usage("the drill was abandoned: the daemon is shutting down")),
-            r = body => r,
-        },
-        None => body.await,
-    };
+    let result = unless_cancelled(cancel, body)
+        .await
+        .unwrap_or_else(|| Err(Error::usage(ABANDONED)));
     match result {
         Ok(restored) => {
             ran.rto = Some(t0.elapsed().saturating_sub(restored.checking));
@@ -558,36 +574,16 @@ async fn run_locked(
     Ok(ran)
 }
 
-impl Ran {
-    /// A drill about to begin its scratch copy: nothing measured yet.
-    fn begun(req: &DrillRequest) -> Self {
-        Ran {
-            phases: Vec::new(),
-            rto: None,
-            bytes: 0,
-            items: 0,
-            checks: Vec::new(),
-            target: req
-                .target
-                .as_deref()
-                .map(backup_core::redact::redact_url)
-                .unwrap_or_default(),
-            error: None,
-            kept: false,
-        }
-    }
-}
-
 /// Plans the scratch copy of `point` and the restore options that reach
 /// the point (its time, and how WAL or the oplog is replayed up to it).
 async fn plan_scratch(
     req: &DrillRequest,
     name: &str,
-    started: chrono::DateTime<Utc>,
+    started: DateTime<Utc>,
     point: &ChosenPoint,
 ) -> Result<(Scratch, RestoreOptions)> {
     let stamp = started.format("%Y%m%dt%H%M%S").to_string();
-    let planned = Scratch::plan(
+    let (scratch, mut opts) = Scratch::plan(
         &point.snapshot.snapshot,
         req.target.as_deref(),
         req.source_url.as_deref(),
@@ -595,8 +591,7 @@ async fn plan_scratch(
         &stamp,
         point.canary.is_some(),
     )
-    .await;
-    let (scratch, mut opts) = planned?;
+    .await?;
     opts.at = point.at;
     opts.point.clone_from(&point.point);
     opts.replay.clone_from(&point.replay);
@@ -707,7 +702,7 @@ async fn start_physical(
     data: &backup_sources::drill::DataDirectory,
     phases: &mut Vec<DrillPhase>,
 ) -> Result<(StartedServer, u16)> {
-    let port = free_port()?;
+    let port = backup_sources::drill::free_port()?;
     let at = Instant::now();
     // The socket must fit in a Unix socket path (107 bytes).
     let work = (dir.as_os_str().len() < 60).then_some(dir);
@@ -731,22 +726,14 @@ async fn check_copy(
     ran: &mut Ran,
     cancel: Option<&CancellationToken>,
 ) {
-    let Restored {
-        report,
-        phases,
-        server,
-        files,
-        ..
-    } = restored;
-    ran.phases = phases;
-    ran.bytes = report.stats.bytes;
-    ran.items = report.stats.files;
-    let port = server.as_ref().map(|(_, p)| *p);
+    ran.phases = restored.phases;
+    ran.bytes = restored.report.stats.bytes;
+    ran.items = restored.report.stats.files;
     let cx = CheckContext {
         reader,
-        port,
+        port: restored.server.as_ref().map(|(_, p)| *p),
         snapshot: point.snapshot.id.to_hex(),
-        files,
+        files: restored.files,
         replayed: point.replay.is_some(),
     };
     let checks = async {
@@ -763,17 +750,11 @@ async fn check_copy(
         }
         out
     };
-    ran.checks = match cancel {
-        Some(token) => tokio::select! {
-            () = token.cancelled() => {
-                ran.error = Some(("the drill was abandoned: the daemon is shutting down".to_owned(), exit::FAILED));
-                Vec::new()
-            }
-            c = checks => c,
-        },
-        None => checks.await,
-    };
-    if let Some((s, _)) = server {
+    ran.checks = unless_cancelled(cancel, checks).await.unwrap_or_else(|| {
+        ran.error = Some((ABANDONED.to_owned(), exit::FAILED));
+        Vec::new()
+    });
+    if let Some((s, _)) = restored.server {
         s.stop().await;
     }
 }
@@ -790,31 +771,14 @@ async fn keep_or_remove(
 ) {
     if req.keep && ran.error.is_none() {
         ran.kept = true;
-        for r in resources {
-            let _ = journal.remove(r);
-        }
         tracing::info!(job = %name, target = %ran.target, "The drill's scratch copy was kept.");
-    } else {
-        match scratch.remove().await {
-            Ok(()) => {
-                for r in resources {
-                    let _ = journal.remove(r);
-                }
-            }
-            Err(e) => {
-                tracing::error!(job = %name, error = %backup_core::error::report(&e), "Could not remove the drill's scratch copy; the next drill will try again.");
-            }
-        }
+    } else if let Err(e) = scratch.remove().await {
+        tracing::error!(job = %name, error = %backup_core::error::report(&e), "Could not remove the drill's scratch copy; the next drill will try again.");
+        return;
     }
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| backup_core::Error::io("finding a free port", e))?;
-    Ok(l.local_addr()
-        .map_err(|e| backup_core::Error::io("finding a free port", e))?
-        .port())
+    for r in resources {
+        let _ = journal.remove(r);
+    }
 }
 
 /// The drill records of the repository (of one job when given), oldest

@@ -40,6 +40,23 @@ pub struct ChosenPoint {
     pub canary: Option<Canary>,
 }
 
+impl ChosenPoint {
+    /// `snapshot` restored to `at` (`None`: as it is), which is the time
+    /// the copy represents (`at`, else the snapshot's time), chosen as
+    /// `kind`; no replay, no canary.
+    fn new(snapshot: SnapshotEntry, at: Option<DateTime<Utc>>, kind: &'static str) -> Self {
+        ChosenPoint {
+            time: at.unwrap_or(snapshot.snapshot.time),
+            snapshot,
+            at,
+            point: None,
+            replay: None,
+            kind,
+            canary: None,
+        }
+    }
+}
+
 /// A row or document written to the source before a drill
 /// ([`CanaryPoint`]).
 #[derive(Debug, Clone)]
@@ -86,15 +103,7 @@ impl PointChooser for LatestSnapshot {
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
         let entry = repo.find_snapshot("latest", scope).await?;
-        Ok(ChosenPoint {
-            time: entry.snapshot.time,
-            snapshot: entry,
-            at: None,
-            point: None,
-            replay: None,
-            kind: "latest-snapshot",
-            canary: None,
-        })
+        Ok(ChosenPoint::new(entry, None, "latest-snapshot"))
     }
 }
 
@@ -137,26 +146,14 @@ impl PointChooser for RandomPointInWindow {
                     window.end.max(window.start).to_rfc3339()
                 ))));
             }
-            let span = (window.end - window.start - chrono::Duration::seconds(1))
-                .num_milliseconds()
-                .max(0);
-            let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
-            let at = window.start + chrono::Duration::milliseconds(offset);
+            let at = random_time(window.start, window.end - chrono::Duration::seconds(1));
             let base = window.base_for(at).ok_or_else(|| {
                 Error::from(backup_core::Error::not_found(format!(
                     "a base backup that ended before {}",
                     at.to_rfc3339()
                 )))
             })?;
-            Ok(ChosenPoint {
-                snapshot: base,
-                time: at,
-                at: Some(at),
-                point: None,
-                replay: None,
-                kind: "random-point-in-window",
-                canary: None,
-            })
+            Ok(ChosenPoint::new(base, Some(at), "random-point-in-window"))
         }
         #[cfg(not(feature = "postgres"))]
         Err(Error::usage(
@@ -213,48 +210,30 @@ async fn stream_random_point(
                 source.unwrap_or("this repository")
             ))
         })?;
-    let target = kind.source_kind().name();
-    if !kind.timed_positions() {
-        let span = (window.1 - window.0).num_milliseconds().max(0);
-        let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
-        let at = window.0 + chrono::Duration::milliseconds(offset);
-        return planned_point(repo, target, source, at).await;
-    }
-    let (from, to) = (window.0.timestamp(), window.1.timestamp());
-    // Seconds FROM..TO-1: the second of the window's end may be captured
-    // only in part.
-    let span = u64::try_from(to - 1 - from).map_err(|_| {
-        Error::usage(format!(
-            "the restorable window ({} to {}) is under a second long: let the capture run longer before a drill at a random point",
-            window.0.to_rfc3339(),
-            window.1.to_rfc3339()
-        ))
-    })?;
-    let offset = i64::try_from(random_u64() % (span + 1)).unwrap_or(0);
-    let at = DateTime::from_timestamp(from + offset, 0).unwrap_or(window.0);
-    planned_point(repo, target, source, at).await
-}
-
-/// The base and replay of a restore to `at`, as a drill's point.
-async fn planned_point(
-    repo: &IndexedRepository,
-    kind: &str,
-    source: Option<&str>,
-    at: DateTime<Utc>,
-) -> Result<ChosenPoint> {
+    let at = if kind.timed_positions() {
+        let (from, to) = (window.0.timestamp(), window.1.timestamp());
+        // Seconds FROM..TO-1: the second of the window's end may be
+        // captured only in part.
+        let span = u64::try_from(to - 1 - from).map_err(|_| {
+            Error::usage(format!(
+                "the restorable window ({} to {}) is under a second long: let the capture run longer before a drill at a random point",
+                window.0.to_rfc3339(),
+                window.1.to_rfc3339()
+            ))
+        })?;
+        let offset = i64::try_from(random_u64() % (span + 1)).unwrap_or(0);
+        DateTime::from_timestamp(from + offset, 0).unwrap_or(window.0)
+    } else {
+        random_time(window.0, window.1)
+    };
     let opts = backup_core::target::RestoreOptions {
         at: Some(at),
         ..Default::default()
     };
-    let plan = crate::pitr::planned(repo, kind, source, &opts).await?;
+    let plan = crate::pitr::planned(repo, kind.source_kind().name(), source, &opts).await?;
     Ok(ChosenPoint {
-        snapshot: plan.base,
-        time: at,
-        at: Some(at),
-        point: None,
         replay: plan.replay,
-        kind: "random-point-in-window",
-        canary: None,
+        ..ChosenPoint::new(plan.base, Some(at), "random-point-in-window")
     })
 }
 
@@ -362,13 +341,8 @@ impl CanaryPoint {
             if let Some(base) = window.base_for(at).filter(|_| window.end >= needed) {
                 canary.captured_after = written.elapsed().as_secs_f64();
                 return Ok(ChosenPoint {
-                    snapshot: base,
-                    time: at,
-                    at: Some(at),
-                    point: None,
-                    replay: None,
-                    kind: "canary",
                     canary: Some(canary),
+                    ..ChosenPoint::new(base, Some(at), "canary")
                 });
             }
             if written.elapsed() > self.wait {
@@ -407,13 +381,11 @@ impl CanaryPoint {
                 Ok(plan) => {
                     canary.captured_after = written.elapsed().as_secs_f64();
                     return Ok(ChosenPoint {
-                        snapshot: plan.base,
                         time,
-                        at: None,
                         point: Some(point),
                         replay: plan.replay,
-                        kind: "canary",
                         canary: Some(canary),
+                        ..ChosenPoint::new(plan.base, None, "canary")
                     });
                 }
                 Err(e) if written.elapsed() > self.wait => {
@@ -503,6 +475,14 @@ async fn physical_window(
             ),
         })
     })
+}
+
+/// A random time from `from` to `to` (`from` when `to` is before it), to
+/// the millisecond.
+fn random_time(from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
+    let span = (to - from).num_milliseconds().max(0);
+    let offset = i64::try_from(random_u64() % (span.unsigned_abs() + 1)).unwrap_or(0);
+    from + chrono::Duration::milliseconds(offset)
 }
 
 /// A random number from the standard library's randomly seeded hasher.

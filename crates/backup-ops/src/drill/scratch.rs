@@ -10,8 +10,8 @@ use backup_core::redact::redact_url;
 use backup_core::snapshot::Snapshot;
 use backup_core::target::{RestoreOptions, Target};
 use backup_sources::drill::{
-    escape, percent_decode, url_database, with_path, DataDirectory, DrillSupport, ScratchPlan,
-    ThrowawayServer,
+    escape, need_location, percent_decode, url_database, with_path, DataDirectory, DrillSupport,
+    ScratchPlan, ThrowawayServer,
 };
 use backup_sources::{Kind, TargetSpec};
 
@@ -93,8 +93,10 @@ fn make_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The scratch directory's parent, which must exist.
-fn scratch_parent(target: &str) -> Result<PathBuf> {
+/// The scratch directory's parent `target`, which must exist; a drill
+/// without one needs `what`.
+fn scratch_parent(target: Option<&str>, what: &str) -> Result<PathBuf> {
+    let target = target.ok_or_else(|| usage(need_location(what)))?;
     let path = PathBuf::from(target.strip_prefix("file://").unwrap_or(target));
     if !path.is_dir() {
         return Err(Error::usage(format!(
@@ -103,13 +105,6 @@ fn scratch_parent(target: &str) -> Result<PathBuf> {
         )));
     }
     Ok(path)
-}
-
-/// The error of a drill that has no scratch location: it needs `what`.
-fn need_location(what: &str) -> Error {
-    Error::usage(format!(
-        "this drill needs a scratch location: {what} (jobs.NAME.drill.target, or --target)"
-    ))
 }
 
 impl Scratch {
@@ -148,8 +143,7 @@ impl Scratch {
     /// Plans a files copy: a new directory `dir_name` in the scratch
     /// directory `target`.
     fn plan_files(target: Option<&str>, dir_name: &str) -> Result<(Scratch, RestoreOptions)> {
-        let parent = scratch_parent(target.ok_or_else(|| need_location("a directory"))?)?;
-        let dir = parent.join(dir_name);
+        let dir = scratch_parent(target, "a directory")?.join(dir_name);
         let target = TargetSpec::new(dir.to_string_lossy().into_owned())?.open()?;
         Ok((Scratch::Files { dir, target }, RestoreOptions::default()))
     }
@@ -162,10 +156,7 @@ impl Scratch {
         source_url: Option<&str>,
         dir_name: &str,
     ) -> Result<(Scratch, RestoreOptions)> {
-        let parent = scratch_parent(
-            target.ok_or_else(|| need_location("a directory owned by the server's user"))?,
-        )?;
-        let dir = parent.join(dir_name);
+        let dir = scratch_parent(target, "a directory owned by the server's user")?.join(dir_name);
         let data = DataDirectory::new(dir.join("data"))?;
         let (user, password) = match source_url.and_then(|u| url::Url::parse(u).ok()) {
             Some(u) if !u.username().is_empty() => (
@@ -325,7 +316,7 @@ impl Scratch {
                 password,
                 database,
                 ..
-            } => physical_url(user, password.as_deref(), port.unwrap_or(5432), database),
+            } => physical_url(user, password.as_deref(), port, database),
             Scratch::Databases { plan, .. } => plan.url.clone(),
         }
     }
@@ -359,17 +350,19 @@ impl Scratch {
     }
 }
 
-/// `postgres://user:password@127.0.0.1:port/database`.
+/// `postgres://user:password@127.0.0.1:port/database` (`port` `None`:
+/// 5432).
 pub(crate) fn physical_url(
     user: &str,
     password: Option<&str>,
-    port: u16,
+    port: Option<u16>,
     database: &str,
 ) -> String {
     let auth = match password {
         Some(p) => format!("{}:{}", escape(user), escape(p)),
         None => escape(user),
     };
+    let port = port.unwrap_or(5432);
     format!("postgres://{auth}@127.0.0.1:{port}/{}", escape(database))
 }
 
@@ -437,7 +430,7 @@ mod tests {
     #[test]
     fn physical_urls() {
         assert_eq!(
-            physical_url("postgres", Some("p w"), 5555, "postgres"),
+            physical_url("postgres", Some("p w"), Some(5555), "postgres"),
             "postgres://postgres:p%20w@127.0.0.1:5555/postgres"
         );
     }

@@ -6,23 +6,14 @@
 
 use backup_core::{Error, Result};
 
-fn unavailable() -> Error {
-    Error::Config(
-        "physical PostgreSQL drills are not supported by this build of backup (it was built without the postgres cargo feature)".to_owned(),
-    )
-}
-
-/// A data directory for a physical restore (unavailable in this build).
+/// A data directory for a physical restore (unavailable in this build:
+/// [`DataDirectory::new`] always fails, so there is none).
 #[derive(Debug)]
-pub struct DataDirectory {
-    _private: (),
-}
+pub enum DataDirectory {}
 
 /// A server on a restored data directory (unavailable in this build).
 #[derive(Debug)]
-pub struct StartedServer {
-    _private: (),
-}
+pub enum StartedServer {}
 
 impl DataDirectory {
     /// Always fails in this build.
@@ -32,54 +23,49 @@ impl DataDirectory {
     /// Always: the build lacks PostgreSQL.
     pub fn new(path: std::path::PathBuf) -> Result<Self> {
         let _ = path;
-        Err(unavailable())
+        Err(Error::Config(
+            "physical PostgreSQL drills are not supported by this build of backup (it was built without the postgres cargo feature)".to_owned(),
+        ))
     }
 
     /// The restore target.
     pub fn target(&self) -> &dyn backup_core::target::Target {
-        unreachable_target()
+        match *self {}
     }
 
-    /// Always fails in this build.
+    /// Never called in this build.
     ///
     /// # Errors
     ///
-    /// Always.
+    /// None.
     pub async fn verify_files(
         &self,
         snapshot: &backup_core::reader::SnapshotReader,
     ) -> Result<Vec<String>> {
         let _ = snapshot;
-        Err(unavailable())
+        match *self {}
     }
 
-    /// Always fails in this build.
+    /// Never called in this build.
     ///
     /// # Errors
     ///
-    /// Always.
+    /// None.
     pub async fn start(
         &self,
         port: u16,
         work_parent: Option<&std::path::Path>,
     ) -> Result<StartedServer> {
         let _ = (port, work_parent);
-        Err(unavailable())
+        match *self {}
     }
 }
 
 impl StartedServer {
     /// Never called in this build.
     pub async fn stop(self) -> Option<String> {
-        None
+        match self {}
     }
-}
-
-/// A `DataDirectory` cannot be made in this build, so this is never
-/// reached; it returns a files target to satisfy the type.
-fn unreachable_target() -> &'static dyn backup_core::target::Target {
-    static FILES: std::sync::OnceLock<crate::files::FilesTarget> = std::sync::OnceLock::new();
-    FILES.get_or_init(|| crate::files::FilesTarget::new(std::path::PathBuf::from("/nonexistent")))
 }
 
 /// Nothing can be left over in this build.

@@ -88,12 +88,18 @@ pub trait DrillSupport: Send + Sync {
 
     /// Why the scratch databases `databases` of `server` cannot take a
     /// copy (they exist, or hold keys), for people; `None` when they are
-    /// free.
+    /// free. The default: one of them is among [`DrillSupport::databases`].
     ///
     /// # Errors
     ///
     /// Connection and command errors.
-    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>>;
+    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>> {
+        let existing = self.databases(server).await?;
+        Ok(databases
+            .iter()
+            .find(|d| existing.contains(d))
+            .map(|d| format!("database {d} exists already on {}", redact_url(server))))
+    }
 
     /// Removes the scratch databases `databases` of `server`: drops them
     /// (PostgreSQL, closing their connections first; MongoDB, with the
@@ -392,8 +398,7 @@ impl ThrowawayServer {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        let wait = self.child.wait();
-        if tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait())
             .await
             .is_err()
         {
@@ -412,6 +417,18 @@ pub fn scratch_name(base: &str, stamp: &str, max: usize) -> String {
         base.pop();
     }
     format!("{base}{suffix}")
+}
+
+/// A free TCP port on 127.0.0.1.
+///
+/// # Errors
+///
+/// I/O errors.
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free port", e))
 }
 
 /// `url` with its path replaced by `path`.
@@ -466,8 +483,7 @@ fn snapshot_databases(snapshot: &Snapshot, of_row: fn(&str) -> Option<String>) -
 }
 
 /// The error of a drill without a scratch location: it needs `what`.
-#[allow(dead_code)] // Used only in builds with a database kind.
-fn need_location(what: &str) -> Error {
+pub fn need_location(what: &str) -> Error {
     Error::Config(format!(
         "this drill needs a scratch location: {what} (jobs.NAME.drill.target, or --target)"
     ))

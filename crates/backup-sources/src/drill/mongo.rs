@@ -1,7 +1,6 @@
 //! MongoDB: renamed scratch databases, counts with a filter, the canary
 //! document.
 
-use backup_core::redact::redact_url;
 use backup_core::snapshot::Snapshot;
 use backup_core::target::RestoreOptions;
 use backup_core::{Error, Result};
@@ -72,16 +71,25 @@ impl DrillSupport for MongoDrill {
         Ok((plan, options))
     }
 
-    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>> {
-        let existing = self.databases(server).await?;
-        Ok(databases
-            .iter()
-            .find(|d| existing.contains(d))
-            .map(|d| format!("database {d} exists already on {}", redact_url(server))))
-    }
-
     async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
-        drop_databases(&with_path(server, "/")?, databases).await
+        let conn = Conn::new(&with_path(server, "/")?, Side::Target).await?;
+        for name in databases {
+            let db = conn.client.database(name);
+            // Users and roles defined on the database live in admin and
+            // outlive dropDatabase.
+            for cmd in [
+                doc! {"dropAllUsersFromDatabase": 1},
+                doc! {"dropAllRolesFromDatabase": 1},
+            ] {
+                if let Err(e) = db.run_command(cmd).await {
+                    tracing::debug!(database = %name, error = %e, "Could not drop the users or roles of a scratch database.");
+                }
+            }
+            db.drop()
+                .await
+                .map_err(|e| conn.error(&format!("dropping the scratch database {name}"), e))?;
+        }
+        Ok(())
     }
 
     async fn databases(&self, server: &str) -> Result<Vec<String>> {
@@ -93,7 +101,23 @@ impl DrillSupport for MongoDrill {
     }
 
     async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>> {
-        collection_counts(server, database).await
+        let conn = Conn::new(server, Side::Target).await?;
+        let d = conn.client.database(database);
+        let mut names = d
+            .list_collection_names()
+            .await
+            .map_err(|e| conn.error(&format!("listing the collections of {database}"), e))?;
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names.into_iter().filter(|n| !n.starts_with("system.")) {
+            let n = d
+                .collection::<Document>(&name)
+                .count_documents(doc! {})
+                .await
+                .map_err(|e| conn.error(&format!("counting {database}.{name}"), e))?;
+            out.push((name, n));
+        }
+        Ok(out)
     }
 
     async fn probe(&self, server: &str, database: &str, probe: &Probe) -> Result<Answer> {
@@ -124,8 +148,41 @@ impl DrillSupport for MongoDrill {
     }
 
     async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt> {
-        let (seconds, increment) = write_canary(&canary.url, &canary.id).await?;
-        Ok(CanaryAt::Position(Position::Oplog { seconds, increment }))
+        let conn = Conn::new(&canary.url, Side::Source).await?;
+        let coll = conn
+            .client
+            .database(CANARY_DB)
+            .collection::<Document>(CANARY_COLLECTION);
+        let mut session = conn
+            .client
+            .start_session()
+            .await
+            .map_err(|e| conn.error("starting a session for the drill's canary", e))?;
+        let now = mongodb::bson::DateTime::now();
+        let old = mongodb::bson::DateTime::from_millis(now.timestamp_millis() - 90 * 86_400_000);
+        coll.delete_many(doc! {"written": {"$lt": old}})
+            .session(&mut session)
+            .await
+            .map_err(|e| conn.error("removing the canaries of old drills", e))?;
+        coll.insert_one(doc! {"_id": &canary.id, "written": now})
+            .write_concern(mongodb::options::WriteConcern::majority())
+            .session(&mut session)
+            .await
+            .map_err(|e| {
+                conn.error(
+                    &format!("writing the drill's canary to {CANARY_DB}.{CANARY_COLLECTION}"),
+                    e,
+                )
+            })?;
+        let ts = session.operation_time().ok_or_else(|| {
+            Error::source_failed(
+                "the server did not return the operation time of the drill's canary: is it a replica set member?",
+            )
+        })?;
+        Ok(CanaryAt::Position(Position::Oplog {
+            seconds: ts.time,
+            increment: ts.increment,
+        }))
     }
 
     async fn canary_present(
@@ -161,82 +218,4 @@ async fn count(url: &str, db: &str, collection: &str, filter: Document) -> Resul
         .count_documents(filter)
         .await
         .map_err(|e| conn.error(&format!("counting {db}.{collection}"), e))
-}
-
-async fn drop_databases(url: &str, names: &[String]) -> Result<()> {
-    let conn = Conn::new(url, Side::Target).await?;
-    for name in names {
-        let db = conn.client.database(name);
-        // Users and roles defined on the database live in admin and
-        // outlive dropDatabase.
-        for cmd in [
-            doc! {"dropAllUsersFromDatabase": 1},
-            doc! {"dropAllRolesFromDatabase": 1},
-        ] {
-            if let Err(e) = db.run_command(cmd).await {
-                tracing::debug!(database = %name, error = %e, "Could not drop the users or roles of a scratch database.");
-            }
-        }
-        db.drop()
-            .await
-            .map_err(|e| conn.error(&format!("dropping the scratch database {name}"), e))?;
-    }
-    Ok(())
-}
-
-/// Writes the canary document `id`; returns the oplog timestamp of the
-/// write.
-async fn write_canary(url: &str, id: &str) -> Result<(u32, u32)> {
-    let conn = Conn::new(url, Side::Source).await?;
-    let coll = conn
-        .client
-        .database(CANARY_DB)
-        .collection::<Document>(CANARY_COLLECTION);
-    let mut session = conn
-        .client
-        .start_session()
-        .await
-        .map_err(|e| conn.error("starting a session for the drill's canary", e))?;
-    let now = mongodb::bson::DateTime::now();
-    let old = mongodb::bson::DateTime::from_millis(now.timestamp_millis() - 90 * 86_400_000);
-    coll.delete_many(doc! {"written": {"$lt": old}})
-        .session(&mut session)
-        .await
-        .map_err(|e| conn.error("removing the canaries of old drills", e))?;
-    coll.insert_one(doc! {"_id": id, "written": now})
-        .write_concern(mongodb::options::WriteConcern::majority())
-        .session(&mut session)
-        .await
-        .map_err(|e| {
-            conn.error(
-                &format!("writing the drill's canary to {CANARY_DB}.{CANARY_COLLECTION}"),
-                e,
-            )
-        })?;
-    let ts = session.operation_time().ok_or_else(|| {
-        Error::source_failed(
-            "the server did not return the operation time of the drill's canary: is it a replica set member?",
-        )
-    })?;
-    Ok((ts.time, ts.increment))
-}
-
-async fn collection_counts(url: &str, db: &str) -> Result<Vec<(String, u64)>> {
-    let conn = Conn::new(url, Side::Target).await?;
-    let d = conn.client.database(db);
-    let mut names = d
-        .list_collection_names()
-        .await
-        .map_err(|e| conn.error(&format!("listing the collections of {db}"), e))?;
-    names.sort();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names.into_iter().filter(|n| !n.starts_with("system.")) {
-        let n = d
-            .collection::<Document>(&name)
-            .count_documents(doc! {})
-            .await
-            .map_err(|e| conn.error(&format!("counting {db}.{name}"), e))?;
-        out.push((name, n));
-    }
-    Ok(out)
 }

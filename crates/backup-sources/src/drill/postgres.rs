@@ -1,7 +1,6 @@
 //! PostgreSQL: scratch databases, SQL checks, the canary row, and the
 //! data directory of a physical copy.
 
-use backup_core::redact::redact_url;
 use backup_core::snapshot::Snapshot;
 use backup_core::target::RestoreOptions;
 use backup_core::{Error, Result};
@@ -47,17 +46,22 @@ impl DrillSupport for PostgresDrill {
         Ok((plan, RestoreOptions::default()))
     }
 
-    async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>> {
-        let existing = self.databases(server).await?;
-        Ok(databases
-            .iter()
-            .find(|d| existing.contains(d))
-            .map(|d| format!("database {d} exists already on {}", redact_url(server))))
-    }
-
     async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
         for name in databases {
-            drop_database(server, name).await?;
+            // Its connections are closed first; an absent one is skipped.
+            let c = admin(server).await?;
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(name)
+            ))
+            .await
+            .map_err(|e| {
+                query_error(
+                    Side::Target,
+                    &format!("dropping the scratch database {name}"),
+                    e,
+                )
+            })?;
         }
         Ok(())
     }
@@ -75,8 +79,7 @@ impl DrillSupport for PostgresDrill {
     }
 
     async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>> {
-        let url = database_url(server, database)?;
-        let n = sql_value(&url, "SELECT count(*) FROM pg_class").await?;
+        let n = sql_value(server, database, "SELECT count(*) FROM pg_class").await?;
         Ok(vec![(
             "pg_class".to_owned(),
             n.and_then(|n| n.parse().ok()).unwrap_or(0),
@@ -85,9 +88,7 @@ impl DrillSupport for PostgresDrill {
 
     async fn probe(&self, server: &str, database: &str, probe: &Probe) -> Result<Answer> {
         match probe {
-            Probe::Sql(query) => Ok(Answer::Value(
-                sql_value(&database_url(server, database)?, query).await?,
-            )),
+            Probe::Sql(query) => Ok(Answer::Value(sql_value(server, database, query).await?)),
             other => Err(other.misdirected("PostgreSQL")),
         }
     }
@@ -108,8 +109,47 @@ impl DrillSupport for PostgresDrill {
         })
     }
 
+    /// Writes the canary row, then commits once more after it; the
+    /// target is the server's time between the two commits.
     async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt> {
-        let target = write_canary(&canary.url, &canary.id).await?;
+        let info = ConnInfo::parse(&canary.url)?;
+        let c = info.connect(Side::Source).await?;
+        let fail = |what: &'static str| move |e| query_error(Side::Source, what, e);
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS backup_drill_canary (\
+             id text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        )
+        .await
+        .map_err(fail("creating the table backup_drill_canary"))?;
+        c.execute(
+            "INSERT INTO backup_drill_canary (id) VALUES ($1)",
+            &[&canary.id],
+        )
+        .await
+        .map_err(fail("writing the drill's canary row"))?;
+        // After the canary's commit and before the next one: the target.
+        let row = c
+            .query_one(
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                &[],
+            )
+            .await
+            .map_err(fail("reading the server's clock"))?;
+        let target: String = row.get(0);
+        // A commit after the target, so that recovery to it can end; the
+        // rows of drills older than 90 days go.
+        c.execute(
+            "UPDATE backup_drill_canary SET written_at = written_at WHERE id = $1",
+            &[&canary.id],
+        )
+        .await
+        .map_err(fail("closing the drill's canary"))?;
+        c.execute(
+            "DELETE FROM backup_drill_canary WHERE written_at < now() - interval '90 days'",
+            &[],
+        )
+        .await
+        .map_err(fail("removing old canary rows"))?;
         let at = DateTime::parse_from_rfc3339(&target)
             .map_err(|e| Error::source_failed(format!("the server's time `{target}`: {e}")))?;
         Ok(CanaryAt::Time(at.with_timezone(&Utc)))
@@ -125,7 +165,7 @@ impl DrillSupport for PostgresDrill {
             "SELECT count(*) FROM backup_drill_canary WHERE id = '{}'",
             canary.id.replace('\'', "''")
         );
-        let n = sql_value(&database_url(server, database)?, &query).await?;
+        let n = sql_value(server, database, &query).await?;
         Ok(n.as_deref() == Some("1"))
     }
 }
@@ -146,8 +186,10 @@ fn canary_url(url: &str, database: Option<&str>) -> Result<(String, String)> {
     Ok((database_url(url, &db)?, db))
 }
 
-async fn sql_value(url: &str, query: &str) -> Result<Option<String>> {
-    let info = ConnInfo::parse(url)?;
+/// The first column of the first row `query` returns in `database` of
+/// `server` (`None`: SQL NULL, or no row).
+async fn sql_value(server: &str, database: &str, query: &str) -> Result<Option<String>> {
+    let info = ConnInfo::parse(&database_url(server, database)?)?;
     let c = info.connect(Side::Target).await?;
     let messages = c
         .simple_query(query)
@@ -162,68 +204,9 @@ async fn sql_value(url: &str, query: &str) -> Result<Option<String>> {
         .flatten())
 }
 
-/// Writes the canary row `id`, then commits once more after it; returns
-/// the server's time between the two commits (RFC 3339, UTC).
-async fn write_canary(url: &str, id: &str) -> Result<String> {
-    let info = ConnInfo::parse(url)?;
-    let c = info.connect(Side::Source).await?;
-    let fail = |what: &'static str| move |e| query_error(Side::Source, what, e);
-    c.batch_execute(
-        "CREATE TABLE IF NOT EXISTS backup_drill_canary (\
-         id text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())",
-    )
-    .await
-    .map_err(fail("creating the table backup_drill_canary"))?;
-    c.execute("INSERT INTO backup_drill_canary (id) VALUES ($1)", &[&id])
-        .await
-        .map_err(fail("writing the drill's canary row"))?;
-    // After the canary's commit and before the next one: the target.
-    let row = c
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[],
-        )
-        .await
-        .map_err(fail("reading the server's clock"))?;
-    let target: String = row.get(0);
-    // A commit after the target, so that recovery to it can end; the
-    // rows of drills older than 90 days go.
-    c.execute(
-        "UPDATE backup_drill_canary SET written_at = written_at WHERE id = $1",
-        &[&id],
-    )
-    .await
-    .map_err(fail("closing the drill's canary"))?;
-    c.execute(
-        "DELETE FROM backup_drill_canary WHERE written_at < now() - interval '90 days'",
-        &[],
-    )
-    .await
-    .map_err(fail("removing old canary rows"))?;
-    Ok(target)
-}
-
 async fn admin(url: &str) -> Result<tokio_postgres::Client> {
     let info = ConnInfo::parse(url)?;
     info.with_dbname("postgres").connect(Side::Target).await
-}
-
-/// Drops the database `name` (closing its connections first); nothing
-/// when it is absent.
-async fn drop_database(url: &str, name: &str) -> Result<()> {
-    let c = admin(url).await?;
-    c.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(name)
-    ))
-    .await
-    .map_err(|e| {
-        query_error(
-            Side::Target,
-            &format!("dropping the scratch database {name}"),
-            e,
-        )
-    })
 }
 
 /// A data directory a physical snapshot is restored into, started as a

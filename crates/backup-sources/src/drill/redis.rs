@@ -7,8 +7,8 @@ use backup_core::target::RestoreOptions;
 use backup_core::{Error, Result};
 
 use super::{
-    need_location, snapshot_databases, url_database, with_path, Answer, CanaryAt, CanaryMark,
-    DrillSupport, Probe, ScratchPlan, ThrowawayServer,
+    free_port, need_location, snapshot_databases, url_database, with_path, Answer, CanaryAt,
+    CanaryMark, DrillSupport, Probe, ScratchPlan, ThrowawayServer,
 };
 use crate::capture::Position;
 use crate::redis::conn::RedisUrl;
@@ -27,6 +27,18 @@ pub(super) struct RedisDrill;
 fn number(db: &str) -> Result<u32> {
     db.parse()
         .map_err(|_| Error::Config(format!("`{db}` is not a Redis database number")))
+}
+
+/// Database numbers.
+fn numbers(dbs: &[String]) -> Result<Vec<u32>> {
+    dbs.iter().map(|d| number(d)).collect()
+}
+
+/// A pipeline that selects database `db` first.
+fn in_db(db: u32) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SELECT").arg(db).ignore();
+    pipe
 }
 
 #[async_trait::async_trait]
@@ -104,10 +116,7 @@ impl DrillSupport for RedisDrill {
     }
 
     async fn occupied(&self, server: &str, databases: &[String]) -> Result<Option<String>> {
-        let mut dbs = databases
-            .iter()
-            .map(|d| number(d))
-            .collect::<Result<Vec<u32>>>()?;
+        let mut dbs = numbers(databases)?;
         dbs.sort_unstable();
         dbs.dedup();
         let sizes = dbsizes(server, &dbs).await?;
@@ -120,11 +129,7 @@ impl DrillSupport for RedisDrill {
     }
 
     async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
-        let dbs = databases
-            .iter()
-            .map(|d| number(d))
-            .collect::<Result<Vec<u32>>>()?;
-        flush(&with_path(server, "")?, &dbs).await
+        flush(&with_path(server, "")?, &numbers(databases)?).await
     }
 
     async fn databases(&self, server: &str) -> Result<Vec<String>> {
@@ -198,10 +203,7 @@ impl DrillSupport for RedisDrill {
 async fn write_canary(url: &str, db: u32, key: &str, id: &str) -> Result<u64> {
     let u = RedisUrl::parse(url)?;
     let mut con = u.connect().await?;
-    let (info,): (String,) = redis::pipe()
-        .cmd("SELECT")
-        .arg(db)
-        .ignore()
+    let (info,): (String,) = in_db(db)
         .cmd("SET")
         .arg(key)
         .arg(id)
@@ -213,8 +215,7 @@ async fn write_canary(url: &str, db: u32, key: &str, id: &str) -> Result<u64> {
         .query_async(&mut con)
         .await
         .map_err(|e| u.error(&format!("writing the drill's canary {key}"), e))?;
-    let offset = info
-        .lines()
+    info.lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| {
@@ -222,17 +223,13 @@ async fn write_canary(url: &str, db: u32, key: &str, id: &str) -> Result<u64> {
                 "{}: INFO replication has no master_repl_offset",
                 u.redacted()
             ))
-        })?;
-    Ok(offset)
+        })
 }
 
 async fn key_exists(url: &str, db: u32, key: &str) -> Result<bool> {
     let u = RedisUrl::parse(url)?;
     let mut con = u.connect().await?;
-    let (n,): (u64,) = redis::pipe()
-        .cmd("SELECT")
-        .arg(db)
-        .ignore()
+    let (n,): (u64,) = in_db(db)
         .cmd("EXISTS")
         .arg(key)
         .query_async(&mut con)
@@ -246,10 +243,7 @@ async fn dbsizes(url: &str, dbs: &[u32]) -> Result<Vec<u64>> {
     let mut con = u.connect().await?;
     let mut out = Vec::with_capacity(dbs.len());
     for db in dbs {
-        let (n,): (u64,) = redis::pipe()
-            .cmd("SELECT")
-            .arg(*db)
-            .ignore()
+        let (n,): (u64,) = in_db(*db)
             .cmd("DBSIZE")
             .query_async(&mut con)
             .await
@@ -263,10 +257,7 @@ async fn flush(url: &str, dbs: &[u32]) -> Result<()> {
     let u = RedisUrl::parse(url)?;
     let mut con = u.connect().await?;
     for db in dbs {
-        redis::pipe()
-            .cmd("SELECT")
-            .arg(*db)
-            .ignore()
+        in_db(*db)
             .cmd("FLUSHDB")
             .ignore()
             .query_async::<()>(&mut con)
@@ -297,10 +288,7 @@ async fn start_server() -> Result<ThrowawayServer> {
         std::process::id()
     ));
     std::fs::create_dir(&dir).map_err(io("creating a directory for redis-server"))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(io("finding a free port"))?
-        .port();
+    let port = free_port()?;
     let log =
         std::fs::File::create(dir.join("redis.log")).map_err(io("creating redis-server's log"))?;
     let child = tokio::process::Command::new(&program)
