@@ -28,7 +28,6 @@
 //! array truncation) are refused the same way.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use backup_core::capture::CaptureReplay;
 use backup_core::reader::SnapshotReader;
@@ -36,14 +35,11 @@ use backup_core::{Error, Result};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::export::canonical_json;
+use super::item::each_document;
 use super::oplog::{plan_entry, Op};
-use super::target::split::DocSplitter;
 use super::target::{feed, load, Replayer};
 use super::Ts;
 use crate::item::{one_row, write_blocking, write_error, ItemDump, ItemFormat, OpenItem};
-
-/// The largest document read back (as [`super::item`]).
-const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;
 
 /// What the replay says to do with a document after the base: its steps,
 /// each with its place in the replayed order.
@@ -507,50 +503,21 @@ fn write_at(
     };
     let mut inserted: Vec<(u64, Document)> = Vec::new();
     if let Some((reader, node)) = base {
-        let mut content = reader.blocking_content(&node);
-        let mut split = DocSplitter::new(MAX_DOCUMENT);
-        let mut buf = vec![0u8; 1 << 16];
-        let mut seen = 0u64;
-        loop {
-            let n = content
-                .read(&mut buf)
-                .map_err(|e| content.take_error().unwrap_or_else(|| write_error(e)))?;
-            if n == 0 {
-                break;
+        each_document(&reader, &node, ns, |raw, d| {
+            let steps = match d.get("_id") {
+                Some(id) => docs.remove(&id_key(id)?),
+                None => None,
+            };
+            let Some(steps) = steps else {
+                return write(out, Some(raw), &d);
+            };
+            match fold(ns, Some(d), steps)? {
+                Some((d, Place::Base)) => write(out, None, &d)?,
+                Some((d, Place::Inserted(seq))) => inserted.push((seq, d)),
+                None => {}
             }
-            split.push(&buf[..n]);
-            while let Some(raw) = split
-                .next_doc()
-                .map_err(|e| reader.damaged(format!("{ns}: {e}")))?
-            {
-                seen += 1;
-                let d = Document::from_reader(raw.as_slice())
-                    .map_err(|e| reader.damaged(format!("{ns}: document {seen}: {e}")))?;
-                let steps = match d.get("_id") {
-                    Some(id) => docs.remove(&id_key(id)?),
-                    None => None,
-                };
-                let Some(steps) = steps else {
-                    write(out, Some(&raw), &d)?;
-                    continue;
-                };
-                match fold(ns, Some(d), steps)? {
-                    Some((d, Place::Base)) => write(out, None, &d)?,
-                    Some((d, Place::Inserted(seq))) => inserted.push((seq, d)),
-                    None => {}
-                }
-            }
-        }
-        if split.has_rest() {
-            return Err(reader.damaged(format!("{ns}: the documents end inside one")));
-        }
-        if content.bytes_read() != node.size {
-            return Err(reader.damaged(format!(
-                "{ns}: the documents hold {} bytes, their entry says {}",
-                content.bytes_read(),
-                node.size
-            )));
-        }
+            Ok(())
+        })?;
     }
     for (_, steps) in docs.drain() {
         if let Some((d, place)) = fold(ns, None, steps)? {

@@ -20,11 +20,9 @@ use backup_core::{Error, Result};
 use futures::StreamExt as _;
 use mongodb::bson::{Bson, Document};
 
+use super::item::MAX_DOCUMENT;
 use super::{tree_name, Metadata, DATABASES, DOCUMENTS, OPLOG};
 use crate::erase::{KindEdits, MongoDelete, RecordFilter, Removed};
-
-/// Largest document read (the server's maximum is 16 MiB).
-const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;
 
 /// The key of the captured oplog's counts (no namespace has a space
 /// first).
