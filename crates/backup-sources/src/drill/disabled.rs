@@ -1,5 +1,6 @@
-//! Physical PostgreSQL drills in a build without PostgreSQL: every
-//! operation says the build lacks it.
+//! Physical PostgreSQL drills in a build without PostgreSQL: making a
+//! data directory says the build lacks it, and the types have no values,
+//! so nothing else can be called.
 
 // The signatures are the PostgreSQL module's, so callers build either way.
 #![allow(clippy::unused_async, clippy::needless_pass_by_value)]

@@ -89,8 +89,9 @@ pub(crate) async fn dump_collection(
 ///
 /// # Errors
 ///
-/// `each`'s errors; [`Error::Corrupt`] for a document that does not parse
-/// or a node whose bytes do not end with a whole document or its size.
+/// `each`'s errors; errors reading the content (storage, damage);
+/// [`Error::Corrupt`] for a document that does not parse or a node whose
+/// bytes do not end with a whole document or its size.
 pub(super) fn each_document(
     reader: &SnapshotReader,
     node: &Node,

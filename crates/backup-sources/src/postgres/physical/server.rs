@@ -42,15 +42,6 @@ pub struct StartReport {
     pub retargeted_to: Option<String>,
 }
 
-/// A free TCP port on 127.0.0.1.
-pub(crate) fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("finding a free port", e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| Error::io("finding a free port", e))
-}
-
 /// Starts `postgres` on a restored data directory (as its owner), waits
 /// until it accepts connections (recovery done), reads what its log says
 /// about recovery, and stops it (fast shutdown).

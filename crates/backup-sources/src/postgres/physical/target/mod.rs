@@ -45,7 +45,8 @@ use self::restore::{check_physical_options, load_manifest, physical_meta, Plan};
 use self::verify::compare_files;
 use super::meta::PhysicalMeta;
 use super::pitr;
-use super::server::{free_port, start_and_stop, start_server, RunningServer, StartReport};
+use super::server::{start_and_stop, start_server, RunningServer, StartReport};
+use crate::drill::free_port;
 use crate::postgres::tools::{find_server, major_of};
 
 pub use self::tablespaces::TablespacePlacement;
