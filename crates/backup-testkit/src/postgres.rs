@@ -193,8 +193,9 @@ impl PgCluster {
         settings: &[String],
     ) -> Self {
         let mut last_log = String::new();
-        // Why each attempt failed (its log's errors), so that a failure
-        // reads first what went wrong even when the output is cut.
+        // Why each attempt failed (its log's errors), printed last so that
+        // a failure ends with what went wrong even when the output is cut
+        // in the middle.
         let mut errors = Vec::new();
         for attempt in 1..=5 {
             let port = crate::free_port();
@@ -237,12 +238,19 @@ impl PgCluster {
             errors.extend(
                 last_log
                     .lines()
-                    .filter(|l| ["FATAL:", "PANIC:", "ERROR:"].iter().any(|w| l.contains(w)))
+                    .filter(|l| {
+                        // The server's errors, and what a `restore_command`
+                        // or `archive_command` printed (its output goes to
+                        // the same log).
+                        ["FATAL:", "PANIC:", "ERROR:"].iter().any(|w| l.contains(w))
+                            || l.starts_with("Error:")
+                            || l.starts_with("backup:")
+                    })
                     .map(|l| format!("attempt {attempt}: {l}")),
             );
         }
         panic!(
-            "postgres did not start:\n{}\nthe last attempt's log:\n{last_log}",
+            "postgres did not start; the last attempt's log:\n{last_log}\nwhy each attempt failed:\n{}",
             errors.join("\n")
         );
     }
