@@ -80,7 +80,7 @@ pub(crate) async fn physical_files(
         async {
             data.verify_files(reader)
                 .await
-                .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
+                .map_err(report)
                 .and_then(|d| differences(d, "every file matches"))
         },
     )
@@ -144,7 +144,7 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
                     .target()
                     .check_restored(cx.reader)
                     .await
-                    .map_err(|e| backup_core::error::report(&crate::Error::from(e)))
+                    .map_err(report)
                     .and_then(|d| differences(d, "no differences"))
             };
             vec![timed(name.to_owned(), r).await]
