@@ -183,8 +183,26 @@ pub(crate) fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
     let data = target.path().join("data");
     let mut all = vec!["restore", "--to", data.to_str().unwrap()];
     all.extend_from_slice(args);
-    s.ok(&all);
-    PgCluster::start_existing(target, data)
+    let said = s.ok(&all);
+    let ran = all.join(" ");
+    // A server that does not start panics with its log, and a backtrace
+    // follows. CI keeps only the end of a long output, so what the restore
+    // said, the windows the repository lists and, once more, why each
+    // start failed are printed after it all.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        PgCluster::start_existing(target, data)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic.downcast_ref::<String>().map_or("", String::as_str);
+        let why = message
+            .rfind("why each attempt failed:")
+            .map_or(message, |i| &message[i..]);
+        eprintln!(
+            "`backup {ran}` said:\n{said}\n`backup pitr` lists:\n{}\n{why}",
+            s.ok(&["pitr"])
+        );
+        std::panic::resume_unwind(panic)
+    })
 }
 
 /// A repository and its password-less key file in a new directory

@@ -239,10 +239,22 @@ impl PgCluster {
                 last_log
                     .lines()
                     .filter(|l| {
-                        // The server's errors, and what a `restore_command`
-                        // or `archive_command` printed (its output goes to
-                        // the same log).
-                        ["FATAL:", "PANIC:", "ERROR:"].iter().any(|w| l.contains(w))
+                        // The server's errors; where recovery found its
+                        // WAL, became consistent and found the WAL's end;
+                        // and what a `restore_command` or `archive_command`
+                        // printed (its output goes to the same log).
+                        [
+                            "FATAL:",
+                            "PANIC:",
+                            "ERROR:",
+                            "restored log file",
+                            "consistent recovery state",
+                            "invalid record",
+                            "unexpected pageaddr",
+                            "invalid magic number",
+                        ]
+                        .iter()
+                        .any(|w| l.contains(w))
                             || l.starts_with("Error:")
                             || l.starts_with("backup:")
                     })
