@@ -195,7 +195,7 @@ pub(crate) fn restore_and_start(s: &Scratch, args: &[&str]) -> PgCluster {
     .unwrap_or_else(|panic| {
         let message = panic.downcast_ref::<String>().map_or("", String::as_str);
         let why = message
-            .rfind("why each attempt failed:")
+            .rfind(backup_testkit::postgres::WHY_START_FAILED)
             .map_or(message, |i| &message[i..]);
         eprintln!(
             "`backup {ran}` said:\n{said}\n`backup pitr` lists:\n{}\n{why}",

@@ -80,6 +80,11 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
+/// The line that opens the end of the panic of a server that did not
+/// start: after it, one line for each error and each recovery step its
+/// attempts logged.
+pub const WHY_START_FAILED: &str = "why each attempt failed:";
+
 impl PgCluster {
     /// Initialises and starts a cluster; waits until it accepts
     /// connections.
@@ -262,7 +267,7 @@ impl PgCluster {
             );
         }
         panic!(
-            "postgres did not start; the last attempt's log:\n{last_log}\nwhy each attempt failed:\n{}",
+            "postgres did not start; the last attempt's log:\n{last_log}\n{WHY_START_FAILED}\n{}",
             errors.join("\n")
         );
     }
