@@ -217,7 +217,7 @@ impl Repository {
         let repo = self.clone();
         let level = self.config().compression.level;
         let data = data.to_vec();
-        let (pack, blobs, sha) = tokio::task::spawn_blocking(move || {
+        let (pack, sha) = blocking(move || {
             let mut compressor = zstd::bulk::Compressor::new(level)
                 .map_err(|e| Error::io("creating a zstd compressor", e))?;
             let mut b = PackBuilder::with_capacity(data.len() / 2 + 4096);
@@ -226,37 +226,25 @@ impl Repository {
                 let (compressed, stored) = encode_blob(repo.key(), &mut compressor, chunk);
                 b.add(BlobType::Data, id, compressed, chunk.len() as u32, &stored);
             }
-            let sha = Id(Sha256::digest(&data).into());
-            let finished = b.finish(repo.key());
-            Ok::<_, Error>((finished, sha, data.len()))
+            Ok((b.finish(repo.key()), Id(Sha256::digest(&data).into())))
         })
-        .await
-        .map_err(|e| Error::Generic {
-            backend: "capture",
-            source: Box::new(e),
-        })
-        .and_then(|r| r)
-        .map(|(finished, sha, _)| {
-            let blobs = finished
-                .entries
-                .iter()
-                .map(|e| CaptureBlob {
-                    id: e.id,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                    compressed: e.compressed,
-                })
-                .collect::<Vec<_>>();
-            (finished, blobs, sha)
-        })?;
+        .await?;
+        let blobs: Vec<CaptureBlob> = pack
+            .entries
+            .iter()
+            .map(|e| CaptureBlob {
+                id: e.id,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+                compressed: e.compressed,
+            })
+            .collect();
         let size = blobs.iter().map(|b| u64::from(b.raw_length)).sum();
         let record = record_of(info, Some(pack.id), blobs, size, Some(sha), None);
-        let pack_id = pack.id;
-        let pack_data = pack.data;
         let work = async {
             self.sink()
-                .put_content_addressed(FileKind::Pack, &pack_id.to_hex(), pack_data)
+                .put_content_addressed(FileKind::Pack, &pack.id.to_hex(), pack.data)
                 .await?;
             self.write_record(&record).await
         };
@@ -392,7 +380,7 @@ impl Repository {
             .await?;
         let repo = self.clone();
         let blobs = record.blobs.clone();
-        let data = tokio::task::spawn_blocking(move || {
+        let data = blocking(move || {
             let mut out = Vec::new();
             for b in &blobs {
                 let at = (u64::from(b.offset) - start) as usize;
@@ -415,13 +403,9 @@ impl Repository {
                     piece,
                 )?);
             }
-            Ok::<_, Error>(out)
+            Ok(out)
         })
-        .await
-        .map_err(|e| Error::Generic {
-            backend: "capture",
-            source: Box::new(e),
-        })??;
+        .await?;
         if Id(Sha256::digest(&data).into()) != sha {
             return Err(Error::corrupt(
                 FileKind::Capture,
@@ -704,6 +688,17 @@ impl CaptureLease {
         }
         Ok(())
     }
+}
+
+/// Runs `f` on a blocking thread (compressing, sealing and checking a
+/// piece's blobs).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Generic {
+            backend: "capture",
+            source: Box::new(e),
+        })?
 }
 
 fn check_positions(info: &PieceInfo) -> Result<()> {

@@ -128,13 +128,8 @@ pub async fn forget(
         let decisions = if req.policy.is_empty() {
             Vec::new()
         } else {
-            let mut d = apply(
-                &considered,
-                &req.policy,
-                req.group_by.unwrap_or_else(GroupBy::default_grouping),
-            )?;
-            keep_window_anchors(repo, &considered, &req.policy, &mut d).await?;
-            d
+            let group_by = req.group_by.unwrap_or_else(GroupBy::default_grouping);
+            decide(repo, &considered, &req.policy, group_by).await?
         };
         for d in &decisions {
             if !d.keep && !remove.contains(&d.id) {
@@ -264,40 +259,35 @@ async fn expired_captures(
     Ok(out)
 }
 
-/// Snapshots a `--keep-within` policy must keep beyond its own rule so
-/// that every point of the period stays restorable from captured changes.
-async fn window_anchors(
+/// The policy's decision for `snapshots`, keeping also the snapshots a
+/// `--keep-within` period needs beyond its own rule so that every point of
+/// the period stays restorable from captured changes (each driver's
+/// anchors), saying why.
+async fn decide(
     repo: &Repository,
     snapshots: &[SnapshotEntry],
     policy: &RetentionPolicy,
-) -> Result<Vec<Id>> {
-    let mut out = Vec::new();
-    if let Some(within) = policy.within {
-        let since = chrono::Utc::now()
-            - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
-        for d in drivers() {
-            out.extend(d.anchors(repo, snapshots, since).await?);
-        }
+    group_by: GroupBy,
+) -> Result<Vec<Decision>> {
+    let mut decisions = apply(snapshots, policy, group_by)?;
+    let Some(within) = policy.within else {
+        return Ok(decisions);
+    };
+    let since =
+        chrono::Utc::now() - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+    let mut anchors = Vec::new();
+    for d in drivers() {
+        anchors.extend(d.anchors(repo, snapshots, since).await?);
     }
-    Ok(out)
-}
-
-/// Keeps the snapshots [`window_anchors`] names, saying why.
-async fn keep_window_anchors(
-    repo: &Repository,
-    snapshots: &[SnapshotEntry],
-    policy: &RetentionPolicy,
-    decisions: &mut [Decision],
-) -> Result<()> {
-    let anchors = window_anchors(repo, snapshots, policy).await?;
-    for d in decisions.iter_mut().filter(|d| anchors.contains(&d.id)) {
-        if !d.keep {
-            d.keep = true;
-            d.reasons
-                .push("base of the point-in-time window (within)".to_owned());
-        }
+    for d in decisions
+        .iter_mut()
+        .filter(|d| !d.keep && anchors.contains(&d.id))
+    {
+        d.keep = true;
+        d.reasons
+            .push("base of the point-in-time window (within)".to_owned());
     }
-    Ok(())
+    Ok(decisions)
 }
 
 /// What a job's retention did.
@@ -357,8 +347,7 @@ async fn retain(
     let work = async {
         let mut out = RetentionOutcome::default();
         let snapshots = job_snapshots(repo, job).await?;
-        let mut decisions = apply(&snapshots, policy, GroupBy::default_grouping())?;
-        keep_window_anchors(repo, &snapshots, policy, &mut decisions).await?;
+        let decisions = decide(repo, &snapshots, policy, GroupBy::default_grouping()).await?;
         for d in &decisions {
             if d.keep {
                 out.kept += 1;

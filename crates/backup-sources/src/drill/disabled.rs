@@ -22,8 +22,7 @@ impl DataDirectory {
     /// # Errors
     ///
     /// Always: the build lacks PostgreSQL.
-    pub fn new(path: std::path::PathBuf) -> Result<Self> {
-        let _ = path;
+    pub fn new(_path: std::path::PathBuf) -> Result<Self> {
         Err(Error::Config(
             "physical PostgreSQL drills are not supported by this build of backup (it was built without the postgres cargo feature)".to_owned(),
         ))
@@ -41,9 +40,8 @@ impl DataDirectory {
     /// None.
     pub async fn verify_files(
         &self,
-        snapshot: &backup_core::reader::SnapshotReader,
+        _snapshot: &backup_core::reader::SnapshotReader,
     ) -> Result<Vec<String>> {
-        let _ = snapshot;
         match *self {}
     }
 
@@ -54,10 +52,9 @@ impl DataDirectory {
     /// None.
     pub async fn start(
         &self,
-        port: u16,
-        work_parent: Option<&std::path::Path>,
+        _port: u16,
+        _work_parent: Option<&std::path::Path>,
     ) -> Result<StartedServer> {
-        let _ = (port, work_parent);
         match *self {}
     }
 }
@@ -74,7 +71,6 @@ impl StartedServer {
 /// # Errors
 ///
 /// None.
-pub async fn stop_leftover_server(data_dir: &std::path::Path) -> Result<bool> {
-    let _ = data_dir;
+pub async fn stop_leftover_server(_data_dir: &std::path::Path) -> Result<bool> {
     Ok(false)
 }

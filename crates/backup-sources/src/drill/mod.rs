@@ -1,16 +1,11 @@
 //! What a restore drill needs of each kind of database besides the
-//! restore itself: [`DrillSupport`], implemented once per kind
-//! (`postgres`, `mongo`, `redis`) and found through [`support`], the
-//! registry. The operations layer never names a kind: it plans the
+//! restore itself: [`DrillSupport`], implemented once per kind module and
+//! found through the registry [`support`] (kind modules never import it).
+//! Through it the operations layer, which never names a kind, plans the
 //! scratch copy, checks that its place is free, writes and looks for the
-//! canary, runs the built-in and configured checks, and removes the copy
-//! (also one a killed drill left behind) through the trait.
-//!
-//! A physical PostgreSQL copy is a data directory started as a server
-//! ([`DataDirectory`], [`StartedServer`]); its checks go through the
-//! PostgreSQL implementation.
-//!
-//! Kind modules never import the registry ([`support`] imports them).
+//! canary, runs the checks and removes the copy (also one a killed drill
+//! left behind). A physical PostgreSQL copy is a data directory started
+//! as a server ([`DataDirectory`], [`StartedServer`]).
 
 #[cfg(all(feature = "files", not(feature = "postgres")))]
 mod disabled;
@@ -33,46 +28,44 @@ use backup_core::snapshot::Snapshot;
 use backup_core::target::RestoreOptions;
 use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::Duration;
 
 use crate::capture::Position;
 use crate::Kind;
 
-/// What drills need of one kind of database (PostgreSQL, MongoDB,
-/// Redis). A scratch copy is a set of databases on a server: the
-/// snapshot's databases, each restored into a scratch database
-/// ([`ScratchPlan::databases`]); Redis databases are named by their
-/// numbers. `server` arguments are URLs with credentials, as
-/// [`DrillSupport::plan`] returns them or as a drill journal recorded them
-/// (each implementation brings either to its own form). Every method
-/// that talks to a server opens its own connection and leaves nothing
-/// open after it returns; none retries.
+/// What drills need of one kind of database. A scratch copy is the
+/// snapshot's databases, each restored into a scratch database of a
+/// server ([`ScratchPlan::databases`]; Redis names them by number).
+/// `server` arguments are URLs with credentials, from
+/// [`DrillSupport::plan`] or a drill journal (each implementation brings
+/// either to its own form). A method that talks to a server opens its
+/// own connection, leaves nothing open when it returns, and never retries.
 #[async_trait::async_trait]
 pub trait DrillSupport: Send + Sync {
     /// The kind it serves.
     fn kind(&self) -> Kind;
 
-    /// Starts a throwaway server for a scratch copy when `target` (the
-    /// configured scratch location) asks for one (Redis: no location, or
-    /// `redis-server`) and waits until it answers; the drill plans its
-    /// copy on [`ThrowawayServer::url`] and stops it at the end. The
-    /// default: `None`, never.
+    /// Starts a throwaway scratch server when the scratch location
+    /// `target` asks for one (Redis: no location, or `redis-server`; by
+    /// default never: `None`) and waits until it answers; the drill plans
+    /// its copy on [`ThrowawayServer::url`] and stops it at the end.
     ///
     /// # Errors
     ///
     /// [`Error::Config`]: the server program is not installed, stopped or
     /// did not answer within 30 seconds (it is stopped then); I/O errors.
-    async fn start_throwaway(&self, target: Option<&str>) -> Result<Option<ThrowawayServer>> {
-        let _ = target;
+    async fn start_throwaway(&self, _target: Option<&str>) -> Result<Option<ThrowawayServer>> {
         Ok(None)
     }
 
-    /// Plans the scratch copy of `snapshot` on the server `target`
-    /// (credentials included): which scratch databases, named with
-    /// `stamp` (`<db>_drill_<stamp>`, or Redis databases of the same
-    /// numbers, or the one the URL names). `canary`: the drill wrote a canary to the
-    /// source, so the copy includes the canary's database. Returns it
-    /// with the restore options that put the snapshot there (renames, the
-    /// databases included). Nothing is read or written.
+    /// Plans the copy of `snapshot` on the server `target` (credentials
+    /// included): scratch databases named with `stamp` (`<db>_drill_<stamp>`;
+    /// Redis: the same numbers, or the one the URL names), with the
+    /// canary's database when `canary` (the drill wrote one). Returns it
+    /// with the restore options (renames, databases included) that put
+    /// the snapshot there. Reads and writes nothing.
     ///
     /// # Errors
     ///
@@ -86,9 +79,9 @@ pub trait DrillSupport: Send + Sync {
         canary: bool,
     ) -> Result<(ScratchPlan, RestoreOptions)>;
 
-    /// Why the scratch databases `databases` of `server` cannot take a
-    /// copy (they exist, or hold keys), for people; `None` when they are
-    /// free. The default: one of them is among [`DrillSupport::databases`].
+    /// Why the scratch `databases` of `server` cannot take a copy (they
+    /// exist, or hold keys), for people; `None` when free. By default: one
+    /// is among [`DrillSupport::databases`].
     ///
     /// # Errors
     ///
@@ -101,10 +94,10 @@ pub trait DrillSupport: Send + Sync {
             .map(|d| format!("database {d} exists already on {}", redact_url(server))))
     }
 
-    /// Removes the scratch databases `databases` of `server`: drops them
-    /// (PostgreSQL, closing their connections first; MongoDB, with the
-    /// users and roles defined on them) or empties them (Redis). Absent
-    /// ones are skipped, so removing twice is harmless.
+    /// Removes the scratch `databases` of `server`: drops them
+    /// (PostgreSQL closing their connections first; MongoDB with the users
+    /// and roles defined on them) or empties them (Redis). Absent ones are
+    /// skipped, so removing twice is harmless.
     ///
     /// # Errors
     ///
@@ -119,18 +112,18 @@ pub trait DrillSupport: Send + Sync {
     /// Connection and command errors.
     async fn databases(&self, server: &str) -> Result<Vec<String>>;
 
-    /// What `database` of `server` holds, counted, by name: collections
-    /// and their documents (MongoDB, `system.*` left out, sorted), keys
-    /// (Redis), catalogue entries (PostgreSQL, `pg_class`). A database
-    /// that answers is usable.
+    /// What `database` of `server` holds, counted, by name: documents per
+    /// collection (MongoDB, `system.*` left out, sorted), keys (Redis),
+    /// catalogue entries (PostgreSQL, `pg_class`). One that answers is
+    /// usable.
     ///
     /// # Errors
     ///
     /// Connection and command errors.
     async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>>;
 
-    /// Answers `probe` (one of this kind's: [`Probe::kind`]) in
-    /// `database` of `server`.
+    /// Answers `probe` (one of this kind's: [`Probe::kind`]) in `database`
+    /// of `server`.
     ///
     /// # Errors
     ///
@@ -144,12 +137,12 @@ pub trait DrillSupport: Send + Sync {
     /// must answer [`DrillSupport::counts`] instead).
     fn manifest_check(&self, replayed: bool) -> Option<&'static str>;
 
-    /// Where the canary `id` of a drill goes on the source `url`
-    /// (credentials included), and what finds it in a copy: PostgreSQL a
-    /// row of `backup_drill_canary` in `database` (`None`: the URL's,
-    /// else `postgres`), MongoDB a document of `backup_drill.canary`,
-    /// Redis the key `backup_drill:canary:ID` in the URL's database (else
-    /// 0). Nothing is written.
+    /// Where the canary `id` goes on the source `url` (credentials
+    /// included), and what finds it in a copy: PostgreSQL a row of
+    /// `backup_drill_canary` in `database` (`None`: the URL's, else
+    /// `postgres`), MongoDB a document of `backup_drill.canary`, Redis the
+    /// key `backup_drill:canary:ID` in the URL's database (else 0). Writes
+    /// nothing.
     ///
     /// # Errors
     ///
@@ -158,9 +151,8 @@ pub trait DrillSupport: Send + Sync {
 
     /// Writes `canary` to the source (PostgreSQL: created table, then a
     /// commit after it; MongoDB: majority write concern; Redis: expiring
-    /// in a week; canaries of drills older than 90 days are removed).
-    /// Returns the point a restore must reach to hold it, which a
-    /// restore to it does.
+    /// in a week; canaries older than 90 days are removed). Returns the
+    /// point a restore must reach to hold it; a restore to it does.
     ///
     /// # Errors
     ///
@@ -169,8 +161,8 @@ pub trait DrillSupport: Send + Sync {
     /// a replica set member, Redis without `master_repl_offset`).
     async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt>;
 
-    /// Whether `canary` is in `database` of `server` (the scratch
-    /// database the canary's database was restored into).
+    /// Whether `canary` is in `database` of `server` (the scratch database
+    /// the canary's was restored into).
     ///
     /// # Errors
     ///
@@ -207,8 +199,7 @@ pub fn support(kind: Kind) -> Result<Box<dyn DrillSupport>> {
     }
 }
 
-/// A scratch copy on a database server, as [`DrillSupport::plan`] plans
-/// it.
+/// A scratch copy on a database server, as [`DrillSupport::plan`] plans it.
 #[derive(Debug, Clone)]
 pub struct ScratchPlan {
     /// The server, credentials included, in the form the kind's other
@@ -246,17 +237,16 @@ impl ScratchPlan {
             Some(db) => with_path(&server, &format!("/{db}"))?,
             None => server.clone(),
         };
-        let listing = databases
+        let listing: Vec<String> = databases
             .iter()
             .map(|(a, b)| format!("{prefix}{a} as {b}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect();
         Ok(ScratchPlan {
             restore_url: server.clone(),
             server,
             databases,
             url,
-            listing: Some(listing),
+            listing: Some(listing.join(", ")),
         })
     }
 
@@ -272,13 +262,9 @@ impl ScratchPlan {
 
     /// The scratch databases, each once.
     pub fn scratch_databases(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (_, d) in &self.databases {
-            if !out.contains(d) {
-                out.push(d.clone());
-            }
-        }
-        out
+        let mut seen = std::collections::HashSet::new();
+        let new = self.databases.iter().filter(|(_, d)| seen.insert(d));
+        new.map(|(_, d)| d.clone()).collect()
     }
 }
 
@@ -393,15 +379,10 @@ impl ThrowawayServer {
     /// seconds later; it keeps no data) and removes its directory.
     pub async fn stop(mut self) {
         if let Ok(pid) = i32::try_from(self.pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
-        if tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
+        let stopped = tokio::time::timeout(Duration::from_secs(10), self.child.wait());
+        if stopped.await.is_err() {
             let _ = self.child.kill().await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -450,33 +431,29 @@ pub fn url_database(url: &str) -> Option<String> {
     (!db.is_empty()).then(|| percent_decode(db))
 }
 
-/// `s` percent-decoded.
+/// `s` percent-decoded (`+` stays a plus; bytes that are not UTF-8 become
+/// U+FFFD).
 pub fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `s` with every byte but the unreserved ones percent-encoded (RFC
 /// 3986).
 pub fn escape(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
-/// The source databases a database snapshot holds, from its manifest's
-/// contents (`db.collection` rows give `db`; other rows their name), in
-/// its order.
+/// The source databases a database snapshot holds: `of_row` of the name
+/// of each row of its manifest's contents, in their order (`None`: none).
 #[allow(dead_code)] // Used only in builds with MongoDB or Redis.
-fn snapshot_databases(snapshot: &Snapshot, of_row: fn(&str) -> Option<String>) -> Vec<String> {
+fn snapshot_databases<T>(snapshot: &Snapshot, of_row: fn(&str) -> Option<T>) -> Vec<T> {
     crate::summary::contents(&snapshot.source.kind, &snapshot.metadata)
         .map(|c| c.rows.iter().filter_map(|r| of_row(&r.name)).collect())
         .unwrap_or_default()
@@ -511,6 +488,10 @@ mod tests {
             "postgres://u:pw@h:5432/app_drill_1"
         );
         assert_eq!(escape("p w/é"), "p%20w%2F%C3%A9");
+        // A password's `+` and `&` are themselves, not a form's space and
+        // field separator.
+        assert_eq!(percent_decode("a+b&c%26d"), "a+b&c&d");
+        assert_eq!(percent_decode(&escape("p+w&é %")), "p+w&é %");
     }
 
     #[test]

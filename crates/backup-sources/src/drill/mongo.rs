@@ -63,10 +63,7 @@ impl DrillSupport for MongoDrill {
             includes: dbs,
             ..RestoreOptions::default()
         };
-        let single = match databases.as_slice() {
-            [(_, db)] => Some(db.clone()),
-            _ => None,
-        };
+        let single = (databases.len() == 1).then(|| databases[0].1.clone());
         let plan = ScratchPlan::renamed(server, databases, single.as_deref(), "")?;
         Ok((plan, options))
     }
@@ -77,11 +74,8 @@ impl DrillSupport for MongoDrill {
             let db = conn.client.database(name);
             // Users and roles defined on the database live in admin and
             // outlive dropDatabase.
-            for cmd in [
-                doc! {"dropAllUsersFromDatabase": 1},
-                doc! {"dropAllRolesFromDatabase": 1},
-            ] {
-                if let Err(e) = db.run_command(cmd).await {
+            for cmd in ["dropAllUsersFromDatabase", "dropAllRolesFromDatabase"] {
+                if let Err(e) = db.run_command(doc! {cmd: 1}).await {
                     tracing::debug!(database = %name, error = %e, "Could not drop the users or roles of a scratch database.");
                 }
             }
@@ -102,19 +96,16 @@ impl DrillSupport for MongoDrill {
 
     async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>> {
         let conn = Conn::new(server, Side::Target).await?;
-        let d = conn.client.database(database);
-        let mut names = d
+        let mut names = conn
+            .client
+            .database(database)
             .list_collection_names()
             .await
             .map_err(|e| conn.error(&format!("listing the collections of {database}"), e))?;
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for name in names.into_iter().filter(|n| !n.starts_with("system.")) {
-            let n = d
-                .collection::<Document>(&name)
-                .count_documents(doc! {})
-                .await
-                .map_err(|e| conn.error(&format!("counting {database}.{name}"), e))?;
+            let n = count(&conn, database, &name, doc! {}).await?;
             out.push((name, n));
         }
         Ok(out)
@@ -124,9 +115,9 @@ impl DrillSupport for MongoDrill {
         match probe {
             Probe::Documents { collection, filter } => {
                 let filter = filter.as_deref().map(parse_filter).transpose()?;
-                Ok(Answer::Count(
-                    count(server, database, collection, filter.unwrap_or_default()).await?,
-                ))
+                let conn = Conn::new(server, Side::Target).await?;
+                let n = count(&conn, database, collection, filter.unwrap_or_default()).await?;
+                Ok(Answer::Count(n))
             }
             other => Err(other.misdirected("MongoDB")),
         }
@@ -158,6 +149,7 @@ impl DrillSupport for MongoDrill {
             .start_session()
             .await
             .map_err(|e| conn.error("starting a session for the drill's canary", e))?;
+        let what = format!("writing the drill's canary to {CANARY_DB}.{CANARY_COLLECTION}");
         let now = mongodb::bson::DateTime::now();
         let old = mongodb::bson::DateTime::from_millis(now.timestamp_millis() - 90 * 86_400_000);
         coll.delete_many(doc! {"written": {"$lt": old}})
@@ -168,12 +160,7 @@ impl DrillSupport for MongoDrill {
             .write_concern(mongodb::options::WriteConcern::majority())
             .session(&mut session)
             .await
-            .map_err(|e| {
-                conn.error(
-                    &format!("writing the drill's canary to {CANARY_DB}.{CANARY_COLLECTION}"),
-                    e,
-                )
-            })?;
+            .map_err(|e| conn.error(&what, e))?;
         let ts = session.operation_time().ok_or_else(|| {
             Error::source_failed(
                 "the server did not return the operation time of the drill's canary: is it a replica set member?",
@@ -191,8 +178,9 @@ impl DrillSupport for MongoDrill {
         database: &str,
         canary: &CanaryMark,
     ) -> Result<bool> {
+        let conn = Conn::new(server, Side::Target).await?;
         let filter = doc! {"_id": &canary.id};
-        Ok(count(server, database, CANARY_COLLECTION, filter).await? >= 1)
+        Ok(count(&conn, database, CANARY_COLLECTION, filter).await? >= 1)
     }
 }
 
@@ -201,21 +189,17 @@ fn parse_filter(filter: &str) -> Result<Document> {
         .map_err(|e| Error::Config(format!("the filter `{filter}` is not JSON: {e}")))?;
     match Bson::try_from(value) {
         Ok(Bson::Document(d)) => Ok(d),
-        Ok(_) => Err(Error::Config(format!(
-            "the filter `{filter}` is not a JSON object"
-        ))),
-        Err(e) => Err(Error::Config(format!(
+        Ok(_) => Err(format!("the filter `{filter}` is not a JSON object")),
+        Err(e) => Err(format!(
             "the filter `{filter}` is not MongoDB extended JSON: {e}"
-        ))),
+        )),
     }
+    .map_err(Error::Config)
 }
 
-async fn count(url: &str, db: &str, collection: &str, filter: Document) -> Result<u64> {
-    let conn = Conn::new(url, Side::Target).await?;
-    conn.client
-        .database(db)
-        .collection::<Document>(collection)
-        .count_documents(filter)
-        .await
-        .map_err(|e| conn.error(&format!("counting {db}.{collection}"), e))
+/// The documents of `db.collection` that match `filter`.
+async fn count(conn: &Conn, db: &str, collection: &str, filter: Document) -> Result<u64> {
+    let coll = conn.client.database(db).collection::<Document>(collection);
+    let counted = coll.count_documents(filter).await;
+    counted.map_err(|e| conn.error(&format!("counting {db}.{collection}"), e))
 }

@@ -12,6 +12,7 @@ use super::{
     DrillSupport, Probe, ScratchPlan,
 };
 use crate::postgres::conn::{query_error, ConnInfo, Side};
+use crate::postgres::physical::{PhysicalTarget, RunningServer};
 use crate::postgres::script::quote_ident;
 use crate::Kind;
 
@@ -49,19 +50,12 @@ impl DrillSupport for PostgresDrill {
     async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
         for name in databases {
             // Its connections are closed first; an absent one is skipped.
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+            let what = format!("dropping the scratch database {name}");
             let c = admin(server).await?;
-            c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_ident(name)
-            ))
-            .await
-            .map_err(|e| {
-                query_error(
-                    Side::Target,
-                    &format!("dropping the scratch database {name}"),
-                    e,
-                )
-            })?;
+            c.batch_execute(&drop)
+                .await
+                .map_err(|e| query_error(Side::Target, &what, e))?;
         }
         Ok(())
     }
@@ -109,11 +103,8 @@ impl DrillSupport for PostgresDrill {
         })
     }
 
-    /// Writes the canary row, then commits once more after it; the
-    /// target is the server's time between the two commits.
     async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt> {
-        let info = ConnInfo::parse(&canary.url)?;
-        let c = info.connect(Side::Source).await?;
+        let c = ConnInfo::parse(&canary.url)?.connect(Side::Source).await?;
         let fail = |what: &'static str| move |e| query_error(Side::Source, what, e);
         c.batch_execute(
             "CREATE TABLE IF NOT EXISTS backup_drill_canary (\
@@ -195,13 +186,11 @@ async fn sql_value(server: &str, database: &str, query: &str) -> Result<Option<S
         .simple_query(query)
         .await
         .map_err(|e| query_error(Side::Target, "running the check's query", e))?;
-    Ok(messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
-            _ => None,
-        })
-        .flatten())
+    let first_row = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    Ok(first_row.and_then(|r| r.get(0)).map(str::to_owned))
 }
 
 async fn admin(url: &str) -> Result<tokio_postgres::Client> {
@@ -212,15 +201,11 @@ async fn admin(url: &str) -> Result<tokio_postgres::Client> {
 /// A data directory a physical snapshot is restored into, started as a
 /// server for a drill's checks.
 #[derive(Debug)]
-pub struct DataDirectory {
-    target: crate::postgres::physical::PhysicalTarget,
-}
+pub struct DataDirectory(PhysicalTarget);
 
 /// A PostgreSQL server running on a restored data directory.
 #[derive(Debug)]
-pub struct StartedServer {
-    server: crate::postgres::physical::RunningServer,
-}
+pub struct StartedServer(RunningServer);
 
 impl DataDirectory {
     /// A data directory (absent or empty) at `path`.
@@ -229,26 +214,24 @@ impl DataDirectory {
     ///
     /// None in this build.
     pub fn new(path: std::path::PathBuf) -> Result<Self> {
-        Ok(DataDirectory {
-            target: crate::postgres::physical::PhysicalTarget::new(path),
-        })
+        Ok(DataDirectory(PhysicalTarget::new(path)))
     }
 
     /// The restore target.
     pub fn target(&self) -> &dyn backup_core::target::Target {
-        &self.target
+        &self.0
     }
 
     /// Re-reads every restored file against the backup manifest.
     ///
     /// # Errors
     ///
-    /// As [`crate::postgres::physical::PhysicalTarget::verify_files`].
+    /// As [`PhysicalTarget::verify_files`].
     pub async fn verify_files(
         &self,
         snapshot: &backup_core::reader::SnapshotReader,
     ) -> Result<Vec<String>> {
-        self.target.verify_files(snapshot).await
+        self.0.verify_files(snapshot).await
     }
 
     /// Starts the restored cluster on 127.0.0.1:`port` and waits until it
@@ -256,22 +239,20 @@ impl DataDirectory {
     ///
     /// # Errors
     ///
-    /// As [`crate::postgres::physical::PhysicalTarget::start`].
+    /// As [`PhysicalTarget::start`].
     pub async fn start(
         &self,
         port: u16,
         work_parent: Option<&std::path::Path>,
     ) -> Result<StartedServer> {
-        Ok(StartedServer {
-            server: self.target.start(port, work_parent).await?,
-        })
+        Ok(StartedServer(self.0.start(port, work_parent).await?))
     }
 }
 
 impl StartedServer {
     /// Stops it; returns where recovery became consistent, from its log.
     pub async fn stop(self) -> Option<String> {
-        self.server.stop().await.consistent_at
+        self.0.stop().await.consistent_at
     }
 }
 

@@ -1,6 +1,8 @@
 //! Redis: scratch databases of a server (or of a throwaway one), key and
 //! size checks, the canary key.
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use backup_core::redact::redact_url;
 use backup_core::snapshot::Snapshot;
 use backup_core::target::RestoreOptions;
@@ -16,6 +18,8 @@ use crate::Kind;
 
 /// The prefix of a canary key: `backup_drill:canary:` then the id.
 const CANARY_PREFIX: &str = "backup_drill:canary:";
+/// How long a canary key lives, in seconds: canaries do not pile up.
+const WEEK: u64 = 7 * 24 * 3600;
 
 /// Redis's [`DrillSupport`]: a copy is the snapshot's databases restored
 /// into empty databases of the same numbers (or into the one database
@@ -32,13 +36,6 @@ fn number(db: &str) -> Result<u32> {
 /// Database numbers.
 fn numbers(dbs: &[String]) -> Result<Vec<u32>> {
     dbs.iter().map(|d| number(d)).collect()
-}
-
-/// A pipeline that selects database `db` first.
-fn in_db(db: u32) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.cmd("SELECT").arg(db).ignore();
-    pipe
 }
 
 #[async_trait::async_trait]
@@ -61,56 +58,38 @@ impl DrillSupport for RedisDrill {
         _stamp: &str,
         canary: bool,
     ) -> Result<(ScratchPlan, RestoreOptions)> {
-        let mut source_dbs: Vec<u32> = snapshot_databases(snapshot, |r| Some(r.to_owned()))
-            .iter()
-            .filter_map(|d| d.parse().ok())
-            .collect();
-        if canary {
-            // The canary's database (the source URL's, else 0), which the
-            // base may not hold yet.
-            let db = url_database(&snapshot.source.url)
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
-            if !source_dbs.contains(&db) {
-                source_dbs.push(db);
-                source_dbs.sort_unstable();
-            }
+        let mut source_dbs: Vec<u32> = snapshot_databases(snapshot, |r| r.parse().ok());
+        // The canary's database (the source URL's, else 0), which the base
+        // may not hold yet.
+        let canary_db = url_database(&snapshot.source.url).map_or(0, |d| d.parse().unwrap_or(0));
+        if canary && !source_dbs.contains(&canary_db) {
+            source_dbs.push(canary_db);
+            source_dbs.sort_unstable();
         }
         let url = target.ok_or_else(|| need_location("a Redis server URL, or `redis-server`"))?;
-        let scratch_db = url_database(url)
-            .map(|d| {
-                d.parse::<u32>().map_err(|_| {
-                    Error::Config(format!(
-                        "`{}`: the path of a Redis URL is a database number",
-                        redact_url(url)
-                    ))
-                })
-            })
-            .transpose()?;
-        let server = with_path(url, "")?;
-        let pairs: Vec<(u32, u32)> = match scratch_db {
-            Some(db) if source_dbs.len() > 1 => {
-                return Err(Error::Config(format!(
-                    "the snapshot holds databases {} and the scratch location names one database ({db}): give a scratch server without a database (its databases of the same numbers must be empty), or `redis-server`",
-                    source_dbs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-                )))
-            }
-            Some(db) => source_dbs.iter().map(|s| (*s, db)).collect(),
-            None => source_dbs.iter().map(|s| (*s, *s)).collect(),
-        };
+        let not_number = format!(
+            "`{}`: the path of a Redis URL is a database number",
+            redact_url(url)
+        );
+        let scratch_db = url_database(url).map(|d| d.parse::<u32>()).transpose();
+        let scratch_db = scratch_db.map_err(|_| Error::Config(not_number))?;
+        if let (Some(db), [_, _, ..]) = (scratch_db, source_dbs.as_slice()) {
+            return Err(Error::Config(format!(
+                "the snapshot holds databases {} and the scratch location names one database ({db}): give a scratch server without a database (its databases of the same numbers must be empty), or `redis-server`",
+                source_dbs.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let databases: Vec<(String, String)> = source_dbs
+            .iter()
+            .map(|s| (s.to_string(), scratch_db.unwrap_or(*s).to_string()))
+            .collect();
+        let renames = databases.iter().filter(|(a, b)| a != b);
         let options = RestoreOptions {
-            renames: pairs
-                .iter()
-                .filter(|(a, b)| a != b)
-                .map(|(a, b)| format!("{a}:{b}"))
-                .collect(),
+            renames: renames.map(|(a, b)| format!("{a}:{b}")).collect(),
             ..RestoreOptions::default()
         };
-        let first = pairs.first().map(|(_, db)| db.to_string());
-        let databases = pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let first = databases.first().map(|(_, db)| db.clone());
+        let server = with_path(url, "")?;
         let plan = ScratchPlan::renamed(server, databases, first.as_deref(), "db ")?;
         Ok((plan, options))
     }
@@ -129,7 +108,10 @@ impl DrillSupport for RedisDrill {
     }
 
     async fn remove(&self, server: &str, databases: &[String]) -> Result<()> {
-        flush(&with_path(server, "")?, &numbers(databases)?).await
+        let what = |db| format!("FLUSHDB of database {db}");
+        let dbs = numbers(databases)?;
+        let _: Vec<()> = in_each(&with_path(server, "")?, &dbs, |p| p.cmd("FLUSHDB"), what).await?;
+        Ok(())
     }
 
     async fn databases(&self, server: &str) -> Result<Vec<String>> {
@@ -148,8 +130,8 @@ impl DrillSupport for RedisDrill {
     }
 
     async fn counts(&self, server: &str, database: &str) -> Result<Vec<(String, u64)>> {
-        let n = dbsizes(server, &[number(database)?]).await?;
-        Ok(vec![("keys".to_owned(), n.first().copied().unwrap_or(0))])
+        let n = dbsizes(server, &[number(database)?]).await?.pop();
+        Ok(vec![("keys".to_owned(), n.unwrap_or(0))])
     }
 
     async fn probe(&self, server: &str, database: &str, probe: &Probe) -> Result<Answer> {
@@ -157,7 +139,7 @@ impl DrillSupport for RedisDrill {
         match probe {
             Probe::Key(key) => Ok(Answer::Exists(key_exists(server, db, key).await?)),
             Probe::Keys => Ok(Answer::Count(
-                dbsizes(server, &[db]).await?.first().copied().unwrap_or(0),
+                dbsizes(server, &[db]).await?.pop().unwrap_or(0),
             )),
             other => Err(other.misdirected("Redis")),
         }
@@ -180,10 +162,29 @@ impl DrillSupport for RedisDrill {
     }
 
     async fn write_canary(&self, canary: &CanaryMark) -> Result<CanaryAt> {
+        let (db, u) = (number(&canary.database)?, RedisUrl::parse(&canary.url)?);
         let key = format!("{CANARY_PREFIX}{}", canary.id);
-        let db = number(&canary.database)?;
-        let offset = write_canary(&canary.url, db, &key, &canary.id).await?;
-        Ok(CanaryAt::Position(Position::Offset(offset)))
+        let info: Vec<String> = in_each(
+            &canary.url,
+            &[db],
+            |p| {
+                p.cmd("SET").arg((&key, &canary.id, "EX", WEEK)).ignore();
+                p.cmd("INFO").arg("replication")
+            },
+            |_| format!("writing the drill's canary {key}"),
+        )
+        .await?;
+        info.iter()
+            .flat_map(|i| i.lines())
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .and_then(|v| v.trim().parse().ok())
+            .map(|offset| CanaryAt::Position(Position::Offset(offset)))
+            .ok_or_else(|| {
+                Error::source_failed(format!(
+                    "{}: INFO replication has no master_repl_offset",
+                    u.redacted()
+                ))
+            })
     }
 
     async fn canary_present(
@@ -197,74 +198,41 @@ impl DrillSupport for RedisDrill {
     }
 }
 
-/// Writes the canary key `key` (its value the id, expiring in a week so
-/// that canaries do not pile up) to database `db`; returns the primary's
-/// replication offset once the write is in its stream.
-async fn write_canary(url: &str, db: u32, key: &str, id: &str) -> Result<u64> {
-    let u = RedisUrl::parse(url)?;
-    let mut con = u.connect().await?;
-    let (info,): (String,) = in_db(db)
-        .cmd("SET")
-        .arg(key)
-        .arg(id)
-        .arg("EX")
-        .arg(7 * 24 * 3600)
-        .ignore()
-        .cmd("INFO")
-        .arg("replication")
-        .query_async(&mut con)
-        .await
-        .map_err(|e| u.error(&format!("writing the drill's canary {key}"), e))?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            backup_core::Error::source_failed(format!(
-                "{}: INFO replication has no master_repl_offset",
-                u.redacted()
-            ))
-        })
-}
-
-async fn key_exists(url: &str, db: u32, key: &str) -> Result<bool> {
-    let u = RedisUrl::parse(url)?;
-    let mut con = u.connect().await?;
-    let (n,): (u64,) = in_db(db)
-        .cmd("EXISTS")
-        .arg(key)
-        .query_async(&mut con)
-        .await
-        .map_err(|e| u.error(&format!("EXISTS in database {db}"), e))?;
-    Ok(n > 0)
-}
-
-async fn dbsizes(url: &str, dbs: &[u32]) -> Result<Vec<u64>> {
+/// Runs, in each database of `dbs` of `url` over one connection, `SELECT`
+/// and then the commands `cmds` adds; returns each database's reply to
+/// the last one. `what` says what failed, given the database.
+async fn in_each<T: redis::FromRedisValue>(
+    url: &str,
+    dbs: &[u32],
+    cmds: impl Fn(&mut redis::Pipeline) -> &mut redis::Pipeline,
+    what: impl Fn(u32) -> String,
+) -> Result<Vec<T>> {
     let u = RedisUrl::parse(url)?;
     let mut con = u.connect().await?;
     let mut out = Vec::with_capacity(dbs.len());
-    for db in dbs {
-        let (n,): (u64,) = in_db(*db)
-            .cmd("DBSIZE")
+    for &db in dbs {
+        let mut pipe = redis::pipe();
+        cmds(pipe.cmd("SELECT").arg(db).ignore());
+        let (reply,): (T,) = pipe
             .query_async(&mut con)
             .await
-            .map_err(|e| u.error(&format!("DBSIZE of database {db}"), e))?;
-        out.push(n);
+            .map_err(|e| u.error(&what(db), e))?;
+        out.push(reply);
     }
     Ok(out)
 }
 
-async fn flush(url: &str, dbs: &[u32]) -> Result<()> {
-    let u = RedisUrl::parse(url)?;
-    let mut con = u.connect().await?;
-    for db in dbs {
-        in_db(*db)
-            .cmd("FLUSHDB")
-            .ignore()
-            .query_async::<()>(&mut con)
-            .await
-            .map_err(|e| u.error(&format!("FLUSHDB of database {db}"), e))?;
-    }
-    Ok(())
+/// The number of keys of each of the databases `dbs`.
+async fn dbsizes(url: &str, dbs: &[u32]) -> Result<Vec<u64>> {
+    let what = |db| format!("DBSIZE of database {db}");
+    in_each(url, dbs, |p| p.cmd("DBSIZE"), what).await
+}
+
+/// Whether database `db` holds `key`.
+async fn key_exists(url: &str, db: u32, key: &str) -> Result<bool> {
+    let what = |db| format!("EXISTS in database {db}");
+    let n: Vec<u64> = in_each(url, &[db], |p| p.cmd("EXISTS").arg(key), what).await?;
+    Ok(n.first().is_some_and(|n| *n > 0))
 }
 
 /// Starts `redis-server` on a free port of 127.0.0.1 in a new directory
@@ -276,21 +244,15 @@ async fn start_server() -> Result<ThrowawayServer> {
             "the drill needs a scratch Redis: redis-server is not installed here (Debian: apt-get install redis-server), so give jobs.NAME.drill.target = \"redis://host:port\" of a scratch server".to_owned(),
         )
     })?;
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |e| Error::io(what, e)
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "backup-drill-redis-{}-{nanos:08x}",
-        std::process::id()
-    ));
-    std::fs::create_dir(&dir).map_err(io("creating a directory for redis-server"))?;
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("backup-drill-redis-{pid}-{nanos:08x}"));
+    std::fs::create_dir(&dir).map_err(|e| Error::io("creating a directory for redis-server", e))?;
     let port = free_port()?;
-    let log =
-        std::fs::File::create(dir.join("redis.log")).map_err(io("creating redis-server's log"))?;
+    let log = std::fs::File::create(dir.join("redis.log"))
+        .map_err(|e| Error::io("creating redis-server's log", e))?;
     let child = tokio::process::Command::new(&program)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -298,11 +260,11 @@ async fn start_server() -> Result<ThrowawayServer> {
         .arg("--dir")
         .arg(&dir)
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().map_err(io("log file"))?)
+        .stdout(log.try_clone().map_err(|e| Error::io("log file", e))?)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .map_err(io(&format!("starting {}", program.display())))?;
+        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
     let mut server = ThrowawayServer {
         pid: child.id().unwrap_or(0),
         child,
@@ -310,7 +272,7 @@ async fn start_server() -> Result<ThrowawayServer> {
         program: "redis-server",
         dir,
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         if dbsizes(&server.url, &[0]).await.is_ok() {
             return Ok(server);
@@ -323,13 +285,13 @@ async fn start_server() -> Result<ThrowawayServer> {
                 log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
             )));
         }
-        if started.elapsed() > std::time::Duration::from_secs(30) {
+        if started.elapsed() > Duration::from_secs(30) {
             server.stop().await;
             return Err(Error::Config(
                 "redis-server did not answer within 30 seconds".to_owned(),
             ));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -337,10 +299,7 @@ async fn start_server() -> Result<ThrowawayServer> {
 fn find_program(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain([
-            std::path::PathBuf::from("/usr/bin"),
-            std::path::PathBuf::from("/usr/sbin"),
-        ])
+        .chain(["/usr/bin", "/usr/sbin"].map(std::path::PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

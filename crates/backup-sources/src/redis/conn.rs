@@ -89,8 +89,10 @@ impl RedisUrl {
             .to_owned();
         let port = u.port().unwrap_or(6379);
         let decode = |v: &str| {
-            percent_decode(v)
-                .map_err(|()| bad("user name or password is not valid percent-encoded UTF-8"))
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|_| bad("user name or password is not valid percent-encoded UTF-8"))
         };
         let username = match u.username() {
             "" => None,
@@ -488,23 +490,6 @@ impl RedisUrl {
             .await
             .map_err(|e| Error::source_caused(format!("TLS handshake with {}", self.address()), e))
     }
-}
-
-fn percent_decode(s: &str) -> std::result::Result<String, ()> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).map_err(|_| ())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
 }
 
 /// A byte stream to the server.
