@@ -87,26 +87,6 @@ pub async fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Optio
     Ok(wal::push(repo, cluster, source, path, segment_size).await?)
 }
 
-/// Writes WAL file `name` from the repository to `dest`
-/// (`restore_command = 'backup wal fetch %f %p'`). The next segments are
-/// fetched ahead into `pg_wal/.backup-prefetch` by [`fetch_ahead`] (see
-/// [`take_prefetched`], which the next call tries first).
-///
-/// # Errors
-///
-/// [`backup_core::Error::NotFound`] when the repository does not hold it
-/// (the server then looks in `pg_wal` or ends recovery); damaged data;
-/// storage and write errors.
-pub async fn fetch(
-    repo: &Repository,
-    cluster: &str,
-    name: &str,
-    dest: &Path,
-    segment_size: u64,
-) -> Result<()> {
-    Ok(wal::fetch(repo, cluster, name, dest, segment_size).await?)
-}
-
 /// The fast path of `restore_command`, for a command that fetches ahead:
 /// `true` when WAL file `name` was fetched ahead, or the background fetch
 /// finishes it within a minute, and it is now at `dest`. It notes the
@@ -131,15 +111,18 @@ pub fn take_ready(name: &str, dest: &Path, segment_size: u64) -> bool {
     }
 }
 
-/// [`fetch`] as `restore_command` needs it: `Ok(false)` when the
-/// repository does not hold `name` (the server asks for files that may
-/// not exist: the next timeline's history, the segment after the last),
-/// and a failure noted for the background fetch ([`note_fetch_failed`])
-/// before it is returned.
+/// Writes WAL file `name` from the repository to `dest`
+/// (`restore_command = 'backup wal fetch %f %p'`); the next segments are
+/// fetched ahead into `pg_wal/.backup-prefetch` by [`fetch_ahead`] (see
+/// [`take_prefetched`], which the next call tries first). `Ok(false)` when
+/// the repository does not hold `name` (the server asks for files that may
+/// not exist: the next timeline's history, the segment after the last; it
+/// then looks in `pg_wal` or ends recovery); any other failure is noted for
+/// the background fetch ([`note_fetch_failed`]) before it is returned.
 ///
 /// # Errors
 ///
-/// Those of [`fetch`] other than not found.
+/// Damaged data; storage and write errors.
 pub async fn fetch_for_recovery(
     repo: &Repository,
     cluster: &str,
@@ -147,7 +130,8 @@ pub async fn fetch_for_recovery(
     dest: &Path,
     segment_size: u64,
 ) -> Result<bool> {
-    match fetch(repo, cluster, name, dest, segment_size).await {
+    let fetched = wal::fetch(repo, cluster, name, dest, segment_size).await;
+    match fetched.map_err(Error::from) {
         Ok(()) => Ok(true),
         Err(Error::Core(backup_core::Error::NotFound { .. })) => Ok(false),
         Err(e) => {

@@ -1,5 +1,6 @@
 //! `backup wal receive | push | fetch`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -45,10 +46,7 @@ pub(crate) fn fetch_prefetched(command: &crate::cli::Command) -> Option<u8> {
     else {
         return None;
     };
-    if *prefetch == 0 {
-        return None;
-    }
-    if !wal::take_ready(name, dest, *segment_size) {
+    if *prefetch == 0 || !wal::take_ready(name, dest, *segment_size) {
         return None;
     }
     if wal::should_fetch_ahead(*prefetch, dest) {
@@ -92,10 +90,7 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             Ok(0)
         }
         WalCommand::Push { path, cluster } => {
-            let cluster = match cluster {
-                Some(c) => c,
-                None => wal::cluster_of(std::path::Path::new("."))?,
-            };
+            let cluster = cluster.map_or_else(|| wal::cluster_of(Path::new(".")), Ok)?;
             let repo = ctx.open().await?;
             let name = wal::push(&repo, &cluster, &path).await?;
             if ctx.global.json {
@@ -111,12 +106,8 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             prefetch,
             ahead,
         } => {
-            let cluster = || -> Result<String> {
-                Ok(match &cluster {
-                    Some(c) => c.clone(),
-                    None => wal::cluster_of(std::path::Path::new("."))?,
-                })
-            };
+            let here = || wal::cluster_of(Path::new("."));
+            let cluster = || cluster.clone().map_or_else(here, Ok);
             if ahead {
                 // The background half: fill the prefetch directory, one
                 // such process at a time.
@@ -129,13 +120,8 @@ pub(crate) async fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
             }
             // The fast path (`fetch_prefetched`) found nothing ready.
             if !wal::take_prefetched(&name, &dest)? {
-                let repo = match ctx.open().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        wal::note_fetch_failed(&name, &dest, &format!("{e:#}"));
-                        return Err(e);
-                    }
-                };
+                let repo = (ctx.open().await)
+                    .inspect_err(|e| wal::note_fetch_failed(&name, &dest, &format!("{e:#}")))?;
                 if !wal::fetch_for_recovery(&repo, &cluster()?, &name, &dest, segment_size).await? {
                     if !ctx.global.quiet {
                         note!("backup: {name} is not in the repository");

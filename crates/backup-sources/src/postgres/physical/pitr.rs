@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::driver::cluster_windows;
 use super::lsn::Lsn;
 use super::meta::PhysicalMeta;
-use super::wal::{history_entries, WalMap};
+use super::wal::{read_history, WalMap};
 use crate::capture::kind::Position;
 use crate::capture::window::Inventory;
 
@@ -194,9 +194,8 @@ async fn timeline_path(
             "the history file of timeline {target} is not in the repository, so the way from the base backup's timeline {base_tli} to it is unknown"
         ))
     })?;
-    let rec = repo.load_capture(n).await?;
-    let text = String::from_utf8_lossy(&repo.read_capture(&rec).await?).into_owned();
-    let mut path: Vec<(u32, Option<Lsn>)> = history_entries(&text)
+    let mut path: Vec<(u32, Option<Lsn>)> = read_history(repo, n)
+        .await?
         .into_iter()
         .map(|(t, left)| (t, Some(left)))
         .collect();
@@ -234,40 +233,27 @@ pub(crate) fn recovery_settings(
     restore_command: &str,
     end_command: &str,
 ) -> Vec<(String, String)> {
-    let mut s = vec![
-        ("restore_command".to_owned(), restore_command.to_owned()),
-        ("recovery_end_command".to_owned(), end_command.to_owned()),
-    ];
-    match (&opts.at, &opts.point) {
-        (Some(at), _) => s.push((
-            "recovery_target_time".to_owned(),
+    let target = match (&opts.at, &opts.point) {
+        (Some(at), _) => Some((
+            "recovery_target_time",
             at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
         )),
-        (None, Some(RecoveryPoint::Lsn(l))) => {
-            s.push(("recovery_target_lsn".to_owned(), l.clone()));
-        }
-        (None, Some(RecoveryPoint::Xid(x))) => {
-            s.push(("recovery_target_xid".to_owned(), x.clone()));
-        }
-        (None, Some(RecoveryPoint::Name(n))) => {
-            s.push(("recovery_target_name".to_owned(), n.clone()));
-        }
-        (None, Some(RecoveryPoint::Immediate)) => {
-            s.push(("recovery_target".to_owned(), "immediate".to_owned()));
-        }
-        _ => {}
-    }
-    s.push((
-        "recovery_target_action".to_owned(),
-        opts.target_action
-            .clone()
-            .unwrap_or_else(|| "promote".to_owned()),
-    ));
-    s.push((
-        "recovery_target_timeline".to_owned(),
-        opts.timeline.clone().unwrap_or_else(|| "latest".to_owned()),
-    ));
-    s
+        (None, Some(RecoveryPoint::Lsn(l))) => Some(("recovery_target_lsn", l.clone())),
+        (None, Some(RecoveryPoint::Xid(x))) => Some(("recovery_target_xid", x.clone())),
+        (None, Some(RecoveryPoint::Name(n))) => Some(("recovery_target_name", n.clone())),
+        (None, Some(RecoveryPoint::Immediate)) => Some(("recovery_target", "immediate".into())),
+        _ => None,
+    };
+    let mut s = vec![
+        ("restore_command", restore_command.to_owned()),
+        ("recovery_end_command", end_command.to_owned()),
+    ];
+    s.extend(target);
+    let action = opts.target_action.as_deref().unwrap_or("promote");
+    s.push(("recovery_target_action", action.to_owned()));
+    let timeline = opts.timeline.as_deref().unwrap_or("latest");
+    s.push(("recovery_target_timeline", timeline.to_owned()));
+    s.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// Writes `recovery.signal` and appends the settings to
@@ -279,39 +265,40 @@ pub(crate) fn write_recovery(
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
     use std::fmt::Write as _;
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let own = |p: &Path| -> Result<()> {
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(p, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("setting the owner of {}", p.display()), e))?;
-        }
-        Ok(())
-    };
     let signal = data_dir.join("recovery.signal");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&signal)
-        .map_err(|e| Error::io(format!("writing {}", signal.display()), e))?;
-    own(&signal)?;
-    let auto = data_dir.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&auto)
-        .map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    write_owned(&signal, &mut open, 0o600, &[], owner)?;
     let mut text = format!("\n{RECOVERY_HEADER}\n");
     for (k, v) in settings {
         let _ = writeln!(text, "{k} = '{}'", v.replace('\'', "''"));
     }
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
-    own(&auto)
+    let auto = data_dir.join("postgresql.auto.conf");
+    let mut open = std::fs::OpenOptions::new();
+    open.append(true).create(true);
+    write_owned(&auto, &mut open, 0o600, text.as_bytes(), owner)
+}
+
+/// Writes `bytes` to `path` opened with `open` (a new file gets `mode`),
+/// syncs it, and gives it to `owner` when given.
+fn write_owned(
+    path: &Path,
+    open: &mut std::fs::OpenOptions,
+    mode: u32,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    open.mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("setting the owner of {}", path.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Writes a key file that opens the repository without a password beside
@@ -339,23 +326,10 @@ pub(crate) fn write_plain_key(
     path: &Path,
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
     let bytes = repo.export_plain_key()?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(|e| Error::io(format!("setting the owner of {}", path.display()), e))?;
-    }
-    Ok(())
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    write_owned(path, &mut open, 0o600, &bytes, owner)
 }
 
 /// Where [`write_key_file`] puts the key file of `data_dir`:
@@ -418,51 +392,42 @@ pub struct RecoveryEnded {
 ///
 /// I/O errors reading or writing those files.
 pub fn end_recovery(data_dir: &Path, key: Option<&Path>) -> Result<RecoveryEnded> {
+    use std::os::unix::fs::MetadataExt;
+    /// `Ok(None)` when `path` is absent.
+    fn present<T>(r: std::io::Result<T>, doing: &str, path: &Path) -> Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("{doing} {}", path.display()), e)),
+        }
+    }
     let mut ended = RecoveryEnded::default();
     if let Some(k) = key {
-        match std::fs::remove_file(k) {
-            Ok(()) => ended.key_file = Some(k.to_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", k.display()), e)),
+        if present(std::fs::remove_file(k), "removing", k)?.is_some() {
+            ended.key_file = Some(k.to_owned());
         }
     }
     let prefetch = data_dir.join("pg_wal").join(".backup-prefetch");
-    match std::fs::remove_dir_all(&prefetch) {
-        Ok(()) => ended.prefetched = true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("removing {}", prefetch.display()), e)),
-    }
+    ended.prefetched =
+        present(std::fs::remove_dir_all(&prefetch), "removing", &prefetch)?.is_some();
     let auto = data_dir.join("postgresql.auto.conf");
-    let text = match std::fs::read_to_string(&auto) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ended),
-        Err(e) => return Err(Error::io(format!("reading {}", auto.display()), e)),
+    let Some(text) = present(std::fs::read_to_string(&auto), "reading", &auto)? else {
+        return Ok(ended);
     };
     let (kept, removed) = without_recovery_settings(&text);
     if removed.is_empty() {
         return Ok(ended);
     }
     let tmp = data_dir.join("postgresql.auto.conf.backup-tmp");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let meta = std::fs::metadata(&auto)
-            .map_err(|e| Error::io(format!("reading {}", auto.display()), e))?;
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(meta.mode() & 0o777)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        f.write_all(kept.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        if nix::unistd::Uid::effective().is_root() {
-            std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-                .map_err(|e| Error::io(format!("setting the owner of {}", tmp.display()), e))?;
-        }
-    }
+    let meta = std::fs::metadata(&auto)
+        .map_err(|e| Error::io(format!("reading {}", auto.display()), e))?;
+    let _ = std::fs::remove_file(&tmp);
+    let owner = nix::unistd::Uid::effective()
+        .is_root()
+        .then(|| (meta.uid(), meta.gid()));
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    write_owned(&tmp, &mut open, meta.mode() & 0o777, kept.as_bytes(), owner)?;
     std::fs::rename(&tmp, &auto)
         .map_err(|e| Error::io(format!("replacing {}", auto.display()), e))?;
     ended.settings = removed;

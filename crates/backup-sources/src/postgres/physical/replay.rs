@@ -101,26 +101,22 @@ fn parse_setting(text: &str, block: u64) -> Option<u64> {
 /// Bytes of regular files under `base`, `global` and each tablespace of
 /// `data_dir` (symbolic links in `pg_tblspc` followed).
 fn relation_bytes(data_dir: &Path) -> u64 {
-    fn walk(dir: &Path, total: &mut u64) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(meta) = std::fs::metadata(e.path()) else {
-                continue;
-            };
-            if meta.is_dir() {
-                walk(&e.path(), total);
-            } else if meta.is_file() {
-                *total += meta.len();
-            }
-        }
+    fn walk(dir: &Path) -> u64 {
+        let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        entries
+            .filter_map(|e| Some((std::fs::metadata(e.path()).ok()?, e.path())))
+            .filter(|(meta, _)| meta.is_dir() || meta.is_file())
+            .map(|(meta, path)| {
+                if meta.is_dir() {
+                    walk(&path)
+                } else {
+                    meta.len()
+                }
+            })
+            .sum()
     }
-    let mut total = 0;
-    for sub in ["base", "global", "pg_tblspc"] {
-        walk(&data_dir.join(sub), &mut total);
-    }
-    total
+    let subs = ["base", "global", "pg_tblspc"];
+    subs.iter().map(|sub| walk(&data_dir.join(sub))).sum()
 }
 
 /// Memory available to a new process now: `MemAvailable`, and no more

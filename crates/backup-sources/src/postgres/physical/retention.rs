@@ -63,12 +63,9 @@ pub async fn expired(
         };
         let (wal, _) = streams(repo, &cluster);
         let gaps = gap_stream(repo, &cluster);
-        let mine: Vec<&CaptureName> = names
+        let (gone, stays): (Vec<&CaptureName>, Vec<&CaptureName>) = names
             .iter()
             .filter(|n| n.stream == wal || n.stream == gaps)
-            .collect();
-        let (gone, stays): (Vec<&CaptureName>, Vec<&CaptureName>) = mine
-            .into_iter()
             .partition(|n| parse_position(&n.last).is_some_and(|(_, end)| end.0 <= boundary));
         if gone.is_empty() {
             continue;

@@ -1,8 +1,4 @@
-//! Recovery (`restore_command = 'backup wal fetch %f %p'`): a segment
-//! assembled from the pieces that cover it (zeros after the last piece of
-//! an unfinished segment, as `pg_receivewal` leaves a partial segment),
-//! its start taken from the base backup's copy when capture began inside
-//! it, or a history file.
+//! Recovery (`restore_command = 'backup wal fetch %f %p'`): [`fetch`].
 
 use std::path::Path;
 
@@ -10,8 +6,7 @@ use backup_core::repo::Repository;
 use backup_core::{Error, Result};
 
 use super::prefetch::note_fetch_failed;
-use super::segment::{assemble_segment, write_atomically};
-use super::stored::{parse_wal_name, WalMap};
+use super::{assemble_segment, parse_wal_name, write_atomically, WalMap};
 
 /// Writes WAL file `name` (a segment or a history file) assembled from the
 /// repository into `dest`, for `restore_command`. A segment is made of the
@@ -49,8 +44,7 @@ pub async fn fetch(
             .history
             .get(&tli)
             .ok_or_else(|| Error::not_found(format!("timeline history file {name}")))?;
-        let rec = repo.load_capture(n).await?;
-        let data = repo.read_capture(&rec).await?;
+        let data = repo.read_capture(&repo.load_capture(n).await?).await?;
         return write_atomically(dest, &data).await;
     }
     let (tli, segno) = parse_wal_name(name, segment_size)?;
@@ -109,7 +103,7 @@ mod tests {
 
     use super::*;
     use crate::postgres::physical::lsn::{wal_file_name, Lsn};
-    use crate::postgres::physical::wal::stored::{position, streams, WAL_KIND};
+    use crate::postgres::physical::wal::{position, streams, WAL_KIND};
 
     #[test]
     fn holes_are_the_ranges_left_out_before_the_end() {

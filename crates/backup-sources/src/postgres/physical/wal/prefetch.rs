@@ -10,8 +10,7 @@ use backup_core::repo::Repository;
 use backup_core::{Error, Result};
 
 use super::super::lsn::{is_wal_file_name, wal_file_name, Lsn};
-use super::segment::{assemble_segment, write_atomically};
-use super::stored::{parse_wal_name, WalMap};
+use super::{assemble_segment, parse_wal_name, write_atomically, WalMap};
 
 /// The directory, beside the file PostgreSQL asked for, where
 /// [`fetch`](fn@super::fetch) leaves the segments it fetched ahead
@@ -225,20 +224,11 @@ pub async fn prestage(
         .await
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let first = from.0 / segment_size;
+    let last = first + count.max(1) - 1;
     // Two at a time: this runs beside the restore of the data directory,
     // which holds most of the process's memory (each segment is assembled
     // whole).
-    fill(
-        repo,
-        &map,
-        tli,
-        first,
-        first + count.max(1) - 1,
-        dir,
-        segment_size,
-        2,
-    )
-    .await?;
+    fill(repo, &map, tli, first, last, dir, segment_size, 2).await?;
     Ok((first..first + count)
         .map(|n| wal_file_name(tli, n, segment_size))
         .filter(|name| dir.join(name).exists())

@@ -1,7 +1,4 @@
-//! Archiving (`archive_command = 'backup wal push %p'`): a whole WAL
-//! segment or timeline history file stored as a piece of the cluster's
-//! stream; pushing the same bytes again succeeds, other bytes for a stored
-//! segment are refused.
+//! Archiving (`archive_command = 'backup wal push %p'`): [`push`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,9 +8,10 @@ use backup_core::repo::Repository;
 use backup_core::snapshot::SourceDescriptor;
 use backup_core::{Error, Result};
 use chrono::Utc;
+use sha2::Digest as _;
 
 use super::super::lsn::{is_wal_file_name, Lsn};
-use super::stored::{parse_wal_name, position, streams, HISTORY_KIND, WAL_KIND};
+use super::{parse_wal_name, position, HISTORY_KIND, WAL_KIND};
 
 /// Stores `path` (a WAL segment, a `.partial` one or a timeline history
 /// file, as `archive_command` gives it) as a piece of the cluster's
@@ -45,11 +43,10 @@ pub async fn push(
     let data = tokio::fs::read(path)
         .await
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let (stream, hstream) = streams(repo, system_identifier);
     // A `.partial` segment (the end of a timeline at a promotion) is kept
     // like a whole one; its tail is zeros.
     let segment_name = name.strip_suffix(".partial").unwrap_or(&name);
-    let (info_stream, kind, first, last) = if is_wal_file_name(segment_name) {
+    let (kind, first, last) = if is_wal_file_name(segment_name) {
         let (tli, segno) = parse_wal_name(segment_name, segment_size)?;
         if data.len() as u64 != segment_size {
             return Err(Error::Config(format!(
@@ -59,18 +56,13 @@ pub async fn push(
             )));
         }
         let from = Lsn(segno * segment_size);
-        (
-            stream,
-            WAL_KIND,
-            position(tli, from),
-            position(tli, Lsn(from.0 + segment_size)),
-        )
+        let to = Lsn(from.0 + segment_size);
+        (WAL_KIND, position(tli, from), position(tli, to))
     } else if let Some(tli) = name
         .strip_suffix(".history")
         .and_then(|t| u32::from_str_radix(t, 16).ok())
     {
         (
-            hstream,
             HISTORY_KIND,
             format!("{tli:08X}"),
             format!("{:08X}", tli + 1),
@@ -80,11 +72,9 @@ pub async fn push(
             "{name} is neither a WAL segment, a timeline history file nor a backup history file"
         )));
     };
+    let info_stream = repo.capture_stream(kind, system_identifier);
     // The same range stored already: the same bytes succeed, others fail.
-    let sha = {
-        use sha2::Digest;
-        backup_core::Id(sha2::Sha256::digest(&data).into())
-    };
+    let sha = backup_core::Id(sha2::Sha256::digest(&data).into());
     for n in repo.captures().await? {
         if n.stream == info_stream && n.first == first && n.last == last {
             if repo.key().is_write_only() {

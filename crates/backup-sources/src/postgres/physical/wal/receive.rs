@@ -1,14 +1,11 @@
-//! The streaming receiver ([`receive`]): a physical replication slot, then
-//! `START_REPLICATION` from the end of what is stored (or from the newest
-//! base backup's end at a first start); received WAL is stored at least
-//! every `flush_interval` and every `max_piece` bytes, and at each segment
-//! end, and only then confirmed to the server as flushed. A timeline the
-//! server ends is followed to the next; WAL that can no longer be captured
-//! is recorded as a gap.
-
-use std::time::{Duration, Instant};
+//! The streaming receiver ([`receive`], described in the parent module):
+//! a first start streams from the newest base backup's end when the server
+//! still has that WAL; a timeline the server ends is followed to the next;
+//! WAL that can no longer be captured is recorded as a gap. Then the
+//! messages of its replication connection.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use backup_core::capture::{CaptureName, PieceInfo};
 use backup_core::repo::Repository;
@@ -20,15 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::super::lsn::{parse_setting_size, Lsn};
 use super::super::meta::PhysicalMeta;
 use super::super::remote;
-use super::protocol::{
-    end_of_timeline, io, one_row, poll_msg, send_status, timeline_history, wire_error, Msg,
-};
-use super::stored::{
-    gap_stream, history_start, parse_position, position, streams, GAP_KIND, HISTORY_KIND, WAL_KIND,
-};
+use super::{history_start, parse_position, position, streams, GAP_KIND, HISTORY_KIND, WAL_KIND};
 use crate::capture::{CaptureEvent, CaptureObserver, FollowSummary, Position, StoredPiece};
 use crate::postgres::conn::ConnInfo;
-use crate::postgres::wire::{db_error, WireConn};
+use crate::postgres::wire::{db_error, WireConn, WireError};
 
 /// How the receiver runs.
 #[derive(Debug, Clone)]
@@ -83,8 +75,11 @@ pub async fn receive(
     };
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let mut conn =
-            WireConn::connect(&wire).map_err(|e| remote::connect_error(&e, &user, remote::Purpose::StreamWal))?;
+        let connect = || {
+            WireConn::connect(&wire)
+                .map_err(|e| remote::connect_error(&e, &user, remote::Purpose::StreamWal))
+        };
+        let mut conn = connect()?;
         let mut r = Receiver {
             repo,
             opts,
@@ -92,6 +87,8 @@ pub async fn receive(
             runtime,
             observer,
             stop,
+            sysid: String::new(),
+            seg: 16 << 20,
             continues: String::new(),
             stored_time: None,
             summary: FollowSummary::default(),
@@ -107,9 +104,8 @@ pub async fn receive(
                     && r.covering.is_some()
                     && backup_core::error::report(&e).contains("has already been removed") =>
             {
-                if let Some((sysid, tli, from, to)) = r.covering.take() {
+                if let Some((tli, from, to)) = r.covering.take() {
                     r.gap(
-                        &sysid,
                         tli,
                         from,
                         to,
@@ -117,9 +113,7 @@ pub async fn receive(
                     )?;
                 }
                 r.cover_base = false;
-                let mut conn = WireConn::connect(&wire)
-                    .map_err(|e| remote::connect_error(&e, &user, remote::Purpose::StreamWal))?;
-                r.run(&mut conn)?;
+                r.run(&mut connect()?)?;
             }
             other => other?,
         }
@@ -157,41 +151,36 @@ struct Receiver {
     runtime: tokio::runtime::Handle,
     observer: Arc<dyn CaptureObserver>,
     stop: CancellationToken,
+    /// The cluster's system identifier and segment size, as the server says.
+    sysid: String,
+    seg: u64,
     /// What the next stream continues, for [`CaptureEvent::Started`].
     continues: String,
     /// When a piece was last stored.
     stored_time: Option<DateTime<Utc>>,
     summary: FollowSummary,
     /// Set while the first stream of a cluster reaches back to its newest
-    /// base backup: the cluster, timeline, the base's end and where the
-    /// slot holds WAL from.
-    covering: Option<(String, u32, Lsn, Lsn)>,
+    /// base backup: the timeline, the base's end and where the slot holds
+    /// WAL from.
+    covering: Option<(u32, Lsn, Lsn)>,
     /// Whether a first stream may reach back to the newest base backup
     /// (not again once the server said it no longer has that WAL).
     cover_base: bool,
 }
 
 impl Receiver {
-    fn store(&mut self, info: PieceInfo, data: &[u8]) -> Result<CaptureName> {
-        let wait = self.opts.lock_wait;
-        let repo = self.repo.clone();
-        self.runtime
-            .block_on(async move { repo.put_capture(info, data, wait).await })
+    fn store(&self, info: PieceInfo, data: &[u8]) -> Result<CaptureName> {
+        let put = self.repo.put_capture(info, data, self.opts.lock_wait);
+        self.runtime.block_on(put)
     }
 
-    fn piece(
-        &self,
-        stream: &str,
-        kind: &str,
-        identity: &str,
-        first: String,
-        last: String,
-    ) -> PieceInfo {
+    /// A piece of the cluster's stream of `kind`.
+    fn piece(&self, kind: &str, first: String, last: String) -> PieceInfo {
         PieceInfo {
-            stream: stream.to_owned(),
+            stream: self.repo.capture_stream(kind, &self.sysid),
             kind: kind.to_owned(),
             source: self.descriptor.clone(),
-            identity: identity.to_owned(),
+            identity: self.sysid.clone(),
             first,
             last,
             time_first: None,
@@ -202,29 +191,15 @@ impl Receiver {
 
     fn run(&mut self, conn: &mut WireConn) -> Result<()> {
         let ident = one_row(conn, "IDENTIFY_SYSTEM")?;
-        let sysid = ident.first().cloned().flatten().unwrap_or_default();
-        let timeline: u32 = ident
-            .get(1)
-            .cloned()
-            .flatten()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(1);
-        let server_pos = Lsn::parse(ident.get(2).cloned().flatten().as_deref().unwrap_or("0/0"))?;
-        let seg = parse_setting_size(
-            one_row(conn, "SHOW wal_segment_size")?
-                .first()
-                .cloned()
-                .flatten()
-                .as_deref()
-                .unwrap_or("16MB"),
-        )
-        .unwrap_or(16 << 20);
-        let (stream, hstream) = streams(&self.repo, &sysid);
+        self.sysid = col(&ident, 0).unwrap_or_default();
+        let timeline: u32 = col(&ident, 1).and_then(|t| t.parse().ok()).unwrap_or(1);
+        let server_pos = Lsn::parse(col(&ident, 2).as_deref().unwrap_or("0/0"))?;
+        let seg = col(&one_row(conn, "SHOW wal_segment_size")?, 0);
+        let seg = parse_setting_size(seg.as_deref().unwrap_or("16MB")).unwrap_or(16 << 20);
+        self.seg = seg;
+        let (stream, hstream) = streams(&self.repo, &self.sysid);
         self.summary.stream.clone_from(&stream);
-        let repo = self.repo.clone();
-        let names = self
-            .runtime
-            .block_on(async move { repo.captures().await })?;
+        let names = self.runtime.block_on(self.repo.captures())?;
         // History files of timelines up to the server's.
         let stored_history: Vec<u32> = names
             .iter()
@@ -233,7 +208,7 @@ impl Receiver {
             .collect();
         for tli in 2..=timeline {
             if !stored_history.contains(&tli) {
-                self.store_history(conn, &hstream, &sysid, tli)?;
+                self.store_history(conn, tli)?;
             }
         }
         // Where the stored WAL ends.
@@ -242,29 +217,22 @@ impl Receiver {
             .filter(|n| n.stream == stream)
             .filter_map(|n| parse_position(&n.last))
             .max();
-        let read_slot = |conn: &mut WireConn, slot: &str| -> Result<(bool, Option<Lsn>)> {
+        let slot = &self.opts.slot;
+        let create = format!("CREATE_REPLICATION_SLOT \"{slot}\" PHYSICAL (RESERVE_WAL)");
+        let read_slot = |conn: &mut WireConn| -> Result<(bool, Option<Lsn>)> {
             let row = one_row(conn, &format!("READ_REPLICATION_SLOT \"{slot}\""))?;
             Ok((
-                row.first().cloned().flatten().is_some(),
-                row.get(1)
-                    .cloned()
-                    .flatten()
-                    .map(|l| Lsn::parse(&l))
-                    .transpose()?,
+                col(&row, 0).is_some(),
+                col(&row, 1).map(|l| Lsn::parse(&l)).transpose()?,
             ))
         };
-        let (exists, mut slot_lsn) = read_slot(conn, &self.opts.slot)?;
+        let (exists, mut slot_lsn) = read_slot(conn)?;
         if !exists {
-            one_row(
-                conn,
-                &format!(
-                    "CREATE_REPLICATION_SLOT \"{}\" PHYSICAL (RESERVE_WAL)",
-                    self.opts.slot
-                ),
-            )?;
-            tracing::info!(slot = %self.opts.slot, "Created the replication slot.");
-            slot_lsn = read_slot(conn, &self.opts.slot)?.1;
+            one_row(conn, &create)?;
+            tracing::info!(slot = %slot, "Created the replication slot.");
+            slot_lsn = read_slot(conn)?.1;
         }
+        let drop_slot = format!("DROP_REPLICATION_SLOT \"{slot}\"");
         let start = match (last, slot_lsn) {
             (Some((tli, lsn)), Some(held)) if tli == timeline && held <= lsn => lsn,
             (Some((tli, lsn)), held) if tli == timeline => {
@@ -274,7 +242,7 @@ impl Receiver {
                 let kept = held.unwrap_or(server_pos);
                 let resume = kept.segment_start(seg).max(lsn);
                 if resume > lsn {
-                    self.gap(&sysid, tli, lsn, resume, if held.is_some() {
+                    self.gap(tli, lsn, resume, if held.is_some() {
                         "the replication slot was ahead of the stored WAL"
                     } else {
                         "the replication slot was invalidated (max_slot_wal_keep_size) and the server removed WAL not yet captured"
@@ -282,11 +250,8 @@ impl Receiver {
                 }
                 if held.is_none() {
                     // The invalidated slot is of no use: make it anew.
-                    let _ = conn.query_rows(&format!("DROP_REPLICATION_SLOT \"{}\"", self.opts.slot));
-                    let _ = one_row(
-                        conn,
-                        &format!("CREATE_REPLICATION_SLOT \"{}\" PHYSICAL (RESERVE_WAL)", self.opts.slot),
-                    )?;
+                    let _ = conn.query_rows(&drop_slot);
+                    one_row(conn, &create)?;
                 }
                 resume
             }
@@ -298,7 +263,12 @@ impl Receiver {
             (Some(_), held) => {
                 // A newer timeline than the stored one: its WAL from where
                 // it began.
-                let begin = Self::timeline_start(conn, timeline)?;
+                let (_, content) = timeline_history(conn, timeline)?;
+                let begin = history_start(&content, timeline).ok_or_else(|| {
+                    Error::source_failed(format!(
+                        "the history file of timeline {timeline} has no start"
+                    ))
+                })?;
                 held.map_or(begin, |h| h.min(begin).max(begin.segment_start(seg)))
             }
             // The first start: from the beginning of the segment the slot
@@ -311,10 +281,10 @@ impl Receiver {
             // slot).
             (None, held) => {
                 let from = held.unwrap_or(server_pos).segment_start(seg);
-                match self.newest_base_end(&sysid, timeline)? {
+                match self.newest_base_end(timeline)? {
                     Some(end) if self.cover_base && end.segment_start(seg) < from => {
                         tracing::info!(base_end = %end, slot = %from, "Streaming from the newest base backup's end, before the slot's position.");
-                        self.covering = Some((sysid.clone(), timeline, end, from));
+                        self.covering = Some((timeline, end, from));
                         end.segment_start(seg)
                     }
                     _ => from,
@@ -326,21 +296,18 @@ impl Receiver {
             (None, Some(_)) => "the newest base backup's end".to_owned(),
             (None, None) => "the replication slot's position".to_owned(),
         };
-        self.continue_on(conn, &stream, &sysid, timeline, start, seg)
+        self.continue_on(conn, timeline, start)
     }
 
-    /// Where the newest physical base backup of cluster `sysid` that
-    /// ended on `timeline` ended, if the repository has one.
-    fn newest_base_end(&self, sysid: &str, timeline: u32) -> Result<Option<Lsn>> {
+    /// Where the newest physical base backup of the cluster that ended on
+    /// `timeline` ended, if the repository has one.
+    fn newest_base_end(&self, timeline: u32) -> Result<Option<Lsn>> {
         // A write-only key knows only its own snapshots.
-        let repo = self.repo.clone();
-        let snapshots = self
-            .runtime
-            .block_on(async move { repo.known_snapshots().await })?;
+        let snapshots = self.runtime.block_on(self.repo.known_snapshots())?;
         Ok(snapshots
             .iter()
             .filter_map(|e| PhysicalMeta::of(&e.snapshot.metadata)?.ok())
-            .filter(|m| m.system_identifier == sysid && m.stop_timeline == timeline)
+            .filter(|m| m.system_identifier == self.sysid && m.stop_timeline == timeline)
             .filter_map(|m| Lsn::parse(&m.stop_lsn).ok())
             .max())
     }
@@ -348,18 +315,14 @@ impl Receiver {
     fn continue_on(
         &mut self,
         conn: &mut WireConn,
-        stream: &str,
-        sysid: &str,
         mut timeline: u32,
         mut start: Lsn,
-        seg: u64,
     ) -> Result<()> {
         loop {
-            match self.stream_timeline(conn, stream, sysid, timeline, start, seg)? {
+            match self.stream_timeline(conn, timeline, start)? {
                 None => return Ok(()),
                 Some((t, s)) => {
-                    let (_, hstream) = streams(&self.repo, sysid);
-                    self.store_history(conn, &hstream, sysid, t)?;
+                    self.store_history(conn, t)?;
                     self.continues = format!("the end of timeline {timeline}");
                     timeline = t;
                     start = s;
@@ -368,28 +331,10 @@ impl Receiver {
         }
     }
 
-    /// Where `timeline` began, from its history file.
-    fn timeline_start(conn: &mut WireConn, timeline: u32) -> Result<Lsn> {
-        let (_, content) = timeline_history(conn, timeline)?;
-        history_start(&content, timeline).ok_or_else(|| {
-            Error::source_failed(format!(
-                "the history file of timeline {timeline} has no start"
-            ))
-        })
-    }
-
-    fn store_history(
-        &mut self,
-        conn: &mut WireConn,
-        hstream: &str,
-        sysid: &str,
-        tli: u32,
-    ) -> Result<()> {
+    fn store_history(&mut self, conn: &mut WireConn, tli: u32) -> Result<()> {
         let (name, content) = timeline_history(conn, tli)?;
         let mut info = self.piece(
-            hstream,
             HISTORY_KIND,
-            sysid,
             format!("{tli:08X}"),
             format!("{:08X}", tli + 1),
         );
@@ -398,28 +343,17 @@ impl Receiver {
         Ok(())
     }
 
-    fn gap(&mut self, sysid: &str, tli: u32, from: Lsn, to: Lsn, reason: &str) -> Result<()> {
+    fn gap(&mut self, tli: u32, from: Lsn, to: Lsn, reason: &str) -> Result<()> {
         if to <= from {
             return Ok(());
         }
-        let gstream = gap_stream(&self.repo, sysid);
-        let info = self.piece(
-            &gstream,
-            GAP_KIND,
-            sysid,
-            position(tli, from),
-            position(tli, to),
-        );
-        let wait = self.opts.lock_wait;
-        let repo = self.repo.clone();
-        let reason2 = reason.to_owned();
-        let record = self
-            .runtime
-            .block_on(async move { repo.put_capture_gap(info, &reason2, wait).await })?;
+        let info = self.piece(GAP_KIND, position(tli, from), position(tli, to));
+        let put = self.repo.put_capture_gap(info, reason, self.opts.lock_wait);
+        let record = self.runtime.block_on(put)?;
         self.summary.gaps += 1;
         tracing::warn!(from = %from, to = %to, reason, "WAL could not be captured; a gap was recorded.");
         self.observer.event(&CaptureEvent::Gap {
-            stream: streams(&self.repo, sysid).0,
+            stream: self.repo.capture_stream(WAL_KIND, &self.sysid),
             record: Some(record),
             reason: format!(
                 "WAL from {from} to {to} on timeline {tli} could not be captured: {reason}"
@@ -434,16 +368,13 @@ impl Receiver {
     fn stream_timeline(
         &mut self,
         conn: &mut WireConn,
-        stream: &str,
-        sysid: &str,
         timeline: u32,
         start: Lsn,
-        seg: u64,
     ) -> Result<Option<(u32, Lsn)>> {
         self.start_replication(conn, timeline, start)?;
         self.observer.event(&CaptureEvent::Started {
-            stream: stream.to_owned(),
-            identity: sysid.to_owned(),
+            stream: self.summary.stream.clone(),
+            identity: self.sysid.clone(),
             from: Position::Wal {
                 timeline,
                 lsn: start.0,
@@ -463,7 +394,7 @@ impl Receiver {
         loop {
             if self.stop.is_cancelled() {
                 if !p.data.is_empty() {
-                    self.flush(stream, sysid, timeline, p.start, &p.data)?;
+                    self.flush(timeline, p.start, &p.data)?;
                     p.stored = p.next;
                 }
                 let _ = send_status(conn, p.stored);
@@ -481,7 +412,7 @@ impl Receiver {
                     // Pieces never cross a segment boundary.
                     let mut rest: &[u8] = &data;
                     while !rest.is_empty() {
-                        let seg_end = (p.next.0 / seg + 1) * seg;
+                        let seg_end = (p.next.0 / self.seg + 1) * self.seg;
                         let take = rest.len().min((seg_end - p.next.0) as usize);
                         if p.data.is_empty() {
                             p.start = p.next;
@@ -491,7 +422,7 @@ impl Receiver {
                         rest = &rest[take..];
                         p.next = Lsn(p.next.0 + take as u64);
                         if p.next.0 == seg_end || p.data.len() >= self.opts.max_piece {
-                            self.store_pending(conn, &mut p, stream, sysid, timeline)?;
+                            self.store_pending(conn, &mut p, timeline)?;
                         }
                     }
                 }
@@ -504,7 +435,7 @@ impl Receiver {
                 }
                 Some(Msg::CopyDone) => {
                     if !p.data.is_empty() {
-                        self.flush(stream, sysid, timeline, p.start, &p.data)?;
+                        self.flush(timeline, p.start, &p.data)?;
                     }
                     let (next_tli, next_start) = end_of_timeline(conn)?;
                     return Ok(Some((next_tli, next_start)));
@@ -516,7 +447,7 @@ impl Receiver {
                 .since
                 .is_some_and(|t| t.elapsed() >= self.opts.flush_interval);
             if due && !p.data.is_empty() {
-                self.store_pending(conn, &mut p, stream, sysid, timeline)?;
+                self.store_pending(conn, &mut p, timeline)?;
             }
             if p.last_status.elapsed() >= Duration::from_secs(10) {
                 send_status(conn, p.stored).map_err(|e| io(&e))?;
@@ -531,15 +462,8 @@ impl Receiver {
 
     /// Stores the pending WAL as a piece, confirms it to the server as
     /// flushed and reports the lag.
-    fn store_pending(
-        &mut self,
-        conn: &mut WireConn,
-        p: &mut Pending,
-        stream: &str,
-        sysid: &str,
-        timeline: u32,
-    ) -> Result<()> {
-        self.flush(stream, sysid, timeline, p.start, &p.data)?;
+    fn store_pending(&mut self, conn: &mut WireConn, p: &mut Pending, timeline: u32) -> Result<()> {
+        self.flush(timeline, p.start, &p.data)?;
         p.data.clear();
         p.since = None;
         p.stored = p.next;
@@ -560,20 +484,17 @@ impl Receiver {
         .map_err(|e| wire_error(&e, "starting replication"))?;
         // CopyBothResponse, or an error.
         loop {
-            let r = conn
-                .next_message(|tag, body| match tag {
-                    b'W' => Ok(true),
-                    b'E' => Err(db_error(body)),
-                    _ => Ok(false),
-                })
-                .map_err(|e| io(&e))?;
-            match r {
-                Ok(true) => break,
+            let r = conn.next_message(|tag, body| match tag {
+                b'W' => Ok(true),
+                b'E' => Err(db_error(body)),
+                _ => Ok(false),
+            });
+            match r.map_err(|e| io(&e))? {
+                Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => return Err(wire_error(&e, "starting replication")),
             }
         }
-        Ok(())
     }
 
     /// Tells the observer how far behind the stored WAL is: the age of
@@ -588,22 +509,10 @@ impl Receiver {
         });
     }
 
-    fn flush(
-        &mut self,
-        stream: &str,
-        sysid: &str,
-        timeline: u32,
-        from: Lsn,
-        data: &[u8],
-    ) -> Result<()> {
+    /// Stores `data`, the WAL of `timeline` from `from`, as a piece.
+    fn flush(&mut self, timeline: u32, from: Lsn, data: &[u8]) -> Result<()> {
         let to = Lsn(from.0 + data.len() as u64);
-        let mut info = self.piece(
-            stream,
-            WAL_KIND,
-            sysid,
-            position(timeline, from),
-            position(timeline, to),
-        );
+        let mut info = self.piece(WAL_KIND, position(timeline, from), position(timeline, to));
         let now = Utc::now();
         info.time_first = Some(now);
         info.time_last = Some(now);
@@ -625,4 +534,111 @@ impl Receiver {
         });
         Ok(())
     }
+}
+
+// The replication connection's commands, messages and errors.
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// Column `i` of a result row.
+fn col(row: &[Option<String>], i: usize) -> Option<String> {
+    row.get(i).cloned().flatten()
+}
+
+fn one_row(conn: &mut WireConn, sql: &str) -> Result<Vec<Option<String>>> {
+    conn.query_rows(sql)
+        .map_err(|e| wire_error(&e, sql))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::source_failed(format!("{sql} returned nothing")))
+}
+
+fn wire_error(e: &WireError, what: &str) -> Error {
+    if let WireError::Db { code, message, .. } = e {
+        if code == "55006" || message.contains("is active for PID") {
+            return Error::source_failed(format!(
+                "the replication slot is in use by another consumer ({message}): stop the other receiver or give this one its own slot (--slot)"
+            ));
+        }
+    }
+    Error::source_with(what.to_owned(), remote::clone_wire(e), e.retryable())
+}
+
+fn io(e: &std::io::Error) -> Error {
+    Error::source_with(
+        "the replication connection failed",
+        std::io::Error::new(e.kind(), e.to_string()),
+        true,
+    )
+}
+
+/// A standby status update: written, flushed and applied up to `lsn`.
+fn send_status(conn: &mut WireConn, lsn: Lsn) -> std::io::Result<()> {
+    let mut m = Vec::with_capacity(34);
+    m.push(b'r');
+    for _ in 0..3 {
+        m.extend_from_slice(&lsn.0.to_be_bytes());
+    }
+    m.extend_from_slice(&(Utc::now().timestamp_micros() - PG_EPOCH_US).to_be_bytes());
+    m.push(0);
+    conn.send_copy_data(&m)
+}
+
+/// A message of the replication stream.
+enum Msg {
+    Data(Lsn, Vec<u8>, Lsn),
+    Keepalive(Lsn, bool),
+    CopyDone,
+    Error(WireError),
+    Other,
+}
+
+/// `TIMELINE_HISTORY tli`: the file's name and content.
+fn timeline_history(conn: &mut WireConn, tli: u32) -> Result<(String, String)> {
+    let row = one_row(conn, &format!("TIMELINE_HISTORY {tli}"))?;
+    Ok((
+        col(&row, 0).unwrap_or_default(),
+        col(&row, 1).unwrap_or_default(),
+    ))
+}
+
+/// The next message of the replication stream; `None` when none came
+/// within 200 ms.
+fn poll_msg(conn: &mut WireConn) -> Result<Option<Msg>> {
+    conn.poll_message(Duration::from_millis(200), |tag, body| {
+        let lsn = |at: usize| {
+            Lsn(u64::from_be_bytes(
+                body[at..at + 8].try_into().unwrap_or_default(),
+            ))
+        };
+        match (tag, body.first()) {
+            (b'd', Some(b'w')) if body.len() >= 25 => {
+                Msg::Data(lsn(1), body[25..].to_vec(), lsn(9))
+            }
+            (b'd', Some(b'k')) if body.len() >= 18 => Msg::Keepalive(lsn(1), body[17] != 0),
+            (b'c', _) => Msg::CopyDone,
+            (b'E', _) => Msg::Error(db_error(body)),
+            _ => Msg::Other,
+        }
+    })
+    .map_err(|e| io(&e))
+}
+
+/// After the server ended the streamed timeline: ends the copy and reads
+/// the next timeline and where it starts.
+fn end_of_timeline(conn: &mut WireConn) -> Result<(u32, Lsn)> {
+    conn.send_copy_done().map_err(|e| io(&e))?;
+    // Result rows until `ReadyForQuery`: the next timeline and its start.
+    let rows = conn
+        .rows()
+        .map_err(|e| io(&e))?
+        .map_err(Error::source_failed)?;
+    let row = rows.first().ok_or_else(|| {
+        Error::source_failed("the server ended the timeline without naming the next")
+    })?;
+    let next_tli: u32 = col(row, 0)
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| Error::source_failed("no next timeline"))?;
+    Ok((next_tli, Lsn::parse(col(row, 1).as_deref().unwrap_or(""))?))
 }
