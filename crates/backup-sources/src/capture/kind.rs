@@ -39,13 +39,11 @@ pub struct Words {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CaptureKind {
-    /// MongoDB's oplog (`mongodb-oplog`); positions are 8 hex digits of
-    /// the timestamp's seconds then 8 of its increment.
+    /// MongoDB's oplog (`mongodb-oplog`).
     MongodbOplog,
-    /// Redis's replication stream (`redis-stream`); positions are 16 hex
-    /// digits of the replication offset (`master_repl_offset`) after a
-    /// command. The stream carries no times: pieces hold each command's
-    /// arrival time, so a time becomes a position only by reading them.
+    /// Redis's replication stream (`redis-stream`). It carries no times:
+    /// pieces hold each command's arrival time, so a time becomes a
+    /// position only by reading them.
     RedisStream,
 }
 
@@ -128,45 +126,38 @@ impl CaptureKind {
     /// [`Error::Config`] for a point of another kind (`--at-lsn` on an
     /// oplog) or a time outside the kind's range.
     pub fn until(self, opts: &RestoreOptions) -> Result<Option<Position>> {
-        if self == CaptureKind::RedisStream {
-            return match (&opts.at, &opts.point) {
-                (_, Some(RecoveryPoint::ReplOffset(o))) => Ok(Some(Position::Offset(*o))),
-                (_, Some(other)) => Err(Error::Config(format!(
-                    "{} is a {} target, not a Redis one; a Redis restore takes --at TIME or --at-offset N",
-                    point_flag(other),
-                    point_owner(other)
-                ))),
-                (_, None) => Ok(None),
-            };
-        }
+        let wrong = |point, owner: &str, takes: &str| {
+            Err(Error::Config(format!(
+                "{} is a {} target, not a {owner} one; a {owner} restore takes --at TIME or {takes}",
+                point_flag(point),
+                point_owner(point)
+            )))
+        };
         match (self, &opts.at, &opts.point) {
+            (Self::RedisStream, _, Some(RecoveryPoint::ReplOffset(o))) => {
+                Ok(Some(Position::Offset(*o)))
+            }
+            (Self::RedisStream, _, Some(other)) => wrong(other, "Redis", "--at-offset N"),
             // MongoDB timestamps count whole seconds: every entry of the
             // second TIME falls in.
-            (CaptureKind::MongodbOplog, Some(t), _) => {
-                let secs = u32::try_from(t.timestamp()).map_err(|_| {
+            (Self::MongodbOplog, Some(t), _) => {
+                let seconds = u32::try_from(t.timestamp()).map_err(|_| {
                     Error::Config(format!(
                         "{t} is outside the range of MongoDB timestamps (1970 to 2106)"
                     ))
                 })?;
                 Ok(Some(Position::Oplog {
-                    seconds: secs,
+                    seconds,
                     increment: u32::MAX,
                 }))
             }
-            (
-                CaptureKind::MongodbOplog,
-                None,
-                Some(RecoveryPoint::OplogTs { seconds, increment }),
-            ) => Ok(Some(Position::Oplog {
-                seconds: *seconds,
-                increment: *increment,
-            })),
-            (CaptureKind::MongodbOplog, None, Some(other)) => Err(Error::Config(format!(
-                "{} is a {} target, not a MongoDB one; a MongoDB restore takes --at TIME or --at-ts SECONDS:INCREMENT",
-                point_flag(other),
-                point_owner(other)
-            ))),
-            (CaptureKind::MongodbOplog | CaptureKind::RedisStream, _, _) => Ok(None),
+            (Self::MongodbOplog, None, &Some(RecoveryPoint::OplogTs { seconds, increment })) => {
+                Ok(Some(Position::Oplog { seconds, increment }))
+            }
+            (Self::MongodbOplog, None, Some(other)) => {
+                wrong(other, "MongoDB", "--at-ts SECONDS:INCREMENT")
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -231,33 +222,16 @@ impl Position {
 
     /// A WAL position as records store it.
     pub fn parse_wal(record: &str) -> Option<Self> {
-        if record.len() != 24 {
-            return None;
-        }
-        Some(Position::Wal {
-            timeline: u32::from_str_radix(record.get(..8)?, 16).ok()?,
-            lsn: u64::from_str_radix(record.get(8..)?, 16).ok()?,
-        })
+        let (timeline, lsn) = hex_pair(record, 8, 16)?;
+        let timeline = timeline as u32;
+        Some(Position::Wal { timeline, lsn })
     }
 
     /// The position right after this one (the same at the end of the
     /// range).
     #[must_use]
     pub fn next(self) -> Self {
-        match self {
-            Position::Wal { timeline, lsn } => Position::Wal {
-                timeline,
-                lsn: lsn.saturating_add(1),
-            },
-            Position::Oplog { seconds, increment } => match increment.checked_add(1) {
-                Some(increment) => Position::Oplog { seconds, increment },
-                None => Position::Oplog {
-                    seconds: seconds.saturating_add(1),
-                    increment: 0,
-                },
-            },
-            Position::Offset(o) => Position::Offset(o.saturating_add(1)),
-        }
+        self.step(|v| v.saturating_add(1))
     }
 
     /// The position right before this one (for a base: its consistent
@@ -265,23 +239,25 @@ impl Position {
     /// start of the range).
     #[must_use]
     pub fn prev(self) -> Self {
+        self.step(|v| v.saturating_sub(1))
+    }
+
+    /// The position `by` moves this one to, within its timeline (an
+    /// oplog timestamp counts as seconds then increment).
+    fn step(self, by: impl Fn(u64) -> u64) -> Self {
         match self {
             Position::Wal { timeline, lsn } => Position::Wal {
                 timeline,
-                lsn: lsn.saturating_sub(1),
+                lsn: by(lsn),
             },
-            Position::Oplog {
-                seconds,
-                increment: 0,
-            } if seconds > 0 => Position::Oplog {
-                seconds: seconds - 1,
-                increment: u32::MAX,
-            },
-            Position::Oplog { seconds, increment } => Position::Oplog {
-                seconds,
-                increment: increment.saturating_sub(1),
-            },
-            Position::Offset(o) => Position::Offset(o.saturating_sub(1)),
+            Position::Oplog { seconds, increment } => {
+                let v = by(u64::from(seconds) << 32 | u64::from(increment));
+                Position::Oplog {
+                    seconds: (v >> 32) as u32,
+                    increment: v as u32,
+                }
+            }
+            Position::Offset(o) => Position::Offset(by(o)),
         }
     }
 
@@ -394,13 +370,13 @@ pub fn base_identities(snapshot: &Snapshot) -> Vec<String> {
 
 /// The seconds and increment of an oplog position.
 pub(crate) fn oplog_parts(position: &str) -> Option<(u32, u32)> {
-    if position.len() != 16 {
-        return None;
-    }
-    Some((
-        u32::from_str_radix(&position[..8], 16).ok()?,
-        u32::from_str_radix(&position[8..], 16).ok()?,
-    ))
+    hex_pair(position, 8, 8).map(|(t, i)| (t as u32, i as u32))
+}
+
+/// The two numbers of a record of `a` then `b` hex digits.
+fn hex_pair(record: &str, a: usize, b: usize) -> Option<(u64, u64)> {
+    let hex = |s: Option<&str>| u64::from_str_radix(s?, 16).ok();
+    (record.len() == a + b).then(|| Some((hex(record.get(..a))?, hex(record.get(a..))?)))?
 }
 
 /// The base point of a MongoDB snapshot: its replica set and the entry
@@ -417,12 +393,9 @@ fn mongo_base_point(snapshot: &Snapshot) -> Option<BasePoint> {
         None => name.to_owned(),
     };
     let end = meta.get("oplog")?.get("end")?;
-    let t = u32::try_from(end.get("t")?.as_u64()?).ok()?;
-    let i = u32::try_from(end.get("i")?.as_u64()?).ok()?;
-    let end = Position::Oplog {
-        seconds: t,
-        increment: i,
-    };
+    let seconds = u32::try_from(end.get("t")?.as_u64()?).ok()?;
+    let increment = u32::try_from(end.get("i")?.as_u64()?).ok()?;
+    let end = Position::Oplog { seconds, increment };
     Some(BasePoint {
         identity,
         from: end.next(),

@@ -2,30 +2,21 @@
 //! change stream (PostgreSQL's WAL, MongoDB's oplog, Redis's replication
 //! stream) shares.
 //!
-//! - [`CaptureObserver`] and [`CaptureEvent`]: what a follower reports
-//!   while it runs (pieces stored, gaps, lag, reconnections), for progress
-//!   lines, metrics and notifications.
-//! - [`CaptureDriver`] ([`driver`]): one per kind of stream. It lists the
-//!   restorable windows and gaps of the kind's streams, plans a restore to
-//!   a point ([`RestorePlan`]), names the captured ranges no kept
-//!   base needs, and the base snapshots a `--keep-within`
-//!   period must keep. [`registry::drivers`] is the registry every
-//!   listing, retention run and drill goes through.
+//! - [`CaptureDriver`] ([`driver`]): one per kind of stream, listed by
+//!   [`registry::drivers`], which every listing, retention run and drill
+//!   goes through.
 //! - [`Window`], [`Gap`], [`Base`], [`SourceWindows`] ([`window`]): what a
-//!   listing holds, the same for every kind; [`Inventory`] is what it is
-//!   computed from (capture records and snapshots, read once).
-//! - [`CaptureKind`] ([`kind`]): the rules of the streams whose pieces are
-//!   named by position (oplog, Redis stream): the stream a snapshot
-//!   belongs to and where replay continues after it, how positions read
-//!   and which time they stand for, and how a restore's target becomes a
-//!   position. [`Stream`] ([`stream`]) builds their windows.
+//!   listing holds, the same for every kind, computed from an
+//!   [`Inventory`].
+//! - [`CaptureKind`] ([`kind`]) and [`Stream`] ([`stream`]): the streams
+//!   whose pieces are named by position (oplog, Redis stream).
+//! - [`CaptureObserver`] and [`CaptureEvent`]: what a follower reports
+//!   while it runs, for progress lines, metrics and notifications.
 //!
 //! Positions are typed ([`Position`]); capture names store them as
-//! fixed-width upper-case hex strings (`REPOSITORY_FORMAT.md` §21),
-//! which sort like the positions within a stream.
-//!
-//! **Targets are inclusive** in every kind: a restore to a point applies
-//! every change at or before it.
+//! fixed-width upper-case hex strings (`REPOSITORY_FORMAT.md` §21), which
+//! sort like the positions within a stream. **Targets are inclusive** in
+//! every kind: a restore to a point applies every change at or before it.
 
 pub mod driver;
 #[cfg(any(feature = "mongodb", feature = "redis"))]

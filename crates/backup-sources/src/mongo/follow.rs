@@ -18,21 +18,21 @@
 //! When the oplog no longer holds the entry after the last stored one
 //! (it rolled over), the missing range is recorded as a gap.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backup_core::snapshot::SourceDescriptor;
 use backup_core::{Error, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use mongodb::bson::{doc, Document, RawDocumentBuf, Timestamp};
+use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 use mongodb::options::{CursorType, ReadConcern};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{Conn, Hello, Side};
 use super::replset::{identify, oplog_edge};
 use super::{ReplicaSet, Ts};
-use crate::capture::follow::{At, Capture, Link, Ready};
+use crate::capture::follow::{passing, At, Batch, Capture, Link};
 use crate::capture::{CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary};
 
 /// The capture kind of the oplog.
@@ -47,6 +47,10 @@ pub const SLICE_TIME: Duration = Duration::from_secs(10);
 impl At for Ts {
     fn at(self) -> crate::capture::Position {
         self.into()
+    }
+
+    fn of(record: &str) -> Option<Self> {
+        Ts::from_position(record)
     }
 }
 
@@ -64,58 +68,28 @@ fn entry_time(doc: &RawDocumentBuf, ts: Ts) -> Option<DateTime<Utc>> {
     }
 }
 
-/// The slice being gathered.
+/// The slice being gathered, with what its record's details tell.
 #[derive(Default)]
 struct Slice {
-    buf: Vec<u8>,
-    entries: u64,
+    batch: Batch,
+    /// Entries per `op`: `i`, `u`, `d`, `c`, others.
     ops: [u64; 5],
     first_ts: Option<Ts>,
     last_ts: Ts,
     /// Entries with `last_ts`.
     last_group: u64,
-    time_first: Option<DateTime<Utc>>,
-    time_last: Option<DateTime<Utc>>,
-    started: Option<Instant>,
 }
 
 impl Slice {
-    fn is_empty(&self) -> bool {
-        self.entries == 0
-    }
-
-    fn due(&self, opts: &FollowOptions) -> bool {
-        !self.is_empty()
-            && (self.buf.len() >= opts.slice_bytes
-                || self.started.is_some_and(|s| s.elapsed() >= opts.slice_time))
-    }
-
     fn add(&mut self, doc: &RawDocumentBuf, ts: Ts) {
-        if self.is_empty() {
-            self.first_ts = Some(ts);
-            self.started = Some(Instant::now());
-        }
-        let time = entry_time(doc, ts);
-        if self.time_first.is_none() {
-            self.time_first = time;
-        }
-        self.time_last = time.or(self.time_last);
-        if ts == self.last_ts && self.entries > 0 {
-            self.last_group += 1;
-        } else {
-            self.last_group = 1;
-        }
+        self.first_ts.get_or_insert(ts);
+        let same = ts == self.last_ts && !self.batch.is_empty();
+        self.last_group = if same { self.last_group + 1 } else { 1 };
         self.last_ts = ts;
-        let op = match doc.get_str("op").unwrap_or("") {
-            "i" => 0,
-            "u" => 1,
-            "d" => 2,
-            "c" => 3,
-            _ => 4,
-        };
-        self.ops[op] += 1;
-        self.entries += 1;
-        self.buf.extend_from_slice(doc.as_bytes());
+        let op = doc.get_str("op").unwrap_or("");
+        let op = ["i", "u", "d", "c"].iter().position(|o| *o == op);
+        self.ops[op.unwrap_or(4)] += 1;
+        self.batch.add(doc.as_bytes(), entry_time(doc, ts));
     }
 }
 
@@ -129,9 +103,8 @@ enum Read {
     /// A reply without entries: everything the server had made visible
     /// when it answered was read before.
     CaughtUp,
-    Failed(mongodb::error::Error),
-    /// A reply that could not be taken apart.
-    Invalid(Error),
+    /// A driver error, or a reply that could not be taken apart.
+    Failed(Error),
     Ended,
 }
 
@@ -158,16 +131,13 @@ pub async fn follow(
 ) -> Result<FollowSummary> {
     opts.check(MIN_SLICE_TIME)?;
     let conn = Conn::new(url, Side::Source).await?;
-    let source = SourceDescriptor {
-        kind: "mongodb".to_owned(),
-        url: conn.redacted.clone(),
-    };
     let mut followed: Option<ReplicaSet> = None;
-    let mut cap = Capture::new(repo, opts, observer, cancel, OPLOG_KIND, source);
+    let url = conn.redacted.clone();
+    let mut cap = Capture::new(repo, opts, observer, cancel, CaptureKind::MongodbOplog, url);
     loop {
         let attempt = run(&mut cap, &conn, &mut followed).await;
         if !cap.again(attempt).await? {
-            return Ok(cap.finish().await);
+            return Ok(cap.summary);
         }
     }
 }
@@ -190,9 +160,8 @@ async fn run(cap: &mut Capture<'_>, conn: &Conn, followed: &mut Option<ReplicaSe
         cap.release().await;
     }
     *followed = Some(set.clone());
-    let stream = cap.repo.capture_stream(OPLOG_KIND, &set.identity());
-    cap.claim(&stream).await?;
-    let mut pos = resume(cap, conn, &hello, stream, &set).await?;
+    cap.claim(&set.identity()).await?;
+    let mut pos = resume(cap, conn, &hello, &set).await?;
     check_rollover(cap, conn, &mut pos, &set).await?;
     cap.summary.next = Some(pos.next.at());
 
@@ -200,8 +169,9 @@ async fn run(cap: &mut Capture<'_>, conn: &Conn, followed: &mut Option<ReplicaSe
     // be given up (to store a slice that is due) without dropping the
     // cursor in the middle of a getMore.
     let (tx, mut rx) = mpsc::channel::<Read>(4096);
-    let reader = tokio::spawn(tail(conn.clone(), pos.next, tx));
-    let _stop_reader = AbortOnDrop(reader);
+    // (Dropping the set stops the reader.)
+    let mut reader = tokio::task::JoinSet::new();
+    reader.spawn(tail(conn.clone(), pos.next, tx));
     let cancel = cap.cancel;
     let mut follower = Follower {
         cap,
@@ -243,17 +213,15 @@ struct Follower<'c, 'a> {
 
 impl Follower<'_, '_> {
     /// When to stop waiting for the reader: in a second, or when the slice
-    /// is due once the reader has caught up.
-    fn deadline(&self) -> tokio::time::Instant {
-        // A slice is stored when a newer entry arrives after it is due,
-        // or, once the reader has caught up, when it is due.
-        let now = tokio::time::Instant::now();
-        let mut deadline = now + Duration::from_secs(1);
-        if let Some(s) = self.slice.started.filter(|_| self.caught_up) {
-            let due = tokio::time::Instant::from_std(s + self.cap.opts.slice_time);
-            deadline = deadline.min(due.max(now));
+    /// is due once the reader has caught up (before, a due slice is stored
+    /// when a newer entry arrives).
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        let second = now + Duration::from_secs(1);
+        match self.slice.batch.due_at(self.cap.opts) {
+            Some(due) if self.caught_up => second.min(due.max(now)),
+            _ => second,
         }
-        deadline
     }
 
     /// Stores what was read as the follower stops.
@@ -261,7 +229,7 @@ impl Follower<'_, '_> {
         // What was read is stored, unless the newest entries may
         // lack companions sharing their timestamp: those are read
         // again at the next start.
-        if !self.slice.is_empty() {
+        if !self.slice.batch.is_empty() {
             self.store_slice(self.caught_up).await?;
         }
         Ok(())
@@ -279,14 +247,9 @@ impl Follower<'_, '_> {
                 self.caught_up = true;
                 self.caught_up_at = Some(Utc::now());
             }
-            Ok(Some(Read::Failed(e))) => return Err(oplog_error(self.conn, e)),
-            Ok(Some(Read::Invalid(e))) => return Err(e),
+            Ok(Some(Read::Failed(e))) => return Err(e),
             Ok(Some(Read::Ended) | None) => {
-                return Err(Error::Source {
-                    message: "the oplog cursor was closed by the server".to_owned(),
-                    cause: None,
-                    retryable: true,
-                })
+                return Err(passing("the oplog cursor was closed by the server"))
             }
             Err(_) => {}
         }
@@ -307,10 +270,10 @@ impl Follower<'_, '_> {
             if ts < self.pos.next && self.check.reread.is_some_and(|r| ts <= r) {
                 continue;
             }
-            if ts < self.pos.next || (!self.slice.is_empty() && ts < self.slice.last_ts) {
+            if ts < self.pos.next || (!self.slice.batch.is_empty() && ts < self.slice.last_ts) {
                 return Err(self.out_of_order(ts));
             }
-            if ts > self.slice.last_ts && self.slice.due(self.cap.opts) {
+            if ts > self.slice.last_ts && self.slice.batch.due(self.cap.opts) {
                 self.store_slice(true).await?;
             }
             self.slice.add(&doc, ts);
@@ -318,9 +281,9 @@ impl Follower<'_, '_> {
         Ok(())
     }
 
-    /// Stores the slice gathered so far and starts the next one; `false`
-    /// when it must wait (see below).
-    async fn store_slice(&mut self, certain: bool) -> Result<bool> {
+    /// Stores the slice gathered so far and starts the next one, unless it
+    /// must wait (see below).
+    async fn store_slice(&mut self, certain: bool) -> Result<()> {
         let conn = self.conn;
         self.check
             .run(conn, &self.pos, &mut self.slice, self.cap.observer)
@@ -331,61 +294,48 @@ impl Follower<'_, '_> {
         // slice ends after them; otherwise the slice waits. (Only a stop
         // gets here uncertain: a count of the oplog can be a scan of it.)
         if !certain {
-            let on_server = conn
-                .client
-                .database("local")
-                .collection::<Document>("oplog.rs")
+            let on_server = oplog(conn)
                 .count_documents(doc! {"ts": Timestamp::from(self.slice.last_ts)})
                 .await
                 .map_err(|e| oplog_error(conn, e))?;
             if on_server > self.slice.last_group {
-                return Ok(false);
+                return Ok(());
             }
         }
         let s = std::mem::take(&mut self.slice);
         let [inserts, updates, deletes, commands, others] = s.ops;
-        let ready = Ready {
-            data: &s.buf,
-            last: s.last_ts.next(),
-            entries: s.entries,
-            bytes: s.buf.len() as u64,
-            time_first: s.time_first,
-            time_last: s.time_last,
-            details: serde_json::json!({
-                "entries": s.entries,
-                "bytes": s.buf.len(),
-                "ops": {"i": inserts, "u": updates, "d": deletes, "c": commands, "n": others},
-                "first_ts": s.first_ts.map(|t| t.to_string()),
-                "last_ts": s.last_ts.to_string(),
-                "replica_set": self.set.name,
-                "replica_set_id": self.set.id,
-            }),
-            what: "an oplog slice",
-        };
-        self.cap.store(&mut self.pos, ready).await?;
-        Ok(true)
+        let details = serde_json::json!({
+            "entries": s.batch.entries,
+            "bytes": s.batch.bytes,
+            "ops": {"i": inserts, "u": updates, "d": deletes, "c": commands, "n": others},
+            "first_ts": s.first_ts.map(|t| t.to_string()),
+            "last_ts": s.last_ts.to_string(),
+            "replica_set": self.set.name,
+            "replica_set_id": self.set.id,
+        });
+        let last = s.last_ts.next();
+        self.cap
+            .store(&mut self.pos, s.batch, last, details)
+            .await?;
+        Ok(())
     }
 
     /// The error for entry `ts` arriving before what was already read.
     fn out_of_order(&self, ts: Ts) -> Error {
-        Error::Source {
-            message: format!(
-                "the oplog returned entry {ts} after {}: resuming from the last stored position",
-                if self.slice.is_empty() {
-                    self.pos.next.prev()
-                } else {
-                    self.slice.last_ts
-                }
-            ),
-            cause: None,
-            retryable: true,
-        }
+        let after = if self.slice.batch.is_empty() {
+            self.pos.next.prev()
+        } else {
+            self.slice.last_ts
+        };
+        passing(format!(
+            "the oplog returned entry {ts} after {after}: resuming from the last stored position"
+        ))
     }
 
     /// Stores the slice when it is due and the reader has caught up; every
     /// second, reports the lag and renews the lease.
     async fn tick(&mut self) -> Result<()> {
-        if self.caught_up && self.slice.due(self.cap.opts) {
+        if self.caught_up && self.slice.batch.due(self.cap.opts) {
             self.store_slice(true).await?;
         }
         if self.last_lag.elapsed() >= Duration::from_secs(1) {
@@ -410,7 +360,10 @@ impl Follower<'_, '_> {
         let seconds = if Ts::from(last) < pos.next {
             0.0
         } else {
-            let oldest = slice.time_first.or(pos.stored_time.max(self.caught_up_at));
+            let oldest = slice
+                .batch
+                .time_first
+                .or(pos.stored_time.max(self.caught_up_at));
             match (source_newest, oldest) {
                 (Some(s), Some(o)) => ((s - o).num_milliseconds() as f64 / 1000.0).max(0.0),
                 // Nothing read yet since the start: known with the first reply.
@@ -427,23 +380,11 @@ impl Follower<'_, '_> {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Reads entries from `from` on with a tailable, awaiting cursor, one
 /// server reply at a time: an empty reply (the await ran out with nothing
 /// new) tells the follower it has read everything visible so far.
 async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
-    let coll = conn
-        .client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs");
-    let cursor = coll
+    let cursor = oplog(&conn)
         .find(doc! {"ts": {"$gte": Timestamp::from(from)}})
         .cursor_type(CursorType::TailableAwait)
         .max_await_time(Duration::from_secs(1))
@@ -453,7 +394,7 @@ async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
     let mut cursor = match cursor {
         Ok(c) => c,
         Err(e) => {
-            let _ = tx.send(Read::Failed(e)).await;
+            let _ = tx.send(Read::Failed(oplog_error(&conn, e))).await;
             return;
         }
     };
@@ -474,12 +415,12 @@ async fn tail(conn: Conn, from: Ts, tx: mpsc::Sender<Read>) {
             Some(Ok(batch)) => match batch_entries(&batch) {
                 Ok(docs) if docs.is_empty() => Read::CaughtUp,
                 Ok(docs) => Read::Entries(docs),
-                Err(e) => Read::Invalid(e),
+                Err(e) => Read::Failed(e),
             },
-            Some(Err(e)) => Read::Failed(e),
+            Some(Err(e)) => Read::Failed(oplog_error(&conn, e)),
             None => Read::Ended,
         };
-        let last = matches!(msg, Read::Failed(_) | Read::Invalid(_) | Read::Ended);
+        let last = matches!(msg, Read::Failed(_) | Read::Ended);
         if tx.send(msg).await.is_err() || last {
             return;
         }
@@ -502,6 +443,11 @@ fn batch_entries(batch: &mongodb::raw_batch_cursor::RawBatch) -> Result<Vec<RawD
     Ok(docs)
 }
 
+/// The oplog collection.
+fn oplog(conn: &Conn) -> mongodb::Collection<RawDocumentBuf> {
+    conn.client.database("local").collection("oplog.rs")
+}
+
 /// A driver error while reading the oplog, with the role it needs when
 /// the user may not.
 fn oplog_error(conn: &Conn, e: mongodb::error::Error) -> Error {
@@ -519,55 +465,29 @@ async fn resume(
     cap: &mut Capture<'_>,
     conn: &Conn,
     hello: &Hello,
-    stream: String,
     set: &ReplicaSet,
 ) -> Result<Link<Ts>> {
-    let newest = cap.newest(&stream).await?;
     let server_newest = match hello.last_write {
         Some(ts) => Ts::from(ts),
         None => oplog_edge(conn, -1).await?,
     };
-    let (next, previous, continues_snapshot, continues) = if let Some(n) = newest {
-        let next = Ts::from_position(&n.last).ok_or_else(|| {
-            Error::corrupt(
-                backup_core::FileKind::Capture,
-                n.file_name(),
-                "its range is not an oplog position",
-            )
-        })?;
-        let what = format!("piece {}", n.file_name());
-        (next, Some(n), None, what)
-    } else if let Some((id, end)) = cap
-        .newest_base(CaptureKind::MongodbOplog, &set.identity())
-        .await?
-        .and_then(|(id, from)| Some((id, Ts::from_position(&from.record())?.prev())))
-    {
-        let what = format!("snapshot {id} (its oplog ends at {end})");
-        (end.next(), None, Some(id), what)
+    let link = if let Some(link) = cap.resume(&set.identity()).await? {
+        link
     } else {
         cap.observer.event(&CaptureEvent::Warning(format!(
             "no snapshot of replica set {} yet: capture starts at the server's newest entry ({server_newest}), and points in time become restorable from the first snapshot taken (backup create {})",
             set.name, conn.redacted
         )));
-        let what = "the server's newest entry".to_owned();
-        (server_newest.next(), None, None, what)
+        cap.link(&set.identity(), server_newest.next())
     };
-    if server_newest < next.prev() {
+    if server_newest < link.next.prev() {
         return Err(Error::source_failed(format!(
             "the server's newest oplog entry ({server_newest}) is older than what was already captured of replica set {} ({}): this is another deployment with the same replica set name, or one restored from a backup; capture it into another repository",
             set.name,
-            next.prev()
+            link.next.prev()
         )));
     }
-    let link = Link {
-        stream,
-        identity: set.identity(),
-        next,
-        previous,
-        continues_snapshot,
-        stored_time: None,
-    };
-    cap.started(&link, continues);
+    cap.started(&link);
     Ok(link)
 }
 
@@ -592,11 +512,7 @@ async fn check_rollover(
         DateTime::from_timestamp(i64::from(oldest.t), 0),
     );
     let details = serde_json::json!({"replica_set": set.name, "replica_set_id": set.id});
-    let name = cap.gap(pos, oldest, times, reason, details).await?;
-    pos.next = oldest;
-    pos.previous = Some(name);
-    pos.continues_snapshot = None;
-    Ok(())
+    cap.gap(pos, oldest, times, reason, details).await
 }
 
 /// The check of slices read by a newly opened cursor.
@@ -627,27 +543,23 @@ impl SkipCheck {
         let Some(suspect) = self.suspect else {
             return Ok(());
         };
-        if pos.next > suspect || slice.is_empty() {
+        if pos.next > suspect || slice.batch.is_empty() {
             return Ok(());
         }
         if slice.last_ts >= suspect {
             self.suspect = None;
         }
         let range = doc! {"ts": {"$gte": Timestamp::from(pos.next), "$lte": Timestamp::from(slice.last_ts)}};
-        let oplog = conn
-            .client
-            .database("local")
-            .collection::<RawDocumentBuf>("oplog.rs");
-        let on_server = oplog
+        let on_server = oplog(conn)
             .count_documents(range.clone())
             .read_concern(ReadConcern::majority())
             .await
             .map_err(|e| oplog_error(conn, e))?;
-        if on_server <= slice.entries {
+        if on_server <= slice.batch.entries {
             return Ok(());
         }
         let mut again = Slice::default();
-        let mut cursor = oplog
+        let mut cursor = oplog(conn)
             .find(range)
             .sort(doc! {"ts": 1})
             .read_concern(ReadConcern::majority())
@@ -661,11 +573,11 @@ impl SkipCheck {
         }
         observer.event(&CaptureEvent::Warning(format!(
             "the server's oplog cursor skipped {} entries between {} and {}; they were read again",
-            again.entries.saturating_sub(slice.entries),
+            again.batch.entries.saturating_sub(slice.batch.entries),
             pos.next,
             slice.last_ts
         )));
-        again.started = slice.started;
+        again.batch.started = slice.batch.started;
         self.reread = Some(again.last_ts);
         *slice = again;
         Ok(())

@@ -89,11 +89,16 @@ pub(crate) fn plan_entry(entry: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
         .get_document("o")
         .map_err(|_| bad(entry, "no `o` document"))?;
     match op {
-        "n" => Ok(Vec::new()),
+        "n" => return Ok(Vec::new()),
+        "c" => return plan_command(entry, db, o, map),
+        "i" | "d" | "u" => {}
+        other => return Err(bad(entry, &format!("unknown op `{other}`"))),
+    }
+    let Some((db, coll)) = map(db, coll) else {
+        return Ok(Vec::new());
+    };
+    match op {
         "i" => {
-            let Some((db, coll)) = map(db, coll) else {
-                return Ok(Vec::new());
-            };
             let id = o
                 .get("_id")
                 .ok_or_else(|| bad(entry, "insert without _id"))?;
@@ -105,27 +110,16 @@ pub(crate) fn plan_entry(entry: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
             }])
         }
         "d" => {
-            let Some((db, coll)) = map(db, coll) else {
-                return Ok(Vec::new());
-            };
-            Ok(vec![Op::Delete {
-                db,
-                coll,
-                filter: o.clone(),
-            }])
+            let filter = o.clone();
+            Ok(vec![Op::Delete { db, coll, filter }])
         }
-        "u" => {
-            let Some((db, coll)) = map(db, coll) else {
-                return Ok(Vec::new());
-            };
+        _ => {
             let filter = entry
                 .get_document("o2")
                 .map_err(|_| bad(entry, "update without `o2`"))?
                 .clone();
             plan_update(o, db, coll, filter).map_err(|m| bad(entry, &m))
         }
-        "c" => plan_command(entry, db, o, map),
-        other => Err(bad(entry, &format!("unknown op `{other}`"))),
     }
 }
 
@@ -134,11 +128,8 @@ pub(crate) fn plan_entry(entry: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
 pub(crate) fn bad(entry: &Document, why: &str) -> Error {
     let mut shown = format!("{entry}");
     if shown.len() > 300 {
-        let mut cut = 300;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
+        let cut = (0..=300).rev().find(|i| shown.is_char_boundary(*i));
+        shown.truncate(cut.unwrap_or(0));
         shown.push_str("...");
     }
     Error::target_failed(format!("cannot replay oplog entry ({why}): {shown}"))
@@ -150,43 +141,37 @@ fn plan_update(
     coll: String,
     filter: Document,
 ) -> std::result::Result<Vec<Op>, String> {
-    if let Ok(diff) = o.get_document("diff") {
-        let updates = if ["updatedFields", "removedFields", "truncatedArrays"]
+    let mut u = o.clone();
+    u.remove("$v");
+    let updates = if let Ok(diff) = o.get_document("diff") {
+        let mut acc = DiffAcc::default();
+        if ["updatedFields", "removedFields", "truncatedArrays"]
             .iter()
             .any(|k| diff.contains_key(k))
         {
-            secantus_diff(diff)?
+            secantus_diff(diff, &mut acc)?;
         } else {
-            let mut acc = DiffAcc::default();
             object_diff(diff, "", &mut acc)?;
-            acc.into_updates()
-        };
-        return Ok(if updates.is_empty() {
-            Vec::new()
-        } else {
-            vec![Op::Update {
-                db,
-                coll,
-                filter,
-                updates,
-            }]
-        });
-    }
-    let mut u = o.clone();
-    u.remove("$v");
-    if u.keys().any(|k| k.starts_with('$')) {
-        return Ok(vec![Op::Update {
+        }
+        acc.into_updates()
+    } else if u.keys().any(|k| k.starts_with('$')) {
+        vec![u]
+    } else {
+        return Ok(vec![Op::Replace {
             db,
             coll,
             filter,
-            updates: vec![u],
+            doc: u,
         }]);
+    };
+    if updates.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(vec![Op::Replace {
+    Ok(vec![Op::Update {
         db,
         coll,
         filter,
-        doc: u,
+        updates,
     }])
 }
 
@@ -237,20 +222,16 @@ fn object_diff(
 ) -> std::result::Result<(), String> {
     for (k, v) in diff {
         match k.as_str() {
-            "u" | "i" => {
+            "u" | "i" | "d" => {
                 let fields = v
                     .as_document()
                     .ok_or_else(|| format!("diff `{k}` is not a document"))?;
                 for (f, val) in fields {
-                    acc.set.insert(join(prefix, f), val.clone());
-                }
-            }
-            "d" => {
-                let fields = v
-                    .as_document()
-                    .ok_or_else(|| "diff `d` is not a document".to_owned())?;
-                for (f, _) in fields {
-                    acc.unset.insert(join(prefix, f), "");
+                    if k == "d" {
+                        acc.unset.insert(join(prefix, f), "");
+                    } else {
+                        acc.set.insert(join(prefix, f), val.clone());
+                    }
                 }
             }
             _ if k.starts_with('s') && k.len() > 1 => sub_diff(k, v, prefix, "sub-diff", acc)?,
@@ -266,11 +247,10 @@ fn array_diff(diff: &Document, path: &str, acc: &mut DiffAcc) -> std::result::Re
             "a" => {}
             "l" => {
                 let len = match v {
-                    Bson::Int32(n) => i64::from(*n),
-                    Bson::Int64(n) => *n,
-                    Bson::Double(n) => *n as i64,
-                    _ => return Err("array diff `l` is not a number".to_owned()),
+                    Bson::Double(n) => Some(*n as i64),
+                    v => int(Some(v)),
                 };
+                let len = len.ok_or_else(|| "array diff `l` is not a number".to_owned())?;
                 acc.truncate.push((path.to_owned(), len));
             }
             _ if k.starts_with('u') && k[1..].parse::<u64>().is_ok() => {
@@ -307,38 +287,37 @@ fn sub_diff(
 }
 
 /// `SecantusDB`'s `diff: {updatedFields, removedFields, truncatedArrays}`.
-fn secantus_diff(diff: &Document) -> std::result::Result<Vec<Document>, String> {
-    let mut acc = DiffAcc::default();
-    if let Ok(t) = diff.get_array("truncatedArrays") {
-        for e in t {
-            let e = e
-                .as_document()
-                .ok_or_else(|| "truncatedArrays entry is not a document".to_owned())?;
-            let field = e
-                .get_str("field")
-                .map_err(|_| "truncatedArrays entry without field".to_owned())?;
-            let len = match e.get("newSize") {
-                Some(Bson::Int32(n)) => i64::from(*n),
-                Some(Bson::Int64(n)) => *n,
-                _ => return Err("truncatedArrays entry without newSize".to_owned()),
-            };
-            acc.truncate.push((field.to_owned(), len));
-        }
+fn secantus_diff(diff: &Document, acc: &mut DiffAcc) -> std::result::Result<(), String> {
+    for e in diff.get_array("truncatedArrays").into_iter().flatten() {
+        let e = e
+            .as_document()
+            .ok_or_else(|| "truncatedArrays entry is not a document".to_owned())?;
+        let field = e
+            .get_str("field")
+            .map_err(|_| "truncatedArrays entry without field".to_owned())?;
+        let len = int(e.get("newSize"))
+            .ok_or_else(|| "truncatedArrays entry without newSize".to_owned())?;
+        acc.truncate.push((field.to_owned(), len));
     }
     if let Ok(u) = diff.get_document("updatedFields") {
-        for (k, v) in u {
-            acc.set.insert(k.clone(), v.clone());
-        }
+        acc.set.extend(u.clone());
     }
-    if let Ok(r) = diff.get_array("removedFields") {
-        for f in r {
-            let f = f
-                .as_str()
-                .ok_or_else(|| "removedFields entry is not a string".to_owned())?;
-            acc.unset.insert(f, "");
-        }
+    for f in diff.get_array("removedFields").into_iter().flatten() {
+        let f = f
+            .as_str()
+            .ok_or_else(|| "removedFields entry is not a string".to_owned())?;
+        acc.unset.insert(f, "");
     }
-    Ok(acc.into_updates())
+    Ok(())
+}
+
+/// An `Int32` or `Int64` value as an `i64`.
+pub(crate) fn int(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        _ => None,
+    }
 }
 
 /// Turns a command entry (`op: "c"`, command `o`, run on `db`) into replay
@@ -347,54 +326,83 @@ fn plan_command(entry: &Document, db: &str, o: &Document, map: &NsMap<'_>) -> Re
     let Some((name, value)) = o.iter().next() else {
         return Err(bad(entry, "empty command"));
     };
-    match name.as_str() {
-        "applyOps" => plan_apply_ops(entry, o, map),
-        "create" => plan_create(entry, db, value, o, map),
-        "drop" => Ok(mapped_coll(entry, db, value, map, "drop without a name")?
-            .map(|(tdb, tcoll)| Op::Command {
-                db: tdb,
-                cmd: doc! {"drop": tcoll},
-            })
-            .into_iter()
-            .collect()),
-        "renameCollection" => plan_rename(entry, value, o, map),
-        "createIndexes" | "commitIndexBuild" => plan_create_indexes(entry, db, value, o, map),
+    let missing = match name.as_str() {
+        "applyOps" => return plan_apply_ops(entry, o, map),
+        "renameCollection" => return plan_rename(entry, value, o, map),
         // Two-phase index builds are replayed at their commit; transaction
         // bookkeeping of mongod (prepared transactions are committed by
         // their applyOps entry).
         "startIndexBuild" | "abortIndexBuild" | "commitTransaction" | "abortTransaction" => {
-            Ok(Vec::new())
+            return Ok(Vec::new())
         }
-        "dropIndexes" | "deleteIndexes" => plan_drop_indexes(entry, db, value, o, map),
-        "collMod" | "convertToCapped" => plan_coll_mod(entry, db, name, value, o, map),
-        "dropDatabase" => Ok(map(db, "")
-            .map(|(tdb, _)| Op::Command {
-                db: tdb,
-                cmd: doc! {"dropDatabase": 1},
-            })
-            .into_iter()
-            .collect()),
-        other => Err(bad(entry, &format!("unsupported command `{other}`"))),
-    }
-}
-
-/// The collection a command names (its first value), when it is a string.
-fn coll_of(v: &Bson) -> Option<String> {
-    v.as_str().map(str::to_owned)
-}
-
-/// The collection a command names (`value`, in database `db`) in the
-/// target's namespace: `None` when the selection leaves it out; an error
-/// saying `missing` when the command names none.
-fn mapped_coll(
-    entry: &Document,
-    db: &str,
-    value: &Bson,
-    map: &NsMap<'_>,
-    missing: &str,
-) -> Result<Option<(String, String)>> {
+        "dropDatabase" => {
+            return Ok(map(db, "")
+                .map(|(tdb, _)| Op::Command {
+                    db: tdb,
+                    cmd: doc! {"dropDatabase": 1},
+                })
+                .into_iter()
+                .collect())
+        }
+        "create" => "create without a name",
+        "drop" => "drop without a name",
+        "createIndexes" | "commitIndexBuild" => "index build without a collection",
+        "dropIndexes" | "deleteIndexes" => "dropIndexes without a collection",
+        "collMod" | "convertToCapped" => "command without a collection",
+        other => return Err(bad(entry, &format!("unsupported command `{other}`"))),
+    };
+    // The rest name a collection of `db`, renamed to the target's.
     let coll = value.as_str().ok_or_else(|| bad(entry, missing))?;
-    Ok(map(db, coll))
+    let Some((tdb, tcoll)) = map(db, coll) else {
+        return Ok(Vec::new());
+    };
+    let cmd = match name.as_str() {
+        "drop" => doc! {"drop": tcoll},
+        "createIndexes" | "commitIndexBuild" => {
+            let specs: Vec<Bson> = if let Ok(list) = o.get_array("indexes") {
+                list.iter()
+                    .filter_map(|s| s.as_document().map(|d| Bson::Document(clean_index_spec(d))))
+                    .collect()
+            } else {
+                // mongod: one index per entry, its spec inline.
+                let mut spec = o.clone();
+                spec.remove("createIndexes");
+                vec![Bson::Document(clean_index_spec(&spec))]
+            };
+            doc! {"createIndexes": tcoll, "indexes": specs}
+        }
+        "dropIndexes" | "deleteIndexes" => {
+            let index = o
+                .get("index")
+                .cloned()
+                .ok_or_else(|| bad(entry, "dropIndexes without `index`"))?;
+            doc! {"dropIndexes": tcoll, "index": index}
+        }
+        // `create`, `collMod`, `convertToCapped`: the command as logged,
+        // its view source renamed too.
+        _ => {
+            let create = name == "create";
+            let mut cmd = doc! {name: tcoll};
+            for (k, v) in o.iter().skip(1) {
+                match k.as_str() {
+                    "idIndex" if create => {}
+                    "viewPipeline" if create => {
+                        cmd.insert("pipeline", v.clone());
+                    }
+                    "viewOn" => {
+                        let src = v.as_str().unwrap_or_default();
+                        let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
+                        cmd.insert("viewOn", mapped);
+                    }
+                    _ => {
+                        cmd.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            cmd
+        }
+    };
+    Ok(vec![Op::Command { db: tdb, cmd }])
 }
 
 /// An `applyOps` entry (a transaction): the steps of every operation it
@@ -413,51 +421,23 @@ fn plan_apply_ops(entry: &Document, o: &Document, map: &NsMap<'_>) -> Result<Vec
     Ok(out)
 }
 
-/// A `create` of a collection or view, its view source renamed too.
-fn plan_create(
-    entry: &Document,
-    db: &str,
-    value: &Bson,
-    o: &Document,
-    map: &NsMap<'_>,
-) -> Result<Vec<Op>> {
-    let Some((tdb, tcoll)) = mapped_coll(entry, db, value, map, "create without a name")? else {
-        return Ok(Vec::new());
-    };
-    let mut cmd = doc! {"create": tcoll};
-    for (k, v) in o.iter().skip(1) {
-        match k.as_str() {
-            "idIndex" => {}
-            "viewOn" => {
-                let src = v.as_str().unwrap_or_default();
-                let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
-                cmd.insert("viewOn", mapped);
-            }
-            "viewPipeline" => {
-                cmd.insert("pipeline", v.clone());
-            }
-            _ => {
-                cmd.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Ok(vec![Op::Command { db: tdb, cmd }])
-}
-
 /// A `renameCollection`: a rename within what is restored, a drop when
 /// renamed out of it.
 #[allow(clippy::many_single_char_names)] // Namespace parts of a rename.
 fn plan_rename(entry: &Document, value: &Bson, o: &Document, map: &NsMap<'_>) -> Result<Vec<Op>> {
-    let from = coll_of(value).ok_or_else(|| bad(entry, "renameCollection without a source"))?;
+    let from = value
+        .as_str()
+        .ok_or_else(|| bad(entry, "renameCollection without a source"))?;
     let to = o
         .get_str("to")
         .map_err(|_| bad(entry, "renameCollection without `to`"))?;
-    let split = |s: &str| -> Option<(String, String)> {
-        s.split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned()))
-    };
-    let (fdb, fcoll) = split(&from).ok_or_else(|| bad(entry, "bad source namespace"))?;
-    let (tdb, tcoll) = split(to).ok_or_else(|| bad(entry, "bad target namespace"))?;
-    match (map(&fdb, &fcoll), map(&tdb, &tcoll)) {
+    let (fdb, fcoll) = from
+        .split_once('.')
+        .ok_or_else(|| bad(entry, "bad source namespace"))?;
+    let (tdb, tcoll) = to
+        .split_once('.')
+        .ok_or_else(|| bad(entry, "bad target namespace"))?;
+    match (map(fdb, fcoll), map(tdb, tcoll)) {
         (Some((a, b)), Some((c, d))) => Ok(vec![Op::Command {
             db: "admin".to_owned(),
             cmd: doc! {
@@ -478,86 +458,6 @@ fn plan_rename(entry: &Document, value: &Bson, o: &Document, map: &NsMap<'_>) ->
         )),
         (None, None) => Ok(Vec::new()),
     }
-}
-
-/// A `createIndexes` or `commitIndexBuild`: one `createIndexes` with the
-/// cleaned specs.
-fn plan_create_indexes(
-    entry: &Document,
-    db: &str,
-    value: &Bson,
-    o: &Document,
-    map: &NsMap<'_>,
-) -> Result<Vec<Op>> {
-    let Some((tdb, tcoll)) =
-        mapped_coll(entry, db, value, map, "index build without a collection")?
-    else {
-        return Ok(Vec::new());
-    };
-    let specs: Vec<Bson> = if let Ok(list) = o.get_array("indexes") {
-        list.iter()
-            .filter_map(|s| s.as_document().map(|d| Bson::Document(clean_index_spec(d))))
-            .collect()
-    } else {
-        // mongod: one index per entry, its spec inline.
-        let mut spec = o.clone();
-        spec.remove("createIndexes");
-        vec![Bson::Document(clean_index_spec(&spec))]
-    };
-    Ok(vec![Op::Command {
-        db: tdb,
-        cmd: doc! {"createIndexes": tcoll, "indexes": specs},
-    }])
-}
-
-/// A `dropIndexes` (or the older `deleteIndexes`).
-fn plan_drop_indexes(
-    entry: &Document,
-    db: &str,
-    value: &Bson,
-    o: &Document,
-    map: &NsMap<'_>,
-) -> Result<Vec<Op>> {
-    let Some((tdb, tcoll)) =
-        mapped_coll(entry, db, value, map, "dropIndexes without a collection")?
-    else {
-        return Ok(Vec::new());
-    };
-    let index = o
-        .get("index")
-        .cloned()
-        .ok_or_else(|| bad(entry, "dropIndexes without `index`"))?;
-    Ok(vec![Op::Command {
-        db: tdb,
-        cmd: doc! {"dropIndexes": tcoll, "index": index},
-    }])
-}
-
-/// A `collMod` or `convertToCapped` (command `name`), its view source
-/// renamed too.
-fn plan_coll_mod(
-    entry: &Document,
-    db: &str,
-    name: &str,
-    value: &Bson,
-    o: &Document,
-    map: &NsMap<'_>,
-) -> Result<Vec<Op>> {
-    let Some((tdb, tcoll)) = mapped_coll(entry, db, value, map, "command without a collection")?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut cmd = doc! {name: tcoll};
-    for (k, v) in o.iter().skip(1) {
-        if k == "viewOn" {
-            let src = v.as_str().unwrap_or_default();
-            let (_, mapped) = map(db, src).unwrap_or((tdb.clone(), src.to_owned()));
-            cmd.insert("viewOn", mapped);
-        } else {
-            cmd.insert(k.clone(), v.clone());
-        }
-    }
-    Ok(vec![Op::Command { db: tdb, cmd }])
 }
 
 #[cfg(test)]

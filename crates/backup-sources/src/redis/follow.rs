@@ -26,9 +26,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backup_core::repo::Repository;
-use backup_core::snapshot::SourceDescriptor;
 use backup_core::source::Source;
-use backup_core::{Error, Id, Result};
+use backup_core::{Error, FileKind, Id, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncBufReadExt;
@@ -38,7 +37,7 @@ use super::conn::{info_field, server_info, Mode, RawConn, RedisUrl};
 use super::resp::parse_command;
 use super::source::{Fed, RedisSource};
 use super::transfer::{announce, copy_body, transfer_header, ChunkSink};
-use crate::capture::follow::{At, Capture, Link, Ready};
+use crate::capture::follow::{passing, At, Batch, Capture, Link};
 use crate::capture::{
     position_offset, CaptureEvent, CaptureKind, CaptureObserver, FollowOptions, FollowSummary,
 };
@@ -74,6 +73,10 @@ impl At for u64 {
     fn at(self) -> crate::capture::Position {
         crate::capture::Position::Offset(self)
     }
+
+    fn of(record: &str) -> Option<Self> {
+        position_offset(record)
+    }
 }
 
 /// Where the stream stands: the stored stream's link (its identity is
@@ -86,44 +89,16 @@ struct Position {
     replid: String,
 }
 
-/// Commands read and not stored yet.
-#[derive(Debug, Default)]
-struct Slice {
-    buf: Vec<u8>,
-    commands: u64,
-    /// Offset after the newest command.
-    end: u64,
-    time_first: Option<DateTime<Utc>>,
-    time_last: Option<DateTime<Utc>>,
-    started: Option<tokio::time::Instant>,
-}
-
-impl Slice {
-    fn is_empty(&self) -> bool {
-        self.commands == 0
-    }
-
-    fn due(&self, opts: &FollowOptions) -> bool {
-        self.buf.len() >= opts.slice_bytes
-            || self.started.is_some_and(|s| s.elapsed() >= opts.slice_time)
-    }
-
-    fn add(&mut self, command: &[u8], end: u64, at: DateTime<Utc>) {
-        self.buf.extend_from_slice(&end.to_le_bytes());
-        self.buf
-            .extend_from_slice(&at.timestamp_millis().to_le_bytes());
-        self.buf.extend_from_slice(
-            &u32::try_from(command.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
-        self.buf.extend_from_slice(command);
-        self.commands += 1;
-        self.end = end;
-        self.time_first.get_or_insert(at);
-        self.time_last = Some(at);
-        self.started.get_or_insert_with(tokio::time::Instant::now);
-    }
+/// Adds `command`, ending at offset `end` and arrived `at`, to `slice`
+/// with its frame header ([`frames`] reads it back).
+fn add(slice: &mut Batch, command: &[u8], end: u64, at: DateTime<Utc>) {
+    let len = u32::try_from(command.len()).unwrap_or(u32::MAX);
+    slice.buf.extend_from_slice(&end.to_le_bytes());
+    slice
+        .buf
+        .extend_from_slice(&at.timestamp_millis().to_le_bytes());
+    slice.buf.extend_from_slice(&len.to_le_bytes());
+    slice.add(command, Some(at));
 }
 
 /// Follows the replication stream of the primary `url` reaches into
@@ -160,33 +135,27 @@ pub async fn follow(
             "capture follows the whole server (every database): drop `/{db}` from the URL, and choose databases at restore time with --include or --rename"
         )));
     }
-    let source = SourceDescriptor {
-        kind: "redis".to_owned(),
-        url: url.redacted(),
+    let kind = CaptureKind::RedisStream;
+    let cap = Capture::new(repo, opts, observer, cancel, kind, url.redacted());
+    let mut follower = Follower {
+        cap,
+        url: &url,
+        bases,
     };
-    let mut pos: Option<Position> = None;
-    let mut cap = Capture::new(repo, opts, observer, cancel, STREAM_KIND, source);
+    let mut pos = None;
     loop {
-        let cap = &mut cap;
-        let attempt = Follower {
-            cap,
-            url: &url,
-            bases,
-        }
-        .run(&mut pos)
-        .await;
-        if !cap.again(attempt).await? {
-            break;
+        let attempt = follower.run(&mut pos).await;
+        if !follower.cap.again(attempt).await? {
+            return Ok(follower.cap.summary);
         }
     }
-    Ok(cap.finish().await)
 }
 
-/// One connection's follower.
-struct Follower<'c, 'a> {
-    cap: &'c mut Capture<'a>,
-    url: &'c RedisUrl,
-    bases: &'c dyn BaseStore,
+/// The follower: its capture, the primary and where bases go.
+struct Follower<'a> {
+    cap: Capture<'a>,
+    url: &'a RedisUrl,
+    bases: &'a dyn BaseStore,
 }
 
 /// The replication facts of `INFO`.
@@ -196,7 +165,7 @@ struct ServerInfo {
     replid2: String,
 }
 
-impl Follower<'_, '_> {
+impl Follower<'_> {
     async fn info(&self) -> Result<ServerInfo> {
         let mut con = self.url.connect().await?;
         let info = server_info(self.url, &mut con).await?;
@@ -218,67 +187,31 @@ impl Follower<'_, '_> {
         })
     }
 
-    /// The stored stream this server continues: the newest piece of the
-    /// stream of its replication id (or of the one before a promotion).
+    /// The stored stream this server continues: the stream of its
+    /// replication id (or of the one before a promotion) after its newest
+    /// piece or, with no piece yet, after its newest base (so that a
+    /// follower stopped between its base and its first piece does not
+    /// take a second base).
     async fn resume(&self, server: &ServerInfo) -> Result<Option<Position>> {
         for identity in [&server.replid, &server.replid2] {
             if identity.is_empty() || identity.bytes().all(|b| b == b'0') {
                 continue;
             }
-            let stream = self.cap.repo.capture_stream(STREAM_KIND, identity);
-            let Some(newest) = self.cap.newest(&stream).await? else {
-                // No piece yet: after the newest base of this history, so
-                // that a follower stopped between its base and its first
-                // piece does not take a second base.
-                let base = self
-                    .cap
-                    .newest_base(CaptureKind::RedisStream, identity)
-                    .await?;
-                let Some((id, crate::capture::Position::Offset(next))) = base else {
-                    continue;
-                };
-                let link = Link {
-                    stream,
-                    identity: identity.clone(),
-                    next,
-                    previous: None,
-                    continues_snapshot: Some(id),
-                    stored_time: None,
-                };
-                return Ok(Some(Position {
-                    link,
-                    replid: identity.clone(),
-                }));
+            let Some(mut link) = self.cap.resume(identity).await? else {
+                continue;
             };
             // A write-only key cannot open records: it continues from the
             // piece's name (its range) and the stream's identity (the
             // replication id), without the stored time.
-            let record = if self.cap.repo.key().is_write_only() {
-                None
-            } else {
-                Some(self.cap.repo.load_capture(&newest).await?)
-            };
-            let next = position_offset(&newest.last).ok_or_else(|| {
-                Error::corrupt(
-                    backup_core::FileKind::Capture,
-                    newest.file_name(),
-                    "its range is not a replication offset",
-                )
-            })?;
-            let replid = record
-                .as_ref()
-                .and_then(|r| r.details.get("replid"))
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or(identity)
-                .to_owned();
-            let link = Link {
-                stream,
-                identity: identity.clone(),
-                next,
-                previous: Some(newest),
-                continues_snapshot: None,
-                stored_time: record.and_then(|r| r.time_last),
-            };
+            let mut replid = identity.clone();
+            let readable = !self.cap.repo.key().is_write_only();
+            if let (Some(n), true) = (&link.previous, readable) {
+                let record = self.cap.repo.load_capture(n).await?;
+                link.stored_time = record.time_last;
+                if let Some(id) = record.details.get("replid").and_then(|r| r.as_str()) {
+                    id.clone_into(&mut replid);
+                }
+            }
             return Ok(Some(Position { link, replid }));
         }
         Ok(None)
@@ -329,13 +262,8 @@ impl Follower<'_, '_> {
                     id.clone_into(&mut p.replid);
                 }
             }
-            self.cap.claim(&p.link.stream).await?;
-            let continues = p
-                .link
-                .previous
-                .as_ref()
-                .map_or_else(|| "the base snapshot".to_owned(), |n| format!("piece {n}"));
-            self.cap.started(&p.link, continues);
+            self.cap.claim(&p.link.identity).await?;
+            self.cap.started(&p.link);
         } else if line.starts_with('-') {
             if line.contains("NOAUTH") {
                 return Err(self.url.noauth_error());
@@ -367,8 +295,7 @@ impl Follower<'_, '_> {
         offset: u64,
         time_ms: i64,
     ) -> Result<()> {
-        let stream = self.cap.repo.capture_stream(STREAM_KIND, replid);
-        self.cap.claim(&stream).await?;
+        self.cap.claim(replid).await?;
         let header = conn.line().await?;
         let body = transfer_header(self.url, &header)?;
         let transfer = body.transfer();
@@ -397,52 +324,39 @@ impl Follower<'_, '_> {
             self.bases.store(Box::new(source))
         );
         let id = stored?;
-        copied.map_err(|e| Error::Source {
-            message: e,
-            cause: None,
-            retryable: true,
-        })?;
+        copied.map_err(passing)?;
         self.cap.summary.bases += 1;
         let next = offset + 1;
         let arrived = DateTime::from_timestamp_millis(time_ms);
-        let lost = pos.as_ref().map(|p| (&p.link, p.link.next, &p.replid));
-        match lost {
-            Some((link, stored, _)) if link.identity == replid && stored < next => {
+        if let Some(Position { link, replid: old }) = pos.as_mut() {
+            let (stored, short) = (link.next, id.short());
+            let times = (link.stored_time, arrived);
+            if link.identity == replid && stored < next {
                 let reason = format!(
-                    "the primary's backlog no longer held offset {stored} (it continued from a full resynchronisation at {offset}): the writes in between were not captured; base snapshot {} starts the stream again",
-                    id.short()
+                    "the primary's backlog no longer held offset {stored} (it continued from a full resynchronisation at {offset}): the writes in between were not captured; base snapshot {short} starts the stream again"
                 );
                 let details = serde_json::json!({"replid": replid});
-                let times = (link.stored_time, arrived);
                 self.cap.gap(link, next, times, reason, details).await?;
-            }
-            Some((link, stored, old)) if link.identity != replid => {
+            } else if link.identity != replid {
                 // The old stream ends here: a gap record says so in its
                 // listing (its range is the one offset after its end;
                 // nothing of that history follows).
                 let reason = format!(
-                    "the primary's replication history changed (id {old} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {}",
-                    stored - 1,
-                    id.short()
+                    "the primary's replication history changed (id {old} is now {replid}: a restart without its replication state, or another server): the writes after offset {} were not captured, and capture continues in a new stream from base snapshot {short}",
+                    stored - 1
                 );
                 let details = serde_json::json!({"replid": old, "next_replid": replid});
-                let times = (link.stored_time, arrived);
                 self.cap
                     .gap(link, stored + 1, times, reason, details)
                     .await?;
             }
-            _ => {}
         }
         let link = Link {
-            stream,
-            identity: replid.to_owned(),
-            next,
-            previous: None,
             continues_snapshot: Some(id.to_hex()),
             stored_time: arrived,
+            ..self.cap.link(replid, next)
         };
-        self.cap
-            .started(&link, format!("base snapshot {}", id.short()));
+        self.cap.started(&link);
         *pos = Some(Position {
             link,
             replid: replid.to_owned(),
@@ -453,7 +367,7 @@ impl Follower<'_, '_> {
     /// Reads the command stream, storing slices, until cancelled or the
     /// connection fails.
     async fn stream(&mut self, conn: &mut RawConn, pos: &mut Position) -> Result<()> {
-        let mut slice = Slice::default();
+        let mut slice = Batch::default();
         // Bytes received and not yet parsed into whole commands.
         let mut pending: Vec<u8> = Vec::new();
         // Offset after the last whole command read.
@@ -461,14 +375,11 @@ impl Follower<'_, '_> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = slice
-                .started
-                .map(|s| s + self.cap.opts.slice_time)
-                .filter(|_| !slice.is_empty());
+            let deadline = slice.due_at(self.cap.opts);
             let read = tokio::select! {
                 () = self.cap.cancel.cancelled() => {
                     if !slice.is_empty() {
-                        self.store(pos, &mut slice).await?;
+                        self.store(pos, &mut slice, read_end).await?;
                         ack(conn, pos).await?;
                     }
                     return Ok(());
@@ -479,38 +390,34 @@ impl Follower<'_, '_> {
                     self.cap.renew().await?;
                     continue;
                 }
-                () = sleep_until(deadline) => None,
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_some() => None,
                 r = conn.io.fill_buf() => Some(r.map(<[u8]>::to_vec)),
             };
+            let mut getack = false;
             if let Some(r) = read {
-                let data = r.map_err(|e| Error::Source {
-                    message: format!("reading the replication stream from {}: {e}", conn.addr),
-                    cause: None,
-                    retryable: true,
+                let data = r.map_err(|e| {
+                    passing(format!(
+                        "reading the replication stream from {}: {e}",
+                        conn.addr
+                    ))
                 })?;
                 if data.is_empty() {
-                    return Err(Error::Source {
-                        message: format!(
-                            "Redis at {} closed the replication connection",
-                            conn.addr
-                        ),
-                        cause: None,
-                        retryable: true,
-                    });
+                    return Err(passing(format!(
+                        "Redis at {} closed the replication connection",
+                        conn.addr
+                    )));
                 }
                 conn.io.consume(data.len());
                 pending.extend_from_slice(&data);
                 let now = Utc::now();
                 let mut at = 0;
-                let mut getack = false;
-                while let Some(c) = parse_command(&pending[at..]).map_err(|e| Error::Source {
-                    message: format!(
+                while let Some(c) = parse_command(&pending[at..]).map_err(|e| {
+                    passing(format!(
                         "the replication stream from {} is not a command stream at offset {}: {e}",
                         conn.addr,
                         read_end + 1
-                    ),
-                    cause: None,
-                    retryable: true,
+                    ))
                 })? {
                     let bytes = &pending[at..at + c.len];
                     read_end += c.len as u64;
@@ -522,23 +429,21 @@ impl Follower<'_, '_> {
                     {
                         getack = true;
                     }
-                    slice.add(bytes, read_end, now);
+                    add(&mut slice, bytes, read_end, now);
                     at += c.len;
                 }
                 pending.drain(..at);
-                if slice.due(self.cap.opts) {
-                    self.store(pos, &mut slice).await?;
-                }
-                if getack {
-                    ack(conn, pos).await?;
-                }
-            } else if slice.due(self.cap.opts) {
-                self.store(pos, &mut slice).await?;
+            }
+            if slice.due(self.cap.opts) {
+                self.store(pos, &mut slice, read_end).await?;
+            }
+            if getack {
+                ack(conn, pos).await?;
             }
         }
     }
 
-    fn lag(&self, pos: &Position, slice: &Slice) {
+    fn lag(&self, pos: &Position, slice: &Batch) {
         let seconds = slice.time_first.map_or(0.0, |t| {
             ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)
         });
@@ -550,29 +455,13 @@ impl Follower<'_, '_> {
         });
     }
 
-    /// Stores the slice and starts the next one.
-    async fn store(&mut self, pos: &mut Position, slice: &mut Slice) -> Result<()> {
+    /// Stores the slice, whose newest command ends at `end`, and starts
+    /// the next one.
+    async fn store(&mut self, pos: &mut Position, slice: &mut Batch, end: u64) -> Result<()> {
         let s = std::mem::take(slice);
-        let ready = Ready {
-            data: &s.buf,
-            last: s.end + 1,
-            entries: s.commands,
-            bytes: (s.buf.len() - FRAME_HEADER * s.commands as usize) as u64,
-            time_first: s.time_first,
-            time_last: s.time_last,
-            details: serde_json::json!({"commands": s.commands, "replid": pos.replid}),
-            what: "a slice of the replication stream",
-        };
-        self.cap.store(&mut pos.link, ready).await?;
+        let details = serde_json::json!({"commands": s.entries, "replid": pos.replid});
+        self.cap.store(&mut pos.link, s, end + 1, details).await?;
         Ok(())
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -622,27 +511,16 @@ pub(crate) fn frames<'a>(
         if at >= bytes.len() {
             return None;
         }
-        let bad = |why: String| {
-            Some(Err(Error::corrupt(
-                backup_core::FileKind::Capture,
-                &what,
-                why,
-            )))
-        };
+        let bad = |why: String| Some(Err(Error::corrupt(FileKind::Capture, &what, why)));
         let Some(head) = bytes.get(at..at + FRAME_HEADER) else {
+            let why = format!("a truncated command record at byte {at}");
             at = bytes.len();
-            return bad(format!("a truncated command record at byte {at}"));
+            return bad(why);
         };
-        let le8 = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&head[r]);
-            b
-        };
-        let end = u64::from_le_bytes(le8(0..8));
-        let time_ms = i64::from_le_bytes(le8(8..16));
-        let mut l = [0u8; 4];
-        l.copy_from_slice(&head[16..20]);
-        let len = u32::from_le_bytes(l) as usize;
+        // Little-endian: the end offset, arrival time and length.
+        let le =
+            |r: std::ops::Range<usize>| head[r].iter().rev().fold(0, |n, b| n << 8 | u64::from(*b));
+        let (end, time_ms, len) = (le(0..8), le(8..16) as i64, le(16..20) as usize);
         let Some(command) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
             at = bytes.len();
             return bad("a command record longer than the piece".to_owned());
@@ -672,14 +550,14 @@ mod tests {
 
     #[test]
     fn frames_read_back_what_slices_hold() {
-        let mut s = Slice::default();
+        let mut s = Batch::default();
         let t = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
         let mut a = Vec::new();
         encode(&mut a, &[b"SET", b"k", b"v"]);
         let mut b = Vec::new();
         encode(&mut b, &[b"PING"]);
-        s.add(&a, 100 + a.len() as u64, t);
-        s.add(&b, 100 + (a.len() + b.len()) as u64, t);
+        add(&mut s, &a, 100 + a.len() as u64, t);
+        add(&mut s, &b, 100 + (a.len() + b.len()) as u64, t);
         let got: Vec<Framed> = frames(&s.buf, "p").collect::<Result<_>>().unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].command, &a[..]);
@@ -691,5 +569,9 @@ mod tests {
         bad[FRAME_HEADER + a.len()] ^= 1;
         assert!(frames(&bad, "p").any(|r| r.is_err()));
         assert!(frames(&s.buf[..s.buf.len() - 1], "p").any(|r| r.is_err()));
+        let head_cut = &s.buf[..FRAME_HEADER + a.len() + 3];
+        let err = frames(head_cut, "p").find_map(Result::err).unwrap();
+        let at = FRAME_HEADER + a.len();
+        assert!(err.to_string().contains(&format!("at byte {at}")), "{err}");
     }
 }

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use backup_core::capture::{CaptureExpiry, CaptureName, CaptureRecord};
 use backup_core::repo::Repository;
-use backup_core::snapshot::SnapshotEntry;
+use backup_core::snapshot::{SnapshotEntry, SourceDescriptor};
 use backup_core::target::RestoreOptions;
 use backup_core::{Id, Result};
 use chrono::{DateTime, Utc};
 
 use super::driver::{CaptureDriver, Planned};
-use super::kind::{CaptureKind, Position, Words};
+use super::kind::{BasePoint, CaptureKind, Position, Words};
 use super::window::{Base, Gap, Inventory, SourceWindows, Window};
 
 pub mod plan;
@@ -68,69 +68,56 @@ pub fn streams_of(
     kind: CaptureKind,
     source: Option<&str>,
 ) -> Vec<Stream> {
-    let passes = |url: &str, of: &str| {
-        source.is_none_or(|s| s == of || backup_core::source_url::selects(s, url))
+    let passes = |of: &SourceDescriptor| {
+        source.is_none_or(|s| s == of.kind || backup_core::source_url::selects(s, &of.url))
     };
-    let mut by_stream: BTreeMap<String, (Vec<(CaptureName, CaptureRecord)>, StreamBases)> =
-        BTreeMap::new();
-    for (n, r) in inventory
+    // Per stream: its records, its bases, and whether any passes.
+    let mut by_stream: BTreeMap<String, (Vec<Piece>, Bases, bool)> = BTreeMap::new();
+    let records = inventory
         .records
         .iter()
-        .filter(|(_, r)| r.kind == kind.name())
-    {
-        let slot = by_stream.entry(n.stream.clone()).or_default();
-        slot.0.push((n.clone(), r.clone()));
+        .filter(|(_, r)| r.kind == kind.name());
+    for (name, record) in records {
+        let slot = by_stream.entry(name.stream.clone()).or_default();
+        slot.2 |= passes(&record.source);
+        let parse = |p| Position::parse(kind, p);
+        if let (Some(first), Some(last)) = (parse(&name.first), parse(&name.last)) {
+            let (name, record) = (name.clone(), record.clone());
+            slot.0.push(Piece {
+                name,
+                record,
+                first,
+                last,
+            });
+        }
     }
     for e in &inventory.snapshots {
         if let Some(p) = kind.base_point(&e.snapshot) {
             let slot = by_stream
                 .entry(repo.capture_stream(kind.name(), &p.identity))
                 .or_default();
-            slot.1.identity = p.identity;
-            slot.1.bases.push((e.clone(), p.from, p.time));
+            slot.2 |= passes(&e.snapshot.source);
+            slot.1.push((e, p));
         }
     }
     by_stream
         .into_iter()
-        .filter(|(_, (records, bases))| {
-            records
-                .iter()
-                .any(|(_, r)| passes(&r.source.url, &r.source.kind))
-                || bases
-                    .bases
-                    .iter()
-                    .any(|(e, _, _)| passes(&e.snapshot.source.url, &e.snapshot.source.kind))
-        })
-        .map(|(id, (records, bases))| build(kind, id, records, bases))
+        .filter(|(_, slot)| slot.2)
+        .map(|(id, (records, bases, _))| build(kind, id, records, bases))
         .collect()
 }
 
-/// A stream's identity and base snapshots, with the first position replay
-/// applies after each and the time they are consistent at.
-#[derive(Default)]
-struct StreamBases {
-    identity: String,
-    bases: Vec<(SnapshotEntry, Position, Option<DateTime<Utc>>)>,
-}
+/// A stream's base snapshots, with where each sits in it.
+type Bases<'i> = Vec<(&'i SnapshotEntry, BasePoint)>;
 
-/// A stream's runs, gaps, bases and windows.
+/// A stream's runs, gaps, bases and windows, from its records and its
+/// base snapshots.
 fn build(
     kind: CaptureKind,
     stream: String,
-    records: Vec<(CaptureName, CaptureRecord)>,
-    mut base_list: StreamBases,
+    mut records: Vec<Piece>,
+    mut base_list: Bases,
 ) -> Stream {
-    let mut records: Vec<Piece> = records
-        .into_iter()
-        .filter_map(|(name, record)| {
-            Some(Piece {
-                first: Position::parse(kind, &name.first)?,
-                last: Position::parse(kind, &name.last)?,
-                name,
-                record,
-            })
-        })
-        .collect();
     records.sort_by_key(|p| (p.first, p.last));
     // Kinds whose positions tell no time take it from the records: a
     // piece's end stands for its newest change, its start for its oldest.
@@ -179,17 +166,23 @@ fn build(
         }
         end = Some(end.map_or(p.last, |e| e.max(p.last)));
     }
-    base_list.bases.sort_by_key(|b| b.1);
+    base_list.sort_by_key(|b| b.1.from);
     let bases: Vec<Base> = base_list
-        .bases
         .iter()
-        .map(|(e, from, t)| Base::new(e.id, e.snapshot.time, from.prev(), time(from.prev()).or(*t)))
+        .map(|(e, p)| {
+            Base::new(
+                e.id,
+                e.snapshot.time,
+                p.from.prev(),
+                time(p.from.prev()).or(p.time),
+            )
+        })
         .collect();
     // Windows: per run, from its earliest base; a base outside every run
     // is restorable to its own point.
     let mut windows: Vec<Window> = Vec::new();
-    for (b, (_, from, _)) in bases.iter().zip(&base_list.bases) {
-        let run = runs.iter().find(|(s, e)| s <= from && from < e);
+    for (b, (_, p)) in bases.iter().zip(&base_list) {
+        let run = runs.iter().find(|(s, e)| *s <= p.from && p.from < *e);
         let to = run.map_or(b.point, |(_, e)| e.prev());
         if let Some(w) = windows.iter_mut().find(|w| w.to == to && run.is_some()) {
             w.bases.push(b.id);
@@ -206,25 +199,16 @@ fn build(
     }
     let data = || records.iter().filter(|p| p.record.gap.is_none());
     let newest = records.iter().max_by_key(|p| p.record.created);
-    let identity = if base_list.identity.is_empty() {
-        records
-            .first()
-            .map(|p| p.record.identity.clone())
-            .unwrap_or_default()
-    } else {
-        base_list.identity
+    let identity = match (base_list.last(), records.first()) {
+        (Some((_, b)), _) => b.identity.clone(),
+        (None, p) => p.map(|p| p.record.identity.clone()).unwrap_or_default(),
     };
     Stream {
         kind,
         identity,
         source: newest
             .map(|p| p.record.source.url.clone())
-            .or_else(|| {
-                base_list
-                    .bases
-                    .last()
-                    .map(|(e, _, _)| e.snapshot.source.url.clone())
-            })
+            .or_else(|| base_list.last().map(|(e, _)| e.snapshot.source.url.clone()))
             .unwrap_or_default(),
         pieces: data().count(),
         bytes: data().map(|p| p.record.size).sum(),
@@ -268,66 +252,6 @@ impl Stream {
             }),
         }
     }
-}
-
-/// The capture records of `kind` no snapshot of `kept` needs: in every
-/// stream with a base among `kept`, the slices and gap records that end at or
-/// before the position right after the oldest such base's consistent
-/// point (`REPOSITORY_FORMAT.md` §21.2). Streams without a kept base keep
-/// everything (they become restorable once a base is taken).
-fn expired(
-    repo: &Repository,
-    kind: CaptureKind,
-    kept: &Inventory,
-) -> Vec<(CaptureExpiry, Vec<CaptureName>)> {
-    let mut out = Vec::new();
-    for s in streams_of(repo, kept, kind, None) {
-        let Some(oldest) = s.bases.first() else {
-            continue;
-        };
-        let from = oldest.point.next();
-        let (gone, left): (Vec<_>, Vec<_>) = s.records.iter().partition(|p| p.last <= from);
-        if gone.is_empty() {
-            continue;
-        }
-        out.push((
-            CaptureExpiry {
-                kind: s.kind.name().to_owned(),
-                identity: s.identity.clone(),
-                pieces: gone.len(),
-                bytes: gone.iter().map(|p| p.record.size).sum(),
-                from: gone.first().map(|p| p.first.to_string()),
-                kept_from: left.first().map(|p| p.first.to_string()),
-                reason: format!(
-                    "before the oldest kept base snapshot {} (consistent at {})",
-                    oldest.id.short(),
-                    oldest.point.describe()
-                ),
-            },
-            gone.into_iter().map(|p| p.name.clone()).collect(),
-        ));
-    }
-    out
-}
-
-/// The base snapshots of `kind`'s streams a `--keep-within` period needs
-/// beyond its own rule: per stream identity, the newest base taken at or
-/// before `since` (restores to any point after `since` replay from it).
-fn anchors(kind: CaptureKind, snapshots: &[SnapshotEntry], since: DateTime<Utc>) -> Vec<Id> {
-    let mut newest: BTreeMap<String, &SnapshotEntry> = BTreeMap::new();
-    for e in snapshots {
-        let Some(p) = kind.base_point(&e.snapshot) else {
-            continue;
-        };
-        if e.snapshot.time > since {
-            continue;
-        }
-        let slot = newest.entry(p.identity).or_insert(e);
-        if (e.snapshot.time, e.id) > (slot.snapshot.time, slot.id) {
-            *slot = e;
-        }
-    }
-    newest.into_values().map(|e| e.id).collect()
 }
 
 /// The [`CaptureDriver`] of a [`CaptureKind`]: MongoDB's oplog captured by
@@ -378,12 +302,42 @@ impl CaptureDriver for StreamDriver {
         Ok(out)
     }
 
+    /// In every stream with a kept base: the slices and gap records that
+    /// end at or before the position right after the oldest kept base's
+    /// consistent point (`REPOSITORY_FORMAT.md` §21.2).
     async fn expired(
         &self,
         repo: &Repository,
         kept: &Inventory,
     ) -> Result<Vec<(CaptureExpiry, Vec<CaptureName>)>> {
-        Ok(expired(repo, self.0, kept))
+        let mut out = Vec::new();
+        for s in streams_of(repo, kept, self.0, None) {
+            let Some(oldest) = s.bases.first() else {
+                continue;
+            };
+            let from = oldest.point.next();
+            let (gone, left): (Vec<_>, Vec<_>) = s.records.iter().partition(|p| p.last <= from);
+            if gone.is_empty() {
+                continue;
+            }
+            out.push((
+                CaptureExpiry {
+                    kind: s.kind.name().to_owned(),
+                    identity: s.identity.clone(),
+                    pieces: gone.len(),
+                    bytes: gone.iter().map(|p| p.record.size).sum(),
+                    from: gone.first().map(|p| p.first.to_string()),
+                    kept_from: left.first().map(|p| p.first.to_string()),
+                    reason: format!(
+                        "before the oldest kept base snapshot {} (consistent at {})",
+                        oldest.id.short(),
+                        oldest.point.describe()
+                    ),
+                },
+                gone.into_iter().map(|p| p.name.clone()).collect(),
+            ));
+        }
+        Ok(out)
     }
 
     async fn anchors(
@@ -392,6 +346,16 @@ impl CaptureDriver for StreamDriver {
         snapshots: &[SnapshotEntry],
         since: DateTime<Utc>,
     ) -> Result<Vec<Id>> {
-        Ok(anchors(self.0, snapshots, since))
+        let mut newest: BTreeMap<String, &SnapshotEntry> = BTreeMap::new();
+        for e in snapshots.iter().filter(|e| e.snapshot.time <= since) {
+            let Some(p) = self.0.base_point(&e.snapshot) else {
+                continue;
+            };
+            let slot = newest.entry(p.identity).or_insert(e);
+            if (e.snapshot.time, e.id) > (slot.snapshot.time, slot.id) {
+                *slot = e;
+            }
+        }
+        Ok(newest.into_values().map(|e| e.id).collect())
     }
 }

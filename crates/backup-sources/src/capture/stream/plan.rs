@@ -57,39 +57,35 @@ fn choose(s: &Stream, named: Option<Id>, opts: &RestoreOptions) -> Planned {
     let fits = |b: &crate::capture::Base| {
         b.point <= until && until_time.is_none_or(|t| b.point_time.is_none_or(|p| p <= t))
     };
-    if let Some(id) = named {
-        match s.bases.iter().find(|b| b.id == id) {
-            None => {
-                return Err(format!(
-                    "snapshot {} is not a base snapshot of this stream",
-                    id.short()
-                ))
-            }
-            Some(b) if !fits(b) => {
-                return Err(format!(
-                    "snapshot {} is consistent at {}, after the target",
-                    id.short(),
-                    b.point.describe()
-                ))
-            }
-            Some(_) => {}
+    let base = match named.map(|id| (id, s.bases.iter().find(|b| b.id == id))) {
+        Some((id, None)) => {
+            return Err(format!(
+                "snapshot {} is not a base snapshot of this stream",
+                id.short()
+            ))
         }
-    }
-    let Some(base) = s
-        .bases
-        .iter()
-        .rev()
-        .find(|b| fits(b) && named.is_none_or(|id| id == b.id))
-    else {
-        return Err(match s.bases.first() {
-            Some(b) => format!(
-                "it is before the oldest base snapshot ({} at {}); {}",
-                b.id.short(),
-                b.point.describe(),
-                nearest(s, until)
-            ),
-            None => "the stream has no base snapshot; take one with backup create".to_owned(),
-        });
+        Some((id, Some(b))) if !fits(b) => {
+            return Err(format!(
+                "snapshot {} is consistent at {}, after the target",
+                id.short(),
+                b.point.describe()
+            ))
+        }
+        Some((_, Some(b))) => b,
+        None => s
+            .bases
+            .iter()
+            .rev()
+            .find(|b| fits(b))
+            .ok_or_else(|| match s.bases.first() {
+                Some(b) => format!(
+                    "it is before the oldest base snapshot ({} at {}); {}",
+                    b.id.short(),
+                    b.point.describe(),
+                    nearest(s, until)
+                ),
+                None => "the stream has no base snapshot; take one with backup create".to_owned(),
+            })?,
     };
     let from = base.point.next();
     let mut pieces = Vec::new();

@@ -29,14 +29,14 @@ use backup_core::capture::CaptureReplay;
 use backup_core::reader::SnapshotReader;
 use backup_core::{Error, FileKind, Result};
 use futures::StreamExt;
-use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::super::conn::Conn;
-use super::super::oplog::{bad, plan_entry, Op};
+use super::super::oplog::{bad, int, plan_entry, Op};
 use super::super::Ts;
 use super::split::DocSplitter;
 use super::state::Restore;
@@ -89,22 +89,18 @@ pub(crate) struct ReplayReport {
 /// A namespace mapping that can be shared with the batch tasks.
 pub(crate) type SharedMap<'a> = &'a (dyn Fn(&str, &str) -> Option<(String, String)> + Sync);
 
-/// An ordered run of statements of one kind.
-enum Group {
-    /// Documents inserted by entries after the snapshot's consistent
-    /// point (see [`Replayer::after_snapshot`]).
-    Insert(Vec<Document>),
-    Update(Vec<Document>),
-    Delete(Vec<Document>),
-}
-
-/// The kind of a statement, for [`Replayer::push`].
+/// The kind of a statement.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A document inserted by an entry after the snapshot's consistent
+    /// point (see [`Replayer::after_snapshot`]).
     Insert,
     Update,
     Delete,
 }
+
+/// An ordered run of statements of one kind.
+type Group = (Kind, Vec<Document>);
 
 /// Statements of one namespace not sent yet.
 #[derive(Default)]
@@ -245,17 +241,12 @@ impl<'a> Replayer<'a> {
                 let first = o.keys().next().map(String::as_str);
                 match first {
                     Some("applyOps") => return self.apply_ops(&entry, o).await,
-                    Some("commitTransaction") => {
-                        if let Some(ops) = txn_key(&entry).and_then(|k| self.txns.remove(&k)) {
-                            for inner in ops {
+                    Some(end @ ("commitTransaction" | "abortTransaction")) => {
+                        let ops = txn_key(&entry).and_then(|k| self.txns.remove(&k));
+                        if end == "commitTransaction" {
+                            for inner in ops.unwrap_or_default() {
                                 self.planned(&inner).await?;
                             }
-                        }
-                        return Ok(());
-                    }
-                    Some("abortTransaction") => {
-                        if let Some(k) = txn_key(&entry) {
-                            self.txns.remove(&k);
                         }
                         return Ok(());
                     }
@@ -315,7 +306,7 @@ impl<'a> Replayer<'a> {
     }
 
     async fn step(&mut self, step: Op) -> Result<()> {
-        match step {
+        let (db, coll, kind, stmts) = match step {
             Op::Upsert {
                 db,
                 coll,
@@ -324,15 +315,10 @@ impl<'a> Replayer<'a> {
             } => {
                 self.counts(&db, &coll).inserts += 1;
                 if self.inserts_are_new {
-                    self.push(db, coll, Kind::Insert, doc).await
+                    (db, coll, Kind::Insert, vec![doc])
                 } else {
-                    self.push(
-                        db,
-                        coll,
-                        Kind::Update,
-                        doc! {"q": filter, "u": doc, "upsert": true},
-                    )
-                    .await
+                    let upsert = doc! {"q": filter, "u": doc, "upsert": true};
+                    (db, coll, Kind::Update, vec![upsert])
                 }
             }
             Op::Replace {
@@ -342,8 +328,7 @@ impl<'a> Replayer<'a> {
                 doc,
             } => {
                 self.counts(&db, &coll).updates += 1;
-                self.push(db, coll, Kind::Update, doc! {"q": filter, "u": doc})
-                    .await
+                (db, coll, Kind::Update, vec![doc! {"q": filter, "u": doc}])
             }
             Op::Update {
                 db,
@@ -352,47 +337,40 @@ impl<'a> Replayer<'a> {
                 updates,
             } => {
                 self.counts(&db, &coll).updates += 1;
-                for u in updates {
-                    self.push(
-                        db.clone(),
-                        coll.clone(),
-                        Kind::Update,
-                        doc! {"q": filter.clone(), "u": u},
-                    )
-                    .await?;
-                }
-                Ok(())
+                let stmts = updates
+                    .into_iter()
+                    .map(|u| doc! {"q": filter.clone(), "u": u})
+                    .collect();
+                (db, coll, Kind::Update, stmts)
             }
             Op::Delete { db, coll, filter } => {
                 self.counts(&db, &coll).deletes += 1;
-                self.push(db, coll, Kind::Delete, doc! {"q": filter, "limit": 1})
-                    .await
+                (db, coll, Kind::Delete, vec![doc! {"q": filter, "limit": 1}])
             }
-            Op::Command { db, cmd } => self.command(db, cmd).await,
+            Op::Command { db, cmd } => return self.command(db, cmd).await,
+        };
+        let key = (db, coll);
+        for stmt in stmts {
+            self.push(&key, kind, stmt).await?;
         }
+        Ok(())
     }
 
     /// Adds a statement to its namespace's pending batch, sending the batch
     /// when it is full.
-    async fn push(&mut self, db: String, coll: String, kind: Kind, stmt: Document) -> Result<()> {
+    async fn push(&mut self, key: &(String, String), kind: Kind, stmt: Document) -> Result<()> {
         if self.conn.is_none() {
             return Ok(());
         }
-        let size = statement_size(&stmt);
-        let key = (db, coll);
         let p = self.pending.entry(key.clone()).or_default();
-        match (p.groups.last_mut(), kind) {
-            (Some(Group::Insert(v)), Kind::Insert)
-            | (Some(Group::Update(v)), Kind::Update)
-            | (Some(Group::Delete(v)), Kind::Delete) => v.push(stmt),
-            (_, Kind::Insert) => p.groups.push(Group::Insert(vec![stmt])),
-            (_, Kind::Update) => p.groups.push(Group::Update(vec![stmt])),
-            (_, Kind::Delete) => p.groups.push(Group::Delete(vec![stmt])),
-        }
         p.statements += 1;
-        p.bytes += size;
+        p.bytes += statement_size(&stmt);
+        match p.groups.last_mut() {
+            Some((k, v)) if *k == kind => v.push(stmt),
+            _ => p.groups.push((kind, vec![stmt])),
+        }
         if p.statements >= BATCH_STATEMENTS || p.bytes >= BATCH_BYTES {
-            self.send(&key).await?;
+            self.send(key).await?;
         }
         Ok(())
     }
@@ -405,7 +383,7 @@ impl<'a> Replayer<'a> {
         let Some(conn) = self.conn else {
             return Ok(());
         };
-        if !self.lanes.contains_key(key) {
+        let lane = self.lanes.entry(key.clone()).or_insert_with(|| {
             let (tx, mut rx) = mpsc::channel::<Vec<Group>>(1);
             let conn = conn.clone();
             let jobs = self.jobs.clone();
@@ -417,12 +395,8 @@ impl<'a> Replayer<'a> {
                 }
                 Ok(())
             });
-            self.lanes.insert(key.clone(), Lane { tx, task });
-        }
-        let lane = self
-            .lanes
-            .get(key)
-            .ok_or_else(|| Error::target_failed("a replay lane vanished"))?;
+            Lane { tx, task }
+        });
         if lane.tx.send(p.groups).await.is_err() {
             // The lane stopped: it failed, and says why.
             if let Some(lane) = self.lanes.remove(key) {
@@ -455,17 +429,19 @@ impl<'a> Replayer<'a> {
     async fn command(&mut self, db: String, cmd: Document) -> Result<()> {
         let name = cmd.keys().next().cloned().unwrap_or_default();
         let coll = cmd.get_str(&name).unwrap_or("").to_owned();
+        if name != "renameCollection" {
+            // (`dropDatabase` names no collection: counted for `db`.)
+            self.counts(&db, &coll).commands += 1;
+        }
         match name.as_str() {
             "renameCollection" => {
-                let from = coll.clone();
-                let to = cmd.get_str("to").unwrap_or("").to_owned();
                 let split = |s: &str| {
                     s.split_once('.')
                         .map(|(a, b)| (a.to_owned(), b.to_owned()))
                         .unwrap_or_default()
                 };
-                let (fdb, fcoll) = split(&from);
-                let (tdb, tcoll) = split(&to);
+                let (fdb, fcoll) = split(&coll);
+                let (tdb, tcoll) = split(cmd.get_str("to").unwrap_or(""));
                 self.counts(&fdb, &fcoll).commands += 1;
                 self.report.creates.push((tdb.clone(), tcoll.clone()));
                 if cmd.get_bool("dropTarget").unwrap_or(false) {
@@ -479,7 +455,6 @@ impl<'a> Replayer<'a> {
                 }
             }
             "createIndexes" => {
-                self.counts(&db, &coll).commands += 1;
                 let indexes = cmd
                     .get_array("indexes")
                     .map(|a| a.iter().filter_map(|s| s.as_document().cloned()).collect())
@@ -493,7 +468,6 @@ impl<'a> Replayer<'a> {
                 return Ok(());
             }
             "dropIndexes" => {
-                self.counts(&db, &coll).commands += 1;
                 let which = cmd.get("index").cloned().unwrap_or(Bson::Null);
                 let mut dropped_deferred = false;
                 for d in self
@@ -512,7 +486,6 @@ impl<'a> Replayer<'a> {
                 }
             }
             "collMod" => {
-                self.counts(&db, &coll).commands += 1;
                 let index_pending = cmd.contains_key("index")
                     && self.deferred.iter().any(|d| d.db == db && d.coll == coll);
                 if index_pending {
@@ -525,25 +498,16 @@ impl<'a> Replayer<'a> {
                     return Ok(());
                 }
             }
-            "drop" => {
-                self.counts(&db, &coll).commands += 1;
-                self.deferred.retain(|d| !(d.db == db && d.coll == coll));
-            }
-            "dropDatabase" => {
-                self.counts(&db, "").commands += 1;
-                self.deferred.retain(|d| d.db != db);
-            }
-            "create" => {
-                self.counts(&db, &coll).commands += 1;
-                self.report.creates.push((db.clone(), coll.clone()));
-            }
-            _ => self.counts(&db, &coll).commands += 1,
+            "drop" => self.deferred.retain(|d| !(d.db == db && d.coll == coll)),
+            "dropDatabase" => self.deferred.retain(|d| d.db != db),
+            "create" => self.report.creates.push((db.clone(), coll.clone())),
+            _ => {}
         }
-        if self.conn.is_none() {
+        let Some(conn) = self.conn else {
             return Ok(());
-        }
+        };
         self.barrier().await?;
-        run_command(self.conn, &db, cmd).await
+        run_command(conn, &db, cmd).await
     }
 
     /// Waits for every batch, builds the deferred indexes, and returns
@@ -554,9 +518,9 @@ impl<'a> Replayer<'a> {
     /// A batch the target refused; an index build that failed.
     pub(crate) async fn finish(mut self) -> Result<ReplayReport> {
         self.report.transactions_left_out = self.txns.len() as u64;
-        if self.conn.is_none() {
+        let Some(conn) = self.conn else {
             return Ok(self.report);
-        }
+        };
         self.barrier().await?;
         for d in std::mem::take(&mut self.deferred) {
             let cmd = if let Some(m) = d.coll_mod {
@@ -565,7 +529,7 @@ impl<'a> Replayer<'a> {
                 self.report.indexes_built += d.indexes.len() as u64;
                 doc! {"createIndexes": &d.coll, "indexes": d.indexes}
             };
-            run_command(self.conn, &d.db, cmd).await?;
+            run_command(conn, &d.db, cmd).await?;
         }
         Ok(self.report)
     }
@@ -590,12 +554,7 @@ fn txn_key(entry: &Document) -> Option<TxnKey> {
         Bson::Binary(b) => b.bytes.clone(),
         other => other.to_string().into_bytes(),
     };
-    let n = match entry.get("txnNumber")? {
-        Bson::Int64(n) => *n,
-        Bson::Int32(n) => i64::from(*n),
-        _ => return None,
-    };
-    Some((id, n))
+    Some((id, int(entry.get("txnNumber"))?))
 }
 
 async fn join(task: JoinHandle<Result<()>>) -> Result<()> {
@@ -607,52 +566,48 @@ async fn join(task: JoinHandle<Result<()>>) -> Result<()> {
 
 /// Sends the statements of one namespace, in order.
 async fn execute(conn: &Conn, db: &str, coll: &str, groups: Vec<Group>) -> Result<()> {
-    for g in groups {
-        match g {
-            Group::Insert(docs) => {
-                let Some(at) = write(conn, db, coll, Group::Insert(docs.clone()), true).await?
-                else {
-                    continue;
-                };
-                // The documents before `at` went in; the rest go as
-                // upserts (the target already held that `_id`).
-                let stmts = docs
-                    .into_iter()
-                    .skip(at)
-                    .map(|d| {
-                        let id = d.get("_id").cloned().unwrap_or(Bson::Null);
-                        doc! {"q": {"_id": id}, "u": d, "upsert": true}
-                    })
-                    .collect();
-                write(conn, db, coll, Group::Update(stmts), false).await?;
-            }
-            g => {
-                write(conn, db, coll, g, false).await?;
-            }
+    for (kind, stmts) in groups {
+        if kind != Kind::Insert {
+            write(conn, db, coll, kind, stmts).await?;
+            continue;
         }
+        let Some(at) = write(conn, db, coll, kind, stmts.clone()).await? else {
+            continue;
+        };
+        // The documents before `at` went in; the rest go as upserts (the
+        // target already held that `_id`).
+        let upserts = stmts
+            .into_iter()
+            .skip(at)
+            .map(|d| {
+                let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                doc! {"q": {"_id": id}, "u": d, "upsert": true}
+            })
+            .collect();
+        write(conn, db, coll, Kind::Update, upserts).await?;
     }
     Ok(())
 }
 
-/// Sends one ordered batch. With `duplicates_back`, a duplicate key error
-/// is not a failure: its statement's index is returned.
+/// Sends one ordered batch. A duplicate key error of inserts is not a
+/// failure: its statement's index is returned.
 async fn write(
     conn: &Conn,
     db: &str,
     coll: &str,
-    group: Group,
-    duplicates_back: bool,
+    kind: Kind,
+    stmts: Vec<Document>,
 ) -> Result<Option<usize>> {
-    let (cmd, what) = match group {
-        Group::Insert(docs) => (
-            doc! {"insert": coll, "documents": docs, "ordered": true, "bypassDocumentValidation": true},
+    let (cmd, what) = match kind {
+        Kind::Insert => (
+            doc! {"insert": coll, "documents": stmts, "ordered": true, "bypassDocumentValidation": true},
             "inserts",
         ),
-        Group::Update(stmts) => (
+        Kind::Update => (
             doc! {"update": coll, "updates": stmts, "ordered": true, "bypassDocumentValidation": true},
             "updates",
         ),
-        Group::Delete(stmts) => (
+        Kind::Delete => (
             doc! {"delete": coll, "deletes": stmts, "ordered": true},
             "deletes",
         ),
@@ -671,17 +626,9 @@ async fn write(
     else {
         return Ok(None);
     };
-    let code = match err.get("code") {
-        Some(Bson::Int32(c)) => i64::from(*c),
-        Some(Bson::Int64(c)) => *c,
-        _ => 0,
-    };
-    let index = match err.get("index") {
-        Some(Bson::Int32(i)) => usize::try_from(*i).ok(),
-        Some(Bson::Int64(i)) => usize::try_from(*i).ok(),
-        _ => None,
-    };
-    if let (true, 11000, Some(i)) = (duplicates_back, code, index) {
+    let code = int(err.get("code")).unwrap_or(0);
+    let index = int(err.get("index")).and_then(|i| usize::try_from(i).ok());
+    if let (Kind::Insert, 11000, Some(i)) = (kind, code, index) {
         return Ok(Some(i));
     }
     Err(Error::target_failed(format!(
@@ -693,8 +640,7 @@ async fn write(
 /// Runs a replayed command; a command that finds its result already in
 /// place (the copied documents and metadata are newer than the entry)
 /// passes.
-async fn run_command(conn: Option<&Conn>, db: &str, cmd: Document) -> Result<()> {
-    let Some(conn) = conn else { return Ok(()) };
+async fn run_command(conn: &Conn, db: &str, cmd: Document) -> Result<()> {
     let name = cmd.keys().next().cloned().unwrap_or_default();
     match conn.client.database(db).run_command(cmd).await {
         Ok(_) => Ok(()),
@@ -703,36 +649,11 @@ async fn run_command(conn: Option<&Conn>, db: &str, cmd: Document) -> Result<()>
     }
 }
 
-/// Feeds the entries of a BSON stream (concatenated documents) to `f`.
-pub(crate) struct Entries {
-    split: DocSplitter,
-}
-
-impl Entries {
-    pub(crate) fn new() -> Self {
-        Entries {
-            split: DocSplitter::new(usize::MAX),
-        }
-    }
-
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
-        self.split.push(bytes);
-    }
-
-    pub(crate) fn next(&mut self, what: &str) -> Result<Option<Vec<u8>>> {
-        self.split
-            .next_doc()
-            .map_err(|m| Error::corrupt(FileKind::Capture, what, m))
-    }
-}
-
-/// The timestamp of a raw entry.
-fn raw_ts(raw: &[u8]) -> Option<Ts> {
-    mongodb::bson::RawDocument::from_bytes(raw)
-        .ok()?
-        .get_timestamp("ts")
-        .ok()
-        .map(Ts::from)
+/// The next whole entry `split` holds; `what` names the file in errors.
+fn next_entry(split: &mut DocSplitter, what: &str) -> Result<Option<Vec<u8>>> {
+    split
+        .next_doc()
+        .map_err(|m| Error::corrupt(FileKind::Capture, what, m))
 }
 
 /// Feeds a replayer the snapshot's oplog window, then the captured pieces
@@ -744,11 +665,11 @@ pub(crate) async fn feed(
     r: &mut Replayer<'_>,
 ) -> Result<()> {
     if let Some(node) = oplog {
-        let mut entries = Entries::new();
+        let mut split = DocSplitter::new(usize::MAX);
         let mut stream = snapshot.content(node);
         while let Some(chunk) = stream.next().await {
-            entries.push(&chunk?);
-            while let Some(raw) = entries.next("oplog.bson")? {
+            split.push(&chunk?);
+            while let Some(raw) = next_entry(&mut split, "oplog.bson")? {
                 r.entry(&raw).await?;
             }
         }
@@ -771,11 +692,12 @@ pub(crate) async fn feed(
     'pieces: while let Some(piece) = pieces.next().await {
         let (name, bytes) = piece?;
         r.report.pieces += 1;
-        let mut entries = Entries::new();
-        entries.push(&bytes);
+        let mut split = DocSplitter::new(usize::MAX);
+        split.push(&bytes);
         let what = name.file_name();
-        while let Some(raw) = entries.next(&what)? {
-            let Some(ts) = raw_ts(&raw) else {
+        while let Some(raw) = next_entry(&mut split, &what)? {
+            let doc = RawDocument::from_bytes(&raw).ok();
+            let Some(ts) = doc.and_then(|d| d.get_timestamp("ts").ok()).map(Ts::from) else {
                 return Err(Error::corrupt(
                     FileKind::Capture,
                     &what,

@@ -51,11 +51,15 @@ pub(super) fn hold_limit() -> i64 {
 /// Keys with a held expiry: (target database, key) to the real expiry.
 type Held = HashMap<(u32, Vec<u8>), i64>;
 
+/// A number written in a command's argument.
+fn num<T: std::str::FromStr>(a: &[u8]) -> Option<T> {
+    std::str::from_utf8(a).ok()?.parse().ok()
+}
+
 /// The command with its expiry held, when it sets one at or before
 /// `limit`: the rewritten arguments, the key and the real expiry (ms).
 fn hold_expiry(args: &[&[u8]], limit: i64) -> Option<(Vec<Vec<u8>>, i64)> {
     let name = args[0].to_ascii_uppercase();
-    let num = |a: &[u8]| std::str::from_utf8(a).ok()?.parse::<i64>().ok();
     let held = HELD.to_string().into_bytes();
     let mut out: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
     let real = match name.as_slice() {
@@ -63,7 +67,7 @@ fn hold_expiry(args: &[&[u8]], limit: i64) -> Option<(Vec<Vec<u8>>, i64)> {
             let i = (3..args.len().saturating_sub(1)).find(|i| {
                 args[*i].eq_ignore_ascii_case(b"PXAT") || args[*i].eq_ignore_ascii_case(b"EXAT")
             })?;
-            let t = num(args[i + 1])?;
+            let t: i64 = num(args[i + 1])?;
             let ms = if args[i].eq_ignore_ascii_case(b"EXAT") {
                 t.checked_mul(1000)?
             } else {
@@ -74,7 +78,7 @@ fn hold_expiry(args: &[&[u8]], limit: i64) -> Option<(Vec<Vec<u8>>, i64)> {
             ms
         }
         b"PEXPIREAT" | b"EXPIREAT" if args.len() >= 3 => {
-            let t = num(args[2])?;
+            let t: i64 = num(args[2])?;
             let ms = if name == b"EXPIREAT" {
                 t.checked_mul(1000)?
             } else {
@@ -86,7 +90,7 @@ fn hold_expiry(args: &[&[u8]], limit: i64) -> Option<(Vec<Vec<u8>>, i64)> {
         }
         b"RESTORE" if args.len() >= 4 => {
             let absolute = args[4..].iter().any(|a| a.eq_ignore_ascii_case(b"ABSTTL"));
-            let t = num(args[2])?;
+            let t: i64 = num(args[2])?;
             if !absolute || t <= 0 {
                 return None;
             }
@@ -115,7 +119,7 @@ fn carry_held(held: &mut Held, args: &[&[u8]], db: u32, route: &Route<'_>) {
                 let to_db = args
                     .iter()
                     .position(|x| x.eq_ignore_ascii_case(b"DB"))
-                    .and_then(|i| std::str::from_utf8(args.get(i + 1)?).ok()?.parse().ok())
+                    .and_then(|i| num(args.get(i + 1)?))
                     .and_then(|d| route.target(d))
                     .unwrap_or(db);
                 if let Some(t) = held.get(&a).copied() {
@@ -125,10 +129,7 @@ fn carry_held(held: &mut Held, args: &[&[u8]], db: u32, route: &Route<'_>) {
         }
         b"MOVE" => {
             if let (Some(a), Some(d)) = (key(1), args.get(2)) {
-                let to_db = std::str::from_utf8(d)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                    .and_then(|d| route.target(d));
+                let to_db = num(d).and_then(|d| route.target(d));
                 if let (Some(t), Some(to_db)) = (held.remove(&a), to_db) {
                     held.insert((to_db, a.1), t);
                 }
@@ -233,13 +234,8 @@ impl KeySpecs {
         }
         let n = args.len() as i64;
         let last = if last < 0 { n + last } else { last.min(n - 1) };
-        let mut keys = Vec::new();
-        let mut i = first;
-        while i <= last && i < n {
-            keys.push(args[i as usize].to_vec());
-            i += step;
-        }
-        Ok(Some(keys))
+        let keys = (first..=last).step_by(step as usize);
+        Ok(Some(keys.map(|i| args[i as usize].to_vec()).collect()))
     }
 }
 
@@ -405,7 +401,15 @@ pub(super) async fn replay(
     con: &mut MultiplexedConnection,
     base_held: &[(u32, Vec<u8>, i64)],
 ) -> Result<ReplayReport> {
-    let (from, until) = offset_range(replay)?;
+    let (Some(from), Some(until)) = (
+        position_offset(&replay.from),
+        position_offset(&replay.until),
+    ) else {
+        return Err(Error::Config(format!(
+            "replay range {}..{} is not made of replication offsets",
+            replay.from, replay.until
+        )));
+    };
     let until_ms = replay.until_time.map(|t| t.timestamp_millis());
     let mut replayer = Replayer::new(url, plan, opts, con, base_held, from).await?;
     let repo = snapshot.repository().clone();
@@ -436,20 +440,6 @@ pub(super) async fn replay(
         }
     }
     replayer.finish().await
-}
-
-/// The replication offsets `replay` runs between.
-fn offset_range(replay: &CaptureReplay) -> Result<(u64, u64)> {
-    let (Some(from), Some(until)) = (
-        position_offset(&replay.from),
-        position_offset(&replay.until),
-    ) else {
-        return Err(Error::Config(format!(
-            "replay range {}..{} is not made of replication offsets",
-            replay.from, replay.until
-        )));
-    };
-    Ok((from, until))
 }
 
 /// A running replay: where commands go, the expiries held and what was
@@ -493,25 +483,21 @@ impl<'a> Replayer<'a> {
         } else {
             Some(KeySpecs::load(url, con).await?)
         };
-        let sink = Sink::open(url).await?;
-        let limit = hold_limit();
-        let held: Held = base_held
-            .iter()
-            .map(|(db, k, t)| ((*db, k.clone()), *t))
-            .collect();
-        let report = ReplayReport {
-            offset: from - 1,
-            ..ReplayReport::default()
-        };
         Ok(Replayer {
+            sink: Sink::open(url).await?,
             url,
             con,
             route,
             specs,
-            sink,
-            limit,
-            held,
-            report,
+            limit: hold_limit(),
+            held: base_held
+                .iter()
+                .map(|(db, k, t)| ((*db, k.clone()), *t))
+                .collect(),
+            report: ReplayReport {
+                offset: from - 1,
+                ..ReplayReport::default()
+            },
             source_db: 0,
             touched: plan.map.values().copied().collect(),
         })
@@ -524,10 +510,7 @@ impl<'a> Replayer<'a> {
         match name.as_slice() {
             b"PING" | b"REPLCONF" | b"PUBLISH" | b"SPUBLISH" => return Ok(()),
             b"SELECT" => {
-                self.source_db = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
+                self.source_db = args.get(1).and_then(|a| num(a)).unwrap_or(0);
                 return Ok(());
             }
             b"MULTI" | b"EXEC" | b"DISCARD" => return self.sink.push(command).await,
@@ -542,16 +525,12 @@ impl<'a> Replayer<'a> {
                 return Ok(());
             }
             // A FLUSHALL empties the selected databases too.
-            return self.flush_all().await;
+            return self.flush(self.touched.clone()).await;
         };
         self.touched.insert(target);
         match name.as_slice() {
-            b"FLUSHALL" => return self.flush_all().await,
-            b"FLUSHDB" => {
-                flush_keys(&mut self.sink, self.url, self.con, &self.route, target).await?;
-                self.report.applied += 1;
-                return Ok(());
-            }
+            b"FLUSHALL" => return self.flush(self.touched.clone()).await,
+            b"FLUSHDB" => return self.flush(BTreeSet::from([target])).await,
             // Commands that name other databases: applied when the
             // selection is only a key filter.
             b"SWAPDB" | b"MOVE" | b"COPY"
@@ -590,34 +569,74 @@ impl<'a> Replayer<'a> {
         Ok(true)
     }
 
-    /// Sends a command to target database `db` and counts it as applied.
+    /// Sends a command to target database `db` and counts it as applied,
+    /// with its expiry held when it sets one that may pass before the
+    /// replay ends.
     async fn send(&mut self, args: &[&[u8]], command: &[u8], db: u32) -> Result<()> {
         self.sink.select(db).await?;
-        forward(
-            &mut self.sink,
-            args,
-            command,
-            db,
-            self.limit,
-            &mut self.held,
-            &self.route,
-        )
-        .await?;
+        carry_held(&mut self.held, args, db, &self.route);
+        if let Some((rewritten, real)) = hold_expiry(args, self.limit) {
+            self.held.insert((db, args[1].to_vec()), real);
+            let refs: Vec<&[u8]> = rewritten.iter().map(Vec::as_slice).collect();
+            self.sink.push_args(&refs).await?;
+        } else {
+            self.sink.push(command).await?;
+        }
         self.report.applied += 1;
         Ok(())
     }
 
-    /// Applies a `FLUSHALL` under the selection.
-    async fn flush_all(&mut self) -> Result<()> {
-        flush_selected(
-            &mut self.sink,
-            self.url,
-            self.con,
-            &self.route,
-            &self.touched,
-            &mut self.report,
-        )
-        .await
+    /// A `FLUSHDB` (of one database) or `FLUSHALL` (of every selected one
+    /// the restore wrote to) under the selection: target databases `dbs`
+    /// lose their selected keys.
+    async fn flush(&mut self, dbs: BTreeSet<u32>) -> Result<()> {
+        for db in dbs {
+            self.flush_keys(db).await?;
+        }
+        self.report.applied += 1;
+        Ok(())
+    }
+
+    /// Deletes the selected keys of target database `db` (all of them
+    /// without a key filter), after the commands before it are applied.
+    async fn flush_keys(&mut self, db: u32) -> Result<()> {
+        let (url, con) = (self.url, &mut *self.con);
+        self.sink.select(db).await?;
+        if self.route.keys.is_all() {
+            return self.sink.push_args(&[b"FLUSHDB"]).await;
+        }
+        // The keys to delete are those the target holds once every command
+        // sent so far is applied: wait for them (the replay goes on on a
+        // new connection), then scan.
+        let previous = std::mem::replace(&mut self.sink, Sink::open(url).await?);
+        previous.finish().await?;
+        redis::cmd("SELECT")
+            .arg(db)
+            .query_async::<()>(con)
+            .await
+            .map_err(|e| target_err(url, "SELECT", e))?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(con)
+                .await
+                .map_err(|e| target_err(url, "SCAN", e))?;
+            let gone: Vec<&Vec<u8>> = keys.iter().filter(|k| self.route.keys.accepts(k)).collect();
+            if !gone.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(gone)
+                    .query_async::<()>(con)
+                    .await
+                    .map_err(|e| target_err(url, "UNLINK", e))?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Waits for every reply, then settles the held expiries.
@@ -625,28 +644,6 @@ impl<'a> Replayer<'a> {
         self.sink.finish().await?;
         settle(self.url, self.con, &self.held).await?;
         Ok(self.report)
-    }
-}
-
-/// Sends a command, with its expiry held when it sets one that may pass
-/// before the replay ends.
-async fn forward(
-    sink: &mut Sink,
-    args: &[&[u8]],
-    command: &[u8],
-    db: u32,
-    limit: i64,
-    held: &mut Held,
-    route: &Route<'_>,
-) -> Result<()> {
-    carry_held(held, args, db, route);
-    match hold_expiry(args, limit) {
-        Some((rewritten, real)) => {
-            held.insert((db, args[1].to_vec()), real);
-            let refs: Vec<&[u8]> = rewritten.iter().map(Vec::as_slice).collect();
-            sink.push_args(&refs).await
-        }
-        None => sink.push(command).await,
     }
 }
 
@@ -691,70 +688,6 @@ async fn settle(url: &RedisUrl, con: &mut MultiplexedConnection, held: &Held) ->
 /// Whether a `COPY` names a destination database.
 fn has_db_option(args: &[&[u8]]) -> bool {
     args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"DB"))
-}
-
-/// A `FLUSHALL` under a selection: every selected database the restore
-/// wrote to loses its selected keys.
-async fn flush_selected(
-    sink: &mut Sink,
-    url: &RedisUrl,
-    con: &mut MultiplexedConnection,
-    route: &Route<'_>,
-    touched: &BTreeSet<u32>,
-    report: &mut ReplayReport,
-) -> Result<()> {
-    for db in touched {
-        flush_keys(sink, url, con, route, *db).await?;
-    }
-    report.applied += 1;
-    Ok(())
-}
-
-/// Deletes the selected keys of target database `db` (all of them without
-/// a key filter), after the commands before it are applied.
-async fn flush_keys(
-    sink: &mut Sink,
-    url: &RedisUrl,
-    con: &mut MultiplexedConnection,
-    route: &Route<'_>,
-    db: u32,
-) -> Result<()> {
-    sink.select(db).await?;
-    if route.keys.is_all() {
-        return sink.push_args(&[b"FLUSHDB"]).await;
-    }
-    // The keys to delete are those the target holds once every command
-    // sent so far is applied: wait for them (the replay goes on on a new
-    // connection), then scan.
-    let previous = std::mem::replace(sink, Sink::open(url).await?);
-    previous.finish().await?;
-    redis::cmd("SELECT")
-        .arg(db)
-        .query_async::<()>(con)
-        .await
-        .map_err(|e| target_err(url, "SELECT", e))?;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await
-            .map_err(|e| target_err(url, "SCAN", e))?;
-        let gone: Vec<&Vec<u8>> = keys.iter().filter(|k| route.keys.accepts(k)).collect();
-        if !gone.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(gone)
-                .query_async::<()>(con)
-                .await
-                .map_err(|e| target_err(url, "UNLINK", e))?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
-    }
 }
 
 #[cfg(test)]
