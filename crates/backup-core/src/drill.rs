@@ -32,10 +32,9 @@ pub struct DrillRecord {
     pub job: Option<String>,
     /// The source whose backup was restored.
     pub source: SourceDescriptor,
-    /// The snapshot restored (for a point-in-time drill, the base
-    /// backup); absent when the drill failed before it chose one (no
-    /// snapshot, no restorable window, a canary that could not be
-    /// written).
+    /// The snapshot restored (for a point-in-time drill, the base backup);
+    /// absent when the drill failed before it chose one (no snapshot, no
+    /// restorable window, a canary that could not be written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Id>,
     /// How the point was chosen (or was to be chosen): `latest-snapshot`,
@@ -160,8 +159,7 @@ pub async fn list(repo: &Repository) -> Result<(Vec<(Id, DrillRecord)>, Vec<(Str
         .buffer_unordered(16)
         .collect()
         .await;
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
     for (name, r) in results {
         match (r, name.parse::<Id>()) {
             (Ok(record), Ok(id)) => good.push((id, record)),

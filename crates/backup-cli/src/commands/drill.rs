@@ -17,10 +17,7 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
         return list(ctx, &a).await;
     }
     let mut req = match (&a.job, &a.source) {
-        (Some(name), _) => {
-            let job = ctx.job(name)?;
-            DrillRequest::for_job(&job, ctx.lock_wait())?
-        }
+        (Some(name), _) => DrillRequest::for_job(&ctx.job(name)?, ctx.lock_wait())?,
         (None, Some(source)) => DrillRequest {
             job: None,
             scope: SnapshotFilter {
@@ -45,25 +42,20 @@ pub(crate) async fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
             )
         }
     };
-    if let Some(t) = &a.target {
-        req.target = Some(t.clone());
-    }
+    req.target = a.target.clone().or(req.target);
     if let Some(m) = &a.max_rto {
         req.max_rto =
             Some(backup_core::retention::parse_duration(m).map_err(backup_ops::Error::from)?);
     }
     req.keep |= a.keep;
-    if let Some(p) = &a.point {
-        req.point.clone_from(p);
-    }
+    req.point = a.point.clone().unwrap_or(req.point);
     req.replay_command = super::restore::replay_program(ctx);
     req.builtin_checks &= !a.no_builtin_checks;
-    for c in &a.check_commands {
-        req.checks.push(CheckConfig::Command {
+    req.checks
+        .extend(a.check_commands.iter().map(|c| CheckConfig::Command {
             command: vec!["sh".into(), "-c".into(), c.clone()],
             timeout: None,
-        });
-    }
+        }));
     let repo = ctx.open().await?;
     let point = chooser(&req)?;
     let outcome = drill(&repo, &req, point.as_ref(), ctx, None).await?;

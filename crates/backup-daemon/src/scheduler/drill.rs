@@ -49,43 +49,22 @@ impl Daemon {
         tracing::info!(job = %job.name, "Drill started.");
         let prepared =
             DrillRequest::for_job(job, self.lock_wait()).and_then(|r| Ok((chooser(&r)?, r)));
-        let (point, mut req) = match prepared {
-            Ok(r) => r,
-            Err(e) => {
-                self.status.update(&job.name, |s| s.drilling = false);
-                // Recorded like every other attempt.
-                let error = report(&e);
-                match record_failure(&repo, job, &error).await {
-                    Ok((id, record)) => {
-                        let outcome = DrillOutcome {
-                            id: Some(id),
-                            record,
-                            exit_code: backup_ops::exit::FAILED,
-                            warnings: Vec::new(),
-                        };
-                        self.drill_done(job, &repo, &outcome).await;
-                    }
-                    Err(store) => {
-                        tracing::warn!(job = %job.name, error = %report(&store), "Could not store the record of a failed drill.");
-                        self.drill_failed(job, Some(&repo), &error).await;
-                    }
-                }
-                return;
+        let result = match prepared {
+            Ok((point, mut req)) => {
+                req.replay_command = self
+                    .config()
+                    .repository(&job.repository)
+                    .ok()
+                    .and_then(sibling_replay_command);
+                let cancel = Some(&self.abandon);
+                Box::pin(drill(&repo, &req, point.as_ref(), &Unattended, cancel)).await
             }
+            // Recorded like every other attempt.
+            Err(e) => record_failure(&repo, job, &report(&e)).await.map_err(|store| {
+                tracing::warn!(job = %job.name, error = %report(&store), "Could not store the record of a failed drill.");
+                e
+            }),
         };
-        req.replay_command = self
-            .config()
-            .repository(&job.repository)
-            .ok()
-            .and_then(sibling_replay_command);
-        let result = Box::pin(drill(
-            &repo,
-            &req,
-            point.as_ref(),
-            &Unattended,
-            Some(&self.abandon),
-        ))
-        .await;
         self.status.update(&job.name, |s| s.drilling = false);
         match result {
             Ok(outcome) => self.drill_done(job, &repo, &outcome).await,
@@ -119,12 +98,8 @@ impl Daemon {
             serde_json::json!({"job": job.name, "error": error}),
         )
         .await;
-        self.notify(
-            job,
-            Event::DrillFailed,
-            format!("Restore drill of job {} failed", job.name),
-            error.to_owned(),
-        );
+        let summary = format!("Restore drill of job {} failed", job.name);
+        self.notify(job, Event::DrillFailed, summary, error.to_owned());
     }
 
     async fn drill_done(&self, job: &Job, repo: &backup_core::repo::Repository, o: &DrillOutcome) {
@@ -154,33 +129,21 @@ impl Daemon {
         if r.error.is_some() || !failed_checks.is_empty() {
             tracing::error!(job = %job.name, rto = %rto, "Drill failed.");
             let details: Vec<String> = r.error.iter().cloned().chain(failed_checks).collect();
-            self.notify(
-                job,
-                Event::DrillFailed,
-                format!("Restore drill of job {} failed", job.name),
-                match r.snapshot {
-                    Some(snapshot) => format!(
-                        "snapshot {} into {}: {}",
-                        snapshot.short(),
-                        r.target,
-                        details.join("\n")
-                    ),
-                    None => format!("nothing was restored: {}", details.join("\n")),
-                },
-            );
+            let details = details.join("\n");
+            let details = match r.snapshot {
+                Some(s) => format!("snapshot {} into {}: {details}", s.short(), r.target),
+                None => format!("nothing was restored: {details}"),
+            };
+            let summary = format!("Restore drill of job {} failed", job.name);
+            self.notify(job, Event::DrillFailed, summary, details);
         } else {
             tracing::info!(job = %job.name, rto = %rto, rpo = %r.rpo_seconds.map_or_else(|| "-".to_owned(), human_seconds), "Drill passed its checks.");
         }
         if r.rto_exceeded {
-            self.notify(
-                job,
-                Event::RtoExceeded,
-                format!("Restore drill of job {} exceeded its RTO", job.name),
-                format!(
-                    "the scratch copy was usable after {rto}; max_rto is {}",
-                    human_seconds(r.max_rto_seconds.unwrap_or(0.0))
-                ),
-            );
+            let max = human_seconds(r.max_rto_seconds.unwrap_or(0.0));
+            let details = format!("the scratch copy was usable after {rto}; max_rto is {max}");
+            let summary = format!("Restore drill of job {} exceeded its RTO", job.name);
+            self.notify(job, Event::RtoExceeded, summary, details);
         }
     }
 }

@@ -54,13 +54,10 @@ pub struct DrillConfig {
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
     /// What is restored: `latest` (the newest snapshot, the default),
-    /// `random` (a random time inside the restorable window of a physical
-    /// PostgreSQL job whose WAL is captured, or of a MongoDB job whose
-    /// oplog is captured: the newest base before it replayed to that time)
-    /// or `canary` (such a job too: a row written to the source's
-    /// `backup_drill_canary` table, or a document to
-    /// `backup_drill.canary`, first, the copy replayed to just after it
-    /// must hold it; the RPO is the time until it was captured).
+    /// `random` (a random time of the restorable window of a job whose
+    /// WAL, oplog or Redis stream is captured) or `canary` (a row or
+    /// document written to the source first, required in the copy; the
+    /// RPO is the time until it was captured).
     pub point: Option<String>,
     /// PostgreSQL: the database the canary row is written to (and looked
     /// for in the copy). Default: the database the source URL names,
@@ -175,17 +172,22 @@ impl CheckConfig {
     /// A check of another kind, an empty command, an expectation that
     /// does not parse, a filter that is not JSON.
     pub fn validate(&self, kind: Kind, key: &str) -> Result<(), ConfigError> {
-        let wrong = |what: &str, applies: &str| {
-            Err(ConfigError::invalid(
+        let (what, applies, wants) = match self {
+            CheckConfig::Sql { .. } => ("sql", "PostgreSQL", kind == Kind::Postgres),
+            CheckConfig::MongoCount { .. } => ("mongo_count", "MongoDB", kind == Kind::Mongodb),
+            CheckConfig::RedisKey { .. } | CheckConfig::RedisDbsize { .. } => {
+                ("redis_key/redis_dbsize", "Redis", kind == Kind::Redis)
+            }
+            CheckConfig::Command { .. } => ("command", "all", true),
+        };
+        if !wants {
+            return Err(ConfigError::invalid(
                 key,
                 format!("a `{what}` check applies to {applies} jobs, and this job backs up a {kind} source"),
-            ))
-        };
+            ));
+        }
         match self {
             CheckConfig::Sql { expect, query, .. } => {
-                if kind != Kind::Postgres {
-                    return wrong("sql", "PostgreSQL");
-                }
                 if query.trim().is_empty() {
                     return Err(ConfigError::invalid(key, "the query is empty"));
                 }
@@ -194,9 +196,6 @@ impl CheckConfig {
             CheckConfig::MongoCount {
                 collection, filter, ..
             } => {
-                if kind != Kind::Mongodb {
-                    return wrong("mongo_count", "MongoDB");
-                }
                 if !collection.contains('.') {
                     return Err(ConfigError::invalid(
                         key,
@@ -212,16 +211,12 @@ impl CheckConfig {
                     }
                 }
             }
-            CheckConfig::RedisKey { .. } | CheckConfig::RedisDbsize { .. } => {
-                if kind != Kind::Redis {
-                    return wrong("redis_key/redis_dbsize", "Redis");
-                }
+            CheckConfig::Command { command, .. }
+                if command.first().is_none_or(String::is_empty) =>
+            {
+                return Err(ConfigError::invalid(key, "the command is empty"));
             }
-            CheckConfig::Command { command, .. } => {
-                if command.first().is_none_or(String::is_empty) {
-                    return Err(ConfigError::invalid(key, "the command is empty"));
-                }
-            }
+            _ => {}
         }
         Ok(())
     }
@@ -341,28 +336,30 @@ impl DrillConfig {
             .map(|s| Schedule::parse(s, tz))
             .transpose()
             .map_err(|e| ConfigError::invalid(&key("schedule"), e))?;
-        match (&self.target, kind) {
-            (None, Kind::Redis) => {}
-            (None, _) => {
+        // A physical PostgreSQL copy goes into a directory.
+        let want = if physical && kind == Kind::Postgres {
+            Kind::Files
+        } else {
+            kind
+        };
+        match &self.target {
+            None if kind == Kind::Redis => {}
+            None => {
                 return Err(ConfigError::invalid(
                     &key("target"),
-                    match (kind, physical) {
-                        (Kind::Files, _) | (Kind::Postgres, true) => {
+                    match want {
+                        Kind::Files => {
                             "say where the scratch copy goes: a directory in which each drill makes a new one"
                         }
-                        (Kind::Postgres, false) => {
+                        Kind::Postgres => {
                             "say where the scratch copy goes: a PostgreSQL server URL (postgres://user@host:port/); each drill makes a new database there"
                         }
                         _ => "say where the scratch copy goes: a MongoDB deployment URL (mongodb://host:port/); each drill restores into renamed databases there",
                     },
                 ))
             }
-            (Some(t), _) => {
+            Some(t) => {
                 let scheme_kind = Kind::of(t).map_err(|e| ConfigError::invalid(&key("target"), e))?;
-                let want = match (kind, physical) {
-                    (Kind::Postgres, true) => Kind::Files,
-                    (k, _) => k,
-                };
                 let redis_server = kind == Kind::Redis && t == "redis-server";
                 if scheme_kind != want && !redis_server {
                     return Err(ConfigError::invalid(

@@ -23,75 +23,60 @@ pub(crate) struct CheckContext<'a> {
     /// The snapshot's id, for commands.
     pub(crate) snapshot: String,
     /// A physical copy's comparison of its files with the backup
-    /// manifest, made before its server started (starting it changes
-    /// files: `backup_label` goes). `None` for other kinds, and for a copy
-    /// replayed to a point in time, whose files differ from the base
-    /// backup's by design (the restore checked each one it wrote).
+    /// manifest, made before its server started (which removes
+    /// `backup_label`); `None` for other kinds and for a copy replayed to
+    /// a point in time (the restore checked each file it wrote).
     pub(crate) files: Option<DrillCheck>,
-    /// Whether a captured change stream was replayed after the snapshot
-    /// (a MongoDB restore to a point in time): the copy then differs from
-    /// the snapshot's manifest by design.
+    /// Whether a captured change stream was replayed after the snapshot:
+    /// the copy then differs from the snapshot's manifest by design.
     pub(crate) replayed: bool,
 }
 
 /// Runs the check `name`, timed; it passes when `check` is `Ok`.
 async fn timed(name: String, check: impl Future<Output = Result<String, String>>) -> DrillCheck {
     let started = Instant::now();
-    let (ok, detail) = match check.await {
-        Ok(detail) => (true, detail),
-        Err(detail) => (false, detail),
-    };
+    let result = check.await;
     DrillCheck {
         name,
-        ok,
-        detail,
+        ok: result.is_ok(),
         seconds: started.elapsed().as_secs_f64(),
+        detail: result.unwrap_or_else(|e| e),
     }
 }
 
-/// A storage or driver error, for a check's detail (by value, for
-/// `map_err`).
+/// A storage or driver error as a check's detail (by value: `map_err`).
 #[allow(clippy::needless_pass_by_value)]
 fn report(e: backup_core::Error) -> String {
     backup_core::error::report(&e)
 }
 
-fn differences(diffs: Vec<String>, what: &str) -> Result<String, String> {
-    if diffs.is_empty() {
-        Ok(what.to_owned())
-    } else {
+/// Runs the comparison `name` of the copy with the snapshot: it passes
+/// when `diffs` finds no differences (`what` then says so), else it shows
+/// the first ten.
+pub(crate) async fn compare(
+    name: &str,
+    what: &str,
+    diffs: impl Future<Output = backup_core::Result<Vec<String>>>,
+) -> DrillCheck {
+    let r = async {
+        let diffs = diffs.await.map_err(report)?;
         let n = diffs.len();
+        if n == 0 {
+            return Ok(what.to_owned());
+        }
         let mut shown: Vec<String> = diffs.into_iter().take(10).collect();
         if n > 10 {
             shown.push(format!("and {} more", n - 10));
         }
         Err(format!("{n} differences: {}", shown.join("; ")))
-    }
-}
-
-/// A physical copy's files compared with the snapshot's backup manifest
-/// (before its server starts).
-pub(crate) async fn physical_files(
-    data: &backup_sources::drill::DataDirectory,
-    reader: &SnapshotReader,
-) -> DrillCheck {
-    timed(
-        "built-in: files against the backup manifest".to_owned(),
-        async {
-            data.verify_files(reader)
-                .await
-                .map_err(report)
-                .and_then(|d| differences(d, "every file matches"))
-        },
-    )
-    .await
+    };
+    timed(name.to_owned(), r).await
 }
 
 /// The kind's built-in checks.
 pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<DrillCheck> {
     match scratch {
         Scratch::Physical { user, password, .. } => {
-            let mut out: Vec<DrillCheck> = cx.files.iter().cloned().collect();
             let url = physical_url(user, password.as_deref(), cx.port, "postgres");
             let r = async {
                 let pg = drill::support(Kind::Postgres).map_err(report)?;
@@ -107,8 +92,8 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
                     if dbs.len() == 1 { "accepts" } else { "accept" }
                 ))
             };
-            out.push(timed("built-in: the server answers".to_owned(), r).await);
-            out
+            let answers = timed("built-in: the server answers".to_owned(), r).await;
+            cx.files.iter().cloned().chain([answers]).collect()
         }
         Scratch::Databases { support, plan, .. }
             if support.manifest_check(cx.replayed).is_none() =>
@@ -139,15 +124,8 @@ pub(crate) async fn builtin(scratch: &Scratch, cx: &CheckContext<'_>) -> Vec<Dri
                 }
                 _ => "built-in: files compared with the snapshot",
             };
-            let r = async {
-                other
-                    .target()
-                    .check_restored(cx.reader)
-                    .await
-                    .map_err(report)
-                    .and_then(|d| differences(d, "no differences"))
-            };
-            vec![timed(name.to_owned(), r).await]
+            let diffs = other.target().check_restored(cx.reader);
+            vec![compare(name, "no differences", diffs).await]
         }
     }
 }
@@ -170,15 +148,15 @@ fn locate(
             physical_url(user, password.as_deref(), cx.port, "postgres"),
             database.unwrap_or(default).to_owned(),
         )),
-        Scratch::Databases { support, plan, .. } if support.kind() == kind => {
-            match plan.scratch_database(database) {
-                Some(db) => Ok((plan.server.clone(), db.to_owned())),
-                None => Err(format!(
+        Scratch::Databases { support, plan, .. } if support.kind() == kind => plan
+            .scratch_database(database)
+            .map(|db| (plan.server.clone(), db.to_owned()))
+            .ok_or_else(|| {
+                format!(
                     "the snapshot has no database {}",
                     database.unwrap_or_default()
-                )),
-            }
-        }
+                )
+            }),
         _ => Err("this check does not apply to the job's kind of source".to_owned()),
     }
 }
@@ -202,86 +180,79 @@ pub(crate) async fn canary(
     timed(format!("canary: {}", mark.what), r).await
 }
 
-/// One configured check.
+/// One configured check: a command run with the scratch copy in its
+/// environment, or a question ([`Probe`]) asked of a database of the copy
+/// whose answer is judged.
 pub(crate) async fn configured(
     check: &CheckConfig,
     scratch: &Scratch,
     cx: &CheckContext<'_>,
 ) -> DrillCheck {
     let r = async {
-        match check {
+        let (database, probe) = match check {
             CheckConfig::Command { command, timeout } => {
                 let limit = timeout.unwrap_or(Duration::from_secs(600));
-                run_command(command, limit, scratch, cx).await
+                return run_command(command, limit, scratch, cx).await;
             }
-            _ => ask(check, scratch, cx).await,
+            // A logical copy is one database, which the query runs in.
+            CheckConfig::Sql {
+                query, database, ..
+            } => (
+                database
+                    .clone()
+                    .filter(|_| matches!(scratch, Scratch::Physical { .. })),
+                Probe::Sql(query.clone()),
+            ),
+            CheckConfig::MongoCount {
+                collection, filter, ..
+            } => {
+                let (db, coll) = collection.split_once('.').unwrap_or((collection, ""));
+                let probe = Probe::Documents {
+                    collection: coll.to_owned(),
+                    filter: filter.clone(),
+                };
+                (Some(db.to_owned()), probe)
+            }
+            CheckConfig::RedisKey { key, db } => (Some(db.to_string()), Probe::Key(key.clone())),
+            CheckConfig::RedisDbsize { db, .. } => (Some(db.to_string()), Probe::Keys),
+        };
+        let (server, db) = locate(scratch, cx, probe.kind(), database.as_deref())?;
+        let condition = match check {
+            CheckConfig::Sql { expect, .. } => Some(Condition::parse(expect)?),
+            _ => None,
+        };
+        let support = drill::support(probe.kind()).map_err(report)?;
+        let answer = support.probe(&server, &db, &probe).await.map_err(report)?;
+        let at_least = |n: u64, min: u64, what: &str| {
+            if n >= min {
+                Ok(format!("{n} {what} (at least {min})"))
+            } else {
+                Err(format!("{n} {what}, expected at least {min}"))
+            }
+        };
+        match (check, answer) {
+            (_, Answer::Value(v)) => {
+                let shown = v.clone().unwrap_or_else(|| "NULL".to_owned());
+                match condition {
+                    Some(cond) if cond.holds(v.as_deref()) => {
+                        Ok(format!("{shown} (expected {cond})"))
+                    }
+                    Some(cond) => Err(format!("got {shown}, expected {cond}")),
+                    None => Ok(shown),
+                }
+            }
+            (CheckConfig::MongoCount { min, .. }, Answer::Count(n)) => {
+                at_least(n, *min, "documents")
+            }
+            (CheckConfig::RedisDbsize { min, .. }, Answer::Count(n)) => at_least(n, *min, "keys"),
+            (CheckConfig::RedisKey { .. }, Answer::Exists(true)) => Ok("present".to_owned()),
+            (CheckConfig::RedisKey { key, .. }, Answer::Exists(false)) => {
+                Err(format!("key {key} is missing"))
+            }
+            (_, other) => Err(format!("unexpected answer {other:?}")),
         }
     };
     timed(check.name(), r).await
-}
-
-/// A configured check that asks a database of the copy a question
-/// ([`Probe`]) and judges the answer.
-async fn ask(
-    check: &CheckConfig,
-    scratch: &Scratch,
-    cx: &CheckContext<'_>,
-) -> Result<String, String> {
-    let (database, probe) = match check {
-        // A logical copy is one database, which the query runs in.
-        CheckConfig::Sql {
-            query, database, ..
-        } => (
-            database
-                .clone()
-                .filter(|_| matches!(scratch, Scratch::Physical { .. })),
-            Probe::Sql(query.clone()),
-        ),
-        CheckConfig::MongoCount {
-            collection, filter, ..
-        } => {
-            let (db, coll) = collection.split_once('.').unwrap_or((collection, ""));
-            let probe = Probe::Documents {
-                collection: coll.to_owned(),
-                filter: filter.clone(),
-            };
-            (Some(db.to_owned()), probe)
-        }
-        CheckConfig::RedisKey { key, db } => (Some(db.to_string()), Probe::Key(key.clone())),
-        CheckConfig::RedisDbsize { db, .. } => (Some(db.to_string()), Probe::Keys),
-        CheckConfig::Command { .. } => return Err("a command is not a question".to_owned()),
-    };
-    let (server, db) = locate(scratch, cx, probe.kind(), database.as_deref())?;
-    let condition = match check {
-        CheckConfig::Sql { expect, .. } => Some(Condition::parse(expect)?),
-        _ => None,
-    };
-    let support = drill::support(probe.kind()).map_err(report)?;
-    let answer = support.probe(&server, &db, &probe).await.map_err(report)?;
-    let at_least = |n: u64, min: u64, what: &str| {
-        if n >= min {
-            Ok(format!("{n} {what} (at least {min})"))
-        } else {
-            Err(format!("{n} {what}, expected at least {min}"))
-        }
-    };
-    match (check, answer) {
-        (_, Answer::Value(v)) => {
-            let shown = v.clone().unwrap_or_else(|| "NULL".to_owned());
-            match condition {
-                Some(cond) if cond.holds(v.as_deref()) => Ok(format!("{shown} (expected {cond})")),
-                Some(cond) => Err(format!("got {shown}, expected {cond}")),
-                None => Ok(shown),
-            }
-        }
-        (CheckConfig::MongoCount { min, .. }, Answer::Count(n)) => at_least(n, *min, "documents"),
-        (CheckConfig::RedisDbsize { min, .. }, Answer::Count(n)) => at_least(n, *min, "keys"),
-        (CheckConfig::RedisKey { .. }, Answer::Exists(true)) => Ok("present".to_owned()),
-        (CheckConfig::RedisKey { key, .. }, Answer::Exists(false)) => {
-            Err(format!("key {key} is missing"))
-        }
-        (_, other) => Err(format!("unexpected answer {other:?}")),
-    }
 }
 
 /// Runs a check's command with the scratch copy in its environment.
@@ -302,14 +273,9 @@ async fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    match scratch {
-        Scratch::Files { dir, .. } => {
-            cmd.env("BACKUP_DRILL_PATH", dir);
-        }
-        Scratch::Physical { dir, .. } => {
-            cmd.env("BACKUP_DRILL_PATH", dir.join("data"));
-        }
-        Scratch::Databases { .. } => {}
+    // A files or physical copy describes itself by its directory.
+    if !matches!(scratch, Scratch::Databases { .. }) {
+        cmd.env("BACKUP_DRILL_PATH", scratch.describe());
     }
     let child = cmd
         .spawn()
@@ -328,14 +294,10 @@ async fn run_command(
             );
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-            if out.status.success() {
-                Ok(if tail.is_empty() {
-                    "exit 0".to_owned()
-                } else {
-                    format!("exit 0: {tail}")
-                })
-            } else {
-                Err(format!("{}: {tail}", out.status))
+            match (out.status.success(), tail.is_empty()) {
+                (true, true) => Ok("exit 0".to_owned()),
+                (true, false) => Ok(format!("exit 0: {tail}")),
+                (false, _) => Err(format!("{}: {tail}", out.status)),
             }
         }
     }

@@ -21,58 +21,34 @@ use crate::error::{Error, Result};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Resource {
     /// A directory the drill made (files, a data directory).
-    Directory {
-        /// Its path.
-        path: PathBuf,
-    },
-    /// A PostgreSQL server started on a restored data directory.
-    PostgresServer {
-        /// The data directory (its `postmaster.pid` names the process).
-        data_dir: PathBuf,
-    },
-    /// Scratch databases on a server, removed through the kind's
+    Directory { path: PathBuf },
+    /// A PostgreSQL server started on a restored data directory (its
+    /// `postmaster.pid` names the process).
+    PostgresServer { data_dir: PathBuf },
+    /// Scratch databases (Redis: numbers) of a `kind` on a `server`
+    /// (credentials removed), removed through the kind's
     /// [`backup_sources::drill::DrillSupport`].
     Databases {
-        /// The kind (`postgres`, `mongodb`, `redis`).
         kind: String,
-        /// The server (credentials removed).
         server: String,
-        /// The scratch databases (Redis: numbers).
         names: Vec<String>,
     },
-    /// A throwaway server process the drill started, and its directory.
+    /// A throwaway server process the drill started, and its working
+    /// directory; its start time in clock ticks since boot tells a reused
+    /// process id apart.
     #[serde(alias = "redis_server")]
     ThrowawayServer {
-        /// The process.
         pid: u32,
-        /// Its start time in clock ticks since boot (tells a reused
-        /// process id apart).
         start_ticks: u64,
-        /// Its working directory.
         dir: PathBuf,
     },
     /// A PostgreSQL database, as earlier versions wrote it (read as
-    /// [`Resource::Databases`]).
-    PostgresDatabase {
-        /// The server.
-        server: String,
-        /// The database.
-        name: String,
-    },
+    /// [`Resource::Databases`], like the two below).
+    PostgresDatabase { server: String, name: String },
     /// MongoDB databases, as earlier versions wrote them.
-    MongoDatabases {
-        /// The deployment.
-        server: String,
-        /// The databases.
-        names: Vec<String>,
-    },
-    /// Redis databases, as earlier versions wrote them.
-    RedisDatabases {
-        /// The server.
-        server: String,
-        /// The database numbers.
-        dbs: Vec<u32>,
-    },
+    MongoDatabases { server: String, names: Vec<String> },
+    /// Redis database numbers, as earlier versions wrote them.
+    RedisDatabases { server: String, dbs: Vec<u32> },
 }
 
 impl Resource {
@@ -102,20 +78,19 @@ impl Resource {
     /// The resource in this version's terms (an earlier version's
     /// databases as [`Resource::Databases`]).
     pub(crate) fn upgraded(self) -> Resource {
-        let databases = |kind: &str, server: String, names: Vec<String>| Resource::Databases {
-            kind: kind.to_owned(),
+        let (kind, server, names) = match self {
+            Resource::PostgresDatabase { server, name } => ("postgres", server, vec![name]),
+            Resource::MongoDatabases { server, names } => ("mongodb", server, names),
+            Resource::RedisDatabases { server, dbs } => {
+                ("redis", server, dbs.iter().map(u32::to_string).collect())
+            }
+            other => return other,
+        };
+        let kind = kind.to_owned();
+        Resource::Databases {
+            kind,
             server,
             names,
-        };
-        match self {
-            Resource::PostgresDatabase { server, name } => {
-                databases("postgres", server, vec![name])
-            }
-            Resource::MongoDatabases { server, names } => databases("mongodb", server, names),
-            Resource::RedisDatabases { server, dbs } => {
-                databases("redis", server, dbs.iter().map(u32::to_string).collect())
-            }
-            other => other,
         }
     }
 }
@@ -138,8 +113,7 @@ pub(crate) struct Journal {
 }
 
 /// The state (field 3 of `/proc/PID/stat`) of process `pid` and its start
-/// time in clock ticks since boot (field 22); `None` when there is no such
-/// process.
+/// time in clock ticks since boot (field 22), if there is such a process.
 fn stat(pid: u32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
@@ -148,8 +122,7 @@ fn stat(pid: u32) -> Option<(String, u64)> {
     Some((state, fields.nth(18)?.parse().ok()?))
 }
 
-/// The start time of process `pid` in clock ticks since boot; `None` when
-/// there is no such process.
+/// The start time of process `pid` in clock ticks since boot, if there is one.
 pub(crate) fn process_start(pid: u32) -> Option<u64> {
     stat(pid).map(|(_, ticks)| ticks)
 }
@@ -162,16 +135,8 @@ pub(crate) fn alive(pid: u32, start_ticks: u64) -> bool {
 
 /// A file-name-safe form of a job name.
 pub(crate) fn slug(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let clean = name.replace(|c: char| !safe(c), "_");
     if clean == name && !clean.is_empty() {
         clean
     } else {
@@ -183,11 +148,8 @@ pub(crate) fn slug(name: &str) -> String {
 impl Journal {
     /// Claims the journal of `name` in `dir`; returns it and the
     /// resources a dead drill left behind, newest first (the order to
-    /// remove them in).
-    ///
-    /// # Errors
-    ///
-    /// A live drill of the same job; the directory cannot be written.
+    /// remove them in). Errors: a live drill of the same job; the
+    /// directory cannot be written.
     pub(crate) fn claim(dir: &Path, name: &str) -> Result<(Journal, Vec<Resource>)> {
         let dir = dir.join("drills");
         std::fs::create_dir_all(&dir).map_err(|e| {
@@ -198,46 +160,42 @@ impl Journal {
         })?;
         let path = dir.join(format!("{}.json", slug(name)));
         let pid = std::process::id();
+        let host = backup_core::util::hostname();
+        let old = std::fs::read_to_string(&path).ok();
+        let leftovers: Vec<Resource> = match old.as_deref().map(serde_json::from_str::<Entry>) {
+            None => Vec::new(),
+            // This process's own entry is a leftover too: the daemon
+            // runs one drill of a job at a time.
+            Some(Ok(old))
+                if old.host == host && old.pid != pid && alive(old.pid, old.start_ticks) =>
+            {
+                return Err(Error::usage(format!(
+                    "a drill of {name} is running already (process {} since {}); wait for it to end",
+                    old.pid,
+                    old.started.to_rfc3339()
+                )));
+            }
+            // Newest first: a server goes before its directory.
+            Some(Ok(old)) => old
+                .resources
+                .into_iter()
+                .rev()
+                .map(Resource::upgraded)
+                .collect(),
+            Some(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable drill journal.");
+                Vec::new()
+            }
+        };
         let entry = Entry {
             pid,
             start_ticks: process_start(pid).unwrap_or(0),
-            host: backup_core::util::hostname(),
+            host,
             started: Utc::now(),
-            resources: Vec::new(),
+            // The leftovers stay listed until they are removed.
+            resources: leftovers.iter().rev().cloned().collect(),
         };
-        let mut leftovers = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            match serde_json::from_str::<Entry>(&text) {
-                // This process's own entry is a leftover too: the daemon
-                // runs one drill of a job at a time.
-                Ok(old)
-                    if old.host == entry.host
-                        && old.pid != pid
-                        && alive(old.pid, old.start_ticks) =>
-                {
-                    return Err(Error::usage(format!(
-                        "a drill of {name} is running already (process {} since {}); wait for it to end",
-                        old.pid,
-                        old.started.to_rfc3339()
-                    )));
-                }
-                // Newest first: a server goes before its directory.
-                Ok(old) => {
-                    leftovers = old
-                        .resources
-                        .into_iter()
-                        .rev()
-                        .map(Resource::upgraded)
-                        .collect();
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable drill journal.");
-                }
-            }
-        }
-        let mut journal = Journal { path, entry };
-        // The leftovers stay listed until they are removed.
-        journal.entry.resources = leftovers.iter().rev().cloned().collect();
+        let journal = Journal { path, entry };
         journal.write()?;
         Ok((journal, leftovers))
     }
@@ -262,22 +220,16 @@ impl Journal {
         Ok(())
     }
 
-    /// Notes a resource before the drill creates it.
-    ///
-    /// # Errors
-    ///
-    /// The journal cannot be written (the drill must not create what a
-    /// later one could not find).
+    /// Notes a resource before the drill creates it; an error when the
+    /// journal cannot be written (the drill must not create what a later
+    /// one could not find).
     pub(crate) fn add(&mut self, r: Resource) -> Result<()> {
         self.entry.resources.push(r);
         self.write()
     }
 
-    /// Forgets a resource once it is gone (or kept on purpose).
-    ///
-    /// # Errors
-    ///
-    /// The journal cannot be written.
+    /// Forgets a resource once it is gone (or kept on purpose); an error
+    /// when the journal cannot be written.
     pub(crate) fn remove(&mut self, r: &Resource) -> Result<()> {
         self.entry.resources.retain(|x| x != r);
         self.write()

@@ -7,9 +7,8 @@
 //!
 //! 1. The job's journal (`journal`) is claimed: a live drill of the job
 //!    refuses this one; what a killed drill left behind is removed first.
-//! 2. Under a shared lock, a [`PointChooser`] picks what to restore (the
-//!    newest snapshot; point-in-time jobs will pick a random point of
-//!    their restorable window).
+//! 2. Under a shared lock, a [`PointChooser`] picks what to restore
+//!    ([`chooser`]: `latest`, `random` or `canary`).
 //! 3. The scratch copy is planned per kind (`scratch`): a new directory
 //!    (files), a new data directory started as a server on a free port
 //!    (PostgreSQL physical), a new database `<db>_drill_<time>`
@@ -37,7 +36,7 @@ mod scratch;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use backup_core::drill::{DrillCheck, DrillPhase, DrillRecord, DRILL_VERSION};
@@ -142,44 +141,20 @@ impl DrillRequest {
             canary_database: d.and_then(|d| d.canary_database.clone()),
         }
     }
-
-    /// The source a record names when the drill failed before it chose
-    /// a snapshot: the job's (or `--source`'s), credentials removed.
-    fn source_descriptor(&self) -> backup_core::snapshot::SourceDescriptor {
-        let url = self
-            .source_url
-            .clone()
-            .or_else(|| self.scope.source.clone())
-            .unwrap_or_default();
-        backup_core::snapshot::SourceDescriptor {
-            kind: backup_sources::Kind::of(&url)
-                .map(|k| k.name().to_owned())
-                .unwrap_or_default(),
-            url: backup_core::redact::redact_url(&url),
-        }
-    }
-
-    fn name(&self) -> String {
-        self.job
-            .clone()
-            .or_else(|| self.scope.source.clone())
-            .unwrap_or_else(|| "drill".to_owned())
-    }
 }
 
 /// Where drill journals live: `BACKUP_STATE_DIR`, else
 /// `$XDG_STATE_HOME/backup`, else `~/.local/state/backup`.
 pub fn default_state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BACKUP_STATE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("backup");
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(h) => PathBuf::from(h).join(".local").join("state").join("backup"),
-        None => std::env::temp_dir().join("backup-state"),
-    }
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    };
+    var("BACKUP_STATE_DIR")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("backup")))
+        .or_else(|| var("HOME").map(|h| h.join(".local/state/backup")))
+        .unwrap_or_else(|| std::env::temp_dir().join("backup-state"))
 }
 
 /// What a drill did.
@@ -214,8 +189,12 @@ impl PhaseClock {
         })
     }
 
+    fn marks(&self) -> MutexGuard<'_, Vec<(String, Instant)>> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn mark(&self, name: &str) {
-        let mut m = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut m = self.marks();
         if m.last().is_none_or(|(last, _)| last != name) {
             m.push((name.to_owned(), Instant::now()));
         }
@@ -223,7 +202,7 @@ impl PhaseClock {
 
     /// The phases from the first mark until `end`.
     fn phases(&self, end: Instant) -> Vec<DrillPhase> {
-        let m = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let m = self.marks();
         let mut out: Vec<DrillPhase> = Vec::new();
         for (i, (name, at)) in m.iter().enumerate() {
             let until = m.get(i + 1).map_or(end, |n| n.1);
@@ -240,28 +219,15 @@ impl PhaseClock {
     }
 }
 
-/// The drill's name for a phase a target reports.
-fn canonical_phase(p: &str) -> &str {
-    match p {
-        "data" | "documents" => "load",
-        "check" | "checking" => "verify",
-        other => other,
-    }
-}
-
 impl Progress for PhaseClock {
     fn set_total(&self, bytes: u64) {
         self.inner.set_total(bytes);
     }
 
     fn add_bytes(&self, n: u64) {
-        if !self.saw_bytes.swap(true, Ordering::Relaxed) {
-            let m = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-            let still_fetching = m.len() == 1;
-            drop(m);
-            if still_fetching {
-                self.mark("load");
-            }
+        // The first bytes end fetching when the target names no phase.
+        if !self.saw_bytes.swap(true, Ordering::Relaxed) && self.marks().len() == 1 {
+            self.mark("load");
         }
         self.inner.add_bytes(n);
     }
@@ -271,7 +237,12 @@ impl Progress for PhaseClock {
     }
 
     fn set_phase(&self, phase: &str) {
-        self.mark(canonical_phase(phase));
+        // The drill's names for the phases targets report.
+        self.mark(match phase {
+            "data" | "documents" => "load",
+            "check" | "checking" => "verify",
+            other => other,
+        });
         self.inner.set_phase(phase);
     }
 
@@ -294,9 +265,8 @@ struct Ran {
 }
 
 impl Ran {
-    /// A drill that failed before its scratch copy was begun, with
-    /// `error` and its exit code: nothing measured, the scratch location
-    /// as requested.
+    /// A drill that failed with `error` (and its exit code) before its
+    /// scratch copy was begun: nothing measured.
     fn failed_early(req: &DrillRequest, error: (String, u8)) -> Self {
         Ran {
             target: req
@@ -307,16 +277,6 @@ impl Ran {
             error: Some(error),
             ..Ran::default()
         }
-    }
-}
-
-/// The record's `point_kind` for a point chooser's name (`--point`), for
-/// a drill that failed before it chose a point.
-fn point_kind_of(point: &str) -> &'static str {
-    match point {
-        "random" => "random-point-in-window",
-        "canary" => "canary",
-        _ => "latest-snapshot",
     }
 }
 
@@ -338,7 +298,11 @@ pub async fn drill(
     feedback: &dyn Feedback,
     cancel: Option<&CancellationToken>,
 ) -> Result<DrillOutcome> {
-    let name = req.name();
+    let name = req
+        .job
+        .clone()
+        .or_else(|| req.scope.source.clone())
+        .unwrap_or_else(|| "drill".to_owned());
     let started = Utc::now();
     let (mut journal, leftovers) = Journal::claim(&req.state_dir, &name)?;
     let mut warnings = Vec::new();
@@ -394,11 +358,7 @@ pub async fn drill(
     };
     let error_code = ran.error.as_ref().map(|(_, code)| *code);
     let record = drill_record(req, started, point.as_ref(), ran, leftovers_removed);
-    let exit_code = match error_code {
-        Some(code) => code,
-        None if record.ok => exit::OK,
-        None => exit::FAILED,
-    };
+    let exit_code = error_code.unwrap_or(if record.ok { exit::OK } else { exit::FAILED });
     let remaining = journal.resources();
     if remaining.is_empty() {
         journal.release();
@@ -407,18 +367,15 @@ pub async fn drill(
             "left for the next drill to remove: {}",
             remaining
                 .iter()
-                .map(journal::Resource::describe)
+                .map(Resource::describe)
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
     }
-    let id = match backup_core::drill::save(repo, &record).await {
-        Ok(id) => Some(id),
-        Err(e) => {
-            warnings.push(format!("could not store the drill record: {e}"));
-            None
-        }
-    };
+    let id = backup_core::drill::save(repo, &record)
+        .await
+        .inspect_err(|e| warnings.push(format!("could not store the drill record: {e}")))
+        .ok();
     feedback.detail("drill", json(id));
     feedback.detail("ok", json(record.ok));
     feedback.detail("rto_seconds", json(record.rto_seconds));
@@ -434,20 +391,21 @@ pub async fn drill(
 
 /// Records a drill of `job` that failed before [`drill`] could run (its
 /// settings or secrets could not be read): every attempt is a record.
+/// Returns the outcome of the failed drill, with the stored record's id.
 ///
 /// # Errors
 ///
 /// Storage errors.
-pub async fn record_failure(
-    repo: &Repository,
-    job: &Job,
-    error: &str,
-) -> Result<(Id, DrillRecord)> {
+pub async fn record_failure(repo: &Repository, job: &Job, error: &str) -> Result<DrillOutcome> {
     let req = DrillRequest::as_configured(job);
     let ran = Ran::failed_early(&req, (error.to_owned(), exit::FAILED));
     let record = drill_record(&req, Utc::now(), None, ran, Vec::new());
-    let id = backup_core::drill::save(repo, &record).await?;
-    Ok((id, record))
+    Ok(DrillOutcome {
+        id: Some(backup_core::drill::save(repo, &record).await?),
+        record,
+        exit_code: exit::FAILED,
+        warnings: Vec::new(),
+    })
 }
 
 /// The record of a drill of `req` that started at `started`: the point it
@@ -460,21 +418,41 @@ fn drill_record(
     ran: Ran,
     leftovers_removed: Vec<String>,
 ) -> DrillRecord {
-    let rto_exceeded = match (ran.rto, req.max_rto) {
-        (Some(rto), Some(max)) => rto > max,
-        _ => false,
-    };
+    let rto_exceeded = ran.rto.zip(req.max_rto).is_some_and(|(rto, max)| rto > max);
     let checks_ok = ran.checks.iter().all(|c| c.ok);
+    // Before a snapshot was chosen: the job's (or `--source`'s) source,
+    // credentials removed.
+    let source = point.map_or_else(
+        || {
+            let url = req
+                .source_url
+                .as_deref()
+                .or(req.scope.source.as_deref())
+                .unwrap_or_default();
+            let kind = backup_sources::Kind::of(url).map(|k| k.name().to_owned());
+            let url = backup_core::redact::redact_url(url);
+            backup_core::snapshot::SourceDescriptor {
+                kind: kind.unwrap_or_default(),
+                url,
+            }
+        },
+        |p| p.snapshot.snapshot.source.clone(),
+    );
     DrillRecord {
         version: DRILL_VERSION,
         job: req.job.clone(),
-        source: point.map_or_else(
-            || req.source_descriptor(),
-            |p| p.snapshot.snapshot.source.clone(),
-        ),
+        source,
         snapshot: point.map(|p| p.snapshot.id),
+        // Not chosen: the kind `--point` names.
         point_kind: point
-            .map_or_else(|| point_kind_of(&req.point), |p| p.kind)
+            .map_or(
+                match req.point.as_str() {
+                    "random" => "random-point-in-window",
+                    "canary" => "canary",
+                    _ => "latest-snapshot",
+                },
+                |p| p.kind,
+            )
             .to_owned(),
         point: point.map(|p| p.time),
         started,
@@ -512,10 +490,7 @@ async fn unless_cancelled<T>(
     work: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     match cancel {
-        Some(token) => tokio::select! {
-            () = token.cancelled() => None,
-            r = work => Some(r),
-        },
+        Some(token) => token.run_until_cancelled(work).await,
         None => Some(work.await),
     }
 }
@@ -528,10 +503,11 @@ fn failure(e: &Error) -> (String, u8) {
     )
 }
 
-/// Plans the scratch copy, restores, starts, checks and removes it. A
-/// scratch location that is missing, taken or unusable is an error (the
-/// drill failed before its copy was begun; the caller records it); what
-/// fails after the copy was begun is in the result.
+/// Plans the scratch copy, restores, starts and checks it unless `cancel`
+/// stops that, and removes it (or keeps it, when asked and nothing
+/// failed). A scratch location that is missing, taken or unusable is an
+/// error (the drill failed before its copy was begun; the caller records
+/// it); what fails after the copy was begun is in the result.
 #[allow(clippy::too_many_arguments)]
 async fn run_locked(
     req: &DrillRequest,
@@ -544,71 +520,33 @@ async fn run_locked(
     feedback: &dyn Feedback,
     cancel: Option<&CancellationToken>,
 ) -> Result<Ran> {
-    let (mut scratch, opts) = plan_scratch(req, name, started, point).await?;
-    let mut ran = Ran {
-        target: scratch.describe(),
-        ..Ran::default()
-    };
-    let resources = begin_scratch(&mut scratch, journal).await?;
-    tracing::info!(job = %name, snapshot = %point.snapshot.id.short(), target = %ran.target, "Drill started.");
-
-    let reader = SnapshotReader::new(repo.clone(), point.snapshot.clone());
-    let clock = PhaseClock::new(feedback.progress("drill", "files"));
-    let restore_started = Instant::now();
-    let prepare = restore_started.saturating_duration_since(t0).as_secs_f64();
-    let body = restore_copy(req, point, &scratch, &opts, &reader, &clock, prepare);
-    let result = unless_cancelled(cancel, body)
-        .await
-        .unwrap_or_else(|| Err(Error::usage(ABANDONED)));
-    match result {
-        Ok(restored) => {
-            ran.rto = Some(t0.elapsed().saturating_sub(restored.checking));
-            check_copy(req, point, &scratch, &reader, restored, &mut ran, cancel).await;
-        }
-        Err(e) => {
-            ran.phases = clock.phases(Instant::now());
-            ran.error = Some(failure(&e));
-        }
-    }
-    keep_or_remove(req, name, &mut ran, &mut scratch, &resources, journal).await;
-    Ok(ran)
-}
-
-/// Plans the scratch copy of `point` and the restore options that reach
-/// the point (its time, and how WAL or the oplog is replayed up to it).
-async fn plan_scratch(
-    req: &DrillRequest,
-    name: &str,
-    started: DateTime<Utc>,
-    point: &ChosenPoint,
-) -> Result<(Scratch, RestoreOptions)> {
-    let stamp = started.format("%Y%m%dt%H%M%S").to_string();
-    let (scratch, mut opts) = Scratch::plan(
+    let (mut scratch, mut opts) = Scratch::plan(
         &point.snapshot.snapshot,
         req.target.as_deref(),
         req.source_url.as_deref(),
         name,
-        &stamp,
+        &started.format("%Y%m%dt%H%M%S").to_string(),
         point.canary.is_some(),
     )
     .await?;
+    // The restore reaches the point: its time, and how WAL or the oplog
+    // is replayed up to it.
     opts.at = point.at;
     opts.point.clone_from(&point.point);
     opts.replay.clone_from(&point.replay);
     if point.at.is_some() && point.replay.is_none() {
         opts.replay_command.clone_from(&req.replay_command);
     }
-    Ok((scratch, opts))
-}
-
-/// Checks that the scratch copy's place is free, records its resources
-/// in the journal and creates it, undoing what was done when a step
-/// fails; returns the resources recorded.
-async fn begin_scratch(scratch: &mut Scratch, journal: &mut Journal) -> Result<Vec<Resource>> {
+    let mut ran = Ran {
+        target: scratch.describe(),
+        ..Ran::default()
+    };
+    // The copy's place must be free; its resources go into the journal
+    // before it is created. A step that fails undoes what was done.
     if let Err(e) = scratch.check_free().await {
         if let Scratch::Databases {
             throwaway: Some(_), ..
-        } = &scratch
+        } = scratch
         {
             let _ = scratch.remove().await;
         }
@@ -628,25 +566,89 @@ async fn begin_scratch(scratch: &mut Scratch, journal: &mut Journal) -> Result<V
         }
         return Err(e);
     }
-    Ok(resources)
+    tracing::info!(job = %name, snapshot = %point.snapshot.id.short(), target = %ran.target, "Drill started.");
+
+    let reader = SnapshotReader::new(repo.clone(), point.snapshot.clone());
+    let clock = PhaseClock::new(feedback.progress("drill", "files"));
+    let restore_started = Instant::now();
+    let prepare = restore_started.saturating_duration_since(t0).as_secs_f64();
+    let body = restore_copy(req, point, &scratch, &opts, &reader, &clock, prepare);
+    let result = unless_cancelled(cancel, body)
+        .await
+        .unwrap_or_else(|| Err(Error::usage(ABANDONED)));
+    match result {
+        Ok(restored) => {
+            let checking = restored.files.as_ref().map_or(0.0, |c| c.seconds);
+            ran.rto = Some(
+                t0.elapsed()
+                    .saturating_sub(Duration::from_secs_f64(checking)),
+            );
+            ran.phases = restored.phases;
+            ran.bytes = restored.report.stats.bytes;
+            ran.items = restored.report.stats.files;
+            let cx = CheckContext {
+                reader: &reader,
+                port: restored.server.as_ref().map(|(_, p)| *p),
+                snapshot: point.snapshot.id.to_hex(),
+                files: restored.files,
+                replayed: point.replay.is_some(),
+            };
+            // The built-in checks, the canary written before the drill
+            // (which must be in the copy), the configured checks.
+            let checks = async {
+                let mut out = Vec::new();
+                if req.builtin_checks {
+                    out.extend(checks::builtin(&scratch, &cx).await);
+                }
+                if let Some(c) = &point.canary {
+                    out.push(checks::canary(&c.mark, &scratch, &cx).await);
+                }
+                for c in &req.checks {
+                    out.push(checks::configured(c, &scratch, &cx).await);
+                }
+                out
+            };
+            ran.checks = unless_cancelled(cancel, checks).await.unwrap_or_else(|| {
+                ran.error = Some((ABANDONED.to_owned(), exit::FAILED));
+                Vec::new()
+            });
+            if let Some((s, _)) = restored.server {
+                s.stop().await;
+            }
+        }
+        Err(e) => {
+            ran.phases = clock.phases(Instant::now());
+            ran.error = Some(failure(&e));
+        }
+    }
+    // The resources leave the journal unless removing them failed.
+    if req.keep && ran.error.is_none() {
+        ran.kept = true;
+        tracing::info!(job = %name, target = %ran.target, "The drill's scratch copy was kept.");
+    } else if let Err(e) = scratch.remove().await {
+        tracing::error!(job = %name, error = %backup_core::error::report(&e), "Could not remove the drill's scratch copy; the next drill will try again.");
+        return Ok(ran);
+    }
+    for r in &resources {
+        let _ = journal.remove(r);
+    }
+    Ok(ran)
 }
 
-/// What restoring the scratch copy produced.
+/// What restoring the scratch copy produced: the restore's report, the
+/// phases (`prepare`, the restore's, `recovery`), and for a physical copy
+/// its started server with its port and the comparison of its files made
+/// before it started (whose time is left out of the RTO).
 struct Restored {
-    /// The restore's report.
     report: RestoreReport,
-    /// The phases so far (`prepare`, the restore's, `recovery`).
     phases: Vec<DrillPhase>,
-    /// A physical copy's started server, with its port.
     server: Option<(StartedServer, u16)>,
-    /// A physical copy's comparison of its files, made before it started.
     files: Option<DrillCheck>,
-    /// Time spent on checks, left out of the RTO.
-    checking: Duration,
 }
 
 /// Restores `point` into the scratch copy, timing its phases after
-/// `prepare` seconds of preparation, and starts a physical copy.
+/// `prepare` seconds of preparation, and starts a physical copy's server
+/// on a free port (the `recovery` phase).
 async fn restore_copy(
     req: &DrillRequest,
     point: &ChosenPoint,
@@ -663,122 +665,37 @@ async fn restore_copy(
     let report = target.restore(reader, opts, clock.clone()).await;
     clock.finish();
     let report = report?;
-    let mut phases = clock.phases(Instant::now());
-    phases.insert(
-        0,
-        DrillPhase {
-            name: "prepare".to_owned(),
-            seconds: prepare,
-        },
-    );
-    let mut checking = Duration::ZERO;
+    let mut phases = vec![DrillPhase {
+        name: "prepare".to_owned(),
+        seconds: prepare,
+    }];
+    phases.extend(clock.phases(Instant::now()));
     let mut files = None;
-    let server = match scratch {
-        Scratch::Physical { dir, data, .. } => {
-            // The file comparison runs before the server starts, which
-            // changes files; its time is left out of the RTO.
-            if req.builtin_checks && point.at.is_none() {
-                let c = checks::physical_files(data, reader).await;
-                checking += Duration::from_secs_f64(c.seconds);
-                files = Some(c);
-            }
-            Some(start_physical(dir, data, &mut phases).await?)
+    let mut server = None;
+    if let Scratch::Physical { dir, data, .. } = scratch {
+        // The file comparison runs before the server starts, which
+        // changes files.
+        if req.builtin_checks && point.at.is_none() {
+            let name = "built-in: files against the backup manifest";
+            let diffs = data.verify_files(reader);
+            files = Some(checks::compare(name, "every file matches", diffs).await);
         }
-        _ => None,
-    };
+        let port = backup_sources::drill::free_port()?;
+        let at = Instant::now();
+        // The socket must fit in a Unix socket path (107 bytes).
+        let work = (dir.as_os_str().len() < 60).then_some(dir.as_path());
+        server = Some((data.start(port, work).await?, port));
+        phases.push(DrillPhase {
+            name: "recovery".to_owned(),
+            seconds: at.elapsed().as_secs_f64(),
+        });
+    }
     Ok(Restored {
         report,
         phases,
         server,
         files,
-        checking,
     })
-}
-
-/// Starts a physical copy's server on a free port, adding the `recovery`
-/// phase to `phases`.
-async fn start_physical(
-    dir: &std::path::Path,
-    data: &backup_sources::drill::DataDirectory,
-    phases: &mut Vec<DrillPhase>,
-) -> Result<(StartedServer, u16)> {
-    let port = backup_sources::drill::free_port()?;
-    let at = Instant::now();
-    // The socket must fit in a Unix socket path (107 bytes).
-    let work = (dir.as_os_str().len() < 60).then_some(dir);
-    let s = data.start(port, work).await?;
-    phases.push(DrillPhase {
-        name: "recovery".to_owned(),
-        seconds: at.elapsed().as_secs_f64(),
-    });
-    Ok((s, port))
-}
-
-/// Notes what the restore measured in `ran`, runs the checks on the copy
-/// (the built-in ones, the canary, the configured ones) unless `cancel`
-/// stops them, and stops a physical copy's server.
-async fn check_copy(
-    req: &DrillRequest,
-    point: &ChosenPoint,
-    scratch: &Scratch,
-    reader: &SnapshotReader,
-    restored: Restored,
-    ran: &mut Ran,
-    cancel: Option<&CancellationToken>,
-) {
-    ran.phases = restored.phases;
-    ran.bytes = restored.report.stats.bytes;
-    ran.items = restored.report.stats.files;
-    let cx = CheckContext {
-        reader,
-        port: restored.server.as_ref().map(|(_, p)| *p),
-        snapshot: point.snapshot.id.to_hex(),
-        files: restored.files,
-        replayed: point.replay.is_some(),
-    };
-    let checks = async {
-        let mut out = Vec::new();
-        if req.builtin_checks {
-            out.extend(checks::builtin(scratch, &cx).await);
-        }
-        // The canary written before the drill must be in the copy.
-        if let Some(c) = &point.canary {
-            out.push(checks::canary(&c.mark, scratch, &cx).await);
-        }
-        for c in &req.checks {
-            out.push(checks::configured(c, scratch, &cx).await);
-        }
-        out
-    };
-    ran.checks = unless_cancelled(cancel, checks).await.unwrap_or_else(|| {
-        ran.error = Some((ABANDONED.to_owned(), exit::FAILED));
-        Vec::new()
-    });
-    if let Some((s, _)) = restored.server {
-        s.stop().await;
-    }
-}
-
-/// Keeps the scratch copy (when asked and nothing failed) or removes it;
-/// its resources leave the journal unless removing it failed.
-async fn keep_or_remove(
-    req: &DrillRequest,
-    name: &str,
-    ran: &mut Ran,
-    scratch: &mut Scratch,
-    resources: &[Resource],
-    journal: &mut Journal,
-) {
-    if req.keep && ran.error.is_none() {
-        ran.kept = true;
-        tracing::info!(job = %name, target = %ran.target, "The drill's scratch copy was kept.");
-    } else if let Err(e) = scratch.remove().await {
-        tracing::error!(job = %name, error = %backup_core::error::report(&e), "Could not remove the drill's scratch copy; the next drill will try again.");
-        return;
-    }
-    for r in resources {
-        let _ = journal.remove(r);
-    }
 }
 
 /// The drill records of the repository (of one job when given), oldest

@@ -41,9 +41,8 @@ pub struct ChosenPoint {
 }
 
 impl ChosenPoint {
-    /// `snapshot` restored to `at` (`None`: as it is), which is the time
-    /// the copy represents (`at`, else the snapshot's time), chosen as
-    /// `kind`; no replay, no canary.
+    /// `snapshot` restored to `at` (`None`: as it is), chosen as `kind`;
+    /// no replay, no canary.
     fn new(snapshot: SnapshotEntry, at: Option<DateTime<Utc>>, kind: &'static str) -> Self {
         ChosenPoint {
             time: at.unwrap_or(snapshot.snapshot.time),
@@ -70,15 +69,9 @@ pub struct Canary {
     pub mark: CanaryMark,
 }
 
-/// Chooses what a drill restores.
-///
-/// [`LatestSnapshot`] takes the newest snapshot; [`RandomPointInWindow`]
-/// (PostgreSQL physical jobs with captured WAL, MongoDB jobs with a
-/// captured oplog) picks a random time inside the job's restorable window
-/// and returns the base snapshot before it with `at` set, so that every
-/// drill tests a different point of the window the job claims;
-/// [`CanaryPoint`] writes to the source and restores to just after it.
-/// [`chooser`] picks one by name.
+/// Chooses what a drill restores: [`LatestSnapshot`],
+/// [`RandomPointInWindow`] or [`CanaryPoint`] ([`chooser`] picks one by
+/// name).
 #[async_trait]
 pub trait PointChooser: Send + Sync {
     /// Picks the point among the snapshots `scope` selects.
@@ -129,7 +122,13 @@ impl PointChooser for RandomPointInWindow {
         repo: &IndexedRepository,
         scope: &SnapshotFilter,
     ) -> Result<ChosenPoint> {
-        let newest = newest_kind(repo, scope).await?;
+        // The kind of the newest snapshot `scope` selects.
+        let (all, _) = repo.snapshots().await?;
+        let newest = all
+            .into_iter()
+            .filter(|s| scope.matches(&s.snapshot))
+            .max_by_key(|s| (s.snapshot.time, s.id))
+            .map(|s| s.snapshot.source.kind);
         let stream = CaptureKind::ALL
             .into_iter()
             .find(|k| newest.as_deref() == Some(k.source_kind().name()));
@@ -162,30 +161,18 @@ impl PointChooser for RandomPointInWindow {
     }
 }
 
-/// The kind of the newest snapshot `scope` selects.
-async fn newest_kind(repo: &IndexedRepository, scope: &SnapshotFilter) -> Result<Option<String>> {
-    let (all, _) = repo.snapshots().await?;
-    Ok(all
-        .into_iter()
-        .filter(|s| scope.matches(&s.snapshot))
-        .max_by_key(|s| (s.snapshot.time, s.id))
-        .map(|s| s.snapshot.source.kind))
-}
-
-/// A random point of the restorable window reaching furthest (of those
-/// at least a second long, where positions count seconds) of the stream
-/// of `kind` (oplog, Redis stream) `scope` selects, planned by [`crate::pitr::plan`]:
-/// a whole second where positions tell the time in seconds (a time target
-/// takes every entry of its second: the oplog), else a millisecond (times
-/// are the changes' arrival: Redis).
+/// A random point, planned by [`crate::pitr::plan`], of the restorable
+/// window reaching furthest of the captured stream of `kind` `scope`
+/// selects: a whole second where positions count seconds (the oplog: a
+/// time target takes its whole second), else a millisecond (Redis).
 async fn stream_random_point(
     repo: &IndexedRepository,
     scope: &SnapshotFilter,
     kind: CaptureKind,
 ) -> Result<ChosenPoint> {
     let source = scope.source.as_deref();
-    let listed = crate::pitr::windows(repo, source).await?;
-    let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = listed
+    let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = crate::pitr::windows(repo, source)
+        .await?
         .iter()
         .filter(|s| s.capture == kind.name())
         .flat_map(|s| &s.windows)
@@ -287,16 +274,11 @@ impl PointChooser for CanaryPoint {
                 advice.unwrap_or_default()
             ))
         })?;
-        let canary = Canary {
-            id,
-            captured_after: 0.0,
-            mark,
-        };
-        match at {
+        let mut chosen = match at {
             #[cfg(feature = "postgres")]
-            CanaryAt::Time(at) => self.wal_canary(repo, scope, written, at, canary).await,
+            CanaryAt::Time(at) => self.wal_canary(repo, scope, written, at).await?,
             #[cfg(not(feature = "postgres"))]
-            CanaryAt::Time(_) => Err(Error::usage(
+            CanaryAt::Time(_) => return Err(Error::usage(
                 "drill point `canary` at a time needs PostgreSQL support, which this build lacks",
             )),
             CanaryAt::Position(p) => {
@@ -312,17 +294,23 @@ impl PointChooser for CanaryPoint {
                     }
                 };
                 let time = p.time().unwrap_or_else(Utc::now);
-                self.stream_canary(repo, scope, written, point, time, canary)
-                    .await
+                self.stream_canary(repo, scope, written, point, time, mark.kind.name())
+                    .await?
             }
-        }
+        };
+        chosen.canary = Some(Canary {
+            id,
+            captured_after: written.elapsed().as_secs_f64(),
+            mark,
+        });
+        Ok(chosen)
     }
 }
 
 impl CanaryPoint {
-    /// PostgreSQL: the canary row, written before the server's time `at`
-    /// (`written`); the newest base before it, replayed to it once the
-    /// captured WAL holds it.
+    /// PostgreSQL: the newest base before the server's time `at`, just
+    /// after the canary row was written (at `written`), replayed to it
+    /// once the captured WAL holds it.
     #[cfg(feature = "postgres")]
     async fn wal_canary(
         &self,
@@ -330,20 +318,14 @@ impl CanaryPoint {
         scope: &SnapshotFilter,
         written: std::time::Instant,
         at: DateTime<Utc>,
-        mut canary: Canary,
     ) -> Result<ChosenPoint> {
-        let closed = Utc::now();
         // WAL stored half a second after the closing commit returned holds
         // it (and the canary before it).
-        let needed = closed + chrono::Duration::milliseconds(500);
+        let needed = Utc::now() + chrono::Duration::milliseconds(500);
         loop {
             let window = physical_window(repo, scope).await?;
             if let Some(base) = window.base_for(at).filter(|_| window.end >= needed) {
-                canary.captured_after = written.elapsed().as_secs_f64();
-                return Ok(ChosenPoint {
-                    canary: Some(canary),
-                    ..ChosenPoint::new(base, Some(at), "canary")
-                });
+                return Ok(ChosenPoint::new(base, Some(at), "canary"));
             }
             if written.elapsed() > self.wait {
                 return Err(Error::usage(format!(
@@ -357,10 +339,9 @@ impl CanaryPoint {
         }
     }
 
-    /// Waits until the captured stream `scope` selects can be restored to
-    /// `point` (the canary's write), then restores the newest base before
-    /// it replayed to it; `canary.captured_after` is set to the seconds
-    /// since `written`.
+    /// Waits until the captured stream of `kind` `scope` selects can be
+    /// restored to `point` (the canary's write at `written`), then restores
+    /// the newest base before it replayed to it.
     async fn stream_canary(
         &self,
         repo: &IndexedRepository,
@@ -368,26 +349,16 @@ impl CanaryPoint {
         written: std::time::Instant,
         point: RecoveryPoint,
         time: DateTime<Utc>,
-        mut canary: Canary,
+        kind: &str,
     ) -> Result<ChosenPoint> {
         let opts = backup_core::target::RestoreOptions {
-            point: Some(point.clone()),
+            point: Some(point),
             ..Default::default()
         };
-        loop {
+        let plan = loop {
             // The plan succeeds once the stored stream reaches the write.
-            let kind = canary.mark.kind.name();
             match crate::pitr::planned(repo, kind, scope.source.as_deref(), &opts).await {
-                Ok(plan) => {
-                    canary.captured_after = written.elapsed().as_secs_f64();
-                    return Ok(ChosenPoint {
-                        time,
-                        point: Some(point),
-                        replay: plan.replay,
-                        canary: Some(canary),
-                        ..ChosenPoint::new(plan.base, None, "canary")
-                    });
-                }
+                Ok(plan) => break plan,
                 Err(e) if written.elapsed() > self.wait => {
                     return Err(Error::usage(format!(
                         "the drill's canary, written at {}, was not restorable after {}: is the job's capture running (capture = \"continuous\")? ({})",
@@ -398,19 +369,24 @@ impl CanaryPoint {
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
             }
-        }
+        };
+        Ok(ChosenPoint {
+            time,
+            point: opts.point,
+            replay: plan.replay,
+            ..ChosenPoint::new(plan.base, None, "canary")
+        })
     }
 }
 
 /// A PostgreSQL cluster's newest restorable window, as its capture
-/// driver lists it, with the base backups inside that `scope` selects.
+/// driver lists it: from `start` (the end of the oldest base backup in it
+/// that `scope` selects) to `end` (when its last WAL was captured), with
+/// those `bases` and the time each ended.
 #[cfg(feature = "postgres")]
 struct PhysicalWindow {
-    /// The end of the oldest selected base backup in it.
     start: DateTime<Utc>,
-    /// When the last WAL of the window was captured.
     end: DateTime<Utc>,
-    /// The selected base backups with the time each ended.
     bases: Vec<(SnapshotEntry, DateTime<Utc>)>,
 }
 
@@ -487,14 +463,9 @@ fn random_time(from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
 
 /// A random number from the standard library's randomly seeded hasher.
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    std::collections::hash_map::RandomState::new().hash_one(now.map_or(0, |d| d.as_nanos()))
 }
 
 /// What a drill request's `point` (`[jobs.NAME.drill] point`, or

@@ -20,36 +20,29 @@ use crate::error::{Error, Result};
 
 /// A scratch copy being made.
 pub(crate) enum Scratch {
-    /// Files, into a new directory.
+    /// Files, restored by `target` into the new directory `dir`.
     Files {
-        /// The new directory.
         dir: PathBuf,
-        /// The restore target.
         target: Box<dyn Target>,
     },
-    /// A physical PostgreSQL snapshot, into a new data directory started
-    /// as a server.
+    /// A physical PostgreSQL snapshot, restored into the data directory
+    /// `data` (`data` in the drill's new directory `dir`) and started as a
+    /// server; checks connect as `user` with `password`, by default to
+    /// `database`.
     Physical {
-        /// The drill's directory (the data directory is `data` in it).
         dir: PathBuf,
-        /// The data directory target.
         data: DataDirectory,
-        /// The role and password checks connect with.
         user: String,
-        /// Its password.
         password: Option<String>,
-        /// The database checks connect to by default.
         database: String,
     },
-    /// A database snapshot, into scratch databases of a server.
+    /// A database snapshot, restored by `target` into the scratch
+    /// databases of `plan` (on `throwaway`, when the drill started a
+    /// server), with the kind's `support`.
     Databases {
-        /// The kind's drill support.
         support: Box<dyn DrillSupport>,
-        /// The server and its scratch databases.
         plan: ScratchPlan,
-        /// The throwaway server the copy is on, when the drill started one.
         throwaway: Option<Box<ThrowawayServer>>,
-        /// The restore target.
         target: Box<dyn Target>,
     },
 }
@@ -68,31 +61,6 @@ fn usage(e: backup_core::Error) -> Error {
     }
 }
 
-/// Creates `dir` (with the owner of its parent when running as root, so
-/// that a directory prepared for the `postgres` user stays usable by it).
-fn make_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::create_dir(dir).map_err(|e| {
-        backup_core::Error::io(
-            format!("creating the scratch directory {}", dir.display()),
-            e,
-        )
-    })?;
-    if nix::unistd::Uid::effective().is_root() {
-        if let Some(parent) = dir.parent() {
-            if let Ok(m) = std::fs::metadata(parent) {
-                std::os::unix::fs::chown(dir, Some(m.uid()), Some(m.gid())).map_err(|e| {
-                    backup_core::Error::io(
-                        format!("giving {} to its parent's owner", dir.display()),
-                        e,
-                    )
-                })?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The scratch directory's parent `target`, which must exist; a drill
 /// without one needs `what`.
 fn scratch_parent(target: Option<&str>, what: &str) -> Result<PathBuf> {
@@ -108,11 +76,10 @@ fn scratch_parent(target: Option<&str>, what: &str) -> Result<PathBuf> {
 }
 
 impl Scratch {
-    /// Plans the scratch copy of `snapshot` at `target` (the configured
-    /// location, credentials included); `source_url` (credentials
-    /// included) gives physical drills the role their checks connect as;
-    /// `canary`: the drill wrote a canary to the source, which a database
-    /// copy restores too.
+    /// Plans the scratch copy of `snapshot` at `target`; `source_url` gives
+    /// physical drills the role their checks connect as (both with
+    /// credentials); `canary`: the drill wrote a canary to the source,
+    /// which a database copy restores too.
     pub(crate) async fn plan(
         snapshot: &Snapshot,
         target: Option<&str>,
@@ -129,94 +96,69 @@ impl Scratch {
                 "snapshots of {kind} sources cannot be drilled by this build"
             ))
         };
-        match (kind_named(kind), physical) {
-            (Some(Kind::Files), false) => Self::plan_files(target, &dir_name),
-            (Some(Kind::Postgres), true) => Self::plan_physical(target, source_url, &dir_name),
-            (Some(Kind::Files), true) | (None, _) => Err(unsupported()),
+        let scratch = match (kind_named(kind), physical) {
+            (Some(Kind::Files), false) => {
+                let dir = scratch_parent(target, "a directory")?.join(dir_name);
+                let target = TargetSpec::new(dir.to_string_lossy().into_owned())?.open()?;
+                Scratch::Files { dir, target }
+            }
+            (Some(Kind::Postgres), true) => {
+                let parent = scratch_parent(target, "a directory owned by the server's user")?;
+                let dir = parent.join(dir_name);
+                let (user, password) = match source_url.and_then(|u| url::Url::parse(u).ok()) {
+                    Some(u) if !u.username().is_empty() => (
+                        percent_decode(u.username()),
+                        u.password().map(percent_decode),
+                    ),
+                    _ => ("postgres".to_owned(), None),
+                };
+                Scratch::Physical {
+                    data: DataDirectory::new(dir.join("data"))?,
+                    dir,
+                    user,
+                    password,
+                    database: source_url
+                        .and_then(url_database)
+                        .unwrap_or_else(|| "postgres".to_owned()),
+                }
+            }
+            (Some(Kind::Files), true) | (None, _) => return Err(unsupported()),
             (Some(kind), _) => {
                 let support = backup_sources::drill::support(kind).map_err(|_| unsupported())?;
-                Self::plan_databases(support, snapshot, target, stamp, canary).await
-            }
-        }
-    }
-
-    /// Plans a files copy: a new directory `dir_name` in the scratch
-    /// directory `target`.
-    fn plan_files(target: Option<&str>, dir_name: &str) -> Result<(Scratch, RestoreOptions)> {
-        let dir = scratch_parent(target, "a directory")?.join(dir_name);
-        let target = TargetSpec::new(dir.to_string_lossy().into_owned())?.open()?;
-        Ok((Scratch::Files { dir, target }, RestoreOptions::default()))
-    }
-
-    /// Plans a physical PostgreSQL copy: a new data directory in
-    /// `dir_name` of the scratch directory `target`, checked as the role
-    /// of `source_url`.
-    fn plan_physical(
-        target: Option<&str>,
-        source_url: Option<&str>,
-        dir_name: &str,
-    ) -> Result<(Scratch, RestoreOptions)> {
-        let dir = scratch_parent(target, "a directory owned by the server's user")?.join(dir_name);
-        let data = DataDirectory::new(dir.join("data"))?;
-        let (user, password) = match source_url.and_then(|u| url::Url::parse(u).ok()) {
-            Some(u) if !u.username().is_empty() => (
-                percent_decode(u.username()),
-                u.password().map(percent_decode),
-            ),
-            _ => ("postgres".to_owned(), None),
-        };
-        let database = source_url
-            .and_then(url_database)
-            .unwrap_or_else(|| "postgres".to_owned());
-        let scratch = Scratch::Physical {
-            dir,
-            data,
-            user,
-            password,
-            database,
-        };
-        Ok((scratch, RestoreOptions::default()))
-    }
-
-    /// Plans a database copy as its kind does, on the server `target` or
-    /// on a throwaway server started now when the kind wants one there.
-    async fn plan_databases(
-        support: Box<dyn DrillSupport>,
-        snapshot: &Snapshot,
-        target: Option<&str>,
-        stamp: &str,
-        canary: bool,
-    ) -> Result<(Scratch, RestoreOptions)> {
-        let throwaway = support
-            .start_throwaway(target)
-            .await
-            .map_err(usage)?
-            .map(Box::new);
-        let server = throwaway.as_ref().map_or(target, |t| Some(t.url.as_str()));
-        let planned = support
-            .plan(snapshot, server, stamp, canary)
-            .map_err(usage)
-            .and_then(|(plan, opts)| {
-                let target = TargetSpec::new(plan.restore_url.clone())?.open()?;
-                Ok((target, plan, opts))
-            });
-        match planned {
-            Ok((target, plan, opts)) => {
+                // On the server `target`, or on a throwaway server started
+                // now when the kind wants one there.
+                let throwaway = support
+                    .start_throwaway(target)
+                    .await
+                    .map_err(usage)?
+                    .map(Box::new);
+                let server = throwaway.as_ref().map_or(target, |t| Some(t.url.as_str()));
+                let planned = support
+                    .plan(snapshot, server, stamp, canary)
+                    .map_err(usage)
+                    .and_then(|(plan, opts)| {
+                        let target = TargetSpec::new(plan.restore_url.clone())?.open()?;
+                        Ok((target, plan, opts))
+                    });
+                let (target, plan, opts) = match planned {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if let Some(t) = throwaway {
+                            t.stop().await;
+                        }
+                        return Err(e);
+                    }
+                };
                 let scratch = Scratch::Databases {
                     support,
                     plan,
                     throwaway,
                     target,
                 };
-                Ok((scratch, opts))
+                return Ok((scratch, opts));
             }
-            Err(e) => {
-                if let Some(t) = throwaway {
-                    t.stop().await;
-                }
-                Err(e)
-            }
-        }
+        };
+        Ok((scratch, RestoreOptions::default()))
     }
 
     /// What the journal must know before the restore writes anything.
@@ -248,10 +190,25 @@ impl Scratch {
     /// drill directory, owned (when running as root) like the scratch
     /// location, so that the server's user can run the data directory.
     pub(crate) fn create(&self) -> Result<()> {
-        match self {
-            Scratch::Physical { dir, .. } => make_dir(dir),
-            _ => Ok(()),
+        use std::os::unix::fs::MetadataExt;
+        let Scratch::Physical { dir, .. } = self else {
+            return Ok(());
+        };
+        std::fs::create_dir(dir).map_err(|e| {
+            backup_core::Error::io(
+                format!("creating the scratch directory {}", dir.display()),
+                e,
+            )
+        })?;
+        let parent = dir
+            .parent()
+            .filter(|_| nix::unistd::Uid::effective().is_root());
+        if let Some(m) = parent.and_then(|p| std::fs::metadata(p).ok()) {
+            std::os::unix::fs::chown(dir, Some(m.uid()), Some(m.gid())).map_err(|e| {
+                backup_core::Error::io(format!("giving {} to its parent's owner", dir.display()), e)
+            })?;
         }
+        Ok(())
     }
 
     /// The restore target.
@@ -287,23 +244,20 @@ impl Scratch {
     /// directory's name is free, the scratch databases are
     /// ([`DrillSupport::occupied`]).
     pub(crate) async fn check_free(&self) -> Result<()> {
-        match self {
-            Scratch::Files { dir, .. } | Scratch::Physical { dir, .. } => {
-                if dir.exists() {
-                    return Err(Error::usage(format!(
-                        "{} exists already; a drill restores into a new directory",
-                        dir.display()
-                    )));
-                }
-            }
+        let taken = match self {
+            Scratch::Files { dir, .. } | Scratch::Physical { dir, .. } => dir.exists().then(|| {
+                format!(
+                    "{} exists already; a drill restores into a new directory",
+                    dir.display()
+                )
+            }),
             Scratch::Databases { support, plan, .. } => {
-                let names = plan.scratch_databases();
-                if let Some(why) = support.occupied(&plan.server, &names).await? {
-                    return Err(Error::usage(why));
-                }
+                support
+                    .occupied(&plan.server, &plan.scratch_databases())
+                    .await?
             }
-        }
-        Ok(())
+        };
+        taken.map_or(Ok(()), |why| Err(Error::usage(why)))
     }
 
     /// The URL of the copy for checks and commands: with credentials and,
@@ -337,15 +291,15 @@ impl Scratch {
                 plan,
                 throwaway,
                 ..
-            } => {
-                if let Some(t) = throwaway.take() {
+            } => match throwaway.take() {
+                Some(t) => {
                     t.stop().await;
                     Ok(())
-                } else {
-                    let names = plan.scratch_databases();
-                    Ok(support.remove(&plan.server, &names).await?)
                 }
-            }
+                None => Ok(support
+                    .remove(&plan.server, &plan.scratch_databases())
+                    .await?),
+            },
         }
     }
 }
@@ -377,17 +331,6 @@ fn remove_dir(dir: &Path) -> Result<()> {
 /// Removes what a killed drill left behind; `current` is this drill's
 /// target URL (credentials included), used when it is the same server.
 pub(crate) async fn remove_leftover(r: &Resource, current: Option<&str>) -> Result<()> {
-    let creds = |server: &str| -> String {
-        match current {
-            Some(c)
-                if redact_url(&with_path(c, "/").unwrap_or_default())
-                    == redact_url(&with_path(server, "/").unwrap_or_default()) =>
-            {
-                c.to_owned()
-            }
-            _ => server.to_owned(),
-        }
-    };
     match &r.clone().upgraded() {
         Resource::Directory { path } => remove_dir(path),
         Resource::PostgresServer { data_dir } => {
@@ -402,7 +345,11 @@ pub(crate) async fn remove_leftover(r: &Resource, current: Option<&str>) -> Resu
             let kind = kind_named(kind)
                 .ok_or_else(|| Error::usage(format!("unknown kind of source `{kind}`")))?;
             let support = backup_sources::drill::support(kind)?;
-            Ok(support.remove(&creds(server), names).await?)
+            let root = |url: &str| redact_url(&with_path(url, "/").unwrap_or_default());
+            let server = current
+                .filter(|c| root(c) == root(server))
+                .unwrap_or(server);
+            Ok(support.remove(server, names).await?)
         }
         Resource::ThrowawayServer {
             pid,
