@@ -102,31 +102,21 @@ impl From<Ts> for bson::Timestamp {
 impl Ts {
     /// The position right after this timestamp.
     pub(crate) fn next(self) -> Ts {
-        if self.i == u32::MAX {
-            Ts {
-                t: self.t.saturating_add(1),
-                i: 0,
-            }
-        } else {
-            Ts {
-                t: self.t,
-                i: self.i + 1,
-            }
-        }
+        self.step(|v| v.saturating_add(1))
     }
 
     /// The position right before this one.
     pub(crate) fn prev(self) -> Ts {
-        if self.i == 0 {
-            Ts {
-                t: self.t.saturating_sub(1),
-                i: u32::MAX,
-            }
-        } else {
-            Ts {
-                t: self.t,
-                i: self.i - 1,
-            }
+        self.step(|v| v.saturating_sub(1))
+    }
+
+    /// The timestamp `by` moves this one to, counting seconds then
+    /// increment as one number.
+    fn step(self, by: fn(u64) -> u64) -> Ts {
+        let v = by(u64::from(self.t) << 32 | u64::from(self.i));
+        Ts {
+            t: (v >> 32) as u32,
+            i: v as u32,
         }
     }
 

@@ -57,7 +57,7 @@ pub fn wal_text(data: &[u8]) {
         return;
     };
     let _ = wal::history_entries(text);
-    let _ = wal::history_start(text, 2);
+    let _ = wal::history_start(text);
     let size = text
         .lines()
         .next()

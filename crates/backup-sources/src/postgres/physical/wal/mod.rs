@@ -84,15 +84,10 @@ pub(crate) fn gap_stream(repo: &Repository, system_identifier: &str) -> String {
     repo.capture_stream(GAP_KIND, system_identifier)
 }
 
-/// Where `timeline` began according to its history file (the switch
-/// point of its parent, the last line).
-pub(crate) fn history_start(content: &str, timeline: u32) -> Option<Lsn> {
-    let _ = timeline;
-    content
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().nth(1).and_then(|p| Lsn::parse(p).ok()))
-        .next_back()
+/// Where the timeline of a history file began: the switch point of its
+/// parent, the last entry.
+pub(crate) fn history_start(content: &str) -> Option<Lsn> {
+    history_entries(content).last().map(|(_, lsn)| *lsn)
 }
 
 /// The timelines a history file names with where each ended: `(parent
@@ -293,7 +288,7 @@ mod tests {
             history_entries(h),
             vec![(1, Lsn(0x300_0000)), (2, Lsn(0x50_00A0))]
         );
-        assert_eq!(history_start(h, 3), Some(Lsn(0x50_00A0)));
+        assert_eq!(history_start(h), Some(Lsn(0x50_00A0)));
         assert_eq!(
             parse_wal_name("000000020000000100000003", 16 << 20).unwrap(),
             (2, 256 + 3)

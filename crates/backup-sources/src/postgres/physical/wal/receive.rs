@@ -264,7 +264,7 @@ impl Receiver {
                 // A newer timeline than the stored one: its WAL from where
                 // it began.
                 let (_, content) = timeline_history(conn, timeline)?;
-                let begin = history_start(&content, timeline).ok_or_else(|| {
+                let begin = history_start(&content).ok_or_else(|| {
                     Error::source_failed(format!(
                         "the history file of timeline {timeline} has no start"
                     ))
