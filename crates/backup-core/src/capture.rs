@@ -36,6 +36,7 @@ use crate::pack::{decode_blob, encode_blob, BlobType, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::sink::{FileKind, SinkExt};
 use crate::snapshot::SourceDescriptor;
+use crate::util::blocking;
 
 /// Version of capture records.
 pub const CAPTURE_VERSION: u32 = 1;
@@ -217,7 +218,7 @@ impl Repository {
         let repo = self.clone();
         let level = self.config().compression.level;
         let data = data.to_vec();
-        let (pack, sha) = blocking(move || {
+        let (pack, sha) = blocking("capture", move || {
             let mut compressor = zstd::bulk::Compressor::new(level)
                 .map_err(|e| Error::io("creating a zstd compressor", e))?;
             let mut b = PackBuilder::with_capacity(data.len() / 2 + 4096);
@@ -380,7 +381,7 @@ impl Repository {
             .await?;
         let repo = self.clone();
         let blobs = record.blobs.clone();
-        let data = blocking(move || {
+        let data = blocking("capture", move || {
             let mut out = Vec::new();
             for b in &blobs {
                 let at = (u64::from(b.offset) - start) as usize;
@@ -688,17 +689,6 @@ impl CaptureLease {
         }
         Ok(())
     }
-}
-
-/// Runs `f` on a blocking thread (compressing, sealing and checking a
-/// piece's blobs).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Generic {
-            backend: "capture",
-            source: Box::new(e),
-        })?
 }
 
 fn check_positions(info: &PieceInfo) -> Result<()> {

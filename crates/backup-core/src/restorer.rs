@@ -436,12 +436,7 @@ async fn fetch_unit(repo: IndexedRepository, unit: Unit, ids: IdCheck) -> Result
     if unit.needed < INLINE_DECODE_BYTES {
         return decode();
     }
-    tokio::task::spawn_blocking(decode)
-        .await
-        .map_err(|e| Error::Generic {
-            backend: "decoder",
-            source: Box::new(e),
-        })?
+    crate::util::blocking("decoder", decode).await
 }
 
 /// Counts what restoring `root` with `filter` would write, without reading

@@ -212,6 +212,15 @@ impl Restarts {
         }
     }
 
+    /// Restarts waiting `first`, doubling up to `max` (no jitter), a run
+    /// of `max` counting as working: the reconnections of a capture.
+    pub fn doubling(first: Duration, max: Duration) -> Self {
+        let policy = RetryPolicy::default()
+            .with_backoff(first, max, Duration::ZERO)
+            .with_jitter(false);
+        Restarts::new(policy, max)
+    }
+
     /// A run starts.
     pub fn started(&mut self) {
         self.started = Instant::now();

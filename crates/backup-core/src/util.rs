@@ -85,3 +85,18 @@ pub(crate) fn cache_root() -> std::path::PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     std::path::PathBuf::from(home).join(".cache").join("backup")
 }
+
+/// Runs `f` on a blocking thread of the runtime; a panic or cancellation
+/// of that thread is an [`Error::Generic`](crate::Error::Generic) of
+/// `backend` (what the work was: "decoder", "capture").
+pub(crate) async fn blocking<T: Send + 'static>(
+    backend: &'static str,
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::Error::Generic {
+            backend,
+            source: Box::new(e),
+        })?
+}

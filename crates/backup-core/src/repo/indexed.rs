@@ -189,14 +189,10 @@ impl IndexedRepository {
         if stored.len() < 256 * 1024 {
             return decode_blob_with(&key, &hasher, &e, &loc.pack, &stored, ids);
         }
-        tokio::task::spawn_blocking(move || {
+        crate::util::blocking("decoder", move || {
             decode_blob_with(&key, &hasher, &e, &loc.pack, &stored, ids)
         })
         .await
-        .map_err(|e| Error::Generic {
-            backend: "decoder",
-            source: Box::new(e),
-        })?
     }
 
     /// Reads a range of a pack holding trees through the tree-pack cache.

@@ -124,17 +124,13 @@ impl Repository {
         };
         let pw = password.to_vec();
         let repo_id = self.config.id.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::util::blocking("key derivation", move || {
             let secret = writer
                 .as_ref()
                 .map_or(Secret::Full(&key), Secret::WriteOnly);
             KeyFile::wrap_secret(secret, &pw, &repo_id, kdf)
         })
         .await
-        .map_err(|e| Error::Generic {
-            backend: "key derivation",
-            source: Box::new(e),
-        })?
     }
 
     /// Adds a key for `password`; returns its id.

@@ -21,7 +21,7 @@ use backup_ops::pitr::{CaptureEvent, CaptureObserver, FollowRequest, Position, W
 use backup_ops::wal::ReceiveOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::{report, restarts, Daemon};
+use super::{report, Daemon};
 use crate::state::CaptureState;
 
 /// What a job captures, for its state and messages.
@@ -239,7 +239,7 @@ impl Daemon {
             capture,
             stopped_noticed: AtomicBool::new(false),
         });
-        let mut restarts = restarts(Duration::from_secs(1), Duration::from_secs(60));
+        let mut restarts = Restarts::doubling(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             restarts.started();
             let result = self.capture_once(&job, &observer, &generation).await;

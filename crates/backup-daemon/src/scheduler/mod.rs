@@ -101,15 +101,6 @@ fn write<T>(m: &RwLock<T>, v: T) {
 /// How a capture loop restarts what stopped: `first`, doubling to `max`
 /// while it keeps failing; a capture that ran a minute before it stopped
 /// was working (its waits start over, and its stop is a new outage).
-fn restarts(first: Duration, max: Duration) -> backup_core::retry::Restarts {
-    backup_core::retry::Restarts::new(
-        backup_core::retry::RetryPolicy::default()
-            .with_backoff(first, max, Duration::ZERO)
-            .with_jitter(false),
-        Duration::from_secs(60),
-    )
-}
-
 fn report(e: &backup_ops::Error) -> String {
     backup_core::error::report(e)
 }

@@ -129,14 +129,7 @@ impl<'a> Capture<'a> {
         kind: CaptureKind,
         url: String,
     ) -> Self {
-        let policy = RetryPolicy::default()
-            .with_backoff(
-                Duration::from_secs(1),
-                Duration::from_secs(60),
-                Duration::ZERO,
-            )
-            .with_jitter(false);
-        let mut restarts = Restarts::new(policy, Duration::from_secs(60));
+        let mut restarts = Restarts::doubling(Duration::from_secs(1), Duration::from_secs(60));
         restarts.started();
         let source = SourceDescriptor {
             kind: kind.source_kind().name().to_owned(),
